@@ -1,0 +1,393 @@
+"""Pure functions that hold the MLflow- and Nginx-specific knowledge: server args and env, the
+schema-upgrade step, nginx.conf, the htpasswd line, the backend URI.
+
+No Pulumi here: components call these inside `apply`, and the rehearsal tests call the very same
+functions to run the rendered configuration natively. Secret values never enter a spec; specs only
+name the secret env vars (values reach the container through the platform's secret mechanism).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Mapping, Optional
+from urllib.parse import quote
+
+from components.spec import ContainerSpec, HealthCheck
+
+if TYPE_CHECKING:
+    from components.config import ProxyConfig, ServerConfig
+
+MLFLOW_PORT = 5000
+PROXY_HTTP_PORT = 8080
+PROXY_HTTPS_PORT = 8443
+BACKEND_URI_ENV = "MLFLOW_BACKEND_STORE_URI"
+S3_CREDENTIAL_ENVS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+# `mlflow db upgrade URL` takes the URI as an argument, which would put the password on a command
+# line (visible in `ps` and `docker inspect`). Invoke the same click command from Python instead,
+# reading the URI from the environment.
+SCHEMA_UPGRADE_SCRIPT = (
+    "import os; from mlflow.db import commands; "
+    f"commands.main(['upgrade', os.environ['{BACKEND_URI_ENV}']], prog_name='mlflow db')"
+)
+
+
+def backend_store_uri(username: str, password: str, host: str, port: int, database: str,
+                      driver: str = "psycopg2") -> str:
+    """SQLAlchemy URI with the driver named (a bare postgresql:// means psycopg 3 under SQLAlchemy
+    2.1) and user and password URL-encoded, so passwords full of @:/?#% survive."""
+    return (f"postgresql+{driver}://{quote(username, safe='')}:{quote(password, safe='')}"
+            f"@{host}:{port}/{quote(database, safe='')}")
+
+
+def allowed_hosts(hostnames: tuple[str, ...], public_port: int) -> tuple[str, ...]:
+    """Host headers MLflow's middleware accepts. Nginx forwards `$host` (no port); the `host:port`
+    forms cover clients that send the port, e.g. through a proxy that keeps it."""
+    hosts: list[str] = []
+    for name in hostnames:
+        for candidate in (name, f"{name}:{public_port}"):
+            if candidate not in hosts:
+                hosts.append(candidate)
+    return tuple(hosts)
+
+
+def public_origins(hostnames: tuple[str, ...], scheme: str, public_port: int) -> tuple[str, ...]:
+    """Browser origins of the UI, for --cors-allowed-origins (default ports written both ways)."""
+    default_port = {"http": 80, "https": 443}[scheme]
+    origins: list[str] = []
+    for name in hostnames:
+        origins.append(f"{scheme}://{name}:{public_port}")
+        if public_port == default_port:
+            origins.append(f"{scheme}://{name}")
+    return tuple(origins)
+
+
+def public_url(hostname: str, scheme: str, public_port: int, static_prefix: Optional[str]) -> str:
+    """The tracking URI users set: scheme, first host name, port unless default, static prefix."""
+    default_port = {"http": 80, "https": 443}[scheme]
+    port = "" if public_port == default_port else f":{public_port}"
+    return f"{scheme}://{hostname}{port}{static_prefix or ''}"
+
+
+@dataclass(frozen=True)
+class TrackingServerSettings:
+    """Everything the server's command and env are rendered from (no secrets)."""
+
+    image: str
+    artifacts_destination: str
+    """Where proxied artifacts go, e.g. s3://bucket/prefix or wasbs://container@account.blob.core.windows.net/prefix."""
+    allowed_hosts: tuple[str, ...]
+    cors_allowed_origins: tuple[str, ...]
+    workers: int = 2
+    db_pool_size: int = 4
+    db_max_overflow: int = 4
+    db_pool_recycle_seconds: int = 1800
+    static_prefix: Optional[str] = None
+    job_execution: bool = False
+    s3_endpoint_url: Optional[str] = None
+    """MinIO (or another S3-compatible) endpoint; None for AWS S3."""
+    artifact_secret_env_names: tuple[str, ...] = ()
+    """Env vars holding the artifact store's credentials (empty where an identity is used)."""
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    """Platform-specific, non-secret env (e.g. AWS_DEFAULT_REGION)."""
+    port: int = MLFLOW_PORT
+    bind_host: str = "0.0.0.0"
+    timeout_seconds: int = 900
+    """uvicorn keep-alive budget for slow uploads behind the proxy."""
+
+
+def tracking_server_env(settings: TrackingServerSettings) -> dict[str, str]:
+    """Non-secret env of the server (pool sizing, job runners, S3 endpoint)."""
+    env = {
+        # SQLAlchemy pool per engine; worst case is checked against max_connections in config.py.
+        "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(settings.db_pool_size),
+        "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(settings.db_max_overflow),
+        "MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE": str(settings.db_pool_recycle_seconds),
+        # Background job runners (huey workers) only when used.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if settings.job_execution else "false",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if settings.s3_endpoint_url:
+        env["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+        env["AWS_DEFAULT_REGION"] = "us-east-1"
+    env.update(settings.extra_env)
+    return env
+
+
+def tracking_server_command(settings: TrackingServerSettings) -> tuple[str, ...]:
+    """`mlflow server` arguments. The backend URI comes from MLFLOW_BACKEND_STORE_URI (secret env),
+    never from an argument; the security middleware stays on with explicit hosts and origins."""
+    command = [
+        "mlflow", "server",
+        "--host", settings.bind_host,
+        "--port", str(settings.port),
+        "--workers", str(settings.workers),
+        "--serve-artifacts",
+        "--artifacts-destination", settings.artifacts_destination,
+        "--allowed-hosts", ",".join(settings.allowed_hosts),
+        "--cors-allowed-origins", ",".join(settings.cors_allowed_origins),
+        "--uvicorn-opts", f"--timeout-keep-alive {settings.timeout_seconds}",
+    ]
+    if settings.static_prefix:
+        command += ["--static-prefix", settings.static_prefix]
+    return tuple(command)
+
+
+def health_path(static_prefix: Optional[str]) -> str:
+    """Under --static-prefix P only P/health is exempt from the host check."""
+    return f"{static_prefix or ''}/health"
+
+
+def tracking_server_spec(settings: TrackingServerSettings, name: str = "mlflow-server") -> ContainerSpec:
+    """The long-running MLflow server."""
+    path = health_path(settings.static_prefix)
+    probe = (f"import urllib.request; urllib.request.urlopen("
+             f"'http://127.0.0.1:{settings.port}{path}', timeout=4)")
+    return ContainerSpec(
+        name=name,
+        image=settings.image,
+        command=tracking_server_command(settings),
+        env=tracking_server_env(settings),
+        secret_env_names=(BACKEND_URI_ENV, *settings.artifact_secret_env_names),
+        ports=(settings.port,),
+        health_check=HealthCheck(command=("python", "-c", probe), http_path=path, port=settings.port,
+                                 start_period_seconds=60),
+        user="mlflow",
+    )
+
+
+def schema_upgrade_spec(settings: TrackingServerSettings, name: str = "mlflow-db-upgrade") -> ContainerSpec:
+    """The one-off step that brings the schema to MLflow's Alembic head before any worker starts
+    (several workers upgrading at once race)."""
+    return ContainerSpec(
+        name=name,
+        image=settings.image,
+        command=("python", "-c", SCHEMA_UPGRADE_SCRIPT),
+        env={"PYTHONUNBUFFERED": "1"},
+        secret_env_names=(BACKEND_URI_ENV,),
+        user="mlflow",
+    )
+
+
+@dataclass(frozen=True)
+class NginxPaths:
+    """Where nginx reads and writes; the container's defaults, remapped by the rehearsal."""
+
+    config: str = "/etc/nginx/nginx.conf"
+    htpasswd: str = "/etc/nginx/htpasswd"
+    certificate: str = "/etc/nginx/tls/server.crt"
+    private_key: str = "/etc/nginx/tls/server.key"
+    pid: str = "/tmp/nginx.pid"
+    temp_dir: str = "/tmp"
+    access_log: str = "/dev/stdout"
+    error_log: str = "/dev/stderr"
+    mime_types: str = "/etc/nginx/mime.types"
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """Everything nginx.conf is rendered from."""
+
+    upstream: str
+    """host:port of the MLflow server as nginx reaches it."""
+    listen_port: int = PROXY_HTTP_PORT
+    listen_address: Optional[str] = None
+    tls: bool = False
+    static_prefix: Optional[str] = None
+    client_max_body_size: str = "0"
+    timeout_seconds: int = 900
+    realm: str = "MLflow"
+    paths: NginxPaths = field(default_factory=NginxPaths)
+
+
+def htpasswd_line(username: str, bcrypt_hash: str) -> str:
+    """One htpasswd entry from a bcrypt hash (pulumi-random's RandomPassword.bcrypt_hash)."""
+    if ":" in username or "\n" in username or not username:
+        raise ValueError("basic-auth user names cannot be empty or contain ':' or a newline")
+    if not bcrypt_hash.startswith(("$2a$", "$2b$", "$2y$")):
+        raise ValueError("expected a bcrypt hash ($2a$/$2b$/$2y$)")
+    return f"{username}:{bcrypt_hash}\n"
+
+
+def nginx_conf(settings: ProxySettings) -> str:
+    """nginx.conf for the proxy: basic auth, TLS, unlimited (or configured) streaming uploads,
+    /health open, Host forwarded for MLflow's host check, and under a static prefix the artifact
+    routes rewritten to the server's unprefixed streaming endpoint."""
+    p = settings.paths
+    prefix = settings.static_prefix or ""
+    listen = f"{settings.listen_address}:{settings.listen_port}" if settings.listen_address else str(settings.listen_port)
+    tls_lines = ""
+    if settings.tls:
+        listen += " ssl"
+        tls_lines = (
+            f"        ssl_certificate {p.certificate};\n"
+            f"        ssl_certificate_key {p.private_key};\n"
+            "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+            "        ssl_prefer_server_ciphers off;\n"
+            "        ssl_session_cache shared:SSL:10m;\n"
+            "        ssl_session_timeout 1d;\n"
+        )
+    timeout = f"{settings.timeout_seconds}s"
+    health = health_path(settings.static_prefix)
+    upstream = "            proxy_pass http://mlflow_upstream;\n"
+    locations = [
+        # Health is open: load balancers and container probes call it without credentials.
+        "        location = /health {\n"
+        "            auth_basic off;\n"
+        f"            rewrite ^ {health} break;\n{upstream}"
+        "        }\n"
+    ]
+    if prefix:
+        locations.append(
+            f"        location = {prefix}/health {{\n"
+            f"            auth_basic off;\n{upstream}"
+            "        }\n"
+        )
+        # The server mounts its streaming artifact router without the prefix; the prefixed path
+        # goes through a WSGI bridge that holds whole uploads in memory. Send uploads to the former.
+        locations.append(
+            f"        location {prefix}/api/2.0/mlflow-artifacts/ {{\n"
+            f"            rewrite ^{prefix}(/api/2\\.0/mlflow-artifacts/.*)$ $1 break;\n{upstream}"
+            "        }\n"
+        )
+    locations.append(f"        location / {{\n{upstream}        }}\n")
+
+    return (
+        "# Rendered by components/render.py; do not edit by hand.\n"
+        "worker_processes auto;\n"
+        f"pid {p.pid};\n"
+        f"error_log {p.error_log} warn;\n"
+        "events {\n    worker_connections 1024;\n}\n"
+        "http {\n"
+        f"    include {p.mime_types};\n"
+        "    default_type application/octet-stream;\n"
+        f"    access_log {p.access_log};\n"
+        "    server_tokens off;\n"
+        "    sendfile on;\n"
+        "    tcp_nodelay on;\n"
+        f"    client_body_temp_path {p.temp_dir}/client_body;\n"
+        f"    proxy_temp_path {p.temp_dir}/proxy;\n"
+        f"    fastcgi_temp_path {p.temp_dir}/fastcgi;\n"
+        f"    uwsgi_temp_path {p.temp_dir}/uwsgi;\n"
+        f"    scgi_temp_path {p.temp_dir}/scgi;\n"
+        "    upstream mlflow_upstream {\n"
+        f"        server {settings.upstream};\n"
+        "    }\n"
+        "    server {\n"
+        f"        listen {listen};\n"
+        "        server_name _;\n"
+        f"{tls_lines}"
+        # Artifacts can be gigabytes: no body limit by default, stream both ways, long timeouts.
+        f"        client_max_body_size {settings.client_max_body_size};\n"
+        "        proxy_request_buffering off;\n"
+        "        proxy_buffering off;\n"
+        f"        client_body_timeout {timeout};\n"
+        f"        send_timeout {timeout};\n"
+        f"        proxy_read_timeout {timeout};\n"
+        f"        proxy_send_timeout {timeout};\n"
+        "        proxy_connect_timeout 10s;\n"
+        # Forward the public Host: MLflow's middleware checks it against --allowed-hosts. No
+        # upstream keepalive: measured, it adds latency with a multi-worker uvicorn server.
+        "        proxy_http_version 1.1;\n"
+        "        proxy_set_header Host $host;\n"
+        "        proxy_set_header X-Real-IP $remote_addr;\n"
+        "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+        "        proxy_set_header X-Forwarded-Proto $scheme;\n"
+        "        proxy_set_header X-Forwarded-Host $host;\n"
+        "        proxy_set_header Connection \"\";\n"
+        f"        auth_basic \"{settings.realm}\";\n"
+        f"        auth_basic_user_file {p.htpasswd};\n"
+        f"{''.join(locations)}"
+        "    }\n"
+        "}\n"
+    )
+
+
+def proxy_health_check(settings: ProxySettings) -> HealthCheck:
+    """Probe /health through nginx itself (busybox wget in the alpine image)."""
+    scheme = "https" if settings.tls else "http"
+    url = f"{scheme}://127.0.0.1:{settings.listen_port}/health"
+    command = ("wget", "-q", "-O", "/dev/null", *(("--no-check-certificate",) if settings.tls else ()), url)
+    return HealthCheck(command=command, http_path="/health", port=settings.listen_port)
+
+
+def reverse_proxy_spec(settings: ProxySettings, image: str, name: str = "mlflow-proxy") -> ContainerSpec:
+    """The nginx container: rendered nginx.conf as a plain file; htpasswd and TLS material are
+    runtime files (their content arrives at deploy time, the key and htpasswd as secrets)."""
+    runtime_files = [settings.paths.htpasswd]
+    if settings.tls:
+        runtime_files += [settings.paths.certificate, settings.paths.private_key]
+    return ContainerSpec(
+        name=name,
+        image=image,
+        command=("nginx", "-c", settings.paths.config, "-g", "daemon off;"),
+        files={settings.paths.config: nginx_conf(settings)},
+        runtime_file_paths=tuple(runtime_files),
+        ports=(settings.listen_port,),
+        health_check=proxy_health_check(settings),
+        user="nginx",
+    )
+
+
+def client_env_lines(tracking_uri: str, username: str, password: str,
+                     certificate_path: Optional[str] = None) -> str:
+    """The `export MLFLOW_TRACKING_*` lines a user pastes (contains the password: keep secret)."""
+    lines = [
+        f"export MLFLOW_TRACKING_URI={_shell_quote(tracking_uri)}",
+        f"export MLFLOW_TRACKING_USERNAME={_shell_quote(username)}",
+        f"export MLFLOW_TRACKING_PASSWORD={_shell_quote(password)}",
+    ]
+    if certificate_path:
+        lines.append(f"export MLFLOW_TRACKING_SERVER_CERT_PATH={_shell_quote(certificate_path)}")
+    return "\n".join(lines) + "\n"
+
+
+def _shell_quote(value: str) -> str:
+    import shlex
+
+    return shlex.quote(value)
+
+
+def public_scheme(proxy: "ProxyConfig") -> str:
+    return "https" if proxy.tls != "off" else "http"
+
+
+def tracking_server_settings(server: "ServerConfig", proxy: "ProxyConfig", hostnames: tuple[str, ...], *,
+                             image: str, artifacts_destination: str,
+                             s3_endpoint_url: Optional[str] = None,
+                             artifact_secret_env_names: tuple[str, ...] = (),
+                             extra_env: Optional[Mapping[str, str]] = None) -> TrackingServerSettings:
+    """The server settings a stack's config renders to: the one place config becomes flags,
+    used by the TrackingServer component and by the rehearsal alike."""
+    return TrackingServerSettings(
+        image=image,
+        artifacts_destination=artifacts_destination,
+        allowed_hosts=allowed_hosts(hostnames, proxy.port),
+        cors_allowed_origins=public_origins(hostnames, public_scheme(proxy), proxy.port),
+        workers=server.workers,
+        db_pool_size=server.db_pool_size,
+        db_max_overflow=server.db_max_overflow,
+        db_pool_recycle_seconds=server.db_pool_recycle_seconds,
+        static_prefix=server.static_prefix,
+        job_execution=server.job_execution,
+        s3_endpoint_url=s3_endpoint_url,
+        artifact_secret_env_names=artifact_secret_env_names,
+        extra_env=dict(extra_env or {}),
+        timeout_seconds=proxy.timeout_seconds,
+    )
+
+
+def proxy_settings(proxy: "ProxyConfig", server: "ServerConfig", upstream: str,
+                   paths: NginxPaths = NginxPaths()) -> ProxySettings:
+    """The nginx settings a stack's config renders to (container ports; the rehearsal remaps
+    listen address, port and paths only)."""
+    tls = proxy.tls != "off"
+    return ProxySettings(
+        upstream=upstream,
+        listen_port=PROXY_HTTPS_PORT if tls else PROXY_HTTP_PORT,
+        tls=tls,
+        static_prefix=server.static_prefix,
+        client_max_body_size=proxy.client_max_body_size,
+        timeout_seconds=proxy.timeout_seconds,
+        paths=paths,
+    )
