@@ -33,6 +33,12 @@ _VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
 RESERVED_DB_CONNECTIONS = 10
 
 
+def _pinned_image(value: str) -> str:
+    if not _IMAGE_REF.match(value) or value.endswith(":latest"):
+        raise ValueError("must be an image reference pinned to a tag (not :latest), e.g. nginx:1.27.3-alpine")
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(
         extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
@@ -49,7 +55,6 @@ class ServerConfig(_Section):
     db_pool_recycle_seconds: int = Field(1800, ge=30, le=86400, description="recycle pooled connections after this many seconds")
     static_prefix: Optional[str] = Field(None, description="serve MLflow under this path, e.g. /mlflow")
     job_execution: bool = Field(False, description="run MLflow's background job runners (off unless used)")
-    artifacts_prefix: str = Field("", description="key prefix for artifacts inside the bucket")
     cpu: float = Field(1.0, gt=0, le=16, description="CPUs per replica (cloud stacks)")
     memory_mib: int = Field(2048, ge=512, le=65536, description="memory per replica in MiB (cloud stacks)")
 
@@ -58,13 +63,6 @@ class ServerConfig(_Section):
     def _prefix(cls, value: Optional[str]) -> Optional[str]:
         if value is not None and not _STATIC_PREFIX.match(value):
             raise ValueError("must be a path like /mlflow: leading slash, no trailing slash, letters, digits, . _ ~ -")
-        return value
-
-    @field_validator("artifacts_prefix")
-    @classmethod
-    def _artifacts_prefix(cls, value: str) -> str:
-        if value and not re.match(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$", value):
-            raise ValueError("must be a key prefix like mlflow or team/mlflow (no leading or trailing slash)")
         return value
 
 
@@ -77,6 +75,12 @@ class ProxyConfig(_Section):
     client_max_body_size: str = Field("0", description="largest request body, nginx syntax (0 = unlimited, 512m, 10g)")
     timeout_seconds: int = Field(900, ge=10, le=86400, description="read/send timeout for slow, large transfers")
     certificate_validity_days: int = Field(365, ge=1, le=3650, description="self-signed certificate lifetime")
+    image: str = Field("nginx:1.27.3-alpine", description="pinned Nginx image")
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        return _pinned_image(value)
 
     @field_validator("client_max_body_size")
     @classmethod
@@ -120,6 +124,14 @@ class ArtifactsConfig(_Section):
     """The artifact store."""
 
     bucket: str = Field("mlflow-artifacts", description="bucket (or Blob container) name")
+    prefix: str = Field("", description="key prefix for artifacts inside the bucket (empty: bucket root)")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if value and not re.match(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$", value):
+            raise ValueError("must be a key prefix like mlflow or team/mlflow (no leading or trailing slash)")
+        return value
 
     @field_validator("bucket")
     @classmethod
@@ -137,7 +149,6 @@ class LocalConfig(_Section):
     minio_console_port: int = Field(9001, ge=1, le=65535, description="host port of the MinIO console")
     postgres_image: str = Field("postgres:16.6-bookworm", description="pinned PostgreSQL image")
     minio_image: str = Field("minio/minio:RELEASE.2025-04-22T22-12-26Z", description="pinned MinIO image")
-    nginx_image: str = Field("nginx:1.27.3-alpine", description="pinned Nginx image")
 
     @field_validator("bind_address")
     @classmethod
@@ -146,12 +157,10 @@ class LocalConfig(_Section):
             raise ValueError("must be an IPv4 address such as 127.0.0.1 or 0.0.0.0")
         return value
 
-    @field_validator("postgres_image", "minio_image", "nginx_image")
+    @field_validator("postgres_image", "minio_image")
     @classmethod
     def _image(cls, value: str) -> str:
-        if not _IMAGE_REF.match(value) or value.endswith(":latest"):
-            raise ValueError("must be an image reference pinned to a tag (not :latest), e.g. nginx:1.27.3-alpine")
-        return value
+        return _pinned_image(value)
 
 
 class StackConfig(_Section):

@@ -1,0 +1,66 @@
+"""MetadataStore: the PostgreSQL database that holds MLflow's experiments, runs and registry."""
+
+from __future__ import annotations
+
+from typing import Optional, TypedDict
+
+import pulumi
+import pulumi_random as random
+
+from components import render
+from components.config import DatabaseConfig
+from components.platforms.base import DatabaseRequest, Platform
+
+# URL-reserved characters on purpose: the URI must survive them (render.backend_store_uri encodes).
+PASSWORD_SPECIALS = "@:/?#%&+!*-_"
+
+
+class MetadataStoreArgs(TypedDict):
+    platform: Platform
+    """Where the database runs (local Docker, AWS RDS, Azure flexible server)."""
+    database: DatabaseConfig
+    """Database name, owner role, max_connections, PostgreSQL version."""
+
+
+class MetadataStore(pulumi.ComponentResource):
+    """A PostgreSQL database and a non-superuser role for MLflow, with a generated password.
+
+    `connection_uri` is what the server needs: driver named, password URL-encoded, secret.
+    """
+
+    host: pulumi.Output[str]
+    port: pulumi.Output[int]
+    database: pulumi.Output[str]
+    username: pulumi.Output[str]
+    password: pulumi.Output[str]
+    connection_uri: pulumi.Output[str]
+
+    def __init__(self, name: str, args: MetadataStoreArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("mlflow:index:MetadataStore", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        config = args["database"]
+
+        generated = random.RandomPassword(
+            f"{name}-password", length=32, special=True, override_special=PASSWORD_SPECIALS,
+            min_special=4, min_numeric=2, min_upper=2, min_lower=2, opts=child,
+        )
+        self.password = pulumi.Output.secret(generated.result)
+        endpoint = args["platform"].postgres_database(
+            name,
+            DatabaseRequest(database=config.name, username=config.username,
+                            max_connections=config.max_connections, postgres_version=config.postgres_version),
+            self.password,
+            child,
+        )
+        self.ready = list(endpoint.ready)
+        self.host = endpoint.host
+        self.port = endpoint.port
+        self.database = pulumi.Output.from_input(config.name)
+        self.username = pulumi.Output.from_input(config.username)
+        self.connection_uri = pulumi.Output.secret(pulumi.Output.all(self.host, self.port, self.password).apply(
+            lambda parts: render.backend_store_uri(config.username, parts[2], parts[0], int(parts[1]), config.name)
+        ))
+        self.register_outputs({
+            "host": self.host, "port": self.port, "database": self.database, "username": self.username,
+            "password": self.password, "connection_uri": self.connection_uri,
+        })

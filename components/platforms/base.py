@@ -1,0 +1,91 @@
+"""What a platform must provide to the four components: a database, a bucket, an image, a one-off
+job and a long-running service. Components call only this interface, so the MLflow knowledge stays
+in the components and `render.py`, and the provider knowledge stays in each platform module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Protocol, Sequence
+
+import pulumi
+
+from components.spec import ContainerSpec
+
+
+@dataclass(frozen=True)
+class DatabaseRequest:
+    """A PostgreSQL database for MLflow, owned by a login role that is not a superuser."""
+
+    database: str
+    username: str
+    max_connections: int
+    postgres_version: str
+
+
+@dataclass
+class DatabaseEndpoint:
+    host: pulumi.Output[str]
+    port: pulumi.Output[int]
+    ready: Sequence[pulumi.Resource] = ()
+    """Resources that must exist before anything connects (the role and database are provisioned)."""
+
+
+@dataclass(frozen=True)
+class ObjectStoreRequest:
+    bucket: str
+    prefix: str = ""
+
+
+@dataclass
+class ObjectStoreEndpoint:
+    bucket: pulumi.Output[str]
+    artifact_root: pulumi.Output[str]
+    """Where the server writes proxied artifacts (s3://bucket/prefix, wasbs://...)."""
+    endpoint_url: Optional[pulumi.Output[str]] = None
+    """The S3 endpoint the server uses (MinIO); None for the cloud's own service."""
+    console_url: Optional[pulumi.Output[str]] = None
+    credentials: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
+    """Secret env the server needs for this store only (scoped keys); empty where an identity is used."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Non-secret env the server needs for this store (region, account name)."""
+    ready: Sequence[pulumi.Resource] = ()
+
+
+@dataclass
+class ServiceEndpoint:
+    internal_url: pulumi.Output[str]
+    """URL other services on the platform reach this one at."""
+    public_address: Optional[pulumi.Output[str]] = None
+    """Host name users reach a published service at, where the platform assigns one (a load
+    balancer's DNS name); None where the configured host names are used."""
+    resources: Sequence[pulumi.Resource] = ()
+
+
+class Platform(Protocol):
+    """How one environment (local Docker, AWS, Azure) realizes what the components need.
+
+    Every method receives `opts` whose parent is the calling component; resources it creates are
+    children of that component.
+    """
+
+    def postgres_database(self, name: str, request: DatabaseRequest, password: pulumi.Output[str],
+                          opts: pulumi.ResourceOptions) -> DatabaseEndpoint: ...
+
+    def object_store(self, name: str, request: ObjectStoreRequest,
+                     opts: pulumi.ResourceOptions) -> ObjectStoreEndpoint: ...
+
+    def server_image(self, name: str, mlflow_version: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]: ...
+
+    def run_job(self, name: str, service_name: str, spec: pulumi.Output[ContainerSpec],
+                secret_env: Mapping[str, pulumi.Output[str]], opts: pulumi.ResourceOptions) -> pulumi.Resource:
+        """Run a container to completion once (per change of its inputs) before dependents start."""
+        ...
+
+    def run_service(self, name: str, service_name: str, spec: pulumi.Output[ContainerSpec],
+                    secret_env: Mapping[str, pulumi.Output[str]],
+                    runtime_files: Mapping[str, pulumi.Output[str]],
+                    opts: pulumi.ResourceOptions,
+                    public_port: Optional[int] = None) -> ServiceEndpoint:
+        """Run a long-lived, health-checked, restarted container; publish `public_port` to users."""
+        ...

@@ -1,0 +1,300 @@
+"""The `local` platform: Docker containers on one machine, on a private bridge network.
+
+PostgreSQL and MinIO keep their data in named volumes that survive `pulumi destroy`; only Nginx
+publishes a port to users (MinIO's API and console are published on the bind address too, because
+the pulumi-minio provider and the console are used from the host). Imports only pulumi-docker,
+pulumi-minio and pulumi-random.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import pulumi
+import pulumi_docker as docker
+import pulumi_minio as minio
+import pulumi_random as random
+
+from components import render
+from components.config import LocalConfig
+from components.platforms.base import (
+    DatabaseEndpoint,
+    DatabaseRequest,
+    ObjectStoreEndpoint,
+    ObjectStoreRequest,
+    ServiceEndpoint,
+)
+from components.spec import ContainerSpec
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+POSTGRES_SOCKET_DIR = "/var/run/postgresql"
+MINIO_API_PORT = 9000
+MINIO_CONSOLE_PORT = 9001
+
+# Runs in a one-off container sharing the PostgreSQL socket volume (local trust auth on the
+# socket), so it needs no superuser password. Idempotent: creates the role and database once and
+# sets the role's password on every run, so a data volume kept from an earlier stack (destroyed,
+# then brought up again with newly generated passwords) keeps working. The password is read from
+# the environment by psql itself; it never appears on a command line.
+_PROVISION_SQL = r"""
+\set ON_ERROR_STOP on
+\set app_password `printenv MLFLOW_DB_PASSWORD`
+SELECT format('CREATE ROLE %I LOGIN', :'app_user') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'app_user') \gexec
+ALTER ROLE :"app_user" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'app_password';
+SELECT format('CREATE DATABASE %I OWNER %I', :'app_db', :'app_user') WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'app_db') \gexec
+REVOKE ALL ON DATABASE :"app_db" FROM PUBLIC;
+GRANT ALL ON DATABASE :"app_db" TO :"app_user";
+"""
+
+
+def _provision_command(request: DatabaseRequest) -> list[str]:
+    script = _PROVISION_SQL.replace("'", "'\\''")
+    return [
+        "sh", "-c",
+        f"until pg_isready -q -h {POSTGRES_SOCKET_DIR} -U postgres; do sleep 1; done; "
+        f"printf '%s' '{script}' | psql -h {POSTGRES_SOCKET_DIR} -U postgres -d postgres "
+        f"-v app_user={request.username} -v app_db={request.database}",
+    ]
+
+
+def _duration(seconds: int) -> str:
+    return f"{seconds}s"
+
+
+def _secret_envs(plain: Mapping[str, str], secret: Mapping[str, pulumi.Input[str]]) -> pulumi.Output[list[str]]:
+    """Docker env as `KEY=value` lines; the whole list is a secret when any value is."""
+    lines = pulumi.Output.all(dict(plain), pulumi.Output.all(**secret) if secret else {}).apply(
+        lambda parts: [f"{key}={value}" for key, value in {**parts[0], **parts[1]}.items()]
+    )
+    return pulumi.Output.secret(lines) if secret else lines
+
+
+class LocalDockerPlatform:
+    """Realizes databases, buckets and services as Docker resources on one private network."""
+
+    def __init__(self, stack: str, settings: LocalConfig, opts: Optional[pulumi.ResourceOptions] = None):
+        self.settings = settings
+        self.prefix = f"mlflow-{stack}"
+        self.network = docker.Network(
+            "network",
+            name=f"{self.prefix}-net",
+            driver="bridge",
+            attachable=False,
+            opts=opts,
+        )
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _image(self, name: str, reference: str, opts: pulumi.ResourceOptions) -> docker.RemoteImage:
+        return docker.RemoteImage(name, name=reference, keep_locally=True, opts=opts)
+
+    def _volume(self, name: str, volume_name: str, opts: pulumi.ResourceOptions) -> docker.Volume:
+        """A named volume that outlives the stack: kept on destroy, never replaced by an edit."""
+        return docker.Volume(
+            name,
+            name=volume_name,
+            labels=[docker.VolumeLabelArgs(label="org.mlflow-platform.data", value="keep")],
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                retain_on_delete=True,
+                ignore_changes=["name", "driver", "driverOpts", "labels"],
+            )),
+        )
+
+    def _network(self, alias: str) -> list[docker.ContainerNetworksAdvancedArgs]:
+        return [docker.ContainerNetworksAdvancedArgs(name=self.network.name, aliases=[alias])]
+
+    @property
+    def _host_address(self) -> str:
+        """Where the host reaches published ports (the provider, the console, users)."""
+        return "127.0.0.1" if self.settings.bind_address == "0.0.0.0" else self.settings.bind_address
+
+    # --- Platform interface ---------------------------------------------------------------------
+
+    def postgres_database(self, name: str, request: DatabaseRequest, password: pulumi.Output[str],
+                          opts: pulumi.ResourceOptions) -> DatabaseEndpoint:
+        image = self._image(f"{name}-image", self.settings.postgres_image, opts)
+        data = self._volume(f"{name}-data", f"{self.prefix}-pgdata", opts)
+        sockets = docker.Volume(f"{name}-socket", name=f"{self.prefix}-pgsocket", opts=opts)
+        superuser_password = random.RandomPassword(f"{name}-superuser-password", length=32, special=False, opts=opts)
+        alias = "postgres"
+        server = docker.Container(
+            name,
+            name=f"{self.prefix}-postgres",
+            image=image.image_id,
+            command=["postgres", "-c", f"max_connections={request.max_connections}"],
+            envs=_secret_envs({"POSTGRES_USER": "postgres", "POSTGRES_DB": "postgres"},
+                              {"POSTGRES_PASSWORD": superuser_password.result}),
+            volumes=[
+                docker.ContainerVolumeArgs(volume_name=data.name, container_path="/var/lib/postgresql/data"),
+                docker.ContainerVolumeArgs(volume_name=sockets.name, container_path=POSTGRES_SOCKET_DIR),
+            ],
+            networks_advanced=self._network(alias),
+            healthcheck=docker.ContainerHealthcheckArgs(
+                tests=["CMD", "pg_isready", "-q", "-h", POSTGRES_SOCKET_DIR, "-U", "postgres"],
+                interval="5s", timeout="5s", retries=12, start_period="20s",
+            ),
+            restart="unless-stopped",
+            wait=True,
+            wait_timeout=180,
+            opts=opts,
+        )
+        provision = docker.Container(
+            f"{name}-provision",
+            name=f"{self.prefix}-postgres-provision",
+            image=image.image_id,
+            command=_provision_command(request),
+            envs=_secret_envs({}, {"MLFLOW_DB_PASSWORD": password}),
+            volumes=[docker.ContainerVolumeArgs(volume_name=sockets.name, container_path=POSTGRES_SOCKET_DIR)],
+            user="postgres",
+            attach=True,
+            must_run=False,
+            logs=True,
+            restart="no",
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[server])),
+        )
+        return DatabaseEndpoint(host=pulumi.Output.from_input(alias), port=pulumi.Output.from_input(5432),
+                                ready=[server, provision])
+
+    def object_store(self, name: str, request: ObjectStoreRequest,
+                     opts: pulumi.ResourceOptions) -> ObjectStoreEndpoint:
+        image = self._image(f"{name}-minio-image", self.settings.minio_image, opts)
+        data = self._volume(f"{name}-minio-data", f"{self.prefix}-miniodata", opts)
+        root_user = random.RandomString(f"{name}-minio-root-user", length=16, special=False, upper=False, opts=opts)
+        root_password = random.RandomPassword(f"{name}-minio-root-password", length=40, special=False, opts=opts)
+        alias = "minio"
+        bind = self.settings.bind_address
+        server = docker.Container(
+            f"{name}-minio",
+            name=f"{self.prefix}-minio",
+            image=image.image_id,
+            command=["server", "/data", "--address", f":{MINIO_API_PORT}", "--console-address", f":{MINIO_CONSOLE_PORT}"],
+            envs=_secret_envs({"MINIO_BROWSER_REDIRECT": "off"},
+                              {"MINIO_ROOT_USER": root_user.result, "MINIO_ROOT_PASSWORD": root_password.result}),
+            volumes=[docker.ContainerVolumeArgs(volume_name=data.name, container_path="/data")],
+            ports=[
+                docker.ContainerPortArgs(internal=MINIO_API_PORT, external=self.settings.minio_api_port, ip=bind),
+                docker.ContainerPortArgs(internal=MINIO_CONSOLE_PORT, external=self.settings.minio_console_port, ip=bind),
+            ],
+            networks_advanced=self._network(alias),
+            healthcheck=docker.ContainerHealthcheckArgs(
+                tests=["CMD", "mc", "ready", "local"], interval="5s", timeout="5s", retries=12, start_period="10s",
+            ),
+            restart="unless-stopped",
+            wait=True,
+            wait_timeout=180,
+            opts=opts,
+        )
+        # The provider talks to MinIO through the published port, as root, only to set up the
+        # bucket and the scoped user; the MLflow server never sees the root credentials.
+        provider = minio.Provider(
+            f"{name}-minio-provider",
+            minio_server=f"{self._host_address}:{self.settings.minio_api_port}",
+            minio_user=root_user.result,
+            minio_password=root_password.result,
+            minio_ssl=False,
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[server])),
+        )
+        on_minio = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(provider=provider))
+        bucket = minio.S3Bucket(f"{name}-bucket", bucket=request.bucket, acl="private", opts=on_minio)
+        policy = minio.IamPolicy(
+            f"{name}-policy",
+            name=f"{request.bucket}-mlflow-server",
+            policy=bucket.bucket.apply(lambda b: json.dumps(render.artifact_bucket_policy(b, request.prefix))),
+            opts=on_minio,
+        )
+        user_secret = random.RandomPassword(f"{name}-server-secret-key", length=40, special=False, opts=opts)
+        user = minio.IamUser(f"{name}-server-user", name=f"{request.bucket}-mlflow-server",
+                             secret=user_secret.result, opts=on_minio)
+        attachment = minio.IamUserPolicyAttachment(f"{name}-server-policy", user_name=user.name,
+                                                   policy_name=policy.name, opts=on_minio)
+        return ObjectStoreEndpoint(
+            bucket=bucket.bucket,
+            artifact_root=bucket.bucket.apply(lambda b: render.artifacts_destination(b, request.prefix)),
+            endpoint_url=pulumi.Output.from_input(f"http://{alias}:{MINIO_API_PORT}"),
+            console_url=pulumi.Output.from_input(f"http://{self._host_address}:{self.settings.minio_console_port}"),
+            credentials={
+                "AWS_ACCESS_KEY_ID": pulumi.Output.secret(user.name),
+                "AWS_SECRET_ACCESS_KEY": pulumi.Output.secret(user_secret.result),
+            },
+            ready=[attachment],
+        )
+
+    def server_image(self, name: str, mlflow_version: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
+        image = docker.Image(
+            name,
+            image_name=f"mlflow-platform/mlflow-server:{mlflow_version}",
+            build=docker.DockerBuildArgs(
+                context=str(REPO_ROOT),
+                dockerfile=str(REPO_ROOT / "docker" / "mlflow" / "Dockerfile"),
+                args={"MLFLOW_VERSION": mlflow_version},
+            ),
+            skip_push=True,
+            opts=opts,
+        )
+        return image.image_name
+
+    def run_job(self, name: str, service_name: str, spec: pulumi.Output[ContainerSpec],
+                secret_env: Mapping[str, pulumi.Output[str]], opts: pulumi.ResourceOptions) -> pulumi.Resource:
+        return docker.Container(
+            name,
+            name=f"{self.prefix}-{service_name}",
+            image=spec.apply(lambda s: s.image),
+            command=spec.apply(lambda s: list(s.command)),
+            envs=spec.apply(lambda s: dict(s.env)).apply(lambda env: _secret_envs(env, secret_env)),
+            user=spec.apply(lambda s: s.user),
+            networks_advanced=self._network(service_name),
+            attach=True,
+            must_run=False,
+            logs=True,
+            restart="no",
+            opts=opts,
+        )
+
+    def run_service(self, name: str, service_name: str, spec: pulumi.Output[ContainerSpec],
+                    secret_env: Mapping[str, pulumi.Output[str]],
+                    runtime_files: Mapping[str, pulumi.Output[str]],
+                    opts: pulumi.ResourceOptions,
+                    public_port: Optional[int] = None) -> ServiceEndpoint:
+        uploads = pulumi.Output.all(spec, pulumi.Output.all(**runtime_files) if runtime_files else {}).apply(
+            lambda parts: [docker.ContainerUploadArgs(file=path, content=content)
+                           for path, content in {**parts[0].files, **parts[1]}.items()]
+        )
+        ports: Sequence[docker.ContainerPortArgs] = []
+        if public_port is not None:
+            ports = [docker.ContainerPortArgs(internal=spec.apply(lambda s: s.ports[0]), external=public_port,
+                                              ip=self.settings.bind_address)]
+        container = docker.Container(
+            name,
+            name=f"{self.prefix}-{service_name}",
+            image=spec.apply(lambda s: s.image),
+            command=spec.apply(lambda s: list(s.command)),
+            envs=spec.apply(lambda s: dict(s.env)).apply(lambda env: _secret_envs(env, secret_env)),
+            user=spec.apply(lambda s: s.user),
+            uploads=uploads,
+            ports=ports,
+            networks_advanced=self._network(service_name),
+            healthcheck=spec.apply(_healthcheck),
+            restart="unless-stopped",
+            wait=True,
+            wait_timeout=300,
+            opts=opts,
+        )
+        return ServiceEndpoint(
+            internal_url=spec.apply(lambda s: f"http://{service_name}:{s.ports[0]}"),
+            resources=[container],
+        )
+
+
+def _healthcheck(spec: ContainerSpec) -> Optional[docker.ContainerHealthcheckArgs]:
+    check = spec.health_check
+    if check is None:
+        return None
+    return docker.ContainerHealthcheckArgs(
+        tests=["CMD", *check.command],
+        interval=_duration(check.interval_seconds),
+        timeout=_duration(check.timeout_seconds),
+        retries=check.retries,
+        start_period=_duration(check.start_period_seconds),
+    )

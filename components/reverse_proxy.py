@@ -1,0 +1,100 @@
+"""ReverseProxy: Nginx in front of the server: basic auth, optional TLS, large streaming uploads."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, TypedDict
+
+import pulumi
+import pulumi_random as random
+import pulumi_tls as tls
+
+from components import render
+from components.config import ProxyConfig, ServerConfig
+from components.platforms.base import Platform
+from components.spec import ContainerSpec
+from components.tracking_server import TrackingServer
+
+
+class ReverseProxyArgs(TypedDict):
+    platform: Platform
+    """Where the proxy runs."""
+    tracking_server: TrackingServer
+    """The upstream."""
+    proxy: ProxyConfig
+    """Port, TLS mode, user name, body size limit, timeouts."""
+    server: ServerConfig
+    """The upstream's static prefix (health and artifact routes depend on it)."""
+    hostnames: Sequence[str]
+    """Public host names (the certificate's names; the first one is in `url`)."""
+    image: str
+    """Pinned Nginx image."""
+
+
+class ReverseProxy(pulumi.ComponentResource):
+    """The one public entry point. Users set `url` as MLFLOW_TRACKING_URI and `username`/`password`
+    as MLFLOW_TRACKING_USERNAME/PASSWORD; `/health` stays open for probes."""
+
+    url: pulumi.Output[str]
+    username: pulumi.Output[str]
+    password: pulumi.Output[str]
+    certificate_pem: Optional[pulumi.Output[str]]
+    container_spec: pulumi.Output[ContainerSpec]
+
+    def __init__(self, name: str, args: ReverseProxyArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("mlflow:index:ReverseProxy", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        config = args["proxy"]
+        hostnames = list(args["hostnames"])
+
+        generated = random.RandomPassword(f"{name}-password", length=32, special=True,
+                                          override_special="@:/?#%&+!*-_", min_special=2, opts=child)
+        self.username = pulumi.Output.from_input(config.username)
+        self.password = pulumi.Output.secret(generated.result)
+        htpasswd = pulumi.Output.secret(generated.bcrypt_hash.apply(
+            lambda digest: render.htpasswd_line(config.username, digest)))
+
+        paths = render.NginxPaths()
+        runtime_files = {paths.htpasswd: htpasswd}
+        self.certificate_pem = None
+        if config.tls == "self-signed":
+            key = tls.PrivateKey(f"{name}-tls-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+            certificate = tls.SelfSignedCert(
+                f"{name}-tls-certificate",
+                private_key_pem=key.private_key_pem,
+                subject=tls.SelfSignedCertSubjectArgs(common_name=hostnames[0], organization="MLflow platform"),
+                dns_names=[host for host in hostnames if not _is_ip(host)],
+                ip_addresses=[host for host in hostnames if _is_ip(host)] or ["127.0.0.1"],
+                validity_period_hours=24 * config.certificate_validity_days,
+                early_renewal_hours=24 * 30,
+                allowed_uses=["key_encipherment", "digital_signature", "server_auth"],
+                opts=child,
+            )
+            self.certificate_pem = certificate.cert_pem
+            runtime_files[paths.certificate] = certificate.cert_pem
+            runtime_files[paths.private_key] = pulumi.Output.secret(key.private_key_pem)
+
+        upstream = args["tracking_server"].internal_url.apply(lambda url: url.split("://", 1)[1])
+        self.container_spec = upstream.apply(lambda host_port: render.reverse_proxy_spec(
+            render.proxy_settings(config, args["server"], host_port, paths), args["image"]))
+        service = args["platform"].run_service(
+            name, "mlflow-proxy", self.container_spec, {}, runtime_files,
+            pulumi.ResourceOptions(parent=self, depends_on=list(args["tracking_server"].ready)),
+            public_port=config.port,
+        )
+        scheme = render.public_scheme(config)
+        host = service.public_address if service.public_address is not None else pulumi.Output.from_input(hostnames[0])
+        self.url = host.apply(lambda h: render.public_url(h, scheme, config.port, args["server"].static_prefix))
+        outputs = {"url": self.url, "username": self.username, "password": self.password}
+        if self.certificate_pem is not None:
+            outputs["certificate_pem"] = self.certificate_pem
+        self.register_outputs(outputs)
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,257 @@
+"""Run the Pulumi program under mocks and record the whole resource graph as the engine would see it.
+
+Plain `pulumi.runtime.Mocks` loses what these tests are about: the mock monitor neither records
+resource options (parent, protect, retain-on-delete, dependencies) nor marks
+`additional_secret_outputs` as secret, so a secret assertion would pass or fail by accident. The
+recording monitor here keeps every RegisterResource request raw (secrets still wrapped in Pulumi's
+secret sentinel), applies `additional_secret_outputs` to the state it returns, and keeps the
+outputs each resource and the stack register.
+
+Provider behaviour is emulated only where the program reads a computed output: generated
+passwords (URL-hostile on purpose, and real bcrypt hashes of them), image ids, PEMs. Every
+generated secret is remembered so tests can search the graph for it in plain text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import runpy
+import secrets
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import bcrypt
+import pulumi
+import yaml
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SECRET_SIG = rpc._special_secret_sig
+SIG_KEY = rpc._special_sig_key
+
+
+def is_secret_wrapper(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(SIG_KEY) == SECRET_SIG
+
+
+def unwrap(value: Any) -> Any:
+    """Strip secret sentinels: the values as a provider would receive them."""
+    if is_secret_wrapper(value):
+        return unwrap(value.get("value"))
+    if isinstance(value, dict):
+        return {key: unwrap(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [unwrap(item) for item in value]
+    return value
+
+
+def plain_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every string reachable WITHOUT passing through a secret sentinel, with its path."""
+    if is_secret_wrapper(value):
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from plain_strings(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from plain_strings(item, f"{path}[{index}]")
+    elif isinstance(value, str):
+        yield path, value
+
+
+@dataclass
+class Recorded:
+    """One registered resource: what the engine would store and pass to the provider."""
+
+    type: str
+    name: str
+    urn: str
+    parent: str
+    custom: bool
+    raw_inputs: dict
+    protect: bool
+    retain_on_delete: bool
+    ignore_changes: list[str]
+    dependencies: list[str]
+    additional_secret_outputs: list[str]
+    provider: str
+    outputs: dict = field(default_factory=dict)
+    """Raw outputs the program registered (components and the stack), secrets still wrapped."""
+
+    @property
+    def inputs(self) -> dict:
+        return unwrap(self.raw_inputs)
+
+    def input_is_secret(self, key: str) -> bool:
+        return is_secret_wrapper(self.raw_inputs.get(key))
+
+
+def _password(length: int, specials: str) -> str:
+    """A generated password that contains URL-reserved characters, as RandomPassword may."""
+    alphabet = string.ascii_letters + string.digits + specials
+    body = "".join(secrets.choice(alphabet) for _ in range(max(length - 6, 4)))
+    return ("Aa1" + (specials[:3] if specials else "xyz") + body)[:max(length, 8)]
+
+
+class ProgramMocks(pulumi.runtime.Mocks):
+    """Computed outputs for the providers the program uses; remembers every generated secret."""
+
+    def __init__(self) -> None:
+        self.generated_secrets: list[str] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        outputs = dict(args.inputs)
+        kind = args.typ
+        if kind == "random:index/randomPassword:RandomPassword":
+            specials = args.inputs.get("overrideSpecial", "!@#$%&*()-_=+[]{}<>:?") if args.inputs.get("special", True) else ""
+            value = _password(int(args.inputs.get("length", 16)), specials)
+            outputs["result"] = value
+            outputs["bcryptHash"] = bcrypt.hashpw(value.encode(), bcrypt.gensalt(4, prefix=b"2a")).decode()
+            self.generated_secrets.append(value)
+        elif kind == "random:index/randomString:RandomString":
+            outputs["result"] = secrets.token_hex(int(args.inputs.get("length", 16)) // 2 + 1)[: int(args.inputs.get("length", 16))]
+        elif kind == "tls:index/privateKey:PrivateKey":
+            body = secrets.token_hex(48)
+            outputs["privateKeyPem"] = f"-----BEGIN EC PRIVATE KEY-----\n{body}\n-----END EC PRIVATE KEY-----\n"
+            outputs["publicKeyPem"] = "-----BEGIN PUBLIC KEY-----\nPUB\n-----END PUBLIC KEY-----\n"
+            self.generated_secrets.append(body)
+        elif kind == "tls:index/selfSignedCert:SelfSignedCert":
+            outputs["certPem"] = "-----BEGIN CERTIFICATE-----\nCERT\n-----END CERTIFICATE-----\n"
+        elif kind == "docker:index/remoteImage:RemoteImage":
+            outputs["imageId"] = "sha256:" + hashlib.sha256(args.inputs["name"].encode()).hexdigest()
+            outputs["repoDigest"] = args.inputs["name"] + "@sha256:" + hashlib.sha256(b"d" + args.inputs["name"].encode()).hexdigest()
+        elif kind == "docker:index/image:Image":
+            outputs["repoDigest"] = args.inputs["imageName"] + "@sha256:" + "0" * 64
+        elif kind == "minio:index/s3Bucket:S3Bucket":
+            outputs.setdefault("arn", f"arn:aws:s3:::{args.inputs.get('bucket')}")
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        return {}
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The mock monitor, plus what the engine would know: options, raw inputs, secret outputs."""
+
+    def __init__(self, mocks: ProgramMocks) -> None:
+        super().__init__(mocks)
+        self.recorded: dict[str, Recorded] = {}
+
+    def RegisterResource(self, request):
+        urn = self.make_urn(request.parent, request.type, request.name)
+        if request.type == "pulumi:pulumi:Stack":
+            from pulumi.runtime.proto import resource_pb2
+
+            self.stack_urn = urn
+            return resource_pb2.RegisterResourceResponse(urn=urn)
+        raw_inputs = json_format.MessageToDict(request.object)
+        response = self._register(request, urn)
+        self.recorded[urn] = Recorded(
+            type=request.type, name=request.name, urn=urn, parent=request.parent, custom=request.custom,
+            raw_inputs=raw_inputs, protect=bool(request.protect),
+            retain_on_delete=bool(request.retainOnDelete) if request.HasField("retainOnDelete") else False,
+            ignore_changes=list(request.ignoreChanges), dependencies=list(request.dependencies),
+            additional_secret_outputs=list(request.additionalSecretOutputs), provider=request.provider,
+        )
+        return response
+
+    def _register(self, request, urn):
+        """MockMonitor.RegisterResource, with additional_secret_outputs wrapped as the engine does."""
+        from pulumi.runtime.proto import resource_pb2
+
+        pulumi_mocks._ensure_event_loop()
+        inputs = rpc.deserialize_properties(request.object)
+        args = pulumi.runtime.MockResourceArgs(
+            typ=request.type, name=request.name, inputs=inputs, provider=request.provider,
+            resource_id=request.importId, custom=request.custom or False,
+        )
+        id_, state = self.mocks.new_resource(args)
+        marked = {key: ({SIG_KEY: SECRET_SIG, "value": value} if key in request.additionalSecretOutputs else value)
+                  for key, value in state.items()}
+        # Inputs that arrived secret stay secret in the state, as the engine keeps them.
+        raw = json_format.MessageToDict(request.object)
+        for key, value in raw.items():
+            if is_secret_wrapper(value) and key in marked and not is_secret_wrapper(marked[key]):
+                marked[key] = {SIG_KEY: SECRET_SIG, "value": marked[key]}
+        obj_proto = pulumi_mocks._sync_await(rpc.serialize_properties(marked, {}))
+        self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, id_, state)
+        return resource_pb2.RegisterResourceResponse(urn=urn, id=id_, object=obj_proto)
+
+    def RegisterResourceOutputs(self, request):
+        outputs = json_format.MessageToDict(request.outputs)
+        if request.urn in self.recorded:
+            self.recorded[request.urn].outputs = outputs
+        return super().RegisterResourceOutputs(request)
+
+
+@dataclass
+class ProgramRun:
+    """The result of running a program under mocks."""
+
+    resources: list[Recorded]
+    stack_outputs: dict
+    generated_secrets: list[str]
+
+    def of_type(self, type_token: str) -> list[Recorded]:
+        return [r for r in self.resources if r.type == type_token]
+
+    def one(self, type_token: str, name: Optional[str] = None) -> Recorded:
+        found = [r for r in self.of_type(type_token) if name is None or r.name == name]
+        assert len(found) == 1, f"expected one {type_token} {name or ''}, found {[r.name for r in found]}"
+        return found[0]
+
+    def by_urn(self, urn: str) -> Recorded:
+        return next(r for r in self.resources if r.urn == urn)
+
+    def output(self, name: str) -> Any:
+        return unwrap(self.stack_outputs[name])
+
+    def output_is_secret(self, name: str) -> bool:
+        return is_secret_wrapper(self.stack_outputs[name])
+
+
+def stack_file_config(stack: str) -> dict[str, str]:
+    """The `config:` block of Pulumi.<stack>.yaml as the engine hands it to the program: full
+    keys, structured values as JSON text."""
+    document = yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text()) or {}
+    return {key: value if isinstance(value, str) else json.dumps(value)
+            for key, value in (document.get("config") or {}).items()}
+
+
+def _resolve_exports(stack: Any) -> dict:
+    """The stack's exports as the engine would store them: values, secrets wrapped."""
+    from pulumi.runtime.sync_await import _sync_await
+
+    async def resolve(value: Any) -> Any:
+        output = pulumi.Output.from_input(value)
+        resolved = await output.future()
+        return {SIG_KEY: SECRET_SIG, "value": resolved} if await output.is_secret() else resolved
+
+    return {name: _sync_await(resolve(value)) for name, value in (stack.outputs if stack else {}).items()}
+
+
+def run_program(config: dict[str, Any], stack: str = "local", program: Path = REPO_ROOT / "__main__.py") -> ProgramRun:
+    """Run the program with `config` (full keys, e.g. "mlflow:server") under recording mocks."""
+    mocks = ProgramMocks()
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.settings.reset_options()
+    pulumi.runtime.set_mocks(mocks, project="mlflow", stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_all_config({key: value if isinstance(value, str) else json.dumps(value)
+                                   for key, value in config.items()})
+    try:
+        @pulumi.runtime.test
+        def execute():
+            runpy.run_path(str(program), run_name="__main__")
+            return pulumi.Output.from_input(True)
+
+        execute()
+        stack_outputs = _resolve_exports(pulumi.runtime.get_root_resource())
+    finally:
+        pulumi.runtime.set_all_config({})
+    return ProgramRun(resources=list(monitor.recorded.values()), stack_outputs=stack_outputs,
+                      generated_secrets=list(mocks.generated_secrets))
