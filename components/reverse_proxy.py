@@ -73,9 +73,10 @@ class ReverseProxy(pulumi.ComponentResource):
             runtime_files[paths.certificate] = certificate.cert_pem
             runtime_files[paths.private_key] = pulumi.Output.secret(key.private_key_pem)
 
+        image = args["platform"].public_image(f"{name}-image", args["image"], child)
         upstream = args["tracking_server"].internal_url.apply(lambda url: url.split("://", 1)[1])
-        self.container_spec = upstream.apply(lambda host_port: render.reverse_proxy_spec(
-            render.proxy_settings(config, args["server"], host_port, paths), args["image"]))
+        self.container_spec = pulumi.Output.all(upstream, image).apply(lambda parts: render.reverse_proxy_spec(
+            render.proxy_settings(config, args["server"], parts[0], paths), parts[1]))
         service = args["platform"].run_service(
             name, "mlflow-proxy", self.container_spec, {}, runtime_files,
             pulumi.ResourceOptions(parent=self, depends_on=list(args["tracking_server"].ready)),

@@ -75,7 +75,13 @@ class Platform(Protocol):
     def object_store(self, name: str, request: ObjectStoreRequest,
                      opts: pulumi.ResourceOptions) -> ObjectStoreEndpoint: ...
 
-    def server_image(self, name: str, mlflow_version: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]: ...
+    def server_image(self, name: str, mlflow_version: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
+        """Build (and where needed push) the MLflow image from docker/mlflow/Dockerfile."""
+        ...
+
+    def public_image(self, name: str, reference: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
+        """Make a pinned public image (e.g. nginx) available to the platform's containers."""
+        ...
 
     def run_job(self, name: str, service_name: str, spec: pulumi.Output[ContainerSpec],
                 secret_env: Mapping[str, pulumi.Output[str]], opts: pulumi.ResourceOptions) -> pulumi.Resource:

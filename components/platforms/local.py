@@ -148,6 +148,7 @@ class LocalDockerPlatform:
             envs=_secret_envs({}, {"MLFLOW_DB_PASSWORD": password}),
             volumes=[docker.ContainerVolumeArgs(volume_name=sockets.name, container_path=POSTGRES_SOCKET_DIR)],
             user="postgres",
+            network_mode="none",  # it talks to PostgreSQL over the shared socket only
             attach=True,
             must_run=False,
             logs=True,
@@ -234,6 +235,9 @@ class LocalDockerPlatform:
             opts=opts,
         )
         return image.image_name
+
+    def public_image(self, name: str, reference: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
+        return self._image(name, reference, opts).image_id
 
     def run_job(self, name: str, service_name: str, spec: pulumi.Output[ContainerSpec],
                 secret_env: Mapping[str, pulumi.Output[str]], opts: pulumi.ResourceOptions) -> pulumi.Resource:

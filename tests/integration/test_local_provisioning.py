@@ -1,0 +1,59 @@
+"""The `local` platform's database provisioning step, run for real against PostgreSQL.
+
+The provisioning container runs `sh -c "... | psql -h /var/run/postgresql ..."` next to the
+postgres container. Here the same command runs natively against a test cluster, with only the
+socket directory mapped, and is then proven by logging in as the role it made.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+import sqlalchemy
+
+from components.config import DatabaseConfig
+from components.platforms.base import DatabaseRequest
+from components.platforms.local import POSTGRES_SOCKET_DIR, _provision_command
+from tests.support.postgres import PostgresCluster
+
+HOSTILE_PASSWORD = "Aa1@:/?#%&+!*-_x'y\"z"
+
+
+def run_provision(cluster: PostgresCluster, password: str, request: DatabaseRequest) -> subprocess.CompletedProcess:
+    command = [part.replace(POSTGRES_SOCKET_DIR, str(cluster.socket_dir)) for part in _provision_command(request)]
+    env = dict(os.environ, MLFLOW_DB_PASSWORD=password, PGPORT=str(cluster.port),
+               PGPASSWORD=cluster.superuser_password, PATH=f"{cluster.bindir}:{os.environ['PATH']}")
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_provisioning_creates_a_non_superuser_owner_and_is_idempotent(postgres_cluster):
+    config = DatabaseConfig(name="mlflow_prov", username="mlflow_prov")
+    request = DatabaseRequest(database=config.name, username=config.username, max_connections=100,
+                              postgres_version="16")
+    first = run_provision(postgres_cluster, HOSTILE_PASSWORD, request)
+    assert first.returncode == 0, first.stderr
+    assert HOSTILE_PASSWORD not in first.stdout + first.stderr, "the password must never be echoed"
+
+    from components.render import backend_store_uri
+
+    uri = backend_store_uri(config.username, HOSTILE_PASSWORD, "127.0.0.1", postgres_cluster.port, config.name)
+    engine = sqlalchemy.create_engine(uri)
+    with engine.connect() as connection:
+        is_super = connection.execute(sqlalchemy.text("select rolsuper from pg_roles where rolname = current_user")).scalar()
+        owner = connection.execute(sqlalchemy.text(
+            "select pg_get_userbyid(datdba) from pg_database where datname = current_database()")).scalar()
+        connection.execute(sqlalchemy.text("create table probe (id int)"))  # owner may create its schema
+        connection.commit()
+    engine.dispose()
+    assert is_super is False and owner == config.username
+
+    # A kept data volume meets newly generated passwords: running again rotates the password.
+    second = run_provision(postgres_cluster, "Rotated@:/?#%-pass", request)
+    assert second.returncode == 0, second.stderr
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        sqlalchemy.create_engine(uri).connect()
+    rotated = backend_store_uri(config.username, "Rotated@:/?#%-pass", "127.0.0.1", postgres_cluster.port, config.name)
+    with sqlalchemy.create_engine(rotated).connect() as connection:
+        assert connection.execute(sqlalchemy.text("select count(*) from probe")).scalar() == 0

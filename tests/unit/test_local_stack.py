@@ -1,0 +1,285 @@
+"""The `local` program from Pulumi.local.yaml under recording mocks: the whole graph."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import bcrypt
+import sqlalchemy
+
+from tests.unit.harness import REPO_ROOT, ProgramRun, Recorded, plain_strings
+
+CONTAINER = "docker:index/container:Container"
+VOLUME = "docker:index/volume:Volume"
+COMPONENTS = {"mlflow:index:MetadataStore", "mlflow:index:ArtifactStore",
+              "mlflow:index:TrackingServer", "mlflow:index:ReverseProxy"}
+
+
+def env_of(container: Recorded) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in container.inputs.get("envs", []))
+
+
+def container(run: ProgramRun, name: str) -> Recorded:
+    return run.one(CONTAINER, name)
+
+
+def uploads_of(container: Recorded) -> dict[str, str]:
+    return {upload["file"]: upload["content"] for upload in container.inputs.get("uploads", [])}
+
+
+# --- graph shape -------------------------------------------------------------------------------
+
+def test_four_components_with_their_type_tokens(local_run):
+    components = {r.type: r for r in local_run.resources if not r.custom}
+    assert set(components) == COMPONENTS
+    for component in components.values():
+        assert component.parent.split("::")[-2] == "pulumi:pulumi:Stack", f"{component.name} should be top-level"
+
+
+def test_every_resource_but_the_network_is_parented_under_a_component(local_run):
+    component_urns = {r.urn for r in local_run.resources if r.type in COMPONENTS}
+    for resource in local_run.resources:
+        if resource.custom and resource.type not in ("docker:index/network:Network",):
+            assert resource.parent in component_urns, f"{resource.type} {resource.name} has parent {resource.parent!r}"
+
+
+def test_expected_resources_per_component(local_run):
+    def children(component_type: str) -> set[str]:
+        parent = next(r.urn for r in local_run.resources if r.type == component_type)
+        return {r.type for r in local_run.resources if r.parent == parent}
+
+    assert {CONTAINER, VOLUME, "docker:index/remoteImage:RemoteImage",
+            "random:index/randomPassword:RandomPassword"} <= children("mlflow:index:MetadataStore")
+    assert {CONTAINER, VOLUME, "minio:index/s3Bucket:S3Bucket", "minio:index/iamUser:IamUser",
+            "minio:index/iamPolicy:IamPolicy", "minio:index/iamUserPolicyAttachment:IamUserPolicyAttachment",
+            "pulumi:providers:minio"} <= children("mlflow:index:ArtifactStore")
+    assert {CONTAINER, "docker:index/image:Image"} <= children("mlflow:index:TrackingServer")
+    assert {CONTAINER, "random:index/randomPassword:RandomPassword",
+            "docker:index/remoteImage:RemoteImage"} <= children("mlflow:index:ReverseProxy")
+
+
+def test_private_bridge_network_and_every_container_on_it(local_run):
+    network = local_run.one("docker:index/network:Network")
+    assert network.inputs["driver"] == "bridge"
+    for item in local_run.of_type(CONTAINER):
+        if item.inputs.get("networkMode") == "none":
+            assert "networksAdvanced" not in item.inputs, item.name
+            continue
+        assert [n["name"] for n in item.inputs["networksAdvanced"]] == [network.inputs["name"]], item.name
+        assert "networkMode" not in item.inputs, "no container may join the host or default network"
+    assert container(local_run, "metadata-provision").inputs["networkMode"] == "none"
+
+
+def test_only_proxy_and_minio_publish_ports_and_only_on_the_bind_address(local_run):
+    published = {item.name: item.inputs.get("ports", []) for item in local_run.of_type(CONTAINER)}
+    assert published["metadata"] == [] or "ports" not in container(local_run, "metadata").inputs
+    assert not published.get("server"), "the MLflow server must only be reachable through the proxy"
+    assert [(p["internal"], p["external"], p["ip"]) for p in published["proxy"]] == [(8080, 8080, "127.0.0.1")]
+    assert {p["ip"] for p in published["artifacts-minio"]} == {"127.0.0.1"}
+
+
+def test_data_volumes_survive_destroy_and_are_not_replaced_by_edits(local_run):
+    data_volumes = {v.inputs["name"]: v for v in local_run.of_type(VOLUME) if v.name.endswith("data")}
+    assert set(data_volumes) == {"mlflow-local-pgdata", "mlflow-local-miniodata"}
+    for volume in data_volumes.values():
+        assert volume.retain_on_delete, f"{volume.name} must be retained on delete"
+        assert {"name", "driver"} <= set(volume.ignore_changes), f"{volume.name} must not be replaced by edits"
+    mounts = {m["volumeName"]: m["containerPath"] for m in container(local_run, "metadata").inputs["volumes"]}
+    assert mounts["mlflow-local-pgdata"] == "/var/lib/postgresql/data"
+    mounts = {m["volumeName"]: m["containerPath"] for m in container(local_run, "artifacts-minio").inputs["volumes"]}
+    assert mounts["mlflow-local-miniodata"] == "/data"
+
+
+def test_pinned_images(local_run):
+    pulled = {image.inputs["name"] for image in local_run.of_type("docker:index/remoteImage:RemoteImage")}
+    assert pulled == {"postgres:16.6-bookworm", "minio/minio:RELEASE.2025-04-22T22-12-26Z", "nginx:1.27.3-alpine"}
+    for container_ in local_run.of_type(CONTAINER):
+        assert not container_.inputs["image"].endswith(":latest")
+
+
+def test_postgres_health_check_restart_and_max_connections(local_run):
+    postgres = container(local_run, "metadata")
+    assert postgres.inputs["healthcheck"]["tests"][:2] == ["CMD", "pg_isready"]
+    assert postgres.inputs["restart"] == "unless-stopped"
+    assert postgres.inputs["wait"] is True
+    assert postgres.inputs["command"] == ["postgres", "-c", "max_connections=100"]
+    assert postgres.input_is_secret("envs")
+
+
+def test_application_role_is_provisioned_without_superuser_and_without_password_on_a_command_line(local_run):
+    provision = container(local_run, "metadata-provision")
+    script = " ".join(provision.inputs["command"])
+    assert "NOSUPERUSER" in script and "CREATE DATABASE" in script
+    assert provision.inputs["attach"] is True and provision.inputs["mustRun"] is False
+    assert "MLFLOW_DB_PASSWORD" in env_of(provision)
+    assert provision.input_is_secret("envs")
+    postgres = container(local_run, "metadata")
+    assert postgres.urn in provision.dependencies
+
+
+def test_minio_bucket_private_and_server_user_scoped_to_the_bucket(local_run):
+    bucket = local_run.one("minio:index/s3Bucket:S3Bucket")
+    assert bucket.inputs["bucket"] == "mlflow-artifacts"
+    assert bucket.inputs["acl"] == "private"
+    assert not local_run.of_type("minio:index/s3BucketPolicy:S3BucketPolicy"), "no anonymous bucket policy"
+    policy = json.loads(local_run.one("minio:index/iamPolicy:IamPolicy").inputs["policy"])
+    resources = {res for statement in policy["Statement"] for res in statement["Resource"]}
+    assert resources == {"arn:aws:s3:::mlflow-artifacts", "arn:aws:s3:::mlflow-artifacts/*"}
+    actions = {action for statement in policy["Statement"] for action in statement["Action"]}
+    assert "s3:*" not in actions and not any(a.startswith("admin:") for a in actions)
+    assert {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "s3:DeleteObject"} <= actions
+    user = local_run.one("minio:index/iamUser:IamUser")
+    attachment = local_run.one("minio:index/iamUserPolicyAttachment:IamUserPolicyAttachment")
+    assert attachment.inputs["userName"] == user.inputs["name"]
+    assert attachment.inputs["policyName"] == local_run.one("minio:index/iamPolicy:IamPolicy").inputs["name"]
+    for item in (bucket, user, attachment):
+        provider_urn = item.provider.split("::")[0:4]
+        assert "pulumi:providers:minio" in item.provider, f"{item.name} must use the explicit MinIO provider"
+
+
+def test_server_gets_the_scoped_key_not_minio_root(local_run):
+    server_env = env_of(container(local_run, "server"))
+    minio_env = env_of(container(local_run, "artifacts-minio"))
+    user = local_run.one("minio:index/iamUser:IamUser")
+    assert server_env["AWS_ACCESS_KEY_ID"] == user.inputs["name"]
+    assert server_env["AWS_SECRET_ACCESS_KEY"] == user.inputs["secret"]
+    assert server_env["AWS_ACCESS_KEY_ID"] != minio_env["MINIO_ROOT_USER"]
+    assert server_env["AWS_SECRET_ACCESS_KEY"] != minio_env["MINIO_ROOT_PASSWORD"]
+    assert "MINIO_ROOT_PASSWORD" not in server_env
+    assert server_env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+
+
+def test_server_image_built_from_the_dockerfile_with_pinned_mlflow(local_run):
+    image = local_run.one("docker:index/image:Image")
+    build = image.inputs["build"]
+    assert Path(build["dockerfile"]) == REPO_ROOT / "docker" / "mlflow" / "Dockerfile"
+    assert Path(build["context"]) == REPO_ROOT
+    assert build["args"] == {"MLFLOW_VERSION": "3.17.2"}
+    assert image.inputs["skipPush"] is True
+    dockerfile = (REPO_ROOT / "docker" / "mlflow" / "Dockerfile").read_text()
+    assert "USER mlflow" in dockerfile and "mlflow==${MLFLOW_VERSION}" in dockerfile
+    pins = (REPO_ROOT / "docker" / "mlflow" / "requirements.txt").read_text().split()
+    assert any(p.startswith("psycopg2-binary==") for p in pins) and any(p.startswith("boto3==") for p in pins)
+    assert container(local_run, "server").inputs["image"] == image.inputs["imageName"]
+
+
+def test_schema_upgrade_finishes_before_the_server_starts(local_run):
+    upgrade = container(local_run, "server-db-upgrade")
+    server = container(local_run, "server")
+    assert upgrade.inputs["attach"] is True, "pulumi must wait for the upgrade to exit"
+    assert upgrade.inputs["mustRun"] is False
+    assert "commands.main(['upgrade'" in upgrade.inputs["command"][-1]
+    assert upgrade.urn in server.dependencies
+    provision = container(local_run, "metadata-provision")
+    assert provision.urn in upgrade.dependencies, "the role must exist before the schema upgrade"
+
+
+def test_server_arguments_security_middleware_and_no_secret_on_the_command_line(local_run):
+    server = container(local_run, "server")
+    command = server.inputs["command"]
+    assert command[:2] == ["mlflow", "server"]
+    assert "--disable-security-middleware" not in command
+    hosts = command[command.index("--allowed-hosts") + 1].split(",")
+    assert {"localhost", "127.0.0.1"} <= set(hosts) and "*" not in hosts
+    assert command[command.index("--artifacts-destination") + 1] == "s3://mlflow-artifacts/"
+    assert "--serve-artifacts" in command
+    assert command[command.index("--workers") + 1] == "2"
+    assert "--backend-store-uri" not in command
+    joined = " ".join(command)
+    assert "postgresql" not in joined and "@" not in joined
+    env = env_of(server)
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"] == "4" and env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"] == "4"
+    assert server.input_is_secret("envs")
+    assert server.inputs["healthcheck"]["tests"][-1].endswith("'http://127.0.0.1:5000/health', timeout=4)")
+    assert server.inputs["user"] == "mlflow"
+
+
+def test_backend_uri_names_the_driver_and_encodes_the_password(local_run):
+    server = container(local_run, "server")
+    uri = env_of(server)["MLFLOW_BACKEND_STORE_URI"]
+    assert uri.startswith("postgresql+psycopg2://mlflow:")
+    parsed = sqlalchemy.engine.make_url(uri)
+    password = local_run.one("random:index/randomPassword:RandomPassword", "metadata-password")
+    provision_password = env_of(container(local_run, "metadata-provision"))["MLFLOW_DB_PASSWORD"]
+    assert parsed.password == provision_password, "the URI must carry the role's password, decoded intact"
+    assert any(ch in parsed.password for ch in "@:/?#%"), "the generated password should exercise encoding"
+    assert (parsed.host, parsed.port, parsed.database) == ("postgres", 5432, "mlflow")
+    assert password.additional_secret_outputs  # the provider marks result/bcryptHash secret
+
+
+def test_nginx_renders_from_config_and_htpasswd_from_the_bcrypt_hash(local_run, local_config):
+    proxy = container(local_run, "proxy")
+    files = uploads_of(proxy)
+    conf = files["/etc/nginx/nginx.conf"]
+    assert "client_max_body_size 0;" in conf and "proxy_request_buffering off;" in conf
+    assert "proxy_set_header Host $host;" in conf
+    assert "server mlflow-server:5000;" in conf
+    assert "location = /health {\n            auth_basic off;" in conf
+    htpasswd = files["/etc/nginx/htpasswd"]
+    user, digest = htpasswd.strip().split(":", 1)
+    assert user == "mlflow"
+    password = local_run.output("password")
+    assert bcrypt.checkpw(password.encode(), digest.encode()), "htpasswd must verify the exported password"
+    assert proxy.input_is_secret("uploads")
+    assert proxy.inputs["command"] == ["nginx", "-c", "/etc/nginx/nginx.conf", "-g", "daemon off;"]
+    assert proxy.inputs["healthcheck"]["tests"][-1] == "http://127.0.0.1:8080/health"
+    server = container(local_run, "server")
+    assert server.urn in proxy.dependencies
+
+
+# --- outputs and secrets -----------------------------------------------------------------------
+
+def test_stack_outputs(local_run):
+    assert local_run.output("tracking_uri") == "http://localhost:8080"
+    assert local_run.output("username") == "mlflow"
+    assert local_run.output("bucket") == "mlflow-artifacts"
+    assert local_run.output("minio_console_url") == "http://127.0.0.1:9001"
+    assert local_run.output_is_secret("password") and local_run.output_is_secret("client_env")
+    lines = local_run.output("client_env").splitlines()
+    assert lines[0] == "export MLFLOW_TRACKING_URI=http://localhost:8080"
+    assert lines[1] == "export MLFLOW_TRACKING_USERNAME=mlflow"
+    assert shlex.split(lines[2]) == ["export", f"MLFLOW_TRACKING_PASSWORD={local_run.output('password')}"]
+
+
+def secret_forms(value: str) -> set[str]:
+    """A secret and the shapes it takes on its way into configs: URL-encoded, shell-quoted."""
+    return {value, quote(value, safe=""), shlex.quote(value)}
+
+
+def test_no_generated_secret_in_plain_text_anywhere(local_run):
+    assert len(local_run.generated_secrets) >= 5, "every password in the stack should be generated"
+    leaks = []
+    for resource in local_run.resources:
+        for where, raw in (("inputs", resource.raw_inputs), ("outputs", resource.outputs)):
+            for path, text in plain_strings(raw):
+                for secret in local_run.generated_secrets:
+                    if any(form in text or form in unquote(text) for form in secret_forms(secret)):
+                        leaks.append(f"{resource.type} {resource.name} {where}.{path}")
+    for name, value in local_run.stack_outputs.items():
+        for path, text in plain_strings(value, name):
+            if any(secret in text or secret in unquote(text) for secret in local_run.generated_secrets):
+                leaks.append(f"stack output {path}")
+    assert not leaks, "plain-text secrets: " + ", ".join(leaks)
+
+
+def test_the_leak_scan_finds_a_plain_secret(local_run):
+    """Guard the guard: the scan above must see a secret that is not wrapped."""
+    secret = local_run.generated_secrets[0]
+    planted = {"command": ["echo", f"x{quote(secret, safe='')}y"]}
+    hits = [path for path, text in plain_strings(planted)
+            if any(form in text or form in unquote(text) for form in secret_forms(secret))]
+    assert hits == ["command[1]"]
+
+
+def test_component_outputs_keep_passwords_secret(local_run):
+    metadata = local_run.one("mlflow:index:MetadataStore")
+    proxy = local_run.one("mlflow:index:ReverseProxy")
+    from tests.unit.harness import is_secret_wrapper
+
+    assert is_secret_wrapper(metadata.outputs["password"]) and is_secret_wrapper(metadata.outputs["connection_uri"])
+    assert is_secret_wrapper(proxy.outputs["password"])
+    assert not is_secret_wrapper(proxy.outputs["url"])
