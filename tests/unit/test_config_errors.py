@@ -1,0 +1,115 @@
+"""Malformed stack configs: each is refused before any resource exists, naming its key."""
+
+from __future__ import annotations
+
+import pulumi
+import pytest
+
+from components.config import ConfigError, StackConfig, connections_needed, parse_stack_config
+from tests.unit.harness import run_program
+
+# (raw config without namespace, the key that must be named, a fragment of what is allowed)
+MALFORMED = [
+    ({"platfrom": "local"}, "mlflow:platfrom", "unknown key"),
+    ({"platform": "gcp"}, "mlflow:platform", "'local', 'aws' or 'azure'"),
+    ({"mlflowVersion": "latest"}, "mlflow:mlflowVersion", "exact version"),
+    ({"mlflowVersion": "2.9.2"}, "mlflow:mlflowVersion", "3.17.0 or later"),
+    ({"hostnames": []}, "mlflow:hostnames", "at least one host"),
+    ({"hostnames": ["https://mlflow.example.com"]}, "mlflow:hostnames", "without scheme or port"),
+    ({"hostnames": ["mlflow.example.com:8080"]}, "mlflow:hostnames", "without scheme or port"),
+    ({"hostnames": "localhost"}, "mlflow:hostnames", "valid"),
+    ({"server": {"workers": 0}}, "mlflow:server.workers", ">= 1"),
+    ({"server": {"workers": "many"}}, "mlflow:server.workers", "integer"),
+    ({"server": {"dbPoolSize": -1}}, "mlflow:server.dbPoolSize", ">= 1"),
+    ({"server": {"dbMaxOverflow": -5}}, "mlflow:server.dbMaxOverflow", ">= 0"),
+    ({"server": {"staticPrefix": "mlflow"}}, "mlflow:server.staticPrefix", "leading slash"),
+    ({"server": {"staticPrefix": "/mlflow/"}}, "mlflow:server.staticPrefix", "no trailing slash"),
+    ({"server": {"workerz": 2}}, "mlflow:server.workerz", "unknown key"),
+    ({"server": {"workers": 32, "dbPoolSize": 50}}, "server.dbPoolSize", "exceeds database.maxConnections"),
+    ({"proxy": {"port": 0}}, "mlflow:proxy.port", ">= 1"),
+    ({"proxy": {"port": 70000}}, "mlflow:proxy.port", "<= 65535"),
+    ({"proxy": {"port": "eighty"}}, "mlflow:proxy.port", "integer"),
+    ({"proxy": {"tls": "letsencrypt"}}, "mlflow:proxy.tls", "'off' or 'self-signed'"),
+    ({"proxy": {"clientMaxBodySize": "10 gigs"}}, "mlflow:proxy.clientMaxBodySize", "nginx size syntax"),
+    ({"proxy": {"clientMaxBodySize": "-1"}}, "mlflow:proxy.clientMaxBodySize", "nginx size syntax"),
+    ({"proxy": {"username": "ad:min"}}, "mlflow:proxy.username", "':'"),
+    ({"proxy": {"timeoutSeconds": 1}}, "mlflow:proxy.timeoutSeconds", ">= 10"),
+    ({"proxy": {"image": "nginx:latest"}}, "mlflow:proxy.image", "pinned to a tag"),
+    ({"proxy": {"image": "nginx"}}, "mlflow:proxy.image", "pinned to a tag"),
+    ({"database": {"name": "MLflow-DB"}}, "mlflow:database.name", "lower-case SQL identifier"),
+    ({"database": {"username": "1user"}}, "mlflow:database.username", "lower-case SQL identifier"),
+    ({"database": {"maxConnections": 5}}, "mlflow:database.maxConnections", ">= 25"),
+    ({"database": {"postgresVersion": "9.6"}}, "mlflow:database.postgresVersion", "14, 15, 16, 17"),
+    ({"artifacts": {"bucket": "My_Bucket"}}, "mlflow:artifacts.bucket", "S3 bucket name"),
+    ({"artifacts": {"bucket": "192.168.1.1"}}, "mlflow:artifacts.bucket", "S3 bucket name"),
+    ({"artifacts": {"prefix": "/runs/"}}, "mlflow:artifacts.prefix", "no leading or trailing slash"),
+    ({"local": {"bindAddress": "localhost"}}, "mlflow:local.bindAddress", "IPv4 address"),
+    ({"local": {"minioApiPort": 8080}}, "proxy.port, local.minioApiPort", "must all differ"),
+    ({"local": {"postgresImage": "postgres"}}, "mlflow:local.postgresImage", "pinned to a tag"),
+    ({"server": "big"}, "mlflow:server", "valid dictionary"),
+]
+
+
+@pytest.mark.parametrize("raw,key,allowed", MALFORMED, ids=[f"{m[1]}:{i}" for i, m in enumerate(MALFORMED)])
+def test_malformed_config_names_its_key_the_stack_file_and_what_is_allowed(raw, key, allowed):
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config(raw, "Pulumi.local.yaml")
+    message = str(caught.value)
+    assert message.startswith("invalid stack configuration in Pulumi.local.yaml:")
+    assert key in message, message
+    assert allowed in message, message
+
+
+def test_at_least_twenty_malformed_configs():
+    assert len(MALFORMED) >= 20
+
+
+def test_one_line_per_problem():
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config({"server": {"workers": 0, "dbPoolSize": -1}, "proxy": {"tls": "yes"}, "bogus": 1},
+                           "Pulumi.local.yaml")
+    lines = str(caught.value).splitlines()[1:]
+    assert len(lines) == 4, lines
+    assert {line.split(":")[1] for line in lines} == {"server.workers", "server.dbPoolSize", "proxy.tls", "bogus"}
+
+
+def test_structured_values_arrive_as_json_text_like_the_engine_sends_them():
+    config = parse_stack_config({"server": '{"workers": 3}', "proxy": '{"port": 9443, "tls": "self-signed"}',
+                                 "platform": "local"}, "Pulumi.local.yaml")
+    assert config.server.workers == 3 and config.proxy.port == 9443 and config.proxy.tls == "self-signed"
+
+
+def test_no_config_at_all_gives_working_local_defaults():
+    config = parse_stack_config({}, "Pulumi.local.yaml")
+    assert config == StackConfig()
+    assert config.platform == "local" and config.proxy.client_max_body_size == "0"
+    assert connections_needed(config.server) <= config.database.max_connections - 10
+
+
+def test_program_stops_before_registering_any_resource():
+    from tests.unit import harness
+
+    captured = {}
+    original = harness.RecordingMonitor.__init__
+
+    def keep(self, mocks):
+        original(self, mocks)
+        captured["monitor"] = self
+
+    harness.RecordingMonitor.__init__ = keep
+    try:
+        with pytest.raises(pulumi.RunError) as caught:
+            run_program({"mlflow:proxy": {"port": 0, "tls": "maybe"}, "mlflow:server": {"workers": -1}})
+    finally:
+        harness.RecordingMonitor.__init__ = original
+    message = str(caught.value)
+    assert "Pulumi.local.yaml" in message
+    assert "mlflow:proxy.port" in message and "mlflow:proxy.tls" in message and "mlflow:server.workers" in message
+    assert captured["monitor"].recorded == {}, "no resource may be registered when the config is invalid"
+
+
+def test_unknown_platform_value_in_program_is_a_run_error():
+    with pytest.raises(Exception) as caught:
+        run_program({"mlflow:platform": "kubernetes"})
+    assert isinstance(caught.value, pulumi.RunError), type(caught.value)
+    assert "mlflow:platform" in str(caught.value) and "'local', 'aws' or 'azure'" in str(caught.value)

@@ -1,0 +1,191 @@
+"""render.py on its own: pure functions, checked against the tools that consume their output
+(SQLAlchemy's URL parser, bcrypt, nginx -t, the shell)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+
+import bcrypt
+import pytest
+import sqlalchemy
+
+from components import render
+from components.config import ProxyConfig, ServerConfig, StackConfig
+
+HOSTILE = "p@ss:/?#%&+ w[]rd"
+
+
+def settings(**overrides) -> render.TrackingServerSettings:
+    base = render.tracking_server_settings(
+        ServerConfig(), ProxyConfig(), ("mlflow.example.com",), image="img", artifacts_destination="s3://b/",
+        s3_endpoint_url="http://minio:9000", artifact_secret_env_names=render.S3_CREDENTIAL_ENVS)
+    return dataclasses.replace(base, **overrides)
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg"])
+def test_backend_uri_round_trips_a_hostile_password(driver):
+    uri = render.backend_store_uri("ml user", HOSTILE, "db.internal", 5432, "mlflow", driver=driver)
+    parsed = sqlalchemy.engine.make_url(uri)
+    assert parsed.drivername == f"postgresql+{driver}"
+    assert (parsed.username, parsed.password, parsed.host, parsed.port, parsed.database) == (
+        "ml user", HOSTILE, "db.internal", 5432, "mlflow")
+
+
+def test_htpasswd_line_verifies_the_password():
+    digest = bcrypt.hashpw(HOSTILE.encode(), bcrypt.gensalt(4, prefix=b"2a")).decode()
+    line = render.htpasswd_line("mlflow", digest)
+    user, stored = line.rstrip("\n").split(":", 1)
+    assert user == "mlflow" and bcrypt.checkpw(HOSTILE.encode(), stored.encode())
+    assert not bcrypt.checkpw(b"wrong", stored.encode())
+
+
+@pytest.mark.parametrize("user,digest", [("a:b", "$2a$04$abc"), ("", "$2a$04$abc"), ("mlflow", "plaintext")])
+def test_htpasswd_line_refuses_bad_input(user, digest):
+    with pytest.raises(ValueError):
+        render.htpasswd_line(user, digest)
+
+
+def test_allowed_hosts_and_origins_follow_the_host_names_and_port():
+    assert render.allowed_hosts(("a.example", "10.0.0.5"), 8443) == ("a.example", "a.example:8443", "10.0.0.5", "10.0.0.5:8443")
+    assert render.public_origins(("a.example",), "https", 443) == ("https://a.example:443", "https://a.example")
+    assert render.public_url("a.example", "https", 443, "/mlflow") == "https://a.example/mlflow"
+    assert render.public_url("localhost", "http", 8080, None) == "http://localhost:8080"
+
+
+def test_server_command_keeps_security_on_and_secrets_off_the_command_line():
+    spec = render.tracking_server_spec(settings())
+    command = spec.command
+    assert "--disable-security-middleware" not in command
+    assert command[command.index("--allowed-hosts") + 1] == "mlflow.example.com,mlflow.example.com:8080"
+    assert command[command.index("--cors-allowed-origins") + 1] == "http://mlflow.example.com:8080"
+    assert "--backend-store-uri" not in command and "--static-prefix" not in command
+    assert spec.secret_env_names == (render.BACKEND_URI_ENV, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    assert not set(spec.env) & set(spec.secret_env_names)
+    assert spec.env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert spec.env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+
+
+def test_static_prefix_moves_the_health_probe_and_adds_the_flag():
+    spec = render.tracking_server_spec(settings(static_prefix="/mlflow"))
+    assert spec.command[spec.command.index("--static-prefix") + 1] == "/mlflow"
+    assert spec.health_check.http_path == "/mlflow/health"
+    assert "/mlflow/health" in spec.health_check.command[-1]
+
+
+def test_job_execution_and_pool_sizes_reach_the_env():
+    env = render.tracking_server_env(settings(job_execution=True, db_pool_size=7, db_max_overflow=0))
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
+    assert env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"] == "7" and env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"] == "0"
+
+
+def test_schema_upgrade_reads_the_uri_from_the_environment_only():
+    spec = render.schema_upgrade_spec(settings())
+    assert spec.secret_env_names == (render.BACKEND_URI_ENV,)
+    assert "postgresql" not in " ".join(spec.command)
+    assert f"os.environ['{render.BACKEND_URI_ENV}']" in spec.command[-1]
+
+
+def test_schema_upgrade_script_really_upgrades_a_database(tmp_path):
+    """Run the exact script against SQLite: the URI comes only from the environment."""
+    import sys
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = render.schema_upgrade_spec(settings())
+    result = subprocess.run([sys.executable, *spec.command[1:]], env={**os.environ, render.BACKEND_URI_ENV: uri},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    engine = sqlalchemy.create_engine(uri)
+    with engine.connect() as connection:
+        version = connection.execute(sqlalchemy.text("select version_num from alembic_version")).scalar()
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    assert version == _get_latest_schema_revision()
+
+
+def proxy(**overrides) -> render.ProxySettings:
+    return dataclasses.replace(render.proxy_settings(ProxyConfig(), ServerConfig(), "mlflow-server:5000"), **overrides)
+
+
+def test_nginx_conf_defaults():
+    conf = render.nginx_conf(proxy())
+    for line in ("client_max_body_size 0;", "proxy_request_buffering off;", "proxy_set_header Host $host;",
+                 "listen 8080;", "server mlflow-server:5000;", "proxy_read_timeout 900s;",
+                 "auth_basic_user_file /etc/nginx/htpasswd;"):
+        assert line in conf, line
+    assert "keepalive " not in conf.split("upstream mlflow_upstream")[1].split("}")[0], "no upstream keepalive"
+    assert "ssl_certificate" not in conf
+    health = conf.split("location = /health {")[1].split("}")[0]
+    assert "auth_basic off;" in health and "rewrite ^ /health break;" in health
+
+
+def test_nginx_conf_body_size_and_timeouts_from_config():
+    conf = render.nginx_conf(render.proxy_settings(ProxyConfig(client_max_body_size="512m", timeout_seconds=60),
+                                                   ServerConfig(), "up:5000"))
+    assert "client_max_body_size 512m;" in conf and "proxy_send_timeout 60s;" in conf
+
+
+def test_nginx_conf_tls():
+    settings_ = render.proxy_settings(ProxyConfig(tls="self-signed"), ServerConfig(), "up:5000")
+    conf = render.nginx_conf(settings_)
+    assert settings_.listen_port == 8443 and "listen 8443 ssl;" in conf
+    assert "ssl_certificate /etc/nginx/tls/server.crt;" in conf and "ssl_protocols TLSv1.2 TLSv1.3;" in conf
+    spec = render.reverse_proxy_spec(settings_, "nginx:1.27.3-alpine")
+    assert set(spec.runtime_file_paths) == {"/etc/nginx/htpasswd", "/etc/nginx/tls/server.crt", "/etc/nginx/tls/server.key"}
+    assert "--no-check-certificate" in spec.health_check.command
+
+
+def test_nginx_conf_static_prefix_rewrites_artifacts_to_the_streaming_route():
+    conf = render.nginx_conf(proxy(static_prefix="/mlflow"))
+    assert "rewrite ^ /mlflow/health break;" in conf
+    artifacts = conf.split("location /mlflow/api/2.0/mlflow-artifacts/ {")[1].split("}")[0]
+    assert r"rewrite ^/mlflow(/api/2\.0/mlflow-artifacts/.*)$ $1 break;" in artifacts
+    assert "location = /mlflow/health {\n            auth_basic off;" in conf
+
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+
+
+@pytest.mark.parametrize("variant", [{}, {"static_prefix": "/mlflow"}, {"tls": True}, {"client_max_body_size": "10g"}])
+def test_rendered_nginx_conf_passes_nginx_t(tmp_path, variant):
+    if NGINX is None:
+        if os.environ.get("CI"):
+            pytest.fail("nginx is required in CI (apt-get install nginx)")
+        pytest.skip("nginx not installed: apt-get install nginx")
+    paths = render.NginxPaths(config=str(tmp_path / "nginx.conf"), htpasswd=str(tmp_path / "htpasswd"),
+                              certificate=str(tmp_path / "server.crt"), private_key=str(tmp_path / "server.key"),
+                              pid=str(tmp_path / "nginx.pid"), temp_dir=str(tmp_path), access_log=str(tmp_path / "a.log"),
+                              error_log=str(tmp_path / "e.log"))
+    settings_ = proxy(paths=paths, listen_address="127.0.0.1", listen_port=18080, upstream="127.0.0.1:5000", **variant)
+    (tmp_path / "nginx.conf").write_text(render.nginx_conf(settings_))
+    (tmp_path / "htpasswd").write_text(render.htpasswd_line("mlflow", bcrypt.hashpw(b"x", bcrypt.gensalt(4)).decode()))
+    if variant.get("tls"):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-subj", "/CN=localhost", "-keyout", paths.private_key, "-out", paths.certificate, "-days", "1"],
+                       check=True, capture_output=True)
+    result = subprocess.run([NGINX, "-t", "-c", paths.config], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_client_env_lines_quote_for_the_shell():
+    lines = render.client_env_lines("https://m.example", "mlflow", "a'b c$d", "mlflow-proxy.crt")
+    result = subprocess.run(["bash", "-c", lines + 'printf "%s|" "$MLFLOW_TRACKING_URI" "$MLFLOW_TRACKING_USERNAME" '
+                             '"$MLFLOW_TRACKING_PASSWORD" "$MLFLOW_TRACKING_SERVER_CERT_PATH"'],
+                            capture_output=True, text=True)
+    assert result.stdout == "https://m.example|mlflow|a'b c$d|mlflow-proxy.crt|"
+
+
+def test_bucket_policy_is_scoped_to_the_bucket_and_prefix():
+    policy = render.artifact_bucket_policy("bkt", "team/a")
+    resources = [r for s in policy["Statement"] for r in s["Resource"]]
+    assert resources == ["arn:aws:s3:::bkt", "arn:aws:s3:::bkt/team/a/*"]
+    assert policy["Statement"][0]["Condition"] == {"StringLike": {"s3:prefix": ["team/a/*"]}}
+    assert render.artifacts_destination("bkt", "team/a") == "s3://bkt/team/a"
+    assert render.artifacts_destination("bkt") == "s3://bkt/"
+
+
+def test_defaults_render_without_error():
+    config = StackConfig()
+    assert render.proxy_settings(config.proxy, config.server, "x:1").listen_port == render.PROXY_HTTP_PORT
