@@ -205,6 +205,13 @@ class StackConfig(_Section):
                 f" = {needed} connections exceeds database.maxConnections - {RESERVED_DB_CONNECTIONS} reserved = {budget};"
                 " lower workers or pool sizes, or raise database.maxConnections"
             )
+        if self.platform == "local" and not self.local.postgres_image.split(":")[-1].startswith(
+            f"{self.database.postgres_version}."
+        ):
+            raise ValueError(
+                f"local.postgresImage {self.local.postgres_image!r} does not match database.postgresVersion "
+                f"{self.database.postgres_version!r}; change both together"
+            )
         if self.local.minio_api_port == self.local.minio_console_port or self.proxy.port in (
             self.local.minio_api_port, self.local.minio_console_port
         ):
@@ -290,6 +297,23 @@ def field_reference() -> list[tuple[str, str, str, str]]:
 
 
 def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) or str(annotation)
-    text = str(annotation) if text in {"Literal", "Optional"} else text
-    return text.replace("typing.", "").replace("Optional[str]", "string or null").replace("tuple[str, ...]", "list of strings")
+    from typing import get_args, get_origin
+
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(f"`{value}`" for value in get_args(annotation))
+    if origin is tuple:
+        return "list of strings"
+    if origin is not None and type(None) in get_args(annotation):
+        inner = [arg for arg in get_args(annotation) if arg is not type(None)][0]
+        return f"{_type_name(inner)} or null"
+    return {"int": "integer", "str": "string", "bool": "boolean", "float": "number"}.get(annotation.__name__, annotation.__name__)
+
+
+def reference_table_markdown() -> str:
+    """The README's configuration reference, generated from the model (a test keeps them equal)."""
+    lines = ["| key | type | default | description |", "|---|---|---|---|"]
+    for key, kind, default, description in field_reference():
+        lines.append(f"| `{key}` | {kind} | `{default}` | {description} |")
+    return "\n".join(lines)
+
