@@ -16,7 +16,6 @@ server = TrackingServer("server", {
     "artifact_store": artifacts,
     "server": config.server,
     "proxy": config.proxy,
-    "hostnames": config.hostnames,
     "mlflow_version": config.mlflow_version,
 })
 proxy = ReverseProxy("proxy", {
@@ -24,7 +23,6 @@ proxy = ReverseProxy("proxy", {
     "tracking_server": server,
     "proxy": config.proxy,
     "server": config.server,
-    "hostnames": config.hostnames,
     "image": config.proxy.image,
 })
 

@@ -30,6 +30,7 @@ class ArtifactStore(pulumi.ComponentResource):
     console_url: Optional[pulumi.Output[str]]
     server_credentials: Mapping[str, pulumi.Output[str]]
     server_env: Mapping[str, str]
+    server_policy: Optional[pulumi.Output[str]]
 
     def __init__(self, name: str, args: ArtifactStoreArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("mlflow:index:ArtifactStore", name, None, opts)
@@ -44,6 +45,7 @@ class ArtifactStore(pulumi.ComponentResource):
         self.console_url = store.console_url
         self.server_credentials = {key: pulumi.Output.secret(value) for key, value in store.credentials.items()}
         self.server_env = dict(store.env)
+        self.server_policy = store.server_policy
         outputs = {"bucket": self.bucket, "artifact_root": self.artifact_root}
         if self.endpoint_url is not None:
             outputs["endpoint_url"] = self.endpoint_url

@@ -356,14 +356,19 @@ def tracking_server_settings(server: "ServerConfig", proxy: "ProxyConfig", hostn
                              image: str, artifacts_destination: str,
                              s3_endpoint_url: Optional[str] = None,
                              artifact_secret_env_names: tuple[str, ...] = (),
-                             extra_env: Optional[Mapping[str, str]] = None) -> TrackingServerSettings:
+                             extra_env: Optional[Mapping[str, str]] = None,
+                             scheme: Optional[str] = None,
+                             port: Optional[int] = None) -> TrackingServerSettings:
     """The server settings a stack's config renders to: the one place config becomes flags,
-    used by the TrackingServer component and by the rehearsal alike."""
+    used by the TrackingServer component and by the rehearsal alike. `scheme` and `port` are what
+    users see (default: the proxy's own, as on `local`; a cloud load balancer has its own)."""
+    scheme = scheme or public_scheme(proxy)
+    port = port or proxy.port
     return TrackingServerSettings(
         image=image,
         artifacts_destination=artifacts_destination,
-        allowed_hosts=allowed_hosts(hostnames, proxy.port),
-        cors_allowed_origins=public_origins(hostnames, public_scheme(proxy), proxy.port),
+        allowed_hosts=allowed_hosts(hostnames, port),
+        cors_allowed_origins=public_origins(hostnames, scheme, port),
         workers=server.workers,
         db_pool_size=server.db_pool_size,
         db_max_overflow=server.db_max_overflow,

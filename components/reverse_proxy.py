@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, TypedDict
+from typing import Optional, TypedDict
 
 import pulumi
 import pulumi_random as random
@@ -24,8 +24,6 @@ class ReverseProxyArgs(TypedDict):
     """Port, TLS mode, user name, body size limit, timeouts."""
     server: ServerConfig
     """The upstream's static prefix (health and artifact routes depend on it)."""
-    hostnames: Sequence[str]
-    """Public host names (the certificate's names; the first one is in `url`)."""
     image: str
     """Pinned Nginx image."""
 
@@ -44,7 +42,8 @@ class ReverseProxy(pulumi.ComponentResource):
         super().__init__("mlflow:index:ReverseProxy", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         config = args["proxy"]
-        hostnames = list(args["hostnames"])
+        platform = args["platform"]
+        public = platform.public_entry()
 
         generated = random.RandomPassword(f"{name}-password", length=32, special=True,
                                           override_special="@:/?#%&+!*-_", min_special=2, opts=child)
@@ -61,9 +60,10 @@ class ReverseProxy(pulumi.ComponentResource):
             certificate = tls.SelfSignedCert(
                 f"{name}-tls-certificate",
                 private_key_pem=key.private_key_pem,
-                subject=tls.SelfSignedCertSubjectArgs(common_name=hostnames[0], organization="MLflow platform"),
-                dns_names=[host for host in hostnames if not _is_ip(host)],
-                ip_addresses=[host for host in hostnames if _is_ip(host)] or ["127.0.0.1"],
+                subject=tls.SelfSignedCertSubjectArgs(common_name=public.hostnames.apply(lambda h: h[0]),
+                                                      organization="MLflow platform"),
+                dns_names=public.hostnames.apply(lambda hosts: [h for h in hosts if not _is_ip(h)]),
+                ip_addresses=public.hostnames.apply(lambda hosts: [h for h in hosts if _is_ip(h)] or ["127.0.0.1"]),
                 validity_period_hours=24 * config.certificate_validity_days,
                 early_renewal_hours=24 * 30,
                 allowed_uses=["key_encipherment", "digital_signature", "server_auth"],
@@ -73,18 +73,17 @@ class ReverseProxy(pulumi.ComponentResource):
             runtime_files[paths.certificate] = certificate.cert_pem
             runtime_files[paths.private_key] = pulumi.Output.secret(key.private_key_pem)
 
-        image = args["platform"].public_image(f"{name}-image", args["image"], child)
+        image = platform.public_image(f"{name}-image", args["image"], child)
         upstream = args["tracking_server"].internal_url.apply(lambda url: url.split("://", 1)[1])
         self.container_spec = pulumi.Output.all(upstream, image).apply(lambda parts: render.reverse_proxy_spec(
             render.proxy_settings(config, args["server"], parts[0], paths), parts[1]))
-        service = args["platform"].run_service(
+        platform.run_service(
             name, "mlflow-proxy", self.container_spec, {}, runtime_files,
             pulumi.ResourceOptions(parent=self, depends_on=list(args["tracking_server"].ready)),
-            public_port=config.port,
+            public=True,
         )
-        scheme = render.public_scheme(config)
-        host = service.public_address if service.public_address is not None else pulumi.Output.from_input(hostnames[0])
-        self.url = host.apply(lambda h: render.public_url(h, scheme, config.port, args["server"].static_prefix))
+        self.url = public.hostnames.apply(
+            lambda hosts: render.public_url(hosts[0], public.scheme, public.port, args["server"].static_prefix))
         outputs = {"url": self.url, "username": self.username, "password": self.password}
         if self.certificate_pem is not None:
             outputs["certificate_pem"] = self.certificate_pem

@@ -39,7 +39,7 @@ def make_platform(config: StackConfig) -> Any:
     if config.platform == "local":
         from components.platforms.local import LocalDockerPlatform
 
-        return LocalDockerPlatform(pulumi.get_stack(), config.local)
+        return LocalDockerPlatform(pulumi.get_stack(), config.local, config.hostnames, config.proxy)
     raise pulumi.RunError(
         f"Pulumi.{pulumi.get_stack()}.yaml: {CONFIG_NAMESPACE}:platform: '{config.platform}' is not implemented yet "
         "(implemented: local)"

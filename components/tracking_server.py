@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, TypedDict
+from typing import Optional, TypedDict
 
 import pulumi
 
@@ -10,7 +10,7 @@ from components import render
 from components.artifact_store import ArtifactStore
 from components.config import ProxyConfig, ServerConfig
 from components.metadata_store import MetadataStore
-from components.platforms.base import Platform
+from components.platforms.base import InitStep, Platform
 from components.spec import ContainerSpec
 
 
@@ -24,9 +24,7 @@ class TrackingServerArgs(TypedDict):
     server: ServerConfig
     """Workers, pool sizes, static prefix, job runners."""
     proxy: ProxyConfig
-    """The public side (scheme, port) the allowed hosts and CORS origins are derived from."""
-    hostnames: Sequence[str]
-    """Public host names users reach the server at."""
+    """Timeouts for slow transfers (the public names, scheme and port come from the platform)."""
     mlflow_version: str
     """MLflow version installed in the image."""
 
@@ -48,26 +46,25 @@ class TrackingServer(pulumi.ComponentResource):
         artifacts = args["artifact_store"]
 
         image = platform.server_image(f"{name}-image", args["mlflow_version"], child)
+        public = platform.public_entry()
         settings = pulumi.Output.all(
-            image, artifacts.artifact_root, artifacts.endpoint_url if artifacts.endpoint_url is not None else None
+            image, artifacts.artifact_root, artifacts.endpoint_url, public.hostnames,
         ).apply(lambda parts: render.tracking_server_settings(
-            args["server"], args["proxy"], tuple(args["hostnames"]),
+            args["server"], args["proxy"], tuple(parts[3]),
             image=parts[0], artifacts_destination=parts[1], s3_endpoint_url=parts[2],
             artifact_secret_env_names=tuple(artifacts.server_credentials),
-            extra_env=artifacts.server_env,
+            extra_env=artifacts.server_env, scheme=public.scheme, port=public.port,
         ))
         self.container_spec = settings.apply(render.tracking_server_spec)
         self.schema_upgrade_spec = settings.apply(render.schema_upgrade_spec)
 
         backend = {render.BACKEND_URI_ENV: metadata.connection_uri}
-        upgrade = platform.run_job(
-            f"{name}-db-upgrade", "mlflow-db-upgrade", self.schema_upgrade_spec, backend,
-            pulumi.ResourceOptions(parent=self, depends_on=list(metadata.ready)),
-        )
         service = platform.run_service(
             name, "mlflow-server", self.container_spec,
             {**backend, **artifacts.server_credentials}, {},
-            pulumi.ResourceOptions(parent=self, depends_on=[upgrade, *artifacts.ready]),
+            pulumi.ResourceOptions(parent=self, depends_on=[*metadata.ready, *artifacts.ready]),
+            init=InitStep("mlflow-db-upgrade", self.schema_upgrade_spec, backend),
+            access_policies=[artifacts.server_policy] if artifacts.server_policy is not None else [],
         )
         self.ready = list(service.resources)
         self.internal_url = service.internal_url

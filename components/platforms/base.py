@@ -49,16 +49,33 @@ class ObjectStoreEndpoint:
     """Secret env the server needs for this store only (scoped keys); empty where an identity is used."""
     env: Mapping[str, str] = field(default_factory=dict)
     """Non-secret env the server needs for this store (region, account name)."""
+    server_policy: Optional[pulumi.Output[str]] = None
+    """IAM policy document (JSON) granting the server's identity this store, where identities are used."""
     ready: Sequence[pulumi.Resource] = ()
+
+
+@dataclass
+class PublicEntry:
+    """How users reach the platform's public service: the names, scheme and port they see."""
+
+    hostnames: pulumi.Output[list]
+    scheme: str
+    port: int
+
+
+@dataclass(frozen=True)
+class InitStep:
+    """A container that must run to completion before a service starts (the schema upgrade)."""
+
+    service_name: str
+    spec: "pulumi.Output[ContainerSpec]"
+    secret_env: Mapping[str, pulumi.Output[str]]
 
 
 @dataclass
 class ServiceEndpoint:
     internal_url: pulumi.Output[str]
     """URL other services on the platform reach this one at."""
-    public_address: Optional[pulumi.Output[str]] = None
-    """Host name users reach a published service at, where the platform assigns one (a load
-    balancer's DNS name); None where the configured host names are used."""
     resources: Sequence[pulumi.Resource] = ()
 
 
@@ -83,15 +100,20 @@ class Platform(Protocol):
         """Make a pinned public image (e.g. nginx) available to the platform's containers."""
         ...
 
-    def run_job(self, name: str, service_name: str, spec: pulumi.Output[ContainerSpec],
-                secret_env: Mapping[str, pulumi.Output[str]], opts: pulumi.ResourceOptions) -> pulumi.Resource:
-        """Run a container to completion once (per change of its inputs) before dependents start."""
+    def public_entry(self) -> PublicEntry:
+        """The host names, scheme and port users reach the published service at (config host
+        names on `local`; the domain or the load balancer's DNS name on a cloud)."""
         ...
 
     def run_service(self, name: str, service_name: str, spec: pulumi.Output[ContainerSpec],
                     secret_env: Mapping[str, pulumi.Output[str]],
                     runtime_files: Mapping[str, pulumi.Output[str]],
                     opts: pulumi.ResourceOptions,
-                    public_port: Optional[int] = None) -> ServiceEndpoint:
-        """Run a long-lived, health-checked, restarted container; publish `public_port` to users."""
+                    public: bool = False,
+                    init: Optional[InitStep] = None,
+                    access_policies: Sequence[pulumi.Output[str]] = ()) -> ServiceEndpoint:
+        """Run a long-lived, health-checked, restarted container, reachable by other services as
+        `service_name`. `public`: publish its first port to users (see public_entry). `init`: run this
+        first, to completion, before the service starts. `access_policies`: IAM documents for the
+        service's identity, where the platform uses identities instead of keys."""
         ...

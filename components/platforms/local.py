@@ -18,12 +18,14 @@ import pulumi_minio as minio
 import pulumi_random as random
 
 from components import render
-from components.config import LocalConfig
+from components.config import LocalConfig, ProxyConfig
 from components.platforms.base import (
     DatabaseEndpoint,
     DatabaseRequest,
+    InitStep,
     ObjectStoreEndpoint,
     ObjectStoreRequest,
+    PublicEntry,
     ServiceEndpoint,
 )
 from components.spec import ContainerSpec
@@ -74,8 +76,11 @@ def _secret_envs(plain: Mapping[str, str], secret: Mapping[str, pulumi.Input[str
 class LocalDockerPlatform:
     """Realizes databases, buckets and services as Docker resources on one private network."""
 
-    def __init__(self, stack: str, settings: LocalConfig, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, stack: str, settings: LocalConfig, hostnames: Sequence[str], proxy: ProxyConfig,
+                 opts: Optional[pulumi.ResourceOptions] = None):
         self.settings = settings
+        self.hostnames = list(hostnames)
+        self.proxy = proxy
         self.prefix = f"mlflow-{stack}"
         self.network = docker.Network(
             "network",
@@ -239,16 +244,21 @@ class LocalDockerPlatform:
     def public_image(self, name: str, reference: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
         return self._image(name, reference, opts).image_id
 
-    def run_job(self, name: str, service_name: str, spec: pulumi.Output[ContainerSpec],
-                secret_env: Mapping[str, pulumi.Output[str]], opts: pulumi.ResourceOptions) -> pulumi.Resource:
+    def public_entry(self) -> PublicEntry:
+        return PublicEntry(hostnames=pulumi.Output.from_input(self.hostnames),
+                           scheme="https" if self.proxy.tls != "off" else "http", port=self.proxy.port)
+
+    def _run_init(self, name: str, init: InitStep, opts: pulumi.ResourceOptions) -> docker.Container:
+        """A container pulumi waits for until it exits (attach), before its dependents start."""
+        spec = init.spec
         return docker.Container(
             name,
-            name=f"{self.prefix}-{service_name}",
+            name=f"{self.prefix}-{init.service_name}",
             image=spec.apply(lambda s: s.image),
             command=spec.apply(lambda s: list(s.command)),
-            envs=spec.apply(lambda s: dict(s.env)).apply(lambda env: _secret_envs(env, secret_env)),
+            envs=spec.apply(lambda s: dict(s.env)).apply(lambda env: _secret_envs(env, init.secret_env)),
             user=spec.apply(lambda s: s.user),
-            networks_advanced=self._network(service_name),
+            networks_advanced=self._network(init.service_name),
             attach=True,
             must_run=False,
             logs=True,
@@ -260,14 +270,20 @@ class LocalDockerPlatform:
                     secret_env: Mapping[str, pulumi.Output[str]],
                     runtime_files: Mapping[str, pulumi.Output[str]],
                     opts: pulumi.ResourceOptions,
-                    public_port: Optional[int] = None) -> ServiceEndpoint:
+                    public: bool = False,
+                    init: Optional[InitStep] = None,
+                    access_policies: Sequence[pulumi.Output[str]] = ()) -> ServiceEndpoint:
+        # access_policies: nothing to attach here; the store's credentials are already scoped keys.
+        if init is not None:
+            step = self._run_init(f"{name}-{init.service_name.removeprefix('mlflow-')}", init, opts)
+            opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[step]))
         uploads = pulumi.Output.all(spec, pulumi.Output.all(**runtime_files) if runtime_files else {}).apply(
             lambda parts: [docker.ContainerUploadArgs(file=path, content=content)
                            for path, content in {**parts[0].files, **parts[1]}.items()]
         )
         ports: Sequence[docker.ContainerPortArgs] = []
-        if public_port is not None:
-            ports = [docker.ContainerPortArgs(internal=spec.apply(lambda s: s.ports[0]), external=public_port,
+        if public:
+            ports = [docker.ContainerPortArgs(internal=spec.apply(lambda s: s.ports[0]), external=self.proxy.port,
                                               ip=self.settings.bind_address)]
         container = docker.Container(
             name,
