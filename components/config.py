@@ -163,6 +163,136 @@ class LocalConfig(_Section):
         return _pinned_image(value)
 
 
+_AWS_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-(north|south|east|west|central|northeast|northwest|southeast|southwest)-[0-9]$")
+_DB_INSTANCE_CLASS = re.compile(r"^db\.[a-z0-9]+(\.[a-z0-9]+)?\.[a-z0-9]+$")
+_CERT_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]{36}$")
+_CIDR = re.compile(r"^((25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(25[0-5]|2[0-4]\d|1?\d?\d)/([0-9]|[12][0-9]|3[0-2])$")
+_LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+
+
+class AwsConfig(_Section):
+    """The `aws` stack: RDS, S3, ECR, ECS Fargate behind an ALB."""
+
+    region: str = Field("us-east-1", description="AWS region, e.g. eu-west-1")
+    availability_zones: tuple[str, ...] = Field((), description="AZs for the new VPC's subnets (default: <region>a, <region>b)")
+    vpc_cidr: str = Field("10.40.0.0/16", description="CIDR of the VPC this stack creates")
+    vpc_id: Optional[str] = Field(None, description="use this existing VPC instead of creating one")
+    public_subnet_ids: tuple[str, ...] = Field((), description="existing public subnets (load balancer), with vpcId")
+    private_subnet_ids: tuple[str, ...] = Field((), description="existing private subnets (service, database), with vpcId")
+    domain: Optional[str] = Field(None, description="DNS name users reach MLflow at, e.g. mlflow.example.com")
+    hosted_zone_id: Optional[str] = Field(None, description="Route 53 zone of `domain`: an ACM certificate and DNS record are made there")
+    certificate_arn: Optional[str] = Field(None, description="existing ACM certificate for `domain` (instead of hostedZoneId)")
+    allowed_cidrs: tuple[str, ...] = Field(("0.0.0.0/0",), description="client networks allowed to reach the load balancer")
+    db_instance_class: str = Field("db.t4g.small", description="RDS instance class")
+    db_allocated_storage_gb: int = Field(20, ge=20, le=65536, description="RDS storage in GiB")
+    db_max_allocated_storage_gb: int = Field(100, ge=20, le=65536, description="RDS storage autoscaling ceiling in GiB")
+    db_engine_version: str = Field("16.6", description="RDS PostgreSQL engine version (major must match database.postgresVersion)")
+    db_multi_az: bool = Field(False, description="standby in a second AZ")
+    db_backup_retention_days: int = Field(7, ge=1, le=35, description="automated backup retention")
+    deletion_protection: bool = Field(True, description="RDS deletion protection (switch off for throw-away stacks)")
+    final_snapshot: bool = Field(True, description="take a final RDS snapshot on delete")
+    protect_resources: bool = Field(True, description="Pulumi `protect` on the database, bucket and image repository")
+    log_retention_days: int = Field(30, description="CloudWatch log retention (a value CloudWatch accepts)")
+    noncurrent_version_expiration_days: Optional[int] = Field(90, ge=1, le=3650, description="expire old artifact versions after N days (null: keep)")
+    load_balancer_idle_timeout_seconds: int = Field(900, ge=60, le=4000, description="ALB idle timeout (large artifacts)")
+    proxy_cpu: int = Field(256, description="Fargate CPU units of the proxy task")
+    proxy_memory_mib: int = Field(512, ge=512, le=30720, description="Fargate memory of the proxy task")
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not _AWS_REGION.match(value):
+            raise ValueError("must be an AWS region name like us-east-1 or eu-central-1")
+        return value
+
+    @field_validator("availability_zones")
+    @classmethod
+    def _azs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if value and (len(value) < 2 or len(set(value)) != len(value)):
+            raise ValueError("must list at least two different availability zones, e.g. [eu-west-1a, eu-west-1b]")
+        return value
+
+    @field_validator("vpc_cidr")
+    @classmethod
+    def _vpc_cidr(cls, value: str) -> str:
+        if not _CIDR.match(value) or int(value.split("/")[1]) > 20:
+            raise ValueError("must be an IPv4 CIDR of /20 or larger, e.g. 10.40.0.0/16")
+        return value
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [cidr for cidr in value if not _CIDR.match(cidr)]
+        if bad or not value:
+            raise ValueError(f"must be IPv4 CIDRs like 203.0.113.0/24; not {bad}")
+        return value
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and (not _HOSTNAME.match(value) or "." not in value):
+            raise ValueError("must be a fully qualified DNS name like mlflow.example.com")
+        return value
+
+    @field_validator("certificate_arn")
+    @classmethod
+    def _cert(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _CERT_ARN.match(value):
+            raise ValueError("must be an ACM certificate ARN: arn:aws:acm:<region>:<account>:certificate/<uuid>")
+        return value
+
+    @field_validator("db_instance_class")
+    @classmethod
+    def _instance_class(cls, value: str) -> str:
+        if not _DB_INSTANCE_CLASS.match(value):
+            raise ValueError("must be an RDS instance class like db.t4g.small or db.r6g.large")
+        return value
+
+    @field_validator("db_engine_version")
+    @classmethod
+    def _engine_version(cls, value: str) -> str:
+        if not re.match(r"^1[4-7](\.[0-9]+)?$", value):
+            raise ValueError("must be a PostgreSQL 14-17 engine version like 16.6")
+        return value
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if value not in _LOG_RETENTION_DAYS:
+            raise ValueError(f"must be one of CloudWatch's retention values: {', '.join(map(str, _LOG_RETENTION_DAYS))}")
+        return value
+
+    @field_validator("proxy_cpu")
+    @classmethod
+    def _proxy_cpu(cls, value: int) -> int:
+        if value not in (256, 512, 1024, 2048, 4096):
+            raise ValueError("must be a Fargate CPU value: 256, 512, 1024, 2048 or 4096")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "AwsConfig":
+        if self.certificate_arn and not self.domain:
+            raise ValueError("aws.certificateArn needs aws.domain (the name the certificate is for)")
+        if self.hosted_zone_id and not self.domain:
+            raise ValueError("aws.hostedZoneId needs aws.domain")
+        existing = (self.vpc_id, self.public_subnet_ids, self.private_subnet_ids)
+        if any(existing) and not all(existing):
+            raise ValueError("an existing network needs all of aws.vpcId, aws.publicSubnetIds and aws.privateSubnetIds")
+        if self.availability_zones and any(not zone.startswith(self.region) for zone in self.availability_zones):
+            raise ValueError(f"aws.availabilityZones must be in aws.region {self.region}")
+        if self.db_max_allocated_storage_gb < self.db_allocated_storage_gb:
+            raise ValueError("aws.dbMaxAllocatedStorageGb must be >= aws.dbAllocatedStorageGb")
+        return self
+
+    @property
+    def zones(self) -> tuple[str, ...]:
+        return self.availability_zones or (f"{self.region}a", f"{self.region}b")
+
+    @property
+    def https(self) -> bool:
+        return bool(self.certificate_arn or self.hosted_zone_id)
+
+
 class StackConfig(_Section):
     """Every key of the `mlflow:` config namespace."""
 
@@ -174,6 +304,7 @@ class StackConfig(_Section):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
     local: LocalConfig = Field(default_factory=LocalConfig)
+    aws: AwsConfig = Field(default_factory=AwsConfig)
 
     @field_validator("mlflow_version")
     @classmethod
@@ -212,6 +343,13 @@ class StackConfig(_Section):
                 f"local.postgresImage {self.local.postgres_image!r} does not match database.postgresVersion "
                 f"{self.database.postgres_version!r}; change both together"
             )
+        if self.platform == "aws":
+            if self.proxy.tls != "off":
+                raise ValueError("proxy.tls must be off on aws: the load balancer terminates TLS (set aws.domain "
+                                 "with aws.hostedZoneId or aws.certificateArn for HTTPS)")
+            if not self.aws.db_engine_version.startswith(f"{self.database.postgres_version}"):
+                raise ValueError(f"aws.dbEngineVersion {self.aws.db_engine_version!r} does not match "
+                                 f"database.postgresVersion {self.database.postgres_version!r}")
         if self.local.minio_api_port == self.local.minio_console_port or self.proxy.port in (
             self.local.minio_api_port, self.local.minio_console_port
         ):

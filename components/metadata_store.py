@@ -11,10 +11,6 @@ from components import render
 from components.config import DatabaseConfig
 from components.platforms.base import DatabaseRequest, Platform
 
-# URL-reserved characters on purpose: the URI must survive them (render.backend_store_uri encodes).
-PASSWORD_SPECIALS = "@:/?#%&+!*-_"
-
-
 class MetadataStoreArgs(TypedDict):
     platform: Platform
     """Where the database runs (local Docker, AWS RDS, Azure flexible server)."""
@@ -40,12 +36,13 @@ class MetadataStore(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         config = args["database"]
 
+        platform = args["platform"]
         generated = random.RandomPassword(
-            f"{name}-password", length=32, special=True, override_special=PASSWORD_SPECIALS,
+            f"{name}-password", length=32, special=True, override_special=platform.database_password_specials,
             min_special=4, min_numeric=2, min_upper=2, min_lower=2, opts=child,
         )
         self.password = pulumi.Output.secret(generated.result)
-        endpoint = args["platform"].postgres_database(
+        endpoint = platform.postgres_database(
             name,
             DatabaseRequest(database=config.name, username=config.username,
                             max_connections=config.max_connections, postgres_version=config.postgres_version),

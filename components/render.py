@@ -183,6 +183,12 @@ class NginxPaths:
     error_log: str = "/dev/stderr"
     mime_types: str = "/etc/nginx/mime.types"
 
+    @classmethod
+    def under(cls, directory: str) -> "NginxPaths":
+        """The rendered and runtime files in `directory` (where the platform can place them)."""
+        return cls(config=f"{directory}/nginx.conf", htpasswd=f"{directory}/htpasswd",
+                   certificate=f"{directory}/tls/server.crt", private_key=f"{directory}/tls/server.key")
+
 
 @dataclass(frozen=True)
 class ProxySettings:

@@ -52,7 +52,7 @@ class ReverseProxy(pulumi.ComponentResource):
         htpasswd = pulumi.Output.secret(generated.bcrypt_hash.apply(
             lambda digest: render.htpasswd_line(config.username, digest)))
 
-        paths = render.NginxPaths()
+        paths = render.NginxPaths.under(platform.runtime_file_dir)
         runtime_files = {paths.htpasswd: htpasswd}
         self.certificate_pem = None
         if config.tls == "self-signed":

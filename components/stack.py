@@ -40,7 +40,11 @@ def make_platform(config: StackConfig) -> Any:
         from components.platforms.local import LocalDockerPlatform
 
         return LocalDockerPlatform(pulumi.get_stack(), config.local, config.hostnames, config.proxy)
+    if config.platform == "aws":
+        from components.platforms.aws import AwsPlatform
+
+        return AwsPlatform(pulumi.get_stack(), config.aws, config.server)
     raise pulumi.RunError(
         f"Pulumi.{pulumi.get_stack()}.yaml: {CONFIG_NAMESPACE}:platform: '{config.platform}' is not implemented yet "
-        "(implemented: local)"
+        "(implemented: local, aws)"
     )

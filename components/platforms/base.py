@@ -86,6 +86,15 @@ class Platform(Protocol):
     children of that component.
     """
 
+    runtime_file_dir: str
+    """Directory where a container's rendered and runtime files are placed (nginx.conf, htpasswd)."""
+    database_password_specials: str
+    """Special characters the platform's PostgreSQL accepts in a generated password."""
+
+    def stack_outputs(self) -> dict[str, pulumi.Output]:
+        """Platform-specific stack outputs (database endpoint, log group, warnings)."""
+        ...
+
     def postgres_database(self, name: str, request: DatabaseRequest, password: pulumi.Output[str],
                           opts: pulumi.ResourceOptions) -> DatabaseEndpoint: ...
 

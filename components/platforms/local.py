@@ -76,6 +76,10 @@ def _secret_envs(plain: Mapping[str, str], secret: Mapping[str, pulumi.Input[str
 class LocalDockerPlatform:
     """Realizes databases, buckets and services as Docker resources on one private network."""
 
+    runtime_file_dir = "/etc/nginx"
+    # URL-reserved characters on purpose: the URI must survive them (render.backend_store_uri encodes).
+    database_password_specials = "@:/?#%&+!*-_"
+
     def __init__(self, stack: str, settings: LocalConfig, hostnames: Sequence[str], proxy: ProxyConfig,
                  opts: Optional[pulumi.ResourceOptions] = None):
         self.settings = settings
@@ -243,6 +247,9 @@ class LocalDockerPlatform:
 
     def public_image(self, name: str, reference: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
         return self._image(name, reference, opts).image_id
+
+    def stack_outputs(self) -> dict[str, pulumi.Output]:
+        return {}
 
     def public_entry(self) -> PublicEntry:
         return PublicEntry(hostnames=pulumi.Output.from_input(self.hostnames),

@@ -129,9 +129,48 @@ class ProgramMocks(pulumi.runtime.Mocks):
             outputs["repoDigest"] = args.inputs["imageName"] + "@sha256:" + "0" * 64
         elif kind == "minio:index/s3Bucket:S3Bucket":
             outputs.setdefault("arn", f"arn:aws:s3:::{args.inputs.get('bucket')}")
+        elif kind.startswith("aws:"):
+            outputs.update(self._aws(kind, args))
         return f"{args.name}-id", outputs
 
+    AWS_ACCOUNT = "123456789012"
+
+    def _aws(self, kind: str, args: pulumi.runtime.MockResourceArgs) -> dict:
+        """Computed attributes AWS assigns, with the formats the real API uses."""
+        region, account, name = "eu-west-1", self.AWS_ACCOUNT, args.name
+        service = kind.split(":")[1].split("/")[0]
+        computed: dict = {"arn": f"arn:aws:{service}:{region}:{account}:{name}"}
+        if kind == "aws:s3/bucket:Bucket":
+            bucket = args.inputs.get("bucket") or f"{args.inputs.get('bucketPrefix', name)}20261126abcdef"
+            computed.update(bucket=bucket, arn=f"arn:aws:s3:::{bucket}", id=bucket)
+        elif kind == "aws:rds/instance:Instance":
+            address = f"{name}.abcdefghij.{region}.rds.amazonaws.com"
+            computed.update(address=address, port=5432, endpoint=f"{address}:5432")
+        elif kind == "aws:lb/loadBalancer:LoadBalancer":
+            computed.update(dnsName=f"MLflow-{name}-1234567890.{region}.elb.amazonaws.com", zoneId="Z32O12XQLNTSW2")
+        elif kind == "aws:ecr/repository:Repository":
+            computed.update(repositoryUrl=f"{account}.dkr.ecr.{region}.amazonaws.com/{args.inputs.get('name')}",
+                            registryId=account)
+        elif kind == "aws:cloudwatch/logGroup:LogGroup":
+            computed.update(arn=f"arn:aws:logs:{region}:{account}:log-group:{args.inputs.get('name')}")
+        elif kind == "aws:secretsmanager/secret:Secret":
+            computed.update(arn=f"arn:aws:secretsmanager:{region}:{account}:secret:{name}-AbCdEf")
+        elif kind == "aws:acm/certificate:Certificate":
+            computed.update(domainValidationOptions=[{
+                "domainName": args.inputs.get("domainName"), "resourceRecordName": "_x." + args.inputs.get("domainName"),
+                "resourceRecordType": "CNAME", "resourceRecordValue": "_y.acm-validations.aws."}])
+        elif kind == "aws:acm/certificateValidation:CertificateValidation":
+            computed.update(certificateArn=args.inputs.get("certificateArn"))
+        elif kind == "aws:route53/record:Record":
+            computed.update(fqdn=args.inputs.get("name"))
+        return computed
+
     def call(self, args: pulumi.runtime.MockCallArgs):
+        if args.token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+            token = secrets.token_urlsafe(32)
+            self.generated_secrets.append(token)
+            return {"userName": "AWS", "password": token, "authorizationToken": token,
+                    "proxyEndpoint": f"https://{self.AWS_ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com"}
         return {}
 
 
