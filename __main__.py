@@ -33,6 +33,8 @@ pulumi.export("password", proxy.password)
 pulumi.export("bucket", artifacts.bucket)
 if artifacts.console_url is not None:
     pulumi.export("minio_console_url", artifacts.console_url)
+for key, value in platform.stack_outputs().items():
+    pulumi.export(key, value)
 if proxy.certificate_pem is not None:
     pulumi.export("tls_certificate", proxy.certificate_pem)
 # Paste with: eval "$(pulumi stack output client_env --show-secrets)"
