@@ -59,7 +59,7 @@ class ReverseProxy(pulumi.ComponentResource):
             key = tls.PrivateKey(f"{name}-tls-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
             certificate = tls.SelfSignedCert(
                 f"{name}-tls-certificate",
-                private_key_pem=key.private_key_pem,
+                private_key_pem=pulumi.Output.secret(key.private_key_pem),
                 subject=tls.SelfSignedCertSubjectArgs(common_name=public.hostnames.apply(lambda h: h[0]),
                                                       organization="MLflow platform"),
                 dns_names=public.hostnames.apply(lambda hosts: [h for h in hosts if not _is_ip(h)]),

@@ -171,7 +171,10 @@ class LocalDockerPlatform:
                      opts: pulumi.ResourceOptions) -> ObjectStoreEndpoint:
         image = self._image(f"{name}-minio-image", self.settings.minio_image, opts)
         data = self._volume(f"{name}-minio-data", f"{self.prefix}-miniodata", opts)
-        root_user = random.RandomString(f"{name}-minio-root-user", length=16, special=False, upper=False, opts=opts)
+        # The root user name is half of the root credential: kept secret like the password.
+        root_user = random.RandomString(f"{name}-minio-root-user", length=16, special=False, upper=False,
+                                        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                                            additional_secret_outputs=["result"])))
         root_password = random.RandomPassword(f"{name}-minio-root-password", length=40, special=False, opts=opts)
         alias = "minio"
         bind = self.settings.bind_address
@@ -201,8 +204,8 @@ class LocalDockerPlatform:
         provider = minio.Provider(
             f"{name}-minio-provider",
             minio_server=f"{self._host_address}:{self.settings.minio_api_port}",
-            minio_user=root_user.result,
-            minio_password=root_password.result,
+            minio_user=pulumi.Output.secret(root_user.result),
+            minio_password=pulumi.Output.secret(root_password.result),
             minio_ssl=False,
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[server])),
         )
@@ -216,7 +219,7 @@ class LocalDockerPlatform:
         )
         user_secret = random.RandomPassword(f"{name}-server-secret-key", length=40, special=False, opts=opts)
         user = minio.IamUser(f"{name}-server-user", name=f"{request.bucket}-mlflow-server",
-                             secret=user_secret.result, opts=on_minio)
+                             secret=pulumi.Output.secret(user_secret.result), opts=on_minio)
         attachment = minio.IamUserPolicyAttachment(f"{name}-server-policy", user_name=user.name,
                                                    policy_name=policy.name, opts=on_minio)
         return ObjectStoreEndpoint(

@@ -115,6 +115,7 @@ class ProgramMocks(pulumi.runtime.Mocks):
             self.generated_secrets.append(value)
         elif kind == "random:index/randomString:RandomString":
             outputs["result"] = secrets.token_hex(int(args.inputs.get("length", 16)) // 2 + 1)[: int(args.inputs.get("length", 16))]
+            self.generated_secrets.append(outputs["result"])
         elif kind == "tls:index/privateKey:PrivateKey":
             body = secrets.token_hex(48)
             outputs["privateKeyPem"] = f"-----BEGIN EC PRIVATE KEY-----\n{body}\n-----END EC PRIVATE KEY-----\n"
@@ -177,8 +178,9 @@ class ProgramMocks(pulumi.runtime.Mocks):
 class RecordingMonitor(pulumi_mocks.MockMonitor):
     """The mock monitor, plus what the engine would know: options, raw inputs, secret outputs."""
 
-    def __init__(self, mocks: ProgramMocks) -> None:
+    def __init__(self, mocks: ProgramMocks, emulate_secret_outputs: bool = True) -> None:
         super().__init__(mocks)
+        self.emulate_secret_outputs = emulate_secret_outputs
         self.recorded: dict[str, Recorded] = {}
 
     def RegisterResource(self, request):
@@ -210,7 +212,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             resource_id=request.importId, custom=request.custom or False,
         )
         id_, state = self.mocks.new_resource(args)
-        marked = {key: ({SIG_KEY: SECRET_SIG, "value": value} if key in request.additionalSecretOutputs else value)
+        secret_outputs = set(request.additionalSecretOutputs) if self.emulate_secret_outputs else set()
+        marked = {key: ({SIG_KEY: SECRET_SIG, "value": value} if key in secret_outputs else value)
                   for key, value in state.items()}
         # Inputs that arrived secret stay secret in the state, as the engine keeps them.
         raw = json_format.MessageToDict(request.object)
@@ -274,10 +277,14 @@ def _resolve_exports(stack: Any) -> dict:
     return {name: _sync_await(resolve(value)) for name, value in (stack.outputs if stack else {}).items()}
 
 
-def run_program(config: dict[str, Any], stack: str = "local", program: Path = REPO_ROOT / "__main__.py") -> ProgramRun:
-    """Run the program with `config` (full keys, e.g. "mlflow:server") under recording mocks."""
+def run_program(config: dict[str, Any], stack: str = "local", program: Path = REPO_ROOT / "__main__.py",
+                emulate_secret_outputs: bool = True) -> ProgramRun:
+    """Run the program with `config` (full keys, e.g. "mlflow:server") under recording mocks.
+
+    `emulate_secret_outputs=False` behaves like plain mocks: providers' secret outputs come back
+    unmarked, so only what the program wraps itself stays secret."""
     mocks = ProgramMocks()
-    monitor = RecordingMonitor(mocks)
+    monitor = RecordingMonitor(mocks, emulate_secret_outputs)
     pulumi.runtime.settings.reset_options()
     pulumi.runtime.set_mocks(mocks, project="mlflow", stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config({key: value if isinstance(value, str) else json.dumps(value)

@@ -286,6 +286,13 @@ def test_no_generated_secret_in_plain_text_anywhere(aws_run, aws_https_run):
         assert not leaks, leaks
 
 
+def test_secrets_stay_wrapped_even_where_the_engine_would_not_mark_them(aws_config):
+    from tests.unit.test_local_stack import find_leaks
+
+    run = run_program(aws_config, stack="aws", emulate_secret_outputs=False)
+    assert not find_leaks(run), find_leaks(run)
+
+
 def test_existing_vpc_is_used_instead_of_creating_one(aws_config):
     config = dict(aws_config)
     settings = json.loads(config["mlflow:aws"])

@@ -116,8 +116,8 @@ def test_program_stops_before_registering_any_resource():
     captured = {}
     original = harness.RecordingMonitor.__init__
 
-    def keep(self, mocks):
-        original(self, mocks)
+    def keep(self, mocks, *args):
+        original(self, mocks, *args)
         captured["monitor"] = self
 
     harness.RecordingMonitor.__init__ = keep

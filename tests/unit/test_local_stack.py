@@ -10,7 +10,7 @@ from urllib.parse import quote, unquote
 import bcrypt
 import sqlalchemy
 
-from tests.unit.harness import REPO_ROOT, ProgramRun, Recorded, plain_strings
+from tests.unit.harness import REPO_ROOT, ProgramRun, Recorded, plain_strings, run_program
 
 CONTAINER = "docker:index/container:Container"
 VOLUME = "docker:index/volume:Volume"
@@ -248,6 +248,29 @@ def test_stack_outputs(local_run):
 def secret_forms(value: str) -> set[str]:
     """A secret and the shapes it takes on its way into configs: URL-encoded, shell-quoted."""
     return {value, quote(value, safe=""), shlex.quote(value)}
+
+
+def find_leaks(run: ProgramRun) -> list[str]:
+    leaks = []
+    for resource in run.resources:
+        for where, raw in (("inputs", resource.raw_inputs), ("outputs", resource.outputs)):
+            for path, text in plain_strings(raw):
+                for secret in run.generated_secrets:
+                    if any(form in text or form in unquote(text) for form in secret_forms(secret)):
+                        leaks.append(f"{resource.type} {resource.name} {where}.{path}")
+    for name, value in run.stack_outputs.items():
+        for path, text in plain_strings(value, name):
+            if any(secret in text or secret in unquote(text) for secret in run.generated_secrets):
+                leaks.append(f"stack output {path}")
+    return leaks
+
+
+def test_secrets_stay_wrapped_even_where_the_engine_would_not_mark_them(local_config):
+    """Like plain mocks (or a provider that forgets additional_secret_outputs): the program wraps
+    every secret it passes on itself."""
+    for sections in ({}, {"mlflow:proxy": {"tls": "self-signed"}}):
+        run = run_program({**local_config, **sections}, emulate_secret_outputs=False)
+        assert not find_leaks(run), find_leaks(run)
 
 
 def test_no_generated_secret_in_plain_text_anywhere(local_run):
