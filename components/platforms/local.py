@@ -149,7 +149,7 @@ class LocalDockerPlatform:
             wait_timeout=180,
             opts=opts,
         )
-        provision = docker.Container(
+        provision = _run_to_completion(
             f"{name}-provision",
             name=f"{self.prefix}-postgres-provision",
             image=image.image_id,
@@ -158,10 +158,6 @@ class LocalDockerPlatform:
             volumes=[docker.ContainerVolumeArgs(volume_name=sockets.name, container_path=POSTGRES_SOCKET_DIR)],
             user="postgres",
             network_mode="none",  # it talks to PostgreSQL over the shared socket only
-            attach=True,
-            must_run=False,
-            logs=True,
-            restart="no",
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[server])),
         )
         return DatabaseEndpoint(host=pulumi.Output.from_input(alias), port=pulumi.Output.from_input(5432),
@@ -259,9 +255,8 @@ class LocalDockerPlatform:
                            scheme="https" if self.proxy.tls != "off" else "http", port=self.proxy.port)
 
     def _run_init(self, name: str, init: InitStep, opts: pulumi.ResourceOptions) -> docker.Container:
-        """A container pulumi waits for until it exits (attach), before its dependents start."""
         spec = init.spec
-        return docker.Container(
+        return _run_to_completion(
             name,
             name=f"{self.prefix}-{init.service_name}",
             image=spec.apply(lambda s: s.image),
@@ -269,10 +264,6 @@ class LocalDockerPlatform:
             envs=spec.apply(lambda s: dict(s.env)).apply(lambda env: _secret_envs(env, init.secret_env)),
             user=spec.apply(lambda s: s.user),
             networks_advanced=self._network(init.service_name),
-            attach=True,
-            must_run=False,
-            logs=True,
-            restart="no",
             opts=opts,
         )
 
@@ -315,6 +306,12 @@ class LocalDockerPlatform:
             internal_url=spec.apply(lambda s: f"http://{service_name}:{s.ports[0]}"),
             resources=[container],
         )
+
+
+def _run_to_completion(resource_name: str, **container_args) -> docker.Container:
+    """A container pulumi waits for until it exits (attach), before its dependents start; a
+    non-zero exit fails the deployment."""
+    return docker.Container(resource_name, attach=True, must_run=False, logs=True, restart="no", **container_args)
 
 
 def _healthcheck(spec: ContainerSpec) -> Optional[docker.ContainerHealthcheckArgs]:

@@ -275,17 +275,7 @@ def test_secrets_stay_wrapped_even_where_the_engine_would_not_mark_them(local_co
 
 def test_no_generated_secret_in_plain_text_anywhere(local_run):
     assert len(local_run.generated_secrets) >= 5, "every password in the stack should be generated"
-    leaks = []
-    for resource in local_run.resources:
-        for where, raw in (("inputs", resource.raw_inputs), ("outputs", resource.outputs)):
-            for path, text in plain_strings(raw):
-                for secret in local_run.generated_secrets:
-                    if any(form in text or form in unquote(text) for form in secret_forms(secret)):
-                        leaks.append(f"{resource.type} {resource.name} {where}.{path}")
-    for name, value in local_run.stack_outputs.items():
-        for path, text in plain_strings(value, name):
-            if any(secret in text or secret in unquote(text) for secret in local_run.generated_secrets):
-                leaks.append(f"stack output {path}")
+    leaks = find_leaks(local_run)
     assert not leaks, "plain-text secrets: " + ", ".join(leaks)
 
 
