@@ -1,0 +1,22 @@
+"""Migrate an MLflow SQLite database into PostgreSQL: `python -m migration SOURCE TARGET [options]`.
+
+Modules, one job each:
+  cli       argument parsing, exit codes, masked error messages
+  core      the run from start to end (the only place that sequences the steps)
+  uris      SOURCE/TARGET parsing, password masking
+  revisions the Alembic revisions the installed MLflow knows (parsed, not imported)
+  source    the private copy of the source, upgraded to MLflow's head
+  schema    target schema: created by MLflow inside the transaction, or checked
+  catalog   target tables, typed columns, keys, indexes, sequences
+  existing  rows a target already holds: refuse, merge or replace
+  convert   SQLite values -> target column types; artifact-root rewriting
+  workers   reader processes: SQLite -> converted rows -> checksum + COPY text
+  load      drop/re-create keys and indexes, COPY, sequences
+  verify    read-back checksums inside the transaction
+  probe     MLflow itself on the target after commit
+  report    progress and the summary table
+"""
+
+__version__ = "1.0.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,3 @@
+from migration.cli import console_main
+
+console_main()

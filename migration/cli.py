@@ -1,0 +1,139 @@
+"""`python -m migration SOURCE TARGET [options]` (also installed as `mlflow-migrate`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+
+from migration import __version__
+from migration.convert import ArtifactRewrite
+from migration.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MigrationError
+from migration.uris import redact
+
+EPILOG = """\
+exit codes: 0 migrated (or dry run fine); 1 failed, target unchanged; 2 bad arguments;
+3 refused (newer source, user data in target, schema mismatch), nothing written;
+4 verification failed, rolled back; 5 committed and verified, but the MLflow probe failed;
+130 interrupted, rolled back.
+"""
+
+
+class _Interrupted(BaseException):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from migration.workers import default_jobs
+
+    p = argparse.ArgumentParser(
+        prog="python -m migration",
+        description="Copy an MLflow SQLite database into PostgreSQL: one transaction, verified before commit, "
+                    "MLflow probed after.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("source", metavar="SOURCE", help="SQLite file path or sqlite:///PATH URI (never modified)")
+    p.add_argument("target", metavar="TARGET",
+                   help="PostgreSQL URI: postgresql://, postgresql+psycopg2:// or postgresql+psycopg://")
+    p.add_argument("--mode", choices=("merge", "replace"), default="merge",
+                   help="merge (default): refuse if the target holds user data, merge the default "
+                        "experiment/workspace rows; replace: empty the target's MLflow tables first")
+    p.add_argument("--dry-run", action="store_true", help="report what would be copied; write nothing")
+    p.add_argument("--rewrite-artifact-root", metavar="OLD=NEW", action="append", default=[],
+                   help="rewrite artifact locations starting with OLD to start with NEW (repeatable)")
+    p.add_argument("--jobs", type=int, default=default_jobs(),
+                   help="source reader processes (default: %(default)s)")
+    p.add_argument("--rebuild-threshold", type=int, default=10_000, metavar="ROWS",
+                   help="drop and re-build keys/indexes of tables receiving at least ROWS rows (default: %(default)s)")
+    p.add_argument("--no-probe", action="store_true", help="skip the MLflow probe after commit")
+    p.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="how long to wait for locks on the target tables (default: %(default)s)")
+    p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH ('-' for stdout)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output, only the summary")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details (passwords stay masked)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+class _RedactingFilter(logging.Filter):
+    def __init__(self, secrets: list[str]):
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage(), self.secrets)
+        record.args = ()
+        return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    from migration.core import Options, migrate
+    from migration.report import Reporter
+    from migration.uris import parse_target
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    reporter = Reporter(quiet=args.quiet)
+    secrets: list[str] = []
+    try:
+        target = parse_target(args.target)
+        secrets = target.secrets
+        handler = logging.StreamHandler(sys.stderr)
+        handler.addFilter(_RedactingFilter(secrets))
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, handlers=[handler], force=True)
+        for noisy in ("alembic", "mlflow"):
+            logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.WARNING)
+        try:
+            rewrites = tuple(ArtifactRewrite.parse(s) for s in args.rewrite_artifact_root)
+        except ValueError as exc:
+            parser.error(str(exc))
+        if args.jobs < 1:
+            parser.error("--jobs must be at least 1")
+        opts = Options(source=args.source, target=args.target, mode=args.mode, dry_run=args.dry_run,
+                       rewrites=rewrites, jobs=args.jobs, rebuild_threshold=max(0, args.rebuild_threshold),
+                       probe=not args.no_probe, lock_timeout=args.lock_timeout)
+
+        def _on_term(signum, frame):
+            raise _Interrupted()
+
+        signal.signal(signal.SIGTERM, _on_term)
+        reporter.info(f"migrating {args.source} -> {target.masked} (mode {args.mode}"
+                      f"{', dry run' if args.dry_run else ''})")
+        result = migrate(opts, reporter)
+    except (KeyboardInterrupt, _Interrupted):
+        reporter.err.print("error: interrupted; nothing was committed, the target is unchanged", markup=False)
+        return 130
+    except MigrationError as exc:
+        reporter.err.print(f"error: {redact(str(exc), secrets)}", markup=False, style="red")
+        return exc.exit_code
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a readable line, never a traceback with secrets
+        reporter.err.print(f"error: {type(exc).__name__}: {redact(str(exc), secrets)}", markup=False, style="red")
+        if args.verbose:
+            import traceback
+
+            reporter.err.print(redact(traceback.format_exc(), secrets), markup=False)
+        return EXIT_FAILED
+    reporter.summary(result)
+    if result.probe is not None:
+        reporter.out.print(f"MLflow probe: ok ({result.probe.seconds:.2f} s): {result.probe.detail}", markup=False)
+    if args.json:
+        text = json.dumps(result.as_dict(), indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w") as handle:
+                handle.write(text + "\n")
+    return EXIT_OK
+
+
+def console_main() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    console_main()

@@ -1,0 +1,252 @@
+"""The bulk load, inside the caller's single transaction.
+
+Keys and indexes of the big tables (and every foreign key touching them) are dropped, the rows are
+streamed with COPY from the reader processes, then keys, indexes and foreign keys are re-created
+and every sequence/identity is set to max+1. Re-adding a foreign key validates all rows at once, so
+integrity is checked as strictly as row-by-row triggers would, only faster. No superuser needed:
+the table owner may do all of it, and if the role does not own the tables, the tool keeps the
+indexes and copies in foreign-key order instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import psycopg
+
+from migration.catalog import Catalog, Constraint, Index, qident
+from migration.errors import MigrationError
+from migration.workers import MASK64, ReaderPool, Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TableLoad:
+    name: str
+    source_rows: int
+    copied_rows: int = 0
+    checksum: int = 0
+    seconds: float = 0.0
+    counters: dict = field(default_factory=dict)
+
+
+@dataclass
+class Rebuild:
+    foreign_keys: list[Constraint] = field(default_factory=list)
+    keys: list[Constraint] = field(default_factory=list)
+    indexes: list[Index] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)
+
+
+def plan_rebuild(catalog: Catalog, mlflow_tables: list[str], rows: dict[str, int], threshold: int) -> Rebuild:
+    """Which keys/indexes to drop around the copy: those of tables receiving >= threshold rows."""
+    plan = Rebuild()
+    if not all(catalog.tables[t].owned for t in mlflow_tables):
+        return plan  # not the owner: keep everything, copy in FK order
+    big = {t for t in mlflow_tables if rows.get(t, 0) >= threshold and rows.get(t, 0) > 0}
+    if not big:
+        return plan
+    plan.tables = sorted(big)
+    for t in mlflow_tables:
+        for con in catalog.tables[t].constraints:
+            if con.kind == "f" and (t in big or con.referenced_table in big):
+                plan.foreign_keys.append(con)
+    for t in sorted(big):
+        plan.keys += [c for c in catalog.tables[t].constraints if c.kind in ("p", "u")]
+        plan.indexes += catalog.tables[t].indexes
+    return plan
+
+
+def drop(cur: psycopg.Cursor, plan: Rebuild) -> None:
+    for con in plan.foreign_keys:
+        cur.execute(f"ALTER TABLE {qident(con.table)} DROP CONSTRAINT {qident(con.name)}")
+    for con in plan.keys:
+        cur.execute(f"ALTER TABLE {qident(con.table)} DROP CONSTRAINT {qident(con.name)}")
+    for idx in plan.indexes:
+        cur.execute(f"DROP INDEX {qident(idx.name)}")
+
+
+def _timed(cur: psycopg.Cursor, sql: str) -> None:
+    started = time.perf_counter()
+    cur.execute(sql)
+    log.debug("%.2f s: %s", time.perf_counter() - started, sql)
+
+
+def recreate(cur: psycopg.Cursor, plan: Rebuild) -> None:
+    for con in plan.keys:
+        try:
+            _timed(cur, f"ALTER TABLE {qident(con.table)} ADD CONSTRAINT {qident(con.name)} {con.definition}")
+        except psycopg.Error as exc:
+            raise MigrationError(f"re-creating {con.table}.{con.name} ({con.definition}) failed: "
+                                 f"{exc.diag.message_primary or exc}; the source holds duplicate keys") from exc
+    for idx in plan.indexes:
+        _timed(cur, idx.definition)
+    for con in plan.foreign_keys:
+        try:
+            _timed(cur, f"ALTER TABLE {qident(con.table)} ADD CONSTRAINT {qident(con.name)} {con.definition}")
+        except psycopg.Error as exc:
+            raise MigrationError(
+                f"foreign key {con.table}.{con.name} ({con.definition}) does not hold for the copied rows: "
+                f"{exc.diag.message_detail or exc.diag.message_primary or exc}"
+            ) from exc
+
+
+def reset_sequences(cur: psycopg.Cursor, catalog: Catalog, tables: list[str]) -> list[tuple[str, int]]:
+    """Every serial/identity sequence to max(column)+1 (1 for an empty table)."""
+    done = []
+    for t in tables:
+        for column, seq in catalog.tables[t].sequences:
+            value = cur.execute(
+                f"SELECT setval(%s::regclass, GREATEST(COALESCE(max({qident(column)}), 0) + 1, 1), false) "
+                f"FROM {qident(t)}",
+                (seq,),
+            ).fetchone()[0]
+            done.append((seq, int(value)))
+    return done
+
+
+class _Stream:
+    """Feeds tasks to the reader processes (a bounded window ahead) and routes what they send back."""
+
+    def __init__(self, pool: ReaderPool, window: int):
+        self.pool = pool
+        self.window = window
+        self.pending: deque[Task] = deque()
+        self.inflight = 0
+        self.chunks: dict[int, deque[tuple[bytes, int]]] = {}
+        self.finished: dict[int, tuple[int, int, dict]] = {}
+        self.errors: dict[int, str] = {}
+        self.discard: set[int] = set()
+
+    def add(self, tasks: list[Task], front: bool = False) -> None:
+        if front:
+            self.pending.extendleft(reversed(tasks))
+        else:
+            self.pending.extend(tasks)
+
+    def pump(self) -> None:
+        while self.pending and self.inflight < self.window:
+            self.pool.submit(self.pending.popleft())
+            self.inflight += 1
+        try:
+            msg = self.pool.get(timeout=1.0)
+        except queue.Empty:
+            if not self.pool.alive():
+                raise MigrationError("a source reader process died unexpectedly") from None
+            return
+        kind, tid = msg[0], msg[1]
+        if kind == "data":
+            if tid not in self.discard:
+                self.chunks.setdefault(tid, deque()).append((msg[2], msg[3]))
+            return
+        self.inflight -= 1
+        if kind == "done":
+            self.finished[tid] = (msg[2], msg[3], msg[4])
+        else:
+            self.errors[tid] = msg[2]
+
+    def abandon(self, tids) -> None:
+        for tid in tids:
+            self.discard.add(tid)
+            self.chunks.pop(tid, None)
+        self.pending = deque(t for t in self.pending if t.task_id not in self.discard)
+
+
+class _Redo(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def copy_tables(conn: psycopg.Connection, pool: ReaderPool, order: list[str], tasks: dict[str, list[Task]],
+                loads: dict[str, TableLoad], reporter, window: int, verify, careful_tasks) -> None:
+    """COPY every table, each under a savepoint.
+
+    The fast path formats rows without per-value type checks; if PostgreSQL rejects a value, the
+    table is rolled back to its savepoint and copied again with every value checked and converted
+    to the target column's type. A second failure is final. (A checksum mismatch found later by the
+    verification makes the caller re-run the whole transaction with those tables checked.)"""
+    stream = _Stream(pool, window)
+    for t in order:
+        stream.add(tasks[t])
+    cur = conn.cursor()
+    for name in order:
+        load = loads[name]
+        reporter.table_start(name, load.source_rows)
+        started = time.perf_counter()
+        attempt = tasks[name]
+        cur.execute("SAVEPOINT migration_table")
+        while True:
+            careful = attempt[0].careful
+            try:
+                _copy_one(cur, stream, attempt, load, name, reporter, careful)
+                if verify is not None:
+                    ok, detail = verify(name, load)
+                    if not ok:
+                        raise _Redo(detail)
+                break
+            except (_Redo, psycopg.errors.DataError) as exc:
+                stream.abandon(t.task_id for t in attempt)
+                cur.execute("ROLLBACK TO SAVEPOINT migration_table")
+                reason = exc.reason if isinstance(exc, _Redo) else (exc.diag.message_primary or str(exc))
+                if careful:
+                    if isinstance(exc, _Redo):
+                        raise _Failed(name, reason) from None
+                    raise MigrationError(f"PostgreSQL refused a value of {name}: {reason}"
+                                         f"{_context(exc)}; nothing was committed") from exc
+                reporter.info(f"  {name}: {reason}; copying it again with every value checked")
+                attempt = careful_tasks(name)
+                stream.add(attempt, front=True)
+                reporter.table_restart(name)
+        cur.execute("RELEASE SAVEPOINT migration_table")
+        load.seconds = time.perf_counter() - started
+        reporter.table_done(name, load.copied_rows, load.seconds)
+
+
+class _Failed(MigrationError):
+    def __init__(self, table: str, reason: str):
+        from migration.errors import VerificationError
+
+        self.exit_code = VerificationError.exit_code
+        super().__init__(f"verification failed for {table}: {reason}; nothing was committed (target unchanged)")
+
+
+def _context(exc: psycopg.Error) -> str:
+    return f" ({exc.diag.context.strip()})" if getattr(exc.diag, "context", None) else ""
+
+
+def _copy_one(cur, stream: _Stream, attempt: list[Task], load: TableLoad, name: str, reporter, careful: bool) -> None:
+    spec = attempt[0].spec
+    load.checksum = 0
+    load.counters = {}
+    read = 0
+    with cur.copy(f"COPY {spec.qname} ({spec.qcols()}) FROM STDIN") as copy:
+        for task in attempt:  # in task order: keeps the global ORDER BY of index-ordered reads
+            tid = task.task_id
+            while True:
+                chunks = stream.chunks.get(tid)
+                while chunks:
+                    payload, rows = chunks.popleft()
+                    copy.write(payload)
+                    reporter.table_advance(name, rows)
+                if tid in stream.errors:
+                    raise MigrationError(stream.errors.pop(tid))
+                if tid in stream.finished and not stream.chunks.get(tid):
+                    break
+                stream.pump()
+            total, checksum, counters = stream.finished.pop(tid)
+            stream.chunks.pop(tid, None)
+            read += total
+            load.checksum = (load.checksum + checksum) & MASK64
+            for k, v in counters.items():
+                load.counters[k] = load.counters.get(k, 0) + v
+    load.copied_rows = cur.rowcount
+    if read != load.copied_rows:
+        raise MigrationError(f"{name}: read {read} rows from the source but COPY stored {load.copied_rows}")
+    if careful:
+        load.counters["checked"] = 1

@@ -1,0 +1,96 @@
+"""The target schema: create it with MLflow when the target is empty, otherwise check its revision.
+
+Creation runs inside the migration's own transaction (MLflow's `create_all` plus its Alembic upgrade,
+through SQLAlchemy, on the very psycopg connection that later COPYs the rows), so a failed migration
+leaves an empty target empty: PostgreSQL DDL is transactional.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+
+from migration.catalog import Catalog, read_catalog
+from migration.errors import RefusedError
+from migration.revisions import mlflow_version, revision_graph
+
+log = logging.getLogger(__name__)
+
+
+class _NoCommit(psycopg.Connection):
+    """The same connection, while SQLAlchemy/Alembic drive it: commit() keeps our transaction open."""
+
+    def commit(self) -> None:  # the migration commits once, after verification
+        pass
+
+    def rollback(self) -> None:  # SQLAlchemy rolls back on close; a real failure is rolled back by the caller
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def create_schema(conn: psycopg.Connection) -> None:
+    """MLflow's schema (create_all of the initial models + Alembic upgrade to head) on `conn`, uncommitted."""
+    import sqlalchemy
+    from alembic import command
+    from mlflow.store.db.utils import InitialBase, _get_alembic_config
+    from sqlalchemy.pool import StaticPool
+
+    original_class = conn.__class__
+    conn.__class__ = _NoCommit
+    engine = sqlalchemy.create_engine(
+        "postgresql+psycopg://", creator=lambda: conn, poolclass=StaticPool, pool_reset_on_return=None
+    )
+    try:
+        with engine.connect() as sa_conn:
+            InitialBase.metadata.create_all(sa_conn)
+            config = _get_alembic_config("postgresql+psycopg://")
+            config.attributes["connection"] = sa_conn
+            command.upgrade(config, "heads")
+    finally:
+        engine.dispose(close=False)
+        conn.__class__ = original_class
+
+
+def mlflow_tables(catalog: Catalog, source_tables: set[str]) -> list[str]:
+    return sorted(t for t in source_tables if t in catalog.tables)
+
+
+def check_or_create(conn: psycopg.Connection, source_tables: set[str], *, create: bool) -> tuple[Catalog, bool]:
+    """Return the target catalog (creating MLflow's schema if the target is empty) and whether it was created."""
+    graph = revision_graph()
+    catalog = read_catalog(conn)
+    present = source_tables & set(catalog.tables)
+    if not present and not catalog.has_alembic:
+        if not create:
+            return catalog, True
+        log.info("target is empty: creating MLflow's schema (revision %s)", graph.head)
+        create_schema(conn)
+        catalog = read_catalog(conn)
+        created = True
+    else:
+        created = False
+        if not catalog.has_alembic or catalog.revision is None:
+            raise RefusedError(
+                "target already holds some MLflow tables but no Alembic revision; it is not a schema this tool "
+                "can trust",
+                hint="point the migration at an empty database, or at one created by `mlflow db upgrade`",
+            )
+        if catalog.revision not in graph.revisions:
+            raise RefusedError(
+                f"target schema revision {catalog.revision} is unknown to the installed MLflow {mlflow_version()} "
+                f"(head {graph.head}): the target was set up by a newer MLflow",
+                hint="run the migration with the MLflow version the target server runs",
+            )
+        if catalog.revision != graph.head:
+            raise RefusedError(
+                f"target schema is at revision {catalog.revision}, but the installed MLflow {mlflow_version()} "
+                f"writes revision {graph.head}",
+                hint="upgrade the target first (`mlflow db upgrade TARGET`) or migrate into an empty database",
+            )
+    missing = sorted(source_tables - set(catalog.tables))
+    if missing:
+        raise RefusedError(f"target schema lacks tables the source has: {', '.join(missing)}")
+    return catalog, created

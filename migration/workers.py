@@ -1,0 +1,400 @@
+"""Reader processes: read SQLite ranges, convert, checksum, and format COPY text, in parallel.
+
+Forked before any PostgreSQL connection exists, so they share the parent's hash seed (the row
+checksum uses Python's hash) and hold no socket of the parent's. The main process only streams the
+bytes they produce into COPY, so reading SQLite overlaps with PostgreSQL ingesting the previous chunk.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sqlite3
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from migration.convert import (
+    ALWAYS_CONVERT, ANOMALY_SQL, ARTIFACT_COLUMNS, CONVERTERS, TAG_ARTIFACT_COLUMNS, ArtifactRewrite,
+    ConversionError, rewrite_value,
+)
+
+try:  # psycopg >= 3.2
+    from psycopg._copy_base import format_row_text
+except ImportError:  # pragma: no cover - psycopg 3.1
+    from psycopg.copy import format_row_text  # type: ignore[no-redef]
+
+NAN_TOKEN = "\x00NaN\x00"  # NaN compares unequal to itself and hashes by identity: hash this instead
+FETCH_ROWS = 5000
+CHUNK_BYTES = 1 << 20
+MASK64 = (1 << 64) - 1
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    columns: tuple[str, ...]
+    categories: tuple[str, ...]
+    rewrites: tuple[ArtifactRewrite, ...] = ()
+    nullable: tuple[bool, ...] = ()
+    order_by: tuple[str, ...] = ()  # read (and so store) rows in this order: cheap index builds
+
+    @property
+    def qname(self) -> str:
+        return '"' + self.name.replace('"', '""') + '"'
+
+    def qcols(self) -> str:
+        return ", ".join('"' + c.replace('"', '""') + '"' for c in self.columns)
+
+    @property
+    def float_idx(self) -> tuple[int, ...]:
+        return tuple(i for i, c in enumerate(self.categories) if c == "float")
+
+    @property
+    def bytea_idx(self) -> tuple[int, ...]:
+        return tuple(i for i, c in enumerate(self.categories) if c == "bytea")
+
+    def artifact_idx(self) -> tuple[int, ...]:
+        if not self.rewrites:
+            return ()
+        return tuple(self.columns.index(c) for c in ARTIFACT_COLUMNS.get(self.name, []) if c in self.columns)
+
+    def tag_artifact(self) -> tuple[int, int, str] | None:
+        if not self.rewrites or self.name not in TAG_ARTIFACT_COLUMNS:
+            return None
+        key_col, value_col, key = TAG_ARTIFACT_COLUMNS[self.name]
+        if key_col in self.columns and value_col in self.columns:
+            return self.columns.index(key_col), self.columns.index(value_col), key
+        return None
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: int
+    spec: TableSpec
+    where: str = ""  # e.g. "rowid BETWEEN ? AND ?" or '"run_uuid" >= ? AND "run_uuid" < ?'
+    params: tuple = ()
+    careful: bool = False  # check every value's storage class and convert (after the fast path failed)
+
+
+def canon_rows(rows: list[tuple], float_idx: tuple[int, ...]) -> list[tuple]:
+    """Rows ready to hash: NaN floats replaced by a token (NaN never equals itself)."""
+    if not float_idx:
+        return rows
+    out = rows
+    for n, row in enumerate(rows):
+        for i in float_idx:
+            v = row[i]
+            if v != v:
+                if out is rows:
+                    out = list(rows)
+                row = row[:i] + (NAN_TOKEN,) + row[i + 1:]
+                out[n] = row
+    return out
+
+
+def row_checksum(rows: list[tuple], float_idx: tuple[int, ...]) -> int:
+    return sum(map(hash, canon_rows(rows, float_idx)))
+
+
+def _where(task: Task) -> str:
+    return f" WHERE {task.where}" if task.where else ""
+
+
+def _order(spec: TableSpec) -> str:
+    if not spec.order_by:
+        return ""
+    return " ORDER BY " + ", ".join('"' + c.replace('"', '""') + '"' for c in spec.order_by)
+
+
+def _anomalous_columns(conn: sqlite3.Connection, task: Task) -> list[int]:
+    spec = task.spec
+    checks = []
+    idx = []
+    for i, (col, cat) in enumerate(zip(spec.columns, spec.categories)):
+        if cat in ALWAYS_CONVERT:
+            continue
+        pred = ANOMALY_SQL.get(cat)
+        if pred:
+            q = '"' + col.replace('"', '""') + '"'
+            checks.append(f"coalesce(max({pred.format(c=q)}), 0)")
+            idx.append(i)
+    found = [i for i, cat in enumerate(spec.categories) if cat in ALWAYS_CONVERT]
+    if checks:
+        row = conn.execute(f"SELECT {', '.join(checks)} FROM {spec.qname}{_where(task)}", task.params).fetchone()
+        found += [i for i, flag in zip(idx, row) if flag]
+    return sorted(found)
+
+
+def _converter(spec: TableSpec, conv_idx: list[int]):
+    """A function over a batch of rows, or None when the batch passes through unchanged."""
+    convs = [(i, CONVERTERS[spec.categories[i]]) for i in conv_idx]
+    art_idx = spec.artifact_idx()
+    tag = spec.tag_artifact()
+    rules = spec.rewrites
+    if not convs and not art_idx and not tag:
+        return None
+
+    def convert(rows: list[tuple], counters: dict) -> list[tuple]:
+        out = []
+        for row in rows:
+            vals = list(row)
+            for i, fn in convs:
+                v = vals[i]
+                try:
+                    nv = fn(v)
+                except ConversionError as exc:
+                    raise ConversionError(f"{spec.name}.{spec.columns[i]}: {exc}") from None
+                if nv is not v:
+                    vals[i] = nv
+                    if type(nv) is not type(v) and not (v is None):
+                        counters["converted"] = counters.get("converted", 0) + 1
+            for i in art_idx:
+                nv = rewrite_value(rules, vals[i])
+                if nv != vals[i]:
+                    vals[i] = nv
+                    counters["rewritten"] = counters.get("rewritten", 0) + 1
+            if tag and vals[tag[0]] == tag[2]:
+                nv = rewrite_value(rules, vals[tag[1]])
+                if nv != vals[tag[1]]:
+                    vals[tag[1]] = nv
+                    counters["rewritten"] = counters.get("rewritten", 0) + 1
+            out.append(tuple(vals))
+        return out
+
+    return convert
+
+
+def _copy_ready(rows: list[tuple], bytea_idx: tuple[int, ...]) -> list[tuple]:
+    """bytea as hex input text: the connection-less text dumper would escape bytes for the wrong context."""
+    if not bytea_idx:
+        return rows
+    out = []
+    for row in rows:
+        vals = list(row)
+        for i in bytea_idx:
+            if vals[i] is not None:
+                vals[i] = "\\x" + vals[i].hex()
+        out.append(tuple(vals))
+    return out
+
+
+_BOOL_TEXT = {0: "f", 1: "t", None: "\\N"}
+
+
+def fast_formatter(spec: TableSpec):
+    """COPY text lines via one generated f-string per row; None when the table needs the general formatter.
+
+    Only valid for values without backslash, tab, newline or CR (checked per batch by the caller)."""
+    if any(c in ("bytea", "other", "timestamp") for c in spec.categories):
+        return None
+    names = [f"v{i}" for i in range(len(spec.columns))]
+    parts = []
+    for name, cat, nullable in zip(names, spec.categories, spec.nullable or (True,) * len(names)):
+        if cat == "bool":
+            parts.append("{_B[" + name + "]}")
+        elif nullable:
+            parts.append("{_N if " + name + " is None else " + name + "}")
+        else:
+            parts.append("{" + name + "}")
+    target = names[0] + "," if len(names) == 1 else ", ".join(names)
+    code = "lambda rows: [f\"" + "\\t".join(parts) + "\\n\" for " + target + " in rows]"
+    return eval(code, {"_B": _BOOL_TEXT, "_N": "\\N"})  # noqa: S307 - generated from column positions only
+
+
+def _format_fast(fmt, rows: list[tuple], ncols: int) -> str | None:
+    try:
+        text = "".join(fmt(rows))
+    except (KeyError, TypeError):
+        return None
+    n = len(rows)
+    if (text.count("\t") != n * (ncols - 1) or text.count("\n") != n or "\r" in text
+            or text.count("\\") != text.count("\\N")):
+        return None
+    return text
+
+
+def run_task(conn: sqlite3.Connection, task: Task, emit) -> tuple[int, int, dict]:
+    from psycopg.adapt import Transformer
+
+    spec = task.spec
+    tx = Transformer()
+    counters: dict[str, int] = {}
+    always = [i for i, cat in enumerate(spec.categories) if cat in ALWAYS_CONVERT]
+    if task.careful:
+        convert = _converter(spec, _anomalous_columns(conn, task))
+        fmt = None
+    else:
+        convert = _converter(spec, always)
+        fmt = fast_formatter(spec)
+    float_idx, bytea_idx = spec.float_idx, spec.bytea_idx
+    ncols = len(spec.columns)
+    cur = conn.execute(f"SELECT {spec.qcols()} FROM {spec.qname}{_where(task)}{_order(spec)}", task.params)
+    total = 0
+    checksum = 0
+    buf = bytearray()
+    pending = 0
+    while True:
+        rows = cur.fetchmany(FETCH_ROWS)
+        if not rows:
+            break
+        if convert is not None:
+            rows = convert(rows, counters)
+        checksum += row_checksum(rows, float_idx)
+        text = _format_fast(fmt, rows, ncols) if fmt is not None else None
+        if text is not None:
+            buf += text.encode("utf-8")
+        else:
+            for row in _copy_ready(rows, bytea_idx):
+                format_row_text(row, tx, buf)
+        total += len(rows)
+        pending += len(rows)
+        if len(buf) >= CHUNK_BYTES:
+            emit(bytes(buf), pending)
+            buf = bytearray()
+            pending = 0
+    if buf:
+        emit(bytes(buf), pending)
+    return total, checksum & MASK64, counters
+
+
+def _worker_main(db_path: str, tasks: mp.Queue, results: mp.Queue) -> None:
+    import queue as _queue
+
+    parent = os.getppid()
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    conn.execute("PRAGMA query_only = 1")
+    while True:
+        try:
+            task = tasks.get(timeout=2.0)
+        except _queue.Empty:
+            if os.getppid() != parent:  # the migration process is gone: do not linger
+                break
+            continue
+        if task is None:
+            break
+        try:
+            def emit(payload: bytes, rows: int, _t=task) -> None:
+                results.put(("data", _t.task_id, payload, rows))
+
+            total, checksum, counters = run_task(conn, task, emit)
+            results.put(("done", task.task_id, total, checksum, counters))
+        except Exception as exc:  # noqa: BLE001 - reported to the main process
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            results.put(("error", task.task_id, f"reading {task.spec.name} from the source: {detail}"))
+    conn.close()
+
+
+@dataclass
+class ReaderPool:
+    db_path: Path
+    jobs: int
+    tasks: Any = None
+    results: Any = None
+    procs: list = field(default_factory=list)
+
+    def start(self) -> "ReaderPool":
+        ctx = mp.get_context("fork")
+        self.tasks = ctx.Queue()
+        self.results = ctx.Queue(maxsize=max(8, 4 * self.jobs))
+        for _ in range(self.jobs):
+            proc = ctx.Process(target=_worker_main, args=(str(self.db_path), self.tasks, self.results), daemon=True)
+            proc.start()
+            self.procs.append(proc)
+        return self
+
+    def submit(self, task: Task) -> None:
+        self.tasks.put(task)
+
+    def get(self, timeout: float = 1.0):
+        return self.results.get(timeout=timeout)
+
+    def alive(self) -> bool:
+        return all(p.is_alive() for p in self.procs)
+
+    def close(self) -> None:
+        for _ in self.procs:
+            try:
+                self.tasks.put(None)
+            except Exception:  # noqa: BLE001
+                pass
+        for proc in self.procs:
+            proc.join(timeout=2)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=2)
+        self.procs.clear()
+        for q in (self.tasks, self.results):
+            if q is not None:
+                q.cancel_join_thread()
+                q.close()
+
+
+def split_tasks(conn: sqlite3.Connection, spec: TableSpec, rows: int, has_rowid: bool, lo: int | None,
+                hi: int | None, target_rows: int, start_id: int) -> list[Task]:
+    """Ranges of roughly `target_rows` rows each: of the leading ORDER BY column when the table is read
+    in an index order (tasks are then written in task order, keeping the global order), else of rowid."""
+    if rows <= target_rows * 1.5:
+        return [Task(start_id, spec)]
+    parts = max(2, round(rows / target_rows))
+    if spec.order_by:
+        col = '"' + spec.order_by[0].replace('"', '""') + '"'
+        bounds = []
+        for k in range(1, parts):
+            found = conn.execute(f"SELECT {col} FROM {spec.qname} WHERE {col} IS NOT NULL ORDER BY {col} "
+                                 f"LIMIT 1 OFFSET ?", (k * rows // parts,)).fetchone()
+            if found is not None and (not bounds or found[0] > bounds[-1]):
+                bounds.append(found[0])
+        if not bounds:
+            return [Task(start_id, spec)]
+        tasks = []
+        for k in range(len(bounds) + 1):
+            conds, params = [], []
+            if k == 0:
+                conds.append(f"({col} IS NULL OR {col} < ?)")
+                params.append(bounds[0])
+            else:
+                conds.append(f"{col} >= ?")
+                params.append(bounds[k - 1])
+                if k < len(bounds):
+                    conds.append(f"{col} < ?")
+                    params.append(bounds[k])
+            tasks.append(Task(start_id + k, spec, " AND ".join(conds), tuple(params)))
+        return tasks
+    if not has_rowid or lo is None:
+        return [Task(start_id, spec)]
+    span = hi - lo + 1
+    step = -(-span // parts)
+    tasks = []
+    for k in range(parts):
+        a = lo + k * step
+        if a > hi:
+            break
+        tasks.append(Task(start_id + k, spec, "rowid BETWEEN ? AND ?", (a, min(hi, a + step - 1))))
+    return tasks
+
+
+def choose_order(conn: sqlite3.Connection, table_name: str, columns: tuple[str, ...],
+                 key_sets: list[list[str]]) -> tuple[str, ...]:
+    """The index column list that most target keys/indexes are a prefix of, if SQLite can read in it cheaply.
+
+    PostgreSQL's sort notices presorted input, so building those indexes after the COPY costs little."""
+    candidates = [tuple(k) for k in key_sets if k and all(c in columns for c in k)]
+    if not candidates:
+        return ()
+
+    def score(cand):
+        return (sum(1 for k in candidates if cand[:len(k)] == k), len(cand))
+
+    qname = '"' + table_name.replace('"', '""') + '"'
+    for cand in sorted(set(candidates), key=score, reverse=True):
+        order = ", ".join('"' + c.replace('"', '""') + '"' for c in cand)
+        plan = " ".join(str(r[-1]) for r in conn.execute(f"EXPLAIN QUERY PLAN SELECT * FROM {qname} ORDER BY {order}"))
+        if "TEMP B-TREE" not in plan.upper():
+            return cand
+    return ()
+
+
+def default_jobs() -> int:
+    return max(1, min(2, os.cpu_count() or 1))

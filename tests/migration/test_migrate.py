@@ -1,0 +1,279 @@
+"""End-to-end: MLflow-made SQLite sources into a real PostgreSQL, compared row by row."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.migration.conftest import (
+    FIXTURES, OWNER_PASSWORD, REPO, assert_same_rows, pg_connect, run_cli, snapshot,
+)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _mlflow_child(uri: str, code: str) -> dict:
+    """Run MLflow client code against the target in a child process; returns its JSON output."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), MLFLOW_TRACKING_URI=uri)
+    prog = "import json, math, mlflow\nfrom mlflow import MlflowClient\nuri = " + repr(uri) + "\n" + code
+    result = subprocess.run([sys.executable, "-c", prog], env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_rich_source_into_empty_target(rich_source, target, tmp_path):
+    """Schema created by MLflow inside the transaction, every row equal, sequences at max+1, MLflow works."""
+    uri, _ = target
+    before = _digest(rich_source)
+    summary = tmp_path / "result.json"
+    result = run_cli(str(rich_source), uri, "--rebuild-threshold", "0", "--json", str(summary))
+    assert result.returncode == 0, result.stderr
+    assert OWNER_PASSWORD not in result.stdout + result.stderr
+    assert _digest(rich_source) == before, "the source file must never change"
+
+    data = json.loads(summary.read_text())
+    assert data["created_schema"] and data["verified"] and data["probe"]["ok"], data
+    assert data["rows"] > 20_000
+
+    compared = assert_same_rows(rich_source, uri)
+    assert compared == data["rows"]
+
+    with pg_connect(uri) as conn:
+        from migration.revisions import revision_graph
+
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(revision_graph().head,)]
+        max_id = conn.execute("SELECT max(experiment_id) FROM experiments").fetchone()[0]
+        last, called = conn.execute("SELECT last_value, is_called FROM experiments_experiment_id_seq").fetchone()
+        # the probe created and removed one experiment after the reset: max+1 was used once
+        assert (last, called) in ((max_id + 1, False), (max_id + 1, True))
+        nan_rows = conn.execute("SELECT count(*) FROM metrics WHERE is_nan").fetchone()[0]
+        assert nan_rows >= 4
+        inf_rows = conn.execute("SELECT count(*) FROM metrics WHERE value = 'Infinity'::float8 "
+                                "OR value = '-Infinity'::float8 OR abs(value) > 1e308").fetchone()[0]
+        assert inf_rows >= 8
+
+    out = _mlflow_child(uri, """
+client = MlflowClient(uri, uri)
+before = {e.experiment_id for e in client.search_experiments(view_type=3)}
+new_id = client.create_experiment("after-migration")
+exp = mlflow.set_experiment("after-migration-2")
+with mlflow.start_run() as run:
+    mlflow.log_metric("m", float("nan"))
+run = client.get_run(run.info.run_id)
+mv = client.create_model_version("model-1", source="s3://b/m", run_id=None)
+alias = client.get_model_version_by_alias("model-1", "champion").version
+old = client.get_experiment_by_name("alpha")
+runs = client.search_runs([old.experiment_id], run_view_type=3)
+odd = client.get_metric_history(runs[0].info.run_id, "odd") if runs else []
+print(json.dumps({"new_id": new_id, "before": sorted(before), "exp": exp.experiment_id if exp else None,
+                  "run_exp": run.info.experiment_id, "mv": mv.version, "alias": alias,
+                  "nan": math.isnan(run.data.metrics["m"]), "runs": len(runs),
+                  "odd": [repr(m.value) for m in odd]}))
+""")
+    assert out["new_id"] not in out["before"] and int(out["new_id"]) > max(int(i) for i in out["before"])
+    assert out["exp"] is not None and out["run_exp"] == out["exp"], "runs must land in the new experiment"
+    assert str(out["mv"]) == "4" and str(out["alias"]) == "3"
+    assert out["nan"] and out["runs"] == 2
+    # MLflow itself stores +/-inf as +/-max float and NaN as is_nan; the history reads back as MLflow wrote it
+    assert {"nan", "1.7976931348623157e+308", "-1.7976931348623157e+308", "1e-310", "5e-324"} <= set(out["odd"])
+
+
+def test_started_server_target_merges_default_rows(rich_source, target):
+    """A target a server already started on (experiment 0, workspace 'default'): merged, not failed."""
+    uri, _ = target
+    _mlflow_child(uri, """
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+SqlAlchemyStore(uri, "/srv/server-artifacts")
+print("{}")
+""")
+    with pg_connect(uri) as conn:
+        assert conn.execute("SELECT count(*) FROM experiments").fetchone()[0] == 1
+    result = run_cli(str(rich_source), uri, "--no-probe")
+    assert result.returncode == 0, result.stderr
+    assert "replaced by the source" in result.stdout
+    assert_same_rows(rich_source, uri)  # the source's experiment 0 and workspace won
+
+
+def test_second_run_refused_then_replace(rich_source, target):
+    uri, _ = target
+    assert run_cli(str(rich_source), uri, "--no-probe").returncode == 0
+    before = snapshot(uri)
+    again = run_cli(str(rich_source), uri, "--no-probe")
+    assert again.returncode == 3
+    assert "already holds MLflow data" in again.stderr and "--mode replace" in again.stderr
+    assert snapshot(uri) == before, "a refused run must not touch the target"
+
+    dry = run_cli(str(rich_source), uri, "--dry-run", "--mode", "replace")
+    assert dry.returncode == 0 and "would empty" in dry.stdout
+    assert snapshot(uri) == before
+
+    replaced = run_cli(str(rich_source), uri, "--mode", "replace", "--no-probe")
+    assert replaced.returncode == 0, replaced.stderr
+    assert_same_rows(rich_source, uri)
+
+
+def test_killed_run_leaves_empty_target_empty(tmp_path_factory, pg, target):
+    """SIGKILL in the middle of the copy: PostgreSQL rolls the one transaction back, schema included."""
+    from tests.migration.conftest import _make_source
+
+    big = _make_source(tmp_path_factory.mktemp("big") / "big.db", 300_000)
+    uri, _ = target
+    before = snapshot(uri)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "migration", str(big), uri, "--no-probe", "-v"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    seen = ""
+    with pg_connect(pg.uri("postgres")) as admin:
+        admin.autocommit = True
+        while time.time() < deadline:
+            row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'COPY%metrics%FROM STDIN%'"
+                                ).fetchone()
+            if row[0]:
+                seen = "copy"
+                break
+            if proc.poll() is not None:
+                break
+            time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert seen == "copy", "the migration never reached the COPY of metrics"
+    time.sleep(0.5)
+    assert snapshot(uri) == before == {}, "an interrupted migration must leave the target as it was"
+
+
+def test_refused_value_rolls_back_started_target(source_copy, target):
+    """A row PostgreSQL cannot hold (too long for varchar): readable error, exit 1, target unchanged."""
+    uri, _ = target
+    _mlflow_child(uri, """
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+SqlAlchemyStore(uri, "/srv/server-artifacts")
+print("{}")
+""")
+    before = snapshot(uri)
+    conn = sqlite3.connect(source_copy)
+    run_uuid = conn.execute("SELECT run_uuid FROM runs LIMIT 1").fetchone()[0]
+    conn.execute("INSERT INTO params (key, value, run_uuid) VALUES (?, 'v', ?)", ("k" * 400, run_uuid))
+    conn.commit()
+    conn.close()
+    result = run_cli(str(source_copy), uri, "--no-probe")
+    assert result.returncode == 1, result.stderr
+    assert "params" in result.stderr and "too long" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert snapshot(uri) == before
+
+
+def test_odd_storage_classes_are_converted(source_copy, target):
+    """Values SQLite stored with another storage class than the column's: converted, then verified."""
+    uri, _ = target
+    conn = sqlite3.connect(source_copy)
+    run_uuid = conn.execute("SELECT run_uuid FROM runs LIMIT 1").fetchone()[0]
+    conn.execute("INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES ('txt', 'NaN', 1, ?, 0, 1)",
+                 (run_uuid,))
+    conn.execute("INSERT INTO tags (key, value, run_uuid) VALUES ('blob', X'68c3a96c6c6f', ?)", (run_uuid,))
+    conn.commit()
+    conn.close()
+    result = run_cli(str(source_copy), uri, "--no-probe", "--json", "-")
+    assert result.returncode == 0, result.stderr
+    with pg_connect(uri) as pgc:
+        value = pgc.execute("SELECT value FROM metrics WHERE key = 'txt'").fetchone()[0]
+        assert math.isnan(value)
+        assert pgc.execute("SELECT value FROM tags WHERE key = 'blob'").fetchone()[0] == "héllo"
+    assert "per-value checks" in result.stdout
+
+
+def test_older_source_is_upgraded_on_a_copy(tmp_path, target):
+    """A database written by MLflow 2.9.2: upgraded on a private copy, the file itself untouched."""
+    uri, _ = target
+    src = tmp_path / "old.db"
+    shutil.copyfile(FIXTURES / "mlflow-2.9.2.db", src)
+    before = _digest(src)
+    result = run_cli(str(src), uri, "--no-probe")
+    assert result.returncode == 0, result.stderr
+    assert "upgraded from revision acf3f17fdcc7" in result.stdout
+    assert _digest(src) == before
+
+    # independent expectation: the same upgrade done by MLflow itself on another copy
+    expected = tmp_path / "expected.db"
+    shutil.copyfile(FIXTURES / "mlflow-2.9.2.db", expected)
+    out = subprocess.run([sys.executable, "-c",
+                          "import sys, sqlalchemy; from mlflow.store.db.utils import _upgrade_db; "
+                          f"_upgrade_db(sqlalchemy.create_engine('sqlite:///{expected}'))"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert_same_rows(expected, uri)
+    with pg_connect(uri) as conn:
+        assert conn.execute("SELECT count(*) FROM metrics WHERE is_nan").fetchone()[0] == 3
+        assert conn.execute("SELECT name FROM experiments WHERE experiment_id = 1").fetchone()[0] == "legacy ünïcödé"
+
+
+def test_newer_source_is_refused(source_copy, target):
+    uri, _ = target
+    conn = sqlite3.connect(source_copy)
+    conn.execute("UPDATE alembic_version SET version_num = 'ffffffffffff'")
+    conn.commit()
+    conn.close()
+    result = run_cli(str(source_copy), uri, "--no-probe")
+    assert result.returncode == 3
+    assert "newer MLflow" in result.stderr and "ffffffffffff" in result.stderr
+    assert snapshot(uri) == {}
+
+
+def test_rewrite_artifact_root(rich_source, target):
+    uri, _ = target
+    old_root = str(rich_source.parent / "artifacts")
+    result = run_cli(str(rich_source), uri, "--no-probe", "--rewrite-artifact-root", f"{old_root}=s3://bucket/mlflow")
+    assert result.returncode == 0, result.stderr
+    with pg_connect(uri) as conn:
+        locations = dict(conn.execute("SELECT name, artifact_location FROM experiments").fetchall())
+        assert locations["alpha"] == "s3://bucket/mlflow/alpha"
+        assert locations["beta ünïcödé 🧪"] == "s3://bucket/mlflow/beta"  # the file:// form too
+        sources = {r[0] for r in conn.execute("SELECT source FROM model_versions")}
+        assert all(s.startswith("s3://bucket/mlflow/alpha/") for s in sources), sources
+        assert not conn.execute("SELECT count(*) FROM runs WHERE artifact_uri LIKE %s", (old_root + "%",)).fetchone()[0]
+    assert "artifact locations rewritten" in result.stdout
+
+
+def test_dry_run_writes_nothing(rich_source, target):
+    uri, _ = target
+    result = run_cli(str(rich_source), uri, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "would be copied" in result.stdout and "schema would be created" in result.stdout
+    assert snapshot(uri) == {}
+
+
+@pytest.mark.parametrize("driver", ["postgresql", "postgresql+psycopg"])
+def test_target_uri_drivers_and_masking(rich_source, pg, driver):
+    name = "drv_" + driver.replace("+", "_")
+    pg.create_database(name, owner="o_" + name, owner_password=OWNER_PASSWORD)
+    uri = pg.uri(name, "o_" + name, OWNER_PASSWORD, driver="psycopg").replace("postgresql+psycopg", driver)
+    result = run_cli(str(rich_source), uri, "--no-probe")
+    assert result.returncode == 0, result.stderr
+    assert OWNER_PASSWORD not in result.stdout + result.stderr
+    bad = run_cli(str(rich_source), uri.replace("127.0.0.1", "127.0.0.1").replace(name, name + "_missing"))
+    assert bad.returncode == 1
+    assert "cannot connect" in bad.stderr and OWNER_PASSWORD not in bad.stderr
+    from urllib.parse import quote
+
+    assert quote(OWNER_PASSWORD, safe="") not in bad.stderr + bad.stdout
+
+
+def test_usage_errors(tmp_path, rich_source):
+    assert run_cli(str(tmp_path / "missing.db"), "postgresql://u:p@127.0.0.1:1/x").returncode == 2
+    not_pg = run_cli(str(rich_source), "mysql://u:hunter22@host/db")
+    assert not_pg.returncode == 2 and "hunter22" not in not_pg.stderr
+    (tmp_path / "text.db").write_text("not sqlite")
+    assert run_cli(str(tmp_path / "text.db"), "postgresql://u:p@127.0.0.1:1/x").returncode == 2
