@@ -31,6 +31,8 @@ pulumi.export("tracking_uri", proxy.url)
 pulumi.export("username", proxy.username)
 pulumi.export("password", proxy.password)
 pulumi.export("bucket", artifacts.bucket)
+# For one-off jobs on the platform's network, e.g. `python -m migration` (README); secret.
+pulumi.export("database_uri", metadata.connection_uri)
 if artifacts.console_url is not None:
     pulumi.export("minio_console_url", artifacts.console_url)
 for key, value in platform.stack_outputs().items():

@@ -239,6 +239,8 @@ def test_stack_outputs(local_run):
     assert local_run.output("bucket") == "mlflow-artifacts"
     assert local_run.output("minio_console_url") == "http://127.0.0.1:9001"
     assert local_run.output_is_secret("password") and local_run.output_is_secret("client_env")
+    assert local_run.output_is_secret("database_uri")
+    assert local_run.output("database_uri") == env_of(container(local_run, "server"))["MLFLOW_BACKEND_STORE_URI"]
     lines = local_run.output("client_env").splitlines()
     assert lines[0] == "export MLFLOW_TRACKING_URI=http://localhost:8080"
     assert lines[1] == "export MLFLOW_TRACKING_USERNAME=mlflow"
