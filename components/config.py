@@ -75,6 +75,9 @@ class ProxyConfig(_Section):
     client_max_body_size: str = Field("0", description="largest request body, nginx syntax (0 = unlimited, 512m, 10g)")
     timeout_seconds: int = Field(900, ge=10, le=86400, description="read/send timeout for slow, large transfers")
     certificate_validity_days: int = Field(365, ge=1, le=3650, description="self-signed certificate lifetime")
+    password_hash: Literal["ssha", "bcrypt"] = Field(
+        "ssha", description="htpasswd scheme: ssha (salted SHA-1; the generated password is 32 random "
+        "characters, so a slow hash adds nothing) or bcrypt (pulumi-random's hash; costs ~70 ms CPU per request)")
     image: str = Field("nginx:1.27.3-alpine", description="pinned Nginx image")
 
     @field_validator("image")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Optional, TypedDict
 
 import pulumi
@@ -49,8 +50,13 @@ class ReverseProxy(pulumi.ComponentResource):
                                           override_special="@:/?#%&+!*-_", min_special=2, opts=child)
         self.username = pulumi.Output.from_input(config.username)
         self.password = pulumi.Output.secret(generated.result)
-        htpasswd = pulumi.Output.secret(generated.bcrypt_hash.apply(
-            lambda digest: render.htpasswd_line(config.username, digest)))
+        if config.password_hash == "ssha":
+            salt = random.RandomBytes(f"{name}-htpasswd-salt", length=8, opts=child)
+            digest = pulumi.Output.all(generated.result, salt.base64).apply(
+                lambda parts: render.ssha_hash(parts[0], base64.b64decode(parts[1])))
+        else:
+            digest = generated.bcrypt_hash
+        htpasswd = pulumi.Output.secret(digest.apply(lambda value: render.htpasswd_line(config.username, value)))
 
         paths = render.NginxPaths.under(platform.runtime_file_dir)
         runtime_files = {paths.htpasswd: htpasswd}

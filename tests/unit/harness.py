@@ -116,6 +116,11 @@ class ProgramMocks(pulumi.runtime.Mocks):
         elif kind == "random:index/randomString:RandomString":
             outputs["result"] = secrets.token_hex(int(args.inputs.get("length", 16)) // 2 + 1)[: int(args.inputs.get("length", 16))]
             self.generated_secrets.append(outputs["result"])
+        elif kind == "random:index/randomBytes:RandomBytes":
+            raw = secrets.token_bytes(int(args.inputs["length"]))
+            import base64
+
+            outputs["base64"], outputs["hex"] = base64.b64encode(raw).decode(), raw.hex()
         elif kind == "tls:index/privateKey:PrivateKey":
             body = secrets.token_hex(48)
             outputs["privateKeyPem"] = f"-----BEGIN EC PRIVATE KEY-----\n{body}\n-----END EC PRIVATE KEY-----\n"

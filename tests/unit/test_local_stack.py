@@ -223,12 +223,33 @@ def test_nginx_renders_from_config_and_htpasswd_from_the_bcrypt_hash(local_run, 
     user, digest = htpasswd.strip().split(":", 1)
     assert user == "mlflow"
     password = local_run.output("password")
-    assert bcrypt.checkpw(password.encode(), digest.encode()), "htpasswd must verify the exported password"
+    assert ssha_verifies(password, digest), "htpasswd must verify the exported password"
+    assert not ssha_verifies(password + "x", digest)
+    salt = local_run.one("random:index/randomBytes:RandomBytes")
+    assert salt.inputs["length"] >= 8 and salt.additional_secret_outputs
     assert proxy.input_is_secret("uploads")
     assert proxy.inputs["command"] == ["nginx", "-c", "/etc/nginx/nginx.conf", "-g", "daemon off;"]
     assert proxy.inputs["healthcheck"]["tests"][-1] == "http://127.0.0.1:8080/health"
     server = container(local_run, "server")
     assert server.urn in proxy.dependencies
+
+
+def ssha_verifies(password: str, stored: str) -> bool:
+    """Check an {SSHA} hash the way nginx does (independently of render.ssha_hash)."""
+    import base64
+    import hashlib
+
+    assert stored.startswith("{SSHA}")
+    raw = base64.b64decode(stored[len("{SSHA}"):])
+    digest, salt = raw[:20], raw[20:]
+    return len(salt) >= 4 and hashlib.sha1(password.encode() + salt).digest() == digest
+
+
+def test_bcrypt_htpasswd_when_configured(local_config):
+    run = run_program({**local_config, "mlflow:proxy": {"passwordHash": "bcrypt"}})
+    user, digest = uploads_of(container(run, "proxy"))["/etc/nginx/htpasswd"].strip().split(":", 1)
+    assert digest.startswith("$2a$") and bcrypt.checkpw(run.output("password").encode(), digest.encode())
+    assert not run.of_type("random:index/randomBytes:RandomBytes")
 
 
 # --- outputs and secrets -----------------------------------------------------------------------

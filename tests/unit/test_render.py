@@ -42,6 +42,19 @@ def test_htpasswd_line_verifies_the_password():
     assert not bcrypt.checkpw(b"wrong", stored.encode())
 
 
+def test_ssha_hash_is_nginx_ssha_and_salted():
+    import base64
+    import hashlib
+
+    first, second = render.ssha_hash(HOSTILE, b"salt1234"), render.ssha_hash(HOSTILE, b"other567")
+    assert first != second, "the salt must change the hash"
+    raw = base64.b64decode(first.removeprefix("{SSHA}"))
+    assert raw[20:] == b"salt1234" and raw[:20] == hashlib.sha1(HOSTILE.encode() + b"salt1234").digest()
+    assert render.htpasswd_line("mlflow", first) == f"mlflow:{first}\n"
+    with pytest.raises(ValueError):
+        render.ssha_hash("x", b"ab")
+
+
 @pytest.mark.parametrize("user,digest", [("a:b", "$2a$04$abc"), ("", "$2a$04$abc"), ("mlflow", "plaintext")])
 def test_htpasswd_line_refuses_bad_input(user, digest):
     with pytest.raises(ValueError):
@@ -140,9 +153,29 @@ def test_nginx_conf_tls():
 def test_nginx_conf_static_prefix_rewrites_artifacts_to_the_streaming_route():
     conf = render.nginx_conf(proxy(static_prefix="/mlflow"))
     assert "rewrite ^ /mlflow/health break;" in conf
-    artifacts = conf.split("location /mlflow/api/2.0/mlflow-artifacts/ {")[1].split("}")[0]
-    assert r"rewrite ^/mlflow(/api/2\.0/mlflow-artifacts/.*)$ $1 break;" in artifacts
+    artifacts = conf.split("location /mlflow/api/2.0/mlflow-artifacts/ {")[1]
+    files = artifacts.split(r"location ~ ^/mlflow/api/2\.0/mlflow-artifacts/artifacts/. {")[1]
+    # only file GET/PUT go to the unprefixed streaming route; listing, DELETE, multipart stay prefixed
+    assert "if ($request_method ~ ^(GET|PUT)$) {" in files
+    assert r"rewrite ^/mlflow(/api/2\.0/mlflow-artifacts/.*)$ $1 break;" in files
     assert "location = /mlflow/health {\n            auth_basic off;" in conf
+
+
+@pytest.mark.parametrize("prefix", [None, "/mlflow"])
+def test_locations_inherit_the_forwarded_headers(prefix):
+    """A proxy_set_header inside a location would drop every server-level one (Host included,
+    which MLflow's host check needs): all of them live at server level only."""
+    conf = render.nginx_conf(proxy(static_prefix=prefix))
+    server_level = conf.split("location ")[0]
+    assert conf.count("proxy_set_header") == server_level.count("proxy_set_header") == 6
+
+
+def test_server_info_rewrite_keeps_artifact_transfers_proxied():
+    conf = render.nginx_conf(proxy())
+    for api in ("api", "ajax-api"):
+        block = conf.split(f"location = /{api}/3.0/mlflow/server-info {{")[1].split("}")[0]
+        assert """sub_filter '"multipart_downloads_enabled":true' '"multipart_downloads_enabled":false';""" in block
+        assert """sub_filter '"multipart_uploads_enabled":true' '"multipart_uploads_enabled":false';""" in block
 
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)

@@ -1,0 +1,188 @@
+"""`scripts/rehearse`: run the rendered local stack natively until SIGINT/SIGTERM.
+
+stdout carries exactly the stack's client lines (`render.client_env_lines`: MLFLOW_TRACKING_URI,
+MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD, and MLFLOW_TRACKING_SERVER_CERT_PATH with
+--tls), then a line `ready`. Everything else goes to stderr. While running:
+
+  SIGINT, SIGTERM   stop everything that was started (by PID, in reverse order) and exit 0
+  SIGUSR1           restart the MLflow server (stop, start, wait until healthy)
+  SIGUSR2           restart PostgreSQL (3 s outage)
+
+A server, Nginx or PostgreSQL that dies on its own is started again, as the local platform's
+restart="unless-stopped" does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from rehearsal.launcher import REPO_ROOT, RehearsalStack, ServerUnavailable, StartupError, check_prerequisites
+from rehearsal.launcher import _port_is_free
+
+log = logging.getLogger("rehearsal")
+
+
+class _Stop(BaseException):
+    """Raised by the SIGINT/SIGTERM handler to unwind startup or the wait loop."""
+
+
+def _parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/rehearse",
+        description="Start the rendered local MLflow stack natively (PostgreSQL, S3 stand-in, MLflow, Nginx), "
+                    "print the client's export lines and `ready`, and run until SIGINT/SIGTERM.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument("--port", type=int, default=None,
+                        help="public (Nginx) port on 127.0.0.1 (default: the stack's proxy.port, 8080, "
+                             "or a free port if that is taken)")
+    parser.add_argument("--static-prefix", default=None, metavar="PATH",
+                        help="serve MLflow under this prefix (server.staticPrefix), e.g. /mlflow")
+    parser.add_argument("--tls", action="store_true", help="proxy.tls=self-signed: HTTPS with a self-signed certificate")
+    parser.add_argument("--stack-file", default=None, metavar="FILE",
+                        help="read the mlflow: config of this Pulumi stack file (default: Pulumi.local.yaml if present; "
+                             "'none' for the built-in defaults)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set server.workers=4 (VALUE is JSON or a plain string)")
+    parser.add_argument("--dir", default=None, metavar="DIR", help="work directory (default: a new temporary one)")
+    parser.add_argument("--keep-files", action="store_true", help="keep the work directory (logs, data) on exit")
+    parser.add_argument("--state-file", default=None, metavar="FILE",
+                        help="write PIDs, ports and log paths (no secrets) as JSON to FILE once ready")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    return parser.parse_args(argv)
+
+
+def _stack_file_config(path: Path) -> dict[str, Any]:
+    import yaml
+
+    document = yaml.safe_load(path.read_text()) or {}
+    config = document.get("config") or {}
+    return {key.split(":", 1)[1]: value for key, value in config.items() if key.startswith("mlflow:")}
+
+
+def _set(raw: dict[str, Any], assignment: str) -> None:
+    key, _, value = assignment.partition("=")
+    if not key or not _:
+        raise SystemExit(f"--set expects KEY=VALUE, got {assignment!r}")
+    try:
+        parsed: Any = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    parts = key.split(".")
+    target = raw
+    for part in parts[:-1]:
+        existing = target.get(part)
+        if isinstance(existing, str):
+            existing = json.loads(existing)
+        target[part] = dict(existing or {})
+        target = target[part]
+    target[parts[-1]] = parsed
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = _parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="rehearse: %(message)s")
+    try:
+        check_prerequisites()
+    except ServerUnavailable as error:
+        print(f"rehearse: cannot start: {error}", file=sys.stderr)
+        return 2
+
+    stack_file = args.stack_file
+    if stack_file is None and (REPO_ROOT / "Pulumi.local.yaml").exists():
+        stack_file = str(REPO_ROOT / "Pulumi.local.yaml")
+    raw: dict[str, Any] = {}
+    if stack_file and stack_file != "none":
+        raw = _stack_file_config(Path(stack_file))
+        log.info("config from %s", stack_file)
+    for assignment in args.set:
+        _set(raw, assignment)
+
+    stopping = {"flag": False}
+    requests_: list[str] = []
+
+    def on_stop(signum, frame):
+        if not stopping["flag"]:
+            stopping["flag"] = True
+            log.info("%s received; stopping", signal.Signals(signum).name)
+            raise _Stop()
+
+    def on_restart(signum, frame):
+        requests_.append("server" if signum == signal.SIGUSR1 else "postgres")
+
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGHUP, on_stop)
+    signal.signal(signal.SIGUSR1, on_restart)
+    signal.signal(signal.SIGUSR2, on_restart)
+
+    stack: Optional[RehearsalStack] = None
+    try:
+        stack = RehearsalStack(raw, base_dir=Path(args.dir) if args.dir else None, keep_files=args.keep_files)
+        port = args.port
+        if port is None:
+            port = stack.base_config.proxy.port
+            if not _port_is_free(port):
+                from tests.support.ports import free_port
+
+                log.info("port %s is taken; using a free port", port)
+                port = free_port()
+        started = time.monotonic()
+        stack.start()
+        variant = stack.add_variant("default", static_prefix=args.static_prefix, tls=args.tls, port=port)
+        info = stack.describe()
+        log.info("up in %.1fs; work directory %s", time.monotonic() - started, stack.base_dir)
+        for name in ("postgres", "s3"):
+            log.info("%s: %s", name, json.dumps(info[name]))
+        log.info("mlflow server: pid %s on 127.0.0.1:%s, log %s", variant.server.service.pid, variant.server.port,
+                 variant.server.service.log_path)
+        log.info("nginx: pid %s on 127.0.0.1:%s, config %s", variant.proxy.service.pid, variant.proxy.port,
+                 variant.proxy.settings.paths.config)
+        log.info("SIGUSR1 restarts the MLflow server, SIGUSR2 restarts PostgreSQL, SIGINT/SIGTERM stops (pid %s)",
+                 os.getpid())
+        if args.state_file:
+            state = {**info, "rehearse_pid": os.getpid()}
+            fd = os.open(args.state_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(state, handle, indent=2, default=str)
+        sys.stdout.write(variant.env_lines())
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+
+        while True:
+            time.sleep(0.5)
+            while requests_:
+                what = requests_.pop(0)
+                log.info("restarting %s on request", what)
+                if what == "server":
+                    stack.restart_server("default")
+                else:
+                    stack.restart_postgres(down_seconds=3)
+                log.info("%s restarted", what)
+            for name in stack.supervise():
+                log.info("%s was restarted after it exited", name)
+    except _Stop:
+        return 0
+    except StartupError as error:
+        print(f"rehearse: startup failed: {error}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if stack is not None:
+            stack.stop()
+            log.info("stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

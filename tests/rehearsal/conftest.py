@@ -1,0 +1,124 @@
+"""Fixtures of the data-plane rehearsal: one stack per test session, variants started on demand.
+
+The stack (rehearsal.launcher.RehearsalStack) runs exactly what the components render, with real
+PostgreSQL, Nginx, MLflow and an S3 stand-in on loopback ports. Everything it starts is stopped by
+PID at session end, also when tests fail or the session is interrupted.
+
+Figures the tests measure are collected with `report_figure` and printed in a "rehearsal figures"
+section of the terminal summary, so they show in CI logs without `-s`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from typing import Iterator
+
+import pytest
+
+from rehearsal.launcher import RehearsalStack, ServerUnavailable, Variant, check_prerequisites
+
+STATIC_PREFIX = "/mlflow"
+_FIGURES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _FIGURES:
+        terminalreporter.section("rehearsal figures")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def report_figure(request):
+    """Record a measured figure: shown in the terminal summary and as a JUnit property."""
+
+    def report(name: str, value, unit: str = "") -> None:
+        line = f"{request.node.nodeid}: {name} = {value}{(' ' + unit) if unit else ''}"
+        _FIGURES.append(line)
+        request.node.user_properties.append((name, f"{value}{unit}"))
+
+    return report
+
+
+@pytest.fixture(scope="session")
+def rehearsal_stack() -> Iterator[RehearsalStack]:
+    try:
+        check_prerequisites()
+    except ServerUnavailable as error:
+        if os.environ.get("CI", "").lower() not in {"", "0", "false", "no"}:
+            pytest.fail(f"the rehearsal needs real servers in CI: {error}", pytrace=False)
+        pytest.skip(f"rehearsal skipped (developer machine without the servers): {error}")
+    logging.getLogger("rehearsal").setLevel(logging.INFO)
+    # A CI timeout sends SIGTERM: unwind like Ctrl-C so the servers are stopped, not orphaned.
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    stack = RehearsalStack()
+    try:
+        stack.start()
+        stack.add_variant("default")
+        yield stack
+    finally:
+        stack.stop()
+        if previous is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _terminate_as_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture(scope="session")
+def default_variant(rehearsal_stack: RehearsalStack) -> Variant:
+    return rehearsal_stack.variants["default"]
+
+
+@pytest.fixture(scope="session")
+def prefix_variant(rehearsal_stack: RehearsalStack) -> Variant:
+    """A second server + Nginx rendered with server.staticPrefix=/mlflow (same database, bucket)."""
+    return rehearsal_stack.variants.get("prefix") or rehearsal_stack.add_variant("prefix", static_prefix=STATIC_PREFIX)
+
+
+@pytest.fixture(scope="session")
+def tls_variant(rehearsal_stack: RehearsalStack) -> Variant:
+    """A server + Nginx rendered with proxy.tls=self-signed."""
+    return rehearsal_stack.variants.get("tls") or rehearsal_stack.add_variant("tls", tls=True)
+
+
+@pytest.fixture(params=["default", "prefix"])
+def any_variant(request) -> Variant:
+    return request.getfixturevalue(f"{request.param}_variant")
+
+
+@contextlib.contextmanager
+def mlflow_client_for(variant: Variant, monkeypatch: pytest.MonkeyPatch, **extra_env: str):
+    """Point the real MLflow client at a variant exactly as a user would: the stack's client env
+    (MLFLOW_TRACKING_URI/USERNAME/PASSWORD[/SERVER_CERT_PATH]) and nothing else."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    for name in list(os.environ):
+        if name.startswith(("MLFLOW_TRACKING_", "MLFLOW_REGISTRY_")):
+            monkeypatch.delenv(name)
+    for name, value in {**variant.client_env(), **extra_env}.items():
+        monkeypatch.setenv(name, value)
+    mlflow.set_tracking_uri(variant.tracking_uri)
+    try:
+        yield MlflowClient(tracking_uri=variant.tracking_uri)
+    finally:
+        if mlflow.active_run():
+            mlflow.end_run()
+        mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def client_for(monkeypatch):
+    """`with client_for(variant) as client:` — the MLflow client configured from the stack's lines."""
+
+    def make(variant: Variant, **extra_env: str):
+        return mlflow_client_for(variant, monkeypatch, **extra_env)
+
+    return make
