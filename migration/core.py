@@ -21,7 +21,7 @@ from migration.schema import check_or_create
 from migration.source import PreparedSource, connect_readonly, prepare_source
 from migration.uris import parse_target, redact, source_path
 from migration.verify import Fetched, TableCheck, Verification, prepare_connection, table_checksum
-from migration.workers import MASK64, ReaderPool, TableSpec, choose_order, default_jobs, split_tasks
+from migration.workers import BINARY_OIDS, MASK64, ReaderPool, TableSpec, choose_order, default_jobs, split_tasks
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,9 @@ def _specs(prepared: PreparedSource, catalog, tables: list[str], rewrites, src: 
             log.debug("target %s columns %s are not in the source; defaults apply", name, missing)
         cols = tuple(c.name for c in target.copy_columns if c.name in src_cols)
         order = choose_order(src, name, cols, target.index_column_lists()) if name in ordered else ()
+        oids = tuple(BINARY_OIDS.get(tcols[c].type, 0) for c in cols)
         specs[name] = TableSpec(name, cols, tuple(tcols[c].category for c in cols), tuple(rewrites),
-                                tuple(not tcols[c].not_null for c in cols), order)
+                                tuple(not tcols[c].not_null for c in cols), order, oids if all(oids) else ())
     return specs
 
 
@@ -373,6 +374,10 @@ def _load(conn, catalog, prepared, all_tables, with_rows, opts, target, pool, re
     with reporter.phase("commit"):
         conn.commit()
     result.tables = [loads[t] for t in order]
+    checked = [t.name for t in result.tables if t.counters.get("checked")]
+    if checked:
+        result.notes.append("copied again with per-value checks (a value of another type than its column's): "
+                            + ", ".join(checked))
     rewritten = sum(t.counters.get("rewritten", 0) for t in result.tables)
     if opts.rewrites:
         result.notes.append(f"artifact locations rewritten: {rewritten}")

@@ -20,7 +20,7 @@ import psycopg
 
 from migration.catalog import Catalog, Constraint, Index, qident
 from migration.errors import MigrationError
-from migration.workers import MASK64, ReaderPool, Task
+from migration.workers import BINARY_SIGNATURE, BINARY_TRAILER, MASK64, ReaderPool, Task
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ class _Stream:
         self.chunks: dict[int, deque[tuple[bytes, int]]] = {}
         self.finished: dict[int, tuple[int, int, dict]] = {}
         self.errors: dict[int, str] = {}
+        self.refused: dict[int, str] = {}
         self.discard: set[int] = set()
 
     def add(self, tasks: list[Task], front: bool = False) -> None:
@@ -147,6 +148,8 @@ class _Stream:
         self.inflight -= 1
         if kind == "done":
             self.finished[tid] = (msg[2], msg[3], msg[4])
+        elif kind == "refused":
+            self.refused[tid] = msg[2]
         else:
             self.errors[tid] = msg[2]
 
@@ -154,6 +157,7 @@ class _Stream:
         for tid in tids:
             self.discard.add(tid)
             self.chunks.pop(tid, None)
+            self.refused.pop(tid, None)
         self.pending = deque(t for t in self.pending if t.task_id not in self.discard)
 
 
@@ -225,7 +229,10 @@ def _copy_one(cur, stream: _Stream, attempt: list[Task], load: TableLoad, name: 
     load.checksum = 0
     load.counters = {}
     read = 0
-    with cur.copy(f"COPY {spec.qname} ({spec.qcols()}) FROM STDIN") as copy:
+    binary = bool(spec.oids)
+    with cur.copy(f"COPY {spec.qname} ({spec.qcols()}) FROM STDIN" + (" (FORMAT binary)" if binary else "")) as copy:
+        if binary:
+            copy.write(BINARY_SIGNATURE)
         for task in attempt:  # in task order: keeps the global ORDER BY of index-ordered reads
             tid = task.task_id
             while True:
@@ -236,6 +243,8 @@ def _copy_one(cur, stream: _Stream, attempt: list[Task], load: TableLoad, name: 
                     reporter.table_advance(name, rows)
                 if tid in stream.errors:
                     raise MigrationError(stream.errors.pop(tid))
+                if tid in stream.refused:
+                    raise _Redo(stream.refused.pop(tid))
                 if tid in stream.finished and not stream.chunks.get(tid):
                     break
                 stream.pump()
@@ -245,6 +254,8 @@ def _copy_one(cur, stream: _Stream, attempt: list[Task], load: TableLoad, name: 
             load.checksum = (load.checksum + checksum) & MASK64
             for k, v in counters.items():
                 load.counters[k] = load.counters.get(k, 0) + v
+        if binary:
+            copy.write(BINARY_TRAILER)
     load.copied_rows = cur.rowcount
     if read != load.copied_rows:
         raise MigrationError(f"{name}: read {read} rows from the source but COPY stored {load.copied_rows}")

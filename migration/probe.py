@@ -36,6 +36,7 @@ class Probe:
         env = dict(os.environ)
         env.setdefault("MLFLOW_TRACKING_URI", "")
         env.pop("MLFLOW_TRACKING_URI")
+        env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # the tool's own probe is no usage to report
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(__file__)),
                                                            env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
@@ -58,6 +59,8 @@ class Probe:
             return ProbeResult(False, time.perf_counter() - started,
                                redact("MLflow probe crashed:\n" + "\n".join(err), secrets))
         data = json.loads(lines[-1])
+        if os.environ.get("MIGRATION_PROBE_TRACE"):
+            print("probe child", data.get("child"), file=sys.stderr)
         return ProbeResult(bool(data["ok"]), time.perf_counter() - started, redact(data["detail"], secrets),
                            data.get("experiment_id"))
 
@@ -138,6 +141,7 @@ def _probe(uri: str) -> dict:
 def main() -> None:
     import logging
 
+    go0 = time.perf_counter()
     logging.disable(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_WORKSPACES", "false")
     try:  # importing MLflow must not slow the migration that runs meanwhile
@@ -158,20 +162,34 @@ def main() -> None:
         except ImportError:
             pass
 
+    for module in ("git", "psycopg2.extras", "mlflow.tracking.context.registry", "mlflow.tracing.processor",
+                   "mlflow.tracing.export", "mlflow.store.workspace_aware_mixin", "opentelemetry.sdk.metrics"):
+        try:  # imported lazily by the probe's first calls (start_run resolves git context tags)
+            __import__(module)
+        except Exception:  # noqa: BLE001 - only a warm-up
+            pass
+
     # Each store checks the schema revision by parsing every migration script; do it once, now.
     head = db_utils._get_latest_schema_revision()
     db_utils._get_latest_schema_revision = lambda: head
 
+    ready = time.perf_counter()
     line = sys.stdin.readline()
     if not line.strip():
         return
     uri = json.loads(line)["uri"]
+    go = time.perf_counter()
     try:
         result = _probe(uri)
     except Exception as exc:  # noqa: BLE001
         result = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+    result["child"] = {"ready": ready - go0, "waited": go - ready, "probe": time.perf_counter() - go}
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
+    # Done: skip the interpreter's shutdown (MLflow's atexit hooks and background threads take up to
+    # a second); the probe's work is committed and PostgreSQL closes the connections with the socket.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,17 @@ from migration.convert import (
 )
 
 try:  # psycopg >= 3.2
-    from psycopg._copy_base import format_row_text
+    from psycopg._copy_base import _binary_signature as BINARY_SIGNATURE
+    from psycopg._copy_base import format_row_binary, format_row_text
 except ImportError:  # pragma: no cover - psycopg 3.1
-    from psycopg.copy import format_row_text  # type: ignore[no-redef]
+    from psycopg.copy import _binary_signature as BINARY_SIGNATURE  # type: ignore[no-redef]
+    from psycopg.copy import format_row_binary, format_row_text  # type: ignore[no-redef]
+
+BINARY_TRAILER = b"\xff\xff"
+# Target column types fed in COPY's binary format (psycopg's C dumpers: no text rendering of floats
+# and integers on this side, no parsing on PostgreSQL's). Any other type in a table: text format.
+BINARY_OIDS = {"boolean": 16, "smallint": 21, "integer": 23, "bigint": 20, "double precision": 701,
+               "text": 25, "character varying": 1043, "bytea": 17}
 
 NAN_TOKEN = "\x00NaN\x00"  # NaN compares unequal to itself and hashes by identity: hash this instead
 FETCH_ROWS = 5000
@@ -39,6 +47,7 @@ class TableSpec:
     rewrites: tuple[ArtifactRewrite, ...] = ()
     nullable: tuple[bool, ...] = ()
     order_by: tuple[str, ...] = ()  # read (and so store) rows in this order: cheap index builds
+    oids: tuple[int, ...] = ()  # type oid of every column when the table is copied in binary format
 
     @property
     def qname(self) -> str:
@@ -76,6 +85,10 @@ class Task:
     where: str = ""  # e.g. "rowid BETWEEN ? AND ?" or '"run_uuid" >= ? AND "run_uuid" < ?'
     params: tuple = ()
     careful: bool = False  # check every value's storage class and convert (after the fast path failed)
+
+
+class Refused(Exception):
+    """A value the fast path cannot encode for its column's type: the table is copied again carefully."""
 
 
 def canon_rows(rows: list[tuple], float_idx: tuple[int, ...]) -> list[tuple]:
@@ -230,6 +243,11 @@ def run_task(conn: sqlite3.Connection, task: Task, emit) -> tuple[int, int, dict
         fmt = fast_formatter(spec)
     float_idx, bytea_idx = spec.float_idx, spec.bytea_idx
     ncols = len(spec.columns)
+    binary = bool(spec.oids)
+    if binary:
+        from psycopg.pq import Format
+
+        tx.set_dumper_types(list(spec.oids), Format.BINARY)
     cur = conn.execute(f"SELECT {spec.qcols()} FROM {spec.qname}{_where(task)}{_order(spec)}", task.params)
     total = 0
     checksum = 0
@@ -242,8 +260,15 @@ def run_task(conn: sqlite3.Connection, task: Task, emit) -> tuple[int, int, dict
         if convert is not None:
             rows = convert(rows, counters)
         checksum += row_checksum(rows, float_idx)
-        text = _format_fast(fmt, rows, ncols) if fmt is not None else None
-        if text is not None:
+        if binary:
+            try:
+                for row in rows:
+                    format_row_binary(row, tx, buf)
+            except (TypeError, ValueError, OverflowError, UnicodeError) as exc:
+                if task.careful:
+                    raise ConversionError(f"{spec.name}: a value does not fit its column type: {exc}") from None
+                raise Refused(f"a value of an unexpected type ({exc})") from None
+        elif (text := _format_fast(fmt, rows, ncols) if fmt is not None else None) is not None:
             buf += text.encode("utf-8")
         else:
             for row in _copy_ready(rows, bytea_idx):
@@ -280,6 +305,8 @@ def _worker_main(db_path: str, tasks: mp.Queue, results: mp.Queue) -> None:
 
             total, checksum, counters = run_task(conn, task, emit)
             results.put(("done", task.task_id, total, checksum, counters))
+        except Refused as exc:
+            results.put(("refused", task.task_id, str(exc)))
         except Exception as exc:  # noqa: BLE001 - reported to the main process
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             results.put(("error", task.task_id, f"reading {task.spec.name} from the source: {detail}"))

@@ -277,3 +277,43 @@ def test_usage_errors(tmp_path, rich_source):
     assert not_pg.returncode == 2 and "hunter22" not in not_pg.stderr
     (tmp_path / "text.db").write_text("not sqlite")
     assert run_cli(str(tmp_path / "text.db"), "postgresql://u:p@127.0.0.1:1/x").returncode == 2
+
+
+@pytest.mark.parametrize("table", ["metrics", "params"])
+def test_value_changed_in_flight_fails_verification(source_copy, target, table):
+    """A value altered between the COPY and the verification (here by a trigger on the target, row counts
+    unchanged; one float by a few ulps, or one text value by one character): the content check catches
+    it, the careful re-run too, exit 4, nothing committed."""
+    uri, _ = target
+    _mlflow_child(uri, """
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+SqlAlchemyStore(uri, "/srv/server-artifacts")
+print("{}")
+""")
+    src = sqlite3.connect(source_copy)
+    if table == "metrics":
+        key, run_uuid, step, ts = src.execute(
+            "SELECT key, run_uuid, step, timestamp FROM metrics WHERE is_nan = 0 AND value != 0 "
+            "ORDER BY run_uuid, key, step LIMIT 1 OFFSET 777").fetchone()
+        cond = f"NEW.key = '{key}' AND NEW.run_uuid = '{run_uuid}' AND NEW.step = {step} AND NEW.timestamp = {ts}"
+        change = "NEW.value := NEW.value * (1 + 1e-15)"
+    else:
+        key, run_uuid = src.execute("SELECT key, run_uuid FROM params ORDER BY run_uuid, key LIMIT 1 OFFSET 5").fetchone()
+        cond = f"NEW.key = '{key}' AND NEW.run_uuid = '{run_uuid}'"
+        change = "NEW.value := left(NEW.value, -1) || chr(ascii(right(NEW.value, 1)) + 1)"
+    src.close()
+    with pg_connect(uri) as conn:
+        conn.execute(f"""
+            CREATE FUNCTION tamper() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN IF {cond} THEN {change}; END IF; RETURN NEW; END $$""")
+        conn.execute(f'CREATE TRIGGER tamper BEFORE INSERT ON "{table}" FOR EACH ROW EXECUTE FUNCTION tamper()')
+    before = snapshot(uri)
+    result = run_cli(str(source_copy), uri, "--no-probe")
+    assert result.returncode == 4, result.stderr
+    assert "verification failed" in result.stderr and table in result.stderr
+    assert "Traceback" not in result.stderr
+    assert snapshot(uri) == before
+    with pg_connect(uri) as conn:  # the trigger works: without it, the same migration succeeds
+        conn.execute(f'DROP TRIGGER tamper ON "{table}"')
+    result = run_cli(str(source_copy), uri, "--no-probe")
+    assert result.returncode == 0, result.stderr
