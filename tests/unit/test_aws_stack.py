@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from urllib.parse import quote
 
 import pytest
 
-from tests.unit.harness import REPO_ROOT, ProgramRun, Recorded, is_secret_wrapper, plain_strings, run_program, stack_file_config
+from tests.unit.harness import REPO_ROOT, ProgramRun, Recorded, is_secret_wrapper, run_program, stack_file_config
 
 COMPONENTS = {"mlflow:index:MetadataStore", "mlflow:index:ArtifactStore",
               "mlflow:index:TrackingServer", "mlflow:index:ReverseProxy"}
@@ -186,8 +185,7 @@ def test_proxy_runs_the_rendered_config_with_htpasswd_from_secrets_manager(aws_r
 
 
 def test_task_role_only_has_the_buckets_object_actions(aws_run):
-    bucket = aws_run.one("aws:s3/bucket:Bucket").inputs
-    bucket_name = "mlflow-artifacts-20261126abcdef"
+    bucket_name = aws_run.output("bucket")
     task_roles = {r.urn for r in aws_run.of_type("aws:iam/role:Role") if r.name.endswith("task-role")}
     policies = [p for p in aws_run.of_type("aws:iam/rolePolicy:RolePolicy") if p.name.startswith("server-access")]
     assert len(policies) == 1

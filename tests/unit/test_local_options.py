@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.harness import is_secret_wrapper, run_program, stack_file_config
+from tests.unit.harness import ProgramRun, is_secret_wrapper, run_program
 from tests.unit.test_local_stack import container, env_of, uploads_of
 
 
-def run_with(local_config: dict, **sections) -> "ProgramRun":
+def run_with(local_config: dict, **sections) -> ProgramRun:
     config = dict(local_config)
     for key, value in sections.items():
         config[f"mlflow:{key}"] = value

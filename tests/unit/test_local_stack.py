@@ -136,7 +136,6 @@ def test_minio_bucket_private_and_server_user_scoped_to_the_bucket(local_run):
     assert attachment.inputs["userName"] == user.inputs["name"]
     assert attachment.inputs["policyName"] == local_run.one("minio:index/iamPolicy:IamPolicy").inputs["name"]
     for item in (bucket, user, attachment):
-        provider_urn = item.provider.split("::")[0:4]
         assert "pulumi:providers:minio" in item.provider, f"{item.name} must use the explicit MinIO provider"
 
 
