@@ -70,6 +70,9 @@ class Table:
     def copy_columns(self) -> list[Column]:
         return [c for c in self.columns if not c.generated]
 
+    def primary_key(self) -> list[str]:
+        return next((c.columns for c in self.constraints if c.kind == "p"), [])
+
     def key_sets(self) -> list[list[str]]:
         """Column lists of the primary key and every unique constraint."""
         return [c.columns for c in self.constraints if c.kind in ("p", "u")]

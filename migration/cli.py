@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="source reader processes (default: %(default)s)")
     p.add_argument("--rebuild-threshold", type=int, default=10_000, metavar="ROWS",
                    help="drop and re-build keys/indexes of tables receiving at least ROWS rows (default: %(default)s)")
+    p.add_argument("--task-rows", type=int, default=250_000, metavar="ROWS",
+                   help="rows per reader task: bigger tables are read in ranges by all readers (default: %(default)s)")
     p.add_argument("--no-probe", action="store_true", help="skip the MLflow probe after commit")
     p.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="how long to wait for locks on the target tables (default: %(default)s)")
@@ -92,9 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
         if args.jobs < 1:
             parser.error("--jobs must be at least 1")
+        if args.task_rows < 1:
+            parser.error("--task-rows must be at least 1")
         opts = Options(source=args.source, target=args.target, mode=args.mode, dry_run=args.dry_run,
                        rewrites=rewrites, jobs=args.jobs, rebuild_threshold=max(0, args.rebuild_threshold),
-                       probe=not args.no_probe, lock_timeout=args.lock_timeout)
+                       task_rows=args.task_rows, probe=not args.no_probe, lock_timeout=args.lock_timeout)
 
         def _on_term(signum, frame):
             raise _Interrupted()

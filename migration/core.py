@@ -96,7 +96,8 @@ def _specs(prepared: PreparedSource, catalog, tables: list[str], rewrites, src: 
         if missing:
             log.debug("target %s columns %s are not in the source; defaults apply", name, missing)
         cols = tuple(c.name for c in target.copy_columns if c.name in src_cols)
-        order = choose_order(src, name, cols, target.index_column_lists()) if name in ordered else ()
+        order = (choose_order(src, name, cols, target.primary_key(), target.index_column_lists())
+                 if name in ordered else ())
         oids = tuple(BINARY_OIDS.get(tcols[c].type, 0) for c in cols)
         specs[name] = TableSpec(name, cols, tuple(tcols[c].category for c in cols), tuple(rewrites),
                                 tuple(not tcols[c].not_null for c in cols), order, oids if all(oids) else ())
@@ -191,7 +192,8 @@ def migrate(opts: Options, reporter: Reporter) -> Result:
 IN_MEMORY_ROWS = 5_000_000  # tables up to this size are read back at once, while PostgreSQL builds indexes
 
 
-def _verify_and_rebuild(conn, catalog, prepared, all_tables, loads, kept, rebuild, columns_of, result) -> None:
+def _verify_and_rebuild(conn, catalog, prepared, all_tables, loads, kept, rebuild, columns_of, result,
+                        row_order: dict[str, tuple[str, ...]]) -> None:
     """Read every copied table back and compare with the source checksum, while PostgreSQL re-creates
     the keys, indexes and foreign keys (the rows are transferred first, then parsed and hashed here
     during the index builds: both cores busy). Raises _Mismatch for tables to copy again carefully."""
@@ -209,7 +211,7 @@ def _verify_and_rebuild(conn, catalog, prepared, all_tables, loads, kept, rebuil
     def rebuild_all() -> None:
         try:
             cur = conn.cursor()
-            recreate(cur, rebuild)
+            recreate(cur, rebuild, row_order)
             result.sequences = reset_sequences(cur, catalog, all_tables)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
             failure.append(exc)
@@ -370,7 +372,8 @@ def _load(conn, catalog, prepared, all_tables, with_rows, opts, target, pool, re
         finally:
             reporter.copy_end()
     with reporter.phase("verify + re-create keys, indexes, foreign keys, sequences"):
-        _verify_and_rebuild(conn, catalog, prepared, all_tables, loads, kept, rebuild, columns_of, result)
+        _verify_and_rebuild(conn, catalog, prepared, all_tables, loads, kept, rebuild, columns_of, result,
+                            {t: spec.order_by for t, spec in specs.items()})
     with reporter.phase("commit"):
         conn.commit()
     result.tables = [loads[t] for t in order]

@@ -77,15 +77,28 @@ def _timed(cur: psycopg.Cursor, sql: str) -> None:
     log.debug("%.2f s: %s", time.perf_counter() - started, sql)
 
 
-def recreate(cur: psycopg.Cursor, plan: Rebuild) -> None:
-    for con in plan.keys:
+def _presorted(columns: list[str], row_order: tuple[str, ...]) -> bool:
+    return bool(columns) and tuple(columns) == tuple(row_order[:len(columns)])
+
+
+def recreate(cur: psycopg.Cursor, plan: Rebuild, row_order: dict[str, tuple[str, ...]] | None = None) -> None:
+    """Keys and indexes, then foreign keys (they need the referenced keys).
+
+    Builds over rows already stored in their order come first: they are cheap, single-process work
+    that overlaps the caller's read-back checksum; the full sorts follow, when PostgreSQL's parallel
+    workers have both cores."""
+    row_order = row_order or {}
+    builds = [(con.table, con.columns, con) for con in plan.keys] + [(i.table, i.columns, i) for i in plan.indexes]
+    builds.sort(key=lambda b: not _presorted(b[1], row_order.get(b[0], ())))  # stable: presorted first
+    for _table, _columns, item in builds:
+        if isinstance(item, Index):
+            _timed(cur, item.definition)
+            continue
         try:
-            _timed(cur, f"ALTER TABLE {qident(con.table)} ADD CONSTRAINT {qident(con.name)} {con.definition}")
+            _timed(cur, f"ALTER TABLE {qident(item.table)} ADD CONSTRAINT {qident(item.name)} {item.definition}")
         except psycopg.Error as exc:
-            raise MigrationError(f"re-creating {con.table}.{con.name} ({con.definition}) failed: "
+            raise MigrationError(f"re-creating {item.table}.{item.name} ({item.definition}) failed: "
                                  f"{exc.diag.message_primary or exc}; the source holds duplicate keys") from exc
-    for idx in plan.indexes:
-        _timed(cur, idx.definition)
     for con in plan.foreign_keys:
         try:
             _timed(cur, f"ALTER TABLE {qident(con.table)} ADD CONSTRAINT {qident(con.name)} {con.definition}")

@@ -358,36 +358,79 @@ class ReaderPool:
                 q.close()
 
 
+def _qcol(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+SAMPLES_PER_PART = 256
+MAX_SAMPLES = 100_000
+
+
+def _order_bounds(conn: sqlite3.Connection, spec: TableSpec, cols: str, rows: int, parts: int,
+                  lo: int | None, hi: int | None) -> list[tuple]:
+    """parts-1 increasing row values of the ORDER BY list that cut the table into ranges of about equal size.
+
+    Taken from a sample of rows at evenly spaced rowids, sorted by SQLite itself (its collation decides,
+    as in the reads): a few index look-ups whatever the table size. Without rowids, or when the sample
+    comes out too small, exact quantiles by OFFSET (a walk along the index, fine for moderate tables)."""
+    picked: list[tuple] = []
+    if lo is not None and hi is not None and hi >= lo:
+        want = min(rows, SAMPLES_PER_PART * parts, MAX_SAMPLES)
+        ids = sorted({lo + (hi - lo) * i // max(1, want - 1) for i in range(want)})
+        sample = conn.execute(f"SELECT {cols} FROM {spec.qname} WHERE rowid IN ({', '.join(map(str, ids))}) "
+                              f"ORDER BY {cols}").fetchall()
+        if len(sample) >= 4 * parts:
+            picked = [sample[k * len(sample) // parts] for k in range(1, parts)]
+    if not picked:
+        for k in range(1, parts):
+            found = conn.execute(f"SELECT {cols} FROM {spec.qname} ORDER BY {cols} LIMIT 1 OFFSET ?",
+                                 (k * rows // parts,)).fetchone()
+            if found is not None:
+                picked.append(found)
+    bounds: list[tuple] = []
+    for found in picked:
+        if any(v is None for v in found):
+            continue  # a NULL is no usable bound; NULL rows go to the first task
+        if not bounds or _sqlite_less(conn, bounds[-1], found):
+            bounds.append(found)
+    return bounds
+
+
+def _sqlite_less(conn: sqlite3.Connection, a: tuple, b: tuple) -> bool:
+    """a < b as SQLite compares row values (Python cannot compare, say, a str with an int)."""
+    marks = "(" + ", ".join("?" * len(a)) + ")"
+    return bool(conn.execute(f"SELECT {marks} < {marks}", a + b).fetchone()[0])
+
+
 def split_tasks(conn: sqlite3.Connection, spec: TableSpec, rows: int, has_rowid: bool, lo: int | None,
                 hi: int | None, target_rows: int, start_id: int) -> list[Task]:
-    """Ranges of roughly `target_rows` rows each: of the leading ORDER BY column when the table is read
-    in an index order (tasks are then written in task order, keeping the global order), else of rowid."""
+    """Ranges of roughly `target_rows` rows each. A table read in an index order is split on row values
+    of the whole ORDER BY list (tasks are then written in task order, keeping the global order, and a
+    leading column with few distinct values, like metrics.key, still gives every reader its share);
+    any other table on rowid ranges."""
     if rows <= target_rows * 1.5:
         return [Task(start_id, spec)]
     parts = max(2, round(rows / target_rows))
     if spec.order_by:
-        col = '"' + spec.order_by[0].replace('"', '""') + '"'
-        bounds = []
-        for k in range(1, parts):
-            found = conn.execute(f"SELECT {col} FROM {spec.qname} WHERE {col} IS NOT NULL ORDER BY {col} "
-                                 f"LIMIT 1 OFFSET ?", (k * rows // parts,)).fetchone()
-            if found is not None and (not bounds or found[0] > bounds[-1]):
-                bounds.append(found[0])
+        cols = ", ".join(_qcol(c) for c in spec.order_by)
+        bounds = _order_bounds(conn, spec, cols, rows, parts, lo, hi if has_rowid else None)
         if not bounds:
             return [Task(start_id, spec)]
-        tasks = []
-        for k in range(len(bounds) + 1):
-            conds, params = [], []
-            if k == 0:
-                conds.append(f"({col} IS NULL OR {col} < ?)")
-                params.append(bounds[0])
-            else:
-                conds.append(f"{col} >= ?")
-                params.append(bounds[k - 1])
-                if k < len(bounds):
-                    conds.append(f"{col} < ?")
-                    params.append(bounds[k])
-            tasks.append(Task(start_id + k, spec, " AND ".join(conds), tuple(params)))
+        row = f"({cols})"
+        marks = "(" + ", ".join("?" * len(spec.order_by)) + ")"
+        # A row value with a NULL compares as NULL once the comparison reaches that column, so such a
+        # row could fall between two ranges, or into one: where SQLite allows NULL in the ORDER BY list,
+        # the ranges leave those rows out and a last task (a full scan) takes them all.
+        declared_not_null = {r[1] for r in conn.execute(f"PRAGMA table_info({spec.qname})") if r[3]}
+        nullable = [c for c in spec.order_by if c not in declared_not_null]
+        has_null = " OR ".join(f"{_qcol(c)} IS NULL" for c in nullable)
+        no_null = f" AND NOT ({has_null})" if nullable else ""
+        ranges = [(f"{row} < {marks}", bounds[0])]
+        ranges += [(f"{row} >= {marks} AND {row} < {marks}", bounds[k - 1] + bounds[k]) for k in range(1, len(bounds))]
+        ranges.append((f"{row} >= {marks}", bounds[-1]))
+        tasks = [Task(start_id + k, spec, where + no_null, params) for k, (where, params) in enumerate(ranges)]
+        if nullable:
+            tasks.append(Task(start_id + len(tasks), spec, has_null))
         return tasks
     if not has_rowid or lo is None:
         return [Task(start_id, spec)]
@@ -402,21 +445,24 @@ def split_tasks(conn: sqlite3.Connection, spec: TableSpec, rows: int, has_rowid:
     return tasks
 
 
-def choose_order(conn: sqlite3.Connection, table_name: str, columns: tuple[str, ...],
+def choose_order(conn: sqlite3.Connection, table_name: str, columns: tuple[str, ...], primary_key: list[str],
                  key_sets: list[list[str]]) -> tuple[str, ...]:
-    """The index column list that most target keys/indexes are a prefix of, if SQLite can read in it cheaply.
+    """The order to read (and so store) a bulk-loaded table in, if SQLite can read in it without sorting.
 
-    PostgreSQL's sort notices presorted input, so building those indexes after the COPY costs little."""
+    The primary key first: it is the widest unique sort, the costliest to build from unsorted rows,
+    and SQLite keeps a composite primary key in an index holding the whole key (often every column:
+    a covering, cheap scan). Otherwise the index column list that most keys/indexes are a prefix of.
+    PostgreSQL's sort notices presorted input, so building that index after the COPY costs little."""
     candidates = [tuple(k) for k in key_sets if k and all(c in columns for c in k)]
     if not candidates:
         return ()
 
     def score(cand):
-        return (sum(1 for k in candidates if cand[:len(k)] == k), len(cand))
+        return (cand == tuple(primary_key), sum(1 for k in candidates if cand[:len(k)] == k), len(cand))
 
     qname = '"' + table_name.replace('"', '""') + '"'
     for cand in sorted(set(candidates), key=score, reverse=True):
-        order = ", ".join('"' + c.replace('"', '""') + '"' for c in cand)
+        order = ", ".join(_qcol(c) for c in cand)
         plan = " ".join(str(r[-1]) for r in conn.execute(f"EXPLAIN QUERY PLAN SELECT * FROM {qname} ORDER BY {order}"))
         if "TEMP B-TREE" not in plan.upper():
             return cand

@@ -39,7 +39,8 @@ def test_rich_source_into_empty_target(rich_source, target, tmp_path):
     uri, _ = target
     before = _digest(rich_source)
     summary = tmp_path / "result.json"
-    result = run_cli(str(rich_source), uri, "--rebuild-threshold", "0", "--json", str(summary))
+    # every table re-indexed and, above 600 rows, read in ranges by both readers
+    result = run_cli(str(rich_source), uri, "--rebuild-threshold", "0", "--task-rows", "400", "--json", str(summary))
     assert result.returncode == 0, result.stderr
     assert OWNER_PASSWORD not in result.stdout + result.stderr
     assert _digest(rich_source) == before, "the source file must never change"
