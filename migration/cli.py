@@ -10,7 +10,7 @@ import sys
 
 from migration import __version__
 from migration.convert import ArtifactRewrite
-from migration.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MigrationError
+from migration.errors import EXIT_FAILED, EXIT_OK, MigrationError
 from migration.uris import redact
 
 EPILOG = """\
