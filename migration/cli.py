@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 
@@ -136,7 +137,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console_main() -> None:
-    sys.exit(main())
+    code = main()
+    if "mlflow" in sys.modules:
+        # MLflow was imported here (schema creation, source upgrade, in-process probe): tearing its
+        # thousands of modules down takes about a second. Everything of ours is closed and cleaned up
+        # by now, and MLflow's exit hooks have nothing left to do (no fluent run is active), so end
+        # the process once the output is out.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

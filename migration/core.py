@@ -15,7 +15,7 @@ from migration.convert import ArtifactRewrite
 from migration.errors import MigrationError, ProbeError, RefusedError, VerificationError
 from migration.existing import inspect, refuse_user_data, resolve_seed_conflicts
 from migration.load import TableLoad, copy_tables, drop, plan_rebuild, recreate, reset_sequences
-from migration.probe import Probe, ProbeResult
+from migration.probe import InProcessProbe, Probe, ProbeResult
 from migration.report import Reporter
 from migration.schema import check_or_create
 from migration.source import PreparedSource, connect_readonly, prepare_source
@@ -111,7 +111,7 @@ def migrate(opts: Options, reporter: Reporter) -> Result:
     target = parse_target(opts.target)
     if opts.mode not in ("merge", "replace"):
         raise MigrationError(f"unknown mode {opts.mode!r}")
-    probe = Probe() if (opts.probe and not opts.dry_run) else None
+    probe: Probe | InProcessProbe | None = Probe() if (opts.probe and not opts.dry_run) else None
     prepared: PreparedSource | None = None
     pool: ReaderPool | None = None
     try:
@@ -138,6 +138,11 @@ def migrate(opts: Options, reporter: Reporter) -> Result:
                 with reporter.phase("target schema"):
                     catalog, created = check_or_create(conn, set(all_tables), create=not opts.dry_run)
                 result.created_schema = created
+                if created and isinstance(probe, Probe):
+                    # MLflow is imported in this process now: probe from here, not from a second interpreter
+                    probe.close()
+                    probe = InProcessProbe()
+                    probe.start_warm_up()
                 if opts.dry_run:
                     if created:
                         result.notes.append("target is empty: MLflow's schema would be created "

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
@@ -136,20 +137,9 @@ def _probe(uri: str) -> dict:
     return result
 
 
-def main() -> None:
-    import logging
-
-    go0 = time.perf_counter()
-    logging.disable(logging.WARNING)
+def warm_up() -> None:
+    """Import what the probe's first calls would import lazily, and parse the migration scripts once."""
     os.environ.setdefault("MLFLOW_ENABLE_WORKSPACES", "false")
-    # Importing MLflow costs seconds of CPU. At the lowest priority it only takes what the migration
-    # leaves idle; if it is not done by the commit it finishes then, which costs less than competing
-    # with the readers and the index builds for the two cores.
-    try:
-        os.nice(19)
-    except OSError:
-        pass
-    # import while the migration runs; the URI comes only after the commit
     import mlflow  # noqa: F401
     from mlflow import MlflowClient  # noqa: F401
     from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as _R  # noqa: F401
@@ -171,8 +161,63 @@ def main() -> None:
             pass
 
     # Each store checks the schema revision by parsing every migration script; do it once, now.
-    head = db_utils._get_latest_schema_revision()
-    db_utils._get_latest_schema_revision = lambda: head
+    if not getattr(db_utils._get_latest_schema_revision, "_migration_cached", False):
+        head = db_utils._get_latest_schema_revision()
+        cached = lambda: head  # noqa: E731
+        cached._migration_cached = True
+        db_utils._get_latest_schema_revision = cached
+
+
+class InProcessProbe:
+    """The same probe, run in this process: for a migration that imported MLflow anyway (it created the
+    target schema), a second interpreter importing it again would only cost CPU the copy needs."""
+
+    def __init__(self) -> None:
+        self._warm: threading.Thread | None = None
+
+    def start_warm_up(self) -> None:
+        """Call after the reader processes are forked (an import in a thread must not meet a fork)."""
+        self._warm = threading.Thread(target=warm_up, name="probe-warm-up", daemon=True)
+        self._warm.start()
+
+    def run(self, uri: str, secrets: list[str], timeout: float = 180.0) -> ProbeResult:
+        import logging
+
+        started = time.perf_counter()
+        if self._warm is not None:
+            self._warm.join(timeout)
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        try:
+            data = _probe(uri)
+        except Exception as exc:  # noqa: BLE001
+            data = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+        finally:
+            logging.disable(previous)
+        return ProbeResult(bool(data["ok"]), time.perf_counter() - started, redact(data["detail"], secrets),
+                           data.get("experiment_id"))
+
+    def cancel(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def main() -> None:
+    import logging
+
+    go0 = time.perf_counter()
+    logging.disable(logging.WARNING)
+    # Importing MLflow costs seconds of CPU. At the lowest priority it only takes what the migration
+    # leaves idle; if it is not done by the commit it finishes then, which costs less than competing
+    # with the readers and the index builds for the two cores.
+    try:
+        os.nice(19)
+    except OSError:
+        pass
+    warm_up()  # while the migration runs; the URI comes only after the commit
 
     ready = time.perf_counter()
     line = sys.stdin.readline()
