@@ -449,16 +449,17 @@ def choose_order(conn: sqlite3.Connection, table_name: str, columns: tuple[str, 
                  key_sets: list[list[str]]) -> tuple[str, ...]:
     """The order to read (and so store) a bulk-loaded table in, if SQLite can read in it without sorting.
 
-    The primary key first: it is the widest unique sort, the costliest to build from unsorted rows,
-    and SQLite keeps a composite primary key in an index holding the whole key (often every column:
-    a covering, cheap scan). Otherwise the index column list that most keys/indexes are a prefix of.
-    PostgreSQL's sort notices presorted input, so building that index after the COPY costs little."""
+    The index column list that most keys/indexes are a prefix of (metrics: run_uuid, key, step serves
+    two of its three indexes), then the primary key (SQLite keeps a composite key in an index of its
+    own, often covering). PostgreSQL's sort notices presorted input, so each index that is a prefix of
+    the order builds cheaply; the fewer full sorts remain, the better, whatever the target's collation
+    makes a comparison cost."""
     candidates = [tuple(k) for k in key_sets if k and all(c in columns for c in k)]
     if not candidates:
         return ()
 
     def score(cand):
-        return (cand == tuple(primary_key), sum(1 for k in candidates if cand[:len(k)] == k), len(cand))
+        return (sum(1 for k in candidates if cand[:len(k)] == k), cand == tuple(primary_key), len(cand))
 
     qname = '"' + table_name.replace('"', '""') + '"'
     for cand in sorted(set(candidates), key=score, reverse=True):

@@ -20,6 +20,7 @@ def _make(path: Path, rowid: bool) -> sqlite3.Connection:
         "PRIMARY KEY (key, ts, step, run))" + ("" if rowid else " WITHOUT ROWID")
     )
     conn.execute("CREATE INDEX m_run ON m (run)")
+    conn.execute("CREATE INDEX m_run_key ON m (run, key)")
     rnd = random.Random(7)
     rows = set()
     while len(rows) < 5000:  # two metric keys only: a split on the leading column alone would give 2 tasks
@@ -59,6 +60,15 @@ def test_ordered_split_reads_every_row_once_in_global_order(tmp_path, rowid):
     assert keyed == [r for r in whole if r[2] is not None], "tasks in task order keep the global order"
     sizes = [len(_read(conn, spec, [t])) for t in tasks]
     assert max(sizes) < 3 * 500, sizes
+
+
+def test_order_serving_most_indexes_wins_then_the_primary_key(tmp_path):
+    conn = _make(tmp_path / "s.db", rowid=True)
+    pk = ["key", "ts", "step", "run"]
+    assert choose_order(conn, "m", COLUMNS, pk, [pk, ["run"], ["run", "key"]]) == ("run", "key")
+    assert choose_order(conn, "m", COLUMNS, pk, [pk, ["run"]]) == tuple(pk)
+    # no index SQLite could read (value) in: the next candidate
+    assert choose_order(conn, "m", COLUMNS, pk, [pk, ["value"], ["value", "run"]]) == tuple(pk)
 
 
 def test_unordered_split_uses_rowid_ranges(tmp_path):
