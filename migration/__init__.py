@@ -10,13 +10,20 @@ Modules, one job each:
   catalog   target tables, typed columns, keys, indexes, sequences
   existing  rows a target already holds: refuse, merge or replace
   convert   SQLite values -> target column types; artifact-root rewriting
-  workers   reader processes: SQLite -> converted rows -> checksum + COPY text
+  workers   reader processes: SQLite -> converted rows -> checksum + binary/text COPY data
   load      drop/re-create keys and indexes, COPY, sequences
   verify    read-back checksums inside the transaction
   probe     MLflow itself on the target after commit
   report    progress and the summary table
 """
 
+import os
+
 __version__ = "1.0.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "default_jobs"]
+
+
+def default_jobs() -> int:
+    """Source reader processes: two at most (the main process and PostgreSQL need the other cycles)."""
+    return max(1, min(2, os.cpu_count() or 1))

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 
-from migration import __version__
+from migration import __version__, default_jobs
 from migration.convert import ArtifactRewrite
 from migration.errors import EXIT_FAILED, EXIT_OK, MigrationError
 from migration.uris import redact
@@ -27,8 +27,6 @@ class _Interrupted(BaseException):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from migration.workers import default_jobs
-
     p = argparse.ArgumentParser(
         prog="python -m migration",
         description="Copy an MLflow SQLite database into PostgreSQL: one transaction, verified before commit, "
@@ -72,12 +70,25 @@ class _RedactingFilter(logging.Filter):
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    probe = None
+    if not (args.dry_run or args.no_probe):
+        from migration.probe import Probe
+
+        probe = Probe()  # first thing: its MLflow import uses the cycles our own start-up leaves idle
+    try:
+        return _run(parser, args, probe)
+    finally:
+        if probe is not None:
+            probe.close()
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, probe) -> int:
     from migration.core import Options, migrate
     from migration.report import Reporter
     from migration.uris import parse_target
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
     reporter = Reporter(quiet=args.quiet)
     secrets: list[str] = []
     try:
@@ -107,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _on_term)
         reporter.info(f"migrating {args.source} -> {target.masked} (mode {args.mode}"
                       f"{', dry run' if args.dry_run else ''})")
-        result = migrate(opts, reporter)
+        result = migrate(opts, reporter, probe)
     except (KeyboardInterrupt, _Interrupted):
         reporter.err.print("error: interrupted; nothing was committed, the target is unchanged", markup=False)
         return 130

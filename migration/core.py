@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import psycopg
 
+from migration import default_jobs
 from migration.catalog import qident
 from migration.convert import ArtifactRewrite
 from migration.errors import MigrationError, ProbeError, RefusedError, VerificationError
@@ -21,7 +22,7 @@ from migration.schema import check_or_create
 from migration.source import PreparedSource, connect_readonly, prepare_source
 from migration.uris import parse_target, redact, source_path
 from migration.verify import Fetched, TableCheck, Verification, prepare_connection, table_checksum
-from migration.workers import BINARY_OIDS, MASK64, ReaderPool, TableSpec, choose_order, default_jobs, split_tasks
+from migration.workers import BINARY_OIDS, MASK64, ReaderPool, TableSpec, choose_order, split_tasks
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +105,18 @@ def _specs(prepared: PreparedSource, catalog, tables: list[str], rewrites, src: 
     return specs
 
 
-def migrate(opts: Options, reporter: Reporter) -> Result:
+def migrate(opts: Options, reporter: Reporter, probe: Probe | InProcessProbe | None = None) -> Result:
+    """Run the migration. The CLI passes the MLflow probe it started first thing; else it starts here."""
     started = time.perf_counter()
     result = Result(dry_run=opts.dry_run)
     path = source_path(opts.source)
     target = parse_target(opts.target)
     if opts.mode not in ("merge", "replace"):
         raise MigrationError(f"unknown mode {opts.mode!r}")
-    probe: Probe | InProcessProbe | None = Probe() if (opts.probe and not opts.dry_run) else None
+    if not opts.probe or opts.dry_run:
+        probe = None
+    elif probe is None:
+        probe = Probe()
     prepared: PreparedSource | None = None
     pool: ReaderPool | None = None
     try:

@@ -468,7 +468,3 @@ def choose_order(conn: sqlite3.Connection, table_name: str, columns: tuple[str, 
         if "TEMP B-TREE" not in plan.upper():
             return cand
     return ()
-
-
-def default_jobs() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
