@@ -4,7 +4,7 @@
 
 1. Generates (once; cached at --db) an MLflow SQLite database with ~1 M metric rows, written through
    MLflow's own client (`MlflowClient.log_batch`), plus params and tags.
-2. Starts a private PostgreSQL cluster (tests/support/postgres.py; Debian's postgresql binaries).
+2. Starts a private PostgreSQL cluster (rehearsal/postgres.py; Debian's postgresql binaries).
 3. For each repeat, two fresh databases whose schema MLflow created (`SqlAlchemyStore`, the recipe's
    first step; not timed for either tool):
    - pgloader (Debian package) as published: `WITH data only, truncate, reset no sequences` and
@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support.postgres import PostgresCluster  # noqa: E402
+from rehearsal.postgres import PostgresCluster  # noqa: E402
 
 PY = sys.executable
 

@@ -4,4 +4,6 @@
 (moto's server mode), the schema-upgrade step and the MLflow server from the `TrackingServer`
 component's rendered command and env, and Nginx from the `ReverseProxy` component's rendered
 nginx.conf and htpasswd. Used by `tests/rehearsal/`, `scripts/rehearse` and `bench/`.
+`rehearsal.postgres.PostgresCluster` (a private initdb cluster) also serves the integration and
+migration tests and the migration benchmark.
 """

@@ -133,7 +133,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if port is None:
             port = stack.base_config.proxy.port
             if not _port_is_free(port):
-                from tests.support.ports import free_port
+                from rehearsal.ports import free_port
 
                 log.info("port %s is taken; using a free port", port)
                 port = free_port()

@@ -41,8 +41,8 @@ from typing import Any, Mapping, Optional
 
 from components import render
 from components.config import StackConfig, parse_stack_config
-from tests.support.ports import free_port
-from tests.support.postgres import PostgresCluster, PostgresUnavailable
+from rehearsal.ports import free_port
+from rehearsal.postgres import PostgresCluster, PostgresUnavailable
 
 log = logging.getLogger("rehearsal")
 
@@ -103,7 +103,7 @@ def find_nginx() -> str:
 
 def check_prerequisites() -> None:
     """Raise ServerUnavailable naming what is missing (PostgreSQL server binaries, Nginx)."""
-    from tests.support.postgres import find_postgres_bindir
+    from rehearsal.postgres import find_postgres_bindir
 
     problems = []
     try:

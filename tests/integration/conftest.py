@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from tests.support.postgres import PostgresCluster, PostgresUnavailable
+from rehearsal.postgres import PostgresCluster, PostgresUnavailable
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import sqlalchemy
 from components.config import DatabaseConfig
 from components.platforms.base import DatabaseRequest
 from components.platforms.local import POSTGRES_SOCKET_DIR, _provision_command
-from tests.support.postgres import PostgresCluster
+from rehearsal.postgres import PostgresCluster
 
 HOSTILE_PASSWORD = "Aa1@:/?#%&+!*-_x'y\"z"
 

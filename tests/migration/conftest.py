@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.support.postgres import PostgresCluster, PostgresUnavailable
+from rehearsal.postgres import PostgresCluster, PostgresUnavailable
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -1,4 +1,4 @@
-"""A throw-away PostgreSQL cluster for tests: its own initdb, password auth, a free loopback port.
+"""A throw-away PostgreSQL cluster (rehearsal, tests, bench): its own initdb, password auth, a free port.
 
 Never the system cluster: tests must be able to restart, break and delete it. Binaries come from
 Debian's `postgresql` package (`/usr/lib/postgresql/<major>/bin`) or whatever `pg_config` names.
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from tests.support.ports import free_port
+from rehearsal.ports import free_port
 
 
 class PostgresUnavailable(RuntimeError):

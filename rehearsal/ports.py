@@ -1,4 +1,4 @@
-"""Free loopback ports for servers the tests start."""
+"""Free loopback ports for the servers the rehearsal and the tests start."""
 
 import socket
 
