@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from migration.catalog import qident
 from migration.convert import (
     ALWAYS_CONVERT, ANOMALY_SQL, ARTIFACT_COLUMNS, CONVERTERS, TAG_ARTIFACT_COLUMNS, ArtifactRewrite,
     ConversionError, rewrite_value,
@@ -51,10 +52,10 @@ class TableSpec:
 
     @property
     def qname(self) -> str:
-        return '"' + self.name.replace('"', '""') + '"'
+        return qident(self.name)
 
     def qcols(self) -> str:
-        return ", ".join('"' + c.replace('"', '""') + '"' for c in self.columns)
+        return ", ".join(qident(c) for c in self.columns)
 
     @property
     def float_idx(self) -> tuple[int, ...]:
@@ -118,7 +119,7 @@ def _where(task: Task) -> str:
 def _order(spec: TableSpec) -> str:
     if not spec.order_by:
         return ""
-    return " ORDER BY " + ", ".join('"' + c.replace('"', '""') + '"' for c in spec.order_by)
+    return " ORDER BY " + ", ".join(qident(c) for c in spec.order_by)
 
 
 def _anomalous_columns(conn: sqlite3.Connection, task: Task) -> list[int]:
@@ -130,7 +131,7 @@ def _anomalous_columns(conn: sqlite3.Connection, task: Task) -> list[int]:
             continue
         pred = ANOMALY_SQL.get(cat)
         if pred:
-            q = '"' + col.replace('"', '""') + '"'
+            q = qident(col)
             checks.append(f"coalesce(max({pred.format(c=q)}), 0)")
             idx.append(i)
     found = [i for i, cat in enumerate(spec.categories) if cat in ALWAYS_CONVERT]
@@ -358,10 +359,6 @@ class ReaderPool:
                 q.close()
 
 
-def _qcol(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 SAMPLES_PER_PART = 256
 MAX_SAMPLES = 100_000
 
@@ -412,7 +409,7 @@ def split_tasks(conn: sqlite3.Connection, spec: TableSpec, rows: int, has_rowid:
         return [Task(start_id, spec)]
     parts = max(2, round(rows / target_rows))
     if spec.order_by:
-        cols = ", ".join(_qcol(c) for c in spec.order_by)
+        cols = ", ".join(qident(c) for c in spec.order_by)
         bounds = _order_bounds(conn, spec, cols, rows, parts, lo, hi if has_rowid else None)
         if not bounds:
             return [Task(start_id, spec)]
@@ -423,7 +420,7 @@ def split_tasks(conn: sqlite3.Connection, spec: TableSpec, rows: int, has_rowid:
         # the ranges leave those rows out and a last task (a full scan) takes them all.
         declared_not_null = {r[1] for r in conn.execute(f"PRAGMA table_info({spec.qname})") if r[3]}
         nullable = [c for c in spec.order_by if c not in declared_not_null]
-        has_null = " OR ".join(f"{_qcol(c)} IS NULL" for c in nullable)
+        has_null = " OR ".join(f"{qident(c)} IS NULL" for c in nullable)
         no_null = f" AND NOT ({has_null})" if nullable else ""
         ranges = [(f"{row} < {marks}", bounds[0])]
         ranges += [(f"{row} >= {marks} AND {row} < {marks}", bounds[k - 1] + bounds[k]) for k in range(1, len(bounds))]
@@ -461,9 +458,9 @@ def choose_order(conn: sqlite3.Connection, table_name: str, columns: tuple[str, 
     def score(cand):
         return (sum(1 for k in candidates if cand[:len(k)] == k), cand == tuple(primary_key), len(cand))
 
-    qname = '"' + table_name.replace('"', '""') + '"'
+    qname = qident(table_name)
     for cand in sorted(set(candidates), key=score, reverse=True):
-        order = ", ".join(_qcol(c) for c in cand)
+        order = ", ".join(qident(c) for c in cand)
         plan = " ".join(str(r[-1]) for r in conn.execute(f"EXPLAIN QUERY PLAN SELECT * FROM {qname} ORDER BY {order}"))
         if "TEMP B-TREE" not in plan.upper():
             return cand
