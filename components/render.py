@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping, Optional
 from urllib.parse import quote
@@ -475,3 +476,16 @@ def artifact_bucket_policy(bucket: str, prefix: str = "") -> dict:
 def artifacts_destination(bucket: str, prefix: str = "") -> str:
     """s3://bucket/ or s3://bucket/prefix: where the server puts proxied artifacts."""
     return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}/"
+
+
+def certificate_names(hostnames) -> tuple[list[str], list[str]]:
+    """(DNS names, IP addresses) of the self-signed certificate for the public host names: addresses go
+    to IP SANs, names to DNS SANs; 127.0.0.1 when no address is given, so a local client can connect."""
+    def is_ip(host: str) -> bool:
+        try:
+            ipaddress.ip_address(host)
+            return True
+        except ValueError:
+            return False
+
+    return [h for h in hostnames if not is_ip(h)], [h for h in hostnames if is_ip(h)] or ["127.0.0.1"]

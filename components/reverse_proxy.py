@@ -68,8 +68,8 @@ class ReverseProxy(pulumi.ComponentResource):
                 private_key_pem=pulumi.Output.secret(key.private_key_pem),
                 subject=tls.SelfSignedCertSubjectArgs(common_name=public.hostnames.apply(lambda h: h[0]),
                                                       organization="MLflow platform"),
-                dns_names=public.hostnames.apply(lambda hosts: [h for h in hosts if not _is_ip(h)]),
-                ip_addresses=public.hostnames.apply(lambda hosts: [h for h in hosts if _is_ip(h)] or ["127.0.0.1"]),
+                dns_names=public.hostnames.apply(lambda hosts: render.certificate_names(hosts)[0]),
+                ip_addresses=public.hostnames.apply(lambda hosts: render.certificate_names(hosts)[1]),
                 validity_period_hours=24 * config.certificate_validity_days,
                 early_renewal_hours=24 * 30,
                 allowed_uses=["key_encipherment", "digital_signature", "server_auth"],
@@ -94,13 +94,3 @@ class ReverseProxy(pulumi.ComponentResource):
         if self.certificate_pem is not None:
             outputs["certificate_pem"] = self.certificate_pem
         self.register_outputs(outputs)
-
-
-def _is_ip(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False

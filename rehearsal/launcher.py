@@ -386,19 +386,11 @@ def self_signed_certificate(hostnames: tuple[str, ...], validity_days: int) -> t
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    def is_ip(host: str) -> bool:
-        try:
-            ipaddress.ip_address(host)
-            return True
-        except ValueError:
-            return False
-
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0]),
                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "MLflow platform")])
-    ips = [host for host in hostnames if is_ip(host)] or ["127.0.0.1"]
-    sans = [x509.DNSName(host) for host in hostnames if not is_ip(host)] + \
-           [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    dns_names, ips = render.certificate_names(hostnames)
+    sans = [x509.DNSName(host) for host in dns_names] + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
     now = datetime.datetime.now(datetime.timezone.utc)
     certificate = (
         x509.CertificateBuilder()

@@ -222,3 +222,9 @@ def test_bucket_policy_is_scoped_to_the_bucket_and_prefix():
 def test_defaults_render_without_error():
     config = StackConfig()
     assert render.proxy_settings(config.proxy, config.server, "x:1").listen_port == render.PROXY_HTTP_PORT
+
+
+def test_certificate_names_split_addresses_from_names():
+    assert render.certificate_names(["mlflow.example", "10.1.2.3", "::1", "localhost"]) == \
+        (["mlflow.example", "localhost"], ["10.1.2.3", "::1"])
+    assert render.certificate_names(["localhost"]) == (["localhost"], ["127.0.0.1"])
