@@ -60,22 +60,30 @@ def _assert_all_points(client, run_id: str, writer: MetricWriter) -> None:
     assert points == expected, f"{len(points)} points stored, {writer.count} expected"
 
 
+def _log_across_restart(client, run_id: str, count: int, pid, restart) -> tuple["MetricWriter", float]:
+    """Log `count` metrics while `restart()` replaces the process `pid()` names; every point must arrive.
+    Returns the writer (for its figures) and how long the restart took."""
+    writer = MetricWriter(client, run_id, count)
+    writer.start()
+    assert writer.progress.wait(60), "the writer did not get going"
+    old_pid = pid()
+    started = time.monotonic()
+    restart()
+    outage = time.monotonic() - started
+    writer.join(240)
+    assert not writer.is_alive()
+    assert pid() != old_pid
+    assert writer.logged == count, writer.errors[-3:]
+    _assert_all_points(client, run_id, writer)
+    return writer, outage
+
+
 def test_postgres_restart_while_logging_500_metrics(rehearsal_stack, default_variant, client_for, report_figure):
     with client_for(default_variant, **_client_env()) as client:
         experiment_id = client.create_experiment(f"pg-restart-{uuid.uuid4().hex[:8]}")
         run_id = client.create_run(experiment_id).info.run_id
-        writer = MetricWriter(client, run_id, 500)
-        writer.start()
-        assert writer.progress.wait(60), "the writer did not get going"
-        old_pid = rehearsal_stack.postgres.pid
-        started = time.monotonic()
-        rehearsal_stack.restart_postgres(down_seconds=3)
-        outage = time.monotonic() - started
-        writer.join(240)
-        assert not writer.is_alive()
-        assert rehearsal_stack.postgres.pid != old_pid
-        assert writer.logged == 500, writer.errors[-3:]
-        _assert_all_points(client, run_id, writer)
+        writer, outage = _log_across_restart(client, run_id, 500, lambda: rehearsal_stack.postgres.pid,
+                                             lambda: rehearsal_stack.restart_postgres(down_seconds=3))
         # The same client keeps working.
         client.set_tag(run_id, "after", "restart")
         assert client.get_run(run_id).data.tags["after"] == "restart"
@@ -90,18 +98,8 @@ def test_mlflow_server_restart_while_logging(rehearsal_stack, default_variant, c
         experiment_id = client.create_experiment(f"server-restart-{uuid.uuid4().hex[:8]}")
         run_id = client.create_run(experiment_id).info.run_id
         client.log_param(run_id, "before", "restart")
-        writer = MetricWriter(client, run_id, 300)
-        writer.start()
-        assert writer.progress.wait(60), "the writer did not get going"
-        old_pid = server.service.pid
-        started = time.monotonic()
-        rehearsal_stack.restart_server("default", down_seconds=2)
-        outage = time.monotonic() - started
-        writer.join(240)
-        assert not writer.is_alive()
-        assert server.service.pid != old_pid
-        assert writer.logged == 300, writer.errors[-3:]
-        _assert_all_points(client, run_id, writer)
+        writer, outage = _log_across_restart(client, run_id, 300, lambda: server.service.pid,
+                                             lambda: rehearsal_stack.restart_server("default", down_seconds=2))
         run = client.get_run(run_id)
         assert run.data.params == {"before": "restart"}
         client.set_terminated(run_id)
