@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sqlite3
 import threading
@@ -15,14 +16,15 @@ from migration.catalog import qident
 from migration.convert import ArtifactRewrite
 from migration.errors import MigrationError, ProbeError, RefusedError, VerificationError
 from migration.existing import inspect, refuse_user_data, resolve_seed_conflicts
-from migration.load import TableLoad, copy_tables, drop, plan_rebuild, recreate, reset_sequences
+from migration.load import TableLoad, TaskStream, copy_tables, drop, plan_rebuild, recreate, reset_sequences
 from migration.probe import InProcessProbe, Probe, ProbeResult
 from migration.report import Reporter
-from migration.schema import check_or_create
+from migration.predict import predict_catalog
+from migration.schema import check_target, create
 from migration.source import PreparedSource, connect_readonly, prepare_source
 from migration.uris import parse_target, redact, source_path
 from migration.verify import Fetched, TableCheck, Verification, prepare_connection, table_checksum
-from migration.workers import BINARY_OIDS, MASK64, ReaderPool, TableSpec, choose_order, split_tasks
+from migration.workers import BINARY_OIDS, MASK64, ReaderPool, TableSpec, Task, choose_order, split_tasks
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class Result:
     source_revision: str | None = None
     upgraded_source: bool = False
     probe: ProbeResult | None = None
+    read_ahead: dict[str, list[str]] | None = None  # tables read while MLflow created the schema: reused / read again
 
     def as_dict(self) -> dict:
         return {
@@ -72,6 +75,7 @@ class Result:
             "upgraded_source": self.upgraded_source,
             "probe": None if self.probe is None else {"ok": self.probe.ok, "detail": self.probe.detail,
                                                       "seconds": round(self.probe.seconds, 3)},
+            "read_ahead": self.read_ahead,
             "notes": self.notes,
         }
 
@@ -105,6 +109,46 @@ def _specs(prepared: PreparedSource, catalog, tables: list[str], rewrites, src: 
     return specs
 
 
+_TASK_IDS = itertools.count()
+PREFETCH_BYTES = 256 << 20  # what the readers may send ahead while MLflow creates the schema
+
+
+def _tasks(src: sqlite3.Connection, prepared: PreparedSource, spec: TableSpec, opts: Options,
+           careful: bool = False) -> list[Task]:
+    st = prepared.tables[spec.name]
+    parts = split_tasks(src, spec, st.rows, st.has_rowid, st.min_rowid, st.max_rowid, opts.task_rows, 0)
+    return [replace(task, task_id=next(_TASK_IDS), careful=careful) for task in parts]
+
+
+@dataclass
+class _Speculation:
+    """Reads started on predicted specs (migration/predict.py) while MLflow creates the target schema."""
+    specs: dict[str, TableSpec]
+    tasks: dict[str, list[Task]]
+    stream: TaskStream
+
+
+def _speculate(prepared: PreparedSource, all_tables: list[str], with_rows: list[str], opts: Options,
+               pool: ReaderPool) -> _Speculation | None:
+    src = connect_readonly(prepared.path)
+    try:
+        predicted = predict_catalog(src, all_tables)
+        rows = {t: prepared.tables[t].rows for t in with_rows}
+        rebuild = plan_rebuild(predicted, all_tables, rows, opts.rebuild_threshold)
+        specs = _specs(prepared, predicted, with_rows, opts.rewrites, src, set(rebuild.tables))
+        tasks = {t: _tasks(src, prepared, specs[t], opts) for t in predicted.fk_order(with_rows)}
+    except Exception as exc:  # noqa: BLE001 - only a head start: without it the copy starts after the schema
+        log.debug("no reads ahead of the schema creation: %s", exc)
+        return None
+    finally:
+        src.close()
+    stream = TaskStream(pool, window=max(2, 2 * pool.jobs))
+    for ts in tasks.values():
+        stream.add(ts)
+    stream.prefetch(PREFETCH_BYTES)
+    return _Speculation(specs, tasks, stream)
+
+
 def migrate(opts: Options, reporter: Reporter, probe: Probe | InProcessProbe | None = None) -> Result:
     """Run the migration. The CLI passes the MLflow probe it started first thing; else it starts here."""
     started = time.perf_counter()
@@ -119,6 +163,7 @@ def migrate(opts: Options, reporter: Reporter, probe: Probe | InProcessProbe | N
         probe = Probe()
     prepared: PreparedSource | None = None
     pool: ReaderPool | None = None
+    speculation: _Speculation | None = None
     try:
         with reporter.phase("prepare source"):
             prepared = prepare_source(path)
@@ -141,24 +186,34 @@ def migrate(opts: Options, reporter: Reporter, probe: Probe | InProcessProbe | N
                 if opts.dry_run:
                     conn.read_only = True
                 with reporter.phase("target schema"):
-                    catalog, created = check_or_create(conn, set(all_tables), create=not opts.dry_run)
+                    catalog, created = check_target(conn, set(all_tables))
+                    if created and not opts.dry_run:
+                        if isinstance(probe, Probe):
+                            # MLflow gets imported in this process for the schema: the probe runs here too,
+                            # not in a second interpreter importing it again
+                            probe.close()
+                            probe = InProcessProbe()
+                        if pool is not None and not careful:
+                            speculation = _speculate(prepared, all_tables, with_rows, opts, pool)
+                        catalog = create(conn, set(all_tables))
+                        if isinstance(probe, InProcessProbe):
+                            probe.start_warm_up()
                 result.created_schema = created
-                if created and isinstance(probe, Probe):
-                    # MLflow is imported in this process now: probe from here, not from a second interpreter
-                    probe.close()
-                    probe = InProcessProbe()
-                    probe.start_warm_up()
                 if opts.dry_run:
                     if created:
                         result.notes.append("target is empty: MLflow's schema would be created "
                                             f"(revision {prepared.revision})")
                     return _dry_run(conn, catalog, created, prepared, all_tables, opts, target, result, reporter,
                                     started)
-                _load(conn, catalog, prepared, all_tables, with_rows, opts, target, pool, result, reporter, careful)
+                _load(conn, catalog, prepared, all_tables, with_rows, opts, target, pool, result, reporter, careful,
+                      speculation)
+                speculation = None
                 if created:
                     result.notes.append(f"target was empty: MLflow's schema was created (revision {prepared.revision})")
                 break
             except _Mismatch as exc:
+                speculation = None
+                result.read_ahead = None
                 conn.rollback()
                 if attempt == 2:
                     raise VerificationError(
@@ -191,6 +246,11 @@ def migrate(opts: Options, reporter: Reporter, probe: Probe | InProcessProbe | N
                              f"{result.probe.detail}")
         return result
     finally:
+        if speculation is not None:
+            try:
+                speculation.stream.stop_prefetch()
+            except BaseException:  # noqa: BLE001 - the failure that brought us here is the one to report
+                pass
         if pool is not None:
             pool.close()
         if probe is not None:
@@ -296,7 +356,7 @@ class _Mismatch(Exception):
 
 
 def _load(conn, catalog, prepared, all_tables, with_rows, opts, target, pool, result, reporter,
-          careful: set[str]) -> None:
+          careful: set[str], speculation: _Speculation | None) -> None:
     cur = conn.cursor()
     cur.execute(f"SET LOCAL lock_timeout = '{int(opts.lock_timeout * 1000)}ms'")
     cur.execute("SET LOCAL statement_timeout = 0")
@@ -341,30 +401,31 @@ def _load(conn, catalog, prepared, all_tables, with_rows, opts, target, pool, re
         specs = _specs(prepared, catalog, with_rows, opts.rewrites, src, set(rebuild.tables))
         order = catalog.fk_order(with_rows)
         loads = {t: TableLoad(t, rows[t]) for t in order}
-        ids = iter(range(1 << 62))
-
-        def make_tasks(name: str, careful: bool = False):
-            st = prepared.tables[name]
-            parts = split_tasks(src, specs[name], st.rows, st.has_rowid, st.min_rowid, st.max_rowid,
-                                opts.task_rows, 0)
-            return [replace(task, task_id=next(ids), careful=careful) for task in parts]
-
-        tasks = {t: make_tasks(t, t in careful) for t in order}
+        stream = TaskStream(pool, window=max(2, 2 * pool.jobs if pool else 2)) if speculation is None else speculation.stream
+        stream.stop_prefetch()
+        reuse = set() if speculation is None else {t for t in order if speculation.specs.get(t) == specs[t]}
+        if speculation is not None:
+            stream.abandon(task.task_id for t, ts in speculation.tasks.items() if t not in reuse for task in ts)
+            again = [t for t in order if t not in reuse]
+            result.read_ahead = {"reused": [t for t in order if t in reuse], "read_again": again}
+            result.notes.append(f"{len(reuse)} of {len(order)} tables were read from the source while MLflow created "
+                                "the schema" + (f"; read again (other column types or keys than predicted): "
+                                                f"{', '.join(again)}" if again else ""))
+        tasks = {t: speculation.tasks[t] if t in reuse else _tasks(src, prepared, specs[t], opts, t in careful)
+                 for t in order}
     finally:
         src.close()
+    stream.reorder([task for t in order for task in tasks[t]])
 
     def columns_of(t: str) -> list[str]:
         return [c.name for c in catalog.tables[t].copy_columns if c.name in prepared.tables[t].columns]
 
-    def careful_tasks(name: str):
+    def careful_tasks(name: str) -> list[Task]:
         src2 = connect_readonly(prepared.path)
         try:
-            st = prepared.tables[name]
-            parts = split_tasks(src2, specs[name], st.rows, st.has_rowid, st.min_rowid, st.max_rowid,
-                                opts.task_rows, 0)
+            return _tasks(src2, prepared, specs[name], opts, careful=True)
         finally:
             src2.close()
-        return [replace(task, task_id=next(ids), careful=True) for task in parts]
 
     with reporter.phase("drop keys and indexes"):
         drop(cur, rebuild)
@@ -372,8 +433,7 @@ def _load(conn, catalog, prepared, all_tables, with_rows, opts, target, pool, re
         reporter.copy_begin(sum(rows.values()))
         try:
             try:
-                copy_tables(conn, pool, order, tasks, loads, reporter, window=max(2, 2 * pool.jobs),
-                            verify=None, careful_tasks=careful_tasks)
+                copy_tables(conn, stream, order, tasks, loads, reporter, verify=None, careful_tasks=careful_tasks)
             except psycopg.Error as exc:
                 diag = exc.diag
                 where = f" ({diag.context.strip()})" if diag.context else ""

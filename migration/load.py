@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -123,19 +124,29 @@ def reset_sequences(cur: psycopg.Cursor, catalog: Catalog, tables: list[str]) ->
     return done
 
 
-class _Stream:
-    """Feeds tasks to the reader processes (a bounded window ahead) and routes what they send back."""
+class TaskStream:
+    """Feeds tasks to the reader processes (a bounded window ahead) and routes what they send back.
+
+    Normally pumped by the COPY loop whenever it waits for data. While MLflow creates an empty
+    target's schema, `prefetch` pumps it from a thread instead, so the readers work on the other
+    core; what they send is held in memory (up to `budget` bytes) until the COPY takes it."""
 
     def __init__(self, pool: ReaderPool, window: int):
         self.pool = pool
         self.window = window
         self.pending: deque[Task] = deque()
+        self.submitted: set[int] = set()
         self.inflight = 0
         self.chunks: dict[int, deque[tuple[bytes, int]]] = {}
+        self.buffered = 0  # bytes held in `chunks`
         self.finished: dict[int, tuple[int, int, dict]] = {}
         self.errors: dict[int, str] = {}
         self.refused: dict[int, str] = {}
         self.discard: set[int] = set()
+        self._prefetch: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._prefetch_error: BaseException | None = None
+        self._window = window
 
     def add(self, tasks: list[Task], front: bool = False) -> None:
         if front:
@@ -143,12 +154,14 @@ class _Stream:
         else:
             self.pending.extend(tasks)
 
-    def pump(self) -> None:
+    def pump(self, timeout: float = 1.0) -> None:
         while self.pending and self.inflight < self.window:
-            self.pool.submit(self.pending.popleft())
+            task = self.pending.popleft()
+            self.pool.submit(task)
+            self.submitted.add(task.task_id)
             self.inflight += 1
         try:
-            msg = self.pool.get(timeout=1.0)
+            msg = self.pool.get(timeout=timeout)
         except queue.Empty:
             if not self.pool.alive():
                 raise MigrationError("a source reader process died unexpectedly") from None
@@ -157,8 +170,11 @@ class _Stream:
         if kind == "data":
             if tid not in self.discard:
                 self.chunks.setdefault(tid, deque()).append((msg[2], msg[3]))
+                self.buffered += len(msg[2])
             return
         self.inflight -= 1
+        if tid in self.discard:
+            return
         if kind == "done":
             self.finished[tid] = (msg[2], msg[3], msg[4])
         elif kind == "refused":
@@ -166,12 +182,56 @@ class _Stream:
         else:
             self.errors[tid] = msg[2]
 
+    def take(self, tid: int) -> tuple[bytes, int] | None:
+        chunks = self.chunks.get(tid)
+        if not chunks:
+            return None
+        payload, rows = chunks.popleft()
+        self.buffered -= len(payload)
+        return payload, rows
+
     def abandon(self, tids) -> None:
         for tid in tids:
             self.discard.add(tid)
-            self.chunks.pop(tid, None)
+            for payload, _rows in self.chunks.pop(tid, ()):
+                self.buffered -= len(payload)
             self.refused.pop(tid, None)
+            self.finished.pop(tid, None)
+            self.errors.pop(tid, None)
         self.pending = deque(t for t in self.pending if t.task_id not in self.discard)
+
+    def reorder(self, tasks: list[Task]) -> None:
+        """From now on submit exactly these tasks (those not submitted yet), in this order."""
+        self.pending = deque(t for t in tasks if t.task_id not in self.submitted)
+
+    def prefetch(self, budget: int, window: int = 1) -> None:
+        """Pump from a thread. One reader at a time by default: the caller's own thread keeps a core."""
+        def run() -> None:
+            try:
+                while not self._stop.is_set() and (self.pending or self.inflight):
+                    if self.buffered >= budget:
+                        self._stop.wait(0.05)  # the readers block on the full result queue meanwhile
+                        continue
+                    self.pump(timeout=0.05)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by stop_prefetch
+                self._prefetch_error = exc
+
+        self._stop.clear()
+        self._window, self.window = self.window, window
+        self._prefetch = threading.Thread(target=run, name="prefetch", daemon=True)
+        self._prefetch.start()
+
+    def stop_prefetch(self) -> None:
+        """Back to pumping from the caller's thread; raises what went wrong in the prefetch."""
+        if self._prefetch is None:
+            return
+        self._stop.set()
+        self._prefetch.join()
+        self._prefetch = None
+        self.window = self._window
+        if self._prefetch_error is not None:
+            error, self._prefetch_error = self._prefetch_error, None
+            raise error
 
 
 class _Redo(Exception):
@@ -180,17 +240,15 @@ class _Redo(Exception):
         self.reason = reason
 
 
-def copy_tables(conn: psycopg.Connection, pool: ReaderPool, order: list[str], tasks: dict[str, list[Task]],
-                loads: dict[str, TableLoad], reporter, window: int, verify, careful_tasks) -> None:
+def copy_tables(conn: psycopg.Connection, stream: TaskStream, order: list[str], tasks: dict[str, list[Task]],
+                loads: dict[str, TableLoad], reporter, verify, careful_tasks) -> None:
     """COPY every table, each under a savepoint.
 
     The fast path formats rows without per-value type checks; if PostgreSQL rejects a value, the
     table is rolled back to its savepoint and copied again with every value checked and converted
     to the target column's type. A second failure is final. (A checksum mismatch found later by the
-    verification makes the caller re-run the whole transaction with those tables checked.)"""
-    stream = _Stream(pool, window)
-    for t in order:
-        stream.add(tasks[t])
+    verification makes the caller re-run the whole transaction with those tables checked.)
+    `stream` already holds the tasks, in this order."""
     cur = conn.cursor()
     for name in order:
         load = loads[name]
@@ -237,7 +295,7 @@ def _context(exc: psycopg.Error) -> str:
     return f" ({exc.diag.context.strip()})" if getattr(exc.diag, "context", None) else ""
 
 
-def _copy_one(cur, stream: _Stream, attempt: list[Task], load: TableLoad, name: str, reporter, careful: bool) -> None:
+def _copy_one(cur, stream: TaskStream, attempt: list[Task], load: TableLoad, name: str, reporter, careful: bool) -> None:
     spec = attempt[0].spec
     load.checksum = 0
     load.counters = {}
@@ -249,11 +307,9 @@ def _copy_one(cur, stream: _Stream, attempt: list[Task], load: TableLoad, name: 
         for task in attempt:  # in task order: keeps the global ORDER BY of index-ordered reads
             tid = task.task_id
             while True:
-                chunks = stream.chunks.get(tid)
-                while chunks:
-                    payload, rows = chunks.popleft()
-                    copy.write(payload)
-                    reporter.table_advance(name, rows)
+                while (chunk := stream.take(tid)) is not None:
+                    copy.write(chunk[0])
+                    reporter.table_advance(name, chunk[1])
                 if tid in stream.errors:
                     raise MigrationError(stream.errors.pop(tid))
                 if tid in stream.refused:

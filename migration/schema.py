@@ -54,43 +54,48 @@ def create_schema(conn: psycopg.Connection) -> None:
         conn.__class__ = original_class
 
 
-def mlflow_tables(catalog: Catalog, source_tables: set[str]) -> list[str]:
-    return sorted(t for t in source_tables if t in catalog.tables)
+def check_target(conn: psycopg.Connection, source_tables: set[str]) -> tuple[Catalog, bool]:
+    """The target catalog, and whether the target is empty (MLflow's schema is to be created).
 
-
-def check_or_create(conn: psycopg.Connection, source_tables: set[str], *, create: bool) -> tuple[Catalog, bool]:
-    """Return the target catalog (creating MLflow's schema if the target is empty) and whether it was created."""
+    A target with MLflow tables must be at the installed MLflow's head revision and hold every table
+    the source has; anything else is refused before a row is written."""
     graph = revision_graph()
     catalog = read_catalog(conn)
     present = source_tables & set(catalog.tables)
     if not present and not catalog.has_alembic:
-        if not create:
-            return catalog, True
-        log.info("target is empty: creating MLflow's schema (revision %s)", graph.head)
-        create_schema(conn)
-        catalog = read_catalog(conn)
-        created = True
-    else:
-        created = False
-        if not catalog.has_alembic or catalog.revision is None:
-            raise RefusedError(
-                "target already holds some MLflow tables but no Alembic revision; it is not a schema this tool "
-                "can trust",
-                hint="point the migration at an empty database, or at one created by `mlflow db upgrade`",
-            )
-        if catalog.revision not in graph.revisions:
-            raise RefusedError(
-                f"target schema revision {catalog.revision} is unknown to the installed MLflow {mlflow_version()} "
-                f"(head {graph.head}): the target was set up by a newer MLflow",
-                hint="run the migration with the MLflow version the target server runs",
-            )
-        if catalog.revision != graph.head:
-            raise RefusedError(
-                f"target schema is at revision {catalog.revision}, but the installed MLflow {mlflow_version()} "
-                f"writes revision {graph.head}",
-                hint="upgrade the target first (`mlflow db upgrade TARGET`) or migrate into an empty database",
-            )
+        return catalog, True
+    if not catalog.has_alembic or catalog.revision is None:
+        raise RefusedError(
+            "target already holds some MLflow tables but no Alembic revision; it is not a schema this tool "
+            "can trust",
+            hint="point the migration at an empty database, or at one created by `mlflow db upgrade`",
+        )
+    if catalog.revision not in graph.revisions:
+        raise RefusedError(
+            f"target schema revision {catalog.revision} is unknown to the installed MLflow {mlflow_version()} "
+            f"(head {graph.head}): the target was set up by a newer MLflow",
+            hint="run the migration with the MLflow version the target server runs",
+        )
+    if catalog.revision != graph.head:
+        raise RefusedError(
+            f"target schema is at revision {catalog.revision}, but the installed MLflow {mlflow_version()} "
+            f"writes revision {graph.head}",
+            hint="upgrade the target first (`mlflow db upgrade TARGET`) or migrate into an empty database",
+        )
+    _require_tables(catalog, source_tables)
+    return catalog, False
+
+
+def create(conn: psycopg.Connection, source_tables: set[str]) -> Catalog:
+    """Create MLflow's schema on the empty target (uncommitted) and return the new catalog."""
+    log.info("target is empty: creating MLflow's schema (revision %s)", revision_graph().head)
+    create_schema(conn)
+    catalog = read_catalog(conn)
+    _require_tables(catalog, source_tables)
+    return catalog
+
+
+def _require_tables(catalog: Catalog, source_tables: set[str]) -> None:
     missing = sorted(source_tables - set(catalog.tables))
     if missing:
         raise RefusedError(f"target schema lacks tables the source has: {', '.join(missing)}")
-    return catalog, created

@@ -459,7 +459,7 @@ def choose_order(conn: sqlite3.Connection, table_name: str, columns: tuple[str, 
         return (sum(1 for k in candidates if cand[:len(k)] == k), cand == tuple(primary_key), len(cand))
 
     qname = qident(table_name)
-    for cand in sorted(set(candidates), key=score, reverse=True):
+    for cand in sorted(set(candidates), key=lambda c: (score(c), c), reverse=True):  # ties: by name, not hash order
         order = ", ".join(qident(c) for c in cand)
         plan = " ".join(str(r[-1]) for r in conn.execute(f"EXPLAIN QUERY PLAN SELECT * FROM {qname} ORDER BY {order}"))
         if "TEMP B-TREE" not in plan.upper():
