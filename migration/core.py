@@ -120,6 +120,10 @@ def _tasks(src: sqlite3.Connection, prepared: PreparedSource, spec: TableSpec, o
     return [replace(task, task_id=next(_TASK_IDS), careful=careful) for task in parts]
 
 
+def _new_stream(pool: ReaderPool | None) -> TaskStream:
+    return TaskStream(pool, window=2 * pool.jobs if pool else 2)  # two tasks in flight per reader
+
+
 @dataclass
 class _Speculation:
     """Reads started on predicted specs (migration/predict.py) while MLflow creates the target schema."""
@@ -142,7 +146,7 @@ def _speculate(prepared: PreparedSource, all_tables: list[str], with_rows: list[
         return None
     finally:
         src.close()
-    stream = TaskStream(pool, window=max(2, 2 * pool.jobs))
+    stream = _new_stream(pool)
     for ts in tasks.values():
         stream.add(ts)
     stream.prefetch(PREFETCH_BYTES)
@@ -401,7 +405,7 @@ def _load(conn, catalog, prepared, all_tables, with_rows, opts, target, pool, re
         specs = _specs(prepared, catalog, with_rows, opts.rewrites, src, set(rebuild.tables))
         order = catalog.fk_order(with_rows)
         loads = {t: TableLoad(t, rows[t]) for t in order}
-        stream = TaskStream(pool, window=max(2, 2 * pool.jobs if pool else 2)) if speculation is None else speculation.stream
+        stream = _new_stream(pool) if speculation is None else speculation.stream
         stream.stop_prefetch()
         reuse = set() if speculation is None else {t for t in order if speculation.specs.get(t) == specs[t]}
         if speculation is not None:

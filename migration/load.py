@@ -131,7 +131,7 @@ class TaskStream:
     target's schema, `prefetch` pumps it from a thread instead, so the readers work on the other
     core; what they send is held in memory (up to `budget` bytes) until the COPY takes it."""
 
-    def __init__(self, pool: ReaderPool, window: int):
+    def __init__(self, pool: ReaderPool | None, window: int):
         self.pool = pool
         self.window = window
         self.pending: deque[Task] = deque()
