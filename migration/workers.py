@@ -291,6 +291,9 @@ def _worker_main(db_path: str, tasks: mp.Queue, results: mp.Queue) -> None:
     parent = os.getppid()
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     conn.execute("PRAGMA query_only = 1")
+    # Index-ordered reads look up each row by rowid: through a memory map, not one read() per page
+    # (the file is the tool's private copy, nobody truncates it under us). SQLite caps the size.
+    conn.execute(f"PRAGMA mmap_size = {1 << 40}")
     while True:
         try:
             task = tasks.get(timeout=2.0)
