@@ -41,7 +41,7 @@ class Probe:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(__file__)),
                                                            env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "migration.probe"],
+            [sys.executable, "-m", "migration.probe", str(os.getpid())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, cwd=self._tmp.name, env=env,
         )
 
@@ -208,7 +208,11 @@ class InProcessProbe:
 def main() -> None:
     import logging
 
+    from migration.lifetime import die_with_parent
+
     go0 = time.perf_counter()
+    if len(sys.argv) > 1:
+        die_with_parent(int(sys.argv[1]))
     logging.disable(logging.WARNING)
     # Importing MLflow costs seconds of CPU. At the lowest priority it only takes what the migration
     # leaves idle; if it is not done by the commit it finishes then, which costs less than competing

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from migration.catalog import qident
+from migration.lifetime import die_with_parent
 from migration.convert import (
     ALWAYS_CONVERT, ANOMALY_SQL, ARTIFACT_COLUMNS, CONVERTERS, TAG_ARTIFACT_COLUMNS, ArtifactRewrite,
     ConversionError, rewrite_value,
@@ -285,10 +286,10 @@ def run_task(conn: sqlite3.Connection, task: Task, emit) -> tuple[int, int, dict
     return total, checksum & MASK64, counters
 
 
-def _worker_main(db_path: str, tasks: mp.Queue, results: mp.Queue) -> None:
+def _worker_main(db_path: str, tasks: mp.Queue, results: mp.Queue, parent: int) -> None:
     import queue as _queue
 
-    parent = os.getppid()
+    die_with_parent(parent)
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     conn.execute("PRAGMA query_only = 1")
     # Index-ordered reads look up each row by rowid: through a memory map, not one read() per page
@@ -330,7 +331,8 @@ class ReaderPool:
         self.tasks = ctx.Queue()
         self.results = ctx.Queue(maxsize=max(8, 4 * self.jobs))
         for _ in range(self.jobs):
-            proc = ctx.Process(target=_worker_main, args=(str(self.db_path), self.tasks, self.results), daemon=True)
+            proc = ctx.Process(target=_worker_main, args=(str(self.db_path), self.tasks, self.results, os.getpid()),
+                               daemon=True)
             proc.start()
             self.procs.append(proc)
         return self

@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -72,6 +73,30 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run([sys.executable, "-m", "migration", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+# --- processes (Linux /proc) ---------------------------------------------------------------------
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()  # [state, ppid, ...]
+    except OSError:
+        return None
+
+
+def child_pids(pid: int) -> list[int]:
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and (st := _proc_stat(int(e))) and int(st[1]) == pid]
+
+
+def processes_gone(pids: list[int], within: float = 10.0) -> bool:
+    """Every pid ended (a zombie has: only its exit status waits to be collected)."""
+    deadline = time.time() + within
+    while any((st := _proc_stat(p)) and st[0] != "Z" for p in pids):
+        if time.time() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def pg_connect(uri: str) -> psycopg.Connection:

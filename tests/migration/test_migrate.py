@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.migration.conftest import (
-    FIXTURES, OWNER_PASSWORD, REPO, assert_same_rows, pg_connect, run_cli, snapshot,
+    FIXTURES, OWNER_PASSWORD, REPO, assert_same_rows, child_pids, pg_connect, processes_gone, run_cli, snapshot,
 )
 
 
@@ -175,11 +176,35 @@ def test_killed_run_leaves_empty_target_empty(tmp_path_factory, pg, target):
             if proc.poll() is not None:
                 break
             time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
+    children = child_pids(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)  # the migration process only: its readers must not outlive it
     proc.wait(timeout=30)
     assert seen == "copy", "the migration never reached the COPY of metrics"
+    assert len(children) == 2, children
+    try:
+        assert processes_gone(children), "reader processes outlived the killed migration"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
     time.sleep(0.5)
     assert snapshot(uri) == before == {}, "an interrupted migration must leave the target as it was"
+
+
+def test_probe_child_does_not_outlive_a_killed_migration(tmp_path):
+    """The MLflow probe starts importing first thing; a migration killed meanwhile takes it along (at
+    once: without that it would end only after its import, seconds later, on reading the closed stdin)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    code = "import time\nfrom migration.probe import Probe\np = Probe()\nprint(p.proc.pid, flush=True)\ntime.sleep(120)\n"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        child = int(proc.stdout.readline())
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert processes_gone([child], within=1.0), "the probe child outlived the killed migration"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_refused_value_rolls_back_started_target(source_copy, target):

@@ -3,11 +3,16 @@ reads never delivered, every row once and in order (pure SQLite, no PostgreSQL).
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from dataclasses import replace
 
 from migration.load import TaskStream
 from migration.workers import ReaderPool, TableSpec, split_tasks
+from tests.migration.conftest import REPO, processes_gone
 from tests.migration.test_workers import COLUMNS, _make
 
 
@@ -65,3 +70,35 @@ def test_prefetch_stops_at_its_budget_and_abandoned_reads_never_arrive(tmp_path)
     assert sorted((r[0], r[1], r[3]) for r in got) == expected and len(got) == total, "every row exactly once"
     keyed = [(r[3], r[0]) for r in got]
     assert keyed == sorted(keyed), "task order keeps the global (run, key) order"
+
+
+def test_readers_blocked_on_a_full_queue_end_with_a_killed_migration(tmp_path):
+    """Readers whose results nobody takes any more block on the queue; SIGKILL of the migration (the
+    OOM killer, a closed container shell) must not leave them waiting forever."""
+    db = tmp_path / "s.db"
+    _make(db, rowid=True).close()
+    code = f"""
+import time
+from migration.workers import ReaderPool, TableSpec, Task
+pool = ReaderPool({str(db)!r}, 2).start()
+spec = TableSpec("m", {COLUMNS!r}, ("text", "int", "int", "text", "float"))
+for i in range(100):  # results never taken: both readers end up blocked on the full queue
+    pool.submit(Task(i, spec))
+print(" ".join(str(p.pid) for p in pool.procs), flush=True)
+time.sleep(120)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        readers = [int(p) for p in proc.stdout.readline().split()]
+        assert len(readers) == 2
+        time.sleep(1.5)  # they fill the queue (8 results) and block
+        assert not processes_gone(readers, within=0.1), "the readers should still be there, blocked"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert processes_gone(readers, within=5.0), "readers outlived the killed migration"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
