@@ -28,11 +28,23 @@ S3_CREDENTIAL_ENVS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 # `mlflow db upgrade URL` takes the URI as an argument, which would put the password on a command
 # line (visible in `ps` and `docker inspect`). Invoke the same click command from Python instead,
-# reading the URI from the environment.
-SCHEMA_UPGRADE_SCRIPT = (
-    "import os; from mlflow.db import commands; "
-    f"commands.main(['upgrade', os.environ['{BACKEND_URI_ENV}']], prog_name='mlflow db')"
-)
+# reading the URI from the environment. Replicas starting together (a first deploy, a rolling MLflow
+# upgrade on `aws`) each run this step, and two Alembic upgrades at once fail one of them: they take
+# turns under a PostgreSQL advisory lock (held by a session of its own, released when the step ends),
+# and the later ones find the schema at head and do nothing.
+SCHEMA_UPGRADE_LOCK_KEY = 0x6D6C666C6F77  # "mlflow" in ASCII
+SCHEMA_UPGRADE_SCRIPT = f"""\
+import os
+import sqlalchemy
+from mlflow.db import commands
+uri = os.environ['{BACKEND_URI_ENV}']
+engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+with engine.connect() as lock:
+    if engine.dialect.name == 'postgresql':
+        lock.execute(sqlalchemy.text('SELECT pg_advisory_lock({SCHEMA_UPGRADE_LOCK_KEY})'))
+        lock.commit()
+    commands.main(['upgrade', uri], prog_name='mlflow db')
+"""
 
 
 def backend_store_uri(username: str, password: str, host: str, port: int, database: str,
@@ -161,7 +173,7 @@ def tracking_server_spec(settings: TrackingServerSettings, name: str = "mlflow-s
 
 def schema_upgrade_spec(settings: TrackingServerSettings, name: str = "mlflow-db-upgrade") -> ContainerSpec:
     """The one-off step that brings the schema to MLflow's Alembic head before any worker starts
-    (several workers upgrading at once race)."""
+    (several workers upgrading at once race; several of these steps take turns)."""
     return ContainerSpec(
         name=name,
         image=settings.image,
