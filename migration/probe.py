@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from migration.source import WORKDIR_PREFIX
 from migration.uris import redact
 
 
@@ -32,7 +33,8 @@ class Probe:
     """The probe child process (started early, told to run after commit)."""
 
     def __init__(self) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="mlflow-migration-probe-")
+        # named like the source copy's directory: a killed migration's leftovers are swept together
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-probe-")
         self._stderr = open(os.path.join(self._tmp.name, "stderr.log"), "w+b")
         env = dict(os.environ)
         env.setdefault("MLFLOW_TRACKING_URI", "")

@@ -8,6 +8,8 @@ happens on the copy.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -139,10 +141,37 @@ def inventory(path: Path) -> dict[str, SourceTable]:
         conn.close()
 
 
+WORKDIR_PREFIX = "mlflow-migration-"
+_WORKDIR = re.compile(re.escape(WORKDIR_PREFIX) + r"(\d+)-")
+
+
+def remove_stale_copies(parent: Path | None = None) -> list[Path]:
+    """Delete source copies left by migrations that were killed outright (their cleanup never ran; a
+    copy is as big as the source). A copy's directory names the process that made it; only those of
+    processes that no longer exist are removed."""
+    removed = []
+    for entry in Path(parent or tempfile.gettempdir()).glob(WORKDIR_PREFIX + "*"):
+        match = _WORKDIR.match(entry.name)
+        if not match or not entry.is_dir():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+            continue  # that process still runs (or belongs to someone else): not ours to judge
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        log.info("removed %s, left by a migration that was killed", entry)
+        removed.append(entry)
+    return removed
+
+
 def prepare_source(original: Path, *, upgrade: bool = True) -> PreparedSource:
     """Copy the source, check its revision, upgrade the copy to head. Never touches `original`."""
     graph = revision_graph()
-    tmp = tempfile.TemporaryDirectory(prefix="mlflow-migration-")
+    remove_stale_copies()
+    tmp = tempfile.TemporaryDirectory(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-")
     try:
         copy_path = _copy(original, Path(tmp.name))
         conn = sqlite3.connect(copy_path)

@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -188,6 +189,12 @@ def test_killed_run_leaves_empty_target_empty(tmp_path_factory, pg, target):
             os.killpg(proc.pid, signal.SIGKILL)
     time.sleep(0.5)
     assert snapshot(uri) == before == {}, "an interrupted migration must leave the target as it was"
+    # its copy of the source was left behind (no cleanup runs on SIGKILL); the next run sweeps it away
+    from migration.source import WORKDIR_PREFIX, remove_stale_copies
+
+    left = list(Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}{proc.pid}-*"))
+    assert left and any((d / "source-copy.db").exists() for d in left)
+    assert set(left) <= set(remove_stale_copies()) and not any(d.exists() for d in left)
 
 
 def test_probe_child_does_not_outlive_a_killed_migration(tmp_path):
