@@ -55,6 +55,8 @@ class ServerConfig(_Section):
     db_pool_recycle_seconds: int = Field(1800, ge=30, le=86400, description="recycle pooled connections after this many seconds")
     static_prefix: Optional[str] = Field(None, description="serve MLflow under this path, e.g. /mlflow")
     job_execution: bool = Field(False, description="run MLflow's background job runners (off unless used)")
+    ai_gateway: bool = Field(False, description="MLflow's AI Gateway: LLM endpoints whose provider keys MLflow "
+                             "stores encrypted with a generated key (off unless used)")
     cpu: float = Field(1.0, gt=0, le=16, description="CPUs per replica (cloud stacks)")
     memory_mib: int = Field(2048, ge=512, le=65536, description="memory per replica in MiB (cloud stacks)")
 

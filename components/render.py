@@ -24,6 +24,10 @@ MLFLOW_PORT = 5000
 PROXY_HTTP_PORT = 8080
 PROXY_HTTPS_PORT = 8443
 BACKEND_URI_ENV = "MLFLOW_BACKEND_STORE_URI"
+# The key MLflow encrypts the secrets it stores (AI Gateway provider keys) with. Unset, MLflow falls
+# back to a passphrase published in its source, and anyone with the database (or a backup) can
+# decrypt them: the stack always sets a generated one, kept as long as the stack.
+SECRETS_KEK_ENV = "MLFLOW_CRYPTO_KEK_PASSPHRASE"
 S3_CREDENTIAL_ENVS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 # `mlflow db upgrade URL` takes the URI as an argument, which would put the password on a command
@@ -99,6 +103,8 @@ class TrackingServerSettings:
     db_pool_recycle_seconds: int = 1800
     static_prefix: Optional[str] = None
     job_execution: bool = False
+    ai_gateway: bool = False
+    """MLflow's AI Gateway (LLM endpoints, provider keys stored encrypted in the database)."""
     s3_endpoint_url: Optional[str] = None
     """MinIO (or another S3-compatible) endpoint; None for AWS S3."""
     artifact_secret_env_names: tuple[str, ...] = ()
@@ -120,6 +126,8 @@ def tracking_server_env(settings: TrackingServerSettings) -> dict[str, str]:
         "MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE": str(settings.db_pool_recycle_seconds),
         # Background job runners (huey workers) only when used.
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if settings.job_execution else "false",
+        # MLflow turns its AI Gateway on unless told otherwise: here only when the config asks for it.
+        "MLFLOW_ENABLE_AI_GATEWAY": "true" if settings.ai_gateway else "false",
         "PYTHONUNBUFFERED": "1",
     }
     if settings.s3_endpoint_url:
@@ -163,7 +171,7 @@ def tracking_server_spec(settings: TrackingServerSettings, name: str = "mlflow-s
         image=settings.image,
         command=tracking_server_command(settings),
         env=tracking_server_env(settings),
-        secret_env_names=(BACKEND_URI_ENV, *settings.artifact_secret_env_names),
+        secret_env_names=(BACKEND_URI_ENV, SECRETS_KEK_ENV, *settings.artifact_secret_env_names),
         ports=(settings.port,),
         health_check=HealthCheck(command=("python", "-c", probe), http_path=path, port=settings.port,
                                  start_period_seconds=60),
@@ -436,6 +444,7 @@ def tracking_server_settings(server: "ServerConfig", proxy: "ProxyConfig", hostn
         db_pool_recycle_seconds=server.db_pool_recycle_seconds,
         static_prefix=server.static_prefix,
         job_execution=server.job_execution,
+        ai_gateway=server.ai_gateway,
         s3_endpoint_url=s3_endpoint_url,
         artifact_secret_env_names=artifact_secret_env_names,
         extra_env=dict(extra_env or {}),

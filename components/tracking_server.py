@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional, TypedDict
 
 import pulumi
+import pulumi_random as random
 
 from components import render
 from components.artifact_store import ArtifactStore
@@ -59,9 +60,12 @@ class TrackingServer(pulumi.ComponentResource):
         self.schema_upgrade_spec = settings.apply(render.schema_upgrade_spec)
 
         backend = {render.BACKEND_URI_ENV: metadata.connection_uri}
+        # Generated even while the AI Gateway is off: switching it on later then finds a key that stays
+        # (a new one would leave stored secrets undecryptable).
+        secrets_key = random.RandomPassword(f"{name}-secrets-key", length=48, special=False, opts=child)
         service = platform.run_service(
             name, "mlflow-server", self.container_spec,
-            {**backend, **artifacts.server_credentials}, {},
+            {**backend, render.SECRETS_KEK_ENV: secrets_key.result, **artifacts.server_credentials}, {},
             pulumi.ResourceOptions(parent=self, depends_on=[*metadata.ready, *artifacts.ready]),
             init=InitStep("mlflow-db-upgrade", self.schema_upgrade_spec, backend),
             access_policies=[artifacts.server_policy] if artifacts.server_policy is not None else [],

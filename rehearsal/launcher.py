@@ -621,6 +621,7 @@ class RehearsalStack:
         self.postgres: Optional[PostgresCluster] = None
         self.s3: Optional[S3StandIn] = None
         self.db_password = generate_password()
+        self.secrets_key = generate_password(48)
         self.backend_uri = ""
         self.variants: dict[str, Variant] = {}
         self.lock = threading.RLock()
@@ -668,7 +669,8 @@ class RehearsalStack:
     def _secret_env(self) -> dict[str, str]:
         assert self.s3 is not None
         key, secret = self.s3.server_credentials
-        return {render.BACKEND_URI_ENV: self.backend_uri, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
+        return {render.BACKEND_URI_ENV: self.backend_uri, render.SECRETS_KEK_ENV: self.secrets_key,
+                "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
 
     def add_variant(self, name: str = "default", *, static_prefix: Optional[str] = None, tls: bool = False,
                     port: Optional[int] = None, overrides: Optional[Mapping[str, Any]] = None) -> Variant:

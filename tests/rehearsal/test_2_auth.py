@@ -65,3 +65,23 @@ def test_rendered_health_probes_pass(any_variant):
     if shutil.which("wget"):
         result = subprocess.run(list(proxy_probe.command), capture_output=True, text=True, timeout=30)
         assert result.returncode == 0, result.stderr
+
+
+def test_ai_gateway_is_off_unless_configured(default_variant):
+    auth = (default_variant.username, default_variant.password)
+    info = requests.get(_url(default_variant, "/api/3.0/mlflow/server-info"), auth=auth, timeout=10)
+    assert info.status_code == 200 and info.json()["features_enabled"]["gateway"] is False
+    gateway = requests.get(_url(default_variant, "/ajax-api/3.0/mlflow/gateway/secrets/config"), auth=auth, timeout=10)
+    assert gateway.status_code != 200
+
+
+def test_enabled_ai_gateway_encrypts_with_the_generated_key(rehearsal_stack):
+    """MLflow itself reports whether it stores secrets under its published default passphrase."""
+    variant = rehearsal_stack.variants.get("gateway") or rehearsal_stack.add_variant(
+        "gateway", overrides={"server": {"aiGateway": True}})
+    auth = (variant.username, variant.password)
+    info = requests.get(_url(variant, "/api/3.0/mlflow/server-info"), auth=auth, timeout=10)
+    assert info.json()["features_enabled"]["gateway"] is True
+    config = requests.get(_url(variant, "/ajax-api/3.0/mlflow/gateway/secrets/config"), auth=auth, timeout=10)
+    assert config.status_code == 200, config.text
+    assert config.json() == {"secrets_available": True, "using_default_passphrase": False}

@@ -161,11 +161,19 @@ def test_server_gets_the_db_uri_from_secrets_manager_and_no_static_keys(aws_run)
     env = {e["name"]: e["value"] for e in server["environment"]}
     assert "MLFLOW_BACKEND_STORE_URI" not in env
     assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} & set(env)
-    [secret] = server["secrets"]
-    assert secret["name"] == "MLFLOW_BACKEND_STORE_URI" and secret["valueFrom"].startswith("arn:aws:secretsmanager:")
+    secrets = {s["name"]: s["valueFrom"] for s in server["secrets"]}
+    assert set(secrets) == {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_CRYPTO_KEK_PASSPHRASE"}
+    assert all(arn.startswith("arn:aws:secretsmanager:") for arn in secrets.values())
     version = aws_run.one("aws:secretsmanager/secretVersion:SecretVersion", "server-mlflow-backend-store-uri")
     assert version.input_is_secret("secretString")
     assert version.inputs["secretString"].startswith("postgresql+psycopg2://mlflow:")
+    # MLflow's secrets (AI Gateway keys) are encrypted with the stack's generated key, not MLflow's default
+    key = aws_run.one("aws:secretsmanager/secretVersion:SecretVersion", "server-mlflow-crypto-kek-passphrase")
+    generated = aws_run.one("random:index/randomPassword:RandomPassword", "server-secrets-key")
+    assert generated.inputs["length"] == 48 and generated.additional_secret_outputs
+    assert key.input_is_secret("secretString") and key.inputs["secretString"] in aws_run.generated_secrets
+    assert len(key.inputs["secretString"]) == 48
+    assert env["MLFLOW_ENABLE_AI_GATEWAY"] == "false", "MLflow's AI Gateway stays off unless the config enables it"
     assert "--disable-security-middleware" not in server["command"]
     hosts = server["command"][server["command"].index("--allowed-hosts") + 1].split(",")
     assert hosts[0].endswith(".elb.amazonaws.com"), "allowed hosts come from the load balancer's DNS name"

@@ -197,6 +197,18 @@ def test_server_arguments_security_middleware_and_no_secret_on_the_command_line(
     assert server.inputs["user"] == "mlflow"
 
 
+def test_mlflow_secrets_are_encrypted_with_a_generated_key_and_the_ai_gateway_is_off(local_run):
+    """Unset, MLflow encrypts the secrets it stores with a passphrase published in its source."""
+    server = container(local_run, "server")
+    env = env_of(server)
+    key = env["MLFLOW_CRYPTO_KEK_PASSPHRASE"]
+    assert key in local_run.generated_secrets and len(key) == 48
+    assert server.input_is_secret("envs")
+    assert local_run.one("random:index/randomPassword:RandomPassword", "server-secrets-key").parent.endswith(
+        "mlflow:index:TrackingServer::server")
+    assert env["MLFLOW_ENABLE_AI_GATEWAY"] == "false"
+
+
 def test_backend_uri_names_the_driver_and_encodes_the_password(local_run):
     server = container(local_run, "server")
     uri = env_of(server)["MLFLOW_BACKEND_STORE_URI"]

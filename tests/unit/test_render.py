@@ -75,10 +75,17 @@ def test_server_command_keeps_security_on_and_secrets_off_the_command_line():
     assert command[command.index("--allowed-hosts") + 1] == "mlflow.example.com,mlflow.example.com:8080"
     assert command[command.index("--cors-allowed-origins") + 1] == "http://mlflow.example.com:8080"
     assert "--backend-store-uri" not in command and "--static-prefix" not in command
-    assert spec.secret_env_names == (render.BACKEND_URI_ENV, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    assert spec.secret_env_names == (render.BACKEND_URI_ENV, render.SECRETS_KEK_ENV,
+                                     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    assert render.SECRETS_KEK_ENV == "MLFLOW_CRYPTO_KEK_PASSPHRASE"  # the name MLflow reads its key from
     assert not set(spec.env) & set(spec.secret_env_names)
     assert spec.env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
     assert spec.env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert spec.env["MLFLOW_ENABLE_AI_GATEWAY"] == "false"
+    enabled = render.tracking_server_settings(
+        ServerConfig.model_validate({"aiGateway": True}), ProxyConfig(), ("mlflow.example.com",), image="img",
+        artifacts_destination="s3://b/")
+    assert render.tracking_server_spec(enabled).env["MLFLOW_ENABLE_AI_GATEWAY"] == "true"
 
 
 def test_static_prefix_moves_the_health_probe_and_adds_the_flag():
