@@ -405,10 +405,13 @@ def _load(conn, catalog, prepared, all_tables, with_rows, opts, target, pool, re
         specs = _specs(prepared, catalog, with_rows, opts.rewrites, src, set(rebuild.tables))
         order = catalog.fk_order(with_rows)
         loads = {t: TableLoad(t, rows[t]) for t in order}
-        stream = _new_stream(pool) if speculation is None else speculation.stream
-        stream.stop_prefetch()
-        reuse = set() if speculation is None else {t for t in order if speculation.specs.get(t) == specs[t]}
-        if speculation is not None:
+        reuse: set[str] = set()
+        if speculation is None:
+            stream = _new_stream(pool)
+        else:
+            stream = speculation.stream
+            stream.stop_prefetch()
+            reuse = {t for t in order if speculation.specs.get(t) == specs[t]}
             stream.abandon(task.task_id for t, ts in speculation.tasks.items() if t not in reuse for task in ts)
             again = [t for t in order if t not in reuse]
             result.read_ahead = {"reused": [t for t in order if t in reuse], "read_again": again}

@@ -42,11 +42,10 @@ def predict_catalog(conn: sqlite3.Connection, tables: list[str]) -> Catalog:
     predicted: dict[str, Table] = {}
     for name in tables:
         q = qident(name)
+        info = conn.execute(f"PRAGMA table_xinfo({q})").fetchall()  # cid, name, type, notnull, default, pk, hidden
         columns = [Column(col, postgres_type(decl), decl, bool(notnull) or pk > 0, hidden in (2, 3))
-                   for _cid, col, decl, notnull, _default, pk, hidden in conn.execute(f"PRAGMA table_xinfo({q})")
-                   if hidden != 1]
-        pk = [col for _cid, col, _d, _n, _df, key, _h in sorted(conn.execute(f"PRAGMA table_xinfo({q})"),
-                                                                 key=lambda r: r[5]) if key > 0]
+                   for _cid, col, decl, notnull, _default, pk, hidden in info if hidden != 1]
+        pk = [row[1] for row in sorted(info, key=lambda r: r[5]) if row[5] > 0]
         table = Table(name, columns, owned=True)
         if pk:
             table.constraints.append(Constraint(name, f"{name}_pkey", "p", "", pk))

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from migration.catalog import qident
-from migration.lifetime import die_with_parent
 from migration.convert import (
     ALWAYS_CONVERT, ANOMALY_SQL, ARTIFACT_COLUMNS, CONVERTERS, TAG_ARTIFACT_COLUMNS, ArtifactRewrite,
     ConversionError, rewrite_value,
 )
+from migration.lifetime import die_with_parent
 
 try:  # psycopg >= 3.2
     from psycopg._copy_base import _binary_signature as BINARY_SIGNATURE
