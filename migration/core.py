@@ -12,11 +12,13 @@ from dataclasses import dataclass, field, replace
 import psycopg
 
 from migration import default_jobs
-from migration.catalog import qident
+from migration.catalog import Catalog, qident
 from migration.convert import ArtifactRewrite
 from migration.errors import MigrationError, ProbeError, RefusedError, VerificationError
 from migration.existing import inspect, refuse_user_data, resolve_seed_conflicts
-from migration.load import TableLoad, TaskStream, copy_tables, drop, plan_rebuild, recreate, reset_sequences
+from migration.load import (
+    Rebuild, TableLoad, TaskStream, copy_tables, drop, plan_rebuild, recreate, reset_sequences,
+)
 from migration.probe import InProcessProbe, Probe, ProbeResult
 from migration.report import Reporter
 from migration.predict import predict_catalog
@@ -132,15 +134,22 @@ class _Speculation:
     stream: TaskStream
 
 
+def _plan(prepared: PreparedSource, catalog: Catalog, all_tables: list[str], with_rows: list[str], opts: Options,
+          src: sqlite3.Connection) -> tuple[Rebuild, dict[str, TableSpec], list[str]]:
+    """Which keys and indexes to rebuild, each table's spec, and the copy order: one rule for the
+    real catalog and the predicted one (else every read ahead would look mispredicted)."""
+    rows = {t: prepared.tables[t].rows for t in with_rows}
+    rebuild = plan_rebuild(catalog, all_tables, rows, opts.rebuild_threshold)
+    specs = _specs(prepared, catalog, with_rows, opts.rewrites, src, set(rebuild.tables))
+    return rebuild, specs, catalog.fk_order(with_rows)
+
+
 def _speculate(prepared: PreparedSource, all_tables: list[str], with_rows: list[str], opts: Options,
                pool: ReaderPool) -> _Speculation | None:
     src = connect_readonly(prepared.path)
     try:
-        predicted = predict_catalog(src, all_tables)
-        rows = {t: prepared.tables[t].rows for t in with_rows}
-        rebuild = plan_rebuild(predicted, all_tables, rows, opts.rebuild_threshold)
-        specs = _specs(prepared, predicted, with_rows, opts.rewrites, src, set(rebuild.tables))
-        tasks = {t: _tasks(src, prepared, specs[t], opts) for t in predicted.fk_order(with_rows)}
+        _rebuild, specs, order = _plan(prepared, predict_catalog(src, all_tables), all_tables, with_rows, opts, src)
+        tasks = {t: _tasks(src, prepared, specs[t], opts) for t in order}
     except Exception as exc:  # noqa: BLE001 - only a head start: without it the copy starts after the schema
         log.debug("no reads ahead of the schema creation: %s", exc)
         return None
@@ -396,15 +405,12 @@ def _load(conn, catalog, prepared, all_tables, with_rows, opts, target, pool, re
             result.notes.append("replace: emptied " + ", ".join(f"{t} ({n})" for t, n in sorted(existing.counts.items())))
         result.existing_counts = existing.counts
 
-    rows = {t: prepared.tables[t].rows for t in with_rows}
-    rebuild = plan_rebuild(catalog, all_tables, rows, opts.rebuild_threshold)
     if not all(catalog.tables[t].owned for t in all_tables):
         result.notes.append("the target role does not own every MLflow table: indexes were kept during the copy")
     src = connect_readonly(prepared.path)
     try:
-        specs = _specs(prepared, catalog, with_rows, opts.rewrites, src, set(rebuild.tables))
-        order = catalog.fk_order(with_rows)
-        loads = {t: TableLoad(t, rows[t]) for t in order}
+        rebuild, specs, order = _plan(prepared, catalog, all_tables, with_rows, opts, src)
+        loads = {t: TableLoad(t, prepared.tables[t].rows) for t in order}
         reuse: set[str] = set()
         if speculation is None:
             stream = _new_stream(pool)
@@ -437,7 +443,7 @@ def _load(conn, catalog, prepared, all_tables, with_rows, opts, target, pool, re
     with reporter.phase("drop keys and indexes"):
         drop(cur, rebuild)
     with reporter.phase("copy and verify each table"):
-        reporter.copy_begin(sum(rows.values()))
+        reporter.copy_begin(sum(load.source_rows for load in loads.values()))
         try:
             try:
                 copy_tables(conn, stream, order, tasks, loads, reporter, verify=None, careful_tasks=careful_tasks)
