@@ -140,13 +140,28 @@ def _probe(uri: str) -> dict:
 
 
 def warm_up() -> None:
-    """Import what the probe's first calls would import lazily, and parse the migration scripts once."""
+    """Import what the probe's first calls would import lazily, and parse the migration scripts once.
+    MLflow is imported without its data-science stack (migration/lean.py)."""
+    from migration import lean
+
     os.environ.setdefault("MLFLOW_ENABLE_WORKSPACES", "false")
+    lean.run(_import_probe_modules)
+    import mlflow.store.db.utils as db_utils
+
+    # Each store checks the schema revision by parsing every migration script; do it once, now.
+    if not getattr(db_utils._get_latest_schema_revision, "_migration_cached", False):
+        head = db_utils._get_latest_schema_revision()
+        cached = lambda: head  # noqa: E731
+        cached._migration_cached = True
+        db_utils._get_latest_schema_revision = cached
+
+
+def _import_probe_modules() -> None:
     import mlflow  # noqa: F401
     from mlflow import MlflowClient  # noqa: F401
     from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as _R  # noqa: F401
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as _T  # noqa: F401
-    import mlflow.store.db.utils as db_utils
+    import mlflow.store.db.utils  # noqa: F401
 
     for dialect in ("sqlalchemy.dialects.postgresql.psycopg", "sqlalchemy.dialects.postgresql.psycopg2"):
         try:  # the driver imports of the first engine, done before the go
@@ -161,13 +176,6 @@ def warm_up() -> None:
             __import__(module)
         except Exception:  # noqa: BLE001 - only a warm-up
             pass
-
-    # Each store checks the schema revision by parsing every migration script; do it once, now.
-    if not getattr(db_utils._get_latest_schema_revision, "_migration_cached", False):
-        head = db_utils._get_latest_schema_revision()
-        cached = lambda: head  # noqa: E731
-        cached._migration_cached = True
-        db_utils._get_latest_schema_revision = cached
 
 
 class InProcessProbe:

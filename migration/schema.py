@@ -33,6 +33,9 @@ class _NoCommit(psycopg.Connection):
 
 def create_schema(conn: psycopg.Connection) -> None:
     """MLflow's schema (create_all of the initial models + Alembic upgrade to head) on `conn`, uncommitted."""
+    from migration import lean
+
+    lean.import_modules("mlflow.store.db.utils")
     import sqlalchemy
     from alembic import command
     from mlflow.store.db.utils import InitialBase, _get_alembic_config

@@ -108,6 +108,9 @@ def _table_names(conn: sqlite3.Connection) -> list[str]:
 
 def _upgrade(copy_path: Path) -> None:
     """Run MLflow's own Alembic migrations on the copy (imports MLflow: only when needed)."""
+    from migration import lean
+
+    lean.import_modules("mlflow.store.db.utils")
     import sqlalchemy
     from mlflow.store.db.utils import _upgrade_db
 
