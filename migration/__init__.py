@@ -13,7 +13,10 @@ Modules, one job each:
   workers   reader processes: SQLite -> converted rows -> checksum + binary/text COPY data
   load      drop/re-create keys and indexes, COPY, sequences
   verify    read-back checksums inside the transaction
+  predict   the target's column types and keys, predicted from the source copy (read-ahead)
+  lifetime  reader and probe processes end with the migration, even on kill -9
   probe     MLflow itself on the target after commit
+  lean      MLflow imported without its data-science stack (schema, upgrade, probe)
   report    progress and the summary table
 """
 
