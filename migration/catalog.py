@@ -47,6 +47,7 @@ class Constraint:
     definition: str
     columns: list[str]
     referenced_table: str | None = None
+    referenced_columns: list[str] = field(default_factory=list)  # foreign keys: the columns they point at
 
 
 @dataclass
@@ -135,19 +136,22 @@ def read_catalog(conn: psycopg.Connection) -> Catalog:
         tables[name] = Table(name, [], bool(owned))
     for relid, attname, typ, full, notnull, generated in cols:
         tables[oids[relid]].columns.append(Column(attname, typ, full, notnull, generated))
-    for relid, conname, contype, definition, colnames, reftable in cur.execute(
+    for relid, conname, contype, definition, colnames, reftable, refcols in cur.execute(
         """
         SELECT con.conrelid, con.conname, con.contype, pg_get_constraintdef(con.oid),
                ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(attnum, i)
                      JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum ORDER BY k.i),
-               ref.relname
+               ref.relname,
+               ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(attnum, i)
+                     JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum ORDER BY k.i)
         FROM pg_constraint con LEFT JOIN pg_class ref ON ref.oid = con.confrelid
         WHERE con.conrelid = ANY(%s) AND con.contype IN ('p', 'u', 'f')
         ORDER BY con.conrelid, con.conname
         """,
         (list(oids),),
     ):
-        tables[oids[relid]].constraints.append(Constraint(oids[relid], conname, contype, definition, list(colnames), reftable))
+        tables[oids[relid]].constraints.append(
+            Constraint(oids[relid], conname, contype, definition, list(colnames), reftable, list(refcols or ())))
     for relid, idxname, definition, colnames in cur.execute(
         """
         SELECT i.indrelid, ic.relname, pg_get_indexdef(i.indexrelid),

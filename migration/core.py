@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 import psycopg
 
 from migration import default_jobs
-from migration.catalog import Catalog, qident
+from migration.catalog import Catalog, qident, read_catalog
 from migration.convert import ArtifactRewrite
 from migration.errors import MigrationError, ProbeError, RefusedError, VerificationError
 from migration.existing import inspect, refuse_user_data, resolve_seed_conflicts
@@ -26,6 +26,7 @@ from migration.schema import check_target, create
 from migration.source import PreparedSource, connect_readonly, prepare_source
 from migration.uris import parse_target, redact, source_path
 from migration.verify import Fetched, TableCheck, Verification, prepare_connection, table_checksum
+from migration.widen import Widening, plan_widening, source_ranges, widen
 from migration.workers import BINARY_OIDS, MASK64, ReaderPool, TableSpec, Task, choose_order, split_tasks
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class Result:
     upgraded_source: bool = False
     probe: ProbeResult | None = None
     read_ahead: dict[str, list[str]] | None = None  # tables read while MLflow created the schema: reused / read again
+    widened: list[str] = field(default_factory=list)  # table.column made bigint for the source's values
 
     def as_dict(self) -> dict:
         return {
@@ -78,6 +80,7 @@ class Result:
             "probe": None if self.probe is None else {"ok": self.probe.ok, "detail": self.probe.detail,
                                                       "seconds": round(self.probe.seconds, 3)},
             "read_ahead": self.read_ahead,
+            "widened": self.widened,
             "notes": self.notes,
         }
 
@@ -160,6 +163,15 @@ def _speculate(prepared: PreparedSource, all_tables: list[str], with_rows: list[
         stream.add(ts)
     stream.prefetch(PREFETCH_BYTES)
     return _Speculation(specs, tasks, stream)
+
+
+def _widening(catalog: Catalog, prepared: PreparedSource, with_rows: list[str]) -> Widening | None:
+    src = connect_readonly(prepared.path)
+    try:
+        ranges = source_ranges(src, catalog, with_rows, {t: prepared.tables[t].columns for t in with_rows})
+    finally:
+        src.close()
+    return plan_widening(catalog, ranges)
 
 
 def migrate(opts: Options, reporter: Reporter, probe: Probe | InProcessProbe | None = None) -> Result:
@@ -347,6 +359,11 @@ def _dry_run(conn, catalog, created, prepared, all_tables, opts, target, result,
         elif existing.counts:
             result.notes.append("--mode replace would empty: " +
                                 ", ".join(f"{t} ({n})" for t, n in sorted(existing.counts.items())))
+    with_rows = [t for t in all_tables if prepared.tables[t].rows > 0]
+    widening = _widening(catalog, prepared, with_rows) if not created else None
+    if widening is not None:
+        result.notes.append("would be " + widening.describe())
+    if not created:
         owned = all(catalog.tables[t].owned for t in all_tables)
         if not owned:
             result.notes.append("the target role does not own every MLflow table: indexes would stay in place "
@@ -381,6 +398,14 @@ def _load(conn, catalog, prepared, all_tables, with_rows, opts, target, pool, re
         except psycopg.errors.LockNotAvailable as exc:
             raise MigrationError(f"could not lock the target's MLflow tables within {opts.lock_timeout:.0f} s: "
                                  "is an MLflow server using the target? stop it for the migration") from exc
+
+    widening = _widening(catalog, prepared, with_rows)
+    if widening is not None:
+        with reporter.phase("widen integer columns"):
+            widen(cur, catalog, widening)
+            catalog = read_catalog(conn)
+        result.widened = [f"{t}.{c}" for t, c in widening.columns]
+        result.notes.append(widening.describe())
 
     with reporter.phase("target existing rows"):
         existing = inspect(conn, all_tables)

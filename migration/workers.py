@@ -35,6 +35,7 @@ BINARY_TRAILER = b"\xff\xff"
 BINARY_OIDS = {"boolean": 16, "smallint": 21, "integer": 23, "bigint": 20, "double precision": 701,
                "text": 25, "character varying": 1043, "bytea": 17}
 
+INT_BOUNDS = {21: (-(1 << 15), (1 << 15) - 1), 23: (-(1 << 31), (1 << 31) - 1)}  # smallint, integer
 NAN_TOKEN = "\x00NaN\x00"  # NaN compares unequal to itself and hashes by identity: hash this instead
 FETCH_ROWS = 5000
 CHUNK_BYTES = 1 << 20
@@ -246,10 +247,13 @@ def run_task(conn: sqlite3.Connection, task: Task, emit) -> tuple[int, int, dict
     float_idx, bytea_idx = spec.float_idx, spec.bytea_idx
     ncols = len(spec.columns)
     binary = bool(spec.oids)
+    bounded: list[tuple[int, int, int]] = []
     if binary:
         from psycopg.pq import Format
 
         tx.set_dumper_types(list(spec.oids), Format.BINARY)
+        if task.careful:  # the binary int2/int4 dumpers keep the low bits of a bigger number, silently
+            bounded = [(i, *INT_BOUNDS[oid]) for i, oid in enumerate(spec.oids) if oid in INT_BOUNDS]
     cur = conn.execute(f"SELECT {spec.qcols()} FROM {spec.qname}{_where(task)}{_order(spec)}", task.params)
     total = 0
     checksum = 0
@@ -262,6 +266,12 @@ def run_task(conn: sqlite3.Connection, task: Task, emit) -> tuple[int, int, dict
         if convert is not None:
             rows = convert(rows, counters)
         checksum += row_checksum(rows, float_idx)
+        for row in rows if bounded else ():
+            for i, lo, hi in bounded:
+                v = row[i]
+                if v is not None and not lo <= v <= hi:
+                    raise ConversionError(f"{spec.name}.{spec.columns[i]}: {v} does not fit the column's "
+                                          f"{'smallint' if hi < 1 << 16 else 'integer'} type")
         if binary:
             try:
                 for row in rows:

@@ -50,6 +50,7 @@ def test_rich_source_into_empty_target(rich_source, target, tmp_path):
     data = json.loads(summary.read_text())
     assert data["created_schema"] and data["verified"] and data["probe"]["ok"], data
     assert data["rows"] > 20_000
+    assert data["widened"] == [], "MLflow's own ids fit MLflow's own schema"
     # every table was read while MLflow created the schema and the prediction from the source held,
     # except spans: MLflow's trace analytics revision builds its two cost indexes differently on
     # PostgreSQL than on SQLite, so the read order chosen from the source's indexes differs there
@@ -98,6 +99,69 @@ print(json.dumps({"new_id": new_id, "before": sorted(before), "exp": exp.experim
     assert out["nan"] and out["runs"] == 2
     # MLflow itself stores +/-inf as +/-max float and NaN as is_nan; the history reads back as MLflow wrote it
     assert {"nan", "1.7976931348623157e+308", "-1.7976931348623157e+308", "1e-310", "5e-324"} <= set(out["odd"])
+
+
+def test_filestore_converted_source_keeps_its_experiment_ids(tmp_path, target):
+    """MLflow's own `mlflow migrate-filestore` keeps FileStore's random 18-digit experiment ids, which only
+    SQLite's 64-bit INTEGER holds: the columns holding experiment ids become bigint and the ids survive."""
+    uri, _ = target
+    root = tmp_path / "old-laptop"
+    root.mkdir()
+    env = dict(os.environ, MLFLOW_ALLOW_FILE_STORE="true")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    made = subprocess.run([sys.executable, "-c", """
+from mlflow import MlflowClient
+uri = "file:./mlruns"
+client = MlflowClient(uri, uri)
+exp = client.create_experiment("from the file store", tags={"team": "ml"})
+run = client.create_run(exp, run_name="r1")
+client.log_param(run.info.run_id, "p", "tab\\there")
+client.log_metric(run.info.run_id, "m", float("nan"))
+client.log_metric(run.info.run_id, "m", 1.5, step=2)
+client.set_terminated(run.info.run_id)
+client.create_registered_model("fs-model")
+client.create_model_version("fs-model", source="s3://bucket/m", run_id=run.info.run_id)
+"""], cwd=root, env=env, capture_output=True, text=True, timeout=180)
+    assert made.returncode == 0, made.stderr[-3000:]
+    db = root / "mlflow.db"
+    converted = subprocess.run([sys.executable, "-m", "mlflow", "migrate-filestore", "--source", str(root),
+                                "--target", f"sqlite:///{db}", "--no-progress"], env=env, capture_output=True,
+                               text=True, timeout=180)
+    assert converted.returncode == 0, converted.stderr[-3000:]
+    with contextlib.closing(sqlite3.connect(db)) as src:
+        big_id = src.execute("SELECT max(experiment_id) FROM experiments").fetchone()[0]
+    assert big_id > 2**31 - 1, "FileStore ids no longer exceed integer: this test tests nothing"
+
+    summary = tmp_path / "result.json"
+    result = run_cli(str(db), uri, "--json", str(summary))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(summary.read_text())
+    assert data["verified"] and data["probe"]["ok"], data
+    assert {"experiments.experiment_id", "runs.experiment_id", "experiment_tags.experiment_id",
+            "trace_info.experiment_id", "assessments.experiment_id"} <= set(data["widened"])
+    assert not [c for c in data["widened"] if not c.endswith(".experiment_id")], data["widened"]
+    assert "widened to bigint" in result.stdout + result.stderr
+    assert_same_rows(db, uri)
+    with pg_connect(uri) as conn:
+        assert conn.execute("SELECT format_type(seqtypid, NULL) FROM pg_sequence "
+                            "WHERE seqrelid = 'experiments_experiment_id_seq'::regclass").fetchone()[0] == "bigint"
+
+    out = _mlflow_child(uri, f"""
+client = MlflowClient(uri, uri)
+old = client.get_experiment("{big_id}")
+runs = client.search_runs(["{big_id}"])
+mlflow.set_experiment(experiment_id="{big_id}")
+with mlflow.start_run() as run:
+    mlflow.log_metric("after", 2.0)
+new_id = client.create_experiment("after the move")
+mv = client.create_model_version("fs-model", source="s3://bucket/m2")
+print(json.dumps({{"name": old.name, "runs": len(runs), "param": runs[0].data.params["p"],
+                  "run_exp": client.get_run(run.info.run_id).info.experiment_id, "new_id": new_id,
+                  "mv": mv.version}}))
+""")
+    assert out["name"] == "from the file store" and out["runs"] == 1 and out["param"] == "tab\there"
+    assert out["run_exp"] == str(big_id)
+    assert int(out["new_id"]) > big_id and str(out["mv"]) == "2"
 
 
 @pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")  # MLflow's migration scripts, in-process

@@ -81,3 +81,21 @@ def test_unordered_split_uses_rowid_ranges(tmp_path):
     for task in tasks:
         got += conn.execute(f"SELECT rowid FROM m WHERE {task.where}", task.params).fetchall()
     assert sorted(got) == conn.execute("SELECT rowid FROM m ORDER BY rowid").fetchall()
+
+
+def test_careful_read_refuses_an_integer_its_binary_column_cannot_hold(tmp_path):
+    """psycopg's binary int4 dumper keeps the low 32 bits of a bigger number without a word; a careful
+    read names the value instead (the fast path relies on migration/widen.py having widened the column)."""
+    from migration.convert import ConversionError
+    from migration.workers import Task, run_task
+
+    conn = sqlite3.connect(tmp_path / "s.db")
+    conn.execute("CREATE TABLE e (id INTEGER, name TEXT)")
+    conn.executemany("INSERT INTO e VALUES (?, ?)", [(1, "a"), (736256110831348181, "b")])
+    spec = TableSpec("e", ("id", "name"), ("int", "text"), nullable=(False, False), oids=(23, 25))
+    sent: list[bytes] = []
+    with pytest.raises(ConversionError, match=r"e\.id: 736256110831348181 does not fit"):
+        run_task(conn, Task(0, spec, careful=True), lambda payload, rows: sent.append(payload))
+    wide = TableSpec("e", ("id", "name"), ("int", "text"), nullable=(False, False), oids=(20, 25))
+    total, _checksum, _counters = run_task(conn, Task(1, wide, careful=True), lambda payload, rows: sent.append(payload))
+    assert total == 2 and (736256110831348181).to_bytes(8, "big") in b"".join(sent)
