@@ -17,7 +17,7 @@ from migration.convert import ArtifactRewrite
 from migration.errors import MigrationError, ProbeError, RefusedError, VerificationError
 from migration.existing import inspect, refuse_user_data, resolve_seed_conflicts
 from migration.load import (
-    Rebuild, TableLoad, TaskStream, copy_tables, drop, plan_rebuild, recreate, reset_sequences,
+    Rebuild, StringTooLong, TableLoad, TaskStream, copy_tables, drop, plan_rebuild, recreate, reset_sequences,
 )
 from migration.probe import InProcessProbe, Probe, ProbeResult
 from migration.report import Reporter
@@ -26,7 +26,7 @@ from migration.schema import check_target, create
 from migration.source import PreparedSource, connect_readonly, prepare_source
 from migration.uris import parse_target, redact, source_path
 from migration.verify import Fetched, TableCheck, Verification, prepare_connection, table_checksum
-from migration.widen import Widening, plan_widening, source_ranges, widen
+from migration.widen import Widening, plan_widening, source_extents, widen
 from migration.workers import BINARY_OIDS, MASK64, ReaderPool, TableSpec, Task, choose_order, split_tasks
 
 log = logging.getLogger(__name__)
@@ -165,13 +165,15 @@ def _speculate(prepared: PreparedSource, all_tables: list[str], with_rows: list[
     return _Speculation(specs, tasks, stream)
 
 
-def _widening(catalog: Catalog, prepared: PreparedSource, with_rows: list[str]) -> Widening | None:
+def _widening(catalog: Catalog, prepared: PreparedSource, with_rows: list[str], strings: bool) -> Widening | None:
+    """Columns to widen for the source's values: integers always (a cheap scan of small tables);
+    varchar lengths only when asked, after PostgreSQL refused a string (the scan reads every string)."""
     src = connect_readonly(prepared.path)
     try:
-        ranges = source_ranges(src, catalog, with_rows, {t: prepared.tables[t].columns for t in with_rows})
+        extents = source_extents(src, catalog, with_rows, {t: prepared.tables[t].columns for t in with_rows}, strings)
     finally:
         src.close()
-    return plan_widening(catalog, ranges)
+    return plan_widening(catalog, extents)
 
 
 def migrate(opts: Options, reporter: Reporter, probe: Probe | InProcessProbe | None = None) -> Result:
@@ -204,7 +206,10 @@ def migrate(opts: Options, reporter: Reporter, probe: Probe | InProcessProbe | N
         if not opts.dry_run and with_rows:
             pool = ReaderPool(prepared.path, max(1, opts.jobs)).start()  # fork before any socket exists
         careful: set[str] = set()
-        for attempt in (1, 2):
+        widen_strings = False
+        mismatches = 0
+        while True:
+            notes_before = len(result.notes)
             conn = _connect(target.conninfo, target.masked, target.secrets)
             try:
                 prepare_connection(conn)
@@ -231,25 +236,33 @@ def migrate(opts: Options, reporter: Reporter, probe: Probe | InProcessProbe | N
                     return _dry_run(conn, catalog, created, prepared, all_tables, opts, target, result, reporter,
                                     started)
                 _load(conn, catalog, prepared, all_tables, with_rows, opts, target, pool, result, reporter, careful,
-                      speculation)
+                      speculation, widen_strings)
                 speculation = None
                 if created:
                     result.notes.append(f"target was empty: MLflow's schema was created (revision {prepared.revision})")
                 break
+            except StringTooLong as exc:
+                speculation = None
+                conn.rollback()
+                if widen_strings:
+                    raise
+                widen_strings = True
+                reporter.info(f"{exc.table}: {exc.detail}: rolled back; copying again with the columns widened "
+                              "that the source's strings exceed")
+                _restart(result, reporter, notes_before)
             except _Mismatch as exc:
                 speculation = None
-                result.read_ahead = None
                 conn.rollback()
-                if attempt == 2:
+                mismatches += 1
+                if mismatches == 2:
                     raise VerificationError(
                         "verification failed, nothing was committed (the target is unchanged): "
                         + "; ".join(exc.details)) from None
                 careful = set(exc.tables)
                 reporter.info("checksum mismatch in " + ", ".join(sorted(careful)) +
                               ": rolled back; copying again with every value of those tables checked")
+                _restart(result, reporter, notes_before)
                 result.notes.append("re-ran the copy with per-value checks for: " + ", ".join(sorted(careful)))
-                reporter.phases.clear()
-                result.verified.clear()
             except BaseException:
                 try:
                     conn.rollback()
@@ -282,6 +295,15 @@ def migrate(opts: Options, reporter: Reporter, probe: Probe | InProcessProbe | N
             probe.close()
         if prepared is not None:
             prepared.cleanup()
+
+
+def _restart(result: Result, reporter: Reporter, notes_before: int) -> None:
+    """Forget what the rolled-back attempt reported."""
+    del result.notes[notes_before:]
+    result.read_ahead = None
+    result.widened = []
+    result.verified.clear()
+    reporter.phases.clear()
 
 
 IN_MEMORY_ROWS = 5_000_000  # tables up to this size are read back at once, while PostgreSQL builds indexes
@@ -360,7 +382,7 @@ def _dry_run(conn, catalog, created, prepared, all_tables, opts, target, result,
             result.notes.append("--mode replace would empty: " +
                                 ", ".join(f"{t} ({n})" for t, n in sorted(existing.counts.items())))
     with_rows = [t for t in all_tables if prepared.tables[t].rows > 0]
-    widening = _widening(catalog, prepared, with_rows) if not created else None
+    widening = _widening(catalog, prepared, with_rows, strings=True) if not created else None
     if widening is not None:
         result.notes.append("would be " + widening.describe())
     if not created:
@@ -386,7 +408,7 @@ class _Mismatch(Exception):
 
 
 def _load(conn, catalog, prepared, all_tables, with_rows, opts, target, pool, result, reporter,
-          careful: set[str], speculation: _Speculation | None) -> None:
+          careful: set[str], speculation: _Speculation | None, widen_strings: bool = False) -> None:
     cur = conn.cursor()
     cur.execute(f"SET LOCAL lock_timeout = '{int(opts.lock_timeout * 1000)}ms'")
     cur.execute("SET LOCAL statement_timeout = 0")
@@ -399,12 +421,12 @@ def _load(conn, catalog, prepared, all_tables, with_rows, opts, target, pool, re
             raise MigrationError(f"could not lock the target's MLflow tables within {opts.lock_timeout:.0f} s: "
                                  "is an MLflow server using the target? stop it for the migration") from exc
 
-    widening = _widening(catalog, prepared, with_rows)
+    widening = _widening(catalog, prepared, with_rows, widen_strings)
     if widening is not None:
-        with reporter.phase("widen integer columns"):
+        with reporter.phase("widen columns"):
             widen(cur, catalog, widening)
             catalog = read_catalog(conn)
-        result.widened = [f"{t}.{c}" for t, c in widening.columns]
+        result.widened = [f"{t}.{c}" for t, c, _type in widening.columns]
         result.notes.append(widening.describe())
 
     with reporter.phase("target existing rows"):
@@ -472,6 +494,9 @@ def _load(conn, catalog, prepared, all_tables, with_rows, opts, target, pool, re
         try:
             try:
                 copy_tables(conn, stream, order, tasks, loads, reporter, verify=None, careful_tasks=careful_tasks)
+            except StringTooLong:
+                stream.drain()  # the readers' pending output must not reach the next attempt
+                raise
             except psycopg.Error as exc:
                 diag = exc.diag
                 where = f" ({diag.context.strip()})" if diag.context else ""

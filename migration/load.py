@@ -221,6 +221,14 @@ class TaskStream:
         self._prefetch = threading.Thread(target=run, name="prefetch", daemon=True)
         self._prefetch.start()
 
+    def drain(self) -> None:
+        """Forget every task; wait for what the readers hold, dropping what they send (the pool is then
+        idle and can serve a new stream)."""
+        self.abandon(list(self.submitted) + [t.task_id for t in self.pending])
+        self.pending.clear()
+        while self.inflight > 0:
+            self.pump()
+
     def stop_prefetch(self) -> None:
         """Back to pumping from the caller's thread; raises what went wrong in the prefetch."""
         if self._prefetch is None:
@@ -232,6 +240,15 @@ class TaskStream:
         if self._prefetch_error is not None:
             error, self._prefetch_error = self._prefetch_error, None
             raise error
+
+
+class StringTooLong(MigrationError):
+    """PostgreSQL refused a string longer than its varchar column (SQLite never checks lengths)."""
+
+    def __init__(self, table: str, detail: str):
+        super().__init__(f"PostgreSQL refused a value of {table}: {detail}; nothing was committed")
+        self.table = table
+        self.detail = detail
 
 
 class _Redo(Exception):
@@ -266,14 +283,18 @@ def copy_tables(conn: psycopg.Connection, stream: TaskStream, order: list[str], 
                         raise _Redo(detail)
                 break
             except (_Redo, psycopg.errors.DataError) as exc:
+                if isinstance(exc, psycopg.errors.StringDataRightTruncation):  # no value check mends that
+                    raise StringTooLong(name, (exc.diag.message_primary or str(exc)) + _context(exc)) from exc
                 stream.abandon(t.task_id for t in attempt)
                 cur.execute("ROLLBACK TO SAVEPOINT migration_table")
                 reason = exc.reason if isinstance(exc, _Redo) else (exc.diag.message_primary or str(exc))
                 if careful:
                     if isinstance(exc, _Redo):
                         raise _Failed(name, reason) from None
+                    hint = (" (PostgreSQL's text cannot hold the NUL character that SQLite kept: change that value "
+                            "in a copy of the source)" if "0x00" in reason else "")
                     raise MigrationError(f"PostgreSQL refused a value of {name}: {reason}"
-                                         f"{_context(exc)}; nothing was committed") from exc
+                                         f"{_context(exc)}{hint}; nothing was committed") from exc
                 reporter.info(f"  {name}: {reason}; copying it again with every value checked")
                 attempt = careful_tasks(name)
                 stream.add(attempt, front=True)

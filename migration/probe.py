@@ -187,6 +187,8 @@ class InProcessProbe:
 
     def start_warm_up(self) -> None:
         """Call after the reader processes are forked (an import in a thread must not meet a fork)."""
+        if self._warm is not None:  # a second attempt of the migration
+            return
         self._warm = threading.Thread(target=warm_up, name="probe-warm-up", daemon=True)
         self._warm.start()
 

@@ -140,7 +140,7 @@ client.create_model_version("fs-model", source="s3://bucket/m", run_id=run.info.
     assert {"experiments.experiment_id", "runs.experiment_id", "experiment_tags.experiment_id",
             "trace_info.experiment_id", "assessments.experiment_id"} <= set(data["widened"])
     assert not [c for c in data["widened"] if not c.endswith(".experiment_id")], data["widened"]
-    assert "widened to bigint" in result.stdout + result.stderr
+    assert "experiment_id to bigint in" in result.stdout + result.stderr
     assert_same_rows(db, uri)
     with pg_connect(uri) as conn:
         assert conn.execute("SELECT format_type(seqtypid, NULL) FROM pg_sequence "
@@ -162,6 +162,51 @@ print(json.dumps({{"name": old.name, "runs": len(runs), "param": runs[0].data.pa
     assert out["name"] == "from the file store" and out["runs"] == 1 and out["param"] == "tab\there"
     assert out["run_exp"] == str(big_id)
     assert int(out["new_id"]) > big_id and str(out["mv"]) == "2"
+
+
+def test_strings_longer_than_their_postgresql_columns_are_kept(tmp_path, target):
+    """MLflow on SQLite accepts a 300-character experiment, run or model name (SQLite ignores VARCHAR
+    lengths; PostgreSQL's varchar(256) refuses them): the columns are widened, nothing is cut."""
+    uri, _ = target
+    db = tmp_path / "long.db"
+    env = dict(os.environ)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    made = subprocess.run([sys.executable, "-c", f"""
+from mlflow import MlflowClient
+uri = "sqlite:///{db}"
+client = MlflowClient(uri, uri)
+exp = client.create_experiment("e" * 299 + "✓")
+run = client.create_run(exp, run_name="r" * 300)
+client.create_registered_model("m" * 300)
+client.create_model_version("m" * 300, source="s3://bucket/m", run_id=run.info.run_id)
+client.set_registered_model_alias("m" * 300, "champion", 1)
+"""], env=env, capture_output=True, text=True, timeout=180)
+    assert made.returncode == 0, made.stderr[-3000:]
+
+    summary = tmp_path / "result.json"
+    result = run_cli(str(db), uri, "--json", str(summary))
+    assert result.returncode == 0, result.stderr
+    assert "value too long" in result.stderr and "copying again with the columns widened" in result.stderr
+    data = json.loads(summary.read_text())
+    assert data["verified"] and data["probe"]["ok"], data
+    assert {"experiments.name", "runs.name", "registered_models.name", "model_versions.name",
+            "registered_model_aliases.name"} <= set(data["widened"]), data["widened"]
+    assert sum("rolled back" in n or "widened columns" in n for n in data["notes"]) == 1, data["notes"]
+    assert_same_rows(db, uri)
+    with pg_connect(uri) as conn:
+        assert conn.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                            "WHERE attrelid = 'experiments'::regclass AND attname = 'name'").fetchone()[0] \
+            == "character varying(300)"
+
+    out = _mlflow_child(uri, """
+client = MlflowClient(uri, uri)
+exp = client.get_experiment_by_name("e" * 299 + "✓")
+runs = client.search_runs([exp.experiment_id])
+mv = client.create_model_version("m" * 300, source="s3://bucket/m2")
+print(json.dumps({"run": runs[0].info.run_name, "mv": mv.version,
+                  "alias": client.get_model_version_by_alias("m" * 300, "champion").version}))
+""")
+    assert out == {"run": "r" * 300, "mv": 2, "alias": 1}
 
 
 @pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")  # MLflow's migration scripts, in-process
@@ -279,7 +324,8 @@ def test_probe_child_does_not_outlive_a_killed_migration(tmp_path):
 
 
 def test_refused_value_rolls_back_started_target(source_copy, target):
-    """A row PostgreSQL cannot hold (too long for varchar): readable error, exit 1, target unchanged."""
+    """A value PostgreSQL cannot hold (text with a NUL character, which SQLite keeps): readable error,
+    exit 1, target unchanged. (Too long for its varchar is no such value: see the widening test.)"""
     uri, _ = target
     _mlflow_child(uri, """
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
@@ -289,12 +335,12 @@ print("{}")
     before = snapshot(uri)
     conn = sqlite3.connect(source_copy)
     run_uuid = conn.execute("SELECT run_uuid FROM runs LIMIT 1").fetchone()[0]
-    conn.execute("INSERT INTO params (key, value, run_uuid) VALUES (?, 'v', ?)", ("k" * 400, run_uuid))
+    conn.execute("INSERT INTO params (key, value, run_uuid) VALUES ('nul', ?, ?)", ("before\x00after", run_uuid))
     conn.commit()
     conn.close()
     result = run_cli(str(source_copy), uri, "--no-probe")
     assert result.returncode == 1, result.stderr
-    assert "params" in result.stderr and "too long" in result.stderr
+    assert "params" in result.stderr and "0x00" in result.stderr and "NUL character" in result.stderr
     assert "Traceback" not in result.stderr
     assert snapshot(uri) == before
 
