@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop and re-build keys/indexes of tables receiving at least ROWS rows (default: %(default)s)")
     p.add_argument("--task-rows", type=int, default=250_000, metavar="ROWS",
                    help="rows per reader task: bigger tables are read in ranges by all readers (default: %(default)s)")
+    p.add_argument("--drop-orphans", action="store_true",
+                   help="leave out source rows whose parent row is missing (SQLite kept them, PostgreSQL's "
+                        "foreign keys refuse them); counted in the summary")
     p.add_argument("--no-probe", action="store_true", help="skip the MLflow probe after commit")
     p.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="how long to wait for locks on the target tables (default: %(default)s)")
@@ -110,7 +113,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, probe) -> in
             parser.error("--task-rows must be at least 1")
         opts = Options(source=args.source, target=args.target, mode=args.mode, dry_run=args.dry_run,
                        rewrites=rewrites, jobs=args.jobs, rebuild_threshold=max(0, args.rebuild_threshold),
-                       task_rows=args.task_rows, probe=not args.no_probe, lock_timeout=args.lock_timeout)
+                       task_rows=args.task_rows, probe=not args.no_probe, lock_timeout=args.lock_timeout,
+                       drop_orphans=args.drop_orphans)
 
         def _on_term(signum, frame):
             raise _Interrupted()

@@ -17,7 +17,7 @@ from migration.convert import ArtifactRewrite
 from migration.errors import MigrationError, ProbeError, RefusedError, VerificationError
 from migration.existing import inspect, refuse_user_data, resolve_seed_conflicts
 from migration.load import (
-    Rebuild, StringTooLong, TableLoad, TaskStream, copy_tables, drop, plan_rebuild, recreate, reset_sequences,
+    ForeignKeyBroken, Rebuild, StringTooLong, TableLoad, TaskStream, copy_tables, drop, plan_rebuild, recreate, reset_sequences,
 )
 from migration.probe import InProcessProbe, Probe, ProbeResult
 from migration.report import Reporter
@@ -44,6 +44,7 @@ class Options:
     task_rows: int = 250_000
     probe: bool = True
     lock_timeout: float = 60.0
+    drop_orphans: bool = False
 
 
 @dataclass
@@ -61,7 +62,8 @@ class Result:
     upgraded_source: bool = False
     probe: ProbeResult | None = None
     read_ahead: dict[str, list[str]] | None = None  # tables read while MLflow created the schema: reused / read again
-    widened: list[str] = field(default_factory=list)  # table.column made bigint for the source's values
+    widened: list[str] = field(default_factory=list)  # table.column made wider for the source's values
+    dropped_orphans: dict[str, int] = field(default_factory=dict)  # rows without their parent row, left out
 
     def as_dict(self) -> dict:
         return {
@@ -81,6 +83,7 @@ class Result:
                                                       "seconds": round(self.probe.seconds, 3)},
             "read_ahead": self.read_ahead,
             "widened": self.widened,
+            "dropped_orphans": self.dropped_orphans,
             "notes": self.notes,
         }
 
@@ -193,7 +196,11 @@ def migrate(opts: Options, reporter: Reporter, probe: Probe | InProcessProbe | N
     speculation: _Speculation | None = None
     try:
         with reporter.phase("prepare source"):
-            prepared = prepare_source(path)
+            prepared = prepare_source(path, drop_orphans=opts.drop_orphans)
+        result.dropped_orphans = prepared.dropped_orphans
+        if prepared.dropped_orphans:
+            result.notes.append("left out rows without their parent row (--drop-orphans): " +
+                                ", ".join(f"{t} ({n})" for t, n in prepared.dropped_orphans.items()))
         result.source_revision = prepared.revision_before
         result.upgraded_source = prepared.upgraded
         if prepared.upgraded:
@@ -295,6 +302,22 @@ def migrate(opts: Options, reporter: Reporter, probe: Probe | InProcessProbe | N
             probe.close()
         if prepared is not None:
             prepared.cleanup()
+
+
+def _explain_orphans(prepared: PreparedSource, exc: Exception) -> None:
+    """A foreign key failed: if the source copy has rows without their parent row, say so, and how to go on."""
+    from migration import orphans
+
+    try:
+        found = orphans.find(prepared.path)
+    except sqlite3.Error:
+        return
+    if found:
+        raise MigrationError(
+            "the source holds rows whose parent row is missing (MLflow never turns SQLite's foreign keys on; "
+            f"PostgreSQL enforces them): {orphans.describe(found)}; nothing was committed",
+            hint="--drop-orphans leaves those rows out (from the tool's copy; the source stays as it is) and "
+                 "reports how many") from exc
 
 
 def _restart(result: Result, reporter: Reporter, notes_before: int) -> None:
@@ -497,6 +520,9 @@ def _load(conn, catalog, prepared, all_tables, with_rows, opts, target, pool, re
             except StringTooLong:
                 stream.drain()  # the readers' pending output must not reach the next attempt
                 raise
+            except psycopg.errors.ForeignKeyViolation as exc:
+                _explain_orphans(prepared, exc)
+                raise
             except psycopg.Error as exc:
                 diag = exc.diag
                 where = f" ({diag.context.strip()})" if diag.context else ""
@@ -505,8 +531,12 @@ def _load(conn, catalog, prepared, all_tables, with_rows, opts, target, pool, re
         finally:
             reporter.copy_end()
     with reporter.phase("verify + re-create keys, indexes, foreign keys, sequences"):
-        _verify_and_rebuild(conn, catalog, prepared, all_tables, loads, kept, rebuild, columns_of, result,
-                            {t: spec.order_by for t, spec in specs.items()})
+        try:
+            _verify_and_rebuild(conn, catalog, prepared, all_tables, loads, kept, rebuild, columns_of, result,
+                                {t: spec.order_by for t, spec in specs.items()})
+        except ForeignKeyBroken as exc:
+            _explain_orphans(prepared, exc)
+            raise
     with reporter.phase("commit"):
         conn.commit()
     result.tables = [loads[t] for t in order]

@@ -104,7 +104,7 @@ def recreate(cur: psycopg.Cursor, plan: Rebuild, row_order: dict[str, tuple[str,
         try:
             _timed(cur, f"ALTER TABLE {qident(con.table)} ADD CONSTRAINT {qident(con.name)} {con.definition}")
         except psycopg.Error as exc:
-            raise MigrationError(
+            raise ForeignKeyBroken(
                 f"foreign key {con.table}.{con.name} ({con.definition}) does not hold for the copied rows: "
                 f"{exc.diag.message_detail or exc.diag.message_primary or exc}"
             ) from exc
@@ -240,6 +240,10 @@ class TaskStream:
         if self._prefetch_error is not None:
             error, self._prefetch_error = self._prefetch_error, None
             raise error
+
+
+class ForeignKeyBroken(MigrationError):
+    """A re-created foreign key does not hold: the source has rows without their parent row."""
 
 
 class StringTooLong(MigrationError):

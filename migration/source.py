@@ -40,6 +40,7 @@ class PreparedSource:
     revision: str
     upgraded: bool
     tables: dict[str, SourceTable] = field(default_factory=dict)
+    dropped_orphans: dict[str, int] = field(default_factory=dict)  # --drop-orphans: rows deleted from the copy
     _tmpdir: tempfile.TemporaryDirectory | None = None
 
     def cleanup(self) -> None:
@@ -170,7 +171,7 @@ def remove_stale_copies(parent: Path | None = None) -> list[Path]:
     return removed
 
 
-def prepare_source(original: Path, *, upgrade: bool = True) -> PreparedSource:
+def prepare_source(original: Path, *, upgrade: bool = True, drop_orphans: bool = False) -> PreparedSource:
     """Copy the source, check its revision, upgrade the copy to head. Never touches `original`."""
     graph = revision_graph()
     remove_stale_copies()
@@ -215,6 +216,10 @@ def prepare_source(original: Path, *, upgrade: bool = True) -> PreparedSource:
                 raise MigrationError(f"source copy upgrade ended at revision {after}, expected {graph.head}")
             upgraded = True
         prepared = PreparedSource(original, copy_path, revision, graph.head, upgraded, _tmpdir=tmp)
+        if drop_orphans:
+            from migration import orphans
+
+            prepared.dropped_orphans = orphans.drop(copy_path)
         prepared.tables = inventory(copy_path)
         return prepared
     except BaseException:

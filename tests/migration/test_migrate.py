@@ -209,6 +209,47 @@ print(json.dumps({"run": runs[0].info.run_name, "mv": mv.version,
     assert out == {"run": "r" * 300, "mv": 2, "alias": 1}
 
 
+def test_rows_without_their_parent_row(source_copy, target, tmp_path):
+    """MLflow never turns SQLite's foreign keys on: a run deleted by hand leaves its metrics, params and
+    tags behind. By default that fails with each table named and the target unchanged (whether the
+    foreign key is checked during COPY or re-created after it); --drop-orphans leaves them out."""
+    uri, _ = target
+    with contextlib.closing(sqlite3.connect(source_copy)) as conn:
+        run_uuid = conn.execute("SELECT run_uuid FROM metrics GROUP BY run_uuid ORDER BY count(*) DESC").fetchone()[0]
+        conn.execute("DELETE FROM runs WHERE run_uuid = ?", (run_uuid,))
+        conn.commit()
+    before = _digest(source_copy)
+    for extra in ([], ["--rebuild-threshold", "0"]):
+        result = run_cli(str(source_copy), uri, "--no-probe", *extra)
+        assert result.returncode == 1, result.stderr
+        assert "parent row is missing" in result.stderr and "metrics:" in result.stderr, result.stderr
+        assert "params:" in result.stderr and "--drop-orphans" in result.stderr
+        with pg_connect(uri) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
+
+    summary = tmp_path / "result.json"
+    result = run_cli(str(source_copy), uri, "--drop-orphans", "--json", str(summary))
+    assert result.returncode == 0, result.stderr
+    assert _digest(source_copy) == before, "orphans are dropped from the tool's copy, never from the source"
+    data = json.loads(summary.read_text())
+    assert data["verified"] and data["probe"]["ok"]
+    # the expectation, computed independently: every row whose declared run_uuid foreign key has no run
+    expected = tmp_path / "expected.db"
+    shutil.copyfile(source_copy, expected)
+    with contextlib.closing(sqlite3.connect(expected)) as conn:
+        gone = {}
+        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            for fk in conn.execute(f'PRAGMA foreign_key_list("{table}")').fetchall():  # (id, seq, table, from, to, ...)
+                if fk[2] == "runs" and fk[4] == "run_uuid":
+                    n = conn.execute(f'DELETE FROM "{table}" WHERE "{fk[3]}" IS NOT NULL '
+                                     f'AND "{fk[3]}" NOT IN (SELECT run_uuid FROM runs)').rowcount
+                    if n:
+                        gone[table] = gone.get(table, 0) + n
+        conn.commit()
+    assert data["dropped_orphans"] == gone and gone["metrics"] >= 10_000, (data["dropped_orphans"], gone)
+    assert_same_rows(expected, uri)
+
+
 @pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")  # MLflow's migration scripts, in-process
 def test_mispredicted_read_ahead_is_read_again(rich_source, target, monkeypatch):
     """Reads started on a wrong guess of the target's types (BIGINT taken for integer: the readers'
