@@ -17,7 +17,8 @@ from migration.convert import ArtifactRewrite
 from migration.errors import MigrationError, ProbeError, RefusedError, VerificationError
 from migration.existing import inspect, refuse_user_data, resolve_seed_conflicts
 from migration.load import (
-    ForeignKeyBroken, Rebuild, StringTooLong, TableLoad, TaskStream, copy_tables, drop, plan_rebuild, recreate, reset_sequences,
+    ForeignKeyBroken, Rebuild, StringTooLong, TableLoad, TaskStream, copy_tables, drop, plan_rebuild, recreate,
+    reset_sequences,
 )
 from migration.probe import InProcessProbe, Probe, ProbeResult
 from migration.report import Reporter
@@ -520,10 +521,9 @@ def _load(conn, catalog, prepared, all_tables, with_rows, opts, target, pool, re
             except StringTooLong:
                 stream.drain()  # the readers' pending output must not reach the next attempt
                 raise
-            except psycopg.errors.ForeignKeyViolation as exc:
-                _explain_orphans(prepared, exc)
-                raise
             except psycopg.Error as exc:
+                if isinstance(exc, psycopg.errors.ForeignKeyViolation):
+                    _explain_orphans(prepared, exc)  # raises when the source has rows without their parent
                 diag = exc.diag
                 where = f" ({diag.context.strip()})" if diag.context else ""
                 raise MigrationError(f"PostgreSQL refused the data: {diag.message_primary or exc}{where}; "

@@ -21,6 +21,7 @@ from migration.convert import (
     ConversionError, rewrite_value,
 )
 from migration.lifetime import die_with_parent
+from migration.widen import RANGES
 
 try:  # psycopg >= 3.2
     from psycopg._copy_base import _binary_signature as BINARY_SIGNATURE
@@ -35,7 +36,7 @@ BINARY_TRAILER = b"\xff\xff"
 BINARY_OIDS = {"boolean": 16, "smallint": 21, "integer": 23, "bigint": 20, "double precision": 701,
                "text": 25, "character varying": 1043, "bytea": 17}
 
-INT_BOUNDS = {21: (-(1 << 15), (1 << 15) - 1), 23: (-(1 << 31), (1 << 31) - 1)}  # smallint, integer
+INT_BOUNDS = {21: RANGES["smallint"], 23: RANGES["integer"]}  # by type oid
 NAN_TOKEN = "\x00NaN\x00"  # NaN compares unequal to itself and hashes by identity: hash this instead
 FETCH_ROWS = 5000
 CHUNK_BYTES = 1 << 20
