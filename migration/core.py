@@ -17,14 +17,14 @@ from migration.convert import ArtifactRewrite
 from migration.errors import MigrationError, ProbeError, RefusedError, VerificationError
 from migration.existing import inspect, refuse_user_data, resolve_seed_conflicts
 from migration.load import (
-    ForeignKeyBroken, Rebuild, StringTooLong, TableLoad, TaskStream, copy_tables, drop, plan_rebuild, recreate,
-    reset_sequences,
+    ForeignKeyBroken, Rebuild, StringTooLong, TableLoad, TaskStream, ValueRefused, copy_tables, drop, plan_rebuild,
+    recreate, reset_sequences,
 )
 from migration.probe import InProcessProbe, Probe, ProbeResult
 from migration.report import Reporter
 from migration.predict import predict_catalog
 from migration.schema import check_target, create
-from migration.source import PreparedSource, connect_readonly, prepare_source
+from migration.source import PreparedSource, connect_readonly, nul_text, prepare_source
 from migration.uris import parse_target, redact, source_path
 from migration.verify import Fetched, TableCheck, Verification, prepare_connection, table_checksum
 from migration.widen import Widening, plan_widening, source_extents, widen
@@ -520,6 +520,11 @@ def _load(conn, catalog, prepared, all_tables, with_rows, opts, target, pool, re
                 copy_tables(conn, stream, order, tasks, loads, reporter, verify=None, careful_tasks=careful_tasks)
             except StringTooLong:
                 stream.drain()  # the readers' pending output must not reach the next attempt
+                raise
+            except ValueRefused as exc:
+                where = nul_text(prepared.path, exc.table, columns_of(exc.table)) if exc.nul else []
+                if where:
+                    raise ValueRefused(exc.table, exc.reason, exc.context, ": " + "; ".join(where)) from exc
                 raise
             except psycopg.Error as exc:
                 if isinstance(exc, psycopg.errors.ForeignKeyViolation):

@@ -246,6 +246,21 @@ class ForeignKeyBroken(MigrationError):
     """A re-created foreign key does not hold: the source has rows without their parent row."""
 
 
+class ValueRefused(MigrationError):
+    """PostgreSQL refused a value even after every value of the table was checked and converted."""
+
+    def __init__(self, table: str, reason: str, context: str = "", detail: str = ""):
+        nul = "0x00" in reason
+        hint = (" (PostgreSQL's text cannot hold the NUL character that SQLite kept: change that value in a copy "
+                "of the source)" if nul else "")
+        super().__init__(f"PostgreSQL refused a value of {table}: {reason}{context}{detail}{hint}; "
+                         "nothing was committed")
+        self.table = table
+        self.reason = reason
+        self.context = context
+        self.nul = nul
+
+
 class StringTooLong(MigrationError):
     """PostgreSQL refused a string longer than its varchar column (SQLite never checks lengths)."""
 
@@ -295,10 +310,7 @@ def copy_tables(conn: psycopg.Connection, stream: TaskStream, order: list[str], 
                 if careful:
                     if isinstance(exc, _Redo):
                         raise _Failed(name, reason) from None
-                    hint = (" (PostgreSQL's text cannot hold the NUL character that SQLite kept: change that value "
-                            "in a copy of the source)" if "0x00" in reason else "")
-                    raise MigrationError(f"PostgreSQL refused a value of {name}: {reason}"
-                                         f"{_context(exc)}{hint}; nothing was committed") from exc
+                    raise ValueRefused(name, reason, _context(exc)) from exc
                 reporter.info(f"  {name}: {reason}; copying it again with every value checked")
                 attempt = careful_tasks(name)
                 stream.add(attempt, front=True)

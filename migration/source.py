@@ -225,3 +225,26 @@ def prepare_source(original: Path, *, upgrade: bool = True, drop_orphans: bool =
     except BaseException:
         tmp.cleanup()
         raise
+
+
+def nul_text(path: Path, table: str, columns: list[str]) -> list[str]:
+    """Where `table` holds text with a NUL character (SQLite keeps it; PostgreSQL's text cannot): per
+    column, how many rows and the key of the first one. (As blobs: SQLite's text functions stop at a NUL.)"""
+    conn = connect_readonly(path)
+    try:
+        qname = '"' + table.replace('"', '""') + '"'
+        key = [r[1] for r in sorted(conn.execute(f"PRAGMA table_info({qname})"), key=lambda r: r[5]) if r[5]]
+        found = []
+        for col in columns:
+            q = '"' + col.replace('"', '""') + '"'
+            where = f"typeof({q}) = 'text' AND instr(CAST({q} AS BLOB), X'00') > 0"
+            n = conn.execute(f"SELECT count(*) FROM {qname} WHERE {where}").fetchone()[0]
+            if n:
+                first = conn.execute(f"SELECT {', '.join(chr(34) + k + chr(34) for k in key) or 'rowid'} "
+                                     f"FROM {qname} WHERE {where} LIMIT 1").fetchone()
+                names = key or ["rowid"]
+                found.append(f"{table}.{col}: {n} row{'s' if n > 1 else ''}, first "
+                             + ", ".join(f"{k}={v!r}" for k, v in zip(names, first)))
+        return found
+    finally:
+        conn.close()

@@ -382,6 +382,7 @@ print("{}")
     result = run_cli(str(source_copy), uri, "--no-probe")
     assert result.returncode == 1, result.stderr
     assert "params" in result.stderr and "0x00" in result.stderr and "NUL character" in result.stderr
+    assert f"params.value: 1 row, first key='nul', run_uuid='{run_uuid}'" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert snapshot(uri) == before
 
