@@ -132,11 +132,26 @@ def _probe(uri: str) -> dict:
         if exp_id:
             client.delete_experiment(exp_id)  # hard deletion only takes deleted experiments
             store._hard_delete_experiment(exp_id)
+            _give_back_experiment_id(store.engine, int(exp_id))
         cleanup.append("probe removed")
     except Exception as exc:  # noqa: BLE001
         cleanup.append(f"could not remove the probe experiment {exp_id}: {exc}")
     result["detail"] += "; " + "; ".join(cleanup)
     return result
+
+
+def _give_back_experiment_id(engine, exp_id: int) -> None:
+    """The probe's experiment took an id from the sequence the migration had set to max+1: set it back,
+    unless someone else has drawn an id since (PostgreSQL only; other dialects have no such sequence)."""
+    if engine.dialect.name != "postgresql":
+        return
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        seq = conn.execute(text("SELECT pg_get_serial_sequence('experiments', 'experiment_id')")).scalar()
+        if seq and conn.execute(text(f"SELECT last_value FROM {seq}")).scalar() == exp_id:
+            conn.execute(text("SELECT setval(:seq, (SELECT COALESCE(max(experiment_id), 0) + 1 FROM experiments), "
+                              "false)"), {"seq": seq})
 
 
 def warm_up() -> None:
