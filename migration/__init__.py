@@ -9,6 +9,8 @@ Modules, one job each:
   schema    target schema: created by MLflow inside the transaction, or checked
   catalog   target tables, typed columns, keys, indexes, sequences
   existing  rows a target already holds: refuse, merge or replace
+  widen     columns the source's values exceed (FileStore experiment ids, long names), widened
+  orphans   rows without their parent row: named, or left out with --drop-orphans
   convert   SQLite values -> target column types; artifact-root rewriting
   workers   reader processes: SQLite -> converted rows -> checksum + binary/text COPY data
   load      drop/re-create keys and indexes, COPY, sequences
