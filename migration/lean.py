@@ -11,6 +11,7 @@ import time, the import is simply repeated with nothing hidden.
 
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import logging
 import sys
@@ -62,7 +63,6 @@ def run(importer: Callable[[], T], hidden: frozenset[str] = DATA_STACK) -> T:
 
 def import_modules(*modules: str, hidden: frozenset[str] = DATA_STACK) -> None:
     """Import MLflow modules (see `run`)."""
-    import importlib
 
     def importer() -> None:
         for module in modules:

@@ -230,21 +230,21 @@ def prepare_source(original: Path, *, upgrade: bool = True, drop_orphans: bool =
 def nul_text(path: Path, table: str, columns: list[str]) -> list[str]:
     """Where `table` holds text with a NUL character (SQLite keeps it; PostgreSQL's text cannot): per
     column, how many rows and the key of the first one. (As blobs: SQLite's text functions stop at a NUL.)"""
+    from migration.catalog import qident
+
     conn = connect_readonly(path)
     try:
-        qname = '"' + table.replace('"', '""') + '"'
-        key = [r[1] for r in sorted(conn.execute(f"PRAGMA table_info({qname})"), key=lambda r: r[5]) if r[5]]
+        qname = qident(table)
+        key = [r[1] for r in sorted(conn.execute(f"PRAGMA table_info({qname})"), key=lambda r: r[5]) if r[5]] or ["rowid"]
         found = []
         for col in columns:
-            q = '"' + col.replace('"', '""') + '"'
-            where = f"typeof({q}) = 'text' AND instr(CAST({q} AS BLOB), X'00') > 0"
+            where = f"typeof({qident(col)}) = 'text' AND instr(CAST({qident(col)} AS BLOB), X'00') > 0"
             n = conn.execute(f"SELECT count(*) FROM {qname} WHERE {where}").fetchone()[0]
             if n:
-                first = conn.execute(f"SELECT {', '.join(chr(34) + k + chr(34) for k in key) or 'rowid'} "
+                first = conn.execute(f"SELECT {', '.join(qident(k) if k != 'rowid' else k for k in key)} "
                                      f"FROM {qname} WHERE {where} LIMIT 1").fetchone()
-                names = key or ["rowid"]
                 found.append(f"{table}.{col}: {n} row{'s' if n > 1 else ''}, first "
-                             + ", ".join(f"{k}={v!r}" for k, v in zip(names, first)))
+                             + ", ".join(f"{k}={v!r}" for k, v in zip(key, first)))
         return found
     finally:
         conn.close()

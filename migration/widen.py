@@ -31,7 +31,11 @@ _VARCHAR = re.compile(r"^character varying\((\d+)\)$")
 
 
 def varchar_limit(column: Column) -> int | None:
-    found = _VARCHAR.match(column.full_type)
+    return _varchar_length(column.full_type)
+
+
+def _varchar_length(type_name: str | None) -> int | None:
+    found = _VARCHAR.match(type_name or "")
     return int(found.group(1)) if found else None
 
 
@@ -107,7 +111,7 @@ def plan_widening(catalog: Catalog, extents: dict[tuple[str, str], tuple[int, in
             if integer:
                 new_types[item] = "bigint"
             else:
-                length = max(hi, _length(new_types.get(item)), varchar_limit(_column(catalog, *item)) or 0)
+                length = max(hi, _varchar_length(new_types.get(item)) or 0, varchar_limit(_column(catalog, *item)) or 0)
                 new_types[item] = f"character varying({length})"
     return Widening(tuple((t, c, new) for (t, c), new in sorted(new_types.items())), overflow)
 
@@ -150,11 +154,6 @@ def widen(cur: psycopg.Cursor, catalog: Catalog, plan: Widening) -> None:
                                    (seq,)).fetchone()
                 if kind and kind[0] != "bigint":
                     cur.execute(f"ALTER SEQUENCE {seq} AS bigint")  # pg_get_serial_sequence: already quoted
-
-
-def _length(type_name: str | None) -> int:
-    found = _VARCHAR.match(type_name or "")
-    return int(found.group(1)) if found else 0
 
 
 def _column(catalog: Catalog, table: str, column: str) -> Column:
