@@ -255,7 +255,7 @@ def migrate(opts: Options, reporter: Reporter, probe: Probe | InProcessProbe | N
                 if widen_strings:
                     raise
                 widen_strings = True
-                reporter.info(f"{exc.table}: {exc.detail}: rolled back; copying again with the columns widened "
+                reporter.info(f"{exc.table}: {exc.reason}{exc.context}: rolled back; copying again with the columns widened "
                               "that the source's strings exceed")
                 _restart(result, reporter, notes_before)
             except _Mismatch as exc:

@@ -261,13 +261,9 @@ class ValueRefused(MigrationError):
         self.nul = nul
 
 
-class StringTooLong(MigrationError):
-    """PostgreSQL refused a string longer than its varchar column (SQLite never checks lengths)."""
-
-    def __init__(self, table: str, detail: str):
-        super().__init__(f"PostgreSQL refused a value of {table}: {detail}; nothing was committed")
-        self.table = table
-        self.detail = detail
+class StringTooLong(ValueRefused):
+    """PostgreSQL refused a string longer than its varchar column (SQLite never checks lengths): the
+    caller may widen the column and run again."""
 
 
 class _Redo(Exception):
@@ -303,7 +299,7 @@ def copy_tables(conn: psycopg.Connection, stream: TaskStream, order: list[str], 
                 break
             except (_Redo, psycopg.errors.DataError) as exc:
                 if isinstance(exc, psycopg.errors.StringDataRightTruncation):  # no value check mends that
-                    raise StringTooLong(name, (exc.diag.message_primary or str(exc)) + _context(exc)) from exc
+                    raise StringTooLong(name, exc.diag.message_primary or str(exc), _context(exc)) from exc
                 stream.abandon(t.task_id for t in attempt)
                 cur.execute("ROLLBACK TO SAVEPOINT migration_table")
                 reason = exc.reason if isinstance(exc, _Redo) else (exc.diag.message_primary or str(exc))
