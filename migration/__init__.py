@@ -19,6 +19,7 @@ Modules, one job each:
   lifetime  reader and probe processes end with the migration, even on kill -9
   probe     MLflow itself on the target after commit
   lean      MLflow imported without its data-science stack (schema, upgrade, probe)
+  collector Python's garbage collector paused while a migration runs
   report    progress and the summary table
 """
 

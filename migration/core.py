@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import psycopg
 
-from migration import default_jobs
+from migration import collector, default_jobs
 from migration.catalog import Catalog, qident, read_catalog
 from migration.convert import ArtifactRewrite
 from migration.errors import MigrationError, ProbeError, RefusedError, VerificationError
@@ -182,6 +182,11 @@ def _widening(catalog: Catalog, prepared: PreparedSource, with_rows: list[str], 
 
 def migrate(opts: Options, reporter: Reporter, probe: Probe | InProcessProbe | None = None) -> Result:
     """Run the migration. The CLI passes the MLflow probe it started first thing; else it starts here."""
+    with collector.paused():  # the reader processes forked here inherit the pause
+        return _migrate(opts, reporter, probe)
+
+
+def _migrate(opts: Options, reporter: Reporter, probe: Probe | InProcessProbe | None) -> Result:
     started = time.perf_counter()
     result = Result(dry_run=opts.dry_run)
     path = source_path(opts.source)
