@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import psycopg
+from psycopg.types.string import TextBinaryLoader, TextLoader
 import pytest
 
 from rehearsal.postgres import PostgresCluster, PostgresUnavailable
@@ -100,7 +101,12 @@ def processes_gone(pids: list[int], within: float = 10.0) -> bool:
 
 
 def pg_connect(uri: str) -> psycopg.Connection:
-    return psycopg.connect(uri.replace("postgresql+psycopg2://", "postgresql://"))
+    """JSON columns come back as the text PostgreSQL stored, to compare with SQLite's text exactly."""
+    conn = psycopg.connect(uri.replace("postgresql+psycopg2://", "postgresql://"))
+    for name in ("json", "jsonb"):
+        conn.adapters.register_loader(name, TextLoader)
+        conn.adapters.register_loader(name, TextBinaryLoader)
+    return conn
 
 
 # --- independent row-level comparison (deliberately not using the tool's own conversion code) -----

@@ -21,6 +21,7 @@ import pytest
 from tests.migration.conftest import (
     FIXTURES, OWNER_PASSWORD, REPO, assert_same_rows, child_pids, pg_connect, processes_gone, run_cli, snapshot,
 )
+from tests.migration.fill_empty import fill_empty_tables
 
 
 def _digest(path: Path) -> str:
@@ -99,6 +100,40 @@ print(json.dumps({"new_id": new_id, "before": sorted(before), "exp": exp.experim
     assert out["nan"] and out["runs"] == 2
     # MLflow itself stores +/-inf as +/-max float and NaN as is_nan; the history reads back as MLflow wrote it
     assert {"nan", "1.7976931348623157e+308", "-1.7976931348623157e+308", "1e-310", "5e-324"} <= set(out["odd"])
+
+
+def test_every_table_of_mlflows_schema_with_rows(source_copy, target, tmp_path):
+    """The tables MLflow's client leaves empty in the rich source (gateway, jobs, webhooks, scorers, MCP
+    servers, review queues, trace rollups) filled from their own schema: DATE, bytea, JSON and composite
+    foreign keys arrive equal, every sequence is at max+1, and MLflow still works."""
+    uri, _ = target
+    filled = fill_empty_tables(source_copy)
+    assert {"secrets", "sql_trace_metric_daily_rollups", "mcp_server_version_tags", "span_metrics",
+            "evaluation_dataset_records", "job_locks"} <= set(filled), filled
+    summary = tmp_path / "result.json"
+    result = run_cli(str(source_copy), uri, "--json", str(summary))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(summary.read_text())
+    assert data["verified"] and data["probe"]["ok"] and data["widened"] == [], data
+    conn = sqlite3.connect(source_copy)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} - {"alembic_version"}
+    finally:
+        conn.close()
+    assert set(data["tables"]) == tables, "every table of the schema had rows to copy"
+    assert assert_same_rows(source_copy, uri) == data["rows"]
+    with pg_connect(uri) as pgc:
+        day, secret, inputs = pgc.execute(
+            "SELECT (SELECT min(rollup_day) FROM sql_trace_metric_daily_rollups), "
+            "(SELECT encrypted_value FROM secrets ORDER BY secret_id LIMIT 1), "
+            "(SELECT inputs FROM evaluation_dataset_records ORDER BY dataset_record_id LIMIT 1)").fetchone()
+        assert day.isoformat() == "2026-11-20"
+        assert bytes(secret) == bytes([0, 255, 0, 10, 13, 92, 9])
+        assert inputs == '{"k": [1, 2.5, "é"], "row": 0, "nested": {"none": null}}'
+        for table in ("sql_assessment_daily_rollups", "sql_span_cost_daily_rollups", "sql_trace_metric_daily_rollups"):
+            last, called = pgc.execute(f"SELECT last_value, is_called FROM {table}_id_seq").fetchone()
+            top = pgc.execute(f"SELECT max(id) FROM {table}").fetchone()[0]
+            assert (last, called) == (top + 1, False), table
 
 
 def test_filestore_converted_source_keeps_its_experiment_ids(tmp_path, target):
