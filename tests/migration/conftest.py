@@ -145,7 +145,7 @@ def pg_tables(conn: psycopg.Connection) -> dict[str, list[tuple[str, str]]]:
     for table, col, typ in conn.execute(
         "SELECT c.relname, a.attname, format_type(a.atttypid, NULL) FROM pg_attribute a "
         "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'public' AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped "
+        "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped "
         "AND a.attgenerated = '' ORDER BY c.relname, a.attnum"
     ):
         out.setdefault(table, []).append((col, typ))

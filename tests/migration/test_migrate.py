@@ -136,6 +136,29 @@ def test_every_table_of_mlflows_schema_with_rows(source_copy, target, tmp_path):
             assert (last, called) == (top + 1, False), table
 
 
+def test_target_in_its_own_postgresql_schema(rich_source, target):
+    """MLflow's documented way to keep its tables out of `public`: `options=-csearch_path=...` in the URI.
+    The schema is created, filled and probed there, and nothing lands in `public`."""
+    uri, _ = target
+    with pg_connect(uri) as conn:
+        conn.execute("CREATE SCHEMA mlflow")
+    in_schema = uri + "?options=-csearch_path%3Dmlflow"
+    result = run_cli(str(rich_source), in_schema)
+    assert result.returncode == 0, result.stderr
+    assert OWNER_PASSWORD not in result.stdout + result.stderr
+    with pg_connect(uri) as conn:
+        where = dict(conn.execute("SELECT table_schema, count(*) FROM information_schema.tables "
+                                  "WHERE table_schema IN ('public', 'mlflow') GROUP BY 1").fetchall())
+        assert where.get("public", 0) == 0 and where["mlflow"] > 60, where
+        last, called = conn.execute("SELECT last_value, is_called FROM mlflow.experiments_experiment_id_seq").fetchone()
+        top = conn.execute("SELECT max(experiment_id) FROM mlflow.experiments").fetchone()[0]
+        assert (last, called) == (top + 1, False)
+    assert assert_same_rows(rich_source, in_schema) > 20_000
+    # a second run sees the schema it made (merge refuses user data) instead of creating another one
+    again = run_cli(str(rich_source), in_schema)
+    assert again.returncode == 3 and "--mode replace" in again.stderr, again.stderr
+
+
 def test_filestore_converted_source_keeps_its_experiment_ids(tmp_path, target):
     """MLflow's own `mlflow migrate-filestore` keeps FileStore's random 18-digit experiment ids, which only
     SQLite's 64-bit INTEGER holds: the columns holding experiment ids become bigint and the ids survive."""
