@@ -11,6 +11,7 @@ Modules, one job each:
   existing  rows a target already holds: refuse, merge or replace
   widen     columns the source's values exceed (FileStore experiment ids, long names), widened
   orphans   rows without their parent row: named, or left out with --drop-orphans
+  nul       text holding NUL characters: named, or replaced with --replace-nul
   convert   SQLite values -> target column types; artifact-root rewriting
   workers   reader processes: SQLite -> converted rows -> checksum + binary/text COPY data
   load      drop/re-create keys and indexes, COPY, sequences

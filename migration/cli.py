@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop-orphans", action="store_true",
                    help="leave out source rows whose parent row is missing (SQLite kept them, PostgreSQL's "
                         "foreign keys refuse them); counted in the summary")
+    p.add_argument("--replace-nul", action="store_true",
+                   help="replace NUL characters in text (SQLite kept them, PostgreSQL's text cannot) with "
+                        "U+FFFD; counted per column in the summary")
     p.add_argument("--no-probe", action="store_true", help="skip the MLflow probe after commit")
     p.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="how long to wait for locks on the target tables (default: %(default)s)")
@@ -114,7 +117,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, probe) -> in
         opts = Options(source=args.source, target=args.target, mode=args.mode, dry_run=args.dry_run,
                        rewrites=rewrites, jobs=args.jobs, rebuild_threshold=max(0, args.rebuild_threshold),
                        task_rows=args.task_rows, probe=not args.no_probe, lock_timeout=args.lock_timeout,
-                       drop_orphans=args.drop_orphans)
+                       drop_orphans=args.drop_orphans, replace_nul=args.replace_nul)
 
         def _on_term(signum, frame):
             raise _Interrupted()

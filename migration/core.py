@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import psycopg
 
-from migration import collector, default_jobs
+from migration import collector, default_jobs, nul
 from migration.catalog import Catalog, qident, read_catalog
 from migration.convert import ArtifactRewrite
 from migration.errors import MigrationError, ProbeError, RefusedError, VerificationError
@@ -24,7 +24,7 @@ from migration.probe import InProcessProbe, Probe, ProbeResult
 from migration.report import Reporter
 from migration.predict import predict_catalog
 from migration.schema import check_target, create
-from migration.source import PreparedSource, connect_readonly, nul_text, prepare_source
+from migration.source import PreparedSource, connect_readonly, prepare_source
 from migration.uris import parse_target, redact, source_path
 from migration.verify import Fetched, TableCheck, Verification, prepare_connection, table_checksum
 from migration.widen import Widening, plan_widening, source_extents, widen
@@ -46,6 +46,7 @@ class Options:
     probe: bool = True
     lock_timeout: float = 60.0
     drop_orphans: bool = False
+    replace_nul: bool = False
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Result:
     read_ahead: dict[str, list[str]] | None = None  # tables read while MLflow created the schema: reused / read again
     widened: list[str] = field(default_factory=list)  # table.column made wider for the source's values
     dropped_orphans: dict[str, int] = field(default_factory=dict)  # rows without their parent row, left out
+    replaced_nul: dict[str, int] = field(default_factory=dict)  # rows whose NUL characters became U+FFFD
 
     def as_dict(self) -> dict:
         return {
@@ -85,6 +87,7 @@ class Result:
             "read_ahead": self.read_ahead,
             "widened": self.widened,
             "dropped_orphans": self.dropped_orphans,
+            "replaced_nul": self.replaced_nul,
             "notes": self.notes,
         }
 
@@ -202,8 +205,12 @@ def _migrate(opts: Options, reporter: Reporter, probe: Probe | InProcessProbe | 
     speculation: _Speculation | None = None
     try:
         with reporter.phase("prepare source"):
-            prepared = prepare_source(path, drop_orphans=opts.drop_orphans)
+            prepared = prepare_source(path, drop_orphans=opts.drop_orphans, replace_nul=opts.replace_nul)
         result.dropped_orphans = prepared.dropped_orphans
+        result.replaced_nul = prepared.replaced_nul
+        if prepared.replaced_nul:
+            result.notes.append("NUL characters replaced by U+FFFD (--replace-nul): " +
+                                ", ".join(f"{c} ({n})" for c, n in prepared.replaced_nul.items()))
         if prepared.dropped_orphans:
             result.notes.append("left out rows without their parent row (--drop-orphans): " +
                                 ", ".join(f"{t} ({n})" for t, n in prepared.dropped_orphans.items()))
@@ -308,6 +315,14 @@ def _migrate(opts: Options, reporter: Reporter, probe: Probe | InProcessProbe | 
             probe.close()
         if prepared is not None:
             prepared.cleanup()
+
+
+def _nul_text(prepared: PreparedSource, table: str, columns: list[str]) -> list[str]:
+    src = connect_readonly(prepared.path)
+    try:
+        return nul.find(src, table, columns)
+    finally:
+        src.close()
 
 
 def _explain_orphans(prepared: PreparedSource, exc: Exception) -> None:
@@ -527,7 +542,7 @@ def _load(conn, catalog, prepared, all_tables, with_rows, opts, target, pool, re
                 stream.drain()  # the readers' pending output must not reach the next attempt
                 raise
             except ValueRefused as exc:
-                where = nul_text(prepared.path, exc.table, columns_of(exc.table)) if exc.nul else []
+                where = _nul_text(prepared, exc.table, columns_of(exc.table)) if exc.nul else []
                 if where:
                     raise ValueRefused(exc.table, exc.reason, exc.context, ": " + "; ".join(where)) from exc
                 raise

@@ -251,8 +251,8 @@ class ValueRefused(MigrationError):
 
     def __init__(self, table: str, reason: str, context: str = "", detail: str = ""):
         nul = "0x00" in reason
-        hint = (" (PostgreSQL's text cannot hold the NUL character that SQLite kept: change that value in a copy "
-                "of the source)" if nul else "")
+        hint = (" (PostgreSQL's text cannot hold the NUL character that SQLite kept: --replace-nul replaces each "
+                "with U+FFFD, or change those values in a copy of the source)" if nul else "")
         super().__init__(f"PostgreSQL refused a value of {table}: {reason}{context}{detail}{hint}; "
                          "nothing was committed")
         self.table = table

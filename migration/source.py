@@ -41,6 +41,7 @@ class PreparedSource:
     upgraded: bool
     tables: dict[str, SourceTable] = field(default_factory=dict)
     dropped_orphans: dict[str, int] = field(default_factory=dict)  # --drop-orphans: rows deleted from the copy
+    replaced_nul: dict[str, int] = field(default_factory=dict)  # --replace-nul: rows changed per table.column
     _tmpdir: tempfile.TemporaryDirectory | None = None
 
     def cleanup(self) -> None:
@@ -171,7 +172,8 @@ def remove_stale_copies(parent: Path | None = None) -> list[Path]:
     return removed
 
 
-def prepare_source(original: Path, *, upgrade: bool = True, drop_orphans: bool = False) -> PreparedSource:
+def prepare_source(original: Path, *, upgrade: bool = True, drop_orphans: bool = False,
+                   replace_nul: bool = False) -> PreparedSource:
     """Copy the source, check its revision, upgrade the copy to head. Never touches `original`."""
     graph = revision_graph()
     remove_stale_copies()
@@ -216,6 +218,10 @@ def prepare_source(original: Path, *, upgrade: bool = True, drop_orphans: bool =
                 raise MigrationError(f"source copy upgrade ended at revision {after}, expected {graph.head}")
             upgraded = True
         prepared = PreparedSource(original, copy_path, revision, graph.head, upgraded, _tmpdir=tmp)
+        if replace_nul:  # first: a key and the foreign keys naming it change alike
+            from migration import nul
+
+            prepared.replaced_nul = nul.replace(copy_path)
         if drop_orphans:
             from migration import orphans
 
@@ -225,26 +231,3 @@ def prepare_source(original: Path, *, upgrade: bool = True, drop_orphans: bool =
     except BaseException:
         tmp.cleanup()
         raise
-
-
-def nul_text(path: Path, table: str, columns: list[str]) -> list[str]:
-    """Where `table` holds text with a NUL character (SQLite keeps it; PostgreSQL's text cannot): per
-    column, how many rows and the key of the first one. (As blobs: SQLite's text functions stop at a NUL.)"""
-    from migration.catalog import qident
-
-    conn = connect_readonly(path)
-    try:
-        qname = qident(table)
-        key = [r[1] for r in sorted(conn.execute(f"PRAGMA table_info({qname})"), key=lambda r: r[5]) if r[5]] or ["rowid"]
-        found = []
-        for col in columns:
-            where = f"typeof({qident(col)}) = 'text' AND instr(CAST({qident(col)} AS BLOB), X'00') > 0"
-            n = conn.execute(f"SELECT count(*) FROM {qname} WHERE {where}").fetchone()[0]
-            if n:
-                first = conn.execute(f"SELECT {', '.join(qident(k) if k != 'rowid' else k for k in key)} "
-                                     f"FROM {qname} WHERE {where} LIMIT 1").fetchone()
-                found.append(f"{table}.{col}: {n} row{'s' if n > 1 else ''}, first "
-                             + ", ".join(f"{k}={v!r}" for k, v in zip(key, first)))
-        return found
-    finally:
-        conn.close()

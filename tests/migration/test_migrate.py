@@ -445,6 +445,52 @@ print("{}")
     assert snapshot(uri) == before
 
 
+def _put_nul_characters(path: Path, nul: str) -> dict[str, int]:
+    """A param value and a registered model's name (with every foreign key naming it) holding `nul`;
+    returns the rows written per table.column."""
+    conn = sqlite3.connect(path)
+    try:
+        run_uuid = conn.execute("SELECT run_uuid FROM runs ORDER BY run_uuid LIMIT 1").fetchone()[0]
+        conn.execute("INSERT INTO params (key, value, run_uuid) VALUES ('nul', ?, ?)", (f"before{nul}after", run_uuid))
+        written = {"params.value": 1}
+        fks = [(t, fk[3], fk[2], fk[4]) for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+               for fk in conn.execute(f'PRAGMA foreign_key_list("{t}")')]
+        named = [("registered_models", "name")]  # and, transitively, every column a foreign key links to it
+        while more := [(t, c) for t, c, pt, pc in fks if (pt, pc) in named and (t, c) not in named]:
+            named += more
+        for table, column in named:
+            n = conn.execute(f'UPDATE "{table}" SET "{column}" = ? WHERE "{column}" = ?', (f"model{nul}1", "model-1")).rowcount
+            if n:
+                written[f"{table}.{column}"] = n
+        conn.commit()
+        return written
+    finally:
+        conn.close()
+
+
+def test_replace_nul_characters_when_asked(rich_source, target, tmp_path):
+    """--replace-nul: every NUL becomes U+FFFD in the tool's copy (the source file stays as it is), keys
+    and the foreign keys naming them alike; counted per column; rows equal the source with the same
+    replacement made independently; MLflow works."""
+    uri, _ = target
+    source, expected = tmp_path / "source.db", tmp_path / "expected.db"
+    shutil.copyfile(rich_source, source)
+    shutil.copyfile(rich_source, expected)
+    written = _put_nul_characters(source, "\x00")
+    assert _put_nul_characters(expected, "\ufffd") == written
+    assert len(written) >= 4, written  # the model's versions, tags and aliases name it too
+    before = _digest(source)
+    summary = tmp_path / "result.json"
+    result = run_cli(str(source), uri, "--replace-nul", "--json", str(summary))
+    assert result.returncode == 0, result.stderr
+    assert _digest(source) == before
+    data = json.loads(summary.read_text())
+    assert data["replaced_nul"] == dict(sorted(written.items())), data["replaced_nul"]
+    assert data["verified"] and data["probe"]["ok"]
+    assert "U+FFFD" in result.stdout
+    assert assert_same_rows(expected, uri) == data["rows"]
+
+
 def test_odd_storage_classes_are_converted(source_copy, target):
     """Values SQLite stored with another storage class than the column's: converted, then verified."""
     uri, _ = target
