@@ -3,7 +3,8 @@
     venv/bin/python bench/migration.py [--metrics 1000000] [--db PATH] [--repeat 3]
 
 1. Generates (once; cached at --db) an MLflow SQLite database with ~1 M metric rows, written through
-   MLflow's own client (`MlflowClient.log_batch`), plus params and tags.
+   MLflow's own client (`MlflowClient.log_batch`), plus params and tags. A database at --db that this
+   script did not generate (no `.metrics` marker beside it) is used as it is, never replaced.
 2. Starts a private PostgreSQL cluster (rehearsal/postgres.py; Debian's postgresql binaries).
 3. For each repeat, two fresh databases whose schema MLflow created (`SqlAlchemyStore`, the recipe's
    first step; not in either tool's time), and a third, empty one for the tool alone:
@@ -174,7 +175,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--metrics", type=int, default=1_000_000)
     parser.add_argument("--db", type=Path, default=Path(tempfile.gettempdir()) / "mlflow-bench" / "bench.db",
-                        help="cached source database (generated when missing or of another size)")
+                        help="source database: generated (and cached) when missing or when this script generated "
+                             "it with another --metrics; a database made otherwise is used as it is")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     if not shutil.which("pgloader"):
@@ -182,8 +184,8 @@ def main() -> None:
 
     db = args.db
     db.parent.mkdir(parents=True, exist_ok=True)
-    marker = db.with_suffix(".metrics")
-    if not db.exists() or not marker.exists() or marker.read_text() != str(args.metrics):
+    marker = db.with_suffix(".metrics")  # written next to the databases this script generates
+    if not db.exists() or (marker.exists() and marker.read_text() != str(args.metrics)):
         db.unlink(missing_ok=True)
         generate(db, args.metrics)
         marker.write_text(str(args.metrics))
