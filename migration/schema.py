@@ -62,6 +62,12 @@ def check_target(conn: psycopg.Connection, source_tables: set[str]) -> tuple[Cat
 
     A target with MLflow tables must be at the installed MLflow's head revision and hold every table
     the source has; anything else is refused before a row is written."""
+    if conn.execute("SELECT current_schema()").fetchone()[0] is None:
+        raise RefusedError(
+            "the target's search_path names no schema that exists, so there is nowhere for MLflow's tables",
+            hint="create that schema first (CREATE SCHEMA name AUTHORIZATION role), or correct "
+                 "options=-csearch_path in the target URI",
+        )
     graph = revision_graph()
     catalog = read_catalog(conn)
     present = source_tables & set(catalog.tables)

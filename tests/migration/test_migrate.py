@@ -138,11 +138,15 @@ def test_every_table_of_mlflows_schema_with_rows(source_copy, target, tmp_path):
 
 def test_target_in_its_own_postgresql_schema(rich_source, target):
     """MLflow's documented way to keep its tables out of `public`: `options=-csearch_path=...` in the URI.
-    The schema is created, filled and probed there, and nothing lands in `public`."""
+    The schema is created, filled and probed there, and nothing lands in `public`; a schema that does
+    not exist is refused before anything is written."""
     uri, _ = target
+    in_schema = uri + "?options=-csearch_path%3Dmlflow"
+    missing = run_cli(str(rich_source), in_schema, "--no-probe")
+    assert missing.returncode == 3 and "names no schema that exists" in missing.stderr, missing.stderr
+    assert "Traceback" not in missing.stderr
     with pg_connect(uri) as conn:
         conn.execute("CREATE SCHEMA mlflow")
-    in_schema = uri + "?options=-csearch_path%3Dmlflow"
     result = run_cli(str(rich_source), in_schema)
     assert result.returncode == 0, result.stderr
     assert OWNER_PASSWORD not in result.stdout + result.stderr
