@@ -12,7 +12,7 @@ import logging
 import psycopg
 
 from migration.catalog import Catalog, read_catalog
-from migration.errors import RefusedError
+from migration.errors import MigrationError, RefusedError
 from migration.revisions import mlflow_version, revision_graph
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,12 @@ def check_target(conn: psycopg.Connection, source_tables: set[str]) -> tuple[Cat
     catalog = read_catalog(conn)
     present = source_tables & set(catalog.tables)
     if not present and not catalog.has_alembic:
+        if not conn.execute("SELECT has_schema_privilege(current_schema(), 'CREATE')").fetchone()[0]:
+            schema = conn.execute("SELECT current_schema()").fetchone()[0]
+            raise RefusedError(
+                f"the target is empty, but its role may not create tables in schema {schema!r} for MLflow's schema",
+                hint=f"GRANT CREATE ON SCHEMA {schema} TO the role, or migrate into a database the role owns",
+            )
         return catalog, True
     if not catalog.has_alembic or catalog.revision is None:
         raise RefusedError(
@@ -98,7 +104,12 @@ def check_target(conn: psycopg.Connection, source_tables: set[str]) -> tuple[Cat
 def create(conn: psycopg.Connection, source_tables: set[str]) -> Catalog:
     """Create MLflow's schema on the empty target (uncommitted) and return the new catalog."""
     log.info("target is empty: creating MLflow's schema (revision %s)", revision_graph().head)
-    create_schema(conn)
+    try:
+        create_schema(conn)
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy wraps the driver's error; report that one
+        cause = getattr(exc, "orig", None)
+        detail = (cause.diag.message_primary or str(cause)) if isinstance(cause, psycopg.Error) else f"{type(exc).__name__}: {exc}"
+        raise MigrationError(f"MLflow could not create its schema on the target: {detail}; nothing was committed") from exc
     catalog = read_catalog(conn)
     _require_tables(catalog, source_tables)
     return catalog

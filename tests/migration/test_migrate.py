@@ -590,6 +590,30 @@ def test_target_uri_drivers_and_masking(rich_source, pg, driver):
     assert quote(OWNER_PASSWORD, safe="") not in bad.stderr + bad.stdout
 
 
+def test_target_role_that_cannot_create_the_schema(rich_source, pg, target):
+    """An empty target whose role may not create tables (PostgreSQL 15 no longer lets every role create in
+    `public`) is refused up front, in --dry-run too; a role that fails while MLflow creates the schema
+    (here: read-only transactions) gets PostgreSQL's reason, not SQLAlchemy's dump. Nothing is written."""
+    _, name = target
+    role = "plain_" + name[2:]
+    pg.psql(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'")
+    uri = pg.uri(name, role, f"pw-{role}")
+    for extra in ([], ["--dry-run"]):
+        refused = run_cli(str(rich_source), uri, "--no-probe", *extra)
+        assert refused.returncode == 3, refused.stderr
+        assert "may not create tables in schema 'public'" in refused.stderr and "GRANT CREATE ON SCHEMA" in refused.stderr
+        assert f"pw-{role}" not in refused.stdout + refused.stderr
+
+    pg.psql(f"GRANT CREATE ON SCHEMA public TO {role}", name)
+    pg.psql(f"ALTER ROLE {role} SET default_transaction_read_only = on")
+    failed = run_cli(str(rich_source), uri, "--no-probe")
+    assert failed.returncode == 1, failed.stderr
+    assert "MLflow could not create its schema on the target: cannot execute CREATE TABLE in a read-only " \
+           "transaction; nothing was committed" in failed.stderr, failed.stderr
+    assert "[SQL:" not in failed.stderr and "Traceback" not in failed.stderr
+    assert pg.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", name).strip() == "0"
+
+
 def test_usage_errors(tmp_path, rich_source):
     assert run_cli(str(tmp_path / "missing.db"), "postgresql://u:p@127.0.0.1:1/x").returncode == 2
     not_pg = run_cli(str(rich_source), "mysql://u:hunter22@host/db")
