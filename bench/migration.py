@@ -1,6 +1,6 @@
 """Benchmark: this repo's `python -m migration` against the published pgloader recipe.
 
-    venv/bin/python bench/migration.py [--metrics 1000000] [--db PATH] [--repeat 3]
+    venv/bin/python bench/migration.py [--metrics 1000000] [--metrics-per-run 10000] [--db PATH] [--repeat 3]
 
 1. Generates (once; cached at --db) an MLflow SQLite database with ~1 M metric rows, written through
    MLflow's own client (`MlflowClient.log_batch`), plus params and tags. A database at --db that this
@@ -43,8 +43,10 @@ from rehearsal.postgres import PostgresCluster  # noqa: E402
 PY = sys.executable
 
 
-def generate(path: Path, metrics: int) -> None:
-    """~`metrics` metric rows in 1000-row log_batch calls over runs of 10,000 metrics each."""
+def generate(path: Path, metrics: int, per_run: int = 10_000) -> None:
+    """~`metrics` metric rows over runs of `per_run` metrics each (10 keys, per_run/10 steps), in
+    log_batch calls of up to 1000 rows; 20 params and 10 tags per run."""
+    steps = max(1, per_run // 10)
     code = f"""
 import math, os
 from mlflow import MlflowClient
@@ -58,9 +60,10 @@ while done < {metrics}:
     rid = run.info.run_id
     client.log_batch(rid, params=[Param(f"p{{i}}", str(i)) for i in range(20)],
                      tags=[RunTag(f"t{{i}}", "v" * i) for i in range(10)])
-    for step0 in range(0, 1000, 100):
+    for step0 in range(0, {steps}, 100):
         batch = [Metric(f"m{{k}}", math.sin(step * k + 0.1) if (step + k) % 97 else float("nan"),
-                        1_700_000_000_000 + step, step) for step in range(step0, step0 + 100) for k in range(10)]
+                        1_700_000_000_000 + step, step) for step in range(step0, min(step0 + 100, {steps}))
+                 for k in range(10)]
         client.log_batch(rid, metrics=batch)
         done += len(batch)
         if done >= {metrics}:
@@ -174,9 +177,12 @@ def run_tool(db: Path, uri: str, extra: list[str]) -> tuple[float, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--metrics", type=int, default=1_000_000)
+    parser.add_argument("--metrics-per-run", type=int, default=10_000,
+                        help="metric rows per run (default %(default)s: 100 runs; 200 gives 5,000 runs, more "
+                             "params, tags and latest_metrics rows)")
     parser.add_argument("--db", type=Path, default=Path(tempfile.gettempdir()) / "mlflow-bench" / "bench.db",
                         help="source database: generated (and cached) when missing or when this script generated "
-                             "it with another --metrics; a database made otherwise is used as it is")
+                             "it with other --metrics/--metrics-per-run; a database made otherwise is used as it is")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     if not shutil.which("pgloader"):
@@ -185,10 +191,11 @@ def main() -> None:
     db = args.db
     db.parent.mkdir(parents=True, exist_ok=True)
     marker = db.with_suffix(".metrics")  # written next to the databases this script generates
-    if not db.exists() or (marker.exists() and marker.read_text() != str(args.metrics)):
+    shape = str(args.metrics) + ("" if args.metrics_per_run == 10_000 else f"/{args.metrics_per_run}")
+    if not db.exists() or (marker.exists() and marker.read_text() != shape):
         db.unlink(missing_ok=True)
-        generate(db, args.metrics)
-        marker.write_text(str(args.metrics))
+        generate(db, args.metrics, args.metrics_per_run)
+        marker.write_text(shape)
     conn = sqlite3.connect(db)
     rows = sum(conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]
                for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'"))
