@@ -425,6 +425,10 @@ def _dry_run(conn, catalog, created, prepared, all_tables, opts, target, result,
         elif existing.counts:
             result.notes.append("--mode replace would empty: " +
                                 ", ".join(f"{t} ({n})" for t, n in sorted(existing.counts.items())))
+    if not opts.replace_nul and (holding := nul.scan(prepared.path)):  # the real run would be refused: say so now
+        raise MigrationError("PostgreSQL would refuse text holding NUL characters (SQLite keeps them, PostgreSQL's "
+                             "text cannot): " + ", ".join(f"{c} ({n} row{'s' if n > 1 else ''})" for c, n in holding.items()),
+                             hint="--replace-nul replaces each with U+FFFD; nothing was written")
     with_rows = [t for t in all_tables if prepared.tables[t].rows > 0]
     widening = _widening(catalog, prepared, with_rows, strings=True) if not created else None
     if widening is not None:

@@ -40,25 +40,39 @@ def find(conn: sqlite3.Connection, table: str, columns: list[str]) -> list[str]:
     return found
 
 
+def _scan(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+    """Rows holding a NUL per (table, column), one pass over each table."""
+    found: dict[tuple[str, str], int] = {}
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                         "AND name NOT LIKE 'sqlite_%' AND name != 'alembic_version' ORDER BY 1")]
+    for table in tables:
+        columns = [r[1] for r in conn.execute(f"PRAGMA table_info({qident(table)})")]
+        counts = conn.execute("SELECT " + ", ".join(f"coalesce(sum({_holds_nul(c)}), 0)" for c in columns)
+                              + f" FROM {qident(table)}").fetchone()
+        found.update(((table, column), n) for column, n in zip(columns, counts) if n)
+    return found
+
+
+def scan(path: Path) -> dict[str, int]:
+    """Rows holding a NUL per `table.column` of the working copy at `path` (nothing changed)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {f"{t}.{c}": n for (t, c), n in _scan(conn).items()}
+    finally:
+        conn.close()
+
+
 def replace(path: Path) -> dict[str, int]:
     """Replace every NUL in the text of the working copy at `path`; rows changed per `table.column`."""
-    changed: dict[str, int] = {}
     conn = sqlite3.connect(path)
     try:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                             "AND name NOT LIKE 'sqlite_%' AND name != 'alembic_version' ORDER BY 1")]
-        for table in tables:
-            columns = [r[1] for r in conn.execute(f"PRAGMA table_info({qident(table)})")]
-            counts = conn.execute("SELECT " + ", ".join(f"coalesce(sum({_holds_nul(c)}), 0)" for c in columns)
-                                  + f" FROM {qident(table)}").fetchone()  # one scan per table
-            for column, n in zip(columns, counts):
-                if n:
-                    _replace_column(conn, table, column)
-                    changed[f"{table}.{column}"] = n
+        found = _scan(conn)
+        for table, column in found:
+            _replace_column(conn, table, column)
         conn.commit()
     finally:
         conn.close()
-    return changed
+    return {f"{t}.{c}": n for (t, c), n in found.items()}
 
 
 def _replace_column(conn: sqlite3.Connection, table: str, column: str) -> None:

@@ -441,6 +441,9 @@ print("{}")
     conn.execute("INSERT INTO params (key, value, run_uuid) VALUES ('nul', ?, ?)", ("before\x00after", run_uuid))
     conn.commit()
     conn.close()
+    dry = run_cli(str(source_copy), uri, "--dry-run")  # says so before a real run is tried
+    assert dry.returncode == 1 and "would refuse text holding NUL characters" in dry.stderr, dry.stderr
+    assert "params.value (1 row)" in dry.stderr and "--replace-nul" in dry.stderr
     result = run_cli(str(source_copy), uri, "--no-probe")
     assert result.returncode == 1, result.stderr
     assert "params" in result.stderr and "0x00" in result.stderr and "NUL character" in result.stderr
