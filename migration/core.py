@@ -325,8 +325,9 @@ def _nul_text(prepared: PreparedSource, table: str, columns: list[str]) -> list[
         src.close()
 
 
-def _explain_orphans(prepared: PreparedSource, exc: Exception) -> None:
-    """A foreign key failed: if the source copy has rows without their parent row, say so, and how to go on."""
+def _explain_orphans(prepared: PreparedSource, exc: Exception | None) -> None:
+    """A foreign key failed (or a dry run asks): if the source copy has rows without their parent row, say
+    so, and how to go on."""
     from migration import orphans
 
     try:
@@ -429,6 +430,8 @@ def _dry_run(conn, catalog, created, prepared, all_tables, opts, target, result,
         raise MigrationError("PostgreSQL would refuse text holding NUL characters (SQLite keeps them, PostgreSQL's "
                              "text cannot): " + ", ".join(f"{c} ({n} row{'s' if n > 1 else ''})" for c, n in holding.items()),
                              hint="--replace-nul replaces each with U+FFFD; nothing was written")
+    if not opts.drop_orphans:
+        _explain_orphans(prepared, None)  # raises, as the real run's foreign keys would
     with_rows = [t for t in all_tables if prepared.tables[t].rows > 0]
     widening = _widening(catalog, prepared, with_rows, strings=True) if not created else None
     if widening is not None:

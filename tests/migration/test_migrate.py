@@ -274,14 +274,15 @@ print(json.dumps({"run": runs[0].info.run_name, "mv": mv.version,
 def test_rows_without_their_parent_row(source_copy, target, tmp_path):
     """MLflow never turns SQLite's foreign keys on: a run deleted by hand leaves its metrics, params and
     tags behind. By default that fails with each table named and the target unchanged (whether the
-    foreign key is checked during COPY or re-created after it); --drop-orphans leaves them out."""
+    foreign key is checked during COPY or re-created after it, and in a dry run); --drop-orphans leaves
+    them out."""
     uri, _ = target
     with contextlib.closing(sqlite3.connect(source_copy)) as conn:
         run_uuid = conn.execute("SELECT run_uuid FROM metrics GROUP BY run_uuid ORDER BY count(*) DESC").fetchone()[0]
         conn.execute("DELETE FROM runs WHERE run_uuid = ?", (run_uuid,))
         conn.commit()
     before = _digest(source_copy)
-    for extra in ([], ["--rebuild-threshold", "0"]):
+    for extra in (["--dry-run"], [], ["--rebuild-threshold", "0"]):
         result = run_cli(str(source_copy), uri, "--no-probe", *extra)
         assert result.returncode == 1, result.stderr
         assert "parent row is missing" in result.stderr and "metrics:" in result.stderr, result.stderr
