@@ -317,14 +317,6 @@ def _migrate(opts: Options, reporter: Reporter, probe: Probe | InProcessProbe | 
             prepared.cleanup()
 
 
-def _nul_text(prepared: PreparedSource, table: str, columns: list[str]) -> list[str]:
-    src = connect_readonly(prepared.path)
-    try:
-        return nul.find(src, table, columns)
-    finally:
-        src.close()
-
-
 def _explain_orphans(prepared: PreparedSource, exc: Exception | None) -> None:
     """A foreign key failed (or a dry run asks): if the source copy has rows without their parent row, say
     so, and how to go on."""
@@ -549,7 +541,7 @@ def _load(conn, catalog, prepared, all_tables, with_rows, opts, target, pool, re
                 stream.drain()  # the readers' pending output must not reach the next attempt
                 raise
             except ValueRefused as exc:
-                where = _nul_text(prepared, exc.table, columns_of(exc.table)) if exc.nul else []
+                where = nul.find(prepared.path, exc.table, columns_of(exc.table)) if exc.nul else []
                 if where:
                     raise ValueRefused(exc.table, exc.reason, exc.context, ": " + "; ".join(where)) from exc
                 raise

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from migration.catalog import qident
 from migration.errors import MigrationError
+from migration.source import table_names
 
 REPLACEMENT = "\ufffd"
 
@@ -24,28 +25,30 @@ def _holds_nul(column: str) -> str:
     return f"typeof({qident(column)}) = 'text' AND instr(CAST({qident(column)} AS BLOB), X'00') > 0"
 
 
-def find(conn: sqlite3.Connection, table: str, columns: list[str]) -> list[str]:
+def find(path: Path, table: str, columns: list[str]) -> list[str]:
     """Per column of `table` holding a NUL: how many rows and the key of the first one."""
-    qname = qident(table)
-    key = [r[1] for r in sorted(conn.execute(f"PRAGMA table_info({qname})"), key=lambda r: r[5]) if r[5]] or ["rowid"]
-    found = []
-    for column in columns:
-        where = _holds_nul(column)
-        n = conn.execute(f"SELECT count(*) FROM {qname} WHERE {where}").fetchone()[0]
-        if n:
-            first = conn.execute(f"SELECT {', '.join(qident(k) if k != 'rowid' else k for k in key)} "
-                                 f"FROM {qname} WHERE {where} LIMIT 1").fetchone()
-            found.append(f"{table}.{column}: {n} row{'s' if n > 1 else ''}, first "
-                         + ", ".join(f"{k}={v!r}" for k, v in zip(key, first)))
-    return found
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        qname = qident(table)
+        key = [r[1] for r in sorted(conn.execute(f"PRAGMA table_info({qname})"), key=lambda r: r[5]) if r[5]] or ["rowid"]
+        found = []
+        for column in columns:
+            where = _holds_nul(column)
+            n = conn.execute(f"SELECT count(*) FROM {qname} WHERE {where}").fetchone()[0]
+            if n:
+                first = conn.execute(f"SELECT {', '.join(qident(k) if k != 'rowid' else k for k in key)} "
+                                     f"FROM {qname} WHERE {where} LIMIT 1").fetchone()
+                found.append(f"{table}.{column}: {n} row{'s' if n > 1 else ''}, first "
+                             + ", ".join(f"{k}={v!r}" for k, v in zip(key, first)))
+        return found
+    finally:
+        conn.close()
 
 
 def _scan(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
     """Rows holding a NUL per (table, column), one pass over each table."""
     found: dict[tuple[str, str], int] = {}
-    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                         "AND name NOT LIKE 'sqlite_%' AND name != 'alembic_version' ORDER BY 1")]
-    for table in tables:
+    for table in [t for t in table_names(conn) if t != "alembic_version"]:
         columns = [r[1] for r in conn.execute(f"PRAGMA table_info({qident(table)})")]
         counts = conn.execute("SELECT " + ", ".join(f"coalesce(sum({_holds_nul(c)}), 0)" for c in columns)
                               + f" FROM {qident(table)}").fetchone()

@@ -102,7 +102,8 @@ def _revision(conn: sqlite3.Connection) -> str | None:
     return rows[0][0] if rows else None
 
 
-def _table_names(conn: sqlite3.Connection) -> list[str]:
+def table_names(conn: sqlite3.Connection) -> list[str]:
+    """The database's own tables (SQLite's internal ones left out), by name."""
     return [r[0] for r in conn.execute(
         "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
     )]
@@ -127,7 +128,7 @@ def inventory(path: Path) -> dict[str, SourceTable]:
     conn = connect_readonly(path)
     try:
         tables: dict[str, SourceTable] = {}
-        for name in _table_names(conn):
+        for name in table_names(conn):
             if name == "alembic_version":
                 continue
             qname = '"' + name.replace('"', '""') + '"'
@@ -182,7 +183,7 @@ def prepare_source(original: Path, *, upgrade: bool = True, drop_orphans: bool =
         copy_path = _copy(original, Path(tmp.name))
         conn = sqlite3.connect(copy_path)
         try:
-            names = set(_table_names(conn))
+            names = set(table_names(conn))
             revision = _revision(conn)
         finally:
             conn.close()

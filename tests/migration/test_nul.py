@@ -29,7 +29,7 @@ def test_replace_changes_only_text_holding_nul(tmp_path):
     assert sorted(conn.execute("SELECT key, value FROM params"), key=str) == sorted(
         [("a\ufffdb", "x\ufffdy\ufffd"), ("plain", "é✓"), ("k", None)], key=str)
     assert conn.execute("SELECT blob FROM metrics").fetchone()[0] == b"\x00\xff\x00"
-    assert nul.find(conn, "params", ["key", "value"]) == []
+    assert nul.find(path, "params", ["key", "value"]) == []
     assert nul.replace(path) == {}  # nothing left to replace
 
 
@@ -45,5 +45,4 @@ def test_replacement_that_would_merge_two_keys_is_refused(tmp_path):
 def test_find_names_column_count_and_first_key(tmp_path):
     path = tmp_path / "copy.db"
     _db(path, [("a", "x\x00", "r1"), ("b", "y\x00", "r1")])
-    conn = sqlite3.connect(path)
-    assert nul.find(conn, "params", ["key", "value"]) == ["params.value: 2 rows, first key='a', run_uuid='r1'"]
+    assert nul.find(path, "params", ["key", "value"]) == ["params.value: 2 rows, first key='a', run_uuid='r1'"]
