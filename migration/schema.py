@@ -62,7 +62,9 @@ def check_target(conn: psycopg.Connection, source_tables: set[str]) -> tuple[Cat
 
     A target with MLflow tables must be at the installed MLflow's head revision and hold every table
     the source has; anything else is refused before a row is written."""
-    if conn.execute("SELECT current_schema()").fetchone()[0] is None:
+    schema, may_create = conn.execute(
+        "SELECT current_schema(), has_schema_privilege(current_schema(), 'CREATE')").fetchone()
+    if schema is None:
         raise RefusedError(
             "the target's search_path names no schema that exists, so there is nowhere for MLflow's tables",
             hint="create that schema first (CREATE SCHEMA name AUTHORIZATION role), or correct "
@@ -72,8 +74,7 @@ def check_target(conn: psycopg.Connection, source_tables: set[str]) -> tuple[Cat
     catalog = read_catalog(conn)
     present = source_tables & set(catalog.tables)
     if not present and not catalog.has_alembic:
-        if not conn.execute("SELECT has_schema_privilege(current_schema(), 'CREATE')").fetchone()[0]:
-            schema = conn.execute("SELECT current_schema()").fetchone()[0]
+        if not may_create:
             raise RefusedError(
                 f"the target is empty, but its role may not create tables in schema {schema!r} for MLflow's schema",
                 hint=f"GRANT CREATE ON SCHEMA {schema} TO the role, or migrate into a database the role owns",
