@@ -420,8 +420,8 @@ def _dry_run(conn, catalog, created, prepared, all_tables, opts, target, result,
                                 ", ".join(f"{t} ({n})" for t, n in sorted(existing.counts.items())))
     if not opts.replace_nul and (holding := nul.scan(prepared.path)):  # the real run would be refused: say so now
         raise MigrationError("PostgreSQL would refuse text holding NUL characters (SQLite keeps them, PostgreSQL's "
-                             "text cannot): " + ", ".join(f"{c} ({n} row{'s' if n > 1 else ''})" for c, n in holding.items()),
-                             hint="--replace-nul replaces each with U+FFFD; nothing was written")
+                             f"text cannot): {nul.describe(holding)}", hint="--replace-nul replaces each with U+FFFD; "
+                             "nothing was written")
     if not opts.drop_orphans:
         _explain_orphans(prepared, None)  # raises, as the real run's foreign keys would
     with_rows = [t for t in all_tables if prepared.tables[t].rows > 0]

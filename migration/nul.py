@@ -65,6 +65,10 @@ def scan(path: Path) -> dict[str, int]:
         conn.close()
 
 
+def describe(found: dict[str, int]) -> str:
+    return ", ".join(f"{column} ({n} row{'s' if n > 1 else ''})" for column, n in found.items())
+
+
 def replace(path: Path) -> dict[str, int]:
     """Replace every NUL in the text of the working copy at `path`; rows changed per `table.column`."""
     conn = sqlite3.connect(path)
