@@ -24,7 +24,7 @@ from migration.probe import InProcessProbe, Probe, ProbeResult
 from migration.report import Reporter
 from migration.predict import predict_catalog
 from migration.schema import check_target, create
-from migration.source import PreparedSource, connect_readonly, prepare_source
+from migration.source import PreparedSource, connect_readonly, prepare_source, workspaces_in_use
 from migration.uris import parse_target, redact, source_path
 from migration.verify import Fetched, TableCheck, Verification, prepare_connection, table_checksum
 from migration.widen import Widening, plan_widening, source_extents, widen
@@ -67,6 +67,7 @@ class Result:
     widened: list[str] = field(default_factory=list)  # table.column made wider for the source's values
     dropped_orphans: dict[str, int] = field(default_factory=dict)  # rows without their parent row, left out
     replaced_nul: dict[str, int] = field(default_factory=dict)  # rows whose NUL characters became U+FFFD
+    workspaces: list[str] = field(default_factory=list)  # non-default MLflow workspaces in the source
 
     def as_dict(self) -> dict:
         return {
@@ -88,6 +89,7 @@ class Result:
             "widened": self.widened,
             "dropped_orphans": self.dropped_orphans,
             "replaced_nul": self.replaced_nul,
+            "workspaces": self.workspaces,
             "notes": self.notes,
         }
 
@@ -219,6 +221,11 @@ def _migrate(opts: Options, reporter: Reporter, probe: Probe | InProcessProbe | 
         if prepared.upgraded:
             result.notes.append(f"source copy upgraded from revision {prepared.revision_before} to {prepared.revision} "
                                 "(the source file itself is untouched)")
+        result.workspaces = workspaces_in_use(prepared.path)
+        if result.workspaces:
+            result.notes.append("the source uses MLflow workspaces besides default (" + ", ".join(result.workspaces) +
+                                "): run MLflow on the target with MLFLOW_ENABLE_WORKSPACES=true"
+                                + ("" if opts.dry_run or not opts.probe else " (the probe did)"))
         all_tables = sorted(prepared.tables)
         with_rows = [t for t in all_tables if prepared.tables[t].rows > 0]
         reporter.info(f"source {path}: {sum(prepared.tables[t].rows for t in all_tables):,} rows in "
@@ -296,7 +303,7 @@ def _migrate(opts: Options, reporter: Reporter, probe: Probe | InProcessProbe | 
             pool = None
         if probe is not None:
             with reporter.phase("MLflow probe"):
-                result.probe = probe.run(target.uri, target.secrets)
+                result.probe = probe.run(target.uri, target.secrets, workspaces=bool(result.workspaces))
         result.seconds = time.perf_counter() - started
         result.phases = reporter.phases
         if result.probe is not None and not result.probe.ok:

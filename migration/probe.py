@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from migration.source import WORKDIR_PREFIX
+from migration.source import DEFAULT_WORKSPACE, WORKDIR_PREFIX
 from migration.uris import redact
 
 
@@ -48,10 +48,12 @@ class Probe:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, cwd=self._tmp.name, env=env,
         )
 
-    def run(self, uri: str, secrets: list[str], timeout: float = 180.0) -> ProbeResult:
+    def run(self, uri: str, secrets: list[str], workspaces: bool = False, timeout: float = 180.0) -> ProbeResult:
+        """`workspaces`: the data uses MLflow workspaces besides default; probe with them enabled."""
         started = time.perf_counter()
         try:
-            out, _ = self.proc.communicate((json.dumps({"uri": uri}) + "\n").encode(), timeout=timeout)
+            out, _ = self.proc.communicate((json.dumps({"uri": uri, "workspaces": workspaces}) + "\n").encode(),
+                                           timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.communicate()
@@ -92,6 +94,9 @@ def _probe(uri: str) -> dict:
     try:
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
+        if _workspaces_enabled():
+            # MLflow then requires an active workspace: the probe works in the default one
+            mlflow.set_workspace(DEFAULT_WORKSPACE)
         exp = mlflow.set_experiment(f"migration-probe-{tag}")
         if exp is None or exp.name != f"migration-probe-{tag}":
             raise AssertionError(f"set_experiment returned {exp!r}")
@@ -139,6 +144,14 @@ def _probe(uri: str) -> dict:
         cleanup.append(f"could not remove the probe experiment {exp_id}: {exc}")
     result["detail"] += "; " + "; ".join(cleanup)
     return result
+
+
+def _workspaces_enabled() -> bool:
+    try:
+        from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
+    except ImportError:  # an MLflow without workspaces
+        return False
+    return bool(MLFLOW_ENABLE_WORKSPACES.get())
 
 
 def _give_back_experiment_id(engine, exp_id: int) -> None:
@@ -208,13 +221,15 @@ class InProcessProbe:
         self._warm = threading.Thread(target=warm_up, name="probe-warm-up", daemon=True)
         self._warm.start()
 
-    def run(self, uri: str, secrets: list[str], timeout: float = 180.0) -> ProbeResult:
+    def run(self, uri: str, secrets: list[str], workspaces: bool = False, timeout: float = 180.0) -> ProbeResult:
         import logging
 
         started = time.perf_counter()
         if self._warm is not None:
             self._warm.join(timeout)
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        if workspaces:
+            os.environ["MLFLOW_ENABLE_WORKSPACES"] = "true"
         previous = logging.root.manager.disable
         logging.disable(logging.WARNING)
         try:
@@ -256,7 +271,10 @@ def main() -> None:
     line = sys.stdin.readline()
     if not line.strip():
         return
-    uri = json.loads(line)["uri"]
+    request = json.loads(line)
+    uri = request["uri"]
+    if request.get("workspaces"):
+        os.environ["MLFLOW_ENABLE_WORKSPACES"] = "true"
     go = time.perf_counter()
     try:
         result = _probe(uri)

@@ -109,6 +109,30 @@ def table_names(conn: sqlite3.Connection) -> list[str]:
     )]
 
 
+DEFAULT_WORKSPACE = "default"
+
+
+def workspaces_in_use(path: Path) -> list[str]:
+    """Workspaces other than `default` that the source defines or that its rows belong to.
+
+    MLflow 3 with MLFLOW_ENABLE_WORKSPACES=true scopes experiments, registered models and more by a
+    `workspace` column. Started without that setting, MLflow refuses a database holding any of them
+    outside `default`: the probe, and the user's server, must then run with workspaces enabled."""
+    conn = connect_readonly(path)
+    try:
+        found: set[str] = set()
+        for name in table_names(conn):
+            qname = '"' + name.replace('"', '""') + '"'
+            column = "name" if name == "workspaces" else "workspace"
+            if name == "workspaces" or any(r[1] == "workspace" for r in conn.execute(f"PRAGMA table_info({qname})")):
+                found.update(r[0] for r in conn.execute(
+                    f"SELECT DISTINCT {column} FROM {qname} WHERE {column} IS NOT NULL AND {column} <> ?",
+                    (DEFAULT_WORKSPACE,)))
+        return sorted(found, key=str)
+    finally:
+        conn.close()
+
+
 def _upgrade(copy_path: Path) -> None:
     """Run MLflow's own Alembic migrations on the copy (imports MLflow: only when needed)."""
     from migration import lean

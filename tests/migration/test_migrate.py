@@ -21,6 +21,7 @@ import pytest
 from tests.migration.conftest import (
     FIXTURES, OWNER_PASSWORD, REPO, assert_same_rows, child_pids, pg_connect, processes_gone, run_cli, snapshot,
 )
+from tests.migration import workspace_source
 from tests.migration.fill_empty import fill_empty_tables
 
 
@@ -541,6 +542,48 @@ def test_older_source_is_upgraded_on_a_copy(tmp_path, target):
     with pg_connect(uri) as conn:
         assert conn.execute("SELECT count(*) FROM metrics WHERE is_nan").fetchone()[0] == 3
         assert conn.execute("SELECT name FROM experiments WHERE experiment_id = 1").fetchone()[0] == "legacy ünïcödé"
+
+
+def test_source_with_workspaces(tmp_path, target):
+    """A source from MLflow 3 with workspaces enabled, with rows in a workspace besides default: MLflow
+    started without MLFLOW_ENABLE_WORKSPACES refuses such a database, so the probe runs with it, and
+    the summary tells the user to run the server so."""
+    uri, _ = target
+    src = tmp_path / "workspaces.db"
+    workspace_source.make(src)
+
+    summary = tmp_path / "result.json"
+    result = run_cli(str(src), uri, "--json", str(summary))  # the tool's environment: workspaces not enabled
+    assert result.returncode == 0, result.stderr
+    data = json.loads(summary.read_text())
+    assert data["workspaces"] == [workspace_source.TEAM] and data["probe"]["ok"], data
+    assert "MLFLOW_ENABLE_WORKSPACES=true" in result.stdout
+    assert_same_rows(src, uri)
+    with pg_connect(uri) as conn:
+        assert sorted(conn.execute("SELECT workspace, name FROM experiments WHERE name = 'shared name'").fetchall()) == [
+            ("default", "shared name"), ("team-a", "shared name")]
+    found = _mlflow_child(uri, (
+        "import os\nos.environ['MLFLOW_ENABLE_WORKSPACES'] = 'true'\n"
+        "from mlflow.utils.workspace_context import WorkspaceContext\n"
+        "with WorkspaceContext('team-a'):\n"
+        "    c = MlflowClient(uri, uri)\n"
+        "    exp = c.get_experiment_by_name('shared name')\n"
+        "    runs = c.search_runs([exp.experiment_id])\n"
+        "    versions = c.search_model_versions(\"name = 'shared-model'\")\n"
+        "print(json.dumps({'nan': math.isnan(runs[0].data.metrics['m']), 'sources': [v.source for v in versions]}))"))
+    assert found == {"nan": True, "sources": ["s3://b/team-a/model"]}
+
+
+def test_workspaces_enabled_in_the_environment(rich_source, target):
+    """A user who exports MLFLOW_ENABLE_WORKSPACES=true (for their server) runs the tool with it: MLflow
+    then wants an active workspace, and the probe works in the default one."""
+    uri, _ = target
+    env = dict(os.environ, PYTHONPATH=str(REPO), MLFLOW_ENABLE_WORKSPACES="true")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run([sys.executable, "-m", "migration", str(rich_source), uri], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "MLFLOW_ENABLE_WORKSPACES=true" not in result.stdout  # no workspace besides default: no advice
 
 
 def test_newer_source_is_refused(source_copy, target):
