@@ -57,6 +57,8 @@ class ServerConfig(_Section):
     job_execution: bool = Field(False, description="run MLflow's background job runners (off unless used)")
     ai_gateway: bool = Field(False, description="MLflow's AI Gateway: LLM endpoints whose provider keys MLflow "
                              "stores encrypted with a generated key (off unless used)")
+    workspaces: bool = Field(False, description="MLflow workspaces (--enable-workspaces): experiments and models "
+                             "kept apart per workspace; needed for a database with workspaces besides default")
     cpu: float = Field(1.0, gt=0, le=16, description="CPUs per replica (cloud stacks)")
     memory_mib: int = Field(2048, ge=512, le=65536, description="memory per replica in MiB (cloud stacks)")
 

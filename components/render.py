@@ -105,6 +105,8 @@ class TrackingServerSettings:
     job_execution: bool = False
     ai_gateway: bool = False
     """MLflow's AI Gateway (LLM endpoints, provider keys stored encrypted in the database)."""
+    workspaces: bool = False
+    """MLflow workspaces; MLflow refuses a database with rows outside `default` without them."""
     s3_endpoint_url: Optional[str] = None
     """MinIO (or another S3-compatible) endpoint; None for AWS S3."""
     artifact_secret_env_names: tuple[str, ...] = ()
@@ -153,6 +155,8 @@ def tracking_server_command(settings: TrackingServerSettings) -> tuple[str, ...]
     ]
     if settings.static_prefix:
         command += ["--static-prefix", settings.static_prefix]
+    if settings.workspaces:
+        command.append("--enable-workspaces")
     return tuple(command)
 
 
@@ -445,6 +449,7 @@ def tracking_server_settings(server: "ServerConfig", proxy: "ProxyConfig", hostn
         static_prefix=server.static_prefix,
         job_execution=server.job_execution,
         ai_gateway=server.ai_gateway,
+        workspaces=server.workspaces,
         s3_endpoint_url=s3_endpoint_url,
         artifact_secret_env_names=artifact_secret_env_names,
         extra_env=dict(extra_env or {}),

@@ -95,6 +95,14 @@ def test_static_prefix_moves_the_health_probe_and_adds_the_flag():
     assert "/mlflow/health" in spec.health_check.command[-1]
 
 
+def test_workspaces_flag_only_when_configured():
+    assert "--enable-workspaces" not in render.tracking_server_spec(settings()).command
+    enabled = render.tracking_server_settings(
+        ServerConfig.model_validate({"workspaces": True}), ProxyConfig(), ("mlflow.example.com",), image="img",
+        artifacts_destination="s3://b/")
+    assert "--enable-workspaces" in render.tracking_server_spec(enabled).command
+
+
 def test_job_execution_and_pool_sizes_reach_the_env():
     env = render.tracking_server_env(settings(job_execution=True, db_pool_size=7, db_max_overflow=0))
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
