@@ -544,6 +544,31 @@ def test_older_source_is_upgraded_on_a_copy(tmp_path, target):
         assert conn.execute("SELECT name FROM experiments WHERE experiment_id = 1").fetchone()[0] == "legacy ünïcödé"
 
 
+@pytest.mark.parametrize("version", ["1.20.2", "2.16.2", "3.3.2"])
+def test_databases_of_each_mlflow_era(version, tmp_path, target):
+    """Databases written by MLflow 1.x, 2.x and an earlier 3.x (fixtures/README.md): each equals, row
+    by row, MLflow's own upgrade of another copy, and MLflow works on the target."""
+    uri, _ = target
+    fixture = FIXTURES / f"mlflow-{version}.db"
+    src = tmp_path / "source.db"
+    shutil.copyfile(fixture, src)
+    summary = tmp_path / "result.json"
+    result = run_cli(str(src), uri, "--json", str(summary))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(summary.read_text())
+    assert data["upgraded_source"] and data["verified"] and data["probe"]["ok"], data
+    assert _digest(src) == _digest(fixture)
+
+    expected = tmp_path / "expected.db"
+    shutil.copyfile(fixture, expected)
+    out = subprocess.run([sys.executable, "-c",
+                          "import sys, sqlalchemy; from mlflow.store.db.utils import _upgrade_db; "
+                          f"_upgrade_db(sqlalchemy.create_engine('sqlite:///{expected}'))"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert assert_same_rows(expected, uri) > 400
+
+
 def test_source_with_workspaces(tmp_path, target):
     """A source from MLflow 3 with workspaces enabled, with rows in a workspace besides default: MLflow
     started without MLFLOW_ENABLE_WORKSPACES refuses such a database, so the probe runs with it, and
