@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from migration.catalog import qident
 from migration.errors import MigrationError, RefusedError
 from migration.revisions import mlflow_version, revision_graph
 
@@ -122,13 +123,13 @@ def workspaces_in_use(path: Path) -> list[str]:
     try:
         found: set[str] = set()
         for name in table_names(conn):
-            qname = '"' + name.replace('"', '""') + '"'
+            qname = qident(name)
             column = "name" if name == "workspaces" else "workspace"
             if name == "workspaces" or any(r[1] == "workspace" for r in conn.execute(f"PRAGMA table_info({qname})")):
                 found.update(r[0] for r in conn.execute(
                     f"SELECT DISTINCT {column} FROM {qname} WHERE {column} IS NOT NULL AND {column} <> ?",
                     (DEFAULT_WORKSPACE,)))
-        return sorted(found, key=str)
+        return sorted(map(str, found))
     finally:
         conn.close()
 
@@ -155,7 +156,7 @@ def inventory(path: Path) -> dict[str, SourceTable]:
         for name in table_names(conn):
             if name == "alembic_version":
                 continue
-            qname = '"' + name.replace('"', '""') + '"'
+            qname = qident(name)
             # hidden: 0 = ordinary column, 2/3 = generated (computed by the database, never copied)
             columns = [r[1] for r in conn.execute(f"PRAGMA table_xinfo({qname})") if r[6] == 0]
             try:
