@@ -3,10 +3,16 @@
 Forked before any PostgreSQL connection exists, so they share the parent's hash seed (the row
 checksum uses Python's hash) and hold no socket of the parent's. The main process only streams the
 bytes they produce into COPY, so reading SQLite overlaps with PostgreSQL ingesting the previous chunk.
+
+The fast path reads through apsw: the same values as the standard library's sqlite3 module (int,
+float, str, bytes, None), for ~40% less CPU per row fetched (1 M metric rows in index order: 0.85
+against 1.4 CPU-s), and the readers' CPU is what bounds the copy. The careful path, taken after the
+fast path failed on a table, reads through sqlite3, whose errors name the column.
 """
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import os
 import sqlite3
@@ -14,6 +20,8 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import apsw
 
 from migration.catalog import qident
 from migration.convert import (
@@ -232,7 +240,7 @@ def _format_fast(fmt, rows: list[tuple], ncols: int) -> str | None:
     return text
 
 
-def run_task(conn: sqlite3.Connection, task: Task, emit) -> tuple[int, int, dict]:
+def run_task(conn: apsw.Connection | sqlite3.Connection, task: Task, emit) -> tuple[int, int, dict]:
     from psycopg.adapt import Transformer
 
     spec = task.spec
@@ -261,7 +269,12 @@ def run_task(conn: sqlite3.Connection, task: Task, emit) -> tuple[int, int, dict
     buf = bytearray()
     pending = 0
     while True:
-        rows = cur.fetchmany(FETCH_ROWS)
+        try:
+            rows = list(itertools.islice(cur, FETCH_ROWS))
+        except UnicodeDecodeError as exc:
+            if task.careful:
+                raise
+            raise Refused(f"text that is not UTF-8 ({exc})") from None
         if not rows:
             break
         if convert is not None:
@@ -297,15 +310,31 @@ def run_task(conn: sqlite3.Connection, task: Task, emit) -> tuple[int, int, dict
     return total, checksum & MASK64, counters
 
 
-def _worker_main(db_path: str, tasks: mp.Queue, results: mp.Queue, parent: int) -> None:
-    import queue as _queue
+def _open_fast(db_path: str) -> apsw.Connection:
+    conn = apsw.Connection(f"file:{db_path}?mode=ro", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    _tune(conn)
+    return conn
 
-    die_with_parent(parent)
+
+def _open_careful(db_path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    _tune(conn)
+    return conn
+
+
+def _tune(conn) -> None:
     conn.execute("PRAGMA query_only = 1")
     # Index-ordered reads look up each row by rowid: through a memory map, not one read() per page
     # (the file is the tool's private copy, nobody truncates it under us). SQLite caps the size.
     conn.execute(f"PRAGMA mmap_size = {1 << 40}")
+
+
+def _worker_main(db_path: str, tasks: mp.Queue, results: mp.Queue, parent: int) -> None:
+    import queue as _queue
+
+    die_with_parent(parent)
+    fast = _open_fast(db_path)
+    careful: sqlite3.Connection | None = None
     while True:
         try:
             task = tasks.get(timeout=2.0)
@@ -319,14 +348,18 @@ def _worker_main(db_path: str, tasks: mp.Queue, results: mp.Queue, parent: int) 
             def emit(payload: bytes, rows: int, _t=task) -> None:
                 results.put(("data", _t.task_id, payload, rows))
 
-            total, checksum, counters = run_task(conn, task, emit)
+            if task.careful and careful is None:
+                careful = _open_careful(db_path)
+            total, checksum, counters = run_task(careful if task.careful else fast, task, emit)
             results.put(("done", task.task_id, total, checksum, counters))
         except Refused as exc:
             results.put(("refused", task.task_id, str(exc)))
         except Exception as exc:  # noqa: BLE001 - reported to the main process
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             results.put(("error", task.task_id, f"reading {task.spec.name} from the source: {detail}"))
-    conn.close()
+    fast.close()
+    if careful is not None:
+        careful.close()
 
 
 @dataclass

@@ -519,6 +519,20 @@ def test_odd_storage_classes_are_converted(source_copy, target):
     assert "per-value checks" in result.stdout
 
 
+def test_text_that_is_not_utf8_is_named(source_copy, target):
+    """MLflow never writes it, but SQLite keeps whatever bytes it is given as TEXT: PostgreSQL cannot
+    hold them, and the error names the table and column (read again carefully after the fast path)."""
+    uri, _ = target
+    conn = sqlite3.connect(source_copy)
+    conn.execute("UPDATE tags SET value = CAST(x'66ff6f' AS TEXT) WHERE rowid = (SELECT min(rowid) FROM tags)")
+    conn.commit()
+    conn.close()
+    result = run_cli(str(source_copy), uri, "--no-probe")
+    assert result.returncode == 1, result.stderr
+    assert "tags" in result.stderr and "UTF-8 column 'value'" in result.stderr, result.stderr
+    assert snapshot(uri) == {}
+
+
 def test_older_source_is_upgraded_on_a_copy(tmp_path, target):
     """A database written by MLflow 2.9.2: upgraded on a private copy, the file itself untouched."""
     uri, _ = target
