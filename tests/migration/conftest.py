@@ -69,8 +69,9 @@ def source_copy(rich_source, tmp_path) -> Path:
     return dst
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m migration ARGS` from the repo root; `env`: variables set on top of this process's."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run([sys.executable, "-m", "migration", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)

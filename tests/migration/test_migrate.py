@@ -29,6 +29,13 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _alter_source(path: Path, sql: str) -> None:
+    """One statement, committed, on a test's own copy of a source."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(sql)
+        conn.commit()
+
+
 def _mlflow_child(uri: str, code: str) -> dict:
     """Run MLflow client code against the target in a child process; returns its JSON output."""
     env = dict(os.environ, PYTHONPATH=str(REPO), MLFLOW_TRACKING_URI=uri)
@@ -523,10 +530,7 @@ def test_text_that_is_not_utf8_is_named(source_copy, target):
     """MLflow never writes it, but SQLite keeps whatever bytes it is given as TEXT: PostgreSQL cannot
     hold them, and the error names the table and column (read again carefully after the fast path)."""
     uri, _ = target
-    conn = sqlite3.connect(source_copy)
-    conn.execute("UPDATE tags SET value = CAST(x'66ff6f' AS TEXT) WHERE rowid = (SELECT min(rowid) FROM tags)")
-    conn.commit()
-    conn.close()
+    _alter_source(source_copy, "UPDATE tags SET value = CAST(x'66ff6f' AS TEXT) WHERE rowid = (SELECT min(rowid) FROM tags)")
     result = run_cli(str(source_copy), uri, "--no-probe")
     assert result.returncode == 1, result.stderr
     assert "tags" in result.stderr and "UTF-8 column 'value'" in result.stderr, result.stderr
@@ -617,20 +621,14 @@ def test_workspaces_enabled_in_the_environment(rich_source, target):
     """A user who exports MLFLOW_ENABLE_WORKSPACES=true (for their server) runs the tool with it: MLflow
     then wants an active workspace, and the probe works in the default one."""
     uri, _ = target
-    env = dict(os.environ, PYTHONPATH=str(REPO), MLFLOW_ENABLE_WORKSPACES="true")
-    env.pop("MLFLOW_TRACKING_URI", None)
-    result = subprocess.run([sys.executable, "-m", "migration", str(rich_source), uri], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = run_cli(str(rich_source), uri, env={"MLFLOW_ENABLE_WORKSPACES": "true"})
     assert result.returncode == 0, result.stderr
     assert "MLFLOW_ENABLE_WORKSPACES=true" not in result.stdout  # no workspace besides default: no advice
 
 
 def test_newer_source_is_refused(source_copy, target):
     uri, _ = target
-    conn = sqlite3.connect(source_copy)
-    conn.execute("UPDATE alembic_version SET version_num = 'ffffffffffff'")
-    conn.commit()
-    conn.close()
+    _alter_source(source_copy, "UPDATE alembic_version SET version_num = 'ffffffffffff'")
     result = run_cli(str(source_copy), uri, "--no-probe")
     assert result.returncode == 3
     assert "newer MLflow" in result.stderr and "ffffffffffff" in result.stderr
