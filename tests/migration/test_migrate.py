@@ -36,6 +36,18 @@ def _alter_source(path: Path, sql: str) -> None:
         conn.commit()
 
 
+def _upgraded_by_mlflow(source: Path, tmp_path: Path) -> Path:
+    """The independent expectation for an older source: another copy, upgraded by MLflow itself."""
+    expected = tmp_path / "expected.db"
+    shutil.copyfile(source, expected)
+    out = subprocess.run([sys.executable, "-c",
+                          "import sqlalchemy; from mlflow.store.db.utils import _upgrade_db; "
+                          f"_upgrade_db(sqlalchemy.create_engine('sqlite:///{expected}'))"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return expected
+
+
 def _mlflow_child(uri: str, code: str) -> dict:
     """Run MLflow client code against the target in a child process; returns its JSON output."""
     env = dict(os.environ, PYTHONPATH=str(REPO), MLFLOW_TRACKING_URI=uri)
@@ -549,14 +561,7 @@ def test_older_source_is_upgraded_on_a_copy(tmp_path, target):
     assert _digest(src) == before
 
     # independent expectation: the same upgrade done by MLflow itself on another copy
-    expected = tmp_path / "expected.db"
-    shutil.copyfile(FIXTURES / "mlflow-2.9.2.db", expected)
-    out = subprocess.run([sys.executable, "-c",
-                          "import sys, sqlalchemy; from mlflow.store.db.utils import _upgrade_db; "
-                          f"_upgrade_db(sqlalchemy.create_engine('sqlite:///{expected}'))"],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert_same_rows(expected, uri)
+    assert_same_rows(_upgraded_by_mlflow(FIXTURES / "mlflow-2.9.2.db", tmp_path), uri)
     with pg_connect(uri) as conn:
         assert conn.execute("SELECT count(*) FROM metrics WHERE is_nan").fetchone()[0] == 3
         assert conn.execute("SELECT name FROM experiments WHERE experiment_id = 1").fetchone()[0] == "legacy ünïcödé"
@@ -577,14 +582,7 @@ def test_databases_of_each_mlflow_era(version, tmp_path, target):
     assert data["upgraded_source"] and data["verified"] and data["probe"]["ok"], data
     assert _digest(src) == _digest(fixture)
 
-    expected = tmp_path / "expected.db"
-    shutil.copyfile(fixture, expected)
-    out = subprocess.run([sys.executable, "-c",
-                          "import sys, sqlalchemy; from mlflow.store.db.utils import _upgrade_db; "
-                          f"_upgrade_db(sqlalchemy.create_engine('sqlite:///{expected}'))"],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert assert_same_rows(expected, uri) > 400
+    assert assert_same_rows(_upgraded_by_mlflow(fixture, tmp_path), uri) > 400
 
 
 def test_source_with_workspaces(tmp_path, target):
