@@ -15,7 +15,7 @@ from pathlib import Path
 
 from migration.catalog import qident
 from migration.errors import MigrationError
-from migration.source import table_names
+from migration.source import connect_readonly, table_names
 
 REPLACEMENT = "\ufffd"
 
@@ -27,7 +27,7 @@ def _holds_nul(column: str) -> str:
 
 def find(path: Path, table: str, columns: list[str]) -> list[str]:
     """Per column of `table` holding a NUL: how many rows and the key of the first one."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = connect_readonly(path)
     try:
         qname = qident(table)
         key = [r[1] for r in sorted(conn.execute(f"PRAGMA table_info({qname})"), key=lambda r: r[5]) if r[5]] or ["rowid"]
@@ -58,7 +58,7 @@ def _scan(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
 
 def scan(path: Path) -> dict[str, int]:
     """Rows holding a NUL per `table.column` of the working copy at `path` (nothing changed)."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = connect_readonly(path)
     try:
         return {f"{t}.{c}": n for (t, c), n in _scan(conn).items()}
     finally:

@@ -79,10 +79,13 @@ class Probe:
         self._tmp.cleanup()
 
 
-def _probe(uri: str) -> dict:
+def _probe(uri: str, workspaces: bool = False) -> dict:
+    """`workspaces`: the data uses MLflow workspaces besides default, so MLflow must run with them."""
     import math
     import uuid
 
+    if workspaces:
+        os.environ["MLFLOW_ENABLE_WORKSPACES"] = "true"
     import mlflow
     from mlflow import MlflowClient
 
@@ -228,12 +231,10 @@ class InProcessProbe:
         if self._warm is not None:
             self._warm.join(timeout)
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        if workspaces:
-            os.environ["MLFLOW_ENABLE_WORKSPACES"] = "true"
         previous = logging.root.manager.disable
         logging.disable(logging.WARNING)
         try:
-            data = _probe(uri)
+            data = _probe(uri, workspaces)
         except Exception as exc:  # noqa: BLE001
             data = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
         finally:
@@ -272,12 +273,9 @@ def main() -> None:
     if not line.strip():
         return
     request = json.loads(line)
-    uri = request["uri"]
-    if request.get("workspaces"):
-        os.environ["MLFLOW_ENABLE_WORKSPACES"] = "true"
     go = time.perf_counter()
     try:
-        result = _probe(uri)
+        result = _probe(request["uri"], bool(request.get("workspaces")))
     except Exception as exc:  # noqa: BLE001
         result = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
     result["child"] = {"ready": ready - go0, "waited": go - ready, "probe": time.perf_counter() - go}

@@ -29,6 +29,7 @@ from migration.convert import (
     ConversionError, rewrite_value,
 )
 from migration.lifetime import die_with_parent
+from migration.source import connect_readonly
 from migration.widen import RANGES
 
 try:  # psycopg >= 3.2
@@ -317,7 +318,7 @@ def _open_fast(db_path: str) -> apsw.Connection:
 
 
 def _open_careful(db_path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    conn = connect_readonly(Path(db_path))
     _tune(conn)
     return conn
 
