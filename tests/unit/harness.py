@@ -31,6 +31,7 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+ROOT_STACK_TYPE = "pulumi:pulumi:Stack"
 SECRET_SIG = rpc._special_secret_sig
 SIG_KEY = rpc._special_sig_key
 
@@ -80,6 +81,8 @@ class Recorded:
     dependencies: list[str]
     additional_secret_outputs: list[str]
     provider: str
+    aliases: list[dict] = field(default_factory=list)
+    """The alias specs (or URNs) the program sent, as the engine receives them."""
     outputs: dict = field(default_factory=dict)
     """Raw outputs the program registered (components and the stack), secrets still wrapped."""
 
@@ -180,8 +183,28 @@ class ProgramMocks(pulumi.runtime.Mocks):
         return {}
 
 
+def engine_urn(stack: str, project: str, parent_type: str, type_: str, name: str) -> str:
+    """The engine's `resource.NewURN`: the parent's whole qualified type chain goes before the type,
+    except the root stack's type. (The SDK's mock monitor keeps only the parent's last type and the
+    stack's, which would make URNs, and the aliases tested against them, differ from a real stack.)"""
+    qualified = type_ if parent_type in ("", ROOT_STACK_TYPE) else f"{parent_type}${type_}"
+    return f"urn:pulumi:{stack}::{project}::{qualified}::{name}"
+
+
+def qualified_type(urn: str) -> str:
+    return urn.split("::")[2]
+
+
+def urn_name(urn: str) -> str:
+    return urn.split("::", 3)[3]
+
+
 class RecordingMonitor(pulumi_mocks.MockMonitor):
     """The mock monitor, plus what the engine would know: options, raw inputs, secret outputs."""
+
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        return engine_urn(pulumi.get_stack(), pulumi.get_project(), qualified_type(parent) if parent else "",
+                          type_, name)
 
     def __init__(self, mocks: ProgramMocks, emulate_secret_outputs: bool = True) -> None:
         super().__init__(mocks)
@@ -203,6 +226,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             retain_on_delete=bool(request.retainOnDelete) if request.HasField("retainOnDelete") else False,
             ignore_changes=list(request.ignoreChanges), dependencies=list(request.dependencies),
             additional_secret_outputs=list(request.additionalSecretOutputs), provider=request.provider,
+            aliases=[json_format.MessageToDict(alias) for alias in request.aliases],
         )
         return response
 
@@ -306,3 +330,48 @@ def run_program(config: dict[str, Any], stack: str = "local", program: Path = RE
         pulumi.runtime.set_all_config({})
     return ProgramRun(resources=list(monitor.recorded.values()), stack_outputs=stack_outputs,
                       generated_secrets=list(mocks.generated_secrets))
+
+
+def adopted_urns(run: ProgramRun, old_urns: set[str], stack: str, project: str = "mlflow") -> dict[str, str]:
+    """Old URN -> the new resource that takes it over on the next `pulumi up`, decided as the engine's
+    step generator does (pkg/resource/deploy/step_generator.go: generateAliases, collapseAliasToUrn,
+    inheritedChildAlias): a resource answers to its own URN, to each alias it was given, and to its
+    parent's matched old URN with its name re-prefixed; the first one found in the old state wins.
+    An old URN claimed twice is an error, as it is for the engine."""
+    matched: dict[str, str] = {}  # new URN -> the old URN it took over (the engine's sg.aliases)
+    claimed: dict[str, str] = {}
+
+    def collapse(resource: Recorded, alias: dict) -> str:
+        if "urn" in alias:
+            return alias["urn"]
+        spec = alias.get("spec", {})
+        name, type_ = spec.get("name") or resource.name, spec.get("type") or resource.type
+        parent = spec.get("parentUrn") or ""
+        if not parent:
+            parent = resource.parent
+        elif parent in matched:
+            parent = matched[parent]
+        if spec.get("noParent") or (parent and qualified_type(parent) == ROOT_STACK_TYPE):
+            parent = ""
+        return engine_urn(stack, project, qualified_type(parent) if parent else "", type_, name)
+
+    def inherited(child_type: str, child_name: str, parent_name: str, parent_alias: str) -> str:
+        name = urn_name(parent_alias) + child_name[len(parent_name):] if child_name.startswith(parent_name) else child_name
+        return engine_urn(stack, project, qualified_type(parent_alias), child_type, name)
+
+    for resource in run.resources:  # registration order: a parent comes before its children
+        candidates = [resource.urn, *(collapse(resource, alias) for alias in resource.aliases)]
+        if resource.parent in matched:
+            parent_alias, parent_name = matched[resource.parent], urn_name(resource.parent)
+            candidates.append(inherited(resource.type, resource.name, parent_name, parent_alias))
+            for alias in resource.aliases:
+                own = collapse(resource, alias)
+                candidates.append(inherited(qualified_type(own).split("$")[-1], urn_name(own), parent_name, parent_alias))
+        for candidate in candidates:
+            if candidate in old_urns:
+                assert candidate not in claimed, f"{candidate} claimed by {claimed[candidate]} and {resource.urn}"
+                claimed[candidate] = resource.urn
+                if candidate != resource.urn:
+                    matched[resource.urn] = candidate
+                break
+    return claimed
