@@ -1,7 +1,5 @@
 """ArtifactStore: the private bucket MLflow's server proxies artifacts to, and credentials scoped to it."""
 
-from __future__ import annotations
-
 from typing import Mapping, Optional, TypedDict
 
 import pulumi
@@ -20,17 +18,23 @@ class ArtifactStoreArgs(TypedDict):
 class ArtifactStore(pulumi.ComponentResource):
     """A private bucket and the least-privileged access the tracking server needs to it.
 
-    `server_credentials` are secret env values for the server (a bucket-scoped key pair on MinIO;
-    empty on clouds where the server's identity is granted access instead).
+    Whatever uses the bucket depends on this component, which covers the scoped user's policy.
     """
 
     bucket: pulumi.Output[str]
     artifact_root: pulumi.Output[str]
+    """Where the server writes proxied artifacts (s3://bucket/prefix, wasbs://...)."""
     endpoint_url: Optional[pulumi.Output[str]]
+    """The S3-compatible endpoint the server uses (MinIO); None for the cloud's own service."""
     console_url: Optional[pulumi.Output[str]]
+    """The store's web console for operators (MinIO), if it has one of its own."""
     server_credentials: Mapping[str, pulumi.Output[str]]
+    """Secret env values for the server: a bucket-scoped key pair on MinIO; empty on clouds, where
+    the server's identity is granted access instead (`server_policy`)."""
     server_env: Mapping[str, str]
+    """Non-secret env the server needs for this store (region, account name)."""
     server_policy: Optional[pulumi.Output[str]]
+    """IAM policy document (JSON) for the server's identity, where the platform uses identities."""
 
     def __init__(self, name: str, args: ArtifactStoreArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("mlflow:index:ArtifactStore", name, None, opts)
@@ -38,7 +42,6 @@ class ArtifactStore(pulumi.ComponentResource):
             name, ObjectStoreRequest(bucket=args["artifacts"].bucket, prefix=args["artifacts"].prefix),
             pulumi.ResourceOptions(parent=self),
         )
-        self.ready = list(store.ready)
         self.bucket = store.bucket
         self.artifact_root = store.artifact_root
         self.endpoint_url = store.endpoint_url
@@ -46,7 +49,9 @@ class ArtifactStore(pulumi.ComponentResource):
         self.server_credentials = {key: pulumi.Output.secret(value) for key, value in store.credentials.items()}
         self.server_env = dict(store.env)
         self.server_policy = store.server_policy
-        outputs = {"bucket": self.bucket, "artifact_root": self.artifact_root}
-        if self.endpoint_url is not None:
-            outputs["endpoint_url"] = self.endpoint_url
+        outputs = {"bucket": self.bucket, "artifact_root": self.artifact_root,
+                   "server_credentials": self.server_credentials, "server_env": self.server_env}
+        for key in ("endpoint_url", "console_url", "server_policy"):
+            if getattr(self, key) is not None:
+                outputs[key] = getattr(self, key)
         self.register_outputs(outputs)

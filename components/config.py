@@ -4,15 +4,22 @@ Keys live in the `mlflow:` namespace of `Pulumi.<stack>.yaml`, spelled in camelC
 users expect (`mlflow:server: {workers: 2, dbPoolSize: 4}`). Defaults make `pulumi up -s local`
 work with no config at all. A wrong value stops the program before any resource is registered,
 with one line per problem naming the stack file, the key and what is allowed.
+
+The same model validates `MlflowTrackingServer`'s arguments (their keys are these keys), so a
+program in any Pulumi language gets the same rules and messages. The few keys that name existing
+infrastructure (`KNOWN_LATER_KEYS`) also take a `pulumi.Output`, e.g. a subnet id of a VPC made in
+the same program; their rules are checked once the value is known.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal, Mapping, Optional
+from typing import Annotated, Any, Callable, Literal, Mapping, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pulumi import Output
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, WrapValidator, field_validator,
+                      model_validator)
 from pydantic.alias_generators import to_camel
 
 CONFIG_NAMESPACE = "mlflow"
@@ -31,6 +38,35 @@ _VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
 
 # Connections the database keeps for itself, superuser sessions and one-off jobs (migration, psql).
 RESERVED_DB_CONNECTIONS = 10
+
+
+def _known_later(value: Any, handler: Callable[[Any], Any]) -> Any:
+    return value if isinstance(value, Output) else handler(value)
+
+
+KnownLater = WrapValidator(_known_later)
+"""Marks a key whose value may be a `pulumi.Output` (known only once another resource exists): the
+type's own validation applies to plain values, the key's rules to an Output's value when known."""
+
+# The keys whose value may be known later: ids of existing infrastructure, which only flow into
+# resource properties. Every other key decides which resources exist, so it must be plain data.
+KNOWN_LATER_KEYS = ("aws.vpcId", "aws.publicSubnetIds", "aws.privateSubnetIds", "aws.certificateArn",
+                    "aws.hostedZoneId")
+
+
+def _when_known(value: Any, rule: Callable[[Any], Any], key: str) -> Any:
+    """Apply a field's rule now, or to an Output's value once it is known (failing the deployment
+    with the key named, as a config error would)."""
+    if not isinstance(value, Output):
+        return rule(value)
+
+    def check(known: Any) -> Any:
+        try:
+            return rule(known)
+        except ValueError as error:
+            raise ConfigError(f"{key}: {error} (got {known!r})") from None
+
+    return value.apply(check)
 
 
 def _pinned_image(value: str) -> str:
@@ -174,6 +210,19 @@ _AWS_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-(north|south|east|west|ce
 _DB_INSTANCE_CLASS = re.compile(r"^db\.[a-z0-9]+(\.[a-z0-9]+)?\.[a-z0-9]+$")
 _CERT_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]{36}$")
 _CIDR = re.compile(r"^((25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(25[0-5]|2[0-4]\d|1?\d?\d)/([0-9]|[12][0-9]|3[0-2])$")
+def _certificate_arn(value: Optional[str]) -> Optional[str]:
+    if value is not None and not _CERT_ARN.match(value):
+        raise ValueError("must be an ACM certificate ARN: arn:aws:acm:<region>:<account>:certificate/<uuid>")
+    return value
+
+
+def _subnet_ids(value: Any) -> tuple[str, ...]:
+    """A known subnet list (possibly from an Output): a tuple of non-empty strings."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
+        raise ValueError("must be a list of subnet ids")
+    return tuple(value)
+
+
 _LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 
 
@@ -183,12 +232,12 @@ class AwsConfig(_Section):
     region: str = Field("us-east-1", description="AWS region, e.g. eu-west-1")
     availability_zones: tuple[str, ...] = Field((), description="AZs for the new VPC's subnets (default: <region>a, <region>b)")
     vpc_cidr: str = Field("10.40.0.0/16", description="CIDR of the VPC this stack creates")
-    vpc_id: Optional[str] = Field(None, description="use this existing VPC instead of creating one")
-    public_subnet_ids: tuple[str, ...] = Field((), description="existing public subnets (load balancer), with vpcId")
-    private_subnet_ids: tuple[str, ...] = Field((), description="existing private subnets (service, database), with vpcId")
+    vpc_id: Annotated[Optional[str], KnownLater] = Field(None, description="use this existing VPC instead of creating one")
+    public_subnet_ids: Annotated[tuple[str, ...], KnownLater] = Field((), description="existing public subnets (load balancer), with vpcId")
+    private_subnet_ids: Annotated[tuple[str, ...], KnownLater] = Field((), description="existing private subnets (service, database), with vpcId")
     domain: Optional[str] = Field(None, description="DNS name users reach MLflow at, e.g. mlflow.example.com")
-    hosted_zone_id: Optional[str] = Field(None, description="Route 53 zone of `domain`: an ACM certificate and DNS record are made there")
-    certificate_arn: Optional[str] = Field(None, description="existing ACM certificate for `domain` (instead of hostedZoneId)")
+    hosted_zone_id: Annotated[Optional[str], KnownLater] = Field(None, description="Route 53 zone of `domain`: an ACM certificate and DNS record are made there")
+    certificate_arn: Annotated[Optional[str], KnownLater] = Field(None, description="existing ACM certificate for `domain` (instead of hostedZoneId)")
     allowed_cidrs: tuple[str, ...] = Field(("0.0.0.0/0",), description="client networks allowed to reach the load balancer")
     db_instance_class: str = Field("db.t4g.small", description="RDS instance class")
     db_allocated_storage_gb: int = Field(20, ge=20, le=65536, description="RDS storage in GiB")
@@ -200,7 +249,7 @@ class AwsConfig(_Section):
     final_snapshot: bool = Field(True, description="take a final RDS snapshot on delete")
     protect_resources: bool = Field(True, description="Pulumi `protect` on the database, bucket and image repository")
     log_retention_days: int = Field(30, description="CloudWatch log retention (a value CloudWatch accepts)")
-    noncurrent_version_expiration_days: Optional[int] = Field(90, ge=1, le=3650, description="expire old artifact versions after N days (null: keep)")
+    noncurrent_version_expiration_days: Optional[int] = Field(90, ge=0, le=3650, description="expire old artifact versions after N days (0 or null: keep)")
     load_balancer_idle_timeout_seconds: int = Field(900, ge=60, le=4000, description="ALB idle timeout (large artifacts)")
     proxy_cpu: int = Field(256, description="Fargate CPU units of the proxy task")
     proxy_memory_mib: int = Field(512, ge=512, le=30720, description="Fargate memory of the proxy task")
@@ -243,10 +292,13 @@ class AwsConfig(_Section):
 
     @field_validator("certificate_arn")
     @classmethod
-    def _cert(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not _CERT_ARN.match(value):
-            raise ValueError("must be an ACM certificate ARN: arn:aws:acm:<region>:<account>:certificate/<uuid>")
-        return value
+    def _cert(cls, value: Any) -> Any:
+        return _when_known(value, _certificate_arn, "aws.certificateArn")
+
+    @field_validator("public_subnet_ids", "private_subnet_ids")
+    @classmethod
+    def _subnets(cls, value: Any, info: ValidationInfo) -> Any:
+        return _when_known(value, _subnet_ids, f"aws.{to_camel(info.field_name)}")
 
     @field_validator("db_instance_class")
     @classmethod
@@ -380,10 +432,16 @@ def parse_stack_config(raw: Mapping[str, Any], stack_file: str) -> StackConfig:
     Raises ConfigError naming the stack file, each bad key and what is allowed.
     """
     values = {key: _decode(value) for key, value in raw.items()}
+    return validate_settings(values, f"invalid stack configuration in {stack_file}:", f"{CONFIG_NAMESPACE}:")
+
+
+def validate_settings(values: Mapping[str, Any], heading: str, key_prefix: str = "") -> StackConfig:
+    """Validate settings keyed as in the stack config (camelCase, or the Python names); raises
+    ConfigError: `heading`, then one line per problem, `key_prefix` + the key in camelCase."""
     try:
         return StackConfig.model_validate(values)
     except ValidationError as error:
-        raise ConfigError(_format_errors(error, stack_file)) from None
+        raise ConfigError(_format_errors(error, heading, key_prefix)) from None
 
 
 def _decode(value: Any) -> Any:
@@ -396,13 +454,13 @@ def _decode(value: Any) -> Any:
     return value
 
 
-def _format_errors(error: ValidationError, stack_file: str) -> str:
-    lines = [f"invalid stack configuration in {stack_file}:"]
+def _format_errors(error: ValidationError, heading: str, key_prefix: str) -> str:
+    lines = [heading]
     for problem in error.errors():
-        location = [str(part) for part in problem["loc"]]
-        key = f"{CONFIG_NAMESPACE}:{location[0]}" + "".join(f".{part}" for part in location[1:]) if location else f"{CONFIG_NAMESPACE}"
-        message = _explain(problem)
-        lines.append(f"  {key}: {message}")
+        # Keys in camelCase whether the values came keyed by alias or by Python name.
+        location = [to_camel(part) if isinstance(part, str) else str(part) for part in problem["loc"]]
+        key = key_prefix + ".".join(location) if location else key_prefix.rstrip(":") or "(arguments)"
+        lines.append(f"  {key}: {_explain(problem)}")
     return "\n".join(lines)
 
 

@@ -1,7 +1,5 @@
 """MetadataStore: the PostgreSQL database that holds MLflow's experiments, runs and registry."""
 
-from __future__ import annotations
-
 from typing import Optional, TypedDict
 
 import pulumi
@@ -10,6 +8,7 @@ import pulumi_random as random
 from components import render
 from components.config import DatabaseConfig
 from components.platforms.base import DatabaseRequest, Platform
+
 
 class MetadataStoreArgs(TypedDict):
     platform: Platform
@@ -21,7 +20,8 @@ class MetadataStoreArgs(TypedDict):
 class MetadataStore(pulumi.ComponentResource):
     """A PostgreSQL database and a non-superuser role for MLflow, with a generated password.
 
-    `connection_uri` is what the server needs: driver named, password URL-encoded, secret.
+    `connection_uri` is what the server needs: driver named, password URL-encoded, secret. Whatever
+    connects to it depends on this component, which covers the role's provisioning.
     """
 
     host: pulumi.Output[str]
@@ -30,6 +30,9 @@ class MetadataStore(pulumi.ComponentResource):
     username: pulumi.Output[str]
     password: pulumi.Output[str]
     connection_uri: pulumi.Output[str]
+    endpoint: Optional[pulumi.Output[str]]
+    """`host:port` as operators look it up (an RDS endpoint); None where the database is private to
+    the platform's containers."""
 
     def __init__(self, name: str, args: MetadataStoreArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("mlflow:index:MetadataStore", name, None, opts)
@@ -49,15 +52,18 @@ class MetadataStore(pulumi.ComponentResource):
             self.password,
             child,
         )
-        self.ready = list(endpoint.ready)
         self.host = endpoint.host
         self.port = endpoint.port
+        self.endpoint = endpoint.published_endpoint
         self.database = pulumi.Output.from_input(config.name)
         self.username = pulumi.Output.from_input(config.username)
         self.connection_uri = pulumi.Output.secret(pulumi.Output.all(self.host, self.port, self.password).apply(
             lambda parts: render.backend_store_uri(config.username, parts[2], parts[0], int(parts[1]), config.name)
         ))
-        self.register_outputs({
+        outputs = {
             "host": self.host, "port": self.port, "database": self.database, "username": self.username,
             "password": self.password, "connection_uri": self.connection_uri,
-        })
+        }
+        if self.endpoint is not None:
+            outputs["endpoint"] = self.endpoint
+        self.register_outputs(outputs)

@@ -1,7 +1,5 @@
 """ReverseProxy: Nginx in front of the server: basic auth, optional TLS, large streaming uploads."""
 
-from __future__ import annotations
-
 import base64
 from typing import Optional, TypedDict
 
@@ -11,8 +9,7 @@ import pulumi_tls as tls
 
 from components import render
 from components.config import ProxyConfig, ServerConfig
-from components.platforms.base import Platform
-from components.spec import ContainerSpec
+from components.platforms.base import Platform, ServiceRequest
 from components.tracking_server import TrackingServer
 
 
@@ -31,13 +28,14 @@ class ReverseProxyArgs(TypedDict):
 
 class ReverseProxy(pulumi.ComponentResource):
     """The one public entry point. Users set `url` as MLFLOW_TRACKING_URI and `username`/`password`
-    as MLFLOW_TRACKING_USERNAME/PASSWORD; `/health` stays open for probes."""
+    as MLFLOW_TRACKING_USERNAME/PASSWORD; `/health` stays open for probes. Nginx starts once the
+    server is up."""
 
     url: pulumi.Output[str]
     username: pulumi.Output[str]
     password: pulumi.Output[str]
     certificate_pem: Optional[pulumi.Output[str]]
-    container_spec: pulumi.Output[ContainerSpec]
+    """The self-signed certificate clients must trust, with `proxy.tls: self-signed`."""
 
     def __init__(self, name: str, args: ReverseProxyArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("mlflow:index:ReverseProxy", name, None, opts)
@@ -81,12 +79,13 @@ class ReverseProxy(pulumi.ComponentResource):
 
         image = platform.public_image(f"{name}-image", args["image"], child)
         upstream = args["tracking_server"].internal_url.apply(lambda url: url.split("://", 1)[1])
-        self.container_spec = pulumi.Output.all(upstream, image).apply(lambda parts: render.reverse_proxy_spec(
+        spec = pulumi.Output.all(upstream, image.reference).apply(lambda parts: render.reverse_proxy_spec(
             render.proxy_settings(config, args["server"], parts[0], paths), parts[1]))
         platform.run_service(
-            name, "mlflow-proxy", self.container_spec, {}, runtime_files,
-            pulumi.ResourceOptions(parent=self, depends_on=list(args["tracking_server"].ready)),
-            public=True,
+            name,
+            ServiceRequest(service_name="mlflow-proxy", spec=spec, image_repository=image.repository,
+                           runtime_files=runtime_files, public=True),
+            pulumi.ResourceOptions(parent=self, depends_on=[args["tracking_server"]]),
         )
         self.url = public.hostnames.apply(
             lambda hosts: render.public_url(hosts[0], public.scheme, public.port, args["server"].static_prefix))

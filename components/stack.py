@@ -1,17 +1,16 @@
-"""Reading the `mlflow:` namespace of the running stack's config and choosing its platform.
+"""Reading the `mlflow:` namespace of the running stack's config into MlflowTrackingServer's arguments.
 
-Kept out of `config.py` (pure pydantic, no Pulumi) and out of `__main__.py` (thin) so that
-programs importing the components can reuse it.
+Kept out of `config.py` (the model) and out of `__main__.py` (thin) so that other programs can
+read a stack config the same way.
 """
 
-from __future__ import annotations
-
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 from pulumi.runtime import config as runtime_config
 
 from components.config import CONFIG_NAMESPACE, ConfigError, StackConfig, parse_stack_config
+from components.mlflow_tracking_server_args import MlflowTrackingServerArgs
 
 
 def raw_namespace_config(namespace: str = CONFIG_NAMESPACE) -> dict[str, Any]:
@@ -26,7 +25,7 @@ def raw_namespace_config(namespace: str = CONFIG_NAMESPACE) -> dict[str, Any]:
 
 
 def load_stack_config() -> StackConfig:
-    """Validate the stack's config, or stop the program with one line per problem."""
+    """Validate the stack's config, or stop the program with one line per problem naming the stack file."""
     stack_file = f"Pulumi.{pulumi.get_stack()}.yaml"
     try:
         return parse_stack_config(raw_namespace_config(), stack_file)
@@ -34,17 +33,6 @@ def load_stack_config() -> StackConfig:
         raise pulumi.RunError(str(error)) from None
 
 
-def make_platform(config: StackConfig) -> Any:
-    """Import only the chosen platform's module, so `local` never loads a cloud SDK."""
-    if config.platform == "local":
-        from components.platforms.local import LocalDockerPlatform
-
-        return LocalDockerPlatform(pulumi.get_stack(), config.local, config.hostnames, config.proxy)
-    if config.platform == "aws":
-        from components.platforms.aws import AwsPlatform
-
-        return AwsPlatform(pulumi.get_stack(), config.aws, config.server)
-    raise pulumi.RunError(
-        f"Pulumi.{pulumi.get_stack()}.yaml: {CONFIG_NAMESPACE}:platform: '{config.platform}' is not implemented yet "
-        "(implemented: local, aws)"
-    )
+def load_stack_args() -> MlflowTrackingServerArgs:
+    """The stack's config, validated against its file (so errors name it), as the component's arguments."""
+    return cast(MlflowTrackingServerArgs, load_stack_config().model_dump())

@@ -1,7 +1,5 @@
 """TrackingServer: the MLflow server, its image, and the schema upgrade that runs before it."""
 
-from __future__ import annotations
-
 from typing import Optional, TypedDict
 
 import pulumi
@@ -11,8 +9,7 @@ from components import render
 from components.artifact_store import ArtifactStore
 from components.config import ProxyConfig, ServerConfig
 from components.metadata_store import MetadataStore
-from components.platforms.base import InitStep, Platform
-from components.spec import ContainerSpec
+from components.platforms.base import InitStep, Platform, ServiceRequest
 
 
 class TrackingServerArgs(TypedDict):
@@ -33,11 +30,10 @@ class TrackingServerArgs(TypedDict):
 class TrackingServer(pulumi.ComponentResource):
     """`mlflow server` with proxied artifacts, the security middleware configured (never disabled),
     pools sized under the database's max_connections, and `mlflow db upgrade` as its own step that
-    finishes before any worker starts."""
+    finishes before any worker starts. The server starts once both stores are complete."""
 
     internal_url: pulumi.Output[str]
-    container_spec: pulumi.Output[ContainerSpec]
-    schema_upgrade_spec: pulumi.Output[ContainerSpec]
+    """Where the platform's other services reach the server (the proxy's upstream)."""
 
     def __init__(self, name: str, args: TrackingServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("mlflow:index:TrackingServer", name, None, opts)
@@ -49,27 +45,29 @@ class TrackingServer(pulumi.ComponentResource):
         image = platform.server_image(f"{name}-image", args["mlflow_version"], child)
         public = platform.public_entry()
         settings = pulumi.Output.all(
-            image, artifacts.artifact_root, artifacts.endpoint_url, public.hostnames,
+            image.reference, artifacts.artifact_root, artifacts.endpoint_url, public.hostnames,
         ).apply(lambda parts: render.tracking_server_settings(
             args["server"], args["proxy"], tuple(parts[3]),
             image=parts[0], artifacts_destination=parts[1], s3_endpoint_url=parts[2],
             artifact_secret_env_names=tuple(artifacts.server_credentials),
             extra_env=artifacts.server_env, scheme=public.scheme, port=public.port,
         ))
-        self.container_spec = settings.apply(render.tracking_server_spec)
-        self.schema_upgrade_spec = settings.apply(render.schema_upgrade_spec)
 
         backend = {render.BACKEND_URI_ENV: metadata.connection_uri}
         # Generated even while the AI Gateway is off: switching it on later then finds a key that stays
         # (a new one would leave stored secrets undecryptable).
         secrets_key = random.RandomPassword(f"{name}-secrets-key", length=48, special=False, opts=child)
         service = platform.run_service(
-            name, "mlflow-server", self.container_spec,
-            {**backend, render.SECRETS_KEK_ENV: secrets_key.result, **artifacts.server_credentials}, {},
-            pulumi.ResourceOptions(parent=self, depends_on=[*metadata.ready, *artifacts.ready]),
-            init=InitStep("mlflow-db-upgrade", self.schema_upgrade_spec, backend),
-            access_policies=[artifacts.server_policy] if artifacts.server_policy is not None else [],
+            name,
+            ServiceRequest(
+                service_name="mlflow-server",
+                spec=settings.apply(render.tracking_server_spec),
+                image_repository=image.repository,
+                secret_env={**backend, render.SECRETS_KEK_ENV: secrets_key.result, **artifacts.server_credentials},
+                init=InitStep("mlflow-db-upgrade", settings.apply(render.schema_upgrade_spec), backend),
+                access_policies=[artifacts.server_policy] if artifacts.server_policy is not None else [],
+            ),
+            pulumi.ResourceOptions(parent=self, depends_on=[metadata, artifacts]),
         )
-        self.ready = list(service.resources)
         self.internal_url = service.internal_url
         self.register_outputs({"internal_url": self.internal_url})

@@ -13,8 +13,6 @@ Imports only pulumi_aws (plus pulumi_docker to build and push the image), so the
 never loads it.
 """
 
-from __future__ import annotations
-
 import hashlib
 import ipaddress
 import json
@@ -27,15 +25,19 @@ import pulumi_aws as aws
 import pulumi_docker as docker
 
 from components import render
-from components.config import AwsConfig, ServerConfig
+from components.config import StackConfig
 from components.platforms.base import (
     DatabaseEndpoint,
     DatabaseRequest,
+    Image,
     InitStep,
     ObjectStoreEndpoint,
     ObjectStoreRequest,
+    PlatformOutputs,
     PublicEntry,
     ServiceEndpoint,
+    ServiceRequest,
+    moved_from_top,
 )
 from components.spec import ContainerSpec
 
@@ -70,35 +72,65 @@ def _with_files(command: Sequence[str], paths: Sequence[str]) -> list[str]:
     return ["sh", "-c", "; ".join(steps), "sh", *command]
 
 
-class AwsPlatform:
-    """Realizes the components' needs on AWS. Network, security groups, cluster, log group and the
-    load balancer are platform-wide (created here); databases, buckets and services are created
-    under the component that asks for them."""
+class AwsPlatform(pulumi.ComponentResource):
+    """Realizes the components' needs on AWS. The network, security groups, cluster, log group and
+    load balancer are platform-wide: children of this component. Databases, buckets and services
+    are created under the component that asks for them. AWS names start with `<instance>-<stack>`,
+    `instance` being the MlflowTrackingServer's name."""
+
+    load_balancer_dns_name: pulumi.Output[str]
+    log_group: pulumi.Output[str]
+    cluster: pulumi.Output[str]
+    warning: Optional[pulumi.Output[str]]
+    """Set while the load balancer serves plain HTTP."""
 
     runtime_file_dir = "/tmp/mlflow-platform"
     # RDS master passwords may not contain '/', '@', '"', "'" or spaces.
     database_password_specials = ":?#%&+!*-_"
 
-    def __init__(self, stack: str, settings: AwsConfig, server: ServerConfig):
-        self.stack = stack
-        self.settings = settings
-        self.server = server
-        self.prefix = f"mlflow-{stack}"
-        self.provider = aws.Provider("aws", region=settings.region,
-                                     default_tags={"tags": {"project": "mlflow-platform", "stack": stack}})
+    def __init__(self, name: str, config: StackConfig, instance: str,
+                 opts: Optional[pulumi.ResourceOptions] = None, *, moved_from_top_level: bool = False):
+        super().__init__("mlflow:index:AwsPlatform", name, None, opts)
+        self.settings = config.aws
+        self.server = config.server
+        self.prefix = f"{instance}-{pulumi.get_stack()}"
+        self._name = name
+        self._moved = moved_from_top_level
+        self.provider = aws.Provider(
+            f"{name}-aws", region=self.settings.region,
+            default_tags={"tags": {"project": "mlflow-platform", "stack": pulumi.get_stack()}},
+            opts=pulumi.ResourceOptions(parent=self, aliases=moved_from_top("aws", moved_from_top_level)))
         self.opts = pulumi.ResourceOptions(provider=self.provider)
-        self.protect = settings.protect_resources
+        self.protect = self.settings.protect_resources
         self._network()
         self._security_groups()
-        self.cluster = aws.ecs.Cluster("cluster", name=self.prefix,
-                                       settings=[{"name": "containerInsights", "value": "enabled"}], opts=self.opts)
+        self.ecs_cluster = aws.ecs.Cluster(**self._shared("cluster"), name=self.prefix,
+                                           settings=[{"name": "containerInsights", "value": "enabled"}])
         self.namespace = aws.servicediscovery.HttpNamespace(
-            "service-connect", name=self.prefix, description="MLflow services (ECS Service Connect)", opts=self.opts)
-        self.log_group = aws.cloudwatch.LogGroup("logs", name=f"/mlflow/{stack}",
-                                                 retention_in_days=settings.log_retention_days, opts=self.opts)
+            **self._shared("service-connect"), name=self.prefix, description="MLflow services (ECS Service Connect)")
+        self.log_group_resource = aws.cloudwatch.LogGroup(**self._shared("logs"), name=f"/{instance}/{pulumi.get_stack()}",
+                                                          retention_in_days=self.settings.log_retention_days)
         self._load_balancer()
-        self.database_endpoint: Optional[pulumi.Output[str]] = None
-        self.repository_arn: Optional[pulumi.Output[str]] = None
+        self.load_balancer_dns_name = self.load_balancer.dns_name
+        self.log_group = self.log_group_resource.name
+        self.cluster = self.ecs_cluster.name
+        self.warning = None if self.settings.https else pulumi.Output.from_input(
+            "The load balancer serves plain HTTP: passwords cross the network unencrypted. Set "
+            "mlflow:aws.domain with mlflow:aws.hostedZoneId or mlflow:aws.certificateArn for HTTPS.")
+        self.user_outputs = PlatformOutputs(load_balancer_dns_name=self.load_balancer_dns_name,
+                                            log_group=self.log_group, cluster=self.cluster, warning=self.warning)
+        outputs = {"load_balancer_dns_name": self.load_balancer_dns_name, "log_group": self.log_group,
+                   "cluster": self.cluster}
+        if self.warning is not None:
+            outputs["warning"] = self.warning
+        self.register_outputs(outputs)
+
+    def _shared(self, short_name: str, **options) -> dict:
+        """Name and options of a platform-wide resource: named after this component, its child, on
+        the stack's AWS provider, and at its pre-facade URN when it moved from the top level."""
+        return {"resource_name": f"{self._name}-{short_name}",
+                "opts": pulumi.ResourceOptions(parent=self, provider=self.provider,
+                                               aliases=moved_from_top(short_name, self._moved), **options)}
 
     # --- platform-wide resources ------------------------------------------------------------------
 
@@ -106,39 +138,39 @@ class AwsPlatform:
         s = self.settings
         if s.vpc_id:
             self.vpc_id = pulumi.Output.from_input(s.vpc_id)
-            self.public_subnet_ids = pulumi.Output.from_input(list(s.public_subnet_ids))
-            self.private_subnet_ids = pulumi.Output.from_input(list(s.private_subnet_ids))
+            self.public_subnet_ids = pulumi.Output.from_input(s.public_subnet_ids).apply(list)
+            self.private_subnet_ids = pulumi.Output.from_input(s.private_subnet_ids).apply(list)
             return
         network = ipaddress.ip_network(s.vpc_cidr)
         blocks = list(network.subnets(new_prefix=min(network.prefixlen + 4, 28)))
-        vpc = aws.ec2.Vpc("vpc", cidr_block=s.vpc_cidr, enable_dns_hostnames=True, enable_dns_support=True,
-                          tags={"Name": self.prefix}, opts=self.opts)
-        gateway = aws.ec2.InternetGateway("internet-gateway", vpc_id=vpc.id, opts=self.opts)
-        public_routes = aws.ec2.RouteTable("public-routes", vpc_id=vpc.id,
-                                           routes=[{"cidr_block": "0.0.0.0/0", "gateway_id": gateway.id}], opts=self.opts)
+        vpc = aws.ec2.Vpc(**self._shared("vpc"), cidr_block=s.vpc_cidr, enable_dns_hostnames=True,
+                          enable_dns_support=True, tags={"Name": self.prefix})
+        gateway = aws.ec2.InternetGateway(**self._shared("internet-gateway"), vpc_id=vpc.id)
+        public_routes = aws.ec2.RouteTable(**self._shared("public-routes"), vpc_id=vpc.id,
+                                           routes=[{"cidr_block": "0.0.0.0/0", "gateway_id": gateway.id}])
         public, private = [], []
         for index, zone in enumerate(s.zones):
-            subnet = aws.ec2.Subnet(f"public-{zone}", vpc_id=vpc.id, cidr_block=str(blocks[index]), availability_zone=zone,
-                                    map_public_ip_on_launch=False, tags={"Name": f"{self.prefix}-public-{zone}"},
-                                    opts=self.opts)
-            aws.ec2.RouteTableAssociation(f"public-{zone}", subnet_id=subnet.id, route_table_id=public_routes.id,
-                                          opts=self.opts)
+            subnet = aws.ec2.Subnet(**self._shared(f"public-{zone}"), vpc_id=vpc.id, cidr_block=str(blocks[index]),
+                                    availability_zone=zone, map_public_ip_on_launch=False,
+                                    tags={"Name": f"{self.prefix}-public-{zone}"})
+            aws.ec2.RouteTableAssociation(**self._shared(f"public-{zone}"), subnet_id=subnet.id,
+                                          route_table_id=public_routes.id)
             public.append(subnet)
         # One NAT gateway: tasks reach ECR, Secrets Manager, CloudWatch and Docker Hub through it.
-        nat_ip = aws.ec2.Eip("nat-ip", domain="vpc", opts=self.opts)
-        nat = aws.ec2.NatGateway("nat", subnet_id=public[0].id, allocation_id=nat_ip.id,
-                                 opts=pulumi.ResourceOptions.merge(self.opts, pulumi.ResourceOptions(depends_on=[gateway])))
-        private_routes = aws.ec2.RouteTable("private-routes", vpc_id=vpc.id,
-                                            routes=[{"cidr_block": "0.0.0.0/0", "nat_gateway_id": nat.id}], opts=self.opts)
+        nat_ip = aws.ec2.Eip(**self._shared("nat-ip"), domain="vpc")
+        nat = aws.ec2.NatGateway(**self._shared("nat", depends_on=[gateway]), subnet_id=public[0].id,
+                                 allocation_id=nat_ip.id)
+        private_routes = aws.ec2.RouteTable(**self._shared("private-routes"), vpc_id=vpc.id,
+                                            routes=[{"cidr_block": "0.0.0.0/0", "nat_gateway_id": nat.id}])
         for index, zone in enumerate(s.zones):
-            subnet = aws.ec2.Subnet(f"private-{zone}", vpc_id=vpc.id, cidr_block=str(blocks[8 + index]),
-                                    availability_zone=zone, tags={"Name": f"{self.prefix}-private-{zone}"}, opts=self.opts)
-            aws.ec2.RouteTableAssociation(f"private-{zone}", subnet_id=subnet.id, route_table_id=private_routes.id,
-                                          opts=self.opts)
+            subnet = aws.ec2.Subnet(**self._shared(f"private-{zone}"), vpc_id=vpc.id, cidr_block=str(blocks[8 + index]),
+                                    availability_zone=zone, tags={"Name": f"{self.prefix}-private-{zone}"})
+            aws.ec2.RouteTableAssociation(**self._shared(f"private-{zone}"), subnet_id=subnet.id,
+                                          route_table_id=private_routes.id)
             private.append(subnet)
         # Artifact traffic to S3 stays inside AWS (and off the NAT bill).
-        aws.ec2.VpcEndpoint("s3-endpoint", vpc_id=vpc.id, service_name=f"com.amazonaws.{s.region}.s3",
-                            vpc_endpoint_type="Gateway", route_table_ids=[private_routes.id], opts=self.opts)
+        aws.ec2.VpcEndpoint(**self._shared("s3-endpoint"), vpc_id=vpc.id, service_name=f"com.amazonaws.{s.region}.s3",
+                            vpc_endpoint_type="Gateway", route_table_ids=[private_routes.id])
         self.vpc_id = vpc.id
         self.public_subnet_ids = pulumi.Output.all(*[subnet.id for subnet in public])
         self.private_subnet_ids = pulumi.Output.all(*[subnet.id for subnet in private])
@@ -146,8 +178,8 @@ class AwsPlatform:
     def _security_groups(self) -> None:
         """Load balancer <- clients; proxy <- load balancer; server <- proxy; database <- server."""
         def group(name: str, description: str) -> aws.ec2.SecurityGroup:
-            return aws.ec2.SecurityGroup(f"{name}-sg", vpc_id=self.vpc_id, description=description,
-                                         tags={"Name": f"{self.prefix}-{name}"}, opts=self.opts)
+            return aws.ec2.SecurityGroup(**self._shared(f"{name}-sg"), vpc_id=self.vpc_id, description=description,
+                                         tags={"Name": f"{self.prefix}-{name}"})
 
         self.lb_sg = group("load-balancer", "MLflow load balancer: HTTP(S) from allowed client networks")
         self.proxy_sg = group("proxy", "MLflow Nginx proxy tasks: from the load balancer only")
@@ -155,14 +187,14 @@ class AwsPlatform:
         self.db_sg = group("database", "MLflow PostgreSQL: from the server tasks only")
 
         def ingress(name: str, sg, port: int, source_sg=None, cidr: Optional[str] = None) -> None:
-            aws.vpc.SecurityGroupIngressRule(name, security_group_id=sg.id, ip_protocol="tcp", from_port=port,
-                                             to_port=port, referenced_security_group_id=source_sg.id if source_sg else None,
-                                             cidr_ipv4=cidr, opts=self.opts)
+            aws.vpc.SecurityGroupIngressRule(**self._shared(name), security_group_id=sg.id, ip_protocol="tcp",
+                                             from_port=port, to_port=port, cidr_ipv4=cidr,
+                                             referenced_security_group_id=source_sg.id if source_sg else None)
 
         def egress(name: str, sg, port: int, target_sg=None, cidr: Optional[str] = None) -> None:
-            aws.vpc.SecurityGroupEgressRule(name, security_group_id=sg.id, ip_protocol="tcp", from_port=port,
-                                            to_port=port, referenced_security_group_id=target_sg.id if target_sg else None,
-                                            cidr_ipv4=cidr, opts=self.opts)
+            aws.vpc.SecurityGroupEgressRule(**self._shared(name), security_group_id=sg.id, ip_protocol="tcp",
+                                            from_port=port, to_port=port, cidr_ipv4=cidr,
+                                            referenced_security_group_id=target_sg.id if target_sg else None)
 
         listener_ports = (80, 443) if self.settings.https else (80,)
         for cidr_index, cidr in enumerate(self.settings.allowed_cidrs):
@@ -180,29 +212,26 @@ class AwsPlatform:
     def _load_balancer(self) -> None:
         s = self.settings
         self.load_balancer = aws.lb.LoadBalancer(
-            "load-balancer", name_prefix="mlflow", load_balancer_type="application", internal=False,
+            **self._shared("load-balancer"), name_prefix="mlflow", load_balancer_type="application", internal=False,
             security_groups=[self.lb_sg.id], subnets=self.public_subnet_ids,
-            idle_timeout=s.load_balancer_idle_timeout_seconds, drop_invalid_header_fields=True,
-            opts=self.opts)
+            idle_timeout=s.load_balancer_idle_timeout_seconds, drop_invalid_header_fields=True)
         self.target_group = aws.lb.TargetGroup(
-            "proxy-targets", name_prefix="mlflow", port=PROXY_PORT, protocol="HTTP", target_type="ip",
+            **self._shared("proxy-targets"), name_prefix="mlflow", port=PROXY_PORT, protocol="HTTP", target_type="ip",
             vpc_id=self.vpc_id, deregistration_delay=30,
             health_check={"path": "/health", "matcher": "200", "interval": 15, "healthy_threshold": 2,
-                          "unhealthy_threshold": 3, "timeout": 5},
-            opts=self.opts)
+                          "unhealthy_threshold": 3, "timeout": 5})
         certificate_arn = self._certificate()
         forward = [{"type": "forward", "target_group_arn": self.target_group.arn}]
         if certificate_arn is not None:
-            self.listener = aws.lb.Listener("https", load_balancer_arn=self.load_balancer.arn, port=443,
+            self.listener = aws.lb.Listener(**self._shared("https"), load_balancer_arn=self.load_balancer.arn, port=443,
                                             protocol="HTTPS", ssl_policy=TLS_POLICY, certificate_arn=certificate_arn,
-                                            default_actions=forward, opts=self.opts)
-            aws.lb.Listener("http-redirect", load_balancer_arn=self.load_balancer.arn, port=80, protocol="HTTP",
-                            default_actions=[{"type": "redirect", "redirect": {
-                                "port": "443", "protocol": "HTTPS", "status_code": "HTTP_301"}}],
-                            opts=self.opts)
+                                            default_actions=forward)
+            aws.lb.Listener(**self._shared("http-redirect"), load_balancer_arn=self.load_balancer.arn, port=80,
+                            protocol="HTTP", default_actions=[{"type": "redirect", "redirect": {
+                                "port": "443", "protocol": "HTTPS", "status_code": "HTTP_301"}}])
         else:
-            self.listener = aws.lb.Listener("http", load_balancer_arn=self.load_balancer.arn, port=80,
-                                            protocol="HTTP", default_actions=forward, opts=self.opts)
+            self.listener = aws.lb.Listener(**self._shared("http"), load_balancer_arn=self.load_balancer.arn, port=80,
+                                            protocol="HTTP", default_actions=forward)
 
     def _certificate(self) -> Optional[pulumi.Input[str]]:
         s = self.settings
@@ -210,17 +239,16 @@ class AwsPlatform:
             return s.certificate_arn
         if not s.hosted_zone_id:
             return None
-        certificate = aws.acm.Certificate("certificate", domain_name=s.domain, validation_method="DNS", opts=self.opts)
+        certificate = aws.acm.Certificate(**self._shared("certificate"), domain_name=s.domain, validation_method="DNS")
         option = certificate.domain_validation_options[0]
         validation_record = aws.route53.Record(
-            "certificate-validation", zone_id=s.hosted_zone_id, name=option.resource_record_name,
-            type=option.resource_record_type, records=[option.resource_record_value], ttl=300,
-            allow_overwrite=True, opts=self.opts)
-        validation = aws.acm.CertificateValidation("certificate", certificate_arn=certificate.arn,
-                                                   validation_record_fqdns=[validation_record.fqdn], opts=self.opts)
-        aws.route53.Record("domain", zone_id=s.hosted_zone_id, name=s.domain, type="A",
+            **self._shared("certificate-validation"), zone_id=s.hosted_zone_id, name=option.resource_record_name,
+            type=option.resource_record_type, records=[option.resource_record_value], ttl=300, allow_overwrite=True)
+        validation = aws.acm.CertificateValidation(**self._shared("certificate"), certificate_arn=certificate.arn,
+                                                   validation_record_fqdns=[validation_record.fqdn])
+        aws.route53.Record(**self._shared("domain"), zone_id=s.hosted_zone_id, name=s.domain, type="A",
                            aliases=[{"name": self.load_balancer.dns_name, "zone_id": self.load_balancer.zone_id,
-                                     "evaluate_target_health": True}], opts=self.opts)
+                                     "evaluate_target_health": True}])
         return validation.certificate_arn
 
     def _merge(self, opts: pulumi.ResourceOptions, **extra) -> pulumi.ResourceOptions:
@@ -266,8 +294,7 @@ class AwsPlatform:
             performance_insights_enabled=False,
             opts=self._merge(opts, protect=self.protect),
         )
-        self.database_endpoint = instance.endpoint
-        return DatabaseEndpoint(host=instance.address, port=instance.port, ready=[instance])
+        return DatabaseEndpoint(host=instance.address, port=instance.port, published_endpoint=instance.endpoint)
 
     def object_store(self, name: str, request: ObjectStoreRequest,
                      opts: pulumi.ResourceOptions) -> ObjectStoreEndpoint:
@@ -287,7 +314,7 @@ class AwsPlatform:
                                 versioning_configuration={"status": "Enabled"}, opts=child)
         rules = [{"id": "abort-incomplete-uploads", "status": "Enabled", "filter": {},
                   "abort_incomplete_multipart_upload": {"days_after_initiation": 7}}]
-        if s.noncurrent_version_expiration_days is not None:
+        if s.noncurrent_version_expiration_days:  # 0 or None: keep
             rules.append({"id": "expire-noncurrent-versions", "status": "Enabled", "filter": {},
                           "noncurrent_version_expiration": {"noncurrent_days": s.noncurrent_version_expiration_days}})
         aws.s3.BucketLifecycleConfiguration(f"{name}-lifecycle", bucket=bucket.id, rules=rules, opts=child)
@@ -306,10 +333,9 @@ class AwsPlatform:
             artifact_root=bucket.bucket.apply(lambda b: render.artifacts_destination(b, request.prefix)),
             env={"AWS_DEFAULT_REGION": s.region},
             server_policy=bucket.bucket.apply(lambda b: json.dumps(render.artifact_bucket_policy(b, request.prefix))),
-            ready=[bucket],
         )
 
-    def server_image(self, name: str, mlflow_version: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
+    def server_image(self, name: str, mlflow_version: str, opts: pulumi.ResourceOptions) -> Image:
         repository = aws.ecr.Repository(
             f"{name}-repository", name=f"{self.prefix}/mlflow-server", image_tag_mutability="MUTABLE",
             image_scanning_configuration={"scan_on_push": True},
@@ -332,12 +358,11 @@ class AwsPlatform:
                                          password=pulumi.Output.secret(token.password)),
             opts=self._merge(opts),
         )
-        self.repository_arn = repository.arn
         # Tasks run the pushed digest, so a rebuilt tag can never change a running service silently.
-        return image.repo_digest
+        return Image(reference=image.repo_digest, repository=repository.arn)
 
-    def public_image(self, name: str, reference: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
-        return pulumi.Output.from_input(reference)
+    def public_image(self, name: str, reference: str, opts: pulumi.ResourceOptions) -> Image:
+        return Image(reference=pulumi.Output.from_input(reference))
 
     def public_entry(self) -> PublicEntry:
         s = self.settings
@@ -345,33 +370,14 @@ class AwsPlatform:
                      else self.load_balancer.dns_name.apply(lambda dns: [dns.lower()]))
         return PublicEntry(hostnames=hostnames, scheme="https" if s.https else "http", port=443 if s.https else 80)
 
-    def stack_outputs(self) -> dict[str, pulumi.Output]:
-        outputs: dict[str, pulumi.Output] = {
-            "load_balancer_dns_name": self.load_balancer.dns_name,
-            "log_group": self.log_group.name,
-            "cluster": self.cluster.name,
-        }
-        if self.database_endpoint is not None:
-            outputs["db_endpoint"] = self.database_endpoint
-        if not self.settings.https:
-            outputs["warning"] = pulumi.Output.from_input(
-                "The load balancer serves plain HTTP: passwords cross the network unencrypted. Set "
-                "mlflow:aws.domain with mlflow:aws.hostedZoneId or mlflow:aws.certificateArn for HTTPS.")
-        return outputs
-
-    def run_service(self, name: str, service_name: str, spec: pulumi.Output[ContainerSpec],
-                    secret_env: Mapping[str, pulumi.Output[str]],
-                    runtime_files: Mapping[str, pulumi.Output[str]],
-                    opts: pulumi.ResourceOptions,
-                    public: bool = False,
-                    init: Optional[InitStep] = None,
-                    access_policies: Sequence[pulumi.Output[str]] = ()) -> ServiceEndpoint:
+    def run_service(self, name: str, request: ServiceRequest, opts: pulumi.ResourceOptions) -> ServiceEndpoint:
         child = self._merge(opts)
+        service_name, spec, init = request.service_name, request.spec, request.init
         # Every secret value (env and runtime files) becomes a Secrets Manager secret.
-        secret_values: dict[str, pulumi.Output[str]] = dict(secret_env)
+        secret_values: dict[str, pulumi.Output[str]] = dict(request.secret_env)
         if init is not None:
             secret_values.update(init.secret_env)
-        for path, content in runtime_files.items():
+        for path, content in request.runtime_files.items():
             secret_values[_file_env_name(path)] = pulumi.Output.secret(content)
         secret_arns: dict[str, pulumi.Output[str]] = {}
         for variable, value in secret_values.items():
@@ -386,19 +392,21 @@ class AwsPlatform:
                                       description=f"ECS agent for {service_name}: pull image, write logs, read its secrets",
                                       opts=child)
         aws.iam.RolePolicy(f"{name}-execution", role=execution_role.id,
-                           policy=self._execution_policy(list(secret_arns.values())), opts=child)
+                           policy=self._execution_policy(request.image_repository, list(secret_arns.values())),
+                           opts=child)
         task_role = aws.iam.Role(f"{name}-task-role", assume_role_policy=ASSUME_ECS_TASKS,
                                  description=f"{service_name} itself: only what its stores grant", opts=child)
-        for index, policy in enumerate(access_policies):
+        for index, policy in enumerate(request.access_policies):
             aws.iam.RolePolicy(f"{name}-access-{index}", role=task_role.id, policy=policy, opts=child)
 
         plain_files = spec.apply(lambda s: dict(s.files))
+        runtime_paths = list(request.runtime_files)
         definitions = pulumi.Output.all(
             spec, init.spec if init is not None else None, plain_files, pulumi.Output.all(**secret_arns),
-            self.log_group.name,
+            self.log_group_resource.name,
         ).apply(lambda parts: json.dumps(self._containers(
-            service_name, parts[0], parts[1], init, parts[2], list(runtime_files), parts[3], parts[4])))
-        sizing = (self.server.cpu, self.server.memory_mib) if not public else (
+            service_name, parts[0], parts[1], init, parts[2], runtime_paths, parts[3], parts[4])))
+        sizing = (self.server.cpu, self.server.memory_mib) if not request.public else (
             self.settings.proxy_cpu / 1024, self.settings.proxy_memory_mib)
         task = aws.ecs.TaskDefinition(
             name, family=f"{self.prefix}-{service_name}", network_mode="awsvpc", requires_compatibilities=["FARGATE"],
@@ -407,33 +415,36 @@ class AwsPlatform:
             container_definitions=definitions, opts=child)
         port = spec.apply(lambda s: s.ports[0])
         connect: dict = {"enabled": True, "namespace": self.namespace.arn}
-        if not public:
+        if not request.public:
             connect["services"] = [{"port_name": "http", "discovery_name": service_name,
                                     "client_alias": [{"port": port, "dns_name": service_name}]}]
-        service_opts = self._merge(opts, depends_on=[self.listener] if public else [])
-        service = aws.ecs.Service(
-            name, name=service_name, cluster=self.cluster.arn, task_definition=task.arn,
+        service_opts = self._merge(opts, depends_on=[self.listener] if request.public else [])
+        aws.ecs.Service(
+            name, name=service_name, cluster=self.ecs_cluster.arn, task_definition=task.arn,
             desired_count=self.server.replicas, launch_type="FARGATE", platform_version="LATEST",
             network_configuration={"subnets": self.private_subnet_ids, "assign_public_ip": False,
-                                   "security_groups": [(self.proxy_sg if public else self.server_sg).id]},
+                                   "security_groups": [(self.proxy_sg if request.public else self.server_sg).id]},
             load_balancers=[{"target_group_arn": self.target_group.arn, "container_name": service_name,
-                             "container_port": port}] if public else [],
-            health_check_grace_period_seconds=120 if public else None,
+                             "container_port": port}] if request.public else [],
+            health_check_grace_period_seconds=120 if request.public else None,
             service_connect_configuration=connect,
             deployment_circuit_breaker={"enable": True, "rollback": True},
             enable_execute_command=False, propagate_tags="SERVICE",
             opts=service_opts)
-        return ServiceEndpoint(internal_url=port.apply(lambda p: f"http://{service_name}:{p}"), resources=[service])
+        return ServiceEndpoint(internal_url=port.apply(lambda p: f"http://{service_name}:{p}"))
 
-    def _execution_policy(self, secret_arns: list[pulumi.Output[str]]) -> pulumi.Output[str]:
-        """Pull from this stack's repository, write to its log group, read this service's secrets.
-        ecr:GetAuthorizationToken has no resource-level permissions in IAM: it must name "*"."""
-        return pulumi.Output.all(self.log_group.arn, self.repository_arn or "", *secret_arns).apply(
+    def _execution_policy(self, image_repository: Optional[pulumi.Output[str]],
+                          secret_arns: list[pulumi.Output[str]]) -> pulumi.Output[str]:
+        """Pull this service's own image (when it lives in ECR), write to the stack's log group, read
+        this service's secrets. ecr:GetAuthorizationToken has no resource-level permissions in IAM:
+        it must name "*"."""
+        return pulumi.Output.all(self.log_group_resource.arn, image_repository, *secret_arns).apply(
             lambda parts: json.dumps({
                 "Version": "2012-10-17",
                 "Statement": [
-                    {"Sid": "RegistryLogin", "Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"], "Resource": "*"},
-                    *([{"Sid": "PullImage", "Effect": "Allow",
+                    *([{"Sid": "RegistryLogin", "Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"],
+                        "Resource": "*"},
+                       {"Sid": "PullImage", "Effect": "Allow",
                         "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
                         "Resource": [parts[1]]}] if parts[1] else []),
                     {"Sid": "WriteLogs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],

@@ -3,8 +3,6 @@ job and a long-running service. Components call only this interface, so the MLfl
 in the components and `render.py`, and the provider knowledge stays in each platform module.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Protocol, Sequence
 
@@ -27,8 +25,9 @@ class DatabaseRequest:
 class DatabaseEndpoint:
     host: pulumi.Output[str]
     port: pulumi.Output[int]
-    ready: Sequence[pulumi.Resource] = ()
-    """Resources that must exist before anything connects (the role and database are provisioned)."""
+    published_endpoint: Optional[pulumi.Output[str]] = None
+    """`host:port` where the platform's own network reaches the database (an RDS endpoint), as an
+    operator would look it up; None where it is private to the containers (`local`)."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,6 @@ class ObjectStoreEndpoint:
     """Non-secret env the server needs for this store (region, account name)."""
     server_policy: Optional[pulumi.Output[str]] = None
     """IAM policy document (JSON) granting the server's identity this store, where identities are used."""
-    ready: Sequence[pulumi.Resource] = ()
 
 
 @dataclass
@@ -64,36 +62,75 @@ class PublicEntry:
 
 
 @dataclass(frozen=True)
+class Image:
+    """An image a service runs, and the registry repository it is pulled from (ARN on AWS), so that
+    only the services running it are allowed to pull from it. None: a public registry."""
+
+    reference: pulumi.Output[str]
+    repository: Optional[pulumi.Output[str]] = None
+
+
+@dataclass(frozen=True)
 class InitStep:
-    """A container that must run to completion before a service starts (the schema upgrade)."""
+    """A container that must run to completion before a service starts (the schema upgrade). It
+    runs from the service's image."""
 
     service_name: str
     spec: "pulumi.Output[ContainerSpec]"
     secret_env: Mapping[str, pulumi.Output[str]]
 
 
+@dataclass(frozen=True)
+class ServiceRequest:
+    """A long-lived, health-checked, restarted container, reachable by other services as
+    `service_name`."""
+
+    service_name: str
+    spec: "pulumi.Output[ContainerSpec]"
+    image_repository: Optional[pulumi.Output[str]]
+    """The repository `spec.image` is pulled from (Image.repository), None for a public registry."""
+    secret_env: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
+    runtime_files: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
+    """Path -> content only known at deploy time (htpasswd, TLS key); secret where secret."""
+    public: bool = False
+    """Publish its first port to users (see Platform.public_entry)."""
+    init: Optional[InitStep] = None
+    """Run this first, to completion, before the service starts."""
+    access_policies: Sequence[pulumi.Output[str]] = ()
+    """IAM documents for the service's identity, where the platform uses identities instead of keys."""
+
+
+@dataclass(frozen=True)
+class PlatformOutputs:
+    """What a platform tells users beyond the components' outputs (MlflowTrackingServer exports them)."""
+
+    load_balancer_dns_name: Optional[pulumi.Output[str]] = None
+    log_group: Optional[pulumi.Output[str]] = None
+    cluster: Optional[pulumi.Output[str]] = None
+    warning: Optional[pulumi.Output[str]] = None
+    """A deployment that works but should not stay as it is (plain HTTP on a cloud)."""
+
+
 @dataclass
 class ServiceEndpoint:
     internal_url: pulumi.Output[str]
     """URL other services on the platform reach this one at."""
-    resources: Sequence[pulumi.Resource] = ()
 
 
 class Platform(Protocol):
     """How one environment (local Docker, AWS, Azure) realizes what the components need.
 
-    Every method receives `opts` whose parent is the calling component; resources it creates are
-    children of that component.
+    A platform is a component of its own that holds the environment-wide resources (a network, a
+    cluster, a load balancer). Every method receives `opts` whose parent is the calling component;
+    resources it creates are children of that component. Methods keep no state between calls:
+    what one call needs from another is passed in (an image's repository, for instance).
     """
 
     runtime_file_dir: str
     """Directory where a container's rendered and runtime files are placed (nginx.conf, htpasswd)."""
     database_password_specials: str
     """Special characters the platform's PostgreSQL accepts in a generated password."""
-
-    def stack_outputs(self) -> dict[str, pulumi.Output]:
-        """Platform-specific stack outputs (database endpoint, log group, warnings)."""
-        ...
+    user_outputs: PlatformOutputs
 
     def postgres_database(self, name: str, request: DatabaseRequest, password: pulumi.Output[str],
                           opts: pulumi.ResourceOptions) -> DatabaseEndpoint: ...
@@ -101,11 +138,11 @@ class Platform(Protocol):
     def object_store(self, name: str, request: ObjectStoreRequest,
                      opts: pulumi.ResourceOptions) -> ObjectStoreEndpoint: ...
 
-    def server_image(self, name: str, mlflow_version: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
+    def server_image(self, name: str, mlflow_version: str, opts: pulumi.ResourceOptions) -> Image:
         """Build (and where needed push) the MLflow image from docker/mlflow/Dockerfile."""
         ...
 
-    def public_image(self, name: str, reference: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
+    def public_image(self, name: str, reference: str, opts: pulumi.ResourceOptions) -> Image:
         """Make a pinned public image (e.g. nginx) available to the platform's containers."""
         ...
 
@@ -114,15 +151,14 @@ class Platform(Protocol):
         names on `local`; the domain or the load balancer's DNS name on a cloud)."""
         ...
 
-    def run_service(self, name: str, service_name: str, spec: pulumi.Output[ContainerSpec],
-                    secret_env: Mapping[str, pulumi.Output[str]],
-                    runtime_files: Mapping[str, pulumi.Output[str]],
-                    opts: pulumi.ResourceOptions,
-                    public: bool = False,
-                    init: Optional[InitStep] = None,
-                    access_policies: Sequence[pulumi.Output[str]] = ()) -> ServiceEndpoint:
-        """Run a long-lived, health-checked, restarted container, reachable by other services as
-        `service_name`. `public`: publish its first port to users (see public_entry). `init`: run this
-        first, to completion, before the service starts. `access_policies`: IAM documents for the
-        service's identity, where the platform uses identities instead of keys."""
+    def run_service(self, name: str, request: ServiceRequest, opts: pulumi.ResourceOptions) -> ServiceEndpoint:
+        """Run `request` until replaced; `opts.depends_on` holds what must exist before it starts."""
         ...
+
+
+def moved_from_top(old_name: str, moved: bool) -> list[pulumi.Alias]:
+    """The alias of a resource that sat at the top of the tree, named `old_name`, in stacks made
+    before MlflowTrackingServer existed: with it, `pulumi up` moves the resource under its component
+    instead of replacing it. Its children follow by themselves (the engine derives their aliases
+    from their parent's)."""
+    return [pulumi.Alias(name=old_name, parent=pulumi.ROOT_STACK_RESOURCE)] if moved else []

@@ -6,8 +6,6 @@ the pulumi-minio provider and the console are used from the host). Imports only 
 pulumi-minio and pulumi-random.
 """
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
@@ -18,15 +16,19 @@ import pulumi_minio as minio
 import pulumi_random as random
 
 from components import render
-from components.config import LocalConfig, ProxyConfig
+from components.config import StackConfig
 from components.platforms.base import (
     DatabaseEndpoint,
     DatabaseRequest,
+    Image,
     InitStep,
     ObjectStoreEndpoint,
     ObjectStoreRequest,
+    PlatformOutputs,
     PublicEntry,
     ServiceEndpoint,
+    ServiceRequest,
+    moved_from_top,
 )
 from components.spec import ContainerSpec
 
@@ -73,26 +75,34 @@ def _secret_envs(plain: Mapping[str, str], secret: Mapping[str, pulumi.Input[str
     return pulumi.Output.secret(lines) if secret else lines
 
 
-class LocalDockerPlatform:
-    """Realizes databases, buckets and services as Docker resources on one private network."""
+class LocalDockerPlatform(pulumi.ComponentResource):
+    """Realizes databases, buckets and services as Docker resources on one private network, the
+    platform's own resource. Docker names start with `<instance>-<stack>`, `instance` being the
+    MlflowTrackingServer's name."""
+
+    network_name: pulumi.Output[str]
 
     runtime_file_dir = "/etc/nginx"
     # URL-reserved characters on purpose: the URI must survive them (render.backend_store_uri encodes).
     database_password_specials = "@:/?#%&+!*-_"
 
-    def __init__(self, stack: str, settings: LocalConfig, hostnames: Sequence[str], proxy: ProxyConfig,
-                 opts: Optional[pulumi.ResourceOptions] = None):
-        self.settings = settings
-        self.hostnames = list(hostnames)
-        self.proxy = proxy
-        self.prefix = f"mlflow-{stack}"
+    def __init__(self, name: str, config: StackConfig, instance: str,
+                 opts: Optional[pulumi.ResourceOptions] = None, *, moved_from_top_level: bool = False):
+        super().__init__("mlflow:index:LocalDockerPlatform", name, None, opts)
+        self.settings = config.local
+        self.hostnames = list(config.hostnames)
+        self.proxy = config.proxy
+        self.prefix = f"{instance}-{pulumi.get_stack()}"
         self.network = docker.Network(
-            "network",
+            f"{name}-network",
             name=f"{self.prefix}-net",
             driver="bridge",
             attachable=False,
-            opts=opts,
+            opts=pulumi.ResourceOptions(parent=self, aliases=moved_from_top("network", moved_from_top_level)),
         )
+        self.network_name = self.network.name
+        self.user_outputs = PlatformOutputs()
+        self.register_outputs({"network_name": self.network_name})
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -160,8 +170,7 @@ class LocalDockerPlatform:
             network_mode="none",  # it talks to PostgreSQL over the shared socket only
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[server])),
         )
-        return DatabaseEndpoint(host=pulumi.Output.from_input(alias), port=pulumi.Output.from_input(5432),
-                                ready=[server, provision])
+        return DatabaseEndpoint(host=pulumi.Output.from_input(alias), port=pulumi.Output.from_input(5432))
 
     def object_store(self, name: str, request: ObjectStoreRequest,
                      opts: pulumi.ResourceOptions) -> ObjectStoreEndpoint:
@@ -216,7 +225,7 @@ class LocalDockerPlatform:
         user_secret = random.RandomPassword(f"{name}-server-secret-key", length=40, special=False, opts=opts)
         user = minio.IamUser(f"{name}-server-user", name=f"{request.bucket}-mlflow-server",
                              secret=pulumi.Output.secret(user_secret.result), opts=on_minio)
-        attachment = minio.IamUserPolicyAttachment(f"{name}-server-policy", user_name=user.name,
+        minio.IamUserPolicyAttachment(f"{name}-server-policy", user_name=user.name,
                                                    policy_name=policy.name, opts=on_minio)
         return ObjectStoreEndpoint(
             bucket=bucket.bucket,
@@ -227,10 +236,9 @@ class LocalDockerPlatform:
                 "AWS_ACCESS_KEY_ID": pulumi.Output.secret(user.name),
                 "AWS_SECRET_ACCESS_KEY": pulumi.Output.secret(user_secret.result),
             },
-            ready=[attachment],
         )
 
-    def server_image(self, name: str, mlflow_version: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
+    def server_image(self, name: str, mlflow_version: str, opts: pulumi.ResourceOptions) -> Image:
         image = docker.Image(
             name,
             image_name=f"mlflow-platform/mlflow-server:{mlflow_version}",
@@ -242,13 +250,10 @@ class LocalDockerPlatform:
             skip_push=True,
             opts=opts,
         )
-        return image.image_name
+        return Image(reference=image.image_name)
 
-    def public_image(self, name: str, reference: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
-        return self._image(name, reference, opts).image_id
-
-    def stack_outputs(self) -> dict[str, pulumi.Output]:
-        return {}
+    def public_image(self, name: str, reference: str, opts: pulumi.ResourceOptions) -> Image:
+        return Image(reference=self._image(name, reference, opts).image_id)
 
     def public_entry(self) -> PublicEntry:
         return PublicEntry(hostnames=pulumi.Output.from_input(self.hostnames),
@@ -267,31 +272,28 @@ class LocalDockerPlatform:
             opts=opts,
         )
 
-    def run_service(self, name: str, service_name: str, spec: pulumi.Output[ContainerSpec],
-                    secret_env: Mapping[str, pulumi.Output[str]],
-                    runtime_files: Mapping[str, pulumi.Output[str]],
-                    opts: pulumi.ResourceOptions,
-                    public: bool = False,
-                    init: Optional[InitStep] = None,
-                    access_policies: Sequence[pulumi.Output[str]] = ()) -> ServiceEndpoint:
-        # access_policies: nothing to attach here; the store's credentials are already scoped keys.
-        if init is not None:
-            step = self._run_init(f"{name}-{init.service_name.removeprefix('mlflow-')}", init, opts)
+    def run_service(self, name: str, request: ServiceRequest, opts: pulumi.ResourceOptions) -> ServiceEndpoint:
+        # request.access_policies: nothing to attach here; the store's credentials are already scoped keys.
+        # request.image_repository: Docker needs no pull permission.
+        spec, service_name = request.spec, request.service_name
+        if request.init is not None:
+            step = self._run_init(f"{name}-{request.init.service_name.removeprefix('mlflow-')}", request.init, opts)
             opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[step]))
+        runtime_files = request.runtime_files
         uploads = pulumi.Output.all(spec, pulumi.Output.all(**runtime_files) if runtime_files else {}).apply(
             lambda parts: [docker.ContainerUploadArgs(file=path, content=content)
                            for path, content in {**parts[0].files, **parts[1]}.items()]
         )
         ports: Sequence[docker.ContainerPortArgs] = []
-        if public:
+        if request.public:
             ports = [docker.ContainerPortArgs(internal=spec.apply(lambda s: s.ports[0]), external=self.proxy.port,
                                               ip=self.settings.bind_address)]
-        container = docker.Container(
+        docker.Container(
             name,
             name=f"{self.prefix}-{service_name}",
             image=spec.apply(lambda s: s.image),
             command=spec.apply(lambda s: list(s.command)),
-            envs=spec.apply(lambda s: dict(s.env)).apply(lambda env: _secret_envs(env, secret_env)),
+            envs=spec.apply(lambda s: dict(s.env)).apply(lambda env: _secret_envs(env, request.secret_env)),
             user=spec.apply(lambda s: s.user),
             uploads=uploads,
             ports=ports,
@@ -302,10 +304,7 @@ class LocalDockerPlatform:
             wait_timeout=300,
             opts=opts,
         )
-        return ServiceEndpoint(
-            internal_url=spec.apply(lambda s: f"http://{service_name}:{s.ports[0]}"),
-            resources=[container],
-        )
+        return ServiceEndpoint(internal_url=spec.apply(lambda s: f"http://{service_name}:{s.ports[0]}"))
 
 
 def _run_to_completion(resource_name: str, **container_args) -> docker.Container:

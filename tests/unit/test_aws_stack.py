@@ -48,17 +48,20 @@ def policy_statements(resource: Recorded, key: str = "policy") -> list[dict]:
 # --- shape -------------------------------------------------------------------------------------
 
 def test_components_and_parenting(aws_run):
-    assert {r.type for r in aws_run.resources if not r.custom} == COMPONENTS
-    parents = {r.urn: r.type for r in aws_run.resources if r.type in COMPONENTS}
+    components = {r.urn: r.type for r in aws_run.resources if not r.custom}
+    assert set(components.values()) == COMPONENTS | {"mlflow:index:MlflowTrackingServer", "mlflow:index:AwsPlatform"}
     for item in aws_run.resources:
-        if item.type.startswith(("aws:rds/instance", "aws:s3/", "aws:ecr/", "aws:ecs/service", "aws:ecs/taskDefinition",
-                                 "aws:iam/", "aws:secretsmanager/", "random:")):
-            assert item.parent in parents, f"{item.type} {item.name} must belong to a component"
-    assert aws_run.one("aws:rds/instance:Instance").parent in parents
-    assert parents[aws_run.one("aws:rds/instance:Instance").parent] == "mlflow:index:MetadataStore"
-    assert parents[aws_run.one("aws:s3/bucket:Bucket").parent] == "mlflow:index:ArtifactStore"
-    assert parents[aws_run.one("aws:ecs/service:Service", "server").parent] == "mlflow:index:TrackingServer"
-    assert parents[aws_run.one("aws:ecs/service:Service", "proxy").parent] == "mlflow:index:ReverseProxy"
+        if item.custom:
+            assert item.parent in components, f"{item.type} {item.name} must belong to a component"
+    assert components[aws_run.one("aws:rds/instance:Instance").parent] == "mlflow:index:MetadataStore"
+    assert components[aws_run.one("aws:s3/bucket:Bucket").parent] == "mlflow:index:ArtifactStore"
+    assert components[aws_run.one("aws:ecs/service:Service", "mlflow-server").parent] == "mlflow:index:TrackingServer"
+    assert components[aws_run.one("aws:ecs/service:Service", "mlflow-proxy").parent] == "mlflow:index:ReverseProxy"
+    for shared in ("aws:ec2/vpc:Vpc", "aws:ecs/cluster:Cluster", "aws:lb/loadBalancer:LoadBalancer",
+                   "aws:cloudwatch/logGroup:LogGroup", "pulumi:providers:aws"):
+        assert components[aws_run.one(shared).parent] == "mlflow:index:AwsPlatform", shared
+    assert {components[r.parent] for r in aws_run.of_type("aws:ec2/securityGroup:SecurityGroup")} == {
+        "mlflow:index:AwsPlatform"}
 
 
 def test_every_aws_resource_uses_the_stack_provider_in_the_configured_region(aws_run):
@@ -71,13 +74,13 @@ def test_every_aws_resource_uses_the_stack_provider_in_the_configured_region(aws
 
 def test_vpc_with_public_and_private_subnets_in_two_zones(aws_run):
     subnets = aws_run.of_type("aws:ec2/subnet:Subnet")
-    public = [s for s in subnets if s.name.startswith("public-")]
-    private = [s for s in subnets if s.name.startswith("private-")]
+    public = [s for s in subnets if s.name.startswith("mlflow-platform-public-")]
+    private = [s for s in subnets if s.name.startswith("mlflow-platform-private-")]
     assert {s.inputs["availabilityZone"] for s in public} == {"eu-west-1a", "eu-west-1b"}
     assert {s.inputs["availabilityZone"] for s in private} == {"eu-west-1a", "eu-west-1b"}
     assert all(not s.inputs.get("mapPublicIpOnLaunch") for s in subnets)
-    private_routes = aws_run.one("aws:ec2/routeTable:RouteTable", "private-routes")
-    assert [r.get("natGatewayId") for r in private_routes.inputs["routes"]] == ["nat-id"], "private subnets route via NAT"
+    private_routes = aws_run.one("aws:ec2/routeTable:RouteTable", "mlflow-platform-private-routes")
+    assert [r.get("natGatewayId") for r in private_routes.inputs["routes"]] == ["mlflow-platform-nat-id"], "private subnets route via NAT"
 
 
 def test_rds_private_encrypted_backed_up_and_protected(aws_run):
@@ -90,15 +93,15 @@ def test_rds_private_encrypted_backed_up_and_protected(aws_run):
     assert inputs["instanceClass"] == "db.t4g.small" and inputs["multiAz"] is False
     assert db.protect, "the database must be protected against accidental deletion"
     assert db.input_is_secret("password")
-    assert inputs["vpcSecurityGroupIds"] == ["database-sg-id"]
+    assert inputs["vpcSecurityGroupIds"] == ["mlflow-platform-database-sg-id"]
     subnet_group = aws_run.one("aws:rds/subnetGroup:SubnetGroup")
-    assert sorted(subnet_group.inputs["subnetIds"]) == ["private-eu-west-1a-id", "private-eu-west-1b-id"]
+    assert sorted(subnet_group.inputs["subnetIds"]) == ["mlflow-platform-private-eu-west-1a-id", "mlflow-platform-private-eu-west-1b-id"]
     parameters = {p["name"]: p["value"] for p in aws_run.one("aws:rds/parameterGroup:ParameterGroup").inputs["parameters"]}
     assert parameters == {"max_connections": "100", "rds.force_ssl": "1"}
 
 
 def test_rds_password_avoids_characters_rds_refuses(aws_run):
-    password = aws_run.one("random:index/randomPassword:RandomPassword", "metadata-password")
+    password = aws_run.one("random:index/randomPassword:RandomPassword", "mlflow-metadata-password")
     assert not set(password.inputs["overrideSpecial"]) & set("/@\"' ")
 
 
@@ -126,29 +129,29 @@ def test_ecr_repository_scans_on_push_and_the_image_is_pushed_there(aws_run):
     assert image.inputs["imageName"].startswith("123456789012.dkr.ecr.eu-west-1.amazonaws.com/mlflow-aws/mlflow-server:")
     assert image.inputs["build"]["args"] == {"MLFLOW_VERSION": "3.17.2"}
     assert is_secret_wrapper(image.raw_inputs["registry"]["password"]), "the registry token must stay secret"
-    server = containers(aws_run, "server")["mlflow-server"]
+    server = containers(aws_run, "mlflow-server")["mlflow-server"]
     assert server["image"].split("@")[0].startswith(image.inputs["imageName"].rsplit(":", 1)[0])
     assert "@sha256:" in server["image"], "tasks run the pushed digest"
 
 
 def test_fargate_services_in_private_subnets_without_public_ips(aws_run):
-    for name in ("server", "proxy"):
+    for name in ("mlflow-server", "mlflow-proxy"):
         service = aws_run.one("aws:ecs/service:Service", name).inputs
         assert service["launchType"] == "FARGATE"
         network = service["networkConfiguration"]
         assert network["assignPublicIp"] is False
-        assert sorted(network["subnets"]) == ["private-eu-west-1a-id", "private-eu-west-1b-id"]
+        assert sorted(network["subnets"]) == ["mlflow-platform-private-eu-west-1a-id", "mlflow-platform-private-eu-west-1b-id"]
         assert service["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
-    proxy = aws_run.one("aws:ecs/service:Service", "proxy").inputs
+    proxy = aws_run.one("aws:ecs/service:Service", "mlflow-proxy").inputs
     assert proxy["loadBalancers"][0]["containerPort"] == 8080 and proxy["loadBalancers"][0]["containerName"] == "mlflow-proxy"
-    server = aws_run.one("aws:ecs/service:Service", "server").inputs
+    server = aws_run.one("aws:ecs/service:Service", "mlflow-server").inputs
     assert not server.get("loadBalancers"), "the MLflow server is reachable only through the proxy"
     alias = server["serviceConnectConfiguration"]["services"][0]["clientAlias"][0]
     assert alias == {"port": 5000, "dnsName": "mlflow-server"}
 
 
 def test_schema_upgrade_runs_before_the_server_in_the_same_task(aws_run):
-    defs = containers(aws_run, "server")
+    defs = containers(aws_run, "mlflow-server")
     upgrade, server = defs["mlflow-db-upgrade"], defs["mlflow-server"]
     assert upgrade["essential"] is False
     assert server["dependsOn"] == [{"containerName": "mlflow-db-upgrade", "condition": "SUCCESS"}]
@@ -157,19 +160,19 @@ def test_schema_upgrade_runs_before_the_server_in_the_same_task(aws_run):
 
 
 def test_server_gets_the_db_uri_from_secrets_manager_and_no_static_keys(aws_run):
-    server = containers(aws_run, "server")["mlflow-server"]
+    server = containers(aws_run, "mlflow-server")["mlflow-server"]
     env = {e["name"]: e["value"] for e in server["environment"]}
     assert "MLFLOW_BACKEND_STORE_URI" not in env
     assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} & set(env)
     secrets = {s["name"]: s["valueFrom"] for s in server["secrets"]}
     assert set(secrets) == {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_CRYPTO_KEK_PASSPHRASE"}
     assert all(arn.startswith("arn:aws:secretsmanager:") for arn in secrets.values())
-    version = aws_run.one("aws:secretsmanager/secretVersion:SecretVersion", "server-mlflow-backend-store-uri")
+    version = aws_run.one("aws:secretsmanager/secretVersion:SecretVersion", "mlflow-server-mlflow-backend-store-uri")
     assert version.input_is_secret("secretString")
     assert version.inputs["secretString"].startswith("postgresql+psycopg2://mlflow:")
     # MLflow's secrets (AI Gateway keys) are encrypted with the stack's generated key, not MLflow's default
-    key = aws_run.one("aws:secretsmanager/secretVersion:SecretVersion", "server-mlflow-crypto-kek-passphrase")
-    generated = aws_run.one("random:index/randomPassword:RandomPassword", "server-secrets-key")
+    key = aws_run.one("aws:secretsmanager/secretVersion:SecretVersion", "mlflow-server-mlflow-crypto-kek-passphrase")
+    generated = aws_run.one("random:index/randomPassword:RandomPassword", "mlflow-server-secrets-key")
     assert generated.inputs["length"] == 48 and generated.additional_secret_outputs
     assert key.input_is_secret("secretString") and key.inputs["secretString"] in aws_run.generated_secrets
     assert len(key.inputs["secretString"]) == 48
@@ -181,7 +184,7 @@ def test_server_gets_the_db_uri_from_secrets_manager_and_no_static_keys(aws_run)
 
 
 def test_proxy_runs_the_rendered_config_with_htpasswd_from_secrets_manager(aws_run):
-    proxy = containers(aws_run, "proxy")["mlflow-proxy"]
+    proxy = containers(aws_run, "mlflow-proxy")["mlflow-proxy"]
     env = {e["name"]: e["value"] for e in proxy["environment"]}
     [conf] = [value for value in env.values() if value.startswith("# Rendered by components/render.py")]
     assert "server mlflow-server:5000;" in conf and "client_max_body_size 0;" in conf
@@ -195,14 +198,14 @@ def test_proxy_runs_the_rendered_config_with_htpasswd_from_secrets_manager(aws_r
 def test_task_role_only_has_the_buckets_object_actions(aws_run):
     bucket_name = aws_run.output("bucket")
     task_roles = {r.urn for r in aws_run.of_type("aws:iam/role:Role") if r.name.endswith("task-role")}
-    policies = [p for p in aws_run.of_type("aws:iam/rolePolicy:RolePolicy") if p.name.startswith("server-access")]
+    policies = [p for p in aws_run.of_type("aws:iam/rolePolicy:RolePolicy") if p.name.startswith("mlflow-server-access")]
     assert len(policies) == 1
     for statement in policy_statements(policies[0]):
         assert statement["Effect"] == "Allow"
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         assert set(resources) <= {f"arn:aws:s3:::{bucket_name}", f"arn:aws:s3:::{bucket_name}/*"}, resources
         assert all(action.startswith("s3:") and "*" not in action for action in statement["Action"])
-    assert not [p for p in aws_run.of_type("aws:iam/rolePolicy:RolePolicy") if p.name.startswith("proxy-access")]
+    assert not [p for p in aws_run.of_type("aws:iam/rolePolicy:RolePolicy") if p.name.startswith("mlflow-proxy-access")]
     assert not aws_run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment"), "no broad managed policies"
     assert not aws_run.of_type("aws:iam/accessKey:AccessKey"), "no static AWS keys"
     assert task_roles
@@ -216,7 +219,7 @@ def test_no_wildcard_iam_beyond_the_registry_login(aws_run):
             assert not any(a.endswith(":*") or a == "*" for a in actions), (policy.name, actions)
             if "*" in resources:
                 assert actions == ["ecr:GetAuthorizationToken"], (policy.name, statement)
-    execution = [p for p in aws_run.of_type("aws:iam/rolePolicy:RolePolicy") if p.name == "server-execution"][0]
+    execution = [p for p in aws_run.of_type("aws:iam/rolePolicy:RolePolicy") if p.name == "mlflow-server-execution"][0]
     reads = [s for s in policy_statements(execution) if s.get("Sid") == "ReadSecrets"][0]
     assert all(arn.startswith("arn:aws:secretsmanager:") for arn in reads["Resource"])
 
@@ -224,14 +227,14 @@ def test_no_wildcard_iam_beyond_the_registry_login(aws_run):
 def test_security_groups_open_to_the_world_only_on_the_load_balancer(aws_run):
     for rule in aws_run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"):
         if rule.inputs.get("cidrIpv4") == "0.0.0.0/0":
-            assert rule.inputs["securityGroupId"] == "load-balancer-sg-id" and rule.inputs["fromPort"] in (80, 443), rule.name
+            assert rule.inputs["securityGroupId"] == "mlflow-platform-load-balancer-sg-id" and rule.inputs["fromPort"] in (80, 443), rule.name
     database_in = [r.inputs for r in aws_run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
-                   if r.inputs["securityGroupId"] == "database-sg-id"]
-    assert database_in == [{"securityGroupId": "database-sg-id", "ipProtocol": "tcp", "fromPort": 5432, "toPort": 5432,
-                            "referencedSecurityGroupId": "server-sg-id"}]
+                   if r.inputs["securityGroupId"] == "mlflow-platform-database-sg-id"]
+    assert database_in == [{"securityGroupId": "mlflow-platform-database-sg-id", "ipProtocol": "tcp", "fromPort": 5432, "toPort": 5432,
+                            "referencedSecurityGroupId": "mlflow-platform-server-sg-id"}]
     server_in = [r.inputs for r in aws_run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
-                 if r.inputs["securityGroupId"] == "server-sg-id"]
-    assert [r["referencedSecurityGroupId"] for r in server_in] == ["proxy-sg-id"]
+                 if r.inputs["securityGroupId"] == "mlflow-platform-server-sg-id"]
+    assert [r["referencedSecurityGroupId"] for r in server_in] == ["mlflow-platform-proxy-sg-id"]
     for rule in aws_run.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"):
         if rule.inputs.get("cidrIpv4") == "0.0.0.0/0":
             assert rule.inputs["fromPort"] == 443, rule.name
@@ -240,12 +243,12 @@ def test_security_groups_open_to_the_world_only_on_the_load_balancer(aws_run):
 def test_load_balancer_http_with_a_warning_when_no_domain(aws_run):
     lb = aws_run.one("aws:lb/loadBalancer:LoadBalancer").inputs
     assert lb["internal"] is False and lb["idleTimeout"] == 900 and lb["dropInvalidHeaderFields"] is True
-    assert sorted(lb["subnets"]) == ["public-eu-west-1a-id", "public-eu-west-1b-id"]
+    assert sorted(lb["subnets"]) == ["mlflow-platform-public-eu-west-1a-id", "mlflow-platform-public-eu-west-1b-id"]
     assert [l.inputs["protocol"] for l in aws_run.of_type("aws:lb/listener:Listener")] == ["HTTP"]
     assert "plain HTTP" in aws_run.output("warning")
     target = aws_run.one("aws:lb/targetGroup:TargetGroup").inputs
     assert target["healthCheck"]["path"] == "/health" and target["targetType"] == "ip"
-    assert aws_run.output("tracking_uri").startswith("http://mlflow-load-balancer-") 
+    assert aws_run.output("tracking_uri").startswith("http://mlflow-mlflow-platform-load-balancer-") 
 
 
 def test_https_with_acm_certificate_when_a_domain_and_zone_are_configured(aws_https_run):
@@ -256,12 +259,12 @@ def test_https_with_acm_certificate_when_a_domain_and_zone_are_configured(aws_ht
     assert run.one("aws:acm/certificate:Certificate").inputs["domainName"] == "mlflow.example.com"
     assert run.output("tracking_uri") == "https://mlflow.example.com"
     assert "warning" not in run.stack_outputs
-    server = containers(run, "server")["mlflow-server"]
+    server = containers(run, "mlflow-server")["mlflow-server"]
     hosts = server["command"][server["command"].index("--allowed-hosts") + 1]
     assert hosts == "mlflow.example.com,mlflow.example.com:443"
     db = run.one("aws:rds/instance:Instance")
     assert db.inputs["multiAz"] is True and db.inputs["skipFinalSnapshot"] is True and not db.protect
-    assert run.one("aws:ecs/service:Service", "server").inputs["desiredCount"] == 2
+    assert run.one("aws:ecs/service:Service", "mlflow-server").inputs["desiredCount"] == 2
     ingress_ports = {r.inputs["fromPort"] for r in run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
                      if r.inputs.get("cidrIpv4") == "0.0.0.0/0"}
     assert ingress_ports == {80, 443}

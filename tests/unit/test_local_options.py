@@ -27,10 +27,10 @@ def tls(local_config):
 
 
 def test_static_prefix_reaches_server_nginx_and_tracking_uri(prefixed):
-    command = container(prefixed, "server").inputs["command"]
+    command = container(prefixed, "mlflow-server").inputs["command"]
     assert command[command.index("--static-prefix") + 1] == "/mlflow"
-    assert "/mlflow/health" in container(prefixed, "server").inputs["healthcheck"]["tests"][-1]
-    conf = uploads_of(container(prefixed, "proxy"))["/etc/nginx/nginx.conf"]
+    assert "/mlflow/health" in container(prefixed, "mlflow-server").inputs["healthcheck"]["tests"][-1]
+    conf = uploads_of(container(prefixed, "mlflow-proxy"))["/etc/nginx/nginx.conf"]
     assert "location /mlflow/api/2.0/mlflow-artifacts/ {" in conf
     assert "rewrite ^ /mlflow/health break;" in conf
     assert prefixed.output("tracking_uri") == "http://localhost:8080/mlflow"
@@ -45,7 +45,7 @@ def test_tls_self_signed_certificate_for_the_host_names(tls):
     assert certificate.inputs["ipAddresses"] == ["10.1.2.3"]
     assert "server_auth" in certificate.inputs["allowedUses"]
     assert is_secret_wrapper(certificate.raw_inputs["privateKeyPem"])
-    proxy = container(tls, "proxy")
+    proxy = container(tls, "mlflow-proxy")
     files = uploads_of(proxy)
     assert files["/etc/nginx/tls/server.key"].startswith("-----BEGIN EC PRIVATE KEY-----")
     assert files["/etc/nginx/tls/server.crt"].startswith("-----BEGIN CERTIFICATE-----")
@@ -58,7 +58,7 @@ def test_tls_self_signed_certificate_for_the_host_names(tls):
 
 
 def test_tls_host_names_become_allowed_hosts_and_origins(tls):
-    command = container(tls, "server").inputs["command"]
+    command = container(tls, "mlflow-server").inputs["command"]
     hosts = command[command.index("--allowed-hosts") + 1].split(",")
     assert hosts == ["mlflow.internal.example", "mlflow.internal.example:8443", "10.1.2.3", "10.1.2.3:8443"]
     origins = command[command.index("--cors-allowed-origins") + 1].split(",")
@@ -67,27 +67,27 @@ def test_tls_host_names_become_allowed_hosts_and_origins(tls):
 
 def test_body_size_and_timeouts(local_config):
     run = run_with(local_config, proxy={"clientMaxBodySize": "2g", "timeoutSeconds": 120})
-    conf = uploads_of(container(run, "proxy"))["/etc/nginx/nginx.conf"]
+    conf = uploads_of(container(run, "mlflow-proxy"))["/etc/nginx/nginx.conf"]
     assert "client_max_body_size 2g;" in conf and "proxy_read_timeout 120s;" in conf
-    command = container(run, "server").inputs["command"]
+    command = container(run, "mlflow-server").inputs["command"]
     assert command[command.index("--uvicorn-opts") + 1] == "--timeout-keep-alive 120"
 
 
 def test_workers_pools_jobs_and_max_connections(local_config):
     run = run_with(local_config, server={"workers": 4, "dbPoolSize": 3, "dbMaxOverflow": 2, "jobExecution": True},
                    database={"maxConnections": 200})
-    server = container(run, "server")
+    server = container(run, "mlflow-server")
     command = server.inputs["command"]
     assert command[command.index("--workers") + 1] == "4"
     env = env_of(server)
     assert (env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"], env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"]) == ("3", "2")
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
-    assert container(run, "metadata").inputs["command"] == ["postgres", "-c", "max_connections=200"]
+    assert container(run, "mlflow-metadata").inputs["command"] == ["postgres", "-c", "max_connections=200"]
 
 
 def test_bucket_prefix_and_name(local_config):
     run = run_with(local_config, artifacts={"bucket": "team-ml", "prefix": "mlflow"})
-    command = container(run, "server").inputs["command"]
+    command = container(run, "mlflow-server").inputs["command"]
     assert command[command.index("--artifacts-destination") + 1] == "s3://team-ml/mlflow"
     import json
 
@@ -98,7 +98,7 @@ def test_bucket_prefix_and_name(local_config):
 
 def test_bind_address_for_a_team_host(local_config):
     run = run_with(local_config, local={"bindAddress": "0.0.0.0"})
-    assert {p["ip"] for p in container(run, "proxy").inputs["ports"]} == {"0.0.0.0"}
+    assert {p["ip"] for p in container(run, "mlflow-proxy").inputs["ports"]} == {"0.0.0.0"}
     provider = run.one("pulumi:providers:minio")
     assert provider.inputs["minioServer"] == "127.0.0.1:9000"
 

@@ -32,18 +32,23 @@ def uploads_of(container: Recorded) -> dict[str, str]:
 
 # --- graph shape -------------------------------------------------------------------------------
 
-def test_four_components_with_their_type_tokens(local_run):
+def test_one_component_at_the_top_with_the_platform_and_four_components_under_it(local_run):
+    top = [r for r in local_run.resources if r.parent.split("::")[-2] == "pulumi:pulumi:Stack"]
+    assert [(r.type, r.name) for r in top] == [("mlflow:index:MlflowTrackingServer", "mlflow")]
     components = {r.type: r for r in local_run.resources if not r.custom}
-    assert set(components) == COMPONENTS
+    assert set(components) == COMPONENTS | {"mlflow:index:MlflowTrackingServer", "mlflow:index:LocalDockerPlatform"}
     for component in components.values():
-        assert component.parent.split("::")[-2] == "pulumi:pulumi:Stack", f"{component.name} should be top-level"
+        if component.type != "mlflow:index:MlflowTrackingServer":
+            assert component.parent == top[0].urn, f"{component.name} should be a child of the MlflowTrackingServer"
 
 
-def test_every_resource_but_the_network_is_parented_under_a_component(local_run):
-    component_urns = {r.urn for r in local_run.resources if r.type in COMPONENTS}
+def test_every_resource_has_a_component_parent(local_run):
+    components = {r.urn: r.type for r in local_run.resources if not r.custom}
     for resource in local_run.resources:
-        if resource.custom and resource.type not in ("docker:index/network:Network",):
-            assert resource.parent in component_urns, f"{resource.type} {resource.name} has parent {resource.parent!r}"
+        if resource.custom:
+            assert resource.parent in components, f"{resource.type} {resource.name} has parent {resource.parent!r}"
+    network = local_run.one("docker:index/network:Network")
+    assert components[network.parent] == "mlflow:index:LocalDockerPlatform"
 
 
 def test_expected_resources_per_component(local_run):
@@ -70,15 +75,15 @@ def test_private_bridge_network_and_every_container_on_it(local_run):
             continue
         assert [n["name"] for n in item.inputs["networksAdvanced"]] == [network.inputs["name"]], item.name
         assert "networkMode" not in item.inputs, "no container may join the host or default network"
-    assert container(local_run, "metadata-provision").inputs["networkMode"] == "none"
+    assert container(local_run, "mlflow-metadata-provision").inputs["networkMode"] == "none"
 
 
 def test_only_proxy_and_minio_publish_ports_and_only_on_the_bind_address(local_run):
     published = {item.name: item.inputs.get("ports", []) for item in local_run.of_type(CONTAINER)}
-    assert published["metadata"] == [] or "ports" not in container(local_run, "metadata").inputs
-    assert not published.get("server"), "the MLflow server must only be reachable through the proxy"
-    assert [(p["internal"], p["external"], p["ip"]) for p in published["proxy"]] == [(8080, 8080, "127.0.0.1")]
-    assert {p["ip"] for p in published["artifacts-minio"]} == {"127.0.0.1"}
+    assert published["mlflow-metadata"] == [] or "ports" not in container(local_run, "mlflow-metadata").inputs
+    assert not published.get("mlflow-server"), "the MLflow server must only be reachable through the proxy"
+    assert [(p["internal"], p["external"], p["ip"]) for p in published["mlflow-proxy"]] == [(8080, 8080, "127.0.0.1")]
+    assert {p["ip"] for p in published["mlflow-artifacts-minio"]} == {"127.0.0.1"}
 
 
 def test_data_volumes_survive_destroy_and_are_not_replaced_by_edits(local_run):
@@ -87,9 +92,9 @@ def test_data_volumes_survive_destroy_and_are_not_replaced_by_edits(local_run):
     for volume in data_volumes.values():
         assert volume.retain_on_delete, f"{volume.name} must be retained on delete"
         assert {"name", "driver"} <= set(volume.ignore_changes), f"{volume.name} must not be replaced by edits"
-    mounts = {m["volumeName"]: m["containerPath"] for m in container(local_run, "metadata").inputs["volumes"]}
+    mounts = {m["volumeName"]: m["containerPath"] for m in container(local_run, "mlflow-metadata").inputs["volumes"]}
     assert mounts["mlflow-local-pgdata"] == "/var/lib/postgresql/data"
-    mounts = {m["volumeName"]: m["containerPath"] for m in container(local_run, "artifacts-minio").inputs["volumes"]}
+    mounts = {m["volumeName"]: m["containerPath"] for m in container(local_run, "mlflow-artifacts-minio").inputs["volumes"]}
     assert mounts["mlflow-local-miniodata"] == "/data"
 
 
@@ -101,7 +106,7 @@ def test_pinned_images(local_run):
 
 
 def test_postgres_health_check_restart_and_max_connections(local_run):
-    postgres = container(local_run, "metadata")
+    postgres = container(local_run, "mlflow-metadata")
     assert postgres.inputs["healthcheck"]["tests"][:2] == ["CMD", "pg_isready"]
     assert postgres.inputs["restart"] == "unless-stopped"
     assert postgres.inputs["wait"] is True
@@ -110,13 +115,13 @@ def test_postgres_health_check_restart_and_max_connections(local_run):
 
 
 def test_application_role_is_provisioned_without_superuser_and_without_password_on_a_command_line(local_run):
-    provision = container(local_run, "metadata-provision")
+    provision = container(local_run, "mlflow-metadata-provision")
     script = " ".join(provision.inputs["command"])
     assert "NOSUPERUSER" in script and "CREATE DATABASE" in script
     assert provision.inputs["attach"] is True and provision.inputs["mustRun"] is False
     assert "MLFLOW_DB_PASSWORD" in env_of(provision)
     assert provision.input_is_secret("envs")
-    postgres = container(local_run, "metadata")
+    postgres = container(local_run, "mlflow-metadata")
     assert postgres.urn in provision.dependencies
 
 
@@ -140,8 +145,8 @@ def test_minio_bucket_private_and_server_user_scoped_to_the_bucket(local_run):
 
 
 def test_server_gets_the_scoped_key_not_minio_root(local_run):
-    server_env = env_of(container(local_run, "server"))
-    minio_env = env_of(container(local_run, "artifacts-minio"))
+    server_env = env_of(container(local_run, "mlflow-server"))
+    minio_env = env_of(container(local_run, "mlflow-artifacts-minio"))
     user = local_run.one("minio:index/iamUser:IamUser")
     assert server_env["AWS_ACCESS_KEY_ID"] == user.inputs["name"]
     assert server_env["AWS_SECRET_ACCESS_KEY"] == user.inputs["secret"]
@@ -162,22 +167,22 @@ def test_server_image_built_from_the_dockerfile_with_pinned_mlflow(local_run):
     assert "USER mlflow" in dockerfile and "mlflow==${MLFLOW_VERSION}" in dockerfile
     pins = (REPO_ROOT / "docker" / "mlflow" / "requirements.txt").read_text().split()
     assert any(p.startswith("psycopg2-binary==") for p in pins) and any(p.startswith("boto3==") for p in pins)
-    assert container(local_run, "server").inputs["image"] == image.inputs["imageName"]
+    assert container(local_run, "mlflow-server").inputs["image"] == image.inputs["imageName"]
 
 
 def test_schema_upgrade_finishes_before_the_server_starts(local_run):
-    upgrade = container(local_run, "server-db-upgrade")
-    server = container(local_run, "server")
+    upgrade = container(local_run, "mlflow-server-db-upgrade")
+    server = container(local_run, "mlflow-server")
     assert upgrade.inputs["attach"] is True, "pulumi must wait for the upgrade to exit"
     assert upgrade.inputs["mustRun"] is False
     assert "commands.main(['upgrade'" in upgrade.inputs["command"][-1]
     assert upgrade.urn in server.dependencies
-    provision = container(local_run, "metadata-provision")
+    provision = container(local_run, "mlflow-metadata-provision")
     assert provision.urn in upgrade.dependencies, "the role must exist before the schema upgrade"
 
 
 def test_server_arguments_security_middleware_and_no_secret_on_the_command_line(local_run):
-    server = container(local_run, "server")
+    server = container(local_run, "mlflow-server")
     command = server.inputs["command"]
     assert command[:2] == ["mlflow", "server"]
     assert "--disable-security-middleware" not in command
@@ -199,23 +204,23 @@ def test_server_arguments_security_middleware_and_no_secret_on_the_command_line(
 
 def test_mlflow_secrets_are_encrypted_with_a_generated_key_and_the_ai_gateway_is_off(local_run):
     """Unset, MLflow encrypts the secrets it stores with a passphrase published in its source."""
-    server = container(local_run, "server")
+    server = container(local_run, "mlflow-server")
     env = env_of(server)
     key = env["MLFLOW_CRYPTO_KEK_PASSPHRASE"]
     assert key in local_run.generated_secrets and len(key) == 48
     assert server.input_is_secret("envs")
-    assert local_run.one("random:index/randomPassword:RandomPassword", "server-secrets-key").parent.endswith(
-        "mlflow:index:TrackingServer::server")
+    assert local_run.one("random:index/randomPassword:RandomPassword", "mlflow-server-secrets-key").parent.endswith(
+        "mlflow:index:TrackingServer::mlflow-server")
     assert env["MLFLOW_ENABLE_AI_GATEWAY"] == "false"
 
 
 def test_backend_uri_names_the_driver_and_encodes_the_password(local_run):
-    server = container(local_run, "server")
+    server = container(local_run, "mlflow-server")
     uri = env_of(server)["MLFLOW_BACKEND_STORE_URI"]
     assert uri.startswith("postgresql+psycopg2://mlflow:")
     parsed = sqlalchemy.engine.make_url(uri)
-    password = local_run.one("random:index/randomPassword:RandomPassword", "metadata-password")
-    provision_password = env_of(container(local_run, "metadata-provision"))["MLFLOW_DB_PASSWORD"]
+    password = local_run.one("random:index/randomPassword:RandomPassword", "mlflow-metadata-password")
+    provision_password = env_of(container(local_run, "mlflow-metadata-provision"))["MLFLOW_DB_PASSWORD"]
     assert parsed.password == provision_password, "the URI must carry the role's password, decoded intact"
     assert any(ch in parsed.password for ch in "@:/?#%"), "the generated password should exercise encoding"
     assert (parsed.host, parsed.port, parsed.database) == ("postgres", 5432, "mlflow")
@@ -223,7 +228,7 @@ def test_backend_uri_names_the_driver_and_encodes_the_password(local_run):
 
 
 def test_nginx_renders_from_config_and_htpasswd_from_the_bcrypt_hash(local_run, local_config):
-    proxy = container(local_run, "proxy")
+    proxy = container(local_run, "mlflow-proxy")
     files = uploads_of(proxy)
     conf = files["/etc/nginx/nginx.conf"]
     assert "client_max_body_size 0;" in conf and "proxy_request_buffering off;" in conf
@@ -241,7 +246,7 @@ def test_nginx_renders_from_config_and_htpasswd_from_the_bcrypt_hash(local_run, 
     assert proxy.input_is_secret("uploads")
     assert proxy.inputs["command"] == ["nginx", "-c", "/etc/nginx/nginx.conf", "-g", "daemon off;"]
     assert proxy.inputs["healthcheck"]["tests"][-1] == "http://127.0.0.1:8080/health"
-    server = container(local_run, "server")
+    server = container(local_run, "mlflow-server")
     assert server.urn in proxy.dependencies
 
 
@@ -258,7 +263,7 @@ def ssha_verifies(password: str, stored: str) -> bool:
 
 def test_bcrypt_htpasswd_when_configured(local_config):
     run = run_program({**local_config, "mlflow:proxy": {"passwordHash": "bcrypt"}})
-    user, digest = uploads_of(container(run, "proxy"))["/etc/nginx/htpasswd"].strip().split(":", 1)
+    user, digest = uploads_of(container(run, "mlflow-proxy"))["/etc/nginx/htpasswd"].strip().split(":", 1)
     assert digest.startswith("$2a$") and bcrypt.checkpw(run.output("password").encode(), digest.encode())
     assert not run.of_type("random:index/randomBytes:RandomBytes")
 
@@ -272,7 +277,7 @@ def test_stack_outputs(local_run):
     assert local_run.output("minio_console_url") == "http://127.0.0.1:9001"
     assert local_run.output_is_secret("password") and local_run.output_is_secret("client_env")
     assert local_run.output_is_secret("database_uri")
-    assert local_run.output("database_uri") == env_of(container(local_run, "server"))["MLFLOW_BACKEND_STORE_URI"]
+    assert local_run.output("database_uri") == env_of(container(local_run, "mlflow-server"))["MLFLOW_BACKEND_STORE_URI"]
     lines = local_run.output("client_env").splitlines()
     assert lines[0] == "export MLFLOW_TRACKING_URI=http://localhost:8080"
     assert lines[1] == "export MLFLOW_TRACKING_USERNAME=mlflow"

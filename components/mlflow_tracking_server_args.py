@@ -1,0 +1,253 @@
+"""MlflowTrackingServer's arguments: plain data any Pulumi language can pass.
+
+GENERATED from the pydantic model in components/config.py by scripts/generate-args; do not edit (a
+unit test fails when the two differ). Each key is the stack config key of the same name (README,
+"Configuration"), with the same default and rules: MlflowTrackingServer validates its arguments with
+that model. Keys that shape the resource graph are plain values; the ids of existing infrastructure
+also take an Output. Pulumi's component analyzer reads these classes and docstrings for the package
+schema, so this module must not use `from __future__ import annotations`.
+"""
+
+from enum import Enum
+from typing import NotRequired, TypedDict
+
+import pulumi
+
+
+class PlatformName(str, Enum):
+    """Allowed values of `platform`."""
+
+    LOCAL = "local"
+    AWS = "aws"
+    AZURE = "azure"
+
+
+class TlsMode(str, Enum):
+    """Allowed values of `proxy.tls`."""
+
+    OFF = "off"
+    SELF_SIGNED = "self-signed"
+
+
+class PasswordHashScheme(str, Enum):
+    """Allowed values of `proxy.passwordHash`."""
+
+    SSHA = "ssha"
+    BCRYPT = "bcrypt"
+
+
+class Server(TypedDict):
+    """The MLflow tracking server process."""
+
+    workers: NotRequired[int]
+    """uvicorn worker processes per replica. Default: 2."""
+
+    replicas: NotRequired[int]
+    """server replicas (cloud stacks; local runs one). Default: 1."""
+
+    db_pool_size: NotRequired[int]
+    """SQLAlchemy pool size per engine. Default: 4."""
+
+    db_max_overflow: NotRequired[int]
+    """SQLAlchemy overflow connections per engine. Default: 4."""
+
+    db_pool_recycle_seconds: NotRequired[int]
+    """recycle pooled connections after this many seconds. Default: 1800."""
+
+    static_prefix: NotRequired[str]
+    """serve MLflow under this path, e.g. /mlflow. Default: unset."""
+
+    job_execution: NotRequired[bool]
+    """run MLflow's background job runners (off unless used). Default: false."""
+
+    ai_gateway: NotRequired[bool]
+    """MLflow's AI Gateway: LLM endpoints whose provider keys MLflow stores encrypted with a generated key (off unless used). Default: false."""
+
+    workspaces: NotRequired[bool]
+    """MLflow workspaces (--enable-workspaces): experiments and models kept apart per workspace; needed for a database with workspaces besides default. Default: false."""
+
+    cpu: NotRequired[float]
+    """CPUs per replica (cloud stacks). Default: 1.0."""
+
+    memory_mib: NotRequired[int]
+    """memory per replica in MiB (cloud stacks). Default: 2048."""
+
+
+class Proxy(TypedDict):
+    """The Nginx reverse proxy in front of the server: TLS, basic auth, large uploads."""
+
+    port: NotRequired[int]
+    """public port users connect to. Default: 8080."""
+
+    tls: NotRequired[TlsMode]
+    """TLS on the public port. Default: "off"."""
+
+    username: NotRequired[str]
+    """basic-auth user name. Default: "mlflow"."""
+
+    client_max_body_size: NotRequired[str]
+    """largest request body, nginx syntax (0 = unlimited, 512m, 10g). Default: "0"."""
+
+    timeout_seconds: NotRequired[int]
+    """read/send timeout for slow, large transfers. Default: 900."""
+
+    certificate_validity_days: NotRequired[int]
+    """self-signed certificate lifetime. Default: 365."""
+
+    password_hash: NotRequired[PasswordHashScheme]
+    """htpasswd scheme: ssha (salted SHA-1; the generated password is 32 random characters, so a slow hash adds nothing) or bcrypt (pulumi-random's hash; costs ~70 ms CPU per request). Default: "ssha"."""
+
+    image: NotRequired[str]
+    """pinned Nginx image. Default: "nginx:1.27.3-alpine"."""
+
+
+class Database(TypedDict):
+    """The PostgreSQL metadata store."""
+
+    name: NotRequired[str]
+    """database name. Default: "mlflow"."""
+
+    username: NotRequired[str]
+    """owner role the server logs in as. Default: "mlflow"."""
+
+    max_connections: NotRequired[int]
+    """PostgreSQL max_connections. Default: 100."""
+
+    postgres_version: NotRequired[str]
+    """PostgreSQL major version. Default: "16"."""
+
+
+class Artifacts(TypedDict):
+    """The artifact store."""
+
+    bucket: NotRequired[str]
+    """bucket (or Blob container) name. Default: "mlflow-artifacts"."""
+
+    prefix: NotRequired[str]
+    """key prefix for artifacts inside the bucket (empty: bucket root). Default: ""."""
+
+
+class Local(TypedDict):
+    """Docker-on-one-machine settings (the `local` stack)."""
+
+    bind_address: NotRequired[str]
+    """host address published ports bind to (0.0.0.0 for a team host). Default: "127.0.0.1"."""
+
+    minio_api_port: NotRequired[int]
+    """host port of the MinIO S3 API. Default: 9000."""
+
+    minio_console_port: NotRequired[int]
+    """host port of the MinIO console. Default: 9001."""
+
+    postgres_image: NotRequired[str]
+    """pinned PostgreSQL image. Default: "postgres:16.6-bookworm"."""
+
+    minio_image: NotRequired[str]
+    """pinned MinIO image. Default: "minio/minio:RELEASE.2025-04-22T22-12-26Z"."""
+
+
+class Aws(TypedDict):
+    """The `aws` stack: RDS, S3, ECR, ECS Fargate behind an ALB."""
+
+    region: NotRequired[str]
+    """AWS region, e.g. eu-west-1. Default: "us-east-1"."""
+
+    availability_zones: NotRequired[list[str]]
+    """AZs for the new VPC's subnets (default: <region>a, <region>b). Default: []."""
+
+    vpc_cidr: NotRequired[str]
+    """CIDR of the VPC this stack creates. Default: "10.40.0.0/16"."""
+
+    vpc_id: NotRequired[pulumi.Input[str]]
+    """use this existing VPC instead of creating one. Default: unset."""
+
+    public_subnet_ids: NotRequired[pulumi.Input[list[pulumi.Input[str]]]]
+    """existing public subnets (load balancer), with vpcId. Default: []."""
+
+    private_subnet_ids: NotRequired[pulumi.Input[list[pulumi.Input[str]]]]
+    """existing private subnets (service, database), with vpcId. Default: []."""
+
+    domain: NotRequired[str]
+    """DNS name users reach MLflow at, e.g. mlflow.example.com. Default: unset."""
+
+    hosted_zone_id: NotRequired[pulumi.Input[str]]
+    """Route 53 zone of `domain`: an ACM certificate and DNS record are made there. Default: unset."""
+
+    certificate_arn: NotRequired[pulumi.Input[str]]
+    """existing ACM certificate for `domain` (instead of hostedZoneId). Default: unset."""
+
+    allowed_cidrs: NotRequired[list[str]]
+    """client networks allowed to reach the load balancer. Default: ["0.0.0.0/0"]."""
+
+    db_instance_class: NotRequired[str]
+    """RDS instance class. Default: "db.t4g.small"."""
+
+    db_allocated_storage_gb: NotRequired[int]
+    """RDS storage in GiB. Default: 20."""
+
+    db_max_allocated_storage_gb: NotRequired[int]
+    """RDS storage autoscaling ceiling in GiB. Default: 100."""
+
+    db_engine_version: NotRequired[str]
+    """RDS PostgreSQL engine version (major must match database.postgresVersion). Default: "16.6"."""
+
+    db_multi_az: NotRequired[bool]
+    """standby in a second AZ. Default: false."""
+
+    db_backup_retention_days: NotRequired[int]
+    """automated backup retention. Default: 7."""
+
+    deletion_protection: NotRequired[bool]
+    """RDS deletion protection (switch off for throw-away stacks). Default: true."""
+
+    final_snapshot: NotRequired[bool]
+    """take a final RDS snapshot on delete. Default: true."""
+
+    protect_resources: NotRequired[bool]
+    """Pulumi `protect` on the database, bucket and image repository. Default: true."""
+
+    log_retention_days: NotRequired[int]
+    """CloudWatch log retention (a value CloudWatch accepts). Default: 30."""
+
+    noncurrent_version_expiration_days: NotRequired[int]
+    """expire old artifact versions after N days (0 or null: keep). Default: 90."""
+
+    load_balancer_idle_timeout_seconds: NotRequired[int]
+    """ALB idle timeout (large artifacts). Default: 900."""
+
+    proxy_cpu: NotRequired[int]
+    """Fargate CPU units of the proxy task. Default: 256."""
+
+    proxy_memory_mib: NotRequired[int]
+    """Fargate memory of the proxy task. Default: 512."""
+
+
+class MlflowTrackingServerArgs(TypedDict):
+    """Everything is optional: with no arguments the `local` platform runs with the defaults."""
+
+    platform: NotRequired[PlatformName]
+    """where the stack runs. Default: "local"."""
+
+    mlflow_version: NotRequired[str]
+    """MLflow version installed in the server image. Default: "3.17.2"."""
+
+    hostnames: NotRequired[list[str]]
+    """public host names of the server; --allowed-hosts is derived from them. Default: ["localhost", "127.0.0.1"]."""
+
+    server: NotRequired[Server]
+    """The MLflow tracking server process. Defaults for every key inside."""
+
+    proxy: NotRequired[Proxy]
+    """The Nginx reverse proxy in front of the server: TLS, basic auth, large uploads. Defaults for every key inside."""
+
+    database: NotRequired[Database]
+    """The PostgreSQL metadata store. Defaults for every key inside."""
+
+    artifacts: NotRequired[Artifacts]
+    """The artifact store. Defaults for every key inside."""
+
+    local: NotRequired[Local]
+    """Docker-on-one-machine settings (the `local` stack). Defaults for every key inside."""
+
+    aws: NotRequired[Aws]
+    """The `aws` stack: RDS, S3, ECR, ECS Fargate behind an ALB. Defaults for every key inside."""
