@@ -459,8 +459,8 @@ def _format_errors(error: ValidationError, heading: str, key_prefix: str) -> str
     for problem in error.errors():
         # Keys in camelCase whether the values came keyed by alias or by Python name.
         location = [to_camel(part) if isinstance(part, str) else str(part) for part in problem["loc"]]
-        key = key_prefix + ".".join(location) if location else key_prefix.rstrip(":") or "(arguments)"
-        lines.append(f"  {key}: {_explain(problem)}")
+        key = key_prefix + ".".join(location) if location else key_prefix.rstrip(":")
+        lines.append(f"  {key}: {_explain(problem)}" if key else f"  {_explain(problem)}")
     return "\n".join(lines)
 
 

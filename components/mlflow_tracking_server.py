@@ -29,9 +29,9 @@ CERTIFICATE_FILE = "mlflow-proxy.crt"
 
 
 class MlflowTrackingServer(pulumi.ComponentResource):
-    """An MLflow tracking server for a team: PostgreSQL for metadata, a private bucket for artifacts,
-    and Nginx with basic auth, TLS and streaming uploads as the one entry point; on local Docker or on
-    AWS (RDS, S3, ECS Fargate behind a load balancer). Passwords are generated and stay secret."""
+    """A production MLflow tracking server: PostgreSQL, a private artifact bucket, Nginx (auth, TLS)."""
+
+    # Pulumi's analyzer copies these docstrings into the package schema as they are: one line each.
 
     tracking_uri: pulumi.Output[str]
     """The URL clients set as MLFLOW_TRACKING_URI."""
@@ -44,8 +44,7 @@ class MlflowTrackingServer(pulumi.ComponentResource):
     client_env: pulumi.Output[str]
     """Shell lines exporting the client settings, for `eval` (secret)."""
     database_uri: pulumi.Output[str]
-    """The metadata database's SQLAlchemy URI, for one-off jobs on the platform's network such as the
-    SQLite migration (secret)."""
+    """The metadata database's SQLAlchemy URI, for one-off jobs such as the SQLite migration (secret)."""
     tls_certificate: Optional[pulumi.Output[str]]
     """The proxy's self-signed certificate, for clients to trust (with `proxy.tls: self-signed`)."""
     minio_console_url: Optional[pulumi.Output[str]]

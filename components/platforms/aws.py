@@ -17,7 +17,6 @@ import hashlib
 import ipaddress
 import json
 import re
-from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 import pulumi
@@ -38,10 +37,10 @@ from components.platforms.base import (
     ServiceEndpoint,
     ServiceRequest,
     moved_from_top,
+    server_image_build,
 )
 from components.spec import ContainerSpec
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PROXY_PORT = render.PROXY_HTTP_PORT
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 ASSUME_ECS_TASKS = json.dumps({
@@ -336,6 +335,7 @@ class AwsPlatform(pulumi.ComponentResource):
         )
 
     def server_image(self, name: str, mlflow_version: str, opts: pulumi.ResourceOptions) -> Image:
+        source = server_image_build()
         repository = aws.ecr.Repository(
             f"{name}-repository", name=f"{self.prefix}/mlflow-server", image_tag_mutability="MUTABLE",
             image_scanning_configuration={"scan_on_push": True},
@@ -350,8 +350,7 @@ class AwsPlatform(pulumi.ComponentResource):
         image = docker.Image(
             name,
             image_name=repository.repository_url.apply(lambda url: f"{url}:{mlflow_version}"),
-            build=docker.DockerBuildArgs(context=str(REPO_ROOT),
-                                         dockerfile=str(REPO_ROOT / "docker" / "mlflow" / "Dockerfile"),
+            build=docker.DockerBuildArgs(context=source.context, dockerfile=source.dockerfile,
                                          args={"MLFLOW_VERSION": mlflow_version}, platform="linux/amd64"),
             registry=docker.RegistryArgs(server=repository.repository_url,
                                          username=token.user_name,

@@ -4,6 +4,7 @@ in the components and `render.py`, and the provider knowledge stays in each plat
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping, Optional, Protocol, Sequence
 
 import pulumi
@@ -162,3 +163,25 @@ def moved_from_top(old_name: str, moved: bool) -> list[pulumi.Alias]:
     instead of replacing it. Its children follow by themselves (the engine derives their aliases
     from their parent's)."""
     return [pulumi.Alias(name=old_name, parent=pulumi.ROOT_STACK_RESOURCE)] if moved else []
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class ImageBuild:
+    """Where the MLflow image is built from: the repository checkout the components run from (the
+    context holds `migration/`, which the image ships)."""
+
+    context: str
+    dockerfile: str
+
+
+def server_image_build() -> ImageBuild:
+    dockerfile = REPO_ROOT / "docker" / "mlflow" / "Dockerfile"
+    if not dockerfile.is_file():
+        raise pulumi.RunError(
+            f"the MLflow server image is built from docker/mlflow/Dockerfile of this repository, not found at "
+            f"{dockerfile}: use the components from a checkout (pip install -e <checkout>, or pulumi package add "
+            "<checkout>/provider)")
+    return ImageBuild(context=str(REPO_ROOT), dockerfile=str(dockerfile))

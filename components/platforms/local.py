@@ -7,7 +7,6 @@ pulumi-minio and pulumi-random.
 """
 
 import json
-from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 import pulumi
@@ -29,10 +28,10 @@ from components.platforms.base import (
     ServiceEndpoint,
     ServiceRequest,
     moved_from_top,
+    server_image_build,
 )
 from components.spec import ContainerSpec
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_SOCKET_DIR = "/var/run/postgresql"
 MINIO_API_PORT = 9000
 MINIO_CONSOLE_PORT = 9001
@@ -239,12 +238,13 @@ class LocalDockerPlatform(pulumi.ComponentResource):
         )
 
     def server_image(self, name: str, mlflow_version: str, opts: pulumi.ResourceOptions) -> Image:
+        source = server_image_build()
         image = docker.Image(
             name,
             image_name=f"mlflow-platform/mlflow-server:{mlflow_version}",
             build=docker.DockerBuildArgs(
-                context=str(REPO_ROOT),
-                dockerfile=str(REPO_ROOT / "docker" / "mlflow" / "Dockerfile"),
+                context=source.context,
+                dockerfile=source.dockerfile,
                 args={"MLFLOW_VERSION": mlflow_version},
             ),
             skip_push=True,

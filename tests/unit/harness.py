@@ -9,19 +9,22 @@ outputs each resource and the stack register.
 
 Provider behaviour is emulated only where the program reads a computed output: generated
 passwords (URL-hostile on purpose, and real bcrypt hashes of them), image ids, PEMs. Every
-generated secret is remembered so tests can search the graph for it in plain text.
+generated secret is remembered so tests can search the graph for it in plain text. Generated
+values are random but seeded by the resource's type and name, so two ways of building the same
+graph (the program, and the package's construct path) can be compared value for value.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import runpy
-import secrets
+import random
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import bcrypt
 import pulumi
@@ -29,6 +32,7 @@ import yaml
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
+from pulumi.runtime.sync_await import _sync_await
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ROOT_STACK_TYPE = "pulumi:pulumi:Stack"
@@ -85,6 +89,8 @@ class Recorded:
     """The alias specs (or URNs) the program sent, as the engine receives them."""
     outputs: dict = field(default_factory=dict)
     """Raw outputs the program registered (components and the stack), secrets still wrapped."""
+    state: dict = field(default_factory=dict)
+    """What the (mock) provider answered for a custom resource: its inputs and computed outputs."""
 
     @property
     def inputs(self) -> dict:
@@ -94,11 +100,19 @@ class Recorded:
         return is_secret_wrapper(self.raw_inputs.get(key))
 
 
-def _password(length: int, specials: str) -> str:
+def _password(rng: random.Random, length: int, specials: str) -> str:
     """A generated password that contains URL-reserved characters, as RandomPassword may."""
     alphabet = string.ascii_letters + string.digits + specials
-    body = "".join(secrets.choice(alphabet) for _ in range(max(length - 6, 4)))
+    body = "".join(rng.choice(alphabet) for _ in range(max(length - 6, 4)))
     return ("Aa1" + (specials[:3] if specials else "xyz") + body)[:max(length, 8)]
+
+
+def bcrypt_base64(raw: bytes) -> bytes:
+    """bcrypt's own base64 alphabet (./A-Za-z0-9), 22 characters of salt."""
+    standard = base64.b64encode(raw).decode().rstrip("=")
+    table = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+                          "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+    return standard.translate(table)[:22].encode()
 
 
 class ProgramMocks(pulumi.runtime.Mocks):
@@ -110,22 +124,23 @@ class ProgramMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         outputs = dict(args.inputs)
         kind = args.typ
+        rng = random.Random(f"{kind}::{args.name}")
         if kind == "random:index/randomPassword:RandomPassword":
             specials = args.inputs.get("overrideSpecial", "!@#$%&*()-_=+[]{}<>:?") if args.inputs.get("special", True) else ""
-            value = _password(int(args.inputs.get("length", 16)), specials)
+            value = _password(rng, int(args.inputs.get("length", 16)), specials)
             outputs["result"] = value
-            outputs["bcryptHash"] = bcrypt.hashpw(value.encode(), bcrypt.gensalt(4, prefix=b"2a")).decode()
+            salt = b"$2a$04$" + bcrypt_base64(rng.randbytes(16))
+            outputs["bcryptHash"] = bcrypt.hashpw(value.encode(), salt).decode()
             self.generated_secrets.append(value)
         elif kind == "random:index/randomString:RandomString":
-            outputs["result"] = secrets.token_hex(int(args.inputs.get("length", 16)) // 2 + 1)[: int(args.inputs.get("length", 16))]
+            length = int(args.inputs.get("length", 16))
+            outputs["result"] = rng.randbytes(length // 2 + 1).hex()[:length]
             self.generated_secrets.append(outputs["result"])
         elif kind == "random:index/randomBytes:RandomBytes":
-            raw = secrets.token_bytes(int(args.inputs["length"]))
-            import base64
-
+            raw = rng.randbytes(int(args.inputs["length"]))
             outputs["base64"], outputs["hex"] = base64.b64encode(raw).decode(), raw.hex()
         elif kind == "tls:index/privateKey:PrivateKey":
-            body = secrets.token_hex(48)
+            body = rng.randbytes(48).hex()
             outputs["privateKeyPem"] = f"-----BEGIN EC PRIVATE KEY-----\n{body}\n-----END EC PRIVATE KEY-----\n"
             outputs["publicKeyPem"] = "-----BEGIN PUBLIC KEY-----\nPUB\n-----END PUBLIC KEY-----\n"
             self.generated_secrets.append(body)
@@ -159,7 +174,7 @@ class ProgramMocks(pulumi.runtime.Mocks):
             computed.update(dnsName=f"MLflow-{name}-1234567890.{region}.elb.amazonaws.com", zoneId="Z32O12XQLNTSW2")
         elif kind == "aws:ecr/repository:Repository":
             computed.update(repositoryUrl=f"{account}.dkr.ecr.{region}.amazonaws.com/{args.inputs.get('name')}",
-                            registryId=account)
+                            registryId=account, arn=f"arn:aws:ecr:{region}:{account}:repository/{args.inputs.get('name')}")
         elif kind == "aws:cloudwatch/logGroup:LogGroup":
             computed.update(arn=f"arn:aws:logs:{region}:{account}:log-group:{args.inputs.get('name')}")
         elif kind == "aws:secretsmanager/secret:Secret":
@@ -175,8 +190,13 @@ class ProgramMocks(pulumi.runtime.Mocks):
         return computed
 
     def call(self, args: pulumi.runtime.MockCallArgs):
+        """Look-ups, answered as AWS would for an account with a default VPC of two subnets."""
+        if args.token == "aws:ec2/getVpc:getVpc":
+            return {"id": "vpc-0default", "cidrBlock": "172.31.0.0/16", "default": True}
+        if args.token == "aws:ec2/getSubnets:getSubnets":
+            return {"id": "eu-west-1", "ids": ["subnet-0default1", "subnet-0default2"]}
         if args.token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
-            token = secrets.token_urlsafe(32)
+            token = base64.urlsafe_b64encode(random.Random(args.token).randbytes(32)).decode().rstrip("=")
             self.generated_secrets.append(token)
             return {"userName": "AWS", "password": token, "authorizationToken": token,
                     "proxyEndpoint": f"https://{self.AWS_ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com"}
@@ -219,14 +239,14 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             self.stack_urn = urn
             return resource_pb2.RegisterResourceResponse(urn=urn)
         raw_inputs = json_format.MessageToDict(request.object)
-        response = self._register(request, urn)
+        response, state = self._register(request, urn)
         self.recorded[urn] = Recorded(
             type=request.type, name=request.name, urn=urn, parent=request.parent, custom=request.custom,
             raw_inputs=raw_inputs, protect=bool(request.protect),
             retain_on_delete=bool(request.retainOnDelete) if request.HasField("retainOnDelete") else False,
             ignore_changes=list(request.ignoreChanges), dependencies=list(request.dependencies),
             additional_secret_outputs=list(request.additionalSecretOutputs), provider=request.provider,
-            aliases=[json_format.MessageToDict(alias) for alias in request.aliases],
+            aliases=[json_format.MessageToDict(alias) for alias in request.aliases], state=state,
         )
         return response
 
@@ -251,7 +271,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 marked[key] = {SIG_KEY: SECRET_SIG, "value": marked[key]}
         obj_proto = pulumi_mocks._sync_await(rpc.serialize_properties(marked, {}))
         self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, id_, state)
-        return resource_pb2.RegisterResourceResponse(urn=urn, id=id_, object=obj_proto)
+        return resource_pb2.RegisterResourceResponse(urn=urn, id=id_, object=obj_proto), {"id": id_, **state}
 
     def RegisterResourceOutputs(self, request):
         outputs = json_format.MessageToDict(request.outputs)
@@ -267,6 +287,7 @@ class ProgramRun:
     resources: list[Recorded]
     stack_outputs: dict
     generated_secrets: list[str]
+    result: Any = None
 
     def of_type(self, type_token: str) -> list[Recorded]:
         return [r for r in self.resources if r.type == type_token]
@@ -294,16 +315,22 @@ def stack_file_config(stack: str) -> dict[str, str]:
             for key, value in (document.get("config") or {}).items()}
 
 
+async def _resolve(value: Any) -> Any:
+    """A value as the engine would store it: Outputs resolved (deeply), secrets wrapped."""
+    if isinstance(value, dict):
+        return {key: await _resolve(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [await _resolve(item) for item in value]
+    if isinstance(value, pulumi.Output):
+        resolved = await _resolve(await value.future())
+        return {SIG_KEY: SECRET_SIG, "value": resolved} if await value.is_secret() else resolved
+    return value
+
+
 def _resolve_exports(stack: Any) -> dict:
     """The stack's exports as the engine would store them: values, secrets wrapped."""
-    from pulumi.runtime.sync_await import _sync_await
-
-    async def resolve(value: Any) -> Any:
-        output = pulumi.Output.from_input(value)
-        resolved = await output.future()
-        return {SIG_KEY: SECRET_SIG, "value": resolved} if await output.is_secret() else resolved
-
-    return {name: _sync_await(resolve(value)) for name, value in (stack.outputs if stack else {}).items()}
+    return {name: _sync_await(_resolve(pulumi.Output.from_input(value)))
+            for name, value in (stack.outputs if stack else {}).items()}
 
 
 def run_program(config: dict[str, Any], stack: str = "local", program: Path = REPO_ROOT / "__main__.py",
@@ -312,24 +339,34 @@ def run_program(config: dict[str, Any], stack: str = "local", program: Path = RE
 
     `emulate_secret_outputs=False` behaves like plain mocks: providers' secret outputs come back
     unmarked, so only what the program wraps itself stays secret."""
+    return run_under_mocks(lambda: runpy.run_path(str(program), run_name="__main__"), config, stack,
+                           emulate_secret_outputs)
+
+
+def run_under_mocks(body: Callable[[], Any], config: Optional[dict[str, Any]] = None, stack: str = "local",
+                    emulate_secret_outputs: bool = True) -> ProgramRun:
+    """Run `body` as a Pulumi program of project `mlflow`, stack `stack`, under recording mocks;
+    `body`'s return value is kept in `ProgramRun.result` (Outputs resolved, secrets wrapped)."""
     mocks = ProgramMocks()
     monitor = RecordingMonitor(mocks, emulate_secret_outputs)
     pulumi.runtime.settings.reset_options()
     pulumi.runtime.set_mocks(mocks, project="mlflow", stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config({key: value if isinstance(value, str) else json.dumps(value)
-                                   for key, value in config.items()})
+                                   for key, value in (config or {}).items()})
+    returned: list[Any] = []
     try:
         @pulumi.runtime.test
         def execute():
-            runpy.run_path(str(program), run_name="__main__")
+            returned.append(body())
             return pulumi.Output.from_input(True)
 
         execute()
         stack_outputs = _resolve_exports(pulumi.runtime.get_root_resource())
+        result = _sync_await(_resolve(returned[0]))
     finally:
         pulumi.runtime.set_all_config({})
     return ProgramRun(resources=list(monitor.recorded.values()), stack_outputs=stack_outputs,
-                      generated_secrets=list(mocks.generated_secrets))
+                      generated_secrets=list(mocks.generated_secrets), result=result)
 
 
 def adopted_urns(run: ProgramRun, old_urns: set[str], stack: str, project: str = "mlflow") -> dict[str, str]:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pulumi
 import pytest
 
 from tests.unit.harness import REPO_ROOT, ProgramRun, Recorded, is_secret_wrapper, run_program, stack_file_config
@@ -314,3 +315,62 @@ def test_local_stack_never_imports_the_aws_sdk():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_each_execution_role_may_pull_only_its_own_services_image(aws_run):
+    """No hidden platform state: the server's role pulls the server's repository; the proxy's image
+    comes from Docker Hub, so its role may pull from no ECR repository at all (nor log in to one)."""
+    repositories = {r.state["arn"]: r.state["repositoryUrl"] for r in aws_run.of_type("aws:ecr/repository:Repository")}
+    roles = {r.state["arn"]: r for r in aws_run.of_type("aws:iam/role:Role")}
+    policies = {p.inputs["role"]: p for p in aws_run.of_type("aws:iam/rolePolicy:RolePolicy")}
+    checked = 0
+    for task in aws_run.of_type("aws:ecs/taskDefinition:TaskDefinition"):
+        images = {c["image"] for c in json.loads(task.inputs["containerDefinitions"])}
+        role = roles[task.inputs["executionRoleArn"]]
+        statements = policy_statements(policies[role.state["id"]])
+        pulled = [arn for s in statements if s.get("Sid") == "PullImage" for arn in s["Resource"]]
+        own = {arn for arn, url in repositories.items() if any(image.startswith(url + ":") for image in images)}
+        assert set(pulled) == own, (task.name, pulled, images)
+        assert any(s.get("Sid") == "RegistryLogin" for s in statements) == bool(own), task.name
+        checked += 1
+    assert checked == 2 and len(repositories) == 1
+
+
+def test_an_existing_network_may_come_from_outputs_and_is_checked_once_known(tmp_path):
+    """The ids of existing infrastructure take Outputs (another resource's); a bad one still fails,
+    naming the key, once its value is known."""
+    from tests.unit.harness import run_under_mocks
+
+    def program(certificate_arn: str):
+        def body():
+            from components import MlflowTrackingServer
+
+            known_later = pulumi.Output.from_input
+            server = MlflowTrackingServer("mlflow", {"platform": "aws", "aws": {
+                "region": "eu-west-1", "vpc_id": known_later("vpc-1"), "domain": "mlflow.example.com",
+                "public_subnet_ids": known_later(["subnet-a", "subnet-b"]),
+                "private_subnet_ids": [known_later("subnet-c"), "subnet-d"],
+                "certificate_arn": known_later(certificate_arn)}})
+            return server.tracking_uri
+        return body
+
+    good = "arn:aws:acm:eu-west-1:123456789012:certificate/01234567-89ab-cdef-0123-456789abcdef"
+    run = run_under_mocks(program(good), stack="aws")
+    assert run.result == "https://mlflow.example.com"
+    assert run.one("aws:rds/subnetGroup:SubnetGroup").inputs["subnetIds"] == ["subnet-c", "subnet-d"]
+    assert run.one("aws:lb/listener:Listener", "mlflow-platform-https").inputs["certificateArn"] == good
+    with pytest.raises(Exception, match=r"aws\.certificateArn: must be an ACM certificate ARN.*\(got 'my-cert'\)"):
+        run_under_mocks(program("my-cert"), stack="aws")
+
+
+def test_an_output_where_a_key_shapes_the_graph_is_refused_by_name():
+    from tests.unit.harness import run_under_mocks
+
+    def body():
+        from components import MlflowTrackingServer
+
+        MlflowTrackingServer("mlflow", {"server": {"replicas": pulumi.Output.from_input(2)}})
+
+    with pytest.raises(Exception) as caught:
+        run_under_mocks(body)
+    assert "server.replicas: must be a plain value, known before any resource is created" in str(caught.value)
