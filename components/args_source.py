@@ -9,7 +9,7 @@ the argument types' docstrings from their source code.
 
 import json
 import re
-from typing import Any, Literal, Optional, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.alias_generators import to_camel

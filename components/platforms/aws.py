@@ -93,7 +93,7 @@ class AwsPlatform(pulumi.ComponentResource):
         self.settings = config.aws
         self.server = config.server
         self.prefix = f"{instance}-{pulumi.get_stack()}"
-        self._name = name
+        self._child_prefix = name
         self._moved = moved_from_top_level
         self.provider = aws.Provider(
             f"{name}-aws", region=self.settings.region,
@@ -107,8 +107,9 @@ class AwsPlatform(pulumi.ComponentResource):
                                            settings=[{"name": "containerInsights", "value": "enabled"}])
         self.namespace = aws.servicediscovery.HttpNamespace(
             **self._shared("service-connect"), name=self.prefix, description="MLflow services (ECS Service Connect)")
-        self.log_group_resource = aws.cloudwatch.LogGroup(**self._shared("logs"), name=f"/{instance}/{pulumi.get_stack()}",
-                                                          retention_in_days=self.settings.log_retention_days)
+        self.log_group_resource = aws.cloudwatch.LogGroup(
+            **self._shared("logs"), name=f"/{instance}/{pulumi.get_stack()}",
+            retention_in_days=self.settings.log_retention_days)
         self._load_balancer()
         self.load_balancer_dns_name = self.load_balancer.dns_name
         self.log_group = self.log_group_resource.name
@@ -127,7 +128,7 @@ class AwsPlatform(pulumi.ComponentResource):
     def _shared(self, short_name: str, **options) -> dict:
         """Name and options of a platform-wide resource: named after this component, its child, on
         the stack's AWS provider, and at its pre-facade URN when it moved from the top level."""
-        return {"resource_name": f"{self._name}-{short_name}",
+        return {"resource_name": f"{self._child_prefix}-{short_name}",
                 "opts": pulumi.ResourceOptions(parent=self, provider=self.provider,
                                                aliases=moved_from_top(short_name, self._moved), **options)}
 

@@ -158,7 +158,7 @@ class LocalDockerPlatform(pulumi.ComponentResource):
             wait_timeout=180,
             opts=opts,
         )
-        provision = _run_to_completion(
+        _run_to_completion(
             f"{name}-provision",
             name=f"{self.prefix}-postgres-provision",
             image=image.image_id,

@@ -29,7 +29,8 @@ def test_config_reference_table_matches_the_model():
 
 
 def test_package_reference_table_matches_the_schema():
-    assert generated_table("package-reference") == reference_markdown(CHECKED_IN), "regenerate: ./scripts/generate-package"
+    expected = reference_markdown(CHECKED_IN)
+    assert generated_table("package-reference") == expected, "regenerate: ./scripts/generate-package"
 
 
 def test_readme_gives_the_two_commands_and_ci_calls_the_test_command():
@@ -84,7 +85,8 @@ def test_the_typescript_example_uses_the_schemas_inputs_and_outputs():
     arguments = typescript_arguments(source)
     resource = CHECKED_IN["resources"][TYPE]
     assert arguments["aws"]["hostedZoneId"] == "<expr>" and arguments["platform"] == "aws"
-    assert not schema_inputs(resource["inputProperties"], arguments), schema_inputs(resource["inputProperties"], arguments)
+    problems = schema_inputs(resource["inputProperties"], arguments)
+    assert not problems, problems
     used_outputs = set(re.findall(r"server\.(\w+)", source))
     assert used_outputs and used_outputs <= set(resource["properties"])
     # The literal values pass the component's own checks (the zone id stands for an Output).
