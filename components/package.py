@@ -12,12 +12,11 @@ from components.mlflow_tracking_server import MlflowTrackingServer
 PACKAGE_NAME = "mlflow"
 PACKAGE_VERSION = "0.1.0"
 SCHEMA_PATH = "provider/schema.json"
-COMPONENTS = [MlflowTrackingServer]
 
 
 def component_provider() -> ComponentProvider:
     """The provider `provider/__main__.py` serves: what `pulumi package add` talks to."""
-    return ComponentProvider(COMPONENTS, PACKAGE_NAME, version=PACKAGE_VERSION)
+    return ComponentProvider([MlflowTrackingServer], PACKAGE_NAME, version=PACKAGE_VERSION)
 
 
 def schema() -> dict[str, Any]:

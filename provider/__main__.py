@@ -12,7 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pulumi.provider.experimental import component_provider_host  # noqa: E402
 
-from components.package import COMPONENTS, PACKAGE_NAME, PACKAGE_VERSION  # noqa: E402
+from components.mlflow_tracking_server import MlflowTrackingServer  # noqa: E402
+from components.package import PACKAGE_NAME, PACKAGE_VERSION  # noqa: E402
 
 if __name__ == "__main__":
-    component_provider_host(COMPONENTS, name=PACKAGE_NAME, version=PACKAGE_VERSION)
+    component_provider_host([MlflowTrackingServer], name=PACKAGE_NAME, version=PACKAGE_VERSION)
