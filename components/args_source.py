@@ -21,7 +21,8 @@ MODULE_PATH = "components/mlflow_tracking_server_args.py"
 # One schema type per section and per choice; the names are the package's public API.
 SECTION_TYPES = {"server": "Server", "proxy": "Proxy", "database": "Database", "artifacts": "Artifacts",
                  "local": "Local", "aws": "Aws"}
-ENUM_TYPES = {"platform": "PlatformName", "proxy.tls": "TlsMode", "proxy.passwordHash": "PasswordHashScheme"}
+ENUM_TYPES = {"platform": "PlatformName", "proxy.tls": "TlsMode", "proxy.passwordHash": "PasswordHashScheme",
+              "aws.natGateways": "NatGateways"}
 
 HEADER = '''"""MlflowTrackingServer's arguments: plain data any Pulumi language can pass.
 

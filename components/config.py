@@ -38,6 +38,7 @@ _VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
 
 # Connections the database keeps for itself, superuser sessions and one-off jobs (migration, psql).
 RESERVED_DB_CONNECTIONS = 10
+AWS_MAX_CONNECTIONS = 200
 
 
 def _known_later(value: Any, handler: Callable[[Any], Any]) -> Any:
@@ -85,7 +86,10 @@ class ServerConfig(_Section):
     """The MLflow tracking server process."""
 
     workers: int = Field(2, ge=1, le=32, description="uvicorn worker processes per replica")
-    replicas: int = Field(1, ge=1, le=20, description="server replicas (cloud stacks; local runs one)")
+    replicas: int = Field(2, ge=1, le=20, description="server replicas, spread over the zones (cloud stacks; local runs one)")
+    max_replicas: int = Field(3, ge=1, le=40, description="autoscaling ceiling on CPU (cloud stacks; equal to replicas: no "
+                              "autoscaling); the connection budget counts it")
+    cpu_target_percent: int = Field(60, ge=10, le=90, description="average CPU the server's autoscaling keeps (cloud stacks)")
     db_pool_size: int = Field(4, ge=1, le=100, description="SQLAlchemy pool size per engine")
     db_max_overflow: int = Field(4, ge=0, le=100, description="SQLAlchemy overflow connections per engine")
     db_pool_recycle_seconds: int = Field(1800, ge=30, le=86400, description="recycle pooled connections after this many seconds")
@@ -145,7 +149,7 @@ class DatabaseConfig(_Section):
 
     name: str = Field("mlflow", description="database name")
     username: str = Field("mlflow", description="owner role the server logs in as")
-    max_connections: int = Field(100, ge=25, le=5000, description="PostgreSQL max_connections")
+    max_connections: int = Field(100, ge=25, le=5000, description="PostgreSQL max_connections (aws: 200 unless set)")
     postgres_version: str = Field("16", description="PostgreSQL major version")
 
     @field_validator("name", "username")
@@ -216,6 +220,12 @@ def _certificate_arn(value: Optional[str]) -> Optional[str]:
     return value
 
 
+def _waf_acl_arn(value: Optional[str]) -> Optional[str]:
+    if value is not None and not re.match(r"^arn:aws[a-z-]*:wafv2:[a-z0-9-]+:[0-9]{12}:regional/webacl/.+", value):
+        raise ValueError("must be a regional AWS WAF (wafv2) web ACL ARN: arn:aws:wafv2:<region>:<account>:regional/webacl/...")
+    return value
+
+
 def _subnet_ids(value: Any) -> tuple[str, ...]:
     """A known subnet list (possibly from an Output): a tuple of non-empty strings."""
     if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
@@ -239,10 +249,28 @@ class AwsConfig(_Section):
     hosted_zone_id: Annotated[Optional[str], KnownLater] = Field(None, description="Route 53 zone of `domain`: an ACM certificate and DNS record are made there")
     certificate_arn: Annotated[Optional[str], KnownLater] = Field(None, description="existing ACM certificate for `domain` (instead of hostedZoneId)")
     allowed_cidrs: tuple[str, ...] = Field(("0.0.0.0/0",), description="client networks allowed to reach the load balancer")
+    internal: bool = Field(False, description="load balancer inside the VPC only (reached over VPN or peering), not internet-facing")
+    allow_plain_http: bool = Field(False, description="serve plain HTTP when no domain or certificate is set (passwords "
+                                   "cross the network unencrypted): only on purpose")
+    waf_acl_arn: Annotated[Optional[str], KnownLater] = Field(None, description="AWS WAF web ACL (regional) to associate with the load balancer")
+    proxy_replicas: int = Field(2, ge=1, le=20, description="Nginx tasks, spread over the zones")
+    nat_gateways: Literal["per-zone", "single"] = Field("per-zone", description="NAT gateways of the VPC this stack "
+                                                        "creates: one per zone (a zone's outage leaves the others "
+                                                        "their egress) or a single one (cheaper)")
+    alarm_email: Optional[str] = Field(None, description="address subscribed to the stack's alarm topic (confirm the "
+                                       "subscription email AWS sends)")
+    exec_enabled: bool = Field(False, description="ECS Exec into the server's tasks (aws ecs execute-command)")
     db_instance_class: str = Field("db.t4g.small", description="RDS instance class")
+    db_master_username: str = Field("mlflow_admin", description="RDS master user (its password is kept by RDS in "
+                                    "Secrets Manager; MLflow logs in as database.username, not a superuser)")
+    db_performance_insights: Optional[bool] = Field(None, description="RDS Performance Insights (7 days, free tier); "
+                                                    "unset: on, except on the micro and small burstable classes, "
+                                                    "which lack it")
     db_allocated_storage_gb: int = Field(20, ge=20, le=65536, description="RDS storage in GiB")
     db_max_allocated_storage_gb: int = Field(100, ge=20, le=65536, description="RDS storage autoscaling ceiling in GiB")
-    db_engine_version: str = Field("16.6", description="RDS PostgreSQL engine version (major must match database.postgresVersion)")
+    db_engine_version: Optional[str] = Field(None, description="unset: database.postgresVersion's major, and RDS applies "
+                                             "minor upgrades itself; a full version like 16.6 pins it (automatic "
+                                             "minor upgrades off: raise it yourself)")
     db_multi_az: bool = Field(False, description="standby in a second AZ")
     db_backup_retention_days: int = Field(7, ge=1, le=35, description="automated backup retention")
     deletion_protection: bool = Field(True, description="RDS deletion protection (switch off for throw-away stacks)")
@@ -309,10 +337,30 @@ class AwsConfig(_Section):
 
     @field_validator("db_engine_version")
     @classmethod
-    def _engine_version(cls, value: str) -> str:
-        if not re.match(r"^1[4-7](\.[0-9]+)?$", value):
-            raise ValueError("must be a PostgreSQL 14-17 engine version like 16.6")
+    def _engine_version(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not re.match(r"^1[4-7]\.[0-9]+$", value):
+            raise ValueError("must be a full PostgreSQL 14-17 engine version like 16.6 (leave unset to follow the "
+                             "major version with RDS's minor upgrades)")
         return value
+
+    @field_validator("db_master_username")
+    @classmethod
+    def _master(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value) or value in ("postgres", "rdsadmin", "admin"):
+            raise ValueError("must be a lower-case SQL identifier other than postgres, rdsadmin or admin")
+        return value
+
+    @field_validator("alarm_email")
+    @classmethod
+    def _email(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", value):
+            raise ValueError("must be an email address")
+        return value
+
+    @field_validator("waf_acl_arn")
+    @classmethod
+    def _waf(cls, value: Any) -> Any:
+        return _when_known(value, _waf_acl_arn, "aws.wafAclArn")
 
     @field_validator("log_retention_days")
     @classmethod
@@ -351,6 +399,17 @@ class AwsConfig(_Section):
     def https(self) -> bool:
         return bool(self.certificate_arn or self.hosted_zone_id)
 
+    def engine_version(self, postgres_version: str) -> str:
+        """What RDS gets: a pinned full version, or the major alone (RDS then moves minors itself, and
+        a stack that names the major never asks RDS to go back down)."""
+        return self.db_engine_version or postgres_version
+
+    @property
+    def performance_insights(self) -> bool:
+        if self.db_performance_insights is not None:
+            return self.db_performance_insights
+        return not re.match(r"^db\.t[234]g?\.(micro|small)$", self.db_instance_class)
+
 
 class StackConfig(_Section):
     """Every key of the `mlflow:` config namespace."""
@@ -385,15 +444,30 @@ class StackConfig(_Section):
             raise ValueError(f"must be DNS names or IPv4 addresses without scheme or port; not {', '.join(map(repr, bad))}")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _platform_defaults(cls, values: Any) -> Any:
+        """Defaults that differ by platform: a cloud stack runs several replicas, so its database
+        allows more connections (the default RDS db.t4g.small would allow about 225)."""
+        if isinstance(values, dict) and values.get("platform") == "aws":
+            database = values.get("database")
+            if database is None or (isinstance(database, dict) and not {"maxConnections", "max_connections"} & set(database)):
+                values = {**values, "database": {**(database or {}), "max_connections": AWS_MAX_CONNECTIONS}}
+        return values
+
     @model_validator(mode="after")
     def _connection_budget(self) -> "StackConfig":
-        needed = connections_needed(self.server)
+        if self.server.max_replicas < self.server.replicas:
+            raise ValueError("server.maxReplicas must be >= server.replicas")
+        replicas = budget_replicas(self)
+        needed = connections_needed(self.server, replicas)
         budget = self.database.max_connections - RESERVED_DB_CONNECTIONS
         if needed > budget:
+            counted = "server.maxReplicas" if self.platform != "local" else "1 replica (local)"
             raise ValueError(
-                f"server.replicas x (server.workers + 1) x 2 engines x (server.dbPoolSize + server.dbMaxOverflow)"
+                f"{counted} x (server.workers + 1) x 2 engines x (server.dbPoolSize + server.dbMaxOverflow)"
                 f" = {needed} connections exceeds database.maxConnections - {RESERVED_DB_CONNECTIONS} reserved = {budget};"
-                " lower workers or pool sizes, or raise database.maxConnections"
+                " lower workers, pool sizes or replicas, or raise database.maxConnections"
             )
         if self.platform == "local" and not self.local.postgres_image.split(":")[-1].startswith(
             f"{self.database.postgres_version}."
@@ -406,9 +480,16 @@ class StackConfig(_Section):
             if self.proxy.tls != "off":
                 raise ValueError("proxy.tls must be off on aws: the load balancer terminates TLS (set aws.domain "
                                  "with aws.hostedZoneId or aws.certificateArn for HTTPS)")
-            if not self.aws.db_engine_version.startswith(f"{self.database.postgres_version}"):
-                raise ValueError(f"aws.dbEngineVersion {self.aws.db_engine_version!r} does not match "
+            pinned = self.aws.db_engine_version
+            if pinned is not None and pinned.split(".")[0] != self.database.postgres_version:
+                raise ValueError(f"aws.dbEngineVersion {pinned!r} does not match "
                                  f"database.postgresVersion {self.database.postgres_version!r}")
+            if not self.aws.https and not self.aws.allow_plain_http:
+                raise ValueError("the load balancer would serve plain HTTP, passwords unencrypted: set aws.domain with "
+                                 "aws.hostedZoneId or aws.certificateArn, or aws.allowPlainHttp: true on purpose")
+            if self.aws.db_master_username == self.database.username:
+                raise ValueError("aws.dbMasterUsername must differ from database.username (MLflow's own role is not "
+                                 "the master user)")
         if self.local.minio_api_port == self.local.minio_console_port or self.proxy.port in (
             self.local.minio_api_port, self.local.minio_console_port
         ):
@@ -417,9 +498,14 @@ class StackConfig(_Section):
         return self
 
 
-def connections_needed(server: ServerConfig) -> int:
+def budget_replicas(config: "StackConfig") -> int:
+    """Server replicas the database must serve at most: one on `local`, the autoscaling ceiling on a cloud."""
+    return 1 if config.platform == "local" else config.server.max_replicas
+
+
+def connections_needed(server: ServerConfig, replicas: int) -> int:
     """Worst-case PostgreSQL connections: each worker (and the parent) holds tracking + registry engines."""
-    return server.replicas * (server.workers + 1) * 2 * (server.db_pool_size + server.db_max_overflow)
+    return replicas * (server.workers + 1) * 2 * (server.db_pool_size + server.db_max_overflow)
 
 
 class ConfigError(ValueError):

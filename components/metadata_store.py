@@ -33,6 +33,11 @@ class MetadataStore(pulumi.ComponentResource):
     endpoint: Optional[pulumi.Output[str]]
     """`host:port` as operators look it up (an RDS endpoint); None where the database is private to
     the platform's containers."""
+    admin_credentials: Optional[pulumi.Output[str]]
+    """The id of the platform's secret with the database admin's credentials, where MLflow's role is
+    set up by the server's tasks (RDS); the credentials themselves never pass through Pulumi."""
+    instance_id: Optional[pulumi.Output[str]]
+    """The platform's id of the database instance, for snapshots (RDS)."""
 
     def __init__(self, name: str, args: MetadataStoreArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("mlflow:index:MetadataStore", name, None, opts)
@@ -55,6 +60,8 @@ class MetadataStore(pulumi.ComponentResource):
         self.host = endpoint.host
         self.port = endpoint.port
         self.endpoint = endpoint.published_endpoint
+        self.admin_credentials = endpoint.admin_credentials
+        self.instance_id = endpoint.instance_id
         self.database = pulumi.Output.from_input(config.name)
         self.username = pulumi.Output.from_input(config.username)
         self.connection_uri = pulumi.Output.secret(pulumi.Output.all(self.host, self.port, self.password).apply(
@@ -64,6 +71,7 @@ class MetadataStore(pulumi.ComponentResource):
             "host": self.host, "port": self.port, "database": self.database, "username": self.username,
             "password": self.password, "connection_uri": self.connection_uri,
         }
-        if self.endpoint is not None:
-            outputs["endpoint"] = self.endpoint
+        for key in ("endpoint", "admin_credentials", "instance_id"):
+            if getattr(self, key) is not None:
+                outputs[key] = getattr(self, key)
         self.register_outputs(outputs)

@@ -36,6 +36,13 @@ class PasswordHashScheme(str, Enum):
     BCRYPT = "bcrypt"
 
 
+class NatGateways(str, Enum):
+    """Allowed values of `aws.natGateways`."""
+
+    PER_ZONE = "per-zone"
+    SINGLE = "single"
+
+
 class Server(TypedDict):
     """The MLflow tracking server process."""
 
@@ -43,7 +50,13 @@ class Server(TypedDict):
     """uvicorn worker processes per replica. Default: 2."""
 
     replicas: NotRequired[int]
-    """server replicas (cloud stacks; local runs one). Default: 1."""
+    """server replicas, spread over the zones (cloud stacks; local runs one). Default: 2."""
+
+    max_replicas: NotRequired[int]
+    """autoscaling ceiling on CPU (cloud stacks; equal to replicas: no autoscaling); the connection budget counts it. Default: 3."""
+
+    cpu_target_percent: NotRequired[int]
+    """average CPU the server's autoscaling keeps (cloud stacks). Default: 60."""
 
     db_pool_size: NotRequired[int]
     """SQLAlchemy pool size per engine. Default: 4."""
@@ -111,7 +124,7 @@ class Database(TypedDict):
     """owner role the server logs in as. Default: "mlflow"."""
 
     max_connections: NotRequired[int]
-    """PostgreSQL max_connections. Default: 100."""
+    """PostgreSQL max_connections (aws: 200 unless set). Default: 100."""
 
     postgres_version: NotRequired[str]
     """PostgreSQL major version. Default: "16"."""
@@ -179,8 +192,35 @@ class Aws(TypedDict):
     allowed_cidrs: NotRequired[list[str]]
     """client networks allowed to reach the load balancer. Default: ["0.0.0.0/0"]."""
 
+    internal: NotRequired[bool]
+    """load balancer inside the VPC only (reached over VPN or peering), not internet-facing. Default: false."""
+
+    allow_plain_http: NotRequired[bool]
+    """serve plain HTTP when no domain or certificate is set (passwords cross the network unencrypted): only on purpose. Default: false."""
+
+    waf_acl_arn: NotRequired[str]
+    """AWS WAF web ACL (regional) to associate with the load balancer. Default: unset."""
+
+    proxy_replicas: NotRequired[int]
+    """Nginx tasks, spread over the zones. Default: 2."""
+
+    nat_gateways: NotRequired[NatGateways]
+    """NAT gateways of the VPC this stack creates: one per zone (a zone's outage leaves the others their egress) or a single one (cheaper). Default: "per-zone"."""
+
+    alarm_email: NotRequired[str]
+    """address subscribed to the stack's alarm topic (confirm the subscription email AWS sends). Default: unset."""
+
+    exec_enabled: NotRequired[bool]
+    """ECS Exec into the server's tasks (aws ecs execute-command). Default: false."""
+
     db_instance_class: NotRequired[str]
     """RDS instance class. Default: "db.t4g.small"."""
+
+    db_master_username: NotRequired[str]
+    """RDS master user (its password is kept by RDS in Secrets Manager; MLflow logs in as database.username, not a superuser). Default: "mlflow_admin"."""
+
+    db_performance_insights: NotRequired[bool]
+    """RDS Performance Insights (7 days, free tier); unset: on, except on the micro and small burstable classes, which lack it. Default: unset."""
 
     db_allocated_storage_gb: NotRequired[int]
     """RDS storage in GiB. Default: 20."""
@@ -189,7 +229,7 @@ class Aws(TypedDict):
     """RDS storage autoscaling ceiling in GiB. Default: 100."""
 
     db_engine_version: NotRequired[str]
-    """RDS PostgreSQL engine version (major must match database.postgresVersion). Default: "16.6"."""
+    """unset: database.postgresVersion's major, and RDS applies minor upgrades itself; a full version like 16.6 pins it (automatic minor upgrades off: raise it yourself). Default: unset."""
 
     db_multi_az: NotRequired[bool]
     """standby in a second AZ. Default: false."""

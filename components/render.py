@@ -51,6 +51,42 @@ with engine.connect() as lock:
 """
 
 
+# Where the database server is reached only from inside a private network and its admin user is
+# not a superuser (RDS), MLflow's role is set up by this step, run first in the server's tasks with
+# the admin's credentials (which the server itself never gets). Idempotent, like the `local`
+# platform's provisioning container: creates the role once, sets its password on every run, hands
+# it the database. The password is sent as a SCRAM verifier computed here, so even a statement log
+# never holds it. Tasks starting together take turns under an advisory lock.
+ROLE_SETUP_LOCK_KEY = 0x6D6C666C6F72  # "mlflor"
+DB_SETUP_ENV = ("MLFLOW_DB_HOST", "MLFLOW_DB_PORT", "MLFLOW_DB_NAME", "MLFLOW_DB_USER", "MLFLOW_DB_SSLMODE")
+DB_PASSWORD_ENV = "MLFLOW_DB_PASSWORD"
+DB_ADMIN_USER_ENV = "MLFLOW_DB_ADMIN_USER"
+DB_ADMIN_PASSWORD_ENV = "MLFLOW_DB_ADMIN_PASSWORD"
+ROLE_SETUP_SCRIPT = f"""\
+import os
+import psycopg
+from psycopg import sql
+env = os.environ
+role, database = env['MLFLOW_DB_USER'], env['MLFLOW_DB_NAME']
+with psycopg.connect(host=env['MLFLOW_DB_HOST'], port=env['MLFLOW_DB_PORT'], dbname='postgres',
+                     user=env['{DB_ADMIN_USER_ENV}'], password=env['{DB_ADMIN_PASSWORD_ENV}'],
+                     sslmode=env['MLFLOW_DB_SSLMODE'], autocommit=True) as admin:
+    verifier = admin.pgconn.encrypt_password(env['{DB_PASSWORD_ENV}'].encode(), role.encode(), b'scram-sha-256')
+    run = admin.execute
+    run('SELECT pg_advisory_lock(%s)', ({ROLE_SETUP_LOCK_KEY},))
+    if run('SELECT 1 FROM pg_roles WHERE rolname = %s', (role,)).fetchone() is None:
+        run(sql.SQL('CREATE ROLE {{}} LOGIN').format(sql.Identifier(role)))
+    # (An admin that is no superuser cannot make one, nor even say NOSUPERUSER.)
+    run(sql.SQL('ALTER ROLE {{}} WITH LOGIN NOCREATEDB NOCREATEROLE PASSWORD {{}}').format(
+        sql.Identifier(role), sql.Literal(verifier.decode())))
+    # Only a member of the new owner may hand a database over; the admin is never a superuser here.
+    run(sql.SQL('GRANT {{}} TO CURRENT_USER').format(sql.Identifier(role)))
+    run(sql.SQL('ALTER DATABASE {{}} OWNER TO {{}}').format(sql.Identifier(database), sql.Identifier(role)))
+    run(sql.SQL('REVOKE ALL ON DATABASE {{}} FROM PUBLIC').format(sql.Identifier(database)))
+print(f'role {{role}} set up, owner of database {{database}}')
+"""
+
+
 def backend_store_uri(username: str, password: str, host: str, port: int, database: str,
                       driver: str = "psycopg2") -> str:
     """SQLAlchemy URI with the driver named (a bare postgresql:// means psycopg 3 under SQLAlchemy
@@ -192,6 +228,19 @@ def schema_upgrade_spec(settings: TrackingServerSettings, name: str = "mlflow-db
         command=("python", "-c", SCHEMA_UPGRADE_SCRIPT),
         env={"PYTHONUNBUFFERED": "1"},
         secret_env_names=(BACKEND_URI_ENV,),
+        user="mlflow",
+    )
+
+
+def role_setup_spec(image: str, host: str, port: int, database: str, username: str, sslmode: str = "require",
+                    name: str = "mlflow-db-setup") -> ContainerSpec:
+    """The step that sets up MLflow's role with the database admin's credentials (see ROLE_SETUP_SCRIPT)."""
+    return ContainerSpec(
+        name=name,
+        image=image,
+        command=("python", "-c", ROLE_SETUP_SCRIPT),
+        env=dict(zip(DB_SETUP_ENV, (host, str(port), database, username, sslmode), strict=True)) | {"PYTHONUNBUFFERED": "1"},
+        secret_env_names=(DB_PASSWORD_ENV, DB_ADMIN_USER_ENV, DB_ADMIN_PASSWORD_ENV),
         user="mlflow",
     )
 

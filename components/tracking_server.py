@@ -9,7 +9,7 @@ from components import render
 from components.artifact_store import ArtifactStore
 from components.config import ProxyConfig, ServerConfig
 from components.metadata_store import MetadataStore
-from components.platforms.base import InitStep, Platform, ServiceRequest
+from components.platforms.base import InitStep, Platform, SecretRef, ServiceRequest
 
 
 class TrackingServerArgs(TypedDict):
@@ -30,7 +30,9 @@ class TrackingServerArgs(TypedDict):
 class TrackingServer(pulumi.ComponentResource):
     """`mlflow server` with proxied artifacts, the security middleware configured (never disabled),
     pools sized under the database's max_connections, and `mlflow db upgrade` as its own step that
-    finishes before any worker starts. The server starts once both stores are complete."""
+    finishes before any worker starts (after the role setup, where the platform needs one). The
+    server starts once both stores are complete; a new MLflow version waits for the platform's
+    schema guard (a database snapshot on AWS)."""
 
     internal_url: pulumi.Output[str]
     """Where the platform's other services reach the server (the proxy's upstream)."""
@@ -54,9 +56,14 @@ class TrackingServer(pulumi.ComponentResource):
         ))
 
         backend = {render.BACKEND_URI_ENV: metadata.connection_uri}
+        steps = [InitStep("mlflow-db-upgrade", settings.apply(render.schema_upgrade_spec), backend)]
+        if metadata.admin_credentials is not None:
+            steps.insert(0, _role_setup(image.reference, metadata))
         # Generated even while the AI Gateway is off: switching it on later then finds a key that stays
         # (a new one would leave stored secrets undecryptable).
         secrets_key = random.RandomPassword(f"{name}-secrets-key", length=48, special=False, opts=child)
+        version = args["mlflow_version"]
+        guard = platform.guard_schema_upgrade(f"{name}-schema", metadata.instance_id, version, child)
         service = platform.run_service(
             name,
             ServiceRequest(
@@ -64,10 +71,23 @@ class TrackingServer(pulumi.ComponentResource):
                 spec=settings.apply(render.tracking_server_spec),
                 image_repository=image.repository,
                 secret_env={**backend, render.SECRETS_KEK_ENV: secrets_key.result, **artifacts.server_credentials},
-                init=InitStep("mlflow-db-upgrade", settings.apply(render.schema_upgrade_spec), backend),
+                init=steps,
                 access_policies=[artifacts.server_policy] if artifacts.server_policy is not None else [],
+                rollback=guard.rollback_safe,
             ),
-            pulumi.ResourceOptions(parent=self, depends_on=[metadata, artifacts]),
+            pulumi.ResourceOptions(parent=self, depends_on=[metadata, artifacts, *guard.before]),
         )
+        platform.record_deployed_version(f"{name}-deployed", version, service, child)
         self.internal_url = service.internal_url
         self.register_outputs({"internal_url": self.internal_url})
+
+
+def _role_setup(image: pulumi.Output[str], metadata: MetadataStore) -> InitStep:
+    """Sets MLflow's role up with the admin credentials the platform holds (render.ROLE_SETUP_SCRIPT)."""
+    spec = pulumi.Output.all(image, metadata.host, metadata.port, metadata.database, metadata.username).apply(
+        lambda parts: render.role_setup_spec(parts[0], parts[1], int(parts[2]), parts[3], parts[4]))
+    credentials = metadata.admin_credentials
+    return InitStep("mlflow-db-setup", spec, {render.DB_PASSWORD_ENV: metadata.password}, secret_refs={
+        render.DB_ADMIN_USER_ENV: SecretRef(credentials, "username"),
+        render.DB_ADMIN_PASSWORD_ENV: SecretRef(credentials, "password"),
+    })

@@ -5,7 +5,7 @@ in the components and `render.py`, and the provider knowledge stays in each plat
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional, Protocol, Sequence
+from typing import Mapping, Optional, Protocol, Sequence, Union
 
 import pulumi
 
@@ -29,6 +29,13 @@ class DatabaseEndpoint:
     published_endpoint: Optional[pulumi.Output[str]] = None
     """`host:port` where the platform's own network reaches the database (an RDS endpoint), as an
     operator would look it up; None where it is private to the containers (`local`)."""
+    admin_credentials: Optional[pulumi.Output[str]] = None
+    """Where the platform cannot set MLflow's role up itself (RDS is reached only from inside the
+    VPC, by a master user that is no superuser): the id of a secret the platform holds with the
+    admin's JSON credentials (`username`, `password`), for the server's tasks to run
+    render.ROLE_SETUP_SCRIPT with first. None where the role is provisioned already (`local`)."""
+    instance_id: Optional[pulumi.Output[str]] = None
+    """The platform's id of the database instance, for snapshots (RDS); None where it has none."""
 
 
 @dataclass(frozen=True)
@@ -72,13 +79,24 @@ class Image:
 
 
 @dataclass(frozen=True)
+class SecretRef:
+    """A value inside a secret the platform holds and Pulumi never sees (RDS's master password)."""
+
+    secret_id: pulumi.Output[str]
+    key: str
+    """The JSON key of the value in the secret."""
+
+
+@dataclass(frozen=True)
 class InitStep:
-    """A container that must run to completion before a service starts (the schema upgrade). It
-    runs from the service's image."""
+    """A container that must run to completion before a service starts (role setup, schema
+    upgrade). It runs from the service's image."""
 
     service_name: str
     spec: "pulumi.Output[ContainerSpec]"
     secret_env: Mapping[str, pulumi.Output[str]]
+    secret_refs: Mapping[str, SecretRef] = field(default_factory=dict)
+    """Secret env whose values stay with the platform (see SecretRef)."""
 
 
 @dataclass(frozen=True)
@@ -95,10 +113,23 @@ class ServiceRequest:
     """Path -> content only known at deploy time (htpasswd, TLS key); secret where secret."""
     public: bool = False
     """Publish its first port to users (see Platform.public_entry)."""
-    init: Optional[InitStep] = None
-    """Run this first, to completion, before the service starts."""
+    init: Sequence[InitStep] = ()
+    """Run these first, in order, each to completion, before the service starts."""
     access_policies: Sequence[pulumi.Output[str]] = ()
     """IAM documents for the service's identity, where the platform uses identities instead of keys."""
+    rollback: Union[bool, pulumi.Output[bool]] = True
+    """May a failed rollout go back to the previous version? Not while the new one may have
+    upgraded the database schema: the old image refuses a newer schema (see SchemaGuard)."""
+
+
+@dataclass(frozen=True)
+class SchemaGuard:
+    """What stands before a rollout that may upgrade the database schema (a new MLflow version):
+    a snapshot to go back to, which the rollout waits for, and whether a failed rollout may roll
+    back by itself (only while the version stays the same)."""
+
+    before: Sequence[pulumi.Resource] = ()
+    rollback_safe: Union[bool, pulumi.Output[bool]] = True
 
 
 @dataclass(frozen=True)
@@ -108,6 +139,9 @@ class PlatformOutputs:
     load_balancer_dns_name: Optional[pulumi.Output[str]] = None
     log_group: Optional[pulumi.Output[str]] = None
     cluster: Optional[pulumi.Output[str]] = None
+    alarm_topic: Optional[pulumi.Output[str]] = None
+    run_task_network: Optional[pulumi.Output[str]] = None
+    """`aws ecs run-task --network-configuration` for one-off tasks next to the server (README)."""
     warning: Optional[pulumi.Output[str]] = None
     """A deployment that works but should not stay as it is (plain HTTP on a cloud)."""
 
@@ -116,6 +150,9 @@ class PlatformOutputs:
 class ServiceEndpoint:
     internal_url: pulumi.Output[str]
     """URL other services on the platform reach this one at."""
+    rollout: Optional[pulumi.Resource] = None
+    """The resource that, once updated, means the new version runs (an ECS service waiting for
+    steady state); None where the platform does not wait for it."""
 
 
 class Platform(Protocol):
@@ -156,6 +193,17 @@ class Platform(Protocol):
         """Run `request` until replaced; `opts.depends_on` holds what must exist before it starts."""
         ...
 
+    def guard_schema_upgrade(self, name: str, database_instance: Optional[pulumi.Output[str]],
+                             mlflow_version: str, opts: pulumi.ResourceOptions) -> SchemaGuard:
+        """Before the server's MLflow version changes: what to take first, and whether rolling back
+        stays safe (see SchemaGuard)."""
+        ...
+
+    def record_deployed_version(self, name: str, mlflow_version: str, rollout: ServiceEndpoint,
+                                opts: pulumi.ResourceOptions) -> None:
+        """Remember the MLflow version once its rollout is done (the next guard compares with it)."""
+        ...
+
 
 def moved_from_top(old_name: str, moved: bool) -> list[pulumi.Alias]:
     """The alias of a resource that sat at the top of the tree, named `old_name`, in stacks made
@@ -170,18 +218,26 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass(frozen=True)
 class ImageBuild:
-    """Where the MLflow image is built from: the repository checkout the components run from (the
-    context holds `migration/`, which the image ships)."""
+    """Where an image is built from: a directory of this repository's checkout, which the
+    components run from."""
 
     context: str
     dockerfile: str
 
 
-def server_image_build() -> ImageBuild:
-    dockerfile = REPO_ROOT / "docker" / "mlflow" / "Dockerfile"
+def image_build(context: Path, dockerfile: Path) -> ImageBuild:
     if not dockerfile.is_file():
         raise pulumi.RunError(
-            f"the MLflow server image is built from docker/mlflow/Dockerfile of this repository, not found at "
-            f"{dockerfile}: use the components from a checkout (pip install -e <checkout>, or pulumi package add "
-            "<checkout>/provider)")
-    return ImageBuild(context=str(REPO_ROOT), dockerfile=str(dockerfile))
+            f"images are built from this repository's docker/ folder, not found at {dockerfile}: use the "
+            "components from a checkout (pip install -e <checkout>, or pulumi package add <checkout>/provider)")
+    return ImageBuild(context=str(context), dockerfile=str(dockerfile))
+
+
+def server_image_build() -> ImageBuild:
+    """The MLflow image: the context is the repository (the image ships `migration/` too)."""
+    return image_build(REPO_ROOT, REPO_ROOT / "docker" / "mlflow" / "Dockerfile")
+
+
+def mirror_image_build() -> ImageBuild:
+    """A public image copied as it is into a private registry (docker/mirror: FROM ${IMAGE})."""
+    return image_build(REPO_ROOT / "docker" / "mirror", REPO_ROOT / "docker" / "mirror" / "Dockerfile")

@@ -25,6 +25,7 @@ from components.platforms.base import (
     ObjectStoreRequest,
     PlatformOutputs,
     PublicEntry,
+    SchemaGuard,
     ServiceEndpoint,
     ServiceRequest,
     moved_from_top,
@@ -260,6 +261,8 @@ class LocalDockerPlatform(pulumi.ComponentResource):
                            scheme="https" if self.proxy.tls != "off" else "http", port=self.proxy.port)
 
     def _run_init(self, name: str, init: InitStep, opts: pulumi.ResourceOptions) -> docker.Container:
+        if init.secret_refs:
+            raise ValueError(f"{init.service_name}: the local platform holds no secrets of its own to refer to")
         spec = init.spec
         return _run_to_completion(
             name,
@@ -275,9 +278,10 @@ class LocalDockerPlatform(pulumi.ComponentResource):
     def run_service(self, name: str, request: ServiceRequest, opts: pulumi.ResourceOptions) -> ServiceEndpoint:
         # request.access_policies: nothing to attach here; the store's credentials are already scoped keys.
         # request.image_repository: Docker needs no pull permission.
+        # request.rollback: a container is replaced in place; there is no rollout to roll back.
         spec, service_name = request.spec, request.service_name
-        if request.init is not None:
-            step = self._run_init(f"{name}-{request.init.service_name.removeprefix('mlflow-')}", request.init, opts)
+        for init in request.init:  # each one-off container waits for the one before
+            step = self._run_init(f"{name}-{init.service_name.removeprefix('mlflow-')}", init, opts)
             opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[step]))
         runtime_files = request.runtime_files
         uploads = pulumi.Output.all(spec, pulumi.Output.all(**runtime_files) if runtime_files else {}).apply(
@@ -305,6 +309,15 @@ class LocalDockerPlatform(pulumi.ComponentResource):
             opts=opts,
         )
         return ServiceEndpoint(internal_url=spec.apply(lambda s: f"http://{service_name}:{s.ports[0]}"))
+
+    def guard_schema_upgrade(self, name: str, database_instance: Optional[pulumi.Output[str]],
+                             mlflow_version: str, opts: pulumi.ResourceOptions) -> SchemaGuard:
+        # The data volume is the database; README: back it up before changing mlflow:mlflowVersion.
+        return SchemaGuard()
+
+    def record_deployed_version(self, name: str, mlflow_version: str, rollout: ServiceEndpoint,
+                                opts: pulumi.ResourceOptions) -> None:
+        return None
 
 
 def _run_to_completion(resource_name: str, **container_args) -> docker.Container:

@@ -118,8 +118,10 @@ def bcrypt_base64(raw: bytes) -> bytes:
 class ProgramMocks(pulumi.runtime.Mocks):
     """Computed outputs for the providers the program uses; remembers every generated secret."""
 
-    def __init__(self) -> None:
+    def __init__(self, parameters: Optional[dict[str, str]] = None) -> None:
         self.generated_secrets: list[str] = []
+        self.parameters = dict(parameters or {})
+        """SSM parameters the account already holds (name -> value), as a stack's earlier run left them."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         outputs = dict(args.inputs)
@@ -136,6 +138,9 @@ class ProgramMocks(pulumi.runtime.Mocks):
             length = int(args.inputs.get("length", 16))
             outputs["result"] = rng.randbytes(length // 2 + 1).hex()[:length]
             self.generated_secrets.append(outputs["result"])
+        elif kind == "random:index/randomId:RandomId":
+            raw = rng.randbytes(int(args.inputs["byteLength"]))
+            outputs.update(hex=raw.hex(), b64Std=base64.b64encode(raw).decode(), dec=str(int.from_bytes(raw, "big")))
         elif kind == "random:index/randomBytes:RandomBytes":
             raw = rng.randbytes(int(args.inputs["length"]))
             outputs["base64"], outputs["hex"] = base64.b64encode(raw).decode(), raw.hex()
@@ -169,9 +174,18 @@ class ProgramMocks(pulumi.runtime.Mocks):
             computed.update(bucket=bucket, arn=f"arn:aws:s3:::{bucket}", id=bucket)
         elif kind == "aws:rds/instance:Instance":
             address = f"{name}.abcdefghij.{region}.rds.amazonaws.com"
-            computed.update(address=address, port=5432, endpoint=f"{address}:5432")
+            identifier = args.inputs.get("identifier") or f"{args.inputs.get('identifierPrefix', '')}20261126abcd"
+            computed.update(address=address, port=5432, endpoint=f"{address}:5432", identifier=identifier,
+                            arn=f"arn:aws:rds:{region}:{account}:db:{identifier}")
+            if args.inputs.get("manageMasterUserPassword"):
+                secret = f"arn:aws:secretsmanager:{region}:{account}:secret:rds!db-0123abcd-4567-89ef-AbCdEf"
+                computed["masterUserSecrets"] = [{"secretArn": secret, "secretStatus": "active",
+                                                  "kmsKeyId": f"arn:aws:kms:{region}:{account}:key/aws-secretsmanager"}]
         elif kind == "aws:lb/loadBalancer:LoadBalancer":
-            computed.update(dnsName=f"MLflow-{name}-1234567890.{region}.elb.amazonaws.com", zoneId="Z32O12XQLNTSW2")
+            computed.update(dnsName=f"MLflow-{name}-1234567890.{region}.elb.amazonaws.com", zoneId="Z32O12XQLNTSW2",
+                            arnSuffix=f"app/{name[:24]}/0123456789abcdef")
+        elif kind == "aws:lb/targetGroup:TargetGroup":
+            computed.update(arnSuffix=f"targetgroup/{name[:24]}/0123456789abcdef")
         elif kind == "aws:ecr/repository:Repository":
             computed.update(repositoryUrl=f"{account}.dkr.ecr.{region}.amazonaws.com/{args.inputs.get('name')}",
                             registryId=account, arn=f"arn:aws:ecr:{region}:{account}:repository/{args.inputs.get('name')}")
@@ -195,6 +209,14 @@ class ProgramMocks(pulumi.runtime.Mocks):
             return {"id": "vpc-0default", "cidrBlock": "172.31.0.0/16", "default": True}
         if args.token == "aws:ec2/getSubnets:getSubnets":
             return {"id": "eu-west-1", "ids": ["subnet-0default1", "subnet-0default2"]}
+        if args.token == "aws:route53/getZone:getZone":
+            return {"id": "Z0123456789EXAMPLE", "zoneId": "Z0123456789EXAMPLE", "name": args.args.get("name")}
+        if args.token == "aws:ssm/getParametersByPath:getParametersByPath":
+            path = args.args["path"].rstrip("/") + "/"
+            found = sorted((name, value) for name, value in self.parameters.items() if name.startswith(path))
+            return {"id": path, "path": path, "names": [n for n, _ in found], "values": [v for _, v in found],
+                    "types": ["String"] * len(found), "arns": [f"arn:aws:ssm:eu-west-1:{self.AWS_ACCOUNT}:parameter{n}"
+                                                            for n, _ in found]}
         if args.token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
             token = base64.urlsafe_b64encode(random.Random(args.token).randbytes(32)).decode().rstrip("=")
             self.generated_secrets.append(token)
@@ -334,20 +356,21 @@ def _resolve_exports(stack: Any) -> dict:
 
 
 def run_program(config: dict[str, Any], stack: str = "local", program: Path = REPO_ROOT / "__main__.py",
-                emulate_secret_outputs: bool = True) -> ProgramRun:
+                emulate_secret_outputs: bool = True, parameters: Optional[dict[str, str]] = None) -> ProgramRun:
     """Run the program with `config` (full keys, e.g. "mlflow:server") under recording mocks.
 
     `emulate_secret_outputs=False` behaves like plain mocks: providers' secret outputs come back
-    unmarked, so only what the program wraps itself stays secret."""
+    unmarked, so only what the program wraps itself stays secret. `parameters`: SSM parameters an
+    earlier run left in the account."""
     return run_under_mocks(lambda: runpy.run_path(str(program), run_name="__main__"), config, stack,
-                           emulate_secret_outputs)
+                           emulate_secret_outputs, parameters)
 
 
 def run_under_mocks(body: Callable[[], Any], config: Optional[dict[str, Any]] = None, stack: str = "local",
-                    emulate_secret_outputs: bool = True) -> ProgramRun:
+                    emulate_secret_outputs: bool = True, parameters: Optional[dict[str, str]] = None) -> ProgramRun:
     """Run `body` as a Pulumi program of project `mlflow`, stack `stack`, under recording mocks;
     `body`'s return value is kept in `ProgramRun.result` (Outputs resolved, secrets wrapped)."""
-    mocks = ProgramMocks()
+    mocks = ProgramMocks(parameters)
     monitor = RecordingMonitor(mocks, emulate_secret_outputs)
     pulumi.runtime.settings.reset_options()
     pulumi.runtime.set_mocks(mocks, project="mlflow", stack=stack, preview=False, monitor=monitor)

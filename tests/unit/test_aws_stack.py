@@ -87,23 +87,19 @@ def test_vpc_with_public_and_private_subnets_in_two_zones(aws_run):
 def test_rds_private_encrypted_backed_up_and_protected(aws_run):
     db = aws_run.one("aws:rds/instance:Instance")
     inputs = db.inputs
-    assert inputs["engine"] == "postgres" and inputs["engineVersion"].startswith("16")
+    assert inputs["engine"] == "postgres"
     assert inputs["publiclyAccessible"] is False and inputs["storageEncrypted"] is True
     assert inputs["backupRetentionPeriod"] == 7 and inputs["deletionProtection"] is True
-    assert inputs["skipFinalSnapshot"] is False and inputs["finalSnapshotIdentifier"] == "mlflow-aws-final"
+    assert inputs["skipFinalSnapshot"] is False and inputs["finalSnapshotIdentifier"].startswith("mlflow-aws-final-")
     assert inputs["instanceClass"] == "db.t4g.small" and inputs["multiAz"] is False
     assert db.protect, "the database must be protected against accidental deletion"
-    assert db.input_is_secret("password")
+    assert "password" not in inputs and inputs["manageMasterUserPassword"] is True, "RDS keeps the master password"
+    assert inputs["username"] == "mlflow_admin"
     assert inputs["vpcSecurityGroupIds"] == ["mlflow-platform-database-sg-id"]
     subnet_group = aws_run.one("aws:rds/subnetGroup:SubnetGroup")
     assert sorted(subnet_group.inputs["subnetIds"]) == ["mlflow-platform-private-eu-west-1a-id", "mlflow-platform-private-eu-west-1b-id"]
     parameters = {p["name"]: p["value"] for p in aws_run.one("aws:rds/parameterGroup:ParameterGroup").inputs["parameters"]}
-    assert parameters == {"max_connections": "100", "rds.force_ssl": "1"}
-
-
-def test_rds_password_avoids_characters_rds_refuses(aws_run):
-    password = aws_run.one("random:index/randomPassword:RandomPassword", "mlflow-metadata-password")
-    assert not set(password.inputs["overrideSpecial"]) & set("/@\"' ")
+    assert parameters == {"max_connections": "200", "rds.force_ssl": "1"}
 
 
 def test_s3_bucket_private_encrypted_versioned_tls_only(aws_run):
@@ -124,9 +120,9 @@ def test_s3_bucket_private_encrypted_versioned_tls_only(aws_run):
 
 
 def test_ecr_repository_scans_on_push_and_the_image_is_pushed_there(aws_run):
-    repository = aws_run.one("aws:ecr/repository:Repository")
+    repository = aws_run.one("aws:ecr/repository:Repository", "mlflow-server-image-repository")
     assert repository.inputs["imageScanningConfiguration"] == {"scanOnPush": True} and repository.protect
-    image = aws_run.one("docker:index/image:Image")
+    image = aws_run.one("docker:index/image:Image", "mlflow-server-image")
     assert image.inputs["imageName"].startswith("123456789012.dkr.ecr.eu-west-1.amazonaws.com/mlflow-aws/mlflow-server:")
     assert image.inputs["build"]["args"] == {"MLFLOW_VERSION": "3.17.2"}
     assert is_secret_wrapper(image.raw_inputs["registry"]["password"]), "the registry token must stay secret"
@@ -151,13 +147,27 @@ def test_fargate_services_in_private_subnets_without_public_ips(aws_run):
     assert alias == {"port": 5000, "dnsName": "mlflow-server"}
 
 
-def test_schema_upgrade_runs_before_the_server_in_the_same_task(aws_run):
+def test_role_setup_then_schema_upgrade_run_before_the_server_in_the_same_task(aws_run):
     defs = containers(aws_run, "mlflow-server")
-    upgrade, server = defs["mlflow-db-upgrade"], defs["mlflow-server"]
-    assert upgrade["essential"] is False
+    assert list(defs) == ["mlflow-db-setup", "mlflow-db-upgrade", "mlflow-server"]
+    setup, upgrade, server = defs.values()
+    assert setup["essential"] is False and upgrade["essential"] is False
+    assert setup["dependsOn"] == []
+    assert upgrade["dependsOn"] == [{"containerName": "mlflow-db-setup", "condition": "SUCCESS"}]
     assert server["dependsOn"] == [{"containerName": "mlflow-db-upgrade", "condition": "SUCCESS"}]
     assert "commands.main(['upgrade'" in upgrade["command"][-1]
     assert [s["name"] for s in upgrade["secrets"]] == ["MLFLOW_BACKEND_STORE_URI"]
+    # The setup logs in as the RDS master, whose credentials RDS keeps: referenced, never copied.
+    master = aws_run.one("aws:rds/instance:Instance").state["masterUserSecrets"][0]["secretArn"]
+    setup_secrets = {s["name"]: s["valueFrom"] for s in setup["secrets"]}
+    assert setup_secrets["MLFLOW_DB_ADMIN_USER"] == f"{master}:username::"
+    assert setup_secrets["MLFLOW_DB_ADMIN_PASSWORD"] == f"{master}:password::"
+    assert setup_secrets["MLFLOW_DB_PASSWORD"].startswith("arn:aws:secretsmanager:") and master not in setup_secrets[
+        "MLFLOW_DB_PASSWORD"]
+    setup_env = {e["name"]: e["value"] for e in setup["environment"]}
+    assert setup_env["MLFLOW_DB_USER"] == "mlflow" and setup_env["MLFLOW_DB_SSLMODE"] == "require"
+    assert setup_env["MLFLOW_DB_HOST"].endswith(".rds.amazonaws.com")
+    assert master not in json.dumps(server), "the MLflow server never gets the master's credentials"
 
 
 def test_server_gets_the_db_uri_from_secrets_manager_and_no_static_keys(aws_run):
@@ -170,7 +180,7 @@ def test_server_gets_the_db_uri_from_secrets_manager_and_no_static_keys(aws_run)
     assert all(arn.startswith("arn:aws:secretsmanager:") for arn in secrets.values())
     version = aws_run.one("aws:secretsmanager/secretVersion:SecretVersion", "mlflow-server-mlflow-backend-store-uri")
     assert version.input_is_secret("secretString")
-    assert version.inputs["secretString"].startswith("postgresql+psycopg2://mlflow:")
+    assert version.inputs["secretString"].startswith("postgresql+psycopg2://mlflow:"), "MLflow's own role, not the master"
     # MLflow's secrets (AI Gateway keys) are encrypted with the stack's generated key, not MLflow's default
     key = aws_run.one("aws:secretsmanager/secretVersion:SecretVersion", "mlflow-server-mlflow-crypto-kek-passphrase")
     generated = aws_run.one("random:index/randomPassword:RandomPassword", "mlflow-server-secrets-key")
@@ -318,8 +328,8 @@ def test_local_stack_never_imports_the_aws_sdk():
 
 
 def test_each_execution_role_may_pull_only_its_own_services_image(aws_run):
-    """No hidden platform state: the server's role pulls the server's repository; the proxy's image
-    comes from Docker Hub, so its role may pull from no ECR repository at all (nor log in to one)."""
+    """No hidden platform state: the server's role pulls the server's repository, the proxy's the
+    repository holding the stack's copy of Nginx; neither may pull the other's."""
     repositories = {r.state["arn"]: r.state["repositoryUrl"] for r in aws_run.of_type("aws:ecr/repository:Repository")}
     roles = {r.state["arn"]: r for r in aws_run.of_type("aws:iam/role:Role")}
     policies = {p.inputs["role"]: p for p in aws_run.of_type("aws:iam/rolePolicy:RolePolicy")}
@@ -330,10 +340,10 @@ def test_each_execution_role_may_pull_only_its_own_services_image(aws_run):
         statements = policy_statements(policies[role.state["id"]])
         pulled = [arn for s in statements if s.get("Sid") == "PullImage" for arn in s["Resource"]]
         own = {arn for arn, url in repositories.items() if any(image.startswith(url + ":") for image in images)}
-        assert set(pulled) == own, (task.name, pulled, images)
-        assert any(s.get("Sid") == "RegistryLogin" for s in statements) == bool(own), task.name
+        assert len(own) == 1 and set(pulled) == own, (task.name, pulled, images)
+        assert any(s.get("Sid") == "RegistryLogin" for s in statements), task.name
         checked += 1
-    assert checked == 2 and len(repositories) == 1
+    assert checked == 2 and len(repositories) == 2, "the server's image and the copy of Nginx"
 
 
 def test_an_existing_network_may_come_from_outputs_and_is_checked_once_known(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pulumi
 import pytest
 
-from components.config import ConfigError, StackConfig, connections_needed, parse_stack_config
+from components.config import ConfigError, StackConfig, budget_replicas, connections_needed, parse_stack_config
 from tests.unit.harness import run_program
 
 # (raw config without namespace, the key that must be named, a fragment of what is allowed)
@@ -107,7 +107,7 @@ def test_no_config_at_all_gives_working_local_defaults():
     config = parse_stack_config({}, "Pulumi.local.yaml")
     assert config == StackConfig()
     assert config.platform == "local" and config.proxy.client_max_body_size == "0"
-    assert connections_needed(config.server) <= config.database.max_connections - 10
+    assert connections_needed(config.server, budget_replicas(config)) <= config.database.max_connections - 10
 
 
 def test_program_stops_before_registering_any_resource():

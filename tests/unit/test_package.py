@@ -172,7 +172,8 @@ def test_construct_with_enum_values_and_outputs_for_the_existing_network():
         subnets = [pulumi.Output.from_input("subnet-1"), pulumi.Output.from_input("subnet-2")]
         return construct_as_the_engine_asks({
             "platform": "aws", "proxy": {"passwordHash": "bcrypt"},
-            "aws": {"region": "eu-west-1", "vpcId": vpc, "publicSubnetIds": subnets, "privateSubnetIds": subnets},
+            "aws": {"region": "eu-west-1", "vpcId": vpc, "publicSubnetIds": subnets, "privateSubnetIds": subnets,
+                    "allowPlainHttp": True},
         })
 
     run = run_under_mocks(body, stack="aws")

@@ -120,5 +120,5 @@ def test_the_python_example_runs(tmp_path):
     assert not run.of_type("aws:ec2/vpc:Vpc"), "the example uses the account's default VPC"
     subnet_group = run.one("aws:rds/subnetGroup:SubnetGroup")
     assert subnet_group.inputs["subnetIds"] == ["subnet-0default1", "subnet-0default2"]
-    assert run.one("aws:rds/instance:Instance").inputs["deletionProtection"] is False
-    assert run.output("tracking_uri").startswith("http://")
+    assert run.one("aws:lb/listener:Listener", "mlflow-platform-https").inputs["protocol"] == "HTTPS"
+    assert run.output("tracking_uri") == "https://mlflow.example.com"

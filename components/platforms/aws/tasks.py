@@ -1,0 +1,150 @@
+"""What an ECS task runs, as plain data: its container definitions and its roles' IAM documents.
+
+No Pulumi here: the platform calls these inside `apply` with resolved values, and the unit tests
+read the JSON they produce. Secret values never enter a definition: containers name their secrets
+by ARN (`secrets`), and a label carries each value's SHA-256, so that a changed secret changes the
+task definition and ECS starts tasks that read the new value (ECS reads secrets only at task start).
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
+
+from components.spec import ContainerSpec
+
+ECS_MAX_STOP_TIMEOUT_SECONDS = 120
+DIGEST_LABEL_PREFIX = "org.mlflow-platform.secret-sha256."
+ASSUME_ECS_TASKS = json.dumps({
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+})
+ECS_EXEC_STATEMENT = {
+    # ECS Exec's channels (Session Manager); these actions have no resource-level permissions.
+    "Sid": "EcsExec", "Effect": "Allow", "Resource": "*",
+    "Action": ["ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
+               "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel"],
+}
+
+
+def file_env_name(path: str) -> str:
+    return "MLFLOW_PLATFORM_FILE_" + hashlib.sha256(path.encode()).hexdigest()[:10].upper()
+
+
+def with_files(command: Sequence[str], paths: Sequence[str]) -> list[str]:
+    """ECS has no file uploads: write each file from its env var (plain or secret), drop the var,
+    then exec the real command. Contents never appear on a command line."""
+    if not paths:
+        return list(command)
+    steps = ["set -eu", "umask 077"]
+    for path in paths:
+        variable = file_env_name(path)
+        directory = path.rsplit("/", 1)[0] or "/"
+        steps.append(f'mkdir -p "{directory}" && printf "%s" "${variable}" > "{path}" && unset {variable}')
+    steps.append('exec "$@"')
+    return ["sh", "-c", "; ".join(steps), "sh", *command]
+
+
+def secret_digest(value: str) -> str:
+    """A secret's SHA-256. Every secret here is generated (32+ random characters) or a hash of one,
+    so its digest tells nothing about it."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Container:
+    """One container of a task, with where its secrets come from."""
+
+    spec: ContainerSpec
+    secret_names: Sequence[str] = ()
+    """Env vars filled from Secrets Manager (value_from has the ARN or reference of each)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything a task's container definitions are rendered from (values resolved)."""
+
+    service_name: str
+    main: Container
+    init: Sequence[Container] = ()
+    """Run in order, each to completion (dependsOn SUCCESS), before the main container."""
+    plain_files: Mapping[str, str] = field(default_factory=dict)
+    runtime_paths: Sequence[str] = ()
+    value_from: Mapping[str, str] = field(default_factory=dict)
+    """Env var -> Secrets Manager ARN (or `arn:key::` for a value inside a JSON secret)."""
+    digests: Mapping[str, str] = field(default_factory=dict)
+    """Env var -> SHA-256 of the secret's value, for the secrets whose values the stack knows."""
+    log_group: str = ""
+    region: str = ""
+    stop_timeout_seconds: int = ECS_MAX_STOP_TIMEOUT_SECONDS
+
+
+def container_definitions(task: Task) -> list[dict]:
+    def logging(prefix: str) -> dict:
+        return {"logDriver": "awslogs", "options": {"awslogs-group": task.log_group, "awslogs-region": task.region,
+                                                   "awslogs-stream-prefix": prefix}}
+
+    def secrets(names: Sequence[str]) -> list[dict]:
+        return [{"name": name, "valueFrom": task.value_from[name]} for name in names]
+
+    def labels(names: Sequence[str]) -> dict:
+        return {DIGEST_LABEL_PREFIX + name.lower(): task.digests[name] for name in names if name in task.digests}
+
+    definitions: list[dict] = []
+    for step in task.init:
+        definitions.append({
+            "name": step.spec.name, "image": step.spec.image, "essential": False,
+            "command": list(step.spec.command), "user": step.spec.user,
+            "environment": [{"name": k, "value": v} for k, v in step.spec.env.items()],
+            "secrets": secrets(step.secret_names), "dockerLabels": labels(step.secret_names),
+            "logConfiguration": logging(step.spec.name),
+            "dependsOn": [{"containerName": definitions[-1]["name"], "condition": "SUCCESS"}] if definitions else [],
+        })
+    spec = task.main.spec
+    files = [*task.plain_files, *task.runtime_paths]
+    environment = {**spec.env, **{file_env_name(path): content for path, content in task.plain_files.items()}}
+    main_secrets = [*task.main.secret_names, *[file_env_name(path) for path in task.runtime_paths]]
+    main = {
+        "name": task.service_name, "image": spec.image, "essential": True,
+        "command": with_files(spec.command, files), "user": spec.user,
+        "environment": [{"name": k, "value": v} for k, v in environment.items()],
+        "secrets": secrets(main_secrets), "dockerLabels": labels(main_secrets),
+        "portMappings": [{"containerPort": spec.ports[0], "protocol": "tcp", "name": "http", "appProtocol": "http"}],
+        "logConfiguration": logging(task.service_name),
+        "dependsOn": [{"containerName": definitions[-1]["name"], "condition": "SUCCESS"}] if definitions else [],
+        # Time for requests in flight after SIGTERM (ECS allows at most 120 s on Fargate).
+        "stopTimeout": task.stop_timeout_seconds,
+    }
+    if spec.health_check is not None:
+        check = spec.health_check
+        main["healthCheck"] = {"command": ["CMD", *check.command], "interval": check.interval_seconds,
+                               "timeout": check.timeout_seconds, "retries": check.retries,
+                               "startPeriod": check.start_period_seconds}
+    return [*definitions, main]
+
+
+def secret_arn(value_from: str) -> str:
+    """The secret a `value_from` names (`arn`, or `arn:json-key:version-stage:version-id`)."""
+    parts = value_from.split(":")
+    return ":".join(parts[:7])
+
+
+def execution_policy(log_group_arn: str, image_repository: Optional[str], value_from: Sequence[str]) -> str:
+    """What the ECS agent may do for one service: pull that service's own image (when it lives in
+    ECR), write to the stack's log group, read that service's secrets. ecr:GetAuthorizationToken has
+    no resource-level permissions in IAM: it must name "*"."""
+    secret_arns = sorted({secret_arn(item) for item in value_from})
+    statements: list[dict] = []
+    if image_repository:
+        statements += [
+            {"Sid": "RegistryLogin", "Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"], "Resource": "*"},
+            {"Sid": "PullImage", "Effect": "Allow",
+             "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+             "Resource": [image_repository]},
+        ]
+    statements.append({"Sid": "WriteLogs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                       "Resource": [f"{log_group_arn}:*"]})
+    if secret_arns:
+        statements.append({"Sid": "ReadSecrets", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
+                           "Resource": secret_arns})
+    return json.dumps({"Version": "2012-10-17", "Statement": statements})
