@@ -263,6 +263,9 @@ class AwsConfig(_Section):
     db_instance_class: str = Field("db.t4g.small", description="RDS instance class")
     db_master_username: str = Field("mlflow_admin", description="RDS master user (its password is kept by RDS in "
                                     "Secrets Manager; MLflow logs in as database.username, not a superuser)")
+    db_restore_snapshot: Optional[str] = Field(None, description="create the database from this RDS snapshot (to go "
+                                               "back to an earlier MLflow version: README); changing it replaces "
+                                               "the database")
     db_performance_insights: Optional[bool] = Field(None, description="RDS Performance Insights (7 days, free tier); "
                                                     "unset: on, except on the micro and small burstable classes, "
                                                     "which lack it")
@@ -348,6 +351,13 @@ class AwsConfig(_Section):
     def _master(cls, value: str) -> str:
         if not _IDENTIFIER.match(value) or value in ("postgres", "rdsadmin", "admin"):
             raise ValueError("must be a lower-case SQL identifier other than postgres, rdsadmin or admin")
+        return value
+
+    @field_validator("db_restore_snapshot")
+    @classmethod
+    def _snapshot(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not re.match(r"^(arn:aws[a-z-]*:rds:[a-z0-9-]+:[0-9]{12}:snapshot:)?[a-zA-Z][a-zA-Z0-9-]{0,254}$", value):
+            raise ValueError("must be an RDS snapshot identifier or ARN, e.g. mlflow-aws-mlflow-3-16-0-to-3-17-2")
         return value
 
     @field_validator("alarm_email")

@@ -57,6 +57,10 @@ class MlflowTrackingServer(pulumi.ComponentResource):
     """The CloudWatch log group of the containers (`aws`)."""
     cluster: Optional[pulumi.Output[str]]
     """The ECS cluster (`aws`)."""
+    alarm_topic: Optional[pulumi.Output[str]]
+    """The SNS topic the alarms notify; subscribe to it (`aws`)."""
+    run_task_network: Optional[pulumi.Output[str]]
+    """`--network-configuration` for one-off tasks beside the server: migration, gc (`aws`; README)."""
     warning: Optional[pulumi.Output[str]]
     """Set when the deployment works but should not stay as it is (plain HTTP on `aws`)."""
 
@@ -104,13 +108,16 @@ class MlflowTrackingServer(pulumi.ComponentResource):
         self.load_balancer_dns_name = platform.user_outputs.load_balancer_dns_name
         self.log_group = platform.user_outputs.log_group
         self.cluster = platform.user_outputs.cluster
+        self.alarm_topic = platform.user_outputs.alarm_topic
+        self.run_task_network = platform.user_outputs.run_task_network
         self.warning = platform.user_outputs.warning
         self.register_outputs(self.outputs())
 
     def outputs(self) -> dict[str, pulumi.Output]:
         """Every output that is set, by name (the stack outputs of this repository's program)."""
         names = ("tracking_uri", "username", "password", "bucket", "client_env", "database_uri", "tls_certificate",
-                 "minio_console_url", "db_endpoint", "load_balancer_dns_name", "log_group", "cluster", "warning")
+                 "minio_console_url", "db_endpoint", "load_balancer_dns_name", "log_group", "cluster", "alarm_topic",
+                 "run_task_network", "warning")
         return {key: getattr(self, key) for key in names if getattr(self, key) is not None}
 
 

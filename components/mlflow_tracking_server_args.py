@@ -219,6 +219,9 @@ class Aws(TypedDict):
     db_master_username: NotRequired[str]
     """RDS master user (its password is kept by RDS in Secrets Manager; MLflow logs in as database.username, not a superuser). Default: "mlflow_admin"."""
 
+    db_restore_snapshot: NotRequired[str]
+    """create the database from this RDS snapshot (to go back to an earlier MLflow version: README); changing it replaces the database. Default: unset."""
+
     db_performance_insights: NotRequired[bool]
     """RDS Performance Insights (7 days, free tier); unset: on, except on the micro and small burstable classes, which lack it. Default: unset."""
 

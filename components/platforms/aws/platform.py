@@ -290,6 +290,9 @@ class AwsPlatform(pulumi.ComponentResource):
             final_snapshot_identifier=final_suffix.hex.apply(lambda h: f"{self.prefix}-final-{h}")
             if s.final_snapshot else None,
             copy_tags_to_snapshot=True,
+            # Going back to an earlier MLflow version: a new instance from the snapshot taken before the
+            # upgrade (guard_schema_upgrade); the name, user and data come from the snapshot.
+            snapshot_identifier=s.db_restore_snapshot,
             performance_insights_enabled=s.performance_insights,
             performance_insights_retention_period=7 if s.performance_insights else None,
             enabled_cloudwatch_logs_exports=["postgresql", "upgrade"],
