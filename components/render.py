@@ -553,6 +553,18 @@ def artifacts_destination(bucket: str, prefix: str = "") -> str:
     return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}/"
 
 
+# MLflow's Azure Blob repository (3.17) authenticates with AZURE_STORAGE_CONNECTION_STRING, else
+# AZURE_STORAGE_ACCESS_KEY, else DefaultAzureCredential, which takes a user-assigned managed identity
+# from AZURE_CLIENT_ID. The azure stack sets the last and no key; the rehearsal, against Azurite, the first.
+AZURE_CLIENT_ID_ENV = "AZURE_CLIENT_ID"
+AZURE_CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
+
+
+def blob_artifacts_destination(container: str, account: str, prefix: str = "") -> str:
+    """wasbs://container@account.blob.core.windows.net/prefix: MLflow's URI for a Blob container."""
+    return f"wasbs://{container}@{account}.blob.core.windows.net/{prefix}"
+
+
 def certificate_names(hostnames) -> tuple[list[str], list[str]]:
     """(DNS names, IP addresses) of the self-signed certificate for the public host names: addresses go
     to IP SANs, names to DNS SANs; 127.0.0.1 when no address is given, so a local client can connect."""
