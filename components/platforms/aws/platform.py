@@ -29,6 +29,7 @@ from components.config import StackConfig
 from components.platforms.aws import tasks
 from components.platforms.aws.alarms import FIVE_MINUTES, AlarmTarget, expression, metric, metric_alarm
 from components.platforms.aws.network import Network, existing_network, new_network
+from components.platforms.containers import file_env_name, secret_digest
 from components.platforms.base import (
     DatabaseEndpoint,
     DatabaseRequest,
@@ -444,7 +445,7 @@ class AwsPlatform(pulumi.ComponentResource):
         for step in request.init:
             secret_values.update(step.secret_env)
         for path, content in request.runtime_files.items():
-            secret_values[tasks.file_env_name(path)] = pulumi.Output.secret(content)
+            secret_values[file_env_name(path)] = pulumi.Output.secret(content)
         value_from: dict[str, pulumi.Output[str]] = {}
         for variable, value in secret_values.items():
             slug = _slug(variable)
@@ -459,7 +460,7 @@ class AwsPlatform(pulumi.ComponentResource):
         # The digests of the values (not secret: see tasks.secret_digest) go into the definition,
         # so that a new password or htpasswd starts new tasks.
         digests = pulumi.Output.unsecret(pulumi.Output.all(**secret_values).apply(
-            lambda values: {key: tasks.secret_digest(value) for key, value in values.items()}))
+            lambda values: {key: secret_digest(value) for key, value in values.items()}))
 
         execution_role = aws.iam.Role(f"{name}-execution-role", assume_role_policy=tasks.ASSUME_ECS_TASKS,
                                       description=f"ECS agent for {service_name}: pull image, write logs, read its secrets",

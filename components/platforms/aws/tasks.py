@@ -6,11 +6,11 @@ by ARN (`secrets`), and a label carries each value's SHA-256, so that a changed 
 task definition and ECS starts tasks that read the new value (ECS reads secrets only at task start).
 """
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
+from components.platforms.containers import file_env_name, with_files
 from components.spec import ContainerSpec
 
 ECS_MAX_STOP_TIMEOUT_SECONDS = 120
@@ -25,30 +25,6 @@ ECS_EXEC_STATEMENT = {
     "Action": ["ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
                "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel"],
 }
-
-
-def file_env_name(path: str) -> str:
-    return "MLFLOW_PLATFORM_FILE_" + hashlib.sha256(path.encode()).hexdigest()[:10].upper()
-
-
-def with_files(command: Sequence[str], paths: Sequence[str]) -> list[str]:
-    """ECS has no file uploads: write each file from its env var (plain or secret), drop the var,
-    then exec the real command. Contents never appear on a command line."""
-    if not paths:
-        return list(command)
-    steps = ["set -eu", "umask 077"]
-    for path in paths:
-        variable = file_env_name(path)
-        directory = path.rsplit("/", 1)[0] or "/"
-        steps.append(f'mkdir -p "{directory}" && printf "%s" "${variable}" > "{path}" && unset {variable}')
-    steps.append('exec "$@"')
-    return ["sh", "-c", "; ".join(steps), "sh", *command]
-
-
-def secret_digest(value: str) -> str:
-    """A secret's SHA-256. Every secret here is generated (32+ random characters) or a hash of one,
-    so its digest tells nothing about it."""
-    return hashlib.sha256(value.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
