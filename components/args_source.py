@@ -20,9 +20,10 @@ MODULE_PATH = "components/mlflow_tracking_server_args.py"
 
 # One schema type per section and per choice; the names are the package's public API.
 SECTION_TYPES = {"server": "Server", "proxy": "Proxy", "database": "Database", "artifacts": "Artifacts",
-                 "local": "Local", "aws": "Aws"}
+                 "local": "Local", "aws": "Aws", "azure": "Azure"}
 ENUM_TYPES = {"platform": "PlatformName", "proxy.tls": "TlsMode", "proxy.passwordHash": "PasswordHashScheme",
-              "aws.natGateways": "NatGateways"}
+              "aws.natGateways": "NatGateways", "azure.registrySku": "RegistrySku",
+              "azure.dbHighAvailability": "DatabaseHighAvailability", "azure.storageSku": "StorageRedundancy"}
 
 HEADER = '''"""MlflowTrackingServer's arguments: plain data any Pulumi language can pass.
 

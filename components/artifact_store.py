@@ -31,10 +31,12 @@ class ArtifactStore(pulumi.ComponentResource):
     server_credentials: Mapping[str, pulumi.Output[str]]
     """Secret env values for the server: a bucket-scoped key pair on MinIO; empty on clouds, where
     the server's identity is granted access instead (`server_policy`)."""
-    server_env: Mapping[str, str]
-    """Non-secret env the server needs for this store (region, account name)."""
+    server_env: Mapping[str, pulumi.Input[str]]
+    """Non-secret env the server needs for this store (region, the identity to use)."""
     server_policy: Optional[pulumi.Output[str]]
     """IAM policy document (JSON) for the server's identity, where the platform uses identities."""
+    account_name: Optional[pulumi.Output[str]]
+    """The storage account holding the container (Azure)."""
 
     def __init__(self, name: str, args: ArtifactStoreArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("mlflow:index:ArtifactStore", name, None, opts)
@@ -49,9 +51,10 @@ class ArtifactStore(pulumi.ComponentResource):
         self.server_credentials = {key: pulumi.Output.secret(value) for key, value in store.credentials.items()}
         self.server_env = dict(store.env)
         self.server_policy = store.server_policy
+        self.account_name = store.account_name
         outputs = {"bucket": self.bucket, "artifact_root": self.artifact_root,
                    "server_credentials": self.server_credentials, "server_env": self.server_env}
-        for key in ("endpoint_url", "console_url", "server_policy"):
+        for key in ("endpoint_url", "console_url", "server_policy", "account_name"):
             if getattr(self, key) is not None:
                 outputs[key] = getattr(self, key)
         self.register_outputs(outputs)

@@ -117,7 +117,8 @@ class ProxyConfig(_Section):
     tls: Literal["off", "self-signed"] = Field("off", description="TLS on the public port")
     username: str = Field("mlflow", description="basic-auth user name")
     client_max_body_size: str = Field("0", description="largest request body, nginx syntax (0 = unlimited, 512m, 10g)")
-    timeout_seconds: int = Field(900, ge=10, le=86400, description="read/send timeout for slow, large transfers")
+    timeout_seconds: int = Field(900, ge=10, le=86400, description="read/send timeout for slow, large transfers "
+                                 "(azure: the ingress's limit, 240 or 1800 with premium ingress)")
     certificate_validity_days: int = Field(365, ge=1, le=3650, description="self-signed certificate lifetime")
     password_hash: Literal["ssha", "bcrypt"] = Field(
         "ssha", description="htpasswd scheme: ssha (salted SHA-1; the generated password is 32 random "
@@ -149,7 +150,8 @@ class DatabaseConfig(_Section):
 
     name: str = Field("mlflow", description="database name")
     username: str = Field("mlflow", description="owner role the server logs in as")
-    max_connections: int = Field(100, ge=25, le=5000, description="PostgreSQL max_connections (aws: 200 unless set)")
+    max_connections: int = Field(100, ge=25, le=5000, description="PostgreSQL max_connections (aws: 200; azure: "
+                                 "azure.dbSku's limit)")
     postgres_version: str = Field("16", description="PostgreSQL major version")
 
     @field_validator("name", "username")
@@ -421,6 +423,160 @@ class AwsConfig(_Section):
         return not re.match(r"^db\.t[234]g?\.(micro|small)$", self.db_instance_class)
 
 
+
+# Azure Database for PostgreSQL flexible server: the default max_connections of each compute size
+# (Microsoft's "Limits" page); the server keeps 15 of them for itself.
+AZURE_DB_CONNECTIONS = {
+    "Standard_B1ms": 50, "Standard_B2s": 429, "Standard_B2ms": 859, "Standard_B4ms": 1718, "Standard_B8ms": 3437,
+    "Standard_B12ms": 5000, "Standard_B16ms": 5000, "Standard_B20ms": 5000,
+    **{f"Standard_D{size}{suffix}": limit for size, limit in ((2, 859), (4, 1718), (8, 3437), (16, 5000), (32, 5000),
+                                                                (48, 5000), (64, 5000))
+       for suffix in ("s_v3", "ds_v4", "ds_v5", "ads_v5")},
+    **{f"Standard_E{size}{suffix}": limit for size, limit in ((2, 1718), (4, 3437), (8, 5000), (16, 5000), (32, 5000),
+                                                                (48, 5000), (64, 5000))
+       for suffix in ("s_v3", "ds_v4", "ds_v5", "ads_v5")},
+}
+AZURE_DB_RESERVED_CONNECTIONS = 15
+AZURE_DB_STORAGE_GB = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32767)
+# Container Apps ends a request at 240 s at its ingress; premium ingress raises the idle limit to 30 min.
+AZURE_INGRESS_TIMEOUT_SECONDS = 240
+AZURE_PREMIUM_INGRESS_TIMEOUT_SECONDS = 1800
+_AZURE_LOCATION = re.compile(r"^[a-z]+[a-z0-9]*$")
+_RESOURCE_GROUP = re.compile(r"^[-\w._()]{0,89}[-\w_()]$")
+
+
+class AzureConfig(_Section):
+    """The `azure` stack: PostgreSQL flexible server, Blob Storage, Container Apps."""
+
+    location: str = Field("westeurope", description="Azure region name, e.g. westeurope or eastus2")
+    resource_group_name: Optional[str] = Field(None, description="use this existing resource group instead of creating one")
+    vnet_cidr: str = Field("10.50.0.0/16", description="address space of the virtual network this stack creates (/22 or larger)")
+    allowed_cidrs: tuple[str, ...] = Field(("0.0.0.0/0",), description="client networks allowed through the ingress")
+    internal: bool = Field(False, description="ingress inside the virtual network only (reached over VPN or peering)")
+    domain: Optional[str] = Field(None, description="DNS name users reach MLflow at (a managed certificate is "
+                                  "made for it unless certificateId is set)")
+    certificate_id: Optional[str] = Field(None, description="existing certificate of the Container Apps environment for `domain`")
+    premium_ingress: bool = Field(False, description="premium ingress (a dedicated workload profile): idle requests "
+                                  "last up to 30 minutes instead of 240 s, for slow large artifacts")
+    proxy_replicas: int = Field(2, ge=1, le=30, description="Nginx replicas")
+    proxy_cpu: float = Field(0.25, description="vCPUs of an Nginx replica (memory: twice as many GiB)")
+    registry_sku: Literal["Basic", "Standard", "Premium"] = Field("Basic", description="Azure Container Registry tier")
+    db_sku: str = Field("Standard_B2s", description="flexible server compute size; its connection limit bounds "
+                        "database.maxConnections")
+    db_storage_gb: int = Field(32, description="flexible server storage in GiB (32, 64, ... 32767)")
+    db_admin_username: str = Field("mlflow_admin", description="flexible server administrator (MLflow logs in as "
+                                   "database.username, not a superuser)")
+    db_backup_retention_days: int = Field(7, ge=7, le=35, description="automated backup retention (point-in-time restore)")
+    db_geo_redundant_backup: bool = Field(False, description="keep backups in the paired region too")
+    db_high_availability: Literal["disabled", "same-zone", "zone-redundant"] = Field(
+        "disabled", description="standby server (not on burstable sizes)")
+    storage_sku: Literal["Standard_LRS", "Standard_ZRS", "Standard_GRS", "Standard_GZRS", "Standard_RAGRS",
+                         "Standard_RAGZRS"] = Field("Standard_ZRS", description="storage account redundancy")
+    blob_soft_delete_days: int = Field(7, ge=1, le=365, description="deleted blobs and containers stay recoverable this long")
+    noncurrent_version_expiration_days: Optional[int] = Field(90, ge=0, le=3650, description="delete old artifact "
+                                                              "versions after N days (0 or null: keep)")
+    log_retention_days: int = Field(30, ge=30, le=730, description="Log Analytics retention")
+    protect_resources: bool = Field(True, description="Pulumi `protect` on the database, storage account and registry")
+
+    @field_validator("location")
+    @classmethod
+    def _location(cls, value: str) -> str:
+        if not _AZURE_LOCATION.match(value):
+            raise ValueError("must be an Azure region name like westeurope or eastus2 (lower case, no spaces)")
+        return value
+
+    @field_validator("resource_group_name")
+    @classmethod
+    def _group(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _RESOURCE_GROUP.match(value):
+            raise ValueError("must be a resource group name: 1-90 letters, digits, '-', '_', '.', '(', ')', not ending in '.'")
+        return value
+
+    @field_validator("vnet_cidr")
+    @classmethod
+    def _vnet(cls, value: str) -> str:
+        if not _CIDR.match(value) or int(value.split("/")[1]) > 22:
+            raise ValueError("must be an IPv4 CIDR of /22 or larger, e.g. 10.50.0.0/16 (Container Apps needs a /23)")
+        return value
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [cidr for cidr in value if not _CIDR.match(cidr)]
+        if bad or not value:
+            raise ValueError(f"must be IPv4 CIDRs like 203.0.113.0/24; not {bad}")
+        return value
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and (not _HOSTNAME.match(value) or "." not in value):
+            raise ValueError("must be a fully qualified DNS name like mlflow.example.com")
+        return value
+
+    @field_validator("certificate_id")
+    @classmethod
+    def _certificate(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not re.match(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+                                              r"Microsoft\.App/managedEnvironments/[^/]+/(managedC|c)ertificates/[^/]+$",
+                                              value, re.IGNORECASE):
+            raise ValueError("must be the resource id of a Container Apps environment certificate: "
+                             "/subscriptions/.../managedEnvironments/<env>/certificates/<name>")
+        return value
+
+    @field_validator("proxy_cpu")
+    @classmethod
+    def _proxy_cpu(cls, value: float) -> float:
+        return _container_apps_cpu(value)
+
+    @field_validator("db_sku")
+    @classmethod
+    def _sku(cls, value: str) -> str:
+        if value not in AZURE_DB_CONNECTIONS:
+            raise ValueError("must be a flexible server compute size such as Standard_B2s, Standard_D2ds_v5 or "
+                             "Standard_E2ds_v5 (Burstable B*, General Purpose D*, Memory Optimized E*)")
+        return value
+
+    @field_validator("db_storage_gb")
+    @classmethod
+    def _storage(cls, value: int) -> int:
+        if value not in AZURE_DB_STORAGE_GB:
+            raise ValueError(f"must be one of {', '.join(map(str, AZURE_DB_STORAGE_GB))}")
+        return value
+
+    @field_validator("db_admin_username")
+    @classmethod
+    def _admin(cls, value: str) -> str:
+        reserved = {"azure_superuser", "azure_pg_admin", "admin", "administrator", "root", "guest", "public"}
+        if not _IDENTIFIER.match(value) or value in reserved or value.startswith("pg_"):
+            raise ValueError("must be a lower-case SQL identifier, not admin, administrator, root, guest, public, "
+                             "azure_superuser or pg_*")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "AzureConfig":
+        if self.certificate_id and not self.domain:
+            raise ValueError("azure.certificateId needs azure.domain (the name the certificate is for)")
+        if self.db_high_availability != "disabled" and self.db_sku.startswith("Standard_B"):
+            raise ValueError("azure.dbHighAvailability needs a General Purpose or Memory Optimized azure.dbSku "
+                             "(burstable sizes have no standby)")
+        return self
+
+    @property
+    def db_tier(self) -> str:
+        return {"B": "Burstable", "D": "GeneralPurpose", "E": "MemoryOptimized"}[self.db_sku.split("_")[1][0]]
+
+    @property
+    def ingress_timeout_seconds(self) -> int:
+        return AZURE_PREMIUM_INGRESS_TIMEOUT_SECONDS if self.premium_ingress else AZURE_INGRESS_TIMEOUT_SECONDS
+
+
+def _container_apps_cpu(value: float) -> float:
+    if value * 4 != int(value * 4) or not 0.25 <= value <= 4:
+        raise ValueError("must be a Container Apps CPU size: 0.25 to 4 in steps of 0.25")
+    return value
+
+
 class StackConfig(_Section):
     """Every key of the `mlflow:` config namespace."""
 
@@ -433,6 +589,7 @@ class StackConfig(_Section):
     artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
     local: LocalConfig = Field(default_factory=LocalConfig)
     aws: AwsConfig = Field(default_factory=AwsConfig)
+    azure: AzureConfig = Field(default_factory=AzureConfig)
 
     @field_validator("mlflow_version")
     @classmethod
@@ -458,11 +615,27 @@ class StackConfig(_Section):
     @classmethod
     def _platform_defaults(cls, values: Any) -> Any:
         """Defaults that differ by platform: a cloud stack runs several replicas, so its database
-        allows more connections (the default RDS db.t4g.small would allow about 225)."""
-        if isinstance(values, dict) and values.get("platform") == "aws":
-            database = values.get("database")
-            if database is None or (isinstance(database, dict) and not {"maxConnections", "max_connections"} & set(database)):
-                values = {**values, "database": {**(database or {}), "max_connections": AWS_MAX_CONNECTIONS}}
+        allows more connections (the default RDS db.t4g.small would allow about 225; on azure the
+        size's own limit); on azure, transfers last as long as the ingress allows."""
+        if not isinstance(values, dict) or values.get("platform") not in ("aws", "azure"):
+            return values
+        database = values.get("database")
+        if database is None or (isinstance(database, dict) and not {"maxConnections", "max_connections"} & set(database)):
+            if values["platform"] == "aws":
+                default = AWS_MAX_CONNECTIONS
+            else:  # the size's own limit (Azure sets it by size); a size the model refuses says so below
+                azure = values.get("azure") or {}
+                sku = azure.get("dbSku", azure.get("db_sku", "Standard_B2s")) if isinstance(azure, dict) else None
+                default = AZURE_DB_CONNECTIONS.get(sku, 100)
+            values = {**values, "database": {**(database or {}), "max_connections": default}}
+        proxy = values.get("proxy")
+        if values["platform"] == "azure" and (proxy is None or (
+                isinstance(proxy, dict) and not {"timeoutSeconds", "timeout_seconds"} & set(proxy))):
+            # As long as the Container Apps ingress lets a request last.
+            azure = values.get("azure") or {}
+            premium = isinstance(azure, dict) and azure.get("premiumIngress", azure.get("premium_ingress")) is True
+            timeout = AZURE_PREMIUM_INGRESS_TIMEOUT_SECONDS if premium else AZURE_INGRESS_TIMEOUT_SECONDS
+            values = {**values, "proxy": {**(proxy or {}), "timeout_seconds": timeout}}
         return values
 
     @model_validator(mode="after")
@@ -472,11 +645,14 @@ class StackConfig(_Section):
         replicas = budget_replicas(self)
         needed = connections_needed(self.server, replicas)
         budget = self.database.max_connections - RESERVED_DB_CONNECTIONS
+        if self.platform == "azure":
+            budget -= AZURE_DB_RESERVED_CONNECTIONS
         if needed > budget:
             counted = "server.maxReplicas" if self.platform != "local" else "1 replica (local)"
             raise ValueError(
                 f"{counted} x (server.workers + 1) x 2 engines x (server.dbPoolSize + server.dbMaxOverflow)"
-                f" = {needed} connections exceeds database.maxConnections - {RESERVED_DB_CONNECTIONS} reserved = {budget};"
+                f" = {needed} connections exceeds database.maxConnections - {self.database.max_connections - budget}"
+                f" reserved = {budget};"
                 " lower workers, pool sizes or replicas, or raise database.maxConnections"
             )
         if self.platform == "local" and not self.local.postgres_image.split(":")[-1].startswith(
@@ -500,12 +676,36 @@ class StackConfig(_Section):
             if self.aws.db_master_username == self.database.username:
                 raise ValueError("aws.dbMasterUsername must differ from database.username (MLflow's own role is not "
                                  "the master user)")
+        if self.platform == "azure":
+            _azure_consistent(self)
         if self.local.minio_api_port == self.local.minio_console_port or self.proxy.port in (
             self.local.minio_api_port, self.local.minio_console_port
         ):
             if self.platform == "local":
                 raise ValueError("proxy.port, local.minioApiPort and local.minioConsolePort must all differ")
         return self
+
+
+def _azure_consistent(self: "StackConfig") -> None:
+    """What the azure stack needs of the other sections."""
+    azure = self.azure
+    if self.proxy.tls != "off":
+        raise ValueError("proxy.tls must be off on azure: the Container Apps ingress terminates TLS (set "
+                         "azure.domain for your own name; the default name is HTTPS already)")
+    if self.proxy.timeout_seconds > azure.ingress_timeout_seconds:
+        raise ValueError(f"proxy.timeoutSeconds {self.proxy.timeout_seconds} exceeds what the Container Apps "
+                         f"ingress allows ({azure.ingress_timeout_seconds} s"
+                         f"{'' if azure.premium_ingress else '; azure.premiumIngress raises it to 1800'})")
+    limit = AZURE_DB_CONNECTIONS[azure.db_sku]
+    if self.database.max_connections > limit:
+        raise ValueError(f"database.maxConnections {self.database.max_connections} exceeds what azure.dbSku "
+                         f"{azure.db_sku} allows ({limit}); choose a larger size")
+    if "." in self.artifacts.bucket:
+        raise ValueError("artifacts.bucket names a Blob container on azure: letters, digits and '-' only, no '.'")
+    _container_apps_cpu(self.server.cpu)
+    if self.server.memory_mib != int(self.server.cpu * 2048):
+        raise ValueError(f"server.memoryMib must be {int(self.server.cpu * 2048)} for server.cpu {self.server.cpu} "
+                         "on azure (Container Apps gives 2 GiB per vCPU)")
 
 
 def budget_replicas(config: "StackConfig") -> int:

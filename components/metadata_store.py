@@ -35,7 +35,11 @@ class MetadataStore(pulumi.ComponentResource):
     the platform's containers."""
     admin_credentials: Optional[pulumi.Output[str]]
     """The id of the platform's secret with the database admin's credentials, where MLflow's role is
-    set up by the server's tasks (RDS); the credentials themselves never pass through Pulumi."""
+    set up by the server's tasks and the platform keeps them (RDS): they never pass through Pulumi."""
+    admin_username: Optional[pulumi.Output[str]]
+    admin_password: Optional[pulumi.Output[str]]
+    """The database admin and its generated password (secret), where MLflow's role is set up by the
+    server's tasks and Pulumi holds the admin password (Azure)."""
     instance_id: Optional[pulumi.Output[str]]
     """The platform's id of the database instance, for snapshots (RDS)."""
 
@@ -61,6 +65,9 @@ class MetadataStore(pulumi.ComponentResource):
         self.port = endpoint.port
         self.endpoint = endpoint.published_endpoint
         self.admin_credentials = endpoint.admin_credentials
+        self.admin_username = endpoint.admin_username
+        self.admin_password = (pulumi.Output.secret(endpoint.admin_password)
+                               if endpoint.admin_password is not None else None)
         self.instance_id = endpoint.instance_id
         self.database = pulumi.Output.from_input(config.name)
         self.username = pulumi.Output.from_input(config.username)
@@ -71,7 +78,7 @@ class MetadataStore(pulumi.ComponentResource):
             "host": self.host, "port": self.port, "database": self.database, "username": self.username,
             "password": self.password, "connection_uri": self.connection_uri,
         }
-        for key in ("endpoint", "admin_credentials", "instance_id"):
+        for key in ("endpoint", "admin_credentials", "admin_username", "admin_password", "instance_id"):
             if getattr(self, key) is not None:
                 outputs[key] = getattr(self, key)
         self.register_outputs(outputs)

@@ -29,7 +29,7 @@ CERTIFICATE_FILE = "mlflow-proxy.crt"
 
 
 class MlflowTrackingServer(pulumi.ComponentResource):
-    """A production MLflow tracking server: PostgreSQL, a private artifact bucket, Nginx (auth, TLS)."""
+    """A production MLflow tracking server: PostgreSQL, a private artifact store, Nginx (auth, TLS)."""
 
     # Pulumi's analyzer copies these docstrings into the package schema as they are: one line each.
 
@@ -50,7 +50,13 @@ class MlflowTrackingServer(pulumi.ComponentResource):
     minio_console_url: Optional[pulumi.Output[str]]
     """MinIO's web console (`local`)."""
     db_endpoint: Optional[pulumi.Output[str]]
-    """The database's `host:port` (`aws`)."""
+    """The database's `host:port` (clouds)."""
+    database_host: Optional[pulumi.Output[str]]
+    """The database's host name inside the cloud network (clouds)."""
+    storage_account: Optional[pulumi.Output[str]]
+    """The storage account holding the artifact container (`azure`)."""
+    resource_group: Optional[pulumi.Output[str]]
+    """The resource group of the stack (`azure`)."""
     load_balancer_dns_name: Optional[pulumi.Output[str]]
     """The load balancer's DNS name, to point a domain at (`aws`)."""
     log_group: Optional[pulumi.Output[str]]
@@ -105,6 +111,9 @@ class MlflowTrackingServer(pulumi.ComponentResource):
             lambda parts: render.client_env_lines(parts[0], parts[1], parts[2], certificate_file)))
         self.minio_console_url = artifacts.console_url
         self.db_endpoint = metadata.endpoint
+        self.database_host = metadata.host if metadata.endpoint is not None else None
+        self.storage_account = artifacts.account_name
+        self.resource_group = platform.user_outputs.resource_group
         self.load_balancer_dns_name = platform.user_outputs.load_balancer_dns_name
         self.log_group = platform.user_outputs.log_group
         self.cluster = platform.user_outputs.cluster
@@ -116,8 +125,8 @@ class MlflowTrackingServer(pulumi.ComponentResource):
     def outputs(self) -> dict[str, pulumi.Output]:
         """Every output that is set, by name (the stack outputs of this repository's program)."""
         names = ("tracking_uri", "username", "password", "bucket", "client_env", "database_uri", "tls_certificate",
-                 "minio_console_url", "db_endpoint", "load_balancer_dns_name", "log_group", "cluster", "alarm_topic",
-                 "run_task_network", "warning")
+                 "minio_console_url", "db_endpoint", "database_host", "storage_account", "resource_group",
+                 "load_balancer_dns_name", "log_group", "cluster", "alarm_topic", "run_task_network", "warning")
         return {key: getattr(self, key) for key in names if getattr(self, key) is not None}
 
 
@@ -165,5 +174,6 @@ def _platform(name: str, config: StackConfig, instance: str, opts: pulumi.Resour
         from components.platforms.aws import AwsPlatform
 
         return AwsPlatform(name, config, instance, opts, moved_from_top_level=moved_from_top_level)
-    raise pulumi.RunError(f"MlflowTrackingServer {instance!r}: platform {config.platform!r} is not implemented yet "
-                          "(implemented: local, aws)")
+    from components.platforms.azure import AzurePlatform
+
+    return AzurePlatform(name, config, instance, opts)

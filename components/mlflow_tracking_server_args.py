@@ -43,6 +43,33 @@ class NatGateways(str, Enum):
     SINGLE = "single"
 
 
+class RegistrySku(str, Enum):
+    """Allowed values of `azure.registrySku`."""
+
+    BASIC = "Basic"
+    STANDARD = "Standard"
+    PREMIUM = "Premium"
+
+
+class DatabaseHighAvailability(str, Enum):
+    """Allowed values of `azure.dbHighAvailability`."""
+
+    DISABLED = "disabled"
+    SAME_ZONE = "same-zone"
+    ZONE_REDUNDANT = "zone-redundant"
+
+
+class StorageRedundancy(str, Enum):
+    """Allowed values of `azure.storageSku`."""
+
+    STANDARD_LRS = "Standard_LRS"
+    STANDARD_ZRS = "Standard_ZRS"
+    STANDARD_GRS = "Standard_GRS"
+    STANDARD_GZRS = "Standard_GZRS"
+    STANDARD_RAGRS = "Standard_RAGRS"
+    STANDARD_RAGZRS = "Standard_RAGZRS"
+
+
 class Server(TypedDict):
     """The MLflow tracking server process."""
 
@@ -102,7 +129,7 @@ class Proxy(TypedDict):
     """largest request body, nginx syntax (0 = unlimited, 512m, 10g). Default: "0"."""
 
     timeout_seconds: NotRequired[int]
-    """read/send timeout for slow, large transfers. Default: 900."""
+    """read/send timeout for slow, large transfers (azure: the ingress's limit, 240 or 1800 with premium ingress). Default: 900."""
 
     certificate_validity_days: NotRequired[int]
     """self-signed certificate lifetime. Default: 365."""
@@ -124,7 +151,7 @@ class Database(TypedDict):
     """owner role the server logs in as. Default: "mlflow"."""
 
     max_connections: NotRequired[int]
-    """PostgreSQL max_connections (aws: 200 unless set). Default: 100."""
+    """PostgreSQL max_connections (aws: 200; azure: azure.dbSku's limit). Default: 100."""
 
     postgres_version: NotRequired[str]
     """PostgreSQL major version. Default: "16"."""
@@ -265,6 +292,76 @@ class Aws(TypedDict):
     """Fargate memory of the proxy task. Default: 512."""
 
 
+class Azure(TypedDict):
+    """The `azure` stack: PostgreSQL flexible server, Blob Storage, Container Apps."""
+
+    location: NotRequired[str]
+    """Azure region name, e.g. westeurope or eastus2. Default: "westeurope"."""
+
+    resource_group_name: NotRequired[str]
+    """use this existing resource group instead of creating one. Default: unset."""
+
+    vnet_cidr: NotRequired[str]
+    """address space of the virtual network this stack creates (/22 or larger). Default: "10.50.0.0/16"."""
+
+    allowed_cidrs: NotRequired[list[str]]
+    """client networks allowed through the ingress. Default: ["0.0.0.0/0"]."""
+
+    internal: NotRequired[bool]
+    """ingress inside the virtual network only (reached over VPN or peering). Default: false."""
+
+    domain: NotRequired[str]
+    """DNS name users reach MLflow at (a managed certificate is made for it unless certificateId is set). Default: unset."""
+
+    certificate_id: NotRequired[str]
+    """existing certificate of the Container Apps environment for `domain`. Default: unset."""
+
+    premium_ingress: NotRequired[bool]
+    """premium ingress (a dedicated workload profile): idle requests last up to 30 minutes instead of 240 s, for slow large artifacts. Default: false."""
+
+    proxy_replicas: NotRequired[int]
+    """Nginx replicas. Default: 2."""
+
+    proxy_cpu: NotRequired[float]
+    """vCPUs of an Nginx replica (memory: twice as many GiB). Default: 0.25."""
+
+    registry_sku: NotRequired[RegistrySku]
+    """Azure Container Registry tier. Default: "Basic"."""
+
+    db_sku: NotRequired[str]
+    """flexible server compute size; its connection limit bounds database.maxConnections. Default: "Standard_B2s"."""
+
+    db_storage_gb: NotRequired[int]
+    """flexible server storage in GiB (32, 64, ... 32767). Default: 32."""
+
+    db_admin_username: NotRequired[str]
+    """flexible server administrator (MLflow logs in as database.username, not a superuser). Default: "mlflow_admin"."""
+
+    db_backup_retention_days: NotRequired[int]
+    """automated backup retention (point-in-time restore). Default: 7."""
+
+    db_geo_redundant_backup: NotRequired[bool]
+    """keep backups in the paired region too. Default: false."""
+
+    db_high_availability: NotRequired[DatabaseHighAvailability]
+    """standby server (not on burstable sizes). Default: "disabled"."""
+
+    storage_sku: NotRequired[StorageRedundancy]
+    """storage account redundancy. Default: "Standard_ZRS"."""
+
+    blob_soft_delete_days: NotRequired[int]
+    """deleted blobs and containers stay recoverable this long. Default: 7."""
+
+    noncurrent_version_expiration_days: NotRequired[int]
+    """delete old artifact versions after N days (0 or null: keep). Default: 90."""
+
+    log_retention_days: NotRequired[int]
+    """Log Analytics retention. Default: 30."""
+
+    protect_resources: NotRequired[bool]
+    """Pulumi `protect` on the database, storage account and registry. Default: true."""
+
+
 class MlflowTrackingServerArgs(TypedDict):
     """Everything is optional: with no arguments the `local` platform runs with the defaults."""
 
@@ -294,3 +391,6 @@ class MlflowTrackingServerArgs(TypedDict):
 
     aws: NotRequired[Aws]
     """The `aws` stack: RDS, S3, ECR, ECS Fargate behind an ALB. Defaults for every key inside."""
+
+    azure: NotRequired[Azure]
+    """The `azure` stack: PostgreSQL flexible server, Blob Storage, Container Apps. Defaults for every key inside."""

@@ -48,16 +48,17 @@ class TrackingServer(pulumi.ComponentResource):
         public = platform.public_entry()
         settings = pulumi.Output.all(
             image.reference, artifacts.artifact_root, artifacts.endpoint_url, public.hostnames,
+            pulumi.Output.all(**artifacts.server_env) if artifacts.server_env else {},
         ).apply(lambda parts: render.tracking_server_settings(
             args["server"], args["proxy"], tuple(parts[3]),
             image=parts[0], artifacts_destination=parts[1], s3_endpoint_url=parts[2],
             artifact_secret_env_names=tuple(artifacts.server_credentials),
-            extra_env=artifacts.server_env, scheme=public.scheme, port=public.port,
+            extra_env=parts[4], scheme=public.scheme, port=public.port,
         ))
 
         backend = {render.BACKEND_URI_ENV: metadata.connection_uri}
         steps = [InitStep("mlflow-db-upgrade", settings.apply(render.schema_upgrade_spec), backend)]
-        if metadata.admin_credentials is not None:
+        if metadata.admin_credentials is not None or metadata.admin_password is not None:
             steps.insert(0, _role_setup(image.reference, metadata))
         # Generated even while the AI Gateway is off: switching it on later then finds a key that stays
         # (a new one would leave stored secrets undecryptable).
@@ -83,11 +84,16 @@ class TrackingServer(pulumi.ComponentResource):
 
 
 def _role_setup(image: pulumi.Output[str], metadata: MetadataStore) -> InitStep:
-    """Sets MLflow's role up with the admin credentials the platform holds (render.ROLE_SETUP_SCRIPT)."""
+    """Sets MLflow's role up with the database admin's credentials (render.ROLE_SETUP_SCRIPT): from
+    the secret the platform keeps them in, or the admin password Pulumi generated."""
     spec = pulumi.Output.all(image, metadata.host, metadata.port, metadata.database, metadata.username).apply(
         lambda parts: render.role_setup_spec(parts[0], parts[1], int(parts[2]), parts[3], parts[4]))
+    secret_env = {render.DB_PASSWORD_ENV: metadata.password}
     credentials = metadata.admin_credentials
-    return InitStep("mlflow-db-setup", spec, {render.DB_PASSWORD_ENV: metadata.password}, secret_refs={
-        render.DB_ADMIN_USER_ENV: SecretRef(credentials, "username"),
-        render.DB_ADMIN_PASSWORD_ENV: SecretRef(credentials, "password"),
-    })
+    if credentials is not None:
+        return InitStep("mlflow-db-setup", spec, secret_env, secret_refs={
+            render.DB_ADMIN_USER_ENV: SecretRef(credentials, "username"),
+            render.DB_ADMIN_PASSWORD_ENV: SecretRef(credentials, "password"),
+        })
+    return InitStep("mlflow-db-setup", spec, {**secret_env, render.DB_ADMIN_USER_ENV: metadata.admin_username,
+                                              render.DB_ADMIN_PASSWORD_ENV: metadata.admin_password})

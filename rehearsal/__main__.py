@@ -2,14 +2,16 @@
 
 stdout carries exactly the stack's client lines (`render.client_env_lines`: MLFLOW_TRACKING_URI,
 MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD, and MLFLOW_TRACKING_SERVER_CERT_PATH with
---tls), then a line `ready`. Everything else goes to stderr. While running:
+--tls), then a line `ready`. Everything else goes to stderr. With --artifacts azurite the server
+stores artifacts in Azure Blob (the azure stack's wasbs:// destination) in Azurite instead of S3.
+While running:
 
   SIGINT, SIGTERM   stop everything that was started (by PID, in reverse order) and exit 0
   SIGUSR1           restart the MLflow server (stop, start, wait until healthy)
   SIGUSR2           restart PostgreSQL (3 s outage)
 
-A server, Nginx or PostgreSQL that dies on its own is started again, as the local platform's
-restart="unless-stopped" does.
+A server, Nginx, PostgreSQL or Azurite that dies on its own is started again, as the local
+platform's restart="unless-stopped" does.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from rehearsal.launcher import REPO_ROOT, RehearsalStack, ServerUnavailable, StartupError, check_prerequisites
-from rehearsal.launcher import _port_is_free
+from rehearsal.launcher import ARTIFACT_STORES, _port_is_free
 
 log = logging.getLogger("rehearsal")
 
@@ -37,8 +39,8 @@ class _Stop(BaseException):
 def _parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="scripts/rehearse",
-        description="Start the rendered local MLflow stack natively (PostgreSQL, S3 stand-in, MLflow, Nginx), "
-                    "print the client's export lines and `ready`, and run until SIGINT/SIGTERM.",
+        description="Start the rendered local MLflow stack natively (PostgreSQL, an S3 or Azure Blob stand-in, "
+                    "MLflow, Nginx), print the client's export lines and `ready`, and run until SIGINT/SIGTERM.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
@@ -48,6 +50,9 @@ def _parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--static-prefix", default=None, metavar="PATH",
                         help="serve MLflow under this prefix (server.staticPrefix), e.g. /mlflow")
     parser.add_argument("--tls", action="store_true", help="proxy.tls=self-signed: HTTPS with a self-signed certificate")
+    parser.add_argument("--artifacts", choices=ARTIFACT_STORES, default="s3",
+                        help="artifact store: s3 (moto standing in for MinIO, default) or azurite (Azure Blob "
+                             "as on the azure stack, Azurite from rehearsal/azurite)")
     parser.add_argument("--stack-file", default=None, metavar="FILE",
                         help="read the mlflow: config of this Pulumi stack file (default: Pulumi.local.yaml if present; "
                              "'none' for the built-in defaults)")
@@ -93,7 +98,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="rehearse: %(message)s")
     try:
-        check_prerequisites()
+        check_prerequisites(args.artifacts)
     except ServerUnavailable as error:
         print(f"rehearse: cannot start: {error}", file=sys.stderr)
         return 2
@@ -128,7 +133,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     stack: Optional[RehearsalStack] = None
     try:
-        stack = RehearsalStack(raw, base_dir=Path(args.dir) if args.dir else None, keep_files=args.keep_files)
+        stack = RehearsalStack(raw, base_dir=Path(args.dir) if args.dir else None, keep_files=args.keep_files,
+                               artifacts=args.artifacts)
         port = args.port
         if port is None:
             port = stack.base_config.proxy.port
@@ -142,8 +148,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         variant = stack.add_variant("default", static_prefix=args.static_prefix, tls=args.tls, port=port)
         info = stack.describe()
         log.info("up in %.1fs; work directory %s", time.monotonic() - started, stack.base_dir)
-        for name in ("postgres", "s3"):
-            log.info("%s: %s", name, json.dumps(info[name]))
+        for name in ("postgres", "s3", "azurite"):
+            if name in info:
+                log.info("%s: %s", name, json.dumps(info[name]))
         log.info("mlflow server: pid %s on 127.0.0.1:%s, log %s", variant.server.service.pid, variant.server.port,
                  variant.server.service.log_path)
         log.info("nginx: pid %s on 127.0.0.1:%s, config %s", variant.proxy.service.pid, variant.proxy.port,

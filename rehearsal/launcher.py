@@ -1,4 +1,4 @@
-"""Start the rendered local stack natively: PostgreSQL, an S3 stand-in, MLflow, Nginx.
+"""Start the rendered local stack natively: PostgreSQL, an S3 (or Azure Blob) stand-in, MLflow, Nginx.
 
 Everything the components render is used as is: the server's command and env come from
 `render.tracking_server_spec`, the schema step from `render.schema_upgrade_spec`, nginx.conf and the
@@ -10,7 +10,9 @@ The only deviations from a container deployment:
 * image paths are mapped to local binaries (`mlflow`/`python` -> this venv, `nginx` -> Debian's);
 * the server binds 127.0.0.1 on a free port instead of 0.0.0.0:5000 (`dataclasses.replace`);
 * Nginx listens on 127.0.0.1:<port> and its file paths live in a temporary directory;
-* the S3 endpoint is moto's server mode instead of MinIO, the database is a private initdb cluster.
+* the S3 endpoint is moto's server mode instead of MinIO, the database is a private initdb cluster;
+* with `artifacts="azurite"`, the azure stack's Blob container is Azurite's (the emulator, from
+  rehearsal/azurite), reached with a connection string instead of the managed identity.
 
 Every process is started in its own process group and stopped by its PID (the group led by it),
 in reverse order, by `RehearsalStack.stop()`.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib.util
 import ipaddress
 import json
 import logging
@@ -48,6 +51,13 @@ log = logging.getLogger("rehearsal")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
+AZURITE_DIR = REPO_ROOT / "rehearsal" / "azurite"
+AZURITE_BLOB = AZURITE_DIR / "node_modules" / ".bin" / "azurite-blob"
+# Azurite's well-known development account, published in Azurite's documentation (it accepts no
+# other by default): not a secret, but handled like one so the real azure stack's pattern holds.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+ARTIFACT_STORES = ("s3", "azurite")
 
 # The generated passwords use the components' alphabet (MetadataStore / ReverseProxy
 # override_special) and always contain every URL-reserved character that could break a URI.
@@ -101,10 +111,22 @@ def find_nginx() -> str:
     raise ServerUnavailable("nginx not found; install Debian's `nginx` package")
 
 
-def check_prerequisites() -> None:
-    """Raise ServerUnavailable naming what is missing (PostgreSQL server binaries, Nginx)."""
+def find_node() -> str:
+    """Azurite is a Node.js program, run as `node <script>` by absolute path: a `node` found on the
+    caller's PATH (nvm's, say) works under the servers' fixed PATH too."""
+    node = shutil.which("node")
+    if not node:
+        raise ServerUnavailable("node not found; install Node.js (Azurite 3.35 runs on Node 10 and later)")
+    return node
+
+
+def check_prerequisites(artifacts: str = "s3") -> None:
+    """Raise ServerUnavailable naming what is missing (PostgreSQL server binaries, Nginx, and the
+    artifact store's stand-in: moto for `s3`; Node.js, Azurite and azure-storage-blob for `azurite`)."""
     from rehearsal.postgres import find_postgres_bindir
 
+    if artifacts not in ARTIFACT_STORES:
+        raise ValueError(f"artifacts must be one of {ARTIFACT_STORES}, got {artifacts!r}")
     problems = []
     try:
         find_postgres_bindir()
@@ -114,11 +136,36 @@ def check_prerequisites() -> None:
         find_nginx()
     except ServerUnavailable as error:
         problems.append(str(error))
-    for tool in ("mlflow", "moto_server"):
+    tools = ("mlflow", "moto_server") if artifacts == "s3" else ("mlflow",)
+    for tool in tools:
         if not (VENV_BIN / tool).exists():
             problems.append(f"{VENV_BIN / tool} not found; install requirements-dev.txt into the venv")
+    if artifacts == "azurite":
+        problems += _azurite_problems()
     if problems:
         raise ServerUnavailable("; ".join(problems))
+
+
+def _azurite_problems() -> list[str]:
+    """What the Azurite variant lacks: Node.js, the pinned Azurite (npm ci), the Blob SDK."""
+    problems = []
+    try:
+        find_node()
+    except ServerUnavailable as error:
+        problems.append(str(error))
+    if not AZURITE_BLOB.exists():
+        folder = AZURITE_DIR.relative_to(REPO_ROOT)
+        problems.append(f"{AZURITE_BLOB} not found; install Azurite: `cd {folder} && npm ci` (scripts/test does)")
+    if not _importable("azure.storage.blob"):
+        problems.append("azure-storage-blob is not installed; install requirements-dev.txt into the venv")
+    return problems
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
 
 
 def image_binary(name: str) -> str:
@@ -374,6 +421,91 @@ class S3StandIn:
             self.service.stop()
 
 
+# --- the Azure Blob stand-in -----------------------------------------------------------------------
+
+
+class AzuriteStandIn:
+    """Azurite's Blob service standing in for the azure stack's storage account: a private container
+    in Azurite's development account, kept on disk under `workdir`. A stopped Azurite keeps its blobs;
+    one that crashed loses what it wrote in its last 5 s (it saves its metadata every 5 s).
+
+    The azure stack gives the server a managed identity (AZURE_CLIENT_ID) and no key. Azurite knows
+    no identities, so the server gets a connection string with the account key instead, which MLflow's
+    Azure Blob repository tries first. Azurite's telemetry (on by default) is switched off."""
+
+    def __init__(self, workdir: Path, container: str, prefix: str = ""):
+        self.workdir = workdir
+        self.container = container
+        self.prefix = prefix
+        self.account = AZURITE_ACCOUNT
+        self.port = free_port()
+        self.service: Optional[Service] = None
+
+    @property
+    def endpoint(self) -> str:
+        """The account's Blob endpoint; Azurite serves accounts path-style."""
+        return f"http://127.0.0.1:{self.port}/{self.account}"
+
+    @property
+    def connection_string(self) -> str:
+        """AZURE_STORAGE_CONNECTION_STRING for this endpoint: holds the key, so only ever in an env var."""
+        return (f"DefaultEndpointsProtocol=http;AccountName={self.account};AccountKey={AZURITE_ACCOUNT_KEY};"
+                f"BlobEndpoint={self.endpoint};")
+
+    def start(self) -> "AzuriteStandIn":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.service = Service("blob (azurite)", self._argv(), base_env(self.workdir, self.workdir),
+                               self.workdir / "azurite.log", cwd=self.workdir)
+        self._launch()
+        self._provision()
+        return self
+
+    def _argv(self) -> list[str]:
+        """Blob service only, loopback, on disk; quiet (no access log) and no telemetry. The newest
+        SDKs speak API versions newer than Azurite knows, hence --skipApiVersionCheck."""
+        return [find_node(), str(AZURITE_BLOB), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
+                "--location", str(self.workdir / "data"), "--skipApiVersionCheck", "--disableTelemetry", "--silent"]
+
+    def _launch(self, timeout: float = 60.0) -> None:
+        """Start the process and wait until it answers HTTP (unsigned requests get 403: it listens)."""
+        assert self.service is not None
+        self.service.start()
+        deadline = time.monotonic() + timeout
+        while _http_status(f"{self.endpoint}?comp=properties&restype=service") is None:
+            if not self.service.alive() or time.monotonic() > deadline:
+                raise StartupError(f"Azurite did not start:\n{_tail(self.service.log_path)}")
+            time.sleep(0.2)
+
+    def client(self) -> Any:
+        """A BlobServiceClient with the development account's key (the launcher's and the tests' access).
+        The SDK logs every request and response at INFO; the rehearsal's log is for its own steps."""
+        from azure.storage.blob import BlobServiceClient
+
+        logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+        return BlobServiceClient.from_connection_string(self.connection_string, retry_total=2)
+
+    def _provision(self) -> None:
+        """The container, private (no anonymous access), as the azure stack creates it."""
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            self.client().create_container(self.container, public_access=None)
+        except ResourceExistsError:  # restarted on the same location
+            pass
+
+    def restart(self) -> None:
+        """Start again on the same port and location (whatever it left in its group stopped first);
+        the container is made again if a crash lost it."""
+        assert self.service is not None
+        self.service.stop(timeout=10)
+        self._launch()
+        self._provision()
+
+    def stop(self) -> None:
+        if self.service:
+            self.service.stop()
+
+
 # --- TLS -----------------------------------------------------------------------------------------
 
 
@@ -608,10 +740,16 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
 
 
 class RehearsalStack:
-    """PostgreSQL + S3 stand-in + schema upgrade, then any number of server/Nginx variants."""
+    """PostgreSQL + artifact store stand-in + schema upgrade, then any number of server/Nginx variants.
+
+    `artifacts` picks the stand-in: "s3" (moto, the local stack's MinIO) or "azurite" (the azure
+    stack's Blob container); every variant of a stack shares it."""
 
     def __init__(self, raw_config: Optional[Mapping[str, Any]] = None, base_dir: Optional[Path] = None,
-                 keep_files: bool = False):
+                 keep_files: bool = False, artifacts: str = "s3"):
+        if artifacts not in ARTIFACT_STORES:
+            raise ValueError(f"artifacts must be one of {ARTIFACT_STORES}, got {artifacts!r}")
+        self.artifacts = artifacts
         self.raw_config = dict(raw_config or {})
         self.base_config = parse_stack_config(self.raw_config, "rehearsal config")
         self.base_dir = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="mlflow-rehearsal-"))
@@ -620,6 +758,7 @@ class RehearsalStack:
         self.keep_files = keep_files
         self.postgres: Optional[PostgresCluster] = None
         self.s3: Optional[S3StandIn] = None
+        self.azurite: Optional[AzuriteStandIn] = None
         self.db_password = generate_password()
         self.secrets_key = generate_password(48)
         self.backend_uri = ""
@@ -649,28 +788,51 @@ class RehearsalStack:
         self.backend_uri = render.backend_store_uri(cfg.database.username, self.db_password, "127.0.0.1",
                                                     self.postgres.port, cfg.database.name)
         log.info("postgres up on 127.0.0.1:%s (%.1fs)", self.postgres.port, time.monotonic() - started)
-        self.s3 = S3StandIn(self.base_dir / "s3", cfg.artifacts.bucket, cfg.artifacts.prefix)
-        self.s3.start()  # assigned first, so a failed start is still stopped
-        log.info("s3 stand-in up at %s (%.1fs)", self.s3.endpoint, time.monotonic() - started)
+        self._start_artifact_store(cfg)
+        log.info("%s stand-in up (%.1fs)", self.artifacts, time.monotonic() - started)
         run_schema_upgrade(self._settings(cfg), {render.BACKEND_URI_ENV: self.backend_uri},
                            self.base_dir / "schema-upgrade")
         log.info("schema upgraded (%.1fs)", time.monotonic() - started)
 
+    def _start_artifact_store(self, cfg: StackConfig) -> None:
+        """The bucket's (or container's) stand-in, assigned before it starts so a failed start is still stopped."""
+        if self.artifacts == "azurite":
+            self.azurite = AzuriteStandIn(self.base_dir / "azurite", cfg.artifacts.bucket, cfg.artifacts.prefix)
+            self.azurite.start()
+            log.info("azurite blob endpoint %s, container %s", self.azurite.endpoint, self.azurite.container)
+        else:
+            self.s3 = S3StandIn(self.base_dir / "s3", cfg.artifacts.bucket, cfg.artifacts.prefix)
+            self.s3.start()
+            log.info("s3 endpoint %s, bucket %s", self.s3.endpoint, self.s3.bucket)
+
     def _settings(self, cfg: StackConfig) -> render.TrackingServerSettings:
-        assert self.s3 is not None
+        """The server settings the stack's platform renders: S3 with MinIO's endpoint and key pair, or
+        wasbs:// into Azurite's account with the connection string as the one artifact secret."""
+        if self.artifacts == "azurite":
+            destination = render.blob_artifacts_destination(cfg.artifacts.bucket, AZURITE_ACCOUNT,
+                                                            cfg.artifacts.prefix)
+            endpoint, secret_names = None, (render.AZURE_CONNECTION_STRING_ENV,)
+        else:
+            assert self.s3 is not None
+            destination = render.artifacts_destination(cfg.artifacts.bucket, cfg.artifacts.prefix)
+            endpoint, secret_names = self.s3.endpoint, render.S3_CREDENTIAL_ENVS
         return render.tracking_server_settings(
             cfg.server, cfg.proxy, cfg.hostnames,
             image=f"mlflow-platform/mlflow-server:{cfg.mlflow_version}",
-            artifacts_destination=render.artifacts_destination(cfg.artifacts.bucket, cfg.artifacts.prefix),
-            s3_endpoint_url=self.s3.endpoint,
-            artifact_secret_env_names=render.S3_CREDENTIAL_ENVS,
+            artifacts_destination=destination,
+            s3_endpoint_url=endpoint,
+            artifact_secret_env_names=secret_names,
         )
 
     def _secret_env(self) -> dict[str, str]:
+        """Values of the spec's secret env names (the platform's secret mechanism, here plain env)."""
+        env = {render.BACKEND_URI_ENV: self.backend_uri, render.SECRETS_KEK_ENV: self.secrets_key}
+        if self.artifacts == "azurite":
+            assert self.azurite is not None
+            return {**env, render.AZURE_CONNECTION_STRING_ENV: self.azurite.connection_string}
         assert self.s3 is not None
         key, secret = self.s3.server_credentials
-        return {render.BACKEND_URI_ENV: self.backend_uri, render.SECRETS_KEK_ENV: self.secrets_key,
-                "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
+        return {**env, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
 
     def add_variant(self, name: str = "default", *, static_prefix: Optional[str] = None, tls: bool = False,
                     port: Optional[int] = None, overrides: Optional[Mapping[str, Any]] = None) -> Variant:
@@ -719,11 +881,12 @@ class RehearsalStack:
                         part.stop()
                     except Exception:  # keep stopping the rest
                         log.exception("stopping %s", part)
-            if self.s3:
-                try:
-                    self.s3.stop()
-                except Exception:
-                    log.exception("stopping s3")
+            for name, store in (("s3", self.s3), ("azurite", self.azurite)):
+                if store:
+                    try:
+                        store.stop()
+                    except Exception:
+                        log.exception("stopping %s", name)
             if self.postgres:
                 try:
                     self.postgres.stop("fast")
@@ -758,6 +921,10 @@ class RehearsalStack:
                 # moto keeps state in memory: a restarted moto has lost the bucket and the users.
                 log.error("the S3 stand-in exited; its in-memory objects are lost (not restarted)")
                 self.s3.service.expected_running = False
+            if self.azurite and _died(self.azurite.service):
+                log.warning("Azurite exited; starting it again (blobs written in its last 5 s may be lost)")
+                self.azurite.restart()
+                restarted.append("azurite")
             for variant in self.variants.values():
                 for part in (variant.server, variant.proxy):
                     if part.service.expected_running and not part.service.alive():
@@ -775,6 +942,10 @@ class RehearsalStack:
         if self.s3 and self.s3.service:
             info["s3"] = {"endpoint": self.s3.endpoint, "pid": self.s3.service.pid, "bucket": self.s3.bucket,
                           "log": str(self.s3.service.log_path)}
+        if self.azurite and self.azurite.service:
+            info["azurite"] = {"endpoint": self.azurite.endpoint, "pid": self.azurite.service.pid,
+                               "container": self.azurite.container, "location": str(self.azurite.workdir / "data"),
+                               "log": str(self.azurite.service.log_path)}
         for name, variant in self.variants.items():
             info[name] = {
                 "tracking_uri": variant.tracking_uri,
@@ -787,6 +958,11 @@ class RehearsalStack:
                           "access_log": variant.proxy.settings.paths.access_log},
             }
         return info
+
+
+def _died(service: Optional[Service]) -> bool:
+    """Exited although it should be running (not stopped by the stack)."""
+    return service is not None and service.expected_running and not service.alive()
 
 
 def _pid_alive(pid: Optional[int]) -> bool:

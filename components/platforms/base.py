@@ -3,6 +3,7 @@ job and a long-running service. Components call only this interface, so the MLfl
 in the components and `render.py`, and the provider knowledge stays in each platform module.
 """
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Protocol, Sequence, Union
@@ -30,10 +31,14 @@ class DatabaseEndpoint:
     """`host:port` where the platform's own network reaches the database (an RDS endpoint), as an
     operator would look it up; None where it is private to the containers (`local`)."""
     admin_credentials: Optional[pulumi.Output[str]] = None
-    """Where the platform cannot set MLflow's role up itself (RDS is reached only from inside the
-    VPC, by a master user that is no superuser): the id of a secret the platform holds with the
-    admin's JSON credentials (`username`, `password`), for the server's tasks to run
-    render.ROLE_SETUP_SCRIPT with first. None where the role is provisioned already (`local`)."""
+    """Where the platform cannot set MLflow's role up itself (RDS, a flexible server: reached only
+    from inside the network, by an admin that is no superuser), the server's tasks run
+    render.ROLE_SETUP_SCRIPT first with the admin's credentials: here the id of a secret the platform
+    holds with them as JSON (`username`, `password`; RDS keeps its master's so)..."""
+    admin_username: Optional[pulumi.Output[str]] = None
+    admin_password: Optional[pulumi.Output[str]] = None
+    """...or the admin's name and its generated password (secret), where the platform keeps no
+    secret of its own (Azure). All three None where the role is provisioned already (`local`)."""
     instance_id: Optional[pulumi.Output[str]] = None
     """The platform's id of the database instance, for snapshots (RDS); None where it has none."""
 
@@ -54,10 +59,12 @@ class ObjectStoreEndpoint:
     console_url: Optional[pulumi.Output[str]] = None
     credentials: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
     """Secret env the server needs for this store only (scoped keys); empty where an identity is used."""
-    env: Mapping[str, str] = field(default_factory=dict)
-    """Non-secret env the server needs for this store (region, account name)."""
+    env: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    """Non-secret env the server needs for this store (region, the identity to use)."""
     server_policy: Optional[pulumi.Output[str]] = None
     """IAM policy document (JSON) granting the server's identity this store, where identities are used."""
+    account_name: Optional[pulumi.Output[str]] = None
+    """The storage account holding the container (Azure)."""
 
 
 @dataclass
@@ -140,6 +147,7 @@ class PlatformOutputs:
     log_group: Optional[pulumi.Output[str]] = None
     cluster: Optional[pulumi.Output[str]] = None
     alarm_topic: Optional[pulumi.Output[str]] = None
+    resource_group: Optional[pulumi.Output[str]] = None
     run_task_network: Optional[pulumi.Output[str]] = None
     """`aws ecs run-task --network-configuration` for one-off tasks next to the server (README)."""
     warning: Optional[pulumi.Output[str]] = None
@@ -225,6 +233,17 @@ class ImageBuild:
     dockerfile: str
 
 
+def source_fingerprint(*parts: str, directories: Sequence[Path] = (), files: Sequence[Path] = ()) -> str:
+    """A digest of what an image is built from (its build arguments, Dockerfile and copied files):
+    it changes exactly when the image would, so a push credential need only be renewed then."""
+    digest = hashlib.sha256("\0".join(parts).encode())
+    paths = [*files, *(path for directory in directories for path in sorted(directory.rglob("*"))
+                       if path.is_file() and "__pycache__" not in path.parts)]
+    for path in paths:
+        digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def image_build(context: Path, dockerfile: Path) -> ImageBuild:
     if not dockerfile.is_file():
         raise pulumi.RunError(
@@ -241,3 +260,10 @@ def server_image_build() -> ImageBuild:
 def mirror_image_build() -> ImageBuild:
     """A public image copied as it is into a private registry (docker/mirror: FROM ${IMAGE})."""
     return image_build(REPO_ROOT / "docker" / "mirror", REPO_ROOT / "docker" / "mirror" / "Dockerfile")
+
+
+def images_fingerprint(mlflow_version: str, public_images: Sequence[str]) -> str:
+    """The server image's sources and the public images' references, as source_fingerprint."""
+    mlflow = REPO_ROOT / "docker" / "mlflow"
+    return source_fingerprint(mlflow_version, *public_images, directories=[mlflow, REPO_ROOT / "migration"],
+                              files=[REPO_ROOT / "docker" / "mirror" / "Dockerfile"])

@@ -160,6 +160,14 @@ class ProgramMocks(pulumi.runtime.Mocks):
             outputs.setdefault("arn", f"arn:aws:s3:::{args.inputs.get('bucket')}")
         elif kind.startswith("aws:"):
             outputs.update(self._aws(kind, args))
+        elif kind.startswith("azure-native:"):
+            resource_id, computed = self._azure(kind, args)
+            outputs.update(computed)
+            return resource_id, outputs
+        elif kind == "command:local:Command":
+            # `az acr login --expose-token` prints a registry token.
+            outputs["stdout"] = base64.urlsafe_b64encode(rng.randbytes(48)).decode() + "\n"
+            self.generated_secrets.append(outputs["stdout"].strip())
         return f"{args.name}-id", outputs
 
     AWS_ACCOUNT = "123456789012"
@@ -203,12 +211,69 @@ class ProgramMocks(pulumi.runtime.Mocks):
             computed.update(fqdn=args.inputs.get("name"))
         return computed
 
+    AZURE_SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
+    AZURE_TENANT = "99999999-8888-7777-6666-555555555555"
+
+    def _azure(self, kind: str, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
+        """ARM ids and the attributes Azure computes, in the formats the real API uses."""
+        inputs, name = args.inputs, args.name
+        rng = random.Random(f"{kind}::{name}")
+        group = inputs.get("resourceGroupName", "mlflow-azure")
+        provider_type = {
+            "resources:ResourceGroup": None, "network:VirtualNetwork": "Microsoft.Network/virtualNetworks",
+            "managedidentity:UserAssignedIdentity": "Microsoft.ManagedIdentity/userAssignedIdentities",
+            "containerregistry:Registry": "Microsoft.ContainerRegistry/registries",
+            "app:ManagedEnvironment": "Microsoft.App/managedEnvironments", "app:ContainerApp": "Microsoft.App/containerApps",
+            "dbforpostgresql:Server": "Microsoft.DBforPostgreSQL/flexibleServers",
+            "storage:StorageAccount": "Microsoft.Storage/storageAccounts",
+            "operationalinsights:Workspace": "Microsoft.OperationalInsights/workspaces",
+            "privatedns:PrivateZone": "Microsoft.Network/privateDnsZones",
+        }
+        short = kind.split(":", 1)[1]
+        explicit = next((inputs[key] for key in ("resourceName", "registryName", "environmentName", "containerAppName",
+                                                 "serverName", "accountName", "workspaceName", "privateZoneName",
+                                                 "virtualNetworkName") if isinstance(inputs.get(key), str)), name)
+        base = f"/subscriptions/{self.AZURE_SUBSCRIPTION}/resourceGroups/{group}"
+        resource_id = f"{base}/providers/{provider_type[short]}/{explicit}" if provider_type.get(short) else f"{base}/x/{name}"
+        computed: dict = {"name": explicit}
+        identity = inputs.get("identity")
+        if isinstance(identity, dict) and isinstance(identity.get("userAssignedIdentities"), list):
+            # Given as a list of identity ids, answered as a map of them to their ids and principals.
+            computed["identity"] = {**identity, "userAssignedIdentities": {
+                identity_id: {"principalId": "p-" + identity_id[-8:], "clientId": "c-" + identity_id[-8:]}
+                for identity_id in identity["userAssignedIdentities"]}}
+        if short == "resources:ResourceGroup":
+            resource_id, computed["name"] = f"/subscriptions/{self.AZURE_SUBSCRIPTION}/resourceGroups/{group}", group
+        elif short == "network:Subnet":
+            resource_id = (f"{base}/providers/Microsoft.Network/virtualNetworks/{inputs['virtualNetworkName']}"
+                           f"/subnets/{inputs['subnetName']}")
+        elif short == "managedidentity:UserAssignedIdentity":
+            computed.update(principalId=str(__import__("uuid").UUID(int=rng.getrandbits(128))),
+                            clientId=str(__import__("uuid").UUID(int=rng.getrandbits(128))), tenantId=self.AZURE_TENANT)
+        elif short == "containerregistry:Registry":
+            computed["loginServer"] = f"{explicit}.azurecr.io"
+        elif short == "app:ManagedEnvironment":
+            computed.update(defaultDomain=f"happy-river-0123abcd.{inputs.get('location', 'westeurope')}.azurecontainerapps.io",
+                            staticIp="10.50.0.100")
+        elif short == "dbforpostgresql:Server":
+            computed["fullyQualifiedDomainName"] = f"{explicit}.{inputs['network']['privateDnsZoneArmResourceId'].rsplit('/', 1)[-1]}"
+        elif short == "storage:BlobContainer":
+            resource_id = (f"{base}/providers/Microsoft.Storage/storageAccounts/{inputs['accountName']}/blobServices/"
+                           f"default/containers/{inputs['containerName']}")
+            computed["name"] = inputs["containerName"]
+        elif short == "app:ManagedCertificate":
+            resource_id = f"{base}/providers/Microsoft.App/managedEnvironments/{inputs['environmentName']}/managedCertificates/{name}"
+        return resource_id, computed
+
     def call(self, args: pulumi.runtime.MockCallArgs):
         """Look-ups, answered as AWS would for an account with a default VPC of two subnets."""
         if args.token == "aws:ec2/getVpc:getVpc":
             return {"id": "vpc-0default", "cidrBlock": "172.31.0.0/16", "default": True}
         if args.token == "aws:ec2/getSubnets:getSubnets":
             return {"id": "eu-west-1", "ids": ["subnet-0default1", "subnet-0default2"]}
+        if args.token == "azure-native:authorization:getClientConfig":
+            return {"clientId": "11111111-2222-3333-4444-555555555555", "objectId": "66666666-7777-8888-9999-000000000000",
+                    "subscriptionId": self.AZURE_SUBSCRIPTION, "tenantId": self.AZURE_TENANT}
         if args.token == "aws:route53/getZone:getZone":
             return {"id": "Z0123456789EXAMPLE", "zoneId": "Z0123456789EXAMPLE", "name": args.args.get("name")}
         if args.token == "aws:ssm/getParametersByPath:getParametersByPath":
@@ -283,6 +348,9 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             resource_id=request.importId, custom=request.custom or False,
         )
         id_, state = self.mocks.new_resource(args)
+        if request.type == "random:index/randomString:RandomString" and "result" not in request.additionalSecretOutputs:
+            # A random string the program did not ask to keep secret is a name part (a suffix), not a secret.
+            self.mocks.generated_secrets.remove(state["result"])
         secret_outputs = set(request.additionalSecretOutputs) if self.emulate_secret_outputs else set()
         marked = {key: ({SIG_KEY: SECRET_SIG, "value": value} if key in secret_outputs else value)
                   for key, value in state.items()}

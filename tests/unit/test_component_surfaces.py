@@ -10,11 +10,12 @@ import pytest
 
 from components import ArtifactStore, MetadataStore, MlflowTrackingServer, ReverseProxy, TrackingServer
 from components.platforms.aws import AwsPlatform
+from components.platforms.azure import AzurePlatform
 from components.platforms.local import LocalDockerPlatform
 from tests.unit.harness import ProgramRun, run_program, stack_file_config
 
 CLASSES = {cls.__name__: cls for cls in (MlflowTrackingServer, MetadataStore, ArtifactStore, TrackingServer,
-                                         ReverseProxy, LocalDockerPlatform, AwsPlatform)}
+                                         ReverseProxy, LocalDockerPlatform, AwsPlatform, AzurePlatform)}
 
 
 def annotations(cls: type) -> dict[str, typing.Any]:
@@ -37,7 +38,7 @@ def declared(cls: type) -> tuple[set[str], set[str]]:
     return always, optional
 
 
-@pytest.fixture(scope="module", params=["local", "local-tls", "aws", "aws-https"])
+@pytest.fixture(scope="module", params=["local", "local-tls", "aws", "aws-https", "azure"])
 def run(request) -> ProgramRun:
     stack = request.param.split("-")[0]
     config = stack_file_config(stack)
@@ -65,6 +66,7 @@ def test_the_optional_outputs_follow_the_configuration(run):
     assert ("tls_certificate" in facade.outputs) == ("certificate_pem" in proxy.outputs)
     platform_outputs = {"load_balancer_dns_name", "log_group", "cluster"}
     assert (platform_outputs <= set(facade.outputs)) == bool(run.of_type("mlflow:index:AwsPlatform"))
+    assert ("storage_account" in facade.outputs) == bool(run.of_type("mlflow:index:AzurePlatform"))
     assert set(facade.outputs) == set(run.stack_outputs), "the program exports exactly the component's outputs"
 
 

@@ -136,7 +136,7 @@ def comparable(resource: Recorded) -> tuple:
             resource.additional_secret_outputs, resource.provider)
 
 
-@pytest.mark.parametrize("stack", ["local", "aws"])
+@pytest.mark.parametrize("stack", ["local", "aws", "azure"])
 def test_construct_path_builds_the_programs_graph(stack):
     constructed: ProgramRun = run_under_mocks(lambda: construct_as_the_engine_asks(stack_inputs(stack)), stack=stack)
     program = run_program(stack_file_config(stack), stack=stack)

@@ -17,9 +17,10 @@ from pulumi import _types
 
 from tests.unit.harness import ProgramRun, run_program, stack_file_config
 from tests.unit.test_aws_production import aws_config
+from tests.unit.test_azure_stack import azure_config
 
 PROVIDER_SDKS = {"aws": "pulumi_aws", "docker": "pulumi_docker", "random": "pulumi_random", "tls": "pulumi_tls",
-                 "minio": "pulumi_minio"}
+                 "minio": "pulumi_minio", "azure-native": "pulumi_azure_native", "command": "pulumi_command"}
 
 
 def args_class(type_token: str) -> type:
@@ -29,6 +30,8 @@ def args_class(type_token: str) -> type:
         return importlib.import_module(PROVIDER_SDKS[name]).ProviderArgs
     sdk = importlib.import_module(PROVIDER_SDKS[package])
     module, part = sdk, module_path.split("/")[0]
+    if package == "azure-native" or package == "command":  # azure-native:<module>:<Name>, command:local:Command
+        part = module_path
     if part != "index":
         module = getattr(sdk, part, None) or getattr(sdk, f"{part}_")
     # Where a nested type has the name `<Name>Args` already (pulumi_aws.s3.BucketVersioningArgs is
@@ -123,6 +126,11 @@ VARIANTS = {
         "vpcId": "vpc-1", "publicSubnetIds": ["subnet-a", "subnet-b"], "privateSubnetIds": ["subnet-c", "subnet-d"],
         "certificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/01234567-89ab-cdef-0123-456789abcdef",
         "domain": "mlflow.example.com"}), stack="aws"),
+    "azure": lambda: run_program(azure_config(), stack="azure"),
+    "azure-everything": lambda: run_program(azure_config(
+        azure={"domain": "mlflow.example.com", "premiumIngress": True, "internal": True, "resourceGroupName": "team",
+               "dbSku": "Standard_D2ds_v5", "dbHighAvailability": "zone-redundant", "dbGeoRedundantBackup": True},
+        proxy={"timeoutSeconds": 1800}, database={"maxConnections": 800}), stack="azure"),
 }
 
 

@@ -1,0 +1,452 @@
+"""AzurePlatform: PostgreSQL flexible server, Blob Storage and Azure Container Apps.
+
+Shape: a resource group (or an existing one) holding a virtual network with a subnet delegated to
+Container Apps and one delegated to the flexible server, a private DNS zone for the server, a
+Container Apps environment in the first subnet, and a private registry. Two container apps:
+`mlflow-proxy` (the rendered Nginx, the environment's ingress in front of it: HTTPS, IP
+restrictions) and `mlflow-server` (MLflow, reachable only inside the environment, over TCP on
+`mlflow-server:5000`, exactly as on `local`, so that Nginx's Host header reaches MLflow unchanged).
+The server's replicas first set MLflow's role up with the flexible server's administrator (Pulumi
+generates that password; MLflow's container never gets it), then upgrade the schema, then serve.
+
+No storage key anywhere: the storage account refuses shared keys, and the server reads and writes
+its container as a user-assigned managed identity holding "Storage Blob Data Contributor" on that
+container only (MLflow's Blob repository takes it from AZURE_CLIENT_ID through
+DefaultAzureCredential). Secrets live in each app's secret store, referenced by the env vars.
+"""
+
+import hashlib
+import ipaddress
+import json
+import re
+from typing import Optional
+
+import pulumi
+import pulumi_azure_native as azure
+import pulumi_command as command
+import pulumi_docker as docker
+import pulumi_random as random
+
+from components import render
+from components.config import StackConfig
+from components.platforms.base import (
+    DatabaseEndpoint,
+    DatabaseRequest,
+    Image,
+    ObjectStoreEndpoint,
+    ObjectStoreRequest,
+    PlatformOutputs,
+    PublicEntry,
+    SchemaGuard,
+    ServiceEndpoint,
+    ServiceRequest,
+    images_fingerprint,
+    mirror_image_build,
+    server_image_build,
+)
+from components.platforms.containers import file_env_name, secret_digest, with_files
+
+# The user name docker logs in to a registry with when the password is an ACR token.
+ACR_TOKEN_USERNAME = "00000000-0000-0000-0000-000000000000"
+# Built-in role definitions (the same ids in every tenant).
+ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+# The ReverseProxy's app: its default host name is known once the environment exists.
+PROXY_SERVICE = "mlflow-proxy"
+# Container Apps lets a replica finish its requests for at most this long after it is told to stop.
+MAX_TERMINATION_GRACE_SECONDS = 600
+DIGEST_ENV = "MLFLOW_PLATFORM_SECRETS_SHA256"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+
+
+def _alphanumeric(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+class AzurePlatform(pulumi.ComponentResource):
+    """Realizes the components' needs on Azure. The resource group, network, private DNS zone,
+    identities, registry and Container Apps environment are platform-wide: children of this
+    component. The database, the storage account and the apps are created under the component that
+    asks for them. Azure names start with `<instance>-<stack>` (storage account and registry names,
+    which allow letters and digits only and are global, add a random suffix)."""
+
+    resource_group: pulumi.Output[str]
+    environment: pulumi.Output[str]
+    registry: pulumi.Output[str]
+    warning: Optional[pulumi.Output[str]]
+
+    runtime_file_dir = "/tmp/mlflow-platform"
+    # The flexible server takes any printable character; the URI encodes them (render.backend_store_uri).
+    database_password_specials = "@:/?#%&+!*-_"
+
+    def __init__(self, name: str, config: StackConfig, instance: str,
+                 opts: Optional[pulumi.ResourceOptions] = None, *, moved_from_top_level: bool = False):
+        # moved_from_top_level: the azure stack never had a layout before the component.
+        super().__init__("mlflow:index:AzurePlatform", name, None, opts)
+        self.settings = config.azure
+        self.server = config.server
+        self.proxy = config.proxy
+        self.images = images_fingerprint(config.mlflow_version, [config.proxy.image])
+        self.prefix = f"{instance}-{pulumi.get_stack()}"
+        self._child_prefix = name
+        self.provider = azure.Provider(f"{name}-azure", location=self.settings.location,
+                                       opts=pulumi.ResourceOptions(parent=self))
+        self.opts = pulumi.ResourceOptions(provider=self.provider)
+        self.protect = self.settings.protect_resources
+        self.client = azure.authorization.get_client_config_output(
+            opts=pulumi.InvokeOutputOptions(provider=self.provider))
+        self.suffix = random.RandomString(f"{name}-suffix", length=6, special=False, upper=False,
+                                          opts=pulumi.ResourceOptions(parent=self))
+        if self.settings.resource_group_name:
+            self.resource_group = pulumi.Output.from_input(self.settings.resource_group_name)
+        else:
+            group = azure.resources.ResourceGroup(**self._shared("resource-group"), resource_group_name=self.prefix)
+            self.resource_group = group.name
+        self._network()
+        self._identities()
+        self._registry()
+        self._environment()
+
+        self.environment = self.managed_environment.name
+        self.registry = self.container_registry.login_server
+        self.warning = None
+        if self.settings.internal:
+            self.warning = pulumi.Output.from_input(
+                "The ingress is inside the virtual network only (azure.internal): reach it over VPN or peering, "
+                "and resolve its name with a private DNS zone for the environment's default domain.")
+        self.user_outputs = PlatformOutputs(resource_group=self.resource_group, warning=self.warning)
+        outputs = {"resource_group": self.resource_group, "environment": self.environment, "registry": self.registry}
+        if self.warning is not None:
+            outputs["warning"] = self.warning
+        self.register_outputs(outputs)
+
+    def _shared(self, short_name: str, **options) -> dict:
+        """Name and options of a platform-wide resource: named after this component, its child, on
+        the stack's Azure provider."""
+        return {"resource_name": f"{self._child_prefix}-{short_name}",
+                "opts": pulumi.ResourceOptions(parent=self, provider=self.provider, **options)}
+
+    def _merge(self, opts: pulumi.ResourceOptions, **extra) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions.merge(pulumi.ResourceOptions.merge(opts, self.opts), pulumi.ResourceOptions(**extra))
+
+    def _role(self, definition: str) -> pulumi.Output[str]:
+        return self.client.subscription_id.apply(
+            lambda subscription: f"/subscriptions/{subscription}/providers/Microsoft.Authorization/"
+                                 f"roleDefinitions/{definition}")
+
+    # --- platform-wide resources ------------------------------------------------------------------
+
+    def _network(self) -> None:
+        """Container Apps (workload profiles) in a /23, the flexible server in a /24 of its own;
+        both delegated. The apps' subnet reaches Blob Storage through a service endpoint."""
+        network = ipaddress.ip_network(self.settings.vnet_cidr)
+        apps_block = next(network.subnets(new_prefix=23))
+        database_block = list(network.subnets(new_prefix=24))[2]
+        vnet = azure.network.VirtualNetwork(
+            **self._shared("vnet", ignore_changes=["subnets"]), resource_group_name=self.resource_group,
+            virtual_network_name=self.prefix, address_space={"address_prefixes": [str(network)]})
+        self.apps_subnet = azure.network.Subnet(
+            **self._shared("apps-subnet"), resource_group_name=self.resource_group, virtual_network_name=vnet.name,
+            subnet_name="container-apps", address_prefix=str(apps_block),
+            delegations=[{"name": "container-apps", "service_name": "Microsoft.App/environments"}],
+            service_endpoints=[{"service": "Microsoft.Storage"}])
+        self.database_subnet = azure.network.Subnet(
+            **self._shared("database-subnet", depends_on=[self.apps_subnet]),  # one subnet change at a time
+            resource_group_name=self.resource_group, virtual_network_name=vnet.name, subnet_name="database",
+            address_prefix=str(database_block),
+            delegations=[{"name": "flexible-server", "service_name": "Microsoft.DBforPostgreSQL/flexibleServers"}])
+        self.dns_zone = azure.privatedns.PrivateZone(
+            **self._shared("database-dns"), resource_group_name=self.resource_group, location="global",
+            private_zone_name=f"{self.prefix}.private.postgres.database.azure.com")
+        self.dns_link = azure.privatedns.VirtualNetworkLink(
+            **self._shared("database-dns-link"), resource_group_name=self.resource_group, location="global",
+            private_zone_name=self.dns_zone.name, virtual_network={"id": vnet.id}, registration_enabled=False)
+
+    def _identities(self) -> None:
+        """One identity per app: the server's may use the artifact container, the proxy's only pull."""
+        self.server_identity = azure.managedidentity.UserAssignedIdentity(
+            **self._shared("server-identity"), resource_group_name=self.resource_group,
+            resource_name_=f"{self.prefix}-server")
+        self.proxy_identity = azure.managedidentity.UserAssignedIdentity(
+            **self._shared("proxy-identity"), resource_group_name=self.resource_group,
+            resource_name_=f"{self.prefix}-proxy")
+
+    def _registry(self) -> None:
+        self.container_registry = azure.containerregistry.Registry(
+            **self._shared("registry", protect=self.protect), resource_group_name=self.resource_group,
+            registry_name=self.suffix.result.apply(lambda suffix: f"{_alphanumeric(self.prefix)[:40]}{suffix}"),
+            sku={"name": self.settings.registry_sku}, admin_user_enabled=False, anonymous_pull_enabled=False)
+        for who, identity in (("server", self.server_identity), ("proxy", self.proxy_identity)):
+            azure.authorization.RoleAssignment(
+                **self._shared(f"{who}-acr-pull"), scope=self.container_registry.id,
+                role_definition_id=self._role(ACR_PULL), principal_id=identity.principal_id,
+                principal_type="ServicePrincipal")
+        # The images are pushed from the machine running `pulumi up`, as the deployer: the registry's
+        # admin user stays off. `az acr login --expose-token` trades the deployer's Azure CLI login for
+        # a registry token (about three hours): asked for again whenever an image is to be pushed
+        # again (its sources changed), never shown in Pulumi's output, kept secret in the state.
+        login = command.local.Command(
+            **self._shared("registry-token", additional_secret_outputs=["stdout"]),
+            create=self.container_registry.name.apply(
+                lambda registry: f"az acr login --name {registry} --expose-token --output tsv --query accessToken"),
+            triggers=[self.images], logging="none")
+        self.push_password = pulumi.Output.secret(login.stdout.apply(lambda out: out.strip() if out else out))
+
+    def _environment(self) -> None:
+        s = self.settings
+        profiles = [{"name": "Consumption", "workload_profile_type": "Consumption"}]
+        ingress = None
+        if s.premium_ingress:
+            # Premium ingress runs on a dedicated profile of its own; idle requests then last up to 30 min.
+            profiles.append({"name": "ingress", "workload_profile_type": "D4", "minimum_count": 2, "maximum_count": 4})
+            ingress = {"workload_profile_name": "ingress", "scale": {"min_replicas": 2, "max_replicas": 4},
+                       "request_idle_timeout": -(-self.proxy.timeout_seconds // 60),
+                       "termination_grace_period_seconds": min(self.proxy.timeout_seconds, 3600)}
+        workspace = azure.operationalinsights.Workspace(
+            **self._shared("logs"), resource_group_name=self.resource_group, workspace_name=f"{self.prefix}-logs",
+            sku={"name": "PerGB2018"}, retention_in_days=s.log_retention_days)
+        self.managed_environment = azure.app.ManagedEnvironment(
+            **self._shared("environment"), resource_group_name=self.resource_group, environment_name=self.prefix,
+            vnet_configuration={"infrastructure_subnet_id": self.apps_subnet.id, "internal": s.internal},
+            workload_profiles=profiles, ingress_configuration=ingress,
+            # Logs reach the workspace through a diagnostic setting: no workspace key in Pulumi's hands.
+            app_logs_configuration={"destination": "azure-monitor"})
+        azure.monitor.DiagnosticSetting(
+            **self._shared("environment-logs"), resource_uri=self.managed_environment.id, name="to-log-analytics",
+            workspace_id=workspace.id, logs=[{"category_group": "allLogs", "enabled": True}],
+            metrics=[{"category": "AllMetrics", "enabled": True}])
+        self.certificate_id: Optional[pulumi.Input[str]] = s.certificate_id
+        if s.domain and not s.certificate_id:
+            # Azure validates the name by a CNAME to the proxy app's default name (README: DNS first).
+            certificate = azure.app.ManagedCertificate(
+                **self._shared("certificate"), resource_group_name=self.resource_group,
+                environment_name=self.managed_environment.name,
+                properties={"subject_name": s.domain, "domain_control_validation": "CNAME"})
+            self.certificate_id = certificate.id
+
+    # --- Platform interface ---------------------------------------------------------------------
+
+    def postgres_database(self, name: str, request: DatabaseRequest, password: pulumi.Output[str],
+                          opts: pulumi.ResourceOptions) -> DatabaseEndpoint:
+        """A flexible server reachable only from the virtual network. Its administrator's password
+        is generated here; MLflow's own role gets `password` from the server's role-setup step."""
+        s = self.settings
+        child = self._merge(opts)
+        admin_password = random.RandomPassword(f"{name}-admin-password", length=32, special=True,
+                                               override_special="!#%*-_+?:", min_special=2, min_numeric=2,
+                                               min_upper=2, min_lower=2, opts=opts)
+        server = azure.dbforpostgresql.Server(
+            name,
+            resource_group_name=self.resource_group,
+            server_name=self.suffix.result.apply(lambda suffix: f"{self.prefix}-{suffix}"),
+            version=request.postgres_version,
+            sku={"name": s.db_sku, "tier": s.db_tier},
+            storage={"storage_size_gb": s.db_storage_gb, "auto_grow": "Enabled"},
+            administrator_login=s.db_admin_username,
+            administrator_login_password=pulumi.Output.secret(admin_password.result),
+            auth_config={"password_auth": "Enabled", "active_directory_auth": "Disabled"},
+            network={"delegated_subnet_resource_id": self.database_subnet.id,
+                     "private_dns_zone_arm_resource_id": self.dns_zone.id, "public_network_access": "Disabled"},
+            backup={"backup_retention_days": s.db_backup_retention_days,
+                    "geo_redundant_backup": "Enabled" if s.db_geo_redundant_backup else "Disabled"},
+            high_availability={"mode": {"disabled": "Disabled", "same-zone": "SameZone",
+                                        "zone-redundant": "ZoneRedundant"}[s.db_high_availability]},
+            opts=self._merge(opts, protect=self.protect, depends_on=[self.dns_link]))
+        azure.dbforpostgresql.Database(f"{name}-database", resource_group_name=self.resource_group,
+                                       server_name=server.name, database_name=request.database, charset="UTF8",
+                                       collation="en_US.utf8", opts=self._merge(opts, protect=self.protect))
+        settings = {"max_connections": str(request.max_connections),  # static: applied at the next restart
+                    "require_secure_transport": "on"}
+        for parameter, value in settings.items():
+            azure.dbforpostgresql.Configuration(
+                f"{name}-{parameter.replace('_', '-')}", resource_group_name=self.resource_group,
+                server_name=server.name, configuration_name=parameter, value=value, source="user-override",
+                opts=child)
+        host = server.fully_qualified_domain_name
+        return DatabaseEndpoint(host=host, port=pulumi.Output.from_input(5432),
+                                published_endpoint=host.apply(lambda h: f"{h}:5432"),
+                                admin_username=pulumi.Output.from_input(s.db_admin_username),
+                                admin_password=pulumi.Output.secret(admin_password.result))
+
+    def object_store(self, name: str, request: ObjectStoreRequest,
+                     opts: pulumi.ResourceOptions) -> ObjectStoreEndpoint:
+        """A StorageV2 account that refuses shared keys and public access, and lets only the apps'
+        subnet in; a private container; the server's identity may use that container, nothing else."""
+        s = self.settings
+        child = self._merge(opts)
+        account = azure.storage.StorageAccount(
+            name, resource_group_name=self.resource_group,
+            account_name=self.suffix.result.apply(lambda suffix: f"{_alphanumeric(self.prefix)[:18]}{suffix}"),
+            kind="StorageV2", sku={"name": s.storage_sku}, access_tier="Hot",
+            minimum_tls_version="TLS1_2", enable_https_traffic_only=True, allow_blob_public_access=False,
+            allow_shared_key_access=False, default_to_o_auth_authentication=True, allow_cross_tenant_replication=False,
+            network_rule_set={"default_action": "Deny", "bypass": "AzureServices",
+                              "virtual_network_rules": [{"virtual_network_resource_id": self.apps_subnet.id,
+                                                         "action": "Allow"}]},
+            opts=self._merge(opts, protect=self.protect))
+        azure.storage.BlobServiceProperties(
+            f"{name}-blob-service", resource_group_name=self.resource_group, account_name=account.name,
+            blob_services_name="default", is_versioning_enabled=True,
+            delete_retention_policy={"enabled": True, "days": s.blob_soft_delete_days},
+            container_delete_retention_policy={"enabled": True, "days": s.blob_soft_delete_days}, opts=child)
+        if s.noncurrent_version_expiration_days:  # 0 or None: keep
+            azure.storage.ManagementPolicy(
+                f"{name}-lifecycle", resource_group_name=self.resource_group, account_name=account.name,
+                management_policy_name="default", policy={"rules": [{
+                    "name": "expire-old-versions", "enabled": True, "type": "Lifecycle",
+                    "definition": {"filters": {"blob_types": ["blockBlob"]}, "actions": {"version": {"delete": {
+                        "days_after_creation_greater_than": s.noncurrent_version_expiration_days}}}},
+                }]}, opts=child)
+        container = azure.storage.BlobContainer(
+            f"{name}-container", resource_group_name=self.resource_group, account_name=account.name,
+            container_name=request.bucket, public_access="None", opts=self._merge(opts, protect=self.protect))
+        azure.authorization.RoleAssignment(
+            f"{name}-server-access", scope=container.id, role_definition_id=self._role(STORAGE_BLOB_DATA_CONTRIBUTOR),
+            principal_id=self.server_identity.principal_id, principal_type="ServicePrincipal",
+            description="The MLflow server: its artifact container only", opts=child)
+        return ObjectStoreEndpoint(
+            bucket=container.name,
+            artifact_root=pulumi.Output.all(container.name, account.name).apply(
+                lambda parts: render.blob_artifacts_destination(parts[0], parts[1], request.prefix)),
+            env={render.AZURE_CLIENT_ID_ENV: self.server_identity.client_id},
+            account_name=account.name,
+        )
+
+    def _pushed(self, name: str, repository: str, tag: str, build_args: dict, source,
+                opts: pulumi.ResourceOptions) -> Image:
+        """An image built (or copied) and pushed to the stack's registry; apps run it by digest."""
+        image = docker.Image(
+            name,
+            image_name=self.container_registry.login_server.apply(lambda server: f"{server}/{repository}:{tag}"),
+            build=docker.DockerBuildArgs(context=source.context, dockerfile=source.dockerfile, args=build_args,
+                                         platform="linux/amd64"),
+            registry=docker.RegistryArgs(server=self.container_registry.login_server,
+                                         username=ACR_TOKEN_USERNAME, password=self.push_password),
+            opts=self._merge(opts))
+        return Image(reference=image.repo_digest, repository=self.container_registry.id)
+
+    def server_image(self, name: str, mlflow_version: str, opts: pulumi.ResourceOptions) -> Image:
+        return self._pushed(name, "mlflow-server", mlflow_version, {"MLFLOW_VERSION": mlflow_version},
+                            server_image_build(), opts)
+
+    def public_image(self, name: str, reference: str, opts: pulumi.ResourceOptions) -> Image:
+        """A copy in the stack's registry: the apps never pull from Docker Hub."""
+        repository, tag = reference.rsplit("/", 1)[-1].split(":", 1)
+        return self._pushed(name, _slug(repository), tag, {"IMAGE": reference}, mirror_image_build(), opts)
+
+    def public_entry(self) -> PublicEntry:
+        s = self.settings
+        hostnames = (pulumi.Output.from_input([s.domain]) if s.domain
+                     else self.managed_environment.default_domain.apply(lambda domain: [f"{PROXY_SERVICE}.{domain}"]))
+        return PublicEntry(hostnames=hostnames, scheme="https", port=443)
+
+    def guard_schema_upgrade(self, name: str, database_instance: Optional[pulumi.Output[str]],
+                             mlflow_version: str, opts: pulumi.ResourceOptions) -> SchemaGuard:
+        # The flexible server's continuous backups: a point-in-time restore to before the upgrade (README).
+        return SchemaGuard()
+
+    def record_deployed_version(self, name: str, mlflow_version: str, rollout: ServiceEndpoint,
+                                opts: pulumi.ResourceOptions) -> None:
+        return None
+
+    def run_service(self, name: str, request: ServiceRequest, opts: pulumi.ResourceOptions) -> ServiceEndpoint:
+        s = self.settings
+        service_name, spec = request.service_name, request.spec
+        identity = self.proxy_identity if request.public else self.server_identity
+        # Every secret value (env and runtime files) goes into the app's secret store.
+        secret_values: dict[str, pulumi.Output[str]] = dict(request.secret_env)
+        for step in request.init:
+            if step.secret_refs:
+                raise ValueError(f"{step.service_name}: the azure platform holds no secrets of its own to refer to")
+            secret_values.update(step.secret_env)
+        for path, content in request.runtime_files.items():
+            secret_values[file_env_name(path)] = pulumi.Output.secret(content)
+        secret_names = {variable: _slug(variable) for variable in secret_values}
+        secrets = [{"name": secret_names[variable], "value": pulumi.Output.secret(value)}
+                   for variable, value in secret_values.items()]
+        # A digest of the secrets' values in the template: a changed secret makes a new revision
+        # (a secret store change alone does not restart anything).
+        digest = pulumi.Output.unsecret(pulumi.Output.all(**secret_values).apply(
+            lambda values: hashlib.sha256(json.dumps({k: secret_digest(v) for k, v in sorted(values.items())})
+                                          .encode()).hexdigest()))
+        cpu = s.proxy_cpu if request.public else self.server.cpu
+        steps = [pulumi.Output.all(step.spec, list(step.secret_env)) for step in request.init]
+        runtime_paths = list(request.runtime_files)
+        template = pulumi.Output.all(spec, pulumi.Output.all(*steps), digest, self.container_registry.login_server).apply(
+            lambda parts: _template(service_name, parts[0], parts[1], runtime_paths, secret_names, parts[2], cpu,
+                                    self._scale(request), self._grace_seconds()))
+        app = azure.app.ContainerApp(
+            name, resource_group_name=self.resource_group, container_app_name=service_name,
+            managed_environment_id=self.managed_environment.id, workload_profile_name="Consumption",
+            identity={"type": "UserAssigned", "user_assigned_identities": [identity.id]},
+            configuration={
+                "active_revisions_mode": "Single",
+                "secrets": secrets,
+                "registries": [{"server": self.container_registry.login_server, "identity": identity.id}],
+                "ingress": self._ingress(request, spec),
+            },
+            template=template,
+            opts=self._merge(opts))
+        port = spec.apply(lambda c: c.ports[0])
+        return ServiceEndpoint(internal_url=port.apply(lambda p: f"http://{service_name}:{p}"), rollout=app)
+
+    def _ingress(self, request: ServiceRequest, spec: pulumi.Output) -> dict:
+        port = spec.apply(lambda c: c.ports[0])
+        if not request.public:
+            # TCP inside the environment only: Nginx reaches mlflow-server:5000 with its own Host
+            # header, and no HTTP timeout sits between them.
+            return {"external": False, "transport": "tcp", "target_port": port, "exposed_port": port}
+        s = self.settings
+        ingress: dict = {
+            "external": True,  # outside the apps, to the environment's network edge (internal: the VNet only)
+            "transport": "http", "target_port": port, "allow_insecure": False,
+            "ip_security_restrictions": [{"name": f"allowed-{index}", "ip_address_range": cidr, "action": "Allow"}
+                                         for index, cidr in enumerate(s.allowed_cidrs)],
+        }
+        if s.domain:
+            ingress["custom_domains"] = [{"name": s.domain, "certificate_id": self.certificate_id,
+                                          "binding_type": "SniEnabled"}]
+        return ingress
+
+    def _scale(self, request: ServiceRequest) -> dict:
+        if request.public:
+            return {"min_replicas": self.settings.proxy_replicas, "max_replicas": max(self.settings.proxy_replicas, 10),
+                    "rules": [{"name": "http", "http": {"metadata": {"concurrentRequests": "100"}}}]}
+        return {"min_replicas": self.server.replicas, "max_replicas": self.server.max_replicas,
+                "rules": [{"name": "cpu", "custom": {"type": "cpu", "metadata": {
+                    "type": "Utilization", "value": str(self.server.cpu_target_percent)}}}]}
+
+    def _grace_seconds(self) -> int:
+        """A replica told to stop keeps its transfers this long (Container Apps allows 600 s)."""
+        return min(self.proxy.timeout_seconds, MAX_TERMINATION_GRACE_SECONDS)
+
+
+def _template(service_name: str, spec, steps, runtime_paths: list, secret_names: dict, digest: str, cpu: float,
+              scale: dict, grace_seconds: int) -> dict:
+    """The app's template as plain data: init containers in order, then the main container."""
+    def env(plain: dict, secret: list) -> list[dict]:
+        return ([{"name": k, "value": v} for k, v in plain.items()]
+                + [{"name": k, "secret_ref": secret_names[k]} for k in secret])
+
+    resources = {"cpu": cpu, "memory": f"{cpu * 2:g}Gi"}
+    init_containers = [{"name": step_spec.name, "image": step_spec.image, "command": list(step_spec.command),
+                        "env": env(dict(step_spec.env), env_names), "resources": resources}
+                       for step_spec, env_names in steps]
+    files = [*spec.files, *runtime_paths]
+    plain = {**spec.env, **{file_env_name(path): content for path, content in spec.files.items()}, DIGEST_ENV: digest}
+    secret = [*spec.secret_env_names, *[file_env_name(path) for path in runtime_paths]]
+    main: dict = {"name": service_name, "image": spec.image, "command": with_files(spec.command, files),
+                  "env": env(plain, secret), "resources": resources}
+    if spec.health_check is not None:
+        check = spec.health_check
+        probe = {"http_get": {"path": check.http_path, "port": check.port}, "period_seconds": check.interval_seconds,
+                 "timeout_seconds": check.timeout_seconds}
+        main["probes"] = [{**probe, "type": "Liveness", "failure_threshold": check.retries},
+                          {**probe, "type": "Readiness", "failure_threshold": 3},
+                          {**probe, "type": "Startup", "failure_threshold": max(check.start_period_seconds //
+                                                                                check.interval_seconds, 3)}]
+    return {"init_containers": init_containers, "containers": [main], "scale": scale,
+            "termination_grace_period_seconds": grace_seconds}
