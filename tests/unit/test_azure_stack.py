@@ -321,3 +321,11 @@ def test_azure_config_errors_name_the_key(settings, key, fragment):
 def test_the_sku_limit_bounds_the_connection_budget():
     with pytest.raises(ConfigError, match=r"= 144 connections exceeds database.maxConnections - 25 reserved = 25"):
         parse_stack_config({"platform": "azure", "azure": {"dbSku": "Standard_B1ms"}}, "Pulumi.azure.yaml")
+
+
+def test_each_app_waits_for_its_identitys_pull_grant(run):
+    grants = {r.name: r.urn for r in run.of_type("azure-native:authorization:RoleAssignment")}
+    assert grants["mlflow-platform-server-acr-pull"] in run.one("azure-native:app:ContainerApp", "mlflow-server").dependencies
+    assert grants["mlflow-platform-proxy-acr-pull"] in run.one("azure-native:app:ContainerApp", "mlflow-proxy").dependencies
+    storage = grants["mlflow-artifacts-server-access"]
+    assert storage in run.one("azure-native:app:ContainerApp", "mlflow-server").dependencies

@@ -179,11 +179,12 @@ class AzurePlatform(pulumi.ComponentResource):
             **self._shared("registry", protect=self.protect), resource_group_name=self.resource_group,
             registry_name=self.suffix.result.apply(lambda suffix: f"{_alphanumeric(self.prefix)[:40]}{suffix}"),
             sku={"name": self.settings.registry_sku}, admin_user_enabled=False, anonymous_pull_enabled=False)
-        for who, identity in (("server", self.server_identity), ("proxy", self.proxy_identity)):
-            azure.authorization.RoleAssignment(
+        self.pull_grants = {
+            who: azure.authorization.RoleAssignment(
                 **self._shared(f"{who}-acr-pull"), scope=self.container_registry.id,
                 role_definition_id=self._role(ACR_PULL), principal_id=identity.principal_id,
                 principal_type="ServicePrincipal")
+            for who, identity in (("server", self.server_identity), ("proxy", self.proxy_identity))}
         # The images are pushed from the machine running `pulumi up`, as the deployer: the registry's
         # admin user stays off. `az acr login --expose-token` trades the deployer's Azure CLI login for
         # a registry token (about three hours): asked for again whenever an image is to be pushed
@@ -356,6 +357,7 @@ class AzurePlatform(pulumi.ComponentResource):
         s = self.settings
         service_name, spec = request.service_name, request.spec
         identity = self.proxy_identity if request.public else self.server_identity
+        pull_grant = self.pull_grants["proxy" if request.public else "server"]
         # Every secret value (env and runtime files) goes into the app's secret store.
         secret_values: dict[str, pulumi.Output[str]] = dict(request.secret_env)
         for step in request.init:
@@ -389,7 +391,7 @@ class AzurePlatform(pulumi.ComponentResource):
                 "ingress": self._ingress(request, spec),
             },
             template=template,
-            opts=self._merge(opts))
+            opts=self._merge(opts, depends_on=[pull_grant]))  # the identity may pull before the first revision
         port = spec.apply(lambda c: c.ports[0])
         return ServiceEndpoint(internal_url=port.apply(lambda p: f"http://{service_name}:{p}"), rollout=app)
 
