@@ -20,8 +20,9 @@ MODULE_PATH = "components/mlflow_tracking_server_args.py"
 
 # One schema type per section and per choice; the names are the package's public API.
 SECTION_TYPES = {"server": "Server", "proxy": "Proxy", "database": "Database", "artifacts": "Artifacts",
-                 "local": "Local", "aws": "Aws", "azure": "Azure"}
+                 "auth": "Auth", "auth.oidc": "Oidc", "local": "Local", "aws": "Aws", "azure": "Azure"}
 ENUM_TYPES = {"platform": "PlatformName", "proxy.tls": "TlsMode", "proxy.passwordHash": "PasswordHashScheme",
+              "auth.mode": "AuthMode", "auth.defaultPermission": "Permission",
               "aws.natGateways": "NatGateways", "azure.registrySku": "RegistrySku",
               "azure.dbHighAvailability": "DatabaseHighAvailability", "azure.storageSku": "StorageRedundancy"}
 
@@ -63,6 +64,7 @@ def args_module_source() -> str:
 
 
 def _typed_dict(type_name: str, model: type[BaseModel], prefix: str, enums: list[str]) -> str:
+    """A section's TypedDict; a section nested in it goes to `enums` (the definitions that come first)."""
     fields = [_field(name, _python_type(field.annotation, prefix + to_camel(name), enums), _description(field))
               for name, field in model.model_fields.items()]
     return f'class {type_name}(TypedDict):\n    """{(model.__doc__ or "").strip()}"""\n\n' + "\n\n".join(fields)
@@ -79,6 +81,8 @@ def _docstring(text: str) -> str:
 
 def _description(field: Any) -> str:
     default = field.get_default(call_default_factory=True)
+    if isinstance(default, BaseModel):
+        return f"{(field.annotation.__doc__ or '').strip().rstrip('.')}. Defaults for every key inside."
     rendered = "unset" if default is None else json.dumps(list(default) if isinstance(default, tuple) else default)
     return f"{(field.description or '').rstrip('.')}. Default: {rendered}."
 
@@ -87,6 +91,10 @@ def _python_type(annotation: Any, key: str, enums: list[str]) -> str:
     if get_origin(annotation) is Union and type(None) in get_args(annotation):
         (inner,) = [arg for arg in get_args(annotation) if arg is not type(None)]
         return _python_type(inner, key, enums)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        type_name = SECTION_TYPES[key]
+        enums.append(_typed_dict(type_name, annotation, f"{key}.", enums))
+        return type_name
     if get_origin(annotation) is Literal:
         type_name = ENUM_TYPES[key]
         members = "\n".join(f'    {_member(value)} = "{value}"' for value in get_args(annotation))

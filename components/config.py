@@ -39,6 +39,7 @@ _VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
 # Connections the database keeps for itself, superuser sessions and one-off jobs (migration, psql).
 RESERVED_DB_CONNECTIONS = 10
 AWS_MAX_CONNECTIONS = 200
+AWS_MAX_CONNECTIONS_WITH_AUTH_APP = 250  # a third pool per server process (auth.mode mlflow, oidc)
 
 
 def _known_later(value: Any, handler: Callable[[Any], Any]) -> Any:
@@ -52,7 +53,7 @@ type's own validation applies to plain values, the key's rules to an Output's va
 # The keys whose value may be known later: ids of existing infrastructure, which only flow into
 # resource properties. Every other key decides which resources exist, so it must be plain data.
 KNOWN_LATER_KEYS = ("aws.vpcId", "aws.publicSubnetIds", "aws.privateSubnetIds", "aws.certificateArn",
-                    "aws.hostedZoneId")
+                    "aws.hostedZoneId", "auth.oidc.clientSecret")
 
 
 def _when_known(value: Any, rule: Callable[[Any], Any], key: str) -> Any:
@@ -150,8 +151,8 @@ class DatabaseConfig(_Section):
 
     name: str = Field("mlflow", description="database name")
     username: str = Field("mlflow", description="owner role the server logs in as")
-    max_connections: int = Field(100, ge=25, le=5000, description="PostgreSQL max_connections (aws: 200; azure: "
-                                 "azure.dbSku's limit)")
+    max_connections: int = Field(100, ge=25, le=5000, description="PostgreSQL max_connections (aws: 200, 250 with "
+                                 "auth.mode mlflow or oidc; azure: azure.dbSku's limit)")
     postgres_version: str = Field("16", description="PostgreSQL major version")
 
     @field_validator("name", "username")
@@ -188,6 +189,91 @@ class ArtifactsConfig(_Section):
         if not _BUCKET.match(value) or _IPV4.match(value):
             raise ValueError("must be an S3 bucket name: 3-63 lower-case letters, digits, '.' or '-', starting and ending with a letter or digit")
         return value
+
+
+MLFLOW_PERMISSIONS = ("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS")
+_LOOPBACK_URL = re.compile(r"^http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]+)?/")
+
+
+class OidcConfig(_Section):
+    """Single sign-on (auth.mode oidc) through the identity provider, with the mlflow-oidc-auth plugin."""
+
+    discovery_url: Optional[str] = Field(None, description="the identity provider's OpenID configuration URL "
+                                         "(https://.../.well-known/openid-configuration)")
+    client_id: Optional[str] = Field(None, description="the client (application) id registered for MLflow at the "
+                                     "provider; bearer tokens must be issued to it")
+    client_secret: Annotated[Optional[str], KnownLater] = Field(
+        None, description="its client secret: a secret config value (pulumi config set --secret --path "
+        "mlflow:auth.oidc.clientSecret ...), never plain text")
+    admin_group: str = Field("mlflow-admins", description="members of this group administer MLflow: users, "
+                             "permissions")
+    user_groups: tuple[str, ...] = Field(("mlflow-users",), description="members of these groups may sign in; "
+                                         "everyone else is refused")
+    groups_claim: str = Field("groups", description="the ID token claim that lists a user's groups")
+    scopes: tuple[str, ...] = Field(("openid", "email", "profile"), description="scopes requested at sign-in "
+                                    "(add `groups` where the provider sends the groups claim only for it, e.g. Okta)")
+
+    @field_validator("discovery_url")
+    @classmethod
+    def _discovery(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return value
+        if not re.match(r"^https?://[^\s/]+(/\S*)?/\.well-known/openid-configuration$", value):
+            raise ValueError("must be the provider's discovery document URL, ending in "
+                             "/.well-known/openid-configuration")
+        if value.startswith("http://") and not _LOOPBACK_URL.match(value):
+            raise ValueError("must use https (plain http only for a provider on this machine's loopback address)")
+        return value
+
+    @field_validator("admin_group", "groups_claim")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value or "," in value or value != value.strip():
+            raise ValueError("must be one non-empty name without commas or surrounding spaces")
+        return value
+
+    @field_validator("user_groups", "scopes")
+    @classmethod
+    def _names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or any(not item or "," in item or item != item.strip() or " " in item for item in value):
+            raise ValueError("must be a non-empty list of names without commas or spaces")
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "openid" not in value:
+            raise ValueError("must include openid")
+        return value
+
+
+class AuthConfig(_Section):
+    """Who may use MLflow: one shared user at Nginx, MLflow's own users and permissions, or single sign-on."""
+
+    mode: Literal["proxy", "mlflow", "oidc"] = Field("proxy", description="proxy: Nginx basic auth with one generated "
+                                                     "user; mlflow: MLflow's auth app (users, per-experiment and "
+                                                     "per-model permissions); oidc: single sign-on (mlflow-oidc-auth)")
+    default_permission: Literal[MLFLOW_PERMISSIONS] = Field(  # type: ignore[valid-type]
+        "READ", description="what a user may do with experiments and models nobody granted them (modes mlflow, oidc)")
+    admin_username: str = Field("admin", description="MLflow's administrator (mode mlflow); its password is generated")
+    oidc: OidcConfig = Field(default_factory=OidcConfig)
+
+    @field_validator("admin_username")
+    @classmethod
+    def _admin(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9._@-]{1,64}$", value):
+            raise ValueError("must be 1-64 letters, digits, '.', '_', '@' or '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> "AuthConfig":
+        if self.mode == "oidc":
+            missing = [key for key, value in (("discoveryUrl", self.oidc.discovery_url),
+                                              ("clientId", self.oidc.client_id),
+                                              ("clientSecret", self.oidc.client_secret)) if value is None]
+            if missing:
+                raise ValueError(f"auth.mode oidc needs auth.oidc.{', auth.oidc.'.join(missing)}")
+        return self
 
 
 class LocalConfig(_Section):
@@ -587,6 +673,7 @@ class StackConfig(_Section):
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     local: LocalConfig = Field(default_factory=LocalConfig)
     aws: AwsConfig = Field(default_factory=AwsConfig)
     azure: AzureConfig = Field(default_factory=AzureConfig)
@@ -622,7 +709,9 @@ class StackConfig(_Section):
         database = values.get("database")
         if database is None or (isinstance(database, dict) and not {"maxConnections", "max_connections"} & set(database)):
             if values["platform"] == "aws":
-                default = AWS_MAX_CONNECTIONS
+                auth = values.get("auth")
+                mode = auth.get("mode", "proxy") if isinstance(auth, dict) else getattr(auth, "mode", "proxy")
+                default = AWS_MAX_CONNECTIONS if mode == "proxy" else AWS_MAX_CONNECTIONS_WITH_AUTH_APP
             else:  # the size's own limit (Azure sets it by size); a size the model refuses says so below
                 azure = values.get("azure") or {}
                 sku = azure.get("dbSku", azure.get("db_sku", "Standard_B2s")) if isinstance(azure, dict) else None
@@ -643,18 +732,25 @@ class StackConfig(_Section):
         if self.server.max_replicas < self.server.replicas:
             raise ValueError("server.maxReplicas must be >= server.replicas")
         replicas = budget_replicas(self)
-        needed = connections_needed(self.server, replicas)
+        engines = database_engines(self.auth)
+        needed = connections_needed(self.server, replicas, engines)
         budget = self.database.max_connections - RESERVED_DB_CONNECTIONS
         if self.platform == "azure":
             budget -= AZURE_DB_RESERVED_CONNECTIONS
         if needed > budget:
             counted = "server.maxReplicas" if self.platform != "local" else "1 replica (local)"
             raise ValueError(
-                f"{counted} x (server.workers + 1) x 2 engines x (server.dbPoolSize + server.dbMaxOverflow)"
+                f"{counted} x (server.workers + 1) x {engines} engines x (server.dbPoolSize + server.dbMaxOverflow)"
                 f" = {needed} connections exceeds database.maxConnections - {self.database.max_connections - budget}"
                 f" reserved = {budget};"
                 " lower workers, pool sizes or replicas, or raise database.maxConnections"
             )
+        if self.auth.mode != "proxy" and len(auth_database_name(self.database.name)) > 63:
+            raise ValueError(f"database.name must be at most {63 - len(AUTH_DATABASE_SUFFIX)} characters with auth.mode "
+                             f"{self.auth.mode}: the auth app's database is named <database.name>{AUTH_DATABASE_SUFFIX}")
+        if self.auth.mode == "oidc" and self.server.static_prefix:
+            raise ValueError("auth.mode oidc cannot be combined with server.staticPrefix: mlflow-oidc-auth serves "
+                             "its sign-in routes (/login, /callback) at the root only")
         if self.platform == "local" and not self.local.postgres_image.split(":")[-1].startswith(
             f"{self.database.postgres_version}."
         ):
@@ -713,9 +809,22 @@ def budget_replicas(config: "StackConfig") -> int:
     return 1 if config.platform == "local" else config.server.max_replicas
 
 
-def connections_needed(server: ServerConfig, replicas: int) -> int:
-    """Worst-case PostgreSQL connections: each worker (and the parent) holds tracking + registry engines."""
-    return replicas * (server.workers + 1) * 2 * (server.db_pool_size + server.db_max_overflow)
+AUTH_DATABASE_SUFFIX = "_auth"
+
+
+def auth_database_name(database: str) -> str:
+    """The auth app's users and permissions live beside the tracking database, in one of their own."""
+    return database + AUTH_DATABASE_SUFFIX
+
+
+def database_engines(auth: AuthConfig) -> int:
+    """SQLAlchemy engines per server process: tracking and registry, plus the auth app's own."""
+    return 2 if auth.mode == "proxy" else 3
+
+
+def connections_needed(server: ServerConfig, replicas: int, engines: int = 2) -> int:
+    """Worst-case PostgreSQL connections: each worker (and the parent) holds `engines` pools."""
+    return replicas * (server.workers + 1) * engines * (server.db_pool_size + server.db_max_overflow)
 
 
 class ConfigError(ValueError):

@@ -1,6 +1,6 @@
 """MetadataStore: the PostgreSQL database that holds MLflow's experiments, runs and registry."""
 
-from typing import Optional, TypedDict
+from typing import NotRequired, Optional, TypedDict
 
 import pulumi
 import pulumi_random as random
@@ -15,6 +15,9 @@ class MetadataStoreArgs(TypedDict):
     """Where the database runs (local Docker, AWS RDS, Azure flexible server)."""
     database: DatabaseConfig
     """Database name, owner role, max_connections, PostgreSQL version."""
+    auth_database: NotRequired[Optional[str]]
+    """A second database on the same server, owned by the same role, for the auth app's users and
+    permissions (auth.mode mlflow, oidc); None for none."""
 
 
 class MetadataStore(pulumi.ComponentResource):
@@ -30,6 +33,9 @@ class MetadataStore(pulumi.ComponentResource):
     username: pulumi.Output[str]
     password: pulumi.Output[str]
     connection_uri: pulumi.Output[str]
+    auth_database: Optional[pulumi.Output[str]]
+    auth_connection_uri: Optional[pulumi.Output[str]]
+    """The auth database's name and URI (secret), where one was asked for."""
     endpoint: Optional[pulumi.Output[str]]
     """`host:port` as operators look it up (an RDS endpoint); None where the database is private to
     the platform's containers."""
@@ -47,6 +53,7 @@ class MetadataStore(pulumi.ComponentResource):
         super().__init__("mlflow:index:MetadataStore", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         config = args["database"]
+        auth_database = args.get("auth_database")
 
         platform = args["platform"]
         generated = random.RandomPassword(
@@ -57,7 +64,8 @@ class MetadataStore(pulumi.ComponentResource):
         endpoint = platform.postgres_database(
             name,
             DatabaseRequest(database=config.name, username=config.username,
-                            max_connections=config.max_connections, postgres_version=config.postgres_version),
+                            max_connections=config.max_connections, postgres_version=config.postgres_version,
+                            extra_databases=(auth_database,) if auth_database else ()),
             self.password,
             child,
         )
@@ -71,14 +79,18 @@ class MetadataStore(pulumi.ComponentResource):
         self.instance_id = endpoint.instance_id
         self.database = pulumi.Output.from_input(config.name)
         self.username = pulumi.Output.from_input(config.username)
-        self.connection_uri = pulumi.Output.secret(pulumi.Output.all(self.host, self.port, self.password).apply(
-            lambda parts: render.backend_store_uri(config.username, parts[2], parts[0], int(parts[1]), config.name)
-        ))
+        self.connection_uri = self._uri(config.username, config.name)
+        self.auth_database = pulumi.Output.from_input(auth_database) if auth_database else None
+        self.auth_connection_uri = self._uri(config.username, auth_database) if auth_database else None
         outputs = {
             "host": self.host, "port": self.port, "database": self.database, "username": self.username,
             "password": self.password, "connection_uri": self.connection_uri,
         }
-        for key in ("endpoint", "admin_credentials", "admin_username", "admin_password", "instance_id"):
+        for key in ("auth_database", "auth_connection_uri", "endpoint", "admin_credentials", "admin_username", "admin_password", "instance_id"):
             if getattr(self, key) is not None:
                 outputs[key] = getattr(self, key)
         self.register_outputs(outputs)
+
+    def _uri(self, username: str, database: str) -> pulumi.Output[str]:
+        return pulumi.Output.secret(pulumi.Output.all(self.host, self.port, self.password).apply(
+            lambda parts: render.backend_store_uri(username, parts[2], parts[0], int(parts[1]), database)))

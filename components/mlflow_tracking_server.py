@@ -17,7 +17,7 @@ from pydantic.alias_generators import to_camel
 
 from components import render
 from components.artifact_store import ArtifactStore
-from components.config import KNOWN_LATER_KEYS, ConfigError, StackConfig, validate_settings
+from components.config import KNOWN_LATER_KEYS, ConfigError, StackConfig, auth_database_name, validate_settings
 from components.metadata_store import MetadataStore
 from components.mlflow_tracking_server_args import MlflowTrackingServerArgs
 from components.platforms.base import Platform, moved_from_top
@@ -35,10 +35,14 @@ class MlflowTrackingServer(pulumi.ComponentResource):
 
     tracking_uri: pulumi.Output[str]
     """The URL clients set as MLFLOW_TRACKING_URI."""
-    username: pulumi.Output[str]
-    """The user name clients set as MLFLOW_TRACKING_USERNAME."""
-    password: pulumi.Output[str]
-    """The generated password clients set as MLFLOW_TRACKING_PASSWORD (secret)."""
+    username: Optional[pulumi.Output[str]]
+    """The user name clients set as MLFLOW_TRACKING_USERNAME (auth.mode proxy: Nginx's user; mlflow: the admin)."""
+    password: Optional[pulumi.Output[str]]
+    """The generated password clients set as MLFLOW_TRACKING_PASSWORD (secret; auth.mode proxy, mlflow)."""
+    admin_username: Optional[pulumi.Output[str]]
+    """MLflow's administrator, who adds users and grants permissions (auth.mode mlflow)."""
+    admin_password: Optional[pulumi.Output[str]]
+    """The administrator's generated password (secret; auth.mode mlflow)."""
     bucket: pulumi.Output[str]
     """The artifact bucket."""
     client_env: pulumi.Output[str]
@@ -87,27 +91,31 @@ class MlflowTrackingServer(pulumi.ComponentResource):
 
         platform = _platform(f"{name}-platform", config, name, pulumi.ResourceOptions(parent=self),
                              moved_from_top_level)
-        metadata = MetadataStore(f"{name}-metadata", {"platform": platform, "database": config.database},
-                                 part("metadata"))
+        auth_database = auth_database_name(config.database.name) if config.auth.mode != "proxy" else None
+        metadata = MetadataStore(f"{name}-metadata", {"platform": platform, "database": config.database,
+                                                      "auth_database": auth_database}, part("metadata"))
         artifacts = ArtifactStore(f"{name}-artifacts", {"platform": platform, "artifacts": config.artifacts},
                                   part("artifacts"))
         server = TrackingServer(f"{name}-server", {
             "platform": platform, "metadata_store": metadata, "artifact_store": artifacts,
             "server": config.server, "proxy": config.proxy, "mlflow_version": config.mlflow_version,
+            "auth": config.auth,
         }, part("server"))
         proxy = ReverseProxy(f"{name}-proxy", {
             "platform": platform, "tracking_server": server, "proxy": config.proxy, "server": config.server,
-            "image": config.proxy.image,
+            "image": config.proxy.image, "auth": config.auth,
         }, part("proxy"))
 
         self.tracking_uri = proxy.url
-        self.username = proxy.username
-        self.password = proxy.password
+        self.admin_username = server.admin_username
+        self.admin_password = server.admin_password
+        self.username = proxy.username if config.auth.mode == "proxy" else server.admin_username
+        self.password = proxy.password if config.auth.mode == "proxy" else server.admin_password
         self.bucket = artifacts.bucket
         self.database_uri = metadata.connection_uri
         self.tls_certificate = proxy.certificate_pem
         certificate_file = CERTIFICATE_FILE if proxy.certificate_pem is not None else None
-        self.client_env = pulumi.Output.secret(pulumi.Output.all(proxy.url, proxy.username, proxy.password).apply(
+        self.client_env = pulumi.Output.secret(pulumi.Output.all(proxy.url, self.username, self.password).apply(
             lambda parts: render.client_env_lines(parts[0], parts[1], parts[2], certificate_file)))
         self.minio_console_url = artifacts.console_url
         self.db_endpoint = metadata.endpoint
@@ -124,7 +132,7 @@ class MlflowTrackingServer(pulumi.ComponentResource):
 
     def outputs(self) -> dict[str, pulumi.Output]:
         """Every output that is set, by name (the stack outputs of this repository's program)."""
-        names = ("tracking_uri", "username", "password", "bucket", "client_env", "database_uri", "tls_certificate",
+        names = ("tracking_uri", "username", "password", "admin_username", "admin_password", "bucket", "client_env", "database_uri", "tls_certificate",
                  "minio_console_url", "db_endpoint", "database_host", "storage_account", "resource_group",
                  "load_balancer_dns_name", "log_group", "cluster", "alarm_topic", "run_task_network", "warning")
         return {key: getattr(self, key) for key in names if getattr(self, key) is not None}

@@ -36,6 +36,49 @@ class PasswordHashScheme(str, Enum):
     BCRYPT = "bcrypt"
 
 
+class AuthMode(str, Enum):
+    """Allowed values of `auth.mode`."""
+
+    PROXY = "proxy"
+    MLFLOW = "mlflow"
+    OIDC = "oidc"
+
+
+class Permission(str, Enum):
+    """Allowed values of `auth.defaultPermission`."""
+
+    READ = "READ"
+    USE = "USE"
+    EDIT = "EDIT"
+    MANAGE = "MANAGE"
+    NO_PERMISSIONS = "NO_PERMISSIONS"
+
+
+class Oidc(TypedDict):
+    """Single sign-on (auth.mode oidc) through the identity provider, with the mlflow-oidc-auth plugin."""
+
+    discovery_url: NotRequired[str]
+    """the identity provider's OpenID configuration URL (https://.../.well-known/openid-configuration). Default: unset."""
+
+    client_id: NotRequired[str]
+    """the client (application) id registered for MLflow at the provider; bearer tokens must be issued to it. Default: unset."""
+
+    client_secret: NotRequired[pulumi.Input[str]]
+    """its client secret: a secret config value (pulumi config set --secret --path mlflow:auth.oidc.clientSecret ...), never plain text. Default: unset."""
+
+    admin_group: NotRequired[str]
+    """members of this group administer MLflow: users, permissions. Default: "mlflow-admins"."""
+
+    user_groups: NotRequired[list[str]]
+    """members of these groups may sign in; everyone else is refused. Default: ["mlflow-users"]."""
+
+    groups_claim: NotRequired[str]
+    """the ID token claim that lists a user's groups. Default: "groups"."""
+
+    scopes: NotRequired[list[str]]
+    """scopes requested at sign-in (add `groups` where the provider sends the groups claim only for it, e.g. Okta). Default: ["openid", "email", "profile"]."""
+
+
 class NatGateways(str, Enum):
     """Allowed values of `aws.natGateways`."""
 
@@ -151,7 +194,7 @@ class Database(TypedDict):
     """owner role the server logs in as. Default: "mlflow"."""
 
     max_connections: NotRequired[int]
-    """PostgreSQL max_connections (aws: 200; azure: azure.dbSku's limit). Default: 100."""
+    """PostgreSQL max_connections (aws: 200, 250 with auth.mode mlflow or oidc; azure: azure.dbSku's limit). Default: 100."""
 
     postgres_version: NotRequired[str]
     """PostgreSQL major version. Default: "16"."""
@@ -165,6 +208,22 @@ class Artifacts(TypedDict):
 
     prefix: NotRequired[str]
     """key prefix for artifacts inside the bucket (empty: bucket root). Default: ""."""
+
+
+class Auth(TypedDict):
+    """Who may use MLflow: one shared user at Nginx, MLflow's own users and permissions, or single sign-on."""
+
+    mode: NotRequired[AuthMode]
+    """proxy: Nginx basic auth with one generated user; mlflow: MLflow's auth app (users, per-experiment and per-model permissions); oidc: single sign-on (mlflow-oidc-auth). Default: "proxy"."""
+
+    default_permission: NotRequired[Permission]
+    """what a user may do with experiments and models nobody granted them (modes mlflow, oidc). Default: "READ"."""
+
+    admin_username: NotRequired[str]
+    """MLflow's administrator (mode mlflow); its password is generated. Default: "admin"."""
+
+    oidc: NotRequired[Oidc]
+    """Single sign-on (auth.mode oidc) through the identity provider, with the mlflow-oidc-auth plugin. Defaults for every key inside."""
 
 
 class Local(TypedDict):
@@ -385,6 +444,9 @@ class MlflowTrackingServerArgs(TypedDict):
 
     artifacts: NotRequired[Artifacts]
     """The artifact store. Defaults for every key inside."""
+
+    auth: NotRequired[Auth]
+    """Who may use MLflow: one shared user at Nginx, MLflow's own users and permissions, or single sign-on. Defaults for every key inside."""
 
     local: NotRequired[Local]
     """Docker-on-one-machine settings (the `local` stack). Defaults for every key inside."""

@@ -18,7 +18,7 @@ from urllib.parse import quote
 from components.spec import ContainerSpec, HealthCheck
 
 if TYPE_CHECKING:
-    from components.config import ProxyConfig, ServerConfig
+    from components.config import AuthConfig, ProxyConfig, ServerConfig
 
 MLFLOW_PORT = 5000
 PROXY_HTTP_PORT = 8080
@@ -29,6 +29,43 @@ BACKEND_URI_ENV = "MLFLOW_BACKEND_STORE_URI"
 # decrypt them: the stack always sets a generated one, kept as long as the stack.
 SECRETS_KEK_ENV = "MLFLOW_CRYPTO_KEK_PASSPHRASE"
 S3_CREDENTIAL_ENVS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+# auth.mode mlflow and oidc: an auth app in front of MLflow's own routes (`--app-name`) checks
+# every request; its users and permissions live in a database of their own beside the tracking one
+# (in the tracking database, the two alembic_version tables would collide).
+AUTH_APPS = {"mlflow": "basic-auth", "oidc": "oidc-auth"}
+AUTH_DATABASE_URI_ENV = "MLFLOW_AUTH_DATABASE_URI"
+"""The auth database's URI (secret): read by its upgrade step, and by the oidc plugin as OIDC_USERS_DB_URI."""
+# MLflow's auth app (mlflow) reads its database URI from an ini file only, so the file is secret;
+# the admin comes from the environment (MLflow 3.17 refuses to start without an admin password).
+AUTH_CONFIG_ENV = "MLFLOW_AUTH_CONFIG_PATH"
+AUTH_CONFIG_PATH = "/tmp/mlflow-auth.ini"
+AUTH_ADMIN_USERNAME_ENV = "MLFLOW_AUTH_ADMIN_USERNAME"
+AUTH_ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
+# The key that signs sessions (and, for mlflow, CSRF tokens): the same in every worker and replica,
+# or a request served by another worker than the sign-in fails. MLflow refuses several workers without it.
+SESSION_KEY_ENVS = {"mlflow": "MLFLOW_FLASK_SERVER_SECRET_KEY", "oidc": "SECRET_KEY"}
+OIDC_CLIENT_SECRET_ENV = "OIDC_CLIENT_SECRET"
+OIDC_USERS_DB_URI_ENV = "OIDC_USERS_DB_URI"
+# Each app migrates its own schema when a process starts; replicas (and the parent process and its
+# workers) starting together on an empty database race. As for MLflow's schema, one step upgrades
+# it first, under an advisory lock; the processes then find it at head.
+AUTH_MIGRATIONS = {"mlflow": "mlflow.server.auth.db.utils", "oidc": "mlflow_oidc_auth.db.utils"}
+AUTH_UPGRADE_LOCK_KEY = 0x6D6C666C6F61  # "mlfloa"
+AUTH_UPGRADE_SCRIPT = f"""\
+import importlib
+import os
+import sys
+import sqlalchemy
+migrations = importlib.import_module(sys.argv[1])
+engine = sqlalchemy.create_engine(os.environ['{AUTH_DATABASE_URI_ENV}'], poolclass=sqlalchemy.pool.NullPool)
+with engine.connect() as lock:
+    lock.execute(sqlalchemy.text('SELECT pg_advisory_lock({AUTH_UPGRADE_LOCK_KEY})'))
+    lock.commit()
+    migrations.migrate_if_needed(engine, 'head')
+print('auth database at head')
+"""
+
 
 # `mlflow db upgrade URL` takes the URI as an argument, which would put the password on a command
 # line (visible in `ps` and `docker inspect`). Invoke the same click command from Python instead,
@@ -55,10 +92,12 @@ with engine.connect() as lock:
 # not a superuser (RDS), MLflow's role is set up by this step, run first in the server's tasks with
 # the admin's credentials (which the server itself never gets). Idempotent, like the `local`
 # platform's provisioning container: creates the role once, sets its password on every run, hands
-# it the database. The password is sent as a SCRAM verifier computed here, so even a statement log
+# it the database, and creates the role's other databases (DB_EXTRA_NAMES_ENV: the auth app's)
+# where missing. The password is sent as a SCRAM verifier computed here, so even a statement log
 # never holds it. Tasks starting together take turns under an advisory lock.
 ROLE_SETUP_LOCK_KEY = 0x6D6C666C6F72  # "mlflor"
 DB_SETUP_ENV = ("MLFLOW_DB_HOST", "MLFLOW_DB_PORT", "MLFLOW_DB_NAME", "MLFLOW_DB_USER", "MLFLOW_DB_SSLMODE")
+DB_EXTRA_NAMES_ENV = "MLFLOW_DB_EXTRA_NAMES"
 DB_PASSWORD_ENV = "MLFLOW_DB_PASSWORD"
 DB_ADMIN_USER_ENV = "MLFLOW_DB_ADMIN_USER"
 DB_ADMIN_PASSWORD_ENV = "MLFLOW_DB_ADMIN_PASSWORD"
@@ -68,6 +107,7 @@ import psycopg
 from psycopg import sql
 env = os.environ
 role, database = env['MLFLOW_DB_USER'], env['MLFLOW_DB_NAME']
+databases = [database, *(name for name in env.get('{DB_EXTRA_NAMES_ENV}', '').split(',') if name)]
 with psycopg.connect(host=env['MLFLOW_DB_HOST'], port=env['MLFLOW_DB_PORT'], dbname='postgres',
                      user=env['{DB_ADMIN_USER_ENV}'], password=env['{DB_ADMIN_PASSWORD_ENV}'],
                      sslmode=env['MLFLOW_DB_SSLMODE'], autocommit=True) as admin:
@@ -81,9 +121,12 @@ with psycopg.connect(host=env['MLFLOW_DB_HOST'], port=env['MLFLOW_DB_PORT'], dbn
         sql.Identifier(role), sql.Literal(verifier.decode())))
     # Only a member of the new owner may hand a database over; the admin is never a superuser here.
     run(sql.SQL('GRANT {{}} TO CURRENT_USER').format(sql.Identifier(role)))
-    run(sql.SQL('ALTER DATABASE {{}} OWNER TO {{}}').format(sql.Identifier(database), sql.Identifier(role)))
-    run(sql.SQL('REVOKE ALL ON DATABASE {{}} FROM PUBLIC').format(sql.Identifier(database)))
-print(f'role {{role}} set up, owner of database {{database}}')
+    for name in databases:
+        if run('SELECT 1 FROM pg_database WHERE datname = %s', (name,)).fetchone() is None:
+            run(sql.SQL('CREATE DATABASE {{}} OWNER {{}}').format(sql.Identifier(name), sql.Identifier(role)))
+        run(sql.SQL('ALTER DATABASE {{}} OWNER TO {{}}').format(sql.Identifier(name), sql.Identifier(role)))
+        run(sql.SQL('REVOKE ALL ON DATABASE {{}} FROM PUBLIC').format(sql.Identifier(name)))
+print(f'role {{role}} set up, owner of {{", ".join(databases)}}')
 """
 
 
@@ -153,6 +196,12 @@ class TrackingServerSettings:
     bind_host: str = "0.0.0.0"
     timeout_seconds: int = 900
     """uvicorn keep-alive budget for slow uploads behind the proxy."""
+    auth_mode: str = "proxy"
+    """proxy: MLflow checks nobody (Nginx checks one user); mlflow, oidc: an auth app (AUTH_APPS) does."""
+    auth_admin_username: str = "admin"
+    """The admin MLflow's auth app creates on its first start (mlflow)."""
+    auth_env: Mapping[str, str] = field(default_factory=dict)
+    """The oidc plugin's settings (oidc_env), besides its secrets."""
 
 
 def tracking_server_env(settings: TrackingServerSettings) -> dict[str, str]:
@@ -171,8 +220,54 @@ def tracking_server_env(settings: TrackingServerSettings) -> dict[str, str]:
     if settings.s3_endpoint_url:
         env["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
         env["AWS_DEFAULT_REGION"] = "us-east-1"
+    if settings.auth_mode == "mlflow":
+        env[AUTH_CONFIG_ENV] = AUTH_CONFIG_PATH
+        env[AUTH_ADMIN_USERNAME_ENV] = settings.auth_admin_username
+    env.update(settings.auth_env)
     env.update(settings.extra_env)
     return env
+
+
+def auth_secret_env_names(mode: str) -> tuple[str, ...]:
+    """The secrets an auth mode adds to the server's env."""
+    if mode == "mlflow":
+        return (AUTH_ADMIN_PASSWORD_ENV, SESSION_KEY_ENVS[mode])
+    if mode == "oidc":
+        return (SESSION_KEY_ENVS[mode], OIDC_CLIENT_SECRET_ENV, OIDC_USERS_DB_URI_ENV)
+    return ()
+
+
+def auth_config_ini(default_permission: str, database_uri: str) -> str:
+    """MLflow's auth app config (mode mlflow): the default permission and its database, with the
+    password (a secret file). The admin comes from MLFLOW_AUTH_ADMIN_USERNAME/PASSWORD."""
+    return ("[mlflow]\n"
+            f"default_permission = {default_permission}\n"
+            f"database_uri = {database_uri.replace('%', '%%')}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            "grant_default_workspace_access = false\n")
+
+
+def oidc_env(auth: "AuthConfig", public_url: str, server: "ServerConfig") -> dict[str, str]:
+    """mlflow-oidc-auth's plain settings (mode oidc). The redirect URL is the public one (what the
+    provider must have registered); bearer tokens must be issued to this client (OIDC_AUDIENCE),
+    or any token the provider signs for any application would do. Cookies are Secure behind HTTPS.
+    Its pool is sized as MLflow's, so the connection budget in config.py holds."""
+    oidc = auth.oidc
+    assert oidc.discovery_url and oidc.client_id, "validated by AuthConfig"
+    return {
+        "OIDC_DISCOVERY_URL": oidc.discovery_url,
+        "OIDC_CLIENT_ID": oidc.client_id,
+        "OIDC_AUDIENCE": oidc.client_id,
+        "OIDC_REDIRECT_URI": f"{public_url.rstrip('/')}/callback",
+        "OIDC_SCOPE": " ".join(oidc.scopes),
+        "OIDC_GROUPS_ATTRIBUTE": oidc.groups_claim,
+        "OIDC_GROUP_NAME": ",".join(oidc.user_groups),
+        "OIDC_ADMIN_GROUP_NAME": oidc.admin_group,
+        "DEFAULT_MLFLOW_PERMISSION": auth.default_permission,
+        "SESSION_COOKIE_SECURE": "true" if public_url.startswith("https://") else "false",
+        "OIDC_DB_POOL_SIZE": str(server.db_pool_size),
+        "OIDC_DB_POOL_MAX_OVERFLOW": str(server.db_max_overflow),
+    }
 
 
 def tracking_server_command(settings: TrackingServerSettings) -> tuple[str, ...]:
@@ -193,6 +288,8 @@ def tracking_server_command(settings: TrackingServerSettings) -> tuple[str, ...]
         command += ["--static-prefix", settings.static_prefix]
     if settings.workspaces:
         command.append("--enable-workspaces")
+    if settings.auth_mode in AUTH_APPS:
+        command += ["--app-name", AUTH_APPS[settings.auth_mode]]
     return tuple(command)
 
 
@@ -211,7 +308,9 @@ def tracking_server_spec(settings: TrackingServerSettings, name: str = "mlflow-s
         image=settings.image,
         command=tracking_server_command(settings),
         env=tracking_server_env(settings),
-        secret_env_names=(BACKEND_URI_ENV, SECRETS_KEK_ENV, *settings.artifact_secret_env_names),
+        secret_env_names=(BACKEND_URI_ENV, SECRETS_KEK_ENV, *settings.artifact_secret_env_names,
+                          *auth_secret_env_names(settings.auth_mode)),
+        runtime_file_paths=(AUTH_CONFIG_PATH,) if settings.auth_mode == "mlflow" else (),
         ports=(settings.port,),
         health_check=HealthCheck(command=("python", "-c", probe), http_path=path, port=settings.port,
                                  start_period_seconds=60),
@@ -232,14 +331,28 @@ def schema_upgrade_spec(settings: TrackingServerSettings, name: str = "mlflow-db
     )
 
 
+def auth_upgrade_spec(settings: TrackingServerSettings, name: str = "mlflow-auth-db-upgrade") -> ContainerSpec:
+    """The one-off step that brings the auth app's own schema to its head (modes mlflow, oidc)."""
+    return ContainerSpec(
+        name=name,
+        image=settings.image,
+        command=("python", "-c", AUTH_UPGRADE_SCRIPT, AUTH_MIGRATIONS[settings.auth_mode]),
+        env={"PYTHONUNBUFFERED": "1"},
+        secret_env_names=(AUTH_DATABASE_URI_ENV,),
+        user="mlflow",
+    )
+
+
 def role_setup_spec(image: str, host: str, port: int, database: str, username: str, sslmode: str = "require",
-                    name: str = "mlflow-db-setup") -> ContainerSpec:
+                    name: str = "mlflow-db-setup", extra_databases: tuple[str, ...] = ()) -> ContainerSpec:
     """The step that sets up MLflow's role with the database admin's credentials (see ROLE_SETUP_SCRIPT)."""
+    extra = {DB_EXTRA_NAMES_ENV: ",".join(extra_databases)} if extra_databases else {}
     return ContainerSpec(
         name=name,
         image=image,
         command=("python", "-c", ROLE_SETUP_SCRIPT),
-        env=dict(zip(DB_SETUP_ENV, (host, str(port), database, username, sslmode), strict=True)) | {"PYTHONUNBUFFERED": "1"},
+        env=dict(zip(DB_SETUP_ENV, (host, str(port), database, username, sslmode), strict=True))
+        | extra | {"PYTHONUNBUFFERED": "1"},
         secret_env_names=(DB_PASSWORD_ENV, DB_ADMIN_USER_ENV, DB_ADMIN_PASSWORD_ENV),
         user="mlflow",
     )
@@ -280,6 +393,9 @@ class ProxySettings:
     timeout_seconds: int = 900
     realm: str = "MLflow"
     paths: NginxPaths = field(default_factory=NginxPaths)
+    basic_auth: bool = True
+    """Check the one htpasswd user here (auth.mode proxy); otherwise MLflow checks each request
+    and Nginx passes the Authorization header on."""
 
 
 def ssha_hash(password: str, salt: bytes) -> str:
@@ -417,9 +533,9 @@ def nginx_conf(settings: ProxySettings) -> str:
         "        proxy_set_header X-Forwarded-Proto $scheme;\n"
         "        proxy_set_header X-Forwarded-Host $host;\n"
         "        proxy_set_header Connection \"\";\n"
-        f"        auth_basic \"{settings.realm}\";\n"
-        f"        auth_basic_user_file {p.htpasswd};\n"
-        f"{''.join(locations)}"
+        + (f"        auth_basic \"{settings.realm}\";\n"
+           f"        auth_basic_user_file {p.htpasswd};\n" if settings.basic_auth else "")
+        + f"{''.join(locations)}"
         "    }\n"
         "}\n"
     )
@@ -436,7 +552,7 @@ def proxy_health_check(settings: ProxySettings) -> HealthCheck:
 def reverse_proxy_spec(settings: ProxySettings, image: str, name: str = "mlflow-proxy") -> ContainerSpec:
     """The nginx container: rendered nginx.conf as a plain file; htpasswd and TLS material are
     runtime files (their content arrives at deploy time, the key and htpasswd as secrets)."""
-    runtime_files = [settings.paths.htpasswd]
+    runtime_files = [settings.paths.htpasswd] if settings.basic_auth else []
     if settings.tls:
         runtime_files += [settings.paths.certificate, settings.paths.private_key]
     return ContainerSpec(
@@ -451,14 +567,14 @@ def reverse_proxy_spec(settings: ProxySettings, image: str, name: str = "mlflow-
     )
 
 
-def client_env_lines(tracking_uri: str, username: str, password: str,
+def client_env_lines(tracking_uri: str, username: Optional[str], password: Optional[str],
                      certificate_path: Optional[str] = None) -> str:
-    """The `export MLFLOW_TRACKING_*` lines a user pastes (contains the password: keep secret)."""
-    lines = [
-        f"export MLFLOW_TRACKING_URI={_shell_quote(tracking_uri)}",
-        f"export MLFLOW_TRACKING_USERNAME={_shell_quote(username)}",
-        f"export MLFLOW_TRACKING_PASSWORD={_shell_quote(password)}",
-    ]
+    """The `export MLFLOW_TRACKING_*` lines a user pastes (contains the password: keep secret).
+    Without a user (single sign-on), each user adds their own name and access token."""
+    lines = [f"export MLFLOW_TRACKING_URI={_shell_quote(tracking_uri)}"]
+    if username is not None and password is not None:
+        lines += [f"export MLFLOW_TRACKING_USERNAME={_shell_quote(username)}",
+                  f"export MLFLOW_TRACKING_PASSWORD={_shell_quote(password)}"]
     if certificate_path:
         lines.append(f"export MLFLOW_TRACKING_SERVER_CERT_PATH={_shell_quote(certificate_path)}")
     return "\n".join(lines) + "\n"
@@ -480,7 +596,8 @@ def tracking_server_settings(server: "ServerConfig", proxy: "ProxyConfig", hostn
                              artifact_secret_env_names: tuple[str, ...] = (),
                              extra_env: Optional[Mapping[str, str]] = None,
                              scheme: Optional[str] = None,
-                             port: Optional[int] = None) -> TrackingServerSettings:
+                             port: Optional[int] = None,
+                             auth: Optional["AuthConfig"] = None) -> TrackingServerSettings:
     """The server settings a stack's config renders to: the one place config becomes flags,
     used by the TrackingServer component and by the rehearsal alike. `scheme` and `port` are what
     users see (default: the proxy's own, as on `local`; a cloud load balancer has its own)."""
@@ -503,11 +620,15 @@ def tracking_server_settings(server: "ServerConfig", proxy: "ProxyConfig", hostn
         artifact_secret_env_names=artifact_secret_env_names,
         extra_env=dict(extra_env or {}),
         timeout_seconds=proxy.timeout_seconds,
+        auth_mode=auth.mode if auth else "proxy",
+        auth_admin_username=auth.admin_username if auth else "admin",
+        auth_env=(oidc_env(auth, public_url(hostnames[0], scheme, port, server.static_prefix), server)
+                  if auth and auth.mode == "oidc" else {}),
     )
 
 
 def proxy_settings(proxy: "ProxyConfig", server: "ServerConfig", upstream: str,
-                   paths: NginxPaths = NginxPaths()) -> ProxySettings:
+                   paths: NginxPaths = NginxPaths(), auth: Optional["AuthConfig"] = None) -> ProxySettings:
     """The nginx settings a stack's config renders to (container ports; the rehearsal remaps
     listen address, port and paths only)."""
     tls = proxy.tls != "off"
@@ -519,6 +640,7 @@ def proxy_settings(proxy: "ProxyConfig", server: "ServerConfig", upstream: str,
         client_max_body_size=proxy.client_max_body_size,
         timeout_seconds=proxy.timeout_seconds,
         paths=paths,
+        basic_auth=auth is None or auth.mode == "proxy",
     )
 
 

@@ -1,14 +1,14 @@
 """ReverseProxy: Nginx in front of the server: basic auth, optional TLS, large streaming uploads."""
 
 import base64
-from typing import Optional, TypedDict
+from typing import NotRequired, Optional, TypedDict
 
 import pulumi
 import pulumi_random as random
 import pulumi_tls as tls
 
 from components import render
-from components.config import ProxyConfig, ServerConfig
+from components.config import AuthConfig, ProxyConfig, ServerConfig
 from components.platforms.base import Platform, ServiceRequest
 from components.tracking_server import TrackingServer
 
@@ -24,16 +24,20 @@ class ReverseProxyArgs(TypedDict):
     """The upstream's static prefix (health and artifact routes depend on it)."""
     image: str
     """Pinned Nginx image."""
+    auth: NotRequired[AuthConfig]
+    """With auth.mode proxy (the default) Nginx checks one generated user; otherwise MLflow's auth
+    app checks every request and Nginx passes the Authorization header on."""
 
 
 class ReverseProxy(pulumi.ComponentResource):
-    """The one public entry point. Users set `url` as MLFLOW_TRACKING_URI and `username`/`password`
-    as MLFLOW_TRACKING_USERNAME/PASSWORD; `/health` stays open for probes. Nginx starts once the
-    server is up."""
+    """The one public entry point. Users set `url` as MLFLOW_TRACKING_URI and, with auth.mode proxy,
+    `username`/`password` as MLFLOW_TRACKING_USERNAME/PASSWORD; `/health` stays open for probes.
+    Nginx starts once the server is up."""
 
     url: pulumi.Output[str]
-    username: pulumi.Output[str]
-    password: pulumi.Output[str]
+    username: Optional[pulumi.Output[str]]
+    password: Optional[pulumi.Output[str]]
+    """The one user Nginx checks (auth.mode proxy); None where MLflow checks users itself."""
     certificate_pem: Optional[pulumi.Output[str]]
     """The self-signed certificate clients must trust, with `proxy.tls: self-signed`."""
 
@@ -44,20 +48,12 @@ class ReverseProxy(pulumi.ComponentResource):
         platform = args["platform"]
         public = platform.public_entry()
 
-        generated = random.RandomPassword(f"{name}-password", length=32, special=True,
-                                          override_special="@:/?#%&+!*-_", min_special=2, opts=child)
-        self.username = pulumi.Output.from_input(config.username)
-        self.password = pulumi.Output.secret(generated.result)
-        if config.password_hash == "ssha":
-            salt = random.RandomBytes(f"{name}-htpasswd-salt", length=8, opts=child)
-            digest = pulumi.Output.all(generated.result, salt.base64).apply(
-                lambda parts: render.ssha_hash(parts[0], base64.b64decode(parts[1])))
-        else:
-            digest = generated.bcrypt_hash
-        htpasswd = pulumi.Output.secret(digest.apply(lambda value: render.htpasswd_line(config.username, value)))
-
         paths = render.NginxPaths.under(platform.runtime_file_dir)
-        runtime_files = {paths.htpasswd: htpasswd}
+        runtime_files: dict[str, pulumi.Output[str]] = {}
+        auth = args.get("auth") or AuthConfig()
+        self.username = self.password = None
+        if auth.mode == "proxy":
+            self.username, self.password, runtime_files[paths.htpasswd] = self._basic_auth_user(name, config, child)
         self.certificate_pem = None
         if config.tls == "self-signed":
             key = tls.PrivateKey(f"{name}-tls-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
@@ -80,7 +76,7 @@ class ReverseProxy(pulumi.ComponentResource):
         image = platform.public_image(f"{name}-image", args["image"], child)
         upstream = args["tracking_server"].internal_url.apply(lambda url: url.split("://", 1)[1])
         spec = pulumi.Output.all(upstream, image.reference).apply(lambda parts: render.reverse_proxy_spec(
-            render.proxy_settings(config, args["server"], parts[0], paths), parts[1]))
+            render.proxy_settings(config, args["server"], parts[0], paths, auth), parts[1]))
         platform.run_service(
             name,
             ServiceRequest(service_name="mlflow-proxy", spec=spec, image_repository=image.repository,
@@ -89,7 +85,23 @@ class ReverseProxy(pulumi.ComponentResource):
         )
         self.url = public.hostnames.apply(
             lambda hosts: render.public_url(hosts[0], public.scheme, public.port, args["server"].static_prefix))
-        outputs = {"url": self.url, "username": self.username, "password": self.password}
+        outputs = {"url": self.url}
+        if self.username is not None:
+            outputs.update(username=self.username, password=self.password)
         if self.certificate_pem is not None:
             outputs["certificate_pem"] = self.certificate_pem
         self.register_outputs(outputs)
+
+    def _basic_auth_user(self, name: str, config: ProxyConfig, child: pulumi.ResourceOptions
+                         ) -> tuple[pulumi.Output[str], pulumi.Output[str], pulumi.Output[str]]:
+        """The one generated user: name, password (secret) and its htpasswd line (secret)."""
+        generated = random.RandomPassword(f"{name}-password", length=32, special=True,
+                                          override_special="@:/?#%&+!*-_", min_special=2, opts=child)
+        if config.password_hash == "ssha":
+            salt = random.RandomBytes(f"{name}-htpasswd-salt", length=8, opts=child)
+            digest = pulumi.Output.all(generated.result, salt.base64).apply(
+                lambda parts: render.ssha_hash(parts[0], base64.b64decode(parts[1])))
+        else:
+            digest = generated.bcrypt_hash
+        htpasswd = pulumi.Output.secret(digest.apply(lambda value: render.htpasswd_line(config.username, value)))
+        return pulumi.Output.from_input(config.username), pulumi.Output.secret(generated.result), htpasswd

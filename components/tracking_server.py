@@ -1,13 +1,13 @@
 """TrackingServer: the MLflow server, its image, and the schema upgrade that runs before it."""
 
-from typing import Optional, TypedDict
+from typing import NotRequired, Optional, TypedDict
 
 import pulumi
 import pulumi_random as random
 
 from components import render
 from components.artifact_store import ArtifactStore
-from components.config import ProxyConfig, ServerConfig
+from components.config import AuthConfig, ProxyConfig, ServerConfig
 from components.metadata_store import MetadataStore
 from components.platforms.base import InitStep, Platform, SecretRef, ServiceRequest
 
@@ -25,6 +25,9 @@ class TrackingServerArgs(TypedDict):
     """Timeouts for slow transfers (the public names, scheme and port come from the platform)."""
     mlflow_version: str
     """MLflow version installed in the image."""
+    auth: NotRequired[AuthConfig]
+    """Who checks users: Nginx (proxy: nothing here), MLflow's auth app (mlflow) or single sign-on
+    (oidc); the latter two need the metadata store's auth database."""
 
 
 class TrackingServer(pulumi.ComponentResource):
@@ -36,6 +39,9 @@ class TrackingServer(pulumi.ComponentResource):
 
     internal_url: pulumi.Output[str]
     """Where the platform's other services reach the server (the proxy's upstream)."""
+    admin_username: Optional[pulumi.Output[str]]
+    admin_password: Optional[pulumi.Output[str]]
+    """The auth app's administrator and its generated password (secret), with auth.mode mlflow."""
 
     def __init__(self, name: str, args: TrackingServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("mlflow:index:TrackingServer", name, None, opts)
@@ -43,6 +49,9 @@ class TrackingServer(pulumi.ComponentResource):
         platform = args["platform"]
         metadata = args["metadata_store"]
         artifacts = args["artifact_store"]
+        auth = args.get("auth") or AuthConfig()
+        if auth.mode != "proxy" and metadata.auth_connection_uri is None:
+            raise ValueError(f"auth.mode {auth.mode} needs a MetadataStore made with an auth_database")
 
         image = platform.server_image(f"{name}-image", args["mlflow_version"], child)
         public = platform.public_entry()
@@ -53,7 +62,7 @@ class TrackingServer(pulumi.ComponentResource):
             args["server"], args["proxy"], tuple(parts[3]),
             image=parts[0], artifacts_destination=parts[1], s3_endpoint_url=parts[2],
             artifact_secret_env_names=tuple(artifacts.server_credentials),
-            extra_env=parts[4], scheme=public.scheme, port=public.port,
+            extra_env=parts[4], scheme=public.scheme, port=public.port, auth=auth,
         ))
 
         backend = {render.BACKEND_URI_ENV: metadata.connection_uri}
@@ -63,6 +72,26 @@ class TrackingServer(pulumi.ComponentResource):
         # Generated even while the AI Gateway is off: switching it on later then finds a key that stays
         # (a new one would leave stored secrets undecryptable).
         secrets_key = random.RandomPassword(f"{name}-secrets-key", length=48, special=False, opts=child)
+        secret_env = {**backend, render.SECRETS_KEK_ENV: secrets_key.result, **artifacts.server_credentials}
+        runtime_files: dict[str, pulumi.Output[str]] = {}
+        self.admin_username = self.admin_password = None
+        if auth.mode != "proxy":
+            auth_uri = metadata.auth_connection_uri
+            assert auth_uri is not None
+            steps.append(InitStep("mlflow-auth-db-upgrade", settings.apply(render.auth_upgrade_spec),
+                                  {render.AUTH_DATABASE_URI_ENV: auth_uri}))
+            session_key = random.RandomPassword(f"{name}-session-key", length=48, special=False, opts=child)
+            secret_env[render.SESSION_KEY_ENVS[auth.mode]] = session_key.result
+        if auth.mode == "mlflow":
+            admin = random.RandomPassword(f"{name}-admin-password", length=32, special=False, opts=child)
+            secret_env[render.AUTH_ADMIN_PASSWORD_ENV] = admin.result
+            runtime_files[render.AUTH_CONFIG_PATH] = pulumi.Output.secret(auth_uri.apply(
+                lambda uri: render.auth_config_ini(auth.default_permission, uri)))
+            self.admin_username = pulumi.Output.from_input(auth.admin_username)
+            self.admin_password = pulumi.Output.secret(admin.result)
+        elif auth.mode == "oidc":
+            secret_env[render.OIDC_USERS_DB_URI_ENV] = auth_uri
+            secret_env[render.OIDC_CLIENT_SECRET_ENV] = pulumi.Output.secret(auth.oidc.client_secret)
         version = args["mlflow_version"]
         guard = platform.guard_schema_upgrade(f"{name}-schema", metadata.instance_id, version, child)
         service = platform.run_service(
@@ -71,7 +100,8 @@ class TrackingServer(pulumi.ComponentResource):
                 service_name="mlflow-server",
                 spec=settings.apply(render.tracking_server_spec),
                 image_repository=image.repository,
-                secret_env={**backend, render.SECRETS_KEK_ENV: secrets_key.result, **artifacts.server_credentials},
+                secret_env=secret_env,
+                runtime_files=runtime_files,
                 init=steps,
                 access_policies=[artifacts.server_policy] if artifacts.server_policy is not None else [],
                 rollback=guard.rollback_safe,
@@ -80,14 +110,19 @@ class TrackingServer(pulumi.ComponentResource):
         )
         platform.record_deployed_version(f"{name}-deployed", version, service, child)
         self.internal_url = service.internal_url
-        self.register_outputs({"internal_url": self.internal_url})
+        outputs = {"internal_url": self.internal_url}
+        if self.admin_username is not None:
+            outputs.update(admin_username=self.admin_username, admin_password=self.admin_password)
+        self.register_outputs(outputs)
 
 
 def _role_setup(image: pulumi.Output[str], metadata: MetadataStore) -> InitStep:
     """Sets MLflow's role up with the database admin's credentials (render.ROLE_SETUP_SCRIPT): from
     the secret the platform keeps them in, or the admin password Pulumi generated."""
-    spec = pulumi.Output.all(image, metadata.host, metadata.port, metadata.database, metadata.username).apply(
-        lambda parts: render.role_setup_spec(parts[0], parts[1], int(parts[2]), parts[3], parts[4]))
+    extra = metadata.auth_database if metadata.auth_database is not None else ""
+    spec = pulumi.Output.all(image, metadata.host, metadata.port, metadata.database, metadata.username, extra).apply(
+        lambda parts: render.role_setup_spec(parts[0], parts[1], int(parts[2]), parts[3], parts[4],
+                                             extra_databases=(parts[5],) if parts[5] else ()))
     secret_env = {render.DB_PASSWORD_ENV: metadata.password}
     credentials = metadata.admin_credentials
     if credentials is not None:

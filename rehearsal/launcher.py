@@ -12,7 +12,11 @@ The only deviations from a container deployment:
 * Nginx listens on 127.0.0.1:<port> and its file paths live in a temporary directory;
 * the S3 endpoint is moto's server mode instead of MinIO, the database is a private initdb cluster;
 * with `artifacts="azurite"`, the azure stack's Blob container is Azurite's (the emulator, from
-  rehearsal/azurite), reached with a connection string instead of the managed identity.
+  rehearsal/azurite), reached with a connection string instead of the managed identity;
+* with `auth.mode: oidc` and no `auth.oidc.discoveryUrl`, the identity provider is
+  oidc-provider-mock on a loopback port, with three users (OidcProviderStandIn);
+* runtime files (the auth app's ini) are written under the work directory, and the env var that
+  names the file points there.
 
 Every process is started in its own process group and stopped by its PID (the group led by it),
 in reverse order, by `RehearsalStack.stop()`.
@@ -43,7 +47,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from components import render
-from components.config import StackConfig, parse_stack_config
+from components.config import StackConfig, auth_database_name, parse_stack_config
+from components.spec import ContainerSpec
 from rehearsal.ports import free_port
 from rehearsal.postgres import PostgresCluster, PostgresUnavailable
 
@@ -506,6 +511,54 @@ class AzuriteStandIn:
             self.service.stop()
 
 
+class OidcProviderStandIn:
+    """oidc-provider-mock (PyPI) standing in for the company's identity provider (auth.mode oidc):
+    any client id and secret are accepted, users sign in by typing their subject into its form
+    (or a POST of `sub`), and `PUT /users/<sub>` with claims adds one. It starts with one user per
+    role the stack's config knows: an admin, a user and someone in no allowed group."""
+
+    def __init__(self, workdir: Path, admin_group: str, user_group: str):
+        self.workdir = workdir
+        self.port = free_port()
+        self.client_id = "mlflow-rehearsal"
+        self.client_secret = generate_password()
+        self.users = {
+            "alice": {"sub": "alice", "email": "alice@example.com", "name": "Alice Admin", "groups": [admin_group]},
+            "bob": {"sub": "bob", "email": "bob@example.com", "name": "Bob User", "groups": [user_group]},
+            "eve": {"sub": "eve", "email": "eve@example.com", "name": "Eve Outsider", "groups": ["contractors"]},
+        }
+        self.service: Optional[Service] = None
+
+    @property
+    def issuer(self) -> str:
+        """Where clients reach it; the mock names itself after the host it is asked on, so always this one."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def discovery_url(self) -> str:
+        return f"{self.issuer}/.well-known/openid-configuration"
+
+    def start(self, timeout: float = 60.0) -> "OidcProviderStandIn":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        argv = [str(VENV_BIN / "oidc-provider-mock"), "--host", "127.0.0.1", "--port", str(self.port)]
+        for claims in self.users.values():
+            argv += ["--user-claims", json.dumps(claims)]
+        self.service = Service("oidc provider", argv, base_env(self.workdir, self.workdir),
+                               self.workdir / "oidc-provider.log", cwd=self.workdir)
+        self.service.start()
+        deadline = time.monotonic() + timeout
+        while _http_status(self.discovery_url) != 200:
+            if not self.service.alive() or time.monotonic() > deadline:
+                raise StartupError(f"oidc-provider-mock did not start:\n{_tail(self.service.log_path)}")
+            time.sleep(0.2)
+        log.info("oidc provider at %s (users %s)", self.issuer, ", ".join(self.users))
+        return self
+
+    def stop(self) -> None:
+        if self.service:
+            self.service.stop()
+
+
 # --- TLS -----------------------------------------------------------------------------------------
 
 
@@ -551,19 +604,31 @@ class TrackingServerProcess:
     """`mlflow server` from the TrackingServer component's rendered spec."""
 
     def __init__(self, name: str, settings: render.TrackingServerSettings, secret_env: Mapping[str, str],
-                 workdir: Path, port: Optional[int] = None):
+                 workdir: Path, port: Optional[int] = None, runtime_files: Optional[Mapping[str, str]] = None):
         self.name = name
-        # The only deviations: bind loopback, a free port (the container's is 5000).
+        # The only deviations: bind loopback, a free port (the container's is 5000), runtime files
+        # under the work directory.
         self.settings = dataclasses.replace(settings, bind_host="127.0.0.1", port=port or free_port())
         self.spec = render.tracking_server_spec(self.settings)
         missing = set(self.spec.secret_env_names) ^ set(secret_env)
         if missing:
             raise ValueError(f"secret env does not match the spec's secret_env_names: {sorted(missing)}")
+        runtime_files = dict(runtime_files or {})
+        if set(runtime_files) != set(self.spec.runtime_file_paths):
+            raise ValueError(f"runtime files {sorted(runtime_files)} != spec's {sorted(self.spec.runtime_file_paths)}")
         self.workdir = workdir
-        home, tmp = workdir / "home", workdir / "tmp"
-        for path in (home, tmp):
+        home, tmp, files = workdir / "home", workdir / "tmp", workdir / "files"
+        for path in (home, tmp, files):
             path.mkdir(parents=True, exist_ok=True)
-        env = {**base_env(home, tmp), **self.spec.env, **secret_env}
+        moved: dict[str, str] = {}
+        for path, content in runtime_files.items():
+            local = files / Path(path).name
+            fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(content)
+            moved[path] = str(local)
+        plain = {key: moved.get(value, value) for key, value in self.spec.env.items()}
+        env = {**base_env(home, tmp), **plain, **secret_env}
         self.service = Service(name, local_command(self.spec.command), env, workdir / "server.log", cwd=home)
 
     @property
@@ -605,16 +670,20 @@ class TrackingServerProcess:
 
 def run_schema_upgrade(settings: render.TrackingServerSettings, secret_env: Mapping[str, str], workdir: Path) -> str:
     """The one-off step the TrackingServer runs before the server (same command and env)."""
-    spec = render.schema_upgrade_spec(settings)
+    return run_step(render.schema_upgrade_spec(settings), secret_env, workdir)
+
+
+def run_step(spec: ContainerSpec, secret_env: Mapping[str, str], workdir: Path) -> str:
+    """One of the TrackingServer's one-off steps, run to completion (its command and env)."""
     home, tmp = workdir / "home", workdir / "tmp"
     for path in (home, tmp):
         path.mkdir(parents=True, exist_ok=True)
     env = {**base_env(home, tmp), **spec.env, **{name: secret_env[name] for name in spec.secret_env_names}}
     result = subprocess.run(local_command(spec.command), env=env, cwd=home, capture_output=True, text=True,
                             timeout=600)
-    (workdir / "schema-upgrade.log").write_text(result.stdout + result.stderr)
+    (workdir / f"{spec.name}.log").write_text(result.stdout + result.stderr)
     if result.returncode != 0:
-        raise StartupError(f"schema upgrade failed ({result.returncode}):\n{result.stderr[-4000:]}")
+        raise StartupError(f"{spec.name} failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return result.stdout + result.stderr
 
 
@@ -626,7 +695,7 @@ class ProxyProcess:
     its TLS files. Only paths, the listen address/port and the upstream are local."""
 
     def __init__(self, name: str, config: StackConfig, upstream: str, workdir: Path, listen_port: int,
-                 htpasswd: str, tls_files: Optional[tuple[str, str]] = None):
+                 htpasswd: Optional[str], tls_files: Optional[tuple[str, str]] = None):
         self.name = name
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -641,10 +710,10 @@ class ProxyProcess:
             access_log=str(workdir / "access.log"),
             error_log=str(workdir / "error.log"),
         )
-        settings = render.proxy_settings(config.proxy, config.server, upstream=upstream, paths=paths)
+        settings = render.proxy_settings(config.proxy, config.server, upstream=upstream, paths=paths, auth=config.auth)
         self.settings = dataclasses.replace(settings, listen_port=listen_port, listen_address="127.0.0.1")
         self.spec = render.reverse_proxy_spec(self.settings, image=config.proxy.image)
-        runtime: dict[str, tuple[str, int]] = {paths.htpasswd: (htpasswd, 0o644)}
+        runtime: dict[str, tuple[str, int]] = {paths.htpasswd: (htpasswd, 0o644)} if htpasswd is not None else {}
         if tls_files:
             runtime[paths.certificate] = (tls_files[0], 0o644)
             runtime[paths.private_key] = (tls_files[1], 0o600)
@@ -703,8 +772,10 @@ class Variant:
     config: StackConfig
     server: TrackingServerProcess
     proxy: ProxyProcess
-    username: str
-    password: str
+    username: Optional[str]
+    password: Optional[str]
+    """What the stack outputs as username/password: Nginx's user (auth.mode proxy), MLflow's admin
+    (mlflow), none with single sign-on (oidc)."""
     certificate_path: Optional[str] = None
 
     @property
@@ -719,8 +790,9 @@ class Variant:
         return f"{self.server.url}{self.config.server.static_prefix or ''}"
 
     def client_env(self) -> dict[str, str]:
-        env = {"MLFLOW_TRACKING_URI": self.tracking_uri, "MLFLOW_TRACKING_USERNAME": self.username,
-               "MLFLOW_TRACKING_PASSWORD": self.password}
+        env = {"MLFLOW_TRACKING_URI": self.tracking_uri}
+        if self.username is not None and self.password is not None:
+            env.update(MLFLOW_TRACKING_USERNAME=self.username, MLFLOW_TRACKING_PASSWORD=self.password)
         if self.certificate_path:
             env["MLFLOW_TRACKING_SERVER_CERT_PATH"] = self.certificate_path
         return env
@@ -750,9 +822,10 @@ class RehearsalStack:
         if artifacts not in ARTIFACT_STORES:
             raise ValueError(f"artifacts must be one of {ARTIFACT_STORES}, got {artifacts!r}")
         self.artifacts = artifacts
-        self.raw_config = dict(raw_config or {})
-        self.base_config = parse_stack_config(self.raw_config, "rehearsal config")
         self.base_dir = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="mlflow-rehearsal-"))
+        self.oidc: Optional[OidcProviderStandIn] = None
+        self.raw_config = self._with_identity_provider(dict(raw_config or {}))
+        self.base_config = parse_stack_config(self.raw_config, "rehearsal config")
         self.base_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.base_dir, 0o755)
         self.keep_files = keep_files
@@ -762,9 +835,31 @@ class RehearsalStack:
         self.db_password = generate_password()
         self.secrets_key = generate_password(48)
         self.backend_uri = ""
+        # The auth app's (auth.mode mlflow, oidc): its database's URI, the session key, the admin's password.
+        self.auth_uri = ""
+        self.session_key = generate_password(48)
+        self.admin_password = generate_password()
         self.variants: dict[str, Variant] = {}
         self.lock = threading.RLock()
         self._stopped = False
+
+    def _with_identity_provider(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """auth.mode oidc without a provider of the user's: oidc-provider-mock's URL, client and secret."""
+        auth = raw.get("auth")
+        if isinstance(auth, str):
+            auth = json.loads(auth)
+        if not isinstance(auth, Mapping) or auth.get("mode") != "oidc":
+            return raw
+        oidc = dict(auth.get("oidc") or {})
+        if oidc.get("discoveryUrl"):
+            return raw
+        defaults = parse_stack_config({}, "defaults").auth.oidc
+        user_groups = oidc.get("userGroups") or list(defaults.user_groups)
+        self.oidc = OidcProviderStandIn(self.base_dir / "oidc", oidc.get("adminGroup") or defaults.admin_group,
+                                        user_groups[0])
+        oidc.update(discoveryUrl=self.oidc.discovery_url, clientId=oidc.get("clientId") or self.oidc.client_id,
+                    clientSecret=self.oidc.client_secret)
+        return {**raw, "auth": {**auth, "oidc": oidc}}
 
     # -- lifecycle --
 
@@ -793,6 +888,23 @@ class RehearsalStack:
         run_schema_upgrade(self._settings(cfg), {render.BACKEND_URI_ENV: self.backend_uri},
                            self.base_dir / "schema-upgrade")
         log.info("schema upgraded (%.1fs)", time.monotonic() - started)
+        if cfg.auth.mode != "proxy":
+            self._start_auth(cfg)
+            log.info("auth database ready for auth.mode %s (%.1fs)", cfg.auth.mode, time.monotonic() - started)
+
+    def _start_auth(self, cfg: StackConfig) -> None:
+        """The auth app's database beside the tracking one, owned by the same role (as the local
+        platform's provisioning step makes it), its upgrade step, and the identity provider."""
+        assert self.postgres is not None
+        name = auth_database_name(cfg.database.name)
+        self.postgres.psql(f'CREATE DATABASE "{name}" OWNER "{cfg.database.username}"')
+        self.postgres.psql(f'REVOKE ALL ON DATABASE "{name}" FROM PUBLIC')
+        self.auth_uri = render.backend_store_uri(cfg.database.username, self.db_password, "127.0.0.1",
+                                                 self.postgres.port, name)
+        run_step(render.auth_upgrade_spec(self._settings(cfg)), {render.AUTH_DATABASE_URI_ENV: self.auth_uri},
+                 self.base_dir / "auth-upgrade")
+        if self.oidc:
+            self.oidc.start()
 
     def _start_artifact_store(self, cfg: StackConfig) -> None:
         """The bucket's (or container's) stand-in, assigned before it starts so a failed start is still stopped."""
@@ -822,11 +934,20 @@ class RehearsalStack:
             artifacts_destination=destination,
             s3_endpoint_url=endpoint,
             artifact_secret_env_names=secret_names,
+            auth=cfg.auth,
         )
 
-    def _secret_env(self) -> dict[str, str]:
+    def _secret_env(self, cfg: StackConfig) -> dict[str, str]:
         """Values of the spec's secret env names (the platform's secret mechanism, here plain env)."""
         env = {render.BACKEND_URI_ENV: self.backend_uri, render.SECRETS_KEK_ENV: self.secrets_key}
+        if cfg.auth.mode != "proxy":
+            env[render.SESSION_KEY_ENVS[cfg.auth.mode]] = self.session_key
+        if cfg.auth.mode == "mlflow":
+            env[render.AUTH_ADMIN_PASSWORD_ENV] = self.admin_password
+        if cfg.auth.mode == "oidc":
+            assert cfg.auth.oidc.client_secret is not None
+            env[render.OIDC_CLIENT_SECRET_ENV] = cfg.auth.oidc.client_secret
+            env[render.OIDC_USERS_DB_URI_ENV] = self.auth_uri
         if self.artifacts == "azurite":
             assert self.azurite is not None
             return {**env, render.AZURE_CONNECTION_STRING_ENV: self.azurite.connection_string}
@@ -851,9 +972,12 @@ class RehearsalStack:
             raw = _merge(raw, dict(overrides or {}))
             cfg = parse_stack_config(raw, f"rehearsal config ({name})")
             workdir = self.base_dir / name
-            server = TrackingServerProcess(f"mlflow-server[{name}]", self._settings(cfg), self._secret_env(),
-                                           workdir / "server")
-            password = generate_password()
+            runtime_files = {}
+            if cfg.auth.mode == "mlflow":
+                runtime_files[render.AUTH_CONFIG_PATH] = render.auth_config_ini(cfg.auth.default_permission,
+                                                                                self.auth_uri)
+            server = TrackingServerProcess(f"mlflow-server[{name}]", self._settings(cfg), self._secret_env(cfg),
+                                           workdir / "server", runtime_files=runtime_files)
             tls_files = None
             certificate_path = None
             if tls:
@@ -861,9 +985,17 @@ class RehearsalStack:
                 certificate_path = str(workdir / "mlflow-proxy.crt")  # what users save tls_certificate as
                 Path(workdir).mkdir(parents=True, exist_ok=True)
                 Path(certificate_path).write_text(tls_files[0])
+            username: Optional[str] = None
+            password: Optional[str] = None
+            htpasswd = None
+            if cfg.auth.mode == "proxy":
+                username, password = cfg.proxy.username, generate_password()
+                htpasswd = render.htpasswd_line(username, password_hash(cfg, password))
+            elif cfg.auth.mode == "mlflow":
+                username, password = cfg.auth.admin_username, self.admin_password
             proxy = ProxyProcess(f"nginx[{name}]", cfg, f"127.0.0.1:{server.port}", workdir / "nginx", port,
-                                 render.htpasswd_line(cfg.proxy.username, password_hash(cfg, password)), tls_files)
-            variant = Variant(name, cfg, server, proxy, cfg.proxy.username, password, certificate_path)
+                                 htpasswd, tls_files)
+            variant = Variant(name, cfg, server, proxy, username, password, certificate_path)
             self.variants[name] = variant
             server.start()
             proxy.start()
@@ -881,7 +1013,7 @@ class RehearsalStack:
                         part.stop()
                     except Exception:  # keep stopping the rest
                         log.exception("stopping %s", part)
-            for name, store in (("s3", self.s3), ("azurite", self.azurite)):
+            for name, store in (("s3", self.s3), ("azurite", self.azurite), ("oidc provider", self.oidc)):
                 if store:
                     try:
                         store.stop()
@@ -946,6 +1078,10 @@ class RehearsalStack:
             info["azurite"] = {"endpoint": self.azurite.endpoint, "pid": self.azurite.service.pid,
                                "container": self.azurite.container, "location": str(self.azurite.workdir / "data"),
                                "log": str(self.azurite.service.log_path)}
+        if self.oidc and self.oidc.service:
+            info["oidc_provider"] = {"issuer": self.oidc.issuer, "discovery_url": self.oidc.discovery_url,
+                                     "client_id": self.oidc.client_id, "pid": self.oidc.service.pid,
+                                     "users": self.oidc.users, "log": str(self.oidc.service.log_path)}
         for name, variant in self.variants.items():
             info[name] = {
                 "tracking_uri": variant.tracking_uri,

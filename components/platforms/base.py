@@ -21,6 +21,8 @@ class DatabaseRequest:
     username: str
     max_connections: int
     postgres_version: str
+    extra_databases: tuple[str, ...] = ()
+    """More databases on the same server, owned by the same role (the auth app's)."""
 
 
 @dataclass

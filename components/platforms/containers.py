@@ -4,7 +4,9 @@ values, so that a changed secret changes what the service runs (both read secret
 container starts)."""
 
 import hashlib
-from typing import Sequence
+from typing import Any, Mapping, Sequence
+
+import pulumi
 
 
 def file_env_name(path: str) -> str:
@@ -29,3 +31,8 @@ def secret_digest(value: str) -> str:
     """A secret's SHA-256. Every secret here is generated (32+ random characters) or a hash of one,
     so its digest tells nothing about it."""
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+def output_dict(values: Mapping[str, pulumi.Input[Any]]) -> pulumi.Output[dict[str, Any]]:
+    """Output.all(**values), also for no values (Output.all() alone gives a list)."""
+    return pulumi.Output.all(**values) if values else pulumi.Output.from_input({})

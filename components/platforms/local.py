@@ -42,24 +42,31 @@ MINIO_CONSOLE_PORT = 9001
 # sets the role's password on every run, so a data volume kept from an earlier stack (destroyed,
 # then brought up again with newly generated passwords) keeps working. The password is read from
 # the environment by psql itself; it never appears on a command line.
-_PROVISION_SQL = r"""
+_PROVISION_ROLE_SQL = r"""
 \set ON_ERROR_STOP on
 \set app_password `printenv MLFLOW_DB_PASSWORD`
 SELECT format('CREATE ROLE %I LOGIN', :'app_user') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'app_user') \gexec
 ALTER ROLE :"app_user" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'app_password';
-SELECT format('CREATE DATABASE %I OWNER %I', :'app_db', :'app_user') WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'app_db') \gexec
+"""
+# One per database the role owns (the tracking one, `app_db`, then DatabaseRequest.extra_databases).
+_PROVISION_DATABASE_SQL = r"""SELECT format('CREATE DATABASE %I OWNER %I', :'app_db', :'app_user') WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'app_db') \gexec
 REVOKE ALL ON DATABASE :"app_db" FROM PUBLIC;
 GRANT ALL ON DATABASE :"app_db" TO :"app_user";
 """
 
 
 def _provision_command(request: DatabaseRequest) -> list[str]:
-    script = _PROVISION_SQL.replace("'", "'\\''")
+    variables = {"app_db": request.database}
+    for index, database in enumerate(request.extra_databases, 1):
+        variables[f"extra_db_{index}"] = database
+    sql = _PROVISION_ROLE_SQL + "".join(_PROVISION_DATABASE_SQL.replace("app_db", variable) for variable in variables)
+    script = sql.replace("'", "'\\''")
+    options = " ".join(f"-v {variable}={database}" for variable, database in variables.items())
     return [
         "sh", "-c",
         f"until pg_isready -q -h {POSTGRES_SOCKET_DIR} -U postgres; do sleep 1; done; "
         f"printf '%s' '{script}' | psql -h {POSTGRES_SOCKET_DIR} -U postgres -d postgres "
-        f"-v app_user={request.username} -v app_db={request.database}",
+        f"-v app_user={request.username} {options}",
     ]
 
 

@@ -24,7 +24,7 @@ import random
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import bcrypt
 import pulumi
@@ -424,18 +424,21 @@ def _resolve_exports(stack: Any) -> dict:
 
 
 def run_program(config: dict[str, Any], stack: str = "local", program: Path = REPO_ROOT / "__main__.py",
-                emulate_secret_outputs: bool = True, parameters: Optional[dict[str, str]] = None) -> ProgramRun:
+                emulate_secret_outputs: bool = True, parameters: Optional[dict[str, str]] = None,
+                secret_keys: Sequence[str] = ()) -> ProgramRun:
     """Run the program with `config` (full keys, e.g. "mlflow:server") under recording mocks.
 
     `emulate_secret_outputs=False` behaves like plain mocks: providers' secret outputs come back
     unmarked, so only what the program wraps itself stays secret. `parameters`: SSM parameters an
-    earlier run left in the account."""
+    earlier run left in the account. `secret_keys`: the config keys set with --secret, as the
+    engine names them to the program."""
     return run_under_mocks(lambda: runpy.run_path(str(program), run_name="__main__"), config, stack,
-                           emulate_secret_outputs, parameters)
+                           emulate_secret_outputs, parameters, secret_keys)
 
 
 def run_under_mocks(body: Callable[[], Any], config: Optional[dict[str, Any]] = None, stack: str = "local",
-                    emulate_secret_outputs: bool = True, parameters: Optional[dict[str, str]] = None) -> ProgramRun:
+                    emulate_secret_outputs: bool = True, parameters: Optional[dict[str, str]] = None,
+                    secret_keys: Sequence[str] = ()) -> ProgramRun:
     """Run `body` as a Pulumi program of project `mlflow`, stack `stack`, under recording mocks;
     `body`'s return value is kept in `ProgramRun.result` (Outputs resolved, secrets wrapped)."""
     mocks = ProgramMocks(parameters)
@@ -443,7 +446,7 @@ def run_under_mocks(body: Callable[[], Any], config: Optional[dict[str, Any]] = 
     pulumi.runtime.settings.reset_options()
     pulumi.runtime.set_mocks(mocks, project="mlflow", stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config({key: value if isinstance(value, str) else json.dumps(value)
-                                   for key, value in (config or {}).items()})
+                                   for key, value in (config or {}).items()}, list(secret_keys))
     returned: list[Any] = []
     try:
         @pulumi.runtime.test
@@ -455,7 +458,7 @@ def run_under_mocks(body: Callable[[], Any], config: Optional[dict[str, Any]] = 
         stack_outputs = _resolve_exports(pulumi.runtime.get_root_resource())
         result = _sync_await(_resolve(returned[0]))
     finally:
-        pulumi.runtime.set_all_config({})
+        pulumi.runtime.set_all_config({}, [])
     return ProgramRun(resources=list(monitor.recorded.values()), stack_outputs=stack_outputs,
                       generated_secrets=list(mocks.generated_secrets), result=result)
 

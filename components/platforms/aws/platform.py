@@ -29,7 +29,7 @@ from components.config import StackConfig
 from components.platforms.aws import tasks
 from components.platforms.aws.alarms import FIVE_MINUTES, AlarmTarget, expression, metric, metric_alarm
 from components.platforms.aws.network import Network, existing_network, new_network
-from components.platforms.containers import file_env_name, secret_digest
+from components.platforms.containers import file_env_name, output_dict, secret_digest
 from components.platforms.base import (
     DatabaseEndpoint,
     DatabaseRequest,
@@ -459,7 +459,7 @@ class AwsPlatform(pulumi.ComponentResource):
                 value_from[variable] = pulumi.Output.concat(ref.secret_id, f":{ref.key}::")
         # The digests of the values (not secret: see tasks.secret_digest) go into the definition,
         # so that a new password or htpasswd starts new tasks.
-        digests = pulumi.Output.unsecret(pulumi.Output.all(**secret_values).apply(
+        digests = pulumi.Output.unsecret(output_dict(secret_values).apply(
             lambda values: {key: secret_digest(value) for key, value in values.items()}))
 
         execution_role = aws.iam.Role(f"{name}-execution-role", assume_role_policy=tasks.ASSUME_ECS_TASKS,
@@ -480,7 +480,7 @@ class AwsPlatform(pulumi.ComponentResource):
 
         steps = [pulumi.Output.all(step.spec, list(step.secret_env), list(step.secret_refs)) for step in request.init]
         definitions = pulumi.Output.all(
-            spec, pulumi.Output.all(*steps), spec.apply(lambda c: dict(c.files)), pulumi.Output.all(**value_from),
+            spec, pulumi.Output.all(*steps), spec.apply(lambda c: dict(c.files)), output_dict(value_from),
             digests, self.log_group_resource.name,
         ).apply(lambda parts: json.dumps(tasks.container_definitions(tasks.Task(
             service_name=service_name,

@@ -44,7 +44,7 @@ from components.platforms.base import (
     mirror_image_build,
     server_image_build,
 )
-from components.platforms.containers import file_env_name, secret_digest, with_files
+from components.platforms.containers import file_env_name, output_dict, secret_digest, with_files
 
 # The user name docker logs in to a registry with when the password is an ACR token.
 ACR_TOKEN_USERNAME = "00000000-0000-0000-0000-000000000000"
@@ -371,7 +371,7 @@ class AzurePlatform(pulumi.ComponentResource):
                    for variable, value in secret_values.items()]
         # A digest of the secrets' values in the template: a changed secret makes a new revision
         # (a secret store change alone does not restart anything).
-        digest = pulumi.Output.unsecret(pulumi.Output.all(**secret_values).apply(
+        digest = pulumi.Output.unsecret(output_dict(secret_values).apply(
             lambda values: hashlib.sha256(json.dumps({k: secret_digest(v) for k, v in sorted(values.items())})
                                           .encode()).hexdigest()))
         cpu = s.proxy_cpu if request.public else self.server.cpu

@@ -1,0 +1,258 @@
+"""auth.mode mlflow, for real: MLflow's auth app (`--app-name basic-auth`) behind the rendered Nginx,
+its users and permissions in a PostgreSQL database of their own, driven by the MLflow client.
+
+The stack runs with `auth.defaultPermission: NO_PERMISSIONS` and two servers on one database and one
+auth database (the second under server.staticPrefix), as two replicas would share them. The admin
+is the one the stack outputs (admin_username / admin_password); alice and bob are users it adds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+from typing import Iterator
+
+import pytest
+import requests
+
+from rehearsal.launcher import RehearsalStack, Variant
+from tests.rehearsal.conftest import STATIC_PREFIX, require_servers, sigterm_unwinds
+
+PERMISSION_DENIED = 403
+
+
+@pytest.fixture(scope="module")
+def auth_stack() -> Iterator[RehearsalStack]:
+    require_servers()
+    logging.getLogger("rehearsal").setLevel(logging.INFO)
+    with sigterm_unwinds():
+        stack = RehearsalStack({"auth": {"mode": "mlflow", "defaultPermission": "NO_PERMISSIONS"}})
+        try:
+            stack.start()
+            stack.add_variant("default")
+            stack.add_variant("prefix", static_prefix=STATIC_PREFIX)
+            yield stack
+        finally:
+            stack.stop()
+
+
+@pytest.fixture(scope="module", params=["default", "prefix"])
+def variant(request, auth_stack) -> Variant:
+    return auth_stack.variants[request.param]
+
+
+def _api(variant: Variant, path: str) -> str:
+    """A URL through Nginx, as a client sees it (the public host name, the static prefix)."""
+    return f"{variant.tracking_uri}{path}"
+
+
+@pytest.fixture(scope="module")
+def users(auth_stack) -> dict[str, tuple[str, str]]:
+    """alice and bob, added by the admin through MLflow's AuthServiceClient (REST)."""
+    from mlflow.server.auth.client import AuthServiceClient
+
+    variant = auth_stack.variants["default"]
+    created = {name: (name, secrets.token_urlsafe(18)) for name in ("alice", "bob")}
+    with _as(variant, variant.username, variant.password):
+        admin = AuthServiceClient(variant.tracking_uri)
+        for username, password in created.values():
+            admin.create_user(username, password)
+    return created
+
+
+@contextlib.contextmanager
+def _as(variant: Variant, username: str, password: str):
+    """The MLflow client acting as `username` (MLFLOW_TRACKING_USERNAME/PASSWORD, as users set them)."""
+    from mlflow import MlflowClient
+
+    saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    os.environ.update(MLFLOW_TRACKING_USERNAME=username, MLFLOW_TRACKING_PASSWORD=password)
+    try:
+        yield MlflowClient(tracking_uri=variant.tracking_uri)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def alices_experiment(auth_stack, users, tmp_path_factory) -> dict[str, str]:
+    """alice's experiment with a run (a metric, an artifact) and a registered model."""
+    variant = auth_stack.variants["default"]
+    artifact = tmp_path_factory.mktemp("artifact") / "notes.txt"
+    artifact.write_text("alice's notes\n")
+    with _as(variant, *users["alice"]) as alice:
+        experiment_id = alice.create_experiment(f"alice-{secrets.token_hex(4)}")
+        run = alice.create_run(experiment_id)
+        alice.log_metric(run.info.run_id, "loss", 0.25)
+        alice.log_artifact(run.info.run_id, str(artifact))
+        alice.set_terminated(run.info.run_id)
+        model = f"alice-model-{secrets.token_hex(4)}"
+        alice.create_registered_model(model)
+    return {"experiment_id": experiment_id, "run_id": run.info.run_id, "model": model}
+
+
+def _status(error: BaseException) -> int:
+    from mlflow.exceptions import MlflowException, RestException
+
+    assert isinstance(error, (MlflowException, RestException)), repr(error)
+    return error.get_http_status_code()
+
+
+# --- who may come in -----------------------------------------------------------------------------
+
+ANONYMOUS_PATHS = [
+    ("GET", "/api/2.0/mlflow/experiments/search?max_results=1"),
+    ("POST", "/api/2.0/mlflow/experiments/create"),
+    ("GET", "/api/2.0/mlflow/runs/get?run_id=0"),
+    ("POST", "/api/2.0/mlflow/runs/search"),
+    ("GET", "/api/2.0/mlflow/registered-models/search"),
+    ("GET", "/api/2.0/mlflow/users/get?username=admin"),
+    ("GET", "/api/2.0/mlflow-artifacts/artifacts?path=0"),
+    ("PUT", "/api/2.0/mlflow-artifacts/artifacts/0/planted.txt"),
+    ("GET", "/api/2.0/mlflow-artifacts/artifacts/0/planted.txt"),
+    ("POST", "/ajax-api/2.0/mlflow/experiments/search"),
+    ("POST", "/graphql"),
+    ("GET", "/"),
+]
+# (MLflow's auth app answers /api/3.0/mlflow/server-info without credentials: clients read the
+# server's capabilities before they authenticate. It names no experiment, run or user.)
+
+
+@pytest.mark.parametrize(("method", "path"), ANONYMOUS_PATHS)
+def test_no_credentials_is_401_on_every_api_path(variant, method, path):
+    response = requests.request(method, _api(variant, path), data=b"x" if method == "PUT" else None, timeout=30)
+    assert response.status_code == 401, (method, path, response.status_code, response.text[:200])
+
+
+def test_wrong_password_and_unknown_user_are_401(variant, users):
+    path = _api(variant, "/api/2.0/mlflow/experiments/search?max_results=1")
+    assert requests.get(path, auth=(variant.username, variant.password + "x"), timeout=30).status_code == 401
+    assert requests.get(path, auth=("mallory", users["bob"][1]), timeout=30).status_code == 401
+    assert requests.get(path, auth=(users["bob"][0], users["alice"][1]), timeout=30).status_code == 401
+    assert requests.get(path, auth=users["bob"], timeout=30).status_code == 200
+
+
+def test_health_stays_open_for_probes(variant):
+    root = requests.get(f"http://127.0.0.1:{variant.proxy.port}/health", timeout=30)
+    assert root.status_code == 200
+
+
+def test_nginx_checks_no_password_and_passes_the_header_on(variant):
+    conf = (variant.proxy.workdir / "nginx.conf").read_text()
+    assert "auth_basic_user_file" not in conf and 'auth_basic "' not in conf
+    assert not (variant.proxy.workdir / "htpasswd").exists()
+
+
+# --- what a user may do --------------------------------------------------------------------------
+
+def test_bob_cannot_read_delete_or_write_alices_experiment_until_granted(auth_stack, users, alices_experiment):
+    ids = alices_experiment
+    for variant in auth_stack.variants.values():
+        with _as(variant, *users["bob"]) as bob:
+            for attempt in (lambda: bob.get_experiment(ids["experiment_id"]),
+                            lambda: bob.get_run(ids["run_id"]),
+                            lambda: bob.list_artifacts(ids["run_id"]),
+                            lambda: bob.delete_experiment(ids["experiment_id"]),
+                            lambda: bob.log_metric(ids["run_id"], "loss", 9.0),
+                            lambda: bob.get_registered_model(ids["model"])):
+                with pytest.raises(Exception) as refused:
+                    attempt()
+                assert _status(refused.value) == PERMISSION_DENIED
+            searched = bob.search_experiments()
+            assert ids["experiment_id"] not in {experiment.experiment_id for experiment in searched}
+        # Downloading the artifact straight from the artifact route (under the prefix, the one Nginx
+        # sends to the server's streaming router) is refused as well.
+        artifact = requests.get(_api(variant, f"/api/2.0/mlflow-artifacts/artifacts/{ids['experiment_id']}/"
+                                              f"{ids['run_id']}/artifacts/notes.txt"), auth=users["bob"], timeout=30)
+        assert artifact.status_code == PERMISSION_DENIED
+        assert requests.get(artifact.url, auth=users["alice"], timeout=30).text == "alice's notes\n"
+
+
+def test_granted_read_lets_bob_read_but_not_delete_or_write(auth_stack, users, alices_experiment):
+    ids = alices_experiment
+    default = auth_stack.variants["default"]
+    grant = requests.post(_api(default, "/api/3.0/mlflow/users/permissions/grant"), auth=users["alice"], timeout=30,
+                          json={"username": "bob", "resource_type": "experiment",
+                                "resource_id": ids["experiment_id"], "permission": "READ"})
+    assert grant.status_code == 200, grant.text
+    for variant in auth_stack.variants.values():  # both servers: the grant is in the shared database
+        with _as(variant, *users["bob"]) as bob:
+            assert bob.get_experiment(ids["experiment_id"]).experiment_id == ids["experiment_id"]
+            assert bob.get_run(ids["run_id"]).data.metrics == {"loss": 0.25}
+            assert [entry.path for entry in bob.list_artifacts(ids["run_id"])] == ["notes.txt"]
+            local = bob.download_artifacts(ids["run_id"], "notes.txt")
+            assert open(local).read() == "alice's notes\n"
+            for attempt in (lambda: bob.delete_experiment(ids["experiment_id"]),
+                            lambda: bob.log_metric(ids["run_id"], "loss", 9.0),
+                            lambda: bob.set_experiment_tag(ids["experiment_id"], "owner", "bob")):
+                with pytest.raises(Exception) as refused:
+                    attempt()
+                assert _status(refused.value) == PERMISSION_DENIED
+
+
+def test_bob_cannot_grant_himself_more(auth_stack, users, alices_experiment):
+    default = auth_stack.variants["default"]
+    response = requests.post(_api(default, "/api/3.0/mlflow/users/permissions/grant"), auth=users["bob"], timeout=30,
+                             json={"username": "bob", "resource_type": "experiment",
+                                   "resource_id": alices_experiment["experiment_id"], "permission": "MANAGE"})
+    assert response.status_code == PERMISSION_DENIED
+
+
+def test_registered_model_permission_is_separate(auth_stack, users, alices_experiment):
+    default = auth_stack.variants["default"]
+    model = alices_experiment["model"]
+    with _as(default, *users["bob"]) as bob:
+        with pytest.raises(Exception) as refused:
+            bob.get_registered_model(model)
+        assert _status(refused.value) == PERMISSION_DENIED
+    grant = requests.post(_api(default, "/api/3.0/mlflow/users/permissions/grant"), auth=users["alice"], timeout=30,
+                          json={"username": "bob", "resource_type": "registered_model", "resource_id": model,
+                                "permission": "READ"})
+    assert grant.status_code == 200, grant.text
+    with _as(default, *users["bob"]) as bob:
+        assert bob.get_registered_model(model).name == model
+        with pytest.raises(Exception) as refused:
+            bob.delete_registered_model(model)
+        assert _status(refused.value) == PERMISSION_DENIED
+
+
+def test_bob_owns_what_he_creates(auth_stack, users):
+    default = auth_stack.variants["default"]
+    with _as(default, *users["bob"]) as bob:
+        experiment_id = bob.create_experiment(f"bob-{secrets.token_hex(4)}")
+        run = bob.create_run(experiment_id)
+        bob.log_metric(run.info.run_id, "accuracy", 0.9)
+        bob.delete_experiment(experiment_id)
+
+
+# --- where it lives ------------------------------------------------------------------------------
+
+def test_users_live_in_their_own_database_not_in_the_tracking_schema(auth_stack, users):
+    postgres, database = auth_stack.postgres, auth_stack.base_config.database
+    tracking_tables = postgres.psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+                                    database=database.name).split()
+    auth_tables = postgres.psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+                                database=f"{database.name}_auth").split()
+    assert "users" in auth_tables and "users" not in tracking_tables
+    assert "experiments" in tracking_tables and "experiments" not in auth_tables
+    owners = postgres.psql(f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{database.name}_auth'")
+    assert owners.split() == [database.username]
+    names = postgres.psql("SELECT username FROM users ORDER BY username", database=f"{database.name}_auth").split()
+    assert names == sorted([auth_stack.base_config.auth.admin_username, "alice", "bob"])
+
+
+def test_a_restarted_server_keeps_users_and_permissions(auth_stack, users, alices_experiment):
+    auth_stack.restart_server("default")
+    default = auth_stack.variants["default"]
+    with _as(default, *users["bob"]) as bob:
+        assert bob.get_experiment(alices_experiment["experiment_id"]).name.startswith("alice-")
+        with pytest.raises(Exception) as refused:
+            bob.delete_experiment(alices_experiment["experiment_id"])
+        assert _status(refused.value) == PERMISSION_DENIED
+    assert requests.get(_api(default, "/api/2.0/mlflow/experiments/search?max_results=1"),
+                        auth=("bob", "not-his-password"), timeout=30).status_code == 401
