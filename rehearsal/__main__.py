@@ -4,6 +4,11 @@ stdout carries exactly the stack's client lines (`render.client_env_lines`: MLFL
 MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD, and MLFLOW_TRACKING_SERVER_CERT_PATH with
 --tls), then a line `ready`. Everything else goes to stderr. With --artifacts azurite the server
 stores artifacts in Azure Blob (the azure stack's wasbs:// destination) in Azurite instead of S3.
+
+Authentication follows auth.mode: `--set auth.mode=mlflow` prints MLflow's admin as the user (it adds
+users and grants permissions); `--set auth.mode=oidc` prints no user (each signs in, or uses an access
+token) and, unless auth.oidc.discoveryUrl is set, starts oidc-provider-mock and describes it in
+`#` comment lines before `ready` (its URL, the client id, the users alice, bob and eve).
 While running:
 
   SIGINT, SIGTERM   stop everything that was started (by PID, in reverse order) and exit 0
@@ -93,6 +98,19 @@ def _set(raw: dict[str, Any], assignment: str) -> None:
     target[parts[-1]] = parsed
 
 
+def _identity_provider_lines(stack: RehearsalStack) -> str:
+    """The stand-in identity provider, as shell comments (harmless to `eval`)."""
+    assert stack.oidc is not None
+    oidc = stack.base_config.auth.oidc
+    groups = {name: ", ".join(claims["groups"]) for name, claims in stack.oidc.users.items()}
+    return (f"# identity provider (oidc-provider-mock): {stack.oidc.issuer}, client id {stack.oidc.client_id}\n"
+            f"# sign in at MLFLOW_TRACKING_URI/login as: alice (groups: {groups['alice']}; admin group "
+            f"{oidc.admin_group}), bob (groups: {groups['bob']}), eve (groups: {groups['eve']}: refused)\n"
+            "# add a user: PUT <provider>/users/<subject> with JSON claims, e.g. {\"email\": ..., \"groups\": [...]}\n"
+            "# access tokens for the MLflow client: POST MLFLOW_TRACKING_URI/api/2.0/mlflow/users/current/tokens "
+            "from a signed-in session; then MLFLOW_TRACKING_USERNAME=<email> MLFLOW_TRACKING_PASSWORD=<token>\n")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
@@ -163,6 +181,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             with os.fdopen(fd, "w") as handle:
                 json.dump(state, handle, indent=2, default=str)
         sys.stdout.write(variant.env_lines())
+        if stack.oidc is not None:
+            sys.stdout.write(_identity_provider_lines(stack))
         sys.stdout.write("ready\n")
         sys.stdout.flush()
 

@@ -57,3 +57,35 @@ def test_provisioning_creates_a_non_superuser_owner_and_is_idempotent(postgres_c
     rotated = backend_store_uri(config.username, "Rotated@:/?#%-pass", "127.0.0.1", postgres_cluster.port, config.name)
     with sqlalchemy.create_engine(rotated).connect() as connection:
         assert connection.execute(sqlalchemy.text("select count(*) from probe")).scalar() == 0
+
+
+def test_provisioning_adds_the_auth_database_to_a_kept_volume(postgres_cluster):
+    """Switching auth.mode to mlflow on a stack whose data volume exists: the next run of the step
+    adds <name>_auth, owned by the same role, closed to everyone else; the tracking data stays."""
+    from components.render import backend_store_uri
+
+    tracking_only = DatabaseRequest(database="mlflow_grow", username="mlflow_grow", max_connections=100,
+                                    postgres_version="16")
+    assert run_provision(postgres_cluster, HOSTILE_PASSWORD, tracking_only).returncode == 0
+    tracking = backend_store_uri("mlflow_grow", HOSTILE_PASSWORD, "127.0.0.1", postgres_cluster.port, "mlflow_grow")
+    with sqlalchemy.create_engine(tracking).connect() as connection:
+        connection.execute(sqlalchemy.text("create table runs_kept (id int)"))
+        connection.execute(sqlalchemy.text("insert into runs_kept values (1)"))
+        connection.commit()
+
+    with_auth = DatabaseRequest(database="mlflow_grow", username="mlflow_grow", max_connections=100,
+                                postgres_version="16", extra_databases=("mlflow_grow_auth",))
+    for _ in range(2):  # and again: idempotent
+        result = run_provision(postgres_cluster, HOSTILE_PASSWORD, with_auth)
+        assert result.returncode == 0, result.stderr
+    auth = backend_store_uri("mlflow_grow", HOSTILE_PASSWORD, "127.0.0.1", postgres_cluster.port, "mlflow_grow_auth")
+    with sqlalchemy.create_engine(auth).connect() as connection:
+        owner = connection.execute(sqlalchemy.text(
+            "select pg_get_userbyid(datdba) from pg_database where datname = current_database()")).scalar()
+        connection.execute(sqlalchemy.text("create table users (id int)"))
+        connection.commit()
+    assert owner == "mlflow_grow"
+    with sqlalchemy.create_engine(tracking).connect() as connection:
+        assert connection.execute(sqlalchemy.text("select count(*) from runs_kept")).scalar() == 1
+    public = postgres_cluster.psql("select has_database_privilege('public', 'mlflow_grow_auth', 'CONNECT')")
+    assert public.strip() == "f"

@@ -102,3 +102,36 @@ def test_tasks_starting_together_take_turns(rds_like):
                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
     results = [(run.wait(timeout=120), run.stderr.read()) for run in runs]
     assert all(code == 0 for code, _ in results), results
+
+
+@pytest.mark.parametrize("mode", ["mlflow", "oidc"])
+def test_auth_database_made_by_tasks_together_and_upgraded_by_them_together(rds_like, mode):
+    """auth.mode mlflow / oidc on a cloud: four tasks start at once; each sets the role up (creating
+    <name>_auth once) and then runs the auth app's upgrade step on the empty database. Without the
+    advisory lock, four concurrent upgrades of the plugin's (oidc) schema failed three of four here
+    (MLflow's own auth schema survived it in that run); under the lock all succeed."""
+    cluster = rds_like
+    role, auth_database = f"mlflow_{mode}_auth_role", f"mlflow_rds_{mode}_auth"
+    spec = render.role_setup_spec("unused-image", "127.0.0.1", cluster.port, "mlflow_rds", role, sslmode="disable",
+                                  extra_databases=(auth_database,))
+    env = dict(os.environ, **spec.env, **{render.DB_PASSWORD_ENV: HOSTILE_PASSWORD, render.DB_ADMIN_USER_ENV: ADMIN,
+                                          render.DB_ADMIN_PASSWORD_ENV: ADMIN_PASSWORD})
+    setups = [subprocess.Popen([sys.executable, *spec.command[1:]], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [(run.wait(timeout=120), run.stderr.read()) for run in setups]
+    assert all(code == 0 for code, _ in results), results
+    owner = cluster.psql(f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{auth_database}'")
+    assert owner.strip() == role
+    assert cluster.psql(f"SELECT has_database_privilege('public', '{auth_database}', 'CONNECT')").strip() == "f"
+
+    uri = render.backend_store_uri(role, HOSTILE_PASSWORD, "127.0.0.1", cluster.port, auth_database)
+    command = [sys.executable, "-c", render.AUTH_UPGRADE_SCRIPT, render.AUTH_MIGRATIONS[mode]]
+    upgrades = [subprocess.Popen(command, env=dict(os.environ, **{render.AUTH_DATABASE_URI_ENV: uri}),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [(run.wait(timeout=300), run.stderr.read()[-2000:]) for run in upgrades]
+    assert all(code == 0 for code, _ in results), results
+    version_table = {"mlflow": "alembic_version_auth", "oidc": "alembic_version"}[mode]
+    with sqlalchemy.create_engine(uri).connect() as connection:
+        tables = set(sqlalchemy.inspect(connection).get_table_names())
+        assert {"users", version_table} <= tables
+        assert connection.execute(sqlalchemy.text(f"select count(*) from {version_table}")).scalar() == 1

@@ -1,0 +1,211 @@
+"""auth.mode oidc, for real: single sign-on with mlflow-oidc-auth behind the rendered Nginx, against
+oidc-provider-mock (the rehearsal's stand-in for the company's identity provider), driven as a
+browser would (authorization code flow with an HTTP client) and by the MLflow client with an
+access token the plugin issued.
+
+The rehearsal's provider knows alice (in auth.oidc.adminGroup), bob (in the first of
+auth.oidc.userGroups) and eve (in neither). The stack runs with auth.defaultPermission
+NO_PERMISSIONS, so a user sees what they were granted and what they created, nothing else.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import secrets
+import time
+from typing import Iterator
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import requests
+
+from rehearsal.launcher import RehearsalStack, Variant
+from tests.rehearsal.conftest import require_servers, sigterm_unwinds
+
+# The plugin caches each permission decision for 30 s in every worker process (its default
+# PERMISSION_CACHE_TTL_SECONDS); a grant reaches every worker within that.
+PERMISSION_CACHE_SECONDS = 30
+
+
+@pytest.fixture(scope="module")
+def sso_stack() -> Iterator[RehearsalStack]:
+    require_servers()
+    logging.getLogger("rehearsal").setLevel(logging.INFO)
+    with sigterm_unwinds():
+        stack = RehearsalStack({"auth": {"mode": "oidc", "defaultPermission": "NO_PERMISSIONS"}})
+        try:
+            stack.start()
+            stack.add_variant("default")
+            yield stack
+        finally:
+            stack.stop()
+
+
+@pytest.fixture(scope="module")
+def variant(sso_stack) -> Variant:
+    return sso_stack.variants["default"]
+
+
+def _url(variant: Variant, path: str) -> str:
+    return f"{variant.tracking_uri}{path}"
+
+
+def sign_in(variant: Variant, subject: str) -> tuple[requests.Session, str]:
+    """A browser's sign-in: MLflow sends it to the provider, the user submits the provider's form,
+    the provider sends it back to MLflow's /callback. Returns the session (its cookies) and where
+    the callback sent it."""
+    browser = requests.Session()
+    to_provider = browser.get(_url(variant, "/login"), allow_redirects=False, timeout=30)
+    assert to_provider.status_code == 302, to_provider.text[:300]
+    authorize = to_provider.headers["Location"]
+    query = parse_qs(urlparse(authorize).query)
+    assert query["redirect_uri"] == [_url(variant, "/callback")], "the redirect URL derives from the public host name"
+    assert query["client_id"] == [variant.config.auth.oidc.client_id]
+    form = browser.get(authorize, timeout=30)
+    assert form.status_code == 200 and 'name="sub"' in form.text
+    back = browser.post(authorize, data={"sub": subject}, allow_redirects=False, timeout=30)
+    assert back.status_code == 302 and back.headers["Location"].startswith(_url(variant, "/callback?code="))
+    landed = browser.get(back.headers["Location"], allow_redirects=False, timeout=30)
+    assert landed.status_code == 302, landed.text[:300]
+    return browser, landed.headers["Location"]
+
+
+@pytest.fixture(scope="module")
+def alice(variant) -> requests.Session:
+    session, _ = sign_in(variant, "alice")
+    return session
+
+
+@pytest.fixture(scope="module")
+def bob(variant) -> requests.Session:
+    session, _ = sign_in(variant, "bob")
+    return session
+
+
+@pytest.fixture(scope="module")
+def alices_experiment(variant, alice) -> str:
+    response = alice.post(_url(variant, "/api/2.0/mlflow/experiments/create"),
+                          json={"name": f"alice-{secrets.token_hex(4)}"}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()["experiment_id"]
+
+
+@pytest.fixture(scope="module")
+def bobs_token(variant, bob) -> str:
+    """An access token bob makes for his scripts, from his signed-in session (the plugin's API)."""
+    expires = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=30)).isoformat()
+    response = bob.post(_url(variant, "/api/2.0/mlflow/users/current/tokens"),
+                        json={"name": f"ci-{secrets.token_hex(3)}", "expiration": expires}, timeout=30)
+    assert response.status_code == 201, response.text
+    return response.json()["token"]
+
+
+# --- who may come in -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", "/api/2.0/mlflow/experiments/search?max_results=1"),
+    ("POST", "/api/2.0/mlflow/experiments/create"),
+    ("POST", "/api/2.0/mlflow/runs/search"),
+    ("GET", "/api/2.0/mlflow/registered-models/search"),
+    ("GET", "/api/2.0/mlflow/users"),
+    ("GET", "/api/2.0/mlflow-artifacts/artifacts?path=0"),
+    ("PUT", "/api/2.0/mlflow-artifacts/artifacts/0/planted.txt"),
+    ("POST", "/ajax-api/2.0/mlflow/experiments/search"),
+    ("POST", "/graphql"),
+])
+def test_anonymous_requests_are_401(variant, method, path):
+    response = requests.request(method, _url(variant, path), data=b"x" if method == "PUT" else None, timeout=30)
+    assert response.status_code == 401, (method, path, response.status_code, response.text[:200])
+
+
+def test_health_stays_open_and_nginx_checks_no_password(variant):
+    assert requests.get(f"http://127.0.0.1:{variant.proxy.port}/health", timeout=30).status_code == 200
+    conf = (variant.proxy.workdir / "nginx.conf").read_text()
+    assert "auth_basic_user_file" not in conf
+
+
+def test_admin_group_member_signs_in_as_admin(variant, alice):
+    current = alice.get(_url(variant, "/api/2.0/mlflow/users/current"), timeout=30)
+    assert current.status_code == 200
+    assert current.json()["username"] == "alice@example.com" and current.json()["is_admin"] is True
+
+
+def test_someone_outside_the_allowed_groups_is_refused(variant):
+    session, landed = sign_in(variant, "eve")
+    assert "error=User+is+not+allowed+to+login" in landed
+    refused = session.get(_url(variant, "/api/2.0/mlflow/experiments/search?max_results=1"), timeout=30)
+    assert refused.status_code == 401
+
+
+def test_user_group_member_signs_in_without_admin_rights(variant, bob, alices_experiment):
+    current = bob.get(_url(variant, "/api/2.0/mlflow/users/current"), timeout=30).json()
+    assert current["username"] == "bob@example.com" and current["is_admin"] is False
+    denied = bob.get(_url(variant, f"/api/2.0/mlflow/experiments/get?experiment_id={alices_experiment}"), timeout=30)
+    assert denied.status_code == 403
+    grant = bob.post(_url(variant, f"/api/2.0/mlflow/permissions/users/bob@example.com/experiments/{alices_experiment}"),
+                     json={"permission": "MANAGE"}, timeout=30)
+    assert grant.status_code == 403, "a user may not grant himself access"
+
+
+def test_admin_grants_read_and_the_user_can_read_but_not_delete(variant, alice, bob, alices_experiment):
+    grant = alice.post(_url(variant, f"/api/2.0/mlflow/permissions/users/bob@example.com/experiments/{alices_experiment}"),
+                       json={"permission": "READ"}, timeout=30)
+    assert grant.status_code in (200, 201), grant.text
+    read = _url(variant, f"/api/2.0/mlflow/experiments/get?experiment_id={alices_experiment}")
+    deadline = time.monotonic() + PERMISSION_CACHE_SECONDS + 10
+    streak = 0
+    while streak < 8:  # every worker answers 200 (a worker may hold a cached "no" for up to 30 s)
+        streak = streak + 1 if bob.get(read, timeout=30).status_code == 200 else 0
+        assert time.monotonic() < deadline, "the grant did not reach every worker"
+        time.sleep(0.2 if streak else 1.0)
+    delete = bob.post(_url(variant, "/api/2.0/mlflow/experiments/delete"),
+                      json={"experiment_id": alices_experiment}, timeout=30)
+    assert delete.status_code == 403
+
+
+def test_sdk_logs_a_run_with_an_access_token(variant, bobs_token, monkeypatch):
+    import mlflow
+    from mlflow import MlflowClient
+
+    for name in list(os.environ):
+        if name.startswith("MLFLOW_TRACKING_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", variant.tracking_uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob@example.com")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", bobs_token)
+    mlflow.set_tracking_uri(variant.tracking_uri)
+    try:
+        mlflow.set_experiment(f"bob-ci-{secrets.token_hex(4)}")
+        with mlflow.start_run() as run:
+            mlflow.log_param("lr", 0.01)
+            mlflow.log_metric("loss", 0.5)
+            mlflow.log_text("trained\n", "log.txt")
+        client = MlflowClient(variant.tracking_uri)
+        assert client.get_run(run.info.run_id).data.metrics == {"loss": 0.5}
+        assert client.download_artifacts(run.info.run_id, "log.txt")
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_a_token_is_bound_to_its_user(variant, bobs_token):
+    search = _url(variant, "/api/2.0/mlflow/experiments/search?max_results=1")
+    assert requests.get(search, auth=("bob@example.com", bobs_token), timeout=30).status_code == 200
+    assert requests.get(search, auth=("alice@example.com", bobs_token), timeout=30).status_code == 401
+    assert requests.get(search, auth=("bob@example.com", bobs_token + "x"), timeout=30).status_code == 401
+
+
+# --- where it lives ------------------------------------------------------------------------------
+
+def test_users_and_tokens_live_in_the_auth_database_and_survive_a_restart(sso_stack, variant, bobs_token,
+                                                                          alices_experiment):
+    postgres, database = sso_stack.postgres, sso_stack.base_config.database
+    users = postgres.psql("SELECT username FROM users ORDER BY username", database=f"{database.name}_auth").split()
+    assert {"alice@example.com", "bob@example.com"} <= set(users) and "eve@example.com" not in users
+    tracking_tables = postgres.psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+                                    database=database.name).split()
+    assert "users" not in tracking_tables and "user_tokens" not in tracking_tables
+    sso_stack.restart_server("default")
+    search = _url(variant, f"/api/2.0/mlflow/experiments/get?experiment_id={alices_experiment}")
+    assert requests.get(search, auth=("bob@example.com", bobs_token), timeout=30).status_code == 200
