@@ -49,7 +49,10 @@ OIDC_CLIENT_SECRET_ENV = "OIDC_CLIENT_SECRET"
 OIDC_USERS_DB_URI_ENV = "OIDC_USERS_DB_URI"
 # Each app migrates its own schema when a process starts; replicas (and the parent process and its
 # workers) starting together on an empty database race. As for MLflow's schema, one step upgrades
-# it first, under an advisory lock; the processes then find it at head.
+# it first, under an advisory lock; the processes then find it at head. In mode mlflow the step
+# also sets the admin's password to the one Pulumi generated (MLflow itself reads it only when it
+# creates the admin), so the admin_password output stays true: after a password was changed
+# through the API, or on a kept data volume under a new stack, as the role's own password is.
 AUTH_MIGRATIONS = {"mlflow": "mlflow.server.auth.db.utils", "oidc": "mlflow_oidc_auth.db.utils"}
 AUTH_UPGRADE_LOCK_KEY = 0x6D6C666C6F61  # "mlfloa"
 AUTH_UPGRADE_SCRIPT = f"""\
@@ -58,13 +61,28 @@ import os
 import sys
 import sqlalchemy
 migrations = importlib.import_module(sys.argv[1])
-engine = sqlalchemy.create_engine(os.environ['{AUTH_DATABASE_URI_ENV}'], poolclass=sqlalchemy.pool.NullPool)
+uri = os.environ['{AUTH_DATABASE_URI_ENV}']
+engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
 with engine.connect() as lock:
     lock.execute(sqlalchemy.text('SELECT pg_advisory_lock({AUTH_UPGRADE_LOCK_KEY})'))
     lock.commit()
     migrations.migrate_if_needed(engine, 'head')
+    admin = os.environ.get('{AUTH_ADMIN_USERNAME_ENV}')
+    if admin:
+        from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+        store = SqlAlchemyStore()
+        store.init_db(uri)
+        password = os.environ['{AUTH_ADMIN_PASSWORD_ENV}']
+        if store.has_user(admin, use_primary=True):
+            store.update_user(admin, password=password, is_admin=True)
+        else:
+            store.create_user(admin, password, is_admin=True)
+        store.engine.dispose()
+        print(f'administrator {{admin}} has the deployed password')
 print('auth database at head')
 """
+
+
 
 
 # `mlflow db upgrade URL` takes the URI as an argument, which would put the password on a command
@@ -333,12 +351,13 @@ def schema_upgrade_spec(settings: TrackingServerSettings, name: str = "mlflow-db
 
 def auth_upgrade_spec(settings: TrackingServerSettings, name: str = "mlflow-auth-db-upgrade") -> ContainerSpec:
     """The one-off step that brings the auth app's own schema to its head (modes mlflow, oidc)."""
+    admin = settings.auth_mode == "mlflow"
     return ContainerSpec(
         name=name,
         image=settings.image,
         command=("python", "-c", AUTH_UPGRADE_SCRIPT, AUTH_MIGRATIONS[settings.auth_mode]),
-        env={"PYTHONUNBUFFERED": "1"},
-        secret_env_names=(AUTH_DATABASE_URI_ENV,),
+        env={"PYTHONUNBUFFERED": "1", **({AUTH_ADMIN_USERNAME_ENV: settings.auth_admin_username} if admin else {})},
+        secret_env_names=(AUTH_DATABASE_URI_ENV, *((AUTH_ADMIN_PASSWORD_ENV,) if admin else ())),
         user="mlflow",
     )
 

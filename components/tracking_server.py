@@ -78,12 +78,14 @@ class TrackingServer(pulumi.ComponentResource):
         if auth.mode != "proxy":
             auth_uri = metadata.auth_connection_uri
             assert auth_uri is not None
-            steps.append(InitStep("mlflow-auth-db-upgrade", settings.apply(render.auth_upgrade_spec),
-                                  {render.AUTH_DATABASE_URI_ENV: auth_uri}))
+            upgrade_env = {render.AUTH_DATABASE_URI_ENV: auth_uri}
             session_key = random.RandomPassword(f"{name}-session-key", length=48, special=False, opts=child)
             secret_env[render.SESSION_KEY_ENVS[auth.mode]] = session_key.result
+            if auth.mode == "mlflow":
+                admin = random.RandomPassword(f"{name}-admin-password", length=32, special=False, opts=child)
+                upgrade_env[render.AUTH_ADMIN_PASSWORD_ENV] = admin.result
+            steps.append(InitStep("mlflow-auth-db-upgrade", settings.apply(render.auth_upgrade_spec), upgrade_env))
         if auth.mode == "mlflow":
-            admin = random.RandomPassword(f"{name}-admin-password", length=32, special=False, opts=child)
             secret_env[render.AUTH_ADMIN_PASSWORD_ENV] = admin.result
             runtime_files[render.AUTH_CONFIG_PATH] = pulumi.Output.secret(auth_uri.apply(
                 lambda uri: render.auth_config_ini(auth.default_permission, uri)))

@@ -901,8 +901,7 @@ class RehearsalStack:
         self.postgres.psql(f'REVOKE ALL ON DATABASE "{name}" FROM PUBLIC')
         self.auth_uri = render.backend_store_uri(cfg.database.username, self.db_password, "127.0.0.1",
                                                  self.postgres.port, name)
-        run_step(render.auth_upgrade_spec(self._settings(cfg)), {render.AUTH_DATABASE_URI_ENV: self.auth_uri},
-                 self.base_dir / "auth-upgrade")
+        self.run_auth_upgrade(cfg)
         if self.oidc:
             self.oidc.start()
 
@@ -916,6 +915,13 @@ class RehearsalStack:
             self.s3 = S3StandIn(self.base_dir / "s3", cfg.artifacts.bucket, cfg.artifacts.prefix)
             self.s3.start()
             log.info("s3 endpoint %s, bucket %s", self.s3.endpoint, self.s3.bucket)
+
+    def run_auth_upgrade(self, cfg: Optional[StackConfig] = None) -> str:
+        """The TrackingServer's auth upgrade step, as every deployment (every task start) runs it."""
+        cfg = cfg or self.base_config
+        spec = render.auth_upgrade_spec(self._settings(cfg))
+        values = {render.AUTH_DATABASE_URI_ENV: self.auth_uri, render.AUTH_ADMIN_PASSWORD_ENV: self.admin_password}
+        return run_step(spec, {name: values[name] for name in spec.secret_env_names}, self.base_dir / "auth-upgrade")
 
     def _settings(self, cfg: StackConfig) -> render.TrackingServerSettings:
         """The server settings the stack's platform renders: S3 with MinIO's endpoint and key pair, or

@@ -256,3 +256,25 @@ def test_a_restarted_server_keeps_users_and_permissions(auth_stack, users, alice
         assert _status(refused.value) == PERMISSION_DENIED
     assert requests.get(_api(default, "/api/2.0/mlflow/experiments/search?max_results=1"),
                         auth=("bob", "not-his-password"), timeout=30).status_code == 401
+
+
+def test_the_next_deployment_gives_the_admin_back_the_password_pulumi_holds(auth_stack, users):
+    """MLflow reads MLFLOW_AUTH_ADMIN_PASSWORD only when it creates the admin. Someone changes the
+    admin's password through the API; the auth upgrade step every deployment (every task start)
+    runs sets it back, so the stack's admin_password output is the one that works."""
+    from mlflow.server.auth.client import AuthServiceClient
+
+    default = auth_stack.variants["default"]
+    search = _api(default, "/api/2.0/mlflow/experiments/search?max_results=1")
+    changed = secrets.token_urlsafe(16)
+    with _as(default, default.username, default.password):
+        AuthServiceClient(default.tracking_uri).update_user_password(default.username, changed,
+                                                                     current_password=default.password)
+    assert requests.get(search, auth=(default.username, default.password), timeout=30).status_code == 401
+    assert requests.get(search, auth=(default.username, changed), timeout=30).status_code == 200
+    output = auth_stack.run_auth_upgrade()
+    assert f"administrator {default.username} has the deployed password" in output
+    assert default.password not in output
+    assert requests.get(search, auth=(default.username, default.password), timeout=30).status_code == 200
+    assert requests.get(search, auth=(default.username, changed), timeout=30).status_code == 401
+    assert requests.get(search, auth=users["bob"], timeout=30).status_code == 200, "other users keep theirs"

@@ -177,6 +177,16 @@ def test_cloud_role_setup_creates_the_auth_database(stack):
     assert env[render.DB_EXTRA_NAMES_ENV] == "mlflow_auth"
 
 
+def test_the_mlflow_auth_upgrade_step_sets_the_admins_password():
+    step = container(run_for("local", "mlflow"), "mlflow-server-auth-db-upgrade")
+    env = env_of(step)
+    assert set(env) == {"PYTHONUNBUFFERED", render.AUTH_DATABASE_URI_ENV, render.AUTH_ADMIN_USERNAME_ENV,
+                        render.AUTH_ADMIN_PASSWORD_ENV}
+    assert env[render.AUTH_ADMIN_PASSWORD_ENV] == env_of(container(run_for("local", "mlflow"), "mlflow-server"))[
+        render.AUTH_ADMIN_PASSWORD_ENV]
+    assert step.input_is_secret("envs") and step.inputs["command"][-1] == "mlflow.server.auth.db.utils"
+
+
 def test_the_auth_upgrade_step_gets_only_the_auth_database():
     run = run_for("local", "oidc")
     step = container(run, "mlflow-server-auth-db-upgrade")

@@ -6,7 +6,7 @@ import pulumi
 import pytest
 
 from components.config import ConfigError, StackConfig, budget_replicas, connections_needed, parse_stack_config
-from tests.unit.harness import run_program
+from tests.unit.harness import run_program, unwrap
 
 # (raw config without namespace, the key that must be named, a fragment of what is allowed)
 MALFORMED = [
@@ -71,6 +71,27 @@ MALFORMED = [
     ({"platform": "aws", "aws": {"dbAllocatedStorageGb": 10}}, "mlflow:aws.dbAllocatedStorageGb", ">= 20"),
     ({"platform": "aws", "aws": {"vpcCidr": "10.0.0.0/24"}}, "mlflow:aws.vpcCidr", "/20 or larger"),
     ({"platform": "aws", "aws": {"bogus": True}}, "mlflow:aws.bogus", "unknown key"),
+    # authentication
+    ({"auth": {"mode": "ldap"}}, "mlflow:auth.mode", "'proxy', 'mlflow' or 'oidc'"),
+    ({"auth": {"mode": "mlflow", "defaultPermission": "WRITE"}}, "mlflow:auth.defaultPermission",
+     "'READ', 'USE', 'EDIT', 'MANAGE' or 'NO_PERMISSIONS'"),
+    ({"auth": {"adminUsername": "the admin"}}, "mlflow:auth.adminUsername", "letters, digits"),
+    ({"auth": {"mode": "oidc"}}, "mlflow:auth", "auth.oidc.discoveryUrl, auth.oidc.clientId, auth.oidc.clientSecret"),
+    ({"auth": {"mode": "oidc", "oidc": {"clientId": "x", "clientSecret": "y"}}}, "mlflow:auth", "needs auth.oidc.discoveryUrl"),
+    ({"auth": {"oidc": {"discoveryUrl": "https://login.example.com/"}}}, "mlflow:auth.oidc.discoveryUrl",
+     "/.well-known/openid-configuration"),
+    ({"auth": {"oidc": {"discoveryUrl": "http://idp.example.com/.well-known/openid-configuration"}}},
+     "mlflow:auth.oidc.discoveryUrl", "must use https"),
+    ({"auth": {"oidc": {"userGroups": []}}}, "mlflow:auth.oidc.userGroups", "non-empty list"),
+    ({"auth": {"oidc": {"adminGroup": "a,b"}}}, "mlflow:auth.oidc.adminGroup", "without commas"),
+    ({"auth": {"oidc": {"scopes": ["email", "profile"]}}}, "mlflow:auth.oidc.scopes", "must include openid"),
+    ({"auth": {"oidc": {"clientSecrett": "x"}}}, "mlflow:auth.oidc.clientSecrett", "unknown key"),
+    ({"auth": {"mode": "oidc", "oidc": {"discoveryUrl": "https://i.example.com/.well-known/openid-configuration",
+                                        "clientId": "x", "clientSecret": "y"}}, "server": {"staticPrefix": "/mlflow"}},
+     "server.staticPrefix", "sign-in routes"),
+    ({"auth": {"mode": "mlflow"}, "database": {"name": "m" * 60}}, "database.name", "at most 58 characters"),
+    ({"auth": {"mode": "mlflow"}, "server": {"workers": 4, "dbPoolSize": 6, "dbMaxOverflow": 6}},
+     "x 3 engines x", "exceeds database.maxConnections"),
 ]
 
 
@@ -130,6 +151,27 @@ def test_program_stops_before_registering_any_resource():
     assert "Pulumi.local.yaml" in message
     assert "mlflow:proxy.port" in message and "mlflow:proxy.tls" in message and "mlflow:server.workers" in message
     assert captured["monitor"].recorded == {}, "no resource may be registered when the config is invalid"
+
+
+OIDC = {"mode": "oidc", "oidc": {"discoveryUrl": "https://login.example.com/.well-known/openid-configuration",
+                                  "clientId": "mlflow", "clientSecret": "plain-text-client-secret"}}
+
+
+def test_a_client_secret_in_plain_text_is_refused_without_echoing_it():
+    with pytest.raises(pulumi.RunError) as caught:
+        run_program({"mlflow:auth": OIDC})
+    message = str(caught.value)
+    assert message.startswith("invalid stack configuration in Pulumi.local.yaml:")
+    assert "mlflow:auth.oidc.clientSecret: is stored in plain text" in message
+    assert "pulumi config set --secret --path mlflow:auth.oidc.clientSecret" in message
+    assert "plain-text-client-secret" not in message
+
+
+def test_a_secret_client_secret_is_accepted_and_stays_secret():
+    run = run_program({"mlflow:auth": OIDC}, secret_keys=["mlflow:auth"])
+    server = run.one("docker:index/container:Container", "mlflow-server")
+    assert server.input_is_secret("envs")
+    assert "OIDC_CLIENT_SECRET=plain-text-client-secret" in unwrap(server.raw_inputs["envs"])
 
 
 def test_unknown_platform_value_in_program_is_a_run_error():
