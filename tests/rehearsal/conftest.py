@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import signal
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 
@@ -67,18 +67,27 @@ def sigterm_unwinds() -> Iterator[None]:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-@pytest.fixture(scope="session")
-def rehearsal_stack() -> Iterator[RehearsalStack]:
-    require_servers()
+@contextlib.contextmanager
+def running_stack(raw_config: Optional[dict] = None, artifacts: str = "s3", **variants: dict) -> Iterator[RehearsalStack]:
+    """A rehearsal stack with the given variants (name -> add_variant keywords; default: one
+    "default"), stopped whatever happens, also on a CI timeout's SIGTERM."""
+    require_servers(artifacts)
     logging.getLogger("rehearsal").setLevel(logging.INFO)
     with sigterm_unwinds():
-        stack = RehearsalStack()
+        stack = RehearsalStack(raw_config, artifacts=artifacts)
         try:
             stack.start()
-            stack.add_variant("default")
+            for name, options in (variants or {"default": {}}).items():
+                stack.add_variant(name, **options)
             yield stack
         finally:
             stack.stop()
+
+
+@pytest.fixture(scope="session")
+def rehearsal_stack() -> Iterator[RehearsalStack]:
+    with running_stack() as stack:
+        yield stack
 
 
 def _terminate_as_interrupt(signum, frame):

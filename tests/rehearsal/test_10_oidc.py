@@ -11,7 +11,6 @@ NO_PERMISSIONS, so a user sees what they were granted and what they created, not
 from __future__ import annotations
 
 import datetime
-import logging
 import os
 import secrets
 import time
@@ -22,7 +21,7 @@ import pytest
 import requests
 
 from rehearsal.launcher import RehearsalStack, Variant
-from tests.rehearsal.conftest import require_servers, sigterm_unwinds
+from tests.rehearsal.conftest import running_stack
 
 # The plugin caches each permission decision for 30 s in every worker process (its default
 # PERMISSION_CACHE_TTL_SECONDS); a grant reaches every worker within that.
@@ -31,16 +30,8 @@ PERMISSION_CACHE_SECONDS = 30
 
 @pytest.fixture(scope="module")
 def sso_stack() -> Iterator[RehearsalStack]:
-    require_servers()
-    logging.getLogger("rehearsal").setLevel(logging.INFO)
-    with sigterm_unwinds():
-        stack = RehearsalStack({"auth": {"mode": "oidc", "defaultPermission": "NO_PERMISSIONS"}})
-        try:
-            stack.start()
-            stack.add_variant("default")
-            yield stack
-        finally:
-            stack.stop()
+    with running_stack({"auth": {"mode": "oidc", "defaultPermission": "NO_PERMISSIONS"}}) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")

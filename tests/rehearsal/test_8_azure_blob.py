@@ -6,7 +6,6 @@ MLflow client. Its own stack, module-scoped: the session's stack stores artifact
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 import uuid
 from pathlib import Path
@@ -17,7 +16,7 @@ import requests
 
 from components import render
 from rehearsal.launcher import AZURITE_ACCOUNT, AZURITE_ACCOUNT_KEY, RehearsalStack, Variant
-from tests.rehearsal.conftest import require_servers, sigterm_unwinds
+from tests.rehearsal.conftest import running_stack
 from tests.rehearsal.test_2_auth import SEARCH
 from tests.rehearsal.test_4_artifacts import (
     ARTIFACT_SIZE,
@@ -34,16 +33,8 @@ PREFIX = "team/mlflow"
 @pytest.fixture(scope="module")
 def azure_stack() -> Iterator[RehearsalStack]:
     """PostgreSQL, Azurite with the private container, schema upgrade, one server + Nginx."""
-    require_servers("azurite")
-    logging.getLogger("rehearsal").setLevel(logging.INFO)
-    with sigterm_unwinds():
-        stack = RehearsalStack({"artifacts": {"prefix": PREFIX}}, artifacts="azurite")
-        try:
-            stack.start()
-            stack.add_variant("azure")
-            yield stack
-        finally:
-            stack.stop()
+    with running_stack({"artifacts": {"prefix": PREFIX}}, artifacts="azurite", azure={}) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")

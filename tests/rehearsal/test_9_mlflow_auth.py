@@ -9,7 +9,6 @@ is the one the stack outputs (admin_username / admin_password); alice and bob ar
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import secrets
 from typing import Iterator
@@ -18,24 +17,16 @@ import pytest
 import requests
 
 from rehearsal.launcher import RehearsalStack, Variant
-from tests.rehearsal.conftest import STATIC_PREFIX, require_servers, sigterm_unwinds
+from tests.rehearsal.conftest import STATIC_PREFIX, running_stack
 
 PERMISSION_DENIED = 403
 
 
 @pytest.fixture(scope="module")
 def auth_stack() -> Iterator[RehearsalStack]:
-    require_servers()
-    logging.getLogger("rehearsal").setLevel(logging.INFO)
-    with sigterm_unwinds():
-        stack = RehearsalStack({"auth": {"mode": "mlflow", "defaultPermission": "NO_PERMISSIONS"}})
-        try:
-            stack.start()
-            stack.add_variant("default")
-            stack.add_variant("prefix", static_prefix=STATIC_PREFIX)
-            yield stack
-        finally:
-            stack.stop()
+    with running_stack({"auth": {"mode": "mlflow", "defaultPermission": "NO_PERMISSIONS"}},
+                       default={}, prefix={"static_prefix": STATIC_PREFIX}) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module", params=["default", "prefix"])
@@ -127,6 +118,52 @@ ANONYMOUS_PATHS = [
 def test_no_credentials_is_401_on_every_api_path(variant, method, path):
     response = requests.request(method, _api(variant, path), data=b"x" if method == "PUT" else None, timeout=30)
     assert response.status_code == 401, (method, path, response.status_code, response.text[:200])
+
+
+# Routes MLflow's auth app leaves open on purpose: the probe, the server's capabilities (read by
+# clients before they authenticate; no experiment, run or user in it) and the UI's static files.
+OPEN_ROUTES = {"/health", "/api/3.0/mlflow/server-info", "/ajax-api/3.0/mlflow/server-info"}
+STATIC_FILES = "/static-files/"
+
+
+def _every_route_mlflow_serves() -> list[tuple[str, str]]:
+    """(method, path) for each route of the tracking server and of the auth app, variables filled."""
+    import re
+
+    import mlflow.server.auth.routes as auth_routes
+    from mlflow.server import app
+
+    routes = set()
+    for rule in app.url_map.iter_rules():
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            routes.add((method, re.sub(r"<[^>]+>", "0", rule.rule)))
+    for name in dir(auth_routes):
+        value = getattr(auth_routes, name)
+        if name.isupper() and isinstance(value, str) and value.startswith("/"):
+            routes.update({("GET", value), ("POST", value)})
+    return sorted(routes)
+
+
+def test_every_route_mlflow_serves_is_401_without_credentials(variant):
+    """Not a hand-picked list: every route MLflow's own url_map and auth routes name, through Nginx."""
+    routes = _every_route_mlflow_serves()
+    assert len(routes) > 400, len(routes)
+    not_refused = []
+    with requests.Session() as session:
+        for method, path in routes:
+            status = session.request(method, _api(variant, path), timeout=30).status_code
+            if path in OPEN_ROUTES or path.startswith(STATIC_FILES):
+                continue
+            if status != 401:
+                not_refused.append((method, path, status))
+    assert not not_refused, not_refused
+
+
+def test_the_open_routes_name_no_data(variant, alices_experiment):
+    info = requests.get(_api(variant, "/api/3.0/mlflow/server-info"), timeout=30)
+    assert info.status_code == 200
+    assert alices_experiment["experiment_id"] not in info.text and "alice" not in info.text
+    assert requests.get(_api(variant, STATIC_FILES + "no-such-file.js"), timeout=30).status_code == 404
 
 
 def test_wrong_password_and_unknown_user_are_401(variant, users):
