@@ -20,7 +20,8 @@ MODULE_PATH = "components/mlflow_tracking_server_args.py"
 
 # One schema type per section and per choice; the names are the package's public API.
 SECTION_TYPES = {"server": "Server", "proxy": "Proxy", "database": "Database", "artifacts": "Artifacts",
-                 "auth": "Auth", "auth.oidc": "Oidc", "local": "Local", "aws": "Aws", "azure": "Azure"}
+                 "auth": "Auth", "auth.oidc": "Oidc",
+                 "observability": "Observability", "maintenance": "Maintenance", "local": "Local", "aws": "Aws", "azure": "Azure"}
 ENUM_TYPES = {"platform": "PlatformName", "proxy.tls": "TlsMode", "proxy.passwordHash": "PasswordHashScheme",
               "auth.mode": "AuthMode", "auth.defaultPermission": "Permission",
               "aws.natGateways": "NatGateways", "azure.registrySku": "RegistrySku",

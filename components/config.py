@@ -276,6 +276,73 @@ class AuthConfig(_Section):
         return self
 
 
+# MLflow's own syntax for `mlflow gc --older-than` (mlflow/cli/__init__.py).
+_GC_AGE = re.compile(r"^(([.\d]+?)d)?(([.\d]+?)h)?(([.\d]+?)m)?(([.\d]+?)s)?$")
+_CRON_FIELD = re.compile(r"^[A-Za-z0-9*,/?-]+$")
+
+
+class ObservabilityConfig(_Section):
+    """Metrics: MLflow's Prometheus exporter and Nginx's stub_status, on an internal listener only."""
+
+    prometheus: bool = Field(True, description="MLflow serves Prometheus metrics (--expose-prometheus) and Nginx "
+                             "its stub_status, both on the proxy's internal metrics port, never through the public entry")
+    metrics_port: int = Field(9180, ge=1, le=65535, description="the proxy's internal metrics listener (/metrics, "
+                              "/nginx_status); on local also the host port, bound to local.bindAddress")
+
+
+class MaintenanceConfig(_Section):
+    """Garbage collection: `mlflow gc` removes deleted runs' rows and artifacts, on a schedule."""
+
+    gc_schedule: Optional[str] = Field(None, description="cron expression (5 fields: minute hour day-of-month month "
+                                       "day-of-week, UTC) running `mlflow gc` on aws and azure; unset: off (local: "
+                                       "scripts/gc from cron)")
+    gc_older_than: str = Field("30d", description="`mlflow gc --older-than`: runs deleted longer ago than this "
+                               "(#d#h#m#s) are removed for good")
+    gc_timeout_seconds: int = Field(3600, ge=300, le=86400, description="a gc run longer than this is stopped")
+
+    @field_validator("gc_older_than")
+    @classmethod
+    def _age(cls, value: str) -> str:
+        if not value or not _GC_AGE.match(value):
+            raise ValueError("must be an age in mlflow gc's #d#h#m#s syntax, e.g. 30d or 12h30m")
+        return value
+
+    @field_validator("gc_schedule")
+    @classmethod
+    def _cron(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            cron_fields(value)
+        return value
+
+
+def cron_fields(expression: str) -> tuple[str, str, str, str, str]:
+    """The five fields of a standard cron expression (minute hour day-of-month month day-of-week)."""
+    fields = expression.split()
+    if len(fields) != 5 or not all(_CRON_FIELD.match(field) for field in fields):
+        raise ValueError("must be a cron expression of 5 fields (minute hour day-of-month month day-of-week), "
+                         "e.g. '0 3 * * *' for 03:00 UTC daily")
+    if "?" in expression:
+        raise ValueError("use '*' rather than '?' (standard cron; the aws stack writes AWS's form itself)")
+    if "/" in fields[4]:
+        raise ValueError("day-of-week steps ('/') are not supported; list the days, e.g. MON,WED,FRI")
+    minute, hour, day, month, weekday = fields
+    return minute, hour, day, month, weekday
+
+
+def aws_schedule_expression(expression: str) -> str:
+    """A standard cron expression in EventBridge Scheduler's form: six fields with a year, one of the
+    two day fields `?`, and days of the week counted from SUN=1 (standard cron: SUN=0 or 7)."""
+    minute, hour, day, month, weekday = cron_fields(expression)
+    if day != "*" and weekday != "*":
+        raise ValueError("AWS cannot schedule on both a day of the month and a day of the week: set one to '*'")
+    weekday = re.sub(r"\d+", lambda number: str(int(number.group()) % 7 + 1), weekday)
+    if weekday == "*":
+        weekday = "?"
+    else:
+        day = "?"
+    return f"cron({minute} {hour} {day} {month} {weekday} *)"
+
+
 class LocalConfig(_Section):
     """Docker-on-one-machine settings (the `local` stack)."""
 
@@ -674,6 +741,8 @@ class StackConfig(_Section):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
     local: LocalConfig = Field(default_factory=LocalConfig)
     aws: AwsConfig = Field(default_factory=AwsConfig)
     azure: AzureConfig = Field(default_factory=AzureConfig)
@@ -774,11 +843,23 @@ class StackConfig(_Section):
                                  "the master user)")
         if self.platform == "azure":
             _azure_consistent(self)
-        if self.local.minio_api_port == self.local.minio_console_port or self.proxy.port in (
-            self.local.minio_api_port, self.local.minio_console_port
-        ):
+        host_ports = [self.proxy.port, self.local.minio_api_port, self.local.minio_console_port]
+        if self.observability.prometheus:
+            host_ports.append(self.observability.metrics_port)
+        if self.platform == "local" and len(set(host_ports)) != len(host_ports):
+            raise ValueError("proxy.port, local.minioApiPort, local.minioConsolePort"
+                             f"{' and observability.metricsPort' if self.observability.prometheus else ''} must all differ")
+        if self.observability.prometheus and self.observability.metrics_port == self.proxy.port:
+            raise ValueError("observability.metricsPort must differ from proxy.port: metrics stay off the public entry")
+        if self.maintenance.gc_schedule is not None:
             if self.platform == "local":
-                raise ValueError("proxy.port, local.minioApiPort and local.minioConsolePort must all differ")
+                raise ValueError("maintenance.gcSchedule: the local stack has no scheduler; run scripts/gc from cron "
+                                 "(README, \"Garbage collection\")")
+            if self.platform == "aws":
+                try:
+                    aws_schedule_expression(self.maintenance.gc_schedule)
+                except ValueError as error:
+                    raise ValueError(f"maintenance.gcSchedule: {error}") from None
         return self
 
 

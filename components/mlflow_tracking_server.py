@@ -73,6 +73,8 @@ class MlflowTrackingServer(pulumi.ComponentResource):
     """`--network-configuration` for one-off tasks beside the server: migration, gc (`aws`; README)."""
     warning: Optional[pulumi.Output[str]]
     """Set when the deployment works but should not stay as it is (plain HTTP on `aws`)."""
+    metrics_scraper_security_group: Optional[pulumi.Output[str]]
+    """The security group a Prometheus scraper joins to reach the proxies' metrics port (`aws`)."""
 
     def __init__(self, name: str, args: MlflowTrackingServerArgs, opts: Optional[pulumi.ResourceOptions] = None,
                  *, moved_from_top_level: bool = False):
@@ -99,11 +101,11 @@ class MlflowTrackingServer(pulumi.ComponentResource):
         server = TrackingServer(f"{name}-server", {
             "platform": platform, "metadata_store": metadata, "artifact_store": artifacts,
             "server": config.server, "proxy": config.proxy, "mlflow_version": config.mlflow_version,
-            "auth": config.auth,
+            "auth": config.auth, "observability": config.observability, "maintenance": config.maintenance,
         }, part("server"))
         proxy = ReverseProxy(f"{name}-proxy", {
             "platform": platform, "tracking_server": server, "proxy": config.proxy, "server": config.server,
-            "image": config.proxy.image, "auth": config.auth,
+            "image": config.proxy.image, "auth": config.auth, "observability": config.observability,
         }, part("proxy"))
 
         self.tracking_uri = proxy.url
@@ -128,13 +130,15 @@ class MlflowTrackingServer(pulumi.ComponentResource):
         self.alarm_topic = platform.user_outputs.alarm_topic
         self.run_task_network = platform.user_outputs.run_task_network
         self.warning = platform.user_outputs.warning
+        self.metrics_scraper_security_group = platform.user_outputs.metrics_scraper_security_group
         self.register_outputs(self.outputs())
 
     def outputs(self) -> dict[str, pulumi.Output]:
         """Every output that is set, by name (the stack outputs of this repository's program)."""
         names = ("tracking_uri", "username", "password", "admin_username", "admin_password", "bucket", "client_env", "database_uri", "tls_certificate",
                  "minio_console_url", "db_endpoint", "database_host", "storage_account", "resource_group",
-                 "load_balancer_dns_name", "log_group", "cluster", "alarm_topic", "run_task_network", "warning")
+                 "load_balancer_dns_name", "log_group", "cluster", "alarm_topic", "run_task_network", "warning",
+                 "metrics_scraper_security_group")
         return {key: getattr(self, key) for key in names if getattr(self, key) is not None}
 
 

@@ -226,6 +226,29 @@ class Auth(TypedDict):
     """Single sign-on (auth.mode oidc) through the identity provider, with the mlflow-oidc-auth plugin. Defaults for every key inside."""
 
 
+class Observability(TypedDict):
+    """Metrics: MLflow's Prometheus exporter and Nginx's stub_status, on an internal listener only."""
+
+    prometheus: NotRequired[bool]
+    """MLflow serves Prometheus metrics (--expose-prometheus) and Nginx its stub_status, both on the proxy's internal metrics port, never through the public entry. Default: true."""
+
+    metrics_port: NotRequired[int]
+    """the proxy's internal metrics listener (/metrics, /nginx_status); on local also the host port, bound to local.bindAddress. Default: 9180."""
+
+
+class Maintenance(TypedDict):
+    """Garbage collection: `mlflow gc` removes deleted runs' rows and artifacts, on a schedule."""
+
+    gc_schedule: NotRequired[str]
+    """cron expression (5 fields: minute hour day-of-month month day-of-week, UTC) running `mlflow gc` on aws and azure; unset: off (local: scripts/gc from cron). Default: unset."""
+
+    gc_older_than: NotRequired[str]
+    """`mlflow gc --older-than`: runs deleted longer ago than this (#d#h#m#s) are removed for good. Default: "30d"."""
+
+    gc_timeout_seconds: NotRequired[int]
+    """a gc run longer than this is stopped. Default: 3600."""
+
+
 class Local(TypedDict):
     """Docker-on-one-machine settings (the `local` stack)."""
 
@@ -447,6 +470,12 @@ class MlflowTrackingServerArgs(TypedDict):
 
     auth: NotRequired[Auth]
     """Who may use MLflow: one shared user at Nginx, MLflow's own users and permissions, or single sign-on. Defaults for every key inside."""
+
+    observability: NotRequired[Observability]
+    """Metrics: MLflow's Prometheus exporter and Nginx's stub_status, on an internal listener only. Defaults for every key inside."""
+
+    maintenance: NotRequired[Maintenance]
+    """Garbage collection: `mlflow gc` removes deleted runs' rows and artifacts, on a schedule. Defaults for every key inside."""
 
     local: NotRequired[Local]
     """Docker-on-one-machine settings (the `local` stack). Defaults for every key inside."""

@@ -18,7 +18,7 @@ from urllib.parse import quote
 from components.spec import ContainerSpec, HealthCheck
 
 if TYPE_CHECKING:
-    from components.config import AuthConfig, ProxyConfig, ServerConfig
+    from components.config import AuthConfig, ObservabilityConfig, ProxyConfig, ServerConfig
 
 MLFLOW_PORT = 5000
 PROXY_HTTP_PORT = 8080
@@ -220,6 +220,9 @@ class TrackingServerSettings:
     """The admin MLflow's auth app creates on its first start (mlflow)."""
     auth_env: Mapping[str, str] = field(default_factory=dict)
     """The oidc plugin's settings (oidc_env), besides its secrets."""
+    metrics_dir: Optional[str] = None
+    """Prometheus metrics (--expose-prometheus): the directory the worker processes share, emptied
+    when the server starts; None: off."""
 
 
 def tracking_server_env(settings: TrackingServerSettings) -> dict[str, str]:
@@ -308,7 +311,77 @@ def tracking_server_command(settings: TrackingServerSettings) -> tuple[str, ...]
         command.append("--enable-workspaces")
     if settings.auth_mode in AUTH_APPS:
         command += ["--app-name", AUTH_APPS[settings.auth_mode]]
+    if settings.metrics_dir:
+        # Each uvicorn worker writes its counters to files in this directory and /metrics adds them up
+        # (prometheus_client's multiprocess mode); files a previous start left (a restarted container
+        # keeps its file system) would be added too, so the directory starts empty.
+        command += ["--expose-prometheus", settings.metrics_dir]
+        return ("sh", "-c", METRICS_DIR_RESET, "sh", settings.metrics_dir, *command)
     return tuple(command)
+
+
+METRICS_DIR = "/tmp/mlflow-prometheus"
+METRICS_DIR_RESET = 'rm -rf "$1" && mkdir -p "$1" && shift && exec "$@"'
+
+
+GC_ARTIFACTS_PORT = 5001
+GC_SCRIPT = f"""\
+import os, subprocess, sys, threading, time, urllib.request
+from mlflow.cli import cli
+destination, older_than, timeout, *extra = sys.argv[1:]
+# MLflow's gc deletes a run's proxied artifacts (mlflow-artifacts:/ URIs) through a server's HTTP
+# API. It gets one of its own here, artifacts only, on loopback, with this task's storage access:
+# no credentials of any MLflow user, and the serving replicas are left alone.
+url = "http://127.0.0.1:{GC_ARTIFACTS_PORT}"
+server = subprocess.Popen(["mlflow", "server", "--artifacts-only", "--serve-artifacts", "--artifacts-destination",
+                           destination, "--host", "127.0.0.1", "--port", "{GC_ARTIFACTS_PORT}", "--workers", "1"],
+                          env={{k: v for k, v in os.environ.items() if k != "{BACKEND_URI_ENV}"}})  # not its business
+
+
+def give_up():  # not every scheduler stops a run that hangs (ECS does not)
+    print(f"gc: stopped after {{timeout}} s", file=sys.stderr, flush=True)
+    server.kill()
+    os._exit(124)
+
+
+watchdog = threading.Timer(float(timeout), give_up)
+watchdog.daemon = True
+watchdog.start()
+try:
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(url + "/health", timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None:
+                sys.exit("gc: the artifacts server exited before it served")
+            time.sleep(0.5)
+    else:
+        sys.exit("gc: the artifacts server did not answer in 120 s")
+    # The backend URI stays in this process (no command line shows it).
+    cli.main(["gc", "--backend-store-uri", os.environ["{BACKEND_URI_ENV}"], "--tracking-uri", url,
+              "--older-than", older_than, *extra], prog_name="mlflow", standalone_mode=False)
+finally:
+    server.terminate()
+    server.wait(timeout=30)
+"""
+
+
+def gc_spec(settings: TrackingServerSettings, older_than: str, timeout_seconds: int = 3600,
+            name: str = "mlflow-gc") -> ContainerSpec:
+    """`mlflow gc --older-than` as a one-off container from the server's image with the server's
+    storage access and database URI: deleted runs' rows and artifacts go for good."""
+    extra = ("--all-workspaces",) if settings.workspaces else ()
+    env = {key: value for key, value in tracking_server_env(settings).items()
+           if key.startswith(("MLFLOW_S3_", "AWS_", "AZURE_")) or key == "PYTHONUNBUFFERED"}
+    return ContainerSpec(
+        name=name,
+        image=settings.image,
+        command=("python", "-c", GC_SCRIPT, settings.artifacts_destination, older_than, str(timeout_seconds), *extra),
+        env=env,
+        secret_env_names=(BACKEND_URI_ENV, *settings.artifact_secret_env_names),
+        user="mlflow",
+    )
 
 
 def health_path(static_prefix: Optional[str]) -> str:
@@ -415,6 +488,11 @@ class ProxySettings:
     basic_auth: bool = True
     """Check the one htpasswd user here (auth.mode proxy); otherwise MLflow checks each request
     and Nginx passes the Authorization header on."""
+    metrics_port: Optional[int] = None
+    """The internal listener for scrapers (MLflow's /metrics, Nginx's /nginx_status); None: off.
+    The public listener refuses /metrics either way."""
+    metrics_host: str = "localhost"
+    """The Host header Nginx sends MLflow for /metrics (one of its --allowed-hosts)."""
 
 
 def ssha_hash(password: str, salt: bytes) -> str:
@@ -507,6 +585,9 @@ def nginx_conf(settings: ProxySettings) -> str:
             f"{upstream}"
             "        }\n"
         )
+    # MLflow's Prometheus metrics are for scrapers on the internal listener, never for the public.
+    for path in sorted({"/metrics", f"{prefix}/metrics"}):
+        locations.append(f"        location = {path} {{\n            return 404;\n        }}\n")
     locations.append(f"        location / {{\n{upstream}        }}\n")
 
     return (
@@ -556,7 +637,33 @@ def nginx_conf(settings: ProxySettings) -> str:
            f"        auth_basic_user_file {p.htpasswd};\n" if settings.basic_auth else "")
         + f"{''.join(locations)}"
         "    }\n"
+        f"{_metrics_server(settings)}"
         "}\n"
+    )
+
+
+def _metrics_server(settings: ProxySettings) -> str:
+    """The internal listener: MLflow's /metrics (sent with a Host MLflow allows) and Nginx's own
+    connection counters; nothing else."""
+    if settings.metrics_port is None:
+        return ""
+    listen = (f"{settings.listen_address}:{settings.metrics_port}" if settings.listen_address
+              else str(settings.metrics_port))
+    return (
+        "    server {\n"
+        f"        listen {listen};\n"
+        "        server_name _;\n"
+        "        location = /metrics {\n"
+        f"            proxy_set_header Host {settings.metrics_host};\n"
+        "            proxy_pass http://mlflow_upstream/metrics;\n"
+        "        }\n"
+        "        location = /nginx_status {\n"
+        "            stub_status;\n"
+        "        }\n"
+        "        location / {\n"
+        "            return 404;\n"
+        "        }\n"
+        "    }\n"
     )
 
 
@@ -580,7 +687,7 @@ def reverse_proxy_spec(settings: ProxySettings, image: str, name: str = "mlflow-
         command=("nginx", "-c", settings.paths.config, "-g", "daemon off;"),
         files={settings.paths.config: nginx_conf(settings)},
         runtime_file_paths=tuple(runtime_files),
-        ports=(settings.listen_port,),
+        ports=(settings.listen_port, *((settings.metrics_port,) if settings.metrics_port else ())),
         health_check=proxy_health_check(settings),
         user="nginx",
     )
@@ -616,7 +723,8 @@ def tracking_server_settings(server: "ServerConfig", proxy: "ProxyConfig", hostn
                              extra_env: Optional[Mapping[str, str]] = None,
                              scheme: Optional[str] = None,
                              port: Optional[int] = None,
-                             auth: Optional["AuthConfig"] = None) -> TrackingServerSettings:
+                             auth: Optional["AuthConfig"] = None,
+                             observability: Optional["ObservabilityConfig"] = None) -> TrackingServerSettings:
     """The server settings a stack's config renders to: the one place config becomes flags,
     used by the TrackingServer component and by the rehearsal alike. `scheme` and `port` are what
     users see (default: the proxy's own, as on `local`; a cloud load balancer has its own)."""
@@ -643,13 +751,17 @@ def tracking_server_settings(server: "ServerConfig", proxy: "ProxyConfig", hostn
         auth_admin_username=auth.admin_username if auth else "admin",
         auth_env=(oidc_env(auth, public_url(hostnames[0], scheme, port, server.static_prefix), server)
                   if auth and auth.mode == "oidc" else {}),
+        metrics_dir=METRICS_DIR if observability is None or observability.prometheus else None,
     )
 
 
 def proxy_settings(proxy: "ProxyConfig", server: "ServerConfig", upstream: str,
-                   paths: NginxPaths = NginxPaths(), auth: Optional["AuthConfig"] = None) -> ProxySettings:
+                   paths: NginxPaths = NginxPaths(), auth: Optional["AuthConfig"] = None,
+                   observability: Optional["ObservabilityConfig"] = None,
+                   hostnames: tuple[str, ...] = ("localhost",)) -> ProxySettings:
     """The nginx settings a stack's config renders to (container ports; the rehearsal remaps
     listen address, port and paths only)."""
+    metrics = observability is None or observability.prometheus
     tls = proxy.tls != "off"
     return ProxySettings(
         upstream=upstream,
@@ -660,7 +772,12 @@ def proxy_settings(proxy: "ProxyConfig", server: "ServerConfig", upstream: str,
         timeout_seconds=proxy.timeout_seconds,
         paths=paths,
         basic_auth=auth is None or auth.mode == "proxy",
+        metrics_port=(observability.metrics_port if observability else DEFAULT_METRICS_PORT) if metrics else None,
+        metrics_host=hostnames[0],
     )
+
+
+DEFAULT_METRICS_PORT = 9180
 
 
 def artifact_bucket_policy(bucket: str, prefix: str = "") -> dict:

@@ -8,7 +8,7 @@ import pulumi_random as random
 import pulumi_tls as tls
 
 from components import render
-from components.config import AuthConfig, ProxyConfig, ServerConfig
+from components.config import AuthConfig, ObservabilityConfig, ProxyConfig, ServerConfig
 from components.platforms.base import Platform, ServiceRequest
 from components.tracking_server import TrackingServer
 
@@ -27,6 +27,8 @@ class ReverseProxyArgs(TypedDict):
     auth: NotRequired[AuthConfig]
     """With auth.mode proxy (the default) Nginx checks one generated user; otherwise MLflow's auth
     app checks every request and Nginx passes the Authorization header on."""
+    observability: NotRequired[ObservabilityConfig]
+    """The internal metrics listener (observability.metricsPort) unless metrics are off."""
 
 
 class ReverseProxy(pulumi.ComponentResource):
@@ -75,12 +77,15 @@ class ReverseProxy(pulumi.ComponentResource):
 
         image = platform.public_image(f"{name}-image", args["image"], child)
         upstream = args["tracking_server"].internal_url.apply(lambda url: url.split("://", 1)[1])
-        spec = pulumi.Output.all(upstream, image.reference).apply(lambda parts: render.reverse_proxy_spec(
-            render.proxy_settings(config, args["server"], parts[0], paths, auth), parts[1]))
+        observability = args.get("observability") or ObservabilityConfig()
+        spec = pulumi.Output.all(upstream, image.reference, public.hostnames).apply(
+            lambda parts: render.reverse_proxy_spec(render.proxy_settings(
+                config, args["server"], parts[0], paths, auth, observability, tuple(parts[2])), parts[1]))
         platform.run_service(
             name,
             ServiceRequest(service_name="mlflow-proxy", spec=spec, image_repository=image.repository,
-                           runtime_files=runtime_files, public=True),
+                           runtime_files=runtime_files, public=True,
+                           metrics_port=observability.metrics_port if observability.prometheus else None),
             pulumi.ResourceOptions(parent=self, depends_on=[args["tracking_server"]]),
         )
         self.url = public.hostnames.apply(

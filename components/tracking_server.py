@@ -7,9 +7,9 @@ import pulumi_random as random
 
 from components import render
 from components.artifact_store import ArtifactStore
-from components.config import AuthConfig, ProxyConfig, ServerConfig
+from components.config import AuthConfig, MaintenanceConfig, ObservabilityConfig, ProxyConfig, ServerConfig
 from components.metadata_store import MetadataStore
-from components.platforms.base import InitStep, Platform, SecretRef, ServiceRequest
+from components.platforms.base import InitStep, Platform, ScheduledJob, SecretRef, ServiceRequest
 
 
 class TrackingServerArgs(TypedDict):
@@ -28,6 +28,10 @@ class TrackingServerArgs(TypedDict):
     auth: NotRequired[AuthConfig]
     """Who checks users: Nginx (proxy: nothing here), MLflow's auth app (mlflow) or single sign-on
     (oidc); the latter two need the metadata store's auth database."""
+    observability: NotRequired[ObservabilityConfig]
+    """Prometheus metrics (on unless switched off): the server exposes /metrics to the proxy's internal listener."""
+    maintenance: NotRequired[MaintenanceConfig]
+    """`mlflow gc` on a schedule (maintenance.gcSchedule), where the platform has a scheduler."""
 
 
 class TrackingServer(pulumi.ComponentResource):
@@ -50,6 +54,8 @@ class TrackingServer(pulumi.ComponentResource):
         metadata = args["metadata_store"]
         artifacts = args["artifact_store"]
         auth = args.get("auth") or AuthConfig()
+        observability = args.get("observability") or ObservabilityConfig()
+        maintenance = args.get("maintenance") or MaintenanceConfig()
         if auth.mode != "proxy" and metadata.auth_connection_uri is None:
             raise ValueError(f"auth.mode {auth.mode} needs a MetadataStore made with an auth_database")
 
@@ -62,7 +68,7 @@ class TrackingServer(pulumi.ComponentResource):
             args["server"], args["proxy"], tuple(parts[3]),
             image=parts[0], artifacts_destination=parts[1], s3_endpoint_url=parts[2],
             artifact_secret_env_names=tuple(artifacts.server_credentials),
-            extra_env=parts[4], scheme=public.scheme, port=public.port, auth=auth,
+            extra_env=parts[4], scheme=public.scheme, port=public.port, auth=auth, observability=observability,
         ))
 
         backend = {render.BACKEND_URI_ENV: metadata.connection_uri}
@@ -107,6 +113,7 @@ class TrackingServer(pulumi.ComponentResource):
                 init=steps,
                 access_policies=[artifacts.server_policy] if artifacts.server_policy is not None else [],
                 rollback=guard.rollback_safe,
+                jobs=_gc_jobs(settings, maintenance),
             ),
             pulumi.ResourceOptions(parent=self, depends_on=[metadata, artifacts, *guard.before]),
         )
@@ -116,6 +123,15 @@ class TrackingServer(pulumi.ComponentResource):
         if self.admin_username is not None:
             outputs.update(admin_username=self.admin_username, admin_password=self.admin_password)
         self.register_outputs(outputs)
+
+
+def _gc_jobs(settings: pulumi.Output[render.TrackingServerSettings], maintenance: MaintenanceConfig
+             ) -> list[ScheduledJob]:
+    """`mlflow gc` on maintenance.gcSchedule; none without one."""
+    if maintenance.gc_schedule is None:
+        return []
+    spec = settings.apply(lambda s: render.gc_spec(s, maintenance.gc_older_than, maintenance.gc_timeout_seconds))
+    return [ScheduledJob("mlflow-gc", spec, maintenance.gc_schedule, maintenance.gc_timeout_seconds)]
 
 
 def _role_setup(image: pulumi.Output[str], metadata: MetadataStore) -> InitStep:

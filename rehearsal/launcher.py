@@ -181,6 +181,8 @@ def image_binary(name: str) -> str:
         return str(VENV_BIN / "mlflow")
     if name == "nginx":
         return find_nginx()
+    if name == "sh":
+        return "/bin/sh"
     raise ValueError(f"no local mapping for image binary {name!r}")
 
 
@@ -609,6 +611,8 @@ class TrackingServerProcess:
         # The only deviations: bind loopback, a free port (the container's is 5000), runtime files
         # under the work directory.
         self.settings = dataclasses.replace(settings, bind_host="127.0.0.1", port=port or free_port())
+        if settings.metrics_dir:  # one per server: the rehearsal runs several on one machine
+            self.settings = dataclasses.replace(self.settings, metrics_dir=str(workdir / "prometheus"))
         self.spec = render.tracking_server_spec(self.settings)
         missing = set(self.spec.secret_env_names) ^ set(secret_env)
         if missing:
@@ -710,8 +714,11 @@ class ProxyProcess:
             access_log=str(workdir / "access.log"),
             error_log=str(workdir / "error.log"),
         )
-        settings = render.proxy_settings(config.proxy, config.server, upstream=upstream, paths=paths, auth=config.auth)
+        settings = render.proxy_settings(config.proxy, config.server, upstream=upstream, paths=paths, auth=config.auth,
+                                         observability=config.observability, hostnames=config.hostnames)
         self.settings = dataclasses.replace(settings, listen_port=listen_port, listen_address="127.0.0.1")
+        if settings.metrics_port is not None:
+            self.settings = dataclasses.replace(self.settings, metrics_port=free_port())
         self.spec = render.reverse_proxy_spec(self.settings, image=config.proxy.image)
         runtime: dict[str, tuple[str, int]] = {paths.htpasswd: (htpasswd, 0o644)} if htpasswd is not None else {}
         if tls_files:
@@ -737,6 +744,11 @@ class ProxyProcess:
     @property
     def scheme(self) -> str:
         return "https" if self.settings.tls else "http"
+
+    @property
+    def metrics_url(self) -> Optional[str]:
+        """The internal metrics listener (what a scraper on the stack's network reaches)."""
+        return f"http://127.0.0.1:{self.settings.metrics_port}" if self.settings.metrics_port else None
 
     def test_config(self) -> None:
         result = subprocess.run([image_binary("nginx"), "-t", "-c", self.settings.paths.config],
@@ -941,6 +953,7 @@ class RehearsalStack:
             s3_endpoint_url=endpoint,
             artifact_secret_env_names=secret_names,
             auth=cfg.auth,
+            observability=cfg.observability,
         )
 
     def _secret_env(self, cfg: StackConfig) -> dict[str, str]:

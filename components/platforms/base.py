@@ -109,6 +109,18 @@ class InitStep:
 
 
 @dataclass(frozen=True)
+class ScheduledJob:
+    """A container run to completion on a schedule, from its service's image, as its service's
+    identity, with the service's secrets that `spec.secret_env_names` names (e.g. `mlflow gc`)."""
+
+    job_name: str
+    spec: "pulumi.Output[ContainerSpec]"
+    schedule: str
+    """A standard 5-field cron expression, UTC (config.cron_fields)."""
+    timeout_seconds: int = 3600
+
+
+@dataclass(frozen=True)
 class ServiceRequest:
     """A long-lived, health-checked, restarted container, reachable by other services as
     `service_name`."""
@@ -129,6 +141,11 @@ class ServiceRequest:
     rollback: Union[bool, pulumi.Output[bool]] = True
     """May a failed rollout go back to the previous version? Not while the new one may have
     upgraded the database schema: the old image refuses a newer schema (see SchemaGuard)."""
+    metrics_port: Optional[int] = None
+    """A port of the spec for scrapers on the platform's own network, never through the public entry
+    (local publishes it on the host's bind address only)."""
+    jobs: Sequence[ScheduledJob] = ()
+    """Scheduled one-off runs beside the service (platforms without a scheduler refuse them)."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +171,8 @@ class PlatformOutputs:
     """`aws ecs run-task --network-configuration` for one-off tasks next to the server (README)."""
     warning: Optional[pulumi.Output[str]] = None
     """A deployment that works but should not stay as it is (plain HTTP on a cloud)."""
+    metrics_scraper_security_group: Optional[pulumi.Output[str]] = None
+    """The security group a Prometheus scraper joins to reach the proxies' metrics port (aws)."""
 
 
 @dataclass

@@ -7,7 +7,7 @@ pulumi-minio and pulumi-random.
 """
 
 import json
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional
 
 import pulumi
 import pulumi_docker as docker
@@ -295,10 +295,15 @@ class LocalDockerPlatform(pulumi.ComponentResource):
             lambda parts: [docker.ContainerUploadArgs(file=path, content=content)
                            for path, content in {**parts[0].files, **parts[1]}.items()]
         )
-        ports: Sequence[docker.ContainerPortArgs] = []
+        if request.jobs:
+            raise ValueError("the local platform has no scheduler: run scheduled jobs from cron (scripts/gc)")
+        ports: list[docker.ContainerPortArgs] = []
         if request.public:
             ports = [docker.ContainerPortArgs(internal=spec.apply(lambda s: s.ports[0]), external=self.proxy.port,
                                               ip=self.settings.bind_address)]
+        if request.metrics_port is not None:  # for a scraper on this host (or the bind address's network)
+            ports.append(docker.ContainerPortArgs(internal=request.metrics_port, external=request.metrics_port,
+                                                  ip=self.settings.bind_address))
         docker.Container(
             name,
             name=f"{self.prefix}-{service_name}",

@@ -51,7 +51,7 @@ def test_tls_self_signed_certificate_for_the_host_names(tls):
     assert files["/etc/nginx/tls/server.crt"].startswith("-----BEGIN CERTIFICATE-----")
     assert proxy.input_is_secret("uploads")
     assert "listen 8443 ssl;" in files["/etc/nginx/nginx.conf"]
-    assert [(p["internal"], p["external"]) for p in proxy.inputs["ports"]] == [(8443, 8443)]
+    assert [(p["internal"], p["external"]) for p in proxy.inputs["ports"]] == [(8443, 8443), (9180, 9180)]
     assert tls.output("tracking_uri") == "https://mlflow.internal.example:8443"
     assert tls.output("tls_certificate").startswith("-----BEGIN CERTIFICATE-----")
     assert "export MLFLOW_TRACKING_SERVER_CERT_PATH=mlflow-proxy.crt" in tls.output("client_env")

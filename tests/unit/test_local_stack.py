@@ -10,6 +10,7 @@ from urllib.parse import quote, unquote
 import bcrypt
 import sqlalchemy
 
+from components import render
 from tests.unit.harness import REPO_ROOT, ProgramRun, Recorded, plain_strings, run_program
 
 CONTAINER = "docker:index/container:Container"
@@ -82,7 +83,9 @@ def test_only_proxy_and_minio_publish_ports_and_only_on_the_bind_address(local_r
     published = {item.name: item.inputs.get("ports", []) for item in local_run.of_type(CONTAINER)}
     assert published["mlflow-metadata"] == [] or "ports" not in container(local_run, "mlflow-metadata").inputs
     assert not published.get("mlflow-server"), "the MLflow server must only be reachable through the proxy"
-    assert [(p["internal"], p["external"], p["ip"]) for p in published["mlflow-proxy"]] == [(8080, 8080, "127.0.0.1")]
+    # the public entry, and the metrics listener (observability.metricsPort), both on the bind address only
+    assert [(p["internal"], p["external"], p["ip"]) for p in published["mlflow-proxy"]] == [
+        (8080, 8080, "127.0.0.1"), (9180, 9180, "127.0.0.1")]
     assert {p["ip"] for p in published["mlflow-artifacts-minio"]} == {"127.0.0.1"}
 
 
@@ -184,7 +187,11 @@ def test_schema_upgrade_finishes_before_the_server_starts(local_run):
 def test_server_arguments_security_middleware_and_no_secret_on_the_command_line(local_run):
     server = container(local_run, "mlflow-server")
     command = server.inputs["command"]
+    # the Prometheus directory emptied first, then the server
+    assert command[:5] == ["sh", "-c", render.METRICS_DIR_RESET, "sh", render.METRICS_DIR]
+    command = command[5:]
     assert command[:2] == ["mlflow", "server"]
+    assert command[command.index("--expose-prometheus") + 1] == render.METRICS_DIR
     assert "--disable-security-middleware" not in command
     hosts = command[command.index("--allowed-hosts") + 1].split(",")
     assert {"localhost", "127.0.0.1"} <= set(hosts) and "*" not in hosts

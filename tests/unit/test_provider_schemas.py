@@ -121,7 +121,8 @@ VARIANTS = {
         aws={"domain": "mlflow.example.com", "hostedZoneId": "Z0123456789", "allowPlainHttp": False,
              "alarmEmail": "ops@example.com", "execEnabled": True, "internal": True, "natGateways": "single",
              "wafAclArn": "arn:aws:wafv2:eu-west-1:123456789012:regional/webacl/m/1", "dbEngineVersion": "16.6",
-             "dbInstanceClass": "db.t4g.medium"}), stack="aws", parameters={"/mlflow-aws/mlflow/x": "3.16.0"}),
+             "dbInstanceClass": "db.t4g.medium"}, maintenance={"gcSchedule": "0 3 * * 1-5"}),
+        stack="aws", parameters={"/mlflow-aws/mlflow/x": "3.16.0"}),
     "aws-existing-network": lambda: run_program(aws_config(aws={
         "vpcId": "vpc-1", "publicSubnetIds": ["subnet-a", "subnet-b"], "privateSubnetIds": ["subnet-c", "subnet-d"],
         "certificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/01234567-89ab-cdef-0123-456789abcdef",
@@ -130,7 +131,8 @@ VARIANTS = {
     "azure-everything": lambda: run_program(azure_config(
         azure={"domain": "mlflow.example.com", "premiumIngress": True, "internal": True, "resourceGroupName": "team",
                "dbSku": "Standard_D2ds_v5", "dbHighAvailability": "zone-redundant", "dbGeoRedundantBackup": True},
-        proxy={"timeoutSeconds": 1800}, database={"maxConnections": 800}), stack="azure"),
+        proxy={"timeoutSeconds": 1800}, database={"maxConnections": 800}, maintenance={"gcSchedule": "0 3 * * *"}),
+        stack="azure"),
 }
 
 

@@ -181,8 +181,9 @@ def test_locations_inherit_the_forwarded_headers(prefix):
     """A proxy_set_header inside a location would drop every server-level one (Host included,
     which MLflow's host check needs): all of them live at server level only."""
     conf = render.nginx_conf(proxy(static_prefix=prefix))
-    server_level = conf.split("location ")[0]
-    assert conf.count("proxy_set_header") == server_level.count("proxy_set_header") == 6
+    public = conf.split("    server {")[1]  # the second server is the metrics listener
+    server_level = public.split("location ")[0]
+    assert public.count("proxy_set_header") == server_level.count("proxy_set_header") == 6
 
 
 def test_server_info_rewrite_keeps_artifact_transfers_proxied():

@@ -25,7 +25,7 @@ import pulumi_docker as docker
 import pulumi_random as random
 
 from components import render
-from components.config import StackConfig
+from components.config import StackConfig, aws_schedule_expression
 from components.platforms.aws import tasks
 from components.platforms.aws.alarms import FIVE_MINUTES, AlarmTarget, expression, metric, metric_alarm
 from components.platforms.aws.network import Network, existing_network, new_network
@@ -38,6 +38,7 @@ from components.platforms.base import (
     ObjectStoreRequest,
     PlatformOutputs,
     PublicEntry,
+    ScheduledJob,
     SchemaGuard,
     ServiceEndpoint,
     ServiceRequest,
@@ -69,6 +70,8 @@ class AwsPlatform(pulumi.ComponentResource):
     run_task_network: pulumi.Output[str]
     warning: Optional[pulumi.Output[str]]
     """Set while the load balancer serves plain HTTP (aws.allowPlainHttp)."""
+    metrics_scraper_security_group: Optional[pulumi.Output[str]]
+    """The group a Prometheus scraper joins to reach the proxies' metrics port (observability.prometheus)."""
 
     runtime_file_dir = "/tmp/mlflow-platform"
     # RDS master passwords may not contain '/', '@', '"', "'" or spaces; MLflow's own role's
@@ -81,6 +84,7 @@ class AwsPlatform(pulumi.ComponentResource):
         self.settings = config.aws
         self.server = config.server
         self.proxy = config.proxy
+        self.observability = config.observability
         self.prefix = f"{instance}-{pulumi.get_stack()}"
         self._child_prefix = name
         self._moved = moved_from_top_level
@@ -113,11 +117,15 @@ class AwsPlatform(pulumi.ComponentResource):
         self.warning = None if self.settings.https else pulumi.Output.from_input(
             "The load balancer serves plain HTTP (aws.allowPlainHttp): passwords cross the network unencrypted. "
             "Set mlflow:aws.domain with mlflow:aws.hostedZoneId or mlflow:aws.certificateArn for HTTPS.")
+        self.metrics_scraper_security_group = self.scraper_sg.id if self.scraper_sg is not None else None
         self.user_outputs = PlatformOutputs(
             load_balancer_dns_name=self.load_balancer_dns_name, log_group=self.log_group, cluster=self.cluster,
-            alarm_topic=self.alarm_topic, run_task_network=self.run_task_network, warning=self.warning)
+            alarm_topic=self.alarm_topic, run_task_network=self.run_task_network, warning=self.warning,
+            metrics_scraper_security_group=self.metrics_scraper_security_group)
         outputs = {"load_balancer_dns_name": self.load_balancer_dns_name, "log_group": self.log_group,
                    "cluster": self.cluster, "alarm_topic": self.alarm_topic, "run_task_network": self.run_task_network}
+        if self.metrics_scraper_security_group is not None:
+            outputs["metrics_scraper_security_group"] = self.metrics_scraper_security_group
         if self.warning is not None:
             outputs["warning"] = self.warning
         self.register_outputs(outputs)
@@ -167,6 +175,14 @@ class AwsPlatform(pulumi.ComponentResource):
         egress("server-out-database", self.server_sg, 5432, target_sg=self.db_sg)
         egress("server-out-https", self.server_sg, 443, cidr="0.0.0.0/0")  # S3, ECR, secrets, logs, ECS Exec
         ingress("database-in-server", self.db_sg, 5432, source_sg=self.server_sg)
+        self.scraper_sg = None
+        if self.observability.prometheus:
+            # Metrics stay inside the VPC: only what carries this group (a Prometheus task or
+            # instance) reaches the proxies' metrics listener.
+            port = self.observability.metrics_port
+            self.scraper_sg = group("metrics-scraper", "Prometheus scrapers: may reach the MLflow proxies' metrics port")
+            egress("scraper-out-proxy-metrics", self.scraper_sg, port, target_sg=self.proxy_sg)
+            ingress("proxy-in-scraper-metrics", self.proxy_sg, port, source_sg=self.scraper_sg)
 
     def _alarm_topic(self) -> AlarmTarget:
         topic = aws.sns.Topic(**self._shared("alarms"), name=f"{self.prefix}-alarms",
@@ -530,7 +546,45 @@ class AwsPlatform(pulumi.ComponentResource):
         if autoscaled:
             self._autoscaling(name, service, child)
         self._task_count_alarm(name, service_name, child)
+        for job in request.jobs:
+            self._scheduled_job(f"{name}-{_slug(job.job_name.removeprefix('mlflow-'))}", job, output_dict(value_from),
+                                digests, execution_role, task_role, cpu, memory, child)
         return ServiceEndpoint(internal_url=port.apply(lambda p: f"http://{service_name}:{p}"), rollout=service)
+
+    def _scheduled_job(self, name: str, job: ScheduledJob, value_from: pulumi.Output[dict],
+                       digests: pulumi.Output[dict], execution_role: aws.iam.Role, task_role: aws.iam.Role,
+                       cpu: float, memory: int, opts: pulumi.ResourceOptions) -> None:
+        """A task definition of its own (the service's image, roles and secrets) that an EventBridge
+        Scheduler schedule starts in the service's subnets and security group. ECS has no run time
+        limit: the job's command keeps its own (render.gc_spec)."""
+        definitions = pulumi.Output.all(job.spec, value_from, digests, self.log_group_resource.name).apply(
+            lambda parts: json.dumps(tasks.container_definitions(tasks.Task(
+                service_name=parts[0].name, main=tasks.Container(parts[0], tuple(parts[0].secret_env_names)),
+                value_from=parts[1], digests=parts[2], log_group=parts[3], region=self.settings.region))))
+        task = aws.ecs.TaskDefinition(
+            name, family=f"{self.prefix}-{job.job_name}", network_mode="awsvpc", requires_compatibilities=["FARGATE"],
+            cpu=str(int(cpu * 1024)), memory=str(memory), execution_role_arn=execution_role.arn,
+            task_role_arn=task_role.arn, runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
+            container_definitions=definitions, opts=opts)
+        account = self.ecs_cluster.arn.apply(lambda arn: arn.split(":")[4])  # arn:aws:ecs:<region>:<account>:...
+        role = aws.iam.Role(f"{name}-scheduler-role", assume_role_policy=account.apply(tasks.scheduler_assume_policy),
+                            description=f"EventBridge Scheduler: start {job.job_name} only", opts=opts)
+        aws.iam.RolePolicy(f"{name}-scheduler", role=role.id, opts=opts, policy=pulumi.Output.all(
+            task.arn, self.ecs_cluster.arn, task_role.arn, execution_role.arn).apply(
+                lambda parts: tasks.scheduler_policy(parts[0], parts[1], parts[2:])))
+        aws.scheduler.Schedule(
+            name, name=f"{self.prefix}-{job.job_name}", description=f"{job.job_name} on '{job.schedule}' (UTC)",
+            schedule_expression=aws_schedule_expression(job.schedule), schedule_expression_timezone="UTC",
+            flexible_time_window={"mode": "OFF"},
+            target={"arn": self.ecs_cluster.arn, "role_arn": role.arn,
+                    "retry_policy": {"maximum_retry_attempts": 0},  # the next run catches up
+                    "ecs_parameters": {
+                        "task_definition_arn": task.arn, "launch_type": "FARGATE", "platform_version": "LATEST",
+                        "task_count": 1,
+                        "network_configuration": {"subnets": self.network.private_subnet_ids,
+                                                  "security_groups": [self.server_sg.id],
+                                                  "assign_public_ip": False}}},
+            opts=opts)
 
     def _autoscaling(self, name: str, service: aws.ecs.Service, opts: pulumi.ResourceOptions) -> None:
         """The server scales on CPU between server.replicas and server.maxReplicas (the connection

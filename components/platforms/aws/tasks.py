@@ -85,7 +85,10 @@ def container_definitions(task: Task) -> list[dict]:
         "command": with_files(spec.command, files), "user": spec.user,
         "environment": [{"name": k, "value": v} for k, v in environment.items()],
         "secrets": secrets(main_secrets), "dockerLabels": labels(main_secrets),
-        "portMappings": [{"containerPort": spec.ports[0], "protocol": "tcp", "name": "http", "appProtocol": "http"}],
+        # The first port serves (Service Connect, the load balancer); others are internal (metrics).
+        "portMappings": [{"containerPort": port, "protocol": "tcp", "name": "http", "appProtocol": "http"}
+                         if index == 0 else {"containerPort": port, "protocol": "tcp", "name": f"port-{port}"}
+                         for index, port in enumerate(spec.ports)],
         "logConfiguration": logging(task.service_name),
         "dependsOn": [{"containerName": definitions[-1]["name"], "condition": "SUCCESS"}] if definitions else [],
         # Time for requests in flight after SIGTERM (ECS allows at most 120 s on Fargate).
@@ -124,3 +127,25 @@ def execution_policy(log_group_arn: str, image_repository: Optional[str], value_
         statements.append({"Sid": "ReadSecrets", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
                            "Resource": secret_arns})
     return json.dumps({"Version": "2012-10-17", "Statement": statements})
+
+
+ASSUME_SCHEDULER = "scheduler.amazonaws.com"
+
+
+def scheduler_assume_policy(account_id: str) -> str:
+    """EventBridge Scheduler may assume the role, for schedules of this account only."""
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": ASSUME_SCHEDULER}, "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"aws:SourceAccount": account_id}}}]})
+
+
+def scheduler_policy(task_definition_arn: str, cluster_arn: str, pass_roles: Sequence[str]) -> str:
+    """What a schedule may do: start that one task definition (any revision) in that one cluster,
+    and hand ECS the task's two roles, nothing else."""
+    family = task_definition_arn.rsplit(":", 1)[0]
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Sid": "RunTask", "Effect": "Allow", "Action": ["ecs:RunTask"], "Resource": [f"{family}:*"],
+         "Condition": {"ArnEquals": {"ecs:cluster": cluster_arn}}},
+        {"Sid": "PassTaskRoles", "Effect": "Allow", "Action": ["iam:PassRole"], "Resource": sorted(pass_roles),
+         "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}},
+    ]})

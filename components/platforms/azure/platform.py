@@ -37,6 +37,7 @@ from components.platforms.base import (
     ObjectStoreRequest,
     PlatformOutputs,
     PublicEntry,
+    ScheduledJob,
     SchemaGuard,
     ServiceEndpoint,
     ServiceRequest,
@@ -392,8 +393,39 @@ class AzurePlatform(pulumi.ComponentResource):
             },
             template=template,
             opts=self._merge(opts, depends_on=[pull_grant]))  # the identity may pull before the first revision
+        for job in request.jobs:
+            self._scheduled_job(f"{name}-{_slug(job.job_name.removeprefix('mlflow-'))}", job, identity,
+                                secret_values, secret_names, cpu, self._merge(opts, depends_on=[pull_grant]))
         port = spec.apply(lambda c: c.ports[0])
         return ServiceEndpoint(internal_url=port.apply(lambda p: f"http://{service_name}:{p}"), rollout=app)
+
+    def _scheduled_job(self, name: str, job: ScheduledJob, identity, secret_values: dict,
+                       secret_names: dict, cpu: float, opts: pulumi.ResourceOptions) -> None:
+        """A Container Apps job on a schedule trigger: the service's image, identity and the secrets
+        the job names, in the same environment (so it reaches the database and the storage account)."""
+        def template(spec) -> dict:
+            return {"containers": [{
+                "name": spec.name, "image": spec.image, "command": list(spec.command),
+                "env": [{"name": k, "value": v} for k, v in spec.env.items()]
+                       + [{"name": k, "secret_ref": secret_names[k]} for k in spec.secret_env_names],
+                "resources": {"cpu": cpu, "memory": f"{cpu * 2:g}Gi"}}]}
+
+        names = job.spec.apply(lambda spec: list(spec.secret_env_names))
+        azure.app.Job(
+            name, resource_group_name=self.resource_group, job_name=f"{_slug(job.job_name)}"[:32],
+            environment_id=self.managed_environment.id, workload_profile_name="Consumption",
+            identity={"type": "UserAssigned", "user_assigned_identities": [identity.id]},
+            configuration={
+                "trigger_type": "Schedule", "replica_timeout": job.timeout_seconds, "replica_retry_limit": 0,
+                "schedule_trigger_config": {"cron_expression": job.schedule, "parallelism": 1,
+                                            "replica_completion_count": 1},
+                "secrets": names.apply(lambda keys: [{"name": secret_names[key],
+                                                      "value": pulumi.Output.secret(secret_values[key])}
+                                                     for key in keys]),
+                "registries": [{"server": self.container_registry.login_server, "identity": identity.id}],
+            },
+            template=job.spec.apply(template),
+            opts=opts)
 
     def _ingress(self, request: ServiceRequest, spec: pulumi.Output) -> dict:
         port = spec.apply(lambda c: c.ports[0])
@@ -408,6 +440,10 @@ class AzurePlatform(pulumi.ComponentResource):
             "ip_security_restrictions": [{"name": f"allowed-{index}", "ip_address_range": cidr, "action": "Allow"}
                                          for index, cidr in enumerate(s.allowed_cidrs)],
         }
+        if request.metrics_port is not None:
+            # Scrapers in the environment (or the VNet with azure.internal) only: never external.
+            ingress["additional_port_mappings"] = [{"external": False, "target_port": request.metrics_port,
+                                                    "exposed_port": request.metrics_port}]
         if s.domain:
             ingress["custom_domains"] = [{"name": s.domain, "certificate_id": self.certificate_id,
                                           "binding_type": "SniEnabled"}]
