@@ -1,0 +1,1 @@
+"""The policy pack over the recorded graphs of the program."""

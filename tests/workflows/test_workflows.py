@@ -1,0 +1,204 @@
+"""The GitHub workflows (.github/workflows), checked offline: GitHub's schema (check-jsonschema's
+vendored copy), zizmor's security audits, and what this project needs of them. Each outside check is
+also fed a broken copy, so a clean result shows the check ran and can fail.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.unit.harness import REPO_ROOT
+
+GITHUB = REPO_ROOT / ".github"
+WORKFLOWS = {path.name: path for path in sorted((GITHUB / "workflows").glob("*.yml"))}
+BIN = Path(sys.executable).parent
+PINNED_USES = re.compile(r"^\s*(?:-\s+)?uses:\s+(?P<action>[\w.-]+/[\w./-]+)@(?P<ref>\S+)(?:\s+#\s*(?P<comment>\S+))?\s*$")
+
+
+def tool(name: str, *args: str | Path, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
+    """A checker installed into the venv (requirements-dev.txt), run as a subprocess."""
+    return subprocess.run([str(BIN / name), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def zizmor(*targets: Path) -> tuple[int, list[dict[str, Any]]]:
+    """zizmor offline, at its strictest persona, with the repository's configuration."""
+    result = tool("zizmor", "--offline", "--persona=auditor", "--format=json", "--config", GITHUB / "zizmor.yml",
+                  *targets)
+    assert result.stdout.strip(), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def load(name: str) -> dict[str, Any]:
+    workflow = yaml.safe_load(WORKFLOWS[name].read_text())
+    workflow["on"] = workflow.pop(True, workflow.get("on"))  # YAML 1.1 reads the key `on` as true
+    return workflow
+
+
+def steps(workflow: dict[str, Any]) -> list[dict[str, Any]]:
+    return [step for job in workflow["jobs"].values() for step in job["steps"]]
+
+
+def pulumi_step(workflow: dict[str, Any]) -> dict[str, Any]:
+    [step] = [step for step in steps(workflow) if step.get("uses", "").startswith("pulumi/actions@")]
+    return step
+
+
+def pinned_version(requirements: str, package: str) -> str:
+    for line in (REPO_ROOT / requirements).read_text().splitlines():
+        if line.split("==")[0].strip() == package:
+            return line.split("==", 1)[1].split("#")[0].strip()
+    raise AssertionError(f"{package} is not pinned in {requirements}")
+
+
+def broken_copy(tmp_path: Path, name: str, pattern: str, replacement: str) -> Path:
+    """A copy of a workflow with the first match of `pattern` replaced (SHAs and versions may change)."""
+    text, count = re.subn(pattern, replacement, WORKFLOWS[name].read_text(), count=1, flags=re.MULTILINE)
+    assert count == 1, f"{pattern!r} is not in {name}"
+    copy = tmp_path / name
+    copy.write_text(text)
+    return copy
+
+
+def test_the_three_workflows_exist():
+    assert set(WORKFLOWS) == {"preview.yml", "deploy.yml", "test.yml"}
+
+
+# --- GitHub's schema ---------------------------------------------------------------------------------
+
+def test_workflows_follow_githubs_schema():
+    result = tool("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *WORKFLOWS.values())
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dependabot_configuration_follows_its_schema():
+    result = tool("check-jsonschema", "--builtin-schema", "vendor.dependabot", GITHUB / "dependabot.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_schema_check_rejects_an_unknown_key(tmp_path):
+    broken = broken_copy(tmp_path, "preview.yml", r"^    runs-on:", "    runs_on:")
+    result = tool("check-jsonschema", "--builtin-schema", "vendor.github-workflows", broken)
+    assert result.returncode != 0
+    assert "runs_on" in result.stdout + result.stderr
+
+
+# --- zizmor -------------------------------------------------------------------------------------------
+
+def test_zizmor_finds_nothing():
+    """Everything it would report at any persona is fixed, or justified in .github/zizmor.yml."""
+    returncode, findings = zizmor(GITHUB)
+    assert (returncode, findings) == (0, []), json.dumps(findings, indent=1)[:3000]
+
+
+@pytest.mark.parametrize("pattern,replacement,audit", [
+    pytest.param(r"pulumi/actions@\S+ # \S+$", "pulumi/actions@v6", "unpinned-uses", id="unpinned-third-party-action"),
+    pytest.param(r"actions/checkout@\S+ # \S+$", "actions/checkout@v6", "unpinned-uses", id="unpinned-github-action"),
+    pytest.param(r"^          python -m venv venv$",
+                 "          echo \"${{ github.event.pull_request.title }}\"\n          python -m venv venv",
+                 "template-injection", id="pull-request-title-in-run"),
+    pytest.param(r"^          persist-credentials: false$", "          fetch-depth: 1", "artipacked",
+                 id="persisted-checkout-credentials"),
+    pytest.param(r"^permissions: \{\}$", "permissions: write-all", "excessive-permissions", id="write-all"),
+])
+def test_zizmor_rejects_a_broken_copy(tmp_path, pattern: str, replacement: str, audit: str):
+    returncode, findings = zizmor(broken_copy(tmp_path, "preview.yml", pattern, replacement))
+    assert returncode != 0
+    assert audit in {finding["ident"] for finding in findings}, [finding["ident"] for finding in findings]
+
+
+# --- what this project needs of them ---------------------------------------------------------------------
+
+def test_every_action_is_pinned_to_a_commit_with_its_version_named():
+    """A tag can be moved to other code; a commit cannot. The comment tells Dependabot and readers the version."""
+    pins: dict[str, set[str]] = {}
+    for name, path in WORKFLOWS.items():
+        for line in path.read_text().splitlines():
+            if re.match(r"^\s*(?:-\s+)?uses:", line):
+                match = PINNED_USES.match(line)
+                assert match, f"{name}: {line.strip()}"
+                assert re.fullmatch(r"[0-9a-f]{40}", match["ref"]), f"{name}: {line.strip()}"
+                assert match["comment"] and re.fullmatch(r"v\d+(\.\d+){0,2}", match["comment"]), f"{name}: {line.strip()}"
+                pins.setdefault(match["action"], set()).add(f"{match['ref']} {match['comment']}")
+    assert {action for action, refs in pins.items() if len(refs) > 1} == set(), pins
+    assert set(pins) == {"actions/checkout", "actions/setup-python", "pulumi/actions",
+                         "aws-actions/configure-aws-credentials", "azure/login"}
+
+
+@pytest.mark.parametrize("name", sorted(WORKFLOWS))
+def test_least_privilege_and_no_persisted_credentials(name: str):
+    workflow = load(name)
+    assert workflow["permissions"] == {}, "nothing by default; each job names what it needs"
+    for job_name, job in workflow["jobs"].items():
+        assert isinstance(job.get("permissions"), dict), job_name
+        assert set(job["permissions"].values()) <= {"read", "write"}, job_name
+        assert job["permissions"].get("contents") == "read", job_name
+        assert "concurrency" in job or "concurrency" in workflow, job_name
+    for step in steps(workflow):
+        if step.get("uses", "").startswith("actions/checkout@"):
+            assert step["with"]["persist-credentials"] is False
+        assert "${{" not in step.get("run", ""), f"an expression in a shell script: {step.get('run')}"
+
+
+def test_preview_runs_the_policy_pack_on_each_cloud_stack_of_a_pull_request():
+    workflow = load("preview.yml")
+    assert set(workflow["on"]) == {"pull_request"}
+    [job] = workflow["jobs"].values()
+    assert job["strategy"]["matrix"]["stack"] == ["aws", "azure"]
+    assert job["permissions"] == {"contents": "read", "id-token": "write", "pull-requests": "write"}
+    assert job["concurrency"]["cancel-in-progress"] is True
+    step = pulumi_step(workflow)
+    assert {key: step["with"][key] for key in ("command", "comment-on-pr", "diff", "policyPacks")} == {
+        "command": "preview", "comment-on-pr": True, "diff": True, "policyPacks": "policy"}
+    assert step["with"]["stack-name"] == "${{ matrix.stack }}"
+    assert "vars." in step["with"]["cloud-url"]
+    assert step["env"]["PULUMI_CONFIG_PASSPHRASE"] == "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}"
+
+
+def test_deploy_runs_up_on_main_behind_each_stacks_environment():
+    workflow = load("deploy.yml")
+    assert workflow["on"] == {"push": {"branches": ["main"]}}
+    [job] = workflow["jobs"].values()
+    assert job["environment"] == "${{ matrix.stack }}" and job["strategy"]["matrix"]["stack"] == ["aws", "azure"]
+    assert job["permissions"] == {"contents": "read", "id-token": "write"}
+    assert job["concurrency"] == {"group": "deploy-${{ matrix.stack }}", "cancel-in-progress": False}
+    step = pulumi_step(workflow)
+    assert (step["with"]["command"], step["with"]["policyPacks"]) == ("up", "policy")
+
+
+@pytest.mark.parametrize("name", ["preview.yml", "deploy.yml"])
+def test_the_cloud_jobs_sign_in_by_oidc_and_build_the_runtimes_venvs(name: str):
+    """Pulumi.yaml and PulumiPolicy.yaml name `venv` virtualenvs; the clouds trust the job's OIDC token,
+    no stored key; the CLI is the version the program's SDK pins."""
+    workflow = load(name)
+    all_steps = steps(workflow)
+    setup = next(step["run"] for step in all_steps if "venv" in step.get("run", ""))
+    assert "python -m venv venv" in setup and "-r requirements.txt" in setup
+    assert "python -m venv policy/venv" in setup and "-r policy/requirements.txt" in setup
+    aws = next(s for s in all_steps if s.get("uses", "").startswith("aws-actions/configure-aws-credentials@"))
+    assert set(aws["with"]) <= {"role-to-assume", "aws-region", "role-duration-seconds"}
+    azure = next(s for s in all_steps if s.get("uses", "").startswith("azure/login@"))
+    assert set(azure["with"]) == {"client-id", "tenant-id", "subscription-id"}
+    assert not re.search(r"AWS_SECRET_ACCESS_KEY|AZURE_CREDENTIALS|client-secret|ARM_CLIENT_SECRET",
+                         WORKFLOWS[name].read_text())
+    assert pulumi_step(workflow)["with"]["pulumi-version"] == pinned_version("requirements.txt", "pulumi")
+
+
+def test_the_test_workflow_runs_the_projects_test_command():
+    workflow = load("test.yml")
+    assert set(workflow["on"]) == {"pull_request"}
+    assert [step["run"] for step in steps(workflow) if "run" in step] == ["./scripts/test"]
+
+
+def test_the_checkers_are_pinned_where_scripts_test_installs_them():
+    for package in ("check-jsonschema", "zizmor", "pulumi-policy"):
+        pinned_version("requirements-dev.txt", package)
+    assert shutil.which("zizmor", path=str(BIN)) and shutil.which("check-jsonschema", path=str(BIN))
