@@ -83,7 +83,7 @@ def concurrent(uri: str, writers: int, per_writer: int) -> tuple[float, int, flo
         try:
             for step in range(per_writer):
                 client.log_metric(run_id, "throughput", step, step=step)
-        except BaseException as error:  # reported below
+        except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
     threads = [threading.Thread(target=work, args=(run_id,)) for run_id in runs]

@@ -18,7 +18,8 @@
    (timed) plus pgloader.
 4. Checks each result with the same correctness probe (MLflow on the target: create an experiment,
    `set_experiment` + a run landing in it, a registered model version) and compares row counts.
-Prints the wall times (median of the repeats), the ratio, and each side's correctness.
+Prints the wall times (median of the repeats), the ratio, and each side's correctness. Figures
+measured so far, and those behind the tool's design choices: bench/README.md.
 """
 
 from __future__ import annotations

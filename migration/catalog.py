@@ -119,9 +119,7 @@ def read_catalog(conn: psycopg.Connection) -> Catalog:
         """
     ).fetchall()
     tables: dict[str, Table] = {}
-    oids = {}
-    for name, oid, owned in rows:
-        oids[oid] = name
+    oids = {oid: name for name, oid, _owned in rows}
     cols = cur.execute(
         """
         SELECT a.attrelid, a.attname, format_type(a.atttypid, NULL), format_type(a.atttypid, a.atttypmod),
@@ -132,7 +130,7 @@ def read_catalog(conn: psycopg.Connection) -> Catalog:
         """,
         (list(oids),),
     ).fetchall()
-    for name, oid, owned in rows:
+    for name, _oid, owned in rows:
         tables[name] = Table(name, [], bool(owned))
     for relid, attname, typ, full, notnull, generated in cols:
         tables[oids[relid]].columns.append(Column(attname, typ, full, notnull, generated))

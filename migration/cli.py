@@ -11,7 +11,7 @@ import sys
 
 from migration import __version__, default_jobs
 from migration.convert import ArtifactRewrite
-from migration.errors import EXIT_FAILED, EXIT_OK, MigrationError
+from migration.errors import EXIT_FAILED, EXIT_OK, Interrupted, MigrationError
 from migration.uris import redact
 
 EPILOG = """\
@@ -20,10 +20,6 @@ exit codes: 0 migrated (or dry run fine); 1 failed, target unchanged; 2 bad argu
 4 verification failed, rolled back; 5 committed and verified, but the MLflow probe failed;
 130 interrupted, rolled back.
 """
-
-
-class _Interrupted(BaseException):
-    pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,13 +116,13 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, probe) -> in
                        drop_orphans=args.drop_orphans, replace_nul=args.replace_nul)
 
         def _on_term(signum, frame):
-            raise _Interrupted()
+            raise Interrupted()
 
         signal.signal(signal.SIGTERM, _on_term)
         reporter.info(f"migrating {args.source} -> {target.masked} (mode {args.mode}"
                       f"{', dry run' if args.dry_run else ''})")
         result = migrate(opts, reporter, probe)
-    except (KeyboardInterrupt, _Interrupted):
+    except (KeyboardInterrupt, Interrupted):
         reporter.err.print("error: interrupted; nothing was committed, the target is unchanged", markup=False)
         return 130
     except MigrationError as exc:

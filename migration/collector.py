@@ -3,9 +3,8 @@
 The copy and the read-back make millions of row tuples, and a migration that imports MLflow (schema,
 source upgrade, probe) holds some 1,700 modules' objects. Every collection those tuples trigger walks
 the young objects, and every full one walks everything, to find nothing: rows hold no cycles, and
-reference counting frees them. Paused, the tool's processes spent 0.5 CPU-s less of 8.2 on the 1 M-row
-bench database, and 0.4 s less wall time on a 20 k-row one (medians, A/B interleaved, 2 cores). The few
-cycles made meanwhile (the traceback of a rolled-back attempt) are collected once the collector runs again.
+reference counting frees them (bench/README.md has what pausing saved when measured). The few cycles
+made meanwhile (the traceback of a rolled-back attempt) are collected once the collector runs again.
 """
 
 from __future__ import annotations

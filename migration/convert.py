@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from migration.errors import ConversionError
+
 # SQL predicate (per category) that is true for a value needing conversion; {c} is the quoted column.
 ANOMALY_SQL = {
     "text": "typeof({c}) NOT IN ('text', 'null')",
@@ -23,10 +25,6 @@ ANOMALY_SQL = {
     "timestamp": "typeof({c}) NOT IN ('text', 'null')",
 }
 ALWAYS_CONVERT = {"date"}
-
-
-class ConversionError(ValueError):
-    pass
 
 
 def _to_text(v: Any) -> Any:
@@ -137,10 +135,6 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "text": _to_text, "int": _to_int, "float": _to_float, "bool": _to_bool, "bytea": _to_bytes,
     "date": _to_date, "timestamp": _to_timestamp,
 }
-
-
-def is_nan(v: Any) -> bool:
-    return isinstance(v, float) and v != v
 
 
 @dataclass(frozen=True)

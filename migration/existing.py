@@ -29,10 +29,6 @@ class Existing:
     seed: dict[str, int] = field(default_factory=dict)  # table -> seed rows
     user: dict[str, int] = field(default_factory=dict)  # table -> rows that are not seed rows
 
-    @property
-    def empty(self) -> bool:
-        return not self.counts
-
 
 def inspect(conn: psycopg.Connection, tables: list[str]) -> Existing:
     found = Existing()

@@ -2,9 +2,9 @@
 
 The tool needs MLflow for SQLAlchemy/Alembic work alone: creating the target schema, upgrading an old
 source copy, and the probe after commit. None of that touches pandas, numpy, scipy or pyarrow, yet
-`import mlflow` loads all four (datasets, model signatures): about 40% of its import CPU, 3.3 -> 1.9
-CPU-s on a 2-core host, and on a small database that import is most of the tool's wall time. MLflow
-guards those imports for mlflow-skinny, which ships without them, so they are hidden while MLflow is
+`import mlflow` loads all four (datasets, model signatures), a large share of its import CPU (figures
+in bench/README.md); on a small database that import is most of the tool's wall time. MLflow guards
+those imports for mlflow-skinny, which ships without them, so they are hidden while MLflow is
 imported; afterwards anything may import them as usual. Should an MLflow release need one of them at
 import time, the import is simply repeated with nothing hidden.
 """

@@ -15,13 +15,17 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import psycopg
 
 from migration.catalog import Catalog, Constraint, Index, qident
-from migration.errors import MigrationError
-from migration.workers import BINARY_SIGNATURE, BINARY_TRAILER, MASK64, ReaderPool, Task
+from migration.errors import FastPathRefused, ForeignKeyBroken, MigrationError, StringTooLong, ValueRefused
+from migration.report import Reporter
+from migration.workers import (
+    BINARY_SIGNATURE, BINARY_TRAILER, MASK64, Chunk, ReaderPool, Task, TaskDone, TaskRefused, Totals,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,7 @@ class TableLoad:
     copied_rows: int = 0
     checksum: int = 0
     seconds: float = 0.0
-    counters: dict = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)  # converted, rewritten, checked
 
 
 @dataclass
@@ -127,26 +131,25 @@ def reset_sequences(cur: psycopg.Cursor, catalog: Catalog, tables: list[str]) ->
 class TaskStream:
     """Feeds tasks to the reader processes (a bounded window ahead) and routes what they send back.
 
-    Normally pumped by the COPY loop whenever it waits for data. While MLflow creates an empty
-    target's schema, `prefetch` pumps it from a thread instead, so the readers work on the other
+    Normally pumped by the COPY loop whenever it waits for data (`deliver`). While MLflow creates an
+    empty target's schema, `prefetch` pumps it from a thread instead, so the readers work on the other
     core; what they send is held in memory (up to `budget` bytes) until the COPY takes it."""
 
     def __init__(self, pool: ReaderPool | None, window: int):
         self.pool = pool
-        self.window = window
+        self.window = window  # tasks submitted ahead of the COPY loop
         self.pending: deque[Task] = deque()
         self.submitted: set[int] = set()
         self.inflight = 0
-        self.chunks: dict[int, deque[tuple[bytes, int]]] = {}
+        self.chunks: dict[int, deque[tuple[bytes, int]]] = {}  # task -> (COPY data, rows) not yet taken
         self.buffered = 0  # bytes held in `chunks`
-        self.finished: dict[int, tuple[int, int, dict]] = {}
+        self.finished: dict[int, Totals] = {}
         self.errors: dict[int, str] = {}
         self.refused: dict[int, str] = {}
         self.discard: set[int] = set()
         self._prefetch: threading.Thread | None = None
         self._stop = threading.Event()
         self._prefetch_error: BaseException | None = None
-        self._window = window
 
     def add(self, tasks: list[Task], front: bool = False) -> None:
         if front:
@@ -154,8 +157,9 @@ class TaskStream:
         else:
             self.pending.extend(tasks)
 
-    def pump(self, timeout: float = 1.0) -> None:
-        while self.pending and self.inflight < self.window:
+    def pump(self, timeout: float = 1.0, window: int | None = None) -> None:
+        """Submit tasks up to `window` (default: self.window) in flight, then file one reader message."""
+        while self.pending and self.inflight < (self.window if window is None else window):
             task = self.pending.popleft()
             self.pool.submit(task)
             self.submitted.add(task.task_id)
@@ -166,23 +170,23 @@ class TaskStream:
             if not self.pool.alive():
                 raise MigrationError("a source reader process died unexpectedly") from None
             return
-        kind, tid = msg[0], msg[1]
-        if kind == "data":
-            if tid not in self.discard:
-                self.chunks.setdefault(tid, deque()).append((msg[2], msg[3]))
-                self.buffered += len(msg[2])
+        if isinstance(msg, Chunk):
+            if msg.task_id not in self.discard:
+                self.chunks.setdefault(msg.task_id, deque()).append((msg.payload, msg.rows))
+                self.buffered += len(msg.payload)
             return
         self.inflight -= 1
-        if tid in self.discard:
+        if msg.task_id in self.discard:
             return
-        if kind == "done":
-            self.finished[tid] = (msg[2], msg[3], msg[4])
-        elif kind == "refused":
-            self.refused[tid] = msg[2]
+        if isinstance(msg, TaskDone):
+            self.finished[msg.task_id] = msg.totals
+        elif isinstance(msg, TaskRefused):
+            self.refused[msg.task_id] = msg.reason
         else:
-            self.errors[tid] = msg[2]
+            self.errors[msg.task_id] = msg.detail
 
     def take(self, tid: int) -> tuple[bytes, int] | None:
+        """The task's next (COPY data, rows) received, if any."""
         chunks = self.chunks.get(tid)
         if not chunks:
             return None
@@ -190,7 +194,24 @@ class TaskStream:
         self.buffered -= len(payload)
         return payload, rows
 
-    def abandon(self, tids) -> None:
+    def deliver(self, tid: int, write: Callable[[bytes, int], None]) -> Totals:
+        """Pass the task's COPY data to `write(payload, rows)` in order, pumping until the reader is done
+        with it; returns what the task read. A reader's refusal raises FastPathRefused, its failure
+        MigrationError."""
+        while True:
+            while (chunk := self.take(tid)) is not None:
+                write(*chunk)
+            if tid in self.errors:
+                raise MigrationError(self.errors.pop(tid))
+            if tid in self.refused:
+                raise FastPathRefused(self.refused.pop(tid))
+            if tid in self.finished and not self.chunks.get(tid):
+                self.chunks.pop(tid, None)
+                return self.finished.pop(tid)
+            self.pump()
+
+    def abandon(self, tids: Iterable[int]) -> None:
+        """Forget these tasks: what they sent is dropped, and whatever they send later."""
         for tid in tids:
             self.discard.add(tid)
             for payload, _rows in self.chunks.pop(tid, ()):
@@ -212,12 +233,11 @@ class TaskStream:
                     if self.buffered >= budget:
                         self._stop.wait(0.05)  # the readers block on the full result queue meanwhile
                         continue
-                    self.pump(timeout=0.05)
+                    self.pump(timeout=0.05, window=window)
             except BaseException as exc:  # noqa: BLE001 - re-raised by stop_prefetch
                 self._prefetch_error = exc
 
         self._stop.clear()
-        self._window, self.window = self.window, window
         self._prefetch = threading.Thread(target=run, name="prefetch", daemon=True)
         self._prefetch.start()
 
@@ -236,51 +256,21 @@ class TaskStream:
         self._stop.set()
         self._prefetch.join()
         self._prefetch = None
-        self.window = self._window
         if self._prefetch_error is not None:
             error, self._prefetch_error = self._prefetch_error, None
             raise error
 
 
-class ForeignKeyBroken(MigrationError):
-    """A re-created foreign key does not hold: the source has rows without their parent row."""
-
-
-class ValueRefused(MigrationError):
-    """PostgreSQL refused a value even after every value of the table was checked and converted."""
-
-    def __init__(self, table: str, reason: str, context: str = "", detail: str = ""):
-        nul = "0x00" in reason
-        hint = (" (PostgreSQL's text cannot hold the NUL character that SQLite kept: --replace-nul replaces each "
-                "with U+FFFD, or change those values in a copy of the source)" if nul else "")
-        super().__init__(f"PostgreSQL refused a value of {table}: {reason}{context}{detail}{hint}; "
-                         "nothing was committed")
-        self.table = table
-        self.reason = reason
-        self.context = context
-        self.nul = nul
-
-
-class StringTooLong(ValueRefused):
-    """PostgreSQL refused a string longer than its varchar column (SQLite never checks lengths): the
-    caller may widen the column and run again."""
-
-
-class _Redo(Exception):
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
 def copy_tables(conn: psycopg.Connection, stream: TaskStream, order: list[str], tasks: dict[str, list[Task]],
-                loads: dict[str, TableLoad], reporter, verify, careful_tasks) -> None:
+                loads: dict[str, TableLoad], reporter: Reporter,
+                careful_tasks: Callable[[str], list[Task]]) -> None:
     """COPY every table, each under a savepoint.
 
-    The fast path formats rows without per-value type checks; if PostgreSQL rejects a value, the
-    table is rolled back to its savepoint and copied again with every value checked and converted
-    to the target column's type. A second failure is final. (A checksum mismatch found later by the
-    verification makes the caller re-run the whole transaction with those tables checked.)
-    `stream` already holds the tasks, in this order."""
+    The fast path formats rows without per-value type checks; if a reader or PostgreSQL refuses a
+    value, the table is rolled back to its savepoint and copied again with every value checked and
+    converted to the target column's type (`careful_tasks`). A second failure is final. (A checksum
+    mismatch found later by the verification makes the caller re-run the whole transaction with those
+    tables checked.) `stream` already holds the tasks, in this order."""
     cur = conn.cursor()
     for name in order:
         load = loads[name]
@@ -291,21 +281,15 @@ def copy_tables(conn: psycopg.Connection, stream: TaskStream, order: list[str], 
         while True:
             careful = attempt[0].careful
             try:
-                _copy_one(cur, stream, attempt, load, name, reporter, careful)
-                if verify is not None:
-                    ok, detail = verify(name, load)
-                    if not ok:
-                        raise _Redo(detail)
+                _copy_one(cur, stream, attempt, load, reporter)
                 break
-            except (_Redo, psycopg.errors.DataError) as exc:
+            except (FastPathRefused, psycopg.errors.DataError) as exc:
                 if isinstance(exc, psycopg.errors.StringDataRightTruncation):  # no value check mends that
                     raise StringTooLong(name, exc.diag.message_primary or str(exc), _context(exc)) from exc
                 stream.abandon(t.task_id for t in attempt)
                 cur.execute("ROLLBACK TO SAVEPOINT migration_table")
-                reason = exc.reason if isinstance(exc, _Redo) else (exc.diag.message_primary or str(exc))
-                if careful:
-                    if isinstance(exc, _Redo):
-                        raise _Failed(name, reason) from None
+                reason = exc.reason if isinstance(exc, FastPathRefused) else (exc.diag.message_primary or str(exc))
+                if careful:  # every value checked and converted, and still refused: final
                     raise ValueRefused(name, reason, _context(exc)) from exc
                 reporter.info(f"  {name}: {reason}; copying it again with every value checked")
                 attempt = careful_tasks(name)
@@ -316,50 +300,39 @@ def copy_tables(conn: psycopg.Connection, stream: TaskStream, order: list[str], 
         reporter.table_done(name, load.copied_rows, load.seconds)
 
 
-class _Failed(MigrationError):
-    def __init__(self, table: str, reason: str):
-        from migration.errors import VerificationError
-
-        self.exit_code = VerificationError.exit_code
-        super().__init__(f"verification failed for {table}: {reason}; nothing was committed (target unchanged)")
+def _context(exc: Exception) -> str:
+    """Where PostgreSQL met the refused value (the COPY line), if it says."""
+    diag = getattr(exc, "diag", None)
+    return f" ({diag.context.strip()})" if getattr(diag, "context", None) else ""
 
 
-def _context(exc: psycopg.Error) -> str:
-    return f" ({exc.diag.context.strip()})" if getattr(exc.diag, "context", None) else ""
-
-
-def _copy_one(cur, stream: TaskStream, attempt: list[Task], load: TableLoad, name: str, reporter, careful: bool) -> None:
-    spec = attempt[0].spec
+def _copy_one(cur: psycopg.Cursor, stream: TaskStream, tasks: list[Task], load: TableLoad,
+              reporter: Reporter) -> None:
+    """One COPY of a table from its tasks' data, in task order (which keeps the global ORDER BY of
+    index-ordered reads); sums the tasks' checksums and counters into `load`."""
+    spec = tasks[0].spec
     load.checksum = 0
     load.counters = {}
     read = 0
     binary = bool(spec.oids)
+
     with cur.copy(f"COPY {spec.qname} ({spec.qcols()}) FROM STDIN" + (" (FORMAT binary)" if binary else "")) as copy:
+        def write(payload: bytes, rows: int) -> None:
+            copy.write(payload)
+            reporter.table_advance(load.name, rows)
+
         if binary:
             copy.write(BINARY_SIGNATURE)
-        for task in attempt:  # in task order: keeps the global ORDER BY of index-ordered reads
-            tid = task.task_id
-            while True:
-                while (chunk := stream.take(tid)) is not None:
-                    copy.write(chunk[0])
-                    reporter.table_advance(name, chunk[1])
-                if tid in stream.errors:
-                    raise MigrationError(stream.errors.pop(tid))
-                if tid in stream.refused:
-                    raise _Redo(stream.refused.pop(tid))
-                if tid in stream.finished and not stream.chunks.get(tid):
-                    break
-                stream.pump()
-            total, checksum, counters = stream.finished.pop(tid)
-            stream.chunks.pop(tid, None)
-            read += total
-            load.checksum = (load.checksum + checksum) & MASK64
-            for k, v in counters.items():
+        for task in tasks:
+            totals = stream.deliver(task.task_id, write)
+            read += totals.rows
+            load.checksum = (load.checksum + totals.checksum) & MASK64
+            for k, v in totals.counters.items():
                 load.counters[k] = load.counters.get(k, 0) + v
         if binary:
             copy.write(BINARY_TRAILER)
     load.copied_rows = cur.rowcount
     if read != load.copied_rows:
-        raise MigrationError(f"{name}: read {read} rows from the source but COPY stored {load.copied_rows}")
-    if careful:
+        raise MigrationError(f"{load.name}: read {read} rows from the source but COPY stored {load.copied_rows}")
+    if tasks[0].careful:
         load.counters["checked"] = 1

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from migration.catalog import qident
 from migration.errors import MigrationError
-from migration.source import connect_readonly, table_names
+from migration.sqlite import connect_readonly, table_names
 
 REPLACEMENT = "\ufffd"
 

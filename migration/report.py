@@ -24,9 +24,6 @@ class Reporter:
         if not self.quiet:
             self.err.print(message, markup=False)
 
-    def warn(self, message: str) -> None:
-        self.err.print(f"warning: {message}", markup=False, style="yellow")
-
     @contextmanager
     def phase(self, name: str):
         started = time.perf_counter()

@@ -16,9 +16,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from migration import nul, orphans
 from migration.catalog import qident
 from migration.errors import MigrationError, RefusedError
 from migration.revisions import mlflow_version, revision_graph
+from migration.sqlite import connect_readonly, table_names
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +51,6 @@ class PreparedSource:
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
             self._tmpdir = None
-
-
-def connect_readonly(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
 
 
 def _copy(original: Path, workdir: Path) -> Path:
@@ -101,13 +99,6 @@ def _revision(conn: sqlite3.Connection) -> str | None:
     if len(rows) > 1:
         raise RefusedError(f"source has {len(rows)} Alembic revisions ({rows}); expected one")
     return rows[0][0] if rows else None
-
-
-def table_names(conn: sqlite3.Connection) -> list[str]:
-    """The database's own tables (SQLite's internal ones left out), by name."""
-    return [r[0] for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
-    )]
 
 
 DEFAULT_WORKSPACE = "default"
@@ -245,12 +236,8 @@ def prepare_source(original: Path, *, upgrade: bool = True, drop_orphans: bool =
             upgraded = True
         prepared = PreparedSource(original, copy_path, revision, graph.head, upgraded, _tmpdir=tmp)
         if replace_nul:  # first: a key and the foreign keys naming it change alike
-            from migration import nul
-
             prepared.replaced_nul = nul.replace(copy_path)
         if drop_orphans:
-            from migration import orphans
-
             prepared.dropped_orphans = orphans.drop(copy_path)
         prepared.tables = inventory(copy_path)
         return prepared

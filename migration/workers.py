@@ -1,13 +1,15 @@
-"""Reader processes: read SQLite ranges, convert, checksum, and format COPY text, in parallel.
+"""Reader processes: read SQLite ranges, convert, checksum, and format COPY data, in parallel.
 
 Forked before any PostgreSQL connection exists, so they share the parent's hash seed (the row
 checksum uses Python's hash) and hold no socket of the parent's. The main process only streams the
 bytes they produce into COPY, so reading SQLite overlaps with PostgreSQL ingesting the previous chunk.
+Each task's output reaches the main process as typed messages: Chunk..., then TaskDone (or
+TaskRefused / TaskFailed).
 
 The fast path reads through apsw: the same values as the standard library's sqlite3 module (int,
-float, str, bytes, None), for ~40% less CPU per row fetched (1 M metric rows in index order: 0.85
-against 1.4 CPU-s), and the readers' CPU is what bounds the copy. The careful path, taken after the
-fast path failed on a table, reads through sqlite3, whose errors name the column.
+float, str, bytes, None) for markedly less CPU per row fetched (bench/README.md has the figures), and
+the readers' CPU is what bounds the copy. The careful path, taken after the fast path failed on a
+table, reads through sqlite3, whose errors name the column.
 """
 
 from __future__ import annotations
@@ -19,26 +21,23 @@ import sqlite3
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import apsw
+from psycopg._copy_base import _binary_signature, format_row_binary, format_row_text  # psycopg >= 3.2
 
 from migration.catalog import qident
 from migration.convert import (
-    ALWAYS_CONVERT, ANOMALY_SQL, ARTIFACT_COLUMNS, CONVERTERS, TAG_ARTIFACT_COLUMNS, ArtifactRewrite,
-    ConversionError, rewrite_value,
+    ALWAYS_CONVERT, ANOMALY_SQL, ARTIFACT_COLUMNS, CONVERTERS, TAG_ARTIFACT_COLUMNS, ArtifactRewrite, rewrite_value,
 )
+from migration.errors import ConversionError, FastPathRefused
 from migration.lifetime import die_with_parent
-from migration.source import connect_readonly
+from migration.sqlite import connect_readonly
 from migration.widen import RANGES
 
-try:  # psycopg >= 3.2
-    from psycopg._copy_base import _binary_signature as BINARY_SIGNATURE
-    from psycopg._copy_base import format_row_binary, format_row_text
-except ImportError:  # pragma: no cover - psycopg 3.1
-    from psycopg.copy import _binary_signature as BINARY_SIGNATURE  # type: ignore[no-redef]
-    from psycopg.copy import format_row_binary, format_row_text  # type: ignore[no-redef]
-
+# COPY's binary format: a header before the first row and a trailer after the last, written by the
+# COPY loop (the readers send rows only)
+BINARY_SIGNATURE = _binary_signature
 BINARY_TRAILER = b"\xff\xff"
 # Target column types fed in COPY's binary format (psycopg's C dumpers: no text rendering of floats
 # and integers on this side, no parsing on PostgreSQL's). Any other type in a table: text format.
@@ -100,8 +99,40 @@ class Task:
     careful: bool = False  # check every value's storage class and convert (after the fast path failed)
 
 
-class Refused(Exception):
-    """A value the fast path cannot encode for its column's type: the table is copied again carefully."""
+class Totals(NamedTuple):
+    """What reading a task came to: rows, their checksum, and how many values were converted or rewritten."""
+    rows: int
+    checksum: int
+    counters: dict[str, int]
+
+
+# What a reader sends the main process, per task: Chunk messages, then one of the other three.
+
+class Chunk(NamedTuple):
+    """COPY data for some of the task's rows."""
+    task_id: int
+    payload: bytes
+    rows: int
+
+
+class TaskDone(NamedTuple):
+    task_id: int
+    totals: Totals
+
+
+class TaskRefused(NamedTuple):
+    """The fast path cannot send a value (see errors.FastPathRefused)."""
+    task_id: int
+    reason: str
+
+
+class TaskFailed(NamedTuple):
+    """Reading failed otherwise; `detail` is the message for the user."""
+    task_id: int
+    detail: str
+
+
+ReaderMessage = Chunk | TaskDone | TaskRefused | TaskFailed
 
 
 def canon_rows(rows: list[tuple], float_idx: tuple[int, ...]) -> list[tuple]:
@@ -174,7 +205,7 @@ def _converter(spec: TableSpec, conv_idx: list[int]):
                     raise ConversionError(f"{spec.name}.{spec.columns[i]}: {exc}") from None
                 if nv is not v:
                     vals[i] = nv
-                    if type(nv) is not type(v) and not (v is None):
+                    if type(nv) is not type(v) and v is not None:
                         counters["converted"] = counters.get("converted", 0) + 1
             for i in art_idx:
                 nv = rewrite_value(rules, vals[i])
@@ -241,7 +272,8 @@ def _format_fast(fmt, rows: list[tuple], ncols: int) -> str | None:
     return text
 
 
-def run_task(conn: apsw.Connection | sqlite3.Connection, task: Task, emit) -> tuple[int, int, dict]:
+def run_task(conn: apsw.Connection | sqlite3.Connection, task: Task, emit: Callable[[bytes, int], None]) -> Totals:
+    """Read, convert and format the task's rows; `emit(payload, rows)` is called for every chunk of COPY data."""
     from psycopg.adapt import Transformer
 
     spec = task.spec
@@ -275,7 +307,7 @@ def run_task(conn: apsw.Connection | sqlite3.Connection, task: Task, emit) -> tu
         except UnicodeDecodeError as exc:
             if task.careful:
                 raise
-            raise Refused(f"text that is not UTF-8 ({exc})") from None
+            raise FastPathRefused(f"text that is not UTF-8 ({exc})") from None
         if not rows:
             break
         if convert is not None:
@@ -294,7 +326,7 @@ def run_task(conn: apsw.Connection | sqlite3.Connection, task: Task, emit) -> tu
             except (TypeError, ValueError, OverflowError, UnicodeError) as exc:
                 if task.careful:
                     raise ConversionError(f"{spec.name}: a value does not fit its column type: {exc}") from None
-                raise Refused(f"a value of an unexpected type ({exc})") from None
+                raise FastPathRefused(f"a value of an unexpected type ({exc})") from None
         elif (text := _format_fast(fmt, rows, ncols) if fmt is not None else None) is not None:
             buf += text.encode("utf-8")
         else:
@@ -308,7 +340,7 @@ def run_task(conn: apsw.Connection | sqlite3.Connection, task: Task, emit) -> tu
             pending = 0
     if buf:
         emit(bytes(buf), pending)
-    return total, checksum & MASK64, counters
+    return Totals(total, checksum & MASK64, counters)
 
 
 def _open_fast(db_path: str) -> apsw.Connection:
@@ -346,18 +378,17 @@ def _worker_main(db_path: str, tasks: mp.Queue, results: mp.Queue, parent: int) 
         if task is None:
             break
         try:
-            def emit(payload: bytes, rows: int, _t=task) -> None:
-                results.put(("data", _t.task_id, payload, rows))
+            def emit(payload: bytes, rows: int, _t: Task = task) -> None:
+                results.put(Chunk(_t.task_id, payload, rows))
 
             if task.careful and careful is None:
                 careful = _open_careful(db_path)
-            total, checksum, counters = run_task(careful if task.careful else fast, task, emit)
-            results.put(("done", task.task_id, total, checksum, counters))
-        except Refused as exc:
-            results.put(("refused", task.task_id, str(exc)))
+            results.put(TaskDone(task.task_id, run_task(careful if task.careful else fast, task, emit)))
+        except FastPathRefused as exc:
+            results.put(TaskRefused(task.task_id, exc.reason))
         except Exception as exc:  # noqa: BLE001 - reported to the main process
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            results.put(("error", task.task_id, f"reading {task.spec.name} from the source: {detail}"))
+            results.put(TaskFailed(task.task_id, f"reading {task.spec.name} from the source: {detail}"))
     fast.close()
     if careful is not None:
         careful.close()
@@ -385,7 +416,7 @@ class ReaderPool:
     def submit(self, task: Task) -> None:
         self.tasks.put(task)
 
-    def get(self, timeout: float = 1.0):
+    def get(self, timeout: float = 1.0) -> ReaderMessage:
         return self.results.get(timeout=timeout)
 
     def alive(self) -> bool:

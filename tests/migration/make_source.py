@@ -60,7 +60,7 @@ def build(path: str, metrics: int) -> None:
 
     # bulk metrics: enough rows for multi-task, index-ordered reads and index rebuilds
     per_run = max(1, metrics // 2)
-    for r, run_id in enumerate(runs[:2]):
+    for run_id in runs[:2]:
         batch = []
         for n in range(per_run):
             batch.append(Metric(f"loss{n % 7}", math.sin(n) * 10 ** (n % 9 - 4), 1_700_000_000_000 + n, n // 7))

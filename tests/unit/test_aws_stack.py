@@ -255,7 +255,7 @@ def test_load_balancer_http_with_a_warning_when_no_domain(aws_run):
     lb = aws_run.one("aws:lb/loadBalancer:LoadBalancer").inputs
     assert lb["internal"] is False and lb["idleTimeout"] == 900 and lb["dropInvalidHeaderFields"] is True
     assert sorted(lb["subnets"]) == ["mlflow-platform-public-eu-west-1a-id", "mlflow-platform-public-eu-west-1b-id"]
-    assert [l.inputs["protocol"] for l in aws_run.of_type("aws:lb/listener:Listener")] == ["HTTP"]
+    assert [listener.inputs["protocol"] for listener in aws_run.of_type("aws:lb/listener:Listener")] == ["HTTP"]
     assert "plain HTTP" in aws_run.output("warning")
     target = aws_run.one("aws:lb/targetGroup:TargetGroup").inputs
     assert target["healthCheck"]["path"] == "/health" and target["targetType"] == "ip"
@@ -264,7 +264,7 @@ def test_load_balancer_http_with_a_warning_when_no_domain(aws_run):
 
 def test_https_with_acm_certificate_when_a_domain_and_zone_are_configured(aws_https_run):
     run = aws_https_run
-    listeners = {l.inputs["protocol"]: l.inputs for l in run.of_type("aws:lb/listener:Listener")}
+    listeners = {listener.inputs["protocol"]: listener.inputs for listener in run.of_type("aws:lb/listener:Listener")}
     assert listeners["HTTPS"]["port"] == 443 and listeners["HTTPS"]["sslPolicy"].startswith("ELBSecurityPolicy-TLS13")
     assert listeners["HTTP"]["defaultActions"][0]["type"] == "redirect"
     assert run.one("aws:acm/certificate:Certificate").inputs["domainName"] == "mlflow.example.com"
