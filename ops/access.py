@@ -1,0 +1,194 @@
+"""How backup and restore reach a stack, and what they read from its server's configuration.
+
+`StackAccess` is the only platform-specific part: how a PostgreSQL client tool reaches the stack's
+database server (as its superuser, connection settings left to the tool's defaults), how Python
+runs in the server's image with (part of) the server's environment, and how the server is stopped
+and started. Everything else (what to dump, how to check and verify) is shared, so the rehearsal
+tests run the very code `scripts/backup` and `scripts/restore` run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterator, Mapping, Optional, Protocol, Sequence, Union
+from urllib.parse import unquote, urlsplit, urlunsplit, quote
+
+from ops import OpsError
+
+BACKEND_URI_ENV = "MLFLOW_BACKEND_STORE_URI"  # components.render.BACKEND_URI_ENV
+S3_ENV_PREFIXES = ("AWS_", "MLFLOW_S3_")
+"""The server's variables the object store script needs (endpoint, region, the scoped key)."""
+
+Input = Union[None, bytes, IO[bytes]]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A process to start: its argv and its whole environment. Secrets travel in `env` only."""
+
+    argv: list[str]
+    env: Mapping[str, str]
+
+
+class StackAccess(Protocol):
+    """How commands reach one deployed stack (see the module docstring)."""
+
+    description: str
+    """Names the stack in messages, e.g. "the local stack mlflow-local"."""
+
+    def postgres_command(self, argv: Sequence[str]) -> Command:
+        """`argv` (pg_dump, pg_restore or psql and their options) run as the PostgreSQL superuser
+        where its default connection reaches the stack's database server."""
+        ...
+
+    def python_command(self, argv: Sequence[str], env: Mapping[str, str]) -> Command:
+        """`python *argv` in the server's image, on the stack's network, with exactly `env` added."""
+        ...
+
+    def server_env(self) -> Mapping[str, str]:
+        """The MLflow server's environment (holds secrets: never print it)."""
+        ...
+
+    def server_command(self) -> Sequence[str]:
+        """The MLflow server's command line (`mlflow server ... --artifacts-destination ...`)."""
+        ...
+
+    def stop_server(self) -> bool:
+        """Stop the MLflow server (every replica); True when it was running."""
+        ...
+
+    def start_server(self) -> None:
+        """Start the MLflow server again and wait until it is healthy."""
+        ...
+
+
+# --- running commands ----------------------------------------------------------------------------
+
+
+def _error_line(stderr: bytes, what: str, returncode: int) -> str:
+    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+    detail = lines[-1] if lines else f"exit status {returncode}"
+    return f"{what} failed: {detail}"
+
+
+def run(command: Command, what: str, *, stdin: Input = None, stdout: Optional[IO[bytes]] = None) -> bytes:
+    """Run to completion; return stdout unless it went to `stdout`. Failure: OpsError naming `what`
+    and the last line the process wrote to stderr."""
+    with tempfile.TemporaryFile() as stderr:
+        result = subprocess.run(
+            command.argv, env=dict(command.env),
+            input=stdin if isinstance(stdin, bytes) else None,
+            stdin=None if isinstance(stdin, bytes) else (stdin if stdin is not None else subprocess.DEVNULL),
+            stdout=stdout if stdout is not None else subprocess.PIPE, stderr=stderr,
+        )
+        if result.returncode != 0:
+            stderr.seek(0)
+            raise OpsError(_error_line(stderr.read(), what, result.returncode))
+    return result.stdout if stdout is None else b""
+
+
+@contextlib.contextmanager
+def output_lines(command: Command, what: str, *, stdin: Optional[IO[bytes]] = None) -> Iterator[Iterator[bytes]]:
+    """Stream a command's stdout line by line (pg_restore's SQL output can be far larger than memory);
+    a failed exit raises OpsError after the lines are read."""
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(command.argv, env=dict(command.env),
+                                   stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=stderr)
+        assert process.stdout is not None
+        try:
+            yield iter(process.stdout)
+            process.stdout.read()  # whatever the caller left unread
+        finally:
+            process.stdout.close()
+            returncode = process.wait()
+        if returncode != 0:
+            stderr.seek(0)
+            raise OpsError(_error_line(stderr.read(), what, returncode))
+
+
+def psql(access: StackAccess, database: str, script: str, *, variables: Optional[Mapping[str, str]] = None,
+         what: Optional[str] = None) -> list[list[str]]:
+    """Run an SQL script (psql, unaligned, tuples only, stopping at the first error) and return its
+    rows. Names reach the script as psql variables (`:'name'`, `:"name"`), never spliced into SQL."""
+    argv = ["psql", "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-d", database]
+    for name, value in (variables or {}).items():
+        argv += ["-v", f"{name}={value}"]
+    out = run(access.postgres_command([*argv, "-f", "-"]), what or f"psql on database {database}",
+              stdin=script.encode())
+    return [line.split("\t") for line in out.decode().splitlines() if line]
+
+
+# --- what the server's configuration says ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StackLayout:
+    """Where the stack keeps its data, read from the server's own environment and command line (so
+    backup and restore follow the deployed configuration, not a copy of it)."""
+
+    database: str
+    owner: str
+    """MLflow's role, which owns the database and every object in it (not a superuser)."""
+    backend_uri: str
+    artifacts_destination: str
+    auth_app: Optional[str]
+    """`--app-name` of the server (basic-auth, oidc-auth), None for Nginx's basic auth."""
+
+    @property
+    def auth_database(self) -> str:
+        from components.config import auth_database_name
+
+        return auth_database_name(self.database)
+
+    @property
+    def auth_uri(self) -> str:
+        return with_database(self.backend_uri, self.auth_database)
+
+    @classmethod
+    def read(cls, access: StackAccess) -> "StackLayout":
+        env, command = access.server_env(), list(access.server_command())
+        uri = env.get(BACKEND_URI_ENV)
+        if not uri:
+            raise OpsError(f"the MLflow server of {access.description} has no {BACKEND_URI_ENV} in its environment")
+        parts = urlsplit(uri)
+        database = unquote(parts.path.lstrip("/"))
+        if not parts.scheme.startswith("postgresql") or not database or not parts.username:
+            raise OpsError(f"the MLflow server of {access.description} does not use a PostgreSQL database "
+                           f"(its backend store URI starts with {parts.scheme}://)")
+        destination = _option(command, "--artifacts-destination")
+        if not destination:
+            raise OpsError(f"the MLflow server of {access.description} has no --artifacts-destination")
+        if not destination.startswith("s3://"):
+            raise OpsError(f"artifacts destination {destination}: only S3-compatible stores (the local stack's "
+                           "MinIO) are backed up by this tool")
+        return cls(database=database, owner=unquote(parts.username), backend_uri=uri,
+                   artifacts_destination=destination, auth_app=_option(command, "--app-name"))
+
+    def s3_env(self, access: StackAccess) -> dict[str, str]:
+        """The part of the server's environment the object store script needs."""
+        return {name: value for name, value in access.server_env().items() if name.startswith(S3_ENV_PREFIXES)}
+
+
+def _option(command: Sequence[str], name: str) -> Optional[str]:
+    for index, arg in enumerate(command):
+        if arg == name and index + 1 < len(command):
+            return command[index + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def with_database(uri: str, database: str) -> str:
+    """The same connection URI naming another database on the same server (the auth database)."""
+    parts = urlsplit(uri)
+    return urlunsplit(parts._replace(path="/" + quote(database, safe="")))
+
+
+def script_source(module_file: str) -> str:
+    """A module of this package as `python -c` source (ops.objects, ops.mlflow_facts)."""
+    return Path(module_file).read_text(encoding="utf-8")

@@ -1,0 +1,234 @@
+"""A deployed `local` stack, found through the docker CLI (no Pulumi needed: its containers carry
+everything the day-2 tools need).
+
+The local platform names its Docker objects `<instance>-<stack>-<service>` (`mlflow-local-postgres`,
+`mlflow-local-mlflow-server`, ...; see components/platforms/local.py). The MLflow server container's
+own configuration says where the data lives: its environment holds the database URI and the scoped
+MinIO key, its command the artifacts destination. Commands reach the stack from inside: `docker
+exec` into a container, or a one-off container from the server's image on the stack's network.
+Secrets reach a one-off container as `-e NAME` with the value in the docker CLI's environment only,
+never on a command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any, Mapping, Optional, Sequence, Union
+
+from ops import OpsError
+from ops.access import Command
+
+DEFAULT_PREFIX = "mlflow-local"
+SERVICES = ("postgres", "minio", "mlflow-server", "mlflow-proxy")
+"""Container name suffixes of the local platform's long-running services."""
+REQUIRED_SERVICES = ("postgres", "mlflow-server")
+SERVER = "mlflow-server"
+ONEOFF_USER = "mlflow"  # the server image's user (docker/mlflow/Dockerfile)
+ONEOFF_LABEL = "org.mlflow-platform.ops=one-off"
+
+Stdin = Union[None, bytes, IO[bytes]]
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _find_docker() -> str:
+    docker = shutil.which("docker")
+    if not docker:
+        raise OpsError("docker not found on PATH: the local stack's containers are reached with the docker CLI "
+                       "(install Docker, or run this where the stack runs)")
+    return docker
+
+
+@dataclass
+class LocalStack:
+    """The local stack's containers, as `docker inspect` describes them."""
+
+    prefix: str
+    docker: str
+    containers: dict[str, dict[str, Any]] = field(repr=False)
+    """service -> `docker inspect` of its container (only the services found)."""
+    network: str
+
+    @classmethod
+    def find(cls, prefix: str = DEFAULT_PREFIX) -> "LocalStack":
+        """Inspect `<prefix>-<service>` for each service; one-line errors when docker or the stack's
+        containers are missing."""
+        docker = _find_docker()
+        names = [f"{prefix}-{service}" for service in SERVICES]
+        result = subprocess.run([docker, "inspect", "--type", "container", *names], capture_output=True, text=True)
+        try:
+            described = json.loads(result.stdout) if result.stdout.strip() else []
+        except json.JSONDecodeError:
+            described = []
+        if result.returncode != 0 and not described and "no such" not in result.stderr.lower():
+            raise OpsError(f"docker inspect failed: {_first_line(result.stderr) or f'exit status {result.returncode}'}")
+        containers: dict[str, dict[str, Any]] = {}
+        for item in described:
+            name = str(item.get("Name", "")).lstrip("/")
+            if name.startswith(prefix + "-") and name[len(prefix) + 1:] in SERVICES:
+                containers[name[len(prefix) + 1:]] = item
+        missing = [f"{prefix}-{service}" for service in REQUIRED_SERVICES if service not in containers]
+        if missing:
+            raise OpsError(
+                f"no container {', '.join(missing)}: looked for the local stack's containers {prefix}-<service>; "
+                f"is the stack up (pulumi up -s local)? For another instance or stack name pass --prefix "
+                f"<instance>-<stack>, e.g. --prefix mlflow-dev")
+        return cls(prefix=prefix, docker=docker, containers=containers,
+                   network=_server_network(containers[SERVER], prefix))
+
+    # --- what the containers say -----------------------------------------------------------------
+
+    def container(self, service: str) -> str:
+        """The Docker name of a service's container (which must exist)."""
+        if service not in self.containers:
+            raise OpsError(f"the local stack {self.prefix} has no container {self.prefix}-{service}")
+        return f"{self.prefix}-{service}"
+
+    def running(self, service: str) -> bool:
+        return bool(self.containers.get(service, {}).get("State", {}).get("Running"))
+
+    def server_image(self) -> str:
+        """The image ID the server container runs (exact, even when its tag has moved since)."""
+        return str(self.containers[SERVER]["Image"])
+
+    def server_env(self) -> dict[str, str]:
+        """Config.Env of the server container (secrets included: never print it)."""
+        env: dict[str, str] = {}
+        for line in self.containers[SERVER].get("Config", {}).get("Env") or []:
+            name, _, value = line.partition("=")
+            env[name] = value
+        return env
+
+    def server_command(self) -> list[str]:
+        config = self.containers[SERVER].get("Config", {})
+        return [*(config.get("Entrypoint") or []), *(config.get("Cmd") or [])]
+
+    # --- commands --------------------------------------------------------------------------------
+
+    def exec_argv(self, service: str, argv: Sequence[str], *, user: Optional[str] = None) -> list[str]:
+        """`docker exec -i [--user U] <container> argv...`"""
+        return [self.docker, "exec", "-i", *(["--user", user] if user else []), self.container(service), *argv]
+
+    def oneoff_command(self, argv: Sequence[str], env: Mapping[str, str]) -> Command:
+        """A one-off container from the server's image on the stack's network, removed when done.
+        Each variable is passed as `-e NAME`: the docker CLI reads its value from its own environment,
+        so no value appears on a command line. No log driver: a tar streamed through stdout must not
+        be kept again in the container's log file."""
+        names = sorted(env)
+        bad = [name for name in names if not name or "=" in name]
+        if bad:
+            raise ValueError(f"invalid environment variable names: {bad}")
+        docker_argv = [self.docker, "run", "--rm", "-i", "--network", self.network, "--user", ONEOFF_USER,
+                       "--log-driver", "none", "--label", ONEOFF_LABEL]
+        for name in names:
+            docker_argv += ["-e", name]
+        docker_argv += [self.server_image(), *argv]
+        return Command(docker_argv, {**os.environ, **env})
+
+    def exec(self, service: str, argv: Sequence[str], *, stdin: Stdin = None, stdout: Optional[IO[bytes]] = None,
+             user: Optional[str] = None) -> subprocess.CompletedProcess:
+        """Run `argv` in a service's running container; stdout captured unless given, stderr captured."""
+        return _run(self.exec_argv(service, argv, user=user), dict(os.environ), stdin, stdout)
+
+    def run_oneoff(self, argv: Sequence[str], *, env: Mapping[str, str], stdin: Stdin = None,
+                   stdout: Optional[IO[bytes]] = None) -> subprocess.CompletedProcess:
+        """`docker run --rm -i --network <net> --user mlflow <server image> argv...` with `env`."""
+        command = self.oneoff_command(argv, env)
+        return _run(command.argv, dict(command.env), stdin, stdout)
+
+    def stop(self, service: str, timeout_seconds: int = 30) -> bool:
+        """`docker stop`; True when the container was running. (Its restart policy, unless-stopped,
+        keeps it stopped until `start`.)"""
+        was_running = self._state(service).get("Running", False)
+        result = subprocess.run([self.docker, "stop", "--time", str(timeout_seconds), self.container(service)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise OpsError(f"docker stop {self.container(service)} failed: {_first_line(result.stderr)}")
+        return bool(was_running)
+
+    def start(self, service: str, timeout_seconds: float = 300.0) -> None:
+        """`docker start`, then wait until its health check passes (or it runs, without one)."""
+        name = self.container(service)
+        result = subprocess.run([self.docker, "start", name], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise OpsError(f"docker start {name} failed: {_first_line(result.stderr)}")
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            state = self._state(service)
+            health = (state.get("Health") or {}).get("Status")
+            if state.get("Running") and health in (None, "healthy"):
+                return
+            if not state.get("Running") and state.get("Status") in ("exited", "dead"):
+                raise OpsError(f"{name} exited (status {state.get('ExitCode')}) after starting: docker logs {name}")
+            if time.monotonic() > deadline:
+                raise OpsError(f"{name} not healthy after {timeout_seconds:.0f}s (health: {health}): docker logs {name}")
+            time.sleep(1)
+
+    def _state(self, service: str) -> dict[str, Any]:
+        result = subprocess.run([self.docker, "inspect", "--type", "container", "--format", "{{json .State}}",
+                                 self.container(service)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise OpsError(f"docker inspect {self.container(service)} failed: {_first_line(result.stderr)}")
+        return json.loads(result.stdout)
+
+
+def _server_network(server: Mapping[str, Any], prefix: str) -> str:
+    """The stack's network, as the server container is attached to it (`<prefix>-net` by default)."""
+    networks = list((server.get("NetworkSettings", {}).get("Networks") or {}).keys())
+    if f"{prefix}-net" in networks:
+        return f"{prefix}-net"
+    if len(networks) == 1:
+        return networks[0]
+    raise OpsError(f"cannot tell the stack's network from {prefix}-{SERVER}'s networks "
+                   f"({', '.join(networks) or 'none'}); expected {prefix}-net")
+
+
+def _run(argv: list[str], env: dict[str, str], stdin: Stdin, stdout: Optional[IO[bytes]]) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, env=env,
+                          input=stdin if isinstance(stdin, bytes) else None,
+                          stdin=None if isinstance(stdin, bytes) else (stdin if stdin is not None else subprocess.DEVNULL),
+                          stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+class LocalAccess:
+    """`ops.access.StackAccess` for the local stack: PostgreSQL's client tools in the postgres
+    container (as `postgres` over the container's socket, which the official image trusts for local
+    connections, so no password is needed or handled), Python in one-off containers from the
+    server's image on the stack's network."""
+
+    def __init__(self, stack: LocalStack):
+        self.stack = stack
+        self.description = f"the local stack {stack.prefix}"
+        if not stack.running("postgres"):
+            name = stack.container("postgres")
+            raise OpsError(f"{name} is not running (docker start {name})")
+
+    @classmethod
+    def find(cls, prefix: str = DEFAULT_PREFIX) -> "LocalAccess":
+        return cls(LocalStack.find(prefix))
+
+    def postgres_command(self, argv: Sequence[str]) -> Command:
+        return Command(self.stack.exec_argv("postgres", argv, user="postgres"), dict(os.environ))
+
+    def python_command(self, argv: Sequence[str], env: Mapping[str, str]) -> Command:
+        return self.stack.oneoff_command(["python", *argv], env)
+
+    def server_env(self) -> Mapping[str, str]:
+        return self.stack.server_env()
+
+    def server_command(self) -> Sequence[str]:
+        return self.stack.server_command()
+
+    def stop_server(self) -> bool:
+        return self.stack.stop(SERVER)
+
+    def start_server(self) -> None:
+        self.stack.start(SERVER)

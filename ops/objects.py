@@ -1,0 +1,182 @@
+"""The artifact store's side of backup and restore: the objects under the stack's artifacts
+destination, to and from a tar stream.
+
+Runs where the store and the server's scoped key work: for the local stack in a one-off container
+from the server image on the stack's network, sent as `python -c` source with the server's S3
+variables (AWS_*, MLFLOW_S3_ENDPOINT_URL). So: the standard library and boto3 only.
+
+    export s3://BUCKET[/PREFIX]                    a tar of every object under it, to stdout
+    import s3://BUCKET[/PREFIX] [--delete-others]  a tar from stdin, each member uploaded after its
+                                                   sha256 matched; then (option) delete the rest
+    list   s3://BUCKET[/PREFIX]                    one JSON line per object: {"key", "bytes"}
+
+Why a tar and not a directory tree: S3 keys are not paths. `a` and `a/b` can both be objects, keys
+may end in `/` or hold `//`, and a file system cannot hold them all; a pax tar keeps every key
+exactly (member name = the key below the destination, any length, UTF-8), in one file, streamed
+through a pipe without bind mounts or file ownership. Each member carries the object's sha256 and
+content type in pax headers of its own, so the tar checks itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tarfile
+import tempfile
+from typing import IO, Any, Iterator, Optional
+
+SHA256_HEADER = "MLFLOWBACKUP.sha256"
+CONTENT_TYPE_HEADER = "MLFLOWBACKUP.content_type"
+CHUNK = 1024 * 1024
+SPOOL_BYTES = 32 * 1024 * 1024  # objects up to this size stay in memory while hashed; larger ones spill to /tmp
+
+
+class ObjectsError(Exception):
+    """One line for the caller's error message."""
+
+
+def split_destination(destination: str) -> tuple[str, str]:
+    """s3://bucket/prefix -> (bucket, "prefix/"); s3://bucket[/] -> (bucket, "")."""
+    if not destination.startswith("s3://"):
+        raise ObjectsError(f"not an s3:// destination: {destination}")
+    bucket, _, prefix = destination[len("s3://"):].partition("/")
+    prefix = prefix.strip("/")
+    if not bucket:
+        raise ObjectsError(f"no bucket in {destination}")
+    return bucket, f"{prefix}/" if prefix else ""
+
+
+def _client() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    endpoint = os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None
+    verify = os.environ.get("MLFLOW_S3_IGNORE_TLS", "").lower() != "true"
+    config = Config(s3={"addressing_style": "path"} if endpoint else {}, retries={"max_attempts": 5, "mode": "standard"})
+    return boto3.client("s3", endpoint_url=endpoint, verify=verify, config=config,
+                        region_name=os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+
+
+def _objects(client: Any, bucket: str, prefix: str) -> Iterator[dict]:
+    """Every object under the prefix, in key order (S3 lists keys sorted)."""
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            yield from page.get("Contents", [])
+    except client.exceptions.NoSuchBucket:
+        raise ObjectsError(f"bucket {bucket} does not exist: deploy the stack first (pulumi up creates it)") from None
+
+
+def _spool(source: IO[bytes], spool: IO[bytes]) -> tuple[str, int]:
+    """Copy source into spool; (sha256 hex, bytes)."""
+    digest, size = hashlib.sha256(), 0
+    for chunk in iter(lambda: source.read(CHUNK), b""):
+        digest.update(chunk)
+        spool.write(chunk)
+        size += len(chunk)
+    spool.seek(0)
+    return digest.hexdigest(), size
+
+
+def export(destination: str, out: IO[bytes]) -> dict:
+    client = _client()
+    bucket, prefix = split_destination(destination)
+    count = total = 0
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for listed in _objects(client, bucket, prefix):
+            key = listed["Key"]
+            response = client.get_object(Bucket=bucket, Key=key)
+            with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as spool:
+                sha256, size = _spool(response["Body"], spool)
+                if size != response["ContentLength"]:
+                    raise ObjectsError(f"{key}: read {size} bytes of {response['ContentLength']}")
+                info = tarfile.TarInfo(key[len(prefix):])
+                info.size, info.mode, info.type = size, 0o644, tarfile.REGTYPE
+                info.mtime = int(response["LastModified"].timestamp())
+                info.pax_headers = {SHA256_HEADER: sha256}
+                if response.get("ContentType"):
+                    info.pax_headers[CONTENT_TYPE_HEADER] = response["ContentType"]
+                tar.addfile(info, spool)
+            count, total = count + 1, total + size
+    return {"objects": count, "bytes": total}
+
+
+def import_(destination: str, source: IO[bytes], delete_others: bool) -> dict:
+    from boto3.s3.transfer import TransferConfig
+
+    client = _client()
+    bucket, prefix = split_destination(destination)
+    transfer = TransferConfig(multipart_threshold=64 * 1024 * 1024, multipart_chunksize=64 * 1024 * 1024)
+    written: set[str] = set()
+    count = total = 0
+    with tarfile.open(fileobj=source, mode="r|") as tar:
+        for member in tar:
+            if not member.isreg():
+                raise ObjectsError(f"{member.name!r} in the tar is not a regular file")
+            expected = member.pax_headers.get(SHA256_HEADER)
+            if not expected:
+                raise ObjectsError(f"{member.name!r} in the tar has no {SHA256_HEADER} header")
+            reader = tar.extractfile(member)
+            assert reader is not None
+            with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as spool:
+                sha256, size = _spool(reader, spool)
+                if sha256 != expected or size != member.size:
+                    raise ObjectsError(f"object {member.name!r}: sha256 {sha256} ({size} bytes) differs from the "
+                                       f"backup's {expected} ({member.size} bytes); not uploaded")
+                content_type = member.pax_headers.get(CONTENT_TYPE_HEADER)
+                client.upload_fileobj(spool, bucket, prefix + member.name, Config=transfer,
+                                      ExtraArgs={"ContentType": content_type} if content_type else None)
+            written.add(prefix + member.name)
+            count, total = count + 1, total + size
+    deleted = 0
+    if delete_others:
+        stale = [listed["Key"] for listed in _objects(client, bucket, prefix) if listed["Key"] not in written]
+        for start in range(0, len(stale), 1000):
+            batch = stale[start:start + 1000]
+            response = client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in batch],
+                                                                    "Quiet": True})
+            if response.get("Errors"):
+                error = response["Errors"][0]
+                raise ObjectsError(f"could not delete {error.get('Key')}: {error.get('Code')} {error.get('Message')}")
+            deleted += len(batch)
+    return {"objects": count, "bytes": total, "deleted": deleted}
+
+
+def list_(destination: str, out: IO[str]) -> dict:
+    client = _client()
+    bucket, prefix = split_destination(destination)
+    count = total = 0
+    for listed in _objects(client, bucket, prefix):
+        out.write(json.dumps({"key": listed["Key"][len(prefix):], "bytes": listed["Size"]}) + "\n")
+        count, total = count + 1, total + listed["Size"]
+    return {"objects": count, "bytes": total}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if len(args) < 2:
+            raise ObjectsError("usage: objects export|import|list s3://BUCKET[/PREFIX] [--delete-others]")
+        command, destination, options = args[0], args[1], args[2:]
+        if command == "export" and not options:
+            summary = export(destination, sys.stdout.buffer)
+        elif command == "import" and options in ([], ["--delete-others"]):
+            summary = import_(destination, sys.stdin.buffer, delete_others=bool(options))
+            sys.stdout.write(json.dumps(summary) + "\n")
+        elif command == "list" and not options:
+            summary = list_(destination, sys.stdout)
+        else:
+            raise ObjectsError(f"unknown command {' '.join(args[:1] + options)}")
+        sys.stdout.flush()
+        print(f"objects {command}: {summary['objects']} objects, {summary['bytes']} bytes", file=sys.stderr)
+        return 0
+    except ObjectsError as error:
+        print(f"objects: {error}", file=sys.stderr)
+    except Exception as error:  # noqa: BLE001 - one line for the caller; botocore names the operation, no secret
+        print(f"objects: {type(error).__name__}: {error}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
