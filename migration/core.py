@@ -9,11 +9,13 @@ tables copied with every value checked); a second failure of the same kind is fi
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -254,8 +256,7 @@ class Migration:
     def _try(self, attempt: Attempt) -> Attempt | None:
         """Copy, verify and commit; None once committed, else (rolled back) the attempt to make next."""
         notes_before = len(self.result.notes)
-        conn = self._connect()
-        try:
+        with self._transaction() as conn:
             catalog, created = self._target_schema(conn, attempt)
             retry = self._load(conn, catalog, attempt)
             if retry is None:
@@ -264,11 +265,6 @@ class Migration:
                                              f"(revision {self.source.revision})")
                 return None
             conn.rollback()
-        except BaseException:
-            _roll_back_quietly(conn)
-            raise
-        finally:
-            conn.close()
         self._forget_attempt(notes_before)
         if retry.after_mismatch and not attempt.after_mismatch:
             self.result.notes.append("re-ran the copy with per-value checks for: " + ", ".join(sorted(retry.careful)))
@@ -281,6 +277,19 @@ class Migration:
         self.result.widened = []
         self.result.verified.clear()
         self.reporter.phases.clear()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[psycopg.Connection]:
+        """A connection to the target for one transaction: rolled back (quietly: the connection may be
+        gone) when the body fails, closed either way. The body commits or rolls back itself."""
+        conn = self._connect()
+        try:
+            yield conn
+        except BaseException:
+            _roll_back_quietly(conn)
+            raise
+        finally:
+            conn.close()
 
     def _connect(self) -> psycopg.Connection:
         target = self.target
@@ -615,8 +624,7 @@ class Migration:
     def _dry_run(self) -> Result:
         """Check what the real run would check, in a read-only transaction; report what it would copy."""
         opts, result, source = self.opts, self.result, self.source
-        conn = self._connect()
-        try:
+        with self._transaction() as conn:
             catalog, created = self._target_schema(conn, Attempt())
             if created:
                 result.notes.append(f"target is empty: MLflow's schema would be created (revision {source.revision})")
@@ -644,11 +652,6 @@ class Migration:
                     result.notes.append("the target role does not own every MLflow table: indexes would stay in "
                                         "place during the copy (slower)")
             conn.rollback()
-        except BaseException:
-            _roll_back_quietly(conn)
-            raise
-        finally:
-            conn.close()
         result.tables = [TableLoad(t, source.tables[t].rows) for t in self.with_rows]
         result.notes.append(f"dry run: {sum(t.source_rows for t in result.tables):,} rows in {len(result.tables)} "
                             f"tables would be copied into {self.target.masked} (mode {opts.mode}); nothing was "
