@@ -32,7 +32,8 @@ S3_CREDENTIAL_ENVS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 # auth.mode mlflow and oidc: an auth app in front of MLflow's own routes (`--app-name`) checks
 # every request; its users and permissions live in a database of their own beside the tracking one
-# (in the tracking database, the two alembic_version tables would collide).
+# (mlflow-oidc-auth keeps its revision in `alembic_version`, which would collide with MLflow's in the
+# tracking database; MLflow's auth app uses `alembic_version_auth`, kept apart the same way).
 AUTH_APPS = {"mlflow": "basic-auth", "oidc": "oidc-auth"}
 AUTH_DATABASE_URI_ENV = "MLFLOW_AUTH_DATABASE_URI"
 """The auth database's URI (secret): read by its upgrade step, and by the oidc plugin as OIDC_USERS_DB_URI."""
@@ -81,8 +82,6 @@ with engine.connect() as lock:
         print(f'administrator {{admin}} has the deployed password')
 print('auth database at head')
 """
-
-
 
 
 # `mlflow db upgrade URL` takes the URI as an argument, which would put the password on a command

@@ -494,9 +494,10 @@ class AwsPlatform(pulumi.ComponentResource):
             aws.iam.RolePolicy(f"{name}-exec", role=task_role.id, opts=child,
                                policy=json.dumps({"Version": "2012-10-17", "Statement": [tasks.ECS_EXEC_STATEMENT]}))
 
+        value_from_known = output_dict(value_from)
         steps = [pulumi.Output.all(step.spec, list(step.secret_env), list(step.secret_refs)) for step in request.init]
         definitions = pulumi.Output.all(
-            spec, pulumi.Output.all(*steps), spec.apply(lambda c: dict(c.files)), output_dict(value_from),
+            spec, pulumi.Output.all(*steps), spec.apply(lambda c: dict(c.files)), value_from_known,
             digests, self.log_group_resource.name,
         ).apply(lambda parts: json.dumps(tasks.container_definitions(tasks.Task(
             service_name=service_name,
@@ -547,7 +548,7 @@ class AwsPlatform(pulumi.ComponentResource):
             self._autoscaling(name, service, child)
         self._task_count_alarm(name, service_name, child)
         for job in request.jobs:
-            self._scheduled_job(f"{name}-{_slug(job.job_name.removeprefix('mlflow-'))}", job, output_dict(value_from),
+            self._scheduled_job(f"{name}-{_slug(job.job_name.removeprefix('mlflow-'))}", job, value_from_known,
                                 digests, execution_role, task_role, cpu, memory, child)
         return ServiceEndpoint(internal_url=port.apply(lambda p: f"http://{service_name}:{p}"), rollout=service)
 

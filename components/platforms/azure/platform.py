@@ -19,7 +19,7 @@ import hashlib
 import ipaddress
 import json
 import re
-from typing import Optional
+from typing import Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_azure_native as azure
@@ -406,9 +406,8 @@ class AzurePlatform(pulumi.ComponentResource):
         def template(spec) -> dict:
             return {"containers": [{
                 "name": spec.name, "image": spec.image, "command": list(spec.command),
-                "env": [{"name": k, "value": v} for k, v in spec.env.items()]
-                       + [{"name": k, "secret_ref": secret_names[k]} for k in spec.secret_env_names],
-                "resources": {"cpu": cpu, "memory": f"{cpu * 2:g}Gi"}}]}
+                "env": _container_env(dict(spec.env), spec.secret_env_names, secret_names),
+                "resources": _resources(cpu)}]}
 
         names = job.spec.apply(lambda spec: list(spec.secret_env_names))
         azure.app.Job(
@@ -465,19 +464,16 @@ class AzurePlatform(pulumi.ComponentResource):
 def _template(service_name: str, spec, steps, runtime_paths: list, secret_names: dict, digest: str, cpu: float,
               scale: dict, grace_seconds: int) -> dict:
     """The app's template as plain data: init containers in order, then the main container."""
-    def env(plain: dict, secret: list) -> list[dict]:
-        return ([{"name": k, "value": v} for k, v in plain.items()]
-                + [{"name": k, "secret_ref": secret_names[k]} for k in secret])
-
-    resources = {"cpu": cpu, "memory": f"{cpu * 2:g}Gi"}
+    resources = _resources(cpu)
     init_containers = [{"name": step_spec.name, "image": step_spec.image, "command": list(step_spec.command),
-                        "env": env(dict(step_spec.env), env_names), "resources": resources}
+                        "env": _container_env(dict(step_spec.env), env_names, secret_names),
+                        "resources": resources}
                        for step_spec, env_names in steps]
     files = [*spec.files, *runtime_paths]
     plain = {**spec.env, **{file_env_name(path): content for path, content in spec.files.items()}, DIGEST_ENV: digest}
     secret = [*spec.secret_env_names, *[file_env_name(path) for path in runtime_paths]]
     main: dict = {"name": service_name, "image": spec.image, "command": with_files(spec.command, files),
-                  "env": env(plain, secret), "resources": resources}
+                  "env": _container_env(plain, secret, secret_names), "resources": resources}
     if spec.health_check is not None:
         check = spec.health_check
         probe = {"http_get": {"path": check.http_path, "port": check.port}, "period_seconds": check.interval_seconds,
@@ -488,3 +484,14 @@ def _template(service_name: str, spec, steps, runtime_paths: list, secret_names:
                                                                                 check.interval_seconds, 3)}]
     return {"init_containers": init_containers, "containers": [main], "scale": scale,
             "termination_grace_period_seconds": grace_seconds}
+
+
+def _container_env(plain: Mapping[str, str], secret: Sequence[str], secret_names: Mapping[str, str]) -> list[dict]:
+    """A container's env: plain values, then secrets by reference to the app's (or job's) secret store."""
+    return ([{"name": k, "value": v} for k, v in plain.items()]
+            + [{"name": k, "secret_ref": secret_names[k]} for k in secret])
+
+
+def _resources(cpu: float) -> dict:
+    """CPU and memory of a container: Container Apps' consumption sizes pair each vCPU with 2 GiB."""
+    return {"cpu": cpu, "memory": f"{cpu * 2:g}Gi"}
