@@ -106,8 +106,12 @@ class ServerConfig(_Section):
     @field_validator("static_prefix")
     @classmethod
     def _prefix(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not _STATIC_PREFIX.match(value):
-            raise ValueError("must be a path like /mlflow: leading slash, no trailing slash, letters, digits, . _ ~ -")
+        # It is written into nginx.conf's locations and rewrites and MLflow's routes: a '.' or '..'
+        # segment would be normalised away by clients and Nginx, and never match.
+        if value is not None and (not _STATIC_PREFIX.match(value)
+                                  or any(segment in (".", "..") for segment in value.split("/"))):
+            raise ValueError("must be a path like /mlflow: leading slash, no trailing slash, no '//', no '.' or '..' "
+                             "segments; letters, digits, . _ ~ - only")
         return value
 
 
@@ -117,7 +121,9 @@ class ProxyConfig(_Section):
     port: int = Field(8080, ge=1, le=65535, description="public port users connect to")
     tls: Literal["off", "self-signed"] = Field("off", description="TLS on the public port")
     username: str = Field("mlflow", description="basic-auth user name")
-    client_max_body_size: str = Field("0", description="largest request body, nginx syntax (0 = unlimited, 512m, 10g)")
+    client_max_body_size: str = Field("0", description="largest request body, nginx syntax (0 = unlimited, 512m, 10g); "
+                                      "aws and azure: at most, and by default, half the server replica's temporary "
+                                      "disk, where MLflow spools each proxied artifact whole (README, \"Large artifacts\")")
     timeout_seconds: int = Field(900, ge=10, le=86400, description="read/send timeout for slow, large transfers "
                                  "(azure: the ingress's limit, 240 or 1800 with premium ingress)")
     certificate_validity_days: int = Field(365, ge=1, le=3650, description="self-signed certificate lifetime")
@@ -146,6 +152,19 @@ class ProxyConfig(_Section):
         return value
 
 
+# Role names MLflow's own role may not take. `postgres` is the superuser of the `local` database (MLflow
+# would run as it) and RDS's default master; PostgreSQL reserves `pg_*` and `public`, and the
+# keywords `current_user`, `session_user`, `current_role`, `none` cannot name a role
+# (https://www.postgresql.org/docs/current/sql-createrole.html, .../predefined-roles.html); RDS
+# keeps `rds*` roles for itself (rdsadmin, rds_superuser, ...:
+# https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/Appendix.PostgreSQL.CommonDBATasks.Roles.html);
+# Azure's flexible server keeps `azure_*` and `azuresu`
+# (https://learn.microsoft.com/en-us/azure/postgresql/flexible-server/how-to-create-users).
+RESERVED_ROLE_NAMES = frozenset({"postgres", "public", "none", "current_user", "session_user", "current_role",
+                                 "azuresu", "rdsadmin", "replication"})
+RESERVED_ROLE_PREFIXES = ("pg_", "rds", "azure_")
+
+
 class DatabaseConfig(_Section):
     """The PostgreSQL metadata store."""
 
@@ -160,6 +179,14 @@ class DatabaseConfig(_Section):
     def _identifier(cls, value: str) -> str:
         if not _IDENTIFIER.match(value):
             raise ValueError("must be a lower-case SQL identifier: a-z, 0-9, _ (max 63, not starting with a digit)")
+        return value
+
+    @field_validator("username")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_ROLE_NAMES or value.startswith(RESERVED_ROLE_PREFIXES):
+            raise ValueError(f"must not be a superuser or reserved role: not {', '.join(sorted(RESERVED_ROLE_NAMES))} "
+                             f"or {'*, '.join(RESERVED_ROLE_PREFIXES)}* (MLflow's own role, no superuser)")
         return value
 
     @field_validator("postgres_version")
@@ -365,7 +392,31 @@ class LocalConfig(_Section):
         return _pinned_image(value)
 
 
-_AWS_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-(north|south|east|west|central|northeast|northwest|southeast|southwest)-[0-9]$")
+# The regions the stack can be deployed to (commercial, GovCloud, China), as AWS lists them
+# (https://docs.aws.amazon.com/global-infrastructure/latest/regions/aws-regions.html); a region AWS
+# opens later is added here.
+AWS_REGIONS = (
+    "us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "ca-west-1", "mx-central-1", "sa-east-1",
+    "eu-central-1", "eu-central-2", "eu-west-1", "eu-west-2", "eu-west-3", "eu-south-1", "eu-south-2", "eu-north-1",
+    "il-central-1", "me-south-1", "me-central-1", "af-south-1",
+    "ap-east-1", "ap-east-2", "ap-south-1", "ap-south-2", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3",
+    "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-southeast-4", "ap-southeast-5", "ap-southeast-6",
+    "ap-southeast-7", "us-gov-east-1", "us-gov-west-1", "cn-north-1", "cn-northwest-1",
+)
+# Fargate's task sizes: CPU units -> the memory (MiB) each allows
+# (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-tasks-services.html#fargate-tasks-size).
+FARGATE_TASK_SIZES = {
+    256: (512, 1024, 2048),
+    512: tuple(range(1024, 4096 + 1, 1024)),
+    1024: tuple(range(2048, 8192 + 1, 1024)),
+    2048: tuple(range(4096, 16384 + 1, 1024)),
+    4096: tuple(range(8192, 30720 + 1, 1024)),
+    8192: tuple(range(16384, 61440 + 1, 4096)),
+    16384: tuple(range(32768, 122880 + 1, 8192)),
+}
+# An Application Load Balancer's idle timeout: 1 to 4000 seconds
+# (https://docs.aws.amazon.com/elasticloadbalancing/latest/application/edit-load-balancer-attributes.html#connection-idle-timeout).
+ALB_MAX_IDLE_TIMEOUT_SECONDS = 4000
 _DB_INSTANCE_CLASS = re.compile(r"^db\.[a-z0-9]+(\.[a-z0-9]+)?\.[a-z0-9]+$")
 _CERT_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]{36}$")
 _CIDR = re.compile(r"^((25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(25[0-5]|2[0-4]\d|1?\d?\d)/([0-9]|[12][0-9]|3[0-2])$")
@@ -422,8 +473,7 @@ class AwsConfig(_Section):
                                                "back to an earlier MLflow version: README); changing it replaces "
                                                "the database")
     db_performance_insights: Optional[bool] = Field(None, description="RDS Performance Insights (7 days, free tier); "
-                                                    "unset: on, except on the micro and small burstable classes, "
-                                                    "which lack it")
+                                                    "unset: on (RDS for PostgreSQL has it on every instance class)")
     db_allocated_storage_gb: int = Field(20, ge=20, le=65536, description="RDS storage in GiB")
     db_max_allocated_storage_gb: int = Field(100, ge=20, le=65536, description="RDS storage autoscaling ceiling in GiB")
     db_engine_version: Optional[str] = Field(None, description="unset: database.postgresVersion's major, and RDS applies "
@@ -436,15 +486,21 @@ class AwsConfig(_Section):
     protect_resources: bool = Field(True, description="Pulumi `protect` on the database, bucket and image repository")
     log_retention_days: int = Field(30, description="CloudWatch log retention (a value CloudWatch accepts)")
     noncurrent_version_expiration_days: Optional[int] = Field(90, ge=0, le=3650, description="expire old artifact versions after N days (0 or null: keep)")
-    load_balancer_idle_timeout_seconds: int = Field(900, ge=60, le=4000, description="ALB idle timeout (large artifacts)")
+    load_balancer_idle_timeout_seconds: Optional[int] = Field(
+        None, ge=1, le=ALB_MAX_IDLE_TIMEOUT_SECONDS, description="ALB idle timeout in seconds, at least "
+        "proxy.timeoutSeconds (unset: proxy.timeoutSeconds), so that a slow transfer is not cut")
     proxy_cpu: int = Field(256, description="Fargate CPU units of the proxy task")
-    proxy_memory_mib: int = Field(512, ge=512, le=30720, description="Fargate memory of the proxy task")
+    proxy_memory_mib: int = Field(512, ge=512, le=30720, description="Fargate memory of the proxy task (a size "
+                                  "Fargate pairs with proxyCpu)")
+    server_ephemeral_storage_gib: Optional[int] = Field(
+        None, ge=21, le=200, description="Fargate ephemeral storage of a server task in GiB (unset: Fargate's 20); "
+        "a proxied artifact is spooled there whole, so it bounds proxy.clientMaxBodySize")
 
     @field_validator("region")
     @classmethod
     def _region(cls, value: str) -> str:
-        if not _AWS_REGION.match(value):
-            raise ValueError("must be an AWS region name like us-east-1 or eu-central-1")
+        if value not in AWS_REGIONS:
+            raise ValueError(f"must be an AWS region name, one of {', '.join(AWS_REGIONS)}")
         return value
 
     @field_validator("availability_zones")
@@ -554,7 +610,13 @@ class AwsConfig(_Section):
             raise ValueError(f"aws.availabilityZones must be in aws.region {self.region}")
         if self.db_max_allocated_storage_gb < self.db_allocated_storage_gb:
             raise ValueError("aws.dbMaxAllocatedStorageGb must be >= aws.dbAllocatedStorageGb")
+        _fargate_task_size("aws.proxyCpu", self.proxy_cpu, "aws.proxyMemoryMib", self.proxy_memory_mib)
         return self
+
+    def idle_timeout(self, proxy_timeout_seconds: int) -> int:
+        """The load balancer's idle timeout: as set, or proxy.timeoutSeconds (never shorter: the
+        config check), so that the load balancer never cuts what Nginx still waits for."""
+        return self.load_balancer_idle_timeout_seconds or proxy_timeout_seconds
 
     @property
     def zones(self) -> tuple[str, ...]:
@@ -571,9 +633,53 @@ class AwsConfig(_Section):
 
     @property
     def performance_insights(self) -> bool:
+        """On unless switched off: RDS for PostgreSQL has it on every instance class (the micro and
+        small burstable classes lack it on MySQL and MariaDB only)
+        (https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_PerfInsights.Overview.Engines.html)."""
         if self.db_performance_insights is not None:
             return self.db_performance_insights
-        return not re.match(r"^db\.t[234]g?\.(micro|small)$", self.db_instance_class)
+        return True
+
+
+def _fargate_task_size(cpu_key: str, cpu_units: int, memory_key: str, memory_mib: int) -> None:
+    """Refuse a CPU and memory pair Fargate does not run (RegisterTaskDefinition fails at `up`)."""
+    allowed = FARGATE_TASK_SIZES.get(cpu_units)
+    if allowed is None:
+        raise ValueError(f"{cpu_key} must be a Fargate size: {', '.join(f'{c / 1024:g} vCPU' for c in FARGATE_TASK_SIZES)}")
+    if memory_mib not in allowed:
+        raise ValueError(f"{memory_key} {memory_mib} is not a size Fargate pairs with {cpu_key} {cpu_units / 1024:g} "
+                         f"vCPU: {allowed[0]} to {allowed[-1]} MiB in steps of {allowed[1] - allowed[0]}")
+
+
+def server_rollout_percents(replicas: int) -> tuple[int, int]:
+    """(minimumHealthyPercent, maximumPercent) of the server's ECS rollouts. With two replicas or
+    more, no extra task: ECS stops up to half of the old tasks first (minimum rounded up), then
+    starts their replacements, so the database never sees more servers than the autoscaling
+    ceiling (capacity dips during a rollout instead). A single replica cannot stop first without
+    an outage: one extra task (maximum 200%).
+    https://docs.aws.amazon.com/AmazonECS/latest/developerguide/service_definition_parameters.html#sd-deploymentconfiguration"""
+    return (50, 100) if replicas >= 2 else (100, 200)
+
+
+def ecs_rollout_peak_tasks(replicas: int, max_replicas: int) -> int:
+    """Server tasks running at once during an ECS rollout at any desired count the autoscaling may
+    have set (ECS rounds maximumPercent's task count down)."""
+    maximum = server_rollout_percents(replicas)[1]
+    return max(desired * maximum // 100 for desired in range(replicas, max_replicas + 1))
+
+
+def _aws_consistent(self: "StackConfig") -> None:
+    """What the aws stack needs of the other sections (Fargate sizes, load balancer timeouts, rollouts)."""
+    _fargate_task_size("server.cpu", round(self.server.cpu * 1024), "server.memoryMib", self.server.memory_mib)
+    timeout = self.proxy.timeout_seconds
+    if timeout > ALB_MAX_IDLE_TIMEOUT_SECONDS:
+        raise ValueError(f"proxy.timeoutSeconds {timeout} exceeds what the load balancer allows: "
+                         f"aws.loadBalancerIdleTimeoutSeconds is at most {ALB_MAX_IDLE_TIMEOUT_SECONDS} s")
+    idle = self.aws.load_balancer_idle_timeout_seconds
+    if idle is not None and idle < timeout:
+        raise ValueError(f"aws.loadBalancerIdleTimeoutSeconds {idle} is shorter than proxy.timeoutSeconds {timeout}: "
+                         "the load balancer would cut a transfer Nginx still waits for (set it to at least "
+                         "proxy.timeoutSeconds, or leave it unset)")
 
 
 
@@ -594,15 +700,37 @@ AZURE_DB_STORAGE_GB = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 327
 # Container Apps ends a request at 240 s at its ingress; premium ingress raises the idle limit to 30 min.
 AZURE_INGRESS_TIMEOUT_SECONDS = 240
 AZURE_PREMIUM_INGRESS_TIMEOUT_SECONDS = 1800
-_AZURE_LOCATION = re.compile(r"^[a-z]+[a-z0-9]*$")
+# allowedCidrs that let every client in.
+ANYWHERE = ("0.0.0.0/0",)
+# Azure's public-cloud regions by programmatic name, and whether each has availability zones
+# (https://learn.microsoft.com/en-us/azure/reliability/regions-list). `az account list-locations
+# --query "[].name"` lists what a subscription may use.
+AZURE_ZONE_REGIONS = frozenset({
+    "australiaeast", "austriaeast", "belgiumcentral", "brazilsouth", "canadacentral", "centralindia", "centralus",
+    "chilecentral", "eastasia", "eastus", "eastus2", "francecentral", "germanywestcentral", "indonesiacentral",
+    "israelcentral", "italynorth", "japaneast", "japanwest", "koreacentral", "malaysiawest", "mexicocentral",
+    "newzealandnorth", "northeurope", "norwayeast", "polandcentral", "qatarcentral", "southafricanorth",
+    "southcentralus", "southeastasia", "spaincentral", "swedencentral", "switzerlandnorth", "uaenorth", "uksouth",
+    "westeurope", "westus2", "westus3",
+})
+AZURE_LOCATIONS = AZURE_ZONE_REGIONS | frozenset({
+    "australiacentral", "australiacentral2", "australiasoutheast", "brazilsoutheast", "canadaeast", "francesouth",
+    "germanynorth", "jioindiacentral", "jioindiawest", "koreasouth", "northcentralus", "norwaywest",
+    "southafricawest", "southindia", "swedensouth", "switzerlandwest", "uaecentral", "ukwest", "westcentralus",
+    "westindia", "westus",
+})
 _RESOURCE_GROUP = re.compile(r"^[-\w._()]{0,89}[-\w_()]$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class AzureConfig(_Section):
     """The `azure` stack: PostgreSQL flexible server, Blob Storage, Container Apps."""
 
     location: str = Field("westeurope", description="Azure region name, e.g. westeurope or eastus2")
-    resource_group_name: Optional[str] = Field(None, description="use this existing resource group instead of creating one")
+    resource_group_name: Optional[str] = Field(None, description="use this existing resource group instead of creating "
+                                               "one; it must hold no other MLflow stack (the apps are named "
+                                               "mlflow-server and mlflow-proxy in every stack, and Container Apps "
+                                               "names are unique per group)")
     vnet_cidr: str = Field("10.50.0.0/16", description="address space of the virtual network this stack creates (/22 or larger)")
     allowed_cidrs: tuple[str, ...] = Field(("0.0.0.0/0",), description="client networks allowed through the ingress")
     internal: bool = Field(False, description="ingress inside the virtual network only (reached over VPN or peering)")
@@ -616,7 +744,9 @@ class AzureConfig(_Section):
     registry_sku: Literal["Basic", "Standard", "Premium"] = Field("Basic", description="Azure Container Registry tier")
     db_sku: str = Field("Standard_B2s", description="flexible server compute size; its connection limit bounds "
                         "database.maxConnections")
-    db_storage_gb: int = Field(32, description="flexible server storage in GiB (32, 64, ... 32767)")
+    db_storage_gb: int = Field(32, description="initial flexible server storage in GiB (32, 64, ... 32767): "
+                               "auto-grow enlarges it and later changes are ignored; grow it by hand with "
+                               "`az postgres flexible-server update --storage-size`")
     db_admin_username: str = Field("mlflow_admin", description="flexible server administrator (MLflow logs in as "
                                    "database.username, not a superuser)")
     db_backup_retention_days: int = Field(7, ge=7, le=35, description="automated backup retention (point-in-time restore)")
@@ -629,13 +759,28 @@ class AzureConfig(_Section):
     noncurrent_version_expiration_days: Optional[int] = Field(90, ge=0, le=3650, description="delete old artifact "
                                                               "versions after N days (0 or null: keep)")
     log_retention_days: int = Field(30, ge=30, le=730, description="Log Analytics retention")
+    zone_redundant: Optional[bool] = Field(None, description="Container Apps environment spread over the region's "
+                                           "availability zones (default: where the region has them); applies only "
+                                           "when the environment is created, later changes are ignored: changing "
+                                           "it means a new stack")
+    alarm_email: Optional[str] = Field(None, description="address the stack's Azure Monitor alerts email (through "
+                                       "its action group)")
     protect_resources: bool = Field(True, description="Pulumi `protect` on the database, storage account and registry")
 
     @field_validator("location")
     @classmethod
     def _location(cls, value: str) -> str:
-        if not _AZURE_LOCATION.match(value):
-            raise ValueError("must be an Azure region name like westeurope or eastus2 (lower case, no spaces)")
+        if value not in AZURE_LOCATIONS:
+            raise ValueError("must be the programmatic region name of an Azure public-cloud region, like westeurope or "
+                             "eastus2 (lower case, no spaces); `az account list-locations --query "
+                             "\"[].name\" -o tsv` lists those your subscription may use")
+        return value
+
+    @field_validator("alarm_email")
+    @classmethod
+    def _email(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _EMAIL.match(value):
+            raise ValueError("must be an email address")
         return value
 
     @field_validator("resource_group_name")
@@ -713,7 +858,26 @@ class AzureConfig(_Section):
         if self.db_high_availability != "disabled" and self.db_sku.startswith("Standard_B"):
             raise ValueError("azure.dbHighAvailability needs a General Purpose or Memory Optimized azure.dbSku "
                              "(burstable sizes have no standby)")
+        if self.zone_redundant and self.location not in AZURE_ZONE_REGIONS:
+            raise ValueError(f"azure.zoneRedundant: azure.location {self.location} has no availability zones; set "
+                             "it false or choose a region with zones")
+        if self.managed_certificate and (self.internal or tuple(self.allowed_cidrs) != ANYWHERE):
+            # DigiCert validates, and renews, over the public internet
+            # (https://learn.microsoft.com/en-us/azure/container-apps/custom-domains-managed-certificates).
+            raise ValueError("azure.domain without azure.certificateId asks for a managed certificate, which Azure "
+                             "issues and renews only for a publicly reachable app: not with azure.internal true or "
+                             "azure.allowedCidrs narrower than [\"0.0.0.0/0\"]; bring your own certificate "
+                             "(azure.certificateId) instead")
         return self
+
+    @property
+    def managed_certificate(self) -> bool:
+        """A certificate Azure issues for `domain` (none given)."""
+        return self.domain is not None and self.certificate_id is None
+
+    @property
+    def zone_redundancy(self) -> bool:
+        return self.location in AZURE_ZONE_REGIONS if self.zone_redundant is None else self.zone_redundant
 
     @property
     def db_tier(self) -> str:
@@ -794,6 +958,10 @@ class StackConfig(_Section):
             premium = isinstance(azure, dict) and azure.get("premiumIngress", azure.get("premium_ingress")) is True
             timeout = AZURE_PREMIUM_INGRESS_TIMEOUT_SECONDS if premium else AZURE_INGRESS_TIMEOUT_SECONDS
             values = {**values, "proxy": {**(proxy or {}), "timeout_seconds": timeout}}
+        proxy = values.get("proxy")
+        if proxy is None or (isinstance(proxy, dict) and not {"clientMaxBodySize", "client_max_body_size"} & set(proxy)):
+            limit = largest_transfer_mib(values["platform"], _raw_server_cpu(values), _raw_ephemeral_storage(values))
+            values = {**values, "proxy": {**(proxy or {}), "client_max_body_size": nginx_size(limit)}}
         return values
 
     @model_validator(mode="after")
@@ -807,7 +975,11 @@ class StackConfig(_Section):
         if self.platform == "azure":
             budget -= AZURE_DB_RESERVED_CONNECTIONS
         if needed > budget:
-            counted = "server.maxReplicas" if self.platform != "local" else "1 replica (local)"
+            counted = ("1 replica (local)" if self.platform == "local" else
+                       "(server.maxReplicas + server.replicas during a rollout)"
+                       if self.platform in ROLLOUT_SURGE_PLATFORMS else
+                       f"{replicas} server tasks (server.maxReplicas, and ECS's extra task with server.replicas 1)"
+                       if self.platform == "aws" else "server.maxReplicas")
             raise ValueError(
                 f"{counted} x (server.workers + 1) x {engines} engines x (server.dbPoolSize + server.dbMaxOverflow)"
                 f" = {needed} connections exceeds database.maxConnections - {self.database.max_connections - budget}"
@@ -828,6 +1000,7 @@ class StackConfig(_Section):
                 f"{self.database.postgres_version!r}; change both together"
             )
         if self.platform == "aws":
+            _aws_consistent(self)
             if self.proxy.tls != "off":
                 raise ValueError("proxy.tls must be off on aws: the load balancer terminates TLS (set aws.domain "
                                  "with aws.hostedZoneId or aws.certificateArn for HTTPS)")
@@ -843,6 +1016,7 @@ class StackConfig(_Section):
                                  "the master user)")
         if self.platform == "azure":
             _azure_consistent(self)
+        _proxied_transfers_fit(self)
         host_ports = [self.proxy.port, self.local.minio_api_port, self.local.minio_console_port]
         if self.observability.prometheus:
             host_ports.append(self.observability.metrics_port)
@@ -885,9 +1059,112 @@ def _azure_consistent(self: "StackConfig") -> None:
                          "on azure (Container Apps gives 2 GiB per vCPU)")
 
 
+# MLflow 3.17.2 spools a proxied upload whole to a temporary file before writing it to S3 or Blob, and
+# fetches a proxied download whole into one before sending it (mlflow/server/artifact_router.py:
+# upload_artifact l.160-172, download_artifact l.95-101; handlers.py's _upload_artifact l.4020-4028 and
+# _download_artifact l.3999-4001 alike; only a local-disk store streams). The largest artifact is
+# bounded by the server replica's temporary disk; `local` uses the host's (unlimited stays allowed).
+MIB = 1024 * 1024
+_NGINX_UNITS = {"": 1, "k": 1024, "m": MIB, "g": 1024 * MIB}
+TRANSFERS_AT_ONCE = 2
+"""The limit is half the disk: an upload and a download of the largest artifact fit at once."""
+# Fargate gives a task 20 GiB unless the task definition asks for 21-200, and the image's layers
+# use the same storage (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-task-storage.html).
+FARGATE_DEFAULT_EPHEMERAL_GIB = 20
+FARGATE_IMAGE_RESERVE_GIB = 4
+"""The server image (MLflow and its dependencies, unpacked) and what else the task writes."""
+# Container Apps: a replica's ephemeral storage by its vCPUs (consumption profile)
+# (https://learn.microsoft.com/en-us/azure/container-apps/storage-mounts#ephemeral-storage).
+CONTAINER_APPS_EPHEMERAL_GIB = ((0.25, 1), (0.5, 2), (1.0, 4), (float("inf"), 8))
+
+
+def replica_temporary_disk_gib(platform: str, server_cpu: float, ephemeral_storage_gib: Optional[int]) -> Optional[int]:
+    """GiB a server replica can spool artifacts to; None on `local` (the host's disk)."""
+    if platform == "aws":
+        return (ephemeral_storage_gib or FARGATE_DEFAULT_EPHEMERAL_GIB) - FARGATE_IMAGE_RESERVE_GIB
+    if platform == "azure":
+        return next(gib for cpus, gib in CONTAINER_APPS_EPHEMERAL_GIB if server_cpu <= cpus)
+    return None
+
+
+def largest_transfer_mib(platform: str, server_cpu: float, ephemeral_storage_gib: Optional[int]) -> Optional[int]:
+    """The largest proxied artifact a server replica can take, in MiB; None: no limit (`local`)."""
+    disk = replica_temporary_disk_gib(platform, server_cpu, ephemeral_storage_gib)
+    return None if disk is None else disk * 1024 // TRANSFERS_AT_ONCE
+
+
+def nginx_size(mib: Optional[int]) -> str:
+    """MiB in nginx size syntax (None: 0, unlimited)."""
+    if mib is None:
+        return "0"
+    return f"{mib // 1024}g" if mib % 1024 == 0 else f"{mib}m"
+
+
+def nginx_size_bytes(value: str) -> int:
+    """Bytes of an nginx size (k, m, g are binary units; 0: unlimited)."""
+    unit = value[-1].lower() if value[-1].isalpha() else ""
+    return int(value.rstrip("kKmMgG")) * _NGINX_UNITS[unit]
+
+
+def _raw_server_cpu(values: Mapping[str, Any]) -> float:
+    """server.cpu from raw config (its default where missing or malformed: its own error says so)."""
+    server = values.get("server")
+    raw = getattr(server, "cpu", None) if isinstance(server, BaseModel) else (
+        server.get("cpu") if isinstance(server, dict) else None)
+    try:
+        return ServerConfig.model_validate({"cpu": raw} if raw is not None else {}).cpu
+    except ValidationError:
+        return ServerConfig().cpu
+
+
+def _raw_ephemeral_storage(values: Mapping[str, Any]) -> Optional[int]:
+    """aws.serverEphemeralStorageGib from raw config (None where missing or malformed)."""
+    aws = values.get("aws")
+    if isinstance(aws, BaseModel):
+        return getattr(aws, "server_ephemeral_storage_gib", None)
+    raw = aws.get("serverEphemeralStorageGib", aws.get("server_ephemeral_storage_gib")) if isinstance(aws, dict) else None
+    try:
+        return AwsConfig.model_validate({"server_ephemeral_storage_gib": raw}).server_ephemeral_storage_gib
+    except ValidationError:
+        return None
+
+
+def _proxied_transfers_fit(config: "StackConfig") -> None:
+    """proxy.clientMaxBodySize within what a server replica can spool (see TRANSFERS_AT_ONCE)."""
+    limit = largest_transfer_mib(config.platform, config.server.cpu, config.aws.server_ephemeral_storage_gib)
+    value = config.proxy.client_max_body_size
+    if limit is None or 0 < nginx_size_bytes(value) <= limit * MIB:
+        return
+    disk = replica_temporary_disk_gib(config.platform, config.server.cpu, config.aws.server_ephemeral_storage_gib)
+    if config.platform == "aws":
+        where = (f"a server task's {disk} GiB of Fargate ephemeral storage left beside its image; "
+                 "aws.serverEphemeralStorageGib (21-200) raises it")
+    else:
+        where = (f"a Container Apps replica's {disk} GiB of ephemeral storage at server.cpu {config.server.cpu:g}; "
+                 "8 GiB above 1 vCPU")
+    raise ValueError(
+        f"proxy.clientMaxBodySize {value!r} promises more than {config.platform} can hold: MLflow spools each proxied "
+        f"upload and download whole on the server replica's temporary disk ({where}). Allowed: a size up to "
+        f"{nginx_size(limit)} (half that disk: an upload and a download of the largest artifact at once); "
+        "0 (unlimited) only on local")
+
+
+# Platforms whose rollout runs the old and the new server side by side: Container Apps in single-revision
+# mode keeps the old revision (up to server.maxReplicas) serving until the new one (server.replicas at first)
+# is ready (https://learn.microsoft.com/en-us/azure/container-apps/revisions#revision-modes). On aws the
+# server's rollouts stop old tasks first (server_rollout_percents): see ecs_rollout_peak_tasks.
+ROLLOUT_SURGE_PLATFORMS = ("azure",)
+
+
 def budget_replicas(config: "StackConfig") -> int:
-    """Server replicas the database must serve at most: one on `local`, the autoscaling ceiling on a cloud."""
-    return 1 if config.platform == "local" else config.server.max_replicas
+    """Server replicas the database must serve at most: one on `local`; on a cloud the autoscaling
+    ceiling, plus the new revision's replicas while a rollout runs both."""
+    if config.platform == "local":
+        return 1
+    if config.platform == "aws":
+        return ecs_rollout_peak_tasks(config.server.replicas, config.server.max_replicas)
+    surge = config.server.replicas if config.platform in ROLLOUT_SURGE_PLATFORMS else 0
+    return config.server.max_replicas + surge
 
 
 AUTH_DATABASE_SUFFIX = "_auth"

@@ -75,6 +75,8 @@ class MlflowTrackingServer(pulumi.ComponentResource):
     """Set when the deployment works but should not stay as it is (plain HTTP on `aws`)."""
     metrics_scraper_security_group: Optional[pulumi.Output[str]]
     """The security group a Prometheus scraper joins to reach the proxies' metrics port (`aws`)."""
+    domain_verification_id: Optional[pulumi.Output[str]]
+    """The value of the TXT record `asuid.<domain>` Azure checks before it binds the domain (`azure` with a domain)."""
 
     def __init__(self, name: str, args: MlflowTrackingServerArgs, opts: Optional[pulumi.ResourceOptions] = None,
                  *, moved_from_top_level: bool = False):
@@ -131,6 +133,7 @@ class MlflowTrackingServer(pulumi.ComponentResource):
         self.run_task_network = platform.user_outputs.run_task_network
         self.warning = platform.user_outputs.warning
         self.metrics_scraper_security_group = platform.user_outputs.metrics_scraper_security_group
+        self.domain_verification_id = platform.user_outputs.domain_verification_id
         self.register_outputs(self.outputs())
 
     def outputs(self) -> dict[str, pulumi.Output]:
@@ -138,7 +141,7 @@ class MlflowTrackingServer(pulumi.ComponentResource):
         names = ("tracking_uri", "username", "password", "admin_username", "admin_password", "bucket", "client_env", "database_uri", "tls_certificate",
                  "minio_console_url", "db_endpoint", "database_host", "storage_account", "resource_group",
                  "load_balancer_dns_name", "log_group", "cluster", "alarm_topic", "run_task_network", "warning",
-                 "metrics_scraper_security_group")
+                 "metrics_scraper_security_group", "domain_verification_id")
         return {key: getattr(self, key) for key in names if getattr(self, key) is not None}
 
 

@@ -169,7 +169,7 @@ class Proxy(TypedDict):
     """basic-auth user name. Default: "mlflow"."""
 
     client_max_body_size: NotRequired[str]
-    """largest request body, nginx syntax (0 = unlimited, 512m, 10g). Default: "0"."""
+    """largest request body, nginx syntax (0 = unlimited, 512m, 10g); aws and azure: at most, and by default, half the server replica's temporary disk, where MLflow spools each proxied artifact whole (README, "Large artifacts"). Default: "0"."""
 
     timeout_seconds: NotRequired[int]
     """read/send timeout for slow, large transfers (azure: the ingress's limit, 240 or 1800 with premium ingress). Default: 900."""
@@ -332,7 +332,7 @@ class Aws(TypedDict):
     """create the database from this RDS snapshot (to go back to an earlier MLflow version: README); changing it replaces the database. Default: unset."""
 
     db_performance_insights: NotRequired[bool]
-    """RDS Performance Insights (7 days, free tier); unset: on, except on the micro and small burstable classes, which lack it. Default: unset."""
+    """RDS Performance Insights (7 days, free tier); unset: on (RDS for PostgreSQL has it on every instance class). Default: unset."""
 
     db_allocated_storage_gb: NotRequired[int]
     """RDS storage in GiB. Default: 20."""
@@ -365,13 +365,16 @@ class Aws(TypedDict):
     """expire old artifact versions after N days (0 or null: keep). Default: 90."""
 
     load_balancer_idle_timeout_seconds: NotRequired[int]
-    """ALB idle timeout (large artifacts). Default: 900."""
+    """ALB idle timeout in seconds, at least proxy.timeoutSeconds (unset: proxy.timeoutSeconds), so that a slow transfer is not cut. Default: unset."""
 
     proxy_cpu: NotRequired[int]
     """Fargate CPU units of the proxy task. Default: 256."""
 
     proxy_memory_mib: NotRequired[int]
-    """Fargate memory of the proxy task. Default: 512."""
+    """Fargate memory of the proxy task (a size Fargate pairs with proxyCpu). Default: 512."""
+
+    server_ephemeral_storage_gib: NotRequired[int]
+    """Fargate ephemeral storage of a server task in GiB (unset: Fargate's 20); a proxied artifact is spooled there whole, so it bounds proxy.clientMaxBodySize. Default: unset."""
 
 
 class Azure(TypedDict):
@@ -381,7 +384,7 @@ class Azure(TypedDict):
     """Azure region name, e.g. westeurope or eastus2. Default: "westeurope"."""
 
     resource_group_name: NotRequired[str]
-    """use this existing resource group instead of creating one. Default: unset."""
+    """use this existing resource group instead of creating one; it must hold no other MLflow stack (the apps are named mlflow-server and mlflow-proxy in every stack, and Container Apps names are unique per group). Default: unset."""
 
     vnet_cidr: NotRequired[str]
     """address space of the virtual network this stack creates (/22 or larger). Default: "10.50.0.0/16"."""
@@ -414,7 +417,7 @@ class Azure(TypedDict):
     """flexible server compute size; its connection limit bounds database.maxConnections. Default: "Standard_B2s"."""
 
     db_storage_gb: NotRequired[int]
-    """flexible server storage in GiB (32, 64, ... 32767). Default: 32."""
+    """initial flexible server storage in GiB (32, 64, ... 32767): auto-grow enlarges it and later changes are ignored; grow it by hand with `az postgres flexible-server update --storage-size`. Default: 32."""
 
     db_admin_username: NotRequired[str]
     """flexible server administrator (MLflow logs in as database.username, not a superuser). Default: "mlflow_admin"."""
@@ -439,6 +442,12 @@ class Azure(TypedDict):
 
     log_retention_days: NotRequired[int]
     """Log Analytics retention. Default: 30."""
+
+    zone_redundant: NotRequired[bool]
+    """Container Apps environment spread over the region's availability zones (default: where the region has them); applies only when the environment is created, later changes are ignored: changing it means a new stack. Default: unset."""
+
+    alarm_email: NotRequired[str]
+    """address the stack's Azure Monitor alerts email (through its action group). Default: unset."""
 
     protect_resources: NotRequired[bool]
     """Pulumi `protect` on the database, storage account and registry. Default: true."""

@@ -23,6 +23,18 @@ if TYPE_CHECKING:
 MLFLOW_PORT = 5000
 PROXY_HTTP_PORT = 8080
 PROXY_HTTPS_PORT = 8443
+# Answered by Nginx itself (liveness of the proxy); MLflow's /health is the readiness path.
+PROXY_LIVENESS_PATH = "/nginx-health"
+# Keep-alive chain: every hop keeps an idle connection open longer than the hop in front of it, so
+# the front always closes first. Otherwise the back hop may close a connection just as the front
+# sends a request on it, and the front answers 502 (AWS: "configure the idle timeout of your
+# application to be larger than the idle timeout configured for the load balancer",
+# https://docs.aws.amazon.com/elasticloadbalancing/latest/application/edit-load-balancer-attributes.html#connection-idle-timeout).
+KEEPALIVE_MARGIN_SECONDS = 60
+"""How much longer a hop keeps an idle connection than the hop in front of it; also covers Container
+Apps' ingress, which rounds its idle timeout up to whole minutes (at most 59 s more)."""
+NGINX_DEFAULT_KEEPALIVE_SECONDS = 75
+"""Nginx's own keepalive_timeout; never rendered lower (clients straight at Nginx, on `local`)."""
 BACKEND_URI_ENV = "MLFLOW_BACKEND_STORE_URI"
 # The key MLflow encrypts the secrets it stores (AI Gateway provider keys) with. Unset, MLflow falls
 # back to a passphrase published in its source, and anyone with the database (or a backup) can
@@ -212,7 +224,9 @@ class TrackingServerSettings:
     port: int = MLFLOW_PORT
     bind_host: str = "0.0.0.0"
     timeout_seconds: int = 900
-    """uvicorn keep-alive budget for slow uploads behind the proxy."""
+    """proxy.timeoutSeconds: also the idle timeout of the hop in front of the server (Service
+    Connect's Envoy on aws; the Container Apps ingress on azure, in whole minutes), which uvicorn's
+    keep-alive must outlast (uvicorn_keep_alive_seconds)."""
     auth_mode: str = "proxy"
     """proxy: MLflow checks nobody (Nginx checks one user); mlflow, oidc: an auth app (AUTH_APPS) does."""
     auth_admin_username: str = "admin"
@@ -302,7 +316,7 @@ def tracking_server_command(settings: TrackingServerSettings) -> tuple[str, ...]
         "--artifacts-destination", settings.artifacts_destination,
         "--allowed-hosts", ",".join(settings.allowed_hosts),
         "--cors-allowed-origins", ",".join(settings.cors_allowed_origins),
-        "--uvicorn-opts", f"--timeout-keep-alive {settings.timeout_seconds}",
+        "--uvicorn-opts", f"--timeout-keep-alive {uvicorn_keep_alive_seconds(settings)}",
     ]
     if settings.static_prefix:
         command += ["--static-prefix", settings.static_prefix]
@@ -319,15 +333,47 @@ def tracking_server_command(settings: TrackingServerSettings) -> tuple[str, ...]
     return tuple(command)
 
 
+def uvicorn_keep_alive_seconds(settings: TrackingServerSettings) -> int:
+    """uvicorn's keep-alive (its default, 5 s, is far below any proxy's idle timeout): longer than
+    the idle timeout of the hop in front of the server. `mlflow server` passes --uvicorn-opts on to
+    uvicorn (mlflow/server/__init__.py, _build_uvicorn_command, MLflow 3.17.2)."""
+    return settings.timeout_seconds + KEEPALIVE_MARGIN_SECONDS
+
+
+def nginx_keepalive_seconds(front_idle_timeout_seconds: Optional[int]) -> int:
+    """Nginx's keepalive_timeout: longer than the idle timeout of what sits in front of it (the
+    ALB's, the Container Apps ingress's), never below Nginx's own default."""
+    if front_idle_timeout_seconds is None:
+        return NGINX_DEFAULT_KEEPALIVE_SECONDS
+    return max(NGINX_DEFAULT_KEEPALIVE_SECONDS, front_idle_timeout_seconds + KEEPALIVE_MARGIN_SECONDS)
+
+
 METRICS_DIR = "/tmp/mlflow-prometheus"
 METRICS_DIR_RESET = 'rm -rf "$1" && mkdir -p "$1" && shift && exec "$@"'
 
 
 GC_ARTIFACTS_PORT = 5001
+# MLflow 3.17.2's Blob repository refuses to delete a path holding no blob ("No such file or
+# directory", mlflow/store/artifact/azure_blob_artifact_repo.py, delete_artifacts l.231-232; S3's
+# deletes nothing quietly): through the artifacts server that is an HTTP 500, retried for minutes, and
+# `mlflow gc` stops at the first deleted run that logged no artifact, every time it runs. So a run's
+# artifacts are deleted only when the server lists some; a failure to list or delete still stops gc.
 GC_SCRIPT = f"""\
 import os, subprocess, sys, threading, time, urllib.request
 from mlflow.cli import cli
+from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 destination, older_than, timeout, *extra = sys.argv[1:]
+_delete_artifacts = MlflowArtifactsRepository.delete_artifacts
+
+
+def delete_artifacts(self, artifact_path=None):
+    if not self.list_artifacts(artifact_path):
+        print(f"gc: no artifacts at {{self.artifact_uri}}", flush=True)
+        return
+    _delete_artifacts(self, artifact_path)
+
+
+MlflowArtifactsRepository.delete_artifacts = delete_artifacts
 # MLflow's gc deletes a run's proxied artifacts (mlflow-artifacts:/ URIs) through a server's HTTP
 # API. It gets one of its own here, artifacts only, on loopback, with this task's storage access:
 # no credentials of any MLflow user, and the serving replicas are left alone.
@@ -366,6 +412,9 @@ finally:
 """
 
 
+GC_HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
 def gc_spec(settings: TrackingServerSettings, older_than: str, timeout_seconds: int = 3600,
             name: str = "mlflow-gc") -> ContainerSpec:
     """`mlflow gc --older-than` as a one-off container from the server's image with the server's
@@ -373,6 +422,10 @@ def gc_spec(settings: TrackingServerSettings, older_than: str, timeout_seconds: 
     extra = ("--all-workspaces",) if settings.workspaces else ()
     env = {key: value for key, value in tracking_server_env(settings).items()
            if key.startswith(("MLFLOW_S3_", "AWS_", "AZURE_")) or key == "PYTHONUNBUFFERED"}
+    # gc's client talks to its own artifacts server on loopback, whose storage SDK has retried
+    # already: a 500 there is the store refusing, not the network. Fail within seconds instead of
+    # MLflow's default backoff (minutes per run); the next scheduled gc takes it up again.
+    env.update(GC_HTTP_RETRIES)
     return ContainerSpec(
         name=name,
         image=settings.image,
@@ -482,6 +535,8 @@ class ProxySettings:
     static_prefix: Optional[str] = None
     client_max_body_size: str = "0"
     timeout_seconds: int = 900
+    keepalive_timeout_seconds: int = NGINX_DEFAULT_KEEPALIVE_SECONDS
+    """How long Nginx keeps an idle client connection (nginx_keepalive_seconds)."""
     realm: str = "MLflow"
     paths: NginxPaths = field(default_factory=NginxPaths)
     basic_auth: bool = True
@@ -540,6 +595,14 @@ def nginx_conf(settings: ProxySettings) -> str:
     health = health_path(settings.static_prefix)
     upstream = "            proxy_pass http://mlflow_upstream;\n"
     locations = [
+        # Nginx's own liveness, answered here: a probe that went through to MLflow would restart
+        # every proxy (and cut every transfer) whenever the server blips.
+        f"        location = {PROXY_LIVENESS_PATH} {{\n"
+        "            auth_basic off;\n"
+        "            access_log off;\n"
+        "            default_type text/plain;\n"
+        "            return 200 \"ok\\n\";\n"
+        "        }\n",
         # Health is open: load balancers and container probes call it without credentials.
         "        location = /health {\n"
         "            auth_basic off;\n"
@@ -622,6 +685,9 @@ def nginx_conf(settings: ProxySettings) -> str:
         f"        send_timeout {timeout};\n"
         f"        proxy_read_timeout {timeout};\n"
         f"        proxy_send_timeout {timeout};\n"
+        # Idle client connections outlast the load balancer's or ingress's in front (see
+        # KEEPALIVE_MARGIN_SECONDS): it, not Nginx, closes them.
+        f"        keepalive_timeout {settings.keepalive_timeout_seconds}s;\n"
         "        proxy_connect_timeout 10s;\n"
         # Forward the public Host: MLflow's middleware checks it against --allowed-hosts. No
         # upstream keepalive: measured, it adds latency with a multi-worker uvicorn server.
@@ -667,11 +733,13 @@ def _metrics_server(settings: ProxySettings) -> str:
 
 
 def proxy_health_check(settings: ProxySettings) -> HealthCheck:
-    """Probe /health through nginx itself (busybox wget in the alpine image)."""
+    """Liveness: Nginx's own location (busybox wget in the alpine image), never through to MLflow.
+    Readiness (where a platform has it): MLflow's /health through this Nginx."""
     scheme = "https" if settings.tls else "http"
-    url = f"{scheme}://127.0.0.1:{settings.listen_port}/health"
+    url = f"{scheme}://127.0.0.1:{settings.listen_port}{PROXY_LIVENESS_PATH}"
     command = ("wget", "-q", "-O", "/dev/null", *(("--no-check-certificate",) if settings.tls else ()), url)
-    return HealthCheck(command=command, http_path="/health", port=settings.listen_port)
+    return HealthCheck(command=command, http_path=PROXY_LIVENESS_PATH, port=settings.listen_port,
+                       readiness_path="/health")
 
 
 def reverse_proxy_spec(settings: ProxySettings, image: str, name: str = "mlflow-proxy") -> ContainerSpec:
@@ -757,9 +825,11 @@ def tracking_server_settings(server: "ServerConfig", proxy: "ProxyConfig", hostn
 def proxy_settings(proxy: "ProxyConfig", server: "ServerConfig", upstream: str,
                    paths: NginxPaths = NginxPaths(), auth: Optional["AuthConfig"] = None,
                    observability: Optional["ObservabilityConfig"] = None,
-                   hostnames: tuple[str, ...] = ("localhost",)) -> ProxySettings:
+                   hostnames: tuple[str, ...] = ("localhost",),
+                   front_idle_timeout_seconds: Optional[int] = None) -> ProxySettings:
     """The nginx settings a stack's config renders to (container ports; the rehearsal remaps
-    listen address, port and paths only)."""
+    listen address, port and paths only). `front_idle_timeout_seconds`: the idle timeout of what
+    sits in front of Nginx (PublicEntry.idle_timeout_seconds; None: clients connect directly)."""
     metrics = observability is None or observability.prometheus
     tls = proxy.tls != "off"
     return ProxySettings(
@@ -769,6 +839,7 @@ def proxy_settings(proxy: "ProxyConfig", server: "ServerConfig", upstream: str,
         static_prefix=server.static_prefix,
         client_max_body_size=proxy.client_max_body_size,
         timeout_seconds=proxy.timeout_seconds,
+        keepalive_timeout_seconds=nginx_keepalive_seconds(front_idle_timeout_seconds),
         paths=paths,
         basic_auth=auth is None or auth.mode == "proxy",
         metrics_port=(observability.metrics_port if observability else DEFAULT_METRICS_PORT) if metrics else None,

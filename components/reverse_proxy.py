@@ -80,7 +80,8 @@ class ReverseProxy(pulumi.ComponentResource):
         observability = args.get("observability") or ObservabilityConfig()
         spec = pulumi.Output.all(upstream, image.reference, public.hostnames).apply(
             lambda parts: render.reverse_proxy_spec(render.proxy_settings(
-                config, args["server"], parts[0], paths, auth, observability, tuple(parts[2])), parts[1]))
+                config, args["server"], parts[0], paths, auth, observability, tuple(parts[2]),
+                front_idle_timeout_seconds=public.idle_timeout_seconds), parts[1]))
         platform.run_service(
             name,
             ServiceRequest(service_name="mlflow-proxy", spec=spec, image_repository=image.repository,

@@ -14,7 +14,12 @@ from typing import Mapping, Optional
 
 @dataclass(frozen=True)
 class HealthCheck:
-    """A health probe: an HTTP path on a container port, and the in-container command that checks it."""
+    """A health probe: an HTTP path on a container port, and the in-container command that checks it.
+
+    `http_path` (and `command`) are the liveness check: a failure restarts the container, so for a
+    proxy it must answer locally, never through to what the proxy fronts (a server blip would
+    otherwise restart every proxy and cut every transfer). `readiness_path` may go further: a
+    failure only takes the replica out of load balancing."""
 
     command: tuple[str, ...]
     http_path: str
@@ -23,6 +28,12 @@ class HealthCheck:
     timeout_seconds: int = 5
     retries: int = 6
     start_period_seconds: int = 30
+    readiness_path: Optional[str] = None
+    """Where a platform with separate readiness probes checks that the replica can serve (None: `http_path`)."""
+
+    @property
+    def ready_path(self) -> str:
+        return self.readiness_path or self.http_path
 
 
 @dataclass(frozen=True)

@@ -6,20 +6,27 @@ The local platform names its Docker objects `<instance>-<stack>-<service>` (`mlf
 own configuration says where the data lives: its environment holds the database URI and the scoped
 MinIO key, its command the artifacts destination. Commands reach the stack from inside: `docker
 exec` into a container, or a one-off container from the server's image on the stack's network.
-Secrets reach a one-off container as `-e NAME` with the value in the docker CLI's environment only,
-never on a command line.
+Secrets live in files, as the platform puts them: the server's env names each one's file
+(`NAME_FILE=/run/secrets/NAME`), read back here with `docker cp` (a stopped server too); a one-off
+container gets its variables the same way (ops/oneoff.py: files copied in before it starts, its
+secret-env wrapper exports them), never on a command line nor in `docker inspect`.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
+import sys
+import tarfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import IO, Any, Mapping, Optional, Sequence, Union
 
+from components.platforms.local import IMAGE_USER_IDS, SECRETS_DIR, secret_env_entrypoint, secret_file_env
 from ops import OpsError
 from ops.access import Command
 
@@ -30,6 +37,7 @@ REQUIRED_SERVICES = ("postgres", "mlflow-server")
 SERVER = "mlflow-server"
 ONEOFF_USER = "mlflow"  # the server image's user (docker/mlflow/Dockerfile)
 ONEOFF_LABEL = "org.mlflow-platform.ops=one-off"
+ONEOFF_HELPER = Path(__file__).with_name("oneoff.py")
 
 Stdin = Union[None, bytes, IO[bytes]]
 
@@ -56,6 +64,7 @@ class LocalStack:
     containers: dict[str, dict[str, Any]] = field(repr=False)
     """service -> `docker inspect` of its container (only the services found)."""
     network: str
+    _secret_files: Optional[dict[str, str]] = field(default=None, repr=False)
 
     @classmethod
     def find(cls, prefix: str = DEFAULT_PREFIX) -> "LocalStack":
@@ -100,12 +109,39 @@ class LocalStack:
         return str(self.containers[SERVER]["Image"])
 
     def server_env(self) -> dict[str, str]:
-        """Config.Env of the server container (secrets included: never print it)."""
+        """The server's environment as its process sees it (secrets included: never print it):
+        Config.Env, each `NAME_FILE` that points into /run/secrets replaced by NAME and the file's content."""
         env: dict[str, str] = {}
         for line in self.containers[SERVER].get("Config", {}).get("Env") or []:
             name, _, value = line.partition("=")
             env[name] = value
+        prefix = SECRETS_DIR + "/"
+        pointers = {key: value for key, value in env.items() if key.endswith("_FILE") and value.startswith(prefix)}
+        if pointers:
+            files = self._server_secret_files()
+            for key, path in pointers.items():
+                name = path.removeprefix(prefix)
+                if name not in files:
+                    raise OpsError(f"{self.container(SERVER)} has {key}={path} but no such file")
+                del env[key]
+                env[key.removesuffix("_FILE")] = files[name]
         return env
+
+    def _server_secret_files(self) -> dict[str, str]:
+        """/run/secrets of the server container (`docker cp` works on a stopped container too)."""
+        if self._secret_files is None:
+            source = f"{self.container(SERVER)}:{SECRETS_DIR}"
+            result = subprocess.run([self.docker, "cp", source, "-"], capture_output=True)
+            if result.returncode != 0:
+                raise OpsError(f"docker cp {source} failed: {_first_line(result.stderr.decode(errors='replace'))}")
+            files: dict[str, str] = {}
+            with tarfile.open(fileobj=io.BytesIO(result.stdout)) as tar:
+                for member in tar.getmembers():
+                    extracted = tar.extractfile(member) if member.isfile() else None
+                    if extracted is not None:
+                        files[PurePosixPath(member.name).name] = extracted.read().decode()
+            self._secret_files = files
+        return self._secret_files
 
     def server_command(self) -> list[str]:
         config = self.containers[SERVER].get("Config", {})
@@ -118,20 +154,22 @@ class LocalStack:
         return [self.docker, "exec", "-i", *(["--user", user] if user else []), self.container(service), *argv]
 
     def oneoff_command(self, argv: Sequence[str], env: Mapping[str, str]) -> Command:
-        """A one-off container from the server's image on the stack's network, removed when done.
-        Each variable is passed as `-e NAME`: the docker CLI reads its value from its own environment,
-        so no value appears on a command line. No log driver: a tar streamed through stdout must not
-        be kept again in the container's log file."""
+        """A one-off container from the server's image on the stack's network, removed when done
+        (ops/oneoff.py). Every variable reaches it as a file, as the platform hands the server its
+        secrets: the values travel in the helper's environment only, the container's config holds
+        `NAME_FILE` paths, its secret-env wrapper exports them before `argv` starts. No log driver:
+        a tar streamed through stdout must not be kept again in the container's log file."""
         names = sorted(env)
-        bad = [name for name in names if not name or "=" in name]
+        bad = [name for name in names if not name.isidentifier() or not name.isascii()]
         if bad:
             raise ValueError(f"invalid environment variable names: {bad}")
-        docker_argv = [self.docker, "run", "--rm", "-i", "--network", self.network, "--user", ONEOFF_USER,
-                       "--log-driver", "none", "--label", ONEOFF_LABEL]
-        for name in names:
-            docker_argv += ["-e", name]
-        docker_argv += [self.server_image(), *argv]
-        return Command(docker_argv, {**os.environ, **env})
+        create = ["--rm", "-i", "--network", self.network, "--user", ONEOFF_USER,
+                  "--log-driver", "none", "--label", ONEOFF_LABEL]
+        for name, path in secret_file_env(names).items():
+            create += ["-e", f"{name}={path}"]
+        create += [self.server_image(), *(secret_env_entrypoint(names) if names else []), *argv]
+        helper = [sys.executable, str(ONEOFF_HELPER), self.docker, IMAGE_USER_IDS[ONEOFF_USER], ",".join(names), "--"]
+        return Command([*helper, *create], {**os.environ, **env})
 
     def exec(self, service: str, argv: Sequence[str], *, stdin: Stdin = None, stdout: Optional[IO[bytes]] = None,
              user: Optional[str] = None) -> subprocess.CompletedProcess:

@@ -58,6 +58,11 @@ def _parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--artifacts", choices=ARTIFACT_STORES, default="s3",
                         help="artifact store: s3 (moto standing in for MinIO, default) or azurite (Azure Blob "
                              "as on the azure stack, Azurite from rehearsal/azurite)")
+    parser.add_argument("--platform", choices=("aws", "azure"), default=None,
+                        help="platform-faithful run: each container as that platform runs it, from the stack's "
+                             "registered graph (Pulumi.<platform>.yaml under mocks): its command, env, secrets, user, "
+                             "init containers and probes (rehearsal/platform_run.py; needs root). Ignores the "
+                             "other options but --dir, --keep-files and -v")
     parser.add_argument("--stack-file", default=None, metavar="FILE",
                         help="read the mlflow: config of this Pulumi stack file (default: Pulumi.local.yaml if present; "
                              "'none' for the built-in defaults)")
@@ -120,6 +125,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ServerUnavailable as error:
         print(f"rehearse: cannot start: {error}", file=sys.stderr)
         return 2
+
+    if args.platform:
+        return _platform_main(args)
 
     stack_file = args.stack_file
     if stack_file is None and (REPO_ROOT / "Pulumi.local.yaml").exists():
@@ -208,6 +216,48 @@ def main(argv: Optional[list[str]] = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if stack is not None:
             stack.stop()
+            log.info("stopped")
+
+
+def _platform_main(args: argparse.Namespace) -> int:
+    """`--platform aws|azure`: rehearsal.platform_run until SIGINT/SIGTERM; prints the client lines
+    (the ingress stand-in's URL, the stack's user and password), then `ready`."""
+    from rehearsal.platform_graph import platform_graph
+    from rehearsal.platform_run import PlatformRun, check_platform_prerequisites
+
+    try:
+        check_platform_prerequisites(args.platform)
+    except ServerUnavailable as error:
+        print(f"rehearse: cannot start: {error}", file=sys.stderr)
+        return 2
+
+    def on_stop(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        log.info("%s received; stopping", signal.Signals(signum).name)
+        raise _Stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_stop)
+    run: Optional[Any] = None
+    try:
+        run = PlatformRun(platform_graph(args.platform), base_dir=Path(args.dir) if args.dir else None,
+                          keep_files=args.keep_files)
+        run.start()
+        log.info("%s platform run up; work directory %s", args.platform, run.base_dir)
+        sys.stdout.write(run.env_lines())
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+        while True:
+            time.sleep(0.5)
+    except _Stop:
+        return 0
+    except StartupError as error:
+        print(f"rehearse: startup failed: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if run is not None:
+            run.stop()
             log.info("stopped")
 
 

@@ -4,6 +4,7 @@ in the components and `render.py`, and the provider knowledge stays in each plat
 """
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Protocol, Sequence, Union
@@ -76,6 +77,9 @@ class PublicEntry:
     hostnames: pulumi.Output[list]
     scheme: str
     port: int
+    idle_timeout_seconds: Optional[int] = None
+    """The idle timeout of whatever sits in front of the proxy (a load balancer, an ingress), which
+    Nginx's keepalive_timeout must outlast; None where clients connect to Nginx directly (`local`)."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,8 @@ class PlatformOutputs:
     """A deployment that works but should not stay as it is (plain HTTP on a cloud)."""
     metrics_scraper_security_group: Optional[pulumi.Output[str]] = None
     """The security group a Prometheus scraper joins to reach the proxies' metrics port (aws)."""
+    domain_verification_id: Optional[pulumi.Output[str]] = None
+    """The value of the TXT record `asuid.<azure.domain>` that proves the domain is the subscription's (azure)."""
 
 
 @dataclass
@@ -266,11 +272,21 @@ def source_fingerprint(*parts: str, directories: Sequence[Path] = (), files: Seq
 
 
 def image_build(context: Path, dockerfile: Path) -> ImageBuild:
+    """Paths relative to the project directory (Pulumi runs the program there): the build's inputs
+    are then the same from every checkout, and `up` from CI after a workstation (README) does not
+    see a changed context, rebuild and roll out for nothing. pulumi-docker reads a relative
+    Dockerfile path from the project's directory, not the build context's
+    (https://github.com/pulumi/pulumi-docker/releases/tag/v4.0.1)."""
     if not dockerfile.is_file():
         raise pulumi.RunError(
             f"images are built from this repository's docker/ folder, not found at {dockerfile}: use the "
             "components from a checkout (pip install -e <checkout>, or pulumi package add <checkout>/provider)")
-    return ImageBuild(context=str(context), dockerfile=str(dockerfile))
+    return ImageBuild(context=_from_project(context), dockerfile=_from_project(dockerfile))
+
+
+def _from_project(path: Path) -> str:
+    """`path` relative to the working directory (the Pulumi project's), in POSIX form."""
+    return Path(os.path.relpath(path, Path.cwd())).as_posix()
 
 
 def server_image_build() -> ImageBuild:

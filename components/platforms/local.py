@@ -7,7 +7,7 @@ pulumi-minio and pulumi-random.
 """
 
 import json
-from typing import Mapping, Optional
+from typing import Iterable, Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_docker as docker
@@ -37,14 +37,116 @@ POSTGRES_SOCKET_DIR = "/var/run/postgresql"
 MINIO_API_PORT = 9000
 MINIO_CONSOLE_PORT = 9001
 
+# --- secrets reach containers as files, never as docker env ---------------------------------------
+# `docker inspect` (and anyone in the docker group) reads a container's env; a file uploaded into the
+# container before it starts is read by the container's own user only. Each secret NAME becomes the
+# file SECRETS_DIR/NAME (mode 0400, owned by the user the container runs as) and the plain env
+# NAME_FILE=<path>. The official postgres image reads POSTGRES_PASSWORD_FILE itself
+# (https://hub.docker.com/_/postgres, "Docker Secrets"); MinIO reads MINIO_ROOT_USER_FILE and
+# MINIO_ROOT_PASSWORD_FILE as an absolute path or a name under /run/secrets, and silently skips a
+# missing file (readFromSecret in https://github.com/minio/minio/blob/master/cmd/common-main.go;
+# https://github.com/minio/docs/issues/1499). Containers from the server image get SECRET_ENV_WRAPPER.
+SECRETS_DIR = "/run/secrets"
+SECRET_FILE_MODE = "0400"
+ROOT_UID = "0"  # postgres' and MinIO's entrypoints start as root and read their *_FILE before dropping
+# Upload owners are numeric: the provider resolves names in the Pulumi host's user database, not the image's
+# (https://www.pulumi.com/registry/packages/docker/api-docs/container/#containerupload).
+IMAGE_USER_IDS = {
+    "mlflow": "10001",  # the server image: docker/mlflow/Dockerfile, useradd --uid 10001 mlflow
+    # The proxy (render.reverse_proxy_spec runs it as `nginx`, master and workers alike): the official
+    # nginx images create nginx with uid/gid 101 in every flavour ("addgroup -g 101 -S nginx && adduser
+    # ... -u 101" in https://github.com/nginxinc/docker-nginx/blob/master/stable/alpine-slim/Dockerfile;
+    # "--gid 101 ... --uid 101" in .../stable/debian/Dockerfile).
+    "nginx": "101",
+}
+# The official postgres images' `postgres` user (https://github.com/docker-library/postgres: the
+# Debian Dockerfiles create it with uid 999, the Alpine ones with uid 70).
+POSTGRES_UIDS = {"alpine": "70", "debian": "999"}
+SECRET_ENV_WRAPPER_NAME = "secret-env"
+# `sh -c SECRET_ENV_WRAPPER secret-env NAME... -- COMMAND...`: exports each NAME from the file its
+# NAME_FILE names (byte for byte: a trailing newline is kept), drops NAME_FILE, then execs COMMAND.
+# The values never appear in the container's config, its command line or `docker inspect`.
+SECRET_ENV_WRAPPER = r"""while [ "$#" -gt 0 ] && [ "$1" != -- ]; do
+  case $1 in ''|[0-9]*|*[!A-Za-z0-9_]*) echo "secret-env: not a variable name: $1" >&2; exit 64;; esac
+  eval "file=\${$1_FILE-}"
+  [ -n "$file" ] || { echo "secret-env: $1_FILE is not set" >&2; exit 64; }
+  value=$(cat -- "$file" && echo x) || { echo "secret-env: cannot read $file for $1" >&2; exit 66; }
+  export "$1=${value%x}"
+  unset "$1_FILE"
+  shift
+done
+[ "$#" -gt 1 ] || { echo "secret-env: no -- and command after the names" >&2; exit 64; }
+shift
+exec "$@"
+"""
+
+
+def secret_file_path(name: str) -> str:
+    return f"{SECRETS_DIR}/{name}"
+
+
+def secret_file_env(names: Iterable[str]) -> dict[str, str]:
+    """The plain env that points each secret's reader at its file: NAME_FILE=/run/secrets/NAME."""
+    return {f"{name}_FILE": secret_file_path(name) for name in names}
+
+
+def secret_env_entrypoint(names: Sequence[str]) -> list[str]:
+    """The argv before a command that runs it behind SECRET_ENV_WRAPPER, which loads `names` from
+    their files first. As a container's entrypoint (the server image has none of its own), it keeps
+    the container's command the spec's own."""
+    return ["sh", "-c", SECRET_ENV_WRAPPER, SECRET_ENV_WRAPPER_NAME, *names, "--"]
+
+
+def image_user_id(user: Optional[str]) -> str:
+    """The numeric uid of a container user of the server or proxy image (the owner of its secret files)."""
+    if user is None or user == "root":
+        return ROOT_UID
+    if user.isdigit():
+        return user
+    if user not in IMAGE_USER_IDS:
+        raise ValueError(f"no known uid for container user {user!r}: add it to IMAGE_USER_IDS (its secret files "
+                         "must be owned by it)")
+    return IMAGE_USER_IDS[user]
+
+
+def postgres_user_id(image: str) -> str:
+    return POSTGRES_UIDS["alpine" if "alpine" in image.rsplit(":", 1)[-1] else "debian"]
+
+
+def _secret_uploads(secret: Mapping[str, pulumi.Input[str]],
+                    owner: pulumi.Input[str]) -> pulumi.Output[list[docker.ContainerUploadArgs]]:
+    """One file per secret, readable by `owner` only; the list is a secret (and so is its state)."""
+    uploads = pulumi.Output.all(owner, pulumi.Output.all(**secret)).apply(lambda parts: [
+        _private_upload(secret_file_path(name), value, parts[0]) for name, value in sorted(parts[1].items())
+    ])
+    return pulumi.Output.secret(uploads)
+
+
+def _private_upload(path: str, content: str, owner: str) -> docker.ContainerUploadArgs:
+    """A file only uid `owner` (and its group, of the same number) reads: SECRET_FILE_MODE."""
+    return docker.ContainerUploadArgs(file=path, content=content, owner=owner, group=owner,
+                                      permissions=SECRET_FILE_MODE)
+
+
+def _service_files(spec: ContainerSpec, runtime: Mapping[str, str]) -> list[docker.ContainerUploadArgs]:
+    """The spec's rendered files as the image's defaults leave them (nginx.conf: no secret), and the
+    runtime files (htpasswd, TLS key and certificate, MLflow's auth config with its database URI) readable
+    by the container's own user only: Nginx runs as `nginx`, so its master reads the key and its
+    workers the htpasswd as that one uid."""
+    owner = image_user_id(spec.user)
+    return [*(docker.ContainerUploadArgs(file=path, content=content) for path, content in spec.files.items()),
+            *(_private_upload(path, content, owner) for path, content in runtime.items())]
+
 # Runs in a one-off container sharing the PostgreSQL socket volume (local trust auth on the
 # socket), so it needs no superuser password. Idempotent: creates the role and database once and
 # sets the role's password on every run, so a data volume kept from an earlier stack (destroyed,
-# then brought up again with newly generated passwords) keeps working. The password is read from
-# the environment by psql itself; it never appears on a command line.
+# then brought up again with newly generated passwords) keeps working. psql itself reads the
+# password from the file its MLFLOW_DB_PASSWORD_FILE names; it never appears on a command line or
+# in the environment.
+_PROVISION_PASSWORD_NAME = "MLFLOW_DB_PASSWORD"
 _PROVISION_ROLE_SQL = r"""
 \set ON_ERROR_STOP on
-\set app_password `printenv MLFLOW_DB_PASSWORD`
+\set app_password `cat "$MLFLOW_DB_PASSWORD_FILE"`
 SELECT format('CREATE ROLE %I LOGIN', :'app_user') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'app_user') \gexec
 ALTER ROLE :"app_user" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'app_password';
 """
@@ -74,12 +176,9 @@ def _duration(seconds: int) -> str:
     return f"{seconds}s"
 
 
-def _secret_envs(plain: Mapping[str, str], secret: Mapping[str, pulumi.Input[str]]) -> pulumi.Output[list[str]]:
-    """Docker env as `KEY=value` lines; the whole list is a secret when any value is."""
-    lines = pulumi.Output.all(dict(plain), pulumi.Output.all(**secret) if secret else {}).apply(
-        lambda parts: [f"{key}={value}" for key, value in {**parts[0], **parts[1]}.items()]
-    )
-    return pulumi.Output.secret(lines) if secret else lines
+def _env_lines(plain: Mapping[str, str], secret_names: Iterable[str] = ()) -> list[str]:
+    """Docker env as `KEY=value` lines: plain values, and for each secret only where its file is."""
+    return [f"{key}={value}" for key, value in {**plain, **secret_file_env(secret_names)}.items()]
 
 
 class LocalDockerPlatform(pulumi.ComponentResource):
@@ -150,8 +249,8 @@ class LocalDockerPlatform(pulumi.ComponentResource):
             name=f"{self.prefix}-postgres",
             image=image.image_id,
             command=["postgres", "-c", f"max_connections={request.max_connections}"],
-            envs=_secret_envs({"POSTGRES_USER": "postgres", "POSTGRES_DB": "postgres"},
-                              {"POSTGRES_PASSWORD": superuser_password.result}),
+            envs=_env_lines({"POSTGRES_USER": "postgres", "POSTGRES_DB": "postgres"}, ["POSTGRES_PASSWORD"]),
+            uploads=_secret_uploads({"POSTGRES_PASSWORD": superuser_password.result}, ROOT_UID),
             volumes=[
                 docker.ContainerVolumeArgs(volume_name=data.name, container_path="/var/lib/postgresql/data"),
                 docker.ContainerVolumeArgs(volume_name=sockets.name, container_path=POSTGRES_SOCKET_DIR),
@@ -171,7 +270,9 @@ class LocalDockerPlatform(pulumi.ComponentResource):
             name=f"{self.prefix}-postgres-provision",
             image=image.image_id,
             command=_provision_command(request),
-            envs=_secret_envs({}, {"MLFLOW_DB_PASSWORD": password}),
+            envs=_env_lines({}, [_PROVISION_PASSWORD_NAME]),
+            uploads=_secret_uploads({_PROVISION_PASSWORD_NAME: password},
+                                    postgres_user_id(self.settings.postgres_image)),
             volumes=[docker.ContainerVolumeArgs(volume_name=sockets.name, container_path=POSTGRES_SOCKET_DIR)],
             user="postgres",
             network_mode="none",  # it talks to PostgreSQL over the shared socket only
@@ -195,8 +296,9 @@ class LocalDockerPlatform(pulumi.ComponentResource):
             name=f"{self.prefix}-minio",
             image=image.image_id,
             command=["server", "/data", "--address", f":{MINIO_API_PORT}", "--console-address", f":{MINIO_CONSOLE_PORT}"],
-            envs=_secret_envs({"MINIO_BROWSER_REDIRECT": "off"},
-                              {"MINIO_ROOT_USER": root_user.result, "MINIO_ROOT_PASSWORD": root_password.result}),
+            envs=_env_lines({"MINIO_BROWSER_REDIRECT": "off"}, ["MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"]),
+            uploads=_secret_uploads({"MINIO_ROOT_USER": root_user.result, "MINIO_ROOT_PASSWORD": root_password.result},
+                                    ROOT_UID),
             volumes=[docker.ContainerVolumeArgs(volume_name=data.name, container_path="/data")],
             ports=[
                 docker.ContainerPortArgs(internal=MINIO_API_PORT, external=self.settings.minio_api_port, ip=bind),
@@ -275,8 +377,10 @@ class LocalDockerPlatform(pulumi.ComponentResource):
             name,
             name=f"{self.prefix}-{init.service_name}",
             image=spec.apply(lambda s: s.image),
+            entrypoints=secret_env_entrypoint(sorted(init.secret_env)) if init.secret_env else None,
             command=spec.apply(lambda s: list(s.command)),
-            envs=spec.apply(lambda s: dict(s.env)).apply(lambda env: _secret_envs(env, init.secret_env)),
+            envs=spec.apply(lambda s: _env_lines(s.env, sorted(init.secret_env))),
+            uploads=_secret_uploads(init.secret_env, spec.apply(lambda s: image_user_id(s.user))),
             user=spec.apply(lambda s: s.user),
             networks_advanced=self._network(init.service_name),
             opts=opts,
@@ -291,10 +395,12 @@ class LocalDockerPlatform(pulumi.ComponentResource):
             step = self._run_init(f"{name}-{init.service_name.removeprefix('mlflow-')}", init, opts)
             opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[step]))
         runtime_files = request.runtime_files
-        uploads = pulumi.Output.all(spec, pulumi.Output.all(**runtime_files) if runtime_files else {}).apply(
-            lambda parts: [docker.ContainerUploadArgs(file=path, content=content)
-                           for path, content in {**parts[0].files, **parts[1]}.items()]
-        )
+        files = pulumi.Output.all(spec, pulumi.Output.all(**runtime_files) if runtime_files else {}).apply(
+            lambda parts: _service_files(parts[0], parts[1]))
+        uploads = files
+        if request.secret_env:
+            secret_files = _secret_uploads(request.secret_env, spec.apply(lambda s: image_user_id(s.user)))
+            uploads = pulumi.Output.secret(pulumi.Output.all(files, secret_files).apply(lambda parts: [*parts[0], *parts[1]]))
         if request.jobs:
             raise ValueError("the local platform has no scheduler: run scheduled jobs from cron (scripts/gc)")
         ports: list[docker.ContainerPortArgs] = []
@@ -308,8 +414,9 @@ class LocalDockerPlatform(pulumi.ComponentResource):
             name,
             name=f"{self.prefix}-{service_name}",
             image=spec.apply(lambda s: s.image),
+            entrypoints=secret_env_entrypoint(sorted(request.secret_env)) if request.secret_env else None,
             command=spec.apply(lambda s: list(s.command)),
-            envs=spec.apply(lambda s: dict(s.env)).apply(lambda env: _secret_envs(env, request.secret_env)),
+            envs=spec.apply(lambda s: _env_lines(s.env, sorted(request.secret_env))),
             user=spec.apply(lambda s: s.user),
             uploads=uploads,
             ports=ports,

@@ -22,9 +22,15 @@ HOSTILE_PASSWORD = "Aa1@:/?#%&+!*-_x'y\"z"
 
 
 def run_provision(cluster: PostgresCluster, password: str, request: DatabaseRequest) -> subprocess.CompletedProcess:
+    """With the password in a file only the step reads, as the platform uploads it (MLFLOW_DB_PASSWORD_FILE)."""
     command = [part.replace(POSTGRES_SOCKET_DIR, str(cluster.socket_dir)) for part in _provision_command(request)]
-    env = dict(os.environ, MLFLOW_DB_PASSWORD=password, PGPORT=str(cluster.port),
+    password_file = cluster.socket_dir.parent / "provision-password"
+    password_file.unlink(missing_ok=True)
+    password_file.write_text(password)
+    password_file.chmod(0o400)
+    env = dict(os.environ, MLFLOW_DB_PASSWORD_FILE=str(password_file), PGPORT=str(cluster.port),
                PGPASSWORD=cluster.superuser_password, PATH=f"{cluster.bindir}:{os.environ['PATH']}")
+    env.pop("MLFLOW_DB_PASSWORD", None)
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
 
 

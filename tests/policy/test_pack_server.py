@@ -20,7 +20,7 @@ from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
 from policy import policies as pack
 from tests.policy.graphs import graph, one, without
-from tests.unit.harness import REPO_ROOT, Recorded
+from tests.unit.harness import REPO_ROOT, SECRET_SIG, SIG_KEY, Recorded
 
 START_TIMEOUT_SECONDS = 60
 
@@ -76,8 +76,8 @@ def test_the_pack_serves_every_policy_as_mandatory(analyzer):
         p.name: analyzer_pb2.MANDATORY for p in pack.POLICIES}
 
 
-@pytest.mark.parametrize("stack", ["aws", "azure"])
-def test_the_engine_format_of_the_cloud_graphs_passes(analyzer, stack: str):
+@pytest.mark.parametrize("stack", ["local", "aws", "azure"])
+def test_the_engine_format_of_the_graphs_passes(analyzer, stack: str):
     """Each resource as Analyze gets it (secrets wrapped), then the stack as AnalyzeStack gets it."""
     resources = graph(stack).resources
     for resource in resources:
@@ -103,13 +103,20 @@ def test_a_missing_guard_is_a_stack_violation_on_the_bucket(analyzer):
 
 
 def test_a_secret_env_in_a_local_container_is_reported_through_the_secret_sentinel(analyzer):
-    """The local containers' envs are Pulumi secrets; the analyzer unwraps them, and the policy judges
-    what `docker inspect` would show (see LOCAL_ENV_REASON in test_policies.py)."""
+    """The local containers get their secrets as files (`uploads`, a secret input; `envs` holds only the
+    NAME_FILE paths), so the real graph passes (test_the_engine_format_of_the_graphs_passes). Planted
+    back into `envs` inside Pulumi's secret sentinel, as the engine sends a secret input, a password is
+    unwrapped by the analyzer and judged as `docker inspect` would show it."""
     postgres = one(graph("local").resources, pack.DOCKER_CONTAINER, "mlflow-metadata")
-    assert postgres.input_is_secret("envs")
-    [diagnostic] = analyze(analyzer, postgres)
+    assert postgres.input_is_secret("uploads") and analyze(analyzer, postgres) == []
+    password = next(upload["content"] for upload in postgres.inputs["uploads"]
+                    if upload["file"] == "/run/secrets/POSTGRES_PASSWORD")
+    planted = copy.deepcopy(postgres.raw_inputs)
+    planted["envs"] = {SIG_KEY: SECRET_SIG, "value": [*postgres.inputs["envs"], f"POSTGRES_PASSWORD={password}"]}
+    [diagnostic] = analyze(analyzer, postgres, planted)
     assert diagnostic.policyName == "no-plaintext-secrets-in-container-env"
-    assert "POSTGRES_PASSWORD" in diagnostic.message
+    assert diagnostic.enforcementLevel == analyzer_pb2.MANDATORY
+    assert "has POSTGRES_PASSWORD in `envs`" in diagnostic.message and password not in diagnostic.message
 
 
 def pins(path: str) -> dict[str, str]:

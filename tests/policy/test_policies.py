@@ -30,11 +30,6 @@ from tests.policy.graphs import Violation, check, graph, one, policy_named, repl
 from tests.unit.harness import Recorded
 
 POLICY_NAMES = [policy.name for policy in pack.POLICIES]
-LOCAL_ENV_REASON = (
-    "the local platform passes POSTGRES_PASSWORD, MINIO_ROOT_PASSWORD, MLFLOW_DB_PASSWORD, "
-    "MLFLOW_BACKEND_STORE_URI (with its password), MLFLOW_CRYPTO_KEK_PASSPHRASE and AWS_SECRET_ACCESS_KEY "
-    "(and the auth modes' keys) in docker `envs`: Pulumi secrets in the state, but plain text in "
-    "`docker inspect`; reported for a fix in components/platforms/local.py (files + *_FILE)")
 
 VARIANTS = {  # id -> (stack, auth mode, ECS Exec on[, mlflow gc scheduled])
     "local": ("local", "proxy", False), "aws": ("aws", "proxy", False), "azure": ("azure", "proxy", False),
@@ -52,11 +47,9 @@ def resources_of(variant: str) -> list[Recorded]:
 
 def real_graph_cases() -> list:
     cases = []
-    for variant, (stack, *_) in VARIANTS.items():
+    for variant in VARIANTS:
         for name in POLICY_NAMES:
-            marks = ([pytest.mark.xfail(strict=True, reason=LOCAL_ENV_REASON)]
-                     if stack == "local" and name == "no-plaintext-secrets-in-container-env" else [])
-            cases.append(pytest.param(variant, name, id=f"{variant}-{name}", marks=marks))
+            cases.append(pytest.param(variant, name, id=f"{variant}-{name}"))
     return cases
 
 

@@ -31,6 +31,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import pytest
 
 from components import render
+from components.platforms.local import secret_env_entrypoint, secret_file_env
 from ops import OpsError, RefusedError
 from ops.access import Command, StackLayout
 from ops.archive import DUMP_FILES, MANIFEST, OBJECTS_FILE, Manifest, file_sha256, table_counts
@@ -316,15 +317,22 @@ def test_backup_holds_dumps_objects_and_a_manifest_of_what_was_logged(stack, acc
 
 
 DOCKER_SHIM = r'''#!{python}
-"""The docker CLI as far as ops.local_stack uses it, over the rehearsal: `inspect` answers from the
-rehearsal's server, `exec ... <prefix>-postgres` runs the PostgreSQL tool natively, `run ... python`
-runs this venv's Python with exactly the variables passed as -e NAME (values from this environment)."""
-import json, os, sys
+"""The docker CLI as far as ops.local_stack and ops/oneoff.py use it, over the rehearsal: `inspect`
+answers from the rehearsal's server; `cp <server>:/run/secrets -` writes a tar of the server's secret
+files; `exec ... <prefix>-postgres` runs the PostgreSQL tool natively; `create` keeps a one-off
+container's arguments under a state directory and prints its id; `cp - <id>:/` unpacks the tar into
+that container's root (modes kept, as the daemon does); `start --attach --interactive <id>` runs the
+container's command natively with only its `-e` env (each /run/secrets path mapped into its root), so
+the platform's secret-env wrapper (sh) reads the values from the files and execs this venv's Python;
+`rm --force <id>` removes it. Each call is logged with the secret values docker itself could see."""
+import io, json, os, shutil, sys, tarfile
 
 config = json.load(open(os.environ["DOCKER_SHIM_CONFIG"]))
 args = sys.argv[1:]
+state = config["state"]
 with open(config["log"], "a") as log:
-    log.write(json.dumps(args) + "\n")
+    log.write(json.dumps({{"argv": args, "env": sorted(name for name, value in config["secrets"].items()
+                                                     if value in os.environ.values())}}) + "\n")
 if args[0] == "inspect":
     names = [arg for arg in args[1:] if not arg.startswith("--") and arg != "container"]
     found = [config["containers"][name] for name in names if name in config["containers"]]
@@ -334,32 +342,76 @@ if args[0] == "exec":
     assert args[1:5] == ["-i", "--user", "postgres", config["prefix"] + "-postgres"], args
     argv = args[5:]
     os.execve(os.path.join(config["pg_bindir"], argv[0]), argv, config["pg_env"])
-if args[0] == "run":
-    names = [args[i + 1] for i, arg in enumerate(args) if arg == "-e"]
+if args[:3] == ["cp", config["prefix"] + "-mlflow-server:/run/secrets", "-"]:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        directory = tarfile.TarInfo("secrets")
+        directory.type, directory.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(directory)
+        for name, value in config["secrets"].items():
+            data = value.encode()
+            info = tarfile.TarInfo("secrets/" + name)
+            info.size, info.mode = len(data), 0o400
+            tar.addfile(info, io.BytesIO(data))
+    sys.stdout.buffer.write(buffer.getvalue())
+    sys.exit(0)
+if args[0] == "create":
     image_at = args.index(config["image"])
-    assert args[image_at + 1] == "python", args
-    env = dict(config["base_env"], **{{name: os.environ[name] for name in names}})
-    os.execve(config["python"], [config["python"], *args[image_at + 2:]], env)
+    container = "oneoff%d" % len(os.listdir(state))
+    os.makedirs(os.path.join(state, container, "root"))
+    with open(os.path.join(state, container, "create.json"), "w") as handle:
+        json.dump(args[1:], handle)
+    print(container)
+    sys.exit(0)
+if args[:2] == ["cp", "-"] and args[2].endswith(":/"):
+    root = os.path.join(state, args[2][:-2], "root")
+    with tarfile.open(fileobj=io.BytesIO(sys.stdin.buffer.read())) as tar:
+        tar.extractall(root, filter="tar")
+    sys.exit(0)
+if args[:3] == ["start", "--attach", "--interactive"]:
+    container = os.path.join(state, args[3])
+    create = json.load(open(os.path.join(container, "create.json")))
+    image_at = create.index(config["image"])
+    env = dict(config["base_env"])
+    for index in [i for i, arg in enumerate(create[:image_at]) if arg == "-e"]:
+        name, _, value = create[index + 1].partition("=")
+        env[name] = os.path.join(container, "root", value.lstrip("/")) if value.startswith("/run/secrets/") else value
+    argv = create[image_at + 1:]
+    wrapped = argv[0] == "sh"  # the secret-env wrapper in front of the command (when it has variables)
+    assert wrapped == any(arg == "-e" for arg in create[:image_at]) and (not wrapped or "--" in argv), argv
+    command_at = argv.index("--") + 1 if wrapped else 0
+    assert argv[command_at] == "python", argv
+    argv[command_at] = config["python"]
+    os.execve("/bin/sh" if wrapped else argv[0], argv, env)
+if args[:2] == ["rm", "--force"]:
+    shutil.rmtree(os.path.join(state, args[2]))
+    sys.exit(0)
 sys.exit(f"docker shim: unsupported {{args[:2]}}")
 '''
 
 
 def test_scripts_backup_through_the_docker_cli(stack, access, backup_dir, tmp_path):
-    """scripts/backup as a user runs it (LocalStack discovery, docker exec, one-off containers with
-    secrets passed by name), over a docker CLI stand-in that runs the same commands natively."""
+    """scripts/backup as a user runs it (LocalStack discovery, the server's secrets read from its
+    /run/secrets, docker exec, one-off containers whose variables arrive as files), over a docker CLI
+    stand-in that runs the same commands natively: the one-offs through the platform's secret-env
+    wrapper, which must find every value in the files copied in (none is ever an `-e` value)."""
     prefix, image = "mlflow-rehearsal", "sha256:" + "12" * 32
     variant = stack.variants["default"]
+    env = variant.server.service.env
+    secrets = {name: env[name] for name in variant.server.spec.secret_env_names}
+    server_env = {**{k: v for k, v in env.items() if k not in secrets}, **secret_file_env(secrets)}
     server = {"Name": f"/{prefix}-mlflow-server", "Image": image,
-              "Config": {"Env": [f"{k}={v}" for k, v in variant.server.service.env.items()],
-                         "Cmd": list(variant.server.spec.command), "Entrypoint": None},
+              "Config": {"Env": [f"{k}={v}" for k, v in server_env.items()],
+                         "Cmd": list(variant.server.spec.command), "Entrypoint": secret_env_entrypoint(sorted(secrets))},
               "NetworkSettings": {"Networks": {f"{prefix}-net": {}}}, "State": {"Running": True}}
     postgres = {"Name": f"/{prefix}-postgres", "Image": image, "Config": {"Env": [], "Cmd": []},
                 "NetworkSettings": {"Networks": {f"{prefix}-net": {}}}, "State": {"Running": True}}
-    shim_dir = tmp_path / "bin"
+    shim_dir, state = tmp_path / "bin", tmp_path / "containers"
     shim_dir.mkdir()
+    state.mkdir()
     log = tmp_path / "docker.log"
-    config = {"prefix": prefix, "image": image, "log": str(log), "python": sys.executable,
-              "containers": {f"{prefix}-mlflow-server": server, f"{prefix}-postgres": postgres},
+    config = {"prefix": prefix, "image": image, "log": str(log), "python": sys.executable, "state": str(state),
+              "containers": {f"{prefix}-mlflow-server": server, f"{prefix}-postgres": postgres}, "secrets": secrets,
               "pg_bindir": str(stack.postgres.bindir), "pg_env": dict(access.postgres_command(["psql"]).env),
               "base_env": dict(access.python_command([], {}).env)}
     (tmp_path / "shim.json").write_text(json.dumps(config))
@@ -377,10 +429,17 @@ def test_scripts_backup_through_the_docker_cli(stack, access, backup_dir, tmp_pa
     assert {role: db.tables for role, db in via_cli.databases.items()} == \
         {role: db.tables for role, db in first.databases.items()}
     calls = [json.loads(line) for line in log.read_text().splitlines()]
-    assert any(call[0] == "run" and "AWS_SECRET_ACCESS_KEY" in call for call in calls)
-    secret = variant.server.service.env["AWS_SECRET_ACCESS_KEY"]
-    assert not any(secret in arg for call in calls for arg in call)
-    assert secret not in result.stderr + result.stdout
+    creates = [call["argv"] for call in calls if call["argv"][0] == "create"]
+    assert any("AWS_SECRET_ACCESS_KEY_FILE=/run/secrets/AWS_SECRET_ACCESS_KEY" in argv for argv in creates)
+    for argv in creates:  # every variable of a one-off is a file: `-e` holds only where it is
+        passed = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-e"]
+        assert all(entry == f"{entry.split('_FILE=')[0]}_FILE=/run/secrets/{entry.split('_FILE=')[0]}"
+                              for entry in passed), argv
+    assert not list(state.iterdir()), "every one-off container was removed"
+    assert all(call["env"] == [] for call in calls), "docker itself never holds a secret value"
+    values = [value for value in secrets.values() if len(value) >= 8]
+    assert values and not any(value in arg for call in calls for arg in call["argv"] for value in values)
+    assert not any(value in result.stderr + result.stdout for value in values)
 
 
 def test_restore_into_a_non_empty_stack_is_refused_without_replace(stack, access, backup_dir, before):

@@ -122,11 +122,17 @@ class ProgramMocks(pulumi.runtime.Mocks):
         self.generated_secrets: list[str] = []
         self.parameters = dict(parameters or {})
         """SSM parameters the account already holds (name -> value), as a stack's earlier run left them."""
+        self.seed_salt = ""
+        """Mixed into every generated value's seed: a subclass sets it to make a re-created resource's values new."""
+
+    def before_new_resource(self, urn: str, request) -> None:
+        """Hook: called with the URN and the raw RegisterResource request (options included) just
+        before `new_resource` answers for it (tests/unit/lifecycle.py keeps state between runs)."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         outputs = dict(args.inputs)
         kind = args.typ
-        rng = random.Random(f"{kind}::{args.name}")
+        rng = random.Random(f"{kind}::{args.name}{self.seed_salt}")
         if kind == "random:index/randomPassword:RandomPassword":
             specials = args.inputs.get("overrideSpecial", "!@#$%&*()-_=+[]{}<>:?") if args.inputs.get("special", True) else ""
             value = _password(rng, int(args.inputs.get("length", 16)), specials)
@@ -254,7 +260,9 @@ class ProgramMocks(pulumi.runtime.Mocks):
             computed["loginServer"] = f"{explicit}.azurecr.io"
         elif short == "app:ManagedEnvironment":
             computed.update(defaultDomain=f"happy-river-0123abcd.{inputs.get('location', 'westeurope')}.azurecontainerapps.io",
-                            staticIp="10.50.0.100")
+                            staticIp="10.50.0.100",
+                            customDomainConfiguration={"customDomainVerificationId": hashlib.sha256(
+                                name.encode()).hexdigest().upper()})
         elif short == "dbforpostgresql:Server":
             computed["fullyQualifiedDomainName"] = f"{explicit}.{inputs['network']['privateDnsZoneArmResourceId'].rsplit('/', 1)[-1]}"
         elif short == "storage:BlobContainer":
@@ -347,6 +355,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             typ=request.type, name=request.name, inputs=inputs, provider=request.provider,
             resource_id=request.importId, custom=request.custom or False,
         )
+        self.mocks.before_new_resource(urn, request)
         id_, state = self.mocks.new_resource(args)
         if request.type == "random:index/randomString:RandomString" and "result" not in request.additionalSecretOutputs:
             # A random string the program did not ask to keep secret is a name part (a suffix), not a secret.
@@ -425,23 +434,23 @@ def _resolve_exports(stack: Any) -> dict:
 
 def run_program(config: dict[str, Any], stack: str = "local", program: Path = REPO_ROOT / "__main__.py",
                 emulate_secret_outputs: bool = True, parameters: Optional[dict[str, str]] = None,
-                secret_keys: Sequence[str] = ()) -> ProgramRun:
+                secret_keys: Sequence[str] = (), mocks: Optional[ProgramMocks] = None) -> ProgramRun:
     """Run the program with `config` (full keys, e.g. "mlflow:server") under recording mocks.
 
     `emulate_secret_outputs=False` behaves like plain mocks: providers' secret outputs come back
     unmarked, so only what the program wraps itself stays secret. `parameters`: SSM parameters an
     earlier run left in the account. `secret_keys`: the config keys set with --secret, as the
-    engine names them to the program."""
+    engine names them to the program. `mocks`: a ProgramMocks of the caller's (a stateful account)."""
     return run_under_mocks(lambda: runpy.run_path(str(program), run_name="__main__"), config, stack,
-                           emulate_secret_outputs, parameters, secret_keys)
+                           emulate_secret_outputs, parameters, secret_keys, mocks)
 
 
 def run_under_mocks(body: Callable[[], Any], config: Optional[dict[str, Any]] = None, stack: str = "local",
                     emulate_secret_outputs: bool = True, parameters: Optional[dict[str, str]] = None,
-                    secret_keys: Sequence[str] = ()) -> ProgramRun:
+                    secret_keys: Sequence[str] = (), mocks: Optional[ProgramMocks] = None) -> ProgramRun:
     """Run `body` as a Pulumi program of project `mlflow`, stack `stack`, under recording mocks;
     `body`'s return value is kept in `ProgramRun.result` (Outputs resolved, secrets wrapped)."""
-    mocks = ProgramMocks(parameters)
+    mocks = mocks or ProgramMocks(parameters)
     monitor = RecordingMonitor(mocks, emulate_secret_outputs)
     pulumi.runtime.settings.reset_options()
     pulumi.runtime.set_mocks(mocks, project="mlflow", stack=stack, preview=False, monitor=monitor)

@@ -184,7 +184,7 @@ def test_the_mlflow_auth_upgrade_step_sets_the_admins_password():
                         render.AUTH_ADMIN_PASSWORD_ENV}
     assert env[render.AUTH_ADMIN_PASSWORD_ENV] == env_of(container(run_for("local", "mlflow"), "mlflow-server"))[
         render.AUTH_ADMIN_PASSWORD_ENV]
-    assert step.input_is_secret("envs") and step.inputs["command"][-1] == "mlflow.server.auth.db.utils"
+    assert step.input_is_secret("uploads") and step.inputs["command"][-1] == "mlflow.server.auth.db.utils"
 
 
 def test_the_auth_upgrade_step_gets_only_the_auth_database():
@@ -193,7 +193,7 @@ def test_the_auth_upgrade_step_gets_only_the_auth_database():
     env = env_of(step)
     assert set(env) == {"PYTHONUNBUFFERED", render.AUTH_DATABASE_URI_ENV}
     assert env[render.AUTH_DATABASE_URI_ENV].endswith("/mlflow_auth")
-    assert step.inputs["command"][-1] == "mlflow_oidc_auth.db.utils" and step.input_is_secret("envs")
+    assert step.inputs["command"][-1] == "mlflow_oidc_auth.db.utils" and step.input_is_secret("uploads")
     assert step.inputs["command"][:3] == ["python", "-c", render.AUTH_UPGRADE_SCRIPT]
 
 

@@ -66,10 +66,11 @@ def test_a_pinned_minor_version_turns_automatic_minor_upgrades_off():
 def test_a_new_mlflow_version_waits_for_a_snapshot_and_never_rolls_back_by_itself():
     upgrade = run_program(aws_config(), stack="aws", parameters={VERSION_PARAMETER: "3.16.0"})
     snapshot = upgrade.one("aws:rds/snapshot:Snapshot")
-    assert snapshot.inputs["dbSnapshotIdentifier"] == "mlflow-aws-mlflow-3-16-0-to-3-17-2"
+    suffix = upgrade.one("random:index/randomId:RandomId", "mlflow-server-schema-before-3-17-2-suffix").state["hex"]
+    assert snapshot.inputs["dbSnapshotIdentifier"] == f"mlflow-aws-mlflow-3-16-0-to-3-17-2-{suffix}"
     assert snapshot.inputs["dbInstanceIdentifier"] == upgrade.one("aws:rds/instance:Instance").state["identifier"]
     assert snapshot.retain_on_delete, "the next version's snapshot must not delete this one"
-    assert "dbSnapshotIdentifier" in snapshot.ignore_changes
+    assert {"dbSnapshotIdentifier", "dbInstanceIdentifier"} <= set(snapshot.ignore_changes), "taken once"
     server = upgrade.one("aws:ecs/service:Service", SERVER)
     assert snapshot.urn in server.dependencies, "the rollout waits for the snapshot"
     assert server.inputs["deploymentCircuitBreaker"] == {"enable": True, "rollback": False}
@@ -77,7 +78,9 @@ def test_a_new_mlflow_version_waits_for_a_snapshot_and_never_rolls_back_by_itsel
     assert server.inputs["waitForSteadyState"] is True, "pulumi up fails when the rollout fails"
     recorded = upgrade.one("aws:ssm/parameter:Parameter")
     assert (recorded.inputs["name"], recorded.inputs["value"]) == (VERSION_PARAMETER, "3.17.2")
-    assert server.urn in recorded.dependencies, "the version is recorded once the rollout is done"
+    check = upgrade.one("command:local:Command", "mlflow-server-rollout-check")
+    assert check.urn in recorded.dependencies and server.urn in check.dependencies, \
+        "the version is recorded once the rollout is done and verified"
 
 
 def test_the_same_version_may_roll_back_and_the_first_deploy_takes_a_baseline(run):
@@ -85,7 +88,7 @@ def test_the_same_version_may_roll_back_and_the_first_deploy_takes_a_baseline(ru
     assert service(same, SERVER)["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
     assert service(same, PROXY)["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
     first = run.one("aws:rds/snapshot:Snapshot")
-    assert first.inputs["dbSnapshotIdentifier"] == "mlflow-aws-mlflow-3-17-2-first"
+    assert first.inputs["dbSnapshotIdentifier"].startswith("mlflow-aws-mlflow-3-17-2-first-")
     assert first.name == same.one("aws:rds/snapshot:Snapshot").name, "one snapshot resource per version"
     assert service(run, PROXY)["waitForSteadyState"] is True
 
@@ -145,7 +148,7 @@ def test_the_server_scales_on_cpu_up_to_max_replicas(run):
 
 
 def test_the_connection_budget_counts_the_autoscaling_ceiling():
-    with pytest.raises(ConfigError, match=r"server.maxReplicas x .* = 480 connections exceeds"):
+    with pytest.raises(ConfigError, match=r"10 server tasks .*server.maxReplicas.* = 480 connections exceeds"):
         parse_stack_config({"platform": "aws", "server": {"maxReplicas": 10}, "aws": {"allowPlainHttp": True}}, "x")
     with pytest.raises(ConfigError, match="server.maxReplicas must be >= server.replicas"):
         parse_stack_config({"platform": "aws", "server": {"replicas": 3, "maxReplicas": 2},
@@ -182,16 +185,17 @@ def test_mlflow_is_not_the_master_and_rds_is_observed(run):
     uri = run.one("aws:secretsmanager/secretVersion:SecretVersion", "mlflow-server-mlflow-backend-store-uri")
     assert uri.inputs["secretString"].startswith("postgresql+psycopg2://mlflow:")
     assert db["enabledCloudwatchLogsExports"] == ["postgresql", "upgrade"]
-    assert db["performanceInsightsEnabled"] is False, "db.t4g.small has no Performance Insights"
-    bigger = run_program(aws_config(aws={"dbInstanceClass": "db.t4g.medium"}), stack="aws")
-    db = bigger.one("aws:rds/instance:Instance").inputs
+    # RDS for PostgreSQL has Performance Insights on every class, db.t4g.small included
+    # (https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_PerfInsights.Overview.Engines.html).
     assert db["performanceInsightsEnabled"] is True and db["performanceInsightsRetentionPeriod"] == 7
+    off = run_program(aws_config(aws={"dbPerformanceInsights": False}), stack="aws")
+    assert off.one("aws:rds/instance:Instance").inputs["performanceInsightsEnabled"] is False
     with pytest.raises(ConfigError, match="aws.dbMasterUsername must differ"):
         parse_stack_config({"platform": "aws", "aws": {"dbMasterUsername": "mlflow", "allowPlainHttp": True}}, "x")
 
 
 def test_the_final_snapshot_name_is_unique_to_the_instance(run):
-    suffix = run.one("random:index/randomId:RandomId")
+    suffix = run.one("random:index/randomId:RandomId", "mlflow-metadata-final-snapshot")
     db = run.one("aws:rds/instance:Instance").inputs
     assert db["finalSnapshotIdentifier"] == f"mlflow-aws-final-{suffix.state['hex']}"
 
@@ -206,14 +210,14 @@ def test_alarms_watch_errors_health_database_and_tasks_and_notify_the_topic(run)
     found = alarms(run)
     assert set(found) == {"http-5xx", "unhealthy-proxy-targets", "database-cpu", "database-free-storage",
                           "database-connections", "mlflow-server-tasks-below-desired",
-                          "mlflow-proxy-tasks-below-desired"}
+                          "mlflow-proxy-tasks-below-desired", "mlflow-server-temporary-disk"}
     topic = run.one("aws:sns/topic:Topic")
     for alarm in found.values():
         assert alarm.inputs["alarmActions"] == [topic.state["arn"]] == alarm.inputs["okActions"]
     assert found["database-connections"].inputs["threshold"] == 160, "80% of max_connections 200"
     assert found["database-free-storage"].inputs["threshold"] == 2 * 1024 ** 3, "10% of 20 GiB"
-    expression = [q for q in found["http-5xx"].inputs["metricQueries"] if "expression" in q][0]["expression"]
-    assert "HTTPCode" not in expression and "/ requests" in expression
+    [rate] = [q for q in found["http-5xx"].inputs["metricQueries"] if q.get("returnData")]
+    assert "HTTPCode" not in rate["expression"] and "/ served" in rate["expression"]
     assert not run.of_type("aws:sns/topicSubscription:TopicSubscription")
     assert run.output("alarm_topic") == topic.state["arn"]
 

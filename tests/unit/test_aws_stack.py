@@ -59,8 +59,10 @@ def test_components_and_parenting(aws_run):
     assert components[aws_run.one("aws:ecs/service:Service", "mlflow-server").parent] == "mlflow:index:TrackingServer"
     assert components[aws_run.one("aws:ecs/service:Service", "mlflow-proxy").parent] == "mlflow:index:ReverseProxy"
     for shared in ("aws:ec2/vpc:Vpc", "aws:ecs/cluster:Cluster", "aws:lb/loadBalancer:LoadBalancer",
-                   "aws:cloudwatch/logGroup:LogGroup", "pulumi:providers:aws"):
+                   "pulumi:providers:aws"):
         assert components[aws_run.one(shared).parent] == "mlflow:index:AwsPlatform", shared
+    logs = aws_run.one("aws:cloudwatch/logGroup:LogGroup", "mlflow-platform-logs")
+    assert components[logs.parent] == "mlflow:index:AwsPlatform"
     assert {components[r.parent] for r in aws_run.of_type("aws:ec2/securityGroup:SecurityGroup")} == {
         "mlflow:index:AwsPlatform"}
 
@@ -198,7 +200,7 @@ def test_proxy_runs_the_rendered_config_with_htpasswd_from_secrets_manager(aws_r
     proxy = containers(aws_run, "mlflow-proxy")["mlflow-proxy"]
     env = {e["name"]: e["value"] for e in proxy["environment"]}
     [conf] = [value for value in env.values() if value.startswith("# Rendered by components/render.py")]
-    assert "server mlflow-server:5000;" in conf and "client_max_body_size 0;" in conf
+    assert "server mlflow-server:5000;" in conf and "client_max_body_size 8g;" in conf  # Pulumi.aws.yaml
     assert "auth_basic_user_file /tmp/mlflow-platform/htpasswd;" in conf
     assert not [v for v in env.values() if v.startswith("mlflow:$2")], "htpasswd must not be plain env"
     assert len(proxy["secrets"]) == 1
@@ -258,7 +260,7 @@ def test_load_balancer_http_with_a_warning_when_no_domain(aws_run):
     assert [listener.inputs["protocol"] for listener in aws_run.of_type("aws:lb/listener:Listener")] == ["HTTP"]
     assert "plain HTTP" in aws_run.output("warning")
     target = aws_run.one("aws:lb/targetGroup:TargetGroup").inputs
-    assert target["healthCheck"]["path"] == "/health" and target["targetType"] == "ip"
+    assert target["healthCheck"]["path"] == "/nginx-health" and target["targetType"] == "ip"
     assert aws_run.output("tracking_uri").startswith("http://mlflow-mlflow-platform-load-balancer-") 
 
 
@@ -286,7 +288,7 @@ def test_outputs(aws_run):
     assert aws_run.output("bucket") == "mlflow-artifacts-20261126abcdef"
     assert aws_run.output("db_endpoint").endswith(".rds.amazonaws.com:5432")
     assert aws_run.output("log_group") == "/mlflow/aws"
-    assert aws_run.one("aws:cloudwatch/logGroup:LogGroup").inputs["retentionInDays"] == 30
+    assert {group.inputs["retentionInDays"] for group in aws_run.of_type("aws:cloudwatch/logGroup:LogGroup")} == {30}
     assert aws_run.output_is_secret("client_env")
 
 

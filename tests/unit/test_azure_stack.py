@@ -89,7 +89,8 @@ def test_flexible_server_private_backed_up_protected(run):
     assert inputs["administratorLogin"] == "mlflow_admin"
     settings = {c.inputs["configurationName"]: c.inputs["value"]
                 for c in run.of_type("azure-native:dbforpostgresql:Configuration")}
-    assert settings == {"max_connections": "429", "require_secure_transport": "on"}
+    # require_secure_transport is "on" by default on flexible server: not written (azure 3).
+    assert settings == {"max_connections": "429"}
     assert run.one("azure-native:dbforpostgresql:Database").protect
 
 
@@ -219,10 +220,11 @@ def test_replicas_probes_and_grace(run):
     assert server["scale"]["minReplicas"] == 2 and server["scale"]["maxReplicas"] == 3
     assert server["scale"]["rules"][0]["custom"] == {"type": "cpu", "metadata": {"type": "Utilization", "value": "60"}}
     assert proxy["scale"]["minReplicas"] == 2
-    for template, port in ((server, 5000), (proxy, 8080)):
-        probes = {p["type"]: p for p in template["containers"][0]["probes"]}
-        assert set(probes) == {"Liveness", "Readiness", "Startup"}
-        assert all(p["httpGet"] == {"path": "/health", "port": port} for p in probes.values())
+    # azure 9: the proxy's liveness and startup stay inside Nginx; only readiness goes through to MLflow.
+    for template, port, local in ((server, 5000, "/health"), (proxy, 8080, "/nginx-health")):
+        probes = {p["type"]: p["httpGet"] for p in template["containers"][0]["probes"]}
+        assert probes == {"Liveness": {"path": local, "port": port}, "Startup": {"path": local, "port": port},
+                          "Readiness": {"path": "/health", "port": port}}
         assert template["terminationGracePeriodSeconds"] == 240
     assert server["containers"][0]["resources"] == {"cpu": 1, "memory": "2Gi"}
     assert proxy["containers"][0]["resources"] == {"cpu": 0.25, "memory": "0.5Gi"}
@@ -275,9 +277,11 @@ def test_a_domain_gets_a_managed_certificate_or_the_given_one():
     managed = run_program(azure_config(azure={"domain": "mlflow.example.com"}), stack="azure")
     certificate = managed.one("azure-native:app:ManagedCertificate")
     assert certificate.inputs["properties"] == {"subjectName": "mlflow.example.com", "domainControlValidation": "CNAME"}
+    # azure 2: the app holds the name first (bindingType Auto: Azure binds the certificate once issued),
+    # the certificate comes after the app.
     [domain] = app(managed, "mlflow-proxy")["configuration"]["ingress"]["customDomains"]
-    assert domain == {"name": "mlflow.example.com", "certificateId": certificate.state["id"],
-                      "bindingType": "SniEnabled"}
+    assert domain == {"name": "mlflow.example.com", "bindingType": "Auto"}
+    assert managed.one("azure-native:app:ContainerApp", "mlflow-proxy").urn in certificate.dependencies
     assert managed.output("tracking_uri") == "https://mlflow.example.com"
     given = ("/subscriptions/s/resourceGroups/g/providers/Microsoft.App/managedEnvironments/e/certificates/mlflow")
     bring = run_program(azure_config(azure={"domain": "mlflow.example.com", "certificateId": given}), stack="azure")
@@ -291,6 +295,15 @@ def test_premium_ingress_lets_requests_last_30_minutes():
     assert environment["ingressConfiguration"]["requestIdleTimeout"] == 30
     assert {p["name"] for p in environment["workloadProfiles"]} == {"Consumption", "ingress"}
     assert app(premium, "mlflow-proxy")["template"]["terminationGracePeriodSeconds"] == 600
+
+
+def test_the_environment_is_zone_redundant_where_the_region_has_zones(run):
+    """azure 8: settable only when the environment is created
+    (https://learn.microsoft.com/en-us/azure/reliability/reliability-azure-container-apps)."""
+    assert run.one("azure-native:app:ManagedEnvironment").inputs["zoneRedundant"] is True
+    for settings, expected in (({"location": "westus"}, False), ({"zoneRedundant": False}, False)):
+        variant = run_program(azure_config(azure=settings), stack="azure")
+        assert variant.one("azure-native:app:ManagedEnvironment").inputs["zoneRedundant"] is expected
 
 
 def test_internal_ingress_and_an_existing_resource_group():
@@ -310,6 +323,14 @@ def test_internal_ingress_and_an_existing_resource_group():
     ({"azure": {"dbSku": "Standard_X1"}}, "mlflow:azure.dbSku", "compute size"),
     ({"azure": {"dbHighAvailability": "zone-redundant"}}, "azure.dbHighAvailability", "burstable"),
     ({"proxy": {"tls": "self-signed"}}, "proxy.tls", "ingress terminates TLS"),
+    # azure 10 (config): a lower-case word that is no region; azure 2: a managed certificate needs reachability;
+    # azure 8: zone redundancy only where the region has zones.
+    ({"azure": {"location": "europewest"}}, "mlflow:azure.location", "az account list-locations"),
+    ({"azure": {"domain": "mlflow.example.com", "internal": True}}, "azure.internal", "managed certificate"),
+    ({"azure": {"domain": "mlflow.example.com", "allowedCidrs": ["203.0.113.0/24"]}}, "azure.allowedCidrs",
+     "managed certificate"),
+    ({"azure": {"location": "westus", "zoneRedundant": True}}, "azure.zoneRedundant", "no availability zones"),
+    ({"azure": {"alarmEmail": "ops.example.com"}}, "mlflow:azure.alarmEmail", "email address"),
 ])
 def test_azure_config_errors_name_the_key(settings, key, fragment):
     raw = {"platform": "azure", **settings}
@@ -319,8 +340,23 @@ def test_azure_config_errors_name_the_key(settings, key, fragment):
 
 
 def test_the_sku_limit_bounds_the_connection_budget():
-    with pytest.raises(ConfigError, match=r"= 144 connections exceeds database.maxConnections - 25 reserved = 25"):
+    with pytest.raises(ConfigError, match=r"= 240 connections exceeds database.maxConnections - 25 reserved = 25"):
         parse_stack_config({"platform": "azure", "azure": {"dbSku": "Standard_B1ms"}}, "Pulumi.azure.yaml")
+
+
+def test_the_connection_budget_counts_both_revisions_of_a_rollout():
+    """azure 7. In single-revision mode the old revision serves (up to server.maxReplicas) until the
+    new one (server.replicas) is ready (https://learn.microsoft.com/en-us/azure/container-apps/revisions):
+    (3 + 2) x (2 + 1) workers x 2 engines x (4 + 4) = 240 for the default server; 3 replicas would fit 144."""
+    settings = {"platform": "azure", "database": {"maxConnections": 200}}
+    with pytest.raises(ConfigError, match=r"\(server.maxReplicas \+ server.replicas during a rollout\) x .* = 240 "
+                                          r"connections exceeds database.maxConnections - 25 reserved = 175"):
+        parse_stack_config(settings, "Pulumi.azure.yaml")
+    for auth in ("proxy", "mlflow", "oidc"):  # the defaults fit, whatever the auth mode
+        extra = {"oidc": {"discoveryUrl": "https://login.example.com/.well-known/openid-configuration",
+                          "clientId": "mlflow", "clientSecret": "s"}} \
+            if auth == "oidc" else {}
+        parse_stack_config({"platform": "azure", "auth": {"mode": auth, **extra}}, "Pulumi.azure.yaml")
 
 
 def test_each_app_waits_for_its_identitys_pull_grant(run):
@@ -329,3 +365,14 @@ def test_each_app_waits_for_its_identitys_pull_grant(run):
     assert grants["mlflow-platform-proxy-acr-pull"] in run.one("azure-native:app:ContainerApp", "mlflow-proxy").dependencies
     storage = grants["mlflow-artifacts-server-access"]
     assert storage in run.one("azure-native:app:ContainerApp", "mlflow-server").dependencies
+
+
+def test_a_domain_exports_the_verification_id_azure_checks_before_binding():
+    """Azure binds a custom domain only once TXT `asuid.<domain>` holds the environment's
+    customDomainVerificationId (https://learn.microsoft.com/en-us/azure/container-apps/custom-domains-managed-certificates)."""
+    run = run_program(azure_config(azure={"domain": "mlflow.example.com"}), stack="azure")
+    environment = run.one("azure-native:app:ManagedEnvironment")
+    assert run.output("domain_verification_id") == environment.state["customDomainConfiguration"][
+        "customDomainVerificationId"]
+    assert "domain_verification_id" not in run_program(azure_config(), stack="azure").stack_outputs
+

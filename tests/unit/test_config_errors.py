@@ -170,8 +170,11 @@ def test_a_client_secret_in_plain_text_is_refused_without_echoing_it():
 def test_a_secret_client_secret_is_accepted_and_stays_secret():
     run = run_program({"mlflow:auth": OIDC}, secret_keys=["mlflow:auth"])
     server = run.one("docker:index/container:Container", "mlflow-server")
-    assert server.input_is_secret("envs")
-    assert "OIDC_CLIENT_SECRET=plain-text-client-secret" in unwrap(server.raw_inputs["envs"])
+    assert server.input_is_secret("uploads")
+    files = {u["file"]: u["content"] for u in unwrap(server.raw_inputs["uploads"])}
+    assert files["/run/secrets/OIDC_CLIENT_SECRET"] == "plain-text-client-secret"
+    assert "OIDC_CLIENT_SECRET_FILE=/run/secrets/OIDC_CLIENT_SECRET" in unwrap(server.raw_inputs["envs"])
+    assert "plain-text-client-secret" not in str(unwrap(server.raw_inputs["envs"]))
 
 
 def test_unknown_platform_value_in_program_is_a_run_error():
@@ -179,3 +182,39 @@ def test_unknown_platform_value_in_program_is_a_run_error():
         run_program({"mlflow:platform": "kubernetes"})
     assert isinstance(caught.value, pulumi.RunError), type(caught.value)
     assert "mlflow:platform" in str(caught.value) and "'local', 'aws' or 'azure'" in str(caught.value)
+
+
+# Role names MLflow's own role may not take: the `local` superuser (MLflow would run as it), names
+# PostgreSQL reserves (https://www.postgresql.org/docs/current/sql-createrole.html), RDS's own roles
+# (https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/Appendix.PostgreSQL.CommonDBATasks.Roles.html) and
+# Azure's (https://learn.microsoft.com/en-us/azure/postgresql/flexible-server/how-to-create-users).
+RESERVED_ROLES = ["postgres", "public", "pg_monitor", "rds_superuser", "rdsadmin", "azure_pg_admin", "azuresu"]
+UNSAFE_PREFIXES = ["/mlflow/..", "/..", "/a/./b", "/a//b", "//mlflow", "/ml flow", "/mlflow;", "/ml%2e%2e", "/m$host"]
+
+
+@pytest.mark.parametrize("role", RESERVED_ROLES)
+def test_database_username_refuses_superuser_and_reserved_roles(role):
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config({"database": {"username": role}}, "Pulumi.local.yaml")
+    message = str(caught.value)
+    assert "mlflow:database.username: must not be a superuser or reserved role" in message
+    assert "postgres" in message and "rds*" in message and "azure_*" in message
+
+
+@pytest.mark.parametrize("prefix", UNSAFE_PREFIXES)
+def test_static_prefix_refuses_traversal_empty_segments_and_unsafe_characters(prefix):
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config({"server": {"staticPrefix": prefix}}, "Pulumi.local.yaml")
+    message = str(caught.value)
+    assert "mlflow:server.staticPrefix" in message and "no '.' or '..' segments" in message
+    assert "letters, digits, . _ ~ - only" in message
+
+
+@pytest.mark.parametrize("prefix", ["/mlflow", "/team-a/mlflow", "/ml.flow/v1.2", "/~user/mlflow_2"])
+def test_static_prefix_accepts_safe_paths(prefix):
+    assert parse_stack_config({"server": {"staticPrefix": prefix}}, "Pulumi.local.yaml").server.static_prefix == prefix
+
+
+@pytest.mark.parametrize("username", ["mlflow", "mlflow_tracking", "postgresql_user", "azure"])
+def test_database_username_accepts_ordinary_roles(username):
+    assert parse_stack_config({"database": {"username": username}}, "Pulumi.local.yaml").database.username == username

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from components import render
 from tests.unit.harness import ProgramRun, is_secret_wrapper, run_program
 from tests.unit.test_local_stack import container, env_of, uploads_of
 
@@ -57,6 +58,28 @@ def test_tls_self_signed_certificate_for_the_host_names(tls):
     assert "export MLFLOW_TRACKING_SERVER_CERT_PATH=mlflow-proxy.crt" in tls.output("client_env")
 
 
+def test_the_proxys_htpasswd_and_tls_files_are_readable_by_nginx_only(local_run, tls):
+    """The proxy runs as `nginx` (render.reverse_proxy_spec; uid/gid 101 in the official nginx images),
+    master and workers alike: the master reads the TLS key and certificate, the workers the htpasswd on
+    each request, so 0400 owned by 101 is the tightest mode that still serves. nginx.conf holds no secret
+    and keeps the image's default mode."""
+    for run, private in ((local_run, ["/etc/nginx/htpasswd"]),
+                         (tls, ["/etc/nginx/htpasswd", "/etc/nginx/tls/server.crt", "/etc/nginx/tls/server.key"])):
+        proxy = container(run, "mlflow-proxy")
+        assert proxy.inputs["user"] == "nginx" and proxy.input_is_secret("uploads")
+        modes = {u["file"]: (u.get("permissions"), u.get("owner"), u.get("group")) for u in proxy.inputs["uploads"]}
+        assert modes == {"/etc/nginx/nginx.conf": (None, None, None), **{path: ("0400", "101", "101") for path in private}}
+
+
+def test_the_servers_auth_config_is_readable_by_mlflow_only(local_config):
+    """auth.mode mlflow: MLflow's auth config holds the auth database's URI (its password): a file
+    only the server's user (10001, docker/mlflow/Dockerfile) reads."""
+    server = container(run_with(local_config, auth={"mode": "mlflow"}), "mlflow-server")
+    config = [u for u in server.inputs["uploads"] if u["file"] == render.AUTH_CONFIG_PATH]
+    assert [(u["permissions"], u["owner"], u["group"]) for u in config] == [("0400", "10001", "10001")]
+    assert "mlflow_auth" in config[0]["content"] and server.input_is_secret("uploads")
+
+
 def test_tls_host_names_become_allowed_hosts_and_origins(tls):
     command = container(tls, "mlflow-server").inputs["command"]
     hosts = command[command.index("--allowed-hosts") + 1].split(",")
@@ -70,7 +93,8 @@ def test_body_size_and_timeouts(local_config):
     conf = uploads_of(container(run, "mlflow-proxy"))["/etc/nginx/nginx.conf"]
     assert "client_max_body_size 2g;" in conf and "proxy_read_timeout 120s;" in conf
     command = container(run, "mlflow-server").inputs["command"]
-    assert command[command.index("--uvicorn-opts") + 1] == "--timeout-keep-alive 120"
+    keep_alive = int(command[command.index("--uvicorn-opts") + 1].removeprefix("--timeout-keep-alive "))
+    assert keep_alive > 120, "uvicorn must keep a connection longer than Nginx may leave it idle"
 
 
 def test_workers_pools_jobs_and_max_connections(local_config):

@@ -8,9 +8,11 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 import bcrypt
+import pytest
 import sqlalchemy
 
 from components import render
+from components.platforms import local
 from tests.unit.harness import REPO_ROOT, ProgramRun, Recorded, plain_strings, run_program
 
 CONTAINER = "docker:index/container:Container"
@@ -19,12 +21,31 @@ COMPONENTS = {"mlflow:index:MetadataStore", "mlflow:index:ArtifactStore",
               "mlflow:index:TrackingServer", "mlflow:index:ReverseProxy"}
 
 
-def env_of(container: Recorded) -> dict[str, str]:
+def docker_env_of(container: Recorded) -> dict[str, str]:
+    """The container's env as `docker inspect` shows it."""
     return dict(line.split("=", 1) for line in container.inputs.get("envs", []))
+
+
+def env_of(container: Recorded) -> dict[str, str]:
+    """The environment the container's process works with: its docker env, each secret NAME read
+    back from the uploaded file its NAME_FILE names (as the images' entrypoints and the secret-env
+    wrapper do)."""
+    env, files = docker_env_of(container), uploads_of(container)
+    for key in [key for key, path in env.items() if key.endswith("_FILE") and path in files]:
+        env[key.removesuffix("_FILE")] = files[env.pop(key)]
+    return env
 
 
 def container(run: ProgramRun, name: str) -> Recorded:
     return run.one(CONTAINER, name)
+
+
+def secret_env_names(container: Recorded) -> list[str]:
+    """The secrets the container's secret-env wrapper (its entrypoint) loads from files."""
+    entrypoint = container.inputs["entrypoints"]
+    assert entrypoint[:4] == ["sh", "-c", local.SECRET_ENV_WRAPPER, local.SECRET_ENV_WRAPPER_NAME], entrypoint[:4]
+    assert entrypoint[-1] == "--"
+    return entrypoint[4:-1]
 
 
 def uploads_of(container: Recorded) -> dict[str, str]:
@@ -114,7 +135,8 @@ def test_postgres_health_check_restart_and_max_connections(local_run):
     assert postgres.inputs["restart"] == "unless-stopped"
     assert postgres.inputs["wait"] is True
     assert postgres.inputs["command"] == ["postgres", "-c", "max_connections=100"]
-    assert postgres.input_is_secret("envs")
+    assert docker_env_of(postgres)["POSTGRES_PASSWORD_FILE"] == "/run/secrets/POSTGRES_PASSWORD"
+    assert postgres.input_is_secret("uploads")
 
 
 def test_application_role_is_provisioned_without_superuser_and_without_password_on_a_command_line(local_run):
@@ -123,7 +145,8 @@ def test_application_role_is_provisioned_without_superuser_and_without_password_
     assert "NOSUPERUSER" in script and "CREATE DATABASE" in script
     assert provision.inputs["attach"] is True and provision.inputs["mustRun"] is False
     assert "MLFLOW_DB_PASSWORD" in env_of(provision)
-    assert provision.input_is_secret("envs")
+    assert '\\set app_password `cat "$MLFLOW_DB_PASSWORD_FILE"`' in script
+    assert provision.input_is_secret("uploads")
     postgres = container(local_run, "mlflow-metadata")
     assert postgres.urn in provision.dependencies
 
@@ -162,8 +185,8 @@ def test_server_gets_the_scoped_key_not_minio_root(local_run):
 def test_server_image_built_from_the_dockerfile_with_pinned_mlflow(local_run):
     image = local_run.one("docker:index/image:Image")
     build = image.inputs["build"]
-    assert Path(build["dockerfile"]) == REPO_ROOT / "docker" / "mlflow" / "Dockerfile"
-    assert Path(build["context"]) == REPO_ROOT
+    assert (REPO_ROOT / build["dockerfile"]).resolve() == REPO_ROOT / "docker" / "mlflow" / "Dockerfile"
+    assert (REPO_ROOT / build["context"]).resolve() == REPO_ROOT
     assert build["args"] == {"MLFLOW_VERSION": "3.17.2"}
     assert image.inputs["skipPush"] is True
     dockerfile = (REPO_ROOT / "docker" / "mlflow" / "Dockerfile").read_text()
@@ -187,6 +210,7 @@ def test_schema_upgrade_finishes_before_the_server_starts(local_run):
 def test_server_arguments_security_middleware_and_no_secret_on_the_command_line(local_run):
     server = container(local_run, "mlflow-server")
     command = server.inputs["command"]
+    assert set(secret_env_names(server)) == {render.BACKEND_URI_ENV, render.SECRETS_KEK_ENV, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     # the Prometheus directory emptied first, then the server
     assert command[:5] == ["sh", "-c", render.METRICS_DIR_RESET, "sh", render.METRICS_DIR]
     command = command[5:]
@@ -204,7 +228,7 @@ def test_server_arguments_security_middleware_and_no_secret_on_the_command_line(
     env = env_of(server)
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     assert env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"] == "4" and env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"] == "4"
-    assert server.input_is_secret("envs")
+    assert server.input_is_secret("uploads")
     assert server.inputs["healthcheck"]["tests"][-1].endswith("'http://127.0.0.1:5000/health', timeout=4)")
     assert server.inputs["user"] == "mlflow"
 
@@ -215,7 +239,7 @@ def test_mlflow_secrets_are_encrypted_with_a_generated_key_and_the_ai_gateway_is
     env = env_of(server)
     key = env["MLFLOW_CRYPTO_KEK_PASSPHRASE"]
     assert key in local_run.generated_secrets and len(key) == 48
-    assert server.input_is_secret("envs")
+    assert server.input_is_secret("uploads")
     assert local_run.one("random:index/randomPassword:RandomPassword", "mlflow-server-secrets-key").parent.endswith(
         "mlflow:index:TrackingServer::mlflow-server")
     assert env["MLFLOW_ENABLE_AI_GATEWAY"] == "false"
@@ -252,7 +276,7 @@ def test_nginx_renders_from_config_and_htpasswd_from_the_bcrypt_hash(local_run, 
     assert salt.inputs["length"] >= 8 and salt.additional_secret_outputs
     assert proxy.input_is_secret("uploads")
     assert proxy.inputs["command"] == ["nginx", "-c", "/etc/nginx/nginx.conf", "-g", "daemon off;"]
-    assert proxy.inputs["healthcheck"]["tests"][-1] == "http://127.0.0.1:8080/health"
+    assert proxy.inputs["healthcheck"]["tests"][-1] == f"http://127.0.0.1:8080{render.PROXY_LIVENESS_PATH}"
     server = container(local_run, "mlflow-server")
     assert server.urn in proxy.dependencies
 
@@ -342,3 +366,133 @@ def test_component_outputs_keep_passwords_secret(local_run):
     assert is_secret_wrapper(metadata.outputs["password"]) and is_secret_wrapper(metadata.outputs["connection_uri"])
     assert is_secret_wrapper(proxy.outputs["password"])
     assert not is_secret_wrapper(proxy.outputs["url"])
+
+
+# --- secrets reach containers as files -----------------------------------------------------------
+
+DOCKER_VISIBLE = ("envs", "command", "entrypoints", "labels", "healthcheck")
+"""What `docker inspect` shows of a container (its config), secret in Pulumi's state or not."""
+
+
+_VARIANTS: dict[str, ProgramRun] = {}
+
+
+def local_variants(local_config) -> dict[str, ProgramRun]:
+    """The default graph, TLS on, and the two auth apps' (each with its own secrets)."""
+    if _VARIANTS:
+        return _VARIANTS
+    _VARIANTS.update({"default": run_program(local_config),
+            "tls": run_program({**local_config, "mlflow:proxy": {"tls": "self-signed"}}),
+            **{mode: run_program({**local_config, "mlflow:auth": {"mode": mode, **extra}}, secret_keys=["mlflow:auth"])
+               for mode, extra in (("mlflow", {}), ("oidc", {"oidc": {
+                   "discoveryUrl": "https://idp.example/.well-known/openid-configuration",
+                   "clientId": "mlflow", "clientSecret": "oidc-client-secret-value"}}))}})
+    return _VARIANTS
+
+
+def test_no_secret_value_in_what_docker_inspect_shows(local_config):
+    """Every generated secret (and its URL-encoded or quoted forms) is absent from every container's
+    env, command, entrypoint, labels and health check, read unwrapped: a Pulumi secret in the state
+    is still plain text in `docker inspect`."""
+    for variant, run in local_variants(local_config).items():
+        secrets = [*run.generated_secrets, "oidc-client-secret-value"]
+        for item in run.of_type(CONTAINER):
+            for key in DOCKER_VISIBLE:
+                for path, text in plain_strings(item.inputs.get(key)):
+                    found = [s for s in secrets if any(form in text or form in unquote(text) for form in secret_forms(s))]
+                    assert not found, f"{variant}: {item.name} {key}{path} shows a secret"
+
+
+def test_each_secret_is_a_file_only_the_containers_user_reads(local_config):
+    """Each NAME_FILE names an upload that holds the secret, mode 0400, owned by the uid the
+    container's reader runs as; the uploads are a Pulumi secret."""
+    owners = {"mlflow-metadata": "0", "mlflow-artifacts-minio": "0", "mlflow-metadata-provision": "999"}
+    for variant, run in local_variants(local_config).items():
+        with_files = {item.name for item in run.of_type(CONTAINER) if "/run/secrets/" in " ".join(item.inputs.get("envs", []))}
+        assert {"mlflow-metadata", "mlflow-artifacts-minio", "mlflow-metadata-provision", "mlflow-server",
+                "mlflow-server-db-upgrade"} <= with_files, variant
+        for item in run.of_type(CONTAINER):
+            pointers = {k: v for k, v in docker_env_of(item).items() if k.endswith("_FILE")}
+            secret_uploads = [u for u in item.inputs.get("uploads", []) if u["file"].startswith("/run/secrets/")]
+            assert sorted(pointers.values()) == sorted(u["file"] for u in secret_uploads), f"{variant}: {item.name}"
+            if not pointers:
+                continue
+            assert item.input_is_secret("uploads"), f"{variant}: {item.name}"
+            owner = owners.get(item.name, local.IMAGE_USER_IDS["mlflow"])
+            for upload in secret_uploads:
+                assert (upload["permissions"], upload["owner"], upload["group"]) == ("0400", owner, owner), upload["file"]
+                assert upload["content"], upload["file"]
+            if item.inputs["image"].startswith("mlflow-platform/"):  # the server image: the wrapper loads them
+                assert sorted(f"{name}_FILE" for name in secret_env_names(item)) == sorted(pointers)
+
+
+def test_the_minio_root_credentials_and_the_postgres_superuser_password_are_files(local_run):
+    minio_env = docker_env_of(container(local_run, "mlflow-artifacts-minio"))
+    assert minio_env["MINIO_ROOT_USER_FILE"] == "/run/secrets/MINIO_ROOT_USER"  # absolute: MinIO reads it as is
+    assert minio_env["MINIO_ROOT_PASSWORD_FILE"] == "/run/secrets/MINIO_ROOT_PASSWORD"
+    minio = env_of(container(local_run, "mlflow-artifacts-minio"))
+    provider = local_run.one("pulumi:providers:minio")
+    assert (minio["MINIO_ROOT_USER"], minio["MINIO_ROOT_PASSWORD"]) == (
+        provider.inputs["minioUser"], provider.inputs["minioPassword"]), "the provider logs in as the files say"
+    assert env_of(container(local_run, "mlflow-metadata"))["POSTGRES_PASSWORD"] in local_run.generated_secrets
+
+
+def test_postgres_uid_follows_the_image_flavour():
+    assert local.postgres_user_id("postgres:16.6-bookworm") == "999"
+    assert local.postgres_user_id("registry.example:5000/postgres:16.6-alpine3.21") == "70"
+
+
+# --- the secret-env wrapper, run for real -----------------------------------------------------------
+
+HOSTILE = "p@ss:/?#%&+ $HOME `id` 'q' \"d\" \\ \n-x\n\n"
+PRINT_ENV = ["python3", "-c", "import json, os; print(json.dumps({'env': dict(os.environ), 'pid': os.getpid()}))"]
+
+
+def run_wrapped(tmp_path: Path, files: dict[str, str], names: list[str], command: list[str],
+                env: dict[str, str] | None = None):
+    import os
+    import subprocess
+
+    pointers = {}
+    for name, content in files.items():
+        path = tmp_path / name
+        path.write_text(content)
+        path.chmod(0o400)
+        pointers[f"{name}_FILE"] = str(path)
+    process = subprocess.Popen([*local.secret_env_entrypoint(names), *command],
+                               env={"PATH": os.environ["PATH"], **pointers, **(env or {})},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = process.communicate(timeout=30)
+    return process, out, err
+
+
+def test_the_wrapper_exports_each_file_byte_for_byte_and_execs(tmp_path):
+    process, out, err = run_wrapped(tmp_path, {"MLFLOW_BACKEND_STORE_URI": HOSTILE, "B": "plain"},
+                                    ["MLFLOW_BACKEND_STORE_URI", "B"], PRINT_ENV)
+    assert process.returncode == 0, err
+    seen = json.loads(out)
+    assert seen["env"]["MLFLOW_BACKEND_STORE_URI"] == HOSTILE and seen["env"]["B"] == "plain"
+    assert not [key for key in seen["env"] if key.endswith("_FILE")], "the pointers are dropped"
+    assert seen["pid"] == process.pid, "exec: the command replaces the shell (signals reach it)"
+    assert HOSTILE.strip() not in err
+
+
+def test_the_wrapper_passes_the_commands_arguments_and_exit_status(tmp_path):
+    process, out, _ = run_wrapped(tmp_path, {"A": "x"}, ["A"], ["sh", "-c", 'echo "$A|$1|$2"; exit 7', "sh", "a b", "--"])
+    assert (process.returncode, out) == (7, "x|a b|--\n")
+
+
+@pytest.mark.parametrize(("files", "names", "command", "status", "message"), [
+    ({}, ["A"], ["true"], 64, "A_FILE is not set"),
+    ({"A": "x"}, ["A", "1BAD"], ["true"], 64, "not a variable name: 1BAD"),
+    ({"A": "x"}, ["A", "B;rm"], ["true"], 64, "not a variable name: B;rm"),
+    ({"A": "x"}, ["A"], [], 64, "no -- and command"),
+])
+def test_the_wrapper_refuses_what_it_cannot_do(tmp_path, files, names, command, status, message):
+    process, out, err = run_wrapped(tmp_path, files, names, command)
+    assert process.returncode == status and message in err and out == ""
+
+
+def test_an_unreadable_file_stops_the_wrapper_before_the_command(tmp_path):
+    process, out, err = run_wrapped(tmp_path, {}, ["A"], ["echo", "ran"], env={"A_FILE": str(tmp_path / "missing")})
+    assert process.returncode == 66 and "cannot read" in err and out == ""

@@ -1,8 +1,12 @@
-"""scripts/gc against a fake `docker` CLI on PATH: it finds the stack's server container, runs the
-stack's own gc command (render.gc_spec) in a one-off container from the server's image on the stack's
-network, and hands over the database URI and MinIO key by name only, never on a command line."""
+"""scripts/gc against a fake `docker` CLI on PATH: it finds the stack's server container, reads the
+server's secrets back from its /run/secrets files, and runs the stack's own gc command
+(render.gc_spec) in a one-off container from the server's image on the stack's network
+(ops/oneoff.py: `docker create`, `docker cp` of the variables as files, `docker start`, `docker rm`).
+The values reach the container only as files its secret-env wrapper reads: never on a command line,
+in the container's config (`-e`) or in docker's own environment."""
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -11,32 +15,53 @@ from pathlib import Path
 import pytest
 
 from components import render
+from components.platforms import local
 from tests.unit.harness import REPO_ROOT
 
 URI = "postgresql+psycopg2://mlflow:s3cr%40t@postgres:5432/mlflow"
-SERVER = {
+SERVER_SECRETS = {render.BACKEND_URI_ENV: URI, "AWS_ACCESS_KEY_ID": "mlflow-server-key",
+                  "AWS_SECRET_ACCESS_KEY": "minio-s3cret-value", render.AUTH_ADMIN_PASSWORD_ENV: "not-for-gc"}
+SECRET_VALUES = ("s3cr", "minio-s3cret-value", "not-for-gc")
+ONEOFF_ID = "c0ffee"
+SERVER = {  # as the local platform creates it: secrets in /run/secrets, their paths in the env
     "Name": "/mlflow-local-mlflow-server", "Image": "sha256:" + "ab" * 32, "State": {"Running": True},
-    "Config": {"Cmd": ["sh", "-c", render.METRICS_DIR_RESET, "sh", render.METRICS_DIR, "mlflow", "server",
+    "Config": {"Entrypoint": local.secret_env_entrypoint(sorted(SERVER_SECRETS)),
+               "Cmd": ["sh", "-c", render.METRICS_DIR_RESET, "sh", render.METRICS_DIR, "mlflow", "server",
                        "--artifacts-destination", "s3://mlflow-artifacts/team", "--enable-workspaces"],
-               "Env": [f"{render.BACKEND_URI_ENV}={URI}", "AWS_ACCESS_KEY_ID=mlflow-server-key",
-                       "AWS_SECRET_ACCESS_KEY=minio-s3cret-value", "MLFLOW_S3_ENDPOINT_URL=http://minio:9000",
-                       "AWS_DEFAULT_REGION=us-east-1", f"{render.AUTH_ADMIN_PASSWORD_ENV}=not-for-gc"]},
+               "Env": [*(f"{key}={path}" for key, path in local.secret_file_env(SERVER_SECRETS).items()),
+                       "MLFLOW_S3_ENDPOINT_URL=http://minio:9000", "AWS_DEFAULT_REGION=us-east-1"]},
     "NetworkSettings": {"Networks": {"mlflow-local-net": {}}},
 }
+SERVER_FILES = {local.secret_file_path(name): value for name, value in SERVER_SECRETS.items()}
 POSTGRES = {"Name": "/mlflow-local-postgres", "State": {"Running": True}, "Config": {}, "NetworkSettings": {}}
 
 FAKE_DOCKER = """#!{python}
-import json, os, sys
-log = os.environ["FAKE_DOCKER_LOG"]
-with open(log, "a") as handle:
-    handle.write(json.dumps({{"argv": sys.argv[1:], "env": {{k: v for k, v in os.environ.items()
-                                                             if k.startswith(("MLFLOW", "AWS"))}}}}) + "\\n")
-if sys.argv[1] == "inspect":  # as docker answers: found ones on stdout, the others named on stderr
+import io, json, os, sys, tarfile
+args = sys.argv[1:]
+record = {{"argv": args, "env": {{k: v for k, v in os.environ.items() if k.startswith(("MLFLOW", "AWS"))}}}}
+if args[:2] == ["cp", "-"]:  # a tar into a container: keep what the daemon would unpack
+    with tarfile.open(fileobj=io.BytesIO(sys.stdin.buffer.read())) as tar:
+        record["tar"] = [{{"name": m.name, "mode": m.mode, "uid": m.uid, "gid": m.gid, "dir": m.isdir(),
+                          "content": tar.extractfile(m).read().decode() if m.isfile() else None}}
+                         for m in tar.getmembers()]
+with open(os.environ["FAKE_DOCKER_LOG"], "a") as handle:
+    handle.write(json.dumps(record) + "\\n")
+if args[0] == "inspect":  # as docker answers: found ones on stdout, the others named on stderr
     print(json.dumps({containers}))
     if not {found}:
         print("Error: No such container: mlflow-local-postgres", file=sys.stderr)
     sys.exit(0 if {found} else 1)
-sys.exit(0)
+if args[0] == "cp" and args[1] == "mlflow-local-mlflow-server:/run/secrets":  # out: a tar of the directory
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path, content in {files}.items():
+            info = tarfile.TarInfo("secrets/" + path.rsplit("/", 1)[-1])
+            info.size = len(content.encode())
+            tar.addfile(info, io.BytesIO(content.encode()))
+    sys.stdout.buffer.write(buffer.getvalue())
+elif args[0] == "create":
+    print("{oneoff_id}")
+sys.exit(0)  # cp into, start, rm
 """
 
 
@@ -45,7 +70,7 @@ def _gc(tmp_path: Path, *args: str, found: bool = True) -> tuple[subprocess.Comp
     bin_dir.mkdir(exist_ok=True)
     docker = bin_dir / "docker"
     docker.write_text(FAKE_DOCKER.format(python=sys.executable, containers=[SERVER, POSTGRES] if found else [],
-                                         found=found))
+                                         found=found, files=SERVER_FILES, oneoff_id=ONEOFF_ID))
     docker.chmod(docker.stat().st_mode | stat.S_IEXEC)
     log = tmp_path / "docker.log"
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_DOCKER_LOG": str(log), "HOME": str(tmp_path)}
@@ -55,22 +80,56 @@ def _gc(tmp_path: Path, *args: str, found: bool = True) -> tuple[subprocess.Comp
     return result, calls
 
 
-def test_gc_runs_the_rendered_command_on_the_stacks_network_with_secrets_by_name(tmp_path):
+def _env_in_the_container(tmp_path: Path, create_argv: list[str], image_at: int, tar: list[dict]) -> dict[str, str]:
+    """For real: the copied tar unpacked under a stand-in root (as the daemon would at /), the
+    container's `-e` env pointed there, and the command's secret-env wrapper run by sh, in front of
+    a Python that prints the environment the gc command would start with."""
+    root = tmp_path / "root"
+    for member in tar:
+        path = root / member["name"]
+        if member["dir"]:
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path.write_text(member["content"])
+            path.chmod(member["mode"])
+    docker_env = dict(create_argv[i + 1].split("=", 1) for i in range(image_at) if create_argv[i] == "-e")
+    env = {key: str(root / path.lstrip("/")) for key, path in docker_env.items()}
+    wrapper = create_argv[image_at + 1:create_argv.index("--", image_at) + 1]
+    printed = subprocess.run([*wrapper, sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"],
+                             env={**env, "PATH": os.environ["PATH"]}, capture_output=True, text=True, check=True)
+    return json.loads(printed.stdout)
+
+
+def test_gc_runs_the_rendered_command_on_the_stacks_network_with_secrets_as_files(tmp_path):
     result, calls = _gc(tmp_path, "--older-than", "7d")
     assert result.returncode == 0, result.stderr
-    run = next(call for call in calls if call["argv"][0] == "run")
-    argv = run["argv"]
+    assert ["cp", "mlflow-local-mlflow-server:/run/secrets", "-"] in [call["argv"] for call in calls]
+    create, copy, start, remove = calls[-4:]
+    argv = create["argv"]
+    assert argv[0] == "create"
     assert argv[argv.index("--network") + 1] == "mlflow-local-net" and argv[argv.index("--user") + 1] == "mlflow"
     image_at = argv.index(SERVER["Image"])
-    assert argv[image_at + 1:] == ["python", "-c", render.GC_SCRIPT, "s3://mlflow-artifacts/team", "7d", "3600",
-                                   "--all-workspaces"]
+    names = sorted([render.BACKEND_URI_ENV, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL",
+                    "AWS_DEFAULT_REGION", "PYTHONUNBUFFERED", *render.GC_HTTP_RETRIES])
+    assert argv[image_at + 1:] == [*local.secret_env_entrypoint(names), "python", "-c", render.GC_SCRIPT,
+                                   "s3://mlflow-artifacts/team", "7d", "3600", "--all-workspaces"]
     passed = [argv[i + 1] for i, item in enumerate(argv[:image_at]) if item == "-e"]
-    assert sorted(passed) == sorted([render.BACKEND_URI_ENV, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                     "MLFLOW_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION", "PYTHONUNBUFFERED"])
-    assert run["env"][render.BACKEND_URI_ENV] == URI, "the value reaches docker through its environment"
-    joined = " ".join(argv)
-    assert URI not in joined and "minio-s3cret-value" not in joined and "not-for-gc" not in joined
-    assert render.AUTH_ADMIN_PASSWORD_ENV not in passed, "gc needs no MLflow user"
+    assert passed == [f"{name}_FILE=/run/secrets/{name}" for name in names], "only where each file is"
+    assert copy["argv"] == ["cp", "-", f"{ONEOFF_ID}:/"]
+    files = {m["name"]: m for m in copy["tar"] if not m["dir"]}
+    assert sorted(files) == [f"run/secrets/{name}" for name in names]
+    assert {(m["mode"], m["uid"], m["gid"]) for m in files.values()} == {(0o400, 10001, 10001)}
+    assert start["argv"] == ["start", "--attach", "--interactive", ONEOFF_ID]
+    assert remove["argv"] == ["rm", "--force", ONEOFF_ID]
+    seen = _env_in_the_container(tmp_path, argv, image_at, copy["tar"])
+    assert seen[render.BACKEND_URI_ENV] == URI and seen["AWS_SECRET_ACCESS_KEY"] == "minio-s3cret-value"
+    assert seen["AWS_ACCESS_KEY_ID"] == "mlflow-server-key" and seen["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert {key: seen[key] for key in render.GC_HTTP_RETRIES} == render.GC_HTTP_RETRIES
+    assert render.AUTH_ADMIN_PASSWORD_ENV not in seen and not [key for key in seen if key.endswith("_FILE")]
+    for call in (create, copy, start, remove):
+        assert call["env"] == {}, "docker itself never holds a value"
+        assert not [value for value in SECRET_VALUES if value in " ".join(call["argv"])]
+    assert "not-for-gc" not in json.dumps(copy["tar"]), "gc needs no MLflow user"
 
 
 @pytest.mark.parametrize(("args", "found", "message"), [
@@ -80,5 +139,5 @@ def test_gc_runs_the_rendered_command_on_the_stacks_network_with_secrets_by_name
 def test_gc_refuses_with_one_line(tmp_path, args, found, message):
     result, calls = _gc(tmp_path, *args, found=found)
     assert result.returncode != 0 and message in result.stderr
-    assert not [call for call in calls if call["argv"][0] == "run"]
+    assert not [call for call in calls if call["argv"][0] in ("run", "create")]
     assert "s3cr" not in result.stderr + result.stdout

@@ -1,23 +1,28 @@
 """ops.local_stack: finding a deployed local stack and reaching into it through the docker CLI.
 
-A fake `docker` on PATH records every call (its argv, and the values of the variables a one-off
-container is given by name) and answers `inspect` from canned JSON shaped like Docker's, so the
-argv the real CLI would get is asserted, and that no secret value is ever on a command line.
+A fake `docker` on PATH records every call (its argv, the secret values it could see in its own
+environment, and the tar `docker cp` gets) and answers `inspect` and `cp` from canned containers
+shaped like Docker's, so the argv the real CLI would get is asserted, and that no secret value is
+ever on a command line, in a container's config or in docker's own environment.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
+import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
-from ops import OpsError, RefusedError
+from components.platforms import local
+from ops import OpsError, RefusedError, oneoff
 from ops.access import StackLayout
 from ops.local_stack import LocalAccess, LocalStack
 
@@ -27,13 +32,16 @@ IMAGE_ID = "sha256:" + "ab" * 32
 
 FAKE_DOCKER = r'''#!{python}
 """A stand-in for the docker CLI: records its calls, answers from canned containers."""
-import json, os, sys
+import io, json, os, sys, tarfile
 
 args = sys.argv[1:]
-record = {{"argv": args, "env": {{}}}}
-if args and args[0] == "run":
-    names = [args[i + 1] for i, arg in enumerate(args) if arg == "-e"]
-    record["env"] = {{name: os.environ.get(name) for name in names}}
+watched = ("AWS_SECRET_ACCESS_KEY", "MLFLOW_BACKEND_STORE_URI")
+record = {{"argv": args, "env": {{name: os.environ[name] for name in watched if name in os.environ}}}}
+if args[:2] == ["cp", "-"]:  # a tar into a container: keep what the daemon would unpack
+    with tarfile.open(fileobj=io.BytesIO(sys.stdin.buffer.read())) as tar:
+        record["tar"] = [{{"name": m.name, "mode": m.mode, "uid": m.uid, "gid": m.gid, "dir": m.isdir(),
+                          "content": tar.extractfile(m).read().decode() if m.isfile() else None}}
+                         for m in tar.getmembers()]
 with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
     log.write(json.dumps(record) + "\n")
 if os.environ.get("FAKE_DOCKER_DOWN"):
@@ -61,10 +69,27 @@ if args[0] == "inspect":
     for name in missing:
         sys.stderr.write(f"Error: No such container: {{name}}\n")
     sys.exit(1 if missing else 0)
-if args[0] in ("exec", "run"):
+if args[0] == "cp" and args[1] != "-":  # out of a container: a tar of the directory, as docker cp writes it
+    name, _, path = args[1].partition(":")
+    files = containers[name].get("Files", {{}})
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        base = path.rstrip("/").rsplit("/", 1)[-1]
+        for file, content in files.items():
+            if file.startswith(path + "/"):
+                data = content.encode()
+                info = tarfile.TarInfo(base + "/" + file[len(path) + 1:])
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    sys.stdout.buffer.write(buffer.getvalue())
+    sys.exit(0)
+if args[0] == "create":
+    print("c0ffee")
+    sys.exit(0)
+if args[0] == "exec" or args[:2] == ["start", "--attach"]:
     sys.stdout.buffer.write(sys.stdin.buffer.read())  # like `cat`: stdin must reach the command
     sys.exit(0)
-sys.exit(0)  # stop, start
+sys.exit(0)  # stop, start, rm
 '''
 
 
@@ -75,16 +100,22 @@ def _container(name: str, **extra: Any) -> dict[str, Any]:
             "State": {"Running": True, "Status": "running"}, **extra}
 
 
+BACKEND_URI = f"postgresql+psycopg2://mlflow:{quote(DB_PASSWORD, safe='')}@postgres:5432/mlflow"
+SERVER_SECRETS = {"MLFLOW_BACKEND_STORE_URI": BACKEND_URI, "AWS_ACCESS_KEY_ID": "mlflow-artifacts-mlflow-server",
+                  "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+
+
 def _server(prefix: str = "mlflow-local") -> dict[str, Any]:
+    """As the local platform creates it: secrets in /run/secrets, their paths in the env."""
     return _container(
         f"{prefix}-mlflow-server",
         Image=IMAGE_ID,
+        Files={f"/run/secrets/{name}": value for name, value in SERVER_SECRETS.items()},
         Config={
-            "Env": [f"MLFLOW_BACKEND_STORE_URI=postgresql+psycopg2://mlflow:{quote(DB_PASSWORD, safe='')}"
-                    "@postgres:5432/mlflow", "AWS_ACCESS_KEY_ID=mlflow-artifacts-mlflow-server",
-                    f"AWS_SECRET_ACCESS_KEY={SECRET_KEY}", "MLFLOW_S3_ENDPOINT_URL=http://minio:9000",
+            "Env": [*(f"{key}={path}" for key, path in local.secret_file_env(SERVER_SECRETS).items()),
+                    "MLFLOW_S3_ENDPOINT_URL=http://minio:9000",
                     "AWS_DEFAULT_REGION=us-east-1", "EQUALS=a=b=c", "PATH=/usr/local/bin:/usr/bin"],
-            "Entrypoint": None,
+            "Entrypoint": local.secret_env_entrypoint(sorted(SERVER_SECRETS)),
             "Cmd": ["sh", "-c", 'rm -rf "$1" && exec "$@"', "sh", "/tmp/metrics", "mlflow", "server",
                     "--host", "0.0.0.0", "--artifacts-destination", "s3://mlflow-artifacts/",
                     "--app-name", "basic-auth"],
@@ -137,7 +168,20 @@ def test_find_inspects_the_stacks_containers_and_reads_the_server(docker):
     assert stack.server_image() == IMAGE_ID  # the exact image ID the container runs
     env = stack.server_env()
     assert env["AWS_SECRET_ACCESS_KEY"] == SECRET_KEY and env["EQUALS"] == "a=b=c"
-    assert stack.server_command()[5:8] == ["mlflow", "server", "--host"]
+    assert env["MLFLOW_BACKEND_STORE_URI"] == BACKEND_URI and "MLFLOW_BACKEND_STORE_URI_FILE" not in env
+    assert docker.calls()[-1]["argv"] == ["cp", "mlflow-local-mlflow-server:/run/secrets", "-"]
+    stack.server_env()
+    assert len(docker.calls()) == 2, "the files are read once"
+    command = stack.server_command()
+    assert command[command.index("--") + 1:][5:8] == ["mlflow", "server", "--host"]
+
+
+def test_a_secret_file_missing_from_the_server_is_named(docker):
+    server = _server()
+    server["Files"].pop("/run/secrets/AWS_SECRET_ACCESS_KEY")
+    docker.set_containers([server, _container("mlflow-local-postgres")])
+    with pytest.raises(OpsError, match="has AWS_SECRET_ACCESS_KEY_FILE=/run/secrets/AWS_SECRET_ACCESS_KEY but no"):
+        LocalStack.find().server_env()
 
 
 def test_find_under_another_prefix(docker):
@@ -177,19 +221,56 @@ def test_docker_engine_unreachable_is_reported_as_docker_says(docker):
         LocalStack.find()
 
 
-def test_run_oneoff_passes_each_variable_by_name_only(docker):
+def test_run_oneoff_hands_every_variable_over_as_a_file(docker):
     stack = LocalStack.find()
     env = {"AWS_SECRET_ACCESS_KEY": SECRET_KEY, "MLFLOW_BACKEND_STORE_URI": f"postgresql://mlflow:{DB_PASSWORD}@db/x"}
     result = stack.run_oneoff(["python", "-c", "print(1)"], env=env, stdin=b"through stdin")
     assert result.returncode == 0 and result.stdout == b"through stdin"
-    call = docker.calls()[-1]
-    assert call["argv"] == ["run", "--rm", "-i", "--network", "mlflow-local-net", "--user", "mlflow",
-                            "--log-driver", "none", "--label", "org.mlflow-platform.ops=one-off",
-                            "-e", "AWS_SECRET_ACCESS_KEY", "-e", "MLFLOW_BACKEND_STORE_URI",
-                            IMAGE_ID, "python", "-c", "print(1)"]
-    assert call["env"] == env  # the values reached docker through its environment
-    flat = " ".join(call["argv"])
-    assert SECRET_KEY not in flat and DB_PASSWORD not in flat
+    create, copy, start, remove = docker.calls()[-4:]
+    names = ["AWS_SECRET_ACCESS_KEY", "MLFLOW_BACKEND_STORE_URI"]
+    assert create["argv"] == ["create", "--rm", "-i", "--network", "mlflow-local-net", "--user", "mlflow",
+                              "--log-driver", "none", "--label", "org.mlflow-platform.ops=one-off",
+                              "-e", "AWS_SECRET_ACCESS_KEY_FILE=/run/secrets/AWS_SECRET_ACCESS_KEY",
+                              "-e", "MLFLOW_BACKEND_STORE_URI_FILE=/run/secrets/MLFLOW_BACKEND_STORE_URI",
+                              IMAGE_ID, *local.secret_env_entrypoint(names), "python", "-c", "print(1)"]
+    assert copy["argv"] == ["cp", "-", "c0ffee:/"]
+    files = {m["name"]: m for m in copy["tar"] if not m["dir"]}
+    assert {name: m["content"] for name, m in files.items()} == {f"run/secrets/{k}": v for k, v in env.items()}
+    assert {(m["mode"], m["uid"], m["gid"]) for m in files.values()} == {(0o400, 10001, 10001)}
+    assert start["argv"] == ["start", "--attach", "--interactive", "c0ffee"]
+    assert remove["argv"] == ["rm", "--force", "c0ffee"], "removed even if --rm did not get to it"
+    for call in (create, copy, start, remove):
+        flat = " ".join(call["argv"])
+        assert SECRET_KEY not in flat and DB_PASSWORD not in flat
+        assert call["env"] == {}, "docker itself never holds a value"
+
+
+def test_a_failed_create_is_one_line_and_starts_nothing(docker, monkeypatch):
+    stack = LocalStack.find()
+    monkeypatch.setenv("FAKE_DOCKER_DOWN", "1")
+    result = stack.run_oneoff(["true"], env={"AWS_SECRET_ACCESS_KEY": SECRET_KEY})
+    assert result.returncode == oneoff.DOCKER_FAILED
+    assert result.stderr.decode().startswith("oneoff: docker create failed: Cannot connect to the Docker daemon")
+    assert SECRET_KEY.encode() not in result.stderr
+    assert [call["argv"][0] for call in docker.calls()][-1] == "create"
+
+
+def test_the_files_the_helper_copies_in_are_what_the_wrapper_exports(tmp_path):
+    """For real: the helper's tar unpacked (as `docker cp` does), then the platform's secret-env
+    wrapper run by sh with the same NAME_FILE paths, in front of a command that prints its env."""
+    values = {"MLFLOW_BACKEND_STORE_URI": f"postgresql://mlflow:{quote(DB_PASSWORD, safe='')}@db/x",
+              "AWS_SECRET_ACCESS_KEY": SECRET_KEY + "\n$HOME `x` 'q' \\"}
+    with tarfile.open(fileobj=io.BytesIO(oneoff.secrets_tar(values, os.getuid()))) as tar:
+        tar.extractall(tmp_path, filter="tar")  # keeps the modes, as the daemon does
+    env = {f"{name}_FILE": str(tmp_path / "run" / "secrets" / name) for name in values}
+    for path in env.values():
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o400
+    printed = subprocess.run(
+        [*local.secret_env_entrypoint(sorted(values)), sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"],
+        env={**env, "PATH": os.environ["PATH"]}, capture_output=True, text=True, check=True)
+    seen = json.loads(printed.stdout)
+    assert {name: seen[name] for name in values} == values
+    assert not set(env) & set(seen)
 
 
 def test_exec_streams_stdin_and_stdout(docker, tmp_path):
@@ -209,8 +290,8 @@ def test_local_access_reaches_postgres_as_its_superuser_and_python_in_the_server
     assert command.argv[1:] == ["exec", "-i", "--user", "postgres", "mlflow-local-postgres",
                                 "pg_dump", "--format=custom", "--dbname", "mlflow"]
     command = access.python_command(["-c", "pass"], {"AWS_SECRET_ACCESS_KEY": SECRET_KEY})
-    assert command.argv[-4:] == [IMAGE_ID, "python", "-c", "pass"]
-    assert command.env["AWS_SECRET_ACCESS_KEY"] == SECRET_KEY and SECRET_KEY not in command.argv
+    assert command.argv[-4:] == ["--", "python", "-c", "pass"] and IMAGE_ID in command.argv
+    assert command.env["AWS_SECRET_ACCESS_KEY"] == SECRET_KEY and SECRET_KEY not in " ".join(command.argv)
 
 
 def test_the_layout_comes_from_the_server_container(docker):

@@ -130,9 +130,12 @@ VARIANTS = {
     "azure": lambda: run_program(azure_config(), stack="azure"),
     "azure-everything": lambda: run_program(azure_config(
         azure={"domain": "mlflow.example.com", "premiumIngress": True, "internal": True, "resourceGroupName": "team",
+               "certificateId": "/subscriptions/0/resourceGroups/team/providers/Microsoft.App/managedEnvironments/e/"
+                                "certificates/mlflow",
                "dbSku": "Standard_D2ds_v5", "dbHighAvailability": "zone-redundant", "dbGeoRedundantBackup": True},
         proxy={"timeoutSeconds": 1800}, database={"maxConnections": 800}, maintenance={"gcSchedule": "0 3 * * *"}),
         stack="azure"),
+    "azure-managed-certificate": lambda: run_program(azure_config(azure={"domain": "mlflow.example.com"}), stack="azure"),
 }
 
 

@@ -197,7 +197,8 @@ def test_server_info_rewrite_keeps_artifact_transfers_proxied():
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
 
-@pytest.mark.parametrize("variant", [{}, {"static_prefix": "/mlflow"}, {"tls": True}, {"client_max_body_size": "10g"}])
+@pytest.mark.parametrize("variant", [{}, {"static_prefix": "/mlflow"}, {"tls": True}, {"client_max_body_size": "10g"},
+                                     {"keepalive_timeout_seconds": 960}])
 def test_rendered_nginx_conf_passes_nginx_t(tmp_path, variant):
     if NGINX is None:
         if os.environ.get("CI"):

@@ -17,16 +17,17 @@ MLflow version may have upgraded the schema, a snapshot first, secrets that roll
 
 import json
 import re
-from typing import Optional
+from typing import Optional, Sequence
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_command as command
 import pulumi_docker as docker
 import pulumi_random as random
 
 from components import render
-from components.config import StackConfig, aws_schedule_expression
-from components.platforms.aws import tasks
+from components.config import StackConfig, aws_schedule_expression, server_rollout_percents
+from components.platforms.aws import names, tasks
 from components.platforms.aws.alarms import FIVE_MINUTES, AlarmTarget, expression, metric, metric_alarm
 from components.platforms.aws.network import Network, existing_network, new_network
 from components.platforms.containers import file_env_name, output_dict, secret_digest
@@ -51,6 +52,70 @@ PROXY_PORT = render.PROXY_HTTP_PORT
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 # The TrackingServer's service: the proxy's upstream name, and the task family one-off jobs reuse.
 SERVER_SERVICE = "mlflow-server"
+# The logs RDS exports to CloudWatch (into /aws/rds/instance/<identifier>/<log>):
+# https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_LogAccess.Procedural.UploadtoCloudWatch.html
+RDS_LOG_EXPORTS = ("postgresql", "upgrade")
+# The longest deregistration delay a target group takes:
+# https://docs.aws.amazon.com/elasticloadbalancing/latest/application/edit-target-group-attributes.html#deregistration-delay
+ALB_MAX_DEREGISTRATION_DELAY_SECONDS = 3600
+# What a rollout takes besides draining the old tasks: image pull, the init containers (role setup,
+# schema upgrade), health checks and the grace period; the provider's default wait is 20 minutes
+# (https://registry.terraform.io/providers/hashicorp/aws/latest/docs/resources/ecs_service#timeouts).
+ROLLOUT_START_SECONDS = 20 * 60
+# ECS reports a deployment COMPLETED only after steady state AND the alarms' bake time
+# (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/deployment-alarm-failure.html), later than
+# the provider's steady-state wait returns: poll while IN_PROGRESS, up to $WAIT_SECONDS. A primary
+# deployment of another task definition is a rollback: fail at once.
+VERIFY_ROLLOUT_SCRIPT = """set -eu
+deadline=$(( $(date +%s) + WAIT_SECONDS ))
+while :; do
+  primary=$(aws ecs describe-services --region "$AWS_REGION" --cluster "$CLUSTER" --services "$SERVICE" \
+    --query 'services[0].deployments[?status==`PRIMARY`] | [0].[taskDefinition, rolloutState]' --output text)
+  definition=$(printf '%s' "$primary" | cut -f1)
+  state=$(printf '%s' "$primary" | cut -f2)
+  if [ "$definition" != "$TASK_DEFINITION" ]; then
+    echo "$SERVICE: the primary deployment runs $definition, not $TASK_DEFINITION: the rollout was rolled back (aws ecs describe-services)" >&2
+    exit 1
+  fi
+  case "$state" in
+    COMPLETED) exit 0 ;;
+    IN_PROGRESS) ;;
+    *) echo "$SERVICE: the rollout of $TASK_DEFINITION is $state (aws ecs describe-services)" >&2; exit 1 ;;
+  esac
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    echo "$SERVICE: the rollout of $TASK_DEFINITION is still IN_PROGRESS after $WAIT_SECONDS s" >&2
+    exit 1
+  fi
+  sleep "${POLL_SECONDS:-15}"
+done
+"""
+
+# Idempotent: an existing group (RDS's own) only gets its retention.
+RDS_LOG_RETENTION_SCRIPT = """set -eu
+for log in $LOG_EXPORTS; do
+  group="/aws/rds/instance/$DB_INSTANCE/$log"
+  aws logs create-log-group --region "$AWS_REGION" --log-group-name "$group" 2>/dev/null || true
+  aws logs put-retention-policy --region "$AWS_REGION" --log-group-name "$group" --retention-in-days "$RETENTION_DAYS"
+done
+"""
+
+
+def _rollout_seconds(drain_seconds: int) -> int:
+    """How long a rollout may take: starting the new tasks, then draining the old ones (the target
+    group's deregistration delay, then their stop timeout)."""
+    return ROLLOUT_START_SECONDS + drain_seconds + tasks.ECS_MAX_STOP_TIMEOUT_SECONDS
+
+
+def _rollout_timeouts(drain_seconds: int) -> pulumi.CustomTimeouts:
+    """How long `pulumi up` waits for an ECS service: a rollout ends only once the old tasks have drained."""
+    minutes = -(-_rollout_seconds(drain_seconds) // 60)
+    return pulumi.CustomTimeouts(create=f"{minutes}m", update=f"{minutes}m", delete=f"{minutes}m")
+
+
+def _arn_account(arn: str) -> tuple[str, str]:
+    """The partition and account of an ARN (arn:<partition>:<service>:<region>:<account>:...)."""
+    parts = arn.split(":")
+    return parts[1], parts[4]
 
 
 def _slug(text: str) -> str:
@@ -85,7 +150,7 @@ class AwsPlatform(pulumi.ComponentResource):
         self.server = config.server
         self.proxy = config.proxy
         self.observability = config.observability
-        self.prefix = f"{instance}-{pulumi.get_stack()}"
+        self.prefix = names.prefix(instance, pulumi.get_stack())
         self._child_prefix = name
         self._moved = moved_from_top_level
         self.provider = aws.Provider(
@@ -94,6 +159,10 @@ class AwsPlatform(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, aliases=moved_from_top("aws", moved_from_top_level)))
         self.opts = pulumi.ResourceOptions(provider=self.provider)
         self.protect = self.settings.protect_resources
+        # The load balancer keeps an idle connection at least as long as Nginx waits on MLflow; a
+        # leaving proxy task drains as long as a transfer may last, within what ALB allows.
+        self.idle_timeout_seconds = self.settings.idle_timeout(self.proxy.timeout_seconds)
+        self.drain_seconds = min(self.proxy.timeout_seconds, ALB_MAX_DEREGISTRATION_DELAY_SECONDS)
         self.network: Network = (existing_network(self.settings) if self.settings.vpc_id
                                  else new_network(self.settings, self.prefix, self._shared))
         self._security_groups()
@@ -130,12 +199,14 @@ class AwsPlatform(pulumi.ComponentResource):
             outputs["warning"] = self.warning
         self.register_outputs(outputs)
 
-    def _shared(self, short_name: str, **options) -> dict:
+    def _shared(self, short_name: str, *, formerly: Sequence[str] = (), **options) -> dict:
         """Name and options of a platform-wide resource: named after this component, its child, on
-        the stack's AWS provider, and at its pre-facade URN when it moved from the top level."""
+        the stack's AWS provider, and at its pre-facade URN when it moved from the top level.
+        `formerly`: other short names the same cloud object had (the resource takes it over)."""
+        aliases = [alias for old in (short_name, *formerly) for alias in moved_from_top(old, self._moved)]
+        aliases += [pulumi.Alias(name=f"{self._child_prefix}-{old}") for old in formerly]
         return {"resource_name": f"{self._child_prefix}-{short_name}",
-                "opts": pulumi.ResourceOptions(parent=self, provider=self.provider,
-                                               aliases=moved_from_top(short_name, self._moved), **options)}
+                "opts": pulumi.ResourceOptions(parent=self, provider=self.provider, aliases=aliases, **options)}
 
     def _merge(self, opts: pulumi.ResourceOptions, **extra) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions.merge(pulumi.ResourceOptions.merge(opts, self.opts), pulumi.ResourceOptions(**extra))
@@ -146,7 +217,8 @@ class AwsPlatform(pulumi.ComponentResource):
         """Load balancer <- clients; proxy <- load balancer; server <- proxy; database <- server."""
         def group(name: str, description: str) -> aws.ec2.SecurityGroup:
             return aws.ec2.SecurityGroup(**self._shared(f"{name}-sg"), vpc_id=self.network.vpc_id,
-                                         description=description, tags={"Name": f"{self.prefix}-{name}"})
+                                         description=names.ec2_description(description),
+                                         tags={"Name": f"{self.prefix}-{name}"})
 
         self.lb_sg = group("load-balancer", "MLflow load balancer: HTTP(S) from allowed client networks")
         self.proxy_sg = group("proxy", "MLflow Nginx proxy tasks: from the load balancer only")
@@ -180,13 +252,20 @@ class AwsPlatform(pulumi.ComponentResource):
             # Metrics stay inside the VPC: only what carries this group (a Prometheus task or
             # instance) reaches the proxies' metrics listener.
             port = self.observability.metrics_port
-            self.scraper_sg = group("metrics-scraper", "Prometheus scrapers: may reach the MLflow proxies' metrics port")
+            self.scraper_sg = group("metrics-scraper", "Prometheus scrapers: may reach the metrics port of the MLflow proxies")
             egress("scraper-out-proxy-metrics", self.scraper_sg, port, target_sg=self.proxy_sg)
             ingress("proxy-in-scraper-metrics", self.proxy_sg, port, source_sg=self.scraper_sg)
 
     def _alarm_topic(self) -> AlarmTarget:
-        topic = aws.sns.Topic(**self._shared("alarms"), name=f"{self.prefix}-alarms",
-                              kms_master_key_id="alias/aws/sns")
+        """The topic every alarm notifies, encrypted with a key of the stack's own: CloudWatch cannot
+        publish to a topic under the AWS-managed key (alias/aws/sns), whose policy no one can widen to
+        cloudwatch.amazonaws.com, and every notification would be dropped silently
+        (https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html#compatibility-with-aws-services,
+        https://repost.aws/knowledge-center/cloudwatch-receive-sns-for-alarm-trigger)."""
+        key = aws.kms.Key(**self._shared("alarms-key"), description=f"{self.prefix}: SNS alarm topic",
+                          enable_key_rotation=True, deletion_window_in_days=30,
+                          policy=self.ecs_cluster.arn.apply(lambda arn: tasks.alarm_topic_key_policy(*_arn_account(arn))))
+        topic = aws.sns.Topic(**self._shared("alarms"), name=f"{self.prefix}-alarms", kms_master_key_id=key.arn)
         if self.settings.alarm_email:
             aws.sns.TopicSubscription(**self._shared("alarms-email"), topic=topic.arn, protocol="email",
                                       endpoint=self.settings.alarm_email)
@@ -198,13 +277,16 @@ class AwsPlatform(pulumi.ComponentResource):
             **self._shared("load-balancer"), name_prefix="mlflow", load_balancer_type="application",
             internal=s.internal, security_groups=[self.lb_sg.id],
             subnets=self.network.private_subnet_ids if s.internal else self.network.public_subnet_ids,
-            idle_timeout=s.load_balancer_idle_timeout_seconds, drop_invalid_header_fields=True)
+            idle_timeout=self.idle_timeout_seconds, drop_invalid_header_fields=True)
         self.target_group = aws.lb.TargetGroup(
             **self._shared("proxy-targets"), name_prefix="mlflow", port=PROXY_PORT, protocol="HTTP", target_type="ip",
             vpc_id=self.network.vpc_id,
             # A task leaving (deploy, scale-in) keeps serving the transfers it has for this long.
-            deregistration_delay=min(self.proxy.timeout_seconds, 3600),
-            health_check={"path": "/health", "matcher": "200", "interval": 15, "healthy_threshold": 2,
+            deregistration_delay=self.drain_seconds,
+            # Nginx's own location (the proxy's HealthCheck.http_path): ECS replaces targets the load
+            # balancer finds unhealthy, so a check passed on to MLflow would replace every proxy (and
+            # cut every transfer) whenever the server blips.
+            health_check={"path": render.PROXY_LIVENESS_PATH, "matcher": "200", "interval": 15, "healthy_threshold": 2,
                           "unhealthy_threshold": 3, "timeout": 5})
         certificate_arn = self._certificate()
         forward = [{"type": "forward", "target_group_arn": self.target_group.arn}]
@@ -212,11 +294,15 @@ class AwsPlatform(pulumi.ComponentResource):
             self.listener = aws.lb.Listener(**self._shared("https"), load_balancer_arn=self.load_balancer.arn, port=443,
                                             protocol="HTTPS", ssl_policy=TLS_POLICY, certificate_arn=certificate_arn,
                                             default_actions=forward)
-            aws.lb.Listener(**self._shared("http-redirect"), load_balancer_arn=self.load_balancer.arn, port=80,
+            # Port 80 is one listener in both modes (ELB refuses a second on the same port:
+            # DuplicateListener): switching modes updates it in place, the alias carrying it over.
+            aws.lb.Listener(**self._shared("http-redirect", formerly=["http"]), load_balancer_arn=self.load_balancer.arn,
+                            port=80,
                             protocol="HTTP", default_actions=[{"type": "redirect", "redirect": {
                                 "port": "443", "protocol": "HTTPS", "status_code": "HTTP_301"}}])
         else:  # only with aws.allowPlainHttp (config check)
-            self.listener = aws.lb.Listener(**self._shared("http"), load_balancer_arn=self.load_balancer.arn, port=80,
+            self.listener = aws.lb.Listener(**self._shared("http", formerly=["http-redirect"]),
+                                            load_balancer_arn=self.load_balancer.arn, port=80,
                                             protocol="HTTP", default_actions=forward)
         if s.waf_acl_arn:
             aws.wafv2.WebAclAssociation(**self._shared("waf"), resource_arn=self.load_balancer.arn,
@@ -227,14 +313,19 @@ class AwsPlatform(pulumi.ComponentResource):
             description="More than 5% of requests answered 5xx (by MLflow or, with no healthy target, the load "
                         "balancer) in 3 of 5 minutes; ECS stops a rollout on it",
             comparison_operator="GreaterThanThreshold", threshold=5, evaluation_periods=5, datapoints_to_alarm=3,
-            metric_queries=expression("rate", "100 * (FILL(targets, 0) + FILL(balancer, 0)) / requests",
+            # Every metric FILLed: 5xx answered while RequestCount reports nothing (no target reached)
+            # reads as 100%, not as missing data; no traffic at all is no error (not breaching)
+            # (FILL, IF: https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/using-metric-math.html).
+            metric_queries=expression("rate", "IF(served > 0, 100 * errors / served, 100 * (errors > 0))",
                                       "5xx per 100 requests", [
                 metric("targets", "AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", balancer),
                 metric("balancer", "AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count", balancer),
-                metric("requests", "AWS/ApplicationELB", "RequestCount", balancer)]))
+                metric("requests", "AWS/ApplicationELB", "RequestCount", balancer),
+                {"id": "errors", "expression": "FILL(targets, 0) + FILL(balancer, 0)", "return_data": False},
+                {"id": "served", "expression": "FILL(requests, 0)", "return_data": False}]))
         metric_alarm(
             **self._shared("alarm-unhealthy"), target=self.alarms, short_name="unhealthy-proxy-targets",
-            description="A proxy task failed the load balancer's /health check for 5 minutes",
+            description=f"A proxy task failed the load balancer's {render.PROXY_LIVENESS_PATH} check for 5 minutes",
             namespace="AWS/ApplicationELB", metric_name="UnHealthyHostCount", statistic="Maximum", period=60,
             dimensions={"LoadBalancer": self.load_balancer.arn_suffix, "TargetGroup": self.target_group.arn_suffix},
             comparison_operator="GreaterThanOrEqualToThreshold", threshold=1, evaluation_periods=5)
@@ -274,14 +365,20 @@ class AwsPlatform(pulumi.ComponentResource):
             parameters=[{"name": "max_connections", "value": str(request.max_connections), "apply_method": "pending-reboot"},
                         {"name": "rds.force_ssl", "value": "1", "apply_method": "pending-reboot"}],
             opts=child)
-        # A final snapshot name of its own for each instance: a stack destroyed, made again and
-        # destroyed again would otherwise collide with the first one's snapshot.
-        final_suffix = random.RandomId(f"{name}-final-snapshot", byte_length=4,
-                                       keepers={"database": request.database, "engine": "postgres"}, opts=child)
+        # A final snapshot name of its own for each instance: new whenever the instance is (its
+        # keepers are what replaces an RDS instance: the snapshot it is made from, its database
+        # name, master user, engine), so a restore done twice, or a stack destroyed and made again,
+        # never meets an earlier instance's final snapshot (DBSnapshotAlreadyExists).
+        final_suffix = random.RandomId(f"{name}-final-snapshot", byte_length=4, opts=child, keepers={
+            "database": request.database, "engine": "postgres", "master": s.db_master_username,
+            "snapshot": s.db_restore_snapshot or ""})
         pinned = s.db_engine_version is not None
         instance = aws.rds.Instance(
             name,
-            identifier_prefix=f"{self.prefix}-",
+            # A prefix, not a fixed identifier: a replacement (a restore) is made before the old
+            # instance goes, under a name of its own, and existing stacks keep their instance and
+            # endpoint (a changed identifier renames the instance, and its endpoint with it).
+            identifier_prefix=f"{names.fit(self.prefix, names.RDS_IDENTIFIER_PREFIX_MAX - 1)}-",
             engine="postgres",
             # The major alone, unless pinned: RDS applies minor upgrades itself, and a stack that
             # names 16.6 would ask RDS to go back down from 16.7 (which RDS refuses).
@@ -304,21 +401,37 @@ class AwsPlatform(pulumi.ComponentResource):
             backup_retention_period=s.db_backup_retention_days,
             deletion_protection=s.deletion_protection,
             skip_final_snapshot=not s.final_snapshot,
-            final_snapshot_identifier=final_suffix.hex.apply(lambda h: f"{self.prefix}-final-{h}")
-            if s.final_snapshot else None,
+            final_snapshot_identifier=final_suffix.hex.apply(
+                lambda h: f"{names.fit(self.prefix, names.RDS_SNAPSHOT_MAX - 16)}-final-{h}") if s.final_snapshot else None,
             copy_tags_to_snapshot=True,
             # Going back to an earlier MLflow version: a new instance from the snapshot taken before the
             # upgrade (guard_schema_upgrade); the name, user and data come from the snapshot.
             snapshot_identifier=s.db_restore_snapshot,
             performance_insights_enabled=s.performance_insights,
             performance_insights_retention_period=7 if s.performance_insights else None,
-            enabled_cloudwatch_logs_exports=["postgresql", "upgrade"],
+            enabled_cloudwatch_logs_exports=list(RDS_LOG_EXPORTS),
             opts=self._merge(opts, protect=self.protect),
         )
+        self._rds_log_retention(name, instance, child)
         self._database_alarms(name, instance, request, child)
         return DatabaseEndpoint(host=instance.address, port=instance.port, published_endpoint=instance.endpoint,
                                 admin_credentials=instance.master_user_secrets[0].secret_arn,
                                 instance_id=instance.identifier)
+
+    def _rds_log_retention(self, name: str, instance: aws.rds.Instance, opts: pulumi.ResourceOptions) -> None:
+        """RDS makes the log groups it exports to itself, never to expire, named after the instance
+        identifier (known only once the instance exists; a fixed identifier would rename existing
+        instances). After the instance: make each group if RDS has not yet, then set its retention
+        (again whenever the identifier or the retention changes). Runs the AWS CLI with the
+        deployer's credentials, as the rollout check does.
+        https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_LogAccess.Procedural.UploadtoCloudWatch.html"""
+        command.local.Command(
+            f"{name}-log-retention", create=RDS_LOG_RETENTION_SCRIPT,
+            triggers=[instance.identifier, self.settings.log_retention_days],
+            environment={"AWS_REGION": self.settings.region, "DB_INSTANCE": instance.identifier,
+                         "RETENTION_DAYS": str(self.settings.log_retention_days),
+                         "LOG_EXPORTS": " ".join(RDS_LOG_EXPORTS)},
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[instance])))
 
     def _database_alarms(self, name: str, instance: aws.rds.Instance, request: DatabaseRequest,
                          opts: pulumi.ResourceOptions) -> None:
@@ -341,7 +454,8 @@ class AwsPlatform(pulumi.ComponentResource):
     def object_store(self, name: str, request: ObjectStoreRequest,
                      opts: pulumi.ResourceOptions) -> ObjectStoreEndpoint:
         s = self.settings
-        bucket = aws.s3.Bucket(name, bucket_prefix=f"{request.bucket}-", force_destroy=False,
+        prefix = names.fit(request.bucket, names.S3_BUCKET_PREFIX_MAX - 1) + "-"
+        bucket = aws.s3.Bucket(name, bucket_prefix=prefix, force_destroy=False,
                                opts=self._merge(opts, protect=self.protect))
         child = self._merge(opts)
         block = aws.s3.BucketPublicAccessBlock(f"{name}-public-access", bucket=bucket.id, block_public_acls=True,
@@ -413,13 +527,14 @@ class AwsPlatform(pulumi.ComponentResource):
         through one NAT address), scanned on push, run by digest."""
         repository, tag = reference.rsplit("/", 1)[-1].split(":", 1)
         return self._pushed(name, _slug(repository), tag, {"IMAGE": reference}, mirror_image_build(), opts,
-                            protect=False)
+                            protect=self.protect)
 
     def public_entry(self) -> PublicEntry:
         s = self.settings
         hostnames = (pulumi.Output.from_input([s.domain]) if s.domain
                      else self.load_balancer.dns_name.apply(lambda dns: [dns.lower()]))
-        return PublicEntry(hostnames=hostnames, scheme="https" if s.https else "http", port=443 if s.https else 80)
+        return PublicEntry(hostnames=hostnames, scheme="https" if s.https else "http", port=443 if s.https else 80,
+                           idle_timeout_seconds=self.idle_timeout_seconds)
 
     def guard_schema_upgrade(self, name: str, database_instance: Optional[pulumi.Output[str]],
                              mlflow_version: str, opts: pulumi.ResourceOptions) -> SchemaGuard:
@@ -433,13 +548,22 @@ class AwsPlatform(pulumi.ComponentResource):
             path=self._version_path, opts=pulumi.InvokeOutputOptions(provider=self.provider)
         ).values.apply(lambda values: values[0] if values else None)
         version = _slug(mlflow_version)
+        change = deployed.apply(lambda before: f"{_slug(before)}-to-{version}" if before and before != mlflow_version
+                                else f"{version}-first")
+        # Retained snapshots outlive the stack and the instance: a suffix of their own, drawn anew with
+        # each snapshot resource, keeps a re-created stack, or the go-back path taken twice, from
+        # meeting a name already taken (DBSnapshotAlreadyExists). The snapshot is taken once, before
+        # the version's first rollout: neither the name (`change` reads "first" once recorded) nor a
+        # later instance (a restore) takes it again (ignore_changes).
+        suffix = random.RandomId(f"{name}-before-{version}-suffix", byte_length=4, opts=self._merge(opts),
+                                 keepers={"instance": database_instance, "version": mlflow_version})
         snapshot = aws.rds.Snapshot(
             f"{name}-before-{version}",
             db_instance_identifier=database_instance,
-            db_snapshot_identifier=deployed.apply(
-                lambda before: f"{self.prefix}-mlflow-{_slug(before)}-to-{version}" if before and before != mlflow_version
-                else f"{self.prefix}-mlflow-{version}-first"),
-            opts=self._merge(opts, retain_on_delete=True, ignore_changes=["dbSnapshotIdentifier"]))
+            db_snapshot_identifier=pulumi.Output.all(change, suffix.hex).apply(
+                lambda parts: f"{names.fit(self.prefix, 100)}-mlflow-{parts[0]}-{parts[1]}"),
+            opts=self._merge(opts, retain_on_delete=True,
+                             ignore_changes=["dbSnapshotIdentifier", "dbInstanceIdentifier"]))
         return SchemaGuard(before=[snapshot],
                            rollback_safe=deployed.apply(lambda before: before is None or before == mlflow_version))
 
@@ -463,12 +587,14 @@ class AwsPlatform(pulumi.ComponentResource):
         for path, content in request.runtime_files.items():
             secret_values[file_env_name(path)] = pulumi.Output.secret(content)
         value_from: dict[str, pulumi.Output[str]] = {}
+        versions: list[aws.secretsmanager.SecretVersion] = []
         for variable, value in secret_values.items():
             slug = _slug(variable)
             secret = aws.secretsmanager.Secret(f"{name}-{slug}", name_prefix=f"{self.prefix}/{service_name}/{slug}-",
                                                recovery_window_in_days=7, opts=child)
-            aws.secretsmanager.SecretVersion(f"{name}-{slug}", secret_id=secret.id,
-                                             secret_string=pulumi.Output.secret(value), opts=child)
+            # ECS reads a secret's value when a task starts: the service waits for the version too.
+            versions.append(aws.secretsmanager.SecretVersion(f"{name}-{slug}", secret_id=secret.id,
+                                                             secret_string=pulumi.Output.secret(value), opts=child))
             value_from[variable] = secret.arn
         for step in request.init:
             for variable, ref in step.secret_refs.items():
@@ -481,18 +607,19 @@ class AwsPlatform(pulumi.ComponentResource):
         execution_role = aws.iam.Role(f"{name}-execution-role", assume_role_policy=tasks.ASSUME_ECS_TASKS,
                                       description=f"ECS agent for {service_name}: pull image, write logs, read its secrets",
                                       opts=child)
-        aws.iam.RolePolicy(f"{name}-execution", role=execution_role.id, opts=child,
+        policies = [aws.iam.RolePolicy(f"{name}-execution", role=execution_role.id, opts=child,
                            policy=pulumi.Output.all(self.log_group_resource.arn, request.image_repository,
                                                     pulumi.Output.all(*value_from.values())).apply(
-                               lambda parts: tasks.execution_policy(parts[0], parts[1], parts[2])))
+                               lambda parts: tasks.execution_policy(parts[0], parts[1], parts[2])))]
         task_role = aws.iam.Role(f"{name}-task-role", assume_role_policy=tasks.ASSUME_ECS_TASKS,
                                  description=f"{service_name} itself: only what its stores grant", opts=child)
         for index, policy in enumerate(request.access_policies):
-            aws.iam.RolePolicy(f"{name}-access-{index}", role=task_role.id, policy=policy, opts=child)
+            policies.append(aws.iam.RolePolicy(f"{name}-access-{index}", role=task_role.id, policy=policy, opts=child))
         execute = s.exec_enabled and not request.public
         if execute:
-            aws.iam.RolePolicy(f"{name}-exec", role=task_role.id, opts=child,
-                               policy=json.dumps({"Version": "2012-10-17", "Statement": [tasks.ECS_EXEC_STATEMENT]}))
+            policies.append(aws.iam.RolePolicy(
+                f"{name}-exec", role=task_role.id, opts=child,
+                policy=json.dumps({"Version": "2012-10-17", "Statement": [tasks.ECS_EXEC_STATEMENT]})))
 
         value_from_known = output_dict(value_from)
         steps = [pulumi.Output.all(step.spec, list(step.secret_env), list(step.secret_refs)) for step in request.init]
@@ -507,11 +634,14 @@ class AwsPlatform(pulumi.ComponentResource):
             log_group=parts[5], region=s.region))))
         cpu, memory = ((s.proxy_cpu / 1024, s.proxy_memory_mib) if request.public
                        else (self.server.cpu, self.server.memory_mib))
+        # Proxied artifacts are spooled whole on the server task's disk (config.largest_transfer_mib).
+        storage = (None if request.public or s.server_ephemeral_storage_gib is None
+                   else {"size_in_gib": s.server_ephemeral_storage_gib})
         task = aws.ecs.TaskDefinition(
             name, family=f"{self.prefix}-{service_name}", network_mode="awsvpc", requires_compatibilities=["FARGATE"],
             cpu=str(int(cpu * 1024)), memory=str(memory), execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn, runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
-            container_definitions=definitions, opts=child)
+            ephemeral_storage=storage, container_definitions=definitions, opts=child)
 
         port = spec.apply(lambda c: c.ports[0])
         connect: dict = {"enabled": True, "namespace": self.namespace.arn}
@@ -539,18 +669,45 @@ class AwsPlatform(pulumi.ComponentResource):
             # A failed rollout stops; it goes back by itself only where that is safe (request.rollback).
             deployment_circuit_breaker={"enable": True, "rollback": request.rollback},
             alarms={"alarm_names": [self.errors_alarm.name], "enable": True, "rollback": request.rollback},
-            # `pulumi up` waits for the rollout, and fails with it.
+            # `pulumi up` waits for the rollout (longer than old tasks drain: custom_timeouts), and
+            # fails with it; after a rollback it would not (_verify_rollout).
             wait_for_steady_state=True,
+            # The server's rollouts stop old tasks first: the database's connection budget counts
+            # every server task running at once (config.ecs_rollout_peak_tasks).
+            deployment_minimum_healthy_percent=None if request.public else server_rollout_percents(self.server.replicas)[0],
+            deployment_maximum_percent=None if request.public else server_rollout_percents(self.server.replicas)[1],
             enable_execute_command=execute, propagate_tags="SERVICE",
-            opts=self._merge(opts, depends_on=[self.listener] if request.public else [],
-                             ignore_changes=["desiredCount"] if autoscaled else []))
+            # Tasks start only once their roles hold their permissions (IAM policies are separate resources).
+            opts=self._merge(opts, depends_on=[*policies, *versions, *([self.listener] if request.public else [])],
+                             ignore_changes=["desiredCount"] if autoscaled else [],
+                             custom_timeouts=_rollout_timeouts(self.drain_seconds if request.public else 0)))
         if autoscaled:
             self._autoscaling(name, service, child)
         self._task_count_alarm(name, service_name, child)
+        if not request.public:
+            self._temporary_disk_alarm(name, service_name, child)
         for job in request.jobs:
             self._scheduled_job(f"{name}-{_slug(job.job_name.removeprefix('mlflow-'))}", job, value_from_known,
                                 digests, execution_role, task_role, cpu, memory, child)
-        return ServiceEndpoint(internal_url=port.apply(lambda p: f"http://{service_name}:{p}"), rollout=service)
+        verified = self._verify_rollout(name, service, task, self.drain_seconds if request.public else 0, child)
+        return ServiceEndpoint(internal_url=port.apply(lambda p: f"http://{service_name}:{p}"), rollout=verified)
+
+    def _verify_rollout(self, name: str, service: aws.ecs.Service, task: aws.ecs.TaskDefinition,
+                        drain_seconds: int, opts: pulumi.ResourceOptions) -> command.local.Command:
+        """`wait_for_steady_state` also succeeds once a circuit breaker or an alarm has rolled the
+        service back, and the state would then record a task definition that is not running. After
+        each rollout (a new task definition), the service's PRIMARY deployment must run the task
+        definition just registered with rolloutState COMPLETED, or `pulumi up` fails here (and the
+        deployed version is not recorded: record_deployed_version waits for this). Runs the AWS CLI
+        with the deployer's credentials, as Pulumi does. Fields: DescribeServices' Deployment
+        (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Deployment.html)."""
+        return command.local.Command(
+            f"{name}-rollout-check", create=VERIFY_ROLLOUT_SCRIPT, triggers=[task.arn],
+            environment={"AWS_REGION": self.settings.region, "CLUSTER": self.ecs_cluster.name,
+                         "SERVICE": service.name, "TASK_DEFINITION": task.arn,
+                         # ECS's bake time after steady state: at most as long as the rollout may take.
+                         "WAIT_SECONDS": str(_rollout_seconds(drain_seconds))},
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[service])))
 
     def _scheduled_job(self, name: str, job: ScheduledJob, value_from: pulumi.Output[dict],
                        digests: pulumi.Output[dict], execution_role: aws.iam.Role, task_role: aws.iam.Role,
@@ -567,7 +724,7 @@ class AwsPlatform(pulumi.ComponentResource):
             cpu=str(int(cpu * 1024)), memory=str(memory), execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn, runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
             container_definitions=definitions, opts=opts)
-        account = self.ecs_cluster.arn.apply(lambda arn: arn.split(":")[4])  # arn:aws:ecs:<region>:<account>:...
+        account = self.ecs_cluster.arn.apply(lambda arn: _arn_account(arn)[1])
         role = aws.iam.Role(f"{name}-scheduler-role", assume_role_policy=account.apply(tasks.scheduler_assume_policy),
                             description=f"EventBridge Scheduler: start {job.job_name} only", opts=opts)
         aws.iam.RolePolicy(f"{name}-scheduler", role=role.id, opts=opts, policy=pulumi.Output.all(
@@ -601,6 +758,22 @@ class AwsPlatform(pulumi.ComponentResource):
                 "predefined_metric_specification": {"predefined_metric_type": "ECSServiceAverageCPUUtilization"},
                 "target_value": self.server.cpu_target_percent, "scale_in_cooldown": 300, "scale_out_cooldown": 60,
             }, opts=opts)
+
+    def _temporary_disk_alarm(self, name: str, service_name: str, opts: pulumi.ResourceOptions) -> None:
+        """MLflow spools every proxied upload and download whole on the server task's ephemeral
+        storage (shared with the image): a full disk shows only as 5xx. Container Insights reports
+        Fargate's EphemeralStorageUtilized and EphemeralStorageReserved per service
+        (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/Container-Insights-metrics-ECS.html)."""
+        service = {"ClusterName": self.ecs_cluster.name, "ServiceName": service_name}
+        metric_alarm(
+            f"{name}-alarm-disk", self.alarms, f"{service_name}-temporary-disk",
+            f"{service_name}: a task's ephemeral storage above 80% (proxied transfers spool there) for 5 minutes",
+            opts, comparison_operator="GreaterThanThreshold", threshold=80, evaluation_periods=5,
+            metric_queries=expression(
+                "percent", "IF(FILL(reserved, 0) > 0, 100 * FILL(used, 0) / FILL(reserved, 1), 0)",
+                "ephemeral storage used, percent", [
+                    metric("used", "ECS/ContainerInsights", "EphemeralStorageUtilized", service, stat="Maximum"),
+                    metric("reserved", "ECS/ContainerInsights", "EphemeralStorageReserved", service, stat="Minimum")]))
 
     def _task_count_alarm(self, name: str, service_name: str, opts: pulumi.ResourceOptions) -> None:
         service = {"ClusterName": self.ecs_cluster.name, "ServiceName": service_name}

@@ -149,3 +149,18 @@ def scheduler_policy(task_definition_arn: str, cluster_arn: str, pass_roles: Seq
         {"Sid": "PassTaskRoles", "Effect": "Allow", "Action": ["iam:PassRole"], "Resource": sorted(pass_roles),
          "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}},
     ]})
+
+
+def alarm_topic_key_policy(partition: str, account_id: str) -> str:
+    """The alarm topic's KMS key: the account administers it (a key no principal of the account may
+    manage cannot be changed or deleted again), and CloudWatch alarms of this account, only them,
+    may encrypt notifications to the topic with it. kms:Decrypt and kms:GenerateDataKey* are what
+    CloudWatch needs to publish to an encrypted topic:
+    https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html#compatibility-with-aws-services"""
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Sid": "AccountAdministers", "Effect": "Allow", "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
+         "Action": "kms:*", "Resource": "*"},
+        {"Sid": "CloudWatchAlarmsPublish", "Effect": "Allow", "Principal": {"Service": "cloudwatch.amazonaws.com"},
+         "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Resource": "*",
+         "Condition": {"StringEquals": {"aws:SourceAccount": account_id}}},
+    ]})

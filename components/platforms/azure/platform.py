@@ -45,6 +45,7 @@ from components.platforms.base import (
     mirror_image_build,
     server_image_build,
 )
+from components.platforms.azure import alerts
 from components.platforms.containers import file_env_name, output_dict, secret_digest, with_files
 
 # The user name docker logs in to a registry with when the password is an ACR token.
@@ -57,10 +58,43 @@ PROXY_SERVICE = "mlflow-proxy"
 # Container Apps lets a replica finish its requests for at most this long after it is told to stop.
 MAX_TERMINATION_GRACE_SECONDS = 600
 DIGEST_ENV = "MLFLOW_PLATFORM_SECRETS_SHA256"
+# Container Apps' standard ingress ends a request (and drops an idle connection) after 240 s.
+STANDARD_INGRESS_TIMEOUT_SECONDS = 240
+# Longest names Azure takes (https://learn.microsoft.com/en-us/azure/azure-resource-manager/management/resource-name-rules):
+# resource groups 1-90; virtual networks 2-64; user-assigned identities 3-128; Log Analytics workspaces 4-63;
+# Container Apps environments 2-60 and jobs 2-32; flexible servers 3-63; a DNS label 63 (RFC 1035).
+NAME_LENGTHS = {"resource_group": 90, "vnet": 64, "identity": 128, "workspace": 63, "environment": 60, "job": 32,
+                "server": 63, "dns_label": 63}
+# The flexible server's disk grows by itself (auto-grow); its configured size is then only the initial one.
+STORAGE_AUTO_GROW = "Enabled"
+STORAGE_SIZE_PROPERTY = "storage.storageSizeGB"
+# The environment's zone redundancy is set when it is created, never after.
+ZONE_REDUNDANT_PROPERTY = "zoneRedundant"
+# The flexible server's tag holding the MLflow version last rolled out (record_deployed_version).
+DEPLOYED_VERSION_TAG = "mlflow-deployed-version"
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+
+
+def _backup_name(before: Optional[str], version: str, unique: str) -> str:
+    """`mlflow-<before>-to-<version>-<unique>` (or `mlflow-<version>-first-<unique>`): lower-case
+    letters, digits and '-' (as Azure's own examples, e.g. `ondemandbackup-20250101T183022`:
+    https://www.pulumi.com/registry/packages/azure-native/api-docs/dbforpostgresql/backup)."""
+    change = f"{_slug(before)}-to-{_slug(version)}" if before and before != version else f"{_slug(version)}-first"
+    return f"mlflow-{change}"[:56] + f"-{unique}"
+
+
+def _azure_name(text: str, kind: str, suffix: str = "") -> str:
+    """`text` + `suffix` under the strictest of Azure's rules for the names this platform gives: lower-case
+    letters, digits and single hyphens, a letter first, a letter or digit last (Container Apps environments
+    and jobs, flexible servers, Log Analytics workspaces, DNS labels), cut to `kind`'s length so that
+    `suffix` still fits. A stack called `Prod` or `eu_prod` gives valid names."""
+    name = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9]+", "-", text.lower())).strip("-")
+    if not name[:1].isalpha():
+        name = f"m-{name}".rstrip("-")
+    return name[:NAME_LENGTHS[kind] - len(suffix)].rstrip("-") + suffix
 
 
 def _alphanumeric(text: str) -> str:
@@ -77,6 +111,8 @@ class AzurePlatform(pulumi.ComponentResource):
     resource_group: pulumi.Output[str]
     environment: pulumi.Output[str]
     registry: pulumi.Output[str]
+    domain_verification_id: pulumi.Output[Optional[str]]
+    """The environment's custom domain verification id: TXT `asuid.<domain>` holds it."""
     warning: Optional[pulumi.Output[str]]
 
     runtime_file_dir = "/tmp/mlflow-platform"
@@ -91,7 +127,7 @@ class AzurePlatform(pulumi.ComponentResource):
         self.server = config.server
         self.proxy = config.proxy
         self.images = images_fingerprint(config.mlflow_version, [config.proxy.image])
-        self.prefix = f"{instance}-{pulumi.get_stack()}"
+        self.prefix = _azure_name(f"{instance}-{pulumi.get_stack()}", "resource_group")
         self._child_prefix = name
         self.provider = azure.Provider(f"{name}-azure", location=self.settings.location,
                                        opts=pulumi.ResourceOptions(parent=self))
@@ -110,16 +146,26 @@ class AzurePlatform(pulumi.ComponentResource):
         self._identities()
         self._registry()
         self._environment()
+        self.alerts = alerts.AlertTarget(
+            resource_group=self.resource_group, prefix=self.prefix,
+            action_group_id=alerts.action_group(f"{name}-alerts", self.resource_group, self.prefix,
+                                                self.settings.alarm_email, pulumi.ResourceOptions(parent=self,
+                                                provider=self.provider)).id)
 
         self.environment = self.managed_environment.name
         self.registry = self.container_registry.login_server
         self.warning = None
+        self.database_server: Optional[azure.dbforpostgresql.Server] = None
+        self.last_server_write: Optional[pulumi.Resource] = None
         if self.settings.internal:
             self.warning = pulumi.Output.from_input(
                 "The ingress is inside the virtual network only (azure.internal): reach it over VPN or peering, "
                 "and resolve its name with a private DNS zone for the environment's default domain.")
-        self.user_outputs = PlatformOutputs(resource_group=self.resource_group, warning=self.warning)
-        outputs = {"resource_group": self.resource_group, "environment": self.environment, "registry": self.registry}
+        self.user_outputs = PlatformOutputs(resource_group=self.resource_group, warning=self.warning,
+                                            domain_verification_id=self.domain_verification_id if self.settings.domain
+                                            else None)
+        outputs = {"resource_group": self.resource_group, "environment": self.environment, "registry": self.registry,
+                   "domain_verification_id": self.domain_verification_id}
         if self.warning is not None:
             outputs["warning"] = self.warning
         self.register_outputs(outputs)
@@ -148,7 +194,7 @@ class AzurePlatform(pulumi.ComponentResource):
         database_block = list(network.subnets(new_prefix=24))[2]
         vnet = azure.network.VirtualNetwork(
             **self._shared("vnet", ignore_changes=["subnets"]), resource_group_name=self.resource_group,
-            virtual_network_name=self.prefix, address_space={"address_prefixes": [str(network)]})
+            virtual_network_name=_azure_name(self.prefix, "vnet"), address_space={"address_prefixes": [str(network)]})
         self.apps_subnet = azure.network.Subnet(
             **self._shared("apps-subnet"), resource_group_name=self.resource_group, virtual_network_name=vnet.name,
             subnet_name="container-apps", address_prefix=str(apps_block),
@@ -161,7 +207,7 @@ class AzurePlatform(pulumi.ComponentResource):
             delegations=[{"name": "flexible-server", "service_name": "Microsoft.DBforPostgreSQL/flexibleServers"}])
         self.dns_zone = azure.privatedns.PrivateZone(
             **self._shared("database-dns"), resource_group_name=self.resource_group, location="global",
-            private_zone_name=f"{self.prefix}.private.postgres.database.azure.com")
+            private_zone_name=f"{_azure_name(self.prefix, 'dns_label')}.private.postgres.database.azure.com")
         self.dns_link = azure.privatedns.VirtualNetworkLink(
             **self._shared("database-dns-link"), resource_group_name=self.resource_group, location="global",
             private_zone_name=self.dns_zone.name, virtual_network={"id": vnet.id}, registration_enabled=False)
@@ -170,10 +216,10 @@ class AzurePlatform(pulumi.ComponentResource):
         """One identity per app: the server's may use the artifact container, the proxy's only pull."""
         self.server_identity = azure.managedidentity.UserAssignedIdentity(
             **self._shared("server-identity"), resource_group_name=self.resource_group,
-            resource_name_=f"{self.prefix}-server")
+            resource_name_=_azure_name(self.prefix, "identity", "-server"))
         self.proxy_identity = azure.managedidentity.UserAssignedIdentity(
             **self._shared("proxy-identity"), resource_group_name=self.resource_group,
-            resource_name_=f"{self.prefix}-proxy")
+            resource_name_=_azure_name(self.prefix, "identity", "-proxy"))
 
     def _registry(self) -> None:
         self.container_registry = azure.containerregistry.Registry(
@@ -208,26 +254,30 @@ class AzurePlatform(pulumi.ComponentResource):
                        "request_idle_timeout": -(-self.proxy.timeout_seconds // 60),
                        "termination_grace_period_seconds": min(self.proxy.timeout_seconds, 3600)}
         workspace = azure.operationalinsights.Workspace(
-            **self._shared("logs"), resource_group_name=self.resource_group, workspace_name=f"{self.prefix}-logs",
+            **self._shared("logs"), resource_group_name=self.resource_group,
+            workspace_name=_azure_name(self.prefix, "workspace", "-logs"),
             sku={"name": "PerGB2018"}, retention_in_days=s.log_retention_days)
         self.managed_environment = azure.app.ManagedEnvironment(
-            **self._shared("environment"), resource_group_name=self.resource_group, environment_name=self.prefix,
+            **self._shared("environment", ignore_changes=[ZONE_REDUNDANT_PROPERTY]),
+            resource_group_name=self.resource_group,
+            environment_name=_azure_name(self.prefix, "environment"),
             vnet_configuration={"infrastructure_subnet_id": self.apps_subnet.id, "internal": s.internal},
             workload_profiles=profiles, ingress_configuration=ingress,
+            # Replicas over the region's zones; Azure takes this only when it creates the environment
+            # (https://learn.microsoft.com/en-us/azure/reliability/reliability-azure-container-apps), and a
+            # replacement cannot work here (the same environment name and subnet, which Container Apps releases
+            # only some time after a delete: https://github.com/microsoft/azure-container-apps/issues/974):
+            # a changed azure.zoneRedundant is ignored; it needs a new stack (README).
+            zone_redundant=s.zone_redundancy,
             # Logs reach the workspace through a diagnostic setting: no workspace key in Pulumi's hands.
             app_logs_configuration={"destination": "azure-monitor"})
         azure.monitor.DiagnosticSetting(
             **self._shared("environment-logs"), resource_uri=self.managed_environment.id, name="to-log-analytics",
             workspace_id=workspace.id, logs=[{"category_group": "allLogs", "enabled": True}],
             metrics=[{"category": "AllMetrics", "enabled": True}])
-        self.certificate_id: Optional[pulumi.Input[str]] = s.certificate_id
-        if s.domain and not s.certificate_id:
-            # Azure validates the name by a CNAME to the proxy app's default name (README: DNS first).
-            certificate = azure.app.ManagedCertificate(
-                **self._shared("certificate"), resource_group_name=self.resource_group,
-                environment_name=self.managed_environment.name,
-                properties={"subject_name": s.domain, "domain_control_validation": "CNAME"})
-            self.certificate_id = certificate.id
+        # The TXT record `asuid.<azure.domain>` proves the domain is the subscription's (README).
+        self.domain_verification_id = self.managed_environment.custom_domain_configuration.apply(
+            lambda configuration: configuration.custom_domain_verification_id if configuration else None)
 
     # --- Platform interface ---------------------------------------------------------------------
 
@@ -236,17 +286,16 @@ class AzurePlatform(pulumi.ComponentResource):
         """A flexible server reachable only from the virtual network. Its administrator's password
         is generated here; MLflow's own role gets `password` from the server's role-setup step."""
         s = self.settings
-        child = self._merge(opts)
         admin_password = random.RandomPassword(f"{name}-admin-password", length=32, special=True,
                                                override_special="!#%*-_+?:", min_special=2, min_numeric=2,
                                                min_upper=2, min_lower=2, opts=opts)
         server = azure.dbforpostgresql.Server(
             name,
             resource_group_name=self.resource_group,
-            server_name=self.suffix.result.apply(lambda suffix: f"{self.prefix}-{suffix}"),
+            server_name=self.suffix.result.apply(lambda suffix: _azure_name(self.prefix, "server", f"-{suffix}")),
             version=request.postgres_version,
             sku={"name": s.db_sku, "tier": s.db_tier},
-            storage={"storage_size_gb": s.db_storage_gb, "auto_grow": "Enabled"},
+            storage={"storage_size_gb": s.db_storage_gb, "auto_grow": STORAGE_AUTO_GROW},
             administrator_login=s.db_admin_username,
             administrator_login_password=pulumi.Output.secret(admin_password.result),
             auth_config={"password_auth": "Enabled", "active_directory_auth": "Disabled"},
@@ -256,19 +305,33 @@ class AzurePlatform(pulumi.ComponentResource):
                     "geo_redundant_backup": "Enabled" if s.db_geo_redundant_backup else "Disabled"},
             high_availability={"mode": {"disabled": "Disabled", "same-zone": "SameZone",
                                         "zone-redundant": "ZoneRedundant"}[s.db_high_availability]},
-            opts=self._merge(opts, protect=self.protect, depends_on=[self.dns_link]))
-        azure.dbforpostgresql.Database(f"{name}-database", resource_group_name=self.resource_group,
-                                       server_name=server.name, database_name=request.database, charset="UTF8",
-                                       collation="en_US.utf8", opts=self._merge(opts, protect=self.protect))
-        settings = {"max_connections": str(request.max_connections),  # static: applied at the next restart
-                    "require_secure_transport": "on"}
-        for parameter, value in settings.items():
-            azure.dbforpostgresql.Configuration(
+            # Auto-grow enlarges the disk by itself (at 80% used below 1 TiB:
+            # https://learn.microsoft.com/en-us/azure/postgresql/flexible-server/how-to-auto-grow-storage-portal),
+            # and storage never shrinks ("You can't scale down the storage":
+            # https://learn.microsoft.com/en-us/azure/postgresql/flexible-server/how-to-scale-compute-storage-portal).
+            # So db_storage_gb is the initial size only: after a refresh records a grown disk, writing the
+            # configured size back would ask for a shrink. Growing it by hand: `az postgres flexible-server
+            # update --storage-size` (README).
+            opts=self._merge(opts, protect=self.protect, depends_on=[self.dns_link],
+                             ignore_changes=[STORAGE_SIZE_PROPERTY]))
+        # The flexible server takes one operation at a time ("Server ... is busy with another operation",
+        # ServerBusy: https://github.com/Azure/bicep-registry-modules/issues/4451): every write to it waits
+        # for the one before (self.last_server_write). require_secure_transport is left alone: "on" is the
+        # server's default (https://learn.microsoft.com/en-us/azure/postgresql/flexible-server/how-to-connect-tls-ssl).
+        database = azure.dbforpostgresql.Database(
+            f"{name}-database", resource_group_name=self.resource_group, server_name=server.name,
+            database_name=request.database, charset="UTF8", collation="en_US.utf8",
+            opts=self._merge(opts, protect=self.protect))
+        self.last_server_write = database
+        for parameter, value in {"max_connections": str(request.max_connections)}.items():  # static: next restart
+            self.last_server_write = azure.dbforpostgresql.Configuration(
                 f"{name}-{parameter.replace('_', '-')}", resource_group_name=self.resource_group,
                 server_name=server.name, configuration_name=parameter, value=value, source="user-override",
-                opts=child)
+                opts=self._merge(opts, depends_on=[self.last_server_write]))
+        self.database_server = server
+        alerts.database_alerts(name, self.alerts, server.id, request.max_connections, self._merge(opts))
         host = server.fully_qualified_domain_name
-        return DatabaseEndpoint(host=host, port=pulumi.Output.from_input(5432),
+        return DatabaseEndpoint(host=host, port=pulumi.Output.from_input(5432), instance_id=server.name,
                                 published_endpoint=host.apply(lambda h: f"{h}:5432"),
                                 admin_username=pulumi.Output.from_input(s.db_admin_username),
                                 admin_password=pulumi.Output.secret(admin_password.result))
@@ -343,16 +406,52 @@ class AzurePlatform(pulumi.ComponentResource):
         s = self.settings
         hostnames = (pulumi.Output.from_input([s.domain]) if s.domain
                      else self.managed_environment.default_domain.apply(lambda domain: [f"{PROXY_SERVICE}.{domain}"]))
-        return PublicEntry(hostnames=hostnames, scheme="https", port=443)
+        return PublicEntry(hostnames=hostnames, scheme="https", port=443, idle_timeout_seconds=self._ingress_idle_seconds())
+
+    def _ingress_idle_seconds(self) -> int:
+        """How long the ingress in front of Nginx keeps a request or an idle connection: 240 s, or
+        premium ingress's request idle timeout (whole minutes, set from proxy.timeoutSeconds)
+        (https://learn.microsoft.com/en-us/azure/container-apps/ingress-overview)."""
+        if self.settings.premium_ingress:
+            return -(-self.proxy.timeout_seconds // 60) * 60
+        return STANDARD_INGRESS_TIMEOUT_SECONDS
 
     def guard_schema_upgrade(self, name: str, database_instance: Optional[pulumi.Output[str]],
                              mlflow_version: str, opts: pulumi.ResourceOptions) -> SchemaGuard:
-        # The flexible server's continuous backups: a point-in-time restore to before the upgrade (README).
-        return SchemaGuard()
+        """An on-demand backup of the flexible server that the rollout of `mlflow_version` waits for
+        (its init container upgrades the schema), named after the change: the version deployed before
+        is read back from the server's tag that record_deployed_version writes. Backups live under
+        their server (a re-created stack has a new server, so no name is taken), and each name ends in
+        a random part made anew whenever the version changes (the go-back path taken twice names a new
+        backup). Kept when the next version replaces it: a backup to go back to is never deleted by
+        Pulumi; Azure keeps it as its own retention says (README)."""
+        if database_instance is None:
+            return SchemaGuard()
+        deployed = azure.dbforpostgresql.get_server_output(
+            resource_group_name=self.resource_group, server_name=database_instance,
+            opts=pulumi.InvokeOutputOptions(provider=self.provider)
+        ).tags.apply(lambda tags: (tags or {}).get(DEPLOYED_VERSION_TAG))
+        version = _slug(mlflow_version)
+        unique = random.RandomString(f"{name}-before-{version}-id", length=6, special=False, upper=False,
+                                     opts=opts)
+        backup = azure.dbforpostgresql.BackupsAutomaticAndOnDemand(
+            f"{name}-before-{version}", resource_group_name=self.resource_group, server_name=database_instance,
+            backup_name=pulumi.Output.all(deployed, unique.result).apply(
+                lambda parts: _backup_name(parts[0], mlflow_version, parts[1])),
+            opts=self._merge(opts, retain_on_delete=True, ignore_changes=["backupName"],
+                             depends_on=[self.last_server_write]))  # the server takes one operation at a time
+        return SchemaGuard(before=[backup],
+                           rollback_safe=deployed.apply(lambda before: before is None or before == mlflow_version))
 
     def record_deployed_version(self, name: str, mlflow_version: str, rollout: ServiceEndpoint,
                                 opts: pulumi.ResourceOptions) -> None:
-        return None
+        """The version the server rolled out, as a tag of the flexible server, once the rollout is done
+        (guard_schema_upgrade reads it before the next change)."""
+        if self.database_server is None:
+            return
+        azure.resources.TagAtScope(
+            name, scope=self.database_server.id, properties={"tags": {DEPLOYED_VERSION_TAG: mlflow_version}},
+            opts=self._merge(opts, depends_on=[rollout.rollout] if rollout.rollout else []))
 
     def run_service(self, name: str, request: ServiceRequest, opts: pulumi.ResourceOptions) -> ServiceEndpoint:
         s = self.settings
@@ -393,6 +492,9 @@ class AzurePlatform(pulumi.ComponentResource):
             },
             template=template,
             opts=self._merge(opts, depends_on=[pull_grant]))  # the identity may pull before the first revision
+        alerts.app_alerts(name, self.alerts, service_name, app.id, request.public, self._merge(opts))
+        if request.public and self.settings.managed_certificate:
+            self._managed_certificate(app)
         for job in request.jobs:
             self._scheduled_job(f"{name}-{_slug(job.job_name.removeprefix('mlflow-'))}", job, identity,
                                 secret_values, secret_names, cpu, self._merge(opts, depends_on=[pull_grant]))
@@ -410,8 +512,9 @@ class AzurePlatform(pulumi.ComponentResource):
                 "resources": _resources(cpu)}]}
 
         names = job.spec.apply(lambda spec: list(spec.secret_env_names))
-        azure.app.Job(
-            name, resource_group_name=self.resource_group, job_name=f"{_slug(job.job_name)}"[:32],
+        job_name = _azure_name(job.job_name, "job")
+        scheduled = azure.app.Job(
+            name, resource_group_name=self.resource_group, job_name=job_name,
             environment_id=self.managed_environment.id, workload_profile_name="Consumption",
             identity={"type": "UserAssigned", "user_assigned_identities": [identity.id]},
             configuration={
@@ -425,6 +528,18 @@ class AzurePlatform(pulumi.ComponentResource):
             },
             template=job.spec.apply(template),
             opts=opts)
+        alerts.job_alerts(name, self.alerts, job_name, scheduled.id, opts)
+
+    def _managed_certificate(self, proxy_app: azure.app.ContainerApp) -> None:
+        """The certificate Azure issues for azure.domain, after the proxy app holds the name: Azure refuses
+        one for a name no app in the environment has (RequireCustomHostnameInEnvironment,
+        https://github.com/pulumi/pulumi-azure-native/issues/2614). The app names the domain with
+        bindingType Auto, so Azure binds the certificate once issued, and the app's own definition never
+        has to change for it: one `pulumi up` (https://github.com/microsoft/azure-container-apps/issues/796)."""
+        azure.app.ManagedCertificate(
+            **self._shared("certificate", depends_on=[proxy_app]), resource_group_name=self.resource_group,
+            environment_name=self.managed_environment.name,
+            properties={"subject_name": self.settings.domain, "domain_control_validation": "CNAME"})
 
     def _ingress(self, request: ServiceRequest, spec: pulumi.Output) -> dict:
         port = spec.apply(lambda c: c.ports[0])
@@ -443,8 +558,10 @@ class AzurePlatform(pulumi.ComponentResource):
             # Scrapers in the environment (or the VNet with azure.internal) only: never external.
             ingress["additional_port_mappings"] = [{"external": False, "target_port": request.metrics_port,
                                                     "exposed_port": request.metrics_port}]
-        if s.domain:
-            ingress["custom_domains"] = [{"name": s.domain, "certificate_id": self.certificate_id,
+        if s.managed_certificate:
+            ingress["custom_domains"] = [{"name": s.domain, "binding_type": "Auto"}]
+        elif s.domain:
+            ingress["custom_domains"] = [{"name": s.domain, "certificate_id": s.certificate_id,
                                           "binding_type": "SniEnabled"}]
         return ingress
 
@@ -472,18 +589,26 @@ def _template(service_name: str, spec, steps, runtime_paths: list, secret_names:
     files = [*spec.files, *runtime_paths]
     plain = {**spec.env, **{file_env_name(path): content for path, content in spec.files.items()}, DIGEST_ENV: digest}
     secret = [*spec.secret_env_names, *[file_env_name(path) for path in runtime_paths]]
-    main: dict = {"name": service_name, "image": spec.image, "command": with_files(spec.command, files),
+    main: dict = {"name": service_name, "image": spec.image, "command": with_files(spec.command, files, spec.user),
                   "env": _container_env(plain, secret, secret_names), "resources": resources}
     if spec.health_check is not None:
-        check = spec.health_check
-        probe = {"http_get": {"path": check.http_path, "port": check.port}, "period_seconds": check.interval_seconds,
-                 "timeout_seconds": check.timeout_seconds}
-        main["probes"] = [{**probe, "type": "Liveness", "failure_threshold": check.retries},
-                          {**probe, "type": "Readiness", "failure_threshold": 3},
-                          {**probe, "type": "Startup", "failure_threshold": max(check.start_period_seconds //
-                                                                                check.interval_seconds, 3)}]
+        main["probes"] = _probes(spec.health_check)
     return {"init_containers": init_containers, "containers": [main], "scale": scale,
             "termination_grace_period_seconds": grace_seconds}
+
+
+def _probes(check) -> list[dict]:
+    """Liveness and startup on the check's own path (for the proxy, Nginx's local location: a server
+    outage must not restart every proxy and cut every transfer); readiness on `ready_path`, which may
+    go through to what the container fronts (a failure only takes the replica out of the ingress)."""
+    def probe(path: str) -> dict:
+        return {"http_get": {"path": path, "port": check.port}, "period_seconds": check.interval_seconds,
+                "timeout_seconds": check.timeout_seconds}
+
+    return [{**probe(check.http_path), "type": "Liveness", "failure_threshold": check.retries},
+            {**probe(check.ready_path), "type": "Readiness", "failure_threshold": 3},
+            {**probe(check.http_path), "type": "Startup",
+             "failure_threshold": max(check.start_period_seconds // check.interval_seconds, 3)}]
 
 
 def _container_env(plain: Mapping[str, str], secret: Sequence[str], secret_names: Mapping[str, str]) -> list[dict]:

@@ -1,0 +1,46 @@
+"""The keep-alive chain, for real: the server started from the rendered command keeps an idle
+connection open past uvicorn's own default (5 s), as a hop in front of it (Service Connect's Envoy,
+idle timeout proxy.timeoutSeconds) needs; the rendered keep-alive is longer than that timeout."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Iterator
+
+import pytest
+
+from components import render
+from rehearsal.launcher import RehearsalStack, Variant
+from tests.rehearsal.conftest import running_stack
+
+UVICORN_DEFAULT_KEEP_ALIVE_SECONDS = 5
+IDLE_SECONDS = 3 * UVICORN_DEFAULT_KEEP_ALIVE_SECONDS
+
+
+@pytest.fixture(scope="module")
+def keepalive_stack() -> Iterator[RehearsalStack]:
+    with running_stack({"proxy": {"timeoutSeconds": 30}}) as stack:
+        yield stack
+
+
+def _get(connection: socket.socket, port: int) -> bytes:
+    connection.sendall(f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    return connection.recv(4096)
+
+
+def test_the_server_keeps_an_idle_connection_past_uvicorns_default(keepalive_stack, report_figure):
+    variant: Variant = keepalive_stack.variants["default"]
+    command = list(variant.server.spec.command)
+    opts = command[command.index("--uvicorn-opts") + 1].split()
+    keep_alive = int(opts[opts.index("--timeout-keep-alive") + 1])
+    assert keep_alive == render.uvicorn_keep_alive_seconds(variant.server.settings) > 30
+    port = variant.server.port
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        assert _get(connection, port).startswith(b"HTTP/1.1 200")
+        time.sleep(IDLE_SECONDS)
+        started = time.monotonic()
+        second = _get(connection, port)
+        assert second.startswith(b"HTTP/1.1 200"), f"closed after {IDLE_SECONDS} s idle: {second!r}"
+    report_figure("idle connection reused after", IDLE_SECONDS, "s")
+    report_figure("second request on it", f"{(time.monotonic() - started) * 1000:.0f}", "ms")
