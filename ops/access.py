@@ -10,6 +10,7 @@ tests run the very code `scripts/backup` and `scripts/restore` run.
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ S3_ENV_PREFIXES = ("AWS_", "MLFLOW_S3_")
 """The server's variables the object store script needs (endpoint, region, the scoped key)."""
 
 Input = Union[None, bytes, IO[bytes]]
+STOP_GRACE_SECONDS = 30.0
+"""How long an interrupted command gets to clean up after SIGTERM (a one-off's `docker rm --force`)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,55 @@ class StackAccess(Protocol):
 # --- running commands ----------------------------------------------------------------------------
 
 
+def _keyboard_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def hang_up_and_terminate_as_interrupt() -> None:
+    """For the command-line tools: SIGTERM and SIGHUP (kill, a closed terminal or ssh session) take the
+    same path as Ctrl-C, so a running one-off is stopped and removes its container (run_process)
+    instead of being left behind in its own session."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _keyboard_interrupt)
+
+
+def start_process(argv: Sequence[str], env: Mapping[str, str], **popen: object) -> subprocess.Popen:
+    """Popen in a session of its own: a terminal's Ctrl-C (or hang-up) reaches only this process,
+    which then stops the command with `stop_process`, instead of the command and its children being
+    signalled at once and subprocess's default SIGKILL following 0.25 s later (too soon for a
+    one-off's `docker rm --force`, see ops/oneoff.py)."""
+    return subprocess.Popen(list(argv), env=dict(env), start_new_session=True, **popen)  # type: ignore[call-overload]
+
+
+def stop_process(process: subprocess.Popen, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM, then wait up to `grace_seconds` for it to clean up and exit; SIGKILL after that."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def run_process(argv: Sequence[str], env: Mapping[str, str], *, input: Optional[bytes] = None,
+                stdin: object = None, stdout: object = None, stderr: object = None) -> subprocess.CompletedProcess:
+    """subprocess.run, but an interrupt (KeyboardInterrupt, or any exception while waiting) stops the
+    command with SIGTERM and a bounded wait (start_process, stop_process)."""
+    process = start_process(argv, env, stdin=subprocess.PIPE if input is not None else stdin,
+                            stdout=stdout, stderr=stderr)
+    try:
+        out, err = process.communicate(input)
+    except BaseException:
+        stop_process(process)
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+        raise
+    return subprocess.CompletedProcess(list(argv), process.returncode, out, err)
+
+
 def _error_line(stderr: bytes, what: str, returncode: int) -> str:
     lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
     detail = lines[-1] if lines else f"exit status {returncode}"
@@ -79,8 +131,8 @@ def run(command: Command, what: str, *, stdin: Input = None, stdout: Optional[IO
     """Run to completion; return stdout unless it went to `stdout`. Failure: OpsError naming `what`
     and the last line the process wrote to stderr."""
     with tempfile.TemporaryFile() as stderr:
-        result = subprocess.run(
-            command.argv, env=dict(command.env),
+        result = run_process(
+            command.argv, command.env,
             input=stdin if isinstance(stdin, bytes) else None,
             stdin=None if isinstance(stdin, bytes) else (stdin if stdin is not None else subprocess.DEVNULL),
             stdout=stdout if stdout is not None else subprocess.PIPE, stderr=stderr,
@@ -96,13 +148,15 @@ def output_lines(command: Command, what: str, *, stdin: Optional[IO[bytes]] = No
     """Stream a command's stdout line by line (pg_restore's SQL output can be far larger than memory);
     a failed exit raises OpsError after the lines are read."""
     with tempfile.TemporaryFile() as stderr:
-        process = subprocess.Popen(command.argv, env=dict(command.env),
-                                   stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=stderr)
+        process = start_process(command.argv, command.env, stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=stderr)
         assert process.stdout is not None
         try:
             yield iter(process.stdout)
             process.stdout.read()  # whatever the caller left unread
+        except BaseException:
+            stop_process(process)
+            raise
         finally:
             process.stdout.close()
             returncode = process.wait()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ops import OpsError, RefusedError, objects
-from ops.access import StackAccess, StackLayout, run, script_source
+from ops.access import hang_up_and_terminate_as_interrupt, StackAccess, StackLayout, run, script_source
 from ops.archive import (
     DUMP_FILES, MANIFEST, OBJECTS_FILE, REVISION_TABLES, DatabaseBackup, Manifest, ObjectsBackup, create_file, database_exists,
     dump_contents, file_sha256, headline_counts, image_facts, read_objects_tar,
@@ -123,6 +123,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--prefix", default="mlflow-local",
                         help="the stack's Docker name prefix, <instance>-<stack> (default: mlflow-local)")
     args = parser.parse_args(argv)
+    hang_up_and_terminate_as_interrupt()
     try:
         from ops.local_stack import LocalAccess
 

@@ -9,12 +9,12 @@ The local stack has no scheduler: run this from cron (README, "Garbage collectio
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from typing import Optional, Sequence
 
 from components import render
 from ops import OpsError
+from ops.access import hang_up_and_terminate_as_interrupt, run_process
 from ops.local_stack import DEFAULT_PREFIX, LocalStack
 
 
@@ -47,6 +47,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--timeout", type=int, default=3600, help="stop a run longer than this many seconds")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"the stack's Docker name prefix ({DEFAULT_PREFIX})")
     args = parser.parse_args(argv)
+    hang_up_and_terminate_as_interrupt()
     from components.config import MaintenanceConfig
     from pydantic import ValidationError
 
@@ -57,13 +58,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         stack = LocalStack.find(args.prefix)
+        stack.remove_leftover_oneoffs()
         spec, env = gc_spec_for(stack, args.older_than, args.timeout)
         command = stack.oneoff_command(spec.command, env)
     except OpsError as error:
         print(f"gc: {error}", file=sys.stderr)
         return error.exit_code
     # Its output (the runs removed) goes straight to the caller's terminal or cron mail.
-    return subprocess.run(command.argv, env=dict(command.env)).returncode
+    try:
+        return run_process(command.argv, command.env).returncode
+    except KeyboardInterrupt:  # the one-off was stopped (SIGTERM) and removed its container
+        print("gc: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

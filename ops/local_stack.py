@@ -28,7 +28,7 @@ from typing import IO, Any, Mapping, Optional, Sequence, Union
 
 from components.platforms.local import IMAGE_USER_IDS, SECRETS_DIR, secret_env_entrypoint, secret_file_env
 from ops import OpsError
-from ops.access import Command
+from ops.access import Command, run_process
 
 DEFAULT_PREFIX = "mlflow-local"
 SERVICES = ("postgres", "minio", "mlflow-server", "mlflow-proxy")
@@ -171,6 +171,24 @@ class LocalStack:
         helper = [sys.executable, str(ONEOFF_HELPER), self.docker, IMAGE_USER_IDS[ONEOFF_USER], ",".join(names), "--"]
         return Command([*helper, *create], {**os.environ, **env})
 
+    def remove_leftover_oneoffs(self) -> list[str]:
+        """Remove one-off containers (any stack's: the label is the same) that were created but never
+        started: each holds the secret files copied into it (ops/oneoff.py), and only an interrupt
+        that cut the helper short leaves one (e.g. SIGKILL, or a `docker create` stopped before it
+        printed the id). Started ones are left alone: they are running or removed by --rm. Returns
+        the ids removed. (A concurrent tool's one-off between its create and start, well under a
+        second, would be removed too: its start then fails loudly, nothing is leaked.)"""
+        result = subprocess.run([self.docker, "ps", "--all", "--quiet", "--no-trunc", "--filter",
+                                 f"label={ONEOFF_LABEL}", "--filter", "status=created"], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise OpsError(f"docker ps failed: {_first_line(result.stderr) or f'exit status {result.returncode}'}")
+        leftovers = result.stdout.split()
+        if leftovers:
+            removed = subprocess.run([self.docker, "rm", "--force", *leftovers], capture_output=True, text=True)
+            if removed.returncode != 0:
+                raise OpsError(f"removing leftover one-off containers failed: {_first_line(removed.stderr)}")
+        return leftovers
+
     def exec(self, service: str, argv: Sequence[str], *, stdin: Stdin = None, stdout: Optional[IO[bytes]] = None,
              user: Optional[str] = None) -> subprocess.CompletedProcess:
         """Run `argv` in a service's running container; stdout captured unless given, stderr captured."""
@@ -230,10 +248,10 @@ def _server_network(server: Mapping[str, Any], prefix: str) -> str:
 
 
 def _run(argv: list[str], env: dict[str, str], stdin: Stdin, stdout: Optional[IO[bytes]]) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, env=env,
-                          input=stdin if isinstance(stdin, bytes) else None,
-                          stdin=None if isinstance(stdin, bytes) else (stdin if stdin is not None else subprocess.DEVNULL),
-                          stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE)
+    return run_process(argv, env,
+                       input=stdin if isinstance(stdin, bytes) else None,
+                       stdin=None if isinstance(stdin, bytes) else (stdin if stdin is not None else subprocess.DEVNULL),
+                       stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 class LocalAccess:
@@ -251,7 +269,10 @@ class LocalAccess:
 
     @classmethod
     def find(cls, prefix: str = DEFAULT_PREFIX) -> "LocalAccess":
-        return cls(LocalStack.find(prefix))
+        """The stack's access for backup and restore, after sweeping leftover one-offs."""
+        stack = LocalStack.find(prefix)
+        stack.remove_leftover_oneoffs()
+        return cls(stack)
 
     def postgres_command(self, argv: Sequence[str]) -> Command:
         return Command(self.stack.exec_argv("postgres", argv, user="postgres"), dict(os.environ))

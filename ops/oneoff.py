@@ -7,7 +7,13 @@ there, as it used to for the docker CLI). Each becomes the file /run/secrets/NAM
 by uid OWNER) in the container that `docker create CREATE_ARGS...` makes; `docker cp` puts them in
 before it starts, so `docker inspect` shows only the paths (`NAME_FILE`) the container's secret-env
 wrapper reads. Then `docker start --attach --interactive`: stdin, stdout and stderr pass straight
-through, and the exit status is the container's. The container is removed whatever happens.
+through, and the exit status is the container's. The container is removed whatever happens: SIGINT,
+SIGTERM and SIGHUP become an exception here (Python's defaults would end the process on the last
+two without its `finally`, leaving a created container that holds the secret files), and the
+removal itself ignores them. Callers start this in its own session and answer their own interrupt
+with SIGTERM and a bounded wait (ops.access.run_process). A container created by a `docker create`
+cut short before its id came back is swept by the next backup, restore or gc
+(ops.local_stack.LocalStack.remove_leftover_oneoffs).
 
 Only the standard library: it runs as a script, outside the package.
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -25,10 +32,28 @@ SECRETS_DIR = "run/secrets"  # components.platforms.local.SECRETS_DIR, relative 
 FILE_MODE = 0o400
 DIR_MODE = 0o755
 DOCKER_FAILED = 125  # what `docker run` exits with when docker itself fails
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class DockerFailed(Exception):
     pass
+
+
+class Interrupted(BaseException):
+    """One of INTERRUPTS arrived (a BaseException, like KeyboardInterrupt: nothing may swallow it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def _handle_interrupts(handler) -> None:
+    for signum in INTERRUPTS:
+        signal.signal(signum, handler)
 
 
 def secrets_tar(values: dict[str, str], owner: int) -> bytes:
@@ -59,12 +84,15 @@ def run(docker: str, owner: int, names: list[str], create_args: list[str]) -> in
     values = {name: os.environ[name] for name in names}
     # docker's own processes get none of the values (nothing for them to leak into a container).
     env = {key: value for key, value in os.environ.items() if key not in values}
-    container = _docker([docker, "create", *create_args], "docker create", env)
+    container = ""
     try:
+        container = _docker([docker, "create", *create_args], "docker create", env)
         _docker([docker, "cp", "-", f"{container}:/"], "docker cp", env, secrets_tar(values, owner))
         return subprocess.run([docker, "start", "--attach", "--interactive", container], env=env).returncode
     finally:
-        subprocess.run([docker, "rm", "--force", container], capture_output=True, env=env)
+        if container:
+            _handle_interrupts(signal.SIG_IGN)  # a second interrupt must not cut the removal short
+            subprocess.run([docker, "rm", "--force", container], capture_output=True, env=env)
 
 
 def main(argv: list[str]) -> int:
@@ -76,11 +104,15 @@ def main(argv: list[str]) -> int:
     if missing:
         print(f"oneoff: {', '.join(missing)} not in the environment", file=sys.stderr)
         return 2
+    _handle_interrupts(_raise_interrupted)
     try:
         return run(docker, owner, names, argv[4:])
     except DockerFailed as error:
         print(f"oneoff: {error}", file=sys.stderr)
         return DOCKER_FAILED
+    except Interrupted as interrupted:
+        print(f"oneoff: interrupted ({signal.Signals(interrupted.signum).name}); container removed", file=sys.stderr)
+        return 128 + interrupted.signum
 
 
 if __name__ == "__main__":

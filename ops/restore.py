@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ops import OpsError, RefusedError, objects
-from ops.access import BACKEND_URI_ENV, StackAccess, StackLayout, psql, run, script_source
+from ops.access import hang_up_and_terminate_as_interrupt, BACKEND_URI_ENV, StackAccess, StackLayout, psql, run, script_source
 from ops.archive import (
     DatabaseBackup, ImageFacts, Manifest, database_exists, file_sha256, foreign_owned, image_facts,
     read_objects_tar, table_counts, user_data,
@@ -310,6 +310,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--prefix", default="mlflow-local",
                         help="the stack's Docker name prefix, <instance>-<stack> (default: mlflow-local)")
     args = parser.parse_args(argv)
+    hang_up_and_terminate_as_interrupt()
     try:
         from ops.local_stack import LocalAccess
 

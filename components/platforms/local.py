@@ -142,13 +142,18 @@ def _service_files(spec: ContainerSpec, runtime: Mapping[str, str]) -> list[dock
 # sets the role's password on every run, so a data volume kept from an earlier stack (destroyed,
 # then brought up again with newly generated passwords) keeps working. psql itself reads the
 # password from the file its MLFLOW_DB_PASSWORD_FILE names; it never appears on a command line or
-# in the environment.
+# in the environment. The superuser (the session's CURRENT_USER, `postgres`) loses its password on every
+# run: the image set it from POSTGRES_PASSWORD only when it initialised the kept volume, nothing uses
+# it (this step and ops/ use the socket), and with none no TCP login as the superuser can succeed
+# (scram-sha-256 fails for a role without a password), whichever password was generated first.
 _PROVISION_PASSWORD_NAME = "MLFLOW_DB_PASSWORD"
+POSTGRES_HEALTH_HOST = "127.0.0.1"
 _PROVISION_ROLE_SQL = r"""
 \set ON_ERROR_STOP on
 \set app_password `cat "$MLFLOW_DB_PASSWORD_FILE"`
 SELECT format('CREATE ROLE %I LOGIN', :'app_user') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'app_user') \gexec
 ALTER ROLE :"app_user" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'app_password';
+ALTER ROLE CURRENT_USER PASSWORD NULL;
 """
 # One per database the role owns (the tracking one, `app_db`, then DatabaseRequest.extra_databases).
 _PROVISION_DATABASE_SQL = r"""SELECT format('CREATE DATABASE %I OWNER %I', :'app_db', :'app_user') WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'app_db') \gexec
@@ -256,8 +261,10 @@ class LocalDockerPlatform(pulumi.ComponentResource):
                 docker.ContainerVolumeArgs(volume_name=sockets.name, container_path=POSTGRES_SOCKET_DIR),
             ],
             networks_advanced=self._network(alias),
+            # Over TCP: the image's temporary init server listens on the socket only, so a socket check
+            # could pass during initialisation and provisioning would lose its session when it stops.
             healthcheck=docker.ContainerHealthcheckArgs(
-                tests=["CMD", "pg_isready", "-q", "-h", POSTGRES_SOCKET_DIR, "-U", "postgres"],
+                tests=["CMD", "pg_isready", "-q", "-h", POSTGRES_HEALTH_HOST, "-U", "postgres"],
                 interval="5s", timeout="5s", retries=12, start_period="20s",
             ),
             restart="unless-stopped",

@@ -17,6 +17,7 @@ graph (the program, and the package's construct path) can be compared value for 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import runpy
@@ -282,6 +283,8 @@ class ProgramMocks(pulumi.runtime.Mocks):
         if args.token == "azure-native:authorization:getClientConfig":
             return {"clientId": "11111111-2222-3333-4444-555555555555", "objectId": "66666666-7777-8888-9999-000000000000",
                     "subscriptionId": self.AZURE_SUBSCRIPTION, "tenantId": self.AZURE_TENANT}
+        if args.token == "azure-native:app:getCustomDomainVerificationId":  # the subscription's, always set
+            return {"value": hashlib.sha256(self.AZURE_SUBSCRIPTION.encode()).hexdigest().upper()}
         if args.token == "aws:route53/getZone:getZone":
             return {"id": "Z0123456789EXAMPLE", "zoneId": "Z0123456789EXAMPLE", "name": args.args.get("name")}
         if args.token == "aws:ssm/getParametersByPath:getParametersByPath":
@@ -445,6 +448,26 @@ def run_program(config: dict[str, Any], stack: str = "local", program: Path = RE
                            emulate_secret_outputs, parameters, secret_keys, mocks)
 
 
+@contextlib.contextmanager
+def offline_dns() -> Iterator[None]:
+    """The azure platform asks public DNS whether a custom domain's records exist (a read at
+    program time). Under the mocks nothing leaves this machine: every DNS query answers nothing
+    (dnspython's resolver raises; the platform reads that as no record). A test that puts its own
+    resolver in the platform's place is not affected."""
+    import dns.exception
+    import dns.resolver
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise dns.exception.DNSException("the unit harness asks no DNS server")
+
+    original = dns.resolver.Resolver.resolve
+    dns.resolver.Resolver.resolve = refuse
+    try:
+        yield
+    finally:
+        dns.resolver.Resolver.resolve = original
+
+
 def run_under_mocks(body: Callable[[], Any], config: Optional[dict[str, Any]] = None, stack: str = "local",
                     emulate_secret_outputs: bool = True, parameters: Optional[dict[str, str]] = None,
                     secret_keys: Sequence[str] = (), mocks: Optional[ProgramMocks] = None) -> ProgramRun:
@@ -463,7 +486,8 @@ def run_under_mocks(body: Callable[[], Any], config: Optional[dict[str, Any]] = 
             returned.append(body())
             return pulumi.Output.from_input(True)
 
-        execute()
+        with offline_dns():
+            execute()
         stack_outputs = _resolve_exports(pulumi.runtime.get_root_resource())
         result = _sync_await(_resolve(returned[0]))
     finally:

@@ -34,7 +34,7 @@ RDS_INSTANCE, RDS_SNAPSHOT = "aws:rds/instance:Instance", "aws:rds/snapshot:Snap
 ECR_REPOSITORY, SECRET = "aws:ecr/repository:Repository", "aws:secretsmanager/secret:Secret"
 SSM_PARAMETER = "aws:ssm/parameter:Parameter"
 FLEXIBLE_SERVER = "azure-native:dbforpostgresql:Server"
-TAG_AT_SCOPE, GET_SERVER = "azure-native:resources:TagAtScope", "azure-native:dbforpostgresql:getServer"
+CONTAINER_APP, GET_CONTAINER_APP = "azure-native:app:ContainerApp", "azure-native:app:getContainerApp"
 BACKUP_TYPES = ("azure-native:dbforpostgresql:Backup", "azure-native:dbforpostgresql:BackupsAutomaticAndOnDemand")
 
 
@@ -129,8 +129,6 @@ class Account:
     objects: dict[tuple[str, str], CloudObject] = field(default_factory=dict)
     parameters: dict[str, str] = field(default_factory=dict)
     """SSM parameter values, as the program's look-ups read them at the start of a run."""
-    server_tags: dict[str, dict] = field(default_factory=dict)
-    """Flexible server name -> its tags (written by TagAtScope), as getServer answers them."""
     step: str = ""
     serial: int = 0
 
@@ -226,9 +224,13 @@ class _StackMocks(ProgramMocks):
         return resource_id, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs):
-        """Look-ups that read the account: a flexible server's tags as the stack last wrote them."""
-        if args.token == GET_SERVER:
-            return {"name": args.args.get("serverName"), "tags": self.account.server_tags.get(args.args.get("serverName"), {})}
+        """Look-ups that read the account: a container app as the stack last wrote it, or Azure's "not found"."""
+        if args.token == GET_CONTAINER_APP:
+            for entry in self.state.values():
+                if entry.type == CONTAINER_APP and entry.outputs.get("containerAppName") == args.args["containerAppName"] \
+                        and entry.outputs.get("resourceGroupName") == args.args["resourceGroupName"]:
+                    return entry.outputs
+            return {}, [("", f"ResourceNotFound: the container app {args.args['containerAppName']!r} was not found")]
         return super().call(args)
 
     def _generate_name(self, kind: str, inputs: dict, outputs: dict) -> None:
@@ -294,8 +296,6 @@ class Stack:
         for entry in new.values():
             if entry.type == SSM_PARAMETER:
                 self.account.parameters[entry.outputs["name"]] = entry.outputs["value"]
-            if entry.type == TAG_AT_SCOPE and "/flexibleServers/" in entry.outputs.get("scope", ""):
-                self.account.server_tags[entry.outputs["scope"].rsplit("/", 1)[-1]] = entry.outputs["properties"]["tags"]
         return run
 
     def destroy(self, step: str) -> None:
@@ -349,7 +349,6 @@ class Stack:
             return
         if entry.type == SSM_PARAMETER:
             self.account.parameters.pop(name, None)
-        if entry.type == FLEXIBLE_SERVER:  # its on-demand backups and tags go with it
-            self.account.server_tags.pop(name, None)
+        if entry.type == FLEXIBLE_SERVER:  # its on-demand backups go with it
             self.account.remove("flexible-server-backup", f"{name}/", prefix=True)
         self.account.remove(naming.kind, name)

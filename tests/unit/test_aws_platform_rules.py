@@ -150,7 +150,13 @@ def test_the_rollout_is_verified_before_the_version_is_recorded(run):
     service = run.one("aws:ecs/service:Service", SERVER)
     task = run.one("aws:ecs/taskDefinition:TaskDefinition", SERVER)
     assert service.urn in check.dependencies
-    assert check.inputs["triggers"] == [task.state["arn"]], "checked again with every new task definition"
+    triggers = check.inputs["triggers"]
+    assert triggers[0] == task.state["arn"], "checked again with every new task definition"
+    deployment = json.loads(triggers[1])
+    assert deployment["connect"]["services"][0]["timeout"]["idle_timeout_seconds"] == 900, \
+        "and with every change of the service's own deployment settings"
+    assert (deployment["minimum"], deployment["maximum"]) == (
+        service.inputs["deploymentMinimumHealthyPercent"], service.inputs["deploymentMaximumPercent"])
     assert check.inputs["environment"]["TASK_DEFINITION"] == task.state["arn"]
     script = check.inputs["create"]
     assert "describe-services" in script and "PRIMARY" in script and "COMPLETED" in script and "exit 1" in script
@@ -323,6 +329,9 @@ def test_server_rollouts_run_no_more_tasks_than_the_connection_budget_counts(run
         counted = budget_replicas(parse_stack_config({"platform": "aws", "server": {
             "replicas": replicas, "maxReplicas": max_replicas}, "database": {"maxConnections": 5000},
             "aws": {"allowPlainHttp": True}}, "x"))
+        # ECS refuses zone rebalancing without room for an extra task
+        # (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/service-rebalancing.html).
+        assert service["availabilityZoneRebalancing"] == ("ENABLED" if maximum > 100 else "DISABLED")
         for desired in range(replicas, max_replicas + 1):
             running_at_most = desired * maximum // 100
             kept = -(-desired * minimum // 100)

@@ -8,7 +8,8 @@ import pytest
 
 from components.config import ConfigError, parse_stack_config
 from components.platforms.containers import secret_digest
-from tests.unit.harness import ProgramRun, Recorded, is_secret_wrapper, run_program, stack_file_config
+from components.platforms.azure import platform as azure_platform
+from tests.unit.harness import ProgramMocks, ProgramRun, Recorded, is_secret_wrapper, run_program, stack_file_config
 from tests.unit.test_local_stack import find_leaks
 
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
@@ -273,20 +274,93 @@ def test_outputs_and_secrets(run):
 
 # --- options -------------------------------------------------------------------------------------
 
-def test_a_domain_gets_a_managed_certificate_or_the_given_one():
-    managed = run_program(azure_config(azure={"domain": "mlflow.example.com"}), stack="azure")
+DOMAIN = "mlflow.example.com"
+VERIFICATION_ID = "0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF"
+# The harness's environment: its default domain and static IP.
+APP_HOST = "mlflow-proxy.happy-river-0123abcd.westeurope.azurecontainerapps.io"
+GIVEN_CERTIFICATE = "/subscriptions/s/resourceGroups/g/providers/Microsoft.App/managedEnvironments/e/certificates/mlflow"
+
+
+class _Subscription(ProgramMocks):
+    """A subscription with its custom-domain verification id; `bound`: the proxy app already holds DOMAIN."""
+
+    def __init__(self, bound: bool = False) -> None:
+        super().__init__()
+        self.bound = bound
+
+    def call(self, args):
+        if args.token == "azure-native:app:getCustomDomainVerificationId":
+            return {"value": VERIFICATION_ID}
+        if args.token == "azure-native:app:getContainerApp" and self.bound and \
+                args.args["containerAppName"] == "mlflow-proxy":
+            return {"name": "mlflow-proxy", "configuration": {"ingress": {"customDomains": [
+                {"name": DOMAIN, "bindingType": "Auto"}]}}}
+        return super().call(args)
+
+
+def _dns(monkeypatch, records: dict) -> None:
+    """Public DNS as `records` ((name, type) -> answers) says: the platform's module-level resolver replaced."""
+    monkeypatch.setattr(azure_platform, "resolve", lambda name, record_type: records.get((name, record_type), []))
+
+
+READY = {(DOMAIN, "CNAME"): [APP_HOST], (f"asuid.{DOMAIN}", "TXT"): [VERIFICATION_ID]}
+
+
+def _domain_run(bound: bool = False, **azure) -> ProgramRun:
+    return run_program(azure_config(azure={"domain": DOMAIN, **azure}), stack="azure", mocks=_Subscription(bound))
+
+
+def test_a_domain_is_bound_and_certified_once_its_dns_records_exist(monkeypatch):
+    """Azure checks, when a host name is added to an app, the CNAME to the app's default host name (or an
+    A record to the environment's static IP) and TXT `asuid.<domain>` = the subscription's verification id
+    (https://learn.microsoft.com/en-us/azure/container-apps/custom-domains-managed-certificates); on a fresh
+    stack the CNAME cannot exist yet (https://github.com/microsoft/azure-container-apps/issues/525). So the
+    first `up` deploys without the name and says which records to create; the next binds it, the managed
+    certificate after the app (RequireCustomHostnameInEnvironment)."""
+    _dns(monkeypatch, {})
+    first = _domain_run()
+    assert app(first, "mlflow-proxy")["configuration"]["ingress"]["customDomains"] == []
+    assert not first.of_type("azure-native:app:ManagedCertificate")
+    warning = first.output("warning")
+    assert f"CNAME {DOMAIN} -> {APP_HOST}" in warning and f"TXT asuid.{DOMAIN} = {VERIFICATION_ID}" in warning
+    assert "A mlflow.example.com -> 10.50.0.100" in warning and "`pulumi up` again" in warning
+
+    _dns(monkeypatch, READY)
+    managed = _domain_run()
     certificate = managed.one("azure-native:app:ManagedCertificate")
-    assert certificate.inputs["properties"] == {"subjectName": "mlflow.example.com", "domainControlValidation": "CNAME"}
-    # azure 2: the app holds the name first (bindingType Auto: Azure binds the certificate once issued),
-    # the certificate comes after the app.
+    assert certificate.inputs["properties"] == {"subjectName": DOMAIN, "domainControlValidation": "CNAME"}
     [domain] = app(managed, "mlflow-proxy")["configuration"]["ingress"]["customDomains"]
-    assert domain == {"name": "mlflow.example.com", "bindingType": "Auto"}
+    assert domain == {"name": DOMAIN, "bindingType": "Auto"}
     assert managed.one("azure-native:app:ContainerApp", "mlflow-proxy").urn in certificate.dependencies
-    assert managed.output("tracking_uri") == "https://mlflow.example.com"
-    given = ("/subscriptions/s/resourceGroups/g/providers/Microsoft.App/managedEnvironments/e/certificates/mlflow")
-    bring = run_program(azure_config(azure={"domain": "mlflow.example.com", "certificateId": given}), stack="azure")
+    assert managed.output("tracking_uri") == f"https://{DOMAIN}"
+    assert managed.stack_outputs.get("warning") is None
+
+    _dns(monkeypatch, {(DOMAIN, "A"): ["10.50.0.100"], (f"asuid.{DOMAIN}", "TXT"): [VERIFICATION_ID]})
+    assert _domain_run().of_type("azure-native:app:ManagedCertificate"), "an apex domain: an A record"
+    _dns(monkeypatch, {(DOMAIN, "CNAME"): [APP_HOST]})
+    assert not _domain_run().of_type("azure-native:app:ManagedCertificate"), "no TXT record: not bound"
+
+
+def test_a_given_certificate_waits_for_the_same_dns_records(monkeypatch):
+    """Azure validates the host name whichever certificate the binding uses (same source)."""
+    _dns(monkeypatch, {})
+    waiting = _domain_run(certificateId=GIVEN_CERTIFICATE)
+    assert app(waiting, "mlflow-proxy")["configuration"]["ingress"]["customDomains"] == []
+    assert f"TXT asuid.{DOMAIN}" in waiting.output("warning")
+    _dns(monkeypatch, READY)
+    bring = _domain_run(certificateId=GIVEN_CERTIFICATE)
     assert not bring.of_type("azure-native:app:ManagedCertificate")
-    assert app(bring, "mlflow-proxy")["configuration"]["ingress"]["customDomains"][0]["certificateId"] == given
+    assert app(bring, "mlflow-proxy")["configuration"]["ingress"]["customDomains"] == [
+        {"name": DOMAIN, "certificateId": GIVEN_CERTIFICATE, "bindingType": "SniEnabled"}]
+
+
+def test_a_bound_domain_stays_bound_whatever_dns_answers_during_a_deploy(monkeypatch):
+    """Once the proxy app holds the name, a DNS answer missing during one `up` must not unbind it (an outage)."""
+    _dns(monkeypatch, {})
+    kept = _domain_run(bound=True)
+    assert app(kept, "mlflow-proxy")["configuration"]["ingress"]["customDomains"] == [
+        {"name": DOMAIN, "bindingType": "Auto"}]
+    assert kept.of_type("azure-native:app:ManagedCertificate") and kept.stack_outputs.get("warning") is None
 
 
 def test_premium_ingress_lets_requests_last_30_minutes():
@@ -367,12 +441,12 @@ def test_each_app_waits_for_its_identitys_pull_grant(run):
     assert storage in run.one("azure-native:app:ContainerApp", "mlflow-server").dependencies
 
 
-def test_a_domain_exports_the_verification_id_azure_checks_before_binding():
-    """Azure binds a custom domain only once TXT `asuid.<domain>` holds the environment's
-    customDomainVerificationId (https://learn.microsoft.com/en-us/azure/container-apps/custom-domains-managed-certificates)."""
-    run = run_program(azure_config(azure={"domain": "mlflow.example.com"}), stack="azure")
-    environment = run.one("azure-native:app:ManagedEnvironment")
-    assert run.output("domain_verification_id") == environment.state["customDomainConfiguration"][
-        "customDomainVerificationId"]
+def test_a_domain_exports_the_verification_id_azure_checks_before_binding(monkeypatch):
+    """Azure binds a custom domain only once TXT `asuid.<domain>` holds the subscription's verification id
+    (https://learn.microsoft.com/en-us/azure/container-apps/custom-domains-managed-certificates): read from
+    the subscription (https://learn.microsoft.com/en-us/rest/api/resource-manager/containerapps/get-custom-domain-verification-id),
+    so it is known before the first deploy, whatever the environment."""
+    _dns(monkeypatch, {})
+    run = _domain_run()
+    assert run.output("domain_verification_id") == VERIFICATION_ID
     assert "domain_verification_id" not in run_program(azure_config(), stack="azure").stack_outputs
-

@@ -515,6 +515,21 @@ def test_task_sizes_are_fargate_sizes(graph):
     report(fargate_size_rule(graph))
 
 
+def rebalancing_rule(graph: Graph) -> list[str]:
+    return [f"[{graph.variant.name}] {service.name}: zone rebalancing with deploymentMaximumPercent "
+            f"{service.inputs.get('deploymentMaximumPercent')}"
+            for service in graph.of_type(SERVICE)
+            if service.inputs.get("availabilityZoneRebalancing") == "ENABLED"
+            and service.inputs.get("deploymentMaximumPercent", 200) <= 100]
+
+
+def test_zone_rebalancing_has_room_for_an_extra_task(graph):
+    """ECS refuses availabilityZoneRebalancing ENABLED unless maximumPercent is above 100 (it moves
+    tasks by starting one first).
+    https://docs.aws.amazon.com/AmazonECS/latest/developerguide/service-rebalancing.html"""
+    report(rebalancing_rule(graph))
+
+
 def spool_rule(graph: Graph) -> list[str]:
     problems = []
     bodies = [directive(public_server_block(nginx_conf(graph, s)), "client_max_body_size") or NGINX_DEFAULT_BODY_SIZE
@@ -595,6 +610,9 @@ MUTATIONS = {
                                                               lambda i: i["healthCheck"].update(path="/api/2.0/x"))),
     "fargate sizes": (fargate_size_rule, lambda g: mutated(g, TASK, "mlflow-server",
                                                            lambda i: i.update(cpu="3072"))),
+    "rebalancing": (rebalancing_rule, lambda g: mutated(g, SERVICE, "mlflow-server",
+                                                        lambda i: i.update(availabilityZoneRebalancing="ENABLED",
+                                                                           deploymentMaximumPercent=100))),
     "spool": (spool_rule, lambda g: mutated(g, TASK, "mlflow-proxy", edit_containers(
         lambda d: set_env(d, "client_max_body_size ", "client_max_body_size 0; #")))),
 }

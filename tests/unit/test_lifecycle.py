@@ -152,16 +152,20 @@ def test_aws_go_back_twice():
     stack.up(_with(unprotected, BEFORE, "aws", dbRestoreSnapshot=snapshot), "second restore")
 
 
-def test_azure_deploy_bump_go_back_bump_destroy_and_recreate():
-    """azure, README "The azure stack": the bump takes an on-demand backup of the flexible server first
-    (issue 23, azure 6); going back restores the server to a point in time before the bump with
-    `az postgres flexible-server restore --name <server>-pitr` (a new server, a global name), copies
-    the database back and sets the version back."""
+@pytest.mark.parametrize("sku, backups", [("Standard_B2s", False), ("Standard_D2ds_v5", True)])
+def test_azure_deploy_bump_go_back_bump_destroy_and_recreate(sku, backups):
+    """azure, README "The azure stack": above the Burstable tier the bump takes an on-demand backup of the
+    flexible server first (issue 23, azure 6; Burstable has none: review 2, 1); either way the server app
+    records the version and the time its rollout started. Going back restores the server to a point in
+    time before the bump with `az postgres flexible-server restore --name <server>-pitr` (a new server, a
+    global name), copies the database back and sets the version back."""
     account = Account()
-    stack, config = Stack("azure", account), stack_file_config("azure")
+    stack, config = Stack("azure", account), _with(stack_file_config("azure"), BEFORE, "azure", dbSku=sku)
     stack.up(config, "deploy")
     stack.up(_with(config, AFTER), "bump")
-    assert account.made_in("bump", "flexible-server-backup"), "no on-demand backup was taken before the upgrade"
+    assert bool(account.made_in("bump", "flexible-server-backup")) == backups
+    [app] = [o for o in stack.outputs_of("azure-native:app:ContainerApp") if o["containerAppName"] == "mlflow-server"]
+    assert app["tags"]["mlflow-deployed-version"] == AFTER and app["tags"]["mlflow-rollout-started"]
     server = _only([o["serverName"] for o in stack.outputs_of(FLEXIBLE_SERVER)], "flexible server")
     account.create("flexible-server", f"{server}-pitr", None, "ServerNameAlreadyExists")
     stack.up(_with(config, BEFORE), "restore")

@@ -131,7 +131,11 @@ def test_pinned_images(local_run):
 
 def test_postgres_health_check_restart_and_max_connections(local_run):
     postgres = container(local_run, "mlflow-metadata")
-    assert postgres.inputs["healthcheck"]["tests"][:2] == ["CMD", "pg_isready"]
+    tests = postgres.inputs["healthcheck"]["tests"]
+    assert tests[:2] == ["CMD", "pg_isready"]
+    # Over TCP, where the image's temporary init server (socket only) cannot answer: healthy means
+    # the final server, so provisioning never loses its session when the init server stops.
+    assert tests[tests.index("-h") + 1] == "127.0.0.1"
     assert postgres.inputs["restart"] == "unless-stopped"
     assert postgres.inputs["wait"] is True
     assert postgres.inputs["command"] == ["postgres", "-c", "max_connections=100"]

@@ -46,6 +46,10 @@ if args[:2] == ["cp", "-"]:  # a tar into a container: keep what the daemon woul
                          for m in tar.getmembers()]
 with open(os.environ["FAKE_DOCKER_LOG"], "a") as handle:
     handle.write(json.dumps(record) + "\\n")
+if args[0] == os.environ.get("FAKE_DOCKER_BLOCK"):  # hang until signalled
+    import time
+    open(os.environ["FAKE_DOCKER_BLOCKED"], "w").close()
+    time.sleep(60)
 if args[0] == "inspect":  # as docker answers: found ones on stdout, the others named on stderr
     print(json.dumps({containers}))
     if not {found}:
@@ -141,3 +145,35 @@ def test_gc_refuses_with_one_line(tmp_path, args, found, message):
     assert result.returncode != 0 and message in result.stderr
     assert not [call for call in calls if call["argv"][0] in ("run", "create")]
     assert "s3cr" not in result.stderr + result.stdout
+
+
+def test_a_hang_up_during_gc_still_removes_the_oneoff(tmp_path):
+    """The terminal (or ssh session) running scripts/gc closes while the one-off container runs:
+    SIGHUP to the whole process group. The one-off helper must still `docker rm --force` the
+    container holding the server's secrets (before: Python's default SIGHUP ended it at once)."""
+    import signal
+    import time
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text(FAKE_DOCKER.format(python=sys.executable, containers=[SERVER, POSTGRES], found=True,
+                                         files=SERVER_FILES, oneoff_id=ONEOFF_ID))
+    docker.chmod(docker.stat().st_mode | stat.S_IEXEC)
+    log, marker = tmp_path / "docker.log", tmp_path / "blocked"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_DOCKER_LOG": str(log), "HOME": str(tmp_path),
+           "FAKE_DOCKER_BLOCK": "start", "FAKE_DOCKER_BLOCKED": str(marker)}
+    gc = subprocess.Popen([str(REPO_ROOT / "scripts" / "gc")], env=env, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert gc.poll() is None and time.monotonic() < deadline, gc.communicate()
+        time.sleep(0.05)
+    os.killpg(gc.pid, signal.SIGHUP)
+    gc.communicate(timeout=30)
+    time.sleep(1)  # the helper outlives gc in its own session: give its removal time to land
+    calls = [json.loads(line)["argv"] for line in log.read_text().splitlines()]
+    assert calls[-1] == ["rm", "--force", ONEOFF_ID]
+    sweep = ["ps", "--all", "--quiet", "--no-trunc", "--filter", "label=org.mlflow-platform.ops=one-off",
+             "--filter", "status=created"]
+    assert calls.index(sweep) < [call[0] for call in calls].index("create"), "leftovers swept first"

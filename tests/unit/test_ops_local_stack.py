@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -44,6 +45,13 @@ if args[:2] == ["cp", "-"]:  # a tar into a container: keep what the daemon woul
                          for m in tar.getmembers()]
 with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
     log.write(json.dumps(record) + "\n")
+if args[0] == os.environ.get("FAKE_DOCKER_BLOCK"):  # hang (an attached start, a slow cp) until signalled
+    import time
+    open(os.environ["FAKE_DOCKER_BLOCKED"], "w").close()
+    time.sleep(60)
+if args[0] == "ps":
+    print(os.environ.get("FAKE_DOCKER_LEFTOVERS", ""))
+    sys.exit(0)
 if os.environ.get("FAKE_DOCKER_DOWN"):
     sys.stderr.write("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
                      "Is the docker daemon running?\n")
@@ -271,6 +279,73 @@ def test_the_files_the_helper_copies_in_are_what_the_wrapper_exports(tmp_path):
     seen = json.loads(printed.stdout)
     assert {name: seen[name] for name in values} == values
     assert not set(env) & set(seen)
+
+
+def _blocked_at(docker: FakeDocker, tmp_path: Path, command: str) -> Path:
+    """The fake docker hangs in `command` (until signalled); returns the file it creates once there."""
+    marker = tmp_path / f"blocked-{command}"
+    docker.monkeypatch.setenv("FAKE_DOCKER_BLOCK", command)
+    docker.monkeypatch.setenv("FAKE_DOCKER_BLOCKED", str(marker))
+    return marker
+
+
+def _wait_for(path: Path, process: subprocess.Popen, seconds: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("command", ["start", "cp"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_an_interrupted_oneoff_still_removes_its_container(docker, tmp_path, command, signum):
+    """Ctrl-C, kill or a closed terminal signals the helper's whole process group (it and the
+    docker CLI it waits on): before the container holding the secret files starts, or while it
+    runs, the helper's `finally` must still run `docker rm --force`, and exit 128+signal. (Before:
+    SIGTERM and SIGHUP ended the helper without its `finally`.)"""
+    marker = _blocked_at(docker, tmp_path, command)
+    helper = subprocess.Popen([sys.executable, oneoff.__file__, "docker", "10001", "AWS_SECRET_ACCESS_KEY", "--",
+                               "--rm", IMAGE_ID, "true"], env={**os.environ, "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              start_new_session=True)
+    _wait_for(marker, helper)
+    os.killpg(helper.pid, signum)
+    _, stderr = helper.communicate(timeout=30)
+    assert helper.returncode == 128 + signum, stderr
+    assert docker.calls()[-1]["argv"] == ["rm", "--force", "c0ffee"]
+
+
+def test_an_interrupted_caller_gives_the_oneoff_time_to_remove_its_container(docker, tmp_path):
+    """Ctrl-C in backup or restore: the caller's KeyboardInterrupt must stop the helper with SIGTERM
+    and wait for it, not SIGKILL it 0.25 s later (subprocess.run's default), which left the
+    container with the secret files. The caller alone is signalled: the helper runs in its own
+    session, out of the terminal's reach."""
+    marker = _blocked_at(docker, tmp_path, "start")
+    script = ("from ops.local_stack import LocalStack\n"
+              "LocalStack.find().run_oneoff(['true'], env={'AWS_SECRET_ACCESS_KEY': 'x'})\n")
+    caller = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[2],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(marker, caller)
+    caller.send_signal(signal.SIGINT)
+    _, stderr = caller.communicate(timeout=30)
+    assert b"KeyboardInterrupt" in stderr
+    assert docker.calls()[-1]["argv"] == ["rm", "--force", "c0ffee"]
+
+
+def test_leftover_oneoffs_are_removed_before_backup_and_restore(docker, monkeypatch):
+    monkeypatch.setenv("FAKE_DOCKER_LEFTOVERS", "aaa111\nbbb222")
+    LocalAccess.find()
+    sweep = [call["argv"] for call in docker.calls() if call["argv"][0] in ("ps", "rm")]
+    assert sweep == [["ps", "--all", "--quiet", "--no-trunc", "--filter", "label=org.mlflow-platform.ops=one-off",
+                      "--filter", "status=created"], ["rm", "--force", "aaa111", "bbb222"]]
+
+
+def test_no_leftover_oneoffs_removes_nothing(docker):
+    assert LocalStack.find().remove_leftover_oneoffs() == []
+    assert [call["argv"][0] for call in docker.calls()] == ["inspect", "ps"]
 
 
 def test_exec_streams_stdin_and_stdout(docker, tmp_path):

@@ -74,13 +74,13 @@ while :; do
   definition=$(printf '%s' "$primary" | cut -f1)
   state=$(printf '%s' "$primary" | cut -f2)
   if [ "$definition" != "$TASK_DEFINITION" ]; then
-    echo "$SERVICE: the primary deployment runs $definition, not $TASK_DEFINITION: the rollout was rolled back (aws ecs describe-services)" >&2
+    echo "$SERVICE: the primary deployment runs $definition, not $TASK_DEFINITION: the rollout was rolled back (aws ecs describe-services); Pulumi's state still names the new one: fix the cause, then 'pulumi up --refresh' to roll out again" >&2
     exit 1
   fi
   case "$state" in
     COMPLETED) exit 0 ;;
     IN_PROGRESS) ;;
-    *) echo "$SERVICE: the rollout of $TASK_DEFINITION is $state (aws ecs describe-services)" >&2; exit 1 ;;
+    *) echo "$SERVICE: the rollout of $TASK_DEFINITION is $state (aws ecs describe-services); fix the cause, then 'pulumi up --refresh'" >&2; exit 1 ;;
   esac
   if [ "$(date +%s)" -ge "$deadline" ]; then
     echo "$SERVICE: the rollout of $TASK_DEFINITION is still IN_PROGRESS after $WAIT_SECONDS s" >&2
@@ -656,10 +656,17 @@ class AwsPlatform(pulumi.ComponentResource):
             }]
         replicas = s.proxy_replicas if request.public else self.server.replicas
         autoscaled = not request.public and self.server.max_replicas > self.server.replicas
+        # The server's rollouts stop old tasks first: the database's connection budget counts every
+        # server task running at once (config.ecs_rollout_peak_tasks). The proxy's start new ones first.
+        minimum, maximum = (None, None) if request.public else server_rollout_percents(self.server.replicas)
         service = aws.ecs.Service(
             name, name=service_name, cluster=self.ecs_cluster.arn, task_definition=task.arn,
             desired_count=replicas, launch_type="FARGATE", platform_version="LATEST",
-            availability_zone_rebalancing="ENABLED",
+            # ECS moves tasks back into a zone it lost only with room for an extra task: rebalancing
+            # needs maximumPercent above 100 (CreateService refuses it otherwise), so a stop-first
+            # server stays as it is until its next rollout (README).
+            # https://docs.aws.amazon.com/AmazonECS/latest/developerguide/service-rebalancing.html
+            availability_zone_rebalancing="ENABLED" if maximum is None or maximum > 100 else "DISABLED",
             network_configuration={"subnets": self.network.private_subnet_ids, "assign_public_ip": False,
                                    "security_groups": [(self.proxy_sg if request.public else self.server_sg).id]},
             load_balancers=[{"target_group_arn": self.target_group.arn, "container_name": service_name,
@@ -672,10 +679,7 @@ class AwsPlatform(pulumi.ComponentResource):
             # `pulumi up` waits for the rollout (longer than old tasks drain: custom_timeouts), and
             # fails with it; after a rollback it would not (_verify_rollout).
             wait_for_steady_state=True,
-            # The server's rollouts stop old tasks first: the database's connection budget counts
-            # every server task running at once (config.ecs_rollout_peak_tasks).
-            deployment_minimum_healthy_percent=None if request.public else server_rollout_percents(self.server.replicas)[0],
-            deployment_maximum_percent=None if request.public else server_rollout_percents(self.server.replicas)[1],
+            deployment_minimum_healthy_percent=minimum, deployment_maximum_percent=maximum,
             enable_execute_command=execute, propagate_tags="SERVICE",
             # Tasks start only once their roles hold their permissions (IAM policies are separate resources).
             opts=self._merge(opts, depends_on=[*policies, *versions, *([self.listener] if request.public else [])],
@@ -689,11 +693,17 @@ class AwsPlatform(pulumi.ComponentResource):
         for job in request.jobs:
             self._scheduled_job(f"{name}-{_slug(job.job_name.removeprefix('mlflow-'))}", job, value_from_known,
                                 digests, execution_role, task_role, cpu, memory, child)
-        verified = self._verify_rollout(name, service, task, self.drain_seconds if request.public else 0, child)
+        # Whatever starts a new ECS deployment of the service: its task definition, and the service's
+        # own deployment settings (Service Connect, network, rollout percents).
+        deployment = pulumi.Output.json_dumps({"connect": connect, "minimum": minimum, "maximum": maximum,
+                                               "subnets": self.network.private_subnet_ids, "replicas": replicas})
+        verified = self._verify_rollout(name, service, task, deployment, self.drain_seconds if request.public else 0,
+                                        child)
         return ServiceEndpoint(internal_url=port.apply(lambda p: f"http://{service_name}:{p}"), rollout=verified)
 
     def _verify_rollout(self, name: str, service: aws.ecs.Service, task: aws.ecs.TaskDefinition,
-                        drain_seconds: int, opts: pulumi.ResourceOptions) -> command.local.Command:
+                        deployment: pulumi.Output[str], drain_seconds: int,
+                        opts: pulumi.ResourceOptions) -> command.local.Command:
         """`wait_for_steady_state` also succeeds once a circuit breaker or an alarm has rolled the
         service back, and the state would then record a task definition that is not running. After
         each rollout (a new task definition), the service's PRIMARY deployment must run the task
@@ -702,7 +712,7 @@ class AwsPlatform(pulumi.ComponentResource):
         with the deployer's credentials, as Pulumi does. Fields: DescribeServices' Deployment
         (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Deployment.html)."""
         return command.local.Command(
-            f"{name}-rollout-check", create=VERIFY_ROLLOUT_SCRIPT, triggers=[task.arn],
+            f"{name}-rollout-check", create=VERIFY_ROLLOUT_SCRIPT, triggers=[task.arn, deployment],
             environment={"AWS_REGION": self.settings.region, "CLUSTER": self.ecs_cluster.name,
                          "SERVICE": service.name, "TASK_DEFINITION": task.arn,
                          # ECS's bake time after steady state: at most as long as the rollout may take.
@@ -762,12 +772,15 @@ class AwsPlatform(pulumi.ComponentResource):
     def _temporary_disk_alarm(self, name: str, service_name: str, opts: pulumi.ResourceOptions) -> None:
         """MLflow spools every proxied upload and download whole on the server task's ephemeral
         storage (shared with the image): a full disk shows only as 5xx. Container Insights reports
-        Fargate's EphemeralStorageUtilized and EphemeralStorageReserved per service
-        (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/Container-Insights-metrics-ECS.html)."""
+        Fargate's EphemeralStorageUtilized and EphemeralStorageReserved per service, summed over its
+        tasks (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/Container-Insights-metrics-ECS.html):
+        this is the share used across the service's tasks, sustained pressure on every task; one
+        task's full disk alone shows in the 5xx alarm (per-task series need Container Insights with
+        enhanced observability, README)."""
         service = {"ClusterName": self.ecs_cluster.name, "ServiceName": service_name}
         metric_alarm(
             f"{name}-alarm-disk", self.alarms, f"{service_name}-temporary-disk",
-            f"{service_name}: a task's ephemeral storage above 80% (proxied transfers spool there) for 5 minutes",
+            f"{service_name}: ephemeral storage above 80% across its tasks (proxied transfers spool there) for 5 minutes",
             opts, comparison_operator="GreaterThanThreshold", threshold=80, evaluation_periods=5,
             metric_queries=expression(
                 "percent", "IF(FILL(reserved, 0) > 0, 100 * FILL(used, 0) / FILL(reserved, 1), 0)",

@@ -15,11 +15,16 @@ container only (MLflow's Blob repository takes it from AZURE_CLIENT_ID through
 DefaultAzureCredential). Secrets live in each app's secret store, referenced by the env vars.
 """
 
+import datetime
+import functools
 import hashlib
 import ipaddress
 import json
 import re
 from typing import Mapping, Optional, Sequence
+
+import dns.exception
+import dns.resolver
 
 import pulumi
 import pulumi_azure_native as azure
@@ -55,6 +60,8 @@ ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 # The ReverseProxy's app: its default host name is known once the environment exists.
 PROXY_SERVICE = "mlflow-proxy"
+# The TrackingServer's app: it carries the version it runs in its tags.
+SERVER_SERVICE = "mlflow-server"
 # Container Apps lets a replica finish its requests for at most this long after it is told to stop.
 MAX_TERMINATION_GRACE_SECONDS = 600
 DIGEST_ENV = "MLFLOW_PLATFORM_SECRETS_SHA256"
@@ -70,8 +77,64 @@ STORAGE_AUTO_GROW = "Enabled"
 STORAGE_SIZE_PROPERTY = "storage.storageSizeGB"
 # The environment's zone redundancy is set when it is created, never after.
 ZONE_REDUNDANT_PROPERTY = "zoneRedundant"
-# The flexible server's tag holding the MLflow version last rolled out (record_deployed_version).
+# The server app's tags: the MLflow version it runs, and the UTC time that version's rollout started
+# (the moment a point-in-time restore goes back to). Written by this stack with the app itself, read back
+# before the next change (guard_schema_upgrade).
 DEPLOYED_VERSION_TAG = "mlflow-deployed-version"
+ROLLOUT_STARTED_TAG = "mlflow-rollout-started"
+# On-demand backups of the flexible server: not on the Burstable tier, at most 7 per server, each kept for
+# the server's backup retention ("On-demand backup feature is currently not supported with the Burstable
+# server compute tier"; "You can take up to 7 on-demand backups":
+# https://learn.microsoft.com/en-us/azure/postgresql/flexible-server/concepts-backup-restore#on-demand-backups).
+BURSTABLE_TIER = "Burstable"
+MAX_ON_DEMAND_BACKUPS = 7
+# The Azure error a look-up of a container app that does not exist (yet) answers.
+NOT_FOUND = ("ResourceNotFound", "NotFound", "was not found")
+# How long the domain's DNS check waits for an answer.
+DNS_LIFETIME_SECONDS = 5
+
+
+def resolve(name: str, record_type: str) -> list[str]:
+    """The answers of public DNS for `name` (CNAME targets and A addresses without the trailing dot,
+    TXT strings joined); [] when there is none or DNS cannot be asked. Module-level so that tests
+    replace it."""
+    resolver = dns.resolver.Resolver()
+    resolver.lifetime = DNS_LIFETIME_SECONDS
+    try:
+        answer = resolver.resolve(name, record_type)
+    except dns.exception.DNSException:
+        return []
+    if record_type == "TXT":
+        return [b"".join(record.strings).decode() for record in answer]
+    return [record.to_text().rstrip(".").lower() for record in answer]
+
+
+def missing_domain_records(domain: str, app_host: str, static_ip: str, verification_id: Optional[str]) -> list[str]:
+    """The DNS records Azure checks when a host name is added to a container app that `domain` does not
+    have yet: CNAME `domain` -> the app's default host name (an apex domain: A -> the environment's static
+    IP), and TXT `asuid.<domain>` = the subscription's verification id
+    (https://learn.microsoft.com/en-us/azure/container-apps/custom-domains-managed-certificates). On a
+    fresh stack the CNAME cannot exist yet: the app's host name is known only once the environment is
+    (https://github.com/microsoft/azure-container-apps/issues/525)."""
+    missing = []
+    if app_host.lower() not in resolve(domain, "CNAME") and static_ip not in resolve(domain, "A"):
+        missing.append(f"CNAME {domain} -> {app_host} (for an apex domain: A {domain} -> {static_ip})")
+    if not verification_id or verification_id not in resolve(f"asuid.{domain}", "TXT"):
+        missing.append(f"TXT asuid.{domain} = {verification_id}")
+    return missing
+
+
+@functools.cache
+def utc_now() -> str:
+    """The time this `pulumi up` started evaluating the program (one value per run): before any rollout
+    it starts. Module-level so that tests replace it."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _bound_domains(app: Optional[dict]) -> list[str]:
+    """The host names a container app (as the look-up answers it) holds now."""
+    ingress = ((app or {}).get("configuration") or {}).get("ingress") or {}
+    return [domain.get("name") for domain in ingress.get("customDomains") or []]
 
 
 def _slug(text: str) -> str:
@@ -154,13 +217,11 @@ class AzurePlatform(pulumi.ComponentResource):
 
         self.environment = self.managed_environment.name
         self.registry = self.container_registry.login_server
-        self.warning = None
         self.database_server: Optional[azure.dbforpostgresql.Server] = None
         self.last_server_write: Optional[pulumi.Resource] = None
-        if self.settings.internal:
-            self.warning = pulumi.Output.from_input(
-                "The ingress is inside the virtual network only (azure.internal): reach it over VPN or peering, "
-                "and resolve its name with a private DNS zone for the environment's default domain.")
+        self.server_tags: Optional[dict] = None
+        self.domain_missing = self._domain_gate()
+        self.warning = self._warning()
         self.user_outputs = PlatformOutputs(resource_group=self.resource_group, warning=self.warning,
                                             domain_verification_id=self.domain_verification_id if self.settings.domain
                                             else None)
@@ -169,6 +230,55 @@ class AzurePlatform(pulumi.ComponentResource):
         if self.warning is not None:
             outputs["warning"] = self.warning
         self.register_outputs(outputs)
+
+    def _warning(self) -> Optional[pulumi.Output[str]]:
+        """What the stack output `warning` says: an internal ingress, a domain not bound yet."""
+        notes = []
+        if self.settings.internal:
+            notes.append(pulumi.Output.from_input(
+                "The ingress is inside the virtual network only (azure.internal): reach it over VPN or peering, "
+                "and resolve its name with a private DNS zone for the environment's default domain."))
+        if self.domain_missing is not None:
+            domain = self.settings.domain
+            notes.append(self.domain_missing.apply(lambda missing: (
+                f"azure.domain {domain} is not bound yet (Azure checks its DNS records when the name is added): "
+                f"create {' and '.join(missing)}, then run `pulumi up` again to bind it"
+                + (" and have Azure issue its certificate." if self.settings.managed_certificate else ".")
+                if missing else "")))
+        if not notes:
+            return None
+        return pulumi.Output.all(*notes).apply(lambda texts: " ".join(t for t in texts if t) or None)
+
+    def _existing_app(self, container_app_name: str) -> pulumi.Output[Optional[dict]]:
+        """The container app as Azure holds it before this run changes it; None when it does not exist
+        (a first deploy): the look-up then answers "not found", which must not fail the deploy, so it is
+        made here rather than through get_container_app_output, whose failure would fail the program."""
+        async def read(resource_group: str) -> Optional[dict]:
+            try:
+                return await pulumi.runtime.invoke_async(
+                    "azure-native:app:getContainerApp",
+                    {"resourceGroupName": resource_group, "containerAppName": container_app_name},
+                    pulumi.InvokeOptions(provider=self.provider))
+            except Exception as error:  # the invoke raises a plain Exception with Azure's error in its text
+                if any(marker in str(error) for marker in NOT_FOUND):
+                    return None
+                raise
+
+        return self.resource_group.apply(read)
+
+    def _domain_gate(self) -> Optional[pulumi.Output[list[str]]]:
+        """The DNS records azure.domain still lacks ([] once it may be bound), checked when this run
+        knows the environment's default domain and static IP. A name the proxy app already holds stays
+        bound whatever DNS answers now (a DNS hiccup during a deploy must not unbind it)."""
+        s = self.settings
+        if not s.domain:
+            return None
+        environment = self.managed_environment
+        bound = self._existing_app(PROXY_SERVICE).apply(lambda app: s.domain in _bound_domains(app))
+        return pulumi.Output.all(bound, environment.default_domain, environment.static_ip,
+                                 self.domain_verification_id).apply(
+            lambda parts: [] if parts[0] else missing_domain_records(s.domain, f"{PROXY_SERVICE}.{parts[1]}",
+                                                                     parts[2], parts[3]))
 
     def _shared(self, short_name: str, **options) -> dict:
         """Name and options of a platform-wide resource: named after this component, its child, on
@@ -275,9 +385,11 @@ class AzurePlatform(pulumi.ComponentResource):
             **self._shared("environment-logs"), resource_uri=self.managed_environment.id, name="to-log-analytics",
             workspace_id=workspace.id, logs=[{"category_group": "allLogs", "enabled": True}],
             metrics=[{"category": "AllMetrics", "enabled": True}])
-        # The TXT record `asuid.<azure.domain>` proves the domain is the subscription's (README).
-        self.domain_verification_id = self.managed_environment.custom_domain_configuration.apply(
-            lambda configuration: configuration.custom_domain_verification_id if configuration else None)
+        # The TXT record `asuid.<azure.domain>` proves the domain is the subscription's (README): the id is the
+        # subscription's, known before anything is deployed
+        # (https://learn.microsoft.com/en-us/rest/api/resource-manager/containerapps/get-custom-domain-verification-id).
+        self.domain_verification_id = azure.app.get_custom_domain_verification_id_output(
+            opts=pulumi.InvokeOutputOptions(provider=self.provider)).value
 
     # --- Platform interface ---------------------------------------------------------------------
 
@@ -418,19 +530,30 @@ class AzurePlatform(pulumi.ComponentResource):
 
     def guard_schema_upgrade(self, name: str, database_instance: Optional[pulumi.Output[str]],
                              mlflow_version: str, opts: pulumi.ResourceOptions) -> SchemaGuard:
-        """An on-demand backup of the flexible server that the rollout of `mlflow_version` waits for
-        (its init container upgrades the schema), named after the change: the version deployed before
-        is read back from the server's tag that record_deployed_version writes. Backups live under
-        their server (a re-created stack has a new server, so no name is taken), and each name ends in
-        a random part made anew whenever the version changes (the go-back path taken twice names a new
-        backup). Kept when the next version replaces it: a backup to go back to is never deleted by
-        Pulumi; Azure keeps it as its own retention says (README)."""
+        """What stands before the rollout of `mlflow_version` (its init container upgrades the schema).
+        The version running before and the time its rollout started are read back from the server app's
+        own tags, which this stack writes with the app and nothing else rewrites (a tag on the flexible
+        server would be dropped by the server's next update, which writes the server's tags as declared).
+        The app gets the new version and, when the version changes, the time this run started: going back
+        is a point-in-time restore to just before it (README).
+        Above the Burstable tier, an on-demand backup of the flexible server first (BURSTABLE_TIER: Azure
+        takes none there), named after the change; backups live under their server (a re-created stack has
+        a new server) and each name ends in a random part made anew whenever the version changes (the
+        go-back path taken twice names a new backup). Kept when the next version replaces it (Pulumi never
+        deletes one); Azure keeps at most MAX_ON_DEMAND_BACKUPS per server, each for the retention
+        window: the README's go-back steps delete those no longer needed."""
         if database_instance is None:
             return SchemaGuard()
-        deployed = azure.dbforpostgresql.get_server_output(
-            resource_group_name=self.resource_group, server_name=database_instance,
-            opts=pulumi.InvokeOutputOptions(provider=self.provider)
-        ).tags.apply(lambda tags: (tags or {}).get(DEPLOYED_VERSION_TAG))
+        tags = self._existing_app(SERVER_SERVICE).apply(lambda app: (app or {}).get("tags") or {})
+        deployed = tags.apply(lambda current: current.get(DEPLOYED_VERSION_TAG))
+        self.server_tags = {DEPLOYED_VERSION_TAG: mlflow_version, ROLLOUT_STARTED_TAG: tags.apply(
+            lambda current: current.get(ROLLOUT_STARTED_TAG) if current.get(DEPLOYED_VERSION_TAG) == mlflow_version
+            and current.get(ROLLOUT_STARTED_TAG) else utc_now())}
+        # Container Apps has no automatic rollback: rollback_safe only says whether the old version may
+        # still serve the schema (the old revision serves until the new one is ready).
+        rollback_safe = deployed.apply(lambda before: before is None or before == mlflow_version)
+        if self.settings.db_tier == BURSTABLE_TIER:
+            return SchemaGuard(rollback_safe=rollback_safe)
         version = _slug(mlflow_version)
         unique = random.RandomString(f"{name}-before-{version}-id", length=6, special=False, upper=False,
                                      opts=opts)
@@ -440,18 +563,11 @@ class AzurePlatform(pulumi.ComponentResource):
                 lambda parts: _backup_name(parts[0], mlflow_version, parts[1])),
             opts=self._merge(opts, retain_on_delete=True, ignore_changes=["backupName"],
                              depends_on=[self.last_server_write]))  # the server takes one operation at a time
-        return SchemaGuard(before=[backup],
-                           rollback_safe=deployed.apply(lambda before: before is None or before == mlflow_version))
+        return SchemaGuard(before=[backup], rollback_safe=rollback_safe)
 
     def record_deployed_version(self, name: str, mlflow_version: str, rollout: ServiceEndpoint,
                                 opts: pulumi.ResourceOptions) -> None:
-        """The version the server rolled out, as a tag of the flexible server, once the rollout is done
-        (guard_schema_upgrade reads it before the next change)."""
-        if self.database_server is None:
-            return
-        azure.resources.TagAtScope(
-            name, scope=self.database_server.id, properties={"tags": {DEPLOYED_VERSION_TAG: mlflow_version}},
-            opts=self._merge(opts, depends_on=[rollout.rollout] if rollout.rollout else []))
+        """Nothing to write: the server app carries its version in its own tags (guard_schema_upgrade)."""
 
     def run_service(self, name: str, request: ServiceRequest, opts: pulumi.ResourceOptions) -> ServiceEndpoint:
         s = self.settings
@@ -491,6 +607,7 @@ class AzurePlatform(pulumi.ComponentResource):
                 "ingress": self._ingress(request, spec),
             },
             template=template,
+            tags=None if request.public else self.server_tags,
             opts=self._merge(opts, depends_on=[pull_grant]))  # the identity may pull before the first revision
         alerts.app_alerts(name, self.alerts, service_name, app.id, request.public, self._merge(opts))
         if request.public and self.settings.managed_certificate:
@@ -535,8 +652,12 @@ class AzurePlatform(pulumi.ComponentResource):
         one for a name no app in the environment has (RequireCustomHostnameInEnvironment,
         https://github.com/pulumi/pulumi-azure-native/issues/2614). The app names the domain with
         bindingType Auto, so Azure binds the certificate once issued, and the app's own definition never
-        has to change for it: one `pulumi up` (https://github.com/microsoft/azure-container-apps/issues/796)."""
-        azure.app.ManagedCertificate(
+        has to change for it (https://github.com/microsoft/azure-container-apps/issues/796). Only once the
+        domain's DNS records let the app hold the name (_domain_gate): registered when the check is known."""
+        self.domain_missing.apply(lambda missing: None if missing else self._certificate(proxy_app))
+
+    def _certificate(self, proxy_app: azure.app.ContainerApp) -> azure.app.ManagedCertificate:
+        return azure.app.ManagedCertificate(
             **self._shared("certificate", depends_on=[proxy_app]), resource_group_name=self.resource_group,
             environment_name=self.managed_environment.name,
             properties={"subject_name": self.settings.domain, "domain_control_validation": "CNAME"})
@@ -558,11 +679,11 @@ class AzurePlatform(pulumi.ComponentResource):
             # Scrapers in the environment (or the VNet with azure.internal) only: never external.
             ingress["additional_port_mappings"] = [{"external": False, "target_port": request.metrics_port,
                                                     "exposed_port": request.metrics_port}]
-        if s.managed_certificate:
-            ingress["custom_domains"] = [{"name": s.domain, "binding_type": "Auto"}]
-        elif s.domain:
-            ingress["custom_domains"] = [{"name": s.domain, "certificate_id": s.certificate_id,
-                                          "binding_type": "SniEnabled"}]
+        if s.domain:
+            # Bound only once its DNS records exist (_domain_gate): Azure checks them whichever certificate.
+            binding = ({"name": s.domain, "binding_type": "Auto"} if s.managed_certificate
+                       else {"name": s.domain, "certificate_id": s.certificate_id, "binding_type": "SniEnabled"})
+            ingress["custom_domains"] = self.domain_missing.apply(lambda missing: [] if missing else [binding])
         return ingress
 
     def _scale(self, request: ServiceRequest) -> dict:
