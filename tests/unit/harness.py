@@ -86,6 +86,8 @@ class Recorded:
     dependencies: list[str]
     additional_secret_outputs: list[str]
     provider: str
+    deleted_with: str = ""
+    """The URN of the resource whose deletion deletes this one (Pulumi then skips its own delete)."""
     aliases: list[dict] = field(default_factory=list)
     """The alias specs (or URNs) the program sent, as the engine receives them."""
     outputs: dict = field(default_factory=dict)
@@ -344,6 +346,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             retain_on_delete=bool(request.retainOnDelete) if request.HasField("retainOnDelete") else False,
             ignore_changes=list(request.ignoreChanges), dependencies=list(request.dependencies),
             additional_secret_outputs=list(request.additionalSecretOutputs), provider=request.provider,
+            deleted_with=request.deletedWith,
             aliases=[json_format.MessageToDict(alias) for alias in request.aliases], state=state,
         )
         return response

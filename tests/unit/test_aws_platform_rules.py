@@ -173,7 +173,9 @@ def _run_rollout_check(tmp_path, answers: list[str], wait_seconds: int = 60) -> 
     fake.write_text('#!/bin/sh\nn=$(cat "$0.count" 2>/dev/null || echo 0); echo $((n + 1)) > "$0.count"\n'
                     'lines=$(wc -l < "$(dirname "$0")/answers")\n'
                     'i=$((n + 1)); [ "$i" -gt "$lines" ] && i=$lines\n'
-                    'sed -n "${i}p" "$(dirname "$0")/answers" | tr "|" "\\t"\n')
+                    'answer=$(sed -n "${i}p" "$(dirname "$0")/answers")\n'
+                    '[ "$answer" = FAIL ] && { echo "ThrottlingException" >&2; exit 255; }\n'
+                    'printf "%s\\n" "$answer" | tr "|" "\\t"\n')
     fake.chmod(0o755)
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "AWS_REGION": "eu-west-1", "CLUSTER": "c", "SERVICE": "mlflow-server",
            "TASK_DEFINITION": "arn:td:2", "WAIT_SECONDS": str(wait_seconds), "POLL_SECONDS": "0"}
@@ -193,6 +195,9 @@ def test_the_rollout_check_waits_out_the_bake_time_and_fails_a_rollback(tmp_path
         (tmp_path / "aws.count").unlink()
         failed = _run_rollout_check(tmp_path, answers)
         assert failed.returncode == 1 and message in failed.stderr, failed.stderr
+    (tmp_path / "aws.count").unlink()
+    blip = _run_rollout_check(tmp_path, ["FAIL", "arn:td:2|COMPLETED"])
+    assert blip.returncode == 0, "a failed describe-services call is one more poll, not a failed deploy"
     stuck = _run_rollout_check(tmp_path, ["arn:td:2|IN_PROGRESS"], wait_seconds=0)
     assert stuck.returncode == 1 and "still IN_PROGRESS" in stuck.stderr
 
@@ -387,3 +392,11 @@ def test_the_server_tasks_temporary_disk_is_watched(run):
     assert queries["reserved"]["metric"]["metricName"] == "EphemeralStorageReserved"
     assert queries["used"]["metric"]["dimensions"]["ServiceName"] == SERVER
     assert alarm.inputs["threshold"] == 80 and alarm.inputs["alarmActions"]
+
+
+def test_database_changes_apply_at_pulumi_up(run):
+    """RDS queues a modification for the next maintenance window unless applyImmediately
+    (https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/Overview.DBInstance.Modifying.html): `up`
+    would report a class change done a week before it happens, and show it again every run."""
+    assert run.one("aws:rds/instance:Instance").inputs["applyImmediately"] is True
+

@@ -335,8 +335,13 @@ def test_a_domain_is_bound_and_certified_once_its_dns_records_exist(monkeypatch)
     assert managed.output("tracking_uri") == f"https://{DOMAIN}"
     assert managed.stack_outputs.get("warning") is None
 
+    environment = managed.one("azure-native:app:ManagedEnvironment")
+    assert certificate.deleted_with == environment.urn, "Azure refuses to delete a bound certificate"
+    assert "properties.domainControlValidation" in certificate.ignore_changes
+
     _dns(monkeypatch, {(DOMAIN, "A"): ["10.50.0.100"], (f"asuid.{DOMAIN}", "TXT"): [VERIFICATION_ID]})
-    assert _domain_run().of_type("azure-native:app:ManagedCertificate"), "an apex domain: an A record"
+    [apex] = _domain_run().of_type("azure-native:app:ManagedCertificate")
+    assert apex.inputs["properties"]["domainControlValidation"] == "HTTP", "an apex domain: A record, HTTP validation"
     _dns(monkeypatch, {(DOMAIN, "CNAME"): [APP_HOST]})
     assert not _domain_run().of_type("azure-native:app:ManagedCertificate"), "no TXT record: not bound"
 

@@ -69,11 +69,15 @@ ROLLOUT_START_SECONDS = 20 * 60
 VERIFY_ROLLOUT_SCRIPT = """set -eu
 deadline=$(( $(date +%s) + WAIT_SECONDS ))
 while :; do
-  primary=$(aws ecs describe-services --region "$AWS_REGION" --cluster "$CLUSTER" --services "$SERVICE" \
-    --query 'services[0].deployments[?status==`PRIMARY`] | [0].[taskDefinition, rolloutState]' --output text)
+  if ! primary=$(aws ecs describe-services --region "$AWS_REGION" --cluster "$CLUSTER" --services "$SERVICE" \
+      --query 'services[0].deployments[?status==`PRIMARY`] | [0].[taskDefinition, rolloutState]' --output text); then
+    primary=""  # throttled or a network blip: one more poll, the deadline still applies
+  fi
   definition=$(printf '%s' "$primary" | cut -f1)
   state=$(printf '%s' "$primary" | cut -f2)
-  if [ "$definition" != "$TASK_DEFINITION" ]; then
+  if [ -z "$primary" ]; then
+    state=IN_PROGRESS
+  elif [ "$definition" != "$TASK_DEFINITION" ]; then
     echo "$SERVICE: the primary deployment runs $definition, not $TASK_DEFINITION: the rollout was rolled back (aws ecs describe-services); Pulumi's state still names the new one: fix the cause, then 'pulumi up --refresh' to roll out again" >&2
     exit 1
   fi
@@ -386,6 +390,10 @@ class AwsPlatform(pulumi.ComponentResource):
             auto_minor_version_upgrade=not pinned,
             allow_major_version_upgrade=False,
             instance_class=s.db_instance_class,
+            # A changed class, storage, Multi-AZ or pinned minor applies at `pulumi up` (a restart or
+            # failover then), not at the next maintenance window while `up` reports it done and every
+            # later `up` shows the same change again. Static parameters still wait for a reboot (README).
+            apply_immediately=True,
             allocated_storage=s.db_allocated_storage_gb,
             max_allocated_storage=s.db_max_allocated_storage_gb,
             storage_type="gp3",

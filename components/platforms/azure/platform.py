@@ -657,10 +657,19 @@ class AzurePlatform(pulumi.ComponentResource):
         self.domain_missing.apply(lambda missing: None if missing else self._certificate(proxy_app))
 
     def _certificate(self, proxy_app: azure.app.ContainerApp) -> azure.app.ManagedCertificate:
+        """Validated as the name is held: CNAME for a subdomain pointing at the app, HTTP for an apex
+        domain held by an A record (https://learn.microsoft.com/en-us/azure/container-apps/custom-domains-managed-certificates);
+        the first method stays (a DNS answer during a later deploy must not re-issue it). Deleted with
+        the environment: the app binds it (bindingType Auto), and Azure refuses to delete a certificate a
+        custom domain uses (CertificateInUse), so `pulumi destroy` leaves it to the environment's deletion."""
+        domain = self.settings.domain
+        validation = self.managed_environment.default_domain.apply(
+            lambda default: "CNAME" if f"{PROXY_SERVICE}.{default}".lower() in resolve(domain, "CNAME") else "HTTP")
         return azure.app.ManagedCertificate(
-            **self._shared("certificate", depends_on=[proxy_app]), resource_group_name=self.resource_group,
-            environment_name=self.managed_environment.name,
-            properties={"subject_name": self.settings.domain, "domain_control_validation": "CNAME"})
+            **self._shared("certificate", depends_on=[proxy_app], deleted_with=self.managed_environment,
+                           ignore_changes=["properties.domainControlValidation"]),
+            resource_group_name=self.resource_group, environment_name=self.managed_environment.name,
+            properties={"subject_name": domain, "domain_control_validation": validation})
 
     def _ingress(self, request: ServiceRequest, spec: pulumi.Output) -> dict:
         port = spec.apply(lambda c: c.ports[0])
