@@ -31,6 +31,16 @@ _HOSTNAME = re.compile(
 )
 _IPV4 = re.compile(r"^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$")
 _STATIC_PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
+# Paths the auth apps let through without authentication, matched with str.startswith: MLflow 3.17.2's
+# (`_UNPROTECTED_PATH_PREFIXES`, mlflow/server/auth/__init__.py) and mlflow-oidc-auth 10.2.0's
+# (hooks/before_request.py `_is_unprotected_route`, middleware/route_path.py `UNPROTECTED_PREFIXES`).
+# A static prefix under which every request path starts with one of them (/healthcare starts with
+# /health) would switch authentication off for every route; refused in every auth mode, as the mode
+# may change later. `/providers` is exempt as an exact path: refused as the prefix or a parent of it.
+AUTH_EXEMPT_PATH_PREFIXES = ("/static", "/favicon.ico", "/health",  # MLflow's auth app
+                             "/metrics", "/docs", "/redoc", "/openapi.json", "/login", "/callback", "/oidc/static",
+                             "/oidc/ui", "/static-files", "/scim/v2/", "/slo/", "/saml/metadata/")  # mlflow-oidc-auth
+AUTH_EXEMPT_EXACT_PATHS = ("/providers",)
 _BUCKET = re.compile(r"^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IMAGE_REF = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]{1,5})?(/[a-z0-9._-]+)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[0-9a-f]{64})?$")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -112,6 +122,13 @@ class ServerConfig(_Section):
                                   or any(segment in (".", "..") for segment in value.split("/"))):
             raise ValueError("must be a path like /mlflow: leading slash, no trailing slash, no '//', no '.' or '..' "
                              "segments; letters, digits, . _ ~ - only")
+        if value is not None:
+            exempt = next((p for p in AUTH_EXEMPT_PATH_PREFIXES if f"{value}/".startswith(p)), None) or next(
+                (p for p in AUTH_EXEMPT_EXACT_PATHS if f"{value}/".startswith(f"{p}/")), None)
+            if exempt:
+                raise ValueError(f"must not start with {exempt.rstrip('/')!r}: MLflow's auth app (or mlflow-oidc-auth) "
+                                 f"lets every path starting with {exempt!r} through without authentication, so every "
+                                 "route under the prefix would be open to anyone; choose another prefix, e.g. /mlflow")
         return value
 
 

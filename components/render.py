@@ -41,6 +41,18 @@ BACKEND_URI_ENV = "MLFLOW_BACKEND_STORE_URI"
 # decrypt them: the stack always sets a generated one, kept as long as the stack.
 SECRETS_KEK_ENV = "MLFLOW_CRYPTO_KEK_PASSPHRASE"
 S3_CREDENTIAL_ENVS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+# A model version's source is read with the server's own storage credentials
+# (GET /model-versions/get-artifact), checking only the reader's permission on the registered model:
+# a version whose source is a storage URI (s3://<bucket>/<experiment id>, wasbs://...) would hand
+# anyone other users' artifacts. MLflow 3.17.2 checks this regex (re.search) on every CreateModelVersion
+# before anything else, prompts included (mlflow/server/handlers.py, _create_model_version). It allows
+# only what MLflow's own clients send: models:/ (logged models, copies), runs:/, mlflow-artifacts:/
+# (register_model on a run holding an MLmodel; the UI), never with an authority (MLflow then checks
+# these lie within the named run or logged model), and the prompt placeholders exactly
+# (mlflow/prompt/constants.py, _PROMPT_SOURCE_PLACEHOLDERS). Every storage scheme, file: and plain
+# paths are refused.
+MODEL_VERSION_SOURCE_REGEX_ENV = "MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX"
+MODEL_VERSION_SOURCE_REGEX = r"^(?:(?:models|runs|mlflow-artifacts):/(?!/)|(?:dummy-source|prompt-template)\Z)"
 
 # auth.mode mlflow and oidc: an auth app in front of MLflow's own routes (`--app-name`) checks
 # every request; its users and permissions live in a database of their own beside the tracking one
@@ -249,6 +261,7 @@ def tracking_server_env(settings: TrackingServerSettings) -> dict[str, str]:
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if settings.job_execution else "false",
         # MLflow turns its AI Gateway on unless told otherwise: here only when the config asks for it.
         "MLFLOW_ENABLE_AI_GATEWAY": "true" if settings.ai_gateway else "false",
+        MODEL_VERSION_SOURCE_REGEX_ENV: MODEL_VERSION_SOURCE_REGEX,
         "PYTHONUNBUFFERED": "1",
     }
     if settings.s3_endpoint_url:
@@ -631,6 +644,19 @@ def nginx_conf(settings: ProxySettings) -> str:
             f"{upstream}"
             "        }\n"
         )
+    # The download route with an empty artifact path (.../mlflow-artifacts/artifacts/, the query
+    # ignored) is authorized by MLflow's auth app against ?path= and then downloads the whole
+    # artifact root, everyone's objects, to the server's disk (issue 29): refused here, in both API
+    # forms, with and without the prefix (the server's streaming router answers the unprefixed path
+    # under a prefix too). Nginx matches its normalised URI (%2E, '.' segments and '//' resolved), so
+    # no spelling of the empty path gets through. The list route has no trailing slash
+    # (.../artifacts?path=) and is untouched.
+    for root in sorted({"", prefix}):
+        for api in ("api", "ajax-api"):
+            locations.append(f"        location = {root}/{api}/2.0/mlflow-artifacts/artifacts/ {{\n"
+                             "            default_type text/plain;\n"
+                             "            return 400 \"an artifact path is required\\n\";\n"
+                             "        }\n")
     # With an S3-compatible artifact store, MLflow 3.17 advertises presigned multipart transfers in
     # server-info; clients then download every artifact (and upload those >= 500 MB) at the
     # server's own S3 endpoint, past this proxy (on `local` http://minio:9000, which users cannot

@@ -324,7 +324,8 @@ container's arguments under a state directory and prints its id; `cp - <id>:/` u
 that container's root (modes kept, as the daemon does); `start --attach --interactive <id>` runs the
 container's command natively with only its `-e` env (each /run/secrets path mapped into its root), so
 the platform's secret-env wrapper (sh) reads the values from the files and execs this venv's Python;
-`rm --force <id>` removes it. Each call is logged with the secret values docker itself could see."""
+`rm --force <id>...` removes them; `ps --all --quiet ... --filter status=created` lists those created
+and never started (the tools' sweep of leftovers). Each call is logged with the secret values docker itself could see."""
 import io, json, os, shutil, sys, tarfile
 
 config = json.load(open(os.environ["DOCKER_SHIM_CONFIG"]))
@@ -368,8 +369,14 @@ if args[:2] == ["cp", "-"] and args[2].endswith(":/"):
     with tarfile.open(fileobj=io.BytesIO(sys.stdin.buffer.read())) as tar:
         tar.extractall(root, filter="tar")
     sys.exit(0)
+if args[:3] == ["ps", "--all", "--quiet"]:
+    assert "status=created" in args, args  # the sweep of one-offs created but never started
+    print("\n".join(name for name in sorted(os.listdir(state))
+                    if not os.path.exists(os.path.join(state, name, "started"))))
+    sys.exit(0)
 if args[:3] == ["start", "--attach", "--interactive"]:
     container = os.path.join(state, args[3])
+    open(os.path.join(container, "started"), "w").close()
     create = json.load(open(os.path.join(container, "create.json")))
     image_at = create.index(config["image"])
     env = dict(config["base_env"])
@@ -384,7 +391,8 @@ if args[:3] == ["start", "--attach", "--interactive"]:
     argv[command_at] = config["python"]
     os.execve("/bin/sh" if wrapped else argv[0], argv, env)
 if args[:2] == ["rm", "--force"]:
-    shutil.rmtree(os.path.join(state, args[2]))
+    for name in args[2:]:
+        shutil.rmtree(os.path.join(state, name))
     sys.exit(0)
 sys.exit(f"docker shim: unsupported {{args[:2]}}")
 '''

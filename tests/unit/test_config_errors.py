@@ -218,3 +218,27 @@ def test_static_prefix_accepts_safe_paths(prefix):
 @pytest.mark.parametrize("username", ["mlflow", "mlflow_tracking", "postgresql_user", "azure"])
 def test_database_username_accepts_ordinary_roles(username):
     assert parse_stack_config({"database": {"username": username}}, "Pulumi.local.yaml").database.username == username
+
+
+# Prefixes MLflow's auth app (and mlflow-oidc-auth) lets through without authentication, matched
+# with str.startswith: a static prefix starting with one would open every route under it.
+AUTH_EXEMPT_PREFIXES = ["/health", "/healthcare", "/health/mlflow", "/static", "/static-files", "/staticky",
+                        "/favicon.ico", "/metrics", "/metricsapp", "/docs", "/redoc", "/openapi.json", "/login",
+                        "/callback", "/oidc/static", "/oidc/ui", "/scim/v2", "/slo", "/saml/metadata", "/providers"]
+
+
+@pytest.mark.parametrize("auth", [{}, {"auth": {"mode": "mlflow"}}])
+@pytest.mark.parametrize("prefix", AUTH_EXEMPT_PREFIXES)
+def test_static_prefix_refuses_what_the_auth_apps_exempt(prefix, auth):
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config({"server": {"staticPrefix": prefix}, **auth}, "Pulumi.local.yaml")
+    message = str(caught.value)
+    assert "mlflow:server.staticPrefix: must not start with '/" in message, message
+    assert "without authentication" in message and "every route under the prefix" in message
+    assert len(message.strip().splitlines()[-1]) > 40 and "\n" not in message.split("server.staticPrefix")[1]
+
+
+@pytest.mark.parametrize("prefix", ["/mlflow", "/healt", "/my-health", "/statik", "/api-mlflow", "/favicon", "/doc",
+                                    "/slot", "/provider", "/providers2", "/oidc", "/scim", "/team/health", "/statistics"])
+def test_static_prefix_accepts_near_misses_of_the_exemptions(prefix):
+    assert parse_stack_config({"server": {"staticPrefix": prefix}}, "Pulumi.local.yaml").server.static_prefix == prefix

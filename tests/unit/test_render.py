@@ -245,3 +245,73 @@ def test_certificate_names_split_addresses_from_names():
     assert render.certificate_names(["mlflow.example", "10.1.2.3", "::1", "localhost"]) == \
         (["mlflow.example", "localhost"], ["10.1.2.3", "::1"])
     assert render.certificate_names(["localhost"]) == (["localhost"], ["127.0.0.1"])
+
+
+# --- model version sources (issue 29, item 1) -----------------------------------------------------
+
+SOURCE_REGEX_ENV = "MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX"
+# What MLflow 3.17.2's own clients send as a model version's source: register_model("runs:/...")
+# (the run's artifact URI when it holds an MLmodel, else models:/<logged model id>), log_model's
+# registration (models:/m-...), copy_model_version (models:/name/version), the UI (a logged model's
+# mlflow-artifacts:/ location), and prompts (mlflow/prompt/constants.py placeholders).
+CLIENT_SOURCES = ["runs:/0123abcd/model", "models:/m-0123abcd", "models:/my-model/3", "models:/my-model@champion",
+                  "mlflow-artifacts:/1/0123abcd/artifacts/model", "mlflow-artifacts:/1/models/m-0123/artifacts",
+                  "dummy-source", "prompt-template"]
+# Storage every stack uses, and everything else the server would read with its own credentials.
+REFUSED_SOURCES = ["s3://mlflow-artifacts/1", "s3://mlflow-artifacts/1/abc/artifacts/notes.txt", "S3://b/1",
+                   "wasbs://artifacts@acct.blob.core.windows.net/1", "abfss://artifacts@acct.dfs.core.windows.net/1",
+                   "https://acct.blob.core.windows.net/artifacts/1", "http://minio:9000/b/1", "file:///etc",
+                   "/etc/passwd", "relative/path", "gs://b/1", "hdfs://n/1", "mlflow-artifacts://evil.example/1",
+                   "models://host/m", "runs://host/r", " models:/m-1", "x-models:/m-1", "dummy-source/../x",
+                   "dummy-source\n", "prompt-template-s3://b/1", "MODELS:/m-1", ""]
+
+
+def test_model_version_source_regex_is_set_on_every_platform():
+    """One place (tracking_server_env) sets it, so every stack's server has it."""
+    for extra in ({}, {"AWS_DEFAULT_REGION": "eu-west-1"}, {render.AZURE_CLIENT_ID_ENV: "id"}):
+        for mode in ("proxy", "mlflow", "oidc"):
+            env = render.tracking_server_env(settings(extra_env=extra, auth_mode=mode))
+            assert env[SOURCE_REGEX_ENV] == render.MODEL_VERSION_SOURCE_REGEX
+
+
+@pytest.mark.parametrize("source", CLIENT_SOURCES)
+def test_model_version_source_regex_accepts_what_mlflow_clients_send(source):
+    import re
+
+    assert re.search(render.tracking_server_env(settings())[SOURCE_REGEX_ENV], source), source
+
+
+@pytest.mark.parametrize("source", REFUSED_SOURCES)
+def test_model_version_source_regex_refuses_storage_uris_and_paths(source):
+    import re
+
+    assert not re.search(render.tracking_server_env(settings())[SOURCE_REGEX_ENV], source), source
+
+
+def test_mlflow_checks_the_regex_before_it_detects_a_prompt():
+    """The regex applies to prompt versions too (it is checked first): the placeholders must pass it."""
+    import inspect
+
+    from mlflow.prompt.constants import _PROMPT_SOURCE_PLACEHOLDERS
+    from mlflow.server import handlers
+
+    body = inspect.getsource(handlers._create_model_version)
+    assert body.index("MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX") < body.index("_is_prompt_request")
+    assert "re.search(regex, request_message.source)" in body
+    import re
+
+    assert all(re.search(render.MODEL_VERSION_SOURCE_REGEX, source) for source in _PROMPT_SOURCE_PLACEHOLDERS)
+
+
+# --- the empty artifact path (issue 29, item 4) ---------------------------------------------------
+
+@pytest.mark.parametrize("prefix", [None, "/mlflow"])
+def test_nginx_refuses_the_download_route_with_an_empty_artifact_path(prefix):
+    conf = render.nginx_conf(proxy(static_prefix=prefix))
+    roots = ["", prefix] if prefix else [""]
+    for root in roots:
+        for api in ("api", "ajax-api"):
+            block = conf.split(f"location = {root}/{api}/2.0/mlflow-artifacts/artifacts/ {{")[1].split("}")[0]
+            assert "return 400" in block, (root, api)
+            # the list route (no trailing slash) is not refused
+            assert f"location = {root}/{api}/2.0/mlflow-artifacts/artifacts {{" not in conf

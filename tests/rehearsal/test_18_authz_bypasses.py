@@ -1,0 +1,194 @@
+"""Issue 29, the first bypasses closed, for real (auth.mode mlflow, alice and bob as in test_9, a
+server with and one without server.staticPrefix, behind the rendered Nginx):
+
+- a model version whose source is a storage URI is refused, so bob cannot read alice's artifacts
+  through his own model version (GET /model-versions/get-artifact reads with the server's
+  credentials); what MLflow's clients register (runs:/, a logged model, a prompt) still works;
+- the artifact download route with an empty artifact path (which downloads the whole bucket to the
+  server's disk) is refused by Nginx in every spelling, while listing, upload and download of real
+  artifacts still work.
+(The static prefixes the auth apps exempt are refused by the config: tests/unit/test_config_errors.py.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from typing import Iterator
+
+import pytest
+import requests
+
+from rehearsal.launcher import RehearsalStack, Variant
+from tests.rehearsal.conftest import STATIC_PREFIX, running_stack
+
+NOTES = "alice's notes\n"
+
+
+@pytest.fixture(scope="module")
+def auth_stack() -> Iterator[RehearsalStack]:
+    with running_stack({"auth": {"mode": "mlflow", "defaultPermission": "NO_PERMISSIONS"}},
+                       default={}, prefix={"static_prefix": STATIC_PREFIX}) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module", params=["default", "prefix"])
+def variant(request, auth_stack) -> Variant:
+    return auth_stack.variants[request.param]
+
+
+@pytest.fixture(scope="module")
+def users(auth_stack) -> dict[str, tuple[str, str]]:
+    from mlflow.server.auth.client import AuthServiceClient
+
+    variant = auth_stack.variants["default"]
+    created = {name: (name, secrets.token_urlsafe(18)) for name in ("alice", "bob")}
+    with _as(variant, variant.username, variant.password):
+        admin = AuthServiceClient(variant.tracking_uri)
+        for username, password in created.values():
+            admin.create_user(username, password)
+    return created
+
+
+@contextlib.contextmanager
+def _as(variant: Variant, username: str, password: str):
+    """The MLflow client (and the fluent API) acting as `username` against `variant`."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    keys = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI")
+    saved = {key: os.environ.get(key) for key in keys}
+    os.environ.update(MLFLOW_TRACKING_USERNAME=username, MLFLOW_TRACKING_PASSWORD=password,
+                      MLFLOW_TRACKING_URI=variant.tracking_uri)
+    mlflow.set_tracking_uri(variant.tracking_uri)
+    mlflow.set_registry_uri(variant.tracking_uri)
+    try:
+        yield MlflowClient(tracking_uri=variant.tracking_uri, registry_uri=variant.tracking_uri)
+    finally:
+        if mlflow.active_run():
+            mlflow.end_run()
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def alices(auth_stack, users, tmp_path_factory) -> dict[str, str]:
+    variant = auth_stack.variants["default"]
+    artifact = tmp_path_factory.mktemp("alice") / "notes.txt"
+    artifact.write_text(NOTES)
+    with _as(variant, *users["alice"]) as alice:
+        experiment_id = alice.create_experiment(f"alice-{secrets.token_hex(4)}")
+        run = alice.create_run(experiment_id)
+        alice.log_artifact(run.info.run_id, str(artifact))
+        alice.set_terminated(run.info.run_id)
+    return {"experiment_id": experiment_id, "run_id": run.info.run_id}
+
+
+def _url(variant: Variant, path: str, prefixed: bool = True) -> str:
+    """Through Nginx: under the variant's static prefix, or (prefixed=False) at the root."""
+    root = variant.tracking_uri if prefixed else variant.tracking_uri.removesuffix(variant.config.server.static_prefix or "")
+    return f"{root}{path}"
+
+
+# --- model version sources (item 1) --------------------------------------------------------------
+
+def _storage_sources(variant: Variant, experiment_id: str) -> list[str]:
+    destination = variant.server.settings.artifacts_destination.rstrip("/")
+    return [f"{destination}/{experiment_id}", f"{destination}/{experiment_id}/",
+            "wasbs://artifacts@account.blob.core.windows.net/" + experiment_id, f"file:///tmp/{experiment_id}",
+            f"/tmp/{experiment_id}"]
+
+
+def test_bob_cannot_register_a_storage_uri_nor_read_alices_artifact_through_it(variant, users, alices):
+    model = f"bob-model-{secrets.token_hex(4)}"
+    create = _url(variant, "/api/2.0/mlflow/model-versions/create")
+    assert requests.post(_url(variant, "/api/2.0/mlflow/registered-models/create"), json={"name": model},
+                         auth=users["bob"], timeout=30).status_code == 200
+    for source in _storage_sources(variant, alices["experiment_id"]):
+        response = requests.post(create, json={"name": model, "source": source}, auth=users["bob"], timeout=30)
+        assert response.status_code == 400, (source, response.status_code, response.text[:300])
+        assert response.json()["error_code"] == "INVALID_PARAMETER_VALUE", response.text[:300]
+    # and so there is no version through which the server would read alice's file for him
+    path = f"{alices['run_id']}/artifacts/notes.txt"
+    artifact = requests.get(_url(variant, "/api/2.0/mlflow/model-versions/get-artifact"), auth=users["bob"],
+                            params={"name": model, "version": "1", "path": path}, timeout=30)
+    assert artifact.status_code != 200 and NOTES not in artifact.text, (artifact.status_code, artifact.text[:300])
+
+
+def test_what_mlflow_clients_register_still_works(variant, users, tmp_path):
+    """register_model("runs:/...") on a run holding an MLmodel (source mlflow-artifacts:/...), a logged
+    model's registration (models:/m-...), a runs:/ registration of a logged model, and a prompt."""
+    import mlflow
+    import mlflow.pyfunc
+
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    suffix = secrets.token_hex(4)
+    with _as(variant, *users["bob"]) as bob:
+        experiment_id = bob.create_experiment(f"bob-{variant.name}-{suffix}")
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            logged = mlflow.pyfunc.log_model(name="echo", python_model=Echo(), pip_requirements=[],
+                                             registered_model_name=f"bob-logged-{suffix}")
+            # an MLmodel directory logged as plain artifacts (older clients, hand-made models)
+            folder = tmp_path / "plain"
+            folder.mkdir()
+            (folder / "MLmodel").write_text("flavors: {}\n")
+            mlflow.log_artifacts(str(folder), artifact_path="plain")
+        by_log = bob.get_model_version(f"bob-logged-{suffix}", "1")
+        assert by_log.source == f"models:/{logged.model_id}", by_log.source
+        by_run = mlflow.register_model(f"runs:/{run.info.run_id}/echo", f"bob-runs-{suffix}")
+        assert by_run.source.startswith("models:/m-"), by_run.source
+        plain = mlflow.register_model(f"runs:/{run.info.run_id}/plain", f"bob-plain-{suffix}")
+        assert plain.source.startswith("mlflow-artifacts:/"), plain.source
+        copied = bob.copy_model_version(f"models:/bob-runs-{suffix}/1", f"bob-copy-{suffix}")
+        assert copied.source.startswith("models:/"), copied.source
+        # the registered model's artifacts are readable by their owner through the version
+        loaded = mlflow.pyfunc.load_model(f"models:/bob-logged-{suffix}/1")
+        assert list(loaded.predict([1, 2])) == [1, 2]
+        prompt = mlflow.genai.register_prompt(name=f"bob-prompt-{suffix}", template="Hello {{name}}")
+        assert prompt.version == 1
+        assert mlflow.genai.load_prompt(f"prompts:/bob-prompt-{suffix}/1").format(name="x") == "Hello x"
+
+
+# --- the empty artifact path (item 4) ------------------------------------------------------------
+
+EMPTY_PATH_SPELLINGS = ["artifacts/", "artifacts//", "artifacts/./", "artifacts/%2E", "artifacts/%2e/",
+                        "artifacts/.%2F"]
+
+
+@pytest.mark.parametrize("prefixed", [True, False])
+def test_nginx_refuses_the_download_route_with_an_empty_artifact_path(variant, users, alices, prefixed):
+    if not prefixed and not variant.config.server.static_prefix:
+        pytest.skip("no prefix: the prefixed case is the same URL")
+    refused = []
+    for api in ("api", "ajax-api"):
+        for spelling in EMPTY_PATH_SPELLINGS:
+            url = _url(variant, f"/{api}/2.0/mlflow-artifacts/{spelling}", prefixed)
+            response = requests.get(url, params={"path": alices["experiment_id"]}, auth=users["alice"], timeout=30)
+            if not (response.status_code == 400 and response.text == "an artifact path is required\n"):
+                refused.append((url, response.status_code, response.text[:120]))
+    assert not refused, refused
+
+
+def test_listing_upload_and_download_still_work(variant, users, alices, tmp_path):
+    ids = alices
+    listing = requests.get(_url(variant, "/api/2.0/mlflow-artifacts/artifacts"), auth=users["alice"], timeout=30,
+                           params={"path": f"{ids['experiment_id']}/{ids['run_id']}/artifacts"})
+    assert listing.status_code == 200, listing.text[:300]
+    assert "notes.txt" in [entry["path"] for entry in listing.json()["files"]]
+    body = secrets.token_bytes(1 << 20)
+    target = f"/api/2.0/mlflow-artifacts/artifacts/{ids['experiment_id']}/{ids['run_id']}/artifacts/{variant.name}.bin"
+    assert requests.put(_url(variant, target), data=body, auth=users["alice"], timeout=60).status_code == 200
+    assert requests.get(_url(variant, target), auth=users["alice"], timeout=60).content == body
+    with _as(variant, *users["alice"]) as alice:
+        names = sorted(entry.path for entry in alice.list_artifacts(ids["run_id"]))
+        assert "notes.txt" in names and f"{variant.name}.bin" in names
+        assert open(alice.download_artifacts(ids["run_id"], "notes.txt", str(tmp_path))).read() == NOTES
