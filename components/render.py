@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import ipaddress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping, Optional
@@ -644,19 +645,6 @@ def nginx_conf(settings: ProxySettings) -> str:
             f"{upstream}"
             "        }\n"
         )
-    # The download route with an empty artifact path (.../mlflow-artifacts/artifacts/, the query
-    # ignored) is authorized by MLflow's auth app against ?path= and then downloads the whole
-    # artifact root, everyone's objects, to the server's disk (issue 29): refused here, in both API
-    # forms, with and without the prefix (the server's streaming router answers the unprefixed path
-    # under a prefix too). Nginx matches its normalised URI (%2E, '.' segments and '//' resolved), so
-    # no spelling of the empty path gets through. The list route has no trailing slash
-    # (.../artifacts?path=) and is untouched.
-    for root in sorted({"", prefix}):
-        for api in ("api", "ajax-api"):
-            locations.append(f"        location = {root}/{api}/2.0/mlflow-artifacts/artifacts/ {{\n"
-                             "            default_type text/plain;\n"
-                             "            return 400 \"an artifact path is required\\n\";\n"
-                             "        }\n")
     # With an S3-compatible artifact store, MLflow 3.17 advertises presigned multipart transfers in
     # server-info; clients then download every artifact (and upload those >= 500 MB) at the
     # server's own S3 endpoint, past this proxy (on `local` http://minio:9000, which users cannot
@@ -703,6 +691,7 @@ def nginx_conf(settings: ProxySettings) -> str:
         f"        listen {listen};\n"
         "        server_name _;\n"
         f"{tls_lines}"
+        f"{_refuse_empty_artifact_path(prefix)}"
         # Artifacts can be gigabytes: no body limit by default, stream both ways, long timeouts.
         f"        client_max_body_size {settings.client_max_body_size};\n"
         "        proxy_request_buffering off;\n"
@@ -731,6 +720,23 @@ def nginx_conf(settings: ProxySettings) -> str:
         f"{_metrics_server(settings)}"
         "}\n"
     )
+
+
+def _refuse_empty_artifact_path(prefix: str) -> str:
+    """The artifact download route with an empty artifact path is authorized by MLflow's auth app
+    against ?path= and then downloads the whole artifact root, everyone's objects, to the server's
+    disk (issue 29). MLflow also reads a first segment with a URI scheme (`file:`, `file://`) as the
+    empty path, and decodes the path until it stops changing (mlflow/utils/uri.py
+    validate_path_is_safe, _decode): a `%` left after Nginx's own decoding (`file%253A`, `%252E`)
+    is refused too. Refused before any location is chosen (a
+    server-level `if` runs in the rewrite phase, ahead of the prefix rewrite and of auth), in both API
+    forms, with and without the prefix (the streaming router answers the unprefixed path under a
+    prefix too), on Nginx's decoded, normalised URI ('%2E', '%3A', '.' segments and '//' resolved).
+    The list route has no trailing slash (.../artifacts?path=) and is untouched."""
+    root = f"(?:{re.escape(prefix)})?" if prefix else ""
+    return (f'        if ($uri ~ "^{root}/(?:ajax-)?api/2\\.0/mlflow-artifacts/artifacts/(?:$|[^/]*[:%])") {{\n'
+            "            return 400 \"an artifact path is required\\n\";\n"
+            "        }\n")
 
 
 def _metrics_server(settings: ProxySettings) -> str:

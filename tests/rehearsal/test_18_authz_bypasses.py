@@ -160,8 +160,12 @@ def test_what_mlflow_clients_register_still_works(variant, users, tmp_path):
 
 # --- the empty artifact path (item 4) ------------------------------------------------------------
 
+# MLflow reads a first segment with a URI scheme as the empty path too (validate_path_is_safe: `file:`
+# becomes ""), found by review.
 EMPTY_PATH_SPELLINGS = ["artifacts/", "artifacts//", "artifacts/./", "artifacts/%2E", "artifacts/%2e/",
-                        "artifacts/.%2F"]
+                        "artifacts/.%2F", "artifacts/file:", "artifacts/file://", "artifacts/fil%65:",
+                        "artifacts/file%3A", "artifacts/file%253A", "artifacts/%252E",
+                        "artifacts/%252e/"]
 
 
 @pytest.mark.parametrize("prefixed", [True, False])

@@ -307,11 +307,17 @@ def test_mlflow_checks_the_regex_before_it_detects_a_prompt():
 
 @pytest.mark.parametrize("prefix", [None, "/mlflow"])
 def test_nginx_refuses_the_download_route_with_an_empty_artifact_path(prefix):
+    """The refusal matches every spelling MLflow reads as the empty path, on the URI Nginx has decoded
+    and normalised, in both API forms, with and without the prefix; the list route and real paths pass."""
+    import re as regex
+
     conf = render.nginx_conf(proxy(static_prefix=prefix))
-    roots = ["", prefix] if prefix else [""]
-    for root in roots:
+    [pattern] = regex.findall(r'if \(\$uri ~ "([^"]+)"\) \{\n\s+return 400', conf)
+    refused = regex.compile(pattern)
+    for root in ["", prefix] if prefix else [""]:
         for api in ("api", "ajax-api"):
-            block = conf.split(f"location = {root}/{api}/2.0/mlflow-artifacts/artifacts/ {{")[1].split("}")[0]
-            assert "return 400" in block, (root, api)
-            # the list route (no trailing slash) is not refused
-            assert f"location = {root}/{api}/2.0/mlflow-artifacts/artifacts {{" not in conf
+            route = f"{root}/{api}/2.0/mlflow-artifacts/artifacts"
+            for path in ("/", "/file:", "/file:/x", "/fil%65:", "/file%3A", "/%2E", "/%2e/x"):
+                assert refused.search(route + path), route + path
+            for path in ("", "/1/abc/artifacts/model.pkl", "/workspaces/team/3/x", "/12"):
+                assert not refused.search(route + path), route + path
