@@ -723,19 +723,30 @@ def nginx_conf(settings: ProxySettings) -> str:
 
 
 def _refuse_empty_artifact_path(prefix: str) -> str:
-    """The artifact download route with an empty artifact path is authorized by MLflow's auth app
-    against ?path= and then downloads the whole artifact root, everyone's objects, to the server's
-    disk (issue 29). MLflow also reads a first segment with a URI scheme (`file:`, `file://`) as the
-    empty path, and decodes the path until it stops changing (mlflow/utils/uri.py
-    validate_path_is_safe, _decode): a `%` left after Nginx's own decoding (`file%253A`, `%252E`)
-    is refused too. Refused before any location is chosen (a
-    server-level `if` runs in the rewrite phase, ahead of the prefix rewrite and of auth), in both API
-    forms, with and without the prefix (the streaming router answers the unprefixed path under a
-    prefix too), on Nginx's decoded, normalised URI ('%2E', '%3A', '.' segments and '//' resolved).
-    The list route has no trailing slash (.../artifacts?path=) and is untouched."""
+    """MLflow's artifact routes (.../mlflow-artifacts/artifacts/<path>: download, upload, delete;
+    .../mpu/<step>/<path>) are authorized by MLflow's auth app against ?path= when <path> names no
+    experiment, and a path MLflow reads as empty then works on the whole artifact root, everyone's
+    objects: a download fetches the bucket to the server's disk (issue 29). MLflow reads many
+    spellings as empty (`file:`, `;`, `?`, spaces and control characters stripped, repeated
+    percent-decoding: mlflow/utils/uri.py validate_path_is_safe, _decode), so this is an allow-list:
+    the path must start with the experiment id the server writes under (`<id>/`, or
+    `workspaces/<name>/<id>/`) and hold no `%` left after Nginx's own decoding. Refused before any
+    location is chosen (server-level `if`s run in the rewrite phase, ahead of the prefix rewrite and
+    of auth), in both API forms, with and without the prefix (the streaming router answers the
+    unprefixed path under a prefix too), on Nginx's decoded, normalised URI. The list route
+    (.../artifacts?path=) has no path segment and is untouched."""
     root = f"(?:{re.escape(prefix)})?" if prefix else ""
-    return (f'        if ($uri ~ "^{root}/(?:ajax-)?api/2\\.0/mlflow-artifacts/artifacts/(?:$|[^/]*[:%])") {{\n'
-            "            return 400 \"an artifact path is required\\n\";\n"
+    route = f"^{root}/(?:ajax-)?api/2\\.0/mlflow-artifacts/(?:artifacts|mpu/[a-z]+)/"
+    well_formed = f"{route}(?:workspaces/[A-Za-z0-9._-]+/)?[0-9]+/[^%]*$"
+    return ('        set $mlflow_artifact_path "";\n'
+            f'        if ($uri ~ "{route}") {{\n'
+            '            set $mlflow_artifact_path "route";\n'
+            "        }\n"
+            f'        if ($uri !~ "{well_formed}") {{\n'
+            '            set $mlflow_artifact_path "${mlflow_artifact_path}-malformed";\n'
+            "        }\n"
+            '        if ($mlflow_artifact_path = "route-malformed") {\n'
+            "            return 400 \"an artifact path starts with its experiment id\\n\";\n"
             "        }\n")
 
 

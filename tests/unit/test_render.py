@@ -307,17 +307,23 @@ def test_mlflow_checks_the_regex_before_it_detects_a_prompt():
 
 @pytest.mark.parametrize("prefix", [None, "/mlflow"])
 def test_nginx_refuses_the_download_route_with_an_empty_artifact_path(prefix):
-    """The refusal matches every spelling MLflow reads as the empty path, on the URI Nginx has decoded
-    and normalised, in both API forms, with and without the prefix; the list route and real paths pass."""
+    """An allow-list: on MLflow's artifact routes the path must start with an experiment id (or a
+    workspace, then an id) and hold no `%` after Nginx's decoding; every spelling MLflow reads as empty
+    fails it, in both API forms, with and without the prefix; the list route and real paths pass."""
     import re as regex
 
     conf = render.nginx_conf(proxy(static_prefix=prefix))
-    [pattern] = regex.findall(r'if \(\$uri ~ "([^"]+)"\) \{\n\s+return 400', conf)
-    refused = regex.compile(pattern)
+    route, well_formed = regex.findall(r'if \(\$uri !?~ "([^"]+)"\)', conf)
+
+    def refused(uri: str) -> bool:
+        return bool(regex.search(route, uri)) and not regex.search(well_formed, uri)
+
     for root in ["", prefix] if prefix else [""]:
         for api in ("api", "ajax-api"):
-            route = f"{root}/{api}/2.0/mlflow-artifacts/artifacts"
-            for path in ("/", "/file:", "/file:/x", "/fil%65:", "/file%3A", "/%2E", "/%2e/x"):
-                assert refused.search(route + path), route + path
-            for path in ("", "/1/abc/artifacts/model.pkl", "/workspaces/team/3/x", "/12"):
-                assert not refused.search(route + path), route + path
+            base = f"{root}/{api}/2.0/mlflow-artifacts"
+            for path in ("/artifacts/", "/artifacts/file:", "/artifacts/;", "/artifacts/ ", "/artifacts/\t",
+                         "/artifacts/%2E", "/artifacts/x/1/", "/artifacts/1", "/artifacts/1/%2E", "/mpu/create/;"):
+                assert refused(base + path), base + path
+            for path in ("/artifacts", "/artifacts/1/abc/artifacts/model.pkl", "/artifacts/1/r/artifacts/a;b c",
+                         "/artifacts/workspaces/team/3/x", "/artifacts/12/", "/mpu/create/4/r/artifacts/big.bin"):
+                assert not refused(base + path), base + path
