@@ -729,15 +729,15 @@ def _refuse_empty_artifact_path(prefix: str) -> str:
     objects: a download fetches the bucket to the server's disk (issue 29). MLflow reads many
     spellings as empty (`file:`, `;`, `?`, spaces and control characters stripped, repeated
     percent-decoding: mlflow/utils/uri.py validate_path_is_safe, _decode), so this is an allow-list:
-    the path must start with the experiment id the server writes under (`<id>/`, or
-    `workspaces/<name>/<id>/`) and hold no `%` left after Nginx's own decoding. Refused before any
+    the path must start with the experiment id the server writes under (`<id>`, or
+    `workspaces/<name>/<id>`) and hold no `%` left after Nginx's own decoding. Refused before any
     location is chosen (server-level `if`s run in the rewrite phase, ahead of the prefix rewrite and
     of auth), in both API forms, with and without the prefix (the streaming router answers the
     unprefixed path under a prefix too), on Nginx's decoded, normalised URI. The list route
     (.../artifacts?path=) has no path segment and is untouched."""
     root = f"(?:{re.escape(prefix)})?" if prefix else ""
     route = f"^{root}/(?:ajax-)?api/2\\.0/mlflow-artifacts/(?:artifacts|mpu/[a-z]+)/"
-    well_formed = f"{route}(?:workspaces/[A-Za-z0-9._-]+/)?[0-9]+/[^%]*$"
+    well_formed = f"{route}(?:workspaces/[A-Za-z0-9._-]+/)?[0-9]+(?:/[^%]*)?$"
     return ('        set $mlflow_artifact_path "";\n'
             f'        if ($uri ~ "{route}") {{\n'
             '            set $mlflow_artifact_path "route";\n'

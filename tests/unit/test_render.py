@@ -322,8 +322,8 @@ def test_nginx_refuses_the_download_route_with_an_empty_artifact_path(prefix):
         for api in ("api", "ajax-api"):
             base = f"{root}/{api}/2.0/mlflow-artifacts"
             for path in ("/artifacts/", "/artifacts/file:", "/artifacts/;", "/artifacts/ ", "/artifacts/\t",
-                         "/artifacts/%2E", "/artifacts/x/1/", "/artifacts/1", "/artifacts/1/%2E", "/mpu/create/;"):
+                         "/artifacts/%2E", "/artifacts/x/1/", "/artifacts/1x", "/artifacts/1/%2E", "/mpu/create/;"):
                 assert refused(base + path), base + path
             for path in ("/artifacts", "/artifacts/1/abc/artifacts/model.pkl", "/artifacts/1/r/artifacts/a;b c",
-                         "/artifacts/workspaces/team/3/x", "/artifacts/12/", "/mpu/create/4/r/artifacts/big.bin"):
+                         "/artifacts/workspaces/team/3/x", "/artifacts/12/", "/artifacts/12", "/mpu/create/4/r/artifacts/big.bin"):
                 assert not refused(base + path), base + path
