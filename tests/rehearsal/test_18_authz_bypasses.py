@@ -57,7 +57,9 @@ def _as(variant: Variant, username: str, password: str):
     import mlflow
     from mlflow import MlflowClient
 
-    keys = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI")
+    # set_registry_uri also exports MLFLOW_REGISTRY_URI, which set_registry_uri(None) leaves behind:
+    # restored here, or later modules' clients would send registry calls to this module's stopped stack.
+    keys = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
     saved = {key: os.environ.get(key) for key in keys}
     os.environ.update(MLFLOW_TRACKING_USERNAME=username, MLFLOW_TRACKING_PASSWORD=password,
                       MLFLOW_TRACKING_URI=variant.tracking_uri)
