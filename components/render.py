@@ -138,6 +138,9 @@ with engine.connect() as lock:
 # where missing. The password is sent as a SCRAM verifier computed here, so even a statement log
 # never holds it. Tasks starting together take turns under an advisory lock.
 ROLE_SETUP_LOCK_KEY = 0x6D6C666C6F72  # "mlflor"
+MAINTENANCE_LOCK_KEY = 0x6D6C666C6F6D  # "mlflom": backup, restore and gc never overlap on a stack
+"""Taken (session-level, in the `postgres` database of the stack's server) by ops.backup,
+ops.restore and the gc step; the holder names itself in application_name."""
 DB_SETUP_ENV = ("MLFLOW_DB_HOST", "MLFLOW_DB_PORT", "MLFLOW_DB_NAME", "MLFLOW_DB_USER", "MLFLOW_DB_SSLMODE")
 DB_EXTRA_NAMES_ENV = "MLFLOW_DB_EXTRA_NAMES"
 DB_PASSWORD_ENV = "MLFLOW_DB_PASSWORD"
