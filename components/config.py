@@ -298,7 +298,8 @@ class AuthConfig(_Section):
                                                      "user; mlflow: MLflow's auth app (users, per-experiment and "
                                                      "per-model permissions); oidc: single sign-on (mlflow-oidc-auth)")
     default_permission: Literal[MLFLOW_PERMISSIONS] = Field(  # type: ignore[valid-type]
-        "READ", description="what a user may do with experiments and models nobody granted them (modes mlflow, oidc)")
+        "NO_PERMISSIONS", description="what a user may do with experiments and models nobody granted them (modes "
+        "mlflow, oidc)")
     admin_username: str = Field("admin", description="MLflow's administrator (mode mlflow); its password is generated")
     oidc: OidcConfig = Field(default_factory=OidcConfig)
 

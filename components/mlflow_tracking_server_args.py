@@ -217,7 +217,7 @@ class Auth(TypedDict):
     """proxy: Nginx basic auth with one generated user; mlflow: MLflow's auth app (users, per-experiment and per-model permissions); oidc: single sign-on (mlflow-oidc-auth). Default: "proxy"."""
 
     default_permission: NotRequired[Permission]
-    """what a user may do with experiments and models nobody granted them (modes mlflow, oidc). Default: "READ"."""
+    """what a user may do with experiments and models nobody granted them (modes mlflow, oidc). Default: "NO_PERMISSIONS"."""
 
     admin_username: NotRequired[str]
     """MLflow's administrator (mode mlflow); its password is generated. Default: "admin"."""

@@ -366,20 +366,139 @@ def nginx_keepalive_seconds(front_idle_timeout_seconds: Optional[int]) -> int:
 
 
 METRICS_DIR = "/tmp/mlflow-prometheus"
+# The auth apps ask /metrics for credentials too; mlflow_guard (in the image) answers it without them
+# when Nginx's internal listener marks the request so; the public listener clears the mark.
+METRICS_SCRAPE_HEADER = "X-Mlflow-Platform-Listener"
+METRICS_SCRAPE_HEADER_VALUE = "internal"
 METRICS_DIR_RESET = 'rm -rf "$1" && mkdir -p "$1" && shift && exec "$@"'
 
 
-GC_ARTIFACTS_PORT = 5001
+GC_LOCKED_EXIT = 75
+"""EX_TEMPFAIL: the gc step found the maintenance lock held (a backup or restore is running); it
+changed nothing and the next scheduled gc does the work."""
+GC_LOCK_DATABASE = "postgres"
+"""Where the maintenance lock lives (ops/lock.py): never the tracking database, which a restore renames."""
+GC_LOCK_SOURCE = f"""\
+import sys
+import sqlalchemy
+
+
+def first_line(error):
+    return (str(getattr(error, "orig", None) or error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def take_maintenance_lock(uri):
+    # Backup, restore and gc never overlap (issue 28): the key ops/lock.py takes, in a session of
+    # database {GC_LOCK_DATABASE} on the same server that stays open until this process ends (also
+    # when it is killed: PostgreSQL then ends the session and releases the lock).
+    url = sqlalchemy.engine.make_url(uri).set(database="{GC_LOCK_DATABASE}")
+    try:
+        session = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool).connect()
+        session.execute(sqlalchemy.text("SET application_name = 'mlflow-gc'"))
+        taken = session.execute(sqlalchemy.text("SELECT pg_try_advisory_lock({MAINTENANCE_LOCK_KEY})")).scalar()
+        session.commit()
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        sys.exit(f"gc: could not take the maintenance lock in database {GC_LOCK_DATABASE} of the tracking "
+                 f"database's server ({{first_line(error)}}); nothing was deleted")
+    if taken:
+        return session
+    holder = session.execute(sqlalchemy.text(
+        "SELECT coalesce(a.application_name, ''), a.pid, to_char(a.backend_start AT TIME ZONE 'UTC', "
+        "'YYYY-MM-DD\\"T\\"HH24:MI:SS\\"Z\\"') FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {MAINTENANCE_LOCK_KEY >> 32} "
+        "AND l.objid = {MAINTENANCE_LOCK_KEY & 0xFFFFFFFF} AND l.objsubid = 1")).first()
+    name, pid, since = holder if holder else ("a session that has just ended", "?", None)
+    print(f"gc: another backup, restore or gc is running on this stack: {{name or 'an unnamed session'}} "
+          f"(PostgreSQL backend pid {{pid}}{{', since ' + since if since else ''}}) holds its maintenance lock. "
+          "Nothing was deleted; the next scheduled gc does the work (or run gc again once it has finished)",
+          file=sys.stderr, flush=True)
+    sys.exit({GC_LOCKED_EXIT})
+"""
+# Upstream `mlflow gc` (mlflow/cli/__init__.py, _gc_tracking_resources, MLflow 3.17.2) hard-deletes
+# every deleted experiment older than --older-than, and the ORM cascade (SqlRun.experiment,
+# cascade="all") takes *all* its runs, also ones restored since (restore_run works inside a deleted
+# experiment); it hard-deletes deleted runs, files included, that a registered model version's
+# source or run_id still points at (the version stays READY, its files gone). The gc step hands
+# MLflow's gc the ids it may touch instead: explicit lists (run_ids=[] means none; no experiments
+# means skip_experiments), which upstream checks again (deleted, old enough) before deleting.
+GC_GUARD_SOURCE = """\
+import re
+import mlflow.cli
+from mlflow.entities import LifecycleStage, ViewType
+from mlflow.utils.time import get_current_time_millis
+
+_gc_tracking_resources = mlflow.cli._gc_tracking_resources
+
+
+def rows(store, sql):
+    with store.engine.connect() as connection:
+        return connection.execute(sqlalchemy.text(sql)).all()
+
+
+def versions_by_run(store):
+    # Live model versions (a deleted one is marked Deleted_Internal) -> the runs each points at:
+    # its run_id, and a run id as a segment of its source (runs:/<id>/..., <artifact root>/<id>/...).
+    found = {}
+    for name, version, source, run_id in rows(store, "SELECT name, version, source, run_id FROM model_versions "
+                                                     "WHERE current_stage <> 'Deleted_Internal'"):
+        for run in {run_id, *re.split(r"[/:]", source or "")} - {None, ""}:
+            found.setdefault(run, []).append(f"{name!r} version {version}")
+    return found
+
+
+def deleted_experiments(store, older_than, time_delta):
+    threshold = get_current_time_millis() - time_delta
+    found, token = [], None
+    while True:
+        page = store.search_experiments(view_type=ViewType.DELETED_ONLY, page_token=token,
+                                        filter_string=f"last_update_time < {threshold}" if older_than else None)
+        found += [experiment.experiment_id for experiment in page]
+        token = page.token
+        if not token:
+            return found
+
+
+def guarded_gc(**options):
+    store = options["backend_store"]
+    runs = options["run_ids"]
+    runs = list(runs if runs is not None else store._get_deleted_runs(older_than=options["time_delta"]))
+    experiments = [] if options["skip_experiments"] else list(
+        options["experiment_ids"] or deleted_experiments(store, options["older_than"], options["time_delta"]))
+    pointed_at = versions_by_run(store)
+    kept_runs = {run: pointed_at[run] for run in runs if run in pointed_at}
+    for run, versions in sorted(kept_runs.items()):
+        print(f"gc: kept run {run} (deleted, but registered model {', '.join(versions)} points at it: its "
+              "artifacts would go while the version stays READY). Delete the model version (or restore the "
+              "run); a later gc collects it.", flush=True)
+    held = {}
+    for experiment_id, run, stage in rows(store, "SELECT r.experiment_id, r.run_uuid, r.lifecycle_stage FROM runs r "
+                                                 "JOIN experiments e ON e.experiment_id = r.experiment_id "
+                                                 "WHERE e.lifecycle_stage = 'deleted'"):
+        if stage != LifecycleStage.DELETED or run in pointed_at:
+            held.setdefault(str(experiment_id), []).append(run)
+    for experiment_id in sorted(set(experiments) & set(held), key=int):
+        print(f"gc: kept experiment {experiment_id} (deleted, but it holds runs {', '.join(sorted(held[experiment_id]))} "
+              "that are active or that a model version points at: MLflow's gc would hard-delete them with it). "
+              "Delete or move those runs, or restore the experiment; a later gc collects it.", flush=True)
+    experiments = [experiment for experiment in experiments if experiment not in held]
+    _gc_tracking_resources(**{**options, "run_ids": [run for run in runs if run not in kept_runs],
+                              "experiment_ids": experiments or None,
+                              "skip_experiments": options["skip_experiments"] or not experiments})
+
+
+mlflow.cli._gc_tracking_resources = guarded_gc
+"""
 # MLflow 3.17.2's Blob repository refuses to delete a path holding no blob ("No such file or
 # directory", mlflow/store/artifact/azure_blob_artifact_repo.py, delete_artifacts l.231-232; S3's
 # deletes nothing quietly): through the artifacts server that is an HTTP 500, retried for minutes, and
 # `mlflow gc` stops at the first deleted run that logged no artifact, every time it runs. So a run's
 # artifacts are deleted only when the server lists some; a failure to list or delete still stops gc.
-GC_SCRIPT = f"""\
-import os, subprocess, sys, threading, time, urllib.request
+GC_SCRIPT = GC_LOCK_SOURCE + GC_GUARD_SOURCE + f"""\
+import os, socket, subprocess, sys, threading, time, urllib.request
 from mlflow.cli import cli
 from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 destination, older_than, timeout, *extra = sys.argv[1:]
+maintenance_lock = take_maintenance_lock(os.environ["{BACKEND_URI_ENV}"])
 _delete_artifacts = MlflowArtifactsRepository.delete_artifacts
 
 
@@ -393,10 +512,15 @@ def delete_artifacts(self, artifact_path=None):
 MlflowArtifactsRepository.delete_artifacts = delete_artifacts
 # MLflow's gc deletes a run's proxied artifacts (mlflow-artifacts:/ URIs) through a server's HTTP
 # API. It gets one of its own here, artifacts only, on loopback, with this task's storage access:
-# no credentials of any MLflow user, and the serving replicas are left alone.
-url = "http://127.0.0.1:{GC_ARTIFACTS_PORT}"
+# no credentials of any MLflow user, and the serving replicas are left alone. On a free port: where
+# loopback is shared (containers of one task, several gc runs on one host) a fixed one could reach
+# another gc's server, on another store.
+with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    port = str(probe.getsockname()[1])
+url = "http://127.0.0.1:" + port
 server = subprocess.Popen(["mlflow", "server", "--artifacts-only", "--serve-artifacts", "--artifacts-destination",
-                           destination, "--host", "127.0.0.1", "--port", "{GC_ARTIFACTS_PORT}", "--workers", "1"],
+                           destination, "--host", "127.0.0.1", "--port", port, "--workers", "1"],
                           env={{k: v for k, v in os.environ.items() if k != "{BACKEND_URI_ENV}"}})  # not its business
 
 
@@ -423,9 +547,12 @@ try:
     # The backend URI stays in this process (no command line shows it).
     cli.main(["gc", "--backend-store-uri", os.environ["{BACKEND_URI_ENV}"], "--tracking-uri", url,
               "--older-than", older_than, *extra], prog_name="mlflow", standalone_mode=False)
-finally:
+finally:  # gc's own outcome stands: a slow artifacts server shutdown must not turn it into a failure
     server.terminate()
-    server.wait(timeout=30)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
 """
 
 
@@ -716,6 +843,8 @@ def nginx_conf(settings: ProxySettings) -> str:
         "        proxy_set_header X-Forwarded-Proto $scheme;\n"
         "        proxy_set_header X-Forwarded-Host $host;\n"
         "        proxy_set_header Connection \"\";\n"
+        # Only the internal listener marks a request as a scrape (mlflow_guard answers /metrics then).
+        f"        proxy_set_header {METRICS_SCRAPE_HEADER} \"\";\n"
         + (f"        auth_basic \"{settings.realm}\";\n"
            f"        auth_basic_user_file {p.htpasswd};\n" if settings.basic_auth else "")
         + f"{''.join(locations)}"
@@ -766,6 +895,7 @@ def _metrics_server(settings: ProxySettings) -> str:
         "        server_name _;\n"
         "        location = /metrics {\n"
         f"            proxy_set_header Host {settings.metrics_host};\n"
+        f"            proxy_set_header {METRICS_SCRAPE_HEADER} {METRICS_SCRAPE_HEADER_VALUE};\n"
         "            proxy_pass http://mlflow_upstream/metrics;\n"
         "        }\n"
         "        location = /nginx_status {\n"

@@ -4,6 +4,8 @@
     DIR/auth-database.dump   pg_dump -Fc of the auth app's database, when the stack has one
     DIR/objects.tar          the objects under the artifacts destination (ops.objects: pax tar,
                              member name = key below the destination, sha256 in a pax header)
+    DIR/external-objects.tar the objects of artifact locations outside the destination that the
+                             server's key could read (member name = BUCKET/KEY), when there are any
     DIR/manifest.json        written last: a directory without it is no (complete) backup
 
 The manifest's facts about a dump (its schema revision, rows per table) are read back from the dump
@@ -24,12 +26,13 @@ from typing import IO, Any, Mapping, Optional
 
 from ops import OpsError, RefusedError, mlflow_facts
 from ops.access import StackAccess, output_lines, psql, run, script_source
-from ops.objects import SHA256_HEADER
+from ops.objects import LAST_MODIFIED_HEADER, SHA256_HEADER
 
 FORMAT = 1
 MANIFEST = "manifest.json"
 DUMP_FILES = {"tracking": "database.dump", "auth": "auth-database.dump"}
 OBJECTS_FILE = "objects.tar"
+EXTERNAL_OBJECTS_FILE = "external-objects.tar"
 HEADLINE_TABLES = {
     "experiments": "experiments", "runs": "runs", "metrics": "metrics", "params": "params", "tags": "tags",
     "registered_models": "registered_models", "model_versions": "model_versions",
@@ -70,6 +73,22 @@ class ObjectEntry:
     """the key below the artifacts destination"""
     bytes: int
     sha256: str
+    last_modified: Optional[str] = None
+    """the store's LastModified (ISO 8601), in backups written since issue 28"""
+
+
+@dataclass
+class OutsideLocation:
+    """An artifact location the dump refers to outside the artifacts destination (issue 28)."""
+
+    kind: str
+    """experiment, run, logged_model or model_version"""
+    id: str
+    location: str
+    backed_up: bool
+    """its objects are in external-objects.tar"""
+    detail: str
+    """e.g. "3 objects, 1024 bytes" or why it was not backed up"""
 
 
 @dataclass
@@ -93,6 +112,15 @@ class Manifest:
     objects: ObjectsBackup
     format: int = FORMAT
     tool: dict[str, str] = field(default_factory=lambda: {"name": "mlflow-platform ops.backup"})
+    # Since issue 28 (absent from older manifests, read as these defaults):
+    dump_started_at: Optional[str] = None
+    """when the tracking dump began, by the database server's clock (ISO 8601, UTC)"""
+    objects_extra: list[str] = field(default_factory=list)
+    """keys last modified after the dump began: most likely written for runs the dump does not hold"""
+    objects_vanished: list[str] = field(default_factory=list)
+    """keys listed but deleted before they could be read (not in objects.tar)"""
+    outside_locations: list[OutsideLocation] = field(default_factory=list)
+    external_objects: Optional[ObjectsBackup] = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
@@ -112,12 +140,20 @@ class Manifest:
                 schema_revision=raw["schema_revision"], artifacts_destination=raw["artifacts_destination"],
                 counts={k: int(v) for k, v in raw["counts"].items()},
                 databases={role: DatabaseBackup(**db) for role, db in raw["databases"].items()},
-                objects=ObjectsBackup(file=objects["file"], bytes=objects["bytes"], sha256=objects["sha256"],
-                                      entries=[ObjectEntry(**entry) for entry in objects["entries"]]),
+                objects=_objects_backup(objects),
                 format=raw["format"], tool=raw.get("tool", {}),
+                dump_started_at=raw.get("dump_started_at"), objects_extra=list(raw.get("objects_extra", [])),
+                objects_vanished=list(raw.get("objects_vanished", [])),
+                outside_locations=[OutsideLocation(**item) for item in raw.get("outside_locations", [])],
+                external_objects=_objects_backup(raw["external_objects"]) if raw.get("external_objects") else None,
             )
         except (KeyError, TypeError, ValueError) as error:
             raise RefusedError(f"{path} is not a manifest of this tool ({type(error).__name__}: {error})") from None
+
+
+def _objects_backup(raw: Mapping[str, Any]) -> ObjectsBackup:
+    return ObjectsBackup(file=raw["file"], bytes=raw["bytes"], sha256=raw["sha256"],
+                         entries=[ObjectEntry(**entry) for entry in raw["entries"]])
 
 
 def headline_counts(tables: Mapping[str, int], entries: list[ObjectEntry]) -> dict[str, int]:
@@ -177,7 +213,8 @@ def read_objects_tar(path: Path) -> tuple[list[ObjectEntry], str, int]:
                     if digest.hexdigest() != expected:
                         raise RefusedError(f"{path}: object {member.name!r} has sha256 {digest.hexdigest()}, "
                                            f"its header says {expected}: the file is damaged")
-                    entries.append(ObjectEntry(key=member.name, bytes=member.size, sha256=digest.hexdigest()))
+                    entries.append(ObjectEntry(key=member.name, bytes=member.size, sha256=digest.hexdigest(),
+                                               last_modified=member.pax_headers.get(LAST_MODIFIED_HEADER)))
             while reader.read(1024 * 1024):  # the tar's padding after its end marker
                 pass
         except tarfile.TarError as error:
@@ -229,6 +266,57 @@ def dump_contents(access: StackAccess, path: Path, what: str,
                 raise OpsError(f"{what}: {table} holds {len(revisions[table])} revisions; expected one")
             return tables, revisions[table][0]
     return tables, None
+
+
+_COPY_COLUMNS = re.compile(r"\((.*)\) FROM stdin;$")
+_COPY_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+
+
+def _unescape(match: "re.Match[str]") -> str:
+    sequence = match.group(1)
+    if sequence in _COPY_ESCAPES:
+        return _COPY_ESCAPES[sequence]
+    if sequence[0] == "x" and len(sequence) > 1:
+        return chr(int(sequence[1:], 16))
+    if sequence[0] in "01234567":
+        return chr(int(sequence, 8))
+    return sequence
+
+
+def _copy_value(raw: str) -> Optional[str]:
+    """One field of COPY's text format: \\N is NULL, backslash escapes decoded."""
+    if raw == "\\N":
+        return None
+    return re.sub(r"\\(x[0-9A-Fa-f]{1,2}|[0-7]{1,3}|.)", _unescape, raw)
+
+
+def dump_rows(access: StackAccess, path: Path, what: str, tables: Mapping[str, tuple[str, ...]]) -> dict[str, list[tuple]]:
+    """Chosen columns of chosen tables (schema public), read from a custom-format dump: pg_restore
+    writes only those tables' data (--data-only --table), so this reads what the dump holds, not
+    the live database."""
+    found: dict[str, list[tuple]] = {table: [] for table in tables}
+    argv = ["pg_restore", "--data-only", "--schema=public", *[f"--table={table}" for table in tables], "-f", "-"]
+    current: Optional[tuple[str, list[int]]] = None
+    with open(path, "rb") as dump, output_lines(access.postgres_command(argv), f"reading {what}", stdin=dump) as lines:
+        for raw in lines:
+            line = raw.decode().rstrip("\n")
+            if current is not None:
+                if line == "\\.":
+                    current = None
+                else:
+                    fields = line.split("\t")
+                    found[current[0]].append(tuple(_copy_value(fields[index]) for index in current[1]))
+            elif line.startswith("COPY ") and line.endswith("FROM stdin;"):
+                table, columns = _copy_table(line), _COPY_COLUMNS.search(line)
+                if table in tables and columns is not None:
+                    names = [name.strip().strip('"') for name in columns.group(1).split(",")]
+                    current = (table, [names.index(column) for column in tables[table]])
+    return found
+
+
+def _copy_table(line: str) -> Optional[str]:
+    match = _COPY.match(line)
+    return match.group(2).strip('"') if match else None
 
 
 _COUNT_TABLES_SQL = r"""

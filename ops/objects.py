@@ -6,6 +6,9 @@ from the server image on the stack's network, sent as `python -c` source with th
 variables (AWS_*, MLFLOW_S3_ENDPOINT_URL). So: the standard library and boto3 only.
 
     export s3://BUCKET[/PREFIX]                    a tar of every object under it, to stdout
+    export-locations -                             the same for the s3:// locations outside the
+                                                   destination read from stdin (one a line),
+                                                   member name = BUCKET/KEY
     import s3://BUCKET[/PREFIX] [--delete-others]  a tar from stdin, each member uploaded after its
                                                    sha256 matched; then (option) delete the rest
     list   s3://BUCKET[/PREFIX]                    one JSON line per object: {"key", "bytes"}
@@ -15,6 +18,11 @@ may end in `/` or hold `//`, and a file system cannot hold them all; a pax tar k
 exactly (member name = the key below the destination, any length, UTF-8), in one file, streamed
 through a pipe without bind mounts or file ownership. Each member carries the object's sha256 and
 content type in pax headers of its own, so the tar checks itself.
+
+The stack keeps serving while a backup reads: an object deleted between listing and reading (a gc,
+a user deleting a run's artifact) is recorded as vanished instead of aborting the copy; each member
+carries the object's LastModified so the backup can tell objects newer than its dump. The exports
+end with one line on stderr, REPORT_MARKER + JSON: {"vanished": [keys], "locations": {uri: {...}}}.
 """
 
 from __future__ import annotations
@@ -29,6 +37,9 @@ from typing import IO, Any, Iterator, Optional
 
 SHA256_HEADER = "MLFLOWBACKUP.sha256"
 CONTENT_TYPE_HEADER = "MLFLOWBACKUP.content_type"
+LAST_MODIFIED_HEADER = "MLFLOWBACKUP.last_modified"
+"""The object's LastModified as the store listed it (ISO 8601, UTC)."""
+REPORT_MARKER = "MLFLOWBACKUP-REPORT "
 CHUNK = 1024 * 1024
 SPOOL_BYTES = 32 * 1024 * 1024  # objects up to this size stay in memory while hashed; larger ones spill to /tmp
 
@@ -59,11 +70,16 @@ def _client() -> Any:
                         region_name=os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
 
 
+RESTORE_QUARANTINE = ".mlflow-restore-replaced/"  # ops.quarantine.QUARANTINE_SUFFIX
+
+
 def _objects(client: Any, bucket: str, prefix: str) -> Iterator[dict]:
-    """Every object under the prefix, in key order (S3 lists keys sorted)."""
+    """Every object under the prefix, in key order (S3 lists keys sorted). At a bucket-root destination
+    the restore's quarantine (ops.quarantine) sits under the prefix: it is not the stack's data."""
     try:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            yield from page.get("Contents", [])
+            yield from (item for item in page.get("Contents", [])
+                        if prefix or not item["Key"].startswith(RESTORE_QUARANTINE))
     except client.exceptions.NoSuchBucket:
         raise ObjectsError(f"bucket {bucket} does not exist: deploy the stack first (pulumi up creates it)") from None
 
@@ -79,27 +95,78 @@ def _spool(source: IO[bytes], spool: IO[bytes]) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def _is_gone(client: Any, error: Exception) -> bool:
+    """NoSuchKey: the object was deleted after it was listed."""
+    return isinstance(error, client.exceptions.NoSuchKey)
+
+
+def _add_object(client: Any, tar: tarfile.TarFile, bucket: str, listed: dict, name: str) -> Optional[int]:
+    """One listed object into the tar as member `name`: its size, or None when it vanished meanwhile."""
+    key = listed["Key"]
+    try:
+        response = client.get_object(Bucket=bucket, Key=key)
+    except Exception as error:  # noqa: BLE001 - only NoSuchKey is tolerated, the rest is raised again
+        if _is_gone(client, error):
+            return None
+        raise
+    with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as spool:
+        sha256, size = _spool(response["Body"], spool)
+        if size != response["ContentLength"]:
+            raise ObjectsError(f"{key}: read {size} bytes of {response['ContentLength']}")
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.type = size, 0o644, tarfile.REGTYPE
+        info.mtime = int(response["LastModified"].timestamp())
+        info.pax_headers = {SHA256_HEADER: sha256, LAST_MODIFIED_HEADER: listed["LastModified"].isoformat()}
+        if response.get("ContentType"):
+            info.pax_headers[CONTENT_TYPE_HEADER] = response["ContentType"]
+        tar.addfile(info, spool)
+    return size
+
+
+def _report(report: dict) -> None:
+    print(REPORT_MARKER + json.dumps(report), file=sys.stderr, flush=True)
+
+
 def export(destination: str, out: IO[bytes]) -> dict:
     client = _client()
     bucket, prefix = split_destination(destination)
     count = total = 0
+    vanished: list[str] = []
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for listed in _objects(client, bucket, prefix):
-            key = listed["Key"]
-            response = client.get_object(Bucket=bucket, Key=key)
-            with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as spool:
-                sha256, size = _spool(response["Body"], spool)
-                if size != response["ContentLength"]:
-                    raise ObjectsError(f"{key}: read {size} bytes of {response['ContentLength']}")
-                info = tarfile.TarInfo(key[len(prefix):])
-                info.size, info.mode, info.type = size, 0o644, tarfile.REGTYPE
-                info.mtime = int(response["LastModified"].timestamp())
-                info.pax_headers = {SHA256_HEADER: sha256}
-                if response.get("ContentType"):
-                    info.pax_headers[CONTENT_TYPE_HEADER] = response["ContentType"]
-                tar.addfile(info, spool)
+            size = _add_object(client, tar, bucket, listed, listed["Key"][len(prefix):])
+            if size is None:
+                vanished.append(listed["Key"][len(prefix):])
+                continue
             count, total = count + 1, total + size
+    _report({"vanished": vanished})
     return {"objects": count, "bytes": total}
+
+
+def export_locations(locations: list[str], out: IO[bytes]) -> dict:
+    """Locations outside the destination, where the server's key can read them: each one's outcome
+    ({"objects", "bytes"} or {"error"}) in the report; one it cannot read does not stop the others."""
+    client = _client()
+    outcomes: dict[str, dict] = {}
+    vanished: list[str] = []
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for location in locations:
+            count = total = 0
+            try:
+                bucket, prefix = split_destination(location)
+                for listed in list(_objects(client, bucket, prefix)):
+                    size = _add_object(client, tar, bucket, listed, f"{bucket}/{listed['Key']}")
+                    if size is None:
+                        vanished.append(f"{bucket}/{listed['Key']}")
+                        continue
+                    count, total = count + 1, total + size
+                outcomes[location] = {"objects": count, "bytes": total}
+            except Exception as error:  # noqa: BLE001 - recorded per location: "not backed up" and why
+                code = (getattr(error, "response", None) or {}).get("Error", {}).get("Code")
+                outcomes[location] = {"error": code or f"{type(error).__name__}: {error}", "objects": count,
+                                      "bytes": total}
+    _report({"vanished": vanished, "locations": outcomes})
+    return {"objects": sum(o["objects"] for o in outcomes.values()), "bytes": sum(o["bytes"] for o in outcomes.values())}
 
 
 def import_(destination: str, source: IO[bytes], delete_others: bool) -> dict:
@@ -157,10 +224,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         if len(args) < 2:
-            raise ObjectsError("usage: objects export|import|list s3://BUCKET[/PREFIX] [--delete-others]")
+            raise ObjectsError("usage: objects export|import|list s3://BUCKET[/PREFIX] [--delete-others], "
+                               "objects export-locations - (locations on stdin)")
         command, destination, options = args[0], args[1], args[2:]
         if command == "export" and not options:
             summary = export(destination, sys.stdout.buffer)
+        elif command == "export-locations" and destination == "-" and not options:
+            summary = export_locations([line.strip() for line in sys.stdin if line.strip()], sys.stdout.buffer)
         elif command == "import" and options in ([], ["--delete-others"]):
             summary = import_(destination, sys.stdin.buffer, delete_others=bool(options))
             sys.stdout.write(json.dumps(summary) + "\n")

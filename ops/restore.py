@@ -1,57 +1,106 @@
-"""`scripts/restore DIR [--replace]`: put a backup (ops.backup) back into a stack.
+"""`scripts/restore DIR [--replace] [--no-upgrade]`: put a backup (ops.backup) back into a stack.
+`scripts/restore --purge-replaced`: remove what earlier `--replace` runs kept.
 
 Everything that can refuse does so before the stack is touched: the manifest, each file's sha256,
 `pg_restore --list` of each dump, every object's sha256 in objects.tar, the dump's schema revision
 against the server image's own Alembic history (a revision it does not know was written by a newer
-MLflow), and the target: a stack holding anything a fresh deployment does not (a run, an experiment
-besides Default, a model, an object under the artifacts destination...) is refused unless
-`--replace`.
+MLflow), a backup of another stack (unless `--from-other-stack`), the scratch and replaced database
+names (distinct within PostgreSQL's 63 bytes), and the target: a stack holding anything a fresh
+deployment does not (a run, an experiment besides Default, a model, an object under the artifacts
+destination, a user besides the deployed admin, a permission) is refused unless `--replace`, which
+first says what it replaces. The whole restore holds the stack's maintenance lock (ops.lock): no
+backup or gc runs meanwhile.
 
 Then each database is restored into a scratch database beside it, while the server keeps serving
-(`pg_restore --single-transaction` as MLflow's own role: every object owned by that role, none by
-the superuser), and its rows per table must equal the manifest's. Only then is the server stopped
-(downtime: the upload and the swap), the objects uploaded (each one's sha256 checked before its
-upload; with --replace the objects the backup does not hold are deleted), each scratch database
-takes its database's name (the old one is dropped), the schema is upgraded when the backup's is
-older than the server's, and the server started again.
-Why a scratch database instead of `pg_restore --clean` in place: nothing of the target is dropped
-until the restored copy is complete and verified, and a target at another schema revision is
-replaced whole (`--clean` drops only what the dump holds and would leave a newer schema's tables).
+(`pg_restore --single-transaction` as MLflow's own role), its rows per table must equal the
+manifest's, and the auth copy loses the permission rows of objects the tracking dump lacks (the two
+dumps are taken one after the other: a grant on an experiment created in between would otherwise
+hand the restored sequence's next experiment to that user). Only then is the server stopped, the
+objects uploaded (with --replace the current ones are first copied to a quarantine, ops.quarantine),
+and every scratch database takes its database's name in ONE transaction: the stack's databases are
+all old or all new, whatever interrupts the restore. A replaced database is kept as
+`<name>__replaced_<UTC time>`. Then the schema upgrade (unless --no-upgrade) and the server starts.
+Every step can be interrupted and the restore run again: scratch databases are made afresh, a
+database left refusing connections is repaired at the start, the server is started after any
+successful run.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import hashlib
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from ops import OpsError, RefusedError, objects
+from ops import OpsError, RefusedError, objects, quarantine
 from ops.access import hang_up_and_terminate_as_interrupt, BACKEND_URI_ENV, StackAccess, StackLayout, psql, run, script_source
 from ops.archive import (
     DatabaseBackup, ImageFacts, Manifest, database_exists, file_sha256, foreign_owned, image_facts,
     read_objects_tar, table_counts, user_data,
 )
+from ops.lock import maintenance_lock
 
 Say = Callable[[str], None]
 _AUTH_MODES = {"basic-auth": "mlflow", "oidc-auth": "oidc"}  # --app-name -> auth.mode (components.render.AUTH_APPS)
-_NAME_LIMIT = 63  # PostgreSQL identifiers
+_NAME_LIMIT = 63  # bytes of a PostgreSQL identifier
+SCRATCH_TAG = "__restoring"
+REPLACED_TAG = "__replaced_"
+STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+_STAMP_LENGTH = len("20250101T000000Z")
+_HASH_LENGTH = 8
+_SWAP_ATTEMPTS = 3
+_DEFAULT_ADMIN = "admin"  # components.config AuthConfig.admin_username's default
 
 
 def _stderr(message: str) -> None:
     print(f"restore: {message}", file=sys.stderr, flush=True)
 
 
+# --- names (checked before anything changes) -----------------------------------------------------------
+
+
 def _beside(name: str, tag: str) -> str:
-    """A database name beside `name` for the restore's scratch copy or the replaced original."""
-    return name[:_NAME_LIMIT - len(tag)] + tag
+    """A database name beside `name` for the restore's scratch copy or the replaced original: `name` +
+    `tag` when it fits PostgreSQL's 63 bytes, else `name` shortened + `_` + 8 hex digits of its sha256
+    + `tag`, so two long names that share their first bytes (`x` and `x_auth`) never meet."""
+    encoded = name.encode()
+    if len(encoded) + len(tag.encode()) <= _NAME_LIMIT:
+        return name + tag
+    room = _NAME_LIMIT - len(tag.encode()) - _HASH_LENGTH - 1
+    return f"{encoded[:room].decode(errors='ignore')}_{hashlib.sha256(encoded).hexdigest()[:_HASH_LENGTH]}{tag}"
+
+
+def replaced_prefix(name: str) -> str:
+    """What every `<name>__replaced_<stamp>` starts with (the stamp has a fixed length)."""
+    return _beside(name, REPLACED_TAG + "0" * _STAMP_LENGTH)[:-_STAMP_LENGTH]
+
+
+@dataclass(frozen=True)
+class DatabaseNames:
+    target: str
+    scratch: str
+    replaced: str
+
+
+def plan_names(targets: dict[str, str], stamp: str) -> dict[str, DatabaseNames]:
+    """role -> its target, scratch and replaced names; RefusedError when any two are the same (a
+    collision would drop or rename one database onto another)."""
+    plan = {role: DatabaseNames(name, _beside(name, SCRATCH_TAG), _beside(name, REPLACED_TAG + stamp))
+            for role, name in targets.items()}
+    every = [name for names in plan.values() for name in (names.target, names.scratch, names.replaced)]
+    duplicates = sorted({name for name in every if every.count(name) > 1})
+    if duplicates:
+        raise RefusedError(f"the restore's database names collide ({', '.join(duplicates)}): choose a shorter "
+                           "mlflow:database.name; nothing was changed")
+    return plan
 
 
 # --- checks (nothing is changed) ---------------------------------------------------------------------
-
-
 def check_backup(access: StackAccess, directory: Path, manifest: Manifest) -> None:
     """Every file whole and readable, before anything is stopped or dropped."""
     for backup in manifest.databases.values():
@@ -107,51 +156,134 @@ def check_roles(access: StackAccess, layout: StackLayout) -> None:
                            "deploy the stack first (pulumi up), then restore")
 
 
+def check_source(access: StackAccess, manifest: Manifest, layout: StackLayout, other_stack: bool) -> None:
+    """A backup of another stack (or destination) is refused unless the user says it is meant."""
+    if other_stack or (manifest.source, manifest.artifacts_destination) == (access.description,
+                                                                           layout.artifacts_destination):
+        return
+    raise RefusedError(f"the backup was taken from {manifest.source} (artifacts under {manifest.artifacts_destination}), "
+                       f"not {access.description} (artifacts under {layout.artifacts_destination}): pass "
+                       "--from-other-stack if restoring it here is what you want")
+
+
+def backup_age(created_at: str, now: Optional[datetime.datetime] = None) -> str:
+    """"3 days 4 hours old": said before a restore, so an old backup is not restored by mistake."""
+    try:
+        created = datetime.datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+    except ValueError:
+        return "of unknown age"
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=datetime.timezone.utc)
+    seconds = int(((now or datetime.datetime.now(datetime.timezone.utc)) - created).total_seconds())
+    if seconds < 0:
+        return "from the future (check the clocks)"
+    days, hours, minutes = seconds // 86400, seconds % 86400 // 3600, seconds % 3600 // 60
+    return (f"{days} days {hours} hours" if days else f"{hours} hours {minutes} minutes" if hours else
+            f"{minutes} minutes") + " old"
+
+
 def list_objects(access: StackAccess, destination: str, env: dict[str, str]) -> dict[str, int]:
-    """key below the destination -> size."""
+    """key below the destination -> size; a root destination's own quarantine (ops.quarantine) left out."""
     out = run(access.python_command(["-c", script_source(objects.__file__), "list", destination], env),
               f"listing the objects under {destination}")
     listed: dict[str, int] = {}
     for line in out.decode().splitlines():
         entry = json.loads(line)
-        listed[entry["key"]] = entry["bytes"]
+        if not entry["key"].startswith(quarantine.QUARANTINE_SUFFIX):
+            listed[entry["key"]] = entry["bytes"]
     return listed
 
 
+_PERMISSION_TABLE_SUFFIX = "permissions"
+
+
+def auth_data(access: StackAccess, layout: StackLayout) -> dict[str, int]:
+    """The target's users and permissions are data too: users besides the deployed admin, and any
+    permission row. Empty when the stack has no auth database or nobody used it."""
+    if not database_exists(access, layout.auth_database):
+        return {}
+    counts = table_counts(access, layout.auth_database)
+    found = {table: count for table, count in counts.items() if table.endswith(_PERMISSION_TABLE_SUFFIX) and count}
+    if counts.get("users"):
+        admin = access.server_env().get(_admin_env(), _DEFAULT_ADMIN)
+        others = int(psql(access, layout.auth_database, "SELECT count(*) FROM public.users WHERE username <> :'admin';\n",
+                          variables={"admin": admin})[0][0])
+        if others:
+            found["users besides the admin"] = others
+    return found
+
+
+def _admin_env() -> str:
+    from components import render
+
+    return render.AUTH_ADMIN_USERNAME_ENV
+
+
+@dataclass
+class TargetData:
+    """What the target holds beyond a fresh deployment (what a restore replaces)."""
+
+    tracking: dict[str, int]
+    auth: dict[str, int]
+    objects: dict[str, int]
+    destination: str
+
+    def __bool__(self) -> bool:
+        return bool(self.tracking or self.auth or self.objects)
+
+    def describe(self) -> str:
+        parts = [_describe(self.tracking)] if self.tracking else []
+        parts += [f"{name} {count}" for name, count in self.auth.items()]
+        if self.objects:
+            parts.append(f"{len(self.objects)} objects ({sum(self.objects.values())} bytes) under {self.destination}")
+        return ", ".join(parts)
+
+
+def target_data(access: StackAccess, layout: StackLayout, s3_env: dict[str, str]) -> TargetData:
+    return TargetData(user_data(access, layout.database), auth_data(access, layout),
+                      list_objects(access, layout.artifacts_destination, s3_env), layout.artifacts_destination)
+
+
 def _refuse_non_empty(access: StackAccess, layout: StackLayout, s3_env: dict[str, str]) -> None:
-    found = user_data(access, layout.database)
-    present = list_objects(access, layout.artifacts_destination, s3_env)
-    if found or present:
-        raise RefusedError(f"{access.description} is not empty ({_describe(found, len(present), layout.artifacts_destination)}); "
+    found = target_data(access, layout, s3_env)
+    if found:
+        raise RefusedError(f"{access.description} is not empty ({found.describe()}); "
                            "restoring replaces all of it: pass --replace if that is what you want")
 
 
 _FIRST_NAMED = ("runs", "experiments", "registered_models", "model_versions", "logged_models", "trace_info")
 
 
-def _describe(found: dict[str, int], object_count: int, destination: str) -> str:
+def _describe(found: dict[str, int]) -> str:
     """What makes a target non-empty, what users know first (runs, experiments, models), at most 6 tables."""
     order = sorted(found, key=lambda table: (_FIRST_NAMED.index(table) if table in _FIRST_NAMED else 99, -found[table]))
     parts = [f"{table} {found[table]}" + (" besides Default" if table == "experiments" else "") for table in order[:6]]
     if len(found) > 6:
         parts.append(f"{len(found) - 6} more tables")
-    if object_count:
-        parts.append(f"{object_count} objects under {destination}")
     return ", ".join(parts)
 
 
-# --- the restore --------------------------------------------------------------------------------------
+# --- repairs left by an interrupted run ------------------------------------------------------------------
+
+
+def repair_connections(access: StackAccess, names: list[str], say: Say) -> None:
+    """A database of the stack left refusing connections (ALLOW_CONNECTIONS false, by an interrupted
+    restore of an earlier version) is opened again: MLflow's role would be refused."""
+    refusing = {row[0] for row in psql(access, "postgres", "SELECT datname FROM pg_database WHERE NOT datallowconn;\n")}
+    for name in names:
+        if name in refusing:
+            psql(access, "postgres", 'ALTER DATABASE :"name" WITH ALLOW_CONNECTIONS true;\n', variables={"name": name},
+                 what=f"allowing connections to {name} again")
+            say(f"database {name} refused connections (left by an interrupted restore): allowed them again")
+
+
+# --- the scratch copies -----------------------------------------------------------------------------------
 
 
 def _restore_into_scratch(access: StackAccess, path: Path, backup: DatabaseBackup, scratch: str, owner: str,
                           say: Say) -> None:
     """The dump in a new database `scratch`, owned by MLflow's role, verified against the manifest."""
-    psql(access, "postgres", """\
-DROP DATABASE IF EXISTS :"scratch" WITH (FORCE);
-CREATE DATABASE :"scratch" OWNER :"owner";
-REVOKE ALL ON DATABASE :"scratch" FROM PUBLIC;
-GRANT ALL ON DATABASE :"scratch" TO :"owner";
-""", variables={"scratch": scratch, "owner": owner}, what=f"creating database {scratch}")
+    _create_scratch(access, scratch, owner)
     say(f"restoring {path.name} into {scratch} (as role {owner})")
     with open(path, "rb") as dump:
         # --role: restored as MLflow's role (SET ROLE), so it owns every object; --no-owner: no ALTER
@@ -169,29 +301,113 @@ GRANT ALL ON DATABASE :"scratch" TO :"owner";
         raise OpsError(f"restored objects not owned by {owner}: {', '.join(foreign[:5])}")
 
 
-def _swap(access: StackAccess, scratch: str, name: str) -> None:
-    """The scratch database takes `name`; the previous one is dropped afterwards."""
-    if not database_exists(access, name):
-        psql(access, "postgres", 'ALTER DATABASE :"scratch" RENAME TO :"name";\n',
-             variables={"scratch": scratch, "name": name}, what=f"renaming {scratch} to {name}")
-        return
-    replaced = _beside(name, "__replaced")
-    variables = {"scratch": scratch, "name": name, "replaced": replaced}
-    try:
-        psql(access, "postgres", """\
-DROP DATABASE IF EXISTS :"replaced" WITH (FORCE);
-ALTER DATABASE :"name" WITH ALLOW_CONNECTIONS false;
-SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity WHERE datname = :'name' AND pid <> pg_backend_pid();
-BEGIN;
-ALTER DATABASE :"name" RENAME TO :"replaced";
-ALTER DATABASE :"scratch" RENAME TO :"name";
-COMMIT;
-""", variables=variables, what=f"replacing database {name}")
-    except OpsError:
-        psql(access, "postgres", 'ALTER DATABASE :"name" WITH ALLOW_CONNECTIONS true;\n', variables=variables)
-        raise
-    psql(access, "postgres", 'DROP DATABASE :"replaced" WITH (FORCE);\n', variables=variables,
-         what=f"dropping the replaced database {replaced}")
+def _create_scratch(access: StackAccess, scratch: str, owner: str, template: Optional[str] = None) -> None:
+    """A new database `scratch` (a leftover of an interrupted run is dropped first: its name is the restore's own)."""
+    psql(access, "postgres", """\
+DROP DATABASE IF EXISTS :"scratch" WITH (FORCE);
+""" + ('SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity WHERE datname = :\'template\';\n'
+       'CREATE DATABASE :"scratch" OWNER :"owner" TEMPLATE :"template";\n' if template else
+       'CREATE DATABASE :"scratch" OWNER :"owner";\n') + """\
+REVOKE ALL ON DATABASE :"scratch" FROM PUBLIC;
+GRANT ALL ON DATABASE :"scratch" TO :"owner";
+""", variables={"scratch": scratch, "owner": owner, **({"template": template} if template else {})},
+         what=f"creating database {scratch}")
+
+
+_KEYS_SQL = """\
+SELECT 'e', encode(convert_to(experiment_id::text, 'UTF8'), 'hex') FROM public.experiments
+UNION ALL SELECT 'm', encode(convert_to(name, 'UTF8'), 'hex') FROM public.registered_models;
+"""
+_EXPERIMENT_TYPES = ("experiment",)
+_MODEL_TYPES = ("registered_model", "prompt")
+_KEPT_TYPES = ("workspace",)  # role_permissions rows not keyed by a tracking object
+_ANY = "*"
+
+
+def _prune_statements(columns: dict[str, set[str]], everything: bool) -> list[str]:
+    """DELETE ... RETURNING statements (one result row per table: its name and how many rows went) for
+    the auth database's permission tables: MLflow 3.17's role_permissions (resource_type,
+    resource_pattern), older and mlflow-oidc-auth tables keyed by experiment_id or a model's name.
+    `everything`: every row keyed by a tracking object (the tracking data is not the one they meant)."""
+    statements = []
+    for table, cols in sorted(columns.items()):
+        if not table.endswith(_PERMISSION_TABLE_SUFFIX):
+            continue
+        quoted = '"' + table.replace('"', '""') + '"'
+        if {"resource_type", "resource_pattern"} <= cols:
+            if everything:
+                where = f"resource_type NOT IN ({_sql_list(_KEPT_TYPES)}) AND resource_pattern <> '{_ANY}'"
+            else:
+                where = (f"resource_pattern <> '{_ANY}' AND ("
+                         f"(resource_type IN ({_sql_list(_EXPERIMENT_TYPES)}) AND resource_pattern NOT IN "
+                         f"(SELECT key FROM keep WHERE kind = 'e')) OR "
+                         f"(resource_type IN ({_sql_list(_MODEL_TYPES)}) AND resource_pattern NOT IN "
+                         f"(SELECT key FROM keep WHERE kind = 'm')))")
+        elif "experiment_id" in cols:
+            where = "true" if everything else "experiment_id::text NOT IN (SELECT key FROM keep WHERE kind = 'e')"
+        elif "name" in cols and ("model" in table or "prompt" in table):
+            where = "true" if everything else "name NOT IN (SELECT key FROM keep WHERE kind = 'm')"
+        elif everything and not table.startswith("workspace"):
+            where = "true"
+        else:
+            continue
+        statements.append(f"WITH gone AS (DELETE FROM public.{quoted} WHERE {where} RETURNING 1) "
+                          f"SELECT '{table}', count(*) FROM gone;")
+    return statements
+
+
+def _sql_list(values: tuple[str, ...]) -> str:
+    return ", ".join(f"'{value}'" for value in values)
+
+
+def prune_permissions(access: StackAccess, auth_db: str, tracking_db: Optional[str]) -> dict[str, int]:
+    """Delete the auth database's permission rows for objects `tracking_db` does not hold (every row
+    keyed by a tracking object when `tracking_db` is None). table -> rows deleted (non-zero only)."""
+    rows = psql(access, auth_db, "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema = 'public';\n")
+    columns: dict[str, set[str]] = {}
+    for table, column in rows:
+        columns.setdefault(table, set()).add(column)
+    statements = _prune_statements(columns, everything=tracking_db is None)
+    if not statements:
+        return {}
+    keys = psql(access, tracking_db, _KEYS_SQL) if tracking_db else []
+    data = "".join(f"{kind}\t{hex_key}\n" for kind, hex_key in keys)
+    script = ("BEGIN;\nCREATE TEMP TABLE keep_hex (kind text, hex text);\nCOPY keep_hex FROM STDIN;\n" + data + "\\.\n"
+              "CREATE TEMP TABLE keep AS SELECT kind, convert_from(decode(hex, 'hex'), 'UTF8') AS key FROM keep_hex;\n"
+              + "\n".join(statements) + "\nCOMMIT;\n")
+    deleted = psql(access, auth_db, script, what=f"pruning permissions in {auth_db}")
+    return {table: int(count) for table, count in deleted if int(count)}
+
+
+# --- the swap ---------------------------------------------------------------------------------------------
+
+
+def swap(access: StackAccess, plan: list[DatabaseNames]) -> list[str]:
+    """Every scratch database takes its target's name in one transaction (the targets that exist are
+    renamed to their replaced names first): the stack's databases are all old or all new, whatever
+    interrupts it, and no database is ever left refusing connections. Returns the replaced names."""
+    existing = [names for names in plan if database_exists(access, names.target)]
+    variables: dict[str, str] = {}
+    lines = []
+    for index, names in enumerate(plan):
+        variables.update({f"t{index}": names.target, f"s{index}": names.scratch, f"r{index}": names.replaced})
+        if names in existing:
+            lines.append(f'ALTER DATABASE :"t{index}" RENAME TO :"r{index}";')
+        lines.append(f'ALTER DATABASE :"s{index}" RENAME TO :"t{index}";')
+    targets = ", ".join(f":'t{index}'" for index in range(len(plan)))
+    script = ("BEGIN;\n"
+              f"SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity WHERE datname IN ({targets}) "
+              "AND pid <> pg_backend_pid();\n" + "\n".join(lines) + "\nCOMMIT;\n")
+    for attempt in range(1, _SWAP_ATTEMPTS + 1):
+        try:
+            psql(access, "postgres", script, variables=variables,
+                 what=f"renaming the restored databases to {', '.join(names.target for names in plan)}")
+            break
+        except OpsError as error:  # a client reconnected between the termination and the rename
+            if "being accessed by other users" not in str(error) or attempt == _SWAP_ATTEMPTS:
+                raise
+    return [names.replaced for names in existing]
 
 
 def _drop_quietly(access: StackAccess, names: list[str]) -> None:
@@ -202,73 +418,40 @@ def _drop_quietly(access: StackAccess, names: list[str]) -> None:
             pass
 
 
-def restore(access: StackAccess, directory: Path, *, replace: bool = False, say: Say = _stderr) -> Manifest:
+# --- the restore --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Progress:
+    """What the restore changed so far, for an error message that never says "not changed" wrongly."""
+
+    changed: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return "; ".join(self.changed) if self.changed else "nothing of the stack was changed"
+
+
+def restore(access: StackAccess, directory: Path, *, replace: bool = False, upgrade: bool = True,
+            other_stack: bool = False, say: Say = _stderr) -> Manifest:
     """Restore the backup in `directory` into the stack (see the module docstring). Returns its manifest."""
     started = time.monotonic()
     directory = Path(directory)
     manifest = Manifest.load(directory)
-    say(f"checking {directory} (taken {manifest.created_at} from {manifest.source}, MLflow {manifest.mlflow_version})")
+    say(f"checking {directory} (taken {manifest.created_at} from {manifest.source}, "
+        f"{backup_age(manifest.created_at)}, MLflow {manifest.mlflow_version})")
     check_backup(access, directory, manifest)
     layout = StackLayout.read(access)
+    check_source(access, manifest, layout, other_stack)
     facts = image_facts(access)
     check_schema(access, manifest, facts, layout)
     check_roles(access, layout)
-    s3_env = layout.s3_env(access)
-    if not replace:
-        _refuse_non_empty(access, layout, s3_env)
-
-    # The scratch copies are made and verified while the server keeps serving: a dump that does not
-    # restore costs no downtime and changes nothing.
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime(STAMP_FORMAT)
     targets = {"tracking": layout.database, "auth": layout.auth_database}
-    scratches = {role: _beside(targets[role], "__restoring") for role in manifest.databases}
-    try:
-        for role, backup in manifest.databases.items():
-            _restore_into_scratch(access, directory / backup.file, backup, scratches[role], layout.owner, say)
-    except BaseException as error:
-        _drop_quietly(access, list(scratches.values()))
-        if isinstance(error, OpsError):
-            raise OpsError(f"{error}. The stack's databases were not changed") from error
-        raise
-
-    swapped: list[str] = []
-    uploading = False
-    say("stopping the MLflow server")
-    was_running = access.stop_server()
-    try:
-        if not replace:  # nobody wrote meanwhile (the check above ran while the server served)
-            _refuse_non_empty(access, layout, s3_env)
-        say(f"uploading {manifest.counts['objects']} objects ({manifest.counts['bytes']} bytes) to "
-            f"{layout.artifacts_destination}" + (", deleting the others" if replace else ""))
-        uploading = True
-        with open(directory / manifest.objects.file, "rb") as tar:
-            run(access.python_command(["-c", script_source(objects.__file__), "import", layout.artifacts_destination,
-                                       *(["--delete-others"] if replace else [])], s3_env),
-                f"uploading the objects to {layout.artifacts_destination}", stdin=tar)
-        listed = list_objects(access, layout.artifacts_destination, s3_env)
-        expected = {entry.key: entry.bytes for entry in manifest.objects.entries}
-        if listed != expected:
-            missing = sorted(set(expected) - set(listed))[:3]
-            extra = sorted(set(listed) - set(expected))[:3]
-            raise OpsError(f"the objects under {layout.artifacts_destination} differ from the backup after the upload "
-                           f"(missing {missing}, not in the backup {extra}, or sizes differ)")
-        for role, scratch in scratches.items():
-            say(f"replacing database {targets[role]}")
-            _swap(access, scratch, targets[role])
-            swapped.append(targets[role])
-        _upgrade(access, manifest, facts, layout, say)
-    except BaseException as error:
-        _drop_quietly(access, list(scratches.values()))  # the ones not renamed yet
-        if isinstance(error, OpsError) and not isinstance(error, RefusedError) and len(swapped) < len(scratches):
-            changed = f"database {', '.join(swapped)} was replaced, the others not" if swapped else \
-                "the stack's databases were not changed"
-            uploaded = (f"; objects under {layout.artifacts_destination} may have been overwritten by the backup's: "
-                        "run the restore again with --replace") if uploading else ""
-            raise OpsError(f"{error}. {changed}{uploaded}") from error
-        raise
-    finally:
-        if was_running:
-            say("starting the MLflow server")
-            access.start_server()
+    plan = plan_names(targets, stamp)
+    with maintenance_lock(access, "restore"):
+        repair_connections(access, [*targets.values(), *(names.scratch for names in plan.values())], say)
+        _restore_locked(access, directory, manifest, layout, facts, plan, replace=replace, upgrade=upgrade,
+                        stamp=stamp, say=say)
     counts = manifest.counts
     say(f"done in {time.monotonic() - started:.1f}s: {counts['experiments']} experiments, {counts['runs']} runs, "
         f"{counts['metrics']} metric values, {counts['registered_models']} models, {counts['model_versions']} model "
@@ -276,13 +459,169 @@ def restore(access: StackAccess, directory: Path, *, replace: bool = False, say:
     return manifest
 
 
-def _upgrade(access: StackAccess, manifest: Manifest, facts: ImageFacts, layout: StackLayout, say: Say) -> None:
+def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, layout: StackLayout, facts: ImageFacts,
+                    plan: dict[str, DatabaseNames], *, replace: bool, upgrade: bool, stamp: str, say: Say) -> None:
+    s3_env = layout.s3_env(access)
+    found = target_data(access, layout, s3_env)
+    if found and not replace:
+        raise RefusedError(f"{access.description} is not empty ({found.describe()}); "
+                           "restoring replaces all of it: pass --replace if that is what you want")
+    if found:
+        say(f"--replace: replacing {found.describe()}; the replaced databases are kept as "
+            f"<name>{REPLACED_TAG}{stamp} and the objects in a quarantine until scripts/restore --purge-replaced")
+
+    # The scratch copies are made and verified while the server keeps serving: a dump that does not
+    # restore costs no downtime and changes nothing.
+    restoring = [role for role in plan if role in manifest.databases]
+    scratches = [plan[role].scratch for role in plan]
+    try:
+        for role in restoring:
+            backup = manifest.databases[role]
+            _restore_into_scratch(access, directory / backup.file, backup, plan[role].scratch, layout.owner, say)
+        if "auth" in restoring:
+            _report_pruned(prune_permissions(access, plan["auth"].scratch, plan["tracking"].scratch),
+                           "for objects the backup's tracking dump does not hold (created between the two dumps)", say)
+    except BaseException as error:
+        _drop_quietly(access, scratches)
+        if isinstance(error, OpsError) and not isinstance(error, RefusedError):
+            raise OpsError(f"{error}. The stack's databases were not changed") from error
+        raise
+
+    progress = _Progress()
+    say("stopping the MLflow server")
+    was_running = access.stop_server()
+    succeeded = started_ok = False
+    try:
+        if not replace:  # nobody wrote meanwhile (the check above ran while the server served)
+            _refuse_non_empty(access, layout, s3_env)
+        swapping = [plan[role] for role in restoring]
+        if "auth" not in restoring and found.auth and database_exists(access, layout.auth_database):
+            swapping.append(_cleared_auth_copy(access, layout, plan["auth"], say))
+        # Objects first (the backup's are added beside the stack's, which the old databases still use),
+        # then the databases in one swap, then the stack's other objects to the quarantine: an interruption
+        # anywhere leaves every object the databases of that moment refer to in place.
+        _upload_objects(access, directory, manifest, layout, s3_env, progress=progress, say=say)
+        say(f"replacing database {', '.join(names.target for names in swapping)}")
+        replaced = swap(access, swapping)
+        if not replace:  # they held nothing a fresh deployment does not (checked with the server stopped)
+            _drop_quietly(access, replaced)
+            replaced = []
+        progress.changed.append("the databases hold the backup" + (
+            f" (the replaced ones are kept as {', '.join(replaced)})" if replaced else ""))
+        if replace:
+            _quarantine_others(access, manifest, layout, s3_env, stamp=stamp, progress=progress, say=say)
+        _check_objects(access, manifest, layout, s3_env)
+        started_ok = _upgrade(access, manifest, facts, layout, upgrade, say)
+        succeeded = True
+    except BaseException as error:
+        _drop_quietly(access, scratches)  # the ones not renamed (the swap renamed all or none)
+        if isinstance(error, OpsError) and not isinstance(error, RefusedError):
+            raise OpsError(f"{error}. {progress.describe()}") from error
+        if not isinstance(error, OpsError):
+            say(f"interrupted: {progress.describe()}; run the restore again")
+        raise
+    finally:
+        _start_after(access, succeeded and started_ok, was_running and not succeeded, say)
+    if not started_ok:
+        say(f"the MLflow server was left stopped: the restored schema ({manifest.schema_revision}) is older than its "
+            f"MLflow {facts.mlflow_version}'s; deploy MLflow {manifest.mlflow_version} (mlflow:mlflowVersion, pulumi "
+            "up), which starts it")
+
+
+def _start_after(access: StackAccess, succeeded: bool, restart: bool, say: Say) -> None:
+    """After a success the server starts, also when an earlier interrupted run left it stopped; after a
+    failure it starts again if it was running, and a failure of that start does not hide the first error."""
+    if succeeded:
+        say("starting the MLflow server")
+        access.start_server()
+        return
+    if restart:
+        say("starting the MLflow server again")
+        try:
+            access.start_server()
+        except Exception as error:  # noqa: BLE001 - the restore's own error is the one raised
+            say(f"starting the MLflow server failed too: {error}")
+
+
+def _report_pruned(pruned: dict[str, int], why: str, say: Say) -> None:
+    if pruned:
+        say(f"removed permission rows {why}: " + ", ".join(f"{table} {count}" for table, count in pruned.items()))
+
+
+def _cleared_auth_copy(access: StackAccess, layout: StackLayout, names: DatabaseNames, say: Say) -> DatabaseNames:
+    """A backup without an auth database replaces the tracking data under the target's permissions,
+    keyed by experiment ids and model names that now mean other objects: a copy of the target's auth
+    database (users and passwords kept) without those rows takes its place in the swap. Clearing
+    rather than refusing: the users keep signing in, nobody gains access to someone else's objects,
+    the admin grants again (the original is kept as the replaced database)."""
+    _create_scratch(access, names.scratch, layout.owner, template=layout.auth_database)
+    pruned = prune_permissions(access, names.scratch, None)
+    _report_pruned(pruned, "of the stack's own (the backup has no auth database: their experiment ids and model "
+                   "names would now point at the backup's objects)", say)
+    return names
+
+
+def _upload_objects(access: StackAccess, directory: Path, manifest: Manifest, layout: StackLayout,
+                    s3_env: dict[str, str], *, progress: _Progress, say: Say) -> None:
+    """The backup's objects, uploaded beside the stack's (nothing of the stack's is deleted here)."""
+    destination = layout.artifacts_destination
+    say(f"uploading {manifest.counts['objects']} objects ({manifest.counts['bytes']} bytes) to {destination}")
+    progress.changed.append(f"objects of the backup were being uploaded to {destination}, beside the stack's")
+    with open(directory / manifest.objects.file, "rb") as tar:
+        run(access.python_command(["-c", script_source(objects.__file__), "import", destination], s3_env),
+            f"uploading the objects to {destination}", stdin=tar)
+    progress.changed[-1] = f"the backup's objects were uploaded to {destination}, beside the stack's"
+
+
+def _quarantine_others(access: StackAccess, manifest: Manifest, layout: StackLayout, s3_env: dict[str, str], *,
+                       stamp: str, progress: _Progress, say: Say) -> None:
+    """--replace, after the swap: the stack's objects the backup does not hold go to a quarantine
+    (ops.quarantine; each deleted only after its copy), until scripts/restore --purge-replaced."""
+    destination = layout.artifacts_destination
+    progress.changed.append(f"the objects under {destination} the backup does not hold were being moved to a "
+                            f"quarantine under {_quarantine_uri(destination, stamp)} (each deleted only after its copy)")
+    out = run(access.python_command(["-c", quarantine.source(), "move", destination, stamp], s3_env),
+              f"moving the objects under {destination} to a quarantine",
+              stdin=json.dumps([entry.key for entry in manifest.objects.entries]).encode())
+    moved = json.loads(out.decode().strip().splitlines()[-1])
+    progress.changed[-1] = (f"the {moved['objects']} objects that were under {destination} and not in the backup "
+                            f"are kept under {moved['quarantine']}")
+    if moved["objects"]:
+        say(progress.changed[-1])
+
+
+def _check_objects(access: StackAccess, manifest: Manifest, layout: StackLayout, s3_env: dict[str, str]) -> None:
+    """The listing under the destination must equal the backup's."""
+    destination = layout.artifacts_destination
+    listed = list_objects(access, destination, s3_env)
+    expected = {entry.key: entry.bytes for entry in manifest.objects.entries
+                if not entry.key.startswith(quarantine.QUARANTINE_SUFFIX)}  # a root destination's, backed up
+    if listed != expected:
+        missing = sorted(set(expected) - set(listed))[:3]
+        extra = sorted(set(listed) - set(expected))[:3]
+        raise OpsError(f"the objects under {destination} differ from the backup after the upload "
+                       f"(missing {missing}, not in the backup {extra}, or sizes differ)")
+
+
+def _quarantine_uri(destination: str, stamp: str) -> str:
+    bucket, prefix = objects.split_destination(destination)
+    return f"s3://{bucket}/{quarantine.quarantine_root(prefix)}{stamp}/"
+
+
+def _upgrade(access: StackAccess, manifest: Manifest, facts: ImageFacts, layout: StackLayout, upgrade: bool,
+             say: Say) -> bool:
     """The deployment's own steps, as `pulumi up` runs them before the server: the schema upgrade when
     the backup's revision is older than the server's; the auth app's upgrade (which also gives the
-    admin the deployed password, mode mlflow) when an auth database was restored."""
+    admin the deployed password, mode mlflow) when an auth database was restored. Without `upgrade`
+    (rolling back to the image that wrote the backup) neither runs. True when the server can start:
+    the tracking schema is at its image's head."""
     from components import render
 
-    if manifest.schema_revision != facts.head("tracking"):
+    at_head = manifest.schema_revision == facts.head("tracking")
+    if not upgrade:
+        say("--no-upgrade: the schema stays at the backup's revision " + str(manifest.schema_revision))
+        return at_head
+    if not at_head:
         say(f"upgrading the schema from {manifest.schema_revision} to {facts.head('tracking')}")
         run(access.python_command(["-c", render.SCHEMA_UPGRADE_SCRIPT],
                                   {BACKEND_URI_ENV: layout.backend_uri, "PYTHONUNBUFFERED": "1"}),
@@ -292,34 +631,74 @@ def _upgrade(access: StackAccess, manifest: Manifest, facts: ImageFacts, layout:
         env = {render.AUTH_DATABASE_URI_ENV: layout.auth_uri, "PYTHONUNBUFFERED": "1"}
         server_env = access.server_env()
         if mode == "mlflow" and render.AUTH_ADMIN_PASSWORD_ENV in server_env:
-            env[render.AUTH_ADMIN_USERNAME_ENV] = server_env.get(render.AUTH_ADMIN_USERNAME_ENV, "admin")
+            env[render.AUTH_ADMIN_USERNAME_ENV] = server_env.get(render.AUTH_ADMIN_USERNAME_ENV, _DEFAULT_ADMIN)
             env[render.AUTH_ADMIN_PASSWORD_ENV] = server_env[render.AUTH_ADMIN_PASSWORD_ENV]
         say("running the auth app's upgrade step")
         run(access.python_command(["-c", render.AUTH_UPGRADE_SCRIPT, render.AUTH_MIGRATIONS[mode]], env),
             "the auth database's upgrade step")
+    return True
+
+
+# --- what --replace kept --------------------------------------------------------------------------------
+
+
+def purge_replaced(access: StackAccess, *, say: Say = _stderr) -> dict[str, int]:
+    """Drop the databases `--replace` kept (`<name>__replaced_<stamp>`) and delete its quarantined objects."""
+    layout = StackLayout.read(access)
+    prefixes = [replaced_prefix(name) for name in (layout.database, layout.auth_database)]
+    with maintenance_lock(access, "restore"):
+        names = [row[0] for row in psql(access, "postgres", "SELECT datname FROM pg_database ORDER BY 1;\n")]
+        doomed = [name for name in names if any(name.startswith(prefix) and len(name) == len(prefix) + _STAMP_LENGTH
+                                                for prefix in prefixes)]
+        for name in doomed:
+            psql(access, "postgres", 'DROP DATABASE :"name" WITH (FORCE);\n', variables={"name": name},
+                 what=f"dropping the replaced database {name}")
+            say(f"dropped database {name}")
+        out = run(access.python_command(["-c", quarantine.source(), "purge", layout.artifacts_destination],
+                                        layout.s3_env(access)), "deleting the quarantined objects")
+        deleted = int(json.loads(out.decode().strip().splitlines()[-1])["deleted"])
+        say(f"deleted {deleted} quarantined objects of {layout.artifacts_destination}")
+    return {"databases": len(doomed), "objects": deleted}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/restore",
         description="Restore a backup made by scripts/backup into the local stack. Refuses a backup from a newer "
-                    "MLflow schema than the server's, and a stack holding data unless --replace.")
-    parser.add_argument("directory", metavar="DIR", type=Path)
+                    "MLflow schema than the server's, of another stack, and a stack holding data unless --replace.")
+    parser.add_argument("directory", metavar="DIR", type=Path, nargs="?")
     parser.add_argument("--replace", action="store_true",
-                        help="replace the stack's data (databases and the objects under its artifacts destination)")
+                        help="replace the stack's data (databases, users and permissions, the objects under its "
+                             "artifacts destination); what is replaced is kept until --purge-replaced")
+    parser.add_argument("--no-upgrade", action="store_true",
+                        help="leave the schema at the backup's revision (rolling back to the MLflow that wrote it); "
+                             "the server stays stopped until that MLflow is deployed")
+    parser.add_argument("--from-other-stack", action="store_true",
+                        help="accept a backup whose manifest names another stack or artifacts destination")
+    parser.add_argument("--purge-replaced", action="store_true",
+                        help="drop the databases and delete the objects earlier --replace runs kept (no DIR)")
     parser.add_argument("--prefix", default="mlflow-local",
                         help="the stack's Docker name prefix, <instance>-<stack> (default: mlflow-local)")
     args = parser.parse_args(argv)
+    if (args.directory is None) != args.purge_replaced:
+        parser.error("give DIR to restore, or --purge-replaced alone")
     hang_up_and_terminate_as_interrupt()
     try:
         from ops.local_stack import LocalAccess
 
+        if args.purge_replaced:
+            purge_replaced(LocalAccess.find(args.prefix))
+            return 0
         Manifest.load(args.directory)  # refuse before looking for Docker
-        restore(LocalAccess.find(args.prefix), args.directory, replace=args.replace)
+        restore(LocalAccess.find(args.prefix), args.directory, replace=args.replace, upgrade=not args.no_upgrade,
+                other_stack=args.from_other_stack)
         return 0
     except OpsError as error:
         _stderr(str(error))
         return error.exit_code
+    except OSError as error:  # a full disk or an unreadable file: what changed was said before
+        _stderr(f"stopped: {error}")
+        return 1
     except KeyboardInterrupt:
         _stderr("interrupted")
         return 130

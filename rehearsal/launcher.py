@@ -7,7 +7,9 @@ hash scheme of `proxy.passwordHash`), the
 database URI from `render.backend_store_uri`, the client lines from `render.client_env_lines`.
 The only deviations from a container deployment:
 
-* image paths are mapped to local binaries (`mlflow`/`python` -> this venv, `nginx` -> Debian's);
+* image paths are mapped to local binaries (`mlflow`/`python` -> this venv, `nginx` -> Debian's), and
+  the image's PYTHONPATH (/opt/mlflow-platform: the migration tool, mlflow_guard and its entry points)
+  to links into this repository (IMAGE_PLATFORM_LAYOUT);
 * the server binds 127.0.0.1 on a free port instead of 0.0.0.0:5000 (`dataclasses.replace`);
 * Nginx listens on 127.0.0.1:<port> and its file paths live in a temporary directory;
 * the S3 endpoint is moto's server mode instead of MinIO, the database is a private initdb cluster;
@@ -189,6 +191,27 @@ def image_binary(name: str) -> str:
 def local_command(command: tuple[str, ...]) -> list[str]:
     """A rendered command with only its program (an image path) mapped to the local binary."""
     return [image_binary(command[0]), *command[1:]]
+
+
+IMAGE_PLATFORM_LAYOUT = {
+    "migration": "migration",
+    "mlflow_guard": "mlflow_guard",
+    "mlflow_platform_guard-1.0.0.dist-info": "mlflow_guard/dist-info",
+}
+"""The server image's /opt/mlflow-platform (its PYTHONPATH; docker/mlflow/Dockerfile copies the same):
+name there -> path in this repository. The dist-info registers mlflow_guard's apps under MLflow's
+--app-name values, so the rehearsal's `mlflow server` runs the guarded auth apps as the image does."""
+
+
+def image_python_path(workdir: Path) -> str:
+    """The image's PYTHONPATH, laid out under `workdir` as links into this repository."""
+    platform = workdir / "mlflow-platform"
+    platform.mkdir(parents=True, exist_ok=True)
+    for name, source in IMAGE_PLATFORM_LAYOUT.items():
+        link = platform / name
+        if not link.is_symlink():
+            link.symlink_to(REPO_ROOT / source, target_is_directory=True)
+    return str(platform)
 
 
 def base_env(home: Path, tmp: Path) -> dict[str, str]:
@@ -632,7 +655,7 @@ class TrackingServerProcess:
                 handle.write(content)
             moved[path] = str(local)
         plain = {key: moved.get(value, value) for key, value in self.spec.env.items()}
-        env = {**base_env(home, tmp), **plain, **secret_env}
+        env = {**base_env(home, tmp), "PYTHONPATH": image_python_path(workdir), **plain, **secret_env}
         self.service = Service(name, local_command(self.spec.command), env, workdir / "server.log", cwd=home)
 
     @property
@@ -682,7 +705,8 @@ def run_step(spec: ContainerSpec, secret_env: Mapping[str, str], workdir: Path) 
     home, tmp = workdir / "home", workdir / "tmp"
     for path in (home, tmp):
         path.mkdir(parents=True, exist_ok=True)
-    env = {**base_env(home, tmp), **spec.env, **{name: secret_env[name] for name in spec.secret_env_names}}
+    env = {**base_env(home, tmp), "PYTHONPATH": image_python_path(workdir), **spec.env,
+           **{name: secret_env[name] for name in spec.secret_env_names}}
     result = subprocess.run(local_command(spec.command), env=env, cwd=home, capture_output=True, text=True,
                             timeout=600)
     (workdir / f"{spec.name}.log").write_text(result.stdout + result.stderr)

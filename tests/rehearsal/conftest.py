@@ -1,11 +1,12 @@
-"""Fixtures of the data-plane rehearsal: one stack per test session, variants started on demand.
+"""Fixtures of the data-plane rehearsal: one stack per test session (per pytest-xdist worker), variants
+started on demand.
 
 The stack (rehearsal.launcher.RehearsalStack) runs exactly what the components render, with real
 PostgreSQL, Nginx, MLflow and an S3 stand-in on loopback ports. Everything it starts is stopped by
 PID at session end, also when tests fail or the session is interrupted.
 
 Figures the tests measure are collected with `report_figure` and printed in a "rehearsal figures"
-section of the terminal summary, so they show in CI logs without `-s`.
+section of the terminal summary (by tests/conftest.py), so they show in CI logs without `-s`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 from typing import Iterator, Optional
 
 import pytest
@@ -21,24 +23,36 @@ import pytest
 from rehearsal.launcher import RehearsalStack, ServerUnavailable, Variant, check_prerequisites
 
 STATIC_PREFIX = "/mlflow"
-_FIGURES: list[str] = []
 
 
-def pytest_terminal_summary(terminalreporter) -> None:
-    if _FIGURES:
-        terminalreporter.section("rehearsal figures")
-        for line in _FIGURES:
-            terminalreporter.write_line(line)
+# Set by pytest itself around every test phase: not a module's to restore.
+PYTEST_OWN_VARIABLES = frozenset({"PYTEST_CURRENT_TEST"})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_leaves_environment_as_found() -> Iterator[None]:
+    """What a module leaves in os.environ or in MLflow's process-wide tracking and registry URIs
+    (a stopped stack's MLFLOW_TRACKING_URI, credentials, MLFLOW_REGISTRY_URI) is undone when it
+    ends. Under pytest-xdist a worker runs whichever modules it is handed, in any order, so no
+    module may depend on, or be broken by, what another one set (test_9 failed after test_18)."""
+    saved = dict(os.environ)
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    for name in set(os.environ) - set(saved) - PYTEST_OWN_VARIABLES:
+        del os.environ[name]
+    os.environ.update({name: value for name, value in saved.items() if name not in PYTEST_OWN_VARIABLES})
 
 
 @pytest.fixture
 def report_figure(request):
-    """Record a measured figure: shown in the terminal summary and as a JUnit property."""
+    """Record a measured figure: a JUnit property, and a line of the terminal summary (tests/conftest.py
+    prints it from the test's report, which is how a pytest-xdist worker's figures reach it)."""
 
     def report(name: str, value, unit: str = "") -> None:
-        line = f"{request.node.nodeid}: {name} = {value}{(' ' + unit) if unit else ''}"
-        _FIGURES.append(line)
-        request.node.user_properties.append((name, f"{value}{unit}"))
+        request.node.user_properties.append((name, f"{value}{(' ' + unit) if unit else ''}"))
 
     return report
 

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -36,7 +37,8 @@ from ops import OpsError, RefusedError
 from ops.access import Command, StackLayout
 from ops.archive import DUMP_FILES, MANIFEST, OBJECTS_FILE, Manifest, file_sha256, table_counts
 from ops.backup import backup
-from ops.restore import restore
+from ops.lock import maintenance_lock
+from ops.restore import purge_replaced, restore
 from rehearsal.launcher import RehearsalStack, Variant, base_env, run_schema_upgrade
 from tests.rehearsal.conftest import mlflow_client_for, running_stack
 
@@ -453,7 +455,8 @@ def test_scripts_backup_through_the_docker_cli(stack, access, backup_dir, tmp_pa
 def test_restore_into_a_non_empty_stack_is_refused_without_replace(stack, access, backup_dir, before):
     fingerprint, objects, stops = _stack_rows(stack), _objects(stack), access.server_stops
     with pytest.raises(RefusedError, match=r"not empty \(runs 4, experiments 2 besides Default, registered_models 1, "
-                                           r"model_versions 2, .*5 objects under s3://.*pass --replace"):
+                                           r"model_versions 2, .*role_permissions \d+, users besides the admin 1, "
+                                           r"5 objects \(\d+ bytes\) under s3://.*pass --replace"):
         restore(access, backup_dir, say=lambda message: None)
     assert (_stack_rows(stack), _objects(stack), access.server_stops) == (fingerprint, objects, stops)
 
@@ -591,5 +594,147 @@ def test_replace_restores_over_newer_data_and_drops_what_the_backup_does_not_hol
         after = snapshot(client, tmp_path / "after", artifacts=False)
     assert _sizes_only(after) == _sizes_only(before)
     assert sum(len(run["artifacts"]) for run in after["runs"].values()) == 5
-    assert not any(key.endswith("extra.txt") for key in _objects(stack))
+    served = [key for key in _objects(stack) if not key.startswith(".mlflow-restore-replaced/")]
+    assert not any(key.endswith("extra.txt") for key in served)
+    assert any(key.endswith("/extra.txt") for key in _objects(stack)), "kept in the quarantine until purged"
     assert table_counts(access, "mlflow")["runs"] == len(before["runs"])
+
+
+# --- issue 28: restore never loses or leaks what it replaces -------------------------------------------
+
+
+def _auth_rows(stack: RehearsalStack, sql: str) -> str:
+    assert stack.postgres is not None
+    return stack.postgres.psql(sql, "mlflow_auth").strip()
+
+
+def _databases_like(stack: RehearsalStack, pattern: str) -> list[str]:
+    assert stack.postgres is not None
+    return stack.postgres.psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{pattern}' ORDER BY 1").split()
+
+
+def test_restore_is_refused_while_a_backup_holds_the_maintenance_lock(stack, access, backup_dir):
+    fingerprint, stops = _stack_rows(stack), access.server_stops
+    with maintenance_lock(access, "backup"):
+        with pytest.raises(RefusedError, match=rf"mlflow-backup pid {os.getpid()} on .*holds its maintenance lock"):
+            restore(access, backup_dir, replace=True, say=lambda message: None)
+    assert (_stack_rows(stack), access.server_stops) == (fingerprint, stops)
+
+
+def test_a_backup_of_another_stack_is_refused_and_its_age_said(stack, access, backup_dir, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(backup_dir, other)
+    raw = json.loads((other / MANIFEST).read_text())
+    raw["source"] = "the local stack mlflow-elsewhere"
+    (other / MANIFEST).write_text(json.dumps(raw))
+    said: list[str] = []
+    fingerprint = _stack_rows(stack)
+    with pytest.raises(RefusedError, match="taken from the local stack mlflow-elsewhere.*--from-other-stack"):
+        restore(access, other, replace=True, say=said.append)
+    assert re.search(r"\d+ minutes old", said[0]), said
+    assert _stack_rows(stack) == fingerprint
+
+
+def test_a_database_left_refusing_connections_is_repaired_at_the_start(stack, access, backup_dir):
+    """Issue 28 item 5: an interrupted swap of an earlier version committed ALLOW_CONNECTIONS false."""
+    stack.postgres.psql('ALTER DATABASE "mlflow" WITH ALLOW_CONNECTIONS false')
+    said: list[str] = []
+    with pytest.raises(RefusedError, match="not empty"):
+        restore(access, backup_dir, say=said.append)
+    assert stack.postgres.psql("SELECT datallowconn FROM pg_database WHERE datname = 'mlflow'").strip() == "t"
+    assert any("database mlflow refused connections" in line for line in said), said
+
+
+class _FailingAccess(RehearsalAccess):
+    """The objects.tar is damaged once the server is stopped (after every check passed), and starting
+    the server fails: the restore's own error must survive, saying what changed."""
+
+    def __init__(self, stack: RehearsalStack, tar: Path):
+        super().__init__(stack)
+        self.tar = tar
+
+    def stop_server(self) -> bool:
+        data = bytearray(self.tar.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # inside the large binary's data: its sha256 no longer matches
+        self.tar.write_bytes(bytes(data))
+        return super().stop_server()
+
+    def start_server(self) -> None:
+        raise OpsError("docker is gone")
+
+
+def test_a_failed_restore_says_what_changed_and_a_later_one_starts_the_server(stack, access, backup_dir, tmp_path):
+    """Issue 28 item 5: the error of `start_server` in `finally` must not hide the restore's; a rerun
+    that succeeds starts the server although the failed run left it stopped."""
+    damaged = tmp_path / "damaged-objects"
+    shutil.copytree(backup_dir, damaged)
+    said: list[str] = []
+    with pytest.raises(OpsError) as failed:
+        restore(_FailingAccess(stack, damaged / OBJECTS_FILE), damaged, replace=True, say=said.append)
+    message = str(failed.value)
+    assert "uploading the objects" in message and "kept under s3://" in message, message
+    assert "were not changed" not in message and "nothing of the stack" not in message
+    assert "starting the MLflow server failed too: docker is gone" in said
+    assert not stack.variants["default"].server.service.alive()
+    restore(access, backup_dir, replace=True, say=lambda message: None)
+    assert stack.variants["default"].server.service.alive()
+
+
+def test_a_grant_on_an_experiment_the_tracking_dump_lacks_is_pruned(stack, access, logged, tmp_path):
+    """Issue 28 item 3: a MANAGE grant in the auth dump for an experiment created after the tracking
+    dump; the restored sequence hands that id to the next new experiment, which must not be alice's."""
+    next_id = int(stack.postgres.psql("SELECT max(experiment_id) + 1 FROM experiments", "mlflow").strip())
+    role = _auth_rows(stack, "SELECT a.role_id FROM user_role_assignments a JOIN users u ON u.id = a.user_id "
+                             "WHERE u.username = 'alice' LIMIT 1")
+    assert role, "alice holds a grant, so she has a role"
+    _auth_rows(stack, f"INSERT INTO role_permissions (role_id, resource_type, resource_pattern, permission) "
+                      f"VALUES ({role}, 'experiment', '{next_id}', 'MANAGE')")
+    raced = tmp_path / "raced"
+    backup(access, raced, say=lambda message: None)
+    said: list[str] = []
+    restore(access, raced, replace=True, say=said.append)
+    assert any("removed permission rows for objects the backup's tracking dump does not hold" in line
+               and "role_permissions 1" in line for line in said), said
+    with admin_client(stack) as client:
+        created = client.create_experiment(f"bobs-{uuid.uuid4().hex[:6]}")
+    assert created == str(next_id)
+    import requests
+
+    response = requests.post(f"{stack.variants['default'].tracking_uri}/api/2.0/mlflow/experiments/delete",
+                             json={"experiment_id": created}, auth=logged["alice"], timeout=30)
+    assert response.status_code == 403, response.text
+
+
+def test_replace_keeps_what_it_replaces_until_purged(stack, access, before, backup_dir, tmp_path):
+    """Issue 28 items 2 and 9: --replace says what it replaces, keeps the replaced databases and objects
+    (outside what the backup restores), and a backup without an auth database clears the target's
+    permission rows (their ids would now name the backup's objects) but keeps its users."""
+    with admin_client(stack) as client:
+        extra = client.create_experiment(f"replaced-{uuid.uuid4().hex[:6]}")
+        client.log_text(client.create_run(extra).info.run_id, "kept in quarantine\n", "kept.txt")
+    no_auth = tmp_path / "no-auth"
+    shutil.copytree(backup_dir, no_auth)
+    (no_auth / DUMP_FILES["auth"]).unlink()
+    raw = json.loads((no_auth / MANIFEST).read_text())
+    del raw["databases"]["auth"]
+    (no_auth / MANIFEST).write_text(json.dumps(raw))
+    assert int(_auth_rows(stack, "SELECT count(*) FROM role_permissions WHERE resource_type = 'experiment'")) > 0
+    said: list[str] = []
+    restore(access, no_auth, replace=True, say=said.append)
+    assert any(re.match(r"--replace: replacing runs \d+, experiments \d+ besides Default.* objects \(", line)
+               for line in said), said
+    assert any("removed permission rows of the stack's own" in line for line in said), said
+    assert _auth_rows(stack, "SELECT count(*) FROM role_permissions WHERE resource_type = 'experiment'") == "0"
+    assert _auth_rows(stack, "SELECT count(*) FROM users WHERE username = 'alice'") == "1"
+    kept = _databases_like(stack, "mlflow%\\_\\_replaced\\_%")
+    assert any(name.startswith("mlflow__replaced_") for name in kept)
+    assert any(name.startswith("mlflow_auth__replaced_") for name in kept)
+    quarantined = [key for key in _objects(stack) if key.startswith(".mlflow-restore-replaced/")]
+    assert any(key.endswith("/kept.txt") for key in quarantined)
+    with admin_client(stack) as client:
+        after = snapshot(client, tmp_path / "after", artifacts=False)
+    assert _sizes_only(after) == _sizes_only(before)  # the quarantine is not served as anyone's artifacts
+
+    assert purge_replaced(access, say=lambda message: None) == {"databases": len(kept), "objects": len(quarantined)}
+    assert not _databases_like(stack, "mlflow%\\_\\_replaced\\_%")
+    assert not [key for key in _objects(stack) if key.startswith(".mlflow-restore-replaced/")]

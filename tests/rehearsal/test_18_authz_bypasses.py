@@ -7,12 +7,17 @@ server with and one without server.staticPrefix, behind the rendered Nginx):
 - the artifact download route with an empty artifact path (which downloads the whole bucket to the
   server's disk) is refused by Nginx in every spelling, while listing, upload and download of real
   artifacts still work.
+- (mlflow_guard, in front of the auth app) an experiment id in any spelling but MLflow's is answered 400
+  in query strings, JSON bodies, trace locations and GraphQL; the internal listener scrapes /metrics
+  and the public one does not; a reader cannot link someone else's trace to their own run; only an
+  admin lists the users.
 (The static prefixes the auth apps exempt are refused by the config: tests/unit/test_config_errors.py.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 from typing import Iterator
@@ -20,6 +25,7 @@ from typing import Iterator
 import pytest
 import requests
 
+from components import render
 from rehearsal.launcher import RehearsalStack, Variant
 from tests.rehearsal.conftest import STATIC_PREFIX, running_stack
 
@@ -204,3 +210,102 @@ def test_listing_upload_and_download_still_work(variant, users, alices, tmp_path
         names = sorted(entry.path for entry in alice.list_artifacts(ids["run_id"]))
         assert "notes.txt" in names and f"{variant.name}.bin" in names
         assert open(alice.download_artifacts(ids["run_id"], "notes.txt", str(tmp_path))).read() == NOTES
+
+
+# --- experiment ids in one spelling (item 3) -----------------------------------------------------
+
+ID_SPELLINGS = ["01", "001", " 1", "+1", "1.0", "1_0"]
+
+
+def _spell(experiment_id: str, spelling: str) -> str:
+    """`spelling` (written for experiment 1) applied to the experiment's real id."""
+    return spelling.replace("1", experiment_id, 1) if spelling != "1_0" else f"{experiment_id}_0"
+
+
+def test_an_experiment_id_in_another_spelling_is_refused_where_mlflow_reads_ids(variant, users, alices):
+    """The auth app compares ids as text and the database as numbers: the guard in front of the auth
+    app answers 400 to every other spelling, so both read the same id; MLflow's own spelling works."""
+    experiment_id, alice = alices["experiment_id"], users["alice"]
+    graphql = "{ mlflowGetExperiment(input: {experimentId: %s}) { experiment { name } } }"
+    requests_by_spelling = {
+        "get": lambda eid: requests.get(_url(variant, "/api/2.0/mlflow/experiments/get"),
+                                        params={"experiment_id": eid}, auth=alice, timeout=30),
+        "search": lambda eid: requests.post(_url(variant, "/ajax-api/2.0/mlflow/runs/search"),
+                                            json={"experiment_ids": [eid]}, auth=alice, timeout=30),
+        "traces": lambda eid: requests.post(_url(variant, "/api/3.0/mlflow/traces/search"),
+                                            json={"locations": [{"mlflow_experiment": {"experiment_id": eid}}]},
+                                            auth=alice, timeout=30),
+        "graphql": lambda eid: requests.post(_url(variant, "/graphql"), json={"query": graphql % json.dumps(eid)},
+                                             auth=alice, timeout=30),
+    }
+    wrong = []
+    for name, send in requests_by_spelling.items():
+        canonical = send(experiment_id)
+        if canonical.status_code != 200 or "errors\": [" in canonical.text:
+            wrong.append((name, experiment_id, canonical.status_code, canonical.text[:200]))
+        for spelling in ID_SPELLINGS:
+            response = send(_spell(experiment_id, spelling))
+            if response.status_code != 400 or "not written as MLflow writes it" not in response.text:
+                wrong.append((name, spelling, response.status_code, response.text[:200]))
+    assert not wrong, wrong
+
+
+# --- metrics in auth.mode mlflow (item 5) ---------------------------------------------------------
+
+def test_the_internal_listener_scrapes_mlflow_and_nobody_else_does(variant, users):
+    requests.get(_url(variant, "/api/2.0/mlflow/experiments/search"), params={"max_results": 1}, auth=users["bob"],
+                 timeout=30)  # one request counted, whatever ran before
+    scraped = requests.get(f"{variant.proxy.metrics_url}/metrics", timeout=30)
+    assert scraped.status_code == 200 and "mlflow_http_request_total" in scraped.text, scraped.text[:300]
+    mark = {render.METRICS_SCRAPE_HEADER: render.METRICS_SCRAPE_HEADER_VALUE}
+    for path in ("/metrics", f"{variant.config.server.static_prefix or ''}/metrics"):
+        public = requests.get(f"http://127.0.0.1:{variant.proxy.port}{path}", headers=mark, auth=users["bob"],
+                              timeout=30)
+        assert public.status_code == 404 and "mlflow_http_request" not in public.text, (path, public.status_code)
+    # straight to MLflow (Host as the proxy sends it), unmarked: the auth app asks who is asking
+    direct = requests.get(f"{variant.server.url}/metrics", headers={"Host": variant.proxy.settings.metrics_host},
+                          timeout=30)
+    assert direct.status_code == 401 and "mlflow_http_request" not in direct.text, direct.status_code
+
+
+# --- the narrow guards of item 6 -----------------------------------------------------------------
+
+def _alices_trace(variant: Variant, users, experiment_id: str) -> str:
+    import mlflow
+
+    with _as(variant, *users["alice"]):
+        mlflow.set_experiment(experiment_id=experiment_id)
+        with mlflow.start_span(name="alice-span") as span:
+            span.set_inputs({"secret": "alice"})
+        mlflow.flush_trace_async_logging()
+        return span.trace_id
+
+
+def test_a_reader_cannot_link_someone_elses_trace_to_their_own_run(auth_stack, variant, users, alices):
+    """MLflow asks READ on the trace; the project asks that the trace live in the run's experiment
+    (EDIT on the run is then EDIT on the trace)."""
+    from mlflow.server.auth.client import AuthServiceClient
+
+    trace_id = _alices_trace(variant, users, alices["experiment_id"])
+    admin_variant = auth_stack.variants["default"]
+    with _as(admin_variant, admin_variant.username, admin_variant.password):
+        AuthServiceClient(admin_variant.tracking_uri).grant_user_permission(
+            "bob", "experiment", alices["experiment_id"], "READ") if variant.name == "default" else None
+    link = _url(variant, "/api/2.0/mlflow/traces/link-to-run")
+    with _as(variant, *users["bob"]) as bob:
+        own = bob.create_run(bob.create_experiment(f"bob-link-{variant.name}-{secrets.token_hex(4)}"))
+        assert bob.get_trace(trace_id).info.trace_id == trace_id  # bob reads it: READ was granted
+    response = requests.post(link, json={"run_id": own.info.run_id, "trace_ids": [trace_id]}, auth=users["bob"],
+                             timeout=30)
+    assert response.status_code == 403 and "not in the run's experiment" in response.text, response.text[:300]
+    with _as(variant, *users["alice"]) as alice:  # within one experiment, linking still works
+        run = alice.create_run(alices["experiment_id"])
+    ok = requests.post(link, json={"run_id": run.info.run_id, "trace_ids": [trace_id]}, auth=users["alice"], timeout=30)
+    assert ok.status_code == 200, ok.text[:300]
+
+
+def test_only_an_admin_lists_the_users(variant, users):
+    url = _url(variant, "/api/2.0/mlflow/users/list")
+    assert requests.get(url, auth=users["bob"], timeout=30).status_code == 403
+    listed = requests.get(url, auth=(variant.username, variant.password), timeout=30)
+    assert listed.status_code == 200 and "bob" in listed.text, listed.text[:300]

@@ -94,7 +94,7 @@ def test_mlflow_mode_auth_ini_names_its_own_database_and_is_secret():
     server = container(run, "mlflow-server")
     assert server.input_is_secret("uploads")
     ini = uploads_of(server)[render.AUTH_CONFIG_PATH]
-    assert "default_permission = READ" in ini
+    assert "default_permission = NO_PERMISSIONS" in ini  # the default: positive grants only (issue 29)
     database_uri = ini.split("database_uri = ", 1)[1].splitlines()[0].replace("%%", "%")
     assert database_uri.startswith("postgresql+psycopg2://mlflow:") and database_uri.endswith("@postgres:5432/mlflow_auth")
     tracking_uri = env_of(server)[render.BACKEND_URI_ENV]
@@ -113,7 +113,7 @@ def test_oidc_mode_runs_the_plugin_configured_from_auth_oidc(stack):
     assert env["OIDC_CLIENT_ID"] == env["OIDC_AUDIENCE"] == "mlflow-tracking"
     assert env["OIDC_REDIRECT_URI"] == f"{tracking_uri}/callback"
     assert env["OIDC_ADMIN_GROUP_NAME"] == "ml-admins" and env["OIDC_GROUP_NAME"] == "ml-team,data-science"
-    assert env["DEFAULT_MLFLOW_PERMISSION"] == "READ" and env["OIDC_SCOPE"] == "openid email profile"
+    assert env["DEFAULT_MLFLOW_PERMISSION"] == "NO_PERMISSIONS" and env["OIDC_SCOPE"] == "openid email profile"
     assert env["SESSION_COOKIE_SECURE"] == ("true" if tracking_uri.startswith("https://") else "false")
     if stack != "local":
         assert {"OIDC_CLIENT_SECRET", "OIDC_USERS_DB_URI", "SECRET_KEY"} <= server["secret_names"]

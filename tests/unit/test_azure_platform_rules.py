@@ -6,7 +6,6 @@ import http.server
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -17,6 +16,7 @@ import urllib.request
 import pytest
 
 from components.platforms.azure import platform as azure_platform
+from rehearsal.ports import free_port
 from tests.unit.harness import ProgramMocks, ProgramRun, run_program
 from tests.unit.test_azure_stack import app, azure_config
 
@@ -29,12 +29,6 @@ IMAGE_WORKER_USER, HOST_WORKER_USER = "nginx", "nobody"
 @pytest.fixture(scope="module")
 def run() -> ProgramRun:
     return run_program(azure_config(), stack="azure")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class _Upstream(http.server.BaseHTTPRequestHandler):
@@ -90,8 +84,8 @@ def test_nginx_workers_can_read_htpasswd_when_container_apps_runs_the_proxy_as_r
     os.chmod(base, 0o755)  # as /tmp in the image: the workers may traverse it
     upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    listen = _free_port()
-    command, env = _proxy_as_container_apps_runs_it(run, base, upstream.server_address[1], listen, _free_port())
+    listen = free_port()
+    command, env = _proxy_as_container_apps_runs_it(run, base, upstream.server_address[1], listen, free_port())
     nginx = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{listen}"

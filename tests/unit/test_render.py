@@ -183,7 +183,7 @@ def test_locations_inherit_the_forwarded_headers(prefix):
     conf = render.nginx_conf(proxy(static_prefix=prefix))
     public = conf.split("    server {")[1]  # the second server is the metrics listener
     server_level = public.split("location ")[0]
-    assert public.count("proxy_set_header") == server_level.count("proxy_set_header") == 6
+    assert public.count("proxy_set_header") == server_level.count("proxy_set_header") == 7  # incl. the cleared scrape mark
 
 
 def test_server_info_rewrite_keeps_artifact_transfers_proxied():

@@ -1,0 +1,129 @@
+"""The ASGI layer in front of the auth app: refuses non-canonical experiment ids before the auth
+app reads them (ids.py), and answers the internal listener's Prometheus scrape, which the auth app
+would refuse with 401 (it asks every path but its exemptions for credentials)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Awaitable, Callable, Optional
+
+from mlflow_guard import ids
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+METRICS_PATH = "/metrics"
+SCRAPE_HEADER = "x-mlflow-platform-listener"
+SCRAPE_HEADER_VALUE = "internal"
+"""Set by Nginx's internal metrics listener only; its public listener clears it on every request
+(components/render.py), so a scrape answered here came through the internal listener."""
+METRICS_DIR_ENVS = ("prometheus_multiproc_dir", "PROMETHEUS_MULTIPROC_DIR")
+"""Where `mlflow server --expose-prometheus` has its workers write their counters."""
+ARTIFACT_ROUTES = "/mlflow-artifacts/"
+OTLP_TRACES_PATH = "/v1/traces"
+"""File transfers and OTLP protobuf are streamed on unread (their ids are in the path or a header)."""
+BAD_REQUEST = 400
+
+
+def _header(scope: Scope, name: str) -> str:
+    for key, value in scope.get("headers", ()):
+        if key.decode("latin-1").lower() == name:
+            return value.decode("latin-1")
+    return ""
+
+
+def _metrics_dir() -> Optional[str]:
+    for name in METRICS_DIR_ENVS:
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
+def is_internal_scrape(scope: Scope) -> bool:
+    return (scope["path"] == METRICS_PATH and scope["method"] == "GET"
+            and _header(scope, SCRAPE_HEADER) == SCRAPE_HEADER_VALUE and _metrics_dir() is not None)
+
+
+def render_metrics() -> tuple[bytes, str]:
+    """Every worker's counters added up, as MLflow's own /metrics does (prometheus_client's
+    multiprocess collector over the shared directory)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=_metrics_dir())
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def _inspects_body(path: str) -> bool:
+    return ARTIFACT_ROUTES not in path and not path.endswith(OTLP_TRACES_PATH)
+
+
+async def _respond(send: Send, status: int, body: bytes, content_type: str) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def refuse(send: Send, problem: ids.Problem) -> None:
+    """MLflow's own error shape, so clients show the message."""
+    body = json.dumps({"error_code": "INVALID_PARAMETER_VALUE", "message": problem.message()}).encode()
+    await _respond(send, BAD_REQUEST, body, "application/json")
+
+
+async def read_body(receive: Receive) -> Optional[bytes]:
+    """The whole body (the handlers read these JSON bodies whole too); None if the client left."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app the body already read, then the client's later messages."""
+    sent = False
+
+    async def _receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return _receive
+
+
+class Guard:
+    """Wraps the auth app's ASGI app (what `mlflow server --app-name ...` runs under uvicorn)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if is_internal_scrape(scope):
+            from starlette.concurrency import run_in_threadpool
+
+            body, content_type = await run_in_threadpool(render_metrics)
+            return await _respond(send, 200, body, content_type)
+        query_string = scope.get("query_string", b"")
+        problem = (ids.check_query_string(query_string) or ids.check_header(scope.get("headers", ()))
+                   or ids.check_artifact_path(scope["path"], query_string))
+        if problem is None and _inspects_body(scope["path"]):
+            body = await read_body(receive)
+            if body is None:
+                return None
+            problem = ids.check_body(scope["path"], _header(scope, "content-type"), body)
+            receive = replaying(body, receive)
+        if problem is not None:
+            return await refuse(send, problem)
+        return await self.app(scope, receive, send)

@@ -1,0 +1,227 @@
+"""ops.restore's database steps and ops.lock against a real scratch PostgreSQL (issue 28): long database
+names, the all-or-none swap, databases left refusing connections, permission rows pruned, the
+maintenance lock and its release when its holder is killed."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Sequence
+
+import pytest
+
+from ops import OpsError, RefusedError
+from ops.access import Command
+from ops.lock import maintenance_lock
+from ops.restore import DatabaseNames, plan_names, prune_permissions, repair_connections, replaced_prefix, swap
+
+REPO = Path(__file__).resolve().parents[2]
+STAMP = "20260101T000000Z"
+LOCK_RELEASE_SECONDS = 20.0
+
+
+class ScratchAccess:
+    """ops.access.StackAccess reduced to what the database steps use: psql as the superuser."""
+
+    description = "the scratch cluster"
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+
+    def postgres_command(self, argv: Sequence[str]) -> Command:
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PGHOST": "127.0.0.1", "PGPORT": str(self.cluster.port),
+               "PGUSER": self.cluster.superuser, "PGPASSWORD": self.cluster.superuser_password}
+        return Command([str(self.cluster.bindir / argv[0]), *argv[1:]], env)
+
+
+@pytest.fixture(scope="module")
+def access(postgres_cluster) -> ScratchAccess:
+    return ScratchAccess(postgres_cluster)
+
+
+def _databases(cluster) -> set[str]:
+    return set(cluster.psql("SELECT datname FROM pg_database").split())
+
+
+def _create(cluster, name: str, table: str) -> None:
+    cluster.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    cluster.psql(f'CREATE DATABASE "{name}"')
+    cluster.psql(f"CREATE TABLE {table} (id int)", name)
+
+
+def _tables(cluster, name: str) -> list[str]:
+    return cluster.psql("SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class "
+                        "WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'", name).strip().split(",")
+
+
+@pytest.mark.parametrize("length", [52, 55, 58])
+def test_long_database_names_get_distinct_scratch_and_replaced_names(access, postgres_cluster, length):
+    """Issue 28 item 1: with a 52-58 character database.name the tracking and auth scratch copies got
+    the same name; the auth restore dropped the tracking copy and the swap put auth tables in its place."""
+    tracking = ("t" * length)[:length]
+    auth = tracking + "_auth"
+    plan = plan_names({"tracking": tracking, "auth": auth}, STAMP)
+    names = [name for entry in plan.values() for name in (entry.target, entry.scratch, entry.replaced)]
+    assert len(set(names)) == 6 and all(len(name.encode()) <= 63 for name in names)
+    assert all(entry.replaced.startswith(replaced_prefix(entry.target)) for entry in plan.values())
+    # The swap for real: the tracking name ends with tracking tables, the auth name with auth tables.
+    for role, table in (("tracking", "experiments"), ("auth", "users")):
+        _create(postgres_cluster, plan[role].target, f"old_{table}")
+        _create(postgres_cluster, plan[role].scratch, table)
+    replaced = swap(access, list(plan.values()))
+    assert _tables(postgres_cluster, tracking) == ["experiments"]
+    assert _tables(postgres_cluster, auth) == ["users"]
+    assert sorted(replaced) == sorted(entry.replaced for entry in plan.values())
+    assert _tables(postgres_cluster, plan["tracking"].replaced) == ["old_experiments"]
+    for entry in plan.values():
+        for name in (entry.target, entry.replaced):
+            postgres_cluster.psql(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_a_name_collision_is_refused_before_anything_changes():
+    with pytest.raises(RefusedError, match="collide.*nothing was changed"):
+        plan_names({"tracking": "mlflow", "auth": "mlflow__restoring"}, STAMP)
+
+
+def test_the_swap_renames_all_databases_or_none(access, postgres_cluster):
+    """The second rename fails (its scratch is missing): the first target must still be the old one,
+    and no database is left refusing connections."""
+    _create(postgres_cluster, "swap_t", "old_tracking")
+    _create(postgres_cluster, "swap_t__restoring", "new_tracking")
+    _create(postgres_cluster, "swap_a", "old_auth")
+    plan = [DatabaseNames("swap_t", "swap_t__restoring", "swap_t__replaced_" + STAMP),
+            DatabaseNames("swap_a", "swap_a__restoring", "swap_a__replaced_" + STAMP)]
+    with pytest.raises(OpsError, match="swap_a__restoring"):
+        swap(access, plan)
+    assert _tables(postgres_cluster, "swap_t") == ["old_tracking"]
+    assert _tables(postgres_cluster, "swap_a") == ["old_auth"]
+    assert "swap_t__replaced_" + STAMP not in _databases(postgres_cluster)
+    assert postgres_cluster.psql("SELECT count(*) FROM pg_database WHERE NOT datallowconn AND datname LIKE 'swap%'"
+                                 ).strip() == "0"
+
+
+def test_a_database_left_refusing_connections_is_repaired(access, postgres_cluster):
+    _create(postgres_cluster, "refusing", "runs")
+    postgres_cluster.psql('ALTER DATABASE "refusing" WITH ALLOW_CONNECTIONS false')
+    said: list[str] = []
+    repair_connections(access, ["refusing", "not_there"], said.append)
+    assert postgres_cluster.psql("SELECT datallowconn FROM pg_database WHERE datname = 'refusing'").strip() == "t"
+    assert said == ["database refusing refused connections (left by an interrupted restore): allowed them again"]
+
+
+_AUTH_SCHEMA = """
+CREATE TABLE users (id int PRIMARY KEY, username text);
+CREATE TABLE roles (id int PRIMARY KEY, name text, workspace text);
+CREATE TABLE role_permissions (id serial PRIMARY KEY, role_id int, resource_type text, resource_pattern text,
+                               permission text);
+CREATE TABLE experiment_permissions (id serial, experiment_id text, user_id int, permission text);
+CREATE TABLE registered_model_permissions (id serial, name text, user_id int, permission text);
+"""
+"""The columns of MLflow 3.17's auth tables that the prune reads (mlflow/server/auth/db/models.py)."""
+
+
+def test_permission_rows_of_objects_the_tracking_dump_lacks_are_pruned(access, postgres_cluster):
+    """Issue 28 item 3: a grant written between the two dumps names an experiment the tracking dump
+    does not hold; the restored sequence would hand that id to the next new experiment."""
+    postgres_cluster.psql('DROP DATABASE IF EXISTS "prune_t" WITH (FORCE)')
+    postgres_cluster.psql('CREATE DATABASE "prune_t"')
+    postgres_cluster.psql("CREATE TABLE experiments (experiment_id int); INSERT INTO experiments VALUES (0), (1);"
+                          "CREATE TABLE registered_models (name text); INSERT INTO registered_models VALUES "
+                          "(E'tab\\there ✓');", "prune_t")
+    postgres_cluster.psql('DROP DATABASE IF EXISTS "prune_a" WITH (FORCE)')
+    postgres_cluster.psql('CREATE DATABASE "prune_a"')
+    postgres_cluster.psql(_AUTH_SCHEMA + """
+INSERT INTO role_permissions (role_id, resource_type, resource_pattern, permission) VALUES
+  (1, 'experiment', '1', 'EDIT'), (1, 'experiment', '2', 'MANAGE'), (1, 'experiment', '*', 'READ'),
+  (1, 'registered_model', E'tab\\there ✓', 'EDIT'), (1, 'prompt', 'gone', 'EDIT'), (1, 'workspace', 'default', 'USE');
+INSERT INTO experiment_permissions (experiment_id, user_id, permission) VALUES ('1', 1, 'EDIT'), ('7', 1, 'MANAGE');
+INSERT INTO registered_model_permissions (name, user_id, permission) VALUES ('gone', 1, 'EDIT');
+""", "prune_a")
+    assert prune_permissions(access, "prune_a", "prune_t") == {
+        "experiment_permissions": 1, "registered_model_permissions": 1, "role_permissions": 2}
+    kept = postgres_cluster.psql("SELECT string_agg(resource_type || ':' || resource_pattern, ',' ORDER BY id) "
+                                 "FROM role_permissions", "prune_a").strip()
+    assert kept == "experiment:1,experiment:*,registered_model:tab\there ✓,workspace:default"
+    # No tracking data that the rows belong to (a backup without an auth dump): every row keyed by a
+    # tracking object goes; the users and the '*' and workspace grants stay.
+    assert prune_permissions(access, "prune_a", None) == {"experiment_permissions": 1, "role_permissions": 2}
+    kept = postgres_cluster.psql("SELECT string_agg(resource_type || ':' || resource_pattern, ',' ORDER BY id) "
+                                 "FROM role_permissions", "prune_a").strip()
+    assert kept == "experiment:*,workspace:default"
+
+
+_HOLDER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {repo!r})
+    from ops.access import Command
+    from ops.lock import maintenance_lock
+
+    class Access:
+        description = "the scratch cluster"
+        def postgres_command(self, argv):
+            return Command([{bindir!r} + "/" + argv[0], *argv[1:]], {env!r})
+
+    with maintenance_lock(Access(), "backup"):
+        print("held", flush=True)
+        time.sleep(600)
+""")
+
+
+def test_the_maintenance_lock_names_its_holder_and_dies_with_it(access, postgres_cluster):
+    env = dict(access.postgres_command(["psql"]).env)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER.format(repo=str(REPO), bindir=str(postgres_cluster.bindir),
+                                                                   env=env)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(RefusedError, match=rf"mlflow-backup pid {holder.pid} on .* since .*Wait for it"):
+            with maintenance_lock(access, "restore"):
+                pytest.fail("the lock was taken twice")
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        deadline = time.monotonic() + LOCK_RELEASE_SECONDS
+        while True:  # psql sees EOF on its stdin and ends the session: the lock goes with it
+            try:
+                with maintenance_lock(access, "restore"):
+                    break
+            except RefusedError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+class _NoCommands:
+    """A stack on which no command may run: --no-upgrade must start no upgrade step."""
+
+    description = "a stack that runs nothing"
+
+    def python_command(self, argv, env):
+        raise AssertionError(f"a command ran: {argv[:2]}")
+
+    def server_env(self):
+        return {}
+
+
+def test_no_upgrade_runs_no_step_and_says_the_server_stays_stopped(tmp_path):
+    """Issue 28 item 6: rolling back restores the old image's schema; upgrading it to the running
+    image's head (what restore did) made the rollback impossible."""
+    from ops.access import StackLayout
+    from ops.archive import ImageFacts, Manifest
+    from ops.restore import _upgrade
+
+    manifest = Manifest(created_at="2026-01-01T00:00:00Z", source="s", mlflow_version="3.1.0", schema_revision="old",
+                        artifacts_destination="s3://b/", counts={}, databases={"auth": None}, objects=None)  # type: ignore[arg-type]
+    facts = ImageFacts("3.17.2", {"tracking": {"revisions": ["old", "new"], "heads": ["new"]}})
+    layout = StackLayout("mlflow", "mlflow", "postgresql://mlflow@db/mlflow", "s3://b/", "basic-auth")
+    said: list[str] = []
+    assert _upgrade(_NoCommands(), manifest, facts, layout, False, said.append) is False
+    assert said == ["--no-upgrade: the schema stays at the backup's revision old"]
+    with pytest.raises(AssertionError, match="a command ran"):
+        _upgrade(_NoCommands(), manifest, facts, layout, True, said.append)

@@ -1,0 +1,342 @@
+"""Backup and gc with unlucky timing (issue 28), for real: the rendered gc step (render.gc_spec) and
+ops.backup against the rehearsal's PostgreSQL, MLflow (auth.mode mlflow) and S3 stand-in, the
+destination under a key prefix so that other roots in the bucket are outside it.
+
+gc: a run restored inside a deleted experiment, and a deleted run a registered model version points
+at, are kept (upstream `mlflow gc` hard-deletes both), said so in gc's output, while everything else
+deleted is still collected. Backup, restore and gc share one maintenance lock: each refuses while
+another holds it, naming the holder. Backup: the auth database is dumped before the tracking one (a
+permission row never outlives its object), objects that vanish while it reads are recorded instead of
+aborting it, objects newer than the dump are recorded as extras, and artifact locations outside the
+destination are listed (copied when the server's key can read them, else reported not backed up).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from components import render
+from ops import RefusedError
+from ops.lock import maintenance_lock
+from rehearsal.launcher import RehearsalStack, StartupError, Variant, run_step
+from tests.rehearsal.conftest import mlflow_client_for, running_stack
+from tests.rehearsal.test_13_backup_restore import RehearsalAccess
+
+PREFIX = "team"
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[RehearsalStack]:
+    with running_stack({"auth": {"mode": "mlflow"}, "artifacts": {"prefix": PREFIX}}) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def variant(stack) -> Variant:
+    return stack.variants["default"]
+
+
+@pytest.fixture(scope="module")
+def access(stack) -> RehearsalAccess:
+    return RehearsalAccess(stack)
+
+
+@pytest.fixture(scope="module")
+def client(variant):
+    """The MLflow client as the stack's admin, for the whole module."""
+    with pytest.MonkeyPatch.context() as patch, mlflow_client_for(variant, patch) as client:
+        yield client
+
+
+def _keys(stack: RehearsalStack, prefix: str) -> list[str]:
+    assert stack.s3 is not None
+    listed = stack.s3.client("s3").list_objects_v2(Bucket=stack.s3.bucket, Prefix=prefix).get("Contents", [])
+    return sorted(item["Key"] for item in listed)
+
+
+def _run_keys(stack: RehearsalStack, experiment_id: str, run_id: str) -> list[str]:
+    return _keys(stack, f"{PREFIX}/{experiment_id}/{run_id}/")
+
+
+def _logged_run(client, experiment_id: str, workdir: Path) -> str:
+    """A finished run with a metric and a model-like artifact directory."""
+    run_id = client.create_run(experiment_id).info.run_id
+    client.log_metric(run_id, "loss", 0.25)
+    model = workdir / run_id / "model"
+    model.mkdir(parents=True)
+    (model / "MLmodel").write_text("flavors: {}\n")
+    (model / "weights.bin").write_bytes(secrets.token_bytes(16 * 1024))
+    client.log_artifacts(run_id, str(model), "model")
+    client.set_terminated(run_id)
+    return run_id
+
+
+def _gc(stack: RehearsalStack, variant: Variant, workdir: Path) -> str:
+    spec = render.gc_spec(variant.server.settings, "0s", timeout_seconds=300)
+    return run_step(spec, stack._secret_env(variant.config), workdir)
+
+
+def _gone(client, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+    except MlflowException as error:
+        assert error.error_code == "RESOURCE_DOES_NOT_EXIST", error
+        return True
+    return False
+
+
+# --- gc keeps what upstream gc would destroy --------------------------------------------------------
+
+
+def test_gc_keeps_a_deleted_experiment_that_holds_a_restored_run(stack, variant, client, tmp_path):
+    """restore_run works inside a deleted experiment; upstream gc then hard-deletes the experiment and
+    the ORM cascade takes the active run, rows and all."""
+    experiment_id = client.create_experiment(f"gc-restored-{secrets.token_hex(4)}")
+    restored, dropped = (_logged_run(client, experiment_id, tmp_path) for _ in range(2))
+    client.delete_experiment(experiment_id)  # both runs are marked deleted with it
+    client.restore_run(restored)
+    kept_keys = _run_keys(stack, experiment_id, restored)
+
+    output = _gc(stack, variant, tmp_path / "gc")
+
+    assert not _gone(client, restored), "upstream gc hard-deletes the active run with its experiment"
+    assert client.get_run(restored).info.lifecycle_stage == "active"
+    assert client.get_run(restored).data.metrics == {"loss": 0.25}
+    assert client.get_experiment(experiment_id).lifecycle_stage == "deleted"
+    assert kept_keys and _run_keys(stack, experiment_id, restored) == kept_keys
+    assert f"gc: kept experiment {experiment_id} (deleted, but it holds runs {restored}" in output
+    # everything else deleted is still collected: the experiment's other (deleted) run
+    assert f"Run with ID {dropped} has been permanently deleted." in output
+    assert _gone(client, dropped) and _run_keys(stack, experiment_id, dropped) == []
+
+
+def test_gc_keeps_a_deleted_run_a_model_version_points_at(stack, variant, client, tmp_path):
+    """The version's source is the deleted run's artifact directory (as log_model + register_model
+    write it): upstream gc deletes those files while the version stays READY. Also when the run's
+    experiment is deleted: its hard delete would cascade to the run."""
+    from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
+
+    live_experiment = client.create_experiment(f"gc-versioned-{secrets.token_hex(4)}")
+    dropped_experiment = client.create_experiment(f"gc-versioned-dropped-{secrets.token_hex(4)}")
+    versioned = _logged_run(client, live_experiment, tmp_path)
+    in_dropped = _logged_run(client, dropped_experiment, tmp_path)
+    unrelated = _logged_run(client, live_experiment, tmp_path)
+    name = f"gc-model-{secrets.token_hex(4)}"
+    client.create_registered_model(name)
+    by_source = client.create_model_version(name, f"{client.get_run(versioned).info.artifact_uri}/model",
+                                           run_id=versioned)
+    by_run_id = client.create_model_version(name, f"runs:/{in_dropped}/model", run_id=in_dropped)
+    keys = {run: _run_keys(stack, experiment, run)
+            for run, experiment in ((versioned, live_experiment), (in_dropped, dropped_experiment))}
+    client.delete_run(versioned)
+    client.delete_run(unrelated)
+    client.delete_experiment(dropped_experiment)
+
+    output = _gc(stack, variant, tmp_path / "gc")
+
+    for run, experiment in ((versioned, live_experiment), (in_dropped, dropped_experiment)):
+        assert not _gone(client, run), "upstream gc hard-deletes it and the files the version serves"
+        assert client.get_run(run).info.lifecycle_stage == "deleted", "kept as it was, for a later gc"
+        assert keys[run] and _run_keys(stack, experiment, run) == keys[run], "the version's files are still there"
+    assert f"gc: kept run {versioned} (deleted, but registered model '{name}' version {by_source.version}" in output
+    assert f"gc: kept run {in_dropped} (deleted, but registered model '{name}' version {by_run_id.version}" in output
+    assert f"gc: kept experiment {dropped_experiment} (deleted, but it holds runs {in_dropped}" in output
+    version = client.get_model_version(name, by_source.version)
+    assert ModelVersionStatus.from_string(version.status) == ModelVersionStatus.READY
+    assert f"Run with ID {unrelated} has been permanently deleted." in output
+    assert _gone(client, unrelated) and _run_keys(stack, live_experiment, unrelated) == []
+    # once the versions are gone, the next gc collects the runs and the experiment
+    client.delete_registered_model(name)
+    output = _gc(stack, variant, tmp_path / "gc-again")
+    assert _gone(client, versioned) and _gone(client, in_dropped)
+    assert f"Experiment with ID {dropped_experiment} has been permanently deleted." in output
+
+
+# --- one maintenance lock -----------------------------------------------------------------------------
+
+
+def test_gc_refuses_while_a_backup_holds_the_maintenance_lock(stack, variant, access, client, tmp_path):
+    experiment_id = client.create_experiment(f"gc-locked-{secrets.token_hex(4)}")
+    doomed = _logged_run(client, experiment_id, tmp_path)
+    client.delete_run(doomed)
+    with maintenance_lock(access, "backup"):
+        with pytest.raises(StartupError) as refused:
+            _gc(stack, variant, tmp_path / "gc-refused")
+    message = str(refused.value)
+    assert f"failed ({render.GC_LOCKED_EXIT})" in message
+    assert f"mlflow-backup pid {os.getpid()}" in message and "holds its maintenance lock" in message
+    assert "Nothing was deleted" in message
+    assert client.get_run(doomed).info.lifecycle_stage == "deleted" and _run_keys(stack, experiment_id, doomed)
+    output = _gc(stack, variant, tmp_path / "gc-after")  # released with the holder's session
+    assert f"Run with ID {doomed} has been permanently deleted." in output
+
+
+def test_backup_refuses_while_another_holds_the_maintenance_lock(access, tmp_path):
+    from ops.backup import backup
+
+    with maintenance_lock(access, "restore"):
+        with pytest.raises(RefusedError, match=f"mlflow-restore pid {os.getpid()} on .* holds its maintenance lock"):
+            backup(access, tmp_path / "refused")
+    assert list((tmp_path / "refused").iterdir()) == [], "nothing written"
+
+
+# --- backup with the stack busy ---------------------------------------------------------------------
+
+
+class _Injecting(RehearsalAccess):
+    """The rehearsal access with something happening on the stack at a chosen point of the backup:
+    `before_dump[n]` runs as the n-th pg_dump is about to start; `export_wrapper` runs the objects
+    export under a wrapper (a race inside the export, against the real S3 stand-in)."""
+
+    def __init__(self, stack: RehearsalStack, before_dump: dict, export_wrapper: tuple[str, ...] = ()):
+        super().__init__(stack)
+        self.before_dump, self.export_wrapper, self.dumps = before_dump, export_wrapper, 0
+
+    def postgres_command(self, argv):
+        if argv[0] == "pg_dump":
+            self.dumps += 1
+            self.before_dump.get(self.dumps, lambda: None)()
+        return super().postgres_command(argv)
+
+    def python_command(self, argv, env):
+        if self.export_wrapper and argv[2:3] == ["export"]:
+            argv = ["-c", self.export_wrapper[0], argv[1], *self.export_wrapper[1:], *argv[2:]]
+        return super().python_command(argv, env)
+
+
+RACING_EXPORT = """\
+import sys
+source, victim, late, *args = sys.argv[1:]
+sys.argv[1:] = args
+objects = {"__name__": "objects"}
+exec(compile(source, "ops/objects.py", "exec"), objects)
+real_client = objects["_client"]
+
+
+def racing_client():
+    client = real_client()
+    bucket, prefix = objects["split_destination"](args[1])
+    client.put_object(Bucket=bucket, Key=prefix + late, Body=b"written after the dump began")
+    get_object = client.get_object
+
+    def get_deleted_first(**request):  # a gc deletes the object between listing and reading
+        if request["Key"] == prefix + victim:
+            client.delete_object(Bucket=request["Bucket"], Key=request["Key"])
+        return get_object(**request)
+
+    client.get_object = get_deleted_first
+    return client
+
+
+objects["_client"] = racing_client
+sys.exit(objects["main"]())
+"""
+
+
+def _said():
+    lines: list[str] = []
+    return lines, lines.append
+
+
+def test_backup_dumps_auth_first_so_no_permission_outlives_its_experiment(stack, client, tmp_path):
+    """An experiment created between the two dumps: its MANAGE row must not be in the backup
+    without the experiment (restored, the id would be handed out again to someone else's)."""
+    from ops.archive import dump_rows
+    from ops.backup import backup
+
+    created: list[str] = []
+    access = _Injecting(stack, {2: lambda: created.append(client.create_experiment(f"between-{secrets.token_hex(4)}"))})
+    lines, say = _said()
+    backup(access, tmp_path / "backup", say=say)
+    assert created and access.dumps == 2
+    experiments = {row[0] for row in dump_rows(access, tmp_path / "backup" / "database.dump", "tracking",
+                                               {"experiments": ("experiment_id",)})["experiments"]}
+    granted = {pattern for kind, pattern in dump_rows(access, tmp_path / "backup" / "auth-database.dump", "auth",
+                                                      {"role_permissions": ("resource_type", "resource_pattern")}
+                                                      )["role_permissions"] if kind == "experiment"}
+    # (rows of experiments a gc hard-deleted earlier stay in the auth database: MLflow keeps them)
+    assert created[0] in experiments, "created before the tracking dump began: it is in it"
+    assert created[0] not in granted, "its MANAGE row came after the auth dump: no row without its experiment"
+    assert [line for line in lines if line.startswith("dumping")] == [
+        f"dumping database {name} (pg_dump, custom format)" for name in ("mlflow_auth", "mlflow")]
+
+
+def test_backup_records_vanished_and_newer_objects_instead_of_aborting(stack, client, tmp_path):
+    from ops.backup import backup
+
+    experiment_id = client.create_experiment(f"racing-{secrets.token_hex(4)}")
+    run_id = _logged_run(client, experiment_id, tmp_path)
+    victim = f"{experiment_id}/{run_id}/artifacts/model/weights.bin"
+    late = f"late/{secrets.token_hex(4)}.txt"
+    assert f"{PREFIX}/{victim}" in _keys(stack, f"{PREFIX}/{experiment_id}/")
+    lines, say = _said()
+
+    manifest = backup(_Injecting(stack, {}, (RACING_EXPORT, victim, late)), tmp_path / "backup", say=say)
+
+    assert manifest.objects_vanished == [victim]
+    keys = [entry.key for entry in manifest.objects.entries]
+    assert victim not in keys and f"{experiment_id}/{run_id}/artifacts/model/MLmodel" in keys
+    assert late in keys and late in manifest.objects_extra, "written after the dump began"
+    assert f"{experiment_id}/{run_id}/artifacts/model/MLmodel" not in manifest.objects_extra
+    assert any("1 objects were deleted while the backup read them" in line and victim in line for line in lines)
+    assert any("written after the dump began" in line and late in line for line in lines)
+    from ops.archive import Manifest
+
+    assert Manifest.load(tmp_path / "backup").objects_vanished == [victim], "the manifest on disk says so too"
+
+
+def test_backup_lists_locations_outside_the_destination_and_copies_the_readable_ones(stack, client, tmp_path):
+    """Experiments with roots of their own: elsewhere in the same bucket (outside the key's prefix),
+    in an old bucket the server's key was granted to read, and on a file system."""
+    import hashlib
+    import json
+
+    from ops.archive import EXTERNAL_OBJECTS_FILE, read_objects_tar
+    from ops.backup import backup
+
+    assert stack.s3 is not None
+    tag = secrets.token_hex(4)
+    s3, old_bucket = stack.s3.client("s3"), f"old-artifacts-{tag}"
+    s3.create_bucket(Bucket=old_bucket)
+    stack.s3.client("iam").put_user_policy(
+        UserName=stack.s3.server_user, PolicyName=f"read-{old_bucket}", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [f"arn:aws:s3:::{old_bucket}"]},
+                {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"arn:aws:s3:::{old_bucket}/*"]}]}))
+    roots = {"readable": f"s3://{old_bucket}/mlruns/{tag}", "denied": f"s3://{stack.s3.bucket}/legacy/{tag}",
+             "file": f"file:///srv/mlruns/{tag}"}
+    experiments = {name: client.create_experiment(f"outside-{name}-{tag}", artifact_location=root)
+                   for name, root in roots.items()}
+    runs = {name: client.create_run(experiment_id).info.run_id for name, experiment_id in experiments.items()}
+    payload = secrets.token_bytes(4096)
+    for name in ("readable", "denied"):
+        bucket, _, root = roots[name][len("s3://"):].partition("/")
+        s3.put_object(Bucket=bucket, Key=f"{root}/{runs[name]}/artifacts/data.bin", Body=payload)
+    lines, say = _said()
+
+    manifest = backup(RehearsalAccess(stack), tmp_path / "backup", say=say)
+
+    listed = {(item.kind, item.id): item for item in manifest.outside_locations}
+    for name in roots:
+        assert listed[("experiment", experiments[name])].location == roots[name]
+        assert listed[("run", runs[name])].location == f"{roots[name]}/{runs[name]}/artifacts"
+    assert listed[("run", runs["readable"])].backed_up and listed[("experiment", experiments["readable"])].backed_up
+    assert not listed[("run", runs["denied"])].backed_up and "AccessDenied" in listed[("run", runs["denied"])].detail
+    assert not listed[("experiment", experiments["file"])].backed_up
+    assert "only s3:// locations" in listed[("experiment", experiments["file"])].detail
+    assert manifest.external_objects is not None
+    entries, _, _ = read_objects_tar(tmp_path / "backup" / EXTERNAL_OBJECTS_FILE)
+    copied = {entry.key: entry.sha256 for entry in entries}
+    assert copied == {f"{old_bucket}/mlruns/{tag}/{runs['readable']}/artifacts/data.bin":
+                      hashlib.sha256(payload).hexdigest()}, "only what the server's key may read, byte for byte"
+    summary = [line for line in lines if "outside" in line and "NOT backed up" in line]
+    assert summary and f"{len(listed)} artifact locations the dump refers to are outside" in summary[0]
+    missing = sum(not item.backed_up for item in listed.values())
+    assert f"{len(listed) - missing} copied into {EXTERNAL_OBJECTS_FILE}, {missing} NOT backed up" in summary[0]

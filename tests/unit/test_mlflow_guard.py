@@ -1,0 +1,175 @@
+"""mlflow_guard (issue 29): experiment ids in MLflow's spelling only, wherever a request names them;
+the internal listener's scrape; the image and the rehearsal register the guarded apps under MLflow's
+own app names. (Through real Nginx and MLflow: tests/rehearsal/test_18_authz_bypasses.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlflow_guard import asgi, ids
+from rehearsal import launcher
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(coroutine):
+    """On a loop of its own, left unset: asyncio.run would unset the main thread's loop, which the
+    Pulumi tests after these still use."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        loop.close()
+SPELLINGS = ["01", "001", " 1", "1 ", "+1", "-1", "1.0", "1_0", "١", "0x1", "1e0"]
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_every_other_spelling_is_refused_wherever_an_id_is_named(spelling):
+    assert ids.check_query_string(f"experiment_ids=1&experiment_ids={spelling}".encode()) is not None
+    assert ids.check_query_string(f"experimentId={spelling}".encode()) is not None
+    body = json.dumps({"trace": {"trace_info": {"trace_location": {"mlflow_experiment": {"experiment_id": spelling}}}}})
+    assert ids.check_body("/api/3.0/mlflow/traces", "application/json", body.encode()) is not None
+    assert ids.check_body("/x", "text/plain", json.dumps(json.dumps({"experiment_id": spelling})).encode()) is not None
+    form = f"experiment_id={spelling}".encode()
+    assert ids.check_body("/x", ids.FORM_TYPE, form) is not None
+    assert ids.check_header([(b"X-MLflow-Experiment-Id", spelling.encode())]) is not None
+
+
+@pytest.mark.parametrize("value", ["0", "1", "42", "", None])
+def test_mlflows_own_spelling_passes(value):
+    document = {"experiment_ids": [value], "experiment_id": value, "run_id": "01"}
+    assert ids.check_body("/api/2.0/mlflow/runs/search", "application/json", json.dumps(document).encode()) is None
+
+
+def test_json_numbers_and_objects_are_refused():
+    for value in (1, 1.0, True, {"id": "1"}):
+        assert ids.check_json({"experiment_id": value}) is not None
+
+
+@pytest.mark.parametrize("query,variables", [
+    ('{ mlflowGetExperiment(input: {experimentId: "01"}) { experiment { name } } }', None),
+    ('{ mlflowSearchRuns(input: {experimentIds: ["1", "01"]}) { runs { info { runId } } } }', None),
+    ('query q($x: String) { mlflowGetExperiment(input: {experimentId: $x}) { experiment { name } } }', {"x": " 1"}),
+    ('query q($x: String = "01") { mlflowGetExperiment(input: {experimentId: $x}) { experiment { name } } }', {}),
+])
+def test_graphql_ids_in_the_query_text_and_through_variables(query, variables):
+    body = json.dumps({"query": query, "variables": variables}).encode()
+    assert ids.check_body("/graphql", "application/json", body) is not None
+    canonical = json.dumps({"query": re.sub(r'"0?1"| 1', '"1"', query), "variables": {"x": "1"}}).encode()
+    assert ids.check_body("/graphql", "application/json", canonical) is None
+
+
+def test_the_artifact_paths_first_segment():
+    route = "/api/2.0/mlflow-artifacts/artifacts"
+    assert ids.check_artifact_path(f"{route}/01/run/artifacts/x", b"") is not None
+    assert ids.check_artifact_path(f"{route}/workspaces/team/007/run", b"") is not None
+    assert ids.check_artifact_path(route, b"path=01/run/artifacts") is not None
+    assert ids.check_artifact_path(f"{route}/1/run/artifacts/01", b"path=1/run") is None
+
+
+# --- the ASGI guard ------------------------------------------------------------------------------
+
+class _Recorder:
+    """The inner app: records what reached it."""
+
+    def __init__(self):
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, scope, receive, send):
+        self.bodies.append(await asgi.read_body(receive))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def _call(guard, path: str, body: bytes = b"", query: bytes = b"", headers=()):
+    chunks = [body[:3], body[3:]]
+    sent: list[dict] = []
+
+    async def receive():
+        chunk = chunks.pop(0) if chunks else b""
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path, "query_string": query,
+             "headers": [(b"content-type", b"application/json"), *headers]}
+    _run(guard(scope, receive, send))
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_the_guard_refuses_before_the_auth_app_and_replays_what_it_read():
+    inner = _Recorder()
+    guard = asgi.Guard(inner)
+    good = json.dumps({"experiment_ids": ["1"]}).encode()
+    assert _call(guard, "/api/2.0/mlflow/runs/search", good) == (204, b"")
+    assert inner.bodies == [good]
+    status, body = _call(guard, "/api/2.0/mlflow/runs/search", json.dumps({"experiment_ids": ["01"]}).encode())
+    assert status == 400 and json.loads(body)["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "'01'" in json.loads(body)["message"]
+    assert _call(guard, "/api/2.0/mlflow/experiments/get", query=b"experiment_id=%2B1")[0] == 400
+    assert len(inner.bodies) == 1
+
+
+def test_artifact_uploads_stream_on_unread():
+    inner = _Recorder()
+    payload = b'{"experiment_id": "01"}'  # a file's content, not a request naming an experiment
+    assert _call(asgi.Guard(inner), "/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/f.json", payload)[0] == 204
+    assert inner.bodies == [payload]
+
+
+def test_the_scrape_is_answered_only_when_the_internal_listener_marks_it(tmp_path, monkeypatch):
+    from prometheus_client import Counter, values
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue(lambda: 7))
+    Counter("guard_test_requests", "a worker's counter", registry=None).inc(3)
+    inner = _Recorder()
+    guard = asgi.Guard(inner)
+    marked = [(asgi.SCRAPE_HEADER.encode(), asgi.SCRAPE_HEADER_VALUE.encode())]
+    status, body = _run(_get(guard, "/metrics", marked))
+    assert status == 200 and b"guard_test_requests_total 3.0" in body
+    assert _run(_get(guard, "/metrics", []))[0] == 204  # to the auth app, which asks for credentials
+    assert _run(_get(guard, "/metrics/", marked))[0] == 204
+
+
+async def _get(guard, path, headers):
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    await guard({"type": "http", "method": "GET", "path": path, "query_string": b"", "headers": headers},
+                receive, send)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+# --- the image's layout --------------------------------------------------------------------------
+
+def test_the_dockerfile_copies_the_layout_the_rehearsal_links():
+    dockerfile = (REPO / "docker/mlflow/Dockerfile").read_text()
+    copied = dict((target.removeprefix("/opt/mlflow-platform/"), source)
+                  for source, target in re.findall(r"^COPY (\S+) (/opt/mlflow-platform/\S+)$", dockerfile, re.M))
+    assert copied == launcher.IMAGE_PLATFORM_LAYOUT
+    assert "PYTHONPATH=/opt/mlflow-platform" in dockerfile
+
+
+def test_mlflow_server_finds_the_guarded_apps_under_its_own_names(tmp_path):
+    """What `mlflow server --app-name ...` resolves with the image's PYTHONPATH (a fresh interpreter:
+    entry points are read from sys.path at startup)."""
+    code = ("from mlflow.server import _find_app, _is_factory\n"
+            "print([(_find_app(n), _is_factory(_find_app(n))) for n in ('basic-auth', 'oidc-auth')])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={"PYTHONPATH": launcher.image_python_path(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == str([("mlflow_guard.app:basic_auth", True), ("mlflow_guard.app:oidc_auth", True)])
