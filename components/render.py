@@ -436,12 +436,14 @@ def rows(store, sql):
 
 
 def versions_by_run(store):
-    # Live model versions (a deleted one is marked Deleted_Internal) -> the runs each points at:
-    # its run_id, and a run id as a segment of its source (runs:/<id>/..., <artifact root>/<id>/...).
+    # Live model versions (a deleted one is marked Deleted_Internal) -> the runs and logged models each
+    # points at: its run_id, and an id as a segment of its source or storage location (runs:/<id>/...,
+    # models:/<model id>, <artifact root>/<id>/..., .../models/<model id>/artifacts).
     found = {}
-    for name, version, source, run_id in rows(store, "SELECT name, version, source, run_id FROM model_versions "
-                                                     "WHERE current_stage <> 'Deleted_Internal'"):
-        for run in {run_id, *re.split(r"[/:]", source or "")} - {None, ""}:
+    for name, version, source, location, run_id in rows(
+            store, "SELECT name, version, source, storage_location, run_id FROM model_versions "
+                   "WHERE current_stage <> 'Deleted_Internal'"):
+        for run in {run_id, *re.split(r"[/:]", source or ""), *re.split(r"[/:]", location or "")} - {None, ""}:
             found.setdefault(run, []).append(f"{name!r} version {version}")
     return found
 
@@ -476,12 +478,27 @@ def guarded_gc(**options):
                                                  "WHERE e.lifecycle_stage = 'deleted'"):
         if stage != LifecycleStage.DELETED or run in pointed_at:
             held.setdefault(str(experiment_id), []).append(run)
+    for experiment_id, model in rows(store, "SELECT m.experiment_id, m.model_id FROM logged_models m "
+                                            "JOIN experiments e ON e.experiment_id = m.experiment_id "
+                                            "WHERE e.lifecycle_stage = 'deleted'"):
+        if model in pointed_at:
+            held.setdefault(str(experiment_id), []).append(model)
     for experiment_id in sorted(set(experiments) & set(held), key=int):
-        print(f"gc: kept experiment {experiment_id} (deleted, but it holds runs {', '.join(sorted(held[experiment_id]))} "
-              "that are active or that a model version points at: MLflow's gc would hard-delete them with it). "
+        print(f"gc: kept experiment {experiment_id} (deleted, but it holds runs or logged models "
+              f"{', '.join(sorted(held[experiment_id]))} that are active or that a model version points at: "
+              "MLflow's gc would hard-delete them with it). "
               "Delete or move those runs, or restore the experiment; a later gc collects it.", flush=True)
+    models = options["logged_model_ids"]
+    models = [] if options["skip_logged_models"] else list(
+        models if models is not None else store._get_deleted_logged_models(older_than=options["time_delta"]))
+    kept_models = {model: pointed_at[model] for model in models if model in pointed_at}
+    for model, versions in sorted(kept_models.items()):
+        print(f"gc: kept logged model {model} (deleted, but registered model {', '.join(versions)} points at it: "
+              "its files would go while the version stays READY). Delete the model version (or restore the "
+              "logged model); a later gc collects it.", flush=True)
     experiments = [experiment for experiment in experiments if experiment not in held]
     _gc_tracking_resources(**{**options, "run_ids": [run for run in runs if run not in kept_runs],
+                              "logged_model_ids": [model for model in models if model not in kept_models],
                               "experiment_ids": experiments or None,
                               "skip_experiments": options["skip_experiments"] or not experiments})
 

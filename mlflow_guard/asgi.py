@@ -8,7 +8,7 @@ import json
 import os
 from typing import Any, Awaitable, Callable, Optional
 
-from mlflow_guard import ids
+from mlflow_guard import ids, otlp
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -27,6 +27,7 @@ ARTIFACT_ROUTES = "/mlflow-artifacts/"
 OTLP_TRACES_PATH = "/v1/traces"
 """File transfers and OTLP protobuf are streamed on unread (their ids are in the path or a header)."""
 BAD_REQUEST = 400
+FORBIDDEN = 403
 
 
 def _header(scope: Scope, name: str) -> str:
@@ -126,4 +127,30 @@ class Guard:
             receive = replaying(body, receive)
         if problem is not None:
             return await refuse(send, problem)
+        if scope["method"] == "POST" and scope["path"].endswith(otlp.PATH_SUFFIX):
+            body = await read_body(receive)
+            if body is None:
+                return None
+            receive = replaying(body, receive)
+            why = await _otlp_problem(scope, body)
+            if why is not None:
+                return await _respond(send, FORBIDDEN, json.dumps(
+                    {"error_code": "PERMISSION_DENIED", "message": why}).encode(), "application/json")
         return await self.app(scope, receive, send)
+
+
+def _tracking_store() -> Any:
+    from mlflow.server.handlers import _get_tracking_store
+
+    return _get_tracking_store()
+
+
+async def _otlp_problem(scope: Scope, body: bytes) -> Optional[str]:
+    """otlp.problem, off the event loop (it reads the database)."""
+    from starlette.concurrency import run_in_threadpool
+
+    headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope.get("headers", ())}
+    found = otlp.trace_ids(body, headers.get("content-type", ""), headers.get("content-encoding", ""))
+    if found is None:
+        return None  # not an OTLP request MLflow accepts: it refuses it with 400 itself
+    return await run_in_threadpool(otlp.problem, headers, found, _tracking_store)

@@ -63,8 +63,34 @@ def _read_answer(process: subprocess.Popen, what: str) -> str:
     raise OpsError(f"{what} failed: {detail[-1] if detail else f'psql answered {line!r}'}")
 
 
+_STILL_HELD_SQL = ("SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                   "AND pid = pg_backend_pid() AND classid = {classid} AND objid = {objid} AND objsubid = 1;\n")
+
+
+class HeldLock:
+    """The lock's session, to confirm it still holds the lock before a step that must not overlap:
+    a PostgreSQL restart ends the session and releases the lock without telling the holder."""
+
+    def __init__(self, process: subprocess.Popen, description: str):
+        self._process, self._description = process, description
+
+    def confirm(self, before: str) -> None:
+        """OpsError unless this session is alive and still holds the lock."""
+        sql = _STILL_HELD_SQL.format(classid=MAINTENANCE_LOCK_KEY >> 32, objid=MAINTENANCE_LOCK_KEY & 0xFFFFFFFF)
+        try:
+            assert self._process.stdin is not None
+            self._process.stdin.write(sql.encode())
+            self._process.stdin.flush()
+            held = _read_answer(self._process, "checking the maintenance lock") == "t"
+        except (OSError, OpsError):
+            held = False
+        if not held:
+            raise OpsError(f"the maintenance lock of {self._description} was lost (PostgreSQL restarted?) before "
+                           f"{before}: stopped there, so that no backup or gc can overlap")
+
+
 @contextlib.contextmanager
-def maintenance_lock(access: StackAccess, holder: str) -> Iterator[None]:
+def maintenance_lock(access: StackAccess, holder: str) -> Iterator[HeldLock]:
     """backup, restore and gc never overlap on a stack (issue 28).
 
     RefusedError (nothing changed) naming the holder when another one holds the lock."""
@@ -82,7 +108,7 @@ def maintenance_lock(access: StackAccess, holder: str) -> Iterator[None]:
                 f"another backup, restore or gc is running on {access.description}: {describe_holder(access)} holds "
                 f"its maintenance lock. Wait for it to finish (or check that process: the lock is released as soon "
                 f"as it exits), then run this again")
-        yield
+        yield HeldLock(process, access.description)
     finally:
         _close(process)
 

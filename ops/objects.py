@@ -74,12 +74,12 @@ RESTORE_QUARANTINE = ".mlflow-restore-replaced/"  # ops.quarantine.QUARANTINE_SU
 
 
 def _objects(client: Any, bucket: str, prefix: str) -> Iterator[dict]:
-    """Every object under the prefix, in key order (S3 lists keys sorted). At a bucket-root destination
-    the restore's quarantine (ops.quarantine) sits under the prefix: it is not the stack's data."""
+    """Every object under the prefix, in key order (S3 lists keys sorted), but the restore's quarantine
+    (ops.quarantine), which sits inside the destination: it is not the stack's data."""
     try:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             yield from (item for item in page.get("Contents", [])
-                        if prefix or not item["Key"].startswith(RESTORE_QUARANTINE))
+                        if not item["Key"].startswith(prefix + RESTORE_QUARANTINE))
     except client.exceptions.NoSuchBucket:
         raise ObjectsError(f"bucket {bucket} does not exist: deploy the stack first (pulumi up creates it)") from None
 

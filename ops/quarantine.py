@@ -27,8 +27,9 @@ DELETE_BATCH = 1000
 
 def quarantine_root(destination_prefix: str) -> str:
     """The key prefix of every quarantine of a destination whose key prefix is `destination_prefix`
-    ("" or "p/")."""
-    return destination_prefix.rstrip("/") + QUARANTINE_SUFFIX
+    ("" or "p/"): inside the destination, where the server's scoped key may write (the bucket policy
+    grants it `p/*` only); ops.objects lists around it, Nginx's artifact allow-list never serves it."""
+    return destination_prefix + QUARANTINE_SUFFIX
 
 
 def _objects_module():
@@ -54,24 +55,28 @@ def _delete(client, bucket: str, keys: list) -> None:
             raise RuntimeError(f"could not delete {error.get('Key')}: {error.get('Code')} {error.get('Message')}")
 
 
-def move(objects, destination: str, stamp: str, keep: set) -> dict:
-    """Copy (server side) every object under the destination into the quarantine `stamp`, then delete
-    those not in `keep`. Rerun after an interruption: copies again, nothing is deleted before its copy."""
+def copy(objects, destination: str, stamp: str) -> dict:
+    """Copy (server side) every object under the destination into the quarantine `stamp`, deleting
+    nothing: done before the backup's objects overwrite any key, so the stack's bytes of a key the
+    backup also holds are kept too."""
     client = objects._client()
     bucket, prefix = objects.split_destination(destination)
     root = quarantine_root(prefix)
-    moved = total = 0
-    doomed = []
+    copied = total = 0
     for listed in objects._objects(client, bucket, prefix):
         key = listed["Key"]
-        if key.startswith(root):  # the root destination's own quarantine
-            continue
         client.copy({"Bucket": bucket, "Key": key}, bucket, f"{root}{stamp}/{key[len(prefix):]}")
-        moved, total = moved + 1, total + listed["Size"]
-        if key[len(prefix):] not in keep:
-            doomed.append(key)
+        copied, total = copied + 1, total + listed["Size"]
+    return {"objects": copied, "bytes": total, "quarantine": f"s3://{bucket}/{root}{stamp}/"}
+
+
+def prune(objects, destination: str, keep: set) -> dict:
+    """Delete the objects under the destination not in `keep` (each copied to a quarantine before)."""
+    client = objects._client()
+    bucket, prefix = objects.split_destination(destination)
+    doomed = [listed["Key"] for listed in objects._objects(client, bucket, prefix) if listed["Key"][len(prefix):] not in keep]
     _delete(client, bucket, doomed)
-    return {"objects": moved, "bytes": total, "deleted": len(doomed), "quarantine": f"s3://{bucket}/{root}{stamp}/"}
+    return {"deleted": len(doomed)}
 
 
 def quarantines(objects, destination: str) -> dict:
@@ -108,14 +113,16 @@ def source() -> str:
 def main(argv: list) -> int:
     try:
         objects = _objects_module()
-        if len(argv) == 3 and argv[0] == "move":
-            result = move(objects, argv[1], argv[2], set(json.loads(sys.stdin.read() or "[]")))
+        if len(argv) == 3 and argv[0] == "copy":
+            result = copy(objects, argv[1], argv[2])
+        elif len(argv) == 2 and argv[0] == "prune":
+            result = prune(objects, argv[1], set(json.loads(sys.stdin.read() or "[]")))
         elif len(argv) == 2 and argv[0] == "list":
             result = {"quarantines": quarantines(objects, argv[1])}
         elif len(argv) == 2 and argv[0] == "purge":
             result = purge(objects, argv[1])
         else:
-            print("usage: quarantine move DEST STAMP | list DEST | purge DEST", file=sys.stderr)
+            print("usage: quarantine copy DEST STAMP | prune DEST (keys to keep on stdin) | list DEST | purge DEST", file=sys.stderr)
             return 2
         print(json.dumps(result))
         return 0

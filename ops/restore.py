@@ -40,10 +40,11 @@ from typing import Callable, Optional
 from ops import OpsError, RefusedError, objects, quarantine
 from ops.access import hang_up_and_terminate_as_interrupt, BACKEND_URI_ENV, StackAccess, StackLayout, psql, run, script_source
 from ops.archive import (
+    EXTERNAL_OBJECTS_FILE,
     DatabaseBackup, ImageFacts, Manifest, database_exists, file_sha256, foreign_owned, image_facts,
     read_objects_tar, table_counts, user_data,
 )
-from ops.lock import maintenance_lock
+from ops.lock import HeldLock, maintenance_lock
 
 Say = Callable[[str], None]
 _AUTH_MODES = {"basic-auth": "mlflow", "oidc-auth": "oidc"}  # --app-name -> auth.mode (components.render.AUTH_APPS)
@@ -135,6 +136,11 @@ def check_schema(access: StackAccess, manifest: Manifest, facts: ImageFacts, lay
             f"written by a newer MLflow. Set mlflow:mlflowVersion to {manifest.mlflow_version} (or newer), "
             f"pulumi up, then restore")
     auth = manifest.databases.get("auth")
+    if auth is not None and auth.app and not layout.auth_app:
+        raise RefusedError(
+            f"the backup holds users and permissions (--app-name {auth.app}) and {access.description} runs no auth "
+            f"app: every experiment would be open to whoever reaches the server. Set mlflow:auth.mode to "
+            f"{_AUTH_MODES.get(auth.app, auth.app)}, pulumi up, then restore")
     if auth is None or auth.schema_revision is None:  # none, or never migrated (no revision to compare)
         return
     if auth.app and layout.auth_app and auth.app != layout.auth_app:
@@ -183,15 +189,10 @@ def backup_age(created_at: str, now: Optional[datetime.datetime] = None) -> str:
 
 
 def list_objects(access: StackAccess, destination: str, env: dict[str, str]) -> dict[str, int]:
-    """key below the destination -> size; a root destination's own quarantine (ops.quarantine) left out."""
+    """key below the destination -> size (the restore's quarantine inside it is listed around: ops.objects)."""
     out = run(access.python_command(["-c", script_source(objects.__file__), "list", destination], env),
               f"listing the objects under {destination}")
-    listed: dict[str, int] = {}
-    for line in out.decode().splitlines():
-        entry = json.loads(line)
-        if not entry["key"].startswith(quarantine.QUARANTINE_SUFFIX):
-            listed[entry["key"]] = entry["bytes"]
-    return listed
+    return {entry["key"]: entry["bytes"] for entry in map(json.loads, out.decode().splitlines())}
 
 
 _PERMISSION_TABLE_SUFFIX = "permissions"
@@ -430,6 +431,12 @@ class _Progress:
     def describe(self) -> str:
         return "; ".join(self.changed) if self.changed else "nothing of the stack was changed"
 
+    def rerun(self, replace: bool) -> str:
+        """A plain restore that got as far as uploading finds the stack non-empty when run again."""
+        if self.changed and not replace:
+            return "run the restore again with --replace (what the stack holds now came from this backup)"
+        return "run the restore again"
+
 
 def restore(access: StackAccess, directory: Path, *, replace: bool = False, upgrade: bool = True,
             other_stack: bool = False, say: Say = _stderr) -> Manifest:
@@ -448,10 +455,11 @@ def restore(access: StackAccess, directory: Path, *, replace: bool = False, upgr
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime(STAMP_FORMAT)
     targets = {"tracking": layout.database, "auth": layout.auth_database}
     plan = plan_names(targets, stamp)
-    with maintenance_lock(access, "restore"):
+    with maintenance_lock(access, "restore") as lock:
         repair_connections(access, [*targets.values(), *(names.scratch for names in plan.values())], say)
         _restore_locked(access, directory, manifest, layout, facts, plan, replace=replace, upgrade=upgrade,
-                        stamp=stamp, say=say)
+                        stamp=stamp, say=say, lock=lock)
+    _say_outside_locations(manifest, directory, say)
     counts = manifest.counts
     say(f"done in {time.monotonic() - started:.1f}s: {counts['experiments']} experiments, {counts['runs']} runs, "
         f"{counts['metrics']} metric values, {counts['registered_models']} models, {counts['model_versions']} model "
@@ -460,7 +468,8 @@ def restore(access: StackAccess, directory: Path, *, replace: bool = False, upgr
 
 
 def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, layout: StackLayout, facts: ImageFacts,
-                    plan: dict[str, DatabaseNames], *, replace: bool, upgrade: bool, stamp: str, say: Say) -> None:
+                    plan: dict[str, DatabaseNames], *, replace: bool, upgrade: bool, stamp: str, say: Say,
+                    lock: Optional[HeldLock] = None) -> None:
     s3_env = layout.s3_env(access)
     found = target_data(access, layout, s3_env)
     if found and not replace:
@@ -497,11 +506,16 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
         swapping = [plan[role] for role in restoring]
         if "auth" not in restoring and found.auth and database_exists(access, layout.auth_database):
             swapping.append(_cleared_auth_copy(access, layout, plan["auth"], say))
-        # Objects first (the backup's are added beside the stack's, which the old databases still use),
-        # then the databases in one swap, then the stack's other objects to the quarantine: an interruption
-        # anywhere leaves every object the databases of that moment refer to in place.
+        # --replace: every object of the stack copied to the quarantine first (the backup's upload may
+        # overwrite keys); then the backup's objects beside the stack's, which the old databases still
+        # use; the databases in one swap; only then the stack's objects the backup lacks deleted (each
+        # already in the quarantine).
+        if replace:
+            _quarantine_copy(access, layout, s3_env, stamp=stamp, progress=progress, say=say)
         _upload_objects(access, directory, manifest, layout, s3_env, progress=progress, say=say)
         say(f"replacing database {', '.join(names.target for names in swapping)}")
+        if lock is not None:  # a PostgreSQL restart during the upload released it: a gc may be reading
+            lock.confirm("replacing the databases")
         replaced = swap(access, swapping)
         if not replace:  # they held nothing a fresh deployment does not (checked with the server stopped)
             _drop_quietly(access, replaced)
@@ -509,16 +523,16 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
         progress.changed.append("the databases hold the backup" + (
             f" (the replaced ones are kept as {', '.join(replaced)})" if replaced else ""))
         if replace:
-            _quarantine_others(access, manifest, layout, s3_env, stamp=stamp, progress=progress, say=say)
+            _prune_others(access, manifest, layout, s3_env, progress=progress, say=say)
         _check_objects(access, manifest, layout, s3_env)
         started_ok = _upgrade(access, manifest, facts, layout, upgrade, say)
         succeeded = True
     except BaseException as error:
         _drop_quietly(access, scratches)  # the ones not renamed (the swap renamed all or none)
         if isinstance(error, OpsError) and not isinstance(error, RefusedError):
-            raise OpsError(f"{error}. {progress.describe()}") from error
+            raise OpsError(f"{error}. {progress.describe()}; {progress.rerun(replace)}") from error
         if not isinstance(error, OpsError):
-            say(f"interrupted: {progress.describe()}; run the restore again")
+            say(f"interrupted: {progress.describe()}; {progress.rerun(replace)}")
         raise
     finally:
         _start_after(access, succeeded and started_ok, was_running and not succeeded, say)
@@ -526,6 +540,16 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
         say(f"the MLflow server was left stopped: the restored schema ({manifest.schema_revision}) is older than its "
             f"MLflow {facts.mlflow_version}'s; deploy MLflow {manifest.mlflow_version} (mlflow:mlflowVersion, pulumi "
             "up), which starts it")
+
+
+def _say_outside_locations(manifest: Manifest, directory: Path, say: Say) -> None:
+    """Runs whose artifacts live outside the destination are restored without them: say so (issue 28)."""
+    outside = manifest.outside_locations
+    if outside:
+        copied = sum(1 for item in outside if item.backed_up)
+        say(f"NOT restored: {len(outside)} artifact locations outside the artifacts destination "
+            f"({copied} of them copied into {directory / EXTERNAL_OBJECTS_FILE}: put those back by hand, "
+            f"README \"Backup and restore\"), e.g. {outside[0].kind} {outside[0].id} at {outside[0].location}")
 
 
 def _start_after(access: StackAccess, succeeded: bool, restart: bool, say: Say) -> None:
@@ -573,21 +597,36 @@ def _upload_objects(access: StackAccess, directory: Path, manifest: Manifest, la
     progress.changed[-1] = f"the backup's objects were uploaded to {destination}, beside the stack's"
 
 
-def _quarantine_others(access: StackAccess, manifest: Manifest, layout: StackLayout, s3_env: dict[str, str], *,
-                       stamp: str, progress: _Progress, say: Say) -> None:
-    """--replace, after the swap: the stack's objects the backup does not hold go to a quarantine
-    (ops.quarantine; each deleted only after its copy), until scripts/restore --purge-replaced."""
+def _quarantine_copy(access: StackAccess, layout: StackLayout, s3_env: dict[str, str], *, stamp: str,
+                     progress: _Progress, say: Say) -> None:
+    """--replace, before anything is overwritten: every object of the stack copied (server side) to a
+    quarantine (ops.quarantine), kept until scripts/restore --purge-replaced."""
     destination = layout.artifacts_destination
-    progress.changed.append(f"the objects under {destination} the backup does not hold were being moved to a "
-                            f"quarantine under {_quarantine_uri(destination, stamp)} (each deleted only after its copy)")
-    out = run(access.python_command(["-c", quarantine.source(), "move", destination, stamp], s3_env),
-              f"moving the objects under {destination} to a quarantine",
-              stdin=json.dumps([entry.key for entry in manifest.objects.entries]).encode())
-    moved = json.loads(out.decode().strip().splitlines()[-1])
-    progress.changed[-1] = (f"the {moved['objects']} objects that were under {destination} and not in the backup "
-                            f"are kept under {moved['quarantine']}")
-    if moved["objects"]:
+    progress.changed.append(f"the objects under {destination} were being copied to a quarantine under "
+                            f"{_quarantine_uri(destination, stamp)} (nothing deleted)")
+    out = run(access.python_command(["-c", quarantine.source(), "copy", destination, stamp], s3_env),
+              f"copying the objects under {destination} to a quarantine")
+    copied = json.loads(out.decode().strip().splitlines()[-1])
+    progress.changed[-1] = (f"the {copied['objects']} objects that were under {destination} are kept under "
+                            f"{copied['quarantine']}")
+    if copied["objects"]:
         say(progress.changed[-1])
+
+
+def _prune_others(access: StackAccess, manifest: Manifest, layout: StackLayout, s3_env: dict[str, str], *,
+                  progress: _Progress, say: Say) -> None:
+    """--replace, after the swap: the stack's objects the backup does not hold are deleted (their copies
+    are in the quarantine)."""
+    destination = layout.artifacts_destination
+    progress.changed.append(f"the objects under {destination} the backup does not hold were being deleted "
+                            "(each is in the quarantine)")
+    out = run(access.python_command(["-c", quarantine.source(), "prune", destination], s3_env),
+              f"deleting the objects under {destination} the backup does not hold",
+              stdin=json.dumps([entry.key for entry in manifest.objects.entries]).encode())
+    deleted = json.loads(out.decode().strip().splitlines()[-1])["deleted"]
+    progress.changed[-1] = f"the {deleted} objects under {destination} the backup does not hold were deleted"
+    if deleted:
+        say(progress.changed[-1] + " (their copies are in the quarantine)")
 
 
 def _check_objects(access: StackAccess, manifest: Manifest, layout: StackLayout, s3_env: dict[str, str]) -> None:

@@ -225,3 +225,41 @@ def test_no_upgrade_runs_no_step_and_says_the_server_stays_stopped(tmp_path):
     assert said == ["--no-upgrade: the schema stays at the backup's revision old"]
     with pytest.raises(AssertionError, match="a command ran"):
         _upgrade(_NoCommands(), manifest, facts, layout, True, said.append)
+
+
+def test_a_lock_lost_to_a_postgresql_restart_is_noticed_before_the_swap(access, postgres_cluster):
+    """Review of issue 28: a PostgreSQL restart ends the lock's session and releases the lock while the
+    restore goes on; a gc or backup could then read the pre-restore database. The restore confirms
+    the lock before swapping. (pg_terminate_backend ends the session as a restart does.)"""
+    from ops.access import psql
+
+    with maintenance_lock(access, "restore") as lock:
+        lock.confirm("replacing the databases")  # held: nothing raised
+        psql(access, "postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE application_name LIKE 'mlflow-restore pid%';\n")
+        with maintenance_lock(access, "backup"):  # granted to another: the first one's session is gone
+            pass
+        with pytest.raises(OpsError, match="maintenance lock .* was lost .* before replacing the databases"):
+            lock.confirm("replacing the databases")
+
+
+def test_a_backup_with_users_is_refused_by_a_stack_without_an_auth_app():
+    """Review of issue 28: restoring permissions into a stack that runs no auth app opened every
+    experiment to whoever reaches the server, silently."""
+    from ops.access import StackLayout
+    from ops.archive import DatabaseBackup, ImageFacts, Manifest
+    from ops.restore import check_schema
+
+    auth = DatabaseBackup(file="auth-database.dump", name="mlflow_auth", schema_revision="a1", tables={}, bytes=1,
+                          sha256="0", app="basic-auth")
+    tracking = DatabaseBackup(file="database.dump", name="mlflow", schema_revision="t1", tables={}, bytes=1, sha256="0")
+    manifest = Manifest(created_at="2026-01-01T00:00:00Z", source="s", mlflow_version="3.17.2", schema_revision="t1",
+                        artifacts_destination="s3://b/", counts={}, databases={"tracking": tracking, "auth": auth},
+                        objects=None)  # type: ignore[arg-type]
+    facts = ImageFacts("3.17.2", {"tracking": {"revisions": ["t1"], "heads": ["t1"]},
+                                  "basic-auth": {"revisions": ["a1"], "heads": ["a1"]}})
+    without_auth = StackLayout("mlflow", "mlflow", "postgresql://mlflow@db/mlflow", "s3://b/", None)
+    with pytest.raises(RefusedError, match="runs no auth app: every experiment would be open.*auth.mode to mlflow"):
+        check_schema(_NoCommands(), manifest, facts, without_auth)
+    check_schema(_NoCommands(), manifest, facts, StackLayout("mlflow", "mlflow", "postgresql://mlflow@db/mlflow",
+                                                             "s3://b/", "basic-auth"))

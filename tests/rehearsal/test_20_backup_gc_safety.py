@@ -81,6 +81,18 @@ def _gc(stack: RehearsalStack, variant: Variant, workdir: Path) -> str:
     return run_step(spec, stack._secret_env(variant.config), workdir)
 
 
+def _logged_model(client, experiment_id: str, workdir: Path) -> tuple[str, str]:
+    """A logged model with files (MLflow 3's models:/<id>); (its id, the key prefix of its files)."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    model = client.create_logged_model(experiment_id, name="gc-logged")
+    files = workdir / model.model_id
+    files.mkdir(parents=True)
+    (files / "MLmodel").write_text("flavors: {}\n")
+    get_artifact_repository(model.artifact_location).log_artifacts(str(files))
+    return model.model_id, f"{PREFIX}/{experiment_id}/models/{model.model_id}/"
+
+
 def _gone(client, run_id: str) -> bool:
     from mlflow.exceptions import MlflowException
 
@@ -135,6 +147,10 @@ def test_gc_keeps_a_deleted_run_a_model_version_points_at(stack, variant, client
     by_run_id = client.create_model_version(name, f"runs:/{in_dropped}/model", run_id=in_dropped)
     keys = {run: _run_keys(stack, experiment, run)
             for run, experiment in ((versioned, live_experiment), (in_dropped, dropped_experiment))}
+    logged, model_prefix = _logged_model(client, live_experiment, tmp_path)  # review: models:/ sources too
+    by_model = client.create_model_version(name, f"models:/{logged}", model_id=logged)
+    model_keys = _keys(stack, model_prefix)
+    client.delete_logged_model(logged)
     client.delete_run(versioned)
     client.delete_run(unrelated)
     client.delete_experiment(dropped_experiment)
@@ -147,7 +163,9 @@ def test_gc_keeps_a_deleted_run_a_model_version_points_at(stack, variant, client
         assert keys[run] and _run_keys(stack, experiment, run) == keys[run], "the version's files are still there"
     assert f"gc: kept run {versioned} (deleted, but registered model '{name}' version {by_source.version}" in output
     assert f"gc: kept run {in_dropped} (deleted, but registered model '{name}' version {by_run_id.version}" in output
-    assert f"gc: kept experiment {dropped_experiment} (deleted, but it holds runs {in_dropped}" in output
+    assert f"gc: kept experiment {dropped_experiment} (deleted, but it holds runs or logged models {in_dropped}" in output
+    assert model_keys and _keys(stack, model_prefix) == model_keys, "the logged model's files the version serves"
+    assert f"gc: kept logged model {logged} (deleted, but registered model '{name}' version {by_model.version}" in output
     version = client.get_model_version(name, by_source.version)
     assert ModelVersionStatus.from_string(version.status) == ModelVersionStatus.READY
     assert f"Run with ID {unrelated} has been permanently deleted." in output
@@ -157,6 +175,7 @@ def test_gc_keeps_a_deleted_run_a_model_version_points_at(stack, variant, client
     output = _gc(stack, variant, tmp_path / "gc-again")
     assert _gone(client, versioned) and _gone(client, in_dropped)
     assert f"Experiment with ID {dropped_experiment} has been permanently deleted." in output
+    assert _keys(stack, model_prefix) == [], "the logged model is collected once no version points at it"
 
 
 # --- one maintenance lock -----------------------------------------------------------------------------
@@ -184,7 +203,7 @@ def test_backup_refuses_while_another_holds_the_maintenance_lock(access, tmp_pat
     with maintenance_lock(access, "restore"):
         with pytest.raises(RefusedError, match=f"mlflow-restore pid {os.getpid()} on .* holds its maintenance lock"):
             backup(access, tmp_path / "refused")
-    assert list((tmp_path / "refused").iterdir()) == [], "nothing written"
+    assert not (tmp_path / "refused").exists(), "nothing written, not even the directory"
 
 
 # --- backup with the stack busy ---------------------------------------------------------------------

@@ -1,0 +1,82 @@
+"""OTLP trace ingestion (`POST /v1/traces`) stays inside the experiment the auth app checked.
+
+MLflow's auth app checks only the experiment in the `X-Mlflow-Experiment-Id` header, while the store
+writes each span into the trace that already has its trace id, in that trace's own experiment (a
+span with the same id replaces the old one), and links the batch to the run in `X-Mlflow-Run-Id`
+without asking about that run. A trace id travels in every W3C `traceparent` header and READ shows
+run ids: without this check, anyone allowed to write traces in one experiment could rewrite another
+experiment's traces and link traces to another experiment's run (adversarial review, issue 29).
+The body is parsed as mlflow.server.otel_api parses it; what it cannot parse is left to MLflow,
+which refuses it with 400 and writes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional
+
+from mlflow.tracing.utils.otlp import MLFLOW_EXPERIMENT_ID_HEADER, MLFLOW_RUN_ID_HEADER
+
+PATH_SUFFIX = "/v1/traces"
+
+
+def trace_ids(body: bytes, content_type: str, content_encoding: str) -> Optional[set[str]]:
+    """MLflow's trace ids of the spans in an OTLP export request, as the handler derives them; None
+    when the body is not one (MLflow refuses it itself)."""
+    from google.protobuf.json_format import Parse
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from mlflow.entities.span import Span
+    from mlflow.server.otel_api import _convert_otlp_json_ids_to_base64
+    from mlflow.tracing.utils.otlp import decompress_otlp_body
+
+    media_type = content_type.split(";")[0].strip()
+    try:
+        if content_encoding:
+            body = decompress_otlp_body(body, content_encoding.lower())
+        request = ExportTraceServiceRequest()
+        if media_type == "application/json":
+            Parse(_convert_otlp_json_ids_to_base64(body), request, ignore_unknown_fields=True)
+        else:
+            request.ParseFromString(body)
+        return {Span.from_otel_proto(span, resource=resource_spans.resource).trace_id
+                for resource_spans in request.resource_spans
+                for scope_spans in resource_spans.scope_spans for span in scope_spans.spans}
+    except Exception:  # noqa: BLE001 - anything MLflow's handler would refuse as well
+        return None
+
+
+def _experiment_of_trace(store: Any, trace_id: str) -> Optional[str]:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+    try:
+        return store.get_trace_info(trace_id).experiment_id
+    except MlflowException as error:
+        if error.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise
+
+
+def _experiment_of_run(store: Any, run_id: str) -> Optional[str]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return store.get_run(run_id).info.experiment_id
+    except MlflowException:
+        return None
+
+
+def problem(headers: dict[str, str], ids: Iterable[str], store: Callable[[], Any]) -> Optional[str]:
+    """Why the export must be refused (403), or None. `headers`: lower-cased names."""
+    experiment = headers.get(MLFLOW_EXPERIMENT_ID_HEADER, "")
+    tracking = store()
+    run_id = headers.get(MLFLOW_RUN_ID_HEADER)
+    if run_id and _experiment_of_run(tracking, run_id) != experiment:
+        return (f"run {run_id!r} is not in experiment {experiment!r} ({MLFLOW_EXPERIMENT_ID_HEADER}): traces are "
+                "linked only to runs of the experiment they are written to")
+    for trace_id in sorted(ids):
+        owner = _experiment_of_trace(tracking, trace_id)
+        if owner is not None and owner != experiment:
+            return (f"trace {trace_id} belongs to another experiment than {experiment!r} "
+                    f"({MLFLOW_EXPERIMENT_ID_HEADER}): spans are added only to traces of that experiment")
+    return None

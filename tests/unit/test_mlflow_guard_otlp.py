@@ -1,0 +1,116 @@
+"""mlflow_guard.otlp (issue 29, adversarial review): OTLP ingestion cannot write into another
+experiment's trace nor link to another experiment's run. Against a real MLflow SQLite store with
+traces MLflow itself logged; the requests are the ones the reviewer sent (JSON and protobuf)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from mlflow_guard import asgi
+
+EXPERIMENT_HEADER = "x-mlflow-experiment-id"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Alice's experiment with a run and a trace; bob's experiment."""
+    import mlflow
+    from mlflow.server import handlers
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    root = tmp_path_factory.mktemp("otlp")
+    uri = f"sqlite:///{root}/mlflow.db"
+    store = SqlAlchemyStore(uri, str(root / "artifacts"))
+    alice = store.create_experiment("alice")
+    bob = store.create_experiment("bob")
+    run = store.create_run(alice, "alice", 0, [], "run")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.set_experiment(experiment_id=alice)
+        with mlflow.start_span("alice-span") as span:
+            trace_id = span.trace_id
+    finally:
+        mlflow.set_tracking_uri(previous)
+        mlflow.tracking.fluent._active_experiment_id = None
+    handlers._tracking_store = store  # what _get_tracking_store() hands the guard in the server
+    yield {"alice": alice, "bob": bob, "run": run.info.run_id, "trace": trace_id}
+    handlers._tracking_store = None
+
+
+def _json_body(trace_hex: str, span_hex: str = "00000000000000aa") -> bytes:
+    span = {"traceId": trace_hex, "spanId": span_hex, "name": "bob", "startTimeUnixNano": "1",
+            "endTimeUnixNano": "2"}
+    return json.dumps({"resourceSpans": [{"resource": {"attributes": []},
+                                          "scopeSpans": [{"spans": [span]}]}]}).encode()
+
+
+def _protobuf_body(trace_hex: str) -> bytes:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = bytes.fromhex(trace_hex), bytes.fromhex("00000000000000bb"), "bob"
+    span.start_time_unix_nano, span.end_time_unix_nano = 1, 2
+    return request.SerializeToString()
+
+
+def _send(body: bytes, content_type: str, headers: dict[str, str]) -> tuple[int, bool]:
+    """(status, whether the wrapped app was reached)."""
+    reached: list[bool] = []
+    sent: list[dict] = []
+
+    async def app(scope, receive, send):
+        message = await receive()
+        reached.append(message["body"] == body)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    all_headers = {"content-type": content_type, **headers}
+    scope = {"type": "http", "method": "POST", "path": "/v1/traces", "query_string": b"",
+             "headers": [(key.encode(), value.encode()) for key, value in all_headers.items()]}
+    loop = asyncio.new_event_loop()  # not asyncio.run: the Pulumi tests after these use the main loop
+    try:
+        loop.run_until_complete(asgi.Guard(app)(scope, receive, send))
+    finally:
+        loop.close()
+    return sent[0]["status"], bool(reached) and reached[0]
+
+
+def _otel_hex(trace_id: str) -> str:
+    return trace_id.removeprefix("tr-")
+
+
+@pytest.mark.parametrize("encoding", ["json", "protobuf"])
+def test_spans_for_another_experiments_trace_are_refused(world, encoding):
+    trace_hex = _otel_hex(world["trace"])
+    body, content_type = ((_json_body(trace_hex), "application/json") if encoding == "json"
+                          else (_protobuf_body(trace_hex), "application/x-protobuf"))
+    assert _send(body, content_type, {EXPERIMENT_HEADER: world["bob"]}) == (403, False)
+    assert _send(body, content_type, {EXPERIMENT_HEADER: world["alice"]}) == (200, True)
+
+
+def test_a_new_trace_in_ones_own_experiment_passes_unchanged(world):
+    body = _json_body("0123456789abcdef0123456789abcdef")
+    assert _send(body, "application/json", {EXPERIMENT_HEADER: world["bob"]}) == (200, True)
+
+
+def test_linking_to_a_run_of_another_experiment_is_refused(world):
+    body = _json_body("fedcba9876543210fedcba9876543210")
+    headers = {EXPERIMENT_HEADER: world["bob"], "x-mlflow-run-id": world["run"]}
+    assert _send(body, "application/json", headers) == (403, False)
+    headers[EXPERIMENT_HEADER] = world["alice"]
+    assert _send(body, "application/json", headers) == (200, True)
+
+
+def test_a_body_mlflow_cannot_parse_is_left_to_mlflow(world):
+    assert _send(b"not otlp", "application/json", {EXPERIMENT_HEADER: world["bob"]}) == (200, True)

@@ -1,0 +1,44 @@
+"""ops.quarantine (review of issue 28): with --replace, the stack's bytes of every key are kept, also
+of a key the backup's upload overwrites, and the quarantine lies inside the destination's prefix,
+the only place the server's scoped key may write (bucket policy `<prefix>/*`). Against moto's S3."""
+
+from __future__ import annotations
+
+import pytest
+
+from ops import objects, quarantine
+
+BUCKET = "mlflow-artifacts"
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    from moto import mock_aws
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        client = objects._client()
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+def _read(client, key: str) -> bytes:
+    return client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+
+@pytest.mark.parametrize("prefix", ["team/", ""])
+def test_replace_keeps_every_object_of_the_stack_inside_the_destination(s3, prefix):
+    destination = f"s3://{BUCKET}/{prefix}"
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}1/run/artifacts/config.json", Body=b"the stack's newer bytes")
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}1/later/artifacts/model.pkl", Body=b"logged after the backup")
+    copied = quarantine.copy(objects, destination, "20260101T000000Z")
+    root = f"{prefix}.mlflow-restore-replaced/20260101T000000Z/"
+    assert copied["objects"] == 2 and copied["quarantine"] == f"s3://{BUCKET}/{root}"
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}1/run/artifacts/config.json", Body=b"the backup's bytes")  # the upload
+    assert quarantine.prune(objects, destination, {"1/run/artifacts/config.json"}) == {"deleted": 1}
+    assert [item["Key"] for item in objects._objects(s3, BUCKET, prefix)] == [f"{prefix}1/run/artifacts/config.json"]
+    assert _read(s3, f"{root}1/run/artifacts/config.json") == b"the stack's newer bytes"
+    assert _read(s3, f"{root}1/later/artifacts/model.pkl") == b"logged after the backup"
+    assert quarantine.purge(objects, destination) == {"deleted": 2}
