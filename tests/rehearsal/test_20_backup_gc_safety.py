@@ -123,7 +123,7 @@ def test_gc_keeps_a_deleted_experiment_that_holds_a_restored_run(stack, variant,
     assert client.get_run(restored).data.metrics == {"loss": 0.25}
     assert client.get_experiment(experiment_id).lifecycle_stage == "deleted"
     assert kept_keys and _run_keys(stack, experiment_id, restored) == kept_keys
-    assert f"gc: kept experiment {experiment_id} (deleted, but it holds runs {restored}" in output
+    assert f"gc: kept experiment {experiment_id} (deleted, but it holds runs or logged models {restored}" in output
     # everything else deleted is still collected: the experiment's other (deleted) run
     assert f"Run with ID {dropped} has been permanently deleted." in output
     assert _gone(client, dropped) and _run_keys(stack, experiment_id, dropped) == []

@@ -324,7 +324,10 @@ def test_an_interrupted_caller_gives_the_oneoff_time_to_remove_its_container(doc
     container with the secret files. The caller alone is signalled: the helper runs in its own
     session, out of the terminal's reach."""
     marker = _blocked_at(docker, tmp_path, "start")
-    script = ("from ops.local_stack import LocalStack\n"
+    # A terminal's Python turns SIGINT into KeyboardInterrupt; one started by a pytest-xdist worker
+    # inherits SIGINT ignored (and Python then keeps it ignored): restore what a terminal gives.
+    script = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+              "from ops.local_stack import LocalStack\n"
               "LocalStack.find().run_oneoff(['true'], env={'AWS_SECRET_ACCESS_KEY': 'x'})\n")
     caller = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[2],
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
