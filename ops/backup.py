@@ -167,9 +167,17 @@ def _refuse_a_full_disk(path: Path) -> None:
 
 
 def _newer_than(entries: list[ObjectEntry], started_at: str) -> list[str]:
-    start = datetime.datetime.fromisoformat(started_at)
+    """Objects that may have been written after `started_at`. Listings give LastModified in whole
+    seconds (S3, MinIO, Blob), so an object written in the dump's own second counts as newer: listing
+    one too many is harmless, missing one would hide an object the dump does not know."""
+    start = datetime.datetime.fromisoformat(started_at.replace("Z", "+00:00")).replace(microsecond=0)
     return [entry.key for entry in entries
-            if entry.last_modified and datetime.datetime.fromisoformat(entry.last_modified) > start]
+            if entry.last_modified and _utc(entry.last_modified) >= start]
+
+
+def _utc(timestamp: str) -> datetime.datetime:
+    moment = datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
 
 
 def _is_outside(location: Optional[str], destination: str) -> bool:
