@@ -21,7 +21,7 @@ def basic_auth() -> Guard:
     from mlflow.server.auth import create_app
 
     inner = create_app()
-    hooks.install(flask_app, (hooks.traces_stay_in_their_experiment, hooks.users_list_for_admins))
+    hooks.install(flask_app, (hooks.traces_stay_in_their_experiment, hooks.administrators_only))
     return Guard(inner)
 
 

@@ -1,6 +1,7 @@
 """The ASGI layer in front of the auth app: refuses non-canonical experiment ids before the auth
-app reads them (ids.py), and answers the internal listener's Prometheus scrape, which the auth app
-would refuse with 401 (it asks every path but its exemptions for credentials)."""
+app reads them (ids.py) and requests it would read differently from the handler (readings.py), and
+answers the internal listener's Prometheus scrape, which the auth app would refuse with 401 (it asks
+every path but its exemptions for credentials)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import os
 from typing import Any, Awaitable, Callable, Optional
 
-from mlflow_guard import ids, otlp
+from mlflow_guard import ids, otlp, readings
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -70,9 +71,9 @@ async def _respond(send: Send, status: int, body: bytes, content_type: str) -> N
     await send({"type": "http.response.body", "body": body})
 
 
-async def refuse(send: Send, problem: ids.Problem) -> None:
+async def refuse(send: Send, message: str) -> None:
     """MLflow's own error shape, so clients show the message."""
-    body = json.dumps({"error_code": "INVALID_PARAMETER_VALUE", "message": problem.message()}).encode()
+    body = json.dumps({"error_code": "INVALID_PARAMETER_VALUE", "message": message}).encode()
     await _respond(send, BAD_REQUEST, body, "application/json")
 
 
@@ -116,15 +117,17 @@ class Guard:
 
             body, content_type = await run_in_threadpool(render_metrics)
             return await _respond(send, 200, body, content_type)
-        query_string = scope.get("query_string", b"")
-        problem = (ids.check_query_string(query_string) or ids.check_header(scope.get("headers", ()))
-                   or ids.check_artifact_path(scope["path"], query_string))
+        query_string, headers = scope.get("query_string", b""), scope.get("headers", ())
+        problem = readings.repeated_header(headers) or _message(
+            ids.check_query_string(query_string) or ids.check_header(headers)
+            or ids.check_artifact_path(scope["path"], query_string))
         if problem is None and _inspects_body(scope["path"]):
             body = await read_body(receive)
             if body is None:
                 return None
-            problem = ids.check_body(scope["path"], _header(scope, "content-type"), body)
+            problem = _body_problem(scope, body)
             receive = replaying(body, receive)
+            scope = dict(scope, headers=readings.read_as_json(scope["method"], list(headers), body))
         if problem is not None:
             return await refuse(send, problem)
         if scope["method"] == "POST" and scope["path"].endswith(otlp.PATH_SUFFIX):
@@ -139,6 +142,15 @@ class Guard:
         return await self.app(scope, receive, send)
 
 
+def _message(problem: Optional[ids.Problem]) -> Optional[str]:
+    return problem.message() if problem is not None else None
+
+
+def _body_problem(scope: Scope, body: bytes) -> Optional[str]:
+    return (_message(ids.check_body(scope["path"], _header(scope, "content-type"), body))
+            or readings.run_fields_problem(ids.parse_json_body(body)))
+
+
 def _tracking_store() -> Any:
     from mlflow.server.handlers import _get_tracking_store
 
@@ -149,7 +161,9 @@ async def _otlp_problem(scope: Scope, body: bytes) -> Optional[str]:
     """otlp.problem, off the event loop (it reads the database)."""
     from starlette.concurrency import run_in_threadpool
 
-    headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope.get("headers", ())}
+    headers: dict[str, str] = {}
+    for key, value in scope.get("headers", ()):  # the first copy, as MLflow reads it (repeats are refused)
+        headers.setdefault(key.decode("latin-1").lower(), value.decode("latin-1"))
     found = otlp.trace_ids(body, headers.get("content-type", ""), headers.get("content-encoding", ""))
     if found is None:
         return None  # not an OTLP request MLflow accepts: it refuses it with 400 itself

@@ -8,7 +8,19 @@ from typing import Callable, Optional
 from flask import Flask, Response, request
 
 LINK_TRACES_TO_RUN = "/mlflow/traces/link-to-run"
-LIST_USERS = "/mlflow/users/list"
+_ROLES = "only an administrator reads roles; your own grants are at users/current/permissions"
+ADMIN_ROUTES = {
+    ("GET", "/mlflow/users/list"): "only an administrator lists the users",
+    ("GET", "/mlflow/roles/get"): _ROLES,
+    ("GET", "/mlflow/roles/list"): _ROLES,
+    ("GET", "/mlflow/roles/permissions/list"): _ROLES,
+    ("POST", "/mlflow/demo/generate"): "only an administrator generates demo data on this server",
+}
+"""(method, route suffix) the auth app lets every signed-in user call, for administrators only here
+(auth.mode mlflow). users/list shows every username. MLflow 3.17.2 keeps each user's grants in a
+role of its own (`__user_<id>__`) in workspace `default` and lets anyone holding a role there read
+every role there: every user would read every other user's grants (experiment ids, model names).
+demo/generate writes a demo experiment with runs, traces and prompts into the production stores."""
 FORBIDDEN = 403
 
 
@@ -45,10 +57,11 @@ def traces_stay_in_their_experiment() -> Optional[Response]:
     return None
 
 
-def users_list_for_admins() -> Optional[Response]:
-    """`users/list` (auth.mode mlflow): MLflow lets every user list every username; here only an
-    admin, or an admin of a workspace (who assigns its roles), may."""
-    if not _route().endswith(LIST_USERS):
+def administrators_only() -> Optional[Response]:
+    """ADMIN_ROUTES: an admin, or an admin of a workspace (who assigns its roles), may; others get 403."""
+    refusal = next((message for (method, suffix), message in ADMIN_ROUTES.items()
+                    if request.method == method and _route().endswith(suffix)), None)
+    if refusal is None:
         return None
     from mlflow.server.auth import authenticate_request, store
 
@@ -58,7 +71,7 @@ def users_list_for_admins() -> Optional[Response]:
     user = store.get_user(authorization.username)
     if user.is_admin or store.list_workspace_admin_workspaces(user.id):
         return None
-    return _forbidden("Permission denied: only an administrator lists the users")
+    return _forbidden(f"Permission denied: {refusal}")
 
 
 def install(app: Flask, checks: tuple[Callable[[], Optional[Response]], ...]) -> None:

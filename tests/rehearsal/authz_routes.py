@@ -119,7 +119,7 @@ _TRACKING = [
     R("POST", f"{M2}/runs/log-inputs", WRITE, body=_r(datasets=[])),
     R("POST", f"{M2}/runs/outputs", WRITE, body=_r(models=[{"model_id": "$logged", "step": 0}])),
     R("GET", f"{M2}/runs/get", READ, {"run_id": "$run"}),
-    R("POST", f"{M2}/runs/search", READ, body={"experiment_ids": ["$exp"]}),
+    R("POST", f"{M2}/runs/search", FILTERED, body={"experiment_ids": ["$exp"]}),  # the auth app filters
     R("POST", f"{M2}/runs/search", FILTERED, body={"experiment_ids": ["0"], "filter": "attributes.run_id = '$run'"}),
     R("GET", f"{M2}/artifacts/list", READ, {"run_id": "$run"}, marker="notes.txt"),
     R("POST", f"{M2}/artifacts/presigned-upload-url", WRITE, body=_r(path="bob.txt")),
@@ -146,7 +146,7 @@ _TRACES = [
                                                         "prompt_versions": [{"name": "$prompt", "version": "1"}]}),
     R("POST", f"{M2}/traces/delete-traces", WRITE, body=_e(max_timestamp_millis=9999999999999, max_traces=1)),
     R("GET", f"{M2}/get-trace-artifact", READ, {"request_id": "$trace"}),
-    R("GET", f"{M3}/get-trace-artifact", READ, {"trace_id": "$trace"}),
+    R("GET", f"{M3}/get-trace-artifact", READ, {"request_id": "$trace"}),
     R("POST", f"{M3}/traces", WRITE, body=NEW_TRACE),
     R("GET", f"{M3}/traces/<trace_id>", READ),
     R("GET", f"{M3}/traces/get", READ, {"trace_id": "$trace"}),
@@ -174,7 +174,7 @@ _LOGGED_MODELS = [
     R("GET", f"{M2}/logged-models/<model_id>", READ),
     R("PATCH", f"{M2}/logged-models/<model_id>", WRITE, body={"status": "LOGGED_MODEL_READY"}),
     R("DELETE", f"{M2}/logged-models/<model_id>", WRITE),
-    R("POST", f"{M2}/logged-models/search", READ, body={"experiment_ids": ["$exp"]}),
+    R("POST", f"{M2}/logged-models/search", FILTERED, body={"experiment_ids": ["$exp"]}),  # filtered
     R("PATCH", f"{M2}/logged-models/<model_id>/tags", WRITE, body={"tags": [TAG]}),
     R("DELETE", f"{M2}/logged-models/<model_id>/tags/<tag_key>", WRITE),
     R("POST", f"{M2}/logged-models/<model_id>/params", WRITE, body={"params": [TAG]}),
@@ -235,7 +235,7 @@ _GENAI = [
     R("POST", f"{M3}/review-queues/items/remove", OFF, body={"queue_id": "q-$nonce"}),
     R("GET", f"{M3}/review-queues/items/list", OFF, {"queue_id": "q-$nonce"}),
     R("POST", f"{M3}/review-queues/items/set-status", OFF, body={"queue_id": "q-$nonce"}),
-    R("POST", f"{M3}/demo/generate", OFF, body={}),
+    R("POST", f"{M3}/demo/generate", ADMIN, body={}),  # the guard: admins only
     R("POST", f"{M3}/demo/delete", OFF, body={}),
     R("GET", f"{M3}/ui-telemetry", OFF),
     R("POST", f"{M3}/ui-telemetry", OFF, body={}),
@@ -339,8 +339,8 @@ GRAPHQL_QUERIES = {
 }
 _GRAPHQL = [R("POST", "/graphql", HIDDEN, body={"query": query, "variables": {"id": value}})
             for query, value in GRAPHQL_QUERIES.values()]
-_GRAPHQL.append(R("GET", "/graphql", HIDDEN, {"query": '{ mlflowGetRun(input: {runId: "$run"}) '
-                                                          "{ run { data { params { key value } } } } }"}))
+_GRAPHQL.append(R("GET", "/graphql", FILTERED,  # MLflow 3.17.2 answers GET /graphql 500 to everyone
+                  {"query": '{ mlflowGetRun(input: {runId: "$run"}) { run { data { params { key value } } } } }'}))
 
 _AUTH_APP = [R(method, rule, outcome, query, body, mode="mlflow") for method, rule, outcome, query, body in [
     ("GET", "/signup", OFF, None, None),

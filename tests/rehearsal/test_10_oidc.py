@@ -11,6 +11,7 @@ NO_PERMISSIONS, so a user sees what they were granted and what they created, not
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import secrets
 import time
@@ -200,3 +201,33 @@ def test_users_and_tokens_live_in_the_auth_database_and_survive_a_restart(sso_st
     sso_stack.restart_server("default")
     search = _url(variant, f"/api/2.0/mlflow/experiments/get?experiment_id={alices_experiment}")
     assert requests.get(search, auth=("bob@example.com", bobs_token), timeout=30).status_code == 200
+
+
+# --- the project's guard in front of the plugin (issue 29) -----------------------------------------
+
+def test_the_guard_stands_in_front_of_the_plugin(variant, alice, bob):
+    """The same mlflow_guard as in auth.mode mlflow (the image registers it under `oidc-auth` too): an
+    id in another spelling and two runs in one body are answered 400 before the plugin reads them; a
+    DELETE body that is not JSON beside a decoy query is read as the JSON it is; alice's objects stay."""
+    experiment = alice.post(_url(variant, "/api/2.0/mlflow/experiments/create"),
+                            json={"name": f"alice-guarded-{secrets.token_hex(4)}"}, timeout=30).json()["experiment_id"]
+    run = alice.post(_url(variant, "/api/2.0/mlflow/runs/create"), json={"experiment_id": experiment},
+                     timeout=30).json()["run"]["info"]["run_id"]
+    model = f"alice-guarded-{secrets.token_hex(4)}"
+    assert alice.post(_url(variant, "/api/2.0/mlflow/registered-models/create"), json={"name": model},
+                      timeout=30).status_code == 200
+    refused = [
+        bob.get(_url(variant, "/api/2.0/mlflow/experiments/get"), params={"experiment_id": f"0{experiment}"},
+                timeout=30),
+        bob.post(_url(variant, "/api/2.0/mlflow/runs/set-tag"), timeout=30,
+                 json={"run_uuid": "0" * 32, "runId": run, "key": "bob", "value": "1"}),
+    ]
+    for response in refused:
+        assert response.status_code == 400, (response.request.method, response.request.url, response.text[:300])
+    delete = bob.delete(_url(variant, "/api/2.0/mlflow/registered-models/delete"), params={"name": "bob-decoy"},
+                        data=json.dumps({"name": model}), headers={"Content-Type": "text/plain"}, timeout=30)
+    assert delete.status_code == 403, delete.text[:300]
+    assert alice.get(_url(variant, "/api/2.0/mlflow/registered-models/get"), params={"name": model},
+                     timeout=30).status_code == 200, "alice's model is still there"
+    tags = alice.get(_url(variant, "/api/2.0/mlflow/runs/get"), params={"run_id": run}, timeout=30).json()
+    assert "bob" not in {tag["key"] for tag in tags["run"]["data"].get("tags", [])}

@@ -309,3 +309,107 @@ def test_only_an_admin_lists_the_users(variant, users):
     assert requests.get(url, auth=users["bob"], timeout=30).status_code == 403
     listed = requests.get(url, auth=(variant.username, variant.password), timeout=30)
     assert listed.status_code == 200 and "bob" in listed.text, listed.text[:300]
+
+
+def test_only_an_admin_reads_roles_and_each_user_reads_their_own_grants(variant, users, alices):
+    """MLflow 3.17.2 lets everyone holding a role in workspace `default` (every user: their grants
+    are a role of their own there) read every role, with every other user's grants."""
+    admin = (variant.username, variant.password)
+    with _as(variant, *users["bob"]) as bob:  # his own experiment gives bob a role in `default`
+        bob.create_experiment(f"bob-roles-{variant.name}-{secrets.token_hex(4)}")
+    roles = requests.get(_url(variant, "/api/3.0/mlflow/roles/list"), params={"workspace": "default"},
+                         auth=admin, timeout=30)
+    assert roles.status_code == 200 and roles.json().get("roles"), roles.text[:300]
+    role_id = roles.json()["roles"][0]["id"]
+    for path, params in (("roles/list", {"workspace": "default"}), ("roles/get", {"role_id": role_id}),
+                         ("roles/permissions/list", {"role_id": role_id})):
+        response = requests.get(_url(variant, f"/api/3.0/mlflow/{path}"), params=params, auth=users["bob"], timeout=30)
+        assert response.status_code == 403 and "users/current/permissions" in response.text, (path, response.text[:300])
+        assert requests.get(_url(variant, f"/api/3.0/mlflow/{path}"), params=params, auth=admin,
+                            timeout=30).status_code == 200, path
+    own = requests.get(_url(variant, "/api/3.0/mlflow/users/current/permissions"), auth=users["bob"], timeout=30)
+    assert own.status_code == 200, own.text[:300]
+
+
+# --- one request, one reading (review of issue 29: the auth app and the handler read differently) --
+
+def _raw(variant: Variant, method: str, path: str, auth, headers: list[tuple[str, str]], body: bytes) -> tuple[int, str]:
+    """A request with exactly these headers (repeats kept, which `requests` cannot send), through Nginx."""
+    import base64
+    import http.client
+    from urllib.parse import urlsplit
+
+    url = urlsplit(_url(variant, path))
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    try:
+        connection.putrequest(method, url.path + (f"?{url.query}" if url.query else ""))
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        for name, value in [("Authorization", f"Basic {token}"), ("Content-Length", str(len(body))), *headers]:
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def bobs(auth_stack, users) -> dict[str, str]:
+    variant = auth_stack.variants["default"]
+    with _as(variant, *users["bob"]) as bob:
+        experiment_id = bob.create_experiment(f"bob-{secrets.token_hex(4)}")
+        return {"experiment_id": experiment_id, "run_id": bob.create_run(experiment_id).info.run_id}
+
+
+def test_a_delete_cannot_name_one_model_in_its_query_and_another_in_its_body(variant, users):
+    """Reproduced: bob's DELETE ?name=<his model> with a text/plain body {"name": <alice's>}: the auth
+    app read the query, the handler deleted alice's model (and her MANAGE grant with it). Now the auth
+    app reads the body the handler acts on, and refuses; bob's own text/plain DELETE still works."""
+    tag = secrets.token_hex(4)
+    with _as(variant, *users["alice"]) as alice:
+        alices_model = alice.create_registered_model(f"alice-kept-{tag}").name
+    with _as(variant, *users["bob"]) as bob:
+        bobs_model = bob.create_registered_model(f"bob-decoy-{tag}").name
+    body = json.dumps({"name": alices_model}).encode()
+    for headers in ([("Content-Type", "text/plain")], []):
+        status, text = _raw(variant, "DELETE", f"/api/2.0/mlflow/registered-models/delete?name={bobs_model}",
+                            users["bob"], headers, body)
+        assert status == 403, (headers, status, text[:300])
+    with _as(variant, *users["alice"]) as alice:
+        assert alice.get_registered_model(alices_model).name == alices_model, "alice's model is still there"
+    status, text = _raw(variant, "DELETE", "/api/2.0/mlflow/registered-models/delete", users["bob"],
+                        [("Content-Type", "text/plain;charset=UTF-8")], json.dumps({"name": bobs_model}).encode())
+    assert status == 200, ("as MLflow's UI sends some DELETEs", status, text[:300])
+
+
+def test_a_body_cannot_authorize_one_run_and_write_to_another(variant, users, alices, bobs):
+    """Reproduced: {"run_uuid": <bob's run>, "runId": <alice's run>}: the auth app checked run_uuid,
+    the handler wrote to runId."""
+    url = _url(variant, "/api/2.0/mlflow/runs/log-parameter")
+    for field in ("runId", "run_id"):
+        body = {"run_uuid": bobs["run_id"], field: alices["run_id"], "key": "bob-was-here", "value": "1"}
+        response = requests.post(url, json=body, auth=users["bob"], timeout=30)
+        assert response.status_code in (400, 403) and "bob-was-here" not in response.text, (field, response.text[:300])
+    with _as(variant, *users["alice"]) as alice:
+        assert "bob-was-here" not in alice.get_run(alices["run_id"]).data.params
+    own = requests.post(url, json={"run_uuid": bobs["run_id"], "key": "mine", "value": "1"}, auth=users["bob"],
+                        timeout=30)
+    assert own.status_code == 200, own.text[:300]
+
+
+def test_otlp_headers_sent_twice_are_refused(auth_stack, variant, users, alices, bobs):
+    """Reproduced: X-Mlflow-Experiment-Id: <bob's> then <alice's>: the auth app checked the first, the
+    guard compared alice's trace with the last, and bob's span replaced alice's."""
+    trace_id = _alices_trace(variant, users, alices["experiment_id"])
+    span = {"traceId": trace_id.removeprefix("tr-"), "spanId": "00000000000000aa", "name": "bob-span",
+            "startTimeUnixNano": "1", "endTimeUnixNano": "2"}
+    body = json.dumps({"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [{"spans": [span]}]}]})
+    for name, values in (("X-Mlflow-Experiment-Id", (bobs["experiment_id"], alices["experiment_id"])),
+                         ("X-Mlflow-Run-Id", (alices["run_id"], bobs["run_id"]))):
+        headers = [("Content-Type", "application/json"), ("X-Mlflow-Experiment-Id", bobs["experiment_id"])]
+        headers = [header for header in headers if header[0] != name] + [(name, value) for value in values]
+        status, text = _raw(variant, "POST", "/v1/traces", users["bob"], headers, body.encode())
+        assert status == 400 and "more than once" in text, (name, status, text[:300])
+    with _as(variant, *users["alice"]) as alice:
+        names = [item.name for item in alice.get_trace(trace_id).data.spans]
+    assert names == ["alice-span"], names

@@ -81,14 +81,17 @@ class _Recorder:
 
     def __init__(self):
         self.bodies: list[bytes] = []
+        self.content_types: list[bytes] = []
 
     async def __call__(self, scope, receive, send):
         self.bodies.append(await asgi.read_body(receive))
+        self.content_types.append(b",".join(value for name, value in scope["headers"] if name == b"content-type"))
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
 
-def _call(guard, path: str, body: bytes = b"", query: bytes = b"", headers=()):
+def _call(guard, path: str, body: bytes = b"", query: bytes = b"", headers=(), method: str = "POST",
+          content_type: bytes = b"application/json"):
     chunks = [body[:3], body[3:]]
     sent: list[dict] = []
 
@@ -99,8 +102,8 @@ def _call(guard, path: str, body: bytes = b"", query: bytes = b"", headers=()):
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": path, "query_string": query,
-             "headers": [(b"content-type", b"application/json"), *headers]}
+    scope = {"type": "http", "method": method, "path": path, "query_string": query,
+             "headers": [(b"content-type", content_type)] * bool(content_type) + list(headers)}
     _run(guard(scope, receive, send))
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
@@ -116,6 +119,44 @@ def test_the_guard_refuses_before_the_auth_app_and_replays_what_it_read():
     assert "'01'" in json.loads(body)["message"]
     assert _call(guard, "/api/2.0/mlflow/experiments/get", query=b"experiment_id=%2B1")[0] == 400
     assert len(inner.bodies) == 1
+
+
+def test_a_delete_or_patch_body_reaches_the_auth_app_as_the_json_the_handler_reads():
+    """Review of issue 29: the auth app read ?name=<bob's model> from the query of a text/plain DELETE,
+    the handler deleted the body's <alice's model> (it reads DELETE bodies as JSON whatever they say).
+    Marked JSON, the body is what the auth app reads too (MLflow's UI sends such text/plain DELETEs)."""
+    inner, path = _Recorder(), "/api/2.0/mlflow/registered-models/delete"
+    body = json.dumps({"name": "alice-model"}).encode()
+    for method, content_type in (("DELETE", b"text/plain;charset=UTF-8"), ("DELETE", b""), ("PATCH", b"text/plain"),
+                                 ("DELETE", b"application/json"), ("DELETE", b"application/merge-patch+json")):
+        assert _call(asgi.Guard(inner), path, body, b"name=bob-model", method=method, content_type=content_type)[0] == 204
+    assert inner.content_types == [b"application/json"] * 4 + [b"application/merge-patch+json"]
+    assert inner.bodies == [body] * 5
+    _call(asgi.Guard(inner), path, b"", b"name=bob-model", method="DELETE", content_type=b"text/plain")
+    _call(asgi.Guard(inner), path, body, method="POST", content_type=b"text/plain")
+    assert inner.content_types[-2:] == [b"text/plain", b"text/plain"], "no body, or a POST: left as sent"
+
+
+@pytest.mark.parametrize("fields", [{"run_uuid": "bob", "runId": "alice"}, {"run_uuid": "bob", "run_id": "alice"},
+                                    {"runUuid": "bob", "runId": "alice"}])
+def test_a_body_naming_two_runs_is_refused(fields):
+    """Review of issue 29: the auth app checked run_uuid (bob's), the handler wrote to runId (alice's)."""
+    inner = _Recorder()
+    status, answer = _call(asgi.Guard(inner), "/api/2.0/mlflow/runs/log-parameter",
+                           json.dumps({**fields, "key": "k", "value": "v"}).encode())
+    assert status == 400 and "names different runs" in json.loads(answer)["message"] and not inner.bodies
+    same = json.dumps({"run_uuid": "bob", "run_id": "bob", "key": "k", "value": "v"}).encode()
+    assert _call(asgi.Guard(inner), "/api/2.0/mlflow/runs/log-parameter", same)[0] == 204
+
+
+@pytest.mark.parametrize("header", [b"x-mlflow-experiment-id", b"X-Mlflow-Run-Id", b"content-type", b"authorization"])
+def test_a_header_mlflow_reads_is_refused_when_sent_twice(header):
+    """Review of issue 29: the guard's OTLP check read the last X-Mlflow-Experiment-Id, MLflow the first."""
+    inner = _Recorder()
+    twice = [(header, b"2"), (header, b"1")]
+    status, answer = _call(asgi.Guard(inner), "/v1/traces", b"\x0a\x00", headers=twice, content_type=b"")
+    assert status == 400 and "more than once" in json.loads(answer)["message"] and not inner.bodies
+    assert _call(asgi.Guard(inner), "/v1/traces", b"", headers=[(b"x-other", b"1"), (b"x-other", b"2")])[0] == 204
 
 
 def test_artifact_uploads_stream_on_unread():

@@ -1,0 +1,62 @@
+"""One request, one reading: MLflow's auth app and its handlers read each request separately; where
+they could read it differently, the request is refused or passed on so both read the same, and the
+auth app cannot authorize one object while the handler acts on another (review of issue 29).
+
+- A header named twice: the auth app and the OTLP handler take the first copy, the WSGI bridge
+  joins them, a dict takes the last.
+- A DELETE or PATCH body that does not say it is JSON: the auth app then reads the query string
+  (DELETE) or nothing, the handler reads the body as JSON whatever it says (get_json(force=True)).
+  Such a request is passed on marked `Content-Type: application/json`, so the auth app reads the
+  body the handler acts on (MLflow's own UI sends some DELETE bodies as text/plain).
+- A JSON body naming the run twice: the auth app reads `run_id` and falls back to `run_uuid`; the
+  handler's parser also takes `runId` for `run_id` and acts on `run_id or run_uuid`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+READ_ONCE_HEADERS = frozenset({"authorization", "content-type", "content-encoding", "x-mlflow-experiment-id",
+                               "x-mlflow-run-id", "x-mlflow-workspace"})
+"""Headers the auth app or a handler reads a value from (MLflow 3.17.2: auth/__init__.py, otel_api.py,
+workspace_helpers.py)."""
+BODY_METHODS_READ_AS_JSON = frozenset({"DELETE", "PATCH"})
+"""Methods whose body MLflow's handlers read as JSON without checking its Content-Type (POST and
+PUT are refused by the handlers themselves unless application/json)."""
+JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+RUN_FIELDS = ("run_id", "runId", "run_uuid", "runUuid")
+"""The spellings of a request's run: the auth app reads the first and falls back to the third."""
+
+
+def repeated_header(headers: Iterable[tuple[bytes, bytes]]) -> Optional[str]:
+    seen: set[str] = set()
+    for raw_name, _ in headers:
+        name = raw_name.decode("latin-1").lower()
+        if name in READ_ONCE_HEADERS and name in seen:
+            return f"the {name} header is sent more than once: send it once"
+        seen.add(name)
+    return None
+
+
+def is_json_type(content_type: str) -> bool:
+    """Werkzeug's `Request.is_json`, which the auth app asks before reading a DELETE body."""
+    mimetype = content_type.split(";")[0].strip().lower()
+    return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
+
+
+def read_as_json(method: str, headers: list[tuple[bytes, bytes]], body: bytes) -> list[tuple[bytes, bytes]]:
+    """The headers with the Content-Type the handler reads the body as (BODY_METHODS_READ_AS_JSON)."""
+    content_type = next((value.decode("latin-1") for name, value in headers if name.lower() == b"content-type"), "")
+    if method not in BODY_METHODS_READ_AS_JSON or not body.strip() or is_json_type(content_type):
+        return headers
+    return [(name, value) for name, value in headers if name.lower() != b"content-type"] + [JSON_CONTENT_TYPE]
+
+
+def run_fields_problem(document: Any) -> Optional[str]:
+    """Every spelling of the run a JSON body uses must name the same run."""
+    if not isinstance(document, dict):
+        return None
+    named = {field: document[field] for field in RUN_FIELDS if document.get(field) not in (None, "")}
+    if len(set(map(str, named.values()))) > 1:
+        return f"the body names different runs in {', '.join(named)}: name the run once, as run_id"
+    return None
