@@ -11,7 +11,7 @@ project's Flask checks after the auth app's own, and puts the Guard in front.
 
 from __future__ import annotations
 
-from mlflow_guard import hooks
+from mlflow_guard import hooks, traces
 from mlflow_guard.asgi import Guard
 
 
@@ -21,6 +21,7 @@ def basic_auth() -> Guard:
     from mlflow.server.auth import create_app
 
     inner = create_app()
+    traces.install()
     hooks.install(flask_app, (hooks.traces_stay_in_their_experiment, hooks.administrators_only))
     return Guard(inner)
 
@@ -31,5 +32,6 @@ def oidc_auth() -> Guard:
     from mlflow.server import app as flask_app
     from mlflow_oidc_auth.app import app as inner
 
+    traces.install()
     hooks.install(flask_app, (hooks.traces_stay_in_their_experiment,))
     return Guard(inner)

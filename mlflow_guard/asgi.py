@@ -29,6 +29,15 @@ OTLP_TRACES_PATH = "/v1/traces"
 """File transfers and OTLP protobuf are streamed on unread (their ids are in the path or a header)."""
 BAD_REQUEST = 400
 FORBIDDEN = 403
+TOO_LARGE = 413
+MAX_INSPECTED_BODY_BYTES = 16 * 1024 * 1024
+"""The largest API request body (after decompression, for OTLP) the guard reads into memory, before
+the auth app has authenticated anyone: parsed JSON takes about 20 times its size. MLflow's own
+requests are far smaller (log-batch: 1,000 values); files go to the artifact routes, which are
+streamed on unread. Larger bodies are answered 413."""
+CREDENTIAL_HEADERS = ("authorization", "cookie")
+"""A request without either is answered 401 by the auth app before anything reads its body, so the
+guard passes it on unread (nobody anonymous makes the guard buffer a body)."""
 
 
 def _header(scope: Scope, name: str) -> str:
@@ -77,16 +86,33 @@ async def refuse(send: Send, message: str) -> None:
     await _respond(send, BAD_REQUEST, body, "application/json")
 
 
-async def read_body(receive: Receive) -> Optional[bytes]:
-    """The whole body (the handlers read these JSON bodies whole too); None if the client left."""
-    chunks = []
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(receive: Receive, limit: Optional[int] = None) -> Optional[bytes]:
+    """The whole body (the handlers read these JSON bodies whole too); None if the client left;
+    BodyTooLarge past `limit` bytes."""
+    chunks, size = [], 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
         chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if limit is not None and size > limit:
+            raise BodyTooLarge()
         if not message.get("more_body"):
             return b"".join(chunks)
+
+
+def _carries_credentials(scope: Scope) -> bool:
+    return any(_header(scope, name) for name in CREDENTIAL_HEADERS)
+
+
+def _declared_too_large(scope: Scope) -> bool:
+    declared = _header(scope, "content-length")
+    return declared.isdigit() and int(declared) > MAX_INSPECTED_BODY_BYTES
 
 
 def replaying(body: bytes, receive: Receive) -> Receive:
@@ -118,28 +144,52 @@ class Guard:
             body, content_type = await run_in_threadpool(render_metrics)
             return await _respond(send, 200, body, content_type)
         query_string, headers = scope.get("query_string", b""), scope.get("headers", ())
-        problem = readings.repeated_header(headers) or _message(
-            ids.check_query_string(query_string) or ids.check_header(headers)
-            or ids.check_artifact_path(scope["path"], query_string))
+        problem = (readings.repeated_header(headers)
+                   or readings.run_pairs_problem(ids.query_pairs(query_string), "the query string")
+                   or _message(ids.check_query_string(query_string) or ids.check_header(headers)
+                               or ids.check_artifact_path(scope["path"], query_string)))
+        reads_body = _inspects_body(scope["path"]) or scope["path"].endswith(otlp.PATH_SUFFIX)
+        if problem is None and reads_body and not _carries_credentials(scope):
+            return await self.app(scope, receive, send)  # the auth app answers 401 unread
+        if problem is None and reads_body and _declared_too_large(scope):
+            return await _too_large(send)
         if problem is None and _inspects_body(scope["path"]):
-            body = await read_body(receive)
+            try:
+                body = await read_body(receive, MAX_INSPECTED_BODY_BYTES)
+            except BodyTooLarge:
+                return await _too_large(send)
             if body is None:
                 return None
-            problem = _body_problem(scope, body)
+            from starlette.concurrency import run_in_threadpool
+
+            problem = await run_in_threadpool(_body_problem, scope, body)  # off the event loop
             receive = replaying(body, receive)
             scope = dict(scope, headers=readings.read_as_json(scope["method"], list(headers), body))
         if problem is not None:
             return await refuse(send, problem)
         if scope["method"] == "POST" and scope["path"].endswith(otlp.PATH_SUFFIX):
-            body = await read_body(receive)
+            try:
+                body = await read_body(receive, MAX_INSPECTED_BODY_BYTES)
+            except BodyTooLarge:
+                return await _too_large(send)
             if body is None:
                 return None
             receive = replaying(body, receive)
-            why = await _otlp_problem(scope, body)
+            try:
+                why = await _otlp_problem(scope, body)
+            except otlp.TooLarge:
+                return await _too_large(send)
             if why is not None:
                 return await _respond(send, FORBIDDEN, json.dumps(
                     {"error_code": "PERMISSION_DENIED", "message": why}).encode(), "application/json")
         return await self.app(scope, receive, send)
+
+
+async def _too_large(send: Send) -> None:
+    message = (f"a request body of more than {MAX_INSPECTED_BODY_BYTES // (1024 * 1024)} MiB to MLflow's API: "
+               "send files through the artifact routes (mlflow-artifacts)")
+    await _respond(send, TOO_LARGE, json.dumps({"error_code": "INVALID_PARAMETER_VALUE", "message": message}).encode(),
+                   "application/json")
 
 
 def _message(problem: Optional[ids.Problem]) -> Optional[str]:
@@ -147,7 +197,9 @@ def _message(problem: Optional[ids.Problem]) -> Optional[str]:
 
 
 def _body_problem(scope: Scope, body: bytes) -> Optional[str]:
-    return (_message(ids.check_body(scope["path"], _header(scope, "content-type"), body))
+    content_type = _header(scope, "content-type")
+    form = ids.is_form(content_type) and readings.run_pairs_problem(ids.query_pairs(body), "the form body")
+    return (form or _message(ids.check_body(scope["path"], content_type, body))
             or readings.run_fields_problem(ids.parse_json_body(body)))
 
 
@@ -164,7 +216,8 @@ async def _otlp_problem(scope: Scope, body: bytes) -> Optional[str]:
     headers: dict[str, str] = {}
     for key, value in scope.get("headers", ()):  # the first copy, as MLflow reads it (repeats are refused)
         headers.setdefault(key.decode("latin-1").lower(), value.decode("latin-1"))
-    found = otlp.trace_ids(body, headers.get("content-type", ""), headers.get("content-encoding", ""))
+    found = await run_in_threadpool(otlp.trace_ids, body, headers.get("content-type", ""),
+                                    headers.get("content-encoding", ""), MAX_INSPECTED_BODY_BYTES)
     if found is None:
         return None  # not an OTLP request MLflow accepts: it refuses it with 400 itself
     return await run_in_threadpool(otlp.problem, headers, found, _tracking_store)

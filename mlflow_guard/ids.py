@@ -109,15 +109,22 @@ def parse_json_body(body: bytes) -> Any:
     return document
 
 
+def query_pairs(encoded: bytes) -> list[tuple[str, str]]:
+    """Werkzeug's reading of a query string or form body: `&`-separated, percent- and `+`-decoded,
+    every value of a repeated key."""
+    return parse_qsl(encoded.decode("latin-1"), keep_blank_values=True, encoding="utf-8", errors="replace")
+
+
+def is_form(content_type: str) -> bool:
+    return content_type.split(";")[0].strip().lower() == FORM_TYPE
+
+
 def check_query_string(query_string: bytes) -> Optional[Problem]:
-    """Werkzeug's reading: `&`-separated, percent- and `+`-decoded, every value of a repeated key."""
-    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True, encoding="utf-8", errors="replace")
-    return check_pairs(pairs, "the query string")
+    return check_pairs(query_pairs(query_string), "the query string")
 
 
 def check_form(body: bytes) -> Optional[Problem]:
-    pairs = parse_qsl(body.decode("latin-1"), keep_blank_values=True, encoding="utf-8", errors="replace")
-    return check_pairs(pairs, "the form body")
+    return check_pairs(query_pairs(body), "the form body")
 
 
 def check_header(headers: Iterable[tuple[bytes, bytes]]) -> Optional[Problem]:
@@ -221,7 +228,7 @@ def _variable_definitions(tree: Any) -> Iterator[Any]:
 def check_body(path: str, content_type: str, body: bytes) -> Optional[Problem]:
     """A request body, read as MLflow may read it: as a form when it says so, and as JSON whatever
     it says (the handlers read JSON with get_json(force=True))."""
-    if content_type.split(";")[0].strip().lower() == FORM_TYPE and (problem := check_form(body)):
+    if is_form(content_type) and (problem := check_form(body)):
         return problem
     document = parse_json_body(body)
     if document is None:

@@ -17,22 +17,50 @@ from typing import Any, Callable, Iterable, Optional
 from mlflow.tracing.utils.otlp import MLFLOW_EXPERIMENT_ID_HEADER, MLFLOW_RUN_ID_HEADER
 
 PATH_SUFFIX = "/v1/traces"
+DECOMPRESSED_ENCODINGS = {"gzip": 16 + 15, "deflate": 15}
+"""zlib window bits of the encodings MLflow's handler decompresses (deflate also raw: -15)."""
 
 
-def trace_ids(body: bytes, content_type: str, content_encoding: str) -> Optional[set[str]]:
+class TooLarge(Exception):
+    """The decompressed body would exceed the guard's limit (a few KB can inflate to gigabytes)."""
+
+
+def decompressed(body: bytes, content_encoding: str, limit: int) -> bytes:
+    """The body as MLflow's handler decompresses it, refused past `limit` bytes (TooLarge) instead
+    of inflated whole; ValueError for what MLflow cannot decompress either."""
+    import zlib
+
+    encoding = content_encoding.lower()
+    if encoding not in DECOMPRESSED_ENCODINGS:
+        raise ValueError(f"Content-Encoding {content_encoding!r}")
+    for wbits in (DECOMPRESSED_ENCODINGS[encoding], -15) if encoding == "deflate" else (DECOMPRESSED_ENCODINGS[encoding],):
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out = inflater.decompress(body, limit + 1)
+        except zlib.error:
+            continue
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise TooLarge()
+        return out
+    raise ValueError(f"not {encoding} data")
+
+
+def trace_ids(body: bytes, content_type: str, content_encoding: str, limit: int) -> Optional[set[str]]:
     """MLflow's trace ids of the spans in an OTLP export request, as the handler derives them; None
-    when the body is not one (MLflow refuses it itself)."""
+    when the body is not one (MLflow refuses it itself); TooLarge when it inflates past `limit`."""
     from google.protobuf.json_format import Parse
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     from mlflow.entities.span import Span
     from mlflow.server.otel_api import _convert_otlp_json_ids_to_base64
-    from mlflow.tracing.utils.otlp import decompress_otlp_body
 
     media_type = content_type.split(";")[0].strip()
+    if content_encoding:
+        try:
+            body = decompressed(body, content_encoding, limit)
+        except ValueError:
+            return None
     try:
-        if content_encoding:
-            body = decompress_otlp_body(body, content_encoding.lower())
         request = ExportTraceServiceRequest()
         if media_type == "application/json":
             Parse(_convert_otlp_json_ids_to_base64(body), request, ignore_unknown_fields=True)

@@ -8,8 +8,9 @@ auth app cannot authorize one object while the handler acts on another (review o
   (DELETE) or nothing, the handler reads the body as JSON whatever it says (get_json(force=True)).
   Such a request is passed on marked `Content-Type: application/json`, so the auth app reads the
   body the handler acts on (MLflow's own UI sends some DELETE bodies as text/plain).
-- A JSON body naming the run twice: the auth app reads `run_id` and falls back to `run_uuid`; the
-  handler's parser also takes `runId` for `run_id` and acts on `run_id or run_uuid`.
+- A request naming the run twice (JSON body, query string or form): the auth app reads `run_id` and
+  falls back to `run_uuid`; the handler's parser also takes `runId` for `run_id` and acts on
+  `run_id or run_uuid`, and upload-artifact writes to the query's `run_uuid` alone.
 """
 
 from __future__ import annotations
@@ -56,7 +57,18 @@ def run_fields_problem(document: Any) -> Optional[str]:
     """Every spelling of the run a JSON body uses must name the same run."""
     if not isinstance(document, dict):
         return None
-    named = {field: document[field] for field in RUN_FIELDS if document.get(field) not in (None, "")}
-    if len(set(map(str, named.values()))) > 1:
-        return f"the body names different runs in {', '.join(named)}: name the run once, as run_id"
+    return _one_run([(field, document[field]) for field in RUN_FIELDS if field in document], "the body")
+
+
+def run_pairs_problem(pairs: Iterable[tuple[str, str]], where: str) -> Optional[str]:
+    """The same for a query string or a form body (upload-artifact takes `run_uuid` and `run_id`
+    there: the auth app checked `run_id`, the handler wrote to `run_uuid`), every repeat included."""
+    return _one_run([(key, value) for key, value in pairs if key in RUN_FIELDS], where)
+
+
+def _one_run(named: list[tuple[str, Any]], where: str) -> Optional[str]:
+    runs = {str(value) for _, value in named if value not in (None, "")}
+    if len(runs) > 1:
+        fields = ", ".join(dict.fromkeys(field for field, _ in named))
+        return f"{where} names different runs in {fields}: name the run once, as run_id"
     return None

@@ -413,3 +413,37 @@ def test_otlp_headers_sent_twice_are_refused(auth_stack, variant, users, alices,
     with _as(variant, *users["alice"]) as alice:
         names = [item.name for item in alice.get_trace(trace_id).data.spans]
     assert names == ["alice-span"], names
+
+
+def test_an_upload_cannot_authorize_one_run_and_write_to_another(variant, users, alices, bobs):
+    """Reproduced: upload-artifact?run_id=<bob's run>&run_uuid=<alice's run>&path=notes.txt: the auth app
+    checked run_id, the handler overwrote alice's notes.txt (it writes to run_uuid)."""
+    response = requests.post(_url(variant, "/ajax-api/2.0/mlflow/upload-artifact"), data=b"OVERWRITTEN-BY-BOB",
+                             params={"run_id": bobs["run_id"], "run_uuid": alices["run_id"], "path": "notes.txt"},
+                             auth=users["bob"], timeout=30)
+    assert response.status_code == 400 and "names different runs" in response.text, response.text[:300]
+    with _as(variant, *users["alice"]) as alice:
+        assert alice.download_artifacts(alices["run_id"], "notes.txt") and NOTES == open(
+            alice.download_artifacts(alices["run_id"], "notes.txt")).read()
+
+
+def test_a_trace_pointed_at_someone_elses_trace_folder_is_not_read(auth_stack, variant, users, alices, bobs):
+    """Reproduced: bob tagged his own trace mlflow.artifactLocation=<alice's trace folder> and read her
+    spans through get-trace-artifact (the server reads with its own storage credentials)."""
+    import mlflow
+
+    alices_trace = _alices_trace(variant, users, alices["experiment_id"])
+    with _as(variant, *users["alice"]) as alice:
+        folder = alice.get_trace(alices_trace).info.tags["mlflow.artifactLocation"]
+    with _as(variant, *users["bob"]):
+        mlflow.set_experiment(experiment_id=bobs["experiment_id"])
+        with mlflow.start_span(name="bob-span") as span:
+            span.set_inputs({"mine": "bob"})
+        mlflow.flush_trace_async_logging()
+    tag = requests.patch(_url(variant, f"/api/2.0/mlflow/traces/{span.trace_id}/tags"), auth=users["bob"], timeout=30,
+                         json={"key": "mlflow.artifactLocation", "value": folder})
+    assert tag.status_code == 400 and "immutable" in tag.text, tag.text[:300]
+    for api in ("2.0", "3.0"):
+        own = requests.get(_url(variant, f"/ajax-api/{api}/mlflow/get-trace-artifact"), params={"request_id": span.trace_id},
+                           auth=users["bob"], timeout=30)
+        assert own.status_code == 200 and "alice" not in own.text, (api, own.status_code, own.text[:300])

@@ -256,18 +256,26 @@ def probes(variant: Variant, ids: dict[str, str], users: dict, routes: list[tabl
 def _body_tricks(route: table.Route, variant: Variant, path: str, ids: dict[str, str], auth) -> list[Probe]:
     """Requests the auth app could read differently from the handler (review of issue 29): alice's
     body sent as text/plain with bob's objects in the query (the auth app reads a DELETE's query
-    when its body is not JSON), the reverse (bob's objects in a JSON body, alice's in the query), and
-    a body naming bob's run as run_uuid and alice's as runId."""
-    if route.body is None or route.outcome not in table.REFUSED_OUTCOMES:
+    when its body is not JSON), the reverse (bob's objects in a JSON body, alice's in the query), a
+    body naming bob's run as run_uuid and alice's as runId, and a query naming alice's run beside bob's
+    under the other name (upload-artifact writes to run_uuid, the auth app checks run_id)."""
+    if route.outcome not in table.REFUSED_OUTCOMES:
         return []
-    url, body = f"{variant.tracking_uri}{path}", _fill(route.body, ids)
+    url = f"{variant.tracking_uri}{path}"
+    query = _fill(route.query or {}, ids)
+    made = [Probe(route, variant.name, url, f"{field} beside a decoy {decoy}", auth, {**query, decoy: ids["bob_run"]},
+                  _fill(route.body, ids), SECRET)
+            for field, decoy in (("run_uuid", "run_id"), ("run_id", "run_uuid")) if field in query]
+    if route.body is None:
+        return made
+    body = _fill(route.body, ids)
     decoys = _fill(route.body, {**ids, "exp": ids["bob_exp"], "run": ids["bob_run"], "model": ids["bob_model"]})
     query = {key: value for key, value in decoys.items() if isinstance(value, str)}
-    made = [Probe(route, variant.name, url, "text/plain body, decoy query", auth, query, None, SECRET,
-                  headers={"Content-Type": "text/plain"}, content=json.dumps(body).encode()),
-            Probe(route, variant.name, url, "decoy JSON body, A's query", auth,
-                  {key: value for key, value in body.items() if isinstance(value, str)}, decoys, SECRET,
-                  on_decoys=True)]
+    made += [Probe(route, variant.name, url, "text/plain body, decoy query", auth, query, None, SECRET,
+                   headers={"Content-Type": "text/plain"}, content=json.dumps(body).encode()),
+             Probe(route, variant.name, url, "decoy JSON body, A's query", auth,
+                   {key: value for key, value in body.items() if isinstance(value, str)}, decoys, SECRET,
+                   on_decoys=True)]
     if "run_id" in body:
         aliased = {**{key: value for key, value in body.items() if key != "run_id"},
                    "runId": body["run_id"], "run_uuid": ids["bob_run"]}

@@ -90,6 +90,10 @@ class _Recorder:
         await send({"type": "http.response.body", "body": b""})
 
 
+CREDENTIALS = (b"authorization", b"Basic Ym9iOnNlY3JldA==")
+"""Any credentials: the guard reads only bodies of requests that carry some (the auth app checks them)."""
+
+
 def _call(guard, path: str, body: bytes = b"", query: bytes = b"", headers=(), method: str = "POST",
           content_type: bytes = b"application/json"):
     chunks = [body[:3], body[3:]]
@@ -103,7 +107,7 @@ def _call(guard, path: str, body: bytes = b"", query: bytes = b"", headers=(), m
         sent.append(message)
 
     scope = {"type": "http", "method": method, "path": path, "query_string": query,
-             "headers": [(b"content-type", content_type)] * bool(content_type) + list(headers)}
+             "headers": [(b"content-type", content_type)] * bool(content_type) + list(headers or [CREDENTIALS])}
     _run(guard(scope, receive, send))
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
@@ -153,10 +157,10 @@ def test_a_body_naming_two_runs_is_refused(fields):
 def test_a_header_mlflow_reads_is_refused_when_sent_twice(header):
     """Review of issue 29: the guard's OTLP check read the last X-Mlflow-Experiment-Id, MLflow the first."""
     inner = _Recorder()
-    twice = [(header, b"2"), (header, b"1")]
+    twice = [CREDENTIALS, (header, b"2"), (header, b"1")] if header != b"authorization" else [(header, b"2"), (header, b"1")]
     status, answer = _call(asgi.Guard(inner), "/v1/traces", b"\x0a\x00", headers=twice, content_type=b"")
     assert status == 400 and "more than once" in json.loads(answer)["message"] and not inner.bodies
-    assert _call(asgi.Guard(inner), "/v1/traces", b"", headers=[(b"x-other", b"1"), (b"x-other", b"2")])[0] == 204
+    assert _call(asgi.Guard(inner), "/v1/traces", b"", headers=[CREDENTIALS, (b"x-other", b"1"), (b"x-other", b"2")])[0] == 204
 
 
 def test_artifact_uploads_stream_on_unread():
@@ -214,3 +218,63 @@ def test_mlflow_server_finds_the_guarded_apps_under_its_own_names(tmp_path):
                             env={"PYTHONPATH": launcher.image_python_path(tmp_path), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == str([("mlflow_guard.app:basic_auth", True), ("mlflow_guard.app:oidc_auth", True)])
+
+
+# --- what an anonymous or oversized request costs (round-2 review of issue 29) ----------------------
+
+class _FirstChunk:
+    """The inner app: records the first body message it receives (the guard replays a body it read
+    as one message; a body it left unread arrives in the client's own chunks)."""
+
+    def __init__(self):
+        self.first: list[bytes] = []
+
+    async def __call__(self, scope, receive, send):
+        self.first.append((await receive())["body"])
+        await send({"type": "http.response.start", "status": 401, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.mark.parametrize("path", ["/api/2.0/mlflow/runs/search", "/v1/traces"])
+def test_an_anonymous_body_goes_to_the_auth_app_unread(path):
+    """Reproduced: an anonymous 50 MB JSON body made a worker parse it (1 GB) and die, a 1 MB gzip on
+    /v1/traces inflated to 2 GB, both before the auth app answered 401."""
+    inner, body = _FirstChunk(), b"[" + b"[]," * 1000 + b"[]]"
+    assert _call(asgi.Guard(inner), path, body, headers=[(b"x-nothing", b"1")])[0] == 401
+    assert inner.first == [body[:3]], "the guard read the body of a request without credentials"
+
+
+def test_a_body_past_the_limit_is_answered_413_unparsed(monkeypatch):
+    monkeypatch.setattr(asgi, "MAX_INSPECTED_BODY_BYTES", 1000)
+    inner = _FirstChunk()
+    status, answer = _call(asgi.Guard(inner), "/api/2.0/mlflow/runs/search", b"[" + b"[]," * 400 + b"[]]")
+    assert status == 413 and "artifact routes" in json.loads(answer)["message"] and not inner.first
+    declared = [CREDENTIALS, (b"content-length", b"5000")]
+    assert _call(asgi.Guard(inner), "/api/2.0/mlflow/runs/search", b"{}", headers=declared)[0] == 413
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_an_otlp_body_that_inflates_past_the_limit_is_answered_413(monkeypatch, encoding):
+    import gzip
+    import zlib
+
+    monkeypatch.setattr(asgi, "MAX_INSPECTED_BODY_BYTES", 1 << 20)
+    bomb = (gzip.compress if encoding == "gzip" else zlib.compress)(b"\0" * (8 << 20))
+    inner = _FirstChunk()
+    status, _ = _call(asgi.Guard(inner), "/v1/traces", bomb, content_type=b"application/x-protobuf",
+                      headers=[CREDENTIALS, (b"content-encoding", encoding.encode())])
+    assert status == 413 and not inner.first and len(bomb) < 20_000
+
+
+@pytest.mark.parametrize("query", [b"run_id=bob&run_uuid=alice", b"run_uuid=alice&run_id=bob",
+                                   b"run_id=bob&run_id=alice"])
+def test_a_query_naming_two_runs_is_refused(query):
+    """Reproduced: upload-artifact?run_id=<bob's>&run_uuid=<alice's>: the auth app checked run_id,
+    the handler wrote alice's artifact (it reads run_uuid)."""
+    inner = _Recorder()
+    status, answer = _call(asgi.Guard(inner), "/ajax-api/2.0/mlflow/upload-artifact", b"payload", query)
+    assert status == 400 and "names different runs" in json.loads(answer)["message"] and not inner.bodies
+    assert _call(asgi.Guard(inner), "/ajax-api/2.0/mlflow/upload-artifact", b"x", b"run_uuid=bob&run_id=bob")[0] == 204
+    form = _call(asgi.Guard(inner), "/api/2.0/mlflow/runs/set-tag", b"run_id=bob&run_uuid=alice",
+                 content_type=b"application/x-www-form-urlencoded")
+    assert form[0] == 400

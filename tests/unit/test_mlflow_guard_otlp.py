@@ -75,7 +75,7 @@ def _send(body: bytes, content_type: str, headers: dict[str, str]) -> tuple[int,
     async def send(message):
         sent.append(message)
 
-    all_headers = {"content-type": content_type, **headers}
+    all_headers = {"content-type": content_type, "authorization": "Basic Ym9iOnNlY3JldA==", **headers}
     scope = {"type": "http", "method": "POST", "path": "/v1/traces", "query_string": b"",
              "headers": [(key.encode(), value.encode()) for key, value in all_headers.items()]}
     loop = asyncio.new_event_loop()  # not asyncio.run: the Pulumi tests after these use the main loop
@@ -114,3 +114,65 @@ def test_linking_to_a_run_of_another_experiment_is_refused(world):
 
 def test_a_body_mlflow_cannot_parse_is_left_to_mlflow(world):
     assert _send(b"not otlp", "application/json", {EXPERIMENT_HEADER: world["bob"]}) == (200, True)
+
+
+# --- a trace's data is read from its own folder only (mlflow_guard.traces; round-2 review) ----------
+
+@pytest.fixture
+def guarded_locations(monkeypatch):
+    """mlflow_guard.traces installed for one test (what it replaces is put back afterwards)."""
+    from mlflow.server import handlers
+    from mlflow.store.tracking import sqlalchemy_store
+
+    from mlflow_guard import traces
+
+    monkeypatch.setattr(handlers, "_HANDLER_BLOCKED_TRACE_TAGS", handlers._HANDLER_BLOCKED_TRACE_TAGS)
+    for module in (handlers, sqlalchemy_store):
+        for name in traces.LOCATION_READERS:
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, getattr(module, name))
+    traces.install()
+    return handlers
+
+
+def test_a_trace_tagged_with_another_traces_folder_is_not_read(world, guarded_locations):
+    """Reproduced on the rehearsal stack: bob set mlflow.artifactLocation of his own trace to alice's
+    trace folder and read her spans through get-trace-artifact."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.mlflow_tags import MLFLOW_ARTIFACT_LOCATION
+
+    handlers = guarded_locations
+    store = handlers._get_tracking_store()
+    alices = store.get_trace_info(world["trace"])
+    assert handlers._get_trace_artifact_repo(alices) is not None, "a trace's own folder is read"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(store.db_uri)
+    try:
+        mlflow.set_experiment(experiment_id=world["bob"])
+        with mlflow.start_span("bob-span") as span:
+            bobs_trace = span.trace_id
+    finally:
+        mlflow.set_tracking_uri(previous)
+        mlflow.tracking.fluent._active_experiment_id = None
+    store.set_trace_tag(bobs_trace, MLFLOW_ARTIFACT_LOCATION, alices.tags[MLFLOW_ARTIFACT_LOCATION])
+    with pytest.raises(MlflowException, match="not the trace's own folder") as refused:
+        handlers._get_trace_artifact_repo(store.get_trace_info(bobs_trace))
+    assert refused.value.error_code == "PERMISSION_DENIED"
+    with pytest.raises(MlflowException, match="immutable"):
+        handlers._validate_trace_tag_handler_mutation(MLFLOW_ARTIFACT_LOCATION, "set")
+    handlers._validate_trace_tag_handler_mutation("note", "set")  # other tags stay writable
+
+
+def test_an_archived_payload_is_read_only_from_its_own_trace_folder(world, guarded_locations):
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracing.constant import TraceTagKey
+
+    store = guarded_locations._get_tracking_store()
+    trace = store.get_trace_info(world["trace"])
+    own = f"s3://archive/{world['alice']}/traces/{trace.trace_id}/artifacts"
+    trace.tags[TraceTagKey.ARCHIVE_LOCATION] = own
+    assert guarded_locations.get_archive_uri_for_trace(trace) == own
+    trace.tags[TraceTagKey.ARCHIVE_LOCATION] = f"s3://archive/{world['bob']}/traces/tr-{'c' * 32}/artifacts"
+    with pytest.raises(MlflowException, match="not the trace's own folder"):
+        guarded_locations.get_archive_uri_for_trace(trace)
