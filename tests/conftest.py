@@ -32,6 +32,7 @@ MEASURED_SECONDS: dict[str, float] = {
     "tests/rehearsal/test_18_authz_bypasses.py": 265.0,
     "tests/rehearsal/test_20_backup_gc_safety.py": 255.0,
     "tests/rehearsal/test_11_rehearse_cli.py": 165.0,
+    "tests/rehearsal/test_22_authz_routes.py": 130.0,
     "tests/rehearsal/test_15_platform_faithful.py": 120.0,
     "tests/rehearsal/test_9_mlflow_auth.py": 95.0,
     "tests/rehearsal/test_16_gc_blob.py": 80.0,
