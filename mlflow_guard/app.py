@@ -22,7 +22,8 @@ def basic_auth() -> Guard:
 
     inner = create_app()
     traces.install()
-    hooks.install(flask_app, (hooks.traces_stay_in_their_experiment, hooks.administrators_only))
+    hooks.install(flask_app, (hooks.traces_stay_in_their_experiment, hooks.traces_start_in_their_own_experiment,
+                              hooks.administrators_only))
     return Guard(inner)
 
 
@@ -33,5 +34,5 @@ def oidc_auth() -> Guard:
     from mlflow_oidc_auth.app import app as inner
 
     traces.install()
-    hooks.install(flask_app, (hooks.traces_stay_in_their_experiment,))
+    hooks.install(flask_app, (hooks.traces_stay_in_their_experiment, hooks.traces_start_in_their_own_experiment))
     return Guard(inner)

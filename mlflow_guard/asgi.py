@@ -25,8 +25,10 @@ SCRAPE_HEADER_VALUE = "internal"
 METRICS_DIR_ENVS = ("prometheus_multiproc_dir", "PROMETHEUS_MULTIPROC_DIR")
 """Where `mlflow server --expose-prometheus` has its workers write their counters."""
 ARTIFACT_ROUTES = "/mlflow-artifacts/"
+UPLOAD_ARTIFACT_PATH = "/mlflow/upload-artifact"
 OTLP_TRACES_PATH = "/v1/traces"
-"""File transfers and OTLP protobuf are streamed on unread (their ids are in the path or a header)."""
+"""File transfers are streamed on unread (their ids are in the path or the query, which are
+checked); OTLP protobuf is read for its trace ids (otlp.py), JSON API bodies for their ids."""
 BAD_REQUEST = 400
 FORBIDDEN = 403
 TOO_LARGE = 413
@@ -35,7 +37,7 @@ MAX_INSPECTED_BODY_BYTES = 16 * 1024 * 1024
 the auth app has authenticated anyone: parsed JSON takes about 20 times its size. MLflow's own
 requests are far smaller (log-batch: 1,000 values); files go to the artifact routes, which are
 streamed on unread. Larger bodies are answered 413."""
-CREDENTIAL_HEADERS = ("authorization", "cookie")
+CREDENTIAL_HEADERS = ("authorization", "x-mlflow-authorization", "cookie")
 """A request without either is answered 401 by the auth app before anything reads its body, so the
 guard passes it on unread (nobody anonymous makes the guard buffer a body)."""
 
@@ -71,7 +73,7 @@ def render_metrics() -> tuple[bytes, str]:
 
 
 def _inspects_body(path: str) -> bool:
-    return ARTIFACT_ROUTES not in path and not path.endswith(OTLP_TRACES_PATH)
+    return ARTIFACT_ROUTES not in path and not path.endswith((OTLP_TRACES_PATH, UPLOAD_ARTIFACT_PATH))
 
 
 async def _respond(send: Send, status: int, body: bytes, content_type: str) -> None:

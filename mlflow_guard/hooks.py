@@ -8,6 +8,7 @@ from typing import Callable, Optional
 from flask import Flask, Response, request
 
 LINK_TRACES_TO_RUN = "/mlflow/traces/link-to-run"
+START_TRACE_V3 = "/3.0/mlflow/traces"
 _ROLES = "only an administrator reads roles; your own grants are at users/current/permissions"
 ADMIN_ROUTES = {
     ("GET", "/mlflow/users/list"): "only an administrator lists the users",
@@ -21,6 +22,7 @@ ADMIN_ROUTES = {
 role of its own (`__user_<id>__`) in workspace `default` and lets anyone holding a role there read
 every role there: every user would read every other user's grants (experiment ids, model names).
 demo/generate writes a demo experiment with runs, traces and prompts into the production stores."""
+BAD_REQUEST = 400
 FORBIDDEN = 403
 
 
@@ -54,6 +56,37 @@ def traces_stay_in_their_experiment() -> Optional[Response]:
     if elsewhere:
         return _forbidden(f"Permission denied: traces {elsewhere} are not in the run's experiment; "
                           "a trace is linked only to a run of its own experiment")
+    return None
+
+
+def traces_start_in_their_own_experiment() -> Optional[Response]:
+    """StartTraceV3 (`POST .../3.0/mlflow/traces`): MLflow's store merges a start for a trace id that
+    exists into that trace, moving it (and its spans) to the experiment the auth app checked: bob
+    took alice's trace into his experiment and read it (round-3 review). A trace id that exists
+    elsewhere is refused, as is one of another shape than MLflow's (traces.TRACE_ID), which would
+    name another trace's folder (`tr-<id>/`)."""
+    if request.method != "POST" or not _route().endswith(START_TRACE_V3):
+        return None
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.service_pb2 import StartTraceV3
+    from mlflow.server.handlers import _get_request_message, _get_tracking_store
+
+    from mlflow_guard.traces import TRACE_ID
+
+    try:
+        info = _get_request_message(StartTraceV3()).trace.trace_info
+    except MlflowException:
+        return None  # the handler answers with the same error
+    if not TRACE_ID.fullmatch(info.trace_id):
+        return Response(f"trace id {info.trace_id!r} is not of MLflow's shape (tr- and 32 hex digits)\n",
+                        status=BAD_REQUEST, mimetype="text/plain")
+    try:
+        existing = _get_tracking_store().get_trace_info(info.trace_id).experiment_id
+    except MlflowException:
+        return None  # a new trace
+    if existing != info.trace_location.mlflow_experiment.experiment_id:
+        return _forbidden(f"Permission denied: trace {info.trace_id} exists in another experiment; "
+                          "a trace is started only in its own experiment")
     return None
 
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
-READ_ONCE_HEADERS = frozenset({"authorization", "content-type", "content-encoding", "x-mlflow-experiment-id",
-                               "x-mlflow-run-id", "x-mlflow-workspace"})
+READ_ONCE_HEADERS = frozenset({"authorization", "x-mlflow-authorization", "content-type", "content-encoding",
+                               "x-mlflow-experiment-id", "x-mlflow-run-id", "x-mlflow-workspace"})
 """Headers the auth app or a handler reads a value from (MLflow 3.17.2: auth/__init__.py, otel_api.py,
-workspace_helpers.py)."""
+workspace_helpers.py; x-mlflow-authorization: the gateway routes' credentials)."""
 BODY_METHODS_READ_AS_JSON = frozenset({"DELETE", "PATCH"})
 """Methods whose body MLflow's handlers read as JSON without checking its Content-Type (POST and
 PUT are refused by the handlers themselves unless application/json)."""

@@ -7,13 +7,18 @@ trace folder and read her spans through get-trace-artifact. So: the tag cannot b
 through the tag routes (as MLflow already refuses for the archive tags), and whatever wrote it,
 the server reads trace data only from where its store puts it:
 `<experiment artifact location>/traces/<trace id>/artifacts`, and archived payloads only from
-`<archive root>/<experiment id>/traces/<trace id>/artifacts`.
+`<archive root>/<experiment id>/traces/<trace id>/artifacts`, for trace ids of MLflow's own shape.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
+TRACE_ID = re.compile(r"(?:tr-)?[0-9a-f]{32}")
+"""The trace ids MLflow makes: `tr-` and the OpenTelemetry trace id in hex (V3), or 32 hex digits
+(V2 request ids, in older databases). A client may send any string to StartTraceV3, and
+`tr-<someone's id>/` would join to someone else's folder."""
 LOCATION_READERS = ("get_artifact_uri_for_trace", "get_archive_uri_for_trace")
 """The functions MLflow 3.17.2 resolves a trace's storage location with, by the name each module
 that reads trace data imports them under."""
@@ -44,7 +49,8 @@ def _refused(trace_info: Any, location: str) -> Exception:
 def _checked_artifact_location(read: Callable[[Any], str]) -> Callable[[Any], str]:
     def checked(trace_info: Any) -> str:
         location = read(trace_info)
-        if location.rstrip("/") != expected_artifact_location(trace_info).rstrip("/"):
+        if (not TRACE_ID.fullmatch(_trace_id(trace_info))
+                or location.rstrip("/") != expected_artifact_location(trace_info).rstrip("/")):
             raise _refused(trace_info, location)
         return location
 
@@ -55,7 +61,7 @@ def _checked_archive_location(read: Callable[[Any], str]) -> Callable[[Any], str
     def checked(trace_info: Any) -> str:
         location = read(trace_info)
         own = f"/{trace_info.experiment_id}/traces/{_trace_id(trace_info)}/artifacts"
-        if not location.rstrip("/").endswith(own):
+        if not TRACE_ID.fullmatch(_trace_id(trace_info)) or not location.rstrip("/").endswith(own):
             raise _refused(trace_info, location)
         return location
 

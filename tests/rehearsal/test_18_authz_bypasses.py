@@ -447,3 +447,22 @@ def test_a_trace_pointed_at_someone_elses_trace_folder_is_not_read(auth_stack, v
         own = requests.get(_url(variant, f"/ajax-api/{api}/mlflow/get-trace-artifact"), params={"request_id": span.trace_id},
                            auth=users["bob"], timeout=30)
         assert own.status_code == 200 and "alice" not in own.text, (api, own.status_code, own.text[:300])
+
+
+def test_a_trace_cannot_be_started_over_someone_elses_trace(auth_stack, variant, users, alices, bobs):
+    """Reproduced: bob's StartTraceV3 with alice's trace id and his experiment moved her trace into his
+    experiment (MLflow's store merges a start for an existing id); he read her spans, she got 403."""
+    alices_trace = _alices_trace(variant, users, alices["experiment_id"])
+    url = _url(variant, "/api/3.0/mlflow/traces")
+
+    def start(trace_id: str) -> requests.Response:
+        location = {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": bobs["experiment_id"]}}
+        return requests.post(url, auth=users["bob"], timeout=30, json={"trace": {"trace_info": {
+            "trace_id": trace_id, "trace_location": location, "request_time": "2026-01-01T00:00:00Z", "state": "OK"}}})
+
+    taken = start(alices_trace)
+    assert taken.status_code == 403 and "another experiment" in taken.text, taken.text[:300]
+    assert start(alices_trace + "/").status_code == 400, "another spelling of her id (her folder, joined)"
+    with _as(variant, *users["alice"]) as alice:
+        assert alice.get_trace(alices_trace).info.experiment_id == alices["experiment_id"]
+    assert start("tr-" + secrets.token_hex(16)).status_code == 200, "a new trace of bob's own"

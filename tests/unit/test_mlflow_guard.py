@@ -278,3 +278,12 @@ def test_a_query_naming_two_runs_is_refused(query):
     form = _call(asgi.Guard(inner), "/api/2.0/mlflow/runs/set-tag", b"run_id=bob&run_uuid=alice",
                  content_type=b"application/x-www-form-urlencoded")
     assert form[0] == 400
+
+
+def test_upload_artifact_streams_on_unread_past_the_body_limit(monkeypatch):
+    """Round-3 review: a 17 MB upload-artifact got 413; its run is in the query, which is checked."""
+    monkeypatch.setattr(asgi, "MAX_INSPECTED_BODY_BYTES", 1000)
+    inner, payload = _FirstChunk(), b"\0" * 5000
+    assert _call(asgi.Guard(inner), "/ajax-api/2.0/mlflow/upload-artifact", payload, b"run_uuid=bob&path=f.bin",
+                 content_type=b"application/octet-stream")[0] == 401
+    assert inner.first == [payload[:3]], "read by the guard"

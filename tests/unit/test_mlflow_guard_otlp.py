@@ -176,3 +176,48 @@ def test_an_archived_payload_is_read_only_from_its_own_trace_folder(world, guard
     trace.tags[TraceTagKey.ARCHIVE_LOCATION] = f"s3://archive/{world['bob']}/traces/tr-{'c' * 32}/artifacts"
     with pytest.raises(MlflowException, match="not the trace's own folder"):
         guarded_locations.get_archive_uri_for_trace(trace)
+
+
+def _start_trace_answer(trace_id: str, experiment_id: str):
+    """hooks.traces_start_in_their_own_experiment on a StartTraceV3 request, as the server routes it."""
+    from mlflow.server import app as flask_app
+
+    from mlflow_guard import hooks
+
+    body = {"trace": {"trace_info": {"trace_id": trace_id, "request_time": "2026-01-01T00:00:00Z", "state": "OK",
+                                     "trace_location": {"type": "MLFLOW_EXPERIMENT",
+                                                        "mlflow_experiment": {"experiment_id": experiment_id}}}}}
+    with flask_app.test_request_context("/api/3.0/mlflow/traces", method="POST", json=body):
+        return hooks.traces_start_in_their_own_experiment()
+
+
+def test_a_trace_is_started_only_in_its_own_experiment(world):
+    """Reproduced (round-3 review): bob's StartTraceV3 naming alice's trace id and his experiment moved
+    her trace (and its spans) into his experiment; he read it, she no longer could."""
+    refused = _start_trace_answer(world["trace"], world["bob"])
+    assert refused is not None and refused.status_code == 403 and b"another experiment" in refused.data
+    assert _start_trace_answer(world["trace"], world["alice"]) is None, "the client's own repeat in its experiment"
+    assert _start_trace_answer("tr-" + "e" * 32, world["bob"]) is None, "a new trace"
+
+
+@pytest.mark.parametrize("trace_id", ["tr-" + "a" * 32 + "/", "tr-../1", "TR-" + "a" * 32, "tr-" + "a" * 31])
+def test_a_trace_id_of_another_shape_is_refused(world, trace_id):
+    """`tr-<alice's id>/` joined to alice's folder under an experiment whose artifact_location bob chose."""
+    refused = _start_trace_answer(trace_id, world["bob"])
+    assert refused is not None and refused.status_code == 400 and b"MLflow's shape" in refused.data
+
+
+def test_a_trace_of_another_id_shape_is_not_read_even_where_its_folder_matches(world, guarded_locations):
+    """A trace `tr-<alice's id>/` (written before the start check existed) in an experiment whose
+    artifact_location is alice's: its folder joins to hers, exactly as the store would compute it."""
+    import types
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.mlflow_tags import MLFLOW_ARTIFACT_LOCATION
+
+    store = guarded_locations._get_tracking_store()
+    alices = store.get_trace_info(world["trace"])
+    squatter = types.SimpleNamespace(trace_id=world["trace"] + "/", experiment_id=world["alice"],
+                                     tags={MLFLOW_ARTIFACT_LOCATION: alices.tags[MLFLOW_ARTIFACT_LOCATION]})
+    with pytest.raises(MlflowException, match="not the trace's own folder"):
+        guarded_locations.get_artifact_uri_for_trace(squatter)
