@@ -26,7 +26,7 @@ from typing import IO, Any, Mapping, Optional
 
 from ops import OpsError, RefusedError, mlflow_facts
 from ops.access import StackAccess, output_lines, psql, run, script_source
-from ops.objects import LAST_MODIFIED_HEADER, SHA256_HEADER
+from ops.objects import LAST_MODIFIED_HEADER, SHA256_HEADER, member_problem
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -196,13 +196,19 @@ class _HashingReader:
 
 def read_objects_tar(path: Path) -> tuple[list[ObjectEntry], str, int]:
     """(entries, sha256 of the file, its size): every member's data hashed and checked against the
-    sha256 its pax header carries. RefusedError on anything that is not such a tar."""
+    sha256 its pax header carries. RefusedError on anything that is not such a tar, and on a member
+    name that is no key below the destination (ops.objects.member_problem)."""
     entries: list[ObjectEntry] = []
+    seen: set[str] = set()
     with open(path, "rb") as handle:
         reader = _HashingReader(handle)
         try:
             with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
                 for member in tar:
+                    problem = member_problem(member.name, seen)
+                    if problem:
+                        raise RefusedError(f"{path}: member {member.name!r} {problem}: it is no object key below the "
+                                           "artifacts destination; nothing was changed")
                     source = tar.extractfile(member) if member.isreg() else None
                     if source is None:
                         raise RefusedError(f"{path}: member {member.name!r} is not a regular file")

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import subprocess
-from typing import Iterator
+from typing import Iterator, Optional
 
 from components.render import MAINTENANCE_LOCK_KEY
 from ops import OpsError, RefusedError
@@ -26,6 +27,9 @@ from ops.access import StackAccess, psql, start_process, stop_process
 LOCK_DATABASE = "postgres"
 """Never the tracking or auth database: restore renames those and terminates their sessions."""
 CLOSE_GRACE_SECONDS = 10.0
+CONFIRM_TIMEOUT_SECONDS = 30.0
+"""How long HeldLock.confirm waits for psql's answer (a one-row query): a session that does not
+answer (a network gone quiet, a psql that neither answers nor exits) counts as a lost lock."""
 
 _HOLDER_SQL = """\
 SELECT a.application_name, a.pid, to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
@@ -52,8 +56,11 @@ def describe_holder(access: StackAccess) -> str:
     return f"{name or 'an unnamed session'} (PostgreSQL backend pid {pid}, since {since})"
 
 
-def _read_answer(process: subprocess.Popen, what: str) -> str:
+def _read_answer(process: subprocess.Popen, what: str, timeout: Optional[float] = None) -> str:
+    """psql's "t" or "f"; OpsError when it answers anything else, exits, or (`timeout`) stays silent."""
     assert process.stdout is not None
+    if timeout is not None and not select.select([process.stdout], [], [], timeout)[0]:
+        raise OpsError(f"{what} failed: psql answered nothing within {timeout:.0f}s")
     line = process.stdout.readline().decode(errors="replace").strip()
     if line in ("t", "f"):
         return line
@@ -81,7 +88,7 @@ class HeldLock:
             assert self._process.stdin is not None
             self._process.stdin.write(sql.encode())
             self._process.stdin.flush()
-            held = _read_answer(self._process, "checking the maintenance lock") == "t"
+            held = _read_answer(self._process, "checking the maintenance lock", CONFIRM_TIMEOUT_SECONDS) == "t"
         except (OSError, OpsError):
             held = False
         if not held:

@@ -13,11 +13,13 @@ variables (AWS_*, MLFLOW_S3_ENDPOINT_URL). So: the standard library and boto3 on
                                                    sha256 matched; then (option) delete the rest
     list   s3://BUCKET[/PREFIX]                    one JSON line per object: {"key", "bytes"}
 
-Why a tar and not a directory tree: S3 keys are not paths. `a` and `a/b` can both be objects, keys
-may end in `/` or hold `//`, and a file system cannot hold them all; a pax tar keeps every key
-exactly (member name = the key below the destination, any length, UTF-8), in one file, streamed
-through a pipe without bind mounts or file ownership. Each member carries the object's sha256 and
-content type in pax headers of its own, so the tar checks itself.
+Why a tar and not a directory tree: S3 keys are not paths. `a` and `a/b` can both be objects, and a
+file system cannot hold them both; a pax tar keeps every key exactly (member name = the key below
+the destination, any length, UTF-8), in one file, streamed through a pipe without bind mounts or
+file ownership. Each member carries the object's sha256 and content type in pax headers of its own,
+so the tar checks itself. A member name that is no plain key below the destination (a leading `/`,
+an empty, `.` or `..` segment, the restore's quarantine, a duplicate) is refused (`member_problem`):
+MLflow writes no such key, and a crafted one would write beside or above the destination.
 
 The stack keeps serving while a backup reads: an object deleted between listing and reading (a gc,
 a user deleting a run's artifact) is recorded as vanished instead of aborting the copy; each member
@@ -71,6 +73,23 @@ def _client() -> Any:
 
 
 RESTORE_QUARANTINE = ".mlflow-restore-replaced/"  # ops.quarantine.QUARANTINE_SUFFIX
+
+
+def member_problem(name: str, seen: set) -> Optional[str]:
+    """Why `name` cannot be an objects.tar member (None: it can). Members are keys below the
+    destination as the export writes them: a leading `/`, an empty, `.` or `..` segment would write
+    beside or above the destination, a key under the restore's quarantine would overwrite the only
+    copy of what an earlier --replace kept, and a second member of one key would hide the first."""
+    if name.startswith("/"):
+        return "starts with /"
+    if any(segment in ("", ".", "..") for segment in name.split("/")):
+        return "has an empty, '.' or '..' path segment"
+    if (name + "/").startswith(RESTORE_QUARANTINE):
+        return f"lies under the restore's quarantine {RESTORE_QUARANTINE}"
+    if name in seen:
+        return "appears twice"
+    seen.add(name)
+    return None
 
 
 def _objects(client: Any, bucket: str, prefix: str) -> Iterator[dict]:
@@ -176,9 +195,13 @@ def import_(destination: str, source: IO[bytes], delete_others: bool) -> dict:
     bucket, prefix = split_destination(destination)
     transfer = TransferConfig(multipart_threshold=64 * 1024 * 1024, multipart_chunksize=64 * 1024 * 1024)
     written: set[str] = set()
+    seen: set = set()
     count = total = 0
     with tarfile.open(fileobj=source, mode="r|") as tar:
         for member in tar:
+            problem = member_problem(member.name, seen)
+            if problem:
+                raise ObjectsError(f"member {member.name!r} of the tar {problem}: refused")
             if not member.isreg():
                 raise ObjectsError(f"{member.name!r} in the tar is not a regular file")
             expected = member.pax_headers.get(SHA256_HEADER)

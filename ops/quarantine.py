@@ -5,16 +5,21 @@ key), sent as `python -c` source: `source()` prepends ops.objects' own source (O
 the S3 client and key listing are written once. Standard library and boto3 only; no
 `from __future__` import here, as this source follows that assignment.
 
-    move  s3://BUCKET[/PREFIX] STAMP   (stdin: JSON list of the keys to keep)
-          copy every object under the destination to the quarantine (STAMP/<key>), then delete the
-          ones not kept: what the backup holds is uploaded over the kept ones afterwards
-    list  s3://BUCKET[/PREFIX]          one JSON line per quarantine: {"stamp", "objects", "bytes"}
-    purge s3://BUCKET[/PREFIX]          delete every quarantine of the destination
+    copy     s3://BUCKET[/PREFIX] STAMP  copy (server side) every object under the destination to
+                                         the quarantine STAMP, deleting nothing: done before the
+                                         backup's upload overwrites any key
+    prune    s3://BUCKET[/PREFIX]        (stdin: JSON list of the backup's keys) after the swap,
+                                         delete the stack's objects the backup does not hold
+    put-back s3://BUCKET[/PREFIX] STAMP  a restore stopped before its swap: copy every quarantined
+                                         object whose bytes differ back over its key, then delete
+                                         the quarantine STAMP (the stack keeps its own bytes)
+    list     s3://BUCKET[/PREFIX]        {"quarantines": {stamp: [objects, bytes]}}
+    purge    s3://BUCKET[/PREFIX] STAMP  delete the quarantine STAMP
 
-The quarantine is a sibling of the destination's prefix (`<prefix>.mlflow-restore-replaced/`,
-outside what the server serves). A destination at the bucket's root has no sibling the server's
-bucket-scoped key may write: the quarantine is then `.mlflow-restore-replaced/` in the bucket, a key
-no MLflow artifact path starts with (they start with an experiment id), skipped by restore's checks.
+The quarantine lies inside the destination, `<prefix>/.mlflow-restore-replaced/<STAMP>/<key>`: the
+only place the server's scoped key may write (the bucket policy grants it `<prefix>/*`).
+ops.objects lists around it (it is not the stack's data, nor a backup's), Nginx's artifact
+allow-list never serves it, and objects.tar members under it are refused (ops.archive).
 """
 
 import json
@@ -92,10 +97,44 @@ def quarantines(objects, destination: str) -> dict:
     return found
 
 
-def purge(objects, destination: str) -> dict:
+def _stamp_keys(objects, client, bucket: str, prefix: str, stamp: str) -> list:
+    """(quarantined key, the key it was copied from) of every object of the quarantine `stamp`."""
+    root = f"{quarantine_root(prefix)}{stamp}/"
+    return [(listed["Key"], prefix + listed["Key"][len(root):]) for listed in objects._objects(client, bucket, root)]
+
+
+def put_back(objects, destination: str, stamp: str) -> dict:
+    """A restore stopped before its swap left the stack on its own databases while the backup's upload
+    may have overwritten keys both hold: each quarantined object whose key is missing or holds other
+    bytes (another ETag) is copied back, then the quarantine `stamp` is deleted (nothing is replaced).
+    Run again after a failure, it copies what still differs."""
     client = objects._client()
     bucket, prefix = objects.split_destination(destination)
-    keys = [listed["Key"] for listed in objects._objects(client, bucket, quarantine_root(prefix))]
+    kept = _stamp_keys(objects, client, bucket, prefix, stamp)
+    restored = 0
+    for quarantined, key in kept:
+        if _etag(client, bucket, key) != _etag(client, bucket, quarantined):
+            client.copy({"Bucket": bucket, "Key": quarantined}, bucket, key)
+            restored += 1
+    _delete(client, bucket, [quarantined for quarantined, _ in kept])
+    return {"put_back": restored, "kept": len(kept)}
+
+
+def _etag(client, bucket: str, key: str):
+    """The object's ETag (its content's md5 for a single-part upload); None when there is no such key."""
+    try:
+        return client.head_object(Bucket=bucket, Key=key)["ETag"]
+    except client.exceptions.ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+
+
+def purge(objects, destination: str, stamp: str) -> dict:
+    """Delete the quarantine `stamp` (restore decides which stamps may go: those whose swap happened)."""
+    client = objects._client()
+    bucket, prefix = objects.split_destination(destination)
+    keys = [quarantined for quarantined, _ in _stamp_keys(objects, client, bucket, prefix, stamp)]
     _delete(client, bucket, keys)
     return {"deleted": len(keys)}
 
@@ -119,10 +158,13 @@ def main(argv: list) -> int:
             result = prune(objects, argv[1], set(json.loads(sys.stdin.read() or "[]")))
         elif len(argv) == 2 and argv[0] == "list":
             result = {"quarantines": quarantines(objects, argv[1])}
-        elif len(argv) == 2 and argv[0] == "purge":
-            result = purge(objects, argv[1])
+        elif len(argv) == 3 and argv[0] == "put-back":
+            result = put_back(objects, argv[1], argv[2])
+        elif len(argv) == 3 and argv[0] == "purge":
+            result = purge(objects, argv[1], argv[2])
         else:
-            print("usage: quarantine copy DEST STAMP | prune DEST (keys to keep on stdin) | list DEST | purge DEST", file=sys.stderr)
+            print("usage: quarantine copy DEST STAMP | prune DEST (keys to keep on stdin) | put-back DEST STAMP | "
+                  "list DEST | purge DEST STAMP", file=sys.stderr)
             return 2
         print(json.dumps(result))
         return 0

@@ -1,5 +1,7 @@
 """`scripts/restore DIR [--replace] [--no-upgrade]`: put a backup (ops.backup) back into a stack.
 `scripts/restore --purge-replaced`: remove what earlier `--replace` runs kept.
+`scripts/restore --put-back STAMP`: give the stack its own objects back after a `--replace` that was
+killed before it replaced the databases.
 
 Everything that can refuse does so before the stack is touched: the manifest, each file's sha256,
 `pg_restore --list` of each dump, every object's sha256 in objects.tar, the dump's schema revision
@@ -13,16 +15,23 @@ backup or gc runs meanwhile.
 
 Then each database is restored into a scratch database beside it, while the server keeps serving
 (`pg_restore --single-transaction` as MLflow's own role), its rows per table must equal the
-manifest's, and the auth copy loses the permission rows of objects the tracking dump lacks (the two
-dumps are taken one after the other: a grant on an experiment created in between would otherwise
+manifest's, its schema revision must be the manifest's (read from the restored copy: the manifest
+is not trusted), and the auth copy loses the permission rows of objects the tracking dump lacks (the
+two dumps are taken one after the other: a grant on an experiment created in between would otherwise
 hand the restored sequence's next experiment to that user). Only then is the server stopped, the
-objects uploaded (with --replace the current ones are first copied to a quarantine, ops.quarantine),
-and every scratch database takes its database's name in ONE transaction: the stack's databases are
-all old or all new, whatever interrupts the restore. A replaced database is kept as
-`<name>__replaced_<UTC time>`. Then the schema upgrade (unless --no-upgrade) and the server starts.
+objects uploaded (with --replace the current ones are first copied to a quarantine, ops.quarantine:
+the upload overwrites the keys both hold), and every scratch database takes its database's name in
+ONE transaction: the stack's databases are all old or all new, whatever interrupts the restore. A
+replaced database is kept as `<name>__replaced_<UTC time>`. Then the schema upgrade (unless
+--no-upgrade) and the server starts.
+
 Every step can be interrupted and the restore run again: scratch databases are made afresh, a
 database left refusing connections is repaired at the start, the server is started after any
-successful run.
+successful run. A --replace stopped after the upload but before the swap would leave the old
+databases with some of the backup's bytes: a failure or interrupt copies the stack's bytes back from
+the quarantine first; after a SIGKILL (nothing runs) the next restore finds the quarantine whose
+`<name>__replaced_<stamp>` database does not exist and refuses, naming `--put-back STAMP`, and
+--purge-replaced keeps such a quarantine.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import argparse
 import datetime
 import hashlib
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -40,8 +50,8 @@ from typing import Callable, Optional
 from ops import OpsError, RefusedError, objects, quarantine
 from ops.access import hang_up_and_terminate_as_interrupt, BACKEND_URI_ENV, StackAccess, StackLayout, psql, run, script_source
 from ops.archive import (
-    EXTERNAL_OBJECTS_FILE,
-    DatabaseBackup, ImageFacts, Manifest, database_exists, file_sha256, foreign_owned, image_facts,
+    EXTERNAL_OBJECTS_FILE, REVISION_TABLES,
+    DatabaseBackup, ImageFacts, Manifest, database_exists, file_sha256, foreign_owned, headline_counts, image_facts,
     read_objects_tar, table_counts, user_data,
 )
 from ops.lock import HeldLock, maintenance_lock
@@ -52,6 +62,7 @@ _NAME_LIMIT = 63  # bytes of a PostgreSQL identifier
 SCRATCH_TAG = "__restoring"
 REPLACED_TAG = "__replaced_"
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+_STAMP_PATTERN = re.compile(r"\d{8}T\d{6}Z")
 _STAMP_LENGTH = len("20250101T000000Z")
 _HASH_LENGTH = 8
 _SWAP_ATTEMPTS = 3
@@ -60,6 +71,17 @@ _DEFAULT_ADMIN = "admin"  # components.config AuthConfig.admin_username's defaul
 
 def _stderr(message: str) -> None:
     print(f"restore: {message}", file=sys.stderr, flush=True)
+
+
+def _quietly(say: Say) -> Say:
+    """`say` for the paths after a failure: a closed terminal (OSError, e.g. EIO) must not replace the
+    error being raised, nor stop what still has to run (the server started again)."""
+    def said(message: str) -> None:
+        try:
+            say(message)
+        except OSError:
+            pass
+    return said
 
 
 # --- names (checked before anything changes) -----------------------------------------------------------
@@ -281,9 +303,10 @@ def repair_connections(access: StackAccess, names: list[str], say: Say) -> None:
 # --- the scratch copies -----------------------------------------------------------------------------------
 
 
-def _restore_into_scratch(access: StackAccess, path: Path, backup: DatabaseBackup, scratch: str, owner: str,
-                          say: Say) -> None:
-    """The dump in a new database `scratch`, owned by MLflow's role, verified against the manifest."""
+def _restore_into_scratch(access: StackAccess, path: Path, backup: DatabaseBackup, role: str, scratch: str,
+                          owner: str, say: Say) -> dict[str, int]:
+    """The dump in a new database `scratch`, owned by MLflow's role, verified against the manifest
+    (rows per table, schema revision read from the restored copy). Returns its rows per table."""
     _create_scratch(access, scratch, owner)
     say(f"restoring {path.name} into {scratch} (as role {owner})")
     with open(path, "rb") as dump:
@@ -300,6 +323,21 @@ def _restore_into_scratch(access: StackAccess, path: Path, backup: DatabaseBacku
     foreign = foreign_owned(access, scratch, owner)
     if foreign:
         raise OpsError(f"restored objects not owned by {owner}: {', '.join(foreign[:5])}")
+    restored = restored_revision(access, scratch, role, counts)
+    if restored != backup.schema_revision:
+        raise RefusedError(f"{path.name}: the manifest says schema revision {backup.schema_revision}, the dump holds "
+                           f"{restored}: the manifest was edited or belongs to another backup; the stack's databases "
+                           "were not changed")
+    return counts
+
+
+def restored_revision(access: StackAccess, database: str, role: str, counts: dict[str, int]) -> Optional[str]:
+    """The Alembic revision a restored database holds (None: no revision table, never migrated)."""
+    for table in REVISION_TABLES[role]:
+        if table in counts:
+            rows = psql(access, database, f'SELECT version_num FROM public."{table}";\n')
+            return rows[0][0] if len(rows) == 1 else f"{len(rows)} rows of {table}"
+    return None
 
 
 def _create_scratch(access: StackAccess, scratch: str, owner: str, template: Optional[str] = None) -> None:
@@ -438,6 +476,21 @@ class _Progress:
         return "run the restore again"
 
 
+@dataclass
+class _Swap:
+    """How far a --replace got towards the swap, for what a failure must undo (F1 of review 2)."""
+
+    stamp: str
+    stack_keys: set[str]
+    """the stack's objects before the restore (the quarantine's keys)"""
+    backup_keys: set[str]
+    """the backup's (what the upload writes)"""
+    quarantining: bool = False
+    """the copy to the quarantine began: the upload may overwrite keys after it"""
+    started: bool = False
+    done: bool = False
+
+
 def restore(access: StackAccess, directory: Path, *, replace: bool = False, upgrade: bool = True,
             other_stack: bool = False, say: Say = _stderr) -> Manifest:
     """Restore the backup in `directory` into the stack (see the module docstring). Returns its manifest."""
@@ -456,11 +509,11 @@ def restore(access: StackAccess, directory: Path, *, replace: bool = False, upgr
     targets = {"tracking": layout.database, "auth": layout.auth_database}
     plan = plan_names(targets, stamp)
     with maintenance_lock(access, "restore") as lock:
+        refuse_unswapped(access, layout)
         repair_connections(access, [*targets.values(), *(names.scratch for names in plan.values())], say)
-        _restore_locked(access, directory, manifest, layout, facts, plan, replace=replace, upgrade=upgrade,
-                        stamp=stamp, say=say, lock=lock)
+        counts = _restore_locked(access, directory, manifest, layout, facts, plan, replace=replace, upgrade=upgrade,
+                                 stamp=stamp, say=say, lock=lock)
     _say_outside_locations(manifest, directory, say)
-    counts = manifest.counts
     say(f"done in {time.monotonic() - started:.1f}s: {counts['experiments']} experiments, {counts['runs']} runs, "
         f"{counts['metrics']} metric values, {counts['registered_models']} models, {counts['model_versions']} model "
         f"versions, {counts['objects']} objects ({counts['bytes']} bytes) restored into {access.description}")
@@ -469,7 +522,9 @@ def restore(access: StackAccess, directory: Path, *, replace: bool = False, upgr
 
 def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, layout: StackLayout, facts: ImageFacts,
                     plan: dict[str, DatabaseNames], *, replace: bool, upgrade: bool, stamp: str, say: Say,
-                    lock: Optional[HeldLock] = None) -> None:
+                    lock: Optional[HeldLock] = None) -> dict[str, int]:
+    """The restore under the maintenance lock. Returns the headline counts of what was restored (rows
+    counted in the restored tracking database, the objects checked in objects.tar)."""
     s3_env = layout.s3_env(access)
     found = target_data(access, layout, s3_env)
     if found and not replace:
@@ -483,10 +538,12 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
     # restore costs no downtime and changes nothing.
     restoring = [role for role in plan if role in manifest.databases]
     scratches = [plan[role].scratch for role in plan]
+    restored: dict[str, dict[str, int]] = {}
     try:
         for role in restoring:
             backup = manifest.databases[role]
-            _restore_into_scratch(access, directory / backup.file, backup, plan[role].scratch, layout.owner, say)
+            restored[role] = _restore_into_scratch(access, directory / backup.file, backup, role, plan[role].scratch,
+                                                   layout.owner, say)
         if "auth" in restoring:
             _report_pruned(prune_permissions(access, plan["auth"].scratch, plan["tracking"].scratch),
                            "for objects the backup's tracking dump does not hold (created between the two dumps)", say)
@@ -495,51 +552,107 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
         if isinstance(error, OpsError) and not isinstance(error, RefusedError):
             raise OpsError(f"{error}. The stack's databases were not changed") from error
         raise
+    revision = manifest.databases["tracking"].schema_revision  # the restored copy's, checked just above
 
     progress = _Progress()
     say("stopping the MLflow server")
     was_running = access.stop_server()
-    succeeded = started_ok = False
+    state = _Swap(stamp, set(found.objects), {entry.key for entry in manifest.objects.entries})
+    started_ok = False
     try:
         if not replace:  # nobody wrote meanwhile (the check above ran while the server served)
             _refuse_non_empty(access, layout, s3_env)
         swapping = [plan[role] for role in restoring]
         if "auth" not in restoring and found.auth and database_exists(access, layout.auth_database):
             swapping.append(_cleared_auth_copy(access, layout, plan["auth"], say))
-        # --replace: every object of the stack copied to the quarantine first (the backup's upload may
-        # overwrite keys); then the backup's objects beside the stack's, which the old databases still
-        # use; the databases in one swap; only then the stack's objects the backup lacks deleted (each
-        # already in the quarantine).
+        # --replace: every object of the stack copied to the quarantine first (the upload overwrites the
+        # keys both hold; a failure before the swap copies the stack's bytes back); the databases in one
+        # swap; only then the stack's objects the backup lacks deleted (each already in the quarantine).
         if replace:
+            state.quarantining = True
             _quarantine_copy(access, layout, s3_env, stamp=stamp, progress=progress, say=say)
         _upload_objects(access, directory, manifest, layout, s3_env, progress=progress, say=say)
         say(f"replacing database {', '.join(names.target for names in swapping)}")
         if lock is not None:  # a PostgreSQL restart during the upload released it: a gc may be reading
             lock.confirm("replacing the databases")
+        state.started = True
         replaced = swap(access, swapping)
+        state.done = True
         if not replace:  # they held nothing a fresh deployment does not (checked with the server stopped)
             _drop_quietly(access, replaced)
             replaced = []
-        progress.changed.append("the databases hold the backup" + (
-            f" (the replaced ones are kept as {', '.join(replaced)})" if replaced else ""))
+        progress.changed = ["the databases hold the backup" + (
+            f" (the replaced ones are kept as {', '.join(replaced)})" if replaced else "")]
         if replace:
             _prune_others(access, manifest, layout, s3_env, progress=progress, say=say)
         _check_objects(access, manifest, layout, s3_env)
-        started_ok = _upgrade(access, manifest, facts, layout, upgrade, say)
-        succeeded = True
+        started_ok = _upgrade(access, manifest, revision, facts, layout, upgrade, say)
     except BaseException as error:
-        _drop_quietly(access, scratches)  # the ones not renamed (the swap renamed all or none)
+        _after_failure(access, layout, s3_env, plan, state, progress, was_running, say)
         if isinstance(error, OpsError) and not isinstance(error, RefusedError):
             raise OpsError(f"{error}. {progress.describe()}; {progress.rerun(replace)}") from error
         if not isinstance(error, OpsError):
-            say(f"interrupted: {progress.describe()}; {progress.rerun(replace)}")
+            _quietly(say)(f"interrupted: {progress.describe()}; {progress.rerun(replace)}")
         raise
-    finally:
-        _start_after(access, succeeded and started_ok, was_running and not succeeded, say)
     if not started_ok:
-        say(f"the MLflow server was left stopped: the restored schema ({manifest.schema_revision}) is older than its "
+        say(f"the MLflow server was left stopped: the restored schema ({revision}) is older than its "
             f"MLflow {facts.mlflow_version}'s; deploy MLflow {manifest.mlflow_version} (mlflow:mlflowVersion, pulumi "
             "up), which starts it")
+        return headline_counts(restored["tracking"], manifest.objects.entries)
+    say("starting the MLflow server")
+    access.start_server()
+    return headline_counts(restored["tracking"], manifest.objects.entries)
+
+
+def _after_failure(access: StackAccess, layout: StackLayout, s3_env: dict[str, str], plan: dict[str, DatabaseNames],
+                   state: _Swap, progress: _Progress, was_running: bool, say: Say) -> None:
+    """A failed or interrupted restore, once the server was stopped: the scratch databases not renamed
+    dropped, the stack's own bytes put back when the swap did not happen, the server started again if
+    it was running; only then is anything said (a closed terminal must not leave it stopped)."""
+    _drop_quietly(access, [names.scratch for names in plan.values()])  # the swap renamed all or none
+    if state.quarantining and not state.done:
+        progress.changed = [_undo_upload(access, layout, s3_env, plan, state)]
+    started = _start_again(access) if was_running else None
+    if started:
+        _quietly(say)(started)
+
+
+def _undo_upload(access: StackAccess, layout: StackLayout, s3_env: dict[str, str], plan: dict[str, DatabaseNames],
+                 state: _Swap) -> str:
+    """The stack still runs on its own databases (the swap did not happen): the keys the upload
+    overwrote get the stack's bytes back from the quarantine. Returns what is true afterwards."""
+    destination = layout.artifacts_destination
+    if state.started:
+        try:
+            swapped = stamp_swapped(access, layout, state.stamp)
+        except OpsError as error:
+            return (f"the objects under {destination} were copied to the quarantine {state.stamp} and the backup's "
+                    f"uploaded over them, and whether the databases were replaced could not be read ({error}): "
+                    "the next restore checks it and says what to do")
+        if swapped:
+            return (f"the databases hold the backup (the replaced ones are kept as <name>{REPLACED_TAG}{state.stamp}); "
+                    f"the stack's objects the backup does not hold are still under {destination}")
+    try:
+        result = put_back_objects(access, layout, s3_env, state.stamp)
+    except BaseException as error:  # noqa: BLE001 - said, and the restore's own error is the one raised
+        return (f"the databases were not replaced, but the backup's objects were uploaded over the stack's and "
+                f"putting the stack's bytes back failed ({error or type(error).__name__}): run "
+                f"scripts/restore --put-back {state.stamp}")
+    new = len(state.backup_keys - state.stack_keys)
+    return (f"the databases were not replaced (the stack keeps its own); {result['put_back']} objects the "
+            f"backup's upload had overwritten got the stack's bytes back from the quarantine, which was then "
+            f"removed" + (f"; up to {new} objects of the backup the stack did not hold are left under {destination}"
+                          if new else ""))
+
+
+def _start_again(access: StackAccess) -> str:
+    """After a failure the server starts again before anything is said; a failure of that start does
+    not hide the restore's own error."""
+    try:
+        access.start_server()
+    except Exception as error:  # noqa: BLE001 - the restore's own error is the one raised
+        return f"starting the MLflow server failed too: {error}"
+    return "started the MLflow server again"
 
 
 def _say_outside_locations(manifest: Manifest, directory: Path, say: Say) -> None:
@@ -550,21 +663,6 @@ def _say_outside_locations(manifest: Manifest, directory: Path, say: Say) -> Non
         say(f"NOT restored: {len(outside)} artifact locations outside the artifacts destination "
             f"({copied} of them copied into {directory / EXTERNAL_OBJECTS_FILE}: put those back by hand, "
             f"README \"Backup and restore\"), e.g. {outside[0].kind} {outside[0].id} at {outside[0].location}")
-
-
-def _start_after(access: StackAccess, succeeded: bool, restart: bool, say: Say) -> None:
-    """After a success the server starts, also when an earlier interrupted run left it stopped; after a
-    failure it starts again if it was running, and a failure of that start does not hide the first error."""
-    if succeeded:
-        say("starting the MLflow server")
-        access.start_server()
-        return
-    if restart:
-        say("starting the MLflow server again")
-        try:
-            access.start_server()
-        except Exception as error:  # noqa: BLE001 - the restore's own error is the one raised
-            say(f"starting the MLflow server failed too: {error}")
 
 
 def _report_pruned(pruned: dict[str, int], why: str, say: Say) -> None:
@@ -587,14 +685,18 @@ def _cleared_auth_copy(access: StackAccess, layout: StackLayout, names: Database
 
 def _upload_objects(access: StackAccess, directory: Path, manifest: Manifest, layout: StackLayout,
                     s3_env: dict[str, str], *, progress: _Progress, say: Say) -> None:
-    """The backup's objects, uploaded beside the stack's (nothing of the stack's is deleted here)."""
+    """The backup's objects uploaded: over the stack's keys it also holds (with --replace their bytes
+    are in the quarantine), beside the rest (nothing of the stack's is deleted here)."""
     destination = layout.artifacts_destination
-    say(f"uploading {manifest.counts['objects']} objects ({manifest.counts['bytes']} bytes) to {destination}")
-    progress.changed.append(f"objects of the backup were being uploaded to {destination}, beside the stack's")
+    entries = manifest.objects.entries  # checked against objects.tar by check_backup
+    say(f"uploading {len(entries)} objects ({sum(entry.bytes for entry in entries)} bytes) to {destination}")
+    progress.changed.append(f"objects of the backup were being uploaded to {destination} (over the stack's keys "
+                            "it also holds)")
     with open(directory / manifest.objects.file, "rb") as tar:
         run(access.python_command(["-c", script_source(objects.__file__), "import", destination], s3_env),
             f"uploading the objects to {destination}", stdin=tar)
-    progress.changed[-1] = f"the backup's objects were uploaded to {destination}, beside the stack's"
+    progress.changed[-1] = (f"the backup's objects were uploaded to {destination} (over the stack's keys it also "
+                            "holds)")
 
 
 def _quarantine_copy(access: StackAccess, layout: StackLayout, s3_env: dict[str, str], *, stamp: str,
@@ -647,21 +749,21 @@ def _quarantine_uri(destination: str, stamp: str) -> str:
     return f"s3://{bucket}/{quarantine.quarantine_root(prefix)}{stamp}/"
 
 
-def _upgrade(access: StackAccess, manifest: Manifest, facts: ImageFacts, layout: StackLayout, upgrade: bool,
-             say: Say) -> bool:
+def _upgrade(access: StackAccess, manifest: Manifest, revision: Optional[str], facts: ImageFacts, layout: StackLayout,
+             upgrade: bool, say: Say) -> bool:
     """The deployment's own steps, as `pulumi up` runs them before the server: the schema upgrade when
     the backup's revision is older than the server's; the auth app's upgrade (which also gives the
     admin the deployed password, mode mlflow) when an auth database was restored. Without `upgrade`
     (rolling back to the image that wrote the backup) neither runs. True when the server can start:
-    the tracking schema is at its image's head."""
+    the tracking schema is at its image's head. `revision`: the one the restored database holds."""
     from components import render
 
-    at_head = manifest.schema_revision == facts.head("tracking")
+    at_head = revision == facts.head("tracking")
     if not upgrade:
-        say("--no-upgrade: the schema stays at the backup's revision " + str(manifest.schema_revision))
+        say("--no-upgrade: the schema stays at the backup's revision " + str(revision))
         return at_head
     if not at_head:
-        say(f"upgrading the schema from {manifest.schema_revision} to {facts.head('tracking')}")
+        say(f"upgrading the schema from {revision} to {facts.head('tracking')}")
         run(access.python_command(["-c", render.SCHEMA_UPGRADE_SCRIPT],
                                   {BACKEND_URI_ENV: layout.backend_uri, "PYTHONUNBUFFERED": "1"}),
             "the schema upgrade (mlflow db upgrade)")
@@ -678,25 +780,109 @@ def _upgrade(access: StackAccess, manifest: Manifest, facts: ImageFacts, layout:
     return True
 
 
+# --- the quarantines of --replace runs ------------------------------------------------------------------
+
+
+def _quarantines(access: StackAccess, layout: StackLayout) -> dict[str, list[int]]:
+    """stamp -> [objects, bytes] of each quarantine under the stack's artifacts destination."""
+    out = run(access.python_command(["-c", quarantine.source(), "list", layout.artifacts_destination],
+                                    layout.s3_env(access)), "listing the quarantines of earlier restores")
+    return json.loads(out.decode().strip().splitlines()[-1])["quarantines"]
+
+
+def _database_names(access: StackAccess) -> set[str]:
+    return {row[0] for row in psql(access, "postgres", "SELECT datname FROM pg_database;\n")}
+
+
+def _swapped(layout: StackLayout, stamp: str, databases: set[str]) -> bool:
+    """The restore of `stamp` replaced the databases: a `<name>__replaced_<stamp>` database exists."""
+    return any(_beside(name, REPLACED_TAG + stamp) in databases for name in (layout.database, layout.auth_database))
+
+
+def stamp_swapped(access: StackAccess, layout: StackLayout, stamp: str) -> bool:
+    return _swapped(layout, stamp, _database_names(access))
+
+
+def unswapped(access: StackAccess, layout: StackLayout) -> dict[str, list[int]]:
+    """The quarantines whose restore never replaced the databases (killed between its upload and its
+    swap): the stack runs on its own databases while keys it shares with that backup may hold the
+    backup's bytes; the stack's are in the quarantine."""
+    found = _quarantines(access, layout)
+    databases = _database_names(access) if found else set()
+    return {stamp: size for stamp, size in found.items() if not _swapped(layout, stamp, databases)}
+
+
+def _put_back_hint(access: StackAccess, layout: StackLayout, stamp: str, size: list[int]) -> str:
+    return (f"a restore --replace (quarantine {_quarantine_uri(layout.artifacts_destination, stamp)}, {size[0]} "
+            f"objects) stopped before it replaced the databases: {access.description} runs on its own databases, "
+            f"but keys it shares with that backup may hold the backup's bytes. Put the stack's bytes back first: "
+            f"scripts/restore --put-back {stamp}")
+
+
+def refuse_unswapped(access: StackAccess, layout: StackLayout) -> None:
+    """RefusedError naming the command that puts the stack's bytes back, before anything changes."""
+    for stamp, size in sorted(unswapped(access, layout).items()):
+        raise RefusedError(f"{_put_back_hint(access, layout, stamp, size)}, then run this again; nothing was changed")
+
+
+def put_back_objects(access: StackAccess, layout: StackLayout, s3_env: dict[str, str], stamp: str) -> dict[str, int]:
+    """ops.quarantine put-back: the quarantined objects whose key now holds other bytes copied back,
+    then the quarantine `stamp` deleted."""
+    out = run(access.python_command(["-c", quarantine.source(), "put-back", layout.artifacts_destination, stamp],
+                                    s3_env), f"putting the stack's objects back from the quarantine {stamp}")
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def put_back(access: StackAccess, stamp: str, *, say: Say = _stderr) -> dict[str, int]:
+    """`--put-back STAMP`: after a --replace killed before its swap, the stack gets its own bytes back
+    (the quarantine `stamp` holds them) and the quarantine is removed."""
+    if not _STAMP_PATTERN.fullmatch(stamp):
+        raise RefusedError(f"{stamp!r} is not a restore's stamp (like 20250101T000000Z); nothing was changed")
+    layout = StackLayout.read(access)
+    with maintenance_lock(access, "restore"):
+        if stamp_swapped(access, layout, stamp):
+            raise RefusedError(f"the restore of {stamp} replaced the databases (<name>{REPLACED_TAG}{stamp} exists): "
+                               f"{access.description} runs on the backup's, whose objects are in place; its "
+                               "quarantine holds what was replaced (scripts/restore --purge-replaced removes it). "
+                               "Nothing was changed")
+        if stamp not in _quarantines(access, layout):
+            raise RefusedError(f"no quarantine {_quarantine_uri(layout.artifacts_destination, stamp)}: nothing to put "
+                               "back; nothing was changed")
+        result = put_back_objects(access, layout, layout.s3_env(access), stamp)
+    say(f"put the stack's bytes back into {result['put_back']} objects the restore of {stamp} had overwritten (of "
+        f"{result['kept']} it had quarantined) and removed its quarantine; the backup's objects the stack did not "
+        f"hold are left under {layout.artifacts_destination}")
+    return result
+
+
 # --- what --replace kept --------------------------------------------------------------------------------
 
 
 def purge_replaced(access: StackAccess, *, say: Say = _stderr) -> dict[str, int]:
-    """Drop the databases `--replace` kept (`<name>__replaced_<stamp>`) and delete its quarantined objects."""
+    """Drop the databases `--replace` kept (`<name>__replaced_<stamp>`) and delete its quarantined
+    objects; a quarantine whose restore never replaced the databases is kept (it holds the stack's
+    only copy of the keys that restore's upload overwrote) and named."""
     layout = StackLayout.read(access)
     prefixes = [replaced_prefix(name) for name in (layout.database, layout.auth_database)]
+    env = layout.s3_env(access)
     with maintenance_lock(access, "restore"):
-        names = [row[0] for row in psql(access, "postgres", "SELECT datname FROM pg_database ORDER BY 1;\n")]
+        names = sorted(_database_names(access))
         doomed = [name for name in names if any(name.startswith(prefix) and len(name) == len(prefix) + _STAMP_LENGTH
                                                 for prefix in prefixes)]
+        deleted = 0
+        for stamp, size in sorted(_quarantines(access, layout).items()):
+            if not _swapped(layout, stamp, set(names)):
+                say(f"kept: {_put_back_hint(access, layout, stamp, size)}")
+                continue
+            # objects first: a purge stopped in between leaves a database without quarantine, never the reverse
+            out = run(access.python_command(["-c", quarantine.source(), "purge", layout.artifacts_destination, stamp],
+                                            env), f"deleting the quarantined objects of {stamp}")
+            deleted += int(json.loads(out.decode().strip().splitlines()[-1])["deleted"])
+        say(f"deleted {deleted} quarantined objects of {layout.artifacts_destination}")
         for name in doomed:
             psql(access, "postgres", 'DROP DATABASE :"name" WITH (FORCE);\n', variables={"name": name},
                  what=f"dropping the replaced database {name}")
             say(f"dropped database {name}")
-        out = run(access.python_command(["-c", quarantine.source(), "purge", layout.artifacts_destination],
-                                        layout.s3_env(access)), "deleting the quarantined objects")
-        deleted = int(json.loads(out.decode().strip().splitlines()[-1])["deleted"])
-        say(f"deleted {deleted} quarantined objects of {layout.artifacts_destination}")
     return {"databases": len(doomed), "objects": deleted}
 
 
@@ -716,11 +902,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="accept a backup whose manifest names another stack or artifacts destination")
     parser.add_argument("--purge-replaced", action="store_true",
                         help="drop the databases and delete the objects earlier --replace runs kept (no DIR)")
+    parser.add_argument("--put-back", metavar="STAMP",
+                        help="after a --replace killed before it replaced the databases: put the stack's own bytes "
+                             "back from the quarantine STAMP (the refusal of the next restore names it; no DIR)")
     parser.add_argument("--prefix", default="mlflow-local",
                         help="the stack's Docker name prefix, <instance>-<stack> (default: mlflow-local)")
     args = parser.parse_args(argv)
-    if (args.directory is None) != args.purge_replaced:
-        parser.error("give DIR to restore, or --purge-replaced alone")
+    if [args.directory is not None, args.purge_replaced, args.put_back is not None].count(True) != 1:
+        parser.error("give DIR to restore, or --purge-replaced alone, or --put-back STAMP alone")
     hang_up_and_terminate_as_interrupt()
     try:
         from ops.local_stack import LocalAccess
@@ -728,18 +917,21 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.purge_replaced:
             purge_replaced(LocalAccess.find(args.prefix))
             return 0
+        if args.put_back is not None:
+            put_back(LocalAccess.find(args.prefix), args.put_back)
+            return 0
         Manifest.load(args.directory)  # refuse before looking for Docker
         restore(LocalAccess.find(args.prefix), args.directory, replace=args.replace, upgrade=not args.no_upgrade,
                 other_stack=args.from_other_stack)
         return 0
     except OpsError as error:
-        _stderr(str(error))
+        _quietly(_stderr)(str(error))
         return error.exit_code
-    except OSError as error:  # a full disk or an unreadable file: what changed was said before
-        _stderr(f"stopped: {error}")
+    except OSError as error:  # a full disk, an unreadable file, a closed terminal: what changed was said before
+        _quietly(_stderr)(f"stopped: {error}")
         return 1
     except KeyboardInterrupt:
-        _stderr("interrupted")
+        _quietly(_stderr)("interrupted")
         return 130
 
 

@@ -221,10 +221,10 @@ def test_no_upgrade_runs_no_step_and_says_the_server_stays_stopped(tmp_path):
     facts = ImageFacts("3.17.2", {"tracking": {"revisions": ["old", "new"], "heads": ["new"]}})
     layout = StackLayout("mlflow", "mlflow", "postgresql://mlflow@db/mlflow", "s3://b/", "basic-auth")
     said: list[str] = []
-    assert _upgrade(_NoCommands(), manifest, facts, layout, False, said.append) is False
+    assert _upgrade(_NoCommands(), manifest, "old", facts, layout, False, said.append) is False
     assert said == ["--no-upgrade: the schema stays at the backup's revision old"]
     with pytest.raises(AssertionError, match="a command ran"):
-        _upgrade(_NoCommands(), manifest, facts, layout, True, said.append)
+        _upgrade(_NoCommands(), manifest, "old", facts, layout, True, said.append)
 
 
 def test_a_lock_lost_to_a_postgresql_restart_is_noticed_before_the_swap(access, postgres_cluster):

@@ -193,7 +193,7 @@ def _run_tool(spec: Mapping[str, Any], access: ControlledAccess) -> int:
     from ops import local_stack
 
     local_stack.LocalAccess.find = classmethod(lambda cls, prefix=None: access)  # type: ignore[assignment,method-assign]
-    argv = [spec["directory"], *(["--replace"] if spec.get("replace") else [])]
+    argv = spec.get("argv") or [spec["directory"], *(["--replace"] if spec.get("replace") else [])]
     return int(importlib.import_module(f"ops.{spec['tool']}").main(argv))
 
 
@@ -255,10 +255,14 @@ class Harness:
 
     def run(self, tool: str, directory: Path, plan: Plan = always_go, *, replace: bool = False,
             observe: Optional[Callable[[], Any]] = None, disk: Optional[TinyDisk] = None,
-            then: Optional[Callable[["ChildRun", Outcome], None]] = None) -> Outcome:
+            then: Optional[Callable[["ChildRun", Outcome], None]] = None,
+            argv: Optional[Sequence[str]] = None) -> Outcome:
         """Run `tool` (backup or restore) once under `plan`. `then(child, outcome)` runs while the
-        child still waits after its run (its directory readable, `child.again()` reruns it)."""
+        child still waits after its run (its directory readable, `child.again()` reruns it). `argv`:
+        the tool's arguments instead of DIR [--replace] (e.g. `--put-back STAMP`)."""
         spec = self.spec(tool, directory, replace)
+        if argv is not None:
+            spec["argv"] = list(argv)
         argv = [sys.executable, "-m", "tests.rehearsal.interrupt"]
         if disk is not None:
             spec["filler"] = {"path": str(disk.mountpoint / ".filler"), "bytes": disk.filler}

@@ -38,18 +38,44 @@ from ops.access import Command, StackLayout
 from ops.archive import DUMP_FILES, MANIFEST, OBJECTS_FILE, Manifest, file_sha256, table_counts
 from ops.backup import backup
 from ops.lock import maintenance_lock
-from ops.restore import purge_replaced, restore
+from ops.restore import REPLACED_TAG, purge_replaced, put_back, restore
 from rehearsal.launcher import RehearsalStack, Variant, base_env, run_schema_upgrade
 from tests.rehearsal.conftest import mlflow_client_for, running_stack
 
 BINARY_BYTES = 4 * 1024 * 1024
 
 
+_PIPES = r"""
+import os, signal, subprocess, sys, threading
+child = subprocess.Popen(sys.argv[1:], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+def feed():
+    try:
+        while chunk := sys.stdin.buffer.read1(65536):
+            child.stdin.write(chunk)
+            child.stdin.flush()
+    except OSError:
+        pass
+    try:
+        child.stdin.close()
+    except OSError:
+        pass
+threading.Thread(target=feed, daemon=True).start()
+while chunk := child.stdout.read1(65536):
+    sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+status = child.wait()
+os._exit(status if status >= 0 else 128 - status)
+"""
+
+
 def _through_pipes(argv: list[str]) -> list[str]:
     """`argv` with its stdin and stdout pipes, as through `docker exec -i` / `docker run -i`: nothing
-    can seek (pg_dump writes no data offsets, pg_restore reads the archive in order), and the exit
-    status is the command's own, also when it stops reading its input early."""
-    return ["/bin/bash", "-c", 'cat | "$@" | cat; exit "${PIPESTATUS[1]}"', "bash", *argv]
+    can seek (pg_dump writes no data offsets, pg_restore reads the archive in order), the exit status
+    is the command's own, also when it stops reading its input early, and the output ends when the
+    command exits although its input is still open (a psql whose session ended: ops.lock). SIGTERM
+    reaches the command."""
+    return [sys.executable, "-c", _PIPES, *argv]
 
 
 class RehearsalAccess:
@@ -672,7 +698,8 @@ def test_a_failed_restore_says_what_changed_and_a_later_one_starts_the_server(st
     with pytest.raises(OpsError) as failed:
         restore(_FailingAccess(stack, damaged / OBJECTS_FILE), damaged, replace=True, say=said.append)
     message = str(failed.value)
-    assert "uploading the objects" in message and "kept under s3://" in message, message
+    assert "uploading the objects" in message and "the databases were not replaced" in message, message
+    assert "objects the backup's upload had overwritten got the stack's bytes back" in message, message
     assert "were not changed" not in message and "nothing of the stack" not in message
     assert "starting the MLflow server failed too: docker is gone" in said
     assert not stack.variants["default"].server.service.alive()
@@ -734,7 +761,162 @@ def test_replace_keeps_what_it_replaces_until_purged(stack, access, before, back
     with admin_client(stack) as client:
         after = snapshot(client, tmp_path / "after", artifacts=False)
     assert _sizes_only(after) == _sizes_only(before)  # the quarantine is not served as anyone's artifacts
+    stamp = kept[0].rsplit(REPLACED_TAG, 1)[1]
+    with pytest.raises(RefusedError, match=f"the restore of {stamp} replaced the databases"):  # review 2 F1
+        put_back(access, stamp, say=lambda message: None)
 
     assert purge_replaced(access, say=lambda message: None) == {"databases": len(kept), "objects": len(quarantined)}
     assert not _databases_like(stack, "mlflow%\\_\\_replaced\\_%")
     assert not [key for key in _objects(stack) if key.startswith(".mlflow-restore-replaced/")]
+
+
+# --- review 2: a --replace stopped before its swap, the manifest not trusted, a closed terminal -------------
+
+
+QUARANTINE_KEYS = ".mlflow-restore-replaced/"
+
+
+def _bytes_of(stack: RehearsalStack, key_end: str) -> bytes:
+    """The content of the one object (outside the quarantine) whose key ends with `key_end`."""
+    keys = [key for key in _objects(stack) if key.endswith(key_end) and not key.startswith(QUARANTINE_KEYS)]
+    assert len(keys) == 1, keys
+    return stack.s3.client("s3").get_object(Bucket=stack.s3.bucket, Key=keys[0])["Body"].read()
+
+
+def _overwrite_in_stack(stack: RehearsalStack, logged: dict[str, Any]) -> str:
+    """A key the stack and the backup both hold gets newer bytes in the stack (logged after the backup)."""
+    second = logged["runs"][1]
+    with admin_client(stack) as client:
+        client.log_text(second, "logged after the backup\n", "readme.txt")
+    assert _bytes_of(stack, f"{second}/artifacts/readme.txt") == b"logged after the backup\n"
+    return f"{second}/artifacts/readme.txt"
+
+
+def _terminate_lock_session(stack: RehearsalStack) -> None:
+    stack.postgres.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE application_name LIKE 'mlflow-restore%'")
+
+
+def _interrupt_before_swap(monkeypatch, stack: RehearsalStack, how: str) -> type:
+    """Stop a restore --replace between its upload and its swap: Ctrl-C, or its lock's session ended
+    (a PostgreSQL restart) so that lock.confirm fails. Returns the exception the restore raises."""
+    import ops.restore as restore_module
+
+    upload = restore_module._upload_objects
+
+    def upload_then_stop(*args, **kwargs):
+        upload(*args, **kwargs)
+        if how == "ctrl-c":
+            raise KeyboardInterrupt
+        _terminate_lock_session(stack)
+
+    monkeypatch.setattr(restore_module, "_upload_objects", upload_then_stop)
+    return KeyboardInterrupt if how == "ctrl-c" else OpsError
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "lock lost"])
+def test_a_replace_stopped_before_its_swap_gives_the_stack_its_own_bytes_back(stack, access, logged, backup_dir,
+                                                                             monkeypatch, how):
+    """Review 2 F1: the upload overwrote a key both hold, then the restore stopped before the swap: the
+    stack keeps its databases, so that key must hold the stack's bytes again, and what is said is true."""
+    key = _overwrite_in_stack(stack, logged)
+    fingerprint = _stack_rows(stack).rsplit("|pid", 1)[0]
+    raised = _interrupt_before_swap(monkeypatch, stack, how)
+    said: list[str] = []
+    with pytest.raises(raised) as stopped:
+        restore(access, backup_dir, replace=True, say=said.append)
+    told = " ".join(said) + f" {stopped.value}"
+    assert _bytes_of(stack, key) == b"logged after the backup\n"
+    assert re.search(r"the databases were not replaced \(the stack keeps its own\); 1 objects the backup's "
+                     r"upload had overwritten got the stack's bytes back", told), told
+    assert "beside the stack's" not in told
+    assert _stack_rows(stack).rsplit("|pid", 1)[0] == fingerprint
+    assert stack.variants["default"].server.service.alive()
+    assert not [name for name in _objects(stack) if name.startswith(QUARANTINE_KEYS)]
+
+
+def test_a_replace_killed_before_its_swap_is_put_back_by_the_command_it_names(stack, access, logged, backup_dir):
+    """Review 2 F1 (b): after a SIGKILL between the upload and the swap nothing of the restore runs:
+    the state it leaves (the quarantine copy, then the upload, made here by the restore's own steps)
+    must make the next restore refuse naming `--put-back STAMP`, purge must keep that quarantine, and
+    --put-back gives the stack its bytes back."""
+    import ops.restore as restore_module
+
+    key = _overwrite_in_stack(stack, logged)
+    layout = StackLayout.read(access)
+    env, stamp = layout.s3_env(access), "20260101T000000Z"
+    manifest = Manifest.load(backup_dir)
+    progress = restore_module._Progress()
+    restore_module._quarantine_copy(access, layout, env, stamp=stamp, progress=progress, say=lambda message: None)
+    restore_module._upload_objects(access, backup_dir, manifest, layout, env, progress=progress,
+                                   say=lambda message: None)
+    assert _bytes_of(stack, key) != b"logged after the backup\n"  # the state a SIGKILL leaves
+
+    with pytest.raises(RefusedError, match=rf"stopped before it replaced the databases.*scripts/restore --put-back "
+                                           rf"{stamp}, then run this again; nothing was changed"):
+        restore(access, backup_dir, replace=True, say=lambda message: None)
+    said: list[str] = []
+    assert purge_replaced(access, say=said.append)["objects"] == 0
+    assert any(line.startswith("kept: ") and f"--put-back {stamp}" in line for line in said), said
+    with pytest.raises(RefusedError, match="not a restore's stamp"):
+        restore_module.put_back(access, "../x", say=lambda message: None)
+    said = []
+    result = restore_module.put_back(access, stamp, say=said.append)
+    assert result["put_back"] == 1 and _bytes_of(stack, key) == b"logged after the backup\n", (result, said)
+    assert not [name for name in _objects(stack) if name.startswith(QUARANTINE_KEYS)]
+    with pytest.raises(RefusedError, match="no quarantine"):
+        restore_module.put_back(access, stamp, say=lambda message: None)
+
+
+def test_a_manifest_whose_revision_or_counts_lie_is_not_trusted(stack, access, backup_dir, tmp_path):
+    """Review 2 F2: the schema revision is read from the restored copy (refused before the swap when it
+    differs), and the counts said are the restored ones, not the manifest's."""
+    from ops.archive import image_facts
+
+    facts = image_facts(access)
+    real = Manifest.load(backup_dir).schema_revision
+    other = next(rev for rev in facts.histories["tracking"]["revisions"] if rev != real)
+    edited = tmp_path / "edited"
+    shutil.copytree(backup_dir, edited)
+    raw = json.loads((edited / MANIFEST).read_text())
+    raw["schema_revision"] = raw["databases"]["tracking"]["schema_revision"] = other
+    raw["counts"]["runs"] = 999
+    (edited / MANIFEST).write_text(json.dumps(raw))
+    fingerprint = _stack_rows(stack)
+    with pytest.raises(RefusedError, match=rf"the manifest says schema revision {other}, the dump holds {real}"):
+        restore(access, edited, replace=True, upgrade=False, say=lambda message: None)
+    assert _stack_rows(stack) == fingerprint
+
+    raw["schema_revision"] = raw["databases"]["tracking"]["schema_revision"] = real
+    (edited / MANIFEST).write_text(json.dumps(raw))
+    said: list[str] = []
+    restore(access, edited, replace=True, say=said.append)
+    runs = int(stack.postgres.psql("SELECT count(*) FROM runs", "mlflow"))
+    assert re.search(rf"done in .*: \d+ experiments, {runs} runs,", said[-1]) and runs != 999, said[-1]
+
+
+def test_a_closed_terminal_does_not_leave_the_server_stopped(stack, access, backup_dir):
+    """Review 2 F3: writing to stderr fails (EIO) once the server is stopped: the server is started
+    again first and the restore's own error is the one raised."""
+    def closed_terminal(message: str) -> None:
+        if message.startswith("uploading"):
+            raise OSError(5, "Input/output error")
+
+    with pytest.raises(OSError, match="Input/output error"):
+        restore(access, backup_dir, replace=True, say=closed_terminal)
+    assert stack.variants["default"].server.service.alive()
+
+
+def test_a_lost_maintenance_lock_is_noticed_at_once(stack, access):
+    """Review 2 F5: confirm reads psql's answer with a timeout, and a psql whose session ended ends the
+    read (here and through `docker exec -i`) instead of waiting for input that never comes."""
+    with maintenance_lock(access, "restore") as lock:
+        _terminate_lock_session(stack)
+        started = time.monotonic()
+        with pytest.raises(OpsError, match="maintenance lock of the rehearsal stack was lost"):
+            lock.confirm("replacing the databases")
+    assert time.monotonic() - started < NOTICED_SECONDS
+
+
+NOTICED_SECONDS = 10.0
+"""Well below ops.lock.CONFIRM_TIMEOUT_SECONDS: the ended session itself must end the read."""

@@ -11,8 +11,11 @@ child's.
 
 The invariants, checked after every interruption:
 - the stack's data (both databases' rows, and the objects its runs refer to) is exactly O or exactly
-  N, never neither (a database refusing connections counts only if the next run repairs it); a
-  backup never changes the stack at all;
+  N, never neither (a database refusing connections counts only if the next run repairs it; O moved
+  on also by rewriting an artifact N holds, so an upload over the stack's keys shows). Only a SIGKILL
+  between the upload and the swap may leave O's databases with N's bytes (nothing of the tool runs):
+  the rerun must then refuse naming `--put-back STAMP`, which gives back exactly O; a backup never
+  changes the stack at all;
 - the maintenance lock does not outlive a killed tool;
 - nothing the tool printed is false ("not changed" only when nothing changed; success only when the
   data is N and the server runs); an interrupted backup never looks like a complete one;
@@ -27,6 +30,7 @@ the bucket (interrupt.put_back), outside the code under test.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +115,7 @@ def _move_on_to_state_o(stack: RehearsalStack, logged: dict[str, Any]) -> None:
         client.log_metric(run_id, "m", 1.0, timestamp=1_700_000_100_000, step=0)
         client.log_text(run_id, "logged after the backup\n", "after.txt")
         client.set_tag(logged["run"], "stage", "prod")
+        client.log_text(logged["run"], "rewritten after the backup\n", "notes.txt")  # a key both states hold
         client.log_metric(logged["run"], "loss", 0.01, timestamp=1_700_000_200_000, step=20)
         client.create_model_version(logged["model"], source=f"runs:/{run_id}/after.txt", run_id=run_id)
         auth = AuthServiceClient(stack.variants["default"].tracking_uri)
@@ -134,6 +139,8 @@ def world(stack, harness, tmp_path_factory) -> Iterator[World]:
     for part in ("tracking.runs", "tracking.metrics", "tracking.tags", "tracking.model_versions", "auth.users", "permission",
                  "artifact objects"):
         assert any(part in found for found in differences), (part, differences)
+    assert [key for key in new.artifacts if key in old.artifacts and new.artifacts[key] != old.artifacts[key]], \
+        "no key holds other bytes in the two states: an upload over the stack's keys would go unseen"
     saved = interrupt.save(stack)
     assert interrupt.stack_state(stack) == old, "saving the state changed it"
     yield World(backup_dir=backup_dir, new=new, old=old, saved=saved)
@@ -194,6 +201,9 @@ def restore_boundaries(outcome: Outcome, stack: RehearsalStack) -> dict[str, int
     }
     named = {f"after {what}": index for what, index in after.items()}
     named.update({f"during {what}": index - 1 for what, index in after.items()})
+    named["after the objects upload"] = _first(  # the keys both states hold now have the backup's bytes
+        steps, "after the upload of the backup's objects",
+        lambda k: k > 0 and _runs(steps[k - 1], "python", "ops/objects.py", "import"))
     named["at the scratch pg_restore"] = _first(
         steps, "running pg_restore --dbname",
         lambda k: _runs(steps[k], "postgres", "pg_restore", "--dbname"))
@@ -297,10 +307,11 @@ def restore_steps(stack, harness, world) -> dict[str, int]:
 RESTORE_CASES = [  # one per kind of state a restore can be stopped in (CI time: ~40 s each)
     (KILL, "after server stopped"),
     (KILL, "after objects changed"),
+    (KILL, "after the objects upload"),
     (KILL, "after tracking database replaced"),
     (KILL, "at the last step"),
     (RESTART_POSTGRES, "during tracking database replaced"),
-    (ENOSPC, "after objects changed"),
+    (ENOSPC, "after the objects upload"),
 ]
 
 
@@ -313,12 +324,37 @@ def test_restore_interrupted(stack, harness, world, restore_steps, action, bound
     runs: list[Outcome] = []
     try:
         runs.append(harness.run("restore", world.backup_dir, _at(index, action), replace=True))
-        _check_interrupted_restore(stack, world, harness, runs[0], findings)
+        which = _check_interrupted_restore(stack, world, harness, runs[0], findings)
         runs.append(harness.run("restore", world.backup_dir, replace=True))
-        _check_restore_rerun(stack, world, runs[1], findings)
+        stamp = _put_back_named(runs[-1])
+        findings.check(which != "neither" or stamp is not None,
+                       "after the interruption the data is neither the old nor the backup's, and the rerun does "
+                       "not name the --put-back that mends it: " + " / ".join(_which(stack, world)[1]))
+        if stamp is not None:
+            _check_put_back(stack, world, harness, runs, stamp, findings)
+            runs.append(harness.run("restore", world.backup_dir, replace=True))
+        _check_restore_rerun(stack, world, runs[-1], findings)
     finally:
         interrupt.put_back(stack, world.saved)
     findings.assert_none(*runs)
+
+
+def _put_back_named(outcome: Outcome) -> Optional[str]:
+    """The stamp a refused rerun names in `scripts/restore --put-back STAMP` (review 2, F1)."""
+    found = re.search(r"scripts/restore --put-back (\d{8}T\d{6}Z)", outcome.stderr)
+    return found.group(1) if found and outcome.exit_code not in (0, None) else None
+
+
+def _check_put_back(stack: RehearsalStack, world: World, harness: Harness, runs: list[Outcome], stamp: str,
+                    findings: Findings) -> None:
+    """Only a killed run may leave a quarantine to put back; the command the refusal names gives the
+    stack its own state again (its databases were never replaced), with the server running."""
+    findings.check(runs[0].exit_code is None, "a restore that was not killed left a quarantine to put back")
+    runs.append(harness.run("restore", world.backup_dir, argv=["--put-back", stamp]))
+    findings.check(runs[-1].exit_code == 0, f"--put-back {stamp} failed: {_last_line(runs[-1].stderr)}")
+    which, detail = _which(stack, world)
+    findings.check(which == "old", f"after --put-back {stamp} the data is {which}, not the stack's own: "
+                   + " / ".join(detail))
 
 
 def _skip_a_step_already_covered(cases: list[tuple[str, str]], named: dict[str, int], action: str,
@@ -331,27 +367,30 @@ def _skip_a_step_already_covered(cases: list[tuple[str, str]], named: dict[str, 
 
 
 def _check_interrupted_restore(stack: RehearsalStack, world: World, harness: Harness, outcome: Outcome,
-                               findings: Findings) -> None:
+                               findings: Findings) -> str:
+    """The invariants after the interrupted run; returns which state the data is in ("neither" is
+    checked by the caller: only a killed run may leave it, mended by the --put-back the rerun names)."""
     if outcome.exit_code is None:
         holder = harness.wait_for_lock_release()
         findings.check(holder is None, f"the maintenance lock outlived the killed tool: still held by {holder}")
     which, detail = _which(stack, world)
-    findings.check(which != "neither", "after the interruption the data is neither the old nor the backup's: "
-                   + " / ".join(detail))
+    findings.check(which != "neither" or outcome.exit_code is None,
+                   "after the interruption the data is neither the old nor the backup's: " + " / ".join(detail))
     printed = outcome.stderr
     if outcome.exit_code == 0:
         findings.check(which == "backup" and _server_running(stack),
                        f"the tool reported success but the data is {which} {detail} and the server is "
                        f"{'running' if _server_running(stack) else 'stopped'}")
-        return
+        return which
     if outcome.exit_code is None:
-        return
+        return which
     findings.check(not _traceback(printed), "the tool ended with a Python traceback, not a one-line error saying "
                    f"what changed: {_last_line(printed)}")
     findings.check(_server_running(stack), "the tool exited (it was not killed) and left the MLflow server stopped")
     if _claims_unchanged(printed):
         findings.check(which == "old", f"the tool printed {_last_line(printed)!r} but the data is {which}: "
                        + " / ".join(detail))
+    return which
 
 
 def _check_restore_rerun(stack: RehearsalStack, world: World, outcome: Outcome, findings: Findings) -> None:

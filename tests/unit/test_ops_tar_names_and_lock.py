@@ -1,0 +1,100 @@
+"""Review 2 of issue 28: objects.tar member names that are no key below the artifacts destination are
+refused before anything changes (F4), and a maintenance lock's session that stops answering counts as
+lost instead of blocking the restore forever (F5)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from ops import OpsError, RefusedError, lock, objects
+from ops.archive import read_objects_tar
+from ops.lock import HeldLock
+
+BUCKET = "mlflow-artifacts"
+GOOD = "1/0123abcd/artifacts/model.pkl"
+
+
+def _tar(names: list[str]) -> bytes:
+    """A pax tar as ops.objects exports it: each member's sha256 in its header."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in names:
+            body = f"bytes of {name}".encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            info.pax_headers = {objects.SHA256_HEADER: hashlib.sha256(body).hexdigest()}
+            tar.addfile(info, io.BytesIO(body))
+    return out.getvalue()
+
+
+BAD_NAMES = {
+    "/abs.txt": "starts with /",
+    "../outside.txt": "'..' path segment",
+    "1/../../../root.txt": "'..' path segment",
+    "1/./a.txt": "'..' path segment",
+    "1//a.txt": "'..' path segment",
+    "1/dir/": "'..' path segment",
+    ".mlflow-restore-replaced/20260101T000000Z/1/a.txt": "under the restore's quarantine",
+    GOOD: "appears twice",
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_NAMES))
+def test_read_objects_tar_refuses_a_member_that_is_no_key_below_the_destination(tmp_path: Path, bad: str):
+    path = tmp_path / "objects.tar"
+    path.write_bytes(_tar([GOOD, bad]))
+    with pytest.raises(RefusedError) as refused:
+        read_objects_tar(path)
+    assert f"member {bad!r}" in str(refused.value) and BAD_NAMES[bad] in str(refused.value), refused.value
+    assert "nothing was changed" in str(refused.value)
+
+
+def test_read_objects_tar_reads_plain_keys(tmp_path: Path):
+    path = tmp_path / "objects.tar"
+    path.write_bytes(_tar([GOOD, "1/0123abcd/artifacts/a.mlflow-restore-replaced/x", "..a/b..", "grüße/✓"]))
+    assert [entry.key for entry in read_objects_tar(path)[0]] == [
+        GOOD, "1/0123abcd/artifacts/a.mlflow-restore-replaced/x", "..a/b..", "grüße/✓"]
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    from moto import mock_aws
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        client = objects._client()
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+@pytest.mark.parametrize("bad", ["../outside.txt", ".mlflow-restore-replaced/20260101T000000Z/1/a.txt"])
+def test_import_refuses_such_a_member_and_writes_nothing_for_it(s3, bad: str):
+    with pytest.raises(objects.ObjectsError, match=f"member '{bad}' of the tar .*: refused"):
+        objects.import_(f"s3://{BUCKET}/team", io.BytesIO(_tar([bad, GOOD])), delete_others=False)
+    assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+
+
+def test_confirm_counts_a_silent_lock_session_as_lost(monkeypatch):
+    """psql neither answers nor exits (its output pipe stays open, here for 20 s): confirm must give up
+    after its timeout instead of waiting as long as the session stays silent."""
+    monkeypatch.setattr(lock, "CONFIRM_TIMEOUT_SECONDS", 0.5, raising=False)
+    silent = subprocess.Popen(["sleep", "20"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        started = time.monotonic()
+        with pytest.raises(OpsError, match="maintenance lock of the stack was lost .*before replacing the databases"):
+            HeldLock(silent, "the stack").confirm("replacing the databases")
+        assert time.monotonic() - started < 5
+    finally:
+        silent.kill()
+        silent.wait()
+        for pipe in (silent.stdin, silent.stdout, silent.stderr):
+            pipe.close()
