@@ -11,19 +11,6 @@ from ops import objects, quarantine
 BUCKET = "mlflow-artifacts"
 
 
-@pytest.fixture
-def s3(monkeypatch):
-    from moto import mock_aws
-
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        client = objects._client()
-        client.create_bucket(Bucket=BUCKET)
-        yield client
-
-
 def _read(client, key: str) -> bytes:
     return client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
 

@@ -63,19 +63,6 @@ def test_read_objects_tar_reads_plain_keys(tmp_path: Path):
         GOOD, "1/0123abcd/artifacts/a.mlflow-restore-replaced/x", "..a/b..", "grüße/✓"]
 
 
-@pytest.fixture
-def s3(monkeypatch):
-    from moto import mock_aws
-
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        client = objects._client()
-        client.create_bucket(Bucket=BUCKET)
-        yield client
-
-
 @pytest.mark.parametrize("bad", ["../outside.txt", ".mlflow-restore-replaced/20260101T000000Z/1/a.txt"])
 def test_import_refuses_such_a_member_and_writes_nothing_for_it(s3, bad: str):
     with pytest.raises(objects.ObjectsError, match=f"member '{bad}' of the tar .*: refused"):
