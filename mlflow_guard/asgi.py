@@ -5,8 +5,11 @@ every path but its exemptions for credentials)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
+import weakref
 from typing import Any, Awaitable, Callable, Optional
 
 from mlflow_guard import ids, otlp, readings
@@ -24,11 +27,14 @@ SCRAPE_HEADER_VALUE = "internal"
 (components/render.py), so a scrape answered here came through the internal listener."""
 METRICS_DIR_ENVS = ("prometheus_multiproc_dir", "PROMETHEUS_MULTIPROC_DIR")
 """Where `mlflow server --expose-prometheus` has its workers write their counters."""
-ARTIFACT_ROUTES = "/mlflow-artifacts/"
-UPLOAD_ARTIFACT_PATH = "/mlflow/upload-artifact"
+STREAMED_ROUTES = re.compile(r"/(?:ajax-)?api/2\.0/(?:mlflow-artifacts/.*|mlflow/upload-artifact)", re.DOTALL)
+"""File transfers, below the static prefix or at the root (Nginx sends downloads and uploads to the
+unprefixed streaming router): streamed on unread, their ids are in the path or the query, which are
+checked. Matched from the start of the route, so no prefix containing these words switches the body
+checks off. OTLP protobuf is read for its trace ids (otlp.py), JSON API bodies for their ids."""
+STATIC_PREFIX_ENV = "_MLFLOW_STATIC_PREFIX"
+"""What `mlflow server --static-prefix` exports to its workers."""
 OTLP_TRACES_PATH = "/v1/traces"
-"""File transfers are streamed on unread (their ids are in the path or the query, which are
-checked); OTLP protobuf is read for its trace ids (otlp.py), JSON API bodies for their ids."""
 BAD_REQUEST = 400
 FORBIDDEN = 403
 TOO_LARGE = 413
@@ -72,8 +78,13 @@ def render_metrics() -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
+def _route_below_prefix(path: str) -> str:
+    prefix = os.environ.get(STATIC_PREFIX_ENV, "").rstrip("/")
+    return path[len(prefix):] if prefix and path.startswith(prefix + "/") else path
+
+
 def _inspects_body(path: str) -> bool:
-    return ARTIFACT_ROUTES not in path and not path.endswith((OTLP_TRACES_PATH, UPLOAD_ARTIFACT_PATH))
+    return STREAMED_ROUTES.fullmatch(_route_below_prefix(path)) is None and not path.endswith(OTLP_TRACES_PATH)
 
 
 async def _respond(send: Send, status: int, body: bytes, content_type: str) -> None:
@@ -106,6 +117,17 @@ async def read_body(receive: Receive, limit: Optional[int] = None) -> Optional[b
             raise BodyTooLarge()
         if not message.get("more_body"):
             return b"".join(chunks)
+
+
+MAX_CONCURRENT_PARSES = 2
+"""Bodies parsed at once per server worker: parsed JSON or OTLP takes many times the body's size,
+and a credential header (which the auth app checks only after the guard) is no proof of an account."""
+_PARSES: "weakref.WeakKeyDictionary[Any, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
+
+
+def _parsing() -> asyncio.Semaphore:
+    """The worker's parse slots (one semaphore per event loop)."""
+    return _PARSES.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(MAX_CONCURRENT_PARSES))
 
 
 def _carries_credentials(scope: Scope) -> bool:
@@ -164,7 +186,8 @@ class Guard:
                 return None
             from starlette.concurrency import run_in_threadpool
 
-            problem = await run_in_threadpool(_body_problem, scope, body)  # off the event loop
+            async with _parsing():
+                problem = await run_in_threadpool(_body_problem, scope, body)  # off the event loop
             receive = replaying(body, receive)
             scope = dict(scope, headers=readings.read_as_json(scope["method"], list(headers), body))
         if problem is not None:
@@ -178,9 +201,12 @@ class Guard:
                 return None
             receive = replaying(body, receive)
             try:
-                why = await _otlp_problem(scope, body)
+                async with _parsing():
+                    why = await _otlp_problem(scope, body)
             except otlp.TooLarge:
                 return await _too_large(send)
+            except otlp.Unreadable as unreadable:
+                return await refuse(send, str(unreadable))
             if why is not None:
                 return await _respond(send, FORBIDDEN, json.dumps(
                     {"error_code": "PERMISSION_DENIED", "message": why}).encode(), "application/json")

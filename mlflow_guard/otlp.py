@@ -25,6 +25,11 @@ class TooLarge(Exception):
     """The decompressed body would exceed the guard's limit (a few KB can inflate to gigabytes)."""
 
 
+class Unreadable(Exception):
+    """A compressed body the guard does not read exactly as MLflow's handler would (it is refused:
+    a second gzip member, which gzip.decompress reads and zlib stops before, hid spans)."""
+
+
 def decompressed(body: bytes, content_encoding: str, limit: int) -> bytes:
     """The body as MLflow's handler decompresses it, refused past `limit` bytes (TooLarge) instead
     of inflated whole; ValueError for what MLflow cannot decompress either."""
@@ -41,13 +46,16 @@ def decompressed(body: bytes, content_encoding: str, limit: int) -> bytes:
             continue
         if len(out) > limit or inflater.unconsumed_tail:
             raise TooLarge()
+        if inflater.unused_data:  # a second gzip member: MLflow's gzip.decompress reads it too
+            raise ValueError("more than one compressed member")
         return out
     raise ValueError(f"not {encoding} data")
 
 
 def trace_ids(body: bytes, content_type: str, content_encoding: str, limit: int) -> Optional[set[str]]:
     """MLflow's trace ids of the spans in an OTLP export request, as the handler derives them; None
-    when the body is not one (MLflow refuses it itself); TooLarge when it inflates past `limit`."""
+    when the body is not one (MLflow refuses it itself); TooLarge when it inflates past `limit`;
+    Unreadable when its compression is not one stream the guard reads as MLflow does."""
     from google.protobuf.json_format import Parse
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -58,8 +66,9 @@ def trace_ids(body: bytes, content_type: str, content_encoding: str, limit: int)
     if content_encoding:
         try:
             body = decompressed(body, content_encoding, limit)
-        except ValueError:
-            return None
+        except ValueError as error:
+            raise Unreadable(f"an OTLP body with Content-Encoding {content_encoding!r} that is not exactly one "
+                             f"compressed stream ({error}): send one") from error
     try:
         request = ExportTraceServiceRequest()
         if media_type == "application/json":

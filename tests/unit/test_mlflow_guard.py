@@ -287,3 +287,59 @@ def test_upload_artifact_streams_on_unread_past_the_body_limit(monkeypatch):
     assert _call(asgi.Guard(inner), "/ajax-api/2.0/mlflow/upload-artifact", payload, b"run_uuid=bob&path=f.bin",
                  content_type=b"application/octet-stream")[0] == 401
     assert inner.first == [payload[:3]], "read by the guard"
+
+
+@pytest.mark.parametrize("prefix", ["/mlflow-artifacts", "/ml/api/2.0/mlflow-artifacts"])
+def test_a_static_prefix_naming_the_file_routes_does_not_switch_the_body_checks_off(monkeypatch, prefix):
+    """Round-4 review: the file routes were found by substring, so server.staticPrefix /mlflow-artifacts
+    let every JSON body past the id and run checks."""
+    monkeypatch.setenv(asgi.STATIC_PREFIX_ENV, prefix)
+    inner = _Recorder()
+    assert _call(asgi.Guard(inner), f"{prefix}/api/2.0/mlflow/runs/create", b'{"experiment_id": "01"}')[0] == 400
+    assert _call(asgi.Guard(inner), f"{prefix}/api/2.0/mlflow/runs/set-tag", b'{"run_id": "a", "run_uuid": "b"}')[0] == 400
+    upload = b'{"experiment_id": "01"}'  # a file's bytes, streamed on unread under the prefix and at the root
+    for path in (f"{prefix}/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/f.json",
+                 "/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/f.json", f"{prefix}/ajax-api/2.0/mlflow/upload-artifact"):
+        assert _call(asgi.Guard(inner), path, upload)[0] == 204, path
+    assert inner.bodies == [upload] * 3
+
+
+def test_at_most_two_bodies_are_parsed_at_once(monkeypatch):
+    """Round-4 review: any credential header, valid or not, made the guard parse a body (hundreds of MB
+    for a 15 MiB JSON); parses are limited per worker so such requests queue instead of adding up."""
+    import threading
+    import time
+
+    running, peak, lock = [0], [0], threading.Lock()
+    real = asgi._body_problem
+
+    def slow(scope, body):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return real(scope, body)
+
+    monkeypatch.setattr(asgi, "_body_problem", slow)
+    guard, sent = asgi.Guard(_Recorder()), []
+
+    async def one():
+        chunks = [b"{}"]
+
+        async def receive():
+            return {"type": "http.request", "body": chunks.pop() if chunks else b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/api/2.0/mlflow/runs/search", "query_string": b"",
+                 "headers": [CREDENTIALS, (b"content-type", b"application/json")]}
+        await guard(scope, receive, send)
+
+    async def many():
+        await asyncio.gather(*(one() for _ in range(8)))
+
+    _run(many())
+    assert peak[0] == asgi.MAX_CONCURRENT_PARSES and len([m for m in sent if m.get("status") == 204]) == 8

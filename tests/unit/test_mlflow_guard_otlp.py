@@ -221,3 +221,16 @@ def test_a_trace_of_another_id_shape_is_not_read_even_where_its_folder_matches(w
                                      tags={MLFLOW_ARTIFACT_LOCATION: alices.tags[MLFLOW_ARTIFACT_LOCATION]})
     with pytest.raises(MlflowException, match="not the trace's own folder"):
         guarded_locations.get_artifact_uri_for_trace(squatter)
+
+
+def test_spans_hidden_in_a_second_gzip_member_are_refused(world):
+    """Round-4 review: zlib stopped after the first gzip member, MLflow's gzip.decompress read both,
+    and bob's span landed in alice's trace. A body that is not exactly one stream is refused."""
+    import gzip
+
+    harmless = _protobuf_body("0123456789abcdef0123456789abcdef")
+    hidden = _protobuf_body(_otel_hex(world["trace"]))
+    headers = {EXPERIMENT_HEADER: world["bob"], "content-encoding": "gzip"}
+    assert _send(gzip.compress(harmless) + gzip.compress(hidden), "application/x-protobuf", headers) == (400, False)
+    assert _send(gzip.compress(hidden), "application/x-protobuf", headers) == (403, False)
+    assert _send(gzip.compress(harmless), "application/x-protobuf", headers) == (200, True)
