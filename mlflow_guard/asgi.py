@@ -38,6 +38,7 @@ OTLP_TRACES_PATH = "/v1/traces"
 BAD_REQUEST = 400
 FORBIDDEN = 403
 TOO_LARGE = 413
+SERVICE_UNAVAILABLE = 503
 MAX_INSPECTED_BODY_BYTES = 16 * 1024 * 1024
 """The largest API request body (after decompression, for OTLP) the guard reads into memory, before
 the auth app has authenticated anyone: parsed JSON takes about 20 times its size. MLflow's own
@@ -103,20 +104,38 @@ class BodyTooLarge(Exception):
     pass
 
 
+class Busy(Exception):
+    """The worker's budget for bodies being received is spent (BUFFER_BUDGET_BYTES)."""
+
+
+BUFFER_BUDGET_BYTES = 64 * 1024 * 1024
+"""Bytes of bodies a server worker holds while their clients are still sending them. A client that
+sends all but the last bytes keeps its body in memory; past this budget further bodies are answered
+503 at once (nobody waits on a slow client), so held memory stays bounded whoever sends them."""
+_RECEIVING: "weakref.WeakKeyDictionary[Any, list[int]]" = weakref.WeakKeyDictionary()
+
+
 async def read_body(receive: Receive, limit: Optional[int] = None) -> Optional[bytes]:
     """The whole body (the handlers read these JSON bodies whole too); None if the client left;
-    BodyTooLarge past `limit` bytes."""
+    BodyTooLarge past `limit` bytes; Busy when the worker's receiving budget is spent."""
     chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        size += len(chunks[-1])
-        if limit is not None and size > limit:
-            raise BodyTooLarge()
-        if not message.get("more_body"):
-            return b"".join(chunks)
+    receiving = _RECEIVING.setdefault(asyncio.get_running_loop(), [0])
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            receiving[0] += len(chunks[-1])
+            if limit is not None and size > limit:
+                raise BodyTooLarge()
+            if not message.get("more_body"):
+                return b"".join(chunks)
+            if receiving[0] > BUFFER_BUDGET_BYTES:
+                raise Busy()
+    finally:
+        receiving[0] -= size
 
 
 MAX_CONCURRENT_PARSES = 2
@@ -182,6 +201,8 @@ class Guard:
                 body = await read_body(receive, MAX_INSPECTED_BODY_BYTES)
             except BodyTooLarge:
                 return await _too_large(send)
+            except Busy:
+                return await _busy(send)
             if body is None:
                 return None
             from starlette.concurrency import run_in_threadpool
@@ -197,6 +218,8 @@ class Guard:
                 body = await read_body(receive, MAX_INSPECTED_BODY_BYTES)
             except BodyTooLarge:
                 return await _too_large(send)
+            except Busy:
+                return await _busy(send)
             if body is None:
                 return None
             receive = replaying(body, receive)
@@ -211,6 +234,12 @@ class Guard:
                 return await _respond(send, FORBIDDEN, json.dumps(
                     {"error_code": "PERMISSION_DENIED", "message": why}).encode(), "application/json")
         return await self.app(scope, receive, send)
+
+
+async def _busy(send: Send) -> None:
+    await _respond(send, SERVICE_UNAVAILABLE, json.dumps(
+        {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "the server is receiving too many request bodies at "
+         "once: retry"}).encode(), "application/json")
 
 
 async def _too_large(send: Send) -> None:

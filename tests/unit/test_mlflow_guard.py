@@ -343,3 +343,41 @@ def test_at_most_two_bodies_are_parsed_at_once(monkeypatch):
 
     _run(many())
     assert peak[0] == asgi.MAX_CONCURRENT_PARSES and len([m for m in sent if m.get("status") == 204]) == 8
+
+
+def test_bodies_held_by_slow_clients_stay_within_the_workers_budget(monkeypatch):
+    """Round-5 review: with a fake credential, connections that send all but the last bytes of a
+    12 MB body each kept it in the worker (8 connections: +117 MiB). Past the budget, further bodies
+    are answered 503 at once; a finished body releases its share."""
+    monkeypatch.setattr(asgi, "BUFFER_BUDGET_BYTES", 10_000)
+    statuses: list[int] = []
+    release = None
+
+    async def one(stall: bool):
+        parts = [b"[" + b"1," * 2000, b"1]"]
+
+        async def receive():
+            if len(parts) == 1 and stall:
+                await release.wait()
+            return {"type": "http.request", "body": parts.pop(0), "more_body": bool(parts)}
+
+        async def send(message):
+            if "status" in message:
+                statuses.append(message["status"])
+
+        scope = {"type": "http", "method": "POST", "path": "/api/2.0/mlflow/runs/log-batch", "query_string": b"",
+                 "headers": [CREDENTIALS, (b"content-type", b"application/json")]}
+        await asgi.Guard(_Recorder())(scope, receive, send)
+
+    async def scenario():
+        nonlocal release
+        release = asyncio.Event()
+        stalled = [asyncio.ensure_future(one(True)) for _ in range(4)]
+        await asyncio.sleep(0.05)
+        await one(False)  # the budget is spent by the stalled bodies: 503 at once
+        release.set()
+        await asyncio.gather(*stalled)
+        await one(False)  # the stalled bodies finished: room again
+
+    _run(scenario())
+    assert statuses.count(503) >= 2 and statuses[-1] == 204, statuses
