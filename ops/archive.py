@@ -119,6 +119,8 @@ class Manifest:
     """keys last modified after the dump began: most likely written for runs the dump does not hold"""
     objects_vanished: list[str] = field(default_factory=list)
     """keys listed but deleted before they could be read (not in objects.tar)"""
+    objects_skipped: list[dict[str, str]] = field(default_factory=list)
+    """{"key": s3:// URI, "why"} of objects NOT backed up: no tar member can hold them (a folder marker)"""
     outside_locations: list[OutsideLocation] = field(default_factory=list)
     external_objects: Optional[ObjectsBackup] = None
 
@@ -144,6 +146,7 @@ class Manifest:
                 format=raw["format"], tool=raw.get("tool", {}),
                 dump_started_at=raw.get("dump_started_at"), objects_extra=list(raw.get("objects_extra", [])),
                 objects_vanished=list(raw.get("objects_vanished", [])),
+                objects_skipped=[dict(item) for item in raw.get("objects_skipped", [])],
                 outside_locations=[OutsideLocation(**item) for item in raw.get("outside_locations", [])],
                 external_objects=_objects_backup(raw["external_objects"]) if raw.get("external_objects") else None,
             )

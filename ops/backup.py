@@ -50,6 +50,7 @@ from ops.archive import (
     headline_counts, image_facts, read_objects_tar,
 )
 from ops.lock import maintenance_lock
+from ops.restore import refuse_unswapped
 
 Say = Callable[[str], None]
 
@@ -110,6 +111,8 @@ def backup(access: StackAccess, directory: Path, *, say: Say = _stderr) -> Manif
     directory = Path(directory)
     prepare_directory(directory, create=False)
     with maintenance_lock(access, "backup"):  # an incomplete backup's files go only under the lock (none is running)
+        # a --replace killed before its swap left the backup's bytes beside the stack's databases (issue 28)
+        refuse_unswapped(access, StackLayout.read(access))
         prepare_directory(directory, say=say)
         created: list[Path] = []
         try:
@@ -208,8 +211,10 @@ def _covering(locations: Sequence[str]) -> list[str]:
 
 
 def _outside(access: StackAccess, layout: StackLayout, directory: Path, created: list[Path],
-             found: list[tuple[str, str, str]], say: Say) -> tuple[list[OutsideLocation], Optional[ObjectsBackup]]:
-    """Copy what the server's key can read of the locations outside the destination; say what was not."""
+             found: list[tuple[str, str, str]], skipped: list[dict[str, str]],
+             say: Say) -> tuple[list[OutsideLocation], Optional[ObjectsBackup]]:
+    """Copy what the server's key can read of the locations outside the destination; say what was not
+    (objects the export skipped are added to `skipped`)."""
     if not found:
         return [], None
     roots = _covering([location for _, _, location in found if location.startswith("s3://")])
@@ -224,6 +229,7 @@ def _outside(access: StackAccess, layout: StackLayout, directory: Path, created:
         external, report = _export(command, "copying the artifact locations outside the destination", path,
                                    stdin="".join(f"{root}\n" for root in roots).encode())
         outcomes = report["locations"]
+        skipped.extend(report.get("skipped", []))
     listed = [_located(kind, id_, location, roots, outcomes) for kind, id_, location in found]
     missing = [item for item in listed if not item.backed_up]
     examples = "; ".join(f"{item.kind} {item.id} at {item.location} ({item.detail})" for item in (missing or listed)[:EXAMPLES])
@@ -242,6 +248,14 @@ def _located(kind: str, id_: str, location: str, roots: list[str], outcomes: dic
         return OutsideLocation(kind, id_, location, False,
                                f"not backed up: the server's key cannot read it ({outcome['error']})")
     return OutsideLocation(kind, id_, location, True, f"{root}: {outcome['objects']} objects, {outcome['bytes']} bytes")
+
+
+def _say_skipped(skipped: list[dict[str, str]], say: Say) -> None:
+    """Objects the export could not put in the tar (ops.objects: a folder marker ending in `/`, a key
+    no restore could write back) are NOT in the backup: said with their full keys, kept in the manifest."""
+    if skipped:
+        say(f"{len(skipped)} objects are NOT backed up (no restore could write them back as those keys; the "
+            f"manifest's objects_skipped): " + "; ".join(f"{item['key']}: {item['why']}" for item in skipped[:EXAMPLES]))
 
 
 def _backup(access: StackAccess, directory: Path, created: list[Path], say: Say) -> Manifest:
@@ -267,6 +281,7 @@ def _backup(access: StackAccess, directory: Path, created: list[Path], say: Say)
                                     layout.s3_env(access))
     copied, report = _export(command, f"copying the objects under {layout.artifacts_destination}", path)
     vanished, extra = list(report["vanished"]), _newer_than(copied.entries, dump_started_at)
+    skipped: list[dict[str, str]] = list(report.get("skipped", []))
     if vanished:
         say(f"{len(vanished)} objects were deleted while the backup read them (not in it; the manifest's "
             f"objects_vanished), e.g. {', '.join(vanished[:EXAMPLES])}")
@@ -274,7 +289,8 @@ def _backup(access: StackAccess, directory: Path, created: list[Path], say: Say)
         say(f"{len(extra)} objects were written after the dump began (in the backup as extras, most likely for "
             f"runs the dump does not hold; the manifest's objects_extra), e.g. {', '.join(extra[:EXAMPLES])}")
     found = outside_locations(access, directory / DUMP_FILES["tracking"], layout.artifacts_destination)
-    outside, external = _outside(access, layout, directory, created, found, say)
+    outside, external = _outside(access, layout, directory, created, found, skipped, say)
+    _say_skipped(skipped, say)
 
     tracking = databases["tracking"]
     assert tracking.schema_revision is not None
@@ -290,6 +306,7 @@ def _backup(access: StackAccess, directory: Path, created: list[Path], say: Say)
         dump_started_at=dump_started_at,
         objects_extra=extra,
         objects_vanished=vanished,
+        objects_skipped=skipped,
         outside_locations=outside,
         external_objects=external,
     )

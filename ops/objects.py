@@ -19,12 +19,15 @@ the destination, any length, UTF-8), in one file, streamed through a pipe withou
 file ownership. Each member carries the object's sha256 and content type in pax headers of its own,
 so the tar checks itself. A member name that is no plain key below the destination (a leading `/`,
 an empty, `.` or `..` segment, the restore's quarantine, a duplicate) is refused (`member_problem`):
-MLflow writes no such key, and a crafted one would write beside or above the destination.
+MLflow writes no such key, and a crafted one would write beside or above the destination. The
+exports skip such a key instead (a zero-byte "folder" marker ending in `/` is the common one) and
+report it as not backed up.
 
 The stack keeps serving while a backup reads: an object deleted between listing and reading (a gc,
 a user deleting a run's artifact) is recorded as vanished instead of aborting the copy; each member
 carries the object's LastModified so the backup can tell objects newer than its dump. The exports
-end with one line on stderr, REPORT_MARKER + JSON: {"vanished": [keys], "locations": {uri: {...}}}.
+end with one line on stderr, REPORT_MARKER + JSON: {"vanished": [keys], "skipped": [{"key", "why"}],
+"locations": {uri: {...}}}.
 """
 
 from __future__ import annotations
@@ -142,6 +145,21 @@ def _add_object(client: Any, tar: tarfile.TarFile, bucket: str, listed: dict, na
     return size
 
 
+FOLDER_MARKER = "a zero-byte folder marker (a key ending in /, as the AWS console's \"Create folder\" writes): no file"
+
+
+def _unexportable(bucket: str, listed: dict, name: str, seen: set, skipped: list) -> bool:
+    """A listed object that cannot be a tar member (a key ending in `/`, an empty or `..` segment, ...:
+    no restore could write it back as that key) is recorded in `skipped` with its full key and why,
+    instead of failing the whole backup (review 3 F6)."""
+    problem = member_problem(name, seen)
+    if problem is None:
+        return False
+    why = FOLDER_MARKER if listed["Key"].endswith("/") and not listed["Size"] else f"its name {problem}"
+    skipped.append({"key": f"s3://{bucket}/{listed['Key']}", "why": why})
+    return True
+
+
 def _report(report: dict) -> None:
     print(REPORT_MARKER + json.dumps(report), file=sys.stderr, flush=True)
 
@@ -151,14 +169,19 @@ def export(destination: str, out: IO[bytes]) -> dict:
     bucket, prefix = split_destination(destination)
     count = total = 0
     vanished: list[str] = []
+    skipped: list[dict] = []
+    seen: set = set()
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for listed in _objects(client, bucket, prefix):
-            size = _add_object(client, tar, bucket, listed, listed["Key"][len(prefix):])
+            name = listed["Key"][len(prefix):]
+            if _unexportable(bucket, listed, name, seen, skipped):
+                continue
+            size = _add_object(client, tar, bucket, listed, name)
             if size is None:
-                vanished.append(listed["Key"][len(prefix):])
+                vanished.append(name)
                 continue
             count, total = count + 1, total + size
-    _report({"vanished": vanished})
+    _report({"vanished": vanished, "skipped": skipped})
     return {"objects": count, "bytes": total}
 
 
@@ -168,12 +191,16 @@ def export_locations(locations: list[str], out: IO[bytes]) -> dict:
     client = _client()
     outcomes: dict[str, dict] = {}
     vanished: list[str] = []
+    skipped: list[dict] = []
+    seen: set = set()
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for location in locations:
             count = total = 0
             try:
                 bucket, prefix = split_destination(location)
                 for listed in list(_objects(client, bucket, prefix)):
+                    if _unexportable(bucket, listed, f"{bucket}/{listed['Key']}", seen, skipped):
+                        continue
                     size = _add_object(client, tar, bucket, listed, f"{bucket}/{listed['Key']}")
                     if size is None:
                         vanished.append(f"{bucket}/{listed['Key']}")
@@ -184,7 +211,7 @@ def export_locations(locations: list[str], out: IO[bytes]) -> dict:
                 code = (getattr(error, "response", None) or {}).get("Error", {}).get("Code")
                 outcomes[location] = {"error": code or f"{type(error).__name__}: {error}", "objects": count,
                                       "bytes": total}
-    _report({"vanished": vanished, "locations": outcomes})
+    _report({"vanished": vanished, "skipped": skipped, "locations": outcomes})
     return {"objects": sum(o["objects"] for o in outcomes.values()), "bytes": sum(o["bytes"] for o in outcomes.values())}
 
 

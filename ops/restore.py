@@ -587,6 +587,9 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
             _prune_others(access, manifest, layout, s3_env, progress=progress, say=say)
         _check_objects(access, manifest, layout, s3_env)
         started_ok = _upgrade(access, manifest, revision, facts, layout, upgrade, say)
+        if started_ok:  # inside the guard: an interrupt here still starts it (_after_failure) and says so
+            say("starting the MLflow server")
+            access.start_server()
     except BaseException as error:
         _after_failure(access, layout, s3_env, plan, state, progress, was_running, say)
         if isinstance(error, OpsError) and not isinstance(error, RefusedError):
@@ -598,9 +601,6 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
         say(f"the MLflow server was left stopped: the restored schema ({revision}) is older than its "
             f"MLflow {facts.mlflow_version}'s; deploy MLflow {manifest.mlflow_version} (mlflow:mlflowVersion, pulumi "
             "up), which starts it")
-        return headline_counts(restored["tracking"], manifest.objects.entries)
-    say("starting the MLflow server")
-    access.start_server()
     return headline_counts(restored["tracking"], manifest.objects.entries)
 
 
@@ -608,41 +608,50 @@ def _after_failure(access: StackAccess, layout: StackLayout, s3_env: dict[str, s
                    state: _Swap, progress: _Progress, was_running: bool, say: Say) -> None:
     """A failed or interrupted restore, once the server was stopped: the scratch databases not renamed
     dropped, the stack's own bytes put back when the swap did not happen, the server started again if
-    it was running; only then is anything said (a closed terminal must not leave it stopped)."""
+    it was running (or the swap happened) and its databases match its objects; only then is anything
+    said (a closed terminal must not leave it stopped)."""
     _drop_quietly(access, [names.scratch for names in plan.values()])  # the swap renamed all or none
+    consistent = True
     if state.quarantining and not state.done:
-        progress.changed = [_undo_upload(access, layout, s3_env, plan, state)]
-    started = _start_again(access) if was_running else None
+        undone, consistent = _undo_upload(access, layout, s3_env, plan, state)
+        progress.changed = [undone]
+    if not consistent:  # serving would hand out the backup's bytes beside the stack's databases
+        return
+    started = _start_again(access) if was_running or state.done else None
     if started:
         _quietly(say)(started)
 
 
 def _undo_upload(access: StackAccess, layout: StackLayout, s3_env: dict[str, str], plan: dict[str, DatabaseNames],
-                 state: _Swap) -> str:
-    """The stack still runs on its own databases (the swap did not happen): the keys the upload
-    overwrote get the stack's bytes back from the quarantine. Returns what is true afterwards."""
+                 state: _Swap) -> tuple[str, bool]:
+    """The stack still has its own databases (the swap did not happen): the keys the upload overwrote
+    get the stack's bytes back from the quarantine. Returns what is true afterwards, and whether the
+    databases and the objects match (False: the server must stay stopped until --put-back)."""
     destination = layout.artifacts_destination
     if state.started:
         try:
             swapped = stamp_swapped(access, layout, state.stamp)
         except OpsError as error:
             return (f"the objects under {destination} were copied to the quarantine {state.stamp} and the backup's "
-                    f"uploaded over them, and whether the databases were replaced could not be read ({error}): "
-                    "the next restore checks it and says what to do")
+                    f"uploaded over them, and whether the databases were replaced could not be read ({error}); "
+                    f"the MLflow server {STAYS_STOPPED}: the next restore checks it and says what to do"), False
         if swapped:
             return (f"the databases hold the backup (the replaced ones are kept as <name>{REPLACED_TAG}{state.stamp}); "
-                    f"the stack's objects the backup does not hold are still under {destination}")
+                    f"the stack's objects the backup does not hold are still under {destination}"), True
     try:
         result = put_back_objects(access, layout, s3_env, state.stamp)
     except BaseException as error:  # noqa: BLE001 - said, and the restore's own error is the one raised
         return (f"the databases were not replaced, but the backup's objects were uploaded over the stack's and "
-                f"putting the stack's bytes back failed ({error or type(error).__name__}): run "
-                f"scripts/restore --put-back {state.stamp}")
+                f"putting the stack's bytes back failed ({str(error) or type(error).__name__}); the MLflow server "
+                f"{STAYS_STOPPED} until scripts/restore --put-back {state.stamp}, which puts them back and starts it"), False
     new = len(state.backup_keys - state.stack_keys)
     return (f"the databases were not replaced (the stack keeps its own); {result['put_back']} objects the "
             f"backup's upload had overwritten got the stack's bytes back from the quarantine, which was then "
             f"removed" + (f"; up to {new} objects of the backup the stack did not hold are left under {destination}"
-                          if new else ""))
+                          if new else "")), True
+
+
+STAYS_STOPPED = "stays stopped (serving would hand out the backup's bytes beside the stack's own databases)"
 
 
 def _start_again(access: StackAccess) -> str:
@@ -805,7 +814,7 @@ def stamp_swapped(access: StackAccess, layout: StackLayout, stamp: str) -> bool:
 
 def unswapped(access: StackAccess, layout: StackLayout) -> dict[str, list[int]]:
     """The quarantines whose restore never replaced the databases (killed between its upload and its
-    swap): the stack runs on its own databases while keys it shares with that backup may hold the
+    swap): the stack keeps its own databases while keys it shares with that backup may hold the
     backup's bytes; the stack's are in the quarantine."""
     found = _quarantines(access, layout)
     databases = _database_names(access) if found else set()
@@ -814,7 +823,7 @@ def unswapped(access: StackAccess, layout: StackLayout) -> dict[str, list[int]]:
 
 def _put_back_hint(access: StackAccess, layout: StackLayout, stamp: str, size: list[int]) -> str:
     return (f"a restore --replace (quarantine {_quarantine_uri(layout.artifacts_destination, stamp)}, {size[0]} "
-            f"objects) stopped before it replaced the databases: {access.description} runs on its own databases, "
+            f"objects) stopped before it replaced the databases: {access.description} keeps its own databases, "
             f"but keys it shares with that backup may hold the backup's bytes. Put the stack's bytes back first: "
             f"scripts/restore --put-back {stamp}")
 
@@ -835,23 +844,30 @@ def put_back_objects(access: StackAccess, layout: StackLayout, s3_env: dict[str,
 
 def put_back(access: StackAccess, stamp: str, *, say: Say = _stderr) -> dict[str, int]:
     """`--put-back STAMP`: after a --replace killed before its swap, the stack gets its own bytes back
-    (the quarantine `stamp` holds them) and the quarantine is removed."""
+    (the quarantine `stamp` holds them), the quarantine is removed and the MLflow server started (a
+    killed restore leaves it stopped; one still serving is stopped while keys are rewritten)."""
     if not _STAMP_PATTERN.fullmatch(stamp):
         raise RefusedError(f"{stamp!r} is not a restore's stamp (like 20250101T000000Z); nothing was changed")
     layout = StackLayout.read(access)
     with maintenance_lock(access, "restore"):
         if stamp_swapped(access, layout, stamp):
             raise RefusedError(f"the restore of {stamp} replaced the databases (<name>{REPLACED_TAG}{stamp} exists): "
-                               f"{access.description} runs on the backup's, whose objects are in place; its "
+                               f"{access.description} holds the backup's, whose objects are in place; its "
                                "quarantine holds what was replaced (scripts/restore --purge-replaced removes it). "
                                "Nothing was changed")
         if stamp not in _quarantines(access, layout):
             raise RefusedError(f"no quarantine {_quarantine_uri(layout.artifacts_destination, stamp)}: nothing to put "
                                "back; nothing was changed")
-        result = put_back_objects(access, layout, layout.s3_env(access), stamp)
+        access.stop_server()
+        try:
+            result = put_back_objects(access, layout, layout.s3_env(access), stamp)
+        except OpsError as error:
+            raise OpsError(f"{error}; the MLflow server {STAYS_STOPPED}: run scripts/restore --put-back {stamp} "
+                           "again") from error
+        access.start_server()  # before anything is said: a closed terminal must not leave it stopped
     say(f"put the stack's bytes back into {result['put_back']} objects the restore of {stamp} had overwritten (of "
-        f"{result['kept']} it had quarantined) and removed its quarantine; the backup's objects the stack did not "
-        f"hold are left under {layout.artifacts_destination}")
+        f"{result['kept']} it had quarantined), removed its quarantine and started the MLflow server; the backup's "
+        f"objects the stack did not hold are left under {layout.artifacts_destination}")
     return result
 
 

@@ -315,6 +315,24 @@ def test_backup_refuses_a_non_empty_directory(access, tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["something.txt"]
 
 
+def test_a_folder_marker_is_skipped_and_named_not_failing_the_backup(stack, access, backup_dir, tmp_path):
+    """Review 3 F6: a zero-byte key ending in `/` (the AWS console's "Create folder") cannot be a tar
+    member; it made every backup fail. It is skipped, said with its full key and kept in the manifest."""
+    s3, marker = stack.s3.client("s3"), "reports/"
+    s3.put_object(Bucket=stack.s3.bucket, Key=marker, Body=b"")
+    said: list[str] = []
+    try:
+        manifest = backup(access, tmp_path / "with-marker", say=said.append)
+    finally:
+        s3.delete_object(Bucket=stack.s3.bucket, Key=marker)
+    uri = f"s3://{stack.s3.bucket}/{marker}"
+    assert [item["key"] for item in manifest.objects_skipped] == [uri]
+    assert Manifest.load(tmp_path / "with-marker").objects_skipped == manifest.objects_skipped
+    assert any(line.startswith("1 objects are NOT backed up") and f"{uri}: a zero-byte folder marker" in line
+               for line in said), said
+    assert len(manifest.objects.entries) == len(Manifest.load(backup_dir).objects.entries)
+
+
 def test_backup_holds_dumps_objects_and_a_manifest_of_what_was_logged(stack, access, logged, before, taken,
                                                                       report_figure):
     backup_dir = taken["directory"]
@@ -735,7 +753,9 @@ def test_a_grant_on_an_experiment_the_tracking_dump_lacks_is_pruned(stack, acces
 def test_replace_keeps_what_it_replaces_until_purged(stack, access, before, backup_dir, tmp_path):
     """Issue 28 items 2 and 9: --replace says what it replaces, keeps the replaced databases and objects
     (outside what the backup restores), and a backup without an auth database clears the target's
-    permission rows (their ids would now name the backup's objects) but keeps its users."""
+    permission rows (their ids would now name the backup's objects) but keeps its users. Review 3 F4: a
+    SIGHUP (a KeyboardInterrupt, ops.access) after the swap, as the server is about to start, must not
+    leave it stopped, and what is said names the state of the stack."""
     with admin_client(stack) as client:
         extra = client.create_experiment(f"replaced-{uuid.uuid4().hex[:6]}")
         client.log_text(client.create_run(extra).info.run_id, "kept in quarantine\n", "kept.txt")
@@ -747,7 +767,16 @@ def test_replace_keeps_what_it_replaces_until_purged(stack, access, before, back
     (no_auth / MANIFEST).write_text(json.dumps(raw))
     assert int(_auth_rows(stack, "SELECT count(*) FROM role_permissions WHERE resource_type = 'experiment'")) > 0
     said: list[str] = []
-    restore(access, no_auth, replace=True, say=said.append)
+
+    def hung_up(message: str) -> None:
+        said.append(message)
+        if message == "starting the MLflow server":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        restore(access, no_auth, replace=True, say=hung_up)
+    assert stack.variants["default"].server.service.alive() and "started the MLflow server again" in said, said
+    assert [line for line in said if line.startswith("interrupted: the databases hold the backup")], said
     assert any(re.match(r"--replace: replacing runs \d+, experiments \d+ besides Default.* objects \(", line)
                for line in said), said
     assert any("removed permission rows of the stack's own" in line for line in said), said
@@ -835,14 +864,17 @@ def test_a_replace_stopped_before_its_swap_gives_the_stack_its_own_bytes_back(st
     assert not [name for name in _objects(stack) if name.startswith(QUARANTINE_KEYS)]
 
 
-def test_a_replace_killed_before_its_swap_is_put_back_by_the_command_it_names(stack, access, logged, backup_dir):
+def test_a_replace_killed_before_its_swap_is_put_back_by_the_command_it_names(stack, access, logged, backup_dir,
+                                                                              tmp_path):
     """Review 2 F1 (b): after a SIGKILL between the upload and the swap nothing of the restore runs:
-    the state it leaves (the quarantine copy, then the upload, made here by the restore's own steps)
-    must make the next restore refuse naming `--put-back STAMP`, purge must keep that quarantine, and
-    --put-back gives the stack its bytes back."""
+    the state it leaves (the server stopped, the quarantine copy, then the upload, made here by the
+    restore's own steps) must make the next restore refuse naming `--put-back STAMP`, a backup refuse
+    too (review 3 F1: it would save the backup's bytes beside the stack's databases), purge must keep
+    that quarantine, and --put-back gives the stack its bytes back and starts the server (review 3 F3)."""
     import ops.restore as restore_module
 
     key = _overwrite_in_stack(stack, logged)
+    access.stop_server()
     layout = StackLayout.read(access)
     env, stamp = layout.s3_env(access), "20260101T000000Z"
     manifest = Manifest.load(backup_dir)
@@ -852,9 +884,13 @@ def test_a_replace_killed_before_its_swap_is_put_back_by_the_command_it_names(st
                                    say=lambda message: None)
     assert _bytes_of(stack, key) != b"logged after the backup\n"  # the state a SIGKILL leaves
 
-    with pytest.raises(RefusedError, match=rf"stopped before it replaced the databases.*scripts/restore --put-back "
-                                           rf"{stamp}, then run this again; nothing was changed"):
+    with pytest.raises(RefusedError, match=rf"stopped before it replaced the databases: .* keeps its own databases, "
+                                           rf".*scripts/restore --put-back {stamp}, then run this again; nothing was "
+                                           "changed"):
         restore(access, backup_dir, replace=True, say=lambda message: None)
+    with pytest.raises(RefusedError, match=rf"scripts/restore --put-back {stamp}, then run this again"):
+        backup(access, tmp_path / "during", say=lambda message: None)
+    assert not (tmp_path / "during").exists() or not any((tmp_path / "during").iterdir())
     said: list[str] = []
     assert purge_replaced(access, say=said.append)["objects"] == 0
     assert any(line.startswith("kept: ") and f"--put-back {stamp}" in line for line in said), said
@@ -863,9 +899,40 @@ def test_a_replace_killed_before_its_swap_is_put_back_by_the_command_it_names(st
     said = []
     result = restore_module.put_back(access, stamp, say=said.append)
     assert result["put_back"] == 1 and _bytes_of(stack, key) == b"logged after the backup\n", (result, said)
+    assert stack.variants["default"].server.service.alive() and "started the MLflow server" in said[-1], said
     assert not [name for name in _objects(stack) if name.startswith(QUARANTINE_KEYS)]
     with pytest.raises(RefusedError, match="no quarantine"):
         restore_module.put_back(access, stamp, say=lambda message: None)
+
+
+def test_a_failed_put_back_leaves_the_server_stopped_until_put_back(stack, access, logged, backup_dir, monkeypatch):
+    """Review 3 F5: a --replace failing before its swap whose automatic put-back is itself interrupted (a
+    second Ctrl-C) must not start the server on the stack's databases with the backup's bytes, and says
+    what failed and the command that mends it."""
+    import ops.restore as restore_module
+
+    key = _overwrite_in_stack(stack, logged)
+
+    def failing_swap(*args, **kwargs):
+        raise OpsError("renaming failed (injected)")
+
+    def interrupted_put_back(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(restore_module, "swap", failing_swap)
+    monkeypatch.setattr(restore_module, "put_back_objects", interrupted_put_back)
+    said: list[str] = []
+    with pytest.raises(OpsError) as failed:
+        restore(access, backup_dir, replace=True, say=said.append)
+    monkeypatch.undo()
+    message = str(failed.value)
+    stamp = re.search(r"scripts/restore --put-back (\d{8}T\d{6}Z)", message)
+    assert "putting the stack's bytes back failed (KeyboardInterrupt); the MLflow server stays stopped" in message
+    assert stamp and not stack.variants["default"].server.service.alive(), (message, said)
+    assert not [line for line in said if "started the MLflow server" in line], said
+    put_back(access, stamp.group(1), say=lambda message: None)
+    assert _bytes_of(stack, key) == b"logged after the backup\n"
+    assert stack.variants["default"].server.service.alive()
 
 
 def test_a_manifest_whose_revision_or_counts_lie_is_not_trusted(stack, access, backup_dir, tmp_path):
