@@ -197,14 +197,9 @@ class Guard:
         if problem is None and reads_body and _declared_too_large(scope):
             return await _too_large(send)
         if problem is None and _inspects_body(scope["path"]):
-            try:
-                body = await read_body(receive, MAX_INSPECTED_BODY_BYTES)
-            except BodyTooLarge:
-                return await _too_large(send)
-            except Busy:
-                return await _busy(send)
+            body = await _read_within_bounds(receive, send)
             if body is None:
-                return None
+                return None  # answered (413, 503), or the client left
             from starlette.concurrency import run_in_threadpool
 
             async with _parsing():
@@ -214,14 +209,9 @@ class Guard:
         if problem is not None:
             return await refuse(send, problem)
         if scope["method"] == "POST" and scope["path"].endswith(otlp.PATH_SUFFIX):
-            try:
-                body = await read_body(receive, MAX_INSPECTED_BODY_BYTES)
-            except BodyTooLarge:
-                return await _too_large(send)
-            except Busy:
-                return await _busy(send)
+            body = await _read_within_bounds(receive, send)
             if body is None:
-                return None
+                return None  # answered (413, 503), or the client left
             receive = replaying(body, receive)
             try:
                 async with _parsing():
@@ -234,6 +224,17 @@ class Guard:
                 return await _respond(send, FORBIDDEN, json.dumps(
                     {"error_code": "PERMISSION_DENIED", "message": why}).encode(), "application/json")
         return await self.app(scope, receive, send)
+
+
+async def _read_within_bounds(receive: Receive, send: Send) -> Optional[bytes]:
+    """The body, or None when it was answered 413 or 503 instead, or the client left."""
+    try:
+        return await read_body(receive, MAX_INSPECTED_BODY_BYTES)
+    except BodyTooLarge:
+        await _too_large(send)
+    except Busy:
+        await _busy(send)
+    return None
 
 
 async def _busy(send: Send) -> None:
