@@ -191,12 +191,13 @@ class Guard:
                    or readings.run_pairs_problem(ids.query_pairs(query_string), "the query string")
                    or _message(ids.check_query_string(query_string) or ids.check_header(headers)
                                or ids.check_artifact_path(scope["path"], query_string)))
-        reads_body = _inspects_body(scope["path"]) or scope["path"].endswith(otlp.PATH_SUFFIX)
+        inspects_body = _inspects_body(scope["path"])
+        reads_body = inspects_body or scope["path"].endswith(otlp.PATH_SUFFIX)
         if problem is None and reads_body and not _carries_credentials(scope):
             return await self.app(scope, receive, send)  # the auth app answers 401 unread
         if problem is None and reads_body and _declared_too_large(scope):
             return await _too_large(send)
-        if problem is None and _inspects_body(scope["path"]):
+        if problem is None and inspects_body:
             body = await _read_within_bounds(receive, send)
             if body is None:
                 return None  # answered (413, 503), or the client left
