@@ -55,6 +55,9 @@ S3_CREDENTIAL_ENVS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 MODEL_VERSION_SOURCE_REGEX_ENV = "MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX"
 MODEL_VERSION_SOURCE_REGEX = r"^(?:(?:models|runs|mlflow-artifacts):/(?!/)|(?:dummy-source|prompt-template)\Z)"
 
+# MLflow's background job runners (huey consumers): on only where server.jobExecution asks for them.
+JOB_EXECUTION_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+
 # auth.mode mlflow and oidc: an auth app in front of MLflow's own routes (`--app-name`) checks
 # every request; its users and permissions live in a database of their own beside the tracking one
 # (mlflow-oidc-auth keeps its revision in `alembic_version`, which would collide with MLflow's in the
@@ -262,7 +265,7 @@ def tracking_server_env(settings: TrackingServerSettings) -> dict[str, str]:
         "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(settings.db_max_overflow),
         "MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE": str(settings.db_pool_recycle_seconds),
         # Background job runners (huey workers) only when used.
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if settings.job_execution else "false",
+        JOB_EXECUTION_ENV: "true" if settings.job_execution else "false",
         # MLflow turns its AI Gateway on unless told otherwise: here only when the config asks for it.
         "MLFLOW_ENABLE_AI_GATEWAY": "true" if settings.ai_gateway else "false",
         MODEL_VERSION_SOURCE_REGEX_ENV: MODEL_VERSION_SOURCE_REGEX,
@@ -587,6 +590,9 @@ def gc_spec(settings: TrackingServerSettings, older_than: str, timeout_seconds: 
     # already: a 500 there is the store refusing, not the network. Fail within seconds instead of
     # MLflow's default backoff (minutes per run); the next scheduled gc takes it up again.
     env.update(GC_HTTP_RETRIES)
+    # Its artifacts-only server runs no jobs; MLflow's default (true) would start seven huey consumers
+    # that each import MLflow (~230 MiB apiece: past a 2 GiB task) and outlive the server's shutdown.
+    env[JOB_EXECUTION_ENV] = "false"
     return ContainerSpec(
         name=name,
         image=settings.image,

@@ -5,14 +5,17 @@ key), sent as `python -c` source: `source()` prepends ops.objects' own source (O
 the S3 client and key listing are written once. Standard library and boto3 only; no
 `from __future__` import here, as this source follows that assignment.
 
-    copy     s3://BUCKET[/PREFIX] STAMP  copy (server side) every object under the destination to
-                                         the quarantine STAMP, deleting nothing: done before the
-                                         backup's upload overwrites any key
+    copy     s3://BUCKET[/PREFIX] STAMP  (stdin: JSON {key: [bytes, sha256]} of the backup) first
+                                         record what the upload will write over the stack's keys
+                                         (STAMP.upload.json), then copy (server side) every object
+                                         under the destination to the quarantine STAMP, deleting
+                                         nothing: done before the backup's upload overwrites any key
     prune    s3://BUCKET[/PREFIX]        (stdin: JSON list of the backup's keys) after the swap,
                                          delete the stack's objects the backup does not hold
-    put-back s3://BUCKET[/PREFIX] STAMP  a restore stopped before its swap: copy every quarantined
-                                         object whose bytes differ back over its key, then delete
-                                         the quarantine STAMP (the stack keeps its own bytes)
+    put-back s3://BUCKET[/PREFIX] STAMP  a restore stopped before its swap: copy each quarantined
+                                         object back over its key where the key still holds what
+                                         the backup's upload wrote (not where it was written or
+                                         deleted since), then delete the quarantine STAMP
     list     s3://BUCKET[/PREFIX]        {"quarantines": {stamp: [objects, bytes]}}
     purge    s3://BUCKET[/PREFIX] STAMP  delete the quarantine STAMP
 
@@ -22,12 +25,18 @@ ops.objects lists around it (it is not the stack's data, nor a backup's), Nginx'
 allow-list never serves it, and objects.tar members under it are refused (ops.archive).
 """
 
+import hashlib
 import json
 import sys
 import types
 
 QUARANTINE_SUFFIX = ".mlflow-restore-replaced/"  # ops.objects.RESTORE_QUARANTINE
+UPLOAD_RECORD_SUFFIX = ".upload.json"
+"""`<quarantine root><STAMP>.upload.json`, beside the quarantine: {key: [bytes, sha256]} of what the
+backup's upload writes over keys the stack holds, written before anything is copied or uploaded, so
+a put-back after a kill tells the upload's bytes from bytes written to the key since."""
 DELETE_BATCH = 1000
+HASH_CHUNK = 1024 * 1024
 
 
 def quarantine_root(destination_prefix: str) -> str:
@@ -60,18 +69,24 @@ def _delete(client, bucket: str, keys: list) -> None:
             raise RuntimeError(f"could not delete {error.get('Key')}: {error.get('Code')} {error.get('Message')}")
 
 
-def copy(objects, destination: str, stamp: str) -> dict:
-    """Copy (server side) every object under the destination into the quarantine `stamp`, deleting
-    nothing: done before the backup's objects overwrite any key, so the stack's bytes of a key the
-    backup also holds are kept too."""
+def copy(objects, destination: str, stamp: str, backup: dict) -> dict:
+    """Record what the upload will write over the stack's keys (`backup`: key -> [bytes, sha256]),
+    then copy (server side) every object under the destination into the quarantine `stamp`,
+    deleting nothing: done before the backup's objects overwrite any key, so the stack's bytes of a
+    key the backup also holds are kept too."""
     client = objects._client()
     bucket, prefix = objects.split_destination(destination)
     root = quarantine_root(prefix)
+    listed = list(objects._objects(client, bucket, prefix))
+    overwritten = {item["Key"][len(prefix):]: backup[item["Key"][len(prefix):]] for item in listed
+                   if item["Key"][len(prefix):] in backup}
+    client.put_object(Bucket=bucket, Key=f"{root}{stamp}{UPLOAD_RECORD_SUFFIX}", Body=json.dumps(overwritten).encode(),
+                      ContentType="application/json")
     copied = total = 0
-    for listed in objects._objects(client, bucket, prefix):
-        key = listed["Key"]
+    for item in listed:
+        key = item["Key"]
         client.copy({"Bucket": bucket, "Key": key}, bucket, f"{root}{stamp}/{key[len(prefix):]}")
-        copied, total = copied + 1, total + listed["Size"]
+        copied, total = copied + 1, total + item["Size"]
     return {"objects": copied, "bytes": total, "quarantine": f"s3://{bucket}/{root}{stamp}/"}
 
 
@@ -85,57 +100,88 @@ def prune(objects, destination: str, keep: set) -> dict:
 
 
 def quarantines(objects, destination: str) -> dict:
-    """stamp -> [objects, bytes] of each quarantine of the destination."""
+    """stamp -> [objects, bytes] of each quarantine of the destination (one with only its upload
+    record, [0, 0]: a restore stopped before it copied anything)."""
     client = objects._client()
     bucket, prefix = objects.split_destination(destination)
     root = quarantine_root(prefix)
     found: dict = {}
     for listed in objects._objects(client, bucket, root):
-        stamp = listed["Key"][len(root):].split("/", 1)[0]
-        entry = found.setdefault(stamp, [0, 0])
-        entry[0], entry[1] = entry[0] + 1, entry[1] + listed["Size"]
+        rest = listed["Key"][len(root):]
+        if "/" in rest:
+            entry = found.setdefault(rest.split("/", 1)[0], [0, 0])
+            entry[0], entry[1] = entry[0] + 1, entry[1] + listed["Size"]
+        elif rest.endswith(UPLOAD_RECORD_SUFFIX):
+            found.setdefault(rest[:-len(UPLOAD_RECORD_SUFFIX)], [0, 0])
     return found
 
 
-def _stamp_keys(objects, client, bucket: str, prefix: str, stamp: str) -> list:
-    """(quarantined key, the key it was copied from) of every object of the quarantine `stamp`."""
+def _stamp_objects(objects, client, bucket: str, prefix: str, stamp: str) -> list:
+    """(listing entry of the quarantined object, the key it was copied from) of the quarantine `stamp`."""
     root = f"{quarantine_root(prefix)}{stamp}/"
-    return [(listed["Key"], prefix + listed["Key"][len(root):]) for listed in objects._objects(client, bucket, root)]
+    return [(listed, prefix + listed["Key"][len(root):]) for listed in objects._objects(client, bucket, root)]
+
+
+def _upload_record(client, bucket: str, prefix: str, stamp: str):
+    """The quarantine's record of what the upload writes over the stack's keys; None if there is none."""
+    try:
+        body = client.get_object(Bucket=bucket, Key=f"{quarantine_root(prefix)}{stamp}{UPLOAD_RECORD_SUFFIX}")["Body"]
+    except client.exceptions.NoSuchKey:
+        return None
+    return json.loads(body.read())
+
+
+def _holds(client, bucket: str, key: str, listed: dict, written: list) -> bool:
+    """The key holds exactly the bytes the upload wrote ([bytes, sha256]): read back and hashed when the
+    size matches (an ETag is no content hash under SSE-KMS or for multipart uploads)."""
+    if listed["Size"] != written[0]:
+        return False
+    digest = hashlib.sha256()
+    body = client.get_object(Bucket=bucket, Key=key, IfMatch=listed["ETag"])["Body"]
+    for chunk in iter(lambda: body.read(HASH_CHUNK), b""):
+        digest.update(chunk)
+    return digest.hexdigest() == written[1]
 
 
 def put_back(objects, destination: str, stamp: str) -> dict:
     """A restore stopped before its swap left the stack on its own databases while the backup's upload
-    may have overwritten keys both hold: each quarantined object whose key is missing or holds other
-    bytes (another ETag) is copied back, then the quarantine `stamp` is deleted (nothing is replaced).
-    Run again after a failure, it copies what still differs."""
+    may have overwritten keys both hold: each quarantined object is copied back over its key where the
+    key still holds the bytes the upload wrote (its record says which). A key written since (the
+    server started by hand after a kill, a user logging again) keeps its newer bytes, and a key
+    deleted since stays deleted: both are counted as `changed_since`. Then the quarantine `stamp` is
+    deleted. Run again after a failure, it does what is still to do."""
     client = objects._client()
     bucket, prefix = objects.split_destination(destination)
-    kept = _stamp_keys(objects, client, bucket, prefix, stamp)
-    restored = 0
+    kept = _stamp_objects(objects, client, bucket, prefix, stamp)
+    record = _upload_record(client, bucket, prefix, stamp)
+    if record is None and kept:
+        raise RuntimeError(f"the quarantine {stamp} has no record of what the upload wrote "
+                           f"({quarantine_root(prefix)}{stamp}{UPLOAD_RECORD_SUFFIX}): put back nothing and kept it")
+    current = {listed["Key"]: listed for listed in objects._objects(client, bucket, prefix)}
+    restored = changed = 0
     for quarantined, key in kept:
-        if _etag(client, bucket, key) != _etag(client, bucket, quarantined):
-            client.copy({"Bucket": bucket, "Key": quarantined}, bucket, key)
-            restored += 1
-    _delete(client, bucket, [quarantined for quarantined, _ in kept])
-    return {"put_back": restored, "kept": len(kept)}
-
-
-def _etag(client, bucket: str, key: str):
-    """The object's ETag (its content's md5 for a single-part upload); None when there is no such key."""
-    try:
-        return client.head_object(Bucket=bucket, Key=key)["ETag"]
-    except client.exceptions.ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
+        now = current.get(key)
+        if now is not None and now["ETag"] == quarantined["ETag"] and now["Size"] == quarantined["Size"]:
+            continue  # its own bytes (the upload did not reach it, or wrote the same)
+        written = record.get(key[len(prefix):])
+        if now is None or written is None or not _holds(client, bucket, key, now, written):
+            changed += 1
+            continue
+        client.copy({"Bucket": bucket, "Key": quarantined["Key"]}, bucket, key)
+        restored += 1
+    _delete(client, bucket, [quarantined["Key"] for quarantined, _ in kept])
+    _delete(client, bucket, [f"{quarantine_root(prefix)}{stamp}{UPLOAD_RECORD_SUFFIX}"])
+    return {"put_back": restored, "kept": len(kept), "changed_since": changed}
 
 
 def purge(objects, destination: str, stamp: str) -> dict:
-    """Delete the quarantine `stamp` (restore decides which stamps may go: those whose swap happened)."""
+    """Delete the quarantine `stamp` and its upload record (restore decides which stamps may go: those
+    whose swap happened)."""
     client = objects._client()
     bucket, prefix = objects.split_destination(destination)
-    keys = [quarantined for quarantined, _ in _stamp_keys(objects, client, bucket, prefix, stamp)]
+    keys = [quarantined["Key"] for quarantined, _ in _stamp_objects(objects, client, bucket, prefix, stamp)]
     _delete(client, bucket, keys)
+    _delete(client, bucket, [f"{quarantine_root(prefix)}{stamp}{UPLOAD_RECORD_SUFFIX}"])
     return {"deleted": len(keys)}
 
 
@@ -153,7 +199,7 @@ def main(argv: list) -> int:
     try:
         objects = _objects_module()
         if len(argv) == 3 and argv[0] == "copy":
-            result = copy(objects, argv[1], argv[2])
+            result = copy(objects, argv[1], argv[2], json.loads(sys.stdin.read() or "{}"))
         elif len(argv) == 2 and argv[0] == "prune":
             result = prune(objects, argv[1], set(json.loads(sys.stdin.read() or "[]")))
         elif len(argv) == 2 and argv[0] == "list":
@@ -163,7 +209,7 @@ def main(argv: list) -> int:
         elif len(argv) == 3 and argv[0] == "purge":
             result = purge(objects, argv[1], argv[2])
         else:
-            print("usage: quarantine copy DEST STAMP | prune DEST (keys to keep on stdin) | put-back DEST STAMP | "
+            print("usage: quarantine copy DEST STAMP (backup keys on stdin) | prune DEST (keys to keep on stdin) | put-back DEST STAMP | "
                   "list DEST | purge DEST STAMP", file=sys.stderr)
             return 2
         print(json.dumps(result))

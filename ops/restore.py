@@ -570,7 +570,7 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
         # swap; only then the stack's objects the backup lacks deleted (each already in the quarantine).
         if replace:
             state.quarantining = True
-            _quarantine_copy(access, layout, s3_env, stamp=stamp, progress=progress, say=say)
+            _quarantine_copy(access, manifest, layout, s3_env, stamp=stamp, progress=progress, say=say)
         _upload_objects(access, directory, manifest, layout, s3_env, progress=progress, say=say)
         say(f"replacing database {', '.join(names.target for names in swapping)}")
         if lock is not None:  # a PostgreSQL restart during the upload released it: a gc may be reading
@@ -708,15 +708,17 @@ def _upload_objects(access: StackAccess, directory: Path, manifest: Manifest, la
                             "holds)")
 
 
-def _quarantine_copy(access: StackAccess, layout: StackLayout, s3_env: dict[str, str], *, stamp: str,
-                     progress: _Progress, say: Say) -> None:
-    """--replace, before anything is overwritten: every object of the stack copied (server side) to a
-    quarantine (ops.quarantine), kept until scripts/restore --purge-replaced."""
+def _quarantine_copy(access: StackAccess, manifest: Manifest, layout: StackLayout, s3_env: dict[str, str], *,
+                     stamp: str, progress: _Progress, say: Say) -> None:
+    """--replace, before anything is overwritten: a record of what the upload will write over the stack's
+    keys (a put-back tells those bytes from ones written since), then every object of the stack copied
+    (server side) to a quarantine (ops.quarantine), kept until scripts/restore --purge-replaced."""
     destination = layout.artifacts_destination
     progress.changed.append(f"the objects under {destination} were being copied to a quarantine under "
                             f"{_quarantine_uri(destination, stamp)} (nothing deleted)")
+    backup = {entry.key: [entry.bytes, entry.sha256] for entry in manifest.objects.entries}
     out = run(access.python_command(["-c", quarantine.source(), "copy", destination, stamp], s3_env),
-              f"copying the objects under {destination} to a quarantine")
+              f"copying the objects under {destination} to a quarantine", stdin=json.dumps(backup).encode())
     copied = json.loads(out.decode().strip().splitlines()[-1])
     progress.changed[-1] = (f"the {copied['objects']} objects that were under {destination} are kept under "
                             f"{copied['quarantine']}")
@@ -867,7 +869,9 @@ def put_back(access: StackAccess, stamp: str, *, say: Say = _stderr) -> dict[str
         access.start_server()  # before anything is said: a closed terminal must not leave it stopped
     say(f"put the stack's bytes back into {result['put_back']} objects the restore of {stamp} had overwritten (of "
         f"{result['kept']} it had quarantined), removed its quarantine and started the MLflow server; the backup's "
-        f"objects the stack did not hold are left under {layout.artifacts_destination}")
+        f"objects the stack did not hold are left under {layout.artifacts_destination}"
+        + (f"; {result['changed_since']} keys written or deleted since that restore kept what they hold now"
+           if result.get("changed_since") else ""))
     return result
 
 

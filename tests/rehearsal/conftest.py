@@ -23,6 +23,10 @@ import pytest
 from rehearsal.launcher import RehearsalStack, ServerUnavailable, Variant, check_prerequisites
 
 STATIC_PREFIX = "/mlflow"
+ONE_WORKER = {"workers": 1}
+"""`server:` of the day-2 modules (test_13, test_20, test_21): they stop and start the server dozens
+of times and each uvicorn worker imports MLflow anew (~3.5 s of CPU a start); the worker count is not
+what they test (test_12 and the authorization modules keep the default two)."""
 
 
 # Set by pytest itself around every test phase: not a module's to restore.

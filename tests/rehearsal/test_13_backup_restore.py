@@ -40,7 +40,7 @@ from ops.backup import backup
 from ops.lock import maintenance_lock
 from ops.restore import REPLACED_TAG, purge_replaced, put_back, restore
 from rehearsal.launcher import RehearsalStack, Variant, base_env, run_schema_upgrade
-from tests.rehearsal.conftest import mlflow_client_for, running_stack
+from tests.rehearsal.conftest import ONE_WORKER, mlflow_client_for, running_stack
 
 BINARY_BYTES = 4 * 1024 * 1024
 
@@ -128,7 +128,7 @@ class RehearsalAccess:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[RehearsalStack]:
-    with running_stack({"auth": {"mode": "mlflow"}}) as stack:
+    with running_stack({"auth": {"mode": "mlflow"}, "server": ONE_WORKER}) as stack:
         yield stack
 
 
@@ -785,7 +785,8 @@ def test_replace_keeps_what_it_replaces_until_purged(stack, access, before, back
     kept = _databases_like(stack, "mlflow%\\_\\_replaced\\_%")
     assert any(name.startswith("mlflow__replaced_") for name in kept)
     assert any(name.startswith("mlflow_auth__replaced_") for name in kept)
-    quarantined = [key for key in _objects(stack) if key.startswith(".mlflow-restore-replaced/")]
+    quarantined = [key for key in _objects(stack)  # the objects, not each quarantine's upload record
+                   if key.startswith(QUARANTINE_KEYS) and "/" in key.removeprefix(QUARANTINE_KEYS)]
     assert any(key.endswith("/kept.txt") for key in quarantined)
     with admin_client(stack) as client:
         after = snapshot(client, tmp_path / "after", artifacts=False)
@@ -879,10 +880,16 @@ def test_a_replace_killed_before_its_swap_is_put_back_by_the_command_it_names(st
     env, stamp = layout.s3_env(access), "20260101T000000Z"
     manifest = Manifest.load(backup_dir)
     progress = restore_module._Progress()
-    restore_module._quarantine_copy(access, layout, env, stamp=stamp, progress=progress, say=lambda message: None)
+    restore_module._quarantine_copy(access, manifest, layout, env, stamp=stamp, progress=progress,
+                                    say=lambda message: None)
     restore_module._upload_objects(access, backup_dir, manifest, layout, env, progress=progress,
                                    say=lambda message: None)
     assert _bytes_of(stack, key) != b"logged after the backup\n"  # the state a SIGKILL leaves
+    # Review 4 F2: the server started by hand after the kill, a user writes a key both hold again:
+    # --put-back must not put the stack's old bytes over it.
+    rewritten = next(entry.key for entry in manifest.objects.entries if not entry.key.endswith(key))
+    stack.s3.client("s3").put_object(Bucket=stack.s3.bucket, Body=b"written after the kill\n", Key=next(
+        name for name in _objects(stack) if name.endswith(rewritten) and not name.startswith(QUARANTINE_KEYS)))
 
     with pytest.raises(RefusedError, match=rf"stopped before it replaced the databases: .* keeps its own databases, "
                                            rf".*scripts/restore --put-back {stamp}, then run this again; nothing was "
@@ -899,6 +906,8 @@ def test_a_replace_killed_before_its_swap_is_put_back_by_the_command_it_names(st
     said = []
     result = restore_module.put_back(access, stamp, say=said.append)
     assert result["put_back"] == 1 and _bytes_of(stack, key) == b"logged after the backup\n", (result, said)
+    assert result["changed_since"] == 1 and _bytes_of(stack, rewritten) == b"written after the kill\n", result
+    assert "1 keys written or deleted since that restore kept what they hold now" in said[-1], said
     assert stack.variants["default"].server.service.alive() and "started the MLflow server" in said[-1], said
     assert not [name for name in _objects(stack) if name.startswith(QUARANTINE_KEYS)]
     with pytest.raises(RefusedError, match="no quarantine"):

@@ -45,6 +45,14 @@ def variant(request, auth_stack) -> Variant:
 
 
 @pytest.fixture(scope="module")
+def unprefixed(auth_stack) -> Variant:
+    """For checks of the guard's hooks on MLflow's own routes (trace links, trace tags, trace starts)
+    and of what clients register: the static prefix changes nothing there (Nginx and the guard's
+    route matching under a prefix are tested with `variant`), and a [prefix] run costs CI ~15 s each."""
+    return auth_stack.variants["default"]
+
+
+@pytest.fixture(scope="module")
 def users(auth_stack) -> dict[str, tuple[str, str]]:
     from mlflow.server.auth.client import AuthServiceClient
 
@@ -129,7 +137,7 @@ def test_bob_cannot_register_a_storage_uri_nor_read_alices_artifact_through_it(v
     assert artifact.status_code != 200 and NOTES not in artifact.text, (artifact.status_code, artifact.text[:300])
 
 
-def test_what_mlflow_clients_register_still_works(variant, users, tmp_path):
+def test_what_mlflow_clients_register_still_works(unprefixed, users, tmp_path):
     """register_model("runs:/...") on a run holding an MLmodel (source mlflow-artifacts:/...), a logged
     model's registration (models:/m-...), a runs:/ registration of a logged model, and a prompt."""
     import mlflow
@@ -140,8 +148,8 @@ def test_what_mlflow_clients_register_still_works(variant, users, tmp_path):
             return model_input
 
     suffix = secrets.token_hex(4)
-    with _as(variant, *users["bob"]) as bob:
-        experiment_id = bob.create_experiment(f"bob-{variant.name}-{suffix}")
+    with _as(unprefixed, *users["bob"]) as bob:
+        experiment_id = bob.create_experiment(f"bob-{suffix}")
         with mlflow.start_run(experiment_id=experiment_id) as run:
             logged = mlflow.pyfunc.log_model(name="echo", python_model=Echo(), pip_requirements=[],
                                              registered_model_name=f"bob-logged-{suffix}")
@@ -281,24 +289,23 @@ def _alices_trace(variant: Variant, users, experiment_id: str) -> str:
         return span.trace_id
 
 
-def test_a_reader_cannot_link_someone_elses_trace_to_their_own_run(auth_stack, variant, users, alices):
+def test_a_reader_cannot_link_someone_elses_trace_to_their_own_run(unprefixed, users, alices):
     """MLflow asks READ on the trace; the project asks that the trace live in the run's experiment
     (EDIT on the run is then EDIT on the trace)."""
     from mlflow.server.auth.client import AuthServiceClient
 
-    trace_id = _alices_trace(variant, users, alices["experiment_id"])
-    admin_variant = auth_stack.variants["default"]
-    with _as(admin_variant, admin_variant.username, admin_variant.password):
-        AuthServiceClient(admin_variant.tracking_uri).grant_user_permission(
-            "bob", "experiment", alices["experiment_id"], "READ") if variant.name == "default" else None
-    link = _url(variant, "/api/2.0/mlflow/traces/link-to-run")
-    with _as(variant, *users["bob"]) as bob:
-        own = bob.create_run(bob.create_experiment(f"bob-link-{variant.name}-{secrets.token_hex(4)}"))
+    trace_id = _alices_trace(unprefixed, users, alices["experiment_id"])
+    with _as(unprefixed, unprefixed.username, unprefixed.password):
+        AuthServiceClient(unprefixed.tracking_uri).grant_user_permission("bob", "experiment", alices["experiment_id"],
+                                                                         "READ")
+    link = _url(unprefixed, "/api/2.0/mlflow/traces/link-to-run")
+    with _as(unprefixed, *users["bob"]) as bob:
+        own = bob.create_run(bob.create_experiment(f"bob-link-{secrets.token_hex(4)}"))
         assert bob.get_trace(trace_id).info.trace_id == trace_id  # bob reads it: READ was granted
     response = requests.post(link, json={"run_id": own.info.run_id, "trace_ids": [trace_id]}, auth=users["bob"],
                              timeout=30)
     assert response.status_code == 403 and "not in the run's experiment" in response.text, response.text[:300]
-    with _as(variant, *users["alice"]) as alice:  # within one experiment, linking still works
+    with _as(unprefixed, *users["alice"]) as alice:  # within one experiment, linking still works
         run = alice.create_run(alices["experiment_id"])
     ok = requests.post(link, json={"run_id": run.info.run_id, "trace_ids": [trace_id]}, auth=users["alice"], timeout=30)
     assert ok.status_code == 200, ok.text[:300]
@@ -427,33 +434,33 @@ def test_an_upload_cannot_authorize_one_run_and_write_to_another(variant, users,
             alice.download_artifacts(alices["run_id"], "notes.txt")).read()
 
 
-def test_a_trace_pointed_at_someone_elses_trace_folder_is_not_read(auth_stack, variant, users, alices, bobs):
+def test_a_trace_pointed_at_someone_elses_trace_folder_is_not_read(unprefixed, users, alices, bobs):
     """Reproduced: bob tagged his own trace mlflow.artifactLocation=<alice's trace folder> and read her
     spans through get-trace-artifact (the server reads with its own storage credentials)."""
     import mlflow
 
-    alices_trace = _alices_trace(variant, users, alices["experiment_id"])
-    with _as(variant, *users["alice"]) as alice:
+    alices_trace = _alices_trace(unprefixed, users, alices["experiment_id"])
+    with _as(unprefixed, *users["alice"]) as alice:
         folder = alice.get_trace(alices_trace).info.tags["mlflow.artifactLocation"]
-    with _as(variant, *users["bob"]):
+    with _as(unprefixed, *users["bob"]):
         mlflow.set_experiment(experiment_id=bobs["experiment_id"])
         with mlflow.start_span(name="bob-span") as span:
             span.set_inputs({"mine": "bob"})
         mlflow.flush_trace_async_logging()
-    tag = requests.patch(_url(variant, f"/api/2.0/mlflow/traces/{span.trace_id}/tags"), auth=users["bob"], timeout=30,
+    tag = requests.patch(_url(unprefixed, f"/api/2.0/mlflow/traces/{span.trace_id}/tags"), auth=users["bob"], timeout=30,
                          json={"key": "mlflow.artifactLocation", "value": folder})
     assert tag.status_code == 400 and "immutable" in tag.text, tag.text[:300]
     for api in ("2.0", "3.0"):
-        own = requests.get(_url(variant, f"/ajax-api/{api}/mlflow/get-trace-artifact"), params={"request_id": span.trace_id},
+        own = requests.get(_url(unprefixed, f"/ajax-api/{api}/mlflow/get-trace-artifact"), params={"request_id": span.trace_id},
                            auth=users["bob"], timeout=30)
         assert own.status_code == 200 and "alice" not in own.text, (api, own.status_code, own.text[:300])
 
 
-def test_a_trace_cannot_be_started_over_someone_elses_trace(auth_stack, variant, users, alices, bobs):
+def test_a_trace_cannot_be_started_over_someone_elses_trace(unprefixed, users, alices, bobs):
     """Reproduced: bob's StartTraceV3 with alice's trace id and his experiment moved her trace into his
     experiment (MLflow's store merges a start for an existing id); he read her spans, she got 403."""
-    alices_trace = _alices_trace(variant, users, alices["experiment_id"])
-    url = _url(variant, "/api/3.0/mlflow/traces")
+    alices_trace = _alices_trace(unprefixed, users, alices["experiment_id"])
+    url = _url(unprefixed, "/api/3.0/mlflow/traces")
 
     def start(trace_id: str) -> requests.Response:
         location = {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": bobs["experiment_id"]}}
@@ -463,6 +470,6 @@ def test_a_trace_cannot_be_started_over_someone_elses_trace(auth_stack, variant,
     taken = start(alices_trace)
     assert taken.status_code == 403 and "another experiment" in taken.text, taken.text[:300]
     assert start(alices_trace + "/").status_code == 400, "another spelling of her id (her folder, joined)"
-    with _as(variant, *users["alice"]) as alice:
+    with _as(unprefixed, *users["alice"]) as alice:
         assert alice.get_trace(alices_trace).info.experiment_id == alices["experiment_id"]
     assert start("tr-" + secrets.token_hex(16)).status_code == 200, "a new trace of bob's own"

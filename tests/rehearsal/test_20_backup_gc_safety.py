@@ -24,7 +24,7 @@ from components import render
 from ops import RefusedError
 from ops.lock import maintenance_lock
 from rehearsal.launcher import RehearsalStack, StartupError, Variant, run_step
-from tests.rehearsal.conftest import mlflow_client_for, running_stack
+from tests.rehearsal.conftest import ONE_WORKER, mlflow_client_for, running_stack
 from tests.rehearsal.test_13_backup_restore import RehearsalAccess
 
 PREFIX = "team"
@@ -32,7 +32,7 @@ PREFIX = "team"
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[RehearsalStack]:
-    with running_stack({"auth": {"mode": "mlflow"}, "artifacts": {"prefix": PREFIX}}) as stack:
+    with running_stack({"auth": {"mode": "mlflow"}, "artifacts": {"prefix": PREFIX}, "server": ONE_WORKER}) as stack:
         yield stack
 
 

@@ -4,11 +4,18 @@ the only place the server's scoped key may write (bucket policy `<prefix>/*`). A
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from ops import objects, quarantine
 
 BUCKET = "mlflow-artifacts"
+
+
+def _backup(objects_by_key: dict[str, bytes]) -> dict[str, list]:
+    """What restore hands `copy`: the backup's key -> [bytes, sha256]."""
+    return {key: [len(data), hashlib.sha256(data).hexdigest()] for key, data in objects_by_key.items()}
 
 
 def _read(client, key: str) -> bytes:
@@ -20,7 +27,7 @@ def test_replace_keeps_every_object_of_the_stack_inside_the_destination(s3, pref
     destination = f"s3://{BUCKET}/{prefix}"
     s3.put_object(Bucket=BUCKET, Key=f"{prefix}1/run/artifacts/config.json", Body=b"the stack's newer bytes")
     s3.put_object(Bucket=BUCKET, Key=f"{prefix}1/later/artifacts/model.pkl", Body=b"logged after the backup")
-    copied = quarantine.copy(objects, destination, "20260101T000000Z")
+    copied = quarantine.copy(objects, destination, "20260101T000000Z", _backup({"1/run/artifacts/config.json": b"the backup's bytes"}))
     root = f"{prefix}.mlflow-restore-replaced/20260101T000000Z/"
     assert copied["objects"] == 2 and copied["quarantine"] == f"s3://{BUCKET}/{root}"
     s3.put_object(Bucket=BUCKET, Key=f"{prefix}1/run/artifacts/config.json", Body=b"the backup's bytes")  # the upload
@@ -29,6 +36,7 @@ def test_replace_keeps_every_object_of_the_stack_inside_the_destination(s3, pref
     assert _read(s3, f"{root}1/run/artifacts/config.json") == b"the stack's newer bytes"
     assert _read(s3, f"{root}1/later/artifacts/model.pkl") == b"logged after the backup"
     assert quarantine.purge(objects, destination, "20260101T000000Z") == {"deleted": 2}
+    assert quarantine.quarantines(objects, destination) == {}, "the upload record goes with its quarantine"
 
 
 @pytest.mark.parametrize("prefix", ["team/", ""])
@@ -40,11 +48,71 @@ def test_put_back_gives_the_stack_its_own_bytes_after_a_restore_stopped_before_i
     s3.put_object(Bucket=BUCKET, Key=f"{prefix}1/run/artifacts/a.txt", Body=b"the stack's bytes")
     s3.put_object(Bucket=BUCKET, Key=f"{prefix}1/run/artifacts/same.txt", Body=b"the same in both")
     s3.put_object(Bucket=BUCKET, Key=f"{prefix}.mlflow-restore-replaced/20250101T000000Z/x", Body=b"older stamp")
-    quarantine.copy(objects, destination, "20260101T000000Z")
+    quarantine.copy(objects, destination, "20260101T000000Z",
+                    _backup({"1/run/artifacts/a.txt": b"the backup's bytes", "1/only-in-backup.txt": b"new"}))
     s3.put_object(Bucket=BUCKET, Key=f"{prefix}1/run/artifacts/a.txt", Body=b"the backup's bytes")  # the upload
     s3.put_object(Bucket=BUCKET, Key=f"{prefix}1/only-in-backup.txt", Body=b"new")
-    assert quarantine.put_back(objects, destination, "20260101T000000Z") == {"put_back": 1, "kept": 2}
+    assert quarantine.put_back(objects, destination, "20260101T000000Z") == {"put_back": 1, "kept": 2,
+                                                                             "changed_since": 0}
     assert _read(s3, f"{prefix}1/run/artifacts/a.txt") == b"the stack's bytes"
     assert _read(s3, f"{prefix}1/only-in-backup.txt") == b"new"
     assert quarantine.quarantines(objects, destination) == {"20250101T000000Z": [1, len(b"older stamp")]}
-    assert quarantine.put_back(objects, destination, "20260101T000000Z") == {"put_back": 0, "kept": 0}
+    assert quarantine.put_back(objects, destination, "20260101T000000Z") == {"put_back": 0, "kept": 0,
+                                                                             "changed_since": 0}
+
+
+def test_put_back_keeps_what_was_written_or_deleted_after_the_kill(s3):
+    """Review 3 F2: a --replace killed between its upload and its swap leaves the server stopped; an
+    operator starts it by hand and users write again before `--put-back`. Only keys still holding the
+    upload's bytes get the stack's old bytes back: a key rewritten since (other size, or the same size
+    and other bytes) keeps the newer bytes, a key deleted since stays deleted."""
+    destination = f"s3://{BUCKET}/team/"
+    stack = {"1/r/artifacts/kept-upload.txt": b"stack v1", "1/r/artifacts/rewritten.txt": b"stack v1",
+             "1/r/artifacts/same-size.txt": b"stack v1", "1/r/artifacts/deleted.txt": b"stack v1",
+             "1/r/artifacts/untouched.txt": b"only the stack"}
+    for key, data in stack.items():
+        s3.put_object(Bucket=BUCKET, Key=f"team/{key}", Body=data)
+    backup = {key: b"backup!!" for key in stack if key != "1/r/artifacts/untouched.txt"}
+    quarantine.copy(objects, destination, "20260101T000000Z", _backup(backup))
+    for key, data in backup.items():  # the upload, then the kill
+        s3.put_object(Bucket=BUCKET, Key=f"team/{key}", Body=data)
+    s3.put_object(Bucket=BUCKET, Key="team/1/r/artifacts/rewritten.txt", Body=b"a user's newer bytes")
+    s3.put_object(Bucket=BUCKET, Key="team/1/r/artifacts/same-size.txt", Body=b"newer!!!")
+    s3.delete_object(Bucket=BUCKET, Key="team/1/r/artifacts/deleted.txt")
+    s3.put_object(Bucket=BUCKET, Key="team/1/r/artifacts/untouched.txt", Body=b"rewritten, not in the backup")
+
+    assert quarantine.put_back(objects, destination, "20260101T000000Z") == {
+        "put_back": 1, "kept": 5, "changed_since": 4}
+    assert _read(s3, "team/1/r/artifacts/kept-upload.txt") == b"stack v1"
+    assert _read(s3, "team/1/r/artifacts/rewritten.txt") == b"a user's newer bytes"
+    assert _read(s3, "team/1/r/artifacts/same-size.txt") == b"newer!!!"
+    assert _read(s3, "team/1/r/artifacts/untouched.txt") == b"rewritten, not in the backup"
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="team/1/r/artifacts/deleted.txt")
+    assert quarantine.quarantines(objects, destination) == {}
+
+
+def test_a_quarantine_without_its_upload_record_is_kept_and_nothing_put_back(s3):
+    """The record is written before anything is copied, so a quarantine without one was tampered with:
+    putting back blind could overwrite newer bytes, deleting it would lose the stack's only copy."""
+    destination = f"s3://{BUCKET}/team/"
+    s3.put_object(Bucket=BUCKET, Key="team/1/a.txt", Body=b"stack")
+    quarantine.copy(objects, destination, "20260101T000000Z", _backup({"1/a.txt": b"backup"}))
+    s3.put_object(Bucket=BUCKET, Key="team/1/a.txt", Body=b"backup")
+    s3.delete_object(Bucket=BUCKET, Key="team/.mlflow-restore-replaced/20260101T000000Z.upload.json")
+    with pytest.raises(RuntimeError, match="no record of what the upload wrote"):
+        quarantine.put_back(objects, destination, "20260101T000000Z")
+    assert quarantine.quarantines(objects, destination) == {"20260101T000000Z": [1, len(b"stack")]}
+    assert _read(s3, "team/1/a.txt") == b"backup"
+
+
+def test_a_restore_stopped_before_copying_anything_leaves_a_quarantine_put_back_removes(s3):
+    """Killed right after the record was written: the stamp is listed (restore and backup refuse until
+    it is dealt with, as for any unswapped quarantine) and `put_back` clears it, changing nothing."""
+    destination = f"s3://{BUCKET}/"
+    s3.put_object(Bucket=BUCKET, Key=".mlflow-restore-replaced/20260101T000000Z.upload.json", Body=b"{}")
+    s3.put_object(Bucket=BUCKET, Key="1/a.txt", Body=b"stack")
+    assert quarantine.quarantines(objects, destination) == {"20260101T000000Z": [0, 0]}
+    assert quarantine.put_back(objects, destination, "20260101T000000Z") == {"put_back": 0, "kept": 0,
+                                                                             "changed_since": 0}
+    assert quarantine.quarantines(objects, destination) == {}
+    assert _read(s3, "1/a.txt") == b"stack"
