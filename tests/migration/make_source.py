@@ -1,4 +1,5 @@
-"""Build an MLflow SQLite tracking database with MLflow's own client, for the migration tests.
+"""Build an MLflow SQLite tracking database with MLflow's own client, for the migration tests (the
+bulk metric rows with SQL into MLflow's tables, `_bulk_metrics`).
 
 Run as a child process (`python -m tests.migration.make_source PATH [--metrics N]`) so that MLflow's
 global state (tracking URI, active run, tracing) never leaks into the test process.
@@ -58,17 +59,10 @@ def build(path: str, metrics: int) -> None:
     client.set_terminated(runs[2], "KILLED")
     client.delete_run(runs[3])
 
-    # bulk metrics: enough rows for multi-task, index-ordered reads and index rebuilds
-    per_run = max(1, metrics // 2)
-    for run_id in runs[:2]:
-        batch = []
-        for n in range(per_run):
-            batch.append(Metric(f"loss{n % 7}", math.sin(n) * 10 ** (n % 9 - 4), 1_700_000_000_000 + n, n // 7))
-            if len(batch) == 1000:
-                client.log_batch(run_id, metrics=batch)
-                batch = []
-        if batch:
-            client.log_batch(run_id, metrics=batch)
+    _bulk_metrics(path, runs[:2], max(1, metrics // 2))
+    bulk = client.get_run(runs[0]).data.metrics
+    assert len(client.get_metric_history(runs[0], "loss0")) == len(range(0, max(1, metrics // 2), 7)), "bulk rows"
+    assert set(bulk) >= {"odd", "loss0"}, bulk
 
     # datasets and inputs
     import pandas as pd
@@ -112,6 +106,24 @@ def build(path: str, metrics: int) -> None:
                         source=AssessmentSource(source_type="HUMAN", source_id="tester"), rationale=ODD_TEXT[2])
     mlflow.log_feedback(trace_id=trace_id, name="score", value=0.75,
                         source=AssessmentSource(source_type="LLM_JUDGE", source_id="judge"))
+
+
+def _bulk_metrics(path: str, run_ids: list, per_run: int) -> None:
+    """Enough metric rows for multi-task, index-ordered reads and index rebuilds, written with SQL in
+    MLflow's own tables (metrics, and latest_metrics as MLflow keeps it: the row of highest step,
+    then timestamp, then value): through the client's log_batch, 300,000 rows took a minute of CI."""
+    import sqlite3
+
+    rows = [(f"loss{n % 7}", math.sin(n) * 10 ** (n % 9 - 4), 1_700_000_000_000 + n, run_id, n // 7, False)
+            for run_id in run_ids for n in range(per_run)]
+    with sqlite3.connect(path) as connection:
+        connection.executemany("INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) "
+                               "VALUES (?, ?, ?, ?, ?, ?)", rows)
+        connection.execute(
+            "INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) "
+            "SELECT key, value, timestamp, step, is_nan, run_uuid FROM (SELECT *, row_number() OVER ("
+            "PARTITION BY run_uuid, key ORDER BY step DESC, timestamp DESC, value DESC) AS latest FROM metrics "
+            "WHERE key LIKE 'loss%') WHERE latest = 1")
 
 
 def main() -> None:
