@@ -23,7 +23,7 @@ def basic_auth() -> Guard:
     inner = create_app()
     traces.install()
     hooks.install(flask_app, (hooks.traces_stay_in_their_experiment, hooks.traces_start_in_their_own_experiment,
-                              hooks.administrators_only))
+                              hooks.experiments_take_the_servers_location, hooks.administrators_only))
     return Guard(inner)
 
 
@@ -34,5 +34,6 @@ def oidc_auth() -> Guard:
     from mlflow_oidc_auth.app import app as inner
 
     traces.install()
-    hooks.install(flask_app, (hooks.traces_stay_in_their_experiment, hooks.traces_start_in_their_own_experiment))
+    hooks.install(flask_app, (hooks.traces_stay_in_their_experiment, hooks.traces_start_in_their_own_experiment,
+                              hooks.experiments_take_the_servers_location))
     return Guard(inner)

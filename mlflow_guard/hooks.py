@@ -7,6 +7,7 @@ from typing import Callable, Optional
 
 from flask import Flask, Response, request
 
+CREATE_EXPERIMENT = "/mlflow/experiments/create"
 LINK_TRACES_TO_RUN = "/mlflow/traces/link-to-run"
 START_TRACE_V3 = "/3.0/mlflow/traces"
 _ROLES = "only an administrator reads roles; your own grants are at users/current/permissions"
@@ -88,6 +89,30 @@ def traces_start_in_their_own_experiment() -> Optional[Response]:
         return _forbidden(f"Permission denied: trace {info.trace_id} exists in another experiment; "
                           "a trace is started only in its own experiment")
     return None
+
+
+def experiments_take_the_servers_location() -> Optional[Response]:
+    """`experiments/create` with an `artifact_location` is refused, for every user: the server reads and
+    writes a run's artifacts at `<experiment's location>/<run id>/artifacts` with its own storage
+    credentials, so a chosen location let a user with no grant add files inside another user's run
+    (`s3://<bucket>/<their experiment>/<their run>/artifacts`) or create files anywhere the server may
+    write on its own disk (`file:///...`), through upload-artifact (review 6). Without one, the server
+    gives the experiment `<artifacts destination>/<experiment id>`, the layout everything here assumes."""
+    if request.method != "POST" or not _route().endswith(CREATE_EXPERIMENT):
+        return None
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.service_pb2 import CreateExperiment
+    from mlflow.server.handlers import _get_request_message
+
+    try:
+        location = _get_request_message(CreateExperiment()).artifact_location
+    except MlflowException:
+        return None  # the handler answers with the same error
+    if not location:
+        return None
+    return Response(f"artifact_location {location!r} refused: on this server every experiment's artifacts live "
+                    "where the server puts them (<artifacts destination>/<experiment id>); create the experiment "
+                    "without an artifact_location\n", status=BAD_REQUEST, mimetype="text/plain")
 
 
 def administrators_only() -> Optional[Response]:

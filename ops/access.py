@@ -13,6 +13,7 @@ import contextlib
 import signal
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator, Mapping, Optional, Protocol, Sequence, Union
@@ -104,14 +105,53 @@ def stop_process(process: subprocess.Popen, grace_seconds: float = STOP_GRACE_SE
         process.wait()
 
 
+PUMP_CHUNK = 1024 * 1024
+
+
+def _pump(source: IO[bytes], sink: IO[bytes]) -> None:
+    """Copy a file into a command's stdin pipe, then close it (the command sees the end)."""
+    try:
+        for chunk in iter(lambda: source.read(PUMP_CHUNK), b""):
+            sink.write(chunk)
+    except (BrokenPipeError, ValueError):  # the command exited, or was stopped and its pipe closed
+        pass
+    finally:
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            sink.close()
+
+
+def _communicate(process: subprocess.Popen, input: Optional[bytes], stream: Optional[IO[bytes]]):
+    """Popen.communicate, or with `stream`: pumped into stdin while stdout and stderr are drained."""
+    if stream is None:
+        return process.communicate(input)
+    read: dict[str, bytes] = {}
+
+    def drain(name: str, pipe: IO[bytes]) -> None:
+        read[name] = pipe.read()
+
+    threads = [threading.Thread(target=_pump, args=(stream, process.stdin), daemon=True)]
+    threads += [threading.Thread(target=drain, args=(name, getattr(process, name)), daemon=True)
+                for name in ("stdout", "stderr") if getattr(process, name) is not None]
+    for thread in threads:
+        thread.start()
+    process.wait()
+    for thread in threads:
+        thread.join()
+    return read.get("stdout"), read.get("stderr")
+
+
 def run_process(argv: Sequence[str], env: Mapping[str, str], *, input: Optional[bytes] = None,
                 stdin: object = None, stdout: object = None, stderr: object = None) -> subprocess.CompletedProcess:
     """subprocess.run, but an interrupt (KeyboardInterrupt, or any exception while waiting) stops the
-    command with SIGTERM and a bounded wait (start_process, stop_process)."""
-    process = start_process(argv, env, stdin=subprocess.PIPE if input is not None else stdin,
+    command with SIGTERM and a bounded wait (start_process, stop_process). A file given as `stdin` is
+    fed through a pipe from this process, not handed to the command: the command sees its input end
+    when this process dies, so a killed restore's upload stops with it instead of writing on, unseen,
+    after the maintenance lock is gone (review 4, F1)."""
+    stream = stdin if hasattr(stdin, "read") else None
+    process = start_process(argv, env, stdin=subprocess.PIPE if input is not None or stream is not None else stdin,
                             stdout=stdout, stderr=stderr)
     try:
-        out, err = process.communicate(input)
+        out, err = _communicate(process, input, stream)  # type: ignore[arg-type]
     except BaseException:
         stop_process(process)
         for pipe in (process.stdin, process.stdout, process.stderr):

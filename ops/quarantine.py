@@ -27,6 +27,7 @@ allow-list never serves it, and objects.tar members under it are refused (ops.ar
 
 import hashlib
 import json
+import re
 import sys
 import types
 
@@ -35,6 +36,7 @@ UPLOAD_RECORD_SUFFIX = ".upload.json"
 """`<quarantine root><STAMP>.upload.json`, beside the quarantine: {key: [bytes, sha256]} of what the
 backup's upload writes over keys the stack holds, written before anything is copied or uploaded, so
 a put-back after a kill tells the upload's bytes from bytes written to the key since."""
+STAMP = re.compile(r"\d{8}T\d{6}Z")  # a restore's stamp (ops.restore._STAMP_PATTERN)
 DELETE_BATCH = 1000
 HASH_CHUNK = 1024 * 1024
 
@@ -108,12 +110,19 @@ def quarantines(objects, destination: str) -> dict:
     found: dict = {}
     for listed in objects._objects(client, bucket, root):
         rest = listed["Key"][len(root):]
-        if "/" in rest:
+        if "/" in rest and STAMP.fullmatch(rest.split("/", 1)[0]):
             entry = found.setdefault(rest.split("/", 1)[0], [0, 0])
             entry[0], entry[1] = entry[0] + 1, entry[1] + listed["Size"]
-        elif rest.endswith(UPLOAD_RECORD_SUFFIX):
+        elif rest.endswith(UPLOAD_RECORD_SUFFIX) and STAMP.fullmatch(rest[:-len(UPLOAD_RECORD_SUFFIX)]):
             found.setdefault(rest[:-len(UPLOAD_RECORD_SUFFIX)], [0, 0])
     return found
+
+
+def recorded(objects, destination: str, stamps) -> list:
+    """The stamps among `stamps` whose upload record is there and reads as one (put-back needs it)."""
+    client = objects._client()
+    bucket, prefix = objects.split_destination(destination)
+    return [stamp for stamp in stamps if _upload_record(client, bucket, prefix, stamp) is not None]
 
 
 def _stamp_objects(objects, client, bucket: str, prefix: str, stamp: str) -> list:
@@ -123,12 +132,14 @@ def _stamp_objects(objects, client, bucket: str, prefix: str, stamp: str) -> lis
 
 
 def _upload_record(client, bucket: str, prefix: str, stamp: str):
-    """The quarantine's record of what the upload writes over the stack's keys; None if there is none."""
+    """The quarantine's record of what the upload writes over the stack's keys; None if there is none
+    or it does not read as one (damaged)."""
     try:
         body = client.get_object(Bucket=bucket, Key=f"{quarantine_root(prefix)}{stamp}{UPLOAD_RECORD_SUFFIX}")["Body"]
-    except client.exceptions.NoSuchKey:
+        record = json.loads(body.read())
+    except (client.exceptions.NoSuchKey, ValueError):
         return None
-    return json.loads(body.read())
+    return record if isinstance(record, dict) else None
 
 
 def _holds(client, bucket: str, key: str, listed: dict, written: list) -> bool:
@@ -143,19 +154,21 @@ def _holds(client, bucket: str, key: str, listed: dict, written: list) -> bool:
     return digest.hexdigest() == written[1]
 
 
-def put_back(objects, destination: str, stamp: str) -> dict:
+def put_back(objects, destination: str, stamp: str, every_key: bool = False) -> dict:
     """A restore stopped before its swap left the stack on its own databases while the backup's upload
     may have overwritten keys both hold: each quarantined object is copied back over its key where the
     key still holds the bytes the upload wrote (its record says which). A key written since (the
     server started by hand after a kill, a user logging again) keeps its newer bytes, and a key
     deleted since stays deleted: both are counted as `changed_since`. Then the quarantine `stamp` is
-    deleted. Run again after a failure, it does what is still to do."""
+    deleted. Run again after a failure, it does what is still to do. `every_key`: for a quarantine
+    without a readable record (made before records, or damaged), every quarantined object whose key
+    holds other bytes is put back, also over bytes written since."""
     client = objects._client()
     bucket, prefix = objects.split_destination(destination)
     kept = _stamp_objects(objects, client, bucket, prefix, stamp)
     record = _upload_record(client, bucket, prefix, stamp)
-    if record is None and kept:
-        raise RuntimeError(f"the quarantine {stamp} has no record of what the upload wrote "
+    if record is None and kept and not every_key:
+        raise RuntimeError(f"the quarantine {stamp} has no readable record of what the upload wrote "
                            f"({quarantine_root(prefix)}{stamp}{UPLOAD_RECORD_SUFFIX}): put back nothing and kept it")
     current = {listed["Key"]: listed for listed in objects._objects(client, bucket, prefix)}
     restored = changed = 0
@@ -163,10 +176,15 @@ def put_back(objects, destination: str, stamp: str) -> dict:
         now = current.get(key)
         if now is not None and now["ETag"] == quarantined["ETag"] and now["Size"] == quarantined["Size"]:
             continue  # its own bytes (the upload did not reach it, or wrote the same)
-        written = record.get(key[len(prefix):])
-        if now is None or written is None or not _holds(client, bucket, key, now, written):
-            changed += 1
-            continue
+        if record is None:  # every_key: whatever differs
+            written = None
+        else:
+            written = record.get(key[len(prefix):])
+            if written is None:
+                continue  # the upload did not write it (a large object's copy has another ETag): the stack's
+            if now is None or not _holds(client, bucket, key, now, written):
+                changed += 1
+                continue
         client.copy({"Bucket": bucket, "Key": quarantined["Key"]}, bucket, key)
         restored += 1
     _delete(client, bucket, [quarantined["Key"] for quarantined, _ in kept])
@@ -203,13 +221,15 @@ def main(argv: list) -> int:
         elif len(argv) == 2 and argv[0] == "prune":
             result = prune(objects, argv[1], set(json.loads(sys.stdin.read() or "[]")))
         elif len(argv) == 2 and argv[0] == "list":
-            result = {"quarantines": quarantines(objects, argv[1])}
-        elif len(argv) == 3 and argv[0] == "put-back":
-            result = put_back(objects, argv[1], argv[2])
+            found = quarantines(objects, argv[1])
+            result = {"quarantines": found, "recorded": recorded(objects, argv[1], found)}
+        elif len(argv) in (3, 4) and argv[0] == "put-back" and argv[3:] in ([], ["--every-key"]):
+            result = put_back(objects, argv[1], argv[2], every_key=argv[3:] == ["--every-key"])
         elif len(argv) == 3 and argv[0] == "purge":
             result = purge(objects, argv[1], argv[2])
         else:
-            print("usage: quarantine copy DEST STAMP (backup keys on stdin) | prune DEST (keys to keep on stdin) | put-back DEST STAMP | "
+            print("usage: quarantine copy DEST STAMP (backup keys on stdin) | prune DEST (keys to keep on stdin) | "
+                  "put-back DEST STAMP [--every-key] | "
                   "list DEST | purge DEST STAMP", file=sys.stderr)
             return 2
         print(json.dumps(result))

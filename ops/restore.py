@@ -422,18 +422,29 @@ def prune_permissions(access: StackAccess, auth_db: str, tracking_db: Optional[s
 # --- the swap ---------------------------------------------------------------------------------------------
 
 
-def swap(access: StackAccess, plan: list[DatabaseNames]) -> list[str]:
+SWAPPED_MARK = "swapped:"
+"""In a restored database's comment, `swapped:<stamp>` for each restore whose swap put it (or an earlier
+copy of it) in place, written in the swap's own transaction: whether a stamp's swap happened stays
+known when its replaced databases are dropped by hand or there were none (review 4, F2)."""
+
+
+def swap(access: StackAccess, plan: list[DatabaseNames], stamp: str) -> list[str]:
     """Every scratch database takes its target's name in one transaction (the targets that exist are
-    renamed to their replaced names first): the stack's databases are all old or all new, whatever
-    interrupts it, and no database is ever left refusing connections. Returns the replaced names."""
+    renamed to their replaced names first), and is marked SWAPPED_MARK + stamp: the stack's databases
+    are all old or all new, whatever interrupts it, and no database is ever left refusing connections.
+    Returns the replaced names."""
     existing = [names for names in plan if database_exists(access, names.target)]
-    variables: dict[str, str] = {}
+    variables: dict[str, str] = {"mark": SWAPPED_MARK + stamp}
     lines = []
     for index, names in enumerate(plan):
         variables.update({f"t{index}": names.target, f"s{index}": names.scratch, f"r{index}": names.replaced})
         if names in existing:
             lines.append(f'ALTER DATABASE :"t{index}" RENAME TO :"r{index}";')
         lines.append(f'ALTER DATABASE :"s{index}" RENAME TO :"t{index}";')
+        # the marks of the database it replaces, and this one's
+        lines.append(f"SELECT format('COMMENT ON DATABASE %I IS %L', :'t{index}', concat_ws(' ', (SELECT "
+                     f"shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = :'r{index}'), "
+                     ":'mark')) \\gexec")
     targets = ", ".join(f":'t{index}'" for index in range(len(plan)))
     script = ("BEGIN;\n"
               f"SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity WHERE datname IN ({targets}) "
@@ -576,7 +587,7 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
         if lock is not None:  # a PostgreSQL restart during the upload released it: a gc may be reading
             lock.confirm("replacing the databases")
         state.started = True
-        replaced = swap(access, swapping)
+        replaced = swap(access, swapping, stamp)
         state.done = True
         if not replace:  # they held nothing a fresh deployment does not (checked with the server stopped)
             _drop_quietly(access, replaced)
@@ -794,20 +805,31 @@ def _upgrade(access: StackAccess, manifest: Manifest, revision: Optional[str], f
 # --- the quarantines of --replace runs ------------------------------------------------------------------
 
 
-def _quarantines(access: StackAccess, layout: StackLayout) -> dict[str, list[int]]:
-    """stamp -> [objects, bytes] of each quarantine under the stack's artifacts destination."""
+def _listing(access: StackAccess, layout: StackLayout) -> dict:
+    """ops.quarantine list: {"quarantines": {stamp: [objects, bytes]}, "recorded": [stamps with a record]}."""
     out = run(access.python_command(["-c", quarantine.source(), "list", layout.artifacts_destination],
                                     layout.s3_env(access)), "listing the quarantines of earlier restores")
-    return json.loads(out.decode().strip().splitlines()[-1])["quarantines"]
+    return json.loads(out.decode().strip().splitlines()[-1])
 
 
-def _database_names(access: StackAccess) -> set[str]:
-    return {row[0] for row in psql(access, "postgres", "SELECT datname FROM pg_database;\n")}
+def _quarantines(access: StackAccess, layout: StackLayout) -> dict[str, list[int]]:
+    """stamp -> [objects, bytes] of each quarantine under the stack's artifacts destination."""
+    return _listing(access, layout)["quarantines"]
 
 
-def _swapped(layout: StackLayout, stamp: str, databases: set[str]) -> bool:
-    """The restore of `stamp` replaced the databases: a `<name>__replaced_<stamp>` database exists."""
-    return any(_beside(name, REPLACED_TAG + stamp) in databases for name in (layout.database, layout.auth_database))
+def _database_names(access: StackAccess) -> dict[str, str]:
+    """Every database's name -> its comment ("" for none)."""
+    rows = psql(access, "postgres", "SELECT datname, coalesce(shobj_description(oid, 'pg_database'), '') "
+                                    "FROM pg_database;\n")
+    return {row[0]: row[1] if len(row) > 1 else "" for row in rows}
+
+
+def _swapped(layout: StackLayout, stamp: str, databases: dict[str, str]) -> bool:
+    """The restore of `stamp` replaced the databases: a `<name>__replaced_<stamp>` database exists, or a
+    database of the stack carries its SWAPPED_MARK."""
+    names = (layout.database, layout.auth_database)
+    return (any(_beside(name, REPLACED_TAG + stamp) in databases for name in names)
+            or any(SWAPPED_MARK + stamp in databases.get(name, "").split() for name in names))
 
 
 def stamp_swapped(access: StackAccess, layout: StackLayout, stamp: str) -> bool:
@@ -819,7 +841,7 @@ def unswapped(access: StackAccess, layout: StackLayout) -> dict[str, list[int]]:
     swap): the stack keeps its own databases while keys it shares with that backup may hold the
     backup's bytes; the stack's are in the quarantine."""
     found = _quarantines(access, layout)
-    databases = _database_names(access) if found else set()
+    databases = _database_names(access) if found else {}
     return {stamp: size for stamp, size in found.items() if not _swapped(layout, stamp, databases)}
 
 
@@ -836,15 +858,16 @@ def refuse_unswapped(access: StackAccess, layout: StackLayout) -> None:
         raise RefusedError(f"{_put_back_hint(access, layout, stamp, size)}, then run this again; nothing was changed")
 
 
-def put_back_objects(access: StackAccess, layout: StackLayout, s3_env: dict[str, str], stamp: str) -> dict[str, int]:
-    """ops.quarantine put-back: the quarantined objects whose key now holds other bytes copied back,
-    then the quarantine `stamp` deleted."""
-    out = run(access.python_command(["-c", quarantine.source(), "put-back", layout.artifacts_destination, stamp],
-                                    s3_env), f"putting the stack's objects back from the quarantine {stamp}")
+def put_back_objects(access: StackAccess, layout: StackLayout, s3_env: dict[str, str], stamp: str,
+                     every_key: bool = False) -> dict[str, int]:
+    """ops.quarantine put-back: the quarantined objects whose key still holds what the upload wrote
+    (`every_key`: whatever differs) copied back, then the quarantine `stamp` deleted."""
+    argv = ["-c", quarantine.source(), "put-back", layout.artifacts_destination, stamp, *(["--every-key"] * every_key)]
+    out = run(access.python_command(argv, s3_env), f"putting the stack's objects back from the quarantine {stamp}")
     return json.loads(out.decode().strip().splitlines()[-1])
 
 
-def put_back(access: StackAccess, stamp: str, *, say: Say = _stderr) -> dict[str, int]:
+def put_back(access: StackAccess, stamp: str, *, every_key: bool = False, say: Say = _stderr) -> dict[str, int]:
     """`--put-back STAMP`: after a --replace killed before its swap, the stack gets its own bytes back
     (the quarantine `stamp` holds them), the quarantine is removed and the MLflow server started (a
     killed restore leaves it stopped; one still serving is stopped while keys are rewritten)."""
@@ -857,12 +880,19 @@ def put_back(access: StackAccess, stamp: str, *, say: Say = _stderr) -> dict[str
                                f"{access.description} holds the backup's, whose objects are in place; its "
                                "quarantine holds what was replaced (scripts/restore --purge-replaced removes it). "
                                "Nothing was changed")
-        if stamp not in _quarantines(access, layout):
+        listing = _listing(access, layout)
+        if stamp not in listing["quarantines"]:
             raise RefusedError(f"no quarantine {_quarantine_uri(layout.artifacts_destination, stamp)}: nothing to put "
                                "back; nothing was changed")
+        if listing["quarantines"][stamp][0] and stamp not in listing["recorded"] and not every_key:
+            raise RefusedError(  # checked before the server stops (review 4, F3)
+                f"the quarantine {stamp} has no readable record of which keys its restore's upload wrote (made before "
+                "restore kept one, or damaged), so keys written since cannot be told apart: scripts/restore "
+                f"--put-back {stamp} --every-key puts back every quarantined object whose key holds other bytes now, "
+                "newer ones included. Nothing was changed")
         access.stop_server()
         try:
-            result = put_back_objects(access, layout, layout.s3_env(access), stamp)
+            result = put_back_objects(access, layout, layout.s3_env(access), stamp, every_key)
         except OpsError as error:
             raise OpsError(f"{error}; the MLflow server {STAYS_STOPPED}: run scripts/restore --put-back {stamp} "
                            "again") from error
@@ -886,12 +916,13 @@ def purge_replaced(access: StackAccess, *, say: Say = _stderr) -> dict[str, int]
     prefixes = [replaced_prefix(name) for name in (layout.database, layout.auth_database)]
     env = layout.s3_env(access)
     with maintenance_lock(access, "restore"):
-        names = sorted(_database_names(access))
+        databases = _database_names(access)
+        names = sorted(databases)
         doomed = [name for name in names if any(name.startswith(prefix) and len(name) == len(prefix) + _STAMP_LENGTH
                                                 for prefix in prefixes)]
         deleted = 0
         for stamp, size in sorted(_quarantines(access, layout).items()):
-            if not _swapped(layout, stamp, set(names)):
+            if not _swapped(layout, stamp, databases):
                 say(f"kept: {_put_back_hint(access, layout, stamp, size)}")
                 continue
             # objects first: a purge stopped in between leaves a database without quarantine, never the reverse
@@ -925,11 +956,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--put-back", metavar="STAMP",
                         help="after a --replace killed before it replaced the databases: put the stack's own bytes "
                              "back from the quarantine STAMP (the refusal of the next restore names it; no DIR)")
+    parser.add_argument("--every-key", action="store_true",
+                        help="with --put-back, for a quarantine without its record: put back every quarantined "
+                             "object whose key holds other bytes, also bytes written since")
     parser.add_argument("--prefix", default="mlflow-local",
                         help="the stack's Docker name prefix, <instance>-<stack> (default: mlflow-local)")
     args = parser.parse_args(argv)
     if [args.directory is not None, args.purge_replaced, args.put_back is not None].count(True) != 1:
         parser.error("give DIR to restore, or --purge-replaced alone, or --put-back STAMP alone")
+    if args.every_key and args.put_back is None:
+        parser.error("--every-key goes with --put-back STAMP")
     hang_up_and_terminate_as_interrupt()
     try:
         from ops.local_stack import LocalAccess
@@ -938,7 +974,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             purge_replaced(LocalAccess.find(args.prefix))
             return 0
         if args.put_back is not None:
-            put_back(LocalAccess.find(args.prefix), args.put_back)
+            put_back(LocalAccess.find(args.prefix), args.put_back, every_key=args.every_key)
             return 0
         Manifest.load(args.directory)  # refuse before looking for Docker
         restore(LocalAccess.find(args.prefix), args.directory, replace=args.replace, upgrade=not args.no_upgrade,

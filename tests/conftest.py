@@ -25,18 +25,17 @@ import pytest
 # tests' times, JUnit's), on the 2-core development machine while other test runs shared it: only
 # their order and proportions mean something.
 MEASURED_SECONDS: dict[str, float] = {
-    "tests/rehearsal/test_13_backup_restore.py": 590.0,
-    "tests/migration/test_migrate.py": 540.0,
-    "tests/rehearsal/test_21_ops_interrupted.py": 250.0,
-    "tests/rehearsal/test_12_day2.py": 335.0,
-    "tests/rehearsal/test_18_authz_bypasses.py": 265.0,
-    "tests/rehearsal/test_20_backup_gc_safety.py": 255.0,
-    "tests/rehearsal/test_11_rehearse_cli.py": 165.0,
-    "tests/rehearsal/test_22_authz_routes.py": 130.0,
-    "tests/rehearsal/test_15_platform_faithful.py": 120.0,
-    "tests/rehearsal/test_9_mlflow_auth.py": 95.0,
-    "tests/rehearsal/test_16_gc_blob.py": 80.0,
-    "tests/rehearsal/test_10_oidc.py": 75.0,
+    "tests/rehearsal/test_13_backup_restore.py": 295.0,
+    "tests/rehearsal/test_21_ops_interrupted.py": 275.0,
+    "tests/migration/test_migrate.py": 190.0,
+    "tests/rehearsal/test_18_authz_bypasses.py": 150.0,
+    "tests/rehearsal/test_20_backup_gc_safety.py": 110.0,
+    "tests/rehearsal/test_9_mlflow_auth.py": 105.0,
+    "tests/rehearsal/test_22_authz_routes.py": 100.0,
+    "tests/rehearsal/test_4_artifacts.py": 80.0,
+    "tests/rehearsal/test_12_day2.py": 80.0,
+    "tests/rehearsal/test_6_restarts.py": 65.0,
+    "tests/rehearsal/test_15_platform_faithful.py": 60.0,
 }
 
 # The estimate for a module not measured above, by the directory it is in.

@@ -72,7 +72,7 @@ def test_long_database_names_get_distinct_scratch_and_replaced_names(access, pos
     for role, table in (("tracking", "experiments"), ("auth", "users")):
         _create(postgres_cluster, plan[role].target, f"old_{table}")
         _create(postgres_cluster, plan[role].scratch, table)
-    replaced = swap(access, list(plan.values()))
+    replaced = swap(access, list(plan.values()), STAMP)
     assert _tables(postgres_cluster, tracking) == ["experiments"]
     assert _tables(postgres_cluster, auth) == ["users"]
     assert sorted(replaced) == sorted(entry.replaced for entry in plan.values())
@@ -96,12 +96,34 @@ def test_the_swap_renames_all_databases_or_none(access, postgres_cluster):
     plan = [DatabaseNames("swap_t", "swap_t__restoring", "swap_t__replaced_" + STAMP),
             DatabaseNames("swap_a", "swap_a__restoring", "swap_a__replaced_" + STAMP)]
     with pytest.raises(OpsError, match="swap_a__restoring"):
-        swap(access, plan)
+        swap(access, plan, STAMP)
     assert _tables(postgres_cluster, "swap_t") == ["old_tracking"]
     assert _tables(postgres_cluster, "swap_a") == ["old_auth"]
     assert "swap_t__replaced_" + STAMP not in _databases(postgres_cluster)
     assert postgres_cluster.psql("SELECT count(*) FROM pg_database WHERE NOT datallowconn AND datname LIKE 'swap%'"
                                  ).strip() == "0"
+
+
+def test_the_swap_marks_the_databases_it_put_in_place_keeping_earlier_marks(access, postgres_cluster):
+    """Review 4 F2: whether a stamp's swap happened was read from its replaced databases only; dropped
+    by hand (or never there: the targets were missing), a completed restore looked killed before its
+    swap, and the --put-back the tools then named put pre-restore bytes beside the backup's databases.
+    The mark is written in the swap's transaction and carries the marks of what it replaced."""
+    from ops.restore import _database_names, _swapped
+
+    layout = type("Layout", (), {"database": "mark_t", "auth_database": "mark_t_auth"})()
+    _create(postgres_cluster, "mark_t__restoring", "first")  # no target yet: nothing is replaced
+    first = DatabaseNames("mark_t", "mark_t__restoring", "mark_t__replaced_" + STAMP)
+    assert swap(access, [first], STAMP) == []
+    later = "20270101T000000Z"
+    _create(postgres_cluster, "mark_t__restoring", "second")
+    assert swap(access, [DatabaseNames("mark_t", "mark_t__restoring", "mark_t__replaced_" + later)], later)
+    postgres_cluster.psql('DROP DATABASE "mark_t__replaced_20270101T000000Z" WITH (FORCE)')  # a DBA frees space
+    databases = _database_names(access)
+    assert _swapped(layout, STAMP, databases) and _swapped(layout, later, databases), databases["mark_t"]
+    assert not _swapped(layout, "20280101T000000Z", databases)
+    assert _tables(postgres_cluster, "mark_t") == ["second"]
+    postgres_cluster.psql('DROP DATABASE "mark_t" WITH (FORCE)')
 
 
 def test_a_database_left_refusing_connections_is_repaired(access, postgres_cluster):

@@ -208,7 +208,8 @@ def test_users_and_tokens_live_in_the_auth_database_and_survive_a_restart(sso_st
 def test_the_guard_stands_in_front_of_the_plugin(variant, alice, bob):
     """The same mlflow_guard as in auth.mode mlflow (the image registers it under `oidc-auth` too): an
     id in another spelling and two runs in one body are answered 400 before the plugin reads them; a
-    DELETE body that is not JSON beside a decoy query is read as the JSON it is; alice's objects stay."""
+    DELETE body that is not JSON beside a decoy query is read as the JSON it is; alice's objects stay;
+    an experiment's artifact_location is the server's to choose (review 6)."""
     experiment = alice.post(_url(variant, "/api/2.0/mlflow/experiments/create"),
                             json={"name": f"alice-guarded-{secrets.token_hex(4)}"}, timeout=30).json()["experiment_id"]
     run = alice.post(_url(variant, "/api/2.0/mlflow/runs/create"), json={"experiment_id": experiment},
@@ -231,3 +232,6 @@ def test_the_guard_stands_in_front_of_the_plugin(variant, alice, bob):
                      timeout=30).status_code == 200, "alice's model is still there"
     tags = alice.get(_url(variant, "/api/2.0/mlflow/runs/get"), params={"run_id": run}, timeout=30).json()
     assert "bob" not in {tag["key"] for tag in tags["run"]["data"].get("tags", [])}
+    located = bob.post(_url(variant, "/api/2.0/mlflow/experiments/create"), timeout=30, json={
+        "name": f"bob-located-{secrets.token_hex(4)}", "artifact_location": f"mlflow-artifacts:/{experiment}/{run}"})
+    assert located.status_code == 400 and "artifact_location" in located.text, located.text[:300]

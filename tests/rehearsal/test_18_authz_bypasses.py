@@ -220,6 +220,33 @@ def test_listing_upload_and_download_still_work(variant, users, alices, tmp_path
         assert open(alice.download_artifacts(ids["run_id"], "notes.txt", str(tmp_path))).read() == NOTES
 
 
+# --- experiment locations (review 6) ---------------------------------------------------------------
+
+def test_nobody_chooses_where_an_experiments_artifacts_live(variant, users, alices):
+    """Reproduced (review 6): bob created an experiment whose location was alice's run folder
+    (`s3://<bucket>/<her experiment>/<her run>/artifacts`), then upload-artifact to his own run wrote a
+    file inside her run with the server's credentials; a `file:` location wrote on the server's disk.
+    Every location is refused on experiments/create, for admins too; without one it works as before."""
+    destination = variant.server.settings.artifacts_destination.rstrip("/")
+    run_folder = f"{destination}/{alices['experiment_id']}/{alices['run_id']}/artifacts"
+    locations = [run_folder, f"mlflow-artifacts:/{alices['experiment_id']}", "file:///tmp/bob",
+                 f"mlflow-artifacts:/{alices['experiment_id']}/../{alices['experiment_id']}"]
+    for api in ("api", "ajax-api"):
+        url = _url(variant, f"/{api}/2.0/mlflow/experiments/create")
+        for who in (users["bob"], (variant.username, variant.password)):
+            for location in locations:
+                response = requests.post(url, auth=who, timeout=30, json={
+                    "name": f"located-{secrets.token_hex(4)}", "artifact_location": location})
+                assert response.status_code == 400 and "artifact_location" in response.text, (
+                    api, who[0], location, response.status_code, response.text[:300])
+    plain = requests.post(_url(variant, "/api/2.0/mlflow/experiments/create"), auth=users["bob"], timeout=30,
+                          json={"name": f"bob-plain-{secrets.token_hex(4)}"})
+    assert plain.status_code == 200, plain.text[:300]
+    with _as(variant, *users["bob"]) as bob:
+        experiment = bob.get_experiment(plain.json()["experiment_id"])
+    assert experiment.artifact_location.endswith(f"/{experiment.experiment_id}"), experiment.artifact_location
+
+
 # --- experiment ids in one spelling (item 3) -----------------------------------------------------
 
 ID_SPELLINGS = ["01", "001", " 1", "+1", "1.0", "1_0"]

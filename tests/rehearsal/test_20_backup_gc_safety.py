@@ -311,6 +311,14 @@ def test_backup_records_vanished_and_newer_objects_instead_of_aborting(stack, cl
     assert Manifest.load(tmp_path / "backup").objects_vanished == [victim], "the manifest on disk says so too"
 
 
+def _experiment_with_a_root_of_its_own(stack: RehearsalStack, name: str, root: str) -> str:
+    """As a migrated database or an older server has them: written with MLflow's store, since the server
+    refuses `artifact_location` on experiments/create (mlflow_guard.hooks)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    return SqlAlchemyStore(stack.backend_uri, "unused").create_experiment(name, artifact_location=root)
+
+
 def test_backup_lists_locations_outside_the_destination_and_copies_the_readable_ones(stack, client, tmp_path):
     """Experiments with roots of their own: elsewhere in the same bucket (outside the key's prefix),
     in an old bucket the server's key was granted to read, and on a file system."""
@@ -331,7 +339,7 @@ def test_backup_lists_locations_outside_the_destination_and_copies_the_readable_
                 {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"arn:aws:s3:::{old_bucket}/*"]}]}))
     roots = {"readable": f"s3://{old_bucket}/mlruns/{tag}", "denied": f"s3://{stack.s3.bucket}/legacy/{tag}",
              "file": f"file:///srv/mlruns/{tag}"}
-    experiments = {name: client.create_experiment(f"outside-{name}-{tag}", artifact_location=root)
+    experiments = {name: _experiment_with_a_root_of_its_own(stack, f"outside-{name}-{tag}", root)
                    for name, root in roots.items()}
     runs = {name: client.create_run(experiment_id).info.run_id for name, experiment_id in experiments.items()}
     payload = secrets.token_bytes(4096)

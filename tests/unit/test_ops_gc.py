@@ -114,7 +114,7 @@ def test_gc_runs_the_rendered_command_on_the_stacks_network_with_secrets_as_file
     assert argv[argv.index("--network") + 1] == "mlflow-local-net" and argv[argv.index("--user") + 1] == "mlflow"
     image_at = argv.index(SERVER["Image"])
     names = sorted([render.BACKEND_URI_ENV, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL",
-                    "AWS_DEFAULT_REGION", "PYTHONUNBUFFERED", *render.GC_HTTP_RETRIES])
+                    "AWS_DEFAULT_REGION", "PYTHONUNBUFFERED", render.JOB_EXECUTION_ENV, *render.GC_HTTP_RETRIES])
     assert argv[image_at + 1:] == [*local.secret_env_entrypoint(names), "python", "-c", render.GC_SCRIPT,
                                    "s3://mlflow-artifacts/team", "7d", "3600", "--all-workspaces"]
     passed = [argv[i + 1] for i, item in enumerate(argv[:image_at]) if item == "-e"]

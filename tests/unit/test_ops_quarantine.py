@@ -82,7 +82,7 @@ def test_put_back_keeps_what_was_written_or_deleted_after_the_kill(s3):
     s3.put_object(Bucket=BUCKET, Key="team/1/r/artifacts/untouched.txt", Body=b"rewritten, not in the backup")
 
     assert quarantine.put_back(objects, destination, "20260101T000000Z") == {
-        "put_back": 1, "kept": 5, "changed_since": 4}
+        "put_back": 1, "kept": 5, "changed_since": 3}  # untouched.txt: not the upload's to undo, nor counted
     assert _read(s3, "team/1/r/artifacts/kept-upload.txt") == b"stack v1"
     assert _read(s3, "team/1/r/artifacts/rewritten.txt") == b"a user's newer bytes"
     assert _read(s3, "team/1/r/artifacts/same-size.txt") == b"newer!!!"
@@ -98,11 +98,41 @@ def test_a_quarantine_without_its_upload_record_is_kept_and_nothing_put_back(s3)
     s3.put_object(Bucket=BUCKET, Key="team/1/a.txt", Body=b"stack")
     quarantine.copy(objects, destination, "20260101T000000Z", _backup({"1/a.txt": b"backup"}))
     s3.put_object(Bucket=BUCKET, Key="team/1/a.txt", Body=b"backup")
-    s3.delete_object(Bucket=BUCKET, Key="team/.mlflow-restore-replaced/20260101T000000Z.upload.json")
-    with pytest.raises(RuntimeError, match="no record of what the upload wrote"):
-        quarantine.put_back(objects, destination, "20260101T000000Z")
-    assert quarantine.quarantines(objects, destination) == {"20260101T000000Z": [1, len(b"stack")]}
-    assert _read(s3, "team/1/a.txt") == b"backup"
+    record = "team/.mlflow-restore-replaced/20260101T000000Z.upload.json"
+    for damage in ("deleted", "truncated"):
+        if damage == "deleted":
+            s3.delete_object(Bucket=BUCKET, Key=record)
+        else:
+            s3.put_object(Bucket=BUCKET, Key=record, Body=b'{"1/a.txt": [6, "ab')
+        assert quarantine.recorded(objects, destination, ["20260101T000000Z"]) == []
+        with pytest.raises(RuntimeError, match="no readable record of what the upload wrote"):
+            quarantine.put_back(objects, destination, "20260101T000000Z")
+        assert quarantine.quarantines(objects, destination) == {"20260101T000000Z": [1, len(b"stack")]}
+        assert _read(s3, "team/1/a.txt") == b"backup"
+    # the way out it names (review 4, F3): every quarantined object whose key holds other bytes
+    assert quarantine.put_back(objects, destination, "20260101T000000Z", every_key=True)["put_back"] == 1
+    assert _read(s3, "team/1/a.txt") == b"stack" and quarantine.quarantines(objects, destination) == {}
+
+
+def test_a_large_untouched_object_is_neither_put_back_nor_said_to_have_changed(s3):
+    """Review 4 F4: boto3 copies an object of 8 MiB or more in parts, so its quarantined copy has
+    another ETag than the key; the upload did not write it, so put-back leaves it and says nothing."""
+    destination = f"s3://{BUCKET}/team/"
+    big = b"x" * (9 * 1024 * 1024)
+    s3.put_object(Bucket=BUCKET, Key="team/1/big.bin", Body=big)
+    quarantine.copy(objects, destination, "20260101T000000Z", _backup({"1/other.txt": b"backup"}))
+    quarantined = s3.head_object(Bucket=BUCKET, Key="team/.mlflow-restore-replaced/20260101T000000Z/1/big.bin")
+    assert quarantined["ETag"] != s3.head_object(Bucket=BUCKET, Key="team/1/big.bin")["ETag"], "the case under test"
+    assert quarantine.put_back(objects, destination, "20260101T000000Z") == {"put_back": 0, "kept": 1,
+                                                                             "changed_since": 0}
+
+
+def test_a_folder_under_the_quarantine_root_that_is_no_stamp_is_not_a_quarantine(s3):
+    """Review 4 F5: `.mlflow-restore-replaced/notes/x` was listed as quarantine "notes": backup and
+    restore refused naming `--put-back notes`, which --put-back refused as no stamp."""
+    s3.put_object(Bucket=BUCKET, Key=".mlflow-restore-replaced/notes/x", Body=b"someone's notes")
+    s3.put_object(Bucket=BUCKET, Key=".mlflow-restore-replaced/notes.upload.json", Body=b"{}")
+    assert quarantine.quarantines(objects, f"s3://{BUCKET}/") == {}
 
 
 def test_a_restore_stopped_before_copying_anything_leaves_a_quarantine_put_back_removes(s3):
