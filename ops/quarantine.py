@@ -12,12 +12,16 @@ the S3 client and key listing are written once. Standard library and boto3 only;
                                          nothing: done before the backup's upload overwrites any key
     prune    s3://BUCKET[/PREFIX]        (stdin: JSON list of the backup's keys) after the swap,
                                          delete the stack's objects the backup does not hold
-    put-back s3://BUCKET[/PREFIX] STAMP  a restore stopped before its swap: copy each quarantined
+    put-back s3://BUCKET[/PREFIX] STAMP [--every-key]
+                                         a restore stopped before its swap: copy each quarantined
                                          object back over its key where the key still holds what
                                          the backup's upload wrote (not where it was written or
-                                         deleted since), then delete the quarantine STAMP
-    list     s3://BUCKET[/PREFIX]        {"quarantines": {stamp: [objects, bytes]}}
-    purge    s3://BUCKET[/PREFIX] STAMP  delete the quarantine STAMP
+                                         deleted since), then delete the quarantine STAMP;
+                                         --every-key (no readable record): every key that
+                                         holds other bytes, newer ones included
+    list     s3://BUCKET[/PREFIX]        {"quarantines": {stamp: [objects, bytes]}, "recorded": [stamps
+                                         whose upload record reads]}
+    purge    s3://BUCKET[/PREFIX] STAMP  delete the quarantine STAMP and its upload record
 
 The quarantine lies inside the destination, `<prefix>/.mlflow-restore-replaced/<STAMP>/<key>`: the
 only place the server's scoped key may write (the bucket policy grants it `<prefix>/*`).
