@@ -903,6 +903,15 @@ def test_a_replace_killed_before_its_swap_is_put_back_by_the_command_it_names(st
     assert any(line.startswith("kept: ") and f"--put-back {stamp}" in line for line in said), said
     with pytest.raises(RefusedError, match="not a restore's stamp"):
         restore_module.put_back(access, "../x", say=lambda message: None)
+    # Review 4 F3: a damaged upload record is refused before the server is stopped, naming the way out
+    s3, record = stack.s3.client("s3"), f"{QUARANTINE_KEYS}{stamp}.upload.json"
+    kept_record = s3.get_object(Bucket=stack.s3.bucket, Key=record)["Body"].read()
+    s3.put_object(Bucket=stack.s3.bucket, Key=record, Body=kept_record[:10])
+    stops = access.server_stops
+    with pytest.raises(RefusedError, match=rf"no readable record.*--put-back {stamp} --every-key.*Nothing was changed"):
+        restore_module.put_back(access, stamp, say=lambda message: None)
+    assert access.server_stops == stops
+    s3.put_object(Bucket=stack.s3.bucket, Key=record, Body=kept_record)
     said = []
     result = restore_module.put_back(access, stamp, say=said.append)
     assert result["put_back"] == 1 and _bytes_of(stack, key) == b"logged after the backup\n", (result, said)

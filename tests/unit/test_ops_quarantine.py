@@ -146,3 +146,11 @@ def test_a_restore_stopped_before_copying_anything_leaves_a_quarantine_put_back_
                                                                              "changed_since": 0}
     assert quarantine.quarantines(objects, destination) == {}
     assert _read(s3, "1/a.txt") == b"stack"
+
+
+def test_every_key_goes_with_put_back_only():
+    from ops import restore
+
+    with pytest.raises(SystemExit) as refused:
+        restore.main(["some-backup", "--every-key"])
+    assert refused.value.code == 2
