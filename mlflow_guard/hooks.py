@@ -91,6 +91,45 @@ def traces_start_in_their_own_experiment() -> Optional[Response]:
     return None
 
 
+TRACE_STARTS = {("POST", "/3.0/mlflow/traces"), ("POST", "/2.0/mlflow/traces"),
+                ("PATCH", "/2.0/mlflow/traces/<request_id>")}
+"""StartTraceV3, and the 2.0 StartTrace and EndTrace: the routes that write a trace's tags in bulk."""
+
+
+def _bulk_trace_tags() -> list[str]:
+    """The tag keys a trace start or end asks to write, read as the handler reads them."""
+    from mlflow.protos.service_pb2 import EndTrace, StartTrace, StartTraceV3
+    from mlflow.server.handlers import _get_request_message
+
+    if _route().endswith("/3.0/mlflow/traces"):
+        return list(_get_request_message(StartTraceV3()).trace.trace_info.tags)
+    message = _get_request_message(StartTrace() if request.method == "POST" else EndTrace())
+    return [tag.key for tag in message.tags]
+
+
+def traces_carry_no_system_tags() -> Optional[Response]:
+    """The tags MLflow keeps for itself (where a trace's spans live, its archive's location) are
+    refused on trace starts and ends as MLflow refuses them on the tag routes: bob started a trace
+    whose archive location named alice's run folder (`...?/<his experiment>/traces/<id>/artifacts`)
+    and read her spans through traces/get (review 7). traces.py checks every archive read as well."""
+    if not any(request.method == method and _route().endswith(suffix) for method, suffix in TRACE_STARTS):
+        return None
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.mlflow_tags import (MLFLOW_TRACE_ARCHIVAL_FAILURE, MLFLOW_TRACE_ARCHIVE_LOCATION,
+                                          MLFLOW_TRACE_SPANS_LOCATION)
+
+    try:
+        keys = _bulk_trace_tags()
+    except MlflowException:
+        return None  # the handler answers with the same error
+    reserved = sorted(set(keys) & {MLFLOW_TRACE_SPANS_LOCATION, MLFLOW_TRACE_ARCHIVE_LOCATION,
+                                   MLFLOW_TRACE_ARCHIVAL_FAILURE})
+    if reserved:
+        return Response(f"tags {reserved} are MLflow's own: the server sets them, a client may not\n",
+                        status=BAD_REQUEST, mimetype="text/plain")
+    return None
+
+
 def experiments_take_the_servers_location() -> Optional[Response]:
     """`experiments/create` with an `artifact_location` is refused, for every user: the server reads and
     writes a run's artifacts at `<experiment's location>/<run id>/artifacts` with its own storage

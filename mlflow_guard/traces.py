@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 TRACE_ID = re.compile(r"(?:tr-)?[0-9a-f]{32}")
 """The trace ids MLflow makes: `tr-` and the OpenTelemetry trace id in hex (V3), or 32 hex digits
@@ -61,8 +62,11 @@ def _checked_archive_location(read: Callable[[Any], str]) -> Callable[[Any], str
     def checked(trace_info: Any) -> str:
         location = read(trace_info)
         own = f"/{trace_info.experiment_id}/traces/{_trace_id(trace_info)}/artifacts"
-        if not TRACE_ID.fullmatch(_trace_id(trace_info)) or not location.rstrip("/").endswith(own):
-            raise _refused(trace_info, location)
+        parts = urlsplit(location)
+        if (not TRACE_ID.fullmatch(_trace_id(trace_info)) or not location.rstrip("/").endswith(own)
+                or parts.query or parts.fragment or "?" in location or "#" in location or "%" in location
+                or ".." in parts.path.split("/")):
+            raise _refused(trace_info, location)  # review 7: `<anywhere>?/<exp>/traces/<id>/artifacts`
         return location
 
     return checked

@@ -500,3 +500,35 @@ def test_a_trace_cannot_be_started_over_someone_elses_trace(unprefixed, users, a
     with _as(unprefixed, *users["alice"]) as alice:
         assert alice.get_trace(alices_trace).info.experiment_id == alices["experiment_id"]
     assert start("tr-" + secrets.token_hex(16)).status_code == 200, "a new trace of bob's own"
+
+
+def test_a_trace_cannot_name_where_its_spans_are_read_from(unprefixed, users, alices, bobs):
+    """Reproduced (review 7): bob started a trace in his experiment with MLflow's own tags
+    `mlflow.trace.spansLocation: ARCHIVE_REPO` and `mlflow.trace.archiveLocation:
+    <alice's run folder>?/<his experiment>/traces/<his trace>/artifacts`; traces/get then read her
+    `traces.pb`. Those tags are refused on StartTraceV3 and on the 2.0 start and end routes."""
+    trace_id = "tr-" + secrets.token_hex(16)
+    folder = f"{unprefixed.server.settings.artifacts_destination.rstrip('/')}/{alices['experiment_id']}/" \
+             f"{alices['run_id']}/artifacts"
+    tags = {"mlflow.trace.spansLocation": "ARCHIVE_REPO",
+            "mlflow.trace.archiveLocation": f"{folder}?/{bobs['experiment_id']}/traces/{trace_id}/artifacts"}
+    location = {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": bobs["experiment_id"]}}
+    v3 = requests.post(_url(unprefixed, "/api/3.0/mlflow/traces"), auth=users["bob"], timeout=30, json={
+        "trace": {"trace_info": {"trace_id": trace_id, "trace_location": location, "state": "OK",
+                                 "request_time": "2026-01-01T00:00:00Z", "tags": tags}}})
+    assert v3.status_code == 400 and "MLflow's own" in v3.text, v3.text[:300]
+    as_list = [{"key": key, "value": value} for key, value in tags.items()]
+    v2 = requests.post(_url(unprefixed, "/api/2.0/mlflow/traces"), auth=users["bob"], timeout=30,
+                       json={"experiment_id": bobs["experiment_id"], "timestamp_ms": 1, "tags": as_list})
+    assert v2.status_code == 400 and "MLflow's own" in v2.text, v2.text[:300]
+    started = requests.post(_url(unprefixed, "/api/2.0/mlflow/traces"), auth=users["bob"], timeout=30,
+                            json={"experiment_id": bobs["experiment_id"], "timestamp_ms": 1})
+    assert started.status_code == 200, started.text[:300]
+    request_id = started.json()["trace_info"]["request_id"]
+    ended = requests.patch(_url(unprefixed, f"/api/2.0/mlflow/traces/{request_id}"), auth=users["bob"], timeout=30,
+                           json={"timestamp_ms": 2, "status": "OK", "tags": as_list})
+    assert ended.status_code == 400 and "MLflow's own" in ended.text, ended.text[:300]
+    plain = requests.post(_url(unprefixed, "/api/3.0/mlflow/traces"), auth=users["bob"], timeout=30, json={
+        "trace": {"trace_info": {"trace_id": trace_id, "trace_location": location, "state": "OK",
+                                 "request_time": "2026-01-01T00:00:00Z", "tags": {"team": "bob"}}}})
+    assert plain.status_code == 200, plain.text[:300]

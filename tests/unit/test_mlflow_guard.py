@@ -381,3 +381,27 @@ def test_bodies_held_by_slow_clients_stay_within_the_workers_budget(monkeypatch)
 
     _run(scenario())
     assert statuses.count(503) >= 2 and statuses[-1] == 204, statuses
+
+
+@pytest.mark.parametrize("location, read", [
+    ("s3://b/archive/7/traces/tr-{id}/artifacts", True),
+    ("s3://b/1/run/artifacts?/7/traces/tr-{id}/artifacts", False),
+    ("s3://b/1/run/artifacts#/7/traces/tr-{id}/artifacts", False),
+    ("file:///srv/x%3F/7/traces/tr-{id}/artifacts", False),
+    ("s3://b/archive/1/../7/traces/tr-{id}/artifacts", False),
+])
+def test_an_archive_is_read_only_from_the_traces_own_folder(location, read):
+    """Review 7: the archive check compared the end of the string; a `?` or `#` put that end in the
+    query or fragment, which the storage code ignores, and the server read another folder's traces.pb."""
+    from types import SimpleNamespace
+
+    from mlflow_guard import traces
+
+    trace_id = "0123456789abcdef" * 2
+    info = SimpleNamespace(experiment_id="7", trace_id=f"tr-{trace_id}", request_id=f"tr-{trace_id}")
+    checked = traces._checked_archive_location(lambda _: location.format(id=trace_id))
+    if read:
+        assert checked(info) == location.format(id=trace_id)
+    else:
+        with pytest.raises(Exception, match="trace"):
+            checked(info)
