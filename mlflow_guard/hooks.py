@@ -91,7 +91,7 @@ def traces_start_in_their_own_experiment() -> Optional[Response]:
     return None
 
 
-TRACE_STARTS = {("POST", "/3.0/mlflow/traces"), ("POST", "/2.0/mlflow/traces"),
+TRACE_STARTS = {("POST", START_TRACE_V3), ("POST", "/2.0/mlflow/traces"),
                 ("PATCH", "/2.0/mlflow/traces/<request_id>")}
 """StartTraceV3, and the 2.0 StartTrace and EndTrace: the routes that write a trace's tags in bulk."""
 
@@ -101,7 +101,7 @@ def _bulk_trace_tags() -> list[str]:
     from mlflow.protos.service_pb2 import EndTrace, StartTrace, StartTraceV3
     from mlflow.server.handlers import _get_request_message
 
-    if _route().endswith("/3.0/mlflow/traces"):
+    if _route().endswith(START_TRACE_V3):
         return list(_get_request_message(StartTraceV3()).trace.trace_info.tags)
     message = _get_request_message(StartTrace() if request.method == "POST" else EndTrace())
     return [tag.key for tag in message.tags]

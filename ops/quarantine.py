@@ -40,7 +40,7 @@ UPLOAD_RECORD_SUFFIX = ".upload.json"
 """`<quarantine root><STAMP>.upload.json`, beside the quarantine: {key: [bytes, sha256]} of what the
 backup's upload writes over keys the stack holds, written before anything is copied or uploaded, so
 a put-back after a kill tells the upload's bytes from bytes written to the key since."""
-STAMP = re.compile(r"\d{8}T\d{6}Z")  # a restore's stamp (ops.restore._STAMP_PATTERN)
+STAMP = re.compile(r"\d{8}T\d{6}Z")  # a restore's stamp (UTC time), also ops.restore's
 DELETE_BATCH = 1000
 HASH_CHUNK = 1024 * 1024
 
@@ -84,8 +84,7 @@ def copy(objects, destination: str, stamp: str, backup: dict) -> dict:
     bucket, prefix = objects.split_destination(destination)
     root = quarantine_root(prefix)
     listed = list(objects._objects(client, bucket, prefix))
-    overwritten = {item["Key"][len(prefix):]: backup[item["Key"][len(prefix):]] for item in listed
-                   if item["Key"][len(prefix):] in backup}
+    overwritten = {name: backup[name] for name in (item["Key"][len(prefix):] for item in listed) if name in backup}
     client.put_object(Bucket=bucket, Key=f"{root}{stamp}{UPLOAD_RECORD_SUFFIX}", Body=json.dumps(overwritten).encode(),
                       ContentType="application/json")
     copied = total = 0

@@ -40,7 +40,6 @@ import argparse
 import datetime
 import hashlib
 import json
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -62,7 +61,7 @@ _NAME_LIMIT = 63  # bytes of a PostgreSQL identifier
 SCRATCH_TAG = "__restoring"
 REPLACED_TAG = "__replaced_"
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
-_STAMP_PATTERN = re.compile(r"\d{8}T\d{6}Z")
+_STAMP_PATTERN = quarantine.STAMP  # one definition: the quarantine's source runs on its own
 _STAMP_LENGTH = len("20250101T000000Z")
 _HASH_LENGTH = 8
 _SWAP_ATTEMPTS = 3
