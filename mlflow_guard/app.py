@@ -23,6 +23,7 @@ def basic_auth() -> Guard:
     inner = create_app()
     traces.install()
     hooks.install(flask_app, (hooks.traces_stay_in_their_experiment, hooks.traces_start_in_their_own_experiment,
+                              hooks.trace_starts_keep_to_their_own_assessments,
                               hooks.experiments_take_the_servers_location, hooks.traces_carry_no_system_tags,
                               hooks.administrators_only))
     return Guard(inner)
@@ -36,5 +37,6 @@ def oidc_auth() -> Guard:
 
     traces.install()
     hooks.install(flask_app, (hooks.traces_stay_in_their_experiment, hooks.traces_start_in_their_own_experiment,
+                              hooks.trace_starts_keep_to_their_own_assessments,
                               hooks.experiments_take_the_servers_location, hooks.traces_carry_no_system_tags))
     return Guard(inner)

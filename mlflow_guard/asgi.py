@@ -219,8 +219,8 @@ class Guard:
                     why = await _otlp_problem(scope, body)
             except otlp.TooLarge:
                 return await _too_large(send)
-            except otlp.Unreadable as unreadable:
-                return await refuse(send, str(unreadable))
+            except otlp.Refused as refused:
+                return await refuse(send, str(refused))
             if why is not None:
                 return await _respond(send, FORBIDDEN, json.dumps(
                     {"error_code": "PERMISSION_DENIED", "message": why}).encode(), "application/json")
@@ -275,8 +275,11 @@ async def _otlp_problem(scope: Scope, body: bytes) -> Optional[str]:
     headers: dict[str, str] = {}
     for key, value in scope.get("headers", ()):  # the first copy, as MLflow reads it (repeats are refused)
         headers.setdefault(key.decode("latin-1").lower(), value.decode("latin-1"))
-    found = await run_in_threadpool(otlp.trace_ids, body, headers.get("content-type", ""),
+    found = await run_in_threadpool(otlp.read_export, body, headers.get("content-type", ""),
                                     headers.get("content-encoding", ""), MAX_INSPECTED_BODY_BYTES)
     if found is None:
         return None  # not an OTLP request MLflow accepts: it refuses it with 400 itself
-    return await run_in_threadpool(otlp.problem, headers, found, _tracking_store)
+    if found.reserved_tags:
+        raise otlp.Refused(f"span attributes {found.reserved_tags} would write MLflow's own trace tags: the "
+                              "server sets them, a client may not")
+    return await run_in_threadpool(otlp.problem, headers, found.trace_ids, _tracking_store)

@@ -91,6 +91,55 @@ def traces_start_in_their_own_experiment() -> Optional[Response]:
     return None
 
 
+def trace_starts_keep_to_their_own_assessments() -> Optional[Response]:
+    """StartTraceV3 carries the trace's assessments, written by id: MLflow's merge path (a second start of
+    the same trace) writes an assessment over the row that already has its id, on whichever trace that
+    row belongs to, and deleting an assessment makes the one it `overrides` valid again without asking
+    which trace that is. Bob moved alice's assessment onto his own trace (destroying hers) and revived
+    her overridden one (review 8). An assessment id that exists on another trace is refused, as is an
+    `overrides` naming anything but an assessment of the same trace."""
+    if request.method != "POST" or not _route().endswith(START_TRACE_V3):
+        return None
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.service_pb2 import StartTraceV3
+    from mlflow.server.handlers import _get_request_message
+
+    try:
+        info = _get_request_message(StartTraceV3()).trace.trace_info
+    except MlflowException:
+        return None  # the handler answers with the same error
+    assessments = list(info.assessments)
+    if not assessments:
+        return None
+    named = {assessment.assessment_id for assessment in assessments if assessment.assessment_id}
+    named |= {assessment.overrides for assessment in assessments if assessment.overrides}
+    traces = _traces_of_assessments(named)
+    own = {assessment.assessment_id for assessment in assessments if assessment.assessment_id}
+    elsewhere = sorted(a for a in own if traces.get(a, info.trace_id) != info.trace_id)
+    if elsewhere:
+        return _forbidden(f"Permission denied: assessments {elsewhere} belong to another trace; a trace start "
+                          "carries only its own trace's assessments")
+    foreign = sorted(assessment.overrides for assessment in assessments if assessment.overrides
+                     and assessment.overrides not in own and traces.get(assessment.overrides) != info.trace_id)
+    if foreign:
+        return _forbidden(f"Permission denied: an assessment overrides {foreign}, not an assessment of trace "
+                          f"{info.trace_id}; an assessment overrides only one of its own trace")
+    return None
+
+
+def _traces_of_assessments(assessment_ids: set[str]) -> dict[str, str]:
+    """assessment id -> the trace it is on, for those that exist (the server's SQL store)."""
+    from mlflow.server.handlers import _get_tracking_store
+    from mlflow.store.tracking.dbmodels.models import SqlAssessments
+
+    if not assessment_ids:
+        return {}
+    with _get_tracking_store().ManagedSessionMaker() as session:
+        rows = session.query(SqlAssessments.assessment_id, SqlAssessments.trace_id).filter(
+            SqlAssessments.assessment_id.in_(sorted(assessment_ids))).all()
+    return {assessment_id: trace_id for assessment_id, trace_id in rows}
+
+
 TRACE_STARTS = {("POST", START_TRACE_V3), ("POST", "/2.0/mlflow/traces"),
                 ("PATCH", "/2.0/mlflow/traces/<request_id>")}
 """StartTraceV3, and the 2.0 StartTrace and EndTrace: the routes that write a trace's tags in bulk."""

@@ -6,14 +6,16 @@ span with the same id replaces the old one), and links the batch to the run in `
 without asking about that run. A trace id travels in every W3C `traceparent` header and READ shows
 run ids: without this check, anyone allowed to write traces in one experiment could rewrite another
 experiment's traces and link traces to another experiment's run (adversarial review, issue 29).
-The body is parsed as mlflow.server.otel_api parses it; what it cannot parse is left to MLflow,
-which refuses it with 400 and writes nothing.
+Spans carrying `mlflow.traceTag.mlflow.*` attributes (MLflow's own trace tags) are refused as well
+(review 8). The body is parsed as mlflow.server.otel_api parses it; what it cannot parse is left to
+MLflow, which refuses it with 400 and writes nothing.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, NamedTuple, Optional
 
+from mlflow.tracing.constant import SpanAttributeKey
 from mlflow.tracing.utils.otlp import MLFLOW_EXPERIMENT_ID_HEADER, MLFLOW_RUN_ID_HEADER
 
 PATH_SUFFIX = "/v1/traces"
@@ -25,7 +27,11 @@ class TooLarge(Exception):
     """The decompressed body would exceed the guard's limit (a few KB can inflate to gigabytes)."""
 
 
-class Unreadable(Exception):
+class Refused(Exception):
+    """An export request the guard answers with 400 (its message says why)."""
+
+
+class Unreadable(Refused):
     """A compressed body the guard does not read exactly as MLflow's handler would (it is refused:
     a second gzip member, which gzip.decompress reads and zlib stops before, hid spans)."""
 
@@ -52,10 +58,23 @@ def decompressed(body: bytes, content_encoding: str, limit: int) -> bytes:
     raise ValueError(f"not {encoding} data")
 
 
-def trace_ids(body: bytes, content_type: str, content_encoding: str, limit: int) -> Optional[set[str]]:
-    """MLflow's trace ids of the spans in an OTLP export request, as the handler derives them; None
-    when the body is not one (MLflow refuses it itself); TooLarge when it inflates past `limit`;
-    Unreadable when its compression is not one stream the guard reads as MLflow does."""
+class Export(NamedTuple):
+    trace_ids: set[str]
+    """MLflow's trace ids of the spans, as the handler derives them"""
+    reserved_tags: list[str]
+    """span attributes `mlflow.traceTag.mlflow.*`: the store copies a root span's `mlflow.traceTag.<key>`
+    attributes into the trace's tags unfiltered, so these would write the tags MLflow keeps for itself
+    (where the spans and the archive are read from, `mlflow.user`); MLflow's own exporter never sends
+    them (OtelSpanProcessor skips `mlflow.` tags)"""
+
+
+RESERVED_TAG_ATTRIBUTE = SpanAttributeKey.TRACE_TAG_PREFIX + "mlflow."
+
+
+def read_export(body: bytes, content_type: str, content_encoding: str, limit: int) -> Optional[Export]:
+    """What an OTLP export request writes, read as MLflow's handler reads it; None when the body is not
+    one (MLflow refuses it itself); TooLarge when it inflates past `limit`; Unreadable when its
+    compression is not one stream the guard reads as MLflow does."""
     from google.protobuf.json_format import Parse
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -75,9 +94,11 @@ def trace_ids(body: bytes, content_type: str, content_encoding: str, limit: int)
             Parse(_convert_otlp_json_ids_to_base64(body), request, ignore_unknown_fields=True)
         else:
             request.ParseFromString(body)
-        return {Span.from_otel_proto(span, resource=resource_spans.resource).trace_id
-                for resource_spans in request.resource_spans
-                for scope_spans in resource_spans.scope_spans for span in scope_spans.spans}
+        spans = [(span, resource_spans.resource) for resource_spans in request.resource_spans
+                 for scope_spans in resource_spans.scope_spans for span in scope_spans.spans]
+        return Export({Span.from_otel_proto(span, resource=resource).trace_id for span, resource in spans},
+                      sorted({attribute.key for span, _ in spans for attribute in span.attributes
+                              if attribute.key.startswith(RESERVED_TAG_ATTRIBUTE)}))
     except Exception:  # noqa: BLE001 - anything MLflow's handler would refuse as well
         return None
 

@@ -532,3 +532,40 @@ def test_a_trace_cannot_name_where_its_spans_are_read_from(unprefixed, users, al
         "trace": {"trace_info": {"trace_id": trace_id, "trace_location": location, "state": "OK",
                                  "request_time": "2026-01-01T00:00:00Z", "tags": {"team": "bob"}}}})
     assert plain.status_code == 200, plain.text[:300]
+
+
+def test_a_trace_start_cannot_take_over_or_revive_someone_elses_assessment(unprefixed, users, alices, bobs):
+    """Reproduced (review 8): StartTraceV3 carries assessments written by id. Bob's second start of his
+    own trace carried alice's assessment id (read with READ on her trace): the store's merge moved her
+    assessment onto his trace with his value, hers was gone. His assessment `overrides` her overridden
+    one; deleting his made hers valid again. Both are refused; his own assessments still pass."""
+    import mlflow
+    from mlflow.entities.assessment import AssessmentSource
+
+    alices_trace = _alices_trace(unprefixed, users, alices["experiment_id"])
+    with _as(unprefixed, *users["alice"]):
+        first = mlflow.log_feedback(trace_id=alices_trace, name="quality", value="BAD",
+                                    source=AssessmentSource(source_type="HUMAN", source_id="alice"))
+        mlflow.override_feedback(trace_id=alices_trace, assessment_id=first.assessment_id, value="GOOD")
+    bobs_trace = "tr-" + secrets.token_hex(16)
+    url = _url(unprefixed, "/api/3.0/mlflow/traces")
+
+    def start(**assessment: str) -> requests.Response:
+        location = {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": bobs["experiment_id"]}}
+        carried = [{"trace_id": bobs_trace, "assessment_name": "quality", "feedback": {"value": "BOB-WROTE-THIS"},
+                    "source": {"source_type": "HUMAN", "source_id": "bob"}, "create_time": "2026-01-01T00:00:00Z",
+                    "last_update_time": "2026-01-01T00:00:00Z", **assessment}] if assessment else []
+        return requests.post(url, auth=users["bob"], timeout=30, json={"trace": {"trace_info": {
+            "trace_id": bobs_trace, "trace_location": location, "request_time": "2026-01-01T00:00:00Z",
+            "state": "OK", "assessments": carried}}})
+
+    assert start().status_code == 200
+    taken = start(assessment_id=first.assessment_id)
+    assert taken.status_code == 403 and "another trace" in taken.text, taken.text[:300]
+    revived = start(overrides=first.assessment_id)
+    assert revived.status_code == 403 and "overrides" in revived.text, revived.text[:300]
+    with _as(unprefixed, *users["alice"]) as alice:
+        kept = alice.get_trace(alices_trace).info.assessments
+        assert {(a.assessment_id, a.valid) for a in kept if a.assessment_id == first.assessment_id} == \
+            {(first.assessment_id, False)}, kept
+    assert start(assessment_id="a-" + secrets.token_hex(16)).status_code == 200, "bob's own assessment"

@@ -234,3 +234,85 @@ def test_spans_hidden_in_a_second_gzip_member_are_refused(world):
     assert _send(gzip.compress(harmless) + gzip.compress(hidden), "application/x-protobuf", headers) == (400, False)
     assert _send(gzip.compress(hidden), "application/x-protobuf", headers) == (403, False)
     assert _send(gzip.compress(harmless), "application/x-protobuf", headers) == (200, True)
+
+
+@pytest.mark.parametrize("encoding", ["json", "protobuf"])
+def test_spans_cannot_write_mlflows_own_trace_tags(world, encoding):
+    """Review 8: the store copies a root span's `mlflow.traceTag.<key>` attributes into the trace's tags
+    unfiltered; bob set spansLocation, archiveLocation (alice's trace folder) and mlflow.user=alice on his
+    own traces. A user tag (what MLflow's own exporter sends) passes."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from google.protobuf.json_format import MessageToJson
+
+    def export(key: str) -> bytes:
+        request = ExportTraceServiceRequest.FromString(_protobuf_body("abcdef0123456789abcdef0123456789"))
+        attribute = request.resource_spans[0].scope_spans[0].spans[0].attributes.add()
+        attribute.key, attribute.value.string_value = key, "alice"
+        if encoding == "protobuf":
+            return request.SerializeToString()
+        document = json.loads(MessageToJson(request))  # ids as base64; MLflow's reader takes OTLP's hex
+        span = document["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+        span["traceId"], span["spanId"] = "abcdef0123456789abcdef0123456789", "00000000000000bb"
+        return json.dumps(document).encode()
+
+    content_type = "application/json" if encoding == "json" else "application/x-protobuf"
+    for reserved in ("mlflow.traceTag.mlflow.user", "mlflow.traceTag.mlflow.trace.spansLocation",
+                     "mlflow.traceTag.mlflow.trace.archiveLocation"):
+        assert _send(export(reserved), content_type, {EXPERIMENT_HEADER: world["bob"]}) == (400, False), reserved
+    assert _send(export("mlflow.traceTag.team"), content_type, {EXPERIMENT_HEADER: world["bob"]}) == (200, True)
+
+
+# --- a trace start carries only its own trace's assessments (review 8) -----------------------------
+
+@pytest.fixture(scope="module")
+def alices_assessment(world) -> str:
+    from mlflow.entities.assessment import AssessmentSource, Feedback
+    from mlflow.server import handlers
+
+    feedback = Feedback(name="quality", value="BAD", trace_id=world["trace"],
+                        source=AssessmentSource(source_type="HUMAN", source_id="alice"))
+    return handlers._tracking_store.create_assessment(feedback).assessment_id
+
+
+def _start_with_assessments(trace_id: str, experiment_id: str, *assessments: dict):
+    """hooks.trace_starts_keep_to_their_own_assessments on a StartTraceV3 carrying `assessments`."""
+    from mlflow.server import app as flask_app
+
+    from mlflow_guard import hooks
+
+    body = {"trace": {"trace_info": {"trace_id": trace_id, "request_time": "2026-01-01T00:00:00Z", "state": "OK",
+                                     "trace_location": {"type": "MLFLOW_EXPERIMENT",
+                                                        "mlflow_experiment": {"experiment_id": experiment_id}},
+                                     "assessments": [{"trace_id": trace_id, "assessment_name": "quality",
+                                                      "source": {"source_type": "HUMAN", "source_id": "bob"},
+                                                      "create_time": "2026-01-01T00:00:00Z",
+                                                      "last_update_time": "2026-01-01T00:00:00Z",
+                                                      "feedback": {"value": "BOB-WROTE-THIS"}, **assessment}
+                                                     for assessment in assessments]}}}
+    with flask_app.test_request_context("/api/3.0/mlflow/traces", method="POST", json=body):
+        return hooks.trace_starts_keep_to_their_own_assessments()
+
+
+def test_a_trace_start_cannot_take_over_another_traces_assessment(world, alices_assessment):
+    """Reproduced (review 8): bob's second start of his own trace carried alice's assessment id; the
+    store's merge moved her assessment onto his trace with his value (hers was gone)."""
+    bobs_trace = "tr-" + "b" * 32
+    refused = _start_with_assessments(bobs_trace, world["bob"], {"assessment_id": alices_assessment})
+    assert refused is not None and refused.status_code == 403 and b"another trace" in refused.data
+    assert _start_with_assessments(world["trace"], world["alice"], {"assessment_id": alices_assessment}) is None, \
+        "alice's client repeating her own trace's start"
+    assert _start_with_assessments(bobs_trace, world["bob"], {"assessment_id": "a-" + "c" * 32}) is None, "a new one"
+    assert _start_with_assessments(bobs_trace, world["bob"]) is None, "no assessment id: the server gives one"
+
+
+def test_an_assessment_overrides_only_one_of_its_own_trace(world, alices_assessment):
+    """Reproduced (review 8): bob's assessment `overrides` alice's; deleting his made hers valid again."""
+    bobs_trace = "tr-" + "d" * 32
+    refused = _start_with_assessments(bobs_trace, world["bob"], {"overrides": alices_assessment})
+    assert refused is not None and refused.status_code == 403 and b"overrides" in refused.data
+    missing = _start_with_assessments(bobs_trace, world["bob"], {"overrides": "a-" + "e" * 32})
+    assert missing is not None and missing.status_code == 403
+    assert _start_with_assessments(world["trace"], world["alice"], {"overrides": alices_assessment}) is None
+    assert _start_with_assessments(bobs_trace, world["bob"], {"assessment_id": "a-" + "1" * 32},
+                                   {"assessment_id": "a-" + "2" * 32, "overrides": "a-" + "1" * 32}) is None, \
+        "one assessment of the start overriding another of the same start"
