@@ -49,7 +49,7 @@ from ops.archive import (
     ObjectsBackup, OutsideLocation, create_file, database_exists, dump_contents, dump_rows, file_sha256,
     headline_counts, image_facts, read_objects_tar,
 )
-from ops.lock import maintenance_lock
+from ops.lock import HeldLock, maintenance_lock
 from ops.restore import refuse_unswapped
 
 Say = Callable[[str], None]
@@ -110,13 +110,13 @@ def backup(access: StackAccess, directory: Path, *, say: Say = _stderr) -> Manif
     """Back the stack up into `directory` (missing or empty). Returns the manifest written last."""
     directory = Path(directory)
     prepare_directory(directory, create=False)
-    with maintenance_lock(access, "backup"):  # an incomplete backup's files go only under the lock (none is running)
+    with maintenance_lock(access, "backup") as lock:  # an incomplete backup's files go only under the lock
         # a --replace killed before its swap left the backup's bytes beside the stack's databases (issue 28)
         refuse_unswapped(access, StackLayout.read(access))
         prepare_directory(directory, say=say)
         created: list[Path] = []
         try:
-            return _backup(access, directory, created, say)
+            return _backup(access, directory, created, say, lock)
         except BaseException:
             for path in created:  # an incomplete backup must not look like one; the directory stays (it was empty)
                 path.unlink(missing_ok=True)
@@ -258,7 +258,7 @@ def _say_skipped(skipped: list[dict[str, str]], say: Say) -> None:
             f"manifest's objects_skipped): " + "; ".join(f"{item['key']}: {item['why']}" for item in skipped[:EXAMPLES]))
 
 
-def _backup(access: StackAccess, directory: Path, created: list[Path], say: Say) -> Manifest:
+def _backup(access: StackAccess, directory: Path, created: list[Path], say: Say, lock: HeldLock) -> Manifest:
     started = time.monotonic()
     layout = StackLayout.read(access)
     facts = image_facts(access)
@@ -274,6 +274,10 @@ def _backup(access: StackAccess, directory: Path, created: list[Path], say: Say)
             dump_started_at = _database_clock(access)
         databases[role] = _dump(access, layout, role, wanted[role], path, say)
 
+    # A PostgreSQL restart ends the lock's session without telling this process: a restore could then
+    # swap the databases and upload its objects while this backup pairs the old dumps with the new
+    # objects (review 5, F1). Confirmed before the objects are read and before the manifest is written.
+    lock.confirm("copying the objects")
     path = directory / OBJECTS_FILE
     say(f"copying the objects under {layout.artifacts_destination}")
     created.append(path)
@@ -310,6 +314,7 @@ def _backup(access: StackAccess, directory: Path, created: list[Path], say: Say)
         outside_locations=outside,
         external_objects=external,
     )
+    lock.confirm("writing the manifest")
     manifest_path = directory / MANIFEST
     created.append(manifest_path)
     with create_file(manifest_path) as out:

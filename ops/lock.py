@@ -93,7 +93,7 @@ class HeldLock:
             held = False
         if not held:
             raise OpsError(f"the maintenance lock of {self._description} was lost (PostgreSQL restarted?) before "
-                           f"{before}: stopped there, so that no backup or gc can overlap")
+                           f"{before}: stopped there, so that it cannot overlap another backup, restore or gc")
 
 
 @contextlib.contextmanager

@@ -10,18 +10,20 @@ the S3 client and key listing are written once. Standard library and boto3 only;
                                          (STAMP.upload.json), then copy (server side) every object
                                          under the destination to the quarantine STAMP, deleting
                                          nothing: done before the backup's upload overwrites any key
-    prune    s3://BUCKET[/PREFIX]        (stdin: JSON list of the backup's keys) after the swap,
+    prune    s3://BUCKET[/PREFIX] STAMP  (stdin: JSON list of the backup's keys) after the swap:
+                                         mark the quarantine STAMP swapped (STAMP.swapped), then
                                          delete the stack's objects the backup does not hold
     put-back s3://BUCKET[/PREFIX] STAMP [--every-key]
                                          a restore stopped before its swap: copy each quarantined
                                          object back over its key where the key still holds what
                                          the backup's upload wrote (not where it was written or
-                                         deleted since), then delete the quarantine STAMP;
+                                         deleted since); the quarantine stays until `purge` (the
+                                         caller purges once the server runs again);
                                          --every-key (no readable record): every key that
                                          holds other bytes, newer ones included
     list     s3://BUCKET[/PREFIX]        {"quarantines": {stamp: [objects, bytes]}, "recorded": [stamps
-                                         whose upload record reads]}
-    purge    s3://BUCKET[/PREFIX] STAMP  delete the quarantine STAMP and its upload record
+                                         whose upload record reads], "swapped": [stamps marked swapped]}
+    purge    s3://BUCKET[/PREFIX] STAMP  delete the quarantine STAMP, its upload record and its mark
 
 The quarantine lies inside the destination, `<prefix>/.mlflow-restore-replaced/<STAMP>/<key>`: the
 only place the server's scoped key may write (the bucket policy grants it `<prefix>/*`).
@@ -40,6 +42,11 @@ UPLOAD_RECORD_SUFFIX = ".upload.json"
 """`<quarantine root><STAMP>.upload.json`, beside the quarantine: {key: [bytes, sha256]} of what the
 backup's upload writes over keys the stack holds, written before anything is copied or uploaded, so
 a put-back after a kill tells the upload's bytes from bytes written to the key since."""
+SWAPPED_SUFFIX = ".swapped"
+"""`<quarantine root><STAMP>.swapped`, written by `prune` right after the restore's swap committed: the
+bucket's own evidence that the databases were replaced. The databases' comments (ops.restore's
+SWAPPED_MARK) say it too, but a database moved with pg_dump and pg_restore without --create loses its
+comment, and an old quarantine would then pass for an interrupted restore's (review 5, F2)."""
 STAMP = re.compile(r"\d{8}T\d{6}Z")  # a restore's stamp (UTC time), also ops.restore's
 DELETE_BATCH = 1000
 HASH_CHUNK = 1024 * 1024
@@ -95,10 +102,12 @@ def copy(objects, destination: str, stamp: str, backup: dict) -> dict:
     return {"objects": copied, "bytes": total, "quarantine": f"s3://{bucket}/{root}{stamp}/"}
 
 
-def prune(objects, destination: str, keep: set) -> dict:
-    """Delete the objects under the destination not in `keep` (each copied to a quarantine before)."""
+def prune(objects, destination: str, stamp: str, keep: set) -> dict:
+    """After the swap of the restore `stamp`: mark its quarantine swapped, then delete the objects under
+    the destination not in `keep` (each copied to the quarantine before)."""
     client = objects._client()
     bucket, prefix = objects.split_destination(destination)
+    client.put_object(Bucket=bucket, Key=f"{quarantine_root(prefix)}{stamp}{SWAPPED_SUFFIX}", Body=b"")
     doomed = [listed["Key"] for listed in objects._objects(client, bucket, prefix) if listed["Key"][len(prefix):] not in keep]
     _delete(client, bucket, doomed)
     return {"deleted": len(doomed)}
@@ -106,7 +115,7 @@ def prune(objects, destination: str, keep: set) -> dict:
 
 def quarantines(objects, destination: str) -> dict:
     """stamp -> [objects, bytes] of each quarantine of the destination (one with only its upload
-    record, [0, 0]: a restore stopped before it copied anything)."""
+    record or mark, [0, 0]: a restore stopped before it copied anything, a purge stopped halfway)."""
     client = objects._client()
     bucket, prefix = objects.split_destination(destination)
     root = quarantine_root(prefix)
@@ -116,9 +125,21 @@ def quarantines(objects, destination: str) -> dict:
         if "/" in rest and STAMP.fullmatch(rest.split("/", 1)[0]):
             entry = found.setdefault(rest.split("/", 1)[0], [0, 0])
             entry[0], entry[1] = entry[0] + 1, entry[1] + listed["Size"]
-        elif rest.endswith(UPLOAD_RECORD_SUFFIX) and STAMP.fullmatch(rest[:-len(UPLOAD_RECORD_SUFFIX)]):
-            found.setdefault(rest[:-len(UPLOAD_RECORD_SUFFIX)], [0, 0])
+        else:
+            for suffix in (UPLOAD_RECORD_SUFFIX, SWAPPED_SUFFIX):
+                if rest.endswith(suffix) and STAMP.fullmatch(rest[:-len(suffix)]):
+                    found.setdefault(rest[:-len(suffix)], [0, 0])
     return found
+
+
+def swapped(objects, destination: str) -> list:
+    """The stamps whose quarantine is marked swapped (`prune` ran: the databases were replaced)."""
+    client = objects._client()
+    bucket, prefix = objects.split_destination(destination)
+    root = quarantine_root(prefix)
+    marks = (listed["Key"][len(root):-len(SWAPPED_SUFFIX)] for listed in objects._objects(client, bucket, root)
+             if listed["Key"].endswith(SWAPPED_SUFFIX))
+    return sorted(stamp for stamp in marks if STAMP.fullmatch(stamp))
 
 
 def recorded(objects, destination: str, stamps) -> list:
@@ -162,8 +183,9 @@ def put_back(objects, destination: str, stamp: str, every_key: bool = False) -> 
     may have overwritten keys both hold: each quarantined object is copied back over its key where the
     key still holds the bytes the upload wrote (its record says which). A key written since (the
     server started by hand after a kill, a user logging again) keeps its newer bytes, and a key
-    deleted since stays deleted: both are counted as `changed_since`. Then the quarantine `stamp` is
-    deleted. Run again after a failure, it does what is still to do. `every_key`: for a quarantine
+    deleted since stays deleted: both are counted as `changed_since`. The quarantine stays (`purge`
+    removes it once the server runs again: a put-back killed before that is run again, and finds the
+    keys it put back holding their own bytes). `every_key`: for a quarantine
     without a readable record (made before records, or damaged), every quarantined object whose key
     holds other bytes is put back, also over bytes written since."""
     client = objects._client()
@@ -190,19 +212,18 @@ def put_back(objects, destination: str, stamp: str, every_key: bool = False) -> 
                 continue
         client.copy({"Bucket": bucket, "Key": quarantined["Key"]}, bucket, key)
         restored += 1
-    _delete(client, bucket, [quarantined["Key"] for quarantined, _ in kept])
-    _delete(client, bucket, [f"{quarantine_root(prefix)}{stamp}{UPLOAD_RECORD_SUFFIX}"])
     return {"put_back": restored, "kept": len(kept), "changed_since": changed}
 
 
 def purge(objects, destination: str, stamp: str) -> dict:
-    """Delete the quarantine `stamp` and its upload record (restore decides which stamps may go: those
-    whose swap happened)."""
+    """Delete the quarantine `stamp`, then its upload record and its mark (restore decides which stamps
+    may go: those whose swap happened, or whose objects were put back)."""
     client = objects._client()
     bucket, prefix = objects.split_destination(destination)
     keys = [quarantined["Key"] for quarantined, _ in _stamp_objects(objects, client, bucket, prefix, stamp)]
     _delete(client, bucket, keys)
-    _delete(client, bucket, [f"{quarantine_root(prefix)}{stamp}{UPLOAD_RECORD_SUFFIX}"])
+    _delete(client, bucket, [f"{quarantine_root(prefix)}{stamp}{suffix}" for suffix in (UPLOAD_RECORD_SUFFIX,
+                                                                                         SWAPPED_SUFFIX)])
     return {"deleted": len(keys)}
 
 
@@ -221,17 +242,18 @@ def main(argv: list) -> int:
         objects = _objects_module()
         if len(argv) == 3 and argv[0] == "copy":
             result = copy(objects, argv[1], argv[2], json.loads(sys.stdin.read() or "{}"))
-        elif len(argv) == 2 and argv[0] == "prune":
-            result = prune(objects, argv[1], set(json.loads(sys.stdin.read() or "[]")))
+        elif len(argv) == 3 and argv[0] == "prune":
+            result = prune(objects, argv[1], argv[2], set(json.loads(sys.stdin.read() or "[]")))
         elif len(argv) == 2 and argv[0] == "list":
             found = quarantines(objects, argv[1])
-            result = {"quarantines": found, "recorded": recorded(objects, argv[1], found)}
+            result = {"quarantines": found, "recorded": recorded(objects, argv[1], found),
+                      "swapped": swapped(objects, argv[1])}
         elif len(argv) in (3, 4) and argv[0] == "put-back" and argv[3:] in ([], ["--every-key"]):
             result = put_back(objects, argv[1], argv[2], every_key=argv[3:] == ["--every-key"])
         elif len(argv) == 3 and argv[0] == "purge":
             result = purge(objects, argv[1], argv[2])
         else:
-            print("usage: quarantine copy DEST STAMP (backup keys on stdin) | prune DEST (keys to keep on stdin) | "
+            print("usage: quarantine copy DEST STAMP (backup keys on stdin) | prune DEST STAMP (keys to keep on stdin) | "
                   "put-back DEST STAMP [--every-key] | "
                   "list DEST | purge DEST STAMP", file=sys.stderr)
             return 2

@@ -44,7 +44,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from ops import OpsError, RefusedError, objects, quarantine
 from ops.access import hang_up_and_terminate_as_interrupt, BACKEND_URI_ENV, StackAccess, StackLayout, psql, run, script_source
@@ -594,7 +594,7 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
         progress.changed = ["the databases hold the backup" + (
             f" (the replaced ones are kept as {', '.join(replaced)})" if replaced else "")]
         if replace:
-            _prune_others(access, manifest, layout, s3_env, progress=progress, say=say)
+            _prune_others(access, manifest, layout, s3_env, stamp=stamp, progress=progress, say=say)
         _check_objects(access, manifest, layout, s3_env)
         started_ok = _upgrade(access, manifest, revision, facts, layout, upgrade, say)
         if started_ok:  # inside the guard: an interrupt here still starts it (_after_failure) and says so
@@ -650,6 +650,7 @@ def _undo_upload(access: StackAccess, layout: StackLayout, s3_env: dict[str, str
                     f"the stack's objects the backup does not hold are still under {destination}"), True
     try:
         result = put_back_objects(access, layout, s3_env, state.stamp)
+        purge_quarantine(access, layout, s3_env, state.stamp)
     except BaseException as error:  # noqa: BLE001 - said, and the restore's own error is the one raised
         return (f"the databases were not replaced, but the backup's objects were uploaded over the stack's and "
                 f"putting the stack's bytes back failed ({str(error) or type(error).__name__}); the MLflow server "
@@ -737,13 +738,14 @@ def _quarantine_copy(access: StackAccess, manifest: Manifest, layout: StackLayou
 
 
 def _prune_others(access: StackAccess, manifest: Manifest, layout: StackLayout, s3_env: dict[str, str], *,
-                  progress: _Progress, say: Say) -> None:
-    """--replace, after the swap: the stack's objects the backup does not hold are deleted (their copies
+                  stamp: str, progress: _Progress, say: Say) -> None:
+    """--replace, after the swap: the quarantine marked swapped (the bucket's own record that the
+    databases were replaced), then the stack's objects the backup does not hold deleted (their copies
     are in the quarantine)."""
     destination = layout.artifacts_destination
     progress.changed.append(f"the objects under {destination} the backup does not hold were being deleted "
                             "(each is in the quarantine)")
-    out = run(access.python_command(["-c", quarantine.source(), "prune", destination], s3_env),
+    out = run(access.python_command(["-c", quarantine.source(), "prune", destination, stamp], s3_env),
               f"deleting the objects under {destination} the backup does not hold",
               stdin=json.dumps([entry.key for entry in manifest.objects.entries]).encode())
     deleted = json.loads(out.decode().strip().splitlines()[-1])["deleted"]
@@ -805,15 +807,11 @@ def _upgrade(access: StackAccess, manifest: Manifest, revision: Optional[str], f
 
 
 def _listing(access: StackAccess, layout: StackLayout) -> dict:
-    """ops.quarantine list: {"quarantines": {stamp: [objects, bytes]}, "recorded": [stamps with a record]}."""
+    """ops.quarantine list: {"quarantines": {stamp: [objects, bytes]}, "recorded": [stamps with a record],
+    "swapped": [stamps marked swapped]}."""
     out = run(access.python_command(["-c", quarantine.source(), "list", layout.artifacts_destination],
                                     layout.s3_env(access)), "listing the quarantines of earlier restores")
     return json.loads(out.decode().strip().splitlines()[-1])
-
-
-def _quarantines(access: StackAccess, layout: StackLayout) -> dict[str, list[int]]:
-    """stamp -> [objects, bytes] of each quarantine under the stack's artifacts destination."""
-    return _listing(access, layout)["quarantines"]
 
 
 def _database_names(access: StackAccess) -> dict[str, str]:
@@ -823,25 +821,30 @@ def _database_names(access: StackAccess) -> dict[str, str]:
     return {row[0]: row[1] if len(row) > 1 else "" for row in rows}
 
 
-def _swapped(layout: StackLayout, stamp: str, databases: dict[str, str]) -> bool:
-    """The restore of `stamp` replaced the databases: a `<name>__replaced_<stamp>` database exists, or a
-    database of the stack carries its SWAPPED_MARK."""
+def _swapped(layout: StackLayout, stamp: str, databases: dict[str, str], marked: Sequence[str] = ()) -> bool:
+    """The restore of `stamp` replaced the databases: its quarantine is marked swapped (`marked`, from the
+    listing), a `<name>__replaced_<stamp>` database exists, or a database of the stack carries its
+    SWAPPED_MARK. Any one is enough: a database's comment is lost when it is moved with pg_dump and
+    pg_restore without --create, the replaced databases when they are dropped (review 5, F2)."""
     names = (layout.database, layout.auth_database)
-    return (any(_beside(name, REPLACED_TAG + stamp) in databases for name in names)
+    return (stamp in marked
+            or any(_beside(name, REPLACED_TAG + stamp) in databases for name in names)
             or any(SWAPPED_MARK + stamp in databases.get(name, "").split() for name in names))
 
 
-def stamp_swapped(access: StackAccess, layout: StackLayout, stamp: str) -> bool:
-    return _swapped(layout, stamp, _database_names(access))
+def stamp_swapped(access: StackAccess, layout: StackLayout, stamp: str, listing: Optional[dict] = None) -> bool:
+    listing = _listing(access, layout) if listing is None else listing
+    return _swapped(layout, stamp, _database_names(access), listing.get("swapped", ()))
 
 
 def unswapped(access: StackAccess, layout: StackLayout) -> dict[str, list[int]]:
     """The quarantines whose restore never replaced the databases (killed between its upload and its
     swap): the stack keeps its own databases while keys it shares with that backup may hold the
     backup's bytes; the stack's are in the quarantine."""
-    found = _quarantines(access, layout)
+    listing = _listing(access, layout)
+    found = listing["quarantines"]
     databases = _database_names(access) if found else {}
-    return {stamp: size for stamp, size in found.items() if not _swapped(layout, stamp, databases)}
+    return {stamp: size for stamp, size in found.items() if not _swapped(layout, stamp, databases, listing["swapped"])}
 
 
 def _put_back_hint(access: StackAccess, layout: StackLayout, stamp: str, size: list[int]) -> str:
@@ -860,26 +863,34 @@ def refuse_unswapped(access: StackAccess, layout: StackLayout) -> None:
 def put_back_objects(access: StackAccess, layout: StackLayout, s3_env: dict[str, str], stamp: str,
                      every_key: bool = False) -> dict[str, int]:
     """ops.quarantine put-back: the quarantined objects whose key still holds what the upload wrote
-    (`every_key`: whatever differs) copied back, then the quarantine `stamp` deleted."""
+    (`every_key`: whatever differs) copied back; the quarantine stays (purge_quarantine)."""
     argv = ["-c", quarantine.source(), "put-back", layout.artifacts_destination, stamp, *(["--every-key"] * every_key)]
     out = run(access.python_command(argv, s3_env), f"putting the stack's objects back from the quarantine {stamp}")
     return json.loads(out.decode().strip().splitlines()[-1])
 
 
+def purge_quarantine(access: StackAccess, layout: StackLayout, s3_env: dict[str, str], stamp: str) -> int:
+    """ops.quarantine purge: the quarantine `stamp`, its upload record and its mark deleted; returns how
+    many quarantined objects were deleted."""
+    out = run(access.python_command(["-c", quarantine.source(), "purge", layout.artifacts_destination, stamp],
+                                    s3_env), f"deleting the quarantine {stamp}")
+    return int(json.loads(out.decode().strip().splitlines()[-1])["deleted"])
+
+
 def put_back(access: StackAccess, stamp: str, *, every_key: bool = False, say: Say = _stderr) -> dict[str, int]:
     """`--put-back STAMP`: after a --replace killed before its swap, the stack gets its own bytes back
-    (the quarantine `stamp` holds them), the quarantine is removed and the MLflow server started (a
-    killed restore leaves it stopped; one still serving is stopped while keys are rewritten)."""
+    (the quarantine `stamp` holds them), the MLflow server is started (a killed restore leaves it
+    stopped; one still serving is stopped while keys are rewritten) and only then the quarantine removed:
+    a put-back killed before the start leaves it, so the same command runs again (review 5, F3)."""
     if not _STAMP_PATTERN.fullmatch(stamp):
         raise RefusedError(f"{stamp!r} is not a restore's stamp (like 20250101T000000Z); nothing was changed")
     layout = StackLayout.read(access)
     with maintenance_lock(access, "restore"):
-        if stamp_swapped(access, layout, stamp):
-            raise RefusedError(f"the restore of {stamp} replaced the databases (<name>{REPLACED_TAG}{stamp} exists): "
-                               f"{access.description} holds the backup's, whose objects are in place; its "
-                               "quarantine holds what was replaced (scripts/restore --purge-replaced removes it). "
-                               "Nothing was changed")
         listing = _listing(access, layout)
+        if stamp_swapped(access, layout, stamp, listing):
+            raise RefusedError(f"the restore of {stamp} replaced the databases: {access.description} holds the "
+                               "backup's, whose objects are in place; its quarantine holds what was replaced "
+                               "(scripts/restore --purge-replaced removes it). Nothing was changed")
         if stamp not in listing["quarantines"]:
             raise RefusedError(f"no quarantine {_quarantine_uri(layout.artifacts_destination, stamp)}: nothing to put "
                                "back; nothing was changed")
@@ -890,12 +901,19 @@ def put_back(access: StackAccess, stamp: str, *, every_key: bool = False, say: S
                 f"--put-back {stamp} --every-key puts back every quarantined object whose key holds other bytes now, "
                 "newer ones included. Nothing was changed")
         access.stop_server()
+        env = layout.s3_env(access)
         try:
-            result = put_back_objects(access, layout, layout.s3_env(access), stamp, every_key)
+            result = put_back_objects(access, layout, env, stamp, every_key)
         except OpsError as error:
             raise OpsError(f"{error}; the MLflow server {STAYS_STOPPED}: run scripts/restore --put-back {stamp} "
                            "again") from error
         access.start_server()  # before anything is said: a closed terminal must not leave it stopped
+        # Only now: a put-back killed before the start finds its quarantine and is run again (review 5, F3).
+        try:
+            purge_quarantine(access, layout, env, stamp)
+        except OpsError as error:
+            raise OpsError(f"{error}: the stack's bytes are back and the MLflow server runs, but the quarantine "
+                           f"{stamp} is left; scripts/restore --put-back {stamp} again removes it") from error
     say(f"put the stack's bytes back into {result['put_back']} objects the restore of {stamp} had overwritten (of "
         f"{result['kept']} it had quarantined), removed its quarantine and started the MLflow server; the backup's "
         f"objects the stack did not hold are left under {layout.artifacts_destination}"
@@ -920,14 +938,13 @@ def purge_replaced(access: StackAccess, *, say: Say = _stderr) -> dict[str, int]
         doomed = [name for name in names if any(name.startswith(prefix) and len(name) == len(prefix) + _STAMP_LENGTH
                                                 for prefix in prefixes)]
         deleted = 0
-        for stamp, size in sorted(_quarantines(access, layout).items()):
-            if not _swapped(layout, stamp, databases):
+        listing = _listing(access, layout)
+        for stamp, size in sorted(listing["quarantines"].items()):
+            if not _swapped(layout, stamp, databases, listing["swapped"]):
                 say(f"kept: {_put_back_hint(access, layout, stamp, size)}")
                 continue
             # objects first: a purge stopped in between leaves a database without quarantine, never the reverse
-            out = run(access.python_command(["-c", quarantine.source(), "purge", layout.artifacts_destination, stamp],
-                                            env), f"deleting the quarantined objects of {stamp}")
-            deleted += int(json.loads(out.decode().strip().splitlines()[-1])["deleted"])
+            deleted += purge_quarantine(access, layout, env, stamp)
         say(f"deleted {deleted} quarantined objects of {layout.artifacts_destination}")
         for name in doomed:
             psql(access, "postgres", 'DROP DATABASE :"name" WITH (FORCE);\n', variables={"name": name},

@@ -751,6 +751,8 @@ def test_a_grant_on_an_experiment_the_tracking_dump_lacks_is_pruned(stack, acces
 
 
 def test_replace_keeps_what_it_replaces_until_purged(stack, access, before, backup_dir, tmp_path):
+    import ops.restore as restore_module
+
     """Issue 28 items 2 and 9: --replace says what it replaces, keeps the replaced databases and objects
     (outside what the backup restores), and a backup without an auth database clears the target's
     permission rows (their ids would now name the backup's objects) but keeps its users. Review 3 F4: a
@@ -794,6 +796,17 @@ def test_replace_keeps_what_it_replaces_until_purged(stack, access, before, back
     stamp = kept[0].rsplit(REPLACED_TAG, 1)[1]
     with pytest.raises(RefusedError, match=f"the restore of {stamp} replaced the databases"):  # review 2 F1
         put_back(access, stamp, say=lambda message: None)
+    # Review 5 F2: the databases moved with pg_dump and pg_restore without --create lose their comments
+    # (the swap's marks) and the replaced ones were dropped: the bucket's own mark still says the swap
+    # happened, so nothing refuses naming a put-back that would write the old bytes over the restored ones.
+    for name in ("mlflow", "mlflow_auth"):
+        stack.postgres.psql(f'COMMENT ON DATABASE "{name}" IS NULL')
+    for name in kept:
+        stack.postgres.psql(f'DROP DATABASE "{name}"')
+    assert restore_module.unswapped(access, StackLayout.read(access)) == {}
+    with pytest.raises(RefusedError, match=f"the restore of {stamp} replaced the databases"):
+        put_back(access, stamp, say=lambda message: None)
+    kept = []
 
     assert purge_replaced(access, say=lambda message: None) == {"databases": len(kept), "objects": len(quarantined)}
     assert not _databases_like(stack, "mlflow%\\_\\_replaced\\_%")
@@ -822,9 +835,9 @@ def _overwrite_in_stack(stack: RehearsalStack, logged: dict[str, Any]) -> str:
     return f"{second}/artifacts/readme.txt"
 
 
-def _terminate_lock_session(stack: RehearsalStack) -> None:
+def _terminate_lock_session(stack: RehearsalStack, holder: str = "restore") -> None:
     stack.postgres.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                        "WHERE application_name LIKE 'mlflow-restore%'")
+                        f"WHERE application_name LIKE 'mlflow-{holder}%'")
 
 
 def _interrupt_before_swap(monkeypatch, stack: RehearsalStack, how: str) -> type:
@@ -912,9 +925,17 @@ def test_a_replace_killed_before_its_swap_is_put_back_by_the_command_it_names(st
         restore_module.put_back(access, stamp, say=lambda message: None)
     assert access.server_stops == stops
     s3.put_object(Bucket=stack.s3.bucket, Key=record, Body=kept_record)
+    # Review 5 F3: a put-back killed after its copy, before the server starts: the quarantine is still
+    # there, so the same command runs again (nothing left to copy back) and starts the server.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(access, "start_server", lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            restore_module.put_back(access, stamp, say=lambda message: None)
+    assert not stack.variants["default"].server.service.alive() and _bytes_of(stack, key) == b"logged after the backup\n"
+    assert [name for name in _objects(stack) if name.startswith(QUARANTINE_KEYS)]
     said = []
     result = restore_module.put_back(access, stamp, say=said.append)
-    assert result["put_back"] == 1 and _bytes_of(stack, key) == b"logged after the backup\n", (result, said)
+    assert result["put_back"] == 0 and _bytes_of(stack, key) == b"logged after the backup\n", (result, said)
     assert result["changed_since"] == 1 and _bytes_of(stack, rewritten) == b"written after the kill\n", result
     assert "1 keys written or deleted since that restore kept what they hold now" in said[-1], said
     assert stack.variants["default"].server.service.alive() and "started the MLflow server" in said[-1], said
@@ -990,6 +1011,38 @@ def test_a_closed_terminal_does_not_leave_the_server_stopped(stack, access, back
     with pytest.raises(OSError, match="Input/output error"):
         restore(access, backup_dir, replace=True, say=closed_terminal)
     assert stack.variants["default"].server.service.alive()
+
+
+class _LockLostAt(RehearsalAccess):
+    """The backup's lock session ended (as by a PostgreSQL restart) when the backup asks for `step`."""
+
+    def __init__(self, stack: RehearsalStack, step: str):
+        super().__init__(stack)
+        self.step = step
+
+    def postgres_command(self, argv: Sequence[str]) -> Command:
+        if self.step == "the auth pg_dump" and argv[0] == "pg_dump" and "mlflow_auth" in argv:
+            _terminate_lock_session(self.stack, "backup")
+        return super().postgres_command(argv)
+
+    def python_command(self, argv: Sequence[str], env: Mapping[str, str]) -> Command:
+        if self.step == "the objects export" and "export" in argv:
+            _terminate_lock_session(self.stack, "backup")
+        return super().python_command(argv, env)
+
+
+@pytest.mark.parametrize("step", ["the auth pg_dump", "the objects export"])
+def test_a_backup_that_lost_its_lock_is_not_completed(stack, access, tmp_path, step):
+    """Review 5 F1: a PostgreSQL restart ended the backup's lock session; a restore --replace then took the
+    lock and completed while the backup went on, pairing the old dumps with the restore's objects. The
+    backup confirms its lock before reading the objects and before the manifest: stopped, no files left."""
+    directory = tmp_path / "backup"
+    with pytest.raises(OpsError, match="maintenance lock of the rehearsal stack was lost .* before "
+                                       + ("copying the objects" if step == "the auth pg_dump" else "writing the manifest")):
+        backup(_LockLostAt(stack, step), directory, say=lambda message: None)
+    assert not any(directory.iterdir()), sorted(path.name for path in directory.iterdir())
+    backup(access, directory, say=lambda message: None)
+    assert (directory / MANIFEST).is_file()
 
 
 def test_a_lost_maintenance_lock_is_noticed_at_once(stack, access):

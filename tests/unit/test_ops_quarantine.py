@@ -31,12 +31,14 @@ def test_replace_keeps_every_object_of_the_stack_inside_the_destination(s3, pref
     root = f"{prefix}.mlflow-restore-replaced/20260101T000000Z/"
     assert copied["objects"] == 2 and copied["quarantine"] == f"s3://{BUCKET}/{root}"
     s3.put_object(Bucket=BUCKET, Key=f"{prefix}1/run/artifacts/config.json", Body=b"the backup's bytes")  # the upload
-    assert quarantine.prune(objects, destination, {"1/run/artifacts/config.json"}) == {"deleted": 1}
+    assert quarantine.prune(objects, destination, "20260101T000000Z", {"1/run/artifacts/config.json"}) == {"deleted": 1}
     assert [item["Key"] for item in objects._objects(s3, BUCKET, prefix)] == [f"{prefix}1/run/artifacts/config.json"]
+    assert quarantine.swapped(objects, destination) == ["20260101T000000Z"], "prune marks the swap in the bucket"
     assert _read(s3, f"{root}1/run/artifacts/config.json") == b"the stack's newer bytes"
     assert _read(s3, f"{root}1/later/artifacts/model.pkl") == b"logged after the backup"
     assert quarantine.purge(objects, destination, "20260101T000000Z") == {"deleted": 2}
-    assert quarantine.quarantines(objects, destination) == {}, "the upload record goes with its quarantine"
+    assert quarantine.quarantines(objects, destination) == {}, "the upload record and the mark go with it"
+    assert quarantine.swapped(objects, destination) == []
 
 
 @pytest.mark.parametrize("prefix", ["team/", ""])
@@ -56,9 +58,12 @@ def test_put_back_gives_the_stack_its_own_bytes_after_a_restore_stopped_before_i
                                                                              "changed_since": 0}
     assert _read(s3, f"{prefix}1/run/artifacts/a.txt") == b"the stack's bytes"
     assert _read(s3, f"{prefix}1/only-in-backup.txt") == b"new"
-    assert quarantine.quarantines(objects, destination) == {"20250101T000000Z": [1, len(b"older stamp")]}
-    assert quarantine.put_back(objects, destination, "20260101T000000Z") == {"put_back": 0, "kept": 0,
+    # run again (a put-back killed before its purge, review 5 F3): the keys hold their own bytes again
+    assert quarantine.put_back(objects, destination, "20260101T000000Z") == {"put_back": 0, "kept": 2,
                                                                              "changed_since": 0}
+    assert _read(s3, f"{prefix}1/run/artifacts/a.txt") == b"the stack's bytes"
+    assert quarantine.purge(objects, destination, "20260101T000000Z") == {"deleted": 2}
+    assert quarantine.quarantines(objects, destination) == {"20250101T000000Z": [1, len(b"older stamp")]}
 
 
 def test_put_back_keeps_what_was_written_or_deleted_after_the_kill(s3):
@@ -88,7 +93,6 @@ def test_put_back_keeps_what_was_written_or_deleted_after_the_kill(s3):
     assert _read(s3, "team/1/r/artifacts/same-size.txt") == b"newer!!!"
     assert _read(s3, "team/1/r/artifacts/untouched.txt") == b"rewritten, not in the backup"
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="team/1/r/artifacts/deleted.txt")
-    assert quarantine.quarantines(objects, destination) == {}
 
 
 def test_a_quarantine_without_its_upload_record_is_kept_and_nothing_put_back(s3):
@@ -111,7 +115,7 @@ def test_a_quarantine_without_its_upload_record_is_kept_and_nothing_put_back(s3)
         assert _read(s3, "team/1/a.txt") == b"backup"
     # the way out it names (review 4, F3): every quarantined object whose key holds other bytes
     assert quarantine.put_back(objects, destination, "20260101T000000Z", every_key=True)["put_back"] == 1
-    assert _read(s3, "team/1/a.txt") == b"stack" and quarantine.quarantines(objects, destination) == {}
+    assert _read(s3, "team/1/a.txt") == b"stack"
 
 
 def test_a_large_untouched_object_is_neither_put_back_nor_said_to_have_changed(s3):
@@ -144,6 +148,7 @@ def test_a_restore_stopped_before_copying_anything_leaves_a_quarantine_put_back_
     assert quarantine.quarantines(objects, destination) == {"20260101T000000Z": [0, 0]}
     assert quarantine.put_back(objects, destination, "20260101T000000Z") == {"put_back": 0, "kept": 0,
                                                                              "changed_since": 0}
+    quarantine.purge(objects, destination, "20260101T000000Z")
     assert quarantine.quarantines(objects, destination) == {}
     assert _read(s3, "1/a.txt") == b"stack"
 
@@ -154,3 +159,14 @@ def test_every_key_goes_with_put_back_only():
     with pytest.raises(SystemExit) as refused:
         restore.main(["some-backup", "--every-key"])
     assert refused.value.code == 2
+
+
+def test_a_purge_stopped_halfway_leaves_a_stamp_the_next_purge_finds(s3):
+    """Only the swap's mark left (a purge killed after deleting the objects and the record): still listed,
+    still swapped, so --purge-replaced removes it instead of leaving it forever."""
+    destination = f"s3://{BUCKET}/team/"
+    s3.put_object(Bucket=BUCKET, Key="team/.mlflow-restore-replaced/20260101T000000Z.swapped", Body=b"")
+    assert quarantine.quarantines(objects, destination) == {"20260101T000000Z": [0, 0]}
+    assert quarantine.swapped(objects, destination) == ["20260101T000000Z"]
+    quarantine.purge(objects, destination, "20260101T000000Z")
+    assert quarantine.quarantines(objects, destination) == {} and quarantine.swapped(objects, destination) == []
