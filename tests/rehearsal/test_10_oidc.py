@@ -235,3 +235,36 @@ def test_the_guard_stands_in_front_of_the_plugin(variant, alice, bob):
     located = bob.post(_url(variant, "/api/2.0/mlflow/experiments/create"), timeout=30, json={
         "name": f"bob-located-{secrets.token_hex(4)}", "artifact_location": f"mlflow-artifacts:/{experiment}/{run}"})
     assert located.status_code == 400 and "artifact_location" in located.text, located.text[:300]
+
+
+# --- offboarding (review 9) --------------------------------------------------------------------------
+
+def test_offboarding_is_deactivation_in_the_plugin_not_removal_at_the_provider(sso_stack, variant, alice):
+    """Reproduced (review 9): the plugin reads a user's groups and admin flag at sign-in only; its access
+    tokens and sessions are checked against its own database. Removed from every allowed group at the
+    provider, carol cannot sign in again, but her session and her token (up to a year) still work. What
+    the README tells admins to do instead, deactivating her in the plugin, ends both at once."""
+    provider = sso_stack.oidc
+    carol = {"sub": "carol", "email": "carol@example.com", "name": "Carol User",
+             "groups": [variant.config.auth.oidc.user_groups[0]]}
+    assert requests.put(f"{provider.issuer}/users/carol", json=carol, timeout=30).status_code in (200, 201, 204)
+    session, _ = sign_in(variant, "carol")
+    expires = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=300)).isoformat()
+    made = session.post(_url(variant, "/api/2.0/mlflow/users/current/tokens"),
+                        json={"name": "laptop", "expiration": expires}, timeout=30)
+    assert made.status_code == 201, made.text
+    token = ("carol@example.com", made.json()["token"])
+    search = _url(variant, "/api/2.0/mlflow/experiments/search?max_results=1")
+
+    removed = {**carol, "groups": ["contractors"]}
+    assert requests.put(f"{provider.issuer}/users/carol", json=removed, timeout=30).status_code in (200, 201, 204)
+    _, landed = sign_in(variant, "carol")
+    assert "error=User+is+not+allowed+to+login" in landed, "a new sign-in follows the provider at once"
+    assert session.get(search, timeout=30).status_code == 200, "the plugin's session outlives the removal"
+    assert requests.get(search, auth=token, timeout=30).status_code == 200, "so does her token"
+
+    deactivated = alice.patch(_url(variant, "/api/2.0/mlflow/users/carol@example.com/active"),
+                              json={"active": False}, timeout=30)
+    assert deactivated.status_code == 200, deactivated.text[:300]
+    assert session.get(search, timeout=30).status_code == 401
+    assert requests.get(search, auth=token, timeout=30).status_code == 401
