@@ -416,6 +416,30 @@ def take_maintenance_lock(uri):
           "Nothing was deleted; the next scheduled gc does the work (or run gc again once it has finished)",
           file=sys.stderr, flush=True)
     sys.exit({GC_LOCKED_EXIT})
+
+
+def watch_maintenance_lock(session, on_lost, every=1.0):
+    # A PostgreSQL restart ends the lock's session without telling this process, and a backup or restore
+    # may take the lock then: every `every` seconds the session is asked whether it still holds it, and
+    # when it does not, on_lost() (gc stops at once instead of deleting beside a restore; review 6, F3).
+    import threading
+    import time
+
+    def watching():
+        while True:
+            time.sleep(every)
+            try:
+                held = session.execute(sqlalchemy.text(
+                    "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND pid = pg_backend_pid() AND classid = {MAINTENANCE_LOCK_KEY >> 32} "
+                    "AND objid = {MAINTENANCE_LOCK_KEY & 0xFFFFFFFF} AND objsubid = 1")).scalar()
+            except Exception:  # noqa: BLE001 - a session that cannot answer holds nothing
+                held = False
+            if not held:
+                on_lost()
+                return
+
+    threading.Thread(target=watching, name="maintenance-lock-watch", daemon=True).start()
 """
 # Upstream `mlflow gc` (mlflow/cli/__init__.py, _gc_tracking_resources, MLflow 3.17.2) hard-deletes
 # every deleted experiment older than --older-than, and the ORM cascade (SqlRun.experiment,
@@ -519,6 +543,18 @@ from mlflow.cli import cli
 from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 destination, older_than, timeout, *extra = sys.argv[1:]
 maintenance_lock = take_maintenance_lock(os.environ["{BACKEND_URI_ENV}"])
+server = None
+
+
+def lock_lost():
+    print("gc: the maintenance lock was lost (PostgreSQL restarted?): stopped, so that it cannot overlap a backup "
+          "or restore; the next scheduled gc does the rest", file=sys.stderr, flush=True)
+    if server is not None:
+        server.kill()
+    os._exit({GC_LOCKED_EXIT})
+
+
+watch_maintenance_lock(maintenance_lock, lock_lost)
 _delete_artifacts = MlflowArtifactsRepository.delete_artifacts
 
 

@@ -49,8 +49,8 @@ from ops.archive import (
     ObjectsBackup, OutsideLocation, create_file, database_exists, dump_contents, dump_rows, file_sha256,
     headline_counts, image_facts, read_objects_tar,
 )
-from ops.lock import HeldLock, maintenance_lock
-from ops.restore import refuse_unswapped
+from ops.lock import HeldLock, LockLost, maintenance_lock
+from ops.restore import refuse_unswapped, unswapped
 
 Say = Callable[[str], None]
 
@@ -117,9 +117,11 @@ def backup(access: StackAccess, directory: Path, *, say: Say = _stderr) -> Manif
         created: list[Path] = []
         try:
             return _backup(access, directory, created, say, lock)
-        except BaseException:
+        except BaseException as error:
             for path in created:  # an incomplete backup must not look like one; the directory stays (it was empty)
                 path.unlink(missing_ok=True)
+            if isinstance(error, LockLost):
+                raise OpsError(f"{lock.lost_message()}; no backup was written (its files are removed)") from error
             raise
 
 
@@ -315,6 +317,13 @@ def _backup(access: StackAccess, directory: Path, created: list[Path], say: Say,
         external_objects=external,
     )
     lock.confirm("writing the manifest")
+    # A restore that lost its lock to a PostgreSQL restart may have written over the stack's objects while
+    # this backup read them (review 6, F2); it leaves its quarantine (it undoes nothing without the lock).
+    interrupted = unswapped(access, layout)
+    if interrupted:
+        raise OpsError(f"a restore --replace (quarantine {', '.join(sorted(interrupted))}) changed the stack's objects "
+                       "while this backup read them, so its dumps and objects may not belong together: no backup was "
+                       "written. Run the restore's --put-back (scripts/restore names it), then back up again")
     manifest_path = directory / MANIFEST
     created.append(manifest_path)
     with create_file(manifest_path) as out:

@@ -6,8 +6,16 @@ operation. A tool that dies (SIGKILL, a closed terminal) closes its end of psql'
 its session ends and PostgreSQL releases the lock. Nothing to clean up by hand, no lock file that
 outlives its holder.
 
-The gc step (components.render.GC_SCRIPT) takes the same key as MLflow's role and exits 75 while a
-backup or restore holds it. The session's application_name says who holds it
+A PostgreSQL restart ends the session and releases the lock without telling its holder, and then
+another backup, restore or gc may take it. So the holder watches: every WATCH_SECONDS a thread asks
+the session whether it still holds the lock, and when it does not, interrupts the tool's main thread
+(SIGUSR1, whose handler raises LockLost, a KeyboardInterrupt: the running step's command is stopped
+as by Ctrl-C) and marks the lock lost; the tool then
+undoes nothing unless it can take the lock again (HeldLock.retake), since someone else may be working
+on the stack by then (review 6).
+
+The gc step (components.render.GC_SCRIPT) takes the same key as MLflow's role, exits 75 while a
+backup or restore holds it, and stops the same way when it loses it. The session's application_name says who holds it
 (`mlflow-<holder> pid <pid> on <host>`), so the refusal can name the holder.
 """
 
@@ -16,8 +24,10 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import socket
 import subprocess
+import threading
 from typing import Iterator, Optional
 
 from components.render import MAINTENANCE_LOCK_KEY
@@ -27,6 +37,8 @@ from ops.access import StackAccess, psql, start_process, stop_process
 LOCK_DATABASE = "postgres"
 """Never the tracking or auth database: restore renames those and terminates their sessions."""
 CLOSE_GRACE_SECONDS = 10.0
+WATCH_SECONDS = 1.0
+"""How often a holder asks its session whether it still holds the lock (HeldLock.watch)."""
 CONFIRM_TIMEOUT_SECONDS = 30.0
 """How long HeldLock.confirm waits for psql's answer (a one-row query): a session that does not
 answer (a network gone quiet, a psql that neither answers nor exits) counts as a lost lock."""
@@ -70,37 +82,106 @@ def _read_answer(process: subprocess.Popen, what: str, timeout: Optional[float] 
     raise OpsError(f"{what} failed: {detail[-1] if detail else f'psql answered {line!r}'}")
 
 
+class LockLost(KeyboardInterrupt):
+    """Raised in the tool's main thread when its maintenance lock is gone (HeldLock.watch): an
+    interrupt, so every step stops and cleans up as for Ctrl-C, but one that says why."""
+
+
+def _raise_lock_lost(signum: int, frame: object) -> None:
+    raise LockLost("the maintenance lock was lost")
+
+
 _STILL_HELD_SQL = ("SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND granted "
                    "AND pid = pg_backend_pid() AND classid = {classid} AND objid = {objid} AND objsubid = 1;\n")
 
 
 class HeldLock:
-    """The lock's session, to confirm it still holds the lock before a step that must not overlap:
-    a PostgreSQL restart ends the session and releases the lock without telling the holder."""
+    """The lock's session: confirm it still holds the lock before a step that must not overlap, watch it
+    while the tool works, take the lock again after it was lost (before undoing anything)."""
 
-    def __init__(self, process: subprocess.Popen, description: str):
-        self._process, self._description = process, description
+    def __init__(self, process: subprocess.Popen, access: StackAccess, holder: str):
+        self._process, self._access, self._holder = process, access, holder
+        self._description = access.description
+        self._mutex = threading.Lock()  # one query at a time on the session's pipes
+        self._stop = threading.Event()
+        self._watcher: Optional[threading.Thread] = None
+        self._previous_handler: object = None
+        self.lost = False
+        """set when the session no longer holds the lock (the main thread was interrupted, or confirm failed)"""
+
+    def _still_held(self) -> bool:
+        sql = _STILL_HELD_SQL.format(classid=MAINTENANCE_LOCK_KEY >> 32, objid=MAINTENANCE_LOCK_KEY & 0xFFFFFFFF)
+        with self._mutex:
+            try:
+                assert self._process.stdin is not None
+                self._process.stdin.write(sql.encode())
+                self._process.stdin.flush()
+                return _read_answer(self._process, "checking the maintenance lock", CONFIRM_TIMEOUT_SECONDS) == "t"
+            except (OSError, OpsError, ValueError):
+                return False
+
+    def lost_message(self, before: str = "its next step") -> str:
+        return (f"the maintenance lock of {self._description} was lost (PostgreSQL restarted?) before {before}: "
+                "stopped there, so that it cannot overlap another backup, restore or gc")
 
     def confirm(self, before: str) -> None:
         """OpsError unless this session is alive and still holds the lock."""
-        sql = _STILL_HELD_SQL.format(classid=MAINTENANCE_LOCK_KEY >> 32, objid=MAINTENANCE_LOCK_KEY & 0xFFFFFFFF)
+        if self.lost or not self._still_held():
+            self.lost = True
+            raise OpsError(self.lost_message(before))
+
+    def watch(self) -> None:
+        """Check the lock every WATCH_SECONDS from a thread; when it is gone, raise LockLost in the main
+        thread. Only for a holder in the main thread (the command-line tools): a signal reaches no other."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._stop.clear()
+        main = threading.main_thread().ident
+        assert main is not None
+        self._previous_handler = signal.signal(signal.SIGUSR1, _raise_lock_lost)
+
+        def watching() -> None:
+            while not self._stop.wait(WATCH_SECONDS):
+                if not self._still_held():
+                    if not self._stop.is_set():
+                        self.lost = True
+                        signal.pthread_kill(main, signal.SIGUSR1)
+                    return
+
+        self._watcher = threading.Thread(target=watching, name="maintenance-lock-watch", daemon=True)
+        self._watcher.start()
+
+    def unwatch(self) -> None:
+        self._stop.set()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(CONFIRM_TIMEOUT_SECONDS + 1)
+        self._watcher = None
+        if self._previous_handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGUSR1, self._previous_handler)  # type: ignore[arg-type]
+            self._previous_handler = None
+
+    def retake(self) -> bool:
+        """After the lock was lost: take it again in a new session (True), unless someone else holds it
+        now (False: whatever they are doing, this tool must not touch the stack any more)."""
+        self.unwatch()
         try:
-            assert self._process.stdin is not None
-            self._process.stdin.write(sql.encode())
-            self._process.stdin.flush()
-            held = _read_answer(self._process, "checking the maintenance lock", CONFIRM_TIMEOUT_SECONDS) == "t"
-        except (OSError, OpsError):
-            held = False
-        if not held:
-            raise OpsError(f"the maintenance lock of {self._description} was lost (PostgreSQL restarted?) before "
-                           f"{before}: stopped there, so that it cannot overlap another backup, restore or gc")
+            process = _take(self._access, self._holder)
+        except OpsError:
+            return False
+        if process is None:
+            return False
+        _close(self._process)
+        self._process, self.lost = process, False
+        self.watch()
+        return True
+
+    def close(self) -> None:
+        self.unwatch()
+        _close(self._process)
 
 
-@contextlib.contextmanager
-def maintenance_lock(access: StackAccess, holder: str) -> Iterator[HeldLock]:
-    """backup, restore and gc never overlap on a stack (issue 28).
-
-    RefusedError (nothing changed) naming the holder when another one holds the lock."""
+def _take(access: StackAccess, holder: str) -> Optional[subprocess.Popen]:
+    """A psql session holding the maintenance lock, or None when another session holds it."""
     command = access.postgres_command(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", LOCK_DATABASE,
                                        "-v", f"appname={application_name(holder)}"])
     process = start_process(command.argv, command.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -110,14 +191,33 @@ def maintenance_lock(access: StackAccess, holder: str) -> Iterator[HeldLock]:
         process.stdin.write(f"SET application_name = :'appname';\nSELECT pg_try_advisory_lock({MAINTENANCE_LOCK_KEY});\n"
                             .encode())
         process.stdin.flush()
-        if _read_answer(process, f"taking the maintenance lock of {access.description}") != "t":
-            raise RefusedError(
-                f"another backup, restore or gc is running on {access.description}: {describe_holder(access)} holds "
-                f"its maintenance lock. Wait for it to finish (or check that process: the lock is released as soon "
-                f"as it exits), then run this again")
-        yield HeldLock(process, access.description)
-    finally:
+        taken = _read_answer(process, f"taking the maintenance lock of {access.description}") == "t"
+    except BaseException:
         _close(process)
+        raise
+    if not taken:
+        _close(process)
+        return None
+    return process
+
+
+@contextlib.contextmanager
+def maintenance_lock(access: StackAccess, holder: str) -> Iterator[HeldLock]:
+    """backup, restore and gc never overlap on a stack (issue 28).
+
+    RefusedError (nothing changed) naming the holder when another one holds the lock."""
+    process = _take(access, holder)
+    if process is None:
+        raise RefusedError(
+            f"another backup, restore or gc is running on {access.description}: {describe_holder(access)} holds "
+            f"its maintenance lock. Wait for it to finish (or check that process: the lock is released as soon "
+            f"as it exits), then run this again")
+    held = HeldLock(process, access, holder)
+    held.watch()
+    try:
+        yield held
+    finally:
+        held.close()
 
 
 def _close(process: subprocess.Popen) -> None:

@@ -52,6 +52,21 @@ DELETE_BATCH = 1000
 HASH_CHUNK = 1024 * 1024
 
 
+MAX_KEY_BYTES = 1024
+"""The longest object key S3 and MinIO accept (UTF-8 bytes)."""
+
+
+def quarantined_key(destination_prefix: str, stamp: str, key: str) -> str:
+    """Where `copy` keeps the stack's object `key` (below the destination) for the restore `stamp`."""
+    return f"{quarantine_root(destination_prefix)}{stamp}/{key}"
+
+
+def unquarantinable(destination_prefix: str, stamp: str, keys) -> list:
+    """The keys (below the destination) whose quarantined copy would be longer than S3 allows: `copy`
+    would fail on them halfway, with the server stopped, and again on every rerun."""
+    return sorted(key for key in keys if len(quarantined_key(destination_prefix, stamp, key).encode()) > MAX_KEY_BYTES)
+
+
 def quarantine_root(destination_prefix: str) -> str:
     """The key prefix of every quarantine of a destination whose key prefix is `destination_prefix`
     ("" or "p/"): inside the destination, where the server's scoped key may write (the bucket policy
@@ -97,7 +112,7 @@ def copy(objects, destination: str, stamp: str, backup: dict) -> dict:
     copied = total = 0
     for item in listed:
         key = item["Key"]
-        client.copy({"Bucket": bucket, "Key": key}, bucket, f"{root}{stamp}/{key[len(prefix):]}")
+        client.copy({"Bucket": bucket, "Key": key}, bucket, quarantined_key(prefix, stamp, key[len(prefix):]))
         copied, total = copied + 1, total + item["Size"]
     return {"objects": copied, "bytes": total, "quarantine": f"s3://{bucket}/{root}{stamp}/"}
 

@@ -53,7 +53,7 @@ from ops.archive import (
     DatabaseBackup, ImageFacts, Manifest, database_exists, file_sha256, foreign_owned, headline_counts, image_facts,
     read_objects_tar, table_counts, user_data,
 )
-from ops.lock import HeldLock, maintenance_lock
+from ops.lock import HeldLock, LockLost, maintenance_lock
 
 Say = Callable[[str], None]
 _AUTH_MODES = {"basic-auth": "mlflow", "oidc-auth": "oidc"}  # --app-name -> auth.mode (components.render.AUTH_APPS)
@@ -519,10 +519,13 @@ def restore(access: StackAccess, directory: Path, *, replace: bool = False, upgr
     targets = {"tracking": layout.database, "auth": layout.auth_database}
     plan = plan_names(targets, stamp)
     with maintenance_lock(access, "restore") as lock:
-        refuse_unswapped(access, layout)
-        repair_connections(access, [*targets.values(), *(names.scratch for names in plan.values())], say)
-        counts = _restore_locked(access, directory, manifest, layout, facts, plan, replace=replace, upgrade=upgrade,
-                                 stamp=stamp, say=say, lock=lock)
+        try:
+            refuse_unswapped(access, layout)
+            repair_connections(access, [*targets.values(), *(names.scratch for names in plan.values())], say)
+            counts = _restore_locked(access, directory, manifest, layout, facts, plan, replace=replace,
+                                     upgrade=upgrade, stamp=stamp, say=say, lock=lock)
+        except LockLost as error:  # before anything of the stack changed (later ones say more)
+            raise OpsError(f"{lock.lost_message()}; nothing of the stack was changed") from error
     _say_outside_locations(manifest, directory, say)
     say(f"done in {time.monotonic() - started:.1f}s: {counts['experiments']} experiments, {counts['runs']} runs, "
         f"{counts['metrics']} metric values, {counts['registered_models']} models, {counts['model_versions']} model "
@@ -540,6 +543,8 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
     if found and not replace:
         raise RefusedError(f"{access.description} is not empty ({found.describe()}); "
                            "restoring replaces all of it: pass --replace if that is what you want")
+    if replace:  # checked while the server serves: the quarantine copy would fail with it stopped
+        _refuse_unquarantinable(layout, stamp, found.objects)
     if found:
         say(f"--replace: replacing {found.describe()}; the replaced databases are kept as "
             f"<name>{REPLACED_TAG}{stamp} and the objects in a quarantine until scripts/restore --purge-replaced")
@@ -558,7 +563,11 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
             _report_pruned(prune_permissions(access, plan["auth"].scratch, plan["tracking"].scratch),
                            "for objects the backup's tracking dump does not hold (created between the two dumps)", say)
     except BaseException as error:
-        _drop_quietly(access, scratches)
+        if _may_clean_up(lock):  # the scratch names are every restore's: another one may be using them now
+            _drop_quietly(access, scratches)
+        if isinstance(error, LockLost) and lock is not None:
+            raise OpsError(f"{lock.lost_message('replacing the databases')}. The stack's databases were not "
+                           "changed") from error
         if isinstance(error, OpsError) and not isinstance(error, RefusedError):
             raise OpsError(f"{error}. The stack's databases were not changed") from error
         raise
@@ -601,7 +610,17 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
             say("starting the MLflow server")
             access.start_server()
     except BaseException as error:
+        if not _may_clean_up(lock):
+            assert lock is not None
+            raise OpsError(f"{lock.lost_message()}, and another backup, restore or gc holds it now: this restore "
+                           f"undid nothing and leaves the MLflow server as it is. {progress.describe()}; once that "
+                           f"one has finished, {progress.rerun(replace)} (it says first if a --put-back is "
+                           "needed)") from error
         _after_failure(access, layout, s3_env, plan, state, progress, was_running, say)
+        if isinstance(error, LockLost) or (isinstance(error, OpsError) and lock is not None and lock.lost):
+            assert lock is not None
+            raise OpsError(f"{lock.lost_message()}; it took the lock again to clean up: {progress.describe()}; "
+                           f"{progress.rerun(replace)}") from error
         if isinstance(error, OpsError) and not isinstance(error, RefusedError):
             raise OpsError(f"{error}. {progress.describe()}; {progress.rerun(replace)}") from error
         if not isinstance(error, OpsError):
@@ -612,6 +631,13 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
             f"MLflow {facts.mlflow_version}'s; deploy MLflow {manifest.mlflow_version} (mlflow:mlflowVersion, pulumi "
             "up), which starts it")
     return headline_counts(restored["tracking"], manifest.objects.entries)
+
+
+def _may_clean_up(lock: Optional[HeldLock]) -> bool:
+    """After a failure: whether this tool may still touch the stack. Not when its lock was lost (a
+    PostgreSQL restart) and someone else took it meanwhile: whatever that one is doing, undoing now
+    would overlap it (review 6). Otherwise the lock is taken again first."""
+    return lock is None or not lock.lost or lock.retake()
 
 
 def _after_failure(access: StackAccess, layout: StackLayout, s3_env: dict[str, str], plan: dict[str, DatabaseNames],
@@ -765,6 +791,17 @@ def _check_objects(access: StackAccess, manifest: Manifest, layout: StackLayout,
         extra = sorted(set(listed) - set(expected))[:3]
         raise OpsError(f"the objects under {destination} differ from the backup after the upload "
                        f"(missing {missing}, not in the backup {extra}, or sizes differ)")
+
+
+def _refuse_unquarantinable(layout: StackLayout, stamp: str, keys) -> None:
+    _, prefix = objects.split_destination(layout.artifacts_destination)
+    long = quarantine.unquarantinable(prefix, stamp, keys)
+    if long:
+        raise RefusedError(
+            f"{len(long)} objects under {layout.artifacts_destination} have keys too long to be kept in the quarantine "
+            f"(S3 allows {quarantine.MAX_KEY_BYTES} bytes, the quarantine adds "
+            f"{len(quarantine.quarantined_key(prefix, stamp, '').encode())}), e.g. {long[0][:80]!r}...: --replace keeps "
+            "every object it replaces, so move or delete those by hand first; nothing was changed")
 
 
 def _quarantine_uri(destination: str, stamp: str) -> str:
@@ -1001,6 +1038,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         return error.exit_code
     except OSError as error:  # a full disk, an unreadable file, a closed terminal: what changed was said before
         _quietly(_stderr)(f"stopped: {error}")
+        return 1
+    except LockLost:  # --put-back and --purge-replaced (a restore says more itself): both can be run again
+        _quietly(_stderr)("stopped: the maintenance lock was lost (PostgreSQL restarted?), so that this cannot "
+                          "overlap another backup, restore or gc; run the same command again")
         return 1
     except KeyboardInterrupt:
         _quietly(_stderr)("interrupted")

@@ -24,6 +24,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -37,7 +38,7 @@ from ops import OpsError, RefusedError
 from ops.access import Command, StackLayout
 from ops.archive import DUMP_FILES, MANIFEST, OBJECTS_FILE, Manifest, file_sha256, table_counts
 from ops.backup import backup
-from ops.lock import maintenance_lock
+from ops.lock import LockLost, maintenance_lock
 from ops.restore import REPLACED_TAG, purge_replaced, put_back, restore
 from rehearsal.launcher import RehearsalStack, Variant, base_env, run_schema_upgrade
 from tests.rehearsal.conftest import ONE_WORKER, mlflow_client_for, running_stack
@@ -1037,8 +1038,10 @@ def test_a_backup_that_lost_its_lock_is_not_completed(stack, access, tmp_path, s
     lock and completed while the backup went on, pairing the old dumps with the restore's objects. The
     backup confirms its lock before reading the objects and before the manifest: stopped, no files left."""
     directory = tmp_path / "backup"
-    with pytest.raises(OpsError, match="maintenance lock of the rehearsal stack was lost .* before "
-                                       + ("copying the objects" if step == "the auth pg_dump" else "writing the manifest")):
+    # whichever notices first: the confirm before the next step, or the lock's watch during this one
+    with pytest.raises(OpsError, match="maintenance lock of the rehearsal stack was lost .* before (its next step|"
+                                       + ("copying the objects" if step == "the auth pg_dump" else "writing the manifest")
+                                       + ")"):
         backup(_LockLostAt(stack, step), directory, say=lambda message: None)
     assert not any(directory.iterdir()), sorted(path.name for path in directory.iterdir())
     backup(access, directory, say=lambda message: None)
@@ -1058,3 +1061,106 @@ def test_a_lost_maintenance_lock_is_noticed_at_once(stack, access):
 
 NOTICED_SECONDS = 10.0
 """Well below ops.lock.CONFIRM_TIMEOUT_SECONDS: the ended session itself must end the read."""
+
+
+def test_a_key_too_long_for_the_quarantine_is_refused_while_the_server_serves(stack, access, backup_dir):
+    """Review 5: the quarantine's copy of a key near S3's 1,024 bytes would be refused by S3 or MinIO
+    (moto takes it) after the server stopped, and again on every rerun: refused before anything."""
+    s3, long_key = stack.s3.client("s3"), "1/" + "k" * 1000
+    s3.put_object(Bucket=stack.s3.bucket, Key=long_key, Body=b"a long name")
+    stops = access.server_stops
+    try:
+        with pytest.raises(RefusedError, match=r"1 objects under .* have keys too long to be kept in the quarantine"
+                                               r".*nothing was changed"):
+            restore(access, backup_dir, replace=True, say=lambda message: None)
+    finally:
+        s3.delete_object(Bucket=stack.s3.bucket, Key=long_key)
+    assert access.server_stops == stops and stack.variants["default"].server.service.alive()
+
+
+
+# --- review 6: a holder that lost its lock stops at once and undoes nothing beside the next holder ------
+
+
+def test_a_holder_whose_lock_is_lost_is_stopped_at_once_and_takes_it_again_only_if_free(stack, access):
+    """A PostgreSQL restart ends the lock's session without telling its holder (review 6): the holder's
+    watch raises LockLost in it within a second or two, and it may take the lock again only while
+    nobody else holds it."""
+    with maintenance_lock(access, "restore") as lock:
+        _terminate_lock_session(stack)
+        started = time.monotonic()
+        with pytest.raises(LockLost):
+            time.sleep(NOTICED_SECONDS)
+        assert lock.lost and time.monotonic() - started < NOTICED_SECONDS / 2
+        with maintenance_lock(access, "backup"):
+            assert not lock.retake(), "someone else holds it now"
+        assert lock.retake() and not lock.lost
+        lock.confirm("the next step")
+
+
+class _OtherTakesTheLockAtUpload(RehearsalAccess):
+    """As the restore's upload starts, its lock session ends (a PostgreSQL restart) and another tool takes
+    the lock (held by a thread here until `release` is set)."""
+
+    def __init__(self, stack: RehearsalStack):
+        super().__init__(stack)
+        self.taken, self.release = threading.Event(), threading.Event()
+
+    def _hold(self) -> None:
+        with maintenance_lock(RehearsalAccess(self.stack), "backup"):
+            self.taken.set()
+            self.release.wait(120)
+
+    def python_command(self, argv: Sequence[str], env: Mapping[str, str]) -> Command:
+        if "import" in argv and not self.taken.is_set():
+            _terminate_lock_session(self.stack)
+            threading.Thread(target=self._hold, daemon=True).start()
+            assert self.taken.wait(30)
+        return super().python_command(argv, env)
+
+
+def test_a_restore_that_lost_its_lock_to_another_holder_undoes_nothing(stack, access, logged, backup_dir):
+    """Review 6 F1: a restore --replace whose lock was lost went on, and its undo ran beside the next
+    holder. Now it stops at once, touches nothing while the other one holds the lock, and says so; once
+    that one is gone the next restore names the put-back, which gives the stack its own bytes back."""
+    key = _overwrite_in_stack(stack, logged)
+    fingerprint = _stack_rows(stack).rsplit("|pid", 1)[0]
+    racing = _OtherTakesTheLockAtUpload(stack)
+    try:
+        with pytest.raises(OpsError, match=r"maintenance lock of the rehearsal stack was lost .*another backup, restore "
+                                           r"or gc holds it now: this restore undid nothing"):
+            restore(racing, backup_dir, replace=True, say=lambda message: None)
+    finally:
+        racing.release.set()
+    assert _stack_rows(stack).split("|")[:4] == fingerprint.split("|")[:4], "the databases were not swapped"
+    with pytest.raises(RefusedError, match=r"scripts/restore --put-back (\d{8}T\d{6}Z)") as refused:
+        restore(access, backup_dir, replace=True, say=lambda message: None)
+    stamp = re.search(r"--put-back (\d{8}T\d{6}Z)", str(refused.value)).group(1)
+    put_back(access, stamp, say=lambda message: None)
+    assert _bytes_of(stack, key) == b"logged after the backup\n"
+    assert stack.variants["default"].server.service.alive()
+    assert not [name for name in _objects(stack) if name.startswith(QUARANTINE_KEYS)]
+    for name in _databases_like(stack, "%\\_\\_restoring"):  # its scratch copies, left beside the other holder
+        stack.postgres.psql(f'DROP DATABASE "{name}"')
+
+
+def test_a_backup_during_which_a_restore_changed_the_objects_is_not_completed(stack, access, tmp_path):
+    """Review 6 F2: a restore that lost its lock wrote over the stack's objects while a backup (holding
+    the lock rightly) read them: dumps of one state, objects of another, reported as done. A restore
+    leaves its quarantine when it cannot undo; the backup looks for one before its manifest."""
+    record = f"{QUARANTINE_KEYS}20260202T000000Z.upload.json"
+
+    class RestoreMeanwhile(RehearsalAccess):
+        def python_command(self, argv: Sequence[str], env: Mapping[str, str]) -> Command:
+            if "export" in argv:
+                stack.s3.client("s3").put_object(Bucket=stack.s3.bucket, Key=record, Body=b"{}")
+            return super().python_command(argv, env)
+
+    directory = tmp_path / "backup"
+    try:
+        with pytest.raises(OpsError, match=r"a restore --replace \(quarantine 20260202T000000Z\) changed the stack's "
+                                           r"objects while this backup read them.*no backup was written"):
+            backup(RestoreMeanwhile(stack), directory, say=lambda message: None)
+    finally:
+        stack.s3.client("s3").delete_object(Bucket=stack.s3.bucket, Key=record)
+    assert not any(directory.iterdir())

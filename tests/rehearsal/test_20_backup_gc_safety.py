@@ -197,6 +197,37 @@ def test_gc_refuses_while_a_backup_holds_the_maintenance_lock(stack, variant, ac
     assert f"Run with ID {doomed} has been permanently deleted." in output
 
 
+def test_gc_that_lost_its_lock_stops_at_once(stack, variant, client, tmp_path):
+    """Review 6 F3: gc took the lock once and went on deleting after a PostgreSQL restart ended its session,
+    beside a restore that took the lock meanwhile (it deleted files the restore had just put back). Its
+    watch stops it within a second or two, before it deletes anything here."""
+    import threading
+    import time
+
+    experiment_id = client.create_experiment(f"gc-lost-{secrets.token_hex(4)}")
+    doomed = _logged_run(client, experiment_id, tmp_path)
+    client.delete_run(doomed)
+    outcome: dict[str, BaseException] = {}
+
+    def gc() -> None:
+        try:
+            _gc(stack, variant, tmp_path / "gc-lost")
+        except BaseException as error:  # noqa: BLE001 - examined below
+            outcome["error"] = error
+
+    running = threading.Thread(target=gc)
+    running.start()
+    deadline = time.monotonic() + 60
+    while stack.postgres.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mlflow-gc'").strip() != "1":
+        assert time.monotonic() < deadline and running.is_alive(), "gc never took its lock"
+        time.sleep(0.05)
+    stack.postgres.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'mlflow-gc'")
+    running.join(120)
+    message = str(outcome.get("error"))
+    assert f"failed ({render.GC_LOCKED_EXIT})" in message and "maintenance lock was lost" in message, message
+    assert client.get_run(doomed).info.lifecycle_stage == "deleted" and _run_keys(stack, experiment_id, doomed)
+
+
 def test_backup_refuses_while_another_holds_the_maintenance_lock(access, tmp_path):
     from ops.backup import backup
 

@@ -170,3 +170,14 @@ def test_a_purge_stopped_halfway_leaves_a_stamp_the_next_purge_finds(s3):
     assert quarantine.swapped(objects, destination) == ["20260101T000000Z"]
     quarantine.purge(objects, destination, "20260101T000000Z")
     assert quarantine.quarantines(objects, destination) == {} and quarantine.swapped(objects, destination) == []
+
+
+def test_a_key_too_long_for_the_quarantine_is_found_before_anything_is_copied():
+    """Review 5 (not reproducible on moto, which takes any length): S3 and MinIO refuse keys over 1,024
+    bytes, and the quarantine adds its root and stamp: `copy` would fail halfway with the server stopped,
+    and on every rerun. restore --replace refuses such a stack while it still serves."""
+    stamp = "20260101T000000Z"
+    room = quarantine.MAX_KEY_BYTES - len(quarantine.quarantined_key("team/", stamp, "").encode())
+    fits, too_long, wide = "1/" + "a" * (room - 2), "1/" + "a" * (room - 1), "1/" + "é" * (room // 2)
+    assert quarantine.unquarantinable("team/", stamp, [fits, too_long, wide]) == sorted([too_long, wide])
+    assert quarantine.unquarantinable("", stamp, [too_long]) == [], "without a prefix it fits"

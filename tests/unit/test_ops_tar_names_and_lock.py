@@ -9,6 +9,7 @@ import io
 import subprocess
 import tarfile
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -78,7 +79,8 @@ def test_confirm_counts_a_silent_lock_session_as_lost(monkeypatch):
     try:
         started = time.monotonic()
         with pytest.raises(OpsError, match="maintenance lock of the stack was lost .*before replacing the databases"):
-            HeldLock(silent, "the stack").confirm("replacing the databases")
+            HeldLock(silent, types.SimpleNamespace(description="the stack"), "restore").confirm(
+                "replacing the databases")
         assert time.monotonic() - started < 5
     finally:
         silent.kill()
