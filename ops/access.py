@@ -80,8 +80,11 @@ def _keyboard_interrupt(_signum: int, _frame: object) -> None:
 def hang_up_and_terminate_as_interrupt() -> None:
     """For the command-line tools: SIGTERM and SIGHUP (kill, a closed terminal or ssh session) take the
     same path as Ctrl-C, so a running one-off is stopped and removes its container (run_process)
-    instead of being left behind in its own session."""
+    instead of being left behind in its own session. A SIGHUP ignored already (`nohup`) stays ignored:
+    a restore started with nohup must outlive the closed session, as its user asked (review 7)."""
     for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signum == signal.SIGHUP and signal.getsignal(signum) is signal.SIG_IGN:
+            continue
         signal.signal(signum, _keyboard_interrupt)
 
 

@@ -104,6 +104,7 @@ class HeldLock:
         self._description = access.description
         self._mutex = threading.Lock()  # one query at a time on the session's pipes
         self._stop = threading.Event()
+        self._signalling = threading.Lock()  # a stop set under it: no signal is sent after unwatch
         self._watcher: Optional[threading.Thread] = None
         self._previous_handler: object = None
         self.lost = False
@@ -124,6 +125,12 @@ class HeldLock:
         return (f"the maintenance lock of {self._description} was lost (PostgreSQL restarted?) before {before}: "
                 "stopped there, so that it cannot overlap another backup, restore or gc")
 
+    def holds(self) -> bool:
+        """Asks the session (not the flag: a failed step may come before the watch noticed)."""
+        if not self.lost and not self._still_held():
+            self.lost = True
+        return not self.lost
+
     def confirm(self, before: str) -> None:
         """OpsError unless this session is alive and still holds the lock."""
         if self.lost or not self._still_held():
@@ -143,16 +150,18 @@ class HeldLock:
         def watching() -> None:
             while not self._stop.wait(WATCH_SECONDS):
                 if not self._still_held():
-                    if not self._stop.is_set():
-                        self.lost = True
-                        signal.pthread_kill(main, signal.SIGUSR1)
+                    with self._signalling:
+                        if not self._stop.is_set():
+                            self.lost = True
+                            signal.pthread_kill(main, signal.SIGUSR1)
                     return
 
         self._watcher = threading.Thread(target=watching, name="maintenance-lock-watch", daemon=True)
         self._watcher.start()
 
     def unwatch(self) -> None:
-        self._stop.set()
+        with self._signalling:
+            self._stop.set()
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(CONFIRM_TIMEOUT_SECONDS + 1)
         self._watcher = None

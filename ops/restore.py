@@ -574,11 +574,13 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
     revision = manifest.databases["tracking"].schema_revision  # the restored copy's, checked just above
 
     progress = _Progress()
-    say("stopping the MLflow server")
-    was_running = access.stop_server()
     state = _Swap(stamp, set(found.objects), {entry.key for entry in manifest.objects.entries})
     started_ok = False
+    can_start = upgrade or revision == facts.head("tracking")  # --no-upgrade of an older schema: it stays stopped
+    was_running = True  # until stop_server says otherwise: interrupted in it, the server is started again
     try:
+        say("stopping the MLflow server")
+        was_running = access.stop_server()
         if not replace:  # nobody wrote meanwhile (the check above ran while the server served)
             _refuse_non_empty(access, layout, s3_env)
         swapping = [plan[role] for role in restoring]
@@ -610,14 +612,21 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
             say("starting the MLflow server")
             access.start_server()
     except BaseException as error:
-        if not _may_clean_up(lock):
+        lost = lock is not None and not lock.holds()  # asked, not the flag: a step may fail before the watch sees it
+        if lost and not _may_clean_up(lock):
             assert lock is not None
             raise OpsError(f"{lock.lost_message()}, and another backup, restore or gc holds it now: this restore "
                            f"undid nothing and leaves the MLflow server as it is. {progress.describe()}; once that "
                            f"one has finished, {progress.rerun(replace)} (it says first if a --put-back is "
                            "needed)") from error
-        _after_failure(access, layout, s3_env, plan, state, progress, was_running, say)
-        if isinstance(error, LockLost) or (isinstance(error, OpsError) and lock is not None and lock.lost):
+        try:
+            _after_failure(access, layout, s3_env, plan, state, progress, was_running, say, may_start=can_start)
+        except LockLost as again:
+            assert lock is not None
+            raise OpsError(f"{lock.lost_message()} while it cleaned up after a failure, so what it left is not known: "
+                           f"{progress.describe()}; leave the MLflow server stopped and run the restore again, which "
+                           "says first if a --put-back is needed") from again
+        if lost:
             assert lock is not None
             raise OpsError(f"{lock.lost_message()}; it took the lock again to clean up: {progress.describe()}; "
                            f"{progress.rerun(replace)}") from error
@@ -636,22 +645,28 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
 def _may_clean_up(lock: Optional[HeldLock]) -> bool:
     """After a failure: whether this tool may still touch the stack. Not when its lock was lost (a
     PostgreSQL restart) and someone else took it meanwhile: whatever that one is doing, undoing now
-    would overlap it (review 6). Otherwise the lock is taken again first."""
-    return lock is None or not lock.lost or lock.retake()
+    would overlap it (review 6). Otherwise the lock is taken again first. The session is asked, not the
+    watch's flag: a step can fail on the restart before the watch noticed it (review 7)."""
+    return lock is None or lock.holds() or lock.retake()
 
 
 def _after_failure(access: StackAccess, layout: StackLayout, s3_env: dict[str, str], plan: dict[str, DatabaseNames],
-                   state: _Swap, progress: _Progress, was_running: bool, say: Say) -> None:
+                   state: _Swap, progress: _Progress, was_running: bool, say: Say, *, may_start: bool = True) -> None:
     """A failed or interrupted restore, once the server was stopped: the scratch databases not renamed
     dropped, the stack's own bytes put back when the swap did not happen, the server started again if
     it was running (or the swap happened) and its databases match its objects; only then is anything
-    said (a closed terminal must not leave it stopped)."""
+    said (a closed terminal must not leave it stopped). Not after a swap to a schema older than the
+    server's MLflow (`may_start` False: --no-upgrade, rolling back), which that MLflow would refuse."""
     _drop_quietly(access, [names.scratch for names in plan.values()])  # the swap renamed all or none
     consistent = True
     if state.quarantining and not state.done:
         undone, consistent = _undo_upload(access, layout, s3_env, plan, state)
         progress.changed = [undone]
     if not consistent:  # serving would hand out the backup's bytes beside the stack's databases
+        return
+    if state.done and not may_start:
+        progress.changed.append("the MLflow server stays stopped: the restored schema is older than its MLflow's "
+                                "(--no-upgrade); deploy the MLflow that wrote the backup, which starts it")
         return
     started = _start_again(access) if was_running or state.done else None
     if started:
@@ -922,7 +937,7 @@ def put_back(access: StackAccess, stamp: str, *, every_key: bool = False, say: S
     if not _STAMP_PATTERN.fullmatch(stamp):
         raise RefusedError(f"{stamp!r} is not a restore's stamp (like 20250101T000000Z); nothing was changed")
     layout = StackLayout.read(access)
-    with maintenance_lock(access, "restore"):
+    with maintenance_lock(access, "restore") as lock:
         listing = _listing(access, layout)
         if stamp_swapped(access, layout, stamp, listing):
             raise RefusedError(f"the restore of {stamp} replaced the databases: {access.description} holds the "
@@ -947,6 +962,7 @@ def put_back(access: StackAccess, stamp: str, *, every_key: bool = False, say: S
         access.start_server()  # before anything is said: a closed terminal must not leave it stopped
         # Only now: a put-back killed before the start finds its quarantine and is run again (review 5, F3).
         try:
+            lock.confirm("removing the quarantine")
             purge_quarantine(access, layout, env, stamp)
         except OpsError as error:
             raise OpsError(f"{error}: the stack's bytes are back and the MLflow server runs, but the quarantine "

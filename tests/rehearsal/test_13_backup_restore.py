@@ -1139,7 +1139,7 @@ def test_a_restore_that_lost_its_lock_to_another_holder_undoes_nothing(stack, ac
     put_back(access, stamp, say=lambda message: None)
     assert _bytes_of(stack, key) == b"logged after the backup\n"
     assert stack.variants["default"].server.service.alive()
-    assert not [name for name in _objects(stack) if name.startswith(QUARANTINE_KEYS)]
+    assert not [name for name in _objects(stack) if name.startswith(QUARANTINE_KEYS + stamp)]
     for name in _databases_like(stack, "%\\_\\_restoring"):  # its scratch copies, left beside the other holder
         stack.postgres.psql(f'DROP DATABASE "{name}"')
 
@@ -1164,3 +1164,29 @@ def test_a_backup_during_which_a_restore_changed_the_objects_is_not_completed(st
     finally:
         stack.s3.client("s3").delete_object(Bucket=stack.s3.bucket, Key=record)
     assert not any(directory.iterdir())
+
+
+def test_a_step_failing_on_a_restart_before_the_watch_noticed_is_cleaned_up_under_the_lock(stack, access, logged,
+                                                                                           backup_dir, monkeypatch):
+    """Review 7 F1: a PostgreSQL restart made the swap's psql fail before the lock's watch noticed; the
+    cleanup then ran without the lock, the watch interrupted it, and the restore said "nothing of the stack
+    was changed" over a stack with the backup's bytes. The restore asks its session before cleaning up,
+    takes the lock again (nobody else holds it here), puts the stack's bytes back and says so."""
+    import ops.restore as restore_module
+
+    key = _overwrite_in_stack(stack, logged)
+
+    def swap_on_a_restart(*args, **kwargs):
+        _terminate_lock_session(stack)
+        raise OpsError("renaming the databases failed: server closed the connection unexpectedly (injected)")
+
+    monkeypatch.setattr(restore_module, "swap", swap_on_a_restart)
+    with pytest.raises(OpsError) as failed:
+        restore(access, backup_dir, replace=True, say=lambda message: None)
+    message = str(failed.value)
+    assert "maintenance lock of the rehearsal stack was lost" in message and "took the lock again" in message, message
+    assert "nothing of the stack was changed" not in message
+    assert "got the stack's bytes back" in message, message
+    assert _bytes_of(stack, key) == b"logged after the backup\n"
+    assert stack.variants["default"].server.service.alive()
+    assert restore_module.unswapped(access, StackLayout.read(access)) == {}, "its quarantine is gone"
