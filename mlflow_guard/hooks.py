@@ -3,7 +3,7 @@ it let through), for what its validators allow and the project does not (issue 2
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from flask import Flask, Response, request
 
@@ -60,24 +60,35 @@ def traces_stay_in_their_experiment() -> Optional[Response]:
     return None
 
 
+def _started_trace_info() -> Optional[Any]:
+    """The TraceInfo proto of a StartTraceV3 request, read as the handler reads it; None for another
+    route or a body the handler refuses itself."""
+    if request.method != "POST" or not _route().endswith(START_TRACE_V3):
+        return None
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.service_pb2 import StartTraceV3
+    from mlflow.server.handlers import _get_request_message
+
+    try:
+        return _get_request_message(StartTraceV3()).trace.trace_info
+    except MlflowException:
+        return None  # the handler answers with the same error
+
+
 def traces_start_in_their_own_experiment() -> Optional[Response]:
     """StartTraceV3 (`POST .../3.0/mlflow/traces`): MLflow's store merges a start for a trace id that
     exists into that trace, moving it (and its spans) to the experiment the auth app checked: bob
     took alice's trace into his experiment and read it (round-3 review). A trace id that exists
     elsewhere is refused, as is one of another shape than MLflow's (traces.TRACE_ID), which would
     name another trace's folder (`tr-<id>/`)."""
-    if request.method != "POST" or not _route().endswith(START_TRACE_V3):
+    info = _started_trace_info()
+    if info is None:
         return None
     from mlflow.exceptions import MlflowException
-    from mlflow.protos.service_pb2 import StartTraceV3
-    from mlflow.server.handlers import _get_request_message, _get_tracking_store
+    from mlflow.server.handlers import _get_tracking_store
 
     from mlflow_guard.traces import TRACE_ID
 
-    try:
-        info = _get_request_message(StartTraceV3()).trace.trace_info
-    except MlflowException:
-        return None  # the handler answers with the same error
     if not TRACE_ID.fullmatch(info.trace_id):
         return Response(f"trace id {info.trace_id!r} is not of MLflow's shape (tr- and 32 hex digits, or 32 hex digits)\n",
                         status=BAD_REQUEST, mimetype="text/plain")
@@ -98,16 +109,9 @@ def trace_starts_keep_to_their_own_assessments() -> Optional[Response]:
     which trace that is. Bob moved alice's assessment onto his own trace (destroying hers) and revived
     her overridden one (review 8). An assessment id that exists on another trace is refused, as is an
     `overrides` naming anything but an assessment of the same trace."""
-    if request.method != "POST" or not _route().endswith(START_TRACE_V3):
+    info = _started_trace_info()
+    if info is None:
         return None
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.service_pb2 import StartTraceV3
-    from mlflow.server.handlers import _get_request_message
-
-    try:
-        info = _get_request_message(StartTraceV3()).trace.trace_info
-    except MlflowException:
-        return None  # the handler answers with the same error
     assessments = list(info.assessments)
     if not assessments:
         return None
