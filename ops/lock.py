@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from typing import Iterator, Optional
 
 from components.render import MAINTENANCE_LOCK_KEY
@@ -39,6 +40,8 @@ LOCK_DATABASE = "postgres"
 CLOSE_GRACE_SECONDS = 10.0
 WATCH_SECONDS = 1.0
 """How often a holder asks its session whether it still holds the lock (HeldLock.watch)."""
+RETAKE_SECONDS = 60.0
+"""How long HeldLock.retake keeps trying while PostgreSQL does not answer (a restart takes seconds)."""
 CONFIRM_TIMEOUT_SECONDS = 30.0
 """How long HeldLock.confirm waits for psql's answer (a one-row query): a session that does not
 answer (a network gone quiet, a psql that neither answers nor exits) counts as a lost lock."""
@@ -109,6 +112,8 @@ class HeldLock:
         self._previous_handler: object = None
         self.lost = False
         """set when the session no longer holds the lock (the main thread was interrupted, or confirm failed)"""
+        self.why_not_retaken = ""
+        """after retake returned False: another holder, or PostgreSQL not answering"""
 
     def _still_held(self) -> bool:
         sql = _STILL_HELD_SQL.format(classid=MAINTENANCE_LOCK_KEY >> 32, objid=MAINTENANCE_LOCK_KEY & 0xFFFFFFFF)
@@ -160,6 +165,7 @@ class HeldLock:
         self._watcher.start()
 
     def unwatch(self) -> None:
+        """Stop the watch: no LockLost is raised after this returns (one already sent is raised here)."""
         with self._signalling:
             self._stop.set()
         if self._watcher is not None and self._watcher is not threading.current_thread():
@@ -171,13 +177,21 @@ class HeldLock:
 
     def retake(self) -> bool:
         """After the lock was lost: take it again in a new session (True), unless someone else holds it
-        now (False: whatever they are doing, this tool must not touch the stack any more)."""
+        now, or PostgreSQL does not answer for RETAKE_SECONDS (False, why_not_retaken says which: this tool
+        must not touch the stack any more). A restart takes seconds: retried meanwhile (review 8)."""
         self.unwatch()
-        try:
-            process = _take(self._access, self._holder)
-        except OpsError:
-            return False
+        deadline = time.monotonic() + RETAKE_SECONDS
+        while True:
+            try:
+                process = _take(self._access, self._holder)
+                break
+            except OpsError as error:
+                if time.monotonic() > deadline:
+                    self.why_not_retaken = f"PostgreSQL did not answer for {RETAKE_SECONDS:.0f}s ({error})"
+                    return False
+                time.sleep(1.0)
         if process is None:
+            self.why_not_retaken = "another backup, restore or gc holds it now"
             return False
         _close(self._process)
         self._process, self.lost = process, False

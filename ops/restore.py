@@ -612,12 +612,12 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
             say("starting the MLflow server")
             access.start_server()
     except BaseException as error:
-        lost = lock is not None and not lock.holds()  # asked, not the flag: a step may fail before the watch sees it
+        lost = _quiet_lost(lock)
         if lost and not _may_clean_up(lock):
             assert lock is not None
-            raise OpsError(f"{lock.lost_message()}, and another backup, restore or gc holds it now: this restore "
-                           f"undid nothing and leaves the MLflow server as it is. {progress.describe()}; once that "
-                           f"one has finished, {progress.rerun(replace)} (it says first if a --put-back is "
+            raise OpsError(f"{lock.lost_message()}, and it could not be taken again ({lock.why_not_retaken}): this "
+                           f"restore undid nothing and leaves the MLflow server as it is. {progress.describe()}; once "
+                           f"that is over, {progress.rerun(replace)} (it says first if a --put-back is "
                            "needed)") from error
         try:
             _after_failure(access, layout, s3_env, plan, state, progress, was_running, say, may_start=can_start)
@@ -640,6 +640,21 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
             f"MLflow {facts.mlflow_version}'s; deploy MLflow {manifest.mlflow_version} (mlflow:mlflowVersion, pulumi "
             "up), which starts it")
     return headline_counts(restored["tracking"], manifest.objects.entries)
+
+
+def _quiet_lost(lock: Optional[HeldLock]) -> bool:
+    """After a failure: whether the lock is gone, asked of its session, with its watch stopped first (a
+    LockLost arriving here would escape the cleanup; review 8)."""
+    if lock is None:
+        return False
+    try:
+        lock.unwatch()
+    except LockLost:
+        return True
+    if lock.holds():
+        lock.watch()  # watched again through the cleanup (a LockLost there is said as such)
+        return False
+    return True
 
 
 def _may_clean_up(lock: Optional[HeldLock]) -> bool:

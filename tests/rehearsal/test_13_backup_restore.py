@@ -1190,3 +1190,27 @@ def test_a_step_failing_on_a_restart_before_the_watch_noticed_is_cleaned_up_unde
     assert _bytes_of(stack, key) == b"logged after the backup\n"
     assert stack.variants["default"].server.service.alive()
     assert restore_module.unswapped(access, StackLayout.read(access)) == {}, "its quarantine is gone"
+
+
+def test_a_restore_that_cannot_reach_postgresql_for_a_while_takes_its_lock_again_once_it_answers(
+        stack, access, logged, backup_dir, monkeypatch):
+    """Review 8: PostgreSQL down for seconds (a real restart) when the restore lost its lock: taking it
+    again failed to connect, the restore said another tool held it (nobody did) and left the server
+    stopped. It retries while PostgreSQL does not answer, then cleans up under the lock."""
+    import ops.restore as restore_module
+
+    key = _overwrite_in_stack(stack, logged)
+
+    def swap_during_an_outage(*args, **kwargs):
+        threading.Thread(target=stack.restart_postgres, kwargs={"down_seconds": 4}, daemon=True).start()
+        time.sleep(1)
+        raise OpsError("renaming the databases failed: server closed the connection unexpectedly (injected)")
+
+    monkeypatch.setattr(restore_module, "swap", swap_during_an_outage)
+    with pytest.raises(OpsError) as failed:
+        restore(access, backup_dir, replace=True, say=lambda message: None)
+    message = str(failed.value)
+    assert "took the lock again" in message and "holds it now" not in message, message
+    assert _bytes_of(stack, key) == b"logged after the backup\n"
+    assert stack.variants["default"].server.service.alive()
+    assert restore_module.unswapped(access, StackLayout.read(access)) == {}
