@@ -1166,37 +1166,14 @@ def test_a_backup_during_which_a_restore_changed_the_objects_is_not_completed(st
     assert not any(directory.iterdir())
 
 
-def test_a_step_failing_on_a_restart_before_the_watch_noticed_is_cleaned_up_under_the_lock(stack, access, logged,
-                                                                                           backup_dir, monkeypatch):
-    """Review 7 F1: a PostgreSQL restart made the swap's psql fail before the lock's watch noticed; the
-    cleanup then ran without the lock, the watch interrupted it, and the restore said "nothing of the stack
-    was changed" over a stack with the backup's bytes. The restore asks its session before cleaning up,
-    takes the lock again (nobody else holds it here), puts the stack's bytes back and says so."""
-    import ops.restore as restore_module
-
-    key = _overwrite_in_stack(stack, logged)
-
-    def swap_on_a_restart(*args, **kwargs):
-        _terminate_lock_session(stack)
-        raise OpsError("renaming the databases failed: server closed the connection unexpectedly (injected)")
-
-    monkeypatch.setattr(restore_module, "swap", swap_on_a_restart)
-    with pytest.raises(OpsError) as failed:
-        restore(access, backup_dir, replace=True, say=lambda message: None)
-    message = str(failed.value)
-    assert "maintenance lock of the rehearsal stack was lost" in message and "took the lock again" in message, message
-    assert "nothing of the stack was changed" not in message
-    assert "got the stack's bytes back" in message, message
-    assert _bytes_of(stack, key) == b"logged after the backup\n"
-    assert stack.variants["default"].server.service.alive()
-    assert restore_module.unswapped(access, StackLayout.read(access)) == {}, "its quarantine is gone"
-
-
 def test_a_restore_that_cannot_reach_postgresql_for_a_while_takes_its_lock_again_once_it_answers(
         stack, access, logged, backup_dir, monkeypatch):
-    """Review 8: PostgreSQL down for seconds (a real restart) when the restore lost its lock: taking it
-    again failed to connect, the restore said another tool held it (nobody did) and left the server
-    stopped. It retries while PostgreSQL does not answer, then cleans up under the lock."""
+    """Review 7 F1 and review 8: a PostgreSQL restart made the swap's psql fail before the lock's watch
+    noticed; the cleanup ran without the lock and the restore said "nothing of the stack was changed"
+    over a stack holding the backup's bytes; and with PostgreSQL down for seconds (a real restart),
+    taking the lock again failed to connect and the restore said another tool held it (nobody did),
+    leaving the server stopped. The restore asks its session before cleaning up, retries while
+    PostgreSQL does not answer, takes the lock again, puts the stack's bytes back and says so."""
     import ops.restore as restore_module
 
     key = _overwrite_in_stack(stack, logged)
@@ -1211,6 +1188,7 @@ def test_a_restore_that_cannot_reach_postgresql_for_a_while_takes_its_lock_again
         restore(access, backup_dir, replace=True, say=lambda message: None)
     message = str(failed.value)
     assert "took the lock again" in message and "holds it now" not in message, message
+    assert "nothing of the stack was changed" not in message and "got the stack's bytes back" in message, message
     assert _bytes_of(stack, key) == b"logged after the backup\n"
     assert stack.variants["default"].server.service.alive()
     assert restore_module.unswapped(access, StackLayout.read(access)) == {}
