@@ -1127,8 +1127,9 @@ def test_a_restore_that_lost_its_lock_to_another_holder_undoes_nothing(stack, ac
     fingerprint = _stack_rows(stack).rsplit("|pid", 1)[0]
     racing = _OtherTakesTheLockAtUpload(stack)
     try:
-        with pytest.raises(OpsError, match=r"maintenance lock of the rehearsal stack was lost .*another backup, restore "
-                                           r"or gc holds it now: this restore undid nothing"):
+        with pytest.raises(OpsError, match=r"maintenance lock of the rehearsal stack was lost .*could not be taken "
+                                           r"again \(another backup, restore or gc holds it now\): this restore "
+                                           r"undid nothing"):
             restore(racing, backup_dir, replace=True, say=lambda message: None)
     finally:
         racing.release.set()
