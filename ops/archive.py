@@ -137,6 +137,8 @@ class Manifest:
             if raw.get("format") != FORMAT:
                 raise RefusedError(f"{path}: backup format {raw.get('format')!r}, this tool reads format {FORMAT}")
             objects = raw["objects"]
+            if "tracking" not in raw["databases"] or set(raw["databases"]) - set(DUMP_FILES):
+                raise KeyError(f"databases {sorted(raw['databases'])}: a backup holds 'tracking' and may hold 'auth'")
             return cls(
                 created_at=raw["created_at"], source=raw["source"], mlflow_version=raw["mlflow_version"],
                 schema_revision=raw["schema_revision"], artifacts_destination=raw["artifacts_destination"],
@@ -150,7 +152,7 @@ class Manifest:
                 outside_locations=[OutsideLocation(**item) for item in raw.get("outside_locations", [])],
                 external_objects=_objects_backup(raw["external_objects"]) if raw.get("external_objects") else None,
             )
-        except (KeyError, TypeError, ValueError) as error:
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
             raise RefusedError(f"{path} is not a manifest of this tool ({type(error).__name__}: {error})") from None
 
 

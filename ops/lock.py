@@ -104,7 +104,6 @@ class HeldLock:
 
     def __init__(self, process: subprocess.Popen, access: StackAccess, holder: str):
         self._process, self._access, self._holder = process, access, holder
-        self._description = access.description
         self._mutex = threading.Lock()  # one query at a time on the session's pipes
         self._stop = threading.Event()
         self._signalling = threading.Lock()  # a stop set under it: no signal is sent after unwatch
@@ -127,7 +126,7 @@ class HeldLock:
                 return False
 
     def lost_message(self, before: str = "its next step") -> str:
-        return (f"the maintenance lock of {self._description} was lost (PostgreSQL restarted?) before {before}: "
+        return (f"the maintenance lock of {self._access.description} was lost (PostgreSQL restarted?) before {before}: "
                 "stopped there, so that it cannot overlap another backup, restore or gc")
 
     def holds(self) -> bool:
@@ -151,6 +150,9 @@ class HeldLock:
         main = threading.main_thread().ident
         assert main is not None
         self._previous_handler = signal.signal(signal.SIGUSR1, _raise_lock_lost)
+        # A mask inherited blocked (a supervisor, a parent that blocked it before exec) would keep the
+        # signal pending for ever and the step running without the lock (review 10).
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
 
         def watching() -> None:
             while not self._stop.wait(WATCH_SECONDS):

@@ -563,11 +563,15 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
             _report_pruned(prune_permissions(access, plan["auth"].scratch, plan["tracking"].scratch),
                            "for objects the backup's tracking dump does not hold (created between the two dumps)", say)
     except BaseException as error:
-        if _may_clean_up(lock):  # the scratch names are every restore's: another one may be using them now
+        lost, may_clean_up = _lock_after_failure(lock)
+        if may_clean_up:  # the scratch names are every restore's: another one may be using them now
             _drop_quietly(access, scratches)
-        if isinstance(error, LockLost) and lock is not None:
+        if isinstance(error, LockLost) or (lost and isinstance(error, OpsError) and not isinstance(error, RefusedError)):
+            assert lock is not None
+            left = "" if may_clean_up else (f"; its scratch databases are left ({lock.why_not_retaken}): the next "
+                                            "restore replaces them")
             raise OpsError(f"{lock.lost_message('replacing the databases')}. The stack's databases were not "
-                           "changed") from error
+                           f"changed{left}") from error
         if isinstance(error, OpsError) and not isinstance(error, RefusedError):
             raise OpsError(f"{error}. The stack's databases were not changed") from error
         raise
@@ -612,8 +616,8 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
             say("starting the MLflow server")
             access.start_server()
     except BaseException as error:
-        lost = _quiet_lost(lock)
-        if lost and not _may_clean_up(lock):
+        lost, may_clean_up = _lock_after_failure(lock)
+        if not may_clean_up:
             assert lock is not None
             raise OpsError(f"{lock.lost_message()}, and it could not be taken again ({lock.why_not_retaken}): this "
                            f"restore undid nothing and leaves the MLflow server as it is. {progress.describe()}; once "
@@ -642,27 +646,22 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
     return headline_counts(restored["tracking"], manifest.objects.entries)
 
 
-def _quiet_lost(lock: Optional[HeldLock]) -> bool:
-    """After a failure: whether the lock is gone, asked of its session, with its watch stopped first (a
-    LockLost arriving here would escape the cleanup; review 8)."""
+def _lock_after_failure(lock: Optional[HeldLock]) -> tuple[bool, bool]:
+    """After a failure, before anything is undone: (whether the lock was lost, whether this tool may still
+    touch the stack). The watch is stopped first (a LockLost arriving here would escape the decision;
+    review 8) and the session is asked, not the watch's flag (a step can fail on a PostgreSQL restart
+    before the watch noticed it; review 7). A lost lock is taken again first; when someone else took it
+    meanwhile, undoing now would overlap whatever that one is doing (review 6)."""
     if lock is None:
-        return False
+        return False, True
     try:
         lock.unwatch()
     except LockLost:
-        return True
+        pass  # the flag is set: holds() answers False
     if lock.holds():
         lock.watch()  # watched again through the cleanup (a LockLost there is said as such)
-        return False
-    return True
-
-
-def _may_clean_up(lock: Optional[HeldLock]) -> bool:
-    """After a failure: whether this tool may still touch the stack. Not when its lock was lost (a
-    PostgreSQL restart) and someone else took it meanwhile: whatever that one is doing, undoing now
-    would overlap it (review 6). Otherwise the lock is taken again first. The session is asked, not the
-    watch's flag: a step can fail on the restart before the watch noticed it (review 7)."""
-    return lock is None or lock.holds() or lock.retake()
+        return False, True
+    return True, lock.retake()
 
 
 def _after_failure(access: StackAccess, layout: StackLayout, s3_env: dict[str, str], plan: dict[str, DatabaseNames],
@@ -673,9 +672,9 @@ def _after_failure(access: StackAccess, layout: StackLayout, s3_env: dict[str, s
     said (a closed terminal must not leave it stopped). Not after a swap to a schema older than the
     server's MLflow (`may_start` False: --no-upgrade, rolling back), which that MLflow would refuse."""
     _drop_quietly(access, [names.scratch for names in plan.values()])  # the swap renamed all or none
-    consistent = True
+    consistent, put_back_done = True, False
     if state.quarantining and not state.done:
-        undone, consistent = _undo_upload(access, layout, s3_env, plan, state)
+        undone, consistent, put_back_done = _undo_upload(access, layout, s3_env, plan, state)
         progress.changed = [undone]
     if not consistent:  # serving would hand out the backup's bytes beside the stack's databases
         return
@@ -683,16 +682,29 @@ def _after_failure(access: StackAccess, layout: StackLayout, s3_env: dict[str, s
         progress.changed.append("the MLflow server stays stopped: the restored schema is older than its MLflow's "
                                 "(--no-upgrade); deploy the MLflow that wrote the backup, which starts it")
         return
-    started = _start_again(access) if was_running or state.done else None
-    if started:
+    start_failed = False
+    if was_running or state.done:
+        started = _start_again(access)
+        start_failed = started != STARTED_AGAIN
         _quietly(say)(started)
+    if put_back_done and start_failed:
+        progress.changed.append(f"its quarantine {state.stamp} is kept until the server runs: scripts/restore --put-back "
+                                f"{state.stamp} starts it and removes the quarantine")
+    elif put_back_done:  # only once it runs: killed before, the next restore names the --put-back (review 10)
+        try:
+            purge_quarantine(access, layout, s3_env, state.stamp)
+            progress.changed.append(f"the quarantine {state.stamp} was then removed")
+        except OpsError as error:
+            progress.changed.append(f"the quarantine {state.stamp} is left ({error}): scripts/restore --put-back "
+                                    f"{state.stamp} removes it")
 
 
 def _undo_upload(access: StackAccess, layout: StackLayout, s3_env: dict[str, str], plan: dict[str, DatabaseNames],
-                 state: _Swap) -> tuple[str, bool]:
+                 state: _Swap) -> tuple[str, bool, bool]:
     """The stack still has its own databases (the swap did not happen): the keys the upload overwrote
-    get the stack's bytes back from the quarantine. Returns what is true afterwards, and whether the
-    databases and the objects match (False: the server must stay stopped until --put-back)."""
+    get the stack's bytes back from the quarantine (which stays until the server runs again). Returns
+    what is true afterwards, whether the databases and the objects match (False: the server must stay
+    stopped until --put-back), and whether the bytes were put back."""
     destination = layout.artifacts_destination
     if state.started:
         try:
@@ -700,25 +712,26 @@ def _undo_upload(access: StackAccess, layout: StackLayout, s3_env: dict[str, str
         except OpsError as error:
             return (f"the objects under {destination} were copied to the quarantine {state.stamp} and the backup's "
                     f"uploaded over them, and whether the databases were replaced could not be read ({error}); "
-                    f"the MLflow server {STAYS_STOPPED}: the next restore checks it and says what to do"), False
+                    f"the MLflow server {STAYS_STOPPED}: the next restore checks it and says what to do"), False, False
         if swapped:
             return (f"the databases hold the backup (the replaced ones are kept as <name>{REPLACED_TAG}{state.stamp}); "
-                    f"the stack's objects the backup does not hold are still under {destination}"), True
+                    f"the stack's objects the backup does not hold are still under {destination}"), True, False
     try:
         result = put_back_objects(access, layout, s3_env, state.stamp)
-        purge_quarantine(access, layout, s3_env, state.stamp)
     except BaseException as error:  # noqa: BLE001 - said, and the restore's own error is the one raised
         return (f"the databases were not replaced, but the backup's objects were uploaded over the stack's and "
                 f"putting the stack's bytes back failed ({str(error) or type(error).__name__}); the MLflow server "
-                f"{STAYS_STOPPED} until scripts/restore --put-back {state.stamp}, which puts them back and starts it"), False
+                f"{STAYS_STOPPED} until scripts/restore --put-back {state.stamp}, which puts them back and starts it"), False, False
     new = len(state.backup_keys - state.stack_keys)
     return (f"the databases were not replaced (the stack keeps its own); {result['put_back']} objects the "
-            f"backup's upload had overwritten got the stack's bytes back from the quarantine, which was then "
-            f"removed" + (f"; up to {new} objects of the backup the stack did not hold are left under {destination}"
-                          if new else "")), True
+            f"backup's upload had overwritten got the stack's bytes back from the quarantine" + (f"; up to {new} objects of the backup the stack did not hold are left under {destination}"
+                          if new else "")), True, True
 
 
 STAYS_STOPPED = "stays stopped (serving would hand out the backup's bytes beside the stack's own databases)"
+
+
+STARTED_AGAIN = "started the MLflow server again"
 
 
 def _start_again(access: StackAccess) -> str:
@@ -728,7 +741,7 @@ def _start_again(access: StackAccess) -> str:
         access.start_server()
     except Exception as error:  # noqa: BLE001 - the restore's own error is the one raised
         return f"starting the MLflow server failed too: {error}"
-    return "started the MLflow server again"
+    return STARTED_AGAIN
 
 
 def _say_outside_locations(manifest: Manifest, directory: Path, say: Say) -> None:

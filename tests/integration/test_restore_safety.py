@@ -219,6 +219,49 @@ def test_the_maintenance_lock_names_its_holder_and_dies_with_it(access, postgres
         holder.wait()
 
 
+_WORKING_HOLDER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {repo!r})
+    from ops.access import Command
+    from ops.lock import LockLost, maintenance_lock
+
+    class Access:
+        description = "the scratch cluster"
+        def postgres_command(self, argv):
+            return Command([{bindir!r} + "/" + argv[0], *argv[1:]], {env!r})
+
+    with maintenance_lock(Access(), "restore"):
+        print("held", flush=True)
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < 30:  # a long step: an upload
+                time.sleep(0.1)
+            print("finished its step without the lock", flush=True)
+        except LockLost:
+            print("stopped", flush=True)
+""")
+
+
+def test_a_lost_lock_stops_a_holder_started_with_sigusr1_blocked(access, postgres_cluster):
+    """Review 10 of issue 28: the watch interrupts the main thread with SIGUSR1; a tool started with it
+    blocked (a supervisor, a parent that blocked it before exec) kept the signal pending and finished
+    its step without the lock. The watch unblocks it."""
+    env = dict(access.postgres_command(["psql"]).env)
+    holder = subprocess.Popen([sys.executable, "-c", _WORKING_HOLDER.format(
+        repo=str(REPO), bindir=str(postgres_cluster.bindir), env=env)], stdout=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1}))
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        postgres_cluster.psql("SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
+                              "WHERE application_name LIKE 'mlflow-restore pid%'")  # as a PostgreSQL restart does
+        started = time.monotonic()
+        assert holder.stdout.readline().strip() == "stopped"
+        assert time.monotonic() - started < 10
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 class _NoCommands:
     """A stack on which no command may run: --no-upgrade must start no upgrade step."""
 
@@ -257,7 +300,7 @@ def test_a_lock_lost_to_a_postgresql_restart_is_noticed_before_the_swap(access, 
 
     with maintenance_lock(access, "restore") as lock:
         lock.confirm("replacing the databases")  # held: nothing raised
-        psql(access, "postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        psql(access, "postgres", "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
                                  "WHERE application_name LIKE 'mlflow-restore pid%';\n")
         with maintenance_lock(access, "backup"):  # granted to another: the first one's session is gone
             pass

@@ -722,6 +722,15 @@ def test_a_failed_restore_says_what_changed_and_a_later_one_starts_the_server(st
     assert "were not changed" not in message and "nothing of the stack" not in message
     assert "starting the MLflow server failed too: docker is gone" in said
     assert not stack.variants["default"].server.service.alive()
+    # Review 10: the quarantine stays until the server runs (a kill before the start would leave it
+    # stopped with nothing to say so); the put-back named starts it and removes the quarantine.
+    named = re.search(r"kept until the server runs: scripts/restore --put-back (\d{8}T\d{6}Z) starts it", message)
+    assert named, message
+    with pytest.raises(RefusedError, match=f"scripts/restore --put-back {named.group(1)}, then run this again"):
+        restore(access, backup_dir, replace=True, say=lambda message: None)
+    put_back(access, named.group(1), say=lambda message: None)
+    assert stack.variants["default"].server.service.alive()
+    assert not [name for name in _objects(stack) if name.startswith(QUARANTINE_KEYS + named.group(1))]
     restore(access, backup_dir, replace=True, say=lambda message: None)
     assert stack.variants["default"].server.service.alive()
 
@@ -837,7 +846,9 @@ def _overwrite_in_stack(stack: RehearsalStack, logged: dict[str, Any]) -> str:
 
 
 def _terminate_lock_session(stack: RehearsalStack, holder: str = "restore") -> None:
-    stack.postgres.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+    """As a PostgreSQL restart ends it. Waits (up to 10 s) until the backend is gone and its lock with it:
+    without the wait another session could try the lock while the old one still held it (a flaky race)."""
+    stack.postgres.psql("SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
                         f"WHERE application_name LIKE 'mlflow-{holder}%'")
 
 

@@ -50,3 +50,101 @@ def test_a_failure_after_a_no_upgrade_swap_leaves_the_server_stopped(monkeypatch
                            may_start=may_start)
     assert server.starts == started
     assert ("stays stopped" in progress.describe()) == (not started)
+
+
+def test_the_quarantine_goes_only_once_the_server_runs_again(monkeypatch):
+    """Review 10: after a failure before the swap, the stack's bytes were put back and the quarantine
+    deleted before the server started; killed in between, the server stayed stopped and the next
+    restore had nothing to name. As `--put-back` does (review 5 F3): the quarantine goes last."""
+    events: list[str] = []
+    monkeypatch.setattr(restore, "_drop_quietly", lambda access, names: None)
+    monkeypatch.setattr(restore, "put_back_objects", lambda *args, **kwargs: events.append("put back") or
+                        {"put_back": 2, "kept": 3})
+    monkeypatch.setattr(restore, "purge_quarantine", lambda *args: events.append("purge") or 3)
+
+    class Server:
+        fails = False
+
+        def start_server(self) -> None:
+            events.append("start")
+            if self.fails:
+                raise restore.OpsError("the server did not become healthy")
+
+    layout = types.SimpleNamespace(artifacts_destination="s3://bucket/root")
+    for fails, expected in ((False, ["put back", "start", "purge"]), (True, ["put back", "start"])):
+        events.clear()
+        server, progress = Server(), restore._Progress()
+        server.fails = fails
+        state = restore._Swap("20260101T000000Z", {"a"}, {"a", "b"}, quarantining=True)
+        restore._after_failure(server, layout, {}, {}, state, progress, True, lambda message: None)
+        assert events == expected
+        assert ("quarantine 20260101T000000Z was then removed" in progress.describe()) == (not fails)
+        assert ("kept until the server runs: scripts/restore --put-back 20260101T000000Z" in progress.describe()) == fails
+
+
+class _LostLock:
+    """A lock whose session ended (a PostgreSQL restart) and that was taken again."""
+
+    why_not_retaken = ""
+
+    def unwatch(self) -> None:
+        pass
+
+    def watch(self) -> None:
+        pass
+
+    def holds(self) -> bool:
+        return False
+
+    def retake(self) -> bool:
+        return True
+
+    def lost_message(self, before: str = "its next step") -> str:
+        return f"the maintenance lock was lost before {before}"
+
+
+@pytest.mark.parametrize("error, raised, says", [
+    (restore.RefusedError("the dump's schema revision is not the manifest's"), restore.RefusedError, "schema revision"),
+    (restore.OpsError("pg_restore failed: server closed the connection"), restore.OpsError, "lock was lost"),
+])
+def test_a_refusal_in_the_scratch_copy_stays_a_refusal_when_the_lock_is_also_lost(monkeypatch, tmp_path, error,
+                                                                                  raised, says):
+    """Review 10: with the lock lost too, a refusal (exit 3, nothing changed) was reported as a lost
+    lock (exit 1); a step that failed on the restart itself is said as the lost lock."""
+    from ops.archive import DatabaseBackup
+
+    dropped: list[list[str]] = []
+    monkeypatch.setattr(restore, "target_data", lambda *args: restore.TargetData({}, {}, {}, "s3://b/"))
+    monkeypatch.setattr(restore, "_drop_quietly", lambda access, names: dropped.append(names))
+
+    def failing(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(restore, "_restore_into_scratch", failing)
+    backup = DatabaseBackup(file="database.dump", name="mlflow", schema_revision="r", tables={}, bytes=1, sha256="x")
+    manifest = types.SimpleNamespace(databases={"tracking": backup})
+    plan = {"tracking": restore.DatabaseNames("mlflow", "mlflow__restoring", "mlflow__replaced")}
+    layout = types.SimpleNamespace(s3_env=lambda access: {}, owner="mlflow")
+    with pytest.raises(raised, match=says) as caught:
+        restore._restore_locked(types.SimpleNamespace(description="a stack"), tmp_path, manifest, layout, None, plan,
+                                replace=False, upgrade=True, stamp="20260101T000000Z", say=lambda message: None,
+                                lock=_LostLock())
+    assert type(caught.value) is raised
+    assert dropped == [["mlflow__restoring"]], "the lock was taken again: its scratch copy is dropped"
+
+
+def test_a_manifest_without_a_tracking_database_is_refused(tmp_path):
+    """Review 10: a manifest naming only an auth dump ended in a KeyError traceback."""
+    import json
+
+    from ops.archive import FORMAT, MANIFEST, Manifest
+
+    raw = {"format": FORMAT, "created_at": "2026-01-01T00:00:00Z", "source": "s", "mlflow_version": "3.17.2",
+           "schema_revision": "r", "artifacts_destination": "s3://b/", "counts": {},
+           "databases": {"auth": {"file": "auth-database.dump", "name": "mlflow_auth", "schema_revision": "a",
+                                  "tables": {}, "bytes": 1, "sha256": "x"}},
+           "objects": {"file": "objects.tar", "bytes": 0, "sha256": "x", "entries": []}}
+    for databases in (raw["databases"], ["tracking"]):
+        (tmp_path / MANIFEST).write_text(json.dumps({**raw, "databases": databases}))
+        with pytest.raises(restore.RefusedError, match="is not a manifest of this tool"):
+            Manifest.load(tmp_path)
