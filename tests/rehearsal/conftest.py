@@ -24,10 +24,10 @@ from rehearsal.launcher import RehearsalStack, ServerUnavailable, Variant, check
 
 STATIC_PREFIX = "/mlflow"
 ONE_WORKER = {"workers": 1}
-"""`server:` of the day-2 modules (test_13, test_20, test_21), which stop and start the server dozens
-of times, and of the authorization sweeps (test_18, test_22): each uvicorn worker imports MLflow anew
-(~3.5 s of CPU a start) and the worker count is not what they test (the session's stack, test_9,
-test_10 and test_12 keep the default two)."""
+"""`server:` of the day-2 modules (test_13, test_16, test_20, test_21), which stop and start the server
+dozens of times, of the authorization sweeps (test_18, test_22) and of test_7: each uvicorn worker
+imports MLflow anew (~3.5 s of CPU a start) and the worker count is not what they test (the session's
+stack, test_8, test_9, test_10, test_12 and test_14 keep the default two)."""
 
 
 # Set by pytest itself around every test phase: not a module's to restore.

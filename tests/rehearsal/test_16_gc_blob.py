@@ -17,12 +17,12 @@ import pytest
 
 from components import render
 from rehearsal.launcher import RehearsalStack, StartupError, Variant, run_step
-from tests.rehearsal.conftest import running_stack
+from tests.rehearsal.conftest import ONE_WORKER, running_stack
 
 
 @pytest.fixture(scope="module")
 def blob_stack() -> Iterator[RehearsalStack]:
-    with running_stack({}, artifacts="azurite", azure={}) as stack:
+    with running_stack({"server": ONE_WORKER}, artifacts="azurite", azure={}) as stack:
         yield stack
 
 

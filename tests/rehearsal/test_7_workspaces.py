@@ -14,13 +14,14 @@ import mlflow
 
 from rehearsal.launcher import RehearsalStack
 from tests.migration import workspace_source
+from tests.rehearsal.conftest import ONE_WORKER
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_migrated_workspaces_are_served_by_a_workspace_enabled_stack(rehearsal_stack, client_for, tmp_path):
     # rehearsal_stack: its prerequisite check (and skip outside CI); this scenario needs its own database
-    stack = RehearsalStack({"server": {"workspaces": True}}).start()
+    stack = RehearsalStack({"server": {**ONE_WORKER, "workspaces": True}}).start()
     try:
         source = tmp_path / "team.db"
         workspace_source.make(source)
