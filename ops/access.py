@@ -272,12 +272,14 @@ class StackLayout:
 
 
 def _option(command: Sequence[str], name: str) -> Optional[str]:
+    """The value the server's CLI (click) uses: the last one given, as `--name value` or `--name=value`."""
+    value: Optional[str] = None
     for index, arg in enumerate(command):
         if arg == name and index + 1 < len(command):
-            return command[index + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
+            value = command[index + 1]
+        elif arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+    return value
 
 
 def with_database(uri: str, database: str) -> str:

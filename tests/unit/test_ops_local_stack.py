@@ -430,3 +430,15 @@ def test_restore_cli_refuses_a_directory_without_manifest(docker, tmp_path, caps
     assert restore.main([str(tmp_path)]) == RefusedError.exit_code
     assert "is not a complete backup" in capsys.readouterr().err and docker.calls() == []
     assert sorted(os.listdir(tmp_path)) == ["bin", "containers.json"]
+
+
+def test_an_option_given_twice_is_read_as_the_server_reads_it():
+    """Issue 24 (a cold read): the tools read the first `--artifacts-destination` of the server's
+    command while click uses the last; a backup would then copy a destination the server does not use."""
+    from ops.access import _option
+
+    command = ["mlflow", "server", "--artifacts-destination", "s3://old/", "--host", "0.0.0.0",
+               "--artifacts-destination=s3://used/"]
+    assert _option(command, "--artifacts-destination") == "s3://used/"
+    assert _option(command + ["--artifacts-destination", "s3://last/"], "--artifacts-destination") == "s3://last/"
+    assert _option(command, "--app-name") is None
