@@ -1,7 +1,7 @@
 """Writes `components/mlflow_tracking_server_args.py`, MlflowTrackingServer's plain-data arguments,
 from the pydantic model in `config.py`: one TypedDict per config section, a `str` Enum per choice,
 each field's description and default as its docstring. Keys, types, defaults and descriptions so have
-one source, and a unit test fails when the generated module is stale (`scripts/generate-args`).
+one source, and a unit test fails when the generated module is stale (`scripts/generate-package`).
 
 Why a generated file rather than classes built at import time: Pulumi's component analyzer reads
 the argument types' docstrings from their source code.
@@ -29,7 +29,7 @@ ENUM_TYPES = {"platform": "PlatformName", "proxy.tls": "TlsMode", "proxy.passwor
 
 HEADER = '''"""MlflowTrackingServer's arguments: plain data any Pulumi language can pass.
 
-GENERATED from the pydantic model in components/config.py by scripts/generate-args; do not edit (a
+GENERATED from the pydantic model in components/config.py by scripts/generate-package; do not edit (a
 unit test fails when the two differ). Each key is the stack config key of the same name (README,
 "Configuration"), with the same default and rules: MlflowTrackingServer validates its arguments with
 that model. Keys that shape the resource graph are plain values; the ids of existing infrastructure

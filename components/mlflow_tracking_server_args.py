@@ -1,6 +1,6 @@
 """MlflowTrackingServer's arguments: plain data any Pulumi language can pass.
 
-GENERATED from the pydantic model in components/config.py by scripts/generate-args; do not edit (a
+GENERATED from the pydantic model in components/config.py by scripts/generate-package; do not edit (a
 unit test fails when the two differ). Each key is the stack config key of the same name (README,
 "Configuration"), with the same default and rules: MlflowTrackingServer validates its arguments with
 that model. Keys that shape the resource graph are plain values; the ids of existing infrastructure

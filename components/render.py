@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping, Optional
 from urllib.parse import quote
 
+from components.names import PROXY_SERVICE, SERVER_SERVICE
 from components.spec import ContainerSpec, HealthCheck
 
 if TYPE_CHECKING:
@@ -644,7 +645,7 @@ def health_path(static_prefix: Optional[str]) -> str:
     return f"{static_prefix or ''}/health"
 
 
-def tracking_server_spec(settings: TrackingServerSettings, name: str = "mlflow-server") -> ContainerSpec:
+def tracking_server_spec(settings: TrackingServerSettings, name: str = SERVER_SERVICE) -> ContainerSpec:
     """The long-running MLflow server."""
     path = health_path(settings.static_prefix)
     probe = (f"import urllib.request; urllib.request.urlopen("
@@ -977,7 +978,7 @@ def proxy_health_check(settings: ProxySettings) -> HealthCheck:
                        readiness_path="/health")
 
 
-def reverse_proxy_spec(settings: ProxySettings, image: str, name: str = "mlflow-proxy") -> ContainerSpec:
+def reverse_proxy_spec(settings: ProxySettings, image: str, name: str = PROXY_SERVICE) -> ContainerSpec:
     """The nginx container: rendered nginx.conf as a plain file; htpasswd and TLS material are
     runtime files (their content arrives at deploy time, the key and htpasswd as secrets)."""
     runtime_files = [settings.paths.htpasswd] if settings.basic_auth else []

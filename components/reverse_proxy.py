@@ -9,6 +9,7 @@ import pulumi_tls as tls
 
 from components import render
 from components.config import AuthConfig, ObservabilityConfig, ProxyConfig, ServerConfig
+from components.names import PROXY_SERVICE, URI_PASSWORD_SPECIALS
 from components.platforms.base import Platform, ServiceRequest
 from components.tracking_server import TrackingServer
 
@@ -84,7 +85,7 @@ class ReverseProxy(pulumi.ComponentResource):
                 front_idle_timeout_seconds=public.idle_timeout_seconds), parts[1]))
         platform.run_service(
             name,
-            ServiceRequest(service_name="mlflow-proxy", spec=spec, image_repository=image.repository,
+            ServiceRequest(service_name=PROXY_SERVICE, spec=spec, image_repository=image.repository,
                            runtime_files=runtime_files, public=True,
                            metrics_port=observability.metrics_port if observability.prometheus else None),
             pulumi.ResourceOptions(parent=self, depends_on=[args["tracking_server"]]),
@@ -102,7 +103,7 @@ class ReverseProxy(pulumi.ComponentResource):
                          ) -> tuple[pulumi.Output[str], pulumi.Output[str], pulumi.Output[str]]:
         """The one generated user: name, password (secret) and its htpasswd line (secret)."""
         generated = random.RandomPassword(f"{name}-password", length=32, special=True,
-                                          override_special="@:/?#%&+!*-_", min_special=2, opts=child)
+                                          override_special=URI_PASSWORD_SPECIALS, min_special=2, opts=child)
         if config.password_hash == "ssha":
             salt = random.RandomBytes(f"{name}-htpasswd-salt", length=8, opts=child)
             digest = pulumi.Output.all(generated.result, salt.base64).apply(

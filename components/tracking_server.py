@@ -9,6 +9,7 @@ from components import render
 from components.artifact_store import ArtifactStore
 from components.config import AuthConfig, MaintenanceConfig, ObservabilityConfig, ProxyConfig, ServerConfig
 from components.metadata_store import MetadataStore
+from components.names import SERVER_SERVICE
 from components.platforms.base import InitStep, Platform, ScheduledJob, SecretRef, ServiceRequest
 
 
@@ -105,7 +106,7 @@ class TrackingServer(pulumi.ComponentResource):
         service = platform.run_service(
             name,
             ServiceRequest(
-                service_name="mlflow-server",
+                service_name=SERVER_SERVICE,
                 spec=settings.apply(render.tracking_server_spec),
                 image_repository=image.repository,
                 secret_env=secret_env,

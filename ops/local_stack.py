@@ -26,15 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Mapping, Optional, Sequence, Union
 
+from components.names import PROXY_SERVICE, SERVER_SERVICE
 from components.platforms.local import IMAGE_USER_IDS, SECRETS_DIR, secret_env_entrypoint, secret_file_env
 from ops import OpsError
 from ops.access import Command, run_process
 
 DEFAULT_PREFIX = "mlflow-local"
-SERVICES = ("postgres", "minio", "mlflow-server", "mlflow-proxy")
+SERVICES = ("postgres", "minio", SERVER_SERVICE, PROXY_SERVICE)
 """Container name suffixes of the local platform's long-running services."""
-REQUIRED_SERVICES = ("postgres", "mlflow-server")
-SERVER = "mlflow-server"
+REQUIRED_SERVICES = ("postgres", SERVER_SERVICE)
+SERVER = SERVER_SERVICE
 ONEOFF_USER = "mlflow"  # the server image's user (docker/mlflow/Dockerfile)
 ONEOFF_LABEL = "org.mlflow-platform.ops=one-off"
 ONEOFF_HELPER = Path(__file__).with_name("oneoff.py")

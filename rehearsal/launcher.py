@@ -50,6 +50,7 @@ from typing import Any, Mapping, Optional
 
 from components import render
 from components.config import StackConfig, auth_database_name, parse_stack_config
+from components.names import URI_PASSWORD_SPECIALS
 from components.spec import ContainerSpec
 from rehearsal.ports import free_port
 from rehearsal.postgres import PostgresCluster, PostgresUnavailable
@@ -68,7 +69,7 @@ ARTIFACT_STORES = ("s3", "azurite")
 
 # The generated passwords use the components' alphabet (MetadataStore / ReverseProxy
 # override_special) and always contain every URL-reserved character that could break a URI.
-PASSWORD_SPECIALS = "@:/?#%&+!*-_"
+PASSWORD_SPECIALS = URI_PASSWORD_SPECIALS
 URL_RESERVED = "@:/?#%&+"
 
 

@@ -26,14 +26,15 @@ from typing import Any, Callable, Optional
 from urllib.parse import urlparse
 
 from components import render
+from components.names import SERVER_IMAGE
 
 PLATFORMS = ("aws", "azure")
 # The images' default users (their Dockerfiles' USER): nginx:alpine has none (root; its workers
 # drop to the compiled-in `nginx`, see rehearsal/image_bin/nginx), the server image ends with
 # `USER mlflow` (uid 10001, docker/mlflow/Dockerfile).
-IMAGE_DEFAULT_USERS = {"nginx": "root", "mlflow-server": "mlflow"}
+IMAGE_DEFAULT_USERS = {"nginx": "root", SERVER_IMAGE: "mlflow"}
 # What each image's WORKDIR is (the container's working directory and, for mlflow, HOME).
-IMAGE_WORKDIRS = {"nginx": "/", "mlflow-server": "/home/mlflow"}
+IMAGE_WORKDIRS = {"nginx": "/", SERVER_IMAGE: "/home/mlflow"}
 RDS_MANAGED = "rds!"
 """RDS keeps its master user's secret itself (manage_master_user_password): no SecretVersion in the
 graph. Its JSON holds `username` (the instance's) and `password` (RDS generates it)."""

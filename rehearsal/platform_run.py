@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Optional
 
 from components import render
+from components.names import PROXY_SERVICE, SERVER_IMAGE, SERVER_SERVICE
 from rehearsal import launcher
 from rehearsal.launcher import (
     REPO_ROOT, VENV_BIN, AzuriteStandIn, S3StandIn, Service, ServerUnavailable, StartupError, _http_status, _tail,
@@ -58,8 +59,6 @@ log = logging.getLogger("rehearsal")
 
 IMAGE_BIN = REPO_ROOT / "rehearsal" / "image_bin"
 IMAGE_WORKER_USER = "nginx"  # nginx.org's packages: --user=nginx (rehearsal/image_bin/nginx)
-SERVER_SERVICE = "mlflow-server"
-PROXY_SERVICE = "mlflow-proxy"
 # The images' users, as their Dockerfiles make them (nginx:alpine: uid 101; ours: uid 10001).
 IMAGE_USERS = {"nginx": 101, "mlflow": 10001}
 IMAGE_HOMES = {"root": "/root", "nginx": "/nonexistent", "mlflow": "/home/mlflow"}
@@ -146,7 +145,7 @@ def image_env(container: PlatformContainer) -> dict[str, str]:
     local ones: rehearsal/image_bin, then this venv), HOME, locale, and the server image's ENV."""
     env = {"PATH": f"{IMAGE_BIN}:{VENV_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
            "HOME": IMAGE_HOMES.get(container.user, "/"), "LANG": "C.UTF-8"}
-    if container.image_name == "mlflow-server":
+    if container.image_name == SERVER_IMAGE:
         # docker/mlflow/Dockerfile's ENV; PYTHONPATH holds the `migration` package there, the repo here.
         env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO_ROOT))
     return env

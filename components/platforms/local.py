@@ -16,6 +16,7 @@ import pulumi_random as random
 
 from components import render
 from components.config import StackConfig
+from components.names import URI_PASSWORD_SPECIALS
 from components.platforms.base import (
     DatabaseEndpoint,
     DatabaseRequest,
@@ -195,7 +196,7 @@ class LocalDockerPlatform(pulumi.ComponentResource):
 
     runtime_file_dir = "/etc/nginx"
     # URL-reserved characters on purpose: the URI must survive them (render.backend_store_uri encodes).
-    database_password_specials = "@:/?#%&+!*-_"
+    database_password_specials = URI_PASSWORD_SPECIALS
 
     def __init__(self, name: str, config: StackConfig, instance: str,
                  opts: Optional[pulumi.ResourceOptions] = None, *, moved_from_top_level: bool = False):

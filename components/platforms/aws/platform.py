@@ -27,6 +27,7 @@ import pulumi_random as random
 
 from components import render
 from components.config import StackConfig, aws_schedule_expression, server_rollout_percents
+from components.names import SERVER_IMAGE
 from components.platforms.aws import names, tasks
 from components.platforms.aws.alarms import FIVE_MINUTES, AlarmTarget, expression, metric, metric_alarm
 from components.platforms.aws.network import Network, existing_network, new_network
@@ -50,8 +51,6 @@ from components.platforms.base import (
 
 PROXY_PORT = render.PROXY_HTTP_PORT
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
-# The TrackingServer's service: the proxy's upstream name, and the task family one-off jobs reuse.
-SERVER_SERVICE = "mlflow-server"
 # The logs RDS exports to CloudWatch (into /aws/rds/instance/<identifier>/<log>):
 # https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_LogAccess.Procedural.UploadtoCloudWatch.html
 RDS_LOG_EXPORTS = ("postgresql", "upgrade")
@@ -527,7 +526,7 @@ class AwsPlatform(pulumi.ComponentResource):
         return Image(reference=image.repo_digest, repository=repository.arn)
 
     def server_image(self, name: str, mlflow_version: str, opts: pulumi.ResourceOptions) -> Image:
-        return self._pushed(name, "mlflow-server", mlflow_version, {"MLFLOW_VERSION": mlflow_version},
+        return self._pushed(name, SERVER_IMAGE, mlflow_version, {"MLFLOW_VERSION": mlflow_version},
                             server_image_build(), opts, protect=self.protect)
 
     def public_image(self, name: str, reference: str, opts: pulumi.ResourceOptions) -> Image:
@@ -607,7 +606,7 @@ class AwsPlatform(pulumi.ComponentResource):
         for step in request.init:
             for variable, ref in step.secret_refs.items():
                 value_from[variable] = pulumi.Output.concat(ref.secret_id, f":{ref.key}::")
-        # The digests of the values (not secret: see tasks.secret_digest) go into the definition,
+        # The digests of the values (not secret: see containers.secret_digest) go into the definition,
         # so that a new password or htpasswd starts new tasks.
         digests = pulumi.Output.unsecret(output_dict(secret_values).apply(
             lambda values: {key: secret_digest(value) for key, value in values.items()}))

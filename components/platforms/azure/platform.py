@@ -34,6 +34,7 @@ import pulumi_random as random
 
 from components import render
 from components.config import StackConfig
+from components.names import PROXY_SERVICE, SERVER_IMAGE, SERVER_SERVICE, URI_PASSWORD_SPECIALS
 from components.platforms.base import (
     DatabaseEndpoint,
     DatabaseRequest,
@@ -58,10 +59,6 @@ ACR_TOKEN_USERNAME = "00000000-0000-0000-0000-000000000000"
 # Built-in role definitions (the same ids in every tenant).
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
-# The ReverseProxy's app: its default host name is known once the environment exists.
-PROXY_SERVICE = "mlflow-proxy"
-# The TrackingServer's app: it carries the version it runs in its tags.
-SERVER_SERVICE = "mlflow-server"
 # Container Apps lets a replica finish its requests for at most this long after it is told to stop.
 MAX_TERMINATION_GRACE_SECONDS = 600
 DIGEST_ENV = "MLFLOW_PLATFORM_SECRETS_SHA256"
@@ -180,7 +177,7 @@ class AzurePlatform(pulumi.ComponentResource):
 
     runtime_file_dir = "/tmp/mlflow-platform"
     # The flexible server takes any printable character; the URI encodes them (render.backend_store_uri).
-    database_password_specials = "@:/?#%&+!*-_"
+    database_password_specials = URI_PASSWORD_SPECIALS
 
     def __init__(self, name: str, config: StackConfig, instance: str,
                  opts: Optional[pulumi.ResourceOptions] = None, *, moved_from_top_level: bool = False):
@@ -506,7 +503,7 @@ class AzurePlatform(pulumi.ComponentResource):
         return Image(reference=image.repo_digest, repository=self.container_registry.id)
 
     def server_image(self, name: str, mlflow_version: str, opts: pulumi.ResourceOptions) -> Image:
-        return self._pushed(name, "mlflow-server", mlflow_version, {"MLFLOW_VERSION": mlflow_version},
+        return self._pushed(name, SERVER_IMAGE, mlflow_version, {"MLFLOW_VERSION": mlflow_version},
                             server_image_build(), opts)
 
     def public_image(self, name: str, reference: str, opts: pulumi.ResourceOptions) -> Image:
