@@ -85,7 +85,7 @@ class ReverseProxy(pulumi.ComponentResource):
                 front_idle_timeout_seconds=public.idle_timeout_seconds), parts[1]))
         platform.run_service(
             name,
-            ServiceRequest(service_name=PROXY_SERVICE, spec=spec, image_repository=image.repository,
+            ServiceRequest(service_name=PROXY_SERVICE, role="proxy", spec=spec, image_repository=image.repository,
                            runtime_files=runtime_files, public=True,
                            metrics_port=observability.metrics_port if observability.prometheus else None),
             pulumi.ResourceOptions(parent=self, depends_on=[args["tracking_server"]]),

@@ -107,6 +107,7 @@ class TrackingServer(pulumi.ComponentResource):
             name,
             ServiceRequest(
                 service_name=SERVER_SERVICE,
+                role="server",
                 spec=settings.apply(render.tracking_server_spec),
                 image_repository=image.repository,
                 secret_env=secret_env,

@@ -7,7 +7,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional, Protocol, Sequence, Union
+from typing import Literal, Mapping, Optional, Protocol, Sequence, Union
 
 import pulumi
 
@@ -124,12 +124,19 @@ class ScheduledJob:
     timeout_seconds: int = 3600
 
 
+ServiceRole = Literal["server", "proxy"]
+
+
 @dataclass(frozen=True)
 class ServiceRequest:
     """A long-lived, health-checked, restarted container, reachable by other services as
     `service_name`."""
 
     service_name: str
+    role: ServiceRole
+    """What the service is, which decides its size, replicas and identity on each platform: the MLflow
+    server (`server.*`; its identity holds the storage access) or the reverse proxy (the platform's
+    proxy settings). Whether users reach it is `public`."""
     spec: "pulumi.Output[ContainerSpec]"
     image_repository: Optional[pulumi.Output[str]]
     """The repository `spec.image` is pulled from (Image.repository), None for a public registry."""
@@ -137,7 +144,8 @@ class ServiceRequest:
     runtime_files: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
     """Path -> content only known at deploy time (htpasswd, TLS key); secret where secret."""
     public: bool = False
-    """Publish its first port to users (see Platform.public_entry)."""
+    """Publish its first port to users (see Platform.public_entry): the load balancer, the external
+    ingress, the host port. Not public: reached only by the other services, as `service_name`."""
     init: Sequence[InitStep] = ()
     """Run these first, in order, each to completion, before the service starts."""
     access_policies: Sequence[pulumi.Output[str]] = ()
@@ -205,8 +213,12 @@ class Platform(Protocol):
     """Special characters the platform's PostgreSQL accepts in a generated password."""
     user_outputs: PlatformOutputs
 
-    def postgres_database(self, name: str, request: DatabaseRequest, password: pulumi.Output[str],
-                          opts: pulumi.ResourceOptions) -> DatabaseEndpoint: ...
+    def postgres_database(self, name: str, request: DatabaseRequest, owner_password: pulumi.Output[str],
+                          opts: pulumi.ResourceOptions) -> DatabaseEndpoint:
+        """The PostgreSQL server and `request.database`, owned by `request.username`. `owner_password` is
+        that role's: a platform that provisions the role itself sets it (local); the clouds create only
+        their administrator, and the server's role-setup step (render.role_setup_spec) gives MLflow's
+        role this password before the server starts."""
 
     def object_store(self, name: str, request: ObjectStoreRequest,
                      opts: pulumi.ResourceOptions) -> ObjectStoreEndpoint: ...

@@ -243,7 +243,7 @@ class LocalDockerPlatform(pulumi.ComponentResource):
 
     # --- Platform interface ---------------------------------------------------------------------
 
-    def postgres_database(self, name: str, request: DatabaseRequest, password: pulumi.Output[str],
+    def postgres_database(self, name: str, request: DatabaseRequest, owner_password: pulumi.Output[str],
                           opts: pulumi.ResourceOptions) -> DatabaseEndpoint:
         image = self._image(f"{name}-image", self.settings.postgres_image, opts)
         data = self._volume(f"{name}-data", f"{self.prefix}-pgdata", opts)
@@ -279,7 +279,7 @@ class LocalDockerPlatform(pulumi.ComponentResource):
             image=image.image_id,
             command=_provision_command(request),
             envs=_env_lines({}, [_PROVISION_PASSWORD_NAME]),
-            uploads=_secret_uploads({_PROVISION_PASSWORD_NAME: password},
+            uploads=_secret_uploads({_PROVISION_PASSWORD_NAME: owner_password},
                                     postgres_user_id(self.settings.postgres_image)),
             volumes=[docker.ContainerVolumeArgs(volume_name=sockets.name, container_path=POSTGRES_SOCKET_DIR)],
             user="postgres",

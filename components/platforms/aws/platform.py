@@ -353,10 +353,10 @@ class AwsPlatform(pulumi.ComponentResource):
 
     # --- Platform interface ---------------------------------------------------------------------
 
-    def postgres_database(self, name: str, request: DatabaseRequest, password: pulumi.Output[str],
+    def postgres_database(self, name: str, request: DatabaseRequest, owner_password: pulumi.Output[str],
                           opts: pulumi.ResourceOptions) -> DatabaseEndpoint:
         """RDS, with a master user whose password RDS keeps (Secrets Manager, rotated by RDS): Pulumi
-        never holds it. MLflow's own role gets `password` from the server's role-setup step."""
+        never holds it. MLflow's own role gets `owner_password` from the server's role-setup step."""
         s = self.settings
         child = self._merge(opts)
         subnets = aws.rds.SubnetGroup(f"{name}-subnets", subnet_ids=self.network.private_subnet_ids,
@@ -622,7 +622,8 @@ class AwsPlatform(pulumi.ComponentResource):
                                  description=f"{service_name} itself: only what its stores grant", opts=child)
         for index, policy in enumerate(request.access_policies):
             policies.append(aws.iam.RolePolicy(f"{name}-access-{index}", role=task_role.id, policy=policy, opts=child))
-        execute = s.exec_enabled and not request.public
+        proxy = request.role == "proxy"
+        execute = s.exec_enabled and not proxy  # a shell in the server only
         if execute:
             policies.append(aws.iam.RolePolicy(
                 f"{name}-exec", role=task_role.id, opts=child,
@@ -639,10 +640,10 @@ class AwsPlatform(pulumi.ComponentResource):
             init=[tasks.Container(step_spec, (*env_names, *ref_names)) for step_spec, env_names, ref_names in parts[1]],
             plain_files=parts[2], runtime_paths=list(request.runtime_files), value_from=parts[3], digests=parts[4],
             log_group=parts[5], region=s.region))))
-        cpu, memory = ((s.proxy_cpu / 1024, s.proxy_memory_mib) if request.public
+        cpu, memory = ((s.proxy_cpu / 1024, s.proxy_memory_mib) if proxy
                        else (self.server.cpu, self.server.memory_mib))
         # Proxied artifacts are spooled whole on the server task's disk (config.largest_transfer_mib).
-        storage = (None if request.public or s.server_ephemeral_storage_gib is None
+        storage = (None if proxy or s.server_ephemeral_storage_gib is None
                    else {"size_in_gib": s.server_ephemeral_storage_gib})
         task = aws.ecs.TaskDefinition(
             name, family=f"{self.prefix}-{service_name}", network_mode="awsvpc", requires_compatibilities=["FARGATE"],
@@ -661,11 +662,11 @@ class AwsPlatform(pulumi.ComponentResource):
                 # as Nginx waits on a slow transfer.
                 "timeout": {"per_request_timeout_seconds": 0, "idle_timeout_seconds": self.proxy.timeout_seconds},
             }]
-        replicas = s.proxy_replicas if request.public else self.server.replicas
-        autoscaled = not request.public and self.server.max_replicas > self.server.replicas
+        replicas = s.proxy_replicas if proxy else self.server.replicas
+        autoscaled = not proxy and self.server.max_replicas > self.server.replicas
         # The server's rollouts stop old tasks first: the database's connection budget counts every
         # server task running at once (config.ecs_rollout_peak_tasks). The proxy's start new ones first.
-        minimum, maximum = (None, None) if request.public else server_rollout_percents(self.server.replicas)
+        minimum, maximum = (None, None) if proxy else server_rollout_percents(self.server.replicas)
         service = aws.ecs.Service(
             name, name=service_name, cluster=self.ecs_cluster.arn, task_definition=task.arn,
             desired_count=replicas, launch_type="FARGATE", platform_version="LATEST",
@@ -675,7 +676,7 @@ class AwsPlatform(pulumi.ComponentResource):
             # https://docs.aws.amazon.com/AmazonECS/latest/developerguide/service-rebalancing.html
             availability_zone_rebalancing="ENABLED" if maximum is None or maximum > 100 else "DISABLED",
             network_configuration={"subnets": self.network.private_subnet_ids, "assign_public_ip": False,
-                                   "security_groups": [(self.proxy_sg if request.public else self.server_sg).id]},
+                                   "security_groups": [(self.proxy_sg if proxy else self.server_sg).id]},
             load_balancers=[{"target_group_arn": self.target_group.arn, "container_name": service_name,
                              "container_port": port}] if request.public else [],
             health_check_grace_period_seconds=120 if request.public else None,
@@ -695,7 +696,7 @@ class AwsPlatform(pulumi.ComponentResource):
         if autoscaled:
             self._autoscaling(name, service, child)
         self._task_count_alarm(name, service_name, child)
-        if not request.public:
+        if not proxy:  # the server spools proxied artifacts on its disk
             self._temporary_disk_alarm(name, service_name, child)
         for job in request.jobs:
             self._scheduled_job(f"{name}-{_slug(job.job_name.removeprefix('mlflow-'))}", job, value_from_known,

@@ -390,10 +390,10 @@ class AzurePlatform(pulumi.ComponentResource):
 
     # --- Platform interface ---------------------------------------------------------------------
 
-    def postgres_database(self, name: str, request: DatabaseRequest, password: pulumi.Output[str],
+    def postgres_database(self, name: str, request: DatabaseRequest, owner_password: pulumi.Output[str],
                           opts: pulumi.ResourceOptions) -> DatabaseEndpoint:
         """A flexible server reachable only from the virtual network. Its administrator's password
-        is generated here; MLflow's own role gets `password` from the server's role-setup step."""
+        is generated here; MLflow's own role gets `owner_password` from the server's role-setup step."""
         s = self.settings
         admin_password = random.RandomPassword(f"{name}-admin-password", length=32, special=True,
                                                override_special="!#%*-_+?:", min_special=2, min_numeric=2,
@@ -569,8 +569,9 @@ class AzurePlatform(pulumi.ComponentResource):
     def run_service(self, name: str, request: ServiceRequest, opts: pulumi.ResourceOptions) -> ServiceEndpoint:
         s = self.settings
         service_name, spec = request.service_name, request.spec
-        identity = self.proxy_identity if request.public else self.server_identity
-        pull_grant = self.pull_grants["proxy" if request.public else "server"]
+        proxy = request.role == "proxy"
+        identity = self.proxy_identity if proxy else self.server_identity
+        pull_grant = self.pull_grants[request.role]
         # Every secret value (env and runtime files) goes into the app's secret store.
         secret_values: dict[str, pulumi.Output[str]] = dict(request.secret_env)
         for step in request.init:
@@ -587,7 +588,7 @@ class AzurePlatform(pulumi.ComponentResource):
         digest = pulumi.Output.unsecret(output_dict(secret_values).apply(
             lambda values: hashlib.sha256(json.dumps({k: secret_digest(v) for k, v in sorted(values.items())})
                                           .encode()).hexdigest()))
-        cpu = s.proxy_cpu if request.public else self.server.cpu
+        cpu = s.proxy_cpu if proxy else self.server.cpu
         steps = [pulumi.Output.all(step.spec, list(step.secret_env)) for step in request.init]
         runtime_paths = list(request.runtime_files)
         template = pulumi.Output.all(spec, pulumi.Output.all(*steps), digest, self.container_registry.login_server).apply(
@@ -604,7 +605,7 @@ class AzurePlatform(pulumi.ComponentResource):
                 "ingress": self._ingress(request, spec),
             },
             template=template,
-            tags=None if request.public else self.server_tags,
+            tags=None if proxy else self.server_tags,
             opts=self._merge(opts, depends_on=[pull_grant]))  # the identity may pull before the first revision
         alerts.app_alerts(name, self.alerts, service_name, app.id, request.public, self._merge(opts))
         if request.public and self.settings.managed_certificate:
@@ -693,7 +694,7 @@ class AzurePlatform(pulumi.ComponentResource):
         return ingress
 
     def _scale(self, request: ServiceRequest) -> dict:
-        if request.public:
+        if request.role == "proxy":
             return {"min_replicas": self.settings.proxy_replicas, "max_replicas": max(self.settings.proxy_replicas, 10),
                     "rules": [{"name": "http", "http": {"metadata": {"concurrentRequests": "100"}}}]}
         return {"min_replicas": self.server.replicas, "max_replicas": self.server.max_replicas,
