@@ -257,21 +257,22 @@ class StackLayout:
         if not parts.scheme.startswith("postgresql") or not database or not parts.username:
             raise OpsError(f"the MLflow server of {access.description} does not use a PostgreSQL database "
                            f"(its backend store URI starts with {parts.scheme}://)")
-        destination = _option(command, "--artifacts-destination")
+        refuse_backend_store_flag(command, access.description)
+        destination = server_option(command, "--artifacts-destination")
         if not destination:
             raise OpsError(f"the MLflow server of {access.description} has no --artifacts-destination")
         if not destination.startswith("s3://"):
             raise OpsError(f"artifacts destination {destination}: only S3-compatible stores (the local stack's "
                            "MinIO) are backed up by this tool")
         return cls(database=database, owner=unquote(parts.username), backend_uri=uri,
-                   artifacts_destination=destination, auth_app=_option(command, "--app-name"))
+                   artifacts_destination=destination, auth_app=server_option(command, "--app-name"))
 
     def s3_env(self, access: StackAccess) -> dict[str, str]:
         """The part of the server's environment the object store script needs."""
         return {name: value for name, value in access.server_env().items() if name.startswith(S3_ENV_PREFIXES)}
 
 
-def _option(command: Sequence[str], name: str) -> Optional[str]:
+def server_option(command: Sequence[str], name: str) -> Optional[str]:
     """The value the server's CLI (click) uses: the last one given, as `--name value` or `--name=value`."""
     value: Optional[str] = None
     for index, arg in enumerate(command):
@@ -280,6 +281,16 @@ def _option(command: Sequence[str], name: str) -> Optional[str]:
         elif arg.startswith(name + "="):
             value = arg.split("=", 1)[1]
     return value
+
+
+def refuse_backend_store_flag(command: Sequence[str], description: str) -> None:
+    """The tools read the server's database from its environment, as this project renders it; a
+    `--backend-store-uri` on its command line would win over that in click (review 11 of issue 28),
+    and a backup, restore or gc would then work on another database than the one served."""
+    if server_option(command, "--backend-store-uri") is not None:
+        raise OpsError(f"the MLflow server of {description} is started with --backend-store-uri: these tools "
+                       f"read its database from {BACKEND_URI_ENV} (as this project renders it), and the flag "
+                       "would name another one; remove it from the server's command")
 
 
 def with_database(uri: str, database: str) -> str:

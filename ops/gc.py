@@ -13,8 +13,9 @@ import sys
 from typing import Optional, Sequence
 
 from components import render
+from components.names import SERVER_SERVICE
 from ops import OpsError
-from ops.access import hang_up_and_terminate_as_interrupt, run_process
+from ops.access import hang_up_and_terminate_as_interrupt, refuse_backend_store_flag, run_process, server_option
 from ops.local_stack import DEFAULT_PREFIX, LocalStack
 
 
@@ -22,12 +23,14 @@ def gc_spec_for(stack: LocalStack, older_than: str, timeout_seconds: int):
     """The rendered gc step for a running local stack: its artifacts destination, workspaces flag
     and S3 endpoint are read from the server container's own command and environment."""
     command, env = stack.server_command(), stack.server_env()
-    if "--artifacts-destination" not in command:
-        raise OpsError(f"{stack.container('mlflow-server')} runs no `mlflow server --artifacts-destination`: "
+    refuse_backend_store_flag(command, stack.container(SERVER_SERVICE))
+    destination = server_option(command, "--artifacts-destination")  # the last one, as click reads it
+    if destination is None:
+        raise OpsError(f"{stack.container(SERVER_SERVICE)} runs no `mlflow server --artifacts-destination`: "
                        "is it this project's server?")
     settings = render.TrackingServerSettings(
         image=stack.server_image(),
-        artifacts_destination=command[command.index("--artifacts-destination") + 1],
+        artifacts_destination=destination,
         allowed_hosts=(), cors_allowed_origins=(),
         workspaces="--enable-workspaces" in command,
         s3_endpoint_url=env.get("MLFLOW_S3_ENDPOINT_URL"),

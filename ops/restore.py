@@ -475,6 +475,8 @@ class _Progress:
     """What the restore changed so far, for an error message that never says "not changed" wrongly."""
 
     changed: list[str] = field(default_factory=list)
+    server_started: bool = False
+    """set once a failed restore started the MLflow server again"""
 
     def describe(self) -> str:
         return "; ".join(self.changed) if self.changed else "nothing of the stack was changed"
@@ -627,17 +629,24 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
             _after_failure(access, layout, s3_env, plan, state, progress, was_running, say, may_start=can_start)
         except LockLost as again:
             assert lock is not None
+            then = ("run the restore again" if progress.server_started  # review 11: not "leave it stopped"
+                    else "leave the MLflow server stopped and run the restore again")
             raise OpsError(f"{lock.lost_message()} while it cleaned up after a failure, so what it left is not known: "
-                           f"{progress.describe()}; leave the MLflow server stopped and run the restore again, which "
-                           "says first if a --put-back is needed") from again
+                           f"{progress.describe()}; {then}, which says first if a --put-back is needed") from again
+        except KeyboardInterrupt:  # a second Ctrl-C, SIGTERM or SIGHUP during the cleanup (review 11)
+            _quietly(say)(f"interrupted again while it cleaned up: {progress.describe()}; run the restore again, "
+                          "which says first if a --put-back is needed")
+            raise
         if lost:
             assert lock is not None
             raise OpsError(f"{lock.lost_message()}; it took the lock again to clean up: {progress.describe()}; "
                            f"{progress.rerun(replace)}") from error
-        if isinstance(error, OpsError) and not isinstance(error, RefusedError):
+        if isinstance(error, (OSError, OpsError)) and not isinstance(error, RefusedError):
             raise OpsError(f"{error}. {progress.describe()}; {progress.rerun(replace)}") from error
-        if not isinstance(error, OpsError):
+        if isinstance(error, KeyboardInterrupt):
             _quietly(say)(f"interrupted: {progress.describe()}; {progress.rerun(replace)}")
+        elif not isinstance(error, OpsError):  # a defect: its traceback follows
+            _quietly(say)(f"failed ({type(error).__name__}): {progress.describe()}; {progress.rerun(replace)}")
         raise
     if not started_ok:
         say(f"the MLflow server was left stopped: the restored schema ({revision}) is older than its "
@@ -686,6 +695,7 @@ def _after_failure(access: StackAccess, layout: StackLayout, s3_env: dict[str, s
     if was_running or state.done:
         started = _start_again(access)
         start_failed = started != STARTED_AGAIN
+        progress.server_started = not start_failed
         _quietly(say)(started)
     if put_back_done and start_failed:
         progress.changed.append(f"its quarantine {state.stamp} is kept until the server runs: scripts/restore --put-back "

@@ -177,3 +177,40 @@ def test_a_hang_up_during_gc_still_removes_the_oneoff(tmp_path):
     sweep = ["ps", "--all", "--quiet", "--no-trunc", "--filter", "label=org.mlflow-platform.ops=one-off",
              "--filter", "status=created"]
     assert calls.index(sweep) < [call[0] for call in calls].index("create"), "leftovers swept first"
+
+
+class _Stack:
+    """What gc_spec_for reads of a running local stack."""
+
+    def __init__(self, command: list[str]):
+        self.command = command
+
+    def server_command(self) -> list[str]:
+        return self.command
+
+    def server_env(self) -> dict[str, str]:
+        return {render.BACKEND_URI_ENV: URI, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+
+    def server_image(self) -> str:
+        return "sha256:" + "ab" * 32
+
+    def container(self, service: str) -> str:
+        return f"mlflow-local-{service}"
+
+
+def test_gc_reads_the_server_options_as_the_server_does():
+    """Review 11 of issue 28: gc read the first --artifacts-destination while the server (click),
+    backup and restore use the last: its artifacts server deleted under another destination and left
+    the real artifacts as orphans. The `--name=value` form counts too; a --backend-store-uri flag
+    (which click prefers over the environment the tools read) is refused."""
+    from ops import OpsError
+    from ops.gc import gc_spec_for
+
+    for command in (["mlflow", "server", "--artifacts-destination", "s3://old/a", "--artifacts-destination",
+                     "s3://mlflow-artifacts/team"],
+                    ["mlflow", "server", "--artifacts-destination=s3://mlflow-artifacts/team"]):
+        spec, _ = gc_spec_for(_Stack(command), "30d", 60)
+        assert spec.command[3] == "s3://mlflow-artifacts/team", spec.command[:4]
+    with pytest.raises(OpsError, match="started with --backend-store-uri"):
+        gc_spec_for(_Stack(["mlflow", "server", "--artifacts-destination", "s3://b/", "--backend-store-uri",
+                            "postgresql://other/db"]), "30d", 60)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import types
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +149,80 @@ def test_a_manifest_without_a_tracking_database_is_refused(tmp_path):
         (tmp_path / MANIFEST).write_text(json.dumps({**raw, "databases": databases}))
         with pytest.raises(restore.RefusedError, match="is not a manifest of this tool"):
             Manifest.load(tmp_path)
+
+
+class _HeldLock(_LostLock):
+    def holds(self) -> bool:
+        return True
+
+
+def _replace_failing_at_upload(monkeypatch, upload_error: BaseException, *, start_error=None, purge_error=None,
+                               lock=None):
+    """_restore_locked with --replace up to the upload, which raises `upload_error`; the stack's bytes are
+    put back, then the server start and the quarantine's purge run (each may raise). Returns (what was
+    said, the exception raised)."""
+    from ops.archive import DatabaseBackup
+
+    monkeypatch.setattr(restore, "target_data", lambda *args: restore.TargetData({}, {}, {"a": 1}, "s3://b/"))
+    monkeypatch.setattr(restore, "_refuse_unquarantinable", lambda *args: None)
+    monkeypatch.setattr(restore, "_restore_into_scratch", lambda *args: {"runs": 1})
+    monkeypatch.setattr(restore, "_drop_quietly", lambda access, names: None)
+    monkeypatch.setattr(restore, "_quarantine_copy", lambda *args, **kwargs: None)
+
+    def upload(*args, **kwargs):
+        raise upload_error
+
+    def purge(*args):
+        if purge_error is not None:
+            raise purge_error
+        return 1
+
+    monkeypatch.setattr(restore, "_upload_objects", upload)
+    monkeypatch.setattr(restore, "put_back_objects", lambda *args, **kwargs: {"put_back": 1, "kept": 1})
+    monkeypatch.setattr(restore, "purge_quarantine", purge)
+
+    class Access:
+        description = "a stack"
+
+        def stop_server(self) -> bool:
+            return True
+
+        def start_server(self) -> None:
+            if start_error is not None:
+                raise start_error
+
+    backup = DatabaseBackup(file="database.dump", name="mlflow", schema_revision="r", tables={}, bytes=1, sha256="x")
+    manifest = types.SimpleNamespace(databases={"tracking": backup}, objects=types.SimpleNamespace(entries=[]))
+    plan = {"tracking": restore.DatabaseNames("mlflow", "mlflow__restoring", "mlflow__replaced")}
+    layout = types.SimpleNamespace(s3_env=lambda access: {}, owner="mlflow", artifacts_destination="s3://b/")
+    said: list[str] = []
+    with pytest.raises(BaseException) as raised:
+        restore._restore_locked(Access(), Path("/nonexistent"), manifest, layout, None, plan, replace=True, upgrade=True,
+                                stamp="20260101T000000Z", say=said.append, lock=lock)
+    return said, raised.value
+
+
+def test_a_full_disk_is_said_as_a_failure_not_an_interrupt(monkeypatch):
+    """Review 11: every error that was not an OpsError was said as "interrupted"."""
+    said, raised = _replace_failing_at_upload(monkeypatch, OSError(28, "No space left on device"))
+    assert isinstance(raised, restore.OpsError) and "No space left on device" in str(raised)
+    assert "got the stack's bytes back" in str(raised) and not [line for line in said if "interrupted" in line]
+
+
+def test_a_second_interrupt_during_the_cleanup_still_says_what_was_done(monkeypatch):
+    """Review 11: a second Ctrl-C while the server started again left only a bare "interrupted"."""
+    said, raised = _replace_failing_at_upload(monkeypatch, KeyboardInterrupt(), start_error=KeyboardInterrupt())
+    assert isinstance(raised, KeyboardInterrupt)
+    assert any(line.startswith("interrupted again while it cleaned up: ") and "got the stack's bytes back" in line
+               for line in said), said
+
+
+def test_a_lock_lost_after_the_server_started_again_does_not_say_leave_it_stopped(monkeypatch):
+    """Review 11: the quarantine is purged after the start; a lock lost there said "leave the MLflow
+    server stopped" of a server that was running again."""
+    from ops.lock import LockLost
+
+    said, raised = _replace_failing_at_upload(monkeypatch, restore.OpsError("upload failed"),
+                                              purge_error=LockLost("lost"), lock=_HeldLock())
+    assert isinstance(raised, restore.OpsError) and "so what it left is not known" in str(raised)
+    assert "leave the MLflow server stopped" not in str(raised) and "run the restore again" in str(raised)

@@ -435,10 +435,28 @@ def test_restore_cli_refuses_a_directory_without_manifest(docker, tmp_path, caps
 def test_an_option_given_twice_is_read_as_the_server_reads_it():
     """Issue 24 (a cold read): the tools read the first `--artifacts-destination` of the server's
     command while click uses the last; a backup would then copy a destination the server does not use."""
-    from ops.access import _option
+    from ops.access import server_option
 
     command = ["mlflow", "server", "--artifacts-destination", "s3://old/", "--host", "0.0.0.0",
                "--artifacts-destination=s3://used/"]
-    assert _option(command, "--artifacts-destination") == "s3://used/"
-    assert _option(command + ["--artifacts-destination", "s3://last/"], "--artifacts-destination") == "s3://last/"
-    assert _option(command, "--app-name") is None
+    assert server_option(command, "--artifacts-destination") == "s3://used/"
+    assert server_option(command + ["--artifacts-destination", "s3://last/"], "--artifacts-destination") == "s3://last/"
+    assert server_option(command, "--app-name") is None
+
+
+def test_backup_and_restore_refuse_a_server_started_with_a_backend_store_flag():
+    """Review 11 of issue 28: click prefers --backend-store-uri over the environment the tools read."""
+    from ops import OpsError as Error
+    from ops.access import StackLayout
+
+    class Access:
+        description = "the stack"
+
+        def server_env(self):
+            return {"MLFLOW_BACKEND_STORE_URI": "postgresql+psycopg2://mlflow:x@postgres:5432/mlflow"}
+
+        def server_command(self):
+            return ["mlflow", "server", "--artifacts-destination", "s3://b/", "--backend-store-uri=sqlite:///other.db"]
+
+    with pytest.raises(Error, match="started with --backend-store-uri"):
+        StackLayout.read(Access())
