@@ -27,6 +27,9 @@ PROXY_HTTP_PORT = 8080
 PROXY_HTTPS_PORT = 8443
 # Answered by Nginx itself (liveness of the proxy); MLflow's /health is the readiness path.
 PROXY_LIVENESS_PATH = "/nginx-health"
+PROXY_CONNECT_TIMEOUT_SECONDS = 10
+"""How long Nginx waits to connect to the server: a replica that does not accept within it is down
+(the client gets 502 and retries), not slow."""
 # Keep-alive chain: every hop keeps an idle connection open longer than the hop in front of it, so
 # the front always closes first. Otherwise the back hop may close a connection just as the front
 # sends a request on it, and the front answers 502 (AWS: "configure the idle timeout of your
@@ -893,7 +896,7 @@ def nginx_conf(settings: ProxySettings) -> str:
         # Idle client connections outlast the load balancer's or ingress's in front (see
         # KEEPALIVE_MARGIN_SECONDS): it, not Nginx, closes them.
         f"        keepalive_timeout {settings.keepalive_timeout_seconds}s;\n"
-        "        proxy_connect_timeout 10s;\n"
+        f"        proxy_connect_timeout {PROXY_CONNECT_TIMEOUT_SECONDS}s;\n"
         # Forward the public Host: MLflow's middleware checks it against --allowed-hosts. No
         # upstream keepalive: measured, it adds latency with a multi-worker uvicorn server.
         "        proxy_http_version 1.1;\n"

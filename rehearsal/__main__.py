@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from rehearsal.launcher import REPO_ROOT, RehearsalStack, ServerUnavailable, StartupError, check_prerequisites
-from rehearsal.launcher import ARTIFACT_STORES, _port_is_free
+from rehearsal.launcher import ARTIFACT_STORES
+from rehearsal.ports import bindable
 
 log = logging.getLogger("rehearsal")
 
@@ -164,7 +165,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         port = args.port
         if port is None:
             port = stack.base_config.proxy.port
-            if not _port_is_free(port):
+            if not bindable(port):
                 from rehearsal.ports import free_port
 
                 log.info("port %s is taken; using a free port", port)

@@ -52,7 +52,7 @@ from components import render
 from components.config import StackConfig, auth_database_name, parse_stack_config
 from components.names import URI_PASSWORD_SPECIALS
 from components.spec import ContainerSpec
-from rehearsal.ports import free_port
+from rehearsal.ports import bindable, free_port
 from rehearsal.postgres import PostgresCluster, PostgresUnavailable
 
 log = logging.getLogger("rehearsal")
@@ -242,17 +242,6 @@ def _tail(path: Path, lines: int = 40) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-def _port_is_free(port: int) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 # --- processes -----------------------------------------------------------------------------------
@@ -1008,7 +997,7 @@ class RehearsalStack:
                 raise ValueError(f"variant {name!r} exists")
             if port is None:
                 port = free_port()
-            elif not _port_is_free(port):
+            elif not bindable(port):
                 raise StartupError(f"port {port} on 127.0.0.1 is in use")
             raw = _merge(self.raw_config, {"proxy": {"port": port, "tls": "self-signed" if tls else "off"}})
             if static_prefix:

@@ -72,7 +72,7 @@ def _release(port: int) -> None:
     os.close(_claimed.pop(port))
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int) -> bool:
     """Nothing listens on it, nor holds it as a local address (no SO_REUSEADDR: TIME_WAIT counts too)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
@@ -89,7 +89,7 @@ def free_port() -> int:
     for port in candidate_ports():
         if port in _claimed or not _claim(port, directory):
             continue
-        if _bindable(port):
+        if bindable(port):
             return port
         _release(port)
     raise NoFreePort(f"every TCP port on {LOOPBACK} in {candidate_ports()} is bound or claimed by a running process "
