@@ -15,10 +15,10 @@ import subprocess
 import tempfile
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Iterator, Mapping, Optional, Protocol, Sequence, Union
 from urllib.parse import unquote, urlsplit, urlunsplit, quote
 
+from components.image_scripts import script_source  # noqa: F401 - the tools' scripts load as the image's do
 from ops import OpsError
 
 BACKEND_URI_ENV = "MLFLOW_BACKEND_STORE_URI"  # components.render.BACKEND_URI_ENV
@@ -297,8 +297,3 @@ def with_database(uri: str, database: str) -> str:
     """The same connection URI naming another database on the same server (the auth database)."""
     parts = urlsplit(uri)
     return urlunsplit(parts._replace(path="/" + quote(database, safe="")))
-
-
-def script_source(module_file: str) -> str:
-    """A module of this package as `python -c` source (ops.objects, ops.mlflow_facts)."""
-    return Path(module_file).read_text(encoding="utf-8")
