@@ -20,8 +20,16 @@ from components.names import PROXY_SERVICE, SERVER_SERVICE
 from components.image_scripts import image_script
 from components.spec import ContainerSpec, HealthCheck
 
+from components.config import AuthConfig, ProxyConfig, ServerConfig
+
 if TYPE_CHECKING:
-    from components.config import AuthConfig, ObservabilityConfig, ProxyConfig, ServerConfig
+    from components.config import ObservabilityConfig
+
+
+def config_default(model: type, key: str):
+    """A config key's default, from the one place defaults live: the config model (issue 24)."""
+    return model.model_fields[key].default
+
 
 MLFLOW_PORT = 5000
 PROXY_HTTP_PORT = 8080
@@ -167,13 +175,13 @@ class TrackingServerSettings:
     """Where proxied artifacts go, e.g. s3://bucket/prefix or wasbs://container@account.blob.core.windows.net/prefix."""
     allowed_hosts: tuple[str, ...]
     cors_allowed_origins: tuple[str, ...]
-    workers: int = 2
-    db_pool_size: int = 4
-    db_max_overflow: int = 4
-    db_pool_recycle_seconds: int = 1800
-    static_prefix: Optional[str] = None
-    job_execution: bool = False
-    ai_gateway: bool = False
+    workers: int = config_default(ServerConfig, "workers")
+    db_pool_size: int = config_default(ServerConfig, "db_pool_size")
+    db_max_overflow: int = config_default(ServerConfig, "db_max_overflow")
+    db_pool_recycle_seconds: int = config_default(ServerConfig, "db_pool_recycle_seconds")
+    static_prefix: Optional[str] = config_default(ServerConfig, "static_prefix")
+    job_execution: bool = config_default(ServerConfig, "job_execution")
+    ai_gateway: bool = config_default(ServerConfig, "ai_gateway")
     """MLflow's AI Gateway (LLM endpoints, provider keys stored encrypted in the database)."""
     workspaces: bool = False
     """MLflow workspaces; MLflow refuses a database with rows outside `default` without them."""
@@ -185,13 +193,13 @@ class TrackingServerSettings:
     """Platform-specific, non-secret env (e.g. AWS_DEFAULT_REGION)."""
     port: int = MLFLOW_PORT
     bind_host: str = "0.0.0.0"
-    timeout_seconds: int = 900
+    timeout_seconds: int = config_default(ProxyConfig, "timeout_seconds")
     """proxy.timeoutSeconds: also the idle timeout of the hop in front of the server (Service
     Connect's Envoy on aws; the Container Apps ingress on azure, in whole minutes), which uvicorn's
     keep-alive must outlast (uvicorn_keep_alive_seconds)."""
-    auth_mode: str = "proxy"
+    auth_mode: str = config_default(AuthConfig, "mode")
     """proxy: MLflow checks nobody (Nginx checks one user); mlflow, oidc: an auth app (AUTH_APPS) does."""
-    auth_admin_username: str = "admin"
+    auth_admin_username: str = config_default(AuthConfig, "admin_username")
     """The admin MLflow's auth app creates on its first start (mlflow)."""
     auth_env: Mapping[str, str] = field(default_factory=dict)
     """The oidc plugin's settings (oidc_env), besides its secrets."""
@@ -465,8 +473,8 @@ class ProxySettings:
     listen_address: Optional[str] = None
     tls: bool = False
     static_prefix: Optional[str] = None
-    client_max_body_size: str = "0"
-    timeout_seconds: int = 900
+    client_max_body_size: str = config_default(ProxyConfig, "client_max_body_size")
+    timeout_seconds: int = config_default(ProxyConfig, "timeout_seconds")
     keepalive_timeout_seconds: int = NGINX_DEFAULT_KEEPALIVE_SECONDS
     """How long Nginx keeps an idle client connection (nginx_keepalive_seconds)."""
     realm: str = "MLflow"
@@ -778,8 +786,8 @@ def tracking_server_settings(server: "ServerConfig", proxy: "ProxyConfig", hostn
         artifact_secret_env_names=artifact_secret_env_names,
         extra_env=dict(extra_env or {}),
         timeout_seconds=proxy.timeout_seconds,
-        auth_mode=auth.mode if auth else "proxy",
-        auth_admin_username=auth.admin_username if auth else "admin",
+        auth_mode=auth.mode if auth else config_default(AuthConfig, "mode"),
+        auth_admin_username=auth.admin_username if auth else config_default(AuthConfig, "admin_username"),
         auth_env=(oidc_env(auth, public_url(hostnames[0], scheme, port, server.static_prefix), server)
                   if auth and auth.mode == "oidc" else {}),
         metrics_dir=METRICS_DIR if observability is None or observability.prometheus else None,

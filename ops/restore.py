@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from components import render
+from components.config import AuthConfig
 from ops import OpsError, RefusedError, objects, quarantine
 from ops.access import hang_up_and_terminate_as_interrupt, BACKEND_URI_ENV, StackAccess, StackLayout, psql, run, script_source
 from ops.archive import (
@@ -65,7 +67,7 @@ _STAMP_PATTERN = quarantine.STAMP  # one definition: the quarantine's source run
 _STAMP_LENGTH = len("20250101T000000Z")
 _HASH_LENGTH = 8
 _SWAP_ATTEMPTS = 3
-_DEFAULT_ADMIN = "admin"  # components.config AuthConfig.admin_username's default
+_DEFAULT_ADMIN = render.config_default(AuthConfig, "admin_username")
 
 
 def _stderr(message: str) -> None:
@@ -236,8 +238,6 @@ def auth_data(access: StackAccess, layout: StackLayout) -> dict[str, int]:
 
 
 def _admin_env() -> str:
-    from components import render
-
     return render.AUTH_ADMIN_USERNAME_ENV
 
 
@@ -869,8 +869,6 @@ def _upgrade(access: StackAccess, manifest: Manifest, revision: Optional[str], f
     admin the deployed password, mode mlflow) when an auth database was restored. Without `upgrade`
     (rolling back to the image that wrote the backup) neither runs. True when the server can start:
     the tracking schema is at its image's head. `revision`: the one the restored database holds."""
-    from components import render
-
     at_head = revision == facts.head("tracking")
     if not upgrade:
         say("--no-upgrade: the schema stays at the backup's revision " + str(revision))
