@@ -22,6 +22,7 @@ from components.image_scripts import script_source  # noqa: F401 - the tools' sc
 from ops import OpsError
 
 BACKEND_URI_ENV = "MLFLOW_BACKEND_STORE_URI"  # components.render.BACKEND_URI_ENV
+REGISTRY_URI_ENV = "MLFLOW_REGISTRY_STORE_URI"
 S3_ENV_PREFIXES = ("AWS_", "MLFLOW_S3_")
 """The server's variables the object store script needs (endpoint, region, the scoped key)."""
 
@@ -257,7 +258,7 @@ class StackLayout:
         if not parts.scheme.startswith("postgresql") or not database or not parts.username:
             raise OpsError(f"the MLflow server of {access.description} does not use a PostgreSQL database "
                            f"(its backend store URI starts with {parts.scheme}://)")
-        refuse_backend_store_flag(command, access.description)
+        refuse_stores_elsewhere(command, access.description, env)
         destination = server_option(command, "--artifacts-destination")
         if not destination:
             raise OpsError(f"the MLflow server of {access.description} has no --artifacts-destination")
@@ -283,14 +284,22 @@ def server_option(command: Sequence[str], name: str) -> Optional[str]:
     return value
 
 
-def refuse_backend_store_flag(command: Sequence[str], description: str) -> None:
+def refuse_stores_elsewhere(command: Sequence[str], description: str,
+                              env: Optional[Mapping[str, str]] = None) -> None:
     """The tools read the server's database from its environment, as this project renders it; a
     `--backend-store-uri` on its command line would win over that in click (review 11 of issue 28),
-    and a backup, restore or gc would then work on another database than the one served."""
-    if server_option(command, "--backend-store-uri") is not None:
-        raise OpsError(f"the MLflow server of {description} is started with --backend-store-uri: these tools "
-                       f"read its database from {BACKEND_URI_ENV} (as this project renders it), and the flag "
-                       "would name another one; remove it from the server's command")
+    and a backup, restore or gc would then work on another database than the one served. A model
+    registry kept elsewhere (`--registry-store-uri`, MLFLOW_REGISTRY_STORE_URI) would be left out of
+    every backup and restore (review 12)."""
+    for flag in ("--backend-store-uri", "--registry-store-uri"):
+        if server_option(command, flag) is not None:
+            raise OpsError(f"the MLflow server of {description} is started with {flag}: these tools read its "
+                           f"database from {BACKEND_URI_ENV} (as this project renders it), and the flag would name "
+                           "another one; remove it from the server's command")
+    registry = (env or {}).get(REGISTRY_URI_ENV)
+    if registry and registry != (env or {}).get(BACKEND_URI_ENV):
+        raise OpsError(f"the MLflow server of {description} keeps its model registry elsewhere ({REGISTRY_URI_ENV}): "
+                       "these tools back up and restore the tracking database only, which would leave the models out")
 
 
 def with_database(uri: str, database: str) -> str:

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 from components import render
 from components.names import SERVER_SERVICE
 from ops import OpsError
-from ops.access import hang_up_and_terminate_as_interrupt, refuse_backend_store_flag, run_process, server_option
+from ops.access import hang_up_and_terminate_as_interrupt, refuse_stores_elsewhere, run_process, server_option
 from ops.local_stack import DEFAULT_PREFIX, LocalStack
 
 
@@ -23,7 +23,7 @@ def gc_spec_for(stack: LocalStack, older_than: str, timeout_seconds: int):
     """The rendered gc step for a running local stack: its artifacts destination, workspaces flag
     and S3 endpoint are read from the server container's own command and environment."""
     command, env = stack.server_command(), stack.server_env()
-    refuse_backend_store_flag(command, stack.container(SERVER_SERVICE))
+    refuse_stores_elsewhere(command, stack.container(SERVER_SERVICE), env)
     destination = server_option(command, "--artifacts-destination")  # the last one, as click reads it
     if destination is None:
         raise OpsError(f"{stack.container(SERVER_SERVICE)} runs no `mlflow server --artifacts-destination`: "

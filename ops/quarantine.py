@@ -178,7 +178,15 @@ def _upload_record(client, bucket: str, prefix: str, stamp: str):
         record = json.loads(body.read())
     except (client.exceptions.NoSuchKey, ValueError):
         return None
-    return record if isinstance(record, dict) else None
+    if not isinstance(record, dict) or not all(_written_entry(value) for value in record.values()):
+        return None  # damaged even if it parses: --put-back then names --every-key (review 12)
+    return record
+
+
+def _written_entry(value) -> bool:
+    """One record entry: [bytes, sha256 hex] of what the upload wrote at that key."""
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], int) and not isinstance(value[0], bool)
+            and isinstance(value[1], str) and len(value[1]) == 64)
 
 
 def _holds(client, bucket: str, key: str, listed: dict, written: list) -> bool:

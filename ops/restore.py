@@ -526,7 +526,7 @@ def restore(access: StackAccess, directory: Path, *, replace: bool = False, upgr
             repair_connections(access, [*targets.values(), *(names.scratch for names in plan.values())], say)
             counts = _restore_locked(access, directory, manifest, layout, facts, plan, replace=replace,
                                      upgrade=upgrade, stamp=stamp, say=say, lock=lock)
-        except LockLost as error:  # before anything of the stack changed (later ones say more)
+        except LockLost as error:  # before the swap phase (it stops the watch before it says what it did)
             raise OpsError(f"{lock.lost_message()}; nothing of the stack was changed") from error
     _say_outside_locations(manifest, directory, say)
     say(f"done in {time.monotonic() - started:.1f}s: {counts['experiments']} experiments, {counts['runs']} runs, "
@@ -617,6 +617,7 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
         if started_ok:  # inside the guard: an interrupt here still starts it (_after_failure) and says so
             say("starting the MLflow server")
             access.start_server()
+        _stop_watching(lock)  # done: a lock lost from here on must not be said as a failure (review 12)
     except BaseException as error:
         lost, may_clean_up = _lock_after_failure(lock)
         if not may_clean_up:
@@ -627,6 +628,7 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
                            "needed)") from error
         try:
             _after_failure(access, layout, s3_env, plan, state, progress, was_running, say, may_start=can_start)
+            _stop_watching(lock)  # what it did is said below, whatever the lock does meanwhile
         except LockLost as again:
             assert lock is not None
             then = ("run the restore again" if progress.server_started  # review 11: not "leave it stopped"
@@ -653,6 +655,16 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
             f"MLflow {facts.mlflow_version}'s; deploy MLflow {manifest.mlflow_version} (mlflow:mlflowVersion, pulumi "
             "up), which starts it")
     return headline_counts(restored["tracking"], manifest.objects.entries)
+
+
+def _stop_watching(lock: Optional[HeldLock]) -> None:
+    """No LockLost after this: what is left to do is to say what was done (restore()'s own handler
+    says "nothing of the stack was changed", true only before the swap phase)."""
+    if lock is not None:
+        try:
+            lock.unwatch()
+        except LockLost:
+            pass
 
 
 def _lock_after_failure(lock: Optional[HeldLock]) -> tuple[bool, bool]:

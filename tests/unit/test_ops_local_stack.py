@@ -460,3 +460,23 @@ def test_backup_and_restore_refuse_a_server_started_with_a_backend_store_flag():
 
     with pytest.raises(Error, match="started with --backend-store-uri"):
         StackLayout.read(Access())
+
+    class RegistryElsewhere(Access):  # review 12: the models would be left out of every backup
+        def server_env(self):
+            return {**super().server_env(), "MLFLOW_REGISTRY_STORE_URI": "postgresql://mlflow:x@other:5432/models"}
+
+        def server_command(self):
+            return ["mlflow", "server", "--artifacts-destination", "s3://b/"]
+
+    with pytest.raises(Error, match="keeps its model registry elsewhere"):
+        StackLayout.read(RegistryElsewhere())
+
+    class RegistryFlag(RegistryElsewhere):
+        def server_env(self):
+            return Access.server_env(self)
+
+        def server_command(self):
+            return ["mlflow", "server", "--artifacts-destination", "s3://b/", "--registry-store-uri", "sqlite:///m.db"]
+
+    with pytest.raises(Error, match="started with --registry-store-uri"):
+        StackLayout.read(RegistryFlag())

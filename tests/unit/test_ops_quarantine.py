@@ -103,11 +103,15 @@ def test_a_quarantine_without_its_upload_record_is_kept_and_nothing_put_back(s3)
     quarantine.copy(objects, destination, "20260101T000000Z", _backup({"1/a.txt": b"backup"}))
     s3.put_object(Bucket=BUCKET, Key="team/1/a.txt", Body=b"backup")
     record = "team/.mlflow-restore-replaced/20260101T000000Z.upload.json"
-    for damage in ("deleted", "truncated"):
+    # Review 12: JSON objects whose entries are not [bytes, sha256] are as damaged as a truncated one
+    # (they raised TypeError in put-back, which then asked to be run again for ever).
+    damaged = {"truncated": b'{"1/a.txt": [6, "ab', "a number": b'{"1/a.txt": 5}', "one item": b'{"1/a.txt": [3]}',
+               "no digest": b'{"1/a.txt": [6, 7]}', "a list": b'[["1/a.txt", 6]]'}
+    for damage in ("deleted", *damaged):
         if damage == "deleted":
             s3.delete_object(Bucket=BUCKET, Key=record)
         else:
-            s3.put_object(Bucket=BUCKET, Key=record, Body=b'{"1/a.txt": [6, "ab')
+            s3.put_object(Bucket=BUCKET, Key=record, Body=damaged[damage])
         assert quarantine.recorded(objects, destination, ["20260101T000000Z"]) == []
         with pytest.raises(RuntimeError, match="no readable record of what the upload wrote"):
             quarantine.put_back(objects, destination, "20260101T000000Z")
