@@ -22,20 +22,24 @@ from __future__ import annotations
 import pytest
 
 # Seconds the long modules took in one run of the whole suite with two workers (the sum of their
-# tests' times, JUnit's), on the 2-core development machine while other test runs shared it: only
+# tests' times, JUnit's), on the idle 2-core development machine (2026-12-04, a clean clone): only
 # their order and proportions mean something.
 MEASURED_SECONDS: dict[str, float] = {
-    "tests/rehearsal/test_13_backup_restore.py": 295.0,
-    "tests/rehearsal/test_21_ops_interrupted.py": 275.0,
-    "tests/migration/test_migrate.py": 190.0,
-    "tests/rehearsal/test_18_authz_bypasses.py": 150.0,
-    "tests/rehearsal/test_20_backup_gc_safety.py": 110.0,
-    "tests/rehearsal/test_9_mlflow_auth.py": 105.0,
-    "tests/rehearsal/test_22_authz_routes.py": 100.0,
-    "tests/rehearsal/test_4_artifacts.py": 80.0,
-    "tests/rehearsal/test_12_day2.py": 80.0,
-    "tests/rehearsal/test_6_restarts.py": 65.0,
-    "tests/rehearsal/test_15_platform_faithful.py": 60.0,
+    "tests/rehearsal/test_13_backup_restore.py": 340.0,
+    "tests/rehearsal/test_21_ops_interrupted.py": 270.0,
+    "tests/migration/test_migrate.py": 195.0,
+    "tests/rehearsal/test_18_authz_bypasses.py": 125.0,
+    "tests/rehearsal/test_20_backup_gc_safety.py": 120.0,
+    "tests/rehearsal/test_12_day2.py": 115.0,
+    "tests/rehearsal/test_22_authz_routes.py": 105.0,
+    "tests/rehearsal/test_9_mlflow_auth.py": 90.0,
+    "tests/rehearsal/test_10_oidc.py": 88.0,
+    "tests/rehearsal/test_15_platform_faithful.py": 87.0,
+    "tests/rehearsal/test_11_rehearse_cli.py": 68.0,
+    "tests/rehearsal/test_6_restarts.py": 66.0,
+    "tests/rehearsal/test_16_gc_blob.py": 60.0,
+    "tests/rehearsal/test_4_artifacts.py": 59.0,
+    "tests/rehearsal/test_14_mlflow_upgrade.py": 50.0,
 }
 
 # The estimate for a module not measured above, by the directory it is in.

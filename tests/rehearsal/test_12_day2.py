@@ -124,8 +124,12 @@ def test_gc_removes_a_deleted_runs_rows_and_artifacts_and_nothing_else(day2_stac
     keys = {run: _s3_keys(day2_stack, f"{experiment_id}/{run}/") for run in (live, doomed, recent)}
     assert all(keys.values()), keys
     client.delete_run(doomed)
+    serving = variant.server.service.pid, requests.get(f"{variant.server.url}/health", timeout=10).status_code
     output = _run_gc(day2_stack, variant, "0s", tmp_path / "gc1")
     assert f"Run with ID {doomed} has been permanently deleted." in output
+    # through an artifacts-only server of its own: the serving replica is left alone (same process, healthy)
+    assert serving == (variant.server.service.pid, 200)
+    assert requests.get(f"{variant.server.url}/health", timeout=10).status_code == 200
     # its artifacts-only server starts no job runners (seven huey consumers importing MLflow, which
     # outlived the server and took the gc task past 2 GiB)
     assert "mlflow.server.jobs" not in output, output
@@ -143,12 +147,10 @@ def test_gc_removes_a_deleted_runs_rows_and_artifacts_and_nothing_else(day2_stac
     assert "postgresql" not in " ".join(render.gc_spec(variant.server.settings, "1d").command)
 
 
-def test_gc_needs_no_mlflow_credentials_and_leaves_the_serving_replicas_alone(day2_stack, tmp_path):
-    """It deletes artifacts through an artifacts-only server of its own on loopback."""
+def test_gc_needs_no_mlflow_credentials(day2_stack):
+    """It deletes artifacts through an artifacts-only server of its own on loopback (run, and the
+    serving replica left alone, in the test above): no MLflow user's password or token."""
     variant = day2_stack.variants["default"]
     spec = render.gc_spec(variant.server.settings, "30d")
     assert not {name for name in spec.secret_env_names if "PASSWORD" in name or "TOKEN" in name}
     assert set(spec.secret_env_names) == {render.BACKEND_URI_ENV, *variant.server.settings.artifact_secret_env_names}
-    started = requests.get(f"{variant.server.url}/health", timeout=10).status_code
-    _run_gc(day2_stack, variant, "30d", tmp_path / "gc3")
-    assert started == requests.get(f"{variant.server.url}/health", timeout=10).status_code == 200
