@@ -10,6 +10,7 @@ tests run the very code `scripts/backup` and `scripts/restore` run.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import signal
 import subprocess
 import tempfile
@@ -142,6 +143,31 @@ def _communicate(process: subprocess.Popen, input: Optional[bytes], stream: Opti
     for thread in threads:
         thread.join()
     return read.get("stdout"), read.get("stderr")
+
+
+class HashingReader:
+    """A file as a command's stdin (run's `stdin`), after `prefix`: the sha256 of the file's bytes as
+    they were read, so what a command was fed is checked, not what the file held at an earlier check
+    (review 13: a backup file replaced between the check and the upload)."""
+
+    def __init__(self, source: IO[bytes], prefix: bytes = b""):
+        self._source, self._prefix = source, prefix
+        self._digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        if self._prefix:
+            chunk, self._prefix = (self._prefix, b"") if size < 0 or size >= len(self._prefix) else \
+                (self._prefix[:size], self._prefix[size:])
+            return chunk
+        chunk = self._source.read(size)
+        self._digest.update(chunk)
+        return chunk
+
+    def hexdigest(self) -> str:
+        """The sha256 of the whole file: what the command did not read is read (and hashed) now."""
+        for chunk in iter(lambda: self._source.read(PUMP_CHUNK), b""):
+            self._digest.update(chunk)
+        return self._digest.hexdigest()
 
 
 def run_process(argv: Sequence[str], env: Mapping[str, str], *, input: Optional[bytes] = None,

@@ -215,7 +215,10 @@ def export_locations(locations: list[str], out: IO[bytes]) -> dict:
     return {"objects": sum(o["objects"] for o in outcomes.values()), "bytes": sum(o["bytes"] for o in outcomes.values())}
 
 
-def import_(destination: str, source: IO[bytes], delete_others: bool) -> dict:
+def import_(destination: str, source: IO[bytes], delete_others: bool, expected: Optional[dict] = None) -> dict:
+    """`expected` (key -> [bytes, sha256], the manifest's): every member must be one of them, with those
+    bytes, checked before it is uploaded, and every one must be in the tar (review 13: a tar replaced
+    after restore checked it was uploaded as it came)."""
     from boto3.s3.transfer import TransferConfig
 
     client = _client()
@@ -231,21 +234,27 @@ def import_(destination: str, source: IO[bytes], delete_others: bool) -> dict:
                 raise ObjectsError(f"member {member.name!r} of the tar {problem}: refused")
             if not member.isreg():
                 raise ObjectsError(f"{member.name!r} in the tar is not a regular file")
-            expected = member.pax_headers.get(SHA256_HEADER)
-            if not expected:
+            header = member.pax_headers.get(SHA256_HEADER)
+            if not header:
                 raise ObjectsError(f"{member.name!r} in the tar has no {SHA256_HEADER} header")
             reader = tar.extractfile(member)
             assert reader is not None
             with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as spool:
                 sha256, size = _spool(reader, spool)
-                if sha256 != expected or size != member.size:
+                if sha256 != header or size != member.size:
                     raise ObjectsError(f"object {member.name!r}: sha256 {sha256} ({size} bytes) differs from the "
-                                       f"backup's {expected} ({member.size} bytes); not uploaded")
+                                       f"backup's {header} ({member.size} bytes); not uploaded")
+                if expected is not None and expected.get(member.name) != [size, sha256]:
+                    raise ObjectsError(f"object {member.name!r} ({size} bytes, sha256 {sha256}) is not the one the "
+                                       "manifest lists: the tar changed after it was checked; not uploaded")
                 content_type = member.pax_headers.get(CONTENT_TYPE_HEADER)
                 client.upload_fileobj(spool, bucket, prefix + member.name, Config=transfer,
                                       ExtraArgs={"ContentType": content_type} if content_type else None)
             written.add(prefix + member.name)
             count, total = count + 1, total + size
+    if expected is not None and len(written) != len(expected):
+        raise ObjectsError(f"the tar holds {len(written)} of the {len(expected)} objects the manifest lists: it changed "
+                           "after it was checked")
     deleted = 0
     if delete_others:
         stale = [listed["Key"] for listed in _objects(client, bucket, prefix) if listed["Key"] not in written]
@@ -281,8 +290,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             summary = export(destination, sys.stdout.buffer)
         elif command == "export-locations" and destination == "-" and not options:
             summary = export_locations([line.strip() for line in sys.stdin if line.strip()], sys.stdout.buffer)
-        elif command == "import" and options in ([], ["--delete-others"]):
-            summary = import_(destination, sys.stdin.buffer, delete_others=bool(options))
+        elif command == "import" and options in ([], ["--delete-others"], ["--expected-first"]):
+            # --expected-first: stdin's first line is the manifest's {key: [bytes, sha256]}, the tar follows
+            expected = json.loads(sys.stdin.buffer.readline()) if options == ["--expected-first"] else None
+            summary = import_(destination, sys.stdin.buffer, delete_others=options == ["--delete-others"],
+                              expected=expected)
             sys.stdout.write(json.dumps(summary) + "\n")
         elif command == "list" and not options:
             summary = list_(destination, sys.stdout)

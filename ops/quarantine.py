@@ -208,9 +208,9 @@ def put_back(objects, destination: str, stamp: str, every_key: bool = False) -> 
     server started by hand after a kill, a user logging again) keeps its newer bytes, and a key
     deleted since stays deleted: both are counted as `changed_since`. The quarantine stays (`purge`
     removes it once the server runs again: a put-back killed before that is run again, and finds the
-    keys it put back holding their own bytes). `every_key`: for a quarantine
-    without a readable record (made before records, or damaged), every quarantined object whose key
-    holds other bytes is put back, also over bytes written since."""
+    keys it put back holding their own bytes). `every_key`: the record is not asked (there is none
+    readable, or a failed restore found keys holding bytes it never recorded): every quarantined
+    object whose key holds other bytes is put back, also over bytes written since."""
     client = objects._client()
     bucket, prefix = objects.split_destination(destination)
     kept = _stamp_objects(objects, client, bucket, prefix, stamp)
@@ -224,7 +224,7 @@ def put_back(objects, destination: str, stamp: str, every_key: bool = False) -> 
         now = current.get(key)
         if now is not None and now["ETag"] == quarantined["ETag"] and now["Size"] == quarantined["Size"]:
             continue  # its own bytes (the upload did not reach it, or wrote the same)
-        if record is None:  # every_key: whatever differs
+        if record is None or every_key:  # whatever differs, newer bytes included (as --every-key says)
             written = None
         else:
             written = record.get(key[len(prefix):])

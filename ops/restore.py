@@ -49,7 +49,8 @@ from typing import Callable, Optional, Sequence
 from components import render
 from components.config import AuthConfig
 from ops import OpsError, RefusedError, objects, quarantine
-from ops.access import hang_up_and_terminate_as_interrupt, BACKEND_URI_ENV, StackAccess, StackLayout, psql, run, script_source
+from ops.access import (hang_up_and_terminate_as_interrupt, BACKEND_URI_ENV, HashingReader, StackAccess, StackLayout, psql,
+                        run, script_source)
 from ops.archive import (
     EXTERNAL_OBJECTS_FILE, REVISION_TABLES,
     DatabaseBackup, ImageFacts, Manifest, database_exists, file_sha256, foreign_owned, headline_counts, image_facts,
@@ -309,11 +310,15 @@ def _restore_into_scratch(access: StackAccess, path: Path, backup: DatabaseBacku
     _create_scratch(access, scratch, owner)
     say(f"restoring {path.name} into {scratch} (as role {owner})")
     with open(path, "rb") as dump:
+        fed = HashingReader(dump)
         # --role: restored as MLflow's role (SET ROLE), so it owns every object; --no-owner: no ALTER
         # ... OWNER TO the source's role names; --no-privileges: no GRANTs to roles this stack may lack.
         run(access.postgres_command(["pg_restore", "--dbname", scratch, "--role", owner, "--no-owner",
                                      "--no-privileges", "--single-transaction", "--exit-on-error"]),
-            f"pg_restore of {path.name}", stdin=dump)
+            f"pg_restore of {path.name}", stdin=fed)
+        if fed.hexdigest() != backup.sha256:  # review 13: what pg_restore read, not what was checked before
+            raise RefusedError(f"{path} changed after it was checked (its sha256 is no longer the manifest's): the "
+                               "stack's databases were not changed")
     counts = table_counts(access, scratch)
     if counts != backup.tables:
         differ = sorted(t for t in set(counts) | set(backup.tables) if counts.get(t) != backup.tables.get(t))
@@ -568,6 +573,7 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
         lost, may_clean_up = _lock_after_failure(lock)
         if may_clean_up:  # the scratch names are every restore's: another one may be using them now
             _drop_quietly(access, scratches)
+        _stop_watching(lock)  # review 13: a LockLost from here on would replace the error said below
         if isinstance(error, LockLost) or (lost and isinstance(error, OpsError) and not isinstance(error, RefusedError)):
             assert lock is not None
             left = "" if may_clean_up else (f"; its scratch databases are left ({lock.why_not_retaken}): the next "
@@ -744,6 +750,12 @@ def _undo_upload(access: StackAccess, layout: StackLayout, s3_env: dict[str, str
         return (f"the databases were not replaced, but the backup's objects were uploaded over the stack's and "
                 f"putting the stack's bytes back failed ({str(error) or type(error).__name__}); the MLflow server "
                 f"{STAYS_STOPPED} until scripts/restore --put-back {state.stamp}, which puts them back and starts it"), False, False
+    changed = int(result.get("changed_since", 0))
+    if changed:  # the server was stopped: no user wrote them; the upload wrote other bytes than it recorded
+        return (f"the databases were not replaced, but {changed} keys the upload wrote hold neither the stack's bytes "
+                f"nor the ones it recorded ({result['put_back']} others got the stack's bytes back); the MLflow "
+                f"server {STAYS_STOPPED} and the quarantine {state.stamp} is kept: scripts/restore --put-back "
+                f"{state.stamp} --every-key puts the stack's bytes back into every key and starts it"), False, False
     new = len(state.backup_keys - state.stack_keys)
     return (f"the databases were not replaced (the stack keeps its own); {result['put_back']} objects the "
             f"backup's upload had overwritten got the stack's bytes back from the quarantine" + (f"; up to {new} objects of the backup the stack did not hold are left under {destination}"
@@ -803,9 +815,11 @@ def _upload_objects(access: StackAccess, directory: Path, manifest: Manifest, la
     say(f"uploading {len(entries)} objects ({sum(entry.bytes for entry in entries)} bytes) to {destination}")
     progress.changed.append(f"objects of the backup were being uploaded to {destination} (over the stack's keys "
                             "it also holds)")
+    expected = json.dumps({entry.key: [entry.bytes, entry.sha256] for entry in entries}).encode() + b"\n"
     with open(directory / manifest.objects.file, "rb") as tar:
-        run(access.python_command(["-c", script_source(objects.__file__), "import", destination], s3_env),
-            f"uploading the objects to {destination}", stdin=tar)
+        run(access.python_command(["-c", script_source(objects.__file__), "import", destination, "--expected-first"],
+                                  s3_env),
+            f"uploading the objects to {destination}", stdin=HashingReader(tar, prefix=expected))
     progress.changed[-1] = (f"the backup's objects were uploaded to {destination} (over the stack's keys it also "
                             "holds)")
 

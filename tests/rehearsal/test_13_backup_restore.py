@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -24,6 +25,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import uuid
@@ -1020,7 +1022,7 @@ def test_a_closed_terminal_does_not_leave_the_server_stopped(stack, access, back
         if message.startswith("uploading"):
             raise OSError(5, "Input/output error")
 
-    with pytest.raises(OSError, match="Input/output error"):
+    with pytest.raises(OpsError, match="Input/output error"):  # said with what changed (review 11)
         restore(access, backup_dir, replace=True, say=closed_terminal)
     assert stack.variants["default"].server.service.alive()
 
@@ -1178,6 +1180,57 @@ def test_a_lock_lost_once_the_restore_is_done_is_not_said_as_a_failure(stack, ac
     assert said[-1].startswith("done in "), said[-3:]
     assert stack.variants["default"].server.service.alive()
     purge_replaced(access, say=lambda message: None)
+
+
+def _tampered_tar(source: Path, target: Path, key_end: str, data: bytes) -> None:
+    """objects.tar with one member's bytes (same size) replaced, its own sha256 header made to match."""
+    from ops.objects import SHA256_HEADER
+
+    with tarfile.open(source, "r") as original, tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as tampered:
+        for member in original:
+            body = original.extractfile(member).read()
+            if member.name.endswith(key_end):
+                assert len(body) == len(data), body
+                body = data
+                member.pax_headers = {**member.pax_headers, SHA256_HEADER: hashlib.sha256(body).hexdigest()}
+            tampered.addfile(member, io.BytesIO(body))
+
+
+def test_backup_files_replaced_after_their_checks_are_refused_and_the_stack_keeps_its_bytes(stack, access, logged,
+                                                                                           backup_dir, tmp_path):
+    """Review 13: restore checked the backup's files, then read them again for pg_restore and the upload;
+    a file replaced in between (a `latest` link repointed, a sync rewriting the directory) went in as it
+    came: a restore that said done with other bytes, or, interrupted, a put-back that counted the
+    upload's own bytes as "written since" and removed the stack's only copy. Now what is read is
+    checked: each object against the manifest before it is written, each dump's bytes as fed."""
+    key = _overwrite_in_stack(stack, logged)
+    fingerprint = _stack_rows(stack).rsplit("|pid", 1)[0]
+    copied = tmp_path / "copied"
+    shutil.copytree(backup_dir, copied)
+    tampered = tmp_path / "objects.tampered.tar"
+    _tampered_tar(copied / OBJECTS_FILE, tampered, key, b"TAMPERED!!\n")
+
+    def replace_the_tar(message: str) -> None:
+        if message.startswith("uploading"):
+            os.replace(tampered, copied / OBJECTS_FILE)
+
+    with pytest.raises(OpsError, match=r"is not the one the manifest lists: the tar changed after it was checked"):
+        restore(access, copied, replace=True, say=replace_the_tar)
+    assert _bytes_of(stack, key) == b"logged after the backup\n", "the stack keeps its own bytes"
+    assert _stack_rows(stack).rsplit("|pid", 1)[0] == fingerprint
+    assert stack.variants["default"].server.service.alive()
+
+    shutil.rmtree(copied)
+    shutil.copytree(backup_dir, copied)
+
+    def replace_the_dump(message: str) -> None:
+        if message.startswith(f"restoring {DUMP_FILES['tracking']}"):
+            with open(copied / DUMP_FILES["tracking"], "ab") as dump:
+                dump.write(b"\0")
+
+    with pytest.raises(RefusedError, match=r"database.dump changed after it was checked"):
+        restore(access, copied, replace=True, say=replace_the_dump)
+    assert _stack_rows(stack).rsplit("|pid", 1)[0] == fingerprint
 
 
 def test_a_backup_during_which_a_restore_changed_the_objects_is_not_completed(stack, access, tmp_path):

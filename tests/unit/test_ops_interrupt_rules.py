@@ -157,7 +157,7 @@ class _HeldLock(_LostLock):
 
 
 def _replace_failing_at_upload(monkeypatch, upload_error: BaseException, *, start_error=None, purge_error=None,
-                               lock=None):
+                               lock=None, put_back_result=None, events=None):
     """_restore_locked with --replace up to the upload, which raises `upload_error`; the stack's bytes are
     put back, then the server start and the quarantine's purge run (each may raise). Returns (what was
     said, the exception raised)."""
@@ -173,12 +173,15 @@ def _replace_failing_at_upload(monkeypatch, upload_error: BaseException, *, star
         raise upload_error
 
     def purge(*args):
+        if events is not None:
+            events.append("purge")
         if purge_error is not None:
             raise purge_error
         return 1
 
     monkeypatch.setattr(restore, "_upload_objects", upload)
-    monkeypatch.setattr(restore, "put_back_objects", lambda *args, **kwargs: {"put_back": 1, "kept": 1})
+    monkeypatch.setattr(restore, "put_back_objects",
+                        lambda *args, **kwargs: put_back_result or {"put_back": 1, "kept": 1, "changed_since": 0})
     monkeypatch.setattr(restore, "purge_quarantine", purge)
 
     class Access:
@@ -188,6 +191,8 @@ def _replace_failing_at_upload(monkeypatch, upload_error: BaseException, *, star
             return True
 
         def start_server(self) -> None:
+            if events is not None:
+                events.append("start")
             if start_error is not None:
                 raise start_error
 
@@ -226,3 +231,16 @@ def test_a_lock_lost_after_the_server_started_again_does_not_say_leave_it_stoppe
                                               purge_error=LockLost("lost"), lock=_HeldLock())
     assert isinstance(raised, restore.OpsError) and "so what it left is not known" in str(raised)
     assert "leave the MLflow server stopped" not in str(raised) and "run the restore again" in str(raised)
+
+
+def test_keys_the_upload_wrote_without_recording_them_keep_the_server_stopped(monkeypatch):
+    """Review 13: the server is stopped during a restore, so a key holding neither the stack's bytes nor
+    the ones the upload recorded was written by the upload itself (a tar changed after its check):
+    putting back "the rest" and removing the quarantine lost the stack's own bytes of that key."""
+    events: list[str] = []
+    said, raised = _replace_failing_at_upload(monkeypatch, restore.OpsError("upload failed"), events=events,
+                                              put_back_result={"put_back": 2, "kept": 3, "changed_since": 1})
+    assert isinstance(raised, restore.OpsError)
+    assert "1 keys the upload wrote hold neither the stack's bytes nor the ones it recorded" in str(raised)
+    assert "--put-back 20260101T000000Z --every-key" in str(raised)
+    assert events == [], "the server stays stopped and the quarantine is kept"

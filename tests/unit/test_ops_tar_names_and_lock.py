@@ -87,3 +87,39 @@ def test_confirm_counts_a_silent_lock_session_as_lost(monkeypatch):
         silent.wait()
         for pipe in (silent.stdin, silent.stdout, silent.stderr):
             pipe.close()
+
+
+def _entry(name: str) -> list:
+    body = f"bytes of {name}".encode()
+    return [len(body), hashlib.sha256(body).hexdigest()]
+
+
+def test_import_uploads_only_what_the_manifest_lists(s3):
+    """Review 13: restore checked objects.tar, then read it again for the upload; a tar replaced in
+    between (a `latest` link repointed, a sync rewriting the directory) was uploaded as it came, its
+    own headers consistent. With the manifest's entries each member is checked before it is written,
+    and a tar lacking some is refused."""
+    other = "1/0123abcd/artifacts/other.txt"
+    expected = {GOOD: _entry(GOOD), other: _entry(other)}
+    changed = {GOOD: _entry(GOOD), other: [len(b"bytes of " + other.encode()), "0" * 64]}
+    with pytest.raises(objects.ObjectsError, match=f"object '{other}' .* is not the one the manifest lists"):
+        objects.import_(f"s3://{BUCKET}/team", io.BytesIO(_tar([GOOD, other])), delete_others=False, expected=changed)
+    assert [item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET)["Contents"]] == [f"team/{GOOD}"]
+    with pytest.raises(objects.ObjectsError, match="the tar holds 1 of the 2 objects the manifest lists"):
+        objects.import_(f"s3://{BUCKET}/team", io.BytesIO(_tar([GOOD])), delete_others=False, expected=expected)
+    summary = objects.import_(f"s3://{BUCKET}/team", io.BytesIO(_tar([GOOD, other])), delete_others=False,
+                              expected=expected)
+    assert summary["objects"] == 2
+
+
+def test_a_hashing_reader_hashes_what_it_handed_on_and_the_rest(tmp_path: Path):
+    """What a command read of a backup file is what is checked (review 13), also when it stopped early."""
+    from ops.access import HashingReader
+
+    path = tmp_path / "database.dump"
+    path.write_bytes(b"x" * 100_000)
+    with open(path, "rb") as source:
+        reader = HashingReader(source, prefix=b"header\n")
+        assert reader.read(3) == b"hea" and reader.read() == b"der\n"
+        assert reader.read(10) == b"x" * 10
+        assert reader.hexdigest() == hashlib.sha256(b"x" * 100_000).hexdigest()
