@@ -176,17 +176,20 @@ INSERT INTO registered_model_permissions (name, user_id, permission) VALUES ('go
     assert kept == "experiment:*,workspace:default"
 
 
-_HOLDER = textwrap.dedent("""
+_HOLDER_ACCESS = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {repo!r})
     from ops.access import Command
-    from ops.lock import maintenance_lock
+    from ops.lock import LockLost, maintenance_lock
 
     class Access:
         description = "the scratch cluster"
         def postgres_command(self, argv):
             return Command([{bindir!r} + "/" + argv[0], *argv[1:]], {env!r})
+""")
+"""A child process's prelude: the ops tools' lock on the scratch cluster (format: repo, bindir, env)."""
 
+_HOLDER = _HOLDER_ACCESS + textwrap.dedent("""
     with maintenance_lock(Access(), "backup"):
         print("held", flush=True)
         time.sleep(600)
@@ -219,17 +222,7 @@ def test_the_maintenance_lock_names_its_holder_and_dies_with_it(access, postgres
         holder.wait()
 
 
-_WORKING_HOLDER = textwrap.dedent("""
-    import sys, time
-    sys.path.insert(0, {repo!r})
-    from ops.access import Command
-    from ops.lock import LockLost, maintenance_lock
-
-    class Access:
-        description = "the scratch cluster"
-        def postgres_command(self, argv):
-            return Command([{bindir!r} + "/" + argv[0], *argv[1:]], {env!r})
-
+_WORKING_HOLDER = _HOLDER_ACCESS + textwrap.dedent("""
     with maintenance_lock(Access(), "restore"):
         print("held", flush=True)
         started = time.monotonic()
