@@ -43,6 +43,8 @@ UPLOAD_RECORD_SUFFIX = ".upload.json"
 backup's upload writes over keys the stack holds, written before anything is copied or uploaded, so
 a put-back after a kill tells the upload's bytes from bytes written to the key since."""
 SWAPPED_SUFFIX = ".swapped"
+DISTRUSTED_SUFFIX = ".distrusted"
+"""appended to an upload record that a failed restore found wrong (distrust_record)"""
 """`<quarantine root><STAMP>.swapped`, written by `prune` right after the restore's swap committed: the
 bucket's own evidence that the databases were replaced. The databases' comments (ops.restore's
 SWAPPED_MARK) say it too, but a database moved with pg_dump and pg_restore without --create loses its
@@ -141,7 +143,7 @@ def quarantines(objects, destination: str) -> dict:
             entry = found.setdefault(rest.split("/", 1)[0], [0, 0])
             entry[0], entry[1] = entry[0] + 1, entry[1] + listed["Size"]
         else:
-            for suffix in (UPLOAD_RECORD_SUFFIX, SWAPPED_SUFFIX):
+            for suffix in (UPLOAD_RECORD_SUFFIX, UPLOAD_RECORD_SUFFIX + DISTRUSTED_SUFFIX, SWAPPED_SUFFIX):
                 if rest.endswith(suffix) and STAMP.fullmatch(rest[:-len(suffix)]):
                     found.setdefault(rest[:-len(suffix)], [0, 0])
     return found
@@ -201,6 +203,32 @@ def _holds(client, bucket: str, key: str, listed: dict, written: list) -> bool:
     return digest.hexdigest() == written[1]
 
 
+def _digest(client, bucket: str, listed: dict) -> str:
+    digest = hashlib.sha256()
+    body = client.get_object(Bucket=bucket, Key=listed["Key"], IfMatch=listed["ETag"])["Body"]
+    for chunk in iter(lambda: body.read(HASH_CHUNK), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _same_bytes(client, bucket: str, one: dict, other: dict) -> bool:
+    """Equal content although the ETags differ: a copy of more than 8 MiB is made in parts, and its ETag
+    (`<md5 of parts>-N`) is not the original's (review 14: counted as "written since")."""
+    return _digest(client, bucket, one) == _digest(client, bucket, other)
+
+
+def distrust_record(objects, destination: str, stamp: str) -> dict:
+    """A failed restore found keys holding bytes its record does not hold, while the server was stopped:
+    the record is set aside (`<stamp>.upload.json.distrusted`), so that every put-back of this quarantine
+    asks for --every-key instead of keeping those bytes and removing the stack's copy (review 14)."""
+    client = objects._client()
+    bucket, prefix = objects.split_destination(destination)
+    key = f"{quarantine_root(prefix)}{stamp}{UPLOAD_RECORD_SUFFIX}"
+    client.copy({"Bucket": bucket, "Key": key}, bucket, key + DISTRUSTED_SUFFIX)
+    client.delete_object(Bucket=bucket, Key=key)
+    return {"distrusted": stamp}
+
+
 def put_back(objects, destination: str, stamp: str, every_key: bool = False) -> dict:
     """A restore stopped before its swap left the stack on its own databases while the backup's upload
     may have overwritten keys both hold: each quarantined object is copied back over its key where the
@@ -222,7 +250,8 @@ def put_back(objects, destination: str, stamp: str, every_key: bool = False) -> 
     restored = changed = 0
     for quarantined, key in kept:
         now = current.get(key)
-        if now is not None and now["ETag"] == quarantined["ETag"] and now["Size"] == quarantined["Size"]:
+        if now is not None and now["Size"] == quarantined["Size"] and (
+                now["ETag"] == quarantined["ETag"] or _same_bytes(client, bucket, now, quarantined)):
             continue  # its own bytes (the upload did not reach it, or wrote the same)
         if record is None or every_key:  # whatever differs, newer bytes included (as --every-key says)
             written = None
@@ -245,8 +274,8 @@ def purge(objects, destination: str, stamp: str) -> dict:
     bucket, prefix = objects.split_destination(destination)
     keys = [quarantined["Key"] for quarantined, _ in _stamp_objects(objects, client, bucket, prefix, stamp)]
     _delete(client, bucket, keys)
-    _delete(client, bucket, [f"{quarantine_root(prefix)}{stamp}{suffix}" for suffix in (UPLOAD_RECORD_SUFFIX,
-                                                                                         SWAPPED_SUFFIX)])
+    _delete(client, bucket, [f"{quarantine_root(prefix)}{stamp}{suffix}" for suffix in (
+        UPLOAD_RECORD_SUFFIX, UPLOAD_RECORD_SUFFIX + DISTRUSTED_SUFFIX, SWAPPED_SUFFIX)])
     return {"deleted": len(keys)}
 
 
@@ -273,6 +302,8 @@ def main(argv: list) -> int:
                       "swapped": swapped(objects, argv[1])}
         elif len(argv) in (3, 4) and argv[0] == "put-back" and argv[3:] in ([], ["--every-key"]):
             result = put_back(objects, argv[1], argv[2], every_key=argv[3:] == ["--every-key"])
+        elif len(argv) == 3 and argv[0] == "distrust-record":
+            result = distrust_record(objects, argv[1], argv[2])
         elif len(argv) == 3 and argv[0] == "purge":
             result = purge(objects, argv[1], argv[2])
         else:

@@ -527,7 +527,9 @@ def restore(access: StackAccess, directory: Path, *, replace: bool = False, upgr
     plan = plan_names(targets, stamp)
     with maintenance_lock(access, "restore") as lock:
         try:
-            refuse_unswapped(access, layout)
+            listing = _listing(access, layout)
+            refuse_unswapped(access, layout, listing)
+            _refuse_a_stamp_in_use(access, layout, stamp, listing)
             repair_connections(access, [*targets.values(), *(names.scratch for names in plan.values())], say)
             counts = _restore_locked(access, directory, manifest, layout, facts, plan, replace=replace,
                                      upgrade=upgrade, stamp=stamp, say=say, lock=lock)
@@ -752,6 +754,11 @@ def _undo_upload(access: StackAccess, layout: StackLayout, s3_env: dict[str, str
                 f"{STAYS_STOPPED} until scripts/restore --put-back {state.stamp}, which puts them back and starts it"), False, False
     changed = int(result.get("changed_since", 0))
     if changed:  # the server was stopped: no user wrote them; the upload wrote other bytes than it recorded
+        try:  # so every later put-back of it asks for --every-key (review 14)
+            run(access.python_command(["-c", quarantine.source(), "distrust-record", destination, state.stamp], s3_env),
+                f"setting the upload record of {state.stamp} aside")
+        except OpsError:
+            pass  # said below: the command it names has --every-key
         return (f"the databases were not replaced, but {changed} keys the upload wrote hold neither the stack's bytes "
                 f"nor the ones it recorded ({result['put_back']} others got the stack's bytes back); the MLflow "
                 f"server {STAYS_STOPPED} and the quarantine {state.stamp} is kept: scripts/restore --put-back "
@@ -951,14 +958,24 @@ def stamp_swapped(access: StackAccess, layout: StackLayout, stamp: str, listing:
     return _swapped(layout, stamp, _database_names(access), listing.get("swapped", ()))
 
 
-def unswapped(access: StackAccess, layout: StackLayout) -> dict[str, list[int]]:
+def unswapped(access: StackAccess, layout: StackLayout, listing: Optional[dict] = None) -> dict[str, list[int]]:
     """The quarantines whose restore never replaced the databases (killed between its upload and its
     swap): the stack keeps its own databases while keys it shares with that backup may hold the
     backup's bytes; the stack's are in the quarantine."""
-    listing = _listing(access, layout)
+    listing = _listing(access, layout) if listing is None else listing
     found = listing["quarantines"]
     databases = _database_names(access) if found else {}
     return {stamp: size for stamp, size in found.items() if not _swapped(layout, stamp, databases, listing["swapped"])}
+
+
+def _refuse_a_stamp_in_use(access: StackAccess, layout: StackLayout, stamp: str, listing: dict) -> None:
+    """Two restores one second apart, or a clock set back, would share a stamp: the second one's
+    quarantine and record would overwrite the first's, its failure purge them (review 14)."""
+    databases = _database_names(access)
+    if stamp in listing["quarantines"] or any(_beside(name, REPLACED_TAG + stamp) in databases
+                                              for name in (layout.database, layout.auth_database)):
+        raise RefusedError(f"an earlier restore left a quarantine or database with this restore's stamp {stamp} (the "
+                           "clock was set back?): run it again in a second; nothing was changed")
 
 
 def _put_back_hint(access: StackAccess, layout: StackLayout, stamp: str, size: list[int]) -> str:
@@ -968,9 +985,9 @@ def _put_back_hint(access: StackAccess, layout: StackLayout, stamp: str, size: l
             f"scripts/restore --put-back {stamp}")
 
 
-def refuse_unswapped(access: StackAccess, layout: StackLayout) -> None:
+def refuse_unswapped(access: StackAccess, layout: StackLayout, listing: Optional[dict] = None) -> None:
     """RefusedError naming the command that puts the stack's bytes back, before anything changes."""
-    for stamp, size in sorted(unswapped(access, layout).items()):
+    for stamp, size in sorted(unswapped(access, layout, listing).items()):
         raise RefusedError(f"{_put_back_hint(access, layout, stamp, size)}, then run this again; nothing was changed")
 
 
@@ -1011,7 +1028,8 @@ def put_back(access: StackAccess, stamp: str, *, every_key: bool = False, say: S
         if listing["quarantines"][stamp][0] and stamp not in listing["recorded"] and not every_key:
             raise RefusedError(  # checked before the server stops (review 4, F3)
                 f"the quarantine {stamp} has no readable record of which keys its restore's upload wrote (made before "
-                "restore kept one, or damaged), so keys written since cannot be told apart: scripts/restore "
+                "restore kept one, damaged, or set aside by a failed restore that found keys it had not recorded), so "
+                "keys written since cannot be told apart: scripts/restore "
                 f"--put-back {stamp} --every-key puts back every quarantined object whose key holds other bytes now, "
                 "newer ones included. Nothing was changed")
         access.stop_server()

@@ -184,8 +184,14 @@ def _replace_failing_at_upload(monkeypatch, upload_error: BaseException, *, star
                         lambda *args, **kwargs: put_back_result or {"put_back": 1, "kept": 1, "changed_since": 0})
     monkeypatch.setattr(restore, "purge_quarantine", purge)
 
+    ran: list[list[str]] = []
+    monkeypatch.setattr(restore, "run", lambda command, what, **kwargs: ran.append(command) or b"{}")
+
     class Access:
         description = "a stack"
+
+        def python_command(self, argv, env):
+            return [arg for arg in argv if not arg.startswith(("OBJECTS_SOURCE", '"""'))][-3:]
 
         def stop_server(self) -> bool:
             return True
@@ -201,6 +207,8 @@ def _replace_failing_at_upload(monkeypatch, upload_error: BaseException, *, star
     plan = {"tracking": restore.DatabaseNames("mlflow", "mlflow__restoring", "mlflow__replaced")}
     layout = types.SimpleNamespace(s3_env=lambda access: {}, owner="mlflow", artifacts_destination="s3://b/")
     said: list[str] = []
+    if events is not None:
+        events.append(ran)
     with pytest.raises(BaseException) as raised:
         restore._restore_locked(Access(), Path("/nonexistent"), manifest, layout, None, plan, replace=True, upgrade=True,
                                 stamp="20260101T000000Z", say=said.append, lock=lock)
@@ -243,4 +251,17 @@ def test_keys_the_upload_wrote_without_recording_them_keep_the_server_stopped(mo
     assert isinstance(raised, restore.OpsError)
     assert "1 keys the upload wrote hold neither the stack's bytes nor the ones it recorded" in str(raised)
     assert "--put-back 20260101T000000Z --every-key" in str(raised)
+    ran = events.pop(0)
     assert events == [], "the server stays stopped and the quarantine is kept"
+    assert ran == [["distrust-record", "s3://b/", "20260101T000000Z"]], "its record set aside (review 14)"
+
+
+def test_a_stamp_an_earlier_restore_left_is_refused(monkeypatch):
+    """Review 14: two restores a second apart (or a clock set back) shared a stamp: the second one's
+    quarantine and record overwrote the first's, and its failure purged them."""
+    layout = types.SimpleNamespace(database="mlflow", auth_database="mlflow_auth")
+    monkeypatch.setattr(restore, "_database_names", lambda access: {"mlflow": "", "mlflow__replaced_20260101T000000Z": ""})
+    for listing in ({"quarantines": {"20260101T000000Z": [1, 1]}}, {"quarantines": {}}):
+        with pytest.raises(restore.RefusedError, match="stamp 20260101T000000Z .* nothing was changed"):
+            restore._refuse_a_stamp_in_use(None, layout, "20260101T000000Z", listing)
+    restore._refuse_a_stamp_in_use(None, layout, "20260101T000001Z", {"quarantines": {"20260101T000000Z": [1, 1]}})

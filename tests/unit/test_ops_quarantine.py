@@ -185,3 +185,40 @@ def test_a_key_too_long_for_the_quarantine_is_found_before_anything_is_copied():
     fits, too_long, wide = "1/" + "a" * (room - 2), "1/" + "a" * (room - 1), "1/" + "é" * (room // 2)
     assert quarantine.unquarantinable("team/", stamp, [fits, too_long, wide]) == sorted([too_long, wide])
     assert quarantine.unquarantinable("", stamp, [too_long]) == [], "without a prefix it fits"
+
+
+def test_a_key_copied_in_parts_still_counts_as_holding_its_own_bytes(s3):
+    """Review 14: the quarantine copy of an object over 8 MiB is made in parts, so its ETag is not the
+    original's; a restore that failed before its upload reached the key counted it "written since"
+    (and kept the server stopped for nothing)."""
+    import os
+
+    stack_bytes, backup_bytes = os.urandom(9 * 1024 * 1024), os.urandom(9 * 1024 * 1024)
+    s3.put_object(Bucket=BUCKET, Key="team/1/run/artifacts/model.bin", Body=stack_bytes)
+    quarantine.copy(objects, f"s3://{BUCKET}/team/", "20260101T000000Z",
+                    _backup({"1/run/artifacts/model.bin": backup_bytes}))
+    copied = s3.head_object(Bucket=BUCKET, Key="team/.mlflow-restore-replaced/20260101T000000Z/1/run/artifacts/model.bin")
+    assert copied["ETag"] != s3.head_object(Bucket=BUCKET, Key="team/1/run/artifacts/model.bin")["ETag"]
+    result = quarantine.put_back(objects, f"s3://{BUCKET}/team/", "20260101T000000Z")
+    assert (result["put_back"], result["changed_since"]) == (0, 0)
+    assert _read(s3, "team/1/run/artifacts/model.bin") == stack_bytes
+
+
+def test_a_distrusted_record_makes_every_put_back_ask_for_every_key(s3):
+    """Review 14: a failed restore that found keys holding bytes its record lacks said to use
+    --every-key, but the next refusal named plain --put-back, which kept those bytes and removed the
+    quarantine (the stack's only copy). The record is set aside: put-back now needs --every-key."""
+    destination = f"s3://{BUCKET}/team/"
+    s3.put_object(Bucket=BUCKET, Key="team/1/a.txt", Body=b"stack")
+    quarantine.copy(objects, destination, "20260101T000000Z", _backup({"1/a.txt": b"backup"}))
+    s3.put_object(Bucket=BUCKET, Key="team/1/a.txt", Body=b"unrecorded")
+    assert quarantine.recorded(objects, destination, ["20260101T000000Z"]) == ["20260101T000000Z"]
+    quarantine.distrust_record(objects, destination, "20260101T000000Z")
+    assert quarantine.recorded(objects, destination, ["20260101T000000Z"]) == []
+    assert "20260101T000000Z" in quarantine.quarantines(objects, destination)
+    with pytest.raises(RuntimeError, match="no readable record"):
+        quarantine.put_back(objects, destination, "20260101T000000Z")
+    assert quarantine.put_back(objects, destination, "20260101T000000Z", every_key=True)["put_back"] == 1
+    assert _read(s3, "team/1/a.txt") == b"stack"
+    quarantine.purge(objects, destination, "20260101T000000Z")
+    assert [item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET)["Contents"]] == ["team/1/a.txt"]
