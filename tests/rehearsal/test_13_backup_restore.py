@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import pytest
 
@@ -1065,6 +1065,7 @@ def test_a_lost_maintenance_lock_is_noticed_at_once(stack, access):
     """Review 2 F5: confirm reads psql's answer with a timeout, and a psql whose session ended ends the
     read (here and through `docker exec -i`) instead of waiting for input that never comes."""
     with maintenance_lock(access, "restore") as lock:
+        lock.unwatch()  # confirm is what is tested here: the watch would raise LockLost within a second
         _terminate_lock_session(stack)
         started = time.monotonic()
         with pytest.raises(OpsError, match="maintenance lock of the rehearsal stack was lost"):
@@ -1100,9 +1101,9 @@ def test_a_holder_whose_lock_is_lost_is_stopped_at_once_and_takes_it_again_only_
     watch raises LockLost in it within a second or two, and it may take the lock again only while
     nobody else holds it."""
     with maintenance_lock(access, "restore") as lock:
-        _terminate_lock_session(stack)
         started = time.monotonic()
-        with pytest.raises(LockLost):
+        with pytest.raises(LockLost):  # the watch may notice while the termination is still being confirmed
+            _terminate_lock_session(stack)
             time.sleep(NOTICED_SECONDS)
         assert lock.lost and time.monotonic() - started < NOTICED_SECONDS / 2
         with maintenance_lock(access, "backup"):
@@ -1112,24 +1113,48 @@ def test_a_holder_whose_lock_is_lost_is_stopped_at_once_and_takes_it_again_only_
 
 
 class _OtherTakesTheLockAtUpload(RehearsalAccess):
-    """As the restore's upload starts, its lock session ends (a PostgreSQL restart) and another tool takes
-    the lock (held by a thread here until `release` is set)."""
+    """As the restore's upload starts, its lock session ends (a PostgreSQL restart) and another tool,
+    already waiting for the lock (`pg_advisory_lock`), gets it that instant: before the restore's watch
+    (once a second) can notice and take it again. Held by a psql session until `release`. (A holder
+    that tried only after the termination raced the restore's retake, and lost it under load.)"""
+
+    HOLDER = "mlflow-backup (the racing holder)"
 
     def __init__(self, stack: RehearsalStack):
         super().__init__(stack)
-        self.taken, self.release = threading.Event(), threading.Event()
+        self.holder: Optional[subprocess.Popen] = None
 
-    def _hold(self) -> None:
-        with maintenance_lock(RehearsalAccess(self.stack), "backup"):
-            self.taken.set()
-            self.release.wait(120)
+    def _held_by_holder(self, granted: bool) -> bool:
+        return self.stack.postgres.psql(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+            f"AND l.granted = {str(granted).lower()} AND a.application_name = '{self.HOLDER}'").strip() == "1"
 
     def python_command(self, argv: Sequence[str], env: Mapping[str, str]) -> Command:
-        if "import" in argv and not self.taken.is_set():
+        if "import" in argv and self.holder is None:
+            psql = RehearsalAccess(self.stack).postgres_command(["psql", "-X", "-q", "-A", "-t", "-d", "postgres"])
+            self.holder = subprocess.Popen(psql.argv, env=dict(psql.env), stdin=subprocess.PIPE,
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+            assert self.holder.stdin is not None
+            self.holder.stdin.write(f"SET application_name = '{self.HOLDER}';\n"
+                                    f"SELECT pg_advisory_lock({render.MAINTENANCE_LOCK_KEY});\n")
+            self.holder.stdin.flush()
+            _wait_for(lambda: self._held_by_holder(granted=False), "the racing holder waits for the lock")
             _terminate_lock_session(self.stack)
-            threading.Thread(target=self._hold, daemon=True).start()
-            assert self.taken.wait(30)
+            _wait_for(lambda: self._held_by_holder(granted=True), "the racing holder got the lock")
         return super().python_command(argv, env)
+
+    def release(self) -> None:
+        if self.holder is not None:
+            assert self.holder.stdin is not None
+            self.holder.stdin.close()
+            self.holder.wait(30)
+
+
+def _wait_for(condition, what: str, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {seconds:.0f}s"
+        time.sleep(0.05)
 
 
 def test_a_restore_that_lost_its_lock_to_another_holder_undoes_nothing(stack, access, logged, backup_dir):
@@ -1145,7 +1170,7 @@ def test_a_restore_that_lost_its_lock_to_another_holder_undoes_nothing(stack, ac
                                            r"undid nothing"):
             restore(racing, backup_dir, replace=True, say=lambda message: None)
     finally:
-        racing.release.set()
+        racing.release()
     assert _stack_rows(stack).split("|")[:4] == fingerprint.split("|")[:4], "the databases were not swapped"
     with pytest.raises(RefusedError, match=r"scripts/restore --put-back (\d{8}T\d{6}Z)") as refused:
         restore(access, backup_dir, replace=True, say=lambda message: None)
