@@ -322,8 +322,9 @@ def refuse_stores_elsewhere(command: Sequence[str], description: str,
             raise OpsError(f"the MLflow server of {description} is started with {flag}: these tools read its "
                            f"database from {BACKEND_URI_ENV} (as this project renders it), and the flag would name "
                            "another one; remove it from the server's command")
-    registry = (env or {}).get(REGISTRY_URI_ENV)
-    if registry and registry != (env or {}).get(BACKEND_URI_ENV):
+    env = env or {}
+    registry = env.get(REGISTRY_URI_ENV)
+    if registry and registry != env.get(BACKEND_URI_ENV):
         raise OpsError(f"the MLflow server of {description} keeps its model registry elsewhere ({REGISTRY_URI_ENV}): "
                        "these tools back up and restore the tracking database only, which would leave the models out")
 

@@ -43,12 +43,12 @@ UPLOAD_RECORD_SUFFIX = ".upload.json"
 backup's upload writes over keys the stack holds, written before anything is copied or uploaded, so
 a put-back after a kill tells the upload's bytes from bytes written to the key since."""
 SWAPPED_SUFFIX = ".swapped"
-DISTRUSTED_SUFFIX = ".distrusted"
-"""appended to an upload record that a failed restore found wrong (distrust_record)"""
 """`<quarantine root><STAMP>.swapped`, written by `prune` right after the restore's swap committed: the
 bucket's own evidence that the databases were replaced. The databases' comments (ops.restore's
 SWAPPED_MARK) say it too, but a database moved with pg_dump and pg_restore without --create loses its
 comment, and an old quarantine would then pass for an interrupted restore's (review 5, F2)."""
+DISTRUSTED_SUFFIX = ".distrusted"
+"""appended to an upload record that a failed restore found wrong (distrust_record)"""
 STAMP = re.compile(r"\d{8}T\d{6}Z")  # a restore's stamp (UTC time), also ops.restore's
 DELETE_BATCH = 1000
 HASH_CHUNK = 1024 * 1024
@@ -191,16 +191,10 @@ def _written_entry(value) -> bool:
             and isinstance(value[1], str) and len(value[1]) == 64)
 
 
-def _holds(client, bucket: str, key: str, listed: dict, written: list) -> bool:
+def _holds(client, bucket: str, listed: dict, written: list) -> bool:
     """The key holds exactly the bytes the upload wrote ([bytes, sha256]): read back and hashed when the
     size matches (an ETag is no content hash under SSE-KMS or for multipart uploads)."""
-    if listed["Size"] != written[0]:
-        return False
-    digest = hashlib.sha256()
-    body = client.get_object(Bucket=bucket, Key=key, IfMatch=listed["ETag"])["Body"]
-    for chunk in iter(lambda: body.read(HASH_CHUNK), b""):
-        digest.update(chunk)
-    return digest.hexdigest() == written[1]
+    return listed["Size"] == written[0] and _digest(client, bucket, listed) == written[1]
 
 
 def _digest(client, bucket: str, listed: dict) -> str:
@@ -259,7 +253,7 @@ def put_back(objects, destination: str, stamp: str, every_key: bool = False) -> 
             written = record.get(key[len(prefix):])
             if written is None:
                 continue  # the upload did not write it (a large object's copy has another ETag): the stack's
-            if now is None or not _holds(client, bucket, key, now, written):
+            if now is None or not _holds(client, bucket, now, written):
                 changed += 1
                 continue
         client.copy({"Bucket": bucket, "Key": quarantined["Key"]}, bucket, key)

@@ -683,10 +683,7 @@ def _lock_after_failure(lock: Optional[HeldLock]) -> tuple[bool, bool]:
     meanwhile, undoing now would overlap whatever that one is doing (review 6)."""
     if lock is None:
         return False, True
-    try:
-        lock.unwatch()
-    except LockLost:
-        pass  # the flag is set: holds() answers False
+    _stop_watching(lock)  # a LockLost sent meanwhile sets the flag: holds() answers False
     if lock.holds():
         lock.watch()  # watched again through the cleanup (a LockLost there is said as such)
         return False, True
@@ -713,10 +710,9 @@ def _after_failure(access: StackAccess, layout: StackLayout, s3_env: dict[str, s
         return
     start_failed = False
     if was_running or state.done:
-        started = _start_again(access)
-        start_failed = started != STARTED_AGAIN
-        progress.server_started = not start_failed
-        _quietly(say)(started)
+        progress.server_started, said_of_start = _start_again(access)
+        start_failed = not progress.server_started
+        _quietly(say)(said_of_start)
     if put_back_done and start_failed:
         progress.changed.append(f"its quarantine {state.stamp} is kept until the server runs: scripts/restore --put-back "
                                 f"{state.stamp} starts it and removes the quarantine")
@@ -765,24 +761,22 @@ def _undo_upload(access: StackAccess, layout: StackLayout, s3_env: dict[str, str
                 f"{state.stamp} --every-key puts the stack's bytes back into every key and starts it"), False, False
     new = len(state.backup_keys - state.stack_keys)
     return (f"the databases were not replaced (the stack keeps its own); {result['put_back']} objects the "
-            f"backup's upload had overwritten got the stack's bytes back from the quarantine" + (f"; up to {new} objects of the backup the stack did not hold are left under {destination}"
-                          if new else "")), True, True
+            f"backup's upload had overwritten got the stack's bytes back from the quarantine"
+            + (f"; up to {new} objects of the backup the stack did not hold are left under {destination}" if new else "")
+            ), True, True
 
 
 STAYS_STOPPED = "stays stopped (serving would hand out the backup's bytes beside the stack's own databases)"
 
 
-STARTED_AGAIN = "started the MLflow server again"
-
-
-def _start_again(access: StackAccess) -> str:
+def _start_again(access: StackAccess) -> tuple[bool, str]:
     """After a failure the server starts again before anything is said; a failure of that start does
     not hide the restore's own error."""
     try:
         access.start_server()
     except Exception as error:  # noqa: BLE001 - the restore's own error is the one raised
-        return f"starting the MLflow server failed too: {error}"
-    return STARTED_AGAIN
+        return False, f"starting the MLflow server failed too: {error}"
+    return True, "started the MLflow server again"
 
 
 def _say_outside_locations(manifest: Manifest, directory: Path, say: Say) -> None:
