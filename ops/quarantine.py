@@ -17,12 +17,14 @@ the S3 client and key listing are written once. Standard library and boto3 only;
                                          a restore stopped before its swap: copy each quarantined
                                          object back over its key where the key still holds what
                                          the backup's upload wrote (not where it was written or
-                                         deleted since); the quarantine stays until `purge` (the
+                                         deleted since), then mark the quarantine put back
+                                         (STAMP.put-back); the quarantine stays until `purge` (the
                                          caller purges once the server runs again);
                                          --every-key (no readable record): every key that
                                          holds other bytes, newer ones included
     list     s3://BUCKET[/PREFIX]        {"quarantines": {stamp: [objects, bytes]}, "recorded": [stamps
-                                         whose upload record reads], "swapped": [stamps marked swapped]}
+                                         whose upload record reads], "swapped": [stamps marked swapped],
+                                         "put_back": [stamps marked put back]}
     purge    s3://BUCKET[/PREFIX] STAMP  delete the quarantine STAMP, its upload record and its mark
 
 The quarantine lies inside the destination, `<prefix>/.mlflow-restore-replaced/<STAMP>/<key>`: the
@@ -47,8 +49,14 @@ SWAPPED_SUFFIX = ".swapped"
 bucket's own evidence that the databases were replaced. The databases' comments (ops.restore's
 SWAPPED_MARK) say it too, but a database moved with pg_dump and pg_restore without --create loses its
 comment, and an old quarantine would then pass for an interrupted restore's (review 5, F2)."""
+PUT_BACK_SUFFIX = ".put-back"
+"""`<quarantine root><STAMP>.put-back`, written by `put_back` once every object it had to put back is
+back: a put-back stopped after that (its lock lost while the server started, its purge failed) is
+run again without copying anything, so the bytes written to the stack since are kept (review 15)."""
 DISTRUSTED_SUFFIX = ".distrusted"
 """appended to an upload record that a failed restore found wrong (distrust_record)"""
+MARK_SUFFIXES = (UPLOAD_RECORD_SUFFIX, UPLOAD_RECORD_SUFFIX + DISTRUSTED_SUFFIX, SWAPPED_SUFFIX, PUT_BACK_SUFFIX)
+"""What lies beside a quarantine `<STAMP>/`: its upload record (or the record set aside) and its marks."""
 STAMP = re.compile(r"\d{8}T\d{6}Z")  # a restore's stamp (UTC time), also ops.restore's
 DELETE_BATCH = 1000
 HASH_CHUNK = 1024 * 1024
@@ -143,19 +151,20 @@ def quarantines(objects, destination: str) -> dict:
             entry = found.setdefault(rest.split("/", 1)[0], [0, 0])
             entry[0], entry[1] = entry[0] + 1, entry[1] + listed["Size"]
         else:
-            for suffix in (UPLOAD_RECORD_SUFFIX, UPLOAD_RECORD_SUFFIX + DISTRUSTED_SUFFIX, SWAPPED_SUFFIX):
+            for suffix in MARK_SUFFIXES:
                 if rest.endswith(suffix) and STAMP.fullmatch(rest[:-len(suffix)]):
                     found.setdefault(rest[:-len(suffix)], [0, 0])
     return found
 
 
-def swapped(objects, destination: str) -> list:
-    """The stamps whose quarantine is marked swapped (`prune` ran: the databases were replaced)."""
+def marked(objects, destination: str, suffix: str) -> list:
+    """The stamps whose quarantine carries the mark `suffix`: SWAPPED_SUFFIX (`prune` ran: the databases
+    were replaced) or PUT_BACK_SUFFIX (`put_back` finished)."""
     client = objects._client()
     bucket, prefix = objects.split_destination(destination)
     root = quarantine_root(prefix)
-    marks = (listed["Key"][len(root):-len(SWAPPED_SUFFIX)] for listed in objects._objects(client, bucket, root)
-             if listed["Key"].endswith(SWAPPED_SUFFIX))
+    marks = (listed["Key"][len(root):-len(suffix)] for listed in objects._objects(client, bucket, root)
+             if listed["Key"].endswith(suffix))
     return sorted(stamp for stamp in marks if STAMP.fullmatch(stamp))
 
 
@@ -258,18 +267,18 @@ def put_back(objects, destination: str, stamp: str, every_key: bool = False) -> 
                 continue
         client.copy({"Bucket": bucket, "Key": quarantined["Key"]}, bucket, key)
         restored += 1
+    client.put_object(Bucket=bucket, Key=f"{quarantine_root(prefix)}{stamp}{PUT_BACK_SUFFIX}", Body=b"")
     return {"put_back": restored, "kept": len(kept), "changed_since": changed}
 
 
 def purge(objects, destination: str, stamp: str) -> dict:
-    """Delete the quarantine `stamp`, then its upload record and its mark (restore decides which stamps
+    """Delete the quarantine `stamp`, then its upload record and its marks (restore decides which stamps
     may go: those whose swap happened, or whose objects were put back)."""
     client = objects._client()
     bucket, prefix = objects.split_destination(destination)
     keys = [quarantined["Key"] for quarantined, _ in _stamp_objects(objects, client, bucket, prefix, stamp)]
     _delete(client, bucket, keys)
-    _delete(client, bucket, [f"{quarantine_root(prefix)}{stamp}{suffix}" for suffix in (
-        UPLOAD_RECORD_SUFFIX, UPLOAD_RECORD_SUFFIX + DISTRUSTED_SUFFIX, SWAPPED_SUFFIX)])
+    _delete(client, bucket, [f"{quarantine_root(prefix)}{stamp}{suffix}" for suffix in MARK_SUFFIXES])
     return {"deleted": len(keys)}
 
 
@@ -293,7 +302,8 @@ def main(argv: list) -> int:
         elif len(argv) == 2 and argv[0] == "list":
             found = quarantines(objects, argv[1])
             result = {"quarantines": found, "recorded": recorded(objects, argv[1], found),
-                      "swapped": swapped(objects, argv[1])}
+                      "swapped": marked(objects, argv[1], SWAPPED_SUFFIX),
+                      "put_back": marked(objects, argv[1], PUT_BACK_SUFFIX)}
         elif len(argv) in (3, 4) and argv[0] == "put-back" and argv[3:] in ([], ["--every-key"]):
             result = put_back(objects, argv[1], argv[2], every_key=argv[3:] == ["--every-key"])
         elif len(argv) == 3 and argv[0] == "distrust-record":

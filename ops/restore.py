@@ -915,7 +915,22 @@ def _upgrade(access: StackAccess, manifest: Manifest, revision: Optional[str], f
         say("running the auth app's upgrade step")
         run(access.python_command(["-c", render.AUTH_UPGRADE_SCRIPT, render.AUTH_MIGRATIONS[mode]], env),
             "the auth database's upgrade step")
+        if mode == "mlflow":
+            _say_other_admins(access, layout, server_env.get(_admin_env(), _DEFAULT_ADMIN), say)
     return True
+
+
+def _say_other_admins(access: StackAccess, layout: StackLayout, admin: str, say: Say) -> None:
+    """The backup's other admins are this stack's now, with the passwords the backup holds: another
+    stack's deployed admin (--from-other-stack), or this one's before auth.adminUsername was renamed
+    (review 15, F4). The upgrade step gives only the deployed admin its password; the rest is said."""
+    others = [row[0] for row in psql(access, layout.auth_database,
+                                     "SELECT username FROM public.users WHERE is_admin AND username <> :'admin' "
+                                     "ORDER BY username;\n", variables={"admin": admin})]
+    if others:
+        say(f"the backup's users {', '.join(others)} are admins of {access.description} too, signing in with the "
+            f"passwords the backup holds: if they should not be, the admin ({admin}) takes it away "
+            "(AuthServiceClient.update_user_admin) or deletes them")
 
 
 # --- the quarantines of --replace runs ------------------------------------------------------------------
@@ -923,7 +938,7 @@ def _upgrade(access: StackAccess, manifest: Manifest, revision: Optional[str], f
 
 def _listing(access: StackAccess, layout: StackLayout) -> dict:
     """ops.quarantine list: {"quarantines": {stamp: [objects, bytes]}, "recorded": [stamps with a record],
-    "swapped": [stamps marked swapped]}."""
+    "swapped": [stamps marked swapped], "put_back": [stamps whose put-back finished]}."""
     out = run(access.python_command(["-c", quarantine.source(), "list", layout.artifacts_destination],
                                     layout.s3_env(access)), "listing the quarantines of earlier restores")
     return json.loads(out.decode().strip().splitlines()[-1])
@@ -964,15 +979,19 @@ def unswapped(access: StackAccess, layout: StackLayout, listing: Optional[dict] 
 
 def _refuse_a_stamp_in_use(access: StackAccess, layout: StackLayout, stamp: str, listing: dict) -> None:
     """Two restores one second apart, or a clock set back, would share a stamp: the second one's
-    quarantine and record would overwrite the first's, its failure purge them (review 14)."""
-    databases = _database_names(access)
-    if stamp in listing["quarantines"] or any(_beside(name, REPLACED_TAG + stamp) in databases
-                                              for name in (layout.database, layout.auth_database)):
+    quarantine and record would overwrite the first's, its failure purge them (review 14), and a database
+    still commented swapped by the first would make the second's quarantine pass for swapped (review 15)."""
+    if stamp in listing["quarantines"] or _swapped(layout, stamp, _database_names(access)):
         raise RefusedError(f"an earlier restore left a quarantine or database with this restore's stamp {stamp} (the "
                            "clock was set back?): run it again in a second; nothing was changed")
 
 
-def _put_back_hint(access: StackAccess, layout: StackLayout, stamp: str, size: list[int]) -> str:
+def _put_back_hint(access: StackAccess, layout: StackLayout, stamp: str, size: list[int],
+                   put_back_done: bool = False) -> str:
+    if put_back_done:
+        return (f"the stack's bytes were put back from the quarantine "
+                f"{_quarantine_uri(layout.artifacts_destination, stamp)} ({size[0]} objects), which is left: remove it "
+                f"first: scripts/restore --put-back {stamp}")
     return (f"a restore --replace (quarantine {_quarantine_uri(layout.artifacts_destination, stamp)}, {size[0]} "
             f"objects) stopped before it replaced the databases: {access.description} keeps its own databases, "
             f"but keys it shares with that backup may hold the backup's bytes. Put the stack's bytes back first: "
@@ -981,8 +1000,10 @@ def _put_back_hint(access: StackAccess, layout: StackLayout, stamp: str, size: l
 
 def refuse_unswapped(access: StackAccess, layout: StackLayout, listing: Optional[dict] = None) -> None:
     """RefusedError naming the command that puts the stack's bytes back, before anything changes."""
+    listing = _listing(access, layout) if listing is None else listing
     for stamp, size in sorted(unswapped(access, layout, listing).items()):
-        raise RefusedError(f"{_put_back_hint(access, layout, stamp, size)}, then run this again; nothing was changed")
+        hint = _put_back_hint(access, layout, stamp, size, stamp in listing.get("put_back", ()))
+        raise RefusedError(f"{hint}, then run this again; nothing was changed")
 
 
 def put_back_objects(access: StackAccess, layout: StackLayout, s3_env: dict[str, str], stamp: str,
@@ -1019,7 +1040,8 @@ def put_back(access: StackAccess, stamp: str, *, every_key: bool = False, say: S
         if stamp not in listing["quarantines"]:
             raise RefusedError(f"no quarantine {_quarantine_uri(layout.artifacts_destination, stamp)}: nothing to put "
                                "back; nothing was changed")
-        if listing["quarantines"][stamp][0] and stamp not in listing["recorded"] and not every_key:
+        done = stamp in listing.get("put_back", ())  # copying again would undo what was written since (review 15)
+        if not done and listing["quarantines"][stamp][0] and stamp not in listing["recorded"] and not every_key:
             raise RefusedError(  # checked before the server stops (review 4, F3)
                 f"the quarantine {stamp} has no readable record of which keys its restore's upload wrote (made before "
                 "restore kept one, damaged, or set aside by a failed restore that found keys it had not recorded), so "
@@ -1027,20 +1049,45 @@ def put_back(access: StackAccess, stamp: str, *, every_key: bool = False, say: S
                 f"--put-back {stamp} --every-key puts back every quarantined object whose key holds other bytes now, "
                 "newer ones included. Nothing was changed")
         access.stop_server()
-        env = layout.s3_env(access)
+        result: Optional[dict[str, int]] = {"put_back": 0, "kept": 0} if done else None
+        started = False
         try:
-            result = put_back_objects(access, layout, env, stamp, every_key)
-        except OpsError as error:
-            raise OpsError(f"{error}; the MLflow server {STAYS_STOPPED}: run scripts/restore --put-back {stamp} "
-                           "again") from error
-        access.start_server()  # before anything is said: a closed terminal must not leave it stopped
+            if result is None:
+                result = put_back_objects(access, layout, layout.s3_env(access), stamp, every_key)
+            access.start_server()  # before anything is said: a closed terminal must not leave it stopped
+            started = True
+        except (OpsError, KeyboardInterrupt) as error:  # KeyboardInterrupt: Ctrl-C, a closed terminal, the lock lost
+            if started:
+                raise
+            stopped = (f"is stopped, the stack's bytes back: run scripts/restore --put-back {stamp} again to start it"
+                       if result is not None else
+                       f"{STAYS_STOPPED}: run scripts/restore --put-back {stamp} again")
+            if isinstance(error, OpsError):
+                raise OpsError(f"{error}; the MLflow server {stopped}") from error
+            why = "the maintenance lock was lost" if isinstance(error, LockLost) else "interrupted"
+            raise _StoppedPuttingBack(f"stopped: {why}; the MLflow server {stopped}") from error  # review 15, F2
         # Only now: a put-back killed before the start finds its quarantine and is run again (review 5, F3).
-        try:
-            lock.confirm("removing the quarantine")
-            purge_quarantine(access, layout, env, stamp)
-        except OpsError as error:
-            raise OpsError(f"{error}: the stack's bytes are back and the MLflow server runs, but the quarantine "
-                           f"{stamp} is left; scripts/restore --put-back {stamp} again removes it") from error
+        return _remove_put_back_quarantine(access, layout, stamp, result, done, lock, say)
+
+
+class _StoppedPuttingBack(OpsError):
+    exit_code = 130
+
+
+def _remove_put_back_quarantine(access: StackAccess, layout: StackLayout, stamp: str, result: dict[str, int],
+                                done_before: bool, lock: HeldLock, say: Say) -> dict[str, int]:
+    """The last step of a put-back, once the server runs: its quarantine removed. Marked put back, a
+    quarantine left by a failure here is only removed by the rerun, never copied from again."""
+    try:
+        lock.confirm("removing the quarantine")
+        purge_quarantine(access, layout, layout.s3_env(access), stamp)
+    except OpsError as error:
+        raise OpsError(f"{error}: the stack's bytes are back and the MLflow server runs, but the quarantine "
+                       f"{stamp} is left; scripts/restore --put-back {stamp} again removes it") from error
+    if done_before:
+        say(f"the stack's bytes were put back from the quarantine {stamp} before; removed it and (re)started the "
+            "MLflow server")
+        return result
     say(f"put the stack's bytes back into {result['put_back']} objects the restore of {stamp} had overwritten (of "
         f"{result['kept']} it had quarantined), removed its quarantine and started the MLflow server; the backup's "
         f"objects the stack did not hold are left under {layout.artifacts_destination}"
@@ -1055,7 +1102,7 @@ def put_back(access: StackAccess, stamp: str, *, every_key: bool = False, say: S
 def purge_replaced(access: StackAccess, *, say: Say = _stderr) -> dict[str, int]:
     """Drop the databases `--replace` kept (`<name>__replaced_<stamp>`) and delete its quarantined
     objects; a quarantine whose restore never replaced the databases is kept (it holds the stack's
-    only copy of the keys that restore's upload overwrote) and named."""
+    only copy of the keys that restore's upload overwrote) and named, unless its put-back finished."""
     layout = StackLayout.read(access)
     prefixes = [replaced_prefix(name) for name in (layout.database, layout.auth_database)]
     env = layout.s3_env(access)
@@ -1067,7 +1114,7 @@ def purge_replaced(access: StackAccess, *, say: Say = _stderr) -> dict[str, int]
         deleted = 0
         listing = _listing(access, layout)
         for stamp, size in sorted(listing["quarantines"].items()):
-            if not _swapped(layout, stamp, databases, listing["swapped"]):
+            if not _swapped(layout, stamp, databases, listing["swapped"]) and stamp not in listing.get("put_back", ()):
                 say(f"kept: {_put_back_hint(access, layout, stamp, size)}")
                 continue
             # objects first: a purge stopped in between leaves a database without quarantine, never the reverse

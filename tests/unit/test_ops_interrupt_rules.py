@@ -265,3 +265,15 @@ def test_a_stamp_an_earlier_restore_left_is_refused(monkeypatch):
         with pytest.raises(restore.RefusedError, match="stamp 20260101T000000Z .* nothing was changed"):
             restore._refuse_a_stamp_in_use(None, layout, "20260101T000000Z", listing)
     restore._refuse_a_stamp_in_use(None, layout, "20260101T000001Z", {"quarantines": {"20260101T000000Z": [1, 1]}})
+
+
+def test_a_stamp_a_database_comment_still_names_as_swapped_is_refused(monkeypatch):
+    """Review 15 F3: restore A (stamp S) completed and was purged, the clock set back, and restore B got
+    stamp S: the stack's database still commented `swapped:S` made B's quarantine pass for swapped, so
+    a B killed before its swap had its quarantine (the stack's only copy) deleted by --purge-replaced."""
+    layout = types.SimpleNamespace(database="mlflow", auth_database="mlflow_auth")
+    monkeypatch.setattr(restore, "_database_names",
+                        lambda access: {"mlflow": f"{restore.SWAPPED_MARK}20260101T000000Z", "mlflow_auth": ""})
+    with pytest.raises(restore.RefusedError, match="stamp 20260101T000000Z .* nothing was changed"):
+        restore._refuse_a_stamp_in_use(None, layout, "20260101T000000Z", {"quarantines": {}})
+    restore._refuse_a_stamp_in_use(None, layout, "20260101T000001Z", {"quarantines": {}})

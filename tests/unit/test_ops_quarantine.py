@@ -33,12 +33,12 @@ def test_replace_keeps_every_object_of_the_stack_inside_the_destination(s3, pref
     s3.put_object(Bucket=BUCKET, Key=f"{prefix}1/run/artifacts/config.json", Body=b"the backup's bytes")  # the upload
     assert quarantine.prune(objects, destination, "20260101T000000Z", {"1/run/artifacts/config.json"}) == {"deleted": 1}
     assert [item["Key"] for item in objects._objects(s3, BUCKET, prefix)] == [f"{prefix}1/run/artifacts/config.json"]
-    assert quarantine.swapped(objects, destination) == ["20260101T000000Z"], "prune marks the swap in the bucket"
+    assert quarantine.marked(objects, destination, quarantine.SWAPPED_SUFFIX) == ["20260101T000000Z"], "prune marks the swap in the bucket"
     assert _read(s3, f"{root}1/run/artifacts/config.json") == b"the stack's newer bytes"
     assert _read(s3, f"{root}1/later/artifacts/model.pkl") == b"logged after the backup"
     assert quarantine.purge(objects, destination, "20260101T000000Z") == {"deleted": 2}
     assert quarantine.quarantines(objects, destination) == {}, "the upload record and the mark go with it"
-    assert quarantine.swapped(objects, destination) == []
+    assert quarantine.marked(objects, destination, quarantine.SWAPPED_SUFFIX) == []
 
 
 @pytest.mark.parametrize("prefix", ["team/", ""])
@@ -62,8 +62,11 @@ def test_put_back_gives_the_stack_its_own_bytes_after_a_restore_stopped_before_i
     assert quarantine.put_back(objects, destination, "20260101T000000Z") == {"put_back": 0, "kept": 2,
                                                                              "changed_since": 0}
     assert _read(s3, f"{prefix}1/run/artifacts/a.txt") == b"the stack's bytes"
+    # review 15 F1: a finished put-back is marked, so its rerun after a later failure copies nothing
+    assert quarantine.marked(objects, destination, quarantine.PUT_BACK_SUFFIX) == ["20260101T000000Z"]
     assert quarantine.purge(objects, destination, "20260101T000000Z") == {"deleted": 2}
     assert quarantine.quarantines(objects, destination) == {"20250101T000000Z": [1, len(b"older stamp")]}
+    assert quarantine.marked(objects, destination, quarantine.PUT_BACK_SUFFIX) == [], "purge removes the mark"
 
 
 def test_put_back_keeps_what_was_written_or_deleted_after_the_kill(s3):
@@ -171,9 +174,9 @@ def test_a_purge_stopped_halfway_leaves_a_stamp_the_next_purge_finds(s3):
     destination = f"s3://{BUCKET}/team/"
     s3.put_object(Bucket=BUCKET, Key="team/.mlflow-restore-replaced/20260101T000000Z.swapped", Body=b"")
     assert quarantine.quarantines(objects, destination) == {"20260101T000000Z": [0, 0]}
-    assert quarantine.swapped(objects, destination) == ["20260101T000000Z"]
+    assert quarantine.marked(objects, destination, quarantine.SWAPPED_SUFFIX) == ["20260101T000000Z"]
     quarantine.purge(objects, destination, "20260101T000000Z")
-    assert quarantine.quarantines(objects, destination) == {} and quarantine.swapped(objects, destination) == []
+    assert quarantine.quarantines(objects, destination) == {} and quarantine.marked(objects, destination, quarantine.SWAPPED_SUFFIX) == []
 
 
 def test_a_key_too_long_for_the_quarantine_is_found_before_anything_is_copied():
