@@ -20,6 +20,7 @@ from components.artifact_store import ArtifactStore
 from components.config import KNOWN_LATER_KEYS, ConfigError, StackConfig, auth_database_name, validate_settings
 from components.metadata_store import MetadataStore
 from components.mlflow_tracking_server_args import MlflowTrackingServerArgs
+from components.platforms import PLATFORMS
 from components.platforms.base import Platform, moved_from_top
 from components.reverse_proxy import ReverseProxy
 from components.tracking_server import TrackingServer
@@ -180,15 +181,8 @@ def _plain(value: Any, key: str, problems: list[str]) -> Any:
 
 def _platform(name: str, config: StackConfig, instance: str, opts: pulumi.ResourceOptions,
               moved_from_top_level: bool) -> Platform:
-    """The chosen platform's component. Only its module is imported, so `local` never loads a cloud SDK."""
-    if config.platform == "local":
-        from components.platforms.local import LocalDockerPlatform
-
-        return LocalDockerPlatform(name, config, instance, opts, moved_from_top_level=moved_from_top_level)
-    if config.platform == "aws":
-        from components.platforms.aws import AwsPlatform
-
-        return AwsPlatform(name, config, instance, opts, moved_from_top_level=moved_from_top_level)
-    from components.platforms.azure import AzurePlatform
-
-    return AzurePlatform(name, config, instance, opts)
+    """The chosen platform's component (components.platforms.PLATFORMS). Only its module is imported, so
+    `local` never loads a cloud SDK."""
+    plugin = PLATFORMS[config.platform]
+    moved = {"moved_from_top_level": moved_from_top_level} if plugin.moved_from_top_level else {}
+    return plugin.component_class()(name, config, instance, opts, **moved)

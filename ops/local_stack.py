@@ -2,7 +2,7 @@
 everything the day-2 tools need).
 
 The local platform names its Docker objects `<instance>-<stack>-<service>` (`mlflow-local-postgres`,
-`mlflow-local-mlflow-server`, ...; see components/platforms/local.py). The MLflow server container's
+`mlflow-local-mlflow-server`, ...; see components/platforms/local/platform.py). The MLflow server container's
 own configuration says where the data lives: its environment holds the database URI and the scoped
 MinIO key, its command the artifacts destination. Commands reach the stack from inside: `docker
 exec` into a container, or a one-off container from the server's image on the stack's network.

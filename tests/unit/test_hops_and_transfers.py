@@ -20,7 +20,8 @@ import pytest
 
 from components import config as config_module
 from components import render
-from components.config import AZURE_INGRESS_TIMEOUT_SECONDS, MIB, ConfigError, ServerConfig, parse_stack_config
+from components.config import MIB, ConfigError, ServerConfig, parse_stack_config
+from components.platforms.azure.config import AZURE_INGRESS_TIMEOUT_SECONDS
 from tests.unit.harness import ProgramRun, run_program, stack_file_config
 
 

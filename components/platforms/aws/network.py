@@ -13,7 +13,7 @@ from typing import Callable
 import pulumi
 import pulumi_aws as aws
 
-from components.config import AwsConfig
+from components.platforms.aws.config import AwsConfig
 
 
 @dataclass(frozen=True)

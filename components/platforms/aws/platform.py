@@ -26,7 +26,8 @@ import pulumi_docker as docker
 import pulumi_random as random
 
 from components import render
-from components.config import StackConfig, aws_schedule_expression, server_rollout_percents
+from components.config import StackConfig, aws_schedule_expression
+from components.platforms.aws.config import server_rollout_percents
 from components.names import SERVER_IMAGE
 from components.platforms.aws import names, tasks
 from components.platforms.aws.alarms import FIVE_MINUTES, AlarmTarget, expression, metric, metric_alarm
@@ -665,7 +666,7 @@ class AwsPlatform(pulumi.ComponentResource):
         replicas = s.proxy_replicas if proxy else self.server.replicas
         autoscaled = not proxy and self.server.max_replicas > self.server.replicas
         # The server's rollouts stop old tasks first: the database's connection budget counts every
-        # server task running at once (config.ecs_rollout_peak_tasks). The proxy's start new ones first.
+        # server task running at once (aws/config.py ecs_rollout_peak_tasks). The proxy's start new ones first.
         minimum, maximum = (None, None) if proxy else server_rollout_percents(self.server.replicas)
         service = aws.ecs.Service(
             name, name=service_name, cluster=self.ecs_cluster.arn, task_definition=task.arn,

@@ -1,5 +1,6 @@
 """The `azure` platform: PostgreSQL flexible server, Blob Storage, Azure Container Apps.
 
+    config.py    the `mlflow:azure` config section, its limits and cross-checks
     platform.py  AzurePlatform, the component: shared resources (resource group, network, private
                  DNS, identities, registry, Container Apps environment) and what the components ask
                  for (database, container, images, apps)
@@ -8,6 +9,15 @@ Imports only pulumi_azure_native (plus pulumi_docker to build and push images, p
 registry token), so `local` never loads it.
 """
 
-from components.platforms.azure.platform import AzurePlatform
+import importlib
+import importlib.util
 
 __all__ = ["AzurePlatform"]
+
+
+def __getattr__(name: str):
+    """AzurePlatform (and the rest of platform.py) on first use: importing this package for its config section
+    must not load pulumi_azure_native."""
+    if importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        raise AttributeError(name)  # a module of the package (`from ... import config`): imported as such
+    return getattr(importlib.import_module(f"{__name__}.platform"), name)

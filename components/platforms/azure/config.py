@@ -1,0 +1,247 @@
+"""The `azure` platform's section of the stack configuration (`mlflow:azure`), its Azure limits, and
+what it needs of the other sections (`consistent`)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Literal, Optional
+
+from pydantic import Field, field_validator, model_validator
+
+from components.config_base import _CIDR, _HOSTNAME, _IDENTIFIER, _Section
+
+if TYPE_CHECKING:
+    from components.config import StackConfig
+
+
+# Azure Database for PostgreSQL flexible server: the default max_connections of each compute size
+# (Microsoft's "Limits" page); the server keeps 15 of them for itself.
+AZURE_DB_CONNECTIONS = {
+    "Standard_B1ms": 50, "Standard_B2s": 429, "Standard_B2ms": 859, "Standard_B4ms": 1718, "Standard_B8ms": 3437,
+    "Standard_B12ms": 5000, "Standard_B16ms": 5000, "Standard_B20ms": 5000,
+    **{f"Standard_D{size}{suffix}": limit for size, limit in ((2, 859), (4, 1718), (8, 3437), (16, 5000), (32, 5000),
+                                                                (48, 5000), (64, 5000))
+       for suffix in ("s_v3", "ds_v4", "ds_v5", "ads_v5")},
+    **{f"Standard_E{size}{suffix}": limit for size, limit in ((2, 1718), (4, 3437), (8, 5000), (16, 5000), (32, 5000),
+                                                                (48, 5000), (64, 5000))
+       for suffix in ("s_v3", "ds_v4", "ds_v5", "ads_v5")},
+}
+AZURE_DB_RESERVED_CONNECTIONS = 15
+AZURE_DB_STORAGE_GB = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32767)
+# Container Apps ends a request at 240 s at its ingress; premium ingress raises the idle limit to 30 min.
+AZURE_INGRESS_TIMEOUT_SECONDS = 240
+AZURE_PREMIUM_INGRESS_TIMEOUT_SECONDS = 1800
+# allowedCidrs that let every client in.
+ANYWHERE = ("0.0.0.0/0",)
+# Azure's public-cloud regions by programmatic name, and whether each has availability zones
+# (https://learn.microsoft.com/en-us/azure/reliability/regions-list). `az account list-locations
+# --query "[].name"` lists what a subscription may use.
+AZURE_ZONE_REGIONS = frozenset({
+    "australiaeast", "austriaeast", "belgiumcentral", "brazilsouth", "canadacentral", "centralindia", "centralus",
+    "chilecentral", "eastasia", "eastus", "eastus2", "francecentral", "germanywestcentral", "indonesiacentral",
+    "israelcentral", "italynorth", "japaneast", "japanwest", "koreacentral", "malaysiawest", "mexicocentral",
+    "newzealandnorth", "northeurope", "norwayeast", "polandcentral", "qatarcentral", "southafricanorth",
+    "southcentralus", "southeastasia", "spaincentral", "swedencentral", "switzerlandnorth", "uaenorth", "uksouth",
+    "westeurope", "westus2", "westus3",
+})
+AZURE_LOCATIONS = AZURE_ZONE_REGIONS | frozenset({
+    "australiacentral", "australiacentral2", "australiasoutheast", "brazilsoutheast", "canadaeast", "francesouth",
+    "germanynorth", "jioindiacentral", "jioindiawest", "koreasouth", "northcentralus", "norwaywest",
+    "southafricawest", "southindia", "swedensouth", "switzerlandwest", "uaecentral", "ukwest", "westcentralus",
+    "westindia", "westus",
+})
+_RESOURCE_GROUP = re.compile(r"^[-\w._()]{0,89}[-\w_()]$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class AzureConfig(_Section):
+    """The `azure` stack: PostgreSQL flexible server, Blob Storage, Container Apps."""
+
+    location: str = Field("westeurope", description="Azure region name, e.g. westeurope or eastus2")
+    resource_group_name: Optional[str] = Field(None, description="use this existing resource group instead of creating "
+                                               "one; it must hold no other MLflow stack (the apps are named "
+                                               "mlflow-server and mlflow-proxy in every stack, and Container Apps "
+                                               "names are unique per group)")
+    vnet_cidr: str = Field("10.50.0.0/16", description="address space of the virtual network this stack creates (/22 or larger)")
+    allowed_cidrs: tuple[str, ...] = Field(("0.0.0.0/0",), description="client networks allowed through the ingress")
+    internal: bool = Field(False, description="ingress inside the virtual network only (reached over VPN or peering)")
+    domain: Optional[str] = Field(None, description="DNS name users reach MLflow at (a managed certificate is "
+                                  "made for it unless certificateId is set)")
+    certificate_id: Optional[str] = Field(None, description="existing certificate of the Container Apps environment for `domain`")
+    premium_ingress: bool = Field(False, description="premium ingress (a dedicated workload profile): idle requests "
+                                  "last up to 30 minutes instead of 240 s, for slow large artifacts")
+    proxy_replicas: int = Field(2, ge=1, le=30, description="Nginx replicas")
+    proxy_cpu: float = Field(0.25, description="vCPUs of an Nginx replica (memory: twice as many GiB)")
+    registry_sku: Literal["Basic", "Standard", "Premium"] = Field("Basic", description="Azure Container Registry tier")
+    db_sku: str = Field("Standard_B2s", description="flexible server compute size; its connection limit bounds "
+                        "database.maxConnections")
+    db_storage_gb: int = Field(32, description="initial flexible server storage in GiB (32, 64, ... 32767): "
+                               "auto-grow enlarges it and later changes are ignored; grow it by hand with "
+                               "`az postgres flexible-server update --storage-size`")
+    db_admin_username: str = Field("mlflow_admin", description="flexible server administrator (MLflow logs in as "
+                                   "database.username, not a superuser)")
+    db_backup_retention_days: int = Field(7, ge=7, le=35, description="automated backup retention (point-in-time restore)")
+    db_geo_redundant_backup: bool = Field(False, description="keep backups in the paired region too")
+    db_high_availability: Literal["disabled", "same-zone", "zone-redundant"] = Field(
+        "disabled", description="standby server (not on burstable sizes)")
+    storage_sku: Literal["Standard_LRS", "Standard_ZRS", "Standard_GRS", "Standard_GZRS", "Standard_RAGRS",
+                         "Standard_RAGZRS"] = Field("Standard_ZRS", description="storage account redundancy")
+    blob_soft_delete_days: int = Field(7, ge=1, le=365, description="deleted blobs and containers stay recoverable this long")
+    noncurrent_version_expiration_days: Optional[int] = Field(90, ge=0, le=3650, description="delete old artifact "
+                                                              "versions after N days (0 or null: keep)")
+    log_retention_days: int = Field(30, ge=30, le=730, description="Log Analytics retention")
+    zone_redundant: Optional[bool] = Field(None, description="Container Apps environment spread over the region's "
+                                           "availability zones (default: where the region has them); applies only "
+                                           "when the environment is created, later changes are ignored: changing "
+                                           "it means a new stack")
+    alarm_email: Optional[str] = Field(None, description="address the stack's Azure Monitor alerts email (through "
+                                       "its action group)")
+    protect_resources: bool = Field(True, description="Pulumi `protect` on the database, storage account and registry")
+
+    @field_validator("location")
+    @classmethod
+    def _location(cls, value: str) -> str:
+        if value not in AZURE_LOCATIONS:
+            raise ValueError("must be the programmatic region name of an Azure public-cloud region, like westeurope or "
+                             "eastus2 (lower case, no spaces); `az account list-locations --query "
+                             "\"[].name\" -o tsv` lists those your subscription may use")
+        return value
+
+    @field_validator("alarm_email")
+    @classmethod
+    def _email(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _EMAIL.match(value):
+            raise ValueError("must be an email address")
+        return value
+
+    @field_validator("resource_group_name")
+    @classmethod
+    def _group(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _RESOURCE_GROUP.match(value):
+            raise ValueError("must be a resource group name: 1-90 letters, digits, '-', '_', '.', '(', ')', not ending in '.'")
+        return value
+
+    @field_validator("vnet_cidr")
+    @classmethod
+    def _vnet(cls, value: str) -> str:
+        if not _CIDR.match(value) or int(value.split("/")[1]) > 22:
+            raise ValueError("must be an IPv4 CIDR of /22 or larger, e.g. 10.50.0.0/16 (Container Apps needs a /23)")
+        return value
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [cidr for cidr in value if not _CIDR.match(cidr)]
+        if bad or not value:
+            raise ValueError(f"must be IPv4 CIDRs like 203.0.113.0/24; not {bad}")
+        return value
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and (not _HOSTNAME.match(value) or "." not in value):
+            raise ValueError("must be a fully qualified DNS name like mlflow.example.com")
+        return value
+
+    @field_validator("certificate_id")
+    @classmethod
+    def _certificate(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not re.match(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+                                              r"Microsoft\.App/managedEnvironments/[^/]+/(managedC|c)ertificates/[^/]+$",
+                                              value, re.IGNORECASE):
+            raise ValueError("must be the resource id of a Container Apps environment certificate: "
+                             "/subscriptions/.../managedEnvironments/<env>/certificates/<name>")
+        return value
+
+    @field_validator("proxy_cpu")
+    @classmethod
+    def _proxy_cpu(cls, value: float) -> float:
+        return _container_apps_cpu(value)
+
+    @field_validator("db_sku")
+    @classmethod
+    def _sku(cls, value: str) -> str:
+        if value not in AZURE_DB_CONNECTIONS:
+            raise ValueError("must be a flexible server compute size such as Standard_B2s, Standard_D2ds_v5 or "
+                             "Standard_E2ds_v5 (Burstable B*, General Purpose D*, Memory Optimized E*)")
+        return value
+
+    @field_validator("db_storage_gb")
+    @classmethod
+    def _storage(cls, value: int) -> int:
+        if value not in AZURE_DB_STORAGE_GB:
+            raise ValueError(f"must be one of {', '.join(map(str, AZURE_DB_STORAGE_GB))}")
+        return value
+
+    @field_validator("db_admin_username")
+    @classmethod
+    def _admin(cls, value: str) -> str:
+        reserved = {"azure_superuser", "azure_pg_admin", "admin", "administrator", "root", "guest", "public"}
+        if not _IDENTIFIER.match(value) or value in reserved or value.startswith("pg_"):
+            raise ValueError("must be a lower-case SQL identifier, not admin, administrator, root, guest, public, "
+                             "azure_superuser or pg_*")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "AzureConfig":
+        if self.certificate_id and not self.domain:
+            raise ValueError("azure.certificateId needs azure.domain (the name the certificate is for)")
+        if self.db_high_availability != "disabled" and self.db_sku.startswith("Standard_B"):
+            raise ValueError("azure.dbHighAvailability needs a General Purpose or Memory Optimized azure.dbSku "
+                             "(burstable sizes have no standby)")
+        if self.zone_redundant and self.location not in AZURE_ZONE_REGIONS:
+            raise ValueError(f"azure.zoneRedundant: azure.location {self.location} has no availability zones; set "
+                             "it false or choose a region with zones")
+        if self.managed_certificate and (self.internal or tuple(self.allowed_cidrs) != ANYWHERE):
+            # DigiCert validates, and renews, over the public internet
+            # (https://learn.microsoft.com/en-us/azure/container-apps/custom-domains-managed-certificates).
+            raise ValueError("azure.domain without azure.certificateId asks for a managed certificate, which Azure "
+                             "issues and renews only for a publicly reachable app: not with azure.internal true or "
+                             "azure.allowedCidrs narrower than [\"0.0.0.0/0\"]; bring your own certificate "
+                             "(azure.certificateId) instead")
+        return self
+
+    @property
+    def managed_certificate(self) -> bool:
+        """A certificate Azure issues for `domain` (none given)."""
+        return self.domain is not None and self.certificate_id is None
+
+    @property
+    def zone_redundancy(self) -> bool:
+        return self.location in AZURE_ZONE_REGIONS if self.zone_redundant is None else self.zone_redundant
+
+    @property
+    def db_tier(self) -> str:
+        return {"B": "Burstable", "D": "GeneralPurpose", "E": "MemoryOptimized"}[self.db_sku.split("_")[1][0]]
+
+    @property
+    def ingress_timeout_seconds(self) -> int:
+        return AZURE_PREMIUM_INGRESS_TIMEOUT_SECONDS if self.premium_ingress else AZURE_INGRESS_TIMEOUT_SECONDS
+
+
+def _container_apps_cpu(value: float) -> float:
+    if value * 4 != int(value * 4) or not 0.25 <= value <= 4:
+        raise ValueError("must be a Container Apps CPU size: 0.25 to 4 in steps of 0.25")
+    return value
+
+
+def consistent(self: StackConfig) -> None:
+    """What the azure stack needs of the other sections."""
+    azure = self.azure
+    if self.proxy.tls != "off":
+        raise ValueError("proxy.tls must be off on azure: the Container Apps ingress terminates TLS (set "
+                         "azure.domain for your own name; the default name is HTTPS already)")
+    if self.proxy.timeout_seconds > azure.ingress_timeout_seconds:
+        raise ValueError(f"proxy.timeoutSeconds {self.proxy.timeout_seconds} exceeds what the Container Apps "
+                         f"ingress allows ({azure.ingress_timeout_seconds} s"
+                         f"{'' if azure.premium_ingress else '; azure.premiumIngress raises it to 1800'})")
+    limit = AZURE_DB_CONNECTIONS[azure.db_sku]
+    if self.database.max_connections > limit:
+        raise ValueError(f"database.maxConnections {self.database.max_connections} exceeds what azure.dbSku "
+                         f"{azure.db_sku} allows ({limit}); choose a larger size")
+    if "." in self.artifacts.bucket:
+        raise ValueError("artifacts.bucket names a Blob container on azure: letters, digits and '-' only, no '.'")
+    _container_apps_cpu(self.server.cpu)
+    if self.server.memory_mib != int(self.server.cpu * 2048):
+        raise ValueError(f"server.memoryMib must be {int(self.server.cpu * 2048)} for server.cpu {self.server.cpu} "
+                         "on azure (Container Apps gives 2 GiB per vCPU)")
