@@ -71,6 +71,12 @@ class StackAccess(Protocol):
         """Start the MLflow server again and wait until it is healthy."""
         ...
 
+    def stop_orphaned_oneoffs(self) -> int:
+        """Stop the stack's one-offs (python_command) still running, and say how many: a tool killed with
+        `kill -9` cannot stop the one-off it started, which goes on copying or deleting objects. Called
+        with the maintenance lock held, when no other tool's one-off may run (review 16, F2)."""
+        ...
+
 
 # --- running commands ----------------------------------------------------------------------------
 

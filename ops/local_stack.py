@@ -38,6 +38,8 @@ REQUIRED_SERVICES = ("postgres", SERVER_SERVICE)
 SERVER = SERVER_SERVICE
 ONEOFF_USER = "mlflow"  # the server image's user (docker/mlflow/Dockerfile)
 ONEOFF_LABEL = "org.mlflow-platform.ops=one-off"
+ONEOFF_STACK_LABEL = "org.mlflow-platform.ops.stack"
+"""`<label>=<prefix>`: which stack a one-off works on (stop_running_oneoffs stops only that stack's)."""
 ONEOFF_HELPER = Path(__file__).with_name("oneoff.py")
 
 Stdin = Union[None, bytes, IO[bytes]]
@@ -165,7 +167,7 @@ class LocalStack:
         if bad:
             raise ValueError(f"invalid environment variable names: {bad}")
         create = ["--rm", "-i", "--network", self.network, "--user", ONEOFF_USER,
-                  "--log-driver", "none", "--label", ONEOFF_LABEL]
+                  "--log-driver", "none", "--label", ONEOFF_LABEL, "--label", f"{ONEOFF_STACK_LABEL}={self.prefix}"]
         for name, path in secret_file_env(names).items():
             create += ["-e", f"{name}={path}"]
         create += [self.server_image(), *(secret_env_entrypoint(names) if names else []), *argv]
@@ -189,6 +191,23 @@ class LocalStack:
             if removed.returncode != 0:
                 raise OpsError(f"removing leftover one-off containers failed: {_first_line(removed.stderr)}")
         return leftovers
+
+    def stop_running_oneoffs(self) -> list[str]:
+        """Remove this stack's one-off containers that still run (`docker rm --force`), returning their ids:
+        left by a tool killed with `kill -9` (the helper's container outlives it). Only with the stack's
+        maintenance lock held (LocalAccess.stop_orphaned_oneoffs), when no other tool's one-off runs."""
+        result = subprocess.run([self.docker, "ps", "--quiet", "--no-trunc", "--filter", f"label={ONEOFF_LABEL}",
+                                 "--filter", f"label={ONEOFF_STACK_LABEL}={self.prefix}", "--filter", "status=running"],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise OpsError(f"docker ps failed: {_first_line(result.stderr) or f'exit status {result.returncode}'}")
+        running = result.stdout.split()
+        if running:
+            removed = subprocess.run([self.docker, "rm", "--force", *running], capture_output=True, text=True)
+            if removed.returncode != 0:
+                raise OpsError(f"stopping one-off containers an earlier tool left running failed: "
+                               f"{_first_line(removed.stderr)}")
+        return running
 
     def exec(self, service: str, argv: Sequence[str], *, stdin: Stdin = None, stdout: Optional[IO[bytes]] = None,
              user: Optional[str] = None) -> subprocess.CompletedProcess:
@@ -292,3 +311,6 @@ class LocalAccess:
 
     def start_server(self) -> None:
         self.stack.start(SERVER)
+
+    def stop_orphaned_oneoffs(self) -> int:
+        return len(self.stack.stop_running_oneoffs())

@@ -27,6 +27,7 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from typing import Iterator, Optional
@@ -240,6 +241,10 @@ def maintenance_lock(access: StackAccess, holder: str) -> Iterator[HeldLock]:
     held = HeldLock(process, access, holder)
     held.watch()
     try:
+        orphans = access.stop_orphaned_oneoffs()  # a killed tool's, which would go on writing (review 16, F2)
+        if orphans:
+            print(f"stopped {orphans} one-off(s) an earlier backup or restore left running on {access.description} "
+                  "(that tool was killed before they ended)", file=sys.stderr)
         yield held
     finally:
         held.close()

@@ -13,7 +13,7 @@ the S3 client and key listing are written once. Standard library and boto3 only;
     prune    s3://BUCKET[/PREFIX] STAMP  (stdin: JSON list of the backup's keys) after the swap:
                                          mark the quarantine STAMP swapped (STAMP.swapped), then
                                          delete the stack's objects the backup does not hold
-    put-back s3://BUCKET[/PREFIX] STAMP [--every-key]
+    put-back s3://BUCKET[/PREFIX] STAMP [--every-key | --undo]
                                          a restore stopped before its swap: copy each quarantined
                                          object back over its key where the key still holds what
                                          the backup's upload wrote (not where it was written or
@@ -21,7 +21,10 @@ the S3 client and key listing are written once. Standard library and boto3 only;
                                          (STAMP.put-back); the quarantine stays until `purge` (the
                                          caller purges once the server runs again);
                                          --every-key (no readable record): every key that
-                                         holds other bytes, newer ones included
+                                         holds other bytes, newer ones included;
+                                         --undo (a failing restore's own put-back, the server
+                                         stopped): no mark, and a key written since sets the
+                                         record aside (distrust-record) instead
     list     s3://BUCKET[/PREFIX]        {"quarantines": {stamp: [objects, bytes]}, "recorded": [stamps
                                          whose upload record reads], "swapped": [stamps marked swapped],
                                          "put_back": [stamps marked put back]}
@@ -232,7 +235,7 @@ def distrust_record(objects, destination: str, stamp: str) -> dict:
     return {"distrusted": stamp}
 
 
-def put_back(objects, destination: str, stamp: str, every_key: bool = False) -> dict:
+def put_back(objects, destination: str, stamp: str, every_key: bool = False, undo: bool = False) -> dict:
     """A restore stopped before its swap left the stack on its own databases while the backup's upload
     may have overwritten keys both hold: each quarantined object is copied back over its key where the
     key still holds the bytes the upload wrote (its record says which). A key written since (the
@@ -241,7 +244,10 @@ def put_back(objects, destination: str, stamp: str, every_key: bool = False) -> 
     removes it once the server runs again: a put-back killed before that is run again, and finds the
     keys it put back holding their own bytes). `every_key`: the record is not asked (there is none
     readable, or a failed restore found keys holding bytes it never recorded): every quarantined
-    object whose key holds other bytes is put back, also over bytes written since."""
+    object whose key holds other bytes is put back, also over bytes written since. Done, the quarantine
+    is marked put back (its rerun copies nothing), except with `undo`: a failing restore puts back with
+    the server stopped, so a key holding other bytes than recorded was not written by a user, the record
+    is set aside for --every-key, here, in the same process (a killed tool cannot skip it; review 16)."""
     client = objects._client()
     bucket, prefix = objects.split_destination(destination)
     kept = _stamp_objects(objects, client, bucket, prefix, stamp)
@@ -267,6 +273,10 @@ def put_back(objects, destination: str, stamp: str, every_key: bool = False) -> 
                 continue
         client.copy({"Bucket": bucket, "Key": quarantined["Key"]}, bucket, key)
         restored += 1
+    if undo:
+        if changed:
+            distrust_record(objects, destination, stamp)
+        return {"put_back": restored, "kept": len(kept), "changed_since": changed, "distrusted": bool(changed)}
     client.put_object(Bucket=bucket, Key=f"{quarantine_root(prefix)}{stamp}{PUT_BACK_SUFFIX}", Body=b"")
     return {"put_back": restored, "kept": len(kept), "changed_since": changed}
 
@@ -304,15 +314,14 @@ def main(argv: list) -> int:
             result = {"quarantines": found, "recorded": recorded(objects, argv[1], found),
                       "swapped": marked(objects, argv[1], SWAPPED_SUFFIX),
                       "put_back": marked(objects, argv[1], PUT_BACK_SUFFIX)}
-        elif len(argv) in (3, 4) and argv[0] == "put-back" and argv[3:] in ([], ["--every-key"]):
-            result = put_back(objects, argv[1], argv[2], every_key=argv[3:] == ["--every-key"])
-        elif len(argv) == 3 and argv[0] == "distrust-record":
-            result = distrust_record(objects, argv[1], argv[2])
+        elif len(argv) in (3, 4) and argv[0] == "put-back" and argv[3:] in ([], ["--every-key"], ["--undo"]):
+            result = put_back(objects, argv[1], argv[2], every_key=argv[3:] == ["--every-key"],
+                              undo=argv[3:] == ["--undo"])
         elif len(argv) == 3 and argv[0] == "purge":
             result = purge(objects, argv[1], argv[2])
         else:
             print("usage: quarantine copy DEST STAMP (backup keys on stdin) | prune DEST STAMP (keys to keep on stdin) | "
-                  "put-back DEST STAMP [--every-key] | "
+                  "put-back DEST STAMP [--every-key | --undo] | "
                   "list DEST | purge DEST STAMP", file=sys.stderr)
             return 2
         print(json.dumps(result))

@@ -743,18 +743,14 @@ def _undo_upload(access: StackAccess, layout: StackLayout, s3_env: dict[str, str
             return (f"the databases hold the backup (the replaced ones are kept as <name>{REPLACED_TAG}{state.stamp}); "
                     f"the stack's objects the backup does not hold are still under {destination}"), True, False
     try:
-        result = put_back_objects(access, layout, s3_env, state.stamp)
+        result = put_back_objects(access, layout, s3_env, state.stamp, undo=True)
     except BaseException as error:  # noqa: BLE001 - said, and the restore's own error is the one raised
         return (f"the databases were not replaced, but the backup's objects were uploaded over the stack's and "
                 f"putting the stack's bytes back failed ({str(error) or type(error).__name__}); the MLflow server "
                 f"{STAYS_STOPPED} until scripts/restore --put-back {state.stamp}, which puts them back and starts it"), False, False
     changed = int(result.get("changed_since", 0))
-    if changed:  # the server was stopped: no user wrote them; the upload wrote other bytes than it recorded
-        try:  # so every later put-back of it asks for --every-key (review 14)
-            run(access.python_command(["-c", quarantine.source(), "distrust-record", destination, state.stamp], s3_env),
-                f"setting the upload record of {state.stamp} aside")
-        except OpsError:
-            pass  # said below: the command it names has --every-key
+    if changed:  # the server was stopped: no user wrote them; the upload wrote other bytes than it recorded,
+        # so the put-back set its record aside: every later put-back of it asks for --every-key (review 14)
         return (f"the databases were not replaced, but {changed} keys the upload wrote hold neither the stack's bytes "
                 f"nor the ones it recorded ({result['put_back']} others got the stack's bytes back); the MLflow "
                 f"server {STAYS_STOPPED} and the quarantine {state.stamp} is kept: scripts/restore --put-back "
@@ -1007,10 +1003,12 @@ def refuse_unswapped(access: StackAccess, layout: StackLayout, listing: Optional
 
 
 def put_back_objects(access: StackAccess, layout: StackLayout, s3_env: dict[str, str], stamp: str,
-                     every_key: bool = False) -> dict[str, int]:
+                     every_key: bool = False, undo: bool = False) -> dict[str, int]:
     """ops.quarantine put-back: the quarantined objects whose key still holds what the upload wrote
-    (`every_key`: whatever differs) copied back; the quarantine stays (purge_quarantine)."""
-    argv = ["-c", quarantine.source(), "put-back", layout.artifacts_destination, stamp, *(["--every-key"] * every_key)]
+    (`every_key`: whatever differs) copied back; the quarantine stays (purge_quarantine), marked put
+    back unless `undo` (a failing restore's own, see ops.quarantine.put_back)."""
+    argv = ["-c", quarantine.source(), "put-back", layout.artifacts_destination, stamp,
+            *(["--every-key"] * every_key), *(["--undo"] * undo)]
     out = run(access.python_command(argv, s3_env), f"putting the stack's objects back from the quarantine {stamp}")
     return json.loads(out.decode().strip().splitlines()[-1])
 

@@ -37,6 +37,9 @@ class ScratchAccess:
                "PGUSER": self.cluster.superuser, "PGPASSWORD": self.cluster.superuser_password}
         return Command([str(self.cluster.bindir / argv[0]), *argv[1:]], env)
 
+    def stop_orphaned_oneoffs(self) -> int:
+        return 0  # the database steps start no one-off
+
 
 @pytest.fixture(scope="module")
 def access(postgres_cluster) -> ScratchAccess:
@@ -186,6 +189,8 @@ _HOLDER_ACCESS = textwrap.dedent("""
         description = "the scratch cluster"
         def postgres_command(self, argv):
             return Command([{bindir!r} + "/" + argv[0], *argv[1:]], {env!r})
+        def stop_orphaned_oneoffs(self):
+            return 0
 """)
 """A child process's prelude: the ops tools' lock on the scratch cluster (format: repo, bindir, env)."""
 

@@ -166,11 +166,12 @@ class ControlledAccess:
     def python_command(self, argv: Sequence[str], env: Mapping[str, str]):
         from ops.access import Command
         from rehearsal.launcher import base_env
-        from tests.rehearsal.test_13_backup_restore import _through_pipes
+        from tests.rehearsal.test_13_backup_restore import ONEOFF_MARK_ENV, _through_pipes
 
         self._step("python", argv)
         workdir = Path(self.spec["workdir"])
-        return Command(_through_pipes([sys.executable, *argv]), {**base_env(workdir / "home", workdir / "tmp"), **env})
+        return Command(_through_pipes([sys.executable, *argv]),
+                       {**base_env(workdir / "home", workdir / "tmp"), ONEOFF_MARK_ENV: str(workdir), **env})
 
     def server_env(self) -> Mapping[str, str]:
         return self.spec["server_env"]
@@ -183,6 +184,11 @@ class ControlledAccess:
 
     def start_server(self) -> None:
         self._step("start_server", [])
+
+    def stop_orphaned_oneoffs(self) -> int:  # not a step: it must not move the parent's kill points
+        from tests.rehearsal.test_13_backup_restore import stop_orphaned
+
+        return stop_orphaned(Path(self.spec["workdir"]))
 
 
 def _run_tool(spec: Mapping[str, Any], access: ControlledAccess) -> int:

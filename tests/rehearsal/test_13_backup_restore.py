@@ -81,6 +81,29 @@ def _through_pipes(argv: list[str]) -> list[str]:
     return [sys.executable, "-c", _PIPES, *argv]
 
 
+ONEOFF_MARK_ENV = "REHEARSAL_ONEOFF"
+"""Marks the rehearsal's one-offs (python_command) with their stack's ops directory, as LocalStack's
+label marks its containers: stop_orphaned finds the ones a killed tool left running by it."""
+
+
+def stop_orphaned(workdir: Path) -> int:
+    """SIGKILL every process marked as a one-off of the stack whose ops directory is `workdir`; returns
+    how many one-offs that was (a one-off's own children carry its mark too)."""
+    mark, marked = f"{ONEOFF_MARK_ENV}={workdir}".encode(), {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if mark in (entry / "environ").read_bytes().split(b"\0"):
+                marked[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    for pid in marked:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+    return sum(1 for parent in marked.values() if parent not in marked)
+
+
 class RehearsalAccess:
     """ops.access.StackAccess for the rehearsal: the same commands, started natively."""
 
@@ -108,7 +131,7 @@ class RehearsalAccess:
     def python_command(self, argv: Sequence[str], env: Mapping[str, str]) -> Command:
         self.python_runs += 1
         return Command(_through_pipes([sys.executable, *argv]),
-                       {**base_env(self.workdir / "home", self.workdir / "tmp"), **env})
+                       {**base_env(self.workdir / "home", self.workdir / "tmp"), ONEOFF_MARK_ENV: str(self.workdir), **env})
 
     def server_env(self) -> Mapping[str, str]:
         return self.variant.server.service.env
@@ -124,6 +147,9 @@ class RehearsalAccess:
 
     def start_server(self) -> None:
         self.variant.server.start()
+
+    def stop_orphaned_oneoffs(self) -> int:
+        return stop_orphaned(self.workdir)
 
 
 # --- the stack and what the client logged ----------------------------------------------------------
@@ -375,8 +401,9 @@ container's arguments under a state directory and prints its id; `cp - <id>:/` u
 that container's root (modes kept, as the daemon does); `start --attach --interactive <id>` runs the
 container's command natively with only its `-e` env (each /run/secrets path mapped into its root), so
 the platform's secret-env wrapper (sh) reads the values from the files and execs this venv's Python;
-`rm --force <id>...` removes them; `ps --all --quiet ... --filter status=created` lists those created
-and never started (the tools' sweep of leftovers). Each call is logged with the secret values docker itself could see."""
+`rm --force <id>...` removes them (killing a running one); `ps --all --quiet ... --filter status=created`
+lists those created and never started (the tools' sweep of leftovers), `ps --quiet ... status=running`
+those still running (what a tool holding the lock stops). Each call is logged with the secret values docker itself could see."""
 import io, json, os, shutil, sys, tarfile
 
 config = json.load(open(os.environ["DOCKER_SHIM_CONFIG"]))
@@ -425,9 +452,20 @@ if args[:3] == ["ps", "--all", "--quiet"]:
     print("\n".join(name for name in sorted(os.listdir(state))
                     if not os.path.exists(os.path.join(state, name, "started"))))
     sys.exit(0)
+if args[:2] == ["ps", "--quiet"]:
+    assert "status=running" in args and "label=org.mlflow-platform.ops.stack=" + config["prefix"] in args, args
+    def running(name):
+        try:
+            os.kill(int(open(os.path.join(state, name, "started")).read()), 0)
+            return True
+        except (OSError, ValueError):
+            return False
+    print("\n".join(name for name in sorted(os.listdir(state)) if running(name)))
+    sys.exit(0)
 if args[:3] == ["start", "--attach", "--interactive"]:
     container = os.path.join(state, args[3])
-    open(os.path.join(container, "started"), "w").close()
+    with open(os.path.join(container, "started"), "w") as started:
+        started.write(str(os.getpid()))  # the command's, after the execve below
     create = json.load(open(os.path.join(container, "create.json")))
     image_at = create.index(config["image"])
     env = dict(config["base_env"])
@@ -443,6 +481,10 @@ if args[:3] == ["start", "--attach", "--interactive"]:
     os.execve("/bin/sh" if wrapped else argv[0], argv, env)
 if args[:2] == ["rm", "--force"]:
     for name in args[2:]:
+        try:
+            os.kill(int(open(os.path.join(state, name, "started")).read()), 9)
+        except (OSError, ValueError):
+            pass
         shutil.rmtree(os.path.join(state, name))
     sys.exit(0)
 sys.exit(f"docker shim: unsupported {{args[:2]}}")
@@ -1014,6 +1056,59 @@ def test_a_failed_put_back_leaves_the_server_stopped_until_put_back(stack, acces
     put_back(access, stamp.group(1), say=lambda message: None)
     assert _bytes_of(stack, key) == b"logged after the backup\n"
     assert stack.variants["default"].server.service.alive()
+
+
+def test_keys_a_failing_restore_cannot_explain_keep_the_quarantine_for_every_key(stack, access, logged, backup_dir,
+                                                                                monkeypatch):
+    """Review 16 F1: a --replace failing after its upload, one key it overwrote holding bytes neither
+    the stack's nor recorded, keeps the server stopped and names `--put-back STAMP --every-key`; its own
+    put-back had marked the quarantine done, so that command, plain --put-back and --purge-replaced
+    each removed the stack's only copy of that key's bytes."""
+    import ops.restore as restore_module
+
+    key = _overwrite_in_stack(stack, logged)
+    upload, s3 = restore_module._upload_objects, stack.s3.client("s3")
+
+    def upload_then_fail(*args, **kwargs):
+        upload(*args, **kwargs)
+        s3.put_object(Bucket=stack.s3.bucket, Body=b"neither\n", Key=next(
+            name for name in _objects(stack) if name.endswith(key) and not name.startswith(QUARANTINE_KEYS)))
+        raise OpsError("upload failed (injected)")
+
+    monkeypatch.setattr(restore_module, "_upload_objects", upload_then_fail)
+    with pytest.raises(OpsError, match=r"hold neither the stack's bytes nor the ones it recorded") as failed:
+        restore(access, backup_dir, replace=True, say=lambda message: None)
+    monkeypatch.undo()
+    stamp = re.search(r"--put-back (\d{8}T\d{6}Z) --every-key", str(failed.value)).group(1)
+    assert not stack.variants["default"].server.service.alive()
+    said: list[str] = []
+    assert purge_replaced(access, say=said.append)["objects"] == 0 and any(line.startswith("kept: ") for line in said)
+    with pytest.raises(RefusedError, match=rf"--put-back {stamp} --every-key"):
+        restore_module.put_back(access, stamp, say=lambda message: None)
+    restore_module.put_back(access, stamp, every_key=True, say=lambda message: None)
+    assert _bytes_of(stack, key) == b"logged after the backup\n", "the stack's only copy of its bytes is gone"
+    assert stack.variants["default"].server.service.alive()
+    assert not [name for name in _objects(stack) if name.startswith(QUARANTINE_KEYS)]
+
+
+def test_a_one_off_a_killed_tool_left_running_is_stopped_by_the_next_tool(access, capfd):
+    """Review 16 F2: `kill -9` of a tool leaves the one-off it started running (a put-back --every-key
+    copying on over what users write once the rerun started the server). With the lock held no other
+    tool's one-off runs, so the next tool stops it first and says so."""
+    command = access.python_command(["-c", "import time; time.sleep(120)"], {})
+    orphan = subprocess.Popen(command.argv, env=dict(command.env), stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        time.sleep(0.5)
+        with maintenance_lock(access, "restore"):
+            assert orphan.wait(timeout=10) == -9
+    finally:
+        orphan.kill()
+        orphan.wait()
+    assert ("stopped 1 one-off(s) an earlier backup or restore left running on the rehearsal stack"
+            in capfd.readouterr().err)
+    with maintenance_lock(access, "restore"):  # none left: nothing said
+        pass
+    assert "one-off" not in capfd.readouterr().err
 
 
 def test_a_manifest_whose_revision_or_counts_lie_is_not_trusted(stack, access, backup_dir, tmp_path):

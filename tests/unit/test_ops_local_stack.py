@@ -238,6 +238,7 @@ def test_run_oneoff_hands_every_variable_over_as_a_file(docker):
     names = ["AWS_SECRET_ACCESS_KEY", "MLFLOW_BACKEND_STORE_URI"]
     assert create["argv"] == ["create", "--rm", "-i", "--network", "mlflow-local-net", "--user", "mlflow",
                               "--log-driver", "none", "--label", "org.mlflow-platform.ops=one-off",
+                              "--label", "org.mlflow-platform.ops.stack=mlflow-local",
                               "-e", "AWS_SECRET_ACCESS_KEY_FILE=/run/secrets/AWS_SECRET_ACCESS_KEY",
                               "-e", "MLFLOW_BACKEND_STORE_URI_FILE=/run/secrets/MLFLOW_BACKEND_STORE_URI",
                               IMAGE_ID, *local.secret_env_entrypoint(names), "python", "-c", "print(1)"]
@@ -344,6 +345,18 @@ def test_leftover_oneoffs_are_removed_before_backup_and_restore(docker, monkeypa
     sweep = [call["argv"] for call in docker.calls() if call["argv"][0] in ("ps", "rm")]
     assert sweep == [["ps", "--all", "--quiet", "--no-trunc", "--filter", "label=org.mlflow-platform.ops=one-off",
                       "--filter", "status=created"], ["rm", "--force", "aaa111", "bbb222"]]
+
+
+def test_a_tool_holding_the_lock_stops_this_stacks_running_oneoffs(docker, monkeypatch):
+    """Review 16 F2: a tool killed with kill -9 leaves its one-off running (a put-back --every-key goes on
+    copying over what users write after the next run started the server): with the maintenance lock
+    held no other tool's one-off runs, so the stack's running ones are removed, no other stack's."""
+    monkeypatch.setenv("FAKE_DOCKER_LEFTOVERS", "ccc333")
+    assert LocalAccess(LocalStack.find()).stop_orphaned_oneoffs() == 1
+    sweep = [call["argv"] for call in docker.calls() if call["argv"][0] in ("ps", "rm")]
+    assert sweep == [["ps", "--quiet", "--no-trunc", "--filter", "label=org.mlflow-platform.ops=one-off", "--filter",
+                      "label=org.mlflow-platform.ops.stack=mlflow-local", "--filter", "status=running"],
+                     ["rm", "--force", "ccc333"]]
 
 
 def test_no_leftover_oneoffs_removes_nothing(docker):

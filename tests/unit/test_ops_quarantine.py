@@ -225,3 +225,28 @@ def test_a_distrusted_record_makes_every_put_back_ask_for_every_key(s3):
     assert _read(s3, "team/1/a.txt") == b"stack"
     quarantine.purge(objects, destination, "20260101T000000Z")
     assert [item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET)["Contents"]] == ["team/1/a.txt"]
+
+
+def test_a_failing_restores_own_put_back_never_marks_and_sets_an_unexplained_record_aside(s3):
+    """Review 16 F1: the automatic put-back of a failing restore (server stopped) found a key holding
+    bytes its record lacks and kept the quarantine for --every-key, but the put-back had marked it
+    done, so --every-key, plain --put-back and --purge-replaced each removed the stack's only copy."""
+    destination = f"s3://{BUCKET}/team/"
+    s3.put_object(Bucket=BUCKET, Key="team/1/a.txt", Body=b"stack")
+    s3.put_object(Bucket=BUCKET, Key="team/1/b.txt", Body=b"stack b")
+    quarantine.copy(objects, destination, "20260101T000000Z", _backup({"1/a.txt": b"backup", "1/b.txt": b"backup b"}))
+    s3.put_object(Bucket=BUCKET, Key="team/1/a.txt", Body=b"unrecorded")  # neither the stack's nor recorded
+    s3.put_object(Bucket=BUCKET, Key="team/1/b.txt", Body=b"backup b")  # the upload, as recorded
+    result = quarantine.put_back(objects, destination, "20260101T000000Z", undo=True)
+    assert result == {"put_back": 1, "kept": 2, "changed_since": 1, "distrusted": True}
+    assert quarantine.marked(objects, destination, quarantine.PUT_BACK_SUFFIX) == []
+    assert quarantine.recorded(objects, destination, ["20260101T000000Z"]) == [], "set aside: --every-key asked"
+    assert quarantine.put_back(objects, destination, "20260101T000000Z", every_key=True)["put_back"] == 1
+    assert _read(s3, "team/1/a.txt") == b"stack" and _read(s3, "team/1/b.txt") == b"stack b"
+    # without an unexplained key the undo sets nothing aside, and marks nothing either
+    s3.put_object(Bucket=BUCKET, Key="team/2/c.txt", Body=b"stack c")
+    quarantine.copy(objects, destination, "20260102T000000Z", _backup({"2/c.txt": b"backup c"}))
+    s3.put_object(Bucket=BUCKET, Key="team/2/c.txt", Body=b"backup c")
+    assert quarantine.put_back(objects, destination, "20260102T000000Z", undo=True)["distrusted"] is False
+    assert quarantine.recorded(objects, destination, ["20260102T000000Z"]) == ["20260102T000000Z"]
+    assert quarantine.marked(objects, destination, quarantine.PUT_BACK_SUFFIX) == ["20260101T000000Z"]
