@@ -15,17 +15,18 @@ from pydantic import BaseModel
 from pydantic.alias_generators import to_camel
 
 from components.config import KNOWN_LATER_KEYS, StackConfig
+from components.platforms import PLATFORMS
 
 MODULE_PATH = "components/mlflow_tracking_server_args.py"
 
-# One schema type per section and per choice; the names are the package's public API.
+# One schema type per section and per choice; the names are the package's public API. A platform's
+# section is named after it, its choices by its config module (ARGS_ENUM_TYPES).
 SECTION_TYPES = {"server": "Server", "proxy": "Proxy", "database": "Database", "artifacts": "Artifacts",
-                 "auth": "Auth", "auth.oidc": "Oidc",
-                 "observability": "Observability", "maintenance": "Maintenance", "local": "Local", "aws": "Aws", "azure": "Azure"}
+                 "auth": "Auth", "auth.oidc": "Oidc", "observability": "Observability", "maintenance": "Maintenance",
+                 **{name: name.capitalize() for name in PLATFORMS}}
 ENUM_TYPES = {"platform": "PlatformName", "proxy.tls": "TlsMode", "proxy.passwordHash": "PasswordHashScheme",
               "auth.mode": "AuthMode", "auth.defaultPermission": "Permission",
-              "aws.natGateways": "NatGateways", "azure.registrySku": "RegistrySku",
-              "azure.dbHighAvailability": "DatabaseHighAvailability", "azure.storageSku": "StorageRedundancy"}
+              **{key: type_name for plugin in PLATFORMS.values() for key, type_name in plugin.rules.ARGS_ENUM_TYPES.items()}}
 
 HEADER = '''"""MlflowTrackingServer's arguments: plain data any Pulumi language can pass.
 

@@ -20,12 +20,10 @@ from typing import Annotated, Any, Literal, Mapping, Optional
 from pydantic import (BaseModel, Field, ValidationError, create_model,
                       field_validator, model_validator)
 
-from components.config_base import (_BODY_SIZE, _BUCKET, _HOSTNAME, _IDENTIFIER, _IPV4, _STATIC_PREFIX, _VERSION,
+from components.config_base import (cron_fields, _BODY_SIZE, _BUCKET, _HOSTNAME, _IDENTIFIER, _IPV4, _STATIC_PREFIX, _VERSION,
                                     ConfigError, KnownLater, _Section, _pinned_image)
 from components.platforms import PLATFORMS
-from components.platforms.aws.config import (AWS_MAX_CONNECTIONS, AWS_MAX_CONNECTIONS_WITH_AUTH_APP,
-                                             AwsConfig, ecs_rollout_peak_tasks)
-from components.platforms.azure.config import (AZURE_DB_CONNECTIONS, AZURE_DB_RESERVED_CONNECTIONS, AZURE_INGRESS_TIMEOUT_SECONDS, AZURE_PREMIUM_INGRESS_TIMEOUT_SECONDS)
+from components.platforms.aws.config import (AwsConfig)
 from pydantic.alias_generators import to_camel
 
 CONFIG_NAMESPACE = "mlflow"
@@ -281,7 +279,7 @@ class AuthConfig(_Section):
 
 # MLflow's own syntax for `mlflow gc --older-than` (mlflow/cli/__init__.py).
 _GC_AGE = re.compile(r"^(([.\d]+?)d)?(([.\d]+?)h)?(([.\d]+?)m)?(([.\d]+?)s)?$")
-_CRON_FIELD = re.compile(r"^[A-Za-z0-9*,/?-]+$")
+
 
 
 class ObservabilityConfig(_Section):
@@ -316,37 +314,6 @@ class MaintenanceConfig(_Section):
         if value is not None:
             cron_fields(value)
         return value
-
-
-def cron_fields(expression: str) -> tuple[str, str, str, str, str]:
-    """The five fields of a standard cron expression (minute hour day-of-month month day-of-week)."""
-    fields = expression.split()
-    if len(fields) != 5 or not all(_CRON_FIELD.match(field) for field in fields):
-        raise ValueError("must be a cron expression of 5 fields (minute hour day-of-month month day-of-week), "
-                         "e.g. '0 3 * * *' for 03:00 UTC daily")
-    if "?" in expression:
-        raise ValueError("use '*' rather than '?' (standard cron; the aws stack writes AWS's form itself)")
-    if "/" in fields[4]:
-        raise ValueError("day-of-week steps ('/') are not supported; list the days, e.g. MON,WED,FRI")
-    minute, hour, day, month, weekday = fields
-    return minute, hour, day, month, weekday
-
-
-def aws_schedule_expression(expression: str) -> str:
-    """A standard cron expression in EventBridge Scheduler's form: six fields with a year, one of the
-    two day fields `?`, and days of the week counted from SUN=1 (standard cron: SUN=0 or 7)."""
-    minute, hour, day, month, weekday = cron_fields(expression)
-    if day != "*" and weekday != "*":
-        raise ValueError("AWS cannot schedule on both a day of the month and a day of the week: set one to '*'")
-    weekday = re.sub(r"\d+", lambda number: str(int(number.group()) % 7 + 1), weekday)
-    if weekday == "*":
-        weekday = "?"
-    else:
-        day = "?"
-    return f"cron({minute} {hour} {day} {month} {weekday} *)"
-
-
-
 
 
 class _StackSections(_Section):
@@ -386,52 +353,30 @@ class _StackSections(_Section):
     @model_validator(mode="before")
     @classmethod
     def _platform_defaults(cls, values: Any) -> Any:
-        """Defaults that differ by platform: a cloud stack runs several replicas, so its database
-        allows more connections (the default RDS db.t4g.small would allow about 225; on azure the
-        size's own limit); on azure, transfers last as long as the ingress allows."""
-        if not isinstance(values, dict) or values.get("platform") not in ("aws", "azure"):
+        """Defaults that differ by platform (each platform's raw_defaults: a cloud stack's database allows
+        more connections, azure's transfers last as long as its ingress allows), then the largest proxied
+        transfer a replica's temporary disk holds."""
+        if not isinstance(values, dict) or values.get("platform", "local") not in PLATFORMS:
             return values
-        database = values.get("database")
-        if database is None or (isinstance(database, dict) and not {"maxConnections", "max_connections"} & set(database)):
-            if values["platform"] == "aws":
-                auth = values.get("auth")
-                mode = auth.get("mode", "proxy") if isinstance(auth, dict) else getattr(auth, "mode", "proxy")
-                default = AWS_MAX_CONNECTIONS if mode == "proxy" else AWS_MAX_CONNECTIONS_WITH_AUTH_APP
-            else:  # the size's own limit (Azure sets it by size); a size the model refuses says so below
-                azure = values.get("azure") or {}
-                sku = azure.get("dbSku", azure.get("db_sku", "Standard_B2s")) if isinstance(azure, dict) else None
-                default = AZURE_DB_CONNECTIONS.get(sku, 100)
-            values = {**values, "database": {**(database or {}), "max_connections": default}}
-        proxy = values.get("proxy")
-        if values["platform"] == "azure" and (proxy is None or (
-                isinstance(proxy, dict) and not {"timeoutSeconds", "timeout_seconds"} & set(proxy))):
-            # As long as the Container Apps ingress lets a request last.
-            azure = values.get("azure") or {}
-            premium = isinstance(azure, dict) and azure.get("premiumIngress", azure.get("premium_ingress")) is True
-            timeout = AZURE_PREMIUM_INGRESS_TIMEOUT_SECONDS if premium else AZURE_INGRESS_TIMEOUT_SECONDS
-            values = {**values, "proxy": {**(proxy or {}), "timeout_seconds": timeout}}
+        platform = values.get("platform", "local")
+        values = PLATFORMS[platform].rules.raw_defaults(values)
         proxy = values.get("proxy")
         if proxy is None or (isinstance(proxy, dict) and not {"clientMaxBodySize", "client_max_body_size"} & set(proxy)):
-            limit = largest_transfer_mib(values["platform"], _raw_server_cpu(values), _raw_ephemeral_storage(values))
-            values = {**values, "proxy": {**(proxy or {}), "client_max_body_size": nginx_size(limit)}}
+            limit = largest_transfer_mib(platform, _raw_server_cpu(values), _raw_ephemeral_storage(values))
+            if limit is not None:  # without one (the host's disk) ProxyConfig's own default stands
+                values = {**values, "proxy": {**(proxy or {}), "client_max_body_size": nginx_size(limit)}}
         return values
 
     @model_validator(mode="after")
     def _connection_budget(self) -> "StackConfig":
         if self.server.max_replicas < self.server.replicas:
             raise ValueError("server.maxReplicas must be >= server.replicas")
-        replicas = budget_replicas(self)
+        rules = PLATFORMS[self.platform].rules
+        replicas, counted = rules.server_replicas(self)
         engines = database_engines(self.auth)
         needed = connections_needed(self.server, replicas, engines)
-        budget = self.database.max_connections - RESERVED_DB_CONNECTIONS
-        if self.platform == "azure":
-            budget -= AZURE_DB_RESERVED_CONNECTIONS
+        budget = self.database.max_connections - RESERVED_DB_CONNECTIONS - rules.RESERVED_DB_CONNECTIONS
         if needed > budget:
-            counted = ("1 replica (local)" if self.platform == "local" else
-                       "(server.maxReplicas + server.replicas during a rollout)"
-                       if self.platform in ROLLOUT_SURGE_PLATFORMS else
-                       f"{replicas} server tasks (server.maxReplicas, and ECS's extra task with server.replicas 1)"
-                       if self.platform == "aws" else "server.maxReplicas")
             raise ValueError(
                 f"{counted} x (server.workers + 1) x {engines} engines x (server.dbPoolSize + server.dbMaxOverflow)"
                 f" = {needed} connections exceeds database.maxConnections - {self.database.max_connections - budget}"
@@ -444,19 +389,15 @@ class _StackSections(_Section):
         if self.auth.mode == "oidc" and self.server.static_prefix:
             raise ValueError("auth.mode oidc cannot be combined with server.staticPrefix: mlflow-oidc-auth serves "
                              "its sign-in routes (/login, /callback) at the root only")
-        PLATFORMS[self.platform].consistent(self)
+        rules.consistent(self)
         _proxied_transfers_fit(self)
         if self.observability.prometheus and self.observability.metrics_port == self.proxy.port:
             raise ValueError("observability.metricsPort must differ from proxy.port: metrics stay off the public entry")
         if self.maintenance.gc_schedule is not None:
-            if self.platform == "local":
-                raise ValueError("maintenance.gcSchedule: the local stack has no scheduler; run scripts/gc from cron "
-                                 "(README, \"Garbage collection\")")
-            if self.platform == "aws":
-                try:
-                    aws_schedule_expression(self.maintenance.gc_schedule)
-                except ValueError as error:
-                    raise ValueError(f"maintenance.gcSchedule: {error}") from None
+            try:
+                rules.gc_schedule(self.maintenance.gc_schedule)
+            except ValueError as error:
+                raise ValueError(f"maintenance.gcSchedule: {error}") from None
         return self
 
 
@@ -477,21 +418,9 @@ TRANSFERS_AT_ONCE = 2
 """The limit is half the disk: an upload and a download of the largest artifact fit at once."""
 # Fargate gives a task 20 GiB unless the task definition asks for 21-200, and the image's layers
 # use the same storage (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-task-storage.html).
-FARGATE_DEFAULT_EPHEMERAL_GIB = 20
-FARGATE_IMAGE_RESERVE_GIB = 4
-"""The server image (MLflow and its dependencies, unpacked) and what else the task writes."""
-# Container Apps: a replica's ephemeral storage by its vCPUs (consumption profile)
-# (https://learn.microsoft.com/en-us/azure/container-apps/storage-mounts#ephemeral-storage).
-CONTAINER_APPS_EPHEMERAL_GIB = ((0.25, 1), (0.5, 2), (1.0, 4), (float("inf"), 8))
-
-
 def replica_temporary_disk_gib(platform: str, server_cpu: float, ephemeral_storage_gib: Optional[int]) -> Optional[int]:
-    """GiB a server replica can spool artifacts to; None on `local` (the host's disk)."""
-    if platform == "aws":
-        return (ephemeral_storage_gib or FARGATE_DEFAULT_EPHEMERAL_GIB) - FARGATE_IMAGE_RESERVE_GIB
-    if platform == "azure":
-        return next(gib for cpus, gib in CONTAINER_APPS_EPHEMERAL_GIB if server_cpu <= cpus)
-    return None
+    """GiB a server replica can spool artifacts to; None where it is the host's disk (`local`)."""
+    return PLATFORMS[platform].rules.temporary_disk_gib(server_cpu, ephemeral_storage_gib)
 
 
 def largest_transfer_mib(platform: str, server_cpu: float, ephemeral_storage_gib: Optional[int]) -> Optional[int]:
@@ -543,12 +472,8 @@ def _proxied_transfers_fit(config: "StackConfig") -> None:
     if limit is None or 0 < nginx_size_bytes(value) <= limit * MIB:
         return
     disk = replica_temporary_disk_gib(config.platform, config.server.cpu, config.aws.server_ephemeral_storage_gib)
-    if config.platform == "aws":
-        where = (f"a server task's {disk} GiB of Fargate ephemeral storage left beside its image; "
-                 "aws.serverEphemeralStorageGib (21-200) raises it")
-    else:
-        where = (f"a Container Apps replica's {disk} GiB of ephemeral storage at server.cpu {config.server.cpu:g}; "
-                 "8 GiB above 1 vCPU")
+    assert disk is not None  # a limit comes from the disk
+    where = PLATFORMS[config.platform].rules.temporary_disk_said(config, disk)
     raise ValueError(
         f"proxy.clientMaxBodySize {value!r} promises more than {config.platform} can hold: MLflow spools each proxied "
         f"upload and download whole on the server replica's temporary disk ({where}). Allowed: a size up to "
@@ -556,22 +481,9 @@ def _proxied_transfers_fit(config: "StackConfig") -> None:
         "0 (unlimited) only on local")
 
 
-# Platforms whose rollout runs the old and the new server side by side: Container Apps in single-revision
-# mode keeps the old revision (up to server.maxReplicas) serving until the new one (server.replicas at first)
-# is ready (https://learn.microsoft.com/en-us/azure/container-apps/revisions#revision-modes). On aws the
-# server's rollouts stop old tasks first (server_rollout_percents): see ecs_rollout_peak_tasks.
-ROLLOUT_SURGE_PLATFORMS = ("azure",)
-
-
 def budget_replicas(config: "StackConfig") -> int:
-    """Server replicas the database must serve at most: one on `local`; on a cloud the autoscaling
-    ceiling, plus the new revision's replicas while a rollout runs both."""
-    if config.platform == "local":
-        return 1
-    if config.platform == "aws":
-        return ecs_rollout_peak_tasks(config.server.replicas, config.server.max_replicas)
-    surge = config.server.replicas if config.platform in ROLLOUT_SURGE_PLATFORMS else 0
-    return config.server.max_replicas + surge
+    """Server replicas the database must serve at most (the platform's server_replicas)."""
+    return PLATFORMS[config.platform].rules.server_replicas(config)[0]
 
 
 AUTH_DATABASE_SUFFIX = "_auth"

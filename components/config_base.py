@@ -63,3 +63,20 @@ class _Section(BaseModel):
     model_config = ConfigDict(
         extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
     )
+
+
+_CRON_FIELD = re.compile(r"^[A-Za-z0-9*,/?-]+$")
+
+
+def cron_fields(expression: str) -> tuple[str, str, str, str, str]:
+    """The five fields of a standard cron expression (minute hour day-of-month month day-of-week)."""
+    fields = expression.split()
+    if len(fields) != 5 or not all(_CRON_FIELD.match(field) for field in fields):
+        raise ValueError("must be a cron expression of 5 fields (minute hour day-of-month month day-of-week), "
+                         "e.g. '0 3 * * *' for 03:00 UTC daily")
+    if "?" in expression:
+        raise ValueError("use '*' rather than '?' (standard cron; the aws stack writes AWS's form itself)")
+    if "/" in fields[4]:
+        raise ValueError("day-of-week steps ('/') are not supported; list the days, e.g. MON,WED,FRI")
+    minute, hour, day, month, weekday = fields
+    return minute, hour, day, month, weekday

@@ -1,7 +1,7 @@
 """The platforms a stack runs on, by the name `mlflow:platform` takes: each one a package here.
 
-A platform's package holds its config section (`config.py`: the `mlflow:<name>` model, its limits
-and `consistent`, what it needs of the other sections) and its component (`platform.py`, a
+A platform's package holds its config rules (`config.py`: the `mlflow:<name>` model, its limits,
+its defaults for other sections and what it needs of them: PlatformRules) and its component (`platform.py`, a
 `Platform`, see base.py). `StackConfig` takes its `platform` values and its platform sections from
 this table, and the facade builds the component it names; only the chosen platform's component
 module is imported, so a `local` stack never loads a cloud SDK.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from pydantic import BaseModel
 
@@ -23,19 +23,57 @@ if TYPE_CHECKING:
     from components.config import StackConfig
 
 
+class PlatformRules(Protocol):
+    """What a platform's config module (`components/platforms/<name>/config.py`) gives the rest of the
+    configuration."""
+
+    SECTION: type[BaseModel]
+    """The `mlflow:<name>` section's model."""
+    RESERVED_DB_CONNECTIONS: int
+    """Connections its database server keeps for itself, beyond the project's own reserve."""
+    ARGS_ENUM_TYPES: dict[str, str]
+    """`<name>.<key>` -> the generated args' enum type of each choice in its section."""
+
+    def raw_defaults(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Its defaults for keys of other sections the user left unset (raw config, camelCase or not)."""
+        ...
+
+    def consistent(self, config: StackConfig) -> None:
+        """ValueError when the rest of the config does not suit the platform (checked once it is chosen)."""
+        ...
+
+    def server_replicas(self, config: StackConfig) -> tuple[int, str]:
+        """Server replicas its database must serve at most (rollouts included), and how they are counted."""
+        ...
+
+    def temporary_disk_gib(self, server_cpu: float, ephemeral_storage_gib: Optional[int]) -> Optional[int]:
+        """GiB a server replica can spool artifacts to; None where the host's disk is the limit."""
+        ...
+
+    def temporary_disk_said(self, config: StackConfig, disk: int) -> str:
+        """That disk in a config error, with what raises it."""
+        ...
+
+    def gc_schedule(self, expression: str) -> None:
+        """ValueError when it cannot run gc on `maintenance.gcSchedule`."""
+        ...
+
+
 @dataclass(frozen=True)
 class PlatformPlugin:
-    """One platform: its config section and where its component lives."""
+    """One platform: its config rules and where its component lives."""
 
     name: str
     """The `mlflow:platform` value, and the key of its section (`mlflow:<name>`)."""
-    config_section: type[BaseModel]
-    consistent: Callable[[StackConfig], None]
-    """ValueError when the rest of the config does not suit this platform (checked once it is chosen)."""
+    rules: PlatformRules
     component: str
     """`module:Class` of its Platform component, imported only when a stack is on it."""
     moved_from_top_level: bool = True
     """Its component takes `moved_from_top_level` (stacks made before the facade kept resources at the top)."""
+
+    @property
+    def config_section(self) -> type[BaseModel]:
+        return self.rules.SECTION
 
     def component_class(self) -> type:
         module, _, name = self.component.partition(":")
@@ -43,10 +81,9 @@ class PlatformPlugin:
 
 
 PLATFORMS: dict[str, PlatformPlugin] = {plugin.name: plugin for plugin in (
-    PlatformPlugin("local", local_config.LocalConfig, local_config.consistent,
-                   "components.platforms.local.platform:LocalDockerPlatform"),
-    PlatformPlugin("aws", aws_config.AwsConfig, aws_config.consistent, "components.platforms.aws.platform:AwsPlatform"),
-    PlatformPlugin("azure", azure_config.AzureConfig, azure_config.consistent,
-                   "components.platforms.azure.platform:AzurePlatform", moved_from_top_level=False),
+    PlatformPlugin("local", local_config, "components.platforms.local.platform:LocalDockerPlatform"),
+    PlatformPlugin("aws", aws_config, "components.platforms.aws.platform:AwsPlatform"),
+    PlatformPlugin("azure", azure_config, "components.platforms.azure.platform:AzurePlatform",
+                   moved_from_top_level=False),
 )}
 """Name -> platform, in the order the config reference and the generated args list them."""

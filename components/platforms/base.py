@@ -120,7 +120,7 @@ class ScheduledJob:
     job_name: str
     spec: "pulumi.Output[ContainerSpec]"
     schedule: str
-    """A standard 5-field cron expression, UTC (config.cron_fields)."""
+    """A standard 5-field cron expression, UTC (config_base.cron_fields)."""
     timeout_seconds: int = 3600
 
 

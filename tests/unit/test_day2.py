@@ -7,7 +7,8 @@ import json
 import pytest
 
 from components import render
-from components.config import ConfigError, aws_schedule_expression, parse_stack_config
+from components.config import ConfigError, parse_stack_config
+from components.platforms.aws.config import aws_schedule_expression
 from tests.unit.harness import ProgramRun, is_secret_wrapper, run_program, stack_file_config
 from tests.unit.test_aws_production import aws_config
 from tests.unit.test_aws_stack import containers, policy_statements

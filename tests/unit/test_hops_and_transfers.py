@@ -19,6 +19,7 @@ import re
 import pytest
 
 from components import config as config_module
+from components.platforms.aws import config as aws_config
 from components import render
 from components.config import MIB, ConfigError, ServerConfig, parse_stack_config
 from components.platforms.azure.config import AZURE_INGRESS_TIMEOUT_SECONDS
@@ -144,7 +145,7 @@ def test_unlimited_bodies_stay_allowed_on_local():
     assert parse_stack_config({"proxy": {"clientMaxBodySize": "0"}}, "Pulumi.local.yaml").proxy.client_max_body_size == "0"
 
 
-@pytest.mark.parametrize("stack,disk_gib", [("aws", 20 - config_module.FARGATE_IMAGE_RESERVE_GIB), ("azure", 4)])
+@pytest.mark.parametrize("stack,disk_gib", [("aws", 20 - aws_config.FARGATE_IMAGE_RESERVE_GIB), ("azure", 4)])
 def test_the_rendered_limit_fits_the_replica_disk_twice(stack, disk_gib, aws_run, azure_run):
     """On the graph: what Nginx accepts, twice (an upload and a download at once), fits the replica's disk."""
     if stack == "aws":

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from components.config import StackConfig, parse_stack_config
-from components.platforms import PLATFORMS
+from components.platforms import PLATFORMS, PlatformRules
 from components.platforms.base import Platform
 from tests.unit.harness import REPO_ROOT
 
@@ -18,6 +18,13 @@ def test_the_config_takes_its_platforms_and_their_sections_from_the_registry():
     assert fields[-len(PLATFORMS):] == list(PLATFORMS), "the platforms' sections come last, in the registry's order"
     for name, plugin in PLATFORMS.items():
         assert StackConfig.model_fields[name].annotation is plugin.config_section
+
+
+@pytest.mark.parametrize("name", list(PLATFORMS))
+def test_each_platforms_config_module_gives_what_the_configuration_asks(name):
+    asked = [member for member in vars(PlatformRules) if not member.startswith("_")]
+    asked += list(PlatformRules.__annotations__)
+    assert [member for member in asked if not hasattr(PLATFORMS[name].rules, member)] == []
 
 
 @pytest.mark.parametrize("name", list(PLATFORMS))

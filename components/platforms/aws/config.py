@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from components.config_base import _CIDR, _HOSTNAME, _IDENTIFIER, KnownLater, _Section, _when_known
+from components.config_base import cron_fields, _CIDR, _HOSTNAME, _IDENTIFIER, KnownLater, _Section, _when_known
 
 if TYPE_CHECKING:
     from components.config import StackConfig
@@ -320,3 +320,63 @@ def consistent(self: StackConfig) -> None:
     if self.aws.db_master_username == self.database.username:
         raise ValueError("aws.dbMasterUsername must differ from database.username (MLflow's own role is not "
                          "the master user)")
+
+
+def aws_schedule_expression(expression: str) -> str:
+    """A standard cron expression in EventBridge Scheduler's form: six fields with a year, one of the
+    two day fields `?`, and days of the week counted from SUN=1 (standard cron: SUN=0 or 7)."""
+    minute, hour, day, month, weekday = cron_fields(expression)
+    if day != "*" and weekday != "*":
+        raise ValueError("AWS cannot schedule on both a day of the month and a day of the week: set one to '*'")
+    weekday = re.sub(r"\d+", lambda number: str(int(number.group()) % 7 + 1), weekday)
+    if weekday == "*":
+        weekday = "?"
+    else:
+        day = "?"
+    return f"cron({minute} {hour} {day} {month} {weekday} *)"
+
+
+# --- what the rest of the configuration asks of the platform (components.platforms.PLATFORMS) ---------
+
+SECTION = AwsConfig
+ARGS_ENUM_TYPES = {"aws.natGateways": "NatGateways"}
+"""The generated args' enum type of each choice in the section (components.args_source)."""
+RESERVED_DB_CONNECTIONS = 0
+"""Connections RDS keeps for itself beyond the project's own reserve (config.RESERVED_DB_CONNECTIONS)."""
+FARGATE_DEFAULT_EPHEMERAL_GIB = 20
+FARGATE_IMAGE_RESERVE_GIB = 4
+"""The server image (MLflow and its dependencies, unpacked) and what else the task writes."""
+
+
+def raw_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """A cloud stack runs several replicas, so its database allows more connections by default (the
+    default RDS db.t4g.small would allow about 225), more with an auth app's pool."""
+    database = values.get("database")
+    if database is None or (isinstance(database, dict) and not {"maxConnections", "max_connections"} & set(database)):
+        auth = values.get("auth")
+        mode = auth.get("mode", "proxy") if isinstance(auth, dict) else getattr(auth, "mode", "proxy")
+        default = AWS_MAX_CONNECTIONS if mode == "proxy" else AWS_MAX_CONNECTIONS_WITH_AUTH_APP
+        values = {**values, "database": {**(database or {}), "max_connections": default}}
+    return values
+
+
+def server_replicas(config: StackConfig) -> tuple[int, str]:
+    """Server tasks the database must serve at most, and how they are counted: ECS stops old tasks
+    first in a rollout (server_rollout_percents), so the peak is ecs_rollout_peak_tasks."""
+    replicas = ecs_rollout_peak_tasks(config.server.replicas, config.server.max_replicas)
+    return replicas, f"{replicas} server tasks (server.maxReplicas, and ECS's extra task with server.replicas 1)"
+
+
+def temporary_disk_gib(server_cpu: float, ephemeral_storage_gib: Optional[int]) -> Optional[int]:
+    """What a server task can spool artifacts to: its ephemeral storage beside its image."""
+    return (ephemeral_storage_gib or FARGATE_DEFAULT_EPHEMERAL_GIB) - FARGATE_IMAGE_RESERVE_GIB
+
+
+def temporary_disk_said(config: StackConfig, disk: int) -> str:
+    return (f"a server task's {disk} GiB of Fargate ephemeral storage left beside its image; "
+            "aws.serverEphemeralStorageGib (21-200) raises it")
+
+
+def gc_schedule(expression: str) -> None:
+    """EventBridge Scheduler runs gc: the expression must have its form (aws_schedule_expression)."""
+    aws_schedule_expression(expression)

@@ -26,8 +26,8 @@ import pulumi_docker as docker
 import pulumi_random as random
 
 from components import render
-from components.config import StackConfig, aws_schedule_expression
-from components.platforms.aws.config import server_rollout_percents
+from components.config import StackConfig
+from components.platforms.aws.config import aws_schedule_expression, server_rollout_percents
 from components.names import SERVER_IMAGE
 from components.platforms.aws import names, tasks
 from components.platforms.aws.alarms import FIVE_MINUTES, AlarmTarget, expression, metric, metric_alarm

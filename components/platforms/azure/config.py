@@ -4,7 +4,7 @@ what it needs of the other sections (`consistent`)."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
@@ -245,3 +245,54 @@ def consistent(self: StackConfig) -> None:
     if self.server.memory_mib != int(self.server.cpu * 2048):
         raise ValueError(f"server.memoryMib must be {int(self.server.cpu * 2048)} for server.cpu {self.server.cpu} "
                          "on azure (Container Apps gives 2 GiB per vCPU)")
+
+
+# --- what the rest of the configuration asks of the platform (components.platforms.PLATFORMS) ---------
+
+SECTION = AzureConfig
+ARGS_ENUM_TYPES = {"azure.registrySku": "RegistrySku", "azure.dbHighAvailability": "DatabaseHighAvailability",
+                   "azure.storageSku": "StorageRedundancy"}
+"""The generated args' enum type of each choice in the section (components.args_source)."""
+RESERVED_DB_CONNECTIONS = AZURE_DB_RESERVED_CONNECTIONS
+# Container Apps: a replica's ephemeral storage by its vCPUs (consumption profile)
+# (https://learn.microsoft.com/en-us/azure/container-apps/storage-mounts#ephemeral-storage).
+CONTAINER_APPS_EPHEMERAL_GIB = ((0.25, 1), (0.5, 2), (1.0, 4), (float("inf"), 8))
+
+
+def raw_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """The database allows by default what its size allows (Azure sets it by size; a size the model
+    refuses says so later); transfers last as long as the Container Apps ingress lets a request last."""
+    database = values.get("database")
+    if database is None or (isinstance(database, dict) and not {"maxConnections", "max_connections"} & set(database)):
+        azure = values.get("azure") or {}
+        sku = azure.get("dbSku", azure.get("db_sku", "Standard_B2s")) if isinstance(azure, dict) else None
+        values = {**values, "database": {**(database or {}), "max_connections": AZURE_DB_CONNECTIONS.get(sku, 100)}}
+    proxy = values.get("proxy")
+    if proxy is None or (isinstance(proxy, dict) and not {"timeoutSeconds", "timeout_seconds"} & set(proxy)):
+        azure = values.get("azure") or {}
+        premium = isinstance(azure, dict) and azure.get("premiumIngress", azure.get("premium_ingress")) is True
+        timeout = AZURE_PREMIUM_INGRESS_TIMEOUT_SECONDS if premium else AZURE_INGRESS_TIMEOUT_SECONDS
+        values = {**values, "proxy": {**(proxy or {}), "timeout_seconds": timeout}}
+    return values
+
+
+def server_replicas(config: StackConfig) -> tuple[int, str]:
+    """Replicas the database must serve at most: a rollout in single-revision mode keeps the old
+    revision (up to server.maxReplicas) serving until the new one (server.replicas at first) is ready
+    (https://learn.microsoft.com/en-us/azure/container-apps/revisions#revision-modes)."""
+    return (config.server.max_replicas + config.server.replicas,
+            "(server.maxReplicas + server.replicas during a rollout)")
+
+
+def temporary_disk_gib(server_cpu: float, ephemeral_storage_gib: Optional[int]) -> Optional[int]:
+    """What a replica can spool artifacts to: its ephemeral storage, by its vCPUs."""
+    return next(gib for cpus, gib in CONTAINER_APPS_EPHEMERAL_GIB if server_cpu <= cpus)
+
+
+def temporary_disk_said(config: StackConfig, disk: int) -> str:
+    return (f"a Container Apps replica's {disk} GiB of ephemeral storage at server.cpu {config.server.cpu:g}; "
+            "8 GiB above 1 vCPU")
+
+
+def gc_schedule(expression: str) -> None:
+    """A Container Apps job runs gc on a standard cron expression (the model checked its fields)."""

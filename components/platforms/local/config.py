@@ -3,7 +3,7 @@ other sections (`consistent`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Optional
 
 from pydantic import Field, field_validator
 
@@ -48,3 +48,32 @@ def consistent(config: StackConfig) -> None:
     if len(set(host_ports)) != len(host_ports):
         raise ValueError("proxy.port, local.minioApiPort, local.minioConsolePort"
                          f"{' and observability.metricsPort' if config.observability.prometheus else ''} must all differ")
+
+
+# --- what the rest of the configuration asks of the platform (components.platforms.PLATFORMS) ---------
+
+SECTION = LocalConfig
+RESERVED_DB_CONNECTIONS = 0
+ARGS_ENUM_TYPES: dict[str, str] = {}
+
+
+def raw_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """The models' own defaults are the local stack's."""
+    return values
+
+
+def server_replicas(config: StackConfig) -> tuple[int, str]:
+    return 1, "1 replica (local)"
+
+
+def temporary_disk_gib(server_cpu: float, ephemeral_storage_gib: Optional[int]) -> Optional[int]:
+    """None: the host's disk, no limit the stack knows."""
+    return None
+
+
+def temporary_disk_said(config: StackConfig, disk: int) -> str:
+    raise AssertionError("local has no temporary disk limit")
+
+
+def gc_schedule(expression: str) -> None:
+    raise ValueError("the local stack has no scheduler; run scripts/gc from cron (README, \"Garbage collection\")")
