@@ -18,6 +18,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
@@ -40,6 +41,8 @@ ONEOFF_USER = "mlflow"  # the server image's user (docker/mlflow/Dockerfile)
 ONEOFF_LABEL = "org.mlflow-platform.ops=one-off"
 ONEOFF_STACK_LABEL = "org.mlflow-platform.ops.stack"
 """`<label>=<prefix>`: which stack a one-off works on (stop_running_oneoffs stops only that stack's)."""
+ONEOFF_TOOL_LABEL = "org.mlflow-platform.ops.tool"
+"""`<label>=<host>:<pid>`: the tool that started a one-off (stop_running_oneoffs stops only a gone tool's)."""
 ONEOFF_HELPER = Path(__file__).with_name("oneoff.py")
 
 Stdin = Union[None, bytes, IO[bytes]]
@@ -167,7 +170,8 @@ class LocalStack:
         if bad:
             raise ValueError(f"invalid environment variable names: {bad}")
         create = ["--rm", "-i", "--network", self.network, "--user", ONEOFF_USER,
-                  "--log-driver", "none", "--label", ONEOFF_LABEL, "--label", f"{ONEOFF_STACK_LABEL}={self.prefix}"]
+                  "--log-driver", "none", "--label", ONEOFF_LABEL, "--label", f"{ONEOFF_STACK_LABEL}={self.prefix}",
+                  "--label", f"{ONEOFF_TOOL_LABEL}={socket.gethostname()}:{os.getpid()}"]
         for name, path in secret_file_env(names).items():
             create += ["-e", f"{name}={path}"]
         create += [self.server_image(), *(secret_env_entrypoint(names) if names else []), *argv]
@@ -193,15 +197,19 @@ class LocalStack:
         return leftovers
 
     def stop_running_oneoffs(self) -> list[str]:
-        """Remove this stack's one-off containers that still run (`docker rm --force`), returning their ids:
-        left by a tool killed with `kill -9` (the helper's container outlives it). Only with the stack's
-        maintenance lock held (LocalAccess.stop_orphaned_oneoffs), when no other tool's one-off runs."""
-        result = subprocess.run([self.docker, "ps", "--quiet", "--no-trunc", "--filter", f"label={ONEOFF_LABEL}",
-                                 "--filter", f"label={ONEOFF_STACK_LABEL}={self.prefix}", "--filter", "status=running"],
+        """Remove this stack's one-off containers that still run although the tool that started them on
+        this host is gone (`docker rm --force`), returning their ids: a tool killed with `kill -9` cannot
+        stop its helper's container. Another tool's running one-off is left alone, also one it started
+        before it holds the lock (the restore's image facts, gc's container before gc takes the lock:
+        review 17, F2). Only with the stack's maintenance lock held (LocalAccess.stop_orphaned_oneoffs)."""
+        result = subprocess.run([self.docker, "ps", "--no-trunc", "--filter", f"label={ONEOFF_LABEL}",
+                                 "--filter", f"label={ONEOFF_STACK_LABEL}={self.prefix}", "--filter", "status=running",
+                                 "--format", f'{{{{.ID}}}}\t{{{{.Label "{ONEOFF_TOOL_LABEL}"}}}}'],
                                 capture_output=True, text=True)
         if result.returncode != 0:
             raise OpsError(f"docker ps failed: {_first_line(result.stderr) or f'exit status {result.returncode}'}")
-        running = result.stdout.split()
+        running = [line.split("\t", 1)[0] for line in result.stdout.splitlines()
+                   if line.strip() and _tool_gone(line.partition("\t")[2])]
         if running:
             removed = subprocess.run([self.docker, "rm", "--force", *running], capture_output=True, text=True)
             if removed.returncode != 0:
@@ -272,6 +280,20 @@ def _run(argv: list[str], env: dict[str, str], stdin: Stdin, stdout: Optional[IO
                        input=stdin if isinstance(stdin, bytes) else None,
                        stdin=None if isinstance(stdin, bytes) else (stdin if stdin is not None else subprocess.DEVNULL),
                        stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _tool_gone(label: str) -> bool:
+    """The tool a one-off's ONEOFF_TOOL_LABEL names (`<host>:<pid>`) ran on this host and has exited."""
+    host, _, pid = label.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another host's tool, or a one-off from before the label: not ours to judge
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 class LocalAccess:

@@ -23,8 +23,8 @@ the S3 client and key listing are written once. Standard library and boto3 only;
                                          --every-key (no readable record): every key that
                                          holds other bytes, newer ones included;
                                          --undo (a failing restore's own put-back, the server
-                                         stopped): no mark, and a key written since sets the
-                                         record aside (distrust-record) instead
+                                         stopped): a key holding other bytes than recorded sets
+                                         the record aside (distrust_record) instead of the mark
     list     s3://BUCKET[/PREFIX]        {"quarantines": {stamp: [objects, bytes]}, "recorded": [stamps
                                          whose upload record reads], "swapped": [stamps marked swapped],
                                          "put_back": [stamps marked put back]}
@@ -245,9 +245,10 @@ def put_back(objects, destination: str, stamp: str, every_key: bool = False, und
     keys it put back holding their own bytes). `every_key`: the record is not asked (there is none
     readable, or a failed restore found keys holding bytes it never recorded): every quarantined
     object whose key holds other bytes is put back, also over bytes written since. Done, the quarantine
-    is marked put back (its rerun copies nothing), except with `undo`: a failing restore puts back with
-    the server stopped, so a key holding other bytes than recorded was not written by a user, the record
-    is set aside for --every-key, here, in the same process (a killed tool cannot skip it; review 16)."""
+    is marked put back (its rerun copies nothing: review 15, and review 17 for a failing restore's own),
+    except with `undo` when a key holds other bytes than recorded: a failing restore puts back with the
+    server stopped, so no user wrote them; the record is set aside for --every-key instead, here, in the
+    same process (a killed tool cannot skip it; review 16)."""
     client = objects._client()
     bucket, prefix = objects.split_destination(destination)
     kept = _stamp_objects(objects, client, bucket, prefix, stamp)
@@ -273,12 +274,11 @@ def put_back(objects, destination: str, stamp: str, every_key: bool = False, und
                 continue
         client.copy({"Bucket": bucket, "Key": quarantined["Key"]}, bucket, key)
         restored += 1
-    if undo:
-        if changed:
-            distrust_record(objects, destination, stamp)
-        return {"put_back": restored, "kept": len(kept), "changed_since": changed, "distrusted": bool(changed)}
+    if undo and changed:
+        distrust_record(objects, destination, stamp)
+        return {"put_back": restored, "kept": len(kept), "changed_since": changed, "distrusted": True}
     client.put_object(Bucket=bucket, Key=f"{quarantine_root(prefix)}{stamp}{PUT_BACK_SUFFIX}", Body=b"")
-    return {"put_back": restored, "kept": len(kept), "changed_since": changed}
+    return {"put_back": restored, "kept": len(kept), "changed_since": changed, **({"distrusted": False} if undo else {})}
 
 
 def purge(objects, destination: str, stamp: str) -> dict:

@@ -166,12 +166,12 @@ class ControlledAccess:
     def python_command(self, argv: Sequence[str], env: Mapping[str, str]):
         from ops.access import Command
         from rehearsal.launcher import base_env
-        from tests.rehearsal.test_13_backup_restore import ONEOFF_MARK_ENV, _through_pipes
+        from tests.rehearsal.test_13_backup_restore import _through_pipes, oneoff_mark
 
         self._step("python", argv)
         workdir = Path(self.spec["workdir"])
         return Command(_through_pipes([sys.executable, *argv]),
-                       {**base_env(workdir / "home", workdir / "tmp"), ONEOFF_MARK_ENV: str(workdir), **env})
+                       {**base_env(workdir / "home", workdir / "tmp"), **oneoff_mark(workdir), **env})
 
     def server_env(self) -> Mapping[str, str]:
         return self.spec["server_env"]

@@ -82,19 +82,26 @@ def _through_pipes(argv: list[str]) -> list[str]:
 
 
 ONEOFF_MARK_ENV = "REHEARSAL_ONEOFF"
-"""Marks the rehearsal's one-offs (python_command) with their stack's ops directory, as LocalStack's
-label marks its containers: stop_orphaned finds the ones a killed tool left running by it."""
+"""Marks the rehearsal's one-offs (python_command) with their stack's ops directory and the pid of the
+tool that started them (`<dir>:<pid>`), as LocalStack's labels mark its containers: stop_orphaned finds
+the ones a killed tool left running by it."""
+
+
+def oneoff_mark(workdir: Path) -> dict[str, str]:
+    return {ONEOFF_MARK_ENV: f"{workdir}:{os.getpid()}"}
 
 
 def stop_orphaned(workdir: Path) -> int:
-    """SIGKILL every process marked as a one-off of the stack whose ops directory is `workdir`; returns
+    """SIGKILL every one-off of the stack whose ops directory is `workdir` whose tool is gone; returns
     how many one-offs that was (a one-off's own children carry its mark too)."""
-    mark, marked = f"{ONEOFF_MARK_ENV}={workdir}".encode(), {}
+    prefix, marked = f"{ONEOFF_MARK_ENV}={workdir}:".encode(), {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if mark in (entry / "environ").read_bytes().split(b"\0"):
+            tools = [item[len(prefix):] for item in (entry / "environ").read_bytes().split(b"\0")
+                     if item.startswith(prefix)]
+            if tools and tools[0].isdigit() and not Path(f"/proc/{int(tools[0])}").exists():
                 marked[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except OSError:  # gone meanwhile, or not ours to read
             continue
@@ -131,7 +138,7 @@ class RehearsalAccess:
     def python_command(self, argv: Sequence[str], env: Mapping[str, str]) -> Command:
         self.python_runs += 1
         return Command(_through_pipes([sys.executable, *argv]),
-                       {**base_env(self.workdir / "home", self.workdir / "tmp"), ONEOFF_MARK_ENV: str(self.workdir), **env})
+                       {**base_env(self.workdir / "home", self.workdir / "tmp"), **oneoff_mark(self.workdir), **env})
 
     def server_env(self) -> Mapping[str, str]:
         return self.variant.server.service.env
@@ -402,8 +409,8 @@ that container's root (modes kept, as the daemon does); `start --attach --intera
 container's command natively with only its `-e` env (each /run/secrets path mapped into its root), so
 the platform's secret-env wrapper (sh) reads the values from the files and execs this venv's Python;
 `rm --force <id>...` removes them (killing a running one); `ps --all --quiet ... --filter status=created`
-lists those created and never started (the tools' sweep of leftovers), `ps --quiet ... status=running`
-those still running (what a tool holding the lock stops). Each call is logged with the secret values docker itself could see."""
+lists those created and never started (the tools' sweep of leftovers), `ps --no-trunc ... status=running`
+those still running with the tool that started them (what a tool holding the lock stops). Each call is logged with the secret values docker itself could see."""
 import io, json, os, shutil, sys, tarfile
 
 config = json.load(open(os.environ["DOCKER_SHIM_CONFIG"]))
@@ -452,7 +459,7 @@ if args[:3] == ["ps", "--all", "--quiet"]:
     print("\n".join(name for name in sorted(os.listdir(state))
                     if not os.path.exists(os.path.join(state, name, "started"))))
     sys.exit(0)
-if args[:2] == ["ps", "--quiet"]:
+if args[:2] == ["ps", "--no-trunc"]:
     assert "status=running" in args and "label=org.mlflow-platform.ops.stack=" + config["prefix"] in args, args
     def running(name):
         try:
@@ -460,7 +467,11 @@ if args[:2] == ["ps", "--quiet"]:
             return True
         except (OSError, ValueError):
             return False
-    print("\n".join(name for name in sorted(os.listdir(state)) if running(name)))
+    def tool(name):
+        create = json.load(open(os.path.join(state, name, "create.json")))
+        return next(create[i + 1].split("=", 1)[1] for i, arg in enumerate(create)
+                    if arg == "--label" and create[i + 1].startswith("org.mlflow-platform.ops.tool="))
+    print("\n".join(name + "\t" + tool(name) for name in sorted(os.listdir(state)) if running(name)))
     sys.exit(0)
 if args[:3] == ["start", "--attach", "--interactive"]:
     container = os.path.join(state, args[3])
@@ -1093,17 +1104,24 @@ def test_keys_a_failing_restore_cannot_explain_keep_the_quarantine_for_every_key
 
 def test_a_one_off_a_killed_tool_left_running_is_stopped_by_the_next_tool(access, capfd):
     """Review 16 F2: `kill -9` of a tool leaves the one-off it started running (a put-back --every-key
-    copying on over what users write once the rerun started the server). With the lock held no other
-    tool's one-off runs, so the next tool stops it first and says so."""
-    command = access.python_command(["-c", "import time; time.sleep(120)"], {})
-    orphan = subprocess.Popen(command.argv, env=dict(command.env), stdin=subprocess.DEVNULL, start_new_session=True)
+    copying on over what users write once the rerun started the server): the next tool holding the lock
+    stops it first and says so. Review 17 F2: not a live tool's one-off, started before that tool holds
+    the lock (a restore's image facts, gc before it takes the lock)."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    sleeping = access.python_command(["-c", "import time; time.sleep(120)"], {})
+    orphaned = {**sleeping.env, ONEOFF_MARK_ENV: f"{access.workdir}:{gone.pid}"}
+    one_offs = [subprocess.Popen(sleeping.argv, env=dict(env), stdin=subprocess.DEVNULL, start_new_session=True)
+                for env in (orphaned, sleeping.env)]
     try:
         time.sleep(0.5)
         with maintenance_lock(access, "restore"):
-            assert orphan.wait(timeout=10) == -9
+            assert one_offs[0].wait(timeout=10) == -9
+        assert one_offs[1].poll() is None, "a live tool's one-off was stopped"
     finally:
-        orphan.kill()
-        orphan.wait()
+        for one_off in one_offs:
+            one_off.kill()
+            one_off.wait()
     assert ("stopped 1 one-off(s) an earlier backup or restore left running on the rehearsal stack"
             in capfd.readouterr().err)
     with maintenance_lock(access, "restore"):  # none left: nothing said

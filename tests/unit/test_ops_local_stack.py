@@ -12,6 +12,7 @@ import io
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -239,6 +240,7 @@ def test_run_oneoff_hands_every_variable_over_as_a_file(docker):
     assert create["argv"] == ["create", "--rm", "-i", "--network", "mlflow-local-net", "--user", "mlflow",
                               "--log-driver", "none", "--label", "org.mlflow-platform.ops=one-off",
                               "--label", "org.mlflow-platform.ops.stack=mlflow-local",
+                              "--label", f"org.mlflow-platform.ops.tool={socket.gethostname()}:{os.getpid()}",
                               "-e", "AWS_SECRET_ACCESS_KEY_FILE=/run/secrets/AWS_SECRET_ACCESS_KEY",
                               "-e", "MLFLOW_BACKEND_STORE_URI_FILE=/run/secrets/MLFLOW_BACKEND_STORE_URI",
                               IMAGE_ID, *local.secret_env_entrypoint(names), "python", "-c", "print(1)"]
@@ -347,15 +349,21 @@ def test_leftover_oneoffs_are_removed_before_backup_and_restore(docker, monkeypa
                       "--filter", "status=created"], ["rm", "--force", "aaa111", "bbb222"]]
 
 
-def test_a_tool_holding_the_lock_stops_this_stacks_running_oneoffs(docker, monkeypatch):
+def test_a_tool_holding_the_lock_stops_the_running_oneoffs_of_a_tool_that_is_gone(docker, monkeypatch):
     """Review 16 F2: a tool killed with kill -9 leaves its one-off running (a put-back --every-key goes on
-    copying over what users write after the next run started the server): with the maintenance lock
-    held no other tool's one-off runs, so the stack's running ones are removed, no other stack's."""
-    monkeypatch.setenv("FAKE_DOCKER_LEFTOVERS", "ccc333")
+    copying over what users write after the next run started the server): the next tool holding the
+    lock removes it. Review 17 F2: not a live tool's one-off (a restore's started before it takes the
+    lock, gc's container before gc takes it), another host's, one without the label, another stack's."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host = socket.gethostname()
+    monkeypatch.setenv("FAKE_DOCKER_LEFTOVERS", "\n".join([f"ccc333\t{host}:{gone.pid}", f"ddd444\t{host}:{os.getpid()}",
+                                                           f"eee555\tanother-host:{gone.pid}", "fff666\t"]))
     assert LocalAccess(LocalStack.find()).stop_orphaned_oneoffs() == 1
     sweep = [call["argv"] for call in docker.calls() if call["argv"][0] in ("ps", "rm")]
-    assert sweep == [["ps", "--quiet", "--no-trunc", "--filter", "label=org.mlflow-platform.ops=one-off", "--filter",
-                      "label=org.mlflow-platform.ops.stack=mlflow-local", "--filter", "status=running"],
+    assert sweep == [["ps", "--no-trunc", "--filter", "label=org.mlflow-platform.ops=one-off", "--filter",
+                      "label=org.mlflow-platform.ops.stack=mlflow-local", "--filter", "status=running",
+                      "--format", '{{.ID}}\t{{.Label "org.mlflow-platform.ops.tool"}}'],
                      ["rm", "--force", "ccc333"]]
 
 

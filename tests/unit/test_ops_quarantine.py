@@ -243,10 +243,12 @@ def test_a_failing_restores_own_put_back_never_marks_and_sets_an_unexplained_rec
     assert quarantine.recorded(objects, destination, ["20260101T000000Z"]) == [], "set aside: --every-key asked"
     assert quarantine.put_back(objects, destination, "20260101T000000Z", every_key=True)["put_back"] == 1
     assert _read(s3, "team/1/a.txt") == b"stack" and _read(s3, "team/1/b.txt") == b"stack b"
-    # without an unexplained key the undo sets nothing aside, and marks nothing either
+    # Review 17 F1: without an unexplained key the undo sets nothing aside and marks the quarantine put back,
+    # so if it is left (the restore stopped before its purge) a rerun copies nothing over later writes
     s3.put_object(Bucket=BUCKET, Key="team/2/c.txt", Body=b"stack c")
     quarantine.copy(objects, destination, "20260102T000000Z", _backup({"2/c.txt": b"backup c"}))
     s3.put_object(Bucket=BUCKET, Key="team/2/c.txt", Body=b"backup c")
     assert quarantine.put_back(objects, destination, "20260102T000000Z", undo=True)["distrusted"] is False
     assert quarantine.recorded(objects, destination, ["20260102T000000Z"]) == ["20260102T000000Z"]
-    assert quarantine.marked(objects, destination, quarantine.PUT_BACK_SUFFIX) == ["20260101T000000Z"]
+    assert quarantine.marked(objects, destination, quarantine.PUT_BACK_SUFFIX) == ["20260101T000000Z",
+                                                                                   "20260102T000000Z"]
