@@ -80,3 +80,18 @@ def cron_fields(expression: str) -> tuple[str, str, str, str, str]:
         raise ValueError("day-of-week steps ('/') are not supported; list the days, e.g. MON,WED,FRI")
     minute, hour, day, month, weekday = fields
     return minute, hour, day, month, weekday
+
+
+def cidr_list(value: tuple[str, ...]) -> tuple[str, ...]:
+    """At least one IPv4 CIDR, each well formed (the platforms' allowedCidrs)."""
+    bad = [cidr for cidr in value if not _CIDR.match(cidr)]
+    if bad or not value:
+        raise ValueError(f"must be IPv4 CIDRs like 203.0.113.0/24; not {bad}")
+    return value
+
+
+def dns_name(value: str) -> str:
+    """A fully qualified DNS name (the platforms' domain)."""
+    if not _HOSTNAME.match(value) or "." not in value:
+        raise ValueError("must be a fully qualified DNS name like mlflow.example.com")
+    return value

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from components.config_base import cron_fields, _CIDR, _HOSTNAME, _IDENTIFIER, KnownLater, _Section, _when_known
+from components.config_base import cidr_list, cron_fields, dns_name, _CIDR, _IDENTIFIER, KnownLater, _Section, _when_known
 
 if TYPE_CHECKING:
     from components.config import StackConfig
@@ -147,17 +147,12 @@ class AwsConfig(_Section):
     @field_validator("allowed_cidrs")
     @classmethod
     def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [cidr for cidr in value if not _CIDR.match(cidr)]
-        if bad or not value:
-            raise ValueError(f"must be IPv4 CIDRs like 203.0.113.0/24; not {bad}")
-        return value
+        return cidr_list(value)
 
     @field_validator("domain")
     @classmethod
     def _domain(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and (not _HOSTNAME.match(value) or "." not in value):
-            raise ValueError("must be a fully qualified DNS name like mlflow.example.com")
-        return value
+        return value if value is None else dns_name(value)
 
     @field_validator("certificate_arn")
     @classmethod
