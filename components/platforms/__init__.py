@@ -4,7 +4,8 @@ A platform's package holds its config rules (`config.py`: the `mlflow:<name>` mo
 its defaults for other sections and what it needs of them: PlatformRules) and its component (`platform.py`, a
 `Platform`, see base.py). `StackConfig` takes its `platform` values and its platform sections from
 this table, and the facade builds the component it names; only the chosen platform's component
-module is imported, so a `local` stack never loads a cloud SDK.
+module is imported, so a `local` stack never loads a cloud SDK. A platform kept in another package
+registers through an entry point (ENTRY_POINT_GROUP), as tests/unit/toy_platform does.
 """
 
 from __future__ import annotations
@@ -80,10 +81,29 @@ class PlatformPlugin:
         return getattr(importlib.import_module(module), name)
 
 
-PLATFORMS: dict[str, PlatformPlugin] = {plugin.name: plugin for plugin in (
+BUILT_IN = (
     PlatformPlugin("local", local_config, "components.platforms.local.platform:LocalDockerPlatform"),
     PlatformPlugin("aws", aws_config, "components.platforms.aws.platform:AwsPlatform"),
     PlatformPlugin("azure", azure_config, "components.platforms.azure.platform:AzurePlatform",
                    moved_from_top_level=False),
-)}
+)
+ENTRY_POINT_GROUP = "mlflow_platform.platforms"
+"""Where a platform packaged elsewhere registers: an entry point `<name> = <module>:<PlatformPlugin>`."""
+
+
+def _registered() -> dict[str, PlatformPlugin]:
+    """The built-in platforms, then those other installed packages register (ENTRY_POINT_GROUP)."""
+    from importlib.metadata import entry_points
+
+    found = {plugin.name: plugin for plugin in BUILT_IN}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        plugin = entry.load()
+        if not isinstance(plugin, PlatformPlugin) or plugin.name != entry.name or plugin.name in found:
+            raise TypeError(f"entry point {entry.name} = {entry.value} ({ENTRY_POINT_GROUP}) must name a PlatformPlugin "
+                            f"called {entry.name!r}, and not one of {', '.join(found)}")
+        found[plugin.name] = plugin
+    return found
+
+
+PLATFORMS: dict[str, PlatformPlugin] = _registered()
 """Name -> platform, in the order the config reference and the generated args list them."""
