@@ -62,6 +62,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         stack = LocalStack.find(args.prefix)
         stack.remove_leftover_oneoffs()
+        # Before gc's own container takes the lock: a killed put-back's one-off must not copy back what gc
+        # deletes (review 18, F2); only one-offs whose tool has exited, none a live tool's.
+        orphans = stack.stop_running_oneoffs()
+        if orphans:
+            print(f"gc: stopped {len(orphans)} one-off(s) an earlier backup or restore left running "
+                  "(that tool was killed before they ended)", file=sys.stderr)
         spec, env = gc_spec_for(stack, args.older_than, args.timeout)
         command = stack.oneoff_command(spec.command, env)
     except OpsError as error:

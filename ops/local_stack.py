@@ -42,7 +42,8 @@ ONEOFF_LABEL = "org.mlflow-platform.ops=one-off"
 ONEOFF_STACK_LABEL = "org.mlflow-platform.ops.stack"
 """`<label>=<prefix>`: which stack a one-off works on (stop_running_oneoffs stops only that stack's)."""
 ONEOFF_TOOL_LABEL = "org.mlflow-platform.ops.tool"
-"""`<label>=<host>:<pid>`: the tool that started a one-off (stop_running_oneoffs stops only a gone tool's)."""
+"""`<label>=<host>:<pid namespace>:<pid>`: the tool that started a one-off (stop_running_oneoffs stops only
+a gone tool's; a pid means something only in its namespace: a tool in a container is another's, review 18)."""
 ONEOFF_HELPER = Path(__file__).with_name("oneoff.py")
 
 Stdin = Union[None, bytes, IO[bytes]]
@@ -171,7 +172,7 @@ class LocalStack:
             raise ValueError(f"invalid environment variable names: {bad}")
         create = ["--rm", "-i", "--network", self.network, "--user", ONEOFF_USER,
                   "--log-driver", "none", "--label", ONEOFF_LABEL, "--label", f"{ONEOFF_STACK_LABEL}={self.prefix}",
-                  "--label", f"{ONEOFF_TOOL_LABEL}={socket.gethostname()}:{os.getpid()}"]
+                  "--label", f"{ONEOFF_TOOL_LABEL}={_this_tool()}"]
         for name, path in secret_file_env(names).items():
             create += ["-e", f"{name}={path}"]
         create += [self.server_image(), *(secret_env_entrypoint(names) if names else []), *argv]
@@ -282,11 +283,20 @@ def _run(argv: list[str], env: dict[str, str], stdin: Stdin, stdout: Optional[IO
                        stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def _this_tool() -> str:
+    """This process as ONEOFF_TOOL_LABEL names it."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:  # no procfs (macOS): the host name and pid alone
+        namespace = "-"
+    return f"{socket.gethostname()}:{namespace}:{os.getpid()}"
+
+
 def _tool_gone(label: str) -> bool:
-    """The tool a one-off's ONEOFF_TOOL_LABEL names (`<host>:<pid>`) ran on this host and has exited."""
-    host, _, pid = label.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another host's tool, or a one-off from before the label: not ours to judge
+    """The tool a one-off's ONEOFF_TOOL_LABEL names ran on this host, in this pid namespace, and has exited."""
+    where, _, pid = label.rpartition(":")
+    if where != _this_tool().rpartition(":")[0] or not pid.isdigit():
+        return False  # another host's or pid namespace's tool, or a one-off from before the label: not ours
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:

@@ -1100,7 +1100,8 @@ def _remove_put_back_quarantine(access: StackAccess, layout: StackLayout, stamp:
 def purge_replaced(access: StackAccess, *, say: Say = _stderr) -> dict[str, int]:
     """Drop the databases `--replace` kept (`<name>__replaced_<stamp>`) and delete its quarantined
     objects; a quarantine whose restore never replaced the databases is kept (it holds the stack's
-    only copy of the keys that restore's upload overwrote) and named, unless its put-back finished."""
+    only copy of the keys that restore's upload overwrote) and named with the --put-back that ends it
+    (also once its put-back finished: that command starts a server a failed restore left stopped, review 18)."""
     layout = StackLayout.read(access)
     prefixes = [replaced_prefix(name) for name in (layout.database, layout.auth_database)]
     env = layout.s3_env(access)
@@ -1112,8 +1113,8 @@ def purge_replaced(access: StackAccess, *, say: Say = _stderr) -> dict[str, int]
         deleted = 0
         listing = _listing(access, layout)
         for stamp, size in sorted(listing["quarantines"].items()):
-            if not _swapped(layout, stamp, databases, listing["swapped"]) and stamp not in listing.get("put_back", ()):
-                say(f"kept: {_put_back_hint(access, layout, stamp, size)}")
+            if not _swapped(layout, stamp, databases, listing["swapped"]):  # its --put-back also starts the server
+                say(f"kept: {_put_back_hint(access, layout, stamp, size, stamp in listing.get('put_back', ()))}")
                 continue
             # objects first: a purge stopped in between leaves a database without quarantine, never the reverse
             deleted += purge_quarantine(access, layout, env, stamp)

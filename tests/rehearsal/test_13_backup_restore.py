@@ -1025,6 +1025,12 @@ def test_a_replace_killed_before_its_swap_is_put_back_by_the_command_it_names(st
                   Body=b"written after the put-back\n")
     s3.copy({"Bucket": stack.s3.bucket, "Key": record}, stack.s3.bucket, record + ".distrusted")
     s3.delete_object(Bucket=stack.s3.bucket, Key=record)
+    # Review 18 F1: --purge-replaced keeps it (a failed restore may have left the server stopped, which only
+    # that --put-back starts) and names the command
+    said = []
+    assert purge_replaced(access, say=said.append)["objects"] == 0
+    assert any(line.startswith("kept: the stack's bytes were put back") and f"--put-back {stamp}" in line
+               for line in said), said
     with pytest.raises(RefusedError, match=rf"bytes were put back from the quarantine .*{stamp}.*: remove it first: "
                                            rf"scripts/restore --put-back {stamp}, then run this again"):
         restore(access, backup_dir, replace=True, say=lambda message: None)

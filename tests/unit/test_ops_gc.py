@@ -177,6 +177,8 @@ def test_a_hang_up_during_gc_still_removes_the_oneoff(tmp_path):
     sweep = ["ps", "--all", "--quiet", "--no-trunc", "--filter", "label=org.mlflow-platform.ops=one-off",
              "--filter", "status=created"]
     assert calls.index(sweep) < [call[0] for call in calls].index("create"), "leftovers swept first"
+    orphans = [index for index, call in enumerate(calls) if call[0] == "ps" and "status=running" in call]
+    assert orphans and orphans[0] < [call[0] for call in calls].index("create"), "a killed tool's one-offs stopped first"
 
 
 class _Stack:

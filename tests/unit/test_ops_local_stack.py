@@ -32,6 +32,10 @@ SECRET_KEY = "minio-secret-@:/?#%&+"
 DB_PASSWORD = "p@ss:/?#word"
 IMAGE_ID = "sha256:" + "ab" * 32
 
+THIS_TOOL = f"{socket.gethostname()}:{os.readlink('/proc/self/ns/pid')}:{os.getpid()}"
+"""How this process labels the one-offs it starts (host, pid namespace, pid)."""
+
+
 FAKE_DOCKER = r'''#!{python}
 """A stand-in for the docker CLI: records its calls, answers from canned containers."""
 import io, json, os, sys, tarfile
@@ -240,7 +244,7 @@ def test_run_oneoff_hands_every_variable_over_as_a_file(docker):
     assert create["argv"] == ["create", "--rm", "-i", "--network", "mlflow-local-net", "--user", "mlflow",
                               "--log-driver", "none", "--label", "org.mlflow-platform.ops=one-off",
                               "--label", "org.mlflow-platform.ops.stack=mlflow-local",
-                              "--label", f"org.mlflow-platform.ops.tool={socket.gethostname()}:{os.getpid()}",
+                              "--label", f"org.mlflow-platform.ops.tool={THIS_TOOL}",
                               "-e", "AWS_SECRET_ACCESS_KEY_FILE=/run/secrets/AWS_SECRET_ACCESS_KEY",
                               "-e", "MLFLOW_BACKEND_STORE_URI_FILE=/run/secrets/MLFLOW_BACKEND_STORE_URI",
                               IMAGE_ID, *local.secret_env_entrypoint(names), "python", "-c", "print(1)"]
@@ -356,9 +360,11 @@ def test_a_tool_holding_the_lock_stops_the_running_oneoffs_of_a_tool_that_is_gon
     lock, gc's container before gc takes it), another host's, one without the label, another stack's."""
     gone = subprocess.Popen(["true"])
     gone.wait()
-    host = socket.gethostname()
-    monkeypatch.setenv("FAKE_DOCKER_LEFTOVERS", "\n".join([f"ccc333\t{host}:{gone.pid}", f"ddd444\t{host}:{os.getpid()}",
-                                                           f"eee555\tanother-host:{gone.pid}", "fff666\t"]))
+    here = THIS_TOOL.rpartition(":")[0]
+    monkeypatch.setenv("FAKE_DOCKER_LEFTOVERS", "\n".join([
+        f"ccc333\t{here}:{gone.pid}", f"ddd444\t{here}:{os.getpid()}", f"eee555\tanother-host:{here.split(':')[1]}:{gone.pid}",
+        f"eee666\t{socket.gethostname()}:pid:[1]:{gone.pid}",  # a tool in a container (review 18, F3)
+        "fff666\t"]))
     assert LocalAccess(LocalStack.find()).stop_orphaned_oneoffs() == 1
     sweep = [call["argv"] for call in docker.calls() if call["argv"][0] in ("ps", "rm")]
     assert sweep == [["ps", "--no-trunc", "--filter", "label=org.mlflow-platform.ops=one-off", "--filter",
