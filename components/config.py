@@ -43,8 +43,8 @@ RESERVED_DB_CONNECTIONS = 10
 
 # The keys whose value may be known later: ids of existing infrastructure, which only flow into
 # resource properties. Every other key decides which resources exist, so it must be plain data.
-KNOWN_LATER_KEYS = ("aws.vpcId", "aws.publicSubnetIds", "aws.privateSubnetIds", "aws.certificateArn",
-                    "aws.hostedZoneId", "auth.oidc.clientSecret")
+KNOWN_LATER_KEYS = (*(key for plugin in PLATFORMS.values() for key in plugin.rules.KNOWN_LATER_KEYS),
+                    "auth.oidc.clientSecret")
 
 
 

@@ -34,6 +34,8 @@ class PlatformRules(Protocol):
     """Connections its database server keeps for itself, beyond the project's own reserve."""
     ARGS_ENUM_TYPES: dict[str, str]
     """`<name>.<key>` -> the generated args' enum type of each choice in its section."""
+    KNOWN_LATER_KEYS: tuple[str, ...]
+    """`<name>.<key>` of the keys that take a pulumi.Output (ids of existing infrastructure)."""
 
     def raw_defaults(self, values: dict[str, Any]) -> dict[str, Any]:
         """Its defaults for keys of other sections the user left unset (raw config, camelCase or not)."""

@@ -334,6 +334,8 @@ def aws_schedule_expression(expression: str) -> str:
 # --- what the rest of the configuration asks of the platform (components.platforms.PLATFORMS) ---------
 
 SECTION = AwsConfig
+KNOWN_LATER_KEYS = ("aws.vpcId", "aws.publicSubnetIds", "aws.privateSubnetIds", "aws.certificateArn", "aws.hostedZoneId")
+"""Its keys that take a pulumi.Output (ids of existing infrastructure: see config.KNOWN_LATER_KEYS)."""
 ARGS_ENUM_TYPES = {"aws.natGateways": "NatGateways"}
 """The generated args' enum type of each choice in the section (components.args_source)."""
 RESERVED_DB_CONNECTIONS = 0

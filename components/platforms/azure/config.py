@@ -245,6 +245,7 @@ def consistent(self: StackConfig) -> None:
 # --- what the rest of the configuration asks of the platform (components.platforms.PLATFORMS) ---------
 
 SECTION = AzureConfig
+KNOWN_LATER_KEYS: tuple[str, ...] = ()
 ARGS_ENUM_TYPES = {"azure.registrySku": "RegistrySku", "azure.dbHighAvailability": "DatabaseHighAvailability",
                    "azure.storageSku": "StorageRedundancy"}
 """The generated args' enum type of each choice in the section (components.args_source)."""

@@ -53,6 +53,7 @@ def consistent(config: StackConfig) -> None:
 # --- what the rest of the configuration asks of the platform (components.platforms.PLATFORMS) ---------
 
 SECTION = LocalConfig
+KNOWN_LATER_KEYS: tuple[str, ...] = ()
 RESERVED_DB_CONNECTIONS = 0
 ARGS_ENUM_TYPES: dict[str, str] = {}
 

@@ -30,6 +30,7 @@ class ToyConfig(_Section):
 
 
 SECTION = ToyConfig
+KNOWN_LATER_KEYS: tuple[str, ...] = ()
 RESERVED_DB_CONNECTIONS = 5
 ARGS_ENUM_TYPES: dict[str, str] = {}
 
