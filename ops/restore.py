@@ -622,6 +622,8 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
             _prune_others(access, manifest, layout, s3_env, stamp=stamp, progress=progress, say=say)
         _check_objects(access, manifest, layout, s3_env)
         started_ok = _upgrade(access, manifest, revision, facts, layout, upgrade, say)
+        if "auth" in manifest.databases and layout.auth_app in _AUTH_MODES:  # also with --no-upgrade (review 19)
+            _say_restored_access(access, layout, _AUTH_MODES[layout.auth_app], say)
         if started_ok:  # inside the guard: an interrupt here still starts it (_after_failure) and says so
             say("starting the MLflow server")
             access.start_server()
@@ -911,22 +913,39 @@ def _upgrade(access: StackAccess, manifest: Manifest, revision: Optional[str], f
         say("running the auth app's upgrade step")
         run(access.python_command(["-c", render.AUTH_UPGRADE_SCRIPT, render.AUTH_MIGRATIONS[mode]], env),
             "the auth database's upgrade step")
-        if mode == "mlflow":
-            _say_other_admins(access, layout, server_env.get(_admin_env(), _DEFAULT_ADMIN), say)
     return True
 
 
-def _say_other_admins(access: StackAccess, layout: StackLayout, admin: str, say: Say) -> None:
-    """The backup's other admins are this stack's now, with the passwords the backup holds: another
-    stack's deployed admin (--from-other-stack), or this one's before auth.adminUsername was renamed
-    (review 15, F4). The upgrade step gives only the deployed admin its password; the rest is said."""
-    others = [row[0] for row in psql(access, layout.auth_database,
-                                     "SELECT username FROM public.users WHERE is_admin AND username <> :'admin' "
-                                     "ORDER BY username;\n", variables={"admin": admin})]
-    if others:
-        say(f"the backup's users {', '.join(others)} are admins of {access.description} too, signing in with the "
-            f"passwords the backup holds: if they should not be, the admin ({admin}) takes it away "
-            "(AuthServiceClient.update_user_admin) or deletes them")
+def _say_restored_access(access: StackAccess, layout: StackLayout, mode: str, say: Say) -> None:
+    """Who can get in after the restore, as the backup had it, said by name: the backup's admins besides
+    the deployed one (mode mlflow: another stack's after --from-other-stack, this one's before
+    auth.adminUsername was renamed; review 15, F4), and in mode oidc its active admins and the users
+    holding unexpired access tokens: a user offboarded (deactivated) since the backup is back (review
+    19, F1). Never fails the restore: it is done by then."""
+    try:
+        if mode == "mlflow":
+            admin = access.server_env().get(_admin_env(), _DEFAULT_ADMIN)
+            others = [row[0] for row in psql(access, layout.auth_database,
+                                             "SELECT username FROM public.users WHERE is_admin AND username <> :'admin' "
+                                             "ORDER BY username;\n", variables={"admin": admin})]
+            if others:
+                say(f"the backup's users {', '.join(others)} are admins of {access.description} too, signing in with "
+                    f"the passwords the backup holds: if they should not be, the admin ({admin}) takes it away "
+                    "(AuthServiceClient.update_user_admin) or deletes them")
+            return
+        admins = [row[0] for row in psql(access, layout.auth_database, "SELECT username FROM public.users "
+                                         "WHERE is_admin AND active ORDER BY username;\n")]
+        holders = [row[0] for row in psql(access, layout.auth_database,
+                                          "SELECT DISTINCT u.username FROM public.user_tokens t JOIN public.users u "
+                                          "ON u.id = t.user_id WHERE u.active AND t.expires_at > now() "
+                                          "ORDER BY u.username;\n")]
+    except OpsError as error:
+        say(f"could not list who the restored auth database lets in ({error}): check its admins and tokens")
+        return
+    if admins or holders:
+        say(f"as the backup had them, {access.description} now has the admins {', '.join(admins) or '(none)'} and "
+            f"the access tokens of {', '.join(holders) or '(nobody)'}: a user offboarded since the backup is "
+            "active again; deactivate them again in the plugin's admin page")
 
 
 # --- the quarantines of --replace runs ------------------------------------------------------------------
@@ -1048,16 +1067,19 @@ def put_back(access: StackAccess, stamp: str, *, every_key: bool = False, say: S
                 "newer ones included. Nothing was changed")
         access.stop_server()
         result: Optional[dict[str, int]] = {"put_back": 0, "kept": 0} if done else None
-        started = False
+        starting = started = False
         try:
             if result is None:
                 result = put_back_objects(access, layout, layout.s3_env(access), stamp, every_key)
+            starting = True
             access.start_server()  # before anything is said: a closed terminal must not leave it stopped
             started = True
         except (OpsError, KeyboardInterrupt) as error:  # KeyboardInterrupt: Ctrl-C, a closed terminal, the lock lost
             if started:
                 raise
-            stopped = (f"is stopped, the stack's bytes back: run scripts/restore --put-back {stamp} again to start it"
+            stopped = (f"was starting and may not be serving yet (the stack's bytes are back): run scripts/restore "
+                       f"--put-back {stamp} again to make sure it runs" if starting else  # review 19, F2
+                       f"is stopped, the stack's bytes back: run scripts/restore --put-back {stamp} again to start it"
                        if result is not None else
                        f"{STAYS_STOPPED}: run scripts/restore --put-back {stamp} again")
             if isinstance(error, OpsError):
@@ -1105,7 +1127,7 @@ def purge_replaced(access: StackAccess, *, say: Say = _stderr) -> dict[str, int]
     layout = StackLayout.read(access)
     prefixes = [replaced_prefix(name) for name in (layout.database, layout.auth_database)]
     env = layout.s3_env(access)
-    with maintenance_lock(access, "restore"):
+    with maintenance_lock(access, "restore") as lock:
         databases = _database_names(access)
         names = sorted(databases)
         doomed = [name for name in names if any(name.startswith(prefix) and len(name) == len(prefix) + _STAMP_LENGTH
@@ -1119,6 +1141,8 @@ def purge_replaced(access: StackAccess, *, say: Say = _stderr) -> dict[str, int]
             # objects first: a purge stopped in between leaves a database without quarantine, never the reverse
             deleted += purge_quarantine(access, layout, env, stamp)
         say(f"deleted {deleted} quarantined objects of {layout.artifacts_destination}")
+        if doomed:
+            lock.confirm("dropping the replaced databases")  # review 19, F3: not after the lock was lost
         for name in doomed:
             psql(access, "postgres", 'DROP DATABASE :"name" WITH (FORCE);\n', variables={"name": name},
                  what=f"dropping the replaced database {name}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import secrets
 import time
 from typing import Iterator
@@ -268,3 +269,33 @@ def test_offboarding_is_deactivation_in_the_plugin_not_removal_at_the_provider(s
     assert deactivated.status_code == 200, deactivated.text[:300]
     assert session.get(search, timeout=30).status_code == 401
     assert requests.get(search, auth=token, timeout=30).status_code == 401
+
+
+def test_a_restore_names_who_it_lets_in_again(sso_stack, tmp_path):
+    """Review 19 F1: a user offboarded after a backup (deactivated, admin taken away, token deleted, as
+    the README says) is active and admin again after a restore of that backup, token and all: the
+    restore says so by name. Last in this module: the restore replaces the stack's data."""
+    from ops.backup import backup
+    from ops.restore import purge_replaced, restore
+    from tests.rehearsal.interrupt import psql_rows
+    from tests.rehearsal.test_13_backup_restore import RehearsalAccess
+
+    def sql(script: str) -> list[list[str]]:
+        return psql_rows(sso_stack, "mlflow_auth", script + "\n")
+
+    access = RehearsalAccess(sso_stack)
+    sql("INSERT INTO users (username, display_name, is_admin, active, created_at, updated_at) "
+        "VALUES ('mallory', 'Mallory', true, true, now(), now());")
+    sql("INSERT INTO user_tokens (user_id, name, token_hash, token_prefix, created_at, expires_at) SELECT id, 'ci', "
+        "repeat('a', 64), 'abcd', now(), now() + interval '300 days' FROM users WHERE username = 'mallory';")
+    backup(access, tmp_path / "backup", say=lambda message: None)
+    sql("UPDATE users SET active = false, is_admin = false WHERE username = 'mallory';")
+    sql("DELETE FROM user_tokens WHERE user_id = (SELECT id FROM users WHERE username = 'mallory');")
+    said: list[str] = []
+    restore(access, tmp_path / "backup", replace=True, say=said.append)
+    assert sql("SELECT active, is_admin FROM users WHERE username = 'mallory';") == [["t", "t"]]
+    told = [line for line in said if "offboarded since the backup" in line]
+    assert len(told) == 1, said
+    admins, holders = re.search(r"now has the admins (.*) and the access tokens of (.*): a user", told[0]).groups()
+    assert "mallory" in admins.split(", ") and "mallory" in holders.split(", "), told
+    purge_replaced(access, say=lambda message: None)

@@ -1004,8 +1004,9 @@ def test_a_replace_killed_before_its_swap_is_put_back_by_the_command_it_names(st
     # stopped. The copy finished, so the rerun copies nothing again (review 15 F1, below).
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(access, "start_server", lambda: (_ for _ in ()).throw(LockLost()))
-        with pytest.raises(OpsError, match=rf"stopped: the maintenance lock was lost; the MLflow server is stopped, "
-                                           rf"the stack's bytes back: run scripts/restore --put-back {stamp} again"):
+        with pytest.raises(OpsError, match=rf"stopped: the maintenance lock was lost; the MLflow server was starting and "
+                                           rf"may not be serving yet \(the stack's bytes are back\): run scripts/restore "
+                                           rf"--put-back {stamp} again to make sure it runs"):
             restore_module.put_back(access, stamp, say=lambda message: None)
     assert not stack.variants["default"].server.service.alive() and _bytes_of(stack, key) == b"logged after the backup\n"
     assert _bytes_of(stack, rewritten) == b"written after the kill\n", "a key written since keeps its bytes"

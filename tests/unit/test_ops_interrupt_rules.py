@@ -281,3 +281,29 @@ def test_a_stamp_a_database_comment_still_names_as_swapped_is_refused(monkeypatc
     with pytest.raises(restore.RefusedError, match="stamp 20260101T000000Z .* nothing was changed"):
         restore._refuse_a_stamp_in_use(None, layout, "20260101T000000Z", {"quarantines": {}})
     restore._refuse_a_stamp_in_use(None, layout, "20260101T000001Z", {"quarantines": {}})
+
+
+def test_purge_replaced_drops_no_database_once_its_lock_is_lost(monkeypatch):
+    """Review 19 F3: a PostgreSQL restart during --purge-replaced's listing lost its lock, and the drops
+    ran within the watch's second with no lock held: the lock is confirmed before them."""
+    import contextlib
+
+    class LostLock:
+        def confirm(self, before: str) -> None:
+            raise restore.OpsError(f"the maintenance lock was lost before {before}")
+
+    @contextlib.contextmanager
+    def lock(access, holder):
+        yield LostLock()
+
+    dropped: list[str] = []
+    layout = types.SimpleNamespace(database="mlflow", auth_database="mlflow_auth", artifacts_destination="s3://b/",
+                                   s3_env=lambda access: {})
+    monkeypatch.setattr(restore, "maintenance_lock", lock)
+    monkeypatch.setattr(restore.StackLayout, "read", classmethod(lambda cls, access: layout))
+    monkeypatch.setattr(restore, "_database_names", lambda access: {"mlflow": "", "mlflow__replaced_20260101T000000Z": ""})
+    monkeypatch.setattr(restore, "_listing", lambda access, layout: {"quarantines": {}, "swapped": [], "put_back": []})
+    monkeypatch.setattr(restore, "psql", lambda access, database, script, **kwargs: dropped.append(script))
+    with pytest.raises(restore.OpsError, match="lost before dropping the replaced databases"):
+        restore.purge_replaced(object(), say=lambda message: None)
+    assert dropped == []
