@@ -213,9 +213,11 @@ class LocalStack:
                    if line.strip() and _tool_gone(line.partition("\t")[2])]
         if running:
             removed = subprocess.run([self.docker, "rm", "--force", *running], capture_output=True, text=True)
-            if removed.returncode != 0:
-                raise OpsError(f"stopping one-off containers an earlier tool left running failed: "
-                               f"{_first_line(removed.stderr)}")
+            # Another tool stopping the same orphan at once (gc before its lock): gone is what was asked (review 20).
+            failed = [line for line in removed.stderr.splitlines() if line.strip()
+                      and "No such container" not in line and "is already in progress" not in line]
+            if removed.returncode != 0 and failed:
+                raise OpsError(f"stopping one-off containers an earlier tool left running failed: {failed[0]}")
         return running
 
     def exec(self, service: str, argv: Sequence[str], *, stdin: Stdin = None, stdout: Optional[IO[bytes]] = None,

@@ -1065,10 +1065,10 @@ def put_back(access: StackAccess, stamp: str, *, every_key: bool = False, say: S
                 "keys written since cannot be told apart: scripts/restore "
                 f"--put-back {stamp} --every-key puts back every quarantined object whose key holds other bytes now, "
                 "newer ones included. Nothing was changed")
-        access.stop_server()
         result: Optional[dict[str, int]] = {"put_back": 0, "kept": 0} if done else None
         starting = started = False
         try:
+            access.stop_server()  # inside: an interrupt while it stops says what to run (review 20, F2)
             if result is None:
                 result = put_back_objects(access, layout, layout.s3_env(access), stamp, every_key)
             starting = True

@@ -307,3 +307,39 @@ def test_purge_replaced_drops_no_database_once_its_lock_is_lost(monkeypatch):
     with pytest.raises(restore.OpsError, match="lost before dropping the replaced databases"):
         restore.purge_replaced(object(), say=lambda message: None)
     assert dropped == []
+
+
+def test_a_put_back_interrupted_while_the_server_stops_names_the_command_that_starts_it(monkeypatch):
+    """Review 20 F2: Ctrl-C, SIGTERM or SIGHUP during `docker stop` (up to 30 s) left the server stopped
+    and said only "interrupted"; the put-back's own message names the rerun."""
+    import contextlib
+
+    class Lock:
+        def confirm(self, before: str) -> None:
+            pass
+
+    @contextlib.contextmanager
+    def lock(access, holder):
+        yield Lock()
+
+    layout = types.SimpleNamespace(database="mlflow", auth_database="mlflow_auth", artifacts_destination="s3://b/",
+                                   s3_env=lambda access: {})
+    monkeypatch.setattr(restore, "maintenance_lock", lock)
+    monkeypatch.setattr(restore.StackLayout, "read", classmethod(lambda cls, access: layout))
+    monkeypatch.setattr(restore, "stamp_swapped", lambda *args: False)
+    monkeypatch.setattr(restore, "put_back_objects", lambda *args, **kwargs: pytest.fail("copied while stopping"))
+    stamp = "20260101T000000Z"
+    for done in (False, True):
+        monkeypatch.setattr(restore, "_listing", lambda access, layout, done=done: {
+            "quarantines": {stamp: [1, 1]}, "recorded": [stamp], "swapped": [], "put_back": [stamp] * done})
+
+        class Access:
+            description = "a stack"
+
+            def stop_server(self) -> bool:
+                raise KeyboardInterrupt  # the stop is under way
+
+        with pytest.raises(restore.OpsError) as raised:
+            restore.put_back(Access(), stamp, say=lambda message: None)
+        assert raised.value.exit_code == 130 and str(raised.value).startswith("stopped: interrupted; the MLflow server")
+        assert f"run scripts/restore --put-back {stamp} again" in str(raised.value)

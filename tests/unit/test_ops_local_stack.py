@@ -57,6 +57,9 @@ if args[0] == os.environ.get("FAKE_DOCKER_BLOCK"):  # hang (an attached start, a
 if args[0] == "ps":
     print(os.environ.get("FAKE_DOCKER_LEFTOVERS", ""))
     sys.exit(0)
+if args[0] == "rm" and os.environ.get("FAKE_DOCKER_RM_ERROR"):
+    sys.stderr.write(os.environ["FAKE_DOCKER_RM_ERROR"] + "\n")
+    sys.exit(1)
 if os.environ.get("FAKE_DOCKER_DOWN"):
     sys.stderr.write("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
                      "Is the docker daemon running?\n")
@@ -371,6 +374,20 @@ def test_a_tool_holding_the_lock_stops_the_running_oneoffs_of_a_tool_that_is_gon
                       "label=org.mlflow-platform.ops.stack=mlflow-local", "--filter", "status=running",
                       "--format", '{{.ID}}\t{{.Label "org.mlflow-platform.ops.tool"}}'],
                      ["rm", "--force", "ccc333"]]
+
+
+def test_an_orphan_another_tool_removes_at_the_same_moment_counts_as_stopped(docker, monkeypatch):
+    """Review 20 F3: gc (before its lock) and a backup or restore (under its lock) stopping the same
+    orphan at once: the slower `docker rm --force` fails, which failed that whole tool."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    monkeypatch.setenv("FAKE_DOCKER_LEFTOVERS", f"ccc333\t{THIS_TOOL.rpartition(':')[0]}:{gone.pid}")
+    monkeypatch.setenv("FAKE_DOCKER_RM_ERROR", "Error response from daemon: removal of container ccc333 is already in "
+                                               "progress")
+    assert LocalStack.find().stop_running_oneoffs() == ["ccc333"]
+    monkeypatch.setenv("FAKE_DOCKER_RM_ERROR", "Error response from daemon: permission denied")
+    with pytest.raises(OpsError, match="left running failed: Error response from daemon: permission denied"):
+        LocalStack.find().stop_running_oneoffs()
 
 
 def test_no_leftover_oneoffs_removes_nothing(docker):
