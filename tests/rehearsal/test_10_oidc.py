@@ -288,7 +288,10 @@ def test_a_restore_names_who_it_lets_in_again(sso_stack, tmp_path):
         "VALUES ('mallory', 'Mallory', true, true, now(), now());")
     sql("INSERT INTO user_tokens (user_id, name, token_hash, token_prefix, created_at, expires_at) SELECT id, 'ci', "
         "repeat('a', 64), 'abcd', now(), now() + interval '300 days' FROM users WHERE username = 'mallory';")
+    sql("INSERT INTO scim_tokens (name, token_hash, token_prefix, created_at) "
+        "VALUES ('provisioner', repeat('b', 64), 'efgh', now());")
     backup(access, tmp_path / "backup", say=lambda message: None)
+    sql("UPDATE scim_tokens SET revoked_at = now() WHERE name = 'provisioner';")
     sql("UPDATE users SET active = false, is_admin = false WHERE username = 'mallory';")
     sql("DELETE FROM user_tokens WHERE user_id = (SELECT id FROM users WHERE username = 'mallory');")
     said: list[str] = []
@@ -298,4 +301,9 @@ def test_a_restore_names_who_it_lets_in_again(sso_stack, tmp_path):
     assert len(told) == 1, said
     admins, holders = re.search(r"now has the admins (.*) and the access tokens of (.*): a user", told[0]).groups()
     assert "mallory" in admins.split(", ") and "mallory" in holders.split(", "), told
+    # Review 20 F1: with --replace, what was taken away since the backup is named against the replaced database
+    again = [line for line in said if line.startswith("the restore lets in again")]
+    assert again == ["the restore lets in again what the rehearsal stack had taken away since the backup: active users "
+                     "mallory; access tokens of mallory; SCIM tokens provisioner (deactivate or delete them again if "
+                     "they should stay out)"], said
     purge_replaced(access, say=lambda message: None)

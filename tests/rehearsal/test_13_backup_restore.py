@@ -691,9 +691,15 @@ def test_replace_restores_over_newer_data_and_drops_what_the_backup_does_not_hol
         client.log_text(extra_run, "not in the backup\n", "extra.txt")
     assert any(key.endswith("extra.txt") for key in _objects(stack))
 
-    started = time.monotonic()
-    restore(access, backup_dir, replace=True, say=lambda message: None)
+    stack.postgres.psql("DELETE FROM users WHERE username = 'carol'", "mlflow_auth")  # removed since the backup
+
+    started, said = time.monotonic(), []
+    restore(access, backup_dir, replace=True, say=said.append)
     report_figure("restore --replace seconds", f"{time.monotonic() - started:.1f}")
+    # Review 20 F1: what the restore lets in again, named against the replaced auth database
+    assert [line for line in said if line.startswith("the restore lets in again")] == [
+        "the restore lets in again what the rehearsal stack had taken away since the backup: users carol "
+        "(deactivate or delete them again if they should stay out)"], said
 
     # Artifacts byte for byte were proven by the test before (and objects.tar's sha256s were checked
     # on upload); here the server's listing of them must match.
