@@ -209,8 +209,9 @@ class LocalStack:
                                 capture_output=True, text=True)
         if result.returncode != 0:
             raise OpsError(f"docker ps failed: {_first_line(result.stderr) or f'exit status {result.returncode}'}")
+        here = _this_tool().rpartition(":")[0]
         running = [line.split("\t", 1)[0] for line in result.stdout.splitlines()
-                   if line.strip() and _tool_gone(line.partition("\t")[2])]
+                   if line.strip() and _tool_gone(line.partition("\t")[2], here)]
         if running:
             removed = subprocess.run([self.docker, "rm", "--force", *running], capture_output=True, text=True)
             # Another tool stopping the same orphan at once (gc before its lock): gone is what was asked (review 20).
@@ -294,10 +295,11 @@ def _this_tool() -> str:
     return f"{socket.gethostname()}:{namespace}:{os.getpid()}"
 
 
-def _tool_gone(label: str) -> bool:
-    """The tool a one-off's ONEOFF_TOOL_LABEL names ran on this host, in this pid namespace, and has exited."""
+def _tool_gone(label: str, here: str) -> bool:
+    """The tool a one-off's ONEOFF_TOOL_LABEL names ran `here` (this host and pid namespace, as _this_tool
+    names them) and has exited."""
     where, _, pid = label.rpartition(":")
-    if where != _this_tool().rpartition(":")[0] or not pid.isdigit():
+    if where != here or not pid.isdigit():
         return False  # another host's or pid namespace's tool, or a one-off from before the label: not ours
     try:
         os.kill(int(pid), 0)

@@ -623,8 +623,9 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
         _check_objects(access, manifest, layout, s3_env)
         started_ok = _upgrade(access, manifest, revision, facts, layout, upgrade, say)
         if "auth" in manifest.databases and layout.auth_app in _AUTH_MODES:  # also with --no-upgrade (review 19)
-            _say_restored_access(access, layout, _AUTH_MODES[layout.auth_app], say,
-                                 replaced=plan["auth"].replaced if replace and "auth" in plan else None)
+            _say_restored_access(access, layout, _AUTH_MODES[layout.auth_app], say)
+            if replace and "auth" in plan:
+                _say_re_enabled(access, layout, _AUTH_MODES[layout.auth_app], plan["auth"].replaced, say)
         if started_ok:  # inside the guard: an interrupt here still starts it (_after_failure) and says so
             say("starting the MLflow server")
             access.start_server()
@@ -931,20 +932,24 @@ _ACCESS_QUERIES = {
 def _say_re_enabled(access: StackAccess, layout: StackLayout, mode: str, replaced: str, say: Say) -> None:
     """With --replace, what the restore lets in again that the stack had taken away since the backup
     (a user deleted or deactivated, a token revoked), by name, compared with the replaced auth
-    database (review 20, F1)."""
+    database (review 20, F1). Never fails the restore: it is done by then."""
     back = []
-    for what, query in _ACCESS_QUERIES[mode].items():
-        before = {row[0] for row in psql(access, replaced, query)}
-        again = [row[0] for row in psql(access, layout.auth_database, query) if row[0] not in before]
-        if again:
-            back.append(f"{what} {', '.join(again)}")
+    try:
+        for what, query in _ACCESS_QUERIES[mode].items():
+            before = {row[0] for row in psql(access, replaced, query)}
+            again = [row[0] for row in psql(access, layout.auth_database, query) if row[0] not in before]
+            if again:
+                back.append(f"{what} {', '.join(again)}")
+    except OpsError as error:
+        say(f"could not compare who the restored auth database lets in with the replaced one ({error}): "
+            "check its users and tokens")
+        return
     if back:
         say(f"the restore lets in again what {access.description} had taken away since the backup: {'; '.join(back)}"
             " (deactivate or delete them again if they should stay out)")
 
 
-def _say_restored_access(access: StackAccess, layout: StackLayout, mode: str, say: Say,
-                         replaced: Optional[str] = None) -> None:
+def _say_restored_access(access: StackAccess, layout: StackLayout, mode: str, say: Say) -> None:
     """Who can get in after the restore, as the backup had it, said by name: the backup's admins besides
     the deployed one (mode mlflow: another stack's after --from-other-stack, this one's before
     auth.adminUsername was renamed; review 15, F4), and in mode oidc its active admins and the users
@@ -963,20 +968,10 @@ def _say_restored_access(access: StackAccess, layout: StackLayout, mode: str, sa
             return
         admins = [row[0] for row in psql(access, layout.auth_database, "SELECT username FROM public.users "
                                          "WHERE is_admin AND active ORDER BY username;\n")]
-        holders = [row[0] for row in psql(access, layout.auth_database,
-                                          "SELECT DISTINCT u.username FROM public.user_tokens t JOIN public.users u "
-                                          "ON u.id = t.user_id WHERE u.active AND t.expires_at > now() "
-                                          "ORDER BY u.username;\n")]
+        holders = [row[0] for row in psql(access, layout.auth_database, _ACCESS_QUERIES["oidc"]["access tokens of"])]
     except OpsError as error:
         say(f"could not list who the restored auth database lets in ({error}): check its admins and tokens")
         return
-    finally:
-        if replaced is not None:
-            try:
-                _say_re_enabled(access, layout, mode, replaced, say)
-            except OpsError as error:
-                say(f"could not compare who the restored auth database lets in with the replaced one ({error}): "
-                    "check its users and tokens")
     if admins or holders:
         say(f"as the backup had them, {access.description} now has the admins {', '.join(admins) or '(none)'} and "
             f"the access tokens of {', '.join(holders) or '(nobody)'}: a user offboarded since the backup is "
