@@ -332,6 +332,9 @@ GC_LOCKED_EXIT = 75
 changed nothing and the next scheduled gc does the work."""
 GC_LOCK_DATABASE = "postgres"
 """Where the maintenance lock lives (ops/lock.py): never the tracking database, which a restore renames."""
+GC_LOCK_TOKEN_ENV = "MLFLOW_MAINTENANCE_LOCK_TOKEN"
+"""Set (scripts/gc on the local stack): the gc step runs under the lock its tool holds, in the session
+named `... lock <token>` (ops/lock.py), instead of taking it; it stops when that session loses it."""
 
 # Upstream `mlflow gc` (mlflow/cli/__init__.py, _gc_tracking_resources, MLflow 3.17.2) hard-deletes
 # every deleted experiment older than --older-than, and the ORM cascade (SqlRun.experiment,

@@ -45,6 +45,9 @@ class StackAccess(Protocol):
 
     description: str
     """Names the stack in messages, e.g. "the local stack mlflow-local"."""
+    lock_token: Optional[str]
+    """The maintenance lock hold this tool is under (ops.lock.maintenance_lock sets it while it holds the
+    lock, else None): the one-offs python_command starts carry it."""
 
     def postgres_command(self, argv: Sequence[str]) -> Command:
         """`argv` (pg_dump, pg_restore or psql and their options) run as the PostgreSQL superuser
@@ -68,13 +71,15 @@ class StackAccess(Protocol):
         ...
 
     def start_server(self) -> None:
-        """Start the MLflow server again and wait until it is healthy."""
+        """Start the MLflow server (one that runs is left running) and wait until it is healthy."""
         ...
 
     def stop_orphaned_oneoffs(self) -> int:
-        """Stop the stack's one-offs (python_command) still running, and say how many: a tool killed with
-        `kill -9` cannot stop the one-off it started, which goes on copying or deleting objects. Called
-        with the maintenance lock held, when no other tool's one-off may run (review 16, F2)."""
+        """Stop the stack's running one-offs (python_command) that carry another lock token than
+        `lock_token`, and say how many: a tool killed with `kill -9` cannot stop the one-off it started,
+        which goes on copying or deleting objects (review 16, F2), and a tool holding no lock any more may
+        not write. Called with the maintenance lock held; one-offs started without a hold (read-only:
+        a restore's image facts) are left alone."""
         ...
 
 

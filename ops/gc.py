@@ -4,6 +4,11 @@ The command is the stack's own (`render.gc_spec`): a one-off container from the 
 the stack's network, with the server's database URI and scoped MinIO key (passed by name, values
 never on a command line), removing runs deleted longer ago than `--older-than` with their artifacts.
 The local stack has no scheduler: run this from cron (README, "Garbage collection").
+
+This tool takes the stack's maintenance lock (ops/lock.py), stops the one-offs a killed backup or
+restore left running while it holds it, and runs the gc step under that same hold
+(render.GC_LOCK_TOKEN_ENV): nothing can start or be orphaned between the sweep and the step (review 20,
+F3a). Where a scheduler runs gc (aws, azure) the step takes the lock itself.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from typing import Optional, Sequence
 
 from components import render
 from components.names import SERVER_SERVICE
-from ops import OpsError
+from ops import OpsError, RefusedError
 from ops.access import hang_up_and_terminate_as_interrupt, refuse_stores_elsewhere, run_process, server_option
-from ops.local_stack import DEFAULT_PREFIX, LocalStack
+from ops.local_stack import DEFAULT_PREFIX, LocalAccess, LocalStack
+from ops.lock import LockLost, maintenance_lock
 
 
 def gc_spec_for(stack: LocalStack, older_than: str, timeout_seconds: int):
@@ -59,26 +65,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValidationError:
         print(f"gc: --older-than {args.older_than!r} must be an age like 30d or 12h30m", file=sys.stderr)
         return 2
+    held = None
     try:
-        stack = LocalStack.find(args.prefix)
-        stack.remove_leftover_oneoffs()
-        # Before gc's own container takes the lock: a killed put-back's one-off must not copy back what gc
-        # deletes (review 18, F2); only one-offs whose tool has exited, none a live tool's.
-        orphans = stack.stop_running_oneoffs()
-        if orphans:
-            print(f"gc: stopped {len(orphans)} one-off(s) an earlier backup or restore left running "
-                  "(that tool was killed before they ended)", file=sys.stderr)
-        spec, env = gc_spec_for(stack, args.older_than, args.timeout)
-        command = stack.oneoff_command(spec.command, env)
+        access = LocalAccess.find(args.prefix)
+        spec, env = gc_spec_for(access.stack, args.older_than, args.timeout)
+        with maintenance_lock(access, "gc") as held:  # stops a killed tool's one-offs first (review 18, F2)
+            command = access.stack.oneoff_command(spec.command, {**env, render.GC_LOCK_TOKEN_ENV: held.token},
+                                                  held.token)
+            # Its output (the runs removed) goes straight to the caller's terminal or cron mail.
+            return run_process(command.argv, command.env).returncode
+    except LockLost:  # the one-off was stopped (SIGTERM) and removed its container
+        assert held is not None
+        print(f"gc: {held.lost_message('gc ended')}; the next gc does the rest", file=sys.stderr)
+        return render.GC_LOCKED_EXIT
+    except KeyboardInterrupt:
+        print("gc: interrupted", file=sys.stderr)
+        return 130
+    except RefusedError as error:  # another holds the lock: as the step itself says it where a scheduler runs gc
+        print(f"gc: {error}; nothing was deleted", file=sys.stderr)
+        return render.GC_LOCKED_EXIT
     except OpsError as error:
         print(f"gc: {error}", file=sys.stderr)
         return error.exit_code
-    # Its output (the runs removed) goes straight to the caller's terminal or cron mail.
-    try:
-        return run_process(command.argv, command.env).returncode
-    except KeyboardInterrupt:  # the one-off was stopped (SIGTERM) and removed its container
-        print("gc: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

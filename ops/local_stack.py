@@ -18,7 +18,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -40,10 +39,11 @@ SERVER = SERVER_SERVICE
 ONEOFF_USER = "mlflow"  # the server image's user (docker/mlflow/Dockerfile)
 ONEOFF_LABEL = "org.mlflow-platform.ops=one-off"
 ONEOFF_STACK_LABEL = "org.mlflow-platform.ops.stack"
-"""`<label>=<prefix>`: which stack a one-off works on (stop_running_oneoffs stops only that stack's)."""
-ONEOFF_TOOL_LABEL = "org.mlflow-platform.ops.tool"
-"""`<label>=<host>:<pid namespace>:<pid>`: the tool that started a one-off (stop_running_oneoffs stops only
-a gone tool's; a pid means something only in its namespace: a tool in a container is another's, review 18)."""
+"""`<label>=<prefix>`: which stack a one-off works on (stop_orphaned_oneoffs stops only that stack's)."""
+ONEOFF_LOCK_LABEL = "org.mlflow-platform.ops.lock"
+"""`<label>=<token>`: the maintenance lock hold (ops/lock.py) a one-off works under. A holder stops the
+stack's running one-offs with another token (stop_orphaned_oneoffs): their tool holds no lock any more,
+whichever host, container or pid namespace it ran in (review 18; review 20, F3a)."""
 ONEOFF_HELPER = Path(__file__).with_name("oneoff.py")
 
 Stdin = Union[None, bytes, IO[bytes]]
@@ -160,19 +160,20 @@ class LocalStack:
         """`docker exec -i [--user U] <container> argv...`"""
         return [self.docker, "exec", "-i", *(["--user", user] if user else []), self.container(service), *argv]
 
-    def oneoff_command(self, argv: Sequence[str], env: Mapping[str, str]) -> Command:
+    def oneoff_command(self, argv: Sequence[str], env: Mapping[str, str], lock_token: Optional[str] = None) -> Command:
         """A one-off container from the server's image on the stack's network, removed when done
         (ops/oneoff.py). Every variable reaches it as a file, as the platform hands the server its
         secrets: the values travel in the helper's environment only, the container's config holds
         `NAME_FILE` paths, its secret-env wrapper exports them before `argv` starts. No log driver:
-        a tar streamed through stdout must not be kept again in the container's log file."""
+        a tar streamed through stdout must not be kept again in the container's log file. Labelled with
+        the maintenance lock hold it works under, if any (ONEOFF_LOCK_LABEL)."""
         names = sorted(env)
         bad = [name for name in names if not name.isidentifier() or not name.isascii()]
         if bad:
             raise ValueError(f"invalid environment variable names: {bad}")
         create = ["--rm", "-i", "--network", self.network, "--user", ONEOFF_USER,
                   "--log-driver", "none", "--label", ONEOFF_LABEL, "--label", f"{ONEOFF_STACK_LABEL}={self.prefix}",
-                  "--label", f"{ONEOFF_TOOL_LABEL}={_this_tool()}"]
+                  *(["--label", f"{ONEOFF_LOCK_LABEL}={lock_token}"] if lock_token else [])]
         for name, path in secret_file_env(names).items():
             create += ["-e", f"{name}={path}"]
         create += [self.server_image(), *(secret_env_entrypoint(names) if names else []), *argv]
@@ -197,29 +198,29 @@ class LocalStack:
                 raise OpsError(f"removing leftover one-off containers failed: {_first_line(removed.stderr)}")
         return leftovers
 
-    def stop_running_oneoffs(self) -> list[str]:
-        """Remove this stack's one-off containers that still run although the tool that started them on
-        this host is gone (`docker rm --force`), returning their ids: a tool killed with `kill -9` cannot
-        stop its helper's container. Another tool's running one-off is left alone, also one it started
-        before it holds the lock (the restore's image facts, gc's container before gc takes the lock:
-        review 17, F2). Only with the stack's maintenance lock held (LocalAccess.stop_orphaned_oneoffs)."""
+    def stop_orphaned_oneoffs(self, lock_token: str) -> list[str]:
+        """Remove this stack's running one-offs that work under another maintenance lock hold than
+        `lock_token` (`docker rm --force`), returning their ids: only with that hold's lock taken, when
+        such a one-off's tool holds no lock any more (killed with `kill -9`, it cannot stop its helper's
+        container; cut off by a PostgreSQL restart, it may not write). One-offs started without a hold
+        (read-only: a restore's image facts) are left alone (review 17, F2)."""
         result = subprocess.run([self.docker, "ps", "--no-trunc", "--filter", f"label={ONEOFF_LABEL}",
                                  "--filter", f"label={ONEOFF_STACK_LABEL}={self.prefix}", "--filter", "status=running",
-                                 "--format", f'{{{{.ID}}}}\t{{{{.Label "{ONEOFF_TOOL_LABEL}"}}}}'],
+                                 "--filter", f"label={ONEOFF_LOCK_LABEL}",
+                                 "--format", f'{{{{.ID}}}}\t{{{{.Label "{ONEOFF_LOCK_LABEL}"}}}}'],
                                 capture_output=True, text=True)
         if result.returncode != 0:
             raise OpsError(f"docker ps failed: {_first_line(result.stderr) or f'exit status {result.returncode}'}")
-        here = _this_tool().rpartition(":")[0]
-        running = [line.split("\t", 1)[0] for line in result.stdout.splitlines()
-                   if line.strip() and _tool_gone(line.partition("\t")[2], here)]
-        if running:
-            removed = subprocess.run([self.docker, "rm", "--force", *running], capture_output=True, text=True)
-            # Another tool stopping the same orphan at once (gc before its lock): gone is what was asked (review 20).
+        orphans = [one_id for one_id, _, token in (line.partition("\t") for line in result.stdout.splitlines())
+                   if one_id.strip() and token.strip() not in ("", lock_token)]
+        if orphans:
+            removed = subprocess.run([self.docker, "rm", "--force", *orphans], capture_output=True, text=True)
+            # Gone already (ended, or removed by its own helper at that moment): gone is what was asked.
             failed = [line for line in removed.stderr.splitlines() if line.strip()
                       and "No such container" not in line and "is already in progress" not in line]
             if removed.returncode != 0 and failed:
                 raise OpsError(f"stopping one-off containers an earlier tool left running failed: {failed[0]}")
-        return running
+        return orphans
 
     def exec(self, service: str, argv: Sequence[str], *, stdin: Stdin = None, stdout: Optional[IO[bytes]] = None,
              user: Optional[str] = None) -> subprocess.CompletedProcess:
@@ -286,30 +287,6 @@ def _run(argv: list[str], env: dict[str, str], stdin: Stdin, stdout: Optional[IO
                        stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _this_tool() -> str:
-    """This process as ONEOFF_TOOL_LABEL names it."""
-    try:
-        namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:  # no procfs (macOS): the host name and pid alone
-        namespace = "-"
-    return f"{socket.gethostname()}:{namespace}:{os.getpid()}"
-
-
-def _tool_gone(label: str, here: str) -> bool:
-    """The tool a one-off's ONEOFF_TOOL_LABEL names ran `here` (this host and pid namespace, as _this_tool
-    names them) and has exited."""
-    where, _, pid = label.rpartition(":")
-    if where != here or not pid.isdigit():
-        return False  # another host's or pid namespace's tool, or a one-off from before the label: not ours
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False
-
-
 class LocalAccess:
     """`ops.access.StackAccess` for the local stack: PostgreSQL's client tools in the postgres
     container (as `postgres` over the container's socket, which the official image trusts for local
@@ -319,6 +296,7 @@ class LocalAccess:
     def __init__(self, stack: LocalStack):
         self.stack = stack
         self.description = f"the local stack {stack.prefix}"
+        self.lock_token: Optional[str] = None
         if not stack.running("postgres"):
             name = stack.container("postgres")
             raise OpsError(f"{name} is not running (docker start {name})")
@@ -334,7 +312,7 @@ class LocalAccess:
         return Command(self.stack.exec_argv("postgres", argv, user="postgres"), dict(os.environ))
 
     def python_command(self, argv: Sequence[str], env: Mapping[str, str]) -> Command:
-        return self.stack.oneoff_command(["python", *argv], env)
+        return self.stack.oneoff_command(["python", *argv], env, self.lock_token)
 
     def server_env(self) -> Mapping[str, str]:
         return self.stack.server_env()
@@ -349,4 +327,6 @@ class LocalAccess:
         self.stack.start(SERVER)
 
     def stop_orphaned_oneoffs(self) -> int:
-        return len(self.stack.stop_running_oneoffs())
+        if self.lock_token is None:
+            raise RuntimeError("stop_orphaned_oneoffs only with the maintenance lock held")
+        return len(self.stack.stop_orphaned_oneoffs(self.lock_token))

@@ -16,13 +16,20 @@ on the stack by then (review 6).
 
 The gc step (components.render.GC_SCRIPT) takes the same key as MLflow's role, exits 75 while a
 backup or restore holds it, and stops the same way when it loses it. The session's application_name says who holds it
-(`mlflow-<holder> pid <pid> on <host>`), so the refusal can name the holder.
+(`mlflow-<holder> pid <pid> on <host> lock <token>`), so the refusal can name the holder.
+
+Each hold has a random token. The one-offs a holder starts carry it (`StackAccess.lock_token`), so a
+holder can tell the one-offs a killed tool left running (another token: their tool holds no lock any
+more, whatever host or container it ran in) and stops them before it works. scripts/gc on the local
+stack runs its gc step under its own hold (render.GC_LOCK_TOKEN_ENV) instead of letting it take the
+lock: the sweep and the step are under one hold, with no gap between them (review 20, F3a).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import select
 import signal
 import socket
@@ -56,9 +63,11 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :classid AND l.objid
 """A bigint advisory key shows in pg_locks as classid (high 32 bits), objid (low 32 bits), objsubid 1."""
 
 
-def application_name(holder: str) -> str:
-    """What the holder's session is called in pg_stat_activity (at most 63 bytes, PostgreSQL's limit)."""
-    return f"mlflow-{holder} pid {os.getpid()} on {socket.gethostname()}"[:63]
+def application_name(holder: str, token: str) -> str:
+    """What the holder's session is called in pg_stat_activity (at most 63 bytes, PostgreSQL's limit; the
+    host name is cut short, never the token)."""
+    ending = f" lock {token}"
+    return f"mlflow-{holder} pid {os.getpid()} on {socket.gethostname()}"[:63 - len(ending)] + ending
 
 
 def describe_holder(access: StackAccess) -> str:
@@ -103,8 +112,10 @@ class HeldLock:
     """The lock's session: confirm it still holds the lock before a step that must not overlap, watch it
     while the tool works, take the lock again after it was lost (before undoing anything)."""
 
-    def __init__(self, process: subprocess.Popen, access: StackAccess, holder: str):
+    def __init__(self, process: subprocess.Popen, access: StackAccess, holder: str, token: str):
         self._process, self._access, self._holder = process, access, holder
+        self.token = token
+        """this hold's: its session's name ends with `lock <token>`, its one-offs carry it (kept by retake)"""
         self._mutex = threading.Lock()  # one query at a time on the session's pipes
         self._stop = threading.Event()
         self._signalling = threading.Lock()  # a stop set under it: no signal is sent after unwatch
@@ -186,7 +197,7 @@ class HeldLock:
         deadline = time.monotonic() + RETAKE_SECONDS
         while True:
             try:
-                process = _take(self._access, self._holder)
+                process = _take(self._access, self._holder, self.token)
                 break
             except OpsError as error:
                 if time.monotonic() > deadline:
@@ -206,10 +217,10 @@ class HeldLock:
         _close(self._process)
 
 
-def _take(access: StackAccess, holder: str) -> Optional[subprocess.Popen]:
+def _take(access: StackAccess, holder: str, token: str) -> Optional[subprocess.Popen]:
     """A psql session holding the maintenance lock, or None when another session holds it."""
     command = access.postgres_command(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", LOCK_DATABASE,
-                                       "-v", f"appname={application_name(holder)}"])
+                                       "-v", f"appname={application_name(holder, token)}"])
     process = start_process(command.argv, command.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     assert process.stdin is not None
@@ -232,14 +243,16 @@ def maintenance_lock(access: StackAccess, holder: str) -> Iterator[HeldLock]:
     """backup, restore and gc never overlap on a stack (issue 28).
 
     RefusedError (nothing changed) naming the holder when another one holds the lock."""
-    process = _take(access, holder)
+    token = secrets.token_hex(6)
+    process = _take(access, holder, token)
     if process is None:
         raise RefusedError(
             f"another backup, restore or gc is running on {access.description}: {describe_holder(access)} holds "
             f"its maintenance lock. Wait for it to finish (or check that process: the lock is released as soon "
             f"as it exits), then run this again")
-    held = HeldLock(process, access, holder)
+    held = HeldLock(process, access, holder, token)
     held.watch()
+    outer, access.lock_token = access.lock_token, token
     try:
         orphans = access.stop_orphaned_oneoffs()  # a killed tool's, which would go on writing (review 16, F2)
         if orphans:
@@ -247,6 +260,7 @@ def maintenance_lock(access: StackAccess, holder: str) -> Iterator[HeldLock]:
                   "(that tool was killed before they ended)", file=sys.stderr)
         yield held
     finally:
+        access.lock_token = outer
         held.close()
 
 

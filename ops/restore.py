@@ -1098,8 +1098,8 @@ def put_back(access: StackAccess, stamp: str, *, every_key: bool = False, say: S
         result: Optional[dict[str, int]] = {"put_back": 0, "kept": 0} if done else None
         starting = started = False
         try:
-            access.stop_server()  # inside: an interrupt while it stops says what to run (review 20, F2)
-            if result is None:
+            if result is None:  # a finished one's rerun leaves a running server be (review 20, F3a)
+                access.stop_server()  # inside: an interrupt while it stops says what to run (review 20, F2)
                 result = put_back_objects(access, layout, layout.s3_env(access), stamp, every_key)
             starting = True
             access.start_server()  # before anything is said: a closed terminal must not leave it stopped
@@ -1135,8 +1135,7 @@ def _remove_put_back_quarantine(access: StackAccess, layout: StackLayout, stamp:
         raise OpsError(f"{error}: the stack's bytes are back and the MLflow server runs, but the quarantine "
                        f"{stamp} is left; scripts/restore --put-back {stamp} again removes it") from error
     if done_before:
-        say(f"the stack's bytes were put back from the quarantine {stamp} before; removed it and (re)started the "
-            "MLflow server")
+        say(f"the stack's bytes were put back from the quarantine {stamp} before; removed it (the MLflow server runs)")
         return result
     say(f"put the stack's bytes back into {result['put_back']} objects the restore of {stamp} had overwritten (of "
         f"{result['kept']} it had quarantined), removed its quarantine and started the MLflow server; the backup's "

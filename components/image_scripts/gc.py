@@ -1,3 +1,4 @@
+import re
 import sys
 import sqlalchemy
 
@@ -6,7 +7,11 @@ def first_line(error):
     return (str(getattr(error, "orig", None) or error).strip().splitlines() or [type(error).__name__])[0]
 
 
-def take_maintenance_lock(uri):
+LOCK_SQL = ("FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+            "AND l.classid = 28012 AND l.objid = 1718382445 AND l.objsubid = 1")
+
+
+def lock_session(uri):
     # Backup, restore and gc never overlap (issue 28): the key ops/lock.py takes, in a session of
     # database postgres on the same server that stays open until this process ends (also
     # when it is killed: PostgreSQL then ends the session and releases the lock).
@@ -14,18 +19,26 @@ def take_maintenance_lock(uri):
     try:
         session = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool).connect()
         session.execute(sqlalchemy.text("SET application_name = 'mlflow-gc'"))
-        taken = session.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(120312342277997)")).scalar()
         session.commit()
     except sqlalchemy.exc.SQLAlchemyError as error:
-        sys.exit(f"gc: could not take the maintenance lock in database postgres of the tracking "
-                 f"database's server ({first_line(error)}); nothing was deleted")
-    if taken:
-        return session
+        sys.exit(f"gc: could not reach database postgres of the tracking database's server for the maintenance "
+                 f"lock ({first_line(error)}); nothing was deleted")
+    return session
+
+
+def ask(session, sql, **params):
+    # One answer, its transaction ended at once: the session idles outside one (a session-level
+    # advisory lock outlives the rollback).
+    try:
+        return session.execute(sqlalchemy.text(sql), params).scalar()
+    finally:
+        session.rollback()
+
+
+def refuse_held(session):
     holder = session.execute(sqlalchemy.text(
         "SELECT coalesce(a.application_name, ''), a.pid, to_char(a.backend_start AT TIME ZONE 'UTC', "
-        "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 28012 "
-        "AND l.objid = 1718382445 AND l.objsubid = 1")).first()
+        "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') " + LOCK_SQL)).first()
     name, pid, since = holder if holder else ("a session that has just ended", "?", None)
     print(f"gc: another backup, restore or gc is running on this stack: {name or 'an unnamed session'} "
           f"(PostgreSQL backend pid {pid}{', since ' + since if since else ''}) holds its maintenance lock. "
@@ -34,10 +47,42 @@ def take_maintenance_lock(uri):
     sys.exit(75)
 
 
-def watch_maintenance_lock(session, on_lost, every=1.0):
+def take_maintenance_lock(uri):
+    # The lock is this step's own: taken in its session, held until it ends. Returns a check: does it still hold it?
+    session = lock_session(uri)
+    try:
+        taken = session.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(120312342277997)")).scalar()
+        session.commit()
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        sys.exit(f"gc: could not take the maintenance lock ({first_line(error)}); nothing was deleted")
+    if not taken:
+        refuse_held(session)
+    return lambda: ask(session, "SELECT count(*) > 0 " + LOCK_SQL + " AND l.pid = pg_backend_pid()")
+
+
+def follow_maintenance_lock(uri, token):
+    # scripts/gc on the local stack takes the lock itself, stops the one-offs a killed tool left running
+    # while it holds it, and starts this step under it (review 20, F3a): the lock must be held, for
+    # the whole step, by the session its tool named `... lock <token>`. Returns that check.
+    if not re.fullmatch("[0-9a-f]{12}", token):
+        sys.exit(f"gc: {token!r} is not a maintenance lock's token; nothing was deleted")
+    session = lock_session(uri)
+
+    def held():
+        return ask(session, "SELECT count(*) > 0 " + LOCK_SQL + " AND a.application_name LIKE :name",
+                   name="% lock " + token)
+
+    if not held():
+        print(f"gc: the maintenance lock it was started under (lock {token}) is not held any more (its tool "
+              "stopped?): nothing was deleted", file=sys.stderr, flush=True)
+        sys.exit(75)
+    return held
+
+
+def watch_maintenance_lock(held, on_lost, every=1.0):
     # A PostgreSQL restart ends the lock's session without telling this process, and a backup or restore
-    # may take the lock then: every `every` seconds the session is asked whether it still holds it, and
-    # when it does not, on_lost() (gc stops at once instead of deleting beside a restore; review 6, F3).
+    # may take the lock then: every `every` seconds `held()` asks whether the lock is still held as it was,
+    # and when it is not, on_lost() (gc stops at once instead of deleting beside a restore; review 6, F3).
     import threading
     import time
 
@@ -45,18 +90,16 @@ def watch_maintenance_lock(session, on_lost, every=1.0):
         while True:
             time.sleep(every)
             try:
-                held = session.execute(sqlalchemy.text(
-                    "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                    "AND pid = pg_backend_pid() AND classid = 28012 "
-                    "AND objid = 1718382445 AND objsubid = 1")).scalar()
+                still = held()
             except Exception:  # noqa: BLE001 - a session that cannot answer holds nothing
-                held = False
-            if not held:
+                still = False
+            if not still:
                 on_lost()
                 return
 
     threading.Thread(target=watching, name="maintenance-lock-watch", daemon=True).start()
-import re
+
+
 import mlflow.cli
 from mlflow.entities import LifecycleStage, ViewType
 from mlflow.utils.time import get_current_time_millis
@@ -138,23 +181,35 @@ def guarded_gc(**options):
 
 
 mlflow.cli._gc_tracking_resources = guarded_gc
-import os, socket, subprocess, sys, threading, time, urllib.request
+import os, signal, socket, subprocess, sys, threading, time, urllib.request
 from mlflow.cli import cli
 from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 destination, older_than, timeout, *extra = sys.argv[1:]
-maintenance_lock = take_maintenance_lock(os.environ["MLFLOW_BACKEND_STORE_URI"])
+lock_token = os.environ.get("MLFLOW_MAINTENANCE_LOCK_TOKEN")
+lock_held = (follow_maintenance_lock(os.environ["MLFLOW_BACKEND_STORE_URI"], lock_token) if lock_token
+             else take_maintenance_lock(os.environ["MLFLOW_BACKEND_STORE_URI"]))
 server = None
 
 
+def kill_server():
+    # The whole session: `mlflow server` runs uvicorn as a child, which would outlive its parent's SIGKILL
+    # and keep this step's output open (a container's end takes it anyway; a native run waits for ever).
+    try:
+        os.killpg(server.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def lock_lost():
-    print("gc: the maintenance lock was lost (PostgreSQL restarted?): stopped, so that it cannot overlap a backup "
-          "or restore; the next scheduled gc does the rest", file=sys.stderr, flush=True)
+    print("gc: the maintenance lock was lost (PostgreSQL restarted?" + (" The tool holding it for this step stopped?"
+          if lock_token else "") + "): stopped, so that it cannot overlap a backup or restore; the next scheduled "
+          "gc does the rest", file=sys.stderr, flush=True)
     if server is not None:
-        server.kill()
+        kill_server()
     os._exit(75)
 
 
-watch_maintenance_lock(maintenance_lock, lock_lost)
+watch_maintenance_lock(lock_held, lock_lost)
 _delete_artifacts = MlflowArtifactsRepository.delete_artifacts
 
 
@@ -177,12 +232,13 @@ with socket.socket() as probe:
 url = "http://127.0.0.1:" + port
 server = subprocess.Popen(["mlflow", "server", "--artifacts-only", "--serve-artifacts", "--artifacts-destination",
                            destination, "--host", "127.0.0.1", "--port", port, "--workers", "1"],
-                          env={k: v for k, v in os.environ.items() if k != "MLFLOW_BACKEND_STORE_URI"})  # not its business
+                          env={k: v for k, v in os.environ.items() if k != "MLFLOW_BACKEND_STORE_URI"},  # not its business
+                          start_new_session=True)
 
 
 def give_up():  # not every scheduler stops a run that hangs (ECS does not)
     print(f"gc: stopped after {timeout} s", file=sys.stderr, flush=True)
-    server.kill()
+    kill_server()
     os._exit(124)
 
 
@@ -208,4 +264,5 @@ finally:  # gc's own outcome stands: a slow artifacts server shutdown must not t
     try:
         server.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        server.kill()
+        pass
+    kill_server()  # what is left of it

@@ -28,6 +28,7 @@ class ScratchAccess:
     """ops.access.StackAccess reduced to what the database steps use: psql as the superuser."""
 
     description = "the scratch cluster"
+    lock_token = None
 
     def __init__(self, cluster):
         self.cluster = cluster
@@ -187,6 +188,7 @@ _HOLDER_ACCESS = textwrap.dedent("""
 
     class Access:
         description = "the scratch cluster"
+        lock_token = None
         def postgres_command(self, argv):
             return Command([{bindir!r} + "/" + argv[0], *argv[1:]], {env!r})
         def stop_orphaned_oneoffs(self):

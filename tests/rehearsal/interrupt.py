@@ -137,6 +137,7 @@ class ControlledAccess:
         self.spec = spec
         self.channel = channel
         self.description = "the rehearsal stack"
+        self.lock_token: Optional[str] = None
 
     def _step(self, kind: str, argv: Sequence[str]) -> dict[str, Any]:
         shown = list(argv)
@@ -166,12 +167,13 @@ class ControlledAccess:
     def python_command(self, argv: Sequence[str], env: Mapping[str, str]):
         from ops.access import Command
         from rehearsal.launcher import base_env
-        from tests.rehearsal.test_13_backup_restore import _through_pipes, oneoff_mark
+        from tests.rehearsal.test_13_backup_restore import _through_pipes, oneoff_mark, reads_only
 
+        assert self.lock_token is not None or reads_only(argv), f"a one-off that writes started without the lock: {argv[2:]}"
         self._step("python", argv)
         workdir = Path(self.spec["workdir"])
         return Command(_through_pipes([sys.executable, *argv]),
-                       {**base_env(workdir / "home", workdir / "tmp"), **oneoff_mark(workdir), **env})
+                       {**base_env(workdir / "home", workdir / "tmp"), **oneoff_mark(workdir, self.lock_token), **env})
 
     def server_env(self) -> Mapping[str, str]:
         return self.spec["server_env"]
@@ -188,7 +190,8 @@ class ControlledAccess:
     def stop_orphaned_oneoffs(self) -> int:  # not a step: it must not move the parent's kill points
         from tests.rehearsal.test_13_backup_restore import stop_orphaned
 
-        return stop_orphaned(Path(self.spec["workdir"]))
+        assert self.lock_token is not None
+        return stop_orphaned(Path(self.spec["workdir"]), self.lock_token)
 
 
 def _run_tool(spec: Mapping[str, Any], access: ControlledAccess) -> int:
@@ -293,7 +296,7 @@ class Harness:
         return was_running
 
     def start_server(self) -> None:
-        self.access.variant.server.start()
+        self.access.start_server()  # RehearsalAccess's: a running one is left be, as by `docker start`
 
     def restart_postgres(self) -> None:
         """PostgreSQL's fast shutdown (every session terminated, open transactions rolled back), then up again."""

@@ -35,6 +35,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import pytest
 
 from components import render
+from components.image_scripts import script_source
 from components.platforms.local import secret_env_entrypoint, secret_file_env
 from ops import OpsError, RefusedError
 from ops.access import Command, StackLayout
@@ -82,26 +83,33 @@ def _through_pipes(argv: list[str]) -> list[str]:
 
 
 ONEOFF_MARK_ENV = "REHEARSAL_ONEOFF"
-"""Marks the rehearsal's one-offs (python_command) with their stack's ops directory and the pid of the
-tool that started them (`<dir>:<pid>`), as LocalStack's labels mark its containers: stop_orphaned finds
-the ones a killed tool left running by it."""
+"""Marks the rehearsal's one-offs (python_command) with their stack's ops directory and the maintenance
+lock hold they work under (`<dir>:<token>`, `<dir>:` without one), as LocalStack's labels mark its
+containers: stop_orphaned finds the ones a tool that holds no lock any more left running by it."""
 
 
-def oneoff_mark(workdir: Path) -> dict[str, str]:
-    return {ONEOFF_MARK_ENV: f"{workdir}:{os.getpid()}"}
+def oneoff_mark(workdir: Path, lock_token: Optional[str]) -> dict[str, str]:
+    return {ONEOFF_MARK_ENV: f"{workdir}:{lock_token or ''}"}
 
 
-def stop_orphaned(workdir: Path) -> int:
-    """SIGKILL every one-off of the stack whose ops directory is `workdir` whose tool is gone; returns
-    how many one-offs that was (a one-off's own children carry its mark too)."""
+def reads_only(argv: Sequence[str]) -> bool:
+    """A one-off that changes nothing (started without the lock: a restore's image facts, a listing)."""
+    from ops import mlflow_facts
+
+    return argv[1:2] == [script_source(mlflow_facts.__file__)] or argv[2:3] == ["list"]
+
+
+def stop_orphaned(workdir: Path, lock_token: str) -> int:
+    """SIGKILL every one-off of the stack whose ops directory is `workdir` that works under another hold
+    than `lock_token`; returns how many one-offs that was (a one-off's own children carry its mark too)."""
     prefix, marked = f"{ONEOFF_MARK_ENV}={workdir}:".encode(), {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            tools = [item[len(prefix):] for item in (entry / "environ").read_bytes().split(b"\0")
-                     if item.startswith(prefix)]
-            if tools and tools[0].isdigit() and not Path(f"/proc/{int(tools[0])}").exists():
+            tokens = [item[len(prefix):].decode() for item in (entry / "environ").read_bytes().split(b"\0")
+                      if item.startswith(prefix)]
+            if tokens and tokens[0] not in ("", lock_token):
                 marked[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except OSError:  # gone meanwhile, or not ours to read
             continue
@@ -124,6 +132,7 @@ class RehearsalAccess:
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         self.python_runs = 0
         self.server_stops = 0
+        self.lock_token: Optional[str] = None
 
     @property
     def variant(self) -> Variant:
@@ -135,10 +144,14 @@ class RehearsalAccess:
                "PGPASSWORD": self.postgres.superuser_password}
         return Command(_through_pipes([str(self.postgres.bindir / argv[0]), *argv[1:]]), env)
 
+    def oneoff_env(self) -> dict[str, str]:
+        """What a one-off's process starts with, before its own variables (the image's environment)."""
+        return {**base_env(self.workdir / "home", self.workdir / "tmp"), **oneoff_mark(self.workdir, self.lock_token)}
+
     def python_command(self, argv: Sequence[str], env: Mapping[str, str]) -> Command:
         self.python_runs += 1
-        return Command(_through_pipes([sys.executable, *argv]),
-                       {**base_env(self.workdir / "home", self.workdir / "tmp"), **oneoff_mark(self.workdir), **env})
+        assert self.lock_token is not None or reads_only(argv), f"a one-off that writes started without the lock: {argv[2:]}"
+        return Command(_through_pipes([sys.executable, *argv]), {**self.oneoff_env(), **env})
 
     def server_env(self) -> Mapping[str, str]:
         return self.variant.server.service.env
@@ -153,10 +166,12 @@ class RehearsalAccess:
         return was_running
 
     def start_server(self) -> None:
-        self.variant.server.start()
+        if not self.variant.server.service.alive():  # as `docker start` leaves a running container be
+            self.variant.server.start()
 
     def stop_orphaned_oneoffs(self) -> int:
-        return stop_orphaned(self.workdir)
+        assert self.lock_token is not None
+        return stop_orphaned(self.workdir, self.lock_token)
 
 
 # --- the stack and what the client logged ----------------------------------------------------------
@@ -467,11 +482,13 @@ if args[:2] == ["ps", "--no-trunc"]:
             return True
         except (OSError, ValueError):
             return False
-    def tool(name):
+    def hold(name):  # its lock label, "" without one
         create = json.load(open(os.path.join(state, name, "create.json")))
-        return next(create[i + 1].split("=", 1)[1] for i, arg in enumerate(create)
-                    if arg == "--label" and create[i + 1].startswith("org.mlflow-platform.ops.tool="))
-    print("\n".join(name + "\t" + tool(name) for name in sorted(os.listdir(state)) if running(name)))
+        return next((create[i + 1].split("=", 1)[1] for i, arg in enumerate(create)
+                     if arg == "--label" and create[i + 1].startswith("org.mlflow-platform.ops.lock=")), "")
+    labelled = "label=org.mlflow-platform.ops.lock" in args
+    print("\n".join(name + "\t" + hold(name) for name in sorted(os.listdir(state))
+                    if running(name) and (hold(name) or not labelled)))
     sys.exit(0)
 if args[:3] == ["start", "--attach", "--interactive"]:
     container = os.path.join(state, args[3])
@@ -525,7 +542,7 @@ def test_scripts_backup_through_the_docker_cli(stack, access, backup_dir, tmp_pa
     config = {"prefix": prefix, "image": image, "log": str(log), "python": sys.executable, "state": str(state),
               "containers": {f"{prefix}-mlflow-server": server, f"{prefix}-postgres": postgres}, "secrets": secrets,
               "pg_bindir": str(stack.postgres.bindir), "pg_env": dict(access.postgres_command(["psql"]).env),
-              "base_env": dict(access.python_command([], {}).env)}
+              "base_env": access.oneoff_env()}
     (tmp_path / "shim.json").write_text(json.dumps(config))
     (shim_dir / "docker").write_text(DOCKER_SHIM.format(python=sys.executable))
     (shim_dir / "docker").chmod(0o755)
@@ -973,10 +990,11 @@ def test_a_replace_killed_before_its_swap_is_put_back_by_the_command_it_names(st
     env, stamp = layout.s3_env(access), "20260101T000000Z"
     manifest = Manifest.load(backup_dir)
     progress = restore_module._Progress()
-    restore_module._quarantine_copy(access, manifest, layout, env, stamp=stamp, progress=progress,
-                                    say=lambda message: None)
-    restore_module._upload_objects(access, backup_dir, manifest, layout, env, progress=progress,
-                                   say=lambda message: None)
+    with maintenance_lock(access, "restore"):  # as the restore holds it
+        restore_module._quarantine_copy(access, manifest, layout, env, stamp=stamp, progress=progress,
+                                        say=lambda message: None)
+        restore_module._upload_objects(access, backup_dir, manifest, layout, env, progress=progress,
+                                       say=lambda message: None)
     assert _bytes_of(stack, key) != b"logged after the backup\n"  # the state a SIGKILL leaves
     # Review 4 F2: the server started by hand after the kill, a user writes a key both hold again:
     # --put-back must not put the stack's old bytes over it.
@@ -1118,22 +1136,32 @@ def test_keys_a_failing_restore_cannot_explain_keep_the_quarantine_for_every_key
 def test_a_one_off_a_killed_tool_left_running_is_stopped_by_the_next_tool(access, capfd):
     """Review 16 F2: `kill -9` of a tool leaves the one-off it started running (a put-back --every-key
     copying on over what users write once the rerun started the server): the next tool holding the lock
-    stops it first and says so. Review 17 F2: not a live tool's one-off, started before that tool holds
-    the lock (a restore's image facts, gc before it takes the lock)."""
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    sleeping = access.python_command(["-c", "import time; time.sleep(120)"], {})
-    orphaned = {**sleeping.env, ONEOFF_MARK_ENV: f"{access.workdir}:{gone.pid}"}
-    one_offs = [subprocess.Popen(sleeping.argv, env=dict(env), stdin=subprocess.DEVNULL, start_new_session=True)
-                for env in (orphaned, sleeping.env)]
+    stops it first and says so. Review 17 F2: not a one-off started without a hold (a restore's image
+    facts). Review 20 F3a: a hold's token marks its one-offs, wherever the killed tool ran (a pid said
+    nothing outside its own namespace)."""
+    from ops import mlflow_facts
+
+    with maintenance_lock(access, "restore") as gone:  # the hold of a tool that is killed: its token
+        sleeping = access.python_command(["-c", "import time; time.sleep(120)"], {})
+    facts = access.python_command(["-c", script_source(mlflow_facts.__file__)], {})
+    one_offs = [subprocess.Popen(argv, env=dict(env), stdin=subprocess.DEVNULL, start_new_session=True)
+                for argv, env in ((sleeping.argv, sleeping.env),
+                                  (sleeping.argv, facts.env))]  # started without a hold: it only reads
+    assert sleeping.env[ONEOFF_MARK_ENV].endswith(f":{gone.token}") and facts.env[ONEOFF_MARK_ENV].endswith(":")
     try:
         time.sleep(0.5)
-        with maintenance_lock(access, "restore"):
-            assert one_offs[0].wait(timeout=10) == -9
-        assert one_offs[1].poll() is None, "a live tool's one-off was stopped"
+        with maintenance_lock(access, "restore") as held:
+            assert held.token != gone.token and one_offs[0].wait(timeout=10) == -9
+            mine = subprocess.Popen(sleeping.argv, env={**sleeping.env, ONEOFF_MARK_ENV: f"{access.workdir}:{held.token}"},
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            one_offs.append(mine)
+            time.sleep(0.5)
+            assert access.stop_orphaned_oneoffs() == 0 and mine.poll() is None, "its own one-off was stopped"
+        assert one_offs[1].poll() is None, "a one-off started without a hold was stopped"
     finally:
-        for one_off in one_offs:
-            one_off.kill()
+        for one_off in one_offs:  # each with what it started (its own session)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(one_off.pid, 9)
             one_off.wait()
     assert ("stopped 1 one-off(s) an earlier backup or restore left running on the rehearsal stack"
             in capfd.readouterr().err)

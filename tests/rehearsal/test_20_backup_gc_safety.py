@@ -13,16 +13,18 @@ destination are listed (copied when the server's key can read them, else reporte
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import secrets
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 
 from components import render
 from ops import RefusedError
-from ops.lock import maintenance_lock
+from ops.lock import LockLost, maintenance_lock
 from rehearsal.launcher import RehearsalStack, StartupError, Variant, run_step
 from tests.rehearsal.conftest import ONE_WORKER, mlflow_client_for, running_stack
 from tests.rehearsal.test_13_backup_restore import RehearsalAccess
@@ -76,8 +78,11 @@ def _logged_run(client, experiment_id: str, workdir: Path) -> str:
     return run_id
 
 
-def _gc(stack: RehearsalStack, variant: Variant, workdir: Path) -> str:
+def _gc(stack: RehearsalStack, variant: Variant, workdir: Path, lock_token: Optional[str] = None) -> str:
+    """The gc step; with `lock_token`, under that hold of the maintenance lock, as scripts/gc runs it."""
     spec = render.gc_spec(variant.server.settings, "0s", timeout_seconds=300)
+    if lock_token is not None:
+        spec = dataclasses.replace(spec, env={**spec.env, render.GC_LOCK_TOKEN_ENV: lock_token})
     return run_step(spec, stack._secret_env(variant.config), workdir)
 
 
@@ -223,6 +228,66 @@ def test_gc_that_lost_its_lock_stops_at_once(stack, variant, client, tmp_path):
         time.sleep(0.05)
     stack.postgres.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'mlflow-gc'")
     running.join(120)
+    message = str(outcome.get("error"))
+    assert f"failed ({render.GC_LOCKED_EXIT})" in message and "maintenance lock was lost" in message, message
+    assert client.get_run(doomed).info.lifecycle_stage == "deleted" and _run_keys(stack, experiment_id, doomed)
+
+
+def test_gc_runs_under_the_hold_its_tool_took(stack, variant, access, client, tmp_path):
+    """Review 20 F3a: scripts/gc stopped a killed tool's one-offs and only then did its step take the lock,
+    seconds later: a tool killed in between left a one-off writing beside gc. Now the tool takes the lock,
+    sweeps, and the step runs under that same hold (its token), refused when no session holds it so."""
+    experiment_id = client.create_experiment(f"gc-held-{secrets.token_hex(4)}")
+    doomed = _logged_run(client, experiment_id, tmp_path)
+    client.delete_run(doomed)
+    for holder, token in (("backup", None), (None, "0123456789ab")):
+        with contextlib.ExitStack() as held:
+            other = held.enter_context(maintenance_lock(access, holder)) if holder else None
+            with pytest.raises(StartupError) as refused:
+                _gc(stack, variant, tmp_path / "gc-not-held", lock_token=token or (other and other.token[::-1]))
+        message = str(refused.value)
+        assert f"failed ({render.GC_LOCKED_EXIT})" in message and "is not held any more" in message, message
+        assert "nothing was deleted" in message and _run_keys(stack, experiment_id, doomed)
+    with maintenance_lock(access, "gc") as held:
+        output = _gc(stack, variant, tmp_path / "gc-held", lock_token=held.token)
+    assert _gone(client, doomed) and not _run_keys(stack, experiment_id, doomed), output
+
+
+def test_gc_under_its_tools_hold_stops_when_the_hold_is_gone(stack, variant, access, client, tmp_path):
+    """The tool's session ends (the tool killed, PostgreSQL restarted): its step stops within a second or
+    two, before it deletes anything, as one that holds the lock itself does."""
+    import threading
+    import time
+
+    experiment_id = client.create_experiment(f"gc-hold-gone-{secrets.token_hex(4)}")
+    doomed = _logged_run(client, experiment_id, tmp_path)
+    client.delete_run(doomed)
+    outcome: dict[str, BaseException] = {}
+    finished = threading.Event()  # not Thread.join: one that LockLost interrupts can mark the thread ended
+
+    def gc(token: str) -> None:
+        try:
+            _gc(stack, variant, tmp_path / "gc-hold-gone", lock_token=token)
+        except BaseException as error:  # noqa: BLE001 - examined below
+            outcome["error"] = error
+        finally:
+            finished.set()
+
+    with pytest.raises(LockLost):  # this process's own watch notices too (as scripts/gc's does)
+        with maintenance_lock(access, "gc") as held:
+            running = threading.Thread(target=gc, args=(held.token,))
+            running.start()
+            deadline = time.monotonic() + 60
+            while stack.postgres.psql("SELECT count(*) FROM pg_stat_activity "
+                                      "WHERE application_name = 'mlflow-gc'").strip() != "1":
+                assert time.monotonic() < deadline and running.is_alive(), "gc never started"
+                time.sleep(0.05)
+            time.sleep(1.0)  # past its first check of the hold
+            stack.postgres.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                f"WHERE application_name LIKE '% lock {held.token}'")
+            finished.wait(120)
+    assert finished.wait(120), "the gc step went on after its hold was gone"
+    running.join()
     message = str(outcome.get("error"))
     assert f"failed ({render.GC_LOCKED_EXIT})" in message and "maintenance lock was lost" in message, message
     assert client.get_run(doomed).info.lifecycle_stage == "deleted" and _run_keys(stack, experiment_id, doomed)

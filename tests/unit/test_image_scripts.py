@@ -21,7 +21,8 @@ SPELLED = {
                    render.DB_PASSWORD_ENV, *render.DB_SETUP_ENV, str(render.ROLE_SETUP_LOCK_KEY)],
     "gc": [f'os.environ["{render.BACKEND_URI_ENV}"]', f"os._exit({render.GC_LOCKED_EXIT})",
            f"sys.exit({render.GC_LOCKED_EXIT})", str(MAINTENANCE_KEY), str(MAINTENANCE_KEY >> 32),
-           str(MAINTENANCE_KEY & 0xFFFFFFFF), repr(render.GC_LOCK_DATABASE)[1:-1]],
+           str(MAINTENANCE_KEY & 0xFFFFFFFF), repr(render.GC_LOCK_DATABASE)[1:-1],
+           f'os.environ.get("{render.GC_LOCK_TOKEN_ENV}")'],
 }
 
 

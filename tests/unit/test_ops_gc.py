@@ -50,6 +50,11 @@ if args[0] == os.environ.get("FAKE_DOCKER_BLOCK"):  # hang until signalled
     import time
     open(os.environ["FAKE_DOCKER_BLOCKED"], "w").close()
     time.sleep(60)
+if args[0] == "exec" and "psql" in args:  # the maintenance lock's session: FAKE_DOCKER_LOCK answers
+    for line in sys.stdin:
+        if "pg_try_advisory_lock" in line or "pg_locks" in line:
+            print(os.environ.get("FAKE_DOCKER_LOCK", "t"), flush=True)
+    sys.exit(0)
 if args[0] == "inspect":  # as docker answers: found ones on stdout, the others named on stderr
     print(json.dumps({containers}))
     if not {found}:
@@ -69,7 +74,7 @@ sys.exit(0)  # cp into, start, rm
 """
 
 
-def _gc(tmp_path: Path, *args: str, found: bool = True) -> tuple[subprocess.CompletedProcess, list[dict]]:
+def _gc(tmp_path: Path, *args: str, found: bool = True, lock: str = "t") -> tuple[subprocess.CompletedProcess, list[dict]]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     docker = bin_dir / "docker"
@@ -77,7 +82,8 @@ def _gc(tmp_path: Path, *args: str, found: bool = True) -> tuple[subprocess.Comp
                                          found=found, files=SERVER_FILES, oneoff_id=ONEOFF_ID))
     docker.chmod(docker.stat().st_mode | stat.S_IEXEC)
     log = tmp_path / "docker.log"
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_DOCKER_LOG": str(log), "HOME": str(tmp_path)}
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_DOCKER_LOG": str(log), "HOME": str(tmp_path),
+           "FAKE_DOCKER_LOCK": lock}
     result = subprocess.run([str(REPO_ROOT / "scripts" / "gc"), *args], env=env, capture_output=True, text=True,
                             timeout=120)
     calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
@@ -114,7 +120,8 @@ def test_gc_runs_the_rendered_command_on_the_stacks_network_with_secrets_as_file
     assert argv[argv.index("--network") + 1] == "mlflow-local-net" and argv[argv.index("--user") + 1] == "mlflow"
     image_at = argv.index(SERVER["Image"])
     names = sorted([render.BACKEND_URI_ENV, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL",
-                    "AWS_DEFAULT_REGION", "PYTHONUNBUFFERED", render.JOB_EXECUTION_ENV, *render.GC_HTTP_RETRIES])
+                    "AWS_DEFAULT_REGION", "PYTHONUNBUFFERED", render.JOB_EXECUTION_ENV, *render.GC_HTTP_RETRIES,
+                    render.GC_LOCK_TOKEN_ENV])
     assert argv[image_at + 1:] == [*local.secret_env_entrypoint(names), "python", "-c", render.GC_SCRIPT,
                                    "s3://mlflow-artifacts/team", "7d", "3600", "--all-workspaces"]
     passed = [argv[i + 1] for i, item in enumerate(argv[:image_at]) if item == "-e"]
@@ -130,10 +137,25 @@ def test_gc_runs_the_rendered_command_on_the_stacks_network_with_secrets_as_file
     assert seen["AWS_ACCESS_KEY_ID"] == "mlflow-server-key" and seen["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
     assert {key: seen[key] for key in render.GC_HTTP_RETRIES} == render.GC_HTTP_RETRIES
     assert render.AUTH_ADMIN_PASSWORD_ENV not in seen and not [key for key in seen if key.endswith("_FILE")]
+    # Review 20 F3a: run under this tool's own hold of the maintenance lock, taken before the sweep of a
+    # killed tool's one-offs: the step checks that hold (its token) instead of taking the lock after a gap.
+    token = seen[render.GC_LOCK_TOKEN_ENV]
+    lock = next(call["argv"] for call in calls if call["argv"][0] == "exec" and "psql" in call["argv"])
+    assert lock[:5] == ["exec", "-i", "--user", "postgres", "mlflow-local-postgres"] and lock[-1].endswith(f" lock {token}")
+    assert argv[argv.index(f"org.mlflow-platform.ops.lock={token}") - 1] == "--label"
+    order = [call["argv"][0] if call["argv"][0] != "ps" else "ps " + call["argv"][-1].split("\t")[-1] for call in calls]
+    assert order.index("exec") < order.index('ps {{.Label "org.mlflow-platform.ops.lock"}}') < order.index("create")
     for call in (create, copy, start, remove):
         assert call["env"] == {}, "docker itself never holds a value"
         assert not [value for value in SECRET_VALUES if value in " ".join(call["argv"])]
     assert "not-for-gc" not in json.dumps(copy["tar"]), "gc needs no MLflow user"
+
+
+def test_gc_refuses_while_another_holds_the_maintenance_lock(tmp_path):
+    result, calls = _gc(tmp_path, lock="f")
+    assert result.returncode == render.GC_LOCKED_EXIT, result.stderr
+    assert "holds its maintenance lock" in result.stderr and "nothing was deleted" in result.stderr
+    assert not [call for call in calls if call["argv"][0] in ("run", "create")]
 
 
 @pytest.mark.parametrize(("args", "found", "message"), [
@@ -179,6 +201,7 @@ def test_a_hang_up_during_gc_still_removes_the_oneoff(tmp_path):
     assert calls.index(sweep) < [call[0] for call in calls].index("create"), "leftovers swept first"
     orphans = [index for index, call in enumerate(calls) if call[0] == "ps" and "status=running" in call]
     assert orphans and orphans[0] < [call[0] for call in calls].index("create"), "a killed tool's one-offs stopped first"
+    assert [call[0] for call in calls].index("exec") < orphans[0], "with the lock held (review 20, F3a)"
 
 
 class _Stack:

@@ -335,11 +335,20 @@ def test_a_put_back_interrupted_while_the_server_stops_names_the_command_that_st
 
         class Access:
             description = "a stack"
+            calls: list[str] = []
 
             def stop_server(self) -> bool:
+                self.calls.append("stop")
                 raise KeyboardInterrupt  # the stop is under way
 
+            def start_server(self) -> None:
+                self.calls.append("start")
+                raise KeyboardInterrupt  # the start is under way
+
+        access = Access()
         with pytest.raises(restore.OpsError) as raised:
-            restore.put_back(Access(), stamp, say=lambda message: None)
+            restore.put_back(access, stamp, say=lambda message: None)
         assert raised.value.exit_code == 130 and str(raised.value).startswith("stopped: interrupted; the MLflow server")
         assert f"run scripts/restore --put-back {stamp} again" in str(raised.value)
+        # Review 20 F3a: a finished put-back's rerun leaves a running server be (it only makes sure it runs).
+        assert access.calls == (["start"] if done else ["stop"])

@@ -12,7 +12,6 @@ import io
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -32,7 +31,6 @@ SECRET_KEY = "minio-secret-@:/?#%&+"
 DB_PASSWORD = "p@ss:/?#word"
 IMAGE_ID = "sha256:" + "ab" * 32
 
-THIS_TOOL = f"{socket.gethostname()}:{os.readlink('/proc/self/ns/pid')}:{os.getpid()}"
 """How this process labels the one-offs it starts (host, pid namespace, pid)."""
 
 
@@ -247,7 +245,6 @@ def test_run_oneoff_hands_every_variable_over_as_a_file(docker):
     assert create["argv"] == ["create", "--rm", "-i", "--network", "mlflow-local-net", "--user", "mlflow",
                               "--log-driver", "none", "--label", "org.mlflow-platform.ops=one-off",
                               "--label", "org.mlflow-platform.ops.stack=mlflow-local",
-                              "--label", f"org.mlflow-platform.ops.tool={THIS_TOOL}",
                               "-e", "AWS_SECRET_ACCESS_KEY_FILE=/run/secrets/AWS_SECRET_ACCESS_KEY",
                               "-e", "MLFLOW_BACKEND_STORE_URI_FILE=/run/secrets/MLFLOW_BACKEND_STORE_URI",
                               IMAGE_ID, *local.secret_env_entrypoint(names), "python", "-c", "print(1)"]
@@ -356,38 +353,44 @@ def test_leftover_oneoffs_are_removed_before_backup_and_restore(docker, monkeypa
                       "--filter", "status=created"], ["rm", "--force", "aaa111", "bbb222"]]
 
 
-def test_a_tool_holding_the_lock_stops_the_running_oneoffs_of_a_tool_that_is_gone(docker, monkeypatch):
+def test_a_tool_holding_the_lock_stops_the_running_oneoffs_of_another_hold(docker, monkeypatch):
     """Review 16 F2: a tool killed with kill -9 leaves its one-off running (a put-back --every-key goes on
     copying over what users write after the next run started the server): the next tool holding the
-    lock removes it. Review 17 F2: not a live tool's one-off (a restore's started before it takes the
-    lock, gc's container before gc takes it), another host's, one without the label, another stack's."""
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    here = THIS_TOOL.rpartition(":")[0]
-    monkeypatch.setenv("FAKE_DOCKER_LEFTOVERS", "\n".join([
-        f"ccc333\t{here}:{gone.pid}", f"ddd444\t{here}:{os.getpid()}", f"eee555\tanother-host:{here.split(':')[1]}:{gone.pid}",
-        f"eee666\t{socket.gethostname()}:pid:[1]:{gone.pid}",  # a tool in a container (review 18, F3)
-        "fff666\t"]))
-    assert LocalAccess(LocalStack.find()).stop_orphaned_oneoffs() == 1
+    lock removes it. Review 17 F2: not a one-off started without a hold (a restore's image facts, which
+    only read). Review 20 F3a: a hold's token says it whichever host or pid namespace the killed tool
+    ran in (the pid it named before meant nothing outside its own)."""
+    monkeypatch.setenv("FAKE_DOCKER_LEFTOVERS", "\n".join(["ccc333\t0123456789ab", "ddd444\tfedcba987654", "fff666\t"]))
+    access = LocalAccess(LocalStack.find())
+    with pytest.raises(RuntimeError, match="only with the maintenance lock held"):
+        access.stop_orphaned_oneoffs()
+    access.lock_token = "fedcba987654"
+    assert access.stop_orphaned_oneoffs() == 1
     sweep = [call["argv"] for call in docker.calls() if call["argv"][0] in ("ps", "rm")]
     assert sweep == [["ps", "--no-trunc", "--filter", "label=org.mlflow-platform.ops=one-off", "--filter",
                       "label=org.mlflow-platform.ops.stack=mlflow-local", "--filter", "status=running",
-                      "--format", '{{.ID}}\t{{.Label "org.mlflow-platform.ops.tool"}}'],
+                      "--filter", "label=org.mlflow-platform.ops.lock",
+                      "--format", '{{.ID}}\t{{.Label "org.mlflow-platform.ops.lock"}}'],
                      ["rm", "--force", "ccc333"]]
 
 
+def test_oneoffs_started_under_the_lock_carry_its_token(docker):
+    access = LocalAccess(LocalStack.find())
+    assert not [arg for arg in access.python_command(["-c", "pass"], {}).argv if "ops.lock=" in arg]
+    access.lock_token = "fedcba987654"
+    argv = access.python_command(["-c", "pass"], {}).argv
+    assert argv[argv.index("org.mlflow-platform.ops.lock=fedcba987654") - 1] == "--label"
+
+
 def test_an_orphan_another_tool_removes_at_the_same_moment_counts_as_stopped(docker, monkeypatch):
-    """Review 20 F3: gc (before its lock) and a backup or restore (under its lock) stopping the same
-    orphan at once: the slower `docker rm --force` fails, which failed that whole tool."""
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    monkeypatch.setenv("FAKE_DOCKER_LEFTOVERS", f"ccc333\t{THIS_TOOL.rpartition(':')[0]}:{gone.pid}")
+    """Review 20 F3: two tools stopping the same orphan at once (before F3a gc swept before its lock):
+    the slower `docker rm --force` fails, which failed that whole tool."""
+    monkeypatch.setenv("FAKE_DOCKER_LEFTOVERS", "ccc333\t0123456789ab")
     monkeypatch.setenv("FAKE_DOCKER_RM_ERROR", "Error response from daemon: removal of container ccc333 is already in "
                                                "progress")
-    assert LocalStack.find().stop_running_oneoffs() == ["ccc333"]
+    assert LocalStack.find().stop_orphaned_oneoffs("fedcba987654") == ["ccc333"]
     monkeypatch.setenv("FAKE_DOCKER_RM_ERROR", "Error response from daemon: permission denied")
     with pytest.raises(OpsError, match="left running failed: Error response from daemon: permission denied"):
-        LocalStack.find().stop_running_oneoffs()
+        LocalStack.find().stop_orphaned_oneoffs("fedcba987654")
 
 
 def test_no_leftover_oneoffs_removes_nothing(docker):

@@ -79,7 +79,7 @@ def test_confirm_counts_a_silent_lock_session_as_lost(monkeypatch):
     try:
         started = time.monotonic()
         with pytest.raises(OpsError, match="maintenance lock of the stack was lost .*before replacing the databases"):
-            HeldLock(silent, types.SimpleNamespace(description="the stack"), "restore").confirm(
+            HeldLock(silent, types.SimpleNamespace(description="the stack"), "restore", "0123456789ab").confirm(
                 "replacing the databases")
         assert time.monotonic() - started < 5
     finally:
