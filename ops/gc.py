@@ -14,6 +14,7 @@ F3a). Where a scheduler runs gc (aws, azure) the step takes the lock itself.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from typing import Optional, Sequence
 
@@ -22,7 +23,7 @@ from components.names import SERVER_SERVICE
 from ops import OpsError, RefusedError
 from ops.access import hang_up_and_terminate_as_interrupt, refuse_stores_elsewhere, run_process, server_option
 from ops.local_stack import DEFAULT_PREFIX, LocalAccess, LocalStack
-from ops.lock import LockLost, maintenance_lock
+from ops.lock import LockLost, LockLostError, maintenance_lock
 
 
 def gc_spec_for(stack: LocalStack, older_than: str, timeout_seconds: int):
@@ -65,7 +66,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValidationError:
         print(f"gc: --older-than {args.older_than!r} must be an age like 30d or 12h30m", file=sys.stderr)
         return 2
-    held = None
+    held, code = None, None
     try:
         access = LocalAccess.find(args.prefix)
         spec, env = gc_spec_for(access.stack, args.older_than, args.timeout)
@@ -73,21 +74,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             command = access.stack.oneoff_command(spec.command, {**env, render.GC_LOCK_TOKEN_ENV: held.token},
                                                   held.token)
             # Its output (the runs removed) goes straight to the caller's terminal or cron mail.
-            return run_process(command.argv, command.env).returncode
+            code = run_process(command.argv, command.env, stdin=subprocess.DEVNULL).returncode  # not the terminal's
+        return code
     except LockLost:  # the one-off was stopped (SIGTERM) and removed its container
-        assert held is not None
+        if code is not None:  # lost after the step had ended: its outcome stands (review 21)
+            return code
+        assert held is not None  # watched only inside the `with` body
         print(f"gc: {held.lost_message('gc ended')}; the next gc does the rest", file=sys.stderr)
         return render.GC_LOCKED_EXIT
     except KeyboardInterrupt:
         print("gc: interrupted", file=sys.stderr)
         return 130
-    except RefusedError as error:  # another holds the lock: as the step itself says it where a scheduler runs gc
+    except (RefusedError, LockLostError) as error:  # another holds the lock, or it went before the step started
         print(f"gc: {error}; nothing was deleted", file=sys.stderr)
         return render.GC_LOCKED_EXIT
     except OpsError as error:
         print(f"gc: {error}", file=sys.stderr)
         return error.exit_code
-
 
 if __name__ == "__main__":
     sys.exit(main())

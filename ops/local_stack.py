@@ -199,14 +199,15 @@ class LocalStack:
         return leftovers
 
     def stop_orphaned_oneoffs(self, lock_token: str) -> list[str]:
-        """Remove this stack's running one-offs that work under another maintenance lock hold than
+        """Remove this stack's running (or created, not yet started) one-offs that work under another maintenance lock hold than
         `lock_token` (`docker rm --force`), returning their ids: only with that hold's lock taken, when
         such a one-off's tool holds no lock any more (killed with `kill -9`, it cannot stop its helper's
         container; cut off by a PostgreSQL restart, it may not write). One-offs started without a hold
         (read-only: a restore's image facts) are left alone (review 17, F2)."""
-        result = subprocess.run([self.docker, "ps", "--no-trunc", "--filter", f"label={ONEOFF_LABEL}",
+        # Created ones too: a killed tool's helper may create its container after the sweep before the lock.
+        result = subprocess.run([self.docker, "ps", "--all", "--no-trunc", "--filter", f"label={ONEOFF_LABEL}",
                                  "--filter", f"label={ONEOFF_STACK_LABEL}={self.prefix}", "--filter", "status=running",
-                                 "--filter", f"label={ONEOFF_LOCK_LABEL}",
+                                 "--filter", "status=created", "--filter", f"label={ONEOFF_LOCK_LABEL}",
                                  "--format", f'{{{{.ID}}}}\t{{{{.Label "{ONEOFF_LOCK_LABEL}"}}}}'],
                                 capture_output=True, text=True)
         if result.returncode != 0:

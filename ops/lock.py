@@ -67,7 +67,8 @@ def application_name(holder: str, token: str) -> str:
     """What the holder's session is called in pg_stat_activity (at most 63 bytes, PostgreSQL's limit; the
     host name is cut short, never the token)."""
     ending = f" lock {token}"
-    return f"mlflow-{holder} pid {os.getpid()} on {socket.gethostname()}"[:63 - len(ending)] + ending
+    host = socket.gethostname().encode("ascii", "replace").decode()  # PostgreSQL cuts at 63 bytes, not characters
+    return f"mlflow-{holder} pid {os.getpid()} on {host}"[:63 - len(ending)] + ending
 
 
 def describe_holder(access: StackAccess) -> str:
@@ -93,6 +94,10 @@ def _read_answer(process: subprocess.Popen, what: str, timeout: Optional[float] 
     stop_process(process, CLOSE_GRACE_SECONDS)
     detail = process.stderr.read().decode(errors="replace").strip().splitlines()
     raise OpsError(f"{what} failed: {detail[-1] if detail else f'psql answered {line!r}'}")
+
+
+class LockLostError(OpsError):
+    """HeldLock.confirm found the lock gone: nothing after that check ran."""
 
 
 class LockLost(KeyboardInterrupt):
@@ -151,7 +156,7 @@ class HeldLock:
         """OpsError unless this session is alive and still holds the lock."""
         if self.lost or not self._still_held():
             self.lost = True
-            raise OpsError(self.lost_message(before))
+            raise LockLostError(self.lost_message(before))
 
     def watch(self) -> None:
         """Check the lock every WATCH_SECONDS from a thread; when it is gone, raise LockLost in the main
@@ -251,13 +256,16 @@ def maintenance_lock(access: StackAccess, holder: str) -> Iterator[HeldLock]:
             f"its maintenance lock. Wait for it to finish (or check that process: the lock is released as soon "
             f"as it exits), then run this again")
     held = HeldLock(process, access, holder, token)
-    held.watch()
     outer, access.lock_token = access.lock_token, token
     try:
         orphans = access.stop_orphaned_oneoffs()  # a killed tool's, which would go on writing (review 16, F2)
         if orphans:
             print(f"stopped {orphans} one-off(s) an earlier backup or restore left running on {access.description} "
                   "(that tool was killed before they ended)", file=sys.stderr)
+        # Watched only from here: a LockLost before the `with` body is bound would reach the tool as an
+        # interrupt it cannot tell from Ctrl-C (review 21, F2); a lock lost during the sweep is found here.
+        held.watch()
+        held.confirm("its first step")
         yield held
     finally:
         access.lock_token = outer

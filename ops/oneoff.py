@@ -80,7 +80,7 @@ def _docker(argv: list[str], what: str, env: dict[str, str], stdin: bytes = b"")
     return result.stdout.decode().strip()
 
 
-def run(docker: str, owner: int, names: list[str], create_args: list[str]) -> int:
+def run(docker: str, owner: int, names: list[str], create_args: list[str], tool: int) -> int:
     values = {name: os.environ[name] for name in names}
     # docker's own processes get none of the values (nothing for them to leak into a container).
     env = {key: value for key, value in os.environ.items() if key not in values}
@@ -88,6 +88,10 @@ def run(docker: str, owner: int, names: list[str], create_args: list[str]) -> in
     try:
         container = _docker([docker, "create", *create_args], "docker create", env)
         _docker([docker, "cp", "-", f"{container}:/"], "docker cp", env, secrets_tar(values, owner))
+        # Its tool killed meanwhile (this helper, in a session of its own, outlives it): its lock is gone and
+        # the next holder may be at work; one created before that is swept by that holder (review 21, F3).
+        if os.getppid() != tool:
+            raise DockerFailed("the tool that started this one-off has exited: not started")
         return subprocess.run([docker, "start", "--attach", "--interactive", container], env=env).returncode
     finally:
         if container:
@@ -105,8 +109,9 @@ def main(argv: list[str]) -> int:
         print(f"oneoff: {', '.join(missing)} not in the environment", file=sys.stderr)
         return 2
     _handle_interrupts(_raise_interrupted)
+    tool = os.getppid()
     try:
-        return run(docker, owner, names, argv[4:])
+        return run(docker, owner, names, argv[4:], tool)
     except DockerFailed as error:
         print(f"oneoff: {error}", file=sys.stderr)
         return DOCKER_FAILED

@@ -308,7 +308,10 @@ def main(argv: list) -> int:
         if len(argv) == 3 and argv[0] == "copy":
             result = copy(objects, argv[1], argv[2], json.loads(sys.stdin.read() or "{}"))
         elif len(argv) == 3 and argv[0] == "prune":
-            result = prune(objects, argv[1], argv[2], set(json.loads(sys.stdin.read() or "[]")))
+            keep = sys.stdin.read()
+            if not keep.strip():  # its tool died before it wrote the list: an empty one would prune everything
+                raise SystemExit("prune: no list of the keys to keep arrived on stdin; nothing was removed")
+            result = prune(objects, argv[1], argv[2], set(json.loads(keep)))
         elif len(argv) == 2 and argv[0] == "list":
             found = quarantines(objects, argv[1])
             result = {"quarantines": found, "recorded": recorded(objects, argv[1], found),

@@ -919,25 +919,52 @@ def _upgrade(access: StackAccess, manifest: Manifest, revision: Optional[str], f
 
 
 _ACCESS_QUERIES = {
-    "mlflow": {"users": "SELECT username FROM public.users ORDER BY username;\n"},
-    "oidc": {"active users": "SELECT username FROM public.users WHERE active ORDER BY username;\n",
-             "access tokens of": "SELECT DISTINCT u.username FROM public.user_tokens t JOIN public.users u "
-                                 "ON u.id = t.user_id WHERE u.active AND t.expires_at > now() ORDER BY u.username;\n",
-             "SCIM tokens": "SELECT name FROM public.scim_tokens WHERE revoked_at IS NULL "
-                            "AND (expires_at IS NULL OR expires_at > now()) ORDER BY name;\n"},
+    "mlflow": {
+        "users": "SELECT username, username, '' FROM public.users;\n",
+        # A user the restore makes again comes with all of these: named once, above.
+        # Not the deployed admin's: the stack sets it from its own secret at every start, with a new salt.
+        "the backup's passwords of": "SELECT username || ' ' || password_hash, username, username FROM public.users "
+                                     "WHERE username <> :'admin';\n",
+        "admin rights of": "SELECT username, username, username FROM public.users WHERE is_admin;\n",
+        "roles of": "SELECT u.username || ' ' || r.workspace || ' ' || r.name, u.username || ' (' || r.name || ')', "
+                    "u.username FROM public.user_role_assignments a JOIN public.users u ON u.id = a.user_id "
+                    "JOIN public.roles r ON r.id = a.role_id;\n",
+        "role permissions": "SELECT r.workspace || ' ' || r.name || ' ' || p.resource_type || ' ' || p.resource_pattern "
+                            "|| ' ' || p.permission, r.name || ': ' || p.permission || ' on ' || p.resource_type || ' ' "
+                            "|| p.resource_pattern, '' FROM public.role_permissions p "
+                            "JOIN public.roles r ON r.id = p.role_id;\n"},
+    "oidc": {
+        "active users": "SELECT username, username, '' FROM public.users WHERE active;\n",
+        "access tokens of": "SELECT u.username || ' ' || t.name || ' ' || t.token_hash, u.username || ' (' || t.name || ')', "
+                            "'' FROM public.user_tokens t JOIN public.users u ON u.id = t.user_id "
+                            "WHERE u.active AND t.expires_at > now();\n",
+        "SCIM tokens": "SELECT name || ' ' || token_hash, name, '' FROM public.scim_tokens WHERE revoked_at IS NULL "
+                       "AND (expires_at IS NULL OR expires_at > now());\n"},
 }
-"""What lets someone in, per auth mode: compared between the restored and the replaced auth database."""
+"""What lets someone in, per auth mode, compared between the restored and the replaced auth database:
+each row (what identifies the grant itself, a token or password by its hash; how it is named; whose
+it is, when what the first query names implies it)."""
+_HOLDERS_SQL = ("SELECT DISTINCT u.username FROM public.user_tokens t JOIN public.users u ON u.id = t.user_id "
+                "WHERE u.active AND t.expires_at > now() ORDER BY u.username;\n")
 
 
 def _say_re_enabled(access: StackAccess, layout: StackLayout, mode: str, replaced: str, say: Say) -> None:
     """With --replace, what the restore lets in again that the stack had taken away since the backup
-    (a user deleted or deactivated, a token revoked), by name, compared with the replaced auth
-    database (review 20, F1). Never fails the restore: it is done by then."""
-    back = []
+    (a user deleted or deactivated, a token deleted or rotated, a password changed, an admin right or
+    role taken away), by name, compared with the replaced auth database row by row (review 20, F1;
+    review 21, F1: a user's other, newer token no longer hides a restored one). Never fails the
+    restore: it is done by then."""
+    back: list[str] = []
+    named: set[str] = set()  # the users the first query names
     try:
-        for what, query in _ACCESS_QUERIES[mode].items():
-            before = {row[0] for row in psql(access, replaced, query)}
-            again = [row[0] for row in psql(access, layout.auth_database, query) if row[0] not in before]
+        admin = {"admin": access.server_env().get(_admin_env(), _DEFAULT_ADMIN)}
+        for index, (what, query) in enumerate(_ACCESS_QUERIES[mode].items()):
+            before = {row[0] for row in psql(access, replaced, query, variables=admin)}
+            rows = [(row + ["", ""])[:3] for row in psql(access, layout.auth_database, query, variables=admin)]
+            fresh = [(label, user) for key, label, user in rows if key not in before]
+            if index == 0:
+                named = {label for label, _ in fresh}
+            again = sorted({label for label, user in fresh if user not in named})
             if again:
                 back.append(f"{what} {', '.join(again)}")
     except OpsError as error:
@@ -946,7 +973,7 @@ def _say_re_enabled(access: StackAccess, layout: StackLayout, mode: str, replace
         return
     if back:
         say(f"the restore lets in again what {access.description} had taken away since the backup: {'; '.join(back)}"
-            " (deactivate or delete them again if they should stay out)")
+            " (deactivate or delete them again, change those passwords, if they should stay out)")
 
 
 def _say_restored_access(access: StackAccess, layout: StackLayout, mode: str, say: Say) -> None:
@@ -968,7 +995,7 @@ def _say_restored_access(access: StackAccess, layout: StackLayout, mode: str, sa
             return
         admins = [row[0] for row in psql(access, layout.auth_database, "SELECT username FROM public.users "
                                          "WHERE is_admin AND active ORDER BY username;\n")]
-        holders = [row[0] for row in psql(access, layout.auth_database, _ACCESS_QUERIES["oidc"]["access tokens of"])]
+        holders = [row[0] for row in psql(access, layout.auth_database, _HOLDERS_SQL)]
     except OpsError as error:
         say(f"could not list who the restored auth database lets in ({error}): check its admins and tokens")
         return

@@ -329,3 +329,24 @@ def test_a_backup_with_users_is_refused_by_a_stack_without_an_auth_app():
         check_schema(_NoCommands(), manifest, facts, without_auth)
     check_schema(_NoCommands(), manifest, facts, StackLayout("mlflow", "mlflow", "postgresql://mlflow@db/mlflow",
                                                              "s3://b/", "basic-auth"))
+
+
+def test_a_lock_lost_during_the_orphan_sweep_is_a_one_line_error_not_an_interrupt(postgres_cluster):
+    """Review 21 F2: the watch started before the sweep of a killed tool's one-offs; a lock lost while
+    `docker rm --force` took its time raised LockLost before the tool's `with` body had its lock: gc
+    crashed on an assertion, backup said "interrupted". Now the sweep is not watched and the lock is
+    confirmed after it: LockLostError, an OpsError with the lost-lock message."""
+    from ops.lock import LockLostError, maintenance_lock
+
+    class SlowSweep(ScratchAccess):
+        lock_token = None
+
+        def stop_orphaned_oneoffs(self) -> int:
+            self.cluster.psql("SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
+                              "WHERE application_name LIKE 'mlflow-gc pid%'")  # as a PostgreSQL restart does
+            time.sleep(2.5)  # past the watch's second
+            return 0
+
+    with pytest.raises(LockLostError, match="maintenance lock of the scratch cluster was lost .* before its first step"):
+        with maintenance_lock(SlowSweep(postgres_cluster), "gc"):
+            pytest.fail("the body ran without the lock")

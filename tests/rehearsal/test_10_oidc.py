@@ -290,7 +290,15 @@ def test_a_restore_names_who_it_lets_in_again(sso_stack, tmp_path):
         "repeat('a', 64), 'abcd', now(), now() + interval '300 days' FROM users WHERE username = 'mallory';")
     sql("INSERT INTO scim_tokens (name, token_hash, token_prefix, created_at) "
         "VALUES ('provisioner', repeat('b', 64), 'efgh', now());")
+    sql("INSERT INTO users (username, display_name, is_admin, active, created_at, updated_at) "
+        "VALUES ('trent', 'Trent', false, true, now(), now());")
+    sql("INSERT INTO user_tokens (user_id, name, token_hash, token_prefix, created_at, expires_at) SELECT id, 'leaked', "
+        "repeat('c', 64), 'ijkl', now(), now() + interval '300 days' FROM users WHERE username = 'trent';")
     backup(access, tmp_path / "backup", say=lambda message: None)
+    # Review 21 F1: trent's leaked token is deleted and he makes a new one; his new one must not hide the old one
+    sql("DELETE FROM user_tokens WHERE name = 'leaked';")
+    sql("INSERT INTO user_tokens (user_id, name, token_hash, token_prefix, created_at, expires_at) SELECT id, 'laptop', "
+        "repeat('d', 64), 'mnop', now(), now() + interval '300 days' FROM users WHERE username = 'trent';")
     sql("UPDATE scim_tokens SET revoked_at = now() WHERE name = 'provisioner';")
     sql("UPDATE users SET active = false, is_admin = false WHERE username = 'mallory';")
     sql("DELETE FROM user_tokens WHERE user_id = (SELECT id FROM users WHERE username = 'mallory');")
@@ -304,6 +312,6 @@ def test_a_restore_names_who_it_lets_in_again(sso_stack, tmp_path):
     # Review 20 F1: with --replace, what was taken away since the backup is named against the replaced database
     again = [line for line in said if line.startswith("the restore lets in again")]
     assert again == ["the restore lets in again what the rehearsal stack had taken away since the backup: active users "
-                     "mallory; access tokens of mallory; SCIM tokens provisioner (deactivate or delete them again if "
-                     "they should stay out)"], said
+                     "mallory; access tokens of mallory (ci), trent (leaked); SCIM tokens provisioner (deactivate or "
+                     "delete them again, change those passwords, if they should stay out)"], said
     purge_replaced(access, say=lambda message: None)

@@ -474,9 +474,11 @@ if args[:3] == ["ps", "--all", "--quiet"]:
     print("\n".join(name for name in sorted(os.listdir(state))
                     if not os.path.exists(os.path.join(state, name, "started"))))
     sys.exit(0)
-if args[:2] == ["ps", "--no-trunc"]:
+if args[:3] == ["ps", "--all", "--no-trunc"]:  # the holder's sweep: running or created, with a lock label
     assert "status=running" in args and "label=org.mlflow-platform.ops.stack=" + config["prefix"] in args, args
     def running(name):
+        if not os.path.exists(os.path.join(state, name, "started")):
+            return "status=created" in args
         try:
             os.kill(int(open(os.path.join(state, name, "started")).read()), 0)
             return True
@@ -709,14 +711,17 @@ def test_replace_restores_over_newer_data_and_drops_what_the_backup_does_not_hol
     assert any(key.endswith("extra.txt") for key in _objects(stack))
 
     stack.postgres.psql("DELETE FROM users WHERE username = 'carol'", "mlflow_auth")  # removed since the backup
+    # Review 21 F1: alice's password changed since (after a leak): the restore sets the backup's again
+    stack.postgres.psql("UPDATE users SET password_hash = 'changed-since' WHERE username = 'alice'", "mlflow_auth")
 
     started, said = time.monotonic(), []
     restore(access, backup_dir, replace=True, say=said.append)
     report_figure("restore --replace seconds", f"{time.monotonic() - started:.1f}")
     # Review 20 F1: what the restore lets in again, named against the replaced auth database
     assert [line for line in said if line.startswith("the restore lets in again")] == [
-        "the restore lets in again what the rehearsal stack had taken away since the backup: users carol "
-        "(deactivate or delete them again if they should stay out)"], said
+        "the restore lets in again what the rehearsal stack had taken away since the backup: users carol; the "
+        "backup's passwords of alice (deactivate or delete them again, change those passwords, if they should stay "
+        "out)"], said
 
     # Artifacts byte for byte were proven by the test before (and objects.tar's sha256s were checked
     # on upload); here the server's listing of them must match.

@@ -50,10 +50,11 @@ if args[0] == os.environ.get("FAKE_DOCKER_BLOCK"):  # hang until signalled
     import time
     open(os.environ["FAKE_DOCKER_BLOCKED"], "w").close()
     time.sleep(60)
-if args[0] == "exec" and "psql" in args:  # the maintenance lock's session: FAKE_DOCKER_LOCK answers
+if args[0] == "exec" and "psql" in args:  # the lock's session: FAKE_DOCKER_LOCK's answers in turn ("t,f")
+    answers = os.environ.get("FAKE_DOCKER_LOCK", "t").split(",")
     for line in sys.stdin:
         if "pg_try_advisory_lock" in line or "pg_locks" in line:
-            print(os.environ.get("FAKE_DOCKER_LOCK", "t"), flush=True)
+            print(answers.pop(0) if len(answers) > 1 else answers[0], flush=True)
     sys.exit(0)
 if args[0] == "inspect":  # as docker answers: found ones on stdout, the others named on stderr
     print(json.dumps({containers}))
@@ -155,6 +156,14 @@ def test_gc_refuses_while_another_holds_the_maintenance_lock(tmp_path):
     result, calls = _gc(tmp_path, lock="f")
     assert result.returncode == render.GC_LOCKED_EXIT, result.stderr
     assert "holds its maintenance lock" in result.stderr and "nothing was deleted" in result.stderr
+    assert not [call for call in calls if call["argv"][0] in ("run", "create")]
+
+
+def test_gc_whose_lock_went_during_its_sweep_deletes_nothing_and_says_so(tmp_path):
+    """Review 21 F2: taken, then gone (PostgreSQL restarted) when gc confirms it after the sweep: exit 75, one line."""
+    result, calls = _gc(tmp_path, lock="t,f")
+    assert result.returncode == render.GC_LOCKED_EXIT, result.stderr
+    assert "was lost" in result.stderr and "nothing was deleted" in result.stderr and "Traceback" not in result.stderr
     assert not [call for call in calls if call["argv"][0] in ("run", "create")]
 
 

@@ -52,6 +52,9 @@ if args[0] == os.environ.get("FAKE_DOCKER_BLOCK"):  # hang (an attached start, a
     import time
     open(os.environ["FAKE_DOCKER_BLOCKED"], "w").close()
     time.sleep(60)
+if args[0] == os.environ.get("FAKE_DOCKER_SLOW"):  # a slow daemon: this command takes a second and a half
+    import time
+    time.sleep(1.5)
 if args[0] == "ps":
     print(os.environ.get("FAKE_DOCKER_LEFTOVERS", ""))
     sys.exit(0)
@@ -366,11 +369,31 @@ def test_a_tool_holding_the_lock_stops_the_running_oneoffs_of_another_hold(docke
     access.lock_token = "fedcba987654"
     assert access.stop_orphaned_oneoffs() == 1
     sweep = [call["argv"] for call in docker.calls() if call["argv"][0] in ("ps", "rm")]
-    assert sweep == [["ps", "--no-trunc", "--filter", "label=org.mlflow-platform.ops=one-off", "--filter",
+    assert sweep == [["ps", "--all", "--no-trunc", "--filter", "label=org.mlflow-platform.ops=one-off", "--filter",
                       "label=org.mlflow-platform.ops.stack=mlflow-local", "--filter", "status=running",
-                      "--filter", "label=org.mlflow-platform.ops.lock",
+                      "--filter", "status=created", "--filter", "label=org.mlflow-platform.ops.lock",
                       "--format", '{{.ID}}\t{{.Label "org.mlflow-platform.ops.lock"}}'],
                      ["rm", "--force", "ccc333"]]
+
+
+def test_a_oneoff_whose_tool_died_before_it_started_is_not_started(docker, monkeypatch, tmp_path):
+    """Review 21 F3: the helper (in a session of its own) outlives a tool killed with kill -9, and its
+    `docker start` could come after the next holder's sweep: a container the gone tool created is removed,
+    never started."""
+    import time
+
+    monkeypatch.setenv("FAKE_DOCKER_SLOW", "cp")
+    script = ("import subprocess, sys\n"
+              "from ops.local_stack import LocalStack\n"
+              "command = LocalStack.find().oneoff_command(['python', '-c', 'pass'], {'AWS_SECRET_ACCESS_KEY': 'x'})\n"
+              "subprocess.Popen(command.argv, env=dict(command.env), start_new_session=True)\n")  # then exits
+    subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[2], check=True, timeout=60)
+    deadline = time.monotonic() + 30
+    while not [call for call in docker.calls() if call["argv"][0] == "rm"]:
+        assert time.monotonic() < deadline, docker.calls()
+        time.sleep(0.1)
+    assert [call["argv"][0] for call in docker.calls() if call["argv"][0] in ("create", "cp", "start", "rm")] == [
+        "create", "cp", "rm"]
 
 
 def test_oneoffs_started_under_the_lock_carry_its_token(docker):

@@ -252,3 +252,17 @@ def test_a_failing_restores_own_put_back_never_marks_and_sets_an_unexplained_rec
     assert quarantine.recorded(objects, destination, ["20260102T000000Z"]) == ["20260102T000000Z"]
     assert quarantine.marked(objects, destination, quarantine.PUT_BACK_SUFFIX) == ["20260101T000000Z",
                                                                                    "20260102T000000Z"]
+
+
+def test_a_prune_whose_keep_list_never_arrived_removes_nothing(s3, monkeypatch):
+    """Review 21: its tool killed before it wrote the list of keys to keep, a prune read "" as [] and
+    deleted every object of the stack."""
+    import io
+
+    destination = f"s3://{BUCKET}/team/"
+    s3.put_object(Bucket=BUCKET, Key="team/1/run/artifacts/model.pkl", Body=b"model")
+    quarantine.copy(objects, destination, "20260101T000000Z", {})
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    with pytest.raises(SystemExit, match="no list of the keys to keep arrived"):
+        quarantine.main(["prune", destination, "20260101T000000Z"])
+    assert _read(s3, "team/1/run/artifacts/model.pkl") == b"model"
