@@ -20,10 +20,10 @@ and runs it natively, each container:
 
 Stand-ins (the only deviations, each named here): the database is a private PostgreSQL cluster
 answering at the graph's host name and port (on a loopback address of its own, TLS on, the graph's
-admin user and password; RDS's managed master password is generated); the artifact store is moto
-(aws: the task role becomes a key pair holding the rendered bucket policy, with
-MLFLOW_S3_ENDPOINT_URL) or Azurite (azure: the managed identity becomes
-AZURE_STORAGE_CONNECTION_STRING); the server's `--host 0.0.0.0` binds its own loopback address (the
+admin user and password, or the owner a platform makes itself; RDS's managed master password is
+generated); the artifact store is moto or Azurite, as the platform's runtime says (aws: the task role
+becomes a key pair holding the rendered bucket policy, with MLFLOW_S3_ENDPOINT_URL; azure: the managed
+identity becomes AZURE_STORAGE_CONNECTION_STRING); the server's `--host 0.0.0.0` binds its own loopback address (the
 upstream name resolves there) so that nothing off the machine reaches it; Nginx's `listen 8080`
 and metrics port bind as rendered (so both must be free); the load balancer / Container Apps
 ingress in front of the proxy is a small Nginx on a free loopback port that forwards with the
@@ -51,7 +51,7 @@ from rehearsal import launcher
 from rehearsal.launcher import (
     REPO_ROOT, VENV_BIN, AzuriteStandIn, S3StandIn, Service, ServerUnavailable, StartupError, _http_status, _tail,
 )
-from rehearsal.platform_graph import PlatformContainer, PlatformGraph, PlatformService, database_endpoint
+from rehearsal.platform_graph import PlatformContainer, PlatformGraph, PlatformService, StandInDatabase
 from rehearsal.ports import free_port
 from rehearsal.postgres import PostgresCluster
 
@@ -98,9 +98,16 @@ def container_setup(user: str, home: str) -> str:
 
 
 def check_platform_prerequisites(platform: str) -> None:
-    """What a platform run needs beyond the rehearsal's servers: root (it switches users and mounts
-    a namespace per container), unshare and setpriv (util-linux)."""
-    launcher.check_prerequisites("s3" if platform == "aws" else "azurite")
+    """What a platform run needs beyond the rehearsal's servers: its artifact store's stand-in, root (it
+    switches users and mounts a namespace per container), unshare and setpriv (util-linux)."""
+    import importlib
+
+    from components.platforms import PLATFORMS
+
+    runtime = PLATFORMS[platform].rehearsal_runtime if platform in PLATFORMS else None
+    if runtime is None:
+        raise ValueError(f"the {platform!r} platform has no rehearsal runtime (components.platforms.PLATFORMS)")
+    launcher.check_prerequisites(importlib.import_module(runtime).ARTIFACT_STAND_IN)
     problems = []
     if os.geteuid() != 0:
         problems.append("the platform run needs root: it runs each container as its platform's user "
@@ -297,9 +304,9 @@ class PlatformRun:
             for user in self._image_users():
                 ensure_user(user)
             server = self.graph.services[SERVER_SERVICE]
-            self._start_database(server)
+            self._start_database(self.graph.database)
             self._start_artifact_store()
-            self._write_hosts(server)
+            self._write_hosts()
             self._start_service(server, self._server_env(), bind_host(server.main.command,
                                                                       self.addresses[SERVER_SERVICE]))
             self._start_service(self.graph.services[PROXY_SERVICE])
@@ -315,19 +322,21 @@ class PlatformRun:
         users = {c.user for c in containers} | {IMAGE_WORKER_USER for c in containers if c.image_name == "nginx"}
         return users - {"root"}
 
-    def _start_database(self, server: PlatformService) -> None:
-        host, port, name, admin, password = database_endpoint(server)
-        self.database_host = host
-        self.database = PlatformDatabase(base_dir=self.base_dir / "postgres", max_connections=300, port=port,
+    def _start_database(self, database: StandInDatabase) -> None:
+        self.database_host = database.host
+        self.database = PlatformDatabase(base_dir=self.base_dir / "postgres", max_connections=300, port=database.port,
                                          address=self.database_address)
         self.database.start()
-        # As the cloud leaves it: an admin that is no superuser (azure_pg_admin, rds_superuser), its database.
-        self.database.psql(f'CREATE ROLE "{admin}" LOGIN CREATEDB CREATEROLE PASSWORD {_literal(password)}')
-        self.database.psql(f'CREATE DATABASE "{name}" OWNER "{admin}"')
-        log.info("database stand-in for %s at %s:%s", host, self.database_address, port)
+        # As the cloud leaves it: an admin that is no superuser (azure_pg_admin, rds_superuser) and its
+        # database, or the owner the platform made and its databases.
+        rights = " CREATEDB CREATEROLE" if database.creates_roles else ""
+        self.database.psql(f'CREATE ROLE "{database.user}" LOGIN{rights} PASSWORD {_literal(database.password)}')
+        for name in database.databases:
+            self.database.psql(f'CREATE DATABASE "{name}" OWNER "{database.user}"')
+        log.info("database stand-in for %s at %s:%s", database.host, self.database_address, database.port)
 
     def _start_artifact_store(self) -> None:
-        if self.graph.platform == "aws":
+        if self.graph.artifact_stand_in == "s3":
             self.s3 = S3StandIn(self.base_dir / "s3", self.graph.bucket)
             self.s3.start()
         else:
@@ -343,7 +352,7 @@ class PlatformRun:
         assert self.azurite is not None
         return {render.AZURE_CONNECTION_STRING_ENV: self.azurite.connection_string}
 
-    def _write_hosts(self, server: PlatformService) -> None:
+    def _write_hosts(self) -> None:
         self.hosts_file = self.base_dir / "hosts"
         lines = ["127.0.0.1 localhost", f"{self.database_address} {self.database_host}",
                  *(f"{address} {name}" for name, address in self.addresses.items())]

@@ -9,6 +9,7 @@ with that 500; the worker user test shows why (master root, workers nginx)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Iterator
@@ -94,17 +95,18 @@ def test_nginx_runs_as_the_platform_runs_it(platform_run):
     assert platform_run.nginx_users() == NGINX_USERS[platform_run.graph.platform]
 
 
-def test_scripts_rehearse_platform_prints_the_client_lines_then_ready():
-    """`scripts/rehearse --platform azure` as a user runs it: export lines, `ready`, a signed-in
-    request answered, SIGTERM stops everything (exit 0)."""
+@contextlib.contextmanager
+def _rehearsed(platform: str, pythonpath: str = "") -> Iterator[dict[str, str]]:
+    """`scripts/rehearse --platform <platform>` as a user runs it, until `ready`: its export lines. On the
+    way out SIGTERM stops everything, and it must exit 0."""
     import shlex
     import signal
     import subprocess
 
     from rehearsal.launcher import REPO_ROOT
 
-    _require("azure")
-    process = subprocess.Popen([str(REPO_ROOT / "scripts" / "rehearse"), "--platform", "azure"],
+    env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
+    process = subprocess.Popen([str(REPO_ROOT / "scripts" / "rehearse"), "--platform", platform], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
         exports = {}
@@ -115,10 +117,8 @@ def test_scripts_rehearse_platform_prints_the_client_lines_then_ready():
             name, _, value = line.removeprefix("export ").rstrip("\n").partition("=")
             exports[name] = shlex.split(value)[0]
         else:
-            raise AssertionError(f"scripts/rehearse --platform azure exited ({process.wait()}) before ready")
-        url = f"{exports['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/experiments/search?max_results=1"
-        auth = (exports["MLFLOW_TRACKING_USERNAME"], exports["MLFLOW_TRACKING_PASSWORD"])
-        assert requests.get(url, auth=auth, timeout=30).status_code == 200
+            raise AssertionError(f"scripts/rehearse --platform {platform} exited ({process.wait()}) before ready")
+        yield exports
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -126,3 +126,39 @@ def test_scripts_rehearse_platform_prints_the_client_lines_then_ready():
         finally:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_scripts_rehearse_platform_prints_the_client_lines_then_ready():
+    """`scripts/rehearse --platform azure` as a user runs it: export lines, `ready`, a signed-in
+    request answered, SIGTERM stops everything (exit 0)."""
+    _require("azure")
+    with _rehearsed("azure") as exports:
+        url = f"{exports['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/experiments/search?max_results=1"
+        auth = (exports["MLFLOW_TRACKING_USERNAME"], exports["MLFLOW_TRACKING_PASSWORD"])
+        assert requests.get(url, auth=auth, timeout=30).status_code == 200
+
+
+def test_a_platform_from_one_folder_runs_as_its_runtime_says(monkeypatch, tmp_path: Path):
+    """Issue 24's proof, its last part: the toy platform (tests/unit/toy_platform, registered by its entry
+    point, nothing of it under components/) through the platform-faithful rehearsal. Its registry entry
+    names its runtime (toy/runtime.py): `scripts/rehearse --platform toy` runs its graph's containers as
+    that says, its database as the toy makes it (an owner, no admin), and a signed-in client logs a run
+    with a metric and an artifact and reads them back through the toy's proxy container."""
+    from tests.unit.test_toy_platform import TOY
+
+    _require("aws")  # what the toy's run needs too: root, unshare, setpriv, the S3 stand-in
+    with _rehearsed("toy", os.pathsep.join([str(TOY), os.environ.get("PYTHONPATH", "")])) as exports:
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", exports["MLFLOW_TRACKING_USERNAME"])
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", exports["MLFLOW_TRACKING_PASSWORD"])
+        uri = exports["MLFLOW_TRACKING_URI"]
+        client = MlflowClient(uri)
+        run = client.create_run(client.create_experiment("platform-toy"))
+        client.log_metric(run.info.run_id, "loss", 0.5)
+        source = tmp_path / "weights.bin"
+        source.write_bytes(os.urandom(1024 * 1024))
+        client.log_artifact(run.info.run_id, str(source))
+        downloaded = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="weights.bin",
+                                                         dst_path=str(tmp_path / "out"), tracking_uri=uri)
+        assert Path(downloaded).read_bytes() == source.read_bytes()
+        assert client.get_run(run.info.run_id).data.metrics == {"loss": 0.5}
+        assert requests.get(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=30).status_code == 401
