@@ -31,10 +31,11 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from rehearsal.launcher import REPO_ROOT, RehearsalStack, ServerUnavailable, StartupError, check_prerequisites
-from rehearsal.launcher import ARTIFACT_STORES
+from rehearsal.launcher import RehearsalStack, check_prerequisites
 from rehearsal.platform_graph import rehearsed_platforms
 from rehearsal.ports import bindable
+from rehearsal.processes import REPO_ROOT, ServerUnavailable, StartupError
+from rehearsal.stand_ins import ARTIFACT_STORES
 
 log = logging.getLogger("rehearsal")
 

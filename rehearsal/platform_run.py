@@ -38,6 +38,7 @@ import os
 import pwd
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -48,12 +49,21 @@ from typing import Optional
 from components import render
 from components.names import PROXY_SERVICE, SERVER_IMAGE, SERVER_SERVICE
 from rehearsal import launcher
-from rehearsal.launcher import (
-    REPO_ROOT, VENV_BIN, AzuriteStandIn, S3StandIn, Service, ServerUnavailable, StartupError, _http_status, _tail,
-)
 from rehearsal.platform_graph import PlatformContainer, PlatformGraph, PlatformService, StandInDatabase
 from rehearsal.ports import free_port
 from rehearsal.postgres import PostgresCluster
+from rehearsal.processes import (
+    REPO_ROOT,
+    VENV_BIN,
+    ServerUnavailable,
+    Service,
+    StartupError,
+    base_env,
+    find_nginx,
+    http_status,
+    log_tail,
+)
+from rehearsal.stand_ins import AzuriteStandIn, S3StandIn, self_signed_certificate
 
 log = logging.getLogger("rehearsal")
 
@@ -197,9 +207,9 @@ class ContainerProcess:
             code = self.service.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.service.stop()
-            raise StartupError(f"init container {self.container.name} ran over {timeout}s:\n{_tail(self.log_path)}") from None
+            raise StartupError(f"init container {self.container.name} ran over {timeout}s:\n{log_tail(self.log_path)}") from None
         if code != 0:
-            raise StartupError(f"init container {self.container.name} failed ({code}):\n{_tail(self.log_path)}")
+            raise StartupError(f"init container {self.container.name} failed ({code}):\n{log_tail(self.log_path)}")
         log.info("init container %s completed", self.container.name)
 
     def wait_ready(self, address: str, timeout: float = 180.0) -> None:
@@ -207,12 +217,12 @@ class ContainerProcess:
         deadline = time.monotonic() + timeout
         for probe in self.container.probes:
             url = f"http://{address}:{probe.port}{probe.path}"
-            while _http_status(url) != 200:
+            while http_status(url) != 200:
                 if not self.service.alive():
-                    raise StartupError(f"{self.container.name} exited:\n{_tail(self.log_path)}")
+                    raise StartupError(f"{self.container.name} exited:\n{log_tail(self.log_path)}")
                 if time.monotonic() > deadline:
                     raise StartupError(f"{self.container.name}: {probe.kind} probe {url} not 200 after {timeout}s:\n"
-                                       f"{_tail(self.log_path)}")
+                                       f"{log_tail(self.log_path)}")
                 time.sleep(0.25)
         log.info("%s ready (%s)", self.container.name,
                  ", ".join(f"{p.kind} {p.path}:{p.port}" for p in self.container.probes) or "no probes")
@@ -244,7 +254,7 @@ class PlatformDatabase(PostgresCluster):
     def init(self) -> "PlatformDatabase":
         super().init()
         owner = os.stat(self.data_dir)
-        certificate, key = launcher.self_signed_certificate((self.address,), 30)
+        certificate, key = self_signed_certificate((self.address,), 30)
         for name, content in (("server.crt", certificate), ("server.key", key)):
             path = self.data_dir / name
             path.write_text(content)
@@ -264,6 +274,15 @@ class PlatformDatabase(PostgresCluster):
         if result.returncode != 0:
             raise RuntimeError(f"psql failed: {result.stderr.strip()}")
         return result.stdout
+
+
+def _listening(port: int) -> bool:
+    """Something accepts connections on the loopback port (a port left in TIME_WAIT does not count)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        return False
+    return True
 
 
 def _literal(text: str) -> str:
@@ -361,6 +380,11 @@ class PlatformRun:
 
     def _start_service(self, service: PlatformService, extra_env: Optional[dict[str, str]] = None,
                        command: Optional[tuple[str, ...]] = None) -> None:
+        if service.name != SERVER_SERVICE:  # it binds its ports as rendered (the server: an address of its own)
+            taken = [port for port in service.main.ports if _listening(port)]
+            if taken:
+                raise StartupError(f"{service.name} listens on port(s) {taken} as rendered, and another process "
+                                   "listens there already (another platform run?): its probes would answer for that one")
         workdir = self.base_dir / service.name
         for step in service.init:
             ContainerProcess(step, self.hosts_file, workdir).run_to_completion()
@@ -396,14 +420,14 @@ class PlatformRun:
             "        proxy_set_header X-Forwarded-For $remote_addr;\n"
             f"        location / {{\n            proxy_pass http://127.0.0.1:{proxy.ports[0]};\n        }}\n"
             "    }\n}\n")
-        self.ingress = Service("ingress", [launcher.find_nginx(), "-c", str(conf)],
-                               launcher.base_env(workdir, workdir / "tmp"), workdir / "nginx.out", cwd=workdir)
+        self.ingress = Service("ingress", [find_nginx(), "-c", str(conf)],
+                               base_env(workdir, workdir / "tmp"), workdir / "nginx.out", cwd=workdir)
         self.ingress.start()
         deadline = time.monotonic() + 30
         liveness = next((p.path for p in proxy.probes if p.kind in ("Liveness", "Health")), "/")
-        while _http_status(f"{self.tracking_uri}{liveness}") not in (200, 401):
+        while http_status(f"{self.tracking_uri}{liveness}") not in (200, 401):
             if not self.ingress.alive() or time.monotonic() > deadline:
-                raise StartupError(f"the ingress stand-in did not start:\n{_tail(workdir / 'error.log')}")
+                raise StartupError(f"the ingress stand-in did not start:\n{log_tail(workdir / 'error.log')}")
             time.sleep(0.1)
         log.info("ingress stand-in at %s (Host %s)", self.tracking_uri, self.graph.public_host)
 

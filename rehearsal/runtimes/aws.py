@@ -12,8 +12,14 @@ import json
 from typing import Callable
 
 from rehearsal.platform_graph import (
-    GraphError, PlatformContainer, PlatformService, Probe, StandInDatabase, _probe_from_url,
-    database_from_setup_step, image_default_user,
+    GraphError,
+    PlatformContainer,
+    PlatformService,
+    Probe,
+    StandInDatabase,
+    _probe_from_url,
+    database_from_setup_step,
+    image_default_user,
 )
 
 ARTIFACT_STAND_IN = "s3"
@@ -48,7 +54,7 @@ def _aws_secret_resolver(run) -> Callable[[str], str]:
 
 
 def _rds_master_password() -> str:
-    from rehearsal.launcher import generate_password
+    from rehearsal.passwords import generate_password
 
     return generate_password()
 

@@ -165,7 +165,7 @@ class ControlledAccess:
 
     def python_command(self, argv: Sequence[str], env: Mapping[str, str]):
         from ops.access import Command
-        from rehearsal.launcher import base_env
+        from rehearsal.processes import base_env
         from tests.rehearsal.test_13_backup_restore import _through_pipes, oneoff_mark
 
         self._step("python", argv)
