@@ -23,7 +23,6 @@ from pydantic import (BaseModel, Field, ValidationError, create_model,
 from components.config_base import (cron_fields, _BODY_SIZE, _BUCKET, _HOSTNAME, _IDENTIFIER, _IPV4, _STATIC_PREFIX, _VERSION,
                                     ConfigError, KnownLater, _Section, _pinned_image)
 from components.platforms import PLATFORMS
-from components.platforms.aws.config import (AwsConfig)
 from pydantic.alias_generators import to_camel
 
 CONFIG_NAMESPACE = "mlflow"
@@ -362,7 +361,7 @@ class _StackSections(_Section):
         values = PLATFORMS[platform].rules.raw_defaults(values)
         proxy = values.get("proxy")
         if proxy is None or (isinstance(proxy, dict) and not {"clientMaxBodySize", "client_max_body_size"} & set(proxy)):
-            limit = largest_transfer_mib(platform, _raw_server_cpu(values), _raw_ephemeral_storage(values))
+            limit = largest_transfer_mib(platform, _raw_server_cpu(values), _raw_platform_section(values, platform))
             if limit is not None:  # without one (the host's disk) ProxyConfig's own default stands
                 values = {**values, "proxy": {**(proxy or {}), "client_max_body_size": nginx_size(limit)}}
         return values
@@ -418,14 +417,15 @@ TRANSFERS_AT_ONCE = 2
 """The limit is half the disk: an upload and a download of the largest artifact fit at once."""
 # Fargate gives a task 20 GiB unless the task definition asks for 21-200, and the image's layers
 # use the same storage (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-task-storage.html).
-def replica_temporary_disk_gib(platform: str, server_cpu: float, ephemeral_storage_gib: Optional[int]) -> Optional[int]:
-    """GiB a server replica can spool artifacts to; None where it is the host's disk (`local`)."""
-    return PLATFORMS[platform].rules.temporary_disk_gib(server_cpu, ephemeral_storage_gib)
+def replica_temporary_disk_gib(platform: str, server_cpu: float, section: BaseModel) -> Optional[int]:
+    """GiB a server replica can spool artifacts to (`section`: the platform's own); None where it is the
+    host's disk (`local`)."""
+    return PLATFORMS[platform].rules.temporary_disk_gib(server_cpu, section)
 
 
-def largest_transfer_mib(platform: str, server_cpu: float, ephemeral_storage_gib: Optional[int]) -> Optional[int]:
+def largest_transfer_mib(platform: str, server_cpu: float, section: BaseModel) -> Optional[int]:
     """The largest proxied artifact a server replica can take, in MiB; None: no limit (`local`)."""
-    disk = replica_temporary_disk_gib(platform, server_cpu, ephemeral_storage_gib)
+    disk = replica_temporary_disk_gib(platform, server_cpu, section)
     return None if disk is None else disk * 1024 // TRANSFERS_AT_ONCE
 
 
@@ -453,25 +453,27 @@ def _raw_server_cpu(values: Mapping[str, Any]) -> float:
         return ServerConfig().cpu
 
 
-def _raw_ephemeral_storage(values: Mapping[str, Any]) -> Optional[int]:
-    """aws.serverEphemeralStorageGib from raw config (None where missing or malformed)."""
-    aws = values.get("aws")
-    if isinstance(aws, BaseModel):
-        return getattr(aws, "server_ephemeral_storage_gib", None)
-    raw = aws.get("serverEphemeralStorageGib", aws.get("server_ephemeral_storage_gib")) if isinstance(aws, dict) else None
+def _raw_platform_section(values: Mapping[str, Any], platform: str) -> BaseModel:
+    """The platform's own section (`mlflow:<platform>`) from raw config, validated; its defaults where it is
+    missing or malformed (its own error says so)."""
+    model = PLATFORMS[platform].config_section
+    raw = values.get(platform)
+    if isinstance(raw, model):
+        return raw
     try:
-        return AwsConfig.model_validate({"server_ephemeral_storage_gib": raw}).server_ephemeral_storage_gib
+        return model.model_validate(raw if isinstance(raw, dict) else {})
     except ValidationError:
-        return None
+        return model()
 
 
 def _proxied_transfers_fit(config: "StackConfig") -> None:
     """proxy.clientMaxBodySize within what a server replica can spool (see TRANSFERS_AT_ONCE)."""
-    limit = largest_transfer_mib(config.platform, config.server.cpu, config.aws.server_ephemeral_storage_gib)
+    section = getattr(config, config.platform)
+    limit = largest_transfer_mib(config.platform, config.server.cpu, section)
     value = config.proxy.client_max_body_size
     if limit is None or 0 < nginx_size_bytes(value) <= limit * MIB:
         return
-    disk = replica_temporary_disk_gib(config.platform, config.server.cpu, config.aws.server_ephemeral_storage_gib)
+    disk = replica_temporary_disk_gib(config.platform, config.server.cpu, section)
     assert disk is not None  # a limit comes from the disk
     where = PLATFORMS[config.platform].rules.temporary_disk_said(config, disk)
     raise ValueError(

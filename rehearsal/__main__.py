@@ -31,9 +31,11 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from rehearsal.launcher import REPO_ROOT, RehearsalStack, ServerUnavailable, StartupError, check_prerequisites
-from rehearsal.launcher import ARTIFACT_STORES
+from rehearsal.launcher import RehearsalStack, check_prerequisites
+from rehearsal.platform_graph import rehearsed_platforms
 from rehearsal.ports import bindable
+from rehearsal.processes import REPO_ROOT, ServerUnavailable, StartupError
+from rehearsal.stand_ins import ARTIFACT_STORES
 
 log = logging.getLogger("rehearsal")
 
@@ -59,9 +61,10 @@ def _parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--artifacts", choices=ARTIFACT_STORES, default="s3",
                         help="artifact store: s3 (moto standing in for MinIO, default) or azurite (Azure Blob "
                              "as on the azure stack, Azurite from rehearsal/azurite)")
-    parser.add_argument("--platform", choices=("aws", "azure"), default=None,
+    parser.add_argument("--platform", choices=rehearsed_platforms(), default=None,
                         help="platform-faithful run: each container as that platform runs it, from the stack's "
-                             "registered graph (Pulumi.<platform>.yaml under mocks): its command, env, secrets, user, "
+                             "registered graph (Pulumi.<platform>.yaml under mocks; any registered platform with a rehearsal runtime, "
+                             "rehearsal/runtimes): its command, env, secrets, user, "
                              "init containers and probes (rehearsal/platform_run.py; needs root). Ignores the "
                              "other options but --dir, --keep-files and -v")
     parser.add_argument("--stack-file", default=None, metavar="FILE",
@@ -221,7 +224,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _platform_main(args: argparse.Namespace) -> int:
-    """`--platform aws|azure`: rehearsal.platform_run until SIGINT/SIGTERM; prints the client lines
+    """`--platform NAME` (aws, azure, ...): rehearsal.platform_run until SIGINT/SIGTERM; prints the client lines
     (the ingress stand-in's URL, the stack's user and password), then `ready`."""
     from rehearsal.platform_graph import platform_graph
     from rehearsal.platform_run import PlatformRun, check_platform_prerequisites

@@ -1,4 +1,5 @@
 """Start the rendered local stack natively: PostgreSQL, an S3 (or Azure Blob) stand-in, MLflow, Nginx.
+(The processes are rehearsal.processes', the stand-ins rehearsal.stand_ins'; this module is the stack.)
 
 Everything the components render is used as is: the server's command and env come from
 `render.tracking_server_spec`, the schema step from `render.schema_upgrade_spec`, nginx.conf and the
@@ -27,105 +28,48 @@ in reverse order, by `RehearsalStack.stop()`.
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import importlib.util
-import ipaddress
 import json
 import logging
 import os
-import secrets
 import shutil
-import signal
 import ssl
-import string
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from components import render
 from components.config import StackConfig, auth_database_name, parse_stack_config
-from components.names import URI_PASSWORD_SPECIALS
 from components.spec import ContainerSpec
 from rehearsal.ports import bindable, free_port
 from rehearsal.postgres import PostgresCluster, PostgresUnavailable
+from rehearsal.passwords import generate_password, password_hash
+from rehearsal.processes import (
+    VENV_BIN,
+    ServerUnavailable,
+    Service,
+    StartupError,
+    base_env,
+    find_nginx,
+    http_status,
+    image_binary,
+    image_python_path,
+    local_command,
+    log_tail,
+)
+from rehearsal.stand_ins import (
+    ARTIFACT_STORES,
+    AZURITE_ACCOUNT,
+    AzuriteStandIn,
+    OidcProviderStandIn,
+    S3StandIn,
+    azurite_problems,
+    self_signed_certificate,
+)
 
 log = logging.getLogger("rehearsal")
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
-AZURITE_DIR = REPO_ROOT / "rehearsal" / "azurite"
-AZURITE_BLOB = AZURITE_DIR / "node_modules" / ".bin" / "azurite-blob"
-# Azurite's well-known development account, published in Azurite's documentation (it accepts no
-# other by default): not a secret, but handled like one so the real azure stack's pattern holds.
-AZURITE_ACCOUNT = "devstoreaccount1"
-AZURITE_ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-ARTIFACT_STORES = ("s3", "azurite")
-
-# The generated passwords use the components' alphabet (MetadataStore / ReverseProxy
-# override_special) and always contain every URL-reserved character that could break a URI.
-PASSWORD_SPECIALS = URI_PASSWORD_SPECIALS
-URL_RESERVED = "@:/?#%&+"
-
-
-class ServerUnavailable(RuntimeError):
-    """A server binary the rehearsal needs (PostgreSQL, Nginx) is not installed."""
-
-
-class StartupError(RuntimeError):
-    """A process did not come up; the message carries the tail of its log."""
-
-
-# --- helpers -------------------------------------------------------------------------------------
-
-
-def generate_password(length: int = 32) -> str:
-    """Like pulumi-random's RandomPassword with override_special, but guaranteed to hold each of
-    @:/?#%&+ (the characters that break URIs and htpasswd handling when not encoded)."""
-    alphabet = string.ascii_letters + string.digits + PASSWORD_SPECIALS
-    chars = list(URL_RESERVED)
-    for pool in (string.ascii_uppercase, string.ascii_lowercase, string.digits):
-        chars += [secrets.choice(pool) for _ in range(2)]
-    while len(chars) < length:
-        chars.append(secrets.choice(alphabet))
-    secrets.SystemRandom().shuffle(chars)
-    return "".join(chars)
-
-
-def password_hash(cfg: StackConfig, password: str) -> str:
-    """The htpasswd hash the ReverseProxy renders for `cfg.proxy.passwordHash`: render.ssha_hash with
-    8 random bytes of salt (pulumi-random's RandomBytes), or bcrypt as pulumi-random makes it."""
-    if cfg.proxy.password_hash == "ssha":
-        return render.ssha_hash(password, secrets.token_bytes(8))
-    return bcrypt_hash(password)
-
-
-def bcrypt_hash(password: str) -> str:
-    """What pulumi-random's RandomPassword.bcrypt_hash holds: bcrypt, $2a$, cost 10."""
-    import bcrypt
-
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(10, prefix=b"2a")).decode()
-
-
-def find_nginx() -> str:
-    for candidate in (shutil.which("nginx"), "/usr/sbin/nginx"):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    raise ServerUnavailable("nginx not found; install Debian's `nginx` package")
-
-
-def find_node() -> str:
-    """Azurite is a Node.js program, run as `node <script>` by absolute path: a `node` found on the
-    caller's PATH (nvm's, say) works under the servers' fixed PATH too."""
-    node = shutil.which("node")
-    if not node:
-        raise ServerUnavailable("node not found; install Node.js (Azurite 3.35 runs on Node 10 and later)")
-    return node
 
 
 def check_prerequisites(artifacts: str = "s3") -> None:
@@ -149,467 +93,9 @@ def check_prerequisites(artifacts: str = "s3") -> None:
         if not (VENV_BIN / tool).exists():
             problems.append(f"{VENV_BIN / tool} not found; install requirements-dev.txt into the venv")
     if artifacts == "azurite":
-        problems += _azurite_problems()
+        problems += azurite_problems()
     if problems:
         raise ServerUnavailable("; ".join(problems))
-
-
-def _azurite_problems() -> list[str]:
-    """What the Azurite variant lacks: Node.js, the pinned Azurite (npm ci), the Blob SDK."""
-    problems = []
-    try:
-        find_node()
-    except ServerUnavailable as error:
-        problems.append(str(error))
-    if not AZURITE_BLOB.exists():
-        folder = AZURITE_DIR.relative_to(REPO_ROOT)
-        problems.append(f"{AZURITE_BLOB} not found; install Azurite: `cd {folder} && npm ci` (scripts/test does)")
-    if not _importable("azure.storage.blob"):
-        problems.append("azure-storage-blob is not installed; install requirements-dev.txt into the venv")
-    return problems
-
-
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # its parent package is missing
-        return False
-
-
-def image_binary(name: str) -> str:
-    """The local binary standing in for a program on the image's PATH."""
-    if name == "python":
-        return sys.executable
-    if name == "mlflow":
-        return str(VENV_BIN / "mlflow")
-    if name == "nginx":
-        return find_nginx()
-    if name == "sh":
-        return "/bin/sh"
-    raise ValueError(f"no local mapping for image binary {name!r}")
-
-
-def local_command(command: tuple[str, ...]) -> list[str]:
-    """A rendered command with only its program (an image path) mapped to the local binary."""
-    return [image_binary(command[0]), *command[1:]]
-
-
-IMAGE_PLATFORM_LAYOUT = {
-    "migration": "migration",
-    "mlflow_guard": "mlflow_guard",
-    "mlflow_platform_guard-1.0.0.dist-info": "mlflow_guard/dist-info",
-}
-"""The server image's /opt/mlflow-platform (its PYTHONPATH; docker/mlflow/Dockerfile copies the same):
-name there -> path in this repository. The dist-info registers mlflow_guard's apps under MLflow's
---app-name values, so the rehearsal's `mlflow server` runs the guarded auth apps as the image does."""
-
-
-def image_python_path(workdir: Path) -> str:
-    """The image's PYTHONPATH, laid out under `workdir` as links into this repository."""
-    platform = workdir / "mlflow-platform"
-    platform.mkdir(parents=True, exist_ok=True)
-    for name, source in IMAGE_PLATFORM_LAYOUT.items():
-        link = platform / name
-        if not link.is_symlink():
-            link.symlink_to(REPO_ROOT / source, target_is_directory=True)
-    return str(platform)
-
-
-def base_env(home: Path, tmp: Path) -> dict[str, str]:
-    """What an image provides besides the spec's env: PATH, HOME, locale. Nothing is inherited
-    from the caller (no stray AWS_* or MLFLOW_* settings leak into the servers)."""
-    return {
-        "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-        "HOME": str(home),
-        "TMPDIR": str(tmp),
-        "LANG": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-
-
-def _http_status(url: str, timeout: float = 3.0, context: Optional[ssl.SSLContext] = None) -> Optional[int]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except (OSError, urllib.error.URLError):
-        return None
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-# --- processes -----------------------------------------------------------------------------------
-
-
-class Service:
-    """One long-running process in its own process group, logging to a file, stopped by PID."""
-
-    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_path: Path,
-                 cwd: Optional[Path] = None):
-        self.name = name
-        self.argv = argv
-        self.env = dict(env)
-        self.log_path = log_path
-        self.cwd = cwd
-        self.process: Optional[subprocess.Popen] = None
-        self.expected_running = False
-
-    @property
-    def pid(self) -> Optional[int]:
-        return self.process.pid if self.process else None
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def start(self) -> None:
-        if self.alive():
-            raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log_file:
-            self.process = subprocess.Popen(
-                self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
-                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        self.expected_running = True
-        log.info("started %s (pid %s)", self.name, self.process.pid)
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM to the process group this process leads (also when the leader itself is gone
-        and left children behind, e.g. uvicorn or nginx workers), SIGKILL after `timeout`."""
-        self.expected_running = False
-        process = self.process
-        if process is None:
-            return
-        deadline = time.monotonic() + timeout
-        self._signal_group(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("%s (pid %s) ignored SIGTERM for %ss; killing", self.name, process.pid, timeout)
-        while self._group_alive(process.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        self._signal_group(process.pid, signal.SIGKILL)
-        process.wait()
-        log.info("stopped %s (pid %s, exit %s)", self.name, process.pid, process.returncode)
-
-    @staticmethod
-    def _group_alive(pgid: int) -> bool:
-        try:
-            os.killpg(pgid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-
-    @staticmethod
-    def _signal_group(pgid: int, sig: int) -> None:
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    def tree_pids(self) -> list[int]:
-        """This process and its descendants (for RSS sampling)."""
-        if not self.alive():
-            return []
-        children: dict[int, list[int]] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-                children.setdefault(int(fields[1]), []).append(int(entry))
-            except (OSError, IndexError, ValueError):
-                continue
-        result, todo = [], [self.pid]
-        while todo:
-            pid = todo.pop()
-            result.append(pid)
-            todo.extend(children.get(pid, []))
-        return result
-
-    def rss_bytes(self) -> int:
-        """Resident set size of the whole process tree."""
-        total = 0
-        for pid in self.tree_pids():
-            try:
-                with open(f"/proc/{pid}/status") as status:
-                    for line in status:
-                        if line.startswith("VmRSS:"):
-                            total += int(line.split()[1]) * 1024
-                            break
-            except OSError:
-                continue
-        return total
-
-
-# --- the S3 stand-in -------------------------------------------------------------------------------
-
-
-class S3StandIn:
-    """moto's server mode standing in for MinIO: a private bucket, an IAM user whose only policy is
-    `render.artifact_bucket_policy` (what the local platform attaches to the MinIO user), and IAM
-    enforcement switched on once set up, so the server's key pair is really bucket-scoped.
-
-    moto keeps the objects in memory/spooled temp files of the moto process; its admin API
-    (`/moto-api/`) is unauthenticated, which is fine on loopback for a rehearsal."""
-
-    def __init__(self, workdir: Path, bucket: str, prefix: str = ""):
-        self.workdir = workdir
-        self.bucket = bucket
-        self.prefix = prefix
-        self.port = free_port()
-        self.service: Optional[Service] = None
-        self.admin_credentials: tuple[str, str] = ("", "")
-        self.server_credentials: tuple[str, str] = ("", "")
-        self.server_user = f"{bucket}-mlflow-server"
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "S3StandIn":
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        env = base_env(self.workdir, self.workdir)
-        self.service = Service("s3 (moto)", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-                               env, self.workdir / "moto.log", cwd=self.workdir)
-        self.service.start()
-        deadline = time.monotonic() + 60
-        while _http_status(f"{self.endpoint}/moto-api/data.json") != 200:
-            if not self.service.alive() or time.monotonic() > deadline:
-                raise StartupError(f"moto server did not start:\n{_tail(self.service.log_path)}")
-            time.sleep(0.2)
-        self._provision()
-        return self
-
-    def client(self, service: str, credentials: Optional[tuple[str, str]] = None) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        key, secret = credentials or self.admin_credentials
-        return boto3.client(service, endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id=key, aws_secret_access_key=secret,
-                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}))
-
-    def _provision(self) -> None:
-        setup = ("rehearsal-setup", "rehearsal-setup")  # accepted only until enforcement is on
-        iam = self.client("iam", setup)
-        s3 = self.client("s3", setup)
-        # An administrator standing in for MinIO's root user (the launcher's and the tests' key).
-        iam.create_user(UserName="rehearsal-admin")
-        admin_policy = iam.create_policy(PolicyName="rehearsal-admin", PolicyDocument=json.dumps({
-            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
-        iam.attach_user_policy(UserName="rehearsal-admin", PolicyArn=admin_policy["Policy"]["Arn"])
-        key = iam.create_access_key(UserName="rehearsal-admin")["AccessKey"]
-        self.admin_credentials = (key["AccessKeyId"], key["SecretAccessKey"])
-        # The bucket, private, as the local platform creates it on MinIO.
-        s3.create_bucket(Bucket=self.bucket, ACL="private")
-        s3.put_public_access_block(Bucket=self.bucket, PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
-            "RestrictPublicBuckets": True})
-        # The server's user: only the rendered bucket policy (minio.IamPolicy + attachment).
-        iam.create_user(UserName=self.server_user)
-        policy = iam.create_policy(PolicyName=self.server_user, PolicyDocument=json.dumps(
-            render.artifact_bucket_policy(self.bucket, self.prefix)))
-        iam.attach_user_policy(UserName=self.server_user, PolicyArn=policy["Policy"]["Arn"])
-        # moto-only: moto authorizes a multi-object delete (POST ?delete, what MLflow's
-        # delete_artifacts uses) as s3:DeleteObject on the *bucket* ARN, where AWS and MinIO check
-        # each object ARN (which the rendered policy allows). This grants nothing on AWS/MinIO.
-        iam.put_user_policy(UserName=self.server_user, PolicyName="moto-multi-delete-quirk",
-                            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
-                                "Effect": "Allow", "Action": ["s3:DeleteObject"],
-                                "Resource": [f"arn:aws:s3:::{self.bucket}"]}]}))
-        key = iam.create_access_key(UserName=self.server_user)["AccessKey"]
-        self.server_credentials = (key["AccessKeyId"], key["SecretAccessKey"])
-        # From now on every request must be signed by a known key and allowed by its policies.
-        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset-auth", data=b"0", method="POST",
-                                         headers={"Content-Type": "text/plain"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            if response.status != 200:
-                raise StartupError("could not switch on IAM enforcement in moto")
-
-    def stop(self) -> None:
-        if self.service:
-            self.service.stop()
-
-
-# --- the Azure Blob stand-in -----------------------------------------------------------------------
-
-
-class AzuriteStandIn:
-    """Azurite's Blob service standing in for the azure stack's storage account: a private container
-    in Azurite's development account, kept on disk under `workdir`. A stopped Azurite keeps its blobs;
-    one that crashed loses what it wrote in its last 5 s (it saves its metadata every 5 s).
-
-    The azure stack gives the server a managed identity (AZURE_CLIENT_ID) and no key. Azurite knows
-    no identities, so the server gets a connection string with the account key instead, which MLflow's
-    Azure Blob repository tries first. Azurite's telemetry (on by default) is switched off."""
-
-    def __init__(self, workdir: Path, container: str, prefix: str = ""):
-        self.workdir = workdir
-        self.container = container
-        self.prefix = prefix
-        self.account = AZURITE_ACCOUNT
-        self.port = free_port()
-        self.service: Optional[Service] = None
-
-    @property
-    def endpoint(self) -> str:
-        """The account's Blob endpoint; Azurite serves accounts path-style."""
-        return f"http://127.0.0.1:{self.port}/{self.account}"
-
-    @property
-    def connection_string(self) -> str:
-        """AZURE_STORAGE_CONNECTION_STRING for this endpoint: holds the key, so only ever in an env var."""
-        return (f"DefaultEndpointsProtocol=http;AccountName={self.account};AccountKey={AZURITE_ACCOUNT_KEY};"
-                f"BlobEndpoint={self.endpoint};")
-
-    def start(self) -> "AzuriteStandIn":
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.service = Service("blob (azurite)", self._argv(), base_env(self.workdir, self.workdir),
-                               self.workdir / "azurite.log", cwd=self.workdir)
-        self._launch()
-        self._provision()
-        return self
-
-    def _argv(self) -> list[str]:
-        """Blob service only, loopback, on disk; quiet (no access log) and no telemetry. The newest
-        SDKs speak API versions newer than Azurite knows, hence --skipApiVersionCheck."""
-        return [find_node(), str(AZURITE_BLOB), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
-                "--location", str(self.workdir / "data"), "--skipApiVersionCheck", "--disableTelemetry", "--silent"]
-
-    def _launch(self, timeout: float = 60.0) -> None:
-        """Start the process and wait until it answers HTTP (unsigned requests get 403: it listens)."""
-        assert self.service is not None
-        self.service.start()
-        deadline = time.monotonic() + timeout
-        while _http_status(f"{self.endpoint}?comp=properties&restype=service") is None:
-            if not self.service.alive() or time.monotonic() > deadline:
-                raise StartupError(f"Azurite did not start:\n{_tail(self.service.log_path)}")
-            time.sleep(0.2)
-
-    def client(self) -> Any:
-        """A BlobServiceClient with the development account's key (the launcher's and the tests' access).
-        The SDK logs every request and response at INFO; the rehearsal's log is for its own steps."""
-        from azure.storage.blob import BlobServiceClient
-
-        logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
-        return BlobServiceClient.from_connection_string(self.connection_string, retry_total=2)
-
-    def _provision(self) -> None:
-        """The container, private (no anonymous access), as the azure stack creates it."""
-        from azure.core.exceptions import ResourceExistsError
-
-        try:
-            self.client().create_container(self.container, public_access=None)
-        except ResourceExistsError:  # restarted on the same location
-            pass
-
-    def restart(self) -> None:
-        """Start again on the same port and location (whatever it left in its group stopped first);
-        the container is made again if a crash lost it."""
-        assert self.service is not None
-        self.service.stop(timeout=10)
-        self._launch()
-        self._provision()
-
-    def stop(self) -> None:
-        if self.service:
-            self.service.stop()
-
-
-class OidcProviderStandIn:
-    """oidc-provider-mock (PyPI) standing in for the company's identity provider (auth.mode oidc):
-    any client id and secret are accepted, users sign in by typing their subject into its form
-    (or a POST of `sub`), and `PUT /users/<sub>` with claims adds one. It starts with one user per
-    role the stack's config knows: an admin, a user and someone in no allowed group."""
-
-    def __init__(self, workdir: Path, admin_group: str, user_group: str):
-        self.workdir = workdir
-        self.port = free_port()
-        self.client_id = "mlflow-rehearsal"
-        self.client_secret = generate_password()
-        self.users = {
-            "alice": {"sub": "alice", "email": "alice@example.com", "name": "Alice Admin", "groups": [admin_group]},
-            "bob": {"sub": "bob", "email": "bob@example.com", "name": "Bob User", "groups": [user_group]},
-            "eve": {"sub": "eve", "email": "eve@example.com", "name": "Eve Outsider", "groups": ["contractors"]},
-        }
-        self.service: Optional[Service] = None
-
-    @property
-    def issuer(self) -> str:
-        """Where clients reach it; the mock names itself after the host it is asked on, so always this one."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def discovery_url(self) -> str:
-        return f"{self.issuer}/.well-known/openid-configuration"
-
-    def start(self, timeout: float = 60.0) -> "OidcProviderStandIn":
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        argv = [str(VENV_BIN / "oidc-provider-mock"), "--host", "127.0.0.1", "--port", str(self.port)]
-        for claims in self.users.values():
-            argv += ["--user-claims", json.dumps(claims)]
-        self.service = Service("oidc provider", argv, base_env(self.workdir, self.workdir),
-                               self.workdir / "oidc-provider.log", cwd=self.workdir)
-        self.service.start()
-        deadline = time.monotonic() + timeout
-        while _http_status(self.discovery_url) != 200:
-            if not self.service.alive() or time.monotonic() > deadline:
-                raise StartupError(f"oidc-provider-mock did not start:\n{_tail(self.service.log_path)}")
-            time.sleep(0.2)
-        log.info("oidc provider at %s (users %s)", self.issuer, ", ".join(self.users))
-        return self
-
-    def stop(self) -> None:
-        if self.service:
-            self.service.stop()
-
-
-# --- TLS -----------------------------------------------------------------------------------------
-
-
-def self_signed_certificate(hostnames: tuple[str, ...], validity_days: int) -> tuple[str, str]:
-    """(certificate PEM, key PEM) equivalent to the ReverseProxy's pulumi-tls resources: ECDSA
-    P-256, CN = first host name, DNS names for names, IP SANs for addresses (127.0.0.1 if none),
-    key usages key_encipherment, digital_signature, server_auth; not a CA."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0]),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "MLflow platform")])
-    dns_names, ips = render.certificate_names(hostnames)
-    sans = [x509.DNSName(host) for host in dns_names] + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=validity_days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, content_commitment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption()).decode()
-    return cert_pem, key_pem
 
 
 # --- MLflow server -------------------------------------------------------------------------------
@@ -667,12 +153,12 @@ class TrackingServerProcess:
 
     def wait_healthy(self, timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout
-        while _http_status(self.health_url) != 200:
+        while http_status(self.health_url) != 200:
             if not self.service.alive():
                 raise StartupError(f"{self.name} exited ({self.service.process.returncode}):\n"
-                                   f"{_tail(self.service.log_path)}")
+                                   f"{log_tail(self.service.log_path)}")
             if time.monotonic() > deadline:
-                raise StartupError(f"{self.name} not healthy after {timeout}s:\n{_tail(self.service.log_path)}")
+                raise StartupError(f"{self.name} not healthy after {timeout}s:\n{log_tail(self.service.log_path)}")
             time.sleep(0.25)
         log.info("%s healthy at %s", self.name, self.health_url)
 
@@ -776,10 +262,10 @@ class ProxyProcess:
         context = ssl._create_unverified_context() if self.settings.tls else None
         url = f"{self.scheme}://127.0.0.1:{self.port}/health"
         deadline = time.monotonic() + timeout
-        while _http_status(url, context=context) != 200:
+        while http_status(url, context=context) != 200:
             if not self.service.alive() or time.monotonic() > deadline:
-                raise StartupError(f"{self.name} did not become ready at {url}:\n{_tail(self.service.log_path)}\n"
-                                   f"{_tail(Path(self.settings.paths.error_log))}")
+                raise StartupError(f"{self.name} did not become ready at {url}:\n{log_tail(self.service.log_path)}\n"
+                                   f"{log_tail(Path(self.settings.paths.error_log))}")
             time.sleep(0.1)
         log.info("%s ready at %s", self.name, url)
 

@@ -20,10 +20,10 @@ and runs it natively, each container:
 
 Stand-ins (the only deviations, each named here): the database is a private PostgreSQL cluster
 answering at the graph's host name and port (on a loopback address of its own, TLS on, the graph's
-admin user and password; RDS's managed master password is generated); the artifact store is moto
-(aws: the task role becomes a key pair holding the rendered bucket policy, with
-MLFLOW_S3_ENDPOINT_URL) or Azurite (azure: the managed identity becomes
-AZURE_STORAGE_CONNECTION_STRING); the server's `--host 0.0.0.0` binds its own loopback address (the
+admin user and password, or the owner a platform makes itself; RDS's managed master password is
+generated); the artifact store is moto or Azurite, as the platform's runtime says (aws: the task role
+becomes a key pair holding the rendered bucket policy, with MLFLOW_S3_ENDPOINT_URL; azure: the managed
+identity becomes AZURE_STORAGE_CONNECTION_STRING); the server's `--host 0.0.0.0` binds its own loopback address (the
 upstream name resolves there) so that nothing off the machine reaches it; Nginx's `listen 8080`
 and metrics port bind as rendered (so both must be free); the load balancer / Container Apps
 ingress in front of the proxy is a small Nginx on a free loopback port that forwards with the
@@ -38,6 +38,7 @@ import os
 import pwd
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -48,12 +49,21 @@ from typing import Optional
 from components import render
 from components.names import PROXY_SERVICE, SERVER_IMAGE, SERVER_SERVICE
 from rehearsal import launcher
-from rehearsal.launcher import (
-    REPO_ROOT, VENV_BIN, AzuriteStandIn, S3StandIn, Service, ServerUnavailable, StartupError, _http_status, _tail,
-)
-from rehearsal.platform_graph import PlatformContainer, PlatformGraph, PlatformService, database_endpoint
+from rehearsal.platform_graph import PlatformContainer, PlatformGraph, PlatformService, StandInDatabase
 from rehearsal.ports import free_port
 from rehearsal.postgres import PostgresCluster
+from rehearsal.processes import (
+    REPO_ROOT,
+    VENV_BIN,
+    ServerUnavailable,
+    Service,
+    StartupError,
+    base_env,
+    find_nginx,
+    http_status,
+    log_tail,
+)
+from rehearsal.stand_ins import AzuriteStandIn, S3StandIn, self_signed_certificate
 
 log = logging.getLogger("rehearsal")
 
@@ -98,9 +108,16 @@ def container_setup(user: str, home: str) -> str:
 
 
 def check_platform_prerequisites(platform: str) -> None:
-    """What a platform run needs beyond the rehearsal's servers: root (it switches users and mounts
-    a namespace per container), unshare and setpriv (util-linux)."""
-    launcher.check_prerequisites("s3" if platform == "aws" else "azurite")
+    """What a platform run needs beyond the rehearsal's servers: its artifact store's stand-in, root (it
+    switches users and mounts a namespace per container), unshare and setpriv (util-linux)."""
+    import importlib
+
+    from components.platforms import PLATFORMS
+
+    runtime = PLATFORMS[platform].rehearsal_runtime if platform in PLATFORMS else None
+    if runtime is None:
+        raise ValueError(f"the {platform!r} platform has no rehearsal runtime (components.platforms.PLATFORMS)")
+    launcher.check_prerequisites(importlib.import_module(runtime).ARTIFACT_STAND_IN)
     problems = []
     if os.geteuid() != 0:
         problems.append("the platform run needs root: it runs each container as its platform's user "
@@ -190,9 +207,9 @@ class ContainerProcess:
             code = self.service.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.service.stop()
-            raise StartupError(f"init container {self.container.name} ran over {timeout}s:\n{_tail(self.log_path)}") from None
+            raise StartupError(f"init container {self.container.name} ran over {timeout}s:\n{log_tail(self.log_path)}") from None
         if code != 0:
-            raise StartupError(f"init container {self.container.name} failed ({code}):\n{_tail(self.log_path)}")
+            raise StartupError(f"init container {self.container.name} failed ({code}):\n{log_tail(self.log_path)}")
         log.info("init container %s completed", self.container.name)
 
     def wait_ready(self, address: str, timeout: float = 180.0) -> None:
@@ -200,12 +217,12 @@ class ContainerProcess:
         deadline = time.monotonic() + timeout
         for probe in self.container.probes:
             url = f"http://{address}:{probe.port}{probe.path}"
-            while _http_status(url) != 200:
+            while http_status(url) != 200:
                 if not self.service.alive():
-                    raise StartupError(f"{self.container.name} exited:\n{_tail(self.log_path)}")
+                    raise StartupError(f"{self.container.name} exited:\n{log_tail(self.log_path)}")
                 if time.monotonic() > deadline:
                     raise StartupError(f"{self.container.name}: {probe.kind} probe {url} not 200 after {timeout}s:\n"
-                                       f"{_tail(self.log_path)}")
+                                       f"{log_tail(self.log_path)}")
                 time.sleep(0.25)
         log.info("%s ready (%s)", self.container.name,
                  ", ".join(f"{p.kind} {p.path}:{p.port}" for p in self.container.probes) or "no probes")
@@ -237,7 +254,7 @@ class PlatformDatabase(PostgresCluster):
     def init(self) -> "PlatformDatabase":
         super().init()
         owner = os.stat(self.data_dir)
-        certificate, key = launcher.self_signed_certificate((self.address,), 30)
+        certificate, key = self_signed_certificate((self.address,), 30)
         for name, content in (("server.crt", certificate), ("server.key", key)):
             path = self.data_dir / name
             path.write_text(content)
@@ -257,6 +274,15 @@ class PlatformDatabase(PostgresCluster):
         if result.returncode != 0:
             raise RuntimeError(f"psql failed: {result.stderr.strip()}")
         return result.stdout
+
+
+def _listening(port: int) -> bool:
+    """Something accepts connections on the loopback port (a port left in TIME_WAIT does not count)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        return False
+    return True
 
 
 def _literal(text: str) -> str:
@@ -297,9 +323,9 @@ class PlatformRun:
             for user in self._image_users():
                 ensure_user(user)
             server = self.graph.services[SERVER_SERVICE]
-            self._start_database(server)
+            self._start_database(self.graph.database)
             self._start_artifact_store()
-            self._write_hosts(server)
+            self._write_hosts()
             self._start_service(server, self._server_env(), bind_host(server.main.command,
                                                                       self.addresses[SERVER_SERVICE]))
             self._start_service(self.graph.services[PROXY_SERVICE])
@@ -315,19 +341,21 @@ class PlatformRun:
         users = {c.user for c in containers} | {IMAGE_WORKER_USER for c in containers if c.image_name == "nginx"}
         return users - {"root"}
 
-    def _start_database(self, server: PlatformService) -> None:
-        host, port, name, admin, password = database_endpoint(server)
-        self.database_host = host
-        self.database = PlatformDatabase(base_dir=self.base_dir / "postgres", max_connections=300, port=port,
+    def _start_database(self, database: StandInDatabase) -> None:
+        self.database_host = database.host
+        self.database = PlatformDatabase(base_dir=self.base_dir / "postgres", max_connections=300, port=database.port,
                                          address=self.database_address)
         self.database.start()
-        # As the cloud leaves it: an admin that is no superuser (azure_pg_admin, rds_superuser), its database.
-        self.database.psql(f'CREATE ROLE "{admin}" LOGIN CREATEDB CREATEROLE PASSWORD {_literal(password)}')
-        self.database.psql(f'CREATE DATABASE "{name}" OWNER "{admin}"')
-        log.info("database stand-in for %s at %s:%s", host, self.database_address, port)
+        # As the cloud leaves it: an admin that is no superuser (azure_pg_admin, rds_superuser) and its
+        # database, or the owner the platform made and its databases.
+        rights = " CREATEDB CREATEROLE" if database.creates_roles else ""
+        self.database.psql(f'CREATE ROLE "{database.user}" LOGIN{rights} PASSWORD {_literal(database.password)}')
+        for name in database.databases:
+            self.database.psql(f'CREATE DATABASE "{name}" OWNER "{database.user}"')
+        log.info("database stand-in for %s at %s:%s", database.host, self.database_address, database.port)
 
     def _start_artifact_store(self) -> None:
-        if self.graph.platform == "aws":
+        if self.graph.artifact_stand_in == "s3":
             self.s3 = S3StandIn(self.base_dir / "s3", self.graph.bucket)
             self.s3.start()
         else:
@@ -343,7 +371,7 @@ class PlatformRun:
         assert self.azurite is not None
         return {render.AZURE_CONNECTION_STRING_ENV: self.azurite.connection_string}
 
-    def _write_hosts(self, server: PlatformService) -> None:
+    def _write_hosts(self) -> None:
         self.hosts_file = self.base_dir / "hosts"
         lines = ["127.0.0.1 localhost", f"{self.database_address} {self.database_host}",
                  *(f"{address} {name}" for name, address in self.addresses.items())]
@@ -352,6 +380,11 @@ class PlatformRun:
 
     def _start_service(self, service: PlatformService, extra_env: Optional[dict[str, str]] = None,
                        command: Optional[tuple[str, ...]] = None) -> None:
+        if service.name != SERVER_SERVICE:  # it binds its ports as rendered (the server: an address of its own)
+            taken = [port for port in service.main.ports if _listening(port)]
+            if taken:
+                raise StartupError(f"{service.name} listens on port(s) {taken} as rendered, and another process "
+                                   "listens there already (another platform run?): its probes would answer for that one")
         workdir = self.base_dir / service.name
         for step in service.init:
             ContainerProcess(step, self.hosts_file, workdir).run_to_completion()
@@ -387,14 +420,14 @@ class PlatformRun:
             "        proxy_set_header X-Forwarded-For $remote_addr;\n"
             f"        location / {{\n            proxy_pass http://127.0.0.1:{proxy.ports[0]};\n        }}\n"
             "    }\n}\n")
-        self.ingress = Service("ingress", [launcher.find_nginx(), "-c", str(conf)],
-                               launcher.base_env(workdir, workdir / "tmp"), workdir / "nginx.out", cwd=workdir)
+        self.ingress = Service("ingress", [find_nginx(), "-c", str(conf)],
+                               base_env(workdir, workdir / "tmp"), workdir / "nginx.out", cwd=workdir)
         self.ingress.start()
         deadline = time.monotonic() + 30
         liveness = next((p.path for p in proxy.probes if p.kind in ("Liveness", "Health")), "/")
-        while _http_status(f"{self.tracking_uri}{liveness}") not in (200, 401):
+        while http_status(f"{self.tracking_uri}{liveness}") not in (200, 401):
             if not self.ingress.alive() or time.monotonic() > deadline:
-                raise StartupError(f"the ingress stand-in did not start:\n{_tail(workdir / 'error.log')}")
+                raise StartupError(f"the ingress stand-in did not start:\n{log_tail(workdir / 'error.log')}")
             time.sleep(0.1)
         log.info("ingress stand-in at %s (Host %s)", self.tracking_uri, self.graph.public_host)
 

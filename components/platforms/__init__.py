@@ -49,8 +49,9 @@ class PlatformRules(Protocol):
         """Server replicas its database must serve at most (rollouts included), and how they are counted."""
         ...
 
-    def temporary_disk_gib(self, server_cpu: float, ephemeral_storage_gib: Optional[int]) -> Optional[int]:
-        """GiB a server replica can spool artifacts to; None where the host's disk is the limit."""
+    def temporary_disk_gib(self, server_cpu: float, section: Any) -> Optional[int]:
+        """GiB a server replica can spool artifacts to (`section`: its own, validated); None where the host's
+        disk is the limit."""
         ...
 
     def temporary_disk_said(self, config: StackConfig, disk: int) -> str:
@@ -73,6 +74,10 @@ class PlatformPlugin:
     """`module:Class` of its Platform component, imported only when a stack is on it."""
     moved_from_top_level: bool = True
     """Its component takes `moved_from_top_level` (stacks made before the facade kept resources at the top)."""
+    rehearsal_runtime: Optional[str] = None
+    """The module that says what the platform runs, read from a stack's recorded graph, for the
+    platform-faithful rehearsal (its contract: rehearsal/runtimes/__init__.py); None: not rehearsed that
+    way (local is rehearsed through its docker CLI). Imported by the rehearsal only."""
 
     @property
     def config_section(self) -> type[BaseModel]:
@@ -85,9 +90,10 @@ class PlatformPlugin:
 
 BUILT_IN = (
     PlatformPlugin("local", local_config, "components.platforms.local.platform:LocalDockerPlatform"),
-    PlatformPlugin("aws", aws_config, "components.platforms.aws.platform:AwsPlatform"),
+    PlatformPlugin("aws", aws_config, "components.platforms.aws.platform:AwsPlatform",
+                   rehearsal_runtime="rehearsal.runtimes.aws"),
     PlatformPlugin("azure", azure_config, "components.platforms.azure.platform:AzurePlatform",
-                   moved_from_top_level=False),
+                   moved_from_top_level=False, rehearsal_runtime="rehearsal.runtimes.azure"),
 )
 ENTRY_POINT_GROUP = "mlflow_platform.platforms"
 """Where a platform packaged elsewhere registers: an entry point `<name> = <module>:<PlatformPlugin>`."""

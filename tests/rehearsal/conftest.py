@@ -20,7 +20,8 @@ from typing import Iterator, Optional
 
 import pytest
 
-from rehearsal.launcher import RehearsalStack, ServerUnavailable, Variant, check_prerequisites
+from rehearsal.launcher import RehearsalStack, Variant, check_prerequisites
+from rehearsal.processes import ServerUnavailable
 
 STATIC_PREFIX = "/mlflow"
 ONE_WORKER = {"workers": 1}

@@ -166,7 +166,7 @@ class ControlledAccess:
 
     def python_command(self, argv: Sequence[str], env: Mapping[str, str]):
         from ops.access import Command
-        from rehearsal.launcher import base_env
+        from rehearsal.processes import base_env
         from tests.rehearsal.test_13_backup_restore import _through_pipes, oneoff_mark, reads_only
 
         assert self.lock_token is not None or reads_only(argv), f"a one-off that writes started without the lock: {argv[2:]}"

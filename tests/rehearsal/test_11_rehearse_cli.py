@@ -16,8 +16,8 @@ from urllib.parse import parse_qs, urlparse
 
 import requests
 
-from rehearsal.launcher import REPO_ROOT
 from rehearsal.ports import free_port
+from rehearsal.processes import REPO_ROOT
 from tests.rehearsal.conftest import require_servers
 
 

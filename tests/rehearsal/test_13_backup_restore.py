@@ -43,7 +43,8 @@ from ops.archive import DUMP_FILES, MANIFEST, OBJECTS_FILE, Manifest, file_sha25
 from ops.backup import backup
 from ops.lock import WATCH_SECONDS, LockLost, maintenance_lock
 from ops.restore import REPLACED_TAG, purge_replaced, put_back, restore
-from rehearsal.launcher import RehearsalStack, Variant, base_env, run_schema_upgrade
+from rehearsal.launcher import RehearsalStack, Variant, run_schema_upgrade
+from rehearsal.processes import base_env
 from tests.rehearsal.conftest import ONE_WORKER, mlflow_client_for, running_stack
 
 BINARY_BYTES = 4 * 1024 * 1024

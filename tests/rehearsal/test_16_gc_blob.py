@@ -16,7 +16,8 @@ from typing import Iterator
 import pytest
 
 from components import render
-from rehearsal.launcher import RehearsalStack, StartupError, Variant, run_step
+from rehearsal.launcher import RehearsalStack, Variant, run_step
+from rehearsal.processes import StartupError
 from tests.rehearsal.conftest import ONE_WORKER, running_stack
 
 

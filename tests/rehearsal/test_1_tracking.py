@@ -8,7 +8,7 @@ import uuid
 
 from mlflow.entities import Metric, Param, RunTag
 
-from rehearsal.launcher import URL_RESERVED
+from rehearsal.passwords import URL_RESERVED
 
 
 def test_params_tags_metrics_and_log_batch_read_back_exactly(default_variant, client_for):

@@ -25,7 +25,8 @@ import pytest
 from components import render
 from ops import RefusedError
 from ops.lock import LockLost, maintenance_lock
-from rehearsal.launcher import RehearsalStack, StartupError, Variant, run_step
+from rehearsal.launcher import RehearsalStack, Variant, run_step
+from rehearsal.processes import StartupError
 from tests.rehearsal.conftest import ONE_WORKER, mlflow_client_for, running_stack
 from tests.rehearsal.test_13_backup_restore import RehearsalAccess
 

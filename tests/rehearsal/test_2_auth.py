@@ -55,7 +55,7 @@ def test_rendered_health_probes_pass(any_variant):
     import shutil
     import subprocess
 
-    from rehearsal.launcher import local_command
+    from rehearsal.processes import local_command
 
     server_probe = any_variant.server.spec.health_check
     result = subprocess.run(local_command(server_probe.command), capture_output=True, text=True, timeout=30)

@@ -15,7 +15,8 @@ import pytest
 import requests
 
 from components import render
-from rehearsal.launcher import AZURITE_ACCOUNT, AZURITE_ACCOUNT_KEY, RehearsalStack, Variant
+from rehearsal.launcher import RehearsalStack, Variant
+from rehearsal.stand_ins import AZURITE_ACCOUNT, AZURITE_ACCOUNT_KEY
 from tests.rehearsal.conftest import running_stack
 from tests.rehearsal.test_2_auth import SEARCH
 from tests.rehearsal.test_4_artifacts import (

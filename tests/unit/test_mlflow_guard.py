@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mlflow_guard import asgi, ids
-from rehearsal import launcher
+from rehearsal import processes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -205,7 +205,7 @@ def test_the_dockerfile_copies_the_layout_the_rehearsal_links():
     dockerfile = (REPO / "docker/mlflow/Dockerfile").read_text()
     copied = dict((target.removeprefix("/opt/mlflow-platform/"), source)
                   for source, target in re.findall(r"^COPY (\S+) (/opt/mlflow-platform/\S+)$", dockerfile, re.M))
-    assert copied == launcher.IMAGE_PLATFORM_LAYOUT
+    assert copied == processes.IMAGE_PLATFORM_LAYOUT
     assert "PYTHONPATH=/opt/mlflow-platform" in dockerfile
 
 
@@ -215,7 +215,7 @@ def test_mlflow_server_finds_the_guarded_apps_under_its_own_names(tmp_path):
     code = ("from mlflow.server import _find_app, _is_factory\n"
             "print([(_find_app(n), _is_factory(_find_app(n))) for n in ('basic-auth', 'oidc-auth')])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            env={"PYTHONPATH": launcher.image_python_path(tmp_path), "PATH": "/usr/bin:/bin"})
+                            env={"PYTHONPATH": processes.image_python_path(tmp_path), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == str([("mlflow_guard.app:basic_auth", True), ("mlflow_guard.app:oidc_auth", True)])
 

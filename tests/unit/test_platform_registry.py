@@ -34,6 +34,19 @@ def test_each_platform_names_a_platform_component(name):
     assert asked and [member for member in asked if not callable(getattr(component, member, None))] == [], component
 
 
+@pytest.mark.parametrize("name", [name for name, plugin in PLATFORMS.items() if plugin.rehearsal_runtime])
+def test_each_rehearsal_runtime_gives_what_the_platform_run_asks(name):
+    """rehearsal/runtimes/__init__.py's contract; `scripts/rehearse --platform` offers exactly these."""
+    import importlib
+
+    from rehearsal.platform_graph import rehearsed_platforms
+
+    runtime = importlib.import_module(str(PLATFORMS[name].rehearsal_runtime))
+    assert runtime.ARTIFACT_STAND_IN in ("s3", "azurite")
+    assert callable(runtime.services) and callable(runtime.database)
+    assert name in rehearsed_platforms() and "local" not in rehearsed_platforms()
+
+
 def test_reading_the_config_loads_no_provider_sdk():
     """The config sections live in the platforms' packages; importing them (every tool reads the
     config) must not import the platform components and their SDKs."""

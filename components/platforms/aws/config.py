@@ -364,9 +364,9 @@ def server_replicas(config: StackConfig) -> tuple[int, str]:
     return replicas, f"{replicas} server tasks (server.maxReplicas, and ECS's extra task with server.replicas 1)"
 
 
-def temporary_disk_gib(server_cpu: float, ephemeral_storage_gib: Optional[int]) -> Optional[int]:
+def temporary_disk_gib(server_cpu: float, section: AwsConfig) -> Optional[int]:
     """What a server task can spool artifacts to: its ephemeral storage beside its image."""
-    return (ephemeral_storage_gib or FARGATE_DEFAULT_EPHEMERAL_GIB) - FARGATE_IMAGE_RESERVE_GIB
+    return (section.server_ephemeral_storage_gib or FARGATE_DEFAULT_EPHEMERAL_GIB) - FARGATE_IMAGE_RESERVE_GIB
 
 
 def temporary_disk_said(config: StackConfig, disk: int) -> str:

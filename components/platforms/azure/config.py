@@ -280,7 +280,7 @@ def server_replicas(config: StackConfig) -> tuple[int, str]:
             "(server.maxReplicas + server.replicas during a rollout)")
 
 
-def temporary_disk_gib(server_cpu: float, ephemeral_storage_gib: Optional[int]) -> Optional[int]:
+def temporary_disk_gib(server_cpu: float, section: AzureConfig) -> Optional[int]:
     """What a replica can spool artifacts to: its ephemeral storage, by its vCPUs."""
     return next(gib for cpus, gib in CONTAINER_APPS_EPHEMERAL_GIB if server_cpu <= cpus)
 

@@ -67,7 +67,7 @@ def server_replicas(config: StackConfig) -> tuple[int, str]:
     return 1, "1 replica (local)"
 
 
-def temporary_disk_gib(server_cpu: float, ephemeral_storage_gib: Optional[int]) -> Optional[int]:
+def temporary_disk_gib(server_cpu: float, section: LocalConfig) -> Optional[int]:
     """None: the host's disk, no limit the stack knows."""
     return None
 

@@ -52,8 +52,8 @@ def server_replicas(config: StackConfig) -> tuple[int, str]:
     return config.server.max_replicas, "server.maxReplicas"
 
 
-def temporary_disk_gib(server_cpu: float, ephemeral_storage_gib: Optional[int]) -> Optional[int]:
-    return 6
+def temporary_disk_gib(server_cpu: float, section: ToyConfig) -> Optional[int]:
+    return section.disk_gib
 
 
 def temporary_disk_said(config: StackConfig, disk: int) -> str:
@@ -64,4 +64,5 @@ def gc_schedule(expression: str) -> None:
     """Toy runs gc jobs on any standard cron expression."""
 
 
-PLUGIN = PlatformPlugin("toy", __import__(__name__), "toy.platform:ToyPlatform", moved_from_top_level=False)
+PLUGIN = PlatformPlugin("toy", __import__(__name__), "toy.platform:ToyPlatform", moved_from_top_level=False,
+                        rehearsal_runtime="toy.runtime")
