@@ -32,13 +32,13 @@ MEASURED_SECONDS: dict[str, float] = {
     "tests/rehearsal/test_20_backup_gc_safety.py": 120.0,
     "tests/rehearsal/test_12_day2.py": 115.0,
     "tests/rehearsal/test_22_authz_routes.py": 105.0,
-    "tests/rehearsal/test_9_mlflow_auth.py": 90.0,
+    "tests/rehearsal/test_09_mlflow_auth.py": 90.0,
     "tests/rehearsal/test_10_oidc.py": 88.0,
     "tests/rehearsal/test_15_platform_faithful.py": 87.0,
     "tests/rehearsal/test_11_rehearse_cli.py": 68.0,
-    "tests/rehearsal/test_6_restarts.py": 66.0,
+    "tests/rehearsal/test_06_restarts.py": 66.0,
     "tests/rehearsal/test_16_gc_blob.py": 60.0,
-    "tests/rehearsal/test_4_artifacts.py": 59.0,
+    "tests/rehearsal/test_04_artifacts.py": 59.0,
     "tests/rehearsal/test_14_mlflow_upgrade.py": 50.0,
 }
 

@@ -18,8 +18,8 @@ from components import render
 from rehearsal.launcher import RehearsalStack, Variant
 from rehearsal.stand_ins import AZURITE_ACCOUNT, AZURITE_ACCOUNT_KEY
 from tests.rehearsal.conftest import running_stack
-from tests.rehearsal.test_2_auth import SEARCH
-from tests.rehearsal.test_4_artifacts import (
+from tests.rehearsal.test_02_auth import SEARCH
+from tests.rehearsal.test_04_artifacts import (
     ARTIFACT_SIZE,
     MIB,
     RSS_GROWTH_LIMIT,
