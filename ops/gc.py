@@ -83,6 +83,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"gc: {held.lost_message('gc ended')}; the next gc does the rest", file=sys.stderr)
         return render.GC_LOCKED_EXIT
     except KeyboardInterrupt:
+        if code is not None:  # while the lock was let go, after the step had ended: its outcome stands (review 22)
+            return code
         print("gc: interrupted", file=sys.stderr)
         return 130
     except (RefusedError, LockLostError) as error:  # another holds the lock, or it went before the step started

@@ -180,40 +180,28 @@ class LocalStack:
         helper = [sys.executable, str(ONEOFF_HELPER), self.docker, IMAGE_USER_IDS[ONEOFF_USER], ",".join(names), "--"]
         return Command([*helper, *create], {**os.environ, **env})
 
-    def remove_leftover_oneoffs(self) -> list[str]:
-        """Remove one-off containers (any stack's: the label is the same) that were created but never
-        started: each holds the secret files copied into it (ops/oneoff.py), and only an interrupt
-        that cut the helper short leaves one (e.g. SIGKILL, or a `docker create` stopped before it
-        printed the id). Started ones are left alone: they are running or removed by --rm. Returns
-        the ids removed. (A concurrent tool's one-off between its create and start, well under a
-        second, would be removed too: its start then fails loudly, nothing is leaked.)"""
-        result = subprocess.run([self.docker, "ps", "--all", "--quiet", "--no-trunc", "--filter",
-                                 f"label={ONEOFF_LABEL}", "--filter", "status=created"], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise OpsError(f"docker ps failed: {_first_line(result.stderr) or f'exit status {result.returncode}'}")
-        leftovers = result.stdout.split()
-        if leftovers:
-            removed = subprocess.run([self.docker, "rm", "--force", *leftovers], capture_output=True, text=True)
-            if removed.returncode != 0:
-                raise OpsError(f"removing leftover one-off containers failed: {_first_line(removed.stderr)}")
-        return leftovers
-
     def stop_orphaned_oneoffs(self, lock_token: str) -> list[str]:
-        """Remove this stack's running (or created, not yet started) one-offs that work under another maintenance lock hold than
-        `lock_token` (`docker rm --force`), returning their ids: only with that hold's lock taken, when
-        such a one-off's tool holds no lock any more (killed with `kill -9`, it cannot stop its helper's
-        container; cut off by a PostgreSQL restart, it may not write). One-offs started without a hold
-        (read-only: a restore's image facts) are left alone (review 17, F2)."""
-        # Created ones too: a killed tool's helper may create its container after the sweep before the lock.
+        """With the maintenance lock hold `lock_token` taken: remove this stack's one-off containers
+        (`docker rm --force`) that work under another hold, running or created (their tool holds no lock
+        any more: killed with `kill -9`, it cannot stop its helper's container, and the helper may still
+        create one; cut off by a PostgreSQL restart, it may not write), and those created without a hold
+        and never started (an interrupt cut their helper short; each holds its secret files). Returns
+        their ids. A running one-off started without a hold only reads (a restore's image facts) and is
+        left alone (review 17, F2). Only under the lock: a tool refused by it touches nothing (review 22,
+        F3: a refused gc removed a live restore's container between its create and its start)."""
         result = subprocess.run([self.docker, "ps", "--all", "--no-trunc", "--filter", f"label={ONEOFF_LABEL}",
                                  "--filter", f"label={ONEOFF_STACK_LABEL}={self.prefix}", "--filter", "status=running",
-                                 "--filter", "status=created", "--filter", f"label={ONEOFF_LOCK_LABEL}",
-                                 "--format", f'{{{{.ID}}}}\t{{{{.Label "{ONEOFF_LOCK_LABEL}"}}}}'],
+                                 "--filter", "status=created", "--format",
+                                 f'{{{{.ID}}}}\t{{{{.Label "{ONEOFF_LOCK_LABEL}"}}}}\t{{{{.State}}}}'],
                                 capture_output=True, text=True)
         if result.returncode != 0:
             raise OpsError(f"docker ps failed: {_first_line(result.stderr) or f'exit status {result.returncode}'}")
-        orphans = [one_id for one_id, _, token in (line.partition("\t") for line in result.stdout.splitlines())
-                   if one_id.strip() and token.strip() not in ("", lock_token)]
+        orphans = []
+        for line in result.stdout.splitlines():
+            one_id, token, state = (line.split("\t") + ["", ""])[:3]
+            token, state = token.strip(), state.strip()
+            if one_id.strip() and (token not in ("", lock_token) or (not token and state == "created")):
+                orphans.append(one_id.strip())
         if orphans:
             removed = subprocess.run([self.docker, "rm", "--force", *orphans], capture_output=True, text=True)
             # Gone already (ended, or removed by its own helper at that moment): gone is what was asked.
@@ -304,10 +292,8 @@ class LocalAccess:
 
     @classmethod
     def find(cls, prefix: str = DEFAULT_PREFIX) -> "LocalAccess":
-        """The stack's access for backup and restore, after sweeping leftover one-offs."""
-        stack = LocalStack.find(prefix)
-        stack.remove_leftover_oneoffs()
-        return cls(stack)
+        """The stack's access for backup, restore and gc (leftover one-offs are removed once the lock is held)."""
+        return cls(LocalStack.find(prefix))
 
     def postgres_command(self, argv: Sequence[str]) -> Command:
         return Command(self.stack.exec_argv("postgres", argv, user="postgres"), dict(os.environ))

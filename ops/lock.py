@@ -212,6 +212,13 @@ class HeldLock:
         if process is None:
             self.why_not_retaken = "another backup, restore or gc holds it now"
             return False
+        # Another tool may have held it meanwhile and been killed, its one-offs still writing (review 22, F2).
+        try:
+            _say_stopped(self._access, self._access.stop_orphaned_oneoffs())
+        except OpsError as error:
+            _close(process)
+            self.why_not_retaken = f"the one-offs another tool left could not be stopped ({error})"
+            return False
         _close(self._process)
         self._process, self.lost = process, False
         self.watch()
@@ -258,10 +265,7 @@ def maintenance_lock(access: StackAccess, holder: str) -> Iterator[HeldLock]:
     held = HeldLock(process, access, holder, token)
     outer, access.lock_token = access.lock_token, token
     try:
-        orphans = access.stop_orphaned_oneoffs()  # a killed tool's, which would go on writing (review 16, F2)
-        if orphans:
-            print(f"stopped {orphans} one-off(s) an earlier backup or restore left running on {access.description} "
-                  "(that tool was killed before they ended)", file=sys.stderr)
+        _say_stopped(access, access.stop_orphaned_oneoffs())  # a killed tool's, which would go on writing (review 16, F2)
         # Watched only from here: a LockLost before the `with` body is bound would reach the tool as an
         # interrupt it cannot tell from Ctrl-C (review 21, F2); a lock lost during the sweep is found here.
         held.watch()
@@ -270,6 +274,12 @@ def maintenance_lock(access: StackAccess, holder: str) -> Iterator[HeldLock]:
     finally:
         access.lock_token = outer
         held.close()
+
+
+def _say_stopped(access: StackAccess, orphans: int) -> None:
+    if orphans:
+        print(f"stopped {orphans} one-off(s) an earlier backup or restore left running on {access.description} "
+              "(that tool was killed before they ended)", file=sys.stderr)
 
 
 def _close(process: subprocess.Popen) -> None:

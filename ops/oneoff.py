@@ -12,8 +12,8 @@ SIGTERM and SIGHUP become an exception here (Python's defaults would end the pro
 two without its `finally`, leaving a created container that holds the secret files), and the
 removal itself ignores them. Callers start this in its own session and answer their own interrupt
 with SIGTERM and a bounded wait (ops.access.run_process). A container created by a `docker create`
-cut short before its id came back is swept by the next backup, restore or gc
-(ops.local_stack.LocalStack.remove_leftover_oneoffs).
+cut short before its id came back is removed by the next backup, restore or gc once it holds the lock
+(ops.local_stack.LocalStack.stop_orphaned_oneoffs).
 
 Only the standard library: it runs as a script, outside the package.
 """

@@ -470,28 +470,23 @@ if args[:2] == ["cp", "-"] and args[2].endswith(":/"):
     with tarfile.open(fileobj=io.BytesIO(sys.stdin.buffer.read())) as tar:
         tar.extractall(root, filter="tar")
     sys.exit(0)
-if args[:3] == ["ps", "--all", "--quiet"]:
-    assert "status=created" in args, args  # the sweep of one-offs created but never started
-    print("\n".join(name for name in sorted(os.listdir(state))
-                    if not os.path.exists(os.path.join(state, name, "started"))))
-    sys.exit(0)
-if args[:3] == ["ps", "--all", "--no-trunc"]:  # the holder's sweep: running or created, with a lock label
-    assert "status=running" in args and "label=org.mlflow-platform.ops.stack=" + config["prefix"] in args, args
-    def running(name):
+if args[:3] == ["ps", "--all", "--no-trunc"]:  # the holder's sweep: running or created one-offs of the stack
+    assert "status=running" in args and "status=created" in args, args
+    assert "label=org.mlflow-platform.ops.stack=" + config["prefix"] in args, args
+    def status_of(name):
         if not os.path.exists(os.path.join(state, name, "started")):
-            return "status=created" in args
+            return "created"
         try:
             os.kill(int(open(os.path.join(state, name, "started")).read()), 0)
-            return True
+            return "running"
         except (OSError, ValueError):
-            return False
+            return "exited"
     def hold(name):  # its lock label, "" without one
         create = json.load(open(os.path.join(state, name, "create.json")))
         return next((create[i + 1].split("=", 1)[1] for i, arg in enumerate(create)
                      if arg == "--label" and create[i + 1].startswith("org.mlflow-platform.ops.lock=")), "")
-    labelled = "label=org.mlflow-platform.ops.lock" in args
-    print("\n".join(name + "\t" + hold(name) for name in sorted(os.listdir(state))
-                    if running(name) and (hold(name) or not labelled)))
+    print("\n".join(name + "\t" + hold(name) + "\t" + status_of(name) for name in sorted(os.listdir(state))
+                    if status_of(name) in ("created", "running")))
     sys.exit(0)
 if args[:3] == ["start", "--attach", "--interactive"]:
     container = os.path.join(state, args[3])

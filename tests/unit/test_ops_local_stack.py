@@ -348,12 +348,16 @@ def test_an_interrupted_caller_gives_the_oneoff_time_to_remove_its_container(doc
     assert docker.calls()[-1]["argv"] == ["rm", "--force", "c0ffee"]
 
 
-def test_leftover_oneoffs_are_removed_before_backup_and_restore(docker, monkeypatch):
-    monkeypatch.setenv("FAKE_DOCKER_LEFTOVERS", "aaa111\nbbb222")
-    LocalAccess.find()
-    sweep = [call["argv"] for call in docker.calls() if call["argv"][0] in ("ps", "rm")]
-    assert sweep == [["ps", "--all", "--quiet", "--no-trunc", "--filter", "label=org.mlflow-platform.ops=one-off",
-                      "--filter", "status=created"], ["rm", "--force", "aaa111", "bbb222"]]
+def test_leftover_oneoffs_are_removed_only_once_the_lock_is_held(docker, monkeypatch):
+    """Created, never started, without a hold (an interrupt cut their helper short: each holds its secret
+    files): removed by the next holder. Review 22 F3: not before the lock, where a tool the lock then
+    refuses removed a live restore's container between its create and its start."""
+    monkeypatch.setenv("FAKE_DOCKER_LEFTOVERS", "aaa111\t\tcreated\nbbb222\t\trunning")
+    access = LocalAccess.find()
+    assert not [call for call in docker.calls() if call["argv"][0] in ("ps", "rm")]
+    access.lock_token = "fedcba987654"
+    assert access.stop_orphaned_oneoffs() == 1
+    assert [call["argv"] for call in docker.calls() if call["argv"][0] == "rm"] == [["rm", "--force", "aaa111"]]
 
 
 def test_a_tool_holding_the_lock_stops_the_running_oneoffs_of_another_hold(docker, monkeypatch):
@@ -362,7 +366,8 @@ def test_a_tool_holding_the_lock_stops_the_running_oneoffs_of_another_hold(docke
     lock removes it. Review 17 F2: not a one-off started without a hold (a restore's image facts, which
     only read). Review 20 F3a: a hold's token says it whichever host or pid namespace the killed tool
     ran in (the pid it named before meant nothing outside its own)."""
-    monkeypatch.setenv("FAKE_DOCKER_LEFTOVERS", "\n".join(["ccc333\t0123456789ab", "ddd444\tfedcba987654", "fff666\t"]))
+    monkeypatch.setenv("FAKE_DOCKER_LEFTOVERS", "\n".join(["ccc333\t0123456789ab\trunning", "ddd444\tfedcba987654\trunning",
+                                                        "fff666\t\trunning"]))
     access = LocalAccess(LocalStack.find())
     with pytest.raises(RuntimeError, match="only with the maintenance lock held"):
         access.stop_orphaned_oneoffs()
@@ -371,8 +376,8 @@ def test_a_tool_holding_the_lock_stops_the_running_oneoffs_of_another_hold(docke
     sweep = [call["argv"] for call in docker.calls() if call["argv"][0] in ("ps", "rm")]
     assert sweep == [["ps", "--all", "--no-trunc", "--filter", "label=org.mlflow-platform.ops=one-off", "--filter",
                       "label=org.mlflow-platform.ops.stack=mlflow-local", "--filter", "status=running",
-                      "--filter", "status=created", "--filter", "label=org.mlflow-platform.ops.lock",
-                      "--format", '{{.ID}}\t{{.Label "org.mlflow-platform.ops.lock"}}'],
+                      "--filter", "status=created",
+                      "--format", '{{.ID}}\t{{.Label "org.mlflow-platform.ops.lock"}}\t{{.State}}'],
                      ["rm", "--force", "ccc333"]]
 
 
@@ -417,7 +422,7 @@ def test_an_orphan_another_tool_removes_at_the_same_moment_counts_as_stopped(doc
 
 
 def test_no_leftover_oneoffs_removes_nothing(docker):
-    assert LocalStack.find().remove_leftover_oneoffs() == []
+    assert LocalStack.find().stop_orphaned_oneoffs("fedcba987654") == []
     assert [call["argv"][0] for call in docker.calls()] == ["inspect", "ps"]
 
 

@@ -123,3 +123,30 @@ def test_a_hashing_reader_hashes_what_it_handed_on_and_the_rest(tmp_path: Path):
         assert reader.read(3) == b"hea" and reader.read() == b"der\n"
         assert reader.read(10) == b"x" * 10
         assert reader.hexdigest() == hashlib.sha256(b"x" * 100_000).hexdigest()
+
+
+def test_a_retaken_lock_stops_the_one_offs_of_a_tool_that_held_it_meanwhile(monkeypatch):
+    """Review 22 F2: while this tool waited for PostgreSQL, another took the lock, started a one-off and was
+    killed; the retake must sweep as the first take does before this tool undoes anything."""
+    import subprocess
+
+    from ops import lock
+
+    swept = []
+
+    class Access:
+        description = "the stack"
+        lock_token = "0123456789ab"
+
+        def stop_orphaned_oneoffs(self) -> int:
+            swept.append(self.lock_token)
+            return 1
+
+    def session() -> subprocess.Popen:
+        return subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    monkeypatch.setattr(lock, "_take", lambda access, holder, token: session())
+    held = lock.HeldLock(session(), Access(), "restore", "0123456789ab")
+    monkeypatch.setattr(held, "watch", lambda: None)
+    assert held.retake() and swept == ["0123456789ab"]
+    held.close()
