@@ -202,6 +202,9 @@ class HeldLock:
         deadline = time.monotonic() + RETAKE_SECONDS
         while True:
             try:
+                # This hold's own session may still hold it: a psql that stopped answering (its client gave up
+                # on it), one that `docker exec` left running after its client was stopped (review 23, F1).
+                _end_sessions_of(self._access, self.token)
                 process = _take(self._access, self._holder, self.token)
                 break
             except OpsError as error:
@@ -219,7 +222,7 @@ class HeldLock:
             _close(process)
             self.why_not_retaken = f"the one-offs another tool left could not be stopped ({error})"
             return False
-        _close(self._process)
+        _close(self._process, 1.0)  # its session was ended above (or it went with it): no grace needed
         self._process, self.lost = process, False
         self.watch()
         return True
@@ -227,6 +230,13 @@ class HeldLock:
     def close(self) -> None:
         self.unwatch()
         _close(self._process)
+
+
+def _end_sessions_of(access: StackAccess, token: str) -> None:
+    """End every session named after this hold (`... lock <token>`): no other tool has its token."""
+    psql(access, LOCK_DATABASE, "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
+                                "WHERE application_name LIKE :'name' AND pid <> pg_backend_pid();\n",
+         variables={"name": f"% lock {token}"}, what="ending this tool's earlier session of the maintenance lock")
 
 
 def _take(access: StackAccess, holder: str, token: str) -> Optional[subprocess.Popen]:
@@ -282,7 +292,7 @@ def _say_stopped(access: StackAccess, orphans: int) -> None:
               "(that tool was killed before they ended)", file=sys.stderr)
 
 
-def _close(process: subprocess.Popen) -> None:
+def _close(process: subprocess.Popen, grace_seconds: float = CLOSE_GRACE_SECONDS) -> None:
     """End the session (and so release the lock): EOF on psql's stdin, then a bounded wait."""
     try:
         if process.stdin is not None and not process.stdin.closed:
@@ -290,9 +300,9 @@ def _close(process: subprocess.Popen) -> None:
     except OSError:  # psql already gone (broken pipe): its session ended with it
         pass
     try:
-        process.wait(CLOSE_GRACE_SECONDS)
+        process.wait(grace_seconds)
     except subprocess.TimeoutExpired:
-        stop_process(process, CLOSE_GRACE_SECONDS)
+        stop_process(process, grace_seconds)
     for pipe in (process.stdout, process.stderr):
         if pipe is not None:
             pipe.close()

@@ -4,6 +4,8 @@ maintenance lock and its release when its holder is killed."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -350,3 +352,28 @@ def test_a_lock_lost_during_the_orphan_sweep_is_a_one_line_error_not_an_interrup
     with pytest.raises(LockLostError, match="maintenance lock of the scratch cluster was lost .* before its first step"):
         with maintenance_lock(SlowSweep(postgres_cluster), "gc"):
             pytest.fail("the body ran without the lock")
+
+
+def test_a_lock_session_gone_quiet_is_ended_before_the_lock_is_taken_again(access, postgres_cluster, monkeypatch):
+    """Review 23 F1: a lock session whose psql stopped answering counts as lost, but it stayed open and kept
+    the lock: the retake was refused by this tool's own old session and blamed "another backup, restore or
+    gc" (a restore then undid nothing). The retake ends this hold's own sessions first."""
+    from ops import lock
+
+    monkeypatch.setattr(lock, "CONFIRM_TIMEOUT_SECONDS", 2.0)
+    token = "0123456789ab"
+    held = lock.HeldLock(lock._take(access, "restore", token), access, "restore", token)
+    quiet = held._process
+    os.kill(quiet.pid, signal.SIGSTOP)  # neither answers nor exits
+    try:
+        assert not held.holds() and held.lost
+        assert held.retake(), held.why_not_retaken
+        assert held.holds()
+        holders = postgres_cluster.psql("SELECT application_name FROM pg_locks l JOIN pg_stat_activity a ON "
+                                        "a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted").split("\n")
+        assert [name for name in holders if name.strip()] == [lock.application_name("restore", token)]
+    finally:
+        held.close()
+        with contextlib.suppress(ProcessLookupError):  # the retake stopped it
+            os.kill(quiet.pid, signal.SIGCONT)
+            quiet.kill()

@@ -146,7 +146,8 @@ def test_a_retaken_lock_stops_the_one_offs_of_a_tool_that_held_it_meanwhile(monk
         return subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     monkeypatch.setattr(lock, "_take", lambda access, holder, token: session())
+    monkeypatch.setattr(lock, "_end_sessions_of", lambda access, token: swept.append("ended " + token))
     held = lock.HeldLock(session(), Access(), "restore", "0123456789ab")
     monkeypatch.setattr(held, "watch", lambda: None)
-    assert held.retake() and swept == ["0123456789ab"]
+    assert held.retake() and swept == ["ended 0123456789ab", "0123456789ab"]
     held.close()
