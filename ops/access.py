@@ -75,11 +75,11 @@ class StackAccess(Protocol):
         ...
 
     def stop_orphaned_oneoffs(self) -> int:
-        """Stop the stack's running one-offs (python_command) that carry another lock token than
-        `lock_token`, and say how many: a tool killed with `kill -9` cannot stop the one-off it started,
-        which goes on copying or deleting objects (review 16, F2), and a tool holding no lock any more may
-        not write. Called with the maintenance lock held; one-offs started without a hold (read-only:
-        a restore's image facts) are left alone."""
+        """Stop the stack's one-offs (python_command), running or created, that carry another lock token
+        than `lock_token`, and say how many: a tool killed with `kill -9` cannot stop the one-off it
+        started, which goes on copying or deleting objects (review 16, F2), and a tool holding no lock any
+        more may not write. Called with the maintenance lock held; running one-offs started without a hold
+        (read-only: a restore's image facts) are left alone."""
         ...
 
 

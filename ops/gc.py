@@ -76,15 +76,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             # Its output (the runs removed) goes straight to the caller's terminal or cron mail.
             code = run_process(command.argv, command.env, stdin=subprocess.DEVNULL).returncode  # not the terminal's
         return code
-    except LockLost:  # the one-off was stopped (SIGTERM) and removed its container
-        if code is not None:  # lost after the step had ended: its outcome stands (review 21)
+    except KeyboardInterrupt as interrupt:  # the one-off was stopped (SIGTERM) and removed its container
+        if code is not None:  # while the lock was let go, after the step had ended: its outcome stands (reviews 21, 22)
             return code
-        assert held is not None  # watched only inside the `with` body
-        print(f"gc: {held.lost_message('gc ended')}; the next gc does the rest", file=sys.stderr)
-        return render.GC_LOCKED_EXIT
-    except KeyboardInterrupt:
-        if code is not None:  # while the lock was let go, after the step had ended: its outcome stands (review 22)
-            return code
+        if isinstance(interrupt, LockLost):
+            assert held is not None  # watched only inside the `with` body
+            print(f"gc: {held.lost_message('gc ended')}; the next gc does the rest", file=sys.stderr)
+            return render.GC_LOCKED_EXIT
         print("gc: interrupted", file=sys.stderr)
         return 130
     except (RefusedError, LockLostError) as error:  # another holds the lock, or it went before the step started

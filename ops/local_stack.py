@@ -41,9 +41,9 @@ ONEOFF_LABEL = "org.mlflow-platform.ops=one-off"
 ONEOFF_STACK_LABEL = "org.mlflow-platform.ops.stack"
 """`<label>=<prefix>`: which stack a one-off works on (stop_orphaned_oneoffs stops only that stack's)."""
 ONEOFF_LOCK_LABEL = "org.mlflow-platform.ops.lock"
-"""`<label>=<token>`: the maintenance lock hold (ops/lock.py) a one-off works under. A holder stops the
-stack's running one-offs with another token (stop_orphaned_oneoffs): their tool holds no lock any more,
-whichever host, container or pid namespace it ran in (review 18; review 20, F3a)."""
+"""`<label>=<token>`: the maintenance lock hold (ops/lock.py) a one-off works under. A holder removes the
+stack's running or created one-offs with another token (stop_orphaned_oneoffs): their tool holds no lock any
+more, whichever host, container or pid namespace it ran in (review 18; review 20, F3a)."""
 ONEOFF_HELPER = Path(__file__).with_name("oneoff.py")
 
 Stdin = Union[None, bytes, IO[bytes]]

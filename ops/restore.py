@@ -44,7 +44,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 from components import render
 from components.config import AuthConfig
@@ -230,7 +230,7 @@ def auth_data(access: StackAccess, layout: StackLayout) -> dict[str, int]:
     counts = table_counts(access, layout.auth_database)
     found = {table: count for table, count in counts.items() if table.endswith(_PERMISSION_TABLE_SUFFIX) and count}
     if counts.get("users"):
-        admin = access.server_env().get(_admin_env(), _DEFAULT_ADMIN)
+        admin = _deployed_admin(access.server_env())
         others = int(psql(access, layout.auth_database, "SELECT count(*) FROM public.users WHERE username <> :'admin';\n",
                           variables={"admin": admin})[0][0])
         if others:
@@ -238,8 +238,9 @@ def auth_data(access: StackAccess, layout: StackLayout) -> dict[str, int]:
     return found
 
 
-def _admin_env() -> str:
-    return render.AUTH_ADMIN_USERNAME_ENV
+def _deployed_admin(server_env: Mapping[str, str]) -> str:
+    """The admin the stack deploys (auth.adminUsername), as its server's environment names it."""
+    return server_env.get(render.AUTH_ADMIN_USERNAME_ENV, _DEFAULT_ADMIN)
 
 
 @dataclass
@@ -910,7 +911,7 @@ def _upgrade(access: StackAccess, manifest: Manifest, revision: Optional[str], f
         env = {render.AUTH_DATABASE_URI_ENV: layout.auth_uri, "PYTHONUNBUFFERED": "1"}
         server_env = access.server_env()
         if mode == "mlflow" and render.AUTH_ADMIN_PASSWORD_ENV in server_env:
-            env[render.AUTH_ADMIN_USERNAME_ENV] = server_env.get(render.AUTH_ADMIN_USERNAME_ENV, _DEFAULT_ADMIN)
+            env[render.AUTH_ADMIN_USERNAME_ENV] = _deployed_admin(server_env)
             env[render.AUTH_ADMIN_PASSWORD_ENV] = server_env[render.AUTH_ADMIN_PASSWORD_ENV]
         say("running the auth app's upgrade step")
         run(access.python_command(["-c", render.AUTH_UPGRADE_SCRIPT, render.AUTH_MIGRATIONS[mode]], env),
@@ -957,7 +958,7 @@ def _say_re_enabled(access: StackAccess, layout: StackLayout, mode: str, replace
     back: list[str] = []
     named: set[str] = set()  # the users the first query names
     try:
-        admin = {"admin": access.server_env().get(_admin_env(), _DEFAULT_ADMIN)}
+        admin = {"admin": _deployed_admin(access.server_env())}
         for index, (what, query) in enumerate(_ACCESS_QUERIES[mode].items()):
             before = {row[0] for row in psql(access, replaced, query, variables=admin)}
             rows = [(row + ["", ""])[:3] for row in psql(access, layout.auth_database, query, variables=admin)]
@@ -984,7 +985,7 @@ def _say_restored_access(access: StackAccess, layout: StackLayout, mode: str, sa
     19, F1). Never fails the restore: it is done by then."""
     try:
         if mode == "mlflow":
-            admin = access.server_env().get(_admin_env(), _DEFAULT_ADMIN)
+            admin = _deployed_admin(access.server_env())
             others = [row[0] for row in psql(access, layout.auth_database,
                                              "SELECT username FROM public.users WHERE is_admin AND username <> :'admin' "
                                              "ORDER BY username;\n", variables={"admin": admin})]
