@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import signal
 import subprocess
 import tempfile
@@ -38,6 +39,26 @@ class Command:
 
     argv: list[str]
     env: Mapping[str, str]
+    hold: Optional[str] = None
+    """The maintenance lock hold (its token) whose work sessions this command's database sessions are
+    (`work_session_env`): when the command is interrupted, `run` ends them (ops.lock.end_own_work_sessions)."""
+
+
+WORK_SESSION_PATTERN = r" work [0-9a-f]{12}$"
+"""How the work sessions of any hold end (a regular expression for pg_stat_activity.application_name)."""
+
+
+def work_session_name(token: str) -> str:
+    """The application_name of every PostgreSQL session a tool opens under its maintenance lock hold
+    `token` (its psql, pg_dump and pg_restore, and its one-offs' clients): a holder ends the sessions of
+    other holds, and a tool its own after an interrupted command (ops.lock, review 23 F2)."""
+    return f"mlflow-ops pid {os.getpid()} work {token}"
+
+
+def work_session_env(token: Optional[str]) -> dict[str, str]:
+    """PGAPPNAME for a command under the hold `token` (libpq's default application_name; the lock's own
+    session sets another), nothing without a hold."""
+    return {"PGAPPNAME": work_session_name(token)} if token else {}
 
 
 class StackAccess(Protocol):
@@ -51,11 +72,13 @@ class StackAccess(Protocol):
 
     def postgres_command(self, argv: Sequence[str]) -> Command:
         """`argv` (pg_dump, pg_restore or psql and their options) run as the PostgreSQL superuser
-        where its default connection reaches the stack's database server."""
+        where its default connection reaches the stack's database server; under a hold (`lock_token`),
+        with `work_session_env` and `Command.hold` set."""
         ...
 
     def python_command(self, argv: Sequence[str], env: Mapping[str, str]) -> Command:
-        """`python *argv` in the server's image, on the stack's network, with exactly `env` added."""
+        """`python *argv` in the server's image, on the stack's network, with exactly `env` added (and,
+        under a hold, `work_session_env` and `Command.hold`)."""
         ...
 
     def server_env(self) -> Mapping[str, str]:
@@ -210,14 +233,25 @@ def _error_line(stderr: bytes, what: str, returncode: int) -> str:
 
 def run(command: Command, what: str, *, stdin: Input = None, stdout: Optional[IO[bytes]] = None) -> bytes:
     """Run to completion; return stdout unless it went to `stdout`. Failure: OpsError naming `what`
-    and the last line the process wrote to stderr."""
+    and the last line the process wrote to stderr. Interrupted (Ctrl-C, SIGTERM, a lost lock), a command
+    under a hold has its database sessions ended before this returns: its client was stopped, but `docker
+    exec` does not pass the SIGTERM on (docker/cli#5309) and PostgreSQL runs a statement to its end after
+    its client is gone, so a script already sent (a DROP DATABASE, the swap) would run on past the tool's
+    "interrupted", beside its undo or after the lock is let go (review 23, F2)."""
     with tempfile.TemporaryFile() as stderr:
-        result = run_process(
-            command.argv, command.env,
-            input=stdin if isinstance(stdin, bytes) else None,
-            stdin=None if isinstance(stdin, bytes) else (stdin if stdin is not None else subprocess.DEVNULL),
-            stdout=stdout if stdout is not None else subprocess.PIPE, stderr=stderr,
-        )
+        try:
+            result = run_process(
+                command.argv, command.env,
+                input=stdin if isinstance(stdin, bytes) else None,
+                stdin=None if isinstance(stdin, bytes) else (stdin if stdin is not None else subprocess.DEVNULL),
+                stdout=stdout if stdout is not None else subprocess.PIPE, stderr=stderr,
+            )
+        except BaseException:
+            if command.hold:
+                from ops.lock import end_own_work_sessions
+
+                end_own_work_sessions(command.hold)
+            raise
         if result.returncode != 0:
             stderr.seek(0)
             raise OpsError(_error_line(stderr.read(), what, result.returncode))

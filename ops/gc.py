@@ -21,7 +21,8 @@ from typing import Optional, Sequence
 from components import render
 from components.names import SERVER_SERVICE
 from ops import OpsError, RefusedError
-from ops.access import hang_up_and_terminate_as_interrupt, refuse_stores_elsewhere, run_process, server_option
+from ops.access import (hang_up_and_terminate_as_interrupt, refuse_stores_elsewhere, run_process, server_option,
+                        work_session_env)
 from ops.local_stack import DEFAULT_PREFIX, LocalAccess, LocalStack
 from ops.lock import LockLost, LockLostError, maintenance_lock
 
@@ -71,8 +72,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         access = LocalAccess.find(args.prefix)
         spec, env = gc_spec_for(access.stack, args.older_than, args.timeout)
         with maintenance_lock(access, "gc") as held:  # stops a killed tool's one-offs first (review 18, F2)
-            command = access.stack.oneoff_command(spec.command, {**env, render.GC_LOCK_TOKEN_ENV: held.token},
-                                                  held.token)
+            # Its database sessions are this hold's work sessions: a next holder ends them if this tool dies.
+            command = access.stack.oneoff_command(
+                spec.command, {**env, render.GC_LOCK_TOKEN_ENV: held.token, **work_session_env(held.token)}, held.token)
             # Its output (the runs removed) goes straight to the caller's terminal or cron mail.
             code = run_process(command.argv, command.env, stdin=subprocess.DEVNULL).returncode  # not the terminal's
         return code

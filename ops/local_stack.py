@@ -22,14 +22,14 @@ import subprocess
 import sys
 import tarfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Mapping, Optional, Sequence, Union
 
 from components.names import PROXY_SERVICE, SERVER_SERVICE
 from components.platforms.local import IMAGE_USER_IDS, SECRETS_DIR, secret_env_entrypoint, secret_file_env
 from ops import OpsError
-from ops.access import Command, run_process
+from ops.access import Command, run_process, work_session_env
 
 DEFAULT_PREFIX = "mlflow-local"
 SERVICES = ("postgres", "minio", SERVER_SERVICE, PROXY_SERVICE)
@@ -156,9 +156,13 @@ class LocalStack:
 
     # --- commands --------------------------------------------------------------------------------
 
-    def exec_argv(self, service: str, argv: Sequence[str], *, user: Optional[str] = None) -> list[str]:
-        """`docker exec -i [--user U] <container> argv...`"""
-        return [self.docker, "exec", "-i", *(["--user", user] if user else []), self.container(service), *argv]
+    def exec_argv(self, service: str, argv: Sequence[str], *, user: Optional[str] = None,
+                  env: Optional[Mapping[str, str]] = None) -> list[str]:
+        """`docker exec -i [-e NAME=value...] [--user U] <container> argv...` (`env`: no secrets, they show
+        in `docker inspect` and the process list)."""
+        variables = [arg for name, value in sorted((env or {}).items()) for arg in ("-e", f"{name}={value}")]
+        return [self.docker, "exec", "-i", *variables, *(["--user", user] if user else []), self.container(service),
+                *argv]
 
     def oneoff_command(self, argv: Sequence[str], env: Mapping[str, str], lock_token: Optional[str] = None) -> Command:
         """A one-off container from the server's image on the stack's network, removed when done
@@ -296,10 +300,13 @@ class LocalAccess:
         return cls(LocalStack.find(prefix))
 
     def postgres_command(self, argv: Sequence[str]) -> Command:
-        return Command(self.stack.exec_argv("postgres", argv, user="postgres"), dict(os.environ))
+        return Command(self.stack.exec_argv("postgres", argv, user="postgres", env=work_session_env(self.lock_token)),
+                       dict(os.environ), hold=self.lock_token)
 
     def python_command(self, argv: Sequence[str], env: Mapping[str, str]) -> Command:
-        return self.stack.oneoff_command(["python", *argv], env, self.lock_token)
+        command = self.stack.oneoff_command(["python", *argv], {**env, **work_session_env(self.lock_token)},
+                                            self.lock_token)
+        return replace(command, hold=self.lock_token)
 
     def server_env(self) -> Mapping[str, str]:
         return self.stack.server_env()

@@ -20,7 +20,11 @@ backup or restore holds it, and stops the same way when it loses it. The session
 
 Each hold has a random token. The one-offs a holder starts carry it (`StackAccess.lock_token`), so a
 holder can tell the one-offs a killed tool left running (another token: their tool holds no lock any
-more, whatever host or container it ran in) and stops them before it works. scripts/gc on the local
+more, whatever host or container it ran in) and stops them before it works. So do its database sessions
+(`... work <token>`, ops.access.work_session_name): a psql script that runs on in PostgreSQL after its
+tool was killed (`docker exec` does not pass signals on, and the server finishes a statement whose client
+is gone) is ended by the next holder, and an interrupted tool ends its own before it undoes anything or
+lets the lock go (review 23, F2). scripts/gc on the local
 stack runs its gc step under its own hold (render.GC_LOCK_TOKEN_ENV) instead of letting it take the
 lock: the sweep and the step are under one hold, with no gap between them (review 20, F3a).
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import select
 import signal
@@ -41,7 +46,7 @@ from typing import Iterator, Optional
 
 from components.render import MAINTENANCE_LOCK_KEY
 from ops import OpsError, RefusedError
-from ops.access import StackAccess, psql, start_process, stop_process
+from ops.access import WORK_SESSION_PATTERN, StackAccess, psql, start_process, stop_process
 
 LOCK_DATABASE = "postgres"
 """Never the tracking or auth database: restore renames those and terminates their sessions."""
@@ -53,6 +58,10 @@ RETAKE_SECONDS = 60.0
 CONFIRM_TIMEOUT_SECONDS = 30.0
 """How long HeldLock.confirm waits for psql's answer (a one-row query): a session that does not
 answer (a network gone quiet, a psql that neither answers nor exits) counts as a lost lock."""
+END_SESSION_MILLISECONDS = 5000
+"""How long pg_terminate_backend waits for each work session it ends to be gone."""
+END_SESSIONS_TIMEOUT_SECONDS = 120.0
+"""How long ending the work sessions may take in all (each waited for up to END_SESSION_MILLISECONDS)."""
 
 _HOLDER_SQL = """\
 SELECT a.application_name, a.pid, to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
@@ -82,13 +91,14 @@ def describe_holder(access: StackAccess) -> str:
     return f"{name or 'an unnamed session'} (PostgreSQL backend pid {pid}, since {since})"
 
 
-def _read_answer(process: subprocess.Popen, what: str, timeout: Optional[float] = None) -> str:
-    """psql's "t" or "f"; OpsError when it answers anything else, exits, or (`timeout`) stays silent."""
+def _read_answer(process: subprocess.Popen, what: str, timeout: Optional[float] = None, answer: str = "[tf]") -> str:
+    """psql's one-line answer ("t" or "f", or what the regular expression `answer` matches); OpsError
+    when it answers anything else, exits, or (`timeout`) stays silent."""
     assert process.stdout is not None
     if timeout is not None and not select.select([process.stdout], [], [], timeout)[0]:
         raise OpsError(f"{what} failed: psql answered nothing within {timeout:.0f}s")
     line = process.stdout.readline().decode(errors="replace").strip()
-    if line in ("t", "f"):
+    if re.fullmatch(answer, line):
         return line
     assert process.stderr is not None
     stop_process(process, CLOSE_GRACE_SECONDS)
@@ -107,6 +117,34 @@ class LockLost(KeyboardInterrupt):
 
 def _raise_lock_lost(signum: int, frame: object) -> None:
     raise LockLost("the maintenance lock was lost")
+
+
+def _end_work_sessions(process: subprocess.Popen, token: str, others: bool) -> int:
+    """On a lock's session (`process`): end the work sessions of the holds other than `token` (`others`)
+    or of `token` itself, and say how many ended. The lock's own sessions (`... lock <token>`) are never
+    ended here: a tool that is taking the lock may be refused by it, not cut off."""
+    assert re.fullmatch("[0-9a-f]{12}", token), token
+    own = f"application_name LIKE '% work {token}'"
+    where = f"application_name ~ '{WORK_SESSION_PATTERN}' AND NOT {own}" if others else own
+    assert process.stdin is not None
+    process.stdin.write(f"SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, {END_SESSION_MILLISECONDS})) "
+                        f"FROM pg_stat_activity WHERE {where} AND pid <> pg_backend_pid();\n".encode())
+    process.stdin.flush()
+    what = "ending the database sessions " + ("another tool left running" if others else "of an interrupted command")
+    return int(_read_answer(process, what, END_SESSIONS_TIMEOUT_SECONDS, answer="[0-9]+"))
+
+
+_HOLDS: dict[str, "HeldLock"] = {}
+"""The holds this process has, by token (end_own_work_sessions finds its hold by a command's token)."""
+
+
+def end_own_work_sessions(token: str) -> None:
+    """After a command of the hold `token` was interrupted (ops.access.run): end its database sessions,
+    which would run on without it, before the tool goes on. Best effort: a hold that is lost, or a session
+    that does not answer, leaves them to the next holder (and to its own retake)."""
+    held = _HOLDS.get(token)
+    if held is not None:
+        held.end_own_work_sessions()
 
 
 _STILL_HELD_SQL = ("SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND granted "
@@ -141,6 +179,28 @@ class HeldLock:
                 return _read_answer(self._process, "checking the maintenance lock", CONFIRM_TIMEOUT_SECONDS) == "t"
             except (OSError, OpsError, ValueError):
                 return False
+
+    def end_work_sessions(self, *, others: bool) -> int:
+        """End the database sessions of other holds (`others`: a killed tool's script still running) or of
+        this one (an interrupted command's); how many ended. LockLostError when the lock's session does not
+        answer (it is gone, or silent: the lock counts as lost, as for confirm)."""
+        with self._mutex:
+            try:
+                return _end_work_sessions(self._process, self.token, others)
+            except (OSError, ValueError, OpsError) as error:
+                self.lost = True
+                raise LockLostError(f"{self.lost_message('its next step')} ({error})") from error
+
+    def end_own_work_sessions(self) -> None:
+        """end_work_sessions(others=False), quietly: skipped when the lock is lost (its session is gone or
+        silent; PostgreSQL's restart ended them, or the retake and the next holder will)."""
+        if self.lost:
+            return
+        with contextlib.suppress(OpsError):
+            ended = self.end_work_sessions(others=False)
+            if ended:
+                print(f"ended {ended} database session(s) of the interrupted command on {self._access.description}",
+                      file=sys.stderr)
 
     def lost_message(self, before: str = "its next step") -> str:
         return (f"the maintenance lock of {self._access.description} was lost (PostgreSQL restarted?) before {before}: "
@@ -215,12 +275,14 @@ class HeldLock:
         if process is None:
             self.why_not_retaken = "another backup, restore or gc holds it now"
             return False
-        # Another tool may have held it meanwhile and been killed, its one-offs still writing (review 22, F2).
+        # Another tool may have held it meanwhile and been killed, its one-offs still writing (review 22, F2),
+        # its scripts still running in PostgreSQL (review 23, F2).
         try:
             _say_stopped(self._access, self._access.stop_orphaned_oneoffs())
-        except OpsError as error:
+            _say_ended(self._access, _end_work_sessions(process, self.token, others=True))
+        except (OpsError, OSError, ValueError) as error:
             _close(process)
-            self.why_not_retaken = f"the one-offs another tool left could not be stopped ({error})"
+            self.why_not_retaken = f"what another tool left running could not be stopped ({error})"
             return False
         _close(self._process, 1.0)  # its session was ended above (or it went with it): no grace needed
         self._process, self.lost = process, False
@@ -233,10 +295,11 @@ class HeldLock:
 
 
 def _end_sessions_of(access: StackAccess, token: str) -> None:
-    """End every session named after this hold (`... lock <token>`): no other tool has its token."""
+    """End every session of this hold (`... lock <token>`, `... work <token>`): no other tool has its token."""
     psql(access, LOCK_DATABASE, "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
-                                "WHERE application_name LIKE :'name' AND pid <> pg_backend_pid();\n",
-         variables={"name": f"% lock {token}"}, what="ending this tool's earlier session of the maintenance lock")
+                                "WHERE application_name ~ (' (lock|work) ' || :'token' || '$') "
+                                "AND pid <> pg_backend_pid();\n",
+         variables={"token": token}, what="ending this tool's earlier sessions of the maintenance lock")
 
 
 def _take(access: StackAccess, holder: str, token: str) -> Optional[subprocess.Popen]:
@@ -274,14 +337,24 @@ def maintenance_lock(access: StackAccess, holder: str) -> Iterator[HeldLock]:
             f"as it exits), then run this again")
     held = HeldLock(process, access, holder, token)
     outer, access.lock_token = access.lock_token, token
+    _HOLDS[token] = held
     try:
         _say_stopped(access, access.stop_orphaned_oneoffs())  # a killed tool's, which would go on writing (review 16, F2)
+        try:  # and its scripts running on in PostgreSQL (review 23, F2)
+            _say_ended(access, held.end_work_sessions(others=True))
+        except LockLostError:
+            raise LockLostError(held.lost_message("its first step")) from None
         # Watched only from here: a LockLost before the `with` body is bound would reach the tool as an
         # interrupt it cannot tell from Ctrl-C (review 21, F2); a lock lost during the sweep is found here.
         held.watch()
         held.confirm("its first step")
         yield held
+    except BaseException:
+        held.unwatch()  # no LockLost in the middle of the cleanup
+        held.end_own_work_sessions()  # before the lock is let go: nothing of this tool runs on after it
+        raise
     finally:
+        del _HOLDS[token]
         access.lock_token = outer
         held.close()
 
@@ -290,6 +363,12 @@ def _say_stopped(access: StackAccess, orphans: int) -> None:
     if orphans:
         print(f"stopped {orphans} one-off(s) an earlier backup or restore left running on {access.description} "
               "(that tool was killed before they ended)", file=sys.stderr)
+
+
+def _say_ended(access: StackAccess, sessions: int) -> None:
+    if sessions:
+        print(f"ended {sessions} database session(s) an earlier backup, restore or gc left running on "
+              f"{access.description} (that tool was killed or lost the lock before they ended)", file=sys.stderr)
 
 
 def _close(process: subprocess.Popen, grace_seconds: float = CLOSE_GRACE_SECONDS) -> None:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
@@ -17,9 +18,10 @@ from typing import Sequence
 import pytest
 
 from ops import OpsError, RefusedError
-from ops.access import Command
+from ops.access import Command, psql, work_session_env, work_session_name
 from ops.lock import maintenance_lock
 from ops.restore import DatabaseNames, plan_names, prune_permissions, repair_connections, replaced_prefix, swap
+from tests.container_pipes import through_pipes
 
 REPO = Path(__file__).resolve().parents[2]
 STAMP = "20260101T000000Z"
@@ -27,7 +29,9 @@ LOCK_RELEASE_SECONDS = 20.0
 
 
 class ScratchAccess:
-    """ops.access.StackAccess reduced to what the database steps use: psql as the superuser."""
+    """ops.access.StackAccess reduced to what the database steps use: psql as the superuser, connected as
+    `docker exec -i` connects it on the local stack (tests/container_pipes.py: a SIGTERM stops the client,
+    not the command)."""
 
     description = "the scratch cluster"
     lock_token = None
@@ -37,8 +41,10 @@ class ScratchAccess:
 
     def postgres_command(self, argv: Sequence[str]) -> Command:
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PGHOST": "127.0.0.1", "PGPORT": str(self.cluster.port),
-               "PGUSER": self.cluster.superuser, "PGPASSWORD": self.cluster.superuser_password}
-        return Command([str(self.cluster.bindir / argv[0]), *argv[1:]], env)
+               "PGUSER": self.cluster.superuser, "PGPASSWORD": self.cluster.superuser_password,
+               **work_session_env(self.lock_token)}
+        return Command(through_pipes([str(self.cluster.bindir / argv[0]), *argv[1:]], forward_sigterm=False), env,
+                       hold=self.lock_token)
 
     def stop_orphaned_oneoffs(self) -> int:
         return 0  # the database steps start no one-off
@@ -377,3 +383,93 @@ def test_a_lock_session_gone_quiet_is_ended_before_the_lock_is_taken_again(acces
         with contextlib.suppress(ProcessLookupError):  # the retake stopped it
             os.kill(quiet.pid, signal.SIGCONT)
             quiet.kill()
+
+
+# --- review 23 F2: what a tool sent to PostgreSQL does not outlive the tool's say ------------------------
+
+
+def _sessions(cluster, pattern: str) -> list[str]:
+    """application_name of the sessions whose name matches the regular expression `pattern`."""
+    return [name for name in cluster.psql("SELECT application_name FROM pg_stat_activity WHERE application_name ~ "
+                                          f"'{pattern}'").splitlines() if name.strip()]
+
+
+def _straggler(cluster, name: str, sql: Sequence[str]) -> subprocess.Popen:
+    """A psql running `sql` in a session called `name`, with nobody left to stop it (a killed tool's
+    script through `docker exec`), once PostgreSQL shows it."""
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PGHOST": "127.0.0.1", "PGPORT": str(cluster.port),
+           "PGUSER": cluster.superuser, "PGPASSWORD": cluster.superuser_password, "PGAPPNAME": name}
+    process = subprocess.Popen([str(cluster.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres",
+                                *(arg for statement in sql for arg in ("-c", statement))], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while name not in _sessions(cluster, "."):
+        assert process.poll() is None and time.monotonic() < deadline, "the straggler did not start"
+        time.sleep(0.05)
+    return process
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def test_an_interrupted_script_ends_before_the_tool_goes_on(access, postgres_cluster):
+    """Review 23 F2: Ctrl-C stops the tool's client, but `docker exec` does not pass the signal on and a
+    script already sent ran on in PostgreSQL (a DROP DATABASE after "interrupted", beside the restore's
+    undo, after the lock was let go). The interrupted command's session is ended before `run` returns."""
+    postgres_cluster.psql("DROP DATABASE IF EXISTS ran_on_after_interrupt")
+    previous = signal.signal(signal.SIGUSR2, _interrupt)
+    try:
+        with maintenance_lock(access, "restore") as held:
+            threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGUSR2)).start()
+            started = time.monotonic()
+            with pytest.raises(KeyboardInterrupt):
+                psql(access, "postgres", "SELECT pg_sleep(4);\nCREATE DATABASE ran_on_after_interrupt;\n")
+            assert time.monotonic() - started < 4, "the tool went on at once"
+            assert _sessions(postgres_cluster, f" work {held.token}$") == [], "nothing of the command runs on"
+            assert held.holds()
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    time.sleep(4)
+    assert "ran_on_after_interrupt" not in _databases(postgres_cluster)
+
+
+def test_the_next_holder_ends_the_scripts_a_killed_tool_left_running(access, postgres_cluster, monkeypatch, capsys):
+    """Review 23 F2: a tool killed with kill -9 leaves its psql script running in the postgres container;
+    the next holder ends the work sessions of other holds before it works, and only those: its own, and
+    a session that is taking the lock (a tool about to be refused, not cut off), stay."""
+    from ops import lock
+
+    postgres_cluster.psql("DROP DATABASE IF EXISTS ran_on_after_kill")
+    monkeypatch.setattr(lock.secrets, "token_hex", lambda size: "0123456789ab")
+    killed = _straggler(postgres_cluster, "mlflow-ops pid 7 work fedcba987654",
+                        ["SELECT pg_sleep(4)", "CREATE DATABASE ran_on_after_kill"])
+    taking = _straggler(postgres_cluster, "mlflow-gc pid 8 on host lock 00000000000a", ["SELECT pg_sleep(30)"])
+    own = _straggler(postgres_cluster, work_session_name("0123456789ab"), ["SELECT pg_sleep(30)"])
+    try:
+        with maintenance_lock(access, "restore"):
+            assert killed.wait(10) != 0
+            assert _sessions(postgres_cluster, "work fedcba987654$") == []
+            assert taking.poll() is None and own.poll() is None
+        assert "ended 1 database session(s) an earlier backup, restore or gc left running" in capsys.readouterr().err
+        time.sleep(4)
+        assert "ran_on_after_kill" not in _databases(postgres_cluster)
+    finally:
+        for process in (killed, taking, own):
+            process.kill()
+            process.wait()
+
+
+def test_a_tool_that_fails_ends_its_own_sessions_before_it_lets_the_lock_go(access, postgres_cluster):
+    """Review 23 F2: a one-off stopped by `docker rm --force` leaves its statement running in PostgreSQL
+    (the server finishes it although its client is gone); the tool ends its hold's sessions on the way out."""
+    with pytest.raises(RuntimeError):
+        with maintenance_lock(access, "gc") as held:
+            straggler = _straggler(postgres_cluster, work_session_name(held.token), ["SELECT pg_sleep(60)"])
+            raise RuntimeError("the step failed")
+    try:
+        assert straggler.wait(10) != 0
+        assert _sessions(postgres_cluster, f" work {held.token}$") == []
+    finally:
+        straggler.kill()
+        straggler.wait()

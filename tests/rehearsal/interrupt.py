@@ -154,26 +154,29 @@ class ControlledAccess:
         return answer
 
     def postgres_command(self, argv: Sequence[str]):
-        from ops.access import Command
-        from tests.rehearsal.test_13_backup_restore import _through_pipes
+        from ops.access import Command, work_session_env
+        from tests.container_pipes import through_pipes
 
         self._step("postgres", argv)
         postgres = self.spec["postgres"]
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(Path(self.spec["workdir"]) / "home"),
                "PGHOST": "127.0.0.1", "PGPORT": str(postgres["port"]), "PGUSER": postgres["superuser"],
-               "PGPASSWORD": postgres["password"]}
-        return Command(_through_pipes([str(Path(postgres["bindir"]) / argv[0]), *argv[1:]]), env)
+               "PGPASSWORD": postgres["password"], **work_session_env(self.lock_token)}
+        return Command(through_pipes([str(Path(postgres["bindir"]) / argv[0]), *argv[1:]], forward_sigterm=False),
+                       env, hold=self.lock_token)
 
     def python_command(self, argv: Sequence[str], env: Mapping[str, str]):
-        from ops.access import Command
+        from ops.access import Command, work_session_env
         from rehearsal.processes import base_env
-        from tests.rehearsal.test_13_backup_restore import _through_pipes, oneoff_mark, reads_only
+        from tests.container_pipes import through_pipes
+        from tests.rehearsal.test_13_backup_restore import oneoff_mark, reads_only
 
         assert self.lock_token is not None or reads_only(argv), f"a one-off that writes started without the lock: {argv[2:]}"
         self._step("python", argv)
         workdir = Path(self.spec["workdir"])
-        return Command(_through_pipes([sys.executable, *argv]),
-                       {**base_env(workdir / "home", workdir / "tmp"), **oneoff_mark(workdir, self.lock_token), **env})
+        return Command(through_pipes([sys.executable, *argv], forward_sigterm=True),
+                       {**base_env(workdir / "home", workdir / "tmp"), **oneoff_mark(workdir, self.lock_token), **env,
+                        **work_session_env(self.lock_token)}, hold=self.lock_token)
 
     def server_env(self) -> Mapping[str, str]:
         return self.spec["server_env"]

@@ -38,49 +38,17 @@ from components import render
 from components.image_scripts import script_source
 from components.platforms.local import secret_env_entrypoint, secret_file_env
 from ops import OpsError, RefusedError
-from ops.access import Command, StackLayout
+from ops.access import Command, StackLayout, work_session_env
 from ops.archive import DUMP_FILES, MANIFEST, OBJECTS_FILE, Manifest, file_sha256, table_counts
 from ops.backup import backup
 from ops.lock import WATCH_SECONDS, LockLost, maintenance_lock
 from ops.restore import REPLACED_TAG, purge_replaced, put_back, restore
 from rehearsal.launcher import RehearsalStack, Variant, run_schema_upgrade
 from rehearsal.processes import base_env
+from tests.container_pipes import PIPES_SOURCE, through_pipes
 from tests.rehearsal.conftest import ONE_WORKER, mlflow_client_for, running_stack
 
 BINARY_BYTES = 4 * 1024 * 1024
-
-
-_PIPES = r"""
-import os, signal, subprocess, sys, threading
-child = subprocess.Popen(sys.argv[1:], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-signal.signal(signal.SIGTERM, lambda *_: child.terminate())
-def feed():
-    try:
-        while chunk := sys.stdin.buffer.read1(65536):
-            child.stdin.write(chunk)
-            child.stdin.flush()
-    except OSError:
-        pass
-    try:
-        child.stdin.close()
-    except OSError:
-        pass
-threading.Thread(target=feed, daemon=True).start()
-while chunk := child.stdout.read1(65536):
-    sys.stdout.buffer.write(chunk)
-    sys.stdout.buffer.flush()
-status = child.wait()
-os._exit(status if status >= 0 else 128 - status)
-"""
-
-
-def _through_pipes(argv: list[str]) -> list[str]:
-    """`argv` with its stdin and stdout pipes, as through `docker exec -i` / `docker run -i`: nothing
-    can seek (pg_dump writes no data offsets, pg_restore reads the archive in order), the exit status
-    is the command's own, also when it stops reading its input early, and the output ends when the
-    command exits although its input is still open (a psql whose session ended: ops.lock). SIGTERM
-    reaches the command."""
-    return [sys.executable, "-c", _PIPES, *argv]
 
 
 ONEOFF_MARK_ENV = "REHEARSAL_ONEOFF"
@@ -142,8 +110,9 @@ class RehearsalAccess:
     def postgres_command(self, argv: Sequence[str]) -> Command:
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(self.workdir / "home"),
                "PGHOST": "127.0.0.1", "PGPORT": str(self.postgres.port), "PGUSER": self.postgres.superuser,
-               "PGPASSWORD": self.postgres.superuser_password}
-        return Command(_through_pipes([str(self.postgres.bindir / argv[0]), *argv[1:]]), env)
+               "PGPASSWORD": self.postgres.superuser_password, **work_session_env(self.lock_token)}
+        return Command(through_pipes([str(self.postgres.bindir / argv[0]), *argv[1:]], forward_sigterm=False), env,
+                       hold=self.lock_token)
 
     def oneoff_env(self) -> dict[str, str]:
         """What a one-off's process starts with, before its own variables (the image's environment)."""
@@ -152,7 +121,8 @@ class RehearsalAccess:
     def python_command(self, argv: Sequence[str], env: Mapping[str, str]) -> Command:
         self.python_runs += 1
         assert self.lock_token is not None or reads_only(argv), f"a one-off that writes started without the lock: {argv[2:]}"
-        return Command(_through_pipes([sys.executable, *argv]), {**self.oneoff_env(), **env})
+        return Command(through_pipes([sys.executable, *argv], forward_sigterm=True),
+                       {**self.oneoff_env(), **env, **work_session_env(self.lock_token)}, hold=self.lock_token)
 
     def server_env(self) -> Mapping[str, str]:
         return self.variant.server.service.env
@@ -419,7 +389,8 @@ def test_backup_holds_dumps_objects_and_a_manifest_of_what_was_logged(stack, acc
 DOCKER_SHIM = r'''#!{python}
 """The docker CLI as far as ops.local_stack and ops/oneoff.py use it, over the rehearsal: `inspect`
 answers from the rehearsal's server; `cp <server>:/run/secrets -` writes a tar of the server's secret
-files; `exec ... <prefix>-postgres` runs the PostgreSQL tool natively; `create` keeps a one-off
+files; `exec ... <prefix>-postgres` runs the PostgreSQL tool natively (its `-e` variables added, a SIGTERM
+not passed on: tests/container_pipes.py); `create` keeps a one-off
 container's arguments under a state directory and prints its id; `cp - <id>:/` unpacks the tar into
 that container's root (modes kept, as the daemon does); `start --attach --interactive <id>` runs the
 container's command natively with only its `-e` env (each /run/secrets path mapped into its root), so
@@ -440,10 +411,16 @@ if args[0] == "inspect":
     found = [config["containers"][name] for name in names if name in config["containers"]]
     print(json.dumps(found))
     sys.exit(0 if len(found) == len(names) else 1)
-if args[0] == "exec":
-    assert args[1:5] == ["-i", "--user", "postgres", config["prefix"] + "-postgres"], args
-    argv = args[5:]
-    os.execve(os.path.join(config["pg_bindir"], argv[0]), argv, config["pg_env"])
+if args[0] == "exec":  # through pipes, and a SIGTERM stops this CLI but not the command (tests/container_pipes.py)
+    env, at = dict(config["pg_env"]), 2
+    assert args[1] == "-i", args
+    while args[at] == "-e":
+        env.update([args[at + 1].split("=", 1)])
+        at += 2
+    assert args[at:at + 3] == ["--user", "postgres", config["prefix"] + "-postgres"], args
+    argv = args[at + 3:]
+    os.execve(config["python"], [config["python"], "-c", config["pipes"], "exec",
+                                 os.path.join(config["pg_bindir"], argv[0]), *argv[1:]], env)
 if args[:3] == ["cp", config["prefix"] + "-mlflow-server:/run/secrets", "-"]:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
@@ -540,7 +517,7 @@ def test_scripts_backup_through_the_docker_cli(stack, access, backup_dir, tmp_pa
     config = {"prefix": prefix, "image": image, "log": str(log), "python": sys.executable, "state": str(state),
               "containers": {f"{prefix}-mlflow-server": server, f"{prefix}-postgres": postgres}, "secrets": secrets,
               "pg_bindir": str(stack.postgres.bindir), "pg_env": dict(access.postgres_command(["psql"]).env),
-              "base_env": access.oneoff_env()}
+              "base_env": access.oneoff_env(), "pipes": PIPES_SOURCE}
     (tmp_path / "shim.json").write_text(json.dumps(config))
     (shim_dir / "docker").write_text(DOCKER_SHIM.format(python=sys.executable))
     (shim_dir / "docker").chmod(0o755)

@@ -55,6 +55,8 @@ if args[0] == "exec" and "psql" in args:  # the lock's session: FAKE_DOCKER_LOCK
     for line in sys.stdin:
         if "pg_try_advisory_lock" in line or "pg_locks" in line:
             print(answers.pop(0) if len(answers) > 1 else answers[0], flush=True)
+        elif "pg_terminate_backend" in line:  # the holder ends other holds' work sessions: none here
+            print("0", flush=True)
     sys.exit(0)
 if args[0] == "inspect":  # as docker answers: found ones on stdout, the others named on stderr
     print(json.dumps({containers}))

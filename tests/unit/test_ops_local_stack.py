@@ -445,6 +445,24 @@ def test_local_access_reaches_postgres_as_its_superuser_and_python_in_the_server
     command = access.python_command(["-c", "pass"], {"AWS_SECRET_ACCESS_KEY": SECRET_KEY})
     assert command.argv[-4:] == ["--", "python", "-c", "pass"] and IMAGE_ID in command.argv
     assert command.env["AWS_SECRET_ACCESS_KEY"] == SECRET_KEY and SECRET_KEY not in " ".join(command.argv)
+    assert command.hold is None and "PGAPPNAME" not in command.env
+
+
+def test_under_a_hold_every_database_session_is_named_after_it(docker):
+    """Review 23 F2: `docker exec` does not pass SIGTERM on, so a tool must be able to find the sessions of
+    its psql, pg_dump, pg_restore and one-offs in PostgreSQL: libpq's PGAPPNAME names them `... work <token>`
+    (a plain variable on the exec; a file-borne one for a one-off, like every one-off variable)."""
+    access = LocalAccess.find()
+    access.lock_token = "0123456789ab"
+    name = f"mlflow-ops pid {os.getpid()} work 0123456789ab"
+    command = access.postgres_command(["psql", "-d", "postgres"])
+    assert command.argv[1:] == ["exec", "-i", "-e", f"PGAPPNAME={name}", "--user", "postgres",
+                                "mlflow-local-postgres", "psql", "-d", "postgres"]
+    assert command.hold == "0123456789ab"
+    command = access.python_command(["-c", "pass"], {"AWS_SECRET_ACCESS_KEY": SECRET_KEY})
+    assert command.env["PGAPPNAME"] == name and command.hold == "0123456789ab"
+    assert "PGAPPNAME_FILE=/run/secrets/PGAPPNAME" in command.argv and not any(name in arg for arg in command.argv)
+    assert "org.mlflow-platform.ops.lock=0123456789ab" in command.argv
 
 
 def test_the_layout_comes_from_the_server_container(docker):
