@@ -124,7 +124,7 @@ def test_gc_runs_the_rendered_command_on_the_stacks_network_with_secrets_as_file
     image_at = argv.index(SERVER["Image"])
     names = sorted([render.BACKEND_URI_ENV, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL",
                     "AWS_DEFAULT_REGION", "PYTHONUNBUFFERED", render.JOB_EXECUTION_ENV, *render.GC_HTTP_RETRIES,
-                    render.GC_LOCK_TOKEN_ENV])
+                    render.GC_LOCK_TOKEN_ENV, "PGAPPNAME"])
     assert argv[image_at + 1:] == [*local.secret_env_entrypoint(names), "python", "-c", render.GC_SCRIPT,
                                    "s3://mlflow-artifacts/team", "7d", "3600", "--all-workspaces"]
     passed = [argv[i + 1] for i, item in enumerate(argv[:image_at]) if item == "-e"]
@@ -146,6 +146,8 @@ def test_gc_runs_the_rendered_command_on_the_stacks_network_with_secrets_as_file
     lock = next(call["argv"] for call in calls if call["argv"][0] == "exec" and "psql" in call["argv"])
     assert lock[:5] == ["exec", "-i", "--user", "postgres", "mlflow-local-postgres"] and lock[-1].endswith(f" lock {token}")
     assert argv[argv.index(f"org.mlflow-platform.ops.lock={token}") - 1] == "--label"
+    # Review 23 F2: the step's database sessions are this hold's work sessions (a next holder ends them).
+    assert seen["PGAPPNAME"].endswith(f" work {token}")
     order = [call["argv"][0] if call["argv"][0] != "ps" else "ps " + call["argv"][-1].split("\t")[-1] for call in calls]
     assert order.index("exec") < order.index("ps {{.State}}") < order.index("create")
     for call in (create, copy, start, remove):
