@@ -1,6 +1,6 @@
 """Platform-neutral, plain-data descriptions of what runs: a container's image, command, env, ports.
 
-Components build these with `render.py`; platforms turn them into a docker.Container, an ECS task
+Components build these with `components.render`; platforms turn them into a docker.Container, an ECS task
 or a Container App. Because they are plain data, the rehearsal tests run the very same command and
 env natively. Secrets are never in a spec: it names the secret env vars and secret files, and the
 platform receives their values separately as secret Outputs.

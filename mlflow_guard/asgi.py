@@ -24,7 +24,7 @@ METRICS_PATH = "/metrics"
 SCRAPE_HEADER = "x-mlflow-platform-listener"
 SCRAPE_HEADER_VALUE = "internal"
 """Set by Nginx's internal metrics listener only; its public listener clears it on every request
-(components/render.py), so a scrape answered here came through the internal listener."""
+(components/render/proxy.py), so a scrape answered here came through the internal listener."""
 METRICS_DIR_ENVS = ("prometheus_multiproc_dir", "PROMETHEUS_MULTIPROC_DIR")
 """Where `mlflow server --expose-prometheus` has its workers write their counters."""
 STREAMED_ROUTES = re.compile(r"/(?:ajax-)?api/2\.0/(?:mlflow-artifacts/.*|mlflow/upload-artifact)", re.DOTALL)

@@ -1,4 +1,4 @@
-"""What a platform runs, read from the program's REGISTERED GRAPH (not from render.py).
+"""What a platform runs, read from the program's REGISTERED GRAPH (not from components.render).
 
 `platform_graph(name)` runs the Pulumi program under the unit harness's recording mocks
 (tests/unit/harness.py: every resource as the engine would register it, generated passwords

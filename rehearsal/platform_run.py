@@ -1,6 +1,6 @@
 """The platform-faithful rehearsal: each container as the cloud runs it, taken from the registered graph.
 
-`rehearsal.launcher` runs what render.py produces. A cloud runs something else: the platform's
+`rehearsal.launcher` runs what components.render produces. A cloud runs something else: the platform's
 wrapper around the command (components/platforms/containers.py `with_files`), under the user the
 platform chooses (Container Apps: always the image's default; ECS: the task definition's `user`),
 after its init containers. `PlatformRun` takes all of that from the graph (rehearsal.platform_graph)

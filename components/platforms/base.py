@@ -1,6 +1,6 @@
 """What a platform must provide to the four components: a database, a bucket, an image, a one-off
 job and a long-running service. Components call only this interface, so the MLflow knowledge stays
-in the components and `render.py`, and the provider knowledge stays in each platform module.
+in the components and `components.render`, and the provider knowledge stays in each platform module.
 """
 
 import hashlib

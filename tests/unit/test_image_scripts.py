@@ -1,5 +1,5 @@
 """The scripts the deployments run in the server's image (components/image_scripts) spell out the
-names and keys that render.py and the ops tools use elsewhere: each one must be render's (issue 24:
+names and keys that components.render and the ops tools use elsewhere: each one must be render's (issue 24:
 they were f-strings filled from these constants; now the modules hold the text itself)."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def test_each_script_spells_renders_names_and_keys(name):
     source = image_script(name)
     ast.parse(source)  # real Python, as `python -c` reads it
     missing = [text for text in SPELLED[name] if text not in source]
-    assert not missing, f"components/image_scripts/{name}.py does not spell {missing} as render.py does"
+    assert not missing, f"components/image_scripts/{name}.py does not spell {missing} as components.render does"
 
 
 def test_every_script_is_checked_and_served_as_render_serves_it():

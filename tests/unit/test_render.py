@@ -1,4 +1,4 @@
-"""render.py on its own: pure functions, checked against the tools that consume their output
+"""components.render on its own: pure functions, checked against the tools that consume their output
 (SQLAlchemy's URL parser, bcrypt, nginx -t, the shell)."""
 
 from __future__ import annotations

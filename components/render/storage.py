@@ -1,0 +1,47 @@
+"""Where artifacts live: the S3 bucket's scoped policy and URIs, the Azure Blob container's URI and
+how MLflow authenticates to it."""
+
+from __future__ import annotations
+
+
+def artifact_bucket_policy(bucket: str, prefix: str = "") -> dict:
+    """The S3 actions the MLflow server needs on its artifact bucket, and nothing else: list the
+    bucket (under the prefix), read/write/delete objects, multipart uploads. Used for the MinIO
+    user on `local` and for the task role on AWS."""
+    key_prefix = f"{prefix}/" if prefix else ""
+    list_statement: dict = {
+        "Effect": "Allow",
+        "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:ListBucketMultipartUploads"],
+        "Resource": [f"arn:aws:s3:::{bucket}"],
+    }
+    if prefix:
+        list_statement["Condition"] = {"StringLike": {"s3:prefix": [f"{key_prefix}*"]}}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            list_statement,
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                           "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+                "Resource": [f"arn:aws:s3:::{bucket}/{key_prefix}*"],
+            },
+        ],
+    }
+
+
+def artifacts_destination(bucket: str, prefix: str = "") -> str:
+    """s3://bucket/ or s3://bucket/prefix: where the server puts proxied artifacts."""
+    return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}/"
+
+
+# MLflow's Azure Blob repository (3.17) authenticates with AZURE_STORAGE_CONNECTION_STRING, else
+# AZURE_STORAGE_ACCESS_KEY, else DefaultAzureCredential, which takes a user-assigned managed identity
+# from AZURE_CLIENT_ID. The azure stack sets the last and no key; the rehearsal, against Azurite, the first.
+AZURE_CLIENT_ID_ENV = "AZURE_CLIENT_ID"
+AZURE_CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
+
+
+def blob_artifacts_destination(container: str, account: str, prefix: str = "") -> str:
+    """wasbs://container@account.blob.core.windows.net/prefix: MLflow's URI for a Blob container."""
+    return f"wasbs://{container}@{account}.blob.core.windows.net/{prefix}"
