@@ -55,11 +55,8 @@ def feed():
 
 threading.Thread(target=feed, daemon=True).start()
 while chunk := child.stdout.read1(65536):
-    try:
-        sys.stdout.buffer.write(chunk)
-        sys.stdout.buffer.flush()
-    except OSError:
-        pass
+    sys.stdout.buffer.write(chunk)  # a full disk or a closed pipe fails this process, as it fails the CLI
+    sys.stdout.buffer.flush()
 status = child.wait()
 os._exit(status if status >= 0 else 128 - status)
 """
