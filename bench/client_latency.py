@@ -136,8 +136,8 @@ def main() -> int:
             _DIRECT["on"] = label == "direct"
             latencies = sequential(uri, args.requests)
             rate, _, _ = concurrent(uri, args.writers, args.per_writer)
-            print(f"{label:<8} {statistics.median(latencies) * 1000:>10.1f} {_percentile(latencies, 0.95) * 1000:>8.1f} "
-                  f"{args.writers:>8} {rate:>8.1f}", flush=True)
+            print(f"{label:<8} {statistics.median(latencies) * 1000:>10.1f} "
+                  f"{_percentile(latencies, 0.95) * 1000:>8.1f} {args.writers:>8} {rate:>8.1f}", flush=True)
         _DIRECT["on"] = False
     finally:
         stack.stop()

@@ -9,6 +9,7 @@ the argument types' docstrings from their source code.
 
 import json
 import re
+import textwrap
 from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
@@ -26,7 +27,8 @@ SECTION_TYPES = {"server": "Server", "proxy": "Proxy", "database": "Database", "
                  **{name: name.capitalize() for name in PLATFORMS}}
 ENUM_TYPES = {"platform": "PlatformName", "proxy.tls": "TlsMode", "proxy.passwordHash": "PasswordHashScheme",
               "auth.mode": "AuthMode", "auth.defaultPermission": "Permission",
-              **{key: type_name for plugin in PLATFORMS.values() for key, type_name in plugin.rules.ARGS_ENUM_TYPES.items()}}
+              **{key: type_name for plugin in PLATFORMS.values()
+                 for key, type_name in plugin.rules.ARGS_ENUM_TYPES.items()}}
 
 HEADER = '''"""MlflowTrackingServer's arguments: plain data any Pulumi language can pass.
 
@@ -77,8 +79,11 @@ def _field(name: str, python_type: str, description: str) -> str:
 
 
 def _docstring(text: str) -> str:
+    """A field's docstring, wrapped at 120 columns with its indent: Pulumi's analyzer reads it verbatim."""
     text = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
-    return f'"""{text}"""'
+    wrapped = textwrap.fill(text, width=117, initial_indent='    """', subsequent_indent="    ",
+                            break_long_words=False, break_on_hyphens=False)
+    return f'{wrapped[4:]}"""'
 
 
 def _description(field: Any) -> str:

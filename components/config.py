@@ -20,8 +20,8 @@ from typing import Annotated, Any, Literal, Mapping, Optional
 from pydantic import (BaseModel, Field, ValidationError, create_model,
                       field_validator, model_validator)
 
-from components.config_base import (cron_fields, _BODY_SIZE, _BUCKET, _HOSTNAME, _IDENTIFIER, _IPV4, _STATIC_PREFIX, _VERSION,
-                                    ConfigError, KnownLater, _Section, _pinned_image)
+from components.config_base import (cron_fields, _BODY_SIZE, _BUCKET, _HOSTNAME, _IDENTIFIER, _IPV4, _STATIC_PREFIX,
+                                    _VERSION, ConfigError, KnownLater, _Section, _pinned_image)
 from components.platforms import PLATFORMS
 from pydantic.alias_generators import to_camel
 
@@ -52,13 +52,16 @@ class ServerConfig(_Section):
     """The MLflow tracking server process."""
 
     workers: int = Field(2, ge=1, le=32, description="uvicorn worker processes per replica")
-    replicas: int = Field(2, ge=1, le=20, description="server replicas, spread over the zones (cloud stacks; local runs one)")
-    max_replicas: int = Field(3, ge=1, le=40, description="autoscaling ceiling on CPU (cloud stacks; equal to replicas: no "
-                              "autoscaling); the connection budget counts it")
-    cpu_target_percent: int = Field(60, ge=10, le=90, description="average CPU the server's autoscaling keeps (cloud stacks)")
+    replicas: int = Field(2, ge=1, le=20,
+                          description="server replicas, spread over the zones (cloud stacks; local runs one)")
+    max_replicas: int = Field(3, ge=1, le=40, description="autoscaling ceiling on CPU (cloud stacks; equal to "
+                              "replicas: no autoscaling); the connection budget counts it")
+    cpu_target_percent: int = Field(60, ge=10, le=90,
+                                    description="average CPU the server's autoscaling keeps (cloud stacks)")
     db_pool_size: int = Field(4, ge=1, le=100, description="SQLAlchemy pool size per engine")
     db_max_overflow: int = Field(4, ge=0, le=100, description="SQLAlchemy overflow connections per engine")
-    db_pool_recycle_seconds: int = Field(1800, ge=30, le=86400, description="recycle pooled connections after this many seconds")
+    db_pool_recycle_seconds: int = Field(1800, ge=30, le=86400,
+                                         description="recycle pooled connections after this many seconds")
     static_prefix: Optional[str] = Field(None, description="serve MLflow under this path, e.g. /mlflow")
     job_execution: bool = Field(False, description="run MLflow's background job runners (off unless used)")
     ai_gateway: bool = Field(False, description="MLflow's AI Gateway: LLM endpoints whose provider keys MLflow "
@@ -95,7 +98,8 @@ class ProxyConfig(_Section):
     username: str = Field("mlflow", description="basic-auth user name")
     client_max_body_size: str = Field("0", description="largest request body, nginx syntax (0 = unlimited, 512m, 10g); "
                                       "aws and azure: at most, and by default, half the server replica's temporary "
-                                      "disk, where MLflow spools each proxied artifact whole (README, \"Large artifacts\")")
+                                      "disk, where MLflow spools each proxied artifact whole "
+                                      "(README, \"Large artifacts\")")
     timeout_seconds: int = Field(900, ge=10, le=86400, description="read/send timeout for slow, large transfers "
                                  "(azure: the ingress's limit, 240 or 1800 with premium ingress)")
     certificate_validity_days: int = Field(365, ge=1, le=3650, description="self-signed certificate lifetime")
@@ -113,7 +117,8 @@ class ProxyConfig(_Section):
     @classmethod
     def _body_size(cls, value: str) -> str:
         if not _BODY_SIZE.match(value):
-            raise ValueError("must be nginx size syntax: 0 (unlimited) or a number with optional k, m or g suffix, e.g. 512m")
+            raise ValueError("must be nginx size syntax: 0 (unlimited) or a number with optional k, m or g suffix, "
+                             "e.g. 512m")
         return value
 
     @field_validator("username")
@@ -186,7 +191,8 @@ class ArtifactsConfig(_Section):
     @classmethod
     def _bucket(cls, value: str) -> str:
         if not _BUCKET.match(value) or _IPV4.match(value):
-            raise ValueError("must be an S3 bucket name: 3-63 lower-case letters, digits, '.' or '-', starting and ending with a letter or digit")
+            raise ValueError("must be an S3 bucket name: 3-63 lower-case letters, digits, '.' or '-', "
+                             "starting and ending with a letter or digit")
         return value
 
 
@@ -285,7 +291,8 @@ class ObservabilityConfig(_Section):
     """Metrics: MLflow's Prometheus exporter and Nginx's stub_status, on an internal listener only."""
 
     prometheus: bool = Field(True, description="MLflow serves Prometheus metrics (--expose-prometheus) and Nginx "
-                             "its stub_status, both on the proxy's internal metrics port, never through the public entry")
+                             "its stub_status, both on the proxy's internal metrics port, never through the public "
+                             "entry")
     metrics_port: int = Field(9180, ge=1, le=65535, description="the proxy's internal metrics listener (/metrics, "
                               "/nginx_status); on local also the host port, bound to local.bindAddress")
 
@@ -320,7 +327,9 @@ class _StackSections(_Section):
 
     platform: Literal[tuple(PLATFORMS)] = Field("local", description="where the stack runs")  # type: ignore[valid-type]
     mlflow_version: str = Field("3.17.2", description="MLflow version installed in the server image")
-    hostnames: tuple[str, ...] = Field(("localhost", "127.0.0.1"), description="public host names of the server; --allowed-hosts is derived from them")
+    hostnames: tuple[str, ...] = Field(("localhost", "127.0.0.1"),
+                                       description="public host names of the server; "
+                                                   "--allowed-hosts is derived from them")
     server: ServerConfig = Field(default_factory=ServerConfig)
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
@@ -336,7 +345,8 @@ class _StackSections(_Section):
             raise ValueError("must be an exact version like 3.17.2")
         major, minor, _ = (int(part) for part in value.split("."))
         if (major, minor) < (3, 17):
-            raise ValueError("must be 3.17.0 or later (older servers lack --allowed-hosts and break with SQLAlchemy 2.1)")
+            raise ValueError("must be 3.17.0 or later (older servers lack --allowed-hosts and break with "
+                             "SQLAlchemy 2.1)")
         return value
 
     @field_validator("hostnames")
@@ -346,7 +356,8 @@ class _StackSections(_Section):
             raise ValueError("must name at least one host, e.g. [localhost]")
         bad = [host for host in value if not (_HOSTNAME.match(host) or _IPV4.match(host))]
         if bad:
-            raise ValueError(f"must be DNS names or IPv4 addresses without scheme or port; not {', '.join(map(repr, bad))}")
+            raise ValueError("must be DNS names or IPv4 addresses without scheme or port; "
+                             f"not {', '.join(map(repr, bad))}")
         return value
 
     @model_validator(mode="before")
@@ -360,7 +371,8 @@ class _StackSections(_Section):
         platform = values.get("platform", "local")
         values = PLATFORMS[platform].rules.raw_defaults(values)
         proxy = values.get("proxy")
-        if proxy is None or (isinstance(proxy, dict) and not {"clientMaxBodySize", "client_max_body_size"} & set(proxy)):
+        if proxy is None or (isinstance(proxy, dict)
+                             and not {"clientMaxBodySize", "client_max_body_size"} & set(proxy)):
             limit = largest_transfer_mib(platform, _raw_server_cpu(values), _raw_platform_section(values, platform))
             if limit is not None:  # without one (the host's disk) ProxyConfig's own default stands
                 values = {**values, "proxy": {**(proxy or {}), "client_max_body_size": nginx_size(limit)}}
@@ -383,8 +395,9 @@ class _StackSections(_Section):
                 " lower workers, pool sizes or replicas, or raise database.maxConnections"
             )
         if self.auth.mode != "proxy" and len(auth_database_name(self.database.name)) > 63:
-            raise ValueError(f"database.name must be at most {63 - len(AUTH_DATABASE_SUFFIX)} characters with auth.mode "
-                             f"{self.auth.mode}: the auth app's database is named <database.name>{AUTH_DATABASE_SUFFIX}")
+            raise ValueError(f"database.name must be at most {63 - len(AUTH_DATABASE_SUFFIX)} characters with "
+                             f"auth.mode {self.auth.mode}: the auth app's database is named "
+                             f"<database.name>{AUTH_DATABASE_SUFFIX}")
         if self.auth.mode == "oidc" and self.server.static_prefix:
             raise ValueError("auth.mode oidc cannot be combined with server.staticPrefix: mlflow-oidc-auth serves "
                              "its sign-in routes (/login, /callback) at the root only")
@@ -402,7 +415,8 @@ class _StackSections(_Section):
 
 StackConfig = create_model(  # the platforms' sections last, in the registry's order (the config reference's)
     "StackConfig", __base__=_StackSections, __module__=__name__, __doc__="Every key of the `mlflow:` config namespace.",
-    **{name: (plugin.config_section, Field(default_factory=plugin.config_section)) for name, plugin in PLATFORMS.items()},
+    **{name: (plugin.config_section, Field(default_factory=plugin.config_section))
+       for name, plugin in PLATFORMS.items()},
 )
 
 
@@ -573,7 +587,8 @@ def field_reference() -> list[tuple[str, str, str, str]]:
                 continue
             default = field.get_default(call_default_factory=True)
             rendered_default = json.dumps(list(default) if isinstance(default, tuple) else default)
-            rows.append((f"{CONFIG_NAMESPACE}:{key}", _type_name(annotation), rendered_default, field.description or ""))
+            rows.append((f"{CONFIG_NAMESPACE}:{key}", _type_name(annotation), rendered_default,
+                         field.description or ""))
 
     walk(StackConfig, "")
     return rows
@@ -590,7 +605,8 @@ def _type_name(annotation: Any) -> str:
     if origin is not None and type(None) in get_args(annotation):
         inner = [arg for arg in get_args(annotation) if arg is not type(None)][0]
         return f"{_type_name(inner)} or null"
-    return {"int": "integer", "str": "string", "bool": "boolean", "float": "number"}.get(annotation.__name__, annotation.__name__)
+    return {"int": "integer", "str": "string", "bool": "boolean", "float": "number"}.get(annotation.__name__,
+                                                                                         annotation.__name__)
 
 
 def reference_table_markdown() -> str:

@@ -86,7 +86,8 @@ class MetadataStore(pulumi.ComponentResource):
             "host": self.host, "port": self.port, "database": self.database, "username": self.username,
             "password": self.password, "connection_uri": self.connection_uri,
         }
-        for key in ("auth_database", "auth_connection_uri", "endpoint", "admin_credentials", "admin_username", "admin_password", "instance_id"):
+        for key in ("auth_database", "auth_connection_uri", "endpoint", "admin_credentials", "admin_username",
+                    "admin_password", "instance_id"):
             if getattr(self, key) is not None:
                 outputs[key] = getattr(self, key)
         self.register_outputs(outputs)

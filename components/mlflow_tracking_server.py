@@ -139,8 +139,9 @@ class MlflowTrackingServer(pulumi.ComponentResource):
 
     def outputs(self) -> dict[str, pulumi.Output]:
         """Every output that is set, by name (the stack outputs of this repository's program)."""
-        names = ("tracking_uri", "username", "password", "admin_username", "admin_password", "bucket", "client_env", "database_uri", "tls_certificate",
-                 "minio_console_url", "db_endpoint", "database_host", "storage_account", "resource_group",
+        names = ("tracking_uri", "username", "password", "admin_username", "admin_password", "bucket", "client_env",
+                 "database_uri", "tls_certificate", "minio_console_url", "db_endpoint", "database_host",
+                 "storage_account", "resource_group",
                  "load_balancer_dns_name", "log_group", "cluster", "alarm_topic", "run_task_network", "warning",
                  "metrics_scraper_security_group", "domain_verification_id")
         return {key: getattr(self, key) for key in names if getattr(self, key) is not None}

@@ -159,7 +159,8 @@ def read_catalog(conn: psycopg.Connection) -> Catalog:
                ELSE ARRAY[]::name[] END
         FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
         WHERE i.indrelid = ANY(%s)
-          AND NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = i.indexrelid AND con.conrelid = i.indrelid)
+          AND NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = i.indexrelid \
+AND con.conrelid = i.indrelid)
         ORDER BY i.indrelid, ic.relname
         """,
         (list(oids),),
@@ -167,10 +168,12 @@ def read_catalog(conn: psycopg.Connection) -> Catalog:
         tables[oids[relid]].indexes.append(Index(oids[relid], idxname, definition, list(colnames)))
     for relid, attname, seq in cur.execute(
         """
-        SELECT a.attrelid, a.attname, pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname)
+        SELECT a.attrelid, a.attname, \
+pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname)
         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
-          AND (a.attidentity <> '' OR pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname) IS NOT NULL)
+          AND (a.attidentity <> '' OR \
+pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname) IS NOT NULL)
         """,
         (list(oids),),
     ):

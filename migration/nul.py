@@ -30,7 +30,8 @@ def find(path: Path, table: str, columns: list[str]) -> list[str]:
     conn = connect_readonly(path)
     try:
         qname = qident(table)
-        key = [r[1] for r in sorted(conn.execute(f"PRAGMA table_info({qname})"), key=lambda r: r[5]) if r[5]] or ["rowid"]
+        key = [r[1] for r in sorted(conn.execute(f"PRAGMA table_info({qname})"), key=lambda r: r[5])
+               if r[5]] or ["rowid"]
         found = []
         for column in columns:
             where = _holds_nul(column)

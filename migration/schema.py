@@ -109,8 +109,10 @@ def create(conn: psycopg.Connection, source_tables: set[str]) -> Catalog:
         create_schema(conn)
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy wraps the driver's error; report that one
         cause = getattr(exc, "orig", None)
-        detail = (cause.diag.message_primary or str(cause)) if isinstance(cause, psycopg.Error) else f"{type(exc).__name__}: {exc}"
-        raise MigrationError(f"MLflow could not create its schema on the target: {detail}; nothing was committed") from exc
+        detail = ((cause.diag.message_primary or str(cause)) if isinstance(cause, psycopg.Error)
+                  else f"{type(exc).__name__}: {exc}")
+        raise MigrationError(f"MLflow could not create its schema on the target: {detail}; "
+                             "nothing was committed") from exc
     catalog = read_catalog(conn)
     _require_tables(catalog, source_tables)
     return catalog

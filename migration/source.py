@@ -225,7 +225,8 @@ def prepare_source(original: Path, *, upgrade: bool = True, drop_orphans: bool =
             try:
                 _upgrade(copy_path)
             except Exception as exc:  # noqa: BLE001 - any migration failure is reported as such
-                raise MigrationError(f"upgrading the source copy from {revision} to {graph.head} failed: {exc}") from exc
+                raise MigrationError(f"upgrading the source copy from {revision} to {graph.head} "
+                                     f"failed: {exc}") from exc
             conn = sqlite3.connect(copy_path)
             try:
                 after = _revision(conn)

@@ -90,7 +90,8 @@ def traces_start_in_their_own_experiment() -> Optional[Response]:
     from mlflow_guard.traces import TRACE_ID
 
     if not TRACE_ID.fullmatch(info.trace_id):
-        return Response(f"trace id {info.trace_id!r} is not of MLflow's shape (tr- and 32 hex digits, or 32 hex digits)\n",
+        return Response(f"trace id {info.trace_id!r} is not of MLflow's shape "
+                        "(tr- and 32 hex digits, or 32 hex digits)\n",
                         status=BAD_REQUEST, mimetype="text/plain")
     try:
         existing = _get_tracking_store().get_trace_info(info.trace_id).experiment_id

@@ -44,7 +44,8 @@ def decompressed(body: bytes, content_encoding: str, limit: int) -> bytes:
     encoding = content_encoding.lower()
     if encoding not in DECOMPRESSED_ENCODINGS:
         raise ValueError(f"Content-Encoding {content_encoding!r}")
-    for wbits in (DECOMPRESSED_ENCODINGS[encoding], -15) if encoding == "deflate" else (DECOMPRESSED_ENCODINGS[encoding],):
+    for wbits in ((DECOMPRESSED_ENCODINGS[encoding], -15) if encoding == "deflate"
+                  else (DECOMPRESSED_ENCODINGS[encoding],)):
         inflater = zlib.decompressobj(wbits)
         try:
             out = inflater.decompress(body, limit + 1)

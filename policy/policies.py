@@ -100,8 +100,8 @@ _SECRET_WORD_ENDINGS = ("PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "SECRETS",
                         "CREDENTIALS", "APIKEY", "PRIVATEKEY", "ACCESSKEY", "SECRETKEY")
 _SECRET_WORDS = frozenset({"KEY", "PWD", "PASS"})
 _URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@", re.IGNORECASE)
-_CONNECTION_STRING_KEY = re.compile(r"(?:^|;)\s*(?:AccountKey|SharedAccessKey|SharedAccessSignature|Password|Pwd)\s*=\s*[^;\s]",
-                                    re.IGNORECASE)
+_CONNECTION_STRING_KEY = re.compile(r"(?:^|;)\s*(?:AccountKey|SharedAccessKey|SharedAccessSignature|Password|Pwd)"
+                                    r"\s*=\s*[^;\s]", re.IGNORECASE)
 _PRIVATE_KEY_PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 _API_VERSION = re.compile(r"/v\d{8}(?:preview)?(?=:)")
 
@@ -222,7 +222,8 @@ def _ecs_environment(props: Mapping[str, Any]) -> Iterator[tuple[str, list[tuple
     for definition in as_list(definitions):
         if isinstance(definition, Mapping):
             yield (str(get(definition, "name", default="?")),
-                   [(str(get(e, "name", default="")), get(e, "value")) for e in as_list(get(definition, "environment"))])
+                   [(str(get(e, "name", default="")), get(e, "value"))
+                    for e in as_list(get(definition, "environment"))])
 
 
 def _docker_environment(props: Mapping[str, Any]) -> list[tuple[str, Any]]:
@@ -274,7 +275,8 @@ def validate_database_not_public(args: ResourceValidationArgs, report: ReportVio
     elif kind == FLEXIBLE_SERVER:
         access = get(props, "network", "publicNetworkAccess")
         if access != "Disabled":
-            report(f"{label(kind, name)} has network.publicNetworkAccess {access or 'unset (public unless the server is in a delegated subnet)'}: "
+            report(f"{label(kind, name)} has network.publicNetworkAccess "
+                   f"{access or 'unset (public unless the server is in a delegated subnet)'}: "
                    "set it to \"Disabled\" and put the server in a delegated subnet with a private DNS zone.", None)
 
 
@@ -350,7 +352,8 @@ def validate_storage_encrypted(args: ResourceValidationArgs, report: ReportViola
                     encryption_type == "AzureKeyVault"
                     and not (key_uri and get(encryption, "primaryUserAssignedIdentityId"))):
                 report(f"{label(kind, name)} has dataEncryption {dict(encryption)}: leave it out (service-managed "
-                       "keys) or use type \"AzureKeyVault\" with primaryKeyURI and primaryUserAssignedIdentityId.", None)
+                       "keys) or use type \"AzureKeyVault\" with primaryKeyURI and primaryUserAssignedIdentityId.",
+                       None)
     elif kind == STORAGE_ACCOUNT:
         encryption = get(props, "encryption")
         if encryption is not None:
@@ -359,7 +362,8 @@ def validate_storage_encrypted(args: ResourceValidationArgs, report: ReportViola
             key_source = get(encryption, "keySource")
             if disabled or key_source not in (None, "Microsoft.Storage", "Microsoft.Keyvault") or (
                     key_source == "Microsoft.Keyvault" and not get(encryption, "keyVaultProperties", "keyName")):
-                report(f"{label(kind, name)} weakens its encryption ({', '.join(disabled) or 'keySource ' + str(key_source)}): "
+                report(f"{label(kind, name)} weakens its encryption "
+                       f"({', '.join(disabled) or 'keySource ' + str(key_source)}): "
                        "leave `encryption` out (Microsoft-managed keys) or keep every service enabled, with keySource "
                        "Microsoft.Storage or Microsoft.Keyvault plus keyVaultProperties.", None)
 
@@ -407,7 +411,8 @@ def denies_insecure_transport(policy_document: Mapping[str, Any]) -> bool:
             continue
         if not {"s3:*", "*"} & {str(action).lower() for action in as_list(get(statement, "Action"))}:
             continue
-        if not any(str(resource) == "*" or str(resource).endswith("/*") for resource in as_list(get(statement, "Resource"))):
+        if not any(str(resource) == "*" or str(resource).endswith("/*")
+                   for resource in as_list(get(statement, "Resource"))):
             continue
         secure_transport = key(key(get(statement, "Condition"), "Bool"), "aws:SecureTransport")
         if any(str(value).lower() == "false" for value in as_list(secure_transport)):
@@ -421,8 +426,8 @@ def validate_storage_tls_only(args: ResourceValidationArgs, report: ReportViolat
                "[bucket ARN, bucket ARN + \"/*\"], \"Condition\": {\"Bool\": {\"aws:SecureTransport\": \"false\"}}}")
     if kind == S3_BUCKET_POLICY:
         if not denies_insecure_transport(document(get(props, "policy"))):
-            report(f"{label(kind, name)} lets requests without TLS through (a bucket has only this one policy): {tls_fix}.",
-                   None)
+            report(f"{label(kind, name)} lets requests without TLS through (a bucket has only this one policy): "
+                   f"{tls_fix}.", None)
     elif kind in S3_BUCKETS:
         inline = get(props, "policy")
         if inline and not denies_insecure_transport(document(inline)):

@@ -57,19 +57,20 @@ def _parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                              "or a free port if that is taken)")
     parser.add_argument("--static-prefix", default=None, metavar="PATH",
                         help="serve MLflow under this prefix (server.staticPrefix), e.g. /mlflow")
-    parser.add_argument("--tls", action="store_true", help="proxy.tls=self-signed: HTTPS with a self-signed certificate")
+    parser.add_argument("--tls", action="store_true",
+                        help="proxy.tls=self-signed: HTTPS with a self-signed certificate")
     parser.add_argument("--artifacts", choices=ARTIFACT_STORES, default="s3",
                         help="artifact store: s3 (moto standing in for MinIO, default) or azurite (Azure Blob "
                              "as on the azure stack, Azurite from rehearsal/azurite)")
     parser.add_argument("--platform", choices=rehearsed_platforms(), default=None,
                         help="platform-faithful run: each container as that platform runs it, from the stack's "
-                             "registered graph (Pulumi.<platform>.yaml under mocks; any registered platform with a rehearsal runtime, "
-                             "rehearsal/runtimes): its command, env, secrets, user, "
+                             "registered graph (Pulumi.<platform>.yaml under mocks; any registered platform with a "
+                             "rehearsal runtime, rehearsal/runtimes): its command, env, secrets, user, "
                              "init containers and probes (rehearsal/platform_run.py; needs root). Ignores the "
                              "other options but --dir, --keep-files and -v")
     parser.add_argument("--stack-file", default=None, metavar="FILE",
-                        help="read the mlflow: config of this Pulumi stack file (default: Pulumi.local.yaml if present; "
-                             "'none' for the built-in defaults)")
+                        help="read the mlflow: config of this Pulumi stack file (default: Pulumi.local.yaml if "
+                             "present; 'none' for the built-in defaults)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set server.workers=4 (VALUE is JSON or a plain string)")
     parser.add_argument("--dir", default=None, metavar="DIR", help="work directory (default: a new temporary one)")

@@ -589,7 +589,8 @@ class RehearsalStack:
         """PIDs, ports and log files (no secrets)."""
         info: dict[str, Any] = {"base_dir": str(self.base_dir)}
         if self.postgres:
-            info["postgres"] = {"port": self.postgres.port, "pid": self.postgres.pid, "log": str(self.postgres.log_file)}
+            info["postgres"] = {"port": self.postgres.port, "pid": self.postgres.pid,
+                                "log": str(self.postgres.log_file)}
         if self.s3 and self.s3.service:
             info["s3"] = {"endpoint": self.s3.endpoint, "pid": self.s3.service.pid, "bucket": self.s3.bucket,
                           "log": str(self.s3.service.log_path)}

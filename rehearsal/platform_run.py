@@ -207,7 +207,8 @@ class ContainerProcess:
             code = self.service.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.service.stop()
-            raise StartupError(f"init container {self.container.name} ran over {timeout}s:\n{log_tail(self.log_path)}") from None
+            raise StartupError(f"init container {self.container.name} ran over {timeout}s:\n"
+                               f"{log_tail(self.log_path)}") from None
         if code != 0:
             raise StartupError(f"init container {self.container.name} failed ({code}):\n{log_tail(self.log_path)}")
         log.info("init container %s completed", self.container.name)
@@ -384,7 +385,8 @@ class PlatformRun:
             taken = [port for port in service.main.ports if _listening(port)]
             if taken:
                 raise StartupError(f"{service.name} listens on port(s) {taken} as rendered, and another process "
-                                   "listens there already (another platform run?): its probes would answer for that one")
+                                   "listens there already (another platform run?): its probes would answer for "
+                                   "that one")
         workdir = self.base_dir / service.name
         for step in service.init:
             ContainerProcess(step, self.hosts_file, workdir).run_to_completion()

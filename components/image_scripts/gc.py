@@ -232,7 +232,8 @@ with socket.socket() as probe:
 url = "http://127.0.0.1:" + port
 server = subprocess.Popen(["mlflow", "server", "--artifacts-only", "--serve-artifacts", "--artifacts-destination",
                            destination, "--host", "127.0.0.1", "--port", port, "--workers", "1"],
-                          env={k: v for k, v in os.environ.items() if k != "MLFLOW_BACKEND_STORE_URI"},  # not its business
+                          # not its business
+                          env={k: v for k, v in os.environ.items() if k != "MLFLOW_BACKEND_STORE_URI"},
                           start_new_session=True)
 
 

@@ -107,8 +107,8 @@ def _registered() -> dict[str, PlatformPlugin]:
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         plugin = entry.load()
         if not isinstance(plugin, PlatformPlugin) or plugin.name != entry.name or plugin.name in found:
-            raise TypeError(f"entry point {entry.name} = {entry.value} ({ENTRY_POINT_GROUP}) must name a PlatformPlugin "
-                            f"called {entry.name!r}, and not one of {', '.join(found)}")
+            raise TypeError(f"entry point {entry.name} = {entry.value} ({ENTRY_POINT_GROUP}) must name a "
+                            f"PlatformPlugin called {entry.name!r}, and not one of {', '.join(found)}")
         found[plugin.name] = plugin
     return found
 

@@ -28,7 +28,8 @@ def with_files(command: Sequence[str], paths: Sequence[str], user: Optional[str]
     # One command per step (not `a && b`): `set -e` ignores a failure anywhere but last in such a list.
     steps = ["set -eu", "umask 077"]
     if user is None:
-        steps += [f'mkdir -p "{directory}"' for directory in dict.fromkeys(path.rsplit("/", 1)[0] or "/" for path in paths)]
+        steps += [f'mkdir -p "{directory}"'
+                  for directory in dict.fromkeys(path.rsplit("/", 1)[0] or "/" for path in paths)]
         for path in paths:
             steps += [f'printf "%s" "${file_env_name(path)}" > "{path}"', f"unset {file_env_name(path)}"]
     else:

@@ -8,7 +8,8 @@ field in the container spec; the image's USER applies)
 from __future__ import annotations
 
 from rehearsal.platform_graph import (
-    GraphError, PlatformContainer, PlatformService, Probe, StandInDatabase, database_from_setup_step, image_default_user,
+    GraphError, PlatformContainer, PlatformService, Probe, StandInDatabase, database_from_setup_step,
+    image_default_user,
 )
 
 ARTIFACT_STAND_IN = "azurite"

@@ -74,7 +74,8 @@ def test_provisioning_creates_a_non_superuser_owner_and_is_idempotent(image_clus
     uri = backend_store_uri(config.username, HOSTILE_PASSWORD, "127.0.0.1", image_cluster.port, config.name)
     engine = sqlalchemy.create_engine(uri)
     with engine.connect() as connection:
-        is_super = connection.execute(sqlalchemy.text("select rolsuper from pg_roles where rolname = current_user")).scalar()
+        is_super = connection.execute(
+            sqlalchemy.text("select rolsuper from pg_roles where rolname = current_user")).scalar()
         owner = connection.execute(sqlalchemy.text(
             "select pg_get_userbyid(datdba) from pg_database where datname = current_database()")).scalar()
         connection.execute(sqlalchemy.text("create table probe (id int)"))  # owner may create its schema
@@ -144,4 +145,5 @@ def test_provisioning_leaves_the_superuser_no_password_over_tcp(image_cluster):
     mlflow = backend_store_uri("mlflow_su", HOSTILE_PASSWORD, "127.0.0.1", image_cluster.port, "mlflow_su")
     with sqlalchemy.create_engine(mlflow).connect() as connection:
         assert connection.execute(sqlalchemy.text("select current_user")).scalar() == "mlflow_su"
-    assert socket_psql(image_cluster, "select rolpassword is null from pg_authid where rolname = 'postgres'").strip() == "t"
+    assert socket_psql(image_cluster,
+                       "select rolpassword is null from pg_authid where rolname = 'postgres'").strip() == "t"

@@ -34,7 +34,8 @@ def run_setup(cluster: PostgresCluster, database: str, role: str, password: str)
 def rds_like(postgres_cluster: PostgresCluster):
     """A master user as RDS makes it, owning the database RDS created, and a statement log."""
     cluster = postgres_cluster
-    cluster.psql(f"CREATE ROLE {ADMIN} LOGIN CREATEROLE CREATEDB PASSWORD '{ADMIN_PASSWORD.replace(chr(39), chr(39) * 2)}'")
+    cluster.psql(f"CREATE ROLE {ADMIN} LOGIN CREATEROLE CREATEDB "
+                 f"PASSWORD '{ADMIN_PASSWORD.replace(chr(39), chr(39) * 2)}'")
     cluster.psql(f"CREATE DATABASE mlflow_rds OWNER {ADMIN}")
     cluster.psql("ALTER SYSTEM SET log_statement = 'all'")
     cluster.psql("SELECT pg_reload_conf()")

@@ -80,7 +80,8 @@ def _fill(conn: sqlite3.Connection, table: str) -> int:
     parents = {}
     for parent, _child_cols, parent_cols in fks:
         cols = ", ".join(_q(c) for c in parent_cols)
-        parents[parent] = conn.execute(f"SELECT {cols} FROM {_q(parent)} ORDER BY rowid LIMIT {ROWS_PER_TABLE}").fetchall()
+        parents[parent] = conn.execute(
+            f"SELECT {cols} FROM {_q(parent)} ORDER BY rowid LIMIT {ROWS_PER_TABLE}").fetchall()
         assert parents[parent], f"{table}: its parent {parent} has no rows"
     for i in range(ROWS_PER_TABLE):
         row = {}

@@ -137,7 +137,8 @@ def test_every_table_of_mlflows_schema_with_rows(source_copy, target, tmp_path):
     assert data["verified"] and data["probe"]["ok"] and data["widened"] == [], data
     conn = sqlite3.connect(source_copy)
     try:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} - {"alembic_version"}
+        tables = ({r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                  - {"alembic_version"})
     finally:
         conn.close()
     assert set(data["tables"]) == tables, "every table of the schema had rows to copy"
@@ -434,7 +435,8 @@ def test_probe_child_does_not_outlive_a_killed_migration(tmp_path):
     """The MLflow probe starts importing first thing; a migration killed meanwhile takes it along (at
     once: without that it would end only after its import, seconds later, on reading the closed stdin)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    code = "import time\nfrom migration.probe import Probe\np = Probe()\nprint(p.proc.pid, flush=True)\ntime.sleep(120)\n"
+    code = ("import time\nfrom migration.probe import Probe\np = Probe()\nprint(p.proc.pid, flush=True)\n"
+            "time.sleep(120)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
@@ -487,7 +489,8 @@ def _put_nul_characters(path: Path, nul: str) -> dict[str, int]:
         while more := [(t, c) for t, c, pt, pc in fks if (pt, pc) in named and (t, c) not in named]:
             named += more
         for table, column in named:
-            n = conn.execute(f'UPDATE "{table}" SET "{column}" = ? WHERE "{column}" = ?', (f"model{nul}1", "model-1")).rowcount
+            n = conn.execute(f'UPDATE "{table}" SET "{column}" = ? WHERE "{column}" = ?',
+                             (f"model{nul}1", "model-1")).rowcount
             if n:
                 written[f"{table}.{column}"] = n
         conn.commit()
@@ -524,8 +527,8 @@ def test_odd_storage_classes_are_converted(source_copy, target):
     uri, _ = target
     conn = sqlite3.connect(source_copy)
     run_uuid = conn.execute("SELECT run_uuid FROM runs LIMIT 1").fetchone()[0]
-    conn.execute("INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES ('txt', 'NaN', 1, ?, 0, 1)",
-                 (run_uuid,))
+    conn.execute("INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) "
+                 "VALUES ('txt', 'NaN', 1, ?, 0, 1)", (run_uuid,))
     conn.execute("INSERT INTO tags (key, value, run_uuid) VALUES ('blob', X'68c3a96c6c6f', ?)", (run_uuid,))
     conn.commit()
     conn.close()
@@ -542,7 +545,8 @@ def test_text_that_is_not_utf8_is_named(source_copy, target):
     """MLflow never writes it, but SQLite keeps whatever bytes it is given as TEXT: PostgreSQL cannot
     hold them, and the error names the table and column (read again carefully after the fast path)."""
     uri, _ = target
-    _alter_source(source_copy, "UPDATE tags SET value = CAST(x'66ff6f' AS TEXT) WHERE rowid = (SELECT min(rowid) FROM tags)")
+    _alter_source(source_copy,
+                  "UPDATE tags SET value = CAST(x'66ff6f' AS TEXT) WHERE rowid = (SELECT min(rowid) FROM tags)")
     result = run_cli(str(source_copy), uri, "--no-probe")
     assert result.returncode == 1, result.stderr
     assert "tags" in result.stderr and "UTF-8 column 'value'" in result.stderr, result.stderr
@@ -601,7 +605,8 @@ def test_source_with_workspaces(tmp_path, target):
     assert "MLFLOW_ENABLE_WORKSPACES=true" in result.stdout
     assert_same_rows(src, uri)
     with pg_connect(uri) as conn:
-        assert sorted(conn.execute("SELECT workspace, name FROM experiments WHERE name = 'shared name'").fetchall()) == [
+        assert sorted(conn.execute(
+            "SELECT workspace, name FROM experiments WHERE name = 'shared name'").fetchall()) == [
             ("default", "shared name"), ("team-a", "shared name")]
     found = _mlflow_child(uri, (
         "import os\nos.environ['MLFLOW_ENABLE_WORKSPACES'] = 'true'\n"
@@ -683,7 +688,8 @@ def test_target_role_that_cannot_create_the_schema(rich_source, pg, target):
     for extra in ([], ["--dry-run"]):
         refused = run_cli(str(rich_source), uri, "--no-probe", *extra)
         assert refused.returncode == 3, refused.stderr
-        assert "may not create tables in schema 'public'" in refused.stderr and "GRANT CREATE ON SCHEMA" in refused.stderr
+        assert ("may not create tables in schema 'public'" in refused.stderr
+                and "GRANT CREATE ON SCHEMA" in refused.stderr)
         assert f"pw-{role}" not in refused.stdout + refused.stderr
 
     pg.psql(f"GRANT CREATE ON SCHEMA public TO {role}", name)
@@ -723,7 +729,8 @@ print("{}")
         cond = f"NEW.key = '{key}' AND NEW.run_uuid = '{run_uuid}' AND NEW.step = {step} AND NEW.timestamp = {ts}"
         change = "NEW.value := NEW.value * (1 + 1e-15)"
     else:
-        key, run_uuid = src.execute("SELECT key, run_uuid FROM params ORDER BY run_uuid, key LIMIT 1 OFFSET 5").fetchone()
+        key, run_uuid = src.execute(
+            "SELECT key, run_uuid FROM params ORDER BY run_uuid, key LIMIT 1 OFFSET 5").fetchone()
         cond = f"NEW.key = '{key}' AND NEW.run_uuid = '{run_uuid}'"
         change = "NEW.value := left(NEW.value, -1) || chr(ascii(right(NEW.value, 1)) + 1)"
     src.close()

@@ -97,5 +97,6 @@ def test_careful_read_refuses_an_integer_its_binary_column_cannot_hold(tmp_path)
     with pytest.raises(ConversionError, match=r"e\.id: 736256110831348181 does not fit"):
         run_task(conn, Task(0, spec, careful=True), lambda payload, rows: sent.append(payload))
     wide = TableSpec("e", ("id", "name"), ("int", "text"), nullable=(False, False), oids=(20, 25))
-    total, _checksum, _counters = run_task(conn, Task(1, wide, careful=True), lambda payload, rows: sent.append(payload))
+    total, _checksum, _counters = run_task(conn, Task(1, wide, careful=True),
+                                           lambda payload, rows: sent.append(payload))
     assert total == 2 and (736256110831348181).to_bytes(8, "big") in b"".join(sent)

@@ -113,7 +113,8 @@ def test_the_local_data_volumes_are_recognized_by_their_mounts():
             "stateful-resources-protected"], volume
         protected = replaced(resources, pack.DOCKER_VOLUME, volume, lambda inputs: inputs.pop("labels"), protect=True)
         assert check(protected, [policy_named("stateful-resources-protected")]) == []
-    socket = replaced(resources, pack.DOCKER_VOLUME, "mlflow-metadata-socket", lambda inputs: inputs.pop("labels", None))
+    socket = replaced(resources, pack.DOCKER_VOLUME, "mlflow-metadata-socket",
+                      lambda inputs: inputs.pop("labels", None))
     assert check(socket, [policy_named("stateful-resources-protected")]) == []
 
 
@@ -272,8 +273,8 @@ MUTATIONS: list[tuple[str, str, str, Mutation, str]] = [  # id, stack, policy, m
           set_path("inlinePolicies", [{"name": "all", "policy": json.dumps(
               {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})}])),
      "mlflow-server-task-role"),
-    ("log-group-forever", "aws", "logs-have-retention", edit(LOG_GROUP, "mlflow-platform-logs", drop("retentionInDays")),
-     "mlflow-platform-logs"),
+    ("log-group-forever", "aws", "logs-have-retention",
+     edit(LOG_GROUP, "mlflow-platform-logs", drop("retentionInDays")), "mlflow-platform-logs"),
     ("log-group-zero-days", "aws", "logs-have-retention",
      edit(LOG_GROUP, "mlflow-platform-logs", set_path("retentionInDays", 0)), "mlflow-platform-logs"),
     ("workspace-forever", "azure", "logs-have-retention",

@@ -88,7 +88,8 @@ def sigterm_unwinds() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def running_stack(raw_config: Optional[dict] = None, artifacts: str = "s3", **variants: dict) -> Iterator[RehearsalStack]:
+def running_stack(raw_config: Optional[dict] = None, artifacts: str = "s3",
+                  **variants: dict) -> Iterator[RehearsalStack]:
     """A rehearsal stack with the given variants (name -> add_variant keywords; default: one
     "default"), stopped whatever happens, also on a CI timeout's SIGTERM."""
     require_servers(artifacts)

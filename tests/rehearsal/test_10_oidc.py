@@ -137,13 +137,15 @@ def test_user_group_member_signs_in_without_admin_rights(variant, bob, alices_ex
     assert current["username"] == "bob@example.com" and current["is_admin"] is False
     denied = bob.get(_url(variant, f"/api/2.0/mlflow/experiments/get?experiment_id={alices_experiment}"), timeout=30)
     assert denied.status_code == 403
-    grant = bob.post(_url(variant, f"/api/2.0/mlflow/permissions/users/bob@example.com/experiments/{alices_experiment}"),
+    grant = bob.post(_url(variant,
+                          f"/api/2.0/mlflow/permissions/users/bob@example.com/experiments/{alices_experiment}"),
                      json={"permission": "MANAGE"}, timeout=30)
     assert grant.status_code == 403, "a user may not grant himself access"
 
 
 def test_admin_grants_read_and_the_user_can_read_but_not_delete(variant, alice, bob, alices_experiment):
-    grant = alice.post(_url(variant, f"/api/2.0/mlflow/permissions/users/bob@example.com/experiments/{alices_experiment}"),
+    grant = alice.post(_url(variant,
+                            f"/api/2.0/mlflow/permissions/users/bob@example.com/experiments/{alices_experiment}"),
                        json={"permission": "READ"}, timeout=30)
     assert grant.status_code in (200, 201), grant.text
     read = _url(variant, f"/api/2.0/mlflow/experiments/get?experiment_id={alices_experiment}")
@@ -292,13 +294,15 @@ def test_a_restore_names_who_it_lets_in_again(sso_stack, tmp_path):
         "VALUES ('provisioner', repeat('b', 64), 'efgh', now());")
     sql("INSERT INTO users (username, display_name, is_admin, active, created_at, updated_at) "
         "VALUES ('trent', 'Trent', false, true, now(), now());")
-    sql("INSERT INTO user_tokens (user_id, name, token_hash, token_prefix, created_at, expires_at) SELECT id, 'leaked', "
-        "repeat('c', 64), 'ijkl', now(), now() + interval '300 days' FROM users WHERE username = 'trent';")
+    sql("INSERT INTO user_tokens (user_id, name, token_hash, token_prefix, created_at, expires_at) "
+        "SELECT id, 'leaked', repeat('c', 64), 'ijkl', now(), now() + interval '300 days' "
+        "FROM users WHERE username = 'trent';")
     backup(access, tmp_path / "backup", say=lambda message: None)
     # Review 21 F1: trent's leaked token is deleted and he makes a new one; his new one must not hide the old one
     sql("DELETE FROM user_tokens WHERE name = 'leaked';")
-    sql("INSERT INTO user_tokens (user_id, name, token_hash, token_prefix, created_at, expires_at) SELECT id, 'laptop', "
-        "repeat('d', 64), 'mnop', now(), now() + interval '300 days' FROM users WHERE username = 'trent';")
+    sql("INSERT INTO user_tokens (user_id, name, token_hash, token_prefix, created_at, expires_at) "
+        "SELECT id, 'laptop', repeat('d', 64), 'mnop', now(), now() + interval '300 days' "
+        "FROM users WHERE username = 'trent';")
     sql("UPDATE scim_tokens SET revoked_at = now() WHERE name = 'provisioner';")
     sql("UPDATE users SET active = false, is_admin = false WHERE username = 'mallory';")
     sql("DELETE FROM user_tokens WHERE user_id = (SELECT id FROM users WHERE username = 'mallory');")

@@ -82,7 +82,8 @@ def test_a_restarted_server_starts_counting_afresh(day2_stack):
     before = _requests_total(variant)
     stale = Path(variant.server.settings.metrics_dir) / "counter_999999.db"
     stale.write_bytes((Path(variant.server.settings.metrics_dir) / sorted(
-        name for name in os.listdir(variant.server.settings.metrics_dir) if name.startswith("counter_"))[0]).read_bytes())
+        name for name in os.listdir(variant.server.settings.metrics_dir)
+        if name.startswith("counter_"))[0]).read_bytes())
     variant.server.restart()
     after = _requests_total(variant)
     assert not stale.exists()

@@ -95,7 +95,8 @@ def alembic_head() -> str:
 
 def revision(stack: RehearsalStack) -> str:
     assert stack.postgres is not None
-    return stack.postgres.psql("SELECT version_num FROM alembic_version", database=stack.base_config.database.name).strip()
+    return stack.postgres.psql("SELECT version_num FROM alembic_version",
+                               database=stack.base_config.database.name).strip()
 
 
 def schema_fingerprint(stack: RehearsalStack) -> str:
@@ -206,7 +207,8 @@ def check_served(client, written: dict) -> None:
         for key, history in old["metrics"].items():
             served_history = sorted((m.step, m.timestamp, m.value) for m in client.get_metric_history(run_id, key))
             assert len(served_history) == len(history), (run_id, key)
-            for (step, timestamp, value), (old_step, old_timestamp, old_value) in zip(served_history, sorted(history), strict=True):
+            for (step, timestamp, value), (old_step, old_timestamp, old_value) in zip(served_history, sorted(history),
+                                                                                      strict=True):
                 assert (step, timestamp) == (old_step, old_timestamp), (run_id, key)
                 assert same_float(value, old_value), (run_id, key, step, value, old_value)
         assert sorted([d.dataset.name, d.dataset.digest, [t.value for t in d.tags]]

@@ -28,7 +28,8 @@ def test_the_server_keeps_an_idle_connection_past_uvicorns_default(default_varia
     command = list(variant.server.spec.command)
     opts = command[command.index("--uvicorn-opts") + 1].split()
     keep_alive = int(opts[opts.index("--timeout-keep-alive") + 1])
-    assert keep_alive == render.uvicorn_keep_alive_seconds(variant.server.settings) > variant.config.proxy.timeout_seconds
+    assert (keep_alive == render.uvicorn_keep_alive_seconds(variant.server.settings)
+            > variant.config.proxy.timeout_seconds)
     port = variant.server.port
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:

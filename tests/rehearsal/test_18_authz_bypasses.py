@@ -108,7 +108,8 @@ def alices(auth_stack, users, tmp_path_factory) -> dict[str, str]:
 
 def _url(variant: Variant, path: str, prefixed: bool = True) -> str:
     """Through Nginx: under the variant's static prefix, or (prefixed=False) at the root."""
-    root = variant.tracking_uri if prefixed else variant.tracking_uri.removesuffix(variant.config.server.static_prefix or "")
+    root = (variant.tracking_uri if prefixed
+            else variant.tracking_uri.removesuffix(variant.config.server.static_prefix or ""))
     return f"{root}{path}"
 
 
@@ -367,7 +368,8 @@ def test_only_an_admin_reads_roles_and_each_user_reads_their_own_grants(variant,
 
 # --- one request, one reading (review of issue 29: the auth app and the handler read differently) --
 
-def _raw(variant: Variant, method: str, path: str, auth, headers: list[tuple[str, str]], body: bytes) -> tuple[int, str]:
+def _raw(variant: Variant, method: str, path: str, auth, headers: list[tuple[str, str]],
+         body: bytes) -> tuple[int, str]:
     """A request with exactly these headers (repeats kept, which `requests` cannot send), through Nginx."""
     import base64
     import http.client
@@ -474,12 +476,12 @@ def test_a_trace_pointed_at_someone_elses_trace_folder_is_not_read(unprefixed, u
         with mlflow.start_span(name="bob-span") as span:
             span.set_inputs({"mine": "bob"})
         mlflow.flush_trace_async_logging()
-    tag = requests.patch(_url(unprefixed, f"/api/2.0/mlflow/traces/{span.trace_id}/tags"), auth=users["bob"], timeout=30,
-                         json={"key": "mlflow.artifactLocation", "value": folder})
+    tag = requests.patch(_url(unprefixed, f"/api/2.0/mlflow/traces/{span.trace_id}/tags"), auth=users["bob"],
+                         timeout=30, json={"key": "mlflow.artifactLocation", "value": folder})
     assert tag.status_code == 400 and "immutable" in tag.text, tag.text[:300]
     for api in ("2.0", "3.0"):
-        own = requests.get(_url(unprefixed, f"/ajax-api/{api}/mlflow/get-trace-artifact"), params={"request_id": span.trace_id},
-                           auth=users["bob"], timeout=30)
+        own = requests.get(_url(unprefixed, f"/ajax-api/{api}/mlflow/get-trace-artifact"),
+                           params={"request_id": span.trace_id}, auth=users["bob"], timeout=30)
         assert own.status_code == 200 and "alice" not in own.text, (api, own.status_code, own.text[:300])
 
 

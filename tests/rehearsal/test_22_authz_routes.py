@@ -102,7 +102,8 @@ def users(stack) -> dict[str, tuple[str, str]]:
     created = {name: (name, secrets.token_urlsafe(18)) for name in ("alice", "bob")}
     for username, password in created.values():
         response = requests.post(f"{admin.tracking_uri}/api/2.0/mlflow/users/create", timeout=30,
-                                 auth=(admin.username, admin.password), json={"username": username, "password": password})
+                                 auth=(admin.username, admin.password),
+                                 json={"username": username, "password": password})
         assert response.status_code == 200, response.text
     _cheap_hashes(stack, created.values())
     return created
@@ -365,7 +366,8 @@ def alices_objects(variant: Variant, ids: dict[str, str]) -> dict[str, str]:
         method, body = ("POST", _fill({"experiment_ids": [ids["exp"]]}, ids)) if name == "experiment's runs" else (
             "GET", None)
         response = requests.request(method, f"{variant.tracking_uri}{_fill(path, ids)}", timeout=30, json=body,
-                                    params=None if body else _fill(query, ids), auth=(variant.username, variant.password))
+                                    params=None if body else _fill(query, ids),
+                                    auth=(variant.username, variant.password))
         snapshot[name] = f"{response.status_code} {response.text}"
     return snapshot
 

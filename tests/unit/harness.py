@@ -137,7 +137,8 @@ class ProgramMocks(pulumi.runtime.Mocks):
         kind = args.typ
         rng = random.Random(f"{kind}::{args.name}{self.seed_salt}")
         if kind == "random:index/randomPassword:RandomPassword":
-            specials = args.inputs.get("overrideSpecial", "!@#$%&*()-_=+[]{}<>:?") if args.inputs.get("special", True) else ""
+            specials = (args.inputs.get("overrideSpecial", "!@#$%&*()-_=+[]{}<>:?")
+                        if args.inputs.get("special", True) else "")
             value = _password(rng, int(args.inputs.get("length", 16)), specials)
             outputs["result"] = value
             salt = b"$2a$04$" + bcrypt_base64(rng.randbytes(16))
@@ -162,7 +163,8 @@ class ProgramMocks(pulumi.runtime.Mocks):
             outputs["certPem"] = "-----BEGIN CERTIFICATE-----\nCERT\n-----END CERTIFICATE-----\n"
         elif kind == "docker:index/remoteImage:RemoteImage":
             outputs["imageId"] = "sha256:" + hashlib.sha256(args.inputs["name"].encode()).hexdigest()
-            outputs["repoDigest"] = args.inputs["name"] + "@sha256:" + hashlib.sha256(b"d" + args.inputs["name"].encode()).hexdigest()
+            outputs["repoDigest"] = (args.inputs["name"] + "@sha256:"
+                                     + hashlib.sha256(b"d" + args.inputs["name"].encode()).hexdigest())
         elif kind == "docker:index/image:Image":
             outputs["repoDigest"] = args.inputs["imageName"] + "@sha256:" + "0" * 64
         elif kind == "minio:index/s3Bucket:S3Bucket":
@@ -205,14 +207,16 @@ class ProgramMocks(pulumi.runtime.Mocks):
             computed.update(arnSuffix=f"targetgroup/{name[:24]}/0123456789abcdef")
         elif kind == "aws:ecr/repository:Repository":
             computed.update(repositoryUrl=f"{account}.dkr.ecr.{region}.amazonaws.com/{args.inputs.get('name')}",
-                            registryId=account, arn=f"arn:aws:ecr:{region}:{account}:repository/{args.inputs.get('name')}")
+                            registryId=account,
+                            arn=f"arn:aws:ecr:{region}:{account}:repository/{args.inputs.get('name')}")
         elif kind == "aws:cloudwatch/logGroup:LogGroup":
             computed.update(arn=f"arn:aws:logs:{region}:{account}:log-group:{args.inputs.get('name')}")
         elif kind == "aws:secretsmanager/secret:Secret":
             computed.update(arn=f"arn:aws:secretsmanager:{region}:{account}:secret:{name}-AbCdEf")
         elif kind == "aws:acm/certificate:Certificate":
             computed.update(domainValidationOptions=[{
-                "domainName": args.inputs.get("domainName"), "resourceRecordName": "_x." + args.inputs.get("domainName"),
+                "domainName": args.inputs.get("domainName"),
+                "resourceRecordName": "_x." + args.inputs.get("domainName"),
                 "resourceRecordType": "CNAME", "resourceRecordValue": "_y.acm-validations.aws."}])
         elif kind == "aws:acm/certificateValidation:CertificateValidation":
             computed.update(certificateArn=args.inputs.get("certificateArn"))
@@ -232,7 +236,8 @@ class ProgramMocks(pulumi.runtime.Mocks):
             "resources:ResourceGroup": None, "network:VirtualNetwork": "Microsoft.Network/virtualNetworks",
             "managedidentity:UserAssignedIdentity": "Microsoft.ManagedIdentity/userAssignedIdentities",
             "containerregistry:Registry": "Microsoft.ContainerRegistry/registries",
-            "app:ManagedEnvironment": "Microsoft.App/managedEnvironments", "app:ContainerApp": "Microsoft.App/containerApps",
+            "app:ManagedEnvironment": "Microsoft.App/managedEnvironments",
+            "app:ContainerApp": "Microsoft.App/containerApps",
             "dbforpostgresql:Server": "Microsoft.DBforPostgreSQL/flexibleServers",
             "storage:StorageAccount": "Microsoft.Storage/storageAccounts",
             "operationalinsights:Workspace": "Microsoft.OperationalInsights/workspaces",
@@ -243,7 +248,8 @@ class ProgramMocks(pulumi.runtime.Mocks):
                                                  "serverName", "accountName", "workspaceName", "privateZoneName",
                                                  "virtualNetworkName") if isinstance(inputs.get(key), str)), name)
         base = f"/subscriptions/{self.AZURE_SUBSCRIPTION}/resourceGroups/{group}"
-        resource_id = f"{base}/providers/{provider_type[short]}/{explicit}" if provider_type.get(short) else f"{base}/x/{name}"
+        resource_id = (f"{base}/providers/{provider_type[short]}/{explicit}" if provider_type.get(short)
+                       else f"{base}/x/{name}")
         computed: dict = {"name": explicit}
         identity = inputs.get("identity")
         if isinstance(identity, dict) and isinstance(identity.get("userAssignedIdentities"), list):
@@ -262,18 +268,21 @@ class ProgramMocks(pulumi.runtime.Mocks):
         elif short == "containerregistry:Registry":
             computed["loginServer"] = f"{explicit}.azurecr.io"
         elif short == "app:ManagedEnvironment":
-            computed.update(defaultDomain=f"happy-river-0123abcd.{inputs.get('location', 'westeurope')}.azurecontainerapps.io",
+            computed.update(defaultDomain=f"happy-river-0123abcd.{inputs.get('location', 'westeurope')}"
+                                          ".azurecontainerapps.io",
                             staticIp="10.50.0.100",
                             customDomainConfiguration={"customDomainVerificationId": hashlib.sha256(
                                 name.encode()).hexdigest().upper()})
         elif short == "dbforpostgresql:Server":
-            computed["fullyQualifiedDomainName"] = f"{explicit}.{inputs['network']['privateDnsZoneArmResourceId'].rsplit('/', 1)[-1]}"
+            computed["fullyQualifiedDomainName"] = (
+                f"{explicit}.{inputs['network']['privateDnsZoneArmResourceId'].rsplit('/', 1)[-1]}")
         elif short == "storage:BlobContainer":
             resource_id = (f"{base}/providers/Microsoft.Storage/storageAccounts/{inputs['accountName']}/blobServices/"
                            f"default/containers/{inputs['containerName']}")
             computed["name"] = inputs["containerName"]
         elif short == "app:ManagedCertificate":
-            resource_id = f"{base}/providers/Microsoft.App/managedEnvironments/{inputs['environmentName']}/managedCertificates/{name}"
+            resource_id = (f"{base}/providers/Microsoft.App/managedEnvironments/{inputs['environmentName']}"
+                           f"/managedCertificates/{name}")
         return resource_id, computed
 
     def call(self, args: pulumi.runtime.MockCallArgs):
@@ -283,7 +292,8 @@ class ProgramMocks(pulumi.runtime.Mocks):
         if args.token == "aws:ec2/getSubnets:getSubnets":
             return {"id": "eu-west-1", "ids": ["subnet-0default1", "subnet-0default2"]}
         if args.token == "azure-native:authorization:getClientConfig":
-            return {"clientId": "11111111-2222-3333-4444-555555555555", "objectId": "66666666-7777-8888-9999-000000000000",
+            return {"clientId": "11111111-2222-3333-4444-555555555555",
+                    "objectId": "66666666-7777-8888-9999-000000000000",
                     "subscriptionId": self.AZURE_SUBSCRIPTION, "tenantId": self.AZURE_TENANT}
         if args.token == "azure-native:app:getCustomDomainVerificationId":  # the subscription's, always set
             return {"value": hashlib.sha256(self.AZURE_SUBSCRIPTION.encode()).hexdigest().upper()}
@@ -523,7 +533,8 @@ def adopted_urns(run: ProgramRun, old_urns: set[str], stack: str, project: str =
         return engine_urn(stack, project, qualified_type(parent) if parent else "", type_, name)
 
     def inherited(child_type: str, child_name: str, parent_name: str, parent_alias: str) -> str:
-        name = urn_name(parent_alias) + child_name[len(parent_name):] if child_name.startswith(parent_name) else child_name
+        name = (urn_name(parent_alias) + child_name[len(parent_name):] if child_name.startswith(parent_name)
+                else child_name)
         return engine_urn(stack, project, qualified_type(parent_alias), child_type, name)
 
     for resource in run.resources:  # registration order: a parent comes before its children
@@ -533,7 +544,8 @@ def adopted_urns(run: ProgramRun, old_urns: set[str], stack: str, project: str =
             candidates.append(inherited(resource.type, resource.name, parent_name, parent_alias))
             for alias in resource.aliases:
                 own = collapse(resource, alias)
-                candidates.append(inherited(qualified_type(own).split("$")[-1], urn_name(own), parent_name, parent_alias))
+                candidates.append(inherited(qualified_type(own).split("$")[-1], urn_name(own), parent_name,
+                                            parent_alias))
         for candidate in candidates:
             if candidate in old_urns:
                 assert candidate not in claimed, f"{candidate} claimed by {claimed[candidate]} and {resource.urn}"

@@ -99,8 +99,9 @@ NAMING: dict[str, Naming] = {naming_type: naming for naming_type, naming in [
         "key-vault", "VaultAlreadyExists", _key("vaultName"), ("vaultName",),
         "https://learn.microsoft.com/en-us/azure/key-vault/general/soft-delete-overview")),
     *[(backup_type, Naming(
-        "flexible-server-backup", "BackupAlreadyExists", _key("serverName", "backupName"), ("serverName", "backupName"),
-        "https://learn.microsoft.com/en-us/cli/azure/postgres/flexible-server/backup")) for backup_type in BACKUP_TYPES],
+        "flexible-server-backup", "BackupAlreadyExists", _key("serverName", "backupName"),
+        ("serverName", "backupName"), "https://learn.microsoft.com/en-us/cli/azure/postgres/flexible-server/backup"))
+      for backup_type in BACKUP_TYPES],
 ]}
 
 GENERATED_NAMES = {
@@ -227,7 +228,8 @@ class _StackMocks(ProgramMocks):
         """Look-ups that read the account: a container app as the stack last wrote it, or Azure's "not found"."""
         if args.token == GET_CONTAINER_APP:
             for entry in self.state.values():
-                if entry.type == CONTAINER_APP and entry.outputs.get("containerAppName") == args.args["containerAppName"] \
+                if entry.type == CONTAINER_APP \
+                        and entry.outputs.get("containerAppName") == args.args["containerAppName"] \
                         and entry.outputs.get("resourceGroupName") == args.args["resourceGroupName"]:
                     return entry.outputs
             return {}, [("", f"ResourceNotFound: the container app {args.args['containerAppName']!r} was not found")]

@@ -96,9 +96,11 @@ def test_mlflow_mode_auth_ini_names_its_own_database_and_is_secret():
     ini = uploads_of(server)[render.AUTH_CONFIG_PATH]
     assert "default_permission = NO_PERMISSIONS" in ini  # the default: positive grants only (issue 29)
     database_uri = ini.split("database_uri = ", 1)[1].splitlines()[0].replace("%%", "%")
-    assert database_uri.startswith("postgresql+psycopg2://mlflow:") and database_uri.endswith("@postgres:5432/mlflow_auth")
+    assert (database_uri.startswith("postgresql+psycopg2://mlflow:")
+            and database_uri.endswith("@postgres:5432/mlflow_auth"))
     tracking_uri = env_of(server)[render.BACKEND_URI_ENV]
-    assert tracking_uri.endswith("/mlflow") and unquote(tracking_uri.split(":")[2].split("@")[0]) in unquote(database_uri)
+    assert (tracking_uri.endswith("/mlflow")
+            and unquote(tracking_uri.split(":")[2].split("@")[0]) in unquote(database_uri))
 
 
 @pytest.mark.parametrize("stack", STACKS)

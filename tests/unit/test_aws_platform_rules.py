@@ -251,7 +251,8 @@ def test_each_service_waits_for_its_role_policies(run):
 def test_the_5xx_alarm_fills_its_denominator(run):
     """A metric with no datapoint makes the whole expression missing: every metric is FILLed
     (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/using-metric-math.html)."""
-    [alarm] = [a for a in run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm") if a.inputs["name"].endswith("http-5xx")]
+    [alarm] = [a for a in run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+               if a.inputs["name"].endswith("http-5xx")]
     queries = {q["id"]: q for q in alarm.inputs["metricQueries"]}
     metrics = {key for key, q in queries.items() if "metric" in q}
     assert metrics == {"targets", "balancer", "requests"}

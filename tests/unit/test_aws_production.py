@@ -159,7 +159,8 @@ def test_a_nat_gateway_per_zone_each_zone_routing_through_its_own(run):
     nats = {n.name: n for n in run.of_type("aws:ec2/natGateway:NatGateway")}
     assert len(nats) == 2
     subnets = {s.state["id"]: s.inputs["availabilityZone"] for s in run.of_type("aws:ec2/subnet:Subnet")}
-    routes = {r.state["id"]: r.inputs["routes"][0].get("natGatewayId") for r in run.of_type("aws:ec2/routeTable:RouteTable")}
+    routes = {r.state["id"]: r.inputs["routes"][0].get("natGatewayId")
+              for r in run.of_type("aws:ec2/routeTable:RouteTable")}
     nat_zone = {n.state["id"]: subnets[n.inputs["subnetId"]] for n in nats.values()}
     for association in run.of_type("aws:ec2/routeTableAssociation:RouteTableAssociation"):
         nat = routes[association.inputs["routeTableId"]]
@@ -203,7 +204,8 @@ def test_the_final_snapshot_name_is_unique_to_the_instance(run):
 # --- 8. alarms --------------------------------------------------------------------------------
 
 def alarms(run: ProgramRun) -> dict[str, Recorded]:
-    return {a.inputs["name"].removeprefix("mlflow-aws-"): a for a in run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+    return {a.inputs["name"].removeprefix("mlflow-aws-"): a
+            for a in run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
 
 
 def test_alarms_watch_errors_health_database_and_tasks_and_notify_the_topic(run):
@@ -235,7 +237,8 @@ def test_an_alarm_email_is_subscribed_and_the_5xx_alarm_stops_rollouts():
 
 def test_nginx_runs_from_a_scanned_copy_in_the_stacks_registry_by_digest(run):
     repository = run.one("aws:ecr/repository:Repository", "mlflow-proxy-image-repository")
-    assert repository.inputs["name"] == "mlflow-aws/nginx" and repository.inputs["imageScanningConfiguration"]["scanOnPush"]
+    assert (repository.inputs["name"] == "mlflow-aws/nginx"
+            and repository.inputs["imageScanningConfiguration"]["scanOnPush"])
     copy = run.one("docker:index/image:Image", "mlflow-proxy-image").inputs
     assert copy["build"]["args"] == {"IMAGE": "nginx:1.27.3-alpine"} and copy["build"]["dockerfile"].endswith(
         "docker/mirror/Dockerfile")

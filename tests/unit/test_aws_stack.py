@@ -83,7 +83,8 @@ def test_vpc_with_public_and_private_subnets_in_two_zones(aws_run):
     assert {s.inputs["availabilityZone"] for s in private} == {"eu-west-1a", "eu-west-1b"}
     assert all(not s.inputs.get("mapPublicIpOnLaunch") for s in subnets)
     private_routes = aws_run.one("aws:ec2/routeTable:RouteTable", "mlflow-platform-private-routes")
-    assert [r.get("natGatewayId") for r in private_routes.inputs["routes"]] == ["mlflow-platform-nat-id"], "private subnets route via NAT"
+    assert [r.get("natGatewayId") for r in private_routes.inputs["routes"]] == ["mlflow-platform-nat-id"], \
+        "private subnets route via NAT"
 
 
 def test_rds_private_encrypted_backed_up_and_protected(aws_run):
@@ -99,8 +100,10 @@ def test_rds_private_encrypted_backed_up_and_protected(aws_run):
     assert inputs["username"] == "mlflow_admin"
     assert inputs["vpcSecurityGroupIds"] == ["mlflow-platform-database-sg-id"]
     subnet_group = aws_run.one("aws:rds/subnetGroup:SubnetGroup")
-    assert sorted(subnet_group.inputs["subnetIds"]) == ["mlflow-platform-private-eu-west-1a-id", "mlflow-platform-private-eu-west-1b-id"]
-    parameters = {p["name"]: p["value"] for p in aws_run.one("aws:rds/parameterGroup:ParameterGroup").inputs["parameters"]}
+    assert sorted(subnet_group.inputs["subnetIds"]) == ["mlflow-platform-private-eu-west-1a-id",
+                                                        "mlflow-platform-private-eu-west-1b-id"]
+    parameters = {p["name"]: p["value"]
+                  for p in aws_run.one("aws:rds/parameterGroup:ParameterGroup").inputs["parameters"]}
     assert parameters == {"max_connections": "200", "rds.force_ssl": "1"}
 
 
@@ -108,11 +111,14 @@ def test_s3_bucket_private_encrypted_versioned_tls_only(aws_run):
     bucket = aws_run.one("aws:s3/bucket:Bucket")
     assert bucket.protect and bucket.inputs["forceDestroy"] is False
     block = aws_run.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
-    assert all(block[key] is True for key in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
+    assert all(block[key] is True
+               for key in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
     sse = aws_run.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration").inputs
     assert sse["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] in ("AES256", "aws:kms")
-    assert aws_run.one("aws:s3/bucketVersioning:BucketVersioning").inputs["versioningConfiguration"]["status"] == "Enabled"
-    assert aws_run.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls").inputs["rule"]["objectOwnership"] == "BucketOwnerEnforced"
+    assert aws_run.one("aws:s3/bucketVersioning:BucketVersioning").inputs["versioningConfiguration"]["status"] \
+        == "Enabled"
+    assert aws_run.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls").inputs["rule"]["objectOwnership"] \
+        == "BucketOwnerEnforced"
     [statement] = policy_statements(aws_run.one("aws:s3/bucketPolicy:BucketPolicy"))
     assert statement["Effect"] == "Deny" and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     lifecycle = aws_run.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]
@@ -125,7 +131,8 @@ def test_ecr_repository_scans_on_push_and_the_image_is_pushed_there(aws_run):
     repository = aws_run.one("aws:ecr/repository:Repository", "mlflow-server-image-repository")
     assert repository.inputs["imageScanningConfiguration"] == {"scanOnPush": True} and repository.protect
     image = aws_run.one("docker:index/image:Image", "mlflow-server-image")
-    assert image.inputs["imageName"].startswith("123456789012.dkr.ecr.eu-west-1.amazonaws.com/mlflow-aws/mlflow-server:")
+    assert image.inputs["imageName"].startswith(
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com/mlflow-aws/mlflow-server:")
     assert image.inputs["build"]["args"] == {"MLFLOW_VERSION": "3.17.2"}
     assert is_secret_wrapper(image.raw_inputs["registry"]["password"]), "the registry token must stay secret"
     server = containers(aws_run, "mlflow-server")["mlflow-server"]
@@ -139,10 +146,12 @@ def test_fargate_services_in_private_subnets_without_public_ips(aws_run):
         assert service["launchType"] == "FARGATE"
         network = service["networkConfiguration"]
         assert network["assignPublicIp"] is False
-        assert sorted(network["subnets"]) == ["mlflow-platform-private-eu-west-1a-id", "mlflow-platform-private-eu-west-1b-id"]
+        assert sorted(network["subnets"]) == ["mlflow-platform-private-eu-west-1a-id",
+                                              "mlflow-platform-private-eu-west-1b-id"]
         assert service["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
     proxy = aws_run.one("aws:ecs/service:Service", "mlflow-proxy").inputs
-    assert proxy["loadBalancers"][0]["containerPort"] == 8080 and proxy["loadBalancers"][0]["containerName"] == "mlflow-proxy"
+    assert (proxy["loadBalancers"][0]["containerPort"] == 8080
+            and proxy["loadBalancers"][0]["containerName"] == "mlflow-proxy")
     server = aws_run.one("aws:ecs/service:Service", "mlflow-server").inputs
     assert not server.get("loadBalancers"), "the MLflow server is reachable only through the proxy"
     alias = server["serviceConnectConfiguration"]["services"][0]["clientAlias"][0]
@@ -182,7 +191,8 @@ def test_server_gets_the_db_uri_from_secrets_manager_and_no_static_keys(aws_run)
     assert all(arn.startswith("arn:aws:secretsmanager:") for arn in secrets.values())
     version = aws_run.one("aws:secretsmanager/secretVersion:SecretVersion", "mlflow-server-mlflow-backend-store-uri")
     assert version.input_is_secret("secretString")
-    assert version.inputs["secretString"].startswith("postgresql+psycopg2://mlflow:"), "MLflow's own role, not the master"
+    assert version.inputs["secretString"].startswith("postgresql+psycopg2://mlflow:"), \
+        "MLflow's own role, not the master"
     # MLflow's secrets (AI Gateway keys) are encrypted with the stack's generated key, not MLflow's default
     key = aws_run.one("aws:secretsmanager/secretVersion:SecretVersion", "mlflow-server-mlflow-crypto-kek-passphrase")
     generated = aws_run.one("random:index/randomPassword:RandomPassword", "mlflow-server-secrets-key")
@@ -205,13 +215,15 @@ def test_proxy_runs_the_rendered_config_with_htpasswd_from_secrets_manager(aws_r
     assert not [v for v in env.values() if v.startswith("mlflow:$2")], "htpasswd must not be plain env"
     assert len(proxy["secrets"]) == 1
     script = proxy["command"][2]
-    assert "/tmp/mlflow-platform/htpasswd" in script and proxy["command"][4:] == ["nginx", "-c", "/tmp/mlflow-platform/nginx.conf", "-g", "daemon off;"]
+    assert "/tmp/mlflow-platform/htpasswd" in script and proxy["command"][4:] == [
+        "nginx", "-c", "/tmp/mlflow-platform/nginx.conf", "-g", "daemon off;"]
 
 
 def test_task_role_only_has_the_buckets_object_actions(aws_run):
     bucket_name = aws_run.output("bucket")
     task_roles = {r.urn for r in aws_run.of_type("aws:iam/role:Role") if r.name.endswith("task-role")}
-    policies = [p for p in aws_run.of_type("aws:iam/rolePolicy:RolePolicy") if p.name.startswith("mlflow-server-access")]
+    policies = [p for p in aws_run.of_type("aws:iam/rolePolicy:RolePolicy")
+                if p.name.startswith("mlflow-server-access")]
     assert len(policies) == 1
     for statement in policy_statements(policies[0]):
         assert statement["Effect"] == "Allow"
@@ -240,11 +252,12 @@ def test_no_wildcard_iam_beyond_the_registry_login(aws_run):
 def test_security_groups_open_to_the_world_only_on_the_load_balancer(aws_run):
     for rule in aws_run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"):
         if rule.inputs.get("cidrIpv4") == "0.0.0.0/0":
-            assert rule.inputs["securityGroupId"] == "mlflow-platform-load-balancer-sg-id" and rule.inputs["fromPort"] in (80, 443), rule.name
+            assert (rule.inputs["securityGroupId"] == "mlflow-platform-load-balancer-sg-id"
+                    and rule.inputs["fromPort"] in (80, 443)), rule.name
     database_in = [r.inputs for r in aws_run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
                    if r.inputs["securityGroupId"] == "mlflow-platform-database-sg-id"]
-    assert database_in == [{"securityGroupId": "mlflow-platform-database-sg-id", "ipProtocol": "tcp", "fromPort": 5432, "toPort": 5432,
-                            "referencedSecurityGroupId": "mlflow-platform-server-sg-id"}]
+    assert database_in == [{"securityGroupId": "mlflow-platform-database-sg-id", "ipProtocol": "tcp", "fromPort": 5432,
+                            "toPort": 5432, "referencedSecurityGroupId": "mlflow-platform-server-sg-id"}]
     server_in = [r.inputs for r in aws_run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
                  if r.inputs["securityGroupId"] == "mlflow-platform-server-sg-id"]
     assert [r["referencedSecurityGroupId"] for r in server_in] == ["mlflow-platform-proxy-sg-id"]
@@ -278,7 +291,8 @@ def test_https_with_acm_certificate_when_a_domain_and_zone_are_configured(aws_ht
     db = run.one("aws:rds/instance:Instance")
     assert db.inputs["multiAz"] is True and db.inputs["skipFinalSnapshot"] is True and not db.protect
     assert run.one("aws:ecs/service:Service", "mlflow-server").inputs["desiredCount"] == 2
-    ingress_ports = {r.inputs["fromPort"] for r in run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    ingress_ports = {r.inputs["fromPort"]
+                     for r in run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
                      if r.inputs.get("cidrIpv4") == "0.0.0.0/0"}
     assert ingress_ports == {80, 443}
 
@@ -310,7 +324,8 @@ def test_secrets_stay_wrapped_even_where_the_engine_would_not_mark_them(aws_conf
 def test_existing_vpc_is_used_instead_of_creating_one(aws_config):
     config = dict(aws_config)
     settings = json.loads(config["mlflow:aws"])
-    settings.update(vpcId="vpc-0123", publicSubnetIds=["subnet-a", "subnet-b"], privateSubnetIds=["subnet-c", "subnet-d"])
+    settings.update(vpcId="vpc-0123", publicSubnetIds=["subnet-a", "subnet-b"],
+                    privateSubnetIds=["subnet-c", "subnet-d"])
     config["mlflow:aws"] = json.dumps(settings)
     run = run_program(config, stack="aws")
     assert not run.of_type("aws:ec2/vpc:Vpc") and not run.of_type("aws:ec2/natGateway:NatGateway")

@@ -83,7 +83,8 @@ def test_flexible_server_private_backed_up_protected(run):
     assert inputs["network"]["publicNetworkAccess"] == "Disabled"
     subnet = next(s for s in run.of_type("azure-native:network:Subnet") if s.inputs["subnetName"] == "database")
     assert inputs["network"]["delegatedSubnetResourceId"] == subnet.state["id"]
-    assert inputs["network"]["privateDnsZoneArmResourceId"] == run.one("azure-native:privatedns:PrivateZone").state["id"]
+    assert inputs["network"]["privateDnsZoneArmResourceId"] \
+        == run.one("azure-native:privatedns:PrivateZone").state["id"]
     assert inputs["backup"] == {"backupRetentionDays": 7, "geoRedundantBackup": "Disabled"}
     assert inputs["highAvailability"] == {"mode": "Disabled"}
     assert server.protect and server.input_is_secret("administratorLoginPassword")
@@ -120,7 +121,8 @@ def test_storage_account_refuses_keys_and_the_public_and_lets_only_the_apps_in(r
     assert inputs["kind"] == "StorageV2" and inputs["minimumTlsVersion"] == "TLS1_2"
     assert inputs["enableHttpsTrafficOnly"] is True and inputs["allowBlobPublicAccess"] is False
     assert inputs["allowSharedKeyAccess"] is False, "no storage key anywhere"
-    apps_subnet = next(s for s in run.of_type("azure-native:network:Subnet") if s.inputs["subnetName"] == "container-apps")
+    apps_subnet = next(s for s in run.of_type("azure-native:network:Subnet")
+                       if s.inputs["subnetName"] == "container-apps")
     assert inputs["networkRuleSet"]["defaultAction"] == "Deny"
     assert inputs["networkRuleSet"]["virtualNetworkRules"] == [{"virtualNetworkResourceId": apps_subnet.state["id"],
                                                                  "action": "Allow"}]
@@ -144,7 +146,8 @@ def test_the_server_identity_may_use_the_container_only(run):
     assert grant["scope"] == container.state["id"] and grant["scope"].endswith("/containers/mlflow-artifacts")
     assert grant["principalId"] == identity(run, "server").state["principalId"]
     assert grant["roleDefinitionId"].startswith("/subscriptions/00000000-1111-2222-3333-444444444444/")
-    pulls = {r.inputs["principalId"]: r.inputs["scope"] for r in run.of_type("azure-native:authorization:RoleAssignment")
+    pulls = {r.inputs["principalId"]: r.inputs["scope"]
+             for r in run.of_type("azure-native:authorization:RoleAssignment")
              if r.inputs["roleDefinitionId"].endswith(ACR_PULL)}
     registry = run.one("azure-native:containerregistry:Registry").state["id"]
     assert pulls == {identity(run, "server").state["principalId"]: registry,
@@ -208,7 +211,8 @@ def test_the_proxy_is_the_only_entry_https_only_and_restricted(run):
     ingress = proxy["configuration"]["ingress"]
     assert ingress["external"] is True and ingress["allowInsecure"] is False and ingress["transport"] == "http"
     assert ingress["targetPort"] == 8080
-    assert ingress["ipSecurityRestrictions"] == [{"name": "allowed-0", "ipAddressRange": "0.0.0.0/0", "action": "Allow"}]
+    assert ingress["ipSecurityRestrictions"] == [{"name": "allowed-0", "ipAddressRange": "0.0.0.0/0",
+                                                  "action": "Allow"}]
     assert proxy["identity"]["userAssignedIdentities"] == [identity(run, "proxy").state["id"]]
     assert run.output("tracking_uri") == "https://mlflow-proxy.happy-river-0123abcd.westeurope.azurecontainerapps.io"
     command = app(run, "mlflow-server")["template"]["containers"][0]["command"]
@@ -278,7 +282,8 @@ DOMAIN = "mlflow.example.com"
 VERIFICATION_ID = "0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF"
 # The harness's environment: its default domain and static IP.
 APP_HOST = "mlflow-proxy.happy-river-0123abcd.westeurope.azurecontainerapps.io"
-GIVEN_CERTIFICATE = "/subscriptions/s/resourceGroups/g/providers/Microsoft.App/managedEnvironments/e/certificates/mlflow"
+GIVEN_CERTIFICATE = ("/subscriptions/s/resourceGroups/g/providers/Microsoft.App/managedEnvironments/e"
+                     "/certificates/mlflow")
 
 
 class _Subscription(ProgramMocks):
@@ -440,8 +445,10 @@ def test_the_connection_budget_counts_both_revisions_of_a_rollout():
 
 def test_each_app_waits_for_its_identitys_pull_grant(run):
     grants = {r.name: r.urn for r in run.of_type("azure-native:authorization:RoleAssignment")}
-    assert grants["mlflow-platform-server-acr-pull"] in run.one("azure-native:app:ContainerApp", "mlflow-server").dependencies
-    assert grants["mlflow-platform-proxy-acr-pull"] in run.one("azure-native:app:ContainerApp", "mlflow-proxy").dependencies
+    assert grants["mlflow-platform-server-acr-pull"] in run.one("azure-native:app:ContainerApp",
+                                                                "mlflow-server").dependencies
+    assert grants["mlflow-platform-proxy-acr-pull"] in run.one("azure-native:app:ContainerApp",
+                                                               "mlflow-proxy").dependencies
     storage = grants["mlflow-artifacts-server-access"]
     assert storage in run.one("azure-native:app:ContainerApp", "mlflow-server").dependencies
 

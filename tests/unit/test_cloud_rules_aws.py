@@ -55,7 +55,8 @@ VARIANTS = [
     variant("eu_prod-long-mlflow-auth-certificate-no-prometheus", "aws", stack="eu_prod", instance=LONG_INSTANCE,
             auth={"mode": "mlflow"}, database={"maxConnections": DROP},
             aws={"domain": "mlflow.example.com", "allowPlainHttp": DROP, "natGateways": "single",
-                 "certificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/0123abcd-4567-89ef-0123-456789abcdef"},
+                 "certificateArn":
+                     "arn:aws:acm:eu-west-1:123456789012:certificate/0123abcd-4567-89ef-0123-456789abcdef"},
             observability={"prometheus": False}, proxy={"timeoutSeconds": 600, "clientMaxBodySize": "8g"},
             server={"cpu": 2, "memoryMib": 4096},
             artifacts={"bucket": "mlflow-artifacts-research-team-eu-west-1"}),
@@ -228,7 +229,8 @@ def role_policies(graph: Graph, role_arn: str) -> list[Recorded]:
     if role is None:
         return []
     return [p for p in graph.of_type("aws:iam/rolePolicy:RolePolicy") + graph.of_type(
-        "aws:iam/rolePolicyAttachment:RolePolicyAttachment") if p.inputs.get("role") in (role.state["id"], role.state.get("name"))]
+        "aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        if p.inputs.get("role") in (role.state["id"], role.state.get("name"))]
 
 
 def services_after_policies_rule(graph: Graph) -> list[str]:
@@ -591,7 +593,8 @@ def without_dependency(graph: Graph, type_: str, name: str) -> Graph:
 MUTATIONS = {
     "names": (names_rule, lambda g: mutated(g, "aws:ecr/repository:Repository", "mlflow-server-image-repository",
                                             lambda i: i.update(name="mlflow-Prod/mlflow-server"))),
-    "services after policies": (services_after_policies_rule, lambda g: without_dependency(g, SERVICE, "mlflow-server")),
+    "services after policies": (services_after_policies_rule,
+                                lambda g: without_dependency(g, SERVICE, "mlflow-server")),
     "secret values": (secret_values_rule, lambda g: without_dependency(g, SERVICE, "mlflow-server")),
     "rollout timeout": (rollout_timeout_rule, lambda g: mutated(g, "aws:lb/targetGroup:TargetGroup",
                                                                 "mlflow-platform-proxy-targets",

@@ -196,7 +196,8 @@ def one_at_a_time_rule(graph: Graph) -> list[str]:
         problems += total_order_problems(graph, children, f"flexible server {name}")
     for network in graph.of_type("azure-native:network:VirtualNetwork"):
         name = network.inputs["virtualNetworkName"]
-        subnets = [s for s in graph.of_type("azure-native:network:Subnet") if s.inputs.get("virtualNetworkName") == name]
+        subnets = [s for s in graph.of_type("azure-native:network:Subnet")
+                   if s.inputs.get("virtualNetworkName") == name]
         problems += total_order_problems(graph, subnets, f"virtual network {name}")
     return problems
 
@@ -216,7 +217,8 @@ def certificate_rule(graph: Graph) -> list[str]:
     environments = graph.of_type(ENVIRONMENT)
     for certificate in graph.of_type("azure-native:app:ManagedCertificate"):
         host = (certificate.inputs.get("properties") or {}).get("subjectName")
-        binding = [a for a in graph.of_type(APP) if host in [d.get("name") for d in ingress(a).get("customDomains") or []]]
+        binding = [a for a in graph.of_type(APP)
+                   if host in [d.get("name") for d in ingress(a).get("customDomains") or []]]
         where = f"[{graph.variant.name}] managed certificate for {host}"
         if not binding:
             problems.append(f"{where}: no app binds the host name")

@@ -57,7 +57,8 @@ def test_each_component_registers_what_it_declares(run):
         always, optional = declared(CLASSES[component.type.split(":")[-1]])
         registered = set(component.outputs)
         assert always <= registered, f"{component.type}: declared, never registered: {always - registered}"
-        assert registered <= always | optional, f"{component.type}: registered, not declared: {registered - always - optional}"
+        assert registered <= always | optional, \
+            f"{component.type}: registered, not declared: {registered - always - optional}"
 
 
 def test_the_optional_outputs_follow_the_configuration(run):

@@ -121,7 +121,8 @@ def test_aws_schedule_runs_it_in_the_servers_network_in_utc(aws_gc):
     target = schedule["target"]
     assert target["arn"] == aws_gc.one("aws:ecs/cluster:Cluster").state["arn"]
     ecs = target["ecsParameters"]
-    assert ecs["taskDefinitionArn"] == aws_gc.one("aws:ecs/taskDefinition:TaskDefinition", "mlflow-server-gc").state["arn"]
+    assert ecs["taskDefinitionArn"] == aws_gc.one("aws:ecs/taskDefinition:TaskDefinition",
+                                                  "mlflow-server-gc").state["arn"]
     server = aws_gc.one("aws:ecs/service:Service", "mlflow-server").inputs["networkConfiguration"]
     assert ecs["networkConfiguration"] == {"subnets": server["subnets"], "securityGroups": server["securityGroups"],
                                            "assignPublicIp": False}

@@ -142,7 +142,8 @@ def test_body_sizes_a_replica_cannot_hold_are_refused(raw, allowed):
 
 
 def test_unlimited_bodies_stay_allowed_on_local():
-    assert parse_stack_config({"proxy": {"clientMaxBodySize": "0"}}, "Pulumi.local.yaml").proxy.client_max_body_size == "0"
+    assert parse_stack_config({"proxy": {"clientMaxBodySize": "0"}},
+                              "Pulumi.local.yaml").proxy.client_max_body_size == "0"
 
 
 @pytest.mark.parametrize("stack,disk_gib", [("aws", 20 - aws_config.FARGATE_IMAGE_RESERVE_GIB), ("azure", 4)])

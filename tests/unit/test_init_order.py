@@ -7,7 +7,8 @@ which run one after the other in their order (azure). Read from the recorded gra
 (tests/unit/golden, which test_golden_graphs.py holds equal to what the program registers).
 
 Not here: the native rehearsal (rehearsal/launcher.py) runs the same steps in code, in this order
-(RehearsalStack._start_backends, before it starts a server); the platform-faithful one takes the order from these graphs.
+(RehearsalStack._start_backends, before it starts a server); the platform-faithful one takes the order from these
+graphs.
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ def _step(name: str) -> str:
 def _local_order(resources: dict) -> list[str]:
     """The server container and the attached (run-to-completion) containers before it, ordered by
     their dependencies; every step must be a dependency of every later one and of the server."""
-    containers = {urn: r for urn, r in resources.items() if urn.split("::")[-2].endswith("docker:index/container:Container")}
+    containers = {urn: r for urn, r in resources.items()
+                  if urn.split("::")[-2].endswith("docker:index/container:Container")}
     server = next(urn for urn, r in containers.items() if r["inputs"]["name"] == "mlflow-local-mlflow-server")
-    steps = [urn for urn in containers[server]["dependencies"] if urn in containers and containers[urn]["inputs"].get("attach")]
+    steps = [urn for urn in containers[server]["dependencies"]
+             if urn in containers and containers[urn]["inputs"].get("attach")]
     ordered = sorted(steps, key=lambda urn: len([d for d in containers[urn]["dependencies"] if d in steps]))
     for index, urn in enumerate(ordered):
-        assert set(ordered[:index]) <= set(containers[urn]["dependencies"]), f"{urn} does not wait for the steps before it"
+        assert set(ordered[:index]) <= set(containers[urn]["dependencies"]), \
+            f"{urn} does not wait for the steps before it"
     return [_step(containers[urn]["inputs"]["name"]) for urn in ordered] + [SERVER]
 
 

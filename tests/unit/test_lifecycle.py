@@ -54,7 +54,8 @@ def _snapshot(name: str, present: bool = True) -> Callable:
     def program():
         if present:
             aws.rds.Snapshot("before", db_instance_identifier="db", db_snapshot_identifier=name,
-                             opts=pulumi.ResourceOptions(retain_on_delete=True, ignore_changes=["dbSnapshotIdentifier"]))
+                             opts=pulumi.ResourceOptions(retain_on_delete=True,
+                                                         ignore_changes=["dbSnapshotIdentifier"]))
     return program
 
 

@@ -68,7 +68,8 @@ def test_the_proxys_htpasswd_and_tls_files_are_readable_by_nginx_only(local_run,
         proxy = container(run, "mlflow-proxy")
         assert proxy.inputs["user"] == "nginx" and proxy.input_is_secret("uploads")
         modes = {u["file"]: (u.get("permissions"), u.get("owner"), u.get("group")) for u in proxy.inputs["uploads"]}
-        assert modes == {"/etc/nginx/nginx.conf": (None, None, None), **{path: ("0400", "101", "101") for path in private}}
+        assert modes == {"/etc/nginx/nginx.conf": (None, None, None),
+                         **{path: ("0400", "101", "101") for path in private}}
 
 
 def test_the_servers_auth_config_is_readable_by_mlflow_only(local_config):

@@ -118,7 +118,8 @@ def test_data_volumes_survive_destroy_and_are_not_replaced_by_edits(local_run):
         assert {"name", "driver"} <= set(volume.ignore_changes), f"{volume.name} must not be replaced by edits"
     mounts = {m["volumeName"]: m["containerPath"] for m in container(local_run, "mlflow-metadata").inputs["volumes"]}
     assert mounts["mlflow-local-pgdata"] == "/var/lib/postgresql/data"
-    mounts = {m["volumeName"]: m["containerPath"] for m in container(local_run, "mlflow-artifacts-minio").inputs["volumes"]}
+    mounts = {m["volumeName"]: m["containerPath"]
+              for m in container(local_run, "mlflow-artifacts-minio").inputs["volumes"]}
     assert mounts["mlflow-local-miniodata"] == "/data"
 
 
@@ -214,7 +215,8 @@ def test_schema_upgrade_finishes_before_the_server_starts(local_run):
 def test_server_arguments_security_middleware_and_no_secret_on_the_command_line(local_run):
     server = container(local_run, "mlflow-server")
     command = server.inputs["command"]
-    assert set(secret_env_names(server)) == {render.BACKEND_URI_ENV, render.SECRETS_KEK_ENV, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert set(secret_env_names(server)) == {render.BACKEND_URI_ENV, render.SECRETS_KEK_ENV, "AWS_ACCESS_KEY_ID",
+                                             "AWS_SECRET_ACCESS_KEY"}
     # the Prometheus directory emptied first, then the server
     assert command[:5] == ["sh", "-c", render.METRICS_DIR_RESET, "sh", render.METRICS_DIR]
     command = command[5:]
@@ -403,7 +405,8 @@ def test_no_secret_value_in_what_docker_inspect_shows(local_config):
         for item in run.of_type(CONTAINER):
             for key in DOCKER_VISIBLE:
                 for path, text in plain_strings(item.inputs.get(key)):
-                    found = [s for s in secrets if any(form in text or form in unquote(text) for form in secret_forms(s))]
+                    found = [s for s in secrets
+                             if any(form in text or form in unquote(text) for form in secret_forms(s))]
                     assert not found, f"{variant}: {item.name} {key}{path} shows a secret"
 
 
@@ -412,7 +415,8 @@ def test_each_secret_is_a_file_only_the_containers_user_reads(local_config):
     container's reader runs as; the uploads are a Pulumi secret."""
     owners = {"mlflow-metadata": "0", "mlflow-artifacts-minio": "0", "mlflow-metadata-provision": "999"}
     for variant, run in local_variants(local_config).items():
-        with_files = {item.name for item in run.of_type(CONTAINER) if "/run/secrets/" in " ".join(item.inputs.get("envs", []))}
+        with_files = {item.name for item in run.of_type(CONTAINER)
+                      if "/run/secrets/" in " ".join(item.inputs.get("envs", []))}
         assert {"mlflow-metadata", "mlflow-artifacts-minio", "mlflow-metadata-provision", "mlflow-server",
                 "mlflow-server-db-upgrade"} <= with_files, variant
         for item in run.of_type(CONTAINER):
@@ -424,7 +428,8 @@ def test_each_secret_is_a_file_only_the_containers_user_reads(local_config):
             assert item.input_is_secret("uploads"), f"{variant}: {item.name}"
             owner = owners.get(item.name, local.IMAGE_USER_IDS["mlflow"])
             for upload in secret_uploads:
-                assert (upload["permissions"], upload["owner"], upload["group"]) == ("0400", owner, owner), upload["file"]
+                assert (upload["permissions"], upload["owner"], upload["group"]) == ("0400", owner, owner), \
+                    upload["file"]
                 assert upload["content"], upload["file"]
             if item.inputs["image"].startswith("mlflow-platform/"):  # the server image: the wrapper loads them
                 assert sorted(f"{name}_FILE" for name in secret_env_names(item)) == sorted(pointers)
@@ -482,7 +487,8 @@ def test_the_wrapper_exports_each_file_byte_for_byte_and_execs(tmp_path):
 
 
 def test_the_wrapper_passes_the_commands_arguments_and_exit_status(tmp_path):
-    process, out, _ = run_wrapped(tmp_path, {"A": "x"}, ["A"], ["sh", "-c", 'echo "$A|$1|$2"; exit 7', "sh", "a b", "--"])
+    process, out, _ = run_wrapped(tmp_path, {"A": "x"}, ["A"],
+                                  ["sh", "-c", 'echo "$A|$1|$2"; exit 7', "sh", "a b", "--"])
     assert (process.returncode, out) == (7, "x|a b|--\n")
 
 

@@ -133,7 +133,8 @@ def test_a_delete_or_patch_body_reaches_the_auth_app_as_the_json_the_handler_rea
     body = json.dumps({"name": "alice-model"}).encode()
     for method, content_type in (("DELETE", b"text/plain;charset=UTF-8"), ("DELETE", b""), ("PATCH", b"text/plain"),
                                  ("DELETE", b"application/json"), ("DELETE", b"application/merge-patch+json")):
-        assert _call(asgi.Guard(inner), path, body, b"name=bob-model", method=method, content_type=content_type)[0] == 204
+        assert _call(asgi.Guard(inner), path, body, b"name=bob-model", method=method,
+                     content_type=content_type)[0] == 204
     assert inner.content_types == [b"application/json"] * 4 + [b"application/merge-patch+json"]
     assert inner.bodies == [body] * 5
     _call(asgi.Guard(inner), path, b"", b"name=bob-model", method="DELETE", content_type=b"text/plain")
@@ -157,10 +158,12 @@ def test_a_body_naming_two_runs_is_refused(fields):
 def test_a_header_mlflow_reads_is_refused_when_sent_twice(header):
     """Review of issue 29: the guard's OTLP check read the last X-Mlflow-Experiment-Id, MLflow the first."""
     inner = _Recorder()
-    twice = [CREDENTIALS, (header, b"2"), (header, b"1")] if header != b"authorization" else [(header, b"2"), (header, b"1")]
+    twice = ([CREDENTIALS, (header, b"2"), (header, b"1")] if header != b"authorization"
+             else [(header, b"2"), (header, b"1")])
     status, answer = _call(asgi.Guard(inner), "/v1/traces", b"\x0a\x00", headers=twice, content_type=b"")
     assert status == 400 and "more than once" in json.loads(answer)["message"] and not inner.bodies
-    assert _call(asgi.Guard(inner), "/v1/traces", b"", headers=[CREDENTIALS, (b"x-other", b"1"), (b"x-other", b"2")])[0] == 204
+    assert _call(asgi.Guard(inner), "/v1/traces", b"",
+                 headers=[CREDENTIALS, (b"x-other", b"1"), (b"x-other", b"2")])[0] == 204
 
 
 def test_artifact_uploads_stream_on_unread():
@@ -296,10 +299,12 @@ def test_a_static_prefix_naming_the_file_routes_does_not_switch_the_body_checks_
     monkeypatch.setenv(asgi.STATIC_PREFIX_ENV, prefix)
     inner = _Recorder()
     assert _call(asgi.Guard(inner), f"{prefix}/api/2.0/mlflow/runs/create", b'{"experiment_id": "01"}')[0] == 400
-    assert _call(asgi.Guard(inner), f"{prefix}/api/2.0/mlflow/runs/set-tag", b'{"run_id": "a", "run_uuid": "b"}')[0] == 400
+    assert _call(asgi.Guard(inner), f"{prefix}/api/2.0/mlflow/runs/set-tag",
+                 b'{"run_id": "a", "run_uuid": "b"}')[0] == 400
     upload = b'{"experiment_id": "01"}'  # a file's bytes, streamed on unread under the prefix and at the root
     for path in (f"{prefix}/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/f.json",
-                 "/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/f.json", f"{prefix}/ajax-api/2.0/mlflow/upload-artifact"):
+                 "/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/f.json",
+                 f"{prefix}/ajax-api/2.0/mlflow/upload-artifact"):
         assert _call(asgi.Guard(inner), path, upload)[0] == 204, path
     assert inner.bodies == [upload] * 3
 

@@ -64,4 +64,5 @@ def test_only_the_chosen_platform_checks_the_other_sections():
     local proxy's to terminate, and the aws load balancer's."""
     assert parse_stack_config({"platform": "local", "proxy": {"tls": "self-signed"}}, "test").proxy.tls == "self-signed"
     with pytest.raises(ValueError, match="proxy.tls must be off on aws"):
-        parse_stack_config({"platform": "aws", "proxy": {"tls": "self-signed"}, "aws": {"allowPlainHttp": True}}, "test")
+        parse_stack_config({"platform": "aws", "proxy": {"tls": "self-signed"}, "aws": {"allowPlainHttp": True}},
+                           "test")

@@ -135,7 +135,8 @@ VARIANTS = {
                "dbSku": "Standard_D2ds_v5", "dbHighAvailability": "zone-redundant", "dbGeoRedundantBackup": True},
         proxy={"timeoutSeconds": 1800}, database={"maxConnections": 800}, maintenance={"gcSchedule": "0 3 * * *"}),
         stack="azure"),
-    "azure-managed-certificate": lambda: run_program(azure_config(azure={"domain": "mlflow.example.com"}), stack="azure"),
+    "azure-managed-certificate": lambda: run_program(azure_config(azure={"domain": "mlflow.example.com"}),
+                                                     stack="azure"),
 }
 
 

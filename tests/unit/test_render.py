@@ -62,7 +62,8 @@ def test_htpasswd_line_refuses_bad_input(user, digest):
 
 
 def test_allowed_hosts_and_origins_follow_the_host_names_and_port():
-    assert render.allowed_hosts(("a.example", "10.0.0.5"), 8443) == ("a.example", "a.example:8443", "10.0.0.5", "10.0.0.5:8443")
+    assert render.allowed_hosts(("a.example", "10.0.0.5"), 8443) == ("a.example", "a.example:8443", "10.0.0.5",
+                                                                     "10.0.0.5:8443")
     assert render.public_origins(("a.example",), "https", 443) == ("https://a.example:443", "https://a.example")
     assert render.public_url("a.example", "https", 443, "/mlflow") == "https://a.example/mlflow"
     assert render.public_url("localhost", "http", 8080, None) == "http://localhost:8080"
@@ -161,7 +162,8 @@ def test_nginx_conf_tls():
     assert settings_.listen_port == 8443 and "listen 8443 ssl;" in conf
     assert "ssl_certificate /etc/nginx/tls/server.crt;" in conf and "ssl_protocols TLSv1.2 TLSv1.3;" in conf
     spec = render.reverse_proxy_spec(settings_, "nginx:1.27.3-alpine")
-    assert set(spec.runtime_file_paths) == {"/etc/nginx/htpasswd", "/etc/nginx/tls/server.crt", "/etc/nginx/tls/server.key"}
+    assert set(spec.runtime_file_paths) == {"/etc/nginx/htpasswd", "/etc/nginx/tls/server.crt",
+                                            "/etc/nginx/tls/server.key"}
     assert "--no-check-certificate" in spec.health_check.command
 
 
@@ -183,7 +185,8 @@ def test_locations_inherit_the_forwarded_headers(prefix):
     conf = render.nginx_conf(proxy(static_prefix=prefix))
     public = conf.split("    server {")[1]  # the second server is the metrics listener
     server_level = public.split("location ")[0]
-    assert public.count("proxy_set_header") == server_level.count("proxy_set_header") == 7  # incl. the cleared scrape mark
+    # 7 incl. the cleared scrape mark
+    assert public.count("proxy_set_header") == server_level.count("proxy_set_header") == 7
 
 
 def test_server_info_rewrite_keeps_artifact_transfers_proxied():
@@ -206,14 +209,15 @@ def test_rendered_nginx_conf_passes_nginx_t(tmp_path, variant):
         pytest.skip("nginx not installed: apt-get install nginx")
     paths = render.NginxPaths(config=str(tmp_path / "nginx.conf"), htpasswd=str(tmp_path / "htpasswd"),
                               certificate=str(tmp_path / "server.crt"), private_key=str(tmp_path / "server.key"),
-                              pid=str(tmp_path / "nginx.pid"), temp_dir=str(tmp_path), access_log=str(tmp_path / "a.log"),
-                              error_log=str(tmp_path / "e.log"))
+                              pid=str(tmp_path / "nginx.pid"), temp_dir=str(tmp_path),
+                              access_log=str(tmp_path / "a.log"), error_log=str(tmp_path / "e.log"))
     settings_ = proxy(paths=paths, listen_address="127.0.0.1", listen_port=18080, upstream="127.0.0.1:5000", **variant)
     (tmp_path / "nginx.conf").write_text(render.nginx_conf(settings_))
     (tmp_path / "htpasswd").write_text(render.htpasswd_line("mlflow", bcrypt.hashpw(b"x", bcrypt.gensalt(4)).decode()))
     if variant.get("tls"):
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                        "-subj", "/CN=localhost", "-keyout", paths.private_key, "-out", paths.certificate, "-days", "1"],
+                        "-subj", "/CN=localhost", "-keyout", paths.private_key, "-out", paths.certificate,
+                        "-days", "1"],
                        check=True, capture_output=True)
     result = subprocess.run([NGINX, "-t", "-c", paths.config], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -325,5 +329,6 @@ def test_nginx_refuses_the_download_route_with_an_empty_artifact_path(prefix):
                          "/artifacts/%2E", "/artifacts/x/1/", "/artifacts/1x", "/artifacts/1/%2E", "/mpu/create/;"):
                 assert refused(base + path), base + path
             for path in ("/artifacts", "/artifacts/1/abc/artifacts/model.pkl", "/artifacts/1/r/artifacts/a;b c",
-                         "/artifacts/workspaces/team/3/x", "/artifacts/12/", "/artifacts/12", "/mpu/create/4/r/artifacts/big.bin"):
+                         "/artifacts/workspaces/team/3/x", "/artifacts/12/", "/artifacts/12",
+                         "/mpu/create/4/r/artifacts/big.bin"):
                 assert not refused(base + path), base + path

@@ -20,7 +20,8 @@ def test_a_platform_from_one_folder_is_registered_validated_generated_and_deploy
     assert result.returncode == 0, result.stderr[-3000:]
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["platforms"] == ["local", "aws", "azure", "toy"]
-    assert seen["errors"] == ["mlflow:toy.regoin: unknown key (check the spelling; see the config reference in README.md)",
+    assert seen["errors"] == ["mlflow:toy.regoin: unknown key (check the spelling; "
+                              "see the config reference in README.md)",
                               "mlflow:toy.region: must be a lab region like lab-1 (got 'x')",
                               "mlflow: proxy.tls must be off on toy: its entry terminates TLS"]
     assert seen["max_connections"] == 300, "the toy's default for another section"

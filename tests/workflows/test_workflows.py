@@ -21,7 +21,8 @@ from tests.unit.harness import REPO_ROOT
 GITHUB = REPO_ROOT / ".github"
 WORKFLOWS = {path.name: path for path in sorted((GITHUB / "workflows").glob("*.yml"))}
 BIN = Path(sys.executable).parent
-PINNED_USES = re.compile(r"^\s*(?:-\s+)?uses:\s+(?P<action>[\w.-]+/[\w./-]+)@(?P<ref>\S+)(?:\s+#\s*(?P<comment>\S+))?\s*$")
+PINNED_USES = re.compile(r"^\s*(?:-\s+)?uses:\s+(?P<action>[\w.-]+/[\w./-]+)@(?P<ref>\S+)"
+                         r"(?:\s+#\s*(?P<comment>\S+))?\s*$")
 
 
 def tool(name: str, *args: str | Path, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
@@ -126,7 +127,8 @@ def test_every_action_is_pinned_to_a_commit_with_its_version_named():
                 match = PINNED_USES.match(line)
                 assert match, f"{name}: {line.strip()}"
                 assert re.fullmatch(r"[0-9a-f]{40}", match["ref"]), f"{name}: {line.strip()}"
-                assert match["comment"] and re.fullmatch(r"v\d+(\.\d+){0,2}", match["comment"]), f"{name}: {line.strip()}"
+                assert match["comment"] and re.fullmatch(r"v\d+(\.\d+){0,2}", match["comment"]), \
+                    f"{name}: {line.strip()}"
                 pins.setdefault(match["action"], set()).add(f"{match['ref']} {match['comment']}")
     assert {action for action, refs in pins.items() if len(refs) > 1} == set(), pins
     assert set(pins) == {"actions/checkout", "actions/setup-python", "pulumi/actions",

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from components.config_base import cidr_list, cron_fields, dns_name, _CIDR, _IDENTIFIER, KnownLater, _Section, _when_known
+from components.config_base import (cidr_list, cron_fields, dns_name, _CIDR, _IDENTIFIER, KnownLater, _Section,
+                                    _when_known)
 
 if TYPE_CHECKING:
     from components.config import StackConfig
@@ -55,7 +56,8 @@ def _certificate_arn(value: Optional[str]) -> Optional[str]:
 
 def _waf_acl_arn(value: Optional[str]) -> Optional[str]:
     if value is not None and not re.match(r"^arn:aws[a-z-]*:wafv2:[a-z0-9-]+:[0-9]{12}:regional/webacl/.+", value):
-        raise ValueError("must be a regional AWS WAF (wafv2) web ACL ARN: arn:aws:wafv2:<region>:<account>:regional/webacl/...")
+        raise ValueError("must be a regional AWS WAF (wafv2) web ACL ARN: "
+                         "arn:aws:wafv2:<region>:<account>:regional/webacl/...")
     return value
 
 
@@ -66,26 +68,36 @@ def _subnet_ids(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-_LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+_LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+                       3288, 3653)
 
 
 class AwsConfig(_Section):
     """The `aws` stack: RDS, S3, ECR, ECS Fargate behind an ALB."""
 
     region: str = Field("us-east-1", description="AWS region, e.g. eu-west-1")
-    availability_zones: tuple[str, ...] = Field((), description="AZs for the new VPC's subnets (default: <region>a, <region>b)")
+    availability_zones: tuple[str, ...] = Field(
+        (), description="AZs for the new VPC's subnets (default: <region>a, <region>b)")
     vpc_cidr: str = Field("10.40.0.0/16", description="CIDR of the VPC this stack creates")
-    vpc_id: Annotated[Optional[str], KnownLater] = Field(None, description="use this existing VPC instead of creating one")
-    public_subnet_ids: Annotated[tuple[str, ...], KnownLater] = Field((), description="existing public subnets (load balancer), with vpcId")
-    private_subnet_ids: Annotated[tuple[str, ...], KnownLater] = Field((), description="existing private subnets (service, database), with vpcId")
+    vpc_id: Annotated[Optional[str], KnownLater] = Field(
+        None, description="use this existing VPC instead of creating one")
+    public_subnet_ids: Annotated[tuple[str, ...], KnownLater] = Field(
+        (), description="existing public subnets (load balancer), with vpcId")
+    private_subnet_ids: Annotated[tuple[str, ...], KnownLater] = Field(
+        (), description="existing private subnets (service, database), with vpcId")
     domain: Optional[str] = Field(None, description="DNS name users reach MLflow at, e.g. mlflow.example.com")
-    hosted_zone_id: Annotated[Optional[str], KnownLater] = Field(None, description="Route 53 zone of `domain`: an ACM certificate and DNS record are made there")
-    certificate_arn: Annotated[Optional[str], KnownLater] = Field(None, description="existing ACM certificate for `domain` (instead of hostedZoneId)")
-    allowed_cidrs: tuple[str, ...] = Field(("0.0.0.0/0",), description="client networks allowed to reach the load balancer")
-    internal: bool = Field(False, description="load balancer inside the VPC only (reached over VPN or peering), not internet-facing")
-    allow_plain_http: bool = Field(False, description="serve plain HTTP when no domain or certificate is set (passwords "
-                                   "cross the network unencrypted): only on purpose")
-    waf_acl_arn: Annotated[Optional[str], KnownLater] = Field(None, description="AWS WAF web ACL (regional) to associate with the load balancer")
+    hosted_zone_id: Annotated[Optional[str], KnownLater] = Field(
+        None, description="Route 53 zone of `domain`: an ACM certificate and DNS record are made there")
+    certificate_arn: Annotated[Optional[str], KnownLater] = Field(
+        None, description="existing ACM certificate for `domain` (instead of hostedZoneId)")
+    allowed_cidrs: tuple[str, ...] = Field(("0.0.0.0/0",),
+                                           description="client networks allowed to reach the load balancer")
+    internal: bool = Field(False, description="load balancer inside the VPC only (reached over VPN or peering), "
+                           "not internet-facing")
+    allow_plain_http: bool = Field(False, description="serve plain HTTP when no domain or certificate is set "
+                                   "(passwords cross the network unencrypted): only on purpose")
+    waf_acl_arn: Annotated[Optional[str], KnownLater] = Field(
+        None, description="AWS WAF web ACL (regional) to associate with the load balancer")
     proxy_replicas: int = Field(2, ge=1, le=20, description="Nginx tasks, spread over the zones")
     nat_gateways: Literal["per-zone", "single"] = Field("per-zone", description="NAT gateways of the VPC this stack "
                                                         "creates: one per zone (a zone's outage leaves the others "
@@ -103,16 +115,17 @@ class AwsConfig(_Section):
                                                     "unset: on (RDS for PostgreSQL has it on every instance class)")
     db_allocated_storage_gb: int = Field(20, ge=20, le=65536, description="RDS storage in GiB")
     db_max_allocated_storage_gb: int = Field(100, ge=20, le=65536, description="RDS storage autoscaling ceiling in GiB")
-    db_engine_version: Optional[str] = Field(None, description="unset: database.postgresVersion's major, and RDS applies "
-                                             "minor upgrades itself; a full version like 16.6 pins it (automatic "
-                                             "minor upgrades off: raise it yourself)")
+    db_engine_version: Optional[str] = Field(None, description="unset: database.postgresVersion's major, and RDS "
+                                             "applies minor upgrades itself; a full version like 16.6 pins it "
+                                             "(automatic minor upgrades off: raise it yourself)")
     db_multi_az: bool = Field(False, description="standby in a second AZ")
     db_backup_retention_days: int = Field(7, ge=1, le=35, description="automated backup retention")
     deletion_protection: bool = Field(True, description="RDS deletion protection (switch off for throw-away stacks)")
     final_snapshot: bool = Field(True, description="take a final RDS snapshot on delete")
     protect_resources: bool = Field(True, description="Pulumi `protect` on the database, bucket and image repository")
     log_retention_days: int = Field(30, description="CloudWatch log retention (a value CloudWatch accepts)")
-    noncurrent_version_expiration_days: Optional[int] = Field(90, ge=0, le=3650, description="expire old artifact versions after N days (0 or null: keep)")
+    noncurrent_version_expiration_days: Optional[int] = Field(
+        90, ge=0, le=3650, description="expire old artifact versions after N days (0 or null: keep)")
     load_balancer_idle_timeout_seconds: Optional[int] = Field(
         None, ge=1, le=ALB_MAX_IDLE_TIMEOUT_SECONDS, description="ALB idle timeout in seconds, at least "
         "proxy.timeoutSeconds (unset: proxy.timeoutSeconds), so that a slow transfer is not cut")
@@ -189,7 +202,8 @@ class AwsConfig(_Section):
     @field_validator("db_restore_snapshot")
     @classmethod
     def _snapshot(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not re.match(r"^(arn:aws[a-z-]*:rds:[a-z0-9-]+:[0-9]{12}:snapshot:)?[a-zA-Z][a-zA-Z0-9-]{0,254}$", value):
+        if value is not None and not re.match(r"^(arn:aws[a-z-]*:rds:[a-z0-9-]+:[0-9]{12}:snapshot:)?"
+                                              r"[a-zA-Z][a-zA-Z0-9-]{0,254}$", value):
             raise ValueError("must be an RDS snapshot identifier or ARN, e.g. mlflow-aws-mlflow-3-16-0-to-3-17-2")
         return value
 
@@ -209,7 +223,8 @@ class AwsConfig(_Section):
     @classmethod
     def _retention(cls, value: int) -> int:
         if value not in _LOG_RETENTION_DAYS:
-            raise ValueError(f"must be one of CloudWatch's retention values: {', '.join(map(str, _LOG_RETENTION_DAYS))}")
+            raise ValueError("must be one of CloudWatch's retention values: "
+                             f"{', '.join(map(str, _LOG_RETENTION_DAYS))}")
         return value
 
     @field_validator("proxy_cpu")
@@ -267,7 +282,8 @@ def _fargate_task_size(cpu_key: str, cpu_units: int, memory_key: str, memory_mib
     """Refuse a CPU and memory pair Fargate does not run (RegisterTaskDefinition fails at `up`)."""
     allowed = FARGATE_TASK_SIZES.get(cpu_units)
     if allowed is None:
-        raise ValueError(f"{cpu_key} must be a Fargate size: {', '.join(f'{c / 1024:g} vCPU' for c in FARGATE_TASK_SIZES)}")
+        raise ValueError(f"{cpu_key} must be a Fargate size: "
+                         f"{', '.join(f'{c / 1024:g} vCPU' for c in FARGATE_TASK_SIZES)}")
     if memory_mib not in allowed:
         raise ValueError(f"{memory_key} {memory_mib} is not a size Fargate pairs with {cpu_key} {cpu_units / 1024:g} "
                          f"vCPU: {allowed[0]} to {allowed[-1]} MiB in steps of {allowed[1] - allowed[0]}")
@@ -334,7 +350,8 @@ def aws_schedule_expression(expression: str) -> str:
 # --- what the rest of the configuration asks of the platform (components.platforms.PLATFORMS) ---------
 
 SECTION = AwsConfig
-KNOWN_LATER_KEYS = ("aws.vpcId", "aws.publicSubnetIds", "aws.privateSubnetIds", "aws.certificateArn", "aws.hostedZoneId")
+KNOWN_LATER_KEYS = ("aws.vpcId", "aws.publicSubnetIds", "aws.privateSubnetIds", "aws.certificateArn",
+                    "aws.hostedZoneId")
 """Its keys that take a pulumi.Output (ids of existing infrastructure: see config.KNOWN_LATER_KEYS)."""
 ARGS_ENUM_TYPES = {"aws.natGateways": "NatGateways"}
 """The generated args' enum type of each choice in the section (components.args_source)."""

@@ -78,13 +78,16 @@ while :; do
   if [ -z "$primary" ]; then
     state=IN_PROGRESS
   elif [ "$definition" != "$TASK_DEFINITION" ]; then
-    echo "$SERVICE: the primary deployment runs $definition, not $TASK_DEFINITION: the rollout was rolled back (aws ecs describe-services); Pulumi's state still names the new one: fix the cause, then 'pulumi up --refresh' to roll out again" >&2
+    echo "$SERVICE: the primary deployment runs $definition, not $TASK_DEFINITION: the rollout was rolled back \
+(aws ecs describe-services); Pulumi's state still names the new one: fix the cause, then 'pulumi up --refresh' \
+to roll out again" >&2
     exit 1
   fi
   case "$state" in
     COMPLETED) exit 0 ;;
     IN_PROGRESS) ;;
-    *) echo "$SERVICE: the rollout of $TASK_DEFINITION is $state (aws ecs describe-services); fix the cause, then 'pulumi up --refresh'" >&2; exit 1 ;;
+    *) echo "$SERVICE: the rollout of $TASK_DEFINITION is $state (aws ecs describe-services); fix the cause, \
+then 'pulumi up --refresh'" >&2; exit 1 ;;
   esac
   if [ "$(date +%s)" -ge "$deadline" ]; then
     echo "$SERVICE: the rollout of $TASK_DEFINITION is still IN_PROGRESS after $WAIT_SECONDS s" >&2
@@ -213,7 +216,8 @@ class AwsPlatform(pulumi.ComponentResource):
                 "opts": pulumi.ResourceOptions(parent=self, provider=self.provider, aliases=aliases, **options)}
 
     def _merge(self, opts: pulumi.ResourceOptions, **extra) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions.merge(pulumi.ResourceOptions.merge(opts, self.opts), pulumi.ResourceOptions(**extra))
+        return pulumi.ResourceOptions.merge(pulumi.ResourceOptions.merge(opts, self.opts),
+                                            pulumi.ResourceOptions(**extra))
 
     # --- platform-wide resources ------------------------------------------------------------------
 
@@ -256,7 +260,8 @@ class AwsPlatform(pulumi.ComponentResource):
             # Metrics stay inside the VPC: only what carries this group (a Prometheus task or
             # instance) reaches the proxies' metrics listener.
             port = self.observability.metrics_port
-            self.scraper_sg = group("metrics-scraper", "Prometheus scrapers: may reach the metrics port of the MLflow proxies")
+            self.scraper_sg = group("metrics-scraper",
+                                    "Prometheus scrapers: may reach the metrics port of the MLflow proxies")
             egress("scraper-out-proxy-metrics", self.scraper_sg, port, target_sg=self.proxy_sg)
             ingress("proxy-in-scraper-metrics", self.proxy_sg, port, source_sg=self.scraper_sg)
 
@@ -268,7 +273,8 @@ class AwsPlatform(pulumi.ComponentResource):
         https://repost.aws/knowledge-center/cloudwatch-receive-sns-for-alarm-trigger)."""
         key = aws.kms.Key(**self._shared("alarms-key"), description=f"{self.prefix}: SNS alarm topic",
                           enable_key_rotation=True, deletion_window_in_days=30,
-                          policy=self.ecs_cluster.arn.apply(lambda arn: tasks.alarm_topic_key_policy(*_arn_account(arn))))
+                          policy=self.ecs_cluster.arn.apply(
+                              lambda arn: tasks.alarm_topic_key_policy(*_arn_account(arn))))
         topic = aws.sns.Topic(**self._shared("alarms"), name=f"{self.prefix}-alarms", kms_master_key_id=key.arn)
         if self.settings.alarm_email:
             aws.sns.TopicSubscription(**self._shared("alarms-email"), topic=topic.arn, protocol="email",
@@ -300,7 +306,8 @@ class AwsPlatform(pulumi.ComponentResource):
                                             default_actions=forward)
             # Port 80 is one listener in both modes (ELB refuses a second on the same port:
             # DuplicateListener): switching modes updates it in place, the alias carrying it over.
-            aws.lb.Listener(**self._shared("http-redirect", formerly=["http"]), load_balancer_arn=self.load_balancer.arn,
+            aws.lb.Listener(**self._shared("http-redirect", formerly=["http"]),
+                            load_balancer_arn=self.load_balancer.arn,
                             port=80,
                             protocol="HTTP", default_actions=[{"type": "redirect", "redirect": {
                                 "port": "443", "protocol": "HTTPS", "status_code": "HTTP_301"}}])
@@ -366,7 +373,8 @@ class AwsPlatform(pulumi.ComponentResource):
             f"{name}-parameters", family=f"postgres{request.postgres_version}",
             description="MLflow database parameters",
             # Both are static parameters: a change applies at the instance's next reboot (README).
-            parameters=[{"name": "max_connections", "value": str(request.max_connections), "apply_method": "pending-reboot"},
+            parameters=[{"name": "max_connections", "value": str(request.max_connections),
+                         "apply_method": "pending-reboot"},
                         {"name": "rds.force_ssl", "value": "1", "apply_method": "pending-reboot"}],
             opts=child)
         # A final snapshot name of its own for each instance: new whenever the instance is (its
@@ -410,7 +418,8 @@ class AwsPlatform(pulumi.ComponentResource):
             deletion_protection=s.deletion_protection,
             skip_final_snapshot=not s.final_snapshot,
             final_snapshot_identifier=final_suffix.hex.apply(
-                lambda h: f"{names.fit(self.prefix, names.RDS_SNAPSHOT_MAX - 16)}-final-{h}") if s.final_snapshot else None,
+                lambda h: f"{names.fit(self.prefix, names.RDS_SNAPSHOT_MAX - 16)}-final-{h}"
+            ) if s.final_snapshot else None,
             copy_tags_to_snapshot=True,
             # Going back to an earlier MLflow version: a new instance from the snapshot taken before the
             # upgrade (guard_schema_upgrade); the name, user and data come from the snapshot.
@@ -446,7 +455,8 @@ class AwsPlatform(pulumi.ComponentResource):
         database = {"DBInstanceIdentifier": instance.identifier}
         metric_alarm(f"{name}-alarm-cpu", self.alarms, "database-cpu", "Database CPU above 80% for 15 minutes", opts,
                      namespace="AWS/RDS", metric_name="CPUUtilization", dimensions=database, statistic="Average",
-                     period=FIVE_MINUTES, evaluation_periods=3, comparison_operator="GreaterThanThreshold", threshold=80)
+                     period=FIVE_MINUTES, evaluation_periods=3, comparison_operator="GreaterThanThreshold",
+                     threshold=80)
         low_storage = self.settings.db_allocated_storage_gb * 1024 ** 3 // 10
         metric_alarm(f"{name}-alarm-storage", self.alarms, "database-free-storage",
                      "Database free storage below 10% of its initial size (storage autoscaling may be at its ceiling)",
@@ -613,7 +623,8 @@ class AwsPlatform(pulumi.ComponentResource):
             lambda values: {key: secret_digest(value) for key, value in values.items()}))
 
         execution_role = aws.iam.Role(f"{name}-execution-role", assume_role_policy=tasks.ASSUME_ECS_TASKS,
-                                      description=f"ECS agent for {service_name}: pull image, write logs, read its secrets",
+                                      description=f"ECS agent for {service_name}: pull image, write logs, "
+                                                  "read its secrets",
                                       opts=child)
         policies = [aws.iam.RolePolicy(f"{name}-execution", role=execution_role.id, opts=child,
                            policy=pulumi.Output.all(self.log_group_resource.arn, request.image_repository,
@@ -649,7 +660,8 @@ class AwsPlatform(pulumi.ComponentResource):
         task = aws.ecs.TaskDefinition(
             name, family=f"{self.prefix}-{service_name}", network_mode="awsvpc", requires_compatibilities=["FARGATE"],
             cpu=str(int(cpu * 1024)), memory=str(memory), execution_role_arn=execution_role.arn,
-            task_role_arn=task_role.arn, runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
+            task_role_arn=task_role.arn,
+            runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
             ephemeral_storage=storage, container_definitions=definitions, opts=child)
 
         port = spec.apply(lambda c: c.ports[0])
@@ -741,7 +753,8 @@ class AwsPlatform(pulumi.ComponentResource):
         task = aws.ecs.TaskDefinition(
             name, family=f"{self.prefix}-{job.job_name}", network_mode="awsvpc", requires_compatibilities=["FARGATE"],
             cpu=str(int(cpu * 1024)), memory=str(memory), execution_role_arn=execution_role.arn,
-            task_role_arn=task_role.arn, runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
+            task_role_arn=task_role.arn,
+            runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
             container_definitions=definitions, opts=opts)
         account = self.ecs_cluster.arn.apply(lambda arn: _arn_account(arn)[1])
         role = aws.iam.Role(f"{name}-scheduler-role", assume_role_policy=account.apply(tasks.scheduler_assume_policy),
@@ -789,7 +802,8 @@ class AwsPlatform(pulumi.ComponentResource):
         service = {"ClusterName": self.ecs_cluster.name, "ServiceName": service_name}
         metric_alarm(
             f"{name}-alarm-disk", self.alarms, f"{service_name}-temporary-disk",
-            f"{service_name}: ephemeral storage above 80% across its tasks (proxied transfers spool there) for 5 minutes",
+            f"{service_name}: ephemeral storage above 80% across its tasks (proxied transfers spool there) "
+            "for 5 minutes",
             opts, comparison_operator="GreaterThanThreshold", threshold=80, evaluation_periods=5,
             metric_queries=expression(
                 "percent", "IF(FILL(reserved, 0) > 0, 100 * FILL(used, 0) / FILL(reserved, 1), 0)",

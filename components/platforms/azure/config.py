@@ -62,12 +62,14 @@ class AzureConfig(_Section):
                                                "one; it must hold no other MLflow stack (the apps are named "
                                                "mlflow-server and mlflow-proxy in every stack, and Container Apps "
                                                "names are unique per group)")
-    vnet_cidr: str = Field("10.50.0.0/16", description="address space of the virtual network this stack creates (/22 or larger)")
+    vnet_cidr: str = Field("10.50.0.0/16", description="address space of the virtual network this stack creates "
+                           "(/22 or larger)")
     allowed_cidrs: tuple[str, ...] = Field(("0.0.0.0/0",), description="client networks allowed through the ingress")
     internal: bool = Field(False, description="ingress inside the virtual network only (reached over VPN or peering)")
     domain: Optional[str] = Field(None, description="DNS name users reach MLflow at (a managed certificate is "
                                   "made for it unless certificateId is set)")
-    certificate_id: Optional[str] = Field(None, description="existing certificate of the Container Apps environment for `domain`")
+    certificate_id: Optional[str] = Field(None, description="existing certificate of the Container Apps environment "
+                                          "for `domain`")
     premium_ingress: bool = Field(False, description="premium ingress (a dedicated workload profile): idle requests "
                                   "last up to 30 minutes instead of 240 s, for slow large artifacts")
     proxy_replicas: int = Field(2, ge=1, le=30, description="Nginx replicas")
@@ -80,13 +82,15 @@ class AzureConfig(_Section):
                                "`az postgres flexible-server update --storage-size`")
     db_admin_username: str = Field("mlflow_admin", description="flexible server administrator (MLflow logs in as "
                                    "database.username, not a superuser)")
-    db_backup_retention_days: int = Field(7, ge=7, le=35, description="automated backup retention (point-in-time restore)")
+    db_backup_retention_days: int = Field(7, ge=7, le=35,
+                                          description="automated backup retention (point-in-time restore)")
     db_geo_redundant_backup: bool = Field(False, description="keep backups in the paired region too")
     db_high_availability: Literal["disabled", "same-zone", "zone-redundant"] = Field(
         "disabled", description="standby server (not on burstable sizes)")
     storage_sku: Literal["Standard_LRS", "Standard_ZRS", "Standard_GRS", "Standard_GZRS", "Standard_RAGRS",
                          "Standard_RAGZRS"] = Field("Standard_ZRS", description="storage account redundancy")
-    blob_soft_delete_days: int = Field(7, ge=1, le=365, description="deleted blobs and containers stay recoverable this long")
+    blob_soft_delete_days: int = Field(7, ge=1, le=365,
+                                       description="deleted blobs and containers stay recoverable this long")
     noncurrent_version_expiration_days: Optional[int] = Field(90, ge=0, le=3650, description="delete old artifact "
                                                               "versions after N days (0 or null: keep)")
     log_retention_days: int = Field(30, ge=30, le=730, description="Log Analytics retention")
@@ -118,7 +122,8 @@ class AzureConfig(_Section):
     @classmethod
     def _group(cls, value: Optional[str]) -> Optional[str]:
         if value is not None and not _RESOURCE_GROUP.match(value):
-            raise ValueError("must be a resource group name: 1-90 letters, digits, '-', '_', '.', '(', ')', not ending in '.'")
+            raise ValueError("must be a resource group name: 1-90 letters, digits, '-', '_', '.', '(', ')', "
+                             "not ending in '.'")
         return value
 
     @field_validator("vnet_cidr")

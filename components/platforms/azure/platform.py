@@ -284,7 +284,8 @@ class AzurePlatform(pulumi.ComponentResource):
                 "opts": pulumi.ResourceOptions(parent=self, provider=self.provider, **options)}
 
     def _merge(self, opts: pulumi.ResourceOptions, **extra) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions.merge(pulumi.ResourceOptions.merge(opts, self.opts), pulumi.ResourceOptions(**extra))
+        return pulumi.ResourceOptions.merge(pulumi.ResourceOptions.merge(opts, self.opts),
+                                            pulumi.ResourceOptions(**extra))
 
     def _role(self, definition: str) -> pulumi.Output[str]:
         return self.client.subscription_id.apply(
@@ -515,7 +516,8 @@ class AzurePlatform(pulumi.ComponentResource):
         s = self.settings
         hostnames = (pulumi.Output.from_input([s.domain]) if s.domain
                      else self.managed_environment.default_domain.apply(lambda domain: [f"{PROXY_SERVICE}.{domain}"]))
-        return PublicEntry(hostnames=hostnames, scheme="https", port=443, idle_timeout_seconds=self._ingress_idle_seconds())
+        return PublicEntry(hostnames=hostnames, scheme="https", port=443,
+                           idle_timeout_seconds=self._ingress_idle_seconds())
 
     def _ingress_idle_seconds(self) -> int:
         """How long the ingress in front of Nginx keeps a request or an idle connection: 240 s, or
@@ -591,7 +593,8 @@ class AzurePlatform(pulumi.ComponentResource):
         cpu = s.proxy_cpu if proxy else self.server.cpu
         steps = [pulumi.Output.all(step.spec, list(step.secret_env)) for step in request.init]
         runtime_paths = list(request.runtime_files)
-        template = pulumi.Output.all(spec, pulumi.Output.all(*steps), digest, self.container_registry.login_server).apply(
+        template = pulumi.Output.all(spec, pulumi.Output.all(*steps), digest,
+                                     self.container_registry.login_server).apply(
             lambda parts: _template(service_name, parts[0], parts[1], runtime_paths, secret_names, parts[2], cpu,
                                     self._scale(request), self._grace_seconds()))
         app = azure.app.ContainerApp(

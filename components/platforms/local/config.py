@@ -47,7 +47,8 @@ def consistent(config: StackConfig) -> None:
         host_ports.append(config.observability.metrics_port)
     if len(set(host_ports)) != len(host_ports):
         raise ValueError("proxy.port, local.minioApiPort, local.minioConsolePort"
-                         f"{' and observability.metricsPort' if config.observability.prometheus else ''} must all differ")
+                         f"{' and observability.metricsPort' if config.observability.prometheus else ''} "
+                         "must all differ")
 
 
 # --- what the rest of the configuration asks of the platform (components.platforms.PLATFORMS) ---------

@@ -149,18 +149,20 @@ def _service_files(spec: ContainerSpec, runtime: Mapping[str, str]) -> list[dock
 # (scram-sha-256 fails for a role without a password), whichever password was generated first.
 _PROVISION_PASSWORD_NAME = "MLFLOW_DB_PASSWORD"
 POSTGRES_HEALTH_HOST = "127.0.0.1"
-_PROVISION_ROLE_SQL = r"""
+_PROVISION_ROLE_SQL = (r"""
 \set ON_ERROR_STOP on
 \set app_password `cat "$MLFLOW_DB_PASSWORD_FILE"`
-SELECT format('CREATE ROLE %I LOGIN', :'app_user') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'app_user') \gexec
+SELECT format('CREATE ROLE %I LOGIN', :'app_user') """
+                       r"""WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'app_user') \gexec
 ALTER ROLE :"app_user" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'app_password';
 ALTER ROLE CURRENT_USER PASSWORD NULL;
-"""
+""")
 # One per database the role owns (the tracking one, `app_db`, then DatabaseRequest.extra_databases).
-_PROVISION_DATABASE_SQL = r"""SELECT format('CREATE DATABASE %I OWNER %I', :'app_db', :'app_user') WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'app_db') \gexec
+_PROVISION_DATABASE_SQL = (r"""SELECT format('CREATE DATABASE %I OWNER %I', :'app_db', :'app_user') """
+                           r"""WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'app_db') \gexec
 REVOKE ALL ON DATABASE :"app_db" FROM PUBLIC;
 GRANT ALL ON DATABASE :"app_db" TO :"app_user";
-"""
+""")
 
 
 def _provision_command(request: DatabaseRequest) -> list[str]:
@@ -303,14 +305,16 @@ class LocalDockerPlatform(pulumi.ComponentResource):
             f"{name}-minio",
             name=f"{self.prefix}-minio",
             image=image.image_id,
-            command=["server", "/data", "--address", f":{MINIO_API_PORT}", "--console-address", f":{MINIO_CONSOLE_PORT}"],
+            command=["server", "/data", "--address", f":{MINIO_API_PORT}",
+                     "--console-address", f":{MINIO_CONSOLE_PORT}"],
             envs=_env_lines({"MINIO_BROWSER_REDIRECT": "off"}, ["MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"]),
             uploads=_secret_uploads({"MINIO_ROOT_USER": root_user.result, "MINIO_ROOT_PASSWORD": root_password.result},
                                     ROOT_UID),
             volumes=[docker.ContainerVolumeArgs(volume_name=data.name, container_path="/data")],
             ports=[
                 docker.ContainerPortArgs(internal=MINIO_API_PORT, external=self.settings.minio_api_port, ip=bind),
-                docker.ContainerPortArgs(internal=MINIO_CONSOLE_PORT, external=self.settings.minio_console_port, ip=bind),
+                docker.ContainerPortArgs(internal=MINIO_CONSOLE_PORT, external=self.settings.minio_console_port,
+                                         ip=bind),
             ],
             networks_advanced=self._network(alias),
             healthcheck=docker.ContainerHealthcheckArgs(
@@ -408,7 +412,8 @@ class LocalDockerPlatform(pulumi.ComponentResource):
         uploads = files
         if request.secret_env:
             secret_files = _secret_uploads(request.secret_env, spec.apply(lambda s: image_user_id(s.user)))
-            uploads = pulumi.Output.secret(pulumi.Output.all(files, secret_files).apply(lambda parts: [*parts[0], *parts[1]]))
+            uploads = pulumi.Output.secret(pulumi.Output.all(files, secret_files).apply(
+                lambda parts: [*parts[0], *parts[1]]))
         if request.jobs:
             raise ValueError("the local platform has no scheduler: run scheduled jobs from cron (scripts/gc)")
         ports: list[docker.ContainerPortArgs] = []

@@ -35,5 +35,6 @@ def services(run) -> dict[str, PlatformService]:
 
 def database(run, services: dict[str, PlatformService]) -> StandInDatabase:
     inputs = run.one("toy:index:Database").inputs
-    return StandInDatabase(host=inputs["host"], port=int(inputs["port"]), databases=(inputs["name"], *inputs["extraDatabases"]),
+    return StandInDatabase(host=inputs["host"], port=int(inputs["port"]),
+                           databases=(inputs["name"], *inputs["extraDatabases"]),
                            user=inputs["owner"], password=inputs["ownerPassword"], creates_roles=False)
