@@ -9,7 +9,6 @@ the argument types' docstrings from their source code.
 
 import json
 import re
-import textwrap
 from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
@@ -79,11 +78,10 @@ def _field(name: str, python_type: str, description: str) -> str:
 
 
 def _docstring(text: str) -> str:
-    """A field's docstring, wrapped at 120 columns with its indent: Pulumi's analyzer reads it verbatim."""
+    """A field's docstring on one line: Pulumi's analyzer reads it verbatim into the schema's description (a
+    wrapped one would carry its line breaks and indent there; pyproject.toml exempts this module from E501)."""
     text = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
-    wrapped = textwrap.fill(text, width=117, initial_indent='    """', subsequent_indent="    ",
-                            break_long_words=False, break_on_hyphens=False)
-    return f'{wrapped[4:]}"""'
+    return f'"""{text}"""'
 
 
 def _description(field: Any) -> str:

@@ -58,16 +58,13 @@ class Oidc(TypedDict):
     """Single sign-on (auth.mode oidc) through the identity provider, with the mlflow-oidc-auth plugin."""
 
     discovery_url: NotRequired[str]
-    """the identity provider's OpenID configuration URL (https://.../.well-known/openid-configuration). Default:
-    unset."""
+    """the identity provider's OpenID configuration URL (https://.../.well-known/openid-configuration). Default: unset."""
 
     client_id: NotRequired[str]
-    """the client (application) id registered for MLflow at the provider; bearer tokens must be issued to it.
-    Default: unset."""
+    """the client (application) id registered for MLflow at the provider; bearer tokens must be issued to it. Default: unset."""
 
     client_secret: NotRequired[pulumi.Input[str]]
-    """its client secret: a secret config value (pulumi config set --secret --path mlflow:auth.oidc.clientSecret
-    ...), never plain text. Default: unset."""
+    """its client secret: a secret config value (pulumi config set --secret --path mlflow:auth.oidc.clientSecret ...), never plain text. Default: unset."""
 
     admin_group: NotRequired[str]
     """members of this group administer MLflow: users, permissions. Default: "mlflow-admins"."""
@@ -79,8 +76,7 @@ class Oidc(TypedDict):
     """the ID token claim that lists a user's groups. Default: "groups"."""
 
     scopes: NotRequired[list[str]]
-    """scopes requested at sign-in (add `groups` where the provider sends the groups claim only for it, e.g. Okta).
-    Default: ["openid", "email", "profile"]."""
+    """scopes requested at sign-in (add `groups` where the provider sends the groups claim only for it, e.g. Okta). Default: ["openid", "email", "profile"]."""
 
 
 class NatGateways(str, Enum):
@@ -127,8 +123,7 @@ class Server(TypedDict):
     """server replicas, spread over the zones (cloud stacks; local runs one). Default: 2."""
 
     max_replicas: NotRequired[int]
-    """autoscaling ceiling on CPU (cloud stacks; equal to replicas: no autoscaling); the connection budget counts it.
-    Default: 3."""
+    """autoscaling ceiling on CPU (cloud stacks; equal to replicas: no autoscaling); the connection budget counts it. Default: 3."""
 
     cpu_target_percent: NotRequired[int]
     """average CPU the server's autoscaling keeps (cloud stacks). Default: 60."""
@@ -149,12 +144,10 @@ class Server(TypedDict):
     """run MLflow's background job runners (off unless used). Default: false."""
 
     ai_gateway: NotRequired[bool]
-    """MLflow's AI Gateway: LLM endpoints whose provider keys MLflow stores encrypted with a generated key (off
-    unless used). Default: false."""
+    """MLflow's AI Gateway: LLM endpoints whose provider keys MLflow stores encrypted with a generated key (off unless used). Default: false."""
 
     workspaces: NotRequired[bool]
-    """MLflow workspaces (--enable-workspaces): experiments and models kept apart per workspace; needed for a
-    database with workspaces besides default. Default: false."""
+    """MLflow workspaces (--enable-workspaces): experiments and models kept apart per workspace; needed for a database with workspaces besides default. Default: false."""
 
     cpu: NotRequired[float]
     """CPUs per replica (cloud stacks). Default: 1.0."""
@@ -176,20 +169,16 @@ class Proxy(TypedDict):
     """basic-auth user name. Default: "mlflow"."""
 
     client_max_body_size: NotRequired[str]
-    """largest request body, nginx syntax (0 = unlimited, 512m, 10g); aws and azure: at most, and by default, half
-    the server replica's temporary disk, where MLflow spools each proxied artifact whole (README, "Large artifacts").
-    Default: "0"."""
+    """largest request body, nginx syntax (0 = unlimited, 512m, 10g); aws and azure: at most, and by default, half the server replica's temporary disk, where MLflow spools each proxied artifact whole (README, "Large artifacts"). Default: "0"."""
 
     timeout_seconds: NotRequired[int]
-    """read/send timeout for slow, large transfers (azure: the ingress's limit, 240 or 1800 with premium ingress).
-    Default: 900."""
+    """read/send timeout for slow, large transfers (azure: the ingress's limit, 240 or 1800 with premium ingress). Default: 900."""
 
     certificate_validity_days: NotRequired[int]
     """self-signed certificate lifetime. Default: 365."""
 
     password_hash: NotRequired[PasswordHashScheme]
-    """htpasswd scheme: ssha (salted SHA-1; the generated password is 32 random characters, so a slow hash adds
-    nothing) or bcrypt (pulumi-random's hash; costs ~70 ms CPU per request). Default: "ssha"."""
+    """htpasswd scheme: ssha (salted SHA-1; the generated password is 32 random characters, so a slow hash adds nothing) or bcrypt (pulumi-random's hash; costs ~70 ms CPU per request). Default: "ssha"."""
 
     image: NotRequired[str]
     """pinned Nginx image. Default: "nginx:1.27.3-alpine"."""
@@ -205,8 +194,7 @@ class Database(TypedDict):
     """owner role the server logs in as. Default: "mlflow"."""
 
     max_connections: NotRequired[int]
-    """PostgreSQL max_connections (aws: 200, 250 with auth.mode mlflow or oidc; azure: azure.dbSku's limit). Default:
-    100."""
+    """PostgreSQL max_connections (aws: 200, 250 with auth.mode mlflow or oidc; azure: azure.dbSku's limit). Default: 100."""
 
     postgres_version: NotRequired[str]
     """PostgreSQL major version. Default: "16"."""
@@ -226,39 +214,33 @@ class Auth(TypedDict):
     """Who may use MLflow: one shared user at Nginx, MLflow's own users and permissions, or single sign-on."""
 
     mode: NotRequired[AuthMode]
-    """proxy: Nginx basic auth with one generated user; mlflow: MLflow's auth app (users, per-experiment and
-    per-model permissions); oidc: single sign-on (mlflow-oidc-auth). Default: "proxy"."""
+    """proxy: Nginx basic auth with one generated user; mlflow: MLflow's auth app (users, per-experiment and per-model permissions); oidc: single sign-on (mlflow-oidc-auth). Default: "proxy"."""
 
     default_permission: NotRequired[Permission]
-    """what a user may do with experiments and models nobody granted them (modes mlflow, oidc). Default:
-    "NO_PERMISSIONS"."""
+    """what a user may do with experiments and models nobody granted them (modes mlflow, oidc). Default: "NO_PERMISSIONS"."""
 
     admin_username: NotRequired[str]
     """MLflow's administrator (mode mlflow); its password is generated. Default: "admin"."""
 
     oidc: NotRequired[Oidc]
-    """Single sign-on (auth.mode oidc) through the identity provider, with the mlflow-oidc-auth plugin. Defaults for
-    every key inside."""
+    """Single sign-on (auth.mode oidc) through the identity provider, with the mlflow-oidc-auth plugin. Defaults for every key inside."""
 
 
 class Observability(TypedDict):
     """Metrics: MLflow's Prometheus exporter and Nginx's stub_status, on an internal listener only."""
 
     prometheus: NotRequired[bool]
-    """MLflow serves Prometheus metrics (--expose-prometheus) and Nginx its stub_status, both on the proxy's internal
-    metrics port, never through the public entry. Default: true."""
+    """MLflow serves Prometheus metrics (--expose-prometheus) and Nginx its stub_status, both on the proxy's internal metrics port, never through the public entry. Default: true."""
 
     metrics_port: NotRequired[int]
-    """the proxy's internal metrics listener (/metrics, /nginx_status); on local also the host port, bound to
-    local.bindAddress. Default: 9180."""
+    """the proxy's internal metrics listener (/metrics, /nginx_status); on local also the host port, bound to local.bindAddress. Default: 9180."""
 
 
 class Maintenance(TypedDict):
     """Garbage collection: `mlflow gc` removes deleted runs' rows and artifacts, on a schedule."""
 
     gc_schedule: NotRequired[str]
-    """cron expression (5 fields: minute hour day-of-month month day-of-week, UTC) running `mlflow gc` on aws and
-    azure; unset: off (local: scripts/gc from cron). Default: unset."""
+    """cron expression (5 fields: minute hour day-of-month month day-of-week, UTC) running `mlflow gc` on aws and azure; unset: off (local: scripts/gc from cron). Default: unset."""
 
     gc_older_than: NotRequired[str]
     """`mlflow gc --older-than`: runs deleted longer ago than this (#d#h#m#s) are removed for good. Default: "30d"."""
@@ -323,8 +305,7 @@ class Aws(TypedDict):
     """load balancer inside the VPC only (reached over VPN or peering), not internet-facing. Default: false."""
 
     allow_plain_http: NotRequired[bool]
-    """serve plain HTTP when no domain or certificate is set (passwords cross the network unencrypted): only on
-    purpose. Default: false."""
+    """serve plain HTTP when no domain or certificate is set (passwords cross the network unencrypted): only on purpose. Default: false."""
 
     waf_acl_arn: NotRequired[str]
     """AWS WAF web ACL (regional) to associate with the load balancer. Default: unset."""
@@ -333,8 +314,7 @@ class Aws(TypedDict):
     """Nginx tasks, spread over the zones. Default: 2."""
 
     nat_gateways: NotRequired[NatGateways]
-    """NAT gateways of the VPC this stack creates: one per zone (a zone's outage leaves the others their egress) or a
-    single one (cheaper). Default: "per-zone"."""
+    """NAT gateways of the VPC this stack creates: one per zone (a zone's outage leaves the others their egress) or a single one (cheaper). Default: "per-zone"."""
 
     alarm_email: NotRequired[str]
     """address subscribed to the stack's alarm topic (confirm the subscription email AWS sends). Default: unset."""
@@ -346,16 +326,13 @@ class Aws(TypedDict):
     """RDS instance class. Default: "db.t4g.small"."""
 
     db_master_username: NotRequired[str]
-    """RDS master user (its password is kept by RDS in Secrets Manager; MLflow logs in as database.username, not a
-    superuser). Default: "mlflow_admin"."""
+    """RDS master user (its password is kept by RDS in Secrets Manager; MLflow logs in as database.username, not a superuser). Default: "mlflow_admin"."""
 
     db_restore_snapshot: NotRequired[str]
-    """create the database from this RDS snapshot (to go back to an earlier MLflow version: README); changing it
-    replaces the database. Default: unset."""
+    """create the database from this RDS snapshot (to go back to an earlier MLflow version: README); changing it replaces the database. Default: unset."""
 
     db_performance_insights: NotRequired[bool]
-    """RDS Performance Insights (7 days, free tier); unset: on (RDS for PostgreSQL has it on every instance class).
-    Default: unset."""
+    """RDS Performance Insights (7 days, free tier); unset: on (RDS for PostgreSQL has it on every instance class). Default: unset."""
 
     db_allocated_storage_gb: NotRequired[int]
     """RDS storage in GiB. Default: 20."""
@@ -364,8 +341,7 @@ class Aws(TypedDict):
     """RDS storage autoscaling ceiling in GiB. Default: 100."""
 
     db_engine_version: NotRequired[str]
-    """unset: database.postgresVersion's major, and RDS applies minor upgrades itself; a full version like 16.6 pins
-    it (automatic minor upgrades off: raise it yourself). Default: unset."""
+    """unset: database.postgresVersion's major, and RDS applies minor upgrades itself; a full version like 16.6 pins it (automatic minor upgrades off: raise it yourself). Default: unset."""
 
     db_multi_az: NotRequired[bool]
     """standby in a second AZ. Default: false."""
@@ -389,8 +365,7 @@ class Aws(TypedDict):
     """expire old artifact versions after N days (0 or null: keep). Default: 90."""
 
     load_balancer_idle_timeout_seconds: NotRequired[int]
-    """ALB idle timeout in seconds, at least proxy.timeoutSeconds (unset: proxy.timeoutSeconds), so that a slow
-    transfer is not cut. Default: unset."""
+    """ALB idle timeout in seconds, at least proxy.timeoutSeconds (unset: proxy.timeoutSeconds), so that a slow transfer is not cut. Default: unset."""
 
     proxy_cpu: NotRequired[int]
     """Fargate CPU units of the proxy task. Default: 256."""
@@ -399,8 +374,7 @@ class Aws(TypedDict):
     """Fargate memory of the proxy task (a size Fargate pairs with proxyCpu). Default: 512."""
 
     server_ephemeral_storage_gib: NotRequired[int]
-    """Fargate ephemeral storage of a server task in GiB (unset: Fargate's 20); a proxied artifact is spooled there
-    whole, so it bounds proxy.clientMaxBodySize. Default: unset."""
+    """Fargate ephemeral storage of a server task in GiB (unset: Fargate's 20); a proxied artifact is spooled there whole, so it bounds proxy.clientMaxBodySize. Default: unset."""
 
 
 class Azure(TypedDict):
@@ -410,9 +384,7 @@ class Azure(TypedDict):
     """Azure region name, e.g. westeurope or eastus2. Default: "westeurope"."""
 
     resource_group_name: NotRequired[str]
-    """use this existing resource group instead of creating one; it must hold no other MLflow stack (the apps are
-    named mlflow-server and mlflow-proxy in every stack, and Container Apps names are unique per group). Default:
-    unset."""
+    """use this existing resource group instead of creating one; it must hold no other MLflow stack (the apps are named mlflow-server and mlflow-proxy in every stack, and Container Apps names are unique per group). Default: unset."""
 
     vnet_cidr: NotRequired[str]
     """address space of the virtual network this stack creates (/22 or larger). Default: "10.50.0.0/16"."""
@@ -424,15 +396,13 @@ class Azure(TypedDict):
     """ingress inside the virtual network only (reached over VPN or peering). Default: false."""
 
     domain: NotRequired[str]
-    """DNS name users reach MLflow at (a managed certificate is made for it unless certificateId is set). Default:
-    unset."""
+    """DNS name users reach MLflow at (a managed certificate is made for it unless certificateId is set). Default: unset."""
 
     certificate_id: NotRequired[str]
     """existing certificate of the Container Apps environment for `domain`. Default: unset."""
 
     premium_ingress: NotRequired[bool]
-    """premium ingress (a dedicated workload profile): idle requests last up to 30 minutes instead of 240 s, for slow
-    large artifacts. Default: false."""
+    """premium ingress (a dedicated workload profile): idle requests last up to 30 minutes instead of 240 s, for slow large artifacts. Default: false."""
 
     proxy_replicas: NotRequired[int]
     """Nginx replicas. Default: 2."""
@@ -447,8 +417,7 @@ class Azure(TypedDict):
     """flexible server compute size; its connection limit bounds database.maxConnections. Default: "Standard_B2s"."""
 
     db_storage_gb: NotRequired[int]
-    """initial flexible server storage in GiB (32, 64, ... 32767): auto-grow enlarges it and later changes are
-    ignored; grow it by hand with `az postgres flexible-server update --storage-size`. Default: 32."""
+    """initial flexible server storage in GiB (32, 64, ... 32767): auto-grow enlarges it and later changes are ignored; grow it by hand with `az postgres flexible-server update --storage-size`. Default: 32."""
 
     db_admin_username: NotRequired[str]
     """flexible server administrator (MLflow logs in as database.username, not a superuser). Default: "mlflow_admin"."""
@@ -475,9 +444,7 @@ class Azure(TypedDict):
     """Log Analytics retention. Default: 30."""
 
     zone_redundant: NotRequired[bool]
-    """Container Apps environment spread over the region's availability zones (default: where the region has them);
-    applies only when the environment is created, later changes are ignored: changing it means a new stack. Default:
-    unset."""
+    """Container Apps environment spread over the region's availability zones (default: where the region has them); applies only when the environment is created, later changes are ignored: changing it means a new stack. Default: unset."""
 
     alarm_email: NotRequired[str]
     """address the stack's Azure Monitor alerts email (through its action group). Default: unset."""
@@ -511,16 +478,13 @@ class MlflowTrackingServerArgs(TypedDict):
     """The artifact store. Defaults for every key inside."""
 
     auth: NotRequired[Auth]
-    """Who may use MLflow: one shared user at Nginx, MLflow's own users and permissions, or single sign-on. Defaults
-    for every key inside."""
+    """Who may use MLflow: one shared user at Nginx, MLflow's own users and permissions, or single sign-on. Defaults for every key inside."""
 
     observability: NotRequired[Observability]
-    """Metrics: MLflow's Prometheus exporter and Nginx's stub_status, on an internal listener only. Defaults for
-    every key inside."""
+    """Metrics: MLflow's Prometheus exporter and Nginx's stub_status, on an internal listener only. Defaults for every key inside."""
 
     maintenance: NotRequired[Maintenance]
-    """Garbage collection: `mlflow gc` removes deleted runs' rows and artifacts, on a schedule. Defaults for every
-    key inside."""
+    """Garbage collection: `mlflow gc` removes deleted runs' rows and artifacts, on a schedule. Defaults for every key inside."""
 
     local: NotRequired[Local]
     """Docker-on-one-machine settings (the `local` stack). Defaults for every key inside."""
