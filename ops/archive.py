@@ -247,7 +247,8 @@ alembic_version_auth, mlflow-oidc-auth uses alembic_version (in the auth databas
 
 
 def dump_contents(access: StackAccess, path: Path, what: str,
-                  revision_tables: tuple[str, ...] = REVISION_TABLES["tracking"]) -> tuple[dict[str, int], Optional[str]]:
+                  revision_tables: tuple[str, ...] = REVISION_TABLES["tracking"]
+                  ) -> tuple[dict[str, int], Optional[str]]:
     """(rows per table of schema public, the schema's Alembic revision), read from a custom-format dump
     by pg_restore writing it as SQL: each COPY row is one line (newlines in values are escaped)."""
     tables: dict[str, int] = {}
@@ -301,7 +302,8 @@ def _copy_value(raw: str) -> Optional[str]:
     return re.sub(r"\\(x[0-9A-Fa-f]{1,2}|[0-7]{1,3}|.)", _unescape, raw)
 
 
-def dump_rows(access: StackAccess, path: Path, what: str, tables: Mapping[str, tuple[str, ...]]) -> dict[str, list[tuple]]:
+def dump_rows(access: StackAccess, path: Path, what: str,
+              tables: Mapping[str, tuple[str, ...]]) -> dict[str, list[tuple]]:
     """Chosen columns of chosen tables (schema public), read from a custom-format dump: pg_restore
     writes only those tables' data (--data-only --table), so this reads what the dump holds, not
     the live database."""

@@ -168,7 +168,8 @@ def _refuse_a_full_disk(path: Path) -> None:
     usage = shutil.disk_usage(path.parent)
     if usage.free < FULL_DISK_BYTES:
         raise OSError(errno.ENOSPC, f"No space left on device: {usage.free} bytes free on the disk holding "
-                                    f"{path.parent} after writing {path.stat().st_size} bytes of {path.name}", str(path))
+                                    f"{path.parent} after writing {path.stat().st_size} bytes of {path.name}",
+                      str(path))
 
 
 def _newer_than(entries: list[ObjectEntry], started_at: str) -> list[str]:
@@ -234,7 +235,8 @@ def _outside(access: StackAccess, layout: StackLayout, directory: Path, created:
         skipped.extend(report.get("skipped", []))
     listed = [_located(kind, id_, location, roots, outcomes) for kind, id_, location in found]
     missing = [item for item in listed if not item.backed_up]
-    examples = "; ".join(f"{item.kind} {item.id} at {item.location} ({item.detail})" for item in (missing or listed)[:EXAMPLES])
+    examples = "; ".join(f"{item.kind} {item.id} at {item.location} ({item.detail})"
+                         for item in (missing or listed)[:EXAMPLES])
     say(f"{len(listed)} artifact locations the dump refers to are outside {layout.artifacts_destination}: "
         f"{len(listed) - len(missing)} copied into {EXTERNAL_OBJECTS_FILE}, {len(missing)} NOT backed up "
         f"(all listed in the manifest's outside_locations), e.g. {examples}")
@@ -257,7 +259,8 @@ def _say_skipped(skipped: list[dict[str, str]], say: Say) -> None:
     no restore could write back) are NOT in the backup: said with their full keys, kept in the manifest."""
     if skipped:
         say(f"{len(skipped)} objects are NOT backed up (no restore could write them back as those keys; the "
-            f"manifest's objects_skipped): " + "; ".join(f"{item['key']}: {item['why']}" for item in skipped[:EXAMPLES]))
+            f"manifest's objects_skipped): "
+            + "; ".join(f"{item['key']}: {item['why']}" for item in skipped[:EXAMPLES]))
 
 
 def _backup(access: StackAccess, directory: Path, created: list[Path], say: Say, lock: HeldLock) -> Manifest:

@@ -251,7 +251,8 @@ class LocalStack:
             if not state.get("Running") and state.get("Status") in ("exited", "dead"):
                 raise OpsError(f"{name} exited (status {state.get('ExitCode')}) after starting: docker logs {name}")
             if time.monotonic() > deadline:
-                raise OpsError(f"{name} not healthy after {timeout_seconds:.0f}s (health: {health}): docker logs {name}")
+                raise OpsError(f"{name} not healthy after {timeout_seconds:.0f}s (health: {health}): "
+                               f"docker logs {name}")
             time.sleep(1)
 
     def _state(self, service: str) -> dict[str, Any]:
@@ -273,7 +274,8 @@ def _server_network(server: Mapping[str, Any], prefix: str) -> str:
                    f"({', '.join(networks) or 'none'}); expected {prefix}-net")
 
 
-def _run(argv: list[str], env: dict[str, str], stdin: Stdin, stdout: Optional[IO[bytes]]) -> subprocess.CompletedProcess:
+def _run(argv: list[str], env: dict[str, str], stdin: Stdin,
+         stdout: Optional[IO[bytes]]) -> subprocess.CompletedProcess:
     return run_process(argv, env,
                        input=stdin if isinstance(stdin, bytes) else None,
                        stdin=None if isinstance(stdin, bytes) else (stdin if stdin is not None else subprocess.DEVNULL),

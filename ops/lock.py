@@ -310,7 +310,8 @@ def _take(access: StackAccess, holder: str, token: str) -> Optional[subprocess.P
                             stderr=subprocess.PIPE)
     assert process.stdin is not None
     try:
-        process.stdin.write(f"SET application_name = :'appname';\nSELECT pg_try_advisory_lock({MAINTENANCE_LOCK_KEY});\n"
+        process.stdin.write(f"SET application_name = :'appname';\n"
+                            f"SELECT pg_try_advisory_lock({MAINTENANCE_LOCK_KEY});\n"
                             .encode())
         process.stdin.flush()
         taken = _read_answer(process, f"taking the maintenance lock of {access.description}") == "t"
@@ -339,7 +340,8 @@ def maintenance_lock(access: StackAccess, holder: str) -> Iterator[HeldLock]:
     outer, access.lock_token = access.lock_token, token
     _HOLDS[token] = held
     try:
-        _say_stopped(access, access.stop_orphaned_oneoffs())  # a killed tool's, which would go on writing (review 16, F2)
+        # a killed tool's one-offs, which would go on writing (review 16, F2)
+        _say_stopped(access, access.stop_orphaned_oneoffs())
         try:  # and its scripts running on in PostgreSQL (review 23, F2)
             _say_ended(access, held.end_work_sessions(others=True))
         except LockLostError:

@@ -70,7 +70,8 @@ def _client() -> Any:
 
     endpoint = os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None
     verify = os.environ.get("MLFLOW_S3_IGNORE_TLS", "").lower() != "true"
-    config = Config(s3={"addressing_style": "path"} if endpoint else {}, retries={"max_attempts": 5, "mode": "standard"})
+    config = Config(s3={"addressing_style": "path"} if endpoint else {},
+                    retries={"max_attempts": 5, "mode": "standard"})
     return boto3.client("s3", endpoint_url=endpoint, verify=verify, config=config,
                         region_name=os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
 
@@ -212,7 +213,8 @@ def export_locations(locations: list[str], out: IO[bytes]) -> dict:
                 outcomes[location] = {"error": code or f"{type(error).__name__}: {error}", "objects": count,
                                       "bytes": total}
     _report({"vanished": vanished, "skipped": skipped, "locations": outcomes})
-    return {"objects": sum(o["objects"] for o in outcomes.values()), "bytes": sum(o["bytes"] for o in outcomes.values())}
+    return {"objects": sum(o["objects"] for o in outcomes.values()),
+            "bytes": sum(o["bytes"] for o in outcomes.values())}
 
 
 def import_(destination: str, source: IO[bytes], delete_others: bool, expected: Optional[dict] = None) -> dict:
@@ -253,8 +255,8 @@ def import_(destination: str, source: IO[bytes], delete_others: bool, expected: 
             written.add(prefix + member.name)
             count, total = count + 1, total + size
     if expected is not None and len(written) != len(expected):
-        raise ObjectsError(f"the tar holds {len(written)} of the {len(expected)} objects the manifest lists: it changed "
-                           "after it was checked")
+        raise ObjectsError(f"the tar holds {len(written)} of the {len(expected)} objects the manifest lists: "
+                           "it changed after it was checked")
     deleted = 0
     if delete_others:
         stale = [listed["Key"] for listed in _objects(client, bucket, prefix) if listed["Key"] not in written]

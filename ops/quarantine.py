@@ -136,7 +136,8 @@ def prune(objects, destination: str, stamp: str, keep: set) -> dict:
     client = objects._client()
     bucket, prefix = objects.split_destination(destination)
     client.put_object(Bucket=bucket, Key=f"{quarantine_root(prefix)}{stamp}{SWAPPED_SUFFIX}", Body=b"")
-    doomed = [listed["Key"] for listed in objects._objects(client, bucket, prefix) if listed["Key"][len(prefix):] not in keep]
+    doomed = [listed["Key"] for listed in objects._objects(client, bucket, prefix)
+              if listed["Key"][len(prefix):] not in keep]
     _delete(client, bucket, doomed)
     return {"deleted": len(doomed)}
 
@@ -278,7 +279,8 @@ def put_back(objects, destination: str, stamp: str, every_key: bool = False, und
         distrust_record(objects, destination, stamp)
         return {"put_back": restored, "kept": len(kept), "changed_since": changed, "distrusted": True}
     client.put_object(Bucket=bucket, Key=f"{quarantine_root(prefix)}{stamp}{PUT_BACK_SUFFIX}", Body=b"")
-    return {"put_back": restored, "kept": len(kept), "changed_since": changed, **({"distrusted": False} if undo else {})}
+    return {"put_back": restored, "kept": len(kept), "changed_since": changed,
+            **({"distrusted": False} if undo else {})}
 
 
 def purge(objects, destination: str, stamp: str) -> dict:
@@ -323,8 +325,8 @@ def main(argv: list) -> int:
         elif len(argv) == 3 and argv[0] == "purge":
             result = purge(objects, argv[1], argv[2])
         else:
-            print("usage: quarantine copy DEST STAMP (backup keys on stdin) | prune DEST STAMP (keys to keep on stdin) | "
-                  "put-back DEST STAMP [--every-key | --undo] | "
+            print("usage: quarantine copy DEST STAMP (backup keys on stdin) | "
+                  "prune DEST STAMP (keys to keep on stdin) | put-back DEST STAMP [--every-key | --undo] | "
                   "list DEST | purge DEST STAMP", file=sys.stderr)
             return 2
         print(json.dumps(result))

@@ -49,8 +49,8 @@ from typing import Callable, Mapping, Optional, Sequence
 from components import render
 from components.config import AuthConfig
 from ops import OpsError, RefusedError, objects, quarantine
-from ops.access import (hang_up_and_terminate_as_interrupt, BACKEND_URI_ENV, HashingReader, StackAccess, StackLayout, psql,
-                        run, script_source)
+from ops.access import (hang_up_and_terminate_as_interrupt, BACKEND_URI_ENV, HashingReader, StackAccess, StackLayout,
+                        psql, run, script_source)
 from ops.archive import (
     EXTERNAL_OBJECTS_FILE, REVISION_TABLES,
     DatabaseBackup, ImageFacts, Manifest, database_exists, file_sha256, foreign_owned, headline_counts, image_facts,
@@ -180,7 +180,8 @@ def check_schema(access: StackAccess, manifest: Manifest, facts: ImageFacts, lay
 
 
 def check_roles(access: StackAccess, layout: StackLayout) -> None:
-    rows = psql(access, "postgres", "SELECT 1 FROM pg_roles WHERE rolname = :'owner';\n", variables={"owner": layout.owner})
+    rows = psql(access, "postgres", "SELECT 1 FROM pg_roles WHERE rolname = :'owner';\n",
+                variables={"owner": layout.owner})
     if not rows:
         raise RefusedError(f"role {layout.owner} (the server's database user) does not exist in {access.description}: "
                            "deploy the stack first (pulumi up), then restore")
@@ -191,9 +192,10 @@ def check_source(access: StackAccess, manifest: Manifest, layout: StackLayout, o
     if other_stack or (manifest.source, manifest.artifacts_destination) == (access.description,
                                                                            layout.artifacts_destination):
         return
-    raise RefusedError(f"the backup was taken from {manifest.source} (artifacts under {manifest.artifacts_destination}), "
-                       f"not {access.description} (artifacts under {layout.artifacts_destination}): pass "
-                       "--from-other-stack if restoring it here is what you want")
+    raise RefusedError(f"the backup was taken from {manifest.source} (artifacts under "
+                       f"{manifest.artifacts_destination}), not {access.description} (artifacts under "
+                       f"{layout.artifacts_destination}): pass --from-other-stack if restoring it here is what "
+                       "you want")
 
 
 def backup_age(created_at: str, now: Optional[datetime.datetime] = None) -> str:
@@ -231,7 +233,8 @@ def auth_data(access: StackAccess, layout: StackLayout) -> dict[str, int]:
     found = {table: count for table, count in counts.items() if table.endswith(_PERMISSION_TABLE_SUFFIX) and count}
     if counts.get("users"):
         admin = _deployed_admin(access.server_env())
-        others = int(psql(access, layout.auth_database, "SELECT count(*) FROM public.users WHERE username <> :'admin';\n",
+        others = int(psql(access, layout.auth_database,
+                          "SELECT count(*) FROM public.users WHERE username <> :'admin';\n",
                           variables={"admin": admin})[0][0])
         if others:
             found["users besides the admin"] = others
@@ -577,7 +580,8 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
         if may_clean_up:  # the scratch names are every restore's: another one may be using them now
             _drop_quietly(access, scratches)
         _stop_watching(lock)  # review 13: a LockLost from here on would replace the error said below
-        if isinstance(error, LockLost) or (lost and isinstance(error, OpsError) and not isinstance(error, RefusedError)):
+        if isinstance(error, LockLost) or (lost and isinstance(error, OpsError)
+                                           and not isinstance(error, RefusedError)):
             assert lock is not None
             left = "" if may_clean_up else (f"; its scratch databases are left ({lock.why_not_retaken}): the next "
                                             "restore replaces them")
@@ -719,8 +723,8 @@ def _after_failure(access: StackAccess, layout: StackLayout, s3_env: dict[str, s
         start_failed = not progress.server_started
         _quietly(say)(said_of_start)
     if put_back_done and start_failed:
-        progress.changed.append(f"its quarantine {state.stamp} is kept until the server runs: scripts/restore --put-back "
-                                f"{state.stamp} starts it and removes the quarantine")
+        progress.changed.append(f"its quarantine {state.stamp} is kept until the server runs: "
+                                f"scripts/restore --put-back {state.stamp} starts it and removes the quarantine")
     elif put_back_done:  # only once it runs: killed before, the next restore names the --put-back (review 10)
         try:
             purge_quarantine(access, layout, s3_env, state.stamp)
@@ -752,7 +756,8 @@ def _undo_upload(access: StackAccess, layout: StackLayout, s3_env: dict[str, str
     except BaseException as error:  # noqa: BLE001 - said, and the restore's own error is the one raised
         return (f"the databases were not replaced, but the backup's objects were uploaded over the stack's and "
                 f"putting the stack's bytes back failed ({str(error) or type(error).__name__}); the MLflow server "
-                f"{STAYS_STOPPED} until scripts/restore --put-back {state.stamp}, which puts them back and starts it"), False, False
+                f"{STAYS_STOPPED} until scripts/restore --put-back {state.stamp}, which puts them back and starts it"
+                ), False, False
     changed = int(result.get("changed_since", 0))
     if changed:  # the server was stopped: no user wrote them; the upload wrote other bytes than it recorded,
         # so the put-back set its record aside: every later put-back of it asks for --every-key (review 14)
@@ -763,7 +768,8 @@ def _undo_upload(access: StackAccess, layout: StackLayout, s3_env: dict[str, str
     new = len(state.backup_keys - state.stack_keys)
     return (f"the databases were not replaced (the stack keeps its own); {result['put_back']} objects the "
             f"backup's upload had overwritten got the stack's bytes back from the quarantine"
-            + (f"; up to {new} objects of the backup the stack did not hold are left under {destination}" if new else "")
+            + (f"; up to {new} objects of the backup the stack did not hold are left under {destination}"
+               if new else "")
             ), True, True
 
 
@@ -881,8 +887,8 @@ def _refuse_unquarantinable(layout: StackLayout, stamp: str, keys) -> None:
         raise RefusedError(
             f"{len(long)} objects under {layout.artifacts_destination} have keys too long to be kept in the quarantine "
             f"(S3 allows {quarantine.MAX_KEY_BYTES} bytes, the quarantine adds "
-            f"{len(quarantine.quarantined_key(prefix, stamp, '').encode())}), e.g. {long[0][:80]!r}...: --replace keeps "
-            "every object it replaces, so move or delete those by hand first; nothing was changed")
+            f"{len(quarantine.quarantined_key(prefix, stamp, '').encode())}), e.g. {long[0][:80]!r}...: "
+            "--replace keeps every object it replaces, so move or delete those by hand first; nothing was changed")
 
 
 def _quarantine_uri(destination: str, stamp: str) -> str:
@@ -930,13 +936,15 @@ _ACCESS_QUERIES = {
         "roles of": "SELECT u.username || ' ' || r.workspace || ' ' || r.name, u.username || ' (' || r.name || ')', "
                     "u.username FROM public.user_role_assignments a JOIN public.users u ON u.id = a.user_id "
                     "JOIN public.roles r ON r.id = a.role_id;\n",
-        "role permissions": "SELECT r.workspace || ' ' || r.name || ' ' || p.resource_type || ' ' || p.resource_pattern "
-                            "|| ' ' || p.permission, r.name || ': ' || p.permission || ' on ' || p.resource_type || ' ' "
+        "role permissions": "SELECT r.workspace || ' ' || r.name || ' ' || p.resource_type || ' ' "
+                            "|| p.resource_pattern || ' ' || p.permission, "
+                            "r.name || ': ' || p.permission || ' on ' || p.resource_type || ' ' "
                             "|| p.resource_pattern, '' FROM public.role_permissions p "
                             "JOIN public.roles r ON r.id = p.role_id;\n"},
     "oidc": {
         "active users": "SELECT username, username, '' FROM public.users WHERE active;\n",
-        "access tokens of": "SELECT u.username || ' ' || t.name || ' ' || t.token_hash, u.username || ' (' || t.name || ')', "
+        "access tokens of": "SELECT u.username || ' ' || t.name || ' ' || t.token_hash, "
+                            "u.username || ' (' || t.name || ')', "
                             "'' FROM public.user_tokens t JOIN public.users u ON u.id = t.user_id "
                             "WHERE u.active AND t.expires_at > now();\n",
         "SCIM tokens": "SELECT name || ' ' || token_hash, name, '' FROM public.scim_tokens WHERE revoked_at IS NULL "
@@ -986,9 +994,10 @@ def _say_restored_access(access: StackAccess, layout: StackLayout, mode: str, sa
     try:
         if mode == "mlflow":
             admin = _deployed_admin(access.server_env())
-            others = [row[0] for row in psql(access, layout.auth_database,
-                                             "SELECT username FROM public.users WHERE is_admin AND username <> :'admin' "
-                                             "ORDER BY username;\n", variables={"admin": admin})]
+            others = [row[0] for row in psql(
+                access, layout.auth_database,
+                "SELECT username FROM public.users WHERE is_admin AND username <> :'admin' ORDER BY username;\n",
+                variables={"admin": admin})]
             if others:
                 say(f"the backup's users {', '.join(others)} are admins of {access.description} too, signing in with "
                     f"the passwords the backup holds: if they should not be, the admin ({admin}) takes it away "

@@ -97,7 +97,8 @@ def nginx_conf(settings: ProxySettings) -> str:
     routes rewritten to the server's unprefixed streaming endpoint."""
     p = settings.paths
     prefix = settings.static_prefix or ""
-    listen = f"{settings.listen_address}:{settings.listen_port}" if settings.listen_address else str(settings.listen_port)
+    listen = (f"{settings.listen_address}:{settings.listen_port}" if settings.listen_address
+              else str(settings.listen_port))
     tls_lines = ""
     if settings.tls:
         listen += " ssl"

@@ -355,7 +355,8 @@ def test_a_lock_lost_during_the_orphan_sweep_is_a_one_line_error_not_an_interrup
             time.sleep(2.5)  # past the watch's second
             return 0
 
-    with pytest.raises(LockLostError, match="maintenance lock of the scratch cluster was lost .* before its first step"):
+    with pytest.raises(LockLostError,
+                       match="maintenance lock of the scratch cluster was lost .* before its first step"):
         with maintenance_lock(SlowSweep(postgres_cluster), "gc"):
             pytest.fail("the body ran without the lock")
 

@@ -124,7 +124,8 @@ def _script_name(source: str) -> str:
     from ops import mlflow_facts, objects
     from ops.access import script_source
 
-    known = {script_source(objects.__file__): "ops/objects.py", script_source(mlflow_facts.__file__): "ops/mlflow_facts.py"}
+    known = {script_source(objects.__file__): "ops/objects.py",
+             script_source(mlflow_facts.__file__): "ops/mlflow_facts.py"}
     known.update({getattr(render, name): name for name in dir(render)
                   if name.endswith("_SCRIPT") and isinstance(getattr(render, name), str)})
     return known.get(source, f"<script {source.strip().splitlines()[0][:60] if source.strip() else ''}>")
@@ -171,7 +172,8 @@ class ControlledAccess:
         from tests.container_pipes import through_pipes
         from tests.rehearsal.test_13_backup_restore import oneoff_mark, reads_only
 
-        assert self.lock_token is not None or reads_only(argv), f"a one-off that writes started without the lock: {argv[2:]}"
+        assert self.lock_token is not None or reads_only(argv), \
+            f"a one-off that writes started without the lock: {argv[2:]}"
         self._step("python", argv)
         workdir = Path(self.spec["workdir"])
         return Command(through_pipes([sys.executable, *argv], forward_sigterm=True),

@@ -120,7 +120,8 @@ class RehearsalAccess:
 
     def python_command(self, argv: Sequence[str], env: Mapping[str, str]) -> Command:
         self.python_runs += 1
-        assert self.lock_token is not None or reads_only(argv), f"a one-off that writes started without the lock: {argv[2:]}"
+        assert self.lock_token is not None or reads_only(argv), \
+            f"a one-off that writes started without the lock: {argv[2:]}"
         return Command(through_pipes([sys.executable, *argv], forward_sigterm=True),
                        {**self.oneoff_env(), **env, **work_session_env(self.lock_token)}, hold=self.lock_token)
 
@@ -397,7 +398,8 @@ container's command natively with only its `-e` env (each /run/secrets path mapp
 the platform's secret-env wrapper (sh) reads the values from the files and execs this venv's Python;
 `rm --force <id>...` removes them (killing a running one); `ps --all --quiet ... --filter status=created`
 lists those created and never started (the tools' sweep of leftovers), `ps --no-trunc ... status=running`
-those still running with the tool that started them (what a tool holding the lock stops). Each call is logged with the secret values docker itself could see."""
+those still running with the tool that started them (what a tool holding the lock stops). Each call is
+logged with the secret values docker itself could see."""
 import io, json, os, shutil, sys, tarfile
 
 config = json.load(open(os.environ["DOCKER_SHIM_CONFIG"]))
@@ -506,7 +508,8 @@ def test_scripts_backup_through_the_docker_cli(stack, access, backup_dir, tmp_pa
     server_env = {**{k: v for k, v in env.items() if k not in secrets}, **secret_file_env(secrets)}
     server = {"Name": f"/{prefix}-mlflow-server", "Image": image,
               "Config": {"Env": [f"{k}={v}" for k, v in server_env.items()],
-                         "Cmd": list(variant.server.spec.command), "Entrypoint": secret_env_entrypoint(sorted(secrets))},
+                         "Cmd": list(variant.server.spec.command),
+                         "Entrypoint": secret_env_entrypoint(sorted(secrets))},
               "NetworkSettings": {"Networks": {f"{prefix}-net": {}}}, "State": {"Running": True}}
     postgres = {"Name": f"/{prefix}-postgres", "Image": image, "Config": {"Env": [], "Cmd": []},
                 "NetworkSettings": {"Networks": {f"{prefix}-net": {}}}, "State": {"Running": True}}
@@ -1006,11 +1009,12 @@ def test_a_replace_killed_before_its_swap_is_put_back_by_the_command_it_names(st
     # stopped. The copy finished, so the rerun copies nothing again (review 15 F1, below).
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(access, "start_server", lambda: (_ for _ in ()).throw(LockLost()))
-        with pytest.raises(OpsError, match=rf"stopped: the maintenance lock was lost; the MLflow server was starting and "
-                                           rf"may not be serving yet \(the stack's bytes are back\): run scripts/restore "
-                                           rf"--put-back {stamp} again to make sure it runs"):
+        with pytest.raises(OpsError, match=rf"stopped: the maintenance lock was lost; the MLflow server was starting "
+                                           rf"and may not be serving yet \(the stack's bytes are back\): run "
+                                           rf"scripts/restore --put-back {stamp} again to make sure it runs"):
             restore_module.put_back(access, stamp, say=lambda message: None)
-    assert not stack.variants["default"].server.service.alive() and _bytes_of(stack, key) == b"logged after the backup\n"
+    assert not stack.variants["default"].server.service.alive()
+    assert _bytes_of(stack, key) == b"logged after the backup\n"
     assert _bytes_of(stack, rewritten) == b"written after the kill\n", "a key written since keeps its bytes"
     assert [name for name in _objects(stack) if name.startswith(QUARANTINE_KEYS)]
     # Review 15 F1: the rerun fails to remove the quarantine, users write while the server serves, and the
@@ -1130,7 +1134,8 @@ def test_a_one_off_a_killed_tool_left_running_is_stopped_by_the_next_tool(access
         time.sleep(0.5)
         with maintenance_lock(access, "restore") as held:
             assert held.token != gone.token and one_offs[0].wait(timeout=10) == -9
-            mine = subprocess.Popen(sleeping.argv, env={**sleeping.env, ONEOFF_MARK_ENV: f"{access.workdir}:{held.token}"},
+            mine = subprocess.Popen(sleeping.argv,
+                                    env={**sleeping.env, ONEOFF_MARK_ENV: f"{access.workdir}:{held.token}"},
                                     stdin=subprocess.DEVNULL, start_new_session=True)
             one_offs.append(mine)
             time.sleep(0.5)
@@ -1213,7 +1218,8 @@ def test_a_backup_that_lost_its_lock_is_not_completed(stack, access, tmp_path, s
     directory = tmp_path / "backup"
     # whichever notices first: the confirm before the next step, or the lock's watch during this one
     with pytest.raises(OpsError, match="maintenance lock of the rehearsal stack was lost .* before (its next step|"
-                                       + ("copying the objects" if step == "the auth pg_dump" else "writing the manifest")
+                                       + ("copying the objects" if step == "the auth pg_dump"
+                                          else "writing the manifest")
                                        + ")"):
         backup(_LockLostAt(stack, step), directory, say=lambda message: None)
     assert not any(directory.iterdir()), sorted(path.name for path in directory.iterdir())

@@ -169,9 +169,11 @@ def test_gc_keeps_a_deleted_run_a_model_version_points_at(stack, variant, client
         assert keys[run] and _run_keys(stack, experiment, run) == keys[run], "the version's files are still there"
     assert f"gc: kept run {versioned} (deleted, but registered model '{name}' version {by_source.version}" in output
     assert f"gc: kept run {in_dropped} (deleted, but registered model '{name}' version {by_run_id.version}" in output
-    assert f"gc: kept experiment {dropped_experiment} (deleted, but it holds runs or logged models {in_dropped}" in output
+    assert (f"gc: kept experiment {dropped_experiment} (deleted, but it holds runs or logged models {in_dropped}"
+            in output)
     assert model_keys and _keys(stack, model_prefix) == model_keys, "the logged model's files the version serves"
-    assert f"gc: kept logged model {logged} (deleted, but registered model '{name}' version {by_model.version}" in output
+    assert (f"gc: kept logged model {logged} (deleted, but registered model '{name}' version {by_model.version}"
+            in output)
     version = client.get_model_version(name, by_source.version)
     assert ModelVersionStatus.from_string(version.status) == ModelVersionStatus.READY
     assert f"Run with ID {unrelated} has been permanently deleted." in output
@@ -224,7 +226,8 @@ def test_gc_that_lost_its_lock_stops_at_once(stack, variant, client, tmp_path):
     running = threading.Thread(target=gc)
     running.start()
     deadline = time.monotonic() + 60
-    while stack.postgres.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mlflow-gc'").strip() != "1":
+    while stack.postgres.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mlflow-gc'").strip() != "1":
         assert time.monotonic() < deadline and running.is_alive(), "gc never took its lock"
         time.sleep(0.05)
     stack.postgres.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'mlflow-gc'")

@@ -136,8 +136,8 @@ def world(stack, harness, tmp_path_factory) -> Iterator[World]:
     old = interrupt.stack_state(stack)
     # The two states differ in every part the invariants compare, or comparing proves nothing.
     differences = old.differences(new)
-    for part in ("tracking.runs", "tracking.metrics", "tracking.tags", "tracking.model_versions", "auth.users", "permission",
-                 "artifact objects"):
+    for part in ("tracking.runs", "tracking.metrics", "tracking.tags", "tracking.model_versions", "auth.users",
+                 "permission", "artifact objects"):
         assert any(part in found for found in differences), (part, differences)
     assert [key for key in new.artifacts if key in old.artifacts and new.artifacts[key] != old.artifacts[key]], \
         "no key holds other bytes in the two states: an upload over the stack's keys would go unseen"

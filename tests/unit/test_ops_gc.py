@@ -77,7 +77,8 @@ sys.exit(0)  # cp into, start, rm
 """
 
 
-def _gc(tmp_path: Path, *args: str, found: bool = True, lock: str = "t") -> tuple[subprocess.CompletedProcess, list[dict]]:
+def _gc(tmp_path: Path, *args: str, found: bool = True,
+        lock: str = "t") -> tuple[subprocess.CompletedProcess, list[dict]]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     docker = bin_dir / "docker"
@@ -144,7 +145,8 @@ def test_gc_runs_the_rendered_command_on_the_stacks_network_with_secrets_as_file
     # killed tool's one-offs: the step checks that hold (its token) instead of taking the lock after a gap.
     token = seen[render.GC_LOCK_TOKEN_ENV]
     lock = next(call["argv"] for call in calls if call["argv"][0] == "exec" and "psql" in call["argv"])
-    assert lock[:5] == ["exec", "-i", "--user", "postgres", "mlflow-local-postgres"] and lock[-1].endswith(f" lock {token}")
+    assert lock[:5] == ["exec", "-i", "--user", "postgres", "mlflow-local-postgres"]
+    assert lock[-1].endswith(f" lock {token}")
     assert argv[argv.index(f"org.mlflow-platform.ops.lock={token}") - 1] == "--label"
     # Review 23 F2: the step's database sessions are this hold's work sessions (a next holder ends them).
     assert seen["PGAPPNAME"].endswith(f" work {token}")
@@ -210,7 +212,8 @@ def test_a_hang_up_during_gc_still_removes_the_oneoff(tmp_path):
     calls = [json.loads(line)["argv"] for line in log.read_text().splitlines()]
     assert calls[-1] == ["rm", "--force", ONEOFF_ID]
     orphans = [index for index, call in enumerate(calls) if call[0] == "ps" and "status=running" in call]
-    assert orphans and orphans[0] < [call[0] for call in calls].index("create"), "a killed tool's one-offs stopped first"
+    assert orphans and orphans[0] < [call[0] for call in calls].index("create"), \
+        "a killed tool's one-offs stopped first"
     assert [call[0] for call in calls].index("exec") < orphans[0], "with the lock held (review 20, F3a)"
 
 

@@ -80,7 +80,8 @@ def test_the_quarantine_goes_only_once_the_server_runs_again(monkeypatch):
         restore._after_failure(server, layout, {}, {}, state, progress, True, lambda message: None)
         assert events == expected
         assert ("quarantine 20260101T000000Z was then removed" in progress.describe()) == (not fails)
-        assert ("kept until the server runs: scripts/restore --put-back 20260101T000000Z" in progress.describe()) == fails
+        assert ("kept until the server runs: scripts/restore --put-back 20260101T000000Z"
+                in progress.describe()) == fails
 
 
 class _LostLock:
@@ -214,8 +215,8 @@ def _replace_failing_at_upload(monkeypatch, upload_error: BaseException, *, star
     if events is not None:
         events.append(ran)
     with pytest.raises(BaseException) as raised:
-        restore._restore_locked(Access(), Path("/nonexistent"), manifest, layout, None, plan, replace=True, upgrade=True,
-                                stamp="20260101T000000Z", say=said.append, lock=lock)
+        restore._restore_locked(Access(), Path("/nonexistent"), manifest, layout, None, plan, replace=True,
+                                upgrade=True, stamp="20260101T000000Z", say=said.append, lock=lock)
     return said, raised.value
 
 
@@ -264,7 +265,8 @@ def test_a_stamp_an_earlier_restore_left_is_refused(monkeypatch):
     """Review 14: two restores a second apart (or a clock set back) shared a stamp: the second one's
     quarantine and record overwrote the first's, and its failure purged them."""
     layout = types.SimpleNamespace(database="mlflow", auth_database="mlflow_auth")
-    monkeypatch.setattr(restore, "_database_names", lambda access: {"mlflow": "", "mlflow__replaced_20260101T000000Z": ""})
+    monkeypatch.setattr(restore, "_database_names",
+                        lambda access: {"mlflow": "", "mlflow__replaced_20260101T000000Z": ""})
     for listing in ({"quarantines": {"20260101T000000Z": [1, 1]}}, {"quarantines": {}}):
         with pytest.raises(restore.RefusedError, match="stamp 20260101T000000Z .* nothing was changed"):
             restore._refuse_a_stamp_in_use(None, layout, "20260101T000000Z", listing)
@@ -301,7 +303,8 @@ def test_purge_replaced_drops_no_database_once_its_lock_is_lost(monkeypatch):
                                    s3_env=lambda access: {})
     monkeypatch.setattr(restore, "maintenance_lock", lock)
     monkeypatch.setattr(restore.StackLayout, "read", classmethod(lambda cls, access: layout))
-    monkeypatch.setattr(restore, "_database_names", lambda access: {"mlflow": "", "mlflow__replaced_20260101T000000Z": ""})
+    monkeypatch.setattr(restore, "_database_names",
+                        lambda access: {"mlflow": "", "mlflow__replaced_20260101T000000Z": ""})
     monkeypatch.setattr(restore, "_listing", lambda access, layout: {"quarantines": {}, "swapped": [], "put_back": []})
     monkeypatch.setattr(restore, "psql", lambda access, database, script, **kwargs: dropped.append(script))
     with pytest.raises(restore.OpsError, match="lost before dropping the replaced databases"):

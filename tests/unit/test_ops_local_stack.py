@@ -177,8 +177,9 @@ def docker(tmp_path, monkeypatch) -> FakeDocker:
 
 def test_find_inspects_the_stacks_containers_and_reads_the_server(docker):
     stack = LocalStack.find()
-    assert docker.calls()[0]["argv"] == ["inspect", "--type", "container", "mlflow-local-postgres", "mlflow-local-minio",
-                                         "mlflow-local-mlflow-server", "mlflow-local-mlflow-proxy"]
+    assert docker.calls()[0]["argv"] == ["inspect", "--type", "container", "mlflow-local-postgres",
+                                         "mlflow-local-minio", "mlflow-local-mlflow-server",
+                                         "mlflow-local-mlflow-proxy"]
     assert stack.container("postgres") == "mlflow-local-postgres"
     assert stack.container("mlflow-server") == "mlflow-local-mlflow-server"
     assert stack.network == "mlflow-local-net"  # the stack's own, not the default bridge it may also be on
@@ -284,7 +285,8 @@ def test_the_files_the_helper_copies_in_are_what_the_wrapper_exports(tmp_path):
     for path in env.values():
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o400
     printed = subprocess.run(
-        [*local.secret_env_entrypoint(sorted(values)), sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"],
+        [*local.secret_env_entrypoint(sorted(values)), sys.executable, "-c",
+         "import json, os; print(json.dumps(dict(os.environ)))"],
         env={**env, "PATH": os.environ["PATH"]}, capture_output=True, text=True, check=True)
     seen = json.loads(printed.stdout)
     assert {name: seen[name] for name in values} == values
@@ -366,8 +368,8 @@ def test_a_tool_holding_the_lock_stops_the_running_oneoffs_of_another_hold(docke
     lock removes it. Review 17 F2: not a one-off started without a hold (a restore's image facts, which
     only read). Review 20 F3a: a hold's token says it whichever host or pid namespace the killed tool
     ran in (the pid it named before meant nothing outside its own)."""
-    monkeypatch.setenv("FAKE_DOCKER_LEFTOVERS", "\n".join(["ccc333\t0123456789ab\trunning", "ddd444\tfedcba987654\trunning",
-                                                        "fff666\t\trunning"]))
+    monkeypatch.setenv("FAKE_DOCKER_LEFTOVERS", "\n".join(["ccc333\t0123456789ab\trunning",
+                                                        "ddd444\tfedcba987654\trunning", "fff666\t\trunning"]))
     access = LocalAccess(LocalStack.find())
     with pytest.raises(RuntimeError, match="only with the maintenance lock held"):
         access.stop_orphaned_oneoffs()
@@ -477,7 +479,8 @@ def test_the_layout_comes_from_the_server_container(docker):
 
 
 def test_a_stopped_postgres_is_named(docker):
-    docker.set_containers([_server(), _container("mlflow-local-postgres", State={"Running": False, "Status": "exited"})])
+    docker.set_containers([_server(),
+                           _container("mlflow-local-postgres", State={"Running": False, "Status": "exited"})])
     with pytest.raises(OpsError, match=r"mlflow-local-postgres is not running \(docker start mlflow-local-postgres\)"):
         LocalAccess.find()
 

@@ -27,13 +27,15 @@ def test_replace_keeps_every_object_of_the_stack_inside_the_destination(s3, pref
     destination = f"s3://{BUCKET}/{prefix}"
     s3.put_object(Bucket=BUCKET, Key=f"{prefix}1/run/artifacts/config.json", Body=b"the stack's newer bytes")
     s3.put_object(Bucket=BUCKET, Key=f"{prefix}1/later/artifacts/model.pkl", Body=b"logged after the backup")
-    copied = quarantine.copy(objects, destination, "20260101T000000Z", _backup({"1/run/artifacts/config.json": b"the backup's bytes"}))
+    copied = quarantine.copy(objects, destination, "20260101T000000Z",
+                             _backup({"1/run/artifacts/config.json": b"the backup's bytes"}))
     root = f"{prefix}.mlflow-restore-replaced/20260101T000000Z/"
     assert copied["objects"] == 2 and copied["quarantine"] == f"s3://{BUCKET}/{root}"
     s3.put_object(Bucket=BUCKET, Key=f"{prefix}1/run/artifacts/config.json", Body=b"the backup's bytes")  # the upload
     assert quarantine.prune(objects, destination, "20260101T000000Z", {"1/run/artifacts/config.json"}) == {"deleted": 1}
     assert [item["Key"] for item in objects._objects(s3, BUCKET, prefix)] == [f"{prefix}1/run/artifacts/config.json"]
-    assert quarantine.marked(objects, destination, quarantine.SWAPPED_SUFFIX) == ["20260101T000000Z"], "prune marks the swap in the bucket"
+    assert quarantine.marked(objects, destination, quarantine.SWAPPED_SUFFIX) == ["20260101T000000Z"], \
+        "prune marks the swap in the bucket"
     assert _read(s3, f"{root}1/run/artifacts/config.json") == b"the stack's newer bytes"
     assert _read(s3, f"{root}1/later/artifacts/model.pkl") == b"logged after the backup"
     assert quarantine.purge(objects, destination, "20260101T000000Z") == {"deleted": 2}
@@ -176,7 +178,8 @@ def test_a_purge_stopped_halfway_leaves_a_stamp_the_next_purge_finds(s3):
     assert quarantine.quarantines(objects, destination) == {"20260101T000000Z": [0, 0]}
     assert quarantine.marked(objects, destination, quarantine.SWAPPED_SUFFIX) == ["20260101T000000Z"]
     quarantine.purge(objects, destination, "20260101T000000Z")
-    assert quarantine.quarantines(objects, destination) == {} and quarantine.marked(objects, destination, quarantine.SWAPPED_SUFFIX) == []
+    assert quarantine.quarantines(objects, destination) == {}
+    assert quarantine.marked(objects, destination, quarantine.SWAPPED_SUFFIX) == []
 
 
 def test_a_key_too_long_for_the_quarantine_is_found_before_anything_is_copied():
@@ -200,7 +203,8 @@ def test_a_key_copied_in_parts_still_counts_as_holding_its_own_bytes(s3):
     s3.put_object(Bucket=BUCKET, Key="team/1/run/artifacts/model.bin", Body=stack_bytes)
     quarantine.copy(objects, f"s3://{BUCKET}/team/", "20260101T000000Z",
                     _backup({"1/run/artifacts/model.bin": backup_bytes}))
-    copied = s3.head_object(Bucket=BUCKET, Key="team/.mlflow-restore-replaced/20260101T000000Z/1/run/artifacts/model.bin")
+    copied = s3.head_object(Bucket=BUCKET,
+                            Key="team/.mlflow-restore-replaced/20260101T000000Z/1/run/artifacts/model.bin")
     assert copied["ETag"] != s3.head_object(Bucket=BUCKET, Key="team/1/run/artifacts/model.bin")["ETag"]
     result = quarantine.put_back(objects, f"s3://{BUCKET}/team/", "20260101T000000Z")
     assert (result["put_back"], result["changed_since"]) == (0, 0)
