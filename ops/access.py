@@ -233,8 +233,8 @@ def _error_line(stderr: bytes, what: str, returncode: int) -> str:
 
 def run(command: Command, what: str, *, stdin: Input = None, stdout: Optional[IO[bytes]] = None) -> bytes:
     """Run to completion; return stdout unless it went to `stdout`. Failure: OpsError naming `what`
-    and the last line the process wrote to stderr. Interrupted (Ctrl-C, SIGTERM, a lost lock), a command
-    under a hold has its database sessions ended before this returns: its client was stopped, but `docker
+    and the last line the process wrote to stderr. Interrupted (Ctrl-C, SIGTERM, a lost lock) or failed, a
+    command under a hold has its database sessions ended before this returns: its client was stopped, but `docker
     exec` does not pass the SIGTERM on (docker/cli#5309) and PostgreSQL runs a statement to its end after
     its client is gone, so a script already sent (a DROP DATABASE, the swap) would run on past the tool's
     "interrupted", beside its undo or after the lock is let go (review 23, F2)."""
@@ -247,15 +247,21 @@ def run(command: Command, what: str, *, stdin: Input = None, stdout: Optional[IO
                 stdout=stdout if stdout is not None else subprocess.PIPE, stderr=stderr,
             )
         except BaseException:
-            if command.hold:
-                from ops.lock import end_own_work_sessions
-
-                end_own_work_sessions(command.hold)
+            _end_work_sessions_of(command)
             raise
         if result.returncode != 0:
+            _end_work_sessions_of(command)  # its client may have died alone (OOM, a killed CLI): review 24, F2
             stderr.seek(0)
             raise OpsError(_error_line(stderr.read(), what, result.returncode))
     return result.stdout if stdout is None else b""
+
+
+def _end_work_sessions_of(command: Command) -> None:
+    """A command under a hold that did not end well: its database sessions end before the tool goes on."""
+    if command.hold:
+        from ops.lock import end_own_work_sessions
+
+        end_own_work_sessions(command.hold)
 
 
 @contextlib.contextmanager

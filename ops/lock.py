@@ -119,19 +119,27 @@ def _raise_lock_lost(signum: int, frame: object) -> None:
     raise LockLost("the maintenance lock was lost")
 
 
-def _end_work_sessions(process: subprocess.Popen, token: str, others: bool) -> int:
-    """On a lock's session (`process`): end the work sessions of the holds other than `token` (`others`)
-    or of `token` itself, and say how many ended. The lock's own sessions (`... lock <token>`) are never
-    ended here: a tool that is taking the lock may be refused by it, not cut off."""
+def _end_work_sessions_sql(token: str, others: bool) -> str:
+    """The query that ends the work sessions of the holds other than `token` (`others`) or of `token`
+    itself, and answers how many ended. The lock's own sessions (`... lock <token>`) are never ended
+    here: a tool that is taking the lock may be refused by it, not cut off."""
     assert re.fullmatch("[0-9a-f]{12}", token), token
     own = f"application_name LIKE '% work {token}'"
     where = f"application_name ~ '{WORK_SESSION_PATTERN}' AND NOT {own}" if others else own
+    return (f"SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, {END_SESSION_MILLISECONDS})) "
+            f"FROM pg_stat_activity WHERE {where} AND pid <> pg_backend_pid();\n")
+
+
+def _ending_what(others: bool) -> str:
+    return "ending the database sessions " + ("another tool left running" if others else "of an interrupted command")
+
+
+def _ask(process: subprocess.Popen, sql: str, what: str, timeout: float, answer: str = "[tf]") -> str:
+    """One question on a lock's psql session, its one-line answer (see _read_answer)."""
     assert process.stdin is not None
-    process.stdin.write(f"SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, {END_SESSION_MILLISECONDS})) "
-                        f"FROM pg_stat_activity WHERE {where} AND pid <> pg_backend_pid();\n".encode())
+    process.stdin.write(sql.encode())
     process.stdin.flush()
-    what = "ending the database sessions " + ("another tool left running" if others else "of an interrupted command")
-    return int(_read_answer(process, what, END_SESSIONS_TIMEOUT_SECONDS, answer="[0-9]+"))
+    return _read_answer(process, what, timeout, answer)
 
 
 _HOLDS: dict[str, "HeldLock"] = {}
@@ -160,6 +168,7 @@ class HeldLock:
         self.token = token
         """this hold's: its session's name ends with `lock <token>`, its one-offs carry it (kept by retake)"""
         self._mutex = threading.Lock()  # one query at a time on the session's pipes
+        self._unanswered = 0  # questions whose answer was not read (an interrupt between asking and reading)
         self._stop = threading.Event()
         self._signalling = threading.Lock()  # a stop set under it: no signal is sent after unwatch
         self._watcher: Optional[threading.Thread] = None
@@ -169,27 +178,36 @@ class HeldLock:
         self.why_not_retaken = ""
         """after retake returned False: another holder, or PostgreSQL not answering"""
 
+    def _ask(self, sql: str, what: str, timeout: float, answer: str = "[tf]") -> str:
+        """One question on the lock's session. An interrupt (Ctrl-C, a LockLost) between asking and reading
+        leaves an answer in the pipe: it is read first, or the next question would take it for its own
+        (review 24: a second Ctrl-C while sessions were ended made the lock look lost)."""
+        with self._mutex:
+            while self._unanswered:
+                _read_answer(self._process, "reading an interrupted question's answer", timeout, answer=".*")
+                self._unanswered -= 1
+            self._unanswered += 1
+            line = _ask(self._process, sql, what, timeout, answer)
+            self._unanswered -= 1
+            return line
+
     def _still_held(self) -> bool:
         sql = _STILL_HELD_SQL.format(classid=MAINTENANCE_LOCK_KEY >> 32, objid=MAINTENANCE_LOCK_KEY & 0xFFFFFFFF)
-        with self._mutex:
-            try:
-                assert self._process.stdin is not None
-                self._process.stdin.write(sql.encode())
-                self._process.stdin.flush()
-                return _read_answer(self._process, "checking the maintenance lock", CONFIRM_TIMEOUT_SECONDS) == "t"
-            except (OSError, OpsError, ValueError):
-                return False
+        try:
+            return self._ask(sql, "checking the maintenance lock", CONFIRM_TIMEOUT_SECONDS) == "t"
+        except (OSError, OpsError, ValueError):
+            return False
 
     def end_work_sessions(self, *, others: bool) -> int:
         """End the database sessions of other holds (`others`: a killed tool's script still running) or of
         this one (an interrupted command's); how many ended. LockLostError when the lock's session does not
         answer (it is gone, or silent: the lock counts as lost, as for confirm)."""
-        with self._mutex:
-            try:
-                return _end_work_sessions(self._process, self.token, others)
-            except (OSError, ValueError, OpsError) as error:
-                self.lost = True
-                raise LockLostError(f"{self.lost_message('its next step')} ({error})") from error
+        try:
+            return int(self._ask(_end_work_sessions_sql(self.token, others), _ending_what(others),
+                                 END_SESSIONS_TIMEOUT_SECONDS, answer="[0-9]+"))
+        except (OSError, ValueError, OpsError) as error:
+            self.lost = True
+            raise LockLostError(f"{self.lost_message('its next step')} ({error})") from error
 
     def end_own_work_sessions(self) -> None:
         """end_work_sessions(others=False), quietly: skipped when the lock is lost (its session is gone or
@@ -279,13 +297,14 @@ class HeldLock:
         # its scripts still running in PostgreSQL (review 23, F2).
         try:
             _say_stopped(self._access, self._access.stop_orphaned_oneoffs())
-            _say_ended(self._access, _end_work_sessions(process, self.token, others=True))
+            _say_ended(self._access, int(_ask(process, _end_work_sessions_sql(self.token, True), _ending_what(True),
+                                              END_SESSIONS_TIMEOUT_SECONDS, answer="[0-9]+")))
         except (OpsError, OSError, ValueError) as error:
             _close(process)
             self.why_not_retaken = f"what another tool left running could not be stopped ({error})"
             return False
         _close(self._process, 1.0)  # its session was ended above (or it went with it): no grace needed
-        self._process, self.lost = process, False
+        self._process, self.lost, self._unanswered = process, False, 0
         self.watch()
         return True
 
@@ -352,9 +371,13 @@ def maintenance_lock(access: StackAccess, holder: str) -> Iterator[HeldLock]:
         held.confirm("its first step")
         yield held
     except BaseException:
-        held.unwatch()  # no LockLost in the middle of the cleanup
+        with contextlib.suppress(LockLost):  # one already sent must not replace the tool's own error (review 24)
+            held.unwatch()
         held.end_own_work_sessions()  # before the lock is let go: nothing of this tool runs on after it
         raise
+    else:
+        held.unwatch()
+        held.end_own_work_sessions()  # a command that failed on its own (its client died) may have left one
     finally:
         del _HOLDS[token]
         access.lock_token = outer

@@ -44,7 +44,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from components import render
 from components.config import AuthConfig
@@ -244,6 +244,25 @@ def auth_data(access: StackAccess, layout: StackLayout) -> dict[str, int]:
 def _deployed_admin(server_env: Mapping[str, str]) -> str:
     """The admin the stack deploys (auth.adminUsername), as its server's environment names it."""
     return server_env.get(render.AUTH_ADMIN_USERNAME_ENV, _DEFAULT_ADMIN)
+
+
+def _text_rows(access: StackAccess, database: str, query: str, columns: int,
+               variables: Optional[Mapping[str, str]] = None) -> list[list[str]]:
+    """The rows of `query` (`columns` values each), whatever the values hold: a user name may hold a tab or
+    a newline (MLflow refuses only an empty one), which psql's tab-separated rows cannot carry, so each
+    value travels hex-encoded (review 24, F1: a name holding a tab shifted the columns, and a password
+    hash was printed as a name)."""
+    names = [f"c{index}" for index in range(columns)]
+    encoded = ", ".join(f"encode(convert_to({name}, 'UTF8'), 'hex')" for name in names)
+    wrapped = f"SELECT {encoded} FROM ({query.strip().rstrip(';')}) AS q({', '.join(names)});\n"
+    return [[bytes.fromhex(value).decode() for value in (row + [""] * columns)[:columns]]
+            for row in psql(access, database, wrapped, variables=variables)]
+
+
+def _named(names: Iterable[str]) -> str:
+    """Names as a message lists them: one with a control character (a tab, a newline) quoted, so that it
+    reads as one name and cannot forge a line of the tool's output."""
+    return ", ".join(name if name.isprintable() else repr(name) for name in names)
 
 
 @dataclass
@@ -968,14 +987,14 @@ def _say_re_enabled(access: StackAccess, layout: StackLayout, mode: str, replace
     try:
         admin = {"admin": _deployed_admin(access.server_env())}
         for index, (what, query) in enumerate(_ACCESS_QUERIES[mode].items()):
-            before = {row[0] for row in psql(access, replaced, query, variables=admin)}
-            rows = [(row + ["", ""])[:3] for row in psql(access, layout.auth_database, query, variables=admin)]
+            before = {row[0] for row in _text_rows(access, replaced, query, 3, admin)}
+            rows = _text_rows(access, layout.auth_database, query, 3, admin)
             fresh = [(label, user) for key, label, user in rows if key not in before]
             if index == 0:
                 named = {label for label, _ in fresh}
             again = sorted({label for label, user in fresh if user not in named})
             if again:
-                back.append(f"{what} {', '.join(again)}")
+                back.append(f"{what} {_named(again)}")
     except OpsError as error:
         say(f"could not compare who the restored auth database lets in with the replaced one ({error}): "
             "check its users and tokens")
@@ -994,24 +1013,24 @@ def _say_restored_access(access: StackAccess, layout: StackLayout, mode: str, sa
     try:
         if mode == "mlflow":
             admin = _deployed_admin(access.server_env())
-            others = [row[0] for row in psql(
+            others = [row[0] for row in _text_rows(
                 access, layout.auth_database,
-                "SELECT username FROM public.users WHERE is_admin AND username <> :'admin' ORDER BY username;\n",
+                "SELECT username FROM public.users WHERE is_admin AND username <> :'admin' ORDER BY username;\n", 1,
                 variables={"admin": admin})]
             if others:
-                say(f"the backup's users {', '.join(others)} are admins of {access.description} too, signing in with "
+                say(f"the backup's users {_named(others)} are admins of {access.description} too, signing in with "
                     f"the passwords the backup holds: if they should not be, the admin ({admin}) takes it away "
                     "(AuthServiceClient.update_user_admin) or deletes them")
             return
-        admins = [row[0] for row in psql(access, layout.auth_database, "SELECT username FROM public.users "
-                                         "WHERE is_admin AND active ORDER BY username;\n")]
-        holders = [row[0] for row in psql(access, layout.auth_database, _HOLDERS_SQL)]
+        admins = [row[0] for row in _text_rows(access, layout.auth_database, "SELECT username FROM public.users "
+                                               "WHERE is_admin AND active ORDER BY username;\n", 1)]
+        holders = [row[0] for row in _text_rows(access, layout.auth_database, _HOLDERS_SQL, 1)]
     except OpsError as error:
         say(f"could not list who the restored auth database lets in ({error}): check its admins and tokens")
         return
     if admins or holders:
-        say(f"as the backup had them, {access.description} now has the admins {', '.join(admins) or '(none)'} and "
-            f"the access tokens of {', '.join(holders) or '(nobody)'}: a user offboarded since the backup is "
+        say(f"as the backup had them, {access.description} now has the admins {_named(admins) or '(none)'} and "
+            f"the access tokens of {_named(holders) or '(nobody)'}: a user offboarded since the backup is "
             "active again; deactivate them again in the plugin's admin page")
 
 

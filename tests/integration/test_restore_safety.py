@@ -474,3 +474,72 @@ def test_a_tool_that_fails_ends_its_own_sessions_before_it_lets_the_lock_go(acce
     finally:
         straggler.kill()
         straggler.wait()
+
+
+_AUTH_TABLES = ("CREATE TABLE users (id serial, username text, password_hash text, is_admin bool); "
+                "CREATE TABLE roles (id serial, workspace text, name text); "
+                "CREATE TABLE user_role_assignments (user_id int, role_id int); "
+                "CREATE TABLE role_permissions (role_id int, resource_type text, resource_pattern text, "
+                "permission text);")
+
+
+def test_user_names_holding_a_tab_or_a_newline_are_named_whole_and_no_hash_is_printed(access, postgres_cluster):
+    """Review 24 F1: MLflow refuses only an empty user name; psql's tab-separated rows split a name holding a
+    tab or a newline, so `--replace` named a cut-up name and printed a user's password hash as one, and said
+    nothing of the other user it let in again. Every value now travels hex-encoded."""
+    from ops.access import StackLayout
+    from ops.restore import _say_re_enabled, _say_restored_access
+
+    class Access(ScratchAccess):
+        def server_env(self):
+            return {}
+
+    layout = StackLayout("tabnames", "mlflow", "postgresql://mlflow@db/tabnames", "s3://b/", "basic-auth")
+    replaced = "tabnames_auth__replaced_20260101T000000Z"
+    for database in (layout.auth_database, replaced):
+        postgres_cluster.psql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        postgres_cluster.psql(f'CREATE DATABASE "{database}"')
+        postgres_cluster.psql(_AUTH_TABLES, database)
+    postgres_cluster.psql("INSERT INTO users (username, password_hash, is_admin) VALUES ('admin', 'h0', true), "
+                          "('alice', 'h1', false)", replaced)
+    postgres_cluster.psql("INSERT INTO users (username, password_hash, is_admin) VALUES ('admin', 'h0', true), "
+                          "('alice', 'h1', false), (E'alice\\tops', 'pbkdf2:sha256:1000000$Zq3x$9f8e7d6c5b4a', true), "
+                          "(E'admin\\nmallory', 'h3', false)", layout.auth_database)
+    said: list[str] = []
+    _say_re_enabled(Access(postgres_cluster), layout, "mlflow", replaced, said.append)
+    _say_restored_access(Access(postgres_cluster), layout, "mlflow", said.append)
+    assert len(said) == 2 and not any("pbkdf2" in message for message in said), said
+    assert said[0].startswith("the restore lets in again what the scratch cluster had taken away since the backup: "
+                              "users 'admin\\nmallory', 'alice\\tops' (deactivate"), said[0]
+    assert said[1].startswith("the backup's users 'alice\\tops' are admins of the scratch cluster too"), said[1]
+
+
+def test_a_client_that_dies_alone_has_its_script_ended_before_the_tool_goes_on(access, postgres_cluster):
+    """Review 24 F2: the docker CLI of a psql script died without the tool being signalled (OOM, a killed
+    CLI, a daemon restart): `run` saw a failed command and the tool went on to its undo and its message while
+    the script ran on in PostgreSQL. A failed command's sessions are ended too."""
+    postgres_cluster.psql("DROP DATABASE IF EXISTS ran_on_after_its_client")
+
+    def kill_the_client() -> None:  # the docker-exec stand-in running the script, not the tool
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for entry in Path("/proc").iterdir():
+                try:
+                    argv = (entry / "cmdline").read_bytes().decode().split("\0")
+                except (OSError, ValueError):
+                    continue
+                if argv[3:4] == ["exec"] and argv[-3:-1] == ["-f", "-"] and argv[-4:-3] == ["postgres"]:
+                    time.sleep(1.0)
+                    os.kill(int(entry.name), signal.SIGTERM)
+                    return
+            time.sleep(0.05)
+
+    with maintenance_lock(access, "restore") as held:
+        killer = threading.Thread(target=kill_the_client)
+        killer.start()
+        with pytest.raises(OpsError, match="psql on database postgres failed"):
+            psql(access, "postgres", "SELECT pg_sleep(4);\nCREATE DATABASE ran_on_after_its_client;\n")
+        killer.join()
+        assert _sessions(postgres_cluster, f" work {held.token}$") == [], "nothing of the command runs on"
+    time.sleep(4)
+    assert "ran_on_after_its_client" not in _databases(postgres_cluster)
