@@ -275,7 +275,7 @@ class Aws(TypedDict):
     """AWS region, e.g. eu-west-1. Default: "us-east-1"."""
 
     availability_zones: NotRequired[list[str]]
-    """AZs for the new VPC's subnets (default: <region>a, <region>b). Default: []."""
+    """AZs for the new VPC's subnets (default: the account's first two in the region, as EC2 lists them: <region>a and <region>b where it has them). Default: []."""
 
     vpc_cidr: NotRequired[str]
     """CIDR of the VPC this stack creates. Default: "10.40.0.0/16"."""
@@ -299,10 +299,10 @@ class Aws(TypedDict):
     """existing ACM certificate for `domain` (instead of hostedZoneId). Default: unset."""
 
     allowed_cidrs: NotRequired[list[str]]
-    """client networks allowed to reach the load balancer. Default: ["0.0.0.0/0"]."""
+    """client networks allowed to reach the load balancer (at most 30 with HTTPS, 60 without: one security group rule per network and port). Default: ["0.0.0.0/0"]."""
 
     internal: NotRequired[bool]
-    """load balancer inside the VPC only (reached over VPN or peering), not internet-facing. Default: false."""
+    """load balancer inside the VPC only (reached over VPN or peering), not internet-facing; switching it replaces the load balancer (a new DNS name), refusing requests until its listeners exist. Default: false."""
 
     allow_plain_http: NotRequired[bool]
     """serve plain HTTP when no domain or certificate is set (passwords cross the network unencrypted): only on purpose. Default: false."""

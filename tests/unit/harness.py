@@ -88,6 +88,8 @@ class Recorded:
     provider: str
     deleted_with: str = ""
     """The URN of the resource whose deletion deletes this one (Pulumi then skips its own delete)."""
+    delete_before_replace: bool = False
+    """Replaced by deleting it first, then creating the new one (Pulumi's default is the other way round)."""
     aliases: list[dict] = field(default_factory=list)
     """The alias specs (or URNs) the program sent, as the engine receives them."""
     outputs: dict = field(default_factory=dict)
@@ -127,6 +129,8 @@ class ProgramMocks(pulumi.runtime.Mocks):
         """SSM parameters the account already holds (name -> value), as a stack's earlier run left them."""
         self.seed_salt = ""
         """Mixed into every generated value's seed: a subclass sets it to make a re-created resource's values new."""
+        self.aws_region = "eu-west-1"
+        """The region of the program's AWS provider (what its look-ups answer for)."""
 
     def before_new_resource(self, urn: str, request) -> None:
         """Hook: called with the URN and the raw RegisterResource request (options included) just
@@ -169,6 +173,8 @@ class ProgramMocks(pulumi.runtime.Mocks):
             outputs["repoDigest"] = args.inputs["imageName"] + "@sha256:" + "0" * 64
         elif kind == "minio:index/s3Bucket:S3Bucket":
             outputs.setdefault("arn", f"arn:aws:s3:::{args.inputs.get('bucket')}")
+        elif kind == "pulumi:providers:aws":
+            self.aws_region = str(args.inputs.get("region") or self.aws_region)
         elif kind.startswith("aws:"):
             outputs.update(self._aws(kind, args))
         elif kind.startswith("azure-native:"):
@@ -182,6 +188,9 @@ class ProgramMocks(pulumi.runtime.Mocks):
         return f"{args.name}-id", outputs
 
     AWS_ACCOUNT = "123456789012"
+    AWS_ZONE_LETTERS = {"ap-northeast-1": "acd", "us-west-1": "bc", "us-east-1": "abcdef"}
+    """The zone letters an account has where they are not a, b, c (ap-northeast-1 has no `b` for most
+    accounts; us-west-1 has two of a, b, c, which per account)."""
 
     def _aws(self, kind: str, args: pulumi.runtime.MockResourceArgs) -> dict:
         """Computed attributes AWS assigns, with the formats the real API uses."""
@@ -289,6 +298,12 @@ class ProgramMocks(pulumi.runtime.Mocks):
         """Look-ups, answered as AWS would for an account with a default VPC of two subnets."""
         if args.token == "aws:ec2/getVpc:getVpc":
             return {"id": "vpc-0default", "cidrBlock": "172.31.0.0/16", "default": True}
+        if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            # An account's zones in the region (opt-in-not-required): the letters vary by region and account.
+            region = self.aws_region
+            letters = self.AWS_ZONE_LETTERS.get(region, "abc")
+            return {"id": region, "names": [f"{region}{letter}" for letter in letters],
+                    "zoneIds": [f"{region[:3]}{region[-1]}-az{index + 1}" for index in range(len(letters))]}
         if args.token == "aws:ec2/getSubnets:getSubnets":
             return {"id": "eu-west-1", "ids": ["subnet-0default1", "subnet-0default2"]}
         if args.token == "azure-native:authorization:getClientConfig":
@@ -356,7 +371,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             retain_on_delete=bool(request.retainOnDelete) if request.HasField("retainOnDelete") else False,
             ignore_changes=list(request.ignoreChanges), dependencies=list(request.dependencies),
             additional_secret_outputs=list(request.additionalSecretOutputs), provider=request.provider,
-            deleted_with=request.deletedWith,
+            deleted_with=request.deletedWith, delete_before_replace=bool(request.deleteBeforeReplace),
             aliases=[json_format.MessageToDict(alias) for alias in request.aliases], state=state,
         )
         return response

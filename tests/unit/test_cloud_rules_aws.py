@@ -39,6 +39,7 @@ from tests.unit.cloud_rules import (
     uvicorn_keep_alive_seconds,
     variant,
 )
+from tests.unit import harness
 from tests.unit.harness import ProgramRun, Recorded
 
 SERVICE = "aws:ecs/service:Service"
@@ -58,8 +59,10 @@ VARIANTS = [
                  "certificateArn":
                      "arn:aws:acm:eu-west-1:123456789012:certificate/0123abcd-4567-89ef-0123-456789abcdef"},
             observability={"prometheus": False}, proxy={"timeoutSeconds": 600, "clientMaxBodySize": "8g"},
-            server={"cpu": 2, "memoryMib": 4096},
+            server={"cpu": 2, "memoryMib": 4096}, maintenance={"gcSchedule": "15 3 * * *"},
             artifacts={"bucket": "mlflow-artifacts-research-team-eu-west-1"}),
+    # A region whose zone letters are not a and b for most accounts (ap-northeast-1: a, c, d).
+    variant("tokyo-zones-from-the-account", "aws", aws={"region": "ap-northeast-1"}),
 ]
 
 
@@ -220,6 +223,104 @@ def test_every_name_the_graph_sets_is_one_aws_accepts(graph):
     NAME_CHECKS entry cites its API reference). Stacks called `Prod` or `eu_prod` and a long
     instance name reach the identifiers through `<instance>-<stack>`."""
     report(names_rule(graph))
+
+
+# Types Pulumi names when the program gives no name: the logical name, "-" and 7 random characters
+# (pulumi/sdk resource.NewUniqueHex), refused when longer than the cloud allows.
+AUTO_NAMED = {
+    "aws:iam/role:Role": (64, "https://docs.aws.amazon.com/IAM/latest/APIReference/API_CreateRole.html"),
+    "aws:iam/rolePolicy:RolePolicy": (128, "https://docs.aws.amazon.com/IAM/latest/APIReference/API_PutRolePolicy.html"),
+    "aws:ec2/securityGroup:SecurityGroup": (
+        255, "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateSecurityGroup.html"),
+    "aws:rds/parameterGroup:ParameterGroup": (
+        255, "https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_CreateDBParameterGroup.html"),
+    "aws:rds/subnetGroup:SubnetGroup": (
+        255, "https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_CreateDBSubnetGroup.html"),
+    "aws:appautoscaling/policy:Policy": (
+        256, "https://docs.aws.amazon.com/autoscaling/application/APIReference/API_PutScalingPolicy.html"),
+}
+
+
+def auto_names_rule(graph: Graph) -> list[str]:
+    problems = []
+    for type_, (limit, source) in AUTO_NAMED.items():
+        for resource in graph.of_type(type_):
+            if not (resource.inputs.get("name") or resource.inputs.get("namePrefix")) \
+                    and len(resource.name) + 8 > limit:
+                problems.append(f"[{graph.variant.name}] {resource.name}: Pulumi's name for it would be "
+                                f"{len(resource.name) + 8} characters, {type_} allows {limit} ({source})")
+    return problems
+
+
+def test_names_pulumi_makes_fit_too(graph):
+    """Review 24 (aws F1): IAM roles without a name got Pulumi's (logical name + 8 characters); with a long
+    MlflowTrackingServer name and gc on, the scheduler role's was 66 of IAM's 64 and `pulumi up` refused it."""
+    report(auto_names_rule(graph))
+
+
+def zones_rule(graph: Graph) -> list[str]:
+    """Subnets only in the zones the account has in its region (EC2 DescribeAvailabilityZones, as the
+    mocks answer it for an account: ap-northeast-1 has no `b` for most accounts)."""
+    config = json.loads(graph.variant.config()["mlflow:aws"])
+    region = config.get("region", "us-east-1")
+    letters = harness.ProgramMocks.AWS_ZONE_LETTERS.get(region, "abc")
+    have = {f"{region}{letter}" for letter in letters} | set(config.get("availabilityZones") or ())
+    return [f"[{graph.variant.name}] subnet {subnet.name} in {subnet.inputs['availabilityZone']}, a zone the account "
+            f"does not have in {region} (it has {sorted(have)})"
+            for subnet in graph.of_type("aws:ec2/subnet:Subnet") if subnet.inputs["availabilityZone"] not in have]
+
+
+def test_subnets_are_in_zones_the_account_has(graph):
+    """Review 24 (aws F2): with aws.availabilityZones unset the subnets went to `<region>a` and `<region>b`;
+    CreateSubnet refuses ap-northeast-1b for most accounts ("Subnets can currently only be created in ...
+    ap-northeast-1a, ap-northeast-1c, ap-northeast-1d": aws-samples/saas-reference-architecture-ecs#12)."""
+    report(zones_rule(graph))
+
+
+def listener_replacement_rule(graph: Graph) -> list[str]:
+    """A listener forwarding to a target group is deleted before it is replaced: a target group belongs to
+    one load balancer, and a new listener on a new load balancer (aws.internal switched) forwarding to it
+    while the old one still does is refused (TargetGroupAssociationLimit, hashicorp/terraform-provider-aws#22005)."""
+    return [f"[{graph.variant.name}] listener {listener.name} forwards to a target group but is replaced "
+            "create-before-delete"
+            for listener in graph.of_type("aws:lb/listener:Listener")
+            if any(action.get("type") == "forward" for action in listener.inputs.get("defaultActions", []))
+            and not listener.delete_before_replace]
+
+
+def test_forwarding_listeners_go_before_their_replacements(graph):
+    """Review 24 (aws F3): switching aws.internal replaced the load balancer and its listeners; the new
+    listener's target group was still the old one's, and ELB refused it half-way through the update."""
+    report(listener_replacement_rule(graph))
+
+
+def inbound_rules_rule(graph: Graph) -> list[str]:
+    counts: dict[str, int] = {}
+    for rule in graph.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"):
+        counts[rule.inputs["securityGroupId"]] = counts.get(rule.inputs["securityGroupId"], 0) + 1
+    return [f"[{graph.variant.name}] security group {group}: {count} inbound rules, AWS allows 60 by default "
+            "(https://docs.aws.amazon.com/vpc/latest/userguide/amazon-vpc-limits.html)"
+            for group, count in counts.items() if count > 60]
+
+
+def test_security_groups_hold_no_more_inbound_rules_than_aws_allows(graph):
+    report(inbound_rules_rule(graph))
+
+
+def test_too_many_client_networks_are_refused_before_anything_is_made():
+    """Review 24 (aws F4): each aws.allowedCidrs entry is one inbound rule per listener port on the load
+    balancer's security group (60 by default): 31 networks with HTTPS failed the deploy half-way."""
+    from pydantic import ValidationError
+
+    from components.platforms.aws.config import AwsConfig
+
+    many = [f"10.{index}.0.0/16" for index in range(31)]
+    with pytest.raises(ValidationError, match=r"aws.allowedCidrs: at most 30 networks with HTTPS .* 31 given"):
+        AwsConfig(region="eu-west-1", domain="mlflow.example.com", hosted_zone_id="Z0123456789ABCDEFGHIJ",
+                  allowed_cidrs=many)
+    AwsConfig(region="eu-west-1", domain="mlflow.example.com", hosted_zone_id="Z0123456789ABCDEFGHIJ",
+              allowed_cidrs=many[:30])
+    AwsConfig(region="eu-west-1", allow_plain_http=True, allowed_cidrs=many)  # one port: 60 fit
 
 
 # --- ordering -------------------------------------------------------------------------------------
@@ -591,6 +692,18 @@ def without_dependency(graph: Graph, type_: str, name: str) -> Graph:
 
 
 MUTATIONS = {
+    "auto names": (auto_names_rule, lambda g: dataclasses.replace(g, run=ProgramRun(
+        [dataclasses.replace(r, name=r.name + "-x" * 30) if r.name == "mlflow-server-task-role" else r
+         for r in g.resources], g.run.stack_outputs, g.run.generated_secrets))),
+    "zones": (zones_rule, lambda g: mutated(g, "aws:ec2/subnet:Subnet", g.of_type("aws:ec2/subnet:Subnet")[0].name,
+                                            lambda i: i.update(availabilityZone="eu-west-1z"))),
+    "listener replacement": (listener_replacement_rule, lambda g: dataclasses.replace(g, run=ProgramRun(
+        [dataclasses.replace(r, delete_before_replace=False) for r in g.resources],
+        g.run.stack_outputs, g.run.generated_secrets))),
+    "inbound rules": (inbound_rules_rule, lambda g: dataclasses.replace(g, run=ProgramRun(
+        g.resources + [dataclasses.replace(rule, urn=f"{rule.urn}-{index}") for index in range(61)
+                       for rule in g.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")[:1]],
+        g.run.stack_outputs, g.run.generated_secrets))),
     "names": (names_rule, lambda g: mutated(g, "aws:ecr/repository:Repository", "mlflow-server-image-repository",
                                             lambda i: i.update(name="mlflow-Prod/mlflow-server"))),
     "services after policies": (services_after_policies_rule,

@@ -21,6 +21,10 @@ AWS_MAX_CONNECTIONS = 200
 AWS_MAX_CONNECTIONS_WITH_AUTH_APP = 250  # a third pool per server process (auth.mode mlflow, oidc)
 
 
+# Inbound rules per security group: 60 by default (a quota an account may raise; IPv4 and IPv6 counted
+# apart): https://docs.aws.amazon.com/vpc/latest/userguide/amazon-vpc-limits.html#vpc-limits-security-groups
+SECURITY_GROUP_INBOUND_RULES = 60
+
 # The regions the stack can be deployed to (commercial, GovCloud, China), as AWS lists them
 # (https://docs.aws.amazon.com/global-infrastructure/latest/regions/aws-regions.html); a region AWS
 # opens later is added here.
@@ -77,7 +81,8 @@ class AwsConfig(_Section):
 
     region: str = Field("us-east-1", description="AWS region, e.g. eu-west-1")
     availability_zones: tuple[str, ...] = Field(
-        (), description="AZs for the new VPC's subnets (default: <region>a, <region>b)")
+        (), description="AZs for the new VPC's subnets (default: the account's first two in the region, as EC2 "
+                        "lists them: <region>a and <region>b where it has them)")
     vpc_cidr: str = Field("10.40.0.0/16", description="CIDR of the VPC this stack creates")
     vpc_id: Annotated[Optional[str], KnownLater] = Field(
         None, description="use this existing VPC instead of creating one")
@@ -91,9 +96,12 @@ class AwsConfig(_Section):
     certificate_arn: Annotated[Optional[str], KnownLater] = Field(
         None, description="existing ACM certificate for `domain` (instead of hostedZoneId)")
     allowed_cidrs: tuple[str, ...] = Field(("0.0.0.0/0",),
-                                           description="client networks allowed to reach the load balancer")
+                                           description="client networks allowed to reach the load balancer "
+                                                       "(at most 30 with HTTPS, 60 without: one security group "
+                                                       "rule per network and port)")
     internal: bool = Field(False, description="load balancer inside the VPC only (reached over VPN or peering), "
-                           "not internet-facing")
+                           "not internet-facing; switching it replaces the load balancer (a new DNS name), "
+                           "refusing requests until its listeners exist")
     allow_plain_http: bool = Field(False, description="serve plain HTTP when no domain or certificate is set "
                                    "(passwords cross the network unencrypted): only on purpose")
     waf_acl_arn: Annotated[Optional[str], KnownLater] = Field(
@@ -245,6 +253,14 @@ class AwsConfig(_Section):
             raise ValueError("an existing network needs all of aws.vpcId, aws.publicSubnetIds and aws.privateSubnetIds")
         if self.availability_zones and any(not zone.startswith(self.region) for zone in self.availability_zones):
             raise ValueError(f"aws.availabilityZones must be in aws.region {self.region}")
+        ports = 2 if self.https else 1  # one inbound rule per client network and listener port
+        if len(self.allowed_cidrs) * ports > SECURITY_GROUP_INBOUND_RULES:
+            raise ValueError(
+                f"aws.allowedCidrs: at most {SECURITY_GROUP_INBOUND_RULES // ports} networks with "
+                f"{'HTTPS (ports 80 and 443)' if ports == 2 else 'one listener port'}, "
+                f"{len(self.allowed_cidrs)} given: each is one inbound rule per listener port on the load "
+                f"balancer's security group, which holds {SECURITY_GROUP_INBOUND_RULES} (AWS's default quota); "
+                "join them into larger CIDR blocks")
         if self.db_max_allocated_storage_gb < self.db_allocated_storage_gb:
             raise ValueError("aws.dbMaxAllocatedStorageGb must be >= aws.dbAllocatedStorageGb")
         _fargate_task_size("aws.proxyCpu", self.proxy_cpu, "aws.proxyMemoryMib", self.proxy_memory_mib)
@@ -254,10 +270,6 @@ class AwsConfig(_Section):
         """The load balancer's idle timeout: as set, or proxy.timeoutSeconds (never shorter: the
         config check), so that the load balancer never cuts what Nginx still waits for."""
         return self.load_balancer_idle_timeout_seconds or proxy_timeout_seconds
-
-    @property
-    def zones(self) -> tuple[str, ...]:
-        return self.availability_zones or (f"{self.region}a", f"{self.region}b")
 
     @property
     def https(self) -> bool:

@@ -84,3 +84,22 @@ def ec2_description(text: str) -> str:
     if not EC2_DESCRIPTION.match(text):
         raise ValueError(f"EC2 refuses this description (allowed: a-zA-Z0-9 ._-:/()#,@[]+=&;{{}}!$*): {text!r}")
     return text
+
+
+# A resource given no name is named by Pulumi: its logical name, "-" and 7 random characters
+# (pulumi/sdk, resource.NewUniqueHex); one that would be too long is refused before anything is created.
+# IAM role names are 1-64 characters (https://docs.aws.amazon.com/IAM/latest/APIReference/API_CreateRole.html),
+# and the provider's `name_prefix` at most 38, to which it adds 26 (terraform-provider-aws, iam_role:
+# roleNamePrefixMaxLen = 64 - id.UniqueIDSuffixLength).
+AUTONAME_SUFFIX = 8
+IAM_ROLE_NAME_MAX = 64
+IAM_ROLE_NAME_PREFIX_MAX = IAM_ROLE_NAME_MAX - 26
+
+
+def iam_role_naming(logical_name: str) -> dict:
+    """The naming arguments of an IAM role: none (Pulumi's auto-name, as every stack that deployed had it)
+    while the logical name leaves room for Pulumi's suffix, else a `name_prefix` cut from it (a long
+    MlflowTrackingServer name: `<instance>-server-gc-scheduler-role` passed 64 from 31 characters on)."""
+    if len(logical_name) + AUTONAME_SUFFIX <= IAM_ROLE_NAME_MAX:
+        return {}
+    return {"name_prefix": fit(logical_name, IAM_ROLE_NAME_PREFIX_MAX - 1) + "-"}

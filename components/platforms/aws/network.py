@@ -33,7 +33,26 @@ def existing_network(settings: AwsConfig) -> Network:
                    private_subnet_ids=pulumi.Output.from_input(settings.private_subnet_ids).apply(list))
 
 
-def new_network(settings: AwsConfig, prefix: str, shared: Shared) -> Network:
+def zones(settings: AwsConfig, provider: pulumi.ProviderResource) -> tuple[str, ...]:
+    """aws.availabilityZones, else the account's first two zones in the region. Which zone letters an
+    account has varies (ap-northeast-1 has no `b` for most accounts: "Subnets can currently only be created
+    in ... ap-northeast-1a, ap-northeast-1c, ap-northeast-1d", aws-samples/saas-reference-architecture-ecs#12),
+    so the zones come from EC2 DescribeAvailabilityZones, not from the region's name; Local and Wavelength
+    Zones (opt-in) are left out. The first two sorted names: `<region>a` and `<region>b` where the account
+    has them, the zones earlier stacks took."""
+    if settings.availability_zones:
+        return settings.availability_zones
+    found = aws.get_availability_zones(state="available",
+                                       filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}],
+                                       opts=pulumi.InvokeOptions(provider=provider))
+    names = sorted(found.names)
+    if len(names) < 2:
+        raise ValueError(f"aws.region {settings.region} has {len(names)} availability zone(s) for this account; "
+                         "the stack spreads over two: set aws.availabilityZones or pick another region")
+    return tuple(names[:2])
+
+
+def new_network(settings: AwsConfig, prefix: str, shared: Shared, zones: tuple[str, ...]) -> Network:
     network = ipaddress.ip_network(settings.vpc_cidr)
     blocks = list(network.subnets(new_prefix=min(network.prefixlen + 4, 28)))
     vpc = aws.ec2.Vpc(**shared("vpc"), cidr_block=settings.vpc_cidr, enable_dns_hostnames=True,
@@ -42,13 +61,13 @@ def new_network(settings: AwsConfig, prefix: str, shared: Shared) -> Network:
     public_routes = aws.ec2.RouteTable(**shared("public-routes"), vpc_id=vpc.id,
                                        routes=[{"cidr_block": "0.0.0.0/0", "gateway_id": gateway.id}])
     public, private, private_route_tables = [], [], []
-    for index, zone in enumerate(settings.zones):
+    for index, zone in enumerate(zones):
         subnet = aws.ec2.Subnet(**shared(f"public-{zone}"), vpc_id=vpc.id, cidr_block=str(blocks[index]),
                                 availability_zone=zone, map_public_ip_on_launch=False,
                                 tags={"Name": f"{prefix}-public-{zone}"})
         aws.ec2.RouteTableAssociation(**shared(f"public-{zone}"), subnet_id=subnet.id, route_table_id=public_routes.id)
         public.append(subnet)
-    nat_zones = settings.zones if settings.nat_gateways == "per-zone" else settings.zones[:1]
+    nat_zones = zones if settings.nat_gateways == "per-zone" else zones[:1]
     nats = []
     for index, zone in enumerate(nat_zones):
         # The first zone's gateway keeps the names it had when there was only one (and its address).
@@ -56,7 +75,7 @@ def new_network(settings: AwsConfig, prefix: str, shared: Shared) -> Network:
         address = aws.ec2.Eip(**shared(f"nat-ip{suffix}"), domain="vpc")
         nats.append(aws.ec2.NatGateway(**shared(f"nat{suffix}", depends_on=[gateway]), subnet_id=public[index].id,
                                        allocation_id=address.id))
-    for index, zone in enumerate(settings.zones):
+    for index, zone in enumerate(zones):
         nat = nats[index] if index < len(nats) else nats[0]
         routes = aws.ec2.RouteTable(**shared("private-routes" if index == 0 else f"private-routes-{zone}"),
                                     vpc_id=vpc.id, routes=[{"cidr_block": "0.0.0.0/0", "nat_gateway_id": nat.id}])

@@ -31,7 +31,7 @@ from components.platforms.aws.config import aws_schedule_expression, server_roll
 from components.names import SERVER_IMAGE
 from components.platforms.aws import names, tasks
 from components.platforms.aws.alarms import FIVE_MINUTES, AlarmTarget, expression, metric, metric_alarm
-from components.platforms.aws.network import Network, existing_network, new_network
+from components.platforms.aws.network import Network, existing_network, new_network, zones
 from components.platforms.containers import file_env_name, output_dict, secret_digest
 from components.platforms.base import (
     DatabaseEndpoint,
@@ -171,7 +171,8 @@ class AwsPlatform(pulumi.ComponentResource):
         self.idle_timeout_seconds = self.settings.idle_timeout(self.proxy.timeout_seconds)
         self.drain_seconds = min(self.proxy.timeout_seconds, ALB_MAX_DEREGISTRATION_DELAY_SECONDS)
         self.network: Network = (existing_network(self.settings) if self.settings.vpc_id
-                                 else new_network(self.settings, self.prefix, self._shared))
+                                 else new_network(self.settings, self.prefix, self._shared,
+                                                  zones(self.settings, self.provider)))
         self._security_groups()
         self.ecs_cluster = aws.ecs.Cluster(**self._shared("cluster"), name=self.prefix,
                                            settings=[{"name": "containerInsights", "value": "enabled"}])
@@ -300,8 +301,14 @@ class AwsPlatform(pulumi.ComponentResource):
                           "unhealthy_threshold": 3, "timeout": 5})
         certificate_arn = self._certificate()
         forward = [{"type": "forward", "target_group_arn": self.target_group.arn}]
+        # A target group belongs to one load balancer: when the load balancer is replaced (aws.internal
+        # switched), a new listener forwarding to it while the old one still does is refused
+        # (TargetGroupAssociationLimit: hashicorp/terraform-provider-aws#22005). The old listener goes
+        # first; the switch drops requests until the new one exists (README).
+        forwarding = {"delete_before_replace": True}
         if certificate_arn is not None:
-            self.listener = aws.lb.Listener(**self._shared("https"), load_balancer_arn=self.load_balancer.arn, port=443,
+            self.listener = aws.lb.Listener(**self._shared("https", **forwarding),
+                                            load_balancer_arn=self.load_balancer.arn, port=443,
                                             protocol="HTTPS", ssl_policy=TLS_POLICY, certificate_arn=certificate_arn,
                                             default_actions=forward)
             # Port 80 is one listener in both modes (ELB refuses a second on the same port:
@@ -312,7 +319,7 @@ class AwsPlatform(pulumi.ComponentResource):
                             protocol="HTTP", default_actions=[{"type": "redirect", "redirect": {
                                 "port": "443", "protocol": "HTTPS", "status_code": "HTTP_301"}}])
         else:  # only with aws.allowPlainHttp (config check)
-            self.listener = aws.lb.Listener(**self._shared("http", formerly=["http-redirect"]),
+            self.listener = aws.lb.Listener(**self._shared("http", formerly=["http-redirect"], **forwarding),
                                             load_balancer_arn=self.load_balancer.arn, port=80,
                                             protocol="HTTP", default_actions=forward)
         if s.waf_acl_arn:
@@ -622,7 +629,8 @@ class AwsPlatform(pulumi.ComponentResource):
         digests = pulumi.Output.unsecret(output_dict(secret_values).apply(
             lambda values: {key: secret_digest(value) for key, value in values.items()}))
 
-        execution_role = aws.iam.Role(f"{name}-execution-role", assume_role_policy=tasks.ASSUME_ECS_TASKS,
+        execution_role = aws.iam.Role(f"{name}-execution-role", **names.iam_role_naming(f"{name}-execution-role"),
+                                      assume_role_policy=tasks.ASSUME_ECS_TASKS,
                                       description=f"ECS agent for {service_name}: pull image, write logs, "
                                                   "read its secrets",
                                       opts=child)
@@ -630,7 +638,8 @@ class AwsPlatform(pulumi.ComponentResource):
                            policy=pulumi.Output.all(self.log_group_resource.arn, request.image_repository,
                                                     pulumi.Output.all(*value_from.values())).apply(
                                lambda parts: tasks.execution_policy(parts[0], parts[1], parts[2])))]
-        task_role = aws.iam.Role(f"{name}-task-role", assume_role_policy=tasks.ASSUME_ECS_TASKS,
+        task_role = aws.iam.Role(f"{name}-task-role", **names.iam_role_naming(f"{name}-task-role"),
+                                 assume_role_policy=tasks.ASSUME_ECS_TASKS,
                                  description=f"{service_name} itself: only what its stores grant", opts=child)
         for index, policy in enumerate(request.access_policies):
             policies.append(aws.iam.RolePolicy(f"{name}-access-{index}", role=task_role.id, policy=policy, opts=child))
@@ -757,7 +766,8 @@ class AwsPlatform(pulumi.ComponentResource):
             runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
             container_definitions=definitions, opts=opts)
         account = self.ecs_cluster.arn.apply(lambda arn: _arn_account(arn)[1])
-        role = aws.iam.Role(f"{name}-scheduler-role", assume_role_policy=account.apply(tasks.scheduler_assume_policy),
+        role = aws.iam.Role(f"{name}-scheduler-role", **names.iam_role_naming(f"{name}-scheduler-role"),
+                            assume_role_policy=account.apply(tasks.scheduler_assume_policy),
                             description=f"EventBridge Scheduler: start {job.job_name} only", opts=opts)
         aws.iam.RolePolicy(f"{name}-scheduler", role=role.id, opts=opts, policy=pulumi.Output.all(
             task.arn, self.ecs_cluster.arn, task_role.arn, execution_role.arn).apply(
