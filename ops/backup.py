@@ -359,6 +359,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         _stderr(str(error))
         return error.exit_code
     except KeyboardInterrupt:
+        if (args.directory / MANIFEST).is_file():  # written last: the backup was complete (review 25)
+            _stderr(f"interrupted as it finished: the backup in {args.directory} is complete")
+            return 0
         _stderr("interrupted; the incomplete backup's files were removed")
         return 130
     except OSError as error:  # a full disk, a directory that cannot be written

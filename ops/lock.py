@@ -168,7 +168,7 @@ class HeldLock:
         self.token = token
         """this hold's: its session's name ends with `lock <token>`, its one-offs carry it (kept by retake)"""
         self._mutex = threading.Lock()  # one query at a time on the session's pipes
-        self._unanswered = 0  # questions whose answer was not read (an interrupt between asking and reading)
+        self._asked = 0  # questions asked on the session: each answer carries its number (_ask)
         self._stop = threading.Event()
         self._signalling = threading.Lock()  # a stop set under it: no signal is sent after unwatch
         self._watcher: Optional[threading.Thread] = None
@@ -179,17 +179,27 @@ class HeldLock:
         """after retake returned False: another holder, or PostgreSQL not answering"""
 
     def _ask(self, sql: str, what: str, timeout: float, answer: str = "[tf]") -> str:
-        """One question on the lock's session. An interrupt (Ctrl-C, a LockLost) between asking and reading
-        leaves an answer in the pipe: it is read first, or the next question would take it for its own
-        (review 24: a second Ctrl-C while sessions were ended made the lock look lost)."""
+        """One question (`SELECT ...`) on the lock's session, its answer. Each answer carries its question's
+        number: one an interrupt (Ctrl-C, a LockLost) left unread between asking and reading is skipped, never
+        taken for the next question's (review 24: a second Ctrl-C made the lock look lost; review 25: a count
+        of unread answers was itself cut by interrupts)."""
+        assert sql.startswith("SELECT "), sql
         with self._mutex:
-            while self._unanswered:
-                _read_answer(self._process, "reading an interrupted question's answer", timeout, answer=".*")
-                self._unanswered -= 1
-            self._unanswered += 1
-            line = _ask(self._process, sql, what, timeout, answer)
-            self._unanswered -= 1
-            return line
+            self._asked += 1
+            tag = f"q{self._asked}"
+            assert self._process.stdin is not None
+            self._process.stdin.write(sql.replace("SELECT ", f"SELECT '{tag}', ", 1).encode())
+            self._process.stdin.flush()
+            deadline = time.monotonic() + timeout
+            while True:
+                line = _read_answer(self._process, what, max(0.0, deadline - time.monotonic()), answer=r"q\d+\|.*")
+                got, _, value = line.partition("|")
+                if got != tag:
+                    continue  # an earlier question's
+                if not re.fullmatch(answer, value):
+                    stop_process(self._process, CLOSE_GRACE_SECONDS)
+                    raise OpsError(f"{what} failed: psql answered {value!r}")
+                return value
 
     def _still_held(self) -> bool:
         sql = _STILL_HELD_SQL.format(classid=MAINTENANCE_LOCK_KEY >> 32, objid=MAINTENANCE_LOCK_KEY & 0xFFFFFFFF)
@@ -304,7 +314,7 @@ class HeldLock:
             self.why_not_retaken = f"what another tool left running could not be stopped ({error})"
             return False
         _close(self._process, 1.0)  # its session was ended above (or it went with it): no grace needed
-        self._process, self.lost, self._unanswered = process, False, 0
+        self._process, self.lost = process, False
         self.watch()
         return True
 
@@ -325,8 +335,9 @@ def _take(access: StackAccess, holder: str, token: str) -> Optional[subprocess.P
     """A psql session holding the maintenance lock, or None when another session holds it."""
     command = access.postgres_command(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", LOCK_DATABASE,
                                        "-v", f"appname={application_name(holder, token)}"])
+    # Unbuffered: select() then sees every answer line (none waits, unseen, in a Python buffer).
     process = start_process(command.argv, command.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, bufsize=0)
     assert process.stdin is not None
     try:
         process.stdin.write(f"SET application_name = :'appname';\n"
@@ -376,12 +387,27 @@ def maintenance_lock(access: StackAccess, holder: str) -> Iterator[HeldLock]:
         held.end_own_work_sessions()  # before the lock is let go: nothing of this tool runs on after it
         raise
     else:
-        held.unwatch()
-        held.end_own_work_sessions()  # a command that failed on its own (its client died) may have left one
+        _let_go(held)
     finally:
         del _HOLDS[token]
         access.lock_token = outer
         held.close()
+
+
+def _let_go(held: HeldLock) -> None:
+    """Release the lock after the work is done: stop the watch, end what a command that failed on its own
+    (its client died) may have left, close the session. An interrupt or a LockLost arriving now changes
+    nothing the tool did: each step is finished all the same and the tool reports its outcome (review 25: a
+    complete backup said "interrupted; the incomplete backup's files were removed")."""
+    steps = [held.unwatch, held.end_own_work_sessions, held.close]
+    for _ in range(10):  # each interrupt costs a retry of the step it cut; a flood of them gives up
+        try:
+            while steps:
+                steps[0]()
+                steps.pop(0)
+            return
+        except KeyboardInterrupt:  # (LockLost too)
+            continue
 
 
 def _say_stopped(access: StackAccess, orphans: int) -> None:

@@ -53,10 +53,11 @@ if args[0] == os.environ.get("FAKE_DOCKER_BLOCK"):  # hang until signalled
 if args[0] == "exec" and "psql" in args:  # the lock's session: FAKE_DOCKER_LOCK's answers in turn ("t,f")
     answers = os.environ.get("FAKE_DOCKER_LOCK", "t").split(",")
     for line in sys.stdin:
+        tag = line.split("'")[1] + "|" if line.startswith("SELECT 'q") else ""  # a held lock's numbered question
         if "pg_try_advisory_lock" in line or "pg_locks" in line:
-            print(answers.pop(0) if len(answers) > 1 else answers[0], flush=True)
+            print(tag + (answers.pop(0) if len(answers) > 1 else answers[0]), flush=True)
         elif "pg_terminate_backend" in line:  # the holder ends other holds' work sessions: none here
-            print("0", flush=True)
+            print(tag + "0", flush=True)
     sys.exit(0)
 if args[0] == "inspect":  # as docker answers: found ones on stdout, the others named on stderr
     print(json.dumps({containers}))

@@ -165,13 +165,14 @@ class _LockAccess:
 
 
 _FAKE_LOCK_SESSION = """
-import sys, time
+import re, sys, time
 for line in sys.stdin:
+    tag = re.match("SELECT '(q[0-9]+)', ", line).group(1)
     if "pg_terminate_backend" in line:
         time.sleep(1.0)  # ending a session takes a while
-        print("0", flush=True)
+        print(tag + "|0", flush=True)
     elif "pg_locks" in line:
-        print("t", flush=True)
+        print(tag + "|t", flush=True)
 """
 
 
@@ -179,9 +180,10 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def test_an_interrupt_while_sessions_are_ended_waits_for_their_answer(monkeypatch):
+def test_an_answer_an_interrupt_left_unread_is_not_taken_for_the_next(monkeypatch):
     """Review 24: a second Ctrl-C while the lock's session ended an interrupted command's sessions left the
-    answer unread; the next question read it, and the lock looked lost. The signals wait for the answer."""
+    answer unread; the next question read it, and the lock looked lost. Answers carry their question's
+    number (review 25: a count of unread answers was itself cut by interrupts)."""
     import signal
     import subprocess
     import sys
@@ -190,14 +192,14 @@ def test_an_interrupt_while_sessions_are_ended_waits_for_their_answer(monkeypatc
     from ops import lock
 
     session = subprocess.Popen([sys.executable, "-c", _FAKE_LOCK_SESSION], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)  # as ops.lock._take
     held = lock.HeldLock(session, _LockAccess(), "restore", "0123456789ab")
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
         with pytest.raises(KeyboardInterrupt):
             held.end_work_sessions(others=False)
-            time.sleep(5)  # (not reached: the interrupt arrives as soon as the answer is read)
+            time.sleep(5)  # (not reached: the interrupt arrives while the answer is awaited)
         assert held.holds(), "the next question got its own answer"
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -232,3 +234,60 @@ def test_a_lock_lost_at_the_end_does_not_replace_the_tools_own_error(monkeypatch
     with pytest.raises(RuntimeError, match="the step failed"):
         with lock.maintenance_lock(_LockAccess(), "backup"):
             raise RuntimeError("the step failed")
+
+
+def test_an_interrupt_while_a_finished_tool_lets_the_lock_go_changes_nothing(monkeypatch):
+    """Review 25: a Ctrl-C or a LockLost arriving while a tool that had finished its work let the lock go
+    escaped the `with`: a complete backup said "interrupted; the incomplete backup's files were removed", a
+    complete restore said only "interrupted". The release finishes all the same and the work stands."""
+    import subprocess
+
+    from ops import lock
+
+    sessions = []
+
+    def session() -> subprocess.Popen:
+        sessions.append(subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE))
+        return sessions[-1]
+
+    monkeypatch.setattr(lock, "_take", lambda access, holder, token: session())
+    monkeypatch.setattr(lock.HeldLock, "end_work_sessions", lambda self, others: 0)
+    monkeypatch.setattr(lock.HeldLock, "watch", lambda self: None)
+    monkeypatch.setattr(lock.HeldLock, "confirm", lambda self, before: None)
+    interrupts = ["unwatch", "end_own_work_sessions"]
+    for name in list(interrupts):
+        real = getattr(lock.HeldLock, name)
+
+        def cut(self, real=real, name=name) -> None:
+            if name in interrupts:  # the first call of each is interrupted, as by a Ctrl-C
+                interrupts.remove(name)
+                raise KeyboardInterrupt
+            real(self)
+
+        monkeypatch.setattr(lock.HeldLock, name, cut)
+    try:
+        with lock.maintenance_lock(_LockAccess(), "backup"):
+            finished = True
+    except KeyboardInterrupt:
+        pytest.fail("an interrupt while the finished tool let the lock go escaped as its outcome")
+    assert finished and not interrupts
+    assert sessions[0].wait(5) == 0, "the lock's session was closed all the same"
+
+
+def test_a_backup_interrupted_as_it_finished_says_it_is_complete(monkeypatch, tmp_path, capsys):
+    """Review 25: the manifest is written last; a backup interrupted after it said its files were removed."""
+    from ops import backup as backup_module
+    from ops import local_stack
+    from ops.archive import MANIFEST
+
+    def finished_then_interrupted(access, directory, **_) -> None:
+        (directory / MANIFEST).parent.mkdir(parents=True, exist_ok=True)
+        (directory / MANIFEST).write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local_stack.LocalAccess, "find", classmethod(lambda cls, prefix=None: object()))
+    monkeypatch.setattr(backup_module, "backup", finished_then_interrupted)
+    monkeypatch.setattr(backup_module, "hang_up_and_terminate_as_interrupt", lambda: None)
+    assert backup_module.main([str(tmp_path / "b")]) == 0
+    assert f"the backup in {tmp_path / 'b'} is complete" in capsys.readouterr().err
