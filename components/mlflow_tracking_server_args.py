@@ -420,13 +420,13 @@ class Azure(TypedDict):
     """initial flexible server storage in GiB (32, 64, ... 32767): auto-grow enlarges it and later changes are ignored; grow it by hand with `az postgres flexible-server update --storage-size`. Default: 32."""
 
     db_admin_username: NotRequired[str]
-    """flexible server administrator (MLflow logs in as database.username, not a superuser). Default: "mlflow_admin"."""
+    """flexible server administrator (MLflow logs in as database.username, not a superuser); set when the server is created, Azure refuses a change. Default: "mlflow_admin"."""
 
     db_backup_retention_days: NotRequired[int]
     """automated backup retention (point-in-time restore). Default: 7."""
 
     db_geo_redundant_backup: NotRequired[bool]
-    """keep backups in the paired region too. Default: false."""
+    """keep backups in the paired region too; taken when the server is created only (a later change is ignored). Default: false."""
 
     db_high_availability: NotRequired[DatabaseHighAvailability]
     """standby server (not on burstable sizes). Default: "disabled"."""

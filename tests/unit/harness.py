@@ -181,10 +181,12 @@ class ProgramMocks(pulumi.runtime.Mocks):
             resource_id, computed = self._azure(kind, args)
             outputs.update(computed)
             return resource_id, outputs
-        elif kind == "command:local:Command":
+        elif kind == "command:local:Command" and "--expose-token" in str(args.inputs.get("create", "")):
             # `az acr login --expose-token` prints a registry token.
             outputs["stdout"] = base64.urlsafe_b64encode(rng.randbytes(48)).decode() + "\n"
             self.generated_secrets.append(outputs["stdout"].strip())
+        elif kind == "command:local:Command":
+            outputs["stdout"] = ""
         return f"{args.name}-id", outputs
 
     AWS_ACCOUNT = "123456789012"

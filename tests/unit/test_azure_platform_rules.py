@@ -282,6 +282,15 @@ def test_zone_redundancy_applies_when_the_environment_is_created_only(run):
     assert "zoneRedundant" in run.one("azure-native:app:ManagedEnvironment").ignore_changes
 
 
+def test_geo_redundant_backup_applies_when_the_server_is_created_only(run):
+    """Review 24 (azure F2): "Configuring geo-redundant storage for backup is only allowed during server
+    create" (Azure/azure-policy, GeoRedundant_DBForPostgreSQL_Audit.json): a changed azure.dbGeoRedundantBackup
+    made the next `up` fail on the protected server. It is ignored after creation (README)."""
+    server = run.one("azure-native:dbforpostgresql:Server")
+    assert server.inputs["backup"]["geoRedundantBackup"] == "Disabled"
+    assert "backup.geoRedundantBackup" in server.ignore_changes
+
+
 # --- alerts ----------------------------------------------------------------------------------------
 
 SUPPORTED_METRICS = "https://learn.microsoft.com/en-us/azure/azure-monitor/reference/supported-metrics/"

@@ -178,7 +178,7 @@ def test_registry_without_admin_user_images_by_digest_pushed_with_a_secret_token
     assert registry.inputs["adminUserEnabled"] is False and registry.inputs["anonymousPullEnabled"] is False
     assert registry.protect
     login_server = registry.state["loginServer"]
-    token = run.one("command:local:Command")
+    token = run.one("command:local:Command", "mlflow-platform-registry-token")
     assert token.inputs["create"] == f"az acr login --name {registry.state['name']} --expose-token --output tsv " \
                                      "--query accessToken"
     assert token.inputs["logging"] == "none" and "stdout" in token.additional_secret_outputs

@@ -11,6 +11,7 @@ the default graph, to show each rule that the current graph keeps can fail.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from typing import Callable
 from unittest import mock
@@ -102,6 +103,79 @@ def nginx_conf(app: Recorded) -> str:
 
 def workloads(graph: Graph) -> list[Recorded]:
     return graph.of_type(APP) + graph.of_type(JOB)
+
+
+# --- host names -----------------------------------------------------------------------------------
+
+def reachable_hosts_rule(graph: Graph) -> list[str]:
+    """Every name the public app answers at (its name in the environment's default domain, and each custom
+    domain bound to it) is one MLflow accepts: its host check answers 403 to any Host not in --allowed-hosts
+    but /health and /version (mlflow/server/security_utils.py, MLflow 3.17.2), so probes pass while every
+    request fails."""
+    [environment] = graph.of_type(ENVIRONMENT)
+    problems = []
+    for server in server_apps(graph):
+        command = main_container(server).get("command", []) + main_container(server).get("args", [])
+        allowed = (set(command[command.index("--allowed-hosts") + 1].split(","))
+                   if "--allowed-hosts" in command else set())
+        for app in proxy_apps(graph):
+            names = [f"{app.inputs['containerAppName']}.{environment.state['defaultDomain']}"]
+            names += [domain["name"] for domain in ingress(app).get("customDomains") or []]
+            problems += [f"[{graph.variant.name}] {app.name} answers at {name}, which {server.name} refuses (403)"
+                         for name in names if name not in allowed]
+    return problems
+
+
+def test_every_name_the_proxy_answers_at_is_one_mlflow_accepts(graph):
+    report(reachable_hosts_rule(graph))
+
+
+@pytest.mark.parametrize("chosen", [v for v in VARIANTS if "domain" in dict(dict(v.sections).get("azure", ()))],
+                         ids=lambda v: v.name)
+def test_a_domain_not_bound_yet_leaves_the_apps_own_name_working(chosen):
+    """Review 24 (azure F3): azure.domain is bound only once its DNS records exist (README); until then the
+    app answers at its own name only, which --allowed-hosts did not list: every request got 403 from the first
+    `up` until DNS was done and `up` ran again."""
+    graph = build(chosen)
+    assert not any(ingress(app).get("customDomains") for app in proxy_apps(graph)), "the records are missing"
+    report(reachable_hosts_rule(graph))
+
+
+# --- identities ------------------------------------------------------------------------------------
+
+ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+ROLE_PROPAGATION_SECONDS = 300
+"""Azure honours a new role assignment only after a while ("it can take up to 10 minutes for changes to
+take effect": https://learn.microsoft.com/en-us/azure/role-based-access-control/troubleshooting); Container
+Apps' first pull with a grant minutes old fails ("unable to pull image using Managed identity ... for
+registry": https://github.com/microsoft/azure-container-apps/issues/1061, 1-5 minutes seen)."""
+
+
+def pull_propagation_rule(graph: Graph) -> list[str]:
+    """Each app and job pulling with an identity waits for a pause of at least ROLE_PROPAGATION_SECONDS
+    that itself waits for that identity's AcrPull grant."""
+    identities = {i.state["id"]: i for i in graph.of_type("azure-native:managedidentity:UserAssignedIdentity")}
+    grants = [g for g in graph.of_type("azure-native:authorization:RoleAssignment")
+              if g.inputs["roleDefinitionId"].endswith(ACR_PULL)]
+    pauses = [c for c in graph.of_type("command:local:Command")
+              if re.fullmatch(r"sleep (\d+)", c.inputs.get("create", ""))
+              and int(c.inputs["create"].split()[1]) >= ROLE_PROPAGATION_SECONDS]
+    problems = []
+    for workload in workloads(graph):
+        for registry in (workload.inputs.get("configuration") or {}).get("registries") or []:
+            principal = identities[registry["identity"]].state["principalId"]
+            own = [g for g in grants if g.inputs["principalId"] == principal]
+            if not any(graph.waits_for(workload, pause) and graph.waits_for(pause, grant)
+                       for pause in pauses for grant in own):
+                problems.append(f"[{graph.variant.name}] {workload.name} may pull with {registry['identity']} "
+                                f"less than {ROLE_PROPAGATION_SECONDS}s after its AcrPull grant")
+    return problems
+
+
+def test_apps_pull_only_once_azure_honours_their_grant(graph):
+    """Review 24 (azure F1): apps and jobs waited for their AcrPull assignment, which orders the calls but
+    not Azure's propagation: the first revision's pull could fail, and the first `up` with it."""
+    report(pull_propagation_rule(graph))
 
 
 # --- names ----------------------------------------------------------------------------------------
@@ -376,6 +450,16 @@ def certificate_graph() -> Graph:
     return build_bound(VARIANTS[1])
 
 
+def replaced_command(app: Recorded) -> Recorded:
+    """The server app with --allowed-hosts naming only a domain."""
+    inputs = json.loads(json.dumps(app.raw_inputs))
+    for container in inputs["template"]["containers"]:
+        command = container.get("command") or []
+        if "--allowed-hosts" in command:
+            command[command.index("--allowed-hosts") + 1] = "mlflow.example.com"
+    return dataclasses.replace(app, raw_inputs=inputs)
+
+
 def mutated(graph: Graph, type_: str, name: str, change: Callable[[dict], None]) -> Graph:
     """The graph with one resource's inputs changed (state kept)."""
     resources = replaced(graph.resources, type_, name, change)
@@ -409,6 +493,11 @@ def probe_to(path: str) -> Callable[[dict], None]:
 
 
 MUTATIONS = {
+    "pull propagation": (pull_propagation_rule, lambda g: mutated(
+        g, "command:local:Command", "mlflow-platform-acr-pull-propagation", lambda i: i.update(create="sleep 10"))),
+    "reachable hosts": (reachable_hosts_rule, lambda g: dataclasses.replace(g, run=ProgramRun(
+        [replaced_command(r) if r in server_apps(g) else r for r in g.resources],
+        g.run.stack_outputs, g.run.generated_secrets))),
     "names": (names_rule, lambda g: mutated(g, ENVIRONMENT, "mlflow-platform-environment",
                                             lambda i: i.update(environmentName="mlflow-Prod"))),
     "secret references": (secret_reference_rule, lambda g: mutated(g, APP, "mlflow-proxy", lambda i: i[

@@ -81,10 +81,12 @@ class AzureConfig(_Section):
                                "auto-grow enlarges it and later changes are ignored; grow it by hand with "
                                "`az postgres flexible-server update --storage-size`")
     db_admin_username: str = Field("mlflow_admin", description="flexible server administrator (MLflow logs in as "
-                                   "database.username, not a superuser)")
+                                   "database.username, not a superuser); set when the server is created, Azure "
+                                   "refuses a change")
     db_backup_retention_days: int = Field(7, ge=7, le=35,
                                           description="automated backup retention (point-in-time restore)")
-    db_geo_redundant_backup: bool = Field(False, description="keep backups in the paired region too")
+    db_geo_redundant_backup: bool = Field(False, description="keep backups in the paired region too; taken when "
+                                          "the server is created only (a later change is ignored)")
     db_high_availability: Literal["disabled", "same-zone", "zone-redundant"] = Field(
         "disabled", description="standby server (not on burstable sizes)")
     storage_sku: Literal["Standard_LRS", "Standard_ZRS", "Standard_GRS", "Standard_GZRS", "Standard_RAGRS",

@@ -58,6 +58,8 @@ from components.platforms.containers import file_env_name, output_dict, secret_d
 ACR_TOKEN_USERNAME = "00000000-0000-0000-0000-000000000000"
 # Built-in role definitions (the same ids in every tenant).
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+ROLE_PROPAGATION_SECONDS = 300
+"""How long apps and jobs wait after their pull grants were made (see _registry)."""
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 # Container Apps lets a replica finish its requests for at most this long after it is told to stop.
 MAX_TERMINATION_GRACE_SECONDS = 600
@@ -74,6 +76,10 @@ STORAGE_AUTO_GROW = "Enabled"
 STORAGE_SIZE_PROPERTY = "storage.storageSizeGB"
 # The environment's zone redundancy is set when it is created, never after.
 ZONE_REDUNDANT_PROPERTY = "zoneRedundant"
+# So is the flexible server's geo-redundant backup: "Configuring geo-redundant storage for backup is only
+# allowed during server create" (Azure/azure-policy, built-in-policies/policyDefinitions/SQL/
+# GeoRedundant_DBForPostgreSQL_Audit.json); a changed azure.dbGeoRedundantBackup is ignored (README).
+GEO_REDUNDANT_BACKUP_PROPERTY = "backup.geoRedundantBackup"
 # The server app's tags: the MLflow version it runs, and the UTC time that version's rollout started
 # (the moment a point-in-time restore goes back to). Written by this stack with the app itself, read back
 # before the next change (guard_schema_upgrade).
@@ -340,6 +346,16 @@ class AzurePlatform(pulumi.ComponentResource):
                 role_definition_id=self._role(ACR_PULL), principal_id=identity.principal_id,
                 principal_type="ServicePrincipal")
             for who, identity in (("server", self.server_identity), ("proxy", self.proxy_identity))}
+        # Azure honours a new role assignment only after a while ("it can take up to 10 minutes for changes to
+        # take effect": https://learn.microsoft.com/en-us/azure/role-based-access-control/troubleshooting); a
+        # first revision that pulls before that fails ("unable to pull image using Managed identity ... for
+        # registry": https://github.com/microsoft/azure-container-apps/issues/1061), and with it the first `up`.
+        # Apps and jobs wait for this pause after the grants (on a first deploy it runs beside the database's
+        # creation, which takes longer; later, only when a grant is made again).
+        grants = list(self.pull_grants.values())
+        self.pull_grants_honoured = command.local.Command(
+            **self._shared("acr-pull-propagation", depends_on=grants),
+            create=f"sleep {ROLE_PROPAGATION_SECONDS}", triggers=[grant.id for grant in grants])
         # The images are pushed from the machine running `pulumi up`, as the deployer: the registry's
         # admin user stays off. `az acr login --expose-token` trades the deployer's Azure CLI login for
         # a registry token (about three hours): asked for again whenever an image is to be pushed
@@ -423,7 +439,7 @@ class AzurePlatform(pulumi.ComponentResource):
             # configured size back would ask for a shrink. Growing it by hand: `az postgres flexible-server
             # update --storage-size` (README).
             opts=self._merge(opts, protect=self.protect, depends_on=[self.dns_link],
-                             ignore_changes=[STORAGE_SIZE_PROPERTY]))
+                             ignore_changes=[STORAGE_SIZE_PROPERTY, GEO_REDUNDANT_BACKUP_PROPERTY]))
         # The flexible server takes one operation at a time ("Server ... is busy with another operation",
         # ServerBusy: https://github.com/Azure/bicep-registry-modules/issues/4451): every write to it waits
         # for the one before (self.last_server_write). require_secure_transport is left alone: "on" is the
@@ -513,9 +529,13 @@ class AzurePlatform(pulumi.ComponentResource):
         return self._pushed(name, _slug(repository), tag, {"IMAGE": reference}, mirror_image_build(), opts)
 
     def public_entry(self) -> PublicEntry:
+        """The proxy app's names: azure.domain first (the tracking URI), and always the app's own name in
+        the environment, which it answers at from the first `up` (a custom domain is bound only once its
+        DNS records exist, README): MLflow refuses a Host it does not list with 403, so without it every
+        request failed until DNS was done and `up` ran again (review 24, azure F3)."""
         s = self.settings
-        hostnames = (pulumi.Output.from_input([s.domain]) if s.domain
-                     else self.managed_environment.default_domain.apply(lambda domain: [f"{PROXY_SERVICE}.{domain}"]))
+        default = self.managed_environment.default_domain.apply(lambda domain: f"{PROXY_SERVICE}.{domain}")
+        hostnames = default.apply(lambda name: [s.domain, name] if s.domain else [name])
         return PublicEntry(hostnames=hostnames, scheme="https", port=443,
                            idle_timeout_seconds=self._ingress_idle_seconds())
 
@@ -609,13 +629,15 @@ class AzurePlatform(pulumi.ComponentResource):
             },
             template=template,
             tags=None if proxy else self.server_tags,
-            opts=self._merge(opts, depends_on=[pull_grant]))  # the identity may pull before the first revision
+            # the identity may pull (and Azure honours it) before the first revision
+            opts=self._merge(opts, depends_on=[pull_grant, self.pull_grants_honoured]))
         alerts.app_alerts(name, self.alerts, service_name, app.id, request.public, self._merge(opts))
         if request.public and self.settings.managed_certificate:
             self._managed_certificate(app)
         for job in request.jobs:
             self._scheduled_job(f"{name}-{_slug(job.job_name.removeprefix('mlflow-'))}", job, identity,
-                                secret_values, secret_names, cpu, self._merge(opts, depends_on=[pull_grant]))
+                                secret_values, secret_names, cpu,
+                                self._merge(opts, depends_on=[pull_grant, self.pull_grants_honoured]))
         port = spec.apply(lambda c: c.ports[0])
         return ServiceEndpoint(internal_url=port.apply(lambda p: f"http://{service_name}:{p}"), rollout=app)
 
