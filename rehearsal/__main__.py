@@ -34,6 +34,7 @@ from typing import Any, Optional
 from rehearsal.launcher import RehearsalStack, check_prerequisites
 from rehearsal.platform_graph import rehearsed_platforms
 from rehearsal.ports import bindable
+from rehearsal.scenarios import BY_NAME, SCENARIOS
 from rehearsal.processes import REPO_ROOT, ServerUnavailable, StartupError
 from rehearsal.stand_ins import ARTIFACT_STORES
 
@@ -59,9 +60,14 @@ def _parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="serve MLflow under this prefix (server.staticPrefix), e.g. /mlflow")
     parser.add_argument("--tls", action="store_true",
                         help="proxy.tls=self-signed: HTTPS with a self-signed certificate")
-    parser.add_argument("--artifacts", choices=ARTIFACT_STORES, default="s3",
+    parser.add_argument("--artifacts", choices=ARTIFACT_STORES, default=None,
                         help="artifact store: s3 (moto standing in for MinIO, default) or azurite (Azure Blob "
                              "as on the azure stack, Azurite from rehearsal/azurite)")
+    parser.add_argument("--scenario", choices=[s.name for s in SCENARIOS if s.stack != "none"], default=None,
+                        help="start the stack a rehearsal test runs on (rehearsal/scenarios.py; scenario NN is "
+                             "tests/rehearsal/test_NN_<name>.py): its configuration over the built-in defaults "
+                             "(no stack file unless --stack-file), its artifact store, its first server variant; "
+                             "--set and the other options still apply on top")
     parser.add_argument("--platform", choices=rehearsed_platforms(), default=None,
                         help="platform-faithful run: each container as that platform runs it, from the stack's "
                              "registered graph (Pulumi.<platform>.yaml under mocks; any registered platform with a "
@@ -125,6 +131,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="rehearse: %(message)s")
+    scenario = BY_NAME[args.scenario] if args.scenario else None
+    args.artifacts = args.artifacts or (scenario.artifacts if scenario else "s3")
     try:
         check_prerequisites(args.artifacts)
     except ServerUnavailable as error:
@@ -135,12 +143,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         return _platform_main(args)
 
     stack_file = args.stack_file
-    if stack_file is None and (REPO_ROOT / "Pulumi.local.yaml").exists():
+    if stack_file is None and scenario is None and (REPO_ROOT / "Pulumi.local.yaml").exists():
         stack_file = str(REPO_ROOT / "Pulumi.local.yaml")
     raw: dict[str, Any] = {}
     if stack_file and stack_file != "none":
         raw = _stack_file_config(Path(stack_file))
         log.info("config from %s", stack_file)
+    variant_options: dict[str, Any] = {}
+    if scenario is not None:
+        for section, values in json.loads(json.dumps(scenario.config)).items():
+            existing = raw.get(section)
+            raw[section] = {**(json.loads(existing) if isinstance(existing, str) else existing or {}), **values}
+        variant_options = dict(next(iter(scenario.variants.values())))
+        log.info("scenario %02d %s: %s", scenario.number, scenario.name, scenario.proves)
     for assignment in args.set:
         _set(raw, assignment)
 
@@ -176,7 +191,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                 port = free_port()
         started = time.monotonic()
         stack.start()
-        variant = stack.add_variant("default", static_prefix=args.static_prefix, tls=args.tls, port=port)
+        chosen = {**({"static_prefix": args.static_prefix} if args.static_prefix else {}),
+                  **({"tls": True} if args.tls else {})}
+        variant = stack.add_variant("default", **{**variant_options, **chosen, "port": port})
         info = stack.describe()
         log.info("up in %.1fs; work directory %s", time.monotonic() - started, stack.base_dir)
         for name in ("postgres", "s3", "azurite"):

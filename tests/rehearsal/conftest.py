@@ -23,12 +23,7 @@ import pytest
 from rehearsal.launcher import RehearsalStack, Variant, check_prerequisites
 from rehearsal.processes import ServerUnavailable
 
-STATIC_PREFIX = "/mlflow"
-ONE_WORKER = {"workers": 1}
-"""`server:` of the day-2 modules (test_13, test_16, test_20, test_21), which stop and start the server
-dozens of times, of the authorization sweeps (test_18, test_22) and of test_7: each uvicorn worker
-imports MLflow anew (~3.5 s of CPU a start) and the worker count is not what they test (the session's
-stack, test_8, test_9, test_10, test_12 and test_14 keep the default two)."""
+from rehearsal.scenarios import ONE_WORKER, STATIC_PREFIX, scenario_of  # noqa: F401 - the modules' names
 
 
 # Set by pytest itself around every test phase: not a module's to restore.
@@ -103,6 +98,19 @@ def running_stack(raw_config: Optional[dict] = None, artifacts: str = "s3",
             yield stack
         finally:
             stack.stop()
+
+
+@contextlib.contextmanager
+def scenario_stack(module_file: str) -> Iterator[RehearsalStack]:
+    """The stack of the scenario a test module runs (rehearsal/scenarios.py: `test_NN_<name>.py` is
+    scenario NN), as `scripts/rehearse --scenario <name>` starts it."""
+    import json
+
+    scenario = scenario_of(module_file)
+    assert scenario.stack == "own", f"{scenario.module} runs on the {scenario.stack} stack, not one of its own"
+    with running_stack(json.loads(json.dumps(scenario.config)), artifacts=scenario.artifacts,
+                       **{name: dict(options) for name, options in scenario.variants.items()}) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="session")

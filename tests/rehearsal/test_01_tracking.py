@@ -1,4 +1,4 @@
-"""Scenarios 1 and 5: tracking data round-trips through Nginx, MLflow and PostgreSQL; the generated
+"""Tracking data round-trips through Nginx, MLflow and PostgreSQL; the generated
 passwords full of @:/?#%&+ work end to end (database URI encoding, htpasswd)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Scenario 4: basic auth at Nginx, /health open, MLflow's host-check middleware on behind it."""
+"""Basic auth at Nginx, /health open, MLflow's host-check middleware on behind it."""
 
 from __future__ import annotations
 

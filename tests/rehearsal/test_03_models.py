@@ -1,4 +1,4 @@
-"""Scenario 2: log a small pyfunc model through the proxy, load it back, register it, set an alias."""
+"""Log a small pyfunc model through the proxy, load it back, register it, set an alias."""
 
 from __future__ import annotations
 

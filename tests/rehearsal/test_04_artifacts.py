@@ -1,4 +1,4 @@
-"""Scenario 3: a 256 MiB artifact up and down through Nginx and MLflow into the bucket, with and
+"""A 256 MiB artifact up and down through Nginx and MLflow into the bucket, with and
 without the static prefix, while the RSS of the server and of Nginx is sampled. Also: the server's
 S3 key pair is confined to its bucket."""
 

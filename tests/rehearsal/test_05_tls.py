@@ -1,4 +1,4 @@
-"""Scenario 8: with proxy.tls=self-signed, Nginx serves the component's kind of certificate (ECDSA
+"""With proxy.tls=self-signed, Nginx serves the component's kind of certificate (ECDSA
 P-256, the host names as SANs) and the MLflow client works with MLFLOW_TRACKING_SERVER_CERT_PATH."""
 
 from __future__ import annotations

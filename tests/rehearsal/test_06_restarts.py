@@ -1,4 +1,4 @@
-"""Scenarios 6 and 7: PostgreSQL and the MLflow server restart while a client is logging; with
+"""PostgreSQL and the MLflow server restart while a client is logging; with
 retries nothing is lost and the same client carries on."""
 
 from __future__ import annotations

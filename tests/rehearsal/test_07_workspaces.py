@@ -1,4 +1,4 @@
-"""Scenario 9: a team's SQLite database kept in MLflow workspaces, migrated into a stack rendered with
+"""A team's SQLite database kept in MLflow workspaces, migrated into a stack rendered with
 `server.workspaces`, is served workspace by workspace through Nginx to the real MLflow client."""
 
 from __future__ import annotations

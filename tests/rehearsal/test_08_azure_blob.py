@@ -1,4 +1,4 @@
-"""Scenario 10: the azure stack's artifact store. Azure Blob, with Azurite standing in for the
+"""The azure stack's artifact store. Azure Blob, with Azurite standing in for the
 storage account: the server rendered with the wasbs:// destination and the connection string as its
 one artifact secret (where the real stack uses a managed identity), driven through Nginx by the real
 MLflow client. Its own stack, module-scoped: the session's stack stores artifacts in S3."""
@@ -17,7 +17,7 @@ import requests
 from components import render
 from rehearsal.launcher import RehearsalStack, Variant
 from rehearsal.stand_ins import AZURITE_ACCOUNT, AZURITE_ACCOUNT_KEY
-from tests.rehearsal.conftest import running_stack
+from tests.rehearsal.conftest import scenario_of, scenario_stack
 from tests.rehearsal.test_02_auth import SEARCH
 from tests.rehearsal.test_04_artifacts import (
     ARTIFACT_SIZE,
@@ -28,13 +28,13 @@ from tests.rehearsal.test_04_artifacts import (
     big_file,  # noqa: F401  (a fixture, requested by name)
 )
 
-PREFIX = "team/mlflow"
+PREFIX = scenario_of(__file__).config["artifacts"]["prefix"]
 
 
 @pytest.fixture(scope="module")
 def azure_stack() -> Iterator[RehearsalStack]:
     """PostgreSQL, Azurite with the private container, schema upgrade, one server + Nginx."""
-    with running_stack({"artifacts": {"prefix": PREFIX}}, artifacts="azurite", azure={}) as stack:
+    with scenario_stack(__file__) as stack:
         yield stack
 
 

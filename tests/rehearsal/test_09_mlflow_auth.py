@@ -17,15 +17,14 @@ import pytest
 import requests
 
 from rehearsal.launcher import RehearsalStack, Variant
-from tests.rehearsal.conftest import STATIC_PREFIX, running_stack
+from tests.rehearsal.conftest import scenario_stack
 
 PERMISSION_DENIED = 403
 
 
 @pytest.fixture(scope="module")
 def auth_stack() -> Iterator[RehearsalStack]:
-    with running_stack({"auth": {"mode": "mlflow", "defaultPermission": "NO_PERMISSIONS"}},
-                       default={}, prefix={"static_prefix": STATIC_PREFIX}) as stack:
+    with scenario_stack(__file__) as stack:
         yield stack
 
 

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from rehearsal.launcher import RehearsalStack, Variant
-from tests.rehearsal.conftest import running_stack
+from tests.rehearsal.conftest import scenario_stack
 
 # The plugin caches each permission decision for 30 s in every worker process (its default
 # PERMISSION_CACHE_TTL_SECONDS); a grant reaches every worker within that.
@@ -32,7 +32,7 @@ PERMISSION_CACHE_SECONDS = 30
 
 @pytest.fixture(scope="module")
 def sso_stack() -> Iterator[RehearsalStack]:
-    with running_stack({"auth": {"mode": "oidc", "defaultPermission": "NO_PERMISSIONS"}}) as stack:
+    with scenario_stack(__file__) as stack:
         yield stack
 
 

@@ -1,5 +1,5 @@
-"""`scripts/rehearse --set auth.mode=...` as a user (or a held-out client) runs it: read its lines
-until `ready`, use only what they say, stop it with SIGTERM."""
+"""`scripts/rehearse --set auth.mode=...` and `--scenario <name>` as a user (or a held-out client) runs it:
+read its lines until `ready`, use only what they say, stop it with SIGTERM."""
 
 from __future__ import annotations
 
@@ -55,9 +55,11 @@ def rehearse(*arguments: str, timeout: float = 240) -> Iterator[tuple[dict[str, 
 
 
 def test_mlflow_mode_prints_the_admin_who_adds_a_user(monkeypatch):
+    """`--scenario mlflow_auth` starts test_09's stack (rehearsal/scenarios.py: auth.mode mlflow,
+    defaultPermission NO_PERMISSIONS): a user without a grant is refused."""
     from mlflow.server.auth.client import AuthServiceClient
 
-    with rehearse("--set", "auth.mode=mlflow", "--set", "auth.defaultPermission=NO_PERMISSIONS") as (exports, _):
+    with rehearse("--scenario", "mlflow_auth") as (exports, _):
         uri = exports["MLFLOW_TRACKING_URI"]
         assert exports["MLFLOW_TRACKING_USERNAME"] == "admin"
         for name, value in exports.items():
@@ -66,6 +68,11 @@ def test_mlflow_mode_prints_the_admin_who_adds_a_user(monkeypatch):
         AuthServiceClient(uri).create_user("carol", password)
         search = f"{uri}/api/2.0/mlflow/experiments/search?max_results=5"
         assert requests.get(search, auth=("carol", password), timeout=30).status_code == 200
+        experiment = requests.post(f"{uri}/api/2.0/mlflow/experiments/create", json={"name": "admins-only"},
+                                   auth=(exports["MLFLOW_TRACKING_USERNAME"], exports["MLFLOW_TRACKING_PASSWORD"]),
+                                   timeout=30).json()["experiment_id"]
+        assert requests.get(f"{uri}/api/2.0/mlflow/experiments/get?experiment_id={experiment}",
+                            auth=("carol", password), timeout=30).status_code == 403, "NO_PERMISSIONS, as scenario 9"
         assert requests.get(search, auth=("carol", password + "x"), timeout=30).status_code == 401
         assert requests.get(search, timeout=30).status_code == 401
 

@@ -15,12 +15,12 @@ import requests
 
 from components import render
 from rehearsal.launcher import RehearsalStack, Variant, run_step
-from tests.rehearsal.conftest import STATIC_PREFIX, running_stack
+from tests.rehearsal.conftest import scenario_stack
 
 
 @pytest.fixture(scope="module")
 def day2_stack() -> Iterator[RehearsalStack]:
-    with running_stack({}, default={}, prefix={"static_prefix": STATIC_PREFIX}) as stack:
+    with scenario_stack(__file__) as stack:
         yield stack
 
 

@@ -46,7 +46,7 @@ from ops.restore import REPLACED_TAG, purge_replaced, put_back, restore
 from rehearsal.launcher import RehearsalStack, Variant, run_schema_upgrade
 from rehearsal.processes import base_env
 from tests.container_pipes import PIPES_SOURCE, through_pipes
-from tests.rehearsal.conftest import ONE_WORKER, mlflow_client_for, running_stack
+from tests.rehearsal.conftest import mlflow_client_for, scenario_stack
 
 BINARY_BYTES = 4 * 1024 * 1024
 
@@ -151,7 +151,7 @@ class RehearsalAccess:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[RehearsalStack]:
-    with running_stack({"auth": {"mode": "mlflow"}, "server": ONE_WORKER}) as stack:
+    with scenario_stack(__file__) as stack:
         yield stack
 
 

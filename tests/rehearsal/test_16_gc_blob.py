@@ -18,12 +18,12 @@ import pytest
 from components import render
 from rehearsal.launcher import RehearsalStack, Variant, run_step
 from rehearsal.processes import StartupError
-from tests.rehearsal.conftest import ONE_WORKER, running_stack
+from tests.rehearsal.conftest import scenario_stack
 
 
 @pytest.fixture(scope="module")
 def blob_stack() -> Iterator[RehearsalStack]:
-    with running_stack({"server": ONE_WORKER}, artifacts="azurite", azure={}) as stack:
+    with scenario_stack(__file__) as stack:
         yield stack
 
 

@@ -27,15 +27,14 @@ import requests
 
 from components import render
 from rehearsal.launcher import RehearsalStack, Variant
-from tests.rehearsal.conftest import ONE_WORKER, STATIC_PREFIX, running_stack
+from tests.rehearsal.conftest import scenario_stack
 
 NOTES = "alice's notes\n"
 
 
 @pytest.fixture(scope="module")
 def auth_stack() -> Iterator[RehearsalStack]:
-    with running_stack({"auth": {"mode": "mlflow", "defaultPermission": "NO_PERMISSIONS"}, "server": ONE_WORKER},
-                       default={}, prefix={"static_prefix": STATIC_PREFIX}) as stack:
+    with scenario_stack(__file__) as stack:
         yield stack
 
 

@@ -27,15 +27,15 @@ from ops import RefusedError
 from ops.lock import LockLost, maintenance_lock
 from rehearsal.launcher import RehearsalStack, Variant, run_step
 from rehearsal.processes import StartupError
-from tests.rehearsal.conftest import ONE_WORKER, mlflow_client_for, running_stack
+from tests.rehearsal.conftest import mlflow_client_for, scenario_of, scenario_stack
 from tests.rehearsal.test_13_backup_restore import RehearsalAccess
 
-PREFIX = "team"
+PREFIX = scenario_of(__file__).config["artifacts"]["prefix"]
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[RehearsalStack]:
-    with running_stack({"auth": {"mode": "mlflow"}, "artifacts": {"prefix": PREFIX}, "server": ONE_WORKER}) as stack:
+    with scenario_stack(__file__) as stack:
         yield stack
 
 

@@ -41,7 +41,7 @@ import pytest
 from ops.archive import DUMP_FILES, MANIFEST, OBJECTS_FILE, Manifest, file_sha256, read_objects_tar
 from rehearsal.launcher import RehearsalStack
 from tests.rehearsal import interrupt
-from tests.rehearsal.conftest import ONE_WORKER, running_stack
+from tests.rehearsal.conftest import scenario_stack
 from tests.rehearsal.interrupt import ENOSPC, GO, KILL, RESTART_POSTGRES, Harness, Outcome, Step, StackState, TinyDisk
 from tests.rehearsal.test_13_backup_restore import RehearsalAccess, admin_client
 
@@ -66,7 +66,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[RehearsalStack]:
-    with running_stack({"auth": {"mode": "mlflow"}, "server": ONE_WORKER}) as stack:
+    with scenario_stack(__file__) as stack:
         yield stack
 
 

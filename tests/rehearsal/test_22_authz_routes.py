@@ -29,7 +29,7 @@ import requests
 
 from rehearsal.launcher import RehearsalStack, Variant
 from tests.rehearsal import authz_routes as table
-from tests.rehearsal.conftest import ONE_WORKER, STATIC_PREFIX, running_stack
+from tests.rehearsal.conftest import scenario_stack
 from tests.rehearsal.test_18_authz_bypasses import _as
 
 SECRET = f"alice-secret-{secrets.token_hex(6)}"
@@ -91,8 +91,7 @@ def test_the_table_names_every_route_mlflow_serves_and_no_other():
 def stack() -> Iterator[RehearsalStack]:
     """auth.mode mlflow with the deployed default permission (not set here), two servers (one under a prefix),
     one uvicorn worker each (ONE_WORKER: authorization, not the worker count, is the subject)."""
-    with running_stack({"auth": {"mode": "mlflow"}, "server": ONE_WORKER}, default={},
-                       prefix={"static_prefix": STATIC_PREFIX}) as stack:
+    with scenario_stack(__file__) as stack:
         yield stack
 
 
