@@ -527,6 +527,8 @@ class _Swap:
     """the backup's (what the upload writes)"""
     quarantining: bool = False
     """the copy to the quarantine began: the upload may overwrite keys after it"""
+    uploading: bool = False
+    """the upload of the backup's objects began"""
     started: bool = False
     done: bool = False
 
@@ -630,6 +632,7 @@ def _restore_locked(access: StackAccess, directory: Path, manifest: Manifest, la
         if replace:
             state.quarantining = True
             _quarantine_copy(access, manifest, layout, s3_env, stamp=stamp, progress=progress, say=say)
+        state.uploading = True
         _upload_objects(access, directory, manifest, layout, s3_env, progress=progress, say=say)
         say(f"replacing database {', '.join(names.target for names in swapping)}")
         if lock is not None:  # a PostgreSQL restart during the upload released it: a gc may be reading
@@ -768,7 +771,8 @@ def _undo_upload(access: StackAccess, layout: StackLayout, s3_env: dict[str, str
                     f"uploaded over them, and whether the databases were replaced could not be read ({error}); "
                     f"the MLflow server {STAYS_STOPPED}: the next restore checks it and says what to do"), False, False
         if swapped:
-            return (f"the databases hold the backup (the replaced ones are kept as <name>{REPLACED_TAG}{state.stamp}); "
+            kept = [names.replaced for names in plan.values() if database_exists(access, names.replaced)]
+            return (f"the databases hold the backup (the replaced ones are kept as {', '.join(kept) or '(none)'}); "
                     f"the stack's objects the backup does not hold are still under {destination}"), True, False
     try:
         result = put_back_objects(access, layout, s3_env, state.stamp, undo=True)
@@ -784,6 +788,9 @@ def _undo_upload(access: StackAccess, layout: StackLayout, s3_env: dict[str, str
                 f"nor the ones it recorded ({result['put_back']} others got the stack's bytes back); the MLflow "
                 f"server {STAYS_STOPPED} and the quarantine {state.stamp} is kept: scripts/restore --put-back "
                 f"{state.stamp} --every-key puts the stack's bytes back into every key and starts it"), False, False
+    if not state.uploading:  # stopped while the stack's objects were copied to the quarantine (review 26)
+        return ("the databases were not replaced and no object of the backup was uploaded (the stack keeps its "
+                "own)"), True, True
     new = len(state.backup_keys - state.stack_keys)
     return (f"the databases were not replaced (the stack keeps its own); {result['put_back']} objects the "
             f"backup's upload had overwritten got the stack's bytes back from the quarantine"
