@@ -9,8 +9,8 @@ import yaml
 
 from components.config import reference_table_markdown
 from components.package import reference_markdown
+from tests.harness.package import CHECKED_IN, TYPE, construct_as_the_engine_asks
 from tests.harness.program import run_program, run_under_mocks
-from tests.components.test_package import CHECKED_IN, TYPE, construct_as_the_engine_asks
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -10,24 +10,10 @@ from urllib.parse import unquote
 import pytest
 
 from components import render
-from tests.harness.program import ProgramRun, plain_strings, run_program, stack_file_config
-from tests.components.platforms.local.test_local_stack import container, env_of, find_leaks, uploads_of
+from tests.harness.program import ProgramRun, plain_strings, run_program
+from tests.harness.stacks import CLIENT_SECRET, OIDC, container, env_of, find_leaks, stack_config, uploads_of
 
-CLIENT_SECRET = "oidc-client-secret-7f3a9c1e"
-OIDC = {"discoveryUrl": "https://login.example.com/realms/ml/.well-known/openid-configuration",
-        "clientId": "mlflow-tracking", "clientSecret": CLIENT_SECRET, "adminGroup": "ml-admins",
-        "userGroups": ["ml-team", "data-science"]}
 STACKS = ("local", "aws", "azure")
-
-
-def stack_config(stack: str, auth: dict) -> dict:
-    config = stack_file_config(stack) if stack != "local" else {}
-    if stack == "aws":  # the stack file's explicit 200 is the proxy mode's budget; leave the default
-        database = json.loads(config["mlflow:database"])
-        database.pop("maxConnections", None)
-        config["mlflow:database"] = json.dumps(database)
-    config["mlflow:auth"] = json.dumps(auth)
-    return config
 
 
 _RUNS: dict[tuple[str, str], ProgramRun] = {}

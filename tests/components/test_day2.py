@@ -10,10 +10,8 @@ from components import render
 from components.config import ConfigError, parse_stack_config
 from components.platforms.aws.config import aws_schedule_expression
 from tests.harness.program import ProgramRun, is_secret_wrapper, run_program, stack_file_config
-from tests.components.platforms.aws.test_aws_production import aws_config
-from tests.components.platforms.aws.test_aws_stack import containers, policy_statements
-from tests.components.platforms.azure.test_azure_stack import azure_config, identity
-from tests.components.platforms.local.test_local_stack import container, find_leaks, uploads_of
+from tests.harness.stacks import (aws_config, azure_config, container, containers, find_leaks, identity,
+                                  policy_statements, uploads_of)
 
 GC = {"gcSchedule": "15 3 * * *", "gcOlderThan": "14d"}
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.harness.program import ProgramRun, is_secret_wrapper, run_program
-from tests.components.test_auth_modes import OIDC, stack_config
+from tests.harness.stacks import OIDC, stack_config
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = [(stack, mode) for stack in ("local", "aws", "azure") for mode in ("proxy", "mlflow", "oidc")]

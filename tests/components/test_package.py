@@ -8,18 +8,13 @@ from typing import Any
 
 import pulumi
 import pytest
-from google.protobuf import empty_pb2, json_format
-from pulumi.provider.server import ProviderServicer
-from pulumi.runtime import rpc
-from pulumi.runtime.sync_await import _sync_await
+from google.protobuf import empty_pb2
 
-from components.package import PACKAGE_VERSION, SCHEMA_PATH, component_provider, schema, schema_text
+from components.package import PACKAGE_VERSION, SCHEMA_PATH, schema, schema_text
+from tests.harness.package import CHECKED_IN, TYPE, construct_as_the_engine_asks
 from tests.harness.program import (REPO_ROOT, ProgramRun, Recorded, is_secret_wrapper, run_program, run_under_mocks,
                                 stack_file_config)
-from tests.components.platforms.local.test_local_stack import find_leaks
-
-TYPE = "mlflow:index:MlflowTrackingServer"
-CHECKED_IN = json.loads((REPO_ROOT / SCHEMA_PATH).read_text())
+from tests.harness.stacks import find_leaks
 
 
 def test_the_checked_in_schema_is_what_pulumis_analyzer_infers_from_the_code():
@@ -116,18 +111,6 @@ def stack_inputs(stack: str) -> dict[str, Any]:
     """A stack file's `mlflow:` settings as a consumer passes them: the keys are the inputs' names."""
     return {key.removeprefix("mlflow:"): json.loads(value) if value[:1] in "[{" else value
             for key, value in stack_file_config(stack).items()}
-
-
-def construct_as_the_engine_asks(inputs: dict[str, Any], name: str = "mlflow") -> Any:
-    """What the provider process does for a Construct request: decode the inputs the engine sent
-    (ProviderServicer._construct_inputs), construct (ComponentProvider.construct: camelCase to
-    Python names, enum values to members), and encode the state it answers with."""
-    servicer = ProviderServicer(component_provider(), [], engine_address="")
-    sent = _sync_await(rpc.serialize_properties(inputs, {}))
-    received = _sync_await(ProviderServicer._construct_inputs(sent, {}))
-    result = servicer.provider.construct(name, TYPE, received, pulumi.ResourceOptions())
-    response = _sync_await(servicer._construct_response(result))
-    return json_format.MessageToDict(response.state)
 
 
 def comparable(resource: Recorded) -> tuple:

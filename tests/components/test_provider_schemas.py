@@ -16,8 +16,7 @@ import pytest
 from pulumi import _types
 
 from tests.harness.program import ProgramRun, run_program, stack_file_config
-from tests.components.platforms.aws.test_aws_production import aws_config
-from tests.components.platforms.azure.test_azure_stack import azure_config
+from tests.harness.stacks import aws_config, azure_config
 
 PROVIDER_SDKS = {"aws": "pulumi_aws", "docker": "pulumi_docker", "random": "pulumi_random", "tls": "pulumi_tls",
                  "minio": "pulumi_minio", "azure-native": "pulumi_azure_native", "command": "pulumi_command"}

@@ -9,8 +9,7 @@ import subprocess
 import sys
 
 from tests.harness.program import REPO_ROOT
-
-TOY = REPO_ROOT / "tests" / "components" / "toy_platform"
+from tests.harness.stacks import TOY
 
 
 def test_a_platform_from_one_folder_is_registered_validated_generated_and_deployed():

@@ -149,7 +149,7 @@ def test_a_platform_from_one_folder_runs_as_its_runtime_says(monkeypatch, tmp_pa
     names its runtime (toy/runtime.py): `scripts/rehearse --platform toy` runs its graph's containers as
     that says, its database as the toy makes it (an owner, no admin), and a signed-in client logs a run
     with a metric and an artifact and reads them back through the toy's proxy container."""
-    from tests.components.test_toy_platform import TOY
+    from tests.harness.stacks import TOY
 
     _require("aws")  # what the toy's run needs too: root, unshare, setpriv, the S3 stand-in
     with _rehearsed("toy", os.pathsep.join([str(TOY), os.environ.get("PYTHONPATH", "")])) as exports:

@@ -12,7 +12,7 @@ import pytest
 from components.config import ConfigError, budget_replicas, parse_stack_config
 from tests.harness import program as harness
 from tests.harness.program import REPO_ROOT, ProgramRun, run_program
-from tests.components.platforms.aws.test_aws_production import aws_config
+from tests.harness.stacks import aws_config
 
 SERVER, PROXY = "mlflow-server", "mlflow-proxy"
 VERSION_PARAMETER = "/mlflow-aws/mlflow/deployed-version"

@@ -8,21 +8,11 @@ import json
 import pytest
 
 from components.config import ConfigError, parse_stack_config
-from tests.harness.program import ProgramRun, Recorded, run_program, stack_file_config
-from tests.components.platforms.aws.test_aws_stack import containers, policy_statements
+from tests.harness.program import ProgramRun, Recorded, run_program
+from tests.harness.stacks import aws_config, containers, policy_statements
 
 SERVER, PROXY = "mlflow-server", "mlflow-proxy"
 VERSION_PARAMETER = "/mlflow-aws/mlflow/deployed-version"
-
-
-def aws_config(**sections) -> dict:
-    """Pulumi.aws.yaml with some sections' keys replaced (section -> {key: value})."""
-    config = stack_file_config("aws")
-    for section, values in sections.items():
-        key = f"mlflow:{section}"
-        current = json.loads(config[key]) if key in config else {}
-        config[key] = json.dumps({**current, **values})
-    return config
 
 
 @pytest.fixture(scope="module")

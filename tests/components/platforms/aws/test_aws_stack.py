@@ -9,7 +9,8 @@ import sys
 import pulumi
 import pytest
 
-from tests.harness.program import REPO_ROOT, ProgramRun, Recorded, is_secret_wrapper, run_program, stack_file_config
+from tests.harness.program import REPO_ROOT, ProgramRun, is_secret_wrapper, run_program, stack_file_config
+from tests.harness.stacks import containers, policy_statements
 
 COMPONENTS = {"mlflow:index:MetadataStore", "mlflow:index:ArtifactStore",
               "mlflow:index:TrackingServer", "mlflow:index:ReverseProxy"}
@@ -35,15 +36,6 @@ def aws_https_run(aws_config) -> ProgramRun:
     config["mlflow:server"] = json.dumps({**json.loads(config["mlflow:server"]), "replicas": 2})
     config["mlflow:database"] = json.dumps({**json.loads(config["mlflow:database"]), "maxConnections": 200})
     return run_program(config, stack="aws")
-
-
-def containers(run: ProgramRun, task_name: str) -> dict[str, dict]:
-    task = run.one("aws:ecs/taskDefinition:TaskDefinition", task_name)
-    return {c["name"]: c for c in json.loads(task.inputs["containerDefinitions"])}
-
-
-def policy_statements(resource: Recorded, key: str = "policy") -> list[dict]:
-    return json.loads(resource.inputs[key])["Statement"]
 
 
 # --- shape -------------------------------------------------------------------------------------
@@ -307,7 +299,7 @@ def test_outputs(aws_run):
 
 
 def test_no_generated_secret_in_plain_text_anywhere(aws_run, aws_https_run):
-    from tests.components.platforms.local.test_local_stack import find_leaks
+    from tests.harness.stacks import find_leaks
 
     for run in (aws_run, aws_https_run):
         assert len(run.generated_secrets) >= 3
@@ -315,7 +307,7 @@ def test_no_generated_secret_in_plain_text_anywhere(aws_run, aws_https_run):
 
 
 def test_secrets_stay_wrapped_even_where_the_engine_would_not_mark_them(aws_config):
-    from tests.components.platforms.local.test_local_stack import find_leaks
+    from tests.harness.stacks import find_leaks
 
     run = run_program(aws_config, stack="aws", emulate_secret_outputs=False)
     assert not find_leaks(run), find_leaks(run)

@@ -18,7 +18,7 @@ import pytest
 from components.platforms.azure import platform as azure_platform
 from rehearsal.ports import free_port
 from tests.harness.program import ProgramMocks, ProgramRun, run_program
-from tests.components.platforms.azure.test_azure_stack import app, azure_config
+from tests.harness.stacks import app, azure_config
 
 NGINX = "/usr/sbin/nginx"
 # nginx:alpine's workers run as `nginx` (its build's --user); Debian's nginx here, without a `user`

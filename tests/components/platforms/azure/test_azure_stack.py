@@ -9,20 +9,11 @@ import pytest
 from components.config import ConfigError, parse_stack_config
 from components.platforms.containers import secret_digest
 from components.platforms.azure import platform as azure_platform
-from tests.harness.program import ProgramMocks, ProgramRun, Recorded, is_secret_wrapper, run_program, stack_file_config
-from tests.components.platforms.local.test_local_stack import find_leaks
+from tests.harness.program import ProgramMocks, ProgramRun, is_secret_wrapper, run_program
+from tests.harness.stacks import app, azure_config, find_leaks, identity
 
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
-
-
-def azure_config(**sections) -> dict:
-    config = stack_file_config("azure")
-    for section, values in sections.items():
-        key = f"mlflow:{section}"
-        current = json.loads(config[key]) if key in config else {}
-        config[key] = json.dumps({**current, **values})
-    return config
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +21,8 @@ def run() -> ProgramRun:
     return run_program(azure_config(), stack="azure")
 
 
-def app(run: ProgramRun, name: str) -> dict:
-    return run.one("azure-native:app:ContainerApp", name).inputs
-
-
 def env_of(container: dict) -> dict:
     return {e["name"]: e.get("value", {"secretRef": e.get("secretRef")}) for e in container["env"]}
-
-
-def identity(run: ProgramRun, who: str) -> Recorded:
-    return run.one("azure-native:managedidentity:UserAssignedIdentity", f"mlflow-platform-{who}-identity")
 
 
 # --- shape -------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 
 from components import render
 from tests.harness.program import ProgramRun, is_secret_wrapper, run_program
-from tests.components.platforms.local.test_local_stack import container, env_of, uploads_of
+from tests.harness.stacks import container, env_of, uploads_of
 
 
 def run_with(local_config: dict, **sections) -> ProgramRun:

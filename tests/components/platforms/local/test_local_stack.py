@@ -14,30 +14,11 @@ import sqlalchemy
 from components import render
 from components.platforms import local
 from tests.harness.program import REPO_ROOT, ProgramRun, Recorded, plain_strings, run_program
+from tests.harness.stacks import CONTAINER, container, docker_env_of, env_of, find_leaks, secret_forms, uploads_of
 
-CONTAINER = "docker:index/container:Container"
 VOLUME = "docker:index/volume:Volume"
 COMPONENTS = {"mlflow:index:MetadataStore", "mlflow:index:ArtifactStore",
               "mlflow:index:TrackingServer", "mlflow:index:ReverseProxy"}
-
-
-def docker_env_of(container: Recorded) -> dict[str, str]:
-    """The container's env as `docker inspect` shows it."""
-    return dict(line.split("=", 1) for line in container.inputs.get("envs", []))
-
-
-def env_of(container: Recorded) -> dict[str, str]:
-    """The environment the container's process works with: its docker env, each secret NAME read
-    back from the uploaded file its NAME_FILE names (as the images' entrypoints and the secret-env
-    wrapper do)."""
-    env, files = docker_env_of(container), uploads_of(container)
-    for key in [key for key, path in env.items() if key.endswith("_FILE") and path in files]:
-        env[key.removesuffix("_FILE")] = files[env.pop(key)]
-    return env
-
-
-def container(run: ProgramRun, name: str) -> Recorded:
-    return run.one(CONTAINER, name)
 
 
 def secret_env_names(container: Recorded) -> list[str]:
@@ -46,10 +27,6 @@ def secret_env_names(container: Recorded) -> list[str]:
     assert entrypoint[:4] == ["sh", "-c", local.SECRET_ENV_WRAPPER, local.SECRET_ENV_WRAPPER_NAME], entrypoint[:4]
     assert entrypoint[-1] == "--"
     return entrypoint[4:-1]
-
-
-def uploads_of(container: Recorded) -> dict[str, str]:
-    return {upload["file"]: upload["content"] for upload in container.inputs.get("uploads", [])}
 
 
 # --- graph shape -------------------------------------------------------------------------------
@@ -319,26 +296,6 @@ def test_stack_outputs(local_run):
     assert lines[0] == "export MLFLOW_TRACKING_URI=http://localhost:8080"
     assert lines[1] == "export MLFLOW_TRACKING_USERNAME=mlflow"
     assert shlex.split(lines[2]) == ["export", f"MLFLOW_TRACKING_PASSWORD={local_run.output('password')}"]
-
-
-def secret_forms(value: str) -> set[str]:
-    """A secret and the shapes it takes on its way into configs: URL-encoded, shell-quoted."""
-    return {value, quote(value, safe=""), shlex.quote(value)}
-
-
-def find_leaks(run: ProgramRun) -> list[str]:
-    leaks = []
-    for resource in run.resources:
-        for where, raw in (("inputs", resource.raw_inputs), ("outputs", resource.outputs)):
-            for path, text in plain_strings(raw):
-                for secret in run.generated_secrets:
-                    if any(form in text or form in unquote(text) for form in secret_forms(secret)):
-                        leaks.append(f"{resource.type} {resource.name} {where}.{path}")
-    for name, value in run.stack_outputs.items():
-        for path, text in plain_strings(value, name):
-            if any(secret in text or secret in unquote(text) for secret in run.generated_secrets):
-                leaks.append(f"stack output {path}")
-    return leaks
 
 
 def test_secrets_stay_wrapped_even_where_the_engine_would_not_mark_them(local_config):
