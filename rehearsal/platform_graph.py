@@ -1,7 +1,7 @@
 """What a platform runs, read from the program's REGISTERED GRAPH (not from components.render).
 
 `platform_graph(name)` runs the Pulumi program under the unit harness's recording mocks
-(tests/unit/harness.py: every resource as the engine would register it, generated passwords
+(tests/harness/program.py: every resource as the engine would register it, generated passwords
 included) and asks the platform's rehearsal runtime (its registry entry's `rehearsal_runtime`, see
 rehearsal/runtimes/__init__.py) for the containers exactly as that platform would receive them,
 the database its stand-in must be, and which artifact store stand-in serves it. The types here are
@@ -129,7 +129,7 @@ def rehearsed_platforms() -> tuple[str, ...]:
 def platform_graph(platform: str, config: Optional[dict[str, Any]] = None) -> PlatformGraph:
     """The platform's services as its stack file (or `config`, full keys) registers them."""
     from components.platforms import PLATFORMS
-    from tests.unit.harness import run_program, stack_file_config
+    from tests.harness.program import run_program, stack_file_config
 
     if platform not in rehearsed_platforms():
         raise ValueError(f"platform must be one of {rehearsed_platforms()}, got {platform!r}")

@@ -3,7 +3,7 @@
 Scenario NN is `tests/rehearsal/test_NN_<name>.py` (numbered as pytest sorts them); a module that starts
 a stack of its own takes it from here (`tests.rehearsal.conftest.scenario_stack`), and `scripts/rehearse
 --scenario <name>` starts the same configuration by hand (its first server variant), to look at what a
-test saw. `tests/unit/test_rehearsal_scenarios.py` checks that the list and the test files agree.
+test saw. `tests/rehearsal_unit/test_rehearsal_scenarios.py` checks that the list and the test files agree.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ in collection order; on the workers, this hook orders the modules longest first,
 ones to start are short and the workers finish together, instead of one running a long rehearsal
 module alone at the end while the other has nothing left. The order inside a module is kept.
 
+The long suites (tests/rehearsal, tests/migration, tests/policy, tests/workflows) are marked
+`slow`, so that `./scripts/test -m "not slow"` runs the others alone: the quick check while editing.
+
 Figures the rehearsal measures (`report_figure`, a test's user properties) are printed here, in the
 "rehearsal figures" section of the summary: from the tests' reports, which is how they reach the
 controller from a worker.
@@ -18,6 +21,8 @@ mis-estimated here runs all the same, only perhaps later than ideal. To refresh:
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -46,6 +51,19 @@ MEASURED_SECONDS: dict[str, float] = {
 DEFAULT_SECONDS = {"tests/rehearsal": 40.0, "tests/migration": 10.0, "tests/integration": 5.0}
 # Any other module: its number of tests times this.
 SECONDS_PER_TEST = 0.1
+
+
+# The directories under tests/ whose every test is marked `slow`.
+SLOW_DIRECTORIES = ("rehearsal", "migration", "policy", "workflows")
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Marks the slow suites' tests as they are collected: before `-m` deselects (in
+    pytest_collection_modifyitems), on a worker as in a serial run."""
+    path = item.path.resolve()
+    if path.is_relative_to(TESTS) and path.relative_to(TESTS).parts[0] in SLOW_DIRECTORIES:
+        item.add_marker(pytest.mark.slow)
 
 
 def module_of(item: pytest.Item) -> str:

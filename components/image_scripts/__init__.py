@@ -3,7 +3,7 @@
 Each one is a module of its own, so that linters and readers see it as code (issue 24: they were
 f-strings in render.py). Their text is exactly what every platform puts in its containers' commands:
 a changed byte changes every task definition and revision, and restarts the services on the next
-`pulumi up`; tests/unit/test_image_scripts.py checks that the names and keys they spell out are
+`pulumi up`; tests/components/test_image_scripts.py checks that the names and keys they spell out are
 render's. Never import them: they run when imported (they read sys.argv, take locks, start servers).
 The `ops/` tools send their own modules (ops.objects, ops.quarantine, ...) the same way.
 """

@@ -5,7 +5,7 @@ its defaults for other sections and what it needs of them: PlatformRules) and it
 `Platform`, see base.py). `StackConfig` takes its `platform` values and its platform sections from
 this table, and the facade builds the component it names; only the chosen platform's component
 module is imported, so a `local` stack never loads a cloud SDK. A platform kept in another package
-registers through an entry point (ENTRY_POINT_GROUP), as tests/unit/toy_platform does.
+registers through an entry point (ENTRY_POINT_GROUP), as tests/components/toy_platform does.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A platform's registry entry (components.platforms.PlatformPlugin.rehearsal_runti
 with:
 
 * `ARTIFACT_STAND_IN`: "s3" (moto) or "azurite", what stands in for its artifact store;
-* `services(run) -> dict[str, PlatformService]`: from the recorded graph (tests.unit.harness's run),
+* `services(run) -> dict[str, PlatformService]`: from the recorded graph (tests.harness.program's run),
   each service's containers as the platform hands them to its runtime: command, env, secret env
   values, the user it runs them as, init containers in order, probes and ports;
 * `database(run, services) -> StandInDatabase`: the managed PostgreSQL its stand-in must be;

@@ -1,6 +1,6 @@
 """The recorded graphs of the program, handed to the policies the way the analyzer hands them over.
 
-`run_program` (tests/unit/harness.py) records what the engine would store for each resource: its raw
+`run_program` (tests/harness/program.py) records what the engine would store for each resource: its raw
 inputs (secrets still wrapped in Pulumi's sentinel), options, parent and dependencies. The analyzer
 (pulumi_policy's `_PolicyAnalyzerServicer`) turns the engine's property struct into policy input with
 `deserialize_properties` (which unwraps secrets) and `unknown_checking_proxy` (Mapping/Sequence proxies
@@ -31,7 +31,7 @@ from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.proxy import unknown_checking_proxy
 
 from policy import policies as pack
-from tests.unit.harness import ProgramRun, Recorded, run_program, stack_file_config
+from tests.harness.program import ProgramRun, Recorded, run_program, stack_file_config
 
 OIDC = {"discoveryUrl": "https://login.example.com/realms/ml/.well-known/openid-configuration",
         "clientId": "mlflow-tracking", "clientSecret": "oidc-client-secret-7f3a9c1e", "adminGroup": "ml-admins",

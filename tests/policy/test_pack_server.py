@@ -20,7 +20,7 @@ from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
 from policy import policies as pack
 from tests.policy.graphs import graph, one, without
-from tests.unit.harness import REPO_ROOT, SECRET_SIG, SIG_KEY, Recorded
+from tests.harness.program import REPO_ROOT, SECRET_SIG, SIG_KEY, Recorded
 
 START_TIMEOUT_SECONDS = 60
 

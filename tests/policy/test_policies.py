@@ -27,7 +27,7 @@ from pulumi_policy.proxy import UNKNOWN_BOOLEAN_VALUE, UNKNOWN_STRING_VALUE, Unk
 
 from policy import policies as pack
 from tests.policy.graphs import Violation, check, graph, one, policy_named, replaced, without
-from tests.unit.harness import Recorded
+from tests.harness.program import Recorded
 
 POLICY_NAMES = [policy.name for policy in pack.POLICIES]
 

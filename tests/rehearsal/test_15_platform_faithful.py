@@ -144,12 +144,12 @@ def test_scripts_rehearse_platform_prints_the_client_lines_then_ready():
 
 
 def test_a_platform_from_one_folder_runs_as_its_runtime_says(monkeypatch, tmp_path: Path):
-    """Issue 24's proof, its last part: the toy platform (tests/unit/toy_platform, registered by its entry
+    """Issue 24's proof, its last part: the toy platform (tests/components/toy_platform, registered by its entry
     point, nothing of it under components/) through the platform-faithful rehearsal. Its registry entry
     names its runtime (toy/runtime.py): `scripts/rehearse --platform toy` runs its graph's containers as
     that says, its database as the toy makes it (an owner, no admin), and a signed-in client logs a run
     with a metric and an artifact and reads them back through the toy's proxy container."""
-    from tests.unit.test_toy_platform import TOY
+    from tests.harness.stacks import TOY
 
     _require("aws")  # what the toy's run needs too: root, unshare, setpriv, the S3 stand-in
     with _rehearsed("toy", os.pathsep.join([str(TOY), os.environ.get("PYTHONPATH", "")])) as exports:

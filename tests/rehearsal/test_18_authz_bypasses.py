@@ -11,7 +11,7 @@ server with and one without server.staticPrefix, behind the rendered Nginx):
   in query strings, JSON bodies, trace locations and GraphQL; the internal listener scrapes /metrics
   and the public one does not; a reader cannot link someone else's trace to their own run; only an
   admin lists the users.
-(The static prefixes the auth apps exempt are refused by the config: tests/unit/test_config_errors.py.)
+(The static prefixes the auth apps exempt are refused by the config: tests/components/test_config_errors.py.)
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.harness import REPO_ROOT
+from tests.harness.program import REPO_ROOT
 
 GITHUB = REPO_ROOT / ".github"
 WORKFLOWS = {path.name: path for path in sorted((GITHUB / "workflows").glob("*.yml"))}
