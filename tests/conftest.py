@@ -7,7 +7,8 @@ in collection order; on the workers, this hook orders the modules longest first,
 ones to start are short and the workers finish together, instead of one running a long rehearsal
 module alone at the end while the other has nothing left. The order inside a module is kept.
 
-The long suites (tests/rehearsal, tests/migration, tests/policy, tests/workflows) are marked
+The suites that start servers (tests/rehearsal, tests/migration, tests/policy, tests/workflows,
+tests/integration) are marked
 `slow`, so that `./scripts/test -m "not slow"` runs the others alone: the quick check while editing.
 
 Figures the rehearsal measures (`report_figure`, a test's user properties) are printed here, in the
@@ -54,7 +55,7 @@ SECONDS_PER_TEST = 0.1
 
 
 # The directories under tests/ whose every test is marked `slow`.
-SLOW_DIRECTORIES = ("rehearsal", "migration", "policy", "workflows")
+SLOW_DIRECTORIES = ("rehearsal", "migration", "policy", "workflows", "integration")
 TESTS = Path(__file__).resolve().parent
 
 
