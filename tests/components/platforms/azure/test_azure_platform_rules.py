@@ -17,7 +17,7 @@ import pytest
 
 from components.platforms.azure import platform as azure_platform
 from rehearsal.ports import free_port
-from tests.harness.program import ProgramMocks, ProgramRun, run_program
+from tests.harness.program import REPO_ROOT, ProgramMocks, ProgramRun, run_program
 from tests.harness.stacks import app, azure_config
 
 NGINX = "/usr/sbin/nginx"
@@ -378,3 +378,27 @@ def test_every_alert_uses_a_documented_metric_and_notifies_the_action_group(aler
         assert inputs["actions"] == [{"actionGroupId": group.state["id"]}] and inputs["autoMitigate"] is True
     assert not run_program(azure_config(), stack="azure").one("azure-native:monitor:ActionGroup").inputs.get(
         "emailReceivers")
+
+
+# Where each azure-native module's resources live (https://learn.microsoft.com/en-us/azure/azure-resource-manager/
+# management/azure-services-resource-providers); Microsoft.Authorization and Microsoft.Resources are registered in
+# every subscription.
+RESOURCE_PROVIDERS = {"app": "Microsoft.App", "containerregistry": "Microsoft.ContainerRegistry",
+                      "dbforpostgresql": "Microsoft.DBforPostgreSQL", "managedidentity": "Microsoft.ManagedIdentity",
+                      "monitor": "Microsoft.Insights", "network": "Microsoft.Network",
+                      "operationalinsights": "Microsoft.OperationalInsights", "privatedns": "Microsoft.Network",
+                      "storage": "Microsoft.Storage", "authorization": None, "resources": None}
+
+
+@pytest.mark.parametrize("config", [{}, {"domain": "mlflow.example.com"}], ids=["default", "domain"])
+def test_the_readme_registers_every_resource_provider_the_graph_uses(config):
+    """Review 24 (azure 2, F1): azure-native does not register resource providers, and a fresh subscription
+    refuses the first call to an unregistered one (MissingSubscriptionRegistration:
+    pulumi/pulumi-azure-native#3479). The README's prerequisite registers every one the graph uses."""
+    run = run_program(azure_config(azure=config), stack="azure")
+    modules = {r.type.split(":")[1] for r in run.resources if r.type.startswith("azure-native:")}
+    assert modules <= set(RESOURCE_PROVIDERS), f"which provider holds {modules - set(RESOURCE_PROVIDERS)}?"
+    readme = (REPO_ROOT / "README.md").read_text()
+    command = readme[readme.index("for namespace in Microsoft.App"):].split("; do", 1)[0]
+    needed = {RESOURCE_PROVIDERS[module] for module in modules} - {None}
+    assert needed <= set(command.split()), f"README's registration misses {needed - set(command.split())}"
