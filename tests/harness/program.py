@@ -190,6 +190,8 @@ class ProgramMocks(pulumi.runtime.Mocks):
         return f"{args.name}-id", outputs
 
     AWS_ACCOUNT = "123456789012"
+    AWS_IMPAIRED_ZONES: frozenset[str] = frozenset()
+    """Zones in an event (impaired, information, unavailable) as the look-up happens: not `available`."""
     AWS_ZONE_LETTERS = {"ap-northeast-1": "acd", "us-west-1": "bc", "us-east-1": "abcdef"}
     """The zone letters an account has where they are not a, b, c (ap-northeast-1 has no `b` for most
     accounts; us-west-1 has two of a, b, c, which per account)."""
@@ -304,6 +306,8 @@ class ProgramMocks(pulumi.runtime.Mocks):
             # An account's zones in the region (opt-in-not-required): the letters vary by region and account.
             region = self.aws_region
             letters = self.AWS_ZONE_LETTERS.get(region, "abc")
+            if args.args.get("state") == "available":  # a zone in an event is left out of `available`
+                letters = "".join(letter for letter in letters if f"{region}{letter}" not in self.AWS_IMPAIRED_ZONES)
             return {"id": region, "names": [f"{region}{letter}" for letter in letters],
                     "zoneIds": [f"{region[:3]}{region[-1]}-az{index + 1}" for index in range(len(letters))]}
         if args.token == "aws:ec2/getSubnets:getSubnets":

@@ -39,11 +39,11 @@ def zones(settings: AwsConfig, provider: pulumi.ProviderResource) -> tuple[str, 
     in ... ap-northeast-1a, ap-northeast-1c, ap-northeast-1d", aws-samples/saas-reference-architecture-ecs#12),
     so the zones come from EC2 DescribeAvailabilityZones, not from the region's name; Local and Wavelength
     Zones (opt-in) are left out. The first two sorted names: `<region>a` and `<region>b` where the account
-    has them, the zones earlier stacks took."""
+    has them, the zones earlier stacks took. Whatever their state: a zone impaired during a later `up` must
+    not move the subnets, the NAT gateways and the database's subnet group to another (review 24, aws 2 F1)."""
     if settings.availability_zones:
         return settings.availability_zones
-    found = aws.get_availability_zones(state="available",
-                                       filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}],
+    found = aws.get_availability_zones(filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}],
                                        opts=pulumi.InvokeOptions(provider=provider))
     names = sorted(found.names)
     if len(names) < 2:

@@ -600,7 +600,13 @@ class AwsPlatform(pulumi.ComponentResource):
 
     @property
     def _version_path(self) -> str:
-        return f"/{self.prefix}/mlflow"
+        """Where the deployed version is kept. SSM refuses a parameter name that begins with `aws` or `ssm`
+        (case-insensitive: https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_PutParameter.html),
+        so a prefix that does (an instance named `aws-tracking`) goes under `/mlflow-`: the first `up` failed at
+        its end and the schema guard never learnt a version (review 24, aws 2 F2). Every other stack keeps its
+        path, and with it its history."""
+        reserved = self.prefix.lower().startswith(("aws", "ssm"))
+        return f"/{'mlflow-' if reserved else ''}{self.prefix}/mlflow"
 
     def run_service(self, name: str, request: ServiceRequest, opts: pulumi.ResourceOptions) -> ServiceEndpoint:
         s, child = self.settings, self._merge(opts)

@@ -63,6 +63,8 @@ VARIANTS = [
             artifacts={"bucket": "mlflow-artifacts-research-team-eu-west-1"}),
     # A region whose zone letters are not a and b for most accounts (ap-northeast-1: a, c, d).
     variant("tokyo-zones-from-the-account", "aws", aws={"region": "ap-northeast-1"}),
+    # An instance name SSM's reserved prefixes begin (review 24, aws 2 F2: `/aws-...` parameter names).
+    variant("aws-named-instance", "aws", instance="aws-tracking"),
 ]
 
 
@@ -275,6 +277,17 @@ def test_subnets_are_in_zones_the_account_has(graph):
     CreateSubnet refuses ap-northeast-1b for most accounts ("Subnets can currently only be created in ...
     ap-northeast-1a, ap-northeast-1c, ap-northeast-1d": aws-samples/saas-reference-architecture-ecs#12)."""
     report(zones_rule(graph))
+
+
+def test_an_impaired_zone_during_a_later_up_moves_nothing(monkeypatch):
+    """Review 24 (aws 2, F1): the zones were looked up with state=available at every `up`; one run during a
+    zone event planned the subnets, the NAT gateways and the database's subnet group in other zones (RDS
+    refuses to drop a subnet its instance uses). The zones an account has do not change with their state."""
+    before = {s.name: s.inputs["availabilityZone"] for s in build(VARIANTS[0]).of_type("aws:ec2/subnet:Subnet")}
+    monkeypatch.setattr(harness.ProgramMocks, "AWS_IMPAIRED_ZONES", frozenset({"eu-west-1a"}))
+    during = {s.name: s.inputs["availabilityZone"]
+              for s in build(VARIANTS[0]).of_type("aws:ec2/subnet:Subnet")}
+    assert during == before and sorted(set(before.values())) == ["eu-west-1a", "eu-west-1b"]
 
 
 def listener_replacement_rule(graph: Graph) -> list[str]:
