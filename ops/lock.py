@@ -130,18 +130,6 @@ def _end_work_sessions_sql(token: str, others: bool) -> str:
             f"FROM pg_stat_activity WHERE {where} AND pid <> pg_backend_pid();\n")
 
 
-def _ending_what(others: bool) -> str:
-    return "ending the database sessions " + ("another tool left running" if others else "of an interrupted command")
-
-
-def _ask(process: subprocess.Popen, sql: str, what: str, timeout: float, answer: str = "[tf]") -> str:
-    """One question on a lock's psql session, its one-line answer (see _read_answer)."""
-    assert process.stdin is not None
-    process.stdin.write(sql.encode())
-    process.stdin.flush()
-    return _read_answer(process, what, timeout, answer)
-
-
 _HOLDS: dict[str, "HeldLock"] = {}
 """The holds this process has, by token (end_own_work_sessions finds its hold by a command's token)."""
 
@@ -212,12 +200,21 @@ class HeldLock:
         """End the database sessions of other holds (`others`: a killed tool's script still running) or of
         this one (an interrupted command's); how many ended. LockLostError when the lock's session does not
         answer (it is gone, or silent: the lock counts as lost, as for confirm)."""
+        what = "ending the database sessions " + ("another tool left running" if others
+                                                  else "of an interrupted command")
         try:
-            return int(self._ask(_end_work_sessions_sql(self.token, others), _ending_what(others),
-                                 END_SESSIONS_TIMEOUT_SECONDS, answer="[0-9]+"))
+            return int(self._ask(_end_work_sessions_sql(self.token, others), what, END_SESSIONS_TIMEOUT_SECONDS,
+                                 answer="[0-9]+"))
         except (OSError, ValueError, OpsError) as error:
             self.lost = True
             raise LockLostError(f"{self.lost_message('its next step')} ({error})") from error
+
+    def sweep(self) -> None:
+        """Before this hold works: stop what a tool that holds no lock any more left running, its one-offs
+        (they would go on writing: review 16, F2) and then its scripts in PostgreSQL (review 23, F2).
+        LockLostError when the lock's session does not answer."""
+        _say_stopped(self._access, self._access.stop_orphaned_oneoffs())
+        _say_ended(self._access, self.end_work_sessions(others=True))
 
     def end_own_work_sessions(self) -> None:
         """end_work_sessions(others=False), quietly: skipped when the lock is lost (its session is gone or
@@ -303,18 +300,17 @@ class HeldLock:
         if process is None:
             self.why_not_retaken = "another backup, restore or gc holds it now"
             return False
+        _close(self._process, 1.0)  # its session was ended above (or it went with it): no grace needed
+        self._process, self.lost = process, False
         # Another tool may have held it meanwhile and been killed, its one-offs still writing (review 22, F2),
         # its scripts still running in PostgreSQL (review 23, F2).
         try:
-            _say_stopped(self._access, self._access.stop_orphaned_oneoffs())
-            _say_ended(self._access, int(_ask(process, _end_work_sessions_sql(self.token, True), _ending_what(True),
-                                              END_SESSIONS_TIMEOUT_SECONDS, answer="[0-9]+")))
-        except (OpsError, OSError, ValueError) as error:
+            self.sweep()
+        except OpsError as error:  # (a LockLostError too)
             _close(process)
+            self.lost = True
             self.why_not_retaken = f"what another tool left running could not be stopped ({error})"
             return False
-        _close(self._process, 1.0)  # its session was ended above (or it went with it): no grace needed
-        self._process, self.lost = process, False
         self.watch()
         return True
 
@@ -370,10 +366,8 @@ def maintenance_lock(access: StackAccess, holder: str) -> Iterator[HeldLock]:
     outer, access.lock_token = access.lock_token, token
     _HOLDS[token] = held
     try:
-        # a killed tool's one-offs, which would go on writing (review 16, F2)
-        _say_stopped(access, access.stop_orphaned_oneoffs())
-        try:  # and its scripts running on in PostgreSQL (review 23, F2)
-            _say_ended(access, held.end_work_sessions(others=True))
+        try:
+            held.sweep()
         except LockLostError:
             raise LockLostError(held.lost_message("its first step")) from None
         # Watched only from here: a LockLost before the `with` body is bound would reach the tool as an

@@ -148,8 +148,8 @@ def test_a_retaken_lock_stops_the_one_offs_of_a_tool_that_held_it_meanwhile(monk
 
     monkeypatch.setattr(lock, "_take", lambda access, holder, token: session())
     monkeypatch.setattr(lock, "_end_sessions_of", lambda access, token: swept.append("ended " + token))
-    monkeypatch.setattr(lock, "_ask", lambda process, sql, what, timeout, answer="[tf]":
-                        swept.append("ended work of " + ("others" if "AND NOT" in sql else "own")) or "0")
+    monkeypatch.setattr(lock.HeldLock, "end_work_sessions", lambda self, others:
+                        swept.append("ended work of " + ("others" if others else "own")) or 0)
     held = lock.HeldLock(session(), Access(), "restore", "0123456789ab")
     monkeypatch.setattr(held, "watch", lambda: None)
     assert held.retake() and swept == ["ended 0123456789ab", "0123456789ab", "ended work of others"]
