@@ -431,7 +431,7 @@ TRANSFERS_AT_ONCE = 2
 """The limit is half the disk: an upload and a download of the largest artifact fit at once."""
 # Fargate gives a task 20 GiB unless the task definition asks for 21-200, and the image's layers
 # use the same storage (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-task-storage.html).
-def replica_temporary_disk_gib(platform: str, server_cpu: float, section: BaseModel) -> Optional[int]:
+def replica_temporary_disk_gib(platform: str, server_cpu: float, section: BaseModel) -> Optional[float]:
     """GiB a server replica can spool artifacts to (`section`: the platform's own); None where it is the
     host's disk (`local`)."""
     return PLATFORMS[platform].rules.temporary_disk_gib(server_cpu, section)
@@ -440,7 +440,7 @@ def replica_temporary_disk_gib(platform: str, server_cpu: float, section: BaseMo
 def largest_transfer_mib(platform: str, server_cpu: float, section: BaseModel) -> Optional[int]:
     """The largest proxied artifact a server replica can take, in MiB; None: no limit (`local`)."""
     disk = replica_temporary_disk_gib(platform, server_cpu, section)
-    return None if disk is None else disk * 1024 // TRANSFERS_AT_ONCE
+    return None if disk is None else int(disk * 1024) // TRANSFERS_AT_ONCE
 
 
 def nginx_size(mib: Optional[int]) -> str:

@@ -432,7 +432,7 @@ class Azure(TypedDict):
     """standby server (not on burstable sizes). Default: "disabled"."""
 
     storage_sku: NotRequired[StorageRedundancy]
-    """storage account redundancy. Default: "Standard_ZRS"."""
+    """storage account redundancy (default: Standard_ZRS where the region offers it, else Standard_LRS); the zone-redundant ones only where Azure offers them. Default: unset."""
 
     blob_soft_delete_days: NotRequired[int]
     """deleted blobs and containers stay recoverable this long. Default: 7."""

@@ -49,12 +49,12 @@ class PlatformRules(Protocol):
         """Server replicas its database must serve at most (rollouts included), and how they are counted."""
         ...
 
-    def temporary_disk_gib(self, server_cpu: float, section: Any) -> Optional[int]:
+    def temporary_disk_gib(self, server_cpu: float, section: Any) -> Optional[float]:
         """GiB a server replica can spool artifacts to (`section`: its own, validated); None where the host's
         disk is the limit."""
         ...
 
-    def temporary_disk_said(self, config: StackConfig, disk: int) -> str:
+    def temporary_disk_said(self, config: StackConfig, disk: float) -> str:
         """That disk in a config error, with what raises it."""
         ...
 

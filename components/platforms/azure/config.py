@@ -50,6 +50,23 @@ AZURE_LOCATIONS = AZURE_ZONE_REGIONS | frozenset({
     "southafricawest", "southindia", "swedensouth", "switzerlandwest", "uaecentral", "ukwest", "westcentralus",
     "westindia", "westus",
 })
+# Regions where a standard general-purpose v2 account may be zone-redundant (ZRS), and geo-zone-redundant
+# (GZRS, RA-GZRS): https://learn.microsoft.com/en-us/azure/storage/common/redundancy-regions-zrs and
+# .../redundancy-regions-gzrs. Elsewhere Azure refuses the account at its creation (review 24, azure 2 F2).
+AZURE_ZRS_REGIONS = frozenset({
+    "southafricanorth", "australiaeast", "centralindia", "eastasia", "japaneast", "koreacentral", "southeastasia",
+    "francecentral", "germanywestcentral", "italynorth", "northeurope", "norwayeast", "polandcentral",
+    "spaincentral", "swedencentral", "switzerlandnorth", "uksouth", "westeurope", "israelcentral", "qatarcentral",
+    "uaenorth", "canadacentral", "centralus", "eastus", "eastus2", "mexicocentral", "southcentralus", "westus2",
+    "westus3", "brazilsouth",
+})
+AZURE_GZRS_REGIONS = AZURE_ZRS_REGIONS - frozenset({
+    "italynorth", "polandcentral", "spaincentral", "israelcentral", "qatarcentral", "mexicocentral",
+})
+ZONE_REDUNDANT_STORAGE = {"Standard_ZRS": AZURE_ZRS_REGIONS, "Standard_GZRS": AZURE_GZRS_REGIONS,
+                          "Standard_RAGZRS": AZURE_GZRS_REGIONS}
+StorageSku = Literal["Standard_LRS", "Standard_ZRS", "Standard_GRS", "Standard_GZRS", "Standard_RAGRS",
+                     "Standard_RAGZRS"]
 _RESOURCE_GROUP = re.compile(r"^[-\w._()]{0,89}[-\w_()]$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -89,8 +106,9 @@ class AzureConfig(_Section):
                                           "the server is created only (a later change is ignored)")
     db_high_availability: Literal["disabled", "same-zone", "zone-redundant"] = Field(
         "disabled", description="standby server (not on burstable sizes)")
-    storage_sku: Literal["Standard_LRS", "Standard_ZRS", "Standard_GRS", "Standard_GZRS", "Standard_RAGRS",
-                         "Standard_RAGZRS"] = Field("Standard_ZRS", description="storage account redundancy")
+    storage_sku: Optional[StorageSku] = Field(None, description="storage account redundancy (default: Standard_ZRS "
+                                              "where the region offers it, else Standard_LRS); the zone-redundant "
+                                              "ones only where Azure offers them")
     blob_soft_delete_days: int = Field(7, ge=1, le=365,
                                        description="deleted blobs and containers stay recoverable this long")
     noncurrent_version_expiration_days: Optional[int] = Field(90, ge=0, le=3650, description="delete old artifact "
@@ -194,6 +212,18 @@ class AzureConfig(_Section):
         if self.zone_redundant and self.location not in AZURE_ZONE_REGIONS:
             raise ValueError(f"azure.zoneRedundant: azure.location {self.location} has no availability zones; set "
                              "it false or choose a region with zones")
+        if self.db_high_availability == "zone-redundant" and self.location not in AZURE_ZONE_REGIONS:
+            # The standby goes to another availability zone of the region
+            # (https://learn.microsoft.com/en-us/azure/reliability/reliability-postgresql-flexible-server).
+            raise ValueError(f"azure.dbHighAvailability zone-redundant: azure.location {self.location} has no "
+                             "availability zones; choose same-zone or a region with zones")
+        regions = ZONE_REDUNDANT_STORAGE.get(self.storage_sku or "")
+        if regions is not None and self.location not in regions:
+            offered = ", ".join(sku for sku, where in ZONE_REDUNDANT_STORAGE.items() if self.location in where)
+            raise ValueError(f"azure.storageSku {self.storage_sku} is not offered in azure.location {self.location} "
+                             "(https://learn.microsoft.com/en-us/azure/storage/common/redundancy-regions-zrs); "
+                             f"choose {offered + ', ' if offered else ''}Standard_LRS, Standard_GRS or "
+                             "Standard_RAGRS")
         if self.managed_certificate and (self.internal or tuple(self.allowed_cidrs) != ANYWHERE):
             # DigiCert validates, and renews, over the public internet
             # (https://learn.microsoft.com/en-us/azure/container-apps/custom-domains-managed-certificates).
@@ -211,6 +241,13 @@ class AzureConfig(_Section):
     @property
     def zone_redundancy(self) -> bool:
         return self.location in AZURE_ZONE_REGIONS if self.zone_redundant is None else self.zone_redundant
+
+    @property
+    def storage_redundancy(self) -> str:
+        """The storage account's SKU: zone-redundant by default where the region offers it."""
+        if self.storage_sku is not None:
+            return self.storage_sku
+        return "Standard_ZRS" if self.location in AZURE_ZRS_REGIONS else "Standard_LRS"
 
     @property
     def db_tier(self) -> str:
@@ -260,6 +297,12 @@ RESERVED_DB_CONNECTIONS = AZURE_DB_RESERVED_CONNECTIONS
 # Container Apps: a replica's ephemeral storage by its vCPUs (consumption profile)
 # (https://learn.microsoft.com/en-us/azure/container-apps/storage-mounts#ephemeral-storage).
 CONTAINER_APPS_EPHEMERAL_GIB = ((0.25, 1), (0.5, 2), (1.0, 4), (float("inf"), 8))
+CONTAINER_APPS_SPOOL_SHARE = 0.75
+"""What spooled artifacts may take of it. The container's writable layer and its log files count against
+the same limit, and a replica over it is evicted with every request it serves (exit 137: "Pod ephemeral local
+storage usage exceeds the total limit of containers", microsoft/azure-container-apps#896; Kubernetes' local
+ephemeral storage: https://kubernetes.io/docs/concepts/configuration/manage-resources-containers/). Review 24,
+azure 2 F3: the whole disk given to two transfers left nothing for the rest."""
 
 
 def raw_defaults(values: dict[str, Any]) -> dict[str, Any]:
@@ -287,14 +330,19 @@ def server_replicas(config: StackConfig) -> tuple[int, str]:
             "(server.maxReplicas + server.replicas during a rollout)")
 
 
-def temporary_disk_gib(server_cpu: float, section: AzureConfig) -> Optional[int]:
-    """What a replica can spool artifacts to: its ephemeral storage, by its vCPUs."""
+def ephemeral_gib(server_cpu: float) -> int:
+    """A replica's ephemeral storage, by its vCPUs."""
     return next(gib for cpus, gib in CONTAINER_APPS_EPHEMERAL_GIB if server_cpu <= cpus)
 
 
-def temporary_disk_said(config: StackConfig, disk: int) -> str:
-    return (f"a Container Apps replica's {disk} GiB of ephemeral storage at server.cpu {config.server.cpu:g}; "
-            "8 GiB above 1 vCPU")
+def temporary_disk_gib(server_cpu: float, section: AzureConfig) -> Optional[float]:
+    """What a replica can spool artifacts to: its ephemeral storage but the share kept for the rest."""
+    return ephemeral_gib(server_cpu) * CONTAINER_APPS_SPOOL_SHARE
+
+
+def temporary_disk_said(config: StackConfig, disk: float) -> str:
+    return (f"{disk:g} GiB of a Container Apps replica's {ephemeral_gib(config.server.cpu)} GiB of ephemeral storage "
+            f"at server.cpu {config.server.cpu:g}, the rest kept for its own files and logs; 8 GiB above 1 vCPU")
 
 
 def gc_schedule(expression: str) -> None:

@@ -471,7 +471,7 @@ class AzurePlatform(pulumi.ComponentResource):
         account = azure.storage.StorageAccount(
             name, resource_group_name=self.resource_group,
             account_name=self.suffix.result.apply(lambda suffix: f"{_alphanumeric(self.prefix)[:18]}{suffix}"),
-            kind="StorageV2", sku={"name": s.storage_sku}, access_tier="Hot",
+            kind="StorageV2", sku={"name": s.storage_redundancy}, access_tier="Hot",
             minimum_tls_version="TLS1_2", enable_https_traffic_only=True, allow_blob_public_access=False,
             allow_shared_key_access=False, default_to_o_auth_authentication=True, allow_cross_tenant_replication=False,
             network_rule_set={"default_action": "Deny", "bypass": "AzureServices",

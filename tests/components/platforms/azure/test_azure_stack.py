@@ -398,12 +398,25 @@ def test_internal_ingress_and_an_existing_resource_group():
      "managed certificate"),
     ({"azure": {"location": "westus", "zoneRedundant": True}}, "azure.zoneRedundant", "no availability zones"),
     ({"azure": {"alarmEmail": "ops.example.com"}}, "mlflow:azure.alarmEmail", "email address"),
+    # review 24, azure 2 F2: redundancy the region does not offer.
+    ({"azure": {"location": "westus", "storageSku": "Standard_ZRS"}}, "azure.storageSku", "not offered in"),
+    ({"azure": {"location": "japanwest", "storageSku": "Standard_ZRS"}}, "azure.storageSku", "Standard_LRS"),
+    ({"azure": {"location": "italynorth", "storageSku": "Standard_RAGZRS"}}, "azure.storageSku", "Standard_ZRS, "),
+    ({"azure": {"location": "northcentralus", "dbSku": "Standard_D2ds_v5", "dbHighAvailability": "zone-redundant"}},
+     "azure.dbHighAvailability", "no availability zones"),
 ])
 def test_azure_config_errors_name_the_key(settings, key, fragment):
     raw = {"platform": "azure", **settings}
     with pytest.raises(ConfigError) as caught:
         parse_stack_config(raw, "Pulumi.azure.yaml")
     assert key in str(caught.value) and fragment in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize("location, sku", [("westeurope", "Standard_ZRS"), ("westus", "Standard_LRS"),
+                                           ("japanwest", "Standard_LRS"), ("uksouth", "Standard_ZRS")])
+def test_storage_is_zone_redundant_by_default_where_the_region_offers_it(location, sku):
+    config = parse_stack_config({"platform": "azure", "azure": {"location": location}}, "Pulumi.azure.yaml")
+    assert config.azure.storage_redundancy == sku
 
 
 def test_the_sku_limit_bounds_the_connection_budget():

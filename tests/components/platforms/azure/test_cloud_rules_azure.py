@@ -19,6 +19,7 @@ from unittest import mock
 import pytest
 
 from components.platforms.azure import platform as azure_platform
+from components.platforms.azure.config import AZURE_ZONE_REGIONS
 
 from tests.policy.graphs import replaced
 from tests.harness.cloud_rules import (
@@ -52,11 +53,13 @@ VARIANTS = [
             azure={"domain": "mlflow.example.com", "premiumIngress": True, "dbHighAvailability": "zone-redundant",
                    "dbSku": "Standard_D2ds_v5"},
             proxy={"timeoutSeconds": 900}, maintenance={"gcSchedule": "15 3 * * *"}),
+    variant("westus-no-zones", "azure", azure={"location": "westus"}),
+    variant("japanwest-zones-without-zrs", "azure", azure={"location": "japanwest"}),
     variant("eu_prod-long-mlflow-auth-certificate-internal-no-prometheus", "azure", stack="eu_prod",
             instance=LONG_INSTANCE, auth={"mode": "mlflow"},
             azure={"domain": "mlflow.example.com", "certificateId": CERTIFICATE_ID, "internal": True},
             observability={"prometheus": False}, server={"cpu": 2, "memoryMib": 4096},
-            proxy={"clientMaxBodySize": "4g"}),
+            proxy={"clientMaxBodySize": "3g"}),
 ]
 
 
@@ -378,6 +381,13 @@ def replica_cpu(workload: Recorded) -> float:
     return sum(float(c["resources"]["cpu"]) for c in workload.inputs["template"]["containers"])
 
 
+SPOOLED_SHARE = 0.75
+"""What artifacts may take of a replica's ephemeral storage: the container's writable layer and its log files
+count against the same limit, and a replica above it is evicted (exit 137, "Pod ephemeral local storage usage
+exceeds the total limit of containers": https://github.com/microsoft/azure-container-apps/issues/896,
+https://kubernetes.io/docs/concepts/configuration/manage-resources-containers/#local-ephemeral-storage)."""
+
+
 def spool_rule(graph: Graph) -> list[str]:
     problems = []
     bodies = [directive(public_server_block(nginx_conf(a)), "client_max_body_size") or NGINX_DEFAULT_BODY_SIZE
@@ -385,16 +395,19 @@ def spool_rule(graph: Graph) -> list[str]:
     for app in server_apps(graph):
         disk = ephemeral_gib(replica_cpu(app))
         for body in bodies:
-            if nginx_size_bytes(body) > disk * GIB:
-                problems.append(f"[{graph.variant.name}] the proxy accepts bodies of {body} (0: any size) but "
-                                f"{app.name}'s replicas have {disk} GiB of temporary disk to spool them on")
+            size = nginx_size_bytes(body)
+            if 2 * size > disk * GIB * SPOOLED_SHARE:
+                problems.append(f"[{graph.variant.name}] the proxy accepts bodies of {body} (0: any size): an upload "
+                                f"and a download of that size at once leave {app.name}'s replicas less than a "
+                                f"quarter of their {disk} GiB of temporary disk for the rest")
     return problems
 
 
 def test_largest_accepted_upload_fits_the_server_replicas_disk(graph):
     """MLflow 3.17.2 spools a proxied upload to a temporary file (and fetches a download whole)
-    before it reaches Blob Storage: the largest body Nginx accepts must fit the server replica's
-    ephemeral storage (4 GiB at up to 1 vCPU, 8 GiB above).
+    before it reaches Blob Storage: an upload and a download of the largest body Nginx accepts must fit the
+    server replica's ephemeral storage (1 GiB at 0.25 vCPU ... 4 GiB at 1 vCPU, 8 GiB above) with room for the
+    container's own files and logs (review 24, azure 2 F3: 2g at 1 vCPU left none).
     https://learn.microsoft.com/en-us/azure/container-apps/storage-mounts#ephemeral-storage,
     http://nginx.org/en/docs/http/ngx_http_core_module.html#client_max_body_size"""
     report(spool_rule(graph))
@@ -426,16 +439,75 @@ def test_cpu_and_memory_are_consumption_sizes(graph):
     report(size_rule(graph))
 
 
+# Regions where Azure offers zone-redundant storage to a standard general-purpose v2 account, and geo-zone-
+# redundant storage (the storage docs' lists, not the regions with zones: japanwest has zones, not ZRS).
+ZRS_REGIONS = {
+    "southafricanorth", "australiaeast", "centralindia", "eastasia", "japaneast", "koreacentral", "southeastasia",
+    "francecentral", "germanywestcentral", "italynorth", "northeurope", "norwayeast", "polandcentral",
+    "spaincentral", "swedencentral", "switzerlandnorth", "uksouth", "westeurope", "israelcentral", "qatarcentral",
+    "uaenorth", "canadacentral", "centralus", "eastus", "eastus2", "mexicocentral", "southcentralus", "westus2",
+    "westus3", "brazilsouth"}
+GZRS_REGIONS = {
+    "southafricanorth", "australiaeast", "eastasia", "japaneast", "koreacentral", "southeastasia", "centralindia",
+    "francecentral", "germanywestcentral", "northeurope", "norwayeast", "swedencentral", "switzerlandnorth",
+    "uksouth", "westeurope", "uaenorth", "canadacentral", "centralus", "eastus", "eastus2", "southcentralus",
+    "westus2", "westus3", "brazilsouth"}
+ZONE_REDUNDANT_SKUS = {"Standard_ZRS": ZRS_REGIONS, "Standard_GZRS": GZRS_REGIONS, "Standard_RAGZRS": GZRS_REGIONS,
+                       "Premium_ZRS": ZRS_REGIONS}
+
+
+def location_of(graph: Graph, resource: Recorded) -> str:
+    """The resource's region: its own `location`, else its provider's."""
+    if resource.inputs.get("location"):
+        return resource.inputs["location"]
+    [provider] = [r for r in graph.resources if r.urn == resource.provider.rsplit("::", 1)[0]]  # "<urn>::<id>"
+    return provider.inputs["location"]
+
+
 def zone_rule(graph: Graph) -> list[str]:
-    return [f"[{graph.variant.name}] {e.name}: not zone-redundant (settable only when it is created)"
-            for e in graph.of_type(ENVIRONMENT) if e.inputs.get("zoneRedundant") is not True]
+    problems = []
+    for environment in graph.of_type(ENVIRONMENT):
+        has_zones = location_of(graph, environment) in AZURE_ZONE_REGIONS
+        if bool(environment.inputs.get("zoneRedundant")) != has_zones:
+            problems.append(f"[{graph.variant.name}] {environment.name}: zoneRedundant "
+                            f"{environment.inputs.get('zoneRedundant')} in {location_of(graph, environment)}, which "
+                            f"{'has' if has_zones else 'has no'} availability zones (settable only when it is created)")
+    return problems
 
 
-def test_environment_is_zone_redundant(graph):
+def test_environment_is_zone_redundant_where_the_region_has_zones(graph):
     """Replicas spread over availability zones only in a zone-redundant environment, which is
-    chosen when the environment is created (with a virtual network) and cannot be changed after.
+    chosen when the environment is created (with a virtual network) and cannot be changed after; a region
+    without zones refuses it.
     https://learn.microsoft.com/en-us/azure/reliability/reliability-azure-container-apps#availability-zone-support"""
     report(zone_rule(graph))
+
+
+def redundancy_rule(graph: Graph) -> list[str]:
+    problems = []
+    for account in graph.of_type("azure-native:storage:StorageAccount"):
+        sku, where = account.inputs["sku"]["name"], location_of(graph, account)
+        if sku in ZONE_REDUNDANT_SKUS and where not in ZONE_REDUNDANT_SKUS[sku]:
+            problems.append(f"[{graph.variant.name}] {account.name}: {sku} is not offered in {where}")
+        if sku not in ZONE_REDUNDANT_SKUS and where in ZRS_REGIONS:
+            problems.append(f"[{graph.variant.name}] {account.name}: {sku} in {where}, which offers Standard_ZRS "
+                            "(the stack's default there)")
+    for server in graph.of_type("azure-native:dbforpostgresql:Server"):
+        mode = (server.inputs.get("highAvailability") or {}).get("mode")
+        if mode == "ZoneRedundant" and location_of(graph, server) not in AZURE_ZONE_REGIONS:
+            problems.append(f"[{graph.variant.name}] {server.name}: zone-redundant high availability in "
+                            f"{location_of(graph, server)}, which has no availability zones")
+    return problems
+
+
+def test_redundancy_is_what_the_region_offers(graph):
+    """Review 24 (azure 2 F2): the default Standard_ZRS was sent to regions without ZRS (westus,
+    northcentralus, japanwest, ...), where Azure refuses the storage account at the first `up`; a
+    zone-redundant standby needs a region with zones. ZRS is the default where the region offers it.
+    https://learn.microsoft.com/en-us/azure/storage/common/redundancy-regions-zrs,
+    https://learn.microsoft.com/en-us/azure/storage/common/redundancy-regions-gzrs,
+    https://learn.microsoft.com/en-us/azure/reliability/reliability-postgresql-flexible-server"""
+    report(redundancy_rule(graph))
 
 
 # --- each rule can fail ---------------------------------------------------------------------------
@@ -512,6 +584,8 @@ MUTATIONS = {
         "resources"].update(memory="3Gi"))),
     "zones": (zone_rule, lambda g: mutated(g, ENVIRONMENT, "mlflow-platform-environment",
                                            lambda i: i.update(zoneRedundant=False))),
+    "redundancy": (redundancy_rule, lambda g: mutated(g, "azure-native:storage:StorageAccount", "mlflow-artifacts",
+                                                      lambda i: i.update(location="westus"))),
 }
 
 
