@@ -96,7 +96,8 @@ class ProxyConfig(_Section):
     port: int = Field(8080, ge=1, le=65535, description="public port users connect to")
     tls: Literal["off", "self-signed"] = Field("off", description="TLS on the public port")
     username: str = Field("mlflow", description="basic-auth user name")
-    client_max_body_size: str = Field("0", description="largest request body, nginx syntax (0 = unlimited, 512m, 10g); "
+    client_max_body_size: str = Field("0", description="largest artifact upload, nginx syntax (0 = unlimited, 512m, "
+                                      "10g; every other request: at most 16m); "
                                       "aws and azure: at most, and by default, half the server replica's temporary "
                                       "disk, where MLflow spools each proxied artifact whole "
                                       "(README, \"Large artifacts\")")

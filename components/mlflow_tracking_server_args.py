@@ -169,7 +169,7 @@ class Proxy(TypedDict):
     """basic-auth user name. Default: "mlflow"."""
 
     client_max_body_size: NotRequired[str]
-    """largest request body, nginx syntax (0 = unlimited, 512m, 10g); aws and azure: at most, and by default, half the server replica's temporary disk, where MLflow spools each proxied artifact whole (README, "Large artifacts"). Default: "0"."""
+    """largest artifact upload, nginx syntax (0 = unlimited, 512m, 10g; every other request: at most 16m); aws and azure: at most, and by default, half the server replica's temporary disk, where MLflow spools each proxied artifact whole (README, "Large artifacts"). Default: "0"."""
 
     timeout_seconds: NotRequired[int]
     """read/send timeout for slow, large transfers (azure: the ingress's limit, 240 or 1800 with premium ingress). Default: 900."""

@@ -38,12 +38,13 @@ from components.render.database import (AUTH_MIGRATIONS, AUTH_UPGRADE_LOCK_KEY, 
                                         schema_upgrade_spec, auth_upgrade_spec, role_setup_spec)
 from components.render.gc import (GC_LOCKED_EXIT, GC_LOCK_DATABASE, GC_LOCK_TOKEN_ENV, GC_SCRIPT, GC_HTTP_RETRIES,
                                   gc_spec)
-from components.render.proxy import (NginxPaths, ProxySettings, ssha_hash, htpasswd_line, nginx_conf,
+from components.render.proxy import (API_BODY_LIMIT, NginxPaths, ProxySettings, ssha_hash, htpasswd_line, nginx_conf,
                                      proxy_health_check, reverse_proxy_spec, proxy_settings)
 from components.render.storage import (artifact_bucket_policy, artifacts_destination, AZURE_CLIENT_ID_ENV,
                                        AZURE_CONNECTION_STRING_ENV, blob_artifacts_destination)
 
 __all__ = [
+    "API_BODY_LIMIT",
     "config_default", "MLFLOW_PORT", "PROXY_HTTP_PORT", "PROXY_HTTPS_PORT", "PROXY_LIVENESS_PATH",
     "PROXY_CONNECT_TIMEOUT_SECONDS", "KEEPALIVE_MARGIN_SECONDS", "NGINX_DEFAULT_KEEPALIVE_SECONDS",
     "DEFAULT_METRICS_PORT", "allowed_hosts", "public_origins", "public_url", "public_scheme", "health_path",

@@ -16,6 +16,14 @@ from components.render.endpoints import (DEFAULT_METRICS_PORT, NGINX_DEFAULT_KEE
 from components.render.server import METRICS_SCRAPE_HEADER, METRICS_SCRAPE_HEADER_VALUE
 from components.spec import ContainerSpec, HealthCheck
 
+API_BODY_LIMIT = "16m"
+"""The largest body of any request but an artifact upload: what mlflow_guard reads of an API body at most
+(MAX_INSPECTED_BODY_BYTES). MLflow's bridge to its Flask routes buffers the whole body in memory before its
+auth app has looked at the request (review 24, azure 3 F1: an anonymous 1.5 GB POST cost 2.2 GB)."""
+STREAMED_UPLOAD_ROUTE = r"^/(?:ajax-)?api/2\.0/mlflow-artifacts/artifacts/."
+"""The streaming artifact router's file routes (mlflow/server/artifact_router.py: GET and PUT), unprefixed: the
+server mounts them at the root under a static prefix too."""
+
 if TYPE_CHECKING:
     from components.config import AuthConfig, ObservabilityConfig, ServerConfig
 
@@ -142,6 +150,8 @@ def nginx_conf(settings: ProxySettings) -> str:
             f"        location {prefix}/api/2.0/mlflow-artifacts/ {{\n"
             # (a regex location: a prefix one ending in "/" would 301 the listing URI .../artifacts)
             f"            location ~ ^{prefix}/api/2\\.0/mlflow-artifacts/artifacts/. {{\n"
+            f"                client_max_body_size {settings.client_max_body_size};\n"
+            f"{_refuse_unstreamed_bodies('                ')}"
             "                if ($request_method ~ ^(GET|PUT)$) {\n"
             f"                    rewrite ^{prefix}(/api/2\\.0/mlflow-artifacts/.*)$ $1 break;\n"
             "                }\n"
@@ -150,6 +160,16 @@ def nginx_conf(settings: ProxySettings) -> str:
             f"{upstream}"
             "        }\n"
         )
+    # Only MLflow's streaming artifact router takes large bodies (PUT, written to a temporary file): every
+    # other route reaches MLflow through its WSGI bridge, which holds the whole body in memory before any
+    # login check (mlflow/server/fastapi_app.py, _EfficientWSGIResponder), so those stay at API_BODY_LIMIT.
+    locations.append(
+        f"        location ~ {STREAMED_UPLOAD_ROUTE} {{\n"
+        f"            client_max_body_size {settings.client_max_body_size};\n"
+        f"{_refuse_unstreamed_bodies('            ')}"
+        f"{upstream}"
+        "        }\n"
+    )
     # With an S3-compatible artifact store, MLflow 3.17 advertises presigned multipart transfers in
     # server-info; clients then download every artifact (and upload those >= 500 MB) at the
     # server's own S3 endpoint, past this proxy (on `local` http://minio:9000, which users cannot
@@ -191,6 +211,7 @@ def nginx_conf(settings: ProxySettings) -> str:
         f"    fastcgi_temp_path {p.temp_dir}/fastcgi;\n"
         f"    uwsgi_temp_path {p.temp_dir}/uwsgi;\n"
         f"    scgi_temp_path {p.temp_dir}/scgi;\n"
+        f"{_UNSTREAMED_BODY_MAP}"
         "    upstream mlflow_upstream {\n"
         f"        server {settings.upstream};\n"
         "    }\n"
@@ -199,8 +220,8 @@ def nginx_conf(settings: ProxySettings) -> str:
         "        server_name _;\n"
         f"{tls_lines}"
         f"{_refuse_empty_artifact_path(prefix)}"
-        # Artifacts can be gigabytes: no body limit by default, stream both ways, long timeouts.
-        f"        client_max_body_size {settings.client_max_body_size};\n"
+        # API bodies are small; artifacts (their own locations) can be gigabytes. Stream both ways, long timeouts.
+        f"        client_max_body_size {api_body_limit(settings.client_max_body_size)};\n"
         "        proxy_request_buffering off;\n"
         "        proxy_buffering off;\n"
         f"        client_body_timeout {timeout};\n"
@@ -229,6 +250,37 @@ def nginx_conf(settings: ProxySettings) -> str:
         f"{_metrics_server(settings)}"
         "}\n"
     )
+
+
+def api_body_limit(artifact_limit: str) -> str:
+    """The body limit of every route but the artifact uploads: API_BODY_LIMIT, or the artifacts' own if smaller."""
+    limit = _nginx_bytes(API_BODY_LIMIT)
+    own = _nginx_bytes(artifact_limit)
+    return artifact_limit if 0 < own < limit else API_BODY_LIMIT
+
+
+def _nginx_bytes(size: str) -> int:
+    units = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+    return int(size[:-1]) * units[size[-1].lower()] if size[-1].isalpha() else int(size)
+
+
+def _refuse_unstreamed_bodies(indent: str) -> str:
+    """On the artifact routes only PUT is streamed to disk; a body sent with another method goes to the
+    WSGI bridge, which holds it in memory: 413 before it is read."""
+    return (f"{indent}if ($mlflow_unstreamed_body) {{\n"
+            f"{indent}    return 413;\n"
+            f"{indent}}}\n")
+
+
+_UNSTREAMED_BODY_MAP = (
+    # 1 when a request other than PUT announces a body (a Content-Length above 0, or any Transfer-Encoding).
+    '    map "$request_method:$http_content_length:$http_transfer_encoding" $mlflow_unstreamed_body {\n'
+    "        default 0;\n"
+    '        "~^PUT:" 0;\n'
+    '        "~^[^:]+:0*[1-9]" 1;\n'
+    '        "~^[^:]+:[^:]*:." 1;\n'
+    "    }\n"
+)
 
 
 def _refuse_empty_artifact_path(prefix: str) -> str:

@@ -240,6 +240,17 @@ def directive(block: str, name: str) -> Optional[str]:
     return match.group(1).strip() if match else None
 
 
+def artifact_body_size(conf: str) -> str:
+    """What Nginx accepts in one artifact upload: the limit of the location of the streaming router's
+    unprefixed file routes (every other route keeps the server's, far smaller: components/render/proxy.py)."""
+    server = public_server_block(conf)
+    found = [body for header, body in _blocks(server, "location")
+             if header.split()[1:2] == ["~"] and "mlflow-artifacts/artifacts/" in header and "^/(" in header]
+    assert len(found) == 1, f"expected one artifact upload location, found {len(found)}"
+    return directive(found[0], "client_max_body_size") or directive(server, "client_max_body_size") or \
+        NGINX_DEFAULT_BODY_SIZE
+
+
 def location_for(server: str, path: str) -> Optional[str]:
     """The body of the location Nginx picks for `path` among exact and prefix locations (regex
     locations are not evaluated: a path they would take is reported as unmatched)."""

@@ -366,6 +366,7 @@ class AzurePlatform(pulumi.ComponentResource):
                 lambda registry: f"az acr login --name {registry} --expose-token --output tsv --query accessToken"),
             triggers=[self.images], logging="none")
         self.push_password = pulumi.Output.secret(login.stdout.apply(lambda out: out.strip() if out else out))
+        self.storage_grants_honoured: list[command.local.Command] = []
 
     def _environment(self) -> None:
         s = self.settings
@@ -494,10 +495,16 @@ class AzurePlatform(pulumi.ComponentResource):
         container = azure.storage.BlobContainer(
             f"{name}-container", resource_group_name=self.resource_group, account_name=account.name,
             container_name=request.bucket, public_access="None", opts=self._merge(opts, protect=self.protect))
-        azure.authorization.RoleAssignment(
+        access = azure.authorization.RoleAssignment(
             f"{name}-server-access", scope=container.id, role_definition_id=self._role(STORAGE_BLOB_DATA_CONTRIBUTOR),
             principal_id=self.server_identity.principal_id, principal_type="ServicePrincipal",
             description="The MLflow server: its artifact container only", opts=child)
+        # As for the pulls (pull_grants_honoured): the server and its jobs wait until Azure honours a grant made
+        # anew (an identity or container replaced); MLflow touches storage only when a user does, so without it
+        # the `up` succeeded and every artifact call got 403 for minutes (review 24, azure 3 F2).
+        self.storage_grants_honoured.append(command.local.Command(
+            f"{name}-server-access-propagation", create=f"sleep {ROLE_PROPAGATION_SECONDS}",
+            triggers=[access.id], opts=self._merge(opts, depends_on=[access])))
         return ObjectStoreEndpoint(
             bucket=container.name,
             artifact_root=pulumi.Output.all(container.name, account.name).apply(
@@ -629,17 +636,22 @@ class AzurePlatform(pulumi.ComponentResource):
             },
             template=template,
             tags=None if proxy else self.server_tags,
-            # the identity may pull (and Azure honours it) before the first revision
-            opts=self._merge(opts, depends_on=[pull_grant, self.pull_grants_honoured]))
+            # the identity may pull and use storage (and Azure honours it) before the first revision
+            opts=self._merge(opts, depends_on=[pull_grant, self.pull_grants_honoured, *self._grants_of(proxy)]))
         alerts.app_alerts(name, self.alerts, service_name, app.id, request.public, self._merge(opts))
         if request.public and self.settings.managed_certificate:
             self._managed_certificate(app)
         for job in request.jobs:
             self._scheduled_job(f"{name}-{_slug(job.job_name.removeprefix('mlflow-'))}", job, identity,
                                 secret_values, secret_names, cpu,
-                                self._merge(opts, depends_on=[pull_grant, self.pull_grants_honoured]))
+                                self._merge(opts, depends_on=[pull_grant, self.pull_grants_honoured,
+                                                              *self._grants_of(proxy)]))
         port = spec.apply(lambda c: c.ports[0])
         return ServiceEndpoint(internal_url=port.apply(lambda p: f"http://{service_name}:{p}"), rollout=app)
+
+    def _grants_of(self, proxy: bool) -> list[command.local.Command]:
+        """The pauses after the server identity's storage grants (the proxy's identity has none)."""
+        return [] if proxy else list(self.storage_grants_honoured)
 
     def _scheduled_job(self, name: str, job: ScheduledJob, identity, secret_values: dict,
                        secret_names: dict, cpu: float, opts: pulumi.ResourceOptions) -> None:

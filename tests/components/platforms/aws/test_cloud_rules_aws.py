@@ -19,10 +19,10 @@ import pytest
 
 from tests.policy.graphs import replaced
 from tests.harness.cloud_rules import (
+    artifact_body_size,
     DROP,
     GIB,
     LONG_INSTANCE,
-    NGINX_DEFAULT_BODY_SIZE,
     NGINX_DEFAULT_KEEPALIVE_SECONDS,
     OIDC_AUTH,
     Graph,
@@ -648,7 +648,7 @@ def test_zone_rebalancing_has_room_for_an_extra_task(graph):
 
 def spool_rule(graph: Graph) -> list[str]:
     problems = []
-    bodies = [directive(public_server_block(nginx_conf(graph, s)), "client_max_body_size") or NGINX_DEFAULT_BODY_SIZE
+    bodies = [artifact_body_size(nginx_conf(graph, s))
               for s in proxy_services(graph)]
     for service in server_services(graph):
         task = task_of(graph, service)

@@ -23,19 +23,17 @@ from components.platforms.azure.config import AZURE_ZONE_REGIONS
 
 from tests.policy.graphs import replaced
 from tests.harness.cloud_rules import (
+    artifact_body_size,
     GIB,
     LONG_INSTANCE,
-    NGINX_DEFAULT_BODY_SIZE,
     OIDC_AUTH,
     Graph,
     NameRule,
     answered_by_nginx,
     build,
-    directive,
     name_problems,
     nginx_conf_in,
     nginx_size_bytes,
-    public_server_block,
     total_order_problems,
     variant,
 )
@@ -154,31 +152,35 @@ Apps' first pull with a grant minutes old fails ("unable to pull image using Man
 registry": https://github.com/microsoft/azure-container-apps/issues/1061, 1-5 minutes seen)."""
 
 
-def pull_propagation_rule(graph: Graph) -> list[str]:
-    """Each app and job pulling with an identity waits for a pause of at least ROLE_PROPAGATION_SECONDS
-    that itself waits for that identity's AcrPull grant."""
+def grant_propagation_rule(graph: Graph) -> list[str]:
+    """Each app and job waits, for every role its identity is granted (AcrPull to pull, Storage Blob Data
+    Contributor for the artifacts, ...), for a pause of at least ROLE_PROPAGATION_SECONDS that itself waits for
+    that grant and runs again when the grant is made anew (its trigger)."""
     identities = {i.state["id"]: i for i in graph.of_type("azure-native:managedidentity:UserAssignedIdentity")}
-    grants = [g for g in graph.of_type("azure-native:authorization:RoleAssignment")
-              if g.inputs["roleDefinitionId"].endswith(ACR_PULL)]
+    grants = graph.of_type("azure-native:authorization:RoleAssignment")
     pauses = [c for c in graph.of_type("command:local:Command")
               if re.fullmatch(r"sleep (\d+)", c.inputs.get("create", ""))
               and int(c.inputs["create"].split()[1]) >= ROLE_PROPAGATION_SECONDS]
     problems = []
     for workload in workloads(graph):
-        for registry in (workload.inputs.get("configuration") or {}).get("registries") or []:
-            principal = identities[registry["identity"]].state["principalId"]
-            own = [g for g in grants if g.inputs["principalId"] == principal]
-            if not any(graph.waits_for(workload, pause) and graph.waits_for(pause, grant)
-                       for pause in pauses for grant in own):
-                problems.append(f"[{graph.variant.name}] {workload.name} may pull with {registry['identity']} "
-                                f"less than {ROLE_PROPAGATION_SECONDS}s after its AcrPull grant")
+        for identity_id in ((workload.inputs.get("identity") or {}).get("userAssignedIdentities") or []):
+            principal = identities[identity_id].state["principalId"]
+            for grant in [g for g in grants if g.inputs["principalId"] == principal]:
+                if not any(graph.waits_for(workload, pause) and graph.waits_for(pause, grant)
+                           and grant.state["id"] in (pause.inputs.get("triggers") or []) for pause in pauses):
+                    role = grant.inputs["roleDefinitionId"].rsplit("/", 1)[-1]
+                    problems.append(f"[{graph.variant.name}] {workload.name} may use {identity_id.rsplit('/', 1)[-1]}"
+                                    f" less than {ROLE_PROPAGATION_SECONDS}s after its grant {grant.name} ({role}) "
+                                    "is made (anew)")
     return problems
 
 
-def test_apps_pull_only_once_azure_honours_their_grant(graph):
+def test_apps_use_a_grant_only_once_azure_honours_it(graph):
     """Review 24 (azure F1): apps and jobs waited for their AcrPull assignment, which orders the calls but
-    not Azure's propagation: the first revision's pull could fail, and the first `up` with it."""
-    report(pull_propagation_rule(graph))
+    not Azure's propagation: the first revision's pull could fail, and the first `up` with it. Azure 3 F2:
+    the server's storage grant had no pause, so a later `up` that made it anew left every artifact call 403
+    for minutes while the deploy succeeded."""
+    report(grant_propagation_rule(graph))
 
 
 # --- names ----------------------------------------------------------------------------------------
@@ -390,8 +392,7 @@ https://kubernetes.io/docs/concepts/configuration/manage-resources-containers/#l
 
 def spool_rule(graph: Graph) -> list[str]:
     problems = []
-    bodies = [directive(public_server_block(nginx_conf(a)), "client_max_body_size") or NGINX_DEFAULT_BODY_SIZE
-              for a in proxy_apps(graph)]
+    bodies = [artifact_body_size(nginx_conf(a)) for a in proxy_apps(graph)]
     for app in server_apps(graph):
         disk = ephemeral_gib(replica_cpu(app))
         for body in bodies:
@@ -565,8 +566,10 @@ def probe_to(path: str) -> Callable[[dict], None]:
 
 
 MUTATIONS = {
-    "pull propagation": (pull_propagation_rule, lambda g: mutated(
+    "pull propagation": (grant_propagation_rule, lambda g: mutated(
         g, "command:local:Command", "mlflow-platform-acr-pull-propagation", lambda i: i.update(create="sleep 10"))),
+    "storage grant propagation": (grant_propagation_rule, lambda g: mutated(
+        g, "command:local:Command", "mlflow-artifacts-server-access-propagation", lambda i: i.update(triggers=[]))),
     "reachable hosts": (reachable_hosts_rule, lambda g: dataclasses.replace(g, run=ProgramRun(
         [replaced_command(r) if r in server_apps(g) else r for r in g.resources],
         g.run.stack_outputs, g.run.generated_secrets))),
