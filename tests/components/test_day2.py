@@ -127,7 +127,7 @@ def test_aws_schedule_runs_it_in_the_servers_network_in_utc(aws_gc):
     assert ecs["launchType"] == "FARGATE" and ecs["taskCount"] == 1
 
 
-def test_aws_scheduler_role_may_start_that_task_and_pass_its_two_roles_only(aws_gc):
+def test_aws_scheduler_role_may_start_that_task_pass_its_two_roles_and_dead_letter_only(aws_gc):
     role = aws_gc.one("aws:iam/role:Role", "mlflow-server-gc-scheduler-role")
     [trust] = policy_statements(role, "assumeRolePolicy")
     assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
@@ -145,7 +145,12 @@ def test_aws_scheduler_role_may_start_that_task_and_pass_its_two_roles_only(aws_
                                                               server_task["executionRoleArn"]])
     assert statements["PassTaskRoles"]["Condition"] == {
         "StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}
-    assert set(statements) == {"RunTask", "PassTaskRoles"}
+    # Its dead letters go to the gc's failure queue, with the role's own identity
+    # (https://docs.aws.amazon.com/scheduler/latest/UserGuide/configuring-schedule-dlq.html).
+    queue = aws_gc.one("aws:sqs/queue:Queue")
+    assert statements["DeadLetter"]["Action"] == ["sqs:SendMessage"]
+    assert statements["DeadLetter"]["Resource"] == [queue.state["arn"]]
+    assert set(statements) == {"RunTask", "PassTaskRoles", "DeadLetter"}
 
 
 def test_aws_gc_leaks_no_secret(aws_gc):

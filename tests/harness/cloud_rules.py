@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import math
 import re
@@ -352,3 +353,33 @@ def total_order_problems(graph: Graph, resources: list[Recorded], what: str) -> 
             if not (graph.waits_for(first, second) or graph.waits_for(second, first)):
                 found.append(f"[{graph.variant.name}] {what}: {first.name} and {second.name} may run at the same time")
     return found
+
+
+# --- EventBridge event patterns ---------------------------------------------------------------------
+
+def _one_element_each(value: Any) -> Iterable[Any]:
+    """`value` with each array of objects replaced by one of its elements, every way of choosing."""
+    if isinstance(value, dict):
+        keys = list(value)
+        for chosen in itertools.product(*(list(_one_element_each(value[key])) for key in keys)):
+            yield dict(zip(keys, chosen))
+    elif isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        for item in value:
+            yield from _one_element_each(item)
+    else:
+        yield value
+
+
+def event_matches(pattern: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
+    """Would EventBridge deliver `event` to a rule with `pattern`? The operators (exact values, prefix,
+    anything-but, numeric, exists, $or) are moto's EventPattern, a maintained emulation of EventBridge's
+    matching. moto descends into objects only; AWS's matcher (Event Ruler) "crushes out" an array of objects,
+    so a pattern on `detail.containers.exitCode` matches if one container's exit code does, and fields from
+    different elements of one array never match together (aws/event-ruler README, "JSON Array Matching";
+    arrays of values: https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-event-patterns-arrays.html).
+    So the event is tried with each element of each such array in its place, each alone.
+    moto takes an operator it does not know as a match: every use keeps a case that must not match."""
+    from moto.events.models import EventPattern
+
+    matcher = EventPattern.load(json.dumps(pattern))
+    return any(matcher.matches_event(candidate) for candidate in _one_element_each(json.loads(json.dumps(event))))

@@ -235,6 +235,17 @@ class ProgramMocks(pulumi.runtime.Mocks):
             computed.update(certificateArn=args.inputs.get("certificateArn"))
         elif kind == "aws:route53/record:Record":
             computed.update(fqdn=args.inputs.get("name"))
+        elif kind == "aws:ecs/taskDefinition:TaskDefinition":
+            # arn:...:task-definition/<family>:<revision>: what grants and event patterns cut the family from.
+            family = args.inputs.get("family") or name
+            computed.update(arn=f"arn:aws:ecs:{region}:{account}:task-definition/{family}:1", revision=1,
+                            arnWithoutRevision=f"arn:aws:ecs:{region}:{account}:task-definition/{family}")
+        elif kind == "aws:sqs/queue:Queue":
+            queue = args.inputs.get("name") or name
+            computed.update(arn=f"arn:aws:sqs:{region}:{account}:{queue}", name=queue,
+                            url=f"https://sqs.{region}.amazonaws.com/{account}/{queue}")
+        elif kind == "aws:cloudwatch/eventRule:EventRule":
+            computed.update(arn=f"arn:aws:events:{region}:{account}:rule/{args.inputs.get('name') or name}")
         return computed
 
     AZURE_SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"

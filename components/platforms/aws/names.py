@@ -37,6 +37,14 @@ S3_BUCKET_PREFIX_MAX = 37
 # https://docs.aws.amazon.com/scheduler/latest/APIReference/API_CreateSchedule.html
 SCHEDULE_NAME = re.compile(r"^[0-9a-zA-Z_.-]{1,64}$")
 
+# SQS queue names: 1-80 of letters, digits, `-` and `_`:
+# https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_CreateQueue.html
+SQS_QUEUE_NAME_MAX = 80
+
+# EventBridge rule names: 1-64 of letters, digits, `.`, `-` and `_`:
+# https://docs.aws.amazon.com/eventbridge/latest/APIReference/API_PutRule.html
+EVENT_RULE_NAME_MAX = 64
+
 # SNS topic names: 1-256 of letters, digits, `_` and `-`:
 # https://docs.aws.amazon.com/sns/latest/api/API_CreateTopic.html
 SNS_TOPIC = re.compile(r"^[a-zA-Z0-9_-]{1,256}$")
@@ -76,6 +84,12 @@ def prefix(instance: str, stack: str) -> str:
 def fit(name: str, limit: int) -> str:
     """`name` cut to `limit` characters, never ending with a hyphen."""
     return name[:limit].rstrip("-")
+
+
+def suffixed(name: str, suffix: str, limit: int) -> str:
+    """`name` cut to leave room for `-<suffix>` within `limit` characters, then the suffix: what the
+    name is for stays readable whatever the length of `<instance>-<stack>`."""
+    return f"{fit(name, limit - len(suffix) - 1)}-{suffix}"
 
 
 def ec2_description(text: str) -> str:

@@ -106,6 +106,91 @@ for log in $LOG_EXPORTS; do
 done
 """
 
+# The provider's aws_db_snapshot makes one CreateDBSnapshot call, with no retry (terraform-provider-aws
+# internal/service/rds/snapshot.go, resourceSnapshotCreate; only its cluster snapshot retries a busy cluster,
+# hashicorp/terraform-provider-aws#14527), and RDS refuses it unless the instance is `available` or
+# `storage-optimization` (InvalidDBInstanceState:
+# https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_CreateDBSnapshot.html). Before the snapshot,
+# this waits until the instance is in one of those states for READY_POLLS polls in a row (the provider's own
+# wait for an instance asks for 3: ContinuousTargetOccurence) and outside its backup window (an automated
+# backup starts at any time inside it and puts the instance in `backing-up`:
+# https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_WorkingWithAutomatedBackups.BackupWindow.html)
+# and its maintenance window (pending maintenance runs then:
+# https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_UpgradeDBInstance.Maintenance.html), each
+# from MARGIN_MINUTES before its start. States that never pass by themselves fail at once (status table:
+# https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/accessing-monitoring.html#Overview.DBInstance.Status).
+# Windows: `hh24:mi-hh24:mi` (daily) and `ddd:hh24:mi-ddd:hh24:mi` (weekly), UTC.
+DB_SNAPSHOT_READY_SCRIPT = """set -eu
+minute() {  # minutes since Monday 00:00 UTC of `ddd:hh:mm`, or since 00:00 of `hh:mm`
+  case "$1" in
+    *:*:*) day=${1%%:*}; time=${1#*:} ;;
+    *) day=mon; time=$1 ;;
+  esac
+  index=0
+  for name in mon tue wed thu fri sat sun; do
+    [ "$name" = "$day" ] && break
+    index=$((index + 1))
+  done
+  hours=${time%%:*}; minutes=${time#*:}
+  echo $(( index * 1440 + ${hours#0} * 60 + ${minutes#0} ))
+}
+within() {  # is it now inside window $1, or MARGIN_MINUTES before it?
+  case "$1" in *:*-*:*) ;; *) return 1 ;; esac
+  case "$1" in *:*:*-*) period=10080 ;; *) period=1440 ;; esac
+  start=$(( $(minute "${1%-*}") % period )); end=$(( $(minute "${1#*-}") % period ))
+  margin=${MARGIN_MINUTES:-5}
+  [ $(( (NOW % period - start + margin + 2 * period) % period )) -lt $(( (end - start + period) % period + margin )) ]
+}
+deadline=$(( $(date +%s) + WAIT_SECONDS ))
+ready=0
+why="not yet described"
+while :; do
+  if ! found=$(aws rds describe-db-instances --region "$AWS_REGION" --db-instance-identifier "$DB_INSTANCE" \
+      --query 'DBInstances[0].[DBInstanceStatus,PreferredBackupWindow,PreferredMaintenanceWindow]' --output text); then
+    found=""  # throttled or a network blip: one more poll, the deadline still applies
+  fi
+  status=$(printf '%s' "$found" | cut -f1)
+  backup=$(printf '%s' "$found" | cut -f2)
+  maintenance=$(printf '%s' "$found" | cut -f3)
+  set -- $(date -u '+%u %H %M')
+  NOW=$(( ($1 - 1) * 1440 + ${2#0} * 60 + ${3#0} ))
+  case "$status" in
+    available|storage-optimization)
+      if within "$backup" || within "$maintenance"; then
+        ready=0; why="inside its backup window ($backup) or maintenance window ($maintenance)"
+      else
+        ready=$((ready + 1)); why="$status, not yet for ${READY_POLLS:-3} polls in a row"
+      fi ;;
+    failed|stopped|stopping|deleting|storage-full|incompatible-*|inaccessible-encryption-credentials*)
+      echo "$DB_INSTANCE is $status: RDS takes no snapshot of it, and the MLflow upgrade waits for one; \
+fix that, then 'pulumi up' again" >&2
+      exit 1 ;;
+    *) ready=0; why=${status:-not described (aws rds describe-db-instances failed)} ;;
+  esac
+  if [ "$ready" -ge "${READY_POLLS:-3}" ]; then
+    exit 0
+  fi
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    echo "$DB_INSTANCE is still $why after $WAIT_SECONDS s: no snapshot taken, nothing rolled out; \
+'pulumi up' again later" >&2
+    exit 1
+  fi
+  sleep "${POLL_SECONDS:-10}"
+done
+"""
+# How long the upgrade waits for the instance to be ready for its snapshot: an automated backup of a
+# large instance, a modification, a window of 30 minutes or more.
+DB_READY_WAIT_SECONDS = 3 * 3600
+# The provider waits 20 minutes for a snapshot unless told (`timeouts.create`, its only timeout:
+# https://registry.terraform.io/providers/hashicorp/aws/latest/docs/resources/db_snapshot#timeouts). A
+# ceiling, not an estimate: it stops at once on a snapshot that fails (it waits only while `creating`), and
+# the first snapshot of an instance copies all of its storage
+# (https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_CreateSnapshot.html).
+DB_SNAPSHOT_CREATE_TIMEOUT = "4h"
+# The longest SQS keeps a message (MessageRetentionPeriod):
+# https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SetQueueAttributes.html
+SQS_MAX_RETENTION_SECONDS = 14 * 24 * 3600
+
 
 def _rollout_seconds(drain_seconds: int) -> int:
     """How long a rollout may take: starting the new tasks, then draining the old ones (the target
@@ -582,12 +667,20 @@ class AwsPlatform(pulumi.ComponentResource):
         # later instance (a restore) takes it again (ignore_changes).
         suffix = random.RandomId(f"{name}-before-{version}-suffix", byte_length=4, opts=self._merge(opts),
                                  keepers={"instance": database_instance, "version": mlflow_version})
+        # RDS refuses a snapshot of a busy instance and the provider does not retry (DB_SNAPSHOT_READY_SCRIPT):
+        # wait for it first, with the deployer's credentials, as the rollout check does. Once, as the snapshot.
+        ready = command.local.Command(
+            f"{name}-before-{version}-ready", create=DB_SNAPSHOT_READY_SCRIPT,
+            environment={"AWS_REGION": self.settings.region, "DB_INSTANCE": database_instance,
+                         "WAIT_SECONDS": str(DB_READY_WAIT_SECONDS)},
+            opts=self._merge(opts, ignore_changes=["environment"]))
         snapshot = aws.rds.Snapshot(
             f"{name}-before-{version}",
             db_instance_identifier=database_instance,
             db_snapshot_identifier=pulumi.Output.all(change, suffix.hex).apply(
                 lambda parts: f"{names.fit(self.prefix, 100)}-mlflow-{parts[0]}-{parts[1]}"),
-            opts=self._merge(opts, retain_on_delete=True,
+            opts=self._merge(opts, retain_on_delete=True, depends_on=[ready],
+                             custom_timeouts=pulumi.CustomTimeouts(create=DB_SNAPSHOT_CREATE_TIMEOUT),
                              ignore_changes=["dbSnapshotIdentifier", "dbInstanceIdentifier"]))
         return SchemaGuard(before=[snapshot],
                            rollback_safe=deployed.apply(lambda before: before is None or before == mlflow_version))
@@ -771,26 +864,67 @@ class AwsPlatform(pulumi.ComponentResource):
             task_role_arn=task_role.arn,
             runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
             container_definitions=definitions, opts=opts)
+        failures = self._job_failures(name, job, task, opts)
         account = self.ecs_cluster.arn.apply(lambda arn: _arn_account(arn)[1])
         role = aws.iam.Role(f"{name}-scheduler-role", **names.iam_role_naming(f"{name}-scheduler-role"),
                             assume_role_policy=account.apply(tasks.scheduler_assume_policy),
                             description=f"EventBridge Scheduler: start {job.job_name} only", opts=opts)
-        aws.iam.RolePolicy(f"{name}-scheduler", role=role.id, opts=opts, policy=pulumi.Output.all(
-            task.arn, self.ecs_cluster.arn, task_role.arn, execution_role.arn).apply(
-                lambda parts: tasks.scheduler_policy(parts[0], parts[1], parts[2:])))
+        policy = aws.iam.RolePolicy(f"{name}-scheduler", role=role.id, opts=opts, policy=pulumi.Output.all(
+            task.arn, self.ecs_cluster.arn, failures.arn, task_role.arn, execution_role.arn).apply(
+                lambda parts: tasks.scheduler_policy(parts[0], parts[1], parts[3:], parts[2])))
         aws.scheduler.Schedule(
             name, name=f"{self.prefix}-{job.job_name}", description=f"{job.job_name} on '{job.schedule}' (UTC)",
             schedule_expression=aws_schedule_expression(job.schedule), schedule_expression_timezone="UTC",
             flexible_time_window={"mode": "OFF"},
             target={"arn": self.ecs_cluster.arn, "role_arn": role.arn,
                     "retry_policy": {"maximum_retry_attempts": 0},  # the next run catches up
+                    # A RunTask the scheduler cannot make (refused, throttled) leaves a dead-letter event here
+                    # instead of nothing at all.
+                    "dead_letter_config": {"arn": failures.arn},
                     "ecs_parameters": {
                         "task_definition_arn": task.arn, "launch_type": "FARGATE", "platform_version": "LATEST",
                         "task_count": 1,
                         "network_configuration": {"subnets": self.network.private_subnet_ids,
                                                   "security_groups": [self.server_sg.id],
                                                   "assign_public_ip": False}}},
+            # The role may send its dead letters before the first run.
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[policy])))
+
+    def _job_failures(self, name: str, job: ScheduledJob, task: aws.ecs.TaskDefinition,
+                      opts: pulumi.ResourceOptions) -> aws.sqs.Queue:
+        """Where a scheduled run that failed leaves a record, and the alarm on it. ECS has nobody waiting on
+        a scheduled task: a run the scheduler could not start (its dead-letter queue) and a task that stopped
+        without success (an EventBridge rule on ECS's task state change events: an exit code other than 0,
+        or a task that never started) both go to one encrypted queue, kept 14 days, and the alarm
+        `<job>-failed` notifies the stack's topic while the queue holds one (read the events, then delete
+        them: README). A queue rather than the topic itself: the topic keeps its default policy, which the
+        CloudWatch alarms publish through, and the events stay to be read."""
+        queue_name = names.suffixed(f"{self.prefix}-{job.job_name}", "failures", names.SQS_QUEUE_NAME_MAX)
+        queue = aws.sqs.Queue(f"{name}-failures", name=queue_name, sqs_managed_sse_enabled=True,
+                              message_retention_seconds=SQS_MAX_RETENTION_SECONDS, opts=opts)
+        rule = aws.cloudwatch.EventRule(
+            f"{name}-failed", name=names.suffixed(f"{self.prefix}-{job.job_name}", "failed", names.EVENT_RULE_NAME_MAX),
+            description=f"{job.job_name}: a task that stopped with an exit code other than 0 or never started",
+            event_pattern=pulumi.Output.all(self.ecs_cluster.arn, task.arn).apply(
+                lambda parts: json.dumps(tasks.failed_task_pattern(parts[0], parts[1]))),
             opts=opts)
+        allowed = aws.sqs.QueuePolicy(f"{name}-failures", queue_url=queue.url, opts=opts, policy=pulumi.Output.all(
+            queue.arn, rule.arn).apply(lambda parts: tasks.failure_queue_policy(parts[0], parts[1])))
+        # No role on an SQS target: the queue's policy authorizes EventBridge
+        # (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-resource-based.html).
+        aws.cloudwatch.EventTarget(
+            f"{name}-failed", rule=rule.name, arn=queue.arn,
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[allowed])))
+        # SQS reports its metrics every minute while a queue is active, which a queue holding messages is
+        # (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/monitoring-using-cloudwatch.html).
+        metric_alarm(
+            f"{name}-alarm-failed", self.alarms, f"{job.job_name}-failed",
+            f"{job.job_name}: a scheduled run could not start or stopped with an exit code other than 0; the "
+            f"events are in the SQS queue {queue_name} (14 days)", opts,
+            namespace="AWS/SQS", metric_name="ApproximateNumberOfMessagesVisible", dimensions={"QueueName": queue.name},
+            statistic="Maximum", period=FIVE_MINUTES, evaluation_periods=1,
+            comparison_operator="GreaterThanOrEqualToThreshold", threshold=1)
+        return queue
 
     def _autoscaling(self, name: str, service: aws.ecs.Service, opts: pulumi.ResourceOptions) -> None:
         """The server scales on CPU between server.replicas and server.maxReplicas (the connection

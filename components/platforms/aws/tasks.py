@@ -139,15 +139,51 @@ def scheduler_assume_policy(account_id: str) -> str:
         "Condition": {"StringEquals": {"aws:SourceAccount": account_id}}}]})
 
 
-def scheduler_policy(task_definition_arn: str, cluster_arn: str, pass_roles: Sequence[str]) -> str:
+def scheduler_policy(task_definition_arn: str, cluster_arn: str, pass_roles: Sequence[str],
+                     dead_letter_queue_arn: str) -> str:
     """What a schedule may do: start that one task definition (any revision) in that one cluster,
-    and hand ECS the task's two roles, nothing else."""
+    hand ECS the task's two roles, and put what it could not start in its dead-letter queue, nothing
+    else. EventBridge Scheduler sends to the dead-letter queue with the schedule's execution role
+    (https://docs.aws.amazon.com/scheduler/latest/UserGuide/configuring-schedule-dlq.html); the queue is
+    encrypted with SQS's own key (SSE-SQS), which asks for no KMS permission."""
     family = task_definition_arn.rsplit(":", 1)[0]
     return json.dumps({"Version": "2012-10-17", "Statement": [
         {"Sid": "RunTask", "Effect": "Allow", "Action": ["ecs:RunTask"], "Resource": [f"{family}:*"],
          "Condition": {"ArnEquals": {"ecs:cluster": cluster_arn}}},
         {"Sid": "PassTaskRoles", "Effect": "Allow", "Action": ["iam:PassRole"], "Resource": sorted(pass_roles),
          "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}},
+        {"Sid": "DeadLetter", "Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": [dead_letter_queue_arn]},
+    ]})
+
+
+def failed_task_pattern(cluster_arn: str, task_definition_arn: str) -> dict:
+    """The EventBridge pattern of a task of that task definition's family (any revision) in that cluster
+    that stopped without success: a container that exited non-zero, or a task that never started
+    (stopCode TaskFailedToStart: an image it could not pull, a secret it could not read; its containers
+    then have no exit code). `anything-but` matches only a field that is there, so an exit code of 0
+    (success) or none matches neither branch.
+    The event: https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs_task_events.html
+    (detail-type `ECS Task State Change`, `detail.containers[].exitCode`); stopCode:
+    https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Task.html; `prefix`, `anything-but`
+    and `$or`: https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-create-pattern-operators.html"""
+    family = task_definition_arn.rsplit(":", 1)[0]
+    return {"source": ["aws.ecs"], "detail-type": ["ECS Task State Change"], "detail": {
+        "clusterArn": [cluster_arn],
+        "taskDefinitionArn": [{"prefix": f"{family}:"}],
+        "lastStatus": ["STOPPED"],
+        "$or": [{"containers": {"exitCode": [{"anything-but": 0}]}},
+                {"stopCode": ["TaskFailedToStart"]}],
+    }}
+
+
+def failure_queue_policy(queue_arn: str, rule_arn: str) -> str:
+    """The failure queue's own policy: EventBridge may send to it for that one rule only (an SQS
+    target is authorized by the queue's policy, not by a role:
+    https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-resource-based.html#eb-sqs-permissions).
+    The scheduler's role sends its dead letters with its own identity policy (scheduler_policy)."""
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Sid": "FailedTaskEvents", "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
+         "Action": "sqs:SendMessage", "Resource": queue_arn, "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}}},
     ]})
 
 

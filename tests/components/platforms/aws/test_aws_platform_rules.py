@@ -202,6 +202,94 @@ def test_the_rollout_check_waits_out_the_bake_time_and_fails_a_rollback(tmp_path
     assert stuck.returncode == 1 and "still IN_PROGRESS" in stuck.stderr
 
 
+# --- aws 3 F3: the snapshot before an upgrade waits for an instance RDS takes one of --------------
+
+def _run_snapshot_ready(tmp_path, answers: list[str], now: str = "3 12 00", wait_seconds: int = 60
+                        ) -> subprocess.CompletedProcess:
+    """The recorded wait's own script, run by sh with a stand-in `aws` that answers describe-db-instances
+    with `answers` in turn (status|backup window|maintenance window; the last repeated; FAIL: an error)
+    and a stand-in `date` whose UTC weekday, hour and minute are `now` (1 = Monday)."""
+    from components.platforms.aws.platform import DB_SNAPSHOT_READY_SCRIPT
+
+    (tmp_path / "answers").write_text("\n".join(answers) + "\n")
+    (tmp_path / "aws.count").unlink(missing_ok=True)
+    fake = tmp_path / "aws"
+    fake.write_text('#!/bin/sh\nn=$(cat "$0.count" 2>/dev/null || echo 0); echo $((n + 1)) > "$0.count"\n'
+                    'lines=$(wc -l < "$(dirname "$0")/answers")\n'
+                    'i=$((n + 1)); [ "$i" -gt "$lines" ] && i=$lines\n'
+                    'answer=$(sed -n "${i}p" "$(dirname "$0")/answers")\n'
+                    '[ "$answer" = FAIL ] && { echo "Throttling" >&2; exit 255; }\n'
+                    'printf "%s\\n" "$answer" | tr "|" "\\t"\n')
+    clock = tmp_path / "date"
+    clock.write_text('#!/bin/sh\ncase "$*" in *%s*) echo 1000000 ;; *) echo "$FAKE_NOW" ;; esac\n')
+    for script in (fake, clock):
+        script.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "AWS_REGION": "eu-west-1", "DB_INSTANCE": "mlflow-aws-x",
+           "WAIT_SECONDS": str(wait_seconds), "POLL_SECONDS": "0", "FAKE_NOW": now}
+    return subprocess.run(["sh", "-c", DB_SNAPSHOT_READY_SCRIPT], env=env, capture_output=True, text=True, timeout=30)
+
+
+WINDOWS = "03:00-03:30|sun:05:00-sun:05:30"
+
+
+def test_the_snapshot_waits_out_a_busy_instance(tmp_path):
+    """CreateDBSnapshot needs `available` or `storage-optimization`
+    (https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_CreateDBSnapshot.html) and the provider
+    does not retry it: the wait polls through backing-up and modifying until three polls in a row find the
+    instance ready (the provider's own wait for an instance asks for 3), and a failed call is one more poll."""
+    busy = _run_snapshot_ready(tmp_path, ["FAIL", f"backing-up|{WINDOWS}", f"modifying|{WINDOWS}",
+                                          f"available|{WINDOWS}", f"modifying|{WINDOWS}", f"available|{WINDOWS}"])
+    assert busy.returncode == 0, busy.stderr
+    assert (tmp_path / "aws.count").read_text().strip() == "8", "three polls available in a row after the last blip"
+    optimizing = _run_snapshot_ready(tmp_path, [f"storage-optimization|{WINDOWS}"])
+    assert optimizing.returncode == 0 and (tmp_path / "aws.count").read_text().strip() == "3"
+    stuck = _run_snapshot_ready(tmp_path, [f"backing-up|{WINDOWS}"], wait_seconds=0)
+    assert stuck.returncode == 1 and "still backing-up after 0 s" in stuck.stderr
+    for status in ("stopped", "incompatible-parameters", "storage-full"):
+        gone = _run_snapshot_ready(tmp_path, [f"{status}|{WINDOWS}"])
+        assert gone.returncode == 1 and f"is {status}: RDS takes no snapshot" in gone.stderr, status
+        assert (tmp_path / "aws.count").read_text().strip() == "1", "no waiting on a state that never passes"
+
+
+@pytest.mark.parametrize("now, windows, waits", [
+    ("3 03 10", WINDOWS, True),                       # Wednesday 03:10, inside the daily backup window
+    ("3 02 57", WINDOWS, True),                       # 3 minutes before it starts (a backup may start at once)
+    ("3 02 50", WINDOWS, False),
+    ("3 03 30", WINDOWS, False),                      # the window is over
+    ("7 05 10", WINDOWS, True),                       # Sunday 05:10, inside the weekly maintenance window
+    ("1 05 10", WINDOWS, False),                      # Monday 05:10
+    ("6 23 58", "23:50-00:20|sat:23:30-sun:00:30", True),   # windows across midnight
+    ("7 00 10", "23:50-00:20|mon:01:00-mon:01:30", True),
+    ("7 00 25", "23:50-00:20|mon:01:00-mon:01:30", False),
+    ("7 00 40", "02:00-02:30|sat:23:30-sun:00:30", False),
+    ("3 03 10", "None|None", False),
+])
+def test_the_snapshot_is_not_asked_for_inside_the_backup_or_maintenance_window(tmp_path, now, windows, waits):
+    """An automated backup starts at any time inside the backup window and puts the instance in
+    `backing-up` (https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_WorkingWithAutomatedBackups.BackupWindow.html),
+    pending maintenance runs inside the maintenance window: an `available` instance there (or 5 minutes
+    before) may be busy by the time the provider asks, so the wait goes on until the window is over."""
+    result = _run_snapshot_ready(tmp_path, [f"available|{windows}"], now=now, wait_seconds=0 if waits else 60)
+    if waits:
+        assert result.returncode == 1 and "inside its backup window" in result.stderr, result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+
+
+def test_the_snapshot_waits_for_the_instance_once_and_may_take_hours(timeouts_and_run):
+    """The command runs before the snapshot, on the instance the snapshot names, once (a restore makes a new
+    instance and no new snapshot: both ignore the change); the snapshot may take longer than the
+    provider's 20 minutes (https://registry.terraform.io/providers/hashicorp/aws/latest/docs/resources/db_snapshot#timeouts)."""
+    timeouts, run = timeouts_and_run
+    snapshot = run.one("aws:rds/snapshot:Snapshot")
+    [ready] = [c for c in run.of_type("command:local:Command") if c.urn in snapshot.dependencies]
+    assert ready.inputs["environment"]["DB_INSTANCE"] == snapshot.inputs["dbInstanceIdentifier"] == run.one(
+        "aws:rds/instance:Instance").state["identifier"]
+    assert ready.ignore_changes == ["environment"] and "dbInstanceIdentifier" in snapshot.ignore_changes
+    assert timeouts[snapshot.name]["create"] == "4h"
+    assert int(ready.inputs["environment"]["WAIT_SECONDS"]) >= 3600
+
+
 # --- aws 8: the load balancer's idle timeout and proxy.timeoutSeconds ----------------------------
 
 def test_the_load_balancer_idle_timeout_follows_proxy_timeout_seconds():

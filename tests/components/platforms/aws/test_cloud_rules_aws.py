@@ -4,8 +4,8 @@ Each rule is a function returning what breaks it (empty: the graph keeps the rul
 AWS (or provider) documentation it comes from. The variants turn on what the rules depend on: auth
 modes, a domain with a Route 53 zone or a certificate, an internal load balancer, scheduled gc, ECS
 Exec, Prometheus on and off, stacks named `Prod` and `eu_prod`, a long MlflowTrackingServer name.
-The last tests mutate one resource of the default graph, to show each rule that the current graph
-keeps can fail.
+The last tests mutate one resource of the default graph (of a graph with scheduled gc for the rules
+on it), to show each rule that the current graph keeps can fail.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from typing import Callable
+from typing import Callable, Optional
 
 import pytest
 
@@ -30,6 +30,7 @@ from tests.harness.cloud_rules import (
     answered_by_nginx,
     build,
     directive,
+    event_matches,
     name_problems,
     nginx_conf_in,
     nginx_size_bytes,
@@ -200,6 +201,15 @@ NAME_CHECKS = [
     ("aws:scheduler/schedule:Schedule", "description", NameRule(
         "EventBridge Scheduler description", r"[\s\S]*", 0, 512,
         "https://docs.aws.amazon.com/scheduler/latest/APIReference/API_CreateSchedule.html")),
+    ("aws:sqs/queue:Queue", "name", NameRule(
+        "SQS queue name", r"[a-zA-Z0-9_-]+", 1, 80,
+        "https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_CreateQueue.html")),
+    ("aws:cloudwatch/eventRule:EventRule", "name", NameRule(
+        "EventBridge rule name", r"[.\-_A-Za-z0-9]+", 1, 64,
+        "https://docs.aws.amazon.com/eventbridge/latest/APIReference/API_PutRule.html")),
+    ("aws:cloudwatch/eventRule:EventRule", "description", NameRule(
+        "EventBridge rule description", r"[\s\S]*", 0, 512,
+        "https://docs.aws.amazon.com/eventbridge/latest/APIReference/API_PutRule.html")),
     ("aws:ssm/parameter:Parameter", "name", NameRule(
         "SSM parameter name", r"(?!/?(?:aws|ssm))[a-zA-Z0-9_./-]+", 1, 1011,
         "https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_PutParameter.html")),
@@ -669,6 +679,240 @@ def test_largest_accepted_upload_fits_the_server_tasks_disk(graph):
     report(spool_rule(graph))
 
 
+# --- the snapshot before an MLflow upgrade ------------------------------------------------------------
+
+SNAPSHOT = "aws:rds/snapshot:Snapshot"
+RDS_SNAPSHOT_DEFAULT_CREATE_SECONDS = 20 * 60
+"""https://registry.terraform.io/providers/hashicorp/aws/latest/docs/resources/db_snapshot#timeouts"""
+
+
+def snapshot_rule(graph: Graph) -> list[str]:
+    problems = []
+    for snapshot in graph.of_type(SNAPSHOT):
+        where = f"[{graph.variant.name}] snapshot {snapshot.name}"
+        allowed = graph.timeout_seconds(snapshot, "create", RDS_SNAPSHOT_DEFAULT_CREATE_SECONDS)
+        if allowed <= RDS_SNAPSHOT_DEFAULT_CREATE_SECONDS:
+            problems.append(f"{where}: create timeout {allowed}s, no more than the provider's default 20 minutes")
+        instance = snapshot.inputs["dbInstanceIdentifier"]
+        waits = [command for command in graph.of_type("command:local:Command")
+                 if graph.waits_for(snapshot, command)
+                 and instance in (command.inputs.get("environment") or {}).values()
+                 and "describe-db-instances" in command.inputs.get("create", "")
+                 and "available" in command.inputs.get("create", "")]
+        if not waits:
+            problems.append(f"{where}: CreateDBSnapshot may be called while {instance} is not available "
+                            "(backing-up, modifying): nothing before it waits for the instance")
+    return problems
+
+
+def test_upgrade_snapshots_wait_for_an_available_instance_and_for_their_own_duration(graph):
+    """Review 24 (aws 3, F3): the snapshot an MLflow upgrade waits for failed the `up` whenever the instance
+    was busy (an automated backup, a modification). RDS takes a snapshot only of an instance `available` (or
+    `storage-optimization`) and answers InvalidDBInstanceState otherwise
+    (https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_CreateDBSnapshot.html); the provider's
+    aws_db_snapshot calls CreateDBSnapshot once, without retrying (terraform-provider-aws
+    internal/service/rds/snapshot.go; only its cluster snapshot retries, hashicorp/terraform-provider-aws#14527),
+    and waits for the snapshot 20 minutes unless told
+    (https://registry.terraform.io/providers/hashicorp/aws/latest/docs/resources/db_snapshot#timeouts).
+    Each snapshot waits for a command that polls that instance's status, and may take longer than 20 minutes."""
+    report(snapshot_rule(graph))
+
+
+# --- a scheduled job that fails is seen -------------------------------------------------------------------
+
+SCHEDULE = "aws:scheduler/schedule:Schedule"
+QUEUE = "aws:sqs/queue:Queue"
+EVENT_RULE = "aws:cloudwatch/eventRule:EventRule"
+EVENT_TARGET = "aws:cloudwatch/eventTarget:EventTarget"
+
+
+def stopped_task_event(cluster_arn: str, task_definition_arn: str, exit_code: Optional[int], stop_code: str,
+                       reason: str) -> dict:
+    """An `ECS Task State Change` event of a Fargate task started by a schedule, as ECS sends it when the
+    task has stopped: shaped after the example in
+    https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs_task_events.html (a container that
+    never ran has no exitCode)."""
+    region, account = cluster_arn.split(":")[3:5]
+    family = task_definition_arn.rsplit("/", 1)[-1].rsplit(":", 1)[0]
+    task_arn = f"arn:aws:ecs:{region}:{account}:task/{cluster_arn.rsplit('/', 1)[-1]}/0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    container = {"containerArn": f"arn:aws:ecs:{region}:{account}:container/0f1e2d3c/4b5a6978-8796-a5b4c3d2e1f0",
+                 "lastStatus": "STOPPED", "name": "mlflow-gc", "taskArn": task_arn, "cpu": "0",
+                 "networkInterfaces": [{"attachmentId": "a1b2c3d4", "privateIpv4Address": "10.0.2.17"}]}
+    if exit_code is not None:
+        container["exitCode"] = exit_code
+    return {
+        "version": "0", "id": "9bcdac79-b31f-4d3d-9410-fbd727c29fab", "detail-type": "ECS Task State Change",
+        "source": "aws.ecs", "account": account, "time": "2026-11-26T03:15:42Z", "region": region,
+        "resources": [task_arn],
+        "detail": {
+            "attachments": [{"id": "a1b2c3d4", "type": "eni", "status": "DELETED"}],
+            "availabilityZone": f"{region}a", "clusterArn": cluster_arn, "connectivity": "CONNECTED",
+            "containers": [container], "cpu": "1024", "memory": "2048", "createdAt": "2026-11-26T03:15:02.81Z",
+            "desiredStatus": "STOPPED", "group": f"family:{family}", "launchType": "FARGATE",
+            "lastStatus": "STOPPED", "overrides": {"containerOverrides": [{"name": "mlflow-gc"}]},
+            "platformVersion": "1.4.0", "startedBy": "chronos-schedule/mlflow-gc", "stopCode": stop_code,
+            "stoppedReason": reason, "stoppingAt": "2026-11-26T03:15:40.1Z", "taskArn": task_arn,
+            "taskDefinitionArn": task_definition_arn, "updatedAt": "2026-11-26T03:15:42.2Z", "version": 5,
+        },
+    }
+
+
+def _statements(policy: object) -> list[dict]:
+    document = json.loads(policy) if isinstance(policy, str) else policy
+    statements = document.get("Statement", [])
+    return statements if isinstance(statements, list) else [statements]
+
+
+def _listed(value: object) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _allows(statement: dict, action: str, resource: str) -> bool:
+    actions = _listed(statement.get("Action", []))
+    return (statement.get("Effect") == "Allow" and any(a in (action, "sqs:*", "*") for a in actions)
+            and any(r in (resource, "*") for r in _listed(statement.get("Resource", []))))
+
+
+def failed_job_rule(graph: Graph) -> list[str]:
+    """For each schedule: a RunTask it cannot make goes to a dead-letter queue its role may send to, and a
+    task of it that stops with an exit code other than 0, or never starts, matches a rule whose target is a
+    queue EventBridge may send to from that rule; each such queue is encrypted and alarmed at one message
+    (the alarm notifies someone), and a run that succeeds reaches none of them."""
+    problems = []
+    queues = {queue.state["arn"]: queue for queue in graph.of_type(QUEUE)}
+    alarms = {}
+    for alarm in graph.of_type(ALARM):
+        inputs = alarm.inputs
+        operator, threshold = inputs.get("comparisonOperator"), inputs.get("threshold", 2)
+        fires_at_one = ((operator == "GreaterThanOrEqualToThreshold" and threshold <= 1)
+                        or (operator == "GreaterThanThreshold" and threshold < 1))
+        if (inputs.get("namespace"), inputs.get("metricName")) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible") \
+                and fires_at_one and inputs.get("alarmActions"):
+            alarms[(inputs.get("dimensions") or {}).get("QueueName")] = alarm
+
+    def unseen(queue_arn: str) -> Optional[str]:
+        """Why a message in this queue would reach no one (None: it would)."""
+        queue = queues.get(queue_arn)
+        if queue is None:
+            return f"{queue_arn} is no queue of the stack"
+        if not (queue.inputs.get("sqsManagedSseEnabled") or queue.inputs.get("kmsMasterKeyId")):
+            return f"queue {queue.inputs.get('name')} is not encrypted"
+        if queue.state.get("name") not in alarms:
+            return f"no alarm notifies anyone while queue {queue.inputs.get('name')} holds a message"
+        return None
+
+    def events_may_send(queue_arn: str, rule: Recorded) -> bool:
+        queue = queues[queue_arn]
+        for policy in graph.of_type("aws:sqs/queuePolicy:QueuePolicy"):
+            if policy.inputs.get("queueUrl") != queue.state.get("url"):
+                continue
+            for statement in _statements(policy.inputs["policy"]):
+                principal = statement.get("Principal") or {}
+                condition = (statement.get("Condition") or {}).get("ArnEquals", {}).get("aws:SourceArn")
+                if _allows(statement, "sqs:SendMessage", queue_arn) \
+                        and "events.amazonaws.com" in _listed(principal.get("Service", [])) \
+                        and rule.state["arn"] in _listed(condition):
+                    return True
+        return False
+
+    for schedule in graph.of_type(SCHEDULE):
+        where = f"[{graph.variant.name}] schedule {schedule.inputs.get('name')}"
+        target = schedule.inputs["target"]
+        dead_letter = (target.get("deadLetterConfig") or {}).get("arn")
+        if not dead_letter:
+            problems.append(f"{where}: no dead-letter queue: a RunTask the scheduler cannot make leaves no trace")
+        else:
+            why = unseen(dead_letter)
+            if why:
+                problems.append(f"{where}: its dead-letter queue: {why}")
+            allowed = [statement for policy in role_policies(graph, target["roleArn"])
+                       for statement in _statements(policy.inputs["policy"])
+                       if _allows(statement, "sqs:SendMessage", dead_letter)]
+            if not allowed:
+                problems.append(f"{where}: its role may not send to its dead-letter queue (the scheduler sends "
+                                "with the schedule's role)")
+        cluster, task_definition = target["arn"], target["ecsParameters"]["taskDefinitionArn"]
+        failed = {"a task that exited 1": stopped_task_event(
+                      cluster, task_definition, 1, "EssentialContainerExited", "Essential container in task exited"),
+                  "a task that never started": stopped_task_event(
+                      cluster, task_definition, None, "TaskFailedToStart",
+                      "CannotPullContainerError: pull image manifest has been retried 7 time(s)")}
+        succeeded = stopped_task_event(cluster, task_definition, 0, "EssentialContainerExited",
+                                       "Essential container in task exited")
+        for rule in graph.of_type(EVENT_RULE):
+            pattern = json.loads(rule.inputs.get("eventPattern") or "{}")
+            targets = [t.inputs["arn"] for t in graph.of_type(EVENT_TARGET)
+                       if t.inputs.get("rule") in (rule.inputs.get("name"), rule.state.get("id"))]
+            if event_matches(pattern, succeeded) and any(arn in queues and not unseen(arn) for arn in targets):
+                problems.append(f"{where}: rule {rule.inputs.get('name')} alarms on a run that succeeded (exit 0)")
+        for what, event in failed.items():
+            seen = [rule for rule in graph.of_type(EVENT_RULE)
+                    if event_matches(json.loads(rule.inputs.get("eventPattern") or "{}"), event)
+                    and any(arn in queues and not unseen(arn) and events_may_send(arn, rule)
+                            for arn in [t.inputs["arn"] for t in graph.of_type(EVENT_TARGET)
+                                        if t.inputs.get("rule") in (rule.inputs.get("name"), rule.state.get("id"))])]
+            if not seen:
+                problems.append(f"{where}: {what} is seen by no one (no rule matching it delivers to an alarmed "
+                                "queue that lets EventBridge send for that rule)")
+    return problems
+
+
+def test_a_scheduled_job_that_fails_is_seen(graph):
+    """Review 24 (aws 3, F4): gc runs as an ECS task a schedule starts; nobody waits on it, so a run the
+    scheduler could not start, or one that stopped with an exit code other than 0, went unseen. The
+    scheduler sends what it could not deliver to a dead-letter queue with the schedule's role
+    (https://docs.aws.amazon.com/scheduler/latest/UserGuide/configuring-schedule-dlq.html); ECS sends a task
+    state change event when the task stops (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs_task_events.html),
+    which an EventBridge rule delivers to an SQS queue whose policy allows events.amazonaws.com for that rule
+    (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-resource-based.html#eb-sqs-permissions);
+    an alarm on the queue's visible messages notifies the stack's topic
+    (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-available-cloudwatch-metrics.html)."""
+    report(failed_job_rule(graph))
+
+
+def test_the_failed_task_pattern_as_eventbridge_reads_it(graph):
+    """The rule's own pattern against sample events (the matcher: tests/harness/cloud_rules.event_matches):
+    a failed gc and one that never started match; one that succeeded, one still running, and a failed task
+    of another family (the server's) do not."""
+    for schedule in graph.of_type(SCHEDULE):
+        target = schedule.inputs["target"]
+        cluster, task_definition = target["arn"], target["ecsParameters"]["taskDefinitionArn"]
+        [rule] = [r for r in graph.of_type(EVENT_RULE) if task_definition.rsplit(":", 1)[0] in r.inputs["eventPattern"]]
+        pattern = json.loads(rule.inputs["eventPattern"])
+        later_revision = task_definition.rsplit(":", 1)[0] + ":7"
+        assert event_matches(pattern, stopped_task_event(cluster, later_revision, 137, "UserInitiated", "Task stopped"))
+        assert event_matches(pattern, stopped_task_event(cluster, task_definition, 75, "EssentialContainerExited",
+                                                         "Essential container in task exited"))
+        assert event_matches(pattern, stopped_task_event(
+            cluster, task_definition, None, "TaskFailedToStart", "ResourceInitializationError: unable to pull secrets"))
+        assert not event_matches(pattern, stopped_task_event(cluster, task_definition, 0, "EssentialContainerExited",
+                                                             "Essential container in task exited"))
+        running = stopped_task_event(cluster, task_definition, None, "EssentialContainerExited", "")
+        running["detail"].update(lastStatus="RUNNING", desiredStatus="RUNNING")
+        del running["detail"]["stopCode"]
+        assert not event_matches(pattern, running)
+        server = next(t for t in graph.of_type(TASK) if t.state["arn"] != task_definition).state["arn"]
+        assert not event_matches(pattern, stopped_task_event(cluster, server, 1, "EssentialContainerExited", "x"))
+        elsewhere = stopped_task_event(cluster + "-another", task_definition, 1, "EssentialContainerExited",
+                                       "Essential container in task exited")
+        assert not event_matches(pattern, elsewhere)
+
+
+def test_the_matcher_reads_arrays_of_objects_as_eventbridge_does():
+    """A field of the objects in an array matches if one element's does, and two fields match only within
+    one element (aws/event-ruler README, "JSON Array Matching"); `anything-but` and exact values need the
+    field to be there (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-create-pattern-operators.html)."""
+    employees = {"employees": [{"firstName": "John", "lastName": "Doe"}, {"firstName": "Anna", "lastName": "Smith"}]}
+    assert event_matches({"employees": {"firstName": ["Anna"]}}, employees)
+    assert not event_matches({"employees": {"firstName": ["Anna"], "lastName": ["Doe"]}}, employees)
+    pattern = {"detail": {"containers": {"exitCode": [{"anything-but": 0}]}}}
+    assert event_matches(pattern, {"detail": {"containers": [{"exitCode": 0}, {"exitCode": 2}]}})
+    assert not event_matches(pattern, {"detail": {"containers": [{"exitCode": 0}, {"name": "no exit code"}]}})
+    assert not event_matches(pattern, {"detail": {"containers": []}})
+    assert event_matches({"detail": {"$or": [{"a": [1]}, {"b": [{"prefix": "x"}]}]}}, {"detail": {"b": "xy"}})
+    assert not event_matches({"detail": {"$or": [{"a": [1]}, {"b": [{"prefix": "x"}]}]}}, {"detail": {"b": "yx"}})
+
+
 # --- each rule can fail ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -744,6 +988,10 @@ MUTATIONS = {
                                                                            deploymentMaximumPercent=100))),
     "spool": (spool_rule, lambda g: mutated(g, TASK, "mlflow-proxy", edit_containers(
         lambda d: set_env(d, "client_max_body_size ", "client_max_body_size 0; #")))),
+    "snapshot waits for the instance": (snapshot_rule, lambda g: without_dependency(
+        g, SNAPSHOT, g.of_type(SNAPSHOT)[0].name)),
+    "snapshot timeout": (snapshot_rule, lambda g: dataclasses.replace(g, timeouts={
+        urn: timeouts for urn, timeouts in g.timeouts.items() if urn != g.of_type(SNAPSHOT)[0].urn})),
 }
 
 
@@ -752,3 +1000,57 @@ def test_each_rule_reports_a_broken_resource(default_graph, rule):
     """Each rule finds a resource broken the way the cloud refuses (so no rule passes vacuously)."""
     check, breaking = MUTATIONS[rule]
     assert check(breaking(default_graph)), f"the {rule} rule did not notice"
+
+
+@pytest.fixture(scope="module")
+def gc_graph() -> Graph:
+    return build(VARIANTS[1])
+
+
+def _edit_pattern(change: Callable[[dict], None]) -> Callable[[dict], None]:
+    def edit(inputs: dict) -> None:
+        pattern = json.loads(inputs["eventPattern"])
+        change(pattern)
+        inputs["eventPattern"] = json.dumps(pattern)
+    return edit
+
+
+def _without_statement(sid: str) -> Callable[[dict], None]:
+    def edit(inputs: dict) -> None:
+        document = json.loads(inputs["policy"])
+        document["Statement"] = [s for s in document["Statement"] if s.get("Sid") != sid]
+        inputs["policy"] = json.dumps(document)
+    return edit
+
+
+def _only_role_policy(g: Graph) -> str:
+    return next(p.name for p in g.of_type("aws:iam/rolePolicy:RolePolicy") if p.name.endswith("-scheduler"))
+
+
+FAILED_JOB_MUTATIONS = {
+    "no dead-letter queue": lambda g: mutated(g, SCHEDULE, g.of_type(SCHEDULE)[0].name,
+                                              lambda i: i["target"].pop("deadLetterConfig")),
+    "unencrypted queue": lambda g: mutated(g, QUEUE, g.of_type(QUEUE)[0].name,
+                                           lambda i: i.pop("sqsManagedSseEnabled")),
+    "no alarm on the queue": lambda g: mutated(g, ALARM, next(a.name for a in g.of_type(ALARM)
+                                                              if a.name.endswith("-alarm-failed")),
+                                               lambda i: i.update(alarmActions=[])),
+    "the role may not dead-letter": lambda g: mutated(g, "aws:iam/rolePolicy:RolePolicy", _only_role_policy(g),
+                                                      _without_statement("DeadLetter")),
+    "EventBridge may not send": lambda g: mutated(g, "aws:sqs/queuePolicy:QueuePolicy",
+                                                  g.of_type("aws:sqs/queuePolicy:QueuePolicy")[0].name,
+                                                  _without_statement("FailedTaskEvents")),
+    "a success alarms": lambda g: mutated(g, EVENT_RULE, g.of_type(EVENT_RULE)[0].name, _edit_pattern(
+        lambda p: p["detail"]["$or"][0]["containers"].update(exitCode=[{"anything-but": 1}]))),
+    "a failed start goes unseen": lambda g: mutated(g, EVENT_RULE, g.of_type(EVENT_RULE)[0].name, _edit_pattern(
+        lambda p: p["detail"]["$or"].pop(1))),
+    "no target": lambda g: dataclasses.replace(g, run=ProgramRun(
+        [r for r in g.resources if r.type != EVENT_TARGET], g.run.stack_outputs, g.run.generated_secrets)),
+}
+
+
+@pytest.mark.parametrize("mutation", sorted(FAILED_JOB_MUTATIONS))
+def test_the_failed_job_rule_reports_each_broken_link(gc_graph, mutation):
+    """The graph with scheduled gc keeps the rule; each link broken alone breaks it."""
+    assert not failed_job_rule(gc_graph)
+    assert failed_job_rule(FAILED_JOB_MUTATIONS[mutation](gc_graph)), f"the rule did not notice: {mutation}"
