@@ -312,7 +312,22 @@ def mirror_image_build() -> ImageBuild:
 
 
 def images_fingerprint(mlflow_version: str, public_images: Sequence[str]) -> str:
-    """The server image's sources and the public images' references, as source_fingerprint."""
-    mlflow = REPO_ROOT / "docker" / "mlflow"
-    return source_fingerprint(mlflow_version, *public_images, directories=[mlflow, REPO_ROOT / "migration"],
-                              files=[REPO_ROOT / "docker" / "mirror" / "Dockerfile"])
+    """The server image's sources (its Dockerfile and every path it copies from the repository) and the public
+    images' references, as source_fingerprint. Read from the Dockerfile: mlflow_guard/ was copied but not
+    counted, so a changed guard was pushed with a push token hours old (review 25)."""
+    dockerfile = REPO_ROOT / "docker" / "mlflow" / "Dockerfile"
+    copied = [REPO_ROOT / source for source in dockerfile_sources(dockerfile)]
+    return source_fingerprint(mlflow_version, *public_images,
+                              directories=[path for path in copied if path.is_dir()],
+                              files=[dockerfile, *(path for path in copied if path.is_file()),
+                                     REPO_ROOT / "docker" / "mirror" / "Dockerfile"])
+
+
+def dockerfile_sources(dockerfile: Path) -> list[str]:
+    """The build-context paths a Dockerfile's COPY and ADD instructions read (not `--from` stages)."""
+    sources = []
+    for line in dockerfile.read_text().splitlines():
+        words = line.split()
+        if words and words[0].upper() in ("COPY", "ADD") and not any(w.startswith("--from") for w in words):
+            sources += [w for w in words[1:-1] if not w.startswith("--")]
+    return sources

@@ -70,6 +70,10 @@ def plain_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
         yield path, value
 
 
+MOCK_CLOCK = "2026-05-06T07:08:09Z"
+"""What a `date -u ...` command prints under the mocks."""
+
+
 @dataclass
 class Recorded:
     """One registered resource: what the engine would store and pass to the provider."""
@@ -181,10 +185,13 @@ class ProgramMocks(pulumi.runtime.Mocks):
             resource_id, computed = self._azure(kind, args)
             outputs.update(computed)
             return resource_id, outputs
-        elif kind == "command:local:Command" and "--expose-token" in str(args.inputs.get("create", "")):
-            # `az acr login --expose-token` prints a registry token.
+        elif kind == "command:local:Command" and any(
+                login in str(args.inputs.get("create", "")) for login in ("--expose-token", "ecr get-login-password")):
+            # `az acr login --expose-token` and `aws ecr get-login-password` print a registry token.
             outputs["stdout"] = base64.urlsafe_b64encode(rng.randbytes(48)).decode() + "\n"
             self.generated_secrets.append(outputs["stdout"].strip())
+        elif kind == "command:local:Command" and str(args.inputs.get("create", "")).startswith("date -u "):
+            outputs["stdout"] = MOCK_CLOCK + "\n"
         elif kind == "command:local:Command":
             outputs["stdout"] = ""
         return f"{args.name}-id", outputs

@@ -34,6 +34,7 @@ from components.platforms.aws.alarms import FIVE_MINUTES, AlarmTarget, expressio
 from components.platforms.aws.network import Network, existing_network, new_network, zones
 from components.platforms.containers import file_env_name, output_dict, secret_digest
 from components.platforms.base import (
+    images_fingerprint,
     DatabaseEndpoint,
     DatabaseRequest,
     Image,
@@ -214,6 +215,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
 
 
+ECR_TOKEN_USERNAME = "AWS"
+"""The user name of an ECR token (`aws ecr get-login-password`)."""
+
 class AwsPlatform(pulumi.ComponentResource):
     """Realizes the components' needs on AWS. The network, security groups, cluster, log group,
     load balancer and alarm topic are platform-wide: children of this component. Databases,
@@ -251,6 +255,8 @@ class AwsPlatform(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, aliases=moved_from_top("aws", moved_from_top_level)))
         self.opts = pulumi.ResourceOptions(provider=self.provider)
         self.protect = self.settings.protect_resources
+        self.images = images_fingerprint(config.mlflow_version, [config.proxy.image])
+        self._registry_token: Optional[pulumi.Output[str]] = None
         # The load balancer keeps an idle connection at least as long as Nginx waits on MLflow; a
         # leaving proxy task drains as long as a transfer may last, within what ALB allows.
         self.idle_timeout_seconds = self.settings.idle_timeout(self.proxy.timeout_seconds)
@@ -614,19 +620,29 @@ class AwsPlatform(pulumi.ComponentResource):
             "rulePriority": 1, "description": "keep the last 20 images",
             "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 20},
             "action": {"type": "expire"}}]}), opts=self._merge(opts))
-        token = aws.ecr.get_authorization_token_output(registry_id=repository.registry_id,
-                                                       opts=pulumi.InvokeOutputOptions(provider=self.provider))
         image = docker.Image(
             name,
             image_name=repository.repository_url.apply(lambda url: f"{url}:{tag}"),
             build=docker.DockerBuildArgs(context=source.context, dockerfile=source.dockerfile, args=build_args,
                                          platform="linux/amd64"),
-            registry=docker.RegistryArgs(server=repository.repository_url,
-                                         username=token.user_name,
-                                         password=pulumi.Output.secret(token.password)),
+            registry=docker.RegistryArgs(server=repository.repository_url, username=ECR_TOKEN_USERNAME,
+                                         password=self._push_password()),
             opts=self._merge(opts),
         )
         return Image(reference=image.repo_digest, repository=repository.arn)
+
+    def _push_password(self) -> pulumi.Output[str]:
+        """A registry token for the pushes, asked for again only when an image is to be pushed again (its sources
+        changed), as on azure. Read fresh at every run (aws.ecr.get_authorization_token), it was a new input of
+        every image at every `up`, which `pulumi up --plan` refuses ("violates plan", pulumi/pulumi#17546): no
+        reviewed plan could be applied (review 25). A token lasts 12 hours; never shown, kept secret in the state."""
+        if self._registry_token is None:
+            login = command.local.Command(
+                **self._shared("registry-token", additional_secret_outputs=["stdout"]),
+                create=f"aws ecr get-login-password --region {self.settings.region}",
+                triggers=[self.images], logging="none")
+            self._registry_token = pulumi.Output.secret(login.stdout.apply(lambda out: out.strip() if out else out))
+        return self._registry_token
 
     def server_image(self, name: str, mlflow_version: str, opts: pulumi.ResourceOptions) -> Image:
         return self._pushed(name, SERVER_IMAGE, mlflow_version, {"MLFLOW_VERSION": mlflow_version},

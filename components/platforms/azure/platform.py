@@ -15,8 +15,6 @@ container only (MLflow's Blob repository takes it from AZURE_CLIENT_ID through
 DefaultAzureCredential). Secrets live in each app's secret store, referenced by the env vars.
 """
 
-import datetime
-import functools
 import hashlib
 import ipaddress
 import json
@@ -127,11 +125,8 @@ def missing_domain_records(domain: str, app_host: str, static_ip: str, verificat
     return missing
 
 
-@functools.cache
-def utc_now() -> str:
-    """The time this `pulumi up` started evaluating the program (one value per run): before any rollout
-    it starts. Module-level so that tests replace it."""
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+ROLLOUT_CLOCK = "date -u +%Y-%m-%dT%H:%M:%SZ"
+"""The UTC time, in the form Azure's point-in-time restore takes, on the machine running `pulumi up`."""
 
 
 def _bound_domains(app: Optional[dict]) -> list[str]:
@@ -572,9 +567,15 @@ class AzurePlatform(pulumi.ComponentResource):
             return SchemaGuard()
         tags = self._existing_app(SERVER_SERVICE).apply(lambda app: (app or {}).get("tags") or {})
         deployed = tags.apply(lambda current: current.get(DEPLOYED_VERSION_TAG))
-        self.server_tags = {DEPLOYED_VERSION_TAG: mlflow_version, ROLLOUT_STARTED_TAG: tags.apply(
-            lambda current: current.get(ROLLOUT_STARTED_TAG) if current.get(DEPLOYED_VERSION_TAG) == mlflow_version
-            and current.get(ROLLOUT_STARTED_TAG) else utc_now())}
+        # The time is taken by a command run once per version, during the `up` (a preview leaves it unknown): the
+        # program's own clock differed between a reviewed plan and its `up --plan`, which refused it (review 25).
+        started = command.local.Command(
+            f"{name}-rollout-started", create=ROLLOUT_CLOCK, triggers=[mlflow_version],
+            opts=self._merge(opts)).stdout.apply(lambda out: (out or "").strip())
+        self.server_tags = {DEPLOYED_VERSION_TAG: mlflow_version, ROLLOUT_STARTED_TAG: pulumi.Output.all(
+            tags, started).apply(lambda parts: parts[0].get(ROLLOUT_STARTED_TAG)
+                                 if parts[0].get(DEPLOYED_VERSION_TAG) == mlflow_version
+                                 and parts[0].get(ROLLOUT_STARTED_TAG) else parts[1])}
         # Container Apps has no automatic rollback: rollback_safe only says whether the old version may
         # still serve the schema (the old revision serves until the new one is ready).
         rollback_safe = deployed.apply(lambda before: before is None or before == mlflow_version)

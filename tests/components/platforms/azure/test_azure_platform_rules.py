@@ -15,9 +15,8 @@ import urllib.request
 
 import pytest
 
-from components.platforms.azure import platform as azure_platform
 from rehearsal.ports import free_port
-from tests.harness.program import REPO_ROOT, ProgramMocks, ProgramRun, run_program
+from tests.harness.program import MOCK_CLOCK, REPO_ROOT, ProgramMocks, ProgramRun, run_program
 from tests.harness.stacks import app, azure_config
 
 NGINX = "/usr/sbin/nginx"
@@ -171,7 +170,7 @@ class _DeployedBefore(ProgramMocks):
         return super().call(args)
 
 
-NOW = "2026-05-06T07:08:09Z"
+NOW = MOCK_CLOCK  # what the rollout clock command prints under the mocks
 
 
 def _server_tags(graph: ProgramRun) -> dict:
@@ -185,7 +184,6 @@ def test_a_new_mlflow_version_waits_for_an_on_demand_backup_named_after_the_chan
     named after the change, kept when the next version replaces its resource. The version before is read
     from the server app's own tags (a first deploy: the app does not exist, and the look-up's "not found"
     does not fail it)."""
-    monkeypatch.setattr(azure_platform, "utc_now", lambda: NOW)
     run = run_program(azure_config(azure=GENERAL_PURPOSE), stack="azure", mocks=_DeployedBefore(None))
     server = run.one("azure-native:dbforpostgresql:Server")
     backup = run.one("azure-native:dbforpostgresql:BackupsAutomaticAndOnDemand")
@@ -209,7 +207,6 @@ def test_burstable_takes_no_on_demand_backup_and_records_when_the_rollout_starte
     and the default azure.dbSku is Burstable: no backup there. Going back is a point-in-time restore to
     just before the rollout (same page, "Point-in-time recovery"): the server app records the version and
     the UTC time its rollout started; an `up` of the same version keeps that time."""
-    monkeypatch.setattr(azure_platform, "utc_now", lambda: NOW)
     first = run_program(azure_config(), stack="azure", mocks=_DeployedBefore(None))
     assert not first.of_type("azure-native:dbforpostgresql:BackupsAutomaticAndOnDemand")
     assert _server_tags(first) == {"mlflow-deployed-version": "3.17.2", "mlflow-rollout-started": NOW}

@@ -1,0 +1,74 @@
+"""A reviewed plan can be applied: the program sends every resource the same inputs when it runs again on the
+same state. `pulumi up --plan` (the deploy workflow's apply job) compares each resource's inputs with the
+plan's and stops with "violates plan" at the first difference (pulumi/pulumi pkg/resource/deploy/plan.go;
+pulumi/pulumi#17546 for a value read fresh at each run). Review 25: a fresh ECR token in every image's
+inputs on aws, the program's own clock in the server app's tags on azure.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+
+import pytest
+
+from tests.harness.program import ProgramMocks, run_program, stack_file_config
+
+
+class FreshEachCall(ProgramMocks):
+    """An account whose look-ups of short-lived values (tokens) answer anew at every call, as the clouds do."""
+
+    counter = itertools.count()
+
+    def call(self, args):
+        answer = super().call(args)
+        if "Token" in args.token or "token" in args.token:
+            outputs = answer[0] if isinstance(answer, tuple) else answer
+            fresh = {key: f"{value}-{next(self.counter)}" if isinstance(value, str) else value
+                     for key, value in outputs.items()}
+            return (fresh, answer[1]) if isinstance(answer, tuple) else fresh
+        return answer
+
+
+def _inputs(stack: str) -> dict[str, str]:
+    run = run_program(stack_file_config(stack), stack=stack, mocks=FreshEachCall())
+    return {resource.urn: json.dumps(resource.raw_inputs, sort_keys=True, default=str) for resource in run.resources}
+
+
+@pytest.mark.parametrize("stack", ["local", "aws", "azure"])
+def test_the_program_sends_the_same_inputs_when_it_runs_again(stack):
+    preview, up = _inputs(stack), _inputs(stack)
+    assert preview.keys() == up.keys()
+    changed = sorted(urn.rsplit("::", 1)[-1] for urn in preview if preview[urn] != up[urn])
+    assert not changed, f"inputs that differ between a plan and its `up --plan`: {changed}"
+
+
+def test_the_azure_rollout_time_is_taken_by_a_command_run_with_each_version():
+    """The server app's rollout-started tag comes from a command's output, made anew only when the MLflow version
+    changes (a preview leaves it unknown, which a plan accepts), not from the program's clock."""
+    run = run_program(stack_file_config("azure"), stack="azure")
+    [clock] = [c for c in run.of_type("command:local:Command") if c.inputs["create"].startswith("date -u ")]
+    assert clock.inputs["triggers"] == [stack_file_config("azure")["mlflow:mlflowVersion"]]
+    server = run.one("azure-native:app:ContainerApp", "mlflow-server")
+    assert clock.urn in server.dependencies
+    assert server.inputs["tags"]["mlflow-rollout-started"] == clock.state["stdout"].strip()
+
+
+def test_the_push_token_is_asked_for_again_whenever_anything_the_server_image_copies_changes(tmp_path, monkeypatch):
+    """The registry tokens (aws and azure) are renewed only when images_fingerprint changes, so it must cover
+    every path the server image's Dockerfile copies: mlflow_guard/ was copied but not counted, and a changed
+    guard was then pushed with a token hours old (review 25)."""
+    from components.platforms import base
+
+    sources = base.dockerfile_sources(base.REPO_ROOT / "docker" / "mlflow" / "Dockerfile")
+    assert {"migration", "mlflow_guard", "docker/mlflow/requirements.txt"} <= set(sources)
+    for top in {"docker", *(source.split("/")[0] for source in sources)}:
+        shutil.copytree(base.REPO_ROOT / top, tmp_path / top, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(base, "REPO_ROOT", tmp_path)
+    for source in [*sources, "docker/mlflow/Dockerfile"]:
+        path = tmp_path / source
+        touched = path if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())[-1]
+        before = base.images_fingerprint("3.17.2", ["nginx:1"])
+        touched.write_bytes(touched.read_bytes() + b"\n")
+        assert base.images_fingerprint("3.17.2", ["nginx:1"]) != before, f"{touched} is not counted"
