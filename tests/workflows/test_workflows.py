@@ -17,9 +17,8 @@ import pytest
 import yaml
 
 from tests.harness.program import REPO_ROOT
+from tests.workflows.workflows import GITHUB, WORKFLOWS, broken_file, jobs, load, load_all, pulumi_steps, steps
 
-GITHUB = REPO_ROOT / ".github"
-WORKFLOWS = {path.name: path for path in sorted((GITHUB / "workflows").glob("*.yml"))}
 BIN = Path(sys.executable).parent
 PINNED_USES = re.compile(r"^\s*(?:-\s+)?uses:\s+(?P<action>[\w.-]+/[\w./-]+)@(?P<ref>\S+)"
                          r"(?:\s+#\s*(?P<comment>\S+))?\s*$")
@@ -38,21 +37,6 @@ def zizmor(*targets: Path) -> tuple[int, list[dict[str, Any]]]:
     return result.returncode, json.loads(result.stdout)
 
 
-def load(name: str) -> dict[str, Any]:
-    workflow = yaml.safe_load(WORKFLOWS[name].read_text())
-    workflow["on"] = workflow.pop(True, workflow.get("on"))  # YAML 1.1 reads the key `on` as true
-    return workflow
-
-
-def steps(workflow: dict[str, Any]) -> list[dict[str, Any]]:
-    return [step for job in workflow["jobs"].values() for step in job["steps"]]
-
-
-def pulumi_step(workflow: dict[str, Any]) -> dict[str, Any]:
-    [step] = [step for step in steps(workflow) if step.get("uses", "").startswith("pulumi/actions@")]
-    return step
-
-
 def pinned_version(requirements: str, package: str) -> str:
     for line in (REPO_ROOT / requirements).read_text().splitlines():
         if line.split("==")[0].strip() == package:
@@ -61,16 +45,11 @@ def pinned_version(requirements: str, package: str) -> str:
 
 
 def broken_copy(tmp_path: Path, name: str, pattern: str, replacement: str) -> Path:
-    """A copy of a workflow with the first match of `pattern` replaced (SHAs and versions may change)."""
-    text, count = re.subn(pattern, replacement, WORKFLOWS[name].read_text(), count=1, flags=re.MULTILINE)
-    assert count == 1, f"{pattern!r} is not in {name}"
-    copy = tmp_path / name
-    copy.write_text(text)
-    return copy
+    return broken_file(tmp_path, name, pattern, replacement)
 
 
-def test_the_three_workflows_exist():
-    assert set(WORKFLOWS) == {"preview.yml", "deploy.yml", "test.yml"}
+def test_the_workflows_exist():
+    assert set(WORKFLOWS) == {"preview.yml", "deploy.yml", "test.yml", "drift.yml", "runbook.yml"}
 
 
 # --- GitHub's schema ---------------------------------------------------------------------------------
@@ -131,7 +110,8 @@ def test_every_action_is_pinned_to_a_commit_with_its_version_named():
                     f"{name}: {line.strip()}"
                 pins.setdefault(match["action"], set()).add(f"{match['ref']} {match['comment']}")
     assert {action for action, refs in pins.items() if len(refs) > 1} == set(), pins
-    assert set(pins) == {"actions/checkout", "actions/setup-python", "pulumi/actions",
+    assert set(pins) == {"actions/checkout", "actions/setup-python", "pulumi/actions", "actions/cache",
+                         "actions/upload-artifact", "actions/download-artifact",
                          "aws-actions/configure-aws-credentials", "azure/login"}
 
 
@@ -154,50 +134,80 @@ def test_preview_runs_the_policy_pack_on_each_cloud_stack_of_a_pull_request():
     workflow = load("preview.yml")
     assert set(workflow["on"]) == {"pull_request"}
     [job] = workflow["jobs"].values()
+    assert job["name"] == "preview ${{ matrix.stack }}"  # the required checks `preview aws`, `preview azure`
+    assert "if" not in job, "never skipped: a skipped required check counts as passed"
     assert job["strategy"]["matrix"]["stack"] == ["aws", "azure"]
     assert job["permissions"] == {"contents": "read", "id-token": "write", "pull-requests": "write"}
     assert job["concurrency"]["cancel-in-progress"] is True
-    step = pulumi_step(workflow)
-    assert {key: step["with"][key] for key in ("command", "comment-on-pr", "diff", "policyPacks")} == {
-        "command": "preview", "comment-on-pr": True, "diff": True, "policyPacks": "policy"}
+    [step] = pulumi_steps(job)
+    assert {key: step["with"][key] for key in ("command", "comment-on-pr", "comment-on-summary", "diff",
+                                               "policyPacks")} == {
+        "command": "preview", "comment-on-pr": True, "comment-on-summary": True, "diff": True, "policyPacks": "policy"}
     assert step["with"]["stack-name"] == "${{ matrix.stack }}"
     assert "vars." in step["with"]["cloud-url"]
     assert step["env"]["PULUMI_CONFIG_PASSPHRASE"] == "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}"
+    # Every step after the gate runs only when it lets the preview run (or reports a failure).
+    gate, *rest = job["steps"]
+    assert gate["id"] == "gate"
+    assert all("steps.gate.outputs.preview == 'true'" in step.get("if", "") or step.get("if") == "failure()"
+               for step in rest)
 
 
-def test_deploy_runs_up_on_main_behind_each_stacks_environment():
+def test_deploy_tests_plans_and_applies_main_behind_each_stacks_environment():
     workflow = load("deploy.yml")
-    assert workflow["on"] == {"push": {"branches": ["main"]}}
-    [job] = workflow["jobs"].values()
-    assert job["environment"] == "${{ matrix.stack }}" and job["strategy"]["matrix"]["stack"] == ["aws", "azure"]
-    assert job["permissions"] == {"contents": "read", "id-token": "write"}
-    assert job["concurrency"] == {"group": "deploy-${{ matrix.stack }}", "cancel-in-progress": False}
-    step = pulumi_step(workflow)
-    assert (step["with"]["command"], step["with"]["policyPacks"]) == ("up", "policy")
+    assert workflow["on"] == {"push": {"branches": ["main"]}, "workflow_dispatch": None}
+    test, plan, apply = (workflow["jobs"][job] for job in ("test", "plan", "apply"))
+    assert test["if"] == "github.ref == 'refs/heads/main'" and test["name"] == "test"
+    assert (plan.get("needs"), apply.get("needs")) == ("test", "plan")
+    assert "environment" not in plan and apply["environment"] == "${{ matrix.stack }}"
+    assert plan["permissions"] == apply["permissions"] == {"contents": "read", "id-token": "write"}
+    assert apply["concurrency"] == {"group": "deploy-${{ matrix.stack }}", "cancel-in-progress": False}
+    assert [step["with"]["command"] for job in (plan, apply) for step in pulumi_steps(job)] == ["preview", "up"]
 
 
-@pytest.mark.parametrize("name", ["preview.yml", "deploy.yml"])
+def test_dependabot_updates_only_the_actions():
+    """The preview lets a Dependabot pull request pass unpreviewed when it changes .github/ alone (its
+    runs have no Actions secrets): that holds while Dependabot updates nothing else."""
+    configuration = yaml.safe_load((GITHUB / "dependabot.yml").read_text())
+    assert {update["package-ecosystem"] for update in configuration["updates"]} == {"github-actions"}
+
+
+@pytest.mark.parametrize("name", ["preview.yml", "deploy.yml", "drift.yml", "runbook.yml"])
 def test_the_cloud_jobs_sign_in_by_oidc_and_build_the_runtimes_venvs(name: str):
     """Pulumi.yaml and PulumiPolicy.yaml name `venv` virtualenvs; the clouds trust the job's OIDC token,
     no stored key; the CLI is the version the program's SDK pins."""
     workflow = load(name)
-    all_steps = steps(workflow)
-    setup = next(step["run"] for step in all_steps if "venv" in step.get("run", ""))
-    assert "python -m venv venv" in setup and "-r requirements.txt" in setup
-    assert "python -m venv policy/venv" in setup and "-r policy/requirements.txt" in setup
-    aws = next(s for s in all_steps if s.get("uses", "").startswith("aws-actions/configure-aws-credentials@"))
-    assert set(aws["with"]) <= {"role-to-assume", "aws-region", "role-duration-seconds"}
-    azure = next(s for s in all_steps if s.get("uses", "").startswith("azure/login@"))
-    assert set(azure["with"]) == {"client-id", "tenant-id", "subscription-id"}
+    for _, job_id, job in jobs({name: workflow}):
+        if not pulumi_steps(job):
+            continue
+        job_steps = job["steps"]
+        setup = next(step["run"] for step in job_steps if "venv" in step.get("run", ""))
+        assert "python -m venv venv" in setup and "-r requirements.txt" in setup, job_id
+        assert "python -m venv policy/venv" in setup and "-r policy/requirements.txt" in setup, job_id
+        aws = next(s for s in job_steps if s.get("uses", "").startswith("aws-actions/configure-aws-credentials@"))
+        assert set(aws["with"]) <= {"role-to-assume", "aws-region", "role-duration-seconds"}
+        azure = next(s for s in job_steps if s.get("uses", "").startswith("azure/login@"))
+        assert set(azure["with"]) == {"client-id", "tenant-id", "subscription-id"}
+        for step in pulumi_steps(job):
+            assert step["with"]["pulumi-version"] == pinned_version("requirements.txt", "pulumi")
     assert not re.search(r"AWS_SECRET_ACCESS_KEY|AZURE_CREDENTIALS|client-secret|ARM_CLIENT_SECRET",
                          WORKFLOWS[name].read_text())
-    assert pulumi_step(workflow)["with"]["pulumi-version"] == pinned_version("requirements.txt", "pulumi")
 
 
 def test_the_test_workflow_runs_the_projects_test_command():
     workflow = load("test.yml")
     assert set(workflow["on"]) == {"pull_request"}
+    assert [job["name"] for job in workflow["jobs"].values()] == ["test"]  # the required check `test`
     assert [step["run"] for step in steps(workflow) if "run" in step] == ["./scripts/test"]
+    # deploy.yml's `test` job is the same job.
+    deploy_test = load("deploy.yml")["jobs"]["test"]
+    assert [{key: value for key, value in step.items() if key != "name"} for step in deploy_test["steps"]] == [
+        {key: value for key, value in step.items() if key != "name"} for step in workflow["jobs"]["test"]["steps"]]
+
+
+def test_every_workflow_is_checked():
+    """The structural checks (test_structure.py) read every workflow; a new one joins them here."""
+    assert set(load_all()) == set(WORKFLOWS)
 
 
 def test_the_checkers_are_pinned_where_scripts_test_installs_them():
