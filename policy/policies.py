@@ -10,10 +10,17 @@ that are `Mapping`/`Sequence` (not `dict`/`list`) and raise `UnknownValueError` 
 not known yet. Pulumi secrets arrive unwrapped. A resource validation lets `UnknownValueError`
 escape (the analyzer reports "can't run during preview" and runs the policy again at `pulumi up`);
 a stack validation skips the one resource it cannot judge yet, so the others are still checked.
+Numbers arrive as floats (the engine's property structs): a protocol may be -1.0.
+
+Two policies take configuration (`--policy-pack-config`, handed over by the analyzer's `Configure`,
+read with `args.get_config()`): `iam-least-privilege` (IAM_CONFIG_SCHEMA) and
+`stateful-resources-protected` (PROTECTION_CONFIG_SCHEMA). Their defaults are the unconfigured
+behaviour; a configuration the policy refuses raises PolicyConfigError, which fails the CLI's run.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import json
 import re
@@ -23,6 +30,7 @@ from typing import Any
 from pulumi_policy import (
     EnforcementLevel,
     Policy,
+    PolicyConfigSchema,
     PolicyResource,
     ReportViolation,
     ResourceValidationArgs,
@@ -52,6 +60,7 @@ IAM_POLICY_DOCUMENTS = {  # type -> the property holding an identity policy docu
     "aws:iam/policy:Policy": "policy",
     "aws:iam/userPolicy:UserPolicy": "policy",
     "aws:iam/groupPolicy:GroupPolicy": "policy",
+    "aws:ssoadmin/permissionSetInlinePolicy:PermissionSetInlinePolicy": "inlinePolicy",
 }
 IAM_ROLE = "aws:iam/role:Role"
 SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
@@ -68,6 +77,27 @@ CONTAINER_APPS = frozenset({"azure-native:app:ContainerApp", "azure-native:app:J
 DOCKER_CONTAINER = "docker:index/container:Container"
 DOCKER_VOLUME = "docker:index/volume:Volume"
 MINIO_BUCKET = "minio:index/s3Bucket:S3Bucket"
+DEFAULT_SECURITY_GROUP = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
+NETWORK_SECURITY_GROUPS = frozenset({"azure-native:network:NetworkSecurityGroup",
+                                     "azure:network/networkSecurityGroup:NetworkSecurityGroup"})
+NETWORK_SECURITY_RULES = frozenset({"azure-native:network:SecurityRule",
+                                    "azure:network/networkSecurityRule:NetworkSecurityRule"})
+DATABASE_FIREWALL_MODULES = ("azure-native:dbforpostgresql:", "azure-native:dbformysql:", "azure-native:dbformariadb:",
+                             "azure-native:sql:", "azure:postgresql/", "azure:mysql/", "azure:mariadb/", "azure:mssql/",
+                             "azure:sql/")
+"""Where a type whose name ends in FirewallRule (startIpAddress..endIpAddress) opens a database server."""
+IAM_ATTACHING_MODULES = ("aws:iam/", "aws:ssoadmin/")
+"""The modules whose resources attach managed policies by ARN (RolePolicyAttachment, Role.managedPolicyArns,
+the *PolicyAttachmentsExclusive lists, PolicyAttachment, IAM Identity Center's ManagedPolicyAttachment)."""
+TRUST_POLICY = {IAM_ROLE: "assumeRolePolicy"}
+AZURE_ROLE_ASSIGNMENTS = frozenset({
+    "azure-native:authorization:RoleAssignment",
+    "azure-native:authorization:RoleAssignmentScheduleRequest",  # PIM: an active assignment
+    "azure-native:authorization:RoleEligibilityScheduleRequest",  # PIM: an eligible one, activated at will
+    "azure:authorization/assignment:Assignment",
+})
+AZURE_ROLE_DEFINITIONS = frozenset({"azure-native:authorization:RoleDefinition",
+                                    "azure:authorization/roleDefinition:RoleDefinition"})
 
 # --- facts the policies decide by ----------------------------------------------------------------
 
@@ -85,6 +115,57 @@ ACTIONS_ONLY_ON_ANY_RESOURCE = frozenset(action.lower() for action in (
     "logs:DescribeLogGroups", "cloudwatch:PutMetricData",
 ))
 """IAM actions that have no resource-level permissions: AWS accepts them only with `Resource: "*"`."""
+
+PRIVATE_NETWORKS = tuple(ipaddress.ip_network(network) for network in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # RFC 1918
+    "100.64.0.0/10",  # RFC 6598, shared address space
+    "127.0.0.0/8", "::1/128",  # loopback
+    "169.254.0.0/16", "fe80::/10",  # link-local
+    "fc00::/7",  # unique local addresses (ULA)
+))
+"""The only source ranges that may reach a database port: a CIDR must lie wholly inside one of them."""
+PRIVATE_SERVICE_TAGS = frozenset({"virtualnetwork", "azureloadbalancer"})
+"""Azure NSG service tags that stand for private sources (the VNet and its peerings, the platform's probes).
+Every other tag (Internet, *, AzureCloud, Storage, ...) names public addresses."""
+
+ESCALATION_ACTIONS = frozenset(action.lower() for action in (
+    "iam:AttachRolePolicy", "iam:AttachUserPolicy", "iam:AttachGroupPolicy",
+    "iam:PutRolePolicy", "iam:PutUserPolicy", "iam:PutGroupPolicy",
+    "iam:CreatePolicyVersion", "iam:SetDefaultPolicyVersion", "iam:UpdateAssumeRolePolicy",
+    "iam:PutRolePermissionsBoundary", "iam:DeleteRolePermissionsBoundary",
+    "iam:PutUserPermissionsBoundary", "iam:DeleteUserPermissionsBoundary",
+    "iam:CreateAccessKey", "iam:CreateLoginProfile", "iam:UpdateLoginProfile", "iam:AddUserToGroup",
+))
+"""IAM actions that grant permissions or credentials: whoever holds one on any identity (its own role
+included) can make itself an administrator. Refused whatever the Resource, also matched by wildcards
+(iam:*, iam:Put*, iam:Attach*, *Policy, ...)."""
+IDENTITY_SERVICES = frozenset({"iam", "sts", "kms", "organizations", "account", "sso", "sso-directory",
+                               "identitystore", "secretsmanager"})
+"""Services whose actions on every resource of an account hand out identities, credentials or keys: a
+wildcard resource (arn:aws:iam::123456789012:role/*) is refused for them even with a Condition."""
+_CONFIGURABLE_ACTION = re.compile(r"[A-Za-z0-9-]+:[A-Za-z0-9]+")
+_LISTING_ACTION = re.compile(r"[a-z0-9-]+:(?:list|describe)[a-z0-9]*")
+
+BROAD_MANAGED_POLICY_NAME = re.compile(r"admin|poweruser|fullaccess|readwrite", re.IGNORECASE)
+"""AWS-managed policies that are broad by name: AdministratorAccess (and -Amplify, ...), *Administrator
+(job functions, AWSSSOMasterAccountAdministrator), *AdminAccess, PowerUserAccess, *PowerUser,
+IAMFullAccess and every other *FullAccess / *_FullAccess, SecretsManagerReadWrite. AWS-managed policies
+are never scoped to the project's resources, so these mean "every resource of the account"."""
+_AWS_MANAGED_POLICY_ARN = re.compile(r"arn:[^:]*:iam::aws:policy/(?P<path>.*)", re.IGNORECASE)
+
+AZURE_PRIVILEGED_ROLES = {
+    "8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner",
+    "b24988ac-6180-42a0-ab88-20f7382dd24c": "Contributor",
+    "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9": "User Access Administrator",
+    "f58310d9-a9f6-439a-9e8d-f62e7b41a168": "Role Based Access Control Administrator",
+}
+"""Azure's built-in privileged roles (the role definition GUIDs of
+https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/privileged): all actions, or
+the right to assign roles. Refused at subscription, management-group or root scope."""
+AZURE_ROLE_ADMIN_ACTIONS = ("microsoft.authorization/roleassignments/write",
+                            "microsoft.authorization/roledefinitions/write",
+                            "microsoft.authorization/elevateaccess/action")
+"""What a custom role must not be able to do above a resource group (besides all actions, "*")."""
 
 PUBLIC_CANNED_ACLS = frozenset({"public-read", "public-read-write", "authenticated-read"})
 MINIO_PUBLIC_ACLS = frozenset({"public", "public-read", "public-read-write"})
@@ -139,19 +220,43 @@ def as_list(value: Any) -> list[Any]:
     return list(value) if is_sequence(value) else [value]
 
 
-def document(value: Any) -> Mapping[str, Any]:
-    """A policy document given as JSON text (what the providers take) or as an object."""
+def _without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON objects with one key twice (also "Action" and "action") are refused: which one would AWS read?"""
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name.lower() in seen:
+            raise ValueError(f"duplicate key {name!r}")
+        seen.add(name.lower())
+    return dict(pairs)
+
+
+def _parse_document(value: Any) -> Any:
+    """A document given as JSON text (what the providers take) or as an object; ValueError if unreadable."""
     if isinstance(value, str):
-        try:
-            parsed = json.loads(value) if value.strip() else {}
-        except ValueError:
-            return {}
-        return parsed if isinstance(parsed, Mapping) else {}
-    return value if isinstance(value, Mapping) else {}
+        return json.loads(value, object_pairs_hook=_without_duplicate_keys) if value.strip() else {}
+    return {} if value is None else value
+
+
+def document(value: Any) -> Mapping[str, Any]:
+    """A policy document given as JSON text or as an object; {} where it cannot be read."""
+    try:
+        parsed = _parse_document(value)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, Mapping) else {}
+
+
+def unreadable_document(value: Any) -> bool:
+    """A policy document that is given but is no JSON object (AWS would refuse it, or read it otherwise)."""
+    try:
+        return not isinstance(_parse_document(value), Mapping)
+    except ValueError:
+        return True
 
 
 def statements(policy_document: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [item for item in as_list(get(policy_document, "Statement")) if isinstance(item, Mapping)]
+    """The statements of a document, one or a list, its element names matched without regard to case."""
+    return [item for item in as_list(key(policy_document, "Statement")) if isinstance(item, Mapping)]
 
 
 def key(mapping: Any, name: str) -> Any:
@@ -269,7 +374,7 @@ def validate_container_env(args: ResourceValidationArgs, report: ReportViolation
 
 def validate_database_not_public(args: ResourceValidationArgs, report: ReportViolation) -> None:
     kind, props, name = normalized_type(args.resource_type), args.props, args.name
-    if kind in (RDS_INSTANCE, RDS_CLUSTER_INSTANCE) and is_true(get(props, "publiclyAccessible")):
+    if kind in (RDS_INSTANCE, RDS_CLUSTER, RDS_CLUSTER_INSTANCE) and is_true(get(props, "publiclyAccessible")):
         report(f"{label(kind, name)} is publicly accessible: set publiclyAccessible to false and reach it from "
                "inside the VPC (the server's security group, a one-off task).", None)
     elif kind == FLEXIBLE_SERVER:
@@ -280,51 +385,146 @@ def validate_database_not_public(args: ResourceValidationArgs, report: ReportVio
                    "set it to \"Disabled\" and put the server in a delegated subnet with a private DNS zone.", None)
 
 
+def is_private_network(value: Any) -> bool:
+    """Whether every address of a CIDR (or of one address) is private: RFC 1918, RFC 6598, loopback,
+    link-local or ULA. What does not parse is not private."""
+    try:
+        network = ipaddress.ip_network(str(value).strip(), strict=False)
+    except ValueError:
+        return False
+    return any(network.version == private.version and network.subnet_of(private)
+               for private in PRIVATE_NETWORKS)
+
+
+def public_sources(sources: Iterable[Any]) -> list[str]:
+    """The source CIDRs that admit any address outside the private ranges (0.0.0.0/0, 0.0.0.0/1,
+    203.0.113.0/24, 2001:db8::/32, ::ffff:0:0/96, a typo that does not parse, ...)."""
+    return [str(source) for source in sources if source not in (None, "") and not is_private_network(source)]
+
+
+def _protocol(value: Any) -> str:
+    """A protocol as the AWS API reads it: the engine's wire format makes numbers floats (-1.0, 6.0)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(int(value))
+    return "" if value is None else str(value).strip().lower()
+
+
 def _ports_cover_database(protocol: Any, from_port: Any, to_port: Any) -> list[int]:
-    if str(protocol).lower() in ("-1", "all"):
+    """The database ports an AWS rule admits: all of them for protocol -1/all (or none given), the ones
+    between fromPort and toPort for TCP (all of them when the range is missing or unreadable)."""
+    protocol_name = _protocol(protocol)
+    if protocol_name in ("-1", "all", ""):
         return sorted(DATABASE_PORTS)
-    if str(protocol).lower() not in ("tcp", "6"):
+    if protocol_name not in ("tcp", "6"):
         return []
     try:
-        low, high = int(from_port), int(to_port)
+        low, high = sorted((int(float(from_port)), int(float(to_port))))
     except (TypeError, ValueError):
-        return []
+        return sorted(DATABASE_PORTS)
     return [port for port in sorted(DATABASE_PORTS) if low <= port <= high]
 
 
-def _open_to_everyone(cidrs: Iterable[Any]) -> list[str]:
-    """The CIDRs that admit every address (0.0.0.0/0, ::/0 and their equals)."""
-    open_cidrs = []
-    for cidr in cidrs:
+def _azure_ports_cover_database(protocol: Any, ranges: Iterable[Any]) -> list[int]:
+    """The database ports an NSG rule admits ("5432", "5000-6000", "*"; unreadable means all)."""
+    if _protocol(protocol) not in ("tcp", "*", "", "any"):
+        return []
+    covered: set[int] = set()
+    for port_range in ranges:
+        text = str(port_range).strip()
+        if text in ("*", ""):
+            return sorted(DATABASE_PORTS)
+        low, _, high = text.partition("-")
         try:
-            if ipaddress.ip_network(str(cidr), strict=False).prefixlen == 0:
-                open_cidrs.append(str(cidr))
+            first, last = sorted((int(low), int(high or low)))
         except ValueError:
+            return sorted(DATABASE_PORTS)
+        covered.update(port for port in DATABASE_PORTS if first <= port <= last)
+    return sorted(covered)
+
+
+def _public_nsg_sources(rule: Any) -> list[str]:
+    prefixes = [*as_list(get(rule, "sourceAddressPrefix")), *as_list(get(rule, "sourceAddressPrefixes"))]
+    prefixes = [prefix for prefix in prefixes if prefix not in (None, "")]
+    if not prefixes:  # an application security group holds the VNet's own NICs; nothing at all means any
+        return [] if as_list(get(rule, "sourceApplicationSecurityGroups")) else ["(no source: any)"]
+    public = []
+    for prefix in prefixes:
+        text = str(prefix).strip()
+        if text.lower() in PRIVATE_SERVICE_TAGS or is_private_network(text):
             continue
-    return open_cidrs
+        public.append(text)
+    return public
 
 
-def validate_database_port_closed_to_internet(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    kind, props, name = normalized_type(args.resource_type), args.props, args.name
-    rules: list[tuple[Any, Any, Any, list[Any]]] = []  # protocol, from, to, cidrs
-    if kind == SECURITY_GROUP:
+def _public_address_range(start: Any, end: Any) -> bool:
+    """Whether startIpAddress..endIpAddress holds any non-private address (0.0.0.0..0.0.0.0 is Azure's
+    "allow every Azure service", i.e. any tenant's resources)."""
+    try:
+        first, last = ipaddress.ip_address(str(start).strip()), ipaddress.ip_address(str(end).strip())
+    except ValueError:
+        return True
+    if first.version != last.version:
+        return True
+    first, last = min(first, last), max(first, last)
+    return not all(is_private_network(network) for network in ipaddress.summarize_address_range(first, last))
+
+
+def _aws_ingress_rules(kind: str, props: Mapping[str, Any]) -> list[tuple[Any, Any, Any, list[Any]]]:
+    """(protocol, from port, to port, source CIDRs) of each ingress rule an AWS resource declares."""
+    rules: list[tuple[Any, Any, Any, list[Any]]] = []
+    if kind in (SECURITY_GROUP, DEFAULT_SECURITY_GROUP):
         for rule in as_list(get(props, "ingress")):
             rules.append((get(rule, "protocol"), get(rule, "fromPort"), get(rule, "toPort"),
                           [*as_list(get(rule, "cidrBlocks")), *as_list(get(rule, "ipv6CidrBlocks"))]))
-    elif kind == SECURITY_GROUP_RULE and get(props, "type") == "ingress":
+    elif kind == SECURITY_GROUP_RULE and str(get(props, "type", default="")).strip().lower() == "ingress":
         rules.append((get(props, "protocol"), get(props, "fromPort"), get(props, "toPort"),
                       [*as_list(get(props, "cidrBlocks")), *as_list(get(props, "ipv6CidrBlocks"))]))
     elif kind == SECURITY_GROUP_INGRESS_RULE:
         rules.append((get(props, "ipProtocol"), get(props, "fromPort"), get(props, "toPort"),
                       [*as_list(get(props, "cidrIpv4")), *as_list(get(props, "cidrIpv6"))]))
-    for protocol, from_port, to_port, cidrs in rules:
+    return rules
+
+
+def _is_database_firewall_rule(kind: str) -> bool:
+    return kind.startswith(DATABASE_FIREWALL_MODULES) and kind.endswith("FirewallRule")
+
+
+def _engines(ports: Iterable[int]) -> str:
+    return ", ".join(f"{port} ({DATABASE_PORTS[port]})" for port in ports)
+
+
+def validate_database_port_closed_to_internet(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    kind, props, name = normalized_type(args.resource_type), args.props, args.name
+    for protocol, from_port, to_port, cidrs in _aws_ingress_rules(kind, props):
         ports = _ports_cover_database(protocol, from_port, to_port)
-        open_cidrs = _open_to_everyone(cidrs)
-        if ports and open_cidrs:
-            engines = ", ".join(f"{port} ({DATABASE_PORTS[port]})" for port in ports)
-            report(f"{label(kind, name)} admits {' and '.join(open_cidrs)} to database port {engines}: allow only "
-                   "the security group of the tasks that use the database (referencedSecurityGroupId / "
-                   "securityGroups), or a private CIDR.", None)
+        public = public_sources(cidrs)
+        if ports and public:
+            report(f"{label(kind, name)} admits {' and '.join(public)} to database port {_engines(ports)}: allow "
+                   "only the security group of the tasks that use the database (referencedSecurityGroupId / "
+                   "securityGroups), or a private CIDR (RFC 1918, 100.64.0.0/10, a ULA).", None)
+    if kind in NETWORK_SECURITY_GROUPS or kind in NETWORK_SECURITY_RULES:
+        rules = as_list(get(props, "securityRules")) if kind in NETWORK_SECURITY_GROUPS else [props]
+        for rule in rules:
+            if str(get(rule, "access", default="")).lower() == "deny" or \
+                    str(get(rule, "direction", default="")).lower() == "outbound":
+                continue
+            ports = _azure_ports_cover_database(
+                get(rule, "protocol"),
+                [*as_list(get(rule, "destinationPortRange")), *as_list(get(rule, "destinationPortRanges"))]
+                or ["*"])
+            public = _public_nsg_sources(rule)
+            if ports and public:
+                report(f"{label(kind, name)}: rule '{get(rule, 'name', default=name)}' admits {' and '.join(public)} "
+                       f"to database port {_engines(ports)}: allow only VirtualNetwork, the subnet of the apps, or "
+                       "another private CIDR.", None)
+    elif _is_database_firewall_rule(kind):
+        start, end = get(props, "startIpAddress"), get(props, "endIpAddress")
+        if _public_address_range(start, end):
+            azure_services = " (Azure's \"allow all Azure services\": every tenant's resources)" \
+                if str(start).strip() == str(end).strip() == "0.0.0.0" else ""
+            report(f"{label(kind, name)} opens the database server to {start}-{end}{azure_services}: keep public "
+                   "network access disabled and reach the server from its VNet; a firewall rule may only name "
+                   "private addresses.", None)
 
 
 # --- storage -----------------------------------------------------------------------------------------
@@ -444,42 +644,269 @@ def validate_storage_tls_only(args: ResourceValidationArgs, report: ReportViolat
 
 # --- IAM ---------------------------------------------------------------------------------------------
 
-def _identity_documents(kind: str, props: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+class PolicyConfigError(ValueError):
+    """A `--policy-pack-config` value the policy refuses. The CLI checks the value against the policy's
+    `config_schema` before it starts; this checks what a JSON schema cannot say (unknown keys, actions
+    that must never be allowed on every resource). Raised, so `preview` and `up` fail rather than run
+    with a configuration nobody meant."""
+
+
+def _checked_config(config: Mapping[str, Any] | None, policy_name: str, schema: PolicyConfigSchema
+                    ) -> Mapping[str, Any]:
+    config = config or {}
+    unknown = sorted(str(name) for name in config if name not in schema.properties)
+    if unknown:
+        raise PolicyConfigError(f"{policy_name}: unknown configuration {', '.join(unknown)} (it takes "
+                                f"{', '.join(sorted(schema.properties))})")
+    return config
+
+
+IAM_CONFIG_SCHEMA = PolicyConfigSchema(properties={
+    "allowedActionsOnAnyResource": {
+        "type": "array",
+        "items": {"type": "string", "pattern": "^[A-Za-z0-9-]+:[A-Za-z0-9]+$"},
+        "default": [],
+        "description": "IAM actions (exact names, no wildcards) that may use Resource \"*\" besides the ones AWS "
+                       "accepts only there. Actions of iam, sts, kms, organizations, account, sso, identitystore "
+                       "and secretsmanager may not be listed (List*/Describe* aside).",
+    },
+})
+
+
+def allowed_actions_on_any_resource(config: Mapping[str, Any] | None = None) -> frozenset[str]:
+    """The actions that may use Resource "*" (lower case): the built-in ones and the configured extras."""
+    extra = _checked_config(config, "iam-least-privilege", IAM_CONFIG_SCHEMA).get("allowedActionsOnAnyResource", [])
+    if not is_sequence(extra) or not all(isinstance(action, str) for action in extra):
+        raise PolicyConfigError("iam-least-privilege: allowedActionsOnAnyResource must be a list of action names")
+    allowed = set(ACTIONS_ONLY_ON_ANY_RESOURCE)
+    for action in extra:
+        name = action.strip()
+        if not _CONFIGURABLE_ACTION.fullmatch(name):
+            raise PolicyConfigError(f"iam-least-privilege: allowedActionsOnAnyResource names {action!r}: give exact "
+                                    "action names (service:Action), no wildcards")
+        service = name.split(":", 1)[0].lower()
+        if service in IDENTITY_SERVICES and not _LISTING_ACTION.fullmatch(name.lower()):
+            raise PolicyConfigError(f"iam-least-privilege: allowedActionsOnAnyResource may not name {name}: an "
+                                    f"{service} action on every resource hands out identities, credentials or keys")
+        allowed.add(name.lower())
+    return frozenset(allowed)
+
+
+def _identity_documents(kind: str, props: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(where, document as given) of each identity policy a resource carries."""
     if kind in IAM_POLICY_DOCUMENTS:
-        return [document(get(props, IAM_POLICY_DOCUMENTS[kind]))]
-    if kind == IAM_ROLE:  # inline policies only: the trust policy (assumeRolePolicy) grants no actions
-        return [document(get(inline, "policy")) for inline in as_list(get(props, "inlinePolicies"))]
+        prop = IAM_POLICY_DOCUMENTS[kind]
+        return [(prop, get(props, prop))]
+    if kind == IAM_ROLE:  # the trust policy (assumeRolePolicy) grants no actions: trust_problems judges it
+        return [(f"inlinePolicies '{get(inline, 'name', default=index)}'", get(inline, "policy"))
+                for index, inline in enumerate(as_list(get(props, "inlinePolicies")))]
     return []
 
 
-def wildcard_problems(statement: Mapping[str, Any]) -> list[str]:
-    """What makes an Allow statement broader than this project allows."""
-    if get(statement, "Effect") != "Allow":
+def _iam_pattern(pattern: str) -> re.Pattern[str]:
+    """An IAM wildcard pattern (`*` any characters, `?` one) as a case-insensitive regular expression."""
+    return re.compile("".join(".*" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern),
+                      re.IGNORECASE | re.DOTALL)
+
+
+def _has_wildcard(text: str) -> bool:
+    return "*" in text or "?" in text
+
+
+def _allows(statement: Mapping[str, Any]) -> bool:
+    """Every statement but a Deny allows (an Effect AWS would refuse is judged as Allow)."""
+    return str(key(statement, "Effect")).strip().lower() != "deny"
+
+
+_NAME_FIRST_SERVICES = frozenset({"s3", "sns", "sqs", "codecommit", "execute-api"})
+"""Services whose ARNs begin with the resource's name (arn:aws:s3:::bucket/key), not with its type."""
+
+
+def resource_reach(resource: Any) -> str | None:
+    """How far an IAM Resource pattern reaches: "any" (any account's resources: "*",
+    "arn:aws:iam::*:*", "arn:aws:s3:::*", "arn:*"), "account" (every resource of a kind in one account:
+    "arn:aws:iam::123456789012:role/*", "arn:aws:ecs:eu-west-1:123456789012:*"), or None (named
+    resources, or names under a literal prefix: "arn:aws:s3:::bucket/*", "...:log-group:/mlflow/aws:*")."""
+    text = str(resource).strip()
+    if not _has_wildcard(text):
+        return None
+    parts = text.split(":", 5)
+    if parts[0].lower() != "arn" or len(parts) < 6:  # "*", "arn:*", "arn:aws:iam::*" (a trailing * spans colons)
+        return "any"
+    _, partition, service, _region, account, resource_id = parts
+    if _has_wildcard(partition) or _has_wildcard(service):
+        return "any"
+    if service.lower() in _NAME_FIRST_SERVICES:
+        wild = resource_id == "" or resource_id[0] in "*?"
+    else:  # type/name or type:name: a wildcard in the type, or right after it
+        separator = re.search(r"[/:]", resource_id)
+        kind_part = resource_id[:separator.start()] if separator else resource_id
+        after = resource_id[separator.end():] if separator else ""
+        wild = _has_wildcard(kind_part) or (separator is not None and (after == "" or after[0] in "*?"))
+    if not wild:
+        return None
+    return "any" if account == "" or _has_wildcard(account) else "account"
+
+
+def wildcard_problems(statement: Mapping[str, Any], allowed_on_any: frozenset[str] | None = None) -> list[str]:
+    """What makes a statement broader than this project allows: NotAction/NotResource; an action of any
+    service; an action (or wildcard) that grants permissions or credentials, whatever the resource; an
+    action on every resource (only `allowed_on_any` on "*"; for iam, sts, kms and the like no account-wide
+    wildcard either; others need a Condition on one)."""
+    if not _allows(statement):
         return []
+    allowed = ACTIONS_ONLY_ON_ANY_RESOURCE if allowed_on_any is None else allowed_on_any
     problems = []
     for negated in ("NotAction", "NotResource"):
-        if get(statement, negated) is not None:
+        if key(statement, negated) is not None:
             problems.append(f"{negated} (allows everything not listed)")
-    actions = [str(action) for action in as_list(get(statement, "Action"))]
-    if any(action in ("*", "*:*") for action in actions):
-        problems.append('Action "*"')
-    if "*" in [str(resource) for resource in as_list(get(statement, "Resource"))]:
-        scoped = [action for action in actions if action.lower() not in ACTIONS_ONLY_ON_ANY_RESOURCE]
-        if scoped:
-            problems.append(f'Resource "*" for {", ".join(scoped)}')
+    actions = [str(action).strip() for action in as_list(key(statement, "Action"))]
+    any_service = [action for action in actions
+                   if not action.partition(":")[1] or _has_wildcard(action.partition(":")[0])]
+    if any_service:
+        problems.append('Action "*"' if set(any_service) <= {"*", "*:*"}
+                        else f"Action {', '.join(any_service)} (any service)")
+    escalating = [action for action in actions if action not in any_service
+                  and any(_iam_pattern(action).fullmatch(name) for name in ESCALATION_ACTIONS)]
+    if escalating:
+        problems.append(f"{', '.join(escalating)}, which can grant permissions or credentials to any identity "
+                        "(its own role included)")
+    reaches = {reach: str(resource).strip() for resource in reversed(as_list(key(statement, "Resource")))
+               if (reach := resource_reach(resource))}
+    rest = [action for action in actions if action not in any_service and action not in escalating]
+    if "any" in reaches:
+        broad = [action for action in rest if action.lower() not in allowed]
+        if broad:
+            problems.append(f'Resource "{reaches["any"]}" for {", ".join(broad)}')
+    elif "account" in reaches:
+        conditioned = bool(key(statement, "Condition"))
+        broad = [action for action in rest if action.partition(":")[0].lower() in IDENTITY_SERVICES
+                 or (not conditioned and action.lower() not in allowed)]
+        if broad:
+            problems.append(f'Resource "{reaches["account"]}" (every one in the account) for {", ".join(broad)}')
     return problems
 
 
+def trust_problems(policy_document: Mapping[str, Any]) -> list[str]:
+    """A trust policy (assumeRolePolicy) that lets anyone assume the role: Principal "*" (or {"AWS": "*"})
+    without a Condition, or NotPrincipal."""
+    problems = []
+    for index, statement in enumerate(statements(policy_document)):
+        if not _allows(statement):
+            continue
+        sid = key(statement, "Sid") or f"#{index}"
+        if key(statement, "NotPrincipal") is not None:
+            problems.append(f"statement {sid} trusts NotPrincipal (everyone not listed)")
+        principal = key(statement, "Principal")
+        principals = as_list(principal) if not isinstance(principal, Mapping) else \
+            [value for values in principal.values() for value in as_list(values)]
+        if any(str(value).strip() == "*" for value in principals) and not key(statement, "Condition"):
+            problems.append(f"statement {sid} lets any principal of any account assume the role (Principal \"*\" "
+                            "without a Condition)")
+    return problems
+
+
+def broad_managed_policy(arn: Any) -> str | None:
+    """The name of an AWS-managed policy too broad to attach (any partition, any path), else None."""
+    match = _AWS_MANAGED_POLICY_ARN.fullmatch(str(arn).strip())
+    if not match:
+        return None
+    path = match.group("path")
+    name = path.rsplit("/", 1)[-1]
+    if BROAD_MANAGED_POLICY_NAME.search(name):
+        return path
+    if path.lower().startswith("job-function/") and name.lower() != "viewonlyaccess":
+        return path  # the job-function policies are for people (Billing, DataScientist, SystemAdministrator, ...)
+    return None
+
+
+def _attached_policy_arns(kind: str, props: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """(property, ARN) of each managed policy an IAM or IAM Identity Center resource attaches: every
+    property named like *Arn(s) (policyArn, managedPolicyArns, policyArns, managedPolicyArn), not
+    permissionsBoundary (a boundary only limits)."""
+    if not kind.startswith(IAM_ATTACHING_MODULES):
+        return
+    for prop in list(props):
+        lowered = str(prop).lower()
+        if "arn" in lowered and "boundary" not in lowered:
+            for value in as_list(get(props, prop)):
+                yield str(prop), value
+
+
+def azure_scope_above_resource_group(scope: Any) -> bool:
+    """Whether a scope is a subscription, a management group or the root ("/"): anything but
+    /subscriptions/<id>/resourceGroups/<name>[/...] (judged without regard to case)."""
+    parts = [part for part in str(scope or "").strip().lower().split("/") if part]
+    return not (len(parts) >= 4 and parts[0] == "subscriptions" and parts[2] == "resourcegroups")
+
+
+def azure_privileged_role(props: Mapping[str, Any]) -> str | None:
+    """The privileged built-in role a role assignment names (by definition id or, classic provider, by name)."""
+    definition = str(get(props, "roleDefinitionId", default="")).strip().rstrip("/").rsplit("/", 1)[-1].lower()
+    if definition in AZURE_PRIVILEGED_ROLES:
+        return AZURE_PRIVILEGED_ROLES[definition]
+    role_name = str(get(props, "roleDefinitionName", default="")).strip().lower()
+    return next((name for name in AZURE_PRIVILEGED_ROLES.values() if name.lower() == role_name), None)
+
+
+def _azure_admin_actions(props: Mapping[str, Any]) -> list[str]:
+    """The actions of a custom role that amount to Owner or User Access Administrator: "*" (all actions
+    or all data actions) and any pattern that covers assigning roles or writing role definitions."""
+    found = []
+    for permission in as_list(get(props, "permissions")):
+        for field in ("actions", "dataActions"):
+            for action in as_list(get(permission, field)):
+                text = str(action).strip()
+                if text == "*" or any(_iam_pattern(text).fullmatch(admin) for admin in AZURE_ROLE_ADMIN_ACTIONS):
+                    found.append(text)
+    return found
+
+
 def validate_iam_least_privilege(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    kind, name = normalized_type(args.resource_type), args.name
-    for policy_document in _identity_documents(kind, args.props):
-        for index, statement in enumerate(statements(policy_document)):
-            problems = wildcard_problems(statement)
+    kind, props, name = normalized_type(args.resource_type), args.props, args.name
+    allowed = allowed_actions_on_any_resource(args.get_config())
+    for where, given in _identity_documents(kind, props):
+        if unreadable_document(given):
+            report(f"{label(kind, name)}: {where} is no JSON policy document the pack can read, so nothing it "
+                   "allows can be checked: give a JSON object with a Statement list.", None)
+            continue
+        for index, statement in enumerate(statements(document(given))):
+            problems = wildcard_problems(statement, allowed)
             if problems:
-                sid = get(statement, "Sid", default=f"#{index}")
+                sid = key(statement, "Sid") or f"#{index}"
                 report(f"{label(kind, name)}: statement {sid} allows {'; '.join(problems)}. Name the actions and the "
                        "resource ARNs it needs; only actions without resource-level permissions "
-                       f"({', '.join(sorted(ACTIONS_ONLY_ON_ANY_RESOURCE))}) may use Resource \"*\".", None)
+                       f"({', '.join(sorted(allowed))}) may use Resource \"*\".", None)
+    if kind in TRUST_POLICY:
+        trust = get(props, TRUST_POLICY[kind])
+        problems = ["it is no JSON policy document"] if unreadable_document(trust) else trust_problems(document(trust))
+        if problems:
+            report(f"{label(kind, name)}: its trust policy ({TRUST_POLICY[kind]}) {'; '.join(problems)}: name the "
+                   "service or account principals, or add a Condition (aws:PrincipalOrgID, sts:ExternalId, ...).",
+                   None)
+    for prop, arn in _attached_policy_arns(kind, props):
+        managed = broad_managed_policy(arn)
+        if managed:
+            report(f"{label(kind, name)} attaches the AWS-managed policy {managed} ({prop}), which allows far more "
+                   "than the role needs on every resource of the account: attach a policy of your own that names "
+                   "the actions and resource ARNs (AWS-managed service-role policies such as "
+                   "AmazonECSTaskExecutionRolePolicy are fine).", None)
+    if kind in AZURE_ROLE_ASSIGNMENTS:
+        role = azure_privileged_role(props)
+        scope = get(props, "scope", default="")
+        if role and azure_scope_above_resource_group(scope):
+            report(f"{label(kind, name)} grants {role} at {scope or '/'} (a subscription, management group or the "
+                   "root): grant a narrower role (AcrPull, Storage Blob Data Contributor, ...) at the scope of the "
+                   "one resource it needs.", None)
+    elif kind in AZURE_ROLE_DEFINITIONS:
+        # where it may be assigned; without assignableScopes, only where it is defined
+        scopes = as_list(get(props, "assignableScopes")) or as_list(get(props, "scope"))
+        above = [str(scope) for scope in scopes if azure_scope_above_resource_group(scope)]
+        admin = _azure_admin_actions(props)
+        if admin and above:
+            report(f"{label(kind, name)} is a custom role with {', '.join(admin)} assignable at {', '.join(above)}: "
+                   "name the actions it needs (no \"*\", no Microsoft.Authorization writes) or keep its "
+                   "assignableScopes to a resource group.", None)
 
 
 # --- logs ----------------------------------------------------------------------------------------------
@@ -604,7 +1031,44 @@ def _keep_labeled(volume: PolicyResource) -> bool:
                for item in as_list(_known(volume, "labels")))
 
 
+PROTECTION_CONFIG_SCHEMA = PolicyConfigSchema(properties={
+    "requireProtection": {
+        "type": "boolean",
+        "default": True,
+        "description": "false: the stacks this configuration is used with (throw-away ones) may leave stateful "
+                       "resources unprotected.",
+    },
+    "exemptStacks": {
+        "type": "array",
+        "items": {"type": "string", "minLength": 1},
+        "default": [],
+        "description": "Stack names (shell-style patterns: pr-*) whose stateful resources need no protection; "
+                       "matched against the stack name in the resources' URNs.",
+    },
+})
+
+
+def stack_of(urn: str) -> str:
+    """The stack name in a URN (urn:pulumi:<stack>::<project>::<type>::<name>), as the engine wrote it."""
+    return urn.split("::", 1)[0].rsplit(":", 1)[-1]
+
+
+def protection_required(config: Mapping[str, Any] | None, stack: str) -> bool:
+    """Whether `stateful-resources-protected` holds on this stack under this configuration."""
+    config = _checked_config(config, "stateful-resources-protected", PROTECTION_CONFIG_SCHEMA)
+    required = config.get("requireProtection", True)
+    exempt = config.get("exemptStacks", [])
+    if not isinstance(required, bool):
+        raise PolicyConfigError("stateful-resources-protected: requireProtection must be true or false")
+    if not is_sequence(exempt) or not all(isinstance(pattern, str) and pattern.strip() for pattern in exempt):
+        raise PolicyConfigError("stateful-resources-protected: exemptStacks must be a list of stack names")
+    return required and not any(fnmatch.fnmatchcase(stack, pattern.strip()) for pattern in exempt)
+
+
 def validate_stateful_resources_protected(args: StackValidationArgs, report: ReportViolation) -> None:
+    stack = stack_of(args.resources[0].urn) if args.resources else ""
+    if not protection_required(args.get_config(), stack):
+        return
     for resource in args.resources:
         kind = normalized_type(resource.resource_type)
         if kind in STATEFUL_TYPES and not resource.opts.protect:
@@ -631,26 +1095,29 @@ def validate_stateful_resources_protected(args: StackValidationArgs, report: Rep
 
 # --- the policies ------------------------------------------------------------------------------------------
 
-def _resource_policy(name: str, description: str, validate: Callable[[ResourceValidationArgs, ReportViolation], None]
-                     ) -> ResourceValidationPolicy:
-    return ResourceValidationPolicy(name=name, description=description, validate=validate, enforcement_level=MANDATORY)
+def _resource_policy(name: str, description: str, validate: Callable[[ResourceValidationArgs, ReportViolation], None],
+                     config_schema: PolicyConfigSchema | None = None) -> ResourceValidationPolicy:
+    return ResourceValidationPolicy(name=name, description=description, validate=validate, enforcement_level=MANDATORY,
+                                    config_schema=config_schema)
 
 
-def _stack_policy(name: str, description: str, validate: Callable[[StackValidationArgs, ReportViolation], None]
-                  ) -> StackValidationPolicy:
-    return StackValidationPolicy(name=name, description=description, validate=validate, enforcement_level=MANDATORY)
+def _stack_policy(name: str, description: str, validate: Callable[[StackValidationArgs, ReportViolation], None],
+                  config_schema: PolicyConfigSchema | None = None) -> StackValidationPolicy:
+    return StackValidationPolicy(name=name, description=description, validate=validate, enforcement_level=MANDATORY,
+                                 config_schema=config_schema)
 
 
 database_not_public = _resource_policy(
     "database-not-public",
-    "The metadata database is never reachable from the internet: RDS instances are not publicly accessible, "
-    "PostgreSQL flexible servers have public network access disabled.",
+    "The metadata database is never reachable from the internet: RDS instances and clusters are not publicly "
+    "accessible, PostgreSQL flexible servers have public network access disabled.",
     validate_database_not_public)
 
 database_port_closed_to_internet = _resource_policy(
     "database-port-closed-to-internet",
-    "No security group admits 0.0.0.0/0 or ::/0 to a database port (5432 and the other RDS engines' ports), "
-    "whether the rule is inline or a rule resource of its own.",
+    "No rule admits a non-private source (anything outside RFC 1918, 100.64.0.0/10, loopback, link-local, ULA) to a "
+    "database port (5432 and the other RDS engines' ports, also through all-port and all-protocol rules): AWS "
+    "security groups and their rule resources, Azure NSG rules, Azure database server firewall rules.",
     validate_database_port_closed_to_internet)
 
 storage_encrypted = _resource_policy(
@@ -679,9 +1146,13 @@ s3_buckets_guarded = _stack_policy(
 
 iam_least_privilege = _resource_policy(
     "iam-least-privilege",
-    "No IAM policy allows Action \"*\", NotAction or NotResource, or Resource \"*\" except for the few actions "
-    "AWS accepts only on \"*\" (ECR login, ECS Exec's channels, log group look-up, metric publishing).",
-    validate_iam_least_privilege)
+    "No identity gets admin: no IAM statement with an action of any service, NotAction or NotResource, an action "
+    "that grants permissions or credentials (iam:Put*, iam:Attach*, ...), or a wildcard resource except for the "
+    "few actions AWS accepts only on \"*\"; no broad AWS-managed policy attached (AdministratorAccess, "
+    "PowerUserAccess, *FullAccess, ...); no trust policy open to any principal; no Azure Owner, Contributor, User "
+    "Access Administrator or RBAC Administrator above a resource group, no custom Azure role with \"*\" or role "
+    "assignment rights assignable there.",
+    validate_iam_least_privilege, IAM_CONFIG_SCHEMA)
 
 logs_have_retention = _resource_policy(
     "logs-have-retention",
@@ -691,8 +1162,9 @@ logs_have_retention = _resource_policy(
 stateful_resources_protected = _stack_policy(
     "stateful-resources-protected",
     "What holds data survives a mistaken `pulumi up` or `destroy`: databases, buckets, storage accounts and "
-    "containers are protected; docker volumes that hold a container's data are protected or kept on delete.",
-    validate_stateful_resources_protected)
+    "containers are protected; docker volumes that hold a container's data are protected or kept on delete "
+    "(configurable for throw-away stacks).",
+    validate_stateful_resources_protected, PROTECTION_CONFIG_SCHEMA)
 
 no_plaintext_secrets_in_container_env = _resource_policy(
     "no-plaintext-secrets-in-container-env",
@@ -720,5 +1192,6 @@ PACK_DESCRIPTION = "The MLflow platform's promises: private databases, private e
                    "least-privilege IAM, logs that expire, protected state, no secrets in container env."
 
 __all__ = ["POLICIES", "PACK_NAME", "PACK_DESCRIPTION", "ACTIONS_ONLY_ON_ANY_RESOURCE", "DATABASE_PORTS",
-           "looks_like_secret_name", "looks_like_secret_value", "denies_insecure_transport", "wildcard_problems",
-           "normalized_type"]
+           "PolicyConfigError", "looks_like_secret_name", "looks_like_secret_value", "denies_insecure_transport",
+           "wildcard_problems", "trust_problems", "resource_reach", "broad_managed_policy", "is_private_network",
+           "allowed_actions_on_any_resource", "protection_required", "normalized_type"]

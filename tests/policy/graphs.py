@@ -14,7 +14,7 @@ import copy
 import dataclasses
 import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional
 
 from pulumi_policy import (
@@ -81,13 +81,13 @@ def options_of(resource: Recorded) -> PolicyResourceOptions:
         additional_secret_outputs=list(resource.additional_secret_outputs), parent=resource.parent or None)
 
 
-def resource_args(resource: Recorded) -> ResourceValidationArgs:
+def resource_args(resource: Recorded, config: Optional[Mapping[str, Any]] = None) -> ResourceValidationArgs:
     return ResourceValidationArgs(resource.type, props_of(resource), resource.urn, resource.name, options_of(resource),
-                                  None)
+                                  None, config)
 
 
-def stack_args(resources: Sequence[Recorded], use_state: bool = False, with_dependencies: bool = True
-               ) -> StackValidationArgs:
+def stack_args(resources: Sequence[Recorded], use_state: bool = False, with_dependencies: bool = True,
+               config: Optional[Mapping[str, Any]] = None) -> StackValidationArgs:
     """The stack as AnalyzeStack sees it: parents and dependencies resolved to the resources themselves."""
     by_urn = {r.urn: PolicyResource(r.type, props_of(r, use_state), r.urn, r.name, options_of(r), None, None, [], {})
               for r in resources}
@@ -96,13 +96,14 @@ def stack_args(resources: Sequence[Recorded], use_state: bool = False, with_depe
         resource.parent = by_urn.get(recorded.parent)
         if with_dependencies:
             resource.dependencies = [by_urn[urn] for urn in recorded.dependencies if urn in by_urn]
-    return StackValidationArgs(list(by_urn.values()))
+    return StackValidationArgs(list(by_urn.values()), config)
 
 
 def check(resources: Sequence[Recorded], policies: Sequence[Policy] = tuple(pack.POLICIES), use_state: bool = False,
-          with_dependencies: bool = True) -> list[Violation]:
+          with_dependencies: bool = True, config: Optional[Mapping[str, Mapping[str, Any]]] = None) -> list[Violation]:
     """Every violation the policies report on these resources (resource policies per resource,
-    stack policies once over all of them)."""
+    stack policies once over all of them), each policy given its part of `config` (the
+    `--policy-pack-config` file's object, as `Configure` hands it over) as the analyzer gives it."""
     found: list[Violation] = []
     for policy in policies:
         def report(message: str, urn: Optional[str] = None, name: str = policy.name) -> None:
@@ -113,9 +114,10 @@ def check(resources: Sequence[Recorded], policies: Sequence[Policy] = tuple(pack
                 def report_on(message: str, urn: Optional[str] = None, own_urn: str = resource.urn) -> None:
                     report(message, own_urn)  # the analyzer files a resource policy's report under the resource
 
-                policy.validate(resource_args(resource), report_on)
+                policy.validate(resource_args(resource, (config or {}).get(policy.name)), report_on)
         elif isinstance(policy, StackValidationPolicy):
-            policy.validate(stack_args(resources, use_state, with_dependencies), report)
+            policy.validate(stack_args(resources, use_state, with_dependencies, (config or {}).get(policy.name)),
+                            report)
         else:  # pragma: no cover - the pack has only these two kinds
             raise TypeError(policy)
     return found

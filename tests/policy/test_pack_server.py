@@ -1,32 +1,39 @@
 """policy/ as the Pulumi CLI runs it: `python -u policy` starts the pack's gRPC analyzer, prints its
 port, and answers the engine's calls. What the direct calls in test_policies.py cannot show: that
-`PolicyPack(...)` accepts the policies, that they arrive mandatory, and that they judge the engine's
-wire format (property structs with secrets in Pulumi's sentinel) the same way.
+`PolicyPack(...)` accepts the policies, that they arrive mandatory, that they judge the engine's
+wire format (property structs with secrets in Pulumi's sentinel, numbers as floats) the same way, and
+that a `--policy-pack-config` file reaches them through `Configure` as the CLI sends it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
+import json
+import re
 import select
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import grpc
+import jsonschema
 import pytest
 import yaml
 from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
 from policy import policies as pack
-from tests.policy.graphs import graph, one, without
 from tests.harness.program import REPO_ROOT, SECRET_SIG, SIG_KEY, Recorded
+from tests.policy.cases import CASES, Case, added
+from tests.policy.graphs import graph, one, without
 
 START_TIMEOUT_SECONDS = 60
 
 
-@pytest.fixture(scope="module")
-def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
+@contextlib.contextmanager
+def started_pack() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
     process = subprocess.Popen([sys.executable, "-u", str(REPO_ROOT / "policy")], cwd=REPO_ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None
@@ -42,6 +49,21 @@ def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
         if process.poll() is None:
             process.terminate()
             process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
+    """The pack as `--policy-pack policy` starts it, never configured (a CLI run without a config file
+    that sets anything: the defaults)."""
+    with started_pack() as stub:
+        yield stub
+
+
+@pytest.fixture(scope="module")
+def configurable() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
+    """A pack of its own for the configuration tests: each test configures it afresh."""
+    with started_pack() as stub:
+        yield stub
 
 
 def struct(properties: dict) -> struct_pb2.Struct:
@@ -132,3 +154,125 @@ def test_the_pack_runs_in_its_own_virtualenv_with_the_programs_versions():
     pack_pins = pins("policy/requirements.txt")
     assert pack_pins == {"pulumi-policy": pins("requirements-dev.txt")["pulumi-policy"],
                          "pulumi": pins("requirements.txt")["pulumi"]}
+
+
+# --- the ways around the policies, in the engine's wire format --------------------------------------------
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_an_added_resource_is_judged_over_grpc(analyzer, case: Case):
+    """tests/policy/cases.py as Analyze gets them: each bypass is a mandatory violation of its policy, each
+    legitimate near miss passes every policy."""
+    resource = added(graph(case.stack).resources, case)
+    diagnostics = analyze(analyzer, resource)
+    if case.policy is None:
+        assert diagnostics == [], [d.message for d in diagnostics]
+    else:
+        assert diagnostics, f"{case.policy} let {case.id} through"
+        for diagnostic in diagnostics:
+            assert diagnostic.policyName == case.policy, diagnostic
+            assert diagnostic.enforcementLevel == analyzer_pb2.MANDATORY
+            assert f"'{resource.name}'" in diagnostic.message
+
+
+# --- configuration: what `--policy-pack-config` becomes ----------------------------------------------------
+
+LEVELS = {"advisory": analyzer_pb2.ADVISORY, "mandatory": analyzer_pb2.MANDATORY,
+          "disabled": analyzer_pb2.DISABLED, "remediate": analyzer_pb2.REMEDIATE}
+
+
+def cli_configure(stub: analyzer_pb2_grpc.AnalyzerStub, config_file: dict) -> None:
+    """Configure the pack as the CLI does for `--policy-pack-config <file>` (pkg/engine/update.go,
+    pkg/resource/analyzer/config.go, ReconcilePolicyPackConfig): every policy with its own enforcement
+    level and its schema's defaults, the file's values over them (a string is an enforcement level, an
+    object's "enforcementLevel" too), each policy's result validated against its schema; then one
+    Configure call with all of them."""
+    policy_config = {}
+    for policy in stub.GetAnalyzerInfo(empty_pb2.Empty()).policies:
+        schema = json_format.MessageToDict(policy.configSchema.properties) if policy.HasField("configSchema") else {}
+        properties = {name: spec["default"] for name, spec in schema.items() if "default" in spec}
+        level = policy.enforcementLevel
+        given = copy.deepcopy(config_file.get(policy.name))
+        if isinstance(given, str):
+            level = LEVELS[given]
+        elif isinstance(given, dict):
+            level = LEVELS[given.pop("enforcementLevel")] if "enforcementLevel" in given else level
+            properties.update(given)
+        if schema:
+            jsonschema.validate(properties, {"type": "object", "properties": schema})
+        policy_config[policy.name] = analyzer_pb2.PolicyConfig(enforcementLevel=level, properties=struct(properties))
+    stub.Configure(analyzer_pb2.ConfigureAnalyzerRequest(policyConfig=policy_config))
+
+
+def test_the_pack_declares_its_config_schemas(analyzer):
+    info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
+    schemas = {p.name: json_format.MessageToDict(p.configSchema.properties) for p in info.policies
+               if p.HasField("configSchema")}
+    assert info.supportsConfig
+    assert schemas["iam-least-privilege"]["allowedActionsOnAnyResource"]["default"] == []
+    assert schemas["stateful-resources-protected"]["requireProtection"]["default"] is True
+    assert schemas["stateful-resources-protected"]["exemptStacks"]["default"] == []
+
+
+def _with_statement(resource: Recorded, statement: dict) -> dict:
+    properties = copy.deepcopy(resource.raw_inputs)
+    policy = json.loads(properties["policy"])
+    policy["Statement"].append(statement)
+    properties["policy"] = json.dumps(policy)
+    return properties
+
+
+def test_the_allow_list_arrives_through_configure(configurable):
+    access = one(graph("aws").resources, "aws:iam/rolePolicy:RolePolicy", "mlflow-server-access-0")
+    describe = _with_statement(access, {"Effect": "Allow", "Action": "ec2:DescribeInstances", "Resource": "*"})
+    cli_configure(configurable, {"iam-least-privilege": {"allowedActionsOnAnyResource": ["ec2:DescribeInstances"]}})
+    assert analyze(configurable, access, describe) == []
+    cli_configure(configurable, {})
+    [diagnostic] = analyze(configurable, access, describe)
+    assert diagnostic.policyName == "iam-least-privilege" and diagnostic.enforcementLevel == analyzer_pb2.MANDATORY
+
+
+def test_an_exempt_stack_arrives_through_configure(configurable):
+    resources = graph("aws").resources
+    rds = one(resources, pack.RDS_INSTANCE, "mlflow-metadata")
+    unprotected = [dataclasses.replace(r, protect=False) if r is rds else r for r in resources]
+    for config in ({"stateful-resources-protected": {"exemptStacks": ["pr-*", "aws"]}},
+                   {"stateful-resources-protected": {"requireProtection": False}}):
+        cli_configure(configurable, config)
+        assert analyze_stack(configurable, unprotected) == [], config
+    cli_configure(configurable, {"stateful-resources-protected": {"exemptStacks": ["pr-*"]}})
+    [diagnostic] = analyze_stack(configurable, unprotected)
+    assert diagnostic.policyName == "stateful-resources-protected" and diagnostic.urn == rds.urn
+    assert diagnostic.enforcementLevel == analyzer_pb2.MANDATORY
+
+
+def test_a_refused_allow_list_fails_every_call(configurable):
+    """The schema takes "iam:PassRole" (an exact name), the policy does not: Analyze errors, and the CLI
+    stops the preview or update ("failed to run policy") instead of running with it."""
+    cli_configure(configurable, {"iam-least-privilege": {"allowedActionsOnAnyResource": ["iam:PassRole"]}})
+    rds = one(graph("aws").resources, pack.RDS_INSTANCE, "mlflow-metadata")
+    with pytest.raises(grpc.RpcError):
+        analyze(configurable, rds)
+    with pytest.raises(jsonschema.ValidationError):  # a wildcard never reaches the pack: the CLI's schema check
+        cli_configure(configurable, {"iam-least-privilege": {"allowedActionsOnAnyResource": ["ec2:*"]}})
+    cli_configure(configurable, {})
+    assert analyze(configurable, rds) == []
+
+
+def readme_configs() -> list[dict]:
+    """The `--policy-pack-config` examples of the README's "The policy pack"."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("\n## The policy pack\n", 1)[1].split("\n## ", 1)[0]
+    return [json.loads(block) for block in re.findall(r"```json\n(.*?)```", section, re.DOTALL)]
+
+
+def test_the_readmes_config_examples_are_valid_and_keep_the_pack_mandatory(configurable):
+    configs = readme_configs()
+    assert configs, "the README shows no --policy-pack-config example"
+    rds = one(graph("aws").resources, pack.RDS_INSTANCE, "mlflow-metadata")
+    broken = {**copy.deepcopy(rds.raw_inputs), "publiclyAccessible": True}
+    for config in configs:
+        cli_configure(configurable, config)
+        assert analyze_stack(configurable, graph("aws").resources) == []
+        [diagnostic] = analyze(configurable, rds, broken)
+        assert diagnostic.enforcementLevel == analyzer_pb2.MANDATORY
+    cli_configure(configurable, {})

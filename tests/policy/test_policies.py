@@ -3,7 +3,10 @@
 Two halves, each necessary: every policy passes every resource of the local, aws and azure graphs
 (also with auth.mode mlflow and oidc, and with ECS Exec on), so the pack can guard CI without
 blocking the program; and for every policy a recorded resource with one property flipped is
-rejected, with a message naming that resource, so a pass means something.
+rejected, with a message naming that resource, so a pass means something. Besides: the ways around
+the policies an attacker would try (tests/policy/cases.py, resources the program does not make) are
+rejected, near misses a team legitimately writes pass, and the policies' configuration
+(`--policy-pack-config`) widens only what it says.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jsonschema
 import pytest
 from pulumi_policy import (
     EnforcementLevel,
@@ -26,8 +30,9 @@ from pulumi_policy import (
 from pulumi_policy.proxy import UNKNOWN_BOOLEAN_VALUE, UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
 from policy import policies as pack
-from tests.policy.graphs import Violation, check, graph, one, policy_named, replaced, without
 from tests.harness.program import Recorded
+from tests.policy.cases import CASES, REJECTED, ROLES, SUBSCRIPTION, Case, added
+from tests.policy.graphs import Violation, check, graph, one, policy_named, replaced, without
 
 POLICY_NAMES = [policy.name for policy in pack.POLICIES]
 
@@ -189,6 +194,7 @@ RDS, SG_IN, BUCKET = pack.RDS_INSTANCE, pack.SECURITY_GROUP_INGRESS_RULE, "aws:s
 SSE = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
 ROLE_POLICY, LOG_GROUP, TASK = "aws:iam/rolePolicy:RolePolicy", pack.LOG_GROUP, pack.ECS_TASK_DEFINITION
 SERVER, ACCOUNT, CONTAINER = pack.FLEXIBLE_SERVER, pack.STORAGE_ACCOUNT, pack.BLOB_CONTAINER
+ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"
 OPEN_DB_RULE = {"fromPort": 5432, "toPort": 5432, "ipProtocol": "tcp", "cidrIpv4": "0.0.0.0/0",
                 "securityGroupId": "mlflow-platform-database-sg-id"}
 
@@ -207,6 +213,13 @@ MUTATIONS: list[tuple[str, str, str, Mutation, str]] = [  # id, stack, policy, m
      edit(SG_IN, "mlflow-platform-database-in-server",
           lambda i: (i.pop("referencedSecurityGroupId"), i.update(cidrIpv6="::/0"))),
      "mlflow-platform-database-in-server"),
+    ("ingress-rule-public-range", "aws", "database-port-closed-to-internet",
+     edit(SG_IN, "mlflow-platform-database-in-server",
+          lambda i: (i.pop("referencedSecurityGroupId"), i.update(cidrIpv4="203.0.113.0/24"))),
+     "mlflow-platform-database-in-server"),
+    ("ingress-rule-all-protocols-half-the-internet", "aws", "database-port-closed-to-internet",
+     edit(SG_IN, "mlflow-platform-lb-in-80-0", lambda i: i.update(ipProtocol="-1", cidrIpv4="128.0.0.0/1")),
+     "mlflow-platform-lb-in-80-0"),
     ("ingress-rule-all-ports", "aws", "database-port-closed-to-internet",
      edit(SG_IN, "mlflow-platform-lb-in-80-0", lambda i: i.update(ipProtocol="-1", fromPort=0, toPort=0)),
      "mlflow-platform-lb-in-80-0"),
@@ -268,6 +281,22 @@ MUTATIONS: list[tuple[str, str, str, Mutation, str]] = [  # id, stack, policy, m
      edit(ROLE_POLICY, "mlflow-server-execution",
           add_statement({"Effect": "Allow", "NotAction": "iam:*", "Resource": "arn:aws:s3:::x"})),
      "mlflow-server-execution"),
+    ("iam-role-managed-administrator-access", "aws", "iam-least-privilege",
+     edit(pack.IAM_ROLE, "mlflow-server-task-role",
+          set_path("managedPolicyArns", ["arn:aws:iam::aws:policy/AdministratorAccess"])), "mlflow-server-task-role"),
+    ("iam-role-inline-iam-star-on-iam-arns", "aws", "iam-least-privilege",
+     edit(pack.IAM_ROLE, "mlflow-server-task-role",
+          set_path("inlinePolicies", [{"name": "iam", "policy": json.dumps(
+              {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["iam:*"],
+                                                      "Resource": "arn:aws:iam::*:*"}]})}])),
+     "mlflow-server-task-role"),
+    ("iam-passrole-on-star", "aws-gc", "iam-least-privilege",
+     edit(ROLE_POLICY, "mlflow-server-gc-scheduler",
+          edit_json("policy", lambda doc: doc["Statement"][1].update(Resource="*"))), "mlflow-server-gc-scheduler"),
+    ("role-assignment-owner-on-subscription", "azure", "iam-least-privilege",
+     edit(ROLE_ASSIGNMENT, "mlflow-artifacts-server-access", lambda inputs: inputs.update(
+         roleDefinitionId=inputs["roleDefinitionId"].rsplit("/", 1)[0] + "/" + ROLES["Owner"], scope=SUBSCRIPTION)),
+     "mlflow-artifacts-server-access"),
     ("iam-role-inline-policy", "aws", "iam-least-privilege",
      edit(pack.IAM_ROLE, "mlflow-server-task-role",
           set_path("inlinePolicies", [{"name": "all", "policy": json.dumps(
@@ -325,6 +354,75 @@ def test_every_policy_has_a_broken_copy_it_rejects():
     assert {case[2] for case in MUTATIONS} == set(POLICY_NAMES)
 
 
+# --- ... and lets legitimate variants through -------------------------------------------------------------
+
+def _inline_encryption(resources: list[Recorded]) -> list[Recorded]:
+    """The bucket's default encryption inline instead of a resource of its own."""
+    rule = {"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}
+    return replaced(without(resources, SSE), BUCKET, "mlflow-artifacts",
+                    set_path("serverSideEncryptionConfiguration", {"rule": rule}))
+
+
+LEGITIMATE: list[tuple[str, str, str, Mutation]] = [  # id, stack, the policy it nearly offends, mutation
+    ("rds-on-another-port", "aws", "database-not-public", edit(RDS, "mlflow-metadata", set_path("port", 15432))),
+    ("database-port-from-the-vpc-cidr", "aws", "database-port-closed-to-internet",
+     edit(SG_IN, "mlflow-platform-database-in-server",
+          lambda i: (i.pop("referencedSecurityGroupId"), i.update(cidrIpv4="10.0.0.0/16")))),
+    ("s3-encrypted-with-a-kms-key", "aws", "storage-encrypted",
+     edit(SSE, "mlflow-artifacts-encryption", set_path("rules", [{"applyServerSideEncryptionByDefault": {
+         "sseAlgorithm": "aws:kms", "kmsMasterKeyId": "arn:aws:kms:eu-west-1:123456789012:key/k"},
+         "bucketKeyEnabled": True}]))),
+    ("bucket-acl-private", "aws", "storage-not-public", edit(BUCKET, "mlflow-artifacts", set_path("acl", "private"))),
+    ("storage-account-tls-1-3", "azure", "storage-tls-only",
+     edit(ACCOUNT, "mlflow-artifacts", set_path("minimumTlsVersion", "TLS1_3"))),
+    ("bucket-encryption-inline", "aws", "s3-buckets-guarded", _inline_encryption),
+    ("blob-data-contributor-on-the-storage-account", "azure", "iam-least-privilege",
+     edit(ROLE_ASSIGNMENT, "mlflow-artifacts-server-access",
+          lambda inputs: inputs.update(scope=inputs["scope"].split("/blobServices/")[0]))),
+    ("log-group-ten-years", "aws", "logs-have-retention",
+     edit(LOG_GROUP, "mlflow-platform-logs", set_path("retentionInDays", 3653))),
+    ("socket-volume-not-kept", "local", "stateful-resources-protected",
+     edit(pack.DOCKER_VOLUME, "mlflow-metadata-socket", lambda inputs: inputs.pop("labels", None))),
+    ("ecs-secret-arn-in-environment", "aws", "no-plaintext-secrets-in-container-env",
+     edit(TASK, "mlflow-server", ecs_env("mlflow-server", "MLFLOW_DB_SECRET_ARN",
+                                         "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf"))),
+]
+
+
+@pytest.mark.parametrize("stack,mutation", [pytest.param(case[1], case[3], id=case[0]) for case in LEGITIMATE])
+def test_a_legitimate_variant_passes_every_policy(stack: str, mutation: Mutation):
+    assert check(mutation(resources_of(stack))) == []
+
+
+def test_every_policy_has_a_legitimate_variant_it_accepts():
+    assert {case[2] for case in LEGITIMATE} == set(POLICY_NAMES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_an_added_resource_is_judged_by_its_policy_alone(case: Case):
+    """tests/policy/cases.py: each way around a policy is rejected by that policy, with a message naming
+    the resource; each legitimate near miss passes every policy."""
+    resources = resources_of(case.stack)
+    resource = added(resources, case)
+    found = check([*resources, resource])
+    if case.policy is None:
+        assert found == [], "\n".join(v.message for v in found)
+    else:
+        assert found, f"{case.policy} let {case.id} through"
+        for violation in found:
+            assert violation.policy == case.policy and f"'{resource.name}'" in violation.message, violation
+
+
+def test_the_bypasses_cover_the_new_kinds_of_resource():
+    """The rejected cases reach every kind of resource the issue names, not only the program's own."""
+    kinds = {pack.normalized_type(case.type) for case in REJECTED}
+    assert {"aws:iam/rolePolicyAttachment:RolePolicyAttachment", "aws:iam/policyAttachment:PolicyAttachment",
+            "aws:iam/userPolicyAttachment:UserPolicyAttachment", "aws:iam/groupPolicyAttachment:GroupPolicyAttachment",
+            pack.IAM_ROLE, ROLE_ASSIGNMENT, "azure-native:authorization:RoleDefinition",
+            "azure:authorization/assignment:Assignment", pack.SECURITY_GROUP_INGRESS_RULE, pack.SECURITY_GROUP_RULE,
+            "azure-native:dbforpostgresql:FirewallRule"} <= kinds
+
+
 def test_stack_violations_point_at_the_resource():
     """A stack policy's report carries the URN, so the CLI shows it against the resource."""
     resources = edit(RDS, "mlflow-metadata", protect=False)(resources_of("aws"))
@@ -369,6 +467,146 @@ def test_secret_looking_values(value: str, secret: bool):
 ])
 def test_iam_statements(statement: dict, problems: Sequence[str]):
     assert pack.wildcard_problems(statement) == list(problems)
+
+
+@pytest.mark.parametrize("statement,offends", [
+    ({"Effect": "Allow", "Action": "iam:*", "Resource": "arn:aws:iam::*:*"}, True),
+    ({"Effect": "Allow", "Action": "iam:Pass*", "Resource": "*"}, True),
+    ({"Effect": "Allow", "Action": "iam:Pass*", "Resource": "arn:aws:iam::123456789012:role/mlflow-task"}, False),
+    ({"Effect": "Allow", "Action": "iam:Put*", "Resource": "arn:aws:iam::123456789012:role/mlflow-task"}, True),
+    ({"Effect": "Allow", "Action": "iam:Create*", "Resource": "arn:aws:iam::123456789012:user/ci"}, True),
+    ({"Effect": "Allow", "Action": "iam:Get*", "Resource": "arn:aws:iam::123456789012:role/mlflow-task"}, False),
+    ({"Effect": "Allow", "Action": "sts:*", "Resource": "arn:aws:iam::123456789012:role/mlflow-reader"}, False),
+    ({"Effect": "Allow", "Action": "sts:*", "Resource": ["arn:aws:iam::123456789012:role/x", "*"]}, True),
+    ({"Effect": "Allow", "Action": "kms:*", "Resource": "arn:aws:kms:eu-west-1:123456789012:key/*"}, True),
+    ({"Effect": "Allow", "Action": "iam:PassRole", "Resource": "arn:aws:iam::123456789012:r*"}, True),
+    ({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:*"}, True),
+    ({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::mlflow-artifacts/*"}, False),
+    ({"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": "arn:aws:dynamodb:eu-west-1:123456789012:table/*"},
+     True),
+    ({"Effect": "Allow", "Action": "ecs:RunTask", "Resource": "arn:aws:ecs:eu-west-1:123456789012:*",
+      "Condition": {"ArnEquals": {"ecs:cluster": "arn:aws:ecs:eu-west-1:123456789012:cluster/c"}}}, False),
+    ({"Effect": "Allow", "Action": "*:Get*", "Resource": "arn:aws:s3:::b/*"}, True),
+    ({"effect": "allow", "action": "*", "resource": "*"}, True),
+    ({"Effect": "Deny", "Action": "iam:*", "Resource": "*"}, False),
+])
+def test_iam_wildcards_and_escalation(statement: dict, offends: bool):
+    assert bool(pack.wildcard_problems(statement)) is offends
+
+
+@pytest.mark.parametrize("resource,reach", [
+    ("*", "any"), ("arn:*", "any"), ("arn:aws:iam::*:*", "any"), ("arn:aws:iam::*", "any"), ("arn:aws:s3:::*", "any"),
+    ("arn:aws:*:eu-west-1:123456789012:x", "any"), ("arn:aws:iam::123456789012:role/*", "account"),
+    ("arn:aws:iam::123456789012:*", "account"), ("arn:aws:iam::123456789012:r?le/x", "account"),
+    ("arn:aws:iam::123456789012:role/mlflow-*", None), ("arn:aws:s3:::mlflow-artifacts/*", None),
+    ("arn:aws:logs:eu-west-1:123456789012:log-group:/mlflow/aws:*", None),
+    ("arn:aws:secretsmanager:eu-west-1:123456789012:secret:mlflow-*", None), ("arn:aws:sns:eu-west-1:1:alarms-*", None),
+])
+def test_how_far_a_resource_pattern_reaches(resource: str, reach: str | None):
+    assert pack.resource_reach(resource) == reach
+
+
+@pytest.mark.parametrize("arn,broad", [
+    ("arn:aws:iam::aws:policy/AdministratorAccess", True), ("arn:aws-us-gov:iam::aws:policy/PowerUserAccess", True),
+    ("arn:aws-cn:iam::aws:policy/IAMFullAccess", True), ("arn:aws:iam::aws:policy/AdministratorAccess-Amplify", True),
+    ("arn:aws:iam::aws:policy/job-function/SystemAdministrator", True),
+    ("arn:aws:iam::aws:policy/job-function/DataScientist", True),
+    ("arn:aws:iam::aws:policy/AWSCodeBuildAdminAccess", True),
+    ("arn:aws:iam::aws:policy/AWSLambda_FullAccess", True), ("arn:aws:iam::aws:policy/SecretsManagerReadWrite", True),
+    ("arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPowerUser", True),
+    ("arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy", False),
+    ("arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy", False),
+    ("arn:aws:iam::aws:policy/job-function/ViewOnlyAccess", False),
+    ("arn:aws:iam::123456789012:policy/mlflow-server", False),
+])
+def test_broad_aws_managed_policies(arn: str, broad: bool):
+    assert bool(pack.broad_managed_policy(arn)) is broad
+
+
+@pytest.mark.parametrize("cidr,private", [
+    ("10.0.0.0/16", True), ("172.16.0.0/12", True), ("192.168.1.0/24", True), ("100.64.0.0/10", True),
+    ("127.0.0.1/32", True), ("169.254.169.254/32", True), ("fd00::/8", True), ("fe80::/64", True), ("::1/128", True),
+    ("0.0.0.0/0", False), ("0.0.0.0/1", False), ("128.0.0.0/1", False), ("10.0.0.0/7", False),
+    ("172.32.0.0/16", False), ("100.128.0.0/16", False), ("203.0.113.0/24", False), ("::/0", False),
+    ("2001:db8::/32", False), ("::ffff:0:0/96", False), ("not-a-cidr", False),
+])
+def test_private_networks(cidr: str, private: bool):
+    assert pack.is_private_network(cidr) is private
+
+
+# --- configuration (--policy-pack-config) ---------------------------------------------------------------
+
+DESCRIBE = {"Effect": "Allow", "Action": "ec2:DescribeInstances", "Resource": "*"}
+
+
+def test_the_configurable_policies_declare_schemas_whose_defaults_keep_todays_behaviour():
+    schemas = {policy.name: policy.config_schema for policy in pack.POLICIES if policy.config_schema}
+    assert set(schemas) == {"iam-least-privilege", "stateful-resources-protected"}
+    for name, schema in schemas.items():
+        defaults = {prop: spec["default"] for prop, spec in schema.properties.items()}
+        jsonschema.validate(defaults, {"type": "object", "properties": schema.properties})
+        if name == "iam-least-privilege":
+            assert pack.allowed_actions_on_any_resource(defaults) == pack.ACTIONS_ONLY_ON_ANY_RESOURCE
+        else:
+            assert pack.protection_required(defaults, "aws") and pack.protection_required(None, "aws")
+
+
+def test_an_allow_listed_action_may_use_resource_star():
+    resources = edit(ROLE_POLICY, "mlflow-server-access-0", add_statement(DESCRIBE))(resources_of("aws"))
+    iam = [policy_named("iam-least-privilege")]
+    assert [v.policy for v in check(resources, iam)] == ["iam-least-privilege"]
+    allowed = {"iam-least-privilege": {"allowedActionsOnAnyResource": ["ec2:DescribeInstances"]}}
+    assert check(resources, iam, config=allowed) == []
+    other = edit(ROLE_POLICY, "mlflow-server-access-0", add_statement({**DESCRIBE, "Action": "ec2:TerminateInstances"}))
+    assert [v.policy for v in check(other(resources_of("aws")), iam, config=allowed)] == ["iam-least-privilege"]
+
+
+@pytest.mark.parametrize("config", [
+    *({"allowedActionsOnAnyResource": [action]}
+      for action in ("ec2:*", "*", "iam:PassRole", "sts:AssumeRole", "kms:Decrypt", "secretsmanager:GetSecretValue")),
+    {"allowedActionsOnAnyResource": "ec2:DescribeInstances"},
+    {"allowedActionsOnAnyResourse": ["ec2:DescribeInstances"]},
+])
+def test_the_allow_list_refuses_wildcards_identity_actions_and_typos(config: dict):
+    """A wildcard or an identity action on every resource would be the bypass itself; a typo would
+    silently keep a team's exception off. All fail the run instead."""
+    with pytest.raises(pack.PolicyConfigError):
+        check(resources_of("aws"), [policy_named("iam-least-privilege")], config={"iam-least-privilege": config})
+
+
+def test_the_allow_list_takes_listing_actions_of_identity_services():
+    assert "iam:listroles" in pack.allowed_actions_on_any_resource({"allowedActionsOnAnyResource": ["iam:ListRoles"]})
+
+
+@pytest.mark.parametrize("config,required", [
+    (None, True), ({}, True), ({"requireProtection": True}, True), ({"requireProtection": False}, False),
+    ({"exemptStacks": ["aws"]}, False), ({"exemptStacks": ["a?s"]}, False), ({"exemptStacks": ["pr-*", "dev"]}, True),
+    ({"exemptStacks": ["AWS"]}, True), ({"requireProtection": True, "exemptStacks": []}, True),
+])
+def test_protection_can_be_switched_off_for_throw_away_stacks(config: dict | None, required: bool):
+    resources = edit(RDS, "mlflow-metadata", protect=False)(resources_of("aws"))
+    found = check(resources, [policy_named("stateful-resources-protected")],
+                  config={"stateful-resources-protected": config} if config is not None else None)
+    assert [v.policy for v in found] == (["stateful-resources-protected"] if required else [])
+
+
+def test_an_exempt_stack_leaves_its_docker_volumes_unkept_too():
+    resources = edit(pack.DOCKER_VOLUME, "mlflow-metadata-data", drop("labels"))(resources_of("local"))
+    config = {"stateful-resources-protected": {"exemptStacks": ["local"]}}
+    assert check(resources, [policy_named("stateful-resources-protected")], config=config) == []
+
+
+@pytest.mark.parametrize("config", [{"requireProtection": "no"}, {"exemptStacks": "aws"}, {"exemptStacks": [""]},
+                                    {"requireProtecton": False}])
+def test_a_broken_protection_config_fails_the_run(config: dict):
+    with pytest.raises(pack.PolicyConfigError):
+        check(resources_of("aws"), [policy_named("stateful-resources-protected")],
+              config={"stateful-resources-protected": config})
+
+
+def test_the_stack_is_read_from_the_urns():
+    assert pack.stack_of("urn:pulumi:pr-42::mlflow::aws:rds/instance:Instance::db") == "pr-42"
+    assert {pack.stack_of(r.urn) for r in resources_of("azure")} == {"azure"}
 
 
 def test_azure_api_version_modules_are_the_same_kinds():
