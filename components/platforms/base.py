@@ -312,15 +312,27 @@ def mirror_image_build() -> ImageBuild:
 
 
 def images_fingerprint(mlflow_version: str, public_images: Sequence[str]) -> str:
-    """The server image's sources (its Dockerfile and every path it copies from the repository) and the public
-    images' references, as source_fingerprint. Read from the Dockerfile: mlflow_guard/ was copied but not
-    counted, so a changed guard was pushed with a push token hours old (review 25)."""
+    """The server image's sources (its Dockerfile, the .dockerignore and every file of the build context Docker
+    sends) and the public images' references, as source_fingerprint. Counted from the context as Docker filters
+    it: mlflow_guard/ was copied but not counted, so a changed guard would have been pushed with a token hours
+    old; and the .dockerignore left it out of the context, so no build could copy it (review 25)."""
     dockerfile = REPO_ROOT / "docker" / "mlflow" / "Dockerfile"
-    copied = [REPO_ROOT / source for source in dockerfile_sources(dockerfile)]
     return source_fingerprint(mlflow_version, *public_images,
-                              directories=[path for path in copied if path.is_dir()],
-                              files=[dockerfile, *(path for path in copied if path.is_file()),
+                              files=[dockerfile, REPO_ROOT / ".dockerignore",
+                                     *build_context_files(REPO_ROOT, dockerfile),
                                      REPO_ROOT / "docker" / "mirror" / "Dockerfile"])
+
+
+def build_context_files(context: Path, dockerfile: Path) -> list[Path]:
+    """The files of `context` Docker sends to the builder: the .dockerignore rules applied as the Docker CLI
+    applies them (docker-py's exclude_paths, which MLflow itself depends on)."""
+    from docker.utils.build import exclude_paths
+
+    ignore = context / ".dockerignore"
+    patterns = [line.strip() for line in (ignore.read_text().splitlines() if ignore.is_file() else [])
+                if line.strip() and not line.strip().startswith("#")]
+    kept = exclude_paths(str(context), patterns, dockerfile=str(dockerfile.relative_to(context)))
+    return sorted(path for path in (context / name for name in kept) if path.is_file())
 
 
 def dockerfile_sources(dockerfile: Path) -> list[str]:

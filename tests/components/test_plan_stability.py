@@ -55,18 +55,33 @@ def test_the_azure_rollout_time_is_taken_by_a_command_run_with_each_version():
     assert server.inputs["tags"]["mlflow-rollout-started"] == clock.state["stdout"].strip()
 
 
-def test_the_push_token_is_asked_for_again_whenever_anything_the_server_image_copies_changes(tmp_path, monkeypatch):
+def test_every_path_the_server_image_copies_is_in_its_build_context():
+    """Review 25 (aws 4 F1): the .dockerignore let only requirements.txt and migration/ into the context, so
+    `COPY mlflow_guard ...` failed the build, and with it the first `up` of every stack (nothing here builds
+    the image: docker-py applies the same rules)."""
+    from components.platforms import base
+
+    dockerfile = base.REPO_ROOT / "docker" / "mlflow" / "Dockerfile"
+    sent = {str(path.relative_to(base.REPO_ROOT)) for path in base.build_context_files(base.REPO_ROOT, dockerfile)}
+    for source in base.dockerfile_sources(dockerfile):
+        assert any(name == source or name.startswith(source.rstrip("/") + "/") for name in sent), \
+            f"{source} is copied by the Dockerfile but .dockerignore keeps it out of the build context"
+    assert not [name for name in sent if "__pycache__" in name]
+
+
+def test_the_push_token_is_asked_for_again_whenever_the_build_context_changes(tmp_path, monkeypatch):
     """The registry tokens (aws and azure) are renewed only when images_fingerprint changes, so it must cover
-    every path the server image's Dockerfile copies: mlflow_guard/ was copied but not counted, and a changed
-    guard was then pushed with a token hours old (review 25)."""
+    every file the server image's build sees: mlflow_guard/ was copied but not counted, and a changed guard
+    was then pushed with a token hours old (review 25); a changed .dockerignore changes the context too."""
     from components.platforms import base
 
     sources = base.dockerfile_sources(base.REPO_ROOT / "docker" / "mlflow" / "Dockerfile")
     assert {"migration", "mlflow_guard", "docker/mlflow/requirements.txt"} <= set(sources)
     for top in {"docker", *(source.split("/")[0] for source in sources)}:
         shutil.copytree(base.REPO_ROOT / top, tmp_path / top, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(base.REPO_ROOT / ".dockerignore", tmp_path / ".dockerignore")
     monkeypatch.setattr(base, "REPO_ROOT", tmp_path)
-    for source in [*sources, "docker/mlflow/Dockerfile"]:
+    for source in [*sources, "docker/mlflow/Dockerfile", ".dockerignore"]:
         path = tmp_path / source
         touched = path if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())[-1]
         before = base.images_fingerprint("3.17.2", ["nginx:1"])
