@@ -504,13 +504,12 @@ def run_program(config: dict[str, Any], stack: str = "local", program: Path = RE
 def offline_dns() -> Iterator[None]:
     """The azure platform asks public DNS whether a custom domain's records exist (a read at
     program time). Under the mocks nothing leaves this machine: every DNS query answers nothing
-    (dnspython's resolver raises; the platform reads that as no record). A test that puts its own
+    (dnspython's resolver raises NXDOMAIN: the records a fresh domain lacks). A test that puts its own
     resolver in the platform's place is not affected."""
-    import dns.exception
     import dns.resolver
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise dns.exception.DNSException("the unit harness asks no DNS server")
+        raise dns.resolver.NXDOMAIN()
 
     original = dns.resolver.Resolver.resolve
     dns.resolver.Resolver.resolve = refuse

@@ -274,6 +274,20 @@ def consistent(self: StackConfig) -> None:
         raise ValueError(f"proxy.timeoutSeconds {self.proxy.timeout_seconds} exceeds what the Container Apps "
                          f"ingress allows ({azure.ingress_timeout_seconds} s"
                          f"{'' if azure.premium_ingress else '; azure.premiumIngress raises it to 1800'})")
+    if azure.db_admin_username == self.database.username:
+        # The server's init container would ALTER the administrator into MLflow's role: it loses CREATEROLE and its
+        # password, and every replica's setup fails after (review 25, azure 4 F1); aws refuses the same.
+        raise ValueError("azure.dbAdminUsername must differ from database.username (MLflow logs in as a role of its "
+                         "own, which the administrator creates)")
+    from components.config import auth_database_name  # (components.config imports this module)
+
+    taken = {"postgres", "azure_maintenance", "azure_sys", "template0", "template1"}
+    names = {self.database.name, *([auth_database_name(self.database.name)] if self.auth.mode != "proxy" else [])}
+    if names & taken:
+        # Every flexible server has these; azure-native refuses to create a resource that exists already
+        # (pulumi/pulumi-azure-native#303): the first up failed at the database, after the server (azure 4 F2).
+        raise ValueError(f"database.name {self.database.name!r} names a database every flexible server already has "
+                         f"({', '.join(sorted(names & taken))}); choose another, e.g. mlflow")
     limit = AZURE_DB_CONNECTIONS[azure.db_sku]
     if self.database.max_connections > limit:
         raise ValueError(f"database.maxConnections {self.database.max_connections} exceeds what azure.dbSku "

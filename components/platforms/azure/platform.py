@@ -97,14 +97,19 @@ DNS_LIFETIME_SECONDS = 5
 
 def resolve(name: str, record_type: str) -> list[str]:
     """The answers of public DNS for `name` (CNAME targets and A addresses without the trailing dot,
-    TXT strings joined); [] when there is none or DNS cannot be asked. Module-level so that tests
-    replace it."""
+    TXT strings joined); [] when DNS says there is none. A DNS that cannot be asked (a timeout, no
+    server answering) stops the run instead of counting as "no record": the answer decides whether the
+    domain is bound, and a plan made with one answer fails its `up --plan` with the other (review 25,
+    azure 4 F4). Module-level so that tests replace it."""
     resolver = dns.resolver.Resolver()
     resolver.lifetime = DNS_LIFETIME_SECONDS
     try:
         answer = resolver.resolve(name, record_type)
-    except dns.exception.DNSException:
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         return []
+    except dns.exception.DNSException as error:
+        raise pulumi.RunError(f"azure.domain: could not ask DNS for the {record_type} record of {name} "
+                              f"({type(error).__name__}: {error}); run again once DNS answers") from None
     if record_type == "TXT":
         return [b"".join(record.strings).decode() for record in answer]
     return [record.to_text().rstrip(".").lower() for record in answer]

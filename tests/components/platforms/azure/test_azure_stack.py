@@ -4,6 +4,7 @@ protection and secrets."""
 import hashlib
 import json
 
+import pulumi
 import pytest
 
 from components.config import ConfigError, parse_stack_config
@@ -398,6 +399,10 @@ def test_internal_ingress_and_an_existing_resource_group():
      "managed certificate"),
     ({"azure": {"location": "westus", "zoneRedundant": True}}, "azure.zoneRedundant", "no availability zones"),
     ({"azure": {"alarmEmail": "ops.example.com"}}, "mlflow:azure.alarmEmail", "email address"),
+    # review 25, azure 4 F1, F2: MLflow's role is not the administrator; no database every server has.
+    ({"database": {"username": "mlflow_admin"}}, "azure.dbAdminUsername", "differ from database.username"),
+    ({"database": {"name": "postgres"}}, "database.name", "already has"),
+    ({"database": {"name": "azure_sys"}}, "database.name", "already has"),
     # review 24, azure 2 F2: redundancy the region does not offer.
     ({"azure": {"location": "westus", "storageSku": "Standard_ZRS"}}, "azure.storageSku", "not offered in"),
     ({"azure": {"location": "japanwest", "storageSku": "Standard_ZRS"}}, "azure.storageSku", "Standard_LRS"),
@@ -458,3 +463,20 @@ def test_a_domain_exports_the_verification_id_azure_checks_before_binding(monkey
     run = _domain_run()
     assert run.output("domain_verification_id") == VERIFICATION_ID
     assert "domain_verification_id" not in run_program(azure_config(), stack="azure").stack_outputs
+
+
+@pytest.mark.parametrize("failure", ["Timeout", "NoNameservers"])
+def test_a_dns_that_cannot_be_asked_stops_the_run_instead_of_counting_as_no_record(monkeypatch, failure):
+    """Review 25 (azure 4 F4): the answer decides whether azure.domain is bound; a timeout read as "no record"
+    in `up --plan` after a plan that saw the records failed the approved plan."""
+    import dns.resolver
+
+    def unanswered(self, name, record_type):
+        raise getattr(dns.resolver, failure)()
+
+    monkeypatch.setattr(dns.resolver.Resolver, "resolve", unanswered)
+    with pytest.raises(pulumi.RunError, match="could not ask DNS"):
+        azure_platform.resolve("mlflow.example.com", "CNAME")
+    monkeypatch.setattr(dns.resolver.Resolver, "resolve",
+                        lambda self, name, record_type: (_ for _ in ()).throw(dns.resolver.NXDOMAIN()))
+    assert azure_platform.resolve("mlflow.example.com", "CNAME") == []
