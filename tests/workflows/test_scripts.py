@@ -1,7 +1,8 @@
 """The shell scripts of the workflows' steps, run as the runner runs them (`bash --noprofile --norc -eo
-pipefail`), with stand-ins for `az` and `gh` on PATH that record their arguments and answer as the
-real ones would: the Azure state SAS, who gets a preview, the failed preview's comment, the drift
-issue. What GitHub and Azure then do with the calls is not tested here (README: "What the tests prove").
+pipefail`), with stand-ins for `az`, `gh` and `pulumi` on PATH that record their arguments and answer
+as the real ones would: the Azure state SAS, who gets a preview, the preview and its output, the
+preview's comment, the drift issue, the runbook's check that no apply runs. What GitHub, Azure and
+Pulumi then do with the calls is not tested here (README: "What the tests prove").
 """
 
 from __future__ import annotations
@@ -20,17 +21,24 @@ import yaml
 from tests.harness.program import REPO_ROOT
 from tests.workflows.workflows import Step, load, step_named
 
-# A stand-in for `az` and `gh`: records argv (one JSON list a line) and prints the canned answer for the
-# first key of ANSWERS (JSON: {"substring of the joined arguments": "output"}) found in its arguments.
+# A stand-in for `az`, `gh` and `pulumi`: records argv (one JSON list a line; the file `--input` names
+# is read into the STAND_IN_INPUTS log), prints the canned answer for the first key of ANSWERS (JSON:
+# {"substring of the joined arguments": "output"}) found in its arguments; an answer
+# {"stdout": ..., "exit": n} also exits with n.
 STAND_IN = f"""#!{sys.executable}
 import json, os, sys
 with open(os.environ["STAND_IN_LOG"], "a") as log:
     log.write(json.dumps([os.path.basename(sys.argv[0]), *sys.argv[1:]]) + "\\n")
+if "--input" in sys.argv:
+    with open(sys.argv[sys.argv.index("--input") + 1]) as body, open(os.environ["STAND_IN_INPUTS"], "a") as log:
+        log.write(json.dumps(body.read()) + "\\n")
 joined = " ".join(sys.argv[1:])
 for key, answer in json.loads(os.environ.get("ANSWERS", "{{}}")).items():
     if key in joined:
-        sys.stdout.write(answer)
-        break
+        if isinstance(answer, str):
+            answer = {{"stdout": answer}}
+        sys.stdout.write(answer.get("stdout", ""))
+        sys.exit(answer.get("exit", 0))
 """
 
 SAS = "se=2031-01-01T00%3A00Z&sp=rl&sv=2022-11-02&sr=c&skoid=0000&sig=AbC%2Bdef%3D"
@@ -41,19 +49,23 @@ class Run:
         self.tmp_path = tmp_path
         self.bin = tmp_path / "bin"
         self.bin.mkdir()
-        for name in ("az", "gh"):
+        for name in ("az", "gh", "pulumi"):
             (self.bin / name).write_text(STAND_IN)
             (self.bin / name).chmod(0o755)
-        self.files = {name: tmp_path / name for name in ("log", "GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY")}
+        self.runner_temp = tmp_path / "runner_temp"
+        self.runner_temp.mkdir()
+        self.files = {name: tmp_path / name
+                      for name in ("log", "inputs", "GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY")}
         for path in self.files.values():
             path.write_text("")
 
-    def __call__(self, step: Step, answers: dict[str, str] | None = None, **env: str) -> subprocess.CompletedProcess:
+    def __call__(self, step: Step, answers: dict[str, Any] | None = None, **env: str) -> subprocess.CompletedProcess:
         script = self.tmp_path / "step.sh"
         script.write_text(step["run"])
         environment = {"PATH": f"{self.bin}:{os.environ['PATH']}", "HOME": str(self.tmp_path),
-                       "STAND_IN_LOG": str(self.files["log"]), "ANSWERS": json.dumps(answers or {}),
-                       **{name: str(path) for name, path in self.files.items() if name != "log"},
+                       "STAND_IN_LOG": str(self.files["log"]), "STAND_IN_INPUTS": str(self.files["inputs"]),
+                       "ANSWERS": json.dumps(answers or {}), "RUNNER_TEMP": str(self.runner_temp),
+                       **{name: str(path) for name, path in self.files.items() if name not in ("log", "inputs")},
                        **{name: value for name, value in step.get("env", {}).items() if "${{" not in str(value)},
                        **env}
         return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=REPO_ROOT,
@@ -61,6 +73,10 @@ class Run:
 
     def calls(self) -> list[list[str]]:
         return [json.loads(line) for line in self.files["log"].read_text().splitlines()]
+
+    def inputs(self) -> list[str]:
+        """The bodies handed to `gh api --input`, in order."""
+        return [json.loads(line) for line in self.files["inputs"].read_text().splitlines()]
 
     def read(self, name: str) -> str:
         return self.files[name].read_text()
@@ -166,10 +182,50 @@ def test_only_a_run_dependabot_made_on_its_own_pull_request_skips(run, author: s
     assert result.returncode == 0 and run.read("GITHUB_OUTPUT") == "preview=true\n"
 
 
-# --- the failed preview on the pull request ----------------------------------------------------------
+# --- the preview and its output ------------------------------------------------------------------------
 
-FAILED = {"PREVIEWED": "true", "STACK": "azure", "REPOSITORY": "owner/repo", "PR_NUMBER": "7",
-          "RUN_URL": "https://github.com/owner/repo/actions/runs/99/attempts/1", "SHA": "abc123", "GH_TOKEN": "t"}
+PREVIEW = {"STACK": "aws", "BACKEND_URL": "s3://state?region=eu-west-1",
+           "MESSAGE": "preview of abc123 (pull request 7)", "PULUMI_CONFIG_PASSPHRASE": "secret"}
+PREVIEW_OUTPUT = "Previewing update (aws):\n  ~ aws:ecs/service:Service mlflow update [diff: ~taskDefinition]\n" \
+                 "    taskDefinition: output<string>\nResources:\n    ~ 1 to update\n"
+
+
+def test_the_preview_keeps_its_output_and_says_it_in_the_summary(run):
+    result = run(preview_step("pulumi preview"), {"login": "Logged in\n", "preview": PREVIEW_OUTPUT}, **PREVIEW)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [login, preview] = run.calls()
+    assert login == ["pulumi", "login", "--non-interactive", "s3://state?region=eu-west-1"]
+    arguments = " ".join(preview)
+    for needed in ("preview --non-interactive", "--diff", "--stack aws", "--policy-pack policy", "--color never",
+                   "--message preview of abc123 (pull request 7)"):
+        assert needed in arguments, needed
+    assert (run.runner_temp / "preview" / "output.txt").read_text() == "Logged in\n" + PREVIEW_OUTPUT
+    summary = run.read("GITHUB_STEP_SUMMARY")
+    assert "`pulumi preview` of `aws`: passed" in summary and "output&lt;string&gt;" in summary
+    assert "output<string>" not in summary
+
+
+@pytest.mark.parametrize("failing", ["login", "preview"])
+def test_a_failed_preview_fails_the_step_and_keeps_the_reason(run, failing: str):
+    answers = {"login": "Logged in\n", "preview": PREVIEW_OUTPUT}
+    answers[failing] = {"stdout": "error: policy violation: mandatory\n", "exit": 255}
+    result = run(preview_step("pulumi preview"), answers, **PREVIEW)
+    assert result.returncode == 255
+    assert "policy violation" in (run.runner_temp / "preview" / "output.txt").read_text()
+    assert "failed (exit status 255)" in run.read("GITHUB_STEP_SUMMARY")
+    assert len(run.calls()) == (1 if failing == "login" else 2)
+
+
+# --- the preview on the pull request -------------------------------------------------------------------
+
+COMMENT = {"STACK": "azure", "PROJECT": "mlflow", "REPOSITORY": "owner/repo", "PR_NUMBER": "7",
+           "HEAD_SHA": "abc123", "RUN_ID": "99",
+           "RUN_URL": "https://github.com/owner/repo/actions/runs/99/attempts/1", "GH_TOKEN": "t"}
+BOT = "github-actions[bot]"
+
+
+def comment_step() -> Step:
+    return step_named(load("preview.yml")["jobs"]["comment"], "Say on the pull request")
 
 
 def pulumi_actions_heading(stack: str) -> str:
@@ -179,47 +235,95 @@ def pulumi_actions_heading(stack: str) -> str:
     return f"#### :tropical_drink: `preview` on {project}/{stack}"
 
 
-def comments(*bodies: tuple[int, str]) -> str:
-    return "".join(json.dumps({"id": number, "body": body}) + "\n" for number, body in bodies)
+def comments(*bodies: tuple[int, str, str]) -> str:
+    """What `gh api --paginate .../comments --jq '.[] | {id, user: .user.login, body}'` prints."""
+    return "".join(json.dumps({"id": number, "user": user, "body": body}) + "\n" for number, user, body in bodies)
 
 
-def posted_bodies(run: Run) -> list[tuple[str, str, str]]:
+def jobs_of_the_run(**conclusions: str | None) -> str:
+    """What `gh api --paginate .../jobs --jq '.jobs[] | {name, conclusion}'` prints."""
+    return "".join(json.dumps({"name": f"preview {stack}", "conclusion": conclusion}) + "\n"
+                   for stack, conclusion in conclusions.items())
+
+
+def answers_for(conclusion: str | None, *existing: tuple[int, str, str], head: str = "abc123") -> dict[str, str]:
+    return {"pulls/7": head + "\n", "runs/99/jobs": jobs_of_the_run(aws="success", azure=conclusion),
+            "issues/7/comments?per_page=100": comments(*existing)}
+
+
+def writes(run: Run) -> list[tuple[str, str, str]]:
     """(method, path, body) of each write call."""
-    writes = []
-    for call in run.calls():
-        if "--method" in call:
-            body = call[call.index("-f") + 1].removeprefix("body=")
-            writes.append((call[call.index("--method") + 1], call[call.index("--method") + 2], body))
-    return writes
+    calls = [call for call in run.calls() if "--method" in call]
+    return [(call[call.index("--method") + 1], call[call.index("--method") + 2], json.loads(body)["body"])
+            for call, body in zip(calls, run.inputs(), strict=True)]
 
 
-def test_a_failed_preview_replaces_every_comment_of_its_stack(run):
-    green = pulumi_actions_heading("azure") + "\n\n<details>\n<summary>Pulumi report</summary>\n<pre>ok</pre>"
+def keep_output(run: Run, text: str) -> None:
+    (run.runner_temp / "preview").mkdir(exist_ok=True)
+    (run.runner_temp / "preview" / "output.txt").write_text(text)
+
+
+GREEN = pulumi_actions_heading("azure") + "\n\n<details>\n<summary>Pulumi report</summary>\n<pre>ok</pre>"
+
+
+def test_a_passed_preview_edits_the_stacks_comments_with_its_output(run):
+    keep_output(run, PREVIEW_OUTPUT)
     other_stack = pulumi_actions_heading("aws") + "\n\n<details>\n<summary>Pulumi report</summary>"
-    answers = {"issues/7/comments?per_page=100": comments((1, green), (2, other_stack), (3, "LGTM"), (4, green))}
-    result = run(preview_step("Say on the pull request"), answers, **FAILED)
+    result = run(comment_step(), answers_for("success", (1, BOT, GREEN), (2, BOT, other_stack), (3, "someone", "LGTM"),
+                                             (4, BOT, GREEN), (5, "someone", GREEN)), **COMMENT)
     assert result.returncode == 0, result.stdout + result.stderr
-    writes = posted_bodies(run)
-    assert [(method, path) for method, path, _ in writes] == [
+    # Every page of comments; then this stack's comments of this workflow only (not a person's copy).
+    listing = [call for call in run.calls() if "issues/7/comments?per_page=100" in " ".join(call)]
+    assert listing and listing[0][:3] == ["gh", "api", "--paginate"]
+    assert [(method, path) for method, path, _ in writes(run)] == [
         ("PATCH", "repos/owner/repo/issues/comments/1"), ("PATCH", "repos/owner/repo/issues/comments/4")]
-    body = writes[0][2]
-    # pulumi/actions finds it again (same heading, same summary) and edits it on the next green preview.
-    assert body.startswith(pulumi_actions_heading("azure")) and "<summary>Pulumi report</summary>" in body
-    assert "failed" in body and FAILED["RUN_URL"] in body and "abc123" in body
-    assert FAILED["RUN_URL"] in run.read("GITHUB_STEP_SUMMARY")
+    body = writes(run)[0][2]
+    # pulumi/actions' heading and summary: the comments it posted before are found the same way.
+    assert body.startswith(pulumi_actions_heading("azure") + "\n") and "<summary>Pulumi report</summary>" in body
+    assert "passed" in body and "abc123" in body and COMMENT["RUN_URL"] in body
+    assert "taskDefinition: output&lt;string&gt;" in body and "<string>" not in body  # the output is text
 
 
-def test_a_failed_first_preview_posts_a_comment(run):
-    result = run(preview_step("Say on the pull request"), {"issues/7/comments?per_page=100": comments((3, "LGTM"))},
-                 **FAILED)
+@pytest.mark.parametrize("conclusion", ["failure", "cancelled", "timed_out", None])
+def test_a_preview_that_failed_or_did_not_finish_says_so(run, conclusion: str | None):
+    """A job GitHub cancelled at its timeout (or a cancelled run) is not `success` either."""
+    keep_output(run, "error: preview failed\n")
+    result = run(comment_step(), answers_for(conclusion, (1, BOT, GREEN)), **COMMENT)
     assert result.returncode == 0, result.stdout + result.stderr
-    [(method, path, body)] = posted_bodies(run)
-    assert (method, path) == ("POST", "repos/owner/repo/issues/7/comments") and FAILED["RUN_URL"] in body
+    [(method, path, body)] = writes(run)
+    assert (method, path) == ("PATCH", "repos/owner/repo/issues/comments/1")
+    assert "failed" in body and "no preview of this pull request is current" in body and COMMENT["RUN_URL"] in body
+    assert "error: preview failed" in body and (conclusion or "unfinished") in body
 
 
-def test_a_fork_run_leaves_the_comments_alone(run):
-    result = run(preview_step("Say on the pull request"), **{**FAILED, "PREVIEWED": ""})
-    assert result.returncode == 0 and run.calls() == []
+def test_a_preview_with_no_output_and_no_job_says_it_failed(run):
+    answers = {**answers_for(None), "runs/99/jobs": jobs_of_the_run(aws="success")}
+    result = run(comment_step(), answers, **COMMENT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [(method, path, body)] = writes(run)
+    assert (method, path) == ("POST", "repos/owner/repo/issues/7/comments")
+    assert "failed** (not found)" in body and "(no output" in body
+
+
+def test_a_run_a_newer_commit_superseded_leaves_the_comment_alone(run):
+    """Its preview was cancelled because a newer commit's run replaced it: that run comments."""
+    result = run(comment_step(), answers_for("cancelled", (1, BOT, GREEN), head="def456"), **COMMENT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert writes(run) == [] and [call[:3] for call in run.calls()] == [["gh", "api", "repos/owner/repo/pulls/7"]]
+
+
+def test_a_long_output_is_trimmed_to_what_github_takes(run):
+    keep_output(run, "x" * 100_000 + "\nResources:\n    ~ 1 to update\n")
+    result = run(comment_step(), answers_for("success"), **COMMENT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [(_, _, body)] = writes(run)
+    assert len(body) < 65_536 and body.rstrip().endswith("~ 1 to update\n</pre>\n</details>".rstrip())
+    assert "characters are left out" in body
+
+
+def test_a_failing_call_fails_the_step(run):
+    result = run(comment_step(), {**answers_for("success"), "pulls/7": {"stdout": "", "exit": 1}}, **COMMENT)
+    assert result.returncode != 0 and writes(run) == []
 
 
 # --- the drift issue ---------------------------------------------------------------------------------------
@@ -251,3 +355,42 @@ def test_drift_comments_on_the_open_issue(run):
     assert result.returncode == 0, result.stdout + result.stderr
     writes: list[Any] = [call for call in run.calls() if call[1] == "issue" and call[2] != "list"]
     assert [call[2:4] for call in writes] == [["comment", "8"]]
+
+
+# --- the runbook's check that no apply runs ----------------------------------------------------------------
+
+def guard_step() -> Step:
+    return step_named(load("runbook.yml")["jobs"]["runbook"], "No apply of the stack runs")
+
+
+GUARD = {"STACK": "aws", "REPOSITORY": "owner/repo", "GH_TOKEN": "t"}
+
+
+def deploy_jobs(*jobs: tuple[str, str]) -> str:
+    return "".join(json.dumps({"name": name, "status": status, "html_url": f"https://x/{name}/{status}"}) + "\n"
+                   for name, status in jobs)
+
+
+def test_unlock_goes_on_when_no_apply_of_the_stack_runs(run):
+    answers = {"status=in_progress": "11\n", "status=waiting": "12\n", "status=queued": "",
+               "runs/11/jobs": deploy_jobs(("test", "completed"), ("apply azure", "in_progress")),
+               "runs/12/jobs": deploy_jobs(("apply aws", "waiting"))}
+    result = run(guard_step(), answers, **GUARD)
+    assert result.returncode == 0, result.stdout + result.stderr
+    listed = [call[3] for call in run.calls() if "workflows/deploy.yml/runs" in " ".join(call)]
+    assert listed == [f"repos/owner/repo/actions/workflows/deploy.yml/runs?status={status}&per_page=100"
+                      for status in ("in_progress", "queued", "waiting")]
+    assert all(call[:3] == ["gh", "api", "--paginate"] for call in run.calls())
+
+
+@pytest.mark.parametrize("status", ["in_progress", "queued"])
+def test_unlock_refuses_while_an_apply_of_the_stack_runs_or_is_about_to(run, status: str):
+    answers = {"status=in_progress": "11\n", "status=queued": "", "status=waiting": "",
+               "runs/11/jobs": deploy_jobs(("apply azure", "waiting"), ("apply aws", status))}
+    result = run(guard_step(), answers, **GUARD)
+    assert result.returncode == 1 and f"https://x/apply aws/{status}" in result.stdout
+
+
+def test_unlock_refuses_when_it_cannot_tell(run):
+    result = run(guard_step(), {"status=queued": {"stdout": "", "exit": 1}}, **GUARD)
+    assert result.returncode != 0

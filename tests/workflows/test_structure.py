@@ -1,8 +1,10 @@
 """What this project needs of its workflows' structure (issue #25): plan, then apply that plan behind
-the stack's environment; tests before any deployment; read-only identities wherever nothing is
-applied; no environment on pull requests; a failed preview said on the pull request; nightly drift
-detection; the commit in every update's message; no concurrency setting that cancels an apply; the
-Azure state reached through a bounded user-delegation SAS.
+the stack's environment, and nothing else; tests before any deployment; read-only identities wherever
+nothing is applied; no environment on pull requests; the preview said on the pull request by a job
+that runs none of its code, a failed or unfinished one too; nightly drift detection that reports a
+hung check; the commit in every update's message; no concurrency setting that cancels an apply; the
+Azure state reached through a bounded user-delegation SAS; every action's inputs and every condition
+as written here; nothing that lets a failure pass.
 
 Each check returns the problems it finds. The real workflows have none; for each check, a broken copy
 (one line changed, as a careless edit would) has at least one, so a clean result shows the check can
@@ -17,8 +19,8 @@ from typing import Callable
 import pytest
 
 from tests.workflows.workflows import (
-    Workflow, applies, broken, jobs, load_all, needs, only_previews, pulumi_commands, pulumi_steps, step_named,
-    text, triggers, uses)
+    SHELL_PULUMI, Workflow, applies, broken, jobs, load_all, needs, only_previews, pulumi_commands, pulumi_steps,
+    step_key, step_named, text, triggers, uses)
 
 Check = Callable[[dict[str, Workflow]], list[str]]
 PULL_REQUEST_TRIGGERS = {"pull_request", "pull_request_target"}
@@ -75,6 +77,14 @@ def plan_then_apply(workflows: dict[str, Workflow]) -> list[str]:
     for job_id, job in deploy.items():
         if applies(job) and job_id != "apply":
             problems.append(f"{job_id} applies without the plan")
+        # Pulumi runs through the action's steps only, where the inputs are checked (action_inputs).
+        for step in job.get("steps", []):
+            if re.search(r"\bpulumi\b", step.get("run", ""), flags=re.IGNORECASE):
+                problems.append(f"{job_id}: a shell step runs Pulumi: {step_key(step)!r}")
+    if len(pulumi_steps(apply)) != 1 or pulumi_commands(apply) != {"up"} or "plan" not in pulumi_steps(apply)[0].get(
+            "with", {}):
+        problems.append(f"apply runs {sorted(pulumi_commands(apply))} in {len(pulumi_steps(apply))} Pulumi steps, "
+                        "not one `up` with the plan")
     return problems
 
 
@@ -120,9 +130,11 @@ def drift_detection(workflows: dict[str, Workflow]) -> list[str]:
         problems.append(f"{job_id} does not preview with refresh and expect-no-changes: {inputs}")
     if job["strategy"]["matrix"]["stack"] != ["aws", "azure"]:
         problems.append("not every cloud stack is checked")
-    reports = [step for step in job["steps"] if step.get("if") == "failure()" and "gh issue" in step.get("run", "")]
-    if not reports:
-        problems.append("no `if: failure()` step opens an issue")
+    # failure() is false for a job cancelled at its timeout: a hung check would open no issue.
+    reports = [step for step in job["steps"]
+               if step.get("if") == "always() && !success()" and "gh issue" in step.get("run", "")]
+    if not reports or job["steps"][-1] is not reports[0]:
+        problems.append("the last step is not an `if: always() && !success()` step that opens an issue")
     if job["permissions"].get("issues") != "write":
         problems.append("the job may not write issues")
     return problems
@@ -147,7 +159,7 @@ def read_only_identities(workflows: dict[str, Workflow]) -> list[str]:
             continue
         aws = {step["with"]["role-to-assume"] for step in logins if "role-to-assume" in step["with"]}
         azure = {step["with"]["client-id"] for step in logins if "client-id" in step["with"]}
-        arm = {step.get("env", {}).get("ARM_CLIENT_ID") for step in pulumi_steps(job) if "env" in step} - {None}
+        arm = {step.get("env", {}).get("ARM_CLIENT_ID") for step in job["steps"]} - {None}
         if only_previews(job):
             allowed_aws = {"${{ vars.AWS_PREVIEW_ROLE_ARN }}"}
             if name == "drift.yml":
@@ -169,34 +181,84 @@ def read_only_identities(workflows: dict[str, Workflow]) -> list[str]:
     return problems
 
 
-def failed_preview_said_on_the_pull_request(workflows: dict[str, Workflow]) -> list[str]:
-    """preview.yml: after the preview, an `if: failure()` step edits pulumi/actions' comment (found by
-    its heading and summary) or posts one, with the run's link."""
-    [job] = workflows["preview.yml"]["jobs"].values()
-    steps = job["steps"]
-    preview_at = next((i for i, step in enumerate(steps) if step in pulumi_steps(job)), len(steps))
+def preview_said_on_the_pull_request(workflows: dict[str, Workflow]) -> list[str]:
+    """preview.yml: the job that runs the pull request's code holds no token that writes on GitHub and
+    keeps its output in the artifact `preview-<stack>`; a `comment` job, after it whatever its end
+    (`always()`), checks out and runs nothing of the pull request, reads that artifact and the
+    preview's result, leaves the comment alone when a newer commit superseded the run, and edits
+    (every page of comments) or posts the stack's comment with the run's link."""
+    workflow = workflows["preview.yml"]
+    preview, comment = workflow["jobs"].get("preview"), workflow["jobs"].get("comment")
+    if preview is None or comment is None:
+        return ["preview.yml has no `preview` or no `comment` job"]
     problems = []
-    candidates = [step for step in steps[preview_at + 1:] if step.get("if") == "failure()"]
-    if not candidates:
-        return ["no `if: failure()` step after the preview"]
-    script = candidates[0].get("run", "")
-    for needed in ("--method PATCH", "--method POST", "/comments", ":tropical_drink:",
-                   "<summary>Pulumi report</summary>", "$RUN_URL"):
+    if any(value == "write" for scope, value in preview["permissions"].items() if scope != "id-token"):
+        problems.append(f"the preview job may write: {preview['permissions']}")
+    for step in preview["steps"]:
+        if step.get("id") != "gate" and re.search(r"github\.token|secrets\.GITHUB_TOKEN", text(step)):
+            problems.append(f"a GitHub token reaches {step_key(step)!r}, beside the pull request's code")
+        if uses(step, "pulumi/actions") and "command" in step.get("with", {}):
+            problems.append("pulumi/actions runs the preview: its output leaves only through a step output")
+    run_preview = [step for step in preview["steps"] if "preview" in SHELL_PULUMI.findall(step.get("run", ""))]
+    uploads = [step.get("with", {}) for step in preview["steps"] if uses(step, "actions/upload-artifact")]
+    if len(run_preview) != 1 or '| tee "$output"' not in run_preview[0].get("run", "") \
+            or len(uploads) != 1 or uploads[0].get("name") != "preview-${{ matrix.stack }}" \
+            or uploads[0].get("path") != "${{ runner.temp }}/preview/output.txt" \
+            or 'output="$RUNNER_TEMP/preview/output.txt"' not in run_preview[0].get("run", ""):
+        problems.append("the preview's output is not kept in the artifact preview-<stack>")
+    if needs(comment) != ["preview"] or not str(comment.get("if", "")).startswith("always() && "):
+        problems.append(f"the comment job does not follow every preview: needs {needs(comment)}, "
+                        f"if {comment.get('if')!r}")
+    if comment["permissions"] != {"actions": "read", "pull-requests": "write"}:
+        problems.append(f"the comment job's permissions: {comment['permissions']}")
+    if comment["strategy"]["matrix"]["stack"] != preview["strategy"]["matrix"]["stack"]:
+        problems.append("the comment job covers other stacks than the preview")
+    downloads = [step.get("with", {}) for step in comment["steps"] if uses(step, "actions/download-artifact")]
+    runs = [step for step in comment["steps"] if "run" in step]
+    others = [step_key(step) for step in comment["steps"]
+              if not uses(step, "actions/download-artifact") and "run" not in step]
+    if others or len(runs) != 1 or downloads != [{"pattern": "preview-${{ matrix.stack }}",
+                                                  "path": "${{ runner.temp }}/preview"}]:
+        problems.append(f"the comment job does more than download the output and comment: {others}, "
+                        f"{len(runs)} scripts, downloads {downloads}")
+        return problems
+    script, env = runs[0]["run"], runs[0].get("env", {})
+    for needed in ('gh api "repos/$REPOSITORY/pulls/$PR_NUMBER" --jq .head.sha', '[ "$head" != "$HEAD_SHA" ]',
+                   "actions/runs/$RUN_ID/jobs?filter=latest", '"preview $STACK"', '= "success" ]',
+                   'gh api --paginate "repos/$REPOSITORY/issues/$PR_NUMBER/comments?per_page=100"',
+                   '.user == "github-actions[bot]"', "--method PATCH", "--method POST", ":tropical_drink:",
+                   "<summary>Pulumi report</summary>", "$RUN_URL", '$RUNNER_TEMP/preview/output.txt',
+                   "s/</\\&lt;/g"):
         if needed not in script:
-            problems.append(f"the failure step's script lacks {needed!r}")
-    if "github.run_id" not in candidates[0].get("env", {}).get("RUN_URL", ""):
-        problems.append("the failure step does not link the run")
-    if job["permissions"].get("pull-requests") != "write":
-        problems.append("the job may not comment")
+            problems.append(f"the comment script lacks {needed!r}")
+    if env.get("HEAD_SHA") != "${{ github.event.pull_request.head.sha }}" or "github.run_id" not in env.get(
+            "RUN_URL", "") or env.get("RUN_ID") != "${{ github.run_id }}":
+        problems.append("the comment job does not know the run's head commit, the run or its link")
+    for name, workflow_ in workflows.items():
+        if not triggers(workflow_) & PULL_REQUEST_TRIGGERS:
+            continue
+        for job_id, job in workflow_["jobs"].items():
+            checks_out = any(uses(step, "actions/checkout") for step in job.get("steps", []))
+            writes = {scope for scope, value in job.get("permissions", {}).items()
+                      if value == "write" and scope != "id-token"}
+            if checks_out and writes:
+                problems.append(f"{name}: {job_id} runs the pull request's code and may write {sorted(writes)}")
     return problems
 
 
 def messages_name_the_commit(workflows: dict[str, Workflow]) -> list[str]:
     """Every Pulumi operation's message names the commit (the update history of a self-managed backend
-    keeps the message)."""
-    return [f"{name}: {job_id}: message {step['with'].get('message')!r}"
-            for name, job_id, job in jobs(workflows) for step in pulumi_steps(job)
-            if "command" in step.get("with", {}) and "${{ github.sha }}" not in str(step["with"].get("message"))]
+    keeps the message): the action's `message`, or the shell's `--message "$MESSAGE"`."""
+    problems = [f"{name}: {job_id}: message {step['with'].get('message')!r}"
+                for name, job_id, job in jobs(workflows) for step in pulumi_steps(job)
+                if "command" in step.get("with", {}) and "${{ github.sha }}" not in str(step["with"].get("message"))]
+    for name, job_id, job in jobs(workflows):
+        for step in job.get("steps", []):
+            if set(SHELL_PULUMI.findall(step.get("run", ""))) & {"preview", "up", "update", "refresh", "destroy"} and (
+                    '--message "$MESSAGE"' not in step["run"]
+                    or "${{ github.sha }}" not in str(step.get("env", {}).get("MESSAGE"))):
+                problems.append(f"{name}: {job_id}: {step_key(step)!r} runs Pulumi without the commit in its message")
+    return problems
 
 
 def concurrency_never_cancels_an_apply(workflows: dict[str, Workflow]) -> list[str]:
@@ -298,6 +360,139 @@ def runbook(workflows: dict[str, Workflow]) -> list[str]:
     cancel = step_named(job, "pulumi cancel")
     if "inputs.operation == 'unlock'" not in cancel.get("if", "") or "--yes" not in cancel["run"]:
         problems.append("unlock does not run `pulumi cancel --yes`")
+    # Its own group: in the apply's, a dispatch replaces an apply awaiting approval and waits forever
+    # behind one nobody approves. So unlock itself refuses while an apply of the stack runs.
+    apply_group = workflows["deploy.yml"]["jobs"]["apply"]["concurrency"]["group"].replace("matrix.", "inputs.")
+    if job["concurrency"]["group"] == apply_group:
+        problems.append("the runbook shares the apply's concurrency group")
+    guard = [i for i, step in enumerate(job["steps"]) if step.get("name") == "No apply of the stack runs"]
+    at = job["steps"].index(cancel)
+    if guard != [at - 1] or job["steps"][at - 1].get("if") != "inputs.operation == 'unlock'":
+        problems.append("unlock is not right after a check that no apply runs")
+    else:
+        script = job["steps"][at - 1]["run"]
+        for needed in ("actions/workflows/deploy.yml/runs?status=$status", "for status in in_progress queued waiting",
+                       "jobs?filter=latest", '"apply $STACK"', '.status == "in_progress" or .status == "queued"',
+                       "exit 1"):
+            if needed not in script:
+                problems.append(f"the check that no apply runs lacks {needed!r}")
+    if job["permissions"].get("actions") != "read":
+        problems.append("the runbook may not read the apply's runs")
+    return problems
+
+
+# The inputs of every step of these actions, by (workflow, job, step name or action): an input added
+# (`target`, `exclude`, `replace`, `policyPackConfigs`, `continue-on-error`, `github-token`, `run-id`,
+# `comment-on-pr`, ...) or one dropped is a change that must be made here too, on purpose.
+PULUMI_RUN = {"command", "stack-name", "pulumi-version", "cloud-url", "message", "comment-on-summary", "diff"}
+UPLOAD = {"name", "path", "if-no-files-found", "retention-days", "overwrite"}
+ACTION_INPUTS: dict[tuple[str, str, str], set[str]] = {
+    ("preview.yml", "preview", "Install the Pulumi CLI"): {"pulumi-version"},
+    ("preview.yml", "preview", "Keep the output for the comment"): UPLOAD,
+    ("preview.yml", "comment", "actions/download-artifact"): {"pattern", "path"},
+    ("deploy.yml", "plan", "pulumi preview --save-plan"): PULUMI_RUN | {"plan", "policyPacks"},
+    ("deploy.yml", "plan", "actions/upload-artifact"): UPLOAD,
+    ("deploy.yml", "apply", "actions/download-artifact"): {"name", "path"},
+    ("deploy.yml", "apply", "pulumi up --plan"): PULUMI_RUN | {"plan", "policyPacks"},
+    ("drift.yml", "drift", "pulumi preview --refresh --expect-no-changes"):
+        PULUMI_RUN | {"refresh", "expect-no-changes", "policyPacks"},
+    ("runbook.yml", "runbook", "Install the Pulumi CLI"): {"pulumi-version"},
+    ("runbook.yml", "runbook", "pulumi refresh"): PULUMI_RUN,
+}
+CHECKED_ACTIONS = ("pulumi/actions", "actions/upload-artifact", "actions/download-artifact")
+
+
+def action_inputs(workflows: dict[str, Workflow]) -> list[str]:
+    """Every step of pulumi/actions, upload-artifact and download-artifact takes exactly the inputs
+    ACTION_INPUTS lists for it."""
+    problems, seen = [], set()
+    for name, job_id, job in jobs(workflows):
+        for step in job.get("steps", []):
+            if not any(uses(step, action) for action in CHECKED_ACTIONS):
+                continue
+            key = (name, job_id, step_key(step))
+            if key in seen:
+                problems.append(f"{name}: {job_id}: two steps {key[2]!r}")
+            seen.add(key)
+            inputs, expected = set(step.get("with", {})), ACTION_INPUTS.get(key)
+            if expected is None:
+                problems.append(f"{name}: {job_id}: {key[2]!r} is not in ACTION_INPUTS")
+            elif inputs != expected:
+                problems.append(f"{name}: {job_id}: {key[2]!r} takes {sorted(inputs - expected)} more, "
+                                f"{sorted(expected - inputs)} less")
+    problems += [f"{name}: {job_id}: no step {step!r}" for name, job_id, step in sorted(set(ACTION_INPUTS) - seen)]
+    return problems
+
+
+def nothing_continues_on_error(workflows: dict[str, Workflow]) -> list[str]:
+    """No job or step has `continue-on-error` (any value), and no action is given such an input: a
+    failed test, plan, preview or drift check must fail its job and what needs it."""
+    problems = []
+    for name, job_id, job in jobs(workflows):
+        if "continue-on-error" in job:
+            problems.append(f"{name}: {job_id} continues on error")
+        for step in job.get("steps", []):
+            if "continue-on-error" in step or "continue-on-error" in step.get("with", {}):
+                problems.append(f"{name}: {job_id}: {step_key(step)!r} continues on error")
+    return problems
+
+
+# Every `if:` of every job (step None) and step, as written: a condition edited anywhere (an
+# `&& false` added, a `failure()` for an `always() && !success()`) is a change made here too.
+PREVIEWED = "steps.gate.outputs.preview == 'true'"
+ON_MAIN = "github.ref == 'refs/heads/main'"
+CONDITIONS: dict[tuple[str, str, str | None], str] = {
+    ("deploy.yml", "test", None): ON_MAIN,
+    ("deploy.yml", "plan", "AWS credentials (OIDC, the read-only preview role)"): "matrix.stack == 'aws'",
+    ("deploy.yml", "plan", "Azure login (OIDC, the read-only preview identity)"): "matrix.stack == 'azure'",
+    ("deploy.yml", "plan", "State container SAS (user delegation, read-only)"): "matrix.stack == 'azure'",
+    ("deploy.yml", "apply", "AWS credentials (OIDC, the deployment role)"): "matrix.stack == 'aws'",
+    ("deploy.yml", "apply", "Azure login (OIDC, the deployment identity)"): "matrix.stack == 'azure'",
+    ("deploy.yml", "apply", "State container SAS (user delegation, read-write)"): "matrix.stack == 'azure'",
+    ("drift.yml", "drift", None): ON_MAIN,
+    ("drift.yml", "drift", "AWS credentials (OIDC, the read-only refresh role)"): "matrix.stack == 'aws'",
+    ("drift.yml", "drift", "Azure login (OIDC, the read-only preview identity)"): "matrix.stack == 'azure'",
+    ("drift.yml", "drift", "State container SAS (user delegation, read-only)"): "matrix.stack == 'azure'",
+    ("drift.yml", "drift", "Open or update the drift issue"): "always() && !success()",
+    ("preview.yml", "preview", "actions/checkout"): PREVIEWED,
+    ("preview.yml", "preview", "actions/setup-python"): PREVIEWED,
+    ("preview.yml", "preview", "Create ./venv and policy/venv"): PREVIEWED,
+    ("preview.yml", "preview", "Pulumi plugins cache"): PREVIEWED,
+    ("preview.yml", "preview", "AWS credentials (OIDC, the read-only preview role)"):
+        f"{PREVIEWED} && matrix.stack == 'aws'",
+    ("preview.yml", "preview", "Azure login (OIDC, the read-only preview identity)"):
+        f"{PREVIEWED} && matrix.stack == 'azure'",
+    ("preview.yml", "preview", "State container SAS (user delegation, read-only)"):
+        f"{PREVIEWED} && matrix.stack == 'azure'",
+    ("preview.yml", "preview", "Install the Pulumi CLI"): PREVIEWED,
+    ("preview.yml", "preview", "pulumi preview"): PREVIEWED,
+    ("preview.yml", "preview", "Keep the output for the comment"):
+        "${{ !cancelled() && (steps.preview.outcome == 'success' || steps.preview.outcome == 'failure') }}",
+    ("preview.yml", "comment", None): "always() && github.event.pull_request.head.repo.full_name == github.repository"
+                                      " && github.actor != 'dependabot[bot]'",
+    ("runbook.yml", "runbook", None): ON_MAIN,
+    ("runbook.yml", "runbook", "AWS credentials (OIDC, the deployment role)"): "inputs.stack == 'aws'",
+    ("runbook.yml", "runbook", "Azure login (OIDC, the deployment identity)"): "inputs.stack == 'azure'",
+    ("runbook.yml", "runbook", "State container SAS (user delegation, read-write)"): "inputs.stack == 'azure'",
+    ("runbook.yml", "runbook", "Install the Pulumi CLI"): "inputs.operation == 'unlock'",
+    ("runbook.yml", "runbook", "No apply of the stack runs"): "inputs.operation == 'unlock'",
+    ("runbook.yml", "runbook", "pulumi cancel, then the pending operations"): "inputs.operation == 'unlock'",
+    ("runbook.yml", "runbook", "pulumi refresh"): "inputs.operation == 'refresh'",
+}
+
+
+def conditions_as_written(workflows: dict[str, Workflow]) -> list[str]:
+    """Every job's and step's `if:` equals CONDITIONS' (none where CONDITIONS has none)."""
+    problems, seen = [], set()
+    for name, job_id, job in jobs(workflows):
+        for key, item in [((name, job_id, None), job)] + [((name, job_id, step_key(step)), step)
+                                                             for step in job.get("steps", [])]:
+            if key in seen:
+                problems.append(f"{key}: twice")
+            seen.add(key)
+            if item.get("if") != CONDITIONS.get(key):
+                problems.append(f"{key}: if {item.get('if')!r}, not {CONDITIONS.get(key)!r}")
+    problems += [f"{key}: no such job or step" for key in set(CONDITIONS) - seen]
     return problems
 
 
@@ -307,12 +502,15 @@ CHECKS: dict[str, Check] = {
     "drift_detection": drift_detection,
     "no_environment_on_pull_requests": no_environment_on_pull_requests,
     "read_only_identities": read_only_identities,
-    "failed_preview_said_on_the_pull_request": failed_preview_said_on_the_pull_request,
+    "preview_said_on_the_pull_request": preview_said_on_the_pull_request,
     "messages_name_the_commit": messages_name_the_commit,
     "concurrency_never_cancels_an_apply": concurrency_never_cancels_an_apply,
     "azure_state_through_a_sas": azure_state_through_a_sas,
     "caches": caches,
     "runbook": runbook,
+    "action_inputs": action_inputs,
+    "nothing_continues_on_error": nothing_continues_on_error,
+    "conditions_as_written": conditions_as_written,
 }
 
 
@@ -327,6 +525,9 @@ def workflows() -> dict[str, Workflow]:
 def test_the_workflows_pass(workflows, check: str):
     assert CHECKS[check](workflows) == []
 
+
+# apply's download of the plan (name and path), to add an input after
+DOWNLOAD_PLAN = r"^(          name: plan-\$\{\{ matrix.stack \}\}\n          path: \$\{\{ runner.temp \}\}/plan)$"
 
 # (check, workflow, pattern, replacement): one careless edit each check must catch.
 BROKEN = [
@@ -348,6 +549,7 @@ BROKEN = [
     ("drift_detection", "drift.yml", r"^          expect-no-changes: true\n", ""),
     ("drift_detection", "drift.yml", r"^  schedule:\n    - cron: .*\n", ""),
     ("drift_detection", "drift.yml", r"^      issues: write.*$", "      issues: read"),
+    ("drift_detection", "drift.yml", r"^        if: always\(\) && !success\(\)$", "        if: failure()"),
     # environments stay off pull requests
     ("no_environment_on_pull_requests", "preview.yml", r"^    runs-on: ubuntu-24.04$",
      "    runs-on: ubuntu-24.04\n    environment: ${{ matrix.stack }}"),
@@ -362,14 +564,29 @@ BROKEN = [
     ("read_only_identities", "drift.yml", r"ARM_CLIENT_ID: \$\{\{ vars.AZURE_PREVIEW_CLIENT_ID \}\}",
      "ARM_CLIENT_ID: ${{ vars.AZURE_DEPLOY_CLIENT_ID }}"),
     ("read_only_identities", "runbook.yml", r"vars.AWS_DEPLOY_ROLE_ARN", "vars.AWS_PREVIEW_ROLE_ARN"),
-    # the failed preview said on the pull request
-    ("failed_preview_said_on_the_pull_request", "preview.yml", r"^        if: failure\(\)$", "        if: always()"),
-    ("failed_preview_said_on_the_pull_request", "preview.yml", r"--method PATCH", "--method GET"),
-    ("failed_preview_said_on_the_pull_request", "preview.yml", r"^      pull-requests: write.*$",
-     "      pull-requests: read"),
+    # the preview said on the pull request, by a job that runs none of its code
+    ("preview_said_on_the_pull_request", "preview.yml", r"^      pull-requests: read.*$", "      pull-requests: write"),
+    ("preview_said_on_the_pull_request", "preview.yml", r"^(      - name: pulumi preview\n        id: preview\n.*\n"
+     r"        env:\n)", r"\1          GH_TOKEN: ${{ github.token }}\n"),
+    ("preview_said_on_the_pull_request", "preview.yml", r"^    if: always\(\) && ", "    if: success() && "),
+    ("preview_said_on_the_pull_request", "preview.yml", r"^    needs: preview\n", ""),
+    ("preview_said_on_the_pull_request", "preview.yml", r"^      actions: read.*\n", "      actions: write\n"),
+    ("preview_said_on_the_pull_request", "preview.yml", r"^(    steps:\n)(      # Nothing when the preview saved)",
+     r"\1      - uses: actions/checkout@de0fac2e4500dabe0009e67214ff5f5447ce83dd # v6.0.2\n"
+     r"        with:\n          persist-credentials: false\n\n\2"),
+    ("preview_said_on_the_pull_request", "preview.yml", r"--method PATCH", "--method GET"),
+    ("preview_said_on_the_pull_request", "preview.yml", r"gh api --paginate (\"repos/\$REPOSITORY/issues)",
+     r"gh api \1"),
+    ("preview_said_on_the_pull_request", "preview.yml", r'if \[ "\$head" != "\$HEAD_SHA" \]; then', "if false; then"),
+    ("preview_said_on_the_pull_request", "preview.yml", r"\.user == \"github-actions\[bot\]\" and ", ""),
+    ("preview_said_on_the_pull_request", "preview.yml", r"HEAD_SHA: \$\{\{ github.event.pull_request.head.sha \}\}",
+     "HEAD_SHA: ${{ github.sha }}"),
+    ("preview_said_on_the_pull_request", "preview.yml", r"name: preview-\$\{\{ matrix.stack \}\}",
+     "name: output-${{ matrix.stack }}"),
     # the commit in the message
     ("messages_name_the_commit", "deploy.yml", r"message: deploy \$\{\{ github.sha \}\}", "message: deploy"),
-    ("messages_name_the_commit", "preview.yml", r"^          message: .*\n", ""),
+    ("messages_name_the_commit", "preview.yml", r"^          MESSAGE: .*\n", ""),
+    ("messages_name_the_commit", "preview.yml", r' --message "\$MESSAGE"', ""),
     # concurrency
     ("concurrency_never_cancels_an_apply", "deploy.yml",
      r"(group: deploy-\$\{\{ matrix.stack \}\}\n      cancel-in-progress:) false", r"\1 true"),
@@ -391,6 +608,39 @@ BROKEN = [
     # the runbook
     ("runbook", "runbook.yml", r"pulumi cancel --non-interactive --yes", "pulumi cancel --non-interactive"),
     ("runbook", "runbook.yml", r"^    environment: \$\{\{ inputs.stack \}\}\n", ""),
+    ("runbook", "runbook.yml", r"group: runbook-\$\{\{ inputs.stack \}\}", "group: deploy-${{ inputs.stack }}"),
+    ("runbook", "runbook.yml", r"^      - name: No apply of the stack runs$", "      - name: Say what runs"),
+    ("runbook", "runbook.yml", r"for status in in_progress queued waiting", "for status in in_progress"),
+    # M1: a shell `pulumi up` in apply beside the plan's step; any shell Pulumi in deploy.yml
+    ("plan_then_apply", "deploy.yml", r"^(      - name: pulumi up --plan\n)",
+     r"      - name: up\n        run: pulumi up --yes --skip-preview --stack aws\n\n\1"),
+    ("plan_then_apply", "deploy.yml", r"^        run: mkdir -p \"\$RUNNER_TEMP/plan\"$",
+     '        run: mkdir -p "$RUNNER_TEMP/plan" && venv/bin/pulumi stack export > /dev/null'),
+    # M2, M6, M9: an input more on an artifact step or a Pulumi step
+    ("action_inputs", "deploy.yml", DOWNLOAD_PLAN, r"\1\n          run-id: ${{ github.event.inputs.run }}"),
+    ("action_inputs", "deploy.yml", DOWNLOAD_PLAN, r"\1\n          github-token: ${{ github.token }}"),
+    ("action_inputs", "deploy.yml", r"^(          policyPacks: policy)$",
+     r"\1\n          policyPackConfigs: policy-config.json"),
+    ("action_inputs", "deploy.yml", r"^(          message: deploy .*)$",
+     r"\1\n          exclude: urn:pulumi:aws::mlflow::aws:rds/instance:Instance::mlflow-db"),
+    ("action_inputs", "deploy.yml", r"^(          message: deploy .*)$",
+     r"\1\n          target: urn:pulumi:aws::mlflow::aws:ecs/service:Service::mlflow"),
+    ("action_inputs", "preview.yml", r"^(          pattern: preview-.*)$",
+     r"\1\n          run-id: ${{ github.run_id }}"),
+    ("action_inputs", "drift.yml", r"^          expect-no-changes: true\n", ""),
+    # M3, M7, M8: a failure that passes
+    ("nothing_continues_on_error", "deploy.yml", r"^(    name: test\n)", r"\1    continue-on-error: true\n"),
+    ("nothing_continues_on_error", "preview.yml", r"^(      - name: pulumi preview\n)",
+     r"\1        continue-on-error: true\n"),
+    ("nothing_continues_on_error", "drift.yml", r"^(      - name: pulumi preview --refresh --expect-no-changes\n)",
+     r"\1        continue-on-error: true\n"),
+    ("nothing_continues_on_error", "deploy.yml", r"^(          message: deploy .*)$",
+     r"\1\n          continue-on-error: true"),
+    # M5: a condition edited
+    ("conditions_as_written", "preview.yml", r"^(      - name: pulumi preview\n        id: preview\n        if: .*)$",
+     r"\1 && false"),
+    ("conditions_as_written", "deploy.yml", r"^(    needs: plan)$", r"\1\n    if: github.actor == 'someone'"),
+    ("conditions_as_written", "drift.yml", r"^        if: matrix.stack == 'aws'$", "        if: false"),
 ]
 
 

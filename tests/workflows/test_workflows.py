@@ -5,6 +5,7 @@ also fed a broken copy, so a clean result shows the check ran and can fail.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import shutil
@@ -17,7 +18,8 @@ import pytest
 import yaml
 
 from tests.harness.program import REPO_ROOT
-from tests.workflows.workflows import GITHUB, WORKFLOWS, broken_file, jobs, load, load_all, pulumi_steps, steps
+from tests.workflows.workflows import (
+    GITHUB, WORKFLOWS, broken_file, jobs, load, load_all, pulumi_steps, step_named, steps)
 
 BIN = Path(sys.executable).parent
 PINNED_USES = re.compile(r"^\s*(?:-\s+)?uses:\s+(?P<action>[\w.-]+/[\w./-]+)@(?P<ref>\S+)"
@@ -122,7 +124,9 @@ def test_least_privilege_and_no_persisted_credentials(name: str):
     for job_name, job in workflow["jobs"].items():
         assert isinstance(job.get("permissions"), dict), job_name
         assert set(job["permissions"].values()) <= {"read", "write"}, job_name
-        assert job["permissions"].get("contents") == "read", job_name
+        # Read the code where it is checked out; a job that checks out nothing has no `contents`.
+        checks_out = any(step.get("uses", "").startswith("actions/checkout@") for step in job["steps"])
+        assert job["permissions"].get("contents") == ("read" if checks_out else None), job_name
         assert "concurrency" in job or "concurrency" in workflow, job_name
     for step in steps(workflow):
         if step.get("uses", "").startswith("actions/checkout@"):
@@ -133,24 +137,67 @@ def test_least_privilege_and_no_persisted_credentials(name: str):
 def test_preview_runs_the_policy_pack_on_each_cloud_stack_of_a_pull_request():
     workflow = load("preview.yml")
     assert set(workflow["on"]) == {"pull_request"}
-    [job] = workflow["jobs"].values()
+    job = workflow["jobs"]["preview"]
     assert job["name"] == "preview ${{ matrix.stack }}"  # the required checks `preview aws`, `preview azure`
     assert "if" not in job, "never skipped: a skipped required check counts as passed"
     assert job["strategy"]["matrix"]["stack"] == ["aws", "azure"]
-    assert job["permissions"] == {"contents": "read", "id-token": "write", "pull-requests": "write"}
+    assert job["permissions"] == {"contents": "read", "id-token": "write", "pull-requests": "read"}
     assert job["concurrency"]["cancel-in-progress"] is True
-    [step] = pulumi_steps(job)
-    assert {key: step["with"][key] for key in ("command", "comment-on-pr", "comment-on-summary", "diff",
-                                               "policyPacks")} == {
-        "command": "preview", "comment-on-pr": True, "comment-on-summary": True, "diff": True, "policyPacks": "policy"}
-    assert step["with"]["stack-name"] == "${{ matrix.stack }}"
-    assert "vars." in step["with"]["cloud-url"]
-    assert step["env"]["PULUMI_CONFIG_PASSPHRASE"] == "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}"
-    # Every step after the gate runs only when it lets the preview run (or reports a failure).
+    # The CLI from pulumi/actions (installed only: the action comments on nothing and runs nothing).
+    [install] = pulumi_steps(job)
+    assert install["with"] == {"pulumi-version": pinned_version("requirements.txt", "pulumi")}
+    preview = step_named(job, "pulumi preview")
+    assert preview["id"] == "preview"
+    for needed in ('pulumi login --non-interactive "$BACKEND_URL"', "pulumi preview --non-interactive",
+                   "--diff", '--stack "$STACK"', "--policy-pack policy", '--message "$MESSAGE"',
+                   '2>&1 | tee "$output" || status=$?', 'exit "$status"', '>> "$GITHUB_STEP_SUMMARY"'):
+        assert needed in preview["run"], needed
+    assert preview["env"]["STACK"] == "${{ matrix.stack }}"
+    assert preview["env"]["PULUMI_CONFIG_PASSPHRASE"] == "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}"
+    assert "vars." in preview["env"]["BACKEND_URL"]
+    # Every step after the gate runs only when it lets the preview run.
     gate, *rest = job["steps"]
     assert gate["id"] == "gate"
-    assert all("steps.gate.outputs.preview == 'true'" in step.get("if", "") or step.get("if") == "failure()"
-               for step in rest)
+    assert all("steps.gate.outputs.preview == 'true'" in step.get("if", "")
+               or "steps.preview.outcome" in step.get("if", "") for step in rest)
+
+
+def test_the_comment_job_names_the_project_as_pulumi_yaml_does():
+    """The comment job checks out nothing: it has the project's name (in the comment's heading, as
+    pulumi/actions wrote it) from its env."""
+    comment = step_named(load("preview.yml")["jobs"]["comment"], "Say on the pull request")
+    assert comment["env"]["PROJECT"] == yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())["name"]
+
+
+def test_codeowners_covers_what_decides_ci_and_deployments():
+    """Branch protection's "Require review from Code Owners" needs an owner for these paths."""
+    lines = [line.split() for line in (GITHUB / "CODEOWNERS").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    owners = {pattern: rest for pattern, *rest in lines}
+    assert set(owners) == {"/.github/", "/policy/", "/scripts/", "/Pulumi*.yaml", "requirements*.txt",
+                           "/components/", "/__main__.py"}
+    assert all(rest == ["@OWNER/platform-team"] for rest in owners.values())
+
+
+    def owned(path: str) -> bool:
+        """The forms used above, as GitHub reads them (gitignore rules): `/dir/` everything under a
+        directory at the root, `/glob` a file at the root, `glob` a file's name anywhere."""
+        for pattern in owners:
+            if pattern.startswith("/") and pattern.endswith("/"):
+                if path.startswith(pattern[1:]):
+                    return True
+            elif pattern.startswith("/"):
+                if "/" not in path and fnmatch.fnmatchcase(path, pattern[1:]):
+                    return True
+            elif fnmatch.fnmatchcase(path.rsplit("/", 1)[-1], pattern):
+                return True
+        return False
+
+    for path in (".github/workflows/deploy.yml", ".github/CODEOWNERS", ".github/zizmor.yml", "policy/policies.py",
+                 "scripts/test", "Pulumi.yaml", "Pulumi.aws.yaml", "requirements.txt", "policy/requirements.txt",
+                 "requirements-dev.txt", "components/config.py", "__main__.py"):
+        assert (REPO_ROOT / path).exists() and owned(path), path
+    assert not owned("README.md") and not owned("tests/workflows/test_workflows.py")
 
 
 def test_deploy_tests_plans_and_applies_main_behind_each_stacks_environment():

@@ -64,13 +64,18 @@ def pulumi_steps(job: Job) -> list[Step]:
     return [step for step in job.get("steps", []) if step.get("uses", "").startswith(PULUMI_ACTION)]
 
 
+# `pulumi <command>` where a shell runs a command: a line's start, or after `&&`, `||`, `;`, `|`, `{`,
+# `(` or `$(` (not in a message's text, as drift.yml's issue body names `pulumi up`).
+SHELL_PULUMI = re.compile(r"(?:^|[;&|{(])\s*pulumi\s+(up|update|destroy|refresh|cancel|import|preview|state|stack)\b",
+                          flags=re.MULTILINE)
+
+
 def pulumi_commands(job: Job) -> set[str]:
     """What the job's Pulumi steps run: `preview`, `up`, `refresh`, or `install` for the CLI alone; a
-    shell step that runs `pulumi <command>` counts too."""
+    shell step that runs `pulumi <command>` anywhere in its script counts too."""
     commands = {step.get("with", {}).get("command", "install") for step in pulumi_steps(job)}
     for step in job.get("steps", []):
-        commands |= set(re.findall(r"^\s*pulumi (up|update|destroy|refresh|cancel|import|preview)\b",
-                                   step.get("run", ""), flags=re.MULTILINE))
+        commands |= set(SHELL_PULUMI.findall(step.get("run", "")))
     return commands
 
 
@@ -80,8 +85,14 @@ def applies(job: Job) -> bool:
 
 
 def only_previews(job: Job) -> bool:
-    commands = pulumi_commands(job)
+    """The job runs Pulumi (beyond installing the CLI), and only previews."""
+    commands = pulumi_commands(job) - {"install"}
     return bool(commands) and commands <= {"preview"}
+
+
+def step_key(step: Step) -> str:
+    """A step's name, or the action it uses (without the version) when it has none."""
+    return step.get("name") or step.get("uses", "").split("@")[0] or step.get("run", "")[:40]
 
 
 def step_named(job: Job, prefix: str) -> Step:
