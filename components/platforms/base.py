@@ -5,6 +5,7 @@ in the components and `components.render`, and the provider knowledge stays in e
 
 import hashlib
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Mapping, Optional, Protocol, Sequence, Union
@@ -279,7 +280,10 @@ def source_fingerprint(*parts: str, directories: Sequence[Path] = (), files: Seq
     paths = [*files, *(path for directory in directories for path in sorted(directory.rglob("*"))
                        if path.is_file() and "__pycache__" not in path.parts)]
     for path in paths:
-        digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes())
+        # The mode too, as pulumi-docker's context digest counts it (provider.go: a checkout with another umask
+        # rebuilds and pushes, so the push token must be renewed then as well: review 25, aws 5 F2).
+        mode = oct(stat.S_IMODE(path.stat().st_mode)).encode()
+        digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + mode + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 

@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 
-from tests.harness.program import ProgramMocks, run_program, stack_file_config
+from tests.harness.program import REPO_ROOT, ProgramMocks, run_program, stack_file_config
 
 
 class FreshEachCall(ProgramMocks):
@@ -87,3 +87,16 @@ def test_the_push_token_is_asked_for_again_whenever_the_build_context_changes(tm
         before = base.images_fingerprint("3.17.2", ["nginx:1"])
         touched.write_bytes(touched.read_bytes() + b"\n")
         assert base.images_fingerprint("3.17.2", ["nginx:1"]) != before, f"{touched} is not counted"
+        before = base.images_fingerprint("3.17.2", ["nginx:1"])
+        touched.chmod(touched.stat().st_mode ^ 0o020)  # another umask's checkout: pulumi-docker builds again
+        assert base.images_fingerprint("3.17.2", ["nginx:1"]) != before, f"{touched}'s mode is not counted"
+
+
+def test_what_the_image_copies_is_readable_by_the_server_whatever_the_checkouts_umask():
+    """Review 25 (aws 5 F3): COPY keeps the context's modes; a checkout made under umask 077 gave root-only files
+    the server (uid 10001) could not import. A chmod after the last COPY, before the image drops root."""
+    lines = [line.strip() for line in (REPO_ROOT / "docker" / "mlflow" / "Dockerfile").read_text().splitlines()]
+    last_copy = max(i for i, line in enumerate(lines) if line.startswith("COPY ") and "/opt/mlflow-platform" in line)
+    user = next(i for i, line in enumerate(lines) if line.startswith("USER "))
+    assert any(line.startswith("RUN chmod -R a+rX") and "/opt/mlflow-platform" in line
+               for line in lines[last_copy + 1:user]), "no chmod between the last COPY and USER"

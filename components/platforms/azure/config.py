@@ -67,6 +67,14 @@ ZONE_REDUNDANT_STORAGE = {"Standard_ZRS": AZURE_ZRS_REGIONS, "Standard_GZRS": AZ
                           "Standard_RAGZRS": AZURE_GZRS_REGIONS}
 StorageSku = Literal["Standard_LRS", "Standard_ZRS", "Standard_GRS", "Standard_GZRS", "Standard_RAGRS",
                      "Standard_RAGZRS"]
+# Regions without a region pair (the "Paired region" column reads N/A:
+# https://learn.microsoft.com/en-us/azure/reliability/regions-list): a flexible server's geo-redundant backup
+# goes to the pair, so Azure offers it only elsewhere (azure-databases-docs concepts-backup-restore, "Backup
+# redundancy options"; review 25, azure 5 F2).
+AZURE_UNPAIRED_REGIONS = frozenset({
+    "austriaeast", "belgiumcentral", "chilecentral", "indonesiacentral", "israelcentral", "italynorth",
+    "malaysiawest", "mexicocentral", "newzealandnorth", "polandcentral", "qatarcentral", "spaincentral",
+})
 _RESOURCE_GROUP = re.compile(r"^[-\w._()]{0,89}[-\w_()]$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -212,6 +220,9 @@ class AzureConfig(_Section):
         if self.zone_redundant and self.location not in AZURE_ZONE_REGIONS:
             raise ValueError(f"azure.zoneRedundant: azure.location {self.location} has no availability zones; set "
                              "it false or choose a region with zones")
+        if self.db_geo_redundant_backup and self.location in AZURE_UNPAIRED_REGIONS:
+            raise ValueError(f"azure.dbGeoRedundantBackup: azure.location {self.location} has no paired region to "
+                             "keep the backups in; set it false or choose a paired region")
         if self.db_high_availability == "zone-redundant" and self.location not in AZURE_ZONE_REGIONS:
             # The standby goes to another availability zone of the region
             # (https://learn.microsoft.com/en-us/azure/reliability/reliability-postgresql-flexible-server).
@@ -292,8 +303,10 @@ def consistent(self: StackConfig) -> None:
     if self.database.max_connections > limit:
         raise ValueError(f"database.maxConnections {self.database.max_connections} exceeds what azure.dbSku "
                          f"{azure.db_sku} allows ({limit}); choose a larger size")
-    if "." in self.artifacts.bucket:
-        raise ValueError("artifacts.bucket names a Blob container on azure: letters, digits and '-' only, no '.'")
+    if "." in self.artifacts.bucket or "--" in self.artifacts.bucket:
+        # https://learn.microsoft.com/en-us/rest/api/storageservices/naming-and-referencing-containers--blobs--and-metadata#container-names
+        raise ValueError("artifacts.bucket names a Blob container on azure: letters, digits and single '-' only "
+                         "(no '.', no '--')")
     _container_apps_cpu(self.server.cpu)
     if self.server.memory_mib != int(self.server.cpu * 2048):
         raise ValueError(f"server.memoryMib must be {int(self.server.cpu * 2048)} for server.cpu {self.server.cpu} "

@@ -134,6 +134,16 @@ ROLLOUT_CLOCK = "date -u +%Y-%m-%dT%H:%M:%SZ"
 """The UTC time, in the form Azure's point-in-time restore takes, on the machine running `pulumi up`."""
 
 
+PREMIUM_IDLE_MINUTES = (4, 30)
+"""Premium ingress's request idle timeout in whole minutes: "Default 4, Minimum 4, Maximum 30"
+(https://learn.microsoft.com/en-us/azure/container-apps/premium-ingress); Azure refuses less (review 25, azure 5 F1)."""
+
+
+def premium_idle_minutes(timeout_seconds: int) -> int:
+    """The whole minutes that outlast proxy.timeoutSeconds, at least premium ingress's minimum."""
+    return max(PREMIUM_IDLE_MINUTES[0], -(-timeout_seconds // 60))
+
+
 def _bound_domains(app: Optional[dict]) -> list[str]:
     """The host names a container app (as the look-up answers it) holds now."""
     ingress = ((app or {}).get("configuration") or {}).get("ingress") or {}
@@ -376,7 +386,7 @@ class AzurePlatform(pulumi.ComponentResource):
             # Premium ingress runs on a dedicated profile of its own; idle requests then last up to 30 min.
             profiles.append({"name": "ingress", "workload_profile_type": "D4", "minimum_count": 2, "maximum_count": 4})
             ingress = {"workload_profile_name": "ingress", "scale": {"min_replicas": 2, "max_replicas": 4},
-                       "request_idle_timeout": -(-self.proxy.timeout_seconds // 60),
+                       "request_idle_timeout": premium_idle_minutes(self.proxy.timeout_seconds),
                        "termination_grace_period_seconds": min(self.proxy.timeout_seconds, 3600)}
         workspace = azure.operationalinsights.Workspace(
             **self._shared("logs"), resource_group_name=self.resource_group,
@@ -551,7 +561,7 @@ class AzurePlatform(pulumi.ComponentResource):
         premium ingress's request idle timeout (whole minutes, set from proxy.timeoutSeconds)
         (https://learn.microsoft.com/en-us/azure/container-apps/ingress-overview)."""
         if self.settings.premium_ingress:
-            return -(-self.proxy.timeout_seconds // 60) * 60
+            return premium_idle_minutes(self.proxy.timeout_seconds) * 60
         return STANDARD_INGRESS_TIMEOUT_SECONDS
 
     def guard_schema_upgrade(self, name: str, database_instance: Optional[pulumi.Output[str]],

@@ -399,6 +399,10 @@ def test_internal_ingress_and_an_existing_resource_group():
      "managed certificate"),
     ({"azure": {"location": "westus", "zoneRedundant": True}}, "azure.zoneRedundant", "no availability zones"),
     ({"azure": {"alarmEmail": "ops.example.com"}}, "mlflow:azure.alarmEmail", "email address"),
+    # review 25, azure 5 F2, F3: geo-redundant backup needs a region pair; Blob names take no "--".
+    ({"azure": {"location": "polandcentral", "dbGeoRedundantBackup": True}}, "azure.dbGeoRedundantBackup",
+     "no paired region"),
+    ({"artifacts": {"bucket": "mlflow--artifacts"}}, "artifacts.bucket", "no '--'"),
     # review 25, azure 4 F1, F2: MLflow's role is not the administrator; no database every server has.
     ({"database": {"username": "mlflow_admin"}}, "azure.dbAdminUsername", "differ from database.username"),
     ({"database": {"name": "postgres"}}, "database.name", "already has"),
@@ -480,3 +484,12 @@ def test_a_dns_that_cannot_be_asked_stops_the_run_instead_of_counting_as_no_reco
     monkeypatch.setattr(dns.resolver.Resolver, "resolve",
                         lambda self, name, record_type: (_ for _ in ()).throw(dns.resolver.NXDOMAIN()))
     assert azure_platform.resolve("mlflow.example.com", "CNAME") == []
+
+
+@pytest.mark.parametrize("timeout, minutes", [(60, 4), (120, 4), (240, 4), (241, 5), (900, 15), (1800, 30)])
+def test_premium_ingress_idles_at_least_its_minimum(timeout, minutes):
+    """Review 25 (azure 5 F1): premium ingress's request idle timeout is 4-30 minutes; proxy.timeoutSeconds 120
+    sent 2, which Azure refuses (https://learn.microsoft.com/en-us/azure/container-apps/premium-ingress)."""
+    run = run_program(azure_config(azure={"premiumIngress": True}, proxy={"timeoutSeconds": timeout}), stack="azure")
+    environment = run.one("azure-native:app:ManagedEnvironment")
+    assert environment.inputs["ingressConfiguration"]["requestIdleTimeout"] == minutes

@@ -338,12 +338,17 @@ def grace_rule(graph: Graph) -> list[str]:
         grace = (environment.inputs.get("ingressConfiguration") or {}).get("terminationGracePeriodSeconds", 480)
         if grace not in INGRESS_GRACE_RANGE:
             problems.append(f"[{graph.variant.name}] {environment.name}: premium ingress grace {grace}s outside 0-3600")
+        idle = (environment.inputs.get("ingressConfiguration") or {}).get("requestIdleTimeout", 4)
+        if not 4 <= idle <= 30:
+            problems.append(f"[{graph.variant.name}] {environment.name}: premium ingress idle timeout {idle} min "
+                            "outside 4-30")
     return problems
 
 
 def test_termination_grace_periods_are_within_what_container_apps_allows(graph):
     """A replica's termination grace period is at most 600 s (10 minutes); the premium ingress's
-    own grace for open connections is 0-3600 s.
+    own grace for open connections is 0-3600 s, its request idle timeout 4-30 minutes
+    (https://learn.microsoft.com/en-us/azure/container-apps/premium-ingress).
     https://learn.microsoft.com/en-us/azure/container-apps/application-lifecycle-management#shutdown,
     https://learn.microsoft.com/en-us/azure/templates/microsoft.app/managedenvironments#ingressconfiguration"""
     report(grace_rule(graph))
