@@ -2,6 +2,12 @@
 
 Only builds the pack: `PolicyPack(...)` starts the analyzer's gRPC server and never returns, so the
 policies live in `policies.py`, where tests import them without a server.
+
+One addition to pulumi_policy's analyzer: its `Configure` stores a configuration for any policy name
+and never reads the ones that name no policy, so a typo (`stateful-resource-protected`) would keep the
+policy it meant at its defaults without a word. The CLI sends every name of the
+`--policy-pack-config` file, so the pack refuses the call instead, and the CLI stops the run
+("configuring policy pack ...: ... no policy of this pack is called so").
 """
 
 import sys
@@ -10,9 +16,25 @@ from pathlib import Path
 # The pack's own modules, however the CLI starts it (`python -u policy` or `python policy/__main__.py`).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import grpc  # noqa: E402
 from pulumi_policy import EnforcementLevel, PolicyPack  # noqa: E402
+from pulumi_policy import policy as _analyzer  # noqa: E402
 
-from policies import PACK_DESCRIPTION, PACK_NAME, POLICIES  # noqa: E402
+from policies import PACK_DESCRIPTION, PACK_NAME, POLICIES, unknown_policy_names  # noqa: E402
+
+_configure = _analyzer._PolicyAnalyzerServicer.Configure  # pulumi-policy 1.21.0 (pinned in requirements.txt)
+
+
+def _configure_known_policies_only(servicer, request, context):
+    unknown = unknown_policy_names(request.policyConfig)
+    if unknown:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                      f"the policy pack configuration names {', '.join(unknown)}: no policy of this pack is called so "
+                      f"(it has {', '.join(policy.name for policy in POLICIES)}, and \"all\" for every one)")
+    return _configure(servicer, request, context)
+
+
+_analyzer._PolicyAnalyzerServicer.Configure = _configure_known_policies_only
 
 PolicyPack(
     name=PACK_NAME,

@@ -12,10 +12,18 @@ escape (the analyzer reports "can't run during preview" and runs the policy agai
 a stack validation skips the one resource it cannot judge yet, so the others are still checked.
 Numbers arrive as floats (the engine's property structs): a protocol may be -1.0.
 
+Which providers: the AWS provider (`aws:`) and AWS Cloud Control (`aws-native:`, CloudFormation's
+property names in camel case, policy documents as objects), azure-native (any API version module,
+`/v20210615privatepreview` included) and the classic azure provider (`azure:`), docker and MinIO. Where
+a policy document can sit on a resource the pack has no table for, `iam-least-privilege` still finds it
+(any property holding an object or JSON text with a `Statement`) and judges it.
+
 Two policies take configuration (`--policy-pack-config`, handed over by the analyzer's `Configure`,
 read with `args.get_config()`): `iam-least-privilege` (IAM_CONFIG_SCHEMA) and
 `stateful-resources-protected` (PROTECTION_CONFIG_SCHEMA). Their defaults are the unconfigured
 behaviour; a configuration the policy refuses raises PolicyConfigError, which fails the CLI's run.
+A configuration naming a policy the pack does not have is refused by `Configure` itself
+(`unknown_policy_names`, wired in `__main__.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import json
+import posixpath
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -47,13 +56,22 @@ MANDATORY = EnforcementLevel.MANDATORY
 RDS_INSTANCE = "aws:rds/instance:Instance"
 RDS_CLUSTER = "aws:rds/cluster:Cluster"
 RDS_CLUSTER_INSTANCE = "aws:rds/clusterInstance:ClusterInstance"
+NATIVE_DB_INSTANCE = "aws-native:rds:DbInstance"
+NATIVE_DB_CLUSTER = "aws-native:rds:DbCluster"
+PUBLICLY_ACCESSIBLE_DATABASES = frozenset({RDS_INSTANCE, RDS_CLUSTER, RDS_CLUSTER_INSTANCE, NATIVE_DB_INSTANCE,
+                                           NATIVE_DB_CLUSTER})
+"""The types whose `publiclyAccessible` gives a database a public endpoint."""
 S3_BUCKETS = frozenset({"aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"})
+NATIVE_BUCKET = "aws-native:s3:Bucket"
+ALL_S3_BUCKETS = S3_BUCKETS | {NATIVE_BUCKET}
 S3_PUBLIC_ACCESS_BLOCK = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
 S3_ENCRYPTION = frozenset({
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
     "aws:s3/bucketServerSideEncryptionConfigurationV2:BucketServerSideEncryptionConfigurationV2",
 })
 S3_BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
+S3_BUCKET_POLICIES = {S3_BUCKET_POLICY: "policy", "aws-native:s3:BucketPolicy": "policyDocument"}
+"""The types that are a bucket's one bucket policy -> the property holding it."""
 S3_BUCKET_ACL = frozenset({"aws:s3/bucketAcl:BucketAcl", "aws:s3/bucketAclV2:BucketAclV2"})
 IAM_POLICY_DOCUMENTS = {  # type -> the property holding an identity policy document
     "aws:iam/rolePolicy:RolePolicy": "policy",
@@ -61,19 +79,82 @@ IAM_POLICY_DOCUMENTS = {  # type -> the property holding an identity policy docu
     "aws:iam/userPolicy:UserPolicy": "policy",
     "aws:iam/groupPolicy:GroupPolicy": "policy",
     "aws:ssoadmin/permissionSetInlinePolicy:PermissionSetInlinePolicy": "inlinePolicy",
+    "aws-native:iam:RolePolicy": "policyDocument",
+    "aws-native:iam:UserPolicy": "policyDocument",
+    "aws-native:iam:GroupPolicy": "policyDocument",
+    "aws-native:iam:ManagedPolicy": "policyDocument",
+    "aws-native:iam:Policy": "policyDocument",
+    "aws-native:sso:PermissionSet": "inlinePolicy",
+    "minio:index/iamPolicy:IamPolicy": "policy",
+    "minio:index/iamGroupPolicy:IamGroupPolicy": "policy",
+}
+IAM_INLINE_POLICY_LISTS = {  # type -> (list property, its items' document property, their name property)
+    "aws:iam/role:Role": ("inlinePolicies", "policy", "name"),
+    "aws-native:iam:Role": ("policies", "policyDocument", "policyName"),
+    "aws-native:iam:User": ("policies", "policyDocument", "policyName"),
+    "aws-native:iam:Group": ("policies", "policyDocument", "policyName"),
 }
 IAM_ROLE = "aws:iam/role:Role"
+NATIVE_IAM_ROLE = "aws-native:iam:Role"
+TRUST_POLICY = {IAM_ROLE: "assumeRolePolicy", NATIVE_IAM_ROLE: "assumeRolePolicyDocument"}
+IAM_ATTACHING_MODULES = ("aws:iam/", "aws:ssoadmin/", "aws-native:iam:", "aws-native:sso:")
+"""The modules whose resources attach managed policies by ARN (RolePolicyAttachment, Role.managedPolicyArns,
+the *PolicyAttachmentsExclusive lists, PolicyAttachment, IAM Identity Center's ManagedPolicyAttachment,
+aws-native's Role/User/Group managedPolicyArns and PermissionSet managedPolicies)."""
+GROUP_MEMBERSHIPS = {  # type -> the property naming the groups a user is put in
+    "aws:iam/userGroupMembership:UserGroupMembership": "groups",
+    "aws:iam/groupMembership:GroupMembership": "group",
+    "aws-native:iam:User": "groups",
+    "aws-native:iam:UserToGroupAddition": "groupName",
+}
+USER_CREDENTIALS = {  # type -> the property naming the user a long-lived credential is made for
+    "aws:iam/accessKey:AccessKey": "user",
+    "aws:iam/userLoginProfile:UserLoginProfile": "user",
+    "aws:iam/serviceSpecificCredential:ServiceSpecificCredential": "userName",
+    "aws:iam/signingCertificate:SigningCertificate": "userName",
+    "aws:iam/sshKey:SshKey": "username",
+    "aws-native:iam:AccessKey": "userName",
+}
+LAMBDA_PERMISSIONS = frozenset({"aws:lambda/permission:Permission", "aws-native:lambda:Permission"})
+MINIO_POLICY_ATTACHMENTS = frozenset({"minio:index/iamUserPolicyAttachment:IamUserPolicyAttachment",
+                                      "minio:index/iamGroupPolicyAttachment:IamGroupPolicyAttachment"})
+MINIO_BUILT_IN_POLICIES = frozenset({"consoleadmin", "diagnostics", "readonly", "readwrite", "writeonly"})
+"""MinIO's built-in policies: each reaches every bucket (or the server's administration)."""
+FILTER_POLICY_MODULES = ("aws:organizations/", "aws-native:organizations:", "aws:ec2/vpcEndpoint",
+                         "aws-native:ec2:VpcEndpoint")
+"""Types whose documents only limit what others may do (SCPs, RCPs, VPC endpoint policies): an "Allow *"
+there grants nothing, so the generic document search leaves them alone."""
 SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
 SECURITY_GROUP_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
 SECURITY_GROUP_INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+NATIVE_SECURITY_GROUP = "aws-native:ec2:SecurityGroup"
+NATIVE_SECURITY_GROUP_INGRESS = "aws-native:ec2:SecurityGroupIngress"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+LOG_GROUPS = frozenset({LOG_GROUP, "aws-native:logs:LogGroup"})
 ECS_TASK_DEFINITION = "aws:ecs/taskDefinition:TaskDefinition"
+ECS_TASK_DEFINITIONS = frozenset({ECS_TASK_DEFINITION, "aws-native:ecs:TaskDefinition"})
+LAMBDA_FUNCTIONS = frozenset({"aws:lambda/function:Function", "aws-native:lambda:Function"})
 FLEXIBLE_SERVER = "azure-native:dbforpostgresql:Server"
 FLEXIBLE_SERVER_DATABASE = "azure-native:dbforpostgresql:Database"
+AZURE_NATIVE_DATABASE_SERVERS = {  # type -> where its public network access is set ("Disabled" keeps it private)
+    FLEXIBLE_SERVER: ("network", "publicNetworkAccess"),
+    "azure-native:dbformysql:Server": ("network", "publicNetworkAccess"),
+    "azure-native:dbforpostgresql:SingleServer": ("properties", "publicNetworkAccess"),
+    "azure-native:dbformysql:SingleServer": ("properties", "publicNetworkAccess"),
+}
+CLASSIC_DATABASE_SERVERS = frozenset({
+    "azure:postgresql/flexibleServer:FlexibleServer", "azure:postgresql/server:Server", "azure:mssql/server:Server",
+})
+"""Classic azure servers with `publicNetworkAccessEnabled` (the provider's default: true)."""
 STORAGE_ACCOUNT = "azure-native:storage:StorageAccount"
+CLASSIC_STORAGE_ACCOUNT = "azure:storage/account:Account"
 BLOB_CONTAINER = "azure-native:storage:BlobContainer"
+CLASSIC_STORAGE_CONTAINER = "azure:storage/container:Container"
 LOG_ANALYTICS_WORKSPACE = "azure-native:operationalinsights:Workspace"
 CONTAINER_APPS = frozenset({"azure-native:app:ContainerApp", "azure-native:app:Job"})
+CLASSIC_CONTAINER_APPS = frozenset({"azure:containerapp/app:App", "azure:containerapp/job:Job"})
+CONTAINER_GROUP = "azure-native:containerinstance:ContainerGroup"
+CLASSIC_CONTAINER_GROUP = "azure:containerservice/group:Group"
 DOCKER_CONTAINER = "docker:index/container:Container"
 DOCKER_VOLUME = "docker:index/volume:Volume"
 MINIO_BUCKET = "minio:index/s3Bucket:S3Bucket"
@@ -83,19 +164,23 @@ NETWORK_SECURITY_GROUPS = frozenset({"azure-native:network:NetworkSecurityGroup"
 NETWORK_SECURITY_RULES = frozenset({"azure-native:network:SecurityRule",
                                     "azure:network/networkSecurityRule:NetworkSecurityRule"})
 DATABASE_FIREWALL_MODULES = ("azure-native:dbforpostgresql:", "azure-native:dbformysql:", "azure-native:dbformariadb:",
-                             "azure-native:sql:", "azure:postgresql/", "azure:mysql/", "azure:mariadb/", "azure:mssql/",
-                             "azure:sql/")
-"""Where a type whose name ends in FirewallRule (startIpAddress..endIpAddress) opens a database server."""
-IAM_ATTACHING_MODULES = ("aws:iam/", "aws:ssoadmin/")
-"""The modules whose resources attach managed policies by ARN (RolePolicyAttachment, Role.managedPolicyArns,
-the *PolicyAttachmentsExclusive lists, PolicyAttachment, IAM Identity Center's ManagedPolicyAttachment)."""
-TRUST_POLICY = {IAM_ROLE: "assumeRolePolicy"}
+                             "azure-native:sql:", "azure-native:documentdb:", "azure:postgresql/", "azure:mysql/",
+                             "azure:mariadb/", "azure:mssql/", "azure:sql/", "azure:cosmosdb/")
+"""Where a type whose name ends in FirewallRule (startIpAddress..endIpAddress) opens a database server
+(also Cosmos DB for PostgreSQL's cluster firewall, classic `cosmosdb/postgresqlFirewallRule`)."""
 AZURE_ROLE_ASSIGNMENTS = frozenset({
     "azure-native:authorization:RoleAssignment",
     "azure-native:authorization:RoleAssignmentScheduleRequest",  # PIM: an active assignment
     "azure-native:authorization:RoleEligibilityScheduleRequest",  # PIM: an eligible one, activated at will
+    "azure-native:authorization:PimRoleEligibilitySchedule",  # PIM: an eligible one
+    "azure-native:authorization:RoleAssignmentSchedule",
+    "azure-native:authorization:RoleEligibilitySchedule",
     "azure:authorization/assignment:Assignment",
+    "azure:pim/activeRoleAssignment:ActiveRoleAssignment",
+    "azure:pim/eligibleRoleAssignment:EligibleRoleAssignment",
 })
+AZURE_RBAC_MODULES = ("azure-native:authorization:", "azure:authorization/", "azure:pim/")
+"""Where any other type that grants a role at a scope would be (a newer name for the same thing)."""
 AZURE_ROLE_DEFINITIONS = frozenset({"azure-native:authorization:RoleDefinition",
                                     "azure:authorization/roleDefinition:RoleDefinition"})
 
@@ -116,6 +201,15 @@ ACTIONS_ONLY_ON_ANY_RESOURCE = frozenset(action.lower() for action in (
 ))
 """IAM actions that have no resource-level permissions: AWS accepts them only with `Resource: "*"`."""
 
+CONFIGURABLE_NON_LISTING_ACTIONS = frozenset(action.lower() for action in (
+    "cloudwatch:GetMetricData", "cloudwatch:GetMetricStatistics", "cloudwatch:GetMetricWidgetImage",
+    "cloudwatch:PutMetricData", "xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules",
+    "xray:GetSamplingTargets", "xray:GetSamplingStatisticSummaries", "tag:GetResources", "tag:GetTagKeys",
+    "tag:GetTagValues", "ecr:GetAuthorizationToken",
+))
+"""What the allow-list takes besides Describe*/List*: telemetry and metadata actions that read or write
+nothing of anyone's data, credentials or code."""
+
 PRIVATE_NETWORKS = tuple(ipaddress.ip_network(network) for network in (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # RFC 1918
     "100.64.0.0/10",  # RFC 6598, shared address space
@@ -129,29 +223,79 @@ PRIVATE_SERVICE_TAGS = frozenset({"virtualnetwork", "azureloadbalancer"})
 Every other tag (Internet, *, AzureCloud, Storage, ...) names public addresses."""
 
 ESCALATION_ACTIONS = frozenset(action.lower() for action in (
+    # IAM: attach or write policies, trust, boundaries; remove the policies or boundaries that deny
     "iam:AttachRolePolicy", "iam:AttachUserPolicy", "iam:AttachGroupPolicy",
     "iam:PutRolePolicy", "iam:PutUserPolicy", "iam:PutGroupPolicy",
+    "iam:DetachRolePolicy", "iam:DetachUserPolicy", "iam:DetachGroupPolicy",
+    "iam:DeleteRolePolicy", "iam:DeleteUserPolicy", "iam:DeleteGroupPolicy",
     "iam:CreatePolicyVersion", "iam:SetDefaultPolicyVersion", "iam:UpdateAssumeRolePolicy",
     "iam:PutRolePermissionsBoundary", "iam:DeleteRolePermissionsBoundary",
-    "iam:PutUserPermissionsBoundary", "iam:DeleteUserPermissionsBoundary",
-    "iam:CreateAccessKey", "iam:CreateLoginProfile", "iam:UpdateLoginProfile", "iam:AddUserToGroup",
+    "iam:PutUserPermissionsBoundary", "iam:DeleteUserPermissionsBoundary", "iam:AddUserToGroup",
+    "iam:TagRole", "iam:UntagRole", "iam:TagUser", "iam:UntagUser",  # attribute-based access decides by tags
+    # IAM credentials for another identity, or its MFA removed
+    "iam:CreateAccessKey", "iam:UpdateAccessKey", "iam:CreateLoginProfile", "iam:UpdateLoginProfile",
+    "iam:CreateServiceSpecificCredential", "iam:ResetServiceSpecificCredential",
+    "iam:UpdateServiceSpecificCredential", "iam:UploadSSHPublicKey", "iam:UpdateSSHPublicKey",
+    "iam:UploadSigningCertificate", "iam:UpdateSigningCertificate",
+    "iam:DeactivateMFADevice", "iam:DeleteVirtualMFADevice", "iam:EnableMFADevice", "iam:ResyncMFADevice",
+    # IAM federation: whoever changes an identity provider signs in as any role that trusts it
+    "iam:CreateSAMLProvider", "iam:UpdateSAMLProvider", "iam:CreateOpenIDConnectProvider",
+    "iam:AddClientIDToOpenIDConnectProvider", "iam:UpdateOpenIDConnectProviderThumbprint",
+    # resource policies and grants that open a key, a secret, a function or a bucket to anyone
+    "kms:PutKeyPolicy", "kms:CreateGrant", "secretsmanager:PutResourcePolicy",
+    "lambda:AddPermission", "lambda:AddLayerVersionPermission", "lambda:CreateFunctionUrlConfig",
+    "lambda:UpdateFunctionUrlConfig", "ecr:SetRepositoryPolicy", "sqs:AddPermission", "sns:AddPermission",
+    "s3:PutBucketPolicy", "s3:DeleteBucketPolicy", "s3:PutBucketAcl", "s3:PutBucketPublicAccessBlock",
+    "s3:DeletePublicAccessBlock", "s3:PutAccountPublicAccessBlock", "s3:PutBucketOwnershipControls",
 ))
-"""IAM actions that grant permissions or credentials: whoever holds one on any identity (its own role
-included) can make itself an administrator. Refused whatever the Resource, also matched by wildcards
-(iam:*, iam:Put*, iam:Attach*, *Policy, ...)."""
+"""Actions that grant permissions or credentials, or open a resource to anyone: whoever holds one on any
+identity or resource (its own role included) can make itself (or everyone) more powerful. Refused
+whatever the Resource, also matched by wildcards (iam:*, iam:Put*, s3:*, kms:*, *Policy, ...)."""
+ADMINISTRATION_SERVICES = frozenset({"sso", "sso-directory", "identitystore", "identitystore-auth", "organizations"})
+"""Services whose every action but a read (Get*, List*, Describe*, Search*) administers identities or
+accounts (IAM Identity Center's account assignments and permission sets, its users and groups, the
+organization's accounts and SCPs): refused whatever the Resource."""
+_READ_VERBS = ("get", "list", "describe", "search", "batchget", "batchdescribe", "lookup")
+CODE_EXECUTION_ACTIONS = frozenset(action.lower() for action in (
+    "lambda:InvokeFunction", "lambda:InvokeFunctionUrl", "lambda:InvokeAsync", "lambda:CreateFunction",
+    "lambda:UpdateFunctionCode", "lambda:UpdateFunctionConfiguration", "lambda:PublishLayerVersion",
+    "ssm:SendCommand", "ssm:StartSession", "ssm:ResumeSession", "ssm:StartAutomationExecution",
+    "ssm:CreateAssociation", "ec2-instance-connect:SendSSHPublicKey",
+    "ec2-instance-connect:SendSerialConsoleSSHPublicKey", "ec2-instance-connect:OpenTunnel",
+    "ecs:ExecuteCommand", "ec2:ModifyInstanceAttribute", "rds-db:connect",
+    "codebuild:StartBuild", "cloudformation:CreateStack", "cloudformation:UpdateStack",
+    "glue:CreateDevEndpoint", "glue:UpdateDevEndpoint", "sagemaker:CreatePresignedNotebookInstanceUrl",
+))
+"""Actions that run code (or open a shell, or log in to a database) in what they name: on a wildcard
+that reaches every such resource of an account they are refused even with a Condition."""
 IDENTITY_SERVICES = frozenset({"iam", "sts", "kms", "organizations", "account", "sso", "sso-directory",
                                "identitystore", "secretsmanager"})
 """Services whose actions on every resource of an account hand out identities, credentials or keys: a
 wildcard resource (arn:aws:iam::123456789012:role/*) is refused for them even with a Condition."""
+NAME_WILDCARD_SERVICES = frozenset({"iam", "sts", "kms"})
+"""ARN services where any wildcard in the resource (role/A*, user/?dmin, key/1*) reaches as far as
+role/*: an attacker chooses the names (36 statements of role/a* .. role/9* cover every role), and KMS
+key ids are random."""
+PRINCIPAL_CONDITION_KEYS = frozenset(name.lower() for name in (
+    "aws:PrincipalOrgID", "aws:PrincipalAccount", "aws:PrincipalArn", "sts:ExternalId",
+    "aws:SourceAccount", "aws:SourceArn", "aws:SourceOrgID",
+))
+"""Condition keys that narrow "any principal" to named accounts, an organization or one caller (with a
+positive operator and literal values); any other condition (aws:SecureTransport, aws:CurrentTime, ...)
+holds for anyone."""
+_RESOURCE_ACCOUNT_VARIABLES = frozenset({"${aws:resourceaccount}", "${aws:resourceorgid}"})
+_POSITIVE_OPERATORS = frozenset({"stringequals", "stringequalsignorecase", "stringlike", "arnequals", "arnlike"})
 _CONFIGURABLE_ACTION = re.compile(r"[A-Za-z0-9-]+:[A-Za-z0-9]+")
-_LISTING_ACTION = re.compile(r"[a-z0-9-]+:(?:list|describe)[a-z0-9]*")
 
 BROAD_MANAGED_POLICY_NAME = re.compile(r"admin|poweruser|fullaccess|readwrite", re.IGNORECASE)
 """AWS-managed policies that are broad by name: AdministratorAccess (and -Amplify, ...), *Administrator
 (job functions, AWSSSOMasterAccountAdministrator), *AdminAccess, PowerUserAccess, *PowerUser,
 IAMFullAccess and every other *FullAccess / *_FullAccess, SecretsManagerReadWrite. AWS-managed policies
 are never scoped to the project's resources, so these mean "every resource of the account"."""
-_AWS_MANAGED_POLICY_ARN = re.compile(r"arn:[^:]*:iam::aws:policy/(?P<path>.*)", re.IGNORECASE)
+ADMIN_NAME = re.compile(r"admin|poweruser|power-user|fullaccess|full-access|superuser|breakglass|break-glass",
+                        re.IGNORECASE)
+"""A name that says it administers: customer-managed policies, groups and users named so are judged by it."""
+_POLICY_ARN = re.compile(r"arn:[^:]*:iam::(?P<account>[^:]*):policy/(?P<path>.*)", re.IGNORECASE)
 
 AZURE_PRIVILEGED_ROLES = {
     "8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner",
@@ -167,31 +311,48 @@ AZURE_ROLE_ADMIN_ACTIONS = ("microsoft.authorization/roleassignments/write",
                             "microsoft.authorization/elevateaccess/action")
 """What a custom role must not be able to do above a resource group (besides all actions, "*")."""
 
-PUBLIC_CANNED_ACLS = frozenset({"public-read", "public-read-write", "authenticated-read"})
-MINIO_PUBLIC_ACLS = frozenset({"public", "public-read", "public-read-write"})
 STRONG_S3_ALGORITHMS = frozenset({"AES256", "aws:kms", "aws:kms:dsse"})
 STRONG_TLS_VERSIONS = frozenset({"TLS1_2", "TLS1_3"})
+PUBLIC_ACL_GROUPS = ("acs.amazonaws.com/groups/global/allusers", "acs.amazonaws.com/groups/global/authenticatedusers")
 KEEP_LABEL = ("org.mlflow-platform.data", "keep")
 """The label the local platform puts on a volume it creates with `retain_on_delete`: the policy API
 does not pass that option on, so this label is the mark a policy can read."""
-RUNTIME_MOUNT_PREFIXES = ("/run", "/var/run", "/tmp", "/dev")
-"""Mount points that hold sockets and scratch files, never data."""
+RUNTIME_MOUNT_PREFIXES = ("/run", "/var/run", "/tmp", "/var/tmp", "/dev", "/var/cache", "/var/lock")
+"""Mount points that hold sockets, caches and scratch files, never data (also any `.cache` directory)."""
 
 _SECRET_WORD_ENDINGS = ("PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "SECRETS", "TOKEN", "CREDENTIAL",
                         "CREDENTIALS", "APIKEY", "PRIVATEKEY", "ACCESSKEY", "SECRETKEY")
 _SECRET_WORDS = frozenset({"KEY", "PWD", "PASS"})
-_URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@", re.IGNORECASE)
+_URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@", re.IGNORECASE)
+"""scheme://user:password@ and scheme://:password@ (Redis, AMQP)."""
+_URL_QUERY_SECRET = re.compile(r"[?&](?:password|passwd|pwd|pass|secret|client_secret|sig|signature|token|"
+                               r"access_token|api_key|apikey|x-amz-signature|x-amz-security-token|"
+                               r"sharedaccesssignature)=[^&#\s]", re.IGNORECASE)
+"""A credential in a URL's query: libpq/JDBC `?password=`, a SAS token's `sig=`, a presigned URL's signature."""
 _CONNECTION_STRING_KEY = re.compile(r"(?:^|;)\s*(?:AccountKey|SharedAccessKey|SharedAccessSignature|Password|Pwd)"
                                     r"\s*=\s*[^;\s]", re.IGNORECASE)
+_KEYWORD_DSN_PASSWORD = re.compile(r"(?:^|\s)(?:password|passwd|pwd)\s*=\s*(?:'[^']+'|\"[^\"]+\"|[^\s'\"])",
+                                   re.IGNORECASE)
+"""libpq's keyword/value form: `host=db user=mlflow password=...`."""
+_AZURE_SECRET_KEY = re.compile(r"(?:^|;)\s*(?:AccountKey|SharedAccessKey|SharedAccessSignature)\s*=\s*[^;\s]",
+                               re.IGNORECASE)
 _PRIVATE_KEY_PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
-_API_VERSION = re.compile(r"/v\d{8}(?:preview)?(?=:)")
+_HARMLESS_CONNECTION_KEYS = frozenset({"instrumentationkey", "ingestionendpoint", "liveendpoint",
+                                       "profilerendpoint", "snapshotendpoint", "applicationid", "endpointsuffix",
+                                       "location", "authorization", "aadaudience"})
+"""The keys of an Application Insights connection string, which Microsoft says is no secret."""
+_FILE_PATH = re.compile(r"(?:/|\./|\.\./|~/)[\w.@+-]+(?:/[\w.@+-]+)*/?")
+_SHELL_ASSIGNMENT = re.compile(r"(?:^|[\s;&|(])(?:export\s+)?([A-Z][A-Z0-9_]*)=([^\s;&|)]+)")
+_COMMAND_FLAG = re.compile(r"(?:^|\s)--?([A-Za-z][\w-]*)=([^\s'\"][^\s]*)")
+_API_VERSION = re.compile(r"/v\d{8}[a-z]*(?=:)")
 
 
 # --- reading properties ----------------------------------------------------------------------------
 
 def normalized_type(resource_type: str) -> str:
-    """`azure-native:dbforpostgresql/v20241101preview:Server` -> `azure-native:dbforpostgresql:Server`:
-    azure-native also offers each resource under explicit API versions."""
+    """`azure-native:dbforpostgresql/v20210615privatepreview:Server` -> `azure-native:dbforpostgresql:Server`:
+    azure-native also offers each resource under explicit API versions (v20241101preview, v20220401,
+    v20210615privatepreview, ...)."""
     return _API_VERSION.sub("", resource_type)
 
 
@@ -260,7 +421,8 @@ def statements(policy_document: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def key(mapping: Any, name: str) -> Any:
-    """A mapping's value under `name`, matched without regard to case (IAM condition keys)."""
+    """A mapping's value under `name`, matched without regard to case (IAM elements and condition keys,
+    ECS container definitions, which the AWS API reads without regard to case too)."""
     if isinstance(mapping, Mapping):
         for candidate in mapping:
             if isinstance(candidate, str) and candidate.lower() == name.lower():
@@ -278,7 +440,45 @@ def label(resource_type: str, name: str) -> str:
 
 
 def is_true(value: Any) -> bool:
-    return value is True or (isinstance(value, str) and value.lower() == "true")
+    """True as the providers read a boolean (Go's strconv.ParseBool: true, "true", "TRUE", "1", "t", 1)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return value == 1
+    return isinstance(value, str) and value.strip().lower() in ("true", "1", "t")
+
+
+def is_false(value: Any) -> bool:
+    """False as the providers read a boolean (false, "false", "0", "f", 0)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value == 0
+    return isinstance(value, str) and value.strip().lower() in ("false", "0", "f")
+
+
+def _known_in(value: Any, *path: str | int) -> Any:
+    """A nested value, or None while it is unknown (the generic searches skip what a preview cannot know)."""
+    try:
+        return get(value, *path)
+    except UnknownValueError:
+        return None
+
+
+def _items(value: Any) -> list[Any]:
+    """The known items of a list (or the one value), skipping the unknown ones."""
+    try:
+        if not is_sequence(value):
+            return [] if value is None else [value]
+        found = []
+        for index in range(len(value)):
+            try:
+                found.append(value[index])
+            except UnknownValueError:
+                continue
+        return found
+    except UnknownValueError:
+        return []
 
 
 # --- secrets in environment variables ----------------------------------------------------------
@@ -298,12 +498,31 @@ def looks_like_secret_name(name: str) -> bool:
 
 
 def looks_like_secret_value(value: Any) -> bool:
-    """A value that carries a credential whatever its name: a URL with a password, a connection
-    string with a key or password, a PEM private key."""
+    """A value that carries a credential whatever its name: a URL with a password (also `://:pw@`), a
+    credential in a URL's query (`?password=`, a SAS token's `sig=`), a connection string with a key or
+    password, libpq's `password=` keyword, a PEM private key."""
     if not isinstance(value, str):
         return False
-    return bool(_URL_WITH_PASSWORD.search(value) or _CONNECTION_STRING_KEY.search(value)
+    return bool(_URL_WITH_PASSWORD.search(value) or _URL_QUERY_SECRET.search(value)
+                or _CONNECTION_STRING_KEY.search(value) or _KEYWORD_DSN_PASSWORD.search(value)
                 or _PRIVATE_KEY_PEM.search(value))
+
+
+def _harmless_connection_string(value: Any) -> bool:
+    """An Application Insights connection string (InstrumentationKey=...;IngestionEndpoint=...): Microsoft
+    documents it as no secret (it only lets one send telemetry)."""
+    if not isinstance(value, str) or "=" not in value:
+        return False
+    names = [part.split("=", 1)[0].strip().lower() for part in value.split(";") if part.strip()]
+    return bool(names) and all(name in _HARMLESS_CONNECTION_KEYS for name in names)
+
+
+def _names_a_file(name: str, value: Any) -> bool:
+    """*_CREDENTIALS / *_CREDENTIAL holding a file path (GOOGLE_APPLICATION_CREDENTIALS=/run/secrets/gcp.json):
+    the convention for these names is a path, not the credential."""
+    words = [word for word in re.split(r"[^A-Z0-9]+", name.upper()) if word]
+    return bool(words) and words[-1] in ("CREDENTIAL", "CREDENTIALS") and isinstance(value, str) \
+        and bool(_FILE_PATH.fullmatch(value.strip()))
 
 
 def secret_env_entries(env: Iterable[tuple[str, Any]]) -> list[str]:
@@ -312,77 +531,168 @@ def secret_env_entries(env: Iterable[tuple[str, Any]]) -> list[str]:
     for name, value in env:
         if value in (None, ""):
             continue
-        if looks_like_secret_name(name) or looks_like_secret_value(value):
+        by_name = looks_like_secret_name(name) and not _harmless_connection_string(value) \
+            and not _names_a_file(name, value)
+        if by_name or looks_like_secret_value(value):
             found.append(name)
     return found
 
 
-def _ecs_environment(props: Mapping[str, Any]) -> Iterator[tuple[str, list[tuple[str, Any]]]]:
-    definitions = get(props, "containerDefinitions", default=[])
-    if isinstance(definitions, str):
-        try:
-            definitions = json.loads(definitions)
-        except ValueError:
-            return
-    for definition in as_list(definitions):
-        if isinstance(definition, Mapping):
-            yield (str(get(definition, "name", default="?")),
-                   [(str(get(e, "name", default="")), get(e, "value"))
-                    for e in as_list(get(definition, "environment"))])
+def secret_arguments(arguments: Iterable[Any]) -> list[str]:
+    """What in a container's command, entrypoint or args carries a credential: a value that does (a URL
+    with a password, a SAS URL, an Azure account key, a PEM key), a secret-named flag with its value
+    (`--password hunter2`, `--db-password=hunter2`) or a shell assignment (`PGPASSWORD=hunter2 psql`).
+    Values that read a variable or a file (`$X`, `$(cat ...)`) are none: a script may pass a secret on."""
+    found: list[str] = []
+    items = [item for item in arguments if isinstance(item, str)]
+    for index, item in enumerate(items):
+        if _URL_WITH_PASSWORD.search(item) or _URL_QUERY_SECRET.search(item) or _AZURE_SECRET_KEY.search(item) \
+                or _PRIVATE_KEY_PEM.search(item):
+            found.append(f"argument {index + 1} (a value with a credential)")
+            continue
+        flag = re.fullmatch(r"--?([A-Za-z][\w-]*)", item.strip())
+        if flag and looks_like_secret_name(flag.group(1)) and index + 1 < len(items) \
+                and _literal_argument(items[index + 1]):
+            found.append(f"{item.strip()} (argument {index + 2})")
+            continue
+        for pattern in (_COMMAND_FLAG, _SHELL_ASSIGNMENT):
+            for match in pattern.finditer(item):
+                if looks_like_secret_name(match.group(1)) and _literal_argument(match.group(2)):
+                    found.append(f"{match.group(1)}= (argument {index + 1})")
+    return found
 
 
-def _docker_environment(props: Mapping[str, Any]) -> list[tuple[str, Any]]:
+def _literal_argument(value: str) -> bool:
+    text = value.strip().strip("'\"")
+    return bool(text) and not text.startswith(("-", "$", "`", "(", "<")) and not _FILE_PATH.fullmatch(text)
+
+
+def _entries(items: Any, name_key: str = "name", value_key: str = "value",
+             secret_keys: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
+    """(name, value) of a list of {name, value} entries (keys matched without regard to case); entries
+    that reference a secret (`secretRef`, `secretName`, `valueFrom`) give no plain value."""
     entries = []
-    for entry in as_list(get(props, "envs")):
-        if isinstance(entry, str):
-            name, _, value = entry.partition("=")
-            entries.append((name, value))
+    for entry in as_list(items):
+        if isinstance(entry, Mapping):
+            if any(key(entry, secret) for secret in secret_keys):
+                continue
+            entries.append((str(key(entry, name_key) or ""), key(entry, value_key)))
     return entries
 
 
-def _container_app_environment(props: Mapping[str, Any]) -> Iterator[tuple[str, list[tuple[str, Any]]]]:
-    template = get(props, "template", default={})
-    for container in [*as_list(get(template, "initContainers")), *as_list(get(template, "containers"))]:
-        if isinstance(container, Mapping):
-            yield (str(get(container, "name", default="?")),
-                   [(str(get(e, "name", default="")), get(e, "value")) for e in as_list(get(container, "env"))
-                    if isinstance(e, Mapping) and not get(e, "secretRef")])
+def _mapping_entries(mapping: Any) -> list[tuple[str, Any]]:
+    return [(str(name), mapping[name]) for name in mapping] if isinstance(mapping, Mapping) else []
+
+
+def _arguments(container: Any, *fields: str) -> list[Any]:
+    arguments: list[Any] = []
+    for field in fields:
+        value = key(container, field)
+        arguments.extend(as_list(value) if is_sequence(value) else [value] if isinstance(value, str) else [])
+    return arguments
+
+
+class _Container:
+    """One container's plain environment and command line, wherever a resource keeps them."""
+
+    def __init__(self, name: str, env: list[tuple[str, Any]], arguments: list[Any], where: str, fix: str) -> None:
+        self.name, self.env, self.arguments, self.where, self.fix = name, env, arguments, where, fix
+
+
+_ECS_FIX = ("Store the value in Secrets Manager (or SSM Parameter Store) and list it under the container's "
+            "`secrets` with `valueFrom`.")
+_APP_FIX = ("Declare it in `configuration.secrets` (or as a Key Vault reference) and set the env entry's "
+            "`secretRef` instead.")
+
+
+def _containers(kind: str, props: Mapping[str, Any]) -> Iterator[_Container]:
+    if kind in ECS_TASK_DEFINITIONS:
+        definitions = get(props, "containerDefinitions", default=[])
+        if isinstance(definitions, str):
+            try:
+                definitions = json.loads(definitions)
+            except ValueError:
+                return
+        for definition in as_list(definitions):
+            if isinstance(definition, Mapping):
+                yield _Container(str(key(definition, "name") or "?"), _entries(key(definition, "environment")),
+                                 _arguments(definition, "command", "entryPoint"),
+                                 "in plain `environment`, visible to anyone who may describe the task definition",
+                                 _ECS_FIX)
+    elif kind == DOCKER_CONTAINER:
+        env = []
+        for entry in as_list(get(props, "envs")):
+            if isinstance(entry, str):
+                variable, _, value = entry.partition("=")
+                env.append((variable, value))
+        yield _Container("", env, _arguments(props, "command", "entrypoints"),
+                         "in `envs`, which `docker inspect` shows to anyone with access to the Docker API",
+                         "Upload the value as a file (`uploads`, or a volume) and pass its path instead "
+                         "(e.g. NAME_FILE where the image reads one).")
+    elif kind in CONTAINER_APPS or kind in CLASSIC_CONTAINER_APPS:
+        template = get(props, "template", default={})
+        env_field, secret_keys = ("env", ("secretRef",)) if kind in CONTAINER_APPS else ("envs", ("secretName",))
+        for container in [*as_list(key(template, "initContainers")), *as_list(key(template, "containers"))]:
+            if isinstance(container, Mapping):
+                yield _Container(str(key(container, "name") or "?"),
+                                 _entries(key(container, env_field), secret_keys=secret_keys),
+                                 _arguments(container, "command", "args"),
+                                 "with a plain `value`, shown in the app's template", _APP_FIX)
+    elif kind == CONTAINER_GROUP:
+        for container in [*as_list(get(props, "initContainers")), *as_list(get(props, "containers"))]:
+            if isinstance(container, Mapping):
+                yield _Container(str(key(container, "name") or "?"),
+                                 _entries(key(container, "environmentVariables")),
+                                 _arguments(container, "command"),
+                                 "with a plain `value`, which anyone who may read the container group sees",
+                                 "Set it as `secureValue` (or mount a secret volume) instead.")
+    elif kind == CLASSIC_CONTAINER_GROUP:
+        for container in [*as_list(get(props, "initContainers")), *as_list(get(props, "containers"))]:
+            if isinstance(container, Mapping):
+                yield _Container(str(key(container, "name") or "?"),
+                                 _mapping_entries(key(container, "environmentVariables")),
+                                 _arguments(container, "commands"),
+                                 "in `environmentVariables`, which anyone who may read the container group sees",
+                                 "Move it to `secureEnvironmentVariables` instead.")
+    elif kind in LAMBDA_FUNCTIONS:
+        yield _Container("", _mapping_entries(get(props, "environment", "variables")), [],
+                         "in `environment.variables`, which anyone who may read the function's configuration sees",
+                         "Read it from Secrets Manager or SSM Parameter Store at start instead.")
 
 
 def validate_container_env(args: ResourceValidationArgs, report: ReportViolation) -> None:
     kind, props, name = normalized_type(args.resource_type), args.props, args.name
-    if kind == ECS_TASK_DEFINITION:
-        for container, env in _ecs_environment(props):
-            for variable in secret_env_entries(env):
-                report(f"{label(kind, name)}: container '{container}' has {variable} in plain `environment`, "
-                       "visible to anyone who may describe the task definition. Store the value in Secrets Manager "
-                       "(or SSM Parameter Store) and list it under the container's `secrets` with `valueFrom`.", None)
-    elif kind == DOCKER_CONTAINER:
-        for variable in secret_env_entries(_docker_environment(props)):
-            report(f"{label(kind, name)} has {variable} in `envs`, which `docker inspect` shows to anyone with "
-                   "access to the Docker API. Upload the value as a file (`uploads`, or a volume) and pass its "
-                   f"path instead (e.g. {variable}_FILE where the image reads one).", None)
-    elif kind in CONTAINER_APPS:
-        for container, env in _container_app_environment(props):
-            for variable in secret_env_entries(env):
-                report(f"{label(kind, name)}: container '{container}' sets {variable} with a plain `value`, "
-                       "shown in the app's template. Declare it in `configuration.secrets` (or as a Key Vault "
-                       "reference) and set the env entry's `secretRef` instead.", None)
+    for container in _containers(kind, props):
+        owner = f"{label(kind, name)}: container '{container.name}'" if container.name else label(kind, name)
+        for variable in secret_env_entries(container.env):
+            report(f"{owner} has {variable} {container.where}. {container.fix}", None)
+        found = secret_arguments(container.arguments)
+        if found:
+            report(f"{owner} passes a credential on its command line ({'; '.join(found)}), which anyone who may "
+                   f"read the definition sees: pass it in a secret env variable or a file instead. {container.fix}",
+                   None)
 
 
 # --- databases -------------------------------------------------------------------------------------
 
 def validate_database_not_public(args: ResourceValidationArgs, report: ReportViolation) -> None:
     kind, props, name = normalized_type(args.resource_type), args.props, args.name
-    if kind in (RDS_INSTANCE, RDS_CLUSTER, RDS_CLUSTER_INSTANCE) and is_true(get(props, "publiclyAccessible")):
+    if kind in PUBLICLY_ACCESSIBLE_DATABASES and is_true(get(props, "publiclyAccessible")):
         report(f"{label(kind, name)} is publicly accessible: set publiclyAccessible to false and reach it from "
                "inside the VPC (the server's security group, a one-off task).", None)
-    elif kind == FLEXIBLE_SERVER:
-        access = get(props, "network", "publicNetworkAccess")
-        if access != "Disabled":
-            report(f"{label(kind, name)} has network.publicNetworkAccess "
+    elif kind in AZURE_NATIVE_DATABASE_SERVERS:
+        access = get(props, *AZURE_NATIVE_DATABASE_SERVERS[kind])
+        if str(access or "").strip().lower() != "disabled":
+            where = ".".join(AZURE_NATIVE_DATABASE_SERVERS[kind])
+            report(f"{label(kind, name)} has {where} "
                    f"{access or 'unset (public unless the server is in a delegated subnet)'}: "
                    "set it to \"Disabled\" and put the server in a delegated subnet with a private DNS zone.", None)
+    elif kind in CLASSIC_DATABASE_SERVERS:
+        if not is_false(get(props, "publicNetworkAccessEnabled")):
+            report(f"{label(kind, name)} has publicNetworkAccessEnabled "
+                   f"{get(props, 'publicNetworkAccessEnabled', default='unset (the provider defaults to true)')}: "
+                   "set it to false and reach the server from its VNet (a delegated subnet or a private "
+                   "endpoint).", None)
 
 
 def is_private_network(value: Any) -> bool:
@@ -402,21 +712,34 @@ def public_sources(sources: Iterable[Any]) -> list[str]:
     return [str(source) for source in sources if source not in (None, "") and not is_private_network(source)]
 
 
+_PROTOCOL_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", -1: "all"}
+
+
 def _protocol(value: Any) -> str:
-    """A protocol as the AWS API reads it: the engine's wire format makes numbers floats (-1.0, 6.0)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(int(value))
-    return "" if value is None else str(value).strip().lower()
+    """A protocol as terraform-provider-aws's ProtocolForValue reads it (and EC2 after it): lower case;
+    "-1" and "all" are every protocol; a name is kept; a number (strconv.Atoi: a sign and leading zeros
+    allowed, "006", "+6", "-01") becomes its name (6 tcp, 17 udp, 1 icmp, 58 icmpv6, -1 all). The engine's
+    wire format makes numbers floats (-1.0, 6.0)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        number = int(value) if float(value).is_integer() else None
+        return _PROTOCOL_NAMES.get(number, str(number)) if number is not None else str(value)
+    text = "" if value is None else str(value).strip().lower()
+    if re.fullmatch(r"[+-]?[0-9]+", text):
+        return _PROTOCOL_NAMES.get(int(text), str(int(text)))
+    return text
 
 
 def _ports_cover_database(protocol: Any, from_port: Any, to_port: Any) -> list[int]:
-    """The database ports an AWS rule admits: all of them for protocol -1/all (or none given), the ones
-    between fromPort and toPort for TCP (all of them when the range is missing or unreadable)."""
+    """The database ports an AWS rule admits: all of them for every protocol (-1, all, or none given) and
+    for a protocol spelled in a way the pack does not know, the ones between fromPort and toPort for TCP
+    (all of them when the range is missing or unreadable), none for another protocol (udp, icmp, 17, 50)."""
     protocol_name = _protocol(protocol)
-    if protocol_name in ("-1", "all", ""):
-        return sorted(DATABASE_PORTS)
-    if protocol_name not in ("tcp", "6"):
+    if protocol_name in ("udp", "icmp", "icmpv6") or protocol_name.isdigit():
         return []
+    if protocol_name != "tcp":  # all, -1, none given, or a spelling the pack cannot read
+        return sorted(DATABASE_PORTS)
     try:
         low, high = sorted((int(float(from_port)), int(float(to_port))))
     except (TypeError, ValueError):
@@ -425,8 +748,9 @@ def _ports_cover_database(protocol: Any, from_port: Any, to_port: Any) -> list[i
 
 
 def _azure_ports_cover_database(protocol: Any, ranges: Iterable[Any]) -> list[int]:
-    """The database ports an NSG rule admits ("5432", "5000-6000", "*"; unreadable means all)."""
-    if _protocol(protocol) not in ("tcp", "*", "", "any"):
+    """The database ports an NSG rule admits ("5432", "5000-6000", "*"; unreadable means all); protocols
+    other than Udp, Icmp, Esp and Ah (Tcp, *, Any, a spelling the pack does not know) can carry TCP."""
+    if str(protocol or "").strip().lower() in ("udp", "icmp", "esp", "ah"):
         return []
     covered: set[int] = set()
     for port_range in ranges:
@@ -482,6 +806,10 @@ def _aws_ingress_rules(kind: str, props: Mapping[str, Any]) -> list[tuple[Any, A
     elif kind == SECURITY_GROUP_INGRESS_RULE:
         rules.append((get(props, "ipProtocol"), get(props, "fromPort"), get(props, "toPort"),
                       [*as_list(get(props, "cidrIpv4")), *as_list(get(props, "cidrIpv6"))]))
+    elif kind in (NATIVE_SECURITY_GROUP, NATIVE_SECURITY_GROUP_INGRESS):  # CloudFormation's names
+        for rule in (as_list(get(props, "securityGroupIngress")) if kind == NATIVE_SECURITY_GROUP else [props]):
+            rules.append((get(rule, "ipProtocol"), get(rule, "fromPort"), get(rule, "toPort"),
+                          [*as_list(get(rule, "cidrIp")), *as_list(get(rule, "cidrIpv6"))]))
     return rules
 
 
@@ -501,7 +829,9 @@ def validate_database_port_closed_to_internet(args: ResourceValidationArgs, repo
         if ports and public:
             report(f"{label(kind, name)} admits {' and '.join(public)} to database port {_engines(ports)}: allow "
                    "only the security group of the tasks that use the database (referencedSecurityGroupId / "
-                   "securityGroups), or a private CIDR (RFC 1918, 100.64.0.0/10, a ULA).", None)
+                   "securityGroups / sourceSecurityGroupId), or a private CIDR (RFC 1918, 100.64.0.0/10, a ULA). "
+                   "A VPC's own IPv6 range is public address space the rule cannot tell from any other: reference "
+                   "the security group instead.", None)
     if kind in NETWORK_SECURITY_GROUPS or kind in NETWORK_SECURITY_RULES:
         rules = as_list(get(props, "securityRules")) if kind in NETWORK_SECURITY_GROUPS else [props]
         for rule in rules:
@@ -529,11 +859,33 @@ def validate_database_port_closed_to_internet(args: ResourceValidationArgs, repo
 
 # --- storage -----------------------------------------------------------------------------------------
 
+_NATIVE_INSTANCE_INHERITS_ENCRYPTION = ("dbClusterIdentifier", "sourceDbInstanceIdentifier", "sourceDbiResourceId",
+                                        "dbSnapshotIdentifier", "sourceDbInstanceAutomatedBackupsArn",
+                                        "dbClusterSnapshotIdentifier")
+_NATIVE_CLUSTER_INHERITS_ENCRYPTION = ("snapshotIdentifier", "sourceDbClusterIdentifier", "sourceDbClusterResourceId")
+
+
+def _storage_unencrypted(kind: str, props: Mapping[str, Any]) -> bool:
+    """An RDS instance or cluster whose storage is not encrypted. aws-native (CloudFormation) inherits the
+    setting from the cluster, snapshot or source it is made from (and refuses it set): those are judged
+    only when they say false."""
+    encrypted = get(props, "storageEncrypted")
+    if is_true(encrypted):
+        return False
+    inherits = _NATIVE_INSTANCE_INHERITS_ENCRYPTION if kind == NATIVE_DB_INSTANCE else \
+        _NATIVE_CLUSTER_INHERITS_ENCRYPTION if kind == NATIVE_DB_CLUSTER else ()
+    if any(get(props, prop) for prop in inherits):
+        return is_false(encrypted)
+    return True
+
+
 def validate_storage_encrypted(args: ResourceValidationArgs, report: ReportViolation) -> None:
     kind, props, name = normalized_type(args.resource_type), args.props, args.name
-    if kind in (RDS_INSTANCE, RDS_CLUSTER) and not is_true(get(props, "storageEncrypted")):
-        report(f"{label(kind, name)} has unencrypted storage: set storageEncrypted to true (with kmsKeyId for your own "
-               "key). RDS cannot encrypt an existing instance in place: restore an encrypted copy of a snapshot.", None)
+    if kind in (RDS_INSTANCE, RDS_CLUSTER, NATIVE_DB_INSTANCE, NATIVE_DB_CLUSTER):
+        if _storage_unencrypted(kind, props):
+            report(f"{label(kind, name)} has unencrypted storage: set storageEncrypted to true (with kmsKeyId for "
+                   "your own key). RDS cannot encrypt an existing instance in place: restore an encrypted copy of a "
+                   "snapshot.", None)
     elif kind in S3_ENCRYPTION:
         if not _s3_rules_encrypt(get(props, "rules")):
             report(f"{label(kind, name)} sets no default encryption: give it a rule with "
@@ -543,13 +895,21 @@ def validate_storage_encrypted(args: ResourceValidationArgs, report: ReportViola
         if inline is not None and not _s3_rules_encrypt(get(inline, "rule", default=get(inline, "rules"))):
             report(f"{label(kind, name)} has an inline serverSideEncryptionConfiguration without a default "
                    "algorithm: use AES256 or aws:kms (or a BucketServerSideEncryptionConfiguration).", None)
+    elif kind == NATIVE_BUCKET:
+        encryption = get(props, "bucketEncryption")
+        if encryption is not None:
+            rules = as_list(get(encryption, "serverSideEncryptionConfiguration"))
+            algorithms = [get(rule, "serverSideEncryptionByDefault", "sseAlgorithm") for rule in rules]
+            if not algorithms or not all(algorithm in STRONG_S3_ALGORITHMS for algorithm in algorithms):
+                report(f"{label(kind, name)} has a bucketEncryption without a default algorithm: give each rule "
+                       "serverSideEncryptionByDefault.sseAlgorithm AES256 or aws:kms.", None)
     elif kind == FLEXIBLE_SERVER:
         encryption = get(props, "dataEncryption")
         if encryption is not None:
-            encryption_type = get(encryption, "type")
+            encryption_type = str(get(encryption, "type", default="")).strip().lower()
             key_uri = get(encryption, "primaryKeyURI", default=get(encryption, "primaryKeyUri"))
-            if encryption_type not in (None, "SystemAssigned", "AzureKeyVault") or (
-                    encryption_type == "AzureKeyVault"
+            if encryption_type not in ("", "systemassigned", "azurekeyvault") or (
+                    encryption_type == "azurekeyvault"
                     and not (key_uri and get(encryption, "primaryUserAssignedIdentityId"))):
                 report(f"{label(kind, name)} has dataEncryption {dict(encryption)}: leave it out (service-managed "
                        "keys) or use type \"AzureKeyVault\" with primaryKeyURI and primaryUserAssignedIdentityId.",
@@ -558,10 +918,11 @@ def validate_storage_encrypted(args: ResourceValidationArgs, report: ReportViola
         encryption = get(props, "encryption")
         if encryption is not None:
             disabled = [service for service, setting in (get(encryption, "services", default={}) or {}).items()
-                        if get(setting, "enabled") is False]
+                        if is_false(get(setting, "enabled"))]
             key_source = get(encryption, "keySource")
-            if disabled or key_source not in (None, "Microsoft.Storage", "Microsoft.Keyvault") or (
-                    key_source == "Microsoft.Keyvault" and not get(encryption, "keyVaultProperties", "keyName")):
+            source = str(key_source or "").strip().lower()  # Azure reads the enum without regard to case
+            if disabled or source not in ("", "microsoft.storage", "microsoft.keyvault") or (
+                    source == "microsoft.keyvault" and not get(encryption, "keyVaultProperties", "keyName")):
                 report(f"{label(kind, name)} weakens its encryption "
                        f"({', '.join(disabled) or 'keySource ' + str(key_source)}): "
                        "leave `encryption` out (Microsoft-managed keys) or keep every service enabled, with keySource "
@@ -573,48 +934,99 @@ def _s3_rules_encrypt(rules: Any) -> bool:
     return bool(algorithms) and all(algorithm in STRONG_S3_ALGORITHMS for algorithm in algorithms)
 
 
+def public_acl(acl: Any) -> bool:
+    """A canned ACL that grants anyone (or any AWS account) access, however it is spelled: public-read,
+    public-read-write, authenticated-read (AWS), PublicRead, PublicReadWrite, AuthenticatedRead
+    (CloudFormation), public, public-write (MinIO)."""
+    normalized = re.sub(r"[^a-z]", "", str(acl or "").lower())
+    return normalized.startswith(("public", "authenticated"))
+
+
+def _public_grants(props: Mapping[str, Any]) -> list[str]:
+    """The grantees of an explicit ACL (BucketAcl.accessControlPolicy) that are everyone or every AWS account."""
+    found = []
+    for grant in as_list(get(props, "accessControlPolicy", "grants")):
+        uri = str(get(grant, "grantee", "uri", default="")).lower()
+        if any(group in uri for group in PUBLIC_ACL_GROUPS):
+            found.append(uri.rsplit("/", 1)[-1])
+    return found
+
+
+def _storage_module(kind: str) -> bool:
+    """Object storage: S3 (either provider) and MinIO, whose bucket policies `storage-not-public` judges."""
+    return kind.startswith(("aws:s3/", "aws:s3control/", "aws-native:s3:", "aws-native:s3express:", "minio:"))
+
+
 def validate_storage_not_public(args: ResourceValidationArgs, report: ReportViolation) -> None:
     kind, props, name = normalized_type(args.resource_type), args.props, args.name
+    flags = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
     if kind == S3_PUBLIC_ACCESS_BLOCK:
-        off = [flag for flag in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
-               if not is_true(get(props, flag))]
+        off = [flag for flag in flags if not is_true(get(props, flag))]
         if off:
             report(f"{label(kind, name)} leaves {', '.join(off)} off: set all four flags to true.", None)
+    elif kind == NATIVE_BUCKET:
+        block = get(props, "publicAccessBlockConfiguration")
+        off = [flag for flag in flags if not is_true(get(block, flag))] if block is not None else []
+        if off:
+            report(f"{label(kind, name)} leaves publicAccessBlockConfiguration {', '.join(off)} off: set all four "
+                   "flags to true.", None)
+        if public_acl(get(props, "accessControl")):
+            report(f"{label(kind, name)} grants the canned ACL {get(props, 'accessControl')}: use Private (or none, "
+                   "with BucketOwnerEnforced ownership) and share objects through presigned URLs or the server.", None)
     elif kind in S3_BUCKETS or kind in S3_BUCKET_ACL:
         acl = get(props, "acl")
-        if acl in PUBLIC_CANNED_ACLS:
+        if public_acl(acl):
             report(f"{label(kind, name)} grants the canned ACL {acl}: use \"private\" (or no ACL with "
                    "BucketOwnerEnforced ownership) and share objects through presigned URLs or the server.", None)
+        grantees = _public_grants(props)
+        if grantees:
+            report(f"{label(kind, name)} grants {', '.join(grantees)} access in its ACL: grant only the bucket owner "
+                   "and share objects through presigned URLs or the server.", None)
     elif kind == MINIO_BUCKET:
         acl = get(props, "acl")
-        if acl in MINIO_PUBLIC_ACLS:
+        if public_acl(acl):
             report(f"{label(kind, name)} has acl {acl}: set acl to \"private\"; the server reaches it with its own "
                    "bucket-scoped user.", None)
     elif kind == STORAGE_ACCOUNT:
-        if get(props, "allowBlobPublicAccess") is not False:
+        if not is_false(get(props, "allowBlobPublicAccess")):
             report(f"{label(kind, name)} does not forbid public blob access: set allowBlobPublicAccess to false.", None)
+    elif kind == CLASSIC_STORAGE_ACCOUNT:
+        if not is_false(get(props, "allowNestedItemsToBePublic")):
+            report(f"{label(kind, name)} does not forbid public blob access: set allowNestedItemsToBePublic to false "
+                   "(the provider's default is true).", None)
     elif kind == BLOB_CONTAINER:
         access = get(props, "publicAccess")
-        if access not in (None, "None"):
+        if str(access or "none").strip().lower() != "none":
             report(f"{label(kind, name)} has publicAccess {access}: set it to \"None\"; clients go through the "
                    "server, which reads the container with its managed identity.", None)
+    elif kind == CLASSIC_STORAGE_CONTAINER:
+        access = get(props, "containerAccessType")
+        if str(access or "private").strip().lower() != "private":
+            report(f"{label(kind, name)} has containerAccessType {access}: set it to \"private\"; clients go through "
+                   "the server.", None)
+    if _storage_module(kind):
+        for where, policy_document in _policy_documents(kind, props):
+            for problem in open_principal_problems(policy_document):
+                report(f"{label(kind, name)}: {where} {problem}: name the principals that need the bucket (the "
+                       "server's role or user), or add a condition on aws:PrincipalAccount / aws:PrincipalOrgID; a "
+                       "TLS-only Deny beside it does not make an Allow for \"*\" private.", None)
 
 
 def denies_insecure_transport(policy_document: Mapping[str, Any]) -> bool:
     """A bucket policy statement that denies everyone every S3 action on the bucket's objects when
     `aws:SecureTransport` is false."""
     for statement in statements(policy_document):
-        if get(statement, "Effect") != "Deny":
+        if str(key(statement, "Effect")).strip().lower() != "deny":
             continue
-        principal = get(statement, "Principal")
-        if not (principal == "*" or "*" in as_list(get(principal, "AWS"))):
+        principal = key(statement, "Principal")
+        if not (principal == "*" or "*" in as_list(key(principal, "AWS"))):
             continue
-        if not {"s3:*", "*"} & {str(action).lower() for action in as_list(get(statement, "Action"))}:
+        if not {"s3:*", "*"} & {str(action).lower() for action in as_list(key(statement, "Action"))}:
             continue
         if not any(str(resource) == "*" or str(resource).endswith("/*")
-                   for resource in as_list(get(statement, "Resource"))):
+                   for resource in as_list(key(statement, "Resource"))):
             continue
-        secure_transport = key(key(get(statement, "Condition"), "Bool"), "aws:SecureTransport")
+        secure_transport = key(key(key(statement, "Condition"), "Bool"), "aws:SecureTransport")
         if any(str(value).lower() == "false" for value in as_list(secure_transport)):
             return True
     return False
@@ -624,8 +1036,8 @@ def validate_storage_tls_only(args: ResourceValidationArgs, report: ReportViolat
     kind, props, name = normalized_type(args.resource_type), args.props, args.name
     tls_fix = ("add a statement {\"Effect\": \"Deny\", \"Principal\": \"*\", \"Action\": \"s3:*\", \"Resource\": "
                "[bucket ARN, bucket ARN + \"/*\"], \"Condition\": {\"Bool\": {\"aws:SecureTransport\": \"false\"}}}")
-    if kind == S3_BUCKET_POLICY:
-        if not denies_insecure_transport(document(get(props, "policy"))):
+    if kind in S3_BUCKET_POLICIES:
+        if not denies_insecure_transport(document(get(props, S3_BUCKET_POLICIES[kind]))):
             report(f"{label(kind, name)} lets requests without TLS through (a bucket has only this one policy): "
                    f"{tls_fix}.", None)
     elif kind in S3_BUCKETS:
@@ -638,6 +1050,14 @@ def validate_storage_tls_only(args: ResourceValidationArgs, report: ReportViolat
             problems.append("set enableHttpsTrafficOnly to true")
         if get(props, "minimumTlsVersion") not in STRONG_TLS_VERSIONS:
             problems.append(f"set minimumTlsVersion to \"TLS1_2\" (now {get(props, 'minimumTlsVersion') or 'unset'})")
+        if problems:
+            report(f"{label(kind, name)} accepts plain HTTP or old TLS: {'; '.join(problems)}.", None)
+    elif kind == CLASSIC_STORAGE_ACCOUNT:  # the classic provider's defaults are HTTPS only and TLS 1.2
+        problems = [f"set {prop} to true" for prop in ("httpsTrafficOnlyEnabled", "enableHttpsTrafficOnly")
+                    if is_false(get(props, prop))]
+        tls = get(props, "minTlsVersion")
+        if tls is not None and tls not in STRONG_TLS_VERSIONS:
+            problems.append(f"set minTlsVersion to \"TLS1_2\" (now {tls})")
         if problems:
             report(f"{label(kind, name)} accepts plain HTTP or old TLS: {'; '.join(problems)}.", None)
 
@@ -667,14 +1087,27 @@ IAM_CONFIG_SCHEMA = PolicyConfigSchema(properties={
         "items": {"type": "string", "pattern": "^[A-Za-z0-9-]+:[A-Za-z0-9]+$"},
         "default": [],
         "description": "IAM actions (exact names, no wildcards) that may use Resource \"*\" besides the ones AWS "
-                       "accepts only there. Actions of iam, sts, kms, organizations, account, sso, identitystore "
-                       "and secretsmanager may not be listed (List*/Describe* aside).",
+                       "accepts only there: read-only actions (Describe*, List*) and a few telemetry ones "
+                       "(cloudwatch:GetMetricData, xray:PutTraceSegments, tag:GetResources, ...). Nothing that "
+                       "runs code, mints or reads credentials, or changes a resource may be listed.",
     },
 })
 
 
+def _verb(action: str) -> str:
+    return action.partition(":")[2].lower()
+
+
+def _read_only(action: str) -> bool:
+    """An action (or pattern) that can only read: its verb spelled out up to a read verb before any
+    wildcard (Get*, ListRoles, Describe*; not *, G*, *Get)."""
+    literal = re.split(r"[*?]", _verb(action), maxsplit=1)[0]
+    return literal.startswith(_READ_VERBS)
+
+
 def allowed_actions_on_any_resource(config: Mapping[str, Any] | None = None) -> frozenset[str]:
-    """The actions that may use Resource "*" (lower case): the built-in ones and the configured extras."""
+    """The actions that may use Resource "*" (lower case): the built-in ones and the configured extras,
+    which may only be Describe*/List* actions or one of CONFIGURABLE_NON_LISTING_ACTIONS."""
     extra = _checked_config(config, "iam-least-privilege", IAM_CONFIG_SCHEMA).get("allowedActionsOnAnyResource", [])
     if not is_sequence(extra) or not all(isinstance(action, str) for action in extra):
         raise PolicyConfigError("iam-least-privilege: allowedActionsOnAnyResource must be a list of action names")
@@ -684,22 +1117,29 @@ def allowed_actions_on_any_resource(config: Mapping[str, Any] | None = None) -> 
         if not _CONFIGURABLE_ACTION.fullmatch(name):
             raise PolicyConfigError(f"iam-least-privilege: allowedActionsOnAnyResource names {action!r}: give exact "
                                     "action names (service:Action), no wildcards")
-        service = name.split(":", 1)[0].lower()
-        if service in IDENTITY_SERVICES and not _LISTING_ACTION.fullmatch(name.lower()):
-            raise PolicyConfigError(f"iam-least-privilege: allowedActionsOnAnyResource may not name {name}: an "
-                                    f"{service} action on every resource hands out identities, credentials or keys")
-        allowed.add(name.lower())
+        lowered = name.lower()
+        listing = _verb(lowered).startswith(("list", "describe"))
+        if not listing and lowered not in CONFIGURABLE_NON_LISTING_ACTIONS:
+            raise PolicyConfigError(
+                f"iam-least-privilege: allowedActionsOnAnyResource may not name {name}: on every resource it could "
+                "run code, open a session or a database login, mint or read credentials, or change resources. "
+                "Only Describe*/List* actions and " + ", ".join(sorted(CONFIGURABLE_NON_LISTING_ACTIONS)) +
+                " may be listed; scope the others to the ARNs they need.")
+        if _escalates(lowered) or _executes_code(lowered):
+            raise PolicyConfigError(f"iam-least-privilege: allowedActionsOnAnyResource may not name {name}")
+        allowed.add(lowered)
     return frozenset(allowed)
 
 
-def _identity_documents(kind: str, props: Mapping[str, Any]) -> list[tuple[str, Any]]:
+def _inline_documents(kind: str, props: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """(where, document as given) of each identity policy a resource carries."""
     if kind in IAM_POLICY_DOCUMENTS:
         prop = IAM_POLICY_DOCUMENTS[kind]
         return [(prop, get(props, prop))]
-    if kind == IAM_ROLE:  # the trust policy (assumeRolePolicy) grants no actions: trust_problems judges it
-        return [(f"inlinePolicies '{get(inline, 'name', default=index)}'", get(inline, "policy"))
-                for index, inline in enumerate(as_list(get(props, "inlinePolicies")))]
+    if kind in IAM_INLINE_POLICY_LISTS:  # a role's trust policy grants no actions: trust_problems judges it
+        prop, document_prop, name_prop = IAM_INLINE_POLICY_LISTS[kind]
+        return [(f"{prop} '{get(inline, name_prop, default=index)}'", get(inline, document_prop))
+                for index, inline in enumerate(as_list(get(props, prop)))]
     return []
 
 
@@ -707,6 +1147,22 @@ def _iam_pattern(pattern: str) -> re.Pattern[str]:
     """An IAM wildcard pattern (`*` any characters, `?` one) as a case-insensitive regular expression."""
     return re.compile("".join(".*" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern),
                       re.IGNORECASE | re.DOTALL)
+
+
+def _matches_any(pattern: str, names: Iterable[str]) -> bool:
+    compiled = _iam_pattern(pattern)
+    return any(compiled.fullmatch(name) for name in names)
+
+
+def _escalates(action: str) -> bool:
+    """Whether an action (or a pattern) can grant permissions, credentials or public access: one of
+    ESCALATION_ACTIONS, or anything but a read in an ADMINISTRATION_SERVICES service."""
+    service = action.partition(":")[0].strip().lower()
+    return _matches_any(action, ESCALATION_ACTIONS) or (service in ADMINISTRATION_SERVICES and not _read_only(action))
+
+
+def _executes_code(action: str) -> bool:
+    return _matches_any(action, CODE_EXECUTION_ACTIONS)
 
 
 def _has_wildcard(text: str) -> bool:
@@ -723,10 +1179,12 @@ _NAME_FIRST_SERVICES = frozenset({"s3", "sns", "sqs", "codecommit", "execute-api
 
 
 def resource_reach(resource: Any) -> str | None:
-    """How far an IAM Resource pattern reaches: "any" (any account's resources: "*",
-    "arn:aws:iam::*:*", "arn:aws:s3:::*", "arn:*"), "account" (every resource of a kind in one account:
-    "arn:aws:iam::123456789012:role/*", "arn:aws:ecs:eu-west-1:123456789012:*"), or None (named
-    resources, or names under a literal prefix: "arn:aws:s3:::bucket/*", "...:log-group:/mlflow/aws:*")."""
+    """How far an IAM Resource pattern reaches: "any" (any account's resources: "*", "arn:aws:iam::*:*",
+    "arn:aws:s3:::*", "arn:*", and any ARN whose account is a wildcard, whatever names it:
+    "arn:aws:iam::*:role/OrganizationAccountAccessRole"), "account" (every resource of a kind in one
+    account: "arn:aws:iam::123456789012:role/*", "arn:aws:ecs:eu-west-1:123456789012:*", and for iam, sts
+    and kms any wildcard in the name: role/A*, key/1*), or None (named resources, or names under a
+    literal prefix: "arn:aws:s3:::bucket/*", "...:log-group:/mlflow/aws:*", "...:secret:mlflow-*")."""
     text = str(resource).strip()
     if not _has_wildcard(text):
         return None
@@ -734,10 +1192,13 @@ def resource_reach(resource: Any) -> str | None:
     if parts[0].lower() != "arn" or len(parts) < 6:  # "*", "arn:*", "arn:aws:iam::*" (a trailing * spans colons)
         return "any"
     _, partition, service, _region, account, resource_id = parts
-    if _has_wildcard(partition) or _has_wildcard(service):
+    if _has_wildcard(partition) or _has_wildcard(service) or _has_wildcard(account):
         return "any"
-    if service.lower() in _NAME_FIRST_SERVICES:
+    service = service.lower()
+    if service in _NAME_FIRST_SERVICES:
         wild = resource_id == "" or resource_id[0] in "*?"
+    elif service in NAME_WILDCARD_SERVICES:
+        wild = _has_wildcard(resource_id)
     else:  # type/name or type:name: a wildcard in the type, or right after it
         separator = re.search(r"[/:]", resource_id)
         kind_part = resource_id[:separator.start()] if separator else resource_id
@@ -745,14 +1206,69 @@ def resource_reach(resource: Any) -> str | None:
         wild = _has_wildcard(kind_part) or (separator is not None and (after == "" or after[0] in "*?"))
     if not wild:
         return None
-    return "any" if account == "" or _has_wildcard(account) else "account"
+    return "any" if account == "" else "account"
+
+
+def _positive_operator(operator: Any) -> bool:
+    """A condition operator that holds only when the key is present and matches: String/Arn Equals or Like
+    (also ForAnyValue:), not a negation, not ...IfExists, not ForAllValues: (true without the key)."""
+    text = str(operator).strip().lower()
+    if text.startswith("foranyvalue:"):
+        text = text[len("foranyvalue:"):]
+    return text in _POSITIVE_OPERATORS
+
+
+def _literal_values(values: Any, partial_wildcards: bool = False) -> bool:
+    """Condition values that name something: non-empty, no wildcard (with `partial_wildcards`: not only
+    wildcards), no policy variable but ${aws:ResourceAccount} / ${aws:ResourceOrgID}."""
+    items = as_list(values)
+    if not items:
+        return False
+    for value in items:
+        text = str(value).strip()
+        if not text or ("${" in text and text.lower() not in _RESOURCE_ACCOUNT_VARIABLES):
+            return False
+        if (re.fullmatch(r"[*?]+", text) if partial_wildcards else _has_wildcard(text)):
+            return False
+    return True
+
+
+def narrowing_condition_keys(condition: Any) -> list[str]:
+    """The keys of a Condition that narrow "any principal" (PRINCIPAL_CONDITION_KEYS) with a positive
+    operator and literal values. Conditions are ANDed, so one is enough."""
+    found = []
+    if isinstance(condition, Mapping):
+        for operator, block in condition.items():
+            if _positive_operator(operator) and isinstance(block, Mapping):
+                found += [str(name) for name, values in block.items()
+                          if str(name).strip().lower() in PRINCIPAL_CONDITION_KEYS and _literal_values(values)]
+    return found
+
+
+def _narrows_resources(condition: Any) -> bool:
+    """A Condition that limits which resources an identity statement reaches: a positive operator on a
+    service's own key (ecs:cluster, iam:PassedToService, ...) or on aws:ResourceTag/..., aws:ResourceAccount,
+    aws:ResourceOrgID, with values that are not only wildcards. Global request keys (aws:SecureTransport,
+    aws:CurrentTime, aws:SourceIp, ...) hold for any resource."""
+    if isinstance(condition, Mapping):
+        for operator, block in condition.items():
+            if not (_positive_operator(operator) and isinstance(block, Mapping)):
+                continue
+            for name, values in block.items():
+                lowered = str(name).strip().lower()
+                resource_key = not lowered.startswith("aws:") or lowered.startswith("aws:resourcetag/") or \
+                    lowered in ("aws:resourceaccount", "aws:resourceorgid", "aws:resourceorgpaths")
+                if resource_key and _literal_values(values, partial_wildcards=True):
+                    return True
+    return False
 
 
 def wildcard_problems(statement: Mapping[str, Any], allowed_on_any: frozenset[str] | None = None) -> list[str]:
     """What makes a statement broader than this project allows: NotAction/NotResource; an action of any
-    service; an action (or wildcard) that grants permissions or credentials, whatever the resource; an
-    action on every resource (only `allowed_on_any` on "*"; for iam, sts, kms and the like no account-wide
-    wildcard either; others need a Condition on one)."""
+    service; an action (or wildcard) that grants permissions, credentials or public access, whatever the
+    resource; an action on every resource (only `allowed_on_any` on "*" or any account; for iam, sts, kms
+    and the like no account-wide wildcard either, nor for actions that run code; others need a Condition
+    on a resource key)."""
     if not _allows(statement):
         return []
     allowed = ACTIONS_ONLY_ON_ANY_RESOURCE if allowed_on_any is None else allowed_on_any
@@ -766,11 +1282,10 @@ def wildcard_problems(statement: Mapping[str, Any], allowed_on_any: frozenset[st
     if any_service:
         problems.append('Action "*"' if set(any_service) <= {"*", "*:*"}
                         else f"Action {', '.join(any_service)} (any service)")
-    escalating = [action for action in actions if action not in any_service
-                  and any(_iam_pattern(action).fullmatch(name) for name in ESCALATION_ACTIONS)]
+    escalating = [action for action in actions if action not in any_service and _escalates(action)]
     if escalating:
-        problems.append(f"{', '.join(escalating)}, which can grant permissions or credentials to any identity "
-                        "(its own role included)")
+        problems.append(f"{', '.join(escalating)}, which can grant permissions, credentials or public access to "
+                        "any identity or resource (its own role included)")
     reaches = {reach: str(resource).strip() for resource in reversed(as_list(key(statement, "Resource")))
                if (reach := resource_reach(resource))}
     rest = [action for action in actions if action not in any_service and action not in escalating]
@@ -779,40 +1294,123 @@ def wildcard_problems(statement: Mapping[str, Any], allowed_on_any: frozenset[st
         if broad:
             problems.append(f'Resource "{reaches["any"]}" for {", ".join(broad)}')
     elif "account" in reaches:
-        conditioned = bool(key(statement, "Condition"))
+        narrowed = _narrows_resources(key(statement, "Condition"))
         broad = [action for action in rest if action.partition(":")[0].lower() in IDENTITY_SERVICES
-                 or (not conditioned and action.lower() not in allowed)]
+                 or _executes_code(action) or (not narrowed and action.lower() not in allowed)]
         if broad:
             problems.append(f'Resource "{reaches["account"]}" (every one in the account) for {", ".join(broad)}')
     return problems
 
 
-def trust_problems(policy_document: Mapping[str, Any]) -> list[str]:
-    """A trust policy (assumeRolePolicy) that lets anyone assume the role: Principal "*" (or {"AWS": "*"})
-    without a Condition, or NotPrincipal."""
+def _principal_values(principal: Any) -> dict[str, list[str]]:
+    """A Principal element as {type: [values]} ("*" alone counts as {"*": ["*"]})."""
+    if isinstance(principal, Mapping):
+        return {str(kind): [str(value).strip() for value in as_list(values)] for kind, values in principal.items()}
+    return {"*": [str(value).strip() for value in as_list(principal)]} if principal is not None else {}
+
+
+def _any_principal(principal: Any) -> bool:
+    """Principal "*", {"AWS": "*"}, or any value with a wildcard (AWS allows none but "*" itself)."""
+    return any(_has_wildcard(value) for values in _principal_values(principal).values() for value in values)
+
+
+def open_principal_problems(policy_document: Mapping[str, Any]) -> list[str]:
+    """What in a resource or trust policy lets anyone in: an Allow for any principal without a condition
+    that narrows it to named accounts, an organization or one caller (narrowing_condition_keys), or an
+    Allow with NotPrincipal."""
     problems = []
     for index, statement in enumerate(statements(policy_document)):
         if not _allows(statement):
             continue
         sid = key(statement, "Sid") or f"#{index}"
         if key(statement, "NotPrincipal") is not None:
-            problems.append(f"statement {sid} trusts NotPrincipal (everyone not listed)")
-        principal = key(statement, "Principal")
-        principals = as_list(principal) if not isinstance(principal, Mapping) else \
-            [value for values in principal.values() for value in as_list(values)]
-        if any(str(value).strip() == "*" for value in principals) and not key(statement, "Condition"):
-            problems.append(f"statement {sid} lets any principal of any account assume the role (Principal \"*\" "
-                            "without a Condition)")
+            problems.append(f"statement {sid} allows NotPrincipal (everyone not listed)")
+        if _any_principal(key(statement, "Principal")) and not narrowing_condition_keys(key(statement, "Condition")):
+            actions = ", ".join(str(action) for action in as_list(key(statement, "Action"))) or "its actions"
+            problems.append(f"statement {sid} allows any principal of any account ({actions}) without a condition "
+                            "that names the accounts (aws:PrincipalOrgID, aws:PrincipalAccount, aws:SourceArn, "
+                            "sts:ExternalId, ... with a literal value)")
+    return problems
+
+
+_OIDC_SUBJECT_KEYS = {"cognito-identity.amazonaws.com": ("aud", "sub"), "graph.facebook.com": ("id", "sub"),
+                      "www.amazon.com": ("user_id", "sub")}
+_SUBJECT_PREFIXES = ("repo:", "system:serviceaccount:")
+
+
+def _oidc_provider(federated: str) -> str | None:
+    """The host (and path) an OIDC Federated principal names, which its condition keys begin with
+    (token.actions.githubusercontent.com, oidc.eks.<region>.amazonaws.com/id/<id>, accounts.google.com,
+    cognito-identity.amazonaws.com); None for a SAML provider."""
+    text, marker = federated.strip(), ":oidc-provider/"
+    lowered = text.lower()
+    if marker in lowered:
+        return text[lowered.index(marker) + len(marker):]
+    if lowered.startswith("arn:"):
+        return None
+    return text if "." in text else None
+
+
+def _narrow_subject(value: Any) -> bool:
+    """A `sub` value that names a subject: no bare wildcard, and where a prefix says whose (GitHub's
+    repo:OWNER/..., EKS's system:serviceaccount:NAMESPACE:...), the owner or namespace spelled out."""
+    text = str(value).strip()
+    if not text or ("${" in text):
+        return False
+    literal = re.split(r"[*?]", text, maxsplit=1)[0]
+    if literal == text:
+        return True
+    for prefix in _SUBJECT_PREFIXES:
+        if literal.lower().startswith(prefix):
+            return bool(re.search(r"[^/:]+[/:]", literal[len(prefix):]))
+    return bool(literal.strip(":/"))
+
+
+def _oidc_problems(statement: Mapping[str, Any], sid: str) -> list[str]:
+    problems = []
+    for federated in _principal_values(key(statement, "Principal")).get("Federated", []):
+        provider = _oidc_provider(federated)
+        if provider is None:
+            continue
+        wanted = {f"{provider}:{claim}".lower() for claim in _OIDC_SUBJECT_KEYS.get(provider.lower(), ("sub",))}
+        narrowed = False
+        condition = key(statement, "Condition")
+        if isinstance(condition, Mapping):
+            for operator, block in condition.items():
+                if _positive_operator(operator) and isinstance(block, Mapping):
+                    narrowed = narrowed or any(
+                        str(name).strip().lower() in wanted and as_list(values)
+                        and all(_narrow_subject(value) for value in as_list(values))
+                        for name, values in block.items())
+        if not narrowed:
+            problems.append(f"statement {sid} trusts the identity provider {provider} without a condition on "
+                            f"{provider}:sub naming the subjects (any repository, workload or user it issues "
+                            "tokens for could assume the role)")
+    return problems
+
+
+def trust_problems(policy_document: Mapping[str, Any]) -> list[str]:
+    """A trust policy (assumeRolePolicy) that lets anyone assume the role: Principal "*" (or {"AWS": "*"})
+    without a condition on PRINCIPAL_CONDITION_KEYS, NotPrincipal, or an OIDC provider (GitHub Actions,
+    EKS, Google, ...) trusted without a `sub` condition that names the subjects."""
+    problems = open_principal_problems(policy_document)
+    for index, statement in enumerate(statements(policy_document)):
+        if _allows(statement):
+            problems += _oidc_problems(statement, str(key(statement, "Sid") or f"#{index}"))
     return problems
 
 
 def broad_managed_policy(arn: Any) -> str | None:
-    """The name of an AWS-managed policy too broad to attach (any partition, any path), else None."""
-    match = _AWS_MANAGED_POLICY_ARN.fullmatch(str(arn).strip())
+    """The name of a managed policy too broad to attach (any partition, any path), else None: an
+    AWS-managed one broad by its name (BROAD_MANAGED_POLICY_NAME, the job-function policies but
+    ViewOnlyAccess), or a customer-managed one whose name says it administers (ADMIN_NAME)."""
+    match = _POLICY_ARN.fullmatch(str(arn).strip())
     if not match:
         return None
     path = match.group("path")
     name = path.rsplit("/", 1)[-1]
+    if match.group("account").lower() != "aws":
+        return path if ADMIN_NAME.search(name) else None
     if BROAD_MANAGED_POLICY_NAME.search(name):
         return path
     if path.lower().startswith("job-function/") and name.lower() != "viewonlyaccess":
@@ -822,31 +1420,55 @@ def broad_managed_policy(arn: Any) -> str | None:
 
 def _attached_policy_arns(kind: str, props: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
     """(property, ARN) of each managed policy an IAM or IAM Identity Center resource attaches: every
-    property named like *Arn(s) (policyArn, managedPolicyArns, policyArns, managedPolicyArn), not
-    permissionsBoundary (a boundary only limits)."""
+    property named like *Arn(s) (policyArn, managedPolicyArns, policyArns, managedPolicyArn) and
+    aws-native's managedPolicies, not permissionsBoundary (a boundary only limits)."""
     if not kind.startswith(IAM_ATTACHING_MODULES):
         return
     for prop in list(props):
         lowered = str(prop).lower()
-        if "arn" in lowered and "boundary" not in lowered:
+        if ("arn" in lowered or lowered == "managedpolicies") and "boundary" not in lowered:
             for value in as_list(get(props, prop)):
                 yield str(prop), value
 
 
+def _customer_policy_references(kind: str, props: Mapping[str, Any]) -> list[str]:
+    """The names of customer-managed policies an IAM Identity Center permission set references by name."""
+    if not kind.startswith(("aws:ssoadmin/", "aws-native:sso:")):
+        return []
+    names = []
+    for prop in ("customerManagedPolicyReference", "customerManagedPolicyReferences"):
+        for reference in as_list(get(props, prop)):
+            names.append(str(get(reference, "name", default="")))
+    return [name for name in names if ADMIN_NAME.search(name)]
+
+
 def azure_scope_above_resource_group(scope: Any) -> bool:
     """Whether a scope is a subscription, a management group or the root ("/"): anything but
-    /subscriptions/<id>/resourceGroups/<name>[/...] (judged without regard to case)."""
+    /subscriptions/<id>/resourceGroups/<name>[/...] (judged without regard to case; ".." is above)."""
     parts = [part for part in str(scope or "").strip().lower().split("/") if part]
-    return not (len(parts) >= 4 and parts[0] == "subscriptions" and parts[2] == "resourcegroups")
+    return ".." in parts or not (len(parts) >= 4 and parts[0] == "subscriptions" and parts[2] == "resourcegroups")
 
 
 def azure_privileged_role(props: Mapping[str, Any]) -> str | None:
     """The privileged built-in role a role assignment names (by definition id or, classic provider, by name)."""
-    definition = str(get(props, "roleDefinitionId", default="")).strip().rstrip("/").rsplit("/", 1)[-1].lower()
+    definition = str(get(props, "roleDefinitionId", default="")).strip().rstrip("/").rsplit("/", 1)[-1]
+    definition = definition.strip("{}").lower()
     if definition in AZURE_PRIVILEGED_ROLES:
         return AZURE_PRIVILEGED_ROLES[definition]
-    role_name = str(get(props, "roleDefinitionName", default="")).strip().lower()
+    role_name = " ".join(str(get(props, "roleDefinitionName", default="")).split()).lower()
     return next((name for name in AZURE_PRIVILEGED_ROLES.values() if name.lower() == role_name), None)
+
+
+def _is_azure_role_assignment(kind: str) -> bool:
+    """A type that grants a role at a scope: AZURE_ROLE_ASSIGNMENTS, or another RBAC or PIM type named like
+    one (an assignment, eligibility or schedule; not a policy, definition, deny assignment or lock)."""
+    if kind in AZURE_ROLE_ASSIGNMENTS:
+        return True
+    if kind in AZURE_ROLE_DEFINITIONS or not kind.startswith(AZURE_RBAC_MODULES):
+        return False
+    name = kind.rsplit(":", 1)[-1]
+    return bool(re.search(r"Assignment|Eligib|Schedule", name)) and \
+        not re.search(r"Policy|Definition|Management|Deny|Lock|Review", name)
 
 
 def _azure_admin_actions(props: Mapping[str, Any]) -> list[str]:
@@ -862,10 +1484,63 @@ def _azure_admin_actions(props: Mapping[str, Any]) -> list[str]:
     return found
 
 
+def _documents_in(value: Any, where: str, depth: int = 0) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(where, document) of every policy document inside a value: an object with a Statement, or JSON text
+    of one. Unknown values (a preview) are skipped."""
+    if depth > 5:
+        return
+    if isinstance(value, str):
+        if value.lstrip().startswith("{") and "statement" in value.lower():
+            parsed = document(value)
+            if key(parsed, "Statement") is not None:
+                yield where, parsed
+        return
+    if isinstance(value, Mapping):
+        try:
+            if key(value, "Statement") is not None:
+                yield where, value
+                return
+        except UnknownValueError:
+            return
+        for name in list(value):
+            try:
+                item = value[name]
+            except UnknownValueError:
+                continue
+            yield from _documents_in(item, f"{where}.{name}" if where else str(name), depth + 1)
+    elif is_sequence(value):
+        for index, item in enumerate(_items(value)):
+            yield from _documents_in(item, f"{where}[{index}]", depth + 1)
+
+
+def _policy_documents(kind: str, props: Mapping[str, Any], skip: Iterable[str] = ()
+                      ) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """The policy documents a resource holds in properties other than `skip` (resource policies: a key
+    policy, a queue or topic policy, a secret's, a repository's, a bucket's, ...)."""
+    if kind.startswith(FILTER_POLICY_MODULES):
+        return
+    skipped = set(skip)
+    for name in list(props):
+        if name in skipped:
+            continue
+        try:
+            value = props[name]
+        except UnknownValueError:
+            continue
+        yield from _documents_in(value, str(name))
+
+
+def _admin_names(values: Iterable[Any]) -> list[str]:
+    return [str(value) for value in values if ADMIN_NAME.search(str(value))]
+
+
 def validate_iam_least_privilege(args: ResourceValidationArgs, report: ReportViolation) -> None:
     kind, props, name = normalized_type(args.resource_type), args.props, args.name
     allowed = allowed_actions_on_any_resource(args.get_config())
-    for where, given in _identity_documents(kind, props):
+    fix = ("Name the actions and the resource ARNs it needs; only actions without resource-level permissions "
+           f"({', '.join(sorted(allowed))}) may use Resource \"*\".")
+    identity = _inline_documents(kind, props)
+    for where, given in identity:
         if unreadable_document(given):
             report(f"{label(kind, name)}: {where} is no JSON policy document the pack can read, so nothing it "
                    "allows can be checked: give a JSON object with a Statement list.", None)
@@ -874,24 +1549,63 @@ def validate_iam_least_privilege(args: ResourceValidationArgs, report: ReportVio
             problems = wildcard_problems(statement, allowed)
             if problems:
                 sid = key(statement, "Sid") or f"#{index}"
-                report(f"{label(kind, name)}: statement {sid} allows {'; '.join(problems)}. Name the actions and the "
-                       "resource ARNs it needs; only actions without resource-level permissions "
-                       f"({', '.join(sorted(allowed))}) may use Resource \"*\".", None)
+                report(f"{label(kind, name)}: {where} statement {sid} allows {'; '.join(problems)}. {fix}", None)
     if kind in TRUST_POLICY:
         trust = get(props, TRUST_POLICY[kind])
         problems = ["it is no JSON policy document"] if unreadable_document(trust) else trust_problems(document(trust))
         if problems:
             report(f"{label(kind, name)}: its trust policy ({TRUST_POLICY[kind]}) {'; '.join(problems)}: name the "
-                   "service or account principals, or add a Condition (aws:PrincipalOrgID, sts:ExternalId, ...).",
+                   "service or account principals, or add a condition on aws:PrincipalOrgID, aws:PrincipalAccount "
+                   "or sts:ExternalId (a literal value), and for an identity provider its `sub`.", None)
+    elif not identity and not _storage_module(kind):
+        # Any other resource: its resource policies (KMS key, secret, queue, topic, repository, ...) may not
+        # open it to any principal, and an identity statement found anywhere is held to the same rules.
+        for where, policy_document in _policy_documents(kind, props):
+            for problem in open_principal_problems(policy_document):
+                report(f"{label(kind, name)}: {where} {problem}: name the principals (accounts, roles, services) "
+                       "that need it.", None)
+            for index, statement in enumerate(statements(policy_document)):
+                if key(statement, "Principal") is None and key(statement, "NotPrincipal") is None:
+                    problems = wildcard_problems(statement, allowed)
+                    if problems:
+                        sid = key(statement, "Sid") or f"#{index}"
+                        report(f"{label(kind, name)}: {where} statement {sid} allows {'; '.join(problems)}. {fix}",
+                               None)
+    if kind in LAMBDA_PERMISSIONS:
+        principal = str(get(props, "principal", default="")).strip()
+        narrowing = [prop for prop in ("sourceAccount", "sourceArn", "principalOrgId")
+                     if _literal_values(get(props, prop))]
+        if _has_wildcard(principal) and not narrowing:
+            report(f"{label(kind, name)} lets any principal of any account call {get(props, 'action', default='it')}"
+                   ": name the service or account principal, or set sourceAccount / sourceArn / principalOrgId.",
                    None)
     for prop, arn in _attached_policy_arns(kind, props):
         managed = broad_managed_policy(arn)
         if managed:
-            report(f"{label(kind, name)} attaches the AWS-managed policy {managed} ({prop}), which allows far more "
-                   "than the role needs on every resource of the account: attach a policy of your own that names "
-                   "the actions and resource ARNs (AWS-managed service-role policies such as "
-                   "AmazonECSTaskExecutionRolePolicy are fine).", None)
-    if kind in AZURE_ROLE_ASSIGNMENTS:
+            report(f"{label(kind, name)} attaches the managed policy {managed} ({prop}), which by its name allows "
+                   "far more than the role needs, on every resource of the account: attach a policy of your own "
+                   "that names the actions and resource ARNs (AWS-managed service-role policies such as "
+                   "AmazonECSTaskExecutionRolePolicy are fine; a policy of your own named like an administrator "
+                   "is judged by that name, so rename it).", None)
+    for reference in _customer_policy_references(kind, props):
+        report(f"{label(kind, name)} references the customer-managed policy {reference}, named like an "
+               "administrator's: reference a policy that names the actions and resource ARNs.", None)
+    if kind in GROUP_MEMBERSHIPS:
+        groups = _admin_names(as_list(get(props, GROUP_MEMBERSHIPS[kind])))
+        if groups:
+            report(f"{label(kind, name)} puts a user into {', '.join(groups)}, a group named like administrators': "
+                   "grant the user a policy that names what it needs instead.", None)
+    if kind in USER_CREDENTIALS:
+        users = _admin_names([get(props, USER_CREDENTIALS[kind], default="")])
+        if users:
+            report(f"{label(kind, name)} makes a long-lived credential for {', '.join(users)}, a user named like an "
+                   "administrator: use a role (OIDC in CI, IAM Identity Center for people) instead.", None)
+    if kind in MINIO_POLICY_ATTACHMENTS:
+        policy_name = str(get(props, "policyName", default="")).strip()
+        if policy_name.lower() in MINIO_BUILT_IN_POLICIES or ADMIN_NAME.search(policy_name):
+            report(f"{label(kind, name)} attaches MinIO's {policy_name} policy, which reaches every bucket (or "
+                   "administers the server): attach a policy of your own scoped to the bucket.", None)
+    if _is_azure_role_assignment(kind):
         role = azure_privileged_role(props)
         scope = get(props, "scope", default="")
         if role and azure_scope_above_resource_group(scope):
@@ -913,14 +1627,14 @@ def validate_iam_least_privilege(args: ResourceValidationArgs, report: ReportVio
 
 def validate_log_retention(args: ResourceValidationArgs, report: ReportViolation) -> None:
     kind, props, name = normalized_type(args.resource_type), args.props, args.name
-    if kind in (LOG_GROUP, LOG_ANALYTICS_WORKSPACE):
+    if kind in LOG_GROUPS or kind == LOG_ANALYTICS_WORKSPACE:
         days = get(props, "retentionInDays")
         try:
             kept = days is not None and int(days) > 0
         except (TypeError, ValueError):
             kept = False
         if not kept:
-            setting = "aws.logRetentionDays" if kind == LOG_GROUP else "azure.logRetentionDays"
+            setting = "aws.logRetentionDays" if kind in LOG_GROUPS else "azure.logRetentionDays"
             report(f"{label(kind, name)} keeps logs forever (retentionInDays {days if days is not None else 'unset'}): "
                    f"set retentionInDays to a number of days (this project: {setting}).", None)
 
@@ -949,7 +1663,8 @@ def _links(resource: PolicyResource, prop: str, targets: Mapping[str, PolicyReso
     value = _known(resource, prop)
     if value is not None:
         matched = {urn for urn, target in targets.items()
-                   if value in (_known(target, "id"), _known(target, "bucket"), _known(target, "arn"))}
+                   if value in (_known(target, "id"), _known(target, "bucket"), _known(target, "arn"),
+                                _known(target, "bucketName"))}
         if matched:
             return matched
     if not graph_has_dependencies and resource.parent is not None:
@@ -963,28 +1678,35 @@ def _graph_has_dependencies(resources: Sequence[PolicyResource]) -> bool:
 
 
 def validate_s3_buckets_guarded(args: StackValidationArgs, report: ReportViolation) -> None:
-    buckets = {r.urn: r for r in args.resources if normalized_type(r.resource_type) in S3_BUCKETS}
+    buckets = {r.urn: r for r in args.resources if normalized_type(r.resource_type) in ALL_S3_BUCKETS}
     if not buckets:
         return
     with_deps = _graph_has_dependencies(args.resources)
     guarded: dict[str, set[str]] = {urn: set() for urn in buckets}
-    for urn, bucket in buckets.items():  # the inline forms
-        if _known(bucket, "serverSideEncryptionConfiguration") is not None:
+    for urn, bucket in buckets.items():  # the inline forms (the AWS provider's, CloudFormation's)
+        if _known(bucket, "serverSideEncryptionConfiguration") is not None or \
+                _known(bucket, "bucketEncryption") is not None:
             guarded[urn].add("encryption")
+        if _known(bucket, "publicAccessBlockConfiguration") is not None:
+            guarded[urn].add("public access block")
         if _known(bucket, "policy"):
             guarded[urn].add("policy")
     for resource in args.resources:
         kind = normalized_type(resource.resource_type)
         guard = ("public access block" if kind == S3_PUBLIC_ACCESS_BLOCK else "encryption" if kind in S3_ENCRYPTION
-                 else "policy" if kind == S3_BUCKET_POLICY else None)
+                 else "policy" if kind in S3_BUCKET_POLICIES else None)
         if guard:
             for urn in _links(resource, "bucket", buckets, with_deps):
                 guarded[urn].add(guard)
     fixes = {"public access block": "a BucketPublicAccessBlock with all four flags true",
              "encryption": "a BucketServerSideEncryptionConfiguration (AES256 or aws:kms)",
              "policy": "a BucketPolicy that denies requests without TLS (aws:SecureTransport false)"}
+    native_fixes = {"public access block": "a publicAccessBlockConfiguration with all four flags true",
+                    "encryption": "a bucketEncryption (AES256 or aws:kms)",
+                    "policy": "a BucketPolicy that denies requests without TLS (aws:SecureTransport false)"}
     for urn, bucket in buckets.items():
-        missing = [fix for guard, fix in fixes.items() if guard not in guarded[urn]]
+        kind_fixes = native_fixes if normalized_type(bucket.resource_type) == NATIVE_BUCKET else fixes
+        missing = [fix for guard, fix in kind_fixes.items() if guard not in guarded[urn]]
         if missing:
             report(f"{label(bucket.resource_type, bucket.name)} lacks {'; '.join(missing)}. The ArtifactStore "
                    "component creates all three for its bucket; add the missing ones for this bucket.", urn)
@@ -993,13 +1715,25 @@ def validate_s3_buckets_guarded(args: StackValidationArgs, report: ReportViolati
 STATEFUL_TYPES = {  # type -> what it keeps
     RDS_INSTANCE: "the tracking data (experiments, runs, models)",
     RDS_CLUSTER: "a database's data",
+    NATIVE_DB_INSTANCE: "a database's data",
+    NATIVE_DB_CLUSTER: "a database's data",
     "aws:s3/bucket:Bucket": "the artifacts",
     "aws:s3/bucketV2:BucketV2": "the artifacts",
+    NATIVE_BUCKET: "the artifacts",
     FLEXIBLE_SERVER: "the tracking data (experiments, runs, models)",
     FLEXIBLE_SERVER_DATABASE: "the tracking data (experiments, runs, models)",
+    "azure:postgresql/flexibleServer:FlexibleServer": "the tracking data (experiments, runs, models)",
+    "azure:postgresql/flexibleServerDatabase:FlexibleServerDatabase": "the tracking data (experiments, runs, models)",
     STORAGE_ACCOUNT: "the artifacts",
     BLOB_CONTAINER: "the artifacts",
+    CLASSIC_STORAGE_ACCOUNT: "the artifacts",
+    CLASSIC_STORAGE_CONTAINER: "the artifacts",
 }
+
+
+def _keeps_data(kind: str, resource: PolicyResource) -> bool:
+    """An aws-native instance of an Aurora cluster keeps nothing of its own (the cluster does)."""
+    return kind in STATEFUL_TYPES and not (kind == NATIVE_DB_INSTANCE and _known(resource, "dbClusterIdentifier"))
 
 
 def _volume_mounts(container: PolicyResource) -> Iterator[tuple[str, str]]:
@@ -1015,15 +1749,10 @@ def _volume_mounts(container: PolicyResource) -> Iterator[tuple[str, str]]:
                 yield str(name), str(path)
 
 
-def _known_in(value: Any, *path: str) -> Any:
-    try:
-        return get(value, *path)
-    except UnknownValueError:
-        return None
-
-
 def _is_data_mount(path: str) -> bool:
-    return not any(path == prefix or path.startswith(prefix + "/") for prefix in RUNTIME_MOUNT_PREFIXES)
+    normalized = posixpath.normpath("/" + path.lstrip("/"))  # /var/cache/../lib/data is /var/lib/data
+    return not any(normalized == prefix or normalized.startswith(prefix + "/") for prefix in RUNTIME_MOUNT_PREFIXES) \
+        and ".cache" not in normalized.split("/")
 
 
 def _keep_labeled(volume: PolicyResource) -> bool:
@@ -1071,7 +1800,7 @@ def validate_stateful_resources_protected(args: StackValidationArgs, report: Rep
         return
     for resource in args.resources:
         kind = normalized_type(resource.resource_type)
-        if kind in STATEFUL_TYPES and not resource.opts.protect:
+        if _keeps_data(kind, resource) and not resource.opts.protect:
             report(f"{label(kind, resource.name)} keeps {STATEFUL_TYPES[kind]} but is not protected: create it with "
                    "ResourceOptions(protect=True) (this project: aws.protectResources / azure.protectResources), so "
                    "no `pulumi up` or `pulumi destroy` can delete it by accident.", resource.urn)
@@ -1109,27 +1838,30 @@ def _stack_policy(name: str, description: str, validate: Callable[[StackValidati
 
 database_not_public = _resource_policy(
     "database-not-public",
-    "The metadata database is never reachable from the internet: RDS instances and clusters are not publicly "
-    "accessible, PostgreSQL flexible servers have public network access disabled.",
+    "The metadata database is never reachable from the internet: RDS instances and clusters (the AWS provider's "
+    "and aws-native's) are not publicly accessible; PostgreSQL and MySQL servers on Azure (azure-native, any API "
+    "version, and the classic provider) have public network access disabled.",
     validate_database_not_public)
 
 database_port_closed_to_internet = _resource_policy(
     "database-port-closed-to-internet",
     "No rule admits a non-private source (anything outside RFC 1918, 100.64.0.0/10, loopback, link-local, ULA) to a "
-    "database port (5432 and the other RDS engines' ports, also through all-port and all-protocol rules): AWS "
-    "security groups and their rule resources, Azure NSG rules, Azure database server firewall rules.",
+    "database port (5432 and the other RDS engines' ports, also through all-port and all-protocol rules, however "
+    "the protocol is spelled): AWS security groups and their rule resources (also aws-native's), Azure NSG rules, "
+    "Azure database server firewall rules.",
     validate_database_port_closed_to_internet)
 
 storage_encrypted = _resource_policy(
     "storage-encrypted",
-    "Data at rest is encrypted: RDS storage, S3 default encryption, and no flexible server or storage account "
-    "that disables or misconfigures its encryption.",
+    "Data at rest is encrypted: RDS storage, S3 default encryption (either provider), and no flexible server or "
+    "storage account that disables or misconfigures its encryption.",
     validate_storage_encrypted)
 
 storage_not_public = _resource_policy(
     "storage-not-public",
-    "Artifacts are never public: S3 public access blocks have all four flags on, no public ACL on a bucket, "
-    "storage accounts forbid public blob access, blob containers have publicAccess None.",
+    "Artifacts are never public: S3 public access blocks have all four flags on, no public ACL or grant on a "
+    "bucket (S3, MinIO), no bucket policy that allows any principal, storage accounts forbid public blob access, "
+    "blob containers are private.",
     validate_storage_not_public)
 
 storage_tls_only = _resource_policy(
@@ -1147,11 +1879,12 @@ s3_buckets_guarded = _stack_policy(
 iam_least_privilege = _resource_policy(
     "iam-least-privilege",
     "No identity gets admin: no IAM statement with an action of any service, NotAction or NotResource, an action "
-    "that grants permissions or credentials (iam:Put*, iam:Attach*, ...), or a wildcard resource except for the "
-    "few actions AWS accepts only on \"*\"; no broad AWS-managed policy attached (AdministratorAccess, "
-    "PowerUserAccess, *FullAccess, ...); no trust policy open to any principal; no Azure Owner, Contributor, User "
-    "Access Administrator or RBAC Administrator above a resource group, no custom Azure role with \"*\" or role "
-    "assignment rights assignable there.",
+    "that grants permissions, credentials or public access (iam:Put*, iam:Attach*, sso:*, kms:PutKeyPolicy, "
+    "s3:PutBucketPolicy, ...), or a wildcard resource except for the few actions AWS accepts only on \"*\"; no "
+    "broad managed policy attached (AdministratorAccess, PowerUserAccess, *FullAccess, ...); no trust or resource "
+    "policy open to any principal, no OIDC trust without a subject; no Azure Owner, Contributor, User Access "
+    "Administrator or RBAC Administrator above a resource group (also through PIM), no custom Azure role with "
+    "\"*\" or role assignment rights assignable there.",
     validate_iam_least_privilege, IAM_CONFIG_SCHEMA)
 
 logs_have_retention = _resource_policy(
@@ -1168,9 +1901,10 @@ stateful_resources_protected = _stack_policy(
 
 no_plaintext_secrets_in_container_env = _resource_policy(
     "no-plaintext-secrets-in-container-env",
-    "No container gets a secret as a plain environment value: ECS task definitions use `secrets`, Container "
-    "Apps use `secretRef`, docker containers get files; judged by the variable's name (PASSWORD, SECRET, "
-    "TOKEN, KEY, ...) and by values that carry credentials (URLs with a password, connection strings, PEM keys).",
+    "No container gets a secret as a plain environment value or on its command line: ECS task definitions use "
+    "`secrets`, Container Apps `secretRef`, container groups `secureValue`, docker containers get files; judged by "
+    "the variable's name (PASSWORD, SECRET, TOKEN, KEY, ...) and by values that carry credentials (URLs with a "
+    "password, DSNs, SAS tokens, connection strings, PEM keys).",
     validate_container_env)
 
 POLICIES: list[Policy] = [
@@ -1191,7 +1925,20 @@ PACK_NAME = "mlflow-platform"
 PACK_DESCRIPTION = "The MLflow platform's promises: private databases, private encrypted TLS-only artifact storage, " \
                    "least-privilege IAM, logs that expire, protected state, no secrets in container env."
 
+
+
+def unknown_policy_names(names: Iterable[str]) -> list[str]:
+    """The names in a `--policy-pack-config` that are no policy of this pack. The CLI hands every name of
+    the file to `Configure` (pkg/resource/analyzer/config.go, applyConfig), validates only the pack's own,
+    and pulumi_policy stores the rest unread: a typo would keep the policy it meant unconfigured. "all" is
+    the CLI's name for every policy."""
+    known = {policy.name for policy in POLICIES} | {"all"}
+    return sorted(str(name) for name in names if name not in known)
+
+
 __all__ = ["POLICIES", "PACK_NAME", "PACK_DESCRIPTION", "ACTIONS_ONLY_ON_ANY_RESOURCE", "DATABASE_PORTS",
            "PolicyConfigError", "looks_like_secret_name", "looks_like_secret_value", "denies_insecure_transport",
            "wildcard_problems", "trust_problems", "resource_reach", "broad_managed_policy", "is_private_network",
-           "allowed_actions_on_any_resource", "protection_required", "normalized_type"]
+           "allowed_actions_on_any_resource", "protection_required", "normalized_type",
+           "open_principal_problems", "narrowing_condition_keys", "secret_arguments", "public_acl",
+           "unknown_policy_names"]

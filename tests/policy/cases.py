@@ -2,6 +2,11 @@
 attacker would try first (each must be rejected by that policy alone) and the near misses a team
 legitimately writes (each must pass every policy). test_policies.py judges them with direct calls,
 test_pack_server.py over the analyzer's gRPC interface, in the engine's wire format.
+
+REJECTED_ROUND_2 and ACCEPTED_ROUND_2 are what a review fed the pack over gRPC (aws-native, vacuous
+conditions, any-account patterns, escalation outside iam, protocol spellings, PIM, API version modules,
+the classic azure provider, resource policies, secrets in DSNs and command lines) and the wrong
+rejections it found, each generalised to the class it stands for.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import json
 from typing import Any, Optional
 
 from policy import policies as pack
-from tests.harness.program import Recorded
+from tests.harness.program import SECRET_SIG, SIG_KEY, Recorded
 from tests.policy.graphs import one
 
 ACCOUNT = "123456789012"
@@ -29,6 +34,7 @@ ROLES = {  # the built-in role definition GUIDs (learn.microsoft.com/azure/role-
 TEMPLATES = {  # stack -> a recorded resource whose parent, provider and stack an added one takes
     "aws": (pack.SECURITY_GROUP_INGRESS_RULE, "mlflow-platform-database-in-server"),
     "azure": ("azure-native:authorization:RoleAssignment", "mlflow-artifacts-server-access"),
+    "local": ("docker:index/volume:Volume", "mlflow-metadata-socket"),
 }
 
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
@@ -49,16 +55,27 @@ class Case:
     """The policy that must reject the resource, or None: it must pass every policy."""
     type: str
     inputs: dict[str, Any]
+    companions: tuple[tuple[str, dict[str, Any]], ...] = ()
+    """Resources that come with it and pass every policy (an aws-native bucket's bucket policy), so a
+    stack policy does not object to what the case leaves out on purpose."""
+
+
+def _recorded(resources: list[Recorded], case: Case, type_: str, name: str, inputs: dict) -> Recorded:
+    template = one(resources, *TEMPLATES[case.stack])
+    urn = template.urn.rsplit("::", 2)[0] + f"::{type_}::{name}"
+    return dataclasses.replace(template, type=type_, name=name, urn=urn, raw_inputs=inputs, protect=True,
+                               dependencies=[])
 
 
 def added(resources: list[Recorded], case: Case) -> Recorded:
     """The case's resource as the program would register it in the stack (protected, so only the
     property under test can offend)."""
-    template = one(resources, *TEMPLATES[case.stack])
-    name = f"case-{case.id}"
-    urn = template.urn.rsplit("::", 2)[0] + f"::{case.type}::{name}"
-    return dataclasses.replace(template, type=case.type, name=name, urn=urn, raw_inputs=case.inputs, protect=True,
-                               dependencies=[])
+    return _recorded(resources, case, case.type, f"case-{case.id}", case.inputs)
+
+
+def companions(resources: list[Recorded], case: Case) -> list[Recorded]:
+    return [_recorded(resources, case, type_, f"case-{case.id}-with-{index}", inputs)
+            for index, (type_, inputs) in enumerate(case.companions)]
 
 
 def document(*statements: dict) -> str:
@@ -237,7 +254,9 @@ ACCEPTED = [
         allow("sts:AssumeRole", f"arn:aws:iam::{ACCOUNT}:role/mlflow-reader"),
         allow(["kms:Decrypt"], f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/0123abcd-4567-89ef-0123-456789abcdef"),
         allow("secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:mlflow-*"),
-        allow("iam:GetRole", f"arn:aws:iam::{ACCOUNT}:role/mlflow-*"))),
+        # role/mlflow-* would reach every role an attacker names mlflow-...: for iam, sts and kms any
+        # wildcard in the name is account-wide (REJECTED_ROUND_2, passrole-36-prefixes)
+        allow("iam:GetRole", f"arn:aws:iam::{ACCOUNT}:role/mlflow-server-task-role"))),
     Case("deny-iam-everywhere", "aws", None, ROLE_POLICY,
          role_policy({"Effect": "Deny", "Action": "iam:*", "Resource": "*"})),
     Case("trust-any-principal-of-the-organization", "aws", None, pack.IAM_ROLE,
@@ -252,4 +271,393 @@ ACCEPTED = [
          role_definition(["Microsoft.Storage/storageAccounts/read", "*/read"], SUBSCRIPTION)),
 ]
 
-CASES = REJECTED + ACCEPTED
+# --- the second review's cases (fed to the pack over gRPC), each generalised to its class ------------------
+
+STORAGE_PUBLIC, STORAGE_ENCRYPTED, TLS = "storage-not-public", "storage-encrypted", "storage-tls-only"
+SECRETS, LOGS = "no-plaintext-secrets-in-container-env", "logs-have-retention"
+ADMIN_DOCUMENT = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+ADMIN_POLICY = "arn:aws:iam::aws:policy/AdministratorAccess"
+OWNER_ID = f"{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/{ROLES['Owner']}"
+GITHUB = f"arn:aws:iam::{ACCOUNT}:oidc-provider/token.actions.githubusercontent.com"
+AUDIENCE = {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com"}
+EKS = f"arn:aws:iam::{ACCOUNT}:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF"
+NATIVE_BUCKET_NAME = "mlflow-native-artifacts"
+TLS_DENY = {"Effect": "Deny", "Principal": "*", "Action": "s3:*",
+            "Resource": [f"arn:aws:s3:::{NATIVE_BUCKET_NAME}", f"arn:aws:s3:::{NATIVE_BUCKET_NAME}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+NATIVE_BUCKET_GUARDS = (("aws-native:s3:BucketPolicy", {"bucket": NATIVE_BUCKET_NAME, "policyDocument": {
+    "Version": "2012-10-17", "Statement": [TLS_DENY]}}),)
+
+
+def native_bucket(**changes: Any) -> dict:
+    """An aws-native bucket with everything the pack asks for (its BucketPolicy is NATIVE_BUCKET_GUARDS)."""
+    return {"bucketName": NATIVE_BUCKET_NAME,
+            "publicAccessBlockConfiguration": {"blockPublicAcls": True, "blockPublicPolicy": True,
+                                               "ignorePublicAcls": True, "restrictPublicBuckets": True},
+            "bucketEncryption": {"serverSideEncryptionConfiguration": [
+                {"serverSideEncryptionByDefault": {"sseAlgorithm": "aws:kms"}, "bucketKeyEnabled": True}]},
+            **changes}
+
+
+def trust(*statements: dict) -> dict:
+    return {"assumeRolePolicy": document(*statements)}
+
+
+def any_principal(condition: dict | None = None, action: str = "sts:AssumeRole") -> dict:
+    return {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": action,
+            **({"Condition": condition} if condition else {})}
+
+
+def web_identity(provider: str, condition: dict) -> dict:
+    return {"Effect": "Allow", "Principal": {"Federated": provider}, "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": condition}
+
+
+def resource_policy(*statements: dict) -> str:
+    return document(*statements)
+
+
+def open_to_anyone(action: Any, **extra: Any) -> dict:
+    return {"Effect": "Allow", "Principal": "*", "Action": action, "Resource": "*", **extra}
+
+
+def ecs(*containers: dict) -> dict:
+    return {"family": "f", "containerDefinitions": json.dumps(
+        [{"name": "mlflow", "image": "mlflow", **container} for container in containers])}
+
+
+def env(**variables: str) -> list[dict]:
+    return [{"name": name, "value": value} for name, value in variables.items()]
+
+
+def app(*variables: dict, **container: Any) -> dict:
+    return {"resourceGroupName": "mlflow-azure", "template": {"containers": [
+        {"name": "mlflow", "image": "mlflow", "env": list(variables), **container}]}}
+
+
+def classic_account(**changes: Any) -> dict:
+    return {"resourceGroupName": "mlflow-azure", "accountTier": "Standard", "accountReplicationType": "LRS",
+            "allowNestedItemsToBePublic": False, **changes}
+
+
+def pim(type_: str, role: str = "Owner", scope: str = SUBSCRIPTION) -> Case:
+    return Case(f"pim-{type_.rsplit(':', 1)[-1]}-{role.lower().replace(' ', '-')}", "azure", IAM, type_,
+                {**assignment(role, scope), "principalId": "aefb7652-6736-ca9c-b9e6-685b57c1b926"})
+
+
+REJECTED_ROUND_2 = [
+    # 1. aws-native: the same promises under CloudFormation's names, documents as objects
+    Case("native-role-managed-administrator", "aws", IAM, "aws-native:iam:Role",
+         {"assumeRolePolicyDocument": ECS_TRUST, "managedPolicyArns": [ADMIN_POLICY]}),
+    Case("native-role-inline-star", "aws", IAM, "aws-native:iam:Role",
+         {"assumeRolePolicyDocument": ECS_TRUST, "policies": [{"policyName": "p", "policyDocument": ADMIN_DOCUMENT}]}),
+    Case("native-role-policy-star", "aws", IAM, "aws-native:iam:RolePolicy",
+         {"roleName": "r", "policyName": "p", "policyDocument": ADMIN_DOCUMENT}),
+    Case("native-managed-policy-star", "aws", IAM, "aws-native:iam:ManagedPolicy",
+         {"policyDocument": ADMIN_DOCUMENT, "roles": ["r"]}),
+    Case("native-user-policy-iam-star-as-text", "aws", IAM, "aws-native:iam:UserPolicy",
+         {"userName": "ci", "policyName": "p", "policyDocument": document(allow("iam:*", "*"))}),
+    Case("native-group-power-user", "aws", IAM, "aws-native:iam:Group",
+         {"managedPolicyArns": ["arn:aws:iam::aws:policy/PowerUserAccess"]}),
+    Case("native-permission-set-administrator", "aws", IAM, "aws-native:sso:PermissionSet",
+         {"instanceArn": "arn:aws:sso:::instance/ssoins-1", "name": "ops", "managedPolicies": [ADMIN_POLICY]}),
+    Case("native-role-trust-any-principal", "aws", IAM, "aws-native:iam:Role",
+         {"assumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [any_principal()]}}),
+    Case("native-db-instance-public", "aws", PUBLIC, "aws-native:rds:DbInstance",
+         {"engine": "postgres", "dbInstanceClass": "db.t4g.micro", "publiclyAccessible": True,
+          "storageEncrypted": True}),
+    Case("native-db-cluster-public-as-text", "aws", PUBLIC, "aws-native:rds:DbCluster",
+         {"engine": "aurora-postgresql", "publiclyAccessible": "true", "storageEncrypted": True}),
+    Case("native-db-instance-unencrypted", "aws", STORAGE_ENCRYPTED, "aws-native:rds:DbInstance",
+         {"engine": "postgres", "dbInstanceClass": "db.t4g.micro", "storageEncrypted": False}),
+    Case("native-db-cluster-encryption-unset", "aws", STORAGE_ENCRYPTED, "aws-native:rds:DbCluster",
+         {"engine": "aurora-postgresql"}),
+    Case("native-security-group-ingress", "aws", PORT, "aws-native:ec2:SecurityGroupIngress",
+         {"groupId": "sg-1", "ipProtocol": "tcp", "fromPort": 5432, "toPort": 5432, "cidrIp": "0.0.0.0/0"}),
+    Case("native-security-group-inline-all-protocols", "aws", PORT, "aws-native:ec2:SecurityGroup",
+         {"groupDescription": "db", "securityGroupIngress": [{"ipProtocol": "-1", "cidrIp": "0.0.0.0/0"}]}),
+    Case("native-security-group-inline-ipv6", "aws", PORT, "aws-native:ec2:SecurityGroup",
+         {"groupDescription": "db", "securityGroupIngress": [
+             {"ipProtocol": "6", "fromPort": 5000, "toPort": 6000, "cidrIpv6": "::/0"}]}),
+    Case("native-bucket-public-access-block-off", "aws", STORAGE_PUBLIC, "aws-native:s3:Bucket",
+         native_bucket(publicAccessBlockConfiguration={"blockPublicAcls": False, "blockPublicPolicy": False,
+                                                       "ignorePublicAcls": False, "restrictPublicBuckets": False}),
+         NATIVE_BUCKET_GUARDS),
+    Case("native-bucket-public-read-acl", "aws", STORAGE_PUBLIC, "aws-native:s3:Bucket",
+         native_bucket(accessControl="PublicRead"), NATIVE_BUCKET_GUARDS),
+    Case("native-bucket-policy-without-tls-deny", "aws", TLS, "aws-native:s3:BucketPolicy",
+         {"bucket": "b", "policyDocument": {"Version": "2012-10-17", "Statement": [
+             {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:role/mlflow"}, "Action": "s3:GetObject",
+              "Resource": "arn:aws:s3:::b/*"}]}}),
+    Case("native-log-group-forever", "aws", LOGS, "aws-native:logs:LogGroup", {"logGroupName": "/mlflow/native"}),
+    Case("native-task-definition-password", "aws", SECRETS, "aws-native:ecs:TaskDefinition",
+         {"containerDefinitions": [{"name": "mlflow", "image": "mlflow", "environment": env(DB_PASSWORD="hunter2")}]}),
+    Case("native-kms-key-policy-open", "aws", IAM, "aws-native:kms:Key",
+         {"keyPolicy": {"Version": "2012-10-17", "Statement": [open_to_anyone("kms:*")]}}),
+    Case("native-secret-resource-policy-open", "aws", IAM, "aws-native:secretsmanager:ResourcePolicy",
+         {"secretId": "s", "resourcePolicy": {"Statement": [open_to_anyone("secretsmanager:GetSecretValue")]}}),
+    # 2. a Condition counts only when it narrows the principals
+    Case("trust-any-principal-secure-transport", "aws", IAM, pack.IAM_ROLE,
+         trust(any_principal({"Bool": {"aws:SecureTransport": "true"}}))),
+    Case("trust-any-principal-org-id-wildcard", "aws", IAM, pack.IAM_ROLE,
+         trust(any_principal({"StringLike": {"aws:PrincipalOrgID": "*"}}))),
+    Case("trust-any-principal-org-id-if-exists", "aws", IAM, pack.IAM_ROLE,
+         trust(any_principal({"StringEqualsIfExists": {"aws:PrincipalOrgID": "o-abc123"}}))),
+    Case("trust-any-principal-account-negated", "aws", IAM, pack.IAM_ROLE,
+         trust(any_principal({"StringNotEquals": {"aws:PrincipalAccount": "999999999999"}}))),
+    Case("trust-any-principal-for-all-values", "aws", IAM, pack.IAM_ROLE,
+         trust(any_principal({"ForAllValues:StringEquals": {"aws:PrincipalOrgID": "o-abc123"}}))),
+    Case("trust-github-audience-only", "aws", IAM, pack.IAM_ROLE,
+         trust(web_identity(GITHUB, {"StringEquals": AUDIENCE}))),
+    Case("trust-github-any-repository", "aws", IAM, pack.IAM_ROLE,
+         trust(web_identity(GITHUB, {"StringLike": {"token.actions.githubusercontent.com:sub": "repo:*"},
+                                     "StringEquals": AUDIENCE}))),
+    Case("trust-eks-any-service-account", "aws", IAM, pack.IAM_ROLE,
+         trust(web_identity(EKS, {"StringLike": {
+             "oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF:sub": "system:serviceaccount:*"}}))),
+    Case("lambda-every-function-vacuous-condition", "aws", IAM, ROLE_POLICY, role_policy(
+        allow("lambda:*", f"arn:aws:lambda:*:{ACCOUNT}:function:*",
+              Condition={"Bool": {"aws:SecureTransport": "true"}}))),
+    Case("send-command-every-instance-vacuous-condition", "aws", IAM, ROLE_POLICY, role_policy(
+        allow("ssm:SendCommand", [f"arn:aws:ec2:*:{ACCOUNT}:instance/*", "arn:aws:ssm:*::document/AWS-RunShellScript"],
+              Condition={"Bool": {"aws:SecureTransport": "true"}}))),
+    Case("invoke-every-function-despite-resource-tag", "aws", IAM, ROLE_POLICY, role_policy(
+        allow("lambda:InvokeFunction", f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:*",
+              Condition={"StringEquals": {"aws:ResourceTag/team": "ml"}}))),
+    # 3. any account, or near-account-wide names
+    Case("assume-named-role-in-any-account", "aws", IAM, ROLE_POLICY,
+         role_policy(allow("sts:AssumeRole", "arn:aws:iam::*:role/OrganizationAccountAccessRole"))),
+    Case("assume-role-name-prefix", "aws", IAM, ROLE_POLICY,
+         role_policy(allow("sts:AssumeRole", f"arn:aws:iam::{ACCOUNT}:role/A*"))),
+    Case("passrole-36-prefixes", "aws", IAM, ROLE_POLICY, role_policy(
+        allow("iam:PassRole", [f"arn:aws:iam::{ACCOUNT}:role/{c}*" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]),
+        allow(["lambda:CreateFunction", "lambda:InvokeFunction"], f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:x"))),
+    Case("decrypt-key-id-prefix", "aws", IAM, ROLE_POLICY,
+         role_policy(allow("kms:Decrypt", f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/1*"))),
+    Case("get-object-any-account-bucket", "aws", IAM, ROLE_POLICY,
+         role_policy(allow("s3:GetObject", "arn:aws:s3:*:*:mlflow-artifacts/*"))),
+    # 4. escalation outside iam's attach/put list, on named resources
+    Case("sso-assign-permission-set", "aws", IAM, ROLE_POLICY, role_policy(allow(
+        ["sso:CreateAccountAssignment", "sso:PutInlinePolicyToPermissionSet", "sso:AttachManagedPolicyToPermissionSet",
+         "sso:ProvisionPermissionSet"],
+        ["arn:aws:sso:::instance/ssoins-1", "arn:aws:sso:::permissionSet/ssoins-1/ps-1",
+         f"arn:aws:sso:::account/{ACCOUNT}"]))),
+    Case("identitystore-join-admin-group", "aws", IAM, ROLE_POLICY, role_policy(allow(
+        "identitystore:CreateGroupMembership", "arn:aws:identitystore::123456789012:identitystore/d-1"))),
+    Case("identity-provider-takeover", "aws", IAM, ROLE_POLICY, role_policy(allow(
+        ["iam:UpdateSAMLProvider", "iam:AddClientIDToOpenIDConnectProvider",
+         "iam:UpdateOpenIDConnectProviderThumbprint"],
+        [f"arn:aws:iam::{ACCOUNT}:saml-provider/corp", GITHUB]))),
+    Case("credentials-of-the-admin-user", "aws", IAM, ROLE_POLICY, role_policy(allow(
+        ["iam:CreateServiceSpecificCredential", "iam:UpdateAccessKey", "iam:DeactivateMFADevice"],
+        f"arn:aws:iam::{ACCOUNT}:user/admin"))),
+    Case("s3-star-on-the-artifact-bucket", "aws", IAM, ROLE_POLICY, role_policy(allow(
+        "s3:*", ["arn:aws:s3:::mlflow-artifacts-x", "arn:aws:s3:::mlflow-artifacts-x/*"]))),
+    Case("key-policy-rewrite-on-a-named-key", "aws", IAM, ROLE_POLICY, role_policy(allow(
+        ["kms:PutKeyPolicy", "kms:CreateGrant"], f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/0123abcd"))),
+    Case("secret-and-function-opened-to-anyone", "aws", IAM, ROLE_POLICY, role_policy(allow(
+        ["secretsmanager:PutResourcePolicy", "lambda:AddPermission"],
+        [f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:db-AbCdEf",
+         f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:f"]))),
+    # 5. protocol spellings (terraform-provider-aws's ProtocolForValue)
+    Case("sg-rule-protocol-zero-padded", "aws", PORT, pack.SECURITY_GROUP_INGRESS_RULE,
+         sg_rule("006", cidrIpv4="0.0.0.0/0")),
+    Case("sg-rule-protocol-number-as-float", "aws", PORT, pack.SECURITY_GROUP_INGRESS_RULE,
+         sg_rule(6.0, 5432.0, 5432.0, cidrIpv4="0.0.0.0/0")),
+    Case("security-group-rule-protocol-plus-six", "aws", PORT, pack.SECURITY_GROUP_RULE,
+         {"type": "ingress", "protocol": "+6", "fromPort": 5432, "toPort": 5432, "cidrBlocks": ["0.0.0.0/0"],
+          "securityGroupId": "mlflow-platform-database-sg-id"}),
+    Case("security-group-inline-protocol-minus-zero-one", "aws", PORT, pack.SECURITY_GROUP,
+         {"vpcId": "vpc-1", "ingress": [{"protocol": "-01", "fromPort": 0, "toPort": 0, "cidrBlocks": ["0.0.0.0/0"]}]}),
+    Case("sg-rule-protocol-unknown-spelling", "aws", PORT, pack.SECURITY_GROUP_INGRESS_RULE,
+         sg_rule("tcp6", cidrIpv4="0.0.0.0/0")),
+    # the VPC's own IPv6 range is global address space the rule cannot tell from any other (README)
+    Case("sg-rule-vpc-own-ipv6-range", "aws", PORT, pack.SECURITY_GROUP_INGRESS_RULE,
+         sg_rule(cidrIpv6="2600:1f18:1234:5600::/56")),
+    # 6. Azure PIM
+    pim("azure-native:authorization:PimRoleEligibilitySchedule"),
+    pim("azure-native:authorization:RoleEligibilityScheduleRequest", "User Access Administrator"),
+    pim("azure:pim/activeRoleAssignment:ActiveRoleAssignment"),
+    pim("azure:pim/eligibleRoleAssignment:EligibleRoleAssignment", "Contributor", MANAGEMENT_GROUP),
+    pim("azure-native:authorization:RoleAssignmentSchedule"),
+    # 7. any API version module, private previews included
+    Case("privatepreview-server-public", "azure", PUBLIC, "azure-native:dbforpostgresql/v20210615privatepreview:Server",
+         {"network": {"publicNetworkAccess": "Enabled"}}),
+    Case("privatepreview-server-bogus-encryption", "azure", STORAGE_ENCRYPTED,
+         "azure-native:dbforpostgresql/v20210615privatepreview:Server",
+         {"network": {"publicNetworkAccess": "Disabled"}, "dataEncryption": {"type": "Bogus"}}),
+    Case("privatepreview-firewall-every-address", "azure", PORT,
+         "azure-native:dbforpostgresql/v20210615privatepreview:FirewallRule",
+         {"resourceGroupName": "rg", "serverName": "s", "startIpAddress": "0.0.0.0",
+          "endIpAddress": "255.255.255.255"}),
+    Case("beta-role-assignment-owner", "azure", IAM, "azure-native:authorization/v20220401beta:RoleAssignment",
+         assignment("Owner", SUBSCRIPTION)),
+    # 8. the classic azure provider
+    Case("classic-account-nested-items-public", "azure", STORAGE_PUBLIC, pack.CLASSIC_STORAGE_ACCOUNT,
+         classic_account(allowNestedItemsToBePublic=True)),
+    Case("classic-account-nested-items-default", "azure", STORAGE_PUBLIC, pack.CLASSIC_STORAGE_ACCOUNT,
+         {"resourceGroupName": "mlflow-azure", "accountTier": "Standard", "accountReplicationType": "LRS"}),
+    Case("classic-account-http", "azure", TLS, pack.CLASSIC_STORAGE_ACCOUNT,
+         classic_account(httpsTrafficOnlyEnabled=False)),
+    Case("classic-account-tls-1-0", "azure", TLS, pack.CLASSIC_STORAGE_ACCOUNT,
+         classic_account(minTlsVersion="TLS1_0")),
+    Case("classic-container-public", "azure", STORAGE_PUBLIC, pack.CLASSIC_STORAGE_CONTAINER,
+         {"storageAccountName": "a", "containerAccessType": "container"}),
+    Case("classic-flexible-server-public", "azure", PUBLIC, "azure:postgresql/flexibleServer:FlexibleServer",
+         {"resourceGroupName": "rg", "publicNetworkAccessEnabled": True}),
+    Case("classic-flexible-server-public-by-default", "azure", PUBLIC, "azure:postgresql/flexibleServer:FlexibleServer",
+         {"resourceGroupName": "rg", "delegatedSubnetId": "subnet"}),
+    Case("classic-cosmos-postgres-firewall", "azure", PORT,
+         "azure:cosmosdb/postgresqlFirewallRule:PostgresqlFirewallRule",
+         {"clusterId": "c", "startIpAddress": "0.0.0.0", "endIpAddress": "255.255.255.255"}),
+    # 9. resource policies for any principal, and what the resource alone says about admins
+    Case("key-policy-open", "aws", IAM, "aws:kms/key:Key", {"policy": resource_policy(open_to_anyone("kms:*"))}),
+    Case("secret-policy-open", "aws", IAM, "aws:secretsmanager/secretPolicy:SecretPolicy",
+         {"secretArn": "arn:aws:secretsmanager:eu-west-1:1:secret:db",
+          "policy": resource_policy(open_to_anyone("secretsmanager:GetSecretValue"))}),
+    Case("repository-policy-open-push", "aws", IAM, "aws:ecr/repositoryPolicy:RepositoryPolicy",
+         {"repository": "mlflow", "policy": resource_policy(
+             {"Effect": "Allow", "Principal": "*", "Action": ["ecr:PutImage", "ecr:UploadLayerPart"]})}),
+    Case("queue-policy-open", "aws", IAM, "aws:sqs/queuePolicy:QueuePolicy",
+         {"queueUrl": "q", "policy": resource_policy(open_to_anyone("sqs:*"))}),
+    Case("topic-policy-open-vacuous-condition", "aws", IAM, "aws:sns/topicPolicy:TopicPolicy",
+         {"arn": "t", "policy": resource_policy(
+             open_to_anyone("sns:Publish", Condition={"Bool": {"aws:SecureTransport": "true"}}))}),
+    Case("lambda-permission-any-principal", "aws", IAM, "aws:lambda/permission:Permission",
+         {"action": "lambda:InvokeFunction", "function": "f", "principal": "*"}),
+    Case("bucket-policy-public-read-beside-tls-deny", "aws", STORAGE_PUBLIC, pack.S3_BUCKET_POLICY,
+         {"bucket": "existing-bucket", "policy": resource_policy(
+             {**TLS_DENY, "Resource": ["arn:aws:s3:::existing-bucket", "arn:aws:s3:::existing-bucket/*"]},
+             {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+              "Resource": "arn:aws:s3:::existing-bucket/*"})}),
+    Case("minio-bucket-policy-anonymous", "local", STORAGE_PUBLIC, "minio:index/s3BucketPolicy:S3BucketPolicy",
+         {"bucket": "mlflow", "policy": resource_policy(
+             {"Effect": "Allow", "Principal": {"AWS": ["*"]}, "Action": ["s3:GetObject"],
+              "Resource": ["arn:aws:s3:::mlflow/*"]})}),
+    Case("minio-acl-public-write", "local", STORAGE_PUBLIC, pack.MINIO_BUCKET, {"bucket": "b", "acl": "public-write"}),
+    Case("minio-console-admin-attached", "local", IAM, "minio:index/iamUserPolicyAttachment:IamUserPolicyAttachment",
+         {"userName": "mlflow", "policyName": "consoleAdmin"}),
+    Case("user-into-administrators", "aws", IAM, "aws:iam/userGroupMembership:UserGroupMembership",
+         {"user": "ci", "groups": ["Administrators"]}),
+    Case("access-key-for-the-admin-user", "aws", IAM, "aws:iam/accessKey:AccessKey", {"user": "admin"}),
+    Case("attach-customer-policy-named-admin", "aws", IAM, ATTACHMENT,
+         {"role": "r", "policyArn": f"arn:aws:iam::{ACCOUNT}:policy/AdministratorAccess"}),
+    # 10. credentials in DSNs, SAS URLs and command lines, wherever a container keeps its environment
+    Case("ecs-env-query-string-password", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
+        MLFLOW_BACKEND_STORE_URI="postgresql://db.internal:5432/mlflow?user=mlflow&password=hunter2")})),
+    Case("ecs-env-keyword-dsn", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
+        PG_DSN="host=db.internal user=mlflow password=hunter2 dbname=mlflow")})),
+    Case("ecs-env-url-password-without-user", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
+        REDIS_URL="redis://:hunter2@cache:6379/0")})),
+    Case("ecs-env-sas-url", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
+        MLFLOW_ARTIFACTS_URL="https://acct.blob.core.windows.net/mlflow?sv=2022-11-02&sp=rwdl&sig=AbCdEf%2Bsecret%3D")})),
+    Case("ecs-env-keys-in-any-case", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"Environment": [
+        {"Name": "DB_PASSWORD", "Value": "hunter2"}]})),
+    Case("ecs-command-url-password", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"command": [
+        "mlflow", "server", "--backend-store-uri", "postgresql://mlflow:hunter2@db:5432/mlflow"]})),
+    Case("ecs-command-password-flag", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"command": [
+        "psql", "--host", "db", "--password", "hunter2"]})),
+    Case("ecs-entrypoint-shell-assignment", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"entryPoint": [
+        "sh", "-c", "PGPASSWORD=hunter2 psql -h db -U mlflow"]})),
+    Case("container-app-secret-sentinel-query-password", "azure", SECRETS, "azure-native:app:ContainerApp", app(
+        {"name": "MLFLOW_BACKEND_STORE_URI",
+         "value": {SIG_KEY: SECRET_SIG, "value": "postgresql://db/mlflow?password=hunter2"}})),
+    Case("container-app-args-password", "azure", SECRETS, "azure-native:app:ContainerApp",
+         app(args=["--db-password=hunter2"])),
+    Case("container-group-plain-value", "azure", SECRETS, pack.CONTAINER_GROUP,
+         {"resourceGroupName": "rg", "osType": "Linux", "containers": [
+             {"name": "m", "image": "i", "environmentVariables": [{"name": "DB_PASSWORD", "value": "hunter2"}]}]}),
+    Case("classic-container-app-plain-value", "azure", SECRETS, "azure:containerapp/app:App",
+         {"template": {"containers": [{"name": "mlflow", "image": "i", "cpu": 0.5, "memory": "1Gi",
+                                       "envs": [{"name": "DB_PASSWORD", "value": "hunter2"}]}]}}),
+    Case("docker-env-lower-case-name", "local", SECRETS, pack.DOCKER_CONTAINER,
+         {"image": "mlflow", "envs": ["db_password=hunter2"]}),
+]
+
+ACCEPTED_ROUND_2 = [
+    # 11. the wrong rejections the review found
+    Case("app-insights-connection-string", "azure", None, "azure-native:app:ContainerApp", app(
+        {"name": "APPLICATIONINSIGHTS_CONNECTION_STRING",
+         "value": "InstrumentationKey=00000000-0000-0000-0000-000000000000;"
+                  "IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/"})),
+    Case("credentials-file-path", "local", None, pack.DOCKER_CONTAINER,
+         {"image": "mlflow", "envs": ["GOOGLE_APPLICATION_CREDENTIALS=/run/secrets/gcp.json"]}),
+    Case("storage-account-key-vault-any-case", "azure", None, pack.STORAGE_ACCOUNT,
+         {"allowBlobPublicAccess": False, "enableHttpsTrafficOnly": True, "minimumTlsVersion": "TLS1_2",
+          "encryption": {"keySource": "Microsoft.KeyVault",
+                         "keyVaultProperties": {"keyName": "k", "keyVaultUri": "https://v.vault.azure.net"}}}),
+    # near misses of the new rules
+    Case("native-role-scoped", "aws", None, "aws-native:iam:Role",
+         {"assumeRolePolicyDocument": ECS_TRUST,
+          "managedPolicyArns": ["arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"],
+          "policies": [{"policyName": "read", "policyDocument": {"Version": "2012-10-17", "Statement": [
+              allow("s3:GetObject", "arn:aws:s3:::mlflow-artifacts/*")]}}]}),
+    Case("native-db-instance-private-encrypted", "aws", None, "aws-native:rds:DbInstance",
+         {"engine": "postgres", "dbInstanceClass": "db.t4g.micro", "publiclyAccessible": False,
+          "storageEncrypted": True}),
+    Case("native-aurora-instance-inherits-encryption", "aws", None, "aws-native:rds:DbInstance",
+         {"engine": "aurora-postgresql", "dbInstanceClass": "db.r6g.large", "dbClusterIdentifier": "mlflow"}),
+    Case("native-security-group-from-the-vpc", "aws", None, "aws-native:ec2:SecurityGroup",
+         {"groupDescription": "db", "securityGroupIngress": [
+             {"ipProtocol": "tcp", "fromPort": 5432, "toPort": 5432, "cidrIp": "10.0.0.0/16"},
+             {"ipProtocol": "tcp", "fromPort": 5432, "toPort": 5432, "sourceSecurityGroupId": "sg-apps"}]}),
+    Case("native-bucket-guarded", "aws", None, "aws-native:s3:Bucket", native_bucket(), NATIVE_BUCKET_GUARDS),
+    Case("native-log-group-kept-a-month", "aws", None, "aws-native:logs:LogGroup",
+         {"logGroupName": "/mlflow/native", "retentionInDays": 30}),
+    Case("trust-any-principal-of-an-account", "aws", None, pack.IAM_ROLE,
+         trust(any_principal({"StringEquals": {"aws:PrincipalAccount": ACCOUNT}}))),
+    Case("trust-any-principal-with-external-id", "aws", None, pack.IAM_ROLE,
+         trust(any_principal({"StringEquals": {"sts:ExternalId": "b1f4e0c2-mlflow"}}))),
+    Case("trust-github-one-repository", "aws", None, pack.IAM_ROLE, trust(web_identity(GITHUB, {
+        "StringEquals": {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
+                         "token.actions.githubusercontent.com:sub": "repo:example/mlflow-platform:environment:aws"}}))),
+    Case("trust-github-one-organization", "aws", None, pack.IAM_ROLE, trust(web_identity(GITHUB, {
+        "StringLike": {"token.actions.githubusercontent.com:sub": "repo:example/*"}}))),
+    Case("trust-eks-one-service-account", "aws", None, pack.IAM_ROLE, trust(web_identity(EKS, {"StringEquals": {
+        "oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF:sub": "system:serviceaccount:mlflow:server"}}))),
+    Case("trust-saml-provider", "aws", None, pack.IAM_ROLE, trust(
+        {"Effect": "Allow", "Principal": {"Federated": f"arn:aws:iam::{ACCOUNT}:saml-provider/corp"},
+         "Action": "sts:AssumeRoleWithSAML",
+         "Condition": {"StringEquals": {"SAML:aud": "https://signin.aws.amazon.com/saml"}}})),
+    Case("invoke-functions-under-a-prefix", "aws", None, ROLE_POLICY,
+         role_policy(allow("lambda:InvokeFunction", f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:mlflow-*"))),
+    Case("read-identity-center", "aws", None, ROLE_POLICY,
+         role_policy(allow(["sso:Describe*", "sso:List*", "identitystore:Get*"], "arn:aws:sso:::instance/ssoins-1"))),
+    Case("queue-policy-for-an-event-rule", "aws", None, "aws:sqs/queuePolicy:QueuePolicy",
+         {"queueUrl": "q", "policy": resource_policy(open_to_anyone("sqs:SendMessage", Condition={
+             "ArnEquals": {"aws:SourceArn": f"arn:aws:events:eu-west-1:{ACCOUNT}:rule/mlflow-gc-failed"}}))}),
+    Case("lambda-permission-for-one-bucket", "aws", None, "aws:lambda/permission:Permission",
+         {"action": "lambda:InvokeFunction", "function": "f", "principal": "s3.amazonaws.com",
+          "sourceArn": "arn:aws:s3:::mlflow-artifacts", "sourceAccount": ACCOUNT}),
+    Case("bucket-policy-for-another-account-role", "aws", None, pack.S3_BUCKET_POLICY,
+         {"bucket": "existing-bucket", "policy": resource_policy(
+             {**TLS_DENY, "Resource": ["arn:aws:s3:::existing-bucket", "arn:aws:s3:::existing-bucket/*"]},
+             {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::210987654321:role/reader"},
+              "Action": "s3:GetObject", "Resource": "arn:aws:s3:::existing-bucket/*"})}),
+    Case("attach-customer-policy", "aws", None, ATTACHMENT,
+         {"role": "r", "policyArn": f"arn:aws:iam::{ACCOUNT}:policy/mlflow-artifacts-readwrite"}),
+    Case("user-into-a-team-group", "aws", None, "aws:iam/userGroupMembership:UserGroupMembership",
+         {"user": "ci", "groups": ["ml-team"]}),
+    Case("sg-rule-protocol-udp-as-number", "aws", None, pack.SECURITY_GROUP_INGRESS_RULE,
+         sg_rule("17", 5432, 5432, cidrIpv4="0.0.0.0/0")),
+    Case("azure-owner-on-a-resource-group-through-pim", "azure", None,
+         "azure-native:authorization:PimRoleEligibilitySchedule",
+         {**assignment("Owner", RESOURCE_GROUP), "principalId": "aefb7652-6736-ca9c-b9e6-685b57c1b926"}),
+    Case("azure-policy-for-owner-activation", "azure", None,
+         "azure-native:authorization:RoleManagementPolicyAssignment",
+         {"scope": SUBSCRIPTION, "roleDefinitionId": OWNER_ID, "policyId": "p"}),
+    Case("classic-account-private-blobs", "azure", None, pack.CLASSIC_STORAGE_ACCOUNT, classic_account()),
+    Case("classic-flexible-server-private", "azure", None, "azure:postgresql/flexibleServer:FlexibleServer",
+         {"resourceGroupName": "rg", "publicNetworkAccessEnabled": False, "delegatedSubnetId": "subnet"}),
+    Case("ecs-env-dsn-without-password", "aws", None, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
+        PG_DSN="host=db.internal user=mlflow dbname=mlflow sslmode=require",
+        MLFLOW_BACKEND_STORE_URI_PARAMS="postgresql://db.internal:5432/mlflow?sslmode=require")})),
+    Case("ecs-command-reads-the-secret", "aws", None, pack.ECS_TASK_DEFINITION, ecs({"command": [
+        "sh", "-c", "PGPASSWORD=\"$(cat /run/secrets/db)\" psql -h db -U mlflow --password-file /run/secrets/db"]})),
+    Case("container-group-secure-value", "azure", None, pack.CONTAINER_GROUP,
+         {"resourceGroupName": "rg", "osType": "Linux", "containers": [
+             {"name": "m", "image": "i",
+              "environmentVariables": [{"name": "DB_PASSWORD", "secureValue": "hunter2"}]}]}),
+]
+
+CASES = REJECTED + REJECTED_ROUND_2 + ACCEPTED + ACCEPTED_ROUND_2

@@ -26,7 +26,7 @@ from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
 from policy import policies as pack
 from tests.harness.program import REPO_ROOT, SECRET_SIG, SIG_KEY, Recorded
-from tests.policy.cases import CASES, Case, added
+from tests.policy.cases import CASES, TEMPLATES, Case, added, companions
 from tests.policy.graphs import graph, one, without
 
 START_TIMEOUT_SECONDS = 60
@@ -163,6 +163,8 @@ def test_an_added_resource_is_judged_over_grpc(analyzer, case: Case):
     """tests/policy/cases.py as Analyze gets them: each bypass is a mandatory violation of its policy, each
     legitimate near miss passes every policy."""
     resource = added(graph(case.stack).resources, case)
+    for companion in companions(graph(case.stack).resources, case):
+        assert analyze(analyzer, companion) == [], companion.name
     diagnostics = analyze(analyzer, resource)
     if case.policy is None:
         assert diagnostics == [], [d.message for d in diagnostics]
@@ -180,13 +182,20 @@ LEVELS = {"advisory": analyzer_pb2.ADVISORY, "mandatory": analyzer_pb2.MANDATORY
           "disabled": analyzer_pb2.DISABLED, "remediate": analyzer_pb2.REMEDIATE}
 
 
+class CliRefused(Exception):
+    """What the CLI itself refuses before the pack hears of it."""
+
+
 def cli_configure(stub: analyzer_pb2_grpc.AnalyzerStub, config_file: dict) -> None:
     """Configure the pack as the CLI does for `--policy-pack-config <file>` (pkg/engine/update.go,
     pkg/resource/analyzer/config.go, ReconcilePolicyPackConfig): every policy with its own enforcement
     level and its schema's defaults, the file's values over them (a string is an enforcement level, an
     object's "enforcementLevel" too), each policy's result validated against its schema; then one
-    Configure call with all of them."""
+    Configure call with all of them. A name that is no policy of the pack is handed over too
+    (applyConfig keeps every name of the file), unvalidated; without an enforcement level of its own the
+    CLI's Configure refuses it first ("invalid enforcement level \"\""), with one the pack gets it."""
     policy_config = {}
+    known = set()
     for policy in stub.GetAnalyzerInfo(empty_pb2.Empty()).policies:
         schema = json_format.MessageToDict(policy.configSchema.properties) if policy.HasField("configSchema") else {}
         properties = {name: spec["default"] for name, spec in schema.items() if "default" in spec}
@@ -200,6 +209,15 @@ def cli_configure(stub: analyzer_pb2_grpc.AnalyzerStub, config_file: dict) -> No
         if schema:
             jsonschema.validate(properties, {"type": "object", "properties": schema})
         policy_config[policy.name] = analyzer_pb2.PolicyConfig(enforcementLevel=level, properties=struct(properties))
+        known.add(policy.name)
+    for name, given in config_file.items():
+        if name in known:
+            continue
+        given = copy.deepcopy(given) if isinstance(given, dict) else {"enforcementLevel": given}
+        if given.get("enforcementLevel") not in LEVELS:
+            raise CliRefused(f"invalid enforcement level for {name}")
+        level = LEVELS[given.pop("enforcementLevel")]
+        policy_config[name] = analyzer_pb2.PolicyConfig(enforcementLevel=level, properties=struct(given))
     stub.Configure(analyzer_pb2.ConfigureAnalyzerRequest(policyConfig=policy_config))
 
 
@@ -256,6 +274,56 @@ def test_a_refused_allow_list_fails_every_call(configurable):
         cli_configure(configurable, {"iam-least-privilege": {"allowedActionsOnAnyResource": ["ec2:*"]}})
     cli_configure(configurable, {})
     assert analyze(configurable, rds) == []
+
+
+@pytest.mark.parametrize("action", ["ssm:SendCommand", "ec2-instance-connect:SendSSHPublicKey", "rds-db:connect",
+                                    "lambda:UpdateFunctionCode", "ssm:StartSession"])
+def test_an_allow_list_of_code_execution_fails_every_call(configurable, action: str):
+    """The review's allow-list passed the CLI's schema (exact names) and then let a role run commands on every
+    instance; the pack refuses it, so every Analyze errors and the CLI stops."""
+    cli_configure(configurable, {"iam-least-privilege": {"allowedActionsOnAnyResource": [action]}})
+    rds = one(graph("aws").resources, pack.RDS_INSTANCE, "mlflow-metadata")
+    with pytest.raises(grpc.RpcError) as raised:
+        analyze(configurable, rds)
+    assert action in raised.value.details()
+    cli_configure(configurable, {})
+    assert analyze(configurable, rds) == []
+
+
+@pytest.mark.parametrize("config_file", [{"stateful-resource-protected": "disabled"},
+                                         {"stateful-resource-protected": {"enforcementLevel": "advisory",
+                                                                          "requireProtection": False}}])
+def test_a_configuration_for_a_policy_the_pack_lacks_fails_the_run(configurable, config_file: dict):
+    """A typo in a policy's name would keep that policy unconfigured without a word (pulumi_policy stores what
+    Configure names and reads only its own policies' entries): the pack refuses the call, the CLI stops."""
+    with pytest.raises(grpc.RpcError) as raised:
+        cli_configure(configurable, config_file)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "stateful-resource-protected" in raised.value.details()
+    with pytest.raises(CliRefused):  # without a level of its own the CLI refuses it before the pack hears of it
+        cli_configure(configurable, {"stateful-resource-protected": {"requireProtection": False}})
+    cli_configure(configurable, {"all": "mandatory"})  # the CLI's name for every policy
+    cli_configure(configurable, {})
+
+
+def test_the_stack_policies_see_new_kinds_over_grpc(analyzer):
+    """The review's AnalyzeStack: an unprotected server under a private-preview API version is reported; a
+    volume mounted at /var/cache/nginx holds no data."""
+    template = one(graph("azure").resources, *TEMPLATES["azure"])
+    prefix = template.urn.rsplit("::", 2)[0]
+
+    def recorded(type_: str, name: str, inputs: dict, protect: bool) -> Recorded:
+        return dataclasses.replace(template, type=type_, name=name, urn=f"{prefix}::{type_}::{name}",
+                                   raw_inputs=inputs, protect=protect, dependencies=[])
+
+    server = recorded("azure-native:dbforpostgresql/v20210615privatepreview:Server", "metadata",
+                      {"network": {"publicNetworkAccess": "Disabled"}}, False)
+    [diagnostic] = analyze_stack(analyzer, [server])
+    assert diagnostic.policyName == "stateful-resources-protected" and diagnostic.urn == server.urn
+    cache = [recorded(pack.DOCKER_VOLUME, "nginx-cache", {"name": "nginx-cache"}, False),
+             recorded(pack.DOCKER_CONTAINER, "nginx", {"image": "nginx", "volumes": [
+                 {"volumeName": "nginx-cache", "containerPath": "/var/cache/nginx"}]}, True)]
+    assert analyze_stack(analyzer, cache) == []
 
 
 def readme_configs() -> list[dict]:

@@ -31,7 +31,20 @@ from pulumi_policy.proxy import UNKNOWN_BOOLEAN_VALUE, UNKNOWN_STRING_VALUE, Unk
 
 from policy import policies as pack
 from tests.harness.program import Recorded
-from tests.policy.cases import CASES, REJECTED, ROLES, SUBSCRIPTION, Case, added
+from tests.policy.cases import (
+    CASES,
+    NATIVE_BUCKET_GUARDS,
+    NATIVE_BUCKET_NAME,
+    REJECTED,
+    REJECTED_ROUND_2,
+    ROLES,
+    SUBSCRIPTION,
+    TEMPLATES,
+    Case,
+    added,
+    companions,
+    native_bucket,
+)
 from tests.policy.graphs import Violation, check, graph, one, policy_named, replaced, without
 
 POLICY_NAMES = [policy.name for policy in pack.POLICIES]
@@ -404,7 +417,7 @@ def test_an_added_resource_is_judged_by_its_policy_alone(case: Case):
     the resource; each legitimate near miss passes every policy."""
     resources = resources_of(case.stack)
     resource = added(resources, case)
-    found = check([*resources, resource])
+    found = check([*resources, resource, *companions(resources, case)])
     if case.policy is None:
         assert found == [], "\n".join(v.message for v in found)
     else:
@@ -415,7 +428,20 @@ def test_an_added_resource_is_judged_by_its_policy_alone(case: Case):
 
 def test_the_bypasses_cover_the_new_kinds_of_resource():
     """The rejected cases reach every kind of resource the issue names, not only the program's own."""
-    kinds = {pack.normalized_type(case.type) for case in REJECTED}
+    kinds = {pack.normalized_type(case.type) for case in REJECTED + REJECTED_ROUND_2}
+    assert {"aws-native:iam:Role", "aws-native:iam:RolePolicy", "aws-native:iam:ManagedPolicy",
+            "aws-native:rds:DbInstance", "aws-native:rds:DbCluster", "aws-native:ec2:SecurityGroup",
+            "aws-native:ec2:SecurityGroupIngress", "aws-native:s3:Bucket", "aws-native:s3:BucketPolicy",
+            "aws-native:sso:PermissionSet", "azure-native:authorization:PimRoleEligibilitySchedule",
+            "azure:pim/activeRoleAssignment:ActiveRoleAssignment",
+            "azure:pim/eligibleRoleAssignment:EligibleRoleAssignment",
+            "azure:storage/account:Account", "azure:storage/container:Container",
+            "azure:postgresql/flexibleServer:FlexibleServer",
+            "azure:cosmosdb/postgresqlFirewallRule:PostgresqlFirewallRule", "aws:kms/key:Key",
+            "aws:secretsmanager/secretPolicy:SecretPolicy", "aws:ecr/repositoryPolicy:RepositoryPolicy",
+            "aws:sqs/queuePolicy:QueuePolicy", "aws:lambda/permission:Permission",
+            "minio:index/s3BucketPolicy:S3BucketPolicy", "azure-native:containerinstance:ContainerGroup",
+            "azure:containerapp/app:App"} <= kinds
     assert {"aws:iam/rolePolicyAttachment:RolePolicyAttachment", "aws:iam/policyAttachment:PolicyAttachment",
             "aws:iam/userPolicyAttachment:UserPolicyAttachment", "aws:iam/groupPolicyAttachment:GroupPolicyAttachment",
             pack.IAM_ROLE, ROLE_ASSIGNMENT, "azure-native:authorization:RoleDefinition",
@@ -451,9 +477,88 @@ def test_secret_looking_names(name: str, secret: bool):
     ("-----BEGIN EC PRIVATE KEY-----\nMHc...\n-----END EC PRIVATE KEY-----", True),
     ("http://minio:9000", False), ("https://login.example.com/realms/ml/.well-known/openid-configuration", False),
     ("s3://mlflow-artifacts/", False), ("user@example.com", False),
+    ("postgresql://db:5432/mlflow?user=mlflow&password=hunter2", True), ("redis://:hunter2@cache:6379/0", True),
+    ("host=db user=mlflow password=hunter2 dbname=mlflow", True), ("host=db password='hunter 2'", True),
+    ("https://a.blob.core.windows.net/c?sv=2022-11-02&sp=r&sig=AbC%2B", True), ("Server=db;Pwd=hunter2", True),
+    ("host=db user=mlflow dbname=mlflow sslmode=require", False), ("http://[::1]:8080/path", False),
+    ("postgresql://db:5432/mlflow?sslmode=require", False), ("postgresql://db:5432/mlflow", False),
 ])
 def test_secret_looking_values(value: str, secret: bool):
     assert pack.looks_like_secret_value(value) is secret
+
+
+@pytest.mark.parametrize("name,value,secret", [
+    ("APPLICATIONINSIGHTS_CONNECTION_STRING", "InstrumentationKey=0000;IngestionEndpoint=https://x.in.ai.azure.com/;"
+                                              "LiveEndpoint=https://x.livediagnostics.monitor.azure.com/", False),
+    ("APPLICATIONINSIGHTS_CONNECTION_STRING", "InstrumentationKey=0000;AccountKey=abc==", True),
+    ("AZURE_STORAGE_CONNECTION_STRING", "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=abc==", True),
+    ("GOOGLE_APPLICATION_CREDENTIALS", "/run/secrets/gcp.json", False),
+    ("AWS_SHARED_CREDENTIALS", "./config/credentials", False),
+    ("GOOGLE_APPLICATION_CREDENTIALS", '{"type": "service_account", "private_key": "x"}', True),
+    ("DB_PASSWORD", "/run/secrets/db", True),  # a password variable holds the password, whatever it looks like
+])
+def test_secret_env_entries_by_name_and_value(name: str, value: str, secret: bool):
+    assert (pack.secret_env_entries([(name, value)]) == [name]) is secret
+
+
+@pytest.mark.parametrize("arguments,secret", [
+    (["mlflow", "server", "--backend-store-uri", "postgresql://mlflow:hunter2@db:5432/mlflow"], True),
+    (["psql", "--password", "hunter2"], True), (["app", "--db-password=hunter2"], True),
+    (["sh", "-c", "PGPASSWORD=hunter2 psql -h db"], True), (["sh", "-c", "export API_TOKEN=abc123; run"], True),
+    (["sh", "-c", "az storage blob list --connection-string 'AccountName=a;AccountKey=abc=='"], True),
+    (["python", "-c", "store.update_user(admin, password=password)\npassword = os.environ['X']"], False),
+    (["sh", "-c", 'PGPASSWORD="$(cat /run/secrets/db)" psql -h db'], False),
+    (["app", "--password-file", "/run/secrets/db"], False), (["app", "--key", "/etc/tls/key.pem"], False),
+    (["mlflow", "server", "--host", "0.0.0.0", "--artifacts-destination", "s3://bucket/"], False),
+])
+def test_secrets_on_a_command_line(arguments: list[str], secret: bool):
+    assert bool(pack.secret_arguments(arguments)) is secret
+
+
+@pytest.mark.parametrize("protocol,ports", [
+    ("tcp", [5432]), ("TCP", [5432]), ("6", [5432]), ("006", [5432]), ("+6", [5432]), (6.0, [5432]), (6, [5432]),
+    ("-1", "all"), ("-01", "all"), (-1.0, "all"), ("all", "all"), ("ALL", "all"), (None, "all"),
+    ("tcp6", "all"), ("6.0", "all"),  # spellings the pack cannot read count as every protocol
+    ("udp", []), ("17", []), ("icmp", []), ("1", []), ("58", []), ("50", []),
+])
+def test_protocol_spellings_as_the_aws_provider_reads_them(protocol, ports):
+    covered = pack._ports_cover_database(protocol, 5432, 5432)
+    assert covered == (sorted(pack.DATABASE_PORTS) if ports == "all" else ports)
+
+
+@pytest.mark.parametrize("condition,narrows", [
+    ({"StringEquals": {"aws:PrincipalOrgID": "o-abc123"}}, True),
+    ({"StringEquals": {"AWS:PRINCIPALACCOUNT": 123456789012}}, True),
+    ({"ForAnyValue:StringEquals": {"aws:PrincipalOrgID": ["o-abc123", "o-def456"]}}, True),
+    ({"ArnEquals": {"aws:SourceArn": "arn:aws:events:eu-west-1:123456789012:rule/r"}}, True),
+    ({"StringEquals": {"aws:PrincipalAccount": "${aws:ResourceAccount}"}}, True),
+    ({"Bool": {"aws:SecureTransport": "true"}}, False), ({"StringLike": {"aws:PrincipalOrgID": "*"}}, False),
+    ({"StringLike": {"aws:PrincipalArn": "arn:aws:iam::*:role/x"}}, False),
+    ({"StringEqualsIfExists": {"aws:PrincipalOrgID": "o-abc123"}}, False),
+    ({"ForAllValues:StringEquals": {"aws:PrincipalOrgID": "o-abc123"}}, False),
+    ({"StringNotEquals": {"aws:PrincipalAccount": "999999999999"}}, False),
+    ({"StringEquals": {"aws:PrincipalAccount": "${aws:PrincipalAccount}"}}, False),
+    ({"StringEquals": {"aws:PrincipalOrgID": []}}, False), ({"StringEquals": {"aws:username": "admin"}}, False),
+    ({"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}, False),
+])
+def test_only_conditions_that_name_the_principals_narrow_any_principal(condition: dict, narrows: bool):
+    assert bool(pack.narrowing_condition_keys(condition)) is narrows
+
+
+@pytest.mark.parametrize("acl,public", [
+    ("public-read", True), ("public-read-write", True), ("authenticated-read", True), ("PublicRead", True),
+    ("PublicReadWrite", True), ("AuthenticatedRead", True), ("public-write", True), ("public", True),
+    ("PUBLIC_READ", True), ("private", False), ("Private", False), ("BucketOwnerFullControl", False),
+    ("log-delivery-write", False), (None, False),
+])
+def test_public_acls_however_spelled(acl, public: bool):
+    assert pack.public_acl(acl) is public
+
+
+def test_unknown_policy_names_in_a_configuration():
+    assert pack.unknown_policy_names(["all", "iam-least-privilege", "stateful-resource-protected"]) == [
+        "stateful-resource-protected"]
+    assert pack.unknown_policy_names(POLICY_NAMES) == []
 
 
 @pytest.mark.parametrize("statement,problems", [
@@ -498,7 +603,11 @@ def test_iam_wildcards_and_escalation(statement: dict, offends: bool):
     ("*", "any"), ("arn:*", "any"), ("arn:aws:iam::*:*", "any"), ("arn:aws:iam::*", "any"), ("arn:aws:s3:::*", "any"),
     ("arn:aws:*:eu-west-1:123456789012:x", "any"), ("arn:aws:iam::123456789012:role/*", "account"),
     ("arn:aws:iam::123456789012:*", "account"), ("arn:aws:iam::123456789012:r?le/x", "account"),
-    ("arn:aws:iam::123456789012:role/mlflow-*", None), ("arn:aws:s3:::mlflow-artifacts/*", None),
+    ("arn:aws:iam::123456789012:role/mlflow-*", "account"), ("arn:aws:iam::123456789012:role/A*", "account"),
+    ("arn:aws:iam::*:role/OrganizationAccountAccessRole", "any"),
+    ("arn:aws:kms:eu-west-1:123456789012:key/1*", "account"), ("arn:aws:lambda:*:123456789012:function:*", "account"),
+    ("arn:aws:lambda:eu-west-1:123456789012:function:mlflow-*", None),
+    ("ARN:AWS:IAM::123456789012:ROLE/*", "account"), ("arn:aws:s3:::mlflow-artifacts/*", None),
     ("arn:aws:logs:eu-west-1:123456789012:log-group:/mlflow/aws:*", None),
     ("arn:aws:secretsmanager:eu-west-1:123456789012:secret:mlflow-*", None), ("arn:aws:sns:eu-west-1:1:alarms-*", None),
 ])
@@ -578,6 +687,24 @@ def test_the_allow_list_takes_listing_actions_of_identity_services():
     assert "iam:listroles" in pack.allowed_actions_on_any_resource({"allowedActionsOnAnyResource": ["iam:ListRoles"]})
 
 
+@pytest.mark.parametrize("action", [
+    "ssm:SendCommand", "ssm:StartSession", "ec2-instance-connect:SendSSHPublicKey", "rds-db:connect",
+    "lambda:UpdateFunctionCode", "lambda:InvokeFunction", "ecs:ExecuteCommand", "s3:GetObject", "ssm:GetParameters",
+    "ec2:TerminateInstances", "s3:PutBucketPolicy", "sso:CreateAccountAssignment", "lambda:GetFunction",
+])
+def test_the_allow_list_refuses_code_execution_credentials_and_changes(action: str):
+    """Only reads of metadata (Describe*, List*) and a few telemetry actions may go on every resource: the
+    review's allow-list (SendCommand, SendSSHPublicKey, rds-db:connect, ...) would have been the bypass."""
+    with pytest.raises(pack.PolicyConfigError, match=action):
+        pack.allowed_actions_on_any_resource({"allowedActionsOnAnyResource": [action]})
+
+
+def test_the_allow_list_takes_reads_of_metadata_and_telemetry():
+    allowed = pack.allowed_actions_on_any_resource({"allowedActionsOnAnyResource": [
+        "ec2:DescribeInstances", "ecs:ListClusters", "cloudwatch:GetMetricData", "xray:PutTraceSegments"]})
+    assert {"ec2:describeinstances", "ecs:listclusters", "cloudwatch:getmetricdata", "xray:puttracesegments"} <= allowed
+
+
 @pytest.mark.parametrize("config,required", [
     (None, True), ({}, True), ({"requireProtection": True}, True), ({"requireProtection": False}, False),
     ({"exemptStacks": ["aws"]}, False), ({"exemptStacks": ["a?s"]}, False), ({"exemptStacks": ["pr-*", "dev"]}, True),
@@ -613,6 +740,52 @@ def test_azure_api_version_modules_are_the_same_kinds():
     """azure-native publishes each resource under explicit API versions too; the policies see through them."""
     assert pack.normalized_type("azure-native:dbforpostgresql/v20241101preview:Server") == pack.FLEXIBLE_SERVER
     assert pack.normalized_type("azure-native:storage/v20230501:StorageAccount") == pack.STORAGE_ACCOUNT
+    assert pack.normalized_type("azure-native:dbforpostgresql/v20210615privatepreview:Server") == pack.FLEXIBLE_SERVER
+    assert pack.normalized_type("azure-native:authorization/v20220401beta:RoleAssignment") == ROLE_ASSIGNMENT
+
+
+def _stack(stack: str, *resources: tuple[str, str, dict, bool]) -> list[Recorded]:
+    """A stack of resources the program does not make: (type, name, inputs, protected)."""
+    template = one(resources_of(stack), *TEMPLATES[stack])
+    prefix = template.urn.rsplit("::", 2)[0]
+    return [dataclasses.replace(template, type=type_, name=name, urn=f"{prefix}::{type_}::{name}", raw_inputs=inputs,
+                                protect=protect, dependencies=[]) for type_, name, inputs, protect in resources]
+
+
+def test_what_keeps_data_is_protected_under_any_api_version_and_provider():
+    """The review's AnalyzeStack: an unprotected server under a private-preview API version, an aws-native
+    database and a classic storage account are each reported; an Aurora instance (its cluster keeps the data)
+    is not."""
+    resources = _stack("azure", ("azure-native:dbforpostgresql/v20210615privatepreview:Server", "metadata",
+                                 {"network": {"publicNetworkAccess": "Disabled"}}, False),
+                       (pack.CLASSIC_STORAGE_ACCOUNT, "artifacts", {"allowNestedItemsToBePublic": False}, False),
+                       (pack.NATIVE_DB_INSTANCE, "db", {"storageEncrypted": True}, False),
+                       (pack.NATIVE_DB_INSTANCE, "aurora-1", {"dbClusterIdentifier": "c"}, False))
+    found = check(resources, [policy_named("stateful-resources-protected")])
+    assert sorted(v.urn.rsplit("::", 1)[-1] for v in found) == ["artifacts", "db", "metadata"]
+
+
+def test_a_cache_mount_holds_no_data():
+    """/var/cache/nginx (and any .cache directory) is a cache: its volume need not be kept; /data is data."""
+    for path, data in (("/var/cache/nginx", False), ("/home/app/.cache/pip", False), ("/var/tmp/x", False),
+                       ("/var/cache/../lib/data", True), ("/data", True), ("/var/lib/postgresql/data", True)):
+        resources = _stack("local", (pack.DOCKER_VOLUME, "v", {"name": "v"}, False),
+                           (pack.DOCKER_CONTAINER, "c", {"image": "nginx", "volumes": [
+                               {"volumeName": "v", "containerPath": path}]}, True))
+        found = check(resources, [policy_named("stateful-resources-protected")])
+        assert bool(found) is data, path
+
+
+def test_an_aws_native_bucket_needs_its_guards_too():
+    bucket = (pack.NATIVE_BUCKET, "bucket", native_bucket(), True)
+    guards = [(type_, f"guard-{index}", inputs, True) for index, (type_, inputs) in enumerate(NATIVE_BUCKET_GUARDS)]
+    guarded = [policy_named("s3-buckets-guarded")]
+    assert check(_stack("aws", bucket, *guards), guarded) == []
+    [violation] = check(_stack("aws", bucket), guarded)
+    assert "BucketPolicy" in violation.message and violation.urn.endswith("::bucket")
+    bare = (pack.NATIVE_BUCKET, "bucket", {"bucketName": NATIVE_BUCKET_NAME}, True)
+    [violation] = check(_stack("aws", bare, *guards), guarded)
+    assert "publicAccessBlockConfiguration" in violation.message and "bucketEncryption" in violation.message
 
 
 # --- previews: values that are not known yet -------------------------------------------------------------
