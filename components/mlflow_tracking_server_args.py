@@ -387,7 +387,7 @@ class Azure(TypedDict):
     """use this existing resource group instead of creating one; it must hold no other MLflow stack (the apps are named mlflow-server and mlflow-proxy in every stack, and Container Apps names are unique per group). Default: unset."""
 
     vnet_cidr: NotRequired[str]
-    """address space of the virtual network this stack creates (/22 or larger). Default: "10.50.0.0/16"."""
+    """address space of the virtual network this stack creates (/22 or larger, outside the ranges Container Apps reserves; fixed once deployed). Default: "10.50.0.0/16"."""
 
     allowed_cidrs: NotRequired[list[str]]
     """client networks allowed through the ingress. Default: ["0.0.0.0/0"]."""

@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional
 
 import pulumi
 
+from components.platforms.azure.platform import ON_DEMAND_BACKUP_SCRIPT
 from tests.harness.program import ProgramMocks, ProgramRun, run_program, run_under_mocks, unwrap
 
 RDS_INSTANCE, RDS_SNAPSHOT = "aws:rds/instance:Instance", "aws:rds/snapshot:Snapshot"
@@ -36,6 +37,7 @@ SSM_PARAMETER = "aws:ssm/parameter:Parameter"
 FLEXIBLE_SERVER = "azure-native:dbforpostgresql:Server"
 CONTAINER_APP, GET_CONTAINER_APP = "azure-native:app:ContainerApp", "azure-native:app:getContainerApp"
 BACKUP_TYPES = ("azure-native:dbforpostgresql:Backup", "azure-native:dbforpostgresql:BackupsAutomaticAndOnDemand")
+"""Backup resources a program might keep (the azure stack takes its own with ON_DEMAND_BACKUP_SCRIPT instead)."""
 
 
 class CloudRefused(Exception):
@@ -314,6 +316,12 @@ class Stack:
         restore = entry.inputs.get("snapshotIdentifier") if entry.type == RDS_INSTANCE else None
         if restore and not self.account.holds("rds-snapshot", restore):
             raise CloudRefused(f"DBSnapshotNotFound: {restore!r} (restoring {entry.urn})")
+        if entry.type == "command:local:Command" and entry.inputs.get("create") == ON_DEMAND_BACKUP_SCRIPT:
+            # The azure stack takes its on-demand backups with the Azure CLI: the backup is the account's, no
+            # resource's (nothing deletes it; Azure does, after the retention window).
+            environment = entry.inputs["environment"]
+            self.account.create("flexible-server-backup", f"{environment['SERVER']}/{environment['BACKUP_NAME']}",
+                                None, "BackupAlreadyExists")
         naming = NAMING.get(entry.type)
         name = naming.name(entry.outputs) if naming else None
         if name:

@@ -3,6 +3,7 @@ what it needs of the other sections (`consistent`)."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import TYPE_CHECKING, Any, Literal, Optional
 
@@ -75,6 +76,10 @@ AZURE_UNPAIRED_REGIONS = frozenset({
     "austriaeast", "belgiumcentral", "chilecentral", "indonesiacentral", "israelcentral", "italynorth",
     "malaysiawest", "mexicocentral", "newzealandnorth", "polandcentral", "qatarcentral", "spaincentral",
 })
+# Address ranges a Container Apps environment's subnet may not overlap: AKS's, and in a workload profiles
+# environment (this stack's) the platform's own (review 25, azure 6 F1).
+CONTAINER_APPS_RESERVED_RANGES = ("169.254.0.0/16", "172.30.0.0/16", "172.31.0.0/16", "192.0.2.0/24",
+                                  "100.100.0.0/17", "100.100.128.0/19", "100.100.160.0/19", "100.100.192.0/19")
 _RESOURCE_GROUP = re.compile(r"^[-\w._()]{0,89}[-\w_()]$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -88,7 +93,7 @@ class AzureConfig(_Section):
                                                "mlflow-server and mlflow-proxy in every stack, and Container Apps "
                                                "names are unique per group)")
     vnet_cidr: str = Field("10.50.0.0/16", description="address space of the virtual network this stack creates "
-                           "(/22 or larger)")
+                           "(/22 or larger, outside the ranges Container Apps reserves; fixed once deployed)")
     allowed_cidrs: tuple[str, ...] = Field(("0.0.0.0/0",), description="client networks allowed through the ingress")
     internal: bool = Field(False, description="ingress inside the virtual network only (reached over VPN or peering)")
     domain: Optional[str] = Field(None, description="DNS name users reach MLflow at (a managed certificate is "
@@ -159,6 +164,16 @@ class AzureConfig(_Section):
     def _vnet(cls, value: str) -> str:
         if not _CIDR.match(value) or int(value.split("/")[1]) > 22:
             raise ValueError("must be an IPv4 CIDR of /22 or larger, e.g. 10.50.0.0/16 (Container Apps needs a /23)")
+        try:
+            network = ipaddress.ip_network(value)  # strict: no host bits (the subnets are cut from it)
+        except ValueError:
+            raise ValueError(f"must be a network address without host bits, e.g. "
+                             f"{ipaddress.ip_network(value, strict=False)}") from None
+        reserved = [r for r in CONTAINER_APPS_RESERVED_RANGES if network.overlaps(ipaddress.ip_network(r))]
+        if reserved:
+            raise ValueError(f"overlaps {', '.join(reserved)}, which Container Apps reserves "
+                             "(https://learn.microsoft.com/en-us/azure/container-apps/networking#subnet-address-range-"
+                             "restrictions); choose another range, e.g. 10.50.0.0/16. It is fixed once deployed")
         return value
 
     @field_validator("allowed_cidrs")

@@ -154,12 +154,17 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
 
 
-def _backup_name(before: Optional[str], version: str, unique: str) -> str:
-    """`mlflow-<before>-to-<version>-<unique>` (or `mlflow-<version>-first-<unique>`): lower-case
-    letters, digits and '-' (as Azure's own examples, e.g. `ondemandbackup-20250101T183022`:
-    https://www.pulumi.com/registry/packages/azure-native/api-docs/dbforpostgresql/backup)."""
-    change = f"{_slug(before)}-to-{_slug(version)}" if before and before != version else f"{_slug(version)}-first"
-    return f"mlflow-{change}"[:56] + f"-{unique}"
+def _backup_name(version: str, unique: str) -> str:
+    """`mlflow-before-<version>-<unique>`: lower-case letters, digits and '-' (as Azure's own examples, e.g.
+    `ondemandbackup-20250101T183022`: https://learn.microsoft.com/en-us/cli/azure/postgres/flexible-server/backup).
+    The random part is drawn anew whenever the version changes, so the go-back path taken twice names a new one."""
+    return f"mlflow-before-{_slug(version)}"[:56] + f"-{unique}"
+
+
+ON_DEMAND_BACKUP_SCRIPT = ('az postgres flexible-server backup create --resource-group "$RESOURCE_GROUP" '
+                           '--name "$SERVER" --backup-name "$BACKUP_NAME" --output none')
+"""An on-demand backup of the flexible server (https://learn.microsoft.com/en-us/cli/azure/postgres/flexible-server/
+backup#az-postgres-flexible-server-backup-create); the values come through the environment, never the shell."""
 
 
 def _azure_name(text: str, kind: str, suffix: str = "") -> str:
@@ -599,12 +604,16 @@ class AzurePlatform(pulumi.ComponentResource):
         version = _slug(mlflow_version)
         unique = random.RandomString(f"{name}-before-{version}-id", length=6, special=False, upper=False,
                                      opts=opts)
-        backup = azure.dbforpostgresql.BackupsAutomaticAndOnDemand(
-            f"{name}-before-{version}", resource_group_name=self.resource_group, server_name=database_instance,
-            backup_name=pulumi.Output.all(deployed, unique.result).apply(
-                lambda parts: _backup_name(parts[0], mlflow_version, parts[1])),
-            opts=self._merge(opts, retain_on_delete=True, ignore_changes=["backupName"],
-                             depends_on=[self.last_server_write]))  # the server takes one operation at a time
+        # Taken by the Azure CLI (the deployer's login), not kept as a resource: Azure deletes an on-demand backup
+        # by itself after the retention window, and a refresh then found the resource gone and planned to take it
+        # again: the nightly drift check failed for good, and the next `up` took one more backup toward Azure's
+        # limit of 7 (review 25, azure 6 F2). Run once per version (its trigger); nothing deletes it.
+        backup = command.local.Command(
+            f"{name}-before-{version}", create=ON_DEMAND_BACKUP_SCRIPT,
+            environment={"RESOURCE_GROUP": self.resource_group, "SERVER": database_instance,
+                         "BACKUP_NAME": unique.result.apply(lambda suffix: _backup_name(mlflow_version, suffix))},
+            triggers=[mlflow_version],
+            opts=self._merge(opts, depends_on=[self.last_server_write]))  # the server takes one operation at a time
         return SchemaGuard(before=[backup], rollback_safe=rollback_safe)
 
     def record_deployed_version(self, name: str, mlflow_version: str, rollout: ServiceEndpoint,

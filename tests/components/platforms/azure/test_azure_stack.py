@@ -399,6 +399,11 @@ def test_internal_ingress_and_an_existing_resource_group():
      "managed certificate"),
     ({"azure": {"location": "westus", "zoneRedundant": True}}, "azure.zoneRedundant", "no availability zones"),
     ({"azure": {"alarmEmail": "ops.example.com"}}, "mlflow:azure.alarmEmail", "email address"),
+    # review 25, azure 6 F1: ranges Container Apps reserves, and host bits.
+    ({"azure": {"vnetCidr": "172.31.0.0/16"}}, "mlflow:azure.vnetCidr", "Container Apps reserves"),
+    ({"azure": {"vnetCidr": "100.100.0.0/16"}}, "mlflow:azure.vnetCidr", "Container Apps reserves"),
+    ({"azure": {"vnetCidr": "169.254.0.0/16"}}, "mlflow:azure.vnetCidr", "Container Apps reserves"),
+    ({"azure": {"vnetCidr": "10.50.1.0/16"}}, "mlflow:azure.vnetCidr", "10.50.0.0/16"),
     # review 25, azure 5 F2, F3: geo-redundant backup needs a region pair; Blob names take no "--".
     ({"azure": {"location": "polandcentral", "dbGeoRedundantBackup": True}}, "azure.dbGeoRedundantBackup",
      "no paired region"),
