@@ -79,7 +79,11 @@ AZURE_UNPAIRED_REGIONS = frozenset({
 # Address ranges a Container Apps environment's subnet may not overlap: AKS's, and in a workload profiles
 # environment (this stack's) the platform's own (review 25, azure 6 F1).
 CONTAINER_APPS_RESERVED_RANGES = ("169.254.0.0/16", "172.30.0.0/16", "172.31.0.0/16", "192.0.2.0/24",
-                                  "100.100.0.0/17", "100.100.128.0/19", "100.100.160.0/19", "100.100.192.0/19")
+                                  "100.100.0.0/17", "100.100.128.0/19", "100.100.160.0/19", "100.100.192.0/19",
+                                  # and what a virtual network may not hold at all (loopback, multicast,
+                                  # broadcast, Azure's own DNS/health address): https://learn.microsoft.com/en-us/
+                                  # azure/virtual-network/virtual-networks-faq#what-address-ranges-can-i-use-in-my-vnets
+                                  "127.0.0.0/8", "224.0.0.0/4", "255.255.255.255/32", "168.63.129.16/32")
 _RESOURCE_GROUP = re.compile(r"^[-\w._()]{0,89}[-\w_()]$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 

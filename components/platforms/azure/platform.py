@@ -130,6 +130,13 @@ def missing_domain_records(domain: str, app_host: str, static_ip: str, verificat
     return missing
 
 
+SERVER_PROPERTIES_AZURE_MOVES = ("availabilityZone", "highAvailability.standbyAvailabilityZone", "storage.iops",
+                                 "storage.tier")
+"""What Azure changes on the flexible server by itself: a high-availability failover swaps the zones (Terraform's
+azurerm docs for postgresql_flexible_server: "the zone will be updated"), auto-grow raises the disk's performance tier
+and IOPS with its size. A refresh copies them into the inputs; not ignored, the nightly drift check failed after
+either and an `up` would move them back (review 25, azure 7 F3)."""
+MANAGED_CERTIFICATE_ID_PROPERTY = "configuration.ingress.customDomains[*].certificateId"
 ROLLOUT_CLOCK = "date -u +%Y-%m-%dT%H:%M:%SZ"
 """The UTC time, in the form Azure's point-in-time restore takes, on the machine running `pulumi up`."""
 
@@ -161,8 +168,9 @@ def _backup_name(version: str, unique: str) -> str:
     return f"mlflow-before-{_slug(version)}"[:56] + f"-{unique}"
 
 
-ON_DEMAND_BACKUP_SCRIPT = ('az postgres flexible-server backup create --resource-group "$RESOURCE_GROUP" '
-                           '--name "$SERVER" --backup-name "$BACKUP_NAME" --output none')
+ON_DEMAND_BACKUP_SCRIPT = ('az postgres flexible-server backup create --subscription "$SUBSCRIPTION" '
+                           '--resource-group "$RESOURCE_GROUP" --name "$SERVER" --backup-name "$BACKUP_NAME" '
+                           '--output none')
 """An on-demand backup of the flexible server (https://learn.microsoft.com/en-us/cli/azure/postgres/flexible-server/
 backup#az-postgres-flexible-server-backup-create); the values come through the environment, never the shell."""
 
@@ -382,6 +390,7 @@ class AzurePlatform(pulumi.ComponentResource):
             triggers=[self.images], logging="none")
         self.push_password = pulumi.Output.secret(login.stdout.apply(lambda out: out.strip() if out else out))
         self.storage_grants_honoured: list[command.local.Command] = []
+        self.pushed_images: list[docker.Image] = []
 
     def _environment(self) -> None:
         s = self.settings
@@ -455,7 +464,8 @@ class AzurePlatform(pulumi.ComponentResource):
             # configured size back would ask for a shrink. Growing it by hand: `az postgres flexible-server
             # update --storage-size` (README).
             opts=self._merge(opts, protect=self.protect, depends_on=[self.dns_link],
-                             ignore_changes=[STORAGE_SIZE_PROPERTY, GEO_REDUNDANT_BACKUP_PROPERTY]))
+                             ignore_changes=[STORAGE_SIZE_PROPERTY, GEO_REDUNDANT_BACKUP_PROPERTY,
+                                             *SERVER_PROPERTIES_AZURE_MOVES]))
         # The flexible server takes one operation at a time ("Server ... is busy with another operation",
         # ServerBusy: https://github.com/Azure/bicep-registry-modules/issues/4451): every write to it waits
         # for the one before (self.last_server_write). require_secure_transport is left alone: "on" is the
@@ -539,6 +549,7 @@ class AzurePlatform(pulumi.ComponentResource):
             registry=docker.RegistryArgs(server=self.container_registry.login_server,
                                          username=ACR_TOKEN_USERNAME, password=self.push_password),
             opts=self._merge(opts))
+        self.pushed_images.append(image)
         return Image(reference=image.repo_digest, repository=self.container_registry.id)
 
     def server_image(self, name: str, mlflow_version: str, opts: pulumi.ResourceOptions) -> Image:
@@ -587,34 +598,40 @@ class AzurePlatform(pulumi.ComponentResource):
             return SchemaGuard()
         tags = self._existing_app(SERVER_SERVICE).apply(lambda app: (app or {}).get("tags") or {})
         deployed = tags.apply(lambda current: current.get(DEPLOYED_VERSION_TAG))
+        # Container Apps has no automatic rollback: rollback_safe only says whether the old version may
+        # still serve the schema (the old revision serves until the new one is ready).
+        rollback_safe = deployed.apply(lambda before: before is None or before == mlflow_version)
+        before: list[pulumi.Resource] = []
+        if self.settings.db_tier != BURSTABLE_TIER:
+            version = _slug(mlflow_version)
+            unique = random.RandomString(f"{name}-before-{version}-id", length=6, special=False, upper=False,
+                                         opts=opts)
+            # Taken by the Azure CLI (the deployer's login), not kept as a resource: Azure deletes an on-demand
+            # backup by itself after the retention window, and a refresh then found the resource gone and planned
+            # to take it again: the nightly drift check failed for good, and the next `up` took one more backup
+            # toward Azure's limit of 7 (review 25, azure 6 F2). Run once per version (its trigger).
+            before.append(command.local.Command(
+                f"{name}-before-{version}", create=ON_DEMAND_BACKUP_SCRIPT,
+                environment={"SUBSCRIPTION": self.client.subscription_id, "RESOURCE_GROUP": self.resource_group,
+                             "SERVER": database_instance,
+                             "BACKUP_NAME": unique.result.apply(lambda suffix: _backup_name(mlflow_version, suffix))},
+                triggers=[mlflow_version],
+                opts=self._merge(opts, depends_on=[self.last_server_write])))  # one operation at a time
         # The time is taken by a command run once per version, during the `up` (a preview leaves it unknown): the
         # program's own clock differed between a reviewed plan and its `up --plan`, which refused it (review 25).
+        # It runs last before the server app (after the backup, the images, the grants' pauses): taken at the start
+        # of the `up`, a retry after a failed upgrade kept a time hours or days before the migration, and going
+        # back to it lost every run logged in between (review 25, azure 7 F1).
         started = command.local.Command(
             f"{name}-rollout-started", create=ROLLOUT_CLOCK, triggers=[mlflow_version],
-            opts=self._merge(opts)).stdout.apply(lambda out: (out or "").strip())
+            opts=self._merge(opts, depends_on=[*before, self.last_server_write, self.pull_grants_honoured,
+                                               *self.storage_grants_honoured, *self.pushed_images])
+        ).stdout.apply(lambda out: (out or "").strip())
         self.server_tags = {DEPLOYED_VERSION_TAG: mlflow_version, ROLLOUT_STARTED_TAG: pulumi.Output.all(
             tags, started).apply(lambda parts: parts[0].get(ROLLOUT_STARTED_TAG)
                                  if parts[0].get(DEPLOYED_VERSION_TAG) == mlflow_version
                                  and parts[0].get(ROLLOUT_STARTED_TAG) else parts[1])}
-        # Container Apps has no automatic rollback: rollback_safe only says whether the old version may
-        # still serve the schema (the old revision serves until the new one is ready).
-        rollback_safe = deployed.apply(lambda before: before is None or before == mlflow_version)
-        if self.settings.db_tier == BURSTABLE_TIER:
-            return SchemaGuard(rollback_safe=rollback_safe)
-        version = _slug(mlflow_version)
-        unique = random.RandomString(f"{name}-before-{version}-id", length=6, special=False, upper=False,
-                                     opts=opts)
-        # Taken by the Azure CLI (the deployer's login), not kept as a resource: Azure deletes an on-demand backup
-        # by itself after the retention window, and a refresh then found the resource gone and planned to take it
-        # again: the nightly drift check failed for good, and the next `up` took one more backup toward Azure's
-        # limit of 7 (review 25, azure 6 F2). Run once per version (its trigger); nothing deletes it.
-        backup = command.local.Command(
-            f"{name}-before-{version}", create=ON_DEMAND_BACKUP_SCRIPT,
-            environment={"RESOURCE_GROUP": self.resource_group, "SERVER": database_instance,
-                         "BACKUP_NAME": unique.result.apply(lambda suffix: _backup_name(mlflow_version, suffix))},
-            triggers=[mlflow_version],
-            opts=self._merge(opts, depends_on=[self.last_server_write]))  # the server takes one operation at a time
-        return SchemaGuard(before=[backup], rollback_safe=rollback_safe)
+        return SchemaGuard(before=before, rollback_safe=rollback_safe)
 
     def record_deployed_version(self, name: str, mlflow_version: str, rollout: ServiceEndpoint,
                                 opts: pulumi.ResourceOptions) -> None:
@@ -662,7 +679,12 @@ class AzurePlatform(pulumi.ComponentResource):
             template=template,
             tags=None if proxy else self.server_tags,
             # the identity may pull and use storage (and Azure honours it) before the first revision
-            opts=self._merge(opts, depends_on=[pull_grant, self.pull_grants_honoured, *self._grants_of(proxy)]))
+            # With a managed certificate Azure writes its id into the binding once issued (bindingType Auto,
+            # microsoft/azure-container-apps#796); a refresh copies it into the inputs, and without the ignore the
+            # nightly drift check failed for good (review 25, azure 7 F2).
+            opts=self._merge(opts, depends_on=[pull_grant, self.pull_grants_honoured, *self._grants_of(proxy)],
+                             ignore_changes=([MANAGED_CERTIFICATE_ID_PROPERTY]
+                                             if proxy and self.settings.managed_certificate else [])))
         alerts.app_alerts(name, self.alerts, service_name, app.id, request.public, self._merge(opts))
         if request.public and self.settings.managed_certificate:
             self._managed_certificate(app)

@@ -405,3 +405,19 @@ def test_the_readme_registers_every_resource_provider_the_graph_uses(config):
     command = readme[readme.index("for namespace in Microsoft.App"):].split("; do", 1)[0]
     needed = {RESOURCE_PROVIDERS[module] for module in modules} - {None}
     assert needed <= set(command.split()), f"README's registration misses {needed - set(command.split())}"
+
+
+def test_the_rollout_time_is_taken_last_before_the_server_app():
+    """Review 25 (azure 7 F1): the clock ran at the start of `up`; a retry after a failed upgrade kept that time, and
+    going back to it lost every run logged between it and the migration. It now waits for everything else the
+    server app waits for."""
+    run = run_program(azure_config(azure=GENERAL_PURPOSE), stack="azure", mocks=_DeployedBefore("3.16.0"))
+    [clock] = [c for c in run.of_type("command:local:Command") if c.inputs["create"].startswith("date -u ")]
+    server_app = run.one("azure-native:app:ContainerApp", "mlflow-server")
+    pauses = [c for c in run.of_type("command:local:Command") if c.inputs["create"].startswith("sleep ")]
+    images = [i for i in run.of_type("docker:index/image:Image") if _waits_for(run, server_app, i)]
+    needed = [*_backups(run), *images, *pauses, *run.of_type("azure-native:dbforpostgresql:Configuration")]
+    assert _backups(run) and images and len(pauses) >= 2
+    for resource in needed:
+        assert _waits_for(run, server_app, resource) and _waits_for(run, clock, resource), resource.name
+    assert _waits_for(run, server_app, clock)

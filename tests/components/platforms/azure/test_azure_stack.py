@@ -404,6 +404,8 @@ def test_internal_ingress_and_an_existing_resource_group():
     ({"azure": {"vnetCidr": "100.100.0.0/16"}}, "mlflow:azure.vnetCidr", "Container Apps reserves"),
     ({"azure": {"vnetCidr": "169.254.0.0/16"}}, "mlflow:azure.vnetCidr", "Container Apps reserves"),
     ({"azure": {"vnetCidr": "10.50.1.0/16"}}, "mlflow:azure.vnetCidr", "10.50.0.0/16"),
+    ({"azure": {"vnetCidr": "127.0.0.0/16"}}, "mlflow:azure.vnetCidr", "127.0.0.0/8"),
+    ({"azure": {"vnetCidr": "168.63.0.0/16"}}, "mlflow:azure.vnetCidr", "168.63.129.16/32"),
     # review 25, azure 5 F2, F3: geo-redundant backup needs a region pair; Blob names take no "--".
     ({"azure": {"location": "polandcentral", "dbGeoRedundantBackup": True}}, "azure.dbGeoRedundantBackup",
      "no paired region"),
@@ -498,3 +500,16 @@ def test_premium_ingress_idles_at_least_its_minimum(timeout, minutes):
     run = run_program(azure_config(azure={"premiumIngress": True}, proxy={"timeoutSeconds": timeout}), stack="azure")
     environment = run.one("azure-native:app:ManagedEnvironment")
     assert environment.inputs["ingressConfiguration"]["requestIdleTimeout"] == minutes
+
+
+def test_what_azure_moves_by_itself_is_not_written_back():
+    """Review 25 (azure 7 F2, F3): a failover swaps the flexible server's zones, auto-grow raises its disk's tier and
+    IOPS, and Azure writes a managed certificate's id into the proxy's binding: a refresh copies each into the
+    inputs, so each is ignored, or the nightly drift check (`preview --refresh --expect-no-changes`) fails for good."""
+    run = run_program(azure_config(azure={"domain": "mlflow.example.com"}), stack="azure")
+    server = run.one("azure-native:dbforpostgresql:Server")
+    assert {"availabilityZone", "highAvailability.standbyAvailabilityZone", "storage.iops", "storage.tier"} <= set(
+        server.ignore_changes)
+    proxy = run.one("azure-native:app:ContainerApp", "mlflow-proxy")
+    assert "configuration.ingress.customDomains[*].certificateId" in proxy.ignore_changes
+    assert not run.one("azure-native:app:ContainerApp", "mlflow-server").ignore_changes
