@@ -1,12 +1,14 @@
 """The shell scripts of the workflows' steps, run as the runner runs them (`bash --noprofile --norc -eo
 pipefail`), with stand-ins for `az`, `gh` and `pulumi` on PATH that record their arguments and answer
 as the real ones would: the Azure state SAS, who gets a preview, the preview and its output, the
-preview's comment, the drift issue, the runbook's check that no apply runs. What GitHub, Azure and
+preview's comment, the plan on main and its summary, apply's checks of the plan file and of main's
+head, the drift issue, the runbook's check that no apply runs. What GitHub, Azure and
 Pulumi then do with the calls is not tested here (README: "What the tests prove").
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -24,7 +26,8 @@ from tests.workflows.workflows import Step, load, step_named
 # A stand-in for `az`, `gh` and `pulumi`: records argv (one JSON list a line; the file `--input` names
 # is read into the STAND_IN_INPUTS log), prints the canned answer for the first key of ANSWERS (JSON:
 # {"substring of the joined arguments": "output"}) found in its arguments; an answer
-# {"stdout": ..., "exit": n} also exits with n.
+# {"stdout": ..., "exit": n} also exits with n; {"file": path} prints that file (an output longer than
+# an environment variable may hold).
 STAND_IN = f"""#!{sys.executable}
 import json, os, sys
 with open(os.environ["STAND_IN_LOG"], "a") as log:
@@ -37,7 +40,7 @@ for key, answer in json.loads(os.environ.get("ANSWERS", "{{}}")).items():
     if key in joined:
         if isinstance(answer, str):
             answer = {{"stdout": answer}}
-        sys.stdout.write(answer.get("stdout", ""))
+        sys.stdout.write(open(answer["file"]).read() if "file" in answer else answer.get("stdout", ""))
         sys.exit(answer.get("exit", 0))
 """
 
@@ -393,4 +396,116 @@ def test_unlock_refuses_while_an_apply_of_the_stack_runs_or_is_about_to(run, sta
 
 def test_unlock_refuses_when_it_cannot_tell(run):
     result = run(guard_step(), {"status=queued": {"stdout": "", "exit": 1}}, **GUARD)
+    assert result.returncode != 0
+
+
+# --- the plan on main, its file, and the newest commit --------------------------------------------------------
+
+def deploy_step(job: str, name: str) -> Step:
+    return step_named(load("deploy.yml")["jobs"][job], name)
+
+
+def plan_environment(run: Run, stack: str = "aws") -> dict[str, str]:
+    return {"STACK": stack, "BACKEND_URL": "s3://state?region=eu-west-1", "MESSAGE": "plan of abc123 (push, run 5)",
+            "PLAN": str(run.runner_temp / "plan" / f"{stack}.json"), "PULUMI_CONFIG_PASSPHRASE": "secret",
+            "GITHUB_SHA": "abc123"}
+
+
+def save_plan(run: Run, content: bytes = b'{"resourcePlans": {}}', stack: str = "aws") -> str:
+    """What `pulumi preview --save-plan` leaves (the stand-in writes no file); its sha256."""
+    (run.runner_temp / "plan").mkdir(exist_ok=True)
+    (run.runner_temp / "plan" / f"{stack}.json").write_bytes(content)
+    return hashlib.sha256(content).hexdigest()
+
+
+def test_the_plan_saves_the_plan_and_shows_it_escaped_with_its_sha256(run):
+    sha256 = save_plan(run)
+    result = run(deploy_step("plan", "pulumi preview --save-plan"), {"login": "Logged in\n", "preview": PREVIEW_OUTPUT},
+                 **plan_environment(run))
+    assert result.returncode == 0, result.stdout + result.stderr
+    [login, preview] = run.calls()
+    assert login == ["pulumi", "login", "--non-interactive", "s3://state?region=eu-west-1"]
+    assert preview[preview.index("--save-plan") + 1] == str(run.runner_temp / "plan" / "aws.json")
+    assert "--policy-pack" in preview and preview[preview.index("--stack") + 1] == "aws"
+    assert run.read("GITHUB_OUTPUT") == f"plan-sha256-aws={sha256}\n"
+    summary = run.read("GITHUB_STEP_SUMMARY")
+    assert f"sha256 `{sha256}`" in summary and "`abc123`: passed" in summary
+    assert "output&lt;string&gt;" in summary and "output<string>" not in summary
+    assert "left out" not in summary
+
+
+@pytest.mark.parametrize("answer,status", [({"stdout": "error: policy violation\n", "exit": 255}, 255),
+                                           ("Resources:\n    1 unchanged\n", 1)])
+def test_a_failed_plan_fails_and_records_no_sha256(run, answer, status: int):
+    """A failed preview, or one that wrote no plan file."""
+    result = run(deploy_step("plan", "pulumi preview --save-plan"), {"login": "Logged in\n", "preview": answer},
+                 **plan_environment(run))
+    assert result.returncode == status
+    assert run.read("GITHUB_OUTPUT") == ""
+    summary = run.read("GITHUB_STEP_SUMMARY")
+    assert f"failed (exit status {status}): no plan, nothing is applied" in summary
+
+
+@pytest.mark.parametrize("workflow,job,name", [("deploy.yml", "plan", "pulumi preview --save-plan"),
+                                               ("preview.yml", "preview", "pulumi preview")])
+def test_a_long_output_keeps_its_end_within_githubs_limit(run, workflow: str, job: str, name: str):
+    """GitHub takes 1 MiB of a step's summary: the escaped output's end, where the policy results and
+    the counts are, with a note. Escaping first: 300,000 `<` are 1.2 MB once escaped."""
+    save_plan(run)
+    output = "<" * 300_000 + "\nPolicies:\n    ✅ mlflow@v0.1.0\nResources:\n    ~ 1 to update\n"
+    (run.tmp_path / "long.txt").write_text(output)
+    step = step_named(load(workflow)["jobs"][job], name)
+    result = run(step, {"login": "Logged in\n", "preview": {"file": str(run.tmp_path / "long.txt")}},
+                 **plan_environment(run))
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = run.read("GITHUB_STEP_SUMMARY")
+    assert len(summary.encode()) < 1_000_000 and "bytes of the output are left out" in summary
+    assert summary.endswith("~ 1 to update\n</pre>\n") and "&lt;&lt;" in summary and "<<" not in summary
+
+
+def plan_outputs(**sha256: str) -> str:
+    """What `${{ toJSON(needs.plan.outputs) }}` hands the apply's check."""
+    return json.dumps({f"plan-sha256-{stack}": value for stack, value in sha256.items()}, indent=2)
+
+
+def test_apply_goes_on_with_the_file_the_plan_recorded(run):
+    sha256 = save_plan(run, stack="azure")
+    result = run(deploy_step("apply", "The plan is the one planned"), STACK="azure",
+                 PLAN=str(run.runner_temp / "plan" / "azure.json"), GITHUB_SHA="abc123",
+                 PLAN_OUTPUTS=plan_outputs(aws="0" * 64, azure=sha256))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"plan file sha256 `{sha256}`" in run.read("GITHUB_STEP_SUMMARY")
+
+
+@pytest.mark.parametrize("recorded", ["other", "missing", "other stack's"])
+def test_apply_refuses_another_plan_file(run, recorded: str):
+    sha256 = save_plan(run, b"another plan")
+    outputs = {"other": plan_outputs(aws="f" * 64, azure=sha256), "missing": plan_outputs(azure=sha256),
+               "other stack's": plan_outputs(azure=sha256)}[recorded]
+    result = run(deploy_step("apply", "The plan is the one planned"), STACK="aws",
+                 PLAN=str(run.runner_temp / "plan" / "aws.json"), GITHUB_SHA="abc123", PLAN_OUTPUTS=outputs)
+    assert result.returncode == 1 and "nothing is applied" in result.stdout
+    assert run.read("GITHUB_STEP_SUMMARY") == ""
+
+
+NEWEST = {"GITHUB_REPOSITORY": "owner/repo", "GITHUB_SHA": "abc123", "GH_TOKEN": "t"}
+
+
+def test_apply_goes_on_when_its_commit_is_mains_head(run):
+    result = run(deploy_step("apply", "The run's commit is the head of main"), {"commits/main": "abc123\n"}, **NEWEST)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert run.calls() == [["gh", "api", "repos/owner/repo/commits/main", "--jq", ".sha"]]
+
+
+def test_apply_refuses_when_main_moved_on(run):
+    """An older run (or a re-run of one) approved after a newer commit landed on main."""
+    result = run(deploy_step("apply", "The run's commit is the head of main"), {"commits/main": "def456\n"}, **NEWEST)
+    assert result.returncode == 1
+    assert "This run deploys abc123, but main is at def456 now" in result.stdout
+    assert "approve the newest run of deploy.yml on main" in result.stdout
+
+
+@pytest.mark.parametrize("answer", [{"stdout": "", "exit": 1}, ""])
+def test_apply_refuses_when_it_cannot_tell(run, answer):
+    result = run(deploy_step("apply", "The run's commit is the head of main"), {"commits/main": answer}, **NEWEST)
     assert result.returncode != 0

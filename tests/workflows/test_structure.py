@@ -1,10 +1,13 @@
 """What this project needs of its workflows' structure (issue #25): plan, then apply that plan behind
-the stack's environment, and nothing else; tests before any deployment; read-only identities wherever
-nothing is applied; no environment on pull requests; the preview said on the pull request by a job
-that runs none of its code, a failed or unfinished one too; nightly drift detection that reports a
-hung check; the commit in every update's message; no concurrency setting that cancels an apply; the
-Azure state reached through a bounded user-delegation SAS; every action's inputs and every condition
-as written here; nothing that lets a failure pass.
+the stack's environment, and nothing else: the same commit, backend, CLI and environment in both,
+the plan file the plan job recorded, only on the newest commit of main; tests before any deployment;
+read-only identities wherever nothing is applied, the drift check's its own; no environment on pull
+requests; the preview said on the pull request by a job that runs none of its code, a failed or
+unfinished one too; daily drift detection that reports a hung check; the commit in every update's
+message; no concurrency setting that cancels an apply; the Azure state reached through a bounded
+user-delegation SAS and AWS sessions as long as their jobs; no cache where credentials are, packages
+from hashed locks; every action's inputs, every Pulumi step's environment and every condition as
+written here; nothing that lets a failure pass.
 
 Each check returns the problems it finds. The real workflows have none; for each check, a broken copy
 (one line changed, as a careless edit would) has at least one, so a clean result shows the check can
@@ -20,7 +23,7 @@ import pytest
 
 from tests.workflows.workflows import (
     SHELL_PULUMI, Workflow, applies, broken, jobs, load_all, needs, only_previews, pulumi_commands, pulumi_steps,
-    step_key, step_named, text, triggers, uses)
+    shell_invocations, step_key, step_named, text, triggers, uses)
 
 Check = Callable[[dict[str, Workflow]], list[str]]
 PULL_REQUEST_TRIGGERS = {"pull_request", "pull_request_target"}
@@ -29,10 +32,24 @@ TEST_COMMAND = "./scripts/test"
 
 # --- the checks -----------------------------------------------------------------------------------
 
+# The plan job runs the CLI in a shell step (its summary is escaped, kept from its end); what it runs,
+# word for word, and where it writes the plan.
+BACKEND = "${{ matrix.stack == 'aws' && vars.PULUMI_BACKEND_URL_AWS || vars.PULUMI_BACKEND_URL_AZURE }}"
+PLAN_FILE = "${{ runner.temp }}/plan/${{ matrix.stack }}.json"
+PLAN_COMMANDS = ['pulumi login --non-interactive "$BACKEND_URL"',
+                 'pulumi preview --non-interactive --color never --suppress-progress --diff --stack "$STACK" '
+                 '--policy-pack policy --message "$MESSAGE" --save-plan "$PLAN"']
+# The plan step's environment that stands in for the action's inputs (stack-name, cloud-url, message,
+# plan); the rest is what Pulumi reads, the same in `up` but for the identity.
+PLAN_INPUTS_ENV = {"STACK", "BACKEND_URL", "MESSAGE", "PLAN"}
+DEPLOY_CLIENT = "${{ vars.AZURE_DEPLOY_CLIENT_ID }}"
+
+
 def plan_then_apply(workflows: dict[str, Workflow]) -> list[str]:
-    """deploy.yml: `plan` previews with the policy pack and saves the plan, uploads it; `apply` needs
-    `plan`, downloads that artifact to where the plan was written and runs `up` with the same file, for
-    the same stack, behind the stack's environment."""
+    """deploy.yml: `plan` previews with the policy pack and saves the plan (a shell step running
+    exactly PLAN_COMMANDS), uploads it; `apply` needs `plan`, downloads that artifact to where the plan
+    was written and runs `up` with the same file, for the same stack, behind the stack's environment,
+    with the same backend, CLI version and environment as the plan (the identity aside)."""
     problems = []
     deploy = workflows["deploy.yml"]["jobs"]
     plan, apply = deploy.get("plan"), deploy.get("apply")
@@ -46,18 +63,38 @@ def plan_then_apply(workflows: dict[str, Workflow]) -> list[str]:
         problems.append("apply is not behind the stack's environment")
     if plan["strategy"]["matrix"]["stack"] != apply["strategy"]["matrix"]["stack"]:
         problems.append("plan and apply cover different stacks")
-    [preview] = pulumi_steps(plan) or [{}]
-    [up] = pulumi_steps(apply) or [{}]
-    preview, up = preview.get("with", {}), up.get("with", {})
-    if preview.get("command") != "preview" or up.get("command") != "up":
-        problems.append(f"plan runs {preview.get('command')}, apply runs {up.get('command')}")
-    plan_file = preview.get("plan")
-    if not plan_file or up.get("plan") != plan_file:
-        problems.append(f"up's plan {up.get('plan')!r} is not the preview's saved plan {plan_file!r}")
-    if not (preview.get("stack-name") == up.get("stack-name") == "${{ matrix.stack }}"):
+    previews = [step for step in plan["steps"] if shell_invocations(step.get("run", ""))]
+    installs, ups = pulumi_steps(plan), pulumi_steps(apply)
+    if len(previews) != 1 or len(installs) != 1 or set(installs[0].get("with", {})) != {"pulumi-version"} \
+            or len(ups) != 1:
+        return [*problems, f"plan has {len(previews)} shell steps running Pulumi and {len(installs)} Pulumi "
+                           f"steps (the CLI's install alone), apply {len(ups)} Pulumi steps"]
+    [preview], [install], [up] = previews, installs, ups
+    env, inputs = preview.get("env", {}), up.get("with", {})
+    if (preview.get("name"), preview.get("id")) != ("pulumi preview --save-plan", "plan"):
+        problems.append(f"the plan step is {preview.get('name')!r} (id {preview.get('id')!r})")
+    if shell_invocations(preview["run"]) != PLAN_COMMANDS:
+        problems.append(f"plan runs {shell_invocations(preview['run'])}, not {PLAN_COMMANDS}")
+    if inputs.get("command") != "up":
+        problems.append(f"apply runs {inputs.get('command')}")
+    if env.get("PLAN") != PLAN_FILE or inputs.get("plan") != PLAN_FILE:
+        problems.append(f"up's plan {inputs.get('plan')!r} is not the preview's saved plan {env.get('PLAN')!r}")
+    if not (env.get("STACK") == inputs.get("stack-name") == "${{ matrix.stack }}"):
         problems.append("plan and apply name different stacks")
-    if preview.get("policyPacks") != "policy" or up.get("policyPacks") != "policy":
-        problems.append("the policy pack is not run by both")
+    if inputs.get("policyPacks") != "policy":
+        problems.append("the policy pack is not run by apply")
+    # The same backend, CLI and environment: an apply that reads another state, runs another CLI or
+    # is told something else (PULUMI_*, ARM_*) applies what nobody planned.
+    if not (env.get("BACKEND_URL") == inputs.get("cloud-url") == BACKEND):
+        problems.append(f"plan's backend {env.get('BACKEND_URL')!r}, apply's {inputs.get('cloud-url')!r}, "
+                        f"not both {BACKEND!r}")
+    if install["with"].get("pulumi-version") != inputs.get("pulumi-version"):
+        problems.append(f"plan runs the CLI {install['with'].get('pulumi-version')!r}, apply "
+                        f"{inputs.get('pulumi-version')!r}")
+    planned_env = {key: value for key, value in env.items() if key not in PLAN_INPUTS_ENV}
+    if up.get("env", {}) != {**planned_env, "ARM_CLIENT_ID": DEPLOY_CLIENT}:
+        problems.append(f"up's environment {up.get('env', {})} is not the plan's {planned_env} "
+                        "(but for ARM_CLIENT_ID, the deploy identity)")
     uploads = [step["with"] for step in plan["steps"] if uses(step, "actions/upload-artifact")]
     downloads = [step["with"] for step in apply["steps"] if uses(step, "actions/download-artifact")]
     if len(uploads) != 1 or len(downloads) != 1:
@@ -65,26 +102,88 @@ def plan_then_apply(workflows: dict[str, Workflow]) -> list[str]:
     [upload], [download] = uploads, downloads
     if upload.get("name") != download.get("name") or "${{ matrix.stack }}" not in str(upload.get("name")):
         problems.append(f"artifact {upload.get('name')!r} uploaded, {download.get('name')!r} downloaded")
-    if upload.get("path") != plan_file:
-        problems.append(f"the artifact holds {upload.get('path')!r}, not the plan {plan_file!r}")
-    if plan_file and plan_file.rsplit("/", 1)[0] != download.get("path"):
-        problems.append(f"the plan is downloaded to {download.get('path')!r}, not where up reads {plan_file!r}")
+    if upload.get("path") != PLAN_FILE:
+        problems.append(f"the artifact holds {upload.get('path')!r}, not the plan {PLAN_FILE!r}")
+    if PLAN_FILE.rsplit("/", 1)[0] != download.get("path"):
+        problems.append(f"the plan is downloaded to {download.get('path')!r}, not where up reads {PLAN_FILE!r}")
     if upload.get("if-no-files-found") != "error" or not 1 <= int(upload.get("retention-days", 90)) <= 7:
         problems.append("the plan artifact may be missing or kept long")
-    for step in apply["steps"]:
-        if uses(step, "actions/checkout") and "ref" in step.get("with", {}):
-            problems.append("apply checks out another commit than the one planned")
     for job_id, job in deploy.items():
         if applies(job) and job_id != "apply":
             problems.append(f"{job_id} applies without the plan")
-        # Pulumi runs through the action's steps only, where the inputs are checked (action_inputs).
+        # Pulumi runs in the plan step above and in apply's action step, whose inputs are checked
+        # (action_inputs), nowhere else.
         for step in job.get("steps", []):
-            if re.search(r"\bpulumi\b", step.get("run", ""), flags=re.IGNORECASE):
+            if step is not preview and re.search(r"\bpulumi\b", step.get("run", ""), flags=re.IGNORECASE):
                 problems.append(f"{job_id}: a shell step runs Pulumi: {step_key(step)!r}")
-    if len(pulumi_steps(apply)) != 1 or pulumi_commands(apply) != {"up"} or "plan" not in pulumi_steps(apply)[0].get(
-            "with", {}):
-        problems.append(f"apply runs {sorted(pulumi_commands(apply))} in {len(pulumi_steps(apply))} Pulumi steps, "
-                        "not one `up` with the plan")
+    if pulumi_commands(apply) != {"up"} or "plan" not in inputs:
+        problems.append(f"apply runs {sorted(pulumi_commands(apply))}, not one `up` with the plan")
+    return problems
+
+
+def checkouts_take_the_runs_commit(workflows: dict[str, Workflow]) -> list[str]:
+    """Every checkout takes the run's own commit of this repository: no `ref`, no `repository`, no
+    other input than `persist-credentials` (a plan of `main` and an apply of the run's commit would be
+    of different code than the run's tests and its reviewed change)."""
+    return [f"{name}: {job_id}: the checkout takes {sorted(step.get('with', {}))}"
+            for name, job_id, job in jobs(workflows) for step in job.get("steps", [])
+            if uses(step, "actions/checkout") and set(step.get("with", {})) != {"persist-credentials"}]
+
+
+def apply_takes_the_planned_file_on_the_newest_commit(workflows: dict[str, Workflow]) -> list[str]:
+    """`plan` records its plan file's sha256 as a job output per stack and prints it in its summary;
+    `apply` checks the downloaded file against it before anything else signs in, and right before
+    `up` refuses unless the run's commit is still the head of main (an older run, or a re-run of one,
+    would apply older code over newer)."""
+    deploy = workflows["deploy.yml"]["jobs"]
+    plan, apply = deploy["plan"], deploy["apply"]
+    problems = []
+    stacks = plan["strategy"]["matrix"]["stack"]
+    expected_outputs = {f"plan-sha256-{stack}": f"${{{{ steps.plan.outputs.plan-sha256-{stack} }}}}"
+                        for stack in stacks}
+    if plan.get("outputs") != expected_outputs:
+        problems.append(f"plan's outputs {plan.get('outputs')}, not {expected_outputs}")
+    planned = [step for step in plan["steps"] if step.get("id") == "plan"]
+    script = planned[0].get("run", "") if len(planned) == 1 else ""
+    for needed in ('sha256="$(sha256sum "$PLAN"', 'echo "plan-sha256-$STACK=$sha256" >> "$GITHUB_OUTPUT"',
+                   "sha256 \\`$sha256\\`", ">> \"$GITHUB_STEP_SUMMARY\""):
+        if needed not in script:
+            problems.append(f"the plan step lacks {needed!r}")
+    steps = apply["steps"]
+    names = [step.get("name") for step in steps]
+    at = {name: names.index(name) for name in ("The plan is the one planned", "The run's commit is the head of main")
+          if name in names}
+    download = next((i for i, step in enumerate(steps) if uses(step, "actions/download-artifact")), None)
+    logins = [i for i, step in enumerate(steps)
+              if uses(step, "aws-actions/configure-aws-credentials") or uses(step, "azure/login")]
+    up = next((i for i, step in enumerate(steps) if step in pulumi_steps(apply)), None)
+    if len(at) != 2 or download is None or up is None or not logins:
+        return [*problems, f"apply lacks a step: {sorted(at)}, download {download}, up {up}"]
+    check, newest = at["The plan is the one planned"], at["The run's commit is the head of main"]
+    if not download < check < min(logins):
+        problems.append("apply does not check the plan file right after downloading it, before signing in")
+    if newest != up - 1:
+        problems.append("the check that the run's commit is main's head is not right before up")
+    for index in (check, newest):
+        if "if" in steps[index]:
+            problems.append(f"{names[index]!r} runs only {steps[index]['if']!r}")
+    env, script = steps[check].get("env", {}), steps[check].get("run", "")
+    if env != {"STACK": "${{ matrix.stack }}", "PLAN": PLAN_FILE, "PLAN_OUTPUTS": "${{ toJSON(needs.plan.outputs) }}"}:
+        problems.append(f"the plan check reads {env}")
+    for needed in ('jq -r --arg key "plan-sha256-$STACK" \'.[$key] // empty\'', 'sha256="$(sha256sum "$PLAN"',
+                   'if [ -z "$planned" ] || [ "$sha256" != "$planned" ]; then', "exit 1",
+                   'sha256 \\`$sha256\\`', '>> "$GITHUB_STEP_SUMMARY"'):
+        if needed not in script:
+            problems.append(f"the plan check lacks {needed!r}")
+    env, script = steps[newest].get("env", {}), steps[newest].get("run", "")
+    if env != {"GH_TOKEN": "${{ github.token }}"}:
+        problems.append(f"the newest-commit check reads {env}")
+    for needed in ('head="$(gh api "repos/$GITHUB_REPOSITORY/commits/main" --jq .sha)"',
+                   'if [ -z "$head" ] || [ "$head" != "$GITHUB_SHA" ]; then', "exit 1"):
+        if needed not in script:
+            problems.append(f"the newest-commit check lacks {needed!r}")
+    if apply["permissions"].get("contents") != "read":
+        problems.append("apply's token may not read main's head")
     return problems
 
 
@@ -114,14 +213,20 @@ def deploys_need_the_tests(workflows: dict[str, Workflow]) -> list[str]:
 
 
 def drift_detection(workflows: dict[str, Workflow]) -> list[str]:
-    """drift.yml: on a schedule, each stack previewed with a refresh, expecting no changes; a failure
+    """drift.yml: every day, each stack previewed with a refresh, expecting no changes; a failure
     opens or updates an issue."""
     workflow = workflows.get("drift.yml")
     if workflow is None:
         return ["no drift.yml"]
     problems = []
-    if "schedule" not in triggers(workflow):
-        problems.append("drift.yml runs on no schedule")
+    # One cron that fires every day: minute and hour fixed, every day of every month (a cron for the
+    # 31st of February is valid and never fires).
+    schedule = workflow["on"].get("schedule") if isinstance(workflow["on"], dict) else None
+    crons = [entry.get("cron", "") for entry in schedule or []]
+    fields = crons[0].split() if len(crons) == 1 else []
+    if len(fields) != 5 or not (fields[0].isdigit() and int(fields[0]) < 60 and fields[1].isdigit()
+                                and int(fields[1]) < 24) or fields[2:] != ["*", "*", "*"]:
+        problems.append(f"drift.yml does not run daily: schedule {schedule}")
     [(job_id, job)] = workflow["jobs"].items()
     [step] = pulumi_steps(job) or [{}]
     inputs = step.get("with", {})
@@ -148,9 +253,15 @@ def no_environment_on_pull_requests(workflows: dict[str, Workflow]) -> list[str]
             if "environment" in job and triggers(workflows[name]) & PULL_REQUEST_TRIGGERS]
 
 
+PREVIEW_IDENTITIES = {"${{ vars.AWS_PREVIEW_ROLE_ARN }}", "${{ vars.AZURE_PREVIEW_CLIENT_ID }}"}
+DRIFT_IDENTITIES = {"${{ vars.AWS_DRIFT_ROLE_ARN }}", "${{ vars.AZURE_DRIFT_CLIENT_ID }}"}
+DEPLOY_IDENTITIES = {"${{ vars.AWS_DEPLOY_ROLE_ARN }}", "${{ vars.AZURE_DEPLOY_CLIENT_ID }}"}
+
+
 def read_only_identities(workflows: dict[str, Workflow]) -> list[str]:
-    """Jobs that only preview have no environment and no deploy identity: the preview identities (the
-    drift check's AWS refresh role, read-only too); jobs that apply or repair use the deploy ones."""
+    """Jobs that only preview have no environment and no deploy identity: the preview identities, and
+    the drift check its own refresh identities (they read more, the Azure one the apps' logs and
+    images: runs on main only trust them); jobs that apply or repair use the deploy ones."""
     problems = []
     for name, job_id, job in jobs(workflows):
         logins = [step for step in job.get("steps", [])
@@ -160,24 +271,42 @@ def read_only_identities(workflows: dict[str, Workflow]) -> list[str]:
         aws = {step["with"]["role-to-assume"] for step in logins if "role-to-assume" in step["with"]}
         azure = {step["with"]["client-id"] for step in logins if "client-id" in step["with"]}
         arm = {step.get("env", {}).get("ARM_CLIENT_ID") for step in job["steps"]} - {None}
+        identities = aws | azure | arm
         if only_previews(job):
-            allowed_aws = {"${{ vars.AWS_PREVIEW_ROLE_ARN }}"}
-            if name == "drift.yml":
-                allowed_aws.add("${{ vars.AWS_DRIFT_ROLE_ARN }}")
+            expected = DRIFT_IDENTITIES if name == "drift.yml" else PREVIEW_IDENTITIES
             if "environment" in job:
                 problems.append(f"{name}: {job_id} only previews but has an environment")
             if "DEPLOY" in text(job):
                 problems.append(f"{name}: {job_id} only previews but names a deploy identity")
-            if not aws <= allowed_aws or azure | arm != {"${{ vars.AZURE_PREVIEW_CLIENT_ID }}"}:
-                problems.append(f"{name}: {job_id} previews as {aws | azure | arm}")
+            if identities != expected or len(aws) != 1 or len(azure | arm) != 1:
+                problems.append(f"{name}: {job_id} previews as {identities}, not {expected}")
         else:
             if "environment" not in job:
                 problems.append(f"{name}: {job_id} writes without an environment")
-            if aws != {"${{ vars.AWS_DEPLOY_ROLE_ARN }}"} or azure | arm != {"${{ vars.AZURE_DEPLOY_CLIENT_ID }}"}:
-                problems.append(f"{name}: {job_id} writes as {aws | azure | arm}")
-        if triggers(workflows[name]) & PULL_REQUEST_TRIGGERS and (
-                aws != {"${{ vars.AWS_PREVIEW_ROLE_ARN }}"} or azure != {"${{ vars.AZURE_PREVIEW_CLIENT_ID }}"}):
-            problems.append(f"{name}: {job_id} runs for pull requests as {aws | azure}")
+            if identities != DEPLOY_IDENTITIES or len(aws) != 1 or len(azure | arm) != 1:
+                problems.append(f"{name}: {job_id} writes as {identities}")
+        if name != "drift.yml" and "DRIFT" in text(job):
+            problems.append(f"{name}: {job_id} names a drift identity")
+        if triggers(workflows[name]) & PULL_REQUEST_TRIGGERS and identities != PREVIEW_IDENTITIES:
+            problems.append(f"{name}: {job_id} runs for pull requests as {identities}")
+    return problems
+
+
+def aws_sessions_last_the_job(workflows: dict[str, Workflow]) -> list[str]:
+    """An AWS session lasts as long as its job may run (GitHub cancels the job at timeout-minutes):
+    `role-duration-seconds` (one hour when not given) at least 60 x timeout-minutes, and given
+    explicitly for the deploy role. Credentials that lapse mid-`up` leave a half-made update."""
+    problems = []
+    for name, job_id, job in jobs(workflows):
+        for step in job.get("steps", []):
+            if not uses(step, "aws-actions/configure-aws-credentials"):
+                continue
+            inputs = step.get("with", {})
+            seconds = int(inputs.get("role-duration-seconds", 3600))
+            if seconds < 60 * job["timeout-minutes"] or seconds > 43200:
+                problems.append(f"{name}: {job_id}: a session of {seconds} s for a job of {job['timeout-minutes']} min")
+            if "DEPLOY" in inputs.get("role-to-assume", "") and "role-duration-seconds" not in inputs:
+                problems.append(f"{name}: {job_id}: the deploy role's session length is not set")
     return problems
 
 
@@ -326,20 +455,49 @@ def azure_state_through_a_sas(workflows: dict[str, Workflow]) -> list[str]:
 
 
 def caches(workflows: dict[str, Workflow]) -> list[str]:
-    """Jobs that run Pulumi on the program cache pip's downloads and the provider plugins, keyed on the
-    pinned requirements."""
+    """No cache is restored, but pip's downloads in a pull request's preview, where each file is
+    checked against the locks' sha256: any job on main (deploy.yml's `test` runs the whole suite and
+    the packages it installs) can write entries that main's later jobs, and pull requests' runs, read.
+    No plugins cache anywhere (plugins are not checked against anything)."""
     problems = []
     for name, job_id, job in jobs(workflows):
-        if not pulumi_steps(job) or not any("python -m venv venv" in step.get("run", "") for step in job["steps"]):
+        for step in job.get("steps", []):
+            inputs = step.get("with", {})
+            if uses(step, "actions/cache") or step.get("uses", "").startswith("actions/cache/"):
+                problems.append(f"{name}: {job_id}: restores a cache ({step_key(step)!r})")
+            if uses(step, "actions/setup-python") and set(inputs) - {"python-version"}:
+                pr_preview = (name, job_id) == ("preview.yml", "preview") and set(triggers(workflows[name])) <= \
+                    PULL_REQUEST_TRIGGERS
+                if not pr_preview or inputs.get("cache") != "pip" or inputs.get("cache-dependency-path", "").split() \
+                        != LOCKS or set(inputs) != {"python-version", "cache", "cache-dependency-path"}:
+                    problems.append(f"{name}: {job_id}: setup-python takes {sorted(inputs)}")
+    return problems
+
+
+LOCKS = [".github/locks/requirements.txt", ".github/locks/policy-requirements.txt"]
+VENVS = """python -m venv venv
+venv/bin/python -m pip install --disable-pip-version-check -q --require-hashes --only-binary :all: \\
+  --no-deps -r .github/locks/requirements.txt
+python -m venv policy/venv
+policy/venv/bin/python -m pip install --disable-pip-version-check -q --require-hashes --only-binary :all: \\
+  --no-deps -r .github/locks/policy-requirements.txt
+"""
+
+
+def hashed_installs(workflows: dict[str, Workflow]) -> list[str]:
+    """Every job that runs Pulumi builds ./venv and policy/venv from the hashed locks (.github/locks/,
+    in step with requirements.txt: test_workflows.py), wheels only, nothing resolved, with exactly
+    VENVS; nothing else there runs pip."""
+    problems = []
+    for name, job_id, job in jobs(workflows):
+        if not pulumi_steps(job):
             continue
-        python = [step.get("with", {}) for step in job["steps"] if uses(step, "actions/setup-python")]
-        if not python or python[0].get("cache") != "pip" or "requirements.txt" not in python[0].get(
-                "cache-dependency-path", ""):
-            problems.append(f"{name}: {job_id}: no pip cache")
-        plugins = [step.get("with", {}) for step in job["steps"] if uses(step, "actions/cache")]
-        if not plugins or plugins[0].get("path") != "~/.pulumi/plugins" \
-                or "hashFiles('requirements.txt'" not in plugins[0].get("key", ""):
-            problems.append(f"{name}: {job_id}: no plugin cache keyed on requirements.txt")
+        builds = [step for step in job["steps"] if step.get("name") == "Create ./venv and policy/venv"]
+        if len(builds) != 1 or builds[0].get("run") != VENVS:
+            problems.append(f"{name}: {job_id}: the virtualenvs are not built with exactly VENVS")
+        for step in job["steps"]:
+            if step not in builds and re.search(r"\bpip\b|\buv\b", step.get("run", "")):
+                problems.append(f"{name}: {job_id}: {step_key(step)!r} runs pip")
     return problems
 
 
@@ -390,7 +548,7 @@ ACTION_INPUTS: dict[tuple[str, str, str], set[str]] = {
     ("preview.yml", "preview", "Install the Pulumi CLI"): {"pulumi-version"},
     ("preview.yml", "preview", "Keep the output for the comment"): UPLOAD,
     ("preview.yml", "comment", "actions/download-artifact"): {"pattern", "path"},
-    ("deploy.yml", "plan", "pulumi preview --save-plan"): PULUMI_RUN | {"plan", "policyPacks"},
+    ("deploy.yml", "plan", "Install the Pulumi CLI"): {"pulumi-version"},
     ("deploy.yml", "plan", "actions/upload-artifact"): UPLOAD,
     ("deploy.yml", "apply", "actions/download-artifact"): {"name", "path"},
     ("deploy.yml", "apply", "pulumi up --plan"): PULUMI_RUN | {"plan", "policyPacks"},
@@ -424,6 +582,59 @@ def action_inputs(workflows: dict[str, Workflow]) -> list[str]:
     return problems
 
 
+# What each step that runs Pulumi has in its environment, by (workflow, job, step name): a variable
+# added (PULUMI_SKIP_CHECKPOINTS, PULUMI_EXPERIMENTAL, PULUMI_BACKEND_URL, ...) or dropped is a change
+# made here too, on purpose. Nothing sets variables for a whole job or workflow, and only the SAS
+# steps write $GITHUB_ENV (the SAS alone), so a step's `env` is all it gets beyond the runner's own.
+ARM = {"ARM_USE_OIDC", "ARM_CLIENT_ID", "ARM_TENANT_ID", "ARM_SUBSCRIPTION_ID"}
+PASSPHRASE = {"PULUMI_CONFIG_PASSPHRASE"}
+PULUMI_ENV: dict[tuple[str, str, str], set[str]] = {
+    ("preview.yml", "preview", "pulumi preview"): {"STACK", "BACKEND_URL", "MESSAGE"} | PASSPHRASE | ARM,
+    ("deploy.yml", "plan", "pulumi preview --save-plan"): PLAN_INPUTS_ENV | PASSPHRASE | ARM,
+    ("deploy.yml", "apply", "pulumi up --plan"): PASSPHRASE | ARM,
+    ("drift.yml", "drift", "pulumi preview --refresh --expect-no-changes"): PASSPHRASE | ARM,
+    ("runbook.yml", "runbook", "pulumi cancel, then the pending operations"): {"STACK", "BACKEND_URL"} | PASSPHRASE,
+    ("runbook.yml", "runbook", "pulumi refresh"): PASSPHRASE | ARM,
+}
+PINNED_VALUES = {"PULUMI_CONFIG_PASSPHRASE": "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}", "ARM_USE_OIDC": "true",
+                 "ARM_TENANT_ID": "${{ vars.AZURE_TENANT_ID }}",
+                 "ARM_SUBSCRIPTION_ID": "${{ vars.AZURE_SUBSCRIPTION_ID }}"}
+SAS_HANDOVER = 'echo "AZURE_STORAGE_SAS_TOKEN=$sas" >> "$GITHUB_ENV"'
+
+
+def pulumi_environments(workflows: dict[str, Workflow]) -> list[str]:
+    """Every step that runs Pulumi (an action step with a command, a shell step running the CLI) has
+    exactly the environment PULUMI_ENV lists for it, with PINNED_VALUES' values; no workflow or job
+    sets `env`; only the SAS steps write $GITHUB_ENV or $GITHUB_PATH, with SAS_HANDOVER alone."""
+    problems, seen = [], set()
+    for name, workflow in workflows.items():
+        if "env" in workflow:
+            problems.append(f"{name} sets env for every job: {workflow['env']}")
+    for name, job_id, job in jobs(workflows):
+        if "env" in job:
+            problems.append(f"{name}: {job_id} sets env for every step: {job['env']}")
+        for step in job.get("steps", []):
+            script = step.get("run", "")
+            handover = [line.strip() for line in script.splitlines() if re.search(r"GITHUB_ENV|GITHUB_PATH", line)]
+            if handover and (handover != [SAS_HANDOVER] or not step.get("name", "").startswith("State container SAS")):
+                problems.append(f"{name}: {job_id}: {step_key(step)!r} writes {handover}")
+            runs = shell_invocations(script) or (uses(step, "pulumi/actions") and "command" in step.get("with", {}))
+            if not runs:
+                continue
+            key = (name, job_id, step_key(step))
+            seen.add(key)
+            env = step.get("env", {})
+            if key not in PULUMI_ENV:
+                problems.append(f"{key}: runs Pulumi and is not in PULUMI_ENV")
+            elif set(env) != PULUMI_ENV[key]:
+                problems.append(f"{key}: env {sorted(set(env) - PULUMI_ENV[key])} more, "
+                                f"{sorted(PULUMI_ENV[key] - set(env))} less")
+            problems += [f"{key}: {variable}={env[variable]!r}" for variable, value in PINNED_VALUES.items()
+                         if variable in env and env[variable] != value]
+    problems += [f"{key}: no such step" for key in sorted(set(PULUMI_ENV) - seen)]
+    return problems
+
+
 def nothing_continues_on_error(workflows: dict[str, Workflow]) -> list[str]:
     """No job or step has `continue-on-error` (any value), and no action is given such an input: a
     failed test, plan, preview or drift check must fail its job and what needs it."""
@@ -451,13 +662,12 @@ CONDITIONS: dict[tuple[str, str, str | None], str] = {
     ("deploy.yml", "apply", "State container SAS (user delegation, read-write)"): "matrix.stack == 'azure'",
     ("drift.yml", "drift", None): ON_MAIN,
     ("drift.yml", "drift", "AWS credentials (OIDC, the read-only refresh role)"): "matrix.stack == 'aws'",
-    ("drift.yml", "drift", "Azure login (OIDC, the read-only preview identity)"): "matrix.stack == 'azure'",
+    ("drift.yml", "drift", "Azure login (OIDC, the read-only refresh identity)"): "matrix.stack == 'azure'",
     ("drift.yml", "drift", "State container SAS (user delegation, read-only)"): "matrix.stack == 'azure'",
     ("drift.yml", "drift", "Open or update the drift issue"): "always() && !success()",
     ("preview.yml", "preview", "actions/checkout"): PREVIEWED,
     ("preview.yml", "preview", "actions/setup-python"): PREVIEWED,
     ("preview.yml", "preview", "Create ./venv and policy/venv"): PREVIEWED,
-    ("preview.yml", "preview", "Pulumi plugins cache"): PREVIEWED,
     ("preview.yml", "preview", "AWS credentials (OIDC, the read-only preview role)"):
         f"{PREVIEWED} && matrix.stack == 'aws'",
     ("preview.yml", "preview", "Azure login (OIDC, the read-only preview identity)"):
@@ -498,6 +708,11 @@ def conditions_as_written(workflows: dict[str, Workflow]) -> list[str]:
 
 CHECKS: dict[str, Check] = {
     "plan_then_apply": plan_then_apply,
+    "checkouts_take_the_runs_commit": checkouts_take_the_runs_commit,
+    "apply_takes_the_planned_file_on_the_newest_commit": apply_takes_the_planned_file_on_the_newest_commit,
+    "aws_sessions_last_the_job": aws_sessions_last_the_job,
+    "hashed_installs": hashed_installs,
+    "pulumi_environments": pulumi_environments,
     "deploys_need_the_tests": deploys_need_the_tests,
     "drift_detection": drift_detection,
     "no_environment_on_pull_requests": no_environment_on_pull_requests,
@@ -561,8 +776,13 @@ BROKEN = [
      "client-id: ${{ vars.AZURE_DEPLOY_CLIENT_ID }}"),
     ("read_only_identities", "deploy.yml", r"^    needs: test$",
      "    needs: test\n    environment: ${{ matrix.stack }}"),
-    ("read_only_identities", "drift.yml", r"ARM_CLIENT_ID: \$\{\{ vars.AZURE_PREVIEW_CLIENT_ID \}\}",
+    ("read_only_identities", "drift.yml", r"ARM_CLIENT_ID: \$\{\{ vars.AZURE_DRIFT_CLIENT_ID \}\}",
      "ARM_CLIENT_ID: ${{ vars.AZURE_DEPLOY_CLIENT_ID }}"),
+    # finding 1 of review 2: the drift check back on the pull requests' preview identity
+    ("read_only_identities", "drift.yml", r"client-id: \$\{\{ vars.AZURE_DRIFT_CLIENT_ID \}\}",
+     "client-id: ${{ vars.AZURE_PREVIEW_CLIENT_ID }}"),
+    ("read_only_identities", "preview.yml", r"client-id: \$\{\{ vars.AZURE_PREVIEW_CLIENT_ID \}\}",
+     "client-id: ${{ vars.AZURE_DRIFT_CLIENT_ID }}"),
     ("read_only_identities", "runbook.yml", r"vars.AWS_DEPLOY_ROLE_ARN", "vars.AWS_PREVIEW_ROLE_ARN"),
     # the preview said on the pull request, by a job that runs none of its code
     ("preview_said_on_the_pull_request", "preview.yml", r"^      pull-requests: read.*$", "      pull-requests: write"),
@@ -602,9 +822,18 @@ BROKEN = [
     ("azure_state_through_a_sas", "drift.yml", r'^          echo "::add-mask::\$sas"\n', ""),
     ("azure_state_through_a_sas", "runbook.yml", r" --as-user", ""),
     ("azure_state_through_a_sas", "preview.yml", r"^      - name: State container SAS", "      - name: A SAS"),
-    # caches
-    ("caches", "deploy.yml", r"^          cache: pip\n", ""),
-    ("caches", "drift.yml", r"path: ~/.pulumi/plugins", "path: ~/.cache/pulumi"),
+    # caches: none where credentials are, pip's (hash-checked) alone in the pull request's preview
+    ("caches", "deploy.yml", r"^(  plan:\n(?:.*\n)*?          python-version: \"3.11\"\n)",
+     r"\1          cache: pip\n"),
+    ("caches", "drift.yml", r"^(      - name: Create ./venv and policy/venv\n)",
+     r"      - uses: actions/cache@27d5ce7f107fe9357f9df03efb73ab90386fccae # v5.0.5\n        with:\n"
+     r"          path: ~/.pulumi/plugins\n          key: plugins\n\n\1"),
+    ("caches", "preview.yml", r"^            \.github/locks/requirements\.txt$", "            requirements.txt"),
+    # packages from the hashed locks
+    ("hashed_installs", "runbook.yml", r"--require-hashes ", ""),
+    ("hashed_installs", "deploy.yml", r"-r \.github/locks/requirements\.txt", "-r requirements.txt"),
+    ("hashed_installs", "drift.yml", r"^(      - name: pulumi preview --refresh)",
+     r"      - run: venv/bin/python -m pip install pulumi-aws\n\n\1"),
     # the runbook
     ("runbook", "runbook.yml", r"pulumi cancel --non-interactive --yes", "pulumi cancel --non-interactive"),
     ("runbook", "runbook.yml", r"^    environment: \$\{\{ inputs.stack \}\}\n", ""),
@@ -636,6 +865,40 @@ BROKEN = [
      r"\1        continue-on-error: true\n"),
     ("nothing_continues_on_error", "deploy.yml", r"^(          message: deploy .*)$",
      r"\1\n          continue-on-error: true"),
+    # review 2, M1: the plan checks out main, not the run's commit; any ref or repository anywhere
+    ("checkouts_take_the_runs_commit", "deploy.yml",
+     r"(  plan:\n(?:.*\n)*?      - uses: actions/checkout@\S+ # v6.0.2\n        with:\n)", r"\1          ref: main\n"),
+    ("checkouts_take_the_runs_commit", "runbook.yml", r"^          persist-credentials: false$",
+     "          persist-credentials: false\n          repository: someone/fork"),
+    # review 2, M3: apply's backend, CLI or environment not the plan's
+    ("plan_then_apply", "deploy.yml", r"(command: up\n(?:.*\n)*?          cloud-url: ).*",
+     r"\1${{ vars.PULUMI_BACKEND_URL_AZURE }}"),
+    ("plan_then_apply", "deploy.yml", r"(command: up\n(?:.*\n)*?          pulumi-version: ).*", r"\g<1>3.271.0"),
+    ("plan_then_apply", "deploy.yml", r"(approved plan\)\n(?:.*\n)*?          ARM_TENANT_ID: ).*",
+     r"\1${{ vars.OTHER_TENANT_ID }}"),
+    ("plan_then_apply", "deploy.yml", r"(--save-plan \"\$PLAN\")", r"\1 --target-dependents"),
+    # review 2, M25: a variable more in the up step's environment, or for the whole job
+    ("pulumi_environments", "deploy.yml", r"(deploy \$\{\{ github.sha \}\}(?:.*\n)*?        env:\n)",
+     r'\1          PULUMI_SKIP_CHECKPOINTS: "true"\n'),
+    ("pulumi_environments", "runbook.yml", r"^(    runs-on: ubuntu-24.04\n)",
+     r'\1    env:\n      PULUMI_EXPERIMENTAL: "true"\n'),
+    ("pulumi_environments", "deploy.yml", r"^(          echo \"main is still at \$GITHUB_SHA.\")$",
+     r'\1\n          echo "PULUMI_SKIP_CHECKPOINTS=true" >> "$GITHUB_ENV"'),
+    ("pulumi_environments", "preview.yml", r"^          MESSAGE: (.*)$",
+     r"          MESSAGE: \1\n          PULUMI_BACKEND_URL: file:///tmp"),
+    # review 2, M4: the deploy role's session shorter than apply may run
+    ("aws_sessions_last_the_job", "deploy.yml", r"          role-duration-seconds: 7200\n", ""),
+    ("aws_sessions_last_the_job", "runbook.yml", r"^    timeout-minutes: 60$", "    timeout-minutes: 90"),
+    # review 2, M2: a drift cron that never fires, or not every day
+    ("drift_detection", "drift.yml", r'cron: "17 3 \* \* \*"', 'cron: "0 0 31 2 *"'),
+    ("drift_detection", "drift.yml", r'cron: "17 3 \* \* \*"', 'cron: "17 3 * * 1"'),
+    # review 2, findings 4 and 8: the plan file and the newest commit
+    ("apply_takes_the_planned_file_on_the_newest_commit", "deploy.yml",
+     r'if \[ -z "\$planned" \] \|\| \[ "\$sha256" != "\$planned" \]; then', "if false; then"),
+    ("apply_takes_the_planned_file_on_the_newest_commit", "deploy.yml", r"^      plan-sha256-azure: .*\n", ""),
+    ("apply_takes_the_planned_file_on_the_newest_commit", "deploy.yml", r"commits/main", "commits/$GITHUB_SHA"),
+    ("apply_takes_the_planned_file_on_the_newest_commit", "deploy.yml",
+     r"^(      - name: The run's commit is the head of main\n)", r"\1        if: github.event_name == 'push'\n"),
     # M5: a condition edited
     ("conditions_as_written", "preview.yml", r"^(      - name: pulumi preview\n        id: preview\n        if: .*)$",
      r"\1 && false"),

@@ -112,7 +112,7 @@ def test_every_action_is_pinned_to_a_commit_with_its_version_named():
                     f"{name}: {line.strip()}"
                 pins.setdefault(match["action"], set()).add(f"{match['ref']} {match['comment']}")
     assert {action for action, refs in pins.items() if len(refs) > 1} == set(), pins
-    assert set(pins) == {"actions/checkout", "actions/setup-python", "pulumi/actions", "actions/cache",
+    assert set(pins) == {"actions/checkout", "actions/setup-python", "pulumi/actions",
                          "actions/upload-artifact", "actions/download-artifact",
                          "aws-actions/configure-aws-credentials", "azure/login"}
 
@@ -209,7 +209,11 @@ def test_deploy_tests_plans_and_applies_main_behind_each_stacks_environment():
     assert "environment" not in plan and apply["environment"] == "${{ matrix.stack }}"
     assert plan["permissions"] == apply["permissions"] == {"contents": "read", "id-token": "write"}
     assert apply["concurrency"] == {"group": "deploy-${{ matrix.stack }}", "cancel-in-progress": False}
-    assert [step["with"]["command"] for job in (plan, apply) for step in pulumi_steps(job)] == ["preview", "up"]
+    # The plan runs the CLI in a shell step (pulumi/actions installs it), the apply through the action.
+    assert [step["with"].get("command", "install") for job in (plan, apply) for step in pulumi_steps(job)] == [
+        "install", "up"]
+    assert plan["outputs"] == {f"plan-sha256-{stack}": f"${{{{ steps.plan.outputs.plan-sha256-{stack} }}}}"
+                               for stack in ("aws", "azure")}
 
 
 def test_dependabot_updates_only_the_actions():
@@ -229,8 +233,9 @@ def test_the_cloud_jobs_sign_in_by_oidc_and_build_the_runtimes_venvs(name: str):
             continue
         job_steps = job["steps"]
         setup = next(step["run"] for step in job_steps if "venv" in step.get("run", ""))
-        assert "python -m venv venv" in setup and "-r requirements.txt" in setup, job_id
-        assert "python -m venv policy/venv" in setup and "-r policy/requirements.txt" in setup, job_id
+        assert "python -m venv venv" in setup and "-r .github/locks/requirements.txt" in setup, job_id
+        assert "python -m venv policy/venv" in setup and "-r .github/locks/policy-requirements.txt" in setup, job_id
+        assert setup.count("--require-hashes") == 2, job_id
         aws = next(s for s in job_steps if s.get("uses", "").startswith("aws-actions/configure-aws-credentials@"))
         assert set(aws["with"]) <= {"role-to-assume", "aws-region", "role-duration-seconds"}
         azure = next(s for s in job_steps if s.get("uses", "").startswith("azure/login@"))
@@ -246,8 +251,10 @@ def test_the_test_workflow_runs_the_projects_test_command():
     assert set(workflow["on"]) == {"pull_request"}
     assert [job["name"] for job in workflow["jobs"].values()] == ["test"]  # the required check `test`
     assert [step["run"] for step in steps(workflow) if "run" in step] == ["./scripts/test"]
-    # deploy.yml's `test` job is the same job.
+    # deploy.yml's `test` job is the same job, with the same token: it reads the code, and gets no
+    # OIDC token (the suite and its packages run there; review 2, M24).
     deploy_test = load("deploy.yml")["jobs"]["test"]
+    assert deploy_test["permissions"] == workflow["jobs"]["test"]["permissions"] == {"contents": "read"}
     assert [{key: value for key, value in step.items() if key != "name"} for step in deploy_test["steps"]] == [
         {key: value for key, value in step.items() if key != "name"} for step in workflow["jobs"]["test"]["steps"]]
 
@@ -261,3 +268,111 @@ def test_the_checkers_are_pinned_where_scripts_test_installs_them():
     for package in ("check-jsonschema", "zizmor", "pulumi-policy"):
         pinned_version("requirements-dev.txt", package)
     assert shutil.which("zizmor", path=str(BIN)) and shutil.which("check-jsonschema", path=str(BIN))
+
+
+# --- zizmor's per-location ignores ------------------------------------------------------------------------
+
+def test_zizmor_ignores_only_the_passphrase_of_the_jobs_without_an_environment():
+    """.github/zizmor.yml ignores secrets-outside-env at single locations (file:line:column), never a
+    whole file: each names a line that hands PULUMI_CONFIG_PASSPHRASE to a step of a job with no
+    environment, the column of `secrets`, and every such line has its entry (a line moved by an edit
+    fails here before zizmor reports it)."""
+    config = yaml.safe_load((GITHUB / "zizmor.yml").read_text())
+    ignores = config["rules"]["secrets-outside-env"]["ignore"]
+    assert all(re.fullmatch(r"[\w.-]+\.yml:\d+:\d+", entry) for entry in ignores), ignores
+    expected = set()
+    for name, path in WORKFLOWS.items():
+        lines = path.read_text().splitlines()
+        for number, line in enumerate(lines, start=1):
+            if "secrets." not in line:
+                continue
+            assert line.strip() == "PULUMI_CONFIG_PASSPHRASE: ${{ secrets.PULUMI_CONFIG_PASSPHRASE }}", (name, line)
+            # The job the line is in: the last `  <job>:` line above it.
+            job_id = next(re.match(r"^  ([\w-]+):$", above)[1] for above in reversed(lines[:number])
+                          if re.match(r"^  ([\w-]+):$", above))
+            if "environment" not in load(name)["jobs"][job_id]:
+                expected.add(f"{name}:{number}:{line.index('secrets.') + 1}")
+    assert set(ignores) == expected and len(ignores) == len(expected)
+
+
+# --- the hashed locks the cloud jobs install ---------------------------------------------------------------
+
+LOCKS = {".github/locks/requirements.txt": "requirements.txt",
+         ".github/locks/policy-requirements.txt": "policy/requirements.txt"}
+LOCK_COMMAND = ("uv pip compile {source} --generate-hashes --python-version 3.11 --python-platform "
+                "x86_64-manylinux_2_28 --only-binary :all: -o {lock}")
+
+
+def normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pins(path: str) -> dict[str, str]:
+    """name -> version of each `name==version` line of a requirements file (comments and options left out)."""
+    found = {}
+    for line in (REPO_ROOT / path).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            name, version = line.split("==")
+            found[normalized(name.split("[")[0])] = version.strip()
+    return found
+
+
+def lock_entries(lock: str) -> dict[str, tuple[str, list[str], list[str]]]:
+    """name -> (version, sha256 hashes, what it is required by) of each entry of a uv-compiled lock."""
+    entries, current = {}, None
+    for line in (REPO_ROOT / lock).read_text().splitlines():
+        if match := re.match(r"^([A-Za-z0-9][\w.-]*)==(\S+) \\$", line):
+            current = normalized(match[1])
+            entries[current] = (match[2], [], [])
+        elif match := re.match(r"^    --hash=sha256:([0-9a-f]{64})(?: \\)?$", line):
+            entries[current][1].append(match[1])
+        elif match := re.match(r"^    #(?: via)?\s+(\S.*)$", line):
+            if match[1] != "via":
+                entries[current][2].append(match[1])
+        elif line.strip() and not line.startswith("#"):
+            raise AssertionError(f"{lock}: an unexpected line {line!r}")
+    return entries
+
+
+@pytest.mark.parametrize("lock,source", sorted(LOCKS.items()))
+def test_each_lock_is_its_requirements_compiled_with_hashes(lock: str, source: str):
+    """uv compiled the lock from the requirements file, as its header says: every pin of the
+    requirements at the same version, every entry pinned with its files' sha256, and every entry
+    required by the requirements file or by another entry. After a change to the requirements, run
+    the header's command again (README: "Secrets and variables")."""
+    header = (REPO_ROOT / lock).read_text().splitlines()[:2]
+    assert header[1] == "#    " + LOCK_COMMAND.format(source=source, lock=lock), header
+    entries = lock_entries(lock)
+    assert {name: entries[name][0] for name in pins(source) if name in entries} == pins(source)
+    for name, (_, hashes, via) in entries.items():
+        assert hashes and via, name
+        assert all(parent == f"-r {source}" or normalized(parent) in entries for parent in via), (name, via)
+
+
+def test_the_locks_are_the_ones_the_cloud_jobs_install():
+    """.github/locks/ holds these locks alone; test_structure.py (hashed_installs) holds that every
+    job that runs Pulumi installs them, with --require-hashes."""
+    assert set(LOCKS) == {str(path.relative_to(REPO_ROOT)) for path in (GITHUB / "locks").iterdir()}
+
+
+@pytest.mark.parametrize("pin", ["pulumi-policy==1.22.0", None])
+def test_a_lock_behind_its_requirements_fails(tmp_path, monkeypatch, pin: str | None):
+    """A pin changed in policy/requirements.txt without compiling the lock again is caught (and the
+    copy passes unchanged: the check reads the copies)."""
+    (tmp_path / "policy").mkdir()
+    (tmp_path / ".github" / "locks").mkdir(parents=True)
+    source = (REPO_ROOT / "policy/requirements.txt").read_text()
+    assert "pulumi-policy==1.21.0" in source
+    (tmp_path / "policy/requirements.txt").write_text(source.replace("pulumi-policy==1.21.0",
+                                                                     pin or "pulumi-policy==1.21.0"))
+    (tmp_path / ".github/locks/policy-requirements.txt").write_text(
+        (REPO_ROOT / ".github/locks/policy-requirements.txt").read_text())
+    monkeypatch.setattr(sys.modules[__name__], "REPO_ROOT", tmp_path)
+    check = lambda: test_each_lock_is_its_requirements_compiled_with_hashes(  # noqa: E731
+        ".github/locks/policy-requirements.txt", "policy/requirements.txt")
+    if pin is None:
+        check()
+    else:
+        with pytest.raises(AssertionError):
+            check()

@@ -70,6 +70,19 @@ SHELL_PULUMI = re.compile(r"(?:^|[;&|{(])\s*pulumi\s+(up|update|destroy|refresh|
                           flags=re.MULTILINE)
 
 
+def shell_invocations(script: str, program: str = "pulumi") -> list[str]:
+    """Each command line of `script` that runs `program`, its words joined by one space: line
+    continuations joined, split at `&&`, `||`, `;`, `|`, braces, parentheses and line ends, and
+    redirections such as `2>&1` left out. A flag added to a command changes its line here."""
+    joined = re.sub(r"\\\n", " ", script)
+    found = []
+    for piece in re.split(r"&&|\|\||[;|{}()\n]", joined):
+        words = [word for word in piece.split() if not re.fullmatch(r"\d*>>?&?\d*", word)]
+        if words and words[0] == program:
+            found.append(" ".join(words))
+    return found
+
+
 def pulumi_commands(job: Job) -> set[str]:
     """What the job's Pulumi steps run: `preview`, `up`, `refresh`, or `install` for the CLI alone; a
     shell step that runs `pulumi <command>` anywhere in its script counts too."""
