@@ -16,14 +16,17 @@ Which providers: the AWS provider (`aws:`) and AWS Cloud Control (`aws-native:`,
 property names in camel case, policy documents as objects), azure-native (any API version module,
 `/v20210615privatepreview` included) and the classic azure provider (`azure:`), docker and MinIO. Where
 a policy document can sit on a resource the pack has no table for, `iam-least-privilege` still finds it
-(any property holding an object or JSON text with a `Statement`) and judges it.
+(any property holding an object or JSON text with a `Statement`) and judges it. A CloudFormation stack or
+an ARM deployment has every resource of its template judged by every resource policy as the type it
+stands for (`template_resources`, `_with_templates`).
 
 Two policies take configuration (`--policy-pack-config`, handed over by the analyzer's `Configure`,
 read with `args.get_config()`): `iam-least-privilege` (IAM_CONFIG_SCHEMA) and
 `stateful-resources-protected` (PROTECTION_CONFIG_SCHEMA). Their defaults are the unconfigured
 behaviour; a configuration the policy refuses raises PolicyConfigError, which fails the CLI's run.
-A configuration naming a policy the pack does not have is refused by `Configure` itself
-(`unknown_policy_names`, wired in `__main__.py`).
+A configuration naming a policy the pack does not have, or lowering a policy's enforcement level, is
+refused by `Configure` itself (`unknown_policy_names`, `refused_enforcement_levels`, wired in
+`__main__.py`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ import posixpath
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
+
+import yaml  # PyYAML: a dependency of pulumi (policy/requirements.txt pins pulumi)
 
 from pulumi_policy import (
     EnforcementLevel,
@@ -65,6 +70,8 @@ S3_BUCKETS = frozenset({"aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"})
 NATIVE_BUCKET = "aws-native:s3:Bucket"
 ALL_S3_BUCKETS = S3_BUCKETS | {NATIVE_BUCKET}
 S3_PUBLIC_ACCESS_BLOCK = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
+S3_PUBLIC_ACCESS_BLOCKS = frozenset({S3_PUBLIC_ACCESS_BLOCK, "aws:s3/accountPublicAccessBlock:AccountPublicAccessBlock",
+                                     "aws-native:s3:AccountPublicAccessBlock"})
 S3_ENCRYPTION = frozenset({
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
     "aws:s3/bucketServerSideEncryptionConfigurationV2:BucketServerSideEncryptionConfigurationV2",
@@ -115,15 +122,27 @@ USER_CREDENTIALS = {  # type -> the property naming the user a long-lived creden
     "aws:iam/sshKey:SshKey": "username",
     "aws-native:iam:AccessKey": "userName",
 }
-LAMBDA_PERMISSIONS = frozenset({"aws:lambda/permission:Permission", "aws-native:lambda:Permission"})
+PRINCIPAL_PERMISSIONS = {  # type -> the properties that narrow its `principal` "*" to named accounts
+    "aws:lambda/permission:Permission": ("sourceAccount", "sourceArn", "principalOrgId"),
+    "aws-native:lambda:Permission": ("sourceAccount", "sourceArn", "principalOrgId"),
+    "aws:lambda/layerVersionPermission:LayerVersionPermission": ("organizationId",),
+    "aws-native:lambda:LayerVersionPermission": ("organizationId",),
+    "aws:cloudwatch/eventPermission:EventPermission": ("condition",),
+    "aws-native:events:EventBusPolicy": ("condition",),
+}
+"""Resources that let a principal (`*` for anyone) call a function, use a layer or put events on a bus."""
+UNREADABLE_POLICY = ("is JSON text or an object the pack cannot read as a policy document (not JSON, a key named "
+                     "twice in any case, a statement that is no object), so nothing it allows can be checked and "
+                     "AWS may read it otherwise: give one JSON object with a Statement list and each key once.")
 MINIO_POLICY_ATTACHMENTS = frozenset({"minio:index/iamUserPolicyAttachment:IamUserPolicyAttachment",
                                       "minio:index/iamGroupPolicyAttachment:IamGroupPolicyAttachment"})
 MINIO_BUILT_IN_POLICIES = frozenset({"consoleadmin", "diagnostics", "readonly", "readwrite", "writeonly"})
 """MinIO's built-in policies: each reaches every bucket (or the server's administration)."""
-FILTER_POLICY_MODULES = ("aws:organizations/", "aws-native:organizations:", "aws:ec2/vpcEndpoint",
+FILTER_POLICY_MODULES = ("aws:organizations/policy:", "aws-native:organizations:Policy", "aws:ec2/vpcEndpoint",
                          "aws-native:ec2:VpcEndpoint")
 """Types whose documents only limit what others may do (SCPs, RCPs, VPC endpoint policies): an "Allow *"
-there grants nothing, so the generic document search leaves them alone."""
+there grants nothing, so the generic document search leaves them alone. Not the organization's resource
+policy (aws:organizations/resourcePolicy), which lets other accounts administer it."""
 SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
 SECURITY_GROUP_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
 SECURITY_GROUP_INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
@@ -178,11 +197,16 @@ AZURE_ROLE_ASSIGNMENTS = frozenset({
     "azure:authorization/assignment:Assignment",
     "azure:pim/activeRoleAssignment:ActiveRoleAssignment",
     "azure:pim/eligibleRoleAssignment:EligibleRoleAssignment",
+    "azure:role/assignment:Assignment",  # the classic provider before v3.0 named its module role/
 })
-AZURE_RBAC_MODULES = ("azure-native:authorization:", "azure:authorization/", "azure:pim/")
+AZURE_RBAC_MODULES = ("azure-native:authorization:", "azure:authorization/", "azure:pim/", "azure:role/")
 """Where any other type that grants a role at a scope would be (a newer name for the same thing)."""
 AZURE_ROLE_DEFINITIONS = frozenset({"azure-native:authorization:RoleDefinition",
-                                    "azure:authorization/roleDefinition:RoleDefinition"})
+                                    "azure:authorization/roleDefinition:RoleDefinition",
+                                    "azure:role/definition:Definition"})
+AZURE_DELEGATIONS = frozenset({"azure-native:managedservices:RegistrationDefinition",
+                               "azure:lighthouse/definition:Definition"})
+"""Azure Lighthouse: roles a definition hands another tenant's principals on the scope it is assigned to."""
 
 # --- facts the policies decide by ----------------------------------------------------------------
 
@@ -207,8 +231,42 @@ CONFIGURABLE_NON_LISTING_ACTIONS = frozenset(action.lower() for action in (
     "xray:GetSamplingTargets", "xray:GetSamplingStatisticSummaries", "tag:GetResources", "tag:GetTagKeys",
     "tag:GetTagValues", "ecr:GetAuthorizationToken",
 ))
-"""What the allow-list takes besides Describe*/List*: telemetry and metadata actions that read or write
+"""What the allow-list takes besides METADATA_ACTIONS: telemetry and tag actions that read or write
 nothing of anyone's data, credentials or code."""
+
+METADATA_ACTIONS = frozenset(action.lower() for action in (
+    # EC2 and VPC: the network and the instances as inventory (not DescribeInstanceAttribute: user data)
+    "ec2:DescribeInstances", "ec2:DescribeInstanceStatus", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
+    "ec2:DescribeVpcs", "ec2:DescribeSecurityGroups", "ec2:DescribeSecurityGroupRules", "ec2:DescribeRouteTables",
+    "ec2:DescribeRegions", "ec2:DescribeAvailabilityZones", "ec2:DescribeVpcEndpoints", "ec2:DescribeTags",
+    "ec2:DescribeImages", "ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeAddresses",
+    # ECS (not DescribeTaskDefinition: it returns the containers' environment)
+    "ecs:ListClusters", "ecs:DescribeClusters", "ecs:ListServices", "ecs:DescribeServices", "ecs:ListTasks",
+    "ecs:DescribeTasks", "ecs:ListTaskDefinitions", "ecs:ListTaskDefinitionFamilies", "ecs:ListContainerInstances",
+    "ecs:DescribeContainerInstances",
+    # load balancers, autoscaling, ECR
+    "elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeTargetGroups",
+    "elasticloadbalancing:DescribeTargetHealth", "elasticloadbalancing:DescribeListeners",
+    "elasticloadbalancing:DescribeRules", "elasticloadbalancing:DescribeTags",
+    "autoscaling:DescribeAutoScalingGroups", "application-autoscaling:DescribeScalableTargets",
+    "application-autoscaling:DescribeScalingPolicies", "ecr:DescribeRepositories", "ecr:DescribeImages",
+    "ecr:ListImages",
+    # databases, storage and queues as inventory
+    "rds:DescribeDBInstances", "rds:DescribeDBClusters", "rds:DescribeDBSnapshots", "rds:DescribeDBClusterSnapshots",
+    "rds:DescribeDBEngineVersions", "rds:ListTagsForResource", "s3:ListAllMyBuckets", "sns:ListTopics",
+    "sqs:ListQueues",
+    # monitoring
+    "cloudwatch:DescribeAlarms", "cloudwatch:ListMetrics", "logs:DescribeLogGroups", "logs:DescribeLogStreams",
+    # identity inventory: names, never secrets (ListSecrets and DescribeParameters give no values)
+    "iam:ListRoles", "iam:ListPolicies", "iam:ListUsers", "iam:ListGroups", "iam:ListAccountAliases",
+    "iam:ListInstanceProfiles", "kms:ListKeys", "kms:ListAliases", "secretsmanager:ListSecrets",
+    "ssm:DescribeParameters", "acm:ListCertificates", "route53:ListHostedZones", "servicediscovery:ListNamespaces",
+    "servicediscovery:ListServices", "cloudformation:ListStacks",
+))
+"""The Describe/List actions the allow-list takes: metadata only. A verb says too little: lambda:ListFunctions
+returns every function's environment, ec2:DescribeInstanceAttribute user data, cognito-idp:DescribeUserPoolClient
+a client secret, elasticbeanstalk:DescribeConfigurationSettings and amplify:ListApps environment variables,
+ecs:DescribeTaskDefinition the containers' environment."""
 
 PRIVATE_NETWORKS = tuple(ipaddress.ip_network(network) for network in (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # RFC 1918
@@ -247,10 +305,35 @@ ESCALATION_ACTIONS = frozenset(action.lower() for action in (
     "lambda:UpdateFunctionUrlConfig", "ecr:SetRepositoryPolicy", "sqs:AddPermission", "sns:AddPermission",
     "s3:PutBucketPolicy", "s3:DeleteBucketPolicy", "s3:PutBucketAcl", "s3:PutBucketPublicAccessBlock",
     "s3:DeletePublicAccessBlock", "s3:PutAccountPublicAccessBlock", "s3:PutBucketOwnershipControls",
+    "s3:PutObjectAcl", "s3:PutObjectVersionAcl", "s3:PutAccessPointPolicy", "s3:PutAccessPointPolicyForObjectLambda",
+    "s3:PutAccessPointPublicAccessBlock", "s3:PutMultiRegionAccessPointPolicy", "s3express:PutBucketPolicy",
+    "kms:ReplicateKey",  # takes the replica's key policy
+    # queue and topic attributes hold their resource policy
+    "sqs:SetQueueAttributes", "sns:SetTopicAttributes",
+    # snapshots and images shared with every account ("all"), a database made public or its master password reset
+    "rds:ModifyDBSnapshotAttribute", "rds:ModifyDBClusterSnapshotAttribute", "ec2:ModifySnapshotAttribute",
+    "ec2:ModifyImageAttribute", "ec2:ModifyFpgaImageAttribute", "redshift:AuthorizeSnapshotAccess",
+    "rds:ModifyDBInstance", "rds:ModifyDBCluster", "redshift:ModifyCluster",
+    # other resource policies and shares
+    "logs:PutResourcePolicy", "ecr:PutRegistryPolicy", "ecr-public:SetRepositoryPolicy", "events:PutPermission",
+    "glacier:SetVaultAccessPolicy", "elasticfilesystem:PutFileSystemPolicy", "backup:PutBackupVaultAccessPolicy",
+    "apigateway:UpdateRestApiPolicy", "es:UpdateDomainConfig", "es:UpdateElasticsearchDomainConfig",
+    "dynamodb:PutResourcePolicy", "glue:PutResourcePolicy", "kinesis:PutResourcePolicy", "ssm:PutResourcePolicy",
+    "ssm:ModifyDocumentPermission", "codeartifact:PutRepositoryPermissionsPolicy",
+    "codeartifact:PutDomainPermissionsPolicy", "cloudtrail:PutResourcePolicy", "ram:CreateResourceShare",
+    "ram:AssociateResourceShare", "iot:AttachPolicy", "iot:AttachPrincipalPolicy",
 ))
 """Actions that grant permissions or credentials, or open a resource to anyone: whoever holds one on any
 identity or resource (its own role included) can make itself (or everyone) more powerful. Refused
-whatever the Resource, also matched by wildcards (iam:*, iam:Put*, s3:*, kms:*, *Policy, ...)."""
+whatever the Resource, also matched by wildcards (iam:*, iam:Put*, s3:*, kms:*, *Policy, ...). An action
+named like one (GRANTING_ACTION_NAME) counts too."""
+GRANTING_ACTION_NAME = re.compile(
+    r"(?:put|set|add|update|create|modify|replicate|attach)\w*(?:resourcepolicy|accesspolicy|accesspointpolicy\w*|"
+    r"permissionspolicy|bucketpolicy|keypolicy|repositorypolicy|registrypolicy|containerpolicy|filesystempolicy|"
+    r"acl|permission|permissions|snapshotattribute|imageattribute)")
+"""The verbs of actions that write a resource policy, an ACL, a permission for other accounts, or who may
+use a snapshot or image (logs:PutResourcePolicy, glacier:SetVaultAccessPolicy, s3:PutObjectAcl,
+ssm:ModifyDocumentPermission, rds:ModifyDBSnapshotAttribute, ...), besides the ones ESCALATION_ACTIONS names."""
 ADMINISTRATION_SERVICES = frozenset({"sso", "sso-directory", "identitystore", "identitystore-auth", "organizations"})
 """Services whose every action but a read (Get*, List*, Describe*, Search*) administers identities or
 accounts (IAM Identity Center's account assignments and permission sets, its users and groups, the
@@ -272,10 +355,16 @@ IDENTITY_SERVICES = frozenset({"iam", "sts", "kms", "organizations", "account", 
                                "identitystore", "secretsmanager"})
 """Services whose actions on every resource of an account hand out identities, credentials or keys: a
 wildcard resource (arn:aws:iam::123456789012:role/*) is refused for them even with a Condition."""
-NAME_WILDCARD_SERVICES = frozenset({"iam", "sts", "kms"})
-"""ARN services where any wildcard in the resource (role/A*, user/?dmin, key/1*) reaches as far as
-role/*: an attacker chooses the names (36 statements of role/a* .. role/9* cover every role), and KMS
-key ids are random."""
+NAME_WILDCARD_SERVICES = frozenset({"iam", "sts", "kms", "rds-db"})
+"""ARN services where any wildcard in the resource (role/A*, user/?dmin, key/1*, dbuser:db-*/*) reaches as far
+as role/*: an attacker chooses the names (36 statements of role/a* .. role/9* cover every role), KMS key ids
+and RDS resource ids are random, and a database user is an identity."""
+NAMED_RESOURCE_TYPES = frozenset({("secretsmanager", "secret"), ("ssm", "parameter")})
+"""(service, resource type) whose names a wildcard may follow only when the name is spelled out up to a `/`
+or `:` (secret:mlflow/*, parameter/mlflow/*) or the wildcard is Secrets Manager's random suffix
+(secret:mlflow-db-??????): secret:a* .. secret:9* (36 statements) reach every secret of the account. Actions
+that run code (CODE_EXECUTION_ACTIONS) are held to the same rule on every resource (instance/i-*,
+function:mlflow-*), and an S3 bucket name may hold no wildcard at all (bucket names are global)."""
 PRINCIPAL_CONDITION_KEYS = frozenset(name.lower() for name in (
     "aws:PrincipalOrgID", "aws:PrincipalAccount", "aws:PrincipalArn", "sts:ExternalId",
     "aws:SourceAccount", "aws:SourceArn", "aws:SourceOrgID",
@@ -295,7 +384,7 @@ are never scoped to the project's resources, so these mean "every resource of th
 ADMIN_NAME = re.compile(r"admin|poweruser|power-user|fullaccess|full-access|superuser|breakglass|break-glass",
                         re.IGNORECASE)
 """A name that says it administers: customer-managed policies, groups and users named so are judged by it."""
-_POLICY_ARN = re.compile(r"arn:[^:]*:iam::(?P<account>[^:]*):policy/(?P<path>.*)", re.IGNORECASE)
+_POLICY_ARN = re.compile(r"arn:[^:]*:iam:[^:]*:(?P<account>[^:]*):policy/(?P<path>.*)", re.IGNORECASE | re.DOTALL)
 
 AZURE_PRIVILEGED_ROLES = {
     "8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner",
@@ -308,8 +397,15 @@ https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/privi
 the right to assign roles. Refused at subscription, management-group or root scope."""
 AZURE_ROLE_ADMIN_ACTIONS = ("microsoft.authorization/roleassignments/write",
                             "microsoft.authorization/roledefinitions/write",
-                            "microsoft.authorization/elevateaccess/action")
-"""What a custom role must not be able to do above a resource group (besides all actions, "*")."""
+                            "microsoft.authorization/elevateaccess/action",
+                            "microsoft.authorization/roleassignmentschedulerequests/write",
+                            "microsoft.authorization/roleeligibilityschedulerequests/write",
+                            "microsoft.authorization/rolemanagementpolicies/write",
+                            "microsoft.authorization/rolemanagementpolicyassignments/write")
+"""What a custom role must not be able to do above a resource group (besides all actions, "*"): assign
+roles, write role definitions, elevate, or assign itself a role through PIM (a schedule request, or the
+management policy that decides what an activation needs)."""
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 
 STRONG_S3_ALGORITHMS = frozenset({"AES256", "aws:kms", "aws:kms:dsse"})
 STRONG_TLS_VERSIONS = frozenset({"TLS1_2", "TLS1_3"})
@@ -323,8 +419,19 @@ RUNTIME_MOUNT_PREFIXES = ("/run", "/var/run", "/tmp", "/var/tmp", "/dev", "/var/
 _SECRET_WORD_ENDINGS = ("PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "SECRETS", "TOKEN", "CREDENTIAL",
                         "CREDENTIALS", "APIKEY", "PRIVATEKEY", "ACCESSKEY", "SECRETKEY")
 _SECRET_WORDS = frozenset({"KEY", "PWD", "PASS"})
-_URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@", re.IGNORECASE)
-"""scheme://user:password@ and scheme://:password@ (Redis, AMQP)."""
+_URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:(?![0-9]+(?:/|$))[^\s@]+@", re.IGNORECASE)
+"""scheme://user:password@ and scheme://:password@ (Redis, AMQP), also a password with a `/` in it, as
+SQLAlchemy and libpq read one (postgresql://mlflow:hunter2/x@db/mlflow); not host:port/path@..."""
+_AUTHORIZATION_VALUE = re.compile(r"(?:^|[\s=:,;\"'])(?:basic|bearer|token|digest)\s+"
+                                  r"(?=[a-z0-9+/=._~-]*[0-9+/=._~-])[a-z0-9+/=._~-]{8,}", re.IGNORECASE)
+"""An HTTP Authorization value (`Basic YWRtaW46aHVudGVyMg==`, `Bearer glc_eyJ...`), also inside a header list
+(OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer ...)."""
+_KEYED_VALUE = re.compile(r"(?:^|[\s,;&])([A-Za-z][\w.-]*)=([^\s,;&]+)")
+"""key=value inside a value (a header list, a shell line): a secret-named key with a literal value is a secret."""
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----")
+_PUBLIC_PEM_LABELS = frozenset({"PUBLIC KEY", "RSA PUBLIC KEY", "CERTIFICATE", "TRUSTED CERTIFICATE",
+                                "X509 CRL", "CERTIFICATE REQUEST"})
 _URL_QUERY_SECRET = re.compile(r"[?&](?:password|passwd|pwd|pass|secret|client_secret|sig|signature|token|"
                                r"access_token|api_key|apikey|x-amz-signature|x-amz-security-token|"
                                r"sharedaccesssignature)=[^&#\s]", re.IGNORECASE)
@@ -391,11 +498,48 @@ def _without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
+def case_duplicate_key(value: Any, depth: int = 0) -> str | None:
+    """A key an object (at any depth) holds twice in different case ("Statement" and "statement",
+    "Environment" and "environment"), or None. Readers differ on which one counts (the pack's `key` took the
+    first, Go's encoding/json the last), so the pack refuses such a value."""
+    if depth > 20:
+        return None
+    if isinstance(value, Mapping):
+        seen: set[str] = set()
+        for name in value:
+            lowered = str(name).lower()
+            if lowered in seen:
+                return str(name)
+            seen.add(lowered)
+        for name in value:
+            found = case_duplicate_key(value[name], depth + 1)
+            if found:
+                return found
+    elif is_sequence(value):
+        for item in value:
+            found = case_duplicate_key(item, depth + 1)
+            if found:
+                return found
+    return None
+
+
 def _parse_document(value: Any) -> Any:
-    """A document given as JSON text (what the providers take) or as an object; ValueError if unreadable."""
+    """A document given as JSON text (what the providers take) or as an object; ValueError if unreadable
+    (not JSON, a key twice in any case, a statement that is no object)."""
     if isinstance(value, str):
-        return json.loads(value, object_pairs_hook=_without_duplicate_keys) if value.strip() else {}
-    return {} if value is None else value
+        try:
+            parsed = json.loads(value, object_pairs_hook=_without_duplicate_keys) if value.strip() else {}
+        except RecursionError:
+            raise ValueError("nested too deep") from None
+    else:
+        parsed = {} if value is None else value
+        duplicate = case_duplicate_key(parsed)
+        if duplicate:
+            raise ValueError(f"duplicate key {duplicate!r}")
+    if isinstance(parsed, Mapping) and not all(isinstance(item, Mapping)
+                                               for item in as_list(key(parsed, "Statement"))):
+        raise ValueError("a statement that is no object")
+    return parsed
 
 
 def document(value: Any) -> Mapping[str, Any]:
@@ -500,12 +644,23 @@ def looks_like_secret_name(name: str) -> bool:
 def looks_like_secret_value(value: Any) -> bool:
     """A value that carries a credential whatever its name: a URL with a password (also `://:pw@`), a
     credential in a URL's query (`?password=`, a SAS token's `sig=`), a connection string with a key or
-    password, libpq's `password=` keyword, a PEM private key."""
+    password, libpq's `password=` keyword, a PEM private key, an HTTP Authorization value (`Basic ...`,
+    `Bearer ...`), a secret-named key with a literal value inside it (`x-api-key=...`, `PGPASSWORD=...`)."""
     if not isinstance(value, str):
         return False
     return bool(_URL_WITH_PASSWORD.search(value) or _URL_QUERY_SECRET.search(value)
                 or _CONNECTION_STRING_KEY.search(value) or _KEYWORD_DSN_PASSWORD.search(value)
-                or _PRIVATE_KEY_PEM.search(value))
+                or _PRIVATE_KEY_PEM.search(value) or _AUTHORIZATION_VALUE.search(value)
+                or any(looks_like_secret_name(match.group(1)) and _literal_argument(match.group(2))
+                       and not _harmless_connection_string(value) for match in _KEYED_VALUE.finditer(value)))
+
+
+def _public_pem(value: Any) -> bool:
+    """PEM text of public keys or certificates only (an OIDC verifier's key, a CA bundle): no secret."""
+    if not isinstance(value, str):
+        return False
+    labels = _PEM_BLOCK.findall(value)
+    return bool(labels) and all(label.strip() in _PUBLIC_PEM_LABELS for label in labels)
 
 
 def _harmless_connection_string(value: Any) -> bool:
@@ -518,11 +673,12 @@ def _harmless_connection_string(value: Any) -> bool:
 
 
 def _names_a_file(name: str, value: Any) -> bool:
-    """*_CREDENTIALS / *_CREDENTIAL holding a file path (GOOGLE_APPLICATION_CREDENTIALS=/run/secrets/gcp.json):
-    the convention for these names is a path, not the credential."""
+    """*_CREDENTIALS, *_KEY and the like holding a file path (GOOGLE_APPLICATION_CREDENTIALS=/run/secrets/gcp.json,
+    NGINX_SSL_KEY=/run/secrets/tls.key): the convention for these names is a path to the file, not its content.
+    Not *_PASSWORD, *_TOKEN or *_SECRET: a value of those is the secret (their files go in *_FILE)."""
     words = [word for word in re.split(r"[^A-Z0-9]+", name.upper()) if word]
-    return bool(words) and words[-1] in ("CREDENTIAL", "CREDENTIALS") and isinstance(value, str) \
-        and bool(_FILE_PATH.fullmatch(value.strip()))
+    return bool(words) and words[-1] in ("CREDENTIAL", "CREDENTIALS", "KEY", "PRIVATEKEY") \
+        and isinstance(value, str) and bool(_FILE_PATH.fullmatch(value.strip()))
 
 
 def secret_env_entries(env: Iterable[tuple[str, Any]]) -> list[str]:
@@ -532,7 +688,7 @@ def secret_env_entries(env: Iterable[tuple[str, Any]]) -> list[str]:
         if value in (None, ""):
             continue
         by_name = looks_like_secret_name(name) and not _harmless_connection_string(value) \
-            and not _names_a_file(name, value)
+            and not _names_a_file(name, value) and not _public_pem(value)
         if by_name or looks_like_secret_value(value):
             found.append(name)
     return found
@@ -593,10 +749,58 @@ def _arguments(container: Any, *fields: str) -> list[Any]:
 
 
 class _Container:
-    """One container's plain environment and command line, wherever a resource keeps them."""
+    """One container's plain environment and command line, wherever a resource keeps them; its health
+    checks' commands and headers (`source`: the mapping that defines the container)."""
 
-    def __init__(self, name: str, env: list[tuple[str, Any]], arguments: list[Any], where: str, fix: str) -> None:
+    def __init__(self, name: str, env: list[tuple[str, Any]], arguments: list[Any], where: str, fix: str,
+                 source: Any = None) -> None:
         self.name, self.env, self.arguments, self.where, self.fix = name, env, arguments, where, fix
+        self.probe_arguments, self.headers = _probe_parts(source)
+
+
+_PROBE_KEY = re.compile(r"probe|healthcheck", re.IGNORECASE)
+_PROBE_COMMANDS = frozenset({"command", "commands", "exec", "tests", "test"})
+
+
+def _probe_parts(value: Any, in_probe: bool = False, depth: int = 0) -> tuple[list[Any], list[tuple[str, Any]]]:
+    """The command lines and HTTP headers of a container's health checks and probes, wherever they sit
+    (ECS healthCheck.command, docker healthcheck.tests, Container Apps probes[].httpGet.httpHeaders, a
+    container group's livenessProbe.exec.command and httpGet.httpHeaders, the classic providers' lists)."""
+    arguments: list[Any] = []
+    headers: list[tuple[str, Any]] = []
+    if depth > 8:
+        return arguments, headers
+    if isinstance(value, Mapping):
+        for name in list(value):
+            item = _known_in(value, name)
+            lowered = str(name).lower()
+            probe = in_probe or bool(_PROBE_KEY.search(lowered))
+            if probe and lowered in _PROBE_COMMANDS and is_sequence(item):
+                arguments.extend(entry for entry in _items(item) if isinstance(entry, str))
+            elif probe and lowered.endswith(("headers", "header")):
+                headers.extend(_mapping_entries(item) if isinstance(item, Mapping) else _entries(item))
+            else:
+                more_arguments, more_headers = _probe_parts(item, probe, depth + 1)
+                arguments += more_arguments
+                headers += more_headers
+    elif is_sequence(value):
+        for item in _items(value):
+            more_arguments, more_headers = _probe_parts(item, in_probe, depth + 1)
+            arguments += more_arguments
+            headers += more_headers
+    return arguments, headers
+
+
+def secret_headers(headers: Iterable[tuple[str, Any]]) -> list[str]:
+    """The names of the HTTP headers a probe sends that carry a credential: Authorization, Cookie and the
+    like, a secret-named one (X-Api-Key), or a value shaped like a credential."""
+    found = []
+    for name, value in headers:
+        if value in (None, ""):
+            continue
+        if name.strip().lower() in _SECRET_HEADERS or looks_like_secret_name(name) or looks_like_secret_value(value):
+            found.append(name)
+    return found
 
 
 _ECS_FIX = ("Store the value in Secrets Manager (or SSM Parameter Store) and list it under the container's "
@@ -607,18 +811,13 @@ _APP_FIX = ("Declare it in `configuration.secrets` (or as a Key Vault reference)
 
 def _containers(kind: str, props: Mapping[str, Any]) -> Iterator[_Container]:
     if kind in ECS_TASK_DEFINITIONS:
-        definitions = get(props, "containerDefinitions", default=[])
-        if isinstance(definitions, str):
-            try:
-                definitions = json.loads(definitions)
-            except ValueError:
-                return
+        definitions = _container_definitions(props)
         for definition in as_list(definitions):
             if isinstance(definition, Mapping):
                 yield _Container(str(key(definition, "name") or "?"), _entries(key(definition, "environment")),
                                  _arguments(definition, "command", "entryPoint"),
                                  "in plain `environment`, visible to anyone who may describe the task definition",
-                                 _ECS_FIX)
+                                 _ECS_FIX, definition)
     elif kind == DOCKER_CONTAINER:
         env = []
         for entry in as_list(get(props, "envs")):
@@ -628,7 +827,7 @@ def _containers(kind: str, props: Mapping[str, Any]) -> Iterator[_Container]:
         yield _Container("", env, _arguments(props, "command", "entrypoints"),
                          "in `envs`, which `docker inspect` shows to anyone with access to the Docker API",
                          "Upload the value as a file (`uploads`, or a volume) and pass its path instead "
-                         "(e.g. NAME_FILE where the image reads one).")
+                         "(e.g. NAME_FILE where the image reads one).", props)
     elif kind in CONTAINER_APPS or kind in CLASSIC_CONTAINER_APPS:
         template = get(props, "template", default={})
         env_field, secret_keys = ("env", ("secretRef",)) if kind in CONTAINER_APPS else ("envs", ("secretName",))
@@ -637,7 +836,7 @@ def _containers(kind: str, props: Mapping[str, Any]) -> Iterator[_Container]:
                 yield _Container(str(key(container, "name") or "?"),
                                  _entries(key(container, env_field), secret_keys=secret_keys),
                                  _arguments(container, "command", "args"),
-                                 "with a plain `value`, shown in the app's template", _APP_FIX)
+                                 "with a plain `value`, shown in the app's template", _APP_FIX, container)
     elif kind == CONTAINER_GROUP:
         for container in [*as_list(get(props, "initContainers")), *as_list(get(props, "containers"))]:
             if isinstance(container, Mapping):
@@ -645,7 +844,7 @@ def _containers(kind: str, props: Mapping[str, Any]) -> Iterator[_Container]:
                                  _entries(key(container, "environmentVariables")),
                                  _arguments(container, "command"),
                                  "with a plain `value`, which anyone who may read the container group sees",
-                                 "Set it as `secureValue` (or mount a secret volume) instead.")
+                                 "Set it as `secureValue` (or mount a secret volume) instead.", container)
     elif kind == CLASSIC_CONTAINER_GROUP:
         for container in [*as_list(get(props, "initContainers")), *as_list(get(props, "containers"))]:
             if isinstance(container, Mapping):
@@ -653,15 +852,36 @@ def _containers(kind: str, props: Mapping[str, Any]) -> Iterator[_Container]:
                                  _mapping_entries(key(container, "environmentVariables")),
                                  _arguments(container, "commands"),
                                  "in `environmentVariables`, which anyone who may read the container group sees",
-                                 "Move it to `secureEnvironmentVariables` instead.")
+                                 "Move it to `secureEnvironmentVariables` instead.", container)
     elif kind in LAMBDA_FUNCTIONS:
         yield _Container("", _mapping_entries(get(props, "environment", "variables")), [],
                          "in `environment.variables`, which anyone who may read the function's configuration sees",
                          "Read it from Secrets Manager or SSM Parameter Store at start instead.")
 
 
+def _container_definitions(props: Mapping[str, Any]) -> Any:
+    """An ECS task definition's containerDefinitions (JSON text or a list); ValueError where the pack cannot
+    read them: not JSON, or a key twice in any case ("Environment" and "environment"; ECS reads keys without
+    regard to case, and which one it takes the pack cannot know)."""
+    definitions = get(props, "containerDefinitions", default=[])
+    if isinstance(definitions, str):
+        return json.loads(definitions, object_pairs_hook=_without_duplicate_keys) if definitions.strip() else []
+    duplicate = case_duplicate_key(definitions)
+    if duplicate:
+        raise ValueError(f"duplicate key {duplicate!r}")
+    return definitions
+
+
 def validate_container_env(args: ResourceValidationArgs, report: ReportViolation) -> None:
     kind, props, name = normalized_type(args.resource_type), args.props, args.name
+    if kind in ECS_TASK_DEFINITIONS:
+        try:
+            _container_definitions(props)
+        except ValueError as error:
+            report(f"{label(kind, name)}: its containerDefinitions cannot be read ({error}): a key named twice in "
+                   "any case (\"Environment\" and \"environment\", \"Name\" and \"name\") may be read either "
+                   "way, so the environment cannot be checked. Give each key once.", None)
+            return
     for container in _containers(kind, props):
         owner = f"{label(kind, name)}: container '{container.name}'" if container.name else label(kind, name)
         for variable in secret_env_entries(container.env):
@@ -671,6 +891,16 @@ def validate_container_env(args: ResourceValidationArgs, report: ReportViolation
             report(f"{owner} passes a credential on its command line ({'; '.join(found)}), which anyone who may "
                    f"read the definition sees: pass it in a secret env variable or a file instead. {container.fix}",
                    None)
+        found = secret_arguments(container.probe_arguments)
+        if found:
+            report(f"{owner} passes a credential in its health check's command ({'; '.join(found)}), which anyone "
+                   "who may read the definition sees: read it from the environment (a secret variable) or a file "
+                   f"in the check instead. {container.fix}", None)
+        headers = secret_headers(container.headers)
+        if headers:
+            report(f"{owner} sends {', '.join(headers)} with a credential in a probe's HTTP headers, which anyone "
+                   "who may read the definition sees: probe an endpoint that needs no credential (a health path "
+                   "the server leaves open).", None)
 
 
 # --- databases -------------------------------------------------------------------------------------
@@ -855,6 +1085,78 @@ def validate_database_port_closed_to_internet(args: ResourceValidationArgs, repo
             report(f"{label(kind, name)} opens the database server to {start}-{end}{azure_services}: keep public "
                    "network access disabled and reach the server from its VNet; a firewall rule may only name "
                    "private addresses.", None)
+    for where, port in _published_database_ports(kind, props):
+        report(f"{label(kind, name)} publishes database port {_engines([port])} to the internet ({where}): keep "
+               "the database unpublished and reach it from its private network (docker: a network, or "
+               "127.0.0.1; Container Apps: internal ingress or ipSecurityRestrictions of private ranges; a "
+               "container group: a private IP address).", None)
+
+
+def _port(value: Any) -> int | None:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _database_port(*values: Any) -> int | None:
+    return next((port for value in values if (port := _port(value)) in DATABASE_PORTS), None)
+
+
+def _only_private_sources(restrictions: Any) -> bool:
+    """Container Apps ipSecurityRestrictions that admit private ranges only (Allow rules, each private)."""
+    rules = [rule for rule in as_list(restrictions) if isinstance(rule, Mapping)]
+    allowed = [rule for rule in rules if str(get(rule, "action", default="Allow")).strip().lower() == "allow"]
+    return bool(allowed) and all(is_private_network(get(rule, "ipAddressRange")) for rule in allowed)
+
+
+def _published_database_ports(kind: str, props: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """(where, port) of each database port a container platform publishes beyond its private network: a docker
+    container's port bound to every address (no `ip`, 0.0.0.0, ::) or a public one, a swarm service's
+    published port, a Container App's external TCP ingress (and its additional port mappings) not limited to
+    private ranges, a container group's public IP address."""
+    found: list[tuple[str, int]] = []
+    if kind == DOCKER_CONTAINER:
+        for entry in as_list(get(props, "ports")):
+            port = _database_port(get(entry, "internal"), get(entry, "external"))
+            address = str(get(entry, "ip", default="0.0.0.0")).strip() or "0.0.0.0"
+            if port and str(get(entry, "protocol", default="tcp")).strip().lower() != "udp" \
+                    and not is_private_network(address):
+                found.append((f"ports: {address}:{get(entry, 'external', default=port)}", port))
+    elif kind == "docker:index/service:Service":
+        for entry in as_list(get(props, "endpointSpec", "ports")):
+            port = _database_port(get(entry, "targetPort"), get(entry, "publishedPort"))
+            if port and str(get(entry, "protocol", default="tcp")).strip().lower() != "udp":
+                found.append((f"endpointSpec.ports: {get(entry, 'publishedPort', default=port)}", port))
+    elif kind in CONTAINER_APPS or kind in CLASSIC_CONTAINER_APPS:
+        native = kind in CONTAINER_APPS
+        ingress = get(props, "configuration", "ingress") if native else get(props, "ingress")
+        if isinstance(ingress, Mapping) and not _only_private_sources(get(ingress, "ipSecurityRestrictions")):
+            mappings = []
+            if str(get(ingress, "transport", default="")).strip().lower() == "tcp":
+                mappings.append(("ingress", ingress, "external" if native else "externalEnabled"))
+            mappings += [(f"ingress.additionalPortMappings[{index}]", mapping, "external")
+                         for index, mapping in enumerate(as_list(get(ingress, "additionalPortMappings")))]
+            for where, mapping, external in mappings:
+                port = _database_port(get(mapping, "targetPort"), get(mapping, "exposedPort"))
+                if port and is_true(get(mapping, external)):
+                    found.append((f"{where}, external TCP", port))
+    elif kind == CONTAINER_GROUP:
+        address = get(props, "ipAddress")
+        if str(get(address, "type", default="")).strip().lower() == "public":
+            for entry in as_list(get(address, "ports")):
+                port = _database_port(get(entry, "port"))
+                if port and str(get(entry, "protocol", default="tcp")).strip().lower() != "udp":
+                    found.append(("ipAddress type Public", port))
+    elif kind == CLASSIC_CONTAINER_GROUP:
+        if str(get(props, "ipAddressType", default="Public")).strip().lower() == "public":
+            entries = as_list(get(props, "exposedPorts")) or [
+                port for container in as_list(get(props, "containers")) for port in as_list(get(container, "ports"))]
+            for entry in entries:
+                port = _database_port(get(entry, "port"))
+                if port and str(get(entry, "protocol", default="TCP")).strip().lower() != "udp":
+                    found.append(("ipAddressType Public", port))
+    return found
 
 
 # --- storage -----------------------------------------------------------------------------------------
@@ -900,7 +1202,7 @@ def validate_storage_encrypted(args: ResourceValidationArgs, report: ReportViola
         if encryption is not None:
             rules = as_list(get(encryption, "serverSideEncryptionConfiguration"))
             algorithms = [get(rule, "serverSideEncryptionByDefault", "sseAlgorithm") for rule in rules]
-            if not algorithms or not all(algorithm in STRONG_S3_ALGORITHMS for algorithm in algorithms):
+            if not algorithms or not all(str(algorithm) in STRONG_S3_ALGORITHMS for algorithm in algorithms):
                 report(f"{label(kind, name)} has a bucketEncryption without a default algorithm: give each rule "
                        "serverSideEncryptionByDefault.sseAlgorithm AES256 or aws:kms.", None)
     elif kind == FLEXIBLE_SERVER:
@@ -908,7 +1210,7 @@ def validate_storage_encrypted(args: ResourceValidationArgs, report: ReportViola
         if encryption is not None:
             encryption_type = str(get(encryption, "type", default="")).strip().lower()
             key_uri = get(encryption, "primaryKeyURI", default=get(encryption, "primaryKeyUri"))
-            if encryption_type not in ("", "systemassigned", "azurekeyvault") or (
+            if encryption_type not in ("", "systemassigned", "systemmanaged", "azurekeyvault") or (
                     encryption_type == "azurekeyvault"
                     and not (key_uri and get(encryption, "primaryUserAssignedIdentityId"))):
                 report(f"{label(kind, name)} has dataEncryption {dict(encryption)}: leave it out (service-managed "
@@ -931,7 +1233,7 @@ def validate_storage_encrypted(args: ResourceValidationArgs, report: ReportViola
 
 def _s3_rules_encrypt(rules: Any) -> bool:
     algorithms = [get(rule, "applyServerSideEncryptionByDefault", "sseAlgorithm") for rule in as_list(rules)]
-    return bool(algorithms) and all(algorithm in STRONG_S3_ALGORITHMS for algorithm in algorithms)
+    return bool(algorithms) and all(str(algorithm) in STRONG_S3_ALGORITHMS for algorithm in algorithms)
 
 
 def public_acl(acl: Any) -> bool:
@@ -942,14 +1244,26 @@ def public_acl(acl: Any) -> bool:
     return normalized.startswith(("public", "authenticated"))
 
 
-def _public_grants(props: Mapping[str, Any]) -> list[str]:
-    """The grantees of an explicit ACL (BucketAcl.accessControlPolicy) that are everyone or every AWS account."""
-    found = []
-    for grant in as_list(get(props, "accessControlPolicy", "grants")):
-        uri = str(get(grant, "grantee", "uri", default="")).lower()
-        if any(group in uri for group in PUBLIC_ACL_GROUPS):
-            found.append(uri.rsplit("/", 1)[-1])
-    return found
+def _public_grants(value: Any, depth: int = 0) -> list[str]:
+    """The public groups (AllUsers, AuthenticatedUsers) an ACL grants anything, wherever the grant stands
+    (a BucketAcl's accessControlPolicy.grants, a Bucket's or ObjectCopy's `grants`, a `grantRead` header
+    value): any string naming the group's URI."""
+    found: list[str] = []
+    if depth > 6:
+        return found
+    if isinstance(value, str):  # not a policy document: a Deny on s3:x-amz-grant-read names the groups too
+        lowered = value.lower()
+        if not _looks_like_document(value):
+            found += [group.rsplit("/", 1)[-1] for group in PUBLIC_ACL_GROUPS if group in lowered]
+    elif isinstance(value, Mapping):
+        if key(value, "Statement") is not None:
+            return found
+        for name in list(value):
+            found += _public_grants(_known_in(value, name), depth + 1)
+    elif is_sequence(value):
+        for item in _items(value):
+            found += _public_grants(item, depth + 1)
+    return sorted(set(found))
 
 
 def _storage_module(kind: str) -> bool:
@@ -960,7 +1274,7 @@ def _storage_module(kind: str) -> bool:
 def validate_storage_not_public(args: ResourceValidationArgs, report: ReportViolation) -> None:
     kind, props, name = normalized_type(args.resource_type), args.props, args.name
     flags = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
-    if kind == S3_PUBLIC_ACCESS_BLOCK:
+    if kind in S3_PUBLIC_ACCESS_BLOCKS:  # a bucket's, or the account's (the provider's defaults are false)
         off = [flag for flag in flags if not is_true(get(props, flag))]
         if off:
             report(f"{label(kind, name)} leaves {', '.join(off)} off: set all four flags to true.", None)
@@ -970,24 +1284,23 @@ def validate_storage_not_public(args: ResourceValidationArgs, report: ReportViol
         if off:
             report(f"{label(kind, name)} leaves publicAccessBlockConfiguration {', '.join(off)} off: set all four "
                    "flags to true.", None)
-        if public_acl(get(props, "accessControl")):
-            report(f"{label(kind, name)} grants the canned ACL {get(props, 'accessControl')}: use Private (or none, "
-                   "with BucketOwnerEnforced ownership) and share objects through presigned URLs or the server.", None)
-    elif kind in S3_BUCKETS or kind in S3_BUCKET_ACL:
-        acl = get(props, "acl")
-        if public_acl(acl):
-            report(f"{label(kind, name)} grants the canned ACL {acl}: use \"private\" (or no ACL with "
-                   "BucketOwnerEnforced ownership) and share objects through presigned URLs or the server.", None)
+    elif _storage_module(kind):  # an access point's block (each flag defaults to true)
+        block = get(props, "publicAccessBlockConfiguration")
+        off = [flag for flag in flags if is_false(get(block, flag))] if isinstance(block, Mapping) else []
+        if off:
+            report(f"{label(kind, name)} turns publicAccessBlockConfiguration {', '.join(off)} off: leave all four "
+                   "flags on.", None)
+    if _storage_module(kind):  # canned ACLs and grants of buckets, objects and copies (S3 either provider, MinIO)
+        for prop in ("acl", "accessControl"):
+            acl = get(props, prop)
+            if public_acl(acl):
+                report(f"{label(kind, name)} grants the canned ACL {acl} ({prop}): use \"private\" (or no ACL with "
+                       "BucketOwnerEnforced ownership) and share objects through presigned URLs or the server.", None)
         grantees = _public_grants(props)
         if grantees:
             report(f"{label(kind, name)} grants {', '.join(grantees)} access in its ACL: grant only the bucket owner "
                    "and share objects through presigned URLs or the server.", None)
-    elif kind == MINIO_BUCKET:
-        acl = get(props, "acl")
-        if public_acl(acl):
-            report(f"{label(kind, name)} has acl {acl}: set acl to \"private\"; the server reaches it with its own "
-                   "bucket-scoped user.", None)
-    elif kind == STORAGE_ACCOUNT:
+    if kind == STORAGE_ACCOUNT:
         if not is_false(get(props, "allowBlobPublicAccess")):
             report(f"{label(kind, name)} does not forbid public blob access: set allowBlobPublicAccess to false.", None)
     elif kind == CLASSIC_STORAGE_ACCOUNT:
@@ -1006,28 +1319,55 @@ def validate_storage_not_public(args: ResourceValidationArgs, report: ReportViol
                    "the server.", None)
     if _storage_module(kind):
         for where, policy_document in _policy_documents(kind, props):
+            if policy_document is None:
+                report(f"{label(kind, name)}: {where} {UNREADABLE_POLICY}", None)
+                continue
             for problem in open_principal_problems(policy_document):
                 report(f"{label(kind, name)}: {where} {problem}: name the principals that need the bucket (the "
                        "server's role or user), or add a condition on aws:PrincipalAccount / aws:PrincipalOrgID; a "
                        "TLS-only Deny beside it does not make an Allow for \"*\" private.", None)
 
 
-def denies_insecure_transport(policy_document: Mapping[str, Any]) -> bool:
-    """A bucket policy statement that denies everyone every S3 action on the bucket's objects when
-    `aws:SecureTransport` is false."""
+def _bucket_name(value: Any) -> str:
+    """The bucket a bucket policy is for (its `bucket`, a name; an ARN read as its name)."""
+    text = str(value or "").strip()
+    return text.split(":::", 1)[1].split("/", 1)[0] if text.lower().startswith("arn:") and ":::" in text else text
+
+
+def _covers_objects_of(resource: Any, bucket: str) -> bool:
+    """Whether a Resource pattern covers every object of `bucket` (any bucket's when the bucket is not known)."""
+    text = str(resource).strip()
+    if not bucket:
+        return text == "*" or text.endswith("/*")
+    normalized = re.sub(r"^arn:[^:*?]+:", "arn:aws:", text, flags=re.IGNORECASE)
+    return bool(_iam_pattern(normalized).fullmatch(f"arn:aws:s3:::{bucket}/any/key")) and \
+        bool(_iam_pattern(normalized).fullmatch(f"arn:aws:s3:::{bucket}/k"))
+
+
+def denies_insecure_transport(policy_document: Mapping[str, Any], bucket: str = "") -> bool:
+    """A bucket policy statement that denies everyone every S3 action on the bucket's objects (`bucket`'s,
+    when known) when `aws:SecureTransport` is false, and only on that condition: another key beside it
+    (aws:PrincipalAccount, ...) or a NotPrincipal would leave everyone else's plain requests through."""
     for statement in statements(policy_document):
-        if str(key(statement, "Effect")).strip().lower() != "deny":
+        if str(key(statement, "Effect")).strip().lower() != "deny" or key(statement, "NotPrincipal") is not None \
+                or key(statement, "NotResource") is not None or key(statement, "NotAction") is not None:
             continue
         principal = key(statement, "Principal")
-        if not (principal == "*" or "*" in as_list(key(principal, "AWS"))):
+        if not (principal == "*" or "*" in [str(value).strip() for value in as_list(key(principal, "AWS"))]):
             continue
-        if not {"s3:*", "*"} & {str(action).lower() for action in as_list(key(statement, "Action"))}:
+        if not {"s3:*", "*"} & {str(action).strip().lower() for action in as_list(key(statement, "Action"))}:
             continue
-        if not any(str(resource) == "*" or str(resource).endswith("/*")
-                   for resource in as_list(key(statement, "Resource"))):
+        if not any(_covers_objects_of(resource, bucket) for resource in as_list(key(statement, "Resource"))):
             continue
-        secure_transport = key(key(key(statement, "Condition"), "Bool"), "aws:SecureTransport")
-        if any(str(value).lower() == "false" for value in as_list(secure_transport)):
+        condition = key(statement, "Condition")
+        if not isinstance(condition, Mapping) or len(condition) != 1:
+            continue
+        operator, block = next(iter(condition.items()))
+        if str(operator).strip().lower() != "bool" or not isinstance(block, Mapping) or len(block) != 1:
+            continue
+        condition_key, values = next(iter(block.items()))
+        if str(condition_key).strip().lower() == "aws:securetransport" and as_list(values) and \
+                all(str(value).strip().lower() == "false" for value in as_list(values)):
             return True
     return False
 
@@ -1039,16 +1379,16 @@ def validate_storage_tls_only(args: ResourceValidationArgs, report: ReportViolat
     if kind in S3_BUCKET_POLICIES:
         if not denies_insecure_transport(document(get(props, S3_BUCKET_POLICIES[kind]))):
             report(f"{label(kind, name)} lets requests without TLS through (a bucket has only this one policy): "
-                   f"{tls_fix}.", None)
+                   f"{tls_fix}, with no other condition.", None)
     elif kind in S3_BUCKETS:
         inline = get(props, "policy")
-        if inline and not denies_insecure_transport(document(inline)):
+        if inline and not denies_insecure_transport(document(inline), _bucket_name(get(props, "bucket"))):
             report(f"{label(kind, name)} has an inline policy that lets requests without TLS through: {tls_fix}.", None)
     elif kind == STORAGE_ACCOUNT:
         problems = []
         if not is_true(get(props, "enableHttpsTrafficOnly")):
             problems.append("set enableHttpsTrafficOnly to true")
-        if get(props, "minimumTlsVersion") not in STRONG_TLS_VERSIONS:
+        if str(get(props, "minimumTlsVersion")) not in STRONG_TLS_VERSIONS:
             problems.append(f"set minimumTlsVersion to \"TLS1_2\" (now {get(props, 'minimumTlsVersion') or 'unset'})")
         if problems:
             report(f"{label(kind, name)} accepts plain HTTP or old TLS: {'; '.join(problems)}.", None)
@@ -1056,7 +1396,7 @@ def validate_storage_tls_only(args: ResourceValidationArgs, report: ReportViolat
         problems = [f"set {prop} to true" for prop in ("httpsTrafficOnlyEnabled", "enableHttpsTrafficOnly")
                     if is_false(get(props, prop))]
         tls = get(props, "minTlsVersion")
-        if tls is not None and tls not in STRONG_TLS_VERSIONS:
+        if tls is not None and str(tls) not in STRONG_TLS_VERSIONS:
             problems.append(f"set minTlsVersion to \"TLS1_2\" (now {tls})")
         if problems:
             report(f"{label(kind, name)} accepts plain HTTP or old TLS: {'; '.join(problems)}.", None)
@@ -1087,9 +1427,11 @@ IAM_CONFIG_SCHEMA = PolicyConfigSchema(properties={
         "items": {"type": "string", "pattern": "^[A-Za-z0-9-]+:[A-Za-z0-9]+$"},
         "default": [],
         "description": "IAM actions (exact names, no wildcards) that may use Resource \"*\" besides the ones AWS "
-                       "accepts only there: read-only actions (Describe*, List*) and a few telemetry ones "
-                       "(cloudwatch:GetMetricData, xray:PutTraceSegments, tag:GetResources, ...). Nothing that "
-                       "runs code, mints or reads credentials, or changes a resource may be listed.",
+                       "accepts only there: the metadata reads of the pack's list (ec2:DescribeInstances, "
+                       "ecs:ListClusters, iam:ListRoles, ...; not every Describe or List: lambda:ListFunctions "
+                       "returns secrets) and a few telemetry ones (cloudwatch:GetMetricData, xray:PutTraceSegments, "
+                       "tag:GetResources, ...). Nothing that runs code, mints or reads credentials or secrets, or "
+                       "changes a resource may be listed.",
     },
 })
 
@@ -1107,7 +1449,7 @@ def _read_only(action: str) -> bool:
 
 def allowed_actions_on_any_resource(config: Mapping[str, Any] | None = None) -> frozenset[str]:
     """The actions that may use Resource "*" (lower case): the built-in ones and the configured extras,
-    which may only be Describe*/List* actions or one of CONFIGURABLE_NON_LISTING_ACTIONS."""
+    which may only be METADATA_ACTIONS or CONFIGURABLE_NON_LISTING_ACTIONS."""
     extra = _checked_config(config, "iam-least-privilege", IAM_CONFIG_SCHEMA).get("allowedActionsOnAnyResource", [])
     if not is_sequence(extra) or not all(isinstance(action, str) for action in extra):
         raise PolicyConfigError("iam-least-privilege: allowedActionsOnAnyResource must be a list of action names")
@@ -1118,13 +1460,15 @@ def allowed_actions_on_any_resource(config: Mapping[str, Any] | None = None) -> 
             raise PolicyConfigError(f"iam-least-privilege: allowedActionsOnAnyResource names {action!r}: give exact "
                                     "action names (service:Action), no wildcards")
         lowered = name.lower()
-        listing = _verb(lowered).startswith(("list", "describe"))
-        if not listing and lowered not in CONFIGURABLE_NON_LISTING_ACTIONS:
+        if lowered not in METADATA_ACTIONS and lowered not in CONFIGURABLE_NON_LISTING_ACTIONS:
             raise PolicyConfigError(
                 f"iam-least-privilege: allowedActionsOnAnyResource may not name {name}: on every resource it could "
-                "run code, open a session or a database login, mint or read credentials, or change resources. "
-                "Only Describe*/List* actions and " + ", ".join(sorted(CONFIGURABLE_NON_LISTING_ACTIONS)) +
-                " may be listed; scope the others to the ARNs they need.")
+                "run code, open a session or a database login, mint or read credentials or secrets (a Describe or "
+                "List action may: lambda:ListFunctions returns the functions' environment), or change resources. "
+                "Only the metadata reads of the pack's list (policy/policies.py, METADATA_ACTIONS: "
+                "ec2:DescribeInstances, ecs:ListClusters, ...) and "
+                + ", ".join(sorted(CONFIGURABLE_NON_LISTING_ACTIONS))
+                + " may be listed; scope the others to the ARNs they need.")
         if _escalates(lowered) or _executes_code(lowered):
             raise PolicyConfigError(f"iam-least-privilege: allowedActionsOnAnyResource may not name {name}")
         allowed.add(lowered)
@@ -1158,7 +1502,9 @@ def _escalates(action: str) -> bool:
     """Whether an action (or a pattern) can grant permissions, credentials or public access: one of
     ESCALATION_ACTIONS, or anything but a read in an ADMINISTRATION_SERVICES service."""
     service = action.partition(":")[0].strip().lower()
-    return _matches_any(action, ESCALATION_ACTIONS) or (service in ADMINISTRATION_SERVICES and not _read_only(action))
+    granting = not _has_wildcard(action) and bool(GRANTING_ACTION_NAME.fullmatch(_verb(action.strip())))
+    return _matches_any(action, ESCALATION_ACTIONS) or granting or \
+        (service in ADMINISTRATION_SERVICES and not _read_only(action))
 
 
 def _executes_code(action: str) -> bool:
@@ -1176,15 +1522,33 @@ def _allows(statement: Mapping[str, Any]) -> bool:
 
 _NAME_FIRST_SERVICES = frozenset({"s3", "sns", "sqs", "codecommit", "execute-api"})
 """Services whose ARNs begin with the resource's name (arn:aws:s3:::bucket/key), not with its type."""
+_SECRETS_MANAGER_SUFFIX = re.compile(r"[^*?]*[^*?/:-]-\?{6}")
+"""secret:<name>-??????: the six random characters Secrets Manager appends to a secret's name."""
 
 
-def resource_reach(resource: Any) -> str | None:
+def _spelled_out(name: str, service: str) -> bool:
+    """A resource name that says what it reaches: no wildcard, or one only after the name spelled out up
+    to a `/` or `:` (function:mlflow-gc:*, task/mlflow/*, parameter/mlflow/*, bucket/prefix/*), or Secrets
+    Manager's random suffix (secret:mlflow-db-??????). Not i-*, db-*, a*, mlflow-*."""
+    if not _has_wildcard(name):
+        return True
+    if service == "secretsmanager" and _SECRETS_MANAGER_SUFFIX.fullmatch(name):
+        return True
+    literal = re.split(r"[*?]", name, maxsplit=1)[0]
+    return bool(re.search(r"[^/:][/:]$", literal))
+
+
+def resource_reach(resource: Any, names: bool = False) -> str | None:
     """How far an IAM Resource pattern reaches: "any" (any account's resources: "*", "arn:aws:iam::*:*",
-    "arn:aws:s3:::*", "arn:*", and any ARN whose account is a wildcard, whatever names it:
-    "arn:aws:iam::*:role/OrganizationAccountAccessRole"), "account" (every resource of a kind in one
-    account: "arn:aws:iam::123456789012:role/*", "arn:aws:ecs:eu-west-1:123456789012:*", and for iam, sts
-    and kms any wildcard in the name: role/A*, key/1*), or None (named resources, or names under a
-    literal prefix: "arn:aws:s3:::bucket/*", "...:log-group:/mlflow/aws:*", "...:secret:mlflow-*")."""
+    "arn:aws:s3:::*", "arn:*", any ARN whose account is a wildcard, whatever names it:
+    "arn:aws:iam::*:role/OrganizationAccountAccessRole", and any wildcard in an S3 bucket's name:
+    "arn:aws:s3:::a*", bucket names being global), "account" (every resource of a kind in one account:
+    "arn:aws:iam::123456789012:role/*", "arn:aws:ecs:eu-west-1:123456789012:*"; for iam, sts, kms and rds-db
+    any wildcard in the name: role/A*, role/mlflow-*, key/1*, dbuser:db-*/*; for secrets and SSM parameters
+    a wildcard before the name is spelled out, NAMED_RESOURCE_TYPES: secret:a*, parameter/a*; with `names`,
+    as for actions that run code, the same on every resource: instance/i-*, function:mlflow-*), or None
+    (named resources, or names under a literal prefix: "arn:aws:s3:::bucket/*",
+    "...:log-group:/mlflow/aws:*", "...:function:mlflow-*" without `names`)."""
     text = str(resource).strip()
     if not _has_wildcard(text):
         return None
@@ -1195,8 +1559,10 @@ def resource_reach(resource: Any) -> str | None:
     if _has_wildcard(partition) or _has_wildcard(service) or _has_wildcard(account):
         return "any"
     service = service.lower()
-    if service in _NAME_FIRST_SERVICES:
-        wild = resource_id == "" or resource_id[0] in "*?"
+    if service == "s3" and account == "":  # arn:aws:s3:::bucket[/key]: a bucket's name is global
+        wild = _has_wildcard(resource_id.split("/", 1)[0]) or resource_id == ""
+    elif service in _NAME_FIRST_SERVICES:
+        wild = resource_id == "" or resource_id[0] in "*?" or (names and not _spelled_out(resource_id, service))
     elif service in NAME_WILDCARD_SERVICES:
         wild = _has_wildcard(resource_id)
     else:  # type/name or type:name: a wildcard in the type, or right after it
@@ -1204,6 +1570,8 @@ def resource_reach(resource: Any) -> str | None:
         kind_part = resource_id[:separator.start()] if separator else resource_id
         after = resource_id[separator.end():] if separator else ""
         wild = _has_wildcard(kind_part) or (separator is not None and (after == "" or after[0] in "*?"))
+        if not wild and (names or (service, kind_part.lower()) in NAMED_RESOURCE_TYPES):
+            wild = not _spelled_out(after, service)
     if not wild:
         return None
     return "any" if account == "" else "account"
@@ -1286,19 +1654,24 @@ def wildcard_problems(statement: Mapping[str, Any], allowed_on_any: frozenset[st
     if escalating:
         problems.append(f"{', '.join(escalating)}, which can grant permissions, credentials or public access to "
                         "any identity or resource (its own role included)")
-    reaches = {reach: str(resource).strip() for resource in reversed(as_list(key(statement, "Resource")))
-               if (reach := resource_reach(resource))}
+    resources = as_list(key(statement, "Resource"))
     rest = [action for action in actions if action not in any_service and action not in escalating]
-    if "any" in reaches:
-        broad = [action for action in rest if action.lower() not in allowed]
-        if broad:
-            problems.append(f'Resource "{reaches["any"]}" for {", ".join(broad)}')
-    elif "account" in reaches:
-        narrowed = _narrows_resources(key(statement, "Condition"))
-        broad = [action for action in rest if action.partition(":")[0].lower() in IDENTITY_SERVICES
-                 or _executes_code(action) or (not narrowed and action.lower() not in allowed)]
-        if broad:
-            problems.append(f'Resource "{reaches["account"]}" (every one in the account) for {", ".join(broad)}')
+    running = [action for action in rest if _executes_code(action)]
+    for names, judged in ((False, [action for action in rest if action not in running]), (True, running)):
+        reaches = {reach: str(resource).strip() for resource in reversed(resources)
+                   if (reach := resource_reach(resource, names))}
+        if "any" in reaches:
+            broad = [action for action in judged if action.lower() not in allowed]
+            if broad:
+                problems.append(f'Resource "{reaches["any"]}" for {", ".join(broad)}')
+        elif "account" in reaches:
+            narrowed = _narrows_resources(key(statement, "Condition"))
+            broad = [action for action in judged if action.partition(":")[0].lower() in IDENTITY_SERVICES
+                     or names or (not narrowed and action.lower() not in allowed)]
+            if broad:
+                why = ": a wildcard before the name is spelled out" if names else ""
+                problems.append(f'Resource "{reaches["account"]}" (every one in the account{why}) for '
+                                f'{", ".join(broad)}')
     return problems
 
 
@@ -1333,9 +1706,30 @@ def open_principal_problems(policy_document: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-_OIDC_SUBJECT_KEYS = {"cognito-identity.amazonaws.com": ("aud", "sub"), "graph.facebook.com": ("id", "sub"),
-                      "www.amazon.com": ("user_id", "sub")}
-_SUBJECT_PREFIXES = ("repo:", "system:serviceaccount:")
+_EXACT = None
+_GITHUB_SUBJECT = re.compile(r"repo:[^/:*?]+/|(?:[a-z_]+:[^:*?]*:)*?(?:repository_owner|repository_owner_id|"
+                             r"repository_id):[^:*?]+:|(?:[a-z_]+:[^:*?]*:)*?repository:[^/:*?]+/", re.IGNORECASE)
+"""What a GitHub `sub` pattern must spell out before a wildcard: repo:OWNER/ (or, in a customised subject,
+repository_owner:OWNER:, repository_owner_id:ID:, repository_id:ID:, repository:OWNER/)."""
+_OWNER_PATH = re.compile(r"[^/*?]+/")
+_EKS_SUBJECT = re.compile(r"system:serviceaccount:[^:*?]+:", re.IGNORECASE)
+_TWO_SEGMENTS = re.compile(r"[^/:*?]+[/:][^/:*?]+[/:]")
+"""Any other provider: a `sub` pattern must spell out two segments before a wildcard (GitLab's
+project_path:group/..., Terraform Cloud's organization:org:...)."""
+_OIDC_CLAIMS: dict[str, dict[str, re.Pattern[str] | None]] = {
+    # provider -> condition claim -> what a pattern of it must spell out before a wildcard (None: no wildcard)
+    "github": {"sub": _GITHUB_SUBJECT, "job_workflow_ref": _OWNER_PATH, "repository": _OWNER_PATH,
+               "repository_owner": _EXACT, "repository_owner_id": _EXACT, "repository_id": _EXACT},
+    "eks": {"sub": _EKS_SUBJECT},
+    "accounts.google.com": {"sub": _EXACT, "aud": _EXACT, "oaud": _EXACT},
+    "cognito-identity.amazonaws.com": {"sub": _EXACT, "aud": _EXACT},
+    "graph.facebook.com": {"sub": _EXACT, "id": _EXACT},
+    "www.amazon.com": {"sub": _EXACT, "user_id": _EXACT},
+}
+"""The claims that name who may assume a role trusted by an identity provider: GitHub's sub or the
+repository claims (job_workflow_ref: OWNER/REPO/.github/workflows/...@ref), EKS's service account, a Google
+app's client id (aud) or user (sub), Cognito's identity pool (aud). Others: `sub` (_TWO_SEGMENTS)."""
+_EKS_PROVIDER = re.compile(r"oidc\.eks\.[^/]+\.amazonaws\.com(?:\.cn)?/id/[^/]+", re.IGNORECASE)
 
 
 def _oidc_provider(federated: str) -> str | None:
@@ -1351,19 +1745,26 @@ def _oidc_provider(federated: str) -> str | None:
     return text if "." in text else None
 
 
-def _narrow_subject(value: Any) -> bool:
-    """A `sub` value that names a subject: no bare wildcard, and where a prefix says whose (GitHub's
-    repo:OWNER/..., EKS's system:serviceaccount:NAMESPACE:...), the owner or namespace spelled out."""
+def _oidc_claims(provider: str) -> dict[str, re.Pattern[str] | None]:
+    lowered = provider.strip().lower()
+    if lowered.startswith("token.actions.githubusercontent.com"):  # also an enterprise's own issuer path
+        return _OIDC_CLAIMS["github"]
+    if _EKS_PROVIDER.fullmatch(lowered):
+        return _OIDC_CLAIMS["eks"]
+    return _OIDC_CLAIMS.get(lowered, {"sub": _TWO_SEGMENTS})
+
+
+def _names_subject(value: Any, prefix: re.Pattern[str] | None) -> bool:
+    """A claim value that names its subjects: spelled out, or a pattern whose literal start matches `prefix`
+    (GitHub's repo:OWNER/, EKS's system:serviceaccount:NAMESPACE:); never a bare wildcard (r*, repo*,
+    rep?:*, system:*, s*) or a policy variable."""
     text = str(value).strip()
-    if not text or ("${" in text):
+    if not text or "${" in text:
         return False
     literal = re.split(r"[*?]", text, maxsplit=1)[0]
     if literal == text:
         return True
-    for prefix in _SUBJECT_PREFIXES:
-        if literal.lower().startswith(prefix):
-            return bool(re.search(r"[^/:]+[/:]", literal[len(prefix):]))
-    return bool(literal.strip(":/"))
+    return prefix is not None and prefix.match(literal) is not None
 
 
 def _oidc_problems(statement: Mapping[str, Any], sid: str) -> list[str]:
@@ -1372,20 +1773,22 @@ def _oidc_problems(statement: Mapping[str, Any], sid: str) -> list[str]:
         provider = _oidc_provider(federated)
         if provider is None:
             continue
-        wanted = {f"{provider}:{claim}".lower() for claim in _OIDC_SUBJECT_KEYS.get(provider.lower(), ("sub",))}
+        claims = {f"{provider}:{claim}".lower(): prefix for claim, prefix in _oidc_claims(provider).items()}
         narrowed = False
         condition = key(statement, "Condition")
         if isinstance(condition, Mapping):
             for operator, block in condition.items():
                 if _positive_operator(operator) and isinstance(block, Mapping):
                     narrowed = narrowed or any(
-                        str(name).strip().lower() in wanted and as_list(values)
-                        and all(_narrow_subject(value) for value in as_list(values))
+                        str(name).strip().lower() in claims and as_list(values)
+                        and all(_names_subject(value, claims[str(name).strip().lower()]) for value in as_list(values))
                         for name, values in block.items())
         if not narrowed:
+            names = " or ".join(f"{provider}:{claim}" for claim in _oidc_claims(provider))
             problems.append(f"statement {sid} trusts the identity provider {provider} without a condition on "
-                            f"{provider}:sub naming the subjects (any repository, workload or user it issues "
-                            "tokens for could assume the role)")
+                            f"{names} naming the subjects (any repository, workload or user it issues tokens for "
+                            "could assume the role; a pattern must spell out the owner or namespace: "
+                            "repo:OWNER/..., system:serviceaccount:NAMESPACE:...)")
     return problems
 
 
@@ -1421,7 +1824,18 @@ def broad_managed_policy(arn: Any) -> str | None:
 def _attached_policy_arns(kind: str, props: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
     """(property, ARN) of each managed policy an IAM or IAM Identity Center resource attaches: every
     property named like *Arn(s) (policyArn, managedPolicyArns, policyArns, managedPolicyArn) and
-    aws-native's managedPolicies, not permissionsBoundary (a boundary only limits)."""
+    aws-native's managedPolicies, not permissionsBoundary (a boundary only limits). In a CloudFormation
+    template's AWS::Serverless::* resource, `Policies` names AWS-managed policies by name
+    (AdministratorAccess) and SAM's policy templates by key (S3FullAccessPolicy)."""
+    if kind.startswith("aws-native:serverless:"):
+        for item in as_list(get(props, "policies")):
+            for policy_name in ([item] if isinstance(item, str) else list(item) if isinstance(item, Mapping) else []):
+                text = str(policy_name).strip()
+                if text.lower().startswith("arn:"):
+                    yield "policies", text
+                elif key(item, "Statement") is None:
+                    yield "policies", f"arn:aws:iam::aws:policy/{text}"
+        return
     if not kind.startswith(IAM_ATTACHING_MODULES):
         return
     for prop in list(props):
@@ -1451,12 +1865,22 @@ def azure_scope_above_resource_group(scope: Any) -> bool:
 
 def azure_privileged_role(props: Mapping[str, Any]) -> str | None:
     """The privileged built-in role a role assignment names (by definition id or, classic provider, by name)."""
-    definition = str(get(props, "roleDefinitionId", default="")).strip().rstrip("/").rsplit("/", 1)[-1]
-    definition = definition.strip("{}").lower()
-    if definition in AZURE_PRIVILEGED_ROLES:
-        return AZURE_PRIVILEGED_ROLES[definition]
-    role_name = " ".join(str(get(props, "roleDefinitionName", default="")).split()).lower()
-    return next((name for name in AZURE_PRIVILEGED_ROLES.values() if name.lower() == role_name), None)
+    return azure_privileged_role_id(get(props, "roleDefinitionId", default="")) or \
+        azure_privileged_role_name(get(props, "roleDefinitionName", default=""))
+
+
+def azure_privileged_role_id(definition: Any) -> str | None:
+    """The privileged built-in role a role definition id names, wherever its GUID stands in it (a full id,
+    the GUID alone, in braces, with `?api-version=...`, inside an ARM expression)."""
+    for guid in _GUID.findall(str(definition or "")):
+        if guid.lower() in AZURE_PRIVILEGED_ROLES:
+            return AZURE_PRIVILEGED_ROLES[guid.lower()]
+    return None
+
+
+def azure_privileged_role_name(name: Any) -> str | None:
+    role_name = " ".join(str(name or "").split()).lower()
+    return next((role for role in AZURE_PRIVILEGED_ROLES.values() if role.lower() == role_name), None)
 
 
 def _is_azure_role_assignment(kind: str) -> bool:
@@ -1484,21 +1908,30 @@ def _azure_admin_actions(props: Mapping[str, Any]) -> list[str]:
     return found
 
 
-def _documents_in(value: Any, where: str, depth: int = 0) -> Iterator[tuple[str, Mapping[str, Any]]]:
+def _looks_like_document(text: str) -> bool:
+    return text.lstrip().startswith("{") and "statement" in text.lower()
+
+
+def _documents_in(value: Any, where: str, depth: int = 0) -> Iterator[tuple[str, Mapping[str, Any] | None]]:
     """(where, document) of every policy document inside a value: an object with a Statement, or JSON text
-    of one. Unknown values (a preview) are skipped."""
+    of one; None for one the pack cannot read (JSON text that does not parse or names a key twice, an
+    object with a key twice in any case). Unknown values (a preview) are skipped."""
     if depth > 5:
         return
     if isinstance(value, str):
-        if value.lstrip().startswith("{") and "statement" in value.lower():
-            parsed = document(value)
+        if _looks_like_document(value):
+            try:
+                parsed = _parse_document(value)
+            except ValueError:
+                yield where, None
+                return
             if key(parsed, "Statement") is not None:
                 yield where, parsed
         return
     if isinstance(value, Mapping):
         try:
             if key(value, "Statement") is not None:
-                yield where, value
+                yield where, None if unreadable_document(value) else value
                 return
         except UnknownValueError:
             return
@@ -1514,9 +1947,10 @@ def _documents_in(value: Any, where: str, depth: int = 0) -> Iterator[tuple[str,
 
 
 def _policy_documents(kind: str, props: Mapping[str, Any], skip: Iterable[str] = ()
-                      ) -> Iterator[tuple[str, Mapping[str, Any]]]:
+                      ) -> Iterator[tuple[str, Mapping[str, Any] | None]]:
     """The policy documents a resource holds in properties other than `skip` (resource policies: a key
-    policy, a queue or topic policy, a secret's, a repository's, a bucket's, ...)."""
+    policy, a queue or topic policy, a secret's, a repository's, a bucket's, ...); None for one the pack
+    cannot read."""
     if kind.startswith(FILTER_POLICY_MODULES):
         return
     skipped = set(skip)
@@ -1560,7 +1994,10 @@ def validate_iam_least_privilege(args: ResourceValidationArgs, report: ReportVio
     elif not identity and not _storage_module(kind):
         # Any other resource: its resource policies (KMS key, secret, queue, topic, repository, ...) may not
         # open it to any principal, and an identity statement found anywhere is held to the same rules.
-        for where, policy_document in _policy_documents(kind, props):
+        for where, policy_document in _policy_documents(kind, props, skip=_template_properties(kind, props)):
+            if policy_document is None:
+                report(f"{label(kind, name)}: {where} {UNREADABLE_POLICY}", None)
+                continue
             for problem in open_principal_problems(policy_document):
                 report(f"{label(kind, name)}: {where} {problem}: name the principals (accounts, roles, services) "
                        "that need it.", None)
@@ -1571,14 +2008,22 @@ def validate_iam_least_privilege(args: ResourceValidationArgs, report: ReportVio
                         sid = key(statement, "Sid") or f"#{index}"
                         report(f"{label(kind, name)}: {where} statement {sid} allows {'; '.join(problems)}. {fix}",
                                None)
-    if kind in LAMBDA_PERMISSIONS:
+    for problem in template_resources(kind, props)[1]:
+        report(f"{label(kind, name)}: {problem}, so nothing it deploys can be checked (a role, a policy, a role "
+               "assignment): give the template inline (templateBody, template, templateContent) as one JSON or "
+               "YAML object with each key once.", None)
+    if kind in PRINCIPAL_PERMISSIONS:
         principal = str(get(props, "principal", default="")).strip()
-        narrowing = [prop for prop in ("sourceAccount", "sourceArn", "principalOrgId")
-                     if _literal_values(get(props, prop))]
-        if _has_wildcard(principal) and not narrowing:
-            report(f"{label(kind, name)} lets any principal of any account call {get(props, 'action', default='it')}"
-                   ": name the service or account principal, or set sourceAccount / sourceArn / principalOrgId.",
-                   None)
+        narrowing = [prop for prop in PRINCIPAL_PERMISSIONS[kind] if prop != "condition"
+                     and _literal_values(get(props, prop))]
+        if "condition" in PRINCIPAL_PERMISSIONS[kind] and \
+                str(get(props, "condition", "key", default="")).strip().lower() in PRINCIPAL_CONDITION_KEYS and \
+                _literal_values(get(props, "condition", "value")):
+            narrowing.append("condition")
+        if (not principal or _has_wildcard(principal)) and get(props, "statement") is None and not narrowing:
+            report(f"{label(kind, name)} lets any principal of any account use it "
+                   f"({get(props, 'action', default='its action')}): name the service or account principal, or set "
+                   f"{' / '.join(PRINCIPAL_PERMISSIONS[kind])}.", None)
     for prop, arn in _attached_policy_arns(kind, props):
         managed = broad_managed_policy(arn)
         if managed:
@@ -1612,6 +2057,17 @@ def validate_iam_least_privilege(args: ResourceValidationArgs, report: ReportVio
             report(f"{label(kind, name)} grants {role} at {scope or '/'} (a subscription, management group or the "
                    "root): grant a narrower role (AcrPull, Storage Blob Data Contributor, ...) at the scope of the "
                    "one resource it needs.", None)
+    elif kind in AZURE_DELEGATIONS:
+        scope = get(props, "scope", default="")
+        roles = sorted({role for authorization in [
+            *as_list(get(props, "authorizations")), *as_list(get(props, "eligibleAuthorizations")),
+            *as_list(get(props, "properties", "authorizations")),
+            *as_list(get(props, "properties", "eligibleAuthorizations"))]
+            if (role := azure_privileged_role_id(get(authorization, "roleDefinitionId")))})
+        if roles and azure_scope_above_resource_group(scope):
+            report(f"{label(kind, name)} hands another tenant's principals {', '.join(roles)} at {scope or '/'} (a "
+                   "subscription, management group or the root): delegate a narrower role, or at a resource "
+                   "group.", None)
     elif kind in AZURE_ROLE_DEFINITIONS:
         # where it may be assigned; without assignableScopes, only where it is defined
         scopes = as_list(get(props, "assignableScopes")) or as_list(get(props, "scope"))
@@ -1677,6 +2133,17 @@ def _graph_has_dependencies(resources: Sequence[PolicyResource]) -> bool:
     return any(resource.dependencies or resource.property_dependencies for resource in resources)
 
 
+def _denies_insecure_transport_to(policy: PolicyResource, kind: str, bucket: PolicyResource) -> bool:
+    """Whether a bucket policy guards this bucket: its TLS-only Deny covers this bucket's objects, where both
+    are known (a Deny that names only another bucket guards nothing here; storage-tls-only sees the policy
+    without its bucket's name). A policy with no TLS-only Deny at all counts: storage-tls-only refuses it."""
+    given = _known(policy, S3_BUCKET_POLICIES[kind])
+    if given is None or not denies_insecure_transport(document(given)):
+        return True
+    name = _known(bucket, "bucket") or _known(bucket, "bucketName")
+    return denies_insecure_transport(document(given), _bucket_name(name) if isinstance(name, str) else "")
+
+
 def validate_s3_buckets_guarded(args: StackValidationArgs, report: ReportViolation) -> None:
     buckets = {r.urn: r for r in args.resources if normalized_type(r.resource_type) in ALL_S3_BUCKETS}
     if not buckets:
@@ -1697,13 +2164,13 @@ def validate_s3_buckets_guarded(args: StackValidationArgs, report: ReportViolati
                  else "policy" if kind in S3_BUCKET_POLICIES else None)
         if guard:
             for urn in _links(resource, "bucket", buckets, with_deps):
-                guarded[urn].add(guard)
+                if guard != "policy" or _denies_insecure_transport_to(resource, kind, buckets[urn]):
+                    guarded[urn].add(guard)
+    tls = "a BucketPolicy that denies requests without TLS (aws:SecureTransport false) on this bucket's objects"
     fixes = {"public access block": "a BucketPublicAccessBlock with all four flags true",
-             "encryption": "a BucketServerSideEncryptionConfiguration (AES256 or aws:kms)",
-             "policy": "a BucketPolicy that denies requests without TLS (aws:SecureTransport false)"}
+             "encryption": "a BucketServerSideEncryptionConfiguration (AES256 or aws:kms)", "policy": tls}
     native_fixes = {"public access block": "a publicAccessBlockConfiguration with all four flags true",
-                    "encryption": "a bucketEncryption (AES256 or aws:kms)",
-                    "policy": "a BucketPolicy that denies requests without TLS (aws:SecureTransport false)"}
+                    "encryption": "a bucketEncryption (AES256 or aws:kms)", "policy": tls}
     for urn, bucket in buckets.items():
         kind_fixes = native_fixes if normalized_type(bucket.resource_type) == NATIVE_BUCKET else fixes
         missing = [fix for guard, fix in kind_fixes.items() if guard not in guarded[urn]]
@@ -1822,12 +2289,502 @@ def validate_stateful_resources_protected(args: StackValidationArgs, report: Rep
                    f"{KEEP_LABEL[0]}={KEEP_LABEL[1]} (as the local platform does), or protect=True.", volume.urn)
 
 
+# --- templates: CloudFormation stacks and ARM deployments ----------------------------------------------
+
+TEMPLATE_MODULES = ("aws:cloudformation/", "aws-native:cloudformation:", "azure-native:resources:", "azure:core/")
+"""Where a resource deploys a template of its own (CloudFormation stacks and stack sets, ARM deployments,
+deployment stacks and template specs): the pack reads the template and judges each resource in it as the
+type it stands for (AWS::IAM::Role as aws-native:iam:Role, Microsoft.Authorization/roleAssignments as
+azure-native:authorization:RoleAssignment, ...), by every resource policy."""
+_TEMPLATE_TEXT_PROPERTIES = frozenset({"templatebody", "template", "templatecontent", "maintemplate"})
+_TEMPLATE_LINK_PROPERTIES = frozenset({"templateurl", "templatelink", "templatespecversionid", "templatespecid",
+                                       "templates3url"})
+_ARM_TYPE_NAMES = {  # ARM type (lower case) -> the azure-native type whose checks it takes, where not regular
+    "microsoft.dbforpostgresql/flexibleservers": FLEXIBLE_SERVER,
+    "microsoft.dbforpostgresql/flexibleservers/firewallrules": "azure-native:dbforpostgresql:FirewallRule",
+    "microsoft.dbforpostgresql/flexibleservers/databases": FLEXIBLE_SERVER_DATABASE,
+    "microsoft.dbformysql/flexibleservers": "azure-native:dbformysql:Server",
+    "microsoft.dbformysql/flexibleservers/firewallrules": "azure-native:dbformysql:FirewallRule",
+    "microsoft.dbforpostgresql/servers": "azure-native:dbforpostgresql:SingleServer",
+    "microsoft.dbformysql/servers": "azure-native:dbformysql:SingleServer",
+    "microsoft.storage/storageaccounts/blobservices/containers": BLOB_CONTAINER,
+    "microsoft.app/containerapps": "azure-native:app:ContainerApp",
+}
+_ARM_RENAMED_PROPERTIES = {STORAGE_ACCOUNT: {"supportsHttpsTrafficOnly": "enableHttpsTrafficOnly"}}
+"""ARM property names azure-native renames."""
+_CFN_PSEUDO_PARAMETERS = {"AWS::Partition": "aws", "AWS::AccountId": "123456789012", "AWS::Region": "us-east-1",
+                          "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": "stack", "AWS::StackId": "stack",
+                          "AWS::NotificationARNs": []}
+_MAX_TEMPLATE_DEPTH = 4
+_MAX_BRANCHES = 5
+"""A template resource's first five Fn::If are judged in every combination of branches (32 variants); any
+further one stands for both branches at once (a list of both)."""
+
+
+class TemplateResource:
+    """A resource a template deploys, as the pack judges it: the type it stands for and its properties in
+    that type's names."""
+
+    def __init__(self, where: str, kind: str, props: Mapping[str, Any]) -> None:
+        self.where, self.kind, self.props = where, kind, props
+
+
+class _CloudFormationLoader(yaml.SafeLoader):
+    """CloudFormation's YAML: its short tags (!Ref, !Sub, !GetAtt, ...) read as the JSON form; a key twice
+    (in any case) refused, as JSON text's is."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            name = str(self.construct_object(key_node, deep=deep)).lower()
+            if name in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {name!r}", key_node.start_mark)
+            seen.add(name)
+        return super().construct_mapping(node, deep)
+
+
+def _cloudformation_tag(loader: yaml.SafeLoader, suffix: str, node: Any) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "Condition":
+        return {"Condition": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{suffix}": value}
+
+
+_CloudFormationLoader.add_multi_constructor("!", _cloudformation_tag)
+
+
+def _parse_template(value: Any) -> Any:
+    """A template given as JSON text, YAML text (CloudFormation's) or an object; ValueError where the pack
+    cannot read it (neither, a key twice in any case, YAML aliases, which CloudFormation does not take)."""
+    try:
+        return _parse_template_text(value)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _parse_template_text(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return {}
+        if text.startswith("{"):
+            return json.loads(text, object_pairs_hook=_without_duplicate_keys)
+        try:
+            if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+                raise ValueError("YAML aliases")
+            parsed = yaml.load(text, Loader=_CloudFormationLoader)  # noqa: S506 - a SafeLoader
+        except yaml.YAMLError as error:
+            raise ValueError(f"neither JSON nor YAML ({str(error).splitlines()[0]})") from None
+        if not isinstance(parsed, Mapping):
+            raise ValueError("no object")
+        return parsed
+    duplicate = case_duplicate_key(value)
+    if duplicate:
+        raise ValueError(f"duplicate key {duplicate!r}")
+    return value
+
+
+def _camel(name: str) -> str:
+    """CloudFormation's property name as aws-native spells it: PubliclyAccessible -> publiclyAccessible,
+    DBClusterIdentifier -> dbClusterIdentifier, SSEAlgorithm -> sseAlgorithm (names that are no identifier,
+    such as environment variables, are kept)."""
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", name):
+        return name
+    run = re.match(r"[A-Z]*", name).group()  # type: ignore[union-attr]
+    if not run:
+        return name
+    if len(run) == len(name):
+        return name.lower()
+    if len(run) > 1 and name[len(run)].islower():
+        return run[:-1].lower() + name[len(run) - 1:]
+    return run.lower() + name[len(run):]
+
+
+def _pascal(name: str) -> str:
+    """CloudFormation's type name as aws-native spells it: DBInstance -> DbInstance, VPCEndpoint -> VpcEndpoint."""
+    camel = _camel(name)
+    return camel[:1].upper() + camel[1:]
+
+
+def _camel_keys(value: Any, depth: int = 0) -> Any:
+    """Every property name in aws-native's spelling, except inside policy documents (IAM's own names)."""
+    if depth > 30:
+        return value
+    if isinstance(value, Mapping):
+        if key(value, "Statement") is not None:
+            return value
+        return {_camel(str(name)): _camel_keys(item, depth + 1) for name, item in value.items()}
+    if is_sequence(value):
+        return [_camel_keys(item, depth + 1) for item in value]
+    return value
+
+
+class _CloudFormation:
+    """Reads a CloudFormation template's intrinsic functions far enough to judge it: parameters (the stack's
+    values, else their defaults), pseudo parameters, Fn::Sub, Fn::Join, Fn::Select, Fn::FindInMap; Fn::If
+    takes the branch `choices` picks (bit i for the i-th Fn::If, so every combination can be judged);
+    what cannot be known (Fn::GetAtt, Fn::ImportValue) becomes its name."""
+
+    def __init__(self, template: Mapping[str, Any], parameters: Mapping[str, Any]) -> None:
+        self.template, self.values, self.choices, self.conditions = template, {}, 0, 0
+        for name, spec in _mapping(get(template, "Parameters")).items():
+            value = parameters.get(name, get(spec, "Default"))
+            if isinstance(value, str) and "list" in str(get(spec, "Type", default="")).lower():
+                value = [item.strip() for item in value.split(",")]
+            self.values[str(name)] = value if value is not None else str(name)
+
+    def ref(self, name: Any) -> Any:
+        text = str(name)
+        if text in _CFN_PSEUDO_PARAMETERS:
+            return _CFN_PSEUDO_PARAMETERS[text]
+        if text == "AWS::NoValue":
+            return None
+        return self.values.get(text, text)
+
+    def substitute(self, text: str, variables: Mapping[str, Any]) -> str:
+        def one(match: re.Match[str]) -> str:
+            name = match.group(1).strip()
+            if name in variables:
+                value = self.resolve(variables[name])
+            else:
+                value = self.ref(name.split(".", 1)[0]) if "." not in name else name
+            return value if isinstance(value, str) else ",".join(map(str, as_list(value)))
+        return re.sub(r"\$\{(?!!)([^}]*)\}", one, text)
+
+    def resolve(self, value: Any, depth: int = 0) -> Any:
+        if depth > 20:
+            return value
+        if isinstance(value, Mapping) and len(value) == 1:
+            (function, argument), = value.items()
+            function = str(function)
+            if function == "Ref":
+                return self.ref(argument)
+            if function.startswith("Fn::") or function == "Condition":
+                return self.function(function, argument, depth)
+        if isinstance(value, Mapping):
+            resolved = {name: self.resolve(item, depth + 1) for name, item in value.items()}
+            return {name: item for name, item in resolved.items() if item is not None}
+        if is_sequence(value):
+            return [item for item in (self.resolve(item, depth + 1) for item in value) if item is not None]
+        return value
+
+    def function(self, function: str, argument: Any, depth: int) -> Any:
+        argument = argument if function in ("Fn::Sub", "Fn::If") else self.resolve(argument, depth + 1)
+        items = as_list(argument)
+        if function == "Fn::Sub":
+            text, variables = (items[0], items[1] if len(items) > 1 and isinstance(items[1], Mapping) else {}) \
+                if is_sequence(argument) else (argument, {})
+            return self.substitute(str(text), variables)
+        if function == "Fn::Join" and len(items) == 2:
+            return str(items[0]).join(str(item) for item in as_list(items[1]))
+        if function == "Fn::Select" and len(items) == 2:
+            index, choices = _port(items[0]), as_list(items[1])
+            return choices[index] if index is not None and -len(choices) <= index < len(choices) else choices
+        if function == "Fn::If" and len(items) == 3:
+            index, self.conditions = self.conditions, self.conditions + 1
+            if index < _MAX_BRANCHES:
+                return self.resolve(items[2] if self.choices >> index & 1 else items[1], depth + 1)
+            branches = [self.resolve(branch, depth + 1) for branch in items[1:]]
+            return [item for branch in branches if branch is not None for item in as_list(branch)]
+        if function == "Fn::FindInMap" and len(items) >= 3:
+            found = get(_mapping(get(self.template, "Mappings")), *[str(item) for item in items[:3]])
+            if found is not None:
+                return found
+            return _leaves(get(_mapping(get(self.template, "Mappings")), str(items[0])))
+        if function in ("Fn::Base64", "Fn::ToJsonString"):
+            return argument if function == "Fn::Base64" else json.dumps(argument)
+        if function == "Fn::GetAtt":
+            return ".".join(str(item) for item in items)
+        return f"{function}({json.dumps(argument, default=str)[:80]})"
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, Mapping):
+        return [leaf for item in value.values() for leaf in _leaves(item)]
+    return list(value) if is_sequence(value) else [] if value is None else [value]
+
+
+def _cloudformation_resources(template: Mapping[str, Any], parameters: Mapping[str, Any], where: str
+                              ) -> list[TemplateResource]:
+    reader = _CloudFormation(template, parameters)
+    found = []
+    resources = get(template, "Resources", default={})
+    for logical, resource in (resources.items() if isinstance(resources, Mapping) else []):
+        resource_type = str(get(resource, "Type", default=""))
+        parts = resource_type.split("::")
+        if len(parts) != 3 or parts[0] not in ("AWS", "Alexa"):  # Custom::..., modules
+            continue
+        kind = f"aws-native:{parts[1].lower()}:{_pascal(parts[2])}"
+        given = get(resource, "Properties", default={})
+        reader.choices, reader.conditions = 0, 0
+        reader.resolve(given)
+        variants = 2 ** min(reader.conditions, _MAX_BRANCHES)
+        for choices in range(variants):  # every combination of its Fn::If branches
+            reader.choices, reader.conditions = choices, 0
+            props = _camel_keys(reader.resolve(given))
+            branch = f", branch {choices + 1} of {variants}" if variants > 1 else ""
+            found.append(TemplateResource(f"{where} resource {logical} ({resource_type}{branch})", kind,
+                                          props if isinstance(props, Mapping) else {}))
+    return found
+
+
+def _arm_resolve(value: Any, parameters: Mapping[str, Any], variables: Mapping[str, Any], depth: int = 0) -> Any:
+    """An ARM template's values with parameters('x') and variables('x') put in: a whole expression becomes the
+    value, one inside a longer expression its quoted text (enough to find a role definition's GUID)."""
+    if depth > 20:
+        return value
+    if isinstance(value, str) and value.startswith("[") and not value.startswith("[["):
+        whole = re.fullmatch(r"\[\s*(parameters|variables)\(\s*'([^']*)'\s*\)\s*\]", value, re.IGNORECASE)
+        if whole:
+            table = parameters if whole.group(1).lower() == "parameters" else variables
+            return _arm_resolve(table.get(whole.group(2), value), parameters, variables, depth + 1)
+
+        def inner(match: re.Match[str]) -> str:
+            table = parameters if match.group(1).lower() == "parameters" else variables
+            found = table.get(match.group(2))
+            return f"'{found}'" if isinstance(found, (str, int, float)) else match.group(0)
+        return re.sub(r"(parameters|variables)\(\s*'([^']*)'\s*\)", inner, value, flags=re.IGNORECASE)
+    if isinstance(value, Mapping):
+        return {name: _arm_resolve(item, parameters, variables, depth + 1) for name, item in value.items()}
+    if is_sequence(value):
+        return [_arm_resolve(item, parameters, variables, depth + 1) for item in value]
+    return value
+
+
+def _flatten_properties(value: Any, depth: int = 0) -> Any:
+    """ARM's `properties` objects folded into their parents, as azure-native's inputs have them."""
+    if depth > 30:
+        return value
+    if isinstance(value, Mapping):
+        flat: dict[str, Any] = {}
+        for name, item in value.items():
+            if str(name).lower() == "properties" and isinstance(item, Mapping):
+                flat.update({inner: _flatten_properties(nested, depth + 1) for inner, nested in item.items()})
+            else:
+                flat.setdefault(str(name), _flatten_properties(item, depth + 1))
+        return flat
+    if is_sequence(value):
+        return [_flatten_properties(item, depth + 1) for item in value]
+    return value
+
+
+def _arm_kind(resource_type: str) -> str | None:
+    lowered = resource_type.strip().lower()
+    if lowered in _ARM_TYPE_NAMES:
+        return _ARM_TYPE_NAMES[lowered]
+    namespace, _, path = resource_type.strip().partition("/")
+    if not path or not namespace.lower().startswith("microsoft."):
+        return None
+    last = path.rsplit("/", 1)[-1]
+    singular = last[:-1] if last.endswith("s") else last
+    return f"azure-native:{namespace.split('.', 1)[1].lower()}:{singular[:1].upper()}{singular[1:]}"
+
+
+def _arm_parameter_values(parameters: Any) -> dict[str, Any]:
+    """A deployment's parameters ({"name": {"value": ...}}, or JSON text of them)."""
+    if isinstance(parameters, str):
+        try:
+            parameters = json.loads(parameters) if parameters.strip() else {}
+        except ValueError:
+            return {}
+    parameters = get(parameters, "parameters", default=parameters)
+    return {str(name): get(spec, "value") for name, spec in parameters.items()} \
+        if isinstance(parameters, Mapping) else {}
+
+
+def _arm_resources(template: Mapping[str, Any], given: Mapping[str, Any], scope: str, where: str,
+                   depth: int = 0) -> tuple[list[TemplateResource], list[str]]:
+    """The resources of an ARM template deployed at `scope` (a path, or a stand-in above a resource group),
+    nested deployments and child resources included."""
+    found: list[TemplateResource] = []
+    problems: list[str] = []
+    if depth > _MAX_TEMPLATE_DEPTH:
+        return found, [f"{where} nests deployments deeper than the pack reads"]
+    parameters = {str(name): get(spec, "defaultValue") for name, spec in _mapping(get(template, "parameters")).items()}
+    parameters.update({name: value for name, value in given.items() if value is not None})
+    variables = dict(_mapping(get(template, "variables")))
+    variables = {name: _arm_resolve(value, parameters, variables) for name, value in variables.items()}
+    resources = get(template, "resources", default=[])
+    listed = list(resources.items()) if isinstance(resources, Mapping) else list(enumerate(as_list(resources)))
+    queue = [(str(name), resource, "") for name, resource in listed]
+    while queue:
+        name, resource, parent_type = queue.pop(0)
+        if not isinstance(resource, Mapping) or is_true(get(resource, "existing")):  # a reference, not deployed
+            continue
+        resource = _arm_resolve(resource, parameters, variables)
+        resource_type = str(get(resource, "type", default=""))
+        if parent_type and "/" not in resource_type.split("/", 1)[-1] and not resource_type.lower().startswith(
+                "microsoft."):
+            resource_type = f"{parent_type}/{resource_type}"
+        label_ = f"{where} resource {get(resource, 'name', default=name)} ({resource_type})"
+        queue += [(f"{name}/{index}", child, resource_type)
+                  for index, child in enumerate(as_list(get(resource, "resources")))]
+        if resource_type.lower() == "microsoft.resources/deployments":
+            nested_scope = _nested_deployment_scope(resource, scope)
+            inner = get(resource, "properties", "template")
+            if get(resource, "properties", "templateLink") is not None and inner is None:
+                problems.append(f"{label_} links its template (templateLink), which the pack cannot read")
+                continue
+            if isinstance(inner, Mapping):
+                more, more_problems = _arm_resources(
+                    inner, _arm_parameter_values(get(resource, "properties", "parameters", default={})),
+                    nested_scope, label_, depth + 1)
+                found += more
+                problems += more_problems
+            continue
+        kind = _arm_kind(resource_type)
+        if kind is None:
+            continue
+        props = _flatten_properties({name: value for name, value in resource.items() if name != "resources"})
+        for old, new in _ARM_RENAMED_PROPERTIES.get(kind, {}).items():
+            if old in props and new not in props:
+                props[new] = props.pop(old)
+        explicit = get(resource, "scope")
+        props["scope"] = explicit if isinstance(explicit, str) and explicit.startswith("/") else scope
+        if _is_azure_role_assignment(kind) and azure_scope_above_resource_group(props["scope"]) and \
+                not _GUID.search(str(get(props, "roleDefinitionId", default=""))) and \
+                not get(props, "roleDefinitionName"):
+            problems.append(f"{label_} assigns a role the pack cannot tell ({get(props, 'roleDefinitionId')}) above "
+                            "a resource group")
+        found.append(TemplateResource(label_, kind, props))
+    return found, problems
+
+
+def _nested_deployment_scope(resource: Mapping[str, Any], scope: str) -> str:
+    """Where a nested Microsoft.Resources/deployments deploys: its `scope`, a resource group it names, a
+    subscription it names, else where its parent deploys."""
+    explicit = get(resource, "scope")
+    if isinstance(explicit, str) and explicit.startswith("/"):
+        return explicit
+    if get(resource, "resourceGroup"):
+        return f"/subscriptions/{get(resource, 'subscriptionId', default='0')}/resourceGroups/" \
+               f"{get(resource, 'resourceGroup')}"
+    if get(resource, "subscriptionId"):
+        return f"/subscriptions/{get(resource, 'subscriptionId')}"
+    if explicit:
+        return _ABOVE_A_RESOURCE_GROUP
+    return scope
+
+
+_ABOVE_A_RESOURCE_GROUP = "/(the deployment's scope: a subscription, management group or the root)"
+
+
+def _deployment_scope(kind: str, props: Mapping[str, Any]) -> str:
+    """Where an ARM deployment deploys its template: a resource group's path, the scope it names, or a
+    stand-in above a resource group (a subscription's, management group's, the tenant's deployment; a
+    template spec, deployed anywhere)."""
+    short = kind.rsplit(":", 1)[-1].lower()
+    group = f"/subscriptions/(the deployment's)/resourceGroups/{get(props, 'resourceGroupName', default='(its)')}"
+    if kind.startswith("azure-native:resources:"):
+        if short == "deploymentatscope":
+            return str(get(props, "scope", default="")) or _ABOVE_A_RESOURCE_GROUP
+        if short in ("deployment", "deploymentstackatresourcegroup"):
+            return group
+        if "tenant" in short:
+            return "/"
+        return _ABOVE_A_RESOURCE_GROUP
+    if short in ("resourcegrouptemplatedeployment", "templatedeployment"):
+        return group
+    return _ABOVE_A_RESOURCE_GROUP
+
+
+def _template_properties(kind: str, props: Mapping[str, Any]) -> set[str]:
+    """The properties of a resource that hold (or link) a template, which the template reading judges."""
+    if not kind.startswith(TEMPLATE_MODULES):
+        return set()
+    names = _TEMPLATE_TEXT_PROPERTIES | _TEMPLATE_LINK_PROPERTIES | {"properties", "linkedtemplates"}
+    return {str(name) for name in props if str(name).lower() in names}
+
+
+def template_resources(kind: str, props: Mapping[str, Any], where: str = "its template"
+                       ) -> tuple[list[TemplateResource], list[str]]:
+    """The resources a CloudFormation stack or stack set, or an ARM deployment, deployment stack or
+    template spec deploys (an ARM template's nested deployments included; a CloudFormation stack set in a
+    template is itself such a resource), and what in them the pack cannot read (a template it is only
+    linked to, text that is no JSON or YAML object, a key twice in any case)."""
+    found: list[TemplateResource] = []
+    problems: list[str] = []
+    if not kind.startswith(TEMPLATE_MODULES):
+        return found, problems
+    scopes = [props, get(props, "properties", default={})]
+    templates = []
+    for holder in scopes:
+        if not isinstance(holder, Mapping):
+            continue
+        for name in list(holder):
+            lowered = str(name).lower()
+            value = holder[name]
+            if lowered in _TEMPLATE_LINK_PROPERTIES and value not in (None, "", {}):
+                problems.append(f"{where} is linked ({name}), not given: the pack cannot read it")
+            elif lowered in _TEMPLATE_TEXT_PROPERTIES and value not in (None, "", {}):
+                templates.append((f"{where} ({name})", value))
+            elif lowered == "linkedtemplates":
+                templates += [(f"{where} (linkedTemplates[{index}])", get(linked, "template"))
+                              for index, linked in enumerate(as_list(value)) if get(linked, "template")]
+    for label_, given in templates:
+        try:
+            template = _parse_template(given)
+        except ValueError as error:
+            problems.append(f"{label_} cannot be read ({error})")
+            continue
+        if not isinstance(template, Mapping):
+            problems.append(f"{label_} is no object")
+            continue
+        if kind.startswith(("aws:cloudformation/", "aws-native:cloudformation:")):
+            parameters = get(props, "parameters", default={})
+            if is_sequence(parameters):  # aws-native StackSet: [{parameterKey, parameterValue}]
+                parameters = {str(get(item, "parameterKey")): get(item, "parameterValue") for item in parameters}
+            more = _cloudformation_resources(template, dict(parameters) if isinstance(parameters, Mapping) else {},
+                                             label_)
+            more_problems: list[str] = []
+        else:
+            given_parameters = _arm_parameter_values(
+                get(props, "parameters", default=get(props, "properties", "parameters",
+                                                     default=get(props, "parametersContent", default={}))))
+            more, more_problems = _arm_resources(template, given_parameters, _deployment_scope(kind, props), label_)
+        problems += more_problems
+        found += more
+    return found, problems
+
+
+def _with_templates(validate: Callable[[ResourceValidationArgs, ReportViolation], None]
+                    ) -> Callable[[ResourceValidationArgs, ReportViolation], None]:
+    """A resource policy that also judges every resource a template of the resource deploys, as the type it
+    stands for (and a template such a resource deploys in turn); its reports name the deploying resource."""
+    def run(args: ResourceValidationArgs, report: ReportViolation, depth: int = 0) -> None:
+        validate(args, report)
+        kind = normalized_type(args.resource_type)
+        if not kind.startswith(TEMPLATE_MODULES) or depth > _MAX_TEMPLATE_DEPTH:
+            return
+        resources, _ = template_resources(kind, args.props)
+        for resource in resources:
+            def report_in(message: str, urn: str | None = None, where: str = resource.where) -> None:
+                report(f"{label(kind, args.name)} deploys {where}: {message}", None)
+
+            run(ResourceValidationArgs(resource.kind, resource.props, args.urn, args.name, args.opts, args.provider,
+                                       args.get_config()), report_in, depth + 1)
+    return run
+
+
 # --- the policies ------------------------------------------------------------------------------------------
 
 def _resource_policy(name: str, description: str, validate: Callable[[ResourceValidationArgs, ReportViolation], None],
                      config_schema: PolicyConfigSchema | None = None) -> ResourceValidationPolicy:
-    return ResourceValidationPolicy(name=name, description=description, validate=validate, enforcement_level=MANDATORY,
-                                    config_schema=config_schema)
+    return ResourceValidationPolicy(name=name, description=description, validate=_with_templates(validate),
+                                    enforcement_level=MANDATORY, config_schema=config_schema)
 
 
 def _stack_policy(name: str, description: str, validate: Callable[[StackValidationArgs, ReportViolation], None],
@@ -1848,7 +2805,8 @@ database_port_closed_to_internet = _resource_policy(
     "No rule admits a non-private source (anything outside RFC 1918, 100.64.0.0/10, loopback, link-local, ULA) to a "
     "database port (5432 and the other RDS engines' ports, also through all-port and all-protocol rules, however "
     "the protocol is spelled): AWS security groups and their rule resources (also aws-native's), Azure NSG rules, "
-    "Azure database server firewall rules.",
+    "Azure database server firewall rules; no docker container, Container App or container group publishes a "
+    "database port to the internet.",
     validate_database_port_closed_to_internet)
 
 storage_encrypted = _resource_policy(
@@ -1859,9 +2817,9 @@ storage_encrypted = _resource_policy(
 
 storage_not_public = _resource_policy(
     "storage-not-public",
-    "Artifacts are never public: S3 public access blocks have all four flags on, no public ACL or grant on a "
-    "bucket (S3, MinIO), no bucket policy that allows any principal, storage accounts forbid public blob access, "
-    "blob containers are private.",
+    "Artifacts are never public: S3 public access blocks (a bucket's, the account's) have all four flags on, no "
+    "public ACL or grant on a bucket or object (S3, MinIO), no bucket policy that allows any principal, storage "
+    "accounts forbid public blob access, blob containers are private.",
     validate_storage_not_public)
 
 storage_tls_only = _resource_policy(
@@ -1883,8 +2841,8 @@ iam_least_privilege = _resource_policy(
     "s3:PutBucketPolicy, ...), or a wildcard resource except for the few actions AWS accepts only on \"*\"; no "
     "broad managed policy attached (AdministratorAccess, PowerUserAccess, *FullAccess, ...); no trust or resource "
     "policy open to any principal, no OIDC trust without a subject; no Azure Owner, Contributor, User Access "
-    "Administrator or RBAC Administrator above a resource group (also through PIM), no custom Azure role with "
-    "\"*\" or role assignment rights assignable there.",
+    "Administrator or RBAC Administrator above a resource group (also through PIM or Lighthouse), no custom Azure "
+    "role with \"*\" or role assignment rights assignable there; the same inside CloudFormation and ARM templates.",
     validate_iam_least_privilege, IAM_CONFIG_SCHEMA)
 
 logs_have_retention = _resource_policy(
@@ -1904,7 +2862,8 @@ no_plaintext_secrets_in_container_env = _resource_policy(
     "No container gets a secret as a plain environment value or on its command line: ECS task definitions use "
     "`secrets`, Container Apps `secretRef`, container groups `secureValue`, docker containers get files; judged by "
     "the variable's name (PASSWORD, SECRET, TOKEN, KEY, ...) and by values that carry credentials (URLs with a "
-    "password, DSNs, SAS tokens, connection strings, PEM keys).",
+    "password, DSNs, SAS tokens, connection strings, PEM keys, Authorization values); nor in a health check's "
+    "command or a probe's headers.",
     validate_container_env)
 
 POLICIES: list[Policy] = [
@@ -1936,9 +2895,27 @@ def unknown_policy_names(names: Iterable[str]) -> list[str]:
     return sorted(str(name) for name in names if name not in known)
 
 
+TEARDOWN_EXCEPTION = ("stateful-resources-protected", "disabled")
+"""The one enforcement level a configuration may set besides mandatory: a teardown from a workstation
+(README, "The policy pack"), the same as the policy's `requireProtection: false`."""
+
+
+def refused_enforcement_levels(levels: Mapping[str, str]) -> list[str]:
+    """What in a `Configure` call's enforcement levels (policy name or "all" -> "mandatory", "advisory",
+    "disabled", "remediate") the pack refuses: anything but mandatory, besides TEARDOWN_EXCEPTION. pulumi_policy
+    honours whatever level it is sent, and the CLI spreads "all" over every policy (applyConfig), so
+    `"iam-least-privilege": "advisory"` or `"all": "disabled"` would switch the pack's promises off."""
+    refused = []
+    for name, level in sorted(levels.items()):
+        level = str(level).strip().lower()
+        if level != "mandatory" and (str(name), level) != TEARDOWN_EXCEPTION:
+            refused.append(f"{name} to {level}")
+    return refused
+
+
 __all__ = ["POLICIES", "PACK_NAME", "PACK_DESCRIPTION", "ACTIONS_ONLY_ON_ANY_RESOURCE", "DATABASE_PORTS",
            "PolicyConfigError", "looks_like_secret_name", "looks_like_secret_value", "denies_insecure_transport",
            "wildcard_problems", "trust_problems", "resource_reach", "broad_managed_policy", "is_private_network",
            "allowed_actions_on_any_resource", "protection_required", "normalized_type",
            "open_principal_problems", "narrowing_condition_keys", "secret_arguments", "public_acl",
-           "unknown_policy_names"]
+           "unknown_policy_names", "refused_enforcement_levels"]

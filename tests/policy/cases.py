@@ -6,7 +6,11 @@ test_pack_server.py over the analyzer's gRPC interface, in the engine's wire for
 REJECTED_ROUND_2 and ACCEPTED_ROUND_2 are what a review fed the pack over gRPC (aws-native, vacuous
 conditions, any-account patterns, escalation outside iam, protocol spellings, PIM, API version modules,
 the classic azure provider, resource policies, secrets in DSNs and command lines) and the wrong
-rejections it found, each generalised to the class it stands for.
+rejections it found, each generalised to the class it stands for. REJECTED_ROUND_3 and ACCEPTED_ROUND_3:
+a second red team's (name wildcards after a fixed prefix, CloudFormation and ARM templates, the classic
+provider's role/ module, OIDC subject prefixes, documents with a key twice, public-access grants,
+case-duplicate ECS keys, secrets in health checks and headers, TLS denies that deny nothing, ACLs of
+objects, published database ports) and its wrong rejections.
 """
 
 from __future__ import annotations
@@ -253,7 +257,11 @@ ACCEPTED = [
         allow("iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/mlflow-server-task-role"),
         allow("sts:AssumeRole", f"arn:aws:iam::{ACCOUNT}:role/mlflow-reader"),
         allow(["kms:Decrypt"], f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/0123abcd-4567-89ef-0123-456789abcdef"),
-        allow("secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:mlflow-*"),
+        # a secret's name spelled out: its random suffix (-??????), or a path under a named folder; secret:mlflow-*
+        # would be one of the 36 prefixes that reach every secret (REJECTED_ROUND_3, secrets-36-prefixes)
+        allow("secretsmanager:GetSecretValue", [
+            f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:mlflow-db-password-??????",
+            f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:mlflow/*"]),
         # role/mlflow-* would reach every role an attacker names mlflow-...: for iam, sts and kms any
         # wildcard in the name is account-wide (REJECTED_ROUND_2, passrole-36-prefixes)
         allow("iam:GetRole", f"arn:aws:iam::{ACCOUNT}:role/mlflow-server-task-role"))),
@@ -619,8 +627,11 @@ ACCEPTED_ROUND_2 = [
         {"Effect": "Allow", "Principal": {"Federated": f"arn:aws:iam::{ACCOUNT}:saml-provider/corp"},
          "Action": "sts:AssumeRoleWithSAML",
          "Condition": {"StringEquals": {"SAML:aud": "https://signin.aws.amazon.com/saml"}}})),
-    Case("invoke-functions-under-a-prefix", "aws", None, ROLE_POLICY,
-         role_policy(allow("lambda:InvokeFunction", f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:mlflow-*"))),
+    # function:mlflow-* is a name prefix an action that runs code may not use (REJECTED_ROUND_3); the versions
+    # and aliases of one named function may
+    Case("invoke-one-function-any-version", "aws", None, ROLE_POLICY,
+         role_policy(allow("lambda:InvokeFunction", [f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:mlflow-gc",
+                                                     f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:mlflow-gc:*"]))),
     Case("read-identity-center", "aws", None, ROLE_POLICY,
          role_policy(allow(["sso:Describe*", "sso:List*", "identitystore:Get*"], "arn:aws:sso:::instance/ssoins-1"))),
     Case("queue-policy-for-an-event-rule", "aws", None, "aws:sqs/queuePolicy:QueuePolicy",
@@ -660,4 +671,390 @@ ACCEPTED_ROUND_2 = [
               "environmentVariables": [{"name": "DB_PASSWORD", "secureValue": "hunter2"}]}]}),
 ]
 
-CASES = REJECTED + REJECTED_ROUND_2 + ACCEPTED + ACCEPTED_ROUND_2
+# --- the third review's cases (a second red team over gRPC), each generalised to its class ---------------
+
+EVERY_NAME = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/_+=.@-"
+"""The first characters of every name: 36 (or 68) statements of name/<c>* reach every resource."""
+BUCKET = "mlflow-artifacts-x"
+BUCKET_GUARDS = (  # what s3-buckets-guarded wants beside a bucket case (each passes every policy)
+    (pack.S3_PUBLIC_ACCESS_BLOCK, {"bucket": BUCKET, "blockPublicAcls": True, "blockPublicPolicy": True,
+                                   "ignorePublicAcls": True, "restrictPublicBuckets": True}),
+    ("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+     {"bucket": BUCKET, "rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}]}),
+    (pack.S3_BUCKET_POLICY, {"bucket": BUCKET, "policy": document(
+        {**TLS_DENY, "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]})}),
+)
+BACKDOOR_ROLE = {"Type": "AWS::IAM::Role", "Properties": {
+    "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]},
+    "ManagedPolicyArns": [ADMIN_POLICY],
+    "Policies": [{"PolicyName": "all", "PolicyDocument": ADMIN_DOCUMENT}]}}
+SCOPED_ROLE = {"Type": "AWS::IAM::Role", "Properties": {
+    "AssumeRolePolicyDocument": ECS_TRUST,
+    "ManagedPolicyArns": [{"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/"
+                                      "AmazonECSTaskExecutionRolePolicy"}],
+    "Policies": [{"PolicyName": "read", "PolicyDocument": {"Version": "2012-10-17", "Statement": [
+        allow("s3:GetObject", {"Fn::Sub": "arn:${AWS::Partition}:s3:::${Bucket}/*"})]}}]}}
+CLOUDFORMATION_YAML = """AWSTemplateFormatVersion: "2010-09-09"
+Parameters:
+  Trusted:
+    Type: String
+    Default: "*"
+Resources:
+  Backdoor:
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument:
+        Version: "2012-10-17"
+        Statement:
+          - Effect: Allow
+            Principal:
+              AWS: !Ref Trusted
+            Action: sts:AssumeRole
+      ManagedPolicyArns:
+        - !Sub arn:${AWS::Partition}:iam::aws:policy/AdministratorAccess
+"""
+ROLE_ASSIGNMENTS_TYPE = "Microsoft.Authorization/roleAssignments"
+
+
+def arm(*resources: dict, **parameters: Any) -> dict:
+    return {"$schema": "https://schema.management.azure.com/schemas/2018-05-01/subscriptionDeploymentTemplate.json#",
+            "contentVersion": "1.0.0.0", "parameters": {name: {"type": "string", "defaultValue": value}
+                                                         for name, value in parameters.items()},
+            "resources": list(resources)}
+
+
+def arm_assignment(role_definition: str, **extra: Any) -> dict:
+    return {"type": ROLE_ASSIGNMENTS_TYPE, "apiVersion": "2022-04-01", "name": "[guid(subscription().id, 'x')]",
+            "properties": {"roleDefinitionId": role_definition, "principalId": "aefb7652-6736-ca9c-b9e6-685b57c1b926"},
+            **extra}
+
+
+def probe_app(*headers: dict) -> dict:
+    return {"resourceGroupName": "mlflow-azure", "template": {"containers": [
+        {"name": "mlflow", "image": "mlflow", "probes": [{"type": "Liveness", "httpGet": {
+            "path": "/health", "port": 5000, "httpHeaders": list(headers)}}]}]}}
+
+
+def tcp_app(ingress: dict) -> dict:
+    return {"resourceGroupName": "mlflow-azure", "configuration": {"ingress": ingress},
+            "template": {"containers": [{"name": "postgres", "image": "postgres:16"}]}}
+
+
+def lighthouse(role: str) -> dict:
+    return {"scope": SUBSCRIPTION, "properties": {
+        "registrationDefinitionName": "ops", "managedByTenantId": "11111111-2222-3333-4444-555555555555",
+        "authorizations": [{"principalId": "aefb7652-6736-ca9c-b9e6-685b57c1b926",
+                            "roleDefinitionId": ROLES[role]}]}}
+
+
+DUPLICATE_SID = '{"Version":"2012-10-17","Statement":[{"Sid":"a","Sid":"b","Effect":"Allow","Principal":"*",' \
+                '"Action":"sqs:*","Resource":"*"}]}'
+
+REJECTED_ROUND_3 = [
+    # 1. a wildcard after a fixed prefix of the name reaches every resource: code on every instance and
+    # database, every secret, parameter and bucket
+    Case("send-command-every-instance-id", "aws", IAM, ROLE_POLICY, role_policy(allow(
+        ["ssm:SendCommand", "ssm:StartSession"],
+        [f"arn:aws:ec2:*:{ACCOUNT}:instance/i-*", "arn:aws:ssm:*::document/AWS-RunShellScript",
+         "arn:aws:ssm:*::document/SSM-SessionManagerRunShell"]))),
+    Case("connect-every-database-user", "aws", IAM, ROLE_POLICY,
+         role_policy(allow("rds-db:connect", f"arn:aws:rds-db:*:{ACCOUNT}:dbuser:db-*/*"))),
+    Case("connect-every-user-of-one-database", "aws", IAM, ROLE_POLICY,
+         role_policy(allow("rds-db:connect", f"arn:aws:rds-db:eu-west-1:{ACCOUNT}:dbuser:db-ABCDEFGHIJKL/*"))),
+    Case("ssh-key-to-every-instance-id", "aws", IAM, ROLE_POLICY, role_policy(allow(
+        "ec2-instance-connect:SendSSHPublicKey", f"arn:aws:ec2:*:{ACCOUNT}:instance/i-*"))),
+    Case("invoke-functions-under-a-prefix", "aws", IAM, ROLE_POLICY,
+         role_policy(allow("lambda:InvokeFunction", f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:mlflow-*"))),
+    Case("exec-into-every-cluster-prefix", "aws", IAM, ROLE_POLICY, role_policy(allow(
+        "ecs:ExecuteCommand", f"arn:aws:ecs:eu-west-1:{ACCOUNT}:task/mlflow*",
+        Condition={"StringEquals": {"aws:ResourceTag/team": "ml"}}))),
+    Case("secrets-36-prefixes", "aws", IAM, ROLE_POLICY, role_policy(allow(
+        "secretsmanager:GetSecretValue", [f"arn:aws:secretsmanager:*:{ACCOUNT}:secret:{c}*" for c in EVERY_NAME]))),
+    Case("secret-name-prefix", "aws", IAM, ROLE_POLICY, role_policy(allow(
+        "secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:mlflow-*"))),
+    Case("parameters-36-prefixes", "aws", IAM, ROLE_POLICY, role_policy(allow(
+        "ssm:GetParameters", [f"arn:aws:ssm:*:{ACCOUNT}:parameter/{c}*" for c in EVERY_NAME[:36] + "/"]))),
+    Case("every-bucket-by-36-prefixes", "aws", IAM, ROLE_POLICY, role_policy(allow(
+        ["s3:GetObject", "s3:PutObject"], [f"arn:aws:s3:::{c}*" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]))),
+    Case("bucket-name-prefix-objects", "aws", IAM, ROLE_POLICY,
+         role_policy(allow("s3:PutObject", "arn:aws:s3:::mlflow-*/*"))),
+    # 6. grants of public access, and credentials, outside the escalation list (also named like one)
+    *(Case(f"grants-public-access-{action.replace(':', '-').lower()}", "aws", IAM, ROLE_POLICY,
+           role_policy(allow(action, resource))) for action, resource in (
+        ("sqs:SetQueueAttributes", f"arn:aws:sqs:eu-west-1:{ACCOUNT}:mlflow-gc"),
+        ("sns:SetTopicAttributes", f"arn:aws:sns:eu-west-1:{ACCOUNT}:alerts"),
+        ("rds:ModifyDBSnapshotAttribute", f"arn:aws:rds:eu-west-1:{ACCOUNT}:snapshot:mlflow-metadata-final"),
+        ("rds:ModifyDBClusterSnapshotAttribute", f"arn:aws:rds:eu-west-1:{ACCOUNT}:cluster-snapshot:mlflow"),
+        ("ec2:ModifySnapshotAttribute", "arn:aws:ec2:eu-west-1::snapshot/snap-0123"),
+        ("ec2:ModifyImageAttribute", "arn:aws:ec2:eu-west-1::image/ami-0123"),
+        ("s3:PutObjectAcl", "arn:aws:s3:::mlflow-artifacts-x/*"),
+        ("s3:PutAccessPointPolicy", f"arn:aws:s3:eu-west-1:{ACCOUNT}:accesspoint/mlflow"),
+        ("rds:ModifyDBInstance", f"arn:aws:rds:eu-west-1:{ACCOUNT}:db:mlflow-metadata"),
+        ("kms:ReplicateKey", f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/0123abcd"),
+        ("glacier:SetVaultAccessPolicy", f"arn:aws:glacier:eu-west-1:{ACCOUNT}:vaults/mlflow"),
+        ("ssm:ModifyDocumentPermission", f"arn:aws:ssm:eu-west-1:{ACCOUNT}:document/mlflow-setup"),
+        ("mediastore:PutContainerPolicy", f"arn:aws:mediastore:eu-west-1:{ACCOUNT}:container/mlflow"))),
+    # 2. templates deployed by CloudFormation or ARM are read, their resources judged as their types
+    Case("cloudformation-stack-json-backdoor-role", "aws", IAM, "aws:cloudformation/stack:Stack",
+         {"name": "helper", "capabilities": ["CAPABILITY_IAM"],
+          "templateBody": json.dumps({"Resources": {"Backdoor": BACKDOOR_ROLE}})}),
+    Case("cloudformation-stack-yaml-short-tags", "aws", IAM, "aws:cloudformation/stack:Stack",
+         {"name": "helper", "templateBody": CLOUDFORMATION_YAML}),
+    Case("native-cloudformation-stack-backdoor-role", "aws", IAM, "aws-native:cloudformation:Stack",
+         {"templateBody": json.dumps({"Resources": {"Backdoor": BACKDOOR_ROLE}})}),
+    Case("cloudformation-stack-set-in-a-stack", "aws", IAM, "aws:cloudformation/stack:Stack",
+         {"name": "helper", "templateBody": json.dumps({"Resources": {"Everywhere": {
+             "Type": "AWS::CloudFormation::StackSet", "Properties": {
+                 "StackSetName": "x", "PermissionModel": "SELF_MANAGED",
+                 "TemplateBody": json.dumps({"Resources": {"Backdoor": BACKDOOR_ROLE}})}}}})}),
+    Case("cloudformation-stack-template-url", "aws", IAM, "aws:cloudformation/stack:Stack",
+         {"name": "helper", "templateUrl": "https://s3.amazonaws.com/bucket/backdoor.yaml"}),
+    Case("cloudformation-stack-duplicate-key", "aws", IAM, "aws:cloudformation/stack:Stack",
+         {"name": "helper", "templateBody": '{"Resources": {}, "Resources": {"Backdoor": '
+                                            + json.dumps(BACKDOOR_ROLE) + "}}"}),
+    Case("cloudformation-sam-function-administrator", "aws", IAM, "aws:cloudformation/stack:Stack",
+         {"name": "helper", "templateBody": json.dumps({"Transform": "AWS::Serverless-2016-10-31", "Resources": {
+             "Fn": {"Type": "AWS::Serverless::Function", "Properties": {
+                 "Runtime": "python3.12", "Handler": "app.handler", "Policies": ["AdministratorAccess"]}}}})}),
+    Case("cloudformation-public-database", "aws", PUBLIC, "aws:cloudformation/stack:Stack",
+         {"name": "db", "templateBody": json.dumps({"Resources": {"Db": {"Type": "AWS::RDS::DBInstance", "Properties": {
+             "Engine": "postgres", "DBInstanceClass": "db.t4g.micro", "StorageEncrypted": True,
+             "PubliclyAccessible": {"Fn::If": ["Public", True, False]}}}}})}),
+    Case("arm-public-flexible-server", "azure", PUBLIC, "azure-native:resources:Deployment",
+         {"resourceGroupName": "mlflow-azure", "properties": {"mode": "Incremental", "template": arm({
+             "type": "Microsoft.DBforPostgreSQL/flexibleServers", "apiVersion": "2024-08-01", "name": "db",
+             "location": "westeurope", "properties": {"version": "16", "network": {
+                 "publicNetworkAccess": "Enabled"}}})}}),
+    Case("arm-subscription-deployment-owner", "azure", IAM, "azure-native:resources:DeploymentAtSubscriptionScope",
+         {"location": "westeurope", "properties": {"mode": "Incremental", "template": arm(
+             arm_assignment(OWNER_ID))}}),
+    Case("arm-owner-by-parameter-in-an-expression", "azure", IAM,
+         "azure-native:resources:DeploymentAtManagementGroupScope",
+         {"groupId": "platform", "location": "westeurope", "properties": {"mode": "Incremental", "template": arm(
+             arm_assignment("[subscriptionResourceId('Microsoft.Authorization/roleDefinitions', parameters('role'))]"),
+             role=ROLES["Owner"])}}),
+    Case("arm-nested-deployment-to-a-subscription", "azure", IAM, "azure-native:resources:Deployment",
+         {"resourceGroupName": "mlflow-azure", "properties": {"mode": "Incremental", "template": arm({
+             "type": "Microsoft.Resources/deployments", "apiVersion": "2022-09-01", "name": "up",
+             "subscriptionId": "00000000-1111-2222-3333-444444444444", "location": "westeurope",
+             "properties": {"mode": "Incremental", "template": arm(arm_assignment(ROLES["Contributor"]))}})}}),
+    Case("classic-subscription-template-uaa", "azure", IAM,
+         "azure:core/subscriptionTemplateDeployment:SubscriptionTemplateDeployment",
+         {"location": "westeurope", "templateContent": json.dumps(arm(arm_assignment(
+             f"/providers/Microsoft.Authorization/roleDefinitions/{ROLES['User Access Administrator']}")))}),
+    Case("arm-custom-role-star", "azure", IAM, "azure-native:resources:DeploymentAtSubscriptionScope",
+         {"location": "westeurope", "properties": {"mode": "Incremental", "template": arm({
+             "type": "Microsoft.Authorization/roleDefinitions", "apiVersion": "2022-04-01", "name": "god",
+             "properties": {"roleName": "god", "permissions": [{"actions": ["*"]}],
+                            "assignableScopes": [SUBSCRIPTION]}})}}),
+    Case("arm-template-link", "azure", IAM, "azure-native:resources:DeploymentAtSubscriptionScope",
+         {"location": "westeurope", "properties": {"mode": "Incremental",
+                                                   "templateLink": {"uri": "https://example.com/t.json"}}}),
+    # 3. the classic provider's role/ module (before v3.0); PIM self-activation; an ARM-style id
+    Case("classic-role-module-owner", "azure", IAM, "azure:role/assignment:Assignment",
+         {"scope": SUBSCRIPTION, "roleDefinitionName": "Owner", "principalId": "p"}),
+    Case("classic-role-module-custom-star", "azure", IAM, "azure:role/definition:Definition",
+         {"name": "god", "scope": SUBSCRIPTION, "permissions": [{"actions": ["*"]}],
+          "assignableScopes": [SUBSCRIPTION]}),
+    Case("role-definition-id-with-api-version", "azure", IAM, ROLE_ASSIGNMENT,
+         {**assignment("Owner", SUBSCRIPTION), "roleDefinitionId": OWNER_ID + "?api-version=2022-04-01"}),
+    Case("custom-role-activates-itself-through-pim", "azure", IAM, ROLE_DEFINITION, role_definition(
+        ["Microsoft.Authorization/roleAssignmentScheduleRequests/write",
+         "Microsoft.Authorization/roleManagementPolicies/write"], SUBSCRIPTION)),
+    Case("lighthouse-contributor-on-subscription", "azure", IAM,
+         "azure-native:managedservices:RegistrationDefinition", lighthouse("Contributor")),
+    # 4. an OIDC subject pattern that names no owner or namespace
+    *(Case(f"trust-github-sub-{index}", "aws", IAM, pack.IAM_ROLE, trust(web_identity(GITHUB, {
+        "StringLike": {"token.actions.githubusercontent.com:sub": sub}, "StringEquals": AUDIENCE})))
+      for index, sub in enumerate(("r*", "repo*", "rep?:*", "repo:*/*", "repo:ex*"))),
+    *(Case(f"trust-eks-sub-{index}", "aws", IAM, pack.IAM_ROLE, trust(web_identity(EKS, {"StringLike": {
+        "oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF:sub": sub}})))
+      for index, sub in enumerate(("system:*", "system:serviceaccount*", "s*", "system:serviceaccount:ml*"))),
+    Case("trust-github-workflow-any-owner", "aws", IAM, pack.IAM_ROLE, trust(web_identity(GITHUB, {
+        "StringLike": {"token.actions.githubusercontent.com:job_workflow_ref": "*/.github/workflows/deploy.yml@*"},
+        "StringEquals": AUDIENCE}))),
+    Case("trust-google-any-client", "aws", IAM, pack.IAM_ROLE, trust(web_identity("accounts.google.com", {
+        "StringLike": {"accounts.google.com:aud": "*.apps.googleusercontent.com"}}))),
+    # 5. a resource policy that names a key twice is reported, not skipped
+    Case("queue-policy-duplicate-sid", "aws", IAM, "aws:sqs/queuePolicy:QueuePolicy",
+         {"queueUrl": "q", "policy": DUPLICATE_SID}),
+    Case("key-policy-duplicate-version", "aws", IAM, "aws:kms/key:Key", {"policy": DUPLICATE_SID.replace(
+        '"Version":"2012-10-17"', '"Version":"2012-10-17","Version":"2012-10-17"').replace('"Sid":"b",', "")}),
+    Case("secret-policy-duplicate-sid", "aws", IAM, "aws:secretsmanager/secretPolicy:SecretPolicy",
+         {"secretArn": "s", "policy": DUPLICATE_SID.replace("sqs:*", "secretsmanager:GetSecretValue")}),
+    Case("native-policy-statement-in-two-cases", "aws", IAM, "aws-native:iam:ManagedPolicy",
+         {"policyDocument": {"Version": "2012-10-17", "Statement": [allow("s3:GetObject", "arn:aws:s3:::b/*")],
+                             "statement": [allow("*", "*")]}, "roles": ["r"]}),
+    Case("topic-policy-statement-list-nested", "aws", IAM, "aws:sns/topicPolicy:TopicPolicy",
+         {"arn": "t", "policy": json.dumps({"Version": "2012-10-17", "Statement": [[open_to_anyone("sns:*")]]})}),
+    # 11. permissions for any principal
+    Case("layer-permission-any-principal", "aws", IAM, "aws:lambda/layerVersionPermission:LayerVersionPermission",
+         {"layerName": "l", "versionNumber": 1, "principal": "*", "action": "lambda:GetLayerVersion",
+          "statementId": "s"}),
+    Case("organization-resource-policy-any-principal", "aws", IAM, "aws:organizations/resourcePolicy:ResourcePolicy",
+         {"content": document({"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": [
+             "organizations:CreatePolicy", "organizations:AttachPolicy"], "Resource": "*"})}),
+    Case("event-bus-permission-any-principal", "aws", IAM, "aws:cloudwatch/eventPermission:EventPermission",
+         {"principal": "*", "statementId": "all"}),
+    # 7. ECS keys that differ only in case
+    Case("ecs-environment-in-two-cases", "aws", SECRETS, pack.ECS_TASK_DEFINITION, {
+        "family": "f", "containerDefinitions": '[{"name":"mlflow","image":"mlflow","Environment":[],'
+                                              '"environment":[{"name":"DB_PASSWORD","value":"hunter2"}]}]'}),
+    Case("ecs-env-entry-name-in-two-cases", "aws", SECRETS, pack.ECS_TASK_DEFINITION, {
+        "family": "f", "containerDefinitions": '[{"name":"mlflow","image":"mlflow","environment":'
+                                              '[{"Name":"X","name":"DB_PASSWORD","value":"hunter2"}]}]'}),
+    Case("native-ecs-environment-in-two-cases", "aws", SECRETS, "aws-native:ecs:TaskDefinition", {
+        "containerDefinitions": [{"name": "mlflow", "image": "mlflow", "Environment": [],
+                                  "environment": env(DB_PASSWORD="hunter2")}]}),
+    # 8. secret shapes: a password with a slash, health checks, probe headers, header lists
+    Case("ecs-env-url-password-with-slash", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
+        MLFLOW_BACKEND_STORE_URI="postgresql://mlflow:hunter2/x@db.internal:5432/mlflow")})),
+    Case("ecs-health-check-password", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"healthCheck": {"command": [
+        "CMD-SHELL", "PGPASSWORD=hunter2 pg_isready -h db -U mlflow && curl -f http://admin:hunter2@localhost:5000/"]}})),
+    Case("docker-health-check-password", "local", SECRETS, pack.DOCKER_CONTAINER, {"image": "postgres", "healthcheck": {
+        "tests": ["CMD-SHELL", "PGPASSWORD=hunter2 pg_isready -U mlflow"]}}),
+    Case("container-app-probe-basic-auth", "azure", SECRETS, "azure-native:app:ContainerApp",
+         probe_app({"name": "Authorization", "value": "Basic YWRtaW46aHVudGVyMg=="})),
+    Case("container-group-probe-api-key", "azure", SECRETS, pack.CONTAINER_GROUP, {
+        "resourceGroupName": "rg", "osType": "Linux", "containers": [{"name": "m", "image": "i", "livenessProbe": {
+            "httpGet": {"path": "/health", "port": 5000,
+                        "httpHeaders": [{"name": "X-Api-Key", "value": "k3y-0123"}]}}}]}),
+    Case("ecs-env-otel-bearer-header", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
+        OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer glc_eyJvIjoiMTIzIn0=")})),
+    Case("ecs-env-header-list-api-key", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
+        OTEL_EXPORTER_OTLP_HEADERS="x-tenant=ml,x-api-key=0123456789abcdef")})),
+    # 9. a TLS-only Deny that denies nothing for everyone else; public grants on buckets and objects
+    Case("tls-deny-narrowed-to-one-account", "aws", TLS, pack.S3_BUCKET_POLICY, {"bucket": BUCKET, "policy": document(
+        {**TLS_DENY, "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"],
+         "Condition": {"Bool": {"aws:SecureTransport": "false"},
+                       "StringEquals": {"aws:PrincipalAccount": "999999999999"}}})}),
+    Case("tls-deny-except-one-principal", "aws", TLS, pack.S3_BUCKET_POLICY, {"bucket": BUCKET, "policy": document(
+        {**{name: value for name, value in TLS_DENY.items() if name != "Principal"},
+         "NotPrincipal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+         "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]})}),
+    Case("bucket-grants-all-users", "aws", STORAGE_PUBLIC, "aws:s3/bucket:Bucket", {"bucket": BUCKET, "grants": [
+        {"type": "Group", "uri": "http://acs.amazonaws.com/groups/global/AllUsers", "permissions": ["READ"]}]},
+         BUCKET_GUARDS),
+    Case("object-public-read", "aws", STORAGE_PUBLIC, "aws:s3/bucketObjectv2:BucketObjectv2",
+         {"bucket": BUCKET, "key": "model.pkl", "acl": "public-read"}),
+    Case("object-copy-grants-authenticated-users", "aws", STORAGE_PUBLIC, "aws:s3/objectCopy:ObjectCopy",
+         {"bucket": BUCKET, "key": "model.pkl", "source": f"{BUCKET}/m.pkl", "grants": [
+             {"type": "Group", "uri": "http://acs.amazonaws.com/groups/global/AuthenticatedUsers",
+              "permissions": ["READ"]}]}),
+    Case("account-public-access-block-off", "aws", STORAGE_PUBLIC,
+         "aws:s3/accountPublicAccessBlock:AccountPublicAccessBlock",
+         {"blockPublicAcls": False, "blockPublicPolicy": False, "ignorePublicAcls": False,
+          "restrictPublicBuckets": False}),
+    Case("access-point-block-off", "aws", STORAGE_PUBLIC, "aws:s3/accessPoint:AccessPoint", {
+        "bucket": BUCKET, "name": "ap", "publicAccessBlockConfiguration": {"blockPublicPolicy": False}}),
+    # 10. a database port published to the internet by a container platform
+    Case("docker-postgres-published-on-every-address", "local", PORT, pack.DOCKER_CONTAINER,
+         {"image": "postgres:16", "ports": [{"internal": 5432, "external": 5432}]}),
+    Case("docker-mysql-published-on-a-public-address", "local", PORT, pack.DOCKER_CONTAINER,
+         {"image": "mysql:8", "ports": [{"internal": 3306, "external": 13306, "ip": "203.0.113.7"}]}),
+    Case("container-app-external-tcp-5432", "azure", PORT, "azure-native:app:ContainerApp", tcp_app(
+        {"external": True, "transport": "Tcp", "targetPort": 5432, "exposedPort": 5432})),
+    Case("container-app-additional-port-5432", "azure", PORT, "azure-native:app:ContainerApp", tcp_app(
+        {"external": True, "transport": "http", "targetPort": 8080,
+         "additionalPortMappings": [{"external": True, "targetPort": 5432}]})),
+    Case("container-group-public-5432", "azure", PORT, pack.CONTAINER_GROUP, {
+        "resourceGroupName": "rg", "osType": "Linux", "ipAddress": {"type": "Public", "ports": [{"port": 5432}]},
+        "containers": [{"name": "db", "image": "postgres:16", "ports": [{"port": 5432}]}]}),
+]
+
+ACCEPTED_ROUND_3 = [
+    # near misses of the name rules: the name spelled out up to a delimiter
+    Case("scoped-names-after-a-spelled-out-name", "aws", None, ROLE_POLICY, role_policy(
+        allow("ssm:GetParametersByPath", f"arn:aws:ssm:eu-west-1:{ACCOUNT}:parameter/mlflow/*"),
+        allow("rds-db:connect", f"arn:aws:rds-db:eu-west-1:{ACCOUNT}:dbuser:db-ABCDEFGHIJKL/mlflow"),
+        allow("ssm:SendCommand", [f"arn:aws:ec2:eu-west-1:{ACCOUNT}:instance/i-0123456789abcdef0",
+                                  "arn:aws:ssm:eu-west-1::document/AWS-RunShellScript"]),
+        allow("ecs:ExecuteCommand", f"arn:aws:ecs:eu-west-1:{ACCOUNT}:task/mlflow-aws/*"),
+        allow(["s3:GetObject", "s3:PutObject"], "arn:aws:s3:::mlflow-artifacts-20261126abcdef/runs-*"))),
+    Case("read-queue-and-snapshot-attributes", "aws", None, ROLE_POLICY, role_policy(allow(
+        ["sqs:GetQueueAttributes", "rds:DescribeDBSnapshotAttributes", "s3:GetObjectAcl"],
+        [f"arn:aws:sqs:eu-west-1:{ACCOUNT}:mlflow-gc", f"arn:aws:rds:eu-west-1:{ACCOUNT}:snapshot:mlflow",
+         "arn:aws:s3:::mlflow-artifacts-x/*"]))),
+    Case("scaling-and-lifecycle-policies", "aws", None, ROLE_POLICY, role_policy(allow(
+        ["application-autoscaling:PutScalingPolicy", "ecr:PutLifecyclePolicy"],
+        [f"arn:aws:application-autoscaling:eu-west-1:{ACCOUNT}:scalable-target/0123",
+         f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/mlflow-aws/mlflow-server"]))),
+    # templates whose resources keep the promises
+    Case("cloudformation-stack-scoped-role", "aws", None, "aws:cloudformation/stack:Stack",
+         {"name": "helper", "parameters": {"Bucket": "mlflow-artifacts-x"}, "templateBody": json.dumps({
+             "Parameters": {"Bucket": {"Type": "String"}}, "Resources": {"TaskRole": SCOPED_ROLE},
+             "Outputs": {"Arn": {"Value": {"Fn::GetAtt": ["TaskRole", "Arn"]}}}})}),
+    Case("arm-resource-group-deployment-contributor", "azure", None, "azure-native:resources:Deployment",
+         {"resourceGroupName": "mlflow-azure", "properties": {"mode": "Incremental", "template": arm(
+             arm_assignment(f"[subscriptionResourceId('Microsoft.Authorization/roleDefinitions', "
+                            f"'{ROLES['Contributor']}')]"))}}),
+    Case("arm-subscription-deployment-reader", "azure", None, "azure-native:resources:DeploymentAtSubscriptionScope",
+         {"location": "westeurope", "properties": {"mode": "Incremental", "template": arm(
+             arm_assignment(f"/providers/Microsoft.Authorization/roleDefinitions/{ROLES['Reader']}"))}}),
+    # Azure near misses
+    Case("classic-role-module-reader", "azure", None, "azure:role/assignment:Assignment",
+         {"scope": SUBSCRIPTION, "roleDefinitionName": "Reader", "principalId": "p"}),
+    Case("custom-role-reads-pim", "azure", None, ROLE_DEFINITION, role_definition(
+        ["Microsoft.Authorization/roleAssignmentScheduleRequests/read"], SUBSCRIPTION)),
+    Case("lighthouse-reader-on-subscription", "azure", None, "azure-native:managedservices:RegistrationDefinition",
+         lighthouse("Reader")),
+    # subjects spelled out
+    Case("trust-eks-one-namespace", "aws", None, pack.IAM_ROLE, trust(web_identity(EKS, {"StringLike": {
+        "oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF:sub": "system:serviceaccount:mlflow:*"}}))),
+    Case("trust-gitlab-one-group", "aws", None, pack.IAM_ROLE, trust(web_identity(
+        f"arn:aws:iam::{ACCOUNT}:oidc-provider/gitlab.com",
+        {"StringLike": {"gitlab.com:sub": "project_path:ml-platform/mlflow:ref_type:branch:ref:*"}}))),
+    # 12. the wrong rejections the review found
+    Case("google-trust-by-client-id", "aws", None, pack.IAM_ROLE, trust(web_identity("accounts.google.com", {
+        "StringEquals": {"accounts.google.com:aud": "123456789-abc.apps.googleusercontent.com"}}))),
+    Case("github-trust-by-workflow", "aws", None, pack.IAM_ROLE, trust(web_identity(GITHUB, {"StringEquals": {
+        **AUDIENCE, "token.actions.githubusercontent.com:job_workflow_ref":
+            "example/mlflow-platform/.github/workflows/deploy.yml@refs/heads/main"}}))),
+    Case("jwt-public-key-pem", "aws", None, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
+        OIDC_JWT_PUBLIC_KEY="-----BEGIN PUBLIC KEY-----\nMFkwEwYH...\n-----END PUBLIC KEY-----",
+        CA_BUNDLE_KEY="-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----")})),
+    Case("tls-key-paths", "local", None, pack.DOCKER_CONTAINER, {"image": "nginx", "envs": [
+        "NGINX_SSL_KEY=/run/secrets/tls.key", "SSL_CERT_KEY=/etc/nginx/tls/key.pem"]}),
+    Case("flexible-server-system-managed-keys", "azure", None, pack.FLEXIBLE_SERVER,
+         {"network": {"publicNetworkAccess": "Disabled"}, "dataEncryption": {"type": "SystemManaged"}}),
+    Case("tls-deny-with-principal-list", "aws", None, pack.S3_BUCKET_POLICY, {"bucket": BUCKET, "policy": document(
+        {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": {"AWS": ["*"]}, "Action": ["s3:*"],
+         "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"],
+         "Condition": {"Bool": {"aws:SecureTransport": False}}})}),
+    Case("alb-log-bucket-policy", "aws", None, pack.S3_BUCKET_POLICY, {"bucket": "alb-logs", "policy": document(
+        {**TLS_DENY, "Resource": ["arn:aws:s3:::alb-logs", "arn:aws:s3:::alb-logs/*"]},
+        {"Effect": "Allow", "Principal": {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"},
+         "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::alb-logs/AWSLogs/{ACCOUNT}/*"})}),
+    # near misses of the new secret shapes
+    Case("health-checks-without-credentials", "aws", None, pack.ECS_TASK_DEFINITION, ecs({
+        "environment": env(OTEL_EXPORTER_OTLP_HEADERS="x-tenant=ml-team", MLFLOW_URL="https://mlflow.example.com:443/"),
+        "healthCheck": {"command": ["CMD-SHELL", "pg_isready -h db -U mlflow && curl -f http://localhost:5000/"]}})),
+    Case("probe-with-a-plain-header", "azure", None, "azure-native:app:ContainerApp",
+         probe_app({"name": "X-Probe", "value": "liveness"})),
+    # permissions narrowed to an organization
+    Case("layer-permission-for-the-organization", "aws", None,
+         "aws:lambda/layerVersionPermission:LayerVersionPermission",
+         {"layerName": "l", "versionNumber": 1, "principal": "*", "action": "lambda:GetLayerVersion",
+          "statementId": "s", "organizationId": "o-abc123"}),
+    Case("organization-resource-policy-for-the-organization", "aws", None,
+         "aws:organizations/resourcePolicy:ResourcePolicy", {"content": document(
+             {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "organizations:Describe*", "Resource": "*",
+              "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-abc123"}}})}),
+    # storage near misses
+    Case("object-private", "aws", None, "aws:s3/bucketObjectv2:BucketObjectv2",
+         {"bucket": BUCKET, "key": "model.pkl", "acl": "private"}),
+    Case("account-public-access-block-on", "aws", None, "aws:s3/accountPublicAccessBlock:AccountPublicAccessBlock",
+         {"blockPublicAcls": True, "blockPublicPolicy": True, "ignorePublicAcls": True,
+          "restrictPublicBuckets": True}),
+    # database ports that stay private
+    Case("docker-postgres-on-loopback", "local", None, pack.DOCKER_CONTAINER,
+         {"image": "postgres:16", "ports": [{"internal": 5432, "external": 5432, "ip": "127.0.0.1"}]}),
+    Case("container-app-internal-tcp-5432", "azure", None, "azure-native:app:ContainerApp", tcp_app(
+        {"external": False, "transport": "tcp", "targetPort": 5432, "exposedPort": 5432})),
+    Case("container-app-external-tcp-from-the-vnet", "azure", None, "azure-native:app:ContainerApp", tcp_app(
+        {"external": True, "transport": "tcp", "targetPort": 5432, "exposedPort": 5432, "ipSecurityRestrictions": [
+            {"name": "vnet", "action": "Allow", "ipAddressRange": "10.0.0.0/16"}]})),
+]
+
+CASES = REJECTED + REJECTED_ROUND_2 + REJECTED_ROUND_3 + ACCEPTED + ACCEPTED_ROUND_2 + ACCEPTED_ROUND_3

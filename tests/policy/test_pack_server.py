@@ -189,17 +189,20 @@ class CliRefused(Exception):
 def cli_configure(stub: analyzer_pb2_grpc.AnalyzerStub, config_file: dict) -> None:
     """Configure the pack as the CLI does for `--policy-pack-config <file>` (pkg/engine/update.go,
     pkg/resource/analyzer/config.go, ReconcilePolicyPackConfig): every policy with its own enforcement
-    level and its schema's defaults, the file's values over them (a string is an enforcement level, an
-    object's "enforcementLevel" too), each policy's result validated against its schema; then one
+    level and its schema's defaults, "all"'s level over every policy's, the file's values over them (a string
+    is an enforcement level, an object's "enforcementLevel" too), each policy's result validated against its
+    schema; then one
     Configure call with all of them. A name that is no policy of the pack is handed over too
     (applyConfig keeps every name of the file), unvalidated; without an enforcement level of its own the
     CLI's Configure refuses it first ("invalid enforcement level \"\""), with one the pack gets it."""
     policy_config = {}
     known = set()
+    spread = config_file.get("all")  # applyConfig: "all"'s level first goes to every policy
+    spread = spread if isinstance(spread, str) else spread.get("enforcementLevel") if isinstance(spread, dict) else None
     for policy in stub.GetAnalyzerInfo(empty_pb2.Empty()).policies:
         schema = json_format.MessageToDict(policy.configSchema.properties) if policy.HasField("configSchema") else {}
         properties = {name: spec["default"] for name, spec in schema.items() if "default" in spec}
-        level = policy.enforcementLevel
+        level = LEVELS[spread] if spread in LEVELS else policy.enforcementLevel
         given = copy.deepcopy(config_file.get(policy.name))
         if isinstance(given, str):
             level = LEVELS[given]
@@ -304,6 +307,65 @@ def test_a_configuration_for_a_policy_the_pack_lacks_fails_the_run(configurable,
         cli_configure(configurable, {"stateful-resource-protected": {"requireProtection": False}})
     cli_configure(configurable, {"all": "mandatory"})  # the CLI's name for every policy
     cli_configure(configurable, {})
+
+
+@pytest.mark.parametrize("config_file", [{"iam-least-privilege": "advisory"}, {"iam-least-privilege": "disabled"},
+                                         {"all": "disabled"}, {"all": {"enforcementLevel": "advisory"}},
+                                         {"database-port-closed-to-internet": "remediate"},
+                                         {"stateful-resources-protected": "advisory"}])
+def test_a_configuration_that_lowers_a_policy_fails_the_run(configurable, config_file: dict):
+    """pulumi_policy honours whatever level Configure sends: one line of a config file would switch a promise
+    off. The pack refuses the call instead (the CLI stops the run), and its policies stay mandatory."""
+    with pytest.raises(grpc.RpcError) as raised:
+        cli_configure(configurable, config_file)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "mandatory" in raised.value.details()
+    access = one(graph("aws").resources, "aws:iam/rolePolicy:RolePolicy", "mlflow-server-access-0")
+    [diagnostic] = analyze(configurable, access, _with_statement(access, {"Effect": "Allow", "Action": "*",
+                                                                          "Resource": "*"}))
+    assert diagnostic.enforcementLevel == analyzer_pb2.MANDATORY
+    cli_configure(configurable, {})
+
+
+def test_the_teardown_exception_is_the_one_level_taken(configurable):
+    """README, "The policy pack": a teardown from a workstation switches stateful-resources-protected off,
+    with requireProtection: false or, the same, its level disabled; every other policy holds."""
+    resources = graph("aws").resources
+    rds = one(resources, pack.RDS_INSTANCE, "mlflow-metadata")
+    unprotected = [dataclasses.replace(r, protect=False) if r is rds else r for r in resources]
+    for config_file in ({"stateful-resources-protected": "disabled"},
+                        {"stateful-resources-protected": {"requireProtection": False}}):
+        cli_configure(configurable, config_file)
+        assert analyze_stack(configurable, unprotected) == [], config_file
+        [diagnostic] = analyze(configurable, rds, {**copy.deepcopy(rds.raw_inputs), "publiclyAccessible": True})
+        assert diagnostic.enforcementLevel == analyzer_pb2.MANDATORY
+    cli_configure(configurable, {})
+    [diagnostic] = analyze_stack(configurable, unprotected)
+    assert diagnostic.policyName == "stateful-resources-protected"
+
+
+def test_a_tls_deny_for_another_bucket_is_a_stack_violation_over_grpc(analyzer):
+    """The second red team's BucketPolicy whose TLS-only Deny names another bucket: with its bucket, in the
+    stack AnalyzeStack gets, the bucket counts no TLS guard."""
+    template = one(graph("aws").resources, *TEMPLATES["aws"])
+    prefix = template.urn.rsplit("::", 2)[0]
+
+    def recorded(type_: str, name: str, inputs: dict) -> Recorded:
+        return dataclasses.replace(template, type=type_, name=name, urn=f"{prefix}::{type_}::{name}",
+                                   raw_inputs=inputs, protect=True, dependencies=[])
+
+    bucket = "mlflow-artifacts-x"
+    deny = {"Effect": "Deny", "Principal": "*", "Action": "s3:*",
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+    guards = [recorded(pack.S3_PUBLIC_ACCESS_BLOCK, "pab", {"bucket": bucket, **dict.fromkeys(
+                  ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"), True)}),
+              recorded("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+                       "sse", {"bucket": bucket, "rules": [{"applyServerSideEncryptionByDefault": {
+                           "sseAlgorithm": "AES256"}}]})]
+    stack = [recorded("aws:s3/bucket:Bucket", "artifacts", {"bucket": bucket}), *guards]
+    for covered, other in ((bucket, []), ("some-other-bucket", ["s3-buckets-guarded"])):
+        policy = recorded(pack.S3_BUCKET_POLICY, "tls", {"bucket": bucket, "policy": json.dumps({
+            "Version": "2012-10-17", "Statement": [{**deny, "Resource": [f"arn:aws:s3:::{covered}/*"]}]})})
+        assert [d.policyName for d in analyze_stack(analyzer, [*stack, policy])] == other
 
 
 def test_the_stack_policies_see_new_kinds_over_grpc(analyzer):

@@ -37,6 +37,7 @@ from tests.policy.cases import (
     NATIVE_BUCKET_NAME,
     REJECTED,
     REJECTED_ROUND_2,
+    REJECTED_ROUND_3,
     ROLES,
     SUBSCRIPTION,
     TEMPLATES,
@@ -449,6 +450,49 @@ def test_the_bypasses_cover_the_new_kinds_of_resource():
             "azure-native:dbforpostgresql:FirewallRule"} <= kinds
 
 
+def test_the_third_round_covers_templates_and_the_platforms_that_publish_ports():
+    kinds = {pack.normalized_type(case.type) for case in REJECTED_ROUND_3}
+    assert {"aws:cloudformation/stack:Stack", "aws-native:cloudformation:Stack",
+            "azure-native:resources:DeploymentAtSubscriptionScope", "azure-native:resources:Deployment",
+            "azure:core/subscriptionTemplateDeployment:SubscriptionTemplateDeployment",
+            "azure:role/assignment:Assignment", "azure:role/definition:Definition",
+            "aws:lambda/layerVersionPermission:LayerVersionPermission",
+            "aws:organizations/resourcePolicy:ResourcePolicy",
+            "aws:s3/accountPublicAccessBlock:AccountPublicAccessBlock", "aws:s3/bucketObjectv2:BucketObjectv2",
+            pack.DOCKER_CONTAINER, "azure-native:app:ContainerApp", pack.CONTAINER_GROUP} <= kinds
+
+
+def test_a_tls_deny_for_another_bucket_guards_nothing():
+    """A BucketPolicy sees its bucket's id, not the name in its ARNs (the mocks' ids differ from AWS's, where
+    they are the name): the stack policy, which has the bucket, sees a TLS-only Deny that names only another
+    bucket and counts no TLS guard for this one."""
+    name = "mlflow-artifacts-20261126abcdef"
+
+    def deny_elsewhere(properties: dict) -> dict:
+        policy = json.loads(properties["policy"])
+        policy["Statement"][0]["Resource"] = ["arn:aws:s3:::some-other-bucket", "arn:aws:s3:::some-other-bucket/*"]
+        return {**properties, "policy": json.dumps(policy)}
+
+    policy = one(resources_of("aws"), pack.S3_BUCKET_POLICY, "mlflow-artifacts-tls-only")
+    elsewhere = dataclasses.replace(policy, raw_inputs=deny_elsewhere(policy.raw_inputs),
+                                    state=deny_elsewhere(policy.state))
+    resources = [elsewhere if r.urn == policy.urn else r for r in resources_of("aws")]
+    stack = [policy_named("s3-buckets-guarded")]
+    assert check(resources_of("aws"), stack, use_state=True) == []
+    [violation] = check(resources, stack, use_state=True)  # outputs: the bucket's name is known
+    assert "denies requests without TLS" in violation.message and violation.urn.endswith("::mlflow-artifacts")
+    assert check(resources, [policy_named("storage-tls-only")]) == []  # alone it names a bucket, and denies
+    assert pack.denies_insecure_transport(json.loads(policy.inputs["policy"]), name)
+    assert not pack.denies_insecure_transport(json.loads(elsewhere.inputs["policy"]), name)
+
+
+def test_a_template_the_pack_cannot_read_is_reported():
+    """YAML aliases (CloudFormation takes none), a key twice, text that is no object: reported, not skipped."""
+    for body in ("a: &x [1]\nb: *x\n", "Resources: {}\nresources: {}\n", "[1, 2]", "{not json"):
+        _, problems = pack.template_resources("aws:cloudformation/stack:Stack", {"templateBody": body})
+        assert problems and "cannot be read" in problems[0], body
+
+
 def test_stack_violations_point_at_the_resource():
     """A stack policy's report carries the URN, so the CLI shows it against the resource."""
     resources = edit(RDS, "mlflow-metadata", protect=False)(resources_of("aws"))
@@ -609,10 +653,38 @@ def test_iam_wildcards_and_escalation(statement: dict, offends: bool):
     ("arn:aws:lambda:eu-west-1:123456789012:function:mlflow-*", None),
     ("ARN:AWS:IAM::123456789012:ROLE/*", "account"), ("arn:aws:s3:::mlflow-artifacts/*", None),
     ("arn:aws:logs:eu-west-1:123456789012:log-group:/mlflow/aws:*", None),
-    ("arn:aws:secretsmanager:eu-west-1:123456789012:secret:mlflow-*", None), ("arn:aws:sns:eu-west-1:1:alarms-*", None),
+    ("arn:aws:sns:eu-west-1:1:alarms-*", None),
+    # a wildcard before a secret's, a parameter's or a database user's name is spelled out reaches them all; a
+    # wildcard in a bucket's name reaches any account's buckets (REJECTED_ROUND_3)
+    ("arn:aws:secretsmanager:eu-west-1:123456789012:secret:mlflow-*", "account"),
+    ("arn:aws:secretsmanager:eu-west-1:123456789012:secret:a*", "account"),
+    ("arn:aws:secretsmanager:eu-west-1:123456789012:secret:*/db", "account"),
+    ("arn:aws:secretsmanager:eu-west-1:123456789012:secret:mlflow-db-??????", None),
+    ("arn:aws:secretsmanager:eu-west-1:123456789012:secret:mlflow/*", None),
+    ("arn:aws:ssm:eu-west-1:123456789012:parameter/a*", "account"),
+    ("arn:aws:ssm:eu-west-1:123456789012:parameter/mlflow/*", None),
+    ("arn:aws:rds-db:eu-west-1:123456789012:dbuser:db-*/*", "account"),
+    ("arn:aws:rds-db:eu-west-1:123456789012:dbuser:db-ABCDEFGHIJKL/*", "account"),
+    ("arn:aws:rds-db:eu-west-1:123456789012:dbuser:db-ABCDEFGHIJKL/mlflow", None),
+    ("arn:aws:s3:::a*", "any"), ("arn:aws:s3:::mlflow-*/*", "any"), ("arn:aws:s3:::mlflow-artifacts/runs-*", None),
+    ("arn:aws:ec2:eu-west-1:123456789012:instance/i-*", None),
 ])
 def test_how_far_a_resource_pattern_reaches(resource: str, reach: str | None):
     assert pack.resource_reach(resource) == reach
+
+
+@pytest.mark.parametrize("resource,reach", [
+    ("arn:aws:ec2:eu-west-1:123456789012:instance/i-*", "account"),
+    ("arn:aws:ec2:eu-west-1:123456789012:instance/i-0123456789abcdef0", None),
+    ("arn:aws:lambda:eu-west-1:123456789012:function:mlflow-*", "account"),
+    ("arn:aws:lambda:eu-west-1:123456789012:function:mlflow-gc:*", None),
+    ("arn:aws:ecs:eu-west-1:123456789012:task/mlflow*", "account"),
+    ("arn:aws:ecs:eu-west-1:123456789012:task/mlflow-aws/*", None),
+    ("arn:aws:ssm:eu-west-1::document/AWS-*", "any"), ("arn:aws:ssm:eu-west-1::document/AWS-RunShellScript", None),
+])
+def test_how_far_a_pattern_reaches_for_actions_that_run_code(resource: str, reach: str | None):
+    """Actions that run code hold every resource to the spelled-out name: instance/i-* is every instance."""
+    assert pack.resource_reach(resource, names=True) == reach
 
 
 @pytest.mark.parametrize("arn,broad", [
@@ -699,6 +771,18 @@ def test_the_allow_list_refuses_code_execution_credentials_and_changes(action: s
         pack.allowed_actions_on_any_resource({"allowedActionsOnAnyResource": [action]})
 
 
+@pytest.mark.parametrize("action", [
+    "lambda:ListFunctions", "ec2:DescribeInstanceAttribute", "cognito-idp:DescribeUserPoolClient",
+    "elasticbeanstalk:DescribeConfigurationSettings", "amplify:ListApps", "ecs:DescribeTaskDefinition",
+    "ec2:DescribeLaunchTemplateVersions", "iam:ListAccessKeys",
+])
+def test_the_allow_list_refuses_listings_that_return_secrets(action: str):
+    """A Describe or List verb says nothing of what comes back (the review's allow-list: environment variables,
+    user data, client secrets): only the pack's list of metadata reads is taken."""
+    with pytest.raises(pack.PolicyConfigError, match=action):
+        pack.allowed_actions_on_any_resource({"allowedActionsOnAnyResource": [action]})
+
+
 def test_the_allow_list_takes_reads_of_metadata_and_telemetry():
     allowed = pack.allowed_actions_on_any_resource({"allowedActionsOnAnyResource": [
         "ec2:DescribeInstances", "ecs:ListClusters", "cloudwatch:GetMetricData", "xray:PutTraceSegments"]})
@@ -729,6 +813,23 @@ def test_a_broken_protection_config_fails_the_run(config: dict):
     with pytest.raises(pack.PolicyConfigError):
         check(resources_of("aws"), [policy_named("stateful-resources-protected")],
               config={"stateful-resources-protected": config})
+
+
+@pytest.mark.parametrize("levels,refused", [
+    ({policy.name: "mandatory" for policy in pack.POLICIES}, []),
+    ({"all": "mandatory"}, []),
+    ({"stateful-resources-protected": "disabled"}, []),  # the documented teardown exception
+    ({"iam-least-privilege": "advisory"}, ["iam-least-privilege to advisory"]),
+    ({"iam-least-privilege": "disabled"}, ["iam-least-privilege to disabled"]),
+    ({"database-not-public": "remediate"}, ["database-not-public to remediate"]),
+    ({"stateful-resources-protected": "advisory"}, ["stateful-resources-protected to advisory"]),
+    ({"all": "disabled"}, ["all to disabled"]),
+    ({"all": "advisory", "storage-not-public": "disabled"}, ["all to advisory", "storage-not-public to disabled"]),
+])
+def test_only_mandatory_levels_are_taken(levels: dict, refused: list):
+    """pulumi_policy honours any enforcement level Configure sends; the pack refuses all but mandatory (and
+    stateful-resources-protected disabled, the same as its requireProtection: false, for a teardown)."""
+    assert pack.refused_enforcement_levels(levels) == refused
 
 
 def test_the_stack_is_read_from_the_urns():
