@@ -338,12 +338,3 @@ def build_context_files(context: Path, dockerfile: Path) -> list[Path]:
     kept = exclude_paths(str(context), patterns, dockerfile=str(dockerfile.relative_to(context)))
     return sorted(path for path in (context / name for name in kept) if path.is_file())
 
-
-def dockerfile_sources(dockerfile: Path) -> list[str]:
-    """The build-context paths a Dockerfile's COPY and ADD instructions read (not `--from` stages)."""
-    sources = []
-    for line in dockerfile.read_text().splitlines():
-        words = line.split()
-        if words and words[0].upper() in ("COPY", "ADD") and not any(w.startswith("--from") for w in words):
-            sources += [w for w in words[1:-1] if not w.startswith("--")]
-    return sources

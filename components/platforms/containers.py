@@ -7,6 +7,7 @@ import hashlib
 from typing import Any, Mapping, Optional, Sequence
 
 import pulumi
+import pulumi_command as command
 
 
 def file_env_name(path: str) -> str:
@@ -70,3 +71,12 @@ def secret_digest(value: str) -> str:
 def output_dict(values: Mapping[str, pulumi.Input[Any]]) -> pulumi.Output[dict[str, Any]]:
     """Output.all(**values), also for no values (Output.all() alone gives a list)."""
     return pulumi.Output.all(**values) if values else pulumi.Output.from_input({})
+
+
+def registry_token(resource: dict, login_command: pulumi.Input[str], images: str) -> pulumi.Output[str]:
+    """A push token for the stack's registry, printed by `login_command` on the machine running `pulumi up`:
+    asked for again only when `images` (images_fingerprint) changes, so a plan and its `up --plan` send the
+    same input (pulumi/pulumi#17546); never shown, kept secret in the state. `resource`: the command's name
+    and options (its platform's `_shared`)."""
+    login = command.local.Command(**resource, create=login_command, triggers=[images], logging="none")
+    return pulumi.Output.secret(login.stdout.apply(lambda out: out.strip() if out else out))

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
-from components.config import ProxyConfig
+from components.config import ProxyConfig, nginx_size_bytes
 from components.names import PROXY_SERVICE
 from components.render.endpoints import (DEFAULT_METRICS_PORT, NGINX_DEFAULT_KEEPALIVE_SECONDS,
                                          PROXY_CONNECT_TIMEOUT_SECONDS, PROXY_HTTP_PORT, PROXY_HTTPS_PORT,
@@ -254,14 +254,8 @@ def nginx_conf(settings: ProxySettings) -> str:
 
 def api_body_limit(artifact_limit: str) -> str:
     """The body limit of every route but the artifact uploads: API_BODY_LIMIT, or the artifacts' own if smaller."""
-    limit = _nginx_bytes(API_BODY_LIMIT)
-    own = _nginx_bytes(artifact_limit)
-    return artifact_limit if 0 < own < limit else API_BODY_LIMIT
-
-
-def _nginx_bytes(size: str) -> int:
-    units = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
-    return int(size[:-1]) * units[size[-1].lower()] if size[-1].isalpha() else int(size)
+    own = nginx_size_bytes(artifact_limit)
+    return artifact_limit if 0 < own < nginx_size_bytes(API_BODY_LIMIT) else API_BODY_LIMIT
 
 
 def _refuse_unstreamed_bodies(indent: str) -> str:

@@ -32,7 +32,7 @@ from components.names import SERVER_IMAGE
 from components.platforms.aws import names, tasks
 from components.platforms.aws.alarms import FIVE_MINUTES, AlarmTarget, expression, metric, metric_alarm
 from components.platforms.aws.network import Network, existing_network, new_network, zones
-from components.platforms.containers import file_env_name, output_dict, secret_digest
+from components.platforms.containers import file_env_name, output_dict, registry_token, secret_digest
 from components.platforms.base import (
     images_fingerprint,
     DatabaseEndpoint,
@@ -637,11 +637,9 @@ class AwsPlatform(pulumi.ComponentResource):
         every image at every `up`, which `pulumi up --plan` refuses ("violates plan", pulumi/pulumi#17546): no
         reviewed plan could be applied (review 25). A token lasts 12 hours; never shown, kept secret in the state."""
         if self._registry_token is None:
-            login = command.local.Command(
-                **self._shared("registry-token", additional_secret_outputs=["stdout"]),
-                create=f"aws ecr get-login-password --region {self.settings.region}",
-                triggers=[self.images], logging="none")
-            self._registry_token = pulumi.Output.secret(login.stdout.apply(lambda out: out.strip() if out else out))
+            self._registry_token = registry_token(
+                self._shared("registry-token", additional_secret_outputs=["stdout"]),
+                f"aws ecr get-login-password --region {self.settings.region}", self.images)
         return self._registry_token
 
     def server_image(self, name: str, mlflow_version: str, opts: pulumi.ResourceOptions) -> Image:

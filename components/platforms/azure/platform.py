@@ -50,7 +50,7 @@ from components.platforms.base import (
     server_image_build,
 )
 from components.platforms.azure import alerts
-from components.platforms.containers import file_env_name, output_dict, secret_digest, with_files
+from components.platforms.containers import file_env_name, output_dict, registry_token, secret_digest, with_files
 
 # The user name docker logs in to a registry with when the password is an ACR token.
 ACR_TOKEN_USERNAME = "00000000-0000-0000-0000-000000000000"
@@ -383,12 +383,11 @@ class AzurePlatform(pulumi.ComponentResource):
         # admin user stays off. `az acr login --expose-token` trades the deployer's Azure CLI login for
         # a registry token (about three hours): asked for again whenever an image is to be pushed
         # again (its sources changed), never shown in Pulumi's output, kept secret in the state.
-        login = command.local.Command(
-            **self._shared("registry-token", additional_secret_outputs=["stdout"]),
-            create=self.container_registry.name.apply(
+        self.push_password = registry_token(
+            self._shared("registry-token", additional_secret_outputs=["stdout"]),
+            self.container_registry.name.apply(
                 lambda registry: f"az acr login --name {registry} --expose-token --output tsv --query accessToken"),
-            triggers=[self.images], logging="none")
-        self.push_password = pulumi.Output.secret(login.stdout.apply(lambda out: out.strip() if out else out))
+            self.images)
         self.storage_grants_honoured: list[command.local.Command] = []
         self.pushed_images: list[docker.Image] = []
 
