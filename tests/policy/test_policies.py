@@ -32,12 +32,15 @@ from pulumi_policy.proxy import UNKNOWN_BOOLEAN_VALUE, UNKNOWN_STRING_VALUE, Unk
 from policy import policies as pack
 from tests.harness.program import Recorded
 from tests.policy.cases import (
+    ADMINISTRATORS_GROUP,
     CASES,
     NATIVE_BUCKET_GUARDS,
     NATIVE_BUCKET_NAME,
+    PERMISSION_SET,
     REJECTED,
     REJECTED_ROUND_2,
     REJECTED_ROUND_3,
+    REJECTED_ROUND_4,
     ROLES,
     SUBSCRIPTION,
     TEMPLATES,
@@ -320,8 +323,9 @@ MUTATIONS: list[tuple[str, str, str, Mutation, str]] = [  # id, stack, policy, m
      edit(LOG_GROUP, "mlflow-platform-logs", drop("retentionInDays")), "mlflow-platform-logs"),
     ("log-group-zero-days", "aws", "logs-have-retention",
      edit(LOG_GROUP, "mlflow-platform-logs", set_path("retentionInDays", 0)), "mlflow-platform-logs"),
-    ("workspace-forever", "azure", "logs-have-retention",
-     edit(pack.LOG_ANALYTICS_WORKSPACE, "mlflow-platform-logs", drop("retentionInDays")), "mlflow-platform-logs"),
+    ("workspace-zero-days", "azure", "logs-have-retention",
+     edit(pack.LOG_ANALYTICS_WORKSPACE, "mlflow-platform-logs", set_path("retentionInDays", 0)),
+     "mlflow-platform-logs"),
     ("rds-unprotected", "aws", "stateful-resources-protected", edit(RDS, "mlflow-metadata", protect=False),
      "mlflow-metadata"),
     ("bucket-unprotected", "aws", "stateful-resources-protected", edit(BUCKET, "mlflow-artifacts", protect=False),
@@ -395,6 +399,8 @@ LEGITIMATE: list[tuple[str, str, str, Mutation]] = [  # id, stack, the policy it
           lambda inputs: inputs.update(scope=inputs["scope"].split("/blobServices/")[0]))),
     ("log-group-ten-years", "aws", "logs-have-retention",
      edit(LOG_GROUP, "mlflow-platform-logs", set_path("retentionInDays", 3653))),
+    ("workspace-azure-default-retention", "azure", "logs-have-retention",  # Azure keeps a workspace's data 30 days
+     edit(pack.LOG_ANALYTICS_WORKSPACE, "mlflow-platform-logs", drop("retentionInDays"))),
     ("socket-volume-not-kept", "local", "stateful-resources-protected",
      edit(pack.DOCKER_VOLUME, "mlflow-metadata-socket", lambda inputs: inputs.pop("labels", None))),
     ("ecs-secret-arn-in-environment", "aws", "no-plaintext-secrets-in-container-env",
@@ -460,6 +466,42 @@ def test_the_third_round_covers_templates_and_the_platforms_that_publish_ports()
             "aws:organizations/resourcePolicy:ResourcePolicy",
             "aws:s3/accountPublicAccessBlock:AccountPublicAccessBlock", "aws:s3/bucketObjectv2:BucketObjectv2",
             pack.DOCKER_CONTAINER, "azure-native:app:ContainerApp", pack.CONTAINER_GROUP} <= kinds
+
+
+def test_the_fourth_round_covers_every_resource_policy_service_and_the_new_kinds():
+    """Escaped keys for each kind of resource policy; Identity Center, snapshots, images, blueprints."""
+    kinds = {pack.normalized_type(case.type) for case in REJECTED_ROUND_4}
+    escaped = {pack.normalized_type(case.type) for case in REJECTED_ROUND_4 if case.id.startswith("escaped-")}
+    assert {pack.S3_BUCKET_POLICY, "aws:kms/key:Key", "aws:secretsmanager/secretPolicy:SecretPolicy",
+            "aws:sqs/queuePolicy:QueuePolicy", "aws:sns/topicPolicy:TopicPolicy",
+            "aws:ecr/repositoryPolicy:RepositoryPolicy", "minio:index/s3BucketPolicy:S3BucketPolicy",
+            "aws:opensearch/domainPolicy:DomainPolicy", "aws:backup/vaultPolicy:VaultPolicy"} <= escaped
+    assert set(pack.IDENTITY_CENTER_GRANTS) <= kinds
+    assert {"aws:rds/snapshot:Snapshot", "aws:ec2/amiLaunchPermission:AmiLaunchPermission", pack.RDS_CLUSTER,
+            "azure-native:blueprint:RoleAssignmentArtifact", "azure-native:blueprint:TemplateArtifact",
+            "aws:cloudformation/stackSet:StackSet"} <= kinds
+
+
+def test_a_template_resource_is_judged_in_every_combination_of_its_conditions():
+    """Conditions, not Fn::Ifs, are the choice points (one condition has one value in the whole template); a
+    map lookup keyed by the region takes every region's value; past 256 combinations every branch is still
+    judged once."""
+    template = {"Parameters": {"Env": {"Type": "String", "Default": "dev"}},
+                "Mappings": {"M": {"us-east-1": {"V": "a"}, "eu-west-1": {"V": "b"}, "ap-south-1": {"V": "c"}}},
+                "Resources": {"R": {"Type": "AWS::SQS::Queue", "Properties": {
+                    "One": {"Fn::If": ["C", 1, 2]}, "Same": {"Fn::If": ["C", 3, 4]}, "Other": {"Fn::If": ["D", 5, 6]},
+                    "Region": {"Fn::FindInMap": ["M", {"Ref": "AWS::Region"}, "V"]}}}}}
+    found, problems = pack.template_resources("aws:cloudformation/stack:Stack", {"templateBody": json.dumps(template)})
+    assert problems == []
+    combinations = {(r.props["one"], r.props["same"], r.props["other"], r.props["region"]) for r in found}
+    assert combinations == {(one, one + 2, other, region) for one in (1, 2) for other in (5, 6)
+                            for region in "abc"}
+    many = {"Resources": {"R": {"Type": "AWS::SQS::Queue", "Properties": {
+        f"P{index}": {"Fn::If": [f"C{index}", index, -index]} for index in range(12)}}}}
+    found, _ = pack.template_resources("aws:cloudformation/stack:Stack", {"templateBody": json.dumps(many)})
+    assert len(found) <= 256
+    for index in range(12):
+        assert {r.props[f"p{index}"] for r in found} == {index, -index}
 
 
 def test_a_tls_deny_for_another_bucket_guards_nothing():
@@ -697,10 +739,19 @@ def test_how_far_a_pattern_reaches_for_actions_that_run_code(resource: str, reac
     ("arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPowerUser", True),
     ("arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy", False),
     ("arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy", False),
-    ("arn:aws:iam::aws:policy/job-function/ViewOnlyAccess", False),
+    ("arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole", False),
     ("arn:aws:iam::123456789012:policy/mlflow-server", False),
+    # harmless names that reach every bucket, parameter, log or function environment of the account (review 4)
+    ("arn:aws:iam::aws:policy/job-function/ViewOnlyAccess", True), ("arn:aws:iam::aws:policy/ReadOnlyAccess", True),
+    ("arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess", True),
+    ("arn:aws:iam::aws:policy/service-role/AmazonEC2RoleforSSM", True),
+    ("arn:aws:iam::aws:policy/AmazonSSMReadOnlyAccess", True),
+    ("arn:aws:iam::aws:policy/CloudWatchLogsReadOnlyAccess", True),
+    ("arn:aws:iam::AWS:policy/SomePolicyAWSAddsTomorrow", True),
 ])
 def test_broad_aws_managed_policies(arn: str, broad: bool):
+    """Every AWS-managed policy but the few that only write telemetry or pull images (NARROW_AWS_MANAGED_POLICIES)
+    is broad, whatever its name; a customer-managed one is judged by its name."""
     assert bool(pack.broad_managed_policy(arn)) is broad
 
 
@@ -787,6 +838,37 @@ def test_the_allow_list_takes_reads_of_metadata_and_telemetry():
     allowed = pack.allowed_actions_on_any_resource({"allowedActionsOnAnyResource": [
         "ec2:DescribeInstances", "ecs:ListClusters", "cloudwatch:GetMetricData", "xray:PutTraceSegments"]})
     assert {"ec2:describeinstances", "ecs:listclusters", "cloudwatch:getmetricdata", "xray:puttracesegments"} <= allowed
+
+
+IDENTITY_CENTER_CASES = {case.id: case for case in REJECTED_ROUND_4 if case.type in pack.IDENTITY_CENTER_GRANTS}
+IDENTITY_CENTER_CONFIG = {"iam-least-privilege": {
+    "allowedPermissionSets": [PERMISSION_SET], "allowedIdentityStoreGroups": [ADMINISTRATORS_GROUP],
+    "allowedDelegatedAdministratorServices": ["member.org.stacksets.cloudformation.amazonaws.com"]}}
+
+
+@pytest.mark.parametrize("case_id", sorted(IDENTITY_CENTER_CASES))
+def test_identity_center_grants_pass_only_when_configured(case_id: str):
+    """An account assignment, identity store membership or delegated administrator is refused unless the
+    configuration lists what it grants (the permission set, the group, the service); listing another one does
+    not let it through."""
+    case = IDENTITY_CENTER_CASES[case_id]
+    resources = [*resources_of("aws"), added(resources_of("aws"), case)]
+    iam = [policy_named("iam-least-privilege")]
+    assert [v.policy for v in check(resources, iam)] == ["iam-least-privilege"]
+    assert check(resources, iam, config=IDENTITY_CENTER_CONFIG) == []
+    other = {"iam-least-privilege": {
+        "allowedPermissionSets": ["arn:aws:sso:::permissionSet/ssoins-1234567890abcdef/ps-ffffffffffffffff"],
+        "allowedIdentityStoreGroups": ["another-group"],
+        "allowedDelegatedAdministratorServices": ["guardduty.amazonaws.com"]}}
+    assert [v.policy for v in check(resources, iam, config=other)] == ["iam-least-privilege"]
+
+
+@pytest.mark.parametrize("config", [{"allowedPermissionSets": "arn:aws:sso:::permissionSet/ssoins-1/ps-1"},
+                                    {"allowedIdentityStoreGroups": ["*"]},
+                                    {"allowedDelegatedAdministratorServices": [""]}])
+def test_a_broken_identity_center_allowance_fails_the_run(config: dict):
+    with pytest.raises(pack.PolicyConfigError):
+        pack.identity_center_allowances(config)
 
 
 @pytest.mark.parametrize("config,required", [
