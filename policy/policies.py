@@ -2328,6 +2328,10 @@ def validate_iam_least_privilege(args: ResourceValidationArgs, report: ReportVio
                         sid = key(statement, "Sid") or f"#{index}"
                         report(f"{label(kind, name)}: {where} statement {sid} allows {'; '.join(problems)}. {fix}",
                                None)
+    if kind in LINKED_TEMPLATE_KINDS:
+        report(f"{label(kind, name)} deploys {LINKED_TEMPLATE_KINDS[kind]}, a template the pack cannot read, so "
+               "nothing it deploys can be checked (a role, a policy, a public database): deploy the template "
+               "inline (a CloudFormation stack with templateBody) instead.", None)
     for problem in template_resources(kind, props)[1]:
         report(f"{label(kind, name)}: {problem}, so nothing it deploys can be checked (a role, a policy, a role "
                "assignment): give the template inline (templateBody, template, templateContent) as one JSON or "
@@ -2637,6 +2641,13 @@ TEMPLATE_MODULES = ("aws:cloudformation/", "aws-native:cloudformation:", "azure-
 deployment stacks and template specs): the pack reads the template and judges each resource in it as the
 type it stands for (AWS::IAM::Role as aws-native:iam:Role, Microsoft.Authorization/roleAssignments as
 azure-native:authorization:RoleAssignment, ...), by every resource policy."""
+LINKED_TEMPLATE_KINDS = {  # type -> what it deploys
+    "aws:serverlessrepository/cloudFormationStack:CloudFormationStack": "a Serverless Application Repository app",
+    "aws:servicecatalog/provisionedProduct:ProvisionedProduct": "a Service Catalog product",
+    "aws-native:servicecatalog:CloudFormationProvisionedProduct": "a Service Catalog product",
+}
+"""Resources that deploy a CloudFormation template kept elsewhere (an application, a product): linked, as a
+stack's templateUrl is, and refused the same way."""
 _TEMPLATE_TEXT_PROPERTIES = frozenset({"templatebody", "template", "templatecontent", "maintemplate"})
 _TEMPLATE_LINK_PROPERTIES = frozenset({"templateurl", "templatelink", "templatespecversionid", "templatespecid",
                                        "templates3url", "parameterslink"})
@@ -3095,9 +3106,16 @@ def _flatten_properties(value: Any, depth: int = 0) -> Any:
 
 
 def _arm_kind(resource_type: str) -> str | None:
+    """The azure-native type an ARM type stands for; an extension resource in the older syntax
+    (`Microsoft.Management/managementGroups/providers/roleAssignments`) as the extension's own type."""
     lowered = resource_type.strip().lower()
     if lowered in _ARM_TYPE_NAMES:
         return _ARM_TYPE_NAMES[lowered]
+    if "/providers/" in lowered:
+        extension = resource_type.strip()[lowered.rindex("/providers/") + len("/providers/"):]
+        if "/" not in extension.strip("/") and extension.strip("/"):
+            resource_type = f"Microsoft.Authorization/{extension.strip('/')}" if extension.lower().startswith(
+                ("role", "deny", "lock", "policy")) else resource_type
     namespace, _, path = resource_type.strip().partition("/")
     if not path or not namespace.lower().startswith("microsoft."):
         return None
@@ -3172,8 +3190,7 @@ def _arm_resources(template: Mapping[str, Any], given: Mapping[str, Any], scope:
         for old, new in _ARM_RENAMED_PROPERTIES.get(kind, {}).items():
             if old in props and new not in props:
                 props[new] = props.pop(old)
-        explicit = get(resource, "scope")
-        props["scope"] = explicit if isinstance(explicit, str) and explicit.startswith("/") else scope
+        props["scope"] = _arm_resource_scope(resource_type, get(resource, "scope"), scope)
         if _is_azure_role_assignment(kind) and azure_scope_above_resource_group(props["scope"]) and \
                 not _GUID.search(str(get(props, "roleDefinitionId", default=""))) and \
                 not get(props, "roleDefinitionName"):
@@ -3181,6 +3198,29 @@ def _arm_resources(template: Mapping[str, Any], given: Mapping[str, Any], scope:
                             "a resource group")
         found.append(TemplateResource(label_, kind, props))
     return found, problems
+
+
+_ABOVE_SCOPE_EXPRESSION = re.compile(r"\[\s*(?:subscription\(\s*\)\.id|managementgroup\(|tenant\(|"
+                                     r"format\(\s*'/providers/microsoft\.management|"
+                                     r"concat\(\s*'/providers/microsoft\.management|'/subscriptions/[^/']*'\s*\])",
+                                     re.IGNORECASE)
+_ABOVE_EXTENSION_PARENTS = ("microsoft.management/managementgroups/", "microsoft.resources/subscriptions/",
+                            "microsoft.subscription/")
+
+
+def _arm_resource_scope(resource_type: str, explicit: Any, scope: str) -> str:
+    """Where an ARM template's resource applies (what an extension resource such as a role assignment grants
+    on): its `scope` when that is a path, a subscription, management group or the tenant when its `scope`
+    expression names one or the older extension syntax hangs it on one, else where the deployment deploys
+    (a resource's own scope is narrower still)."""
+    if isinstance(explicit, str) and explicit.strip().startswith("/"):
+        return explicit
+    if isinstance(explicit, str) and _ABOVE_SCOPE_EXPRESSION.match(explicit.strip()):
+        return _ABOVE_A_RESOURCE_GROUP
+    lowered = resource_type.strip().lower()
+    if "/providers/" in lowered and lowered.startswith(_ABOVE_EXTENSION_PARENTS):
+        return _ABOVE_A_RESOURCE_GROUP
+    return scope
 
 
 def _nested_deployment_scope(resource: Mapping[str, Any], scope: str) -> str:

@@ -1175,6 +1175,25 @@ REJECTED_ROUND_4 = [
          {"domainName": "logs", "accessPolicies": escaped_document(open_to_anyone("es:*"))}),
     Case("escaped-backup-vault-policy-open", "aws", IAM, "aws:backup/vaultPolicy:VaultPolicy",
          {"backupVaultName": "v", "policy": escaped_document(open_to_anyone("backup:*"))}),
+    *(Case(f"escaped-{type_.split(':')[1].replace('/', '-').lower()}-open", "aws", policy, type_,
+           {**inputs, prop: escaped_document(open_to_anyone(action))})
+      for type_, prop, action, policy, inputs in (
+          ("aws:cloudwatch/logResourcePolicy:LogResourcePolicy", "policyDocument", "logs:PutLogEvents", IAM,
+           {"policyName": "p"}),
+          ("aws:efs/fileSystemPolicy:FileSystemPolicy", "policy", "elasticfilesystem:ClientMount", IAM,
+           {"fileSystemId": "fs-1"}),
+          ("aws:apigateway/restApiPolicy:RestApiPolicy", "policy", "execute-api:Invoke", IAM, {"restApiId": "a"}),
+          ("aws:ecr/registryPolicy:RegistryPolicy", "policy", "ecr:ReplicateImage", IAM, {}),
+          ("aws:cloudwatch/eventBusPolicy:EventBusPolicy", "policy", "events:PutEvents", IAM, {}),
+          ("aws:dynamodb/resourcePolicy:ResourcePolicy", "policy", "dynamodb:GetItem", IAM, {"resourceArn": "t"}),
+          ("aws:sqs/queue:Queue", "policy", "sqs:ReceiveMessage", IAM, {"name": "q"}),
+          ("aws:sns/topic:Topic", "policy", "sns:Subscribe", IAM, {"name": "t"}),
+          ("aws:secretsmanager/secret:Secret", "policy", "secretsmanager:GetSecretValue", IAM, {"name": "s"}),
+          ("aws:kms/replicaKey:ReplicaKey", "policy", "kms:Decrypt", IAM, {"primaryKeyArn": "k"}),
+          ("aws:s3control/accessPointPolicy:AccessPointPolicy", "policy", "s3:GetObject", STORAGE_PUBLIC,
+           {"accessPointArn": f"arn:aws:s3:eu-west-1:{ACCOUNT}:accesspoint/mlflow"}),
+          ("aws:codeartifact/repositoryPermissionsPolicy:RepositoryPermissionsPolicy", "policyDocument",
+           "codeartifact:ReadFromRepository", IAM, {"domain": "d", "repository": "r"}))),
     Case("escaped-every-element", "aws", IAM, "aws:sqs/queuePolicy:QueuePolicy",
          {"queueUrl": "q", "policy": escaped_document(open_to_anyone("sqs:*"),
                                                       keys=("Statement", "Effect", "Principal", "Action"))}),
@@ -1213,6 +1232,12 @@ REJECTED_ROUND_4 = [
     Case("cloudformation-sam-application", "aws", IAM, "aws:cloudformation/stack:Stack", stack(
         {"Transform": "AWS::Serverless-2016-10-31", "Resources": {"App": {
             "Type": "AWS::Serverless::Application", "Properties": {"Location": "https://example.com/admin.yaml"}}}})),
+    Case("serverless-application-repository-app", "aws", IAM,
+         "aws:serverlessrepository/cloudFormationStack:CloudFormationStack",
+         {"applicationId": "arn:aws:serverlessrepo:us-east-1:210987654321:applications/admin-helper",
+          "capabilities": ["CAPABILITY_IAM"]}),
+    Case("service-catalog-product", "aws", IAM, "aws:servicecatalog/provisionedProduct:ProvisionedProduct",
+         {"productId": "prod-abc", "provisioningArtifactName": "v1"}),
     Case("cloudformation-stack-set-macro", "aws", IAM, "aws:cloudformation/stackSet:StackSet",
          {"name": "everywhere", "templateBody": json.dumps({"Transform": "AdminMacro", "Resources": {}})}),
     # 3. RDS makes an instance or Multi-AZ cluster public by default where nothing sends publiclyAccessible false
@@ -1324,6 +1349,18 @@ REJECTED_ROUND_4 = [
     Case("arm-owner-guid-in-pieces", "azure", IAM, "azure-native:resources:DeploymentAtSubscriptionScope",
          subscription_deployment(arm_assignment("[subscriptionResourceId('Microsoft.Authorization/roleDefinitions', "
                                                 "concat('8e3af657-a8ff-443c-', 'a75c-2fe8c4bcb635'))]"))),
+    Case("arm-owner-on-a-management-group-by-extension-syntax", "azure", IAM,
+         "azure-native:resources:DeploymentAtTenantScope", {"location": "westeurope", "properties": {
+             "mode": "Incremental", "template": arm({
+                 "type": "Microsoft.Management/managementGroups/providers/roleAssignments",
+                 "apiVersion": "2022-04-01", "name": "platform/Microsoft.Authorization/0f3b2c1d",
+                 "properties": {"roleDefinitionId": OWNER_ID,
+                                "principalId": "aefb7652-6736-ca9c-b9e6-685b57c1b926"}})}}),
+    Case("arm-contributor-scoped-to-the-subscription-by-expression", "azure", IAM,
+         "azure-native:resources:Deployment", {"resourceGroupName": "mlflow-azure", "properties": {
+             "mode": "Incremental", "template": arm(arm_assignment(
+                 f"[subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '{ROLES['Contributor']}')]",
+                 scope="[subscription().id]"))}}),
     # 6. IAM Identity Center and the organization hand out what the resource does not show
     Case("identity-center-assignment-of-an-existing-permission-set", "aws", IAM,
          "aws:ssoadmin/accountAssignment:AccountAssignment", {**IDENTITY_CENTER, "permissionSetArn": PERMISSION_SET}),
@@ -1471,6 +1508,10 @@ ACCEPTED_ROUND_4 = [
          subscription_deployment(arm_custom_role([{"actions": ["Microsoft.Storage/storageAccounts/read",
                                                                "Microsoft.Resources/subscriptions/resourceGroups/read"],
                                                    "notActions": []}], [SUBSCRIPTION]))),
+    Case("arm-contributor-on-one-storage-account", "azure", None, "azure-native:resources:Deployment",
+         {"resourceGroupName": "mlflow-azure", "properties": {"mode": "Incremental", "template": arm(arm_assignment(
+             f"[subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '{ROLES['Contributor']}')]",
+             scope="[resourceId('Microsoft.Storage/storageAccounts', 'mlflowazurec2c037')]"))}}),
     Case("blueprint-contributor-on-a-resource-group", "azure", None, "azure-native:blueprint:RoleAssignmentArtifact",
          {"blueprintName": "landing", "resourceScope": SUBSCRIPTION, "kind": "roleAssignment",
           "roleDefinitionId": f"{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/"
