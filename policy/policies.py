@@ -3489,4 +3489,5 @@ __all__ = ["POLICIES", "PACK_NAME", "PACK_DESCRIPTION", "ACTIONS_ONLY_ON_ANY_RES
            "wildcard_problems", "trust_problems", "resource_reach", "broad_managed_policy", "is_private_network",
            "allowed_actions_on_any_resource", "protection_required", "normalized_type",
            "open_principal_problems", "narrowing_condition_keys", "secret_arguments", "public_acl",
-           "unknown_policy_names", "refused_enforcement_levels"]
+           "unknown_policy_names", "refused_enforcement_levels", "identity_center_allowances",
+           "NARROW_AWS_MANAGED_POLICIES", "template_resources"]
