@@ -36,6 +36,13 @@ class PasswordHashScheme(str, Enum):
     BCRYPT = "bcrypt"
 
 
+class ArtifactTransfer(str, Enum):
+    """Allowed values of `artifacts.transfer`."""
+
+    PROXIED = "proxied"
+    DIRECT = "direct"
+
+
 class AuthMode(str, Enum):
     """Allowed values of `auth.mode`."""
 
@@ -208,6 +215,9 @@ class Artifacts(TypedDict):
 
     prefix: NotRequired[str]
     """key prefix for artifacts inside the bucket (empty: bucket root). Default: ""."""
+
+    transfer: NotRequired[ArtifactTransfer]
+    """proxied: every artifact byte goes through Nginx and the server; direct: the server hands clients short-lived presigned URLs and large transfers go straight to the bucket, which the clients must then reach (README, "Direct artifact transfers"). Default: "proxied"."""
 
 
 class Auth(TypedDict):
