@@ -180,6 +180,10 @@ class ArtifactsConfig(_Section):
 
     bucket: str = Field("mlflow-artifacts", description="bucket (or Blob container) name")
     prefix: str = Field("", description="key prefix for artifacts inside the bucket (empty: bucket root)")
+    transfer: Literal["proxied", "direct"] = Field(
+        "proxied", description="proxied: every artifact byte goes through Nginx and the server; direct: the server "
+        "hands clients short-lived presigned URLs and large transfers go straight to the bucket, which the clients "
+        "must then reach (README, \"Direct artifact transfers\")")
 
     @field_validator("prefix")
     @classmethod
