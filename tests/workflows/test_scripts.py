@@ -1,9 +1,10 @@
 """The shell scripts of the workflows' steps, run as the runner runs them (`bash --noprofile --norc -eo
 pipefail`), with stand-ins for `az`, `gh` and `pulumi` on PATH that record their arguments and answer
 as the real ones would: the Azure state SAS, who gets a preview, the preview and its output, the
-preview's comment, the plan on main and its summary, apply's checks of the plan file and of main's
-head, the drift issue, the runbook's check that no apply runs. What GitHub, Azure and
-Pulumi then do with the calls is not tested here (README: "What the tests prove").
+preview's comment, the code owners check on main, the plan on main and its summary (and the registry
+token it replaces when asked), apply's checks of the plan file and of main's head, the drift issue,
+the runbook's check that no apply runs. What GitHub, Azure and Pulumi then do with the calls is not
+tested here (README: "What the tests prove").
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class Run:
         for path in self.files.values():
             path.write_text("")
 
-    def __call__(self, step: Step, answers: dict[str, Any] | None = None, **env: str) -> subprocess.CompletedProcess:
+    def __call__(self, step: Step, answers: dict[str, Any] | None = None, cwd: Path = REPO_ROOT,
+                 **env: str) -> subprocess.CompletedProcess:
         script = self.tmp_path / "step.sh"
         script.write_text(step["run"])
         environment = {"PATH": f"{self.bin}:{os.environ['PATH']}", "HOME": str(self.tmp_path),
@@ -71,7 +73,7 @@ class Run:
                        **{name: str(path) for name, path in self.files.items() if name not in ("log", "inputs")},
                        **{name: value for name, value in step.get("env", {}).items() if "${{" not in str(value)},
                        **env}
-        return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=REPO_ROOT,
+        return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=cwd,
                               env=environment, capture_output=True, text=True, timeout=60)
 
     def calls(self) -> list[list[str]]:
@@ -287,9 +289,10 @@ def test_a_passed_preview_edits_the_stacks_comments_with_its_output(run):
     assert "taskDefinition: output&lt;string&gt;" in body and "<string>" not in body  # the output is text
 
 
-@pytest.mark.parametrize("conclusion", ["failure", "cancelled", "timed_out", None])
+@pytest.mark.parametrize("conclusion", ["failure", "cancelled", "timed_out", "skipped", "neutral", None])
 def test_a_preview_that_failed_or_did_not_finish_says_so(run, conclusion: str | None):
-    """A job GitHub cancelled at its timeout (or a cancelled run) is not `success` either."""
+    """A job GitHub cancelled at its timeout (or a cancelled run) is not `success` either, nor is one
+    that did not run (`skipped`: no preview ran, whatever branch protection makes of the check)."""
     keep_output(run, "error: preview failed\n")
     result = run(comment_step(), answers_for(conclusion, (1, BOT, GREEN)), **COMMENT)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -405,10 +408,11 @@ def deploy_step(job: str, name: str) -> Step:
     return step_named(load("deploy.yml")["jobs"][job], name)
 
 
-def plan_environment(run: Run, stack: str = "aws") -> dict[str, str]:
+def plan_environment(run: Run, stack: str = "aws", renew: str = "") -> dict[str, str]:
+    """`renew`: `${{ inputs.renew-registry-token }}`, empty on a push, `true` or `false` from "Run workflow"."""
     return {"STACK": stack, "BACKEND_URL": "s3://state?region=eu-west-1", "MESSAGE": "plan of abc123 (push, run 5)",
             "PLAN": str(run.runner_temp / "plan" / f"{stack}.json"), "PULUMI_CONFIG_PASSPHRASE": "secret",
-            "GITHUB_SHA": "abc123"}
+            "GITHUB_SHA": "abc123", "RENEW_REGISTRY_TOKEN": renew}
 
 
 def save_plan(run: Run, content: bytes = b'{"resourcePlans": {}}', stack: str = "aws") -> str:
@@ -492,14 +496,17 @@ NEWEST = {"GITHUB_REPOSITORY": "owner/repo", "GITHUB_SHA": "abc123", "GH_TOKEN":
 
 
 def test_apply_goes_on_when_its_commit_is_mains_head(run):
-    result = run(deploy_step("apply", "The run's commit is the head of main"), {"commits/main": "abc123\n"}, **NEWEST)
+    result = run(deploy_step("apply", "The run's commit is the head of main"), {"git/ref/heads/main": "abc123\n"},
+                 **NEWEST)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert run.calls() == [["gh", "api", "repos/owner/repo/commits/main", "--jq", ".sha"]]
+    # The branch's ref: `commits/main` would take a tag named `main` too (review 3, finding 4).
+    assert run.calls() == [["gh", "api", "repos/owner/repo/git/ref/heads/main", "--jq", ".object.sha"]]
 
 
 def test_apply_refuses_when_main_moved_on(run):
     """An older run (or a re-run of one) approved after a newer commit landed on main."""
-    result = run(deploy_step("apply", "The run's commit is the head of main"), {"commits/main": "def456\n"}, **NEWEST)
+    result = run(deploy_step("apply", "The run's commit is the head of main"), {"git/ref/heads/main": "def456\n"},
+                 **NEWEST)
     assert result.returncode == 1
     assert "This run deploys abc123, but main is at def456 now" in result.stdout
     assert "approve the newest run of deploy.yml on main" in result.stdout
@@ -507,5 +514,156 @@ def test_apply_refuses_when_main_moved_on(run):
 
 @pytest.mark.parametrize("answer", [{"stdout": "", "exit": 1}, ""])
 def test_apply_refuses_when_it_cannot_tell(run, answer):
-    result = run(deploy_step("apply", "The run's commit is the head of main"), {"commits/main": answer}, **NEWEST)
+    result = run(deploy_step("apply", "The run's commit is the head of main"), {"git/ref/heads/main": answer},
+                 **NEWEST)
+    assert result.returncode != 0
+
+
+# --- the registry token renewed ("Run workflow" with renew-registry-token) -----------------------------------
+
+TOKEN_URN = ("urn:pulumi:aws::mlflow::mlflow:index:MlflowTrackingServer$mlflow:index:AwsPlatform"
+             "$command:local:Command::mlflow-platform-registry-token")
+
+
+def state(*resources: tuple[str, str]) -> str:
+    """What `pulumi stack export` prints: (type, URN) of each resource."""
+    return json.dumps({"version": 3, "deployment": {"resources": [
+        {"urn": urn, "type": kind, "custom": True} for kind, urn in resources]}})
+
+
+STATE = state(("pulumi:pulumi:Stack", "urn:pulumi:aws::mlflow::pulumi:pulumi:Stack::mlflow-aws"),
+              ("command:local:Command", TOKEN_URN),
+              ("command:local:Command", TOKEN_URN.replace("registry-token", "rollout-started")),
+              ("aws:ecr/repository:Repository",
+               TOKEN_URN.replace("$command:local:Command", "$aws:ecr/repository:Repository")))
+
+
+@pytest.mark.parametrize("renew", ["", "false"])
+def test_the_plan_reads_no_state_and_replaces_nothing_unless_asked(run, renew: str):
+    save_plan(run)
+    result = run(deploy_step("plan", "pulumi preview --save-plan"), {"stack export": STATE, "preview": PREVIEW_OUTPUT},
+                 **plan_environment(run, renew=renew))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [call[1] for call in run.calls()] == ["login", "preview"]
+    assert "--replace" not in run.calls()[1] and "registry-token" not in run.read("GITHUB_OUTPUT")
+
+
+def test_renew_registry_token_replaces_the_one_command_the_state_holds(run):
+    sha256 = save_plan(run)
+    result = run(deploy_step("plan", "pulumi preview --save-plan"),
+                 {"login": "Logged in\n", "stack export": STATE, "preview": PREVIEW_OUTPUT},
+                 **plan_environment(run, renew="true"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    login, export, preview = run.calls()
+    assert export == ["pulumi", "stack", "export", "--stack", "aws"]
+    assert preview[1] == "preview" and preview[-2:] == ["--replace", TOKEN_URN] and preview.count("--replace") == 1
+    assert run.read("GITHUB_OUTPUT") == f"plan-sha256-aws={sha256}\nregistry-token-urn-aws={TOKEN_URN}\n"
+    summary = run.read("GITHUB_STEP_SUMMARY")
+    assert f"it replaces `{TOKEN_URN}`" in summary and f"renew-registry-token: replacing {TOKEN_URN}" in summary
+
+
+@pytest.mark.parametrize("resources,count", [
+    ([("pulumi:pulumi:Stack", "urn:pulumi:aws::mlflow::pulumi:pulumi:Stack::mlflow-aws")], 0),
+    ([("command:local:Command", TOKEN_URN),
+      ("command:local:Command", TOKEN_URN.replace("mlflow-platform", "other"))], 2),
+])
+def test_renew_registry_token_refuses_none_or_several(run, resources, count: int):
+    save_plan(run)
+    result = run(deploy_step("plan", "pulumi preview --save-plan"),
+                 {"login": "Logged in\n", "stack export": state(*resources), "preview": PREVIEW_OUTPUT},
+                 **plan_environment(run, renew="true"))
+    assert result.returncode == 1
+    assert [call[1] for call in run.calls()] == ["login", "stack"], "no preview, no plan"
+    assert f"holds {count} registry token commands, not exactly one: nothing is planned" in result.stdout
+    assert run.read("GITHUB_OUTPUT") == ""
+    summary = run.read("GITHUB_STEP_SUMMARY")
+    assert "failed (exit status 1): no plan, nothing is applied" in summary and "not exactly one" in summary
+
+
+def test_renew_registry_token_fails_when_the_state_cannot_be_read(run):
+    save_plan(run)
+    result = run(deploy_step("plan", "pulumi preview --save-plan"),
+                 {"login": "Logged in\n", "stack export": {"stdout": "", "exit": 255}, "preview": PREVIEW_OUTPUT},
+                 **plan_environment(run, renew="true"))
+    assert result.returncode == 255 and [call[1] for call in run.calls()] == ["login", "stack"]
+    assert "could not be read" in result.stdout and run.read("GITHUB_OUTPUT") == ""
+    assert "failed (exit status 255): no plan" in run.read("GITHUB_STEP_SUMMARY")
+
+
+def test_apply_replaces_what_the_plan_replaced(run):
+    sha256 = save_plan(run)
+    outputs = json.dumps({"plan-sha256-aws": sha256, "registry-token-urn-aws": TOKEN_URN})
+    result = run(deploy_step("apply", "The plan is the one planned"), STACK="aws",
+                 PLAN=str(run.runner_temp / "plan" / "aws.json"), GITHUB_SHA="abc123", PLAN_OUTPUTS=outputs)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert run.read("GITHUB_OUTPUT") == f"replace={TOKEN_URN}\n"
+    assert f"replacing `{TOKEN_URN}` (renew-registry-token)" in run.read("GITHUB_STEP_SUMMARY")
+
+
+def test_apply_replaces_nothing_when_the_plan_replaced_nothing(run):
+    sha256 = save_plan(run)
+    result = run(deploy_step("apply", "The plan is the one planned"), STACK="aws",
+                 PLAN=str(run.runner_temp / "plan" / "aws.json"), GITHUB_SHA="abc123",
+                 PLAN_OUTPUTS=plan_outputs(aws=sha256, azure="0" * 64))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert run.read("GITHUB_OUTPUT") == "replace=\n" and "replacing" not in run.read("GITHUB_STEP_SUMMARY")
+
+
+@pytest.mark.parametrize("urn", [TOKEN_URN.replace("urn:pulumi:aws", "urn:pulumi:azure"),
+                                 TOKEN_URN.replace("registry-token", "rollout-started"),
+                                 TOKEN_URN.replace("$command:local:Command", "$aws:rds/instance:Instance"),
+                                 TOKEN_URN.replace("mlflow-platform", "a,b-mlflow-platform"),
+                                 TOKEN_URN.replace("mlflow-platform", "a b-mlflow-platform")])
+def test_apply_refuses_to_replace_anything_else(run, urn: str):
+    sha256 = save_plan(run)
+    outputs = json.dumps({"plan-sha256-aws": sha256, "registry-token-urn-aws": urn})
+    result = run(deploy_step("apply", "The plan is the one planned"), STACK="aws",
+                 PLAN=str(run.runner_temp / "plan" / "aws.json"), GITHUB_SHA="abc123", PLAN_OUTPUTS=outputs)
+    assert result.returncode == 1 and "nothing is applied" in result.stdout
+    assert run.read("GITHUB_OUTPUT") == "" and run.read("GITHUB_STEP_SUMMARY") == ""
+
+
+# --- the code owners check on main ------------------------------------------------------------------------
+
+def codeowners_step() -> Step:
+    return step_named(load("deploy.yml")["jobs"]["codeowners"], "CODEOWNERS names owners GitHub accepts")
+
+
+CODEOWNERS_RUN = {"GITHUB_REPOSITORY": "owner/repo", "GITHUB_SHA": "abc123", "GH_TOKEN": "t"}
+
+
+def checkout_with(tmp_path: Path, codeowners: str) -> Path:
+    (tmp_path / "checkout" / ".github").mkdir(parents=True)
+    (tmp_path / "checkout" / ".github" / "CODEOWNERS").write_text(codeowners)
+    return tmp_path / "checkout"
+
+
+def test_the_placeholder_fails_on_main(run):
+    """The repository's own file names the placeholder: deploy.yml plans nothing until it is replaced."""
+    result = run(codeowners_step(), {"codeowners/errors": ""}, **CODEOWNERS_RUN)
+    assert result.returncode == 1 and "still names the placeholder @OWNER/" in result.stdout
+    assert run.calls() == []
+
+
+def test_owners_github_accepts_pass(run, tmp_path):
+    source = (REPO_ROOT / ".github/CODEOWNERS").read_text().replace("@OWNER/platform-team", "@acme/platform")
+    result = run(codeowners_step(), {"codeowners/errors": ""}, cwd=checkout_with(tmp_path, source), **CODEOWNERS_RUN)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert run.calls() == [["gh", "api", "repos/owner/repo/codeowners/errors?ref=abc123", "--jq",
+                            '.errors[] | "line \\(.line): \\(.kind): \\(.message)"']]
+
+
+def test_an_owner_github_cannot_use_fails(run, tmp_path):
+    source = (REPO_ROOT / ".github/CODEOWNERS").read_text().replace("@OWNER/platform-team", "@acme/no-such-team")
+    errors = "line 18: Unknown owner: make sure @acme/no-such-team exists and has write access to the repository\n"
+    result = run(codeowners_step(), {"codeowners/errors": errors}, cwd=checkout_with(tmp_path, source),
+                 **CODEOWNERS_RUN)
+    assert result.returncode == 1 and "GitHub cannot use every owner" in result.stdout
+    assert "line 18: Unknown owner" in result.stdout
+
+
+def test_codeowners_fails_when_github_cannot_tell(run, tmp_path):
+    source = "/.github/ @acme/platform\n"
+    result = run(codeowners_step(), {"codeowners/errors": {"stdout": "", "exit": 1}},
+                 cwd=checkout_with(tmp_path, source), **CODEOWNERS_RUN)
     assert result.returncode != 0

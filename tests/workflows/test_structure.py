@@ -1,9 +1,13 @@
 """What this project needs of its workflows' structure (issue #25): plan, then apply that plan behind
 the stack's environment, and nothing else: the same commit, backend, CLI and environment in both,
-the plan file the plan job recorded, only on the newest commit of main; tests before any deployment;
+the plan file the plan job recorded, only on the newest commit of main (the branch's ref, never a
+name a tag could answer); a registry token renewed only by replacing the one command the state holds,
+in the plan and in its apply alike; tests, and code owners GitHub accepts, before any deployment;
 read-only identities wherever nothing is applied, the drift check's its own; no environment on pull
-requests; the preview said on the pull request by a job that runs none of its code, a failed or
-unfinished one too; daily drift detection that reports a hung check; the commit in every update's
+requests; the required checks of a pull request on every one of them (no path filter), the test run
+of a superseded commit cancelled; the preview said on the pull request by a job that runs none of its
+code, a failed or unfinished one too, in order; daily drift detection that reports a hung check; the
+commit in every update's
 message; no concurrency setting that cancels an apply; the Azure state reached through a bounded
 user-delegation SAS and AWS sessions as long as their jobs; no cache where credentials are, packages
 from hashed locks; every action's inputs, every Pulumi step's environment and every condition as
@@ -22,8 +26,8 @@ from typing import Callable
 import pytest
 
 from tests.workflows.workflows import (
-    SHELL_PULUMI, Workflow, applies, broken, jobs, load_all, needs, only_previews, pulumi_commands, pulumi_steps,
-    shell_invocations, step_key, step_named, text, triggers, uses)
+    SHELL_PULUMI, Workflow, applies, broken, jobs, load_all, needs, only_previews, pulumi_commands,
+    pulumi_steps, shell_invocations, step_key, step_named, text, triggers, uses)
 
 Check = Callable[[dict[str, Workflow]], list[str]]
 PULL_REQUEST_TRIGGERS = {"pull_request", "pull_request_target"}
@@ -36,13 +40,21 @@ TEST_COMMAND = "./scripts/test"
 # word for word, and where it writes the plan.
 BACKEND = "${{ matrix.stack == 'aws' && vars.PULUMI_BACKEND_URL_AWS || vars.PULUMI_BACKEND_URL_AZURE }}"
 PLAN_FILE = "${{ runner.temp }}/plan/${{ matrix.stack }}.json"
+# The state is read (`stack export`) for the registry token's URN only with renew-registry-token; the
+# preview's `"$@"` is empty, or `--replace <that URN>` (registry_token_renewal).
 PLAN_COMMANDS = ['pulumi login --non-interactive "$BACKEND_URL"',
+                 'pulumi stack export --stack "$STACK"',
                  'pulumi preview --non-interactive --color never --suppress-progress --diff --stack "$STACK" '
-                 '--policy-pack policy --message "$MESSAGE" --save-plan "$PLAN"']
+                 '--policy-pack policy --message "$MESSAGE" --save-plan "$PLAN" "$@"']
 # The plan step's environment that stands in for the action's inputs (stack-name, cloud-url, message,
-# plan); the rest is what Pulumi reads, the same in `up` but for the identity.
-PLAN_INPUTS_ENV = {"STACK", "BACKEND_URL", "MESSAGE", "PLAN"}
+# plan, replace); the rest is what Pulumi reads, the same in `up` but for the identity and the fresh
+# Azure CLI login's variables (FRESH_LOGIN_ENV: the program's `az` commands run in `up` alone).
+PLAN_INPUTS_ENV = {"STACK", "BACKEND_URL", "MESSAGE", "PLAN", "RENEW_REGISTRY_TOKEN"}
 DEPLOY_CLIENT = "${{ vars.AZURE_DEPLOY_CLIENT_ID }}"
+FRESH_LOGIN_ENV = {"AZURE_CLIENT_ID": DEPLOY_CLIENT, "AZURE_TENANT_ID": "${{ vars.AZURE_TENANT_ID }}",
+                   "AZURE_SUBSCRIPTION_ID": "${{ vars.AZURE_SUBSCRIPTION_ID }}"}
+RENEW_INPUT = "renew-registry-token"
+REPLACE_INPUT = "${{ steps.planned.outputs.replace }}"
 
 
 def plan_then_apply(workflows: dict[str, Workflow]) -> list[str]:
@@ -92,9 +104,11 @@ def plan_then_apply(workflows: dict[str, Workflow]) -> list[str]:
         problems.append(f"plan runs the CLI {install['with'].get('pulumi-version')!r}, apply "
                         f"{inputs.get('pulumi-version')!r}")
     planned_env = {key: value for key, value in env.items() if key not in PLAN_INPUTS_ENV}
-    if up.get("env", {}) != {**planned_env, "ARM_CLIENT_ID": DEPLOY_CLIENT}:
+    if up.get("env", {}) != {**planned_env, "ARM_CLIENT_ID": DEPLOY_CLIENT, **FRESH_LOGIN_ENV}:
         problems.append(f"up's environment {up.get('env', {})} is not the plan's {planned_env} "
-                        "(but for ARM_CLIENT_ID, the deploy identity)")
+                        "(but for ARM_CLIENT_ID, the deploy identity, and the fresh CLI login's AZURE_*)")
+    if inputs.get("replace") != REPLACE_INPUT:
+        problems.append(f"up replaces {inputs.get('replace')!r}, not what the plan replaced ({REPLACE_INPUT})")
     uploads = [step["with"] for step in plan["steps"] if uses(step, "actions/upload-artifact")]
     downloads = [step["with"] for step in apply["steps"] if uses(step, "actions/download-artifact")]
     if len(uploads) != 1 or len(downloads) != 1:
@@ -114,10 +128,115 @@ def plan_then_apply(workflows: dict[str, Workflow]) -> list[str]:
         # Pulumi runs in the plan step above and in apply's action step, whose inputs are checked
         # (action_inputs), nowhere else.
         for step in job.get("steps", []):
-            if step is not preview and re.search(r"\bpulumi\b", step.get("run", ""), flags=re.IGNORECASE):
+            if step is not preview and re.search(r"\bpulumi\b", step.get("run", "").replace("urn:pulumi:", ""),
+                                                 flags=re.IGNORECASE):
                 problems.append(f"{job_id}: a shell step runs Pulumi: {step_key(step)!r}")
     if pulumi_commands(apply) != {"up"} or "plan" not in inputs:
         problems.append(f"apply runs {sorted(pulumi_commands(apply))}, not one `up` with the plan")
+    return problems
+
+
+RENEW_LOOKUP = 'select(.type == "command:local:Command" and (.urn | endswith("-registry-token"))) | .urn\''
+URN_PATTERN = 'urn:pulumi:"$STACK"::*::*command:local:Command::*-registry-token)'
+
+
+def registry_token_renewal(workflows: dict[str, Workflow]) -> list[str]:
+    """deploy.yml: "Run workflow" takes one input, the boolean renew-registry-token (no string: nobody
+    types a URN), which reaches the plan step alone. Only with it does that step read the state, and
+    it replaces the one `command:local:Command` whose URN ends in `-registry-token` (zero or several:
+    no plan), records that URN as its output and shows it in its summary. `apply`'s plan check reads
+    that output alone into `replace` (a URN of the stack's registry token command, else nothing is
+    applied), which its `up` takes: Pulumi fails an `up --plan` that does not replace what the plan
+    replaces. Nothing else runs Pulumi with --replace or --target-replace."""
+    problems = []
+    workflow = workflows["deploy.yml"]
+    dispatch = (workflow["on"].get("workflow_dispatch") if isinstance(workflow["on"], dict) else None) or {}
+    inputs = dispatch.get("inputs") or {}
+    renew = inputs.get(RENEW_INPUT) or {}
+    if set(inputs) != {RENEW_INPUT} or renew.get("type") != "boolean" or renew.get("default") is not False \
+            or set(renew) != {"description", "type", "default"}:
+        problems.append(f"deploy.yml's workflow_dispatch takes {inputs}, not the boolean {RENEW_INPUT} alone")
+    read = re.findall(r"(?:github\.event\.)?inputs(?:\.[\w-]+|\[)", text(workflow))
+    if read != [f"inputs.{RENEW_INPUT}"]:
+        problems.append(f"deploy.yml reads {read}, not inputs.{RENEW_INPUT} once")
+    plan, apply = workflow["jobs"]["plan"], workflow["jobs"]["apply"]
+    [preview] = [step for step in plan["steps"] if step.get("id") == "plan"] or [{}]
+    script = preview.get("run", "")
+    if preview.get("env", {}).get("RENEW_REGISTRY_TOKEN") != f"${{{{ inputs.{RENEW_INPUT} }}}}":
+        problems.append("the plan step does not take renew-registry-token")
+    for needed in ('if [ "$status" -eq 0 ] && [ "$RENEW_REGISTRY_TOKEN" = "true" ]; then', RENEW_LOOKUP,
+                   '[ "$count" -ne 1 ]', 'urn="$urns"', 'set -- --replace "$urn"',
+                   'echo "registry-token-urn-$STACK=$urn" >> "$GITHUB_OUTPUT"', "it replaces \\`$urn\\`"):
+        if needed not in script:
+            problems.append(f"the plan step lacks {needed!r}")
+    [check] = [step for step in apply["steps"] if step.get("name") == "The plan is the one planned"] or [{}]
+    script = check.get("run", "")
+    if check.get("id") != "planned":
+        problems.append(f"apply's plan check has id {check.get('id')!r}, not planned")
+    for needed in ('urn="$(printf \'%s\' "$PLAN_OUTPUTS" | jq -r --arg key "registry-token-urn-$STACK" '
+                   '\'.[$key] // empty\')"', URN_PATTERN, '*,* | *[[:space:]]*)',
+                   'echo "replace=$urn" >> "$GITHUB_OUTPUT"'):
+        if needed not in script:
+            problems.append(f"apply's plan check lacks {needed!r}")
+    ups = pulumi_steps(apply)
+    if [step.get("with", {}).get("replace") for step in ups] != [REPLACE_INPUT]:
+        problems.append(f"apply's up does not replace {REPLACE_INPUT}")
+    for name, job_id, job in jobs(workflows):
+        for step in job.get("steps", []):
+            for flag in re.findall(r"--(?:target-)?replace\b", step.get("run", "")):
+                if step is not preview or flag != "--replace" or step.get("run", "").count(flag) != 1:
+                    problems.append(f"{name}: {job_id}: {step_key(step)!r} runs {flag}")
+            if "replace" in step.get("with", {}) and step not in ups:
+                problems.append(f"{name}: {job_id}: {step_key(step)!r} replaces")
+    return problems
+
+
+def codeowners_checked_on_main(workflows: dict[str, Workflow]) -> list[str]:
+    """deploy.yml: `code owners`, on main, before any plan (`plan` needs it), fails while
+    .github/CODEOWNERS names the placeholder @OWNER/... on a line that is not a comment, or while
+    GitHub lists errors of the file at the run's commit (an owner it cannot use asks no review)."""
+    deploy = workflows["deploy.yml"]["jobs"]
+    job = deploy.get("codeowners")
+    if job is None:
+        return ["deploy.yml has no `codeowners` job"]
+    problems = []
+    if "codeowners" not in needs(deploy["plan"]):
+        problems.append("plan does not need codeowners")
+    if job.get("if") != ON_MAIN or "environment" in job or job.get("permissions") != {"contents": "read"}:
+        problems.append(f"codeowners: if {job.get('if')!r}, permissions {job.get('permissions')}")
+    runs = [step for step in job["steps"] if "run" in step]
+    if len(runs) != 1 or "if" in runs[0] or runs[0].get("env") != {"GH_TOKEN": "${{ github.token }}"}:
+        return [*problems, "codeowners does not run one unconditional check with the job's token"]
+    script = runs[0]["run"]
+    for needed in ("grep -nE '^[^#]*@OWNER/' .github/CODEOWNERS; then",
+                   'gh api "repos/$GITHUB_REPOSITORY/codeowners/errors?ref=$GITHUB_SHA"', ".errors[]",
+                   'if [ -n "$errors" ]; then'):
+        if needed not in script:
+            problems.append(f"the codeowners check lacks {needed!r}")
+    if script.count("exit 1") != 2:
+        problems.append("the codeowners check does not fail on both")
+    return problems
+
+
+def pull_request_checks(workflows: dict[str, Workflow]) -> list[str]:
+    """test.yml and preview.yml run on every pull request to main: exactly `pull_request` with
+    `branches: [main]` (a `paths`, `paths-ignore` or `types` filter leaves a pull request without its
+    required checks). A newer commit cancels test.yml's run and the preview of the older one; the
+    comments never cancel one another (their group keeps them in order: a cancelled newer comment
+    would leave an older verdict standing)."""
+    problems = []
+    for name in ("test.yml", "preview.yml"):
+        if workflows[name]["on"] != {"pull_request": {"branches": ["main"]}}:
+            problems.append(f"{name} runs on {workflows[name]['on']}")
+    number = "${{ github.event.pull_request.number }}"
+    expected = {("test.yml", None): (f"test-{number}", True),
+                ("preview.yml", "preview"): (f"preview-${{{{ matrix.stack }}}}-{number}", True),
+                ("preview.yml", "comment"): (f"preview-comment-${{{{ matrix.stack }}}}-{number}", False)}
+    for (name, job_id), (group, cancels) in expected.items():
+        concurrency = (workflows[name] if job_id is None else workflows[name]["jobs"][job_id]).get("concurrency")
+        if concurrency != {"group": group, "cancel-in-progress": cancels}:
+            problems.append(f"{name}: {job_id or 'the workflow'}'s concurrency {concurrency}, not {group!r} "
+                            f"with cancel-in-progress {cancels}")
     return problems
 
 
@@ -139,8 +258,8 @@ def apply_takes_the_planned_file_on_the_newest_commit(workflows: dict[str, Workf
     plan, apply = deploy["plan"], deploy["apply"]
     problems = []
     stacks = plan["strategy"]["matrix"]["stack"]
-    expected_outputs = {f"plan-sha256-{stack}": f"${{{{ steps.plan.outputs.plan-sha256-{stack} }}}}"
-                        for stack in stacks}
+    expected_outputs = {f"{output}-{stack}": f"${{{{ steps.plan.outputs.{output}-{stack} }}}}"
+                        for stack in stacks for output in ("plan-sha256", "registry-token-urn")}
     if plan.get("outputs") != expected_outputs:
         problems.append(f"plan's outputs {plan.get('outputs')}, not {expected_outputs}")
     planned = [step for step in plan["steps"] if step.get("id") == "plan"]
@@ -178,10 +297,13 @@ def apply_takes_the_planned_file_on_the_newest_commit(workflows: dict[str, Workf
     env, script = steps[newest].get("env", {}), steps[newest].get("run", "")
     if env != {"GH_TOKEN": "${{ github.token }}"}:
         problems.append(f"the newest-commit check reads {env}")
-    for needed in ('head="$(gh api "repos/$GITHUB_REPOSITORY/commits/main" --jq .sha)"',
+    # The branch's ref: `commits/main` takes any name, and a tag `main` would answer for the branch.
+    for needed in ('head="$(gh api "repos/$GITHUB_REPOSITORY/git/ref/heads/main" --jq .object.sha)"',
                    'if [ -z "$head" ] || [ "$head" != "$GITHUB_SHA" ]; then', "exit 1"):
         if needed not in script:
             problems.append(f"the newest-commit check lacks {needed!r}")
+    if "commits/" in script:
+        problems.append("the newest-commit check asks commits/<name>, which a tag can answer")
     if apply["permissions"].get("contents") != "read":
         problems.append("apply's token may not read main's head")
     return problems
@@ -270,7 +392,8 @@ def read_only_identities(workflows: dict[str, Workflow]) -> list[str]:
             continue
         aws = {step["with"]["role-to-assume"] for step in logins if "role-to-assume" in step["with"]}
         azure = {step["with"]["client-id"] for step in logins if "client-id" in step["with"]}
-        arm = {step.get("env", {}).get("ARM_CLIENT_ID") for step in job["steps"]} - {None}
+        arm = {step.get("env", {}).get(variable) for step in job["steps"]
+               for variable in ("ARM_CLIENT_ID", "AZURE_CLIENT_ID")} - {None}
         identities = aws | azure | arm
         if only_previews(job):
             expected = DRIFT_IDENTITIES if name == "drift.yml" else PREVIEW_IDENTITIES
@@ -551,7 +674,7 @@ ACTION_INPUTS: dict[tuple[str, str, str], set[str]] = {
     ("deploy.yml", "plan", "Install the Pulumi CLI"): {"pulumi-version"},
     ("deploy.yml", "plan", "actions/upload-artifact"): UPLOAD,
     ("deploy.yml", "apply", "actions/download-artifact"): {"name", "path"},
-    ("deploy.yml", "apply", "pulumi up --plan"): PULUMI_RUN | {"plan", "policyPacks"},
+    ("deploy.yml", "apply", "pulumi up --plan"): PULUMI_RUN | {"plan", "policyPacks", "replace"},
     ("drift.yml", "drift", "pulumi preview --refresh --expect-no-changes"):
         PULUMI_RUN | {"refresh", "expect-no-changes", "policyPacks"},
     ("runbook.yml", "runbook", "Install the Pulumi CLI"): {"pulumi-version"},
@@ -591,14 +714,15 @@ PASSPHRASE = {"PULUMI_CONFIG_PASSPHRASE"}
 PULUMI_ENV: dict[tuple[str, str, str], set[str]] = {
     ("preview.yml", "preview", "pulumi preview"): {"STACK", "BACKEND_URL", "MESSAGE"} | PASSPHRASE | ARM,
     ("deploy.yml", "plan", "pulumi preview --save-plan"): PLAN_INPUTS_ENV | PASSPHRASE | ARM,
-    ("deploy.yml", "apply", "pulumi up --plan"): PASSPHRASE | ARM,
+    ("deploy.yml", "apply", "pulumi up --plan"): PASSPHRASE | ARM | set(FRESH_LOGIN_ENV),
     ("drift.yml", "drift", "pulumi preview --refresh --expect-no-changes"): PASSPHRASE | ARM,
     ("runbook.yml", "runbook", "pulumi cancel, then the pending operations"): {"STACK", "BACKEND_URL"} | PASSPHRASE,
     ("runbook.yml", "runbook", "pulumi refresh"): PASSPHRASE | ARM,
 }
 PINNED_VALUES = {"PULUMI_CONFIG_PASSPHRASE": "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}", "ARM_USE_OIDC": "true",
                  "ARM_TENANT_ID": "${{ vars.AZURE_TENANT_ID }}",
-                 "ARM_SUBSCRIPTION_ID": "${{ vars.AZURE_SUBSCRIPTION_ID }}"}
+                 "ARM_SUBSCRIPTION_ID": "${{ vars.AZURE_SUBSCRIPTION_ID }}", **FRESH_LOGIN_ENV,
+                 "RENEW_REGISTRY_TOKEN": f"${{{{ inputs.{RENEW_INPUT} }}}}"}
 SAS_HANDOVER = 'echo "AZURE_STORAGE_SAS_TOKEN=$sas" >> "$GITHUB_ENV"'
 
 
@@ -654,6 +778,7 @@ PREVIEWED = "steps.gate.outputs.preview == 'true'"
 ON_MAIN = "github.ref == 'refs/heads/main'"
 CONDITIONS: dict[tuple[str, str, str | None], str] = {
     ("deploy.yml", "test", None): ON_MAIN,
+    ("deploy.yml", "codeowners", None): ON_MAIN,
     ("deploy.yml", "plan", "AWS credentials (OIDC, the read-only preview role)"): "matrix.stack == 'aws'",
     ("deploy.yml", "plan", "Azure login (OIDC, the read-only preview identity)"): "matrix.stack == 'azure'",
     ("deploy.yml", "plan", "State container SAS (user delegation, read-only)"): "matrix.stack == 'azure'",
@@ -710,6 +835,9 @@ CHECKS: dict[str, Check] = {
     "plan_then_apply": plan_then_apply,
     "checkouts_take_the_runs_commit": checkouts_take_the_runs_commit,
     "apply_takes_the_planned_file_on_the_newest_commit": apply_takes_the_planned_file_on_the_newest_commit,
+    "registry_token_renewal": registry_token_renewal,
+    "codeowners_checked_on_main": codeowners_checked_on_main,
+    "pull_request_checks": pull_request_checks,
     "aws_sessions_last_the_job": aws_sessions_last_the_job,
     "hashed_installs": hashed_installs,
     "pulumi_environments": pulumi_environments,
@@ -756,7 +884,7 @@ BROKEN = [
     ("plan_then_apply", "deploy.yml", r"^    environment: \$\{\{ matrix.stack \}\}$", "    environment: production"),
     ("plan_then_apply", "deploy.yml", r"^          retention-days: 3$", "          retention-days: 30"),
     # tests first
-    ("deploys_need_the_tests", "deploy.yml", r"^    needs: test$", "    needs: []"),
+    ("deploys_need_the_tests", "deploy.yml", r"^    needs: \[test, codeowners\]$", "    needs: [codeowners]"),
     ("deploys_need_the_tests", "deploy.yml", r"^    needs: plan$", "    needs: plan\n    if: always()"),
     ("deploys_need_the_tests", "deploy.yml", r"^        run: ./scripts/test$", "        run: echo skipped"),
     # drift
@@ -774,8 +902,8 @@ BROKEN = [
     ("read_only_identities", "preview.yml", r"vars.AWS_PREVIEW_ROLE_ARN", "vars.AWS_DEPLOY_ROLE_ARN"),
     ("read_only_identities", "deploy.yml", r"client-id: \$\{\{ vars.AZURE_PREVIEW_CLIENT_ID \}\}",
      "client-id: ${{ vars.AZURE_DEPLOY_CLIENT_ID }}"),
-    ("read_only_identities", "deploy.yml", r"^    needs: test$",
-     "    needs: test\n    environment: ${{ matrix.stack }}"),
+    ("read_only_identities", "deploy.yml", r"^    needs: \[test, codeowners\]$",
+     "    needs: [test, codeowners]\n    environment: ${{ matrix.stack }}"),
     ("read_only_identities", "drift.yml", r"ARM_CLIENT_ID: \$\{\{ vars.AZURE_DRIFT_CLIENT_ID \}\}",
      "ARM_CLIENT_ID: ${{ vars.AZURE_DEPLOY_CLIENT_ID }}"),
     # finding 1 of review 2: the drift check back on the pull requests' preview identity
@@ -896,7 +1024,13 @@ BROKEN = [
     ("apply_takes_the_planned_file_on_the_newest_commit", "deploy.yml",
      r'if \[ -z "\$planned" \] \|\| \[ "\$sha256" != "\$planned" \]; then', "if false; then"),
     ("apply_takes_the_planned_file_on_the_newest_commit", "deploy.yml", r"^      plan-sha256-azure: .*\n", ""),
-    ("apply_takes_the_planned_file_on_the_newest_commit", "deploy.yml", r"commits/main", "commits/$GITHUB_SHA"),
+    ("apply_takes_the_planned_file_on_the_newest_commit", "deploy.yml", r"git/ref/heads/main\" --jq \.object\.sha",
+     'commits/$GITHUB_SHA" --jq .sha'),
+    # review 3, finding 4: `commits/main` takes a tag named `main` as readily as the branch
+    ("apply_takes_the_planned_file_on_the_newest_commit", "deploy.yml", r"git/ref/heads/main\" --jq \.object\.sha",
+     'commits/main" --jq .sha'),
+    ("apply_takes_the_planned_file_on_the_newest_commit", "deploy.yml", r"git/ref/heads/main\" --jq \.object\.sha",
+     'commits/heads/main" --jq .sha'),
     ("apply_takes_the_planned_file_on_the_newest_commit", "deploy.yml",
      r"^(      - name: The run's commit is the head of main\n)", r"\1        if: github.event_name == 'push'\n"),
     # M5: a condition edited
@@ -904,6 +1038,38 @@ BROKEN = [
      r"\1 && false"),
     ("conditions_as_written", "deploy.yml", r"^(    needs: plan)$", r"\1\n    if: github.actor == 'someone'"),
     ("conditions_as_written", "drift.yml", r"^        if: matrix.stack == 'aws'$", "        if: false"),
+    # review 3, finding 2: a registry token renewed by a URN someone types, or replaced in the plan alone
+    ("registry_token_renewal", "deploy.yml", r"^(      renew-registry-token:\n)",
+     r"      urn:\n        description: the URN to replace\n        type: string\n\1"),
+    ("registry_token_renewal", "deploy.yml", r"^(          replace: ).*$", r"\1${{ github.event.inputs.urn }}"),
+    ("registry_token_renewal", "deploy.yml", r"^          replace: .*\n", ""),
+    ("plan_then_apply", "deploy.yml", r"^          replace: .*\n", ""),
+    ("registry_token_renewal", "deploy.yml", r"^(        type: )boolean$", r"\1string"),
+    ("registry_token_renewal", "deploy.yml", r'set -- --replace "\$urn"', 'set -- --replace "$RENEW_REGISTRY_TOKEN"'),
+    ("registry_token_renewal", "deploy.yml", r'\[ "\$count" -ne 1 \]', '[ "$count" -lt 1 ]'),
+    ("registry_token_renewal", "deploy.yml", r' and \(\.urn \| endswith\("-registry-token"\)\)', ""),
+    ("registry_token_renewal", "deploy.yml", r'^          echo "replace=\$urn" >> "\$GITHUB_OUTPUT"$',
+     '          echo "replace=" >> "$GITHUB_OUTPUT"'),
+    ("registry_token_renewal", "deploy.yml", r"^(          RENEW_REGISTRY_TOKEN: ).*$", r"\1'true'"),
+    ("registry_token_renewal", "deploy.yml", r'(--save-plan "\$PLAN" "\$@")', r'\1 --replace "$urn"'),
+    # review 3, finding 3: the fresh Azure CLI login's variables missing from up, or another identity's
+    ("plan_then_apply", "deploy.yml", r"^          AZURE_CLIENT_ID: .*\n", ""),
+    ("read_only_identities", "deploy.yml", r"^(          AZURE_CLIENT_ID: ).*$",
+     r"\1${{ vars.AZURE_PREVIEW_CLIENT_ID }}"),
+    ("pulumi_environments", "deploy.yml", r"^(          AZURE_TENANT_ID: ).*$", r"\1${{ vars.OTHER_TENANT_ID }}"),
+    # review 3, finding 1: the code owners check off main, after the plan, or passing the placeholder
+    ("codeowners_checked_on_main", "deploy.yml", r"^    needs: \[test, codeowners\]$", "    needs: test"),
+    ("codeowners_checked_on_main", "deploy.yml", r"grep -nE '\^\[\^#\]\*@OWNER/' \.github/CODEOWNERS; then",
+     "false; then"),
+    ("codeowners_checked_on_main", "deploy.yml", r"\?ref=\$GITHUB_SHA", ""),
+    ("conditions_as_written", "deploy.yml", r"^(    name: code owners\n)    if: .*\n", r"\1"),
+    # review 3, finding 7: a required check filtered by path, a superseded test run kept, a comment cancelled
+    ("pull_request_checks", "test.yml", r"branches: \[main\]",
+     "branches: [main]\n    paths-ignore: ['**.md', '.github/**']"),
+    ("pull_request_checks", "preview.yml", r"branches: \[main\]", "branches: [main]\n    paths: ['components/**']"),
+    ("pull_request_checks", "preview.yml", r"(preview-comment-.*\n      cancel-in-progress: )false", r"\1true"),
+    ("pull_request_checks", "test.yml", r"cancel-in-progress: true", "cancel-in-progress: false"),
+    ("pull_request_checks", "test.yml", r"^  pull_request:\n", "  pull_request:\n    types: [opened]\n"),
 ]
 
 

@@ -4,6 +4,7 @@
     platform.py  AzurePlatform, the component: shared resources (resource group, network, private
                  DNS, identities, registry, Container Apps environment) and what the components ask
                  for (database, container, images, apps)
+    cli_login.py the fresh Azure CLI login before each of the program's `az` commands under GitHub Actions
 
 Imports only pulumi_azure_native (plus pulumi_docker to build and push images, pulumi_command for the
 registry token), so `local` never loads it.

@@ -53,6 +53,7 @@ from components.platforms.base import (
 )
 from components.platforms.azure import alerts
 from components.platforms.containers import file_env_name, output_dict, registry_token, secret_digest, with_files
+from components.platforms.azure.cli_login import with_fresh_az_login
 
 # The user name docker logs in to a registry with when the password is an ACR token.
 ACR_TOKEN_USERNAME = "00000000-0000-0000-0000-000000000000"
@@ -178,11 +179,15 @@ def _backup_name(version: str, unique: str) -> str:
     return f"mlflow-before-{_slug(version)}"[:56] + f"-{unique}"
 
 
-ON_DEMAND_BACKUP_SCRIPT = ('az postgres flexible-server backup create --subscription "$SUBSCRIPTION" '
-                           '--resource-group "$RESOURCE_GROUP" --name "$SERVER" --backup-name "$BACKUP_NAME" '
-                           '--output none')
+ON_DEMAND_BACKUP_SCRIPT = with_fresh_az_login(
+    'az postgres flexible-server backup create --subscription "$SUBSCRIPTION" --resource-group "$RESOURCE_GROUP" '
+    '--name "$SERVER" --backup-name "$BACKUP_NAME" --output none')
 """An on-demand backup of the flexible server (https://learn.microsoft.com/en-us/cli/azure/postgres/flexible-server/
-backup#az-postgres-flexible-server-backup-create); the values come through the environment, never the shell."""
+backup#az-postgres-flexible-server-backup-create); the values come through the environment, never the shell. After
+the fresh CLI login of a GitHub Actions apply (cli_login.py): it runs late in a long `up`."""
+NO_SECOND_BACKUP = ":"
+"""The backup's `update`: a change of its script or environment (not of the version, its trigger, which replaces it)
+runs this, not a second backup under the same name (pulumi-command runs `create` again on an update without one)."""
 
 
 def _azure_name(text: str, kind: str, suffix: str = "") -> str:
@@ -392,11 +397,13 @@ class AzurePlatform(pulumi.ComponentResource):
         # The images are pushed from the machine running `pulumi up`, as the deployer: the registry's
         # admin user stays off. `az acr login --expose-token` trades the deployer's Azure CLI login for
         # a registry token (about three hours): asked for again whenever an image is to be pushed
-        # again (its sources changed), never shown in Pulumi's output, kept secret in the state.
+        # again (its sources changed), never shown in Pulumi's output, kept secret in the state. In a
+        # GitHub Actions apply the CLI signs in afresh first (cli_login.py): its first login may have lapsed.
         self.push_password = registry_token(
             self._shared("registry-token", additional_secret_outputs=["stdout"]),
             self.container_registry.name.apply(
-                lambda registry: f"az acr login --name {registry} --expose-token --output tsv --query accessToken"),
+                lambda registry: with_fresh_az_login(
+                    f"az acr login --name {registry} --expose-token --output tsv --query accessToken")),
             self.images)
         self.storage_grants_honoured: list[command.local.Command] = []
         self.pushed_images: list[docker.Image] = []
@@ -637,7 +644,7 @@ class AzurePlatform(pulumi.ComponentResource):
             # to take it again: the nightly drift check failed for good, and the next `up` took one more backup
             # toward Azure's limit of 7 (review 25, azure 6 F2). Run once per version (its trigger).
             before.append(command.local.Command(
-                f"{name}-before-{version}", create=ON_DEMAND_BACKUP_SCRIPT,
+                f"{name}-before-{version}", create=ON_DEMAND_BACKUP_SCRIPT, update=NO_SECOND_BACKUP,
                 environment={"SUBSCRIPTION": self.client.subscription_id, "RESOURCE_GROUP": self.resource_group,
                              "SERVER": database_instance,
                              "BACKUP_NAME": unique.result.apply(lambda suffix: _backup_name(mlflow_version, suffix))},
