@@ -545,7 +545,8 @@ _DESCRIBING_WORDS = frozenset({
     "ENCODING", "HEADER", "FIELD", "PARAM", "PARAMETER", "PREFIX", "ENABLED", "DISABLED", "ENABLE", "DISABLE",
     "REQUIRED", "MODE", "POLICY", "ROTATION", "STDIN", "FD", "ENV", "VAR", "CMD", "COMMAND", "PROVIDER", "LOCATION",
     "REGION", "AUDIENCE", "ISSUER", "SCOPE", "SCOPES", "COUNT", "SIZE", "BITS", "LIMIT", "MIN", "MAX", "DAYS",
-    "SECONDS", "HOURS", "MINUTES", "INTERVAL",
+    "SECONDS", "HOURS", "MINUTES", "INTERVAL", "ALIAS", "PAIR", "HINT", "LABEL", "TAG", "TAGS", "ROLE", "METHOD",
+    "MANAGER", "BACKEND", "STORE", "VAULT", "SERVICE", "CACHE",
 })
 """Words that, after a name's last secret word, say its value points at or describes a secret rather than holds
 one (DB_PASSWORD_FILE, AWS_ACCESS_KEY_ID, TOKEN_URL, PASSWORD_MIN_LENGTH, SECRET_NAME, --password-stdin)."""
@@ -830,6 +831,8 @@ def _secret_in_structure(value: Any, depth: int = 0) -> bool:
     if depth > 12:
         return False
     if isinstance(value, Mapping):
+        if isinstance(value.get("kty"), str) and {str(member).lower() for member in value} & _JWK_PRIVATE_MEMBERS:
+            return True  # a JWK with its private (or symmetric) key material
         named = next((value[field] for field in value if str(field).lower() in ("name", "key")), None)
         given = next((value[field] for field in value if str(field).lower() == "value"), None)
         if isinstance(named, str) and _secret_field(named, given):
@@ -2147,6 +2150,9 @@ def resource_reach(resource: Any, names: bool = False) -> str | None:
     if _has_wildcard(partition) or _has_wildcard(service) or _has_wildcard(account):
         return "any"
     service = service.lower()
+    if service == "autoscaling":  # autoScalingGroup:<uuid>:autoScalingGroupName/<name>: the name says which
+        resource_id = re.sub(r"^(autoScalingGroup|launchConfiguration):[^:/]*:(?:autoScalingGroupName|"
+                             r"launchConfigurationName)/", r"\1/", resource_id, flags=re.IGNORECASE)
     if service == "s3" and account == "":  # arn:aws:s3:::bucket[/key]: a bucket's name is global
         wild = _has_wildcard(resource_id.split("/", 1)[0]) or resource_id == ""
     elif service in _NAME_FIRST_SERVICES and not (service == "s3" and account):  # an access point has a type

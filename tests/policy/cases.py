@@ -1664,6 +1664,9 @@ REJECTED_ROUND_5 = [
           ("ssm-documents", "ssm:UpdateDocument", f"arn:aws:ssm:{REGION_ARN}:document/*"),
           ("batch-jobs", "batch:SubmitJob", f"arn:aws:batch:{REGION_ARN}:job-definition/*"),
           ("state-machines", "states:UpdateStateMachine", f"arn:aws:states:{REGION_ARN}:stateMachine:*"),
+          ("auto-scaling-groups", "autoscaling:UpdateAutoScalingGroup",
+           f"arn:aws:autoscaling:{REGION_ARN}:autoScalingGroup:*:autoScalingGroupName/*"),
+          ("code-deploy-deployments", "codedeploy:CreateDeployment", f"arn:aws:codedeploy:{REGION_ARN}:*"),
       )),
     Case("runs-code-any-task-definition-in-one-cluster", "aws", IAM, ROLE_POLICY, statement_on(
         "ecs:RunTask", f"arn:aws:ecs:{REGION_ARN}:task-definition/*", {"ArnEquals": {"ecs:cluster": CLUSTER}})),
@@ -1766,6 +1769,8 @@ REJECTED_ROUND_5 = [
     *(Case(f"env-name-{name.lower().replace('_', '-')}", "aws", SECRETS, pack.ECS_TASK_DEFINITION,
            ecs({"environment": env(**{name: "hunter2xx"})}))
       for name in ("PASSWORD_DB", "DB_PASSWORD_1", "dbPassword2", "SECRET_KEY_BASE", "API_TOKEN_VALUE", "AWS_CREDS")),
+    Case("env-private-jwk-under-a-public-name", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
+        OIDC_PUBLIC_JWKS='{"keys": [{"kty": "oct", "k": "c2VjcmV0LXNpZ25pbmcta2V5"}]}')})),
     Case("env-aws-key-pair-in-a-value", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
         CLOUD="AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")})),
     Case("env-github-token-in-a-value", "aws", SECRETS, "aws:lambda/function:Function", {
@@ -1845,6 +1850,8 @@ ACCEPTED_ROUND_5 = [
           ("one-task-family", ["ecs:RunTask"], f"arn:aws:ecs:{REGION_ARN}:task-definition/mlflow-gc:*"),
           ("one-launch-template", ["ec2:CreateLaunchTemplateVersion"],
            f"arn:aws:ec2:{REGION_ARN}:launch-template/lt-0123456789abcdef0"),
+          ("one-auto-scaling-group", ["autoscaling:UpdateAutoScalingGroup"],
+           f"arn:aws:autoscaling:{REGION_ARN}:autoScalingGroup:*:autoScalingGroupName/mlflow-workers"),
       )),
     # 3. azuread grants that hand out nothing of the directory
     Case("entra-graph-user-read-all", "azure", None, entra("AppRoleAssignment"),

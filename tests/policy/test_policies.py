@@ -758,6 +758,10 @@ def test_how_far_a_resource_pattern_reaches(resource: str, reach: str | None):
     ("arn:aws:ecs:eu-west-1:123456789012:task/mlflow*", "account"),
     ("arn:aws:ecs:eu-west-1:123456789012:task/mlflow-aws/*", None),
     ("arn:aws:ssm:eu-west-1::document/AWS-*", "any"), ("arn:aws:ssm:eu-west-1::document/AWS-RunShellScript", None),
+    # an Auto Scaling group's ARN holds a random id before its name: the name says which group (review 5)
+    ("arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:*:autoScalingGroupName/mlflow", None),
+    ("arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:*:autoScalingGroupName/*", "account"),
+    ("arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:*:autoScalingGroupName/ml*", "account"),
 ])
 def test_how_far_a_pattern_reaches_for_actions_that_run_code(resource: str, reach: str | None):
     """Actions that run code hold every resource to the spelled-out name: instance/i-* is every instance."""
