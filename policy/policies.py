@@ -163,11 +163,34 @@ AZURE_NATIVE_DATABASE_SERVERS = {  # type -> where its public network access is 
     "azure-native:dbformysql:Server": ("network", "publicNetworkAccess"),
     "azure-native:dbforpostgresql:SingleServer": ("properties", "publicNetworkAccess"),
     "azure-native:dbformysql:SingleServer": ("properties", "publicNetworkAccess"),
+    "azure-native:dbformariadb:Server": ("properties", "publicNetworkAccess"),
+    "azure-native:sql:Server": ("publicNetworkAccess",),  # Azure SQL's default: Enabled
+    "azure-native:mongocluster:MongoCluster": ("properties", "publicNetworkAccess"),
+    "azure-native:documentdb:MongoCluster": ("properties", "publicNetworkAccess"),
+    "azure-native:cosmosdb:MongoCluster": ("properties", "publicNetworkAccess"),
 }
+"""Also read one level up or down (an ARM template's `properties` are folded into their parents)."""
+AZURE_DATABASE_PUBLIC_FLAGS = {  # type -> ((flag, its default when unset), ...): public where a flag is true
+    "azure-native:dbforpostgresql:Cluster": (("coordinatorEnablePublicIpAccess", True),
+                                             ("nodeEnablePublicIpAccess", False)),
+    "azure-native:dbforpostgresql:ServerGroupCluster": (("coordinatorEnablePublicIpAccess", True),
+                                                        ("nodeEnablePublicIpAccess", False)),
+    "azure-native:dbforpostgresql:ServerGroup": (("coordinatorEnablePublicIpAccess", True),
+                                                 ("nodeEnablePublicIpAccess", False)),
+    "azure:cosmosdb/postgresqlCluster:PostgresqlCluster": (("coordinatorPublicIpAccessEnabled", True),
+                                                           ("nodePublicIpAccessEnabled", False)),
+    "azure-native:sql:ManagedInstance": (("publicDataEndpointEnabled", False),),
+    "azure:mssql/managedInstance:ManagedInstance": (("publicDataEndpointEnabled", False),),
+}
+"""Database servers whose public endpoint is a boolean: Cosmos DB for PostgreSQL's coordinator (public unless it says
+false) and worker nodes, a SQL managed instance's public data endpoint."""
 CLASSIC_DATABASE_SERVERS = frozenset({
     "azure:postgresql/flexibleServer:FlexibleServer", "azure:postgresql/server:Server", "azure:mssql/server:Server",
+    "azure:mysql/server:Server", "azure:mariadb/server:Server",
 })
 """Classic azure servers with `publicNetworkAccessEnabled` (the provider's default: true)."""
+CLASSIC_MYSQL_FLEXIBLE_SERVER = "azure:mysql/flexibleServer:FlexibleServer"
+"""Public unless it is in a delegated subnet (`delegatedSubnetId`) or says `publicNetworkAccess: Disabled`."""
 STORAGE_ACCOUNT = "azure-native:storage:StorageAccount"
 CLASSIC_STORAGE_ACCOUNT = "azure:storage/account:Account"
 BLOB_CONTAINER = "azure-native:storage:BlobContainer"
@@ -181,6 +204,13 @@ DOCKER_CONTAINER = "docker:index/container:Container"
 DOCKER_VOLUME = "docker:index/volume:Volume"
 MINIO_BUCKET = "minio:index/s3Bucket:S3Bucket"
 DEFAULT_SECURITY_GROUP = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
+PREFIX_LISTS = frozenset({"aws:ec2/managedPrefixList:ManagedPrefixList", "aws-native:ec2:PrefixList"})
+PREFIX_LIST_ENTRY = "aws:ec2/managedPrefixListEntry:ManagedPrefixListEntry"
+"""Customer-managed prefix lists: a security group rule (prefixListIds, prefixListId, sourcePrefixListId) admits
+every CIDR its list holds, which the rule does not show."""
+LIGHTSAIL_PORTS = {"aws:lightsail/instancePublicPorts:InstancePublicPorts": ("portInfos",),
+                   "aws-native:lightsail:Instance": ("networking", "ports")}
+"""Where a Lightsail instance's firewall opens ports (its own security group)."""
 NETWORK_SECURITY_GROUPS = frozenset({"azure-native:network:NetworkSecurityGroup",
                                      "azure:network/networkSecurityGroup:NetworkSecurityGroup"})
 NETWORK_SECURITY_RULES = frozenset({"azure-native:network:SecurityRule",
@@ -345,17 +375,55 @@ accounts (IAM Identity Center's account assignments and permission sets, its use
 organization's accounts and SCPs): refused whatever the Resource."""
 _READ_VERBS = ("get", "list", "describe", "search", "batchget", "batchdescribe", "lookup")
 CODE_EXECUTION_ACTIONS = frozenset(action.lower() for action in (
+    # Lambda: invoke a function, or change the code, layers or environment it runs with under its role
     "lambda:InvokeFunction", "lambda:InvokeFunctionUrl", "lambda:InvokeAsync", "lambda:CreateFunction",
     "lambda:UpdateFunctionCode", "lambda:UpdateFunctionConfiguration", "lambda:PublishLayerVersion",
+    "lambda:UpdateAlias",
+    # SSM: commands, sessions, automations, and the associations, documents and maintenance window tasks that
+    # run them later on every instance they target
     "ssm:SendCommand", "ssm:StartSession", "ssm:ResumeSession", "ssm:StartAutomationExecution",
-    "ssm:CreateAssociation", "ec2-instance-connect:SendSSHPublicKey",
-    "ec2-instance-connect:SendSerialConsoleSSHPublicKey", "ec2-instance-connect:OpenTunnel",
-    "ecs:ExecuteCommand", "ec2:ModifyInstanceAttribute", "rds-db:connect",
-    "codebuild:StartBuild", "cloudformation:CreateStack", "cloudformation:UpdateStack",
-    "glue:CreateDevEndpoint", "glue:UpdateDevEndpoint", "sagemaker:CreatePresignedNotebookInstanceUrl",
+    "ssm:StartChangeRequestExecution", "ssm:CreateAssociation", "ssm:CreateAssociationBatch",
+    "ssm:UpdateAssociation", "ssm:StartAssociationsOnce", "ssm:UpdateDocument", "ssm:UpdateDocumentDefaultVersion",
+    "ssm:RegisterTaskWithMaintenanceWindow", "ssm:UpdateMaintenanceWindowTask",
+    # shells and logins on instances, containers and databases
+    "ec2-instance-connect:SendSSHPublicKey", "ec2-instance-connect:SendSerialConsoleSSHPublicKey",
+    "ec2-instance-connect:OpenTunnel", "ecs:ExecuteCommand", "rds-db:connect",
+    # EC2: user data, and the launch templates (their user data, their instance profile) an Auto Scaling group
+    # launches from, or which one it launches from
+    "ec2:ModifyInstanceAttribute", "ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate",
+    "autoscaling:UpdateAutoScalingGroup",
+    # ECS and Batch: a task or job with its command overridden runs as the task's or job's role; a service
+    # switched to another task definition runs that
+    "ecs:RunTask", "ecs:StartTask", "ecs:CreateService", "ecs:UpdateService", "batch:SubmitJob",
+    # CodeBuild: a build (its buildspec can be overridden) runs as the project's service role, and so does a
+    # project whose buildspec, image or source is changed
+    "codebuild:StartBuild", "codebuild:StartBuildBatch", "codebuild:RetryBuild", "codebuild:RetryBuildBatch",
+    "codebuild:UpdateProject", "codebuild:CreateWebhook", "codebuild:UpdateWebhook",
+    # CloudFormation: a stack's, change set's or stack set's template runs with the stack's service role (or the
+    # stack set's administration and execution roles), and registered types run handlers
+    "cloudformation:CreateStack", "cloudformation:UpdateStack", "cloudformation:CreateChangeSet",
+    "cloudformation:ExecuteChangeSet", "cloudformation:CreateStackSet", "cloudformation:UpdateStackSet",
+    "cloudformation:CreateStackInstances", "cloudformation:UpdateStackInstances",
+    "cloudformation:ImportStacksToStackSet", "cloudformation:RegisterType", "cloudformation:ActivateType",
+    "cloudformation:SetTypeDefaultVersion",
+    # Glue: jobs, sessions and development endpoints run scripts as their role; triggers and workflows start jobs
+    "glue:CreateDevEndpoint", "glue:UpdateDevEndpoint", "glue:CreateJob", "glue:UpdateJob", "glue:StartJobRun",
+    "glue:UpdateJobFromSourceControl", "glue:CreateSession", "glue:RunStatement", "glue:CreateTrigger",
+    "glue:UpdateTrigger", "glue:StartTrigger", "glue:StartWorkflowRun",
+    # SageMaker notebooks: a browser session on the instance, or the lifecycle script it runs at start
+    "sagemaker:CreatePresignedNotebookInstanceUrl", "sagemaker:CreatePresignedDomainUrl",
+    "sagemaker:UpdateNotebookInstance", "sagemaker:UpdateNotebookInstanceLifecycleConfig",
+    # other workflows, deployments and builds whose definition runs with their own role or an instance's
+    "states:UpdateStateMachine", "codepipeline:UpdatePipeline", "elasticmapreduce:AddJobFlowSteps",
+    "codedeploy:CreateDeployment", "elasticbeanstalk:UpdateEnvironment", "datapipeline:PutPipelineDefinition",
+    "imagebuilder:StartImagePipelineExecution", "amplify:StartJob", "amplify:UpdateApp", "airflow:CreateCliToken",
+    "airflow:CreateWebLoginToken",
 ))
-"""Actions that run code (or open a shell, or log in to a database) in what they name: on a wildcard
-that reaches every such resource of an account they are refused even with a Condition."""
+"""Actions that run code (or open a shell, or log in to a database) in what they name, or change what runs later
+under another identity's role (a change set, a stack set, a build project, a Glue job, a launch template, an SSM
+association): each reaches the role of whatever it runs, so its resources are held to the spelled-out name
+(resource_reach(..., names=True)), with or without a Condition: a tag or a cluster says nothing of which roles the
+resources it matches run as."""
 IDENTITY_SERVICES = frozenset({"iam", "sts", "kms", "organizations", "account", "sso", "sso-directory",
                                "identitystore", "secretsmanager"})
 """Services whose actions on every resource of an account hand out identities, credentials or keys: a
@@ -390,6 +458,7 @@ NARROW_AWS_MANAGED_POLICY_NAMES = (
     "service-role/AWSLambdaVPCAccessExecutionRole",  # the function's network interfaces, and its logs
     "CloudWatchAgentServerPolicy",  # metrics and logs, the agent's own AmazonCloudWatch-* parameters
     "AWSXRayDaemonWriteAccess",  # trace segments and telemetry
+    "service-role/AmazonRDSEnhancedMonitoringRole",  # RDS's OS metrics into its RDSOSMetrics log group, nothing else
 )
 NARROW_AWS_MANAGED_POLICIES = frozenset(name.rsplit("/", 1)[-1].lower() for name in NARROW_AWS_MANAGED_POLICY_NAMES)
 """Their names: a policy's name is unique in its account whatever its path (SAM's Policies name them so)."""
@@ -400,30 +469,61 @@ AmazonS3ReadOnlyAccess read every bucket's objects, AmazonEC2RoleforSSM puts and
 and runs commands, AmazonSSMReadOnlyAccess reads every parameter, CloudWatchLogsReadOnlyAccess every log,
 ViewOnlyAccess lists every function's environment), besides the broad names (AdministratorAccess, *FullAccess,
 PowerUserAccess, the job-function policies, ...). Attach a policy of your own that names the ARNs instead."""
-ADMIN_NAME = re.compile(r"admin|poweruser|power-user|fullaccess|full-access|superuser|breakglass|break-glass",
-                        re.IGNORECASE)
-"""A name that says it administers: customer-managed policies, groups and users named so are judged by it."""
+ADMIN_NAME = re.compile(r"admin|poweruser|fullaccess|fullcontrol|superuser|breakglass", re.IGNORECASE)
+"""A name that says it administers: customer-managed policies, groups and users named so are judged by it (read
+without separators: Power_User, Full-Access, super user, break.glass)."""
+
+
+def _admin_named(name: Any) -> bool:
+    return bool(ADMIN_NAME.search(re.sub(r"[^a-z0-9]", "", str(name).lower())))
+
+
 _POLICY_ARN = re.compile(r"arn:[^:]*:iam:[^:]*:(?P<account>[^:]*):policy/(?P<path>.*)", re.IGNORECASE | re.DOTALL)
 
 AZURE_PRIVILEGED_ROLES = {
+    # all actions ("*"), or the right to assign any role
     "8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner",
     "b24988ac-6180-42a0-ab88-20f7382dd24c": "Contributor",
     "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9": "User Access Administrator",
     "f58310d9-a9f6-439a-9e8d-f62e7b41a168": "Role Based Access Control Administrator",
+    "32e6a4ec-6095-4e37-b54b-12aa350ba81f": "Service Group Contributor",
+    # the rest of Microsoft's privileged administrator roles, and the roles that assign roles (limited by an ABAC
+    # condition to some roles, which themselves read data or log in to machines) or make an identity's tokens
+    # anyone's: write a managed identity's federated credentials, or attach it to a resource one controls
+    "92b92042-07d9-4307-87f7-36a593fc5850": "Azure File Sync Administrator",
+    "a8889054-8d42-49c9-bc1c-52486c10e7cd": "Reservations Administrator",
+    "76cc9ee4-d5d3-4a45-a930-26add3d73475": "Access Review Operator Service Role",
+    "8b54135c-b56d-4d72-a534-26097cfdc8d8": "Key Vault Data Access Administrator",
+    "66f75aeb-eabe-4b70-9f1e-c350c4c9ad04": "Virtual Machine Data Access Administrator",
+    "95de85bd-744d-4664-9dde-11430bc34793": "Azure Container Storage Owner",
+    "95dd08a6-00bd-4661-84bf-f6726f83a4d0": "Azure Container Storage Contributor",
+    "bda0d508-adf1-4af0-9c28-88919fc3ae06": "Azure Stack HCI Administrator",
+    "5a382001-fe36-41ff-bba4-8bf06bd54da9": "Azure Sphere Owner",
+    "0f641de8-0b88-4198-bdef-bd8b45ceba96": "Defender for Storage Scanner Operator",
+    "8480c0f0-4509-4229-9339-7c10018cb8c4": "Defender CSPM Storage Scanner Operator",
+    "e40ec5ca-96e0-45a2-b4ff-59039f2c2b59": "Managed Identity Contributor",
+    "f1a07417-d97a-45cb-824c-7a7467783830": "Managed Identity Operator",
+    "7e559ce2-48d7-4b27-9128-fa1b247f1308": "Managed Identity Federated Identity Credential Contributor",
 }
-"""Azure's built-in privileged roles (the role definition GUIDs of
-https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/privileged): all actions, or
-the right to assign roles. Refused at subscription, management-group or root scope."""
+"""Azure's built-in roles that are an administrator's or can make one (the role definition GUIDs of
+https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/privileged and
+https://learn.microsoft.com/azure/role-based-access-control/built-in-roles): all actions, the right to assign roles
+(also one limited by a condition to some roles), or to a managed identity's tokens (its federated credentials, or
+attaching it to a resource). Refused at subscription, management-group or root scope."""
 AZURE_ROLE_ADMIN_ACTIONS = ("microsoft.authorization/roleassignments/write",
                             "microsoft.authorization/roledefinitions/write",
                             "microsoft.authorization/elevateaccess/action",
                             "microsoft.authorization/roleassignmentschedulerequests/write",
                             "microsoft.authorization/roleeligibilityschedulerequests/write",
                             "microsoft.authorization/rolemanagementpolicies/write",
-                            "microsoft.authorization/rolemanagementpolicyassignments/write")
-"""What a custom role must not be able to do above a resource group (besides all actions, "*"): assign
-roles, write role definitions, elevate, or assign itself a role through PIM (a schedule request, or the
-management policy that decides what an activation needs)."""
+                            "microsoft.authorization/rolemanagementpolicyassignments/write",
+                            "microsoft.managedidentity/userassignedidentities/federatedidentitycredentials/write",
+                            "microsoft.managedidentity/userassignedidentities/assign/action")
+"""What a custom role must not be able to do above a resource group (besides all actions, "*"): assign roles, write
+role definitions, elevate, or assign itself a role through PIM (a schedule request, or the management policy that
+decides what an activation needs); or take over any managed identity there (what it holds is anyone's): write its
+federated identity credentials (a token from an issuer and subject of one's choosing signs in as it), or attach it
+to a resource one controls. `userAssignedIdentities/*` and `Microsoft.ManagedIdentity/*` cover both."""
 _GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 
 STRONG_S3_ALGORITHMS = frozenset({"AES256", "aws:kms", "aws:kms:dsse"})
@@ -437,7 +537,19 @@ RUNTIME_MOUNT_PREFIXES = ("/run", "/var/run", "/tmp", "/var/tmp", "/dev", "/var/
 
 _SECRET_WORD_ENDINGS = ("PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "SECRETS", "TOKEN", "CREDENTIAL",
                         "CREDENTIALS", "APIKEY", "PRIVATEKEY", "ACCESSKEY", "SECRETKEY")
-_SECRET_WORDS = frozenset({"KEY", "PWD", "PASS"})
+_SECRET_WORDS = frozenset({"KEY", "PWD", "PASS", "CREDS", "CRED"})
+_DESCRIBING_WORDS = frozenset({
+    "ID", "IDS", "ARN", "ARNS", "FILE", "FILES", "PATH", "PATHS", "DIR", "NAME", "NAMES", "REF", "URI", "URL", "URLS",
+    "ENDPOINT", "HOST", "PORT", "SHA", "SHA1", "SHA256", "SHA512", "DIGEST", "CHECKSUM", "VERSION", "LENGTH", "LEN",
+    "TTL", "EXPIRY", "EXPIRES", "EXPIRATION", "LIFETIME", "TIMEOUT", "TYPE", "KIND", "ALGORITHM", "ALG", "FORMAT",
+    "ENCODING", "HEADER", "FIELD", "PARAM", "PARAMETER", "PREFIX", "ENABLED", "DISABLED", "ENABLE", "DISABLE",
+    "REQUIRED", "MODE", "POLICY", "ROTATION", "STDIN", "FD", "ENV", "VAR", "CMD", "COMMAND", "PROVIDER", "LOCATION",
+    "REGION", "AUDIENCE", "ISSUER", "SCOPE", "SCOPES", "COUNT", "SIZE", "BITS", "LIMIT", "MIN", "MAX", "DAYS",
+    "SECONDS", "HOURS", "MINUTES", "INTERVAL", "ALIAS", "PAIR", "HINT", "LABEL", "TAG", "TAGS", "ROLE", "METHOD",
+    "MANAGER", "BACKEND", "STORE", "VAULT", "SERVICE", "CACHE",
+})
+"""Words that, after a name's last secret word, say its value points at or describes a secret rather than holds
+one (DB_PASSWORD_FILE, AWS_ACCESS_KEY_ID, TOKEN_URL, PASSWORD_MIN_LENGTH, SECRET_NAME, --password-stdin)."""
 _URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:(?![0-9]+(?:/|$))[^\s@]+@", re.IGNORECASE)
 """scheme://user:password@ and scheme://:password@ (Redis, AMQP), also a password with a `/` in it, as
 SQLAlchemy and libpq read one (postgresql://mlflow:hunter2/x@db/mlflow); not host:port/path@..."""
@@ -463,6 +575,12 @@ _KEYWORD_DSN_PASSWORD = re.compile(r"(?:^|\s)(?:password|passwd|pwd)\s*=\s*(?:'[
 _AZURE_SECRET_KEY = re.compile(r"(?:^|;)\s*(?:AccountKey|SharedAccessKey|SharedAccessSignature)\s*=\s*[^;\s]",
                                re.IGNORECASE)
 _PRIVATE_KEY_PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+_KNOWN_TOKEN = re.compile(r"(?<![A-Za-z0-9])(?:(?:AKIA|ASIA)[0-9A-Z]{16}[^A-Za-z0-9/+=]{1,3}[A-Za-z0-9/+=]{40}"
+                          r"(?![A-Za-z0-9/+=])|"
+                          r"gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{22,}|glpat-[A-Za-z0-9_-]{20}|"
+                          r"xox[abposr]-[A-Za-z0-9-]{10,}|sk_live_[A-Za-z0-9]{24,}|AIza[0-9A-Za-z_-]{35})")
+"""Credentials whose shape says what they are, whatever their name: an AWS access key id with its secret beside it,
+GitHub, GitLab, Slack, Stripe and Google API tokens."""
 _HARMLESS_CONNECTION_KEYS = frozenset({"instrumentationkey", "ingestionendpoint", "liveendpoint",
                                        "profilerendpoint", "snapshotendpoint", "applicationid", "endpointsuffix",
                                        "location", "authorization", "aadaudience"})
@@ -648,32 +766,99 @@ def _items(value: Any) -> list[Any]:
 
 # --- secrets in environment variables ----------------------------------------------------------
 
+def _name_words(name: str) -> list[str]:
+    """A name's words in upper case: split at anything but letters and digits, at a camelCase step and between
+    letters and digits (dbPassword1 -> DB, PASSWORD, 1; MLFLOW_TRACKING_TOKEN -> MLFLOW, TRACKING, TOKEN)."""
+    spaced = re.sub(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Za-z])(?=[0-9])|(?<=[0-9])(?=[A-Za-z])", "_", str(name))
+    return [word for word in re.split(r"[^A-Z0-9]+", spaced.upper()) if word]
+
+
+def _is_secret_word(words: Sequence[str], index: int) -> bool:
+    word = words[index]
+    return word in _SECRET_WORDS or word.endswith(_SECRET_WORD_ENDINGS) or word == "CONNECTIONSTRING" or \
+        (word == "STRING" and index > 0 and words[index - 1] == "CONNECTION")
+
+
 def looks_like_secret_name(name: str) -> bool:
-    """An env var named like a secret: its last word is a secret word (..._PASSWORD, ..._SECRET_KEY,
-    ..._TOKEN, a connection string). Names whose last word says the value only points at or
-    describes a secret hold none: AWS_ACCESS_KEY_ID (an id), POSTGRES_PASSWORD_FILE (a path),
-    *_SECRET_ARN, *_SECRETS_SHA256 (a digest), and AWS_DEFAULT_REGION or *_URL have no secret word."""
-    words = [word for word in re.split(r"[^A-Z0-9]+", name.upper()) if word]
-    if not words:
-        return False
-    if words[-2:] == ["CONNECTION", "STRING"] or words[-1] == "CONNECTIONSTRING":
-        return True
-    last = words[-1]
-    return last in _SECRET_WORDS or last.endswith(_SECRET_WORD_ENDINGS)
+    """A name that says it holds a secret: a secret word anywhere in it (..._PASSWORD, PASSWORD_DB, DB_PASSWORD_1,
+    ..._SECRET_KEY, ..._TOKEN, SECRET_KEY_BASE, a connection string), unless a word after the last one says the
+    value only points at or describes a secret (_DESCRIBING_WORDS): AWS_ACCESS_KEY_ID (an id),
+    POSTGRES_PASSWORD_FILE (a path), *_SECRET_ARN, *_SECRETS_SHA256 (a digest), TOKEN_URL, PASSWORD_MIN_LENGTH.
+    AWS_DEFAULT_REGION or *_URL have no secret word."""
+    words = _name_words(name)
+    found = [index for index in range(len(words)) if _is_secret_word(words, index)]
+    return bool(found) and not any(word in _DESCRIBING_WORDS for word in words[found[-1] + 1:])
 
 
 def looks_like_secret_value(value: Any) -> bool:
     """A value that carries a credential whatever its name: a URL with a password (also `://:pw@`), a
     credential in a URL's query (`?password=`, a SAS token's `sig=`), a connection string with a key or
     password, libpq's `password=` keyword, a PEM private key, an HTTP Authorization value (`Basic ...`,
-    `Bearer ...`), a secret-named key with a literal value inside it (`x-api-key=...`, `PGPASSWORD=...`)."""
+    `Bearer ...`), a secret-named key with a literal value inside it (`x-api-key=...`, `PGPASSWORD=...`), also as
+    JSON (`{"username": "mlflow", "password": "..."}`, at any depth, or as a name/value pair) or in YAML's,
+    a header's or an INI file's `password: ...` / `password = ...`."""
     if not isinstance(value, str):
         return False
     return bool(_URL_WITH_PASSWORD.search(value) or _URL_QUERY_SECRET.search(value)
                 or _CONNECTION_STRING_KEY.search(value) or _KEYWORD_DSN_PASSWORD.search(value)
-                or _PRIVATE_KEY_PEM.search(value) or _AUTHORIZATION_VALUE.search(value)
+                or _PRIVATE_KEY_PEM.search(value) or _AUTHORIZATION_VALUE.search(value) or _KNOWN_TOKEN.search(value)
                 or any(looks_like_secret_name(match.group(1)) and _literal_argument(match.group(2))
-                       and not _harmless_connection_string(value) for match in _KEYED_VALUE.finditer(value)))
+                       and not _harmless_connection_string(value) for match in _KEYED_VALUE.finditer(value))
+                or _structured_secret(value))
+
+
+_YAML_KEYED_VALUE = re.compile(r"""(?:^|[\s,;{\[(])(?:(["'])([A-Za-z_][\w.-]*)\1[ \t]*[:=][ \t]*|"""
+                               r"""([A-Za-z_][\w.-]*)[ \t]*(?::[ \t]+|[ \t]=[ \t]*))["']?([^\s"',;}\]#]+)""")
+"""`key: value` (YAML, a header line), `"key": value` or `'key':value` (JSON-like text that is no JSON), and
+`key = value` (INI, TOML): a value after a secret-named key. Not `arn:...:secret:name` (no space after the colon)."""
+_NO_VALUES = frozenset({"null", "none", "nil", "~", "true", "false", "yes", "no", "''", '""'})
+
+
+def _secret_field(name: Any, value: Any) -> bool:
+    """A field of a structured value that holds a secret: a secret-named key (not the bare `key` of a key/value
+    pair) with a literal string or number (not a reference, `$X`, a file path, a public key, null)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or not isinstance(name, str):
+        return False
+    text = str(value).strip()
+    return bool(text) and _name_words(name) != ["KEY"] and looks_like_secret_name(name) and \
+        text.lower() not in _NO_VALUES and _literal_argument(text) and not _names_a_file(name, text) and \
+        not _public_pem(text) and not _harmless_connection_string(text)
+
+
+def _secret_in_structure(value: Any, depth: int = 0) -> bool:
+    """A secret anywhere in parsed JSON: a secret-named field with a literal value, or a name/value pair whose name
+    is secret-named ({"name": "DB_PASSWORD", "value": "..."}, {"Key": "password", "Value": "..."})."""
+    if depth > 12:
+        return False
+    if isinstance(value, Mapping):
+        if isinstance(value.get("kty"), str) and {str(member).lower() for member in value} & _JWK_PRIVATE_MEMBERS:
+            return True  # a JWK with its private (or symmetric) key material
+        named = next((value[field] for field in value if str(field).lower() in ("name", "key")), None)
+        given = next((value[field] for field in value if str(field).lower() == "value"), None)
+        if isinstance(named, str) and _secret_field(named, given):
+            return True
+        return any(_secret_field(field, item) or _secret_in_structure(item, depth + 1) for field, item in value.items())
+    if is_sequence(value):
+        return any(_secret_in_structure(item, depth + 1) for item in value)
+    if isinstance(value, str) and _json_text(value):  # JSON text inside JSON
+        return _structured_secret(value, depth + 1)
+    return False
+
+
+def _structured_secret(text: str, depth: int = 0) -> bool:
+    """JSON text (an object or a list) that holds a secret field, or text with a secret-named `key: value` or
+    `key = value` (YAML, INI, a header line, JSON-like text)."""
+    if depth > 4:
+        return False
+    if _json_text(text):
+        try:
+            parsed = json.loads(text)
+        except (ValueError, RecursionError):
+            parsed = None
+        if parsed is not None and _secret_in_structure(parsed, depth):
+            return True
+    return any(_secret_field(match.group(2) or match.group(3), match.group(4).strip("'\""))
+               for match in _YAML_KEYED_VALUE.finditer(text))
 
 
 _OPENSSH_PUBLIC_KEY = re.compile(r"(?:ssh-(?:rsa|dss|ed25519|ed448)|ecdsa-sha2-nistp(?:256|384|521)|"
@@ -795,12 +980,13 @@ def _credential_in_value(item: str, keyed: bool = True) -> bool:
     not inside another language's code) a secret-named key with a literal value (libpq's `password=...`, a
     connection string's `Password=...`, `x-api-key=...`)."""
     if _URL_WITH_PASSWORD.search(item) or _URL_QUERY_SECRET.search(item) or _AZURE_SECRET_KEY.search(item) \
-            or _PRIVATE_KEY_PEM.search(item) or (keyed and _AUTHORIZATION_VALUE.search(item)):
+            or _PRIVATE_KEY_PEM.search(item) or _KNOWN_TOKEN.search(item) \
+            or (keyed and _AUTHORIZATION_VALUE.search(item)):
         return True
     if not keyed or _harmless_connection_string(item):
         return False
     return any(looks_like_secret_name(match.group(1)) and _literal_argument(match.group(2))
-               for match in _KEYED_VALUE.finditer(item))
+               for match in _KEYED_VALUE.finditer(item)) or _structured_secret(item)
 
 
 def secret_arguments(arguments: Iterable[Any]) -> list[str]:
@@ -1110,18 +1296,35 @@ def validate_database_not_public(args: ResourceValidationArgs, report: ReportVio
                    f"({SHARED_SNAPSHOTS[kind]} {shared[0]}): anyone can restore a copy of the database. Name the "
                    "accounts that need it.", None)
     elif kind in AZURE_NATIVE_DATABASE_SERVERS:
-        access = get(props, *AZURE_NATIVE_DATABASE_SERVERS[kind])
+        path = AZURE_NATIVE_DATABASE_SERVERS[kind]
+        access = next((value for value in (get(props, *path), get(props, path[-1]), get(props, "properties", *path))
+                       if value is not None), None)
         if str(access or "").strip().lower() != "disabled":
-            where = ".".join(AZURE_NATIVE_DATABASE_SERVERS[kind])
+            where = ".".join(path)
             report(f"{label(kind, name)} has {where} "
                    f"{access or 'unset (public unless the server is in a delegated subnet)'}: "
-                   "set it to \"Disabled\" and put the server in a delegated subnet with a private DNS zone.", None)
+                   "set it to \"Disabled\" and put the server in a delegated subnet with a private DNS zone (or reach "
+                   "it through a private endpoint).", None)
+    elif kind in AZURE_DATABASE_PUBLIC_FLAGS:
+        for flag, default in AZURE_DATABASE_PUBLIC_FLAGS[kind]:
+            value = next((item for item in (get(props, flag), get(props, "properties", flag)) if item is not None),
+                         None)
+            if default if value is None else not is_false(value):
+                report(f"{label(kind, name)} has {flag} {value if value is not None else 'unset (public by default)'}: "
+                       f"set it to false and reach the server through a private endpoint.", None)
     elif kind in CLASSIC_DATABASE_SERVERS:
         if not is_false(get(props, "publicNetworkAccessEnabled")):
             report(f"{label(kind, name)} has publicNetworkAccessEnabled "
                    f"{get(props, 'publicNetworkAccessEnabled', default='unset (the provider defaults to true)')}: "
                    "set it to false and reach the server from its VNet (a delegated subnet or a private "
                    "endpoint).", None)
+    elif kind == CLASSIC_MYSQL_FLEXIBLE_SERVER:
+        access = get(props, "publicNetworkAccess")
+        if not get(props, "delegatedSubnetId") and str(access or "").strip().lower() != "disabled" and \
+                not is_false(get(props, "publicNetworkAccessEnabled")):
+            report(f"{label(kind, name)} has publicNetworkAccess {access or 'unset'} and no delegatedSubnetId: the "
+                   "server has a public endpoint. Put it in a delegated subnet (delegatedSubnetId, privateDnsZoneId) "
+                   "or set publicNetworkAccess to \"Disabled\" and reach it through a private endpoint.", None)
 
 
 def is_private_network(value: Any) -> bool:
@@ -1199,7 +1402,9 @@ def _public_nsg_sources(rule: Any) -> list[str]:
     prefixes = [*as_list(get(rule, "sourceAddressPrefix")), *as_list(get(rule, "sourceAddressPrefixes"))]
     prefixes = [prefix for prefix in prefixes if prefix not in (None, "")]
     if not prefixes:  # an application security group holds the VNet's own NICs; nothing at all means any
-        return [] if as_list(get(rule, "sourceApplicationSecurityGroups")) else ["(no source: any)"]
+        groups = [*as_list(get(rule, "sourceApplicationSecurityGroups")),  # azure-native: [{id}]
+                  *as_list(get(rule, "sourceApplicationSecurityGroupIds"))]  # the classic provider: [id]
+        return [] if [group for group in groups if group not in (None, "", {})] else ["(no source: any)"]
     public = []
     for prefix in prefixes:
         text = str(prefix).strip()
@@ -1239,7 +1444,22 @@ def _aws_ingress_rules(kind: str, props: Mapping[str, Any]) -> list[tuple[Any, A
         for rule in (as_list(get(props, "securityGroupIngress")) if kind == NATIVE_SECURITY_GROUP else [props]):
             rules.append((get(rule, "ipProtocol"), get(rule, "fromPort"), get(rule, "toPort"),
                           [*as_list(get(rule, "cidrIp")), *as_list(get(rule, "cidrIpv6"))]))
+    elif kind in LIGHTSAIL_PORTS:  # an instance's firewall: no cidrs means every address (Lightsail's default)
+        for rule in as_list(get(props, *LIGHTSAIL_PORTS[kind])):
+            sources = [*as_list(get(rule, "cidrs")), *as_list(get(rule, "ipv6Cidrs"))]
+            aliases = [f"cidrListAliases {alias}" for alias in as_list(get(rule, "cidrListAliases"))]
+            rules.append((get(rule, "protocol"), get(rule, "fromPort"), get(rule, "toPort"),
+                          [*sources, *aliases] or ["0.0.0.0/0 (no cidrs: Lightsail's default)"]))
     return rules
+
+
+def _prefix_list_cidrs(kind: str, props: Mapping[str, Any]) -> list[Any]:
+    """The CIDRs a customer-managed prefix list (either provider) or one of its entries holds."""
+    if kind == PREFIX_LIST_ENTRY:
+        return as_list(get(props, "cidr"))
+    if kind in PREFIX_LISTS:
+        return [get(entry, "cidr") for entry in as_list(get(props, "entries"))]
+    return []
 
 
 def _is_database_firewall_rule(kind: str) -> bool:
@@ -1262,6 +1482,11 @@ def validate_database_port_closed_to_internet(args: ResourceValidationArgs, repo
                    "securityGroups / sourceSecurityGroupId), or a private CIDR (RFC 1918, 100.64.0.0/10, a ULA). "
                    "A VPC's own IPv6 range is public address space the rule cannot tell from any other: reference "
                    "the security group instead.", None)
+    public = public_sources(_prefix_list_cidrs(kind, props))
+    if public:
+        report(f"{label(kind, name)} holds {' and '.join(public)}, which every security group rule that references the "
+               "prefix list admits (a database's rule on 5432 shows only the list's id): keep a prefix list to private "
+               "CIDRs (RFC 1918, 100.64.0.0/10, a ULA), and reach a database from its clients' security group.", None)
     if kind in NETWORK_SECURITY_GROUPS or kind in NETWORK_SECURITY_RULES:
         rules = as_list(get(props, "securityRules")) if kind in NETWORK_SECURITY_GROUPS else [props]
         for rule in rules:
@@ -1626,6 +1851,8 @@ def _checked_config(config: Mapping[str, Any] | None, policy_name: str, schema: 
     return config
 
 
+_GUID_PATTERN = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+
 IAM_CONFIG_SCHEMA = PolicyConfigSchema(properties={
     "allowedActionsOnAnyResource": {
         "type": "array",
@@ -1661,6 +1888,24 @@ IAM_CONFIG_SCHEMA = PolicyConfigSchema(properties={
         "description": "Service principals (guardduty.amazonaws.com) for which an organization may make a member "
                        "account a delegated administrator. Without it every delegation is refused.",
     },
+    "allowedDirectoryRoles": {
+        "type": "array",
+        "items": {"type": "string", "pattern": _GUID_PATTERN},
+        "default": [],
+        "description": "Entra ID directory roles (template or object ids) a directory role assignment, eligibility or "
+                       "membership (the azuread provider) may grant. Without it every one is refused: a role's id "
+                       "(an activated role's object id, a custom role's) says nothing of what it holds. The roles "
+                       "Microsoft labels privileged (Global Administrator, Privileged Role Administrator, ...) are "
+                       "refused even when listed.",
+    },
+    "allowedEntraGroups": {
+        "type": "array",
+        "items": {"type": "string", "pattern": _GUID_PATTERN},
+        "default": [],
+        "description": "Entra ID group object ids a group membership or a PIM group assignment or eligibility (the "
+                       "azuread provider) may add members or owners to. Without it every one is refused: a group's id "
+                       "says nothing of the directory roles, Azure roles or app roles it holds.",
+    },
 })
 
 IDENTITY_CENTER_GRANTS = {  # type -> (the property naming what it grants, the configuration that may allow it)
@@ -1673,6 +1918,96 @@ IDENTITY_CENTER_GRANTS = {  # type -> (the property naming what it grants, the c
 }
 """Resources that grant people or accounts what a permission set, a group or a delegation holds, which the
 resource itself does not show: refused unless the configuration names what they grant."""
+ENTRA_GRANTS = {  # azuread type -> (the properties naming what it grants, the configuration that may allow it)
+    "azuread:index/directoryRoleAssignment:DirectoryRoleAssignment": (("roleId",), "allowedDirectoryRoles"),
+    "azuread:index/directoryRoleEligibilityScheduleRequest:DirectoryRoleEligibilityScheduleRequest": (
+        ("roleDefinitionId",), "allowedDirectoryRoles"),
+    "azuread:index/directoryRoleMember:DirectoryRoleMember": (("roleObjectId",), "allowedDirectoryRoles"),
+    "azuread:index/administrativeUnitRoleMember:AdministrativeUnitRoleMember": (
+        ("roleObjectId",), "allowedDirectoryRoles"),
+    "azuread:index/groupMember:GroupMember": (("groupObjectId",), "allowedEntraGroups"),
+    "azuread:index/privilegedAccessGroupAssignmentSchedule:PrivilegedAccessGroupAssignmentSchedule": (
+        ("groupId",), "allowedEntraGroups"),
+    "azuread:index/privilegedAccessGroupEligibilitySchedule:PrivilegedAccessGroupEligibilitySchedule": (
+        ("groupId",), "allowedEntraGroups"),
+}
+"""The azuread provider's grants of a directory role, or of a group's membership or ownership (directly or through
+PIM), whose id says nothing of what it holds: refused unless the configuration lists it (allowedDirectoryRoles,
+allowedEntraGroups), as IDENTITY_CENTER_GRANTS are. A privileged directory role is refused even when listed."""
+ENTRA_MODULE = "azuread:"
+
+ENTRA_PRIVILEGED_ROLES = {
+    # https://learn.microsoft.com/entra/identity/role-based-access-control/permissions-reference ("privileged")
+    "62e90394-69f5-4237-9190-012177145e10": "Global Administrator",
+    "e8611ab8-c189-46e8-94e1-60213ab1f814": "Privileged Role Administrator",
+    "7be44c8a-adaf-4e2a-84d6-ab2649e08a13": "Privileged Authentication Administrator",
+    "9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3": "Application Administrator",
+    "cf1c38e5-3621-4004-a7cb-879624dced7c": "Application Developer",
+    "158c047a-c907-4556-b7ef-446551a6b5f7": "Cloud Application Administrator",
+    "c4e39bd9-1100-46d3-8c65-fb160da0071f": "Authentication Administrator",
+    "25a516ed-2fa0-40ea-a2d0-12923a21473a": "Authentication Extensibility Administrator",
+    "ecb2c6bf-0ab6-418e-bd87-7986f8d63bbe": "Attribute Provisioning Administrator",
+    "422218e4-db15-4ef9-bbe0-8afb41546d79": "Attribute Provisioning Reader",
+    "aaf43236-0c0d-4d5f-883a-6955382ac081": "B2C IEF Keyset Administrator",
+    "7698a772-787b-4ac8-901f-60d6b08affd2": "Cloud Device Administrator",
+    "b1be1c3e-b65d-4f19-8427-f6fa0d97feb9": "Conditional Access Administrator",
+    "9360feb5-f418-4baa-8175-e2a00bac4301": "Directory Writers",
+    "8329153b-31d0-4727-b945-745eb3bc5f31": "Domain Name Administrator",
+    "be2f45a1-457d-42af-a067-6ec1fa63bc45": "External Identity Provider Administrator",
+    "f2ef992c-3afb-46b9-b7cf-a126ee74c451": "Global Reader",
+    "729827e3-9c14-49f7-bb1b-9608f156bbb8": "Helpdesk Administrator",
+    "8ac3fc64-6eca-42ea-9e69-59f4c7b60eb2": "Hybrid Identity Administrator",
+    "3a2c62db-5318-420d-8d74-23affee5d9d5": "Intune Administrator",
+    "59d46f88-662b-457b-bceb-5c3809e5908f": "Lifecycle Workflows Administrator",
+    "4ba39ca4-527c-499a-b93d-d9b492c50246": "Partner Tier1 Support",
+    "e00e864a-17c5-4a4b-9c06-f5b95a8d5bd8": "Partner Tier2 Support",
+    "966707d0-3269-4727-9be2-8c3a10f19b9d": "Password Administrator",
+    "194ae4cb-b126-40b2-bd5b-6091b380977d": "Security Administrator",
+    "5f2222b1-57c3-48ba-8ad5-d4759f1fde6f": "Security Operator",
+    "5d6b6bb7-de71-4623-b4af-96380a352509": "Security Reader",
+    "fe930be7-5e62-47db-91af-98c3a49a38b1": "User Administrator",
+    "d29b2b05-8046-44ba-8758-1e26182fcf32": "Directory Synchronization Accounts",
+}
+"""The Entra ID directory roles Microsoft labels privileged (their template ids): never granted by the stack, whatever
+the configuration lists."""
+GRAPH_PRIVILEGED_APP_ROLES = {
+    # Microsoft Graph application permissions (its app roles' ids, the same in every tenant) that take over the
+    # directory or its identities: assign roles or app roles, write applications' credentials, groups, users'
+    # authentication methods and passwords, Conditional Access, PIM, domains and federation
+    "9e3f62cf-ca93-4989-b6ce-bf83c28f9fe8": "RoleManagement.ReadWrite.Directory",
+    "06b708a9-e830-4db3-a914-8e69da51d44f": "AppRoleAssignment.ReadWrite.All",
+    "1bfefb4e-e0b5-418b-a88f-73c46d2cc8e9": "Application.ReadWrite.All",
+    "dd199f4a-f148-40a4-a2ec-f0069cc799ec": "RoleAssignmentSchedule.ReadWrite.Directory",
+    "fee28b28-e1f3-4841-818e-2704dc62245f": "RoleEligibilitySchedule.ReadWrite.Directory",
+    "41202f2c-f7ab-45be-b001-85c9728b9d69": "PrivilegedAssignmentSchedule.ReadWrite.AzureADGroup",
+    "618b6020-bca8-4de6-99f6-ef445fa4d857": "PrivilegedEligibilitySchedule.ReadWrite.AzureADGroup",
+    "2f6817f8-7b12-4f0f-bc18-eeaf60705a9e": "PrivilegedAccess.ReadWrite.AzureADGroup",
+    "7e05723c-0bb0-42da-be95-ae9f08a6e53c": "Domain.ReadWrite.All",
+    "ab43b826-2c7a-4aff-9ecd-d0629d0ca6a9": "ADSynchronization.ReadWrite.All",
+    "9acd699f-1e81-4958-b001-93b1d2506e19": "EntitlementManagement.ReadWrite.All",
+    "292d869f-3427-49a8-9dab-8c70152b74e9": "Organization.ReadWrite.All",
+    "a402ca1c-2696-4531-972d-6e5ee4aa11ea": "Policy.ReadWrite.PermissionGrant",
+    "b38dcc4d-a239-4ed6-aa84-6c65b284f97c": "RoleManagementPolicy.ReadWrite.AzureADGroup",
+    "31e08e0a-d3f7-4ca2-ac39-7343fb83e8ad": "RoleManagementPolicy.ReadWrite.Directory",
+    "29c18626-4985-4dcd-85c0-193eef327366": "Policy.ReadWrite.AuthenticationMethod",
+    "8e8e4742-1d95-4f68-9d56-6ee75648c72a": "DelegatedPermissionGrant.ReadWrite.All",
+    "01c0a623-fc9b-48e9-b794-0756f8e8f067": "Policy.ReadWrite.ConditionalAccess",
+    "9241abd9-d0e6-425a-bd4f-47ba86e767a4": "DeviceManagementConfiguration.ReadWrite.All",
+    "e330c4f0-4170-414e-a55a-2f022ec2b57b": "DeviceManagementRBAC.ReadWrite.All",
+    "19dbc75e-c2e2-444c-a770-ec69d8559fc7": "Directory.ReadWrite.All",
+    "62a82d76-70ea-41e2-9197-370581804d09": "Group.ReadWrite.All",
+    "dbaae8cf-10b5-4b86-a4a1-f871c94c6695": "GroupMember.ReadWrite.All",
+    "50483e42-d915-4231-9639-7fdb7fd190e5": "UserAuthenticationMethod.ReadWrite.All",
+    "56760768-b641-451f-8906-e1b8ab31bca7": "User-PasswordProfile.ReadWrite.All",
+    "5eb59dd3-1da2-4329-8733-9dabdc435916": "AdministrativeUnit.ReadWrite.All",
+    "741f803b-c850-494e-b5df-cde7c675a1ca": "User.ReadWrite.All",
+    "89c8469c-83ad-45f7-8ff2-6e3d4285709e": "ServicePrincipalEndpoint.ReadWrite.All",
+}
+"""An app role assignment (azuread appRoleAssignment) of one of these makes the principal a directory administrator
+in all but name; refused whatever the configuration says. A delegated permission grant is judged by the same names
+(with Directory.AccessAsUser.All), its claimValues."""
+GRAPH_PRIVILEGED_SCOPES = frozenset(name.lower() for name in (*GRAPH_PRIVILEGED_APP_ROLES.values(),
+                                                              "Directory.AccessAsUser.All"))
 
 
 def _verb(action: str) -> str:
@@ -1715,11 +2050,13 @@ def allowed_actions_on_any_resource(config: Mapping[str, Any] | None = None) -> 
 
 
 def identity_center_allowances(config: Mapping[str, Any] | None = None) -> dict[str, frozenset[str]]:
-    """The permission sets, identity store groups and delegated administrator services the configuration
-    allows (each exact; the CLI's schema checks their shape, this that they are lists of names)."""
+    """The permission sets, identity store groups, delegated administrator services, Entra ID directory roles and
+    groups the configuration allows (each exact; the CLI's schema checks their shape, this that they are lists of
+    names)."""
     config = _checked_config(config, "iam-least-privilege", IAM_CONFIG_SCHEMA)
     allowances = {}
-    for setting in ("allowedPermissionSets", "allowedIdentityStoreGroups", "allowedDelegatedAdministratorServices"):
+    for setting in ("allowedPermissionSets", "allowedIdentityStoreGroups", "allowedDelegatedAdministratorServices",
+                    "allowedDirectoryRoles", "allowedEntraGroups"):
         values = config.get(setting, [])
         if not is_sequence(values) or not all(isinstance(value, str) and value.strip() for value in values):
             raise PolicyConfigError(f"iam-least-privilege: {setting} must be a list of exact names")
@@ -1813,9 +2150,12 @@ def resource_reach(resource: Any, names: bool = False) -> str | None:
     if _has_wildcard(partition) or _has_wildcard(service) or _has_wildcard(account):
         return "any"
     service = service.lower()
+    if service == "autoscaling":  # autoScalingGroup:<uuid>:autoScalingGroupName/<name>: the name says which
+        resource_id = re.sub(r"^(autoScalingGroup|launchConfiguration):[^:/]*:(?:autoScalingGroupName|"
+                             r"launchConfigurationName)/", r"\1/", resource_id, flags=re.IGNORECASE)
     if service == "s3" and account == "":  # arn:aws:s3:::bucket[/key]: a bucket's name is global
         wild = _has_wildcard(resource_id.split("/", 1)[0]) or resource_id == ""
-    elif service in _NAME_FIRST_SERVICES:
+    elif service in _NAME_FIRST_SERVICES and not (service == "s3" and account):  # an access point has a type
         wild = resource_id == "" or resource_id[0] in "*?" or (names and not _spelled_out(resource_id, service))
     elif service in NAME_WILDCARD_SERVICES:
         wild = _has_wildcard(resource_id)
@@ -1867,10 +2207,32 @@ def narrowing_condition_keys(condition: Any) -> list[str]:
     return found
 
 
+_ACCOUNT_KEY = re.compile(r"[^:]*:(?:\w*account(?:id)?|\w*orgid|\w*orgpaths|\w*region|partition)", re.IGNORECASE)
+"""Condition keys that name an account, an organization or a region (aws:ResourceAccount, aws:ResourceOrgID,
+aws:ResourceOrgPaths, s3:ResourceAccount, ec2:Region, ...): what an ARN already names, or more."""
+
+
+def _names_resources(value: Any) -> bool:
+    """A condition value that names resources: no wildcard; or an ARN pattern that names them as an action that
+    runs code needs (resource_reach(..., names=True): cluster/prod, not cluster/*, cluster/prod-*, arn:*); or any
+    other value spelled out up to a `/` or `:` before its wildcard (team/*, not d*, team*). No policy variable."""
+    text = str(value).strip()
+    if not text or "${" in text:
+        return False
+    if not _has_wildcard(text):
+        return True
+    if text.lower().startswith("arn:"):
+        return resource_reach(text, names=True) is None
+    return _spelled_out(text, "")
+
+
 def _narrows_resources(condition: Any) -> bool:
-    """A Condition that limits which resources an identity statement reaches: a positive operator on a
-    service's own key (ecs:cluster, iam:PassedToService, ...) or on aws:ResourceTag/..., aws:ResourceAccount,
-    aws:ResourceOrgID, with values that are not only wildcards. Global request keys (aws:SecureTransport,
+    """A Condition that limits which resources an identity statement reaches to something its ARN does not
+    already name: a positive operator on a service's own key (ecs:cluster, iam:PassedToService, ...) or on
+    aws:ResourceTag/..., every value of which names something (_names_resources: a literal value, or a pattern
+    spelled out up to a `/` or `:`). Keys that name the account, organization or region (aws:ResourceAccount,
+    aws:ResourceOrgID, aws:ResourceOrgPaths, s3:ResourceAccount, ...) narrow nothing the ARN does not, nor does a
+    service key's true or false (ec2:Encrypted: every encrypted volume); global request keys (aws:SecureTransport,
     aws:CurrentTime, aws:SourceIp, ...) hold for any resource."""
     if isinstance(condition, Mapping):
         for operator, block in condition.items():
@@ -1878,9 +2240,12 @@ def _narrows_resources(condition: Any) -> bool:
                 continue
             for name, values in block.items():
                 lowered = str(name).strip().lower()
-                resource_key = not lowered.startswith("aws:") or lowered.startswith("aws:resourcetag/") or \
-                    lowered in ("aws:resourceaccount", "aws:resourceorgid", "aws:resourceorgpaths")
-                if resource_key and _literal_values(values, partial_wildcards=True):
+                resource_key = (not lowered.startswith("aws:") or lowered.startswith("aws:resourcetag/")) \
+                    and ":" in lowered and not _has_wildcard(lowered) and not _ACCOUNT_KEY.fullmatch(lowered)
+                tag = "resourcetag/" in lowered
+                if resource_key and as_list(values) and all(
+                        _names_resources(value) and (tag or str(value).strip().lower() not in ("true", "false"))
+                        for value in as_list(values)):
                     return True
     return False
 
@@ -2060,14 +2425,14 @@ def trust_problems(policy_document: Mapping[str, Any]) -> list[str]:
 def broad_managed_policy(arn: Any) -> str | None:
     """The name of a managed policy too broad to attach (any partition), else None: every AWS-managed one
     but NARROW_AWS_MANAGED_POLICIES (their path and name exactly, in any case), or a customer-managed one
-    whose name says it administers (ADMIN_NAME)."""
+    whose name or path says it administers (ADMIN_NAME: policy/OpsFullAccess, policy/admin/everything)."""
     match = _POLICY_ARN.fullmatch(str(arn).strip())
     if not match:
         return None
     path = match.group("path")
     name = path.rsplit("/", 1)[-1]
     if match.group("account").strip().lower() != "aws":
-        return path if ADMIN_NAME.search(name) else None
+        return path if _admin_named(path) else None
     return None if name.strip().lower() in NARROW_AWS_MANAGED_POLICIES else path
 
 
@@ -2090,6 +2455,32 @@ def _attached_policy_arns(kind: str, props: Mapping[str, Any]) -> Iterator[tuple
         if ("arn" in lowered or lowered == "managedpolicies") and "boundary" not in lowered:
             for value in as_list(get(props, prop)):
                 yield str(prop), value
+
+
+_AWS_MANAGED_ARN = re.compile(r"arn:[^:]*:[^:]*:[^:]*:aws:[^/]*policy/(?P<path>.+)", re.IGNORECASE | re.DOTALL)
+"""An AWS-managed policy of any service (arn:aws:iam::aws:policy/..., arn:aws:eks::aws:cluster-access-policy/...)."""
+
+
+def _admin_policy_references(value: Any, where: str = "", depth: int = 0) -> Iterator[tuple[str, str]]:
+    """(property, ARN) of every policy ARN named like an administrator's (AmazonEKSClusterAdminPolicy,
+    AdministratorAccess, a customer's OpsFullAccess) in a property named like *PolicyArn(s) of a resource outside
+    the IAM modules (an EKS access policy association or access entry, a Roles Anywhere profile, ...)."""
+    if depth > 4:
+        return
+    if isinstance(value, Mapping):
+        for name in list(value):
+            item = _known_in(value, name)
+            path = f"{where}.{name}" if where else str(name)
+            if "policyarn" in str(name).lower():
+                for arn in _items(item):
+                    match = _AWS_MANAGED_ARN.fullmatch(str(arn).strip()) or _POLICY_ARN.fullmatch(str(arn).strip())
+                    if match and _admin_named(match.group("path")):
+                        yield path, str(arn)
+            else:
+                yield from _admin_policy_references(item, path, depth + 1)
+    elif is_sequence(value):
+        for index, item in enumerate(_items(value)):
+            yield from _admin_policy_references(item, f"{where}[{index}]", depth + 1)
 
 
 _BROAD_POLICY_TEMPLATE_NAME = re.compile(r"admin|poweruser|fullaccess|readwrite", re.IGNORECASE)
@@ -2128,7 +2519,7 @@ def _customer_policy_references(kind: str, props: Mapping[str, Any]) -> list[str
     for prop in ("customerManagedPolicyReference", "customerManagedPolicyReferences"):
         for reference in as_list(get(props, prop)):
             names.append(str(get(reference, "name", default="")))
-    return [name for name in names if ADMIN_NAME.search(name)]
+    return [name for name in names if _admin_named(name)]
 
 
 def azure_scope_above_resource_group(scope: Any) -> bool:
@@ -2159,6 +2550,12 @@ def azure_privileged_role_id(definition: Any) -> str | None:
 def azure_privileged_role_name(name: Any) -> str | None:
     role_name = " ".join(str(name or "").split()).lower()
     return next((role for role in AZURE_PRIVILEGED_ROLES.values() if role.lower() == role_name), None)
+
+
+def _entra_privileged_role(role: Any) -> str | None:
+    """The privileged Entra ID directory role a role id names (its template id, wherever it stands in the value)."""
+    text = str(role or "").lower()
+    return next((name for guid, name in ENTRA_PRIVILEGED_ROLES.items() if guid in text), None)
 
 
 def _blueprint_scope(props: Mapping[str, Any]) -> str:
@@ -2195,9 +2592,18 @@ def _azure_admin_actions(props: Mapping[str, Any]) -> list[str]:
             for action in as_list(get(permission, field)):
                 text = str(action).strip()
                 if text == "*" or _arm_expression(text) or \
-                        any(_iam_pattern(text).fullmatch(admin) for admin in AZURE_ROLE_ADMIN_ACTIONS):
+                        any(_azure_action_pattern(text).fullmatch(admin) for admin in AZURE_ROLE_ADMIN_ACTIONS):
                     found.append(text)
     return found
+
+
+def _azure_action_pattern(action: str) -> re.Pattern[str]:
+    """An Azure RBAC action pattern as a case-insensitive regular expression: `*` any characters, and a `/*/` segment
+    also none (Managed Identity Operator's `userAssignedIdentities/*/assign/action` is
+    `userAssignedIdentities/assign/action`)."""
+    parts = re.split(r"(/\*/|\*)", action)
+    return re.compile("".join("/(?:.*/)?" if part == "/*/" else ".*" if part == "*" else re.escape(part)
+                              for part in parts), re.IGNORECASE | re.DOTALL)
 
 
 def _arm_expression(value: Any) -> bool:
@@ -2283,7 +2689,7 @@ def _policy_documents(kind: str, props: Mapping[str, Any], skip: Iterable[str] =
 
 
 def _admin_names(values: Iterable[Any]) -> list[str]:
-    return [str(value) for value in values if ADMIN_NAME.search(str(value))]
+    return [str(value) for value in values if _admin_named(value)]
 
 
 def validate_iam_least_privilege(args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -2361,6 +2767,11 @@ def validate_iam_least_privilege(args: ResourceValidationArgs, report: ReportVio
                    "bucket's objects), and one of your own named like an administrator's is judged by that name. "
                    "Attach a policy of your own that names the actions and resource ARNs (of AWS's, only "
                    f"{', '.join(sorted(NARROW_AWS_MANAGED_POLICY_NAMES))} may be attached).", None)
+    if not kind.startswith(IAM_ATTACHING_MODULES):
+        for prop, arn in _admin_policy_references(props):
+            report(f"{label(kind, name)} attaches {arn} ({prop}), a managed policy named like an administrator's: "
+                   "associate a policy that grants what it needs (an EKS view or edit policy scoped to a namespace, a "
+                   "policy of your own that names the actions and resources).", None)
     for template in _broad_policy_templates(kind, props):
         report(f"{label(kind, name)} uses the SAM policy template {template}, which by its name or a wildcard "
                "parameter reaches every resource of a kind: use a narrower template with the resource named.", None)
@@ -2381,6 +2792,36 @@ def validate_iam_least_privilege(args: ResourceValidationArgs, report: ReportVio
                    "hands out whatever that permission set or group holds (AdministratorAccess), and a delegated "
                    "administrator runs a service for the organization; the resource does not show which. List it "
                    "in the configuration once it is reviewed.", None)
+    if kind in ENTRA_GRANTS:
+        props_named, setting = ENTRA_GRANTS[kind]
+        granted = next((get(props, prop) for prop in props_named if get(props, prop)), "")
+        granted_id = str(granted).strip().lower()
+        privileged = _entra_privileged_role(granted) if setting == "allowedDirectoryRoles" else None
+        if privileged:
+            report(f"{label(kind, name)} grants the Entra ID directory role {privileged} ({granted}), which Microsoft "
+                   "labels privileged (it administers the tenant's identities, roles, applications or sign-in): grant "
+                   "an application the Graph permission or Azure role it needs on its own resources instead.", None)
+        elif granted_id not in allowances[setting]:
+            what = "directory role" if setting == "allowedDirectoryRoles" else "group"
+            report(f"{label(kind, name)} grants the Entra ID {what} {granted or '(none)'}, which the "
+                   f"iam-least-privilege configuration does not list ({setting}): a {what}'s id says nothing of "
+                   "what it holds (a role-assignable group with Global Administrator, an Azure Owner assignment, "
+                   "an activated role's object id). List it in the configuration once it is reviewed.", None)
+    if kind == "azuread:index/appRoleAssignment:AppRoleAssignment":
+        role = GRAPH_PRIVILEGED_APP_ROLES.get(str(get(props, "appRoleId", default="")).strip().lower())
+        if role:
+            report(f"{label(kind, name)} assigns the Microsoft Graph application permission {role}, which lets its "
+                   "principal take over the directory (assign itself roles or app roles, add credentials to any "
+                   "application, change groups, users or sign-in policies): grant a narrower permission "
+                   "(User.Read.All, Group.Read.All, ...) or an Azure role on the resources it needs.", None)
+    elif kind == "azuread:index/servicePrincipalDelegatedPermissionGrant:ServicePrincipalDelegatedPermissionGrant":
+        scopes = sorted({scope for value in as_list(get(props, "claimValues")) for scope in str(value).split()
+                         if scope.lower() in GRAPH_PRIVILEGED_SCOPES})
+        if scopes:
+            report(f"{label(kind, name)} consents to {', '.join(scopes)} on behalf of "
+                   f"{'one user' if get(props, 'userObjectId') else 'every user'}, which lets the application act as "
+                   "a directory administrator whenever an administrator signs in to it: consent to narrower "
+                   "permissions.", None)
     if kind in USER_CREDENTIALS:
         users = _admin_names([get(props, USER_CREDENTIALS[kind], default="")])
         if users:
@@ -2388,7 +2829,7 @@ def validate_iam_least_privilege(args: ResourceValidationArgs, report: ReportVio
                    "administrator: use a role (OIDC in CI, IAM Identity Center for people) instead.", None)
     if kind in MINIO_POLICY_ATTACHMENTS:
         policy_name = str(get(props, "policyName", default="")).strip()
-        if policy_name.lower() in MINIO_BUILT_IN_POLICIES or ADMIN_NAME.search(policy_name):
+        if policy_name.lower() in MINIO_BUILT_IN_POLICIES or _admin_named(policy_name):
             report(f"{label(kind, name)} attaches MinIO's {policy_name} policy, which reaches every bucket (or "
                    "administers the server): attach a policy of your own scoped to the bucket.", None)
     if _is_azure_role_assignment(kind):
@@ -2663,6 +3104,9 @@ _ARM_TYPE_NAMES = {  # ARM type (lower case) -> the azure-native type whose chec
     "microsoft.dbformysql/servers": "azure-native:dbformysql:SingleServer",
     "microsoft.storage/storageaccounts/blobservices/containers": BLOB_CONTAINER,
     "microsoft.app/containerapps": "azure-native:app:ContainerApp",
+    "microsoft.dbforpostgresql/servergroupsv2": "azure-native:dbforpostgresql:Cluster",
+    "microsoft.documentdb/mongoclusters": "azure-native:documentdb:MongoCluster",
+    "microsoft.graph/approleassignedto": "azuread:index/appRoleAssignment:AppRoleAssignment",  # Bicep's Graph extension
 }
 _ARM_RENAMED_PROPERTIES = {STORAGE_ACCOUNT: {"supportsHttpsTrafficOnly": "enableHttpsTrafficOnly"}}
 """ARM property names azure-native renames."""
@@ -3109,8 +3553,8 @@ def _arm_kind(resource_type: str) -> str | None:
     """The azure-native type an ARM type stands for; an extension resource in the older syntax
     (`Microsoft.Management/managementGroups/providers/roleAssignments`) as the extension's own type."""
     lowered = resource_type.strip().lower()
-    if lowered in _ARM_TYPE_NAMES:
-        return _ARM_TYPE_NAMES[lowered]
+    if lowered.split("@", 1)[0] in _ARM_TYPE_NAMES:  # an extension's type carries its version (`...@v1.0`)
+        return _ARM_TYPE_NAMES[lowered.split("@", 1)[0]]
     if "/providers/" in lowered:
         extension = resource_type.strip()[lowered.rindex("/providers/") + len("/providers/"):]
         if "/" not in extension.strip("/") and extension.strip("/"):
@@ -3364,17 +3808,17 @@ database_not_public = _resource_policy(
     "The metadata database is never reachable from the internet: RDS instances and clusters (the AWS provider's "
     "and aws-native's) are not publicly accessible, and say so where RDS would make them public by default "
     "(aws-native, CloudFormation, Multi-AZ clusters); no database snapshot is shared with every account; "
-    "PostgreSQL and MySQL servers on Azure (azure-native, any API version, and the classic provider) have public "
-    "network access disabled.",
+    "PostgreSQL, MySQL, MariaDB, SQL and Cosmos DB for PostgreSQL servers on Azure (azure-native, any API version, "
+    "and the classic provider) have public network access disabled.",
     validate_database_not_public)
 
 database_port_closed_to_internet = _resource_policy(
     "database-port-closed-to-internet",
     "No rule admits a non-private source (anything outside RFC 1918, 100.64.0.0/10, loopback, link-local, ULA) to a "
     "database port (5432 and the other RDS engines' ports, also through all-port and all-protocol rules, however "
-    "the protocol is spelled): AWS security groups and their rule resources (also aws-native's), Azure NSG rules, "
-    "Azure database server firewall rules; no docker container, Container App or container group publishes a "
-    "database port to the internet.",
+    "the protocol is spelled): AWS security groups and their rule resources (also aws-native's), Lightsail ports, "
+    "Azure NSG rules, Azure database server firewall rules; no prefix list holds a non-private CIDR; no docker "
+    "container, Container App or container group publishes a database port to the internet.",
     validate_database_port_closed_to_internet)
 
 storage_encrypted = _resource_policy(
@@ -3409,10 +3853,12 @@ iam_least_privilege = _resource_policy(
     "s3:PutBucketPolicy, ...), or a wildcard resource except for the few actions AWS accepts only on \"*\"; no "
     "AWS-managed policy attached but the few that only write telemetry or pull images (ReadOnlyAccess reads every "
     "bucket), nor a customer-managed one named like an administrator's; no Identity Center assignment, identity "
-    "store membership or delegated administrator the configuration does not list; no trust or resource "
-    "policy open to any principal, no OIDC trust without a subject; no Azure Owner, Contributor, User Access "
-    "Administrator or RBAC Administrator above a resource group (also through PIM or Lighthouse), no custom Azure "
-    "role with \"*\" or role assignment rights assignable there; the same inside CloudFormation and ARM templates.",
+    "store membership or delegated administrator the configuration does not list, nor an Entra ID directory role, "
+    "group membership or PIM group assignment, nor a Graph app role that takes over the directory; no trust or "
+    "resource policy open to any principal, no OIDC trust without a subject; no Azure Owner, Contributor, User Access "
+    "Administrator or RBAC Administrator (nor another role that grants roles or a managed identity's tokens) above a "
+    "resource group (also through PIM or Lighthouse), no custom Azure role with \"*\", role assignment or managed "
+    "identity credential rights assignable there; the same inside CloudFormation and ARM templates.",
     validate_iam_least_privilege, IAM_CONFIG_SCHEMA)
 
 logs_have_retention = _resource_policy(

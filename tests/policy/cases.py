@@ -10,7 +10,11 @@ rejections it found, each generalised to the class it stands for. REJECTED_ROUND
 a second red team's (name wildcards after a fixed prefix, CloudFormation and ARM templates, the classic
 provider's role/ module, OIDC subject prefixes, documents with a key twice, public-access grants,
 case-duplicate ECS keys, secrets in health checks and headers, TLS denies that deny nothing, ACLs of
-objects, published database ports) and its wrong rejections.
+objects, published database ports) and its wrong rejections. REJECTED_ROUND_4 and ACCEPTED_ROUND_4: a third red
+team's. REJECTED_ROUND_5 and ACCEPTED_ROUND_5: a fourth red team's (conditions that name nothing, actions that change
+what runs under another role, the azuread provider, managed identities' credentials, prefix lists, secrets in JSON
+and YAML values and in a name's middle, the Azure database servers not read before) and its wrong rejections (an NSG
+rule from application security groups, RDS enhanced monitoring's role).
 """
 
 from __future__ import annotations
@@ -34,6 +38,14 @@ ROLES = {  # the built-in role definition GUIDs (learn.microsoft.com/azure/role-
     "Role Based Access Control Administrator": "f58310d9-a9f6-439a-9e8d-f62e7b41a168",
     "Reader": "acdd72a7-3385-48ef-bd42-f606fba81ae7",
     "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
+    "Managed Identity Contributor": "e40ec5ca-96e0-45a2-b4ff-59039f2c2b59",
+    "Managed Identity Operator": "f1a07417-d97a-45cb-824c-7a7467783830",
+    "Managed Identity Federated Identity Credential Contributor": "7e559ce2-48d7-4b27-9128-fa1b247f1308",
+    "Key Vault Data Access Administrator": "8b54135c-b56d-4d72-a534-26097cfdc8d8",
+    "Virtual Machine Data Access Administrator": "66f75aeb-eabe-4b70-9f1e-c350c4c9ad04",
+    "Azure File Sync Administrator": "92b92042-07d9-4307-87f7-36a593fc5850",
+    "Reservations Administrator": "a8889054-8d42-49c9-bc1c-52486c10e7cd",
+    "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
 }
 TEMPLATES = {  # stack -> a recorded resource whose parent, provider and stack an added one takes
     "aws": (pack.SECURITY_GROUP_INGRESS_RULE, "mlflow-platform-database-in-server"),
@@ -1554,5 +1566,371 @@ ACCEPTED_ROUND_4 = [
           "endIPv6Address": "fd00::ffff"}),
 ]
 
-CASES = REJECTED + REJECTED_ROUND_2 + REJECTED_ROUND_3 + REJECTED_ROUND_4 + ACCEPTED + ACCEPTED_ROUND_2 + \
-    ACCEPTED_ROUND_3 + ACCEPTED_ROUND_4
+# --- the fifth review's cases (a fourth red team over gRPC), each generalised to its class ----------------
+
+REGION_ARN = f"us-east-1:{ACCOUNT}"
+TEAM_TAG = {"StringEquals": {"aws:ResourceTag/team": "mlflow"}}
+CLUSTER = f"arn:aws:ecs:{REGION_ARN}:cluster/mlflow-aws"
+GLOBAL_ADMINISTRATOR = "62e90394-69f5-4237-9190-012177145e10"
+ENTRA_GROUP = "6f1c2c1e-0000-4c3b-9d1e-000000000001"
+ENTRA_PRINCIPAL = "aefb7652-6736-ca9c-b9e6-685b57c1b926"
+GRAPH_SERVICE_PRINCIPAL = "0c1d2e3f-0000-4000-8000-0000000000aa"
+AZUREAD = "azuread:index/"
+DATABASE_SECRET = json.dumps({"username": "mlflow", "password": "Hunter2-very-secret", "engine": "postgres",
+                              "host": "db", "port": 5432})
+
+
+def statement_on(actions: Any, resources: Any, condition: dict | None = None) -> dict:
+    return role_policy(allow(actions, resources, **({"Condition": condition} if condition else {})))
+
+
+def entra(type_: str) -> str:
+    """The azuread provider's type token: DirectoryRoleAssignment -> azuread:index/directoryRoleAssignment:..."""
+    return f"{AZUREAD}{type_[:1].lower()}{type_[1:]}:{type_}"
+
+
+def prefix_list(*cidrs: str) -> dict:
+    return {"name": "db-clients", "addressFamily": "IPv4", "maxEntries": 5,
+            "entries": [{"cidr": cidr, "description": "clients"} for cidr in cidrs]}
+
+
+def lightsail_ports(*cidrs: str, port: int = 5432) -> dict:
+    return {"instanceName": "db", "portInfos": [{"protocol": "tcp", "fromPort": port, "toPort": port,
+                                                 **({"cidrs": list(cidrs)} if cidrs else {})}]}
+
+
+def classic_nsg_rule(**source: Any) -> dict:
+    return {"resourceGroupName": "mlflow-azure", "networkSecurityGroupName": "mlflow-db", "name": "pg",
+            "priority": 100, "direction": "Inbound", "access": "Allow", "protocol": "Tcp", "sourcePortRange": "*",
+            "destinationPortRange": "5432", "destinationAddressPrefix": "*", **source}
+
+
+APPLICATION_SECURITY_GROUP = f"{RESOURCE_GROUP}/providers/Microsoft.Network/applicationSecurityGroups/apps"
+CONTAINER_DEFINITION_ENV = "DB_SECRET_JSON_VALUE"
+
+REJECTED_ROUND_5 = [
+    # 1. a condition narrows resources only by naming something the ARN does not: not the account or the
+    # organization (which the ARN names, or more), not a value that is a wildcard after nothing spelled out
+    *(Case(f"condition-{case_id}", "aws", IAM, ROLE_POLICY, statement_on(actions, resource, condition))
+      for case_id, actions, resource, condition in (
+          ("resource-account-every-parameter", ["ssm:GetParameters", "ssm:GetParameter", "ssm:GetParametersByPath"],
+           f"arn:aws:ssm:{REGION_ARN}:parameter/*", {"StringEquals": {"aws:ResourceAccount": ACCOUNT}}),
+          ("resource-account-every-function", ["lambda:GetFunction", "lambda:GetFunctionConfiguration"],
+           f"arn:aws:lambda:{REGION_ARN}:function:*", {"StringEquals": {"aws:ResourceAccount": ACCOUNT}}),
+          ("resource-org-id-every-table", ["dynamodb:Scan", "dynamodb:GetItem"],
+           f"arn:aws:dynamodb:{REGION_ARN}:table/*", {"StringEquals": {"aws:ResourceOrgID": "o-abc123"}}),
+          ("resource-org-paths-every-log", ["logs:GetLogEvents", "logs:FilterLogEvents"],
+           f"arn:aws:logs:{REGION_ARN}:log-group:*", {"ForAnyValue:StringLike": {
+               "aws:ResourceOrgPaths": "o-abc123/r-ab12/ou-ab12-11111111/"}}),
+          ("resource-account-every-access-point", "s3:GetObject", f"arn:aws:s3:{REGION_ARN}:accesspoint/*",
+           {"StringEquals": {"aws:ResourceAccount": ACCOUNT}}),
+          ("service-account-key-every-access-point", "s3:GetObject", f"arn:aws:s3:{REGION_ARN}:accesspoint/*",
+           {"StringEquals": {"s3:ResourceAccount": ACCOUNT}}),
+          ("cluster-any-arn", "ecs:StopTask", f"arn:aws:ecs:{REGION_ARN}:task/*",
+           {"ArnLike": {"ecs:cluster": "arn:*"}}),
+          ("cluster-every-cluster", "ecs:StopTask", f"arn:aws:ecs:{REGION_ARN}:task/*",
+           {"ArnLike": {"ecs:cluster": f"arn:aws:ecs:{REGION_ARN}:cluster/*"}}),
+          ("cluster-name-prefix", "ecs:StopTask", f"arn:aws:ecs:{REGION_ARN}:task/*",
+           {"ArnLike": {"ecs:cluster": f"arn:aws:ecs:{REGION_ARN}:cluster/m*"}}),
+          ("tag-value-prefix", "dynamodb:GetItem", f"arn:aws:dynamodb:{REGION_ARN}:table/*",
+           {"StringLike": {"aws:ResourceTag/team": "m*"}}),
+          ("tag-value-any-of-them", "dynamodb:GetItem", f"arn:aws:dynamodb:{REGION_ARN}:table/*",
+           {"StringEquals": {"aws:ResourceTag/team": ["mlflow", "*"]}}),
+          ("service-key-true", "ec2:DeleteVolume", f"arn:aws:ec2:{REGION_ARN}:volume/*",
+           {"StringEquals": {"ec2:Encrypted": "true"}}),
+      )),
+    Case("condition-resource-account-native-managed-policy", "aws", IAM, "aws-native:iam:ManagedPolicy",
+         {"policyDocument": {"Version": "2012-10-17", "Statement": [
+             {"Effect": "Allow", "Action": "ssm:GetParameter*", "Resource": f"arn:aws:ssm:*:{ACCOUNT}:parameter/*",
+              "Condition": {"StringEquals": {"aws:ResourceAccount": ACCOUNT}}}]}}),
+    Case("access-points-without-condition", "aws", IAM, ROLE_POLICY,
+         statement_on("s3:GetObject", f"arn:aws:s3:{REGION_ARN}:accesspoint/*/object/*")),
+    # 2. actions that run code, or change what later runs under another role, need the resource's name spelled out
+    Case("change-sets-on-every-stack-by-first-letter", "aws", IAM, ROLE_POLICY, statement_on(
+        ["cloudformation:CreateChangeSet", "cloudformation:ExecuteChangeSet"],
+        [f"arn:aws:cloudformation:*:{ACCOUNT}:stack/{c}*/*" for c in EVERY_NAME[:52]])),
+    *(Case(f"runs-code-{case_id}", "aws", IAM, ROLE_POLICY, statement_on(actions, resource, TEAM_TAG))
+      for case_id, actions, resource in (
+          ("stack-sets", ["cloudformation:UpdateStackSet", "cloudformation:CreateStackInstances"],
+           f"arn:aws:cloudformation:{REGION_ARN}:stackset/*"),
+          ("change-set-wildcard-action", "cloudformation:*ChangeSet", f"arn:aws:cloudformation:{REGION_ARN}:stack/*"),
+          ("build-batches", "codebuild:StartBuildBatch", f"arn:aws:codebuild:{REGION_ARN}:project/*"),
+          ("build-project-update", "codebuild:UpdateProject", f"arn:aws:codebuild:{REGION_ARN}:project/*"),
+          ("build-start-wildcard", "codebuild:Start*", f"arn:aws:codebuild:{REGION_ARN}:project/*"),
+          ("glue-jobs", ["glue:UpdateJob", "glue:StartJobRun"], f"arn:aws:glue:{REGION_ARN}:job/*"),
+          ("launch-templates", ["ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate"],
+           f"arn:aws:ec2:{REGION_ARN}:launch-template/*"),
+          ("ssm-associations", "ssm:UpdateAssociation", f"arn:aws:ssm:{REGION_ARN}:association/*"),
+          ("ssm-documents", "ssm:UpdateDocument", f"arn:aws:ssm:{REGION_ARN}:document/*"),
+          ("batch-jobs", "batch:SubmitJob", f"arn:aws:batch:{REGION_ARN}:job-definition/*"),
+          ("state-machines", "states:UpdateStateMachine", f"arn:aws:states:{REGION_ARN}:stateMachine:*"),
+          ("auto-scaling-groups", "autoscaling:UpdateAutoScalingGroup",
+           f"arn:aws:autoscaling:{REGION_ARN}:autoScalingGroup:*:autoScalingGroupName/*"),
+          ("code-deploy-deployments", "codedeploy:CreateDeployment", f"arn:aws:codedeploy:{REGION_ARN}:*"),
+      )),
+    Case("runs-code-any-task-definition-in-one-cluster", "aws", IAM, ROLE_POLICY, statement_on(
+        "ecs:RunTask", f"arn:aws:ecs:{REGION_ARN}:task-definition/*", {"ArnEquals": {"ecs:cluster": CLUSTER}})),
+    # 3. the azuread provider: directory roles, Graph's privileged app roles, group memberships and PIM for groups
+    Case("entra-global-administrator", "azure", IAM, entra("DirectoryRoleAssignment"),
+         {"roleId": GLOBAL_ADMINISTRATOR, "principalObjectId": ENTRA_PRINCIPAL}),
+    Case("entra-privileged-role-administrator-upper-case", "azure", IAM, entra("DirectoryRoleAssignment"),
+         {"roleId": "E8611AB8-C189-46E8-94E1-60213AB1F814", "principalObjectId": ENTRA_PRINCIPAL,
+          "directoryScopeId": "/"}),
+    Case("entra-directory-role-by-object-id", "azure", IAM, entra("DirectoryRoleAssignment"),
+         {"roleId": "1b4c0000-0000-4000-8000-00000000beef", "principalObjectId": ENTRA_PRINCIPAL}),
+    Case("entra-directory-role-eligibility", "azure", IAM, entra("DirectoryRoleEligibilityScheduleRequest"),
+         {"roleDefinitionId": GLOBAL_ADMINISTRATOR, "principalId": ENTRA_PRINCIPAL, "directoryScopeId": "/",
+          "justification": "ops"}),
+    Case("entra-directory-role-member", "azure", IAM, entra("DirectoryRoleMember"),
+         {"roleObjectId": "1b4c0000-0000-4000-8000-00000000beef", "memberObjectId": ENTRA_PRINCIPAL}),
+    Case("entra-administrative-unit-role-member", "azure", IAM, entra("AdministrativeUnitRoleMember"),
+         {"roleObjectId": "1b4c0000-0000-4000-8000-00000000beef", "memberObjectId": ENTRA_PRINCIPAL,
+          "administrativeUnitObjectId": "2c5d0000-0000-4000-8000-00000000beef"}),
+    *(Case(f"entra-graph-{name.lower().replace('.', '-')}", "azure", IAM, entra("AppRoleAssignment"),
+           {"appRoleId": role, "principalObjectId": ENTRA_PRINCIPAL, "resourceObjectId": GRAPH_SERVICE_PRINCIPAL})
+      for name, role in (("RoleManagement.ReadWrite.Directory", "9e3f62cf-ca93-4989-b6ce-bf83c28f9fe8"),
+                         ("AppRoleAssignment.ReadWrite.All", "06b708a9-e830-4db3-a914-8e69da51d44f"),
+                         ("Application.ReadWrite.All", "1bfefb4e-e0b5-418b-a88f-73c46d2cc8e9"),
+                         ("GroupMember.ReadWrite.All", "dbaae8cf-10b5-4b86-a4a1-f871c94c6695"))),
+    Case("arm-graph-app-role-assigned-to", "azure", IAM, "azure-native:resources:Deployment", {
+        "resourceGroupName": "mlflow-azure", "properties": {"mode": "Incremental", "template": arm({
+            "type": "Microsoft.Graph/appRoleAssignedTo@v1.0", "name": "grant",
+            "appRoleId": "9e3f62cf-ca93-4989-b6ce-bf83c28f9fe8", "principalId": ENTRA_PRINCIPAL,
+            "resourceId": GRAPH_SERVICE_PRINCIPAL})}}),
+    Case("entra-delegated-grant-as-any-user", "azure", IAM, entra("ServicePrincipalDelegatedPermissionGrant"),
+         {"servicePrincipalObjectId": ENTRA_PRINCIPAL, "resourceServicePrincipalObjectId": GRAPH_SERVICE_PRINCIPAL,
+          "claimValues": ["openid", "Directory.AccessAsUser.All"]}),
+    Case("entra-group-member", "azure", IAM, entra("GroupMember"),
+         {"groupObjectId": ENTRA_GROUP, "memberObjectId": ENTRA_PRINCIPAL}),
+    Case("entra-pim-group-assignment", "azure", IAM, entra("PrivilegedAccessGroupAssignmentSchedule"),
+         {"groupId": ENTRA_GROUP, "principalId": ENTRA_PRINCIPAL, "assignmentType": "member",
+          "permanentAssignment": True}),
+    Case("entra-pim-group-eligibility", "azure", IAM, entra("PrivilegedAccessGroupEligibilitySchedule"),
+         {"groupId": ENTRA_GROUP, "principalId": ENTRA_PRINCIPAL, "assignmentType": "owner", "duration": "P30D"}),
+    # 4. a managed identity's credentials or attachment, and the roles that grant roles, above a resource group
+    *(Case(f"custom-role-{case_id}", "azure", IAM, ROLE_DEFINITION, role_definition(actions, scope))
+      for case_id, actions, scope in (
+          ("federated-credential-write",
+           ["Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/write",
+            "Microsoft.ManagedIdentity/userAssignedIdentities/read"], SUBSCRIPTION),
+          ("every-identity-action", ["Microsoft.ManagedIdentity/userAssignedIdentities/*"], MANAGEMENT_GROUP),
+          ("identity-assign", ["Microsoft.ManagedIdentity/userAssignedIdentities/*/assign/action"], SUBSCRIPTION),
+          ("managed-identity-provider", ["Microsoft.ManagedIdentity/*"], "/"),
+      )),
+    *(Case(f"assign-{role.lower().replace(' ', '-')}-{where}", "azure", IAM, ROLE_ASSIGNMENT, assignment(role, scope))
+      for role, where, scope in (("Managed Identity Contributor", "subscription", SUBSCRIPTION),
+                                 ("Key Vault Data Access Administrator", "subscription", SUBSCRIPTION),
+                                 ("Managed Identity Operator", "management-group", MANAGEMENT_GROUP),
+                                 ("Managed Identity Federated Identity Credential Contributor", "root", "/"),
+                                 ("Virtual Machine Data Access Administrator", "subscription", SUBSCRIPTION),
+                                 ("Azure File Sync Administrator", "subscription", SUBSCRIPTION),
+                                 ("Reservations Administrator", "subscription", SUBSCRIPTION))),
+    Case("classic-assign-managed-identity-contributor-by-name", "azure", IAM,
+         "azure:authorization/assignment:Assignment",
+         {"scope": SUBSCRIPTION, "roleDefinitionName": "Managed Identity Contributor", "principalId": ENTRA_PRINCIPAL}),
+    Case("arm-key-vault-data-access-administrator-at-subscription", "azure", IAM,
+         "azure-native:resources:DeploymentAtSubscriptionScope", subscription_deployment(arm_assignment(
+             f"[subscriptionResourceId('Microsoft.Authorization/roleDefinitions', "
+             f"'{ROLES['Key Vault Data Access Administrator']}')]"))),
+    # 5. a customer-managed prefix list holding a public CIDR (what a rule that references it admits)
+    Case("prefix-list-every-address", "aws", PORT, "aws:ec2/managedPrefixList:ManagedPrefixList",
+         prefix_list("10.0.0.0/16", "0.0.0.0/0")),
+    Case("prefix-list-entry-every-address", "aws", PORT, "aws:ec2/managedPrefixListEntry:ManagedPrefixListEntry",
+         {"prefixListId": "pl-0123456789abcdef0", "cidr": "0.0.0.0/0"}),
+    Case("prefix-list-ipv6-every-address", "aws", PORT, "aws:ec2/managedPrefixList:ManagedPrefixList",
+         {**prefix_list("::/0"), "addressFamily": "IPv6"}),
+    Case("native-prefix-list-public-range", "aws", PORT, "aws-native:ec2:PrefixList",
+         {"prefixListName": "db-clients", "addressFamily": "IPv4", "maxEntries": 5,
+          "entries": [{"cidr": "203.0.113.0/24"}]}),
+    Case("cloudformation-prefix-list-every-address", "aws", PORT, "aws:cloudformation/stack:Stack", stack(
+        {"Resources": {"Clients": {"Type": "AWS::EC2::PrefixList", "Properties": {
+            "PrefixListName": "db-clients", "AddressFamily": "IPv4", "MaxEntries": 5,
+            "Entries": [{"Cidr": "0.0.0.0/0"}]}}}})),
+    Case("lightsail-database-port-to-everyone-by-default", "aws", PORT,
+         "aws:lightsail/instancePublicPorts:InstancePublicPorts", lightsail_ports()),
+    Case("lightsail-database-port-to-every-address", "aws", PORT,
+         "aws:lightsail/instancePublicPorts:InstancePublicPorts", lightsail_ports("0.0.0.0/0")),
+    # 6. secrets in JSON and YAML values, and secret words anywhere in a name
+    Case("env-json-database-secret", "aws", SECRETS, pack.ECS_TASK_DEFINITION,
+         ecs({"environment": env(**{CONTAINER_DEFINITION_ENV: DATABASE_SECRET})})),
+    Case("env-json-nested-credentials", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
+        MLFLOW_DB_CONFIG=json.dumps({"database": {"user": "mlflow",
+                                                  "credentials": {"pass": "Hunter2-very-secret"}}}))})),
+    Case("env-json-name-value-pairs", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
+        SETTINGS=json.dumps([{"name": "DB_HOST", "value": "db"}, {"name": "DB_PASSWORD", "value": "Hunter2"}]))})),
+    Case("env-yaml-password", "aws", SECRETS, pack.ECS_TASK_DEFINITION,
+         ecs({"environment": env(APP_SETTINGS="password: Hunter2-very-secret")})),
+    Case("env-yaml-document", "local", SECRETS, pack.DOCKER_CONTAINER, {"image": "mlflow", "envs": [
+        "MLFLOW_CONFIG=database:\n  host: db\n  api_key: 'k3y-0123456789'\n"]}),
+    Case("env-ini-password-with-spaces", "azure", SECRETS, "azure-native:app:ContainerApp", app(
+        {"name": "SETTINGS", "value": "[db]\nhost = db\nsecret_token = Hunter2-very-secret"})),
+    Case("env-python-dict-text", "aws", SECRETS, pack.ECS_TASK_DEFINITION,
+         ecs({"environment": env(DB="{'user': 'mlflow', 'password':'Hunter2'}")})),
+    *(Case(f"env-name-{name.lower().replace('_', '-')}", "aws", SECRETS, pack.ECS_TASK_DEFINITION,
+           ecs({"environment": env(**{name: "hunter2xx"})}))
+      for name in ("PASSWORD_DB", "DB_PASSWORD_1", "dbPassword2", "SECRET_KEY_BASE", "API_TOKEN_VALUE", "AWS_CREDS")),
+    Case("env-private-jwk-under-a-public-name", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
+        OIDC_PUBLIC_JWKS='{"keys": [{"kty": "oct", "k": "c2VjcmV0LXNpZ25pbmcta2V5"}]}')})),
+    Case("env-aws-key-pair-in-a-value", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
+        CLOUD="AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")})),
+    Case("env-github-token-in-a-value", "aws", SECRETS, "aws:lambda/function:Function", {
+        "role": "r", "runtime": "python3.12", "handler": "h", "environment": {"variables": {
+            "REPO": "https://github.com/example/mlflow", "GH": "ghp_0123456789abcdefghijABCDEFGHIJ012345"}}}),
+    Case("command-json-credentials", "aws", SECRETS, pack.ECS_TASK_DEFINITION, container(command=[
+        "mlflow-migrate", "--config", '{"db": {"user": "mlflow", "password": "Hunter2-very-secret"}}'])),
+    # 7. every Azure database server type with a public endpoint
+    Case("native-sql-server-public", "azure", PUBLIC, "azure-native:sql:Server",
+         {"resourceGroupName": "rg", "administratorLogin": "a", "publicNetworkAccess": "Enabled"}),
+    Case("native-sql-server-public-by-default", "azure", PUBLIC, "azure-native:sql/v20230801preview:Server",
+         {"resourceGroupName": "rg", "administrators": {"azureADOnlyAuthentication": True}}),
+    Case("native-sql-managed-instance-public-endpoint", "azure", PUBLIC, "azure-native:sql:ManagedInstance",
+         {"resourceGroupName": "rg", "subnetId": "s", "publicDataEndpointEnabled": True}),
+    Case("native-cosmos-postgres-coordinator-public", "azure", PUBLIC, "azure-native:dbforpostgresql:Cluster",
+         {"resourceGroupName": "rg", "coordinatorEnablePublicIpAccess": True}),
+    Case("native-cosmos-postgres-coordinator-public-by-default", "azure", PUBLIC,
+         "azure-native:dbforpostgresql:ServerGroupCluster", {"resourceGroupName": "rg", "nodeCount": 0}),
+    Case("native-cosmos-postgres-nodes-public", "azure", PUBLIC, "azure-native:dbforpostgresql:ServerGroupCluster",
+         {"resourceGroupName": "rg", "coordinatorEnablePublicIpAccess": False, "nodeEnablePublicIpAccess": True}),
+    Case("native-mariadb-public", "azure", PUBLIC, "azure-native:dbformariadb:Server",
+         {"resourceGroupName": "rg", "properties": {"createMode": "Default", "publicNetworkAccess": "Enabled"}}),
+    Case("native-mongo-cluster-public", "azure", PUBLIC, "azure-native:mongocluster:MongoCluster",
+         {"resourceGroupName": "rg", "properties": {"publicNetworkAccess": "Enabled"}}),
+    Case("classic-mysql-flexible-public-by-default", "azure", PUBLIC, "azure:mysql/flexibleServer:FlexibleServer",
+         {"resourceGroupName": "rg", "administratorLogin": "a", "skuName": "B_Standard_B1s"}),
+    Case("classic-mysql-single-server-public-by-default", "azure", PUBLIC, "azure:mysql/server:Server",
+         {"resourceGroupName": "rg", "skuName": "GP_Gen5_2", "version": "8.0", "sslEnforcementEnabled": True}),
+    Case("classic-mariadb-public-by-default", "azure", PUBLIC, "azure:mariadb/server:Server",
+         {"resourceGroupName": "rg", "skuName": "B_Gen5_2", "version": "10.3", "sslEnforcementEnabled": True}),
+    Case("classic-cosmos-postgres-public-by-default", "azure", PUBLIC,
+         "azure:cosmosdb/postgresqlCluster:PostgresqlCluster", {"resourceGroupName": "rg", "nodeCount": 0}),
+    Case("classic-sql-managed-instance-public-endpoint", "azure", PUBLIC,
+         "azure:mssql/managedInstance:ManagedInstance",
+         {"resourceGroupName": "rg", "subnetId": "s", "publicDataEndpointEnabled": True}),
+    Case("arm-sql-server-public", "azure", PUBLIC, "azure-native:resources:Deployment", {
+        "resourceGroupName": "mlflow-azure", "properties": {"mode": "Incremental", "template": arm({
+            "type": "Microsoft.Sql/servers", "apiVersion": "2023-08-01", "name": "mlflow-sql",
+            "properties": {"administratorLogin": "a", "publicNetworkAccess": "Enabled"}})}}),
+    # managed policy ARNs named like an administrator's, however separated, in a path, outside the IAM modules
+    Case("customer-policy-in-an-admin-path", "aws", IAM, ATTACHMENT,
+         {"role": "mlflow-server-task-role-id", "policyArn": f"arn:aws:iam::{ACCOUNT}:policy/admin/everything"}),
+    Case("customer-policy-full-access-with-separators", "aws", IAM, ATTACHMENT,
+         {"role": "mlflow-server-task-role-id", "policyArn": f"arn:aws:iam::{ACCOUNT}:policy/Ops_Full_Access"}),
+    Case("eks-cluster-admin-access-policy", "aws", IAM, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation",
+         {"clusterName": "c", "principalArn": f"arn:aws:iam::{ACCOUNT}:role/ci",
+          "policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy",
+          "accessScope": {"type": "cluster"}}),
+    Case("native-eks-access-entry-admin-policy", "aws", IAM, "aws-native:eks:AccessEntry",
+         {"clusterName": "c", "principalArn": f"arn:aws:iam::{ACCOUNT}:role/ci", "accessPolicies": [
+             {"policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminPolicy",
+              "accessScope": {"type": "cluster"}}]}),
+]
+
+ACCEPTED_ROUND_5 = [
+    # 1. conditions that name something: a tag's value, a cluster, a path spelled out to a `/`
+    *(Case(f"condition-names-{case_id}", "aws", None, ROLE_POLICY, statement_on(actions, resource, condition))
+      for case_id, actions, resource, condition in (
+          ("a-tag-value", "dynamodb:GetItem", f"arn:aws:dynamodb:{REGION_ARN}:table/*", TEAM_TAG),
+          ("a-tag-path", "dynamodb:GetItem", f"arn:aws:dynamodb:{REGION_ARN}:table/*",
+           {"StringLike": {"aws:ResourceTag/path": "mlflow/*"}}),
+          ("a-cluster", "ecs:StopTask", f"arn:aws:ecs:{REGION_ARN}:task/*", {"ArnEquals": {"ecs:cluster": CLUSTER}}),
+          ("a-cluster-by-tag-true", "ecs:StopTask", f"arn:aws:ecs:{REGION_ARN}:task/*",
+           {"StringEquals": {"aws:ResourceTag/mlflow": "true"}}),
+          ("own-parameters-and-account", "ssm:GetParameters", f"arn:aws:ssm:{REGION_ARN}:parameter/mlflow/*",
+           {"StringEquals": {"aws:ResourceAccount": ACCOUNT}}),
+          ("one-access-point", "s3:GetObject", f"arn:aws:s3:{REGION_ARN}:accesspoint/mlflow/object/*", None),
+      )),
+    # 2. the same actions on resources whose names are spelled out
+    *(Case(f"runs-code-on-{case_id}", "aws", None, ROLE_POLICY, statement_on(actions, resource))
+      for case_id, actions, resource in (
+          ("one-stack", ["cloudformation:CreateChangeSet", "cloudformation:ExecuteChangeSet"],
+           f"arn:aws:cloudformation:{REGION_ARN}:stack/mlflow-helper/*"),
+          ("one-project", ["codebuild:StartBuild", "codebuild:StartBuildBatch"],
+           f"arn:aws:codebuild:{REGION_ARN}:project/mlflow-image"),
+          ("one-job", ["glue:StartJobRun"], f"arn:aws:glue:{REGION_ARN}:job/mlflow-export"),
+          ("one-task-family", ["ecs:RunTask"], f"arn:aws:ecs:{REGION_ARN}:task-definition/mlflow-gc:*"),
+          ("one-launch-template", ["ec2:CreateLaunchTemplateVersion"],
+           f"arn:aws:ec2:{REGION_ARN}:launch-template/lt-0123456789abcdef0"),
+          ("one-auto-scaling-group", ["autoscaling:UpdateAutoScalingGroup"],
+           f"arn:aws:autoscaling:{REGION_ARN}:autoScalingGroup:*:autoScalingGroupName/mlflow-workers"),
+      )),
+    # 3. azuread grants that hand out nothing of the directory
+    Case("entra-graph-user-read-all", "azure", None, entra("AppRoleAssignment"),
+         {"appRoleId": "df021288-bdef-4463-88db-98f22de89214", "principalObjectId": ENTRA_PRINCIPAL,
+          "resourceObjectId": GRAPH_SERVICE_PRINCIPAL}),
+    Case("entra-default-access-to-own-app", "azure", None, entra("AppRoleAssignment"),
+         {"appRoleId": "00000000-0000-0000-0000-000000000000", "principalObjectId": ENTRA_PRINCIPAL,
+          "resourceObjectId": "3d4e0000-0000-4000-8000-00000000beef"}),
+    Case("entra-delegated-grant-sign-in", "azure", None, entra("ServicePrincipalDelegatedPermissionGrant"),
+         {"servicePrincipalObjectId": ENTRA_PRINCIPAL, "resourceServicePrincipalObjectId": GRAPH_SERVICE_PRINCIPAL,
+          "claimValues": ["openid", "profile", "User.Read"]}),
+    # 4. identity and key vault roles at a resource group or one resource; a custom role that only reads identities
+    Case("managed-identity-operator-on-a-resource-group", "azure", None, ROLE_ASSIGNMENT,
+         assignment("Managed Identity Operator", RESOURCE_GROUP)),
+    Case("key-vault-data-access-administrator-on-a-vault", "azure", None, ROLE_ASSIGNMENT, assignment(
+        "Key Vault Data Access Administrator", f"{RESOURCE_GROUP}/providers/Microsoft.KeyVault/vaults/mlflow")),
+    Case("key-vault-secrets-user-at-subscription", "azure", None, ROLE_ASSIGNMENT,
+         assignment("Key Vault Secrets User", SUBSCRIPTION)),
+    Case("custom-role-reads-identities", "azure", None, ROLE_DEFINITION,
+         role_definition(["Microsoft.ManagedIdentity/userAssignedIdentities/read"], SUBSCRIPTION)),
+    # 5. private prefix lists, and rules that reference a prefix list (judged where it is made)
+    Case("prefix-list-private-ranges", "aws", None, "aws:ec2/managedPrefixList:ManagedPrefixList",
+         prefix_list("10.0.0.0/16", "100.64.0.0/10")),
+    Case("prefix-list-entry-private", "aws", None, "aws:ec2/managedPrefixListEntry:ManagedPrefixListEntry",
+         {"prefixListId": "pl-0123456789abcdef0", "cidr": "192.168.0.0/24"}),
+    Case("database-rule-from-a-prefix-list", "aws", None, pack.SECURITY_GROUP_INGRESS_RULE,
+         {"securityGroupId": "mlflow-platform-database-sg-id", "ipProtocol": "tcp", "fromPort": 5432,
+          "toPort": 5432, "prefixListId": "pl-0123456789abcdef0"}),
+    Case("lightsail-database-port-private", "aws", None, "aws:lightsail/instancePublicPorts:InstancePublicPorts",
+         lightsail_ports("10.0.0.0/16")),
+    Case("lightsail-https-to-everyone", "aws", None, "aws:lightsail/instancePublicPorts:InstancePublicPorts",
+         lightsail_ports(port=443)),
+    # 6. structured values and names that hold no secret
+    Case("env-structured-values-without-secrets", "aws", None, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
+        DB_CONFIG=json.dumps({"host": "db", "port": 5432, "user": "mlflow", "passwordFile": "/run/secrets/db",
+                              "password": "${DB_PASSWORD}", "tokenUrl": "https://auth.example.com/token"}),
+        TAGS=json.dumps([{"key": "team", "value": "mlflow"}, {"Key": "env", "Value": "prod"}]),
+        LOGGING="version: 1\nformatters:\n  plain:\n    format: '%(message)s'\n",
+        APP_SETTINGS="password: ${DB_PASSWORD}\nsecret: null",
+        PASSWORD_MIN_LENGTH="12", DB_PASSWORD_FILE="/run/secrets/db", SECRET_NAME="mlflow/db",
+        DB_SECRET_ARN=f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:mlflow-db-AbCdEf",
+        TOKEN_EXPIRY_SECONDS="3600", KEY_VAULT_URI="https://mlflow.vault.azure.net/"),
+        "command": ["sh", "-c", 'echo "$REGISTRY_PASSWORD" | docker login --password-stdin registry.example.com']})),
+    # 7. the database servers with their public endpoints off
+    Case("native-sql-server-private", "azure", None, "azure-native:sql:Server",
+         {"resourceGroupName": "rg", "publicNetworkAccess": "Disabled"}),
+    Case("native-cosmos-postgres-private", "azure", None, "azure-native:dbforpostgresql:Cluster",
+         {"resourceGroupName": "rg", "coordinatorEnablePublicIpAccess": False}),
+    Case("native-sql-managed-instance-private", "azure", None, "azure-native:sql:ManagedInstance",
+         {"resourceGroupName": "rg", "subnetId": "s", "publicDataEndpointEnabled": False}),
+    Case("classic-mysql-flexible-in-a-delegated-subnet", "azure", None, "azure:mysql/flexibleServer:FlexibleServer",
+         {"resourceGroupName": "rg", "delegatedSubnetId": "subnet", "privateDnsZoneId": "zone"}),
+    Case("classic-mysql-server-private", "azure", None, "azure:mysql/server:Server",
+         {"resourceGroupName": "rg", "skuName": "GP_Gen5_2", "publicNetworkAccessEnabled": False}),
+    Case("classic-cosmos-postgres-private", "azure", None, "azure:cosmosdb/postgresqlCluster:PostgresqlCluster",
+         {"resourceGroupName": "rg", "coordinatorPublicIpAccessEnabled": False}),
+    # 8. an NSG rule from application security groups (the VNet's own NICs), the classic provider's ids
+    Case("classic-nsg-rule-from-application-security-groups", "azure", None,
+         "azure:network/networkSecurityRule:NetworkSecurityRule",
+         classic_nsg_rule(sourceApplicationSecurityGroupIds=[APPLICATION_SECURITY_GROUP])),
+    Case("classic-nsg-inline-rule-from-application-security-groups", "azure", None,
+         "azure:network/networkSecurityGroup:NetworkSecurityGroup",
+         {"resourceGroupName": "mlflow-azure", "securityRules": [
+             {k: v for k, v in classic_nsg_rule(sourceApplicationSecurityGroupIds=[APPLICATION_SECURITY_GROUP]).items()
+              if k not in ("resourceGroupName", "networkSecurityGroupName")}]}),
+    # 9. RDS enhanced monitoring's role (monitoringInterval > 0)
+    Case("attach-rds-enhanced-monitoring-role", "aws", None, ATTACHMENT,
+         {"role": "rds-monitoring", "policyArn": f"{MANAGED}service-role/AmazonRDSEnhancedMonitoringRole"}),
+    Case("role-with-rds-enhanced-monitoring-role", "aws", None, pack.IAM_ROLE, {
+        "assumeRolePolicy": document({"Effect": "Allow", "Principal": {"Service": "monitoring.rds.amazonaws.com"},
+                                      "Action": "sts:AssumeRole"}),
+        "managedPolicyArns": [f"{MANAGED}service-role/AmazonRDSEnhancedMonitoringRole"]}),
+    Case("eks-view-access-policy-in-a-namespace", "aws", None,
+         "aws:eks/accessPolicyAssociation:AccessPolicyAssociation",
+         {"clusterName": "c", "principalArn": f"arn:aws:iam::{ACCOUNT}:role/ci",
+          "policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy",
+          "accessScope": {"type": "namespace", "namespaces": ["mlflow"]}}),
+]
+
+
+CASES = REJECTED + REJECTED_ROUND_2 + REJECTED_ROUND_3 + REJECTED_ROUND_4 + REJECTED_ROUND_5 + ACCEPTED + \
+    ACCEPTED_ROUND_2 + ACCEPTED_ROUND_3 + ACCEPTED_ROUND_4 + ACCEPTED_ROUND_5

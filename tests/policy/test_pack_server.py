@@ -268,6 +268,26 @@ def test_identity_center_allowances_arrive_through_configure(configurable):
     assert [d.policyName for d in analyze(configurable, assignment)] == ["iam-least-privilege"]
 
 
+def test_entra_allowances_arrive_through_configure(configurable):
+    """The fourth red team's group membership (azuread): refused over gRPC, passed once the configuration lists the
+    group (the CLI's schema takes group object ids only), refused again without it; Global Administrator stays
+    refused when listed."""
+    cases = {case.id: case for case in CASES}
+    member = added(graph("azure").resources, cases["entra-group-member"])
+    administrator = added(graph("azure").resources, cases["entra-global-administrator"])
+    cli_configure(configurable, {})
+    assert [d.policyName for d in analyze(configurable, member)] == ["iam-least-privilege"]
+    cli_configure(configurable, {"iam-least-privilege": {
+        "allowedEntraGroups": [member.raw_inputs["groupObjectId"]],
+        "allowedDirectoryRoles": [administrator.raw_inputs["roleId"]]}})
+    assert analyze(configurable, member) == []
+    assert [d.policyName for d in analyze(configurable, administrator)] == ["iam-least-privilege"]
+    with pytest.raises(jsonschema.ValidationError):
+        cli_configure(configurable, {"iam-least-privilege": {"allowedEntraGroups": ["admins"]}})
+    cli_configure(configurable, {})
+    assert [d.policyName for d in analyze(configurable, member)] == ["iam-least-privilege"]
+
+
 def test_an_exempt_stack_arrives_through_configure(configurable):
     resources = graph("aws").resources
     rds = one(resources, pack.RDS_INSTANCE, "mlflow-metadata")

@@ -41,6 +41,7 @@ from tests.policy.cases import (
     REJECTED_ROUND_2,
     REJECTED_ROUND_3,
     REJECTED_ROUND_4,
+    REJECTED_ROUND_5,
     ROLES,
     SUBSCRIPTION,
     TEMPLATES,
@@ -552,6 +553,11 @@ def test_stack_violations_point_at_the_resource():
     ("AWS_ACCESS_KEY_ID", False), ("AWS_DEFAULT_REGION", False), ("POSTGRES_PASSWORD_FILE", False),
     ("MLFLOW_PLATFORM_SECRETS_SHA256", False), ("AZURE_CLIENT_ID", False), ("MLFLOW_DB_SECRET_ARN", False),
     ("MINIO_ROOT_USER", False), ("MLFLOW_S3_ENDPOINT_URL", False), ("TOKEN_URL", False),
+    # review 5: a secret word anywhere, unless a later word says the value points at or describes one
+    ("PASSWORD_DB", True), ("DB_PASSWORD_1", True), ("dbPassword2", True), ("SECRET_KEY_BASE", True),
+    ("AWS_CREDS", True), ("mlflowApiKey", True),
+    ("PASSWORD_MIN_LENGTH", False), ("SECRET_NAME", False), ("dbPasswordFile", False), ("KEY_VAULT_URI", False),
+    ("TOKEN_EXPIRY_SECONDS", False), ("password-stdin", False), ("PASSWORDLESS_LOGIN", False),
 ])
 def test_secret_looking_names(name: str, secret: bool):
     assert pack.looks_like_secret_name(name) is secret
@@ -568,6 +574,16 @@ def test_secret_looking_names(name: str, secret: bool):
     ("https://a.blob.core.windows.net/c?sv=2022-11-02&sp=r&sig=AbC%2B", True), ("Server=db;Pwd=hunter2", True),
     ("host=db user=mlflow dbname=mlflow sslmode=require", False), ("http://[::1]:8080/path", False),
     ("postgresql://db:5432/mlflow?sslmode=require", False), ("postgresql://db:5432/mlflow", False),
+    # review 5: JSON and YAML values, INI lines, tokens whose shape says what they are
+    ('{"username": "mlflow", "password": "Hunter2-very-secret", "engine": "postgres"}', True),
+    ('[{"name": "DB_PASSWORD", "value": "x1"}]', True), ('{"a": "{\\"token\\": \\"t0k3n\\"}"}', True),
+    ("password: Hunter2-very-secret", True), ("db:\n  api_key: 'k3y-0123'", True), ("secret_token = abc123", True),
+    ("{'user': 'mlflow', 'password':'Hunter2'}", True),
+    ("AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", True),
+    ('{"host": "db", "port": 5432, "passwordFile": "/run/secrets/db", "password": "${DB_PASSWORD}"}', False),
+    ('[{"key": "team", "value": "mlflow"}]', False), ("password: ${DB_PASSWORD}\nsecret: null", False),
+    ("arn:aws:secretsmanager:eu-west-1:123456789012:secret:mlflow-db-AbCdEf", False), ("AKIAIOSFODNN7EXAMPLE", False),
+    ("format: '%(asctime)s %(message)s'", False),
 ])
 def test_secret_looking_values(value: str, secret: bool):
     assert pack.looks_like_secret_value(value) is secret
@@ -596,6 +612,8 @@ def test_secret_env_entries_by_name_and_value(name: str, value: str, secret: boo
     (["sh", "-c", 'PGPASSWORD="$(cat /run/secrets/db)" psql -h db'], False),
     (["app", "--password-file", "/run/secrets/db"], False), (["app", "--key", "/etc/tls/key.pem"], False),
     (["mlflow", "server", "--host", "0.0.0.0", "--artifacts-destination", "s3://bucket/"], False),
+    (["app", "--config", '{"db": {"password": "hunter2"}}'], True),
+    (["sh", "-c", 'echo "$PW" | docker login --password-stdin registry.example.com'], False),
 ])
 def test_secrets_on_a_command_line(arguments: list[str], secret: bool):
     assert bool(pack.secret_arguments(arguments)) is secret
@@ -675,8 +693,22 @@ def test_iam_statements(statement: dict, problems: Sequence[str]):
     ({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::mlflow-artifacts/*"}, False),
     ({"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": "arn:aws:dynamodb:eu-west-1:123456789012:table/*"},
      True),
-    ({"Effect": "Allow", "Action": "ecs:RunTask", "Resource": "arn:aws:ecs:eu-west-1:123456789012:*",
+    ({"Effect": "Allow", "Action": "ecs:StopTask", "Resource": "arn:aws:ecs:eu-west-1:123456789012:*",
       "Condition": {"ArnEquals": {"ecs:cluster": "arn:aws:ecs:eu-west-1:123456789012:cluster/c"}}}, False),
+    # review 5: running a task runs code as its role, so it needs the task definition's name whatever the condition
+    ({"Effect": "Allow", "Action": "ecs:RunTask", "Resource": "arn:aws:ecs:eu-west-1:123456789012:*",
+      "Condition": {"ArnEquals": {"ecs:cluster": "arn:aws:ecs:eu-west-1:123456789012:cluster/c"}}}, True),
+    ({"Effect": "Allow", "Action": "ecs:RunTask", "Resource": "arn:aws:ecs:eu-west-1:123456789012:task-definition/gc:*",
+      "Condition": {"ArnEquals": {"ecs:cluster": "arn:aws:ecs:eu-west-1:123456789012:cluster/c"}}}, False),
+    # a condition narrows only by naming something: not the account or organization, not a bare wildcard
+    ({"Effect": "Allow", "Action": "ecs:StopTask", "Resource": "arn:aws:ecs:eu-west-1:123456789012:*",
+      "Condition": {"ArnLike": {"ecs:cluster": "arn:aws:ecs:eu-west-1:123456789012:cluster/*"}}}, True),
+    ({"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": "arn:aws:dynamodb:eu-west-1:123456789012:table/*",
+      "Condition": {"StringEquals": {"aws:ResourceAccount": "123456789012"}}}, True),
+    ({"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": "arn:aws:dynamodb:eu-west-1:123456789012:table/*",
+      "Condition": {"StringEquals": {"aws:ResourceTag/team": "mlflow"}}}, False),
+    ({"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": "arn:aws:dynamodb:eu-west-1:123456789012:table/*",
+      "Condition": {"StringLike": {"aws:ResourceTag/team": "m*"}}}, True),
     ({"Effect": "Allow", "Action": "*:Get*", "Resource": "arn:aws:s3:::b/*"}, True),
     ({"effect": "allow", "action": "*", "resource": "*"}, True),
     ({"Effect": "Deny", "Action": "iam:*", "Resource": "*"}, False),
@@ -710,6 +742,9 @@ def test_iam_wildcards_and_escalation(statement: dict, offends: bool):
     ("arn:aws:rds-db:eu-west-1:123456789012:dbuser:db-ABCDEFGHIJKL/mlflow", None),
     ("arn:aws:s3:::a*", "any"), ("arn:aws:s3:::mlflow-*/*", "any"), ("arn:aws:s3:::mlflow-artifacts/runs-*", None),
     ("arn:aws:ec2:eu-west-1:123456789012:instance/i-*", None),
+    # an S3 access point's ARN names its type first, as other services' do (review 5)
+    ("arn:aws:s3:eu-west-1:123456789012:accesspoint/*", "account"),
+    ("arn:aws:s3:eu-west-1:123456789012:accesspoint/mlflow/object/*", None),
 ])
 def test_how_far_a_resource_pattern_reaches(resource: str, reach: str | None):
     assert pack.resource_reach(resource) == reach
@@ -723,6 +758,10 @@ def test_how_far_a_resource_pattern_reaches(resource: str, reach: str | None):
     ("arn:aws:ecs:eu-west-1:123456789012:task/mlflow*", "account"),
     ("arn:aws:ecs:eu-west-1:123456789012:task/mlflow-aws/*", None),
     ("arn:aws:ssm:eu-west-1::document/AWS-*", "any"), ("arn:aws:ssm:eu-west-1::document/AWS-RunShellScript", None),
+    # an Auto Scaling group's ARN holds a random id before its name: the name says which group (review 5)
+    ("arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:*:autoScalingGroupName/mlflow", None),
+    ("arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:*:autoScalingGroupName/*", "account"),
+    ("arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:*:autoScalingGroupName/ml*", "account"),
 ])
 def test_how_far_a_pattern_reaches_for_actions_that_run_code(resource: str, reach: str | None):
     """Actions that run code hold every resource to the spelled-out name: instance/i-* is every instance."""
@@ -863,9 +902,40 @@ def test_identity_center_grants_pass_only_when_configured(case_id: str):
     assert [v.policy for v in check(resources, iam, config=other)] == ["iam-least-privilege"]
 
 
+ENTRA_CASES = {case.id: case for case in REJECTED_ROUND_5 if case.type in pack.ENTRA_GRANTS}
+
+
+@pytest.mark.parametrize("case_id", sorted(ENTRA_CASES))
+def test_entra_grants_pass_only_when_configured(case_id: str):
+    """A directory role assignment, eligibility or membership, a group membership or a PIM group assignment (the
+    azuread provider) is refused unless the configuration lists the role or group; a role Microsoft labels
+    privileged (Global Administrator) stays refused when listed."""
+    case = ENTRA_CASES[case_id]
+    resources = [*resources_of("azure"), added(resources_of("azure"), case)]
+    iam = [policy_named("iam-least-privilege")]
+    assert [v.policy for v in check(resources, iam)] == ["iam-least-privilege"]
+    prop, setting = next((prop, setting) for props, setting in [pack.ENTRA_GRANTS[case.type]] for prop in props
+                         if prop in case.inputs)
+    configured = check(resources, iam, config={"iam-least-privilege": {setting: [case.inputs[prop]]}})
+    privileged = setting == "allowedDirectoryRoles" and str(case.inputs[prop]).lower() in pack.ENTRA_PRIVILEGED_ROLES
+    assert [v.policy for v in configured] == (["iam-least-privilege"] if privileged else [])
+    other = {"iam-least-privilege": {setting: ["00000000-1111-4222-8333-444444444444"]}}
+    assert [v.policy for v in check(resources, iam, config=other)] == ["iam-least-privilege"]
+
+
+def test_the_fifth_round_covers_the_new_kinds():
+    kinds = {pack.normalized_type(case.type) for case in REJECTED_ROUND_5}
+    assert set(pack.ENTRA_GRANTS) <= kinds
+    assert {"azuread:index/appRoleAssignment:AppRoleAssignment", pack.PREFIX_LIST_ENTRY, *pack.PREFIX_LISTS,
+            "azure-native:sql:Server", "azure-native:dbforpostgresql:Cluster", "azure-native:dbformariadb:Server",
+            "azure:mysql/flexibleServer:FlexibleServer", "azure:mysql/server:Server",
+            "aws:eks/accessPolicyAssociation:AccessPolicyAssociation"} <= kinds
+
+
 @pytest.mark.parametrize("config", [{"allowedPermissionSets": "arn:aws:sso:::permissionSet/ssoins-1/ps-1"},
                                     {"allowedIdentityStoreGroups": ["*"]},
-                                    {"allowedDelegatedAdministratorServices": [""]}])
+                                    {"allowedDelegatedAdministratorServices": [""]},
+                                    {"allowedEntraGroups": ["6f1c2c1e-*"]}, {"allowedDirectoryRoles": "x"}])
 def test_a_broken_identity_center_allowance_fails_the_run(config: dict):
     with pytest.raises(pack.PolicyConfigError):
         pack.identity_center_allowances(config)
