@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
@@ -193,6 +194,7 @@ def nginx_conf(settings: ProxySettings) -> str:
             f"{upstream}"
             "        }\n"
         )
+    locations += [] if settings.direct_transfers else _unsupported_presigned_routes(prefix)
     # MLflow's Prometheus metrics are for scrapers on the internal listener, never for the public.
     for path in sorted({"/metrics", f"{prefix}/metrics"}):
         locations.append(f"        location = {path} {{\n            return 404;\n        }}\n")
@@ -226,7 +228,7 @@ def nginx_conf(settings: ProxySettings) -> str:
         f"        listen {listen};\n"
         "        server_name _;\n"
         f"{tls_lines}"
-        f"{_refuse_empty_artifact_path(prefix, settings.direct_transfers)}"
+        f"{_refuse_empty_artifact_path(prefix)}"
         # API bodies are small; artifacts (their own locations) can be gigabytes. Stream both ways, long timeouts.
         f"        client_max_body_size {api_body_limit(settings.client_max_body_size)};\n"
         "        proxy_request_buffering off;\n"
@@ -284,10 +286,44 @@ _UNSTREAMED_BODY_MAP = (
 )
 
 
-def _refuse_empty_artifact_path(prefix: str, direct_transfers: bool = False) -> str:
+UNSUPPORTED = {
+    "mlflow-artifacts/mpu": "Multipart upload is not supported for the current artifact repository",
+    "mlflow-artifacts/presigned": "Multipart download is not supported for the current artifact repository",
+    "mlflow/artifacts/presigned-upload-url": "Presigned upload is not supported for the current artifact repository",
+    "mlflow/artifacts/presigned-download-url":
+        "Presigned download is not supported for the current artifact repository",
+}
+"""route (after .../api/2.0/) -> what MLflow 3.17.2 answers when its store cannot (mlflow/exceptions.py,
+_UnsupportedMultipartUploadException.MESSAGE and its three siblings, error_code NOT_IMPLEMENTED, 501)."""
+
+
+def _unsupported_presigned_routes(prefix: str) -> list[str]:
+    """artifacts.transfer proxied: the routes that hand out presigned URLs answer as MLflow does for a store
+    without them (501, NOT_IMPLEMENTED, its message), so every client falls back to proxied transfers.
+    Advertising them off in server-info is not enough (review of issue 26): a client with
+    MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD/_DOWNLOAD=true calls them anyway, and on aws the server signs them for
+    the global S3 endpoint, which works from any network (past aws.allowedCidrs and aws.internal). MLflow's
+    client falls back on an upload whose create answers a message starting with
+    _UnsupportedMultipartUploadException.MESSAGE (mlflow/store/artifact/http_artifact_repo.py,
+    _try_multipart_upload), and on a forced download answered 501 or 404 (mlflow_artifacts_repo.py,
+    _download_file). Both API forms, with and without the prefix (the routes are Flask's, under the prefix
+    only, but an unprefixed request reaches `location /` too); after Nginx's basic auth like any location."""
+    root = f"(?:{re.escape(prefix)})?" if prefix else ""
+    return [
+        f"        location ~ ^{root}/(?:ajax-)?api/2\\.0/{route}(?:/|$) {{\n"
+        # (no types: mime.types would answer .../x.bin as application/octet-stream)
+        "            types { }\n"
+        "            default_type application/json;\n"
+        f"            return 501 '{json.dumps({'error_code': 'NOT_IMPLEMENTED', 'message': message})}';\n"
+        "        }\n"
+        for route, message in UNSUPPORTED.items()
+    ]
+
+
+def _refuse_empty_artifact_path(prefix: str) -> str:
     """MLflow's artifact routes (.../mlflow-artifacts/artifacts/<path>: download, upload, delete;
-    .../mpu/<step>/<path>; with direct transfers, which clients then use for their downloads, also
-    .../presigned/<path>, which signs a download URL for <path>) are authorized by MLflow's auth app
+    .../mpu/<step>/<path>; .../presigned/<path>, which signs a download URL for <path>; in both transfer
+    modes: proxied stacks answer the last two 501 after this check) are authorized by MLflow's auth app
     against ?path= when <path> names no experiment, and a path MLflow reads as empty then works on the
     whole artifact root, everyone's objects: a download fetches the bucket to the server's disk (issue
     29). MLflow reads many spellings as empty (`file:`, `;`, `?`, spaces and control characters stripped, repeated
@@ -299,7 +335,7 @@ def _refuse_empty_artifact_path(prefix: str, direct_transfers: bool = False) -> 
     unprefixed path under a prefix too), on Nginx's decoded, normalised URI. The list route
     (.../artifacts?path=) has no path segment and is untouched."""
     root = f"(?:{re.escape(prefix)})?" if prefix else ""
-    routes = "artifacts|mpu/[a-z]+|presigned" if direct_transfers else "artifacts|mpu/[a-z]+"
+    routes = "artifacts|mpu/[a-z]+|presigned"
     route = f"^{root}/(?:ajax-)?api/2\\.0/mlflow-artifacts/(?:{routes})/"
     well_formed = f"{route}(?:workspaces/[A-Za-z0-9._-]+/)?[0-9]+(?:/[^%]*)?$"
     return ('        set $mlflow_artifact_path "";\n'

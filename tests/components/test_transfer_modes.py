@@ -6,6 +6,7 @@ artifact-path allow-list."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -81,16 +82,44 @@ def test_direct_nginx_passes_server_info_unchanged(prefix):
     direct = render.nginx_conf(proxy_settings(DIRECT, prefix))
     assert proxy_settings(DIRECT, prefix).direct_transfers
     assert "server-info" not in direct and "sub_filter" not in direct
-    # Otherwise the same file: only the allow-list's route set grows by the presigned route.
-    assert direct == _without_server_info(proxied).replace("(?:artifacts|mpu/[a-z]+)/",
-                                                           "(?:artifacts|mpu/[a-z]+|presigned)/")
+    # Otherwise the same file: proxied only adds the 501 answers on the presigning routes (below).
+    assert direct == _without_unsupported(_without_server_info(proxied))
+    assert "return 501" not in direct
+
+
+def _without_unsupported(conf: str) -> str:
+    return re.sub(r"        location ~ [^ ]*presigned[^ ]*\(\?:/\|\$\) \{\n.*?\n        \}\n|"
+                  r"        location ~ [^ ]*/mpu\(\?:/\|\$\) \{\n.*?\n        \}\n", "", conf, flags=re.S)
 
 
 @pytest.mark.parametrize("prefix", [None, "/mlflow"])
-def test_direct_puts_the_presigned_route_under_the_artifact_path_allow_list(prefix):
+def test_proxied_nginx_answers_the_presigning_routes_501_as_mlflow_does(prefix):
+    """Review of issue 26: advertised off, the routes stayed reachable to a client that forces them (and on aws
+    signed URLs for the global endpoint, past aws.allowedCidrs). MLflow's own unsupported answer makes the
+    client fall back (tests/components/test_proxy_unsupported_presigned.py runs it through Nginx)."""
+    conf = render.nginx_conf(proxy_settings(None, prefix))
+    answers = re.findall(r"location ~ (\S+) \{\n            types \{ \}\n            default_type application/json;\n"
+                         r"            return 501 '([^']+)';", conf)
+    assert len(answers) == 4
+    root = f"{prefix}/" if prefix else "/"
+    for path, message in [("api/2.0/mlflow-artifacts/mpu/create/1/x", "Multipart upload"),
+                          ("ajax-api/2.0/mlflow-artifacts/presigned/1/x", "Multipart download"),
+                          ("api/2.0/mlflow/artifacts/presigned-upload-url", "Presigned upload"),
+                          ("api/2.0/mlflow/artifacts/presigned-download-url", "Presigned download")]:
+        for uri in {root + path, "/" + path}:
+            [body] = [body for pattern, body in answers if re.search(pattern.replace("\\\\", "\\"), uri)]
+            assert json.loads(body) == {"error_code": "NOT_IMPLEMENTED",
+                                        "message": f"{message} is not supported for the current artifact repository"}
+    assert not any(re.search(pattern, (root + "api/2.0/mlflow-artifacts/artifacts/1/x")) for pattern, _ in answers)
+
+
+@pytest.mark.parametrize("prefix", [None, "/mlflow"])
+@pytest.mark.parametrize("artifacts", [DIRECT, None], ids=["direct", "proxied"])
+def test_the_presigned_route_is_under_the_artifact_path_allow_list(prefix, artifacts):
     """GET .../mlflow-artifacts/presigned/<path> signs a download URL for <path>: like the download route,
-    <path> must start with an experiment id (or a workspace, then an id)."""
-    conf = render.nginx_conf(proxy_settings(DIRECT, prefix))
+    <path> must start with an experiment id (or a workspace, then an id). In both modes (proxied answers 501
+    after this check)."""
+    conf = render.nginx_conf(proxy_settings(artifacts, prefix))
     route, well_formed = re.findall(r'if \(\$uri !?~ "([^"]+)"\)', conf)
 
     def refused(uri: str) -> bool:

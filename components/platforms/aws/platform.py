@@ -632,7 +632,7 @@ class AwsPlatform(pulumi.ComponentResource):
             env={"AWS_DEFAULT_REGION": s.region,
                  **({S3_ADDRESSING_STYLE_ENV: s3_addressing_style(request.bucket)} if request.direct else {})},
             server_policy=bucket.bucket.apply(lambda b: json.dumps(render.artifact_bucket_policy(
-                b, request.prefix, direct=request.direct))),
+                b, request.prefix))),
         )
 
     def _pushed(self, name: str, repository_name: str, tag: str, build_args: dict, source, opts: pulumi.ResourceOptions,

@@ -310,14 +310,14 @@ class LocalDockerPlatform(pulumi.ComponentResource):
             name=f"{self.prefix}-minio",
             image=image.image_id,
             command=["server", "/data", "--address", f":{api.port}",
-                     "--console-address", f":{MINIO_CONSOLE_PORT}"],
+                     "--console-address", f":{api.console_port}"],
             envs=_env_lines({"MINIO_BROWSER_REDIRECT": "off", **api.env}, ["MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"]),
             uploads=_secret_uploads({"MINIO_ROOT_USER": root_user.result, "MINIO_ROOT_PASSWORD": root_password.result},
                                     ROOT_UID),
             volumes=[docker.ContainerVolumeArgs(volume_name=data.name, container_path="/data")],
             ports=[
                 docker.ContainerPortArgs(internal=api.port, external=self.settings.minio_api_port, ip=bind),
-                docker.ContainerPortArgs(internal=MINIO_CONSOLE_PORT, external=self.settings.minio_console_port,
+                docker.ContainerPortArgs(internal=api.console_port, external=self.settings.minio_console_port,
                                          ip=bind),
             ],
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=self.network.name,
@@ -346,8 +346,7 @@ class LocalDockerPlatform(pulumi.ComponentResource):
         policy = minio.IamPolicy(
             f"{name}-policy",
             name=f"{request.bucket}-mlflow-server",
-            policy=bucket.bucket.apply(lambda b: json.dumps(render.artifact_bucket_policy(b, request.prefix,
-                                                                                          direct=request.direct))),
+            policy=bucket.bucket.apply(lambda b: json.dumps(render.artifact_bucket_policy(b, request.prefix))),
             opts=on_minio,
         )
         user_secret = random.RandomPassword(f"{name}-server-secret-key", length=40, special=False, opts=opts)
@@ -470,6 +469,14 @@ class MinioApi:
     env: Mapping[str, str] = field(default_factory=dict)
     health_alias: str = "local"
     """The `mc` alias the health check probes (the image's own `local` is http://localhost:9000)."""
+
+    @property
+    def console_port(self) -> int:
+        """The console's port inside the container: any but the API's, which with direct transfers follows
+        local.minioApiPort. MinIO refuses to start when --address and --console-address name one port
+        (minioApiPort 9001 rendered both as :9001, review of issue 26); the host ports are checked apart
+        (local.consistent: minioApiPort and minioConsolePort must differ)."""
+        return MINIO_CONSOLE_PORT if self.port != MINIO_CONSOLE_PORT else MINIO_API_PORT
 
 
 HEALTH_ALIAS = "published"

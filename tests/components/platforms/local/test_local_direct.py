@@ -71,7 +71,7 @@ def test_on_another_host_port_minio_listens_on_that_port_inside_too(moved_port):
 
 def test_the_scoped_user_gets_exactly_the_actions_mlflow_calls(direct):
     policy = json.loads(direct.one("minio:index/iamPolicy:IamPolicy").inputs["policy"])
-    assert policy == render.artifact_bucket_policy("mlflow-artifacts", direct=True)
+    assert policy == render.artifact_bucket_policy("mlflow-artifacts")
     assert [s["Action"] for s in policy["Statement"]] == [
         ["s3:ListBucket"], ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]]
 
@@ -84,12 +84,13 @@ def test_the_proxy_passes_server_info(direct, local_run):
     assert "server-info" in conf(local_run) and "server-info" not in conf(direct)
 
 
-def test_direct_changes_only_minio_its_policy_the_server_and_the_proxy(local_run, direct):
+def test_direct_changes_only_minio_the_server_and_the_proxy(local_run, direct):
+    """The scoped user's policy is one in both modes (review of issue 26)."""
     before = {r.urn: r for r in local_run.resources}
     after = {r.urn: r for r in direct.resources}
     assert set(before) == set(after)
     changed = {r.name for urn, r in after.items() if r.raw_inputs != before[urn].raw_inputs}
-    assert changed == {MINIO, "mlflow-artifacts-policy", "mlflow-server", "mlflow-proxy"}
+    assert changed == {MINIO, "mlflow-server", "mlflow-proxy"}
 
 
 # --- what the config refuses ----------------------------------------------------------------------
@@ -117,3 +118,23 @@ def test_a_public_host_without_direct_is_refused():
 def test_names_the_server_cannot_reach_minio_at_are_refused(host, fragment):
     message = refused({"transfer": "direct"}, {"s3PublicHost": host})
     assert "mlflow:local.s3PublicHost" in message and fragment in message, message
+
+
+@pytest.mark.parametrize("api_port, console_port", [(9001, 9002), (9002, 9001), (9100, 9001)])
+def test_minio_listens_on_two_ports_whatever_the_api_port(api_port, console_port):
+    """Review of issue 26: minioApiPort 9001 rendered `--address :9001 --console-address :9001`, and MinIO
+    refuses to start. The console listens inside on a port of its own, published on minioConsolePort."""
+    run = run_program(direct_config(minioApiPort=api_port, minioConsolePort=console_port))
+    minio = container(run, MINIO).inputs
+    command = minio["command"]
+    address, console = command[command.index("--address") + 1], command[command.index("--console-address") + 1]
+    assert address == f":{api_port}" and console != address
+    assert {"ip": "127.0.0.1", "internal": api_port, "external": api_port} in minio["ports"]
+    assert {"ip": "127.0.0.1", "internal": int(console[1:]), "external": console_port} in minio["ports"]
+
+
+def test_one_host_port_for_minios_api_and_console_is_refused():
+    with pytest.raises(ConfigError, match="minioApiPort, local.minioConsolePort"):
+        parse_stack_config({"artifacts": json.dumps({"transfer": "direct"}),
+                            "local": json.dumps({"s3PublicHost": "minio.localhost", "minioApiPort": 9001})},
+                           "Pulumi.local.yaml")
