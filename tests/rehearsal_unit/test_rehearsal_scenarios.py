@@ -42,6 +42,10 @@ def test_each_scenarios_configuration_is_valid(scenario):
         config["auth"]["oidc"] = {"discoveryUrl": "http://127.0.0.1:1/.well-known/openid-configuration",
                                   "clientId": "mlflow", "clientSecret": "stand-in"}
     parse_stack_config(config, f"scenario {scenario.name}")
+    for name, options in scenario.variants.items():  # a variant's own overrides, over the scenario's
+        overrides = {key: dict(value) for key, value in dict(options.get("overrides", {})).items()}
+        merged = {key: {**config.get(key, {}), **overrides.get(key, {})} for key in {*config, *overrides}}
+        parse_stack_config(merged, f"scenario {scenario.name}, variant {name}")
 
 
 def test_a_module_outside_the_list_is_named_in_the_error():
