@@ -20,6 +20,9 @@ their subject."""
 DEFAULT_AND_PREFIX = {"default": {}, "prefix": {"static_prefix": STATIC_PREFIX}}
 DIRECT = {"artifacts": {"transfer": "direct"}}
 """artifacts.transfer direct (issue 26): clients move artifacts with presigned URLs, past Nginx and the server."""
+DIRECT_ONE_WORKER = {**DIRECT, "server": ONE_WORKER}
+"""A direct variant added beside a module's others: one uvicorn worker (its transfers, not the worker count, are
+the subject; each worker costs an MLflow import at start)."""
 
 
 @dataclass(frozen=True)
@@ -57,10 +60,10 @@ SCENARIOS: tuple[Scenario, ...] = (
              stack="shared"),
     Scenario(8, "azure_blob", "the azure stack's artifact store (Blob, Azurite standing in) through the proxy",
              config={"artifacts": {"prefix": "team/mlflow"}}, artifacts="azurite", variants={"azure": {}}),
-    Scenario(9, "mlflow_auth", "auth.mode mlflow: MLflow's users and permissions behind Nginx; with direct "
-             "transfers (under the prefix), no upload or download URL without the permission",
+    Scenario(9, "mlflow_auth", "auth.mode mlflow: MLflow's users and permissions behind Nginx; the prefixed "
+             "server with direct transfers: no upload or download URL without the permission",
              config={"auth": {"mode": "mlflow", "defaultPermission": "NO_PERMISSIONS"}},
-             variants={**DEFAULT_AND_PREFIX, "direct-prefix": {"static_prefix": STATIC_PREFIX, "overrides": DIRECT}}),
+             variants={"default": {}, "direct-prefix": {"static_prefix": STATIC_PREFIX, "overrides": DIRECT}}),
     Scenario(10, "oidc", "auth.mode oidc: single sign-on against an OIDC provider stand-in",
              config={"auth": {"mode": "oidc", "defaultPermission": "NO_PERMISSIONS"}}),
     Scenario(11, "rehearse_cli", "scripts/rehearse as a user runs it, in every auth mode", stack="none"),
@@ -86,10 +89,11 @@ SCENARIOS: tuple[Scenario, ...] = (
              config={"auth": {"mode": "mlflow"}, "server": ONE_WORKER}, variants=DEFAULT_AND_PREFIX),
     Scenario(23, "direct_transfers", "artifacts.transfer direct on the S3 stand-in: artifacts above the client's "
              "multipart threshold go up and come down with presigned URLs, past Nginx and the server; anonymous, "
-             "forged and expired requests refused", config=DIRECT, variants={"direct": {}}, stack="shared"),
+             "forged and expired requests refused", config=DIRECT_ONE_WORKER, variants={"direct": {}}, stack="shared"),
     Scenario(24, "azure_direct", "artifacts.transfer direct on the azure stack's Blob store: the server's managed "
              "identity (no key) signs user-delegation SAS for uploads straight to Azurite; downloads proxied",
-             config={"artifacts": {"prefix": "team/mlflow", "transfer": "direct"}}, artifacts="azurite",
+             config={"artifacts": {"prefix": "team/mlflow", "transfer": "direct"}, "server": ONE_WORKER},
+             artifacts="azurite",
              variants={"azure": {}}),
 )
 

@@ -1,9 +1,9 @@
 """auth.mode mlflow, for real: MLflow's auth app (`--app-name basic-auth`) behind the rendered Nginx,
 its users and permissions in a PostgreSQL database of their own, driven by the MLflow client.
 
-The stack runs with `auth.defaultPermission: NO_PERMISSIONS` and three servers on one database and one
-auth database (the second under server.staticPrefix, the third too, with artifacts.transfer direct), as
-replicas would share them. The admin
+The stack runs with `auth.defaultPermission: NO_PERMISSIONS` and two servers on one database and one
+auth database (the second under server.staticPrefix and with artifacts.transfer direct: the proxied
+prefixed server in this auth mode is test_18's and test_22's), as two replicas would share them. The admin
 is the one the stack outputs (admin_username / admin_password); alice and bob are users it adds.
 """
 
@@ -32,7 +32,7 @@ def auth_stack() -> Iterator[RehearsalStack]:
         yield stack
 
 
-@pytest.fixture(scope="module", params=["default", "prefix"])
+@pytest.fixture(scope="module", params=["default", "direct-prefix"])
 def variant(request, auth_stack) -> Variant:
     return auth_stack.variants[request.param]
 
