@@ -277,6 +277,9 @@ class Local(TypedDict):
     minio_image: NotRequired[str]
     """pinned MinIO image. Default: "minio/minio:RELEASE.2025-04-22T22-12-26Z"."""
 
+    s3_public_host: NotRequired[str]
+    """artifacts.transfer direct: the DNS name clients and the server both reach MinIO at, on minioApiPort (e.g. minio.localhost with a hosts entry on a laptop, a DNS name of a shared host); the server signs presigned URLs for it. Default: unset."""
+
 
 class Aws(TypedDict):
     """The `aws` stack: RDS, S3, ECR, ECS Fargate behind an ALB."""
@@ -449,6 +452,9 @@ class Azure(TypedDict):
 
     noncurrent_version_expiration_days: NotRequired[int]
     """delete old artifact versions after N days (0 or null: keep). Default: 90."""
+
+    storage_client_cidrs: NotRequired[list[str]]
+    """artifacts.transfer direct: the clients' public IPv4 addresses or ranges the storage account admits (it refuses every other network but the apps' subnet); at most 400, no private ranges, ranges /30 or wider, single addresses without a prefix. Default: []."""
 
     log_retention_days: NotRequired[int]
     """Log Analytics retention. Default: 30."""

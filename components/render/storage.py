@@ -4,14 +4,29 @@ how MLflow authenticates to it."""
 from __future__ import annotations
 
 
-def artifact_bucket_policy(bucket: str, prefix: str = "") -> dict:
+# The IAM actions of every S3 call MLflow 3.17.2's S3ArtifactRepository makes
+# (mlflow/store/artifact/s3_artifact_repo.py) and of what boto3's managed transfers under it call
+# (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazons3.html names the action of each
+# operation): list_objects_v2 (listing, delete_artifacts) -> s3:ListBucket; download_file, head_object and the
+# presigned GET (get_download_presigned_url) -> s3:GetObject; upload_file, put_object and the presigned multipart
+# upload (CreateMultipartUpload, UploadPart, CompleteMultipartUpload) -> s3:PutObject; abort_multipart_upload (and
+# a failed managed upload) -> s3:AbortMultipartUpload; delete_objects -> s3:DeleteObject. Nothing of MLflow lists
+# uploads or parts (ListMultipartUploads, ListParts) or asks for the bucket's location.
+MLFLOW_BUCKET_ACTIONS = ("s3:ListBucket",)
+MLFLOW_OBJECT_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")
+
+
+def artifact_bucket_policy(bucket: str, prefix: str = "", direct: bool = False) -> dict:
     """The S3 actions the MLflow server needs on its artifact bucket, and nothing else: list the
     bucket (under the prefix), read/write/delete objects, multipart uploads. Used for the MinIO
-    user on `local` and for the task role on AWS."""
+    user on `local` and for the task role on AWS. `direct` (artifacts.transfer direct, whose URLs the
+    server signs with it): exactly the actions MLflow calls (MLFLOW_BUCKET_ACTIONS, MLFLOW_OBJECT_ACTIONS);
+    proxied stacks keep the policy they were deployed with, three listing actions wider."""
     key_prefix = f"{prefix}/" if prefix else ""
     list_statement: dict = {
         "Effect": "Allow",
-        "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:ListBucketMultipartUploads"],
+        "Action": list(MLFLOW_BUCKET_ACTIONS) if direct else ["s3:ListBucket", "s3:GetBucketLocation",
+                                                               "s3:ListBucketMultipartUploads"],
         "Resource": [f"arn:aws:s3:::{bucket}"],
     }
     if prefix:
@@ -22,8 +37,9 @@ def artifact_bucket_policy(bucket: str, prefix: str = "") -> dict:
             list_statement,
             {
                 "Effect": "Allow",
-                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
-                           "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+                "Action": list(MLFLOW_OBJECT_ACTIONS) if direct else [
+                    "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
+                    "s3:ListMultipartUploadParts"],
                 "Resource": [f"arn:aws:s3:::{bucket}/{key_prefix}*"],
             },
         ],

@@ -157,3 +157,23 @@ def test_mlflow_auth_guards_the_multipart_and_presigned_routes():
         auth.validate_can_update_experiment_artifact_proxy
     assert auth._get_proxy_artifact_validator("GET", {"artifact_path": "1/x"}) is \
         auth.validate_can_read_experiment_artifact_proxy
+
+
+def test_the_readme_table_of_largest_artifacts_states_the_configs_limits():
+    """README, "Large artifacts": the proxied column is what the config model derives from each replica's disk."""
+    from pathlib import Path
+
+    from components.config import largest_transfer_mib, nginx_size
+    from components.platforms.aws.config import AwsConfig
+    from components.platforms.azure.config import AzureConfig
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("The largest artifact in each mode")[1].split("\n\n")[1]
+    rows = {line.split("|")[1].strip(" `"): line.split("|")[2] for line in table.splitlines()[2:]}
+    assert set(rows) == {"local", "aws", "azure"}
+    assert "unlimited" in rows["local"] and largest_transfer_mib("local", 1.0, None) is None
+    aws = [nginx_size(largest_transfer_mib("aws", 1.0, AwsConfig(server_ephemeral_storage_gib=disk)))
+           for disk in (None, 200)]
+    assert f"`{aws[0]}`" in rows["aws"] and f"`{aws[1]}`" in rows["aws"], (aws, rows["aws"])
+    for cpu in (0.25, 0.5, 1.0, 2.0):
+        assert f"`{nginx_size(largest_transfer_mib('azure', cpu, AzureConfig()))}`" in rows["azure"], cpu

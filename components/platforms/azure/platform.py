@@ -12,7 +12,9 @@ generates that password; MLflow's container never gets it), then upgrade the sch
 No storage key anywhere: the storage account refuses shared keys, and the server reads and writes
 its container as a user-assigned managed identity holding "Storage Blob Data Contributor" on that
 container only (MLflow's Blob repository takes it from AZURE_CLIENT_ID through
-DefaultAzureCredential). Secrets live in each app's secret store, referenced by the env vars.
+DefaultAzureCredential); with artifacts.transfer direct also "Storage Blob Delegator" on the account, to
+sign the clients' upload URLs, whose networks the account's firewall then admits. Secrets live in each
+app's secret store, referenced by the env vars.
 """
 
 import hashlib
@@ -59,6 +61,14 @@ ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 ROLE_PROPAGATION_SECONDS = 300
 """How long apps and jobs wait after their pull grants were made (see _registry)."""
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+# "Storage Blob Delegator": only Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action
+# (https://learn.microsoft.com/en-us/azure/role-based-access-control/built-in-roles/storage#storage-blob-delegator).
+# Get User Delegation Key is an operation on the account's blob service, so the role is assigned at the account
+# or above (https://learn.microsoft.com/en-us/rest/api/storageservices/get-user-delegation-key, "Authorization").
+# A user-delegation SAS grants no more than its signer may do itself: the intersection with the identity's data
+# roles, here the container's Storage Blob Data Contributor
+# (https://learn.microsoft.com/en-us/rest/api/storageservices/create-user-delegation-sas).
+STORAGE_BLOB_DELEGATOR = "db58b8e5-c6ad-4a2a-8342-4190687cbf4a"
 # Container Apps lets a replica finish its requests for at most this long after it is told to stop.
 MAX_TERMINATION_GRACE_SECONDS = 600
 DIGEST_ENV = "MLFLOW_PLATFORM_SECRETS_SHA256"
@@ -501,7 +511,12 @@ class AzurePlatform(pulumi.ComponentResource):
             allow_shared_key_access=False, default_to_o_auth_authentication=True, allow_cross_tenant_replication=False,
             network_rule_set={"default_action": "Deny", "bypass": "AzureServices",
                               "virtual_network_rules": [{"virtual_network_resource_id": self.apps_subnet.id,
-                                                         "action": "Allow"}]},
+                                                         "action": "Allow"}],
+                              # artifacts.transfer direct: the clients, who use the server's signed URLs. (The
+                              # SDK's key is i_p_address_or_range, the API's iPAddressOrRange: another spelling
+                              # reaches the provider as an unknown property, and the rule has no address.)
+                              **({"ip_rules": [{"i_p_address_or_range": entry, "action": "Allow"}
+                                               for entry in s.storage_client_cidrs]} if request.direct else {})},
             opts=self._merge(opts, protect=self.protect))
         azure.storage.BlobServiceProperties(
             f"{name}-blob-service", resource_group_name=self.resource_group, account_name=account.name,
@@ -529,6 +544,18 @@ class AzurePlatform(pulumi.ComponentResource):
         self.storage_grants_honoured.append(command.local.Command(
             f"{name}-server-access-propagation", create=f"sleep {ROLE_PROPAGATION_SECONDS}",
             triggers=[access.id], opts=self._merge(opts, depends_on=[access])))
+        if request.direct:
+            # MLflow's Blob repository signs each multipart upload with a user-delegation SAS when its credential
+            # is a token (azure_blob_artifact_repo.py, create_multipart_upload; without the role it answers
+            # "unsupported" and the client falls back to a proxied upload).
+            delegator = azure.authorization.RoleAssignment(
+                f"{name}-server-delegator", scope=account.id, role_definition_id=self._role(STORAGE_BLOB_DELEGATOR),
+                principal_id=self.server_identity.principal_id, principal_type="ServicePrincipal",
+                description="The MLflow server: user-delegation keys to sign upload URLs (artifacts.transfer direct)",
+                opts=child)
+            self.storage_grants_honoured.append(command.local.Command(
+                f"{name}-server-delegator-propagation", create=f"sleep {ROLE_PROPAGATION_SECONDS}",
+                triggers=[delegator.id], opts=self._merge(opts, depends_on=[delegator])))
         return ObjectStoreEndpoint(
             bucket=container.name,
             artifact_root=pulumi.Output.all(container.name, account.name).apply(
