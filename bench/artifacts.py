@@ -97,6 +97,9 @@ class S3rverStandIn:
         self.service: Any = None
         self.admin_credentials = self.server_credentials = ("S3RVER", "S3RVER")
 
+    def credentials_for(self, direct: bool) -> tuple[str, str]:
+        return self.server_credentials
+
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"

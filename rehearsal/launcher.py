@@ -13,7 +13,9 @@ The only deviations from a container deployment:
   to links into this repository (IMAGE_PLATFORM_LAYOUT);
 * the server binds 127.0.0.1 on a free port instead of 0.0.0.0:5000 (`dataclasses.replace`);
 * Nginx listens on 127.0.0.1:<port> and its file paths live in a temporary directory;
-* the S3 endpoint is moto's server mode instead of MinIO, the database is a private initdb cluster;
+* the S3 endpoint is moto's server mode instead of MinIO, the database is a private initdb cluster; with
+  artifacts.transfer direct the server signs for moto's loopback endpoint (reached by server and clients alike),
+  and a config without local.s3PublicHost gets a placeholder (REHEARSAL_S3_PUBLIC_HOST) the rule asks for;
 * with `artifacts="azurite"`, the azure stack's Blob container is Azurite's (the emulator, from
   rehearsal/azurite), reached with a connection string instead of the managed identity; with
   `artifacts.transfer: direct` the server has the identity as on the azure stack (AZURE_CLIENT_ID, no key)
@@ -343,6 +345,29 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
     return merged
 
 
+REHEARSAL_S3_PUBLIC_HOST = "minio.localhost"
+"""local.s3PublicHost of a direct rehearsal config that names none (the local stack requires one with direct
+transfers). The rehearsal's server signs for the S3 stand-in's loopback endpoint instead (as it always uses moto's
+endpoint instead of http://minio:9000): an address the server and the clients both reach, which is what
+s3PublicHost on minioApiPort stands for on a real local stack."""
+
+
+def _section(raw: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = raw.get(name)
+    return dict(json.loads(value) if isinstance(value, str) else value or {})
+
+
+def with_s3_public_host(raw: dict[str, Any]) -> dict[str, Any]:
+    """A direct config on the local platform without local.s3PublicHost gets REHEARSAL_S3_PUBLIC_HOST, so that
+    `scripts/rehearse --set artifacts.transfer=direct` works as it stands."""
+    if _section(raw, "artifacts").get("transfer") != "direct" or raw.get("platform", "local") != "local":
+        return raw
+    local = _section(raw, "local")
+    if local.get("s3PublicHost"):
+        return raw
+    return {**raw, "local": {**local, "s3PublicHost": REHEARSAL_S3_PUBLIC_HOST}}
+
+
 class RehearsalStack:
     """PostgreSQL + artifact store stand-in + schema upgrade, then any number of server/Nginx variants.
 
@@ -356,7 +381,7 @@ class RehearsalStack:
         self.artifacts = artifacts
         self.base_dir = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="mlflow-rehearsal-"))
         self.oidc: Optional[OidcProviderStandIn] = None
-        self.raw_config = self._with_identity_provider(dict(raw_config or {}))
+        self.raw_config = with_s3_public_host(self._with_identity_provider(dict(raw_config or {})))
         self.base_config = parse_stack_config(self.raw_config, "rehearsal config")
         self.base_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.base_dir, 0o755)
@@ -512,7 +537,7 @@ class RehearsalStack:
                 return env
             return {**env, render.AZURE_CONNECTION_STRING_ENV: self.azurite.connection_string}
         assert self.s3 is not None
-        key, secret = self.s3.server_credentials
+        key, secret = self.s3.credentials_for(direct=cfg.artifacts.transfer == "direct")
         return {**env, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
 
     def add_variant(self, name: str = "default", *, static_prefix: Optional[str] = None, tls: bool = False,
@@ -529,7 +554,7 @@ class RehearsalStack:
             raw = _merge(self.raw_config, {"proxy": {"port": port, "tls": "self-signed" if tls else "off"}})
             if static_prefix:
                 raw = _merge(raw, {"server": {"staticPrefix": static_prefix}})
-            raw = _merge(raw, dict(overrides or {}))
+            raw = with_s3_public_host(_merge(raw, dict(overrides or {})))
             cfg = parse_stack_config(raw, f"rehearsal config ({name})")
             workdir = self.base_dir / name
             runtime_files = {}

@@ -52,12 +52,15 @@ def logged(direct, tmp_path_factory) -> dict:
     return {"experiment_id": experiment_id, "run_id": run_id}
 
 
-def test_the_proxy_passes_the_servers_multipart_flags_on(direct, default_variant):
+def test_the_proxy_passes_the_servers_multipart_flags_on(rehearsal_stack, direct, default_variant):
     info = requests.get(f"{direct.tracking_uri}/api/3.0/mlflow/server-info", auth=(direct.username, direct.password),
                         timeout=30).json()
     assert info["multipart_uploads_enabled"] is True and info["multipart_downloads_enabled"] is True
     assert "sub_filter" not in Path(direct.proxy.settings.paths.config).read_text()
     assert direct.server.spec.env["MLFLOW_S3_ENDPOINT_URL"] == default_variant.server.spec.env["MLFLOW_S3_ENDPOINT_URL"]
+    # Its key is the one with the direct policy (exactly MLflow's actions: render.artifact_bucket_policy), which
+    # every URL it signs carries: the transfers below work with nothing wider.
+    assert direct.server.service.env["AWS_ACCESS_KEY_ID"] == rehearsal_stack.s3.direct_server_credentials[0]
 
 
 def test_an_artifact_above_the_threshold_goes_to_the_bucket_and_back_past_the_server(
