@@ -36,8 +36,6 @@ loads boto3's service models: 4 MiB measured per worker), so they are bounded by
 a proxied upload to S3 counts at least four times it (request body in, temporary file out and in, the
 bucket's request out)."""
 CLIENT_ENV = {"MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE": str(THRESHOLD)}
-DIRECT = {"artifacts": {"transfer": "direct"}}
-"""The stack config of a direct variant, over its scenario's."""
 
 
 def random_file(path: Path, size: int) -> str:
