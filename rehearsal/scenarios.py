@@ -64,8 +64,9 @@ SCENARIOS: tuple[Scenario, ...] = (
              "server with direct transfers: no upload or download URL without the permission",
              config={"auth": {"mode": "mlflow", "defaultPermission": "NO_PERMISSIONS"}},
              variants={"default": {}, "direct-prefix": {"static_prefix": STATIC_PREFIX, "overrides": DIRECT}}),
-    Scenario(10, "oidc", "auth.mode oidc: single sign-on against an OIDC provider stand-in",
-             config={"auth": {"mode": "oidc", "defaultPermission": "NO_PERMISSIONS"}}),
+    Scenario(10, "oidc", "auth.mode oidc: single sign-on against an OIDC provider stand-in; with direct transfers, "
+             "upload credentials and download URLs only with the plugin's permission",
+             config={"auth": {"mode": "oidc", "defaultPermission": "NO_PERMISSIONS"}, **DIRECT}),
     Scenario(11, "rehearse_cli", "scripts/rehearse as a user runs it, in every auth mode", stack="none"),
     Scenario(12, "day2", "Prometheus metrics, gc, the internal listener, with and without the static prefix",
              variants=DEFAULT_AND_PREFIX),

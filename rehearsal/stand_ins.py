@@ -76,8 +76,8 @@ def _importable(module: str) -> bool:
 
 class S3StandIn:
     """moto's server mode standing in for MinIO: a private bucket, an IAM user whose only policy is
-    `render.artifact_bucket_policy` (what the local platform attaches to the MinIO user; a second user with
-    the policy of artifacts.transfer direct, for the variants rendered so), and IAM
+    `render.artifact_bucket_policy` (what the local platform attaches to the MinIO user, in both
+    artifacts.transfer modes), and IAM
     enforcement switched on once set up, so the server's key pair is really bucket-scoped.
 
     moto keeps the objects in memory/spooled temp files of the moto process; its admin API
@@ -91,7 +91,6 @@ class S3StandIn:
         self.service: Optional[Service] = None
         self.admin_credentials: tuple[str, str] = ("", "")
         self.server_credentials: tuple[str, str] = ("", "")
-        self.direct_server_credentials: tuple[str, str] = ("", "")
         self.server_user = f"{bucket}-mlflow-server"
 
     @property
@@ -139,11 +138,9 @@ class S3StandIn:
         s3.put_public_access_block(Bucket=self.bucket, PublicAccessBlockConfiguration={
             "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
             "RestrictPublicBuckets": True})
-        # The server's user: only the rendered bucket policy (minio.IamPolicy + attachment), one per transfer
-        # mode (the policy differs: direct has exactly MLflow's actions, since its URLs are signed with it).
-        self.server_credentials = self._server_user(iam, self.server_user, direct=False)
-        self.direct_server_credentials = self._server_user(iam, f"{self.server_user}-direct", direct=True)
-        # From now on every request must be signed by a known key and allowed by its policies.
+        # The server's user: only the rendered bucket policy (minio.IamPolicy + attachment); both transfer
+        # modes render the same one (exactly MLflow's actions: direct URLs are signed with it).
+        self.server_credentials = self._server_user(iam, self.server_user)
         # From now on every request must be signed by a known key and allowed by its policies.
         request = urllib.request.Request(f"{self.endpoint}/moto-api/reset-auth", data=b"0", method="POST",
                                          headers={"Content-Type": "text/plain"})
@@ -151,10 +148,10 @@ class S3StandIn:
             if response.status != 200:
                 raise StartupError("could not switch on IAM enforcement in moto")
 
-    def _server_user(self, iam: Any, name: str, direct: bool) -> tuple[str, str]:
+    def _server_user(self, iam: Any, name: str) -> tuple[str, str]:
         iam.create_user(UserName=name)
         policy = iam.create_policy(PolicyName=name, PolicyDocument=json.dumps(
-            render.artifact_bucket_policy(self.bucket, self.prefix, direct=direct)))
+            render.artifact_bucket_policy(self.bucket, self.prefix)))
         iam.attach_user_policy(UserName=name, PolicyArn=policy["Policy"]["Arn"])
         # moto-only: moto authorizes a multi-object delete (POST ?delete, what MLflow's
         # delete_artifacts uses) as s3:DeleteObject on the *bucket* ARN, where AWS and MinIO check
@@ -167,8 +164,9 @@ class S3StandIn:
         return key["AccessKeyId"], key["SecretAccessKey"]
 
     def credentials_for(self, direct: bool) -> tuple[str, str]:
-        """The server's key pair for a stack with artifacts.transfer direct (or proxied)."""
-        return self.direct_server_credentials if direct else self.server_credentials
+        """The server's key pair for a stack with artifacts.transfer direct or proxied: one, as both modes
+        render one bucket policy."""
+        return self.server_credentials
 
     def stop(self) -> None:
         if self.service:

@@ -207,9 +207,8 @@ def _alices_run_with_notes(variant: Variant, alice: requests.Session) -> tuple[s
 def test_upload_credentials_and_download_urls_follow_the_plugins_permissions(variant, alice, bob):
     """What artifacts.transfer direct hands out (multipart upload credentials, presigned download URLs) comes
     from MLflow's own routes, which mlflow-oidc-auth guards like the artifacts they name: nothing without a
-    permission, a download URL but no upload with READ. Asked on the module's proxied variant: the routes and
-    the plugin are the same in both modes (direct changes only what Nginx says in server-info and which
-    artifact paths it lets through, rehearsed with Nginx's and MLflow's users in test_23 and test_09)."""
+    permission, a download URL but no upload with READ. The module's stack has artifacts.transfer direct: with
+    proxied, Nginx answers these routes 501 for everyone (render.proxy.UNSUPPORTED; test_09 sweeps them)."""
     refused, readable = _alices_run_with_notes(variant, alice), _alices_run_with_notes(variant, alice)
     grant = alice.post(_url(variant, f"/api/2.0/mlflow/permissions/users/bob@example.com/experiments/{readable[0]}"),
                        json={"permission": "READ"}, timeout=30)

@@ -58,9 +58,9 @@ def test_the_proxy_passes_the_servers_multipart_flags_on(rehearsal_stack, direct
     assert info["multipart_uploads_enabled"] is True and info["multipart_downloads_enabled"] is True
     assert "sub_filter" not in Path(direct.proxy.settings.paths.config).read_text()
     assert direct.server.spec.env["MLFLOW_S3_ENDPOINT_URL"] == default_variant.server.spec.env["MLFLOW_S3_ENDPOINT_URL"]
-    # Its key is the one with the direct policy (exactly MLflow's actions: render.artifact_bucket_policy), which
-    # every URL it signs carries: the transfers below work with nothing wider.
-    assert direct.server.service.env["AWS_ACCESS_KEY_ID"] == rehearsal_stack.s3.direct_server_credentials[0]
+    # Its key carries only the rendered bucket policy (exactly MLflow's actions: render.artifact_bucket_policy,
+    # one for both modes), which every URL it signs carries: the transfers below work with nothing wider.
+    assert direct.server.service.env["AWS_ACCESS_KEY_ID"] == rehearsal_stack.s3.server_credentials[0]
 
 
 def test_an_artifact_above_the_threshold_goes_to_the_bucket_and_back_past_the_server(
