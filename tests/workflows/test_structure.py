@@ -1,8 +1,10 @@
 """What this project needs of its workflows' structure (issue #25): plan, then apply that plan behind
 the stack's environment, and nothing else: the same commit, backend, CLI and environment in both,
 the plan file the plan job recorded, only on the newest commit of main (the branch's ref, never a
-name a tag could answer); a registry token renewed only by replacing the one command the state holds,
-in the plan and in its apply alike; tests, and code owners GitHub accepts, before any deployment;
+name a tag could answer); no plan while an apply of its stack runs; a registry token renewed only on
+the stack named, by replacing the one command its state holds, in the plan and in its apply alike;
+tests, and code owners GitHub accepts, before any deployment; no commit that holds what .gitignore
+leaves out (a virtualenv of its own), and virtualenvs made afresh;
 read-only identities wherever nothing is applied, the drift check's its own; no environment on pull
 requests; the required checks of a pull request on every one of them (no path filter), the test run
 of a superseded commit cancelled; the preview said on the pull request by a job that runs none of its
@@ -48,11 +50,13 @@ PLAN_COMMANDS = ['pulumi login --non-interactive "$BACKEND_URL"',
                  '--policy-pack policy --message "$MESSAGE" --save-plan "$PLAN" "$@"']
 # The plan step's environment that stands in for the action's inputs (stack-name, cloud-url, message,
 # plan, replace); the rest is what Pulumi reads, the same in `up` but for the identity and the fresh
-# Azure CLI login's variables (FRESH_LOGIN_ENV: the program's `az` commands run in `up` alone).
+# Azure CLI login's variables (FRESH_LOGIN_ENV: the program's `az` commands run in `up` alone, and
+# only there MLFLOW_FRESH_AZ_LOGIN=1 asks the program for the fresh login).
 PLAN_INPUTS_ENV = {"STACK", "BACKEND_URL", "MESSAGE", "PLAN", "RENEW_REGISTRY_TOKEN"}
 DEPLOY_CLIENT = "${{ vars.AZURE_DEPLOY_CLIENT_ID }}"
+FRESH_LOGIN_OPT_IN = "MLFLOW_FRESH_AZ_LOGIN"
 FRESH_LOGIN_ENV = {"AZURE_CLIENT_ID": DEPLOY_CLIENT, "AZURE_TENANT_ID": "${{ vars.AZURE_TENANT_ID }}",
-                   "AZURE_SUBSCRIPTION_ID": "${{ vars.AZURE_SUBSCRIPTION_ID }}"}
+                   "AZURE_SUBSCRIPTION_ID": "${{ vars.AZURE_SUBSCRIPTION_ID }}", FRESH_LOGIN_OPT_IN: "1"}
 RENEW_INPUT = "renew-registry-token"
 REPLACE_INPUT = "${{ steps.planned.outputs.replace }}"
 
@@ -141,10 +145,11 @@ URN_PATTERN = 'urn:pulumi:"$STACK"::*::*command:local:Command::*-registry-token)
 
 
 def registry_token_renewal(workflows: dict[str, Workflow]) -> list[str]:
-    """deploy.yml: "Run workflow" takes one input, the boolean renew-registry-token (no string: nobody
-    types a URN), which reaches the plan step alone. Only with it does that step read the state, and
-    it replaces the one `command:local:Command` whose URN ends in `-registry-token` (zero or several:
-    no plan), records that URN as its output and shows it in its summary. `apply`'s plan check reads
+    """deploy.yml: "Run workflow" takes one input, renew-registry-token, a choice of `none` (the
+    default) or one of the plan's stacks (no string: nobody types a URN), which reaches the plan step
+    alone. Only on the leg it names does that step read the state, and it replaces the one
+    `command:local:Command` whose URN ends in `-registry-token` (zero or several: no plan), records
+    that URN as its output and shows it in its summary. `apply`'s plan check reads
     that output alone into `replace` (a URN of the stack's registry token command, else nothing is
     applied), which its `up` takes: Pulumi fails an `up --plan` that does not replace what the plan
     replaces. Nothing else runs Pulumi with --replace or --target-replace."""
@@ -153,18 +158,23 @@ def registry_token_renewal(workflows: dict[str, Workflow]) -> list[str]:
     dispatch = (workflow["on"].get("workflow_dispatch") if isinstance(workflow["on"], dict) else None) or {}
     inputs = dispatch.get("inputs") or {}
     renew = inputs.get(RENEW_INPUT) or {}
-    if set(inputs) != {RENEW_INPUT} or renew.get("type") != "boolean" or renew.get("default") is not False \
-            or set(renew) != {"description", "type", "default"}:
-        problems.append(f"deploy.yml's workflow_dispatch takes {inputs}, not the boolean {RENEW_INPUT} alone")
+    stacks = workflow["jobs"]["plan"]["strategy"]["matrix"]["stack"]
+    if set(inputs) != {RENEW_INPUT} or renew.get("type") != "choice" or renew.get("default") != "none" \
+            or renew.get("options") != ["none", *stacks] or set(renew) != {"description", "type", "options", "default"}:
+        problems.append(f"deploy.yml's workflow_dispatch takes {inputs}, not the choice {RENEW_INPUT} "
+                        f"of none or a stack alone")
     read = re.findall(r"(?:github\.event\.)?inputs(?:\.[\w-]+|\[)", text(workflow))
     if read != [f"inputs.{RENEW_INPUT}"]:
         problems.append(f"deploy.yml reads {read}, not inputs.{RENEW_INPUT} once")
     plan, apply = workflow["jobs"]["plan"], workflow["jobs"]["apply"]
     [preview] = [step for step in plan["steps"] if step.get("id") == "plan"] or [{}]
     script = preview.get("run", "")
-    if preview.get("env", {}).get("RENEW_REGISTRY_TOKEN") != f"${{{{ inputs.{RENEW_INPUT} }}}}":
-        problems.append("the plan step does not take renew-registry-token")
-    for needed in ('if [ "$status" -eq 0 ] && [ "$RENEW_REGISTRY_TOKEN" = "true" ]; then', RENEW_LOOKUP,
+    if preview.get("env", {}).get("RENEW_REGISTRY_TOKEN") != f"${{{{ inputs.{RENEW_INPUT} }}}}" \
+            or preview.get("env", {}).get("STACK") != "${{ matrix.stack }}":
+        problems.append("the plan step does not take renew-registry-token and its stack")
+    if script.count("$RENEW_REGISTRY_TOKEN") != 1:
+        problems.append("the plan step reads renew-registry-token more than once")
+    for needed in ('if [ "$status" -eq 0 ] && [ "$RENEW_REGISTRY_TOKEN" = "$STACK" ]; then', RENEW_LOOKUP,
                    '[ "$count" -ne 1 ]', 'urn="$urns"', 'set -- --replace "$urn"',
                    'echo "registry-token-urn-$STACK=$urn" >> "$GITHUB_OUTPUT"', "it replaces \\`$urn\\`"):
         if needed not in script:
@@ -204,7 +214,7 @@ def codeowners_checked_on_main(workflows: dict[str, Workflow]) -> list[str]:
         problems.append("plan does not need codeowners")
     if job.get("if") != ON_MAIN or "environment" in job or job.get("permissions") != {"contents": "read"}:
         problems.append(f"codeowners: if {job.get('if')!r}, permissions {job.get('permissions')}")
-    runs = [step for step in job["steps"] if "run" in step]
+    runs = [step for step in job["steps"] if "run" in step and step.get("name") != IGNORED_CHECK_NAME]
     if len(runs) != 1 or "if" in runs[0] or runs[0].get("env") != {"GH_TOKEN": "${{ github.token }}"}:
         return [*problems, "codeowners does not run one unconditional check with the job's token"]
     script = runs[0]["run"]
@@ -598,10 +608,10 @@ def caches(workflows: dict[str, Workflow]) -> list[str]:
 
 
 LOCKS = [".github/locks/requirements.txt", ".github/locks/policy-requirements.txt"]
-VENVS = """python -m venv venv
+VENVS = """python -m venv --clear venv
 venv/bin/python -m pip install --disable-pip-version-check -q --require-hashes --only-binary :all: \\
   --no-deps -r .github/locks/requirements.txt
-python -m venv policy/venv
+python -m venv --clear policy/venv
 policy/venv/bin/python -m pip install --disable-pip-version-check -q --require-hashes --only-binary :all: \\
   --no-deps -r .github/locks/policy-requirements.txt
 """
@@ -610,7 +620,8 @@ policy/venv/bin/python -m pip install --disable-pip-version-check -q --require-h
 def hashed_installs(workflows: dict[str, Workflow]) -> list[str]:
     """Every job that runs Pulumi builds ./venv and policy/venv from the hashed locks (.github/locks/,
     in step with requirements.txt: test_workflows.py), wheels only, nothing resolved, with exactly
-    VENVS; nothing else there runs pip."""
+    VENVS: `--clear`, so nothing of a virtualenv the checkout brings is kept; nothing else there runs
+    pip."""
     problems = []
     for name, job_id, job in jobs(workflows):
         if not pulumi_steps(job):
@@ -621,6 +632,81 @@ def hashed_installs(workflows: dict[str, Workflow]) -> list[str]:
         for step in job["steps"]:
             if step not in builds and re.search(r"\bpip\b|\buv\b", step.get("run", "")):
                 problems.append(f"{name}: {job_id}: {step_key(step)!r} runs pip")
+    return problems
+
+
+IGNORED_CHECK_NAME = "The commit holds nothing .gitignore ignores"
+IGNORED_CHECK = (
+    'set -euo pipefail\n'
+    'ignored="$(git ls-files -ci --exclude-standard; '
+    'git ls-files -- venv policy/venv rehearsal/azurite/node_modules)"\n'
+    'if [ -n "$ignored" ]; then\n'
+    '  echo "::error::The commit holds files .gitignore ignores, or files where the jobs build virtualenvs and '
+    'packages: nothing runs. Remove them (git rm -r --cached <path>)."\n'
+    '  printf \'%s\\n\' "$ignored"\n'
+    '  exit 1\n'
+    'fi\n')
+
+
+def committed_ignored_files_refused(workflows: dict[str, Workflow]) -> list[str]:
+    """Every job that checks out the code runs IGNORED_CHECK right after the checkout, under the same
+    condition, before anything else: a commit that holds what .gitignore leaves out (a venv/bin/python
+    or a site-packages .pth of its own, a root module the commit ignores) or anything at the paths the
+    jobs build (venv, policy/venv, Azurite's node_modules: a link there escapes `venv/`) fails the job
+    before any of its code runs. The test job's scripts/test then makes ./venv afresh on CI."""
+    problems = []
+    for name, job_id, job in jobs(workflows):
+        steps = job.get("steps", [])
+        checkouts = [i for i, step in enumerate(steps) if uses(step, "actions/checkout")]
+        checks = [i for i, step in enumerate(steps) if step.get("name") == IGNORED_CHECK_NAME]
+        if not checkouts:
+            if checks:
+                problems.append(f"{name}: {job_id} checks a commit it does not check out")
+            continue
+        if len(checkouts) != 1 or checks != [checkouts[0] + 1]:
+            problems.append(f"{name}: {job_id}: {IGNORED_CHECK_NAME!r} is not right after the checkout")
+            continue
+        checkout, check = steps[checkouts[0]], steps[checks[0]]
+        if check.get("run") != IGNORED_CHECK or set(check) != {"name", "run"} | ({"if"} & set(checkout)) \
+                or check.get("if") != checkout.get("if"):
+            problems.append(f"{name}: {job_id}: {IGNORED_CHECK_NAME!r} is not IGNORED_CHECK under the "
+                            f"checkout's condition ({sorted(check)})")
+    return problems
+
+
+GUARD_NAME = "No apply of the stack runs"
+GUARD_NEEDS = ("actions/workflows/deploy.yml/runs?status=$status", "for status in in_progress queued waiting",
+               '[ "$run" != "$GITHUB_RUN_ID" ] || continue', "jobs?filter=latest", '"apply $STACK"',
+               '.status == "in_progress" or .status == "queued"', "$REFUSED", "exit 1")
+
+
+def no_plan_beside_an_apply(workflows: dict[str, Workflow]) -> list[str]:
+    """deploy.yml's `plan` refuses while an `apply <stack>` of another run runs or was approved and
+    waits for a runner (a preview takes no lock, and would read a state that apply is half-way
+    through writing): the runbook's own check (the same script), right before the preview, with no
+    condition, the job's token reading the runs' jobs (`actions: read`)."""
+    plan = workflows["deploy.yml"]["jobs"]["plan"]
+    problems = []
+    steps = plan["steps"]
+    guards = [i for i, step in enumerate(steps) if step.get("name") == GUARD_NAME]
+    previews = [i for i, step in enumerate(steps) if step.get("id") == "plan"]
+    if len(guards) != 1 or len(previews) != 1 or guards[0] != previews[0] - 1:
+        return [f"plan has no {GUARD_NAME!r} right before its preview"]
+    guard = steps[guards[0]]
+    [runbook_guard] = [step for step in workflows["runbook.yml"]["jobs"]["runbook"]["steps"]
+                       if step.get("name") == GUARD_NAME] or [{}]
+    if guard.get("run") != runbook_guard.get("run"):
+        problems.append("plan's check that no apply runs is not the runbook's")
+    for needed in GUARD_NEEDS:
+        if needed not in guard.get("run", ""):
+            problems.append(f"plan's check that no apply runs lacks {needed!r}")
+    env = guard.get("env", {})
+    if "if" in guard or set(env) != {"STACK", "REPOSITORY", "REFUSED", "GH_TOKEN"} \
+            or env.get("STACK") != "${{ matrix.stack }}" or env.get("REPOSITORY") != "${{ github.repository }}" \
+            or env.get("GH_TOKEN") != "${{ github.token }}" or "${{" in env.get("REFUSED", "${{"):
+        problems.append(f"plan's check that no apply runs: if {guard.get('if')!r}, env {env}")
+    if plan["permissions"].get("actions") != "read":
+        problems.append("plan may not read the runs' jobs")
     return problems
 
 
@@ -652,9 +738,7 @@ def runbook(workflows: dict[str, Workflow]) -> list[str]:
         problems.append("unlock is not right after a check that no apply runs")
     else:
         script = job["steps"][at - 1]["run"]
-        for needed in ("actions/workflows/deploy.yml/runs?status=$status", "for status in in_progress queued waiting",
-                       "jobs?filter=latest", '"apply $STACK"', '.status == "in_progress" or .status == "queued"',
-                       "exit 1"):
+        for needed in GUARD_NEEDS:
             if needed not in script:
                 problems.append(f"the check that no apply runs lacks {needed!r}")
     if job["permissions"].get("actions") != "read":
@@ -756,6 +840,12 @@ def pulumi_environments(workflows: dict[str, Workflow]) -> list[str]:
             problems += [f"{key}: {variable}={env[variable]!r}" for variable, value in PINNED_VALUES.items()
                          if variable in env and env[variable] != value]
     problems += [f"{key}: no such step" for key in sorted(set(PULUMI_ENV) - seen)]
+    # The fresh Azure CLI login is asked for in apply's `up` alone (anywhere else the program's `az`
+    # commands keep the CLI's login).
+    opt_ins = [(name, job_id, step_key(step)) for name, job_id, job in jobs(workflows)
+               for step in job.get("steps", []) if FRESH_LOGIN_OPT_IN in text(step)]
+    if opt_ins != [("deploy.yml", "apply", "pulumi up --plan")]:
+        problems.append(f"{FRESH_LOGIN_OPT_IN} is set in {opt_ins}, not in apply's up alone")
     return problems
 
 
@@ -791,6 +881,7 @@ CONDITIONS: dict[tuple[str, str, str | None], str] = {
     ("drift.yml", "drift", "State container SAS (user delegation, read-only)"): "matrix.stack == 'azure'",
     ("drift.yml", "drift", "Open or update the drift issue"): "always() && !success()",
     ("preview.yml", "preview", "actions/checkout"): PREVIEWED,
+    ("preview.yml", "preview", "The commit holds nothing .gitignore ignores"): PREVIEWED,
     ("preview.yml", "preview", "actions/setup-python"): PREVIEWED,
     ("preview.yml", "preview", "Create ./venv and policy/venv"): PREVIEWED,
     ("preview.yml", "preview", "AWS credentials (OIDC, the read-only preview role)"):
@@ -851,6 +942,8 @@ CHECKS: dict[str, Check] = {
     "azure_state_through_a_sas": azure_state_through_a_sas,
     "caches": caches,
     "runbook": runbook,
+    "committed_ignored_files_refused": committed_ignored_files_refused,
+    "no_plan_beside_an_apply": no_plan_beside_an_apply,
     "action_inputs": action_inputs,
     "nothing_continues_on_error": nothing_continues_on_error,
     "conditions_as_written": conditions_as_written,
@@ -1044,7 +1137,7 @@ BROKEN = [
     ("registry_token_renewal", "deploy.yml", r"^(          replace: ).*$", r"\1${{ github.event.inputs.urn }}"),
     ("registry_token_renewal", "deploy.yml", r"^          replace: .*\n", ""),
     ("plan_then_apply", "deploy.yml", r"^          replace: .*\n", ""),
-    ("registry_token_renewal", "deploy.yml", r"^(        type: )boolean$", r"\1string"),
+    ("registry_token_renewal", "deploy.yml", r"^(        type: )choice$", r"\1string"),
     ("registry_token_renewal", "deploy.yml", r'set -- --replace "\$urn"', 'set -- --replace "$RENEW_REGISTRY_TOKEN"'),
     ("registry_token_renewal", "deploy.yml", r'\[ "\$count" -ne 1 \]', '[ "$count" -lt 1 ]'),
     ("registry_token_renewal", "deploy.yml", r' and \(\.urn \| endswith\("-registry-token"\)\)', ""),
@@ -1070,6 +1163,45 @@ BROKEN = [
     ("pull_request_checks", "preview.yml", r"(preview-comment-.*\n      cancel-in-progress: )false", r"\1true"),
     ("pull_request_checks", "test.yml", r"cancel-in-progress: true", "cancel-in-progress: false"),
     ("pull_request_checks", "test.yml", r"^  pull_request:\n", "  pull_request:\n    types: [opened]\n"),
+    # review 4, finding 1: a commit's own virtualenv (or a module .gitignore hides) run in CI
+    ("committed_ignored_files_refused", "drift.yml",
+     r"^      - name: The commit holds nothing \.gitignore ignores\n(?:.*\n)*?          fi\n\n", ""),
+    ("committed_ignored_files_refused", "test.yml", r"git ls-files -ci --exclude-standard; ", ""),
+    ("committed_ignored_files_refused", "deploy.yml",
+     r"; git ls-files -- venv policy/venv rehearsal/azurite/node_modules", ""),
+    ("committed_ignored_files_refused", "preview.yml",
+     r"^(      - name: The commit holds nothing \.gitignore ignores\n)        if: .*\n", r"\1"),
+    ("committed_ignored_files_refused", "runbook.yml", r"(--cached <path>\)\.\"\n(?:.*\n))            exit 1\n", r"\1"),
+    ("committed_ignored_files_refused", "deploy.yml",
+     r"(  apply:\n(?:.*\n)*?)      # Nothing \.gitignore leaves out(?:.*\n)*?          fi\n\n", r"\1"),
+    ("hashed_installs", "deploy.yml", r"python -m venv --clear venv", "python -m venv venv"),
+    ("hashed_installs", "preview.yml", r"python -m venv --clear policy/venv", "python -m venv policy/venv"),
+    # review 4, finding 2: the fresh Azure CLI login asked for beyond apply's up, or not there
+    ("pulumi_environments", "deploy.yml", r'^          MLFLOW_FRESH_AZ_LOGIN: "1"\n', ""),
+    ("pulumi_environments", "drift.yml", r'^(          ARM_USE_OIDC: "true"\n)',
+     r'\1          MLFLOW_FRESH_AZ_LOGIN: "1"\n'),
+    ("pulumi_environments", "runbook.yml", r"^(          REFUSED: .*\n)", r'\1          MLFLOW_FRESH_AZ_LOGIN: "1"\n'),
+    # review 4, finding 3: the renewal for both stacks, or on a push
+    ("registry_token_renewal", "deploy.yml", r"options: \[none, aws, azure\]", "options: [none, both, aws, azure]"),
+    ("registry_token_renewal", "deploy.yml", r"default: none", "default: aws"),
+    ("registry_token_renewal", "deploy.yml", r'\[ "\$RENEW_REGISTRY_TOKEN" = "\$STACK" \]',
+     '[ "$RENEW_REGISTRY_TOKEN" != "none" ]'),
+    ("registry_token_renewal", "deploy.yml", r'\[ "\$RENEW_REGISTRY_TOKEN" = "\$STACK" \]',
+     '[ -n "$RENEW_REGISTRY_TOKEN" ]'),
+    ("registry_token_renewal", "deploy.yml", r"^(          STACK: \$\{\{ matrix.stack \}\}\n          BACKEND_URL)",
+     r"          STACK: aws\n          BACKEND_URL"),
+    # review 4, finding 4: a plan beside a running apply of its stack
+    ("no_plan_beside_an_apply", "deploy.yml", r"^      actions: read # whether an apply.*\n", ""),
+    ("no_plan_beside_an_apply", "deploy.yml", r'^              \[ "\$run" != "\$GITHUB_RUN_ID" \] \|\| continue\n', ""),
+    ("no_plan_beside_an_apply", "deploy.yml", r'\.status == "in_progress" or \.status == "queued"',
+     '.status == "in_progress"'),
+    ("no_plan_beside_an_apply", "deploy.yml", r"^      - name: No apply of the stack runs$",
+     "      - name: Say what runs"),
+    ("no_plan_beside_an_apply", "deploy.yml", r"^(      - name: No apply of the stack runs\n)",
+     r"\1        if: github.event_name == 'push'\n"),
+    ("no_plan_beside_an_apply", "deploy.yml", r"^(          REFUSED: ).*$",
+     r"\1${{ github.event.head_commit.message }}"),
+    ("runbook", "runbook.yml", r'^              \[ "\$run" != "\$GITHUB_RUN_ID" \] \|\| continue\n', ""),
 ]
 
 

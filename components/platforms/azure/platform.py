@@ -184,7 +184,7 @@ ON_DEMAND_BACKUP_SCRIPT = with_fresh_az_login(
     '--name "$SERVER" --backup-name "$BACKUP_NAME" --output none')
 """An on-demand backup of the flexible server (https://learn.microsoft.com/en-us/cli/azure/postgres/flexible-server/
 backup#az-postgres-flexible-server-backup-create); the values come through the environment, never the shell. After
-the fresh CLI login of a GitHub Actions apply (cli_login.py): it runs late in a long `up`."""
+the fresh CLI login deploy.yml's apply asks for (cli_login.py): it runs late in a long `up`."""
 NO_SECOND_BACKUP = ":"
 """The backup's `update`: a change of its script or environment (not of the version, its trigger, which replaces it)
 runs this, not a second backup under the same name (pulumi-command runs `create` again on an update without one)."""
@@ -397,8 +397,8 @@ class AzurePlatform(pulumi.ComponentResource):
         # The images are pushed from the machine running `pulumi up`, as the deployer: the registry's
         # admin user stays off. `az acr login --expose-token` trades the deployer's Azure CLI login for
         # a registry token (about three hours): asked for again whenever an image is to be pushed
-        # again (its sources changed), never shown in Pulumi's output, kept secret in the state. In a
-        # GitHub Actions apply the CLI signs in afresh first (cli_login.py): its first login may have lapsed.
+        # again (its sources changed), never shown in Pulumi's output, kept secret in the state. In
+        # deploy.yml's apply the CLI signs in afresh first (cli_login.py): its first login may have lapsed.
         self.push_password = registry_token(
             self._shared("registry-token", additional_secret_outputs=["stdout"]),
             self.container_registry.name.apply(

@@ -1,8 +1,10 @@
 """The fresh Azure CLI login (components/platforms/azure/cli_login.py) in front of the program's `az`
 commands, run as pulumi-command runs them (`/bin/sh -c`), with a stand-in `az` on PATH that records its
 arguments and a stand-in for GitHub's OIDC token endpoint (ACTIONS_ID_TOKEN_REQUEST_URL): what it runs
-under GitHub Actions, that it runs nothing more elsewhere, and that a failed step fails the command with
-what failed, before the command, without the tokens in any output."""
+when asked (MLFLOW_FRESH_AZ_LOGIN=1, as deploy.yml's `up` step sets it), that it runs nothing more
+without the opt-in whatever else the environment holds, that the opt-in without what it needs fails,
+and that a failed step fails the command with what failed, before the command, without the tokens in
+any output."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Iterator
 
 import pytest
 
-from components.platforms.azure.cli_login import AUDIENCE, FRESH_AZ_LOGIN, with_fresh_az_login
+from components.platforms.azure.cli_login import AUDIENCE, FRESH_AZ_LOGIN, OPT_IN, with_fresh_az_login
 from components.platforms.azure.platform import ON_DEMAND_BACKUP_SCRIPT
 from tests.harness.program import run_program
 from tests.harness.stacks import azure_config
@@ -101,12 +103,18 @@ def shell(tmp_path) -> Shell:
     return Shell(tmp_path)
 
 
-def actions(endpoint: str, **more: str) -> dict[str, str]:
-    """What an `apply` job's pulumi step has: GitHub's OIDC request pair and the workflow's AZURE_*."""
+def ambient(endpoint: str, **more: str) -> dict[str, str]:
+    """What any GitHub Actions job with `id-token: write` and a workflow's AZURE_* has (another program's
+    CI using the component too): GitHub's OIDC request pair and AZURE_*, without the opt-in."""
     return {"ACTIONS_ID_TOKEN_REQUEST_URL": endpoint, "ACTIONS_ID_TOKEN_REQUEST_TOKEN": REQUEST_TOKEN,
             "AZURE_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
             "AZURE_TENANT_ID": "66666666-7777-8888-9999-000000000000",
             "AZURE_SUBSCRIPTION_ID": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", **more}
+
+
+def actions(endpoint: str, **more: str) -> dict[str, str]:
+    """What deploy.yml's `apply` gives its `up` step: the ambient variables and the opt-in."""
+    return ambient(endpoint, **{OPT_IN: "1", **more})
 
 
 def test_every_az_command_of_the_program_has_the_prelude():
@@ -157,17 +165,42 @@ def test_without_a_subscription_the_login_keeps_the_clis_choice(shell, endpoint)
     assert [call[0] for call in shell.calls()] == ["login", "acr"]
 
 
-@pytest.mark.parametrize("missing", [None, "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
-                                     "AZURE_CLIENT_ID", "AZURE_TENANT_ID"])
-def test_outside_github_actions_oidc_it_does_nothing(shell, endpoint, missing):
-    """A workstation (or a job without `id-token: write`, or without the workflow's AZURE_*): the command
-    runs on the login the CLI has."""
-    environment = {} if missing is None else {key: value for key, value in actions(endpoint).items() if key != missing}
-    result = shell(with_fresh_az_login(ACR_LOGIN), **environment)
+@pytest.mark.parametrize("opt_in", [None, "", "0"])
+@pytest.mark.parametrize("environment", ["none", "ambient"])
+def test_without_the_opt_in_it_does_nothing(shell, endpoint, opt_in, environment):
+    """A workstation, or any CI job with `id-token: write` and AZURE_CLIENT_ID/AZURE_TENANT_ID of its own
+    (a program of someone else's using the component): the command runs on the login the CLI has."""
+    variables = {} if environment == "none" else ambient(endpoint)
+    if opt_in is not None:
+        variables[OPT_IN] = opt_in
+    result = shell(with_fresh_az_login(ACR_LOGIN), **variables)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "acr-access-token\n" and result.stderr == ""
     assert shell.calls() == [ACR_LOGIN.split()[1:]] and TokenEndpoint.requests == []
     assert not (shell.home / ".azure").exists()
+
+
+@pytest.mark.parametrize("missing", [("ACTIONS_ID_TOKEN_REQUEST_URL",), ("ACTIONS_ID_TOKEN_REQUEST_TOKEN",),
+                                     ("AZURE_CLIENT_ID",), ("AZURE_TENANT_ID",),
+                                     ("ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN")])
+def test_the_opt_in_without_what_it_needs_fails_before_the_command(shell, endpoint, missing):
+    """Asked for, the fresh login is not skipped quietly: a job without `id-token: write`, or an `up` step
+    without AZURE_*, fails the command with the names of what is missing (empty counts as missing)."""
+    environment = {key: value for key, value in actions(endpoint).items() if key not in missing[1:]}
+    environment[missing[0]] = ""
+    result = shell(with_fresh_az_login(ACR_LOGIN), **environment)
+    assert result.returncode == 1 and result.stdout == ""
+    assert "MLFLOW_FRESH_AZ_LOGIN=1, but not set: " + " ".join(missing) + ": nothing run" in result.stderr
+    assert shell.calls() == [] and TokenEndpoint.requests == []
+    assert REQUEST_TOKEN not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["true", "yes", "2"])
+def test_an_opt_in_other_than_1_or_0_fails(shell, endpoint, value):
+    result = shell(with_fresh_az_login(ACR_LOGIN), **actions(endpoint, **{OPT_IN: value}))
+    assert result.returncode == 1 and result.stdout == ""
+    assert f"MLFLOW_FRESH_AZ_LOGIN is {value}, not 1, 0 or unset: nothing run" in result.stderr
+    assert shell.calls() == [] and TokenEndpoint.requests == []
 
 
 @pytest.mark.parametrize("failure", ["refused", "unreachable", "no token", "az login"])
