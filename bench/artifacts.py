@@ -51,6 +51,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ops.archive import file_sha256  # noqa: E402
 from rehearsal.launcher import RehearsalStack, Variant, check_prerequisites  # noqa: E402
 from rehearsal.usage import TreeUsage  # noqa: E402
 
@@ -60,12 +61,6 @@ MODES = ("proxied", "direct")
 log = logging.getLogger("bench")
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(8 * MIB), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def random_file(path: Path, size: int) -> str:
@@ -167,7 +162,7 @@ def client_process(index: int, env: dict, workdir: str, commands: Any, results: 
                 answer = ""
             elif command == "down":
                 local = Path(client.download_artifacts(run_id, f"bench/{argument}", tempfile.mkdtemp(dir=workdir)))
-                answer = sha256(local)
+                answer = file_sha256(local)
                 shutil.rmtree(local.parent)
             else:
                 raise ValueError(command)

@@ -18,6 +18,7 @@ from typing import Optional
 
 import requests
 
+from ops.archive import file_sha256
 from rehearsal.launcher import Variant
 from rehearsal.usage import TreeUsage
 
@@ -49,12 +50,8 @@ def random_file(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(4 * MIB), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+sha256 = file_sha256
+"""A file's sha256 (ops.archive's, as backups record it)."""
 
 
 ACCESS_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<uri>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) (?P<bytes>\d+|-)')
