@@ -27,6 +27,7 @@ app.py), and so do the day-2 one-offs of the image, which never start a multipar
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import posixpath
 import urllib.parse
@@ -36,6 +37,8 @@ from mlflow.exceptions import MlflowException, _UnsupportedMultipartUploadExcept
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.store.artifact.azure_blob_artifact_repo import AzureBlobArtifactRepository, encode_base64
 from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
+
+_logger = logging.getLogger(__name__)
 
 S3_MAX_PARTS = 10_000
 BLOB_MAX_BLOCKS = 50_000
@@ -97,6 +100,10 @@ class AzureBlobRepository(AzureBlobArtifactRepository):
                 user_delegation_key = self.client.get_user_delegation_key(start, expiry)
             except HttpResponseError as e:
                 if e.status_code == 403 and getattr(e, "error_code", None) == "AuthorizationPermissionMismatch":
+                    # MLflow falls back to proxied uploads without a word: say why (second review of issue 26).
+                    _logger.warning(
+                        "direct uploads fall back to proxied: the storage account refused this server's identity a "
+                        "user-delegation key (%s: Storage Blob Delegator missing or not yet propagated)", e.error_code)
                     raise _UnsupportedMultipartUploadException() from e
                 raise
             sas_kwargs.update(user_delegation_key=user_delegation_key, start=start)

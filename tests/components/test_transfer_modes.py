@@ -45,6 +45,17 @@ def test_a_wrong_transfer_names_the_key_and_the_allowed_values():
     assert "mlflow:artifacts.transfer: must be one of 'proxied' or 'direct' (got 'presigned')" in str(error.value)
 
 
+def test_direct_needs_the_mlflow_whose_multipart_code_the_guard_repairs():
+    """mlflow_guard/artifacts.py copies MLflow 3.17.2's multipart code; MLflow skips a plugin that does not import."""
+    local = '{"s3PublicHost": "minio.localhost"}'
+    with pytest.raises(ConfigError) as error:
+        parse_stack_config({"mlflowVersion": "3.18.0", "artifacts": '{"transfer": "direct"}', "local": local},
+                           "Pulumi.local.yaml")
+    assert "artifacts.transfer direct needs mlflowVersion 3.17.2 (got 3.18.0)" in str(error.value)
+    parse_stack_config({"mlflowVersion": "3.18.0"}, "Pulumi.local.yaml")  # proxied: any supported version
+    parse_stack_config({"artifacts": '{"transfer": "direct"}', "local": local}, "Pulumi.local.yaml")
+
+
 @pytest.mark.parametrize("prefix", [None, "/mlflow"])
 def test_proxied_renders_what_the_stack_rendered_before(prefix):
     """The key at its default changes no byte: server env, command and nginx.conf."""

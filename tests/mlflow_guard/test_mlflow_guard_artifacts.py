@@ -175,3 +175,38 @@ def test_mlflow_server_without_an_app_name_uploads_thirteen_blocks_and_refuses_t
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
         log.close()
+
+
+class _IdentityWithoutDelegator:
+    """A BlobServiceClient whose token credential the account refuses a user-delegation key, as Azure answers an
+    identity without Storage Blob Delegator (or before the role has propagated)."""
+
+    url = "https://account.blob.core.windows.net"
+    account_name = "account"
+
+    class credential:  # noqa: N801 - the attribute MLflow reads
+        @staticmethod
+        def get_token(*scopes, **kwargs):
+            raise AssertionError("not asked: the key request below is refused first")
+
+    @staticmethod
+    def get_user_delegation_key(start, expiry):
+        from azure.core.exceptions import HttpResponseError
+
+        error = HttpResponseError(message="This request is not authorized to perform this operation using this "
+                                  "permission.")
+        error.status_code, error.error_code = 403, "AuthorizationPermissionMismatch"
+        raise error
+
+
+def test_a_refused_delegation_key_falls_back_to_proxied_and_says_why(caplog):
+    """MLflow turns the refusal into "unsupported" and clients upload proxied; without a log line an operator cannot
+    tell direct uploads are not in effect (second review of issue 26)."""
+    from mlflow.exceptions import _UnsupportedMultipartUploadException
+
+    repo = artifacts.AzureBlobRepository(f"wasbs://{CONTAINER}@account.blob.core.windows.net/p",
+                                         client=_IdentityWithoutDelegator())
+    with caplog.at_level("WARNING", logger="mlflow_guard.artifacts"):
+        with pytest.raises(_UnsupportedMultipartUploadException):
+            repo.create_multipart_upload("/tmp/model.bin", 3, "1/run/artifacts")
+    assert "fall back to proxied" in caplog.text and "Storage Blob Delegator" in caplog.text
