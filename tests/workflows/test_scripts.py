@@ -734,6 +734,7 @@ def repository(tmp_path: Path) -> Path:
     (checkout / ".gitignore").write_text((REPO_ROOT / ".gitignore").read_text())
     (checkout / "components" / "config.py").write_text("")
     (checkout / "README.md").write_text("")
+    (checkout / "Pulumi.yaml").write_text((REPO_ROOT / "Pulumi.yaml").read_text())
     git(checkout, "init", "-q")
     git(checkout, "add", ".")
     git(checkout, "commit", "-q", "-m", "base")
@@ -770,6 +771,53 @@ def test_a_commit_holding_what_gitignore_leaves_out_fails_the_check(run, tmp_pat
     assert result.returncode == 1
     assert "::error::The commit holds files .gitignore ignores" in result.stdout
     assert path in result.stdout.splitlines()
+
+
+def test_a_nested_gitignore_cannot_unhide_what_the_check_refuses(run, tmp_path):
+    """Workflow review 5, item 2: `!*.pyc` in a nested .gitignore made a committed .pyc pass the commit's own
+    rules; the fixed patterns still see it, and the nested .gitignore itself is listed."""
+    checkout = repository(tmp_path)
+    (checkout / "components" / ".gitignore").write_text("!*.pyc\n!__pycache__/\n")
+    (checkout / "components" / "__pycache__").mkdir()
+    (checkout / "components" / "__pycache__" / "config.cpython-311.pyc").write_bytes(b"\0")
+    git(checkout, "add", "components")
+    result = run(ignored_check_step(), cwd=checkout)
+    assert result.returncode == 1, result.stdout
+    listed = result.stdout.splitlines()
+    assert "components/__pycache__/config.cpython-311.pyc" in listed and "components/.gitignore" in listed
+
+
+@pytest.mark.parametrize("name", ["policy", "components/platforms"])
+def test_a_tracked_link_is_refused(run, tmp_path, name: str):
+    """A link (to a directory the commit does not hold, or outside the checkout) would run what review never saw."""
+    checkout = repository(tmp_path)
+    (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+    (checkout / name).symlink_to("/tmp")
+    git(checkout, "add", name)
+    result = run(ignored_check_step(), cwd=checkout)
+    assert result.returncode == 1 and name in result.stdout.splitlines(), result.stdout
+
+
+@pytest.mark.parametrize("edit", [("virtualenv: venv", "virtualenv: tools/env"), ("toolchain: pip", "toolchain: uv"),
+                                  ("runtime:\n", "runtime:\n  name: nodejs\nignored:\n")])
+def test_a_pulumi_runtime_other_than_pip_in_venv_is_refused(run, tmp_path, edit: tuple[str, str]):
+    checkout = repository(tmp_path)
+    pulumi_yaml = checkout / "Pulumi.yaml"
+    text = pulumi_yaml.read_text()
+    assert edit[0] in text
+    pulumi_yaml.write_text(text.replace(edit[0], edit[1], 1))
+    git(checkout, "commit", "-qam", "runtime")
+    result = run(ignored_check_step(), cwd=checkout)
+    assert result.returncode == 1 and "Pulumi.yaml (runtime)" in result.stdout.splitlines(), result.stdout
+
+
+def test_a_second_runtime_key_is_refused(run, tmp_path):
+    checkout = repository(tmp_path)
+    with (checkout / "Pulumi.yaml").open("a") as pulumi_yaml:
+        pulumi_yaml.write("runtime:\n  name: python\n  options:\n    virtualenv: elsewhere\n")
+    git(checkout, "commit", "-qam", "runtime")
+    result = run(ignored_check_step(), cwd=checkout)
+    assert result.returncode == 1 and "Pulumi.yaml (runtime)" in result.stdout.splitlines(), result.stdout
 
 
 def test_the_check_fails_outside_a_repository(run, tmp_path):

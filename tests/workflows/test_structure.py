@@ -132,8 +132,9 @@ def plan_then_apply(workflows: dict[str, Workflow]) -> list[str]:
         # Pulumi runs in the plan step above and in apply's action step, whose inputs are checked
         # (action_inputs), nowhere else.
         for step in job.get("steps", []):
-            if step is not preview and re.search(r"\bpulumi\b", step.get("run", "").replace("urn:pulumi:", ""),
-                                                 flags=re.IGNORECASE):
+            # IGNORED_CHECK reads Pulumi.yaml (its text is pinned: committed_ignored_files_refused)
+            if step is not preview and step.get("run") != IGNORED_CHECK and re.search(
+                    r"\bpulumi\b", step.get("run", "").replace("urn:pulumi:", ""), flags=re.IGNORECASE):
                 problems.append(f"{job_id}: a shell step runs Pulumi: {step_key(step)!r}")
     if pulumi_commands(apply) != {"up"} or "plan" not in inputs:
         problems.append(f"apply runs {sorted(pulumi_commands(apply))}, not one `up` with the plan")
@@ -630,7 +631,9 @@ def hashed_installs(workflows: dict[str, Workflow]) -> list[str]:
         if len(builds) != 1 or builds[0].get("run") != VENVS:
             problems.append(f"{name}: {job_id}: the virtualenvs are not built with exactly VENVS")
         for step in job["steps"]:
-            if step not in builds and re.search(r"\bpip\b|\buv\b", step.get("run", "")):
+            # IGNORED_CHECK names pip as Pulumi.yaml's toolchain (its text is pinned)
+            if step not in builds and step.get("run") != IGNORED_CHECK and re.search(r"\bpip\b|\buv\b",
+                                                                                     step.get("run", "")):
                 problems.append(f"{name}: {job_id}: {step_key(step)!r} runs pip")
     return problems
 
@@ -638,11 +641,22 @@ def hashed_installs(workflows: dict[str, Workflow]) -> list[str]:
 IGNORED_CHECK_NAME = "The commit holds nothing .gitignore ignores"
 IGNORED_CHECK = (
     'set -euo pipefail\n'
-    'ignored="$(git ls-files -ci --exclude-standard; '
-    'git ls-files -- venv policy/venv rehearsal/azurite/node_modules)"\n'
+    "# .gitignore's own rules, then the same kinds by fixed patterns (a nested .gitignore's `!*.pyc` cannot\n"
+    "# hide them), the paths the jobs build, tracked links, nested .gitignore files, and Pulumi.yaml's runtime\n"
+    "# (the program runs in ./venv, made by pip, nothing else).\n"
+    'ignored="$(git ls-files -ci --exclude-standard\n'
+    "  git ls-files -ci -x venv/ -x __pycache__/ -x '*.pyc' -x '*.pth' -x '*.egg-info/' -x build/ -x node_modules/\n"
+    '  git ls-files -- venv policy/venv rehearsal/azurite/node_modules\n'
+    "  git ls-files -s | { grep '^120000 ' || true; } | cut -f2-\n"
+    "  git ls-files -- '*/.gitignore'\n"
+    '  runtime="$(sed -n \'/^runtime:/,/^[^ ]/p\' Pulumi.yaml | sed \'$d\')"\n'
+    "  expected=$'runtime:\\n  name: python\\n  options:\\n    toolchain: pip\\n    virtualenv: venv'\n"
+    '  [ "$runtime" = "$expected" ] && [ "$(grep -c \'^runtime:\' Pulumi.yaml)" = 1 ] '
+    '|| echo "Pulumi.yaml (runtime)")"\n'
     'if [ -n "$ignored" ]; then\n'
-    '  echo "::error::The commit holds files .gitignore ignores, or files where the jobs build virtualenvs and '
-    'packages: nothing runs. Remove them (git rm -r --cached <path>)."\n'
+    '  echo "::error::The commit holds files .gitignore ignores (or a nested .gitignore, a link, files where the jobs '
+    'build virtualenvs and packages, a Pulumi.yaml runtime other than pip in ./venv): nothing runs. Remove them '
+    '(git rm -r --cached <path>)."\n'
     '  printf \'%s\\n\' "$ignored"\n'
     '  exit 1\n'
     'fi\n')
@@ -1166,9 +1180,14 @@ BROKEN = [
     # review 4, finding 1: a commit's own virtualenv (or a module .gitignore hides) run in CI
     ("committed_ignored_files_refused", "drift.yml",
      r"^      - name: The commit holds nothing \.gitignore ignores\n(?:.*\n)*?          fi\n\n", ""),
-    ("committed_ignored_files_refused", "test.yml", r"git ls-files -ci --exclude-standard; ", ""),
+    ("committed_ignored_files_refused", "test.yml", r"git ls-files -ci --exclude-standard\n *", ""),
     ("committed_ignored_files_refused", "deploy.yml",
-     r"; git ls-files -- venv policy/venv rehearsal/azurite/node_modules", ""),
+     r"\n *git ls-files -- venv policy/venv rehearsal/azurite/node_modules", ""),
+    # workflow review 5, item 2: what the commit's own .gitignore rules cannot vouch for
+    ("committed_ignored_files_refused", "test.yml", r"\n *git ls-files -ci -x venv/.*", ""),
+    ("committed_ignored_files_refused", "preview.yml", r"\n *git ls-files -s \|.*", ""),
+    ("committed_ignored_files_refused", "drift.yml", r"\n *git ls-files -- '\*/\.gitignore'", ""),
+    ("committed_ignored_files_refused", "runbook.yml", r"virtualenv: venv'", "virtualenv: '"),
     ("committed_ignored_files_refused", "preview.yml",
      r"^(      - name: The commit holds nothing \.gitignore ignores\n)        if: .*\n", r"\1"),
     ("committed_ignored_files_refused", "runbook.yml", r"(--cached <path>\)\.\"\n(?:.*\n))            exit 1\n", r"\1"),
