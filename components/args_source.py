@@ -25,7 +25,7 @@ SECTION_TYPES = {"server": "Server", "proxy": "Proxy", "database": "Database", "
                  "auth": "Auth", "auth.oidc": "Oidc", "observability": "Observability", "maintenance": "Maintenance",
                  **{name: name.capitalize() for name in PLATFORMS}}
 ENUM_TYPES = {"platform": "PlatformName", "proxy.tls": "TlsMode", "proxy.passwordHash": "PasswordHashScheme",
-              "auth.mode": "AuthMode", "auth.defaultPermission": "Permission",
+              "artifacts.transfer": "ArtifactTransfer", "auth.mode": "AuthMode", "auth.defaultPermission": "Permission",
               **{key: type_name for plugin in PLATFORMS.values()
                  for key, type_name in plugin.rules.ARGS_ENUM_TYPES.items()}}
 

@@ -16,7 +16,8 @@ class ArtifactStoreArgs(TypedDict):
 
 
 class ArtifactStore(pulumi.ComponentResource):
-    """A private bucket and the least-privileged access the tracking server needs to it.
+    """A private bucket and the least-privileged access the tracking server needs to it (with
+    artifacts.transfer direct, also to sign URLs clients use, and the store open to them).
 
     Whatever uses the bucket depends on this component, which covers the scoped user's policy.
     """
@@ -41,7 +42,8 @@ class ArtifactStore(pulumi.ComponentResource):
     def __init__(self, name: str, args: ArtifactStoreArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("mlflow:index:ArtifactStore", name, None, opts)
         store = args["platform"].object_store(
-            name, ObjectStoreRequest(bucket=args["artifacts"].bucket, prefix=args["artifacts"].prefix),
+            name, ObjectStoreRequest(bucket=args["artifacts"].bucket, prefix=args["artifacts"].prefix,
+                                     direct=args["artifacts"].transfer == "direct"),
             pulumi.ResourceOptions(parent=self),
         )
         self.bucket = store.bucket

@@ -180,6 +180,10 @@ class ArtifactsConfig(_Section):
 
     bucket: str = Field("mlflow-artifacts", description="bucket (or Blob container) name")
     prefix: str = Field("", description="key prefix for artifacts inside the bucket (empty: bucket root)")
+    transfer: Literal["proxied", "direct"] = Field(
+        "proxied", description="proxied: every artifact byte goes through Nginx and the server; direct: the server "
+        "hands clients short-lived presigned URLs and large transfers go straight to the bucket, which the clients "
+        "must then reach (README, \"Direct artifact transfers\")")
 
     @field_validator("prefix")
     @classmethod
@@ -196,6 +200,9 @@ class ArtifactsConfig(_Section):
                              "starting and ending with a letter or digit")
         return value
 
+
+DIRECT_TRANSFERS_MLFLOW_VERSION = "3.17.2"
+"""The MLflow whose multipart code mlflow_guard/artifacts.py repairs (issue 26 review): direct only there."""
 
 MLFLOW_PERMISSIONS = ("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS")
 _LOOPBACK_URL = re.compile(r"^http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]+)?/")
@@ -402,6 +409,12 @@ class _StackSections(_Section):
         if self.auth.mode == "oidc" and self.server.static_prefix:
             raise ValueError("auth.mode oidc cannot be combined with server.staticPrefix: mlflow-oidc-auth serves "
                              "its sign-in routes (/login, /callback) at the root only")
+        if self.artifacts.transfer == "direct" and self.mlflow_version != DIRECT_TRANSFERS_MLFLOW_VERSION:
+            raise ValueError(
+                f"artifacts.transfer direct needs mlflowVersion {DIRECT_TRANSFERS_MLFLOW_VERSION} (got "
+                f"{self.mlflow_version}): mlflow_guard/artifacts.py repairs that version's multipart uploads (Blob "
+                "block IDs, the part SAS, the part count) with a copy of its code, and MLflow skips a plugin it cannot "
+                "import, so another version would run its own again; use artifacts.transfer proxied")
         rules.consistent(self)
         _proxied_transfers_fit(self)
         if self.observability.prometheus and self.observability.metrics_port == self.proxy.port:

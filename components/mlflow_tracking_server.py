@@ -105,10 +105,12 @@ class MlflowTrackingServer(pulumi.ComponentResource):
             "platform": platform, "metadata_store": metadata, "artifact_store": artifacts,
             "server": config.server, "proxy": config.proxy, "mlflow_version": config.mlflow_version,
             "auth": config.auth, "observability": config.observability, "maintenance": config.maintenance,
+            "artifacts": config.artifacts,
         }, part("server"))
         proxy = ReverseProxy(f"{name}-proxy", {
             "platform": platform, "tracking_server": server, "proxy": config.proxy, "server": config.server,
             "image": config.proxy.image, "auth": config.auth, "observability": config.observability,
+            "artifacts": config.artifacts,
         }, part("proxy"))
 
         self.tracking_uri = proxy.url

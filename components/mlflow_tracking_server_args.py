@@ -36,6 +36,13 @@ class PasswordHashScheme(str, Enum):
     BCRYPT = "bcrypt"
 
 
+class ArtifactTransfer(str, Enum):
+    """Allowed values of `artifacts.transfer`."""
+
+    PROXIED = "proxied"
+    DIRECT = "direct"
+
+
 class AuthMode(str, Enum):
     """Allowed values of `auth.mode`."""
 
@@ -209,6 +216,9 @@ class Artifacts(TypedDict):
     prefix: NotRequired[str]
     """key prefix for artifacts inside the bucket (empty: bucket root). Default: ""."""
 
+    transfer: NotRequired[ArtifactTransfer]
+    """proxied: every artifact byte goes through Nginx and the server; direct: the server hands clients short-lived presigned URLs and large transfers go straight to the bucket, which the clients must then reach (README, "Direct artifact transfers"). Default: "proxied"."""
+
 
 class Auth(TypedDict):
     """Who may use MLflow: one shared user at Nginx, MLflow's own users and permissions, or single sign-on."""
@@ -266,6 +276,9 @@ class Local(TypedDict):
 
     minio_image: NotRequired[str]
     """pinned MinIO image. Default: "minio/minio:RELEASE.2025-04-22T22-12-26Z"."""
+
+    s3_public_host: NotRequired[str]
+    """artifacts.transfer direct: the DNS name clients and the server both reach MinIO at, on minioApiPort (e.g. minio.localhost with a hosts entry on a laptop, a DNS name of a shared host); the server signs presigned URLs for it. Default: unset."""
 
 
 class Aws(TypedDict):
@@ -439,6 +452,9 @@ class Azure(TypedDict):
 
     noncurrent_version_expiration_days: NotRequired[int]
     """delete old artifact versions after N days (0 or null: keep). Default: 90."""
+
+    storage_client_cidrs: NotRequired[list[str]]
+    """artifacts.transfer direct: the clients' public IPv4 addresses or ranges the storage account admits (it refuses every other network but the apps' subnet); at most 400, no private ranges, ranges /30 or wider, single addresses without a prefix. Default: []."""
 
     log_retention_days: NotRequired[int]
     """Log Analytics retention. Default: 30."""

@@ -8,7 +8,7 @@ import pulumi_random as random
 import pulumi_tls as tls
 
 from components import render
-from components.config import AuthConfig, ObservabilityConfig, ProxyConfig, ServerConfig
+from components.config import ArtifactsConfig, AuthConfig, ObservabilityConfig, ProxyConfig, ServerConfig
 from components.names import PROXY_SERVICE, URI_PASSWORD_SPECIALS
 from components.platforms.base import Platform, ServiceRequest
 from components.tracking_server import TrackingServer
@@ -30,6 +30,8 @@ class ReverseProxyArgs(TypedDict):
     app checks every request and Nginx passes the Authorization header on."""
     observability: NotRequired[ObservabilityConfig]
     """The internal metrics listener (observability.metricsPort) unless metrics are off."""
+    artifacts: NotRequired[ArtifactsConfig]
+    """artifacts.transfer: with direct, MLflow's server-info passes unchanged (clients then use presigned URLs)."""
 
 
 class ReverseProxy(pulumi.ComponentResource):
@@ -79,10 +81,11 @@ class ReverseProxy(pulumi.ComponentResource):
         image = platform.public_image(f"{name}-image", args["image"], child)
         upstream = args["tracking_server"].internal_url.apply(lambda url: url.split("://", 1)[1])
         observability = args.get("observability") or ObservabilityConfig()
+        artifacts = args.get("artifacts") or ArtifactsConfig()
         spec = pulumi.Output.all(upstream, image.reference, public.hostnames).apply(
             lambda parts: render.reverse_proxy_spec(render.proxy_settings(
                 config, args["server"], parts[0], paths, auth, observability, tuple(parts[2]),
-                front_idle_timeout_seconds=public.idle_timeout_seconds), parts[1]))
+                front_idle_timeout_seconds=public.idle_timeout_seconds, artifacts=artifacts), parts[1]))
         platform.run_service(
             name,
             ServiceRequest(service_name=PROXY_SERVICE, role="proxy", spec=spec, image_repository=image.repository,

@@ -7,7 +7,8 @@ import pulumi_random as random
 
 from components import render
 from components.artifact_store import ArtifactStore
-from components.config import AuthConfig, MaintenanceConfig, ObservabilityConfig, ProxyConfig, ServerConfig
+from components.config import (ArtifactsConfig, AuthConfig, MaintenanceConfig, ObservabilityConfig, ProxyConfig,
+                               ServerConfig)
 from components.metadata_store import MetadataStore
 from components.names import SERVER_SERVICE
 from components.platforms.base import InitStep, Platform, ScheduledJob, SecretRef, ServiceRequest
@@ -33,6 +34,9 @@ class TrackingServerArgs(TypedDict):
     """Prometheus metrics (on unless switched off): the server exposes /metrics to the proxy's internal listener."""
     maintenance: NotRequired[MaintenanceConfig]
     """`mlflow gc` on a schedule (maintenance.gcSchedule), where the platform has a scheduler."""
+    artifacts: NotRequired[ArtifactsConfig]
+    """artifacts.transfer: with direct, clients move large artifacts with URLs the server signs for the
+    artifact store's endpoint (make the ArtifactStore with the same config)."""
 
 
 class TrackingServer(pulumi.ComponentResource):
@@ -57,6 +61,7 @@ class TrackingServer(pulumi.ComponentResource):
         auth = args.get("auth") or AuthConfig()
         observability = args.get("observability") or ObservabilityConfig()
         maintenance = args.get("maintenance") or MaintenanceConfig()
+        transfers = args.get("artifacts") or ArtifactsConfig()
         if auth.mode != "proxy" and metadata.auth_connection_uri is None:
             raise ValueError(f"auth.mode {auth.mode} needs a MetadataStore made with an auth_database")
 
@@ -70,6 +75,7 @@ class TrackingServer(pulumi.ComponentResource):
             image=parts[0], artifacts_destination=parts[1], s3_endpoint_url=parts[2],
             artifact_secret_env_names=tuple(artifacts.server_credentials),
             extra_env=parts[4], scheme=public.scheme, port=public.port, auth=auth, observability=observability,
+            artifacts=transfers,
         ))
 
         backend = {render.BACKEND_URI_ENV: metadata.connection_uri}

@@ -16,7 +16,8 @@ Which providers: the AWS provider (`aws:`) and AWS Cloud Control (`aws-native:`,
 property names in camel case, policy documents as objects), azure-native (any API version module,
 `/v20210615privatepreview` included) and the classic azure provider (`azure:`), docker and MinIO. Where
 a policy document can sit on a resource the pack has no table for, `iam-least-privilege` still finds it
-(any property holding an object or JSON text with a `Statement`) and judges it. A CloudFormation stack or
+(any property holding an object with a `Statement`, or JSON text of one: every string that starts with `{`
+or `[` is parsed, so `"\\u0053tatement"` is a Statement as it is to AWS) and judges it. A CloudFormation stack or
 an ARM deployment has every resource of its template judged by every resource policy as the type it
 stands for (`template_resources`, `_with_templates`).
 
@@ -36,6 +37,7 @@ import ipaddress
 import json
 import posixpath
 import re
+import shlex
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -64,7 +66,8 @@ RDS_CLUSTER_INSTANCE = "aws:rds/clusterInstance:ClusterInstance"
 NATIVE_DB_INSTANCE = "aws-native:rds:DbInstance"
 NATIVE_DB_CLUSTER = "aws-native:rds:DbCluster"
 PUBLICLY_ACCESSIBLE_DATABASES = frozenset({RDS_INSTANCE, RDS_CLUSTER, RDS_CLUSTER_INSTANCE, NATIVE_DB_INSTANCE,
-                                           NATIVE_DB_CLUSTER})
+                                           NATIVE_DB_CLUSTER, "aws:lightsail/database:Database",
+                                           "aws:redshift/cluster:Cluster", "aws-native:redshift:Cluster"})
 """The types whose `publiclyAccessible` gives a database a public endpoint."""
 S3_BUCKETS = frozenset({"aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"})
 NATIVE_BUCKET = "aws-native:s3:Bucket"
@@ -160,11 +163,34 @@ AZURE_NATIVE_DATABASE_SERVERS = {  # type -> where its public network access is 
     "azure-native:dbformysql:Server": ("network", "publicNetworkAccess"),
     "azure-native:dbforpostgresql:SingleServer": ("properties", "publicNetworkAccess"),
     "azure-native:dbformysql:SingleServer": ("properties", "publicNetworkAccess"),
+    "azure-native:dbformariadb:Server": ("properties", "publicNetworkAccess"),
+    "azure-native:sql:Server": ("publicNetworkAccess",),  # Azure SQL's default: Enabled
+    "azure-native:mongocluster:MongoCluster": ("properties", "publicNetworkAccess"),
+    "azure-native:documentdb:MongoCluster": ("properties", "publicNetworkAccess"),
+    "azure-native:cosmosdb:MongoCluster": ("properties", "publicNetworkAccess"),
 }
+"""Also read one level up or down (an ARM template's `properties` are folded into their parents)."""
+AZURE_DATABASE_PUBLIC_FLAGS = {  # type -> ((flag, its default when unset), ...): public where a flag is true
+    "azure-native:dbforpostgresql:Cluster": (("coordinatorEnablePublicIpAccess", True),
+                                             ("nodeEnablePublicIpAccess", False)),
+    "azure-native:dbforpostgresql:ServerGroupCluster": (("coordinatorEnablePublicIpAccess", True),
+                                                        ("nodeEnablePublicIpAccess", False)),
+    "azure-native:dbforpostgresql:ServerGroup": (("coordinatorEnablePublicIpAccess", True),
+                                                 ("nodeEnablePublicIpAccess", False)),
+    "azure:cosmosdb/postgresqlCluster:PostgresqlCluster": (("coordinatorPublicIpAccessEnabled", True),
+                                                           ("nodePublicIpAccessEnabled", False)),
+    "azure-native:sql:ManagedInstance": (("publicDataEndpointEnabled", False),),
+    "azure:mssql/managedInstance:ManagedInstance": (("publicDataEndpointEnabled", False),),
+}
+"""Database servers whose public endpoint is a boolean: Cosmos DB for PostgreSQL's coordinator (public unless it says
+false) and worker nodes, a SQL managed instance's public data endpoint."""
 CLASSIC_DATABASE_SERVERS = frozenset({
     "azure:postgresql/flexibleServer:FlexibleServer", "azure:postgresql/server:Server", "azure:mssql/server:Server",
+    "azure:mysql/server:Server", "azure:mariadb/server:Server",
 })
 """Classic azure servers with `publicNetworkAccessEnabled` (the provider's default: true)."""
+CLASSIC_MYSQL_FLEXIBLE_SERVER = "azure:mysql/flexibleServer:FlexibleServer"
+"""Public unless it is in a delegated subnet (`delegatedSubnetId`) or says `publicNetworkAccess: Disabled`."""
 STORAGE_ACCOUNT = "azure-native:storage:StorageAccount"
 CLASSIC_STORAGE_ACCOUNT = "azure:storage/account:Account"
 BLOB_CONTAINER = "azure-native:storage:BlobContainer"
@@ -178,6 +204,13 @@ DOCKER_CONTAINER = "docker:index/container:Container"
 DOCKER_VOLUME = "docker:index/volume:Volume"
 MINIO_BUCKET = "minio:index/s3Bucket:S3Bucket"
 DEFAULT_SECURITY_GROUP = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
+PREFIX_LISTS = frozenset({"aws:ec2/managedPrefixList:ManagedPrefixList", "aws-native:ec2:PrefixList"})
+PREFIX_LIST_ENTRY = "aws:ec2/managedPrefixListEntry:ManagedPrefixListEntry"
+"""Customer-managed prefix lists: a security group rule (prefixListIds, prefixListId, sourcePrefixListId) admits
+every CIDR its list holds, which the rule does not show."""
+LIGHTSAIL_PORTS = {"aws:lightsail/instancePublicPorts:InstancePublicPorts": ("portInfos",),
+                   "aws-native:lightsail:Instance": ("networking", "ports")}
+"""Where a Lightsail instance's firewall opens ports (its own security group)."""
 NETWORK_SECURITY_GROUPS = frozenset({"azure-native:network:NetworkSecurityGroup",
                                      "azure:network/networkSecurityGroup:NetworkSecurityGroup"})
 NETWORK_SECURITY_RULES = frozenset({"azure-native:network:SecurityRule",
@@ -198,7 +231,9 @@ AZURE_ROLE_ASSIGNMENTS = frozenset({
     "azure:pim/activeRoleAssignment:ActiveRoleAssignment",
     "azure:pim/eligibleRoleAssignment:EligibleRoleAssignment",
     "azure:role/assignment:Assignment",  # the classic provider before v3.0 named its module role/
+    "azure-native:blueprint:RoleAssignmentArtifact",  # assigned with its blueprint, at a subscription
 })
+BLUEPRINT_ROLE_ASSIGNMENT = "azure-native:blueprint:RoleAssignmentArtifact"
 AZURE_RBAC_MODULES = ("azure-native:authorization:", "azure:authorization/", "azure:pim/", "azure:role/")
 """Where any other type that grants a role at a scope would be (a newer name for the same thing)."""
 AZURE_ROLE_DEFINITIONS = frozenset({"azure-native:authorization:RoleDefinition",
@@ -210,7 +245,7 @@ AZURE_DELEGATIONS = frozenset({"azure-native:managedservices:RegistrationDefinit
 
 # --- facts the policies decide by ----------------------------------------------------------------
 
-DATABASE_PORTS = {5432: "PostgreSQL", 3306: "MySQL", 1433: "SQL Server", 1521: "Oracle"}
+DATABASE_PORTS = {5432: "PostgreSQL", 3306: "MySQL", 1433: "SQL Server", 1521: "Oracle", 50000: "Db2"}
 """The ports of the engines RDS runs; the components deploy PostgreSQL."""
 
 ACTIONS_ONLY_ON_ANY_RESOURCE = frozenset(action.lower() for action in (
@@ -340,17 +375,55 @@ accounts (IAM Identity Center's account assignments and permission sets, its use
 organization's accounts and SCPs): refused whatever the Resource."""
 _READ_VERBS = ("get", "list", "describe", "search", "batchget", "batchdescribe", "lookup")
 CODE_EXECUTION_ACTIONS = frozenset(action.lower() for action in (
+    # Lambda: invoke a function, or change the code, layers or environment it runs with under its role
     "lambda:InvokeFunction", "lambda:InvokeFunctionUrl", "lambda:InvokeAsync", "lambda:CreateFunction",
     "lambda:UpdateFunctionCode", "lambda:UpdateFunctionConfiguration", "lambda:PublishLayerVersion",
+    "lambda:UpdateAlias",
+    # SSM: commands, sessions, automations, and the associations, documents and maintenance window tasks that
+    # run them later on every instance they target
     "ssm:SendCommand", "ssm:StartSession", "ssm:ResumeSession", "ssm:StartAutomationExecution",
-    "ssm:CreateAssociation", "ec2-instance-connect:SendSSHPublicKey",
-    "ec2-instance-connect:SendSerialConsoleSSHPublicKey", "ec2-instance-connect:OpenTunnel",
-    "ecs:ExecuteCommand", "ec2:ModifyInstanceAttribute", "rds-db:connect",
-    "codebuild:StartBuild", "cloudformation:CreateStack", "cloudformation:UpdateStack",
-    "glue:CreateDevEndpoint", "glue:UpdateDevEndpoint", "sagemaker:CreatePresignedNotebookInstanceUrl",
+    "ssm:StartChangeRequestExecution", "ssm:CreateAssociation", "ssm:CreateAssociationBatch",
+    "ssm:UpdateAssociation", "ssm:StartAssociationsOnce", "ssm:UpdateDocument", "ssm:UpdateDocumentDefaultVersion",
+    "ssm:RegisterTaskWithMaintenanceWindow", "ssm:UpdateMaintenanceWindowTask",
+    # shells and logins on instances, containers and databases
+    "ec2-instance-connect:SendSSHPublicKey", "ec2-instance-connect:SendSerialConsoleSSHPublicKey",
+    "ec2-instance-connect:OpenTunnel", "ecs:ExecuteCommand", "rds-db:connect",
+    # EC2: user data, and the launch templates (their user data, their instance profile) an Auto Scaling group
+    # launches from, or which one it launches from
+    "ec2:ModifyInstanceAttribute", "ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate",
+    "autoscaling:UpdateAutoScalingGroup",
+    # ECS and Batch: a task or job with its command overridden runs as the task's or job's role; a service
+    # switched to another task definition runs that
+    "ecs:RunTask", "ecs:StartTask", "ecs:CreateService", "ecs:UpdateService", "batch:SubmitJob",
+    # CodeBuild: a build (its buildspec can be overridden) runs as the project's service role, and so does a
+    # project whose buildspec, image or source is changed
+    "codebuild:StartBuild", "codebuild:StartBuildBatch", "codebuild:RetryBuild", "codebuild:RetryBuildBatch",
+    "codebuild:UpdateProject", "codebuild:CreateWebhook", "codebuild:UpdateWebhook",
+    # CloudFormation: a stack's, change set's or stack set's template runs with the stack's service role (or the
+    # stack set's administration and execution roles), and registered types run handlers
+    "cloudformation:CreateStack", "cloudformation:UpdateStack", "cloudformation:CreateChangeSet",
+    "cloudformation:ExecuteChangeSet", "cloudformation:CreateStackSet", "cloudformation:UpdateStackSet",
+    "cloudformation:CreateStackInstances", "cloudformation:UpdateStackInstances",
+    "cloudformation:ImportStacksToStackSet", "cloudformation:RegisterType", "cloudformation:ActivateType",
+    "cloudformation:SetTypeDefaultVersion",
+    # Glue: jobs, sessions and development endpoints run scripts as their role; triggers and workflows start jobs
+    "glue:CreateDevEndpoint", "glue:UpdateDevEndpoint", "glue:CreateJob", "glue:UpdateJob", "glue:StartJobRun",
+    "glue:UpdateJobFromSourceControl", "glue:CreateSession", "glue:RunStatement", "glue:CreateTrigger",
+    "glue:UpdateTrigger", "glue:StartTrigger", "glue:StartWorkflowRun",
+    # SageMaker notebooks: a browser session on the instance, or the lifecycle script it runs at start
+    "sagemaker:CreatePresignedNotebookInstanceUrl", "sagemaker:CreatePresignedDomainUrl",
+    "sagemaker:UpdateNotebookInstance", "sagemaker:UpdateNotebookInstanceLifecycleConfig",
+    # other workflows, deployments and builds whose definition runs with their own role or an instance's
+    "states:UpdateStateMachine", "codepipeline:UpdatePipeline", "elasticmapreduce:AddJobFlowSteps",
+    "codedeploy:CreateDeployment", "elasticbeanstalk:UpdateEnvironment", "datapipeline:PutPipelineDefinition",
+    "imagebuilder:StartImagePipelineExecution", "amplify:StartJob", "amplify:UpdateApp", "airflow:CreateCliToken",
+    "airflow:CreateWebLoginToken",
 ))
-"""Actions that run code (or open a shell, or log in to a database) in what they name: on a wildcard
-that reaches every such resource of an account they are refused even with a Condition."""
+"""Actions that run code (or open a shell, or log in to a database) in what they name, or change what runs later
+under another identity's role (a change set, a stack set, a build project, a Glue job, a launch template, an SSM
+association): each reaches the role of whatever it runs, so its resources are held to the spelled-out name
+(resource_reach(..., names=True)), with or without a Condition: a tag or a cluster says nothing of which roles the
+resources it matches run as."""
 IDENTITY_SERVICES = frozenset({"iam", "sts", "kms", "organizations", "account", "sso", "sso-directory",
                                "identitystore", "secretsmanager"})
 """Services whose actions on every resource of an account hand out identities, credentials or keys: a
@@ -366,45 +439,91 @@ or `:` (secret:mlflow/*, parameter/mlflow/*) or the wildcard is Secrets Manager'
 that run code (CODE_EXECUTION_ACTIONS) are held to the same rule on every resource (instance/i-*,
 function:mlflow-*), and an S3 bucket name may hold no wildcard at all (bucket names are global)."""
 PRINCIPAL_CONDITION_KEYS = frozenset(name.lower() for name in (
-    "aws:PrincipalOrgID", "aws:PrincipalAccount", "aws:PrincipalArn", "sts:ExternalId",
+    "aws:PrincipalOrgID", "aws:PrincipalAccount", "aws:PrincipalArn", "kms:CallerAccount",
     "aws:SourceAccount", "aws:SourceArn", "aws:SourceOrgID",
 ))
 """Condition keys that narrow "any principal" to named accounts, an organization or one caller (with a
-positive operator and literal values); any other condition (aws:SecureTransport, aws:CurrentTime, ...)
-holds for anyone."""
+positive operator and literal values): kms:CallerAccount names the caller's account as aws:PrincipalAccount
+does (AWS's own managed-key policies use it with kms:ViaService). Any other condition (aws:SecureTransport,
+aws:CurrentTime, kms:ViaService, ...) holds for anyone, and so does sts:ExternalId: beside Principal "*" it
+is a shared string, kept in the program, its state and the CI logs, that any account which reads it can
+send; it narrows nothing but a named account principal, which needs no narrowing."""
 _RESOURCE_ACCOUNT_VARIABLES = frozenset({"${aws:resourceaccount}", "${aws:resourceorgid}"})
 _POSITIVE_OPERATORS = frozenset({"stringequals", "stringequalsignorecase", "stringlike", "arnequals", "arnlike"})
 _CONFIGURABLE_ACTION = re.compile(r"[A-Za-z0-9-]+:[A-Za-z0-9]+")
 
-BROAD_MANAGED_POLICY_NAME = re.compile(r"admin|poweruser|fullaccess|readwrite", re.IGNORECASE)
-"""AWS-managed policies that are broad by name: AdministratorAccess (and -Amplify, ...), *Administrator
-(job functions, AWSSSOMasterAccountAdministrator), *AdminAccess, PowerUserAccess, *PowerUser,
-IAMFullAccess and every other *FullAccess / *_FullAccess, SecretsManagerReadWrite. AWS-managed policies
-are never scoped to the project's resources, so these mean "every resource of the account"."""
-ADMIN_NAME = re.compile(r"admin|poweruser|power-user|fullaccess|full-access|superuser|breakglass|break-glass",
-                        re.IGNORECASE)
-"""A name that says it administers: customer-managed policies, groups and users named so are judged by it."""
+NARROW_AWS_MANAGED_POLICY_NAMES = (
+    "service-role/AmazonECSTaskExecutionRolePolicy",  # pull images, write the task's logs, on "*"
+    "service-role/AWSLambdaBasicExecutionRole",  # create and write log streams
+    "service-role/AWSLambdaVPCAccessExecutionRole",  # the function's network interfaces, and its logs
+    "CloudWatchAgentServerPolicy",  # metrics and logs, the agent's own AmazonCloudWatch-* parameters
+    "AWSXRayDaemonWriteAccess",  # trace segments and telemetry
+    "service-role/AmazonRDSEnhancedMonitoringRole",  # RDS's OS metrics into its RDSOSMetrics log group, nothing else
+)
+NARROW_AWS_MANAGED_POLICIES = frozenset(name.rsplit("/", 1)[-1].lower() for name in NARROW_AWS_MANAGED_POLICY_NAMES)
+"""Their names: a policy's name is unique in its account whatever its path (SAM's Policies name them so)."""
+"""The AWS-managed policies that may be attached: service-role policies that write telemetry or pull images and
+read or change nothing else. Every other AWS-managed policy is refused, whatever its name: they are never
+scoped to the project's resources, and a harmless name says nothing of what they reach (ReadOnlyAccess and
+AmazonS3ReadOnlyAccess read every bucket's objects, AmazonEC2RoleforSSM puts and gets objects in every bucket
+and runs commands, AmazonSSMReadOnlyAccess reads every parameter, CloudWatchLogsReadOnlyAccess every log,
+ViewOnlyAccess lists every function's environment), besides the broad names (AdministratorAccess, *FullAccess,
+PowerUserAccess, the job-function policies, ...). Attach a policy of your own that names the ARNs instead."""
+ADMIN_NAME = re.compile(r"admin|poweruser|fullaccess|fullcontrol|superuser|breakglass", re.IGNORECASE)
+"""A name that says it administers: customer-managed policies, groups and users named so are judged by it (read
+without separators: Power_User, Full-Access, super user, break.glass)."""
+
+
+def _admin_named(name: Any) -> bool:
+    return bool(ADMIN_NAME.search(re.sub(r"[^a-z0-9]", "", str(name).lower())))
+
+
 _POLICY_ARN = re.compile(r"arn:[^:]*:iam:[^:]*:(?P<account>[^:]*):policy/(?P<path>.*)", re.IGNORECASE | re.DOTALL)
 
 AZURE_PRIVILEGED_ROLES = {
+    # all actions ("*"), or the right to assign any role
     "8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner",
     "b24988ac-6180-42a0-ab88-20f7382dd24c": "Contributor",
     "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9": "User Access Administrator",
     "f58310d9-a9f6-439a-9e8d-f62e7b41a168": "Role Based Access Control Administrator",
+    "32e6a4ec-6095-4e37-b54b-12aa350ba81f": "Service Group Contributor",
+    # the rest of Microsoft's privileged administrator roles, and the roles that assign roles (limited by an ABAC
+    # condition to some roles, which themselves read data or log in to machines) or make an identity's tokens
+    # anyone's: write a managed identity's federated credentials, or attach it to a resource one controls
+    "92b92042-07d9-4307-87f7-36a593fc5850": "Azure File Sync Administrator",
+    "a8889054-8d42-49c9-bc1c-52486c10e7cd": "Reservations Administrator",
+    "76cc9ee4-d5d3-4a45-a930-26add3d73475": "Access Review Operator Service Role",
+    "8b54135c-b56d-4d72-a534-26097cfdc8d8": "Key Vault Data Access Administrator",
+    "66f75aeb-eabe-4b70-9f1e-c350c4c9ad04": "Virtual Machine Data Access Administrator",
+    "95de85bd-744d-4664-9dde-11430bc34793": "Azure Container Storage Owner",
+    "95dd08a6-00bd-4661-84bf-f6726f83a4d0": "Azure Container Storage Contributor",
+    "bda0d508-adf1-4af0-9c28-88919fc3ae06": "Azure Stack HCI Administrator",
+    "5a382001-fe36-41ff-bba4-8bf06bd54da9": "Azure Sphere Owner",
+    "0f641de8-0b88-4198-bdef-bd8b45ceba96": "Defender for Storage Scanner Operator",
+    "8480c0f0-4509-4229-9339-7c10018cb8c4": "Defender CSPM Storage Scanner Operator",
+    "e40ec5ca-96e0-45a2-b4ff-59039f2c2b59": "Managed Identity Contributor",
+    "f1a07417-d97a-45cb-824c-7a7467783830": "Managed Identity Operator",
+    "7e559ce2-48d7-4b27-9128-fa1b247f1308": "Managed Identity Federated Identity Credential Contributor",
 }
-"""Azure's built-in privileged roles (the role definition GUIDs of
-https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/privileged): all actions, or
-the right to assign roles. Refused at subscription, management-group or root scope."""
+"""Azure's built-in roles that are an administrator's or can make one (the role definition GUIDs of
+https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/privileged and
+https://learn.microsoft.com/azure/role-based-access-control/built-in-roles): all actions, the right to assign roles
+(also one limited by a condition to some roles), or to a managed identity's tokens (its federated credentials, or
+attaching it to a resource). Refused at subscription, management-group or root scope."""
 AZURE_ROLE_ADMIN_ACTIONS = ("microsoft.authorization/roleassignments/write",
                             "microsoft.authorization/roledefinitions/write",
                             "microsoft.authorization/elevateaccess/action",
                             "microsoft.authorization/roleassignmentschedulerequests/write",
                             "microsoft.authorization/roleeligibilityschedulerequests/write",
                             "microsoft.authorization/rolemanagementpolicies/write",
-                            "microsoft.authorization/rolemanagementpolicyassignments/write")
-"""What a custom role must not be able to do above a resource group (besides all actions, "*"): assign
-roles, write role definitions, elevate, or assign itself a role through PIM (a schedule request, or the
-management policy that decides what an activation needs)."""
+                            "microsoft.authorization/rolemanagementpolicyassignments/write",
+                            "microsoft.managedidentity/userassignedidentities/federatedidentitycredentials/write",
+                            "microsoft.managedidentity/userassignedidentities/assign/action")
+"""What a custom role must not be able to do above a resource group (besides all actions, "*"): assign roles, write
+role definitions, elevate, or assign itself a role through PIM (a schedule request, or the management policy that
+decides what an activation needs); or take over any managed identity there (what it holds is anyone's): write its
+federated identity credentials (a token from an issuer and subject of one's choosing signs in as it), or attach it
+to a resource one controls. `userAssignedIdentities/*` and `Microsoft.ManagedIdentity/*` cover both."""
 _GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 
 STRONG_S3_ALGORITHMS = frozenset({"AES256", "aws:kms", "aws:kms:dsse"})
@@ -418,7 +537,19 @@ RUNTIME_MOUNT_PREFIXES = ("/run", "/var/run", "/tmp", "/var/tmp", "/dev", "/var/
 
 _SECRET_WORD_ENDINGS = ("PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "SECRETS", "TOKEN", "CREDENTIAL",
                         "CREDENTIALS", "APIKEY", "PRIVATEKEY", "ACCESSKEY", "SECRETKEY")
-_SECRET_WORDS = frozenset({"KEY", "PWD", "PASS"})
+_SECRET_WORDS = frozenset({"KEY", "PWD", "PASS", "CREDS", "CRED"})
+_DESCRIBING_WORDS = frozenset({
+    "ID", "IDS", "ARN", "ARNS", "FILE", "FILES", "PATH", "PATHS", "DIR", "NAME", "NAMES", "REF", "URI", "URL", "URLS",
+    "ENDPOINT", "HOST", "PORT", "SHA", "SHA1", "SHA256", "SHA512", "DIGEST", "CHECKSUM", "VERSION", "LENGTH", "LEN",
+    "TTL", "EXPIRY", "EXPIRES", "EXPIRATION", "LIFETIME", "TIMEOUT", "TYPE", "KIND", "ALGORITHM", "ALG", "FORMAT",
+    "ENCODING", "HEADER", "FIELD", "PARAM", "PARAMETER", "PREFIX", "ENABLED", "DISABLED", "ENABLE", "DISABLE",
+    "REQUIRED", "MODE", "POLICY", "ROTATION", "STDIN", "FD", "ENV", "VAR", "CMD", "COMMAND", "PROVIDER", "LOCATION",
+    "REGION", "AUDIENCE", "ISSUER", "SCOPE", "SCOPES", "COUNT", "SIZE", "BITS", "LIMIT", "MIN", "MAX", "DAYS",
+    "SECONDS", "HOURS", "MINUTES", "INTERVAL", "ALIAS", "PAIR", "HINT", "LABEL", "TAG", "TAGS", "ROLE", "METHOD",
+    "MANAGER", "BACKEND", "STORE", "VAULT", "SERVICE", "CACHE",
+})
+"""Words that, after a name's last secret word, say its value points at or describes a secret rather than holds
+one (DB_PASSWORD_FILE, AWS_ACCESS_KEY_ID, TOKEN_URL, PASSWORD_MIN_LENGTH, SECRET_NAME, --password-stdin)."""
 _URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:(?![0-9]+(?:/|$))[^\s@]+@", re.IGNORECASE)
 """scheme://user:password@ and scheme://:password@ (Redis, AMQP), also a password with a `/` in it, as
 SQLAlchemy and libpq read one (postgresql://mlflow:hunter2/x@db/mlflow); not host:port/path@..."""
@@ -444,10 +575,18 @@ _KEYWORD_DSN_PASSWORD = re.compile(r"(?:^|\s)(?:password|passwd|pwd)\s*=\s*(?:'[
 _AZURE_SECRET_KEY = re.compile(r"(?:^|;)\s*(?:AccountKey|SharedAccessKey|SharedAccessSignature)\s*=\s*[^;\s]",
                                re.IGNORECASE)
 _PRIVATE_KEY_PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+_KNOWN_TOKEN = re.compile(r"(?<![A-Za-z0-9])(?:(?:AKIA|ASIA)[0-9A-Z]{16}[^A-Za-z0-9/+=]{1,3}[A-Za-z0-9/+=]{40}"
+                          r"(?![A-Za-z0-9/+=])|"
+                          r"gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{22,}|glpat-[A-Za-z0-9_-]{20}|"
+                          r"xox[abposr]-[A-Za-z0-9-]{10,}|sk_live_[A-Za-z0-9]{24,}|AIza[0-9A-Za-z_-]{35})")
+"""Credentials whose shape says what they are, whatever their name: an AWS access key id with its secret beside it,
+GitHub, GitLab, Slack, Stripe and Google API tokens."""
 _HARMLESS_CONNECTION_KEYS = frozenset({"instrumentationkey", "ingestionendpoint", "liveendpoint",
                                        "profilerendpoint", "snapshotendpoint", "applicationid", "endpointsuffix",
                                        "location", "authorization", "aadaudience"})
 """The keys of an Application Insights connection string, which Microsoft says is no secret."""
+_KEY_FILE_NAME = re.compile(r"[\w.@+-]+\.(?:pem|key|crt|cer|der|p12|pfx|jks|json)", re.IGNORECASE)
+"""A key or credentials file's name in the working directory (tls.key, client.pem, gcp.json)."""
 _FILE_PATH = re.compile(r"(?:/|\./|\.\./|~/)[\w.@+-]+(?:/[\w.@+-]+)*/?")
 _SHELL_ASSIGNMENT = re.compile(r"(?:^|[\s;&|(])(?:export\s+)?([A-Z][A-Z0-9_]*)=([^\s;&|)]+)")
 _COMMAND_FLAG = re.compile(r"(?:^|\s)--?([A-Za-z][\w-]*)=([^\s'\"][^\s]*)")
@@ -627,40 +766,130 @@ def _items(value: Any) -> list[Any]:
 
 # --- secrets in environment variables ----------------------------------------------------------
 
+def _name_words(name: str) -> list[str]:
+    """A name's words in upper case: split at anything but letters and digits, at a camelCase step and between
+    letters and digits (dbPassword1 -> DB, PASSWORD, 1; MLFLOW_TRACKING_TOKEN -> MLFLOW, TRACKING, TOKEN)."""
+    spaced = re.sub(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Za-z])(?=[0-9])|(?<=[0-9])(?=[A-Za-z])", "_", str(name))
+    return [word for word in re.split(r"[^A-Z0-9]+", spaced.upper()) if word]
+
+
+def _is_secret_word(words: Sequence[str], index: int) -> bool:
+    word = words[index]
+    return word in _SECRET_WORDS or word.endswith(_SECRET_WORD_ENDINGS) or word == "CONNECTIONSTRING" or \
+        (word == "STRING" and index > 0 and words[index - 1] == "CONNECTION")
+
+
 def looks_like_secret_name(name: str) -> bool:
-    """An env var named like a secret: its last word is a secret word (..._PASSWORD, ..._SECRET_KEY,
-    ..._TOKEN, a connection string). Names whose last word says the value only points at or
-    describes a secret hold none: AWS_ACCESS_KEY_ID (an id), POSTGRES_PASSWORD_FILE (a path),
-    *_SECRET_ARN, *_SECRETS_SHA256 (a digest), and AWS_DEFAULT_REGION or *_URL have no secret word."""
-    words = [word for word in re.split(r"[^A-Z0-9]+", name.upper()) if word]
-    if not words:
-        return False
-    if words[-2:] == ["CONNECTION", "STRING"] or words[-1] == "CONNECTIONSTRING":
-        return True
-    last = words[-1]
-    return last in _SECRET_WORDS or last.endswith(_SECRET_WORD_ENDINGS)
+    """A name that says it holds a secret: a secret word anywhere in it (..._PASSWORD, PASSWORD_DB, DB_PASSWORD_1,
+    ..._SECRET_KEY, ..._TOKEN, SECRET_KEY_BASE, a connection string), unless a word after the last one says the
+    value only points at or describes a secret (_DESCRIBING_WORDS): AWS_ACCESS_KEY_ID (an id),
+    POSTGRES_PASSWORD_FILE (a path), *_SECRET_ARN, *_SECRETS_SHA256 (a digest), TOKEN_URL, PASSWORD_MIN_LENGTH.
+    AWS_DEFAULT_REGION or *_URL have no secret word."""
+    words = _name_words(name)
+    found = [index for index in range(len(words)) if _is_secret_word(words, index)]
+    return bool(found) and not any(word in _DESCRIBING_WORDS for word in words[found[-1] + 1:])
 
 
 def looks_like_secret_value(value: Any) -> bool:
     """A value that carries a credential whatever its name: a URL with a password (also `://:pw@`), a
     credential in a URL's query (`?password=`, a SAS token's `sig=`), a connection string with a key or
     password, libpq's `password=` keyword, a PEM private key, an HTTP Authorization value (`Basic ...`,
-    `Bearer ...`), a secret-named key with a literal value inside it (`x-api-key=...`, `PGPASSWORD=...`)."""
+    `Bearer ...`), a secret-named key with a literal value inside it (`x-api-key=...`, `PGPASSWORD=...`), also as
+    JSON (`{"username": "mlflow", "password": "..."}`, at any depth, or as a name/value pair) or in YAML's,
+    a header's or an INI file's `password: ...` / `password = ...`."""
     if not isinstance(value, str):
         return False
     return bool(_URL_WITH_PASSWORD.search(value) or _URL_QUERY_SECRET.search(value)
                 or _CONNECTION_STRING_KEY.search(value) or _KEYWORD_DSN_PASSWORD.search(value)
-                or _PRIVATE_KEY_PEM.search(value) or _AUTHORIZATION_VALUE.search(value)
+                or _PRIVATE_KEY_PEM.search(value) or _AUTHORIZATION_VALUE.search(value) or _KNOWN_TOKEN.search(value)
                 or any(looks_like_secret_name(match.group(1)) and _literal_argument(match.group(2))
-                       and not _harmless_connection_string(value) for match in _KEYED_VALUE.finditer(value)))
+                       and not _harmless_connection_string(value) for match in _KEYED_VALUE.finditer(value))
+                or _structured_secret(value))
+
+
+_YAML_KEYED_VALUE = re.compile(r"""(?:^|[\s,;{\[(])(?:(["'])([A-Za-z_][\w.-]*)\1[ \t]*[:=][ \t]*|"""
+                               r"""([A-Za-z_][\w.-]*)[ \t]*(?::[ \t]+|[ \t]=[ \t]*))["']?([^\s"',;}\]#]+)""")
+"""`key: value` (YAML, a header line), `"key": value` or `'key':value` (JSON-like text that is no JSON), and
+`key = value` (INI, TOML): a value after a secret-named key. Not `arn:...:secret:name` (no space after the colon)."""
+_NO_VALUES = frozenset({"null", "none", "nil", "~", "true", "false", "yes", "no", "''", '""'})
+
+
+def _secret_field(name: Any, value: Any) -> bool:
+    """A field of a structured value that holds a secret: a secret-named key (not the bare `key` of a key/value
+    pair) with a literal string or number (not a reference, `$X`, a file path, a public key, null)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or not isinstance(name, str):
+        return False
+    text = str(value).strip()
+    return bool(text) and _name_words(name) != ["KEY"] and looks_like_secret_name(name) and \
+        text.lower() not in _NO_VALUES and _literal_argument(text) and not _names_a_file(name, text) and \
+        not _public_pem(text) and not _harmless_connection_string(text)
+
+
+def _secret_in_structure(value: Any, depth: int = 0) -> bool:
+    """A secret anywhere in parsed JSON: a secret-named field with a literal value, or a name/value pair whose name
+    is secret-named ({"name": "DB_PASSWORD", "value": "..."}, {"Key": "password", "Value": "..."})."""
+    if depth > 12:
+        return False
+    if isinstance(value, Mapping):
+        if isinstance(value.get("kty"), str) and {str(member).lower() for member in value} & _JWK_PRIVATE_MEMBERS:
+            return True  # a JWK with its private (or symmetric) key material
+        named = next((value[field] for field in value if str(field).lower() in ("name", "key")), None)
+        given = next((value[field] for field in value if str(field).lower() == "value"), None)
+        if isinstance(named, str) and _secret_field(named, given):
+            return True
+        return any(_secret_field(field, item) or _secret_in_structure(item, depth + 1) for field, item in value.items())
+    if is_sequence(value):
+        return any(_secret_in_structure(item, depth + 1) for item in value)
+    if isinstance(value, str) and _json_text(value):  # JSON text inside JSON
+        return _structured_secret(value, depth + 1)
+    return False
+
+
+def _structured_secret(text: str, depth: int = 0) -> bool:
+    """JSON text (an object or a list) that holds a secret field, or text with a secret-named `key: value` or
+    `key = value` (YAML, INI, a header line, JSON-like text)."""
+    if depth > 4:
+        return False
+    if _json_text(text):
+        try:
+            parsed = json.loads(text)
+        except (ValueError, RecursionError):
+            parsed = None
+        if parsed is not None and _secret_in_structure(parsed, depth):
+            return True
+    return any(_secret_field(match.group(2) or match.group(3), match.group(4).strip("'\""))
+               for match in _YAML_KEYED_VALUE.finditer(text))
+
+
+_OPENSSH_PUBLIC_KEY = re.compile(r"(?:ssh-(?:rsa|dss|ed25519|ed448)|ecdsa-sha2-nistp(?:256|384|521)|"
+                                 r"sk-(?:ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)(?:-cert-v01@openssh\.com)?"
+                                 r"\s+AAAA[A-Za-z0-9+/]+={0,3}(?:\s+\S.*)?")
+"""One line of an OpenSSH public key (authorized_keys, known keys): its type, its base64 blob, a comment."""
+_JWK_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k", "priv"})
+"""The members of a JWK that hold private (or symmetric: `k`) key material (RFC 7518 section 6, RFC 8037)."""
 
 
 def _public_pem(value: Any) -> bool:
-    """PEM text of public keys or certificates only (an OIDC verifier's key, a CA bundle): no secret."""
+    """Public keys or certificates only, no secret: PEM text of public keys and certificates (an OIDC
+    verifier's key, a CA bundle), OpenSSH public keys (`ssh-ed25519 AAAA... comment`, one a line), a JWK
+    or JWK set whose every key has a `kty` and none of the private members (`d`, `p`, `q`, ..., a symmetric
+    key's `k`)."""
     if not isinstance(value, str):
         return False
     labels = _PEM_BLOCK.findall(value)
-    return bool(labels) and all(label.strip() in _PUBLIC_PEM_LABELS for label in labels)
+    if labels:
+        return all(label.strip() in _PUBLIC_PEM_LABELS for label in labels)
+    lines = [line.strip() for line in value.strip().splitlines() if line.strip()]
+    if lines and all(_OPENSSH_PUBLIC_KEY.fullmatch(line) for line in lines):
+        return True
+    try:
+        parsed = json.loads(value, object_pairs_hook=_without_duplicate_keys) if _json_text(value) else None
+    except (ValueError, RecursionError):
+        return False
+    keys = as_list(get(parsed, "keys")) if isinstance(parsed, Mapping) and "keys" in parsed else [parsed]
+    return bool(keys) and all(
+        isinstance(jwk, Mapping) and isinstance(jwk.get("kty"), str)
+        and not {str(member).lower() for member in jwk} & _JWK_PRIVATE_MEMBERS for jwk in keys)
 
 
 def _harmless_connection_string(value: Any) -> bool:
@@ -677,8 +906,9 @@ def _names_a_file(name: str, value: Any) -> bool:
     NGINX_SSL_KEY=/run/secrets/tls.key): the convention for these names is a path to the file, not its content.
     Not *_PASSWORD, *_TOKEN or *_SECRET: a value of those is the secret (their files go in *_FILE)."""
     words = [word for word in re.split(r"[^A-Z0-9]+", name.upper()) if word]
-    return bool(words) and words[-1] in ("CREDENTIAL", "CREDENTIALS", "KEY", "PRIVATEKEY") \
-        and isinstance(value, str) and bool(_FILE_PATH.fullmatch(value.strip()))
+    return bool(words) and words[-1] in ("CREDENTIAL", "CREDENTIALS", "KEY", "PRIVATEKEY", "CERT", "CERTKEY") \
+        and isinstance(value, str) and bool(_FILE_PATH.fullmatch(value.strip())
+                                            or _KEY_FILE_NAME.fullmatch(value.strip()))
 
 
 def secret_env_entries(env: Iterable[tuple[str, Any]]) -> list[str]:
@@ -694,28 +924,145 @@ def secret_env_entries(env: Iterable[tuple[str, Any]]) -> list[str]:
     return found
 
 
+_SHELL_SEPARATORS = frozenset({";", "&&", "||", "|", "&", "(", ")", "\n"})
+_USER_PASSWORD_FLAGS = frozenset({"-u", "--user", "-U", "--proxy-user", "-a", "--auth", "--basic-auth"})
+"""Flags whose value may be `user:password` (curl's -u/--user/-U/--proxy-user, httpie's -a/--auth)."""
+_USER_PASSWORD = re.compile(r"[^:\s]*:(?P<password>.+)")
+_CLIENT_PASSWORD_FLAGS = (  # a client (its program's name) -> its short password flag, attached to it only
+    (re.compile(r"(?:mysql|mariadb)[\w-]*"), "-p", True),  # -pSECRET (a separate word after -p is no password)
+    (re.compile(r"redis-cli"), "-a", False),
+    (re.compile(r"mongo|mongosh"), "-p", False),
+    (re.compile(r"sshpass"), "-p", False),
+    (re.compile(r"sqlcmd"), "-P", False),
+)
+"""Database and shell clients that take a password with a short flag: `mysqladmin ping -uroot -phunter2`,
+`redis-cli -a hunter2 ping`, `sqlcmd -U sa -P hunter2`, `sshpass -p hunter2 ssh ...`."""
+_SECRET_FLAGS = frozenset({"requirepass", "masterauth", "storepass", "keypass", "srcstorepass", "deststorepass",
+                           "passin", "passout", "pass", "oauth2-bearer"})
+"""Flags that take a secret though their names end in no secret word (redis-server, keytool, openssl, curl)."""
+_HEADER_FLAGS = frozenset({"-H", "--header", "--headers", "--proxy-header"})
+_HEADER_LINE = re.compile(r"\s*([A-Za-z][\w-]*)\s*:\s*(\S.*)")
+
+
+def _shell_words(item: str) -> list[str]:
+    """An argument as the shell would split it (`sh -c "..."`, CMD-SHELL), quotes removed; `;`, `&&`, `|`
+    apart. Text the shell could not split is split at whitespace."""
+    if not re.search(r"[\s;&|()'\"]", item):
+        return [item]
+    try:
+        lexer = shlex.shlex(item, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        return list(lexer)
+    except ValueError:
+        return item.split()
+
+
+_SCRIPT_INTERPRETER = re.compile(r"(?:python|pypy|node|deno|bun|ruby|perl|php|pwsh|powershell|java|jshell|lua)"
+                                 r"[\d.]*(?:\.exe)?", re.IGNORECASE)
+_SCRIPT_FLAGS = frozenset({"-c", "-e", "--eval", "-E", "-Command", "--command", "-r"})
+"""`python -c CODE`, `node -e CODE`, ...: the argument after such a flag is a program, whose `password=...` is
+a keyword argument or an assignment, not a value (a shell's `-c` script is split into words instead)."""
+
+
+def _script_arguments(items: Sequence[str]) -> set[int]:
+    """The indexes of the arguments that are another language's code (after `python -c`, `node -e`, ...)."""
+    scripts = set()
+    for index, item in enumerate(items[:-1]):
+        if item.strip() in _SCRIPT_FLAGS and any(
+                _SCRIPT_INTERPRETER.fullmatch(posixpath.basename(previous.strip())) for previous in items[:index]):
+            scripts.add(index + 1)
+    return scripts
+
+
+def _credential_in_value(item: str, keyed: bool = True) -> bool:
+    """A value that carries a credential whatever surrounds it: a URL with a password, a credential in a
+    URL's query, an Azure account key or SAS, a PEM private key, an HTTP Authorization value, or (`keyed`:
+    not inside another language's code) a secret-named key with a literal value (libpq's `password=...`, a
+    connection string's `Password=...`, `x-api-key=...`)."""
+    if _URL_WITH_PASSWORD.search(item) or _URL_QUERY_SECRET.search(item) or _AZURE_SECRET_KEY.search(item) \
+            or _PRIVATE_KEY_PEM.search(item) or _KNOWN_TOKEN.search(item) \
+            or (keyed and _AUTHORIZATION_VALUE.search(item)):
+        return True
+    if not keyed or _harmless_connection_string(item):
+        return False
+    return any(looks_like_secret_name(match.group(1)) and _literal_argument(match.group(2))
+               for match in _KEYED_VALUE.finditer(item)) or _structured_secret(item)
+
+
 def secret_arguments(arguments: Iterable[Any]) -> list[str]:
-    """What in a container's command, entrypoint or args carries a credential: a value that does (a URL
-    with a password, a SAS URL, an Azure account key, a PEM key), a secret-named flag with its value
-    (`--password hunter2`, `--db-password=hunter2`) or a shell assignment (`PGPASSWORD=hunter2 psql`).
-    Values that read a variable or a file (`$X`, `$(cat ...)`) are none: a script may pass a secret on."""
+    """What in a container's command, entrypoint or args (or a health check's command) carries a credential,
+    the arguments read both as the words a program gets (exec form) and as the shell splits each (`sh -c`,
+    CMD-SHELL): a value that does (_credential_in_value: a URL with a password, a DSN's or connection
+    string's password, an Authorization value, ...), a secret-named flag with its value (`--password hunter2`,
+    `--db-password=hunter2`, `--requirepass hunter2`), a shell assignment (`PGPASSWORD=hunter2 psql`),
+    `user:password` after curl's or httpie's user flag (`-u admin:hunter2`), a client's short password flag
+    (`mysqladmin -phunter2`, `redis-cli -a hunter2`, `sqlcmd -P hunter2`), a credential header
+    (`-H "Authorization: Basic ..."`, `--header='X-Api-Key: ...'`). Values that read a variable or a file
+    (`$X`, `$(cat ...)`) are none: a script may pass a secret on. Another language's code (`python -c`) is
+    searched for the value shapes only."""
     found: list[str] = []
     items = [item for item in arguments if isinstance(item, str)]
+    scripts = _script_arguments(items)
+    flagged: set[int] = set()
+
+    def flag(index: int, what: str) -> None:
+        if index not in flagged:
+            flagged.add(index)
+            found.append(f"{what} (argument {index + 1})")
+
     for index, item in enumerate(items):
-        if _URL_WITH_PASSWORD.search(item) or _URL_QUERY_SECRET.search(item) or _AZURE_SECRET_KEY.search(item) \
-                or _PRIVATE_KEY_PEM.search(item):
-            found.append(f"argument {index + 1} (a value with a credential)")
-            continue
-        flag = re.fullmatch(r"--?([A-Za-z][\w-]*)", item.strip())
-        if flag and looks_like_secret_name(flag.group(1)) and index + 1 < len(items) \
-                and _literal_argument(items[index + 1]):
-            found.append(f"{item.strip()} (argument {index + 2})")
-            continue
+        if _credential_in_value(item, keyed=index not in scripts):
+            flag(index, "a value with a credential")
         for pattern in (_COMMAND_FLAG, _SHELL_ASSIGNMENT):
             for match in pattern.finditer(item):
                 if looks_like_secret_name(match.group(1)) and _literal_argument(match.group(2)):
-                    found.append(f"{match.group(1)}= (argument {index + 1})")
+                    flag(index, f"{match.group(1)}=")
+    exec_form = [(index, item) for index, item in enumerate(items) if index not in scripts]
+    shell_form = [(index, word) for index, item in exec_form for word in _shell_words(item)]
+    for words in (exec_form, shell_form):
+        for index, what in _secret_words(words):
+            flag(index, what)
     return found
+
+
+def _secret_words(words: Sequence[tuple[int, str]]) -> Iterator[tuple[int, str]]:
+    """(argument index, what) of each credential a command's words pass: see secret_arguments."""
+    programs: list[str] = []  # the names of the words since the last `;`, `&&`, `|`
+    for position, (index, word) in enumerate(words):
+        following, following_index = words[position + 1][::-1] if position + 1 < len(words) else ("", index)
+        if word in _SHELL_SEPARATORS:
+            programs = []
+            continue
+        programs.append(posixpath.basename(word.strip()))
+        name, equals, attached = word.partition("=")
+        value, value_index = (attached, index) if equals else (following, following_index)
+        option = re.fullmatch(r"--?([A-Za-z][\w-]*)", name)
+        if option and not option.group(1).lower().startswith("no-") and (
+                looks_like_secret_name(option.group(1)) or option.group(1).lower() in _SECRET_FLAGS) \
+                and _literal_argument(value) and not _names_a_file(option.group(1), value) \
+                and not value.strip().lower().startswith(("env:", "file:", "fd:", "stdin")):
+            yield value_index, name
+        if name in _USER_PASSWORD_FLAGS:
+            user, user_index = value, value_index
+        elif word[:2] in ("-u", "-U") and len(word) > 2 and word[2] != "-":  # curl -uadmin:hunter2
+            user, user_index = word[2:], index
+        else:
+            user = ""
+        match = _USER_PASSWORD.fullmatch(user.strip())
+        if match and _literal_argument(match.group("password")) and not re.fullmatch(r"[0-9]+:[0-9]+", user.strip()):
+            yield user_index, f"{name if name in _USER_PASSWORD_FLAGS else word[:2]} user:password"
+        for pattern, short, attached_only in _CLIENT_PASSWORD_FLAGS:
+            if not any(pattern.fullmatch(program) for program in programs[:-1]):
+                continue
+            if word.startswith(short) and len(word) > len(short) and _literal_argument(word[len(short):]):
+                yield index, f"{short}<password>"
+            elif word == short and not attached_only and _literal_argument(following):
+                yield following_index, f"{short} <password>"
+        if name in _HEADER_FLAGS:
+            header = _HEADER_LINE.fullmatch(value)
+            if header and secret_headers([(header.group(1), header.group(2))]) and \
+                    _literal_argument(header.group(2).split()[-1]):
+                yield value_index, f"{name} {header.group(1)}"
 
 
 def _literal_argument(value: str) -> bool:
@@ -905,24 +1252,79 @@ def validate_container_env(args: ResourceValidationArgs, report: ReportViolation
 
 # --- databases -------------------------------------------------------------------------------------
 
+def _public_by_default(kind: str, props: Mapping[str, Any]) -> bool:
+    """An RDS instance or Multi-AZ cluster that does not say publiclyAccessible false where nothing sends it
+    for it: aws-native (Cloud Control) and CloudFormation templates send nothing when it is left out, nor does
+    the AWS provider for a cluster (its instances' default is false). AWS's CreateDBInstance (and
+    CreateDBCluster, RestoreDBInstanceFromDBSnapshot, CreateDBInstanceReadReplica) then decide
+    (https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_CreateDBInstance.html, PubliclyAccessible,
+    "Default"): without DBSubnetGroupName, public if the default VPC has an internet gateway; with one, public
+    if its subnets' VPC has an internet gateway. Not an aws-native instance of an Aurora cluster
+    (dbClusterIdentifier), which older revisions of the same page documented as private by default, nor an
+    Aurora cluster, which takes no publiclyAccessible (its instances do)."""
+    if is_false(get(props, "publiclyAccessible")):
+        return False
+    if kind == NATIVE_DB_INSTANCE:
+        return not get(props, "dbClusterIdentifier")
+    if kind in (NATIVE_DB_CLUSTER, RDS_CLUSTER):
+        return not str(get(props, "engine", default="")).strip().lower().startswith("aurora")
+    return False
+
+
+SHARED_SNAPSHOTS = {  # type -> the property that lists the accounts it is shared with
+    "aws:rds/snapshot:Snapshot": "sharedAccounts",
+    "aws:rds/clusterSnapshot:ClusterSnapshot": "sharedAccounts",
+    "aws:rds/snapshotCopy:SnapshotCopy": "sharedAccounts",
+    "aws:rds/clusterSnapshotCopy:ClusterSnapshotCopy": "sharedAccounts",
+}
+
+
 def validate_database_not_public(args: ResourceValidationArgs, report: ReportViolation) -> None:
     kind, props, name = normalized_type(args.resource_type), args.props, args.name
     if kind in PUBLICLY_ACCESSIBLE_DATABASES and is_true(get(props, "publiclyAccessible")):
         report(f"{label(kind, name)} is publicly accessible: set publiclyAccessible to false and reach it from "
                "inside the VPC (the server's security group, a one-off task).", None)
+    elif kind in PUBLICLY_ACCESSIBLE_DATABASES and _public_by_default(kind, props):
+        report(f"{label(kind, name)} leaves publiclyAccessible {get(props, 'publiclyAccessible', default='unset')}: "
+               "nothing sends false for it, and RDS makes it public when its subnets' VPC (or the default VPC) has "
+               "an internet gateway. Set publiclyAccessible to false.", None)
+    elif kind in SHARED_SNAPSHOTS:
+        shared = [str(account) for account in as_list(get(props, SHARED_SNAPSHOTS[kind]))
+                  if str(account).strip().lower() == "all"]
+        if shared:
+            report(f"{label(kind, name)} shares the database's snapshot with every AWS account "
+                   f"({SHARED_SNAPSHOTS[kind]} {shared[0]}): anyone can restore a copy of the database. Name the "
+                   "accounts that need it.", None)
     elif kind in AZURE_NATIVE_DATABASE_SERVERS:
-        access = get(props, *AZURE_NATIVE_DATABASE_SERVERS[kind])
+        path = AZURE_NATIVE_DATABASE_SERVERS[kind]
+        access = next((value for value in (get(props, *path), get(props, path[-1]), get(props, "properties", *path))
+                       if value is not None), None)
         if str(access or "").strip().lower() != "disabled":
-            where = ".".join(AZURE_NATIVE_DATABASE_SERVERS[kind])
+            where = ".".join(path)
             report(f"{label(kind, name)} has {where} "
                    f"{access or 'unset (public unless the server is in a delegated subnet)'}: "
-                   "set it to \"Disabled\" and put the server in a delegated subnet with a private DNS zone.", None)
+                   "set it to \"Disabled\" and put the server in a delegated subnet with a private DNS zone (or reach "
+                   "it through a private endpoint).", None)
+    elif kind in AZURE_DATABASE_PUBLIC_FLAGS:
+        for flag, default in AZURE_DATABASE_PUBLIC_FLAGS[kind]:
+            value = next((item for item in (get(props, flag), get(props, "properties", flag)) if item is not None),
+                         None)
+            if default if value is None else not is_false(value):
+                report(f"{label(kind, name)} has {flag} {value if value is not None else 'unset (public by default)'}: "
+                       f"set it to false and reach the server through a private endpoint.", None)
     elif kind in CLASSIC_DATABASE_SERVERS:
         if not is_false(get(props, "publicNetworkAccessEnabled")):
             report(f"{label(kind, name)} has publicNetworkAccessEnabled "
                    f"{get(props, 'publicNetworkAccessEnabled', default='unset (the provider defaults to true)')}: "
                    "set it to false and reach the server from its VNet (a delegated subnet or a private "
                    "endpoint).", None)
+    elif kind == CLASSIC_MYSQL_FLEXIBLE_SERVER:
+        access = get(props, "publicNetworkAccess")
+        if not get(props, "delegatedSubnetId") and str(access or "").strip().lower() != "disabled" and \
+                not is_false(get(props, "publicNetworkAccessEnabled")):
+            report(f"{label(kind, name)} has publicNetworkAccess {access or 'unset'} and no delegatedSubnetId: the "
+                   "server has a public endpoint. Put it in a delegated subnet (delegatedSubnetId, privateDnsZoneId) "
+                   "or set publicNetworkAccess to \"Disabled\" and reach it through a private endpoint.", None)
 
 
 def is_private_network(value: Any) -> bool:
@@ -1000,7 +1402,9 @@ def _public_nsg_sources(rule: Any) -> list[str]:
     prefixes = [*as_list(get(rule, "sourceAddressPrefix")), *as_list(get(rule, "sourceAddressPrefixes"))]
     prefixes = [prefix for prefix in prefixes if prefix not in (None, "")]
     if not prefixes:  # an application security group holds the VNet's own NICs; nothing at all means any
-        return [] if as_list(get(rule, "sourceApplicationSecurityGroups")) else ["(no source: any)"]
+        groups = [*as_list(get(rule, "sourceApplicationSecurityGroups")),  # azure-native: [{id}]
+                  *as_list(get(rule, "sourceApplicationSecurityGroupIds"))]  # the classic provider: [id]
+        return [] if [group for group in groups if group not in (None, "", {})] else ["(no source: any)"]
     public = []
     for prefix in prefixes:
         text = str(prefix).strip()
@@ -1040,11 +1444,27 @@ def _aws_ingress_rules(kind: str, props: Mapping[str, Any]) -> list[tuple[Any, A
         for rule in (as_list(get(props, "securityGroupIngress")) if kind == NATIVE_SECURITY_GROUP else [props]):
             rules.append((get(rule, "ipProtocol"), get(rule, "fromPort"), get(rule, "toPort"),
                           [*as_list(get(rule, "cidrIp")), *as_list(get(rule, "cidrIpv6"))]))
+    elif kind in LIGHTSAIL_PORTS:  # an instance's firewall: no cidrs means every address (Lightsail's default)
+        for rule in as_list(get(props, *LIGHTSAIL_PORTS[kind])):
+            sources = [*as_list(get(rule, "cidrs")), *as_list(get(rule, "ipv6Cidrs"))]
+            aliases = [f"cidrListAliases {alias}" for alias in as_list(get(rule, "cidrListAliases"))]
+            rules.append((get(rule, "protocol"), get(rule, "fromPort"), get(rule, "toPort"),
+                          [*sources, *aliases] or ["0.0.0.0/0 (no cidrs: Lightsail's default)"]))
     return rules
 
 
+def _prefix_list_cidrs(kind: str, props: Mapping[str, Any]) -> list[Any]:
+    """The CIDRs a customer-managed prefix list (either provider) or one of its entries holds."""
+    if kind == PREFIX_LIST_ENTRY:
+        return as_list(get(props, "cidr"))
+    if kind in PREFIX_LISTS:
+        return [get(entry, "cidr") for entry in as_list(get(props, "entries"))]
+    return []
+
+
 def _is_database_firewall_rule(kind: str) -> bool:
-    return kind.startswith(DATABASE_FIREWALL_MODULES) and kind.endswith("FirewallRule")
+    """A database server's inbound firewall rule (not SQL's outbound rules, which name FQDNs)."""
+    return kind.startswith(DATABASE_FIREWALL_MODULES) and kind.endswith("FirewallRule") and "Outbound" not in kind
 
 
 def _engines(ports: Iterable[int]) -> str:
@@ -1062,6 +1482,11 @@ def validate_database_port_closed_to_internet(args: ResourceValidationArgs, repo
                    "securityGroups / sourceSecurityGroupId), or a private CIDR (RFC 1918, 100.64.0.0/10, a ULA). "
                    "A VPC's own IPv6 range is public address space the rule cannot tell from any other: reference "
                    "the security group instead.", None)
+    public = public_sources(_prefix_list_cidrs(kind, props))
+    if public:
+        report(f"{label(kind, name)} holds {' and '.join(public)}, which every security group rule that references the "
+               "prefix list admits (a database's rule on 5432 shows only the list's id): keep a prefix list to private "
+               "CIDRs (RFC 1918, 100.64.0.0/10, a ULA), and reach a database from its clients' security group.", None)
     if kind in NETWORK_SECURITY_GROUPS or kind in NETWORK_SECURITY_RULES:
         rules = as_list(get(props, "securityRules")) if kind in NETWORK_SECURITY_GROUPS else [props]
         for rule in rules:
@@ -1078,7 +1503,8 @@ def validate_database_port_closed_to_internet(args: ResourceValidationArgs, repo
                        f"to database port {_engines(ports)}: allow only VirtualNetwork, the subnet of the apps, or "
                        "another private CIDR.", None)
     elif _is_database_firewall_rule(kind):
-        start, end = get(props, "startIpAddress"), get(props, "endIpAddress")
+        start = get(props, "startIpAddress", default=get(props, "startIPv6Address"))
+        end = get(props, "endIpAddress", default=get(props, "endIPv6Address"))
         if _public_address_range(start, end):
             azure_services = " (Azure's \"allow all Azure services\": every tenant's resources)" \
                 if str(start).strip() == str(end).strip() == "0.0.0.0" else ""
@@ -1300,6 +1726,10 @@ def validate_storage_not_public(args: ResourceValidationArgs, report: ReportViol
         if grantees:
             report(f"{label(kind, name)} grants {', '.join(grantees)} access in its ACL: grant only the bucket owner "
                    "and share objects through presigned URLs or the server.", None)
+    if kind == "aws:ec2/amiLaunchPermission:AmiLaunchPermission" and \
+            str(get(props, "group", default="")).strip().lower() == "all":
+        report(f"{label(kind, name)} makes the image public (group all): any AWS account can launch it and read "
+               "its disks. Name the accounts, the organization or the OU that need it.", None)
     if kind == STORAGE_ACCOUNT:
         if not is_false(get(props, "allowBlobPublicAccess")):
             report(f"{label(kind, name)} does not forbid public blob access: set allowBlobPublicAccess to false.", None)
@@ -1421,6 +1851,8 @@ def _checked_config(config: Mapping[str, Any] | None, policy_name: str, schema: 
     return config
 
 
+_GUID_PATTERN = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+
 IAM_CONFIG_SCHEMA = PolicyConfigSchema(properties={
     "allowedActionsOnAnyResource": {
         "type": "array",
@@ -1433,7 +1865,149 @@ IAM_CONFIG_SCHEMA = PolicyConfigSchema(properties={
                        "tag:GetResources, ...). Nothing that runs code, mints or reads credentials or secrets, or "
                        "changes a resource may be listed.",
     },
+    "allowedPermissionSets": {
+        "type": "array",
+        "items": {"type": "string", "pattern": "^arn:[a-z-]+:sso:::permissionSet/[A-Za-z0-9-]+/ps-[A-Za-z0-9]+$"},
+        "default": [],
+        "description": "IAM Identity Center permission sets (exact ARNs) an account assignment may hand out. Without "
+                       "it every account assignment is refused: an assignment of an existing permission set "
+                       "(AdministratorAccess) makes anyone an administrator, and the pack cannot read what a "
+                       "permission set it does not create holds.",
+    },
+    "allowedIdentityStoreGroups": {
+        "type": "array",
+        "items": {"type": "string", "pattern": "^[A-Za-z0-9-]+$"},
+        "default": [],
+        "description": "Identity store group ids a group membership may add users to. Without it every membership "
+                       "is refused: a group's id says nothing of the permission sets assigned to it.",
+    },
+    "allowedDelegatedAdministratorServices": {
+        "type": "array",
+        "items": {"type": "string", "pattern": "^[a-z0-9.-]+\\.amazonaws\\.com$"},
+        "default": [],
+        "description": "Service principals (guardduty.amazonaws.com) for which an organization may make a member "
+                       "account a delegated administrator. Without it every delegation is refused.",
+    },
+    "allowedDirectoryRoles": {
+        "type": "array",
+        "items": {"type": "string", "pattern": _GUID_PATTERN},
+        "default": [],
+        "description": "Entra ID directory roles (template or object ids) a directory role assignment, eligibility or "
+                       "membership (the azuread provider) may grant. Without it every one is refused: a role's id "
+                       "(an activated role's object id, a custom role's) says nothing of what it holds. The roles "
+                       "Microsoft labels privileged (Global Administrator, Privileged Role Administrator, ...) are "
+                       "refused even when listed.",
+    },
+    "allowedEntraGroups": {
+        "type": "array",
+        "items": {"type": "string", "pattern": _GUID_PATTERN},
+        "default": [],
+        "description": "Entra ID group object ids a group membership or a PIM group assignment or eligibility (the "
+                       "azuread provider) may add members or owners to. Without it every one is refused: a group's id "
+                       "says nothing of the directory roles, Azure roles or app roles it holds.",
+    },
 })
+
+IDENTITY_CENTER_GRANTS = {  # type -> (the property naming what it grants, the configuration that may allow it)
+    "aws:ssoadmin/accountAssignment:AccountAssignment": ("permissionSetArn", "allowedPermissionSets"),
+    "aws-native:sso:Assignment": ("permissionSetArn", "allowedPermissionSets"),
+    "aws:identitystore/groupMembership:GroupMembership": ("groupId", "allowedIdentityStoreGroups"),
+    "aws-native:identitystore:GroupMembership": ("groupId", "allowedIdentityStoreGroups"),
+    "aws:organizations/delegatedAdministrator:DelegatedAdministrator": (
+        "servicePrincipal", "allowedDelegatedAdministratorServices"),
+}
+"""Resources that grant people or accounts what a permission set, a group or a delegation holds, which the
+resource itself does not show: refused unless the configuration names what they grant."""
+ENTRA_GRANTS = {  # azuread type -> (the properties naming what it grants, the configuration that may allow it)
+    "azuread:index/directoryRoleAssignment:DirectoryRoleAssignment": (("roleId",), "allowedDirectoryRoles"),
+    "azuread:index/directoryRoleEligibilityScheduleRequest:DirectoryRoleEligibilityScheduleRequest": (
+        ("roleDefinitionId",), "allowedDirectoryRoles"),
+    "azuread:index/directoryRoleMember:DirectoryRoleMember": (("roleObjectId",), "allowedDirectoryRoles"),
+    "azuread:index/administrativeUnitRoleMember:AdministrativeUnitRoleMember": (
+        ("roleObjectId",), "allowedDirectoryRoles"),
+    "azuread:index/groupMember:GroupMember": (("groupObjectId",), "allowedEntraGroups"),
+    "azuread:index/privilegedAccessGroupAssignmentSchedule:PrivilegedAccessGroupAssignmentSchedule": (
+        ("groupId",), "allowedEntraGroups"),
+    "azuread:index/privilegedAccessGroupEligibilitySchedule:PrivilegedAccessGroupEligibilitySchedule": (
+        ("groupId",), "allowedEntraGroups"),
+}
+"""The azuread provider's grants of a directory role, or of a group's membership or ownership (directly or through
+PIM), whose id says nothing of what it holds: refused unless the configuration lists it (allowedDirectoryRoles,
+allowedEntraGroups), as IDENTITY_CENTER_GRANTS are. A privileged directory role is refused even when listed."""
+ENTRA_MODULE = "azuread:"
+
+ENTRA_PRIVILEGED_ROLES = {
+    # https://learn.microsoft.com/entra/identity/role-based-access-control/permissions-reference ("privileged")
+    "62e90394-69f5-4237-9190-012177145e10": "Global Administrator",
+    "e8611ab8-c189-46e8-94e1-60213ab1f814": "Privileged Role Administrator",
+    "7be44c8a-adaf-4e2a-84d6-ab2649e08a13": "Privileged Authentication Administrator",
+    "9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3": "Application Administrator",
+    "cf1c38e5-3621-4004-a7cb-879624dced7c": "Application Developer",
+    "158c047a-c907-4556-b7ef-446551a6b5f7": "Cloud Application Administrator",
+    "c4e39bd9-1100-46d3-8c65-fb160da0071f": "Authentication Administrator",
+    "25a516ed-2fa0-40ea-a2d0-12923a21473a": "Authentication Extensibility Administrator",
+    "ecb2c6bf-0ab6-418e-bd87-7986f8d63bbe": "Attribute Provisioning Administrator",
+    "422218e4-db15-4ef9-bbe0-8afb41546d79": "Attribute Provisioning Reader",
+    "aaf43236-0c0d-4d5f-883a-6955382ac081": "B2C IEF Keyset Administrator",
+    "7698a772-787b-4ac8-901f-60d6b08affd2": "Cloud Device Administrator",
+    "b1be1c3e-b65d-4f19-8427-f6fa0d97feb9": "Conditional Access Administrator",
+    "9360feb5-f418-4baa-8175-e2a00bac4301": "Directory Writers",
+    "8329153b-31d0-4727-b945-745eb3bc5f31": "Domain Name Administrator",
+    "be2f45a1-457d-42af-a067-6ec1fa63bc45": "External Identity Provider Administrator",
+    "f2ef992c-3afb-46b9-b7cf-a126ee74c451": "Global Reader",
+    "729827e3-9c14-49f7-bb1b-9608f156bbb8": "Helpdesk Administrator",
+    "8ac3fc64-6eca-42ea-9e69-59f4c7b60eb2": "Hybrid Identity Administrator",
+    "3a2c62db-5318-420d-8d74-23affee5d9d5": "Intune Administrator",
+    "59d46f88-662b-457b-bceb-5c3809e5908f": "Lifecycle Workflows Administrator",
+    "4ba39ca4-527c-499a-b93d-d9b492c50246": "Partner Tier1 Support",
+    "e00e864a-17c5-4a4b-9c06-f5b95a8d5bd8": "Partner Tier2 Support",
+    "966707d0-3269-4727-9be2-8c3a10f19b9d": "Password Administrator",
+    "194ae4cb-b126-40b2-bd5b-6091b380977d": "Security Administrator",
+    "5f2222b1-57c3-48ba-8ad5-d4759f1fde6f": "Security Operator",
+    "5d6b6bb7-de71-4623-b4af-96380a352509": "Security Reader",
+    "fe930be7-5e62-47db-91af-98c3a49a38b1": "User Administrator",
+    "d29b2b05-8046-44ba-8758-1e26182fcf32": "Directory Synchronization Accounts",
+}
+"""The Entra ID directory roles Microsoft labels privileged (their template ids): never granted by the stack, whatever
+the configuration lists."""
+GRAPH_PRIVILEGED_APP_ROLES = {
+    # Microsoft Graph application permissions (its app roles' ids, the same in every tenant) that take over the
+    # directory or its identities: assign roles or app roles, write applications' credentials, groups, users'
+    # authentication methods and passwords, Conditional Access, PIM, domains and federation
+    "9e3f62cf-ca93-4989-b6ce-bf83c28f9fe8": "RoleManagement.ReadWrite.Directory",
+    "06b708a9-e830-4db3-a914-8e69da51d44f": "AppRoleAssignment.ReadWrite.All",
+    "1bfefb4e-e0b5-418b-a88f-73c46d2cc8e9": "Application.ReadWrite.All",
+    "dd199f4a-f148-40a4-a2ec-f0069cc799ec": "RoleAssignmentSchedule.ReadWrite.Directory",
+    "fee28b28-e1f3-4841-818e-2704dc62245f": "RoleEligibilitySchedule.ReadWrite.Directory",
+    "41202f2c-f7ab-45be-b001-85c9728b9d69": "PrivilegedAssignmentSchedule.ReadWrite.AzureADGroup",
+    "618b6020-bca8-4de6-99f6-ef445fa4d857": "PrivilegedEligibilitySchedule.ReadWrite.AzureADGroup",
+    "2f6817f8-7b12-4f0f-bc18-eeaf60705a9e": "PrivilegedAccess.ReadWrite.AzureADGroup",
+    "7e05723c-0bb0-42da-be95-ae9f08a6e53c": "Domain.ReadWrite.All",
+    "ab43b826-2c7a-4aff-9ecd-d0629d0ca6a9": "ADSynchronization.ReadWrite.All",
+    "9acd699f-1e81-4958-b001-93b1d2506e19": "EntitlementManagement.ReadWrite.All",
+    "292d869f-3427-49a8-9dab-8c70152b74e9": "Organization.ReadWrite.All",
+    "a402ca1c-2696-4531-972d-6e5ee4aa11ea": "Policy.ReadWrite.PermissionGrant",
+    "b38dcc4d-a239-4ed6-aa84-6c65b284f97c": "RoleManagementPolicy.ReadWrite.AzureADGroup",
+    "31e08e0a-d3f7-4ca2-ac39-7343fb83e8ad": "RoleManagementPolicy.ReadWrite.Directory",
+    "29c18626-4985-4dcd-85c0-193eef327366": "Policy.ReadWrite.AuthenticationMethod",
+    "8e8e4742-1d95-4f68-9d56-6ee75648c72a": "DelegatedPermissionGrant.ReadWrite.All",
+    "01c0a623-fc9b-48e9-b794-0756f8e8f067": "Policy.ReadWrite.ConditionalAccess",
+    "9241abd9-d0e6-425a-bd4f-47ba86e767a4": "DeviceManagementConfiguration.ReadWrite.All",
+    "e330c4f0-4170-414e-a55a-2f022ec2b57b": "DeviceManagementRBAC.ReadWrite.All",
+    "19dbc75e-c2e2-444c-a770-ec69d8559fc7": "Directory.ReadWrite.All",
+    "62a82d76-70ea-41e2-9197-370581804d09": "Group.ReadWrite.All",
+    "dbaae8cf-10b5-4b86-a4a1-f871c94c6695": "GroupMember.ReadWrite.All",
+    "50483e42-d915-4231-9639-7fdb7fd190e5": "UserAuthenticationMethod.ReadWrite.All",
+    "56760768-b641-451f-8906-e1b8ab31bca7": "User-PasswordProfile.ReadWrite.All",
+    "5eb59dd3-1da2-4329-8733-9dabdc435916": "AdministrativeUnit.ReadWrite.All",
+    "741f803b-c850-494e-b5df-cde7c675a1ca": "User.ReadWrite.All",
+    "89c8469c-83ad-45f7-8ff2-6e3d4285709e": "ServicePrincipalEndpoint.ReadWrite.All",
+}
+"""An app role assignment (azuread appRoleAssignment) of one of these makes the principal a directory administrator
+in all but name; refused whatever the configuration says. A delegated permission grant is judged by the same names
+(with Directory.AccessAsUser.All), its claimValues."""
+GRAPH_PRIVILEGED_SCOPES = frozenset(name.lower() for name in (*GRAPH_PRIVILEGED_APP_ROLES.values(),
+                                                              "Directory.AccessAsUser.All"))
 
 
 def _verb(action: str) -> str:
@@ -1473,6 +2047,23 @@ def allowed_actions_on_any_resource(config: Mapping[str, Any] | None = None) -> 
             raise PolicyConfigError(f"iam-least-privilege: allowedActionsOnAnyResource may not name {name}")
         allowed.add(lowered)
     return frozenset(allowed)
+
+
+def identity_center_allowances(config: Mapping[str, Any] | None = None) -> dict[str, frozenset[str]]:
+    """The permission sets, identity store groups, delegated administrator services, Entra ID directory roles and
+    groups the configuration allows (each exact; the CLI's schema checks their shape, this that they are lists of
+    names)."""
+    config = _checked_config(config, "iam-least-privilege", IAM_CONFIG_SCHEMA)
+    allowances = {}
+    for setting in ("allowedPermissionSets", "allowedIdentityStoreGroups", "allowedDelegatedAdministratorServices",
+                    "allowedDirectoryRoles", "allowedEntraGroups"):
+        values = config.get(setting, [])
+        if not is_sequence(values) or not all(isinstance(value, str) and value.strip() for value in values):
+            raise PolicyConfigError(f"iam-least-privilege: {setting} must be a list of exact names")
+        if any(_has_wildcard(value) for value in values):
+            raise PolicyConfigError(f"iam-least-privilege: {setting} takes exact names, no wildcards")
+        allowances[setting] = frozenset(value.strip().lower() for value in values)
+    return allowances
 
 
 def _inline_documents(kind: str, props: Mapping[str, Any]) -> list[tuple[str, Any]]:
@@ -1559,9 +2150,12 @@ def resource_reach(resource: Any, names: bool = False) -> str | None:
     if _has_wildcard(partition) or _has_wildcard(service) or _has_wildcard(account):
         return "any"
     service = service.lower()
+    if service == "autoscaling":  # autoScalingGroup:<uuid>:autoScalingGroupName/<name>: the name says which
+        resource_id = re.sub(r"^(autoScalingGroup|launchConfiguration):[^:/]*:(?:autoScalingGroupName|"
+                             r"launchConfigurationName)/", r"\1/", resource_id, flags=re.IGNORECASE)
     if service == "s3" and account == "":  # arn:aws:s3:::bucket[/key]: a bucket's name is global
         wild = _has_wildcard(resource_id.split("/", 1)[0]) or resource_id == ""
-    elif service in _NAME_FIRST_SERVICES:
+    elif service in _NAME_FIRST_SERVICES and not (service == "s3" and account):  # an access point has a type
         wild = resource_id == "" or resource_id[0] in "*?" or (names and not _spelled_out(resource_id, service))
     elif service in NAME_WILDCARD_SERVICES:
         wild = _has_wildcard(resource_id)
@@ -1613,10 +2207,32 @@ def narrowing_condition_keys(condition: Any) -> list[str]:
     return found
 
 
+_ACCOUNT_KEY = re.compile(r"[^:]*:(?:\w*account(?:id)?|\w*orgid|\w*orgpaths|\w*region|partition)", re.IGNORECASE)
+"""Condition keys that name an account, an organization or a region (aws:ResourceAccount, aws:ResourceOrgID,
+aws:ResourceOrgPaths, s3:ResourceAccount, ec2:Region, ...): what an ARN already names, or more."""
+
+
+def _names_resources(value: Any) -> bool:
+    """A condition value that names resources: no wildcard; or an ARN pattern that names them as an action that
+    runs code needs (resource_reach(..., names=True): cluster/prod, not cluster/*, cluster/prod-*, arn:*); or any
+    other value spelled out up to a `/` or `:` before its wildcard (team/*, not d*, team*). No policy variable."""
+    text = str(value).strip()
+    if not text or "${" in text:
+        return False
+    if not _has_wildcard(text):
+        return True
+    if text.lower().startswith("arn:"):
+        return resource_reach(text, names=True) is None
+    return _spelled_out(text, "")
+
+
 def _narrows_resources(condition: Any) -> bool:
-    """A Condition that limits which resources an identity statement reaches: a positive operator on a
-    service's own key (ecs:cluster, iam:PassedToService, ...) or on aws:ResourceTag/..., aws:ResourceAccount,
-    aws:ResourceOrgID, with values that are not only wildcards. Global request keys (aws:SecureTransport,
+    """A Condition that limits which resources an identity statement reaches to something its ARN does not
+    already name: a positive operator on a service's own key (ecs:cluster, iam:PassedToService, ...) or on
+    aws:ResourceTag/..., every value of which names something (_names_resources: a literal value, or a pattern
+    spelled out up to a `/` or `:`). Keys that name the account, organization or region (aws:ResourceAccount,
+    aws:ResourceOrgID, aws:ResourceOrgPaths, s3:ResourceAccount, ...) narrow nothing the ARN does not, nor does a
+    service key's true or false (ec2:Encrypted: every encrypted volume); global request keys (aws:SecureTransport,
     aws:CurrentTime, aws:SourceIp, ...) hold for any resource."""
     if isinstance(condition, Mapping):
         for operator, block in condition.items():
@@ -1624,9 +2240,12 @@ def _narrows_resources(condition: Any) -> bool:
                 continue
             for name, values in block.items():
                 lowered = str(name).strip().lower()
-                resource_key = not lowered.startswith("aws:") or lowered.startswith("aws:resourcetag/") or \
-                    lowered in ("aws:resourceaccount", "aws:resourceorgid", "aws:resourceorgpaths")
-                if resource_key and _literal_values(values, partial_wildcards=True):
+                resource_key = (not lowered.startswith("aws:") or lowered.startswith("aws:resourcetag/")) \
+                    and ":" in lowered and not _has_wildcard(lowered) and not _ACCOUNT_KEY.fullmatch(lowered)
+                tag = "resourcetag/" in lowered
+                if resource_key and as_list(values) and all(
+                        _names_resources(value) and (tag or str(value).strip().lower() not in ("true", "false"))
+                        for value in as_list(values)):
                     return True
     return False
 
@@ -1702,7 +2321,7 @@ def open_principal_problems(policy_document: Mapping[str, Any]) -> list[str]:
             actions = ", ".join(str(action) for action in as_list(key(statement, "Action"))) or "its actions"
             problems.append(f"statement {sid} allows any principal of any account ({actions}) without a condition "
                             "that names the accounts (aws:PrincipalOrgID, aws:PrincipalAccount, aws:SourceArn, "
-                            "sts:ExternalId, ... with a literal value)")
+                            "kms:CallerAccount, ... with a literal value; sts:ExternalId names no account)")
     return problems
 
 
@@ -1804,21 +2423,17 @@ def trust_problems(policy_document: Mapping[str, Any]) -> list[str]:
 
 
 def broad_managed_policy(arn: Any) -> str | None:
-    """The name of a managed policy too broad to attach (any partition, any path), else None: an
-    AWS-managed one broad by its name (BROAD_MANAGED_POLICY_NAME, the job-function policies but
-    ViewOnlyAccess), or a customer-managed one whose name says it administers (ADMIN_NAME)."""
+    """The name of a managed policy too broad to attach (any partition), else None: every AWS-managed one
+    but NARROW_AWS_MANAGED_POLICIES (their path and name exactly, in any case), or a customer-managed one
+    whose name or path says it administers (ADMIN_NAME: policy/OpsFullAccess, policy/admin/everything)."""
     match = _POLICY_ARN.fullmatch(str(arn).strip())
     if not match:
         return None
     path = match.group("path")
     name = path.rsplit("/", 1)[-1]
-    if match.group("account").lower() != "aws":
-        return path if ADMIN_NAME.search(name) else None
-    if BROAD_MANAGED_POLICY_NAME.search(name):
-        return path
-    if path.lower().startswith("job-function/") and name.lower() != "viewonlyaccess":
-        return path  # the job-function policies are for people (Billing, DataScientist, SystemAdministrator, ...)
-    return None
+    if match.group("account").strip().lower() != "aws":
+        return path if _admin_named(path) else None
+    return None if name.strip().lower() in NARROW_AWS_MANAGED_POLICIES else path
 
 
 def _attached_policy_arns(kind: str, props: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
@@ -1829,12 +2444,9 @@ def _attached_policy_arns(kind: str, props: Mapping[str, Any]) -> Iterator[tuple
     (AdministratorAccess) and SAM's policy templates by key (S3FullAccessPolicy)."""
     if kind.startswith("aws-native:serverless:"):
         for item in as_list(get(props, "policies")):
-            for policy_name in ([item] if isinstance(item, str) else list(item) if isinstance(item, Mapping) else []):
-                text = str(policy_name).strip()
-                if text.lower().startswith("arn:"):
-                    yield "policies", text
-                elif key(item, "Statement") is None:
-                    yield "policies", f"arn:aws:iam::aws:policy/{text}"
+            if isinstance(item, str):
+                text = item.strip()
+                yield "policies", text if text.lower().startswith("arn:") else f"arn:aws:iam::aws:policy/{text}"
         return
     if not kind.startswith(IAM_ATTACHING_MODULES):
         return
@@ -1845,6 +2457,60 @@ def _attached_policy_arns(kind: str, props: Mapping[str, Any]) -> Iterator[tuple
                 yield str(prop), value
 
 
+_AWS_MANAGED_ARN = re.compile(r"arn:[^:]*:[^:]*:[^:]*:aws:[^/]*policy/(?P<path>.+)", re.IGNORECASE | re.DOTALL)
+"""An AWS-managed policy of any service (arn:aws:iam::aws:policy/..., arn:aws:eks::aws:cluster-access-policy/...)."""
+
+
+def _admin_policy_references(value: Any, where: str = "", depth: int = 0) -> Iterator[tuple[str, str]]:
+    """(property, ARN) of every policy ARN named like an administrator's (AmazonEKSClusterAdminPolicy,
+    AdministratorAccess, a customer's OpsFullAccess) in a property named like *PolicyArn(s) of a resource outside
+    the IAM modules (an EKS access policy association or access entry, a Roles Anywhere profile, ...)."""
+    if depth > 4:
+        return
+    if isinstance(value, Mapping):
+        for name in list(value):
+            item = _known_in(value, name)
+            path = f"{where}.{name}" if where else str(name)
+            if "policyarn" in str(name).lower():
+                for arn in _items(item):
+                    match = _AWS_MANAGED_ARN.fullmatch(str(arn).strip()) or _POLICY_ARN.fullmatch(str(arn).strip())
+                    if match and _admin_named(match.group("path")):
+                        yield path, str(arn)
+            else:
+                yield from _admin_policy_references(item, path, depth + 1)
+    elif is_sequence(value):
+        for index, item in enumerate(_items(value)):
+            yield from _admin_policy_references(item, f"{where}[{index}]", depth + 1)
+
+
+_BROAD_POLICY_TEMPLATE_NAME = re.compile(r"admin|poweruser|fullaccess|readwrite", re.IGNORECASE)
+
+
+def _broad_policy_templates(kind: str, props: Mapping[str, Any]) -> list[str]:
+    """The SAM policy templates (`Policies: [{S3ReadPolicy: {BucketName: ...}}]`) of an AWS::Serverless::*
+    resource that are too broad: named so (S3FullAccessPolicy, ...), or given a parameter with a wildcard
+    (BucketName "*" reads every bucket) or none at all."""
+    if not kind.startswith("aws-native:serverless:"):
+        return []
+    found = []
+    for item in as_list(get(props, "policies")):
+        if not isinstance(item, Mapping) or key(item, "Statement") is not None:
+            continue
+        for template_name in list(item):
+            parameters = item[template_name]
+            values = [value for value in (parameters.values() if isinstance(parameters, Mapping) else [])]
+            if _BROAD_POLICY_TEMPLATE_NAME.search(str(template_name)) or any(
+                    not isinstance(value, str) or not value.strip() or _has_wildcard(value) for value in values):
+                found.append(f"{template_name} {dict(parameters) if isinstance(parameters, Mapping) else ''}".strip())
+    return found
+
+
+_POLICY_ARN_PROPERTIES = frozenset({"policyarn", "policyarns", "managedpolicyarn", "managedpolicyarns",
+                                    "managedpolicies", "policies"})
+"""Properties that hold only managed policy ARNs (or, in a SAM resource, names): a value there that is no
+policy ARN is one the pack cannot tell."""
+
+
 def _customer_policy_references(kind: str, props: Mapping[str, Any]) -> list[str]:
     """The names of customer-managed policies an IAM Identity Center permission set references by name."""
     if not kind.startswith(("aws:ssoadmin/", "aws-native:sso:")):
@@ -1853,7 +2519,7 @@ def _customer_policy_references(kind: str, props: Mapping[str, Any]) -> list[str
     for prop in ("customerManagedPolicyReference", "customerManagedPolicyReferences"):
         for reference in as_list(get(props, prop)):
             names.append(str(get(reference, "name", default="")))
-    return [name for name in names if ADMIN_NAME.search(name)]
+    return [name for name in names if _admin_named(name)]
 
 
 def azure_scope_above_resource_group(scope: Any) -> bool:
@@ -1871,16 +2537,33 @@ def azure_privileged_role(props: Mapping[str, Any]) -> str | None:
 
 def azure_privileged_role_id(definition: Any) -> str | None:
     """The privileged built-in role a role definition id names, wherever its GUID stands in it (a full id,
-    the GUID alone, in braces, with `?api-version=...`, inside an ARM expression)."""
-    for guid in _GUID.findall(str(definition or "")):
-        if guid.lower() in AZURE_PRIVILEGED_ROLES:
-            return AZURE_PRIVILEGED_ROLES[guid.lower()]
-    return None
+    the GUID alone, in braces, without its hyphens, with `?api-version=...`, inside an ARM expression, in
+    pieces an expression concatenates): its 32 hex digits anywhere in the id's hex digits."""
+    text = str(definition or "").lower()
+    for guid in _GUID.findall(text):
+        if guid in AZURE_PRIVILEGED_ROLES:
+            return AZURE_PRIVILEGED_ROLES[guid]
+    digits = re.sub(r"[^0-9a-f]", "", text)
+    return next((role for guid, role in AZURE_PRIVILEGED_ROLES.items() if guid.replace("-", "") in digits), None)
 
 
 def azure_privileged_role_name(name: Any) -> str | None:
     role_name = " ".join(str(name or "").split()).lower()
     return next((role for role in AZURE_PRIVILEGED_ROLES.values() if role.lower() == role_name), None)
+
+
+def _entra_privileged_role(role: Any) -> str | None:
+    """The privileged Entra ID directory role a role id names (its template id, wherever it stands in the value)."""
+    text = str(role or "").lower()
+    return next((name for guid, name in ENTRA_PRIVILEGED_ROLES.items() if guid in text), None)
+
+
+def _blueprint_scope(props: Mapping[str, Any]) -> str:
+    """Where a blueprint's role assignment artifact grants its role: the resource group it names (a
+    placeholder of the blueprint), else the subscription the blueprint is assigned to."""
+    group = get(props, "resourceGroup")
+    return f"/subscriptions/(the blueprint's)/resourceGroups/{group}" if isinstance(group, str) and group.strip() \
+        else "/subscriptions/(the subscription the blueprint is assigned to)"
 
 
 def _is_azure_role_assignment(kind: str) -> bool:
@@ -1897,36 +2580,77 @@ def _is_azure_role_assignment(kind: str) -> bool:
 
 def _azure_admin_actions(props: Mapping[str, Any]) -> list[str]:
     """The actions of a custom role that amount to Owner or User Access Administrator: "*" (all actions
-    or all data actions) and any pattern that covers assigning roles or writing role definitions."""
+    or all data actions), any pattern that covers assigning roles or writing role definitions, and any ARM
+    expression the pack does not work out (`[createArray('*')]`, `[concat('Microsoft.Authorization/', ...)]`,
+    a whole permission or list given by one), which may be either."""
     found = []
     for permission in as_list(get(props, "permissions")):
+        if not isinstance(permission, Mapping):  # an ARM expression the pack cannot work out: it may be anything
+            found.append(str(permission))
+            continue
         for field in ("actions", "dataActions"):
             for action in as_list(get(permission, field)):
                 text = str(action).strip()
-                if text == "*" or any(_iam_pattern(text).fullmatch(admin) for admin in AZURE_ROLE_ADMIN_ACTIONS):
+                if text == "*" or _arm_expression(text) or \
+                        any(_azure_action_pattern(text).fullmatch(admin) for admin in AZURE_ROLE_ADMIN_ACTIONS):
                     found.append(text)
     return found
 
 
+def _azure_action_pattern(action: str) -> re.Pattern[str]:
+    """An Azure RBAC action pattern as a case-insensitive regular expression: `*` any characters, and a `/*/` segment
+    also none (Managed Identity Operator's `userAssignedIdentities/*/assign/action` is
+    `userAssignedIdentities/assign/action`)."""
+    parts = re.split(r"(/\*/|\*)", action)
+    return re.compile("".join("/(?:.*/)?" if part == "/*/" else ".*" if part == "*" else re.escape(part)
+                              for part in parts), re.IGNORECASE | re.DOTALL)
+
+
+def _arm_expression(value: Any) -> bool:
+    """An ARM template expression left unresolved (`[createArray('*')]`, `[concat(...)]`): the pack does not
+    evaluate it, so it stands for any value (`[[` escapes a literal `[`)."""
+    return isinstance(value, str) and value.strip().startswith("[") and not value.strip().startswith("[[")
+
+
+_JSON_UNICODE_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+_MAX_DOCUMENT_DEPTH = 20
+
+
+def _json_text(value: Any) -> bool:
+    """Text a JSON reader may take for an object or a list: `{` or `[` first (after whitespace or a BOM)."""
+    return isinstance(value, str) and value.lstrip().lstrip("\ufeff").lstrip().startswith(("{", "["))
+
+
+def _names_statement(text: str) -> bool:
+    """Whether JSON text names a Statement key, however JSON spells it: every JSON reader decodes
+    `"\\u0053tatement"` or `"St\\u0061tement"` to Statement, so the raw text is read with its escapes decoded."""
+    decoded = _JSON_UNICODE_ESCAPE.sub(lambda match: chr(int(match.group(1), 16)), text)
+    return bool(re.search(r'"\s*statement\s*"\s*:', decoded, re.IGNORECASE))
+
+
 def _looks_like_document(text: str) -> bool:
-    return text.lstrip().startswith("{") and "statement" in text.lower()
+    """JSON text that names a Statement (escapes decoded): a policy document's, not a value to search for
+    other shapes (an ACL's grantee URIs)."""
+    return _json_text(text) and _names_statement(text)
 
 
 def _documents_in(value: Any, where: str, depth: int = 0) -> Iterator[tuple[str, Mapping[str, Any] | None]]:
-    """(where, document) of every policy document inside a value: an object with a Statement, or JSON text
-    of one; None for one the pack cannot read (JSON text that does not parse or names a key twice, an
-    object with a key twice in any case). Unknown values (a preview) are skipped."""
-    if depth > 5:
+    """(where, document) of every policy document inside a value: an object with a Statement, or one inside
+    JSON text (every string that starts with `{` or `[` is parsed, and what it holds decides, never its raw
+    spelling); None for one the pack cannot read (JSON text that names a Statement but does not parse or
+    names a key twice, an object with a key twice in any case). Unknown values (a preview) are skipped."""
+    if depth > _MAX_DOCUMENT_DEPTH:
         return
     if isinstance(value, str):
-        if _looks_like_document(value):
-            try:
-                parsed = _parse_document(value)
-            except ValueError:
+        if not _json_text(value):
+            return
+        try:
+            parsed = _parse_document(value)
+        except ValueError:
+            if _names_statement(value):
                 yield where, None
-                return
-            if key(parsed, "Statement") is not None:
-                yield where, parsed
+            return
+        yield from _documents_in(parsed, where, depth + 1)
         return
     if isinstance(value, Mapping):
         try:
@@ -1965,12 +2689,13 @@ def _policy_documents(kind: str, props: Mapping[str, Any], skip: Iterable[str] =
 
 
 def _admin_names(values: Iterable[Any]) -> list[str]:
-    return [str(value) for value in values if ADMIN_NAME.search(str(value))]
+    return [str(value) for value in values if _admin_named(value)]
 
 
 def validate_iam_least_privilege(args: ResourceValidationArgs, report: ReportViolation) -> None:
     kind, props, name = normalized_type(args.resource_type), args.props, args.name
     allowed = allowed_actions_on_any_resource(args.get_config())
+    allowances = identity_center_allowances(args.get_config())
     fix = ("Name the actions and the resource ARNs it needs; only actions without resource-level permissions "
            f"({', '.join(sorted(allowed))}) may use Resource \"*\".")
     identity = _inline_documents(kind, props)
@@ -1989,8 +2714,9 @@ def validate_iam_least_privilege(args: ResourceValidationArgs, report: ReportVio
         problems = ["it is no JSON policy document"] if unreadable_document(trust) else trust_problems(document(trust))
         if problems:
             report(f"{label(kind, name)}: its trust policy ({TRUST_POLICY[kind]}) {'; '.join(problems)}: name the "
-                   "service or account principals, or add a condition on aws:PrincipalOrgID, aws:PrincipalAccount "
-                   "or sts:ExternalId (a literal value), and for an identity provider its `sub`.", None)
+                   "service or account principals (a third party's account with sts:ExternalId), or add a "
+                   "condition on aws:PrincipalOrgID or aws:PrincipalAccount (a literal value), and for an identity "
+                   "provider its `sub`.", None)
     elif not identity and not _storage_module(kind):
         # Any other resource: its resource policies (KMS key, secret, queue, topic, repository, ...) may not
         # open it to any principal, and an identity statement found anywhere is held to the same rules.
@@ -2008,6 +2734,10 @@ def validate_iam_least_privilege(args: ResourceValidationArgs, report: ReportVio
                         sid = key(statement, "Sid") or f"#{index}"
                         report(f"{label(kind, name)}: {where} statement {sid} allows {'; '.join(problems)}. {fix}",
                                None)
+    if kind in LINKED_TEMPLATE_KINDS:
+        report(f"{label(kind, name)} deploys {LINKED_TEMPLATE_KINDS[kind]}, a template the pack cannot read, so "
+               "nothing it deploys can be checked (a role, a policy, a public database): deploy the template "
+               "inline (a CloudFormation stack with templateBody) instead.", None)
     for problem in template_resources(kind, props)[1]:
         report(f"{label(kind, name)}: {problem}, so nothing it deploys can be checked (a role, a policy, a role "
                "assignment): give the template inline (templateBody, template, templateContent) as one JSON or "
@@ -2026,12 +2756,25 @@ def validate_iam_least_privilege(args: ResourceValidationArgs, report: ReportVio
                    f"{' / '.join(PRINCIPAL_PERMISSIONS[kind])}.", None)
     for prop, arn in _attached_policy_arns(kind, props):
         managed = broad_managed_policy(arn)
+        if managed is None and str(prop).lower() in _POLICY_ARN_PROPERTIES and \
+                not _POLICY_ARN.fullmatch(str(arn).strip()):
+            report(f"{label(kind, name)} attaches {arn!r} ({prop}), which the pack cannot tell for a managed policy "
+                   "(in a template: a value from another stack, an SSM parameter or a custom resource, which may "
+                   "be AdministratorAccess): give the policy's ARN.", None)
         if managed:
-            report(f"{label(kind, name)} attaches the managed policy {managed} ({prop}), which by its name allows "
-                   "far more than the role needs, on every resource of the account: attach a policy of your own "
-                   "that names the actions and resource ARNs (AWS-managed service-role policies such as "
-                   "AmazonECSTaskExecutionRolePolicy are fine; a policy of your own named like an administrator "
-                   "is judged by that name, so rename it).", None)
+            report(f"{label(kind, name)} attaches the managed policy {managed} ({prop}): an AWS-managed policy "
+                   "reaches every resource of the account whatever its name says (ReadOnlyAccess reads every "
+                   "bucket's objects), and one of your own named like an administrator's is judged by that name. "
+                   "Attach a policy of your own that names the actions and resource ARNs (of AWS's, only "
+                   f"{', '.join(sorted(NARROW_AWS_MANAGED_POLICY_NAMES))} may be attached).", None)
+    if not kind.startswith(IAM_ATTACHING_MODULES):
+        for prop, arn in _admin_policy_references(props):
+            report(f"{label(kind, name)} attaches {arn} ({prop}), a managed policy named like an administrator's: "
+                   "associate a policy that grants what it needs (an EKS view or edit policy scoped to a namespace, a "
+                   "policy of your own that names the actions and resources).", None)
+    for template in _broad_policy_templates(kind, props):
+        report(f"{label(kind, name)} uses the SAM policy template {template}, which by its name or a wildcard "
+               "parameter reaches every resource of a kind: use a narrower template with the resource named.", None)
     for reference in _customer_policy_references(kind, props):
         report(f"{label(kind, name)} references the customer-managed policy {reference}, named like an "
                "administrator's: reference a policy that names the actions and resource ARNs.", None)
@@ -2040,6 +2783,45 @@ def validate_iam_least_privilege(args: ResourceValidationArgs, report: ReportVio
         if groups:
             report(f"{label(kind, name)} puts a user into {', '.join(groups)}, a group named like administrators': "
                    "grant the user a policy that names what it needs instead.", None)
+    if kind in IDENTITY_CENTER_GRANTS:
+        prop, setting = IDENTITY_CENTER_GRANTS[kind]
+        granted = get(props, prop, default="")
+        if str(granted).strip().lower() not in allowances[setting]:
+            report(f"{label(kind, name)} grants {prop} {granted or '(none)'}, which the iam-least-privilege "
+                   f"configuration does not list ({setting}): an Identity Center assignment or group membership "
+                   "hands out whatever that permission set or group holds (AdministratorAccess), and a delegated "
+                   "administrator runs a service for the organization; the resource does not show which. List it "
+                   "in the configuration once it is reviewed.", None)
+    if kind in ENTRA_GRANTS:
+        props_named, setting = ENTRA_GRANTS[kind]
+        granted = next((get(props, prop) for prop in props_named if get(props, prop)), "")
+        granted_id = str(granted).strip().lower()
+        privileged = _entra_privileged_role(granted) if setting == "allowedDirectoryRoles" else None
+        if privileged:
+            report(f"{label(kind, name)} grants the Entra ID directory role {privileged} ({granted}), which Microsoft "
+                   "labels privileged (it administers the tenant's identities, roles, applications or sign-in): grant "
+                   "an application the Graph permission or Azure role it needs on its own resources instead.", None)
+        elif granted_id not in allowances[setting]:
+            what = "directory role" if setting == "allowedDirectoryRoles" else "group"
+            report(f"{label(kind, name)} grants the Entra ID {what} {granted or '(none)'}, which the "
+                   f"iam-least-privilege configuration does not list ({setting}): a {what}'s id says nothing of "
+                   "what it holds (a role-assignable group with Global Administrator, an Azure Owner assignment, "
+                   "an activated role's object id). List it in the configuration once it is reviewed.", None)
+    if kind == "azuread:index/appRoleAssignment:AppRoleAssignment":
+        role = GRAPH_PRIVILEGED_APP_ROLES.get(str(get(props, "appRoleId", default="")).strip().lower())
+        if role:
+            report(f"{label(kind, name)} assigns the Microsoft Graph application permission {role}, which lets its "
+                   "principal take over the directory (assign itself roles or app roles, add credentials to any "
+                   "application, change groups, users or sign-in policies): grant a narrower permission "
+                   "(User.Read.All, Group.Read.All, ...) or an Azure role on the resources it needs.", None)
+    elif kind == "azuread:index/servicePrincipalDelegatedPermissionGrant:ServicePrincipalDelegatedPermissionGrant":
+        scopes = sorted({scope for value in as_list(get(props, "claimValues")) for scope in str(value).split()
+                         if scope.lower() in GRAPH_PRIVILEGED_SCOPES})
+        if scopes:
+            report(f"{label(kind, name)} consents to {', '.join(scopes)} on behalf of "
+                   f"{'one user' if get(props, 'userObjectId') else 'every user'}, which lets the application act as "
+                   "a directory administrator whenever an administrator signs in to it: consent to narrower "
+                   "permissions.", None)
     if kind in USER_CREDENTIALS:
         users = _admin_names([get(props, USER_CREDENTIALS[kind], default="")])
         if users:
@@ -2047,12 +2829,12 @@ def validate_iam_least_privilege(args: ResourceValidationArgs, report: ReportVio
                    "administrator: use a role (OIDC in CI, IAM Identity Center for people) instead.", None)
     if kind in MINIO_POLICY_ATTACHMENTS:
         policy_name = str(get(props, "policyName", default="")).strip()
-        if policy_name.lower() in MINIO_BUILT_IN_POLICIES or ADMIN_NAME.search(policy_name):
+        if policy_name.lower() in MINIO_BUILT_IN_POLICIES or _admin_named(policy_name):
             report(f"{label(kind, name)} attaches MinIO's {policy_name} policy, which reaches every bucket (or "
                    "administers the server): attach a policy of your own scoped to the bucket.", None)
     if _is_azure_role_assignment(kind):
         role = azure_privileged_role(props)
-        scope = get(props, "scope", default="")
+        scope = _blueprint_scope(props) if kind == BLUEPRINT_ROLE_ASSIGNMENT else get(props, "scope", default="")
         if role and azure_scope_above_resource_group(scope):
             report(f"{label(kind, name)} grants {role} at {scope or '/'} (a subscription, management group or the "
                    "root): grant a narrower role (AcrPull, Storage Blob Data Contributor, ...) at the scope of the "
@@ -2085,13 +2867,16 @@ def validate_log_retention(args: ResourceValidationArgs, report: ReportViolation
     kind, props, name = normalized_type(args.resource_type), args.props, args.name
     if kind in LOG_GROUPS or kind == LOG_ANALYTICS_WORKSPACE:
         days = get(props, "retentionInDays")
+        if days is None and kind == LOG_ANALYTICS_WORKSPACE:
+            return  # Azure keeps a workspace's data 30 days unless told otherwise; a CloudWatch log group, forever
         try:
-            kept = days is not None and int(days) > 0
-        except (TypeError, ValueError):
+            kept = days is not None and not isinstance(days, bool) and float(days).is_integer() and int(days) > 0
+        except (TypeError, ValueError, OverflowError):
             kept = False
         if not kept:
             setting = "aws.logRetentionDays" if kind in LOG_GROUPS else "azure.logRetentionDays"
-            report(f"{label(kind, name)} keeps logs forever (retentionInDays {days if days is not None else 'unset'}): "
+            what = "keeps logs forever" if days is None else "sets no retention the pack can read"
+            report(f"{label(kind, name)} {what} (retentionInDays {days if days is not None else 'unset'}): "
                    f"set retentionInDays to a number of days (this project: {setting}).", None)
 
 
@@ -2291,14 +3076,24 @@ def validate_stateful_resources_protected(args: StackValidationArgs, report: Rep
 
 # --- templates: CloudFormation stacks and ARM deployments ----------------------------------------------
 
-TEMPLATE_MODULES = ("aws:cloudformation/", "aws-native:cloudformation:", "azure-native:resources:", "azure:core/")
+TEMPLATE_MODULES = ("aws:cloudformation/", "aws-native:cloudformation:", "azure-native:resources:", "azure:core/",
+                    "azure:management/groupTemplateDeployment:", "azure-native:blueprint:")
 """Where a resource deploys a template of its own (CloudFormation stacks and stack sets, ARM deployments,
 deployment stacks and template specs): the pack reads the template and judges each resource in it as the
 type it stands for (AWS::IAM::Role as aws-native:iam:Role, Microsoft.Authorization/roleAssignments as
 azure-native:authorization:RoleAssignment, ...), by every resource policy."""
+LINKED_TEMPLATE_KINDS = {  # type -> what it deploys
+    "aws:serverlessrepository/cloudFormationStack:CloudFormationStack": "a Serverless Application Repository app",
+    "aws:servicecatalog/provisionedProduct:ProvisionedProduct": "a Service Catalog product",
+    "aws-native:servicecatalog:CloudFormationProvisionedProduct": "a Service Catalog product",
+}
+"""Resources that deploy a CloudFormation template kept elsewhere (an application, a product): linked, as a
+stack's templateUrl is, and refused the same way."""
 _TEMPLATE_TEXT_PROPERTIES = frozenset({"templatebody", "template", "templatecontent", "maintemplate"})
 _TEMPLATE_LINK_PROPERTIES = frozenset({"templateurl", "templatelink", "templatespecversionid", "templatespecid",
-                                       "templates3url"})
+                                       "templates3url", "parameterslink"})
+"""Where a deployment takes its template, or an ARM deployment its parameters (parametersLink: the template's
+role, scope or CIDR parameters would be what the pack cannot see), from a link."""
 _ARM_TYPE_NAMES = {  # ARM type (lower case) -> the azure-native type whose checks it takes, where not regular
     "microsoft.dbforpostgresql/flexibleservers": FLEXIBLE_SERVER,
     "microsoft.dbforpostgresql/flexibleservers/firewallrules": "azure-native:dbforpostgresql:FirewallRule",
@@ -2309,6 +3104,9 @@ _ARM_TYPE_NAMES = {  # ARM type (lower case) -> the azure-native type whose chec
     "microsoft.dbformysql/servers": "azure-native:dbformysql:SingleServer",
     "microsoft.storage/storageaccounts/blobservices/containers": BLOB_CONTAINER,
     "microsoft.app/containerapps": "azure-native:app:ContainerApp",
+    "microsoft.dbforpostgresql/servergroupsv2": "azure-native:dbforpostgresql:Cluster",
+    "microsoft.documentdb/mongoclusters": "azure-native:documentdb:MongoCluster",
+    "microsoft.graph/approleassignedto": "azuread:index/appRoleAssignment:AppRoleAssignment",  # Bicep's Graph extension
 }
 _ARM_RENAMED_PROPERTIES = {STORAGE_ACCOUNT: {"supportsHttpsTrafficOnly": "enableHttpsTrafficOnly"}}
 """ARM property names azure-native renames."""
@@ -2316,9 +3114,11 @@ _CFN_PSEUDO_PARAMETERS = {"AWS::Partition": "aws", "AWS::AccountId": "1234567890
                           "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": "stack", "AWS::StackId": "stack",
                           "AWS::NotificationARNs": []}
 _MAX_TEMPLATE_DEPTH = 4
-_MAX_BRANCHES = 5
-"""A template resource's first five Fn::If are judged in every combination of branches (32 variants); any
-further one stands for both branches at once (a list of both)."""
+_MAX_VARIANTS = 256
+"""A template resource is judged in every combination of its choice points (its conditions' branches, the
+values of a map lookup keyed by the region, ...) up to 256 combinations; beyond, every alternative of every
+choice point at least once (every leaf, _CloudFormation.every_leaf), not every combination."""
+_MAX_CHOICE_POINTS = 200
 
 
 class TemplateResource:
@@ -2432,37 +3232,155 @@ def _camel_keys(value: Any, depth: int = 0) -> Any:
     return value
 
 
+class _Deployed(str):
+    """A value the deployment decides, read as its stand-in text (a pseudo parameter's us-east-1, a resource's
+    Ref or attribute): never a key the pack may look up in a map, since the deployed value may be another."""
+
+
+class _Outside(_Deployed):
+    """A value from outside the template the pack cannot tell at all: another stack's export (Fn::ImportValue),
+    an SSM parameter's value, a custom resource's Ref or attribute, a function the pack does not work out. It
+    may be anything, "*" included, and so is judged as "*" (_fail_closed)."""
+
+
+def _tainted(text: str, parts: Iterable[Any]) -> str:
+    """Text made of parts keeps what the least known of them is."""
+    parts = list(parts)
+    if any(isinstance(part, _Outside) for part in parts):
+        return _Outside(text)
+    if any(isinstance(part, _Deployed) for part in parts):
+        return _Deployed(text)
+    return text
+
+
+def _fail_closed(value: Any, depth: int = 0) -> Any:
+    """A resolved template value with every value from outside it (_Outside) as "*": an imported or SSM value
+    could be any principal, action, resource, CIDR or policy, so the policies judge the widest."""
+    if depth > 40:
+        return value
+    if isinstance(value, _Outside):
+        return "*"
+    if isinstance(value, Mapping):
+        return {name: _fail_closed(item, depth + 1) for name, item in value.items()}
+    if is_sequence(value):
+        return [_fail_closed(item, depth + 1) for item in value]
+    return value
+
+
 class _CloudFormation:
     """Reads a CloudFormation template's intrinsic functions far enough to judge it: parameters (the stack's
-    values, else their defaults), pseudo parameters, Fn::Sub, Fn::Join, Fn::Select, Fn::FindInMap; Fn::If
-    takes the branch `choices` picks (bit i for the i-th Fn::If, so every combination can be judged);
-    what cannot be known (Fn::GetAtt, Fn::ImportValue) becomes its name."""
+    values, else their defaults; an SSM parameter type's value is from outside), pseudo parameters, Ref and
+    Fn::GetAtt, Fn::Sub, Fn::Join, Fn::Select, Fn::Split, Fn::FindInMap. Where a value depends on what the
+    pack cannot fix, it is a choice point with alternatives (`variants` judges every combination): an Fn::If
+    (per condition: CloudFormation gives a condition one value in the whole template), a map lookup keyed by a
+    value only the deployment knows (the region, the account, a resource's attribute) or by a key the map
+    lacks (every value the map has there), an Fn::Select whose index it cannot read (every item)."""
 
     def __init__(self, template: Mapping[str, Any], parameters: Mapping[str, Any]) -> None:
-        self.template, self.values, self.choices, self.conditions = template, {}, 0, 0
+        self.template, self.values = template, {}
+        self.resources = _mapping(get(template, "Resources"))
+        self.assignment: dict[Any, int] = {}
+        self.fallback = 0
+        self.found: dict[Any, int] = {}
         for name, spec in _mapping(get(template, "Parameters")).items():
             value = parameters.get(name, get(spec, "Default"))
-            if isinstance(value, str) and "list" in str(get(spec, "Type", default="")).lower():
+            kind = str(get(spec, "Type", default=""))
+            if "AWS::SSM::Parameter::Value" in kind:  # the parameter names an SSM parameter; its value is read then
+                value = _Outside(f"(the value of SSM parameter {value})")
+            elif isinstance(value, str) and "list" in kind.lower():
                 value = [item.strip() for item in value.split(",")]
             self.values[str(name)] = value if value is not None else str(name)
+
+    def choose(self, point: Any, count: int) -> int:
+        """The alternative this variant takes at a choice point with `count` alternatives."""
+        self.found.setdefault(point, count)
+        return min(self.assignment.get(point, self.fallback), count - 1)
+
+    def resolved(self, given: Any, assignment: Mapping[Any, int], fallback: int = 0) -> tuple[Any, dict[Any, int]]:
+        self.assignment, self.fallback, self.found = dict(assignment), fallback, {}
+        return self.resolve(given), self.found
+
+    def variants(self, given: Any) -> list[Any]:
+        """`given` resolved in every combination of its choice points, up to _MAX_VARIANTS combinations;
+        beyond that every alternative of every choice point at least once (every leaf), not every combination."""
+        complete: list[Any] = []
+        pending: list[dict[Any, int]] = [{}]
+        while pending:
+            assignment = pending.pop()
+            resolved, found = self.resolved(given, assignment)
+            open_points = [point for point in found if point not in assignment]
+            if not open_points:
+                complete.append(resolved)
+                continue
+            point = open_points[0]
+            if len(complete) + len(pending) + found[point] > _MAX_VARIANTS:
+                return _unique(self.every_leaf(given))
+            pending += [{**assignment, point: choice} for choice in reversed(range(found[point]))]
+        return _unique(complete)
+
+    def every_leaf(self, given: Any) -> list[Any]:
+        """Variants that between them take every alternative of every choice point: all points at their
+        first, second, ... alternative, and each point at each alternative with the others at their first or
+        second (so a point met only inside another's second branch is taken at each of its own)."""
+        found: dict[Any, int] = {}
+        variants: list[Any] = []
+        fallback, widest = 0, 1
+        while fallback < widest:
+            resolved, more = self.resolved(given, {}, fallback)
+            variants.append(resolved)
+            found.update({point: count for point, count in more.items() if point not in found})
+            widest = max([widest, *found.values()])
+            fallback += 1
+        done: set[Any] = set()
+        while len(done) < len(found) and len(done) < _MAX_CHOICE_POINTS:
+            point = next(point for point in found if point not in done)
+            done.add(point)
+            for choice in range(found[point]):
+                for fallback in (0, 1):
+                    resolved, more = self.resolved(given, {point: choice}, fallback)
+                    variants.append(resolved)
+                    found.update({other: count for other, count in more.items() if other not in found})
+        return variants
 
     def ref(self, name: Any) -> Any:
         text = str(name)
         if text in _CFN_PSEUDO_PARAMETERS:
-            return _CFN_PSEUDO_PARAMETERS[text]
+            value = _CFN_PSEUDO_PARAMETERS[text]
+            return _Deployed(value) if isinstance(value, str) else value
         if text == "AWS::NoValue":
             return None
-        return self.values.get(text, text)
+        if text in self.values:
+            return self.values[text]
+        return self.attribute(text, "")
+
+    def attribute(self, logical: str, attribute: str) -> Any:
+        """A resource's Ref or attribute: a managed policy of the template by its ARN (the policy itself is
+        judged by its statements); another AWS resource's value is the deployment's; a custom resource's (or a
+        nested stack's, a module's, a registry type's) may be anything."""
+        resource_type = str(get(self.resources.get(logical), "Type", default=""))
+        if resource_type == "AWS::IAM::ManagedPolicy" and attribute in ("", "PolicyArn"):
+            policy_name = get(self.resources[logical], "Properties", "ManagedPolicyName")
+            return f"arn:aws:iam::123456789012:policy/{policy_name if isinstance(policy_name, str) else logical}"
+        text = f"{logical}.{attribute}" if attribute else logical
+        if resource_type.startswith("AWS::") and not resource_type.startswith("AWS::CloudFormation::") \
+                and not resource_type.endswith("::MODULE"):
+            return _Deployed(text)
+        return _Outside(text)
 
     def substitute(self, text: str, variables: Mapping[str, Any]) -> str:
+        parts: list[Any] = []
+
         def one(match: re.Match[str]) -> str:
             name = match.group(1).strip()
             if name in variables:
                 value = self.resolve(variables[name])
+            elif "." in name and name.split(".", 1)[0] not in _CFN_PSEUDO_PARAMETERS:
+                value = self.attribute(*name.split(".", 1))
             else:
-                value = self.ref(name.split(".", 1)[0]) if "." not in name else name
+                value = self.ref(name)
+            parts.append(value)
             return value if isinstance(value, str) else ",".join(map(str, as_list(value)))
-        return re.sub(r"\$\{(?!!)([^}]*)\}", one, text)
+        return _tainted(re.sub(r"\$\{(?!!)([^}]*)\}", one, text), parts)
 
     def resolve(self, value: Any, depth: int = 0) -> Any:
         if depth > 20:
@@ -2482,39 +3400,93 @@ class _CloudFormation:
         return value
 
     def function(self, function: str, argument: Any, depth: int) -> Any:
-        argument = argument if function in ("Fn::Sub", "Fn::If") else self.resolve(argument, depth + 1)
+        if function == "Fn::If" and is_sequence(argument) and len(argument) == 3:
+            condition, *branches = argument
+            return self.resolve(branches[self.choose(("Fn::If", str(condition)), 2)], depth + 1)
+        argument = argument if function == "Fn::Sub" else self.resolve(argument, depth + 1)
         items = as_list(argument)
         if function == "Fn::Sub":
             text, variables = (items[0], items[1] if len(items) > 1 and isinstance(items[1], Mapping) else {}) \
                 if is_sequence(argument) else (argument, {})
             return self.substitute(str(text), variables)
         if function == "Fn::Join" and len(items) == 2:
-            return str(items[0]).join(str(item) for item in as_list(items[1]))
+            return _tainted(str(items[0]).join(str(item) for item in as_list(items[1])), [items[0], *as_list(items[1])])
         if function == "Fn::Select" and len(items) == 2:
             index, choices = _port(items[0]), as_list(items[1])
-            return choices[index] if index is not None and -len(choices) <= index < len(choices) else choices
-        if function == "Fn::If" and len(items) == 3:
-            index, self.conditions = self.conditions, self.conditions + 1
-            if index < _MAX_BRANCHES:
-                return self.resolve(items[2] if self.choices >> index & 1 else items[1], depth + 1)
-            branches = [self.resolve(branch, depth + 1) for branch in items[1:]]
-            return [item for branch in branches if branch is not None for item in as_list(branch)]
+            if index is not None and -len(choices) <= index < len(choices) and not isinstance(items[0], _Deployed):
+                return choices[index]
+            if not choices:
+                return _Outside(f"Fn::Select({json.dumps(items, default=str)[:80]})")
+            return choices[self.choose(("Fn::Select", json.dumps(items, default=str)), len(choices))]
+        if function == "Fn::Split" and len(items) == 2 and isinstance(items[1], str):
+            return [_tainted(part, [items[1]]) for part in items[1].split(str(items[0]))]
         if function == "Fn::FindInMap" and len(items) >= 3:
-            found = get(_mapping(get(self.template, "Mappings")), *[str(item) for item in items[:3]])
-            if found is not None:
-                return found
-            return _leaves(get(_mapping(get(self.template, "Mappings")), str(items[0])))
+            return self.find_in_map(items[:3])
         if function in ("Fn::Base64", "Fn::ToJsonString"):
-            return argument if function == "Fn::Base64" else json.dumps(argument)
-        if function == "Fn::GetAtt":
-            return ".".join(str(item) for item in items)
-        return f"{function}({json.dumps(argument, default=str)[:80]})"
+            return argument if function == "Fn::Base64" else json.dumps(argument, default=str)
+        if function == "Fn::GetAtt" and items:
+            return self.attribute(str(items[0]), ".".join(str(item) for item in items[1:]))
+        return _Outside(f"{function}({json.dumps(argument, default=str)[:80]})")
+
+    def find_in_map(self, keys: list[Any]) -> Any:
+        """A map lookup: a key the deployment decides (the region, a resource's attribute, an SSM value) or one
+        the map lacks stands for every key of the map at that level; every value found is an alternative."""
+        candidates: list[Any] = [_mapping(get(self.template, "Mappings"))]
+        for lookup in keys:
+            found = []
+            for level in candidates:
+                if not isinstance(level, Mapping):
+                    continue
+                matching = [name for name in level if str(name) == str(lookup)]
+                if isinstance(lookup, (str, int, float)) and not isinstance(lookup, _Deployed) and matching:
+                    found.append(level[matching[0]])
+                else:
+                    found += list(level.values())
+            candidates = found
+        if not candidates:
+            return _Outside(f"Fn::FindInMap({json.dumps(keys, default=str)[:80]})")
+        if len(candidates) == 1:
+            return candidates[0]
+        return candidates[self.choose(("Fn::FindInMap", json.dumps(keys, default=str)), len(candidates))]
 
 
-def _leaves(value: Any) -> list[Any]:
+def _unique(variants: list[Any]) -> list[Any]:
+    seen: set[str] = set()
+    unique = []
+    for variant in variants:
+        fingerprint = json.dumps(variant, sort_keys=True, default=str)
+        if fingerprint not in seen:
+            seen.add(fingerprint)
+            unique.append(variant)
+    return unique
+
+
+def _cloudformation_expansions(template: Mapping[str, Any]) -> list[str]:
+    """What in a CloudFormation template is expanded from elsewhere, which the pack cannot read: a macro or
+    AWS::Include (a top-level Transform other than SAM's, any Fn::Transform), a module, a SAM application
+    (a template at a location)."""
+    found = []
+    for item in as_list(key(template, "Transform")):
+        transform = get(item, "Name") if isinstance(item, Mapping) else item
+        if str(transform).strip() != "AWS::Serverless-2016-10-31":
+            found.append(f"the Transform {transform}")
+    if _has_key(template, "fn::transform"):
+        found.append("Fn::Transform (AWS::Include or a macro)")
+    for logical, resource in _mapping(key(template, "Resources")).items():
+        resource_type = str(get(resource, "Type", default=""))
+        if resource_type.endswith("::MODULE") or resource_type == "AWS::Serverless::Application":
+            found.append(f"resource {logical} ({resource_type})")
+    return found
+
+
+def _has_key(value: Any, name: str, depth: int = 0) -> bool:
+    if depth > 40:
+        return False
     if isinstance(value, Mapping):
-        return [leaf for item in value.values() for leaf in _leaves(item)]
-    return list(value) if is_sequence(value) else [] if value is None else [value]
+        return any(str(item).strip().lower() == name or _has_key(value[item], name, depth + 1) for item in value)
+    if is_sequence(value):
+        return any(_has_key(item, name, depth + 1) for item in value)
+    return False
 
 
 def _cloudformation_resources(template: Mapping[str, Any], parameters: Mapping[str, Any], where: str
@@ -2528,14 +3500,10 @@ def _cloudformation_resources(template: Mapping[str, Any], parameters: Mapping[s
         if len(parts) != 3 or parts[0] not in ("AWS", "Alexa"):  # Custom::..., modules
             continue
         kind = f"aws-native:{parts[1].lower()}:{_pascal(parts[2])}"
-        given = get(resource, "Properties", default={})
-        reader.choices, reader.conditions = 0, 0
-        reader.resolve(given)
-        variants = 2 ** min(reader.conditions, _MAX_BRANCHES)
-        for choices in range(variants):  # every combination of its Fn::If branches
-            reader.choices, reader.conditions = choices, 0
-            props = _camel_keys(reader.resolve(given))
-            branch = f", branch {choices + 1} of {variants}" if variants > 1 else ""
+        variants = reader.variants(get(resource, "Properties", default={}))
+        for index, resolved in enumerate(variants):  # every combination of its choice points
+            props = _camel_keys(_fail_closed(resolved))
+            branch = f", variant {index + 1} of {len(variants)}" if len(variants) > 1 else ""
             found.append(TemplateResource(f"{where} resource {logical} ({resource_type}{branch})", kind,
                                           props if isinstance(props, Mapping) else {}))
     return found
@@ -2582,9 +3550,16 @@ def _flatten_properties(value: Any, depth: int = 0) -> Any:
 
 
 def _arm_kind(resource_type: str) -> str | None:
+    """The azure-native type an ARM type stands for; an extension resource in the older syntax
+    (`Microsoft.Management/managementGroups/providers/roleAssignments`) as the extension's own type."""
     lowered = resource_type.strip().lower()
-    if lowered in _ARM_TYPE_NAMES:
-        return _ARM_TYPE_NAMES[lowered]
+    if lowered.split("@", 1)[0] in _ARM_TYPE_NAMES:  # an extension's type carries its version (`...@v1.0`)
+        return _ARM_TYPE_NAMES[lowered.split("@", 1)[0]]
+    if "/providers/" in lowered:
+        extension = resource_type.strip()[lowered.rindex("/providers/") + len("/providers/"):]
+        if "/" not in extension.strip("/") and extension.strip("/"):
+            resource_type = f"Microsoft.Authorization/{extension.strip('/')}" if extension.lower().startswith(
+                ("role", "deny", "lock", "policy")) else resource_type
     namespace, _, path = resource_type.strip().partition("/")
     if not path or not namespace.lower().startswith("microsoft."):
         return None
@@ -2638,6 +3613,9 @@ def _arm_resources(template: Mapping[str, Any], given: Mapping[str, Any], scope:
             if get(resource, "properties", "templateLink") is not None and inner is None:
                 problems.append(f"{label_} links its template (templateLink), which the pack cannot read")
                 continue
+            if get(resource, "properties", "parametersLink") is not None:
+                problems.append(f"{label_} links its parameters (parametersLink), which the pack cannot read")
+                continue
             if isinstance(inner, Mapping):
                 more, more_problems = _arm_resources(
                     inner, _arm_parameter_values(get(resource, "properties", "parameters", default={})),
@@ -2649,11 +3627,14 @@ def _arm_resources(template: Mapping[str, Any], given: Mapping[str, Any], scope:
         if kind is None:
             continue
         props = _flatten_properties({name: value for name, value in resource.items() if name != "resources"})
+        loops = props.get("copy")
+        for loop in (loops if is_sequence(loops) else []):  # property iteration: `input` once stands for each item
+            if isinstance(loop, Mapping) and isinstance(get(loop, "name"), str) and get(loop, "input") is not None:
+                props.setdefault(str(loop["name"]), [get(loop, "input")])
         for old, new in _ARM_RENAMED_PROPERTIES.get(kind, {}).items():
             if old in props and new not in props:
                 props[new] = props.pop(old)
-        explicit = get(resource, "scope")
-        props["scope"] = explicit if isinstance(explicit, str) and explicit.startswith("/") else scope
+        props["scope"] = _arm_resource_scope(resource_type, get(resource, "scope"), scope)
         if _is_azure_role_assignment(kind) and azure_scope_above_resource_group(props["scope"]) and \
                 not _GUID.search(str(get(props, "roleDefinitionId", default=""))) and \
                 not get(props, "roleDefinitionName"):
@@ -2661,6 +3642,29 @@ def _arm_resources(template: Mapping[str, Any], given: Mapping[str, Any], scope:
                             "a resource group")
         found.append(TemplateResource(label_, kind, props))
     return found, problems
+
+
+_ABOVE_SCOPE_EXPRESSION = re.compile(r"\[\s*(?:subscription\(\s*\)\.id|managementgroup\(|tenant\(|"
+                                     r"format\(\s*'/providers/microsoft\.management|"
+                                     r"concat\(\s*'/providers/microsoft\.management|'/subscriptions/[^/']*'\s*\])",
+                                     re.IGNORECASE)
+_ABOVE_EXTENSION_PARENTS = ("microsoft.management/managementgroups/", "microsoft.resources/subscriptions/",
+                            "microsoft.subscription/")
+
+
+def _arm_resource_scope(resource_type: str, explicit: Any, scope: str) -> str:
+    """Where an ARM template's resource applies (what an extension resource such as a role assignment grants
+    on): its `scope` when that is a path, a subscription, management group or the tenant when its `scope`
+    expression names one or the older extension syntax hangs it on one, else where the deployment deploys
+    (a resource's own scope is narrower still)."""
+    if isinstance(explicit, str) and explicit.strip().startswith("/"):
+        return explicit
+    if isinstance(explicit, str) and _ABOVE_SCOPE_EXPRESSION.match(explicit.strip()):
+        return _ABOVE_A_RESOURCE_GROUP
+    lowered = resource_type.strip().lower()
+    if "/providers/" in lowered and lowered.startswith(_ABOVE_EXTENSION_PARENTS):
+        return _ABOVE_A_RESOURCE_GROUP
+    return scope
 
 
 def _nested_deployment_scope(resource: Mapping[str, Any], scope: str) -> str:
@@ -2698,6 +3702,8 @@ def _deployment_scope(kind: str, props: Mapping[str, Any]) -> str:
         return _ABOVE_A_RESOURCE_GROUP
     if short in ("resourcegrouptemplatedeployment", "templatedeployment"):
         return group
+    if kind.startswith("azure-native:blueprint:") and get(props, "resourceGroup"):
+        return f"/subscriptions/(the blueprint's)/resourceGroups/{get(props, 'resourceGroup')}"
     return _ABOVE_A_RESOURCE_GROUP
 
 
@@ -2728,7 +3734,8 @@ def template_resources(kind: str, props: Mapping[str, Any], where: str = "its te
             lowered = str(name).lower()
             value = holder[name]
             if lowered in _TEMPLATE_LINK_PROPERTIES and value not in (None, "", {}):
-                problems.append(f"{where} is linked ({name}), not given: the pack cannot read it")
+                what = f"{where}'s parameters are" if lowered == "parameterslink" else f"{where} is"
+                problems.append(f"{what} linked ({name}), not given: the pack cannot read them")
             elif lowered in _TEMPLATE_TEXT_PROPERTIES and value not in (None, "", {}):
                 templates.append((f"{where} ({name})", value))
             elif lowered == "linkedtemplates":
@@ -2744,6 +3751,9 @@ def template_resources(kind: str, props: Mapping[str, Any], where: str = "its te
             problems.append(f"{label_} is no object")
             continue
         if kind.startswith(("aws:cloudformation/", "aws-native:cloudformation:")):
+            problems += [f"{label_} uses {expansion}, which CloudFormation expands from elsewhere (a macro's "
+                         "function, an S3 location, the registry): the pack cannot read what it deploys"
+                         for expansion in _cloudformation_expansions(template)]
             parameters = get(props, "parameters", default={})
             if is_sequence(parameters):  # aws-native StackSet: [{parameterKey, parameterValue}]
                 parameters = {str(get(item, "parameterKey")): get(item, "parameterValue") for item in parameters}
@@ -2796,17 +3806,19 @@ def _stack_policy(name: str, description: str, validate: Callable[[StackValidati
 database_not_public = _resource_policy(
     "database-not-public",
     "The metadata database is never reachable from the internet: RDS instances and clusters (the AWS provider's "
-    "and aws-native's) are not publicly accessible; PostgreSQL and MySQL servers on Azure (azure-native, any API "
-    "version, and the classic provider) have public network access disabled.",
+    "and aws-native's) are not publicly accessible, and say so where RDS would make them public by default "
+    "(aws-native, CloudFormation, Multi-AZ clusters); no database snapshot is shared with every account; "
+    "PostgreSQL, MySQL, MariaDB, SQL and Cosmos DB for PostgreSQL servers on Azure (azure-native, any API version, "
+    "and the classic provider) have public network access disabled.",
     validate_database_not_public)
 
 database_port_closed_to_internet = _resource_policy(
     "database-port-closed-to-internet",
     "No rule admits a non-private source (anything outside RFC 1918, 100.64.0.0/10, loopback, link-local, ULA) to a "
     "database port (5432 and the other RDS engines' ports, also through all-port and all-protocol rules, however "
-    "the protocol is spelled): AWS security groups and their rule resources (also aws-native's), Azure NSG rules, "
-    "Azure database server firewall rules; no docker container, Container App or container group publishes a "
-    "database port to the internet.",
+    "the protocol is spelled): AWS security groups and their rule resources (also aws-native's), Lightsail ports, "
+    "Azure NSG rules, Azure database server firewall rules; no prefix list holds a non-private CIDR; no docker "
+    "container, Container App or container group publishes a database port to the internet.",
     validate_database_port_closed_to_internet)
 
 storage_encrypted = _resource_policy(
@@ -2819,7 +3831,7 @@ storage_not_public = _resource_policy(
     "storage-not-public",
     "Artifacts are never public: S3 public access blocks (a bucket's, the account's) have all four flags on, no "
     "public ACL or grant on a bucket or object (S3, MinIO), no bucket policy that allows any principal, storage "
-    "accounts forbid public blob access, blob containers are private.",
+    "accounts forbid public blob access, blob containers are private; no image is launchable by every account.",
     validate_storage_not_public)
 
 storage_tls_only = _resource_policy(
@@ -2839,15 +3851,20 @@ iam_least_privilege = _resource_policy(
     "No identity gets admin: no IAM statement with an action of any service, NotAction or NotResource, an action "
     "that grants permissions, credentials or public access (iam:Put*, iam:Attach*, sso:*, kms:PutKeyPolicy, "
     "s3:PutBucketPolicy, ...), or a wildcard resource except for the few actions AWS accepts only on \"*\"; no "
-    "broad managed policy attached (AdministratorAccess, PowerUserAccess, *FullAccess, ...); no trust or resource "
-    "policy open to any principal, no OIDC trust without a subject; no Azure Owner, Contributor, User Access "
-    "Administrator or RBAC Administrator above a resource group (also through PIM or Lighthouse), no custom Azure "
-    "role with \"*\" or role assignment rights assignable there; the same inside CloudFormation and ARM templates.",
+    "AWS-managed policy attached but the few that only write telemetry or pull images (ReadOnlyAccess reads every "
+    "bucket), nor a customer-managed one named like an administrator's; no Identity Center assignment, identity "
+    "store membership or delegated administrator the configuration does not list, nor an Entra ID directory role, "
+    "group membership or PIM group assignment, nor a Graph app role that takes over the directory; no trust or "
+    "resource policy open to any principal, no OIDC trust without a subject; no Azure Owner, Contributor, User Access "
+    "Administrator or RBAC Administrator (nor another role that grants roles or a managed identity's tokens) above a "
+    "resource group (also through PIM or Lighthouse), no custom Azure role with \"*\", role assignment or managed "
+    "identity credential rights assignable there; the same inside CloudFormation and ARM templates.",
     validate_iam_least_privilege, IAM_CONFIG_SCHEMA)
 
 logs_have_retention = _resource_policy(
     "logs-have-retention",
-    "Logs expire: CloudWatch log groups and Log Analytics workspaces set retentionInDays.",
+    "Logs expire: CloudWatch log groups set retentionInDays; Log Analytics workspaces keep Azure's 30 days or set "
+    "a number of days.",
     validate_log_retention)
 
 stateful_resources_protected = _stack_policy(
@@ -2918,4 +3935,5 @@ __all__ = ["POLICIES", "PACK_NAME", "PACK_DESCRIPTION", "ACTIONS_ONLY_ON_ANY_RES
            "wildcard_problems", "trust_problems", "resource_reach", "broad_managed_policy", "is_private_network",
            "allowed_actions_on_any_resource", "protection_required", "normalized_type",
            "open_principal_problems", "narrowing_condition_keys", "secret_arguments", "public_acl",
-           "unknown_policy_names", "refused_enforcement_levels"]
+           "unknown_policy_names", "refused_enforcement_levels", "identity_center_allowances",
+           "NARROW_AWS_MANAGED_POLICIES", "template_resources"]

@@ -9,6 +9,10 @@ Authentication follows auth.mode: `--set auth.mode=mlflow` prints MLflow's admin
 users and grants permissions); `--set auth.mode=oidc` prints no user (each signs in, or uses an access
 token) and, unless auth.oidc.discoveryUrl is set, starts oidc-provider-mock and describes it in
 `#` comment lines before `ready` (its URL, the client id, the users alice, bob and eve).
+`--set artifacts.transfer=direct` lets clients move artifacts with presigned URLs straight to the bucket
+(S3 stand-in: uploads from MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE on, and downloads) or, with --artifacts
+azurite, uploads to Azurite as the server's managed identity signs them; its client lines then also hold
+HTTPS_PROXY, NO_PROXY and REQUESTS_CA_BUNDLE, which lead the account's public name to Azurite.
 While running:
 
   SIGINT, SIGTERM   stop everything that was started (by PID, in reverse order) and exit 0
@@ -127,6 +131,17 @@ def _identity_provider_lines(stack: RehearsalStack) -> str:
             "from a signed-in session; then MLFLOW_TRACKING_USERNAME=<email> MLFLOW_TRACKING_PASSWORD=<token>\n")
 
 
+def _direct_transfer_lines(stack: RehearsalStack) -> str:
+    """artifacts.transfer direct, as shell comments: where the bytes go, and the client's threshold."""
+    store = (f"Azurite at https://{stack.azurite.public_host} (through the HTTPS_PROXY above; uploads only, "
+             "downloads stay proxied)" if stack.azurite and stack.azure_identity else
+             f"Azurite at {stack.azurite.endpoint} (key-signed SAS; uploads only)" if stack.azurite else
+             f"the S3 stand-in at {stack.s3.endpoint if stack.s3 else '?'} (uploads and downloads)")
+    return (f"# artifacts.transfer direct: clients move artifact bytes with presigned URLs straight to {store}\n"
+            "# uploads go direct from MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE bytes on (500 MiB unless a client "
+            "lowers it, e.g. export MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE=$((8*1024*1024)))\n")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
@@ -196,7 +211,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         variant = stack.add_variant("default", **{**variant_options, **chosen, "port": port})
         info = stack.describe()
         log.info("up in %.1fs; work directory %s", time.monotonic() - started, stack.base_dir)
-        for name in ("postgres", "s3", "azurite"):
+        for name in ("postgres", "s3", "azurite", "azure_identity", "storage_name_proxy"):
             if name in info:
                 log.info("%s: %s", name, json.dumps(info[name]))
         log.info("mlflow server: pid %s on 127.0.0.1:%s, log %s", variant.server.service.pid, variant.server.port,
@@ -211,6 +226,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             with os.fdopen(fd, "w") as handle:
                 json.dump(state, handle, indent=2, default=str)
         sys.stdout.write(variant.env_lines())
+        if variant.config.artifacts.transfer == "direct":
+            sys.stdout.write(_direct_transfer_lines(stack))
         if stack.oidc is not None:
             sys.stdout.write(_identity_provider_lines(stack))
         sys.stdout.write("ready\n")

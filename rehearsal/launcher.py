@@ -13,9 +13,16 @@ The only deviations from a container deployment:
   to links into this repository (IMAGE_PLATFORM_LAYOUT);
 * the server binds 127.0.0.1 on a free port instead of 0.0.0.0:5000 (`dataclasses.replace`);
 * Nginx listens on 127.0.0.1:<port> and its file paths live in a temporary directory;
-* the S3 endpoint is moto's server mode instead of MinIO, the database is a private initdb cluster;
+* the S3 endpoint is moto's server mode instead of MinIO, the database is a private initdb cluster; with
+  artifacts.transfer direct the server signs for moto's loopback endpoint (reached by server and clients alike),
+  and a config without local.s3PublicHost gets a placeholder (REHEARSAL_S3_PUBLIC_HOST) the rule asks for;
 * with `artifacts="azurite"`, the azure stack's Blob container is Azurite's (the emulator, from
-  rehearsal/azurite), reached with a connection string instead of the managed identity;
+  rehearsal/azurite), reached with a connection string instead of the managed identity; with
+  `artifacts.transfer: direct` the server has the identity as on the azure stack (AZURE_CLIENT_ID, no key)
+  and Container Apps' identity endpoint is ManagedIdentityStandIn's (IDENTITY_ENDPOINT, IDENTITY_HEADER);
+  Azurite then serves HTTPS with OAuth under the account's public name, which the server and the clients
+  reach through StorageNameProxy (HTTPS_PROXY, REQUESTS_CA_BUNDLE: the network, not MLflow, is simulated);
+* moto checks presigned URLs (rehearsal/moto_s3.py), which its own IAM check cannot read;
 * with `auth.mode: oidc` and no `auth.oidc.discoveryUrl`, the identity provider is
   oidc-provider-mock on a loopback port, with three users (OidcProviderStandIn);
 * runtime files (the auth app's ini) are written under the work directory, and the env var that
@@ -63,8 +70,10 @@ from rehearsal.stand_ins import (
     ARTIFACT_STORES,
     AZURITE_ACCOUNT,
     AzuriteStandIn,
+    ManagedIdentityStandIn,
     OidcProviderStandIn,
     S3StandIn,
+    StorageNameProxy,
     azurite_problems,
     self_signed_certificate,
 )
@@ -105,7 +114,10 @@ class TrackingServerProcess:
     """`mlflow server` from the TrackingServer component's rendered spec."""
 
     def __init__(self, name: str, settings: render.TrackingServerSettings, secret_env: Mapping[str, str],
-                 workdir: Path, port: Optional[int] = None, runtime_files: Optional[Mapping[str, str]] = None):
+                 workdir: Path, port: Optional[int] = None, runtime_files: Optional[Mapping[str, str]] = None,
+                 platform_env: Optional[Mapping[str, str]] = None):
+        """`platform_env`: what the platform, not the spec, puts into the container's environment (Container
+        Apps' identity endpoint) and the rehearsal's network stand-in (a proxy for a public host name)."""
         self.name = name
         # The only deviations: bind loopback, a free port (the container's is 5000), runtime files
         # under the work directory.
@@ -131,7 +143,10 @@ class TrackingServerProcess:
                 handle.write(content)
             moved[path] = str(local)
         plain = {key: moved.get(value, value) for key, value in self.spec.env.items()}
-        env = {**base_env(home, tmp), "PYTHONPATH": image_python_path(workdir), **plain, **secret_env}
+        env = {**base_env(home, tmp), "PYTHONPATH": image_python_path(workdir), **dict(platform_env or {}), **plain,
+               **secret_env}
+        self.tmp_dir = tmp
+        """The server's TMPDIR (where MLflow spools proxied uploads and downloads)."""
         self.service = Service(name, local_command(self.spec.command), env, workdir / "server.log", cwd=home)
 
     @property
@@ -215,7 +230,8 @@ class ProxyProcess:
             error_log=str(workdir / "error.log"),
         )
         settings = render.proxy_settings(config.proxy, config.server, upstream=upstream, paths=paths, auth=config.auth,
-                                         observability=config.observability, hostnames=config.hostnames)
+                                         observability=config.observability, hostnames=config.hostnames,
+                                         artifacts=config.artifacts)
         self.settings = dataclasses.replace(settings, listen_port=listen_port, listen_address="127.0.0.1")
         if settings.metrics_port is not None:
             self.settings = dataclasses.replace(self.settings, metrics_port=free_port())
@@ -289,6 +305,9 @@ class Variant:
     """What the stack outputs as username/password: Nginx's user (auth.mode proxy), MLflow's admin
     (mlflow), none with single sign-on (oidc)."""
     certificate_path: Optional[str] = None
+    network_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """What a client's environment needs to reach the artifact store's public name (the identity variant of
+    the Blob stand-in: HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE); empty otherwise."""
 
     @property
     def tracking_uri(self) -> str:
@@ -307,10 +326,13 @@ class Variant:
             env.update(MLFLOW_TRACKING_USERNAME=self.username, MLFLOW_TRACKING_PASSWORD=self.password)
         if self.certificate_path:
             env["MLFLOW_TRACKING_SERVER_CERT_PATH"] = self.certificate_path
-        return env
+        return {**env, **self.network_env}
 
     def env_lines(self) -> str:
-        return render.client_env_lines(self.tracking_uri, self.username, self.password, self.certificate_path)
+        import shlex
+
+        network = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in self.network_env.items())
+        return render.client_env_lines(self.tracking_uri, self.username, self.password, self.certificate_path) + network
 
 
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -321,6 +343,29 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
         else:
             merged[key] = value
     return merged
+
+
+REHEARSAL_S3_PUBLIC_HOST = "minio.localhost"
+"""local.s3PublicHost of a direct rehearsal config that names none (the local stack requires one with direct
+transfers). The rehearsal's server signs for the S3 stand-in's loopback endpoint instead (as it always uses moto's
+endpoint instead of http://minio:9000): an address the server and the clients both reach, which is what
+s3PublicHost on minioApiPort stands for on a real local stack."""
+
+
+def _section(raw: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = raw.get(name)
+    return dict(json.loads(value) if isinstance(value, str) else value or {})
+
+
+def with_s3_public_host(raw: dict[str, Any]) -> dict[str, Any]:
+    """A direct config on the local platform without local.s3PublicHost gets REHEARSAL_S3_PUBLIC_HOST, so that
+    `scripts/rehearse --set artifacts.transfer=direct` works as it stands."""
+    if _section(raw, "artifacts").get("transfer") != "direct" or raw.get("platform", "local") != "local":
+        return raw
+    local = _section(raw, "local")
+    if local.get("s3PublicHost"):
+        return raw
+    return {**raw, "local": {**local, "s3PublicHost": REHEARSAL_S3_PUBLIC_HOST}}
 
 
 class RehearsalStack:
@@ -336,7 +381,7 @@ class RehearsalStack:
         self.artifacts = artifacts
         self.base_dir = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="mlflow-rehearsal-"))
         self.oidc: Optional[OidcProviderStandIn] = None
-        self.raw_config = self._with_identity_provider(dict(raw_config or {}))
+        self.raw_config = with_s3_public_host(self._with_identity_provider(dict(raw_config or {})))
         self.base_config = parse_stack_config(self.raw_config, "rehearsal config")
         self.base_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.base_dir, 0o755)
@@ -344,6 +389,11 @@ class RehearsalStack:
         self.postgres: Optional[PostgresCluster] = None
         self.s3: Optional[S3StandIn] = None
         self.azurite: Optional[AzuriteStandIn] = None
+        # The azure stack's identity (artifacts.transfer direct on Azurite): MLflow's Blob repository signs a
+        # user-delegation SAS only when it holds a token credential, which a connection string is not.
+        self.azure_identity = artifacts == "azurite" and self.base_config.artifacts.transfer == "direct"
+        self.identity: Optional[ManagedIdentityStandIn] = None
+        self.storage_proxy: Optional[StorageNameProxy] = None
         self.db_password = generate_password()
         self.secrets_key = generate_password(48)
         self.backend_uri = ""
@@ -420,9 +470,18 @@ class RehearsalStack:
     def _start_artifact_store(self, cfg: StackConfig) -> None:
         """The bucket's (or container's) stand-in, assigned before it starts so a failed start is still stopped."""
         if self.artifacts == "azurite":
-            self.azurite = AzuriteStandIn(self.base_dir / "azurite", cfg.artifacts.bucket, cfg.artifacts.prefix)
+            self.azurite = AzuriteStandIn(self.base_dir / "azurite", cfg.artifacts.bucket, cfg.artifacts.prefix,
+                                          identity=self.azure_identity)
             self.azurite.start()
             log.info("azurite blob endpoint %s, container %s", self.azurite.endpoint, self.azurite.container)
+            if self.azure_identity:
+                self.identity = ManagedIdentityStandIn(self.base_dir / "identity")
+                self.identity.start()
+                route = {f"{self.azurite.public_host}:443": ("127.0.0.1", self.azurite.port)}
+                self.storage_proxy = StorageNameProxy(self.base_dir / "storage-proxy", route)
+                self.storage_proxy.start()
+                log.info("server identity %s (endpoint %s); %s through %s", self.identity.client_id,
+                         self.identity.endpoint, self.azurite.public_host, self.storage_proxy.url)
         else:
             self.s3 = S3StandIn(self.base_dir / "s3", cfg.artifacts.bucket, cfg.artifacts.prefix)
             self.s3.start()
@@ -438,10 +497,13 @@ class RehearsalStack:
     def _settings(self, cfg: StackConfig) -> render.TrackingServerSettings:
         """The server settings the stack's platform renders: S3 with MinIO's endpoint and key pair, or
         wasbs:// into Azurite's account with the connection string as the one artifact secret."""
+        extra_env: dict[str, str] = {}
         if self.artifacts == "azurite":
             destination = render.blob_artifacts_destination(cfg.artifacts.bucket, AZURITE_ACCOUNT,
                                                             cfg.artifacts.prefix)
             endpoint, secret_names = None, (render.AZURE_CONNECTION_STRING_ENV,)
+            if self.identity:  # as the azure platform's ObjectStoreEndpoint.env: the identity, no key
+                secret_names, extra_env = (), {render.AZURE_CLIENT_ID_ENV: self.identity.client_id}
         else:
             assert self.s3 is not None
             destination = render.artifacts_destination(cfg.artifacts.bucket, cfg.artifacts.prefix)
@@ -452,8 +514,10 @@ class RehearsalStack:
             artifacts_destination=destination,
             s3_endpoint_url=endpoint,
             artifact_secret_env_names=secret_names,
+            extra_env=extra_env,
             auth=cfg.auth,
             observability=cfg.observability,
+            artifacts=cfg.artifacts,
         )
 
     def _secret_env(self, cfg: StackConfig) -> dict[str, str]:
@@ -469,9 +533,11 @@ class RehearsalStack:
             env[render.OIDC_USERS_DB_URI_ENV] = self.auth_uri
         if self.artifacts == "azurite":
             assert self.azurite is not None
+            if self.identity:
+                return env
             return {**env, render.AZURE_CONNECTION_STRING_ENV: self.azurite.connection_string}
         assert self.s3 is not None
-        key, secret = self.s3.server_credentials
+        key, secret = self.s3.credentials_for(direct=cfg.artifacts.transfer == "direct")
         return {**env, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
 
     def add_variant(self, name: str = "default", *, static_prefix: Optional[str] = None, tls: bool = False,
@@ -488,7 +554,7 @@ class RehearsalStack:
             raw = _merge(self.raw_config, {"proxy": {"port": port, "tls": "self-signed" if tls else "off"}})
             if static_prefix:
                 raw = _merge(raw, {"server": {"staticPrefix": static_prefix}})
-            raw = _merge(raw, dict(overrides or {}))
+            raw = with_s3_public_host(_merge(raw, dict(overrides or {})))
             cfg = parse_stack_config(raw, f"rehearsal config ({name})")
             workdir = self.base_dir / name
             runtime_files = {}
@@ -496,7 +562,8 @@ class RehearsalStack:
                 runtime_files[render.AUTH_CONFIG_PATH] = render.auth_config_ini(cfg.auth.default_permission,
                                                                                 self.auth_uri)
             server = TrackingServerProcess(f"mlflow-server[{name}]", self._settings(cfg), self._secret_env(cfg),
-                                           workdir / "server", runtime_files=runtime_files)
+                                           workdir / "server", runtime_files=runtime_files,
+                                           platform_env={**self._identity_env(), **self.network_env()})
             tls_files = None
             certificate_path = None
             if tls:
@@ -514,11 +581,20 @@ class RehearsalStack:
                 username, password = cfg.auth.admin_username, self.admin_password
             proxy = ProxyProcess(f"nginx[{name}]", cfg, f"127.0.0.1:{server.port}", workdir / "nginx", port,
                                  htpasswd, tls_files)
-            variant = Variant(name, cfg, server, proxy, username, password, certificate_path)
+            variant = Variant(name, cfg, server, proxy, username, password, certificate_path, self.network_env())
             self.variants[name] = variant
             server.start()
             proxy.start()
             return variant
+
+    def _identity_env(self) -> dict[str, str]:
+        return self.identity.container_env() if self.identity else {}
+
+    def network_env(self) -> dict[str, str]:
+        """The environment that makes the artifact store's public name reachable (servers and clients alike)."""
+        if self.storage_proxy and self.azurite:
+            return self.storage_proxy.env(self.azurite.trust_bundle)
+        return {}
 
     def stop(self) -> None:
         """Stop everything this stack started, in reverse order, by PID; remove its files."""
@@ -532,7 +608,9 @@ class RehearsalStack:
                         part.stop()
                     except Exception:  # keep stopping the rest
                         log.exception("stopping %s", part)
-            for name, store in (("s3", self.s3), ("azurite", self.azurite), ("oidc provider", self.oidc)):
+            for name, store in (("s3", self.s3), ("storage name proxy", self.storage_proxy),
+                                ("managed identity endpoint", self.identity), ("azurite", self.azurite),
+                                ("oidc provider", self.oidc)):
                 if store:
                     try:
                         store.stop()
@@ -572,6 +650,12 @@ class RehearsalStack:
                 # moto keeps state in memory: a restarted moto has lost the bucket and the users.
                 log.error("the S3 stand-in exited; its in-memory objects are lost (not restarted)")
                 self.s3.service.expected_running = False
+            helpers = (("managed identity endpoint", self.identity), ("storage name proxy", self.storage_proxy))
+            for name, helper in helpers:
+                if helper and _died(helper.service):  # stateless: started again on the same port
+                    log.warning("%s exited; starting it again", name)
+                    helper.start()
+                    restarted.append(name)
             if self.azurite and _died(self.azurite.service):
                 log.warning("Azurite exited; starting it again (blobs written in its last 5 s may be lost)")
                 self.azurite.restart()
@@ -598,6 +682,13 @@ class RehearsalStack:
             info["azurite"] = {"endpoint": self.azurite.endpoint, "pid": self.azurite.service.pid,
                                "container": self.azurite.container, "location": str(self.azurite.workdir / "data"),
                                "log": str(self.azurite.service.log_path)}
+        if self.identity and self.identity.service and self.storage_proxy and self.storage_proxy.service:
+            info["azure_identity"] = {"client_id": self.identity.client_id, "principal_id": self.identity.principal_id,
+                                      "endpoint": self.identity.endpoint, "pid": self.identity.service.pid,
+                                      "log": str(self.identity.service.log_path)}
+            info["storage_name_proxy"] = {"url": self.storage_proxy.url, "routes": {
+                name: f"{host}:{port}" for name, (host, port) in self.storage_proxy.routes.items()},
+                "pid": self.storage_proxy.service.pid, "log": str(self.storage_proxy.service.log_path)}
         if self.oidc and self.oidc.service:
             info["oidc_provider"] = {"issuer": self.oidc.issuer, "discovery_url": self.oidc.discovery_url,
                                      "client_id": self.oidc.client_id, "pid": self.oidc.service.pid,

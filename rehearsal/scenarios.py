@@ -18,6 +18,11 @@ ONE_WORKER = {"workers": 1}
 each uvicorn worker imports MLflow (seconds of CPU each start), and authorization, not the worker count, is
 their subject."""
 DEFAULT_AND_PREFIX = {"default": {}, "prefix": {"static_prefix": STATIC_PREFIX}}
+DIRECT = {"artifacts": {"transfer": "direct"}}
+"""artifacts.transfer direct (issue 26): clients move artifacts with presigned URLs, past Nginx and the server."""
+DIRECT_ONE_WORKER = {**DIRECT, "server": ONE_WORKER}
+"""A direct variant added beside a module's others: one uvicorn worker (its transfers, not the worker count, are
+the subject; each worker costs an MLflow import at start)."""
 
 
 @dataclass(frozen=True)
@@ -32,8 +37,10 @@ class Scenario:
     variants: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: {"default": {}})
     """Server + Nginx pairs on the one database and bucket: name -> RehearsalStack.add_variant keywords."""
     stack: str = "own"
-    """own: the module starts this stack; shared: the session's default stack (conftest.rehearsal_stack);
-    none: the module starts what it needs itself (a CLI, another platform's containers, an older MLflow)."""
+    """own: the module starts this stack; shared: the session's default stack (conftest.rehearsal_stack; a
+    shared scenario with a config adds its variants to that stack with the config over the stack's:
+    conftest.shared_scenario_variants); none: the module starts what it needs itself (a CLI, another
+    platform's containers, an older MLflow)."""
 
     @property
     def module(self) -> str:
@@ -53,11 +60,13 @@ SCENARIOS: tuple[Scenario, ...] = (
              stack="shared"),
     Scenario(8, "azure_blob", "the azure stack's artifact store (Blob, Azurite standing in) through the proxy",
              config={"artifacts": {"prefix": "team/mlflow"}}, artifacts="azurite", variants={"azure": {}}),
-    Scenario(9, "mlflow_auth", "auth.mode mlflow: MLflow's users and permissions behind Nginx",
+    Scenario(9, "mlflow_auth", "auth.mode mlflow: MLflow's users and permissions behind Nginx; the prefixed "
+             "server with direct transfers: no upload or download URL without the permission",
              config={"auth": {"mode": "mlflow", "defaultPermission": "NO_PERMISSIONS"}},
-             variants=DEFAULT_AND_PREFIX),
-    Scenario(10, "oidc", "auth.mode oidc: single sign-on against an OIDC provider stand-in",
-             config={"auth": {"mode": "oidc", "defaultPermission": "NO_PERMISSIONS"}}),
+             variants={"default": {}, "direct-prefix": {"static_prefix": STATIC_PREFIX, "overrides": DIRECT}}),
+    Scenario(10, "oidc", "auth.mode oidc: single sign-on against an OIDC provider stand-in; with direct transfers, "
+             "upload credentials and download URLs only with the plugin's permission",
+             config={"auth": {"mode": "oidc", "defaultPermission": "NO_PERMISSIONS"}, **DIRECT}),
     Scenario(11, "rehearse_cli", "scripts/rehearse as a user runs it, in every auth mode", stack="none"),
     Scenario(12, "day2", "Prometheus metrics, gc, the internal listener, with and without the static prefix",
              variants=DEFAULT_AND_PREFIX),
@@ -79,6 +88,14 @@ SCENARIOS: tuple[Scenario, ...] = (
              config={"auth": {"mode": "mlflow"}, "server": ONE_WORKER}),
     Scenario(22, "authz_routes", "every route MLflow serves, as another user, refused where it must be",
              config={"auth": {"mode": "mlflow"}, "server": ONE_WORKER}, variants=DEFAULT_AND_PREFIX),
+    Scenario(23, "direct_transfers", "artifacts.transfer direct on the S3 stand-in: artifacts above the client's "
+             "multipart threshold go up and come down with presigned URLs, past Nginx and the server; anonymous, "
+             "forged and expired requests refused", config=DIRECT_ONE_WORKER, variants={"direct": {}}, stack="shared"),
+    Scenario(24, "azure_direct", "artifacts.transfer direct on the azure stack's Blob store: the server's managed "
+             "identity (no key) signs user-delegation SAS for uploads straight to Azurite; downloads proxied",
+             config={"artifacts": {"prefix": "team/mlflow", "transfer": "direct"}, "server": ONE_WORKER},
+             artifacts="azurite",
+             variants={"azure": {}}),
 )
 
 BY_NAME: dict[str, Scenario] = {scenario.name: scenario for scenario in SCENARIOS}

@@ -8,6 +8,8 @@ import importlib.util
 import ipaddress
 import json
 import logging
+import os
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -32,8 +34,13 @@ from rehearsal.processes import (
 
 log = logging.getLogger("rehearsal")
 
+MOTO_S3 = REPO_ROOT / "rehearsal" / "moto_s3.py"
+MANAGED_IDENTITY = REPO_ROOT / "rehearsal" / "managed_identity.py"
+CONNECT_PROXY = REPO_ROOT / "rehearsal" / "connect_proxy.py"
 AZURITE_DIR = REPO_ROOT / "rehearsal" / "azurite"
 AZURITE_BLOB = AZURITE_DIR / "node_modules" / ".bin" / "azurite-blob"
+AZURITE_SAS_SHIM = AZURITE_DIR / "sas_version_shim.js"
+"""Teaches Azurite 3.35 the user-delegation SAS layout of the service version the pinned SDK signs (see the file)."""
 # Azurite's well-known development account, published in Azurite's documentation (it accepts no
 # other by default): not a secret, but handled like one so the real azure stack's pattern holds.
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -69,7 +76,8 @@ def _importable(module: str) -> bool:
 
 class S3StandIn:
     """moto's server mode standing in for MinIO: a private bucket, an IAM user whose only policy is
-    `render.artifact_bucket_policy` (what the local platform attaches to the MinIO user), and IAM
+    `render.artifact_bucket_policy` (what the local platform attaches to the MinIO user, in both
+    artifacts.transfer modes), and IAM
     enforcement switched on once set up, so the server's key pair is really bucket-scoped.
 
     moto keeps the objects in memory/spooled temp files of the moto process; its admin API
@@ -92,8 +100,9 @@ class S3StandIn:
     def start(self) -> "S3StandIn":
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = base_env(self.workdir, self.workdir)
-        self.service = Service("s3 (moto)", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-                               env, self.workdir / "moto.log", cwd=self.workdir)
+        # moto_server, with presigned URLs checked (rehearsal/moto_s3.py: moto's own IAM check cannot read them)
+        self.service = Service("s3 (moto)", [str(VENV_BIN / "python"), str(MOTO_S3), "-H", "127.0.0.1", "-p",
+                                             str(self.port)], env, self.workdir / "moto.log", cwd=self.workdir)
         self.service.start()
         deadline = time.monotonic() + 60
         while http_status(f"{self.endpoint}/moto-api/data.json") != 200:
@@ -110,7 +119,8 @@ class S3StandIn:
         key, secret = credentials or self.admin_credentials
         return boto3.client(service, endpoint_url=self.endpoint, region_name="us-east-1",
                             aws_access_key_id=key, aws_secret_access_key=secret,
-                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}))
+                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2},
+                                          signature_version="s3v4"))  # presigned URLs too, as MLflow's server signs
 
     def _provision(self) -> None:
         setup = ("rehearsal-setup", "rehearsal-setup")  # accepted only until enforcement is on
@@ -128,26 +138,35 @@ class S3StandIn:
         s3.put_public_access_block(Bucket=self.bucket, PublicAccessBlockConfiguration={
             "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
             "RestrictPublicBuckets": True})
-        # The server's user: only the rendered bucket policy (minio.IamPolicy + attachment).
-        iam.create_user(UserName=self.server_user)
-        policy = iam.create_policy(PolicyName=self.server_user, PolicyDocument=json.dumps(
-            render.artifact_bucket_policy(self.bucket, self.prefix)))
-        iam.attach_user_policy(UserName=self.server_user, PolicyArn=policy["Policy"]["Arn"])
-        # moto-only: moto authorizes a multi-object delete (POST ?delete, what MLflow's
-        # delete_artifacts uses) as s3:DeleteObject on the *bucket* ARN, where AWS and MinIO check
-        # each object ARN (which the rendered policy allows). This grants nothing on AWS/MinIO.
-        iam.put_user_policy(UserName=self.server_user, PolicyName="moto-multi-delete-quirk",
-                            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
-                                "Effect": "Allow", "Action": ["s3:DeleteObject"],
-                                "Resource": [f"arn:aws:s3:::{self.bucket}"]}]}))
-        key = iam.create_access_key(UserName=self.server_user)["AccessKey"]
-        self.server_credentials = (key["AccessKeyId"], key["SecretAccessKey"])
+        # The server's user: only the rendered bucket policy (minio.IamPolicy + attachment); both transfer
+        # modes render the same one (exactly MLflow's actions: direct URLs are signed with it).
+        self.server_credentials = self._server_user(iam, self.server_user)
         # From now on every request must be signed by a known key and allowed by its policies.
         request = urllib.request.Request(f"{self.endpoint}/moto-api/reset-auth", data=b"0", method="POST",
                                          headers={"Content-Type": "text/plain"})
         with urllib.request.urlopen(request, timeout=10) as response:
             if response.status != 200:
                 raise StartupError("could not switch on IAM enforcement in moto")
+
+    def _server_user(self, iam: Any, name: str) -> tuple[str, str]:
+        iam.create_user(UserName=name)
+        policy = iam.create_policy(PolicyName=name, PolicyDocument=json.dumps(
+            render.artifact_bucket_policy(self.bucket, self.prefix)))
+        iam.attach_user_policy(UserName=name, PolicyArn=policy["Policy"]["Arn"])
+        # moto-only: moto authorizes a multi-object delete (POST ?delete, what MLflow's
+        # delete_artifacts uses) as s3:DeleteObject on the *bucket* ARN, where AWS and MinIO check
+        # each object ARN (which the rendered policy allows). This grants nothing on AWS/MinIO.
+        iam.put_user_policy(UserName=name, PolicyName="moto-multi-delete-quirk",
+                            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
+                                "Effect": "Allow", "Action": ["s3:DeleteObject"],
+                                "Resource": [f"arn:aws:s3:::{self.bucket}"]}]}))
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return key["AccessKeyId"], key["SecretAccessKey"]
+
+    def credentials_for(self, direct: bool) -> tuple[str, str]:
+        """The server's key pair for a stack with artifacts.transfer direct or proxied: one, as both modes
+        render one bucket policy."""
+        return self.server_credentials
 
     def stop(self) -> None:
         if self.service:
@@ -162,49 +181,90 @@ class AzuriteStandIn:
     in Azurite's development account, kept on disk under `workdir`. A stopped Azurite keeps its blobs;
     one that crashed loses what it wrote in its last 5 s (it saves its metadata every 5 s).
 
-    The azure stack gives the server a managed identity (AZURE_CLIENT_ID) and no key. Azurite knows
-    no identities, so the server gets a connection string with the account key instead, which MLflow's
-    Azure Blob repository tries first. Azurite's telemetry (on by default) is switched off."""
+    The azure stack gives the server a managed identity (AZURE_CLIENT_ID) and no key. By default
+    (`identity=False`) Azurite knows no identities, so the server gets a connection string with the
+    account key instead, which MLflow's Azure Blob repository tries first. With `identity=True` Azurite
+    runs as the real account does for an identity: HTTPS (a certificate for the account's public host name,
+    `<account>.blob.core.windows.net`, which the server and clients trust through REQUESTS_CA_BUNDLE) and
+    OAuth (`--oauth basic`: bearer tokens from ManagedIdentityStandIn, user-delegation keys and the SAS
+    signed with them), reached under the public name through StorageNameProxy. Azurite's telemetry (on by
+    default) is switched off."""
 
-    def __init__(self, workdir: Path, container: str, prefix: str = ""):
+    def __init__(self, workdir: Path, container: str, prefix: str = "", identity: bool = False):
         self.workdir = workdir
         self.container = container
         self.prefix = prefix
         self.account = AZURITE_ACCOUNT
+        self.identity = identity
         self.port = free_port()
         self.service: Optional[Service] = None
+        self.certificate_path = workdir / "tls" / "blob.crt"
+        self.trust_bundle = workdir / "tls" / "trust-bundle.pem"
+        """The public CAs plus Azurite's certificate: what REQUESTS_CA_BUNDLE names (identity only)."""
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.identity else "http"
 
     @property
     def endpoint(self) -> str:
-        """The account's Blob endpoint; Azurite serves accounts path-style."""
-        return f"http://127.0.0.1:{self.port}/{self.account}"
+        """The account's Blob endpoint on loopback; Azurite serves accounts path-style."""
+        return f"{self.scheme}://127.0.0.1:{self.port}/{self.account}"
+
+    @property
+    def public_host(self) -> str:
+        """The host name MLflow's repository builds from the wasbs:// URI (with an identity, it always uses it)."""
+        return f"{self.account}.blob.core.windows.net"
 
     @property
     def connection_string(self) -> str:
         """AZURE_STORAGE_CONNECTION_STRING for this endpoint: holds the key, so only ever in an env var."""
-        return (f"DefaultEndpointsProtocol=http;AccountName={self.account};AccountKey={AZURITE_ACCOUNT_KEY};"
+        return (f"DefaultEndpointsProtocol={self.scheme};AccountName={self.account};AccountKey={AZURITE_ACCOUNT_KEY};"
                 f"BlobEndpoint={self.endpoint};")
 
     def start(self) -> "AzuriteStandIn":
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.identity:
+            self._write_certificate()
         self.service = Service("blob (azurite)", self._argv(), base_env(self.workdir, self.workdir),
                                self.workdir / "azurite.log", cwd=self.workdir)
         self._launch()
         self._provision()
         return self
 
+    def _write_certificate(self) -> None:
+        """A certificate for the public host name (and 127.0.0.1, for the rehearsal's own key-signed client)."""
+        import certifi
+
+        if self.certificate_path.exists():  # restarted on the same work directory
+            return
+        certificate, key = self_signed_certificate((self.public_host, "127.0.0.1"), 30)
+        self.certificate_path.parent.mkdir(parents=True, exist_ok=True)
+        self.certificate_path.write_text(certificate)
+        key_path = self.certificate_path.with_suffix(".key")
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key)
+        self.trust_bundle.write_text(Path(certifi.where()).read_text() + "\n" + certificate)
+
     def _argv(self) -> list[str]:
         """Blob service only, loopback, on disk; quiet (no access log) and no telemetry. The newest
         SDKs speak API versions newer than Azurite knows, hence --skipApiVersionCheck."""
-        return [find_node(), str(AZURITE_BLOB), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
+        shim = ["-r", str(AZURITE_SAS_SHIM)] if self.identity else []
+        argv = [find_node(), *shim, str(AZURITE_BLOB), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
                 "--location", str(self.workdir / "data"), "--skipApiVersionCheck", "--disableTelemetry", "--silent"]
+        if self.identity:
+            argv += ["--oauth", "basic", "--cert", str(self.certificate_path),
+                     "--key", str(self.certificate_path.with_suffix(".key"))]
+        return argv
 
     def _launch(self, timeout: float = 60.0) -> None:
         """Start the process and wait until it answers HTTP (unsigned requests get 403: it listens)."""
         assert self.service is not None
         self.service.start()
+        context = ssl._create_unverified_context() if self.identity else None
         deadline = time.monotonic() + timeout
-        while http_status(f"{self.endpoint}?comp=properties&restype=service") is None:
+        while http_status(f"{self.endpoint}?comp=properties&restype=service", context=context) is None:
             if not self.service.alive() or time.monotonic() > deadline:
                 raise StartupError(f"Azurite did not start:\n{log_tail(self.service.log_path)}")
             time.sleep(0.2)
@@ -215,7 +275,9 @@ class AzuriteStandIn:
         from azure.storage.blob import BlobServiceClient
 
         logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
-        return BlobServiceClient.from_connection_string(self.connection_string, retry_total=2)
+        verify: Any = str(self.trust_bundle) if self.identity else True
+        return BlobServiceClient.from_connection_string(self.connection_string, retry_total=2,
+                                                        connection_verify=verify)
 
     def _provision(self) -> None:
         """The container, private (no anonymous access), as the azure stack creates it."""
@@ -233,6 +295,99 @@ class AzuriteStandIn:
         self.service.stop(timeout=10)
         self._launch()
         self._provision()
+
+    def stop(self) -> None:
+        if self.service:
+            self.service.stop()
+
+
+class ManagedIdentityStandIn:
+    """The managed identity endpoint Container Apps gives a container (rehearsal/managed_identity.py): the
+    server's user-assigned identity (a client id, a principal id, the tenant) gets Azure Storage tokens from
+    IDENTITY_ENDPOINT with the IDENTITY_HEADER secret, as azure-identity's ManagedIdentityCredential asks."""
+
+    def __init__(self, workdir: Path):
+        import uuid
+
+        self.workdir = workdir
+        self.port = free_port()
+        self.client_id = str(uuid.uuid4())
+        self.principal_id = str(uuid.uuid4())
+        self.tenant_id = str(uuid.uuid4())
+        self.header_secret = generate_password(32)
+        self.service: Optional[Service] = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}/msi/token"
+
+    def container_env(self) -> dict[str, str]:
+        """What Container Apps puts into the environment of a container with a managed identity."""
+        return {"IDENTITY_ENDPOINT": self.endpoint, "IDENTITY_HEADER": self.header_secret}
+
+    def start(self, timeout: float = 30.0) -> "ManagedIdentityStandIn":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        secret_file = self.workdir / "identity-header"
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self.header_secret)
+        argv = [str(VENV_BIN / "python"), str(MANAGED_IDENTITY), "--port", str(self.port), "--secret-file",
+                str(secret_file), "--client-id", self.client_id, "--principal-id", self.principal_id,
+                "--tenant-id", self.tenant_id]
+        self.service = Service("managed identity endpoint", argv, base_env(self.workdir, self.workdir),
+                               self.workdir / "identity.log", cwd=self.workdir)
+        self.service.start()
+        deadline = time.monotonic() + timeout
+        while http_status(self.endpoint) is None:  # 401 without the header: it listens
+            if not self.service.alive() or time.monotonic() > deadline:
+                raise StartupError(f"managed identity endpoint did not start:\n{log_tail(self.service.log_path)}")
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        if self.service:
+            self.service.stop()
+
+
+class StorageNameProxy:
+    """Where the storage account's public host name leads (rehearsal/connect_proxy.py): an HTTP CONNECT
+    proxy that tunnels `<account>.blob.core.windows.net:443` to Azurite and refuses everything else. The
+    server and the clients get it as HTTPS_PROXY (loopback exempt through NO_PROXY)."""
+
+    def __init__(self, workdir: Path, routes: dict[str, tuple[str, int]]):
+        self.workdir = workdir
+        self.routes = routes
+        self.port = free_port()
+        self.service: Optional[Service] = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self, trust_bundle: Path) -> dict[str, str]:
+        """The network a client needs for the public name: the proxy, loopback direct, Azurite's certificate."""
+        return {"HTTPS_PROXY": self.url, "NO_PROXY": "127.0.0.1,localhost", "REQUESTS_CA_BUNDLE": str(trust_bundle)}
+
+    def start(self, timeout: float = 30.0) -> "StorageNameProxy":
+        import socket
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        argv = [str(VENV_BIN / "python"), str(CONNECT_PROXY), "--port", str(self.port)]
+        for name, (host, port) in self.routes.items():
+            argv += ["--route", f"{name}={host}:{port}"]
+        self.service = Service("storage name proxy", argv, base_env(self.workdir, self.workdir),
+                               self.workdir / "proxy.log", cwd=self.workdir)
+        self.service.start()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError as error:
+                if not self.service.alive() or time.monotonic() > deadline:
+                    message = f"storage name proxy did not start:\n{log_tail(self.service.log_path)}"
+                    raise StartupError(message) from error
+                time.sleep(0.1)
 
     def stop(self) -> None:
         if self.service:

@@ -51,6 +51,10 @@ class DatabaseEndpoint:
 class ObjectStoreRequest:
     bucket: str
     prefix: str = ""
+    direct: bool = False
+    """artifacts.transfer direct: clients use URLs the server signs, so the store must take requests from
+    them (an endpoint they reach, network rules that admit them) and the server's identity must be able to
+    sign (a user-delegation key on Azure)."""
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
@@ -25,7 +26,7 @@ STREAMED_UPLOAD_ROUTE = r"^/(?:ajax-)?api/2\.0/mlflow-artifacts/artifacts/."
 server mounts them at the root under a static prefix too."""
 
 if TYPE_CHECKING:
-    from components.config import AuthConfig, ObservabilityConfig, ServerConfig
+    from components.config import ArtifactsConfig, AuthConfig, ObservabilityConfig, ServerConfig
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,9 @@ class ProxySettings:
     The public listener refuses /metrics either way."""
     metrics_host: str = "localhost"
     """The Host header Nginx sends MLflow for /metrics (one of its --allowed-hosts)."""
+    direct_transfers: bool = False
+    """artifacts.transfer direct: MLflow's server-info passes unchanged, so clients use its presigned multipart
+    routes; False: it is rewritten to advertise them off (every transfer proxied)."""
 
 
 def ssha_hash(password: str, salt: bytes) -> str:
@@ -173,8 +177,12 @@ def nginx_conf(settings: ProxySettings) -> str:
     # With an S3-compatible artifact store, MLflow 3.17 advertises presigned multipart transfers in
     # server-info; clients then download every artifact (and upload those >= 500 MB) at the
     # server's own S3 endpoint, past this proxy (on `local` http://minio:9000, which users cannot
-    # reach). Advertise them off so artifact transfers stay proxied.
-    for api in ("api", "ajax-api"):
+    # reach). Advertise them off so artifact transfers stay proxied, unless the stack made that endpoint
+    # one the clients reach (artifacts.transfer direct). The multipart and presigned routes are Flask's, under
+    # the prefix only (mlflow/server/handlers.py _get_paths): passed on unchanged, by the prefix's artifact
+    # location or by `location /`; MLflow's auth app guards them (mlflow/server/auth/__init__.py,
+    # _is_proxy_artifact_path: mpu/ as an update, presigned/ as a read of the experiment's artifacts).
+    for api in (() if settings.direct_transfers else ("api", "ajax-api")):
         locations.append(
             f"        location = {prefix}/{api}/3.0/mlflow/server-info {{\n"
             # (no proxy_set_header here: one would stop the server-level Host header being inherited;
@@ -186,6 +194,7 @@ def nginx_conf(settings: ProxySettings) -> str:
             f"{upstream}"
             "        }\n"
         )
+    locations += [] if settings.direct_transfers else _unsupported_presigned_routes(prefix)
     # MLflow's Prometheus metrics are for scrapers on the internal listener, never for the public.
     for path in sorted({"/metrics", f"{prefix}/metrics"}):
         locations.append(f"        location = {path} {{\n            return 404;\n        }}\n")
@@ -277,12 +286,47 @@ _UNSTREAMED_BODY_MAP = (
 )
 
 
+UNSUPPORTED = {
+    "mlflow-artifacts/mpu": "Multipart upload is not supported for the current artifact repository",
+    "mlflow-artifacts/presigned": "Multipart download is not supported for the current artifact repository",
+    "mlflow/artifacts/presigned-upload-url": "Presigned upload is not supported for the current artifact repository",
+    "mlflow/artifacts/presigned-download-url":
+        "Presigned download is not supported for the current artifact repository",
+}
+"""route (after .../api/2.0/) -> what MLflow 3.17.2 answers when its store cannot (mlflow/exceptions.py,
+_UnsupportedMultipartUploadException.MESSAGE and its three siblings, error_code NOT_IMPLEMENTED, 501)."""
+
+
+def _unsupported_presigned_routes(prefix: str) -> list[str]:
+    """artifacts.transfer proxied: the routes that hand out presigned URLs answer as MLflow does for a store
+    without them (501, NOT_IMPLEMENTED, its message), so every client falls back to proxied transfers.
+    Advertising them off in server-info is not enough (review of issue 26): a client with
+    MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD/_DOWNLOAD=true calls them anyway, and on aws the server signs them for
+    the global S3 endpoint, which works from any network (past aws.allowedCidrs and aws.internal). MLflow's
+    client falls back on an upload whose create answers a message starting with
+    _UnsupportedMultipartUploadException.MESSAGE (mlflow/store/artifact/http_artifact_repo.py,
+    _try_multipart_upload), and on a forced download answered 501 or 404 (mlflow_artifacts_repo.py,
+    _download_file). Both API forms, with and without the prefix (the routes are Flask's, under the prefix
+    only, but an unprefixed request reaches `location /` too); after Nginx's basic auth like any location."""
+    root = f"(?:{re.escape(prefix)})?" if prefix else ""
+    return [
+        f"        location ~ ^{root}/(?:ajax-)?api/2\\.0/{route}(?:/|$) {{\n"
+        # (no types: mime.types would answer .../x.bin as application/octet-stream)
+        "            types { }\n"
+        "            default_type application/json;\n"
+        f"            return 501 '{json.dumps({'error_code': 'NOT_IMPLEMENTED', 'message': message})}';\n"
+        "        }\n"
+        for route, message in UNSUPPORTED.items()
+    ]
+
+
 def _refuse_empty_artifact_path(prefix: str) -> str:
     """MLflow's artifact routes (.../mlflow-artifacts/artifacts/<path>: download, upload, delete;
-    .../mpu/<step>/<path>) are authorized by MLflow's auth app against ?path= when <path> names no
-    experiment, and a path MLflow reads as empty then works on the whole artifact root, everyone's
-    objects: a download fetches the bucket to the server's disk (issue 29). MLflow reads many
-    spellings as empty (`file:`, `;`, `?`, spaces and control characters stripped, repeated
+    .../mpu/<step>/<path>; .../presigned/<path>, which signs a download URL for <path>; in both transfer
+    modes: proxied stacks answer the last two 501 after this check) are authorized by MLflow's auth app
+    against ?path= when <path> names no experiment, and a path MLflow reads as empty then works on the
+    whole artifact root, everyone's objects: a download fetches the bucket to the server's disk (issue
+    29). MLflow reads many spellings as empty (`file:`, `;`, `?`, spaces and control characters stripped, repeated
     percent-decoding: mlflow/utils/uri.py validate_path_is_safe, _decode), so this is an allow-list:
     the path must start with the experiment id the server writes under (`<id>`, or
     `workspaces/<name>/<id>`) and hold no `%` left after Nginx's own decoding. Refused before any
@@ -291,7 +335,8 @@ def _refuse_empty_artifact_path(prefix: str) -> str:
     unprefixed path under a prefix too), on Nginx's decoded, normalised URI. The list route
     (.../artifacts?path=) has no path segment and is untouched."""
     root = f"(?:{re.escape(prefix)})?" if prefix else ""
-    route = f"^{root}/(?:ajax-)?api/2\\.0/mlflow-artifacts/(?:artifacts|mpu/[a-z]+)/"
+    routes = "artifacts|mpu/[a-z]+|presigned"
+    route = f"^{root}/(?:ajax-)?api/2\\.0/mlflow-artifacts/(?:{routes})/"
     well_formed = f"{route}(?:workspaces/[A-Za-z0-9._-]+/)?[0-9]+(?:/[^%]*)?$"
     return ('        set $mlflow_artifact_path "";\n'
             f'        if ($uri ~ "{route}") {{\n'
@@ -363,7 +408,8 @@ def proxy_settings(proxy: "ProxyConfig", server: "ServerConfig", upstream: str,
                    paths: NginxPaths = NginxPaths(), auth: Optional["AuthConfig"] = None,
                    observability: Optional["ObservabilityConfig"] = None,
                    hostnames: tuple[str, ...] = ("localhost",),
-                   front_idle_timeout_seconds: Optional[int] = None) -> ProxySettings:
+                   front_idle_timeout_seconds: Optional[int] = None,
+                   artifacts: Optional["ArtifactsConfig"] = None) -> ProxySettings:
     """The nginx settings a stack's config renders to (container ports; the rehearsal remaps
     listen address, port and paths only). `front_idle_timeout_seconds`: the idle timeout of what
     sits in front of Nginx (PublicEntry.idle_timeout_seconds; None: clients connect directly)."""
@@ -381,4 +427,5 @@ def proxy_settings(proxy: "ProxyConfig", server: "ServerConfig", upstream: str,
         basic_auth=auth is None or auth.mode == "proxy",
         metrics_port=(observability.metrics_port if observability else DEFAULT_METRICS_PORT) if metrics else None,
         metrics_host=hostnames[0],
+        direct_transfers=artifacts is not None and artifacts.transfer == "direct",
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping, Optional
 from urllib.parse import quote
 
-from components.config import AuthConfig, ProxyConfig, ServerConfig
+from components.config import ArtifactsConfig, AuthConfig, ProxyConfig, ServerConfig
 from components.names import SERVER_SERVICE
 from components.render.auth import (AUTH_ADMIN_USERNAME_ENV, AUTH_APPS, AUTH_CONFIG_ENV, AUTH_CONFIG_PATH,
                                     auth_secret_env_names, oidc_env)
@@ -40,6 +40,15 @@ MODEL_VERSION_SOURCE_REGEX = r"^(?:(?:models|runs|mlflow-artifacts):/(?!/)|(?:du
 
 # MLflow's background job runners (huey consumers): on only where server.jobExecution asks for them.
 JOB_EXECUTION_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+
+# artifacts.transfer direct: how long a presigned download URL the server hands out stays valid. MLflow 3.17.2
+# reads it for GET .../mlflow-artifacts/presigned/<path> (mlflow/server/handlers.py, _get_presigned_download_url;
+# its default, mlflow/environment_variables.py); the client asks again for a chunk whose URL failed
+# (mlflow/store/artifact/http_artifact_repo.py, _multipart_download). Pinned, so the bound the README states is the
+# deployed one. Upload URLs are MLflow's own: S3 upload parts the SDK's 3600 s (s3_artifact_repo.py
+# create_multipart_upload passes no ExpiresIn), Blob blocks a SAS of one hour (azure_blob_artifact_repo.py).
+PRESIGNED_DOWNLOAD_TTL_ENV = "MLFLOW_PRESIGNED_DOWNLOAD_URL_TTL_SECONDS"
+PRESIGNED_DOWNLOAD_TTL_SECONDS = 300
 
 
 def backend_store_uri(username: str, password: str, host: str, port: int, database: str,
@@ -90,6 +99,9 @@ class TrackingServerSettings:
     metrics_dir: Optional[str] = None
     """Prometheus metrics (--expose-prometheus): the directory the worker processes share, emptied
     when the server starts; None: off."""
+    direct_transfers: bool = False
+    """artifacts.transfer direct: clients move large artifacts with presigned URLs the server signs for the
+    store's endpoint (`s3_endpoint_url`, which the clients must reach); False: every byte through the server."""
 
 
 def tracking_server_env(settings: TrackingServerSettings) -> dict[str, str]:
@@ -109,6 +121,8 @@ def tracking_server_env(settings: TrackingServerSettings) -> dict[str, str]:
     if settings.s3_endpoint_url:
         env["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
         env["AWS_DEFAULT_REGION"] = "us-east-1"
+    if settings.direct_transfers:
+        env[PRESIGNED_DOWNLOAD_TTL_ENV] = str(PRESIGNED_DOWNLOAD_TTL_SECONDS)
     if settings.auth_mode == "mlflow":
         env[AUTH_CONFIG_ENV] = AUTH_CONFIG_PATH
         env[AUTH_ADMIN_USERNAME_ENV] = settings.auth_admin_username
@@ -208,7 +222,8 @@ def tracking_server_settings(server: "ServerConfig", proxy: "ProxyConfig", hostn
                              scheme: Optional[str] = None,
                              port: Optional[int] = None,
                              auth: Optional["AuthConfig"] = None,
-                             observability: Optional["ObservabilityConfig"] = None) -> TrackingServerSettings:
+                             observability: Optional["ObservabilityConfig"] = None,
+                             artifacts: Optional["ArtifactsConfig"] = None) -> TrackingServerSettings:
     """The server settings a stack's config renders to: the one place config becomes flags,
     used by the TrackingServer component and by the rehearsal alike. `scheme` and `port` are what
     users see (default: the proxy's own, as on `local`; a cloud load balancer has its own)."""
@@ -236,4 +251,5 @@ def tracking_server_settings(server: "ServerConfig", proxy: "ProxyConfig", hostn
         auth_env=(oidc_env(auth, public_url(hostnames[0], scheme, port, server.static_prefix), server)
                   if auth and auth.mode == "oidc" else {}),
         metrics_dir=METRICS_DIR if observability is None or observability.prometheus else None,
+        direct_transfers=artifacts is not None and artifacts.transfer == "direct",
     )

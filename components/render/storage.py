@@ -4,14 +4,31 @@ how MLflow authenticates to it."""
 from __future__ import annotations
 
 
+# The IAM actions of every S3 call MLflow 3.17.2's S3ArtifactRepository makes
+# (mlflow/store/artifact/s3_artifact_repo.py) and of what boto3's managed transfers under it call
+# (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazons3.html names the action of each
+# operation): list_objects_v2 (listing, delete_artifacts) -> s3:ListBucket; download_file, head_object and the
+# presigned GET (get_download_presigned_url) -> s3:GetObject; upload_file, put_object and the presigned multipart
+# upload (CreateMultipartUpload, UploadPart, CompleteMultipartUpload) -> s3:PutObject; abort_multipart_upload (and
+# a failed managed upload) -> s3:AbortMultipartUpload; delete_objects -> s3:DeleteObject. Nothing of MLflow lists
+# uploads or parts (ListMultipartUploads, ListParts) or asks for the bucket's location, and neither do the one-offs
+# that run with the same credentials: `mlflow gc` (render/gc.py: delete_artifacts, the calls above), ops/objects.py
+# (list_objects_v2, get_object, upload_fileobj, delete_objects) and ops/quarantine.py (put_object, get_object,
+# copy: HeadObject and CopyObject/UploadPartCopy, s3:GetObject on the source and s3:PutObject on the target,
+# delete_object, delete_objects).
+MLFLOW_BUCKET_ACTIONS = ("s3:ListBucket",)
+MLFLOW_OBJECT_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")
+
+
 def artifact_bucket_policy(bucket: str, prefix: str = "") -> dict:
     """The S3 actions the MLflow server needs on its artifact bucket, and nothing else: list the
-    bucket (under the prefix), read/write/delete objects, multipart uploads. Used for the MinIO
-    user on `local` and for the task role on AWS."""
+    bucket (under the prefix), read/write/delete objects, multipart uploads (MLFLOW_BUCKET_ACTIONS,
+    MLFLOW_OBJECT_ACTIONS). Used for the MinIO user on `local` and for the task role on AWS, in both
+    artifacts.transfer modes (proxied stacks had three listing actions more, which nothing called)."""
     key_prefix = f"{prefix}/" if prefix else ""
     list_statement: dict = {
         "Effect": "Allow",
-        "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:ListBucketMultipartUploads"],
+        "Action": list(MLFLOW_BUCKET_ACTIONS),
         "Resource": [f"arn:aws:s3:::{bucket}"],
     }
     if prefix:
@@ -22,8 +39,7 @@ def artifact_bucket_policy(bucket: str, prefix: str = "") -> dict:
             list_statement,
             {
                 "Effect": "Allow",
-                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
-                           "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+                "Action": list(MLFLOW_OBJECT_ACTIONS),
                 "Resource": [f"arn:aws:s3:::{bucket}/{key_prefix}*"],
             },
         ],

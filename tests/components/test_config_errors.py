@@ -43,6 +43,7 @@ MALFORMED = [
     ({"artifacts": {"bucket": "My_Bucket"}}, "mlflow:artifacts.bucket", "S3 bucket name"),
     ({"artifacts": {"bucket": "192.168.1.1"}}, "mlflow:artifacts.bucket", "S3 bucket name"),
     ({"artifacts": {"prefix": "/runs/"}}, "mlflow:artifacts.prefix", "no leading or trailing slash"),
+    ({"artifacts": {"transfer": "presigned"}}, "mlflow:artifacts.transfer", "'proxied' or 'direct'"),
     ({"local": {"bindAddress": "localhost"}}, "mlflow:local.bindAddress", "IPv4 address"),
     ({"local": {"minioApiPort": 8080}}, "proxy.port, local.minioApiPort", "must all differ"),
     ({"local": {"postgresImage": "postgres"}}, "mlflow:local.postgresImage", "pinned to a tag"),

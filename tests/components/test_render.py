@@ -240,6 +240,13 @@ def test_bucket_policy_is_scoped_to_the_bucket_and_prefix():
     assert render.artifacts_destination("bkt") == "s3://bkt/"
 
 
+def test_bucket_policy_is_the_actions_mlflow_calls_in_every_transfer_mode():
+    """Review of issue 26: proxied stacks also had s3:GetBucketLocation, s3:ListBucketMultipartUploads and
+    s3:ListMultipartUploadParts, which neither MLflow nor the gc, backup and restore one-offs call."""
+    assert [s["Action"] for s in render.artifact_bucket_policy("bkt")["Statement"]] == [
+        ["s3:ListBucket"], ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]]
+
+
 def test_defaults_render_without_error():
     config = StackConfig()
     assert render.proxy_settings(config.proxy, config.server, "x:1").listen_port == render.PROXY_HTTP_PORT

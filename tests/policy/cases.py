@@ -10,7 +10,11 @@ rejections it found, each generalised to the class it stands for. REJECTED_ROUND
 a second red team's (name wildcards after a fixed prefix, CloudFormation and ARM templates, the classic
 provider's role/ module, OIDC subject prefixes, documents with a key twice, public-access grants,
 case-duplicate ECS keys, secrets in health checks and headers, TLS denies that deny nothing, ACLs of
-objects, published database ports) and its wrong rejections.
+objects, published database ports) and its wrong rejections. REJECTED_ROUND_4 and ACCEPTED_ROUND_4: a third red
+team's. REJECTED_ROUND_5 and ACCEPTED_ROUND_5: a fourth red team's (conditions that name nothing, actions that change
+what runs under another role, the azuread provider, managed identities' credentials, prefix lists, secrets in JSON
+and YAML values and in a name's middle, the Azure database servers not read before) and its wrong rejections (an NSG
+rule from application security groups, RDS enhanced monitoring's role).
 """
 
 from __future__ import annotations
@@ -34,6 +38,14 @@ ROLES = {  # the built-in role definition GUIDs (learn.microsoft.com/azure/role-
     "Role Based Access Control Administrator": "f58310d9-a9f6-439a-9e8d-f62e7b41a168",
     "Reader": "acdd72a7-3385-48ef-bd42-f606fba81ae7",
     "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
+    "Managed Identity Contributor": "e40ec5ca-96e0-45a2-b4ff-59039f2c2b59",
+    "Managed Identity Operator": "f1a07417-d97a-45cb-824c-7a7467783830",
+    "Managed Identity Federated Identity Credential Contributor": "7e559ce2-48d7-4b27-9128-fa1b247f1308",
+    "Key Vault Data Access Administrator": "8b54135c-b56d-4d72-a534-26097cfdc8d8",
+    "Virtual Machine Data Access Administrator": "66f75aeb-eabe-4b70-9f1e-c350c4c9ad04",
+    "Azure File Sync Administrator": "92b92042-07d9-4307-87f7-36a593fc5850",
+    "Reservations Administrator": "a8889054-8d42-49c9-bc1c-52486c10e7cd",
+    "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
 }
 TEMPLATES = {  # stack -> a recorded resource whose parent, provider and stack an added one takes
     "aws": (pack.SECURITY_GROUP_INGRESS_RULE, "mlflow-platform-database-in-server"),
@@ -377,7 +389,8 @@ REJECTED_ROUND_2 = [
     Case("native-db-cluster-public-as-text", "aws", PUBLIC, "aws-native:rds:DbCluster",
          {"engine": "aurora-postgresql", "publiclyAccessible": "true", "storageEncrypted": True}),
     Case("native-db-instance-unencrypted", "aws", STORAGE_ENCRYPTED, "aws-native:rds:DbInstance",
-         {"engine": "postgres", "dbInstanceClass": "db.t4g.micro", "storageEncrypted": False}),
+         {"engine": "postgres", "dbInstanceClass": "db.t4g.micro", "storageEncrypted": False,
+          "publiclyAccessible": False}),
     Case("native-db-cluster-encryption-unset", "aws", STORAGE_ENCRYPTED, "aws-native:rds:DbCluster",
          {"engine": "aurora-postgresql"}),
     Case("native-security-group-ingress", "aws", PORT, "aws-native:ec2:SecurityGroupIngress",
@@ -614,8 +627,7 @@ ACCEPTED_ROUND_2 = [
          {"logGroupName": "/mlflow/native", "retentionInDays": 30}),
     Case("trust-any-principal-of-an-account", "aws", None, pack.IAM_ROLE,
          trust(any_principal({"StringEquals": {"aws:PrincipalAccount": ACCOUNT}}))),
-    Case("trust-any-principal-with-external-id", "aws", None, pack.IAM_ROLE,
-         trust(any_principal({"StringEquals": {"sts:ExternalId": "b1f4e0c2-mlflow"}}))),
+    # (trust-any-principal-with-external-id was accepted here: REJECTED_ROUND_4 refuses it, ExternalId names no one)
     Case("trust-github-one-repository", "aws", None, pack.IAM_ROLE, trust(web_identity(GITHUB, {
         "StringEquals": {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
                          "token.actions.githubusercontent.com:sub": "repo:example/mlflow-platform:environment:aws"}}))),
@@ -1057,4 +1069,868 @@ ACCEPTED_ROUND_3 = [
             {"name": "vnet", "action": "Allow", "ipAddressRange": "10.0.0.0/16"}]})),
 ]
 
-CASES = REJECTED + REJECTED_ROUND_2 + REJECTED_ROUND_3 + ACCEPTED + ACCEPTED_ROUND_2 + ACCEPTED_ROUND_3
+# --- the fourth review's cases (a third red team over gRPC), each generalised to its class ----------------
+
+
+def escaped(text: str, *names: str) -> str:
+    """JSON text with these keys spelled with a \\u escape of their first letter (\\u0053tatement): every JSON
+    reader decodes them to the same key."""
+    for name in names:
+        text = text.replace(f'"{name}"', f'"\\u{ord(name[0]):04x}{name[1:]}"')
+    return text
+
+
+def escaped_document(*statements: dict, keys: tuple[str, ...] = ("Statement",)) -> str:
+    return escaped(document(*statements), *keys)
+
+
+def stack(template: dict | str, **extra: Any) -> dict:
+    """An aws:cloudformation/stack of this template (JSON text unless given as text)."""
+    return {"name": "helper", "templateBody": template if isinstance(template, str) else json.dumps(template), **extra}
+
+
+def db_instance(**properties: Any) -> dict:
+    return {"Type": "AWS::RDS::DBInstance", "Properties": {
+        "Engine": "postgres", "DBInstanceClass": "db.t4g.micro", "AllocatedStorage": "20", "StorageEncrypted": True,
+        "DBSubnetGroupName": "mlflow-db-subnets", **properties}}
+
+
+def role(*managed: Any, **properties: Any) -> dict:
+    return {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": ECS_TRUST,
+                                                     "ManagedPolicyArns": list(managed), **properties}}
+
+
+def ingress(cidr: Any, port: int = 5432) -> dict:
+    return {"Type": "AWS::EC2::SecurityGroupIngress", "Properties": {
+        "GroupId": "sg-db", "IpProtocol": "tcp", "FromPort": port, "ToPort": port, "CidrIp": cidr}}
+
+
+def region_map(**values: dict) -> dict:
+    """Mappings keyed by region: us-east-1 (the region the pack would have assumed) harmless, eu-west-1 not."""
+    return {"Exposure": values}
+
+
+def by_region(name: str) -> dict:
+    return {"Fn::FindInMap": ["Exposure", {"Ref": "AWS::Region"}, name]}
+
+
+def conditions(*names: str) -> dict:
+    return {name: {"Fn::Equals": [{"Ref": "Env"}, name]} for name in names}
+
+
+ENV_PARAMETER = {"Env": {"Type": "String", "Default": "dev"}}
+MANAGED = "arn:aws:iam::aws:policy/"
+TASK_EXECUTION_POLICY = f"{MANAGED}service-role/AmazonECSTaskExecutionRolePolicy"
+PERMISSION_SET = "arn:aws:sso:::permissionSet/ssoins-1234567890abcdef/ps-0123456789abcdef"
+IDENTITY_CENTER = {"instanceArn": "arn:aws:sso:::instance/ssoins-1234567890abcdef",
+                   "principalId": "94482488-3041-7026-18f5-000000000000", "principalType": "USER",
+                   "targetId": ACCOUNT, "targetType": "AWS_ACCOUNT"}
+ADMINISTRATORS_GROUP = "9067b8a2-0011-70c9-1f2b-000000000000"
+ARM_ROLE_DEFINITIONS = "Microsoft.Authorization/roleDefinitions"
+
+
+def arm_custom_role(permissions: Any, scopes: Any = "[subscription().id]") -> dict:
+    return {"type": ARM_ROLE_DEFINITIONS, "apiVersion": "2022-04-01", "name": "[guid('ops')]",
+            "properties": {"roleName": "mlflow-ops", "assignableScopes": as_scopes(scopes),
+                           "permissions": permissions}}
+
+
+def as_scopes(scopes: Any) -> Any:
+    return [scopes] if isinstance(scopes, str) else scopes
+
+
+def subscription_deployment(*resources: dict, **properties: Any) -> dict:
+    return {"location": "westeurope", "properties": {"mode": "Incremental", "template": arm(*resources),
+                                                     **properties}}
+
+
+def container(**definition: Any) -> dict:
+    return ecs({"image": "postgres:16", **definition})
+
+
+def health(*command: str) -> dict:
+    return container(healthCheck={"command": list(command)})
+
+
+KMS_VIA_S3 = {"Sid": "ViaS3", "Effect": "Allow", "Principal": {"AWS": "*"},
+              "Action": ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey*", "kms:DescribeKey"], "Resource": "*",
+              "Condition": {"StringEquals": {"kms:CallerAccount": ACCOUNT,
+                                             "kms:ViaService": "s3.eu-west-1.amazonaws.com"}}}
+KEY_ADMINS = {"Sid": "Root", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+              "Action": "kms:*", "Resource": "*"}
+PUBLIC_READ = {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{BUCKET}/*"}
+BUCKET_TLS_DENY = {**TLS_DENY, "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]}
+
+REJECTED_ROUND_4 = [
+    # 1. a \u-escaped key hides nothing: JSON text is parsed and judged by what it holds, for every service
+    Case("escaped-bucket-policy-public-read-beside-tls-deny", "aws", STORAGE_PUBLIC, pack.S3_BUCKET_POLICY,
+         {"bucket": BUCKET, "policy": escaped_document(BUCKET_TLS_DENY, PUBLIC_READ)}),
+    Case("escaped-key-policy-open", "aws", IAM, "aws:kms/key:Key",
+         {"policy": document(open_to_anyone("kms:*")).replace('"Statement"', '"St\\u0061tement"')}),
+    Case("escaped-secret-policy-open", "aws", IAM, "aws:secretsmanager/secretPolicy:SecretPolicy",
+         {"secretArn": f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:mlflow-db-AbCdEf", "policy":
+          escaped_document({"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "secretsmanager:GetSecretValue",
+                            "Resource": "*"})}),
+    Case("escaped-queue-policy-open", "aws", IAM, "aws:sqs/queuePolicy:QueuePolicy",
+         {"queueUrl": "https://sqs/q", "policy": escaped_document(open_to_anyone("sqs:*"))}),
+    Case("escaped-topic-policy-open", "aws", IAM, "aws:sns/topicPolicy:TopicPolicy",
+         {"arn": "t", "policy": escaped_document(open_to_anyone("sns:Publish"))}),
+    Case("escaped-repository-policy-open-push", "aws", IAM, "aws:ecr/repositoryPolicy:RepositoryPolicy",
+         {"repository": "mlflow", "policy": escaped_document({"Effect": "Allow", "Principal": "*", "Action": [
+             "ecr:PutImage", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload",
+             "ecr:BatchCheckLayerAvailability"]})}),
+    Case("escaped-minio-bucket-policy-anonymous", "local", STORAGE_PUBLIC, "minio:index/s3BucketPolicy:S3BucketPolicy",
+         {"bucket": "mlflow", "policy": escaped_document(
+             {"Effect": "Allow", "Principal": {"AWS": ["*"]}, "Action": ["s3:GetObject"],
+              "Resource": ["arn:aws:s3:::mlflow/*"]})}),
+    Case("escaped-opensearch-domain-policy-open", "aws", IAM, "aws:opensearch/domainPolicy:DomainPolicy",
+         {"domainName": "logs", "accessPolicies": escaped_document(open_to_anyone("es:*"))}),
+    Case("escaped-backup-vault-policy-open", "aws", IAM, "aws:backup/vaultPolicy:VaultPolicy",
+         {"backupVaultName": "v", "policy": escaped_document(open_to_anyone("backup:*"))}),
+    *(Case(f"escaped-{type_.split(':')[1].replace('/', '-').lower()}-open", "aws", policy, type_,
+           {**inputs, prop: escaped_document(open_to_anyone(action))})
+      for type_, prop, action, policy, inputs in (
+          ("aws:cloudwatch/logResourcePolicy:LogResourcePolicy", "policyDocument", "logs:PutLogEvents", IAM,
+           {"policyName": "p"}),
+          ("aws:efs/fileSystemPolicy:FileSystemPolicy", "policy", "elasticfilesystem:ClientMount", IAM,
+           {"fileSystemId": "fs-1"}),
+          ("aws:apigateway/restApiPolicy:RestApiPolicy", "policy", "execute-api:Invoke", IAM, {"restApiId": "a"}),
+          ("aws:ecr/registryPolicy:RegistryPolicy", "policy", "ecr:ReplicateImage", IAM, {}),
+          ("aws:cloudwatch/eventBusPolicy:EventBusPolicy", "policy", "events:PutEvents", IAM, {}),
+          ("aws:dynamodb/resourcePolicy:ResourcePolicy", "policy", "dynamodb:GetItem", IAM, {"resourceArn": "t"}),
+          ("aws:sqs/queue:Queue", "policy", "sqs:ReceiveMessage", IAM, {"name": "q"}),
+          ("aws:sns/topic:Topic", "policy", "sns:Subscribe", IAM, {"name": "t"}),
+          ("aws:secretsmanager/secret:Secret", "policy", "secretsmanager:GetSecretValue", IAM, {"name": "s"}),
+          ("aws:kms/replicaKey:ReplicaKey", "policy", "kms:Decrypt", IAM, {"primaryKeyArn": "k"}),
+          ("aws:s3control/accessPointPolicy:AccessPointPolicy", "policy", "s3:GetObject", STORAGE_PUBLIC,
+           {"accessPointArn": f"arn:aws:s3:eu-west-1:{ACCOUNT}:accesspoint/mlflow"}),
+          ("aws:codeartifact/repositoryPermissionsPolicy:RepositoryPermissionsPolicy", "policyDocument",
+           "codeartifact:ReadFromRepository", IAM, {"domain": "d", "repository": "r"}))),
+    Case("escaped-every-element", "aws", IAM, "aws:sqs/queuePolicy:QueuePolicy",
+         {"queueUrl": "q", "policy": escaped_document(open_to_anyone("sqs:*"),
+                                                      keys=("Statement", "Effect", "Principal", "Action"))}),
+    Case("escaped-statement-named-twice", "aws", IAM, "aws:kms/key:Key", {"policy": (
+        '{"Version": "2012-10-17", "Statement": [], "\\u0053tatement": '
+        + json.dumps([open_to_anyone("kms:*")]) + "}")}),
+    Case("escaped-document-inside-json-text", "aws", IAM, "aws:glue/resourcePolicy:ResourcePolicy",
+         {"policy": json.dumps({"wrapper": {"deeper": json.loads(escaped_document(open_to_anyone("glue:*")))}})
+          .replace('"Statement"', '"\\u0053tatement"')}),
+    Case("byte-order-mark-before-a-key-policy", "aws", IAM, "aws:kms/key:Key",
+         {"policy": "\ufeff" + document(open_to_anyone("kms:*"))}),
+    Case("escaped-identity-policy-star", "aws", IAM, "aws:iam/policy:Policy",
+         {"policy": escaped_document(allow("*", "*"), keys=("Statement", "Action", "Resource"))}),
+    # 2. a template expanded from elsewhere (AWS::Include, a macro, a module, a SAM application) is not read
+    Case("cloudformation-include-from-another-bucket", "aws", IAM, "aws:cloudformation/stack:Stack", stack(
+        {"AWSTemplateFormatVersion": "2010-09-09", "Resources": {"Fn::Transform": {
+            "Name": "AWS::Include", "Parameters": {"Location": "s3://someone-else/admin-role.yaml"}}}},
+        capabilities=["CAPABILITY_AUTO_EXPAND", "CAPABILITY_NAMED_IAM"])),
+    Case("cloudformation-macro-transform", "aws", IAM, "aws:cloudformation/stack:Stack", stack(
+        {"Transform": ["AdminMacro"], "Resources": {"Q": {"Type": "AWS::SQS::Queue"}}},
+        capabilities=["CAPABILITY_AUTO_EXPAND"])),
+    Case("cloudformation-macro-with-parameters", "aws", IAM, "aws-native:cloudformation:Stack", {"templateBody": {
+        "Transform": [{"Name": "AdminMacro", "Parameters": {"x": "y"}}, "AWS::Serverless-2016-10-31"],
+        "Resources": {"Q": {"Type": "AWS::SQS::Queue"}}}}),
+    Case("cloudformation-language-extensions", "aws", IAM, "aws:cloudformation/stack:Stack", stack(
+        {"Transform": "AWS::LanguageExtensions", "Resources": {"Fn::ForEach::Roles": [
+            "Name", ["A"], {"${Name}": BACKDOOR_ROLE}]}})),
+    Case("cloudformation-transform-in-properties", "aws", IAM, "aws:cloudformation/stack:Stack", stack(
+        {"Resources": {"Role": {"Type": "AWS::IAM::Role", "Properties": {"Fn::Transform": {
+            "Name": "AWS::Include", "Parameters": {"Location": "s3://someone-else/role-properties.yaml"}}}}}})),
+    Case("cloudformation-yaml-transform-tag", "aws", IAM, "aws:cloudformation/stack:Stack", stack(
+        "Resources:\n  Role:\n    Type: AWS::IAM::Role\n    Properties:\n      !Transform\n"
+        "        Name: AWS::Include\n        Parameters:\n          Location: s3://someone-else/p.yaml\n")),
+    Case("cloudformation-module", "aws", IAM, "aws:cloudformation/stack:Stack", stack(
+        {"Resources": {"Admin": {"Type": "Example::Admin::Role::MODULE", "Properties": {}}}})),
+    Case("cloudformation-sam-application", "aws", IAM, "aws:cloudformation/stack:Stack", stack(
+        {"Transform": "AWS::Serverless-2016-10-31", "Resources": {"App": {
+            "Type": "AWS::Serverless::Application", "Properties": {"Location": "https://example.com/admin.yaml"}}}})),
+    Case("serverless-application-repository-app", "aws", IAM,
+         "aws:serverlessrepository/cloudFormationStack:CloudFormationStack",
+         {"applicationId": "arn:aws:serverlessrepo:us-east-1:210987654321:applications/admin-helper",
+          "capabilities": ["CAPABILITY_IAM"]}),
+    Case("service-catalog-product", "aws", IAM, "aws:servicecatalog/provisionedProduct:ProvisionedProduct",
+         {"productId": "prod-abc", "provisioningArtifactName": "v1"}),
+    Case("cloudformation-stack-set-macro", "aws", IAM, "aws:cloudformation/stackSet:StackSet",
+         {"name": "everywhere", "templateBody": json.dumps({"Transform": "AdminMacro", "Resources": {}})}),
+    # 3. RDS makes an instance or Multi-AZ cluster public by default where nothing sends publiclyAccessible false
+    Case("native-db-instance-public-by-default", "aws", PUBLIC, pack.NATIVE_DB_INSTANCE,
+         {"engine": "postgres", "dbInstanceClass": "db.t4g.micro", "allocatedStorage": "20", "storageEncrypted": True,
+          "masterUsername": "mlflow", "manageMasterUserPassword": True, "dbSubnetGroupName": "mlflow-db-subnets"}),
+    Case("native-db-cluster-multi-az-public-by-default", "aws", PUBLIC, pack.NATIVE_DB_CLUSTER,
+         {"engine": "postgres", "dbClusterInstanceClass": "db.m6gd.large", "allocatedStorage": 100,
+          "storageType": "io1", "iops": 1000, "storageEncrypted": True, "masterUsername": "mlflow",
+          "manageMasterUserPassword": True, "dbSubnetGroupName": "mlflow-db-subnets"}),
+    Case("native-read-replica-public-by-default", "aws", PUBLIC, pack.NATIVE_DB_INSTANCE,
+         {"sourceDbInstanceIdentifier": "mlflow-metadata", "dbInstanceClass": "db.t4g.micro"}),
+    Case("native-db-instance-public-as-text", "aws", PUBLIC, pack.NATIVE_DB_INSTANCE,
+         {"engine": "postgres", "storageEncrypted": True, "publiclyAccessible": "yes"}),
+    Case("rds-multi-az-cluster-public-by-default", "aws", PUBLIC, pack.RDS_CLUSTER,
+         {"engine": "postgres", "dbClusterInstanceClass": "db.m6gd.large", "storageEncrypted": True,
+          "allocatedStorage": 100, "iops": 1000, "storageType": "io1"}),
+    Case("cloudformation-db-instance-public-by-default", "aws", PUBLIC, "aws:cloudformation/stack:Stack", stack(
+        {"Resources": {"Db": db_instance()}})),
+    Case("cloudformation-multi-az-cluster-public-by-default", "aws", PUBLIC, "aws:cloudformation/stack:Stack", stack(
+        {"Resources": {"Db": {"Type": "AWS::RDS::DBCluster", "Properties": {
+            "Engine": "mysql", "DBClusterInstanceClass": "db.m6gd.large", "StorageEncrypted": True}}}})),
+    Case("cloudformation-db-public-from-ssm", "aws", PUBLIC, "aws:cloudformation/stack:Stack", stack(
+        {"Parameters": {"Public": {"Type": "AWS::SSM::Parameter::Value<String>", "Default": "/db/public"}},
+         "Resources": {"Db": db_instance(PubliclyAccessible={"Ref": "Public"})}})),
+    # 4. template functions judged on every value they may take, never as one value
+    Case("cloudformation-public-by-region", "aws", PUBLIC, "aws:cloudformation/stack:Stack", stack(
+        {"Mappings": region_map(**{"us-east-1": {"Public": "false"}, "eu-west-1": {"Public": "true"}}),
+         "Resources": {"Db": db_instance(PubliclyAccessible=by_region("Public"))}})),
+    Case("cloudformation-admin-policy-by-region", "aws", IAM, "aws:cloudformation/stack:Stack", stack(
+        {"Mappings": region_map(**{"us-east-1": {"Policy": TASK_EXECUTION_POLICY},
+                                   "eu-west-1": {"Policy": f"{MANAGED}AdministratorAccess"}}),
+         "Resources": {"Role": role(by_region("Policy"))}})),
+    Case("cloudformation-cidr-by-account", "aws", PORT, "aws:cloudformation/stack:Stack", stack(
+        {"Mappings": {"Networks": {ACCOUNT: {"Clients": "10.0.0.0/16"}, "210987654321": {"Clients": "0.0.0.0/0"}}},
+         "Resources": {"In": ingress({"Fn::FindInMap": ["Networks", {"Ref": "AWS::AccountId"}, "Clients"]})}})),
+    Case("cloudformation-map-key-by-stack-name", "aws", PORT, "aws:cloudformation/stack:Stack", stack(
+        {"Mappings": {"Networks": {"stack": {"Clients": "10.0.0.0/16"}, "lab": {"Clients": "0.0.0.0/0"}}},
+         "Resources": {"In": ingress({"Fn::FindInMap": ["Networks", {"Fn::Sub": "${AWS::StackName}"}, "Clients"]})}})),
+    Case("cloudformation-map-key-the-map-lacks", "aws", PORT, "aws:cloudformation/stack:Stack", stack(
+        {"Parameters": ENV_PARAMETER,
+         "Mappings": {"Networks": {"prod": {"Clients": "10.0.0.0/16"}, "lab": {"Clients": "0.0.0.0/0"}}},
+         "Resources": {"In": ingress({"Fn::FindInMap": ["Networks", {"Ref": "Env"}, "Clients"]})}})),
+    Case("cloudformation-sixth-if-on-the-same-condition", "aws", PUBLIC, "aws:cloudformation/stack:Stack", stack(
+        {"Parameters": ENV_PARAMETER, "Conditions": conditions("C"), "Resources": {"Db": db_instance(
+            Tags=[{"Key": f"t{index}", "Value": {"Fn::If": ["C", "a", "b"]}} for index in range(5)],
+            PubliclyAccessible={"Fn::If": ["C", True, False]})}})),
+    Case("cloudformation-eleventh-condition", "aws", PUBLIC, "aws:cloudformation/stack:Stack", stack(
+        {"Parameters": ENV_PARAMETER, "Conditions": conditions(*(f"C{index}" for index in range(11))),
+         "Resources": {"Db": db_instance(
+             Tags=[{"Key": f"t{index}", "Value": {"Fn::If": [f"C{index}", "a", "b"]}} for index in range(10)],
+             PubliclyAccessible={"Fn::If": ["C10", False, True]})}})),
+    Case("cloudformation-select-by-an-attribute", "aws", PUBLIC, "aws:cloudformation/stack:Stack", stack(
+        {"Resources": {"Db": db_instance(PubliclyAccessible={"Fn::Select": [
+            {"Fn::GetAtt": ["Picker", "Index"]}, [False, True]]})}})),
+    Case("cloudformation-imported-policy-arn", "aws", IAM, "aws:cloudformation/stack:Stack", stack(
+        {"Resources": {"Role": role({"Fn::ImportValue": "shared-policy-arn"})}})),
+    Case("cloudformation-policy-arn-from-ssm", "aws", IAM, "aws:cloudformation/stack:Stack", stack(
+        {"Parameters": {"PolicyArn": {"Type": "AWS::SSM::Parameter::Value<String>", "Default": "/iam/policy"}},
+         "Resources": {"Role": role({"Ref": "PolicyArn"})}})),
+    Case("cloudformation-policy-arn-from-a-custom-resource", "aws", IAM, "aws:cloudformation/stack:Stack", stack(
+        {"Resources": {"Picker": {"Type": "Custom::PolicyPicker", "Properties": {"ServiceToken": "arn:aws:lambda:x"}},
+                       "Role": role({"Fn::GetAtt": ["Picker", "Arn"]})}})),
+    Case("cloudformation-imported-principal", "aws", IAM, "aws:cloudformation/stack:Stack", stack(
+        {"Resources": {"Role": {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": {
+            "Statement": [{"Effect": "Allow", "Principal": {"AWS": {"Fn::ImportValue": "trusted"}},
+                           "Action": "sts:AssumeRole"}]}}}}})),
+    Case("cloudformation-imported-resource-for-kms", "aws", IAM, "aws:cloudformation/stack:Stack", stack(
+        {"Resources": {"Policy": {"Type": "AWS::IAM::ManagedPolicy", "Properties": {"PolicyDocument": {
+            "Statement": [allow("kms:Decrypt", {"Fn::ImportValue": "key-arn"})]}}}}})),
+    # 5. an ARM expression in a custom role's actions may be anything
+    Case("arm-custom-role-create-array", "azure", IAM, "azure-native:resources:DeploymentAtSubscriptionScope",
+         subscription_deployment(arm_custom_role([{"actions": "[createArray('*')]", "notActions": []}]))),
+    Case("arm-custom-role-concat-role-assignments", "azure", IAM,
+         "azure-native:resources:DeploymentAtSubscriptionScope", subscription_deployment(arm_custom_role([{
+             "actions": ["Microsoft.Storage/storageAccounts/read",
+                         "[concat('Microsoft.Authorization/', 'roleAssignments/write')]"]}]))),
+    Case("arm-custom-role-permissions-from-an-expression", "azure", IAM,
+         "azure-native:resources:DeploymentAtSubscriptionScope", subscription_deployment(arm_custom_role(
+             "[json('[{\"actions\": [\"*\"]}]')]"))),
+    Case("arm-custom-role-data-actions-expression", "azure", IAM,
+         "azure-native:resources:DeploymentAtSubscriptionScope",
+         subscription_deployment(arm_custom_role([{"actions": [], "dataActions": ["[variables('all')]"]}]))),
+    Case("arm-parameters-link", "azure", IAM, "azure-native:resources:DeploymentAtSubscriptionScope",
+         subscription_deployment(arm_assignment("[subscriptionResourceId('Microsoft.Authorization/roleDefinitions', "
+                                                "parameters('role'))]"),
+                                 parametersLink={"uri": "https://example.com/parameters.json"})),
+    Case("arm-nsg-rules-by-property-loop", "azure", PORT, "azure-native:resources:Deployment",
+         {"resourceGroupName": "mlflow-azure", "properties": {"mode": "Incremental", "template": arm({
+             "type": "Microsoft.Network/networkSecurityGroups", "apiVersion": "2023-09-01", "name": "db",
+             "location": "westeurope", "properties": {"copy": [{"name": "securityRules", "count": 2, "input": {
+                 "name": "[concat('open-', copyIndex('securityRules'))]", "properties": {
+                     "priority": "[add(100, copyIndex('securityRules'))]", "direction": "Inbound",
+                     "access": "Allow", "protocol": "Tcp", "sourceAddressPrefix": "*", "sourcePortRange": "*",
+                     "destinationAddressPrefix": "*", "destinationPortRange": "5432"}}}]}})}}),
+    Case("blueprint-owner-artifact", "azure", IAM, "azure-native:blueprint:RoleAssignmentArtifact",
+         {"blueprintName": "landing", "resourceScope": SUBSCRIPTION, "kind": "roleAssignment",
+          "roleDefinitionId": OWNER_ID, "principalIds": ["aefb7652-6736-ca9c-b9e6-685b57c1b926"]}),
+    Case("blueprint-template-artifact-owner", "azure", IAM, "azure-native:blueprint:TemplateArtifact",
+         {"blueprintName": "landing", "resourceScope": SUBSCRIPTION, "kind": "template", "parameters": {},
+          "template": arm(arm_assignment(OWNER_ID))}),
+    Case("classic-management-group-template-owner", "azure", IAM,
+         "azure:management/groupTemplateDeployment:GroupTemplateDeployment",
+         {"managementGroupId": MANAGEMENT_GROUP, "location": "westeurope",
+          "templateContent": json.dumps(arm(arm_assignment(OWNER_ID)))}),
+    Case("owner-guid-without-hyphens", "azure", IAM, ROLE_ASSIGNMENT,
+         {**assignment("Owner", SUBSCRIPTION), "roleDefinitionId": OWNER_ID.replace("-", "").replace(
+             SUBSCRIPTION.replace("-", ""), SUBSCRIPTION)}),
+    Case("arm-owner-guid-in-pieces", "azure", IAM, "azure-native:resources:DeploymentAtSubscriptionScope",
+         subscription_deployment(arm_assignment("[subscriptionResourceId('Microsoft.Authorization/roleDefinitions', "
+                                                "concat('8e3af657-a8ff-443c-', 'a75c-2fe8c4bcb635'))]"))),
+    Case("arm-owner-on-a-management-group-by-extension-syntax", "azure", IAM,
+         "azure-native:resources:DeploymentAtTenantScope", {"location": "westeurope", "properties": {
+             "mode": "Incremental", "template": arm({
+                 "type": "Microsoft.Management/managementGroups/providers/roleAssignments",
+                 "apiVersion": "2022-04-01", "name": "platform/Microsoft.Authorization/0f3b2c1d",
+                 "properties": {"roleDefinitionId": OWNER_ID,
+                                "principalId": "aefb7652-6736-ca9c-b9e6-685b57c1b926"}})}}),
+    Case("arm-contributor-scoped-to-the-subscription-by-expression", "azure", IAM,
+         "azure-native:resources:Deployment", {"resourceGroupName": "mlflow-azure", "properties": {
+             "mode": "Incremental", "template": arm(arm_assignment(
+                 f"[subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '{ROLES['Contributor']}')]",
+                 scope="[subscription().id]"))}}),
+    # 6. IAM Identity Center and the organization hand out what the resource does not show
+    Case("identity-center-assignment-of-an-existing-permission-set", "aws", IAM,
+         "aws:ssoadmin/accountAssignment:AccountAssignment", {**IDENTITY_CENTER, "permissionSetArn": PERMISSION_SET}),
+    Case("native-identity-center-assignment", "aws", IAM, "aws-native:sso:Assignment",
+         {**IDENTITY_CENTER, "permissionSetArn": PERMISSION_SET}),
+    Case("identity-store-membership-of-administrators", "aws", IAM, "aws:identitystore/groupMembership:GroupMembership",
+         {"identityStoreId": "d-1234567890", "groupId": ADMINISTRATORS_GROUP,
+          "memberId": "94482488-3041-7026-18f5-000000000000"}),
+    Case("native-identity-store-membership", "aws", IAM, "aws-native:identitystore:GroupMembership",
+         {"identityStoreId": "d-1234567890", "groupId": ADMINISTRATORS_GROUP,
+          "memberId": {"userId": "94482488-3041-7026-18f5-000000000000"}}),
+    Case("delegated-administrator", "aws", IAM, "aws:organizations/delegatedAdministrator:DelegatedAdministrator",
+         {"accountId": "210987654321", "servicePrincipal": "member.org.stacksets.cloudformation.amazonaws.com"}),
+    Case("cloudformation-identity-center-assignment", "aws", IAM, "aws:cloudformation/stack:Stack", stack(
+        {"Resources": {"Assign": {"Type": "AWS::SSO::Assignment", "Properties": {
+            "InstanceArn": IDENTITY_CENTER["instanceArn"], "PermissionSetArn": PERMISSION_SET,
+            "PrincipalId": IDENTITY_CENTER["principalId"], "PrincipalType": "USER", "TargetId": ACCOUNT,
+            "TargetType": "AWS_ACCOUNT"}}}})),
+    # 7. AWS-managed policies reach every resource whatever their names say
+    *(Case(f"attach-{policy.rsplit('/', 1)[-1].lower()}", "aws", IAM, ATTACHMENT,
+           {"role": "mlflow-server-task-role-id", "policyArn": f"{MANAGED}{policy}"})
+      for policy in ("ReadOnlyAccess", "AmazonS3ReadOnlyAccess", "service-role/AmazonEC2RoleforSSM",
+                     "AmazonSSMReadOnlyAccess", "CloudWatchLogsReadOnlyAccess", "job-function/ViewOnlyAccess",
+                     "SecurityAudit", "AmazonSSMManagedInstanceCore")),
+    Case("native-role-read-only-access", "aws", IAM, "aws-native:iam:Role",
+         {"assumeRolePolicyDocument": ECS_TRUST, "managedPolicyArns": [f"{MANAGED}ReadOnlyAccess"]}),
+    Case("permission-set-read-only-access", "aws", IAM, "aws:ssoadmin/managedPolicyAttachment:ManagedPolicyAttachment",
+         {"instanceArn": IDENTITY_CENTER["instanceArn"], "permissionSetArn": PERMISSION_SET,
+          "managedPolicyArn": f"{MANAGED}AmazonS3ReadOnlyAccess"}),
+    Case("attach-a-policy-by-name", "aws", IAM, ATTACHMENT, {"role": "r", "policyArn": "AdministratorAccess"}),
+    Case("sam-read-only-access-by-name", "aws", IAM, "aws:cloudformation/stack:Stack", stack(
+        {"Transform": "AWS::Serverless-2016-10-31", "Resources": {"Fn": {"Type": "AWS::Serverless::Function",
+         "Properties": {"Runtime": "python3.12", "Handler": "app.handler", "Policies": ["ReadOnlyAccess"]}}}})),
+    Case("sam-policy-template-every-bucket", "aws", IAM, "aws:cloudformation/stack:Stack", stack(
+        {"Transform": "AWS::Serverless-2016-10-31", "Resources": {"Fn": {"Type": "AWS::Serverless::Function",
+         "Properties": {"Runtime": "python3.12", "Handler": "app.handler",
+                        "Policies": [{"S3ReadPolicy": {"BucketName": "*"}}]}}}})),
+    # 8. credentials on the command line and in health checks, as the shell splits them
+    Case("ecs-command-keyword-dsn", "aws", SECRETS, pack.ECS_TASK_DEFINITION, container(command=[
+        "psql", "host=db.internal user=mlflow password=hunter2 dbname=mlflow", "-c", "select 1"])),
+    Case("ecs-command-ado-connection-string", "aws", SECRETS, pack.ECS_TASK_DEFINITION, container(command=[
+        "sqlcmd-tool", "Server=db;Database=mlflow;User Id=mlflow;Password=hunter2"])),
+    Case("ecs-health-check-curl-user-password", "aws", SECRETS, pack.ECS_TASK_DEFINITION, health(
+        "CMD", "curl", "-fsS", "-u", "admin:hunter2", "http://localhost:5000/api/2.0/mlflow/experiments/search")),
+    Case("ecs-health-check-curl-attached-user-password", "aws", SECRETS, pack.ECS_TASK_DEFINITION, health(
+        "CMD-SHELL", "curl -fsS --user=admin:hunter2 http://localhost:5000/health")),
+    Case("ecs-health-check-authorization-header", "aws", SECRETS, pack.ECS_TASK_DEFINITION, health(
+        "CMD", "curl", "-fsS", "-H", "Authorization: Basic YWRtaW46aHVudGVyMg==", "http://localhost:5000/health")),
+    Case("ecs-health-check-wget-bearer-header", "aws", SECRETS, pack.ECS_TASK_DEFINITION, health(
+        "CMD-SHELL", "wget -qO- --header='Authorization: Bearer glpat-abcdef0123456789' http://localhost:5000/health")),
+    Case("ecs-health-check-api-key-header", "aws", SECRETS, pack.ECS_TASK_DEFINITION, health(
+        "CMD-SHELL", "curl -fsS -H 'X-Api-Key: k3y-0123' http://localhost:5000/health")),
+    Case("docker-health-check-mysqladmin-password", "local", SECRETS, pack.DOCKER_CONTAINER, {
+        "image": "mysql:8", "healthcheck": {"tests": ["CMD-SHELL", "mysqladmin ping -h localhost -uroot -phunter2"]}}),
+    Case("ecs-health-check-redis-cli-password", "aws", SECRETS, pack.ECS_TASK_DEFINITION, health(
+        "CMD", "redis-cli", "-a", "hunter2", "ping")),
+    Case("container-app-sqlcmd-password", "azure", SECRETS, "azure-native:app:ContainerApp", app(command=[
+        "/opt/mssql-tools18/bin/sqlcmd", "-S", "db", "-U", "sa", "-P", "hunter2", "-Q", "SELECT 1"])),
+    Case("ecs-command-redis-requirepass", "aws", SECRETS, pack.ECS_TASK_DEFINITION, container(command=[
+        "redis-server", "--requirepass", "hunter2"])),
+    Case("ecs-shell-script-password-flag", "aws", SECRETS, pack.ECS_TASK_DEFINITION, container(command=[
+        "sh", "-c", "mlflow db upgrade && exec psql --password hunter2 -h db"])),
+    Case("container-group-exec-probe-api-key-header", "azure", SECRETS, pack.CONTAINER_GROUP, {
+        "resourceGroupName": "rg", "osType": "Linux", "containers": [{"name": "m", "image": "i", "livenessProbe": {
+            "exec": {"command": ["curl", "-fsS", "-H", "X-Api-Key: k3y-0123", "http://localhost:5000/health"]}}}]}),
+    Case("jwk-private-key-in-env", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
+        OIDC_SIGNING_KEY='{"kty":"EC","crv":"P-256","x":"f83O","y":"x_FE","d":"jpsQnnGQmL-YBIffH1136cspYG6-0iY7"}')})),
+    # 9. a database's snapshot or an image shared with every AWS account
+    Case("rds-snapshot-shared-with-every-account", "aws", PUBLIC, "aws:rds/snapshot:Snapshot",
+         {"dbInstanceIdentifier": "mlflow-metadata", "dbSnapshotIdentifier": "s", "sharedAccounts": ["all"]}),
+    Case("rds-cluster-snapshot-shared-with-every-account", "aws", PUBLIC, "aws:rds/clusterSnapshot:ClusterSnapshot",
+         {"dbClusterIdentifier": "c", "dbClusterSnapshotIdentifier": "s", "sharedAccounts": [ACCOUNT, "ALL"]}),
+    Case("rds-snapshot-copy-shared-with-every-account", "aws", PUBLIC, "aws:rds/snapshotCopy:SnapshotCopy",
+         {"sourceDbSnapshotIdentifier": "s", "targetDbSnapshotIdentifier": "t", "sharedAccounts": ["all"]}),
+    Case("image-launchable-by-every-account", "aws", STORAGE_PUBLIC,
+         "aws:ec2/amiLaunchPermission:AmiLaunchPermission", {"imageId": "ami-0123", "group": "all"}),
+    # 10. a key policy for any principal through a service is narrowed only by the caller's account
+    Case("key-policy-via-service-any-account", "aws", IAM, "aws:kms/key:Key", {"policy": document(KEY_ADMINS, {
+        **KMS_VIA_S3, "Condition": {"StringEquals": {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}}})}),
+    # the review's "reconsider": an external id beside Principal "*" names no account (it is in the repository)
+    Case("trust-any-principal-with-external-id", "aws", IAM, pack.IAM_ROLE,
+         trust(any_principal({"StringEquals": {"sts:ExternalId": "b1f4e0c2-mlflow"}}))),
+    # 11. a Log Analytics workspace may leave its retention to Azure, not set one the pack cannot read
+    Case("workspace-zero-days", "azure", LOGS, pack.LOG_ANALYTICS_WORKSPACE,
+         {"resourceGroupName": "rg", "sku": {"name": "PerGB2018"}, "retentionInDays": 0}),
+    # a database port published beyond the Db2 and the engines already named
+    Case("sg-rule-db2-port", "aws", PORT, pack.SECURITY_GROUP_INGRESS_RULE,
+         sg_rule("tcp", 50000, 50000, cidrIpv4="0.0.0.0/0")),
+    Case("sql-ipv6-firewall-every-address", "azure", PORT, "azure-native:sql:IPv6FirewallRule",
+         {"resourceGroupName": "rg", "serverName": "s", "startIPv6Address": "::", "endIPv6Address":
+          "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"}),
+]
+
+ACCEPTED_ROUND_4 = [
+    # 1. plain JSON with escapes in values only, and a JSON value that holds no document
+    Case("queue-policy-escaped-values-only", "aws", None, "aws:sqs/queuePolicy:QueuePolicy",
+         {"queueUrl": "q", "policy": escaped(document(open_to_anyone("sqs:SendMessage", Condition={"ArnEquals": {
+             "aws:SourceArn": f"arn:aws:events:eu-west-1:{ACCOUNT}:rule/mlflow-gc"}})), "Statement", "Condition")
+          .replace("mlflow-gc", "mlflow-\\u0067c")}),
+    Case("json-text-that-is-no-document", "aws", None, "aws:ssm/parameter:Parameter",
+         {"type": "String", "value": '{"endpoints": ["a"], "note": "{{ not json }}"}'}),
+    Case("braces-that-are-no-json", "aws", None, "aws:ssm/parameter:Parameter",
+         {"type": "String", "value": "{{ mlflow.endpoint }} [statement: none]"}),
+    # 2. SAM's own transform is read, not refused
+    Case("sam-function-scoped-template", "aws", None, "aws:cloudformation/stack:Stack", stack(
+        {"Transform": "AWS::Serverless-2016-10-31", "Resources": {"Fn": {"Type": "AWS::Serverless::Function",
+         "Properties": {"Runtime": "python3.12", "Handler": "app.handler", "Policies": [
+             "AWSLambdaBasicExecutionRole", {"S3ReadPolicy": {"BucketName": BUCKET}}]}}}})),
+    # 3. the Aurora-cluster-member exception, an Aurora cluster (no publiclyAccessible), explicit false
+    Case("native-aurora-cluster-without-the-flag", "aws", None, pack.NATIVE_DB_CLUSTER,
+         {"engine": "aurora-postgresql", "storageEncrypted": True, "dbSubnetGroupName": "mlflow-db-subnets"}),
+    Case("rds-aurora-cluster-without-the-flag", "aws", None, pack.RDS_CLUSTER,
+         {"engine": "aurora-postgresql", "storageEncrypted": True, "dbSubnetGroupName": "mlflow-db-subnets"}),
+    Case("native-multi-az-cluster-private", "aws", None, pack.NATIVE_DB_CLUSTER,
+         {"engine": "postgres", "storageEncrypted": True, "publiclyAccessible": False}),
+    Case("cloudformation-aurora-cluster-and-member", "aws", None, "aws:cloudformation/stack:Stack", stack(
+        {"Resources": {"Cluster": {"Type": "AWS::RDS::DBCluster", "Properties": {
+            "Engine": "aurora-postgresql", "StorageEncrypted": True, "DBSubnetGroupName": "mlflow-db-subnets"}},
+            "Member": {"Type": "AWS::RDS::DBInstance", "Properties": {
+                "Engine": "aurora-postgresql", "DBInstanceClass": "db.r6g.large",
+                "DBClusterIdentifier": {"Ref": "Cluster"}}}}})),
+    # 4. every value a choice point may take keeps the promise; one condition correlates its Fn::Ifs
+    Case("cloudformation-private-in-every-region", "aws", None, "aws:cloudformation/stack:Stack", stack(
+        {"Mappings": region_map(**{"us-east-1": {"Public": "false", "Policy": TASK_EXECUTION_POLICY},
+                                   "eu-west-1": {"Public": False, "Policy": TASK_EXECUTION_POLICY}}),
+         "Resources": {"Db": db_instance(PubliclyAccessible=by_region("Public")),
+                       "Role": role(by_region("Policy"))}})),
+    Case("cloudformation-one-condition-for-engine-and-exposure", "aws", None, "aws:cloudformation/stack:Stack", stack(
+        {"Parameters": ENV_PARAMETER, "Conditions": conditions("Aurora"), "Resources": {"Db": db_instance(
+            Engine={"Fn::If": ["Aurora", "aurora-postgresql", "postgres"]},
+            DBClusterIdentifier={"Fn::If": ["Aurora", "mlflow", {"Ref": "AWS::NoValue"}]},
+            PubliclyAccessible={"Fn::If": ["Aurora", {"Ref": "AWS::NoValue"}, False]})}})),
+    Case("cloudformation-many-conditions-all-private", "aws", None, "aws:cloudformation/stack:Stack", stack(
+        {"Parameters": ENV_PARAMETER, "Conditions": conditions(*(f"C{index}" for index in range(12))),
+         "Resources": {"Db": db_instance(
+             Tags=[{"Key": f"t{index}", "Value": {"Fn::If": [f"C{index}", "a", "b"]}} for index in range(11)],
+             PubliclyAccessible={"Fn::If": ["C11", False, "false"]})}})),
+    Case("cloudformation-policy-of-the-template", "aws", None, "aws:cloudformation/stack:Stack", stack(
+        {"Resources": {"Read": {"Type": "AWS::IAM::ManagedPolicy", "Properties": {"PolicyDocument": {
+            "Version": "2012-10-17", "Statement": [allow("s3:GetObject", f"arn:aws:s3:::{BUCKET}/*")]}}},
+            "Role": role({"Ref": "Read"}, {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/"
+                                                      "AmazonECSTaskExecutionRolePolicy"})}})),
+    # 5. a custom role's actions spelled out in an ARM template
+    Case("arm-custom-role-named-actions", "azure", None, "azure-native:resources:DeploymentAtSubscriptionScope",
+         subscription_deployment(arm_custom_role([{"actions": ["Microsoft.Storage/storageAccounts/read",
+                                                               "Microsoft.Resources/subscriptions/resourceGroups/read"],
+                                                   "notActions": []}], [SUBSCRIPTION]))),
+    Case("arm-contributor-on-one-storage-account", "azure", None, "azure-native:resources:Deployment",
+         {"resourceGroupName": "mlflow-azure", "properties": {"mode": "Incremental", "template": arm(arm_assignment(
+             f"[subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '{ROLES['Contributor']}')]",
+             scope="[resourceId('Microsoft.Storage/storageAccounts', 'mlflowazurec2c037')]"))}}),
+    Case("blueprint-contributor-on-a-resource-group", "azure", None, "azure-native:blueprint:RoleAssignmentArtifact",
+         {"blueprintName": "landing", "resourceScope": SUBSCRIPTION, "kind": "roleAssignment",
+          "roleDefinitionId": f"{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/"
+                              f"{ROLES['Contributor']}",
+          "principalIds": ["aefb7652-6736-ca9c-b9e6-685b57c1b926"], "resourceGroup": "mlflow"}),
+    # 7. the AWS-managed policies that only write telemetry or pull images
+    *(Case(f"attach-{policy.rsplit('/', 1)[-1].lower()}", "aws", None, ATTACHMENT,
+           {"role": "mlflow-server-task-role-id", "policyArn": f"{MANAGED}{policy}"})
+      for policy in ("service-role/AWSLambdaBasicExecutionRole", "CloudWatchAgentServerPolicy",
+                     "AWSXRayDaemonWriteAccess")),
+    # 8. health checks that read their credential from the environment or a file
+    Case("health-checks-reading-credentials", "aws", None, pack.ECS_TASK_DEFINITION, ecs(
+        {"healthCheck": {"command": ["CMD-SHELL", 'mysqladmin ping -uroot -p"$MYSQL_ROOT_PASSWORD" && '
+                                     'redis-cli -a "$REDIS_PASSWORD" ping && curl -fsS -u "admin:$ADMIN_PASSWORD" '
+                                     '-H "Authorization: Bearer $TOKEN" --key client.key http://localhost:5000/']},
+         "command": ["python", "-c", "import os, psycopg\npsycopg.connect(host='db', password=os.environ['PW'])"]})),
+    Case("container-runs-as-uid-and-gid", "local", None, pack.DOCKER_CONTAINER,
+         {"image": "mlflow", "command": ["gosu", "-u", "1000:1000", "mlflow", "server"]}),
+    # 9. a snapshot shared with one named account
+    Case("rds-snapshot-shared-with-one-account", "aws", None, "aws:rds/snapshot:Snapshot",
+         {"dbInstanceIdentifier": "mlflow-metadata", "dbSnapshotIdentifier": "s", "sharedAccounts": ["210987654321"]}),
+    # 10. AWS's own managed-key policy: any principal of this account, through S3
+    Case("key-policy-via-s3-for-this-account", "aws", None, "aws:kms/key:Key",
+         {"description": "artifacts", "policy": document(KEY_ADMINS, KMS_VIA_S3)}),
+    # 11. a workspace that leaves its retention to Azure (30 days)
+    Case("workspace-default-retention", "azure", None, pack.LOG_ANALYTICS_WORKSPACE,
+         {"resourceGroupName": "rg", "sku": {"name": "PerGB2018"}}),
+    # 12. public keys are no secrets: OpenSSH keys, JWKs without private members
+    Case("public-keys-in-env", "aws", None, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
+        SSH_PUBLIC_KEY="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl ops@example",
+        OIDC_PUBLIC_KEY='{"kty":"RSA","e":"AQAB","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1Wl"}',
+        JWKS_KEY='{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",'
+                 '"y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}')})),
+    # an external id beside a named third-party account: the account is the principal
+    Case("trust-third-party-account-with-external-id", "aws", None, pack.IAM_ROLE,
+         trust({"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::210987654321:root"},
+                "Action": "sts:AssumeRole", "Condition": {"StringEquals": {"sts:ExternalId": "b1f4e0c2-mlflow"}}})),
+    Case("sql-ipv6-firewall-private-range", "azure", None, "azure-native:sql:IPv6FirewallRule",
+         {"resourceGroupName": "rg", "serverName": "s", "startIPv6Address": "fd00::",
+          "endIPv6Address": "fd00::ffff"}),
+]
+
+# --- the fifth review's cases (a fourth red team over gRPC), each generalised to its class ----------------
+
+REGION_ARN = f"us-east-1:{ACCOUNT}"
+TEAM_TAG = {"StringEquals": {"aws:ResourceTag/team": "mlflow"}}
+CLUSTER = f"arn:aws:ecs:{REGION_ARN}:cluster/mlflow-aws"
+GLOBAL_ADMINISTRATOR = "62e90394-69f5-4237-9190-012177145e10"
+ENTRA_GROUP = "6f1c2c1e-0000-4c3b-9d1e-000000000001"
+ENTRA_PRINCIPAL = "aefb7652-6736-ca9c-b9e6-685b57c1b926"
+GRAPH_SERVICE_PRINCIPAL = "0c1d2e3f-0000-4000-8000-0000000000aa"
+AZUREAD = "azuread:index/"
+DATABASE_SECRET = json.dumps({"username": "mlflow", "password": "Hunter2-very-secret", "engine": "postgres",
+                              "host": "db", "port": 5432})
+
+
+def statement_on(actions: Any, resources: Any, condition: dict | None = None) -> dict:
+    return role_policy(allow(actions, resources, **({"Condition": condition} if condition else {})))
+
+
+def entra(type_: str) -> str:
+    """The azuread provider's type token: DirectoryRoleAssignment -> azuread:index/directoryRoleAssignment:..."""
+    return f"{AZUREAD}{type_[:1].lower()}{type_[1:]}:{type_}"
+
+
+def prefix_list(*cidrs: str) -> dict:
+    return {"name": "db-clients", "addressFamily": "IPv4", "maxEntries": 5,
+            "entries": [{"cidr": cidr, "description": "clients"} for cidr in cidrs]}
+
+
+def lightsail_ports(*cidrs: str, port: int = 5432) -> dict:
+    return {"instanceName": "db", "portInfos": [{"protocol": "tcp", "fromPort": port, "toPort": port,
+                                                 **({"cidrs": list(cidrs)} if cidrs else {})}]}
+
+
+def classic_nsg_rule(**source: Any) -> dict:
+    return {"resourceGroupName": "mlflow-azure", "networkSecurityGroupName": "mlflow-db", "name": "pg",
+            "priority": 100, "direction": "Inbound", "access": "Allow", "protocol": "Tcp", "sourcePortRange": "*",
+            "destinationPortRange": "5432", "destinationAddressPrefix": "*", **source}
+
+
+APPLICATION_SECURITY_GROUP = f"{RESOURCE_GROUP}/providers/Microsoft.Network/applicationSecurityGroups/apps"
+CONTAINER_DEFINITION_ENV = "DB_SECRET_JSON_VALUE"
+
+REJECTED_ROUND_5 = [
+    # 1. a condition narrows resources only by naming something the ARN does not: not the account or the
+    # organization (which the ARN names, or more), not a value that is a wildcard after nothing spelled out
+    *(Case(f"condition-{case_id}", "aws", IAM, ROLE_POLICY, statement_on(actions, resource, condition))
+      for case_id, actions, resource, condition in (
+          ("resource-account-every-parameter", ["ssm:GetParameters", "ssm:GetParameter", "ssm:GetParametersByPath"],
+           f"arn:aws:ssm:{REGION_ARN}:parameter/*", {"StringEquals": {"aws:ResourceAccount": ACCOUNT}}),
+          ("resource-account-every-function", ["lambda:GetFunction", "lambda:GetFunctionConfiguration"],
+           f"arn:aws:lambda:{REGION_ARN}:function:*", {"StringEquals": {"aws:ResourceAccount": ACCOUNT}}),
+          ("resource-org-id-every-table", ["dynamodb:Scan", "dynamodb:GetItem"],
+           f"arn:aws:dynamodb:{REGION_ARN}:table/*", {"StringEquals": {"aws:ResourceOrgID": "o-abc123"}}),
+          ("resource-org-paths-every-log", ["logs:GetLogEvents", "logs:FilterLogEvents"],
+           f"arn:aws:logs:{REGION_ARN}:log-group:*", {"ForAnyValue:StringLike": {
+               "aws:ResourceOrgPaths": "o-abc123/r-ab12/ou-ab12-11111111/"}}),
+          ("resource-account-every-access-point", "s3:GetObject", f"arn:aws:s3:{REGION_ARN}:accesspoint/*",
+           {"StringEquals": {"aws:ResourceAccount": ACCOUNT}}),
+          ("service-account-key-every-access-point", "s3:GetObject", f"arn:aws:s3:{REGION_ARN}:accesspoint/*",
+           {"StringEquals": {"s3:ResourceAccount": ACCOUNT}}),
+          ("cluster-any-arn", "ecs:StopTask", f"arn:aws:ecs:{REGION_ARN}:task/*",
+           {"ArnLike": {"ecs:cluster": "arn:*"}}),
+          ("cluster-every-cluster", "ecs:StopTask", f"arn:aws:ecs:{REGION_ARN}:task/*",
+           {"ArnLike": {"ecs:cluster": f"arn:aws:ecs:{REGION_ARN}:cluster/*"}}),
+          ("cluster-name-prefix", "ecs:StopTask", f"arn:aws:ecs:{REGION_ARN}:task/*",
+           {"ArnLike": {"ecs:cluster": f"arn:aws:ecs:{REGION_ARN}:cluster/m*"}}),
+          ("tag-value-prefix", "dynamodb:GetItem", f"arn:aws:dynamodb:{REGION_ARN}:table/*",
+           {"StringLike": {"aws:ResourceTag/team": "m*"}}),
+          ("tag-value-any-of-them", "dynamodb:GetItem", f"arn:aws:dynamodb:{REGION_ARN}:table/*",
+           {"StringEquals": {"aws:ResourceTag/team": ["mlflow", "*"]}}),
+          ("service-key-true", "ec2:DeleteVolume", f"arn:aws:ec2:{REGION_ARN}:volume/*",
+           {"StringEquals": {"ec2:Encrypted": "true"}}),
+      )),
+    Case("condition-resource-account-native-managed-policy", "aws", IAM, "aws-native:iam:ManagedPolicy",
+         {"policyDocument": {"Version": "2012-10-17", "Statement": [
+             {"Effect": "Allow", "Action": "ssm:GetParameter*", "Resource": f"arn:aws:ssm:*:{ACCOUNT}:parameter/*",
+              "Condition": {"StringEquals": {"aws:ResourceAccount": ACCOUNT}}}]}}),
+    Case("access-points-without-condition", "aws", IAM, ROLE_POLICY,
+         statement_on("s3:GetObject", f"arn:aws:s3:{REGION_ARN}:accesspoint/*/object/*")),
+    # 2. actions that run code, or change what later runs under another role, need the resource's name spelled out
+    Case("change-sets-on-every-stack-by-first-letter", "aws", IAM, ROLE_POLICY, statement_on(
+        ["cloudformation:CreateChangeSet", "cloudformation:ExecuteChangeSet"],
+        [f"arn:aws:cloudformation:*:{ACCOUNT}:stack/{c}*/*" for c in EVERY_NAME[:52]])),
+    *(Case(f"runs-code-{case_id}", "aws", IAM, ROLE_POLICY, statement_on(actions, resource, TEAM_TAG))
+      for case_id, actions, resource in (
+          ("stack-sets", ["cloudformation:UpdateStackSet", "cloudformation:CreateStackInstances"],
+           f"arn:aws:cloudformation:{REGION_ARN}:stackset/*"),
+          ("change-set-wildcard-action", "cloudformation:*ChangeSet", f"arn:aws:cloudformation:{REGION_ARN}:stack/*"),
+          ("build-batches", "codebuild:StartBuildBatch", f"arn:aws:codebuild:{REGION_ARN}:project/*"),
+          ("build-project-update", "codebuild:UpdateProject", f"arn:aws:codebuild:{REGION_ARN}:project/*"),
+          ("build-start-wildcard", "codebuild:Start*", f"arn:aws:codebuild:{REGION_ARN}:project/*"),
+          ("glue-jobs", ["glue:UpdateJob", "glue:StartJobRun"], f"arn:aws:glue:{REGION_ARN}:job/*"),
+          ("launch-templates", ["ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate"],
+           f"arn:aws:ec2:{REGION_ARN}:launch-template/*"),
+          ("ssm-associations", "ssm:UpdateAssociation", f"arn:aws:ssm:{REGION_ARN}:association/*"),
+          ("ssm-documents", "ssm:UpdateDocument", f"arn:aws:ssm:{REGION_ARN}:document/*"),
+          ("batch-jobs", "batch:SubmitJob", f"arn:aws:batch:{REGION_ARN}:job-definition/*"),
+          ("state-machines", "states:UpdateStateMachine", f"arn:aws:states:{REGION_ARN}:stateMachine:*"),
+          ("auto-scaling-groups", "autoscaling:UpdateAutoScalingGroup",
+           f"arn:aws:autoscaling:{REGION_ARN}:autoScalingGroup:*:autoScalingGroupName/*"),
+          ("code-deploy-deployments", "codedeploy:CreateDeployment", f"arn:aws:codedeploy:{REGION_ARN}:*"),
+      )),
+    Case("runs-code-any-task-definition-in-one-cluster", "aws", IAM, ROLE_POLICY, statement_on(
+        "ecs:RunTask", f"arn:aws:ecs:{REGION_ARN}:task-definition/*", {"ArnEquals": {"ecs:cluster": CLUSTER}})),
+    # 3. the azuread provider: directory roles, Graph's privileged app roles, group memberships and PIM for groups
+    Case("entra-global-administrator", "azure", IAM, entra("DirectoryRoleAssignment"),
+         {"roleId": GLOBAL_ADMINISTRATOR, "principalObjectId": ENTRA_PRINCIPAL}),
+    Case("entra-privileged-role-administrator-upper-case", "azure", IAM, entra("DirectoryRoleAssignment"),
+         {"roleId": "E8611AB8-C189-46E8-94E1-60213AB1F814", "principalObjectId": ENTRA_PRINCIPAL,
+          "directoryScopeId": "/"}),
+    Case("entra-directory-role-by-object-id", "azure", IAM, entra("DirectoryRoleAssignment"),
+         {"roleId": "1b4c0000-0000-4000-8000-00000000beef", "principalObjectId": ENTRA_PRINCIPAL}),
+    Case("entra-directory-role-eligibility", "azure", IAM, entra("DirectoryRoleEligibilityScheduleRequest"),
+         {"roleDefinitionId": GLOBAL_ADMINISTRATOR, "principalId": ENTRA_PRINCIPAL, "directoryScopeId": "/",
+          "justification": "ops"}),
+    Case("entra-directory-role-member", "azure", IAM, entra("DirectoryRoleMember"),
+         {"roleObjectId": "1b4c0000-0000-4000-8000-00000000beef", "memberObjectId": ENTRA_PRINCIPAL}),
+    Case("entra-administrative-unit-role-member", "azure", IAM, entra("AdministrativeUnitRoleMember"),
+         {"roleObjectId": "1b4c0000-0000-4000-8000-00000000beef", "memberObjectId": ENTRA_PRINCIPAL,
+          "administrativeUnitObjectId": "2c5d0000-0000-4000-8000-00000000beef"}),
+    *(Case(f"entra-graph-{name.lower().replace('.', '-')}", "azure", IAM, entra("AppRoleAssignment"),
+           {"appRoleId": role, "principalObjectId": ENTRA_PRINCIPAL, "resourceObjectId": GRAPH_SERVICE_PRINCIPAL})
+      for name, role in (("RoleManagement.ReadWrite.Directory", "9e3f62cf-ca93-4989-b6ce-bf83c28f9fe8"),
+                         ("AppRoleAssignment.ReadWrite.All", "06b708a9-e830-4db3-a914-8e69da51d44f"),
+                         ("Application.ReadWrite.All", "1bfefb4e-e0b5-418b-a88f-73c46d2cc8e9"),
+                         ("GroupMember.ReadWrite.All", "dbaae8cf-10b5-4b86-a4a1-f871c94c6695"))),
+    Case("arm-graph-app-role-assigned-to", "azure", IAM, "azure-native:resources:Deployment", {
+        "resourceGroupName": "mlflow-azure", "properties": {"mode": "Incremental", "template": arm({
+            "type": "Microsoft.Graph/appRoleAssignedTo@v1.0", "name": "grant",
+            "appRoleId": "9e3f62cf-ca93-4989-b6ce-bf83c28f9fe8", "principalId": ENTRA_PRINCIPAL,
+            "resourceId": GRAPH_SERVICE_PRINCIPAL})}}),
+    Case("entra-delegated-grant-as-any-user", "azure", IAM, entra("ServicePrincipalDelegatedPermissionGrant"),
+         {"servicePrincipalObjectId": ENTRA_PRINCIPAL, "resourceServicePrincipalObjectId": GRAPH_SERVICE_PRINCIPAL,
+          "claimValues": ["openid", "Directory.AccessAsUser.All"]}),
+    Case("entra-group-member", "azure", IAM, entra("GroupMember"),
+         {"groupObjectId": ENTRA_GROUP, "memberObjectId": ENTRA_PRINCIPAL}),
+    Case("entra-pim-group-assignment", "azure", IAM, entra("PrivilegedAccessGroupAssignmentSchedule"),
+         {"groupId": ENTRA_GROUP, "principalId": ENTRA_PRINCIPAL, "assignmentType": "member",
+          "permanentAssignment": True}),
+    Case("entra-pim-group-eligibility", "azure", IAM, entra("PrivilegedAccessGroupEligibilitySchedule"),
+         {"groupId": ENTRA_GROUP, "principalId": ENTRA_PRINCIPAL, "assignmentType": "owner", "duration": "P30D"}),
+    # 4. a managed identity's credentials or attachment, and the roles that grant roles, above a resource group
+    *(Case(f"custom-role-{case_id}", "azure", IAM, ROLE_DEFINITION, role_definition(actions, scope))
+      for case_id, actions, scope in (
+          ("federated-credential-write",
+           ["Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/write",
+            "Microsoft.ManagedIdentity/userAssignedIdentities/read"], SUBSCRIPTION),
+          ("every-identity-action", ["Microsoft.ManagedIdentity/userAssignedIdentities/*"], MANAGEMENT_GROUP),
+          ("identity-assign", ["Microsoft.ManagedIdentity/userAssignedIdentities/*/assign/action"], SUBSCRIPTION),
+          ("managed-identity-provider", ["Microsoft.ManagedIdentity/*"], "/"),
+      )),
+    *(Case(f"assign-{role.lower().replace(' ', '-')}-{where}", "azure", IAM, ROLE_ASSIGNMENT, assignment(role, scope))
+      for role, where, scope in (("Managed Identity Contributor", "subscription", SUBSCRIPTION),
+                                 ("Key Vault Data Access Administrator", "subscription", SUBSCRIPTION),
+                                 ("Managed Identity Operator", "management-group", MANAGEMENT_GROUP),
+                                 ("Managed Identity Federated Identity Credential Contributor", "root", "/"),
+                                 ("Virtual Machine Data Access Administrator", "subscription", SUBSCRIPTION),
+                                 ("Azure File Sync Administrator", "subscription", SUBSCRIPTION),
+                                 ("Reservations Administrator", "subscription", SUBSCRIPTION))),
+    Case("classic-assign-managed-identity-contributor-by-name", "azure", IAM,
+         "azure:authorization/assignment:Assignment",
+         {"scope": SUBSCRIPTION, "roleDefinitionName": "Managed Identity Contributor", "principalId": ENTRA_PRINCIPAL}),
+    Case("arm-key-vault-data-access-administrator-at-subscription", "azure", IAM,
+         "azure-native:resources:DeploymentAtSubscriptionScope", subscription_deployment(arm_assignment(
+             f"[subscriptionResourceId('Microsoft.Authorization/roleDefinitions', "
+             f"'{ROLES['Key Vault Data Access Administrator']}')]"))),
+    # 5. a customer-managed prefix list holding a public CIDR (what a rule that references it admits)
+    Case("prefix-list-every-address", "aws", PORT, "aws:ec2/managedPrefixList:ManagedPrefixList",
+         prefix_list("10.0.0.0/16", "0.0.0.0/0")),
+    Case("prefix-list-entry-every-address", "aws", PORT, "aws:ec2/managedPrefixListEntry:ManagedPrefixListEntry",
+         {"prefixListId": "pl-0123456789abcdef0", "cidr": "0.0.0.0/0"}),
+    Case("prefix-list-ipv6-every-address", "aws", PORT, "aws:ec2/managedPrefixList:ManagedPrefixList",
+         {**prefix_list("::/0"), "addressFamily": "IPv6"}),
+    Case("native-prefix-list-public-range", "aws", PORT, "aws-native:ec2:PrefixList",
+         {"prefixListName": "db-clients", "addressFamily": "IPv4", "maxEntries": 5,
+          "entries": [{"cidr": "203.0.113.0/24"}]}),
+    Case("cloudformation-prefix-list-every-address", "aws", PORT, "aws:cloudformation/stack:Stack", stack(
+        {"Resources": {"Clients": {"Type": "AWS::EC2::PrefixList", "Properties": {
+            "PrefixListName": "db-clients", "AddressFamily": "IPv4", "MaxEntries": 5,
+            "Entries": [{"Cidr": "0.0.0.0/0"}]}}}})),
+    Case("lightsail-database-port-to-everyone-by-default", "aws", PORT,
+         "aws:lightsail/instancePublicPorts:InstancePublicPorts", lightsail_ports()),
+    Case("lightsail-database-port-to-every-address", "aws", PORT,
+         "aws:lightsail/instancePublicPorts:InstancePublicPorts", lightsail_ports("0.0.0.0/0")),
+    # 6. secrets in JSON and YAML values, and secret words anywhere in a name
+    Case("env-json-database-secret", "aws", SECRETS, pack.ECS_TASK_DEFINITION,
+         ecs({"environment": env(**{CONTAINER_DEFINITION_ENV: DATABASE_SECRET})})),
+    Case("env-json-nested-credentials", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
+        MLFLOW_DB_CONFIG=json.dumps({"database": {"user": "mlflow",
+                                                  "credentials": {"pass": "Hunter2-very-secret"}}}))})),
+    Case("env-json-name-value-pairs", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
+        SETTINGS=json.dumps([{"name": "DB_HOST", "value": "db"}, {"name": "DB_PASSWORD", "value": "Hunter2"}]))})),
+    Case("env-yaml-password", "aws", SECRETS, pack.ECS_TASK_DEFINITION,
+         ecs({"environment": env(APP_SETTINGS="password: Hunter2-very-secret")})),
+    Case("env-yaml-document", "local", SECRETS, pack.DOCKER_CONTAINER, {"image": "mlflow", "envs": [
+        "MLFLOW_CONFIG=database:\n  host: db\n  api_key: 'k3y-0123456789'\n"]}),
+    Case("env-ini-password-with-spaces", "azure", SECRETS, "azure-native:app:ContainerApp", app(
+        {"name": "SETTINGS", "value": "[db]\nhost = db\nsecret_token = Hunter2-very-secret"})),
+    Case("env-python-dict-text", "aws", SECRETS, pack.ECS_TASK_DEFINITION,
+         ecs({"environment": env(DB="{'user': 'mlflow', 'password':'Hunter2'}")})),
+    *(Case(f"env-name-{name.lower().replace('_', '-')}", "aws", SECRETS, pack.ECS_TASK_DEFINITION,
+           ecs({"environment": env(**{name: "hunter2xx"})}))
+      for name in ("PASSWORD_DB", "DB_PASSWORD_1", "dbPassword2", "SECRET_KEY_BASE", "API_TOKEN_VALUE", "AWS_CREDS")),
+    Case("env-private-jwk-under-a-public-name", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
+        OIDC_PUBLIC_JWKS='{"keys": [{"kty": "oct", "k": "c2VjcmV0LXNpZ25pbmcta2V5"}]}')})),
+    Case("env-aws-key-pair-in-a-value", "aws", SECRETS, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
+        CLOUD="AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")})),
+    Case("env-github-token-in-a-value", "aws", SECRETS, "aws:lambda/function:Function", {
+        "role": "r", "runtime": "python3.12", "handler": "h", "environment": {"variables": {
+            "REPO": "https://github.com/example/mlflow", "GH": "ghp_0123456789abcdefghijABCDEFGHIJ012345"}}}),
+    Case("command-json-credentials", "aws", SECRETS, pack.ECS_TASK_DEFINITION, container(command=[
+        "mlflow-migrate", "--config", '{"db": {"user": "mlflow", "password": "Hunter2-very-secret"}}'])),
+    # 7. every Azure database server type with a public endpoint
+    Case("native-sql-server-public", "azure", PUBLIC, "azure-native:sql:Server",
+         {"resourceGroupName": "rg", "administratorLogin": "a", "publicNetworkAccess": "Enabled"}),
+    Case("native-sql-server-public-by-default", "azure", PUBLIC, "azure-native:sql/v20230801preview:Server",
+         {"resourceGroupName": "rg", "administrators": {"azureADOnlyAuthentication": True}}),
+    Case("native-sql-managed-instance-public-endpoint", "azure", PUBLIC, "azure-native:sql:ManagedInstance",
+         {"resourceGroupName": "rg", "subnetId": "s", "publicDataEndpointEnabled": True}),
+    Case("native-cosmos-postgres-coordinator-public", "azure", PUBLIC, "azure-native:dbforpostgresql:Cluster",
+         {"resourceGroupName": "rg", "coordinatorEnablePublicIpAccess": True}),
+    Case("native-cosmos-postgres-coordinator-public-by-default", "azure", PUBLIC,
+         "azure-native:dbforpostgresql:ServerGroupCluster", {"resourceGroupName": "rg", "nodeCount": 0}),
+    Case("native-cosmos-postgres-nodes-public", "azure", PUBLIC, "azure-native:dbforpostgresql:ServerGroupCluster",
+         {"resourceGroupName": "rg", "coordinatorEnablePublicIpAccess": False, "nodeEnablePublicIpAccess": True}),
+    Case("native-mariadb-public", "azure", PUBLIC, "azure-native:dbformariadb:Server",
+         {"resourceGroupName": "rg", "properties": {"createMode": "Default", "publicNetworkAccess": "Enabled"}}),
+    Case("native-mongo-cluster-public", "azure", PUBLIC, "azure-native:mongocluster:MongoCluster",
+         {"resourceGroupName": "rg", "properties": {"publicNetworkAccess": "Enabled"}}),
+    Case("classic-mysql-flexible-public-by-default", "azure", PUBLIC, "azure:mysql/flexibleServer:FlexibleServer",
+         {"resourceGroupName": "rg", "administratorLogin": "a", "skuName": "B_Standard_B1s"}),
+    Case("classic-mysql-single-server-public-by-default", "azure", PUBLIC, "azure:mysql/server:Server",
+         {"resourceGroupName": "rg", "skuName": "GP_Gen5_2", "version": "8.0", "sslEnforcementEnabled": True}),
+    Case("classic-mariadb-public-by-default", "azure", PUBLIC, "azure:mariadb/server:Server",
+         {"resourceGroupName": "rg", "skuName": "B_Gen5_2", "version": "10.3", "sslEnforcementEnabled": True}),
+    Case("classic-cosmos-postgres-public-by-default", "azure", PUBLIC,
+         "azure:cosmosdb/postgresqlCluster:PostgresqlCluster", {"resourceGroupName": "rg", "nodeCount": 0}),
+    Case("classic-sql-managed-instance-public-endpoint", "azure", PUBLIC,
+         "azure:mssql/managedInstance:ManagedInstance",
+         {"resourceGroupName": "rg", "subnetId": "s", "publicDataEndpointEnabled": True}),
+    Case("arm-sql-server-public", "azure", PUBLIC, "azure-native:resources:Deployment", {
+        "resourceGroupName": "mlflow-azure", "properties": {"mode": "Incremental", "template": arm({
+            "type": "Microsoft.Sql/servers", "apiVersion": "2023-08-01", "name": "mlflow-sql",
+            "properties": {"administratorLogin": "a", "publicNetworkAccess": "Enabled"}})}}),
+    # managed policy ARNs named like an administrator's, however separated, in a path, outside the IAM modules
+    Case("customer-policy-in-an-admin-path", "aws", IAM, ATTACHMENT,
+         {"role": "mlflow-server-task-role-id", "policyArn": f"arn:aws:iam::{ACCOUNT}:policy/admin/everything"}),
+    Case("customer-policy-full-access-with-separators", "aws", IAM, ATTACHMENT,
+         {"role": "mlflow-server-task-role-id", "policyArn": f"arn:aws:iam::{ACCOUNT}:policy/Ops_Full_Access"}),
+    Case("eks-cluster-admin-access-policy", "aws", IAM, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation",
+         {"clusterName": "c", "principalArn": f"arn:aws:iam::{ACCOUNT}:role/ci",
+          "policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy",
+          "accessScope": {"type": "cluster"}}),
+    Case("native-eks-access-entry-admin-policy", "aws", IAM, "aws-native:eks:AccessEntry",
+         {"clusterName": "c", "principalArn": f"arn:aws:iam::{ACCOUNT}:role/ci", "accessPolicies": [
+             {"policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminPolicy",
+              "accessScope": {"type": "cluster"}}]}),
+]
+
+ACCEPTED_ROUND_5 = [
+    # 1. conditions that name something: a tag's value, a cluster, a path spelled out to a `/`
+    *(Case(f"condition-names-{case_id}", "aws", None, ROLE_POLICY, statement_on(actions, resource, condition))
+      for case_id, actions, resource, condition in (
+          ("a-tag-value", "dynamodb:GetItem", f"arn:aws:dynamodb:{REGION_ARN}:table/*", TEAM_TAG),
+          ("a-tag-path", "dynamodb:GetItem", f"arn:aws:dynamodb:{REGION_ARN}:table/*",
+           {"StringLike": {"aws:ResourceTag/path": "mlflow/*"}}),
+          ("a-cluster", "ecs:StopTask", f"arn:aws:ecs:{REGION_ARN}:task/*", {"ArnEquals": {"ecs:cluster": CLUSTER}}),
+          ("a-cluster-by-tag-true", "ecs:StopTask", f"arn:aws:ecs:{REGION_ARN}:task/*",
+           {"StringEquals": {"aws:ResourceTag/mlflow": "true"}}),
+          ("own-parameters-and-account", "ssm:GetParameters", f"arn:aws:ssm:{REGION_ARN}:parameter/mlflow/*",
+           {"StringEquals": {"aws:ResourceAccount": ACCOUNT}}),
+          ("one-access-point", "s3:GetObject", f"arn:aws:s3:{REGION_ARN}:accesspoint/mlflow/object/*", None),
+      )),
+    # 2. the same actions on resources whose names are spelled out
+    *(Case(f"runs-code-on-{case_id}", "aws", None, ROLE_POLICY, statement_on(actions, resource))
+      for case_id, actions, resource in (
+          ("one-stack", ["cloudformation:CreateChangeSet", "cloudformation:ExecuteChangeSet"],
+           f"arn:aws:cloudformation:{REGION_ARN}:stack/mlflow-helper/*"),
+          ("one-project", ["codebuild:StartBuild", "codebuild:StartBuildBatch"],
+           f"arn:aws:codebuild:{REGION_ARN}:project/mlflow-image"),
+          ("one-job", ["glue:StartJobRun"], f"arn:aws:glue:{REGION_ARN}:job/mlflow-export"),
+          ("one-task-family", ["ecs:RunTask"], f"arn:aws:ecs:{REGION_ARN}:task-definition/mlflow-gc:*"),
+          ("one-launch-template", ["ec2:CreateLaunchTemplateVersion"],
+           f"arn:aws:ec2:{REGION_ARN}:launch-template/lt-0123456789abcdef0"),
+          ("one-auto-scaling-group", ["autoscaling:UpdateAutoScalingGroup"],
+           f"arn:aws:autoscaling:{REGION_ARN}:autoScalingGroup:*:autoScalingGroupName/mlflow-workers"),
+      )),
+    # 3. azuread grants that hand out nothing of the directory
+    Case("entra-graph-user-read-all", "azure", None, entra("AppRoleAssignment"),
+         {"appRoleId": "df021288-bdef-4463-88db-98f22de89214", "principalObjectId": ENTRA_PRINCIPAL,
+          "resourceObjectId": GRAPH_SERVICE_PRINCIPAL}),
+    Case("entra-default-access-to-own-app", "azure", None, entra("AppRoleAssignment"),
+         {"appRoleId": "00000000-0000-0000-0000-000000000000", "principalObjectId": ENTRA_PRINCIPAL,
+          "resourceObjectId": "3d4e0000-0000-4000-8000-00000000beef"}),
+    Case("entra-delegated-grant-sign-in", "azure", None, entra("ServicePrincipalDelegatedPermissionGrant"),
+         {"servicePrincipalObjectId": ENTRA_PRINCIPAL, "resourceServicePrincipalObjectId": GRAPH_SERVICE_PRINCIPAL,
+          "claimValues": ["openid", "profile", "User.Read"]}),
+    # 4. identity and key vault roles at a resource group or one resource; a custom role that only reads identities
+    Case("managed-identity-operator-on-a-resource-group", "azure", None, ROLE_ASSIGNMENT,
+         assignment("Managed Identity Operator", RESOURCE_GROUP)),
+    Case("key-vault-data-access-administrator-on-a-vault", "azure", None, ROLE_ASSIGNMENT, assignment(
+        "Key Vault Data Access Administrator", f"{RESOURCE_GROUP}/providers/Microsoft.KeyVault/vaults/mlflow")),
+    Case("key-vault-secrets-user-at-subscription", "azure", None, ROLE_ASSIGNMENT,
+         assignment("Key Vault Secrets User", SUBSCRIPTION)),
+    Case("custom-role-reads-identities", "azure", None, ROLE_DEFINITION,
+         role_definition(["Microsoft.ManagedIdentity/userAssignedIdentities/read"], SUBSCRIPTION)),
+    # 5. private prefix lists, and rules that reference a prefix list (judged where it is made)
+    Case("prefix-list-private-ranges", "aws", None, "aws:ec2/managedPrefixList:ManagedPrefixList",
+         prefix_list("10.0.0.0/16", "100.64.0.0/10")),
+    Case("prefix-list-entry-private", "aws", None, "aws:ec2/managedPrefixListEntry:ManagedPrefixListEntry",
+         {"prefixListId": "pl-0123456789abcdef0", "cidr": "192.168.0.0/24"}),
+    Case("database-rule-from-a-prefix-list", "aws", None, pack.SECURITY_GROUP_INGRESS_RULE,
+         {"securityGroupId": "mlflow-platform-database-sg-id", "ipProtocol": "tcp", "fromPort": 5432,
+          "toPort": 5432, "prefixListId": "pl-0123456789abcdef0"}),
+    Case("lightsail-database-port-private", "aws", None, "aws:lightsail/instancePublicPorts:InstancePublicPorts",
+         lightsail_ports("10.0.0.0/16")),
+    Case("lightsail-https-to-everyone", "aws", None, "aws:lightsail/instancePublicPorts:InstancePublicPorts",
+         lightsail_ports(port=443)),
+    # 6. structured values and names that hold no secret
+    Case("env-structured-values-without-secrets", "aws", None, pack.ECS_TASK_DEFINITION, ecs({"environment": env(
+        DB_CONFIG=json.dumps({"host": "db", "port": 5432, "user": "mlflow", "passwordFile": "/run/secrets/db",
+                              "password": "${DB_PASSWORD}", "tokenUrl": "https://auth.example.com/token"}),
+        TAGS=json.dumps([{"key": "team", "value": "mlflow"}, {"Key": "env", "Value": "prod"}]),
+        LOGGING="version: 1\nformatters:\n  plain:\n    format: '%(message)s'\n",
+        APP_SETTINGS="password: ${DB_PASSWORD}\nsecret: null",
+        PASSWORD_MIN_LENGTH="12", DB_PASSWORD_FILE="/run/secrets/db", SECRET_NAME="mlflow/db",
+        DB_SECRET_ARN=f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:mlflow-db-AbCdEf",
+        TOKEN_EXPIRY_SECONDS="3600", KEY_VAULT_URI="https://mlflow.vault.azure.net/"),
+        "command": ["sh", "-c", 'echo "$REGISTRY_PASSWORD" | docker login --password-stdin registry.example.com']})),
+    # 7. the database servers with their public endpoints off
+    Case("native-sql-server-private", "azure", None, "azure-native:sql:Server",
+         {"resourceGroupName": "rg", "publicNetworkAccess": "Disabled"}),
+    Case("native-cosmos-postgres-private", "azure", None, "azure-native:dbforpostgresql:Cluster",
+         {"resourceGroupName": "rg", "coordinatorEnablePublicIpAccess": False}),
+    Case("native-sql-managed-instance-private", "azure", None, "azure-native:sql:ManagedInstance",
+         {"resourceGroupName": "rg", "subnetId": "s", "publicDataEndpointEnabled": False}),
+    Case("classic-mysql-flexible-in-a-delegated-subnet", "azure", None, "azure:mysql/flexibleServer:FlexibleServer",
+         {"resourceGroupName": "rg", "delegatedSubnetId": "subnet", "privateDnsZoneId": "zone"}),
+    Case("classic-mysql-server-private", "azure", None, "azure:mysql/server:Server",
+         {"resourceGroupName": "rg", "skuName": "GP_Gen5_2", "publicNetworkAccessEnabled": False}),
+    Case("classic-cosmos-postgres-private", "azure", None, "azure:cosmosdb/postgresqlCluster:PostgresqlCluster",
+         {"resourceGroupName": "rg", "coordinatorPublicIpAccessEnabled": False}),
+    # 8. an NSG rule from application security groups (the VNet's own NICs), the classic provider's ids
+    Case("classic-nsg-rule-from-application-security-groups", "azure", None,
+         "azure:network/networkSecurityRule:NetworkSecurityRule",
+         classic_nsg_rule(sourceApplicationSecurityGroupIds=[APPLICATION_SECURITY_GROUP])),
+    Case("classic-nsg-inline-rule-from-application-security-groups", "azure", None,
+         "azure:network/networkSecurityGroup:NetworkSecurityGroup",
+         {"resourceGroupName": "mlflow-azure", "securityRules": [
+             {k: v for k, v in classic_nsg_rule(sourceApplicationSecurityGroupIds=[APPLICATION_SECURITY_GROUP]).items()
+              if k not in ("resourceGroupName", "networkSecurityGroupName")}]}),
+    # 9. RDS enhanced monitoring's role (monitoringInterval > 0)
+    Case("attach-rds-enhanced-monitoring-role", "aws", None, ATTACHMENT,
+         {"role": "rds-monitoring", "policyArn": f"{MANAGED}service-role/AmazonRDSEnhancedMonitoringRole"}),
+    Case("role-with-rds-enhanced-monitoring-role", "aws", None, pack.IAM_ROLE, {
+        "assumeRolePolicy": document({"Effect": "Allow", "Principal": {"Service": "monitoring.rds.amazonaws.com"},
+                                      "Action": "sts:AssumeRole"}),
+        "managedPolicyArns": [f"{MANAGED}service-role/AmazonRDSEnhancedMonitoringRole"]}),
+    Case("eks-view-access-policy-in-a-namespace", "aws", None,
+         "aws:eks/accessPolicyAssociation:AccessPolicyAssociation",
+         {"clusterName": "c", "principalArn": f"arn:aws:iam::{ACCOUNT}:role/ci",
+          "policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy",
+          "accessScope": {"type": "namespace", "namespaces": ["mlflow"]}}),
+]
+
+
+CASES = REJECTED + REJECTED_ROUND_2 + REJECTED_ROUND_3 + REJECTED_ROUND_4 + REJECTED_ROUND_5 + ACCEPTED + \
+    ACCEPTED_ROUND_2 + ACCEPTED_ROUND_3 + ACCEPTED_ROUND_4 + ACCEPTED_ROUND_5

@@ -26,7 +26,7 @@ from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
 from policy import policies as pack
 from tests.harness.program import REPO_ROOT, SECRET_SIG, SIG_KEY, Recorded
-from tests.policy.cases import CASES, TEMPLATES, Case, added, companions
+from tests.policy.cases import CASES, PERMISSION_SET, TEMPLATES, Case, added, companions
 from tests.policy.graphs import graph, one, without
 
 START_TIMEOUT_SECONDS = 60
@@ -250,6 +250,42 @@ def test_the_allow_list_arrives_through_configure(configurable):
     cli_configure(configurable, {})
     [diagnostic] = analyze(configurable, access, describe)
     assert diagnostic.policyName == "iam-least-privilege" and diagnostic.enforcementLevel == analyzer_pb2.MANDATORY
+
+
+def test_identity_center_allowances_arrive_through_configure(configurable):
+    """The third red team's account assignment of an existing permission set: refused over gRPC, passed once the
+    configuration lists that permission set (the CLI's schema checks its shape), refused again without it."""
+    case = next(case for case in CASES if case.id == "identity-center-assignment-of-an-existing-permission-set")
+    assignment = added(graph("aws").resources, case)
+    cli_configure(configurable, {})
+    [diagnostic] = analyze(configurable, assignment)
+    assert diagnostic.policyName == "iam-least-privilege" and diagnostic.enforcementLevel == analyzer_pb2.MANDATORY
+    cli_configure(configurable, {"iam-least-privilege": {"allowedPermissionSets": [PERMISSION_SET]}})
+    assert analyze(configurable, assignment) == []
+    with pytest.raises(jsonschema.ValidationError):
+        cli_configure(configurable, {"iam-least-privilege": {"allowedPermissionSets": ["*"]}})
+    cli_configure(configurable, {})
+    assert [d.policyName for d in analyze(configurable, assignment)] == ["iam-least-privilege"]
+
+
+def test_entra_allowances_arrive_through_configure(configurable):
+    """The fourth red team's group membership (azuread): refused over gRPC, passed once the configuration lists the
+    group (the CLI's schema takes group object ids only), refused again without it; Global Administrator stays
+    refused when listed."""
+    cases = {case.id: case for case in CASES}
+    member = added(graph("azure").resources, cases["entra-group-member"])
+    administrator = added(graph("azure").resources, cases["entra-global-administrator"])
+    cli_configure(configurable, {})
+    assert [d.policyName for d in analyze(configurable, member)] == ["iam-least-privilege"]
+    cli_configure(configurable, {"iam-least-privilege": {
+        "allowedEntraGroups": [member.raw_inputs["groupObjectId"]],
+        "allowedDirectoryRoles": [administrator.raw_inputs["roleId"]]}})
+    assert analyze(configurable, member) == []
+    assert [d.policyName for d in analyze(configurable, administrator)] == ["iam-least-privilege"]
+    with pytest.raises(jsonschema.ValidationError):
+        cli_configure(configurable, {"iam-least-privilege": {"allowedEntraGroups": ["admins"]}})
+    cli_configure(configurable, {})
+    assert [d.policyName for d in analyze(configurable, member)] == ["iam-least-privilege"]
 
 
 def test_an_exempt_stack_arrives_through_configure(configurable):

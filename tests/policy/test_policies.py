@@ -32,12 +32,16 @@ from pulumi_policy.proxy import UNKNOWN_BOOLEAN_VALUE, UNKNOWN_STRING_VALUE, Unk
 from policy import policies as pack
 from tests.harness.program import Recorded
 from tests.policy.cases import (
+    ADMINISTRATORS_GROUP,
     CASES,
     NATIVE_BUCKET_GUARDS,
     NATIVE_BUCKET_NAME,
+    PERMISSION_SET,
     REJECTED,
     REJECTED_ROUND_2,
     REJECTED_ROUND_3,
+    REJECTED_ROUND_4,
+    REJECTED_ROUND_5,
     ROLES,
     SUBSCRIPTION,
     TEMPLATES,
@@ -320,8 +324,9 @@ MUTATIONS: list[tuple[str, str, str, Mutation, str]] = [  # id, stack, policy, m
      edit(LOG_GROUP, "mlflow-platform-logs", drop("retentionInDays")), "mlflow-platform-logs"),
     ("log-group-zero-days", "aws", "logs-have-retention",
      edit(LOG_GROUP, "mlflow-platform-logs", set_path("retentionInDays", 0)), "mlflow-platform-logs"),
-    ("workspace-forever", "azure", "logs-have-retention",
-     edit(pack.LOG_ANALYTICS_WORKSPACE, "mlflow-platform-logs", drop("retentionInDays")), "mlflow-platform-logs"),
+    ("workspace-zero-days", "azure", "logs-have-retention",
+     edit(pack.LOG_ANALYTICS_WORKSPACE, "mlflow-platform-logs", set_path("retentionInDays", 0)),
+     "mlflow-platform-logs"),
     ("rds-unprotected", "aws", "stateful-resources-protected", edit(RDS, "mlflow-metadata", protect=False),
      "mlflow-metadata"),
     ("bucket-unprotected", "aws", "stateful-resources-protected", edit(BUCKET, "mlflow-artifacts", protect=False),
@@ -395,6 +400,8 @@ LEGITIMATE: list[tuple[str, str, str, Mutation]] = [  # id, stack, the policy it
           lambda inputs: inputs.update(scope=inputs["scope"].split("/blobServices/")[0]))),
     ("log-group-ten-years", "aws", "logs-have-retention",
      edit(LOG_GROUP, "mlflow-platform-logs", set_path("retentionInDays", 3653))),
+    ("workspace-azure-default-retention", "azure", "logs-have-retention",  # Azure keeps a workspace's data 30 days
+     edit(pack.LOG_ANALYTICS_WORKSPACE, "mlflow-platform-logs", drop("retentionInDays"))),
     ("socket-volume-not-kept", "local", "stateful-resources-protected",
      edit(pack.DOCKER_VOLUME, "mlflow-metadata-socket", lambda inputs: inputs.pop("labels", None))),
     ("ecs-secret-arn-in-environment", "aws", "no-plaintext-secrets-in-container-env",
@@ -462,6 +469,42 @@ def test_the_third_round_covers_templates_and_the_platforms_that_publish_ports()
             pack.DOCKER_CONTAINER, "azure-native:app:ContainerApp", pack.CONTAINER_GROUP} <= kinds
 
 
+def test_the_fourth_round_covers_every_resource_policy_service_and_the_new_kinds():
+    """Escaped keys for each kind of resource policy; Identity Center, snapshots, images, blueprints."""
+    kinds = {pack.normalized_type(case.type) for case in REJECTED_ROUND_4}
+    escaped = {pack.normalized_type(case.type) for case in REJECTED_ROUND_4 if case.id.startswith("escaped-")}
+    assert {pack.S3_BUCKET_POLICY, "aws:kms/key:Key", "aws:secretsmanager/secretPolicy:SecretPolicy",
+            "aws:sqs/queuePolicy:QueuePolicy", "aws:sns/topicPolicy:TopicPolicy",
+            "aws:ecr/repositoryPolicy:RepositoryPolicy", "minio:index/s3BucketPolicy:S3BucketPolicy",
+            "aws:opensearch/domainPolicy:DomainPolicy", "aws:backup/vaultPolicy:VaultPolicy"} <= escaped
+    assert set(pack.IDENTITY_CENTER_GRANTS) <= kinds
+    assert {"aws:rds/snapshot:Snapshot", "aws:ec2/amiLaunchPermission:AmiLaunchPermission", pack.RDS_CLUSTER,
+            "azure-native:blueprint:RoleAssignmentArtifact", "azure-native:blueprint:TemplateArtifact",
+            "aws:cloudformation/stackSet:StackSet"} <= kinds
+
+
+def test_a_template_resource_is_judged_in_every_combination_of_its_conditions():
+    """Conditions, not Fn::Ifs, are the choice points (one condition has one value in the whole template); a
+    map lookup keyed by the region takes every region's value; past 256 combinations every branch is still
+    judged once."""
+    template = {"Parameters": {"Env": {"Type": "String", "Default": "dev"}},
+                "Mappings": {"M": {"us-east-1": {"V": "a"}, "eu-west-1": {"V": "b"}, "ap-south-1": {"V": "c"}}},
+                "Resources": {"R": {"Type": "AWS::SQS::Queue", "Properties": {
+                    "One": {"Fn::If": ["C", 1, 2]}, "Same": {"Fn::If": ["C", 3, 4]}, "Other": {"Fn::If": ["D", 5, 6]},
+                    "Region": {"Fn::FindInMap": ["M", {"Ref": "AWS::Region"}, "V"]}}}}}
+    found, problems = pack.template_resources("aws:cloudformation/stack:Stack", {"templateBody": json.dumps(template)})
+    assert problems == []
+    combinations = {(r.props["one"], r.props["same"], r.props["other"], r.props["region"]) for r in found}
+    assert combinations == {(one, one + 2, other, region) for one in (1, 2) for other in (5, 6)
+                            for region in "abc"}
+    many = {"Resources": {"R": {"Type": "AWS::SQS::Queue", "Properties": {
+        f"P{index}": {"Fn::If": [f"C{index}", index, -index]} for index in range(12)}}}}
+    found, _ = pack.template_resources("aws:cloudformation/stack:Stack", {"templateBody": json.dumps(many)})
+    assert len(found) <= 256
+    for index in range(12):
+        assert {r.props[f"p{index}"] for r in found} == {index, -index}
+
+
 def test_a_tls_deny_for_another_bucket_guards_nothing():
     """A BucketPolicy sees its bucket's id, not the name in its ARNs (the mocks' ids differ from AWS's, where
     they are the name): the stack policy, which has the bucket, sees a TLS-only Deny that names only another
@@ -510,6 +553,11 @@ def test_stack_violations_point_at_the_resource():
     ("AWS_ACCESS_KEY_ID", False), ("AWS_DEFAULT_REGION", False), ("POSTGRES_PASSWORD_FILE", False),
     ("MLFLOW_PLATFORM_SECRETS_SHA256", False), ("AZURE_CLIENT_ID", False), ("MLFLOW_DB_SECRET_ARN", False),
     ("MINIO_ROOT_USER", False), ("MLFLOW_S3_ENDPOINT_URL", False), ("TOKEN_URL", False),
+    # review 5: a secret word anywhere, unless a later word says the value points at or describes one
+    ("PASSWORD_DB", True), ("DB_PASSWORD_1", True), ("dbPassword2", True), ("SECRET_KEY_BASE", True),
+    ("AWS_CREDS", True), ("mlflowApiKey", True),
+    ("PASSWORD_MIN_LENGTH", False), ("SECRET_NAME", False), ("dbPasswordFile", False), ("KEY_VAULT_URI", False),
+    ("TOKEN_EXPIRY_SECONDS", False), ("password-stdin", False), ("PASSWORDLESS_LOGIN", False),
 ])
 def test_secret_looking_names(name: str, secret: bool):
     assert pack.looks_like_secret_name(name) is secret
@@ -526,6 +574,16 @@ def test_secret_looking_names(name: str, secret: bool):
     ("https://a.blob.core.windows.net/c?sv=2022-11-02&sp=r&sig=AbC%2B", True), ("Server=db;Pwd=hunter2", True),
     ("host=db user=mlflow dbname=mlflow sslmode=require", False), ("http://[::1]:8080/path", False),
     ("postgresql://db:5432/mlflow?sslmode=require", False), ("postgresql://db:5432/mlflow", False),
+    # review 5: JSON and YAML values, INI lines, tokens whose shape says what they are
+    ('{"username": "mlflow", "password": "Hunter2-very-secret", "engine": "postgres"}', True),
+    ('[{"name": "DB_PASSWORD", "value": "x1"}]', True), ('{"a": "{\\"token\\": \\"t0k3n\\"}"}', True),
+    ("password: Hunter2-very-secret", True), ("db:\n  api_key: 'k3y-0123'", True), ("secret_token = abc123", True),
+    ("{'user': 'mlflow', 'password':'Hunter2'}", True),
+    ("AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", True),
+    ('{"host": "db", "port": 5432, "passwordFile": "/run/secrets/db", "password": "${DB_PASSWORD}"}', False),
+    ('[{"key": "team", "value": "mlflow"}]', False), ("password: ${DB_PASSWORD}\nsecret: null", False),
+    ("arn:aws:secretsmanager:eu-west-1:123456789012:secret:mlflow-db-AbCdEf", False), ("AKIAIOSFODNN7EXAMPLE", False),
+    ("format: '%(asctime)s %(message)s'", False),
 ])
 def test_secret_looking_values(value: str, secret: bool):
     assert pack.looks_like_secret_value(value) is secret
@@ -554,6 +612,8 @@ def test_secret_env_entries_by_name_and_value(name: str, value: str, secret: boo
     (["sh", "-c", 'PGPASSWORD="$(cat /run/secrets/db)" psql -h db'], False),
     (["app", "--password-file", "/run/secrets/db"], False), (["app", "--key", "/etc/tls/key.pem"], False),
     (["mlflow", "server", "--host", "0.0.0.0", "--artifacts-destination", "s3://bucket/"], False),
+    (["app", "--config", '{"db": {"password": "hunter2"}}'], True),
+    (["sh", "-c", 'echo "$PW" | docker login --password-stdin registry.example.com'], False),
 ])
 def test_secrets_on_a_command_line(arguments: list[str], secret: bool):
     assert bool(pack.secret_arguments(arguments)) is secret
@@ -633,8 +693,22 @@ def test_iam_statements(statement: dict, problems: Sequence[str]):
     ({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::mlflow-artifacts/*"}, False),
     ({"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": "arn:aws:dynamodb:eu-west-1:123456789012:table/*"},
      True),
-    ({"Effect": "Allow", "Action": "ecs:RunTask", "Resource": "arn:aws:ecs:eu-west-1:123456789012:*",
+    ({"Effect": "Allow", "Action": "ecs:StopTask", "Resource": "arn:aws:ecs:eu-west-1:123456789012:*",
       "Condition": {"ArnEquals": {"ecs:cluster": "arn:aws:ecs:eu-west-1:123456789012:cluster/c"}}}, False),
+    # review 5: running a task runs code as its role, so it needs the task definition's name whatever the condition
+    ({"Effect": "Allow", "Action": "ecs:RunTask", "Resource": "arn:aws:ecs:eu-west-1:123456789012:*",
+      "Condition": {"ArnEquals": {"ecs:cluster": "arn:aws:ecs:eu-west-1:123456789012:cluster/c"}}}, True),
+    ({"Effect": "Allow", "Action": "ecs:RunTask", "Resource": "arn:aws:ecs:eu-west-1:123456789012:task-definition/gc:*",
+      "Condition": {"ArnEquals": {"ecs:cluster": "arn:aws:ecs:eu-west-1:123456789012:cluster/c"}}}, False),
+    # a condition narrows only by naming something: not the account or organization, not a bare wildcard
+    ({"Effect": "Allow", "Action": "ecs:StopTask", "Resource": "arn:aws:ecs:eu-west-1:123456789012:*",
+      "Condition": {"ArnLike": {"ecs:cluster": "arn:aws:ecs:eu-west-1:123456789012:cluster/*"}}}, True),
+    ({"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": "arn:aws:dynamodb:eu-west-1:123456789012:table/*",
+      "Condition": {"StringEquals": {"aws:ResourceAccount": "123456789012"}}}, True),
+    ({"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": "arn:aws:dynamodb:eu-west-1:123456789012:table/*",
+      "Condition": {"StringEquals": {"aws:ResourceTag/team": "mlflow"}}}, False),
+    ({"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": "arn:aws:dynamodb:eu-west-1:123456789012:table/*",
+      "Condition": {"StringLike": {"aws:ResourceTag/team": "m*"}}}, True),
     ({"Effect": "Allow", "Action": "*:Get*", "Resource": "arn:aws:s3:::b/*"}, True),
     ({"effect": "allow", "action": "*", "resource": "*"}, True),
     ({"Effect": "Deny", "Action": "iam:*", "Resource": "*"}, False),
@@ -668,6 +742,9 @@ def test_iam_wildcards_and_escalation(statement: dict, offends: bool):
     ("arn:aws:rds-db:eu-west-1:123456789012:dbuser:db-ABCDEFGHIJKL/mlflow", None),
     ("arn:aws:s3:::a*", "any"), ("arn:aws:s3:::mlflow-*/*", "any"), ("arn:aws:s3:::mlflow-artifacts/runs-*", None),
     ("arn:aws:ec2:eu-west-1:123456789012:instance/i-*", None),
+    # an S3 access point's ARN names its type first, as other services' do (review 5)
+    ("arn:aws:s3:eu-west-1:123456789012:accesspoint/*", "account"),
+    ("arn:aws:s3:eu-west-1:123456789012:accesspoint/mlflow/object/*", None),
 ])
 def test_how_far_a_resource_pattern_reaches(resource: str, reach: str | None):
     assert pack.resource_reach(resource) == reach
@@ -681,6 +758,10 @@ def test_how_far_a_resource_pattern_reaches(resource: str, reach: str | None):
     ("arn:aws:ecs:eu-west-1:123456789012:task/mlflow*", "account"),
     ("arn:aws:ecs:eu-west-1:123456789012:task/mlflow-aws/*", None),
     ("arn:aws:ssm:eu-west-1::document/AWS-*", "any"), ("arn:aws:ssm:eu-west-1::document/AWS-RunShellScript", None),
+    # an Auto Scaling group's ARN holds a random id before its name: the name says which group (review 5)
+    ("arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:*:autoScalingGroupName/mlflow", None),
+    ("arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:*:autoScalingGroupName/*", "account"),
+    ("arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:*:autoScalingGroupName/ml*", "account"),
 ])
 def test_how_far_a_pattern_reaches_for_actions_that_run_code(resource: str, reach: str | None):
     """Actions that run code hold every resource to the spelled-out name: instance/i-* is every instance."""
@@ -697,10 +778,19 @@ def test_how_far_a_pattern_reaches_for_actions_that_run_code(resource: str, reac
     ("arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPowerUser", True),
     ("arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy", False),
     ("arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy", False),
-    ("arn:aws:iam::aws:policy/job-function/ViewOnlyAccess", False),
+    ("arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole", False),
     ("arn:aws:iam::123456789012:policy/mlflow-server", False),
+    # harmless names that reach every bucket, parameter, log or function environment of the account (review 4)
+    ("arn:aws:iam::aws:policy/job-function/ViewOnlyAccess", True), ("arn:aws:iam::aws:policy/ReadOnlyAccess", True),
+    ("arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess", True),
+    ("arn:aws:iam::aws:policy/service-role/AmazonEC2RoleforSSM", True),
+    ("arn:aws:iam::aws:policy/AmazonSSMReadOnlyAccess", True),
+    ("arn:aws:iam::aws:policy/CloudWatchLogsReadOnlyAccess", True),
+    ("arn:aws:iam::AWS:policy/SomePolicyAWSAddsTomorrow", True),
 ])
 def test_broad_aws_managed_policies(arn: str, broad: bool):
+    """Every AWS-managed policy but the few that only write telemetry or pull images (NARROW_AWS_MANAGED_POLICIES)
+    is broad, whatever its name; a customer-managed one is judged by its name."""
     assert bool(pack.broad_managed_policy(arn)) is broad
 
 
@@ -787,6 +877,68 @@ def test_the_allow_list_takes_reads_of_metadata_and_telemetry():
     allowed = pack.allowed_actions_on_any_resource({"allowedActionsOnAnyResource": [
         "ec2:DescribeInstances", "ecs:ListClusters", "cloudwatch:GetMetricData", "xray:PutTraceSegments"]})
     assert {"ec2:describeinstances", "ecs:listclusters", "cloudwatch:getmetricdata", "xray:puttracesegments"} <= allowed
+
+
+IDENTITY_CENTER_CASES = {case.id: case for case in REJECTED_ROUND_4 if case.type in pack.IDENTITY_CENTER_GRANTS}
+IDENTITY_CENTER_CONFIG = {"iam-least-privilege": {
+    "allowedPermissionSets": [PERMISSION_SET], "allowedIdentityStoreGroups": [ADMINISTRATORS_GROUP],
+    "allowedDelegatedAdministratorServices": ["member.org.stacksets.cloudformation.amazonaws.com"]}}
+
+
+@pytest.mark.parametrize("case_id", sorted(IDENTITY_CENTER_CASES))
+def test_identity_center_grants_pass_only_when_configured(case_id: str):
+    """An account assignment, identity store membership or delegated administrator is refused unless the
+    configuration lists what it grants (the permission set, the group, the service); listing another one does
+    not let it through."""
+    case = IDENTITY_CENTER_CASES[case_id]
+    resources = [*resources_of("aws"), added(resources_of("aws"), case)]
+    iam = [policy_named("iam-least-privilege")]
+    assert [v.policy for v in check(resources, iam)] == ["iam-least-privilege"]
+    assert check(resources, iam, config=IDENTITY_CENTER_CONFIG) == []
+    other = {"iam-least-privilege": {
+        "allowedPermissionSets": ["arn:aws:sso:::permissionSet/ssoins-1234567890abcdef/ps-ffffffffffffffff"],
+        "allowedIdentityStoreGroups": ["another-group"],
+        "allowedDelegatedAdministratorServices": ["guardduty.amazonaws.com"]}}
+    assert [v.policy for v in check(resources, iam, config=other)] == ["iam-least-privilege"]
+
+
+ENTRA_CASES = {case.id: case for case in REJECTED_ROUND_5 if case.type in pack.ENTRA_GRANTS}
+
+
+@pytest.mark.parametrize("case_id", sorted(ENTRA_CASES))
+def test_entra_grants_pass_only_when_configured(case_id: str):
+    """A directory role assignment, eligibility or membership, a group membership or a PIM group assignment (the
+    azuread provider) is refused unless the configuration lists the role or group; a role Microsoft labels
+    privileged (Global Administrator) stays refused when listed."""
+    case = ENTRA_CASES[case_id]
+    resources = [*resources_of("azure"), added(resources_of("azure"), case)]
+    iam = [policy_named("iam-least-privilege")]
+    assert [v.policy for v in check(resources, iam)] == ["iam-least-privilege"]
+    prop, setting = next((prop, setting) for props, setting in [pack.ENTRA_GRANTS[case.type]] for prop in props
+                         if prop in case.inputs)
+    configured = check(resources, iam, config={"iam-least-privilege": {setting: [case.inputs[prop]]}})
+    privileged = setting == "allowedDirectoryRoles" and str(case.inputs[prop]).lower() in pack.ENTRA_PRIVILEGED_ROLES
+    assert [v.policy for v in configured] == (["iam-least-privilege"] if privileged else [])
+    other = {"iam-least-privilege": {setting: ["00000000-1111-4222-8333-444444444444"]}}
+    assert [v.policy for v in check(resources, iam, config=other)] == ["iam-least-privilege"]
+
+
+def test_the_fifth_round_covers_the_new_kinds():
+    kinds = {pack.normalized_type(case.type) for case in REJECTED_ROUND_5}
+    assert set(pack.ENTRA_GRANTS) <= kinds
+    assert {"azuread:index/appRoleAssignment:AppRoleAssignment", pack.PREFIX_LIST_ENTRY, *pack.PREFIX_LISTS,
+            "azure-native:sql:Server", "azure-native:dbforpostgresql:Cluster", "azure-native:dbformariadb:Server",
+            "azure:mysql/flexibleServer:FlexibleServer", "azure:mysql/server:Server",
+            "aws:eks/accessPolicyAssociation:AccessPolicyAssociation"} <= kinds
+
+
+@pytest.mark.parametrize("config", [{"allowedPermissionSets": "arn:aws:sso:::permissionSet/ssoins-1/ps-1"},
+                                    {"allowedIdentityStoreGroups": ["*"]},
+                                    {"allowedDelegatedAdministratorServices": [""]},
+                                    {"allowedEntraGroups": ["6f1c2c1e-*"]}, {"allowedDirectoryRoles": "x"}])
+def test_a_broken_identity_center_allowance_fails_the_run(config: dict):
+    with pytest.raises(pack.PolicyConfigError):
+        pack.identity_center_allowances(config)
 
 
 @pytest.mark.parametrize("config,required", [

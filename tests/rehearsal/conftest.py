@@ -113,6 +113,20 @@ def scenario_stack(module_file: str) -> Iterator[RehearsalStack]:
         yield stack
 
 
+def shared_scenario_variants(stack: RehearsalStack, module_file: str) -> dict[str, Variant]:
+    """The variants of a scenario that runs on the session's stack with a configuration of its own (e.g.
+    artifacts.transfer direct): each of its `variants`, with its `config` over the stack's, added once."""
+    import json
+
+    scenario = scenario_of(module_file)
+    assert scenario.stack == "shared", f"{scenario.module} runs on the {scenario.stack} stack"
+    overrides = json.loads(json.dumps(scenario.config))
+    for name, options in scenario.variants.items():
+        if name not in stack.variants:
+            stack.add_variant(name, **{**options, "overrides": {**overrides, **dict(options.get("overrides", {}))}})
+    return {name: stack.variants[name] for name in scenario.variants}
+
+
 @pytest.fixture(scope="session")
 def rehearsal_stack() -> Iterator[RehearsalStack]:
     with running_stack() as stack:

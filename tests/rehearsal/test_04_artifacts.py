@@ -14,17 +14,13 @@ from pathlib import Path
 import botocore.exceptions
 import pytest
 
+from ops.archive import file_sha256
+
 MIB = 1024 * 1024
 ARTIFACT_SIZE = 256 * MIB
 RSS_GROWTH_LIMIT = 200 * MIB
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(4 * MIB), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +88,7 @@ def test_256_mib_artifact_round_trip_with_bounded_memory(variant_name, request, 
             local = client.download_artifacts(run_id, "big/weights.bin", str(tmp_path))
         download_seconds = time.monotonic() - started
         assert Path(local).stat().st_size == ARTIFACT_SIZE
-        assert _sha256(Path(local)) == expected_sha
+        assert file_sha256(Path(local)) == expected_sha
 
     # The upload reached the server's streaming route (unprefixed, also under a static prefix).
     server_log = variant.server.service.log_path.read_text()

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from components import render
+from ops.archive import file_sha256
 from rehearsal.launcher import RehearsalStack, Variant
 from rehearsal.stand_ins import AZURITE_ACCOUNT, AZURITE_ACCOUNT_KEY
 from tests.rehearsal.conftest import scenario_of, scenario_stack
@@ -24,7 +25,6 @@ from tests.rehearsal.test_04_artifacts import (
     MIB,
     RSS_GROWTH_LIMIT,
     RssSampler,
-    _sha256,
     big_file,  # noqa: F401  (a fixture, requested by name)
 )
 
@@ -125,7 +125,7 @@ def test_256_mib_artifact_round_trip_lands_in_the_container_under_the_prefix(
         with RssSampler(services) as download:
             local = Path(client.download_artifacts(run_id, "big/weights.bin", str(tmp_path)))
         download_seconds = time.monotonic() - started
-        assert local.stat().st_size == ARTIFACT_SIZE and _sha256(local) == expected_sha
+        assert local.stat().st_size == ARTIFACT_SIZE and file_sha256(local) == expected_sha
 
     # The bytes are in Azurite's container, under the configured prefix, as the experiment's run.
     blob_name = f"{PREFIX}/{experiment_id}/{run_id}/artifacts/big/weights.bin"

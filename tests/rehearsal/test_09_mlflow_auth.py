@@ -2,7 +2,8 @@
 its users and permissions in a PostgreSQL database of their own, driven by the MLflow client.
 
 The stack runs with `auth.defaultPermission: NO_PERMISSIONS` and two servers on one database and one
-auth database (the second under server.staticPrefix), as two replicas would share them. The admin
+auth database (the second under server.staticPrefix and with artifacts.transfer direct: the proxied
+prefixed server in this auth mode is test_18's and test_22's), as two replicas would share them. The admin
 is the one the stack outputs (admin_username / admin_password); alice and bob are users it adds.
 """
 
@@ -10,14 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 import requests
 
+from components.render.proxy import UNSUPPORTED
 from rehearsal.launcher import RehearsalStack, Variant
 from tests.rehearsal.conftest import scenario_stack
+from tests.rehearsal.direct import (CLIENT_ENV, DIRECT_SIZE, FAR_BELOW, create_upload, measured, presigned_download,
+                                    random_file, refused_status, sha256)
 
 PERMISSION_DENIED = 403
 
@@ -28,7 +34,7 @@ def auth_stack() -> Iterator[RehearsalStack]:
         yield stack
 
 
-@pytest.fixture(scope="module", params=["default", "prefix"])
+@pytest.fixture(scope="module", params=["default", "direct-prefix"])
 def variant(request, auth_stack) -> Variant:
     return auth_stack.variants[request.param]
 
@@ -147,15 +153,22 @@ def test_every_route_mlflow_serves_is_401_without_credentials(variant):
     """Not a hand-picked list: every route MLflow's own url_map and auth routes name, through Nginx."""
     routes = _every_route_mlflow_serves()
     assert len(routes) > 400, len(routes)
-    not_refused = []
+    # artifacts.transfer proxied: Nginx answers the routes that hand out presigned URLs 501 for everyone (MLflow's
+    # own "not supported", render.proxy.UNSUPPORTED), before MLflow's login: nothing is handed out, to nobody.
+    unserved = re.compile(r"^(?:/ajax-api|/api)/2\.0/(?:" + "|".join(map(re.escape, UNSUPPORTED)) + r")(?:/|$)")
+    proxied = variant.config.artifacts.transfer == "proxied"
+    not_refused, answered_unserved = [], 0
     with requests.Session() as session:
         for method, path in routes:
             status = session.request(method, _api(variant, path), timeout=30).status_code
             if path in OPEN_ROUTES or path.startswith(STATIC_FILES):
                 continue
-            if status != 401:
+            expected = 501 if proxied and unserved.match(path) else 401
+            answered_unserved += expected == 501
+            if status != expected:
                 not_refused.append((method, path, status))
     assert not not_refused, not_refused
+    assert answered_unserved >= (8 if proxied else 0), answered_unserved
 
 
 def test_the_open_routes_name_no_data(variant, alices_experiment):
@@ -314,3 +327,63 @@ def test_the_next_deployment_gives_the_admin_back_the_password_pulumi_holds(auth
     assert requests.get(search, auth=(default.username, default.password), timeout=30).status_code == 200
     assert requests.get(search, auth=(default.username, changed), timeout=30).status_code == 401
     assert requests.get(search, auth=users["bob"], timeout=30).status_code == 200, "other users keep theirs"
+
+
+# --- direct transfers (issue 26): the direct-prefix variant -------------------------------------------
+
+@pytest.fixture(scope="module")
+def alices_direct_run(auth_stack, users, tmp_path_factory) -> dict:
+    """alice's experiment with a run holding an artifact above the client's multipart threshold, logged
+    through the direct-prefix variant: its parts went to the bucket with the URLs the server signed."""
+    variant = auth_stack.variants["direct-prefix"]
+    source = tmp_path_factory.mktemp("direct") / "weights.bin"
+    expected = random_file(source, DIRECT_SIZE)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in CLIENT_ENV.items():
+            patch.setenv(name, value)
+        with _as(variant, *users["alice"]) as alice:
+            experiment_id = alice.create_experiment(f"alice-direct-{secrets.token_hex(4)}")
+            run_id = alice.create_run(experiment_id).info.run_id
+            with measured(variant) as up:
+                alice.log_artifact(run_id, str(source), artifact_path="big")
+    assert up.transfer.routes() == {"POST mpu"}, up.transfer.log
+    assert up.transfer.nginx_io_bytes < FAR_BELOW and up.transfer.server_peak_temp_bytes < FAR_BELOW
+    return {"experiment_id": experiment_id, "run_id": run_id, "sha256": expected}
+
+
+def test_direct_transfers_need_the_permission_mlflow_checks(auth_stack, users, alices_direct_run, tmp_path):
+    """No permission: no upload credentials, no download URL (403 from MLflow's auth app); READ: a download
+    URL, and the client downloads straight from the bucket, but still no upload credentials."""
+    variant = auth_stack.variants["direct-prefix"]
+    ids = (alices_direct_run["experiment_id"], alices_direct_run["run_id"])
+    assert variant.config.server.static_prefix and variant.tracking_uri.endswith(variant.config.server.static_prefix)
+    assert create_upload(variant, *ids, auth=users["bob"]).status_code == PERMISSION_DENIED
+    assert presigned_download(variant, *ids, "big/weights.bin", auth=users["bob"]).status_code == PERMISSION_DENIED
+    mine = tmp_path / "bob.bin"
+    random_file(mine, DIRECT_SIZE)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in CLIENT_ENV.items():
+            patch.setenv(name, value)
+        with _as(variant, *users["bob"]) as bob:
+            with pytest.raises(Exception) as refused:
+                bob.download_artifacts(ids[1], "big/weights.bin", str(tmp_path))
+            assert _status(refused.value) == PERMISSION_DENIED
+            with pytest.raises(Exception) as refused:
+                bob.log_artifact(ids[1], str(mine), artifact_path="big")
+            assert refused_status(refused.value) == PERMISSION_DENIED
+
+        grant = requests.post(_api(variant, "/api/3.0/mlflow/users/permissions/grant"), auth=users["alice"],
+                              timeout=30, json={"username": "bob", "resource_type": "experiment",
+                                                "resource_id": ids[0], "permission": "READ"})
+        assert grant.status_code == 200, grant.text
+        assert presigned_download(variant, *ids, "big/weights.bin", auth=users["bob"]).status_code == 200
+        assert create_upload(variant, *ids, auth=users["bob"]).status_code == PERMISSION_DENIED
+        with _as(variant, *users["bob"]) as bob:
+            with measured(variant) as down:
+                local = bob.download_artifacts(ids[1], "big/weights.bin", str(tmp_path / "down"))
+            assert sha256(Path(local)) == alices_direct_run["sha256"]
+            with pytest.raises(Exception) as refused:
+                bob.log_artifact(ids[1], str(mine), artifact_path="big")
+            assert refused_status(refused.value) == PERMISSION_DENIED
+    assert down.transfer.routes() == {"GET presigned"}, down.transfer.log
+    assert down.transfer.nginx_io_bytes < FAR_BELOW and down.transfer.server_peak_temp_bytes < FAR_BELOW

@@ -24,6 +24,7 @@ import requests
 
 from rehearsal.launcher import RehearsalStack, Variant
 from tests.rehearsal.conftest import scenario_stack
+from tests.rehearsal.direct import create_upload, presigned_download, route
 
 # The plugin caches each permission decision for 30 s in every worker process (its default
 # PERMISSION_CACHE_TTL_SECONDS); a grant reaches every worker within that.
@@ -189,6 +190,36 @@ def test_a_token_is_bound_to_its_user(variant, bobs_token):
     assert requests.get(search, auth=("bob@example.com", bobs_token), timeout=30).status_code == 200
     assert requests.get(search, auth=("alice@example.com", bobs_token), timeout=30).status_code == 401
     assert requests.get(search, auth=("bob@example.com", bobs_token + "x"), timeout=30).status_code == 401
+
+
+# --- direct transfers (issue 26) -----------------------------------------------------------------------
+
+def _alices_run_with_notes(variant: Variant, alice: requests.Session) -> tuple[str, str]:
+    experiment = alice.post(_url(variant, "/api/2.0/mlflow/experiments/create"),
+                            json={"name": f"alice-transfer-{secrets.token_hex(4)}"}, timeout=30).json()["experiment_id"]
+    run = alice.post(_url(variant, "/api/2.0/mlflow/runs/create"), json={"experiment_id": experiment},
+                     timeout=30).json()["run"]["info"]["run_id"]
+    put = alice.put(route(variant, "artifacts", experiment, run, "notes.txt"), data=b"alice's notes\n", timeout=30)
+    assert put.status_code == 200, put.text[:300]
+    return experiment, run
+
+
+def test_upload_credentials_and_download_urls_follow_the_plugins_permissions(variant, alice, bob):
+    """What artifacts.transfer direct hands out (multipart upload credentials, presigned download URLs) comes
+    from MLflow's own routes, which mlflow-oidc-auth guards like the artifacts they name: nothing without a
+    permission, a download URL but no upload with READ. The module's stack has artifacts.transfer direct: with
+    proxied, Nginx answers these routes 501 for everyone (render.proxy.UNSUPPORTED; test_09 sweeps them)."""
+    refused, readable = _alices_run_with_notes(variant, alice), _alices_run_with_notes(variant, alice)
+    grant = alice.post(_url(variant, f"/api/2.0/mlflow/permissions/users/bob@example.com/experiments/{readable[0]}"),
+                       json={"permission": "READ"}, timeout=30)
+    assert grant.status_code in (200, 201), grant.text
+    assert create_upload(variant, *refused, session=bob).status_code == 403
+    assert presigned_download(variant, *refused, "notes.txt", session=bob).status_code == 403
+    assert create_upload(variant, *readable, session=bob).status_code == 403
+    url = presigned_download(variant, *readable, "notes.txt", session=bob)
+    assert url.status_code == 200 and requests.get(url.json()["url"], timeout=30).text == "alice's notes\n"
+    assert create_upload(variant, *refused, session=alice).status_code == 200
+    assert presigned_download(variant, *refused, "notes.txt", session=alice).status_code == 200
 
 
 # --- where it lives ------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from components.config import parse_stack_config
+from rehearsal.launcher import with_s3_public_host
 from rehearsal.scenarios import BY_NAME, SCENARIOS, scenario_of
 from rehearsal.stand_ins import ARTIFACT_STORES
 
@@ -41,7 +42,11 @@ def test_each_scenarios_configuration_is_valid(scenario):
     if config.get("auth", {}).get("mode") == "oidc":  # the rehearsal starts an identity provider and names it
         config["auth"]["oidc"] = {"discoveryUrl": "http://127.0.0.1:1/.well-known/openid-configuration",
                                   "clientId": "mlflow", "clientSecret": "stand-in"}
-    parse_stack_config(config, f"scenario {scenario.name}")
+    parse_stack_config(with_s3_public_host(config), f"scenario {scenario.name}")  # (as the rehearsal completes it)
+    for name, options in scenario.variants.items():  # a variant's own overrides, over the scenario's
+        overrides = {key: dict(value) for key, value in dict(options.get("overrides", {})).items()}
+        merged = {key: {**config.get(key, {}), **overrides.get(key, {})} for key in {*config, *overrides}}
+        parse_stack_config(with_s3_public_host(merged), f"scenario {scenario.name}, variant {name}")
 
 
 def test_a_module_outside_the_list_is_named_in_the_error():

@@ -1,9 +1,13 @@
 """The shell scripts of the workflows' steps, run as the runner runs them (`bash --noprofile --norc -eo
 pipefail`), with stand-ins for `az`, `gh` and `pulumi` on PATH that record their arguments and answer
 as the real ones would: the Azure state SAS, who gets a preview, the preview and its output, the
-preview's comment, the plan on main and its summary, apply's checks of the plan file and of main's
-head, the drift issue, the runbook's check that no apply runs. What GitHub, Azure and
-Pulumi then do with the calls is not tested here (README: "What the tests prove").
+preview's comment, the code owners check on main, the plan on main and its summary (and the registry
+token it replaces when asked, on the stack named), apply's checks of the plan file and of main's head,
+the drift issue, the check that no apply runs (the runbook's unlock, deploy.yml's plan). Besides: the
+check every job runs after its checkout, in real git repositories (a commit holding what .gitignore
+leaves out fails it), and scripts/test with stand-ins for python3 and the system's tools (on CI it
+makes ./venv afresh, never running a committed one). What GitHub, Azure and Pulumi then do with the
+calls is not tested here (README: "What the tests prove").
 """
 
 from __future__ import annotations
@@ -62,7 +66,8 @@ class Run:
         for path in self.files.values():
             path.write_text("")
 
-    def __call__(self, step: Step, answers: dict[str, Any] | None = None, **env: str) -> subprocess.CompletedProcess:
+    def __call__(self, step: Step, answers: dict[str, Any] | None = None, cwd: Path = REPO_ROOT,
+                 **env: str) -> subprocess.CompletedProcess:
         script = self.tmp_path / "step.sh"
         script.write_text(step["run"])
         environment = {"PATH": f"{self.bin}:{os.environ['PATH']}", "HOME": str(self.tmp_path),
@@ -71,7 +76,7 @@ class Run:
                        **{name: str(path) for name, path in self.files.items() if name not in ("log", "inputs")},
                        **{name: value for name, value in step.get("env", {}).items() if "${{" not in str(value)},
                        **env}
-        return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=REPO_ROOT,
+        return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=cwd,
                               env=environment, capture_output=True, text=True, timeout=60)
 
     def calls(self) -> list[list[str]]:
@@ -287,9 +292,10 @@ def test_a_passed_preview_edits_the_stacks_comments_with_its_output(run):
     assert "taskDefinition: output&lt;string&gt;" in body and "<string>" not in body  # the output is text
 
 
-@pytest.mark.parametrize("conclusion", ["failure", "cancelled", "timed_out", None])
+@pytest.mark.parametrize("conclusion", ["failure", "cancelled", "timed_out", "skipped", "neutral", None])
 def test_a_preview_that_failed_or_did_not_finish_says_so(run, conclusion: str | None):
-    """A job GitHub cancelled at its timeout (or a cancelled run) is not `success` either."""
+    """A job GitHub cancelled at its timeout (or a cancelled run) is not `success` either, nor is one
+    that did not run (`skipped`: no preview ran, whatever branch protection makes of the check)."""
     keep_output(run, "error: preview failed\n")
     result = run(comment_step(), answers_for(conclusion, (1, BOT, GREEN)), **COMMENT)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -366,7 +372,7 @@ def guard_step() -> Step:
     return step_named(load("runbook.yml")["jobs"]["runbook"], "No apply of the stack runs")
 
 
-GUARD = {"STACK": "aws", "REPOSITORY": "owner/repo", "GH_TOKEN": "t"}
+GUARD = {"STACK": "aws", "REPOSITORY": "owner/repo", "GH_TOKEN": "t", "GITHUB_RUN_ID": "99"}
 
 
 def deploy_jobs(*jobs: tuple[str, str]) -> str:
@@ -399,16 +405,60 @@ def test_unlock_refuses_when_it_cannot_tell(run):
     assert result.returncode != 0
 
 
+# --- the plan refuses beside an apply of its stack (review 4, finding 4) -----------------------------------
+
+def plan_guard_step() -> Step:
+    return step_named(load("deploy.yml")["jobs"]["plan"], "No apply of the stack runs")
+
+
+def test_the_plan_checks_as_the_runbook_does():
+    assert plan_guard_step()["run"] == guard_step()["run"]
+
+
+@pytest.mark.parametrize("status", ["in_progress", "queued"])
+def test_the_plan_refuses_while_an_apply_of_its_stack_runs_or_is_about_to(run, status: str):
+    """An approved `apply aws` of an older run (or a re-run) that runs or waits for a runner: its `up`
+    rewrites the checkpoint a preview would read."""
+    answers = {"status=in_progress": "11\n99\n", "status=queued": "", "status=waiting": "",
+               "runs/11/jobs": deploy_jobs(("apply azure", "completed"), ("apply aws", status))}
+    result = run(plan_guard_step(), answers, **GUARD)
+    assert result.returncode == 1
+    assert "apply aws runs (or is about to): a plan now would be of the state that apply is still writing" \
+        in result.stdout and f"https://x/apply aws/{status}" in result.stdout
+
+
+def test_the_plan_goes_on_beside_an_apply_awaiting_approval_or_of_the_other_stack(run):
+    """An apply nobody approved yet does not hold plans back (it would hold them for as long as it
+    waits; approved later, it refuses unless its commit is main's head). This run's own jobs are not
+    asked for: its applies need this plan."""
+    answers = {"status=in_progress": "11\n99\n", "status=waiting": "12\n", "status=queued": "",
+               "runs/11/jobs": deploy_jobs(("apply azure", "in_progress")),
+               "runs/12/jobs": deploy_jobs(("apply aws", "waiting")),
+               "runs/99/jobs": deploy_jobs(("apply aws", "queued"))}
+    result = run(plan_guard_step(), answers, **GUARD)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No apply of aws runs" in result.stdout
+    assert not [call for call in run.calls() if "runs/99/jobs" in " ".join(call)]
+
+
+def test_the_plan_refuses_when_it_cannot_tell(run):
+    result = run(plan_guard_step(), {"status=in_progress": "11\n", "runs/11/jobs": {"stdout": "", "exit": 1}},
+                 **GUARD)
+    assert result.returncode != 0
+
+
 # --- the plan on main, its file, and the newest commit --------------------------------------------------------
 
 def deploy_step(job: str, name: str) -> Step:
     return step_named(load("deploy.yml")["jobs"][job], name)
 
 
-def plan_environment(run: Run, stack: str = "aws") -> dict[str, str]:
+def plan_environment(run: Run, stack: str = "aws", renew: str = "") -> dict[str, str]:
+    """`renew`: `${{ inputs.renew-registry-token }}`, empty on a push, `none`, `aws` or `azure` from "Run
+    workflow"."""
     return {"STACK": stack, "BACKEND_URL": "s3://state?region=eu-west-1", "MESSAGE": "plan of abc123 (push, run 5)",
             "PLAN": str(run.runner_temp / "plan" / f"{stack}.json"), "PULUMI_CONFIG_PASSPHRASE": "secret",
-            "GITHUB_SHA": "abc123"}
+            "GITHUB_SHA": "abc123", "RENEW_REGISTRY_TOKEN": renew}
 
 
 def save_plan(run: Run, content: bytes = b'{"resourcePlans": {}}', stack: str = "aws") -> str:
@@ -492,14 +542,17 @@ NEWEST = {"GITHUB_REPOSITORY": "owner/repo", "GITHUB_SHA": "abc123", "GH_TOKEN":
 
 
 def test_apply_goes_on_when_its_commit_is_mains_head(run):
-    result = run(deploy_step("apply", "The run's commit is the head of main"), {"commits/main": "abc123\n"}, **NEWEST)
+    result = run(deploy_step("apply", "The run's commit is the head of main"), {"git/ref/heads/main": "abc123\n"},
+                 **NEWEST)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert run.calls() == [["gh", "api", "repos/owner/repo/commits/main", "--jq", ".sha"]]
+    # The branch's ref: `commits/main` would take a tag named `main` too (review 3, finding 4).
+    assert run.calls() == [["gh", "api", "repos/owner/repo/git/ref/heads/main", "--jq", ".object.sha"]]
 
 
 def test_apply_refuses_when_main_moved_on(run):
     """An older run (or a re-run of one) approved after a newer commit landed on main."""
-    result = run(deploy_step("apply", "The run's commit is the head of main"), {"commits/main": "def456\n"}, **NEWEST)
+    result = run(deploy_step("apply", "The run's commit is the head of main"), {"git/ref/heads/main": "def456\n"},
+                 **NEWEST)
     assert result.returncode == 1
     assert "This run deploys abc123, but main is at def456 now" in result.stdout
     assert "approve the newest run of deploy.yml on main" in result.stdout
@@ -507,5 +560,325 @@ def test_apply_refuses_when_main_moved_on(run):
 
 @pytest.mark.parametrize("answer", [{"stdout": "", "exit": 1}, ""])
 def test_apply_refuses_when_it_cannot_tell(run, answer):
-    result = run(deploy_step("apply", "The run's commit is the head of main"), {"commits/main": answer}, **NEWEST)
+    result = run(deploy_step("apply", "The run's commit is the head of main"), {"git/ref/heads/main": answer},
+                 **NEWEST)
     assert result.returncode != 0
+
+
+# --- the registry token renewed ("Run workflow" with renew-registry-token) -----------------------------------
+
+TOKEN_URN = ("urn:pulumi:aws::mlflow::mlflow:index:MlflowTrackingServer$mlflow:index:AwsPlatform"
+             "$command:local:Command::mlflow-platform-registry-token")
+
+
+def state(*resources: tuple[str, str]) -> str:
+    """What `pulumi stack export` prints: (type, URN) of each resource."""
+    return json.dumps({"version": 3, "deployment": {"resources": [
+        {"urn": urn, "type": kind, "custom": True} for kind, urn in resources]}})
+
+
+STATE = state(("pulumi:pulumi:Stack", "urn:pulumi:aws::mlflow::pulumi:pulumi:Stack::mlflow-aws"),
+              ("command:local:Command", TOKEN_URN),
+              ("command:local:Command", TOKEN_URN.replace("registry-token", "rollout-started")),
+              ("aws:ecr/repository:Repository",
+               TOKEN_URN.replace("$command:local:Command", "$aws:ecr/repository:Repository")))
+
+
+@pytest.mark.parametrize("renew", ["", "none", "azure", "true", "AWS"])
+def test_the_plan_reads_no_state_and_replaces_nothing_unless_asked(run, renew: str):
+    """On a push (empty), with `none`, or with the other stack named: the aws leg replaces nothing."""
+    save_plan(run)
+    result = run(deploy_step("plan", "pulumi preview --save-plan"), {"stack export": STATE, "preview": PREVIEW_OUTPUT},
+                 **plan_environment(run, renew=renew))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [call[1] for call in run.calls()] == ["login", "preview"]
+    assert "--replace" not in run.calls()[1] and "registry-token" not in run.read("GITHUB_OUTPUT")
+
+
+def test_renew_registry_token_replaces_the_one_command_the_state_holds(run):
+    sha256 = save_plan(run)
+    result = run(deploy_step("plan", "pulumi preview --save-plan"),
+                 {"login": "Logged in\n", "stack export": STATE, "preview": PREVIEW_OUTPUT},
+                 **plan_environment(run, renew="aws"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    login, export, preview = run.calls()
+    assert export == ["pulumi", "stack", "export", "--stack", "aws"]
+    assert preview[1] == "preview" and preview[-2:] == ["--replace", TOKEN_URN] and preview.count("--replace") == 1
+    assert run.read("GITHUB_OUTPUT") == f"plan-sha256-aws={sha256}\nregistry-token-urn-aws={TOKEN_URN}\n"
+    summary = run.read("GITHUB_STEP_SUMMARY")
+    assert f"it replaces `{TOKEN_URN}`" in summary and f"renew-registry-token: replacing {TOKEN_URN}" in summary
+
+
+@pytest.mark.parametrize("resources,count", [
+    ([("pulumi:pulumi:Stack", "urn:pulumi:aws::mlflow::pulumi:pulumi:Stack::mlflow-aws")], 0),
+    ([("command:local:Command", TOKEN_URN),
+      ("command:local:Command", TOKEN_URN.replace("mlflow-platform", "other"))], 2),
+])
+def test_renew_registry_token_refuses_none_or_several(run, resources, count: int):
+    save_plan(run)
+    result = run(deploy_step("plan", "pulumi preview --save-plan"),
+                 {"login": "Logged in\n", "stack export": state(*resources), "preview": PREVIEW_OUTPUT},
+                 **plan_environment(run, renew="aws"))
+    assert result.returncode == 1
+    assert [call[1] for call in run.calls()] == ["login", "stack"], "no preview, no plan"
+    assert f"holds {count} registry token commands, not exactly one: nothing is planned" in result.stdout
+    assert run.read("GITHUB_OUTPUT") == ""
+    summary = run.read("GITHUB_STEP_SUMMARY")
+    assert "failed (exit status 1): no plan, nothing is applied" in summary and "not exactly one" in summary
+
+
+def test_renew_registry_token_fails_when_the_state_cannot_be_read(run):
+    save_plan(run)
+    result = run(deploy_step("plan", "pulumi preview --save-plan"),
+                 {"login": "Logged in\n", "stack export": {"stdout": "", "exit": 255}, "preview": PREVIEW_OUTPUT},
+                 **plan_environment(run, renew="aws"))
+    assert result.returncode == 255 and [call[1] for call in run.calls()] == ["login", "stack"]
+    assert "could not be read" in result.stdout and run.read("GITHUB_OUTPUT") == ""
+    assert "failed (exit status 255): no plan" in run.read("GITHUB_STEP_SUMMARY")
+
+
+def test_apply_replaces_what_the_plan_replaced(run):
+    sha256 = save_plan(run)
+    outputs = json.dumps({"plan-sha256-aws": sha256, "registry-token-urn-aws": TOKEN_URN})
+    result = run(deploy_step("apply", "The plan is the one planned"), STACK="aws",
+                 PLAN=str(run.runner_temp / "plan" / "aws.json"), GITHUB_SHA="abc123", PLAN_OUTPUTS=outputs)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert run.read("GITHUB_OUTPUT") == f"replace={TOKEN_URN}\n"
+    assert f"replacing `{TOKEN_URN}` (renew-registry-token)" in run.read("GITHUB_STEP_SUMMARY")
+
+
+def test_apply_replaces_nothing_when_the_plan_replaced_nothing(run):
+    sha256 = save_plan(run)
+    result = run(deploy_step("apply", "The plan is the one planned"), STACK="aws",
+                 PLAN=str(run.runner_temp / "plan" / "aws.json"), GITHUB_SHA="abc123",
+                 PLAN_OUTPUTS=plan_outputs(aws=sha256, azure="0" * 64))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert run.read("GITHUB_OUTPUT") == "replace=\n" and "replacing" not in run.read("GITHUB_STEP_SUMMARY")
+
+
+@pytest.mark.parametrize("urn", [TOKEN_URN.replace("urn:pulumi:aws", "urn:pulumi:azure"),
+                                 TOKEN_URN.replace("registry-token", "rollout-started"),
+                                 TOKEN_URN.replace("$command:local:Command", "$aws:rds/instance:Instance"),
+                                 TOKEN_URN.replace("mlflow-platform", "a,b-mlflow-platform"),
+                                 TOKEN_URN.replace("mlflow-platform", "a b-mlflow-platform")])
+def test_apply_refuses_to_replace_anything_else(run, urn: str):
+    sha256 = save_plan(run)
+    outputs = json.dumps({"plan-sha256-aws": sha256, "registry-token-urn-aws": urn})
+    result = run(deploy_step("apply", "The plan is the one planned"), STACK="aws",
+                 PLAN=str(run.runner_temp / "plan" / "aws.json"), GITHUB_SHA="abc123", PLAN_OUTPUTS=outputs)
+    assert result.returncode == 1 and "nothing is applied" in result.stdout
+    assert run.read("GITHUB_OUTPUT") == "" and run.read("GITHUB_STEP_SUMMARY") == ""
+
+
+# --- the code owners check on main ------------------------------------------------------------------------
+
+def codeowners_step() -> Step:
+    return step_named(load("deploy.yml")["jobs"]["codeowners"], "CODEOWNERS names owners GitHub accepts")
+
+
+CODEOWNERS_RUN = {"GITHUB_REPOSITORY": "owner/repo", "GITHUB_SHA": "abc123", "GH_TOKEN": "t"}
+
+
+def checkout_with(tmp_path: Path, codeowners: str) -> Path:
+    (tmp_path / "checkout" / ".github").mkdir(parents=True)
+    (tmp_path / "checkout" / ".github" / "CODEOWNERS").write_text(codeowners)
+    return tmp_path / "checkout"
+
+
+def test_the_placeholder_fails_on_main(run):
+    """The repository's own file names the placeholder: deploy.yml plans nothing until it is replaced."""
+    result = run(codeowners_step(), {"codeowners/errors": ""}, **CODEOWNERS_RUN)
+    assert result.returncode == 1 and "still names the placeholder @OWNER/" in result.stdout
+    assert run.calls() == []
+
+
+def test_owners_github_accepts_pass(run, tmp_path):
+    source = (REPO_ROOT / ".github/CODEOWNERS").read_text().replace("@OWNER/platform-team", "@acme/platform")
+    result = run(codeowners_step(), {"codeowners/errors": ""}, cwd=checkout_with(tmp_path, source), **CODEOWNERS_RUN)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert run.calls() == [["gh", "api", "repos/owner/repo/codeowners/errors?ref=abc123", "--jq",
+                            '.errors[] | "line \\(.line): \\(.kind): \\(.message)"']]
+
+
+def test_an_owner_github_cannot_use_fails(run, tmp_path):
+    source = (REPO_ROOT / ".github/CODEOWNERS").read_text().replace("@OWNER/platform-team", "@acme/no-such-team")
+    errors = "line 18: Unknown owner: make sure @acme/no-such-team exists and has write access to the repository\n"
+    result = run(codeowners_step(), {"codeowners/errors": errors}, cwd=checkout_with(tmp_path, source),
+                 **CODEOWNERS_RUN)
+    assert result.returncode == 1 and "GitHub cannot use every owner" in result.stdout
+    assert "line 18: Unknown owner" in result.stdout
+
+
+def test_codeowners_fails_when_github_cannot_tell(run, tmp_path):
+    source = "/.github/ @acme/platform\n"
+    result = run(codeowners_step(), {"codeowners/errors": {"stdout": "", "exit": 1}},
+                 cwd=checkout_with(tmp_path, source), **CODEOWNERS_RUN)
+    assert result.returncode != 0
+
+
+# --- the commit holds nothing .gitignore ignores (review 4, finding 1) -----------------------------------------
+
+def ignored_check_step() -> Step:
+    return step_named(load("test.yml")["jobs"]["test"], "The commit holds nothing .gitignore ignores")
+
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=cwd, check=True,
+                   capture_output=True, env={"PATH": os.environ["PATH"], "HOME": str(cwd.parent)})
+
+
+def repository(tmp_path: Path) -> Path:
+    """A checkout with the repository's .gitignore and an ordinary file or two, committed."""
+    checkout = tmp_path / "checkout"
+    (checkout / "components").mkdir(parents=True)
+    (checkout / ".gitignore").write_text((REPO_ROOT / ".gitignore").read_text())
+    (checkout / "components" / "config.py").write_text("")
+    (checkout / "README.md").write_text("")
+    git(checkout, "init", "-q")
+    git(checkout, "add", ".")
+    git(checkout, "commit", "-q", "-m", "base")
+    return checkout
+
+
+def test_a_clean_commit_passes_the_check(run, tmp_path):
+    result = run(ignored_check_step(), cwd=repository(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("added", ["venv/bin/python", "venv/lib/python3.11/site-packages/x.pth",
+                                   "policy/venv/bin/python", "components/__pycache__/config.cpython-311.pyc",
+                                   "rehearsal/azurite/node_modules/.bin/azurite-blob", "pydantic.py",
+                                   "venv (a link)", "policy/venv (a link)"])
+def test_a_commit_holding_what_gitignore_leaves_out_fails_the_check(run, tmp_path, added: str):
+    """Force-added (`git add -f`), or (pydantic.py) a root module with a .gitignore line of the pull
+    request's own; a link named venv, which `venv/` does not match, is refused by its path."""
+    checkout = repository(tmp_path)
+    path = added.removesuffix(" (a link)")
+    (checkout / path).parent.mkdir(parents=True, exist_ok=True)
+    if added.endswith("(a link)"):
+        (tmp_path / "elsewhere" / "bin").mkdir(parents=True)
+        (checkout / path).symlink_to(tmp_path / "elsewhere")
+    else:
+        (checkout / path).write_text("import os\n")
+    if path == "pydantic.py":
+        with (checkout / ".gitignore").open("a") as gitignore:
+            gitignore.write("pydantic.py\n")
+        git(checkout, "add", ".gitignore")
+    git(checkout, "add", "-f", path)
+    result = run(ignored_check_step(), cwd=checkout)
+    assert result.returncode == 1
+    assert "::error::The commit holds files .gitignore ignores" in result.stdout
+    assert path in result.stdout.splitlines()
+
+
+def test_the_check_fails_outside_a_repository(run, tmp_path):
+    (tmp_path / "copy").mkdir()
+    result = run(ignored_check_step(), cwd=tmp_path / "copy")
+    assert result.returncode != 0
+
+
+# --- scripts/test on CI makes ./venv afresh (review 4, finding 1) ----------------------------------------------
+
+# python3: `-m venv [--clear] <dir>` as venv does it (--clear empties the directory, a link's target
+# too; a link left in place is refused), the new venv's python a FRESH_PYTHON; nothing else.
+STAND_IN_PYTHON3 = f"""#!{sys.executable}
+import json, os, shutil, sys
+with open(os.environ["STAND_IN_LOG"], "a") as log:
+    log.write(json.dumps(["python3", *sys.argv[1:]]) + "\\n")
+args = sys.argv[1:]
+if args[:2] != ["-m", "venv"]:
+    sys.exit("python3: not a stand-in call")
+target = args[-1]
+if "--clear" in args and os.path.isdir(target):
+    for entry in os.listdir(target):
+        path = os.path.join(target, entry)
+        os.remove(path) if os.path.islink(path) or os.path.isfile(path) else shutil.rmtree(path)
+if os.path.islink(target):
+    sys.exit(f"Error: Unable to create directory {{target!r}}")
+os.makedirs(os.path.join(target, "bin"), exist_ok=True)
+shutil.copy(os.environ["FRESH_PYTHON"], os.path.join(target, "bin", "python"))
+"""
+# The python of a venv python3 made: uv's version, site-packages' path, success for the rest.
+FRESH_PYTHON = f"""#!{sys.executable}
+import json, os, sys
+with open(os.environ["STAND_IN_LOG"], "a") as log:
+    log.write(json.dumps(["fresh python", *sys.argv[1:]]) + "\\n")
+if sys.argv[1:4] == ["-m", "uv", "--version"]:
+    print("uv 0.13.9 (stand-in)")
+elif sys.argv[1:2] == ["-c"]:
+    print(os.environ["HOME"])
+"""
+# A pull request's own venv/bin/python: green, whatever it is asked.
+COMMITTED_PYTHON = """#!/bin/sh
+echo '["committed python"]' >> "$STAND_IN_LOG"
+"""
+
+
+class ScriptsTest:
+    """A copy of scripts/test in a tree of its own, with python3, dpkg-query (every package installed) and
+    an installed Azurite standing in."""
+
+    def __init__(self, tmp_path: Path):
+        self.root, self.bin, self.log = tmp_path / "checkout", tmp_path / "bin", tmp_path / "log"
+        for directory in (self.root / "scripts", self.root / "rehearsal/azurite/node_modules/.bin", self.bin):
+            directory.mkdir(parents=True)
+        (self.root / "scripts" / "test").write_text((REPO_ROOT / "scripts" / "test").read_text())
+        for path, text in {self.root / "scripts" / "test": None, self.bin / "python3": STAND_IN_PYTHON3,
+                           self.bin / "dpkg-query": "#!/bin/sh\necho 'install ok installed'\n",
+                           tmp_path / "fresh-python": FRESH_PYTHON,
+                           self.root / "rehearsal/azurite/node_modules/.bin/azurite-blob": "#!/bin/sh\n"}.items():
+            if text is not None:
+                path.write_text(text)
+            path.chmod(0o755)
+        self.log.write_text("")
+        self.env = {"PATH": f"{self.bin}:/usr/bin:/bin", "HOME": str(tmp_path), "STAND_IN_LOG": str(self.log),
+                    "FRESH_PYTHON": str(tmp_path / "fresh-python")}
+
+    def commit_a_venv(self) -> None:
+        (self.root / "venv" / "bin").mkdir(parents=True)
+        (self.root / "venv" / "bin" / "python").write_text(COMMITTED_PYTHON)
+        (self.root / "venv" / "bin" / "python").chmod(0o755)
+
+    def __call__(self, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(self.root / "scripts" / "test"), "-q"], cwd=self.root,
+                              env={**self.env, **env}, capture_output=True, text=True, timeout=60)
+
+    def calls(self) -> list[list[str]]:
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+
+def test_on_ci_scripts_test_makes_the_venv_afresh(tmp_path):
+    """A pull request's own venv/bin/python (GitHub Actions sets CI=true) is never run: ./venv is made
+    again with --clear, and the suite runs on the new one."""
+    tree = ScriptsTest(tmp_path)
+    tree.commit_a_venv()
+    result = tree(CI="true")
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = tree.calls()
+    assert ["committed python"] not in calls
+    assert calls[0] == ["python3", "-m", "venv", "--clear", "venv"]
+    assert calls[-1][:3] == ["fresh python", "-m", "pytest"] and calls[-1][-1] == "-q"
+
+
+def test_on_ci_a_link_named_venv_is_replaced_and_its_target_left_alone(tmp_path):
+    """`venv --clear` would empty a link's target (a shared virtualenv, or anything the link names):
+    the link goes first."""
+    tree = ScriptsTest(tmp_path)
+    (tmp_path / "shared" / "bin").mkdir(parents=True)
+    (tmp_path / "shared" / "bin" / "python").write_text(COMMITTED_PYTHON)
+    (tmp_path / "shared" / "bin" / "python").chmod(0o755)
+    (tree.root / "venv").symlink_to(tmp_path / "shared")
+    result = tree(CI="true")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "shared" / "bin" / "python").read_text() == COMMITTED_PYTHON
+    assert not (tree.root / "venv").is_symlink() and ["committed python"] not in tree.calls()
+
+
+def test_off_ci_scripts_test_keeps_the_venv_it_finds(tmp_path):
+    """A workstation's ./venv is kept (and so, there, whatever it holds is run)."""
+    tree = ScriptsTest(tmp_path)
+    tree.commit_a_venv()
+    result = tree()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not [call for call in tree.calls() if call[0] == "python3"] and ["committed python"] in tree.calls()

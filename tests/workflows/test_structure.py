@@ -1,9 +1,15 @@
 """What this project needs of its workflows' structure (issue #25): plan, then apply that plan behind
 the stack's environment, and nothing else: the same commit, backend, CLI and environment in both,
-the plan file the plan job recorded, only on the newest commit of main; tests before any deployment;
+the plan file the plan job recorded, only on the newest commit of main (the branch's ref, never a
+name a tag could answer); no plan while an apply of its stack runs; a registry token renewed only on
+the stack named, by replacing the one command its state holds, in the plan and in its apply alike;
+tests, and code owners GitHub accepts, before any deployment; no commit that holds what .gitignore
+leaves out (a virtualenv of its own), and virtualenvs made afresh;
 read-only identities wherever nothing is applied, the drift check's its own; no environment on pull
-requests; the preview said on the pull request by a job that runs none of its code, a failed or
-unfinished one too; daily drift detection that reports a hung check; the commit in every update's
+requests; the required checks of a pull request on every one of them (no path filter), the test run
+of a superseded commit cancelled; the preview said on the pull request by a job that runs none of its
+code, a failed or unfinished one too, in order; daily drift detection that reports a hung check; the
+commit in every update's
 message; no concurrency setting that cancels an apply; the Azure state reached through a bounded
 user-delegation SAS and AWS sessions as long as their jobs; no cache where credentials are, packages
 from hashed locks; every action's inputs, every Pulumi step's environment and every condition as
@@ -22,8 +28,8 @@ from typing import Callable
 import pytest
 
 from tests.workflows.workflows import (
-    SHELL_PULUMI, Workflow, applies, broken, jobs, load_all, needs, only_previews, pulumi_commands, pulumi_steps,
-    shell_invocations, step_key, step_named, text, triggers, uses)
+    SHELL_PULUMI, Workflow, applies, broken, jobs, load_all, needs, only_previews, pulumi_commands,
+    pulumi_steps, shell_invocations, step_key, step_named, text, triggers, uses)
 
 Check = Callable[[dict[str, Workflow]], list[str]]
 PULL_REQUEST_TRIGGERS = {"pull_request", "pull_request_target"}
@@ -36,13 +42,23 @@ TEST_COMMAND = "./scripts/test"
 # word for word, and where it writes the plan.
 BACKEND = "${{ matrix.stack == 'aws' && vars.PULUMI_BACKEND_URL_AWS || vars.PULUMI_BACKEND_URL_AZURE }}"
 PLAN_FILE = "${{ runner.temp }}/plan/${{ matrix.stack }}.json"
+# The state is read (`stack export`) for the registry token's URN only with renew-registry-token; the
+# preview's `"$@"` is empty, or `--replace <that URN>` (registry_token_renewal).
 PLAN_COMMANDS = ['pulumi login --non-interactive "$BACKEND_URL"',
+                 'pulumi stack export --stack "$STACK"',
                  'pulumi preview --non-interactive --color never --suppress-progress --diff --stack "$STACK" '
-                 '--policy-pack policy --message "$MESSAGE" --save-plan "$PLAN"']
+                 '--policy-pack policy --message "$MESSAGE" --save-plan "$PLAN" "$@"']
 # The plan step's environment that stands in for the action's inputs (stack-name, cloud-url, message,
-# plan); the rest is what Pulumi reads, the same in `up` but for the identity.
-PLAN_INPUTS_ENV = {"STACK", "BACKEND_URL", "MESSAGE", "PLAN"}
+# plan, replace); the rest is what Pulumi reads, the same in `up` but for the identity and the fresh
+# Azure CLI login's variables (FRESH_LOGIN_ENV: the program's `az` commands run in `up` alone, and
+# only there MLFLOW_FRESH_AZ_LOGIN=1 asks the program for the fresh login).
+PLAN_INPUTS_ENV = {"STACK", "BACKEND_URL", "MESSAGE", "PLAN", "RENEW_REGISTRY_TOKEN"}
 DEPLOY_CLIENT = "${{ vars.AZURE_DEPLOY_CLIENT_ID }}"
+FRESH_LOGIN_OPT_IN = "MLFLOW_FRESH_AZ_LOGIN"
+FRESH_LOGIN_ENV = {"AZURE_CLIENT_ID": DEPLOY_CLIENT, "AZURE_TENANT_ID": "${{ vars.AZURE_TENANT_ID }}",
+                   "AZURE_SUBSCRIPTION_ID": "${{ vars.AZURE_SUBSCRIPTION_ID }}", FRESH_LOGIN_OPT_IN: "1"}
+RENEW_INPUT = "renew-registry-token"
+REPLACE_INPUT = "${{ steps.planned.outputs.replace }}"
 
 
 def plan_then_apply(workflows: dict[str, Workflow]) -> list[str]:
@@ -92,9 +108,11 @@ def plan_then_apply(workflows: dict[str, Workflow]) -> list[str]:
         problems.append(f"plan runs the CLI {install['with'].get('pulumi-version')!r}, apply "
                         f"{inputs.get('pulumi-version')!r}")
     planned_env = {key: value for key, value in env.items() if key not in PLAN_INPUTS_ENV}
-    if up.get("env", {}) != {**planned_env, "ARM_CLIENT_ID": DEPLOY_CLIENT}:
+    if up.get("env", {}) != {**planned_env, "ARM_CLIENT_ID": DEPLOY_CLIENT, **FRESH_LOGIN_ENV}:
         problems.append(f"up's environment {up.get('env', {})} is not the plan's {planned_env} "
-                        "(but for ARM_CLIENT_ID, the deploy identity)")
+                        "(but for ARM_CLIENT_ID, the deploy identity, and the fresh CLI login's AZURE_*)")
+    if inputs.get("replace") != REPLACE_INPUT:
+        problems.append(f"up replaces {inputs.get('replace')!r}, not what the plan replaced ({REPLACE_INPUT})")
     uploads = [step["with"] for step in plan["steps"] if uses(step, "actions/upload-artifact")]
     downloads = [step["with"] for step in apply["steps"] if uses(step, "actions/download-artifact")]
     if len(uploads) != 1 or len(downloads) != 1:
@@ -114,10 +132,121 @@ def plan_then_apply(workflows: dict[str, Workflow]) -> list[str]:
         # Pulumi runs in the plan step above and in apply's action step, whose inputs are checked
         # (action_inputs), nowhere else.
         for step in job.get("steps", []):
-            if step is not preview and re.search(r"\bpulumi\b", step.get("run", ""), flags=re.IGNORECASE):
+            if step is not preview and re.search(r"\bpulumi\b", step.get("run", "").replace("urn:pulumi:", ""),
+                                                 flags=re.IGNORECASE):
                 problems.append(f"{job_id}: a shell step runs Pulumi: {step_key(step)!r}")
     if pulumi_commands(apply) != {"up"} or "plan" not in inputs:
         problems.append(f"apply runs {sorted(pulumi_commands(apply))}, not one `up` with the plan")
+    return problems
+
+
+RENEW_LOOKUP = 'select(.type == "command:local:Command" and (.urn | endswith("-registry-token"))) | .urn\''
+URN_PATTERN = 'urn:pulumi:"$STACK"::*::*command:local:Command::*-registry-token)'
+
+
+def registry_token_renewal(workflows: dict[str, Workflow]) -> list[str]:
+    """deploy.yml: "Run workflow" takes one input, renew-registry-token, a choice of `none` (the
+    default) or one of the plan's stacks (no string: nobody types a URN), which reaches the plan step
+    alone. Only on the leg it names does that step read the state, and it replaces the one
+    `command:local:Command` whose URN ends in `-registry-token` (zero or several: no plan), records
+    that URN as its output and shows it in its summary. `apply`'s plan check reads
+    that output alone into `replace` (a URN of the stack's registry token command, else nothing is
+    applied), which its `up` takes: Pulumi fails an `up --plan` that does not replace what the plan
+    replaces. Nothing else runs Pulumi with --replace or --target-replace."""
+    problems = []
+    workflow = workflows["deploy.yml"]
+    dispatch = (workflow["on"].get("workflow_dispatch") if isinstance(workflow["on"], dict) else None) or {}
+    inputs = dispatch.get("inputs") or {}
+    renew = inputs.get(RENEW_INPUT) or {}
+    stacks = workflow["jobs"]["plan"]["strategy"]["matrix"]["stack"]
+    if set(inputs) != {RENEW_INPUT} or renew.get("type") != "choice" or renew.get("default") != "none" \
+            or renew.get("options") != ["none", *stacks] or set(renew) != {"description", "type", "options", "default"}:
+        problems.append(f"deploy.yml's workflow_dispatch takes {inputs}, not the choice {RENEW_INPUT} "
+                        f"of none or a stack alone")
+    read = re.findall(r"(?:github\.event\.)?inputs(?:\.[\w-]+|\[)", text(workflow))
+    if read != [f"inputs.{RENEW_INPUT}"]:
+        problems.append(f"deploy.yml reads {read}, not inputs.{RENEW_INPUT} once")
+    plan, apply = workflow["jobs"]["plan"], workflow["jobs"]["apply"]
+    [preview] = [step for step in plan["steps"] if step.get("id") == "plan"] or [{}]
+    script = preview.get("run", "")
+    if preview.get("env", {}).get("RENEW_REGISTRY_TOKEN") != f"${{{{ inputs.{RENEW_INPUT} }}}}" \
+            or preview.get("env", {}).get("STACK") != "${{ matrix.stack }}":
+        problems.append("the plan step does not take renew-registry-token and its stack")
+    if script.count("$RENEW_REGISTRY_TOKEN") != 1:
+        problems.append("the plan step reads renew-registry-token more than once")
+    for needed in ('if [ "$status" -eq 0 ] && [ "$RENEW_REGISTRY_TOKEN" = "$STACK" ]; then', RENEW_LOOKUP,
+                   '[ "$count" -ne 1 ]', 'urn="$urns"', 'set -- --replace "$urn"',
+                   'echo "registry-token-urn-$STACK=$urn" >> "$GITHUB_OUTPUT"', "it replaces \\`$urn\\`"):
+        if needed not in script:
+            problems.append(f"the plan step lacks {needed!r}")
+    [check] = [step for step in apply["steps"] if step.get("name") == "The plan is the one planned"] or [{}]
+    script = check.get("run", "")
+    if check.get("id") != "planned":
+        problems.append(f"apply's plan check has id {check.get('id')!r}, not planned")
+    for needed in ('urn="$(printf \'%s\' "$PLAN_OUTPUTS" | jq -r --arg key "registry-token-urn-$STACK" '
+                   '\'.[$key] // empty\')"', URN_PATTERN, '*,* | *[[:space:]]*)',
+                   'echo "replace=$urn" >> "$GITHUB_OUTPUT"'):
+        if needed not in script:
+            problems.append(f"apply's plan check lacks {needed!r}")
+    ups = pulumi_steps(apply)
+    if [step.get("with", {}).get("replace") for step in ups] != [REPLACE_INPUT]:
+        problems.append(f"apply's up does not replace {REPLACE_INPUT}")
+    for name, job_id, job in jobs(workflows):
+        for step in job.get("steps", []):
+            for flag in re.findall(r"--(?:target-)?replace\b", step.get("run", "")):
+                if step is not preview or flag != "--replace" or step.get("run", "").count(flag) != 1:
+                    problems.append(f"{name}: {job_id}: {step_key(step)!r} runs {flag}")
+            if "replace" in step.get("with", {}) and step not in ups:
+                problems.append(f"{name}: {job_id}: {step_key(step)!r} replaces")
+    return problems
+
+
+def codeowners_checked_on_main(workflows: dict[str, Workflow]) -> list[str]:
+    """deploy.yml: `code owners`, on main, before any plan (`plan` needs it), fails while
+    .github/CODEOWNERS names the placeholder @OWNER/... on a line that is not a comment, or while
+    GitHub lists errors of the file at the run's commit (an owner it cannot use asks no review)."""
+    deploy = workflows["deploy.yml"]["jobs"]
+    job = deploy.get("codeowners")
+    if job is None:
+        return ["deploy.yml has no `codeowners` job"]
+    problems = []
+    if "codeowners" not in needs(deploy["plan"]):
+        problems.append("plan does not need codeowners")
+    if job.get("if") != ON_MAIN or "environment" in job or job.get("permissions") != {"contents": "read"}:
+        problems.append(f"codeowners: if {job.get('if')!r}, permissions {job.get('permissions')}")
+    runs = [step for step in job["steps"] if "run" in step and step.get("name") != IGNORED_CHECK_NAME]
+    if len(runs) != 1 or "if" in runs[0] or runs[0].get("env") != {"GH_TOKEN": "${{ github.token }}"}:
+        return [*problems, "codeowners does not run one unconditional check with the job's token"]
+    script = runs[0]["run"]
+    for needed in ("grep -nE '^[^#]*@OWNER/' .github/CODEOWNERS; then",
+                   'gh api "repos/$GITHUB_REPOSITORY/codeowners/errors?ref=$GITHUB_SHA"', ".errors[]",
+                   'if [ -n "$errors" ]; then'):
+        if needed not in script:
+            problems.append(f"the codeowners check lacks {needed!r}")
+    if script.count("exit 1") != 2:
+        problems.append("the codeowners check does not fail on both")
+    return problems
+
+
+def pull_request_checks(workflows: dict[str, Workflow]) -> list[str]:
+    """test.yml and preview.yml run on every pull request to main: exactly `pull_request` with
+    `branches: [main]` (a `paths`, `paths-ignore` or `types` filter leaves a pull request without its
+    required checks). A newer commit cancels test.yml's run and the preview of the older one; the
+    comments never cancel one another (their group keeps them in order: a cancelled newer comment
+    would leave an older verdict standing)."""
+    problems = []
+    for name in ("test.yml", "preview.yml"):
+        if workflows[name]["on"] != {"pull_request": {"branches": ["main"]}}:
+            problems.append(f"{name} runs on {workflows[name]['on']}")
+    number = "${{ github.event.pull_request.number }}"
+    expected = {("test.yml", None): (f"test-{number}", True),
+                ("preview.yml", "preview"): (f"preview-${{{{ matrix.stack }}}}-{number}", True),
+                ("preview.yml", "comment"): (f"preview-comment-${{{{ matrix.stack }}}}-{number}", False)}
+    for (name, job_id), (group, cancels) in expected.items():
+        concurrency = (workflows[name] if job_id is None else workflows[name]["jobs"][job_id]).get("concurrency")
+        if concurrency != {"group": group, "cancel-in-progress": cancels}:
+            problems.append(f"{name}: {job_id or 'the workflow'}'s concurrency {concurrency}, not {group!r} "
+                            f"with cancel-in-progress {cancels}")
     return problems
 
 
@@ -139,8 +268,8 @@ def apply_takes_the_planned_file_on_the_newest_commit(workflows: dict[str, Workf
     plan, apply = deploy["plan"], deploy["apply"]
     problems = []
     stacks = plan["strategy"]["matrix"]["stack"]
-    expected_outputs = {f"plan-sha256-{stack}": f"${{{{ steps.plan.outputs.plan-sha256-{stack} }}}}"
-                        for stack in stacks}
+    expected_outputs = {f"{output}-{stack}": f"${{{{ steps.plan.outputs.{output}-{stack} }}}}"
+                        for stack in stacks for output in ("plan-sha256", "registry-token-urn")}
     if plan.get("outputs") != expected_outputs:
         problems.append(f"plan's outputs {plan.get('outputs')}, not {expected_outputs}")
     planned = [step for step in plan["steps"] if step.get("id") == "plan"]
@@ -178,10 +307,13 @@ def apply_takes_the_planned_file_on_the_newest_commit(workflows: dict[str, Workf
     env, script = steps[newest].get("env", {}), steps[newest].get("run", "")
     if env != {"GH_TOKEN": "${{ github.token }}"}:
         problems.append(f"the newest-commit check reads {env}")
-    for needed in ('head="$(gh api "repos/$GITHUB_REPOSITORY/commits/main" --jq .sha)"',
+    # The branch's ref: `commits/main` takes any name, and a tag `main` would answer for the branch.
+    for needed in ('head="$(gh api "repos/$GITHUB_REPOSITORY/git/ref/heads/main" --jq .object.sha)"',
                    'if [ -z "$head" ] || [ "$head" != "$GITHUB_SHA" ]; then', "exit 1"):
         if needed not in script:
             problems.append(f"the newest-commit check lacks {needed!r}")
+    if "commits/" in script:
+        problems.append("the newest-commit check asks commits/<name>, which a tag can answer")
     if apply["permissions"].get("contents") != "read":
         problems.append("apply's token may not read main's head")
     return problems
@@ -270,7 +402,8 @@ def read_only_identities(workflows: dict[str, Workflow]) -> list[str]:
             continue
         aws = {step["with"]["role-to-assume"] for step in logins if "role-to-assume" in step["with"]}
         azure = {step["with"]["client-id"] for step in logins if "client-id" in step["with"]}
-        arm = {step.get("env", {}).get("ARM_CLIENT_ID") for step in job["steps"]} - {None}
+        arm = {step.get("env", {}).get(variable) for step in job["steps"]
+               for variable in ("ARM_CLIENT_ID", "AZURE_CLIENT_ID")} - {None}
         identities = aws | azure | arm
         if only_previews(job):
             expected = DRIFT_IDENTITIES if name == "drift.yml" else PREVIEW_IDENTITIES
@@ -475,10 +608,10 @@ def caches(workflows: dict[str, Workflow]) -> list[str]:
 
 
 LOCKS = [".github/locks/requirements.txt", ".github/locks/policy-requirements.txt"]
-VENVS = """python -m venv venv
+VENVS = """python -m venv --clear venv
 venv/bin/python -m pip install --disable-pip-version-check -q --require-hashes --only-binary :all: \\
   --no-deps -r .github/locks/requirements.txt
-python -m venv policy/venv
+python -m venv --clear policy/venv
 policy/venv/bin/python -m pip install --disable-pip-version-check -q --require-hashes --only-binary :all: \\
   --no-deps -r .github/locks/policy-requirements.txt
 """
@@ -487,7 +620,8 @@ policy/venv/bin/python -m pip install --disable-pip-version-check -q --require-h
 def hashed_installs(workflows: dict[str, Workflow]) -> list[str]:
     """Every job that runs Pulumi builds ./venv and policy/venv from the hashed locks (.github/locks/,
     in step with requirements.txt: test_workflows.py), wheels only, nothing resolved, with exactly
-    VENVS; nothing else there runs pip."""
+    VENVS: `--clear`, so nothing of a virtualenv the checkout brings is kept; nothing else there runs
+    pip."""
     problems = []
     for name, job_id, job in jobs(workflows):
         if not pulumi_steps(job):
@@ -498,6 +632,81 @@ def hashed_installs(workflows: dict[str, Workflow]) -> list[str]:
         for step in job["steps"]:
             if step not in builds and re.search(r"\bpip\b|\buv\b", step.get("run", "")):
                 problems.append(f"{name}: {job_id}: {step_key(step)!r} runs pip")
+    return problems
+
+
+IGNORED_CHECK_NAME = "The commit holds nothing .gitignore ignores"
+IGNORED_CHECK = (
+    'set -euo pipefail\n'
+    'ignored="$(git ls-files -ci --exclude-standard; '
+    'git ls-files -- venv policy/venv rehearsal/azurite/node_modules)"\n'
+    'if [ -n "$ignored" ]; then\n'
+    '  echo "::error::The commit holds files .gitignore ignores, or files where the jobs build virtualenvs and '
+    'packages: nothing runs. Remove them (git rm -r --cached <path>)."\n'
+    '  printf \'%s\\n\' "$ignored"\n'
+    '  exit 1\n'
+    'fi\n')
+
+
+def committed_ignored_files_refused(workflows: dict[str, Workflow]) -> list[str]:
+    """Every job that checks out the code runs IGNORED_CHECK right after the checkout, under the same
+    condition, before anything else: a commit that holds what .gitignore leaves out (a venv/bin/python
+    or a site-packages .pth of its own, a root module the commit ignores) or anything at the paths the
+    jobs build (venv, policy/venv, Azurite's node_modules: a link there escapes `venv/`) fails the job
+    before any of its code runs. The test job's scripts/test then makes ./venv afresh on CI."""
+    problems = []
+    for name, job_id, job in jobs(workflows):
+        steps = job.get("steps", [])
+        checkouts = [i for i, step in enumerate(steps) if uses(step, "actions/checkout")]
+        checks = [i for i, step in enumerate(steps) if step.get("name") == IGNORED_CHECK_NAME]
+        if not checkouts:
+            if checks:
+                problems.append(f"{name}: {job_id} checks a commit it does not check out")
+            continue
+        if len(checkouts) != 1 or checks != [checkouts[0] + 1]:
+            problems.append(f"{name}: {job_id}: {IGNORED_CHECK_NAME!r} is not right after the checkout")
+            continue
+        checkout, check = steps[checkouts[0]], steps[checks[0]]
+        if check.get("run") != IGNORED_CHECK or set(check) != {"name", "run"} | ({"if"} & set(checkout)) \
+                or check.get("if") != checkout.get("if"):
+            problems.append(f"{name}: {job_id}: {IGNORED_CHECK_NAME!r} is not IGNORED_CHECK under the "
+                            f"checkout's condition ({sorted(check)})")
+    return problems
+
+
+GUARD_NAME = "No apply of the stack runs"
+GUARD_NEEDS = ("actions/workflows/deploy.yml/runs?status=$status", "for status in in_progress queued waiting",
+               '[ "$run" != "$GITHUB_RUN_ID" ] || continue', "jobs?filter=latest", '"apply $STACK"',
+               '.status == "in_progress" or .status == "queued"', "$REFUSED", "exit 1")
+
+
+def no_plan_beside_an_apply(workflows: dict[str, Workflow]) -> list[str]:
+    """deploy.yml's `plan` refuses while an `apply <stack>` of another run runs or was approved and
+    waits for a runner (a preview takes no lock, and would read a state that apply is half-way
+    through writing): the runbook's own check (the same script), right before the preview, with no
+    condition, the job's token reading the runs' jobs (`actions: read`)."""
+    plan = workflows["deploy.yml"]["jobs"]["plan"]
+    problems = []
+    steps = plan["steps"]
+    guards = [i for i, step in enumerate(steps) if step.get("name") == GUARD_NAME]
+    previews = [i for i, step in enumerate(steps) if step.get("id") == "plan"]
+    if len(guards) != 1 or len(previews) != 1 or guards[0] != previews[0] - 1:
+        return [f"plan has no {GUARD_NAME!r} right before its preview"]
+    guard = steps[guards[0]]
+    [runbook_guard] = [step for step in workflows["runbook.yml"]["jobs"]["runbook"]["steps"]
+                       if step.get("name") == GUARD_NAME] or [{}]
+    if guard.get("run") != runbook_guard.get("run"):
+        problems.append("plan's check that no apply runs is not the runbook's")
+    for needed in GUARD_NEEDS:
+        if needed not in guard.get("run", ""):
+            problems.append(f"plan's check that no apply runs lacks {needed!r}")
+    env = guard.get("env", {})
+    if "if" in guard or set(env) != {"STACK", "REPOSITORY", "REFUSED", "GH_TOKEN"} \
+            or env.get("STACK") != "${{ matrix.stack }}" or env.get("REPOSITORY") != "${{ github.repository }}" \
+            or env.get("GH_TOKEN") != "${{ github.token }}" or "${{" in env.get("REFUSED", "${{"):
+        problems.append(f"plan's check that no apply runs: if {guard.get('if')!r}, env {env}")
+    if plan["permissions"].get("actions") != "read":
+        problems.append("plan may not read the runs' jobs")
     return problems
 
 
@@ -529,9 +738,7 @@ def runbook(workflows: dict[str, Workflow]) -> list[str]:
         problems.append("unlock is not right after a check that no apply runs")
     else:
         script = job["steps"][at - 1]["run"]
-        for needed in ("actions/workflows/deploy.yml/runs?status=$status", "for status in in_progress queued waiting",
-                       "jobs?filter=latest", '"apply $STACK"', '.status == "in_progress" or .status == "queued"',
-                       "exit 1"):
+        for needed in GUARD_NEEDS:
             if needed not in script:
                 problems.append(f"the check that no apply runs lacks {needed!r}")
     if job["permissions"].get("actions") != "read":
@@ -551,7 +758,7 @@ ACTION_INPUTS: dict[tuple[str, str, str], set[str]] = {
     ("deploy.yml", "plan", "Install the Pulumi CLI"): {"pulumi-version"},
     ("deploy.yml", "plan", "actions/upload-artifact"): UPLOAD,
     ("deploy.yml", "apply", "actions/download-artifact"): {"name", "path"},
-    ("deploy.yml", "apply", "pulumi up --plan"): PULUMI_RUN | {"plan", "policyPacks"},
+    ("deploy.yml", "apply", "pulumi up --plan"): PULUMI_RUN | {"plan", "policyPacks", "replace"},
     ("drift.yml", "drift", "pulumi preview --refresh --expect-no-changes"):
         PULUMI_RUN | {"refresh", "expect-no-changes", "policyPacks"},
     ("runbook.yml", "runbook", "Install the Pulumi CLI"): {"pulumi-version"},
@@ -591,14 +798,15 @@ PASSPHRASE = {"PULUMI_CONFIG_PASSPHRASE"}
 PULUMI_ENV: dict[tuple[str, str, str], set[str]] = {
     ("preview.yml", "preview", "pulumi preview"): {"STACK", "BACKEND_URL", "MESSAGE"} | PASSPHRASE | ARM,
     ("deploy.yml", "plan", "pulumi preview --save-plan"): PLAN_INPUTS_ENV | PASSPHRASE | ARM,
-    ("deploy.yml", "apply", "pulumi up --plan"): PASSPHRASE | ARM,
+    ("deploy.yml", "apply", "pulumi up --plan"): PASSPHRASE | ARM | set(FRESH_LOGIN_ENV),
     ("drift.yml", "drift", "pulumi preview --refresh --expect-no-changes"): PASSPHRASE | ARM,
     ("runbook.yml", "runbook", "pulumi cancel, then the pending operations"): {"STACK", "BACKEND_URL"} | PASSPHRASE,
     ("runbook.yml", "runbook", "pulumi refresh"): PASSPHRASE | ARM,
 }
 PINNED_VALUES = {"PULUMI_CONFIG_PASSPHRASE": "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}", "ARM_USE_OIDC": "true",
                  "ARM_TENANT_ID": "${{ vars.AZURE_TENANT_ID }}",
-                 "ARM_SUBSCRIPTION_ID": "${{ vars.AZURE_SUBSCRIPTION_ID }}"}
+                 "ARM_SUBSCRIPTION_ID": "${{ vars.AZURE_SUBSCRIPTION_ID }}", **FRESH_LOGIN_ENV,
+                 "RENEW_REGISTRY_TOKEN": f"${{{{ inputs.{RENEW_INPUT} }}}}"}
 SAS_HANDOVER = 'echo "AZURE_STORAGE_SAS_TOKEN=$sas" >> "$GITHUB_ENV"'
 
 
@@ -632,6 +840,12 @@ def pulumi_environments(workflows: dict[str, Workflow]) -> list[str]:
             problems += [f"{key}: {variable}={env[variable]!r}" for variable, value in PINNED_VALUES.items()
                          if variable in env and env[variable] != value]
     problems += [f"{key}: no such step" for key in sorted(set(PULUMI_ENV) - seen)]
+    # The fresh Azure CLI login is asked for in apply's `up` alone (anywhere else the program's `az`
+    # commands keep the CLI's login).
+    opt_ins = [(name, job_id, step_key(step)) for name, job_id, job in jobs(workflows)
+               for step in job.get("steps", []) if FRESH_LOGIN_OPT_IN in text(step)]
+    if opt_ins != [("deploy.yml", "apply", "pulumi up --plan")]:
+        problems.append(f"{FRESH_LOGIN_OPT_IN} is set in {opt_ins}, not in apply's up alone")
     return problems
 
 
@@ -654,6 +868,7 @@ PREVIEWED = "steps.gate.outputs.preview == 'true'"
 ON_MAIN = "github.ref == 'refs/heads/main'"
 CONDITIONS: dict[tuple[str, str, str | None], str] = {
     ("deploy.yml", "test", None): ON_MAIN,
+    ("deploy.yml", "codeowners", None): ON_MAIN,
     ("deploy.yml", "plan", "AWS credentials (OIDC, the read-only preview role)"): "matrix.stack == 'aws'",
     ("deploy.yml", "plan", "Azure login (OIDC, the read-only preview identity)"): "matrix.stack == 'azure'",
     ("deploy.yml", "plan", "State container SAS (user delegation, read-only)"): "matrix.stack == 'azure'",
@@ -666,6 +881,7 @@ CONDITIONS: dict[tuple[str, str, str | None], str] = {
     ("drift.yml", "drift", "State container SAS (user delegation, read-only)"): "matrix.stack == 'azure'",
     ("drift.yml", "drift", "Open or update the drift issue"): "always() && !success()",
     ("preview.yml", "preview", "actions/checkout"): PREVIEWED,
+    ("preview.yml", "preview", "The commit holds nothing .gitignore ignores"): PREVIEWED,
     ("preview.yml", "preview", "actions/setup-python"): PREVIEWED,
     ("preview.yml", "preview", "Create ./venv and policy/venv"): PREVIEWED,
     ("preview.yml", "preview", "AWS credentials (OIDC, the read-only preview role)"):
@@ -710,6 +926,9 @@ CHECKS: dict[str, Check] = {
     "plan_then_apply": plan_then_apply,
     "checkouts_take_the_runs_commit": checkouts_take_the_runs_commit,
     "apply_takes_the_planned_file_on_the_newest_commit": apply_takes_the_planned_file_on_the_newest_commit,
+    "registry_token_renewal": registry_token_renewal,
+    "codeowners_checked_on_main": codeowners_checked_on_main,
+    "pull_request_checks": pull_request_checks,
     "aws_sessions_last_the_job": aws_sessions_last_the_job,
     "hashed_installs": hashed_installs,
     "pulumi_environments": pulumi_environments,
@@ -723,6 +942,8 @@ CHECKS: dict[str, Check] = {
     "azure_state_through_a_sas": azure_state_through_a_sas,
     "caches": caches,
     "runbook": runbook,
+    "committed_ignored_files_refused": committed_ignored_files_refused,
+    "no_plan_beside_an_apply": no_plan_beside_an_apply,
     "action_inputs": action_inputs,
     "nothing_continues_on_error": nothing_continues_on_error,
     "conditions_as_written": conditions_as_written,
@@ -756,7 +977,7 @@ BROKEN = [
     ("plan_then_apply", "deploy.yml", r"^    environment: \$\{\{ matrix.stack \}\}$", "    environment: production"),
     ("plan_then_apply", "deploy.yml", r"^          retention-days: 3$", "          retention-days: 30"),
     # tests first
-    ("deploys_need_the_tests", "deploy.yml", r"^    needs: test$", "    needs: []"),
+    ("deploys_need_the_tests", "deploy.yml", r"^    needs: \[test, codeowners\]$", "    needs: [codeowners]"),
     ("deploys_need_the_tests", "deploy.yml", r"^    needs: plan$", "    needs: plan\n    if: always()"),
     ("deploys_need_the_tests", "deploy.yml", r"^        run: ./scripts/test$", "        run: echo skipped"),
     # drift
@@ -774,8 +995,8 @@ BROKEN = [
     ("read_only_identities", "preview.yml", r"vars.AWS_PREVIEW_ROLE_ARN", "vars.AWS_DEPLOY_ROLE_ARN"),
     ("read_only_identities", "deploy.yml", r"client-id: \$\{\{ vars.AZURE_PREVIEW_CLIENT_ID \}\}",
      "client-id: ${{ vars.AZURE_DEPLOY_CLIENT_ID }}"),
-    ("read_only_identities", "deploy.yml", r"^    needs: test$",
-     "    needs: test\n    environment: ${{ matrix.stack }}"),
+    ("read_only_identities", "deploy.yml", r"^    needs: \[test, codeowners\]$",
+     "    needs: [test, codeowners]\n    environment: ${{ matrix.stack }}"),
     ("read_only_identities", "drift.yml", r"ARM_CLIENT_ID: \$\{\{ vars.AZURE_DRIFT_CLIENT_ID \}\}",
      "ARM_CLIENT_ID: ${{ vars.AZURE_DEPLOY_CLIENT_ID }}"),
     # finding 1 of review 2: the drift check back on the pull requests' preview identity
@@ -896,7 +1117,13 @@ BROKEN = [
     ("apply_takes_the_planned_file_on_the_newest_commit", "deploy.yml",
      r'if \[ -z "\$planned" \] \|\| \[ "\$sha256" != "\$planned" \]; then', "if false; then"),
     ("apply_takes_the_planned_file_on_the_newest_commit", "deploy.yml", r"^      plan-sha256-azure: .*\n", ""),
-    ("apply_takes_the_planned_file_on_the_newest_commit", "deploy.yml", r"commits/main", "commits/$GITHUB_SHA"),
+    ("apply_takes_the_planned_file_on_the_newest_commit", "deploy.yml", r"git/ref/heads/main\" --jq \.object\.sha",
+     'commits/$GITHUB_SHA" --jq .sha'),
+    # review 3, finding 4: `commits/main` takes a tag named `main` as readily as the branch
+    ("apply_takes_the_planned_file_on_the_newest_commit", "deploy.yml", r"git/ref/heads/main\" --jq \.object\.sha",
+     'commits/main" --jq .sha'),
+    ("apply_takes_the_planned_file_on_the_newest_commit", "deploy.yml", r"git/ref/heads/main\" --jq \.object\.sha",
+     'commits/heads/main" --jq .sha'),
     ("apply_takes_the_planned_file_on_the_newest_commit", "deploy.yml",
      r"^(      - name: The run's commit is the head of main\n)", r"\1        if: github.event_name == 'push'\n"),
     # M5: a condition edited
@@ -904,6 +1131,77 @@ BROKEN = [
      r"\1 && false"),
     ("conditions_as_written", "deploy.yml", r"^(    needs: plan)$", r"\1\n    if: github.actor == 'someone'"),
     ("conditions_as_written", "drift.yml", r"^        if: matrix.stack == 'aws'$", "        if: false"),
+    # review 3, finding 2: a registry token renewed by a URN someone types, or replaced in the plan alone
+    ("registry_token_renewal", "deploy.yml", r"^(      renew-registry-token:\n)",
+     r"      urn:\n        description: the URN to replace\n        type: string\n\1"),
+    ("registry_token_renewal", "deploy.yml", r"^(          replace: ).*$", r"\1${{ github.event.inputs.urn }}"),
+    ("registry_token_renewal", "deploy.yml", r"^          replace: .*\n", ""),
+    ("plan_then_apply", "deploy.yml", r"^          replace: .*\n", ""),
+    ("registry_token_renewal", "deploy.yml", r"^(        type: )choice$", r"\1string"),
+    ("registry_token_renewal", "deploy.yml", r'set -- --replace "\$urn"', 'set -- --replace "$RENEW_REGISTRY_TOKEN"'),
+    ("registry_token_renewal", "deploy.yml", r'\[ "\$count" -ne 1 \]', '[ "$count" -lt 1 ]'),
+    ("registry_token_renewal", "deploy.yml", r' and \(\.urn \| endswith\("-registry-token"\)\)', ""),
+    ("registry_token_renewal", "deploy.yml", r'^          echo "replace=\$urn" >> "\$GITHUB_OUTPUT"$',
+     '          echo "replace=" >> "$GITHUB_OUTPUT"'),
+    ("registry_token_renewal", "deploy.yml", r"^(          RENEW_REGISTRY_TOKEN: ).*$", r"\1'true'"),
+    ("registry_token_renewal", "deploy.yml", r'(--save-plan "\$PLAN" "\$@")', r'\1 --replace "$urn"'),
+    # review 3, finding 3: the fresh Azure CLI login's variables missing from up, or another identity's
+    ("plan_then_apply", "deploy.yml", r"^          AZURE_CLIENT_ID: .*\n", ""),
+    ("read_only_identities", "deploy.yml", r"^(          AZURE_CLIENT_ID: ).*$",
+     r"\1${{ vars.AZURE_PREVIEW_CLIENT_ID }}"),
+    ("pulumi_environments", "deploy.yml", r"^(          AZURE_TENANT_ID: ).*$", r"\1${{ vars.OTHER_TENANT_ID }}"),
+    # review 3, finding 1: the code owners check off main, after the plan, or passing the placeholder
+    ("codeowners_checked_on_main", "deploy.yml", r"^    needs: \[test, codeowners\]$", "    needs: test"),
+    ("codeowners_checked_on_main", "deploy.yml", r"grep -nE '\^\[\^#\]\*@OWNER/' \.github/CODEOWNERS; then",
+     "false; then"),
+    ("codeowners_checked_on_main", "deploy.yml", r"\?ref=\$GITHUB_SHA", ""),
+    ("conditions_as_written", "deploy.yml", r"^(    name: code owners\n)    if: .*\n", r"\1"),
+    # review 3, finding 7: a required check filtered by path, a superseded test run kept, a comment cancelled
+    ("pull_request_checks", "test.yml", r"branches: \[main\]",
+     "branches: [main]\n    paths-ignore: ['**.md', '.github/**']"),
+    ("pull_request_checks", "preview.yml", r"branches: \[main\]", "branches: [main]\n    paths: ['components/**']"),
+    ("pull_request_checks", "preview.yml", r"(preview-comment-.*\n      cancel-in-progress: )false", r"\1true"),
+    ("pull_request_checks", "test.yml", r"cancel-in-progress: true", "cancel-in-progress: false"),
+    ("pull_request_checks", "test.yml", r"^  pull_request:\n", "  pull_request:\n    types: [opened]\n"),
+    # review 4, finding 1: a commit's own virtualenv (or a module .gitignore hides) run in CI
+    ("committed_ignored_files_refused", "drift.yml",
+     r"^      - name: The commit holds nothing \.gitignore ignores\n(?:.*\n)*?          fi\n\n", ""),
+    ("committed_ignored_files_refused", "test.yml", r"git ls-files -ci --exclude-standard; ", ""),
+    ("committed_ignored_files_refused", "deploy.yml",
+     r"; git ls-files -- venv policy/venv rehearsal/azurite/node_modules", ""),
+    ("committed_ignored_files_refused", "preview.yml",
+     r"^(      - name: The commit holds nothing \.gitignore ignores\n)        if: .*\n", r"\1"),
+    ("committed_ignored_files_refused", "runbook.yml", r"(--cached <path>\)\.\"\n(?:.*\n))            exit 1\n", r"\1"),
+    ("committed_ignored_files_refused", "deploy.yml",
+     r"(  apply:\n(?:.*\n)*?)      # Nothing \.gitignore leaves out(?:.*\n)*?          fi\n\n", r"\1"),
+    ("hashed_installs", "deploy.yml", r"python -m venv --clear venv", "python -m venv venv"),
+    ("hashed_installs", "preview.yml", r"python -m venv --clear policy/venv", "python -m venv policy/venv"),
+    # review 4, finding 2: the fresh Azure CLI login asked for beyond apply's up, or not there
+    ("pulumi_environments", "deploy.yml", r'^          MLFLOW_FRESH_AZ_LOGIN: "1"\n', ""),
+    ("pulumi_environments", "drift.yml", r'^(          ARM_USE_OIDC: "true"\n)',
+     r'\1          MLFLOW_FRESH_AZ_LOGIN: "1"\n'),
+    ("pulumi_environments", "runbook.yml", r"^(          REFUSED: .*\n)", r'\1          MLFLOW_FRESH_AZ_LOGIN: "1"\n'),
+    # review 4, finding 3: the renewal for both stacks, or on a push
+    ("registry_token_renewal", "deploy.yml", r"options: \[none, aws, azure\]", "options: [none, both, aws, azure]"),
+    ("registry_token_renewal", "deploy.yml", r"default: none", "default: aws"),
+    ("registry_token_renewal", "deploy.yml", r'\[ "\$RENEW_REGISTRY_TOKEN" = "\$STACK" \]',
+     '[ "$RENEW_REGISTRY_TOKEN" != "none" ]'),
+    ("registry_token_renewal", "deploy.yml", r'\[ "\$RENEW_REGISTRY_TOKEN" = "\$STACK" \]',
+     '[ -n "$RENEW_REGISTRY_TOKEN" ]'),
+    ("registry_token_renewal", "deploy.yml", r"^(          STACK: \$\{\{ matrix.stack \}\}\n          BACKEND_URL)",
+     r"          STACK: aws\n          BACKEND_URL"),
+    # review 4, finding 4: a plan beside a running apply of its stack
+    ("no_plan_beside_an_apply", "deploy.yml", r"^      actions: read # whether an apply.*\n", ""),
+    ("no_plan_beside_an_apply", "deploy.yml", r'^              \[ "\$run" != "\$GITHUB_RUN_ID" \] \|\| continue\n', ""),
+    ("no_plan_beside_an_apply", "deploy.yml", r'\.status == "in_progress" or \.status == "queued"',
+     '.status == "in_progress"'),
+    ("no_plan_beside_an_apply", "deploy.yml", r"^      - name: No apply of the stack runs$",
+     "      - name: Say what runs"),
+    ("no_plan_beside_an_apply", "deploy.yml", r"^(      - name: No apply of the stack runs\n)",
+     r"\1        if: github.event_name == 'push'\n"),
+    ("no_plan_beside_an_apply", "deploy.yml", r"^(          REFUSED: ).*$",
+     r"\1${{ github.event.head_commit.message }}"),
+    ("runbook", "runbook.yml", r'^              \[ "\$run" != "\$GITHUB_RUN_ID" \] \|\| continue\n', ""),
 ]
 
 

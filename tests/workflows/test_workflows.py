@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.harness.program import REPO_ROOT
+from tests.workflows.test_structure import IGNORED_CHECK
 from tests.workflows.workflows import (
     GITHUB, WORKFLOWS, broken_file, jobs, load, load_all, pulumi_steps, step_named, steps)
 
@@ -84,8 +85,8 @@ def test_zizmor_finds_nothing():
 @pytest.mark.parametrize("pattern,replacement,audit", [
     pytest.param(r"pulumi/actions@\S+ # \S+$", "pulumi/actions@v6", "unpinned-uses", id="unpinned-third-party-action"),
     pytest.param(r"actions/checkout@\S+ # \S+$", "actions/checkout@v6", "unpinned-uses", id="unpinned-github-action"),
-    pytest.param(r"^          python -m venv venv$",
-                 "          echo \"${{ github.event.pull_request.title }}\"\n          python -m venv venv",
+    pytest.param(r"^          python -m venv --clear venv$",
+                 "          echo \"${{ github.event.pull_request.title }}\"\n          python -m venv --clear venv",
                  "template-injection", id="pull-request-title-in-run"),
     pytest.param(r"^          persist-credentials: false$", "          fetch-depth: 1", "artipacked",
                  id="persisted-checkout-credentials"),
@@ -169,51 +170,161 @@ def test_the_comment_job_names_the_project_as_pulumi_yaml_does():
     assert comment["env"]["PROJECT"] == yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())["name"]
 
 
+OWNER = re.compile(r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:/[A-Za-z0-9._-]+)?")
+# The lines that leave a path unowned, as written: what nothing deploys, runs in CI or gates a
+# deployment with. Everything else is owned, by the first line (`*`) at least.
+UNOWNED = {"/bench/"}
+# What a pull request could add to run its code in CI or in the deployment without a code owner's
+# review, were it unowned (review 4, finding 1): its own virtualenv (a venv/bin/python that
+# scripts/test used as it found it, a .pth that site-packages runs at start-up), bytecode, a root
+# module ahead of the packages (Pulumi runs the program with the root first on sys.path), pytest's
+# own configuration or a conftest, a .gitignore line (tests/workflows listed the root minus what it
+# ignores), a new top-level directory.
+ATTACK_PATHS = ("venv/bin/python", "venv/lib/python3.11/site-packages/x.pth", "policy/venv/bin/python",
+                "rehearsal/azurite/node_modules/.bin/azurite-blob", "pydantic.py", "sitecustomize.py",
+                "components/__pycache__/config.cpython-311.pyc", "x.pyc", "conftest.py", "pytest.ini",
+                ".gitignore", "new-directory/x.py", ".github/CODEOWNERS")
+
+
+def codeowners(source: str) -> list[tuple[str, list[str]]]:
+    """(pattern, owners) of each line of a CODEOWNERS file, in order (comments and blank lines left out)."""
+    lines = [line.split("#", 1)[0].split() for line in source.splitlines()]
+    return [(pattern, owners) for pattern, *owners in filter(None, lines)]
+
+
+def owned_by(owners: list[tuple[str, list[str]]], path: str) -> list[str]:
+    """Who owns `path` (a path of the repository, relative, `/` separated), as GitHub reads CODEOWNERS
+    (gitignore rules, the last matching line winning), for the forms used here: `*` everything,
+    `/dir/` everything under a directory at the root, `/glob` a file at the root, `glob` a file's name
+    anywhere."""
+    found: list[str] = []
+    for pattern, who in owners:
+        if pattern.startswith("/") and pattern.endswith("/"):
+            matches = path.startswith(pattern[1:])
+        elif pattern.startswith("/"):
+            matches = "/" not in path and fnmatch.fnmatchcase(path, pattern[1:])
+        else:
+            matches = "/" not in pattern and fnmatch.fnmatchcase(path.rsplit("/", 1)[-1], pattern)
+        if matches:
+            found = who
+    return found
+
+
+def tracked_paths() -> list[str]:
+    """Every file of the repository, as `git ls-files` lists them: what .gitignore leaves out counts too
+    (a pull request can force-add it, or add a .gitignore line for its own file). Without git (a copy
+    of the tree), every file under the root but .git."""
+    result = subprocess.run(["git", "-C", str(REPO_ROOT), "ls-files", "-z"], capture_output=True, text=True)
+    if result.returncode == 0 and result.stdout:
+        return [path for path in result.stdout.split("\0") if path]
+    return [str(path.relative_to(REPO_ROOT)) for path in REPO_ROOT.rglob("*")
+            if ".git" not in path.relative_to(REPO_ROOT).parts[:1] and not path.is_dir()]
+
+
+def codeowners_problems(source: str, paths: list[str] | None = None) -> list[str]:
+    """Branch protection's "Require review from Code Owners" needs an owner for every path that decides
+    what CI runs, what gates a deployment and what is deployed, which is every path but UNOWNED: the
+    first line is `*` with owners; every line names owners, each `@user` or `@org/team` (the
+    placeholder @OWNER/platform-team is such a team: deploy.yml's `code owners`, not this test, refuses
+    it on main), but the UNOWNED lines, which name none; every path of `paths` (the top-level entries
+    of what git tracks, by default) and ATTACK_PATHS has an owner (README.md too: the tests run its
+    example), bench/ none."""
+    owners = codeowners(source)
+    problems = []
+    if not owners or owners[0][0] != "*" or not owners[0][1]:
+        problems.append(f"the first line is {owners[:1]}, not `*` with owners")
+    problems += [f"{pattern}: owners {who}" for pattern, who in owners
+                 if (pattern in UNOWNED and who) or (pattern not in UNOWNED and not who)
+                 or not all(OWNER.fullmatch(owner) for owner in who)]
+    top_level = {path.split("/", 1)[0] + ("/x" if "/" in path else "") for path in
+                 (tracked_paths() if paths is None else paths)}
+    needed = set(ATTACK_PATHS) | {path for path in top_level
+                                  if "/" + path.rsplit("/x", 1)[0] + ("/" if path.endswith("/x") else "")
+                                  not in UNOWNED}
+    problems += [f"{path}: no owner" for path in sorted(needed) if not owned_by(owners, path)]
+    problems += [f"{path}: owned" for path in ("bench/README.md", "bench/x.py") if owned_by(owners, path)]
+    return problems
+
+
 def test_codeowners_covers_what_decides_ci_and_deployments():
-    """Branch protection's "Require review from Code Owners" needs an owner for these paths."""
-    lines = [line.split() for line in (GITHUB / "CODEOWNERS").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
-    owners = {pattern: rest for pattern, *rest in lines}
-    assert set(owners) == {"/.github/", "/policy/", "/scripts/", "/Pulumi*.yaml", "requirements*.txt",
-                           "/components/", "/__main__.py"}
-    assert all(rest == ["@OWNER/platform-team"] for rest in owners.values())
+    for path in (".github/workflows/deploy.yml", "docker/mlflow/Dockerfile", "mlflow_guard/__init__.py",
+                 "migration/__main__.py", "ops/backup.py", "tests/conftest.py", "provider/__main__.py"):
+        assert (REPO_ROOT / path).exists(), path
+    assert codeowners_problems((GITHUB / "CODEOWNERS").read_text()) == []
 
 
-    def owned(path: str) -> bool:
-        """The forms used above, as GitHub reads them (gitignore rules): `/dir/` everything under a
-        directory at the root, `/glob` a file at the root, `glob` a file's name anywhere."""
-        for pattern in owners:
-            if pattern.startswith("/") and pattern.endswith("/"):
-                if path.startswith(pattern[1:]):
-                    return True
-            elif pattern.startswith("/"):
-                if "/" not in path and fnmatch.fnmatchcase(path, pattern[1:]):
-                    return True
-            elif fnmatch.fnmatchcase(path.rsplit("/", 1)[-1], pattern):
-                return True
-        return False
+def test_the_top_level_paths_are_what_git_tracks():
+    """Not the root minus .gitignore's patterns (review 4, finding 1: a pull request's own .gitignore
+    line took its file out of the check): the tracked files, ignored or not."""
+    paths = tracked_paths()
+    assert ".github/CODEOWNERS" in paths and ".gitignore" in paths and "README.md" in paths
+    assert not [path for path in paths if path.split("/", 1)[0] in {"venv", ".git"}]
 
-    for path in (".github/workflows/deploy.yml", ".github/CODEOWNERS", ".github/zizmor.yml", "policy/policies.py",
-                 "scripts/test", "Pulumi.yaml", "Pulumi.aws.yaml", "requirements.txt", "policy/requirements.txt",
-                 "requirements-dev.txt", "components/config.py", "__main__.py"):
-        assert (REPO_ROOT / path).exists() and owned(path), path
-    assert not owned("README.md") and not owned("tests/workflows/test_workflows.py")
+
+@pytest.mark.parametrize("edit", ["placeholder replaced", "users", "team and user"])
+def test_codeowners_with_real_owners_passes(edit: str):
+    """Replacing the placeholder, as README asks, keeps the tests green (review 3, finding 1)."""
+    owner = {"placeholder replaced": "@acme/platform", "users": "@alice @bob-smith",
+             "team and user": "@acme/ml.platform_team @alice"}[edit]
+    source = (GITHUB / "CODEOWNERS").read_text().replace("@OWNER/platform-team", owner)
+    assert all("@OWNER/" not in " ".join(who) for _, who in codeowners(source))
+    assert codeowners_problems(source) == []
+
+
+CATCH_ALL = "*                    @OWNER/platform-team\n"
+
+
+@pytest.mark.parametrize("edit", ["no owner", "an email", "not an owner", "catch-all dropped", "catch-all narrowed",
+                                  "catch-all last", "a later line unowns", "gitignore unowned", "venv unowned",
+                                  "an unowned line owns"])
+def test_codeowners_without_an_owner_for_a_path_fails(edit: str):
+    source = (GITHUB / "CODEOWNERS").read_text()
+    assert source.count(CATCH_ALL) == 1
+    source = {"no owner": source.replace(CATCH_ALL, "*\n"),
+              "an email": source.replace(CATCH_ALL, "* ops@example.com\n"),
+              "not an owner": source.replace(CATCH_ALL, "* platform-team\n"),
+              "catch-all dropped": source.replace(CATCH_ALL, ""),
+              "catch-all narrowed": source.replace(CATCH_ALL, "*.py @OWNER/platform-team\n"),
+              "catch-all last": source.replace(CATCH_ALL, "") + CATCH_ALL,
+              "a later line unowns": source + "/docker/mlflow/\n",
+              "gitignore unowned": source + "/.gitignore\n",
+              "venv unowned": source + "venv/\n",
+              "an unowned line owns": source.replace("/bench/\n", "/bench/ @OWNER/platform-team\n")}[edit]
+    assert codeowners_problems(source) != []
+
+
+def test_a_path_the_repository_ignores_still_needs_an_owner():
+    """The CODEOWNERS of review 3 (one line per top-level directory, no catch-all) passed a check that
+    skipped what .gitignore ignores; with the tracked paths of a pull request that force-adds a
+    virtualenv and a root module, it fails."""
+    before = "\n".join(f"{pattern} @OWNER/platform-team" for pattern in (
+        "/.github/", "/.ci/", "/.dockerignore", "/policy/", "/scripts/", "/Pulumi*.yaml", "requirements*.txt",
+        "/pyproject.toml", "/components/", "/provider/", "/__main__.py", "/docker/", "/mlflow_guard/", "/migration/",
+        "/ops/", "/tests/", "/rehearsal/"))
+    problems = codeowners_problems(before, paths=["components/config.py", "venv/bin/python", "pydantic.py"])
+    assert "venv/x: no owner" in problems and "pydantic.py: no owner" in problems
+    assert "the first line is [('/.github/', ['@OWNER/platform-team'])], not `*` with owners" in problems
 
 
 def test_deploy_tests_plans_and_applies_main_behind_each_stacks_environment():
     workflow = load("deploy.yml")
-    assert workflow["on"] == {"push": {"branches": ["main"]}, "workflow_dispatch": None}
+    assert workflow["on"] == {"push": {"branches": ["main"]}, "workflow_dispatch": {"inputs": {
+        "renew-registry-token": {"description": "The stack whose registry token command to replace (an expired ECR "
+                                                "or ACR push token), or none", "type": "choice",
+                                 "options": ["none", "aws", "azure"], "default": "none"}}}}
     test, plan, apply = (workflow["jobs"][job] for job in ("test", "plan", "apply"))
     assert test["if"] == "github.ref == 'refs/heads/main'" and test["name"] == "test"
-    assert (plan.get("needs"), apply.get("needs")) == ("test", "plan")
+    assert set(workflow["jobs"]) == {"test", "codeowners", "plan", "apply"}
+    assert (plan.get("needs"), apply.get("needs")) == (["test", "codeowners"], "plan")
     assert "environment" not in plan and apply["environment"] == "${{ matrix.stack }}"
-    assert plan["permissions"] == apply["permissions"] == {"contents": "read", "id-token": "write"}
+    assert apply["permissions"] == {"contents": "read", "id-token": "write"}
+    assert plan["permissions"] == {"actions": "read", "contents": "read", "id-token": "write"}
     assert apply["concurrency"] == {"group": "deploy-${{ matrix.stack }}", "cancel-in-progress": False}
     # The plan runs the CLI in a shell step (pulumi/actions installs it), the apply through the action.
     assert [step["with"].get("command", "install") for job in (plan, apply) for step in pulumi_steps(job)] == [
         "install", "up"]
-    assert plan["outputs"] == {f"plan-sha256-{stack}": f"${{{{ steps.plan.outputs.plan-sha256-{stack} }}}}"
-                               for stack in ("aws", "azure")}
+    assert plan["outputs"] == {f"{output}-{stack}": f"${{{{ steps.plan.outputs.{output}-{stack} }}}}"
+                               for stack in ("aws", "azure") for output in ("plan-sha256", "registry-token-urn")}
 
 
 def test_dependabot_updates_only_the_actions():
@@ -232,9 +343,10 @@ def test_the_cloud_jobs_sign_in_by_oidc_and_build_the_runtimes_venvs(name: str):
         if not pulumi_steps(job):
             continue
         job_steps = job["steps"]
-        setup = next(step["run"] for step in job_steps if "venv" in step.get("run", ""))
-        assert "python -m venv venv" in setup and "-r .github/locks/requirements.txt" in setup, job_id
-        assert "python -m venv policy/venv" in setup and "-r .github/locks/policy-requirements.txt" in setup, job_id
+        setup = next(step["run"] for step in job_steps if step.get("name") == "Create ./venv and policy/venv")
+        assert "python -m venv --clear venv" in setup and "-r .github/locks/requirements.txt" in setup, job_id
+        assert "python -m venv --clear policy/venv" in setup and "-r .github/locks/policy-requirements.txt" in setup, \
+            job_id
         assert setup.count("--require-hashes") == 2, job_id
         aws = next(s for s in job_steps if s.get("uses", "").startswith("aws-actions/configure-aws-credentials@"))
         assert set(aws["with"]) <= {"role-to-assume", "aws-region", "role-duration-seconds"}
@@ -250,7 +362,8 @@ def test_the_test_workflow_runs_the_projects_test_command():
     workflow = load("test.yml")
     assert set(workflow["on"]) == {"pull_request"}
     assert [job["name"] for job in workflow["jobs"].values()] == ["test"]  # the required check `test`
-    assert [step["run"] for step in steps(workflow) if "run" in step] == ["./scripts/test"]
+    # The check that the commit holds nothing .gitignore ignores (test_structure.py), then the suite.
+    assert [step["run"] for step in steps(workflow) if "run" in step] == [IGNORED_CHECK, "./scripts/test"]
     # deploy.yml's `test` job is the same job, with the same token: it reads the code, and gets no
     # OIDC token (the suite and its packages run there; review 2, M24).
     deploy_test = load("deploy.yml")["jobs"]["test"]

@@ -65,9 +65,11 @@ def pulumi_steps(job: Job) -> list[Step]:
 
 
 # `pulumi <command>` where a shell runs a command: a line's start, or after `&&`, `||`, `;`, `|`, `{`,
-# `(` or `$(` (not in a message's text, as drift.yml's issue body names `pulumi up`).
-SHELL_PULUMI = re.compile(r"(?:^|[;&|{(])\s*pulumi\s+(up|update|destroy|refresh|cancel|import|preview|state|stack)\b",
-                          flags=re.MULTILINE)
+# `(` or `$(` (not in a message's text, as drift.yml's issue body names `pulumi up`). `stack export`
+# (a read of the state) is told apart from the other `stack` commands, some of which write.
+SHELL_PULUMI = re.compile(r"(?:^|[;&|{(])\s*pulumi\s+(up|update|destroy|refresh|cancel|import|preview|state|"
+                          r"stack\s+export|stack)\b", flags=re.MULTILINE)
+READS = {"preview", "stack export"}
 
 
 def shell_invocations(script: str, program: str = "pulumi") -> list[str]:
@@ -88,7 +90,7 @@ def pulumi_commands(job: Job) -> set[str]:
     shell step that runs `pulumi <command>` anywhere in its script counts too."""
     commands = {step.get("with", {}).get("command", "install") for step in pulumi_steps(job)}
     for step in job.get("steps", []):
-        commands |= set(SHELL_PULUMI.findall(step.get("run", "")))
+        commands |= {re.sub(r"\s+", " ", command) for command in SHELL_PULUMI.findall(step.get("run", ""))}
     return commands
 
 
@@ -98,9 +100,9 @@ def applies(job: Job) -> bool:
 
 
 def only_previews(job: Job) -> bool:
-    """The job runs Pulumi (beyond installing the CLI), and only previews."""
+    """The job runs Pulumi (beyond installing the CLI), and only previews (reading the state besides)."""
     commands = pulumi_commands(job) - {"install"}
-    return bool(commands) and commands <= {"preview"}
+    return "preview" in commands and commands <= READS
 
 
 def step_key(step: Step) -> str:

@@ -193,6 +193,30 @@ DB_SNAPSHOT_CREATE_TIMEOUT = "4h"
 SQS_MAX_RETENTION_SECONDS = 14 * 24 * 3600
 
 
+def s3_endpoint(region: str) -> str:
+    """The S3 regional endpoint the server signs presigned URLs for (artifacts.transfer direct). Without an
+    endpoint boto3 signs for the legacy global one (https://<bucket>.s3.amazonaws.com) whatever the region. For a
+    bucket outside us-east-1 S3 then answers "307 Temporary Redirect" until its name has propagated (up to 24 hours
+    after creation), and in a region launched after March 20, 2019 "400 Bad Request" for good ("Virtual-hosted-style
+    requests for other Regions", https://docs.aws.amazon.com/AmazonS3/latest/userguide/VirtualHosting.html;
+    https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingRouting.html): a client's presigned upload part
+    fails either way. Regional endpoints by partition: https://docs.aws.amazon.com/general/latest/gr/s3.html
+    (China: amazonaws.com.cn)."""
+    domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"https://s3.{region}.{domain}"
+
+
+S3_ADDRESSING_STYLE_ENV = "MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE"
+
+
+def s3_addressing_style(bucket: str) -> str:
+    """How URLs name the bucket (MLflow passes it to botocore's `addressing_style`; with an endpoint URL
+    botocore's `auto` picks path style). Virtual-hosted, as AWS recommends, except for a bucket name with a
+    dot, which the endpoint's wildcard certificate does not cover over HTTPS ("Virtual hosting of buckets",
+    https://docs.aws.amazon.com/AmazonS3/latest/userguide/VirtualHosting.html): path style then."""
+    return "path" if "." in bucket else "virtual"
+
+
 def _rollout_seconds(drain_seconds: int) -> int:
     """How long a rollout may take: starting the new tasks, then draining the old ones (the target
     group's deregistration delay, then their stop timeout)."""
@@ -603,8 +627,12 @@ class AwsPlatform(pulumi.ComponentResource):
         return ObjectStoreEndpoint(
             bucket=bucket.bucket,
             artifact_root=bucket.bucket.apply(lambda b: render.artifacts_destination(b, request.prefix)),
-            env={"AWS_DEFAULT_REGION": s.region},
-            server_policy=bucket.bucket.apply(lambda b: json.dumps(render.artifact_bucket_policy(b, request.prefix))),
+            # Direct: the server signs URLs for the regional endpoint, which clients anywhere reach (s3_endpoint).
+            endpoint_url=pulumi.Output.from_input(s3_endpoint(s.region)) if request.direct else None,
+            env={"AWS_DEFAULT_REGION": s.region,
+                 **({S3_ADDRESSING_STYLE_ENV: s3_addressing_style(request.bucket)} if request.direct else {})},
+            server_policy=bucket.bucket.apply(lambda b: json.dumps(render.artifact_bucket_policy(
+                b, request.prefix))),
         )
 
     def _pushed(self, name: str, repository_name: str, tag: str, build_args: dict, source, opts: pulumi.ResourceOptions,

@@ -4,6 +4,8 @@
     platform.py  AzurePlatform, the component: shared resources (resource group, network, private
                  DNS, identities, registry, Container Apps environment) and what the components ask
                  for (database, container, images, apps)
+    cli_login.py the fresh Azure CLI login before each of the program's `az` commands, when asked
+                 (MLFLOW_FRESH_AZ_LOGIN=1: deploy.yml's `apply`)
 
 Imports only pulumi_azure_native (plus pulumi_docker to build and push images, pulumi_command for the
 registry token), so `local` never loads it.

@@ -84,6 +84,16 @@ CONTAINER_APPS_RESERVED_RANGES = ("169.254.0.0/16", "172.30.0.0/16", "172.31.0.0
                                   # broadcast, Azure's own DNS/health address): https://learn.microsoft.com/en-us/
                                   # azure/virtual-network/virtual-networks-faq#what-address-ranges-can-i-use-in-my-vnets
                                   "127.0.0.0/8", "224.0.0.0/4", "255.255.255.255/32", "168.63.129.16/32")
+# IP network rules of a storage account ("Guidelines and limitations for the Azure Storage firewall",
+# https://learn.microsoft.com/en-us/azure/storage/common/storage-network-security-limitations): public IPv4
+# addresses or ranges only, no private range (RFC 1918); "/31" and "/32" ranges are not supported (give the
+# addresses one by one, without a prefix); at most 400 per account; and they never match requests from the
+# account's own Azure region, which use private addresses. Besides RFC 1918, the ranges no client's public
+# address is in (RFC 6890: this network, shared CGNAT space, loopback, link-local, multicast and reserved).
+STORAGE_IP_RULES_MAX = 400
+NOT_PUBLIC_RANGES = tuple(ipaddress.ip_network(network) for network in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # RFC 1918
+    "0.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/3"))
 _RESOURCE_GROUP = re.compile(r"^[-\w._()]{0,89}[-\w_()]$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -130,6 +140,10 @@ class AzureConfig(_Section):
                                        description="deleted blobs and containers stay recoverable this long")
     noncurrent_version_expiration_days: Optional[int] = Field(90, ge=0, le=3650, description="delete old artifact "
                                                               "versions after N days (0 or null: keep)")
+    storage_client_cidrs: tuple[str, ...] = Field(
+        (), description="artifacts.transfer direct: the clients' public IPv4 addresses or ranges the storage account "
+        "admits (it refuses every other network but the apps' subnet); at most 400, no private ranges, ranges "
+        "/30 or wider, single addresses without a prefix")
     log_retention_days: int = Field(30, ge=30, le=730, description="Log Analytics retention")
     zone_redundant: Optional[bool] = Field(None, description="Container Apps environment spread over the region's "
                                            "availability zones (default: where the region has them); applies only "
@@ -189,6 +203,16 @@ class AzureConfig(_Section):
     @classmethod
     def _domain(cls, value: Optional[str]) -> Optional[str]:
         return value if value is None else dns_name(value)
+
+    @field_validator("storage_client_cidrs")
+    @classmethod
+    def _storage_clients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) > STORAGE_IP_RULES_MAX:
+            raise ValueError(f"at most {STORAGE_IP_RULES_MAX} entries (a storage account's IP rules), {len(value)} "
+                             "given: join them into larger ranges")
+        if len(set(value)) != len(value):
+            raise ValueError("lists an entry twice")
+        return tuple(storage_ip_rule(entry) for entry in value)
 
     @field_validator("certificate_id")
     @classmethod
@@ -288,6 +312,25 @@ class AzureConfig(_Section):
         return AZURE_PREMIUM_INGRESS_TIMEOUT_SECONDS if self.premium_ingress else AZURE_INGRESS_TIMEOUT_SECONDS
 
 
+def storage_ip_rule(entry: str) -> str:
+    """One IP rule of the storage account's firewall (NOT_PUBLIC_RANGES, STORAGE_IP_RULES_MAX: Azure's rules)."""
+    address, _, prefix = entry.partition("/")
+    if not _CIDR.match(f"{address}/{prefix or 32}"):
+        raise ValueError(f"{entry!r} is not an IPv4 address or range like 203.0.113.0/24")
+    network = ipaddress.ip_network(f"{address}/{prefix or 32}", strict=False)
+    if str(network.network_address) != address:
+        raise ValueError(f"{entry!r} has host bits set: write the range as {network}")
+    if prefix in ("31", "32"):
+        raise ValueError(f"{entry!r}: Azure storage IP rules take no /31 or /32 range; list the addresses one by one "
+                         f"without a prefix ({', '.join(str(host) for host in network)})")
+    private = [str(r) for r in NOT_PUBLIC_RANGES if network.overlaps(r)]
+    if private:
+        raise ValueError(f"{entry!r} is not a public range (it overlaps {', '.join(private)}): Azure storage IP rules "
+                         "take public addresses only; clients on a private network reach the account through its "
+                         "public address (their NAT's), which is the one to list")
+    return entry
+
+
 def _container_apps_cpu(value: float) -> float:
     if value * 4 != int(value * 4) or not 0.25 <= value <= 4:
         raise ValueError("must be a Container Apps CPU size: 0.25 to 4 in steps of 0.25")
@@ -322,6 +365,19 @@ def consistent(self: StackConfig) -> None:
     if self.database.max_connections > limit:
         raise ValueError(f"database.maxConnections {self.database.max_connections} exceeds what azure.dbSku "
                          f"{azure.db_sku} allows ({limit}); choose a larger size")
+    direct = self.artifacts.transfer == "direct"
+    if direct and not azure.storage_client_cidrs:
+        # The account's network rules deny by default and admit the apps' subnet (object_store); presigned
+        # URLs are used from the clients' own addresses, which the stack cannot know.
+        raise ValueError("artifacts.transfer direct needs azure.storageClientCidrs: clients upload to the storage "
+                         "account itself with URLs the server signs, and its firewall admits only the apps' subnet "
+                         "(default action Deny). List the clients' public IPv4 addresses or ranges; the account "
+                         "stays closed to every other network, however valid a URL (clients in the account's own "
+                         "region are not matched by IP rules at all). Or keep artifacts.transfer proxied, which "
+                         "needs no client to reach the account")
+    if not direct and azure.storage_client_cidrs:
+        raise ValueError("azure.storageClientCidrs opens the storage account's firewall for artifacts.transfer direct "
+                         "only: set that too, or remove it")
     if "." in self.artifacts.bucket or "--" in self.artifacts.bucket:
         # https://learn.microsoft.com/en-us/rest/api/storageservices/naming-and-referencing-containers--blobs--and-metadata#container-names
         raise ValueError("artifacts.bucket names a Blob container on azure: letters, digits and single '-' only "

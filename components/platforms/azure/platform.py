@@ -12,7 +12,9 @@ generates that password; MLflow's container never gets it), then upgrade the sch
 No storage key anywhere: the storage account refuses shared keys, and the server reads and writes
 its container as a user-assigned managed identity holding "Storage Blob Data Contributor" on that
 container only (MLflow's Blob repository takes it from AZURE_CLIENT_ID through
-DefaultAzureCredential). Secrets live in each app's secret store, referenced by the env vars.
+DefaultAzureCredential); with artifacts.transfer direct also "Storage Blob Delegator" on the account, to
+sign the clients' upload URLs, whose networks the account's firewall then admits. Secrets live in each
+app's secret store, referenced by the env vars.
 """
 
 import hashlib
@@ -51,6 +53,7 @@ from components.platforms.base import (
 )
 from components.platforms.azure import alerts
 from components.platforms.containers import file_env_name, output_dict, registry_token, secret_digest, with_files
+from components.platforms.azure.cli_login import with_fresh_az_login
 
 # The user name docker logs in to a registry with when the password is an ACR token.
 ACR_TOKEN_USERNAME = "00000000-0000-0000-0000-000000000000"
@@ -59,6 +62,14 @@ ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 ROLE_PROPAGATION_SECONDS = 300
 """How long apps and jobs wait after their pull grants were made (see _registry)."""
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+# "Storage Blob Delegator": only Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action
+# (https://learn.microsoft.com/en-us/azure/role-based-access-control/built-in-roles/storage#storage-blob-delegator).
+# Get User Delegation Key is an operation on the account's blob service, so the role is assigned at the account
+# or above (https://learn.microsoft.com/en-us/rest/api/storageservices/get-user-delegation-key, "Authorization").
+# A user-delegation SAS grants no more than its signer may do itself: the intersection with the identity's data
+# roles, here the container's Storage Blob Data Contributor
+# (https://learn.microsoft.com/en-us/rest/api/storageservices/create-user-delegation-sas).
+STORAGE_BLOB_DELEGATOR = "db58b8e5-c6ad-4a2a-8342-4190687cbf4a"
 # Container Apps lets a replica finish its requests for at most this long after it is told to stop.
 MAX_TERMINATION_GRACE_SECONDS = 600
 DIGEST_ENV = "MLFLOW_PLATFORM_SECRETS_SHA256"
@@ -168,11 +179,15 @@ def _backup_name(version: str, unique: str) -> str:
     return f"mlflow-before-{_slug(version)}"[:56] + f"-{unique}"
 
 
-ON_DEMAND_BACKUP_SCRIPT = ('az postgres flexible-server backup create --subscription "$SUBSCRIPTION" '
-                           '--resource-group "$RESOURCE_GROUP" --name "$SERVER" --backup-name "$BACKUP_NAME" '
-                           '--output none')
+ON_DEMAND_BACKUP_SCRIPT = with_fresh_az_login(
+    'az postgres flexible-server backup create --subscription "$SUBSCRIPTION" --resource-group "$RESOURCE_GROUP" '
+    '--name "$SERVER" --backup-name "$BACKUP_NAME" --output none')
 """An on-demand backup of the flexible server (https://learn.microsoft.com/en-us/cli/azure/postgres/flexible-server/
-backup#az-postgres-flexible-server-backup-create); the values come through the environment, never the shell."""
+backup#az-postgres-flexible-server-backup-create); the values come through the environment, never the shell. After
+the fresh CLI login deploy.yml's apply asks for (cli_login.py): it runs late in a long `up`."""
+NO_SECOND_BACKUP = ":"
+"""The backup's `update`: a change of its script or environment (not of the version, its trigger, which replaces it)
+runs this, not a second backup under the same name (pulumi-command runs `create` again on an update without one)."""
 
 
 def _azure_name(text: str, kind: str, suffix: str = "") -> str:
@@ -382,11 +397,13 @@ class AzurePlatform(pulumi.ComponentResource):
         # The images are pushed from the machine running `pulumi up`, as the deployer: the registry's
         # admin user stays off. `az acr login --expose-token` trades the deployer's Azure CLI login for
         # a registry token (about three hours): asked for again whenever an image is to be pushed
-        # again (its sources changed), never shown in Pulumi's output, kept secret in the state.
+        # again (its sources changed), never shown in Pulumi's output, kept secret in the state. In
+        # deploy.yml's apply the CLI signs in afresh first (cli_login.py): its first login may have lapsed.
         self.push_password = registry_token(
             self._shared("registry-token", additional_secret_outputs=["stdout"]),
             self.container_registry.name.apply(
-                lambda registry: f"az acr login --name {registry} --expose-token --output tsv --query accessToken"),
+                lambda registry: with_fresh_az_login(
+                    f"az acr login --name {registry} --expose-token --output tsv --query accessToken")),
             self.images)
         self.storage_grants_honoured: list[command.local.Command] = []
         self.pushed_images: list[docker.Image] = []
@@ -501,7 +518,12 @@ class AzurePlatform(pulumi.ComponentResource):
             allow_shared_key_access=False, default_to_o_auth_authentication=True, allow_cross_tenant_replication=False,
             network_rule_set={"default_action": "Deny", "bypass": "AzureServices",
                               "virtual_network_rules": [{"virtual_network_resource_id": self.apps_subnet.id,
-                                                         "action": "Allow"}]},
+                                                         "action": "Allow"}],
+                              # artifacts.transfer direct: the clients, who use the server's signed URLs. (The
+                              # SDK's key is i_p_address_or_range, the API's iPAddressOrRange: another spelling
+                              # reaches the provider as an unknown property, and the rule has no address.)
+                              **({"ip_rules": [{"i_p_address_or_range": entry, "action": "Allow"}
+                                               for entry in s.storage_client_cidrs]} if request.direct else {})},
             opts=self._merge(opts, protect=self.protect))
         azure.storage.BlobServiceProperties(
             f"{name}-blob-service", resource_group_name=self.resource_group, account_name=account.name,
@@ -529,6 +551,18 @@ class AzurePlatform(pulumi.ComponentResource):
         self.storage_grants_honoured.append(command.local.Command(
             f"{name}-server-access-propagation", create=f"sleep {ROLE_PROPAGATION_SECONDS}",
             triggers=[access.id], opts=self._merge(opts, depends_on=[access])))
+        if request.direct:
+            # MLflow's Blob repository signs each multipart upload with a user-delegation SAS when its credential
+            # is a token (azure_blob_artifact_repo.py, create_multipart_upload; without the role it answers
+            # "unsupported" and the client falls back to a proxied upload).
+            delegator = azure.authorization.RoleAssignment(
+                f"{name}-server-delegator", scope=account.id, role_definition_id=self._role(STORAGE_BLOB_DELEGATOR),
+                principal_id=self.server_identity.principal_id, principal_type="ServicePrincipal",
+                description="The MLflow server: user-delegation keys to sign upload URLs (artifacts.transfer direct)",
+                opts=child)
+            self.storage_grants_honoured.append(command.local.Command(
+                f"{name}-server-delegator-propagation", create=f"sleep {ROLE_PROPAGATION_SECONDS}",
+                triggers=[delegator.id], opts=self._merge(opts, depends_on=[delegator])))
         return ObjectStoreEndpoint(
             bucket=container.name,
             artifact_root=pulumi.Output.all(container.name, account.name).apply(
@@ -610,7 +644,7 @@ class AzurePlatform(pulumi.ComponentResource):
             # to take it again: the nightly drift check failed for good, and the next `up` took one more backup
             # toward Azure's limit of 7 (review 25, azure 6 F2). Run once per version (its trigger).
             before.append(command.local.Command(
-                f"{name}-before-{version}", create=ON_DEMAND_BACKUP_SCRIPT,
+                f"{name}-before-{version}", create=ON_DEMAND_BACKUP_SCRIPT, update=NO_SECOND_BACKUP,
                 environment={"SUBSCRIPTION": self.client.subscription_id, "RESOURCE_GROUP": self.resource_group,
                              "SERVER": database_instance,
                              "BACKUP_NAME": unique.result.apply(lambda suffix: _backup_name(mlflow_version, suffix))},

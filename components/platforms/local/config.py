@@ -7,10 +7,17 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from pydantic import Field, field_validator
 
-from components.config_base import _IPV4, _pinned_image, _Section
+from components.config_base import _HOSTNAME, _IPV4, _pinned_image, _Section
 
 if TYPE_CHECKING:
     from components.config import StackConfig
+
+
+# Names a container's /etc/hosts maps to its own loopback (Docker writes localhost, ip6-localhost and
+# ip6-loopback; distributions add localhost.localdomain): looked up there before Docker's DNS, so the server
+# would reach itself, not MinIO. Other *.localhost names go to Docker's DNS inside the network (glibc has no
+# special case for them), and to loopback on clients whose resolver follows RFC 6761 section 6.3.
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 
 
 class LocalConfig(_Section):
@@ -21,6 +28,10 @@ class LocalConfig(_Section):
     minio_console_port: int = Field(9001, ge=1, le=65535, description="host port of the MinIO console")
     postgres_image: str = Field("postgres:16.6-bookworm", description="pinned PostgreSQL image")
     minio_image: str = Field("minio/minio:RELEASE.2025-04-22T22-12-26Z", description="pinned MinIO image")
+    s3_public_host: Optional[str] = Field(None, description="artifacts.transfer direct: the DNS name clients and the "
+                                          "server both reach MinIO at, on minioApiPort (e.g. minio.localhost with a "
+                                          "hosts entry on a laptop, a DNS name of a shared host); the server signs "
+                                          "presigned URLs for it")
 
     @field_validator("bind_address")
     @classmethod
@@ -33,6 +44,25 @@ class LocalConfig(_Section):
     @classmethod
     def _image(cls, value: str) -> str:
         return _pinned_image(value)
+
+    @field_validator("s3_public_host")
+    @classmethod
+    def _s3_public_host(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return value
+        if "/" in value or (":" in value and value.count(":") == 1):
+            raise ValueError("must be a host name alone, without scheme or port (the port is local.minioApiPort)")
+        if _IPV4.match(value) or ":" in value:
+            raise ValueError("must be a DNS name, not an address: MinIO gets it as a name on the stack's Docker "
+                             "network, so that the server reaches MinIO at the very URL it signs for clients "
+                             "(an address cannot be such a name)")
+        if not _HOSTNAME.match(value) or value.startswith("*") or "." not in value:
+            raise ValueError("must be a DNS name with a dot, like minio.localhost or minio.example.com (the "
+                             "containers' own names, postgres or mlflow-server, have none)")
+        if value.lower().rstrip(".") in LOOPBACK_NAMES:
+            raise ValueError(f"must not be {value}: inside the server's container it names the container itself "
+                             "(its /etc/hosts), never MinIO; use e.g. minio.localhost")
+        return value
 
 
 def consistent(config: StackConfig) -> None:
@@ -49,6 +79,15 @@ def consistent(config: StackConfig) -> None:
         raise ValueError("proxy.port, local.minioApiPort, local.minioConsolePort"
                          f"{' and observability.metricsPort' if config.observability.prometheus else ''} "
                          "must all differ")
+    direct = config.artifacts.transfer == "direct"
+    if direct and config.local.s3_public_host is None:
+        raise ValueError("artifacts.transfer direct needs local.s3PublicHost: clients upload and download with URLs "
+                         "the server signs for MinIO's address, and http://minio:9000 exists only on the stack's "
+                         "Docker network. Name a host both reach (e.g. minio.localhost, with `127.0.0.1 "
+                         "minio.localhost` in the clients' hosts file; README, \"Direct artifact transfers\"), or keep "
+                         "artifacts.transfer proxied")
+    if not direct and config.local.s3_public_host is not None:
+        raise ValueError("local.s3PublicHost is used only with artifacts.transfer direct: set that too, or remove it")
 
 
 # --- what the rest of the configuration asks of the platform (components.platforms.PLATFORMS) ---------

@@ -2,11 +2,13 @@
 
 PostgreSQL and MinIO keep their data in named volumes that survive `pulumi destroy`; only Nginx
 publishes a port to users (MinIO's API and console are published on the bind address too, because
-the pulumi-minio provider and the console are used from the host). Imports only pulumi-docker,
+the pulumi-minio provider and the console are used from the host; with artifacts.transfer direct the
+clients use MinIO's API too, at local.s3PublicHost). Imports only pulumi-docker,
 pulumi-minio and pulumi-random.
 """
 
 import json
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional, Sequence
 
 import pulumi
@@ -17,6 +19,7 @@ import pulumi_random as random
 from components import render
 from components.config import StackConfig
 from components.names import URI_PASSWORD_SPECIALS
+from components.platforms.local.config import LocalConfig
 from components.platforms.base import (
     DatabaseEndpoint,
     DatabaseRequest,
@@ -301,24 +304,27 @@ class LocalDockerPlatform(pulumi.ComponentResource):
         root_password = random.RandomPassword(f"{name}-minio-root-password", length=40, special=False, opts=opts)
         alias = "minio"
         bind = self.settings.bind_address
+        api = _minio_api(self.settings, request.direct)
         server = docker.Container(
             f"{name}-minio",
             name=f"{self.prefix}-minio",
             image=image.image_id,
-            command=["server", "/data", "--address", f":{MINIO_API_PORT}",
-                     "--console-address", f":{MINIO_CONSOLE_PORT}"],
-            envs=_env_lines({"MINIO_BROWSER_REDIRECT": "off"}, ["MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"]),
+            command=["server", "/data", "--address", f":{api.port}",
+                     "--console-address", f":{api.console_port}"],
+            envs=_env_lines({"MINIO_BROWSER_REDIRECT": "off", **api.env}, ["MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"]),
             uploads=_secret_uploads({"MINIO_ROOT_USER": root_user.result, "MINIO_ROOT_PASSWORD": root_password.result},
                                     ROOT_UID),
             volumes=[docker.ContainerVolumeArgs(volume_name=data.name, container_path="/data")],
             ports=[
-                docker.ContainerPortArgs(internal=MINIO_API_PORT, external=self.settings.minio_api_port, ip=bind),
-                docker.ContainerPortArgs(internal=MINIO_CONSOLE_PORT, external=self.settings.minio_console_port,
+                docker.ContainerPortArgs(internal=api.port, external=self.settings.minio_api_port, ip=bind),
+                docker.ContainerPortArgs(internal=api.console_port, external=self.settings.minio_console_port,
                                          ip=bind),
             ],
-            networks_advanced=self._network(alias),
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=self.network.name,
+                                                                    aliases=[alias, *api.aliases])],
             healthcheck=docker.ContainerHealthcheckArgs(
-                tests=["CMD", "mc", "ready", "local"], interval="5s", timeout="5s", retries=12, start_period="10s",
+                tests=["CMD", "mc", "ready", api.health_alias], interval="5s", timeout="5s", retries=12,
+                start_period="10s",
             ),
             restart="unless-stopped",
             wait=True,
@@ -351,7 +357,7 @@ class LocalDockerPlatform(pulumi.ComponentResource):
         return ObjectStoreEndpoint(
             bucket=bucket.bucket,
             artifact_root=bucket.bucket.apply(lambda b: render.artifacts_destination(b, request.prefix)),
-            endpoint_url=pulumi.Output.from_input(f"http://{alias}:{MINIO_API_PORT}"),
+            endpoint_url=pulumi.Output.from_input(api.endpoint_url),
             console_url=pulumi.Output.from_input(f"http://{self._host_address}:{self.settings.minio_console_port}"),
             credentials={
                 "AWS_ACCESS_KEY_ID": pulumi.Output.secret(user.name),
@@ -450,6 +456,49 @@ class LocalDockerPlatform(pulumi.ComponentResource):
     def record_deployed_version(self, name: str, mlflow_version: str, rollout: ServiceEndpoint,
                                 opts: pulumi.ResourceOptions) -> None:
         return None
+
+
+@dataclass(frozen=True)
+class MinioApi:
+    """Where MinIO's S3 API listens and the name the server signs URLs for."""
+
+    port: int
+    endpoint_url: str
+    aliases: tuple[str, ...] = ()
+    """Names of MinIO on the stack's network besides `minio`."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    health_alias: str = "local"
+    """The `mc` alias the health check probes (the image's own `local` is http://localhost:9000)."""
+
+    @property
+    def console_port(self) -> int:
+        """The console's port inside the container: any but the API's, which with direct transfers follows
+        local.minioApiPort. MinIO refuses to start when --address and --console-address name one port
+        (minioApiPort 9001 rendered both as :9001, review of issue 26); the host ports are checked apart
+        (local.consistent: minioApiPort and minioConsolePort must differ)."""
+        return MINIO_CONSOLE_PORT if self.port != MINIO_CONSOLE_PORT else MINIO_API_PORT
+
+
+HEALTH_ALIAS = "published"
+
+
+def _minio_api(settings: LocalConfig, direct: bool) -> MinioApi:
+    """Proxied: MinIO's API on MINIO_API_PORT, signed for http://minio:9000, which only the stack's containers
+    reach. Direct (artifacts.transfer direct): the server must sign for an address the clients reach and it
+    reaches too (SigV4 signs the Host header, so the URL cannot be rewritten on its way): local.s3PublicHost on
+    local.minioApiPort. MinIO gets the name as a network alias (the server resolves it through Docker's DNS) and
+    listens on that port inside its container too, so http://<host>:<port> is MinIO on the network and, through
+    the published port, on the host (README, "Direct artifact transfers")."""
+    if not direct:
+        return MinioApi(MINIO_API_PORT, f"http://minio:{MINIO_API_PORT}")
+    host, port = settings.s3_public_host, settings.minio_api_port
+    assert host is not None  # local.consistent refuses direct without it
+    # `mc ready` takes an alias from MC_HOST_<alias> when its config has none of that name; without keys it
+    # probes anonymously (minio/mc cmd/config.go, mustGetHostConfig and parseEnvURLStr).
+    moved = port != MINIO_API_PORT
+    return MinioApi(port, f"http://{host}:{port}", aliases=(host,),
+                    env={f"MC_HOST_{HEALTH_ALIAS}": f"http://127.0.0.1:{port}"} if moved else {},
+                    health_alias=HEALTH_ALIAS if moved else "local")
 
 
 def _run_to_completion(resource_name: str, **container_args) -> docker.Container:

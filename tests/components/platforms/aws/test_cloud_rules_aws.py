@@ -66,7 +66,12 @@ VARIANTS = [
     variant("tokyo-zones-from-the-account", "aws", aws={"region": "ap-northeast-1"}),
     # An instance name SSM's reserved prefixes begin (review 24, aws 2 F2: `/aws-...` parameter names).
     variant("aws-named-instance", "aws", instance="aws-tracking"),
+    # Issue 26: clients move artifacts with presigned URLs; a region launched after March 2019, an internal
+    # load balancer, a prefix.
+    variant("direct-transfers-cape-town-internal", "aws", artifacts={"transfer": "direct", "prefix": "mlflow"},
+            aws={"region": "af-south-1", "internal": True}),
 ]
+DIRECT = VARIANTS[-1]
 
 
 @pytest.fixture(scope="module", params=VARIANTS, ids=lambda v: v.name)
@@ -679,6 +684,103 @@ def test_largest_accepted_upload_fits_the_server_tasks_disk(graph):
     report(spool_rule(graph))
 
 
+# --- direct artifact transfers (issue 26) ---------------------------------------------------------
+
+NETWORK_CONDITION_KEYS = ("aws:sourcevpce", "aws:sourcevpc", "aws:sourceip", "aws:vpcsourceip")
+"""Global condition keys that depend on where a request comes from
+(https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html)."""
+
+
+def multipart_advertised(graph: Graph) -> bool:
+    """Clients are told to move artifacts through presigned URLs: Nginx passes MLflow's server-info unchanged
+    (MLflow 3.17.2 advertises multipart transfers for an S3 store, mlflow/server/handlers.py _get_server_info)."""
+    return any('multipart_uploads_enabled":false' not in nginx_conf(graph, s) for s in proxy_services(graph))
+
+
+def server_env(graph: Graph, service: Recorded) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in main_container(graph, service).get("environment", [])}
+
+
+def presigned_url_rule(graph: Graph) -> list[str]:
+    """URLs the server signs for clients work from anywhere: signed for the bucket region's endpoint (the legacy
+    global endpoint answers a bucket outside us-east-1 with a 307 redirect until its name has propagated, and
+    with 400 in a region launched after March 20, 2019: "Virtual-hosted-style requests for other Regions",
+    https://docs.aws.amazon.com/AmazonS3/latest/userguide/VirtualHosting.html; endpoints:
+    https://docs.aws.amazon.com/general/latest/gr/s3.html); virtual-hosted only for a bucket name without a dot
+    (the endpoint's wildcard certificate, same page, "Virtual hosting of buckets" over HTTPS); and no
+    MLFLOW_S3_EXPECTED_BUCKET_OWNER, which MLflow 3.17.2 signs into each upload part as a header it never tells
+    the client to send (s3_artifact_repo.py create_multipart_upload: MultipartUploadCredential headers={})."""
+    if not multipart_advertised(graph):
+        return []
+    region = graph.of_type("pulumi:providers:aws")[0].inputs["region"]
+    buckets = [b.state.get("bucket", "") for b in graph.of_type("aws:s3/bucket:Bucket")]
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    problems = []
+    for service in server_services(graph):
+        env = server_env(graph, service)
+        endpoint = env.get("MLFLOW_S3_ENDPOINT_URL")
+        if endpoint != f"https://s3.{region}.{suffix}":
+            problems.append(f"[{graph.variant.name}] {service.name} signs for {endpoint or 'the global endpoint'}, "
+                            f"not https://s3.{region}.{suffix}")
+        if env.get("MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE") == "virtual" and any("." in b for b in buckets):
+            problems.append(f"[{graph.variant.name}] virtual-hosted URLs for a dotted bucket name fail TLS")
+        if "MLFLOW_S3_EXPECTED_BUCKET_OWNER" in env:
+            problems.append(f"[{graph.variant.name}] {service.name} signs a header into upload parts clients omit")
+    return problems
+
+
+def test_presigned_urls_are_signed_for_an_endpoint_that_answers_them(graph):
+    report(presigned_url_rule(graph))
+
+
+def _conditions(statement: dict) -> list[str]:
+    return [key.lower() for block in (statement.get("Condition") or {}).values() for key in block]
+
+
+def presigned_bucket_rule(graph: Graph) -> list[str]:
+    """Where clients use presigned URLs: the bucket's policy refuses nothing for where a request comes from
+    (a Deny on aws:SourceVpce and the like refuses every client outside the VPC, whatever the signature;
+    a presigned request is judged like its signer's own: https://docs.aws.amazon.com/AmazonS3/latest/userguide/
+    using-presigned-url.html), the server's role may do each presigned operation on the artifacts (UploadPart,
+    CreateMultipartUpload and CompleteMultipartUpload are s3:PutObject, AbortMultipartUpload its own, GetObject and
+    HeadObject s3:GetObject: https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazons3.html),
+    and the bucket aborts the uploads clients leave incomplete, which S3 keeps and bills until then
+    (https://docs.aws.amazon.com/AmazonS3/latest/userguide/mpu-abort-incomplete-mpu-lifecycle-config.html)."""
+    if not multipart_advertised(graph):
+        return []
+    problems = []
+    for policy in graph.of_type("aws:s3/bucketPolicy:BucketPolicy"):
+        for statement in _statements(policy.inputs["policy"]):
+            network = [key for key in _conditions(statement) if key in NETWORK_CONDITION_KEYS]
+            if network:
+                problems.append(f"[{graph.variant.name}] {policy.name} conditions on {', '.join(network)}: "
+                                "clients' presigned requests come from their own networks")
+    task_roles = {s.name: task_of(graph, s).inputs.get("taskRoleArn") for s in server_services(graph)}
+    for service, role in task_roles.items():
+        statements = [st for p in role_policies(graph, role) for st in _statements(p.inputs["policy"])]
+        for action in ("s3:PutObject", "s3:AbortMultipartUpload", "s3:GetObject"):
+            if not any(statement.get("Effect") == "Allow" and action in _listed(statement.get("Action", []))
+                       and any(str(r).endswith("/*") for r in _listed(statement.get("Resource", [])))
+                       for statement in statements):
+                problems.append(f"[{graph.variant.name}] {service}'s role may not {action} on the artifacts: the "
+                                "URLs it signs for it are refused")
+    for lifecycle in graph.of_type("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"):
+        if not any(rule.get("status") == "Enabled" and rule.get("abortIncompleteMultipartUpload")
+                   and not (rule.get("filter") or {}).get("prefix") for rule in lifecycle.inputs["rules"]):
+            problems.append(f"[{graph.variant.name}] {lifecycle.name} keeps incomplete multipart uploads")
+    if not graph.of_type("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"):
+        problems.append(f"[{graph.variant.name}] no lifecycle rule aborts incomplete multipart uploads")
+    return problems
+
+
+def test_presigned_requests_pass_the_bucket_and_the_role_and_leftovers_go(graph):
+    report(presigned_bucket_rule(graph))
+
+
+def test_direct_is_among_the_variants_and_advertises_multipart():
+    assert multipart_advertised(build(DIRECT)) and not multipart_advertised(build(VARIANTS[0]))
+
+
 # --- the snapshot before an MLflow upgrade ------------------------------------------------------------
 
 SNAPSHOT = "aws:rds/snapshot:Snapshot"
@@ -993,6 +1095,57 @@ MUTATIONS = {
     "snapshot timeout": (snapshot_rule, lambda g: dataclasses.replace(g, timeouts={
         urn: timeouts for urn, timeouts in g.timeouts.items() if urn != g.of_type(SNAPSHOT)[0].urn})),
 }
+
+
+@pytest.fixture(scope="module")
+def direct_graph() -> Graph:
+    return build(DIRECT)
+
+
+def _server_env(change: Callable[[dict], None]) -> Callable[[dict], None]:
+    def edit(definitions: list[dict]) -> None:
+        for definition in definitions:
+            if definition["name"] == "mlflow-server":
+                env = {e["name"]: e["value"] for e in definition["environment"]}
+                change(env)
+                definition["environment"] = [{"name": k, "value": v} for k, v in env.items()]
+    return edit_containers(edit)
+
+
+def _policy(change: Callable[[dict], None]) -> Callable[[dict], None]:
+    def edit(inputs: dict) -> None:
+        document = json.loads(inputs["policy"])
+        change(document)
+        inputs["policy"] = json.dumps(document)
+    return edit
+
+
+DIRECT_MUTATIONS = {
+    "global endpoint": (presigned_url_rule, lambda g: mutated(g, TASK, "mlflow-server", _server_env(
+        lambda env: env.pop("MLFLOW_S3_ENDPOINT_URL")))),
+    "another region's endpoint": (presigned_url_rule, lambda g: mutated(g, TASK, "mlflow-server", _server_env(
+        lambda env: env.update(MLFLOW_S3_ENDPOINT_URL="https://s3.eu-west-1.amazonaws.com")))),
+    "expected bucket owner": (presigned_url_rule, lambda g: mutated(g, TASK, "mlflow-server", _server_env(
+        lambda env: env.update(MLFLOW_S3_EXPECTED_BUCKET_OWNER="123456789012")))),
+    "a VPC-endpoint condition": (presigned_bucket_rule, lambda g: mutated(
+        g, "aws:s3/bucketPolicy:BucketPolicy", "mlflow-artifacts-tls-only", _policy(
+            lambda d: d["Statement"].append({"Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                                             "Resource": "*",
+                                             "Condition": {"StringNotEquals": {"aws:SourceVpce": "vpce-1"}}})))),
+    "no abort for the role": (presigned_bucket_rule, lambda g: mutated(
+        g, "aws:iam/rolePolicy:RolePolicy", "mlflow-server-access-0", _policy(
+            lambda d: d["Statement"][1]["Action"].remove("s3:AbortMultipartUpload")))),
+    "incomplete uploads kept": (presigned_bucket_rule, lambda g: mutated(
+        g, "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "mlflow-artifacts-lifecycle",
+        lambda i: i.update(rules=[r for r in i["rules"] if "abortIncompleteMultipartUpload" not in r]))),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(DIRECT_MUTATIONS))
+def test_each_direct_transfer_rule_reports_a_broken_resource(direct_graph, rule):
+    check, breaking = DIRECT_MUTATIONS[rule]
+    assert not check(direct_graph)
+    assert check(breaking(direct_graph)), f"the {rule} rule did not notice"
 
 
 @pytest.mark.parametrize("rule", sorted(MUTATIONS))

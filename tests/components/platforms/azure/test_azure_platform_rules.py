@@ -15,6 +15,7 @@ import urllib.request
 
 import pytest
 
+from components.platforms.azure.cli_login import FRESH_AZ_LOGIN
 from components.platforms.azure.platform import ON_DEMAND_BACKUP_SCRIPT
 from rehearsal.ports import free_port
 from tests.harness.program import MOCK_CLOCK, REPO_ROOT, ProgramMocks, ProgramRun, run_program
@@ -196,6 +197,8 @@ def test_a_new_mlflow_version_waits_for_an_on_demand_backup_named_after_the_chan
     assert backup.inputs["environment"]["SERVER"] == server.state["name"]
     assert re.fullmatch(r"mlflow-before-3-17-2-[a-z0-9]{6}", backup.inputs["environment"]["BACKUP_NAME"])
     assert backup.inputs["triggers"] == ["3.17.2"] and not backup.inputs.get("delete"), "once per version, kept"
+    # Its script changed (the fresh CLI login put in front): an update runs `:`, not the backup again.
+    assert backup.inputs["update"] == ":" and backup.inputs["create"].startswith(FRESH_AZ_LOGIN)
     assert not run.of_type("azure-native:dbforpostgresql:BackupsAutomaticAndOnDemand"), "Azure expires backups"
     server_app = run.one("azure-native:app:ContainerApp", "mlflow-server")
     assert _waits_for(run, server_app, backup)

@@ -10,6 +10,7 @@ import pytest
 from components.config import ConfigError, parse_stack_config
 from components.platforms.containers import secret_digest
 from components.platforms.azure import platform as azure_platform
+from components.platforms.azure.cli_login import with_fresh_az_login
 from tests.harness.program import ProgramMocks, ProgramRun, is_secret_wrapper, run_program
 from tests.harness.stacks import app, azure_config, find_leaks, identity
 
@@ -163,8 +164,8 @@ def test_registry_without_admin_user_images_by_digest_pushed_with_a_secret_token
     assert registry.protect
     login_server = registry.state["loginServer"]
     token = run.one("command:local:Command", "mlflow-platform-registry-token")
-    assert token.inputs["create"] == f"az acr login --name {registry.state['name']} --expose-token --output tsv " \
-                                     "--query accessToken"
+    assert token.inputs["create"] == with_fresh_az_login(
+        f"az acr login --name {registry.state['name']} --expose-token --output tsv --query accessToken")
     assert token.inputs["logging"] == "none" and "stdout" in token.additional_secret_outputs
     for image_name in ("mlflow-server-image", "mlflow-proxy-image"):
         image = run.one("docker:index/image:Image", image_name)

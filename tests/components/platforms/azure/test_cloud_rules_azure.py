@@ -58,7 +58,10 @@ VARIANTS = [
             azure={"domain": "mlflow.example.com", "certificateId": CERTIFICATE_ID, "internal": True},
             observability={"prometheus": False}, server={"cpu": 2, "memoryMib": 4096},
             proxy={"clientMaxBodySize": "3g"}),
+    variant("direct-transfers-to-client-networks", "azure", artifacts={"transfer": "direct"},
+            azure={"storageClientCidrs": ["203.0.113.0/24", "198.51.100.7"]}, maintenance={"gcSchedule": "15 3 * * *"}),
 ]
+DIRECT = VARIANTS[-1]
 
 
 def build_bound(chosen) -> Graph:
@@ -438,6 +441,94 @@ def size_rule(graph: Graph) -> list[str]:
     return problems
 
 
+# --- direct artifact transfers (issue 26) ---------------------------------------------------------
+
+STORAGE_FIREWALL = "https://learn.microsoft.com/en-us/azure/storage/common/storage-network-security-limitations"
+RFC_1918 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+STORAGE_IP_RULES = 400
+STORAGE_BLOB_DELEGATOR = "db58b8e5-c6ad-4a2a-8342-4190687cbf4a"
+"""https://learn.microsoft.com/en-us/azure/role-based-access-control/built-in-roles/storage#storage-blob-delegator"""
+
+
+def storage_firewall_rule(graph: Graph) -> list[str]:
+    """Each IP rule of a storage account is one Azure takes: under the API's own key (iPAddressOrRange), a
+    public IPv4 address or range, no RFC 1918 range, no /31 or /32 prefix (single addresses go without one), at
+    most 400 per account (STORAGE_FIREWALL, "IP network rules"; the property:
+    https://learn.microsoft.com/en-us/rest/api/storagerp/storage-accounts/create#iprule)."""
+    import ipaddress
+
+    problems = []
+    for account in graph.of_type("azure-native:storage:StorageAccount"):
+        rules = (account.inputs.get("networkRuleSet") or {}).get("ipRules") or []
+        if len(rules) > STORAGE_IP_RULES:
+            problems.append(f"[{graph.variant.name}] {account.name} has {len(rules)} IP rules (at most 400)")
+        for rule in rules:
+            value = rule.get("iPAddressOrRange")
+            if value is None:
+                problems.append(f"[{graph.variant.name}] {account.name}: IP rule {rule} has no iPAddressOrRange")
+                continue
+            try:
+                network = ipaddress.IPv4Network(value)
+            except ValueError:
+                problems.append(f"[{graph.variant.name}] {account.name}: {value!r} is no IPv4 address or range")
+                continue
+            if "/" in value and network.prefixlen > 30:
+                problems.append(f"[{graph.variant.name}] {account.name}: {value} has a /31 or /32 prefix")
+            if any(network.overlaps(ipaddress.IPv4Network(private)) for private in RFC_1918):
+                problems.append(f"[{graph.variant.name}] {account.name}: {value} is an RFC 1918 range")
+    return problems
+
+
+def test_storage_firewall_rules_are_ones_azure_takes(graph):
+    """Issue 26: direct transfers open the artifact account's firewall to the clients' networks."""
+    report(storage_firewall_rule(graph))
+
+
+def multipart_advertised(graph: Graph) -> bool:
+    """Clients are told to upload through presigned URLs: Nginx passes MLflow's server-info unchanged (MLflow
+    3.17.2 advertises multipart uploads for a Blob store, mlflow/server/handlers.py _get_server_info)."""
+    return any("multipart_uploads_enabled\":false" not in nginx_conf(a) for a in proxy_apps(graph))
+
+
+def signed_upload_rule(graph: Graph) -> list[str]:
+    """Where clients upload with the server's SAS: MLflow signs a user-delegation SAS with the server's token
+    credential (azure_blob_artifact_repo.py, create_multipart_upload), which needs Get User Delegation Key, an
+    operation on the account's blob service, granted by Storage Blob Delegator at the account or above
+    (https://learn.microsoft.com/en-us/rest/api/storageservices/get-user-delegation-key, "Authorization"); and the
+    account must take the clients' requests: its firewall's default action Allow or IP rules for them
+    (https://learn.microsoft.com/en-us/azure/storage/common/storage-network-security)."""
+    if not multipart_advertised(graph):
+        return []
+    problems = []
+    identities = {i.state["id"]: i.state["principalId"]
+                  for i in graph.of_type("azure-native:managedidentity:UserAssignedIdentity")}
+    for account in graph.of_type("azure-native:storage:StorageAccount"):
+        account_id = account.state["id"]
+        rules = account.inputs.get("networkRuleSet") or {}
+        if rules.get("defaultAction") != "Allow" and not rules.get("ipRules"):
+            problems.append(f"[{graph.variant.name}] {account.name} denies every client network: presigned "
+                            "uploads fail at its firewall")
+        for server in server_apps(graph):
+            for identity_id in (server.inputs.get("identity") or {}).get("userAssignedIdentities") or []:
+                if not any(grant.inputs["principalId"] == identities[identity_id]
+                           and grant.inputs["roleDefinitionId"].endswith(STORAGE_BLOB_DELEGATOR)
+                           and account_id.startswith(grant.inputs["scope"].rstrip("/"))
+                           for grant in graph.of_type("azure-native:authorization:RoleAssignment")):
+                    problems.append(f"[{graph.variant.name}] {server.name}'s identity may not get a user-delegation "
+                                    f"key of {account.name} (Storage Blob Delegator at the account or above)")
+    return problems
+
+
+def test_the_server_can_sign_what_clients_upload_where_they_are_told_to(graph):
+    """Issue 26: without the role MLflow answers "unsupported" and every client falls back to proxied uploads;
+    without a client network the URLs it signs are refused at the account's firewall."""
+    report(signed_upload_rule(graph))
+
+
+def test_direct_is_among_the_variants_and_advertises_multipart():
+    assert multipart_advertised(build(DIRECT)) and not multipart_advertised(build(VARIANTS[0]))
+
+
 def test_cpu_and_memory_are_consumption_sizes(graph):
     """On the Consumption profile a replica's containers together take one of the fixed pairs:
     0.25 to 4 vCPU in steps of 0.25, with twice as many GiB of memory.
@@ -526,6 +617,54 @@ def default_graph() -> Graph:
 @pytest.fixture(scope="module")
 def certificate_graph() -> Graph:
     return build_bound(VARIANTS[1])
+
+
+@pytest.fixture(scope="module")
+def direct_graph() -> Graph:
+    return build(DIRECT)
+
+
+def _ip_rules(change: Callable[[list], object]) -> Callable[[dict], None]:
+    def edit(inputs: dict) -> None:
+        rules = inputs["networkRuleSet"]
+        rules["ipRules"] = change(rules["ipRules"])
+    return edit
+
+
+def _without_delegator(graph: Graph) -> Graph:
+    return dataclasses.replace(graph, run=ProgramRun(
+        [r for r in graph.resources if not (r.type == "azure-native:authorization:RoleAssignment"
+                                            and r.inputs["roleDefinitionId"].endswith(STORAGE_BLOB_DELEGATOR))],
+        graph.run.stack_outputs, graph.run.generated_secrets))
+
+
+DIRECT_MUTATIONS = {
+    "client networks gone": (signed_upload_rule, lambda g: mutated(
+        g, "azure-native:storage:StorageAccount", "mlflow-artifacts", _ip_rules(lambda rules: []))),
+    "no delegation": (signed_upload_rule, _without_delegator),
+    "delegation on the container only": (signed_upload_rule, lambda g: mutated(
+        g, "azure-native:authorization:RoleAssignment", "mlflow-artifacts-server-delegator",
+        lambda i: i.update(scope=i["scope"] + "/blobServices/default/containers/mlflow-artifacts"))),
+    "a private range": (storage_firewall_rule, lambda g: mutated(
+        g, "azure-native:storage:StorageAccount", "mlflow-artifacts",
+        _ip_rules(lambda rules: [*rules, {"iPAddressOrRange": "10.1.0.0/16", "action": "Allow"}]))),
+    "a /32": (storage_firewall_rule, lambda g: mutated(
+        g, "azure-native:storage:StorageAccount", "mlflow-artifacts",
+        _ip_rules(lambda rules: [{"iPAddressOrRange": "198.51.100.7/32", "action": "Allow"}]))),
+    "the SDK's key under the API's name": (storage_firewall_rule, lambda g: mutated(
+        g, "azure-native:storage:StorageAccount", "mlflow-artifacts",
+        _ip_rules(lambda rules: [{"ip_address_or_range": "203.0.113.0/24", "action": "Allow"}]))),
+    "delegation propagation": (grant_propagation_rule, lambda g: mutated(
+        g, "command:local:Command", "mlflow-artifacts-server-delegator-propagation",
+        lambda i: i.update(triggers=[]))),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(DIRECT_MUTATIONS))
+def test_each_direct_transfer_rule_reports_a_broken_resource(direct_graph, rule):
+    check, breaking = DIRECT_MUTATIONS[rule]
+    assert not check(direct_graph)
+    assert check(breaking(direct_graph)), f"the {rule} rule did not notice"
 
 
 def replaced_command(app: Recorded) -> Recorded:
