@@ -6,6 +6,7 @@ never passes by running nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -67,6 +68,43 @@ def source_copy(rich_source, tmp_path) -> Path:
     dst = tmp_path / "source.db"
     shutil.copyfile(rich_source, dst)
     return dst
+
+
+def mlflow_child(uri: str, code: str) -> dict:
+    """Run MLflow client code against the target in a child process; returns its JSON output."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), MLFLOW_TRACKING_URI=uri)
+    prog = "import json, math, mlflow\nfrom mlflow import MlflowClient\nuri = " + repr(uri) + "\n" + code
+    result = subprocess.run([sys.executable, "-c", prog], env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+STARTED_ROLE = "r_started"
+
+
+@pytest.fixture(scope="session")
+def started_template(pg) -> str:
+    """A target a server already started on: MLflow's SqlAlchemyStore made its schema and its default rows
+    (experiment 0, workspace 'default'), in a child process as a server would. Made once; each test gets
+    a copy (`started_target`)."""
+    name = "started_template"
+    uri = pg.create_database(name, owner=STARTED_ROLE, owner_password=OWNER_PASSWORD)
+    mlflow_child(uri, '''
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+SqlAlchemyStore(uri, "/srv/server-artifacts")
+print("{}")
+''')
+    return name
+
+
+@pytest.fixture
+def started_target(pg, started_template):
+    """A fresh copy of `started_template` (CREATE DATABASE ... TEMPLATE: the same tables, rows and sequences,
+    owned by the same role, which MLflow's tables need), instead of starting MLflow's store on an empty
+    target in every test that wants one; returns (uri, name)."""
+    name = "t_" + uuid.uuid4().hex[:10]
+    pg.psql(f'CREATE DATABASE "{name}" TEMPLATE "{started_template}" OWNER "{STARTED_ROLE}"')
+    return pg.uri(name, STARTED_ROLE, OWNER_PASSWORD), name
 
 
 def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.migration.conftest import (
-    FIXTURES, OWNER_PASSWORD, REPO, assert_same_rows, child_pids, pg_connect, processes_gone, run_cli, snapshot,
+    FIXTURES, OWNER_PASSWORD, REPO, assert_same_rows, child_pids, mlflow_child, pg_connect, processes_gone, run_cli,
+    snapshot,
 )
 from tests.migration import workspace_source
 from tests.migration.fill_empty import fill_empty_tables
@@ -46,15 +47,6 @@ def _upgraded_by_mlflow(source: Path, tmp_path: Path) -> Path:
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     return expected
-
-
-def _mlflow_child(uri: str, code: str) -> dict:
-    """Run MLflow client code against the target in a child process; returns its JSON output."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), MLFLOW_TRACKING_URI=uri)
-    prog = "import json, math, mlflow\nfrom mlflow import MlflowClient\nuri = " + repr(uri) + "\n" + code
-    result = subprocess.run([sys.executable, "-c", prog], env=env, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_rich_source_into_empty_target(rich_source, target, tmp_path):
@@ -96,7 +88,7 @@ def test_rich_source_into_empty_target(rich_source, target, tmp_path):
                                 "OR value = '-Infinity'::float8 OR abs(value) > 1e308").fetchone()[0]
         assert inf_rows >= 8
 
-    out = _mlflow_child(uri, """
+    out = mlflow_child(uri, """
 client = MlflowClient(uri, uri)
 before = {e.experiment_id for e in client.search_experiments(view_type=3)}
 new_id = client.create_experiment("after-migration")
@@ -229,7 +221,7 @@ client.create_model_version("fs-model", source="s3://bucket/m", run_id=run.info.
         assert conn.execute("SELECT format_type(seqtypid, NULL) FROM pg_sequence "
                             "WHERE seqrelid = 'experiments_experiment_id_seq'::regclass").fetchone()[0] == "bigint"
 
-    out = _mlflow_child(uri, f"""
+    out = mlflow_child(uri, f"""
 client = MlflowClient(uri, uri)
 old = client.get_experiment("{big_id}")
 runs = client.search_runs(["{big_id}"])
@@ -281,7 +273,7 @@ client.set_registered_model_alias("m" * 300, "champion", 1)
                             "WHERE attrelid = 'experiments'::regclass AND attname = 'name'").fetchone()[0] \
             == "character varying(300)"
 
-    out = _mlflow_child(uri, """
+    out = mlflow_child(uri, """
 client = MlflowClient(uri, uri)
 exp = client.get_experiment_by_name("e" * 299 + "✓")
 runs = client.search_runs([exp.experiment_id])
@@ -354,14 +346,9 @@ def test_mispredicted_read_ahead_is_read_again(rich_source, target, monkeypatch)
     assert assert_same_rows(rich_source, uri) == sum(t.copied_rows for t in result.tables)
 
 
-def test_started_server_target_merges_default_rows(rich_source, target):
+def test_started_server_target_merges_default_rows(rich_source, started_target):
     """A target a server already started on (experiment 0, workspace 'default'): merged, not failed."""
-    uri, _ = target
-    _mlflow_child(uri, """
-from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-SqlAlchemyStore(uri, "/srv/server-artifacts")
-print("{}")
-""")
+    uri, _ = started_target
     with pg_connect(uri) as conn:
         assert conn.execute("SELECT count(*) FROM experiments").fetchone()[0] == 1
     result = run_cli(str(rich_source), uri, "--no-probe")
@@ -449,15 +436,10 @@ def test_probe_child_does_not_outlive_a_killed_migration(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def test_refused_value_rolls_back_started_target(source_copy, target):
+def test_refused_value_rolls_back_started_target(source_copy, started_target):
     """A value PostgreSQL cannot hold (text with a NUL character, which SQLite keeps): readable error,
     exit 1, target unchanged. (Too long for its varchar is no such value: see the widening test.)"""
-    uri, _ = target
-    _mlflow_child(uri, """
-from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-SqlAlchemyStore(uri, "/srv/server-artifacts")
-print("{}")
-""")
+    uri, _ = started_target
     before = snapshot(uri)
     conn = sqlite3.connect(source_copy)
     run_uuid = conn.execute("SELECT run_uuid FROM runs LIMIT 1").fetchone()[0]
@@ -608,7 +590,7 @@ def test_source_with_workspaces(tmp_path, target):
         assert sorted(conn.execute(
             "SELECT workspace, name FROM experiments WHERE name = 'shared name'").fetchall()) == [
             ("default", "shared name"), ("team-a", "shared name")]
-    found = _mlflow_child(uri, (
+    found = mlflow_child(uri, (
         "import os\nos.environ['MLFLOW_ENABLE_WORKSPACES'] = 'true'\n"
         "from mlflow.utils.workspace_context import WorkspaceContext\n"
         "with WorkspaceContext('team-a'):\n"
@@ -711,16 +693,11 @@ def test_usage_errors(tmp_path, rich_source):
 
 
 @pytest.mark.parametrize("table", ["metrics", "params"])
-def test_value_changed_in_flight_fails_verification(source_copy, target, table):
+def test_value_changed_in_flight_fails_verification(source_copy, started_target, table):
     """A value altered between the COPY and the verification (here by a trigger on the target, row counts
     unchanged; one float by a few ulps, or one text value by one character): the content check catches
     it, the careful re-run too, exit 4, nothing committed."""
-    uri, _ = target
-    _mlflow_child(uri, """
-from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-SqlAlchemyStore(uri, "/srv/server-artifacts")
-print("{}")
-""")
+    uri, _ = started_target
     src = sqlite3.connect(source_copy)
     if table == "metrics":
         key, run_uuid, step, ts = src.execute(

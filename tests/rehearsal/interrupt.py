@@ -544,26 +544,36 @@ TEMPLATE_SUFFIX = "__h6_saved"
 
 
 def save(stack: Any) -> Saved:
-    """Copy both databases to templates (server stopped: CREATE DATABASE ... TEMPLATE needs the source
-    idle) and the bucket's objects to memory."""
+    """Copy both databases to templates and the bucket's objects to memory. CREATE DATABASE ... TEMPLATE
+    needs the source idle: its sessions (the running server's pool) are ended and new ones refused for
+    the copy, and the server reconnects afterwards (MLflow's engines ping a connection before using it),
+    as it does after put_back's DROP ... FORCE; a server restart here cost each run a server start."""
     from components.config import auth_database_name
 
     tracking = stack.base_config.database.name
     templates = {name: name + TEMPLATE_SUFFIX for name in (tracking, auth_database_name(tracking))}
-    server = stack.variants["default"].server
-    server.stop()
-    try:
-        for name, template in templates.items():
-            stack.postgres.psql(f'DROP DATABASE IF EXISTS "{template}"')
-            stack.postgres.psql(f'CREATE DATABASE "{template}" TEMPLATE "{name}"')
-    finally:
-        server.start()
+    for name, template in templates.items():
+        stack.postgres.psql(f'DROP DATABASE IF EXISTS "{template}"')
+        copy_idle(stack, name, template)
     s3 = stack.s3.client("s3")
     objects = {}
     for key in bucket_objects(stack):
         got = s3.get_object(Bucket=stack.s3.bucket, Key=key)
         objects[key] = (got["Body"].read(), got.get("ContentType"))
     return Saved(templates=templates, objects=objects)
+
+
+def copy_idle(stack: Any, source: str, target: str) -> None:
+    """CREATE DATABASE target TEMPLATE source while clients of source may be connected: their sessions
+    are ended and new ones refused until the copy is made."""
+    postgres = stack.postgres
+    postgres.psql(f'ALTER DATABASE "{source}" WITH ALLOW_CONNECTIONS false')
+    try:
+        postgres.psql("SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
+                      f"WHERE datname = '{source}'")
+        postgres.psql(f'CREATE DATABASE "{target}" TEMPLATE "{source}"')
+    finally:
+        postgres.psql(f'ALTER DATABASE "{source}" WITH ALLOW_CONNECTIONS true')
 
 
 def put_back(stack: Any, saved: Saved) -> None:

@@ -28,6 +28,7 @@ import requests
 from components import render
 from rehearsal.launcher import RehearsalStack, Variant
 from tests.rehearsal.conftest import scenario_stack
+from tests.rehearsal.sign_in import cheap_hashes
 
 NOTES = "alice's notes\n"
 
@@ -61,6 +62,8 @@ def users(auth_stack) -> dict[str, tuple[str, str]]:
         admin = AuthServiceClient(variant.tracking_uri)
         for username, password in created.values():
             admin.create_user(username, password)
+    # this module's ~500 requests are about what each user may do, not the password check (test_09's)
+    cheap_hashes(auth_stack, [*created.values(), (variant.username, variant.password)])
     return created
 
 

@@ -28,6 +28,7 @@ from ops.lock import LockLost, maintenance_lock
 from rehearsal.launcher import RehearsalStack, Variant, run_step
 from rehearsal.processes import StartupError
 from tests.rehearsal.conftest import mlflow_client_for, scenario_of, scenario_stack
+from tests.rehearsal.sign_in import cheap_hashes
 from tests.rehearsal.test_13_backup_restore import RehearsalAccess
 
 PREFIX = scenario_of(__file__).config["artifacts"]["prefix"]
@@ -50,8 +51,10 @@ def access(stack) -> RehearsalAccess:
 
 
 @pytest.fixture(scope="module")
-def client(variant):
-    """The MLflow client as the stack's admin, for the whole module."""
+def client(stack, variant):
+    """The MLflow client as the stack's admin, for the whole module (its password under a one-round hash:
+    gc and backup are the subject here, not the sign-in, tests/rehearsal/sign_in.py)."""
+    cheap_hashes(stack, [(variant.username, variant.password)])
     with pytest.MonkeyPatch.context() as patch, mlflow_client_for(variant, patch) as client:
         yield client
 
@@ -113,16 +116,32 @@ def _gone(client, run_id: str) -> bool:
 # --- gc keeps what upstream gc would destroy --------------------------------------------------------
 
 
-def test_gc_keeps_a_deleted_experiment_that_holds_a_restored_run(stack, variant, client, tmp_path):
-    """restore_run works inside a deleted experiment; upstream gc then hard-deletes the experiment and
-    the ORM cascade takes the active run, rows and all."""
+@pytest.fixture(scope="module")
+def first_gc(stack, variant, client, tmp_path_factory) -> dict:
+    """What the two tests below delete, then one gc run over all of it (a gc run is this module's costliest
+    step: it imports MLflow and starts an artifacts server; each test checks its own objects in the stack and
+    in the output). Returns each test's objects and the output."""
+    workdir = tmp_path_factory.mktemp("first-gc")
+    restored = _a_restored_run_in_a_deleted_experiment(stack, client, workdir)
+    versioned = _deleted_runs_model_versions_point_at(stack, client, workdir)
+    return {"restored": restored, "versioned": versioned, "output": _gc(stack, variant, workdir / "gc")}
+
+
+def _a_restored_run_in_a_deleted_experiment(stack: RehearsalStack, client, workdir: Path) -> dict:
     experiment_id = client.create_experiment(f"gc-restored-{secrets.token_hex(4)}")
-    restored, dropped = (_logged_run(client, experiment_id, tmp_path) for _ in range(2))
+    restored, dropped = (_logged_run(client, experiment_id, workdir) for _ in range(2))
     client.delete_experiment(experiment_id)  # both runs are marked deleted with it
     client.restore_run(restored)
-    kept_keys = _run_keys(stack, experiment_id, restored)
+    return {"experiment_id": experiment_id, "restored": restored, "dropped": dropped,
+            "kept_keys": _run_keys(stack, experiment_id, restored)}
 
-    output = _gc(stack, variant, tmp_path / "gc")
+
+def test_gc_keeps_a_deleted_experiment_that_holds_a_restored_run(stack, client, first_gc):
+    """restore_run works inside a deleted experiment; upstream gc then hard-deletes the experiment and
+    the ORM cascade takes the active run, rows and all."""
+    ids, output = first_gc["restored"], first_gc["output"]
+    experiment_id, restored, dropped = ids["experiment_id"], ids["restored"], ids["dropped"]
+    kept_keys = ids["kept_keys"]
 
     assert not _gone(client, restored), "upstream gc hard-deletes the active run with its experiment"
     assert client.get_run(restored).info.lifecycle_stage == "active"
@@ -135,17 +154,12 @@ def test_gc_keeps_a_deleted_experiment_that_holds_a_restored_run(stack, variant,
     assert _gone(client, dropped) and _run_keys(stack, experiment_id, dropped) == []
 
 
-def test_gc_keeps_a_deleted_run_a_model_version_points_at(stack, variant, client, tmp_path):
-    """The version's source is the deleted run's artifact directory (as log_model + register_model
-    write it): upstream gc deletes those files while the version stays READY. Also when the run's
-    experiment is deleted: its hard delete would cascade to the run."""
-    from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
-
+def _deleted_runs_model_versions_point_at(stack: RehearsalStack, client, workdir: Path) -> dict:
     live_experiment = client.create_experiment(f"gc-versioned-{secrets.token_hex(4)}")
     dropped_experiment = client.create_experiment(f"gc-versioned-dropped-{secrets.token_hex(4)}")
-    versioned = _logged_run(client, live_experiment, tmp_path)
-    in_dropped = _logged_run(client, dropped_experiment, tmp_path)
-    unrelated = _logged_run(client, live_experiment, tmp_path)
+    versioned = _logged_run(client, live_experiment, workdir)
+    in_dropped = _logged_run(client, dropped_experiment, workdir)
+    unrelated = _logged_run(client, live_experiment, workdir)
     name = f"gc-model-{secrets.token_hex(4)}"
     client.create_registered_model(name)
     by_source = client.create_model_version(name, f"{client.get_run(versioned).info.artifact_uri}/model",
@@ -153,15 +167,30 @@ def test_gc_keeps_a_deleted_run_a_model_version_points_at(stack, variant, client
     by_run_id = client.create_model_version(name, f"runs:/{in_dropped}/model", run_id=in_dropped)
     keys = {run: _run_keys(stack, experiment, run)
             for run, experiment in ((versioned, live_experiment), (in_dropped, dropped_experiment))}
-    logged, model_prefix = _logged_model(client, live_experiment, tmp_path)  # review: models:/ sources too
+    logged, model_prefix = _logged_model(client, live_experiment, workdir)  # review: models:/ sources too
     by_model = client.create_model_version(name, f"models:/{logged}", model_id=logged)
     model_keys = _keys(stack, model_prefix)
     client.delete_logged_model(logged)
     client.delete_run(versioned)
     client.delete_run(unrelated)
     client.delete_experiment(dropped_experiment)
+    return {"live_experiment": live_experiment, "dropped_experiment": dropped_experiment, "versioned": versioned,
+            "in_dropped": in_dropped, "unrelated": unrelated, "name": name, "by_source": by_source,
+            "by_run_id": by_run_id, "keys": keys, "logged": logged, "model_prefix": model_prefix,
+            "by_model": by_model, "model_keys": model_keys}
 
-    output = _gc(stack, variant, tmp_path / "gc")
+
+def test_gc_keeps_a_deleted_run_a_model_version_points_at(stack, variant, client, first_gc, tmp_path):
+    """The version's source is the deleted run's artifact directory (as log_model + register_model
+    write it): upstream gc deletes those files while the version stays READY. Also when the run's
+    experiment is deleted: its hard delete would cascade to the run."""
+    from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
+
+    ids, output = first_gc["versioned"], first_gc["output"]
+    live_experiment, dropped_experiment = ids["live_experiment"], ids["dropped_experiment"]
+    versioned, in_dropped, unrelated, name = ids["versioned"], ids["in_dropped"], ids["unrelated"], ids["name"]
+    by_source, by_run_id, by_model, keys = ids["by_source"], ids["by_run_id"], ids["by_model"], ids["keys"]
+    logged, model_prefix, model_keys = ids["logged"], ids["model_prefix"], ids["model_keys"]
 
     for run, experiment in ((versioned, live_experiment), (in_dropped, dropped_experiment)):
         assert not _gone(client, run), "upstream gc hard-deletes it and the files the version serves"

@@ -9,8 +9,8 @@ of A's and an explicit DENY on E, the model and the prompt. Each (route, method)
 authz_routes.ROUTES is sent in every form MLflow serves (/api/, /ajax-api/), then with every id
 spelling of authz_routes.SPELLINGS, the path tricks and the body tricks (a text/plain body beside a
 query naming B's own objects; `runId` beside B's `run_uuid`), concurrently; a failing test lists every
-offending request at once. B's and A's passwords get a one-round hash so that the ~3,500 requests
-spend their time on authorization, not on scrypt.
+offending request at once. B's, A's and the admin's passwords get a one-round hash (tests/rehearsal/
+sign_in.py) so that the ~3,800 requests spend their time on authorization, not on scrypt.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ import requests
 from rehearsal.launcher import RehearsalStack, Variant
 from tests.rehearsal import authz_routes as table
 from tests.rehearsal.conftest import scenario_stack
+from tests.rehearsal.sign_in import cheap_hashes
 from tests.rehearsal.test_18_authz_bypasses import _as
 
 SECRET = f"alice-secret-{secrets.token_hex(6)}"
@@ -104,22 +105,8 @@ def users(stack) -> dict[str, tuple[str, str]]:
                                  auth=(admin.username, admin.password),
                                  json={"username": username, "password": password})
         assert response.status_code == 200, response.text
-    _cheap_hashes(stack, created.values())
+    cheap_hashes(stack, [*created.values(), (admin.username, admin.password)])
     return created
-
-
-def _cheap_hashes(stack: RehearsalStack, users) -> None:
-    """One-round PBKDF2 hashes for the swept users: the sweep is about authorization, and MLflow's
-    scrypt check (about 80 ms of CPU per request) would spend the sweep's CI minutes on sign-ins."""
-    from werkzeug.security import generate_password_hash
-
-    from components.config import auth_database_name
-
-    assert stack.postgres is not None
-    for username, password in users:
-        digest = generate_password_hash(password, method="pbkdf2:sha256:1")
-        stack.postgres.psql(f"UPDATE users SET password_hash = '{digest}' WHERE username = '{username}'",
-                            auth_database_name(stack.base_config.database.name))
 
 
 @pytest.fixture(scope="module")
