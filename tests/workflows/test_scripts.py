@@ -31,7 +31,7 @@ from tests.workflows.workflows import Step, load, step_named
 # is read into the STAND_IN_INPUTS log), prints the canned answer for the first key of ANSWERS (JSON:
 # {"substring of the joined arguments": "output"}) found in its arguments; an answer
 # {"stdout": ..., "exit": n} also exits with n; {"file": path} prints that file (an output longer than
-# an environment variable may hold).
+# an environment variable may hold); a list of answers gives them one a call, the last one again after.
 STAND_IN = f"""#!{sys.executable}
 import json, os, sys
 with open(os.environ["STAND_IN_LOG"], "a") as log:
@@ -42,6 +42,11 @@ if "--input" in sys.argv:
 joined = " ".join(sys.argv[1:])
 for key, answer in json.loads(os.environ.get("ANSWERS", "{{}}")).items():
     if key in joined:
+        if isinstance(answer, list):
+            counter = os.environ["STAND_IN_LOG"] + "." + str(sorted(json.loads(os.environ["ANSWERS"])).index(key))
+            calls = int(open(counter).read()) if os.path.exists(counter) else 0
+            open(counter, "w").write(str(calls + 1))
+            answer = answer[min(calls, len(answer) - 1)]
         if isinstance(answer, str):
             answer = {{"stdout": answer}}
         sys.stdout.write(open(answer["file"]).read() if "file" in answer else answer.get("stdout", ""))
@@ -470,10 +475,11 @@ def save_plan(run: Run, content: bytes = b'{"resourcePlans": {}}', stack: str = 
 
 def test_the_plan_saves_the_plan_and_shows_it_escaped_with_its_sha256(run):
     sha256 = save_plan(run)
-    result = run(deploy_step("plan", "pulumi preview --save-plan"), {"login": "Logged in\n", "preview": PREVIEW_OUTPUT},
-                 **plan_environment(run))
+    result = run(deploy_step("plan", "pulumi preview --save-plan"),
+                 {"login": "Logged in\n", "stack export": STATE, "preview": PREVIEW_OUTPUT}, **plan_environment(run))
     assert result.returncode == 0, result.stdout + result.stderr
-    [login, preview] = run.calls()
+    [login, export, preview, export_again] = run.calls()
+    assert export == export_again == ["pulumi", "stack", "export", "--stack", "aws"]
     assert login == ["pulumi", "login", "--non-interactive", "s3://state?region=eu-west-1"]
     assert preview[preview.index("--save-plan") + 1] == str(run.runner_temp / "plan" / "aws.json")
     assert "--policy-pack" in preview and preview[preview.index("--stack") + 1] == "aws"
@@ -591,8 +597,8 @@ def test_the_plan_reads_no_state_and_replaces_nothing_unless_asked(run, renew: s
     result = run(deploy_step("plan", "pulumi preview --save-plan"), {"stack export": STATE, "preview": PREVIEW_OUTPUT},
                  **plan_environment(run, renew=renew))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert [call[1] for call in run.calls()] == ["login", "preview"]
-    assert "--replace" not in run.calls()[1] and "registry-token" not in run.read("GITHUB_OUTPUT")
+    assert [call[1] for call in run.calls()] == ["login", "stack", "preview", "stack"]
+    assert "--replace" not in run.calls()[2] and "registry-token" not in run.read("GITHUB_OUTPUT")
 
 
 def test_renew_registry_token_replaces_the_one_command_the_state_holds(run):
@@ -601,8 +607,8 @@ def test_renew_registry_token_replaces_the_one_command_the_state_holds(run):
                  {"login": "Logged in\n", "stack export": STATE, "preview": PREVIEW_OUTPUT},
                  **plan_environment(run, renew="aws"))
     assert result.returncode == 0, result.stdout + result.stderr
-    login, export, preview = run.calls()
-    assert export == ["pulumi", "stack", "export", "--stack", "aws"]
+    login, export, preview, export_again = run.calls()
+    assert export == export_again == ["pulumi", "stack", "export", "--stack", "aws"]
     assert preview[1] == "preview" and preview[-2:] == ["--replace", TOKEN_URN] and preview.count("--replace") == 1
     assert run.read("GITHUB_OUTPUT") == f"plan-sha256-aws={sha256}\nregistry-token-urn-aws={TOKEN_URN}\n"
     summary = run.read("GITHUB_STEP_SUMMARY")
@@ -635,6 +641,26 @@ def test_renew_registry_token_fails_when_the_state_cannot_be_read(run):
     assert result.returncode == 255 and [call[1] for call in run.calls()] == ["login", "stack"]
     assert "could not be read" in result.stdout and run.read("GITHUB_OUTPUT") == ""
     assert "failed (exit status 255): no plan" in run.read("GITHUB_STEP_SUMMARY")
+
+
+@pytest.mark.parametrize("renew", ["", "aws"])
+@pytest.mark.parametrize("after", ["changed", "unreadable"])
+def test_a_state_written_while_it_was_planned_gives_no_plan(run, renew: str, after: str):
+    """Workflow review 5, item 3: the step before sees only deploy.yml's applies; an `up` or `refresh` from a
+    workstation or the runbook that writes the state during the preview made a plan of a state that is gone.
+    The state is read before and after the preview; a difference (or no second read) plans nothing."""
+    save_plan(run)
+    second = state(("pulumi:pulumi:Stack", "urn:pulumi:aws::mlflow::pulumi:pulumi:Stack::mlflow-aws"),
+                   ("command:local:Command", TOKEN_URN), ("aws:s3/bucketV2:BucketV2", "urn:pulumi:aws::b"))
+    result = run(deploy_step("plan", "pulumi preview --save-plan"),
+                 {"login": "Logged in\n", "preview": PREVIEW_OUTPUT,
+                  "stack export": [STATE, second if after == "changed" else {"stdout": "", "exit": 255}]},
+                 **plan_environment(run, renew=renew))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert [call[1] for call in run.calls()] == ["login", "stack", "preview", "stack"]
+    assert "changed while it was planned" in result.stdout and run.read("GITHUB_OUTPUT") == ""
+    assert "failed (exit status 1): no plan, nothing is applied" in run.read("GITHUB_STEP_SUMMARY")
+    assert not (run.runner_temp / "state-before-plan.json").exists()
 
 
 def test_apply_replaces_what_the_plan_replaced(run):

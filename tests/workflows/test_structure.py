@@ -45,9 +45,10 @@ PLAN_FILE = "${{ runner.temp }}/plan/${{ matrix.stack }}.json"
 # The state is read (`stack export`) for the registry token's URN only with renew-registry-token; the
 # preview's `"$@"` is empty, or `--replace <that URN>` (registry_token_renewal).
 PLAN_COMMANDS = ['pulumi login --non-interactive "$BACKEND_URL"',
-                 'pulumi stack export --stack "$STACK"',
+                 'pulumi stack export --stack "$STACK" "$state"',
                  'pulumi preview --non-interactive --color never --suppress-progress --diff --stack "$STACK" '
-                 '--policy-pack policy --message "$MESSAGE" --save-plan "$PLAN" "$@"']
+                 '--policy-pack policy --message "$MESSAGE" --save-plan "$PLAN" "$@"',
+                 'pulumi stack export --stack "$STACK" "$state.after"']  # the state before and after the preview
 # The plan step's environment that stands in for the action's inputs (stack-name, cloud-url, message,
 # plan, replace); the rest is what Pulumi reads, the same in `up` but for the identity and the fresh
 # Azure CLI login's variables (FRESH_LOGIN_ENV: the program's `az` commands run in `up` alone, and
