@@ -22,15 +22,36 @@ app.py), and so do the day-2 one-offs of the image, which never start a multipar
   store's own limit, S3's and MinIO's 10,000 parts (https://docs.aws.amazon.com/AmazonS3/latest/userguide/
   qfacts.html; MinIO: https://min.io/docs/minio/linux/operations/concepts/thresholds.html) and Blob's 50,000
   blocks, with MLflow's INVALID_PARAMETER_VALUE (400), before anything is started or signed.
+- Both: MLflow's client completes the upload with one request that lists every part, each with its whole URL
+  (http_artifact_repo.py, complete_multipart_upload: `{"path", "upload_id", "parts": [part.to_dict()]}`,
+  MultipartUploadPart.to_dict: part_number, etag, url; sent as requests' `json=`, json.dumps' default
+  separators). Nginx takes that body, like every API body, up to its API limit (components/render/proxy.py,
+  api_body_limit: 16 MiB, or clientMaxBodySize if smaller; mlflow_guard.asgi reads 16 MiB at most): above it
+  the completion got 413 after every part had been moved (second cloud review of issue 26). The limit reaches
+  the server as MLFLOW_PLATFORM_API_BODY_LIMIT_BYTES (render.tracking_server_env), so the cap here and Nginx
+  agree. num_parts is refused (400, before anything is started or signed) above what that body can list for
+  this artifact's key (part_url_bound: the real endpoint, bucket or account, container and key; bounds for
+  the rest), and the request MLflow signed is measured once more, exactly, before it leaves: over the limit
+  (an S3 session token or upload ID longer than the bounds), the upload is aborted and refused the same way.
+- Azure Blob, user-delegation SAS: each part URL is signed for its own block only, with signed request query
+  parameters (`srq=comp,blockid`: the request must carry `comp=block` and that `blockid`; user-delegation SAS
+  from service version 2026-04-06, https://learn.microsoft.com/rest/api/storageservices/create-user-delegation-sas,
+  "Signed request query parameters"; azure-storage-blob 12.31.1 signs them as `request_query_params`,
+  _shared/shared_access_signature.py add_request_query_params, with its service version 2026-10-06). A write
+  SAS for the blob let any part URL Put Blob over the committed artifact, or Put Block List, for its hour.
+  A key-signed (service) SAS has no such parameters (the SDK signs them only with a user-delegation key): the
+  stacks sign with the identity's key; a connection string (test stand-ins) keeps one SAS for all parts.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 import posixpath
 import urllib.parse
+from typing import Optional
 
 from mlflow.entities.multipart_upload import CreateMultipartUploadResponse, MultipartUploadCredential
 from mlflow.exceptions import MlflowException, _UnsupportedMultipartUploadException
@@ -46,25 +67,124 @@ BLOCK_ID_DIGITS = len(str(BLOB_MAX_BLOCKS))
 SAS_HOURS = 1
 """MLflow's part SAS lifetime (azure_blob_artifact_repo.py l.252), kept."""
 
+API_BODY_LIMIT_ENV = "MLFLOW_PLATFORM_API_BODY_LIMIT_BYTES"
+"""Nginx's limit on API bodies, the completion request's included (render.tracking_server_env sets it)."""
+DEFAULT_API_BODY_LIMIT_BYTES = 16 * 1024 * 1024
+"""Without the env var: Nginx's API_BODY_LIMIT and mlflow_guard.asgi.MAX_INSPECTED_BODY_BYTES (16 MiB)."""
+COMPLETION_HEADROOM_BYTES = 16 * 1024
+"""What the completion body holds besides its parts: `path` (the client's local file path: Linux PATH_MAX is 4,096
+bytes, JSON-escaped at most 6 characters a byte would exceed this, but no real path does; the exact measure below
+catches one that would), `upload_id` and the framing."""
+ETAG_BOUND = '"' + "0" * 32 + '"'
+"""The longest ETag a part answers: S3's (and MinIO's) is the part's MD5 in quotes (UploadPart, ETag,
+https://docs.aws.amazon.com/AmazonS3/latest/API/API_UploadPart.html); Put Block answers none (MLflow sends "")."""
+ENTRY_FRAMING_BYTES = len(json.dumps({"part_number": BLOB_MAX_BLOCKS, "etag": ETAG_BOUND, "url": ""})) + len(", ")
+"""One part in the completion body, without its URL (MultipartUploadPart.to_dict, json.dumps' separators)."""
+S3_SESSION_TOKEN_BOUND = 1_400
+"""An S3 part URL's `X-Amz-Security-Token`, URL-encoded: the task role's temporary credentials on aws (STS does
+not fix their size, https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html, "The size of the
+security token ... is not fixed"; ECS task-role tokens measure about 1,100-1,300). MinIO's static keys have none."""
+S3_UPLOAD_ID_BOUND = 256
+"""An S3 upload ID in a part URL (not documented; S3's are about 100-180 characters)."""
+S3_QUERY_FIXED = 331
+"""The rest of an S3 part URL's query, for the longest region name and part number 10,000 (measured with botocore:
+tests/mlflow_guard/test_mlflow_guard_artifacts.py, test_part_url_bounds_hold)."""
+BLOB_QUERY_BOUND = 400
+"""A Blob part URL's query: `comp=block&blockid=...&` and the user-delegation SAS with srq (measured with the SDK:
+367 at most, its 44-character signature escaping `+` and `=`; the bound leaves room for a dozen `+` in it, which
+random base64 never comes near; the same test)."""
+
 
 def block_id(part_number: int) -> str:
     """`mlflow_block_00001` ... `mlflow_block_50000`: MLflow's prefix, one length for every block of a blob."""
     return f"mlflow_block_{part_number:0{BLOCK_ID_DIGITS}d}"
 
 
-def check_num_parts(num_parts: int, limit: int, store: str) -> None:
-    if num_parts > limit:
+def check_num_parts(num_parts: int, limit: int, store: str, url_bound: Optional[int] = None) -> None:
+    """Refuse more parts than the store takes, or (with `url_bound`, the longest part URL) than the completion
+    request can list within the API body limit."""
+    cap = limit if url_bound is None else parts_cap(limit, url_bound)
+    if num_parts > cap:
+        why = (f"{store} takes ({limit:,})" if cap == limit else
+               f"one completion request can list ({cap:,}: MLflow's client sends every part's URL in it, and the "
+               f"server takes API bodies up to {api_body_limit_bytes() // (1024 * 1024)} MiB)")
         raise MlflowException(
-            f"num_parts {num_parts} is more than {store} takes ({limit:,}); upload in larger parts "
+            f"num_parts {num_parts} is more than {why}; upload in larger parts (MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE)",
+            error_code=INVALID_PARAMETER_VALUE)
+
+
+def api_body_limit_bytes() -> int:
+    return int(os.environ.get(API_BODY_LIMIT_ENV) or DEFAULT_API_BODY_LIMIT_BYTES)
+
+
+def parts_cap(limit: int, url_bound: int) -> int:
+    """The most parts whose completion request fits the API body limit, and no more than the store's limit."""
+    return max(0, min(limit, (api_body_limit_bytes() - COMPLETION_HEADROOM_BYTES) // (ENTRY_FRAMING_BYTES + url_bound)))
+
+
+def _key_in_url(key: str) -> int:
+    """The key's length in a part URL as the completion body carries it: botocore escapes it (UTF-8 bytes as %XX),
+    MLflow's Blob URL carries it raw, which json.dumps escapes (\\uXXXX); the longer of the two."""
+    return max(len(urllib.parse.quote(key, safe="/~")), len(json.dumps(key)) - 2)
+
+
+def s3_part_url_bound(endpoint: Optional[str], bucket: str, key: str, session_token: bool = True) -> int:
+    """The longest part URL MLflow signs for `key`: path or virtual-hosted style, the same length."""
+    base = (endpoint or "https://s3.amazonaws.com").rstrip("/")
+    return len(base) + 1 + len(bucket) + 1 + _key_in_url(key) + S3_QUERY_FIXED + S3_UPLOAD_ID_BOUND + (
+        S3_SESSION_TOKEN_BOUND if session_token else 0)
+
+
+def signs_with_session_token() -> bool:
+    """False when the server signs with long-term keys (the local stack's MinIO key in AWS_ACCESS_KEY_ID, no
+    AWS_SESSION_TOKEN: botocore's environment provider comes first); the aws task role's are temporary."""
+    return not (os.environ.get("AWS_ACCESS_KEY_ID") and not os.environ.get("AWS_SESSION_TOKEN"))
+
+
+def blob_part_url_bound(account_url: str, container: str, blob: str) -> int:
+    return len(account_url.rstrip("/")) + 1 + len(container) + 1 + _key_in_url(blob) + BLOB_QUERY_BOUND
+
+
+def completion_body_bytes(local_file: str, upload_id: Optional[str], credentials) -> int:
+    """The exact size of the body MLflow's client will send to complete this upload (each part's ETag at its
+    longest)."""
+    parts = [{"part_number": c.part_number, "etag": ETAG_BOUND, "url": c.url} for c in credentials]
+    return len(json.dumps({"path": local_file, "upload_id": upload_id, "parts": parts}).encode())
+
+
+def check_completion_fits(local_file: str, upload_id: Optional[str], credentials) -> None:
+    size = completion_body_bytes(local_file, upload_id, credentials)
+    if size > api_body_limit_bytes():
+        raise MlflowException(
+            f"num_parts {len(credentials)} is more than one completion request can list (it would be {size:,} "
+            f"bytes, the server takes API bodies up to {api_body_limit_bytes():,}); upload in larger parts "
             "(MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE)", error_code=INVALID_PARAMETER_VALUE)
 
 
+def _dest_path(parsed_path: str, local_file: str, artifact_path: Optional[str]) -> str:
+    """Where MLflow puts the upload (create_multipart_upload of both repositories)."""
+    if artifact_path:
+        parsed_path = posixpath.join(parsed_path, artifact_path)
+    return posixpath.join(parsed_path, os.path.basename(local_file))
+
+
 class S3Repository(S3ArtifactRepository):
-    """MLflow's S3 repository, refusing more parts than S3 (and MinIO) take."""
+    """MLflow's S3 repository, refusing more parts than S3 (and MinIO) take or its completion request can list."""
 
     def create_multipart_upload(self, local_file, num_parts=1, artifact_path=None):
-        check_num_parts(num_parts, S3_MAX_PARTS, "S3")
-        return super().create_multipart_upload(local_file, num_parts, artifact_path)
+        from mlflow.environment_variables import MLFLOW_S3_ENDPOINT_URL
+
+        (bucket, path) = self.parse_s3_compliant_uri(self.artifact_uri)
+        key = _dest_path(path, local_file, artifact_path)
+        check_num_parts(num_parts, S3_MAX_PARTS, "S3", s3_part_url_bound(MLFLOW_S3_ENDPOINT_URL.get(), bucket, key,
+                                                                          signs_with_session_token()))
+        created = super().create_multipart_upload(local_file, num_parts, artifact_path)
+        try:
+            check_completion_fits(local_file, created.upload_id, created.credentials)
+        except MlflowException:
+            super().abort_multipart_upload(local_file, created.upload_id, artifact_path)
+            raise
+        return created
 
 
 class AzureBlobRepository(AzureBlobArtifactRepository):
@@ -76,11 +196,10 @@ class AzureBlobRepository(AzureBlobArtifactRepository):
         from azure.core.exceptions import HttpResponseError
         from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 
-        check_num_parts(num_parts, BLOB_MAX_BLOCKS, "Blob Storage")
         (container, _, dest_path, _) = self.parse_wasbs_uri(self.artifact_uri)
-        if artifact_path:
-            dest_path = posixpath.join(dest_path, artifact_path)
-        dest_path = posixpath.join(dest_path, os.path.basename(local_file))
+        dest_path = _dest_path(dest_path, local_file, artifact_path)
+        check_num_parts(num_parts, BLOB_MAX_BLOCKS, "Blob Storage",
+                        blob_part_url_bound(self.client.url, container, dest_path))
         blob_url = posixpath.join(self.client.url, container, dest_path)
         now = datetime.datetime.now(datetime.timezone.utc)
         expiry = now + datetime.timedelta(hours=SAS_HOURS)
@@ -109,12 +228,15 @@ class AzureBlobRepository(AzureBlobArtifactRepository):
             sas_kwargs.update(user_delegation_key=user_delegation_key, start=start)
         else:
             raise _UnsupportedMultipartUploadException()
-        sas_token = generate_blob_sas(**sas_kwargs)
-        credentials = [
-            MultipartUploadCredential(
-                url=(f"{blob_url}?comp=block&blockid="
-                     f"{urllib.parse.quote(encode_base64(block_id(i)), safe='')}&{sas_token}"),
-                part_number=i, headers={})
-            for i in range(1, num_parts + 1)
-        ]
+        shared = None if "user_delegation_key" in sas_kwargs else generate_blob_sas(**sas_kwargs)
+        credentials = []
+        for i in range(1, num_parts + 1):
+            encoded = encode_base64(block_id(i))
+            # With a user-delegation key: this part's SAS admits Put Block of this block only (module docstring).
+            sas_token = shared or generate_blob_sas(
+                **sas_kwargs, request_query_params={"comp": "block", "blockid": encoded})
+            credentials.append(MultipartUploadCredential(
+                url=f"{blob_url}?comp=block&blockid={urllib.parse.quote(encoded, safe='')}&{sas_token}",
+                part_number=i, headers={}))
+        check_completion_fits(local_file, None, credentials)
         return CreateMultipartUploadResponse(credentials=credentials, upload_id=None)

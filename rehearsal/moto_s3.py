@@ -9,6 +9,20 @@ signature recomputed over the canonical request (UNSIGNED-PAYLOAD) with the name
 URL's lifetime (`X-Amz-Date` + `X-Amz-Expires`, at most 7 days), and then the key's own IAM policies
 for the action (moto's usual check). A request with an `Authorization` header is checked by moto as
 before, and an unsigned request without either fails as before.
+
+Every signed request (query or header) must also be signed for this endpoint's region and for `s3`, as S3 refuses
+one whose credential scope names another region or service (400 AuthorizationQueryParametersError for a presigned
+URL, AuthorizationHeaderMalformed for a header: https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html,
+"List of error codes"; "the region 'x' is wrong; expecting 'y'"), and a presigned URL's scope date must be its
+X-Amz-Date's (moto itself recomputes the signature with whatever region the scope names, so a URL signed for another
+region passed). The region is MOTO_S3_REGION (default us-east-1: render sets AWS_DEFAULT_REGION=us-east-1 beside an
+S3 endpoint, and the rehearsal's buckets are moto's us-east-1 ones).
+
+Still not rehearsed (S3 differs; tests/rehearsal/test_23_direct_transfers.py says the same): the bucket policy's
+TLS-only condition (aws:SecureTransport: this endpoint is plain HTTP, and moto's IAM check does not read bucket
+policies), the local stack's Docker DNS path (MinIO's network alias; here one loopback address serves server and
+clients), and session tokens (X-Amz-Security-Token: the rehearsal's keys are long-term ones; a URL signed with
+temporary credentials dying with them, the aws README's 10-15 minutes, is not reproduced).
 """
 
 from __future__ import annotations
@@ -16,12 +30,15 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
+import os
 import sys
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 MAX_EXPIRES_SECONDS = 7 * 24 * 3600
 """S3's limit on X-Amz-Expires."""
+REGION_ENV = "MOTO_S3_REGION"
+DEFAULT_REGION = "us-east-1"
 SIGNED_QUERY = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires", "X-Amz-SignedHeaders",
                 "X-Amz-Signature")
 
@@ -54,11 +71,34 @@ def sigv4_signature(secret: str, scope: str, string_to_sign: str) -> str:
     return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
 
 
-def install() -> None:
-    """Replace moto's S3IAMRequest with one that also reads presigned (query-string) authentication."""
-    from moto.iam import access_control
-    from moto.s3.exceptions import S3AccessDeniedError
+def scope_problem(credential: str, expected_region: str, amz_date: str | None = None) -> str | None:
+    """Why S3 would refuse a credential (`AKID/date/region/service/aws4_request`) here; None: it would not."""
+    parts = credential.split("/")
+    if len(parts) != 5 or parts[4] != "aws4_request":
+        return f"the credential '{credential}' is malformed"
+    _, date, region, service, _ = parts
+    if region != expected_region:
+        return f"the region '{region}' is wrong; expecting '{expected_region}'"
+    if service != "s3":
+        return f"the service '{service}' is wrong; expecting 's3'"
+    if amz_date is not None and amz_date[:8] != date:
+        return f"the date '{date}' is wrong; expecting '{amz_date[:8]}'"
+    return None
 
+
+def install() -> None:
+    """Replace moto's S3IAMRequest with one that also reads presigned (query-string) authentication and refuses a
+    credential scope for another region or service."""
+    from moto.iam import access_control
+    from moto.s3.exceptions import S3AccessDeniedError, S3ClientError
+
+    class AuthorizationQueryParametersError(S3ClientError):
+        code = "AuthorizationQueryParametersError"
+
+    class AuthorizationHeaderMalformed(S3ClientError):
+        code = "AuthorizationHeaderMalformed"
+
+    region = os.environ.get(REGION_ENV) or DEFAULT_REGION
     base = access_control.S3IAMRequest
 
     class PresignedAwareS3IAMRequest(base):  # type: ignore[misc, valid-type]
@@ -68,10 +108,20 @@ def install() -> None:
             params = dict(query)
             self._presigned = "Authorization" not in headers and all(name in params for name in SIGNED_QUERY)
             if not self._presigned:
+                authorization = str(headers.get("Authorization", ""))
+                if "Credential=" in authorization:
+                    problem = scope_problem(authorization.split("Credential=", 1)[1].split(",", 1)[0].strip(), region)
+                    if problem:
+                        raise AuthorizationHeaderMalformed(
+                            "AuthorizationHeaderMalformed", f"The authorization header is malformed; {problem}")
                 super().__init__(account_id, method, path, data, body, headers, action)
                 return
             if params["X-Amz-Algorithm"] != "AWS4-HMAC-SHA256":
                 raise S3AccessDeniedError()
+            problem = scope_problem(params["X-Amz-Credential"], region, params["X-Amz-Date"])
+            if problem:
+                raise AuthorizationQueryParametersError(
+                    "AuthorizationQueryParametersError", f"Error parsing the X-Amz-Credential parameter; {problem}")
             # The parent reads the credential scope from the Authorization header: give it the query's.
             synthetic = dict(headers.items())
             synthetic["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={params['X-Amz-Credential']}, "

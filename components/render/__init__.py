@@ -27,7 +27,8 @@ from components.render.auth import (AUTH_APPS, AUTH_DATABASE_URI_ENV, AUTH_CONFI
                                     auth_config_ini, oidc_env)
 from components.render.server import (BACKEND_URI_ENV, SECRETS_KEK_ENV, S3_CREDENTIAL_ENVS,
                                       MODEL_VERSION_SOURCE_REGEX_ENV, MODEL_VERSION_SOURCE_REGEX, JOB_EXECUTION_ENV,
-                                      PRESIGNED_DOWNLOAD_TTL_ENV, PRESIGNED_DOWNLOAD_TTL_SECONDS, METRICS_DIR,
+                                      PRESIGNED_DOWNLOAD_TTL_ENV, PRESIGNED_DOWNLOAD_TTL_SECONDS, API_BODY_LIMIT_ENV,
+                                      METRICS_DIR,
                                       METRICS_SCRAPE_HEADER, METRICS_SCRAPE_HEADER_VALUE,
                                       METRICS_DIR_RESET, backend_store_uri, TrackingServerSettings, tracking_server_env,
                                       tracking_server_command, uvicorn_keep_alive_seconds, tracking_server_spec,
@@ -54,6 +55,7 @@ __all__ = [
     "OIDC_CLIENT_SECRET_ENV", "OIDC_USERS_DB_URI_ENV", "auth_secret_env_names", "auth_config_ini", "oidc_env",
     "BACKEND_URI_ENV", "SECRETS_KEK_ENV", "S3_CREDENTIAL_ENVS", "MODEL_VERSION_SOURCE_REGEX_ENV",
     "MODEL_VERSION_SOURCE_REGEX", "JOB_EXECUTION_ENV", "PRESIGNED_DOWNLOAD_TTL_ENV", "PRESIGNED_DOWNLOAD_TTL_SECONDS",
+    "API_BODY_LIMIT_ENV",
     "METRICS_DIR", "METRICS_SCRAPE_HEADER",
     "METRICS_SCRAPE_HEADER_VALUE", "METRICS_DIR_RESET", "backend_store_uri", "TrackingServerSettings",
     "tracking_server_env", "tracking_server_command", "uvicorn_keep_alive_seconds", "tracking_server_spec",

@@ -50,6 +50,12 @@ JOB_EXECUTION_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 PRESIGNED_DOWNLOAD_TTL_ENV = "MLFLOW_PRESIGNED_DOWNLOAD_URL_TTL_SECONDS"
 PRESIGNED_DOWNLOAD_TTL_SECONDS = 300
 
+# artifacts.transfer direct: Nginx's limit on API bodies (proxy.api_body_limit), in bytes. MLflow's client completes a
+# direct upload with one request listing every part's URL (mlflow/store/artifact/http_artifact_repo.py,
+# complete_multipart_upload); mlflow_guard.artifacts refuses an upload of more parts than that body can list within
+# this limit before it signs anything, so the server and Nginx agree (second cloud review of issue 26).
+API_BODY_LIMIT_ENV = "MLFLOW_PLATFORM_API_BODY_LIMIT_BYTES"
+
 
 def backend_store_uri(username: str, password: str, host: str, port: int, database: str,
                       driver: str = "psycopg2") -> str:
@@ -102,6 +108,9 @@ class TrackingServerSettings:
     direct_transfers: bool = False
     """artifacts.transfer direct: clients move large artifacts with presigned URLs the server signs for the
     store's endpoint (`s3_endpoint_url`, which the clients must reach); False: every byte through the server."""
+    api_body_limit_bytes: int = 16 * 1024 * 1024
+    """Nginx's limit on API bodies (proxy.api_body_limit of proxy.clientMaxBodySize): with direct transfers, what
+    the completion of a multipart upload may weigh (API_BODY_LIMIT_ENV)."""
 
 
 def tracking_server_env(settings: TrackingServerSettings) -> dict[str, str]:
@@ -123,6 +132,7 @@ def tracking_server_env(settings: TrackingServerSettings) -> dict[str, str]:
         env["AWS_DEFAULT_REGION"] = "us-east-1"
     if settings.direct_transfers:
         env[PRESIGNED_DOWNLOAD_TTL_ENV] = str(PRESIGNED_DOWNLOAD_TTL_SECONDS)
+        env[API_BODY_LIMIT_ENV] = str(settings.api_body_limit_bytes)
     if settings.auth_mode == "mlflow":
         env[AUTH_CONFIG_ENV] = AUTH_CONFIG_PATH
         env[AUTH_ADMIN_USERNAME_ENV] = settings.auth_admin_username
@@ -227,6 +237,9 @@ def tracking_server_settings(server: "ServerConfig", proxy: "ProxyConfig", hostn
     """The server settings a stack's config renders to: the one place config becomes flags,
     used by the TrackingServer component and by the rehearsal alike. `scheme` and `port` are what
     users see (default: the proxy's own, as on `local`; a cloud load balancer has its own)."""
+    from components.config import nginx_size_bytes
+    from components.render.proxy import api_body_limit
+
     scheme = scheme or public_scheme(proxy)
     port = port or proxy.port
     return TrackingServerSettings(
@@ -252,4 +265,5 @@ def tracking_server_settings(server: "ServerConfig", proxy: "ProxyConfig", hostn
                   if auth and auth.mode == "oidc" else {}),
         metrics_dir=METRICS_DIR if observability is None or observability.prometheus else None,
         direct_transfers=artifacts is not None and artifacts.transfer == "direct",
+        api_body_limit_bytes=nginx_size_bytes(api_body_limit(proxy.client_max_body_size)),
     )

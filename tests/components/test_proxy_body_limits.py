@@ -13,6 +13,7 @@ import dataclasses
 import http.client
 import http.server
 import os
+import posixpath
 import shutil
 import socket
 import subprocess
@@ -171,3 +172,107 @@ def test_other_methods_on_the_artifact_routes_take_no_body(proxy, method):
         status, got = send(port, method, path, size, chunked=chunked)
         assert status == 413 and got == -1, (method, size, chunked, status, got)
     assert send(port, method, path, 0) == (200, 0)
+
+
+# --- the completion of a direct upload (second cloud review of issue 26, item 1) ---------------------------------
+
+@pytest.fixture(scope="module")
+def direct_proxy(tmp_path_factory) -> Iterator[tuple[int, int]]:
+    """Nginx rendered for artifacts.transfer direct with the default proxy config; (port, the API body limit the
+    server's env gets from the same config)."""
+    from components.config import ArtifactsConfig
+
+    if NGINX is None:
+        if os.environ.get("CI"):
+            pytest.fail("nginx is required in CI (apt-get install nginx)")
+        pytest.skip("nginx not installed: apt-get install nginx")
+    tmp = tmp_path_factory.mktemp("nginx-direct")
+    upstream = Upstream(("127.0.0.1", 0), Counting)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    port = _free_port()
+    paths = render.NginxPaths(config=str(tmp / "nginx.conf"), htpasswd=str(tmp / "htpasswd"),
+                              certificate=str(tmp / "c"), private_key=str(tmp / "k"), pid=str(tmp / "nginx.pid"),
+                              temp_dir=str(tmp), access_log=str(tmp / "a.log"), error_log=str(tmp / "e.log"))
+    proxy_config, artifacts = ProxyConfig(), ArtifactsConfig(transfer="direct")
+    settings = dataclasses.replace(
+        render.proxy_settings(proxy_config, ServerConfig(), f"127.0.0.1:{upstream.server_address[1]}",
+                              artifacts=artifacts),
+        paths=paths, listen_address="127.0.0.1", listen_port=port, basic_auth=False, metrics_port=None)
+    assert settings.direct_transfers
+    server_env = render.tracking_server_env(render.tracking_server_settings(
+        ServerConfig(), proxy_config, ("localhost",), image="i", artifacts_destination="s3://b/p", artifacts=artifacts))
+    (tmp / "nginx.conf").write_text(render.nginx_conf(settings))
+    nginx = subprocess.Popen([NGINX, "-c", paths.config, "-g", "daemon off;"], stderr=subprocess.PIPE)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield port, int(server_env[render.API_BODY_LIMIT_ENV])
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
+        upstream.shutdown()
+
+
+def _complete(port: int, upload_id, urls: list[str]) -> None:
+    """MLflow's client completing a direct upload through Nginx (http_artifact_repo.complete_multipart_upload), each
+    part with the longest ETag a part answers."""
+    from mlflow.entities.multipart_upload import MultipartUploadPart
+    from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
+
+    from mlflow_guard.artifacts import ETAG_BOUND
+
+    repo = HttpArtifactRepository(f"http://127.0.0.1:{port}/api/2.0/mlflow-artifacts/artifacts/12/{'a' * 32}/artifacts")
+    parts = [MultipartUploadPart(part_number=n, etag=ETAG_BOUND, url=url) for n, url in enumerate(urls, 1)]
+    Counting.received.clear()
+    repo.complete_multipart_upload("/home/someone/models/model.safetensors", upload_id, parts, "model/data")
+
+
+def _cap_and_urls(store: str, monkeypatch) -> tuple[int, int, object, list[str]]:
+    """(the guard's cap, the store's own limit, upload id, part URLs at the store's limit) for a realistic key on the
+    aws (a task role's session token and an upload ID at their bounds) or azure stack."""
+    from mlflow_guard import artifacts
+    from tests.mlflow_guard.test_mlflow_guard_artifacts import (AWS_ENDPOINT, REALISTIC_KEY, _IdentityWithDelegator,
+                                                                _s3_part_urls)
+
+    if store == "s3":
+        bucket = "my-mlflow-artifacts-123456789012"
+        cap = artifacts.parts_cap(artifacts.S3_MAX_PARTS,
+                                  artifacts.s3_part_url_bound(AWS_ENDPOINT, bucket, REALISTIC_KEY))
+        upload_id, urls = _s3_part_urls(REALISTIC_KEY, range(1, artifacts.S3_MAX_PARTS + 1), 1_300,
+                                        artifacts.S3_UPLOAD_ID_BOUND, bucket=bucket)
+        return cap, artifacts.S3_MAX_PARTS, upload_id, urls
+    repo = artifacts.AzureBlobRepository(f"wasbs://artifacts@{_IdentityWithDelegator.account_name}.blob.core.windows"
+                                         ".net/mlflow", client=_IdentityWithDelegator())
+    key = REALISTIC_KEY.removeprefix("mlflow/")
+    cap = artifacts.parts_cap(artifacts.BLOB_MAX_BLOCKS, artifacts.blob_part_url_bound(
+        _IdentityWithDelegator.url, "artifacts", REALISTIC_KEY))
+    monkeypatch.setenv(artifacts.API_BODY_LIMIT_ENV, str(1024 ** 3))  # to sign past the cap for the second half
+    created = repo.create_multipart_upload("/x/model.safetensors", artifacts.BLOB_MAX_BLOCKS, posixpath.dirname(key))
+    monkeypatch.delenv(artifacts.API_BODY_LIMIT_ENV)
+    return cap, artifacts.BLOB_MAX_BLOCKS, None, [c.url for c in created.credentials]
+
+
+@pytest.mark.parametrize("store", ["s3", "blob"])
+def test_a_completion_at_the_guards_cap_passes_nginx_and_one_at_the_stores_limit_did_not(direct_proxy, store,
+                                                                                           monkeypatch):
+    """The guard caps num_parts at what the completion request can list within the API body limit the server's
+    env carries; the real MLflow client's completion at that cap passes the rendered Nginx, while at the store's own
+    limit (the cap before) it was refused 413 after every part had been moved."""
+    import requests
+
+    from mlflow_guard import artifacts
+
+    port, budget = direct_proxy
+    monkeypatch.setenv(artifacts.API_BODY_LIMIT_ENV, str(budget))
+    cap, limit, upload_id, urls = _cap_and_urls(store, monkeypatch)
+    assert 0 < cap < limit
+    _complete(port, upload_id, urls[:cap])
+    (method, path, size) = Counting.received[-1]
+    assert method == "POST" and "/mpu/complete/" in path and budget * 0.9 < size <= budget, (size, budget)
+    with pytest.raises(requests.HTTPError, match="413"):
+        _complete(port, upload_id, urls)
+    assert Counting.received == []  # refused before the server saw it

@@ -69,11 +69,13 @@ def test_proxied_renders_what_the_stack_rendered_before(prefix):
     assert conf.count("/3.0/mlflow/server-info {") == 2 and conf.count("multipart_uploads_enabled\":false") == 2
 
 
-def test_direct_server_env_pins_the_download_url_lifetime_and_nothing_else():
+def test_direct_server_env_pins_the_download_url_lifetime_and_the_api_body_limit_and_nothing_else():
     proxied, direct = server_settings(), server_settings(DIRECT)
     assert direct.direct_transfers
     env = render.tracking_server_env(direct)
     assert env.pop(render.PRESIGNED_DOWNLOAD_TTL_ENV) == "300" == str(render.PRESIGNED_DOWNLOAD_TTL_SECONDS)
+    # What Nginx takes of the request completing a direct upload (mlflow_guard.artifacts caps the parts by it).
+    assert env.pop(render.API_BODY_LIMIT_ENV) == str(16 * 1024 * 1024)
     assert env == render.tracking_server_env(proxied)
     assert render.tracking_server_command(direct) == render.tracking_server_command(proxied)
     # The endpoint URLs are signed for is the platform's (s3_endpoint_url), never rewritten here.
@@ -81,6 +83,18 @@ def test_direct_server_env_pins_the_download_url_lifetime_and_nothing_else():
     # MLflow presigns upload parts with ExpectedBucketOwner as a signed header and hands clients no headers
     # (s3_artifact_repo.py create_multipart_upload): set, every direct upload would fail its signature.
     assert "MLFLOW_S3_EXPECTED_BUCKET_OWNER" not in env
+
+
+@pytest.mark.parametrize("client_max_body_size, limit", [("0", 16 << 20), ("64g", 16 << 20), ("8m", 8 << 20)])
+def test_the_servers_api_body_limit_is_the_one_nginx_renders(client_max_body_size, limit):
+    """One source for both: a clientMaxBodySize below 16m lowers Nginx's API limit (proxy.api_body_limit), and the
+    server's cap on parts with it."""
+    proxy = ProxyConfig(client_max_body_size=client_max_body_size)
+    settings = render.tracking_server_settings(ServerConfig(), proxy, ("h",), image="i", artifacts_destination="s3://b/",
+                                               artifacts=DIRECT)
+    assert render.tracking_server_env(settings)[render.API_BODY_LIMIT_ENV] == str(limit)
+    conf = render.nginx_conf(render.proxy_settings(proxy, ServerConfig(), "s:5000", artifacts=DIRECT))
+    assert f"        client_max_body_size {limit >> 20}m;\n        proxy_request_buffering off;" in conf
 
 
 def _without_server_info(conf: str) -> str:

@@ -44,6 +44,7 @@ def test_more_parts_than_the_store_takes_are_refused_before_anything_is_signed(r
     from mlflow.exceptions import MlflowException
 
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", _connection_string("http://127.0.0.1:9/devstoreaccount1"))
+    monkeypatch.setenv(artifacts.API_BODY_LIMIT_ENV, str(1024 ** 3))  # the store's limit, not the body's, refuses
     repo = repository(uri)
     with pytest.raises(MlflowException) as refused:
         repo.create_multipart_upload("/tmp/model.bin", limit + 1, "1/run/artifacts")
@@ -210,3 +211,218 @@ def test_a_refused_delegation_key_falls_back_to_proxied_and_says_why(caplog):
         with pytest.raises(_UnsupportedMultipartUploadException):
             repo.create_multipart_upload("/tmp/model.bin", 3, "1/run/artifacts")
     assert "fall back to proxied" in caplog.text and "Storage Blob Delegator" in caplog.text
+
+
+# --- the completion request's size (second cloud review of issue 26, item 1) -------------------------------------
+
+AWS_ENDPOINT = "https://s3.ap-southeast-5.amazonaws.com"  # one of the longest region names
+REALISTIC_KEY = "mlflow/12/" + "a" * 32 + "/artifacts/model/data/model.safetensors"
+
+
+def _s3_part_urls(key: str, num_parts: int, token_chars: int, upload_id_chars: int, bucket: str = "b" * 63):
+    """Part URLs as MLflow's S3 repository signs them (botocore), with the aws task role's kind of credentials."""
+    import boto3
+    from botocore.config import Config
+
+    token = base64.b64encode(os.urandom(token_chars * 3 // 4)).decode()[:token_chars]
+    session = boto3.session.Session(aws_access_key_id="ASIA" + "X" * 16, aws_secret_access_key="s" * 40,
+                                    aws_session_token=token, region_name="ap-southeast-5")
+    client = session.client("s3", endpoint_url=AWS_ENDPOINT, config=Config(signature_version="s3v4"))
+    upload_id = "U" * upload_id_chars
+    return upload_id, [client.generate_presigned_url("upload_part", Params={
+        "Bucket": bucket, "Key": key, "UploadId": upload_id, "PartNumber": n}) for n in num_parts]
+
+
+def test_part_url_bounds_hold():
+    """The bounds the cap uses are at least the URLs MLflow signs: S3 (botocore, a session token and upload ID at
+    their bounds, the longest part number) and Blob (the SDK's user-delegation SAS with srq, worst escaping)."""
+    import urllib.parse as parse
+
+    for key in (REALISTIC_KEY, "p/1/" + "r" * 32 + "/artifacts/dir with spaces/ünïcode+model.bin"):
+        # the token's base64 escapes to more than its length: take its escaped length at the bound
+        _, (url,) = _s3_part_urls(key, [10_000], 1_250, artifacts.S3_UPLOAD_ID_BOUND)
+        token = dict(parse.parse_qsl(parse.urlsplit(url).query))["X-Amz-Security-Token"]
+        escaped_token = len(parse.quote(token, safe=""))
+        assert escaped_token <= artifacts.S3_SESSION_TOKEN_BOUND
+        bound = artifacts.s3_part_url_bound(AWS_ENDPOINT, "b" * 63, key)
+        assert len(url) - escaped_token <= bound - artifacts.S3_SESSION_TOKEN_BOUND, (len(url), bound)
+        assert bound - len(url) < artifacts.S3_SESSION_TOKEN_BOUND - escaped_token + 32  # not loose either
+
+    repo = artifacts.AzureBlobRepository("wasbs://c" + "c" * 62 + "@a23456789012345678901234.blob.core.windows.net/p",
+                                         client=_IdentityWithDelegator())
+    for path in ("m", "dir with spaces/ünïcode"):
+        created = repo.create_multipart_upload("/tmp/model.bin", 200, f"1/{'r' * 32}/artifacts/{path}")
+        dest = f"p/1/{'r' * 32}/artifacts/{path}/model.bin"
+        bound = artifacts.blob_part_url_bound(_IdentityWithDelegator.url, "c" * 63, dest)
+        longest = max(len(json.dumps(c.url)) - 2 for c in created.credentials)
+        assert bound - 60 <= longest <= bound - 20, (longest, bound)  # room for a signature escaped worse
+
+
+class _IdentityWithDelegator:
+    """A BlobServiceClient with a token credential the account grants a user-delegation key (the azure stack)."""
+
+    url = "https://a23456789012345678901234.blob.core.windows.net"
+    account_name = "a23456789012345678901234"
+
+    class credential:  # noqa: N801 - the attribute MLflow reads
+        @staticmethod
+        def get_token(*scopes, **kwargs):
+            raise AssertionError("not asked")
+
+    @staticmethod
+    def get_user_delegation_key(start, expiry):
+        from azure.storage.blob import UserDelegationKey
+
+        key = UserDelegationKey()
+        key.signed_oid = key.signed_tid = "0" * 8 + "-0000-0000-0000-" + "0" * 12
+        key.signed_start, key.signed_expiry = "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z"
+        key.signed_service, key.signed_version = "b", "2026-10-06"
+        key.value = base64.b64encode(os.urandom(32)).decode()
+        return key
+
+
+def test_the_cap_follows_the_api_body_limit_and_the_key(monkeypatch):
+    monkeypatch.delenv(artifacts.API_BODY_LIMIT_ENV, raising=False)
+    aws = artifacts.s3_part_url_bound(AWS_ENDPOINT, "my-mlflow-artifacts-123456789012", REALISTIC_KEY)
+    blob = artifacts.blob_part_url_bound("https://mlflowartifacts1234.blob.core.windows.net", "artifacts",
+                                         REALISTIC_KEY)
+    minio = artifacts.s3_part_url_bound("http://minio.localhost:9000", "mlflow", REALISTIC_KEY, session_token=False)
+    # The README's figures ("Large artifacts"): parts of 10 MiB.
+    assert artifacts.parts_cap(artifacts.S3_MAX_PARTS, aws) == 7_536
+    assert artifacts.parts_cap(artifacts.BLOB_MAX_BLOCKS, blob) == 26_860
+    assert artifacts.parts_cap(artifacts.S3_MAX_PARTS, minio) == 10_000  # long-term keys: no token in the URLs
+    # A longer key, a smaller cap; a smaller body limit (proxy.clientMaxBodySize below 16m), a smaller cap.
+    assert artifacts.parts_cap(10_000, artifacts.s3_part_url_bound(AWS_ENDPOINT, "b", "k" * 900)) == 5_564
+    monkeypatch.setenv(artifacts.API_BODY_LIMIT_ENV, str(8 * 1024 * 1024))
+    assert artifacts.parts_cap(artifacts.S3_MAX_PARTS, aws) == 3_764
+
+
+def test_the_server_signs_with_a_session_token_unless_it_has_long_term_keys(monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    assert artifacts.signs_with_session_token()  # the aws task role (container credentials)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "minio-key")
+    assert not artifacts.signs_with_session_token()  # the local stack's MinIO key
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "t")
+    assert artifacts.signs_with_session_token()
+
+
+@pytest.mark.parametrize("repository, uri", [
+    (artifacts.S3Repository, "s3://my-mlflow-artifacts-123456789012/mlflow"),
+    (artifacts.AzureBlobRepository, "wasbs://artifacts@mlflowartifacts1234.blob.core.windows.net/mlflow")])
+def test_more_parts_than_the_completion_can_list_are_refused_before_anything_is_signed(repository, uri, monkeypatch):
+    """Refused with 400 before MLflow starts the upload or signs a URL; one part fewer than the cap goes through."""
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", AWS_ENDPOINT)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)  # the task role's temporary credentials
+    monkeypatch.delenv(artifacts.API_BODY_LIMIT_ENV, raising=False)
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", _connection_string("http://127.0.0.1:9/devstoreaccount1"))
+    called = []
+    monkeypatch.setattr(artifacts.S3ArtifactRepository, "create_multipart_upload",
+                        lambda *args, **kwargs: called.append(args))
+    monkeypatch.setattr("azure.storage.blob.generate_blob_sas", lambda **kwargs: called.append(kwargs))
+    repo = repository(uri)
+    if repository is artifacts.AzureBlobRepository:
+        repo.client = _IdentityWithDelegator()
+        repo.client.url = "https://mlflowartifacts1234.blob.core.windows.net"
+    artifact_path = f"12/{'a' * 32}/artifacts/model/data"
+    key = f"mlflow/{artifact_path}/model.safetensors"
+    cap = (artifacts.parts_cap(10_000, artifacts.s3_part_url_bound(AWS_ENDPOINT, uri[5:].split("/")[0], key))
+           if repository is artifacts.S3Repository else
+           artifacts.parts_cap(50_000, artifacts.blob_part_url_bound(repo.client.url, "artifacts", key)))
+    assert cap < (10_000 if repository is artifacts.S3Repository else 50_000)
+    with pytest.raises(MlflowException) as refused:
+        repo.create_multipart_upload("/home/user/model.safetensors", cap + 1, artifact_path)
+    assert refused.value.get_http_status_code() == 400
+    assert "completion request" in refused.value.message and "16 MiB" in refused.value.message
+    assert called == []
+
+
+def test_an_s3_upload_whose_real_urls_outgrow_the_body_is_aborted_and_refused(monkeypatch):
+    """The bounds are the pre-check; the URLs MLflow signed are measured exactly before they leave (a longer
+    session token than the bound): over the limit, the upload is aborted and refused."""
+    from mlflow.entities.multipart_upload import CreateMultipartUploadResponse, MultipartUploadCredential
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.setenv(artifacts.API_BODY_LIMIT_ENV, str(1024 * 1024))
+    key = f"p/1/{'a' * 32}/artifacts/m/x.bin"
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    num = artifacts.parts_cap(10_000, artifacts.s3_part_url_bound(None, "bucket", key))
+    _, urls = _s3_part_urls(key, range(1, num + 1), 2_000, 100, bucket="bucket")  # longer token than the bound
+    aborted = []
+    monkeypatch.setattr(artifacts.S3ArtifactRepository, "create_multipart_upload", lambda *a, **k: (
+        CreateMultipartUploadResponse(credentials=[MultipartUploadCredential(url=u, part_number=n, headers={})
+                                                   for n, u in enumerate(urls, 1)], upload_id="U" * 100)))
+    monkeypatch.setattr(artifacts.S3ArtifactRepository, "abort_multipart_upload",
+                        lambda self, local_file, upload_id, artifact_path=None: aborted.append(upload_id))
+    with pytest.raises(MlflowException) as refused:
+        artifacts.S3Repository("s3://bucket/p").create_multipart_upload("/tmp/x.bin", num, f"1/{'a' * 32}/artifacts/m")
+    assert refused.value.get_http_status_code() == 400 and aborted == ["U" * 100]
+
+
+def test_the_default_limit_is_the_guards_and_nginxs():
+    from components import render
+    from components.config import nginx_size_bytes
+    from mlflow_guard.asgi import MAX_INSPECTED_BODY_BYTES
+
+    assert artifacts.DEFAULT_API_BODY_LIMIT_BYTES == MAX_INSPECTED_BODY_BYTES == nginx_size_bytes(render.API_BODY_LIMIT)
+    assert artifacts.API_BODY_LIMIT_ENV == render.API_BODY_LIMIT_ENV
+
+
+# --- the Blob part SAS (second cloud review of issue 26, item 3) ------------------------------------------------
+
+def test_each_blob_part_url_is_signed_for_its_own_block():
+    repo = artifacts.AzureBlobRepository("wasbs://c@a23456789012345678901234.blob.core.windows.net/p",
+                                         client=_IdentityWithDelegator())
+    created = repo.create_multipart_upload("/tmp/model.bin", 3, "1/r/artifacts/m")
+    queries = [dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(c.url).query)) for c in created.credentials]
+    assert {q["srq"] for q in queries} == {"comp,blockid"} and {q["comp"] for q in queries} == {"block"}
+    assert len({q["sig"] for q in queries}) == 3  # one signature per block
+
+
+# --- the image build's check (second cloud review of issue 26, item 2) -------------------------------------------
+
+def _plugin_check(python_path: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mlflow_guard.plugin_check"], capture_output=True, text=True,
+                          timeout=180, cwd=cwd, env={"PYTHONPATH": python_path, "PATH": "/usr/bin:/bin"})
+
+
+def test_the_build_check_passes_on_the_images_layout(tmp_path):
+    result = _plugin_check(processes.image_python_path(tmp_path), tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resolves s3:// and wasbs:// to mlflow_guard's repositories" in result.stdout
+
+
+def _layout_with_entry_points(tmp_path: Path, entry_points: str) -> str:
+    """The image's layout with its own dist-info (entry_points.txt replaced)."""
+    platform = tmp_path / "mlflow-platform"
+    platform.mkdir()
+    (platform / "mlflow_guard").symlink_to(processes.REPO_ROOT / "mlflow_guard", target_is_directory=True)
+    dist_info = platform / "mlflow_platform_guard-1.0.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text((processes.REPO_ROOT / "mlflow_guard/dist-info/METADATA").read_text())
+    (dist_info / "entry_points.txt").write_text(entry_points)
+    return str(platform)
+
+
+@pytest.mark.parametrize("case, entry_points", [
+    ("no entry points", "[mlflow.app]\nbasic-auth = mlflow_guard.app:basic_auth\n"),
+    # What an MLflow that moved a private name does: the plugin's import fails, MLflow warns and keeps its own.
+    ("the plugin fails to import", "[mlflow.artifact_repository]\ns3 = mlflow_guard.artifacts:S3Repository\n"
+                                   "wasbs = mlflow_guard.artifacts:NoSuchRepository\n"),
+])
+def test_the_build_check_fails_when_mlflow_would_run_its_own_repositories(tmp_path, case, entry_points):
+    result = _plugin_check(_layout_with_entry_points(tmp_path, entry_points), tmp_path)
+    assert result.returncode == 1, (case, result.stdout, result.stderr[-3000:])
+    assert "wasbs:// resolves to mlflow.store.artifact.azure_blob_artifact_repo.AzureBlobArtifactRepository" \
+        in result.stderr, result.stderr[-3000:]
+    if "import" in case:
+        assert "MLflow skipped a plugin" in result.stderr
+
+
+def test_the_server_image_runs_the_check_as_the_servers_user_after_the_guard_is_copied():
+    lines = (processes.REPO_ROOT / "docker/mlflow/Dockerfile").read_text().splitlines()
+    check = lines.index("RUN python -m mlflow_guard.plugin_check")
+    assert check > lines.index("USER mlflow")
+    assert check > max(i for i, line in enumerate(lines) if line.startswith("COPY mlflow_guard"))

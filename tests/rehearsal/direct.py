@@ -134,11 +134,12 @@ def route(variant: Variant, family: str, experiment_id: str, run_id: str, path: 
     return f"{variant.tracking_uri}/api/2.0/mlflow-artifacts/{family}/{experiment_id}/{run_id}/artifacts/{path}"
 
 
-def create_upload(variant: Variant, experiment_id: str, run_id: str, auth=None, session=None) -> requests.Response:
-    """POST mpu/create for `big/x.bin` in one part: what the MLflow client asks before a direct upload."""
+def create_upload(variant: Variant, experiment_id: str, run_id: str, auth=None, session=None,
+                  num_parts: int = 1) -> requests.Response:
+    """POST mpu/create for `big/x.bin` (one part by default): what the MLflow client asks before a direct upload."""
     client = session or requests
     return client.post(route(variant, "mpu/create", experiment_id, run_id, "big"), auth=auth, timeout=30,
-                       json={"path": "x.bin", "num_parts": 1})
+                       json={"path": "x.bin", "num_parts": num_parts})
 
 
 def presigned_download(variant: Variant, experiment_id: str, run_id: str, path: str, auth=None,

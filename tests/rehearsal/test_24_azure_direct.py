@@ -38,6 +38,9 @@ from tests.rehearsal.direct import (
 )
 
 PREFIX = scenario_of(__file__).config["artifacts"]["prefix"]
+DELEGATOR_MISSING_FILE = "rehearsal-delegator-missing"
+"""Object ids Azurite refuses a user-delegation key, listed in its --location directory (rehearsal/azurite/
+sas_version_shim.js)."""
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +134,9 @@ def test_the_upload_credential_is_a_user_delegation_sas_for_one_blob(azure_stack
     assert parts.path == f"/{azure_stack.azurite.container}/{PREFIX}/{run_ids[0]}/{run_ids[1]}/artifacts/big/x.bin"
     # Signed with a user-delegation key of the server's identity (skoid, sktid), not the account key.
     assert query["skoid"] == identity.principal_id and query["sktid"] == identity.tenant_id
-    # Write only (mlflow_guard.artifacts: MLflow 3.17.2 signs read and write, which let a part URL read the blob).
-    assert query["sr"] == "b" and query["sp"] == "w"
+    # Write only (mlflow_guard.artifacts: MLflow 3.17.2 signs read and write, which let a part URL read the blob),
+    # and for this part's Put Block alone (signed request query parameters).
+    assert query["sr"] == "b" and query["sp"] == "w" and query["srq"] == "comp,blockid"
     lifetime = (datetime.datetime.fromisoformat(query["se"].replace("Z", "+00:00"))
                 - datetime.datetime.fromisoformat(query["st"].replace("Z", "+00:00")))
     assert lifetime <= datetime.timedelta(hours=1, minutes=5)
@@ -151,6 +155,74 @@ def test_the_upload_credential_is_a_user_delegation_sas_for_one_blob(azure_stack
     assert requests.put(other_blob, data=b"x", **network).status_code == 403
     assert requests.put(urllib.parse.urlunsplit(parts._replace(query="comp=block&blockid=eA%3D%3D")),
                         data=b"x", **network).status_code in {401, 403}
+
+
+def test_a_part_url_puts_its_own_block_and_nothing_else(azure_stack, azure, run_ids):
+    """A write SAS for the blob let every part URL Put Blob over the committed artifact (or commit a block list) for
+    its hour; each part's SAS now names its request's `comp` and `blockid` (srq), which Azure enforces."""
+    created = create_upload(azure, *run_ids, auth=(azure.username, azure.password), num_parts=2)
+    assert created.status_code == 200, created.text
+    first, second = (urllib.parse.urlsplit(c["url"]) for c in created.json()["credentials"])
+    query = urllib.parse.parse_qsl(first.query)
+    network = _network(azure_stack)
+
+    def with_query(changed: list[tuple[str, str]]) -> str:
+        return urllib.parse.urlunsplit(first._replace(query=urllib.parse.urlencode(changed)))
+
+    assert requests.put(urllib.parse.urlunsplit(first), data=b"1" * 100, **network).status_code == 201
+    sas = [(k, v) for k, v in query if k not in {"comp", "blockid"}]
+    other_block = dict(urllib.parse.parse_qsl(second.query))["blockid"]
+    refused = {
+        "Put Blob over the artifact": with_query(sas),
+        "another block": with_query([("comp", "block"), ("blockid", other_block), *sas]),
+        "Put Block List": with_query([("comp", "blocklist"), *sas]),
+    }
+    for name, url in refused.items():
+        body = (b"<?xml version='1.0' encoding='utf-8'?><BlockList><Latest>"
+                + dict(query)["blockid"].encode() + b"</Latest></BlockList>") if "List" in name else b"0" * 100
+        # (Put Blob without x-ms-blob-type is a 400 before any authorization: Azure's order, and Azurite's)
+        answer = requests.put(url, data=body, headers={"x-ms-blob-type": "BlockBlob"}, **network)
+        assert answer.status_code == 403, (name, answer.status_code, answer.text[:300])
+    container = azure_stack.azurite.client().get_container_client(azure_stack.azurite.container)
+    blob = container.get_blob_client(f"{PREFIX}/{run_ids[0]}/{run_ids[1]}/artifacts/big/x.bin")
+    assert not blob.exists()  # nothing committed: one uncommitted block
+
+
+def test_a_refused_delegation_key_falls_back_to_proxied_uploads_with_a_warning(
+        azure_stack, azure, client_for, tmp_path):
+    """The server's identity without Storage Blob Delegator (or before the role propagated): the account refuses
+    it a user-delegation key (403 AuthorizationPermissionMismatch, Azurite taught to: rehearsal/azurite), MLflow's
+    client falls back to a proxied upload, the artifact arrives whole, and the server's log says why."""
+    refusal = azure_stack.azurite.workdir / "data" / DELEGATOR_MISSING_FILE
+    log = azure.server.service.log_path
+    logged_before = log.stat().st_size
+    source = tmp_path / "weights.bin"
+    expected = random_file(source, DIRECT_SIZE)
+    refusal.write_text(f"{azure_stack.identity.principal_id}\n")
+    try:
+        with client_for(azure, **CLIENT_ENV) as client:
+            experiment_id = client.create_experiment(f"azure-no-delegator-{uuid.uuid4().hex[:8]}")
+            run_id = client.create_run(experiment_id).info.run_id
+            with measured(azure) as up:
+                client.log_artifact(run_id, str(source), artifact_path="big")
+            local = Path(client.download_artifacts(run_id, "big/weights.bin", str(tmp_path / "down")))
+    finally:
+        refusal.unlink()
+    assert sha256(local) == expected
+    upload = up.transfer
+    assert upload.routes() == {"POST mpu", "PUT artifacts"}, upload.log  # asked, refused (501), then proxied
+    assert [line.status for line in upload.log if "/mpu/create/" in line.uri] == [501], upload.log
+    assert upload.server_peak_temp_bytes >= DIRECT_SIZE  # the bytes went through the server
+    with open(log, "rb") as handle:
+        handle.seek(logged_before)
+        written = handle.read().decode(errors="replace")
+    assert "direct uploads fall back to proxied" in written and "Storage Blob Delegator" in written, written[-3000:]
+    container = azure_stack.azurite.client().get_container_client(azure_stack.azurite.container)
+    blob = container.get_blob_client(f"{PREFIX}/{experiment_id}/{run_id}/artifacts/big/weights.bin")
+    assert blob.get_blob_properties().size == DIRECT_SIZE
+    # Given back, the role works again at once (nothing cached a refusal).
+    again = create_upload(azure, experiment_id, run_id, auth=(azure.username, azure.password))
+    assert again.status_code == 200, again.text
 
 
 def test_nobody_else_gets_credentials(azure_stack, azure, run_ids):
