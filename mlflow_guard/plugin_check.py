@@ -69,16 +69,32 @@ def problems() -> list[str]:
     return found
 
 
+WRITTEN_FOR = "3.17.2"
+"""The MLflow mlflow_guard.artifacts copies code of; `artifacts.transfer: direct` needs exactly it
+(components/config.py, DIRECT_TRANSFERS_MLFLOW_VERSION). Another version serves proxied stacks only, whose Nginx
+answers the routes that reach the plugin's one method (create_multipart_upload) with 501: there the plugin is not
+needed, and refusing the image would refuse an upgrade, or going back, to another 3.17+ MLflow."""
+
+
 def main() -> int:
-    found = problems()
+    found = problems()  # first: MLflow's registry warns once, when it is first imported
+    import mlflow
+
+    if mlflow.__version__ != WRITTEN_FOR:
+        for problem in found:
+            print(f"mlflow_guard.plugin_check: {problem} (not required: MLflow {mlflow.__version__} serves "
+                  f"artifacts.transfer proxied only)", file=sys.stderr)
+        found = [problem for problem in found if problem.startswith(tuple(f"{s}://" for s in MLFLOWS_OWN))]
     for problem in found:
         print(f"mlflow_guard.plugin_check: {problem}", file=sys.stderr)
     if found:
         print("mlflow_guard.plugin_check: MLflow would run its own artifact repositories: the image is refused "
               "(mlflow_guard/artifacts.py is written against MLflow 3.17.2)", file=sys.stderr)
         return 1
-    import mlflow
-
+    if mlflow.__version__ != WRITTEN_FOR:
+        print(f"mlflow_guard.plugin_check: MLflow {mlflow.__version__}: the image serves artifacts.transfer "
+              f"proxied only (direct needs {WRITTEN_FOR})")
+        return 0
     print(f"mlflow_guard.plugin_check: MLflow {mlflow.__version__} resolves s3:// and wasbs:// to mlflow_guard's "
           "repositories")
     return 0

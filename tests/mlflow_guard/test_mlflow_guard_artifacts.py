@@ -421,6 +421,23 @@ def test_the_build_check_fails_when_mlflow_would_run_its_own_repositories(tmp_pa
         assert "MLflow skipped a plugin" in result.stderr
 
 
+def test_the_build_check_lets_another_mlflow_serve_proxied_stacks(tmp_path):
+    """An MLflow other than the one the plugin copies code of (config refuses `direct` for it): the image is built,
+    the plugin's absence reported, not refused: an upgrade, or going back, to another 3.17+ version stays possible."""
+    from components.config import DIRECT_TRANSFERS_MLFLOW_VERSION
+    from mlflow_guard.plugin_check import WRITTEN_FOR
+
+    assert WRITTEN_FOR == DIRECT_TRANSFERS_MLFLOW_VERSION
+    broken = "[mlflow.artifact_repository]\ns3 = mlflow_guard.artifacts:NoSuchRepository\n"
+    code = ("import sys, mlflow; mlflow.__version__ = '3.18.0'; from mlflow_guard import plugin_check; "
+            "sys.exit(plugin_check.main())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=tmp_path,
+                            env={"PYTHONPATH": _layout_with_entry_points(tmp_path, broken), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "serves artifacts.transfer proxied only" in result.stdout
+    assert "not required: MLflow 3.18.0" in result.stderr
+
+
 def test_the_server_image_runs_the_check_as_the_servers_user_after_the_guard_is_copied():
     lines = (processes.REPO_ROOT / "docker/mlflow/Dockerfile").read_text().splitlines()
     check = lines.index("RUN python -m mlflow_guard.plugin_check")
