@@ -102,7 +102,11 @@ def block_id(part_number: int) -> str:
 
 def check_num_parts(num_parts: int, limit: int, store: str, url_bound: Optional[int] = None) -> None:
     """Refuse more parts than the store takes, or (with `url_bound`, the longest part URL) than the completion
-    request can list within the API body limit."""
+    request can list within the API body limit; and fewer than one (third cloud review of issue 26: MLflow reads a
+    missing num_parts as 0, and S3 would open an upload with no part URL, left until the lifecycle rule ends it)."""
+    if not isinstance(num_parts, int) or num_parts < 1:
+        raise MlflowException(f"num_parts must be a whole number of at least 1, got {num_parts!r}",
+                              error_code=INVALID_PARAMETER_VALUE)
     cap = limit if url_bound is None else parts_cap(limit, url_bound)
     if num_parts > cap:
         why = (f"{store} takes ({limit:,})" if cap == limit else

@@ -194,7 +194,7 @@ def nginx_conf(settings: ProxySettings) -> str:
             f"{upstream}"
             "        }\n"
         )
-    locations += [] if settings.direct_transfers else _unsupported_presigned_routes(prefix)
+    locations += _unsupported_presigned_routes(prefix, unsupported_routes(settings.direct_transfers))
     # MLflow's Prometheus metrics are for scrapers on the internal listener, never for the public.
     for path in sorted({"/metrics", f"{prefix}/metrics"}):
         locations.append(f"        location = {path} {{\n            return 404;\n        }}\n")
@@ -296,8 +296,21 @@ UNSUPPORTED = {
 """route (after .../api/2.0/) -> what MLflow 3.17.2 answers when its store cannot (mlflow/exceptions.py,
 _UnsupportedMultipartUploadException.MESSAGE and its three siblings, error_code NOT_IMPLEMENTED, 501)."""
 
+ALWAYS_UNSUPPORTED = ("mlflow/artifacts/presigned-upload-url", "mlflow/artifacts/presigned-download-url")
+"""Answered 501 with direct transfers too (third cloud review of issue 26): the request names the URL's lifetime
+and MLflow bounds it only by S3's 7 days (mlflow/server/handlers.py, _create_presigned_upload_url and
+_create_presigned_download_url: `expiration` overrides MLFLOW_PRESIGNED_DOWNLOAD_URL_TTL_SECONDS), and the upload
+URL is a whole-object PUT past mlflow_guard.artifacts. MLflow's Python client never calls them; the UI's download
+button falls back to a download through the server on an error. Direct transfers use mpu/* and presigned/*."""
 
-def _unsupported_presigned_routes(prefix: str) -> list[str]:
+
+def unsupported_routes(direct_transfers: bool) -> dict[str, str]:
+    """The routes Nginx answers 501 (UNSUPPORTED's messages) in a transfer mode."""
+    return {route: message for route, message in UNSUPPORTED.items()
+            if not direct_transfers or route in ALWAYS_UNSUPPORTED}
+
+
+def _unsupported_presigned_routes(prefix: str, routes: dict[str, str]) -> list[str]:
     """artifacts.transfer proxied: the routes that hand out presigned URLs answer as MLflow does for a store
     without them (501, NOT_IMPLEMENTED, its message), so every client falls back to proxied transfers.
     Advertising them off in server-info is not enough (review of issue 26): a client with
@@ -316,7 +329,7 @@ def _unsupported_presigned_routes(prefix: str) -> list[str]:
         "            default_type application/json;\n"
         f"            return 501 '{json.dumps({'error_code': 'NOT_IMPLEMENTED', 'message': message})}';\n"
         "        }\n"
-        for route, message in UNSUPPORTED.items()
+        for route, message in routes.items()
     ]
 
 

@@ -107,9 +107,32 @@ def test_direct_nginx_passes_server_info_unchanged(prefix):
     direct = render.nginx_conf(proxy_settings(DIRECT, prefix))
     assert proxy_settings(DIRECT, prefix).direct_transfers
     assert "server-info" not in direct and "sub_filter" not in direct
-    # Otherwise the same file: proxied only adds the 501 answers on the presigning routes (below).
-    assert direct == _without_unsupported(_without_server_info(proxied))
-    assert "return 501" not in direct
+    # Otherwise the same file: proxied adds the 501 answers on mpu/* and presigned/* (below); both answer the two
+    # routes whose URL lifetime the request names.
+    assert _without_unsupported(direct) == _without_unsupported(_without_server_info(proxied))
+    answered = re.findall(r"api/2\\\.0/(\S+)\(\?:/\|\$\) \{\n(?:.*\n){2}            return 501", direct)
+    assert sorted(answered) == sorted(render.proxy.ALWAYS_UNSUPPORTED), answered
+
+
+@pytest.mark.parametrize("prefix", [None, "/mlflow"])
+def test_direct_nginx_answers_the_one_url_presigning_routes_501(prefix):
+    """Third cloud review of issue 26: presigned-upload-url and presigned-download-url sign one URL whose lifetime
+    the request names (MLflow bounds it by S3's 7 days only; the download TTL the stack sets is overridden), the
+    upload one a whole-object PUT past mlflow_guard.artifacts. Direct transfers keep 501 on them; mpu/* and
+    presigned/* pass."""
+    conf = render.nginx_conf(proxy_settings(DIRECT, prefix))
+    answers = re.findall(r"location ~ (\S+) \{\n            types \{ \}\n            default_type application/json;\n"
+                         r"            return 501 '([^']+)';", conf)
+    root = f"{prefix}/" if prefix else "/"
+    for api in ("api", "ajax-api"):
+        for path, message in [("mlflow/artifacts/presigned-upload-url", "Presigned upload"),
+                              ("mlflow/artifacts/presigned-download-url", "Presigned download")]:
+            for uri in {f"{root}{api}/2.0/{path}", f"/{api}/2.0/{path}"}:
+                [body] = [body for pattern, body in answers if re.search(pattern.replace("\\\\", "\\"), uri)]
+                assert json.loads(body)["message"].startswith(message)
+        for passed in ("mlflow-artifacts/mpu/create/1/x", "mlflow-artifacts/presigned/1/x"):
+            assert not any(re.search(pattern.replace("\\\\", "\\"), f"{root}{api}/2.0/{passed}")
+                           for pattern, _ in answers)
 
 
 def _without_unsupported(conf: str) -> str:

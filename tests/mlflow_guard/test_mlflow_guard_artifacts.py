@@ -339,6 +339,31 @@ def test_more_parts_than_the_completion_can_list_are_refused_before_anything_is_
     assert called == []
 
 
+@pytest.mark.parametrize("repository, uri", [
+    (artifacts.S3Repository, "s3://my-mlflow-artifacts-123456789012/mlflow"),
+    (artifacts.AzureBlobRepository, "wasbs://artifacts@mlflowartifacts1234.blob.core.windows.net/mlflow")])
+@pytest.mark.parametrize("num_parts", [0, -3])
+def test_fewer_than_one_part_is_refused_before_an_upload_is_opened(repository, uri, num_parts, monkeypatch):
+    """Third cloud review of issue 26: MLflow reads a missing num_parts as 0; S3 then opened an upload with no part
+    URL (CreateMultipartUpload), left in the bucket until the lifecycle rule ends it, as many as a user asks."""
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", AWS_ENDPOINT)
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", _connection_string("http://127.0.0.1:9/devstoreaccount1"))
+    called = []
+    monkeypatch.setattr(artifacts.S3ArtifactRepository, "create_multipart_upload",
+                        lambda *args, **kwargs: called.append(args))
+    monkeypatch.setattr("azure.storage.blob.generate_blob_sas", lambda **kwargs: called.append(kwargs))
+    repo = repository(uri)
+    if repository is artifacts.AzureBlobRepository:
+        repo.client = _IdentityWithDelegator()
+        repo.client.url = "https://mlflowartifacts1234.blob.core.windows.net"
+    with pytest.raises(MlflowException) as refused:
+        repo.create_multipart_upload("/home/user/model.bin", num_parts, f"12/{'a' * 32}/artifacts/m")
+    assert refused.value.get_http_status_code() == 400 and "at least 1" in refused.value.message
+    assert called == []
+
+
 def test_an_s3_upload_whose_real_urls_outgrow_the_body_is_aborted_and_refused(monkeypatch):
     """The bounds are the pre-check; the URLs MLflow signed are measured exactly before they leave (a longer
     session token than the bound): over the limit, the upload is aborted and refused."""

@@ -19,7 +19,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from components.render.proxy import UNSUPPORTED
+from components.render.proxy import unsupported_routes
 from rehearsal.launcher import RehearsalStack, Variant
 from tests.rehearsal.conftest import scenario_stack
 from tests.rehearsal.direct import (CLIENT_ENV, DIRECT_SIZE, FAR_BELOW, create_upload, measured, presigned_download,
@@ -153,22 +153,24 @@ def test_every_route_mlflow_serves_is_401_without_credentials(variant):
     """Not a hand-picked list: every route MLflow's own url_map and auth routes name, through Nginx."""
     routes = _every_route_mlflow_serves()
     assert len(routes) > 400, len(routes)
-    # artifacts.transfer proxied: Nginx answers the routes that hand out presigned URLs 501 for everyone (MLflow's
-    # own "not supported", render.proxy.UNSUPPORTED), before MLflow's login: nothing is handed out, to nobody.
-    unserved = re.compile(r"^(?:/ajax-api|/api)/2\.0/(?:" + "|".join(map(re.escape, UNSUPPORTED)) + r")(?:/|$)")
+    # Nginx answers the routes that hand out presigned URLs 501 for everyone (MLflow's own "not supported",
+    # render.proxy.unsupported_routes: all four when proxied, the two one-URL routes with direct transfers), before
+    # MLflow's login: nothing is handed out, to nobody.
     proxied = variant.config.artifacts.transfer == "proxied"
+    routes_501 = unsupported_routes(not proxied)
+    unserved = re.compile(r"^(?:/ajax-api|/api)/2\.0/(?:" + "|".join(map(re.escape, routes_501)) + r")(?:/|$)")
     not_refused, answered_unserved = [], 0
     with requests.Session() as session:
         for method, path in routes:
             status = session.request(method, _api(variant, path), timeout=30).status_code
             if path in OPEN_ROUTES or path.startswith(STATIC_FILES):
                 continue
-            expected = 501 if proxied and unserved.match(path) else 401
+            expected = 501 if unserved.match(path) else 401
             answered_unserved += expected == 501
             if status != expected:
                 not_refused.append((method, path, status))
     assert not not_refused, not_refused
-    assert answered_unserved >= (8 if proxied else 0), answered_unserved
+    assert answered_unserved >= 2 * len(routes_501), answered_unserved
 
 
 def test_the_open_routes_name_no_data(variant, alices_experiment):

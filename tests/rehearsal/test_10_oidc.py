@@ -208,7 +208,7 @@ def test_upload_credentials_and_download_urls_follow_the_plugins_permissions(var
     """What artifacts.transfer direct hands out (multipart upload credentials, presigned download URLs) comes
     from MLflow's own routes, which mlflow-oidc-auth guards like the artifacts they name: nothing without a
     permission, a download URL but no upload with READ. The module's stack has artifacts.transfer direct: with
-    proxied, Nginx answers these routes 501 for everyone (render.proxy.UNSUPPORTED; test_09 sweeps them)."""
+    proxied, Nginx answers these routes 501 for everyone (render.proxy.unsupported_routes; test_09 sweeps them)."""
     refused, readable = _alices_run_with_notes(variant, alice), _alices_run_with_notes(variant, alice)
     grant = alice.post(_url(variant, f"/api/2.0/mlflow/permissions/users/bob@example.com/experiments/{readable[0]}"),
                        json={"permission": "READ"}, timeout=30)

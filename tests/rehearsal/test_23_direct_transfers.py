@@ -125,6 +125,22 @@ def test_no_credentials_no_urls_and_nginx_s_one_user_gets_them(direct, logged):
                         timeout=30).text == "direct notes\n"
 
 
+def test_the_one_url_presigning_routes_stay_unserved_with_direct_transfers(direct, logged):
+    """Third cloud review of issue 26: presigned-download-url takes the URL's lifetime from the request (up to
+    S3's 7 days, past the stack's 300 s) and presigned-upload-url signs a whole-object PUT: Nginx answers both
+    501, as MLflow answers a store without them, for the user who may do everything too; mpu/* and presigned/*
+    (above) are what direct transfers use."""
+    right = (direct.username, direct.password)
+    body = {"run_id": logged["run_id"], "path": "notes.txt", "expiration": 604800}
+    base = direct.tracking_uri + "/api/2.0/mlflow/artifacts/"
+    for route, message in [("presigned-download-url", "Presigned download"), ("presigned-upload-url",
+                                                                             "Presigned upload")]:
+        for method in ("POST", "GET"):
+            answer = requests.request(method, base + route, auth=right, json=body, params=body, timeout=30)
+            assert answer.status_code == 501, (route, method, answer.status_code, answer.text[:300])
+            assert answer.json()["message"].startswith(message) and "X-Amz" not in answer.text
+
+
 def _signed_at(url: str, key: tuple[str, str], when: float, expires: int, region: str = "us-east-1",
                service: str = "s3") -> str:
     """`url` signed again with `key` as if at `when` (epoch seconds), valid `expires` seconds (SigV4, query), for
