@@ -9,6 +9,7 @@ answers 401: a replica killed per request.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.client
 import http.server
@@ -20,6 +21,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -77,24 +79,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module", params=["", "/mlflow"], ids=["root", "static-prefix"])
-def proxy(request, tmp_path_factory) -> Iterator[tuple[int, str]]:
+@contextlib.contextmanager
+def running_nginx(tmp: Path, handler: type[http.server.BaseHTTPRequestHandler], proxy_config: ProxyConfig,
+                  static_prefix: str | None = None, artifacts=None) -> Iterator[tuple[int, render.ProxySettings]]:
+    """The real Nginx with the config the stack renders (no basic auth, no metrics listener) in front of `handler`
+    standing in for the server; (port, the settings rendered)."""
     if NGINX is None:
         if os.environ.get("CI"):
             pytest.fail("nginx is required in CI (apt-get install nginx)")
         pytest.skip("nginx not installed: apt-get install nginx")
-    tmp = tmp_path_factory.mktemp("nginx")
-    upstream = Upstream(("127.0.0.1", 0), Counting)
+    upstream = Upstream(("127.0.0.1", 0), handler)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     port = _free_port()
     paths = render.NginxPaths(config=str(tmp / "nginx.conf"), htpasswd=str(tmp / "htpasswd"),
                               certificate=str(tmp / "c"), private_key=str(tmp / "k"), pid=str(tmp / "nginx.pid"),
                               temp_dir=str(tmp), access_log=str(tmp / "a.log"), error_log=str(tmp / "e.log"))
+    extra = {} if artifacts is None else {"artifacts": artifacts}
     settings = dataclasses.replace(
-        render.proxy_settings(ProxyConfig(client_max_body_size=ARTIFACT_LIMIT), ServerConfig(),
-                              f"127.0.0.1:{upstream.server_address[1]}"),
+        render.proxy_settings(proxy_config, ServerConfig(), f"127.0.0.1:{upstream.server_address[1]}", **extra),
         paths=paths, listen_address="127.0.0.1", listen_port=port, basic_auth=False, metrics_port=None,
-        static_prefix=request.param or None)
+        static_prefix=static_prefix or None)
     (tmp / "nginx.conf").write_text(render.nginx_conf(settings))
     nginx = subprocess.Popen([NGINX, "-c", paths.config, "-g", "daemon off;"], stderr=subprocess.PIPE)
     try:
@@ -104,11 +108,18 @@ def proxy(request, tmp_path_factory) -> Iterator[tuple[int, str]]:
                 break
             except OSError:
                 time.sleep(0.05)
-        yield port, request.param
+        yield port, settings
     finally:
         nginx.terminate()
         nginx.wait(timeout=10)
         upstream.shutdown()
+
+
+@pytest.fixture(scope="module", params=["", "/mlflow"], ids=["root", "static-prefix"])
+def proxy(request, tmp_path_factory) -> Iterator[tuple[int, str]]:
+    with running_nginx(tmp_path_factory.mktemp("nginx"), Counting, ProxyConfig(client_max_body_size=ARTIFACT_LIMIT),
+                       static_prefix=request.param) as (port, _):
+        yield port, request.param
 
 
 def send(port: int, method: str, path: str, size: int, chunked: bool = False) -> tuple[int, int]:
@@ -182,39 +193,13 @@ def direct_proxy(tmp_path_factory) -> Iterator[tuple[int, int]]:
     server's env gets from the same config)."""
     from components.config import ArtifactsConfig
 
-    if NGINX is None:
-        if os.environ.get("CI"):
-            pytest.fail("nginx is required in CI (apt-get install nginx)")
-        pytest.skip("nginx not installed: apt-get install nginx")
-    tmp = tmp_path_factory.mktemp("nginx-direct")
-    upstream = Upstream(("127.0.0.1", 0), Counting)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    port = _free_port()
-    paths = render.NginxPaths(config=str(tmp / "nginx.conf"), htpasswd=str(tmp / "htpasswd"),
-                              certificate=str(tmp / "c"), private_key=str(tmp / "k"), pid=str(tmp / "nginx.pid"),
-                              temp_dir=str(tmp), access_log=str(tmp / "a.log"), error_log=str(tmp / "e.log"))
     proxy_config, artifacts = ProxyConfig(), ArtifactsConfig(transfer="direct")
-    settings = dataclasses.replace(
-        render.proxy_settings(proxy_config, ServerConfig(), f"127.0.0.1:{upstream.server_address[1]}",
-                              artifacts=artifacts),
-        paths=paths, listen_address="127.0.0.1", listen_port=port, basic_auth=False, metrics_port=None)
-    assert settings.direct_transfers
     server_env = render.tracking_server_env(render.tracking_server_settings(
         ServerConfig(), proxy_config, ("localhost",), image="i", artifacts_destination="s3://b/p", artifacts=artifacts))
-    (tmp / "nginx.conf").write_text(render.nginx_conf(settings))
-    nginx = subprocess.Popen([NGINX, "-c", paths.config, "-g", "daemon off;"], stderr=subprocess.PIPE)
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+    with running_nginx(tmp_path_factory.mktemp("nginx-direct"), Counting, proxy_config,
+                       artifacts=artifacts) as (port, settings):
+        assert settings.direct_transfers
         yield port, int(server_env[render.API_BODY_LIMIT_ENV])
-    finally:
-        nginx.terminate()
-        nginx.wait(timeout=10)
-        upstream.shutdown()
 
 
 def _complete(port: int, upload_id, urls: list[str]) -> None:

@@ -6,20 +6,15 @@ transfers they pass (render test)."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import http.server
 import os
-import subprocess
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
 
-from components import render
-from components.config import ProxyConfig, ServerConfig
-from tests.components.test_proxy_body_limits import NGINX, Upstream, _free_port
+from components.config import ProxyConfig
+from tests.components.test_proxy_body_limits import running_nginx
 
 STORE: dict[str, bytes] = {}
 SEEN: list[tuple[str, str]] = []
@@ -57,36 +52,10 @@ class Artifacts(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module", params=["", "/mlflow"], ids=["root", "static-prefix"])
 def proxied(request, tmp_path_factory) -> Iterator[str]:
-    if NGINX is None:
-        pytest.skip("nginx not installed: apt-get install nginx")
-    tmp = tmp_path_factory.mktemp("nginx")
-    upstream = Upstream(("127.0.0.1", 0), Artifacts)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    port = _free_port()
-    paths = render.NginxPaths(config=str(tmp / "nginx.conf"), htpasswd=str(tmp / "htpasswd"),
-                              certificate=str(tmp / "c"), private_key=str(tmp / "k"), pid=str(tmp / "nginx.pid"),
-                              temp_dir=str(tmp), access_log=str(tmp / "a.log"), error_log=str(tmp / "e.log"))
-    settings = dataclasses.replace(
-        render.proxy_settings(ProxyConfig(), ServerConfig(), f"127.0.0.1:{upstream.server_address[1]}"),
-        paths=paths, listen_address="127.0.0.1", listen_port=port, basic_auth=False, metrics_port=None,
-        static_prefix=request.param or None)
-    assert not settings.direct_transfers
-    (tmp / "nginx.conf").write_text(render.nginx_conf(settings))
-    nginx = subprocess.Popen([NGINX, "-c", paths.config, "-g", "daemon off;"], stderr=subprocess.PIPE)
-    try:
-        import socket
-
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+    with running_nginx(tmp_path_factory.mktemp("nginx"), Artifacts, ProxyConfig(),
+                       static_prefix=request.param) as (port, settings):
+        assert not settings.direct_transfers
         yield f"http://127.0.0.1:{port}{request.param}"
-    finally:
-        nginx.terminate()
-        nginx.wait(timeout=10)
-        upstream.shutdown()
 
 
 def test_a_forced_multipart_upload_and_download_fall_back_to_proxied(proxied, tmp_path, monkeypatch):

@@ -178,17 +178,21 @@ def test_mlflow_server_without_an_app_name_uploads_thirteen_blocks_and_refuses_t
         log.close()
 
 
-class _IdentityWithoutDelegator:
+class _TokenIdentity:
+    """A BlobServiceClient with a token credential (the azure stack's managed identity); the key is what differs."""
+
+    class credential:  # noqa: N801 - the attribute MLflow reads
+        @staticmethod
+        def get_token(*scopes, **kwargs):
+            raise AssertionError("not asked: the user-delegation key is")
+
+
+class _IdentityWithoutDelegator(_TokenIdentity):
     """A BlobServiceClient whose token credential the account refuses a user-delegation key, as Azure answers an
     identity without Storage Blob Delegator (or before the role has propagated)."""
 
     url = "https://account.blob.core.windows.net"
     account_name = "account"
-
-    class credential:  # noqa: N801 - the attribute MLflow reads
-        @staticmethod
-        def get_token(*scopes, **kwargs):
-            raise AssertionError("not asked: the key request below is refused first")
 
     @staticmethod
     def get_user_delegation_key(start, expiry):
@@ -258,16 +262,11 @@ def test_part_url_bounds_hold():
         assert bound - 60 <= longest <= bound - 20, (longest, bound)  # room for a signature escaped worse
 
 
-class _IdentityWithDelegator:
+class _IdentityWithDelegator(_TokenIdentity):
     """A BlobServiceClient with a token credential the account grants a user-delegation key (the azure stack)."""
 
     url = "https://a23456789012345678901234.blob.core.windows.net"
     account_name = "a23456789012345678901234"
-
-    class credential:  # noqa: N801 - the attribute MLflow reads
-        @staticmethod
-        def get_token(*scopes, **kwargs):
-            raise AssertionError("not asked")
 
     @staticmethod
     def get_user_delegation_key(start, expiry):
@@ -307,18 +306,14 @@ def test_the_server_signs_with_a_session_token_unless_it_has_long_term_keys(monk
     assert artifacts.signs_with_session_token()
 
 
-@pytest.mark.parametrize("repository, uri", [
-    (artifacts.S3Repository, "s3://my-mlflow-artifacts-123456789012/mlflow"),
-    (artifacts.AzureBlobRepository, "wasbs://artifacts@mlflowartifacts1234.blob.core.windows.net/mlflow")])
-def test_more_parts_than_the_completion_can_list_are_refused_before_anything_is_signed(repository, uri, monkeypatch):
-    """Refused with 400 before MLflow starts the upload or signs a URL; one part fewer than the cap goes through."""
-    from mlflow.exceptions import MlflowException
-
+def _repository_that_records_starts(repository, uri: str, monkeypatch) -> tuple[object, list]:
+    """The guard's repository for `uri` on the aws or azure stack (task role credentials; a managed identity with
+    Storage Blob Delegator); MLflow's S3 upload start and the Blob SAS signer only record that they were called."""
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", AWS_ENDPOINT)
     monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)  # the task role's temporary credentials
     monkeypatch.delenv(artifacts.API_BODY_LIMIT_ENV, raising=False)
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", _connection_string("http://127.0.0.1:9/devstoreaccount1"))
-    called = []
+    called: list = []
     monkeypatch.setattr(artifacts.S3ArtifactRepository, "create_multipart_upload",
                         lambda *args, **kwargs: called.append(args))
     monkeypatch.setattr("azure.storage.blob.generate_blob_sas", lambda **kwargs: called.append(kwargs))
@@ -326,6 +321,17 @@ def test_more_parts_than_the_completion_can_list_are_refused_before_anything_is_
     if repository is artifacts.AzureBlobRepository:
         repo.client = _IdentityWithDelegator()
         repo.client.url = "https://mlflowartifacts1234.blob.core.windows.net"
+    return repo, called
+
+
+@pytest.mark.parametrize("repository, uri", [
+    (artifacts.S3Repository, "s3://my-mlflow-artifacts-123456789012/mlflow"),
+    (artifacts.AzureBlobRepository, "wasbs://artifacts@mlflowartifacts1234.blob.core.windows.net/mlflow")])
+def test_more_parts_than_the_completion_can_list_are_refused_before_anything_is_signed(repository, uri, monkeypatch):
+    """Refused with 400 before MLflow starts the upload or signs a URL; one part fewer than the cap goes through."""
+    from mlflow.exceptions import MlflowException
+
+    repo, called = _repository_that_records_starts(repository, uri, monkeypatch)
     artifact_path = f"12/{'a' * 32}/artifacts/model/data"
     key = f"mlflow/{artifact_path}/model.safetensors"
     cap = (artifacts.parts_cap(10_000, artifacts.s3_part_url_bound(AWS_ENDPOINT, uri[5:].split("/")[0], key))
@@ -348,16 +354,7 @@ def test_fewer_than_one_part_is_refused_before_an_upload_is_opened(repository, u
     URL (CreateMultipartUpload), left in the bucket until the lifecycle rule ends it, as many as a user asks."""
     from mlflow.exceptions import MlflowException
 
-    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", AWS_ENDPOINT)
-    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", _connection_string("http://127.0.0.1:9/devstoreaccount1"))
-    called = []
-    monkeypatch.setattr(artifacts.S3ArtifactRepository, "create_multipart_upload",
-                        lambda *args, **kwargs: called.append(args))
-    monkeypatch.setattr("azure.storage.blob.generate_blob_sas", lambda **kwargs: called.append(kwargs))
-    repo = repository(uri)
-    if repository is artifacts.AzureBlobRepository:
-        repo.client = _IdentityWithDelegator()
-        repo.client.url = "https://mlflowartifacts1234.blob.core.windows.net"
+    repo, called = _repository_that_records_starts(repository, uri, monkeypatch)
     with pytest.raises(MlflowException) as refused:
         repo.create_multipart_upload("/home/user/model.bin", num_parts, f"12/{'a' * 32}/artifacts/m")
     assert refused.value.get_http_status_code() == 400 and "at least 1" in refused.value.message
