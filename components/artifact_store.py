@@ -32,6 +32,8 @@ class ArtifactStore(pulumi.ComponentResource):
     server_credentials: Mapping[str, pulumi.Output[str]]
     """Secret env values for the server: a bucket-scoped key pair on MinIO; empty on clouds, where
     the server's identity is granted access instead (`server_policy`)."""
+    part_signer_credentials: Mapping[str, pulumi.Output[str]]
+    """Secret env values for the server's part-URL signer (MinIO with artifacts.transfer direct); empty elsewhere."""
     server_env: Mapping[str, pulumi.Input[str]]
     """Non-secret env the server needs for this store (region, the identity to use)."""
     server_policy: Optional[pulumi.Output[str]]
@@ -51,11 +53,14 @@ class ArtifactStore(pulumi.ComponentResource):
         self.endpoint_url = store.endpoint_url
         self.console_url = store.console_url
         self.server_credentials = {key: pulumi.Output.secret(value) for key, value in store.credentials.items()}
+        self.part_signer_credentials = {key: pulumi.Output.secret(value)
+                                        for key, value in store.part_signer_credentials.items()}
         self.server_env = dict(store.env)
         self.server_policy = store.server_policy
         self.account_name = store.account_name
         outputs = {"bucket": self.bucket, "artifact_root": self.artifact_root,
-                   "server_credentials": self.server_credentials, "server_env": self.server_env}
+                   "server_credentials": self.server_credentials, "server_env": self.server_env,
+                   "part_signer_credentials": self.part_signer_credentials}
         for key in ("endpoint_url", "console_url", "server_policy", "account_name"):
             if getattr(self, key) is not None:
                 outputs[key] = getattr(self, key)

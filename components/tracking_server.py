@@ -74,6 +74,7 @@ class TrackingServer(pulumi.ComponentResource):
             args["server"], args["proxy"], tuple(parts[3]),
             image=parts[0], artifacts_destination=parts[1], s3_endpoint_url=parts[2],
             artifact_secret_env_names=tuple(artifacts.server_credentials),
+            part_signer_secret_env_names=tuple(artifacts.part_signer_credentials),
             extra_env=parts[4], scheme=public.scheme, port=public.port, auth=auth, observability=observability,
             artifacts=transfers,
         ))
@@ -85,7 +86,8 @@ class TrackingServer(pulumi.ComponentResource):
         # Generated even while the AI Gateway is off: switching it on later then finds a key that stays
         # (a new one would leave stored secrets undecryptable).
         secrets_key = random.RandomPassword(f"{name}-secrets-key", length=48, special=False, opts=child)
-        secret_env = {**backend, render.SECRETS_KEK_ENV: secrets_key.result, **artifacts.server_credentials}
+        secret_env = {**backend, render.SECRETS_KEK_ENV: secrets_key.result, **artifacts.server_credentials,
+                      **artifacts.part_signer_credentials}
         runtime_files: dict[str, pulumi.Output[str]] = {}
         self.admin_username = self.admin_password = None
         if auth.mode != "proxy":

@@ -41,6 +41,21 @@ app.py), and so do the day-2 one-offs of the image, which never start a multipar
   SAS for the blob let any part URL Put Blob over the committed artifact, or Put Block List, for its hour.
   A key-signed (service) SAS has no such parameters (the SDK signs them only with a user-delegation key): the
   stacks sign with the identity's key; a connection string (test stand-ins) keeps one SAS for all parts.
+- S3 on `local` (MinIO; fourth cloud review of issue 26): a part URL signs only `host`, and MinIO takes x-amz-*
+  headers a request adds unsigned (extractSignedHeaders, minio/minio cmd/signature-v4-utils.go): sent back with
+  `x-amz-copy-source`, it is an UploadPartCopy whose source read MinIO authorizes with the URL's key
+  (CopyObjectPartHandler, cmd/object-multipart-handlers.go). Signed with the server's key (s3:GetObject on the
+  whole prefix), any artifact of the bucket could be copied into one's own upload. With PART_SIGNER_ENVS set (the
+  local platform's `<bucket>-mlflow-part-signer`, s3:PutObject and s3:AbortMultipartUpload only:
+  components/render/storage.py, part_signer_bucket_policy), the part URLs, and only they, are signed with that key
+  (a client of MLflow's own making: same endpoint, region, addressing, signature version); starting, completing,
+  aborting and presigned GETs stay the server's. AWS refuses the unsigned header (HeadersNotSigned) and Azure
+  authorizes a copy source with the caller's credentials, so the aws and azure stacks set none.
+- Azure Blob: MLflow joins the blob name into the part URLs raw (azure_blob_artifact_repo.py l.250,
+  `posixpath.join(self.client.url, container, dest_path)`): a name with `#`, `?` or `%` cut the URL (a fragment, a
+  query) or was decoded once more by the service (403), and MLflow's complete_multipart_upload, which reads the
+  block IDs back from the URLs' queries, raised KeyError. The name is percent-encoded here as botocore encodes an
+  S3 key (safe "/~").
 """
 
 from __future__ import annotations
@@ -84,6 +99,8 @@ S3_SESSION_TOKEN_BOUND = 1_400
 """An S3 part URL's `X-Amz-Security-Token`, URL-encoded: the task role's temporary credentials on aws (STS does
 not fix their size, https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html, "The size of the
 security token ... is not fixed"; ECS task-role tokens measure about 1,100-1,300). MinIO's static keys have none."""
+AWS_ACCESS_KEY_ID_CHARS = 20
+"""The access key ID S3_QUERY_FIXED was measured with (AWS's are 20 characters)."""
 S3_UPLOAD_ID_BOUND = 256
 """An S3 upload ID in a part URL (not documented; S3's are about 100-180 characters)."""
 S3_QUERY_FIXED = 331
@@ -127,22 +144,69 @@ def parts_cap(limit: int, url_bound: int) -> int:
 
 
 def _key_in_url(key: str) -> int:
-    """The key's length in a part URL as the completion body carries it: botocore escapes it (UTF-8 bytes as %XX),
-    MLflow's Blob URL carries it raw, which json.dumps escapes (\\uXXXX); the longer of the two."""
-    return max(len(urllib.parse.quote(key, safe="/~")), len(json.dumps(key)) - 2)
+    """The key's length in a part URL as the completion body carries it: percent-encoded (UTF-8 bytes as %XX, "/"
+    and "~" kept) in both: botocore's S3 URLs, and the Blob URLs here (blob_path_in_url); plain ASCII, which
+    json.dumps leaves as it is."""
+    return len(blob_path_in_url(key))
 
 
-def s3_part_url_bound(endpoint: Optional[str], bucket: str, key: str, session_token: bool = True) -> int:
-    """The longest part URL MLflow signs for `key`: path or virtual-hosted style, the same length."""
+def blob_path_in_url(name: str) -> str:
+    """A key or blob name as a URL path carries it: `#`, `?`, `%` and the rest escaped, as botocore escapes an S3
+    key (safe "/~"). Blob Storage reads the name percent-decoded from the path ("Certain characters must be
+    percent-encoded to appear in a URL, using UTF-8", which the SDKs do: https://learn.microsoft.com/rest/api/
+    storageservices/naming-and-referencing-containers--blobs--and-metadata, Resource Names)."""
+    return urllib.parse.quote(name, safe="/~")
+
+
+def s3_part_url_bound(endpoint: Optional[str], bucket: str, key: str, session_token: bool = True,
+                      access_key_id: Optional[str] = None) -> int:
+    """The longest part URL MLflow signs for `key`: path or virtual-hosted style, the same length. S3_QUERY_FIXED
+    holds an access key ID of AWS's 20 characters; a longer one (MinIO's user names: `<bucket>-mlflow-part-signer`)
+    adds its excess."""
     base = (endpoint or "https://s3.amazonaws.com").rstrip("/")
+    longer_key = max(0, len(urllib.parse.quote(access_key_id or "", safe="")) - AWS_ACCESS_KEY_ID_CHARS)
     return len(base) + 1 + len(bucket) + 1 + _key_in_url(key) + S3_QUERY_FIXED + S3_UPLOAD_ID_BOUND + (
-        S3_SESSION_TOKEN_BOUND if session_token else 0)
+        S3_SESSION_TOKEN_BOUND if session_token else 0) + longer_key
 
 
 def signs_with_session_token() -> bool:
-    """False when the server signs with long-term keys (the local stack's MinIO key in AWS_ACCESS_KEY_ID, no
-    AWS_SESSION_TOKEN: botocore's environment provider comes first); the aws task role's are temporary."""
+    """False when the part URLs are signed with long-term keys (the part signer's, or the local stack's MinIO key
+    in AWS_ACCESS_KEY_ID, no AWS_SESSION_TOKEN: botocore's environment provider comes first); the aws task role's
+    are temporary."""
+    if part_signer_keys() is not None:
+        return False
     return not (os.environ.get("AWS_ACCESS_KEY_ID") and not os.environ.get("AWS_SESSION_TOKEN"))
+
+
+PART_SIGNER_ENVS = ("MLFLOW_PLATFORM_PART_SIGNER_ACCESS_KEY_ID", "MLFLOW_PLATFORM_PART_SIGNER_SECRET_ACCESS_KEY")
+"""The part signer's key (components/render/server.py, PART_SIGNER_CREDENTIAL_ENVS): set on `local` with direct
+transfers only."""
+
+
+def part_signer_keys() -> Optional[tuple[str, str]]:
+    """(access key ID, secret) of the part signer, or None where the stack gives none; one without the other is a
+    broken deployment, refused rather than signed with the server's key."""
+    key, secret = (os.environ.get(name) for name in PART_SIGNER_ENVS)
+    if not key and not secret:
+        return None
+    if not (key and secret):
+        raise MlflowException(f"{' and '.join(PART_SIGNER_ENVS)} must be set together")
+    return key, secret
+
+
+class _PartSigningClient:
+    """The server's boto3 client, except that upload_part URLs are signed by the part signer's client."""
+
+    def __init__(self, client, signer):
+        self._client = client
+        self._signer = signer
+
+    def generate_presigned_url(self, ClientMethod, *args, **kwargs):  # noqa: N803 - boto3's parameter name
+        signer = self._signer if ClientMethod == "upload_part" else self._client
+        return signer.generate_presigned_url(ClientMethod, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
 
 
 def blob_part_url_bound(account_url: str, container: str, blob: str) -> int:
@@ -173,15 +237,29 @@ def _dest_path(parsed_path: str, local_file: str, artifact_path: Optional[str]) 
 
 
 class S3Repository(S3ArtifactRepository):
-    """MLflow's S3 repository, refusing more parts than S3 (and MinIO) take or its completion request can list."""
+    """MLflow's S3 repository, refusing more parts than S3 (and MinIO) take or its completion request can list, and
+    signing part URLs with the part signer's key where the stack gives one."""
+
+    def _get_s3_client(self):
+        client = super()._get_s3_client()
+        keys = part_signer_keys()
+        if keys is None:
+            return client
+        from mlflow.store.artifact.s3_artifact_repo import _get_s3_client
+
+        # MLflow's own client factory (cached as the server's is): the endpoint (MLFLOW_S3_ENDPOINT_URL), region
+        # (AWS_DEFAULT_REGION), addressing style and signature version are the server client's.
+        return _PartSigningClient(client, _get_s3_client(access_key_id=keys[0], secret_access_key=keys[1]))
 
     def create_multipart_upload(self, local_file, num_parts=1, artifact_path=None):
         from mlflow.environment_variables import MLFLOW_S3_ENDPOINT_URL
 
         (bucket, path) = self.parse_s3_compliant_uri(self.artifact_uri)
         key = _dest_path(path, local_file, artifact_path)
-        check_num_parts(num_parts, S3_MAX_PARTS, "S3", s3_part_url_bound(MLFLOW_S3_ENDPOINT_URL.get(), bucket, key,
-                                                                          signs_with_session_token()))
+        signer = part_signer_keys()
+        check_num_parts(num_parts, S3_MAX_PARTS, "S3", s3_part_url_bound(
+            MLFLOW_S3_ENDPOINT_URL.get(), bucket, key, signs_with_session_token(),
+            signer[0] if signer else os.environ.get("AWS_ACCESS_KEY_ID")))
         created = super().create_multipart_upload(local_file, num_parts, artifact_path)
         try:
             check_completion_fits(local_file, created.upload_id, created.credentials)
@@ -196,7 +274,8 @@ class AzureBlobRepository(AzureBlobArtifactRepository):
 
     def create_multipart_upload(self, local_file, num_parts=1, artifact_path=None):
         # MLflow 3.17.2's create_multipart_upload (azure_blob_artifact_repo.py l.239-296), with block_id() for
-        # its `mlflow_block_{i}`, write=True alone for read=True, write=True, and the limit on num_parts.
+        # its `mlflow_block_{i}`, write=True alone for read=True, write=True, the limit on num_parts, and the blob
+        # name percent-encoded in the URLs.
         from azure.core.exceptions import HttpResponseError
         from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 
@@ -204,7 +283,8 @@ class AzureBlobRepository(AzureBlobArtifactRepository):
         dest_path = _dest_path(dest_path, local_file, artifact_path)
         check_num_parts(num_parts, BLOB_MAX_BLOCKS, "Blob Storage",
                         blob_part_url_bound(self.client.url, container, dest_path))
-        blob_url = posixpath.join(self.client.url, container, dest_path)
+        # Percent-encoded (module docstring); the SAS is signed for the name itself, as the service decodes it.
+        blob_url = posixpath.join(self.client.url, container, blob_path_in_url(dest_path))
         now = datetime.datetime.now(datetime.timezone.utc)
         expiry = now + datetime.timedelta(hours=SAS_HOURS)
         sas_kwargs = {

@@ -22,7 +22,8 @@ The only deviations from a container deployment:
   and Container Apps' identity endpoint is ManagedIdentityStandIn's (IDENTITY_ENDPOINT, IDENTITY_HEADER);
   Azurite then serves HTTPS with OAuth under the account's public name, which the server and the clients
   reach through StorageNameProxy (HTTPS_PROXY, REQUESTS_CA_BUNDLE: the network, not MLflow, is simulated);
-* moto checks presigned URLs (rehearsal/moto_s3.py), which its own IAM check cannot read;
+* moto checks presigned URLs (rehearsal/moto_s3.py), which its own IAM check cannot read, and plays MinIO in
+  letting unsigned x-amz-* headers act (store "minio": the server signs part URLs with the part signer's key);
 * with `auth.mode: oidc` and no `auth.oidc.discoveryUrl`, the identity provider is
   oidc-provider-mock on a loopback port, with three users (OidcProviderStandIn);
 * runtime files (the auth app's ini) are written under the work directory, and the env var that
@@ -483,7 +484,8 @@ class RehearsalStack:
                 log.info("server identity %s (endpoint %s); %s through %s", self.identity.client_id,
                          self.identity.endpoint, self.azurite.public_host, self.storage_proxy.url)
         else:
-            self.s3 = S3StandIn(self.base_dir / "s3", cfg.artifacts.bucket, cfg.artifacts.prefix)
+            # The local stack's MinIO: unsigned x-amz-* headers act (rehearsal/moto_s3.py, store "minio").
+            self.s3 = S3StandIn(self.base_dir / "s3", cfg.artifacts.bucket, cfg.artifacts.prefix, store="minio")
             self.s3.start()
             log.info("s3 endpoint %s, bucket %s", self.s3.endpoint, self.s3.bucket)
 
@@ -508,12 +510,15 @@ class RehearsalStack:
             assert self.s3 is not None
             destination = render.artifacts_destination(cfg.artifacts.bucket, cfg.artifacts.prefix)
             endpoint, secret_names = self.s3.endpoint, render.S3_CREDENTIAL_ENVS
+        # As the local platform's ObjectStoreEndpoint.part_signer_credentials: direct transfers on MinIO only.
+        signer_names = render.PART_SIGNER_CREDENTIAL_ENVS if self._part_signer(cfg) else ()
         return render.tracking_server_settings(
             cfg.server, cfg.proxy, cfg.hostnames,
             image=f"mlflow-platform/mlflow-server:{cfg.mlflow_version}",
             artifacts_destination=destination,
             s3_endpoint_url=endpoint,
             artifact_secret_env_names=secret_names,
+            part_signer_secret_env_names=signer_names,
             extra_env=extra_env,
             auth=cfg.auth,
             observability=cfg.observability,
@@ -538,7 +543,14 @@ class RehearsalStack:
             return {**env, render.AZURE_CONNECTION_STRING_ENV: self.azurite.connection_string}
         assert self.s3 is not None
         key, secret = self.s3.credentials_for(direct=cfg.artifacts.transfer == "direct")
-        return {**env, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
+        env.update({"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret})
+        if self._part_signer(cfg):
+            env.update(zip(render.PART_SIGNER_CREDENTIAL_ENVS, self.s3.part_signer_credentials))
+        return env
+
+    def _part_signer(self, cfg: StackConfig) -> bool:
+        """Whether the server gets the part signer's key: the local platform gives it with direct transfers."""
+        return self.artifacts == "s3" and cfg.artifacts.transfer == "direct"
 
     def add_variant(self, name: str = "default", *, static_prefix: Optional[str] = None, tls: bool = False,
                     port: Optional[int] = None, overrides: Optional[Mapping[str, Any]] = None) -> Variant:

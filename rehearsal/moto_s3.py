@@ -18,6 +18,23 @@ X-Amz-Date's (moto itself recomputes the signature with whatever region the scop
 region passed). The region is MOTO_S3_REGION (default us-east-1: render sets AWS_DEFAULT_REGION=us-east-1 beside an
 S3 endpoint, and the rehearsal's buckets are moto's us-east-1 ones).
 
+Headers a presigned request adds unsigned (fourth cloud review of issue 26): the stand-in plays one of two stores,
+MOTO_S3_STORE (rehearsal/stand_ins.py, S3StandIn(store=...)):
+- `aws` (the default): S3 refuses a presigned request carrying an x-amz-* header that X-Amz-SignedHeaders does not
+  name, x-amz-content-sha256 excepted, with 403 AccessDenied "There were headers present in the request which were
+  not signed" and the names in HeadersNotSigned (S3's answers quoted in soto-project/soto#374 and
+  ex-aws/ex_aws_s3#73; rustfs/rustfs#7425 and demarche-numerique/ds_proxy#164 implement the same rule and its
+  x-amz-content-sha256 exception). moto recomputed the signature over the signed headers only and let the rest act:
+  a part URL sent back with an unsigned `x-amz-copy-source` was a 200 UploadPartCopy.
+- `minio` (the local stack's rehearsal): MinIO reads only the signed headers and lets the others act
+  (extractSignedHeaders, minio/minio cmd/signature-v4-utils.go), as moto does.
+In both, a request that copies (`x-amz-copy-source`: CopyObject, UploadPartCopy) is also authorized for
+s3:GetObject on the source with the request's own key, as S3 does (the s3:GetObject permission "to read the source
+object": https://docs.aws.amazon.com/AmazonS3/latest/API/API_UploadPartCopy.html, Authentication and authorization)
+and as MinIO does
+(CopyObjectPartHandler and CopyObjectHandler, cmd/object-multipart-handlers.go and cmd/object-handlers.go:
+checkRequestAuthType(..., policy.GetObjectAction, srcBucket, srcObject)); moto checked only the destination.
+
 Still not rehearsed (S3 differs; tests/rehearsal/test_23_direct_transfers.py says the same): the bucket policy's
 TLS-only condition (aws:SecureTransport: this endpoint is plain HTTP, and moto's IAM check does not read bucket
 policies), the local stack's Docker DNS path (MinIO's network alias; here one loopback address serves server and
@@ -39,6 +56,11 @@ MAX_EXPIRES_SECONDS = 7 * 24 * 3600
 """S3's limit on X-Amz-Expires."""
 REGION_ENV = "MOTO_S3_REGION"
 DEFAULT_REGION = "us-east-1"
+STORE_ENV = "MOTO_S3_STORE"
+STORES = ("aws", "minio")
+"""Which store's handling of unsigned headers the stand-in plays (module docstring); `aws` by default."""
+UNSIGNED_ALLOWED = frozenset({"x-amz-content-sha256"})
+"""The one x-amz-* header S3 takes unsigned on a presigned request."""
 SIGNED_QUERY = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires", "X-Amz-SignedHeaders",
                 "X-Amz-Signature")
 
@@ -86,6 +108,24 @@ def scope_problem(credential: str, expected_region: str, amz_date: str | None = 
     return None
 
 
+def unsigned_amz_headers(signed_headers: str, headers: Any) -> list[str]:
+    """The x-amz-* headers of a request that a presigned request's X-Amz-SignedHeaders does not name (S3 refuses
+    them; x-amz-content-sha256 excepted)."""
+    signed = {name.strip().lower() for name in signed_headers.split(";")}
+    return sorted({str(name).lower() for name in headers.keys()
+                   if str(name).lower().startswith("x-amz-") and str(name).lower() not in signed | UNSIGNED_ALLOWED})
+
+
+def copy_source_arn(headers: Any) -> str | None:
+    """The ARN of the object a request copies (`x-amz-copy-source: [/]bucket/key[?versionId=...]`), or None."""
+    lower = {str(name).lower(): str(value) for name, value in headers.items()}
+    source = lower.get("x-amz-copy-source")
+    if not source:
+        return None
+    path = unquote(source.split("?", 1)[0]).lstrip("/")
+    return f"arn:aws:s3:::{path}"
+
+
 def install() -> None:
     """Replace moto's S3IAMRequest with one that also reads presigned (query-string) authentication and refuses a
     credential scope for another region or service."""
@@ -98,7 +138,17 @@ def install() -> None:
     class AuthorizationHeaderMalformed(S3ClientError):
         code = "AuthorizationHeaderMalformed"
 
+    class HeadersNotSigned(S3ClientError):
+        code = "AccessDenied"
+
+        def __init__(self, names: list[str]):
+            super().__init__("AccessDenied", "There were headers present in the request which were not signed")
+            self.headers_not_signed = ", ".join(names)
+
     region = os.environ.get(REGION_ENV) or DEFAULT_REGION
+    store = os.environ.get(STORE_ENV) or "aws"
+    if store not in STORES:
+        raise SystemExit(f"{STORE_ENV}={store!r}: one of {', '.join(STORES)}")
     base = access_control.S3IAMRequest
 
     class PresignedAwareS3IAMRequest(base):  # type: ignore[misc, valid-type]
@@ -128,6 +178,7 @@ def install() -> None:
                                           f"SignedHeaders={params['X-Amz-SignedHeaders']}, "
                                           f"Signature={params['X-Amz-Signature']}")
             super().__init__(account_id, method, path, data, body, synthetic, action)
+            self._unsigned = unsigned_amz_headers(params["X-Amz-SignedHeaders"], headers)
             self._string_to_sign, self._signature = presigned_string_to_sign(method, split.path, query, headers)
             self._scope = params["X-Amz-Credential"].split("/", 1)[1]
             self._issued = datetime.datetime.strptime(params["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(
@@ -144,6 +195,18 @@ def install() -> None:
             secret = self._access_key.create_credentials().secret_key
             if not hmac.compare_digest(sigv4_signature(secret, self._scope, self._string_to_sign), self._signature):
                 self._raise_signature_does_not_match()
+            if store == "aws" and self._unsigned:
+                raise HeadersNotSigned(self._unsigned)
+
+        def check_action_permitted(self, resource: str) -> None:
+            super().check_action_permitted(resource)
+            source = copy_source_arn(self._headers) if self._method.upper() == "PUT" else None
+            if source is not None:  # the copy's source is read with this request's key (module docstring)
+                action, self._action = self._action, "s3:GetObject"
+                try:
+                    super().check_action_permitted(source)
+                finally:
+                    self._action = action
 
     access_control.S3IAMRequest = PresignedAwareS3IAMRequest
 

@@ -77,21 +77,33 @@ def _importable(module: str) -> bool:
 class S3StandIn:
     """moto's server mode standing in for MinIO: a private bucket, an IAM user whose only policy is
     `render.artifact_bucket_policy` (what the local platform attaches to the MinIO user, in both
-    artifacts.transfer modes), and IAM
+    artifacts.transfer modes), the part signer whose only policy is `render.part_signer_bucket_policy` (the local
+    platform's second MinIO user with artifacts.transfer direct), and IAM
     enforcement switched on once set up, so the server's key pair is really bucket-scoped.
+
+    `store` picks how presigned requests with unsigned x-amz-* headers are answered (rehearsal/moto_s3.py): "aws"
+    (S3 refuses them; the default) or "minio" (MinIO lets them act, e.g. an unsigned x-amz-copy-source turns a
+    part upload into an UploadPartCopy, whose source read is authorized with the URL's key).
 
     moto keeps the objects in memory/spooled temp files of the moto process; its admin API
     (`/moto-api/`) is unauthenticated, which is fine on loopback for a rehearsal."""
 
-    def __init__(self, workdir: Path, bucket: str, prefix: str = ""):
+    def __init__(self, workdir: Path, bucket: str, prefix: str = "", store: str = "aws"):
+        from rehearsal.moto_s3 import STORES
+
+        if store not in STORES:
+            raise ValueError(f"store {store!r}: one of {', '.join(STORES)}")
         self.workdir = workdir
         self.bucket = bucket
         self.prefix = prefix
+        self.store = store
         self.port = free_port()
         self.service: Optional[Service] = None
         self.admin_credentials: tuple[str, str] = ("", "")
         self.server_credentials: tuple[str, str] = ("", "")
+        self.part_signer_credentials: tuple[str, str] = ("", "")
         self.server_user = f"{bucket}-mlflow-server"
+        self.part_signer_user = f"{bucket}-mlflow-part-signer"
 
     @property
     def endpoint(self) -> str:
@@ -99,7 +111,9 @@ class S3StandIn:
 
     def start(self) -> "S3StandIn":
         self.workdir.mkdir(parents=True, exist_ok=True)
-        env = base_env(self.workdir, self.workdir)
+        from rehearsal.moto_s3 import STORE_ENV
+
+        env = {**base_env(self.workdir, self.workdir), STORE_ENV: self.store}
         # moto_server, with presigned URLs checked (rehearsal/moto_s3.py: moto's own IAM check cannot read them)
         self.service = Service("s3 (moto)", [str(VENV_BIN / "python"), str(MOTO_S3), "-H", "127.0.0.1", "-p",
                                              str(self.port)], env, self.workdir / "moto.log", cwd=self.workdir)
@@ -141,6 +155,13 @@ class S3StandIn:
         # The server's user: only the rendered bucket policy (minio.IamPolicy + attachment); both transfer
         # modes render the same one (exactly MLflow's actions: direct URLs are signed with it).
         self.server_credentials = self._server_user(iam, self.server_user)
+        # The part signer (local platform, artifacts.transfer direct): only render.part_signer_bucket_policy.
+        iam.create_user(UserName=self.part_signer_user)
+        signer_policy = iam.create_policy(PolicyName=self.part_signer_user, PolicyDocument=json.dumps(
+            render.part_signer_bucket_policy(self.bucket, self.prefix)))
+        iam.attach_user_policy(UserName=self.part_signer_user, PolicyArn=signer_policy["Policy"]["Arn"])
+        signer_key = iam.create_access_key(UserName=self.part_signer_user)["AccessKey"]
+        self.part_signer_credentials = (signer_key["AccessKeyId"], signer_key["SecretAccessKey"])
         # From now on every request must be signed by a known key and allowed by its policies.
         request = urllib.request.Request(f"{self.endpoint}/moto-api/reset-auth", data=b"0", method="POST",
                                          headers={"Content-Type": "text/plain"})

@@ -67,6 +67,9 @@ class ObjectStoreEndpoint:
     console_url: Optional[pulumi.Output[str]] = None
     credentials: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
     """Secret env the server needs for this store only (scoped keys); empty where an identity is used."""
+    part_signer_credentials: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
+    """Secret env (render.PART_SIGNER_CREDENTIAL_ENVS) of a second key the server signs direct-upload part URLs
+    with, where the store needs one (MinIO: render.storage.part_signer_bucket_policy); empty elsewhere."""
     env: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     """Non-secret env the server needs for this store (region, the identity to use)."""
     server_policy: Optional[pulumi.Output[str]] = None

@@ -28,7 +28,7 @@ from components.render.auth import (AUTH_APPS, AUTH_DATABASE_URI_ENV, AUTH_CONFI
 from components.render.server import (BACKEND_URI_ENV, SECRETS_KEK_ENV, S3_CREDENTIAL_ENVS,
                                       MODEL_VERSION_SOURCE_REGEX_ENV, MODEL_VERSION_SOURCE_REGEX, JOB_EXECUTION_ENV,
                                       PRESIGNED_DOWNLOAD_TTL_ENV, PRESIGNED_DOWNLOAD_TTL_SECONDS, API_BODY_LIMIT_ENV,
-                                      METRICS_DIR,
+                                      PART_SIGNER_CREDENTIAL_ENVS, METRICS_DIR,
                                       METRICS_SCRAPE_HEADER, METRICS_SCRAPE_HEADER_VALUE,
                                       METRICS_DIR_RESET, backend_store_uri, TrackingServerSettings, tracking_server_env,
                                       tracking_server_command, uvicorn_keep_alive_seconds, tracking_server_spec,
@@ -43,7 +43,8 @@ from components.render.gc import (GC_LOCKED_EXIT, GC_LOCK_DATABASE, GC_LOCK_TOKE
 from components.render.proxy import (API_BODY_LIMIT, NginxPaths, ProxySettings, ssha_hash, htpasswd_line, nginx_conf,
                                      proxy_health_check, reverse_proxy_spec, proxy_settings)
 from components.render.storage import (artifact_bucket_policy, artifacts_destination, AZURE_CLIENT_ID_ENV,
-                                       AZURE_CONNECTION_STRING_ENV, blob_artifacts_destination)
+                                       AZURE_CONNECTION_STRING_ENV, blob_artifacts_destination,
+                                       PART_SIGNER_OBJECT_ACTIONS, part_signer_bucket_policy)
 
 __all__ = [
     "API_BODY_LIMIT",
@@ -55,7 +56,7 @@ __all__ = [
     "OIDC_CLIENT_SECRET_ENV", "OIDC_USERS_DB_URI_ENV", "auth_secret_env_names", "auth_config_ini", "oidc_env",
     "BACKEND_URI_ENV", "SECRETS_KEK_ENV", "S3_CREDENTIAL_ENVS", "MODEL_VERSION_SOURCE_REGEX_ENV",
     "MODEL_VERSION_SOURCE_REGEX", "JOB_EXECUTION_ENV", "PRESIGNED_DOWNLOAD_TTL_ENV", "PRESIGNED_DOWNLOAD_TTL_SECONDS",
-    "API_BODY_LIMIT_ENV",
+    "API_BODY_LIMIT_ENV", "PART_SIGNER_CREDENTIAL_ENVS", "PART_SIGNER_OBJECT_ACTIONS", "part_signer_bucket_policy",
     "METRICS_DIR", "METRICS_SCRAPE_HEADER",
     "METRICS_SCRAPE_HEADER_VALUE", "METRICS_DIR_RESET", "backend_store_uri", "TrackingServerSettings",
     "tracking_server_env", "tracking_server_command", "uvicorn_keep_alive_seconds", "tracking_server_spec",

@@ -56,6 +56,12 @@ PRESIGNED_DOWNLOAD_TTL_SECONDS = 300
 # this limit before it signs anything, so the server and Nginx agree (second cloud review of issue 26).
 API_BODY_LIMIT_ENV = "MLFLOW_PLATFORM_API_BODY_LIMIT_BYTES"
 
+# artifacts.transfer direct on `local`: the MinIO key that signs the part URLs of a direct upload, and nothing else
+# (render.storage.part_signer_bucket_policy says why); mlflow_guard.artifacts reads it. Secret env of the server
+# only (not of gc, which starts no upload).
+PART_SIGNER_CREDENTIAL_ENVS = ("MLFLOW_PLATFORM_PART_SIGNER_ACCESS_KEY_ID",
+                               "MLFLOW_PLATFORM_PART_SIGNER_SECRET_ACCESS_KEY")
+
 
 def backend_store_uri(username: str, password: str, host: str, port: int, database: str,
                       driver: str = "psycopg2") -> str:
@@ -88,6 +94,8 @@ class TrackingServerSettings:
     """MinIO (or another S3-compatible) endpoint; None for AWS S3."""
     artifact_secret_env_names: tuple[str, ...] = ()
     """Env vars holding the artifact store's credentials (empty where an identity is used)."""
+    part_signer_secret_env_names: tuple[str, ...] = ()
+    """PART_SIGNER_CREDENTIAL_ENVS where the store gives a part signer's key (local with direct transfers)."""
     extra_env: Mapping[str, str] = field(default_factory=dict)
     """Platform-specific, non-secret env (e.g. AWS_DEFAULT_REGION)."""
     port: int = MLFLOW_PORT
@@ -196,7 +204,7 @@ def tracking_server_spec(settings: TrackingServerSettings, name: str = SERVER_SE
         command=tracking_server_command(settings),
         env=tracking_server_env(settings),
         secret_env_names=(BACKEND_URI_ENV, SECRETS_KEK_ENV, *settings.artifact_secret_env_names,
-                          *auth_secret_env_names(settings.auth_mode)),
+                          *settings.part_signer_secret_env_names, *auth_secret_env_names(settings.auth_mode)),
         runtime_file_paths=(AUTH_CONFIG_PATH,) if settings.auth_mode == "mlflow" else (),
         ports=(settings.port,),
         health_check=HealthCheck(command=("python", "-c", probe), http_path=path, port=settings.port,
@@ -228,6 +236,7 @@ def tracking_server_settings(server: "ServerConfig", proxy: "ProxyConfig", hostn
                              image: str, artifacts_destination: str,
                              s3_endpoint_url: Optional[str] = None,
                              artifact_secret_env_names: tuple[str, ...] = (),
+                             part_signer_secret_env_names: tuple[str, ...] = (),
                              extra_env: Optional[Mapping[str, str]] = None,
                              scheme: Optional[str] = None,
                              port: Optional[int] = None,
@@ -257,6 +266,7 @@ def tracking_server_settings(server: "ServerConfig", proxy: "ProxyConfig", hostn
         workspaces=server.workspaces,
         s3_endpoint_url=s3_endpoint_url,
         artifact_secret_env_names=artifact_secret_env_names,
+        part_signer_secret_env_names=part_signer_secret_env_names,
         extra_env=dict(extra_env or {}),
         timeout_seconds=proxy.timeout_seconds,
         auth_mode=auth.mode if auth else config_default(AuthConfig, "mode"),

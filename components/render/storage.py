@@ -46,6 +46,36 @@ def artifact_bucket_policy(bucket: str, prefix: str = "") -> dict:
     }
 
 
+# artifacts.transfer direct on `local` (fourth cloud review of issue 26): the key that signs the part URLs MLflow hands
+# clients. A presigned URL signs only `host`, and MinIO does not refuse the x-amz-* headers a request adds unsigned
+# (extractSignedHeaders reads only the signed ones: minio/minio cmd/signature-v4-utils.go, upstream archived unfixed;
+# forks fixed it, pgsty/silo#173, juicedata/minio#85; Ceph RGW's same bug is CVE-2026-54330): a part URL sent back
+# with `x-amz-copy-source: <bucket>/<another experiment's object>` is an UploadPartCopy, whose source read MinIO
+# authorizes with the signing key (cmd/object-multipart-handlers.go, CopyObjectPartHandler: checkRequestAuthType(...,
+# policy.GetObjectAction, srcBucket, srcObject)). Signed with a key that cannot read, the copy is refused. MinIO
+# authorizes UploadPart as s3:PutObject (PutObjectPartHandler: isPutActionAllowed(..., policy.PutObjectAction)) and
+# binds an upload to nothing but its bucket, object and upload ID (cmd/erasure-multipart.go, checkUploadIDExists; the
+# parts listing's Initiator and Owner are "Dumb values not meaningful", cmd/api-response.go generateListPartsResponse),
+# so this key uploads the parts of an upload the server's key started (minio/minio 7aac2a2c, February 2026).
+# AWS refuses unsigned x-amz-* headers on a presigned request (403 AccessDenied, "There were headers present in the
+# request which were not signed", HeadersNotSigned) and Azure authorizes a copy source with the caller's own
+# credentials: only `local` needs this key.
+PART_SIGNER_OBJECT_ACTIONS = ("s3:PutObject", "s3:AbortMultipartUpload")
+
+
+def part_signer_bucket_policy(bucket: str, prefix: str = "") -> dict:
+    """The MinIO part signer's policy: upload (and abort) parts under the prefix; no read, no listing, no delete."""
+    key_prefix = f"{prefix}/" if prefix else ""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Action": list(PART_SIGNER_OBJECT_ACTIONS),
+            "Resource": [f"arn:aws:s3:::{bucket}/{key_prefix}*"],
+        }],
+    }
+
+
 def artifacts_destination(bucket: str, prefix: str = "") -> str:
     """s3://bucket/ or s3://bucket/prefix: where the server puts proxied artifacts."""
     return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}/"

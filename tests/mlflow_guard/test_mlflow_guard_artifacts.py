@@ -11,9 +11,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -465,3 +467,176 @@ def test_the_server_image_runs_the_check_as_the_servers_user_after_the_guard_is_
     check = lines.index("RUN python -m mlflow_guard.plugin_check")
     assert check > lines.index("USER mlflow")
     assert check > max(i for i, line in enumerate(lines) if line.startswith("COPY mlflow_guard"))
+
+
+# --- blob names a URL must escape (fourth cloud review of issue 26, item 3) ----------------------------------------
+# Repository level, against Azurite: through the stack, Nginx's artifact-path allow-list refuses `%` in a path
+# (components/render/proxy.py), so MLflow's client could upload such a file (its name travels in the mpu/* bodies)
+# but not download it through the stack; the part URLs are what the repair is about.
+
+AWKWARD_NAME = "a#b%41?.bin"
+
+
+def test_a_blob_named_with_url_delimiters_goes_up_in_parts_and_comes_back_whole(azurite, monkeypatch, tmp_path):
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
+    repo = artifacts.AzureBlobRepository(f"wasbs://{CONTAINER}@{azurite.account}.blob.core.windows.net/1/r/artifacts")
+    size = 1024
+    data = os.urandom(size * PARTS - 100)
+    local = tmp_path / AWKWARD_NAME
+    local.write_bytes(data)
+    create = repo.create_multipart_upload(str(local), PARTS, "m")
+    assert all(urllib.parse.urlsplit(c.url).path.endswith("/m/a%23b%2541%3F.bin") for c in create.credentials)
+    _put_parts(create.credentials, data, size)
+    from mlflow.entities.multipart_upload import MultipartUploadPart
+
+    parts = [MultipartUploadPart(part_number=c.part_number, etag="", url=c.url) for c in create.credentials]
+    repo.complete_multipart_upload(str(local), create.upload_id, parts, "m")
+    blob = azurite.client().get_blob_client(CONTAINER, f"1/r/artifacts/m/{AWKWARD_NAME}").download_blob().readall()
+    assert hashlib.sha256(blob).hexdigest() == hashlib.sha256(data).hexdigest()
+    (tmp_path / "down").mkdir()
+    back = Path(repo.download_artifacts(f"m/{AWKWARD_NAME}", str(tmp_path / "down")))
+    assert hashlib.sha256(back.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_mlflows_own_urls_break_on_such_a_name(azurite, monkeypatch, tmp_path):
+    """The defect, reproduced: MLflow 3.17.2's raw join makes `#` start a fragment (no comp=block reaches the
+    service) and its completion finds no blockid in the URL's query."""
+    from mlflow.entities.multipart_upload import MultipartUploadPart
+    from mlflow.store.artifact.azure_blob_artifact_repo import AzureBlobArtifactRepository
+
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
+    repo = AzureBlobArtifactRepository(f"wasbs://{CONTAINER}@{azurite.account}.blob.core.windows.net/1/o/artifacts")
+    create = repo.create_multipart_upload(str(tmp_path / AWKWARD_NAME), 2, "m")
+    assert {requests.put(c.url, data=b"x", timeout=30).status_code for c in create.credentials} != {201}
+    parts = [MultipartUploadPart(part_number=c.part_number, etag="", url=c.url) for c in create.credentials]
+    with pytest.raises(KeyError):
+        repo.complete_multipart_upload(str(tmp_path / AWKWARD_NAME), create.upload_id, parts, "m")
+
+
+def test_the_bound_counts_the_escaped_name():
+    name = f"p/1/{'r' * 32}/artifacts/m/{AWKWARD_NAME}"
+    assert artifacts._key_in_url(name) == len(name) + 2 * 3  # `#`, `%`, `?` three characters each
+    url = f"https://a.blob.core.windows.net/c/{artifacts.blob_path_in_url(name)}"
+    assert url.endswith("/a%23b%2541%3F.bin") and len(json.dumps(url)) - 2 == len(url)
+
+
+# --- the part URLs' signer on `local` (fourth cloud review of issue 26, item 1) -------------------------------------
+
+class _RecordingS3(BaseHTTPRequestHandler):
+    """An S3 endpoint that answers CreateMultipartUpload, CompleteMultipartUpload, AbortMultipartUpload and HeadObject
+    and records which access key signed each request (the Authorization header's Credential)."""
+
+    seen: list = []
+
+    def _record(self) -> str:
+        credential = self.headers.get("Authorization", "").split("Credential=", 1)[-1].split("/", 1)[0]
+        query = urllib.parse.urlsplit(self.path).query
+        posted = "create" if "uploads" in query else "complete"
+        operation = {"POST": posted, "DELETE": "abort"}.get(self.command, "head")
+        self.seen.append((operation, credential))
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        return operation
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        operation = self._record()
+        tag = "InitiateMultipartUploadResult" if operation == "create" else "CompleteMultipartUploadResult"
+        body = (f'<?xml version="1.0" encoding="UTF-8"?><{tag}><Bucket>b</Bucket><Key>k</Key>'
+                f'<UploadId>UPLOAD</UploadId><ETag>"e"</ETag></{tag}>').encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_DELETE(self):  # noqa: N802
+        self._record()
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_HEAD(self):  # noqa: N802 - get_download_presigned_url asks for the object's size first
+        self._record()
+        self.send_response(200)
+        self.send_header("Content-Length", "10")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def recording_s3(monkeypatch):
+    from mlflow.store.artifact.s3_artifact_repo import _cached_get_s3_client
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RecordingS3)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _RecordingS3.seen = []
+    _cached_get_s3_client.cache_clear()
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "mlflow-artifacts-mlflow-server")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s" * 40)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    for name in artifacts.PART_SIGNER_ENVS:
+        monkeypatch.delenv(name, raising=False)
+    yield _RecordingS3.seen
+    server.shutdown()
+    server.server_close()
+    _cached_get_s3_client.cache_clear()
+
+
+def _credential(url: str) -> str:
+    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))["X-Amz-Credential"].split("/", 1)[0]
+
+
+def test_part_urls_carry_the_part_signers_key_and_everything_else_the_servers(recording_s3, monkeypatch):
+    from mlflow.entities.multipart_upload import MultipartUploadPart
+
+    monkeypatch.setenv(artifacts.PART_SIGNER_ENVS[0], "mlflow-artifacts-mlflow-part-signer")
+    monkeypatch.setenv(artifacts.PART_SIGNER_ENVS[1], "p" * 40)
+    repo = artifacts.S3Repository("s3://mlflow-artifacts/")
+    created = repo.create_multipart_upload("/tmp/model.bin", 3, "1/r/artifacts/m")
+    assert [_credential(c.url) for c in created.credentials] == ["mlflow-artifacts-mlflow-part-signer"] * 3
+    endpoint = os.environ["MLFLOW_S3_ENDPOINT_URL"]
+    assert all(c.url.startswith(f"{endpoint}/mlflow-artifacts/1/r/artifacts/m/model.bin?") for c in created.credentials)
+    assert all("/us-east-1/s3/aws4_request" in dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(c.url).query))[
+        "X-Amz-Credential"] for c in created.credentials)
+    repo.complete_multipart_upload("/tmp/model.bin", created.upload_id,
+                                   [MultipartUploadPart(part_number=1, etag='"e"', url=created.credentials[0].url)],
+                                   "1/r/artifacts/m")
+    repo.abort_multipart_upload("/tmp/model.bin", created.upload_id, "1/r/artifacts/m")
+    server = "mlflow-artifacts-mlflow-server"
+    assert recording_s3 == [("create", server), ("complete", server), ("abort", server)]
+    # The presigned GET of a direct download stays the server's: the part signer cannot read.
+    assert _credential(repo.get_download_presigned_url("1/r/artifacts/m/model.bin").url) == server
+    assert recording_s3[-1] == ("head", server)
+
+
+def test_without_the_part_signer_the_servers_key_signs_the_parts(recording_s3):
+    """The aws and azure stacks (and proxied ones) set no part signer: MLflow's behaviour, unchanged."""
+    created = artifacts.S3Repository("s3://mlflow-artifacts/").create_multipart_upload("/tmp/model.bin", 2, "1/r/a")
+    assert {_credential(c.url) for c in created.credentials} == {"mlflow-artifacts-mlflow-server"}
+
+
+def test_half_a_part_signer_is_refused_before_anything_is_started(recording_s3, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.setenv(artifacts.PART_SIGNER_ENVS[0], "mlflow-artifacts-mlflow-part-signer")
+    with pytest.raises(MlflowException, match="must be set together"):
+        artifacts.S3Repository("s3://mlflow-artifacts/").create_multipart_upload("/tmp/model.bin", 2, "1/r/a")
+    assert recording_s3 == []
+
+
+def test_the_part_signers_env_is_the_one_the_platform_sets():
+    from components import render
+
+    assert artifacts.PART_SIGNER_ENVS == render.PART_SIGNER_CREDENTIAL_ENVS
+
+
+def test_a_long_access_key_id_is_counted_in_the_bound():
+    key = f"p/1/{'a' * 32}/artifacts/m/x.bin"
+    base = artifacts.s3_part_url_bound("http://minio.localhost:9000", "b", key, session_token=False)
+    assert artifacts.s3_part_url_bound("http://minio.localhost:9000", "b", key, False, "A" * 20) == base
+    assert artifacts.s3_part_url_bound("http://minio.localhost:9000", "b", key, False, "k" * 82) == base + 62

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from components import render
 from rehearsal.launcher import Variant
 from tests.rehearsal.conftest import mlflow_client_for, shared_scenario_variants
 from tests.rehearsal.direct import (
@@ -29,6 +30,7 @@ from tests.rehearsal.direct import (
     THRESHOLD,
     create_upload,
     measured,
+    route as mlflow_route,
     presigned_download,
     random_file,
     sha256,
@@ -61,6 +63,11 @@ def test_the_proxy_passes_the_servers_multipart_flags_on(rehearsal_stack, direct
     # Its key carries only the rendered bucket policy (exactly MLflow's actions: render.artifact_bucket_policy,
     # one for both modes), which every URL it signs carries: the transfers below work with nothing wider.
     assert direct.server.service.env["AWS_ACCESS_KEY_ID"] == rehearsal_stack.s3.server_credentials[0]
+    # The part URLs' signer (local with direct: render.part_signer_bucket_policy), a secret of the direct server only.
+    signer_key = rehearsal_stack.s3.part_signer_credentials[0]
+    assert direct.server.service.env["MLFLOW_PLATFORM_PART_SIGNER_ACCESS_KEY_ID"] == signer_key
+    assert set(render.PART_SIGNER_CREDENTIAL_ENVS) <= set(direct.server.spec.secret_env_names)
+    assert not set(render.PART_SIGNER_CREDENTIAL_ENVS) & set(default_variant.server.service.env)
 
 
 def test_an_artifact_above_the_threshold_goes_to_the_bucket_and_back_past_the_server(
@@ -217,3 +224,91 @@ def test_the_bucket_refuses_urls_and_requests_signed_for_another_region_or_servi
         elsewhere.list_objects_v2(Bucket=bucket, MaxKeys=1)
     assert error.value.response["Error"]["Code"] == "AuthorizationHeaderMalformed"
     assert rehearsal_stack.s3.client("s3", server_key).list_objects_v2(Bucket=bucket, MaxKeys=1)["KeyCount"] >= 0
+
+
+# --- a part URL sent back as a copy (fourth cloud review of issue 26) ---------------------------------------------
+
+NOT_SIGNED = "There were headers present in the request which were not signed"
+
+
+def _bucket_and_key(url: str) -> tuple[str, str]:
+    """The bucket and key of a path-style S3 URL (moto's loopback endpoint)."""
+    bucket, key = urllib.parse.unquote(urllib.parse.urlsplit(url).path).lstrip("/").split("/", 1)
+    return bucket, key
+
+
+def _copy_with(url: str, source: str) -> requests.Response:
+    """`url` (a part URL) sent back as PUT with an unsigned `x-amz-copy-source: <source>` and no body."""
+    return requests.put(url, headers={"x-amz-copy-source": source}, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def aws_store(tmp_path_factory):
+    """A second S3 stand-in playing S3 itself (store "aws"): the aws stack's bucket, signed with the server's key."""
+    from rehearsal.stand_ins import S3StandIn
+
+    stand_in = S3StandIn(tmp_path_factory.mktemp("aws-s3"), "mlflow-artifacts", store="aws")
+    stand_in.start()
+    yield stand_in
+    stand_in.stop()
+
+
+def test_s3_refuses_a_part_url_sent_back_with_an_unsigned_copy_source(aws_store):
+    """S3 answers 403 AccessDenied "There were headers present in the request which were not signed" to a presigned
+    request with an x-amz-* header X-Amz-SignedHeaders leaves out (rehearsal/moto_s3.py cites it); the stand-in let
+    the copy through (200 CopyPartResult, /tmp/review_direct4/copy_demo.py). The same URL without it uploads."""
+    admin, bucket = aws_store.client("s3"), aws_store.bucket
+    admin.put_object(Bucket=bucket, Key="2/r2/artifacts/secret.txt", Body=b"experiment 2's private artifact\n")
+    server = aws_store.client("s3", aws_store.server_credentials)
+    key = "1/r1/artifacts/big.bin"
+    upload = server.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    url = server.generate_presigned_url("upload_part", Params={"Bucket": bucket, "Key": key, "PartNumber": 1,
+                                                               "UploadId": upload})
+    try:
+        refused = _copy_with(url, f"{bucket}/2/r2/artifacts/secret.txt")
+        assert refused.status_code == 403 and "AccessDenied" in refused.text and NOT_SIGNED in refused.text, \
+            refused.text[:300]
+        # x-amz-content-sha256 is the one x-amz-* header S3 takes unsigned.
+        assert requests.put(url, data=b"part", headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD"},
+                            timeout=30).status_code == 200
+    finally:
+        admin.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
+
+
+def test_a_part_url_sent_back_as_a_copy_reads_nothing_on_minio(rehearsal_stack, direct, logged):
+    """MinIO (the stand-in's store "minio", the session stack's) lets an unsigned x-amz-copy-source act: the part
+    URL becomes an UploadPartCopy whose source read is authorized with the URL's key. The server signs part URLs
+    with the part signer's key, which cannot read: refused. The same upload's part URL signed with the server's key
+    would have copied another experiment's artifact (the check that this test can fail)."""
+    s3 = rehearsal_stack.s3
+    admin = s3.client("s3")
+    [secret_key] = [o["Key"] for o in admin.list_objects_v2(Bucket=s3.bucket)["Contents"]
+                    if o["Key"].endswith(f"{logged['run_id']}/artifacts/notes.txt")]
+    source = f"{s3.bucket}/{secret_key}"
+    with pytest.MonkeyPatch.context() as patch, mlflow_client_for(direct, patch) as client:
+        experiment_id = client.create_experiment(f"direct-copy-{uuid.uuid4().hex[:8]}")
+        run_id = client.create_run(experiment_id).info.run_id
+    auth = (direct.username, direct.password)
+    created = create_upload(direct, experiment_id, run_id, auth=auth)
+    assert created.status_code == 200, created.text[:300]
+    upload_id, [part] = created.json()["upload_id"], created.json()["credentials"]
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(part["url"]).query))
+    assert query["X-Amz-Credential"].startswith(s3.part_signer_credentials[0] + "/")
+    bucket, key = _bucket_and_key(part["url"])
+    try:
+        refused = _copy_with(part["url"], source)
+        assert refused.status_code == 403 and "AccessDenied" in refused.text, refused.text[:300]
+        assert "direct notes" not in refused.text
+        # The server's key (s3:GetObject on the whole prefix) signing the same part: the copy goes through.
+        env = direct.server.service.env
+        server_key = (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
+        by_server = s3.client("s3", server_key).generate_presigned_url("upload_part", Params={
+            "Bucket": bucket, "Key": key, "PartNumber": 1, "UploadId": upload_id})
+        copied = _copy_with(by_server, source)
+        assert copied.status_code == 200 and "CopyPartResult" in copied.text, copied.text[:300]
+        # The part signer uploads a part of the upload the server's key started (MinIO binds uploads to no key).
+        assert requests.put(part["url"], data=b"own bytes", timeout=30).status_code == 200
+    finally:
+        aborted = requests.post(mlflow_route(direct, "mpu/abort", experiment_id, run_id, "big"), auth=auth, timeout=30,
+                                json={"path": "x.bin", "upload_id": upload_id})
+        assert aborted.status_code == 200, aborted.text[:300]

@@ -354,6 +354,27 @@ class LocalDockerPlatform(pulumi.ComponentResource):
                              secret=pulumi.Output.secret(user_secret.result), opts=on_minio)
         minio.IamUserPolicyAttachment(f"{name}-server-policy", user_name=user.name,
                                                    policy_name=policy.name, opts=on_minio)
+        part_signer: dict[str, pulumi.Output[str]] = {}
+        if request.direct:
+            # The part URLs' signer: a key that uploads parts and reads nothing, so a part URL sent back as an
+            # UploadPartCopy (an unsigned x-amz-copy-source, which MinIO accepts) cannot read another experiment's
+            # object (render.storage.part_signer_bucket_policy: the sources). Its keys reach the server as secret
+            # env, like the server user's (files behind SECRET_ENV_WRAPPER; secret in state).
+            signer_policy = minio.IamPolicy(
+                f"{name}-part-signer-policy",
+                name=f"{request.bucket}-mlflow-part-signer",
+                policy=bucket.bucket.apply(lambda b: json.dumps(render.part_signer_bucket_policy(b, request.prefix))),
+                opts=on_minio,
+            )
+            signer_secret = random.RandomPassword(f"{name}-part-signer-secret-key", length=40, special=False,
+                                                  opts=opts)
+            signer = minio.IamUser(f"{name}-part-signer-user", name=f"{request.bucket}-mlflow-part-signer",
+                                   secret=pulumi.Output.secret(signer_secret.result), opts=on_minio)
+            minio.IamUserPolicyAttachment(f"{name}-part-signer-policy-attachment", user_name=signer.name,
+                                          policy_name=signer_policy.name, opts=on_minio)
+            access_key_env, secret_key_env = render.PART_SIGNER_CREDENTIAL_ENVS
+            part_signer = {access_key_env: pulumi.Output.secret(signer.name),
+                           secret_key_env: pulumi.Output.secret(signer_secret.result)}
         return ObjectStoreEndpoint(
             bucket=bucket.bucket,
             artifact_root=bucket.bucket.apply(lambda b: render.artifacts_destination(b, request.prefix)),
@@ -363,6 +384,7 @@ class LocalDockerPlatform(pulumi.ComponentResource):
                 "AWS_ACCESS_KEY_ID": pulumi.Output.secret(user.name),
                 "AWS_SECRET_ACCESS_KEY": pulumi.Output.secret(user_secret.result),
             },
+            part_signer_credentials=part_signer,
         )
 
     def server_image(self, name: str, mlflow_version: str, opts: pulumi.ResourceOptions) -> Image:

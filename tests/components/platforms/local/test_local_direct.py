@@ -11,7 +11,7 @@ import pytest
 from components import render
 from components.config import ConfigError, parse_stack_config
 from tests.harness.program import ProgramRun, run_program
-from tests.harness.stacks import container, docker_env_of
+from tests.harness.stacks import container, docker_env_of, env_of, find_leaks
 
 MINIO = "mlflow-artifacts-minio"
 
@@ -70,7 +70,7 @@ def test_on_another_host_port_minio_listens_on_that_port_inside_too(moved_port):
 
 
 def test_the_scoped_user_gets_exactly_the_actions_mlflow_calls(direct):
-    policy = json.loads(direct.one("minio:index/iamPolicy:IamPolicy").inputs["policy"])
+    policy = json.loads(direct.one("minio:index/iamPolicy:IamPolicy", "mlflow-artifacts-policy").inputs["policy"])
     assert policy == render.artifact_bucket_policy("mlflow-artifacts")
     assert [s["Action"] for s in policy["Statement"]] == [
         ["s3:ListBucket"], ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]]
@@ -84,13 +84,83 @@ def test_the_proxy_passes_server_info(direct, local_run):
     assert "server-info" in conf(local_run) and "server-info" not in conf(direct)
 
 
-def test_direct_changes_only_minio_the_server_and_the_proxy(local_run, direct):
-    """The scoped user's policy is one in both modes (review of issue 26)."""
+def test_direct_changes_only_minio_the_server_and_the_proxy_and_adds_the_part_signer(local_run, direct):
+    """The scoped user's policy is one in both modes (review of issue 26); direct adds the part signer (fourth cloud
+    review)."""
     before = {r.urn: r for r in local_run.resources}
     after = {r.urn: r for r in direct.resources}
-    assert set(before) == set(after)
-    changed = {r.name for urn, r in after.items() if r.raw_inputs != before[urn].raw_inputs}
+    assert {after[urn].name for urn in set(after) - set(before)} == set(PART_SIGNER_RESOURCES)
+    assert set(before) <= set(after)
+    changed = {r.name for urn, r in after.items() if urn in before and r.raw_inputs != before[urn].raw_inputs}
     assert changed == {MINIO, "mlflow-server", "mlflow-proxy"}
+
+
+# --- the part URLs' signer (fourth cloud review of issue 26) ---------------------------------------------------
+
+PART_SIGNER_RESOURCES = {
+    "mlflow-artifacts-part-signer-policy": "minio:index/iamPolicy:IamPolicy",
+    "mlflow-artifacts-part-signer-user": "minio:index/iamUser:IamUser",
+    "mlflow-artifacts-part-signer-policy-attachment": "minio:index/iamUserPolicyAttachment:IamUserPolicyAttachment",
+    "mlflow-artifacts-part-signer-secret-key": "random:index/randomPassword:RandomPassword",
+}
+
+
+def test_the_part_signer_exists_only_with_direct_transfers(local_run, direct):
+    for name, type_token in PART_SIGNER_RESOURCES.items():
+        assert [r.name for r in local_run.of_type(type_token) if r.name == name] == []
+        direct.one(type_token, name)
+    assert not set(render.PART_SIGNER_CREDENTIAL_ENVS) & set(env_of(container(local_run, "mlflow-server")))
+
+
+def test_the_part_signer_may_upload_parts_and_read_nothing(direct):
+    policy = json.loads(direct.one("minio:index/iamPolicy:IamPolicy", "mlflow-artifacts-part-signer-policy")
+                        .inputs["policy"])
+    assert policy == render.part_signer_bucket_policy("mlflow-artifacts")
+    [statement] = policy["Statement"]
+    assert statement["Effect"] == "Allow" and statement["Action"] == ["s3:PutObject", "s3:AbortMultipartUpload"]
+    assert statement["Resource"] == ["arn:aws:s3:::mlflow-artifacts/*"]
+    actions = {a for s in policy["Statement"] for a in s["Action"]}
+    assert not {"s3:GetObject", "s3:ListBucket", "s3:DeleteObject", "s3:*"} & actions
+    prefixed = render.part_signer_bucket_policy("b", "mlflow")["Statement"][0]["Resource"]
+    assert prefixed == ["arn:aws:s3:::b/mlflow/*"]
+    user = direct.one("minio:index/iamUser:IamUser", "mlflow-artifacts-part-signer-user")
+    attachment = direct.one("minio:index/iamUserPolicyAttachment:IamUserPolicyAttachment",
+                            "mlflow-artifacts-part-signer-policy-attachment")
+    assert user.inputs["name"] == "mlflow-artifacts-mlflow-part-signer"
+    assert attachment.inputs["userName"] == user.inputs["name"]
+    assert attachment.inputs["policyName"] == "mlflow-artifacts-mlflow-part-signer"
+    for item in (user, attachment):
+        assert "pulumi:providers:minio" in item.provider
+    assert user.input_is_secret("secret")
+
+
+def test_the_server_gets_the_part_signers_key_as_secret_env_only(direct):
+    server = container(direct, "mlflow-server")
+    env = env_of(server)
+    user = direct.one("minio:index/iamUser:IamUser", "mlflow-artifacts-part-signer-user")
+    key_env, secret_env = render.PART_SIGNER_CREDENTIAL_ENVS
+    assert env[key_env] == user.inputs["name"] and env[secret_env] == user.inputs["secret"]
+    assert env[secret_env] in direct.generated_secrets
+    # Loaded from files by the secret-env wrapper: not in docker's env, not on the command line, secret in state.
+    docker_env = docker_env_of(server)
+    assert key_env not in docker_env and secret_env not in docker_env
+    assert docker_env[f"{key_env}_FILE"] == f"/run/secrets/{key_env}"
+    assert {key_env, secret_env} <= set(server.inputs["entrypoints"])
+    assert env[secret_env] not in json.dumps(server.inputs["command"])
+    assert server.input_is_secret("uploads")
+    assert not find_leaks(direct), find_leaks(direct)
+
+
+def test_the_part_signers_key_is_the_servers_and_not_gcs():
+    """gc starts no upload: it gets the artifact store's credentials only."""
+    from components.config import ProxyConfig, ServerConfig
+
+    names = set(render.PART_SIGNER_CREDENTIAL_ENVS)
+    settings = render.tracking_server_settings(
+        ServerConfig(), ProxyConfig(), ("mlflow.localhost",), image="i", artifacts_destination="s3://b/",
+        artifact_secret_env_names=render.S3_CREDENTIAL_ENVS, part_signer_secret_env_names=tuple(names))
+    assert names <= set(render.tracking_server_spec(settings).secret_env_names)
+    assert names.isdisjoint(render.gc_spec(settings, "30d").secret_env_names)
 
 
 # --- what the config refuses ----------------------------------------------------------------------
