@@ -46,7 +46,7 @@ app.py), and so do the day-2 one-offs of the image, which never start a multipar
   `x-amz-copy-source`, it is an UploadPartCopy whose source read MinIO authorizes with the URL's key
   (CopyObjectPartHandler, cmd/object-multipart-handlers.go). Signed with the server's key (s3:GetObject on the
   whole prefix), any artifact of the bucket could be copied into one's own upload. With PART_SIGNER_ENVS set (the
-  local platform's `<bucket>-mlflow-part-signer`, s3:PutObject and s3:AbortMultipartUpload only:
+  local platform's `<bucket>-mlflow-part-signer`, s3:PutObject only:
   components/render/storage.py, part_signer_bucket_policy), the part URLs, and only they, are signed with that key
   (a client of MLflow's own making: same endpoint, region, addressing, signature version); starting, completing,
   aborting and presigned GETs stay the server's. AWS refuses the unsigned header (HeadersNotSigned) and Azure

@@ -59,8 +59,10 @@ def artifact_bucket_policy(bucket: str, prefix: str = "") -> dict:
 # so this key uploads the parts of an upload the server's key started (minio/minio 7aac2a2c, February 2026).
 # AWS refuses unsigned x-amz-* headers on a presigned request (403 AccessDenied, "There were headers present in the
 # request which were not signed", HeadersNotSigned) and Azure authorizes a copy source with the caller's own
-# credentials: only `local` needs this key.
-PART_SIGNER_OBJECT_ACTIONS = ("s3:PutObject", "s3:AbortMultipartUpload")
+# credentials: only `local` needs this key. PutObject alone (fifth cloud review): the key signs part URLs only;
+# aborts, like starts and completions, are the server's (a part URL cannot become an abort: the method and every
+# query parameter are signed).
+PART_SIGNER_OBJECT_ACTIONS = ("s3:PutObject",)
 
 
 def part_signer_bucket_policy(bucket: str, prefix: str = "") -> dict:

@@ -117,7 +117,7 @@ def test_the_part_signer_may_upload_parts_and_read_nothing(direct):
                         .inputs["policy"])
     assert policy == render.part_signer_bucket_policy("mlflow-artifacts")
     [statement] = policy["Statement"]
-    assert statement["Effect"] == "Allow" and statement["Action"] == ["s3:PutObject", "s3:AbortMultipartUpload"]
+    assert statement["Effect"] == "Allow" and statement["Action"] == ["s3:PutObject"]
     assert statement["Resource"] == ["arn:aws:s3:::mlflow-artifacts/*"]
     actions = {a for s in policy["Statement"] for a in s["Action"]}
     assert not {"s3:GetObject", "s3:ListBucket", "s3:DeleteObject", "s3:*"} & actions
