@@ -1,0 +1,471 @@
+"""`python -m migration move SOURCE --to TRACKING_URI`: a laptop's MLflow (database and artifacts) into a stack.
+
+The order, so that nothing is half-written and a rerun resumes:
+ 1. preflight, writing nothing on the stack: the source copied privately (upgraded to MLflow's head), every
+    artifact location classified (under the artifact root: moved; elsewhere: left and listed), missing files
+    listed (refused unless --allow-missing), the stack reachable, the credentials accepted (an admin in
+    auth.mode mlflow), and the stack holding none of the source's experiments or other data of its own (the
+    database step keeps ids, and refuses such a target anyway); with the database reachable, the database
+    step's own dry run on the rewritten copy.
+ 2. artifacts, uploaded through the stack's artifact API (MLflow's repository for `mlflow-artifacts:/`: auth,
+    the proxy, multipart/presigned transfers where the stack has them), --jobs in parallel, each file
+    recorded in the manifest once the stack lists it with its size (read back and hashed with --verify
+    full). Before the database: until the rows exist nobody sees these files, and no run is ever visible
+    with its artifacts half there. Files of experiments the stack does not hold yet may be written only by
+    an admin (MLflow's auth app judges the artifact path by its experiment id).
+ 3. the database: the existing migration of the rewritten copy (one transaction, ids kept), run here when
+    --database-uri-env names a variable holding the PostgreSQL URI, else printed as the stack's one-off step;
+    then `move --finish` checks the stack.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+import signal
+import sqlite3
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from migration.errors import EXIT_OK, MigrationError, RefusedError, UsageError, VerificationError
+from migration.locations import served_path
+from migration.manifest import UPLOADED, VERIFIED, FileRecord, Manifest, is_done, sha256_of
+from migration.moveplan import MovePlan, PlannedFile, StackLayout, apply_rewrites, plan_move
+from migration.report import Reporter
+from migration.uris import mask_uri
+
+STATE_SUFFIX = ".move"
+
+
+@dataclass
+class MoveOptions:
+    source: str
+    to: str
+    artifacts: str | None = None
+    manifest: str | None = None
+    jobs: int = 4
+    verify: str = "size"  # size | full
+    allow_missing: bool = False
+    database_uri_env: str | None = None
+    finish: bool = False
+    check: bool = False
+    stack_kind: str | None = None  # local | aws | azure: which one-off step to print
+    quiet: bool = False
+
+
+@dataclass
+class MoveResult:
+    status: str = "moved"  # moved | checked | staged | finished
+    source: str = ""
+    stack: str = ""
+    artifacts_dir: str = ""
+    manifest: str = ""
+    files: int = 0
+    bytes: int = 0
+    uploaded: int = 0
+    uploaded_bytes: int = 0
+    skipped: int = 0  # verified earlier, per the manifest
+    verified: int = 0
+    verify: str = "size"
+    rewritten: dict[str, int] = field(default_factory=dict)
+    left: list[dict] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    database: dict | None = None
+    one_off: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+class Interrupted(BaseException):
+    pass
+
+
+def state_dir(source: Path) -> Path:
+    return source.parent / (source.name + STATE_SUFFIX)
+
+
+def resolve_source(source: str, workdir: Path, reporter: Reporter) -> tuple[Path, Path | None]:
+    """The SQLite file to read, and the FileStore directory it was made from (None for a database source)."""
+    from migration.uris import source_path
+
+    raw = Path(source[len("file://"):] if source.startswith("file://") else source).expanduser()
+    if not source.startswith("sqlite:") and raw.is_dir():
+        return _from_filestore(raw.resolve(), workdir, reporter), raw.resolve()
+    return source_path(source), None
+
+
+def _from_filestore(directory: Path, workdir: Path, reporter: Reporter) -> Path:
+    """A FileStore `mlruns` directory, turned into a private SQLite database by MLflow's own
+    `mlflow migrate-filestore` (its --source is the directory holding the experiments)."""
+    import subprocess
+    import sys
+
+    if not any(p.name == "meta.yaml" for p in directory.glob("*/meta.yaml")):
+        raise UsageError(f"{str(directory)!r} is no FileStore directory (no <experiment>/meta.yaml in it)")
+    db = workdir / "filestore.db"
+    if db.exists():
+        db.unlink()
+    reporter.info(f"turning the FileStore {directory} into SQLite with `mlflow migrate-filestore`")
+    done = subprocess.run([sys.executable, "-m", "mlflow", "migrate-filestore", "--source", str(directory),
+                           "--target", f"sqlite:///{db}", "--no-progress"], capture_output=True, text=True)
+    if done.returncode != 0 or not db.exists():
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise RefusedError(f"`mlflow migrate-filestore` could not read {str(directory)!r}: {tail[0]}",
+                           hint=f"run `mlflow migrate-filestore --source {directory} --target sqlite:///mlflow.db` "
+                                "yourself and move mlflow.db")
+    return db
+
+
+class Move:
+    def __init__(self, opts: MoveOptions, reporter: Reporter):
+        self.opts = opts
+        self.reporter = reporter
+        self.result = MoveResult(stack=mask_uri(opts.to), verify=opts.verify)
+        self._stop = threading.Event()
+        self._count = threading.Lock()
+
+    # --- the whole move ------------------------------------------------------------------------------
+    def run(self) -> MoveResult:
+        from migration.source import prepare_source
+        from migration.stack import Stack
+
+        opts, result = self.opts, self.result
+        started = time.perf_counter()
+        stack = Stack(opts.to)
+        with tempfile.TemporaryDirectory(prefix="mlflow-move-") as tmp:
+            db, filestore = resolve_source(opts.source, Path(tmp), self.reporter)
+            state = state_dir(filestore if filestore is not None else db)
+            manifest_path = Path(opts.manifest).expanduser().resolve() if opts.manifest else state / "manifest.sqlite"
+            result.source, result.manifest = str(filestore or db), str(manifest_path)
+            # 1. preflight: the stack first (cheap, and the credentials are the commonest mistake)
+            self.reporter.info(f"checking the stack at {mask_uri(opts.to)}")
+            layout = stack.layout()
+            stack.check_admin()
+            prepared = prepare_source(db)
+            try:
+                plan = self._plan(prepared.path, db, filestore, layout)
+                result.seconds["preflight"] = time.perf_counter() - started
+                manifest = Manifest(manifest_path, stack.uri)
+                try:
+                    done_before = manifest.step_done("database")
+                    contents = stack.contents(sorted(plan.experiments))
+                    already = _already_moved(plan, contents)
+                    if opts.finish:
+                        return self._finish(stack, plan, manifest, contents, already)
+                    if already:
+                        raise RefusedError(
+                            f"the stack already holds this source ({len(plan.experiments)} experiments, "
+                            f"{len(plan.runs)} runs, same ids): it was moved"
+                            + (" (the database step ran " + done_before + ")" if done_before else "")
+                            + "; nothing was written", hint="`move --finish` with the same arguments checks it")
+                    _refuse_other_data(plan, contents)
+                    rewritten = state / "rewritten.db"
+                    self._rewrite(prepared.path, plan, rewritten)
+                    db_uri = self._database_uri()
+                    if db_uri is not None:
+                        self._database_dry_run(rewritten, db_uri)
+                    if opts.check:
+                        result.status = "checked"
+                        return result
+                    # 2. artifacts
+                    t = time.perf_counter()
+                    self._upload(stack, plan, manifest)
+                    result.seconds["artifacts"] = time.perf_counter() - t
+                    # 3. database
+                    if db_uri is None:
+                        result.status = "staged"
+                        result.one_off = one_off_step(opts, rewritten)
+                        return result
+                    t = time.perf_counter()
+                    result.database = self._database(rewritten, db_uri)
+                    manifest.mark_step("database", time.strftime("%Y-%m-%d %H:%M:%S"))
+                    result.seconds["database"] = time.perf_counter() - t
+                    t = time.perf_counter()
+                    self._check_on_stack(stack, plan)
+                    result.seconds["check"] = time.perf_counter() - t
+                    return result
+                finally:
+                    manifest.close()
+            finally:
+                prepared.cleanup()
+                result.seconds["total"] = time.perf_counter() - started
+
+    # --- 1. preflight --------------------------------------------------------------------------------
+    def _plan(self, copy: Path, db: Path, filestore: Path | None, layout: StackLayout) -> MovePlan:
+        from migration.locations import default_artifact_dir
+
+        opts, result = self.opts, self.result
+        if opts.artifacts:
+            artifacts_dir = Path(opts.artifacts).expanduser().absolute()
+        elif filestore is not None:
+            artifacts_dir = filestore
+        else:
+            conn = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+            try:
+                locations = [r[0] for r in conn.execute("SELECT artifact_location FROM experiments") if r[0]]
+            finally:
+                conn.close()
+            artifacts_dir = default_artifact_dir(locations, base=db.parent)
+        result.artifacts_dir = str(artifacts_dir)
+        plan = plan_move(copy, artifacts_dir, layout, base=db.parent)
+        result.files, result.bytes = len(plan.files), plan.bytes
+        result.rewritten = plan.rewritten_count()
+        result.left = [{"where": x.where, "value": x.value, "reason": x.reason} for x in plan.left]
+        result.missing = list(plan.missing)
+        self.reporter.info(f"source: {len(plan.experiments)} experiments, {len(plan.runs)} runs; artifacts under "
+                           f"{artifacts_dir}: {len(plan.files):,} files, {_size(plan.bytes)}; "
+                           f"{len(plan.rewrites)} locations to rewrite, {len(plan.left)} left as they are")
+        for x in plan.left:
+            self.reporter.info(f"  left: {x.where}: {x.value} ({x.reason})")
+        if plan.missing:
+            listing = "; ".join(plan.missing[:20]) + (f"; and {len(plan.missing) - 20} more" if
+                                                      len(plan.missing) > 20 else "")
+            if not opts.allow_missing:
+                raise RefusedError(f"{len(plan.missing)} artifact location(s) missing on disk: {listing}; nothing was "
+                                   "written", hint="--allow-missing moves the rest (the rows keep naming them)")
+            self.reporter.info(f"missing on disk (--allow-missing): {listing}")
+        return plan
+
+    def _rewrite(self, copy: Path, plan: MovePlan, rewritten: Path) -> None:
+        """The rewritten copy, kept in the move's state directory: the one-off step reads it there."""
+        rewritten.parent.mkdir(parents=True, exist_ok=True)
+        partial = rewritten.with_name(rewritten.name + ".partial")
+        shutil.copyfile(copy, partial)
+        apply_rewrites(partial, plan.rewrites)
+        os.replace(partial, rewritten)
+
+    def _database_uri(self) -> str | None:
+        name = self.opts.database_uri_env
+        if not name:
+            return None
+        value = os.environ.get(name)
+        if not value:
+            raise UsageError(f"--database-uri-env {name}: that environment variable is not set")
+        return value
+
+    def _database_dry_run(self, rewritten: Path, db_uri: str) -> None:
+        from migration.core import Options, migrate
+
+        quiet = Reporter(quiet=True)
+        migrate(Options(source=str(rewritten), target=db_uri, dry_run=True, probe=False), quiet)
+
+    # --- 2. artifacts --------------------------------------------------------------------------------
+    def _upload(self, stack, plan: MovePlan, manifest: Manifest) -> None:
+        from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn, TransferSpeedColumn)
+
+        opts, result = self.opts, self.result
+        records = manifest.records()
+        todo: list[PlannedFile] = []
+        for f in plan.files:
+            if is_done(records.get(f.dest), f.size, f.mtime_ns):
+                result.skipped += 1
+            else:
+                todo.append(f)
+        if result.skipped:
+            self.reporter.info(f"resuming: {result.skipped:,} files already on the stack (manifest {manifest.path})")
+        repos = _Repos(stack.uri)
+        progress = None
+        if not opts.quiet and self.reporter.err.is_terminal:
+            progress = Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
+                                DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                                console=self.reporter.err)
+            progress.start()
+        task = progress.add_task("artifacts", total=sum(f.size for f in todo)) if progress else None
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def stop(signum, frame):
+            self._stop.set()
+            raise Interrupted()
+
+        for s in previous:
+            signal.signal(s, stop)
+        try:
+            by_dir: dict[str, list[PlannedFile]] = {}
+            for f in todo:
+                by_dir.setdefault(f.dest.rsplit("/", 1)[0], []).append(f)
+            with concurrent.futures.ThreadPoolExecutor(max(1, opts.jobs), thread_name_prefix="upload") as pool:
+                futures = [pool.submit(self._upload_dir, repos, manifest, records, directory, files, progress, task)
+                           for directory, files in by_dir.items()]
+                try:
+                    for fut in concurrent.futures.as_completed(futures):
+                        fut.result()
+                except BaseException:
+                    self._stop.set()
+                    for fut in futures:
+                        fut.cancel()
+                    raise
+        except Interrupted:
+            raise KeyboardInterrupt from None
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if progress is not None:
+                progress.stop()
+
+    def _upload_dir(self, repos: "_Repos", manifest: Manifest, records: dict[str, FileRecord], directory: str,
+                    files: list[PlannedFile], progress, task) -> None:
+        """One destination directory: upload what the manifest does not hold as uploaded, then one listing
+        to compare sizes (and a read-back with --verify full); each file recorded as it is verified."""
+        repo, sub = repos.get(directory)
+        pending: list[tuple[PlannedFile, str]] = []
+        for f in files:
+            if self._stop.is_set():
+                return
+            digest = sha256_of(f.source)
+            rec = records.get(f.dest)
+            if not (rec is not None and rec.state == UPLOADED and rec.size == f.size and rec.mtime_ns == f.mtime_ns
+                    and rec.sha256 == digest):
+                repo.log_artifact(str(f.source), sub or None)
+                with self._count:
+                    self.result.uploaded += 1
+                    self.result.uploaded_bytes += f.size
+                manifest.record(FileRecord(f.dest, self._rel(f.source), f.size, f.mtime_ns, digest, UPLOADED))
+            pending.append((f, digest))
+            if progress is not None:
+                progress.advance(task, f.size)
+        listed = {posixpath_name(i.path): i.file_size for i in repo.list_artifacts(sub or None) if not i.is_dir}
+        for f, digest in pending:
+            name = f.dest.rsplit("/", 1)[-1]
+            if listed.get(name) != f.size:
+                raise VerificationError(f"after upload the stack lists {f.dest} with {listed.get(name)} bytes, not "
+                                        f"{f.size}; the manifest keeps it to upload again")
+            if self.opts.verify == "full":
+                with tempfile.TemporaryDirectory(prefix="mlflow-move-verify-") as tmp:
+                    local = Path(tmp) / name
+                    repo._download_file(f"{sub}/{name}" if sub else name, str(local))
+                    if sha256_of(local) != digest:
+                        raise VerificationError(f"{f.dest} read back from the stack differs from {f.source} "
+                                                "(sha256); the manifest keeps it to upload again")
+            manifest.record(FileRecord(f.dest, self._rel(f.source), f.size, f.mtime_ns, digest, VERIFIED))
+            with self._count:
+                self.result.verified += 1
+
+    def _rel(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.result.artifacts_dir).as_posix()
+        except ValueError:
+            return str(path)
+
+    # --- 3. database ---------------------------------------------------------------------------------
+    def _database(self, rewritten: Path, db_uri: str) -> dict:
+        from migration.core import Options, migrate
+
+        self.reporter.info("database step: the existing migration of the rewritten copy (one transaction)")
+        outcome = migrate(Options(source=str(rewritten), target=db_uri), self.reporter)
+        self.reporter.summary(outcome)
+        data = outcome.as_dict()
+        return {"rows": data["rows"], "tables": {t: v["copied_rows"] for t, v in data["tables"].items()},
+                "verified": data["verified"], "probe": data["probe"]}
+
+    def _check_on_stack(self, stack, plan: MovePlan) -> None:
+        """Through the API, after the database step: every run of the source is there."""
+        contents = stack.contents(sorted(plan.experiments))
+        absent = [r for r in plan.runs if r not in contents.runs]
+        if absent:
+            raise VerificationError(f"after the database step the stack lacks {len(absent)} run(s) of the source, "
+                                    f"e.g. {absent[0]}")
+
+    def _finish(self, stack, plan: MovePlan, manifest: Manifest, contents, already: bool) -> MoveResult:
+        """After the printed one-off step: the rows are on the stack, and every planned file verified."""
+        result = self.result
+        if not already:
+            raise RefusedError("the stack does not hold the source's runs yet: run the printed database step first "
+                               f"({len(plan.runs) - len(contents.runs & set(plan.runs))} of {len(plan.runs)} runs "
+                               "absent)")
+        records = manifest.records()
+        undone = [f.dest for f in plan.files if not is_done(records.get(f.dest), f.size, f.mtime_ns)]
+        if undone:
+            raise RefusedError(f"{len(undone)} artifact file(s) are not verified on the stack (e.g. {undone[0]}): "
+                               "rerun the move without --finish")
+        result.skipped = len(plan.files)
+        result.status = "finished"
+        return result
+
+
+def posixpath_name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+class _Repos:
+    """MLflow's artifact repository per experiment folder (`mlflow-artifacts:/<id>` or `.../workspaces/<w>/<id>`),
+    with the stack as tracking URI: MLflow resolves it to the stack's artifact API with the stack's path prefix
+    (a repository at `mlflow-artifacts:/` itself would drop the prefix: MlflowArtifactsRepository.resolve_uri)."""
+
+    def __init__(self, tracking_uri: str):
+        self.tracking_uri = tracking_uri
+        self._repos: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def get(self, directory: str):
+        from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+
+        parts = directory.split("/")
+        head_len = 3 if parts[0] == "workspaces" else 1
+        head, sub = "/".join(parts[:head_len]), "/".join(parts[head_len:])
+        with self._lock:
+            repo = self._repos.get(head)
+            if repo is None:
+                repo = self._repos[head] = MlflowArtifactsRepository(f"mlflow-artifacts:/{head}",
+                                                                     tracking_uri=self.tracking_uri)
+        return repo, sub
+
+
+def _already_moved(plan: MovePlan, contents) -> bool:
+    """Every experiment of the source on the stack by the same id and name, and every run."""
+    if not plan.runs and not [e for e in plan.experiments if e != "0"]:
+        return False
+    same = all(contents.experiments.get(e) == name for e, name in plan.experiments.items() if e != "0")
+    return same and set(plan.runs) <= contents.runs
+
+
+def _refuse_other_data(plan: MovePlan, contents) -> None:
+    """Ids are kept: a stack holding experiments of its own (their ids are the source's ids too: both count
+    from 1) or registered models would be refused by the database step; refused here, before any upload."""
+    own = {e: n for e, n in contents.experiments.items() if e != "0"}
+    if own or contents.registered_models:
+        clash = sorted(set(own) & set(plan.experiments), key=lambda x: int(x) if x.isdigit() else 0)
+        detail = (f"{len(own)} experiment(s)" + (f" (ids {', '.join(clash[:10])} are the source's ids too)"
+                                                 if clash else "")
+                  + (f", {len(contents.registered_models)} registered model(s)" if contents.registered_models else ""))
+        raise RefusedError(f"the stack already holds data of its own: {detail}; a move keeps the source's ids and "
+                           "goes only into a stack without experiments or registered models of its own; nothing was "
+                           "written", hint="move into a new stack (or `pulumi destroy`/recreate its database)")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def one_off_step(opts: MoveOptions, rewritten: Path) -> str:
+    """The database step where the stack's database is not reachable from here: the commands per stack."""
+    me = f"python -m migration move {opts.source} --to {opts.to} --finish"
+    local = (f"docker run --rm --network mlflow-local-net -v \"{rewritten}:/data/mlflow.db:ro\" \\\n"
+             "  -e URI=\"$(pulumi stack output database_uri --show-secrets -s local)\" \\\n"
+             "  mlflow-platform/mlflow-server:3.17.2 sh -c 'python -m migration /data/mlflow.db \"$URI\"'")
+    aws = (f"aws s3 cp \"{rewritten}\" \"s3://$(pulumi stack output bucket -s aws)/import/mlflow.db\"\n"
+           "# then, with run() from the README's aws one-off section:\n"
+           "run \"python -c \\\"import boto3; boto3.client('s3').download_file('$BUCKET', 'import/mlflow.db', "
+           "'/tmp/mlflow.db')\\\" && python -m migration /tmp/mlflow.db \\\"\\$MLFLOW_BACKEND_STORE_URI\\\"\"")
+    azure = (f"az storage blob upload --auth-mode login --account-name <storage account> --container-name "
+             f"<artifacts container> --name import/mlflow.db --file \"{rewritten}\"\n"
+             "az containerapp exec -g <resource group> -n mlflow-server --command \"sh -c 'python -c \\\"...download "
+             "import/mlflow.db to /tmp/mlflow.db with azure.storage.blob and the app identity...\\\" && "
+             "python -m migration /tmp/mlflow.db \\\"$MLFLOW_BACKEND_STORE_URI\\\"'\"")
+    kinds = {"local": local, "aws": aws, "azure": azure}
+    chosen = [opts.stack_kind] if opts.stack_kind else list(kinds)
+    body = "\n\n".join(f"# {k}:\n{kinds[k]}" for k in chosen)
+    return f"{body}\n\n# then, to check the stack:\n{me}"
+
+
+__all__ = ["Move", "MoveOptions", "MoveResult", "EXIT_OK", "state_dir", "one_off_step"]

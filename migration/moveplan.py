@@ -1,0 +1,277 @@
+"""What a move does, read from the source copy alone (no stack, no network): every artifact location
+classified and rewritten to the stack's layout, the files to upload with their destinations, what is
+missing on disk and what is left where it is.
+
+`plan_move` reads the private copy; `apply_rewrites` writes the new locations into that copy (never
+the user's file), inside one SQLite transaction, before the database step copies it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from migration.locations import (DirMove, Place, experiment_root, local_place, rewrite_inside, served_path,
+                                 served_uri)
+from migration.sqlite import table_names
+
+READY = 2  # logged_models.status of a model whose files were all logged (LoggedModelStatus.READY.to_int())
+TRACE_LOCATION_TAG = "mlflow.artifactLocation"
+TRACE_SPANS_TAG = "mlflow.trace.spansLocation"
+DATASET_LOCATION_KEYS = ("uri", "path", "url", "location", "source_uri")
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """One stored value and what it becomes. `key` selects the row (its primary key values); `json_key`
+    names the field inside a JSON value (dataset sources)."""
+
+    table: str
+    column: str
+    key: tuple
+    old: str
+    new: str | None  # None: set to NULL (a workspace's laptop artifact root: the stack's default applies)
+    json_key: str | None = None
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    source: Path  # absolute local path
+    dest: str  # path under the stack's artifact root: 1/<run id>/artifacts/a/b.txt
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Left:
+    """A location kept as it is: why, and where it is stored."""
+
+    where: str
+    value: str
+    reason: str
+
+
+@dataclass
+class MovePlan:
+    artifacts_dir: Path
+    rewrites: list[Rewrite] = field(default_factory=list)
+    files: list[PlannedFile] = field(default_factory=list)
+    left: list[Left] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # what the database names but the disk lacks
+    moves: list[DirMove] = field(default_factory=list)
+    experiments: dict[str, str] = field(default_factory=dict)  # id -> name
+    runs: dict[str, str] = field(default_factory=dict)  # run id -> experiment id
+    registered_models: list[str] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def rewritten_count(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in self.rewrites:
+            name = f"{r.table}.{r.column}" + (f".{r.json_key}" if r.json_key else "")
+            counts[name] = counts.get(name, 0) + 1
+        return counts
+
+
+@dataclass(frozen=True)
+class StackLayout:
+    """How the stack names artifact locations: its root (`mlflow-artifacts:`) and whether it runs with
+    workspaces (then `mlflow-artifacts:/workspaces/<name>/<experiment id>`)."""
+
+    root: str = "mlflow-artifacts:"
+    workspaces: bool = False
+
+    def experiment(self, experiment_id: str, workspace: str | None) -> str:
+        return served_uri(experiment_root(self.root, workspace, self.workspaces), str(experiment_id))
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')}
+
+
+def plan_move(db: Path, artifacts_dir: Path, layout: StackLayout, *, base: Path) -> MovePlan:
+    """Read the source copy `db`: rewrites, files and what is left or missing. `base` is the original
+    database's directory (relative locations resolve there)."""
+    plan = MovePlan(artifacts_dir=artifacts_dir)
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        tables = set(table_names(conn))
+
+        def place(value: str) -> Place:
+            return local_place(value, base=base, served_root=artifacts_dir)
+
+        ws_col = "workspace" in _columns(conn, "experiments")
+        exp_ws: dict[str, str | None] = {}
+        for exp_id, name, location, workspace in conn.execute(
+                f"SELECT experiment_id, name, artifact_location, {'workspace' if ws_col else 'NULL'} FROM experiments"):
+            exp_id = str(exp_id)
+            plan.experiments[exp_id] = name
+            exp_ws[exp_id] = workspace
+            _entity(plan, place, "experiments", "artifact_location", (exp_id,), location,
+                    layout.experiment(exp_id, workspace), walk=False)
+        for run_id, exp_id, uri in conn.execute("SELECT run_uuid, experiment_id, artifact_uri FROM runs"):
+            exp_id = str(exp_id)
+            plan.runs[run_id] = exp_id
+            _entity(plan, place, "runs", "artifact_uri", (run_id,), uri,
+                    served_uri(layout.experiment(exp_id, exp_ws.get(exp_id)), run_id, "artifacts"))
+        if "logged_models" in tables:
+            for model_id, exp_id, location, status in conn.execute(
+                    "SELECT model_id, experiment_id, artifact_location, status FROM logged_models"):
+                exp_id = str(exp_id)
+                found = _entity(plan, place, "logged_models", "artifact_location", (model_id,), location,
+                                served_uri(layout.experiment(exp_id, exp_ws.get(exp_id)), "models", model_id,
+                                           "artifacts"))
+                if found is False and status == READY:
+                    plan.missing.append(f"logged model {model_id}: {location} (no such directory)")
+        if "trace_tags" in tables and "trace_info" in tables:
+            spans_in_artifacts = {r[0] for r in conn.execute(
+                "SELECT request_id FROM trace_tags WHERE key = ? AND value <> 'TRACKING_STORE'", (TRACE_SPANS_TAG,))}
+            for trace_id, exp_id, value in conn.execute(
+                    "SELECT t.request_id, i.experiment_id, t.value FROM trace_tags t JOIN trace_info i "
+                    "ON i.request_id = t.request_id WHERE t.key = ?", (TRACE_LOCATION_TAG,)):
+                exp_id = str(exp_id)
+                found = _entity(plan, place, "trace_tags", "value", (trace_id, TRACE_LOCATION_TAG), value,
+                                served_uri(layout.experiment(exp_id, exp_ws.get(exp_id)), "traces", trace_id,
+                                           "artifacts"))
+                if found is False and trace_id in spans_in_artifacts:
+                    plan.missing.append(f"trace {trace_id}: {value} (no such directory)")
+        plan.moves.sort(key=lambda m: len(str(m.source)), reverse=True)
+        _inside(plan, place, conn, tables)
+    finally:
+        conn.close()
+    _dedupe(plan)
+    return plan
+
+
+def _entity(plan: MovePlan, place, table: str, column: str, key: tuple, value: str | None, target: str,
+            walk: bool = True) -> bool | None:
+    """An experiment, run, logged model or trace: its location becomes `target` when it lies under the
+    artifact root (its files are planned), else it is left. True/False: moved, with/without a directory
+    on disk; None: left."""
+    if not value:
+        return None
+    where = f"{table}.{column} {'/'.join(map(str, key[:1]))}"
+    p = place(value)
+    if not p.under(plan.artifacts_dir):
+        plan.left.append(Left(where, value, "outside the artifact root" if p.path is not None else "not a local path"))
+        return None
+    plan.rewrites.append(Rewrite(table, column, key, value, target))
+    if not walk:  # an experiment's folder: only its runs', models' and traces' files move
+        return p.path.is_dir()
+    plan.moves.append(DirMove(p.path, target))
+    if not p.path.is_dir():
+        return False
+    prefix = served_path(target)
+    for root, dirs, names in os.walk(p.path):
+        dirs.sort()
+        for name in sorted(names):
+            full = Path(root) / name
+            try:
+                st = full.stat()
+            except OSError:
+                plan.missing.append(f"{where}: {full} (unreadable)")
+                continue
+            rel = full.relative_to(p.path).as_posix()
+            plan.files.append(PlannedFile(full, f"{prefix}/{rel}", st.st_size, st.st_mtime_ns))
+    return True
+
+
+def _inside(plan: MovePlan, place, conn: sqlite3.Connection, tables: set[str]) -> None:
+    """Values that point somewhere inside a moved directory: model versions, dataset sources, workspaces."""
+    if "model_versions" in tables:
+        for name, version, source, storage in conn.execute(
+                "SELECT name, version, source, storage_location FROM model_versions"):
+            for column, value in (("source", source), ("storage_location", storage)):
+                _inside_one(plan, place, "model_versions", column, (name, version), value,
+                            f"model version {name}/{version}", check_exists=column == "storage_location")
+    if "datasets" in tables:
+        for uuid, source in conn.execute("SELECT dataset_uuid, dataset_source FROM datasets"):
+            try:
+                doc = json.loads(source) if source else None
+            except ValueError:
+                continue
+            if not isinstance(doc, dict):
+                continue
+            for json_key in DATASET_LOCATION_KEYS:
+                value = doc.get(json_key)
+                if isinstance(value, str):
+                    _inside_one(plan, place, "datasets", "dataset_source", (uuid,), value, f"dataset {uuid}",
+                                json_key=json_key, keep_outside=True)
+    if "workspaces" in tables:
+        cols = _columns(conn, "workspaces")
+        for column in ("default_artifact_root", "trace_archival_location"):
+            if column not in cols:
+                continue
+            for name, value in conn.execute(f'SELECT name, "{column}" FROM workspaces WHERE "{column}" IS NOT NULL'):
+                p = place(value)
+                if p.under(plan.artifacts_dir):  # the stack's own root for the workspace applies
+                    plan.rewrites.append(Rewrite("workspaces", column, (name,), value, None))
+                elif value:
+                    plan.left.append(Left(f"workspaces.{column} {name}", value, "outside the artifact root"))
+
+
+def _inside_one(plan: MovePlan, place, table: str, column: str, key: tuple, value: str | None, what: str, *,
+                json_key: str | None = None, check_exists: bool = False, keep_outside: bool = False) -> None:
+    if not value:
+        return
+    p = place(value)
+    where = f"{table}.{column}{'.' + json_key if json_key else ''} {key[0]}"
+    if not p.under(plan.artifacts_dir):
+        if p.path is not None or not keep_outside:
+            if not value.startswith(("models:/", "runs:/")):  # references: they keep working, ids are kept
+                plan.left.append(Left(where, value, "outside the artifact root" if p.path else "not a local path"))
+        return
+    new = rewrite_inside(p, plan.moves)
+    if new is None:
+        plan.left.append(Left(where, value, "inside the artifact root, but in no run, logged model or trace"))
+        return
+    if check_exists and not p.path.exists():
+        plan.missing.append(f"{what}: {value} (no such file or directory)")
+    plan.rewrites.append(Rewrite(table, column, key, value, new, json_key))
+
+
+def _dedupe(plan: MovePlan) -> None:
+    """One upload per destination (a directory named by two rows, e.g. a hand-set location)."""
+    seen: dict[str, PlannedFile] = {}
+    for f in plan.files:
+        seen.setdefault(f.dest, f)
+    plan.files = list(seen.values())
+
+
+_KEYS = {
+    "experiments": ("experiment_id",),
+    "runs": ("run_uuid",),
+    "logged_models": ("model_id",),
+    "trace_tags": ("request_id", "key"),
+    "model_versions": ("name", "version"),
+    "datasets": ("dataset_uuid",),
+    "workspaces": ("name",),
+}
+
+
+def apply_rewrites(db: Path, rewrites: list[Rewrite]) -> int:
+    """Write the new locations into the source copy, in one transaction. Returns the rows changed."""
+    conn = sqlite3.connect(db)
+    changed = 0
+    try:
+        with conn:
+            for r in rewrites:
+                where = " AND ".join(f'"{k}" = ?' for k in _KEYS[r.table])
+                if r.json_key is None:
+                    cur = conn.execute(f'UPDATE "{r.table}" SET "{r.column}" = ? WHERE {where} AND "{r.column}" = ?',
+                                       (r.new, *r.key, r.old))
+                else:
+                    (source,) = conn.execute(f'SELECT "{r.column}" FROM "{r.table}" WHERE {where}', r.key).fetchone()
+                    doc = json.loads(source)
+                    doc[r.json_key] = r.new
+                    cur = conn.execute(f'UPDATE "{r.table}" SET "{r.column}" = ? WHERE {where}',
+                                       (json.dumps(doc), *r.key))
+                changed += cur.rowcount
+    finally:
+        conn.close()
+    return changed
