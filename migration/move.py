@@ -31,8 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migration.errors import EXIT_OK, MigrationError, RefusedError, UsageError, VerificationError
-from migration.locations import served_path
+from migration.errors import EXIT_OK, RefusedError, UsageError, VerificationError
 from migration.manifest import UPLOADED, VERIFIED, FileRecord, Manifest, is_done, sha256_of
 from migration.moveplan import MovePlan, PlannedFile, StackLayout, apply_rewrites, plan_move
 from migration.report import Reporter

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 
 from migration import __version__
 from migration.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Interrupted, MigrationError

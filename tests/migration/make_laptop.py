@@ -1,6 +1,7 @@
 """A laptop's MLflow, made by MLflow 3.17.2 itself with its defaults: `python -m tests.migration.make_laptop DIR`.
 
-Run in a child process with DIR as its working directory and no MLFLOW_TRACKING_URI, as a user runs a
+`python -m tests.migration.make_laptop DIR [MANY]`: MANY more files of 64 KiB, ten per folder, in the
+second run. Run in a child process with DIR as its working directory and no MLFLOW_TRACKING_URI, as a user runs a
 script: MLflow's default tracking URI (sqlite:///mlflow.db) and artifact root (./mlruns). What it holds:
 runs with metrics, params and artifacts in nested folders, a logged model (pyfunc), a registered model
 version with an alias, a run in a second experiment, a trace, a dataset input. Prints a JSON summary:
@@ -14,7 +15,7 @@ import os
 import sys
 
 
-def build(directory: str, model_name: str = "laptop-model", alias: str = "champion") -> dict:
+def build(directory: str, many: int = 0, model_name: str = "laptop-model", alias: str = "champion") -> dict:
     os.chdir(directory)
     for name in list(os.environ):
         if name.startswith(("MLFLOW_TRACKING_", "MLFLOW_REGISTRY_")):
@@ -41,7 +42,8 @@ def build(directory: str, model_name: str = "laptop-model", alias: str = "champi
         mlflow.log_artifact(_binary("weights.bin", 300_000), "blobs")
         frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [0, 1, 0]})
         mlflow.log_input(mlflow.data.from_pandas(frame, source="data/train.csv", name="train"), context="training")
-        info = mlflow.pyfunc.log_model(name="model", python_model=Adder(), input_example=frame[["x"]])
+        info = mlflow.pyfunc.log_model(name="model", python_model=Adder(), input_example=frame[["x"]],
+                                       pip_requirements=["mlflow==3.17.2"])  # no requirement inference: seconds
         runs.append(run.info.run_id)
     version = mlflow.register_model(info.model_uri, model_name)
     client = MlflowClient()
@@ -49,6 +51,8 @@ def build(directory: str, model_name: str = "laptop-model", alias: str = "champi
     with mlflow.start_run(run_name="second") as run:
         mlflow.log_metric("acc", 0.9)
         mlflow.log_text("x" * 2048, "out/report.md")
+        for i in range(many):  # many small files in many folders (the interrupted move's subject)
+            mlflow.log_artifact(_binary(f"part-{i:04d}.bin", 64 << 10), f"many/d{i // 10:03d}")
         runs.append(run.info.run_id)
 
     @mlflow.trace
@@ -76,4 +80,4 @@ def _binary(name: str, size: int) -> str:
 
 
 if __name__ == "__main__":
-    print(json.dumps(build(sys.argv[1])))
+    print(json.dumps(build(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0)))
