@@ -62,7 +62,7 @@ def local_place(value: str, *, base: Path, served_root: Path) -> Place:
     if not text:
         return Place(value, None)
     if _WINDOWS_DRIVE.match(text) or text.startswith("\\\\") or _windows_file_uri(text):
-        raise WindowsLocation(f"artifact location {value!r} is a Windows path: it cannot be read on this machine",
+        raise WindowsLocation(f"artifact location {value} is a Windows path: it cannot be read on this machine",
                               hint="run the move on the machine that wrote it, or copy the files here and give "
                                    "--artifacts DIR")
     match = _URI.match(text)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from migration.errors import MigrationError, RefusedError
+from migration.errors import MigrationError, RefusedError, UsageError
 from migration.moveplan import StackLayout
 from migration.uris import mask_uri
 
@@ -33,7 +33,7 @@ class Stack:
         from mlflow.utils.credentials import get_default_host_creds
 
         if not tracking_uri.startswith(("http://", "https://")):
-            raise MigrationError(f"--to must be the stack's tracking URI (http:// or https://), got "
+            raise UsageError(f"--to must be the stack's tracking URI (http:// or https://), got "
                                  f"{mask_uri(tracking_uri)!r}")
         self.uri = tracking_uri.rstrip("/")
         self.creds = get_default_host_creds(self.uri)

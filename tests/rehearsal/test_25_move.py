@@ -234,10 +234,12 @@ def test_the_stack_serves_what_was_moved(stack, variant, source, tmp_path):
                         for p in local.rglob("*") if p.is_file()})
         mlflow.set_tracking_uri(variant.tracking_uri)
         try:
-            model_local = Path(mlflow.artifacts.download_artifacts(f"models:/{source['model_id']}",
-                                                                   dst_path=str(out / "model")))
+            location = client.get_logged_model(source["model_id"]).artifact_location  # as a client reads it
+            model_local = Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(out / "model")))
             got.update({f"1/models/{source['model_id']}/artifacts/{p.relative_to(model_local).as_posix()}": _sha(p)
                         for p in model_local.rglob("*") if p.is_file()})
+            extra, lacking = sorted(set(got) - set(source["files"])), sorted(set(source["files"]) - set(got))
+            assert not extra and not lacking, f"downloaded but not on the laptop: {extra}; not downloaded: {lacking}"
             assert got == source["files"], "every artifact, byte for byte"
             model = mlflow.pyfunc.load_model(f"models:/{source['model_name']}@{source['alias']}")
             assert list(model.predict(pd.DataFrame({"x": [1.0, 5.0]}))["x"]) == [3.0, 7.0]
