@@ -1,9 +1,11 @@
 """The move's local manifest: which artifact files reached which stack, with their size and sha256.
 
 A SQLite file (default: `<source>.move/manifest.sqlite`), written one row per file as each upload is
-verified, so a move killed at any moment (Ctrl-C, kill -9, a closed laptop) resumes where it stopped:
-a file whose row says `verified` for the same stack, with the same size, mtime and sha256, is not sent
-again. Rows are keyed by stack and destination, so one manifest can serve a rehearsal and the real move.
+verified, so a move killed at any moment (Ctrl-C, kill -9, a closed laptop) resumes where it stopped.
+It is a cache, never the proof: a file whose row says `verified` for the same stack, with the same size
+and mtime (and the same sha256, when the move hashed the file again) is not sent again only if the stack
+also lists it with its size (move.py, _not_on_stack). Rows are keyed by stack (its normalised URI, never
+with credentials) and destination, so one manifest can serve a rehearsal and the real move.
 """
 
 from __future__ import annotations
@@ -100,6 +102,10 @@ class Manifest:
                                (self.stack, name, detail, time.time()))
 
 
-def is_done(rec: FileRecord | None, size: int, mtime_ns: int) -> bool:
-    """A file the manifest holds as verified on this stack, unchanged since (size and mtime)."""
-    return rec is not None and rec.state == VERIFIED and rec.size == size and rec.mtime_ns == mtime_ns
+def is_done(rec: FileRecord | None, size: int, mtime_ns: int, sha256: str | None = None) -> bool:
+    """Whether the manifest holds the file as verified on this stack and unchanged since: the same size and
+    mtime and, when `sha256` (the file's digest now) is given, the same sha256 (an edit that keeps size and
+    mtime, as `touch -r` or `rsync -t` leave it, is seen only then). Not whether the stack still has it: the
+    caller checks the stack's listing."""
+    return (rec is not None and rec.state == VERIFIED and rec.size == size and rec.mtime_ns == mtime_ns
+            and (sha256 is None or rec.sha256 == sha256))

@@ -16,12 +16,18 @@ The order, so that nothing is half-written and a rerun resumes:
  3. the database: the existing migration of the rewritten copy (one transaction, ids kept), run here when
     --database-uri-env names a variable holding the PostgreSQL URI, else printed as the stack's one-off step;
     then `move --finish` checks the stack.
+
+The manifest is a cache, never the proof: before the database step (and in --finish, and when the stack
+already holds the source) every destination folder is listed on the stack, and a file missing there or of
+another size is sent again (--finish reports it and fails).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import os
+import re
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -31,13 +37,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migration.errors import EXIT_OK, RefusedError, UsageError, VerificationError
+from migration.errors import EXIT_OK, MigrationError, RefusedError, UsageError, VerificationError
 from migration.manifest import UPLOADED, VERIFIED, FileRecord, Manifest, is_done, sha256_of
-from migration.moveplan import MovePlan, PlannedFile, StackLayout, apply_rewrites, plan_move
+from migration.moveplan import MovePlan, PlannedFile, StackLayout, apply_rewrites, normalised_dest, plan_move
 from migration.report import Reporter
-from migration.uris import mask_uri
+from migration.stack import normalise_stack_uri
 
 STATE_SUFFIX = ".move"
+# On a resume, files the manifest holds as verified are hashed again (sha256) when they total at most this
+# much (reading them locally costs far less than sending them); above it, size and mtime decide, plus the
+# stack's listing (--verify full always hashes them).
+REHASH_BYTES = 4 << 30
 
 
 @dataclass
@@ -58,7 +68,7 @@ class MoveOptions:
 
 @dataclass
 class MoveResult:
-    status: str = "moved"  # moved | checked | staged | finished
+    status: str = "moved"  # moved | checked | staged | finished | repaired
     source: str = ""
     stack: str = ""
     artifacts_dir: str = ""
@@ -67,7 +77,8 @@ class MoveResult:
     bytes: int = 0
     uploaded: int = 0
     uploaded_bytes: int = 0
-    skipped: int = 0  # verified earlier, per the manifest
+    skipped: int = 0  # verified earlier, per the manifest, and listed on the stack with their size
+    lost: list[str] = field(default_factory=list)  # verified earlier per the manifest, but not on the stack
     verified: int = 0
     verify: str = "size"
     rewritten: dict[str, int] = field(default_factory=dict)
@@ -125,7 +136,7 @@ class Move:
     def __init__(self, opts: MoveOptions, reporter: Reporter):
         self.opts = opts
         self.reporter = reporter
-        self.result = MoveResult(stack=mask_uri(opts.to), verify=opts.verify)
+        self.result = MoveResult(stack=normalise_stack_uri(opts.to), verify=opts.verify)
         self._stop = threading.Event()
         self._count = threading.Lock()
 
@@ -143,7 +154,7 @@ class Move:
             manifest_path = Path(opts.manifest).expanduser().resolve() if opts.manifest else state / "manifest.sqlite"
             result.source, result.manifest = str(filestore or db), str(manifest_path)
             # 1. preflight: the stack first (cheap, and the credentials are the commonest mistake)
-            self.reporter.info(f"checking the stack at {mask_uri(opts.to)}")
+            self.reporter.info(f"checking the stack at {stack.uri}")
             layout = stack.layout()
             stack.check_admin()
             prepared = prepare_source(db)
@@ -153,16 +164,21 @@ class Move:
                 manifest = Manifest(manifest_path, stack.uri)
                 try:
                     done_before = manifest.step_done("database")
-                    contents = stack.contents(sorted(plan.experiments))
+                    contents = stack.contents(layout)
                     already = _already_moved(plan, contents)
                     if opts.finish:
                         return self._finish(stack, plan, manifest, contents, already)
                     if already:
+                        # the manifest is no proof: files of the moved source lost on the stack are sent again
+                        if not opts.check and self._upload(stack, plan, manifest):
+                            result.status = "repaired"
+                            return result
                         raise RefusedError(
                             f"the stack already holds this source ({len(plan.experiments)} experiments, "
                             f"{len(plan.runs)} runs, same ids): it was moved"
                             + (" (the database step ran " + done_before + ")" if done_before else "")
-                            + "; nothing was written", hint="`move --finish` with the same arguments checks it")
+                            + ("" if opts.check else "; the stack lists every file of it") + "; nothing was written",
+                            hint="`move --finish` with the same arguments checks it")
                     _refuse_other_data(plan, contents)
                     rewritten = state / "rewritten.db"
                     self._rewrite(prepared.path, plan, rewritten)
@@ -182,11 +198,14 @@ class Move:
                         result.one_off = one_off_step(opts, rewritten)
                         return result
                     t = time.perf_counter()
-                    result.database = self._database(rewritten, db_uri)
+                    try:
+                        result.database = self._database(rewritten, db_uri)
+                    except MigrationError as exc:
+                        raise _with_orphans(exc, plan, state) from exc
                     manifest.mark_step("database", time.strftime("%Y-%m-%d %H:%M:%S"))
                     result.seconds["database"] = time.perf_counter() - t
                     t = time.perf_counter()
-                    self._check_on_stack(stack, plan)
+                    self._check_on_stack(stack, plan, layout)
                     result.seconds["check"] = time.perf_counter() - t
                     return result
                 finally:
@@ -222,9 +241,18 @@ class Move:
                            f"{len(plan.rewrites)} locations to rewrite, {len(plan.left)} left as they are")
         for x in plan.left:
             self.reporter.info(f"  left: {x.where}: {x.value} ({x.reason})")
+        if plan.unsendable:
+            raise RefusedError(f"{len(plan.unsendable)} file name(s) the stack cannot carry (MLflow's artifact API "
+                               f"and the stack's proxy refuse or change %, ?, #, control characters and names that "
+                               f"are not UTF-8): {_listing(plan.unsendable)}; nothing was written",
+                               hint="rename them on the laptop (MLflow lists a run's artifacts as they are on disk)")
+        if plan.outside_links:
+            raise RefusedError(f"{len(plan.outside_links)} link(s) point out of the artifact root (a move never "
+                               f"uploads what lies outside it): {_listing(plan.outside_links)}; nothing was written",
+                               hint="replace each link by a copy of what it points to, or remove it "
+                                    "(--allow-missing does not cover links)")
         if plan.missing:
-            listing = "; ".join(plan.missing[:20]) + (f"; and {len(plan.missing) - 20} more" if
-                                                      len(plan.missing) > 20 else "")
+            listing = _listing(plan.missing)
             if not opts.allow_missing:
                 raise RefusedError(f"{len(plan.missing)} artifact location(s) missing on disk: {listing}; nothing was "
                                    "written", hint="--allow-missing moves the rest (the rows keep naming them)")
@@ -255,21 +283,23 @@ class Move:
         migrate(Options(source=str(rewritten), target=db_uri, dry_run=True, probe=False), quiet)
 
     # --- 2. artifacts --------------------------------------------------------------------------------
-    def _upload(self, stack, plan: MovePlan, manifest: Manifest) -> None:
+    def _upload(self, stack, plan: MovePlan, manifest: Manifest) -> int:
+        """Every planned file onto the stack; returns how many were sent (0: all were there already)."""
         from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeRemainingColumn, TransferSpeedColumn)
 
         opts, result = self.opts, self.result
         records = manifest.records()
-        todo: list[PlannedFile] = []
-        for f in plan.files:
-            if is_done(records.get(f.dest), f.size, f.mtime_ns):
-                result.skipped += 1
-            else:
-                todo.append(f)
-        if result.skipped:
-            self.reporter.info(f"resuming: {result.skipped:,} files already on the stack (manifest {manifest.path})")
         repos = _Repos(stack.uri)
+        todo = self._not_on_stack(repos, plan, records)
+        if result.skipped:
+            self.reporter.info(f"resuming: {result.skipped:,} files already on the stack (manifest {manifest.path}, "
+                               "checked against the stack's listing)")
+        if result.lost:
+            self.reporter.info(f"{len(result.lost):,} file(s) the manifest held as verified are not on the stack "
+                               f"(or of another size): sent again, e.g. {result.lost[0]}")
+        if not todo:
+            return 0
         progress = None
         if not opts.quiet and self.reporter.err.is_terminal:
             progress = Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
@@ -307,6 +337,35 @@ class Move:
                 signal.signal(s, handler)
             if progress is not None:
                 progress.stop()
+        return len(todo)
+
+    def _not_on_stack(self, repos: "_Repos", plan: MovePlan, records: dict[str, FileRecord]) -> list[PlannedFile]:
+        """The files to send: all but those the manifest holds as verified, unchanged (size, mtime; sha256
+        when cheap) and that the stack lists with their size now."""
+        done = [f for f in plan.files if is_done(records.get(f.dest), f.size, f.mtime_ns)]
+        if done and (self.opts.verify == "full" or sum(f.size for f in done) <= REHASH_BYTES):
+            with concurrent.futures.ThreadPoolExecutor(max(1, self.opts.jobs)) as pool:
+                digests = list(pool.map(lambda f: sha256_of(f.source), done))
+            done = [f for f, digest in zip(done, digests) if is_done(records[f.dest], f.size, f.mtime_ns, digest)]
+        listed = self._listing(repos, {f.dest.rsplit("/", 1)[0] for f in done})
+        keep = {f.dest for f in done if listed.get(f.dest) == f.size}
+        self.result.skipped = len(keep)
+        self.result.lost = [f.dest for f in done if f.dest not in keep]
+        return [f for f in plan.files if f.dest not in keep]
+
+    def _listing(self, repos: "_Repos", directories) -> dict[str, int]:
+        """dest -> size of every file the stack lists in these destination folders (one listing each)."""
+
+        def one(directory: str) -> list[tuple[str, int]]:
+            repo, sub = repos.get(directory)
+            return [(f"{directory}/{posixpath_name(i.path)}", i.file_size)
+                    for i in repo.list_artifacts(sub or None) if not i.is_dir]
+
+        found: dict[str, int] = {}
+        with concurrent.futures.ThreadPoolExecutor(max(1, self.opts.jobs), thread_name_prefix="list") as pool:
+            for entries in pool.map(one, sorted(directories)):
+                found.update(entries)
+        return found
 
     def _upload_dir(self, repos: "_Repos", manifest: Manifest, records: dict[str, FileRecord], directory: str,
                     files: list[PlannedFile], progress, task) -> None:
@@ -363,9 +422,9 @@ class Move:
         return {"rows": data["rows"], "tables": {t: v["copied_rows"] for t, v in data["tables"].items()},
                 "verified": data["verified"], "probe": data["probe"]}
 
-    def _check_on_stack(self, stack, plan: MovePlan) -> None:
+    def _check_on_stack(self, stack, plan: MovePlan, layout: StackLayout) -> None:
         """Through the API, after the database step: every run of the source is there."""
-        contents = stack.contents(sorted(plan.experiments))
+        contents = stack.contents(layout)
         absent = [r for r in plan.runs if r not in contents.runs]
         if absent:
             raise VerificationError(f"after the database step the stack lacks {len(absent)} run(s) of the source, "
@@ -378,11 +437,12 @@ class Move:
             raise RefusedError("the stack does not hold the source's runs yet: run the printed database step first "
                                f"({len(plan.runs) - len(contents.runs & set(plan.runs))} of {len(plan.runs)} runs "
                                "absent)")
-        records = manifest.records()
-        undone = [f.dest for f in plan.files if not is_done(records.get(f.dest), f.size, f.mtime_ns)]
-        if undone:
-            raise RefusedError(f"{len(undone)} artifact file(s) are not verified on the stack (e.g. {undone[0]}): "
-                               "rerun the move without --finish")
+        listed = self._listing(_Repos(stack.uri), {f.dest.rsplit("/", 1)[0] for f in plan.files})
+        absent = [f.dest for f in plan.files if listed.get(f.dest) != f.size]
+        if absent:
+            raise VerificationError(f"{len(absent)} artifact file(s) of the source are not on the stack with their "
+                                    f"size: {_listing(absent)}",
+                                    hint="rerun the move without --finish: it sends them again")
         result.skipped = len(plan.files)
         result.status = "finished"
         return result
@@ -405,6 +465,8 @@ class _Repos:
     def get(self, directory: str):
         from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 
+        if not normalised_dest(directory) or not _HEAD.match(directory):
+            raise ValueError(f"not a destination under the stack's artifact root: {directory!r}")
         parts = directory.split("/")
         head_len = 3 if parts[0] == "workspaces" else 1
         head, sub = "/".join(parts[:head_len]), "/".join(parts[head_len:])
@@ -425,17 +487,57 @@ def _already_moved(plan: MovePlan, contents) -> bool:
 
 
 def _refuse_other_data(plan: MovePlan, contents) -> None:
-    """Ids are kept: a stack holding experiments of its own (their ids are the source's ids too: both count
-    from 1) or registered models would be refused by the database step; refused here, before any upload."""
+    """Ids are kept: a stack holding data of its own would be refused by the database step (after every
+    upload); refused here, before any: experiments (their ids are the source's ids too: both count from 1),
+    registered models, and runs, logged models or traces that are not the source's, in any experiment
+    (0 included) and any workspace."""
     own = {e: n for e, n in contents.experiments.items() if e != "0"}
-    if own or contents.registered_models:
+    runs = contents.runs - set(plan.runs)
+    models = contents.logged_models - plan.logged_models
+    traces = contents.traces - plan.traces
+    if own or contents.registered_models or runs or models or traces:
         clash = sorted(set(own) & set(plan.experiments), key=lambda x: int(x) if x.isdigit() else 0)
-        detail = (f"{len(own)} experiment(s)" + (f" (ids {', '.join(clash[:10])} are the source's ids too)"
-                                                 if clash else "")
-                  + (f", {len(contents.registered_models)} registered model(s)" if contents.registered_models else ""))
-        raise RefusedError(f"the stack already holds data of its own: {detail}; a move keeps the source's ids and "
-                           "goes only into a stack without experiments or registered models of its own; nothing was "
-                           "written", hint="move into a new stack (or `pulumi destroy`/recreate its database)")
+        parts = ([f"{len(own)} experiment(s)" + (f" (ids {', '.join(clash[:10])} are the source's ids too)"
+                                                 if clash else "")] if own else [])
+        parts += [f"{len(x)} {what}" for x, what in ((contents.registered_models, "registered model(s)"),
+                                                     (runs, "run(s)"), (models, "logged model(s)"),
+                                                     (traces, "trace(s)")) if x]
+        raise RefusedError(f"the stack already holds data of its own: {', '.join(parts)}; a move keeps the source's "
+                           "ids and goes only into a stack without experiments, registered models, runs, logged "
+                           "models or traces of its own (experiment 0 included); nothing was written",
+                           hint="move into a new stack (or `pulumi destroy`/recreate its database)")
+
+
+_HEAD = re.compile(r"^(?:workspaces/[a-z0-9][-a-z0-9]*/)?[0-9]+(?:/|$)")
+
+
+def _listing(items: list[str], limit: int = 20) -> str:
+    return "; ".join(items[:limit]) + (f"; and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _entity_folder(dest: str) -> str:
+    """The run, logged model or trace folder a destination lies in: `1/<run>/artifacts`,
+    `1/models/<id>/artifacts`, `workspaces/<w>/1/traces/<id>/artifacts`."""
+    parts = dest.split("/")
+    i = 2 if parts[0] == "workspaces" else 0
+    depth = 4 if len(parts) > i + 1 and parts[i + 1] in ("models", "traces") else 3
+    return "/".join(parts[:i + depth])
+
+
+def _with_orphans(exc: MigrationError, plan: MovePlan, state: Path) -> MigrationError:
+    """The database step failed (another move won the race, the stack changed since the preflight, ...): the
+    files uploaded for it are referenced by no row. Their folders, exactly, in the message and in a file."""
+    folders = sorted({_entity_folder(f.dest) for f in plan.files})
+    if not folders:
+        return exc
+    listing = state / "orphans.txt"
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text("".join(f"mlflow-artifacts:/{d}\n" for d in folders))
+    message = (f"{exc.message}; the artifacts uploaded for it are referenced by no row of the stack: "
+               f"{len(folders)} folder(s) ({_listing([f'mlflow-artifacts:/{d}' for d in folders], 10)}; all of "
+               f"them in {listing}): a rerun uses them, or delete them if this source is not to be moved")
+    new = type(exc)(message, hint=exc.hint)
+    return new
 
 
 def _size(n: int) -> str:
@@ -446,21 +548,34 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+# The migration's main with the database URI read from the environment variable named by its 2nd argument:
+# the URI is on no command line (no quotes in it: it nests in every stack's command).
+MIGRATE_FROM_ENV = "import os,sys;from migration.cli import main;sys.exit(main([sys.argv[1],os.environ[sys.argv[2]]]))"
+
+
 def one_off_step(opts: MoveOptions, rewritten: Path) -> str:
-    """The database step where the stack's database is not reachable from here: the commands per stack."""
-    me = f"python -m migration move {opts.source} --to {opts.to} --finish"
-    local = (f"docker run --rm --network mlflow-local-net -v \"{rewritten}:/data/mlflow.db:ro\" \\\n"
-             "  -e URI=\"$(pulumi stack output database_uri --show-secrets -s local)\" \\\n"
-             "  mlflow-platform/mlflow-server:3.17.2 sh -c 'python -m migration /data/mlflow.db \"$URI\"'")
-    aws = (f"aws s3 cp \"{rewritten}\" \"s3://$(pulumi stack output bucket -s aws)/import/mlflow.db\"\n"
+    """The database step where the stack's database is not reachable from here: the commands per stack. No
+    password on any command line: the database URI travels in an environment variable, passed to docker by
+    name (`-e URI` reads it from the calling shell), and the migration inside reads it from its environment
+    (`python -c MIGRATE_FROM_ENV /data/mlflow.db URI`): neither the host's nor the container's process list
+    shows it."""
+    stack = normalise_stack_uri(opts.to)
+    me = f"python -m migration move {shlex.quote(opts.source)} --to {shlex.quote(stack)} --finish"
+    code = MIGRATE_FROM_ENV
+    local = ("export URI=\"$(pulumi stack output database_uri --show-secrets -s local)\"\n"
+             f"docker run --rm --network mlflow-local-net -v {shlex.quote(f'{rewritten}:/data/mlflow.db:ro')} "
+             "-e URI \\\n"
+             f"  mlflow-platform/mlflow-server:3.17.2 python -c '{code}' /data/mlflow.db URI\n"
+             "unset URI")
+    aws = (f"aws s3 cp {shlex.quote(str(rewritten))} \"s3://$(pulumi stack output bucket -s aws)/import/mlflow.db\"\n"
            "# then, with run() from the README's aws one-off section:\n"
            "run \"python -c \\\"import boto3; boto3.client('s3').download_file('$BUCKET', 'import/mlflow.db', "
-           "'/tmp/mlflow.db')\\\" && python -m migration /tmp/mlflow.db \\\"\\$MLFLOW_BACKEND_STORE_URI\\\"\"")
+           f"'/tmp/mlflow.db')\\\" && python -c \\\"{code}\\\" /tmp/mlflow.db MLFLOW_BACKEND_STORE_URI\"")
     azure = (f"az storage blob upload --auth-mode login --account-name <storage account> --container-name "
-             f"<artifacts container> --name import/mlflow.db --file \"{rewritten}\"\n"
-             "az containerapp exec -g <resource group> -n mlflow-server --command \"sh -c 'python -c \\\"...download "
-             "import/mlflow.db to /tmp/mlflow.db with azure.storage.blob and the app identity...\\\" && "
-             "python -m migration /tmp/mlflow.db \\\"$MLFLOW_BACKEND_STORE_URI\\\"'\"")
+             f"<artifacts container> --name import/mlflow.db --file {shlex.quote(str(rewritten))}\n"
+             "az containerapp exec -g <resource group> -n mlflow-server --command \"sh -c '...download "
+             "import/mlflow.db to /tmp/mlflow.db with azure.storage.blob and the app identity... && "
+             f"python -c \\\"{code}\\\" /tmp/mlflow.db MLFLOW_BACKEND_STORE_URI'\"")
     kinds = {"local": local, "aws": aws, "azure": azure}
     chosen = [opts.stack_kind] if opts.stack_kind else list(kinds)
     body = "\n\n".join(f"# {k}:\n{kinds[k]}" for k in chosen)

@@ -15,10 +15,12 @@ credentials: MLflow's own variables, as every MLflow client takes them: MLFLOW_T
 MLFLOW_TRACKING_PASSWORD (auth.mode proxy: the stack's user; mlflow: the admin), or MLFLOW_TRACKING_TOKEN
 (oidc: a token of the admin group); MLFLOW_TRACKING_SERVER_CERT_PATH for a self-signed stack. Never on argv.
 
-exit codes: 0 moved (or checked, or staged: the database step printed, or finished); 1 failed (the stack
+exit codes: 0 moved (or checked, or staged: the database step printed, or finished, or repaired: files of
+a moved source lost on the stack sent again); 1 failed (the stack
 unreachable, or an error; uploaded files stay in the manifest for the rerun); 2 bad arguments;
-3 refused (missing files, credentials, a stack holding data of its own or this source already), nothing
-written; 4 verification failed; 5 committed and verified, but the MLflow probe failed; 130 interrupted
+3 refused (missing files, links out of the artifact root, names the stack cannot carry, credentials, a
+stack holding data of its own or this source already), nothing written; 4 verification failed (--finish:
+files not on the stack); 5 committed and verified, but the MLflow probe failed; 130 interrupted
 (the rerun resumes).
 """
 
@@ -32,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", metavar="SOURCE",
                    help="the laptop's database (mlflow.db, sqlite:///mlflow.db), or a FileStore mlruns directory")
-    p.add_argument("--to", required=True, metavar="TRACKING_URI", help="the stack's tracking URI (https://...)")
+    p.add_argument("--to", required=True, metavar="TRACKING_URI",
+                   help="the stack's tracking URI (https://host[:port][/prefix]; no user:password@ in it)")
     p.add_argument("--artifacts", metavar="DIR",
                    help="the laptop's artifact root (default: the folder the source's locations point into, e.g. "
                         "./mlruns; ./mlartifacts next to the database for mlflow-artifacts:/ sources)")
@@ -83,8 +86,14 @@ def main(argv: list[str]) -> int:
         logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.WARNING)
     reporter = Reporter(quiet=args.quiet)
     from migration.move import Move, MoveOptions
+    from migration.stack import normalise_stack_uri
 
-    opts = MoveOptions(source=args.source, to=args.to, artifacts=args.artifacts, manifest=args.manifest,
+    try:
+        to = normalise_stack_uri(args.to)  # credentials in it refused: before anything prints or stores it
+    except MigrationError as exc:
+        reporter.err.print(f"error: {exc}", markup=False, style="red")
+        return exc.exit_code
+    opts = MoveOptions(source=args.source, to=to, artifacts=args.artifacts, manifest=args.manifest,
                        jobs=args.jobs, verify=args.verify, allow_missing=args.allow_missing,
                        database_uri_env=args.database_uri_env, finish=args.finish, check=args.check,
                        stack_kind=args.stack_kind, quiet=args.quiet)
@@ -151,7 +160,9 @@ def summary(reporter, result) -> None:
     table.add_section()
     table.add_row("artifacts", f"{result.files:,}", _size(result.bytes))
     table.add_row("  uploaded now", f"{result.uploaded:,}", _size(result.uploaded_bytes))
-    table.add_row("  already there (manifest)", f"{result.skipped:,}", "")
+    table.add_row("  already there (manifest, and listed on the stack)", f"{result.skipped:,}", "")
+    if result.lost:
+        table.add_row("  lost on the stack, sent again", f"{len(result.lost):,}", "; ".join(result.lost[:3]))
     table.add_row("  verified now", f"{result.verified:,}", f"verify {result.verify}")
     table.add_section()
     for name, n in sorted(result.rewritten.items()):

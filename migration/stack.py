@@ -15,6 +15,37 @@ from migration.moveplan import StackLayout
 from migration.uris import mask_uri
 
 TIMEOUT = 30
+PAGE = 1000
+WORKSPACE_HEADER = "X-MLFLOW-WORKSPACE"  # mlflow/utils/workspace_utils.py, WORKSPACE_HEADER_NAME
+
+
+def normalise_stack_uri(uri: str) -> str:
+    """The stack's key (manifest rows, printed steps): `scheme://host[:port]/path`, scheme and host lowercased,
+    default port and trailing slash dropped. Credentials in the URI are refused: they would be printed, kept in
+    every manifest row and seen in the process list; MLflow's variables carry them."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"--to must be the stack's tracking URI (http:// or https://), got {mask_uri(uri)!r}")
+    if "@" in parts.netloc:
+        raise UsageError("--to must not carry credentials (user:password@host): set MLFLOW_TRACKING_USERNAME and "
+                         "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment instead")
+    if parts.query or parts.fragment:
+        raise UsageError("--to is the stack's tracking URI without a query or fragment (?... or #...)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise UsageError("--to names an invalid port") from None
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise UsageError("--to names no host")
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None and port != {"http": 80, "https": 443}[scheme]:
+        host = f"{host}:{port}"
+    return f"{scheme}://{host}{parts.path.rstrip('/')}"
 
 
 class Unreachable(MigrationError):
@@ -23,29 +54,32 @@ class Unreachable(MigrationError):
 
 @dataclass
 class StackContents:
-    experiments: dict[str, str] = field(default_factory=dict)  # id -> name, deleted ones included
-    runs: set[str] = field(default_factory=set)  # of the source's experiments that the stack holds
+    """What the stack holds, in every workspace (experiment 0 included), deleted entities included."""
+
+    experiments: dict[str, str] = field(default_factory=dict)  # id -> name
+    runs: set[str] = field(default_factory=set)
+    logged_models: set[str] = field(default_factory=set)
+    traces: set[str] = field(default_factory=set)
     registered_models: list[str] = field(default_factory=list)
+    workspaces: list[str] = field(default_factory=list)  # searched ([] for a stack without workspaces)
 
 
 class Stack:
     def __init__(self, tracking_uri: str):
         from mlflow.utils.credentials import get_default_host_creds
 
-        if not tracking_uri.startswith(("http://", "https://")):
-            raise UsageError(f"--to must be the stack's tracking URI (http:// or https://), got "
-                                 f"{mask_uri(tracking_uri)!r}")
-        self.uri = tracking_uri.rstrip("/")
+        self.uri = normalise_stack_uri(tracking_uri)
         self.creds = get_default_host_creds(self.uri)
 
-    def call(self, endpoint: str, method: str = "GET", **kwargs) -> dict:
+    def call(self, endpoint: str, method: str = "GET", workspace: str | None = None, **kwargs) -> dict:
         import requests
         from mlflow.utils.rest_utils import http_request
 
         key = "params" if method == "GET" else "json"
+        headers = {WORKSPACE_HEADER: workspace} if workspace else None
         try:
             resp = http_request(self.creds, endpoint, method, max_retries=0, backoff_factor=0, timeout=TIMEOUT,
-                                **({key: kwargs} if kwargs else {}))
+                                extra_headers=headers, **({key: kwargs} if kwargs else {}))
         except requests.exceptions.RequestException as exc:
             raise Unreachable(f"cannot reach the stack at {mask_uri(self.uri)}: {type(exc).__name__}") from exc
         except Exception as exc:  # noqa: BLE001 - MLflow wraps connection failures in its own exception
@@ -108,31 +142,47 @@ class Stack:
                                     "admin_password)")
         return username
 
-    def contents(self, source_experiments: list[str]) -> StackContents:
+    def contents(self, layout: StackLayout | None = None) -> StackContents:
+        """Everything the stack holds that a move cares about, in every workspace when it runs with them
+        (each searched with MLflow's workspace header; experiment ids are unique across workspaces)."""
         found = StackContents()
+        if layout is not None and layout.workspaces:
+            page = self.call("/api/3.0/mlflow/workspaces", "GET")
+            found.workspaces = sorted({w["name"] for w in page.get("workspaces", [])} | {"default"})
+        for workspace in found.workspaces or [None]:
+            self._contents_of(found, workspace)
+        return found
+
+    def _contents_of(self, found: StackContents, workspace: str | None) -> None:
+        ids: list[str] = []
+        for exp in self._pages("/api/2.0/mlflow/experiments/search", "experiments", workspace,
+                               max_results=PAGE, view_type="ALL"):
+            found.experiments[str(exp["experiment_id"])] = exp.get("name", "")
+            ids.append(str(exp["experiment_id"]))
+        for start in range(0, len(ids), 100):
+            chunk = ids[start:start + 100]
+            found.runs.update(r["info"]["run_id"] for r in self._pages(
+                "/api/2.0/mlflow/runs/search", "runs", workspace, experiment_ids=chunk, max_results=PAGE,
+                run_view_type="ALL"))
+            found.logged_models.update(m["info"]["model_id"] for m in self._pages(
+                "/api/2.0/mlflow/logged-models/search", "models", workspace, experiment_ids=chunk,
+                max_results=100))
+            locations = [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": e}} for e in chunk]
+            found.traces.update(t["trace_id"] for t in self._pages(
+                "/api/3.0/mlflow/traces/search", "traces", workspace, locations=locations, max_results=100))
+        found.registered_models += [m["name"] for m in self._pages(
+            "/api/2.0/mlflow/registered-models/search", "registered_models", workspace, get=True,
+            max_results=str(PAGE))]
+
+    def _pages(self, endpoint: str, key: str, workspace: str | None, get: bool = False, **body):
         token = None
         while True:
-            body = {"max_results": 1000, "view_type": "ALL", **({"page_token": token} if token else {})}
-            page = self.call("/api/2.0/mlflow/experiments/search", "POST", **body)
-            for exp in page.get("experiments", []):
-                found.experiments[str(exp["experiment_id"])] = exp.get("name", "")
+            page = self.call(endpoint, "GET" if get else "POST", workspace=workspace,
+                             **body, **({"page_token": token} if token else {}))
+            yield from page.get(key, [])
             token = page.get("next_page_token")
             if not token:
-                break
-        present = [e for e in source_experiments if e in found.experiments]
-        for start in range(0, len(present), 100):
-            token = None
-            while True:
-                body = {"experiment_ids": present[start:start + 100], "max_results": 1000, "run_view_type": "ALL",
-                        **({"page_token": token} if token else {})}
-                page = self.call("/api/2.0/mlflow/runs/search", "POST", **body)
-                found.runs.update(r["info"]["run_id"] for r in page.get("runs", []))
-                token = page.get("next_page_token")
-                if not token:
-                    break
-        page = self.call("/api/2.0/mlflow/registered-models/search", "GET", max_results="1000")
-        found.registered_models = [m["name"] for m in page.get("registered_models", [])]
-        return found
+                return
 
 
 def _first_line(exc: object) -> str:

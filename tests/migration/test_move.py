@@ -215,3 +215,316 @@ def test_usage_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert len([line for line in err.splitlines() if line.startswith("error:")]) == 3
     assert "pw@" not in err
+
+
+# --- the review of issue 27: each finding, proved without a stack -------------------------------------------
+
+class _Info:
+    def __init__(self, path: str, size: int | None, is_dir: bool = False):
+        self.path, self.file_size, self.is_dir = path, size, is_dir
+
+
+class _FakeRepo:
+    """MLflow's artifact repository for one experiment folder, over a dict: path -> bytes."""
+
+    def __init__(self, store: dict[str, bytes], head: str):
+        self.store, self.head = store, head
+
+    def log_artifact(self, local_file, artifact_path=None):
+        name = Path(local_file).name
+        self.store[f"{self.head}/{artifact_path}/{name}" if artifact_path else f"{self.head}/{name}"] = \
+            Path(local_file).read_bytes()
+
+    def list_artifacts(self, path=None):
+        base = f"{self.head}/{path}" if path else self.head
+        return [_Info(k[len(self.head) + 1:], len(v)) for k, v in self.store.items()
+                if k.rsplit("/", 1)[0] == base]
+
+
+@pytest.fixture
+def fake_stack(monkeypatch):
+    """The stack's artifact store as a dict, reached through move._Repos as the move reaches it."""
+    from migration import move as move_module
+
+    store: dict[str, bytes] = {}
+    real = move_module._Repos
+
+    class Repos(real):
+        def get(self, directory):
+            if not move_module.normalised_dest(directory) or not move_module._HEAD.match(directory):
+                raise ValueError(directory)
+            parts = directory.split("/")
+            n = 3 if parts[0] == "workspaces" else 1
+            return _FakeRepo(store, "/".join(parts[:n])), "/".join(parts[n:])
+
+    monkeypatch.setattr(move_module, "_Repos", Repos)
+    return store
+
+
+def _mover(tmp_path, **kw):
+    from migration.move import Move, MoveOptions
+    from migration.report import Reporter
+
+    move = Move(MoveOptions(source=str(tmp_path / "mlflow.db"), to="https://stack.example", jobs=2, **kw),
+                Reporter(quiet=True))
+    move.result.artifacts_dir = str(tmp_path / "mlruns")
+    return move
+
+
+class _StackStub:
+    uri = "https://stack.example"
+
+
+def test_a_manifest_that_lies_is_not_trusted_the_stacks_listing_decides(tmp_path, fake_stack):
+    """Finding 1: files the manifest holds as verified but the stack lost are sent again before the database
+    step; --finish lists them and fails."""
+    from migration.errors import VerificationError
+
+    db, root = _laptop(tmp_path, str)
+    plan = plan_move(db, root, StackLayout(), base=tmp_path)
+    manifest = Manifest(tmp_path / "m.sqlite", "https://stack.example")
+    move = _mover(tmp_path)
+    assert move._upload(_StackStub(), plan, manifest) == 4 and len(fake_stack) == 4
+    lost = sorted(fake_stack)[:2]
+    for key in lost:
+        del fake_stack[key]  # the bucket lost them (a lifecycle rule, a recreated stack at the same URL)
+    with pytest.raises(VerificationError, match="2 artifact file") as caught:
+        _mover(tmp_path)._finish(_StackStub(), plan, manifest, None, already=True)
+    assert all(key in str(caught.value) for key in lost), "--finish lists exactly what is missing"
+    again = _mover(tmp_path)
+    assert again._upload(_StackStub(), plan, manifest) == 2, "sent again, not 'already there (manifest)'"
+    assert sorted(again.result.lost) == lost and again.result.skipped == 2 and len(fake_stack) == 4
+    _mover(tmp_path)._finish(_StackStub(), plan, manifest, None, already=True)
+    manifest.close()
+
+
+def test_a_same_size_edit_with_mtime_kept_is_sent_again(tmp_path, fake_stack):
+    """Finding 1: is_done checks the sha256 it records (a `touch -r`/`rsync -t` edit keeps size and mtime)."""
+    import os
+
+    db, root = _laptop(tmp_path, str)
+    plan = plan_move(db, root, StackLayout(), base=tmp_path)
+    manifest = Manifest(tmp_path / "m.sqlite", "https://stack.example")
+    _mover(tmp_path)._upload(_StackStub(), plan, manifest)
+    target = next(f for f in plan.files if f.dest.endswith("data.csv"))
+    st = target.source.stat()
+    target.source.write_bytes(b"a,b\n")  # same size
+    os.utime(target.source, ns=(st.st_atime_ns, st.st_mtime_ns))
+    rec = manifest.records()[target.dest]
+    assert is_done(rec, target.size, target.mtime_ns) and not is_done(rec, target.size, target.mtime_ns, "other")
+    again = _mover(tmp_path)
+    assert again._upload(_StackStub(), plan, manifest) == 1
+    assert fake_stack[target.dest] == b"a,b\n"
+    manifest.close()
+
+
+def _link_laptop(tmp_path):
+    db, root = _laptop(tmp_path, str)
+    art = root / "1" / ("a" * 32) / "artifacts"
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "id_rsa").write_text("PRIVATE KEY\n")
+    (root / "shared").mkdir()
+    (root / "shared" / "inside.txt").write_text("inside the root\n")
+    return db, root, art
+
+
+def test_links_inside_the_root_are_followed_links_out_of_it_refused(tmp_path):
+    """Findings 2 and 3: a linked folder is walked (not skipped in silence); a link out of the root is refused,
+    listed, whatever --allow-missing says; a link to a folder above it is no endless walk."""
+    from migration.errors import RefusedError
+
+    db, root, art = _link_laptop(tmp_path)
+    (art / "linked").symlink_to(root / "shared")
+    (art / "loop").symlink_to(art)
+    plan = plan_move(db, root, StackLayout(), base=tmp_path)
+    dests = {f.dest for f in plan.files}
+    assert f"1/{'a' * 32}/artifacts/linked/inside.txt" in dests, "a folder linked inside the root is moved"
+    assert plan.outside_links == [] and any("loop" in x.value for x in plan.left)
+    (art / "model" / "key").symlink_to(tmp_path / "secret" / "id_rsa")
+    (art / "out").symlink_to(tmp_path / "secret")
+    plan = plan_move(db, root, StackLayout(), base=tmp_path)
+    assert sorted(x.split(" -> ")[0] for x in plan.outside_links) == [str(art / "model" / "key"), str(art / "out")]
+    assert not [f for f in plan.files if "secret" in str(f.source) or f.dest.endswith(("/key", "id_rsa"))]
+    with pytest.raises(RefusedError, match="2 link") as caught:
+        _mover(tmp_path, allow_missing=True, artifacts=str(root))._plan(db, db, None, StackLayout())
+    assert str(art / "model" / "key") in str(caught.value) and "\n" not in caught.value.message
+
+
+@pytest.mark.parametrize("name", ["pct%.txt", "pct%41.txt", "q?x.txt", "h#x.txt", "tab\tx.txt", "nl\nx"])
+def test_names_the_stack_cannot_carry_are_refused_before_any_upload(tmp_path, name):
+    """Finding 4: refused in the preflight, one line listing them (a folder's name counts too)."""
+    from migration.errors import RefusedError
+
+    db, root = _laptop(tmp_path, str)
+    art = root / "1" / ("a" * 32) / "artifacts"
+    (art / name).write_bytes(b"x")
+    (art / "d%ir").mkdir()
+    (art / "d%ir" / "ok.txt").write_bytes(b"y")
+    plan = plan_move(db, root, StackLayout(), base=tmp_path)
+    assert sorted(plan.unsendable) == sorted([str(art / name), str(art / "d%ir")])
+    with pytest.raises(RefusedError, match="2 file name") as caught:
+        _mover(tmp_path, artifacts=str(root))._plan(db, db, None, StackLayout())
+    assert str(art / "d%ir") in caught.value.message and "ok.txt" not in caught.value.message
+
+
+@pytest.mark.parametrize("uri, key", [
+    ("https://Stack.Example/", "https://stack.example"), ("http://h:80/mlflow/", "http://h/mlflow"),
+    ("https://h:8443/p", "https://h:8443/p"), ("HTTP://[::1]:5000", "http://[::1]:5000"),
+])
+def test_the_stack_key_is_normalised(uri, key):
+    from migration.stack import normalise_stack_uri
+
+    assert normalise_stack_uri(uri) == key
+
+
+def test_credentials_in_to_are_refused_and_never_printed(tmp_path, capsys):
+    """Finding 5: userinfo in --to is a usage error naming MLflow's variables; the password is never echoed."""
+    code = cli.main(["move", str(tmp_path / "x.db"), "--to", "http://admin:s3cret-pw@stack.example"])
+    out = capsys.readouterr()
+    assert code == 2 and "MLFLOW_TRACKING_USERNAME" in out.err and "MLFLOW_TRACKING_PASSWORD" in out.err
+    assert "s3cret" not in out.err + out.out
+
+
+def test_the_printed_database_step_puts_no_password_on_a_command_line(tmp_path):
+    """Finding 5: `-e URI` passes the variable by name, and the migration reads it from its environment."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    from migration.move import MIGRATE_FROM_ENV, MoveOptions, one_off_step
+
+    step = one_off_step(MoveOptions(source="./mlflow.db", to="https://Stack.example/"), Path("/x/rewritten.db"))
+    assert 'URI="$(' not in step.split("export URI=")[1].split("\n", 1)[1], "no value after the export"
+    assert "-e URI \\" in step and "--to https://stack.example --finish" in step
+    assert "$MLFLOW_BACKEND_STORE_URI" not in step and '"$URI"' not in step
+    local = step.split("# local:\n")[1].split("\n\n")[0]
+    docker = " ".join(line.rstrip("\\") for line in local.splitlines() if not line.startswith(("export", "unset")))
+    argv = shlex.split(docker)
+    assert argv[argv.index("-c") + 1:] == [MIGRATE_FROM_ENV, "/data/mlflow.db", "URI"]
+    # the code the container runs: the migration, its target read from the environment (here: refused source)
+    env = {**os.environ, "URI": "postgresql://u:s3cret-pw@127.0.0.1:1/db", "PYTHONPATH": str(Path.cwd())}
+    done = subprocess.run([sys.executable, "-c", MIGRATE_FROM_ENV, str(tmp_path / "none.db"), "URI"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and "none.db" in done.stderr and "s3cret" not in done.stderr
+
+
+def test_the_manifest_key_has_no_credentials_and_one_stack_one_key(tmp_path):
+    move = _mover(tmp_path)
+    assert move.result.stack == "https://stack.example"
+    from migration.move import Move, MoveOptions
+    from migration.report import Reporter
+
+    other = Move(MoveOptions(source="x", to="HTTPS://stack.example:443/"), Reporter(quiet=True))
+    assert other.result.stack == move.result.stack
+
+
+@pytest.mark.parametrize("column, value", [
+    ("workspace", "../workspaces/teamb"), ("workspace", "Team_B"), ("run_uuid", "../../x"),
+    ("run_uuid", "a/b"), ("runs.experiment_id", "1/../2"),
+])
+def test_ids_mlflow_never_writes_are_refused(tmp_path, column, value):
+    """Finding 6: a crafted database cannot name another workspace's (or run's) folder."""
+    from migration.errors import RefusedError
+
+    db, root = _laptop(tmp_path, str)
+    conn = sqlite3.connect(db)
+    if column == "workspace":
+        conn.execute("UPDATE experiments SET workspace = ? WHERE experiment_id = 1", (value,))
+    elif column == "run_uuid":
+        conn.execute("UPDATE runs SET run_uuid = ? WHERE experiment_id = 1", (value,))
+    else:
+        conn.execute("UPDATE runs SET experiment_id = ? WHERE experiment_id = 1", (value,))
+    conn.commit()
+    conn.close()
+    with pytest.raises(RefusedError, match="MLflow never writes") as caught:
+        plan_move(db, root, StackLayout(workspaces=True), base=tmp_path)
+    assert repr(value) in str(caught.value)
+
+
+def test_the_artifact_repository_takes_only_plain_destinations():
+    from migration.move import _Repos
+
+    repos = _Repos("https://stack.example")
+    for bad in ("workspaces/../workspaces/teamb/7/r/artifacts", "../1/r", "1/r/../../2", "x/1", "/1/r"):
+        with pytest.raises(ValueError):
+            repos.get(bad)
+    assert repos.get("workspaces/team-b/7/r/artifacts")[1] == "r/artifacts"
+
+
+def test_the_preflight_searches_every_workspace(monkeypatch):
+    """Finding 6: on a stack with workspaces, each one is searched with MLflow's workspace header."""
+    from migration.stack import Stack
+
+    seen = []
+
+    def call(self, endpoint, method="GET", workspace=None, **body):
+        seen.append((endpoint, workspace))
+        if endpoint == "/api/3.0/mlflow/workspaces":
+            return {"workspaces": [{"name": "default"}, {"name": "team-b"}]}
+        if endpoint.endswith("experiments/search"):
+            return {"experiments": [{"experiment_id": "0" if workspace == "default" else "7", "name": "x"}]}
+        if endpoint.endswith("runs/search"):
+            return {"runs": [{"info": {"run_id": "victim"}}]} if workspace == "team-b" else {}
+        return {}
+
+    monkeypatch.setattr(Stack, "call", call)
+    found = Stack("https://stack.example").contents(StackLayout(workspaces=True))
+    assert found.workspaces == ["default", "team-b"] and found.runs == {"victim"} and "7" in found.experiments
+    assert {w for e, w in seen if e.endswith("experiments/search")} == {"default", "team-b"}
+
+
+@pytest.mark.parametrize("field_name, what", [("runs", "run(s)"), ("logged_models", "logged model(s)"),
+                                               ("traces", "trace(s)")])
+def test_a_stack_with_runs_models_or_traces_of_its_own_is_refused(tmp_path, field_name, what):
+    """Finding 7: data in the stack's experiment 0 is data of its own (before: everything uploaded, then the
+    database step refused, the uploads orphaned)."""
+    from migration.errors import RefusedError
+    from migration.move import _already_moved, _refuse_other_data
+    from migration.stack import StackContents
+
+    db, root = _laptop(tmp_path, str)
+    plan = plan_move(db, root, StackLayout(), base=tmp_path)
+    assert plan.logged_models == {"m-" + "c" * 32} and plan.traces == {"tr-1"}
+    contents = StackContents(experiments={"0": "Default"})
+    _refuse_other_data(plan, contents)  # an empty stack passes
+    setattr(contents, field_name, {"someone-elses"})
+    assert not _already_moved(plan, contents)
+    with pytest.raises(RefusedError, match=f"1 {what.replace('(', '[(]').replace(')', '[)]')}"):
+        _refuse_other_data(plan, contents)
+
+
+def test_a_failed_database_step_lists_the_orphans_exactly(tmp_path):
+    """Finding 7: two concurrent moves: the database step's lock decides; the loser names what it uploaded."""
+    from migration.errors import RefusedError
+    from migration.move import _with_orphans
+
+    db, root = _laptop(tmp_path, str)
+    plan = plan_move(db, root, StackLayout(), base=tmp_path)
+    exc = _with_orphans(RefusedError("the target holds user data"), plan, tmp_path / "state")
+    run, model = "a" * 32, "m-" + "c" * 32
+    expected = [f"mlflow-artifacts:/1/{run}/artifacts", f"mlflow-artifacts:/1/models/{model}/artifacts"]
+    assert isinstance(exc, RefusedError) and exc.message.startswith("the target holds user data")
+    assert all(e in exc.message for e in expected)
+    assert (tmp_path / "state" / "orphans.txt").read_text().split() == sorted(expected)
+
+
+def test_local_folders_outside_the_artifact_root_are_moved_too(tmp_path):
+    """Design note: an experiment placed elsewhere on the laptop moves into the server's layout (left, the stack
+    would point at a laptop path); a location that is not local stays, listed."""
+    db, root = _laptop(tmp_path, str)
+    elsewhere = tmp_path / "elsewhere"
+    run = "e" * 32
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO experiments VALUES (3, 'custom', ?, 'default')", (str(elsewhere),))
+    conn.execute("INSERT INTO runs VALUES (?, 3, ?)", (run, str(elsewhere / run / "artifacts")))
+    conn.commit()
+    conn.close()
+    (elsewhere / run / "artifacts").mkdir(parents=True)
+    (elsewhere / run / "artifacts" / "o.txt").write_text("outside the root\n")
+    plan = plan_move(db, root, StackLayout(), base=tmp_path)
+    new = {(r.table, r.key): r.new for r in plan.rewrites}
+    assert new[("experiments", ("3",))] == "mlflow-artifacts:/3"
+    assert new[("runs", (run,))] == f"mlflow-artifacts:/3/{run}/artifacts"
+    assert f"3/{run}/artifacts/o.txt" in {f.dest for f in plan.files}
+    assert not [x for x in plan.left if "elsewhere" in x.value]
