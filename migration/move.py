@@ -170,7 +170,7 @@ class Move:
                         return self._finish(stack, plan, manifest, contents, already)
                     if already:
                         # the manifest is no proof: files of the moved source lost on the stack are sent again
-                        if not opts.check and self._upload(stack, plan, manifest):
+                        if not opts.check and self._upload(stack, plan, manifest, moved=True):
                             result.status = "repaired"
                             return result
                         raise RefusedError(
@@ -283,15 +283,17 @@ class Move:
         migrate(Options(source=str(rewritten), target=db_uri, dry_run=True, probe=False), quiet)
 
     # --- 2. artifacts --------------------------------------------------------------------------------
-    def _upload(self, stack, plan: MovePlan, manifest: Manifest) -> int:
-        """Every planned file onto the stack; returns how many were sent (0: all were there already)."""
+    def _upload(self, stack, plan: MovePlan, manifest: Manifest, moved: bool = False) -> int:
+        """Every planned file onto the stack; returns how many were sent (0: all were there already).
+        `moved`: the stack holds the source's rows already: what it lists with the right size stays, whatever
+        the manifest (perhaps none: another machine) says; the rest is sent again."""
         from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeRemainingColumn, TransferSpeedColumn)
 
         opts, result = self.opts, self.result
         records = manifest.records()
         repos = _Repos(stack.uri)
-        todo = self._not_on_stack(repos, plan, records)
+        todo = self._not_on_stack(repos, plan, records, moved)
         if result.skipped:
             self.reporter.info(f"resuming: {result.skipped:,} files already on the stack (manifest {manifest.path}, "
                                "checked against the stack's listing)")
@@ -339,9 +341,16 @@ class Move:
                 progress.stop()
         return len(todo)
 
-    def _not_on_stack(self, repos: "_Repos", plan: MovePlan, records: dict[str, FileRecord]) -> list[PlannedFile]:
+    def _not_on_stack(self, repos: "_Repos", plan: MovePlan, records: dict[str, FileRecord],
+                      moved: bool = False) -> list[PlannedFile]:
         """The files to send: all but those the manifest holds as verified, unchanged (size, mtime; sha256
-        when cheap) and that the stack lists with their size now."""
+        when cheap) and that the stack lists with their size now (for a moved source: all it lists so)."""
+        if moved:
+            listed = self._listing(repos, {f.dest.rsplit("/", 1)[0] for f in plan.files})
+            todo = [f for f in plan.files if listed.get(f.dest) != f.size]
+            self.result.skipped = len(plan.files) - len(todo)
+            self.result.lost = [f.dest for f in todo]
+            return todo
         done = [f for f in plan.files if is_done(records.get(f.dest), f.size, f.mtime_ns)]
         if done and (self.opts.verify == "full" or sum(f.size for f in done) <= REHASH_BYTES):
             with concurrent.futures.ThreadPoolExecutor(max(1, self.opts.jobs)) as pool:

@@ -296,6 +296,12 @@ def test_a_manifest_that_lies_is_not_trusted_the_stacks_listing_decides(tmp_path
     assert sorted(again.result.lost) == lost and again.result.skipped == 2 and len(fake_stack) == 4
     _mover(tmp_path)._finish(_StackStub(), plan, manifest, None, already=True)
     manifest.close()
+    del fake_stack[lost[0]]
+    elsewhere = Manifest(tmp_path / "other.sqlite", "https://stack.example")  # a moved source, another machine
+    repair = _mover(tmp_path)
+    assert repair._upload(_StackStub(), plan, elsewhere, moved=True) == 1, "what the stack lists stays"
+    assert repair.result.lost == [lost[0]] and len(fake_stack) == 4
+    elsewhere.close()
 
 
 def test_a_same_size_edit_with_mtime_kept_is_sent_again(tmp_path, fake_stack):

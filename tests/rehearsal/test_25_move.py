@@ -280,7 +280,22 @@ def _walk(client, run_id: str, path: str | None = None) -> list[str]:
 
 
 def test_a_second_move_is_refused_and_finish_confirms(stack, variant, source, tmp_path):
+    """The manifest is no proof: files the bucket lost after the move are reported by --finish (exit 4) and
+    sent again by a rerun; then a second move is refused and --finish confirms."""
     db = str(source["db"])
+    lost = sorted(d for d in source["files"] if "/many/" in d)[:2]
+    s3 = stack.s3.client("s3")
+    for dest in lost:
+        s3.delete_object(Bucket=stack.s3.bucket, Key=f"team/{dest}")
+    done = _move(variant, db, "--to", variant.tracking_uri, "--finish")
+    assert done.returncode == 4 and "2 artifact file(s)" in done.stderr, done.stderr
+    assert all(d in done.stderr for d in lost)
+    result = tmp_path / "repair.json"
+    done = _move(variant, db, "--to", variant.tracking_uri, "--json", str(result))
+    assert done.returncode == 0, done.stderr
+    repaired = json.loads(result.read_text())
+    assert repaired["status"] == "repaired" and sorted(repaired["lost"]) == lost and repaired["uploaded"] == 2
+    assert {f"team/{d}" for d in lost} <= set(_objects(stack))
     done = _move(variant, db, "--to", variant.tracking_uri, "--database-uri-env", DB_ENV, database=_db_uri(stack))
     assert done.returncode == 3 and "already holds this source" in done.stderr, done.stderr
     result = tmp_path / "finish.json"
