@@ -14,8 +14,9 @@ For each repetition and each tool, in turn (the order alternates, so drift hits 
 rehearsal stack (rehearsal.launcher, as bench/artifacts.py starts it: PostgreSQL, moto as the S3 stand-in,
 the schema and auth steps; then one MLflow server and its Nginx) rendered with `auth.mode: mlflow` and the
 given `artifacts.transfer`; the tool runs once against it, timed (wall clock of its processes, nothing else
-in the window); then the same checker reads the stack back with MLflow's client through Nginx, as the
-stack's admin:
+in the window); then, after each tool's last repetition (every one with --check-every: it downloads the
+whole source through the stack, which takes longer than the move), the same checker reads the stack back
+with MLflow's client through Nginx, as the stack's admin:
 
 * runs and experiments: present with the source's ids? (a tool that makes new ones is matched by experiment
   and run name, so the rest can still be compared); start and end times equal; params equal; every metric
@@ -211,7 +212,10 @@ def run_export_import(args: argparse.Namespace, source: Path, variant: Variant, 
 
 
 def code_version(code: Path) -> str:
-    """The checkout's commit (and whether its work tree differs from it)."""
+    """The checkout's commit (and whether its work tree differs from it); a `git archive` export names its commit
+    in a .commit file."""
+    if (code / ".commit").exists():
+        return f"{code} {(code / '.commit').read_text().strip()}"
     commit = subprocess.run(["git", "-C", str(code), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "?"
     dirty = subprocess.run(["git", "-C", str(code), "status", "--porcelain", "--untracked-files=no", "migration"],
