@@ -25,8 +25,11 @@ another size is sent again (--finish reports it and fails).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import fcntl
 import os
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -37,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migration.errors import EXIT_OK, MigrationError, RefusedError, UsageError, VerificationError
+from migration.errors import EXIT_OK, Interrupted, MigrationError, RefusedError, UsageError, VerificationError
 from migration.manifest import UPLOADED, VERIFIED, FileRecord, Manifest, is_done, sha256_of
 from migration.moveplan import MovePlan, PlannedFile, StackLayout, apply_rewrites, normalised_dest, plan_move
 from migration.report import Reporter
@@ -63,6 +66,7 @@ class MoveOptions:
     finish: bool = False
     check: bool = False
     stack_kind: str | None = None  # local | aws | azure: which one-off step to print
+    pulumi_stack: str | None = None  # the Pulumi stack's name in the printed step (default: the kind's name)
     quiet: bool = False
 
 
@@ -92,8 +96,96 @@ class MoveResult:
         return {k: v for k, v in self.__dict__.items()}
 
 
-class Interrupted(BaseException):
-    pass
+LOCK_NAME = "lock"
+
+
+class MoveLock:
+    """An exclusive fcntl.flock, for the whole run, on SOURCE.move/lock (and on `<manifest>.lock` when
+    --manifest lies elsewhere): two moves of one source (or sharing one manifest) never overlap: the second is
+    refused, naming the first's pid. The kernel drops the lock when its holder exits, however it exits."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+        self._fds: list[int] = []
+
+    def __enter__(self) -> "MoveLock":
+        try:
+            for path in self.paths:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                    os.close(fd)
+                    raise RefusedError(f"another move of this source is running (pid {holder}; lock {path}); "
+                                       "nothing was written",
+                                       hint="wait for it to end (or stop it), then rerun: the rerun resumes") from None
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                self._fds.append(fd)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        while self._fds:
+            os.close(self._fds.pop())  # closing the descriptor releases the flock
+
+
+def lock_paths(state: Path, manifest_path: Path) -> list[Path]:
+    paths = [state / LOCK_NAME]
+    if manifest_path.parent.resolve() != state.resolve():
+        paths.append(manifest_path.with_name(manifest_path.name + ".lock"))
+    return paths
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted()
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM -> Interrupted for the whole run, as migration/cli.py does for the migration: the run unwinds, the
+    transaction rolls back, and every temporary copy (/tmp/mlflow-move-*, the migration's own) is removed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _CommitWatch(Reporter):
+    """The reporter the database step's migration gets: its "commit" phase is where the rows become the stack's.
+    SIGINT and SIGTERM are held across it (the commit is never cut short), `on_commit` runs the moment it
+    returned (the manifest marked, before the probe and the check), and a held signal is raised after."""
+
+    def __init__(self, base: Reporter, on_commit):
+        super().__init__(quiet=base.quiet, console=base.err, out=base.out)
+        self._on_commit = on_commit
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        if name != "commit" or threading.current_thread() is not threading.main_thread():
+            with super().phase(name):
+                yield
+            return
+        held: list[int] = []
+        previous = {s: signal.signal(s, lambda signum, frame: held.append(signum))
+                    for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            with super().phase(name):
+                yield
+            self._on_commit()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        if held:
+            raise KeyboardInterrupt if held[0] == signal.SIGINT else Interrupted()
 
 
 def state_dir(source: Path) -> Path:
@@ -139,80 +231,89 @@ class Move:
         self.result = MoveResult(stack=normalise_stack_uri(opts.to), verify=opts.verify)
         self._stop = threading.Event()
         self._count = threading.Lock()
+        self.committed = False  # the database step's transaction committed (the stack holds the rows)
 
     # --- the whole move ------------------------------------------------------------------------------
     def run(self) -> MoveResult:
-        from migration.source import prepare_source
         from migration.stack import Stack
 
         opts, result = self.opts, self.result
         started = time.perf_counter()
         stack = Stack(opts.to)
-        with tempfile.TemporaryDirectory(prefix="mlflow-move-") as tmp:
+        with _sigterm_interrupts(), tempfile.TemporaryDirectory(prefix="mlflow-move-") as tmp:
             db, filestore = resolve_source(opts.source, Path(tmp), self.reporter)
             state = state_dir(filestore if filestore is not None else db)
             manifest_path = Path(opts.manifest).expanduser().resolve() if opts.manifest else state / "manifest.sqlite"
             result.source, result.manifest = str(filestore or db), str(manifest_path)
-            # 1. preflight: the stack first (cheap, and the credentials are the commonest mistake)
-            self.reporter.info(f"checking the stack at {stack.uri}")
-            layout = stack.layout()
-            stack.check_admin()
-            prepared = prepare_source(db)
+            with MoveLock(lock_paths(state, manifest_path)):
+                return self._locked(stack, db, filestore, state, manifest_path, started)
+
+    def _locked(self, stack, db: Path, filestore: Path | None, state: Path, manifest_path: Path,
+                started: float) -> MoveResult:
+        from migration.source import prepare_source
+
+        opts, result = self.opts, self.result
+        # 1. preflight: the stack first (cheap, and the credentials are the commonest mistake)
+        self.reporter.info(f"checking the stack at {stack.uri}")
+        layout = stack.layout()
+        stack.check_admin()
+        prepared = prepare_source(db)
+        try:
+            plan = self._plan(prepared.path, db, filestore, layout)
+            result.seconds["preflight"] = time.perf_counter() - started
+            manifest = Manifest(manifest_path, stack.uri)
             try:
-                plan = self._plan(prepared.path, db, filestore, layout)
-                result.seconds["preflight"] = time.perf_counter() - started
-                manifest = Manifest(manifest_path, stack.uri)
-                try:
-                    done_before = manifest.step_done("database")
-                    contents = stack.contents(layout)
-                    already = _already_moved(plan, contents)
-                    if opts.finish:
-                        return self._finish(stack, plan, manifest, contents, already)
-                    if already:
-                        # the manifest is no proof: files of the moved source lost on the stack are sent again
-                        if not opts.check and self._upload(stack, plan, manifest, moved=True):
-                            result.status = "repaired"
-                            return result
-                        raise RefusedError(
-                            f"the stack already holds this source ({len(plan.experiments)} experiments, "
-                            f"{len(plan.runs)} runs, same ids): it was moved"
-                            + (" (the database step ran " + done_before + ")" if done_before else "")
-                            + ("" if opts.check else "; the stack lists every file of it") + "; nothing was written",
-                            hint="`move --finish` with the same arguments checks it")
-                    _refuse_other_data(plan, contents)
-                    rewritten = state / "rewritten.db"
-                    self._rewrite(prepared.path, plan, rewritten)
-                    db_uri = self._database_uri()
-                    if db_uri is not None:
-                        self._database_dry_run(rewritten, db_uri)
-                    if opts.check:
-                        result.status = "checked"
+                done_before = manifest.step_done("database")
+                contents = stack.contents(layout)
+                already = _already_moved(plan, contents)
+                if opts.finish:
+                    return self._finish(stack, plan, manifest, contents, already)
+                if already:
+                    # the manifest is no proof: files of the moved source lost on the stack are sent again
+                    if not opts.check and self._upload(stack, plan, manifest, moved=True):
+                        result.status = "repaired"
                         return result
-                    # 2. artifacts
-                    t = time.perf_counter()
-                    self._upload(stack, plan, manifest)
-                    result.seconds["artifacts"] = time.perf_counter() - t
-                    # 3. database
-                    if db_uri is None:
-                        result.status = "staged"
-                        result.one_off = one_off_step(opts, rewritten)
-                        return result
-                    t = time.perf_counter()
-                    try:
-                        result.database = self._database(rewritten, db_uri)
-                    except MigrationError as exc:
-                        raise _with_orphans(exc, plan, state) from exc
-                    manifest.mark_step("database", time.strftime("%Y-%m-%d %H:%M:%S"))
-                    result.seconds["database"] = time.perf_counter() - t
-                    t = time.perf_counter()
-                    self._check_on_stack(stack, plan, layout)
-                    result.seconds["check"] = time.perf_counter() - t
+                    raise RefusedError(
+                        f"the stack already holds this source ({len(plan.experiments)} experiments, "
+                        f"{len(plan.runs)} runs, same ids): it was moved"
+                        + (" (the database step ran " + done_before + ")" if done_before else "")
+                        + ("" if opts.check else "; the stack lists every file of it") + "; nothing was written",
+                        hint="`move --finish` with the same arguments checks it")
+                _refuse_other_data(plan, contents)
+                rewritten = state / "rewritten.db"
+                self._rewrite(prepared.path, plan, rewritten)
+                db_uri = self._database_uri()
+                if db_uri is not None:
+                    self._database_dry_run(rewritten, db_uri)
+                if opts.check:
+                    result.status = "checked"
                     return result
-                finally:
-                    manifest.close()
+                # 2. artifacts
+                t = time.perf_counter()
+                self._upload(stack, plan, manifest)
+                result.seconds["artifacts"] = time.perf_counter() - t
+                # 3. database
+                if db_uri is None:
+                    result.status = "staged"
+                    result.one_off = one_off_step(opts, rewritten)
+                    return result
+                t = time.perf_counter()
+                try:
+                    result.database = self._database(rewritten, db_uri, manifest)
+                except MigrationError as exc:
+                    if self.committed:  # the probe failed: the rows are the stack's, nothing is orphaned
+                        raise
+                    raise _after_failed_database(exc, plan, stack, layout, state) from exc
+                result.seconds["database"] = time.perf_counter() - t
+                t = time.perf_counter()
+                self._check_on_stack(stack, plan, layout)
+                result.seconds["check"] = time.perf_counter() - t
+                return result
             finally:
-                prepared.cleanup()
-                result.seconds["total"] = time.perf_counter() - started
+                manifest.close()
+        finally:
+            prepared.cleanup()
+            result.seconds["total"] = time.perf_counter() - started
 
     # --- 1. preflight --------------------------------------------------------------------------------
     def _plan(self, copy: Path, db: Path, filestore: Path | None, layout: StackLayout) -> MovePlan:
@@ -260,12 +361,29 @@ class Move:
         return plan
 
     def _rewrite(self, copy: Path, plan: MovePlan, rewritten: Path) -> None:
-        """The rewritten copy, kept in the move's state directory: the one-off step reads it there."""
+        """The rewritten copy, kept in the move's state directory: the one-off step reads it there. Written to a
+        name of its own (mkstemp: no other run ever writes it), synced, then renamed over rewritten.db: a reader
+        sees the old file or the new one, never a mix. Mode 0644 on that file only (a laptop with umask 077
+        would leave it 0600): the one-off container reads it as its own user (uid 10001)."""
         rewritten.parent.mkdir(parents=True, exist_ok=True)
-        partial = rewritten.with_name(rewritten.name + ".partial")
-        shutil.copyfile(copy, partial)
-        apply_rewrites(partial, plan.rewrites)
-        os.replace(partial, rewritten)
+        fd, name = tempfile.mkstemp(prefix=rewritten.name + ".", suffix=".partial", dir=rewritten.parent)
+        partial = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as out, open(copy, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+            apply_rewrites(partial, plan.rewrites)
+            with open(partial, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.chmod(partial, 0o644)
+            os.replace(partial, rewritten)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(rewritten.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def _database_uri(self) -> str | None:
         name = self.opts.database_uri_env
@@ -421,11 +539,16 @@ class Move:
             return str(path)
 
     # --- 3. database ---------------------------------------------------------------------------------
-    def _database(self, rewritten: Path, db_uri: str) -> dict:
+    def _database(self, rewritten: Path, db_uri: str, manifest: Manifest) -> dict:
+        """The migration of the rewritten copy; the manifest marks the step the moment its commit returned."""
         from migration.core import Options, migrate
 
+        def committed() -> None:
+            self.committed = True
+            manifest.mark_step("database", time.strftime("%Y-%m-%d %H:%M:%S"))
+
         self.reporter.info("database step: the existing migration of the rewritten copy (one transaction)")
-        outcome = migrate(Options(source=str(rewritten), target=db_uri), self.reporter)
+        outcome = migrate(Options(source=str(rewritten), target=db_uri), _CommitWatch(self.reporter, committed))
         self.reporter.summary(outcome)
         data = outcome.as_dict()
         return {"rows": data["rows"], "tables": {t: v["copied_rows"] for t, v in data["tables"].items()},
@@ -533,20 +656,59 @@ def _entity_folder(dest: str) -> str:
     return "/".join(parts[:i + depth])
 
 
-def _with_orphans(exc: MigrationError, plan: MovePlan, state: Path) -> MigrationError:
-    """The database step failed (another move won the race, the stack changed since the preflight, ...): the
-    files uploaded for it are referenced by no row. Their folders, exactly, in the message and in a file."""
-    folders = sorted({_entity_folder(f.dest) for f in plan.files})
+def _entity_held(folder: str, plan: MovePlan, contents) -> bool:
+    """Whether the stack holds the run, logged model or trace (else: the experiment) a folder belongs to."""
+    parts = folder.split("/")
+    i = 2 if parts[0] == "workspaces" else 0
+    kind = parts[i + 1] if len(parts) > i + 1 else ""
+    if kind == "models" and len(parts) > i + 2:
+        return parts[i + 2] in contents.logged_models
+    if kind == "traces" and len(parts) > i + 2:
+        return parts[i + 2] in contents.traces
+    if kind in plan.runs:
+        return kind in contents.runs
+    return parts[i] in contents.experiments
+
+
+def _restated(exc: MigrationError, message: str, hint: str | None) -> MigrationError:
+    """The same failure (its type and exit code) with the move's message and hint."""
+    try:
+        new = type(exc)(message, hint=hint)
+    except TypeError:  # a type whose constructor takes other arguments
+        new = MigrationError(message, hint=hint)
+        new.exit_code = exc.exit_code
+    return new
+
+
+MOVE_HINT = ("`move --check` with the same arguments says what the stack holds now; a rerun reuses every file "
+             "uploaded (the manifest, checked against the stack's listing)")
+
+
+def _after_failed_database(exc: MigrationError, plan: MovePlan, stack, layout: StackLayout,
+                           state: Path) -> MigrationError:
+    """The database step failed, nothing of it committed. The stack is listed again before anything is called
+    orphaned: if it holds this source now, another move of it committed (its rows reference these very files);
+    else only the folders of runs, logged models and traces the stack lacks are unreferenced. The hint is the
+    move's own (the migration's would say `--mode replace`: emptying the stack)."""
+    try:
+        contents = stack.contents(layout)
+    except MigrationError as again:
+        return _restated(exc, f"{exc.message}; the stack could not be listed again to tell which uploaded files "
+                              f"its rows reference ({again.message}): delete nothing", hint=MOVE_HINT)
+    if _already_moved(plan, contents):
+        return _restated(exc, f"{exc.message}; another move of this source committed: the stack holds its experiments "
+                         "and runs, and its rows reference the files uploaded; nothing is orphaned",
+                         hint="`move --finish` with the same arguments checks it")
+    folders = sorted({d for d in (_entity_folder(f.dest) for f in plan.files) if not _entity_held(d, plan, contents)})
     if not folders:
-        return exc
+        return _restated(exc, exc.message, hint=MOVE_HINT)
     listing = state / "orphans.txt"
     listing.parent.mkdir(parents=True, exist_ok=True)
     listing.write_text("".join(f"mlflow-artifacts:/{d}\n" for d in folders))
-    message = (f"{exc.message}; the artifacts uploaded for it are referenced by no row of the stack: "
-               f"{len(folders)} folder(s) ({_listing([f'mlflow-artifacts:/{d}' for d in folders], 10)}; all of "
-               f"them in {listing}): a rerun uses them, or delete them if this source is not to be moved")
-    new = type(exc)(message, hint=exc.hint)
-    return new
+    return _restated(exc, f"{exc.message}; files were uploaded for runs, logged models or traces the stack does not "
+                          f"hold (listed again just now): {len(folders)} folder(s) "
+                          f"({_listing([f'mlflow-artifacts:/{d}' for d in folders], 10)}; all of them in {listing}): "
+                          "a rerun uses them; delete them only if this source is not to be moved", hint=MOVE_HINT)
 
 
 def _size(n: int) -> str:
@@ -562,32 +724,145 @@ def _size(n: int) -> str:
 MIGRATE_FROM_ENV = "import os,sys;from migration.cli import main;sys.exit(main([sys.argv[1],os.environ[sys.argv[2]]]))"
 
 
-def one_off_step(opts: MoveOptions, rewritten: Path) -> str:
-    """The database step where the stack's database is not reachable from here: the commands per stack. No
-    password on any command line: the database URI travels in an environment variable, passed to docker by
-    name (`-e URI` reads it from the calling shell), and the migration inside reads it from its environment
-    (`python -c MIGRATE_FROM_ENV /data/mlflow.db URI`): neither the host's nor the container's process list
-    shows it."""
+STAGED_DB = "mlflow.db"
+STAGE_DIR = ".move"
+"""The rewritten copy goes to `<artifacts.prefix>/.move/<random>/mlflow.db` in the stack's bucket (aws, azure):
+under the prefix the server's role may read and write (components/render/storage.py, artifact_bucket_policy:
+objects under `<prefix>/*` only), outside MLflow's `<experiment id>/` layout, so the stack never serves it: the
+proxy refuses every artifact download, upload, presigned or multipart path that does not start with an experiment
+id (components/render/proxy.py, _refuse_empty_artifact_path: 400 before MLflow's auth runs)."""
+PULUMI_INSTANCE = "mlflow"  # the program's component name (__main__.py): local resources are mlflow-<stack>-...
+
+
+def _stage_key(token: str) -> str:
+    return f'${{PREFIX:+$PREFIX/}}{STAGE_DIR}/{token}/{STAGED_DB}'
+
+
+def _mount_source(path: Path) -> str:
+    """`--mount` takes comma-separated key=value fields (CSV): a source holding `,` or `"` is quoted as CSV
+    quotes it (a `:` needs nothing, unlike in -v)."""
+    src = f"src={path}"
+    if "," in src or '"' in src:
+        src = '"' + src.replace('"', '""') + '"'
+    return f"type=bind,{src},dst=/data/{STAGED_DB},readonly"
+
+
+def _local_step(rewritten: Path, pulumi_stack: str) -> str:
+    """The one-off container as the ops tools start theirs (ops/local_stack.py, oneoff_command; ops/oneoff.py):
+    the server's image on the stack's network, its one-off labels, the URI as a secret file (never in the
+    container's config or a process list), removed when done."""
+    from ops.local_stack import SERVER, LocalStack
+
+    prefix = f"{PULUMI_INSTANCE}-{pulumi_stack}"
+    image = "@IMAGE@"
+    stack = LocalStack(prefix=prefix, docker="docker", containers={SERVER: {"Image": image}}, network=f"{prefix}-net")
+    argv = stack.oneoff_command(["python", "-c", MIGRATE_FROM_ENV, f"/data/{STAGED_DB}", "URI"], {"URI": ""}).argv
+    argv = ["python3", *argv[1:]]
+    at = argv.index(image)
+    argv[at:at] = ["--mount", _mount_source(rewritten)]
+    command = " ".join(shlex.quote(a) for a in argv).replace(shlex.quote(image), '"$IMAGE"')
+    server = f"{prefix}-{SERVER}"
+    s = shlex.quote(pulumi_stack)
+    return (f"# no maintenance lock is taken: run it when no backup, restore or gc runs on the stack\n"
+            f"export URI=\"$(pulumi stack output database_uri --show-secrets -s {s})\"\n"
+            f"IMAGE=\"$(docker inspect --format '{{{{.Image}}}}' {server})\"  # the image the server runs: its "
+            "mlflowVersion\n"
+            f"{command}\n"
+            "unset URI")
+
+
+def _aws_step(rewritten: Path, pulumi_stack: str, token: str) -> str:
+    s = shlex.quote(pulumi_stack)
+    download = ("python -c \"import boto3,os;e=os.environ;boto3.client('s3').download_file(e['MOVE_BUCKET'],"
+                f"e['MOVE_KEY'],'/tmp/{STAGED_DB}')\"")
+    script = f"{download} && python -c \"{MIGRATE_FROM_ENV}\" /tmp/{STAGED_DB} MLFLOW_BACKEND_STORE_URI"
+    overrides = ('{containerOverrides: [{name: "mlflow-server", command: ["sh", "-c", $c], environment: '
+                 '[{name: "MOVE_BUCKET", value: $b}, {name: "MOVE_KEY", value: $k}]}]}')
+    return (f"BUCKET=\"$(pulumi stack output bucket -s {s})\"\n"
+            f"CLUSTER=\"$(pulumi stack output cluster -s {s})\"\n"
+            f"NETWORK=\"$(pulumi stack output run_task_network -s {s})\"\n"
+            f"PREFIX=\"$(pulumi config get --path mlflow:artifacts.prefix -s {s} 2>/dev/null || true)\"\n"
+            f"KEY=\"{_stage_key(token)}\"  # inside the task role's prefix, never served (no experiment id)\n"
+            f"aws s3 cp {shlex.quote(str(rewritten))} \"s3://$BUCKET/$KEY\"\n"
+            f"SCRIPT={shlex.quote(script)}\n"
+            "TASK=\"$(aws ecs run-task --cluster \"$CLUSTER\" --task-definition \"$CLUSTER-mlflow-server\" "
+            "--launch-type FARGATE \\\n"
+            "  --network-configuration \"$NETWORK\" --started-by mlflow-move --query 'tasks[0].taskArn' --output text "
+            "\\\n"
+            f"  --overrides \"$(jq -n --arg c \"$SCRIPT\" --arg b \"$BUCKET\" --arg k \"$KEY\" '{overrides}')\")\"\n"
+            "aws ecs wait tasks-stopped --cluster \"$CLUSTER\" --tasks \"$TASK\"  # up to 10 minutes: repeat it if "
+            "it times out\n"
+            "aws ecs describe-tasks --cluster \"$CLUSTER\" --tasks \"$TASK\" "
+            "--query 'tasks[0].containers[?name==`mlflow-server`].exitCode' --output text  # 0: committed\n"
+            f"# its output: aws logs tail \"$(pulumi stack output log_group -s {s})\"\n"
+            "aws s3 rm \"s3://$BUCKET/$KEY\"\n"
+            "# the bucket is versioned: the rm leaves a noncurrent version, deleted by the lifecycle rule "
+            "expire-noncurrent-versions\n"
+            "# after aws.noncurrentVersionExpirationDays (default 90; 0 or null: kept). To delete it now:\n"
+            "# aws s3api list-object-versions --bucket \"$BUCKET\" --prefix \"$KEY\" --query "
+            "'[Versions,DeleteMarkers][].VersionId' --output text | tr '\\t' '\\n' | while read -r v; do\n"
+            "#   [ \"$v\" = None ] || aws s3api delete-object --bucket \"$BUCKET\" --key \"$KEY\" --version-id \"$v\"; "
+            "done")
+
+
+def _azure_step(rewritten: Path, pulumi_stack: str, token: str) -> str:
+    """A Container Apps job of the server's image, identity and environment, made from a spec file: `az
+    containerapp job create --args -c ...` is refused by az's own parser (a value starting with `-`:
+    Azure/azure-cli#27011, microsoft/azure-container-apps#976), and `az containerapp exec --command` runs its
+    string as one executable (microsoft/azure-container-apps#1029). The database URI reaches the job as a
+    secret of its own (MLFLOW_BACKEND_STORE_URI=secretref), written into the spec file (mode 0600, removed),
+    never onto a command line."""
+    s = shlex.quote(pulumi_stack)
+    download = ("python -c \"import os;from azure.identity import DefaultAzureCredential as C;from azure.storage.blob "
+                "import BlobClient as B;e=os.environ;B('https://'+e['MOVE_ACCOUNT']+'.blob.core.windows.net',"
+                f"e['MOVE_CONTAINER'],e['MOVE_KEY'],credential=C()).download_blob().readinto(open('/tmp/{STAGED_DB}',"
+                "'wb'))\"")
+    script = f"{download} && python -c \"{MIGRATE_FROM_ENV}\" /tmp/{STAGED_DB} MLFLOW_BACKEND_STORE_URI"
+    spec = ('($app.properties.template.containers[] | select(.name == "mlflow-server")) as $server | '
+            '{location: $app.location, identity: {type: "UserAssigned", userAssignedIdentities: '
+            '($app.identity.userAssignedIdentities | map_values({}))}, properties: {environmentId: '
+            '$app.properties.environmentId, configuration: {triggerType: "Manual", replicaTimeout: 86400, '
+            'replicaRetryLimit: 0, manualTriggerConfig: {parallelism: 1, replicaCompletionCount: 1}, '
+            'secrets: [{name: "backend-uri", value: input}], registries: $app.properties.configuration.registries}, '
+            'template: {containers: [{name: "mlflow-move", image: $server.image, command: ["sh", "-c", $c], '
+            'resources: $server.resources, env: ([$server.env[] | select(.name == "AZURE_CLIENT_ID")] + '
+            '[{name: "MLFLOW_BACKEND_STORE_URI", secretRef: "backend-uri"}, {name: "MOVE_ACCOUNT", value: $a}, '
+            '{name: "MOVE_CONTAINER", value: $b}, {name: "MOVE_KEY", value: $k}])}]}}}')
+    job = f"mlflow-move-{token}"
+    return (f"RG=\"$(pulumi stack output resource_group -s {s})\"\n"
+            f"ACCOUNT=\"$(pulumi stack output storage_account -s {s})\"\n"
+            f"CONTAINER=\"$(pulumi stack output bucket -s {s})\"\n"
+            f"PREFIX=\"$(pulumi config get --path mlflow:artifacts.prefix -s {s} 2>/dev/null || true)\"\n"
+            f"KEY=\"{_stage_key(token)}\"  # never served (no experiment id)\n"
+            "az storage blob upload --auth-mode login --account-name \"$ACCOUNT\" --container-name \"$CONTAINER\" "
+            f"--name \"$KEY\" --file {shlex.quote(str(rewritten))}\n"
+            "APP=\"$(az containerapp show -g \"$RG\" -n mlflow-server -o json)\"\n"
+            f"SCRIPT={shlex.quote(script)}\n"
+            "SPEC=\"$(umask 077; mktemp)\"\n"
+            f"pulumi stack output database_uri --show-secrets -s {s} | jq -Rn --argjson app \"$APP\" --arg c "
+            "\"$SCRIPT\" \\\n"
+            f"  --arg a \"$ACCOUNT\" --arg b \"$CONTAINER\" --arg k \"$KEY\" {shlex.quote(spec)} > \"$SPEC\"\n"
+            f"az containerapp job create -g \"$RG\" -n {job} --yaml \"$SPEC\"; rm -f \"$SPEC\"\n"
+            f"az containerapp job start -g \"$RG\" -n {job}\n"
+            f"az containerapp job execution list -g \"$RG\" -n {job} --query '[0].properties.status' -o tsv  "
+            "# repeat until Succeeded (committed) or Failed\n"
+            f"az containerapp job delete -g \"$RG\" -n {job} --yes\n"
+            "az storage blob delete --auth-mode login --account-name \"$ACCOUNT\" --container-name \"$CONTAINER\" "
+            "--name \"$KEY\"")
+
+
+def one_off_step(opts: MoveOptions, rewritten: Path, token: str | None = None) -> str:
+    """The database step where the stack's database is not reachable from here: the commands per stack, every
+    name read from `pulumi stack output` (of --pulumi-stack, default: the kind's own stack name). No password on
+    any command line: the migration inside reads the URI from its environment (`python -c MIGRATE_FROM_ENV
+    FILE VARIABLE`), which a secret file (local) or the task's or job's secret env fills."""
     stack = normalise_stack_uri(opts.to)
+    token = token or secrets.token_hex(6)
     me = f"python -m migration move {shlex.quote(opts.source)} --to {shlex.quote(stack)} --finish"
-    code = MIGRATE_FROM_ENV
-    local = ("export URI=\"$(pulumi stack output database_uri --show-secrets -s local)\"\n"
-             f"docker run --rm --network mlflow-local-net -v {shlex.quote(f'{rewritten}:/data/mlflow.db:ro')} "
-             "-e URI \\\n"
-             f"  mlflow-platform/mlflow-server:3.17.2 python -c '{code}' /data/mlflow.db URI\n"
-             "unset URI")
-    aws = (f"aws s3 cp {shlex.quote(str(rewritten))} \"s3://$(pulumi stack output bucket -s aws)/import/mlflow.db\"\n"
-           "# then, with run() from the README's aws one-off section:\n"
-           "run \"python -c \\\"import boto3; boto3.client('s3').download_file('$BUCKET', 'import/mlflow.db', "
-           f"'/tmp/mlflow.db')\\\" && python -c \\\"{code}\\\" /tmp/mlflow.db MLFLOW_BACKEND_STORE_URI\"")
-    azure = (f"az storage blob upload --auth-mode login --account-name <storage account> --container-name "
-             f"<artifacts container> --name import/mlflow.db --file {shlex.quote(str(rewritten))}\n"
-             "az containerapp exec -g <resource group> -n mlflow-server --command \"sh -c '...download "
-             "import/mlflow.db to /tmp/mlflow.db with azure.storage.blob and the app identity... && "
-             f"python -c \\\"{code}\\\" /tmp/mlflow.db MLFLOW_BACKEND_STORE_URI'\"")
-    kinds = {"local": local, "aws": aws, "azure": azure}
+    kinds = {"local": lambda n: _local_step(rewritten, n), "aws": lambda n: _aws_step(rewritten, n, token),
+             "azure": lambda n: _azure_step(rewritten, n, token)}
     chosen = [opts.stack_kind] if opts.stack_kind else list(kinds)
-    body = "\n\n".join(f"# {k}:\n{kinds[k]}" for k in chosen)
+    body = "\n\n".join(f"# {k}:\n{kinds[k](opts.pulumi_stack or k)}" for k in chosen)
     return f"{body}\n\n# then, to check the stack:\n{me}"
 
 

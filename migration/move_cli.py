@@ -19,9 +19,10 @@ exit codes: 0 moved (or checked, or staged: the database step printed, or finish
 a moved source lost on the stack sent again); 1 failed (the stack
 unreachable, or an error; uploaded files stay in the manifest for the rerun); 2 bad arguments;
 3 refused (missing files, links out of the artifact root, names the stack cannot carry, credentials, a
-stack holding data of its own or this source already), nothing written; 4 verification failed (--finish:
-files not on the stack); 5 committed and verified, but the MLflow probe failed; 130 interrupted
-(the rerun resumes).
+stack holding data of its own or this source already, another move of this source running), nothing
+written; 4 verification failed (--finish: files not on the stack); 5 committed and verified, but the MLflow
+probe failed; 130 interrupted (the rerun resumes; after the database step committed: it says so, and
+--finish checks it).
 """
 
 
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "runs here (else its one-off command for the stack is printed)")
     p.add_argument("--stack", dest="stack_kind", choices=("local", "aws", "azure"),
                    help="which stack's one-off database step to print (default: all three)")
+    p.add_argument("--pulumi-stack", metavar="NAME",
+                   help="the Pulumi stack the printed step reads its names from (`pulumi stack output -s NAME`; "
+                        "default: local, aws or azure, as --stack)")
     p.add_argument("--jobs", type=int, default=8, help="parallel uploads (default: %(default)s)")
     p.add_argument("--verify", choices=("size", "full"), default="size",
                    help="after upload: size (default: the stack lists each file with its size) or full (read "
@@ -96,14 +100,21 @@ def main(argv: list[str]) -> int:
     opts = MoveOptions(source=args.source, to=to, artifacts=args.artifacts, manifest=args.manifest,
                        jobs=args.jobs, verify=args.verify, allow_missing=args.allow_missing,
                        database_uri_env=args.database_uri_env, finish=args.finish, check=args.check,
-                       stack_kind=args.stack_kind, quiet=args.quiet)
+                       stack_kind=args.stack_kind, pulumi_stack=args.pulumi_stack, quiet=args.quiet)
     move = Move(opts, reporter)
     try:
         result = move.run()
     except (KeyboardInterrupt, Interrupted):
-        reporter.err.print("error: interrupted; files verified so far are in the manifest, the rerun resumes; the "
-                           "database step, if it had started, was rolled back", markup=False)
-        _write_json(args.json, {**move.result.as_dict(), "status": "interrupted"})
+        if move.committed:
+            reporter.err.print("error: interrupted after the database step committed: the stack holds the source's "
+                               "rows (the manifest says so); `move --finish` with the same arguments checks it",
+                               markup=False)
+            _write_json(args.json, {**move.result.as_dict(), "status": "committed", "interrupted": True})
+        else:
+            reporter.err.print("error: interrupted; nothing of the database step was committed (rolled back, if it "
+                               "had started); files verified so far are in the manifest, the rerun resumes",
+                               markup=False)
+            _write_json(args.json, {**move.result.as_dict(), "status": "interrupted"})
         return 130
     except MigrationError as exc:
         reporter.err.print(f"error: {redact(str(exc), secrets)}", markup=False, style="red")

@@ -392,7 +392,8 @@ def test_credentials_in_to_are_refused_and_never_printed(tmp_path, capsys):
 
 
 def test_the_printed_database_step_puts_no_password_on_a_command_line(tmp_path):
-    """Finding 5: `-e URI` passes the variable by name, and the migration reads it from its environment."""
+    """Finding 5: the local step passes the URI as a secret file (ops/oneoff.py: never in the container's config
+    or a process list), and the migration reads it from its environment."""
     import os
     import shlex
     import subprocess
@@ -402,12 +403,13 @@ def test_the_printed_database_step_puts_no_password_on_a_command_line(tmp_path):
 
     step = one_off_step(MoveOptions(source="./mlflow.db", to="https://Stack.example/"), Path("/x/rewritten.db"))
     assert 'URI="$(' not in step.split("export URI=")[1].split("\n", 1)[1], "no value after the export"
-    assert "-e URI \\" in step and "--to https://stack.example --finish" in step
+    assert "--to https://stack.example --finish" in step
     assert "$MLFLOW_BACKEND_STORE_URI" not in step and '"$URI"' not in step
     local = step.split("# local:\n")[1].split("\n\n")[0]
-    docker = " ".join(line.rstrip("\\") for line in local.splitlines() if not line.startswith(("export", "unset")))
-    argv = shlex.split(docker)
-    assert argv[argv.index("-c") + 1:] == [MIGRATE_FROM_ENV, "/data/mlflow.db", "URI"]
+    command = local[local.rindex("\n", 0, local.index("oneoff.py")) + 1:local.index("\nunset URI")]
+    argv = shlex.split(command.replace('"$IMAGE"', "IMAGE"))
+    assert "URI_FILE=/run/secrets/URI" in argv and argv[argv.index("--") - 1] == "URI", "URI: a secret file"
+    assert argv[-3:] == [MIGRATE_FROM_ENV, "/data/mlflow.db", "URI"] and "URI=" not in " ".join(argv[:-3])
     # the code the container runs: the migration, its target read from the environment (here: refused source)
     env = {**os.environ, "URI": "postgresql://u:s3cret-pw@127.0.0.1:1/db", "PYTHONPATH": str(Path.cwd())}
     done = subprocess.run([sys.executable, "-c", MIGRATE_FROM_ENV, str(tmp_path / "none.db"), "URI"],
@@ -498,21 +500,6 @@ def test_a_stack_with_runs_models_or_traces_of_its_own_is_refused(tmp_path, fiel
     assert not _already_moved(plan, contents)
     with pytest.raises(RefusedError, match=f"1 {what.replace('(', '[(]').replace(')', '[)]')}"):
         _refuse_other_data(plan, contents)
-
-
-def test_a_failed_database_step_lists_the_orphans_exactly(tmp_path):
-    """Finding 7: two concurrent moves: the database step's lock decides; the loser names what it uploaded."""
-    from migration.errors import RefusedError
-    from migration.move import _with_orphans
-
-    db, root = _laptop(tmp_path, str)
-    plan = plan_move(db, root, StackLayout(), base=tmp_path)
-    exc = _with_orphans(RefusedError("the target holds user data"), plan, tmp_path / "state")
-    run, model = "a" * 32, "m-" + "c" * 32
-    expected = [f"mlflow-artifacts:/1/{run}/artifacts", f"mlflow-artifacts:/1/models/{model}/artifacts"]
-    assert isinstance(exc, RefusedError) and exc.message.startswith("the target holds user data")
-    assert all(e in exc.message for e in expected)
-    assert (tmp_path / "state" / "orphans.txt").read_text().split() == sorted(expected)
 
 
 def test_local_folders_outside_the_artifact_root_are_moved_too(tmp_path):
