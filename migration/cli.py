@@ -1,4 +1,5 @@
-"""`python -m migration SOURCE TARGET [options]` (also installed as `mlflow-migrate`)."""
+"""`python -m migration SOURCE TARGET [options]` (also installed as `mlflow-migrate`);
+`python -m migration move SOURCE --to TRACKING_URI` moves a laptop's MLflow into a stack (move_cli.py)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m migration",
         description="Copy an MLflow SQLite database into PostgreSQL: one transaction, verified before commit, "
-                    "MLflow probed after.",
+                    "MLflow probed after. `python -m migration move --help`: a laptop's database and artifacts "
+                    "into a running stack.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("source", metavar="SOURCE", help="SQLite file path or sqlite:///PATH URI (never modified)")
@@ -72,6 +74,11 @@ class _RedactingFilter(logging.Filter):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["move"]:  # `python -m migration move SOURCE --to URI`: migration/move_cli.py
+        from migration.move_cli import main as move_main
+
+        return move_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     probe = None

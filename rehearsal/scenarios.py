@@ -96,6 +96,10 @@ SCENARIOS: tuple[Scenario, ...] = (
              config={"artifacts": {"prefix": "team/mlflow", "transfer": "direct"}, "server": ONE_WORKER},
              artifacts="azurite",
              variants={"azure": {}}),
+    Scenario(25, "move", "a laptop's MLflow (sqlite:///mlflow.db + ./mlruns, made by MLflow) moved into the stack "
+             "in auth.mode mlflow by `python -m migration move`: artifacts byte for byte in the server's own layout, "
+             "the registry alias loads, an interrupted move resumes; refusals",
+             config={"auth": {"mode": "mlflow"}, "artifacts": {"prefix": "team"}, "server": ONE_WORKER}),
 )
 
 BY_NAME: dict[str, Scenario] = {scenario.name: scenario for scenario in SCENARIOS}

@@ -1,0 +1,869 @@
+"""`python -m migration move SOURCE --to TRACKING_URI`: a laptop's MLflow (database and artifacts) into a stack.
+
+The order, so that nothing is half-written and a rerun resumes:
+ 1. preflight, writing nothing on the stack: the source copied privately (upgraded to MLflow's head), every
+    artifact location classified (under the artifact root: moved; elsewhere: left and listed), missing files
+    listed (refused unless --allow-missing), the stack reachable, the credentials accepted (an admin in
+    auth.mode mlflow), and the stack holding none of the source's experiments or other data of its own (the
+    database step keeps ids, and refuses such a target anyway); with the database reachable, the database
+    step's own dry run on the rewritten copy.
+ 2. artifacts, uploaded through the stack's artifact API (MLflow's repository for `mlflow-artifacts:/`: auth,
+    the proxy, multipart/presigned transfers where the stack has them), --jobs in parallel, each file
+    recorded in the manifest once the stack lists it with its size (read back and hashed with --verify
+    full). Before the database: until the rows exist nobody sees these files, and no run is ever visible
+    with its artifacts half there. Files of experiments the stack does not hold yet may be written only by
+    an admin (MLflow's auth app judges the artifact path by its experiment id).
+ 3. the database: the existing migration of the rewritten copy (one transaction, ids kept), run here when
+    --database-uri-env names a variable holding the PostgreSQL URI, else printed as the stack's one-off step;
+    then `move --finish` checks the stack.
+
+The manifest is a cache, never the proof: before the database step (and in --finish, and when the stack
+already holds the source) every destination folder is listed on the stack, and a file missing there or of
+another size is sent again (--finish reports it and fails).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import fcntl
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import sqlite3
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from migration.errors import EXIT_OK, Interrupted, MigrationError, RefusedError, UsageError, VerificationError
+from migration.manifest import UPLOADED, VERIFIED, FileRecord, Manifest, is_done, sha256_of
+from migration.moveplan import MovePlan, PlannedFile, StackLayout, apply_rewrites, normalised_dest, plan_move
+from migration.report import Reporter
+from migration.stack import normalise_stack_uri
+
+STATE_SUFFIX = ".move"
+# On a resume, files the manifest holds as verified are hashed again (sha256) when they total at most this
+# much (reading them locally costs far less than sending them); above it, size and mtime decide, plus the
+# stack's listing (--verify full always hashes them).
+REHASH_BYTES = 4 << 30
+
+
+@dataclass
+class MoveOptions:
+    source: str
+    to: str
+    artifacts: str | None = None
+    manifest: str | None = None
+    jobs: int = 4
+    verify: str = "size"  # size | full
+    allow_missing: bool = False
+    database_uri_env: str | None = None
+    finish: bool = False
+    check: bool = False
+    stack_kind: str | None = None  # local | aws | azure: which one-off step to print
+    pulumi_stack: str | None = None  # the Pulumi stack's name in the printed step (default: the kind's name)
+    quiet: bool = False
+
+
+@dataclass
+class MoveResult:
+    status: str = "moved"  # moved | checked | staged | finished | repaired
+    source: str = ""
+    stack: str = ""
+    artifacts_dir: str = ""
+    manifest: str = ""
+    files: int = 0
+    bytes: int = 0
+    uploaded: int = 0
+    uploaded_bytes: int = 0
+    skipped: int = 0  # verified earlier, per the manifest, and listed on the stack with their size
+    lost: list[str] = field(default_factory=list)  # verified earlier per the manifest, but not on the stack
+    verified: int = 0
+    verify: str = "size"
+    rewritten: dict[str, int] = field(default_factory=dict)
+    left: list[dict] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    database: dict | None = None
+    one_off: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+LOCK_NAME = "lock"
+
+
+class MoveLock:
+    """An exclusive fcntl.flock, for the whole run, on SOURCE.move/lock (and on `<manifest>.lock` when
+    --manifest lies elsewhere): two moves of one source (or sharing one manifest) never overlap: the second is
+    refused, naming the first's pid. The kernel drops the lock when its holder exits, however it exits."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+        self._fds: list[int] = []
+
+    def __enter__(self) -> "MoveLock":
+        try:
+            for path in self.paths:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                    os.close(fd)
+                    raise RefusedError(f"another move of this source is running (pid {holder}; lock {path}); "
+                                       "nothing was written",
+                                       hint="wait for it to end (or stop it), then rerun: the rerun resumes") from None
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                self._fds.append(fd)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        while self._fds:
+            os.close(self._fds.pop())  # closing the descriptor releases the flock
+
+
+def lock_paths(state: Path, manifest_path: Path) -> list[Path]:
+    paths = [state / LOCK_NAME]
+    if manifest_path.parent.resolve() != state.resolve():
+        paths.append(manifest_path.with_name(manifest_path.name + ".lock"))
+    return paths
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted()
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM -> Interrupted for the whole run, as migration/cli.py does for the migration: the run unwinds, the
+    transaction rolls back, and every temporary copy (/tmp/mlflow-move-*, the migration's own) is removed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _CommitWatch(Reporter):
+    """The reporter the database step's migration gets: its "commit" phase is where the rows become the stack's.
+    SIGINT and SIGTERM are held across it (the commit is never cut short), `on_commit` runs the moment it
+    returned (the manifest marked, before the probe and the check), and a held signal is raised after."""
+
+    def __init__(self, base: Reporter, on_commit):
+        super().__init__(quiet=base.quiet, console=base.err, out=base.out)
+        self._on_commit = on_commit
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        if name != "commit" or threading.current_thread() is not threading.main_thread():
+            with super().phase(name):
+                yield
+            return
+        held: list[int] = []
+        previous = {s: signal.signal(s, lambda signum, frame: held.append(signum))
+                    for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            with super().phase(name):
+                yield
+            self._on_commit()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        if held:
+            raise KeyboardInterrupt if held[0] == signal.SIGINT else Interrupted()
+
+
+def state_dir(source: Path) -> Path:
+    return source.parent / (source.name + STATE_SUFFIX)
+
+
+def resolve_source(source: str, workdir: Path, reporter: Reporter) -> tuple[Path, Path | None]:
+    """The SQLite file to read, and the FileStore directory it was made from (None for a database source)."""
+    from migration.uris import source_path
+
+    raw = Path(source[len("file://"):] if source.startswith("file://") else source).expanduser()
+    if not source.startswith("sqlite:") and raw.is_dir():
+        return _from_filestore(raw.resolve(), workdir, reporter), raw.resolve()
+    return source_path(source), None
+
+
+def _from_filestore(directory: Path, workdir: Path, reporter: Reporter) -> Path:
+    """A FileStore `mlruns` directory, turned into a private SQLite database by MLflow's own
+    `mlflow migrate-filestore` (its --source is the directory holding the experiments)."""
+    import subprocess
+    import sys
+
+    if not any(p.name == "meta.yaml" for p in directory.glob("*/meta.yaml")):
+        raise UsageError(f"{str(directory)!r} is no FileStore directory (no <experiment>/meta.yaml in it)")
+    db = workdir / "filestore.db"
+    if db.exists():
+        db.unlink()
+    reporter.info(f"turning the FileStore {directory} into SQLite with `mlflow migrate-filestore`")
+    done = subprocess.run([sys.executable, "-m", "mlflow", "migrate-filestore", "--source", str(directory),
+                           "--target", f"sqlite:///{db}", "--no-progress"], capture_output=True, text=True)
+    if done.returncode != 0 or not db.exists():
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise RefusedError(f"`mlflow migrate-filestore` could not read {str(directory)!r}: {tail[0]}",
+                           hint=f"run `mlflow migrate-filestore --source {directory} --target sqlite:///mlflow.db` "
+                                "yourself and move mlflow.db")
+    return db
+
+
+class Move:
+    def __init__(self, opts: MoveOptions, reporter: Reporter):
+        self.opts = opts
+        self.reporter = reporter
+        self.result = MoveResult(stack=normalise_stack_uri(opts.to), verify=opts.verify)
+        self._stop = threading.Event()
+        self._count = threading.Lock()
+        self.committed = False  # the database step's transaction committed (the stack holds the rows)
+
+    # --- the whole move ------------------------------------------------------------------------------
+    def run(self) -> MoveResult:
+        from migration.stack import Stack
+
+        opts, result = self.opts, self.result
+        started = time.perf_counter()
+        stack = Stack(opts.to)
+        with _sigterm_interrupts(), tempfile.TemporaryDirectory(prefix="mlflow-move-") as tmp:
+            db, filestore = resolve_source(opts.source, Path(tmp), self.reporter)
+            state = state_dir(filestore if filestore is not None else db)
+            manifest_path = Path(opts.manifest).expanduser().resolve() if opts.manifest else state / "manifest.sqlite"
+            result.source, result.manifest = str(filestore or db), str(manifest_path)
+            with MoveLock(lock_paths(state, manifest_path)):
+                return self._locked(stack, db, filestore, state, manifest_path, started)
+
+    def _locked(self, stack, db: Path, filestore: Path | None, state: Path, manifest_path: Path,
+                started: float) -> MoveResult:
+        from migration.source import prepare_source
+
+        opts, result = self.opts, self.result
+        # 1. preflight: the stack first (cheap, and the credentials are the commonest mistake)
+        self.reporter.info(f"checking the stack at {stack.uri}")
+        layout = stack.layout()
+        stack.check_admin()
+        prepared = prepare_source(db)
+        try:
+            plan = self._plan(prepared.path, db, filestore, layout)
+            result.seconds["preflight"] = time.perf_counter() - started
+            manifest = Manifest(manifest_path, stack.uri)
+            try:
+                done_before = manifest.step_done("database")
+                contents = stack.contents(layout)
+                already = _already_moved(plan, contents)
+                if opts.finish:
+                    return self._finish(stack, plan, manifest, contents, already)
+                if already:
+                    # the manifest is no proof: files of the moved source lost on the stack are sent again
+                    if not opts.check and self._upload(stack, plan, manifest, moved=True):
+                        result.status = "repaired"
+                        return result
+                    raise RefusedError(
+                        f"the stack already holds this source ({len(plan.experiments)} experiments, "
+                        f"{len(plan.runs)} runs, same ids): it was moved"
+                        + (" (the database step ran " + done_before + ")" if done_before else "")
+                        + ("" if opts.check else "; the stack lists every file of it") + "; nothing was written",
+                        hint="`move --finish` with the same arguments checks it")
+                _refuse_other_data(plan, contents)
+                rewritten = state / "rewritten.db"
+                self._rewrite(prepared.path, plan, rewritten)
+                db_uri = self._database_uri()
+                if db_uri is not None:
+                    self._database_dry_run(rewritten, db_uri)
+                if opts.check:
+                    result.status = "checked"
+                    return result
+                # 2. artifacts
+                t = time.perf_counter()
+                self._upload(stack, plan, manifest)
+                result.seconds["artifacts"] = time.perf_counter() - t
+                # 3. database
+                if db_uri is None:
+                    result.status = "staged"
+                    result.one_off = one_off_step(opts, rewritten)
+                    return result
+                t = time.perf_counter()
+                try:
+                    result.database = self._database(rewritten, db_uri, manifest)
+                except MigrationError as exc:
+                    if self.committed:  # the probe failed: the rows are the stack's, nothing is orphaned
+                        raise
+                    raise _after_failed_database(exc, plan, stack, layout, state) from exc
+                result.seconds["database"] = time.perf_counter() - t
+                t = time.perf_counter()
+                self._check_on_stack(stack, plan, layout)
+                result.seconds["check"] = time.perf_counter() - t
+                return result
+            finally:
+                manifest.close()
+        finally:
+            prepared.cleanup()
+            result.seconds["total"] = time.perf_counter() - started
+
+    # --- 1. preflight --------------------------------------------------------------------------------
+    def _plan(self, copy: Path, db: Path, filestore: Path | None, layout: StackLayout) -> MovePlan:
+        from migration.locations import default_artifact_dir
+
+        opts, result = self.opts, self.result
+        if opts.artifacts:
+            artifacts_dir = Path(opts.artifacts).expanduser().absolute()
+        elif filestore is not None:
+            artifacts_dir = filestore
+        else:
+            conn = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+            try:
+                locations = [r[0] for r in conn.execute("SELECT artifact_location FROM experiments") if r[0]]
+            finally:
+                conn.close()
+            artifacts_dir = default_artifact_dir(locations, base=db.parent)
+        result.artifacts_dir = str(artifacts_dir)
+        plan = plan_move(copy, artifacts_dir, layout, base=db.parent)
+        result.files, result.bytes = len(plan.files), plan.bytes
+        result.rewritten = plan.rewritten_count()
+        result.left = [{"where": x.where, "value": x.value, "reason": x.reason} for x in plan.left]
+        result.missing = list(plan.missing)
+        self.reporter.info(f"source: {len(plan.experiments)} experiments, {len(plan.runs)} runs; artifacts under "
+                           f"{artifacts_dir}: {len(plan.files):,} files, {_size(plan.bytes)}; "
+                           f"{len(plan.rewrites)} locations to rewrite, {len(plan.left)} left as they are")
+        for x in plan.left:
+            self.reporter.info(f"  left: {x.where}: {x.value} ({x.reason})")
+        if plan.unsendable:
+            raise RefusedError(f"{len(plan.unsendable)} file name(s) the stack cannot carry (MLflow's artifact API "
+                               f"and the stack's proxy refuse or change %, ?, #, control characters and names that "
+                               f"are not UTF-8): {_listing(plan.unsendable)}; nothing was written",
+                               hint="rename them on the laptop (MLflow lists a run's artifacts as they are on disk)")
+        if plan.outside_links:
+            raise RefusedError(f"{len(plan.outside_links)} link(s) point out of the artifact root (a move never "
+                               f"uploads what lies outside it): {_listing(plan.outside_links)}; nothing was written",
+                               hint="replace each link by a copy of what it points to, or remove it "
+                                    "(--allow-missing does not cover links)")
+        if plan.missing:
+            listing = _listing(plan.missing)
+            if not opts.allow_missing:
+                raise RefusedError(f"{len(plan.missing)} artifact location(s) missing on disk: {listing}; nothing was "
+                                   "written", hint="--allow-missing moves the rest (the rows keep naming them)")
+            self.reporter.info(f"missing on disk (--allow-missing): {listing}")
+        return plan
+
+    def _rewrite(self, copy: Path, plan: MovePlan, rewritten: Path) -> None:
+        """The rewritten copy, kept in the move's state directory: the one-off step reads it there. Written to a
+        name of its own (mkstemp: no other run ever writes it), synced, then renamed over rewritten.db: a reader
+        sees the old file or the new one, never a mix. Mode 0644 on that file only (a laptop with umask 077
+        would leave it 0600): the one-off container reads it as its own user (uid 10001)."""
+        rewritten.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=rewritten.name + ".", suffix=".partial", dir=rewritten.parent)
+        partial = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as out, open(copy, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+            apply_rewrites(partial, plan.rewrites)
+            with open(partial, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.chmod(partial, 0o644)
+            os.replace(partial, rewritten)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(rewritten.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _database_uri(self) -> str | None:
+        name = self.opts.database_uri_env
+        if not name:
+            return None
+        value = os.environ.get(name)
+        if not value:
+            raise UsageError(f"--database-uri-env {name}: that environment variable is not set")
+        return value
+
+    def _database_dry_run(self, rewritten: Path, db_uri: str) -> None:
+        from migration.core import Options, migrate
+
+        quiet = Reporter(quiet=True)
+        migrate(Options(source=str(rewritten), target=db_uri, dry_run=True, probe=False), quiet)
+
+    # --- 2. artifacts --------------------------------------------------------------------------------
+    def _upload(self, stack, plan: MovePlan, manifest: Manifest, moved: bool = False) -> int:
+        """Every planned file onto the stack; returns how many were sent (0: all were there already).
+        `moved`: the stack holds the source's rows already: what it lists with the right size stays, whatever
+        the manifest (perhaps none: another machine) says; the rest is sent again."""
+        from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn, TransferSpeedColumn)
+
+        opts, result = self.opts, self.result
+        records = manifest.records()
+        repos = _Repos(stack.uri)
+        todo = self._not_on_stack(repos, plan, records, moved)
+        if result.skipped:
+            self.reporter.info(f"resuming: {result.skipped:,} files already on the stack (manifest {manifest.path}, "
+                               "checked against the stack's listing)")
+        if result.lost:
+            self.reporter.info(f"{len(result.lost):,} file(s) the manifest held as verified are not on the stack "
+                               f"(or of another size): sent again, e.g. {result.lost[0]}")
+        if not todo:
+            return 0
+        progress = None
+        if not opts.quiet and self.reporter.err.is_terminal:
+            progress = Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
+                                DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                                console=self.reporter.err)
+            progress.start()
+        task = progress.add_task("artifacts", total=sum(f.size for f in todo)) if progress else None
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def stop(signum, frame):
+            self._stop.set()
+            raise Interrupted()
+
+        for s in previous:
+            signal.signal(s, stop)
+        try:
+            by_dir: dict[str, list[PlannedFile]] = {}
+            for f in todo:
+                by_dir.setdefault(f.dest.rsplit("/", 1)[0], []).append(f)
+            with concurrent.futures.ThreadPoolExecutor(max(1, opts.jobs), thread_name_prefix="upload") as pool:
+                futures = [pool.submit(self._upload_dir, repos, manifest, records, directory, files, progress, task)
+                           for directory, files in by_dir.items()]
+                try:
+                    for fut in concurrent.futures.as_completed(futures):
+                        fut.result()
+                except BaseException:
+                    self._stop.set()
+                    for fut in futures:
+                        fut.cancel()
+                    raise
+        except Interrupted:
+            raise KeyboardInterrupt from None
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if progress is not None:
+                progress.stop()
+        return len(todo)
+
+    def _not_on_stack(self, repos: "_Repos", plan: MovePlan, records: dict[str, FileRecord],
+                      moved: bool = False) -> list[PlannedFile]:
+        """The files to send: all but those the manifest holds as verified, unchanged (size, mtime; sha256
+        when cheap) and that the stack lists with their size now (for a moved source: all it lists so)."""
+        if moved:
+            listed = self._listing(repos, {f.dest.rsplit("/", 1)[0] for f in plan.files})
+            todo = [f for f in plan.files if listed.get(f.dest) != f.size]
+            self.result.skipped = len(plan.files) - len(todo)
+            self.result.lost = [f.dest for f in todo]
+            return todo
+        done = [f for f in plan.files if is_done(records.get(f.dest), f.size, f.mtime_ns)]
+        if done and (self.opts.verify == "full" or sum(f.size for f in done) <= REHASH_BYTES):
+            with concurrent.futures.ThreadPoolExecutor(max(1, self.opts.jobs)) as pool:
+                digests = list(pool.map(lambda f: sha256_of(f.source), done))
+            done = [f for f, digest in zip(done, digests) if is_done(records[f.dest], f.size, f.mtime_ns, digest)]
+        listed = self._listing(repos, {f.dest.rsplit("/", 1)[0] for f in done})
+        keep = {f.dest for f in done if listed.get(f.dest) == f.size}
+        self.result.skipped = len(keep)
+        self.result.lost = [f.dest for f in done if f.dest not in keep]
+        return [f for f in plan.files if f.dest not in keep]
+
+    def _listing(self, repos: "_Repos", directories) -> dict[str, int]:
+        """dest -> size of every file the stack lists in these destination folders (one listing each)."""
+
+        def one(directory: str) -> list[tuple[str, int]]:
+            repo, sub = repos.get(directory)
+            return [(f"{directory}/{posixpath_name(i.path)}", i.file_size)
+                    for i in repo.list_artifacts(sub or None) if not i.is_dir]
+
+        found: dict[str, int] = {}
+        with concurrent.futures.ThreadPoolExecutor(max(1, self.opts.jobs), thread_name_prefix="list") as pool:
+            for entries in pool.map(one, sorted(directories)):
+                found.update(entries)
+        return found
+
+    def _upload_dir(self, repos: "_Repos", manifest: Manifest, records: dict[str, FileRecord], directory: str,
+                    files: list[PlannedFile], progress, task) -> None:
+        """One destination directory: upload what the manifest does not hold as uploaded, then one listing
+        to compare sizes (and a read-back with --verify full); each file recorded as it is verified."""
+        repo, sub = repos.get(directory)
+        pending: list[tuple[PlannedFile, str]] = []
+        for f in files:
+            if self._stop.is_set():
+                return
+            digest = sha256_of(f.source)
+            rec = records.get(f.dest)
+            if not (rec is not None and rec.state == UPLOADED and rec.size == f.size and rec.mtime_ns == f.mtime_ns
+                    and rec.sha256 == digest):
+                repo.log_artifact(str(f.source), sub or None)
+                with self._count:
+                    self.result.uploaded += 1
+                    self.result.uploaded_bytes += f.size
+                manifest.record(FileRecord(f.dest, self._rel(f.source), f.size, f.mtime_ns, digest, UPLOADED))
+            pending.append((f, digest))
+            if progress is not None:
+                progress.advance(task, f.size)
+        listed = {posixpath_name(i.path): i.file_size for i in repo.list_artifacts(sub or None) if not i.is_dir}
+        for f, digest in pending:
+            name = f.dest.rsplit("/", 1)[-1]
+            if listed.get(name) != f.size:
+                raise VerificationError(f"after upload the stack lists {f.dest} with {listed.get(name)} bytes, not "
+                                        f"{f.size}; the manifest keeps it to upload again")
+            if self.opts.verify == "full":
+                with tempfile.TemporaryDirectory(prefix="mlflow-move-verify-") as tmp:
+                    local = Path(tmp) / name
+                    repo._download_file(f"{sub}/{name}" if sub else name, str(local))
+                    if sha256_of(local) != digest:
+                        raise VerificationError(f"{f.dest} read back from the stack differs from {f.source} "
+                                                "(sha256); the manifest keeps it to upload again")
+            manifest.record(FileRecord(f.dest, self._rel(f.source), f.size, f.mtime_ns, digest, VERIFIED))
+            with self._count:
+                self.result.verified += 1
+
+    def _rel(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.result.artifacts_dir).as_posix()
+        except ValueError:
+            return str(path)
+
+    # --- 3. database ---------------------------------------------------------------------------------
+    def _database(self, rewritten: Path, db_uri: str, manifest: Manifest) -> dict:
+        """The migration of the rewritten copy; the manifest marks the step the moment its commit returned."""
+        from migration.core import Options, migrate
+
+        def committed() -> None:
+            self.committed = True
+            manifest.mark_step("database", time.strftime("%Y-%m-%d %H:%M:%S"))
+
+        self.reporter.info("database step: the existing migration of the rewritten copy (one transaction)")
+        outcome = migrate(Options(source=str(rewritten), target=db_uri), _CommitWatch(self.reporter, committed))
+        self.reporter.summary(outcome)
+        data = outcome.as_dict()
+        return {"rows": data["rows"], "tables": {t: v["copied_rows"] for t, v in data["tables"].items()},
+                "verified": data["verified"], "probe": data["probe"]}
+
+    def _check_on_stack(self, stack, plan: MovePlan, layout: StackLayout) -> None:
+        """Through the API, after the database step: every run of the source is there."""
+        contents = stack.contents(layout)
+        absent = [r for r in plan.runs if r not in contents.runs]
+        if absent:
+            raise VerificationError(f"after the database step the stack lacks {len(absent)} run(s) of the source, "
+                                    f"e.g. {absent[0]}")
+
+    def _finish(self, stack, plan: MovePlan, manifest: Manifest, contents, already: bool) -> MoveResult:
+        """After the printed one-off step: the rows are on the stack, and every planned file verified."""
+        result = self.result
+        if not already:
+            raise RefusedError("the stack does not hold the source's runs yet: run the printed database step first "
+                               f"({len(plan.runs) - len(contents.runs & set(plan.runs))} of {len(plan.runs)} runs "
+                               "absent)")
+        listed = self._listing(_Repos(stack.uri), {f.dest.rsplit("/", 1)[0] for f in plan.files})
+        absent = [f.dest for f in plan.files if listed.get(f.dest) != f.size]
+        if absent:
+            raise VerificationError(f"{len(absent)} artifact file(s) of the source are not on the stack with their "
+                                    f"size: {_listing(absent)}",
+                                    hint="rerun the move without --finish: it sends them again")
+        result.skipped = len(plan.files)
+        result.status = "finished"
+        return result
+
+
+def posixpath_name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+class _Repos:
+    """MLflow's artifact repository per experiment folder (`mlflow-artifacts:/<id>` or `.../workspaces/<w>/<id>`),
+    with the stack as tracking URI: MLflow resolves it to the stack's artifact API with the stack's path prefix
+    (a repository at `mlflow-artifacts:/` itself would drop the prefix: MlflowArtifactsRepository.resolve_uri)."""
+
+    def __init__(self, tracking_uri: str):
+        self.tracking_uri = tracking_uri
+        self._repos: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def get(self, directory: str):
+        from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+
+        if not normalised_dest(directory) or not _HEAD.match(directory):
+            raise ValueError(f"not a destination under the stack's artifact root: {directory!r}")
+        parts = directory.split("/")
+        head_len = 3 if parts[0] == "workspaces" else 1
+        head, sub = "/".join(parts[:head_len]), "/".join(parts[head_len:])
+        with self._lock:
+            repo = self._repos.get(head)
+            if repo is None:
+                repo = self._repos[head] = MlflowArtifactsRepository(f"mlflow-artifacts:/{head}",
+                                                                     tracking_uri=self.tracking_uri)
+        return repo, sub
+
+
+def _already_moved(plan: MovePlan, contents) -> bool:
+    """Every experiment of the source on the stack by the same id and name, and every run."""
+    if not plan.runs and not [e for e in plan.experiments if e != "0"]:
+        return False
+    same = all(contents.experiments.get(e) == name for e, name in plan.experiments.items() if e != "0")
+    return same and set(plan.runs) <= contents.runs
+
+
+def _refuse_other_data(plan: MovePlan, contents) -> None:
+    """Ids are kept: a stack holding data of its own would be refused by the database step (after every
+    upload); refused here, before any: experiments (their ids are the source's ids too: both count from 1),
+    registered models, and runs, logged models or traces that are not the source's, in any experiment
+    (0 included) and any workspace."""
+    own = {e: n for e, n in contents.experiments.items() if e != "0"}
+    runs = contents.runs - set(plan.runs)
+    models = contents.logged_models - plan.logged_models
+    traces = contents.traces - plan.traces
+    if own or contents.registered_models or runs or models or traces:
+        clash = sorted(set(own) & set(plan.experiments), key=lambda x: int(x) if x.isdigit() else 0)
+        parts = ([f"{len(own)} experiment(s)" + (f" (ids {', '.join(clash[:10])} are the source's ids too)"
+                                                 if clash else "")] if own else [])
+        parts += [f"{len(x)} {what}" for x, what in ((contents.registered_models, "registered model(s)"),
+                                                     (runs, "run(s)"), (models, "logged model(s)"),
+                                                     (traces, "trace(s)")) if x]
+        raise RefusedError(f"the stack already holds data of its own: {', '.join(parts)}; a move keeps the source's "
+                           "ids and goes only into a stack without experiments, registered models, runs, logged "
+                           "models or traces of its own (experiment 0 included); nothing was written",
+                           hint="move into a new stack (or `pulumi destroy`/recreate its database)")
+
+
+_HEAD = re.compile(r"^(?:workspaces/[a-z0-9][-a-z0-9]*/)?[0-9]+(?:/|$)")
+
+
+def _listing(items: list[str], limit: int = 20) -> str:
+    return "; ".join(items[:limit]) + (f"; and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _entity_folder(dest: str) -> str:
+    """The run, logged model or trace folder a destination lies in: `1/<run>/artifacts`,
+    `1/models/<id>/artifacts`, `workspaces/<w>/1/traces/<id>/artifacts`."""
+    parts = dest.split("/")
+    i = 2 if parts[0] == "workspaces" else 0
+    depth = 4 if len(parts) > i + 1 and parts[i + 1] in ("models", "traces") else 3
+    return "/".join(parts[:i + depth])
+
+
+def _entity_held(folder: str, plan: MovePlan, contents) -> bool:
+    """Whether the stack holds the run, logged model or trace (else: the experiment) a folder belongs to."""
+    parts = folder.split("/")
+    i = 2 if parts[0] == "workspaces" else 0
+    kind = parts[i + 1] if len(parts) > i + 1 else ""
+    if kind == "models" and len(parts) > i + 2:
+        return parts[i + 2] in contents.logged_models
+    if kind == "traces" and len(parts) > i + 2:
+        return parts[i + 2] in contents.traces
+    if kind in plan.runs:
+        return kind in contents.runs
+    return parts[i] in contents.experiments
+
+
+def _restated(exc: MigrationError, message: str, hint: str | None) -> MigrationError:
+    """The same failure (its type and exit code) with the move's message and hint."""
+    try:
+        new = type(exc)(message, hint=hint)
+    except TypeError:  # a type whose constructor takes other arguments
+        new = MigrationError(message, hint=hint)
+        new.exit_code = exc.exit_code
+    return new
+
+
+MOVE_HINT = ("`move --check` with the same arguments says what the stack holds now; a rerun reuses every file "
+             "uploaded (the manifest, checked against the stack's listing)")
+
+
+def _after_failed_database(exc: MigrationError, plan: MovePlan, stack, layout: StackLayout,
+                           state: Path) -> MigrationError:
+    """The database step failed, nothing of it committed. The stack is listed again before anything is called
+    orphaned: if it holds this source now, another move of it committed (its rows reference these very files);
+    else only the folders of runs, logged models and traces the stack lacks are unreferenced. The hint is the
+    move's own (the migration's would say `--mode replace`: emptying the stack)."""
+    try:
+        contents = stack.contents(layout)
+    except MigrationError as again:
+        return _restated(exc, f"{exc.message}; the stack could not be listed again to tell which uploaded files "
+                              f"its rows reference ({again.message}): delete nothing", hint=MOVE_HINT)
+    if _already_moved(plan, contents):
+        return _restated(exc, f"{exc.message}; another move of this source committed: the stack holds its experiments "
+                         "and runs, and its rows reference the files uploaded; nothing is orphaned",
+                         hint="`move --finish` with the same arguments checks it")
+    folders = sorted({d for d in (_entity_folder(f.dest) for f in plan.files) if not _entity_held(d, plan, contents)})
+    if not folders:
+        return _restated(exc, exc.message, hint=MOVE_HINT)
+    listing = state / "orphans.txt"
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text("".join(f"mlflow-artifacts:/{d}\n" for d in folders))
+    return _restated(exc, f"{exc.message}; files were uploaded for runs, logged models or traces the stack does not "
+                          f"hold (listed again just now): {len(folders)} folder(s) "
+                          f"({_listing([f'mlflow-artifacts:/{d}' for d in folders], 10)}; all of them in {listing}): "
+                          "a rerun uses them; delete them only if this source is not to be moved", hint=MOVE_HINT)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+# The migration's main with the database URI read from the environment variable named by its 2nd argument:
+# the URI is on no command line (no quotes in it: it nests in every stack's command).
+MIGRATE_FROM_ENV = "import os,sys;from migration.cli import main;sys.exit(main([sys.argv[1],os.environ[sys.argv[2]]]))"
+
+
+STAGED_DB = "mlflow.db"
+STAGE_DIR = ".move"
+"""The rewritten copy goes to `<artifacts.prefix>/.move/<random>/mlflow.db` in the stack's bucket (aws, azure):
+under the prefix the server's role may read and write (components/render/storage.py, artifact_bucket_policy:
+objects under `<prefix>/*` only), outside MLflow's `<experiment id>/` layout, so the stack never serves it: the
+proxy refuses every artifact download, upload, presigned or multipart path that does not start with an experiment
+id (components/render/proxy.py, _refuse_empty_artifact_path: 400 before MLflow's auth runs)."""
+PULUMI_INSTANCE = "mlflow"  # the program's component name (__main__.py): local resources are mlflow-<stack>-...
+
+
+def _stage_key(token: str) -> str:
+    return f'${{PREFIX:+$PREFIX/}}{STAGE_DIR}/{token}/{STAGED_DB}'
+
+
+def _mount_source(path: Path) -> str:
+    """`--mount` takes comma-separated key=value fields (CSV): a source holding `,` or `"` is quoted as CSV
+    quotes it (a `:` needs nothing, unlike in -v)."""
+    src = f"src={path}"
+    if "," in src or '"' in src:
+        src = '"' + src.replace('"', '""') + '"'
+    return f"type=bind,{src},dst=/data/{STAGED_DB},readonly"
+
+
+def _local_step(rewritten: Path, pulumi_stack: str) -> str:
+    """The one-off container as the ops tools start theirs (ops/local_stack.py, oneoff_command; ops/oneoff.py):
+    the server's image on the stack's network, its one-off labels, the URI as a secret file (never in the
+    container's config or a process list), removed when done."""
+    from ops.local_stack import SERVER, LocalStack
+
+    prefix = f"{PULUMI_INSTANCE}-{pulumi_stack}"
+    image = "@IMAGE@"
+    stack = LocalStack(prefix=prefix, docker="docker", containers={SERVER: {"Image": image}}, network=f"{prefix}-net")
+    argv = stack.oneoff_command(["python", "-c", MIGRATE_FROM_ENV, f"/data/{STAGED_DB}", "URI"], {"URI": ""}).argv
+    argv = ["python3", *argv[1:]]
+    at = argv.index(image)
+    argv[at:at] = ["--mount", _mount_source(rewritten)]
+    command = " ".join(shlex.quote(a) for a in argv).replace(shlex.quote(image), '"$IMAGE"')
+    server = f"{prefix}-{SERVER}"
+    s = shlex.quote(pulumi_stack)
+    return (f"# no maintenance lock is taken: run it when no backup, restore or gc runs on the stack\n"
+            f"export URI=\"$(pulumi stack output database_uri --show-secrets -s {s})\"\n"
+            f"IMAGE=\"$(docker inspect --format '{{{{.Image}}}}' {server})\"  # the image the server runs: its "
+            "mlflowVersion\n"
+            f"{command}\n"
+            "unset URI")
+
+
+def _aws_step(rewritten: Path, pulumi_stack: str, token: str) -> str:
+    s = shlex.quote(pulumi_stack)
+    download = ("python -c \"import boto3,os;e=os.environ;boto3.client('s3').download_file(e['MOVE_BUCKET'],"
+                f"e['MOVE_KEY'],'/tmp/{STAGED_DB}')\"")
+    script = f"{download} && python -c \"{MIGRATE_FROM_ENV}\" /tmp/{STAGED_DB} MLFLOW_BACKEND_STORE_URI"
+    overrides = ('{containerOverrides: [{name: "mlflow-server", command: ["sh", "-c", $c], environment: '
+                 '[{name: "MOVE_BUCKET", value: $b}, {name: "MOVE_KEY", value: $k}]}]}')
+    return (f"BUCKET=\"$(pulumi stack output bucket -s {s})\"\n"
+            f"CLUSTER=\"$(pulumi stack output cluster -s {s})\"\n"
+            f"NETWORK=\"$(pulumi stack output run_task_network -s {s})\"\n"
+            f"PREFIX=\"$(pulumi config get --path mlflow:artifacts.prefix -s {s} 2>/dev/null || true)\"\n"
+            f"KEY=\"{_stage_key(token)}\"  # inside the task role's prefix, never served (no experiment id)\n"
+            f"aws s3 cp {shlex.quote(str(rewritten))} \"s3://$BUCKET/$KEY\"\n"
+            f"SCRIPT={shlex.quote(script)}\n"
+            "TASK=\"$(aws ecs run-task --cluster \"$CLUSTER\" --task-definition \"$CLUSTER-mlflow-server\" "
+            "--launch-type FARGATE \\\n"
+            "  --network-configuration \"$NETWORK\" --started-by mlflow-move --query 'tasks[0].taskArn' --output text "
+            "\\\n"
+            f"  --overrides \"$(jq -n --arg c \"$SCRIPT\" --arg b \"$BUCKET\" --arg k \"$KEY\" '{overrides}')\")\"\n"
+            "aws ecs wait tasks-stopped --cluster \"$CLUSTER\" --tasks \"$TASK\"  # up to 10 minutes: repeat it if "
+            "it times out\n"
+            "aws ecs describe-tasks --cluster \"$CLUSTER\" --tasks \"$TASK\" "
+            "--query 'tasks[0].containers[?name==`mlflow-server`].exitCode' --output text  # 0: committed\n"
+            f"# its output: aws logs tail \"$(pulumi stack output log_group -s {s})\"\n"
+            "aws s3 rm \"s3://$BUCKET/$KEY\"\n"
+            "# the bucket is versioned: the rm leaves a noncurrent version, deleted by the lifecycle rule "
+            "expire-noncurrent-versions\n"
+            "# after aws.noncurrentVersionExpirationDays (default 90; 0 or null: kept). To delete it now:\n"
+            "# aws s3api list-object-versions --bucket \"$BUCKET\" --prefix \"$KEY\" --query "
+            "'[Versions,DeleteMarkers][].VersionId' --output text | tr '\\t' '\\n' | while read -r v; do\n"
+            "#   [ \"$v\" = None ] || aws s3api delete-object --bucket \"$BUCKET\" --key \"$KEY\" --version-id \"$v\"; "
+            "done")
+
+
+def _azure_step(rewritten: Path, pulumi_stack: str, token: str) -> str:
+    """A Container Apps job of the server's image, identity and environment, made from a spec file: `az
+    containerapp job create --args -c ...` is refused by az's own parser (a value starting with `-`:
+    Azure/azure-cli#27011, microsoft/azure-container-apps#976), and `az containerapp exec --command` runs its
+    string as one executable (microsoft/azure-container-apps#1029). The database URI reaches the job as a
+    secret of its own (MLFLOW_BACKEND_STORE_URI=secretref), written into the spec file (mode 0600, removed),
+    never onto a command line."""
+    s = shlex.quote(pulumi_stack)
+    download = ("python -c \"import os;from azure.identity import DefaultAzureCredential as C;from azure.storage.blob "
+                "import BlobClient as B;e=os.environ;B('https://'+e['MOVE_ACCOUNT']+'.blob.core.windows.net',"
+                f"e['MOVE_CONTAINER'],e['MOVE_KEY'],credential=C()).download_blob().readinto(open('/tmp/{STAGED_DB}',"
+                "'wb'))\"")
+    script = f"{download} && python -c \"{MIGRATE_FROM_ENV}\" /tmp/{STAGED_DB} MLFLOW_BACKEND_STORE_URI"
+    spec = ('($app.properties.template.containers[] | select(.name == "mlflow-server")) as $server | '
+            '{location: $app.location, identity: {type: "UserAssigned", userAssignedIdentities: '
+            '($app.identity.userAssignedIdentities | map_values({}))}, properties: {environmentId: '
+            '$app.properties.environmentId, configuration: {triggerType: "Manual", replicaTimeout: 86400, '
+            'replicaRetryLimit: 0, manualTriggerConfig: {parallelism: 1, replicaCompletionCount: 1}, '
+            'secrets: [{name: "backend-uri", value: input}], registries: $app.properties.configuration.registries}, '
+            'template: {containers: [{name: "mlflow-move", image: $server.image, command: ["sh", "-c", $c], '
+            'resources: $server.resources, env: ([$server.env[] | select(.name == "AZURE_CLIENT_ID")] + '
+            '[{name: "MLFLOW_BACKEND_STORE_URI", secretRef: "backend-uri"}, {name: "MOVE_ACCOUNT", value: $a}, '
+            '{name: "MOVE_CONTAINER", value: $b}, {name: "MOVE_KEY", value: $k}])}]}}}')
+    job = f"mlflow-move-{token}"
+    return (f"RG=\"$(pulumi stack output resource_group -s {s})\"\n"
+            f"ACCOUNT=\"$(pulumi stack output storage_account -s {s})\"\n"
+            f"CONTAINER=\"$(pulumi stack output bucket -s {s})\"\n"
+            f"PREFIX=\"$(pulumi config get --path mlflow:artifacts.prefix -s {s} 2>/dev/null || true)\"\n"
+            f"KEY=\"{_stage_key(token)}\"  # never served (no experiment id)\n"
+            "az storage blob upload --auth-mode login --account-name \"$ACCOUNT\" --container-name \"$CONTAINER\" "
+            f"--name \"$KEY\" --file {shlex.quote(str(rewritten))}\n"
+            "APP=\"$(az containerapp show -g \"$RG\" -n mlflow-server -o json)\"\n"
+            f"SCRIPT={shlex.quote(script)}\n"
+            "SPEC=\"$(umask 077; mktemp)\"\n"
+            f"pulumi stack output database_uri --show-secrets -s {s} | jq -Rn --argjson app \"$APP\" --arg c "
+            "\"$SCRIPT\" \\\n"
+            f"  --arg a \"$ACCOUNT\" --arg b \"$CONTAINER\" --arg k \"$KEY\" {shlex.quote(spec)} > \"$SPEC\"\n"
+            f"az containerapp job create -g \"$RG\" -n {job} --yaml \"$SPEC\"; rm -f \"$SPEC\"\n"
+            f"az containerapp job start -g \"$RG\" -n {job}\n"
+            f"az containerapp job execution list -g \"$RG\" -n {job} --query '[0].properties.status' -o tsv  "
+            "# repeat until Succeeded (committed) or Failed\n"
+            f"az containerapp job delete -g \"$RG\" -n {job} --yes\n"
+            "az storage blob delete --auth-mode login --account-name \"$ACCOUNT\" --container-name \"$CONTAINER\" "
+            "--name \"$KEY\"")
+
+
+def one_off_step(opts: MoveOptions, rewritten: Path, token: str | None = None) -> str:
+    """The database step where the stack's database is not reachable from here: the commands per stack, every
+    name read from `pulumi stack output` (of --pulumi-stack, default: the kind's own stack name). No password on
+    any command line: the migration inside reads the URI from its environment (`python -c MIGRATE_FROM_ENV
+    FILE VARIABLE`), which a secret file (local) or the task's or job's secret env fills."""
+    stack = normalise_stack_uri(opts.to)
+    token = token or secrets.token_hex(6)
+    me = f"python -m migration move {shlex.quote(opts.source)} --to {shlex.quote(stack)} --finish"
+    kinds = {"local": lambda n: _local_step(rewritten, n), "aws": lambda n: _aws_step(rewritten, n, token),
+             "azure": lambda n: _azure_step(rewritten, n, token)}
+    chosen = [opts.stack_kind] if opts.stack_kind else list(kinds)
+    body = "\n\n".join(f"# {k}:\n{kinds[k](opts.pulumi_stack or k)}" for k in chosen)
+    return f"{body}\n\n# then, to check the stack:\n{me}"
+
+
+__all__ = ["Move", "MoveOptions", "MoveResult", "EXIT_OK", "state_dir", "one_off_step"]

@@ -1,0 +1,191 @@
+"""`python -m migration move SOURCE --to TRACKING_URI [options]` (also `mlflow-migrate move ...`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from migration import __version__
+from migration.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Interrupted, MigrationError
+from migration.uris import redact
+
+EPILOG = """\
+credentials: MLflow's own variables, as every MLflow client takes them: MLFLOW_TRACKING_USERNAME and
+MLFLOW_TRACKING_PASSWORD (auth.mode proxy: the stack's user; mlflow: the admin), or MLFLOW_TRACKING_TOKEN
+(oidc: a token of the admin group); MLFLOW_TRACKING_SERVER_CERT_PATH for a self-signed stack. Never on argv.
+
+exit codes: 0 moved (or checked, or staged: the database step printed, or finished, or repaired: files of
+a moved source lost on the stack sent again); 1 failed (the stack
+unreachable, or an error; uploaded files stay in the manifest for the rerun); 2 bad arguments;
+3 refused (missing files, links out of the artifact root, names the stack cannot carry, credentials, a
+stack holding data of its own or this source already, another move of this source running), nothing
+written; 4 verification failed (--finish: files not on the stack); 5 committed and verified, but the MLflow
+probe failed; 130 interrupted (the rerun resumes; after the database step committed: it says so, and
+--finish checks it).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m migration move",
+        description="Move a laptop's MLflow (database and artifacts) into a running stack: artifacts through the "
+                    "stack's artifact API (parallel, resumable, verified), every location rewritten to the stack's "
+                    "mlflow-artifacts:/ layout, then the database in one transaction with ids kept.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", metavar="SOURCE",
+                   help="the laptop's database (mlflow.db, sqlite:///mlflow.db), or a FileStore mlruns directory")
+    p.add_argument("--to", required=True, metavar="TRACKING_URI",
+                   help="the stack's tracking URI (https://host[:port][/prefix]; no user:password@ in it)")
+    p.add_argument("--artifacts", metavar="DIR",
+                   help="the laptop's artifact root (default: the folder the source's locations point into, e.g. "
+                        "./mlruns; ./mlartifacts next to the database for mlflow-artifacts:/ sources)")
+    p.add_argument("--database-uri-env", metavar="NAME",
+                   help="name of an environment variable holding the stack's PostgreSQL URI: the database step "
+                        "runs here (else its one-off command for the stack is printed)")
+    p.add_argument("--stack", dest="stack_kind", choices=("local", "aws", "azure"),
+                   help="which stack's one-off database step to print (default: all three)")
+    p.add_argument("--pulumi-stack", metavar="NAME",
+                   help="the Pulumi stack the printed step reads its names from (`pulumi stack output -s NAME`; "
+                        "default: local, aws or azure, as --stack)")
+    p.add_argument("--jobs", type=int, default=8, help="parallel uploads (default: %(default)s)")
+    p.add_argument("--verify", choices=("size", "full"), default="size",
+                   help="after upload: size (default: the stack lists each file with its size) or full (read "
+                        "back and compare sha256: downloads everything once more)")
+    p.add_argument("--manifest", metavar="PATH",
+                   help="the resume manifest (default: SOURCE.move/manifest.sqlite)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="go on when artifacts the database names are missing on disk (listed)")
+    p.add_argument("--check", action="store_true", help="preflight only: write nothing")
+    p.add_argument("--finish", action="store_true",
+                   help="after the printed database step: check the stack holds the source's runs and artifacts")
+    p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH ('-' for stdout)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output, only the summary")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details (credentials stay masked)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    import os
+
+    from migration.report import Reporter
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    if args.finish and args.check:
+        parser.error("--finish and --check exclude each other")
+    secrets = [v for k in ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN") if (v := os.environ.get(k))]
+    if args.database_uri_env and (uri := os.environ.get(args.database_uri_env)):
+        from migration.uris import parse_target
+
+        try:
+            secrets += parse_target(uri).secrets
+        except MigrationError:
+            pass
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, force=True)
+    for noisy in ("alembic", "mlflow", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.WARNING)
+    reporter = Reporter(quiet=args.quiet)
+    from migration.move import Move, MoveOptions
+    from migration.stack import normalise_stack_uri
+
+    try:
+        to = normalise_stack_uri(args.to)  # credentials in it refused: before anything prints or stores it
+    except MigrationError as exc:
+        reporter.err.print(f"error: {exc}", markup=False, style="red")
+        return exc.exit_code
+    opts = MoveOptions(source=args.source, to=to, artifacts=args.artifacts, manifest=args.manifest,
+                       jobs=args.jobs, verify=args.verify, allow_missing=args.allow_missing,
+                       database_uri_env=args.database_uri_env, finish=args.finish, check=args.check,
+                       stack_kind=args.stack_kind, pulumi_stack=args.pulumi_stack, quiet=args.quiet)
+    move = Move(opts, reporter)
+    try:
+        result = move.run()
+    except (KeyboardInterrupt, Interrupted):
+        if move.committed:
+            reporter.err.print("error: interrupted after the database step committed: the stack holds the source's "
+                               "rows (the manifest says so); `move --finish` with the same arguments checks it",
+                               markup=False)
+            _write_json(args.json, {**move.result.as_dict(), "status": "committed", "interrupted": True})
+        else:
+            reporter.err.print("error: interrupted; nothing of the database step was committed (rolled back, if it "
+                               "had started); files verified so far are in the manifest, the rerun resumes",
+                               markup=False)
+            _write_json(args.json, {**move.result.as_dict(), "status": "interrupted"})
+        return 130
+    except MigrationError as exc:
+        reporter.err.print(f"error: {redact(str(exc), secrets)}", markup=False, style="red")
+        _write_json(args.json, {**move.result.as_dict(), "status": "error", "exit_code": exc.exit_code,
+                                "error": redact(str(exc), secrets)})
+        return exc.exit_code
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one readable line, never a traceback with secrets
+        message = _one_line(exc)
+        reporter.err.print(f"error: {type(exc).__name__}: {redact(message, secrets)}", markup=False, style="red")
+        if args.verbose:
+            import traceback
+
+            reporter.err.print(redact(traceback.format_exc(), secrets), markup=False)
+        _write_json(args.json, {**move.result.as_dict(), "status": "error", "exit_code": EXIT_FAILED,
+                                "error": redact(message, secrets)})
+        return EXIT_FAILED
+    summary(reporter, result)
+    _write_json(args.json, result.as_dict())
+    return EXIT_OK
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _write_json(path: str | None, data: dict) -> None:
+    if not path:
+        return
+    text = json.dumps(data, indent=2, default=str)
+    if path == "-":
+        print(text)
+    else:
+        with open(path, "w") as handle:
+            handle.write(text + "\n")
+
+
+def summary(reporter, result) -> None:
+    from rich.table import Table
+
+    from migration.move import _size
+
+    table = Table(title=f"MLflow move: {result.status}", title_justify="left")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_column("detail")
+    if result.database:
+        for name, rows in sorted(result.database["tables"].items()):
+            table.add_row(f"rows: {name}", f"{rows:,}", "")
+        table.add_row("rows (all tables)", f"{result.database['rows']:,}",
+                      "verified" if result.database.get("verified") else "")
+    table.add_section()
+    table.add_row("artifacts", f"{result.files:,}", _size(result.bytes))
+    table.add_row("  uploaded now", f"{result.uploaded:,}", _size(result.uploaded_bytes))
+    table.add_row("  already there (manifest, and listed on the stack)", f"{result.skipped:,}", "")
+    if result.lost:
+        table.add_row("  lost on the stack, sent again", f"{len(result.lost):,}", "; ".join(result.lost[:3]))
+    table.add_row("  verified now", f"{result.verified:,}", f"verify {result.verify}")
+    table.add_section()
+    for name, n in sorted(result.rewritten.items()):
+        table.add_row(f"rewritten: {name}", f"{n:,}", "-> mlflow-artifacts:/")
+    table.add_row("locations left", f"{len(result.left):,}", "; ".join(x["value"] for x in result.left[:3]))
+    table.add_row("missing on disk", f"{len(result.missing):,}", "; ".join(result.missing[:3]))
+    reporter.out.print(table)
+    reporter.out.print(" ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()), markup=False)
+    if result.one_off:
+        reporter.out.print("the stack's database is not reachable from here: run its one-off step, then --finish:",
+                           markup=False)
+        reporter.out.print(result.one_off, markup=False)
+
+
+__all__ = ["main", "build_parser", "EXIT_USAGE"]
