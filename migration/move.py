@@ -2,7 +2,8 @@
 
 The order, so that nothing is half-written and a rerun resumes:
  1. preflight, writing nothing on the stack: the source copied privately (upgraded to MLflow's head), every
-    artifact location classified (under the artifact root: moved; elsewhere: left and listed), missing files
+    artifact location classified (a local path: moved, outside the artifact root only as MLflow writes it,
+    printed; another storage: left and listed), missing files
     listed (refused unless --allow-missing), the stack reachable, the credentials accepted (an admin in
     auth.mode mlflow), and the stack holding none of the source's experiments or other data of its own (the
     database step keeps ids, and refuses such a target anyway); with the database reachable, the database
@@ -19,13 +20,17 @@ The order, so that nothing is half-written and a rerun resumes:
 
 The manifest is a cache, never the proof: before the database step (and in --finish, and when the stack
 already holds the source) every destination folder is listed on the stack, and a file missing there or of
-another size is sent again (--finish reports it and fails).
+another size is sent again (--finish reports it and fails); once the stack holds the source's rows, only a
+file it does not list at all is sent again: one of another size is kept and reported (--overwrite sends it).
+Each file is sent from a private snapshot copied from one descriptor, opened without following a link and
+checked to be the file the plan saw (device, inode, size); a changed one is not sent, listed.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -34,6 +39,7 @@ import shlex
 import shutil
 import signal
 import sqlite3
+import stat
 import tempfile
 import threading
 import time
@@ -62,6 +68,7 @@ class MoveOptions:
     jobs: int = 4
     verify: str = "size"  # size | full
     allow_missing: bool = False
+    overwrite: bool = False  # a moved source: send files the stack lists with another size too
     database_uri_env: str | None = None
     finish: bool = False
     check: bool = False
@@ -83,6 +90,8 @@ class MoveResult:
     uploaded_bytes: int = 0
     skipped: int = 0  # verified earlier, per the manifest, and listed on the stack with their size
     lost: list[str] = field(default_factory=list)  # verified earlier per the manifest, but not on the stack
+    differs: list[str] = field(default_factory=list)  # a moved source's files the stack lists with another size
+    changed: list[str] = field(default_factory=list)  # files replaced or changed between the plan and the upload
     verified: int = 0
     verify: str = "size"
     rewritten: dict[str, int] = field(default_factory=dict)
@@ -100,9 +109,10 @@ LOCK_NAME = "lock"
 
 
 class MoveLock:
-    """An exclusive fcntl.flock, for the whole run, on SOURCE.move/lock (and on `<manifest>.lock` when
-    --manifest lies elsewhere): two moves of one source (or sharing one manifest) never overlap: the second is
-    refused, naming the first's pid. The kernel drops the lock when its holder exits, however it exits."""
+    """An exclusive fcntl.flock, for the whole run, on SOURCE.move/lock and on `<manifest>.lock` (wherever the
+    manifest lies, the default one included): two moves of one source, or of two sources sharing one manifest,
+    never overlap: the second is refused, naming the first's pid. The kernel drops the lock when its holder
+    exits, however it exits."""
 
     def __init__(self, paths: list[Path]):
         self.paths = paths
@@ -135,10 +145,22 @@ class MoveLock:
 
 
 def lock_paths(state: Path, manifest_path: Path) -> list[Path]:
-    paths = [state / LOCK_NAME]
-    if manifest_path.parent.resolve() != state.resolve():
-        paths.append(manifest_path.with_name(manifest_path.name + ".lock"))
-    return paths
+    """The source's lock, then the manifest's: always both (a manifest inside this source's state directory may
+    be another source's --manifest too). Taken in this order by every move."""
+    return [state / LOCK_NAME, manifest_path.with_name(manifest_path.name + ".lock")]
+
+
+def _rollback_journal(db: Path) -> None:
+    """The database file in rollback-journal mode (header bytes 18/19 = 1; WAL writes 2): a reader opens it
+    read-only (`?mode=ro`) in a read-only place, as the local one-off step mounts it, with no -wal or -shm
+    beside it. The WAL, if any, is checkpointed into the file first (SQLite does so on the switch)."""
+    conn = sqlite3.connect(db)
+    try:
+        mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
+    finally:
+        conn.close()
+    if str(mode).lower() != "delete":
+        raise MigrationError(f"could not take the rewritten copy {db} out of WAL mode (journal_mode {mode})")
 
 
 def _raise_interrupted(signum, frame):
@@ -232,6 +254,7 @@ class Move:
         self._stop = threading.Event()
         self._count = threading.Lock()
         self.committed = False  # the database step's transaction committed (the stack holds the rows)
+        self.scratch: Path | None = None  # where private snapshots of files being sent are made (None: $TMPDIR)
 
     # --- the whole move ------------------------------------------------------------------------------
     def run(self) -> MoveResult:
@@ -253,6 +276,7 @@ class Move:
         from migration.source import prepare_source
 
         opts, result = self.opts, self.result
+        self.scratch = state
         # 1. preflight: the stack first (cheap, and the credentials are the commonest mistake)
         self.reporter.info(f"checking the stack at {stack.uri}")
         layout = stack.layout()
@@ -269,10 +293,20 @@ class Move:
                 if opts.finish:
                     return self._finish(stack, plan, manifest, contents, already)
                 if already:
-                    # the manifest is no proof: files of the moved source lost on the stack are sent again
-                    if not opts.check and self._upload(stack, plan, manifest, moved=True):
-                        result.status = "repaired"
-                        return result
+                    # the manifest is no proof: files of the moved source lost on the stack are sent again; a file
+                    # the stack lists with another size is kept (logged there since?) unless --overwrite
+                    if not opts.check:
+                        sent = self._upload(stack, plan, manifest, moved=True)
+                        if result.differs:
+                            raise RefusedError(
+                                f"{len(result.differs)} file(s) of this moved source differ on the stack (another "
+                                f"size), kept: {_listing(result.differs)}"
+                                + (f"; {sent} file(s) the stack lacked were sent again" if sent else
+                                   "; nothing was written"),
+                                hint="--overwrite sends the laptop's version over the stack's")
+                        if sent:
+                            result.status = "repaired"
+                            return result
                     raise RefusedError(
                         f"the stack already holds this source ({len(plan.experiments)} experiments, "
                         f"{len(plan.runs)} runs, same ids): it was moved"
@@ -342,6 +376,16 @@ class Move:
                            f"{len(plan.rewrites)} locations to rewrite, {len(plan.left)} left as they are")
         for x in plan.left:
             self.reporter.info(f"  left: {x.where}: {x.value} ({x.reason})")
+        for x in plan.outside:
+            self.reporter.info(f"  outside the artifact root, moved: {x}")
+        if plan.outside_refused:
+            raise RefusedError(f"{len(plan.outside_refused)} location(s) name a folder outside the artifact root "
+                               f"{artifacts_dir} that MLflow does not write there (a move takes only "
+                               "<folder>/<experiment id>/<run id>/artifacts, .../models/<model id>/artifacts and "
+                               ".../traces/<trace id>/artifacts outside it, never one that is or holds /, $HOME or "
+                               f"the artifact root): {_listing(plan.outside_refused)}; nothing was written",
+                               hint="give --artifacts the folder that holds them, or correct those locations in "
+                                    "the database")
         if plan.unsendable:
             raise RefusedError(f"{len(plan.unsendable)} file name(s) the stack cannot carry (MLflow's artifact API "
                                f"and the stack's proxy refuse or change %, ?, #, control characters and names that "
@@ -364,7 +408,9 @@ class Move:
         """The rewritten copy, kept in the move's state directory: the one-off step reads it there. Written to a
         name of its own (mkstemp: no other run ever writes it), synced, then renamed over rewritten.db: a reader
         sees the old file or the new one, never a mix. Mode 0644 on that file only (a laptop with umask 077
-        would leave it 0600): the one-off container reads it as its own user (uid 10001)."""
+        would leave it 0600): the one-off container reads it as its own user (uid 10001). In rollback-journal
+        mode whatever the laptop's was: the local step mounts it read-only as a single file, where SQLite can
+        create no -shm beside a WAL database ("attempt to write a readonly database")."""
         rewritten.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=rewritten.name + ".", suffix=".partial", dir=rewritten.parent)
         partial = Path(name)
@@ -372,6 +418,7 @@ class Move:
             with os.fdopen(fd, "wb") as out, open(copy, "rb") as src:
                 shutil.copyfileobj(src, out, 1 << 20)
             apply_rewrites(partial, plan.rewrites)
+            _rollback_journal(partial)
             with open(partial, "rb+") as handle:
                 os.fsync(handle.fileno())
             os.chmod(partial, 0o644)
@@ -457,23 +504,38 @@ class Move:
                 signal.signal(s, handler)
             if progress is not None:
                 progress.stop()
-        return len(todo)
+        if result.changed:
+            raise MigrationError(f"{len(result.changed)} file(s) changed between the plan and their upload (replaced, "
+                                 f"now a link, or of another size): not sent: {_listing(sorted(result.changed))}; "
+                                 "every other file was sent and recorded",
+                                 hint="rerun when nothing writes to the artifact folders: it plans again and sends "
+                                      "only what is not on the stack yet")
+        return len(todo) - len(result.changed)
 
     def _not_on_stack(self, repos: "_Repos", plan: MovePlan, records: dict[str, FileRecord],
                       moved: bool = False) -> list[PlannedFile]:
         """The files to send: all but those the manifest holds as verified, unchanged (size, mtime; sha256
-        when cheap) and that the stack lists with their size now (for a moved source: all it lists so)."""
+        when cheap) and that the stack lists with their size now. For a moved source (its rows on the stack,
+        users may have logged into its runs since): only the files the stack does not list at all; one it lists
+        with another size is kept and listed in `differs` (sent with --overwrite)."""
         if moved:
             listed = self._listing(repos, {f.dest.rsplit("/", 1)[0] for f in plan.files})
-            todo = [f for f in plan.files if listed.get(f.dest) != f.size]
-            self.result.skipped = len(plan.files) - len(todo)
+            todo = [f for f in plan.files if f.dest not in listed]
+            differs = [f for f in plan.files if f.dest in listed and listed[f.dest] != f.size]
+            if self.opts.overwrite:
+                todo += differs
+            else:
+                self.result.differs = [f"{f.dest} ({listed[f.dest]} bytes on the stack, {f.size} here)"
+                                       for f in differs]
+            self.result.skipped = len(plan.files) - len(todo) - len(self.result.differs)
             self.result.lost = [f.dest for f in todo]
             return todo
         done = [f for f in plan.files if is_done(records.get(f.dest), f.size, f.mtime_ns)]
         if done and (self.opts.verify == "full" or sum(f.size for f in done) <= REHASH_BYTES):
             with concurrent.futures.ThreadPoolExecutor(max(1, self.opts.jobs)) as pool:
-                digests = list(pool.map(lambda f: sha256_of(f.source), done))
-            done = [f for f, digest in zip(done, digests) if is_done(records[f.dest], f.size, f.mtime_ns, digest)]
+                digests = list(pool.map(_digest_or_none, done))
+            done = [f for f, digest in zip(done, digests)
+                    if digest is not None and is_done(records[f.dest], f.size, f.mtime_ns, digest)]
         listed = self._listing(repos, {f.dest.rsplit("/", 1)[0] for f in done})
         keep = {f.dest for f in done if listed.get(f.dest) == f.size}
         self.result.skipped = len(keep)
@@ -503,15 +565,26 @@ class Move:
         for f in files:
             if self._stop.is_set():
                 return
-            digest = sha256_of(f.source)
             rec = records.get(f.dest)
-            if not (rec is not None and rec.state == UPLOADED and rec.size == f.size and rec.mtime_ns == f.mtime_ns
-                    and rec.sha256 == digest):
-                repo.log_artifact(str(f.source), sub or None)
+            try:
+                digest = None
+                if rec is not None and rec.state == UPLOADED and rec.size == f.size and rec.mtime_ns == f.mtime_ns:
+                    digest = read_planned(f)  # sent before, not yet verified: the same bytes need no resend
+                if digest is None or rec.sha256 != digest:
+                    # sent from a private snapshot copied from the one descriptor opened and checked (MLflow's
+                    # repository takes a path: the laptop's path could be swapped for a link meanwhile)
+                    with tempfile.TemporaryDirectory(prefix="mlflow-move-send-", dir=self.scratch) as tmp:
+                        snapshot = Path(tmp) / f.dest.rsplit("/", 1)[-1]
+                        digest = read_planned(f, snapshot)
+                        repo.log_artifact(str(snapshot), sub or None)
+                    with self._count:
+                        self.result.uploaded += 1
+                        self.result.uploaded_bytes += f.size
+                    manifest.record(FileRecord(f.dest, self._rel(f.source), f.size, f.mtime_ns, digest, UPLOADED))
+            except Changed as exc:
                 with self._count:
-                    self.result.uploaded += 1
-                    self.result.uploaded_bytes += f.size
-                manifest.record(FileRecord(f.dest, self._rel(f.source), f.size, f.mtime_ns, digest, UPLOADED))
+                    self.result.changed.append(f"{f.source} ({exc})")
+                continue
             pending.append((f, digest))
             if progress is not None:
                 progress.advance(task, f.size)
@@ -570,14 +643,64 @@ class Move:
                                f"({len(plan.runs) - len(contents.runs & set(plan.runs))} of {len(plan.runs)} runs "
                                "absent)")
         listed = self._listing(_Repos(stack.uri), {f.dest.rsplit("/", 1)[0] for f in plan.files})
-        absent = [f.dest for f in plan.files if listed.get(f.dest) != f.size]
+        absent = [f.dest if f.dest not in listed else f"{f.dest} ({listed[f.dest]} bytes on the stack, {f.size} here)"
+                  for f in plan.files if listed.get(f.dest) != f.size]
         if absent:
             raise VerificationError(f"{len(absent)} artifact file(s) of the source are not on the stack with their "
                                     f"size: {_listing(absent)}",
-                                    hint="rerun the move without --finish: it sends them again")
+                                    hint="rerun the move without --finish: it sends the ones the stack lacks (those "
+                                         "of another size only with --overwrite)")
         result.skipped = len(plan.files)
         result.status = "finished"
         return result
+
+
+class Changed(Exception):
+    """A planned file is no longer the one the plan saw: replaced, a link now, gone, or of another size."""
+
+
+def read_planned(f: PlannedFile, copy_to: Path | None = None, chunk: int = 1 << 20) -> str:
+    """The sha256 of the planned file, read through one descriptor opened without following a link (O_NOFOLLOW)
+    and checked to be the very file the plan recorded (device, inode, size; a regular file); with `copy_to`, the
+    bytes hashed are the bytes written there (a private snapshot, mode 0600). Raises Changed otherwise."""
+    import hashlib
+
+    try:
+        fd = os.open(f.opened, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise Changed("a link now" if exc.errno == errno.ELOOP else exc.strerror or str(exc)) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (f.dev, f.ino):
+            raise Changed("another file than the one planned")
+        if st.st_size != f.size:
+            raise Changed(f"{st.st_size} bytes, planned with {f.size}")
+        digest = hashlib.sha256()
+        read = 0
+        out = os.open(copy_to, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600) if copy_to else None
+        try:
+            while block := os.read(fd, chunk):
+                digest.update(block)
+                read += len(block)
+                if out is not None:
+                    view = memoryview(block)
+                    while view:
+                        view = view[os.write(out, view):]
+        finally:
+            if out is not None:
+                os.close(out)
+        if read != f.size:
+            raise Changed(f"{read} bytes read, planned with {f.size}")
+        return digest.hexdigest()
+    finally:
+        os.close(fd)
+
+
+def _digest_or_none(f: PlannedFile) -> str | None:
+    try:
+        return read_planned(f)
+    except Changed:
+        return None  # not done: the upload refuses it, listed
 
 
 def posixpath_name(path: str) -> str:
@@ -843,12 +966,25 @@ def _azure_step(rewritten: Path, pulumi_stack: str, token: str) -> str:
             "\"$SCRIPT\" \\\n"
             f"  --arg a \"$ACCOUNT\" --arg b \"$CONTAINER\" --arg k \"$KEY\" {shlex.quote(spec)} > \"$SPEC\"\n"
             f"az containerapp job create -g \"$RG\" -n {job} --yaml \"$SPEC\"; rm -f \"$SPEC\"\n"
-            f"az containerapp job start -g \"$RG\" -n {job}\n"
-            f"az containerapp job execution list -g \"$RG\" -n {job} --query '[0].properties.status' -o tsv  "
-            "# repeat until Succeeded (committed) or Failed\n"
-            f"az containerapp job delete -g \"$RG\" -n {job} --yes\n"
-            "az storage blob delete --auth-mode login --account-name \"$ACCOUNT\" --container-name \"$CONTAINER\" "
-            "--name \"$KEY\"")
+            f"EXECUTION=\"$(az containerapp job start -g \"$RG\" -n {job} --query name -o tsv)\"  # returns when "
+            "queued\n"
+            "STATUS=\"$([ -n \"$EXECUTION\" ] && echo Running || echo Failed)\"\n"
+            "while [ \"$STATUS\" != Succeeded ] && [ \"$STATUS\" != Failed ] && [ \"$STATUS\" != Stopped ]; do\n"
+            "  sleep 10\n"
+            f"  STATUS=\"$(az containerapp job execution show -g \"$RG\" -n {job} --job-execution-name \"$EXECUTION\" "
+            "--query properties.status -o tsv)\"\n"
+            "  echo \"$EXECUTION: ${STATUS:-no answer}\"\n"
+            "done\n"
+            "if [ \"$STATUS\" = Succeeded ]; then\n"
+            "  echo \"the database step committed\"\n"
+            f"  az containerapp job delete -g \"$RG\" -n {job} --yes\n"
+            "  az storage blob delete --auth-mode login --account-name \"$ACCOUNT\" --container-name \"$CONTAINER\" "
+            "--name \"$KEY\"\n"
+            "else\n"
+            f"  echo \"the database step did not succeed ($STATUS): nothing was deleted; the job {job} and its logs "
+            "are kept, and the staged copy $KEY: read its output, then delete both (az containerapp job delete, "
+            "az storage blob delete) before another try\"\n"
+            "fi")
 
 
 def one_off_step(opts: MoveOptions, rewritten: Path, token: str | None = None) -> str:

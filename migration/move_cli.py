@@ -16,13 +16,14 @@ MLFLOW_TRACKING_PASSWORD (auth.mode proxy: the stack's user; mlflow: the admin),
 (oidc: a token of the admin group); MLFLOW_TRACKING_SERVER_CERT_PATH for a self-signed stack. Never on argv.
 
 exit codes: 0 moved (or checked, or staged: the database step printed, or finished, or repaired: files of
-a moved source lost on the stack sent again); 1 failed (the stack
-unreachable, or an error; uploaded files stay in the manifest for the rerun); 2 bad arguments;
-3 refused (missing files, links out of the artifact root, names the stack cannot carry, credentials, a
-stack holding data of its own or this source already, another move of this source running), nothing
-written; 4 verification failed (--finish: files not on the stack); 5 committed and verified, but the MLflow
-probe failed; 130 interrupted (the rerun resumes; after the database step committed: it says so, and
---finish checks it).
+a moved source lost on the stack sent again); 1 failed (the stack unreachable, files changed between the
+plan and their upload, or an error; uploaded files stay in the manifest for the rerun); 2 bad arguments;
+3 refused (missing files, links out of the artifact root, folders outside it MLflow does not write there,
+names the stack cannot carry, credentials, a stack holding data of its own or this source already, another
+move of this source running), nothing written; or a moved source's files of another size on the stack,
+kept without --overwrite (those the stack lacked were sent); 4 verification failed (--finish: files not on
+the stack); 5 committed and verified, but the MLflow probe failed; 130 interrupted (the rerun resumes; after
+the database step committed: it says so, and --finish checks it).
 """
 
 
@@ -56,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the resume manifest (default: SOURCE.move/manifest.sqlite)")
     p.add_argument("--allow-missing", action="store_true",
                    help="go on when artifacts the database names are missing on disk (listed)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="a rerun on a moved source sends, besides the files the stack lacks, those it lists with "
+                        "another size, over the stack's (default: kept, listed, exit 3: a user may have logged a "
+                        "newer version there)")
     p.add_argument("--check", action="store_true", help="preflight only: write nothing")
     p.add_argument("--finish", action="store_true",
                    help="after the printed database step: check the stack holds the source's runs and artifacts")
@@ -98,7 +103,7 @@ def main(argv: list[str]) -> int:
         reporter.err.print(f"error: {exc}", markup=False, style="red")
         return exc.exit_code
     opts = MoveOptions(source=args.source, to=to, artifacts=args.artifacts, manifest=args.manifest,
-                       jobs=args.jobs, verify=args.verify, allow_missing=args.allow_missing,
+                       jobs=args.jobs, verify=args.verify, allow_missing=args.allow_missing, overwrite=args.overwrite,
                        database_uri_env=args.database_uri_env, finish=args.finish, check=args.check,
                        stack_kind=args.stack_kind, pulumi_stack=args.pulumi_stack, quiet=args.quiet)
     move = Move(opts, reporter)
@@ -174,6 +179,10 @@ def summary(reporter, result) -> None:
     table.add_row("  already there (manifest, and listed on the stack)", f"{result.skipped:,}", "")
     if result.lost:
         table.add_row("  lost on the stack, sent again", f"{len(result.lost):,}", "; ".join(result.lost[:3]))
+    if result.differs:
+        table.add_row("  differs on the stack, kept", f"{len(result.differs):,}", "; ".join(result.differs[:3]))
+    if result.changed:
+        table.add_row("  changed since the plan, not sent", f"{len(result.changed):,}", "; ".join(result.changed[:3]))
     table.add_row("  verified now", f"{result.verified:,}", f"verify {result.verify}")
     table.add_section()
     for name, n in sorted(result.rewritten.items()):

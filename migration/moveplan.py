@@ -73,6 +73,15 @@ class PlannedFile:
     dest: str  # path under the stack's artifact root: 1/<run id>/artifacts/a/b.txt
     size: int
     mtime_ns: int
+    # the file as planned (lstat of the file, or stat of a link's target): the upload opens `real` without
+    # following a link and sends it only if it is still this very file (device, inode, size)
+    dev: int
+    ino: int
+    real: Path | None = None  # the path to open: `source`, or the target a link inside the root resolved to
+
+    @property
+    def opened(self) -> Path:
+        return self.real or self.source
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,8 @@ class MovePlan:
     left: list[Left] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # what the database names but the disk lacks
     outside_links: list[str] = field(default_factory=list)  # links out of the artifact root: refused, listed
+    outside: list[str] = field(default_factory=list)  # folders outside the artifact root, of MLflow's shape: moved
+    outside_refused: list[str] = field(default_factory=list)  # any other folder outside it: refused, listed
     unsendable: list[str] = field(default_factory=list)  # file names the stack cannot carry: refused, listed
     moves: list[DirMove] = field(default_factory=list)
     experiments: dict[str, str] = field(default_factory=dict)  # id -> name
@@ -124,6 +135,58 @@ class StackLayout:
         return served_uri(experiment_root(self.root, workspace, self.workspaces), str(experiment_id))
 
 
+# The folders MLflow writes an entity's files to, under its experiment's location (append_to_uri_path):
+# a run `<experiment>/<run id>/artifacts`, a logged model `<experiment>/models/<model id>/artifacts`, a trace
+# `<experiment>/traces/<trace id>/artifacts`; the experiment's location is `<root>/<experiment id>` by default.
+RUN_SHAPE, MODEL_SHAPE, TRACE_SHAPE = ("{id}", "artifacts"), ("models", "{id}", "artifacts"), \
+    ("traces", "{id}", "artifacts")
+
+
+def _shaped(path: Path, shape: tuple[str, ...], entity_id: str, exp_id: str, exp_dir: Path | None) -> bool:
+    """Whether `path` is the folder MLflow writes for this very entity: `shape` (its own id in it) under its
+    experiment's folder, i.e. under `<dir>/<experiment id>` or the experiment's own stored location."""
+    tail = tuple(part.format(id=entity_id) for part in shape)
+    if len(path.parts) <= len(tail) + 1 or path.parts[-len(tail):] != tail:
+        return False
+    head = path.parents[len(tail) - 1]
+    return head.name == exp_id or (exp_dir is not None and head == exp_dir)
+
+
+def _root_and_home() -> list[Path]:
+    """`/` and $HOME (as written and as resolved)."""
+    found = [Path("/")]
+    try:
+        home = Path.home()
+        found += [home.absolute(), home.resolve()]
+    except (RuntimeError, KeyError):  # no $HOME and no passwd entry
+        pass
+    return found
+
+
+def _precious(artifacts_dir: Path) -> list[Path]:
+    """What no folder outside the artifact root may be or contain: `/`, $HOME and the artifact root (so none
+    of its ancestors), each as written and as resolved."""
+    return [*_root_and_home(), artifacts_dir, artifacts_dir.resolve()]
+
+
+def _too_wide(folder: Path, artifacts_dir: Path) -> Path | None:
+    """The precious place an outside folder is or contains (checked as written and where it resolves to)."""
+    for candidate in (folder, folder.resolve()):
+        for precious in _precious(artifacts_dir):
+            if precious == candidate or candidate in precious.parents:
+                return precious
+    return None
+
+
+def _root_too_wide(artifacts_dir: Path) -> Path | None:
+    """`/` or $HOME, if the artifact root (given, or read from the database's own locations) is or holds it."""
+    for precious in _root_and_home():
+        for candidate in (artifacts_dir, artifacts_dir.resolve()):
+            if precious == candidate or candidate in precious.parents:
+                return precious
+    return None
+
+
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')}
 
@@ -132,9 +195,16 @@ def plan_move(db: Path, artifacts_dir: Path, layout: StackLayout, *, base: Path)
     """Read the source copy `db`: rewrites, files and what is left or missing. `base` is the original
     database's directory (relative locations resolve there). Every local location is moved (under
     `artifacts_dir` or elsewhere on this machine); only non-local ones (s3://, ...) are left. Refuses ids
-    MLflow never writes, and any destination that is not a plain path under the stack's root."""
+    MLflow never writes, and any destination that is not a plain path under the stack's root. Outside the
+    artifact root only MLflow's own folders are taken (`_shaped`: `<experiment>/<run id>/artifacts`, ...; an
+    experiment's location `<dir>/<experiment id>`, or the parent of such a folder of its own), never one that is
+    or holds `/`, $HOME or the artifact root; any other is listed in `outside_refused` (the caller refuses)."""
     plan = MovePlan(artifacts_dir=artifacts_dir)
     bad: list[str] = []
+    if (wide := _root_too_wide(artifacts_dir)) is not None:
+        raise RefusedError(f"the artifact root {artifacts_dir} is or holds {wide}: a move never uploads that; "
+                           "nothing was written", hint="give --artifacts the folder holding the experiments' "
+                                                      "folders (e.g. ./mlruns)")
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         tables = set(table_names(conn))
@@ -150,6 +220,9 @@ def plan_move(db: Path, artifacts_dir: Path, layout: StackLayout, *, base: Path)
 
         ws_col = "workspace" in _columns(conn, "experiments")
         exp_ws: dict[str, str | None] = {}
+        exp_dirs: dict[str, Path | None] = {}  # each experiment's own location on this machine
+        exp_outside: dict[str, tuple[str, Path]] = {}  # experiments located outside the artifact root
+        heads: set[tuple[str, Path]] = set()  # (experiment id, folder) holding an entity folder taken outside
         for exp_id, name, location, workspace in conn.execute(
                 f"SELECT experiment_id, name, artifact_location, {'workspace' if ws_col else 'NULL'} FROM experiments"):
             if not good("experiment id", exp_id, EXPERIMENT_ID):
@@ -160,8 +233,20 @@ def plan_move(db: Path, artifacts_dir: Path, layout: StackLayout, *, base: Path)
             exp_id = str(exp_id)
             plan.experiments[exp_id] = name
             exp_ws[exp_id] = workspace
-            _entity(plan, place, "experiments", "artifact_location", (exp_id,), location,
-                    layout.experiment(exp_id, workspace), walk=False)
+            found = _entity(plan, place, "experiments", "artifact_location", (exp_id,), location,
+                            layout.experiment(exp_id, workspace), walk=False)
+            exp_dirs[exp_id] = place(location).path if found is not None else None
+            if found is not None and not place(location).under(artifacts_dir):
+                exp_outside[exp_id] = (f"experiments.artifact_location {exp_id}", place(location).path)
+
+        def shaped(shape, entity_id, exp_id):
+            def check(path: Path) -> bool:
+                if not _shaped(path, shape, str(entity_id), str(exp_id), exp_dirs.get(str(exp_id))):
+                    return False
+                heads.add((str(exp_id), path.parents[len(shape) - 1]))
+                return True
+            check.expected = f"<folder>/{exp_id}/" + "/".join(part.format(id=entity_id) for part in shape)
+            return check
 
         def where(exp_id) -> str | None:
             exp_id = str(exp_id)
@@ -174,7 +259,8 @@ def plan_move(db: Path, artifacts_dir: Path, layout: StackLayout, *, base: Path)
             if not good("run id", run_id, ENTITY_ID) or (root := where(exp_id)) is None:
                 continue
             plan.runs[run_id] = str(exp_id)
-            _entity(plan, place, "runs", "artifact_uri", (run_id,), uri, served_uri(root, run_id, "artifacts"))
+            _entity(plan, place, "runs", "artifact_uri", (run_id,), uri, served_uri(root, run_id, "artifacts"),
+                    shape=shaped(RUN_SHAPE, run_id, exp_id))
         if "logged_models" in tables:
             for model_id, exp_id, location, status in conn.execute(
                     "SELECT model_id, experiment_id, artifact_location, status FROM logged_models"):
@@ -182,7 +268,8 @@ def plan_move(db: Path, artifacts_dir: Path, layout: StackLayout, *, base: Path)
                     continue
                 plan.logged_models.add(model_id)
                 found = _entity(plan, place, "logged_models", "artifact_location", (model_id,), location,
-                                served_uri(root, "models", model_id, "artifacts"))
+                                served_uri(root, "models", model_id, "artifacts"),
+                                shape=shaped(MODEL_SHAPE, model_id, exp_id))
                 if found is False and status == READY:
                     plan.missing.append(f"logged model {model_id}: {location} (no such directory)")
         if "trace_info" in tables:
@@ -196,9 +283,20 @@ def plan_move(db: Path, artifacts_dir: Path, layout: StackLayout, *, base: Path)
                 if not good("trace id", trace_id, ENTITY_ID) or (root := where(exp_id)) is None:
                     continue
                 found = _entity(plan, place, "trace_tags", "value", (trace_id, TRACE_LOCATION_TAG), value,
-                                served_uri(root, "traces", trace_id, "artifacts"))
+                                served_uri(root, "traces", trace_id, "artifacts"),
+                                shape=shaped(TRACE_SHAPE, trace_id, exp_id))
                 if found is False and trace_id in spans_in_artifacts:
                     plan.missing.append(f"trace {trace_id}: {value} (no such directory)")
+        for exp_id, (where_, path) in sorted(exp_outside.items()):
+            # an experiment's folder is never walked: taken as `<dir>/<experiment id>` or as the parent of a run,
+            # logged model or trace folder of its own taken above
+            if path.name != exp_id and (exp_id, path) not in heads:
+                plan.outside_refused.append(f"{where_}: {path} (not <folder>/{exp_id}, nor the folder of one of its "
+                                            "runs, logged models or traces)")
+            elif (wide := _too_wide(path, artifacts_dir)) is not None:
+                plan.outside_refused.append(f"{where_}: {path} (is or holds {wide})")
+            else:
+                plan.outside.append(f"{where_}: {path} (not walked: only its runs', models' and traces' folders)")
         if bad:
             raise RefusedError(f"the source holds {len(bad)} id(s) or workspace name(s) MLflow never writes: "
                                + "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
@@ -216,10 +314,12 @@ def plan_move(db: Path, artifacts_dir: Path, layout: StackLayout, *, base: Path)
 
 
 def _entity(plan: MovePlan, place, table: str, column: str, key: tuple, value: str | None, target: str,
-            walk: bool = True) -> bool | None:
+            walk: bool = True, shape=None) -> bool | None:
     """An experiment, run, logged model or trace: its location becomes `target` when it is a local path (under
-    the artifact root or elsewhere on this machine: its files are planned), else it is left. True/False:
-    moved, with/without a directory on disk; None: left."""
+    the artifact root or elsewhere on this machine: its files are planned), else it is left. Outside the
+    artifact root a folder is taken only if `shape(path)` says MLflow wrote it for this entity, and it is not,
+    nor holds, `/`, $HOME or the artifact root: else it is listed in `outside_refused`. True/False: moved,
+    with/without a directory on disk; None: left."""
     if not value:
         return None
     where = f"{table}.{column} {'/'.join(map(str, key[:1]))}"
@@ -230,6 +330,15 @@ def _entity(plan: MovePlan, place, table: str, column: str, key: tuple, value: s
     plan.rewrites.append(Rewrite(table, column, key, value, target))
     if not walk:  # an experiment's folder: only its runs', models' and traces' files move
         return p.path.is_dir()
+    if not p.under(plan.artifacts_dir):
+        if shape is not None and not shape(p.path):
+            plan.outside_refused.append(f"{where}: {p.path} (not the folder MLflow writes for it: "
+                                        f"{shape.expected})")
+            return True
+        if (wide := _too_wide(p.path, plan.artifacts_dir)) is not None:
+            plan.outside_refused.append(f"{where}: {p.path} (is or holds {wide})")
+            return True
+        plan.outside.append(f"{where}: {p.path}")
     plan.moves.append(DirMove(p.path, target))
     if not p.path.is_dir():
         return False
@@ -263,7 +372,8 @@ def _walk(plan: MovePlan, where: str, top: Path, prefix: str, allowed: Path, top
             name = f"{rel}/{entry.name}" if rel else entry.name
             try:
                 st = full.lstat()
-                if stat.S_ISLNK(st.st_mode):
+                link = stat.S_ISLNK(st.st_mode)
+                if link:
                     real = full.resolve(strict=True)
                     if not _within(real, allowed):
                         plan.outside_links.append(f"{full} -> {real}")
@@ -284,7 +394,8 @@ def _walk(plan: MovePlan, where: str, top: Path, prefix: str, allowed: Path, top
                     continue
                 visit(full, name, (*ancestors, real))
             elif stat.S_ISREG(st.st_mode):
-                plan.files.append(PlannedFile(full, f"{prefix}/{name}", st.st_size, st.st_mtime_ns))
+                plan.files.append(PlannedFile(full, f"{prefix}/{name}", st.st_size, st.st_mtime_ns, st.st_dev,
+                                              st.st_ino, real if link else None))
             else:
                 plan.missing.append(f"{where}: {full} (not a regular file)")
 
