@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-UPLOADED, VERIFIED = "uploaded", "verified"
+UPLOADED, VERIFIED, FAILED = "uploaded", "verified", "failed"  # failed: the listing after its upload disagreed
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS files (
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
-    state TEXT NOT NULL,       -- uploaded | verified
+    state TEXT NOT NULL,       -- uploaded | verified | failed (sent again by the next run)
     at REAL NOT NULL,
     PRIMARY KEY (stack, dest)
 );

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from migration.errors import EXIT_OK, Interrupted, MigrationError, RefusedError, UsageError, VerificationError
-from migration.manifest import UPLOADED, VERIFIED, FileRecord, Manifest, is_done, sha256_of
+from migration.manifest import FAILED, UPLOADED, VERIFIED, FileRecord, Manifest, is_done, sha256_of
 from migration.moveplan import MovePlan, PlannedFile, StackLayout, apply_rewrites, normalised_dest, plan_move
 from migration.report import Reporter
 from migration.stack import normalise_stack_uri
@@ -106,6 +106,7 @@ class MoveResult:
 
 
 LOCK_NAME = "lock"
+SEND_PREFIX = "mlflow-move-send-"  # private snapshots of files being sent, in SOURCE.move/
 
 
 class MoveLock:
@@ -148,6 +149,22 @@ def lock_paths(state: Path, manifest_path: Path) -> list[Path]:
     """The source's lock, then the manifest's: always both (a manifest inside this source's state directory may
     be another source's --manifest too). Taken in this order by every move."""
     return [state / LOCK_NAME, manifest_path.with_name(manifest_path.name + ".lock")]
+
+
+def _remove_leftovers(state: Path) -> list[Path]:
+    """What a run killed outright leaves in SOURCE.move/: private snapshots of the files it was sending
+    (mlflow-move-send-*/, up to --jobs of them) and a rewritten copy being written (rewritten.db.*.partial).
+    Called only with the lock held: no other move of this source is writing them."""
+    gone: list[Path] = []
+    if not state.is_dir():
+        return gone
+    for path in [*state.glob(SEND_PREFIX + "*"), *state.glob("rewritten.db.*.partial")]:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        gone.append(path)
+    return gone
 
 
 def _rollback_journal(db: Path) -> None:
@@ -277,6 +294,7 @@ class Move:
 
         opts, result = self.opts, self.result
         self.scratch = state
+        _remove_leftovers(state)  # a killed run's (kill -9: no cleanup ran); the lock says none is running
         # 1. preflight: the stack first (cheap, and the credentials are the commonest mistake)
         self.reporter.info(f"checking the stack at {stack.uri}")
         layout = stack.layout()
@@ -487,7 +505,8 @@ class Move:
             for f in todo:
                 by_dir.setdefault(f.dest.rsplit("/", 1)[0], []).append(f)
             with concurrent.futures.ThreadPoolExecutor(max(1, opts.jobs), thread_name_prefix="upload") as pool:
-                futures = [pool.submit(self._upload_dir, repos, manifest, records, directory, files, progress, task)
+                futures = [pool.submit(self._upload_dir, repos, manifest, records, directory, files, progress, task,
+                                       moved)
                            for directory, files in by_dir.items()]
                 try:
                     for fut in concurrent.futures.as_completed(futures):
@@ -557,10 +576,16 @@ class Move:
         return found
 
     def _upload_dir(self, repos: "_Repos", manifest: Manifest, records: dict[str, FileRecord], directory: str,
-                    files: list[PlannedFile], progress, task) -> None:
-        """One destination directory: upload what the manifest does not hold as uploaded, then one listing
-        to compare sizes (and a read-back with --verify full); each file recorded as it is verified."""
+                    files: list[PlannedFile], progress, task, moved: bool = False) -> None:
+        """One destination directory: listed once first; a file the manifest holds as sent (uploaded or
+        verified, the same size, mtime and sha256) is not sent again only if that listing shows it with its size
+        (the stack may have lost it since: a kill -9 between the upload and its check, a recreated stack), and
+        never on a moved source or with --overwrite (the stack's own version is what differs). Then one listing
+        to compare sizes (and a read-back with --verify full); each file recorded as it is verified, or marked
+        failed (sent again by the next run)."""
         repo, sub = repos.get(directory)
+        before = ({} if moved or self.opts.overwrite else
+                  {posixpath_name(i.path): i.file_size for i in repo.list_artifacts(sub or None) if not i.is_dir})
         pending: list[tuple[PlannedFile, str]] = []
         for f in files:
             if self._stop.is_set():
@@ -568,12 +593,13 @@ class Move:
             rec = records.get(f.dest)
             try:
                 digest = None
-                if rec is not None and rec.state == UPLOADED and rec.size == f.size and rec.mtime_ns == f.mtime_ns:
-                    digest = read_planned(f)  # sent before, not yet verified: the same bytes need no resend
+                if (rec is not None and rec.state in (UPLOADED, VERIFIED) and rec.size == f.size
+                        and rec.mtime_ns == f.mtime_ns and before.get(posixpath_name(f.dest)) == f.size):
+                    digest = read_planned(f)  # sent before and listed with its size: the same bytes need no resend
                 if digest is None or rec.sha256 != digest:
                     # sent from a private snapshot copied from the one descriptor opened and checked (MLflow's
                     # repository takes a path: the laptop's path could be swapped for a link meanwhile)
-                    with tempfile.TemporaryDirectory(prefix="mlflow-move-send-", dir=self.scratch) as tmp:
+                    with tempfile.TemporaryDirectory(prefix=SEND_PREFIX, dir=self.scratch) as tmp:
                         snapshot = Path(tmp) / f.dest.rsplit("/", 1)[-1]
                         digest = read_planned(f, snapshot)
                         repo.log_artifact(str(snapshot), sub or None)
@@ -591,16 +617,20 @@ class Move:
         listed = {posixpath_name(i.path): i.file_size for i in repo.list_artifacts(sub or None) if not i.is_dir}
         for f, digest in pending:
             name = f.dest.rsplit("/", 1)[-1]
-            if listed.get(name) != f.size:
-                raise VerificationError(f"after upload the stack lists {f.dest} with {listed.get(name)} bytes, not "
-                                        f"{f.size}; the manifest keeps it to upload again")
-            if self.opts.verify == "full":
-                with tempfile.TemporaryDirectory(prefix="mlflow-move-verify-") as tmp:
-                    local = Path(tmp) / name
-                    repo._download_file(f"{sub}/{name}" if sub else name, str(local))
-                    if sha256_of(local) != digest:
-                        raise VerificationError(f"{f.dest} read back from the stack differs from {f.source} "
-                                                "(sha256); the manifest keeps it to upload again")
+            try:
+                if listed.get(name) != f.size:
+                    raise VerificationError(f"after upload the stack lists {f.dest} with {listed.get(name)} bytes, "
+                                            f"not {f.size}; the manifest keeps it to upload again")
+                if self.opts.verify == "full":
+                    with tempfile.TemporaryDirectory(prefix="mlflow-move-verify-") as tmp:
+                        local = Path(tmp) / name
+                        repo._download_file(f"{sub}/{name}" if sub else name, str(local))
+                        if sha256_of(local) != digest:
+                            raise VerificationError(f"{f.dest} read back from the stack differs from {f.source} "
+                                                    "(sha256); the manifest keeps it to upload again")
+            except VerificationError:
+                manifest.record(FileRecord(f.dest, self._rel(f.source), f.size, f.mtime_ns, digest, FAILED))
+                raise
             manifest.record(FileRecord(f.dest, self._rel(f.source), f.size, f.mtime_ns, digest, VERIFIED))
             with self._count:
                 self.result.verified += 1
@@ -670,6 +700,10 @@ def read_planned(f: PlannedFile, copy_to: Path | None = None, chunk: int = 1 << 
     except OSError as exc:
         raise Changed("a link now" if exc.errno == errno.ELOOP else exc.strerror or str(exc)) from None
     try:
+        if f.root is not None:
+            where = _fd_path(fd)
+            if not (where == f.root or f.root in where.parents):
+                raise Changed(f"opened as {where}, outside {f.root} (a folder on its path swapped for a link?)")
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (f.dev, f.ino):
             raise Changed("another file than the one planned")
@@ -694,6 +728,20 @@ def read_planned(f: PlannedFile, copy_to: Path | None = None, chunk: int = 1 << 
         return digest.hexdigest()
     finally:
         os.close(fd)
+
+
+def _fd_path(fd: int) -> Path:
+    """The real path of an open descriptor: /proc/self/fd on Linux, fcntl F_GETPATH on macOS. Where neither
+    exists the move refuses to send (it could not tell a file reached through a swapped folder)."""
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        pass
+    if hasattr(fcntl, "F_GETPATH"):
+        return Path(os.fsdecode(fcntl.fcntl(fd, fcntl.F_GETPATH, b"\0" * 1024).rstrip(b"\0")))
+    raise RefusedError("this system tells no open file's path (neither /proc/self/fd nor F_GETPATH): the move "
+                       "cannot check that a file it sends lies inside the artifact root; nothing more was sent",
+                       hint="run the move on Linux or macOS")
 
 
 def _digest_or_none(f: PlannedFile) -> str | None:
@@ -928,6 +976,11 @@ def _aws_step(rewritten: Path, pulumi_stack: str, token: str) -> str:
             "done")
 
 
+REPLICA_TIMEOUT = 86400  # the azure job's replicaTimeout (s): Container Apps stops the execution after it
+POLL_GRACE = 600  # the polling gives up this long after the replica timeout
+POLL_MISSES = 30  # or after this many empty/failed/Unknown answers in a row (5 minutes at 10 s)
+
+
 def _azure_step(rewritten: Path, pulumi_stack: str, token: str) -> str:
     """A Container Apps job of the server's image, identity and environment, made from a spec file: `az
     containerapp job create --args -c ...` is refused by az's own parser (a value starting with `-`:
@@ -944,7 +997,8 @@ def _azure_step(rewritten: Path, pulumi_stack: str, token: str) -> str:
     spec = ('($app.properties.template.containers[] | select(.name == "mlflow-server")) as $server | '
             '{location: $app.location, identity: {type: "UserAssigned", userAssignedIdentities: '
             '($app.identity.userAssignedIdentities | map_values({}))}, properties: {environmentId: '
-            '$app.properties.environmentId, configuration: {triggerType: "Manual", replicaTimeout: 86400, '
+            '$app.properties.environmentId, configuration: {triggerType: "Manual", replicaTimeout: '
+            + str(REPLICA_TIMEOUT) + ', '
             'replicaRetryLimit: 0, manualTriggerConfig: {parallelism: 1, replicaCompletionCount: 1}, '
             'secrets: [{name: "backend-uri", value: input}], registries: $app.properties.configuration.registries}, '
             'template: {containers: [{name: "mlflow-move", image: $server.image, command: ["sh", "-c", $c], '
@@ -968,12 +1022,23 @@ def _azure_step(rewritten: Path, pulumi_stack: str, token: str) -> str:
             f"az containerapp job create -g \"$RG\" -n {job} --yaml \"$SPEC\"; rm -f \"$SPEC\"\n"
             f"EXECUTION=\"$(az containerapp job start -g \"$RG\" -n {job} --query name -o tsv)\"  # returns when "
             "queued\n"
-            "STATUS=\"$([ -n \"$EXECUTION\" ] && echo Running || echo Failed)\"\n"
-            "while [ \"$STATUS\" != Succeeded ] && [ \"$STATUS\" != Failed ] && [ \"$STATUS\" != Stopped ]; do\n"
-            "  sleep 10\n"
-            f"  STATUS=\"$(az containerapp job execution show -g \"$RG\" -n {job} --job-execution-name \"$EXECUTION\" "
+            "STATUS=\"$([ -n \"$EXECUTION\" ] && echo Running || echo 'Failed (no execution started)')\"\n"
+            f"MISSES=0; WAITED=0  # gives up after {POLL_MISSES} empty or failed answers in a row, or the job's "
+            f"replicaTimeout ({REPLICA_TIMEOUT} s) and {POLL_GRACE} s\n"
+            "while :; do\n"
+            "  case \"$STATUS\" in Running|Processing|Pending) ;; *) break;; esac  # any other status is final\n"
+            f"  if [ \"$WAITED\" -ge {REPLICA_TIMEOUT + POLL_GRACE} ]; then STATUS=\"still $STATUS after the job's "
+            f"replicaTimeout ({REPLICA_TIMEOUT} s)\"; break; fi\n"
+            "  sleep 10; WAITED=$((WAITED + 10))\n"
+            f"  ANSWER=\"$(az containerapp job execution show -g \"$RG\" -n {job} --job-execution-name \"$EXECUTION\" "
             "--query properties.status -o tsv)\"\n"
-            "  echo \"$EXECUTION: ${STATUS:-no answer}\"\n"
+            "  case \"$ANSWER\" in\n"
+            "    ''|Unknown) MISSES=$((MISSES + 1))\n"
+            "      echo \"$EXECUTION: ${ANSWER:-no answer} ($MISSES in a row)\"\n"
+            f"      if [ \"$MISSES\" -ge {POLL_MISSES} ]; then STATUS=\"unknown: no status in {POLL_MISSES} "
+            "answers in a row; check az login and the network, then the execution in the portal\"; break; fi;;\n"
+            "    *) MISSES=0; STATUS=\"$ANSWER\"; echo \"$EXECUTION: $STATUS\";;\n"
+            "  esac\n"
             "done\n"
             "if [ \"$STATUS\" = Succeeded ]; then\n"
             "  echo \"the database step committed\"\n"
@@ -982,8 +1047,10 @@ def _azure_step(rewritten: Path, pulumi_stack: str, token: str) -> str:
             "--name \"$KEY\"\n"
             "else\n"
             f"  echo \"the database step did not succeed ($STATUS): nothing was deleted; the job {job} and its logs "
-            "are kept, and the staged copy $KEY: read its output, then delete both (az containerapp job delete, "
-            "az storage blob delete) before another try\"\n"
+            "are kept, and the staged copy $KEY: read its output (az containerapp job logs show -g \"$RG\" -n "
+            f"{job} --execution \"$EXECUTION\" --container mlflow-move; az containerapp job execution show), and "
+            "whether the stack holds the source's runs now (move --finish): only if it does not, delete both (az "
+            "containerapp job delete, az storage blob delete) before another try\"\n"
             "fi")
 
 

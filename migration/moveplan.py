@@ -78,6 +78,9 @@ class PlannedFile:
     dev: int
     ino: int
     real: Path | None = None  # the path to open: `source`, or the target a link inside the root resolved to
+    # the folder (resolved) the file must lie in: the upload checks the real path of the descriptor it opened
+    # (a parent folder swapped for a link after the walk is followed by open(2); O_NOFOLLOW guards only the name)
+    root: Path | None = None
 
     @property
     def opened(self) -> Path:
@@ -364,8 +367,12 @@ def _walk(plan: MovePlan, where: str, top: Path, prefix: str, allowed: Path, top
     def visit(directory: Path, rel: str, ancestors: tuple[Path, ...]) -> None:
         try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            now = Path(os.path.realpath(directory))
         except OSError as exc:
             plan.missing.append(f"{where}: {directory} (unreadable: {exc.strerror})")
+            return
+        if not _within(now, allowed):  # swapped for a link after it was judged: what was listed lies outside
+            plan.outside_links.append(f"{directory} -> {now}")
             return
         for entry in entries:
             full = Path(entry.path)
@@ -395,7 +402,7 @@ def _walk(plan: MovePlan, where: str, top: Path, prefix: str, allowed: Path, top
                 visit(full, name, (*ancestors, real))
             elif stat.S_ISREG(st.st_mode):
                 plan.files.append(PlannedFile(full, f"{prefix}/{name}", st.st_size, st.st_mtime_ns, st.st_dev,
-                                              st.st_ino, real if link else None))
+                                              st.st_ino, real if link else None, allowed))
             else:
                 plan.missing.append(f"{where}: {full} (not a regular file)")
 
