@@ -25,7 +25,7 @@ from typing import Iterator
 import pytest
 
 from rehearsal.launcher import RehearsalStack, Variant
-from tests.rehearsal.conftest import scenario_stack
+from tests.rehearsal.conftest import mlflow_client_for, scenario_stack
 
 REPO = Path(__file__).resolve().parents[2]
 MANY = 80  # 64 KiB files, ten per folder: enough folders for a kill to land between them
@@ -137,18 +137,9 @@ def test_refusals_leave_the_stack_untouched(stack, variant, source, tmp_path):
 
 @contextlib.contextmanager
 def _client(variant: Variant):
-    from mlflow import MlflowClient
-
-    saved = {k: os.environ.get(k) for k in variant.client_env()}
-    os.environ.update(variant.client_env())
-    try:
-        yield MlflowClient(tracking_uri=variant.tracking_uri)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    """The MLflow client through Nginx with the stack's client env (the admin), as a user points it."""
+    with pytest.MonkeyPatch.context() as patch, mlflow_client_for(variant, patch) as client:
+        yield client
 
 
 def _manifest(path: Path) -> dict[str, str]:
