@@ -261,15 +261,16 @@ case "$0 $*" in
   *pulumi*) echo value;;
   *"job start"*) echo exec-1;;
   *"execution show"*) n=$(cat "$COUNT" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$COUNT"
-                      if [ $n -lt 3 ]; then echo Running; else echo "$FINAL"; fi;;
+                      if [ $n -lt "${RUNS:-3}" ]; then echo Running; else echo "$FINAL"; fi;;
   *"containerapp show"*) echo '{}';;
   *jq*) cat > /dev/null; echo '{}';;
 esac
 """
 
 
-@pytest.mark.parametrize("final", ["Succeeded", "Failed"])
-def test_the_azure_step_waits_for_its_job_and_deletes_only_after_success(tmp_path, final):
+def run_azure_step(tmp_path: Path, final: str, runs: int = 3) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """The printed azure step run by bash against stub az/pulumi/jq/sleep: the execution answers Running until
+    the `runs`-th poll, then `final`; (the run, every stub call in order)."""
     from migration.move import _azure_step
 
     bin_dir = tmp_path / "bin"
@@ -281,8 +282,13 @@ def test_the_azure_step_waits_for_its_job_and_deletes_only_after_success(tmp_pat
     step = _azure_step(Path("/home/me/p/mlflow.db.move/rewritten.db"), "dev", "0123456789ab")
     done = subprocess.run(["bash", "-c", step], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log),
-                               "COUNT": str(tmp_path / "count"), "FINAL": final})
-    calls = log.read_text().splitlines()
+                               "COUNT": str(tmp_path / "count"), "FINAL": final, "RUNS": str(runs)})
+    return done, log.read_text().splitlines()
+
+
+@pytest.mark.parametrize("final", ["Succeeded", "Failed"])
+def test_the_azure_step_waits_for_its_job_and_deletes_only_after_success(tmp_path, final):
+    done, calls = run_azure_step(tmp_path, final)
     start = next(i for i, c in enumerate(calls) if "job start" in c)
     polls = [i for i, c in enumerate(calls) if "job execution show" in c]
     assert len(polls) == 3 and all("--job-execution-name exec-1" in calls[i] for i in polls)

@@ -5,7 +5,6 @@ copies are removed by the next (R3); the azure step's polling ends (R4). Without
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from migration.errors import MigrationError, VerificationError
 from migration.manifest import FAILED, UPLOADED, VERIFIED, FileRecord, Manifest
 from migration.moveplan import StackLayout, plan_move
 from tests.migration import test_move
+from tests.migration.test_move_review3 import run_azure_step
 from tests.migration.test_move import _laptop, _mover, _StackStub
 
 fake_stack = test_move.fake_stack  # the stack's artifact store as a dict (a fixture)
@@ -178,33 +178,11 @@ def test_the_locked_run_removes_leftovers_first(tmp_path, monkeypatch):
 
 
 # --- R4 ---------------------------------------------------------------------------------------------------------
-STUB = """#!/bin/sh
-echo "$(basename "$0") $*" >> "$LOG"
-case "$0 $*" in
-  *pulumi*) echo value;;
-  *"job start"*) echo exec-1;;
-  *"execution show"*) n=$(cat "$COUNT" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$COUNT"
-                      if [ $n -lt 2 ]; then echo Running; else printf '%s' "$FINAL"; fi;;
-  *"containerapp show"*) echo '{}';;
-  *jq*) cat > /dev/null; echo '{}';;
-esac
-"""
 
-
-def _run_azure(tmp_path, final: str, sleep_stub: str | None = None):
-    from migration.move import _azure_step
-
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name in ("az", "pulumi", "jq", "sleep"):
-        (bin_dir / name).write_text(STUB)
-        (bin_dir / name).chmod(0o755)
-    log = tmp_path / "log"
-    step = _azure_step(Path("/home/me/p/mlflow.db.move/rewritten.db"), "dev", "0123456789ab")
-    done = subprocess.run(["bash", "-c", step], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log),
-                               "COUNT": str(tmp_path / "count"), "FINAL": final})
-    calls = log.read_text().splitlines()
+def _run_azure(tmp_path, final: str):
+    """The printed azure step (test_move_review3.run_azure_step): Running once, then `final`; (the run, its polls,
+    its deletes)."""
+    done, calls = run_azure_step(tmp_path, final, runs=2)
     return done, [c for c in calls if "execution show" in c], [c for c in calls if " delete " in f"{c} "]
 
 
