@@ -55,11 +55,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-probe", action="store_true", help="skip the MLflow probe after commit")
     p.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="how long to wait for locks on the target tables (default: %(default)s)")
+    add_output_options(p, masked="passwords")
+    return p
+
+
+def add_output_options(p: argparse.ArgumentParser, masked: str) -> None:
+    """--json, -q, -v and --version, as both commands (this one and `move`) take them."""
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH ('-' for stdout)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output, only the summary")
-    p.add_argument("-v", "--verbose", action="store_true", help="log details (passwords stay masked)")
+    p.add_argument("-v", "--verbose", action="store_true", help=f"log details ({masked} stay masked)")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    return p
+
+
+def configure_logging(verbose: bool, secrets: list[str], noisy: tuple[str, ...] = ("alembic", "mlflow")) -> None:
+    """Log to stderr through the redacting filter; the `noisy` libraries at INFO only with -v."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_RedactingFilter(secrets))
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler], force=True)
+    for name in noisy:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def write_json(path: str | None, data: dict) -> None:
+    """--json: `data` to PATH, or to stdout for '-'."""
+    if not path:
+        return
+    text = json.dumps(data, indent=2, default=str)
+    if path == "-":
+        print(text)
+    else:
+        with open(path, "w") as handle:
+            handle.write(text + "\n")
 
 
 class _RedactingFilter(logging.Filter):
@@ -103,12 +130,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, probe) -> in
     try:
         target = parse_target(args.target)
         secrets = target.secrets
-        handler = logging.StreamHandler(sys.stderr)
-        handler.addFilter(_RedactingFilter(secrets))
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, handlers=[handler], force=True)
-        for noisy in ("alembic", "mlflow"):
-            logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.WARNING)
+        configure_logging(args.verbose, secrets)
         try:
             rewrites = tuple(ArtifactRewrite.parse(s) for s in args.rewrite_artifact_root)
         except ValueError as exc:
@@ -147,13 +169,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, probe) -> in
     reporter.summary(result)
     if result.probe is not None:
         reporter.out.print(f"MLflow probe: ok ({result.probe.seconds:.2f} s): {result.probe.detail}", markup=False)
-    if args.json:
-        text = json.dumps(result.as_dict(), indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            with open(args.json, "w") as handle:
-                handle.write(text + "\n")
+    write_json(args.json, result.as_dict())
     return EXIT_OK
 
 

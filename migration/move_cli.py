@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 
-from migration import __version__
+from migration.cli import add_output_options, configure_logging, write_json
 from migration.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Interrupted, MigrationError
 from migration.uris import redact
 
@@ -64,10 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="preflight only: write nothing")
     p.add_argument("--finish", action="store_true",
                    help="after the printed database step: check the stack holds the source's runs and artifacts")
-    p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH ('-' for stdout)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output, only the summary")
-    p.add_argument("-v", "--verbose", action="store_true", help="log details (credentials stay masked)")
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_output_options(p, masked="credentials")
     return p
 
 
@@ -90,9 +85,7 @@ def main(argv: list[str]) -> int:
             secrets += parse_target(uri).secrets
         except MigrationError:
             pass
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, force=True)
-    for noisy in ("alembic", "mlflow", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.WARNING)
+    configure_logging(args.verbose, secrets, noisy=("alembic", "mlflow", "urllib3"))
     reporter = Reporter(quiet=args.quiet)
     from migration.move import Move, MoveOptions
     from migration.stack import normalise_stack_uri
@@ -114,16 +107,16 @@ def main(argv: list[str]) -> int:
             reporter.err.print("error: interrupted after the database step committed: the stack holds the source's "
                                "rows (the manifest says so); `move --finish` with the same arguments checks it",
                                markup=False)
-            _write_json(args.json, {**move.result.as_dict(), "status": "committed", "interrupted": True})
+            write_json(args.json, {**move.result.as_dict(), "status": "committed", "interrupted": True})
         else:
             reporter.err.print("error: interrupted; nothing of the database step was committed (rolled back, if it "
                                "had started); files verified so far are in the manifest, the rerun resumes",
                                markup=False)
-            _write_json(args.json, {**move.result.as_dict(), "status": "interrupted"})
+            write_json(args.json, {**move.result.as_dict(), "status": "interrupted"})
         return 130
     except MigrationError as exc:
         reporter.err.print(f"error: {redact(str(exc), secrets)}", markup=False, style="red")
-        _write_json(args.json, {**move.result.as_dict(), "status": "error", "exit_code": exc.exit_code,
+        write_json(args.json, {**move.result.as_dict(), "status": "error", "exit_code": exc.exit_code,
                                 "error": redact(str(exc), secrets)})
         return exc.exit_code
     except SystemExit:
@@ -135,28 +128,17 @@ def main(argv: list[str]) -> int:
             import traceback
 
             reporter.err.print(redact(traceback.format_exc(), secrets), markup=False)
-        _write_json(args.json, {**move.result.as_dict(), "status": "error", "exit_code": EXIT_FAILED,
+        write_json(args.json, {**move.result.as_dict(), "status": "error", "exit_code": EXIT_FAILED,
                                 "error": redact(message, secrets)})
         return EXIT_FAILED
     summary(reporter, result)
-    _write_json(args.json, result.as_dict())
+    write_json(args.json, result.as_dict())
     return EXIT_OK
 
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else ""
-
-
-def _write_json(path: str | None, data: dict) -> None:
-    if not path:
-        return
-    text = json.dumps(data, indent=2, default=str)
-    if path == "-":
-        print(text)
-    else:
-        with open(path, "w") as handle:
-            handle.write(text + "\n")
 
 
 def summary(reporter, result) -> None:
