@@ -2,9 +2,9 @@
 
 A SQLite file (default: `<source>.move/manifest.sqlite`), written one row per file as each upload is
 verified, so a move killed at any moment (Ctrl-C, kill -9, a closed laptop) resumes where it stopped.
-It is a cache, never the proof: a file whose row says `verified` for the same stack, with the same size
-and mtime (and the same sha256, when the move hashed the file again) is not sent again only if the stack
-also lists it with its size (move.py, _not_on_stack). Rows are keyed by stack (its normalised URI, never
+It is a cache, never the proof: the stack's listing (and with --verify full its read-back) decides what is
+sent again (move.py, Move._to_send); a row tells whether what the stack holds is what this move sent, and
+whether the laptop's file changed since. Rows are keyed by stack (its normalised URI, never
 with credentials) and destination, so one manifest can serve a rehearsal and the real move.
 """
 
@@ -100,12 +100,3 @@ class Manifest:
         with self._lock:
             self._conn.execute("INSERT OR REPLACE INTO steps (stack, name, detail, at) VALUES (?,?,?,?)",
                                (self.stack, name, detail, time.time()))
-
-
-def is_done(rec: FileRecord | None, size: int, mtime_ns: int, sha256: str | None = None) -> bool:
-    """Whether the manifest holds the file as verified on this stack and unchanged since: the same size and
-    mtime and, when `sha256` (the file's digest now) is given, the same sha256 (an edit that keeps size and
-    mtime, as `touch -r` or `rsync -t` leave it, is seen only then). Not whether the stack still has it: the
-    caller checks the stack's listing."""
-    return (rec is not None and rec.state == VERIFIED and rec.size == size and rec.mtime_ns == mtime_ns
-            and (sha256 is None or rec.sha256 == sha256))

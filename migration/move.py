@@ -8,20 +8,24 @@ The order, so that nothing is half-written and a rerun resumes:
     auth.mode mlflow), and the stack holding none of the source's experiments or other data of its own (the
     database step keeps ids, and refuses such a target anyway); with the database reachable, the database
     step's own dry run on the rewritten copy.
- 2. artifacts, uploaded through the stack's artifact API (MLflow's repository for `mlflow-artifacts:/`: auth,
-    the proxy, multipart/presigned transfers where the stack has them), --jobs in parallel, each file
-    recorded in the manifest once the stack lists it with its size (read back and hashed with --verify
-    full). Before the database: until the rows exist nobody sees these files, and no run is ever visible
-    with its artifacts half there. Files of experiments the stack does not hold yet may be written only by
-    an admin (MLflow's auth app judges the artifact path by its experiment id).
- 3. the database: the existing migration of the rewritten copy (one transaction, ids kept), run here when
-    --database-uri-env names a variable holding the PostgreSQL URI, else printed as the stack's one-off step;
-    then `move --finish` checks the stack.
+ 2. the database: the existing migration of the rewritten copy (one transaction, ids kept), run here when
+    --database-uri-env names a variable holding the PostgreSQL URI, else printed as the stack's one-off step
+    (then the same command again does step 3). First, so that the source's experiment ids are the stack's
+    before any file goes up under them: uploaded first, under ids the stack had not given out yet, a user who
+    created an experiment meanwhile would get id 1 with MANAGE on it and read or overwrite the laptop's
+    experiment-1 files (the fifth review of issue 27). From here the moved experiments carry no permission of
+    their own: with auth.defaultPermission NO_PERMISSIONS (the default) only admins see them until granted.
+ 3. artifacts, uploaded through the stack's artifact API (MLflow's repository for `mlflow-artifacts:/`: auth,
+    the proxy, multipart/presigned transfers where the stack has them) into the experiments the stack now
+    holds, --jobs in parallel, each file recorded in the manifest once the stack lists it with its size (read
+    back and hashed with --verify full). Until this step ends the moved runs show only part of their
+    artifacts; `move --finish` checks the stack afterwards.
 
-The manifest is a cache, never the proof: before the database step (and in --finish, and when the stack
-already holds the source) every destination folder is listed on the stack, and a file missing there or of
-another size is sent again (--finish reports it and fails); once the stack holds the source's rows, only a
-file it does not list at all is sent again: one of another size is kept and reported (--overwrite sends it).
+The manifest is a cache, never the proof (Move._to_send): every destination folder is listed on the stack
+(and with --verify full every listed file read back) before anything is sent. A file the stack lacks is
+sent; one it holds as this move sent it stays unless the laptop's changed since; one it holds otherwise
+(another machine's move, or a user's newer version) stays when equal to the laptop's, else is kept and
+reported (exit 3; --overwrite sends it).
 Each file is sent from a private snapshot copied from one descriptor, opened without following a link and
 checked to be the file the plan saw (device, inode, size); a changed one is not sent, listed.
 """
@@ -47,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from migration.errors import EXIT_OK, Interrupted, MigrationError, RefusedError, UsageError, VerificationError
-from migration.manifest import FAILED, UPLOADED, VERIFIED, FileRecord, Manifest, is_done, sha256_of
+from migration.manifest import FAILED, UPLOADED, VERIFIED, FileRecord, Manifest, sha256_of
 from migration.moveplan import MovePlan, PlannedFile, StackLayout, apply_rewrites, normalised_dest, plan_move
 from migration.report import Reporter
 from migration.stack import normalise_stack_uri
@@ -286,10 +290,10 @@ class Move:
             manifest_path = Path(opts.manifest).expanduser().resolve() if opts.manifest else state / "manifest.sqlite"
             result.source, result.manifest = str(filestore or db), str(manifest_path)
             with MoveLock(lock_paths(state, manifest_path)):
-                return self._locked(stack, db, filestore, state, manifest_path, started)
+                return self._locked(stack, db, filestore, state, manifest_path, started, Path(tmp))
 
     def _locked(self, stack, db: Path, filestore: Path | None, state: Path, manifest_path: Path,
-                started: float) -> MoveResult:
+                started: float, tmp: Path) -> MoveResult:
         from migration.source import prepare_source
 
         opts, result = self.opts, self.result
@@ -305,61 +309,64 @@ class Move:
             result.seconds["preflight"] = time.perf_counter() - started
             manifest = Manifest(manifest_path, stack.uri)
             try:
-                done_before = manifest.step_done("database")
                 contents = stack.contents(layout)
-                already = _already_moved(plan, contents)
+                held = _already_moved(plan, contents)
                 if opts.finish:
-                    return self._finish(stack, plan, manifest, contents, already)
-                if already:
-                    # the manifest is no proof: files of the moved source lost on the stack are sent again; a file
-                    # the stack lists with another size is kept (logged there since?) unless --overwrite
-                    if not opts.check:
-                        sent = self._upload(stack, plan, manifest, moved=True)
-                        if result.differs:
-                            raise RefusedError(
-                                f"{len(result.differs)} file(s) of this moved source differ on the stack (another "
-                                f"size), kept: {_listing(result.differs)}"
-                                + (f"; {sent} file(s) the stack lacked were sent again" if sent else
-                                   "; nothing was written"),
-                                hint="--overwrite sends the laptop's version over the stack's")
-                        if sent:
-                            result.status = "repaired"
-                            return result
+                    return self._finish(stack, plan, manifest, held, contents)
+                if not held:
+                    _refuse_other_data(plan, contents)
+                    # --check writes nothing of the move's own either: its copy is a temporary one (a staged step
+                    # may be reading SOURCE.move/rewritten.db)
+                    rewritten = tmp / "rewritten.db" if opts.check else state / "rewritten.db"
+                    self._rewrite(prepared.path, plan, rewritten)
+                    db_uri = self._database_uri()
+                    if db_uri is not None:
+                        self._database_dry_run(rewritten, db_uri)
+                    if opts.check:
+                        result.status = "checked"
+                        return result
+                    if db_uri is None:
+                        result.status = "staged"
+                        result.one_off = one_off_step(opts, rewritten)
+                        return result
+                    # 2. the database, before any artifact: the experiments hold the source's ids from here on
+                    t = time.perf_counter()
+                    try:
+                        result.database = self._database(rewritten, db_uri, manifest)
+                    except MigrationError as exc:
+                        if self.committed:  # the probe failed: the rows are the stack's
+                            raise
+                        raise _after_failed_database(exc, plan, stack, layout) from exc
+                    result.seconds["database"] = time.perf_counter() - t
+                    self._check_on_stack(stack, plan, layout)
+                else:
+                    self.committed = True  # by an earlier run, or the printed step
+                    if not manifest.step_done("database"):
+                        manifest.mark_step("database", "found on the stack " + time.strftime("%Y-%m-%d %H:%M:%S"))
+                # 3. artifacts, into experiments the stack holds
+                t = time.perf_counter()
+                if opts.check:
+                    todo = self._to_send(_Repos(stack.uri), plan, manifest)
+                    result.status = "checked"
+                    self.reporter.info(f"the stack holds this source's rows; {len(todo):,} file(s) to send, "
+                                       f"{len(result.differs):,} differ on the stack")
+                    return result
+                complete = manifest.step_done("artifacts")
+                sent = self._upload(stack, plan, manifest)
+                result.seconds["artifacts"] = time.perf_counter() - t
+                if result.differs:
+                    raise RefusedError(
+                        f"{len(result.differs)} file(s) of this source differ on the stack (another size, or another "
+                        f"sha256 read back), kept: {_listing(result.differs)}"
+                        + (f"; {sent} file(s) the stack lacked were sent" if sent else "; nothing was sent"),
+                        hint="--overwrite sends the laptop's version over the stack's")
+                manifest.mark_step("artifacts", time.strftime("%Y-%m-%d %H:%M:%S"))
+                if held and complete and not sent:
                     raise RefusedError(
                         f"the stack already holds this source ({len(plan.experiments)} experiments, "
-                        f"{len(plan.runs)} runs, same ids): it was moved"
-                        + (" (the database step ran " + done_before + ")" if done_before else "")
-                        + ("" if opts.check else "; the stack lists every file of it") + "; nothing was written",
-                        hint="`move --finish` with the same arguments checks it")
-                _refuse_other_data(plan, contents)
-                rewritten = state / "rewritten.db"
-                self._rewrite(prepared.path, plan, rewritten)
-                db_uri = self._database_uri()
-                if db_uri is not None:
-                    self._database_dry_run(rewritten, db_uri)
-                if opts.check:
-                    result.status = "checked"
-                    return result
-                # 2. artifacts
-                t = time.perf_counter()
-                self._upload(stack, plan, manifest)
-                result.seconds["artifacts"] = time.perf_counter() - t
-                # 3. database
-                if db_uri is None:
-                    result.status = "staged"
-                    result.one_off = one_off_step(opts, rewritten)
-                    return result
-                t = time.perf_counter()
-                try:
-                    result.database = self._database(rewritten, db_uri, manifest)
-                except MigrationError as exc:
-                    if self.committed:  # the probe failed: the rows are the stack's, nothing is orphaned
-                        raise
-                    raise _after_failed_database(exc, plan, stack, layout, state) from exc
-                result.seconds["database"] = time.perf_counter() - t
-                t = time.perf_counter()
-                self._check_on_stack(stack, plan, layout)
-                result.seconds["check"] = time.perf_counter() - t
+                        f"{len(plan.runs)} runs, same ids) and lists every file of it: it was moved ({complete}); "
+                        "nothing was written", hint="`move --finish` with the same arguments checks it")
+                result.status = "repaired" if held and complete else "moved"
                 return result
             finally:
                 manifest.close()
@@ -465,101 +472,71 @@ class Move:
         quiet = Reporter(quiet=True)
         migrate(Options(source=str(rewritten), target=db_uri, dry_run=True, probe=False), quiet)
 
-    # --- 2. artifacts --------------------------------------------------------------------------------
-    def _upload(self, stack, plan: MovePlan, manifest: Manifest, moved: bool = False) -> int:
-        """Every planned file onto the stack; returns how many were sent (0: all were there already).
-        `moved`: the stack holds the source's rows already: what it lists with the right size stays, whatever
-        the manifest (perhaps none: another machine) says; the rest is sent again."""
-        from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeRemainingColumn, TransferSpeedColumn)
-
+    # --- 3. artifacts --------------------------------------------------------------------------------
+    def _to_send(self, repos: "_Repos", plan: MovePlan, manifest: Manifest) -> list[PlannedFile]:
+        """Which planned files to send, decided by the stack's listing of every destination folder (the
+        manifest is a cache, never the proof) and, with --verify full, by reading back what it lists:
+        - not listed: sent (`lost` when the manifest held it as verified);
+        - listed as this move left it (the manifest's size, and with --verify full its sha256): kept if the
+          laptop's file is unchanged since (size, mtime; sha256 when cheap), else sent (the laptop's is newer);
+        - sent by a run that did not verify it (manifest: uploaded or failed): sent again unless the stack
+          lists it as that run sent it and the laptop's file is that one;
+        - listed otherwise (no row: another machine's move; or changed on the stack since this move verified
+          it: a user logged a newer version): kept when it matches the laptop's file (size; sha256 with
+          --verify full), else listed in `differs` and kept (--overwrite sends it)."""
         opts, result = self.opts, self.result
         records = manifest.records()
-        repos = _Repos(stack.uri)
-        todo = self._not_on_stack(repos, plan, records, moved)
-        if result.skipped:
-            self.reporter.info(f"resuming: {result.skipped:,} files already on the stack (manifest {manifest.path}, "
-                               "checked against the stack's listing)")
-        if result.lost:
-            self.reporter.info(f"{len(result.lost):,} file(s) the manifest held as verified are not on the stack "
-                               f"(or of another size): sent again, e.g. {result.lost[0]}")
-        if not todo:
-            return 0
-        progress = None
-        if not opts.quiet and self.reporter.err.is_terminal:
-            progress = Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
-                                DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                                console=self.reporter.err)
-            progress.start()
-        task = progress.add_task("artifacts", total=sum(f.size for f in todo)) if progress else None
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-        def stop(signum, frame):
-            self._stop.set()
-            raise Interrupted()
-
-        for s in previous:
-            signal.signal(s, stop)
-        try:
-            by_dir: dict[str, list[PlannedFile]] = {}
-            for f in todo:
-                by_dir.setdefault(f.dest.rsplit("/", 1)[0], []).append(f)
-            with concurrent.futures.ThreadPoolExecutor(max(1, opts.jobs), thread_name_prefix="upload") as pool:
-                futures = [pool.submit(self._upload_dir, repos, manifest, records, directory, files, progress, task,
-                                       moved)
-                           for directory, files in by_dir.items()]
-                try:
-                    for fut in concurrent.futures.as_completed(futures):
-                        fut.result()
-                except BaseException:
-                    self._stop.set()
-                    for fut in futures:
-                        fut.cancel()
-                    raise
-        except Interrupted:
-            raise KeyboardInterrupt from None
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-            if progress is not None:
-                progress.stop()
-        if result.changed:
-            raise MigrationError(f"{len(result.changed)} file(s) changed between the plan and their upload (replaced, "
-                                 f"now a link, or of another size): not sent: {_listing(sorted(result.changed))}; "
-                                 "every other file was sent and recorded",
-                                 hint="rerun when nothing writes to the artifact folders: it plans again and sends "
-                                      "only what is not on the stack yet")
-        return len(todo) - len(result.changed)
-
-    def _not_on_stack(self, repos: "_Repos", plan: MovePlan, records: dict[str, FileRecord],
-                      moved: bool = False) -> list[PlannedFile]:
-        """The files to send: all but those the manifest holds as verified, unchanged (size, mtime; sha256
-        when cheap) and that the stack lists with their size now. For a moved source (its rows on the stack,
-        users may have logged into its runs since): only the files the stack does not list at all; one it lists
-        with another size is kept and listed in `differs` (sent with --overwrite)."""
-        if moved:
-            listed = self._listing(repos, {f.dest.rsplit("/", 1)[0] for f in plan.files})
-            todo = [f for f in plan.files if f.dest not in listed]
-            differs = [f for f in plan.files if f.dest in listed and listed[f.dest] != f.size]
-            if self.opts.overwrite:
-                todo += differs
+        listed = self._listing(repos, {f.dest.rsplit("/", 1)[0] for f in plan.files})
+        cheap = opts.verify == "full" or sum(f.size for f in plan.files if f.dest in listed) <= REHASH_BYTES
+        local: dict[str, str | None] = {}
+        if cheap:
+            with concurrent.futures.ThreadPoolExecutor(max(1, opts.jobs), thread_name_prefix="hash") as pool:
+                for f, digest in zip(plan.files, pool.map(
+                        lambda f: _digest_or_none(f) if f.dest in listed else None, plan.files)):
+                    local[f.dest] = digest
+        remote: dict[str, str | None] = {}
+        if opts.verify == "full":
+            with concurrent.futures.ThreadPoolExecutor(max(1, opts.jobs), thread_name_prefix="read-back") as pool:
+                wanted = [f for f in plan.files if listed.get(f.dest) is not None]
+                for f, digest in zip(wanted, pool.map(lambda f: _stack_digest(repos, f.dest), wanted)):
+                    remote[f.dest] = digest
+        todo: list[PlannedFile] = []
+        differs: list[str] = []
+        lost: list[str] = []
+        for f in plan.files:
+            size, rec = listed.get(f.dest), records.get(f.dest)
+            if size is None:
+                todo.append(f)
+                if rec is not None and rec.state == VERIFIED:
+                    lost.append(f.dest)
+                continue
+            here = local.get(f.dest) if cheap else None
+            ours = (rec is not None and rec.state in (UPLOADED, VERIFIED) and size == rec.size
+                    and remote.get(f.dest, rec.sha256) == rec.sha256)
+            if ours:  # the stack holds what this move sent: the laptop's file decides
+                if rec.size == f.size and rec.mtime_ns == f.mtime_ns and (here == rec.sha256 if cheap else True):
+                    if rec.state != VERIFIED:  # sent by a run killed before its check: checked now
+                        manifest.record(FileRecord(rec.dest, rec.source, rec.size, rec.mtime_ns, rec.sha256,
+                                                   VERIFIED))
+                    continue
+                todo.append(f)
+                continue
+            if rec is not None and rec.state in (UPLOADED, FAILED):
+                todo.append(f)  # this move's own unverified send, not on the stack as sent: again
+                continue
+            same = size == f.size and (opts.verify != "full" or (remote.get(f.dest) is not None
+                                                                and remote.get(f.dest) == here))
+            if same:
+                continue
+            if opts.overwrite:
+                todo.append(f)
             else:
-                self.result.differs = [f"{f.dest} ({listed[f.dest]} bytes on the stack, {f.size} here)"
-                                       for f in differs]
-            self.result.skipped = len(plan.files) - len(todo) - len(self.result.differs)
-            self.result.lost = [f.dest for f in todo]
-            return todo
-        done = [f for f in plan.files if is_done(records.get(f.dest), f.size, f.mtime_ns)]
-        if done and (self.opts.verify == "full" or sum(f.size for f in done) <= REHASH_BYTES):
-            with concurrent.futures.ThreadPoolExecutor(max(1, self.opts.jobs)) as pool:
-                digests = list(pool.map(_digest_or_none, done))
-            done = [f for f, digest in zip(done, digests)
-                    if digest is not None and is_done(records[f.dest], f.size, f.mtime_ns, digest)]
-        listed = self._listing(repos, {f.dest.rsplit("/", 1)[0] for f in done})
-        keep = {f.dest for f in done if listed.get(f.dest) == f.size}
-        self.result.skipped = len(keep)
-        self.result.lost = [f.dest for f in done if f.dest not in keep]
-        return [f for f in plan.files if f.dest not in keep]
+                why = (f"{size} bytes on the stack, {f.size} here" if size != f.size else
+                       "another sha256 read back from the stack, same size")
+                differs.append(f"{f.dest} ({why})")
+        result.skipped = len(plan.files) - len(todo) - len(differs)
+        result.lost, result.differs = lost, differs
+        return todo
 
     def _listing(self, repos: "_Repos", directories) -> dict[str, int]:
         """dest -> size of every file the stack lists in these destination folders (one listing each)."""
@@ -575,38 +552,91 @@ class Move:
                 found.update(entries)
         return found
 
-    def _upload_dir(self, repos: "_Repos", manifest: Manifest, records: dict[str, FileRecord], directory: str,
-                    files: list[PlannedFile], progress, task, moved: bool = False) -> None:
-        """One destination directory: listed once first; a file the manifest holds as sent (uploaded or
-        verified, the same size, mtime and sha256) is not sent again only if that listing shows it with its size
-        (the stack may have lost it since: a kill -9 between the upload and its check, a recreated stack), and
-        never on a moved source or with --overwrite (the stack's own version is what differs). Then one listing
-        to compare sizes (and a read-back with --verify full); each file recorded as it is verified, or marked
-        failed (sent again by the next run)."""
+    def _upload(self, stack, plan: MovePlan, manifest: Manifest) -> int:
+        """The files `_to_send` chooses, --jobs folders in parallel; returns how many were sent."""
+        from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn, TransferSpeedColumn)
+
+        opts, result = self.opts, self.result
+        repos = _Repos(stack.uri)
+        todo = self._to_send(repos, plan, manifest)
+        if result.skipped:
+            self.reporter.info(f"{result.skipped:,} files already on the stack (its listing"
+                               + (", read back" if opts.verify == "full" else "") + f"; manifest {manifest.path})")
+        if result.lost:
+            self.reporter.info(f"{len(result.lost):,} file(s) the manifest held as verified are not on the stack: "
+                               f"sent again, e.g. {result.lost[0]}")
+        if not todo:
+            return 0
+        progress = None
+        if not opts.quiet and self.reporter.err.is_terminal:
+            progress = Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
+                                DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                                console=self.reporter.err)
+            progress.start()
+        task = progress.add_task("artifacts", total=sum(f.size for f in todo)) if progress else None
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def stop(signum, frame):
+            self._stop.set()
+            raise Interrupted()
+
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main:
+            for s in previous:
+                signal.signal(s, stop)
+        try:
+            by_dir: dict[str, list[PlannedFile]] = {}
+            for f in todo:
+                by_dir.setdefault(f.dest.rsplit("/", 1)[0], []).append(f)
+            with concurrent.futures.ThreadPoolExecutor(max(1, opts.jobs), thread_name_prefix="upload") as pool:
+                futures = [pool.submit(self._upload_dir, repos, manifest, directory, files, progress, task)
+                           for directory, files in by_dir.items()]
+                try:
+                    for fut in concurrent.futures.as_completed(futures):
+                        fut.result()
+                except BaseException:
+                    self._stop.set()
+                    for fut in futures:
+                        fut.cancel()
+                    raise
+        except Interrupted:
+            raise KeyboardInterrupt from None
+        finally:
+            if in_main:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
+            if progress is not None:
+                progress.stop()
+        if result.changed:
+            raise MigrationError(f"{len(result.changed)} file(s) changed between the plan and their upload (replaced, "
+                                 f"now a link, or of another size): not sent: {_listing(sorted(result.changed))}; "
+                                 "every other file was sent and recorded",
+                                 hint="rerun when nothing writes to the artifact folders: it plans again and sends "
+                                      "only what is not on the stack yet")
+        return len(todo) - len(result.changed)
+
+    def _upload_dir(self, repos: "_Repos", manifest: Manifest, directory: str, files: list[PlannedFile],
+                    progress, task) -> None:
+        """One destination folder: each file sent from a private snapshot and recorded `uploaded`; then one
+        listing to compare sizes (and a read-back with --verify full), each file recorded `verified`, or
+        `failed` (sent again by the next run)."""
         repo, sub = repos.get(directory)
-        before = ({} if moved or self.opts.overwrite else
-                  {posixpath_name(i.path): i.file_size for i in repo.list_artifacts(sub or None) if not i.is_dir})
         pending: list[tuple[PlannedFile, str]] = []
         for f in files:
             if self._stop.is_set():
                 return
-            rec = records.get(f.dest)
             try:
-                digest = None
-                if (rec is not None and rec.state in (UPLOADED, VERIFIED) and rec.size == f.size
-                        and rec.mtime_ns == f.mtime_ns and before.get(posixpath_name(f.dest)) == f.size):
-                    digest = read_planned(f)  # sent before and listed with its size: the same bytes need no resend
-                if digest is None or rec.sha256 != digest:
-                    # sent from a private snapshot copied from the one descriptor opened and checked (MLflow's
-                    # repository takes a path: the laptop's path could be swapped for a link meanwhile)
-                    with tempfile.TemporaryDirectory(prefix=SEND_PREFIX, dir=self.scratch) as tmp:
-                        snapshot = Path(tmp) / f.dest.rsplit("/", 1)[-1]
-                        digest = read_planned(f, snapshot)
-                        repo.log_artifact(str(snapshot), sub or None)
-                    with self._count:
-                        self.result.uploaded += 1
-                        self.result.uploaded_bytes += f.size
-                    manifest.record(FileRecord(f.dest, self._rel(f.source), f.size, f.mtime_ns, digest, UPLOADED))
+                # sent from a private snapshot copied from the one descriptor opened and checked (MLflow's
+                # repository takes a path: the laptop's path could be swapped for a link meanwhile)
+                with tempfile.TemporaryDirectory(prefix=SEND_PREFIX, dir=self.scratch) as tmp:
+                    snapshot = Path(tmp) / f.dest.rsplit("/", 1)[-1]
+                    digest = read_planned(f, snapshot)
+                    repo.log_artifact(str(snapshot), sub or None)
+                with self._count:
+                    self.result.uploaded += 1
+                    self.result.uploaded_bytes += f.size
+                manifest.record(FileRecord(f.dest, self._rel(f.source), f.size, f.mtime_ns, digest, UPLOADED))
             except Changed as exc:
                 with self._count:
                     self.result.changed.append(f"{f.source} ({exc})")
@@ -621,13 +651,9 @@ class Move:
                 if listed.get(name) != f.size:
                     raise VerificationError(f"after upload the stack lists {f.dest} with {listed.get(name)} bytes, "
                                             f"not {f.size}; the manifest keeps it to upload again")
-                if self.opts.verify == "full":
-                    with tempfile.TemporaryDirectory(prefix="mlflow-move-verify-") as tmp:
-                        local = Path(tmp) / name
-                        repo._download_file(f"{sub}/{name}" if sub else name, str(local))
-                        if sha256_of(local) != digest:
-                            raise VerificationError(f"{f.dest} read back from the stack differs from {f.source} "
-                                                    "(sha256); the manifest keeps it to upload again")
+                if self.opts.verify == "full" and _stack_digest(repos, f.dest) != digest:
+                    raise VerificationError(f"{f.dest} read back from the stack differs from {f.source} "
+                                            "(sha256); the manifest keeps it to upload again")
             except VerificationError:
                 manifest.record(FileRecord(f.dest, self._rel(f.source), f.size, f.mtime_ns, digest, FAILED))
                 raise
@@ -641,7 +667,7 @@ class Move:
         except ValueError:
             return str(path)
 
-    # --- 3. database ---------------------------------------------------------------------------------
+    # --- 2. database ---------------------------------------------------------------------------------
     def _database(self, rewritten: Path, db_uri: str, manifest: Manifest) -> dict:
         """The migration of the rewritten copy; the manifest marks the step the moment its commit returned."""
         from migration.core import Options, migrate
@@ -665,21 +691,22 @@ class Move:
             raise VerificationError(f"after the database step the stack lacks {len(absent)} run(s) of the source, "
                                     f"e.g. {absent[0]}")
 
-    def _finish(self, stack, plan: MovePlan, manifest: Manifest, contents, already: bool) -> MoveResult:
-        """After the printed one-off step: the rows are on the stack, and every planned file verified."""
+    def _finish(self, stack, plan: MovePlan, manifest: Manifest, held: bool, contents) -> MoveResult:
+        """A check, writing nothing on the stack: it holds the source's rows, and every planned file as the
+        laptop has it (listed with its size; with --verify full read back and compared by sha256)."""
         result = self.result
-        if not already:
+        if not held:
             raise RefusedError("the stack does not hold the source's runs yet: run the printed database step first "
                                f"({len(plan.runs) - len(contents.runs & set(plan.runs))} of {len(plan.runs)} runs "
                                "absent)")
-        listed = self._listing(_Repos(stack.uri), {f.dest.rsplit("/", 1)[0] for f in plan.files})
-        absent = [f.dest if f.dest not in listed else f"{f.dest} ({listed[f.dest]} bytes on the stack, {f.size} here)"
-                  for f in plan.files if listed.get(f.dest) != f.size]
-        if absent:
-            raise VerificationError(f"{len(absent)} artifact file(s) of the source are not on the stack with their "
-                                    f"size: {_listing(absent)}",
-                                    hint="rerun the move without --finish: it sends the ones the stack lacks (those "
-                                         "of another size only with --overwrite)")
+        todo = self._to_send(_Repos(stack.uri), plan, manifest)
+        wrong = [f.dest for f in todo] + result.differs
+        if wrong:
+            raise VerificationError(f"{len(wrong)} artifact file(s) of the source are not on the stack as the laptop "
+                                    "has them (" + ("listed, read back" if self.opts.verify == "full" else "listed")
+                                    + f"): {_listing(wrong)}",
+                                    hint="rerun the move without --finish: it sends the ones the stack lacks or holds "
+                                         "as this move sent them (those changed on the stack only with --overwrite)")
         result.skipped = len(plan.files)
         result.status = "finished"
         return result
@@ -742,6 +769,16 @@ def _fd_path(fd: int) -> Path:
     raise RefusedError("this system tells no open file's path (neither /proc/self/fd nor F_GETPATH): the move "
                        "cannot check that a file it sends lies inside the artifact root; nothing more was sent",
                        hint="run the move on Linux or macOS")
+
+
+def _stack_digest(repos: "_Repos", dest: str) -> str:
+    """The sha256 of a file as the stack serves it (downloaded through its artifact API, then hashed)."""
+    directory, name = dest.rsplit("/", 1)
+    repo, sub = repos.get(directory)
+    with tempfile.TemporaryDirectory(prefix="mlflow-move-verify-") as tmp:
+        local = Path(tmp) / name
+        repo._download_file(f"{sub}/{name}" if sub else name, str(local))
+        return sha256_of(local)
 
 
 def _digest_or_none(f: PlannedFile) -> str | None:
@@ -818,29 +855,6 @@ def _listing(items: list[str], limit: int = 20) -> str:
     return "; ".join(items[:limit]) + (f"; and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def _entity_folder(dest: str) -> str:
-    """The run, logged model or trace folder a destination lies in: `1/<run>/artifacts`,
-    `1/models/<id>/artifacts`, `workspaces/<w>/1/traces/<id>/artifacts`."""
-    parts = dest.split("/")
-    i = 2 if parts[0] == "workspaces" else 0
-    depth = 4 if len(parts) > i + 1 and parts[i + 1] in ("models", "traces") else 3
-    return "/".join(parts[:i + depth])
-
-
-def _entity_held(folder: str, plan: MovePlan, contents) -> bool:
-    """Whether the stack holds the run, logged model or trace (else: the experiment) a folder belongs to."""
-    parts = folder.split("/")
-    i = 2 if parts[0] == "workspaces" else 0
-    kind = parts[i + 1] if len(parts) > i + 1 else ""
-    if kind == "models" and len(parts) > i + 2:
-        return parts[i + 2] in contents.logged_models
-    if kind == "traces" and len(parts) > i + 2:
-        return parts[i + 2] in contents.traces
-    if kind in plan.runs:
-        return kind in contents.runs
-    return parts[i] in contents.experiments
-
-
 def _restated(exc: MigrationError, message: str, hint: str | None) -> MigrationError:
     """The same failure (its type and exit code) with the move's message and hint."""
     try:
@@ -851,35 +865,25 @@ def _restated(exc: MigrationError, message: str, hint: str | None) -> MigrationE
     return new
 
 
-MOVE_HINT = ("`move --check` with the same arguments says what the stack holds now; a rerun reuses every file "
-             "uploaded (the manifest, checked against the stack's listing)")
+MOVE_HINT = "`move --check` with the same arguments says what the stack holds now; then rerun the move"
 
 
-def _after_failed_database(exc: MigrationError, plan: MovePlan, stack, layout: StackLayout,
-                           state: Path) -> MigrationError:
-    """The database step failed, nothing of it committed. The stack is listed again before anything is called
-    orphaned: if it holds this source now, another move of it committed (its rows reference these very files);
-    else only the folders of runs, logged models and traces the stack lacks are unreferenced. The hint is the
-    move's own (the migration's would say `--mode replace`: emptying the stack)."""
+def _after_failed_database(exc: MigrationError, plan: MovePlan, stack, layout: StackLayout) -> MigrationError:
+    """The database step failed, nothing of it committed, and no artifact was sent (they go after it). The
+    stack is listed again: if it holds this source now, another move of it committed meanwhile (a rerun sends
+    the artifacts). The hint is the move's own (the migration's would say `--mode replace`: emptying the
+    stack)."""
     try:
         contents = stack.contents(layout)
     except MigrationError as again:
-        return _restated(exc, f"{exc.message}; the stack could not be listed again to tell which uploaded files "
-                              f"its rows reference ({again.message}): delete nothing", hint=MOVE_HINT)
+        return _restated(exc, f"{exc.message}; nothing of this move was written (the artifacts go after the "
+                              f"database step); the stack could not be listed again ({again.message})",
+                         hint=MOVE_HINT)
     if _already_moved(plan, contents):
-        return _restated(exc, f"{exc.message}; another move of this source committed: the stack holds its experiments "
-                         "and runs, and its rows reference the files uploaded; nothing is orphaned",
-                         hint="`move --finish` with the same arguments checks it")
-    folders = sorted({d for d in (_entity_folder(f.dest) for f in plan.files) if not _entity_held(d, plan, contents)})
-    if not folders:
-        return _restated(exc, exc.message, hint=MOVE_HINT)
-    listing = state / "orphans.txt"
-    listing.parent.mkdir(parents=True, exist_ok=True)
-    listing.write_text("".join(f"mlflow-artifacts:/{d}\n" for d in folders))
-    return _restated(exc, f"{exc.message}; files were uploaded for runs, logged models or traces the stack does not "
-                          f"hold (listed again just now): {len(folders)} folder(s) "
-                          f"({_listing([f'mlflow-artifacts:/{d}' for d in folders], 10)}; all of them in {listing}): "
-                          "a rerun uses them; delete them only if this source is not to be moved", hint=MOVE_HINT)
+        return _restated(exc, f"{exc.message}; another move of this source committed meanwhile: the stack holds its "
+                         "experiments and runs", hint="rerun the move: it sends the artifacts the stack lacks")
+    return _restated(exc, f"{exc.message}; nothing of this move was written (the artifacts go after the database "
+                          "step)", hint=MOVE_HINT)
 
 
 def _size(n: int) -> str:
@@ -1059,14 +1063,28 @@ def one_off_step(opts: MoveOptions, rewritten: Path, token: str | None = None) -
     name read from `pulumi stack output` (of --pulumi-stack, default: the kind's own stack name). No password on
     any command line: the migration inside reads the URI from its environment (`python -c MIGRATE_FROM_ENV
     FILE VARIABLE`), which a secret file (local) or the task's or job's secret env fills."""
-    stack = normalise_stack_uri(opts.to)
     token = token or secrets.token_hex(6)
-    me = f"python -m migration move {shlex.quote(opts.source)} --to {shlex.quote(stack)} --finish"
+    me = rerun_command(opts)
     kinds = {"local": lambda n: _local_step(rewritten, n), "aws": lambda n: _aws_step(rewritten, n, token),
              "azure": lambda n: _azure_step(rewritten, n, token)}
     chosen = [opts.stack_kind] if opts.stack_kind else list(kinds)
     body = "\n\n".join(f"# {k}:\n{kinds[k](opts.pulumi_stack or k)}" for k in chosen)
-    return f"{body}\n\n# then, to check the stack:\n{me}"
+    return (f"{body}\n\n# then the artifacts, into the experiments the step created (the same command again; "
+            f"--finish checks afterwards):\n{me}")
 
 
-__all__ = ["Move", "MoveOptions", "MoveResult", "EXIT_OK", "state_dir", "one_off_step"]
+def rerun_command(opts: MoveOptions) -> str:
+    """This move's command as the user gave it, for after the one-off database step (it sends the artifacts)."""
+    argv = ["python", "-m", "migration", "move", opts.source, "--to", normalise_stack_uri(opts.to)]
+    for flag, value in (("--artifacts", opts.artifacts), ("--manifest", opts.manifest)):
+        if value:
+            argv += [flag, value]
+    if opts.jobs != 8:
+        argv += ["--jobs", str(opts.jobs)]
+    if opts.verify != "size":
+        argv += ["--verify", opts.verify]
+    argv += [flag for flag, on in (("--allow-missing", opts.allow_missing), ("--overwrite", opts.overwrite)) if on]
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+__all__ = ["Move", "MoveOptions", "MoveResult", "EXIT_OK", "state_dir", "one_off_step", "rerun_command"]

@@ -13,15 +13,20 @@ credentials: MLflow's own variables, as every MLflow client takes them: MLFLOW_T
 MLFLOW_TRACKING_PASSWORD (auth.mode proxy: the stack's user; mlflow: the admin), or MLFLOW_TRACKING_TOKEN
 (oidc: a token of the admin group); MLFLOW_TRACKING_SERVER_CERT_PATH for a self-signed stack. Never on argv.
 
+order: the database step first (the source's experiment ids become the stack's before any file goes up under
+them), then the artifacts into those experiments. Where the database is not reachable from here the step is
+printed; the same command run again after it sends the artifacts.
+
 exit codes: 0 moved (or checked, or staged: the database step printed, or finished, or repaired: files of
 a moved source lost on the stack sent again); 1 failed (the stack unreachable, files changed between the
 plan and their upload, or an error; uploaded files stay in the manifest for the rerun); 2 bad arguments;
 3 refused (missing files, links out of the artifact root, folders outside it MLflow does not write there,
 names the stack cannot carry, credentials, a stack holding data of its own or this source already, another
-move of this source running), nothing written; or a moved source's files of another size on the stack,
-kept without --overwrite (those the stack lacked were sent); 4 verification failed (--finish: files not on
-the stack); 5 committed and verified, but the MLflow probe failed; 130 interrupted (the rerun resumes; after
-the database step committed: it says so, and --finish checks it).
+move of this source running), nothing written; or files of the source the stack holds otherwise (another
+size, or sha256 with --verify full), kept without --overwrite (those the stack lacked were sent); 4
+verification failed (--finish: files not on the stack as the laptop has them); 5 committed and verified, but
+the MLflow probe failed; 130 interrupted (the rerun resumes: before the database step committed nothing was
+written; after it, the rerun sends the artifacts the stack lacks).
 """
 
 
@@ -56,12 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-missing", action="store_true",
                    help="go on when artifacts the database names are missing on disk (listed)")
     p.add_argument("--overwrite", action="store_true",
-                   help="a rerun on a moved source sends, besides the files the stack lacks, those it lists with "
-                        "another size, over the stack's (default: kept, listed, exit 3: a user may have logged a "
-                        "newer version there)")
+                   help="also send the files the stack holds otherwise than this move sent them (another size; "
+                        "another sha256 with --verify full), over the stack's (default: kept, listed, exit 3: a user "
+                        "may have logged a newer version there)")
     p.add_argument("--check", action="store_true", help="preflight only: write nothing")
     p.add_argument("--finish", action="store_true",
-                   help="after the printed database step: check the stack holds the source's runs and artifacts")
+                   help="check, writing nothing, that the stack holds the source's runs and every artifact as the "
+                        "laptop has it (read back with --verify full)")
     add_output_options(p, masked="credentials")
     return p
 
@@ -105,13 +111,12 @@ def main(argv: list[str]) -> int:
     except (KeyboardInterrupt, Interrupted):
         if move.committed:
             reporter.err.print("error: interrupted after the database step committed: the stack holds the source's "
-                               "rows (the manifest says so); `move --finish` with the same arguments checks it",
-                               markup=False)
+                               "rows, with part of their artifacts; rerun the same command: it sends the ones the "
+                               "stack lacks", markup=False)
             write_json(args.json, {**move.result.as_dict(), "status": "committed", "interrupted": True})
         else:
-            reporter.err.print("error: interrupted; nothing of the database step was committed (rolled back, if it "
-                               "had started); files verified so far are in the manifest, the rerun resumes",
-                               markup=False)
+            reporter.err.print("error: interrupted before the database step committed (rolled back, if it had "
+                               "started): nothing was written to the stack; a rerun starts again", markup=False)
             write_json(args.json, {**move.result.as_dict(), "status": "interrupted"})
         return 130
     except MigrationError as exc:
@@ -174,8 +179,8 @@ def summary(reporter, result) -> None:
     reporter.out.print(table)
     reporter.out.print(" ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()), markup=False)
     if result.one_off:
-        reporter.out.print("the stack's database is not reachable from here: run its one-off step, then --finish:",
-                           markup=False)
+        reporter.out.print("the stack's database is not reachable from here: run its one-off step, then this "
+                           "command again (it sends the artifacts):", markup=False)
         reporter.out.print(result.one_off, markup=False)
 
 

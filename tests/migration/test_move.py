@@ -12,7 +12,7 @@ import pytest
 from migration import cli
 from migration.locations import (DirMove, WindowsLocation, default_artifact_dir, local_place, rewrite_inside,
                                  served_path, served_uri)
-from migration.manifest import UPLOADED, VERIFIED, FileRecord, Manifest, is_done
+from migration.manifest import UPLOADED, VERIFIED, FileRecord, Manifest
 from migration.moveplan import StackLayout, apply_rewrites, plan_move
 
 BASE = Path("/home/me/proj")
@@ -182,11 +182,8 @@ def test_manifest_resume_rule(tmp_path):
     other = Manifest(tmp_path / "m.sqlite", "https://other-stack")
     assert other.records() == {}, "rows are per stack"
     records = manifest.records()
-    assert not is_done(records["1/r/artifacts/a"], 3, 10), "uploaded but not verified: checked again"
-    assert is_done(records["1/r/artifacts/b"], 4, 11)
-    assert not is_done(records["1/r/artifacts/b"], 5, 11) and not is_done(records["1/r/artifacts/b"], 4, 12), \
-        "a file changed since: sent again"
-    assert not is_done(None, 4, 11)
+    assert (records["1/r/artifacts/a"].state, records["1/r/artifacts/b"].state) == (UPLOADED, VERIFIED)
+    assert (records["1/r/artifacts/b"].size, records["1/r/artifacts/b"].mtime_ns) == (4, 11)
     manifest.mark_step("database", "now")
     assert manifest.step_done("database") == "now" and other.step_done("database") is None
     manifest.close()
@@ -234,6 +231,9 @@ class _FakeRepo:
         name = Path(local_file).name
         self.store[f"{self.head}/{artifact_path}/{name}" if artifact_path else f"{self.head}/{name}"] = \
             Path(local_file).read_bytes()
+
+    def _download_file(self, remote_file_path, local_path):
+        Path(local_path).write_bytes(self.store[f"{self.head}/{remote_file_path}"])
 
     def list_artifacts(self, path=None):
         base = f"{self.head}/{path}" if path else self.head
@@ -289,23 +289,24 @@ def test_a_manifest_that_lies_is_not_trusted_the_stacks_listing_decides(tmp_path
     for key in lost:
         del fake_stack[key]  # the bucket lost them (a lifecycle rule, a recreated stack at the same URL)
     with pytest.raises(VerificationError, match="2 artifact file") as caught:
-        _mover(tmp_path)._finish(_StackStub(), plan, manifest, None, already=True)
+        _mover(tmp_path)._finish(_StackStub(), plan, manifest, True, None)
     assert all(key in str(caught.value) for key in lost), "--finish lists exactly what is missing"
     again = _mover(tmp_path)
     assert again._upload(_StackStub(), plan, manifest) == 2, "sent again, not 'already there (manifest)'"
     assert sorted(again.result.lost) == lost and again.result.skipped == 2 and len(fake_stack) == 4
-    _mover(tmp_path)._finish(_StackStub(), plan, manifest, None, already=True)
+    _mover(tmp_path)._finish(_StackStub(), plan, manifest, True, None)
     manifest.close()
     del fake_stack[lost[0]]
     elsewhere = Manifest(tmp_path / "other.sqlite", "https://stack.example")  # a moved source, another machine
     repair = _mover(tmp_path)
-    assert repair._upload(_StackStub(), plan, elsewhere, moved=True) == 1, "what the stack lists stays"
-    assert repair.result.lost == [lost[0]] and len(fake_stack) == 4
+    assert repair._upload(_StackStub(), plan, elsewhere) == 1, "what the stack lists stays"
+    assert repair.result.lost == [], "lost: what this manifest held as verified; this one holds nothing"
+    assert repair.result.skipped == 3 and len(fake_stack) == 4
     elsewhere.close()
 
 
 def test_a_same_size_edit_with_mtime_kept_is_sent_again(tmp_path, fake_stack):
-    """Finding 1: is_done checks the sha256 it records (a `touch -r`/`rsync -t` edit keeps size and mtime)."""
+    """Finding 1: the sha256 recorded is checked (a `touch -r`/`rsync -t` edit keeps size and mtime)."""
     import os
 
     db, root = _laptop(tmp_path, str)
@@ -317,7 +318,7 @@ def test_a_same_size_edit_with_mtime_kept_is_sent_again(tmp_path, fake_stack):
     target.source.write_bytes(b"a,b\n")  # same size
     os.utime(target.source, ns=(st.st_atime_ns, st.st_mtime_ns))
     rec = manifest.records()[target.dest]
-    assert is_done(rec, target.size, target.mtime_ns) and not is_done(rec, target.size, target.mtime_ns, "other")
+    assert (rec.size, rec.mtime_ns) == (target.size, target.mtime_ns), "size and mtime alone cannot tell"
     again = _mover(tmp_path)
     assert again._upload(_StackStub(), plan, manifest) == 1
     assert fake_stack[target.dest] == b"a,b\n"
@@ -403,7 +404,8 @@ def test_the_printed_database_step_puts_no_password_on_a_command_line(tmp_path):
 
     step = one_off_step(MoveOptions(source="./mlflow.db", to="https://Stack.example/"), Path("/x/rewritten.db"))
     assert 'URI="$(' not in step.split("export URI=")[1].split("\n", 1)[1], "no value after the export"
-    assert "--to https://stack.example --finish" in step
+    assert step.endswith("\npython -m migration move ./mlflow.db --to https://stack.example --jobs 4"), \
+        "after the step: the same command again (it sends the artifacts)"
     assert "$MLFLOW_BACKEND_STORE_URI" not in step and '"$URI"' not in step
     local = step.split("# local:\n")[1].split("\n\n")[0]
     command = local[local.rindex("\n", 0, local.index("oneoff.py")) + 1:local.index("\nunset URI")]

@@ -54,7 +54,7 @@ def test_overwrite_on_a_moved_source_sends_an_uploaded_row(tmp_path, fake_stack)
     plan, manifest, victim = _uploaded_not_verified(tmp_path)
     data = victim.source.read_bytes()
     fake_stack[victim.dest] = b"someone else's, longer"
-    _mover(tmp_path, overwrite=True)._upload(_StackStub(), plan, manifest, moved=True)
+    _mover(tmp_path, overwrite=True)._upload(_StackStub(), plan, manifest)
     assert fake_stack[victim.dest] == data
     manifest.close()
 
@@ -173,7 +173,8 @@ def test_the_locked_run_removes_leftovers_first(tmp_path, monkeypatch):
             raise Stop
 
     with pytest.raises(Stop):
-        _mover(tmp_path)._locked(Stack(), tmp_path / "mlflow.db", None, state, state / "manifest.sqlite", 0.0)
+        _mover(tmp_path)._locked(Stack(), tmp_path / "mlflow.db", None, state, state / "manifest.sqlite", 0.0,
+                                  tmp_path)
     assert seen == [[]]
 
 

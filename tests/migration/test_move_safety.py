@@ -125,31 +125,25 @@ class _Listing:
 
 
 def test_after_a_failed_database_step_the_stack_is_listed_again(tmp_path):
+    """Nothing was uploaded before the database step (the artifacts go after it): the message says nothing of this
+    move was written, or that another move of this source committed meanwhile; never the migration's
+    `--mode replace` (it empties the stack)."""
     from migration.move import _after_failed_database
 
     db, root = _laptop(tmp_path, str)
     plan = plan_move(db, root, StackLayout(), base=tmp_path)
-    run, model = "a" * 32, "m-" + "c" * 32
     failed = RefusedError("target holds MLflow data besides the default experiment/workspace (runs: 1)",
                           hint="use --mode replace to empty the target's MLflow tables first")
-    # another move of this source won: its rows reference every file uploaded
     won = StackContents(experiments={"0": "Default", "1": "a", "2": "team"}, runs=set(plan.runs),
                         logged_models=set(plan.logged_models), traces=set(plan.traces))
-    exc = _after_failed_database(failed, plan, _Listing(won), StackLayout(), tmp_path / "state")
-    text = str(exc)
-    assert isinstance(exc, RefusedError) and "another move of this source committed" in text
-    assert "nothing is orphaned" in text and "delete" not in text and "--mode replace" not in text
-    assert not (tmp_path / "state" / "orphans.txt").exists()
-    # the stack holds the run (someone else's data, the same id) but not the logged model: only the model's folder
-    partly = StackContents(experiments={"0": "Default", "1": "x"}, runs={run})
-    exc = _after_failed_database(failed, plan, _Listing(partly), StackLayout(), tmp_path / "state")
-    assert f"mlflow-artifacts:/1/models/{model}/artifacts" in exc.message and run not in exc.message
-    assert "--mode replace" not in str(exc) and "move --check" in exc.hint
-    assert (tmp_path / "state" / "orphans.txt").read_text().split() == [f"mlflow-artifacts:/1/models/{model}/artifacts"]
-    # an empty stack: every folder uploaded is unreferenced
-    exc = _after_failed_database(failed, plan, _Listing(StackContents(experiments={"0": "Default"})), StackLayout(),
-                                 tmp_path / "state")
-    assert f"mlflow-artifacts:/1/{run}/artifacts" in exc.message and "--mode replace" not in str(exc)
+    exc = _after_failed_database(failed, plan, _Listing(won), StackLayout())
+    assert isinstance(exc, RefusedError) and "another move of this source committed" in str(exc)
+    assert "sends the artifacts" in exc.hint and "--mode replace" not in str(exc)
+    someone = StackContents(experiments={"0": "Default", "1": "x"}, runs={"a" * 32})
+    exc = _after_failed_database(failed, plan, _Listing(someone), StackLayout())
+    assert "nothing of this move was written" in exc.message and "--mode replace" not in str(exc)
+    assert "move --check" in exc.hint and exc.exit_code == failed.exit_code
+    assert not list(tmp_path.glob("*.move/orphans.txt"))
 
 
 # --- F3 ---------------------------------------------------------------------------------------------------------
@@ -233,9 +227,11 @@ def test_the_interrupt_message_tells_whether_the_database_step_committed(tmp_pat
     data = json.loads(out.read_text())
     assert code == 130 and "rolled back" not in err.replace("rolled back, if it had started", "")
     if committed:
-        assert "committed" in err and "--finish" in err and data["status"] == "committed" and data["interrupted"]
+        assert "committed" in err and "rerun the same command" in err and data["status"] == "committed"
+        assert data["interrupted"]
     else:
-        assert "nothing of the database step was committed" in err and data["status"] == "interrupted"
+        assert "before the database step committed" in err and "nothing was written to the stack" in err
+        assert data["status"] == "interrupted"
 
 
 def test_sigterm_removes_the_temporary_copies(tmp_path):

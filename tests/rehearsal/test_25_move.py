@@ -3,7 +3,8 @@
 then checked with the MLflow client through Nginx, in PostgreSQL and in the bucket.
 
 One stack, one laptop; the tests run in order and build on each other: refusals first (they must leave the stack
-empty), then the move, killed mid-transfer and resumed, then what the stack serves, then a second move.
+empty), then the move (the database step first), killed mid-transfer (another user meanwhile reaches none of its
+files) and resumed, then what the stack serves, then a second move.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -136,9 +138,10 @@ def test_refusals_leave_the_stack_untouched(stack, variant, source, tmp_path):
 
 
 @contextlib.contextmanager
-def _client(variant: Variant):
-    """The MLflow client through Nginx with the stack's client env (the admin), as a user points it."""
-    with pytest.MonkeyPatch.context() as patch, mlflow_client_for(variant, patch) as client:
+def _client(variant: Variant, **env: str):
+    """The MLflow client through Nginx with the stack's client env (the admin, unless `env` says another user),
+    as a user points it."""
+    with pytest.MonkeyPatch.context() as patch, mlflow_client_for(variant, patch, **env) as client:
         yield client
 
 
@@ -182,8 +185,9 @@ def test_interrupted_move_resumes_without_sending_again(stack, variant, source, 
     prefix = "team/"
     assert {prefix + d for d in done_before} <= set(before), "what the manifest holds as verified is in the bucket"
     with _client(variant) as client:
-        assert [e.experiment_id for e in client.search_experiments(view_type=3)] == ["0"], \
-            "killed during the uploads: no row of the source on the stack yet"
+        assert sorted(e.experiment_id for e in client.search_experiments(view_type=3)) == ["0", "1", "2"], \
+            "the database step committed before the uploads: the source's experiments hold their ids"
+    _another_user_cannot_reach_the_moved_files(variant, source, done_before)
     time.sleep(1.1)  # S3's LastModified has whole seconds: a file sent again would show a later one
     result = tmp_path / "move.json"
     started = time.monotonic()
@@ -193,16 +197,42 @@ def test_interrupted_move_resumes_without_sending_again(stack, variant, source, 
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
     moved = json.loads(result.read_text())
     assert moved["status"] == "moved" and moved["files"] == len(source["files"])
-    assert moved["skipped"] == len(done_before)
-    assert moved["uploaded"] <= len(source["files"]) - len(done_before)
+    assert moved["skipped"] >= len(done_before) and moved["uploaded"] + moved["skipped"] == len(source["files"])
     after = _objects(stack)
     assert all(after[prefix + d] == before[prefix + d] for d in done_before), "a file the manifest held was sent again"
     assert set(after) >= {prefix + d for d in _manifest(manifest)}
     assert all(s == "verified" for s in _manifest(manifest).values())
-    assert moved["database"]["verified"] is True
+    assert moved["database"] is None, "committed by the killed run (its migration verified the rows)"
     assert moved["rewritten"]["runs.artifact_uri"] == 3 and moved["rewritten"]["logged_models.artifact_location"] == 1
     assert [x["value"] for x in moved["left"]] == ["data/train.csv"], "the dataset's own source is not an artifact"
     assert "MLflow move: moved" in done.stdout and "rewritten: runs.artifact_uri" in done.stdout
+
+
+def _another_user_cannot_reach_the_moved_files(variant: Variant, source: dict, sent: set[str]) -> None:
+    """The fifth review of issue 27: uploaded before the database step, under experiment ids the stack had not
+    given out, the laptop's files were read and overwritten by a user who created an experiment meanwhile (id 1,
+    MANAGE). Now, mid-upload: a new user's experiment gets an id after the source's, and that user can neither
+    list, read nor write the moved experiment's files (auth.defaultPermission NO_PERMISSIONS)."""
+    import requests
+    from mlflow.server.auth.client import AuthServiceClient
+
+    password = secrets.token_urlsafe(18)
+    with _client(variant):
+        AuthServiceClient(variant.tracking_uri).create_user("mallory", password)
+    with _client(variant, MLFLOW_TRACKING_USERNAME="mallory", MLFLOW_TRACKING_PASSWORD=password) as client:
+        assert int(client.create_experiment("mallory-during-the-move")) > 2, "an id after the source's"
+    dest = sorted(sent)[0]
+    api = f"{variant.tracking_uri}/api/2.0/mlflow-artifacts/artifacts"
+    verify = variant.certificate_path or True
+    auth = ("mallory", password)
+    answers = {"list": requests.get(api, params={"path": dest.rsplit("/", 1)[0]}, auth=auth, verify=verify,
+                                    timeout=30).status_code,
+               "read": requests.get(f"{api}/{dest}", auth=auth, verify=verify, timeout=30).status_code,
+               "write": requests.put(f"{api}/{dest}", data=b"mallory's", auth=auth, verify=verify,
+                                     timeout=30).status_code}
+    assert answers == {"list": 403, "read": 403, "write": 403}, answers
+    admin = requests.get(f"{api}/{dest}", auth=(variant.username, variant.password), verify=verify, timeout=30)
+    assert admin.status_code == 200, "the control: the same request as the admin reads the file"
 
 
 def test_the_stack_serves_what_was_moved(stack, variant, source, tmp_path):
