@@ -232,6 +232,9 @@ class _CommitWatch(Reporter):
 
 
 def state_dir(source: Path) -> Path:
+    """SOURCE.move/ beside the real source (links followed, `..` resolved): one database or FileStore given by
+    two names has one state directory, so one lock."""
+    source = source.resolve()
     return source.parent / (source.name + STATE_SUFFIX)
 
 
@@ -729,7 +732,7 @@ def read_planned(f: PlannedFile, copy_to: Path | None = None, chunk: int = 1 << 
     try:
         if f.root is not None:
             where = _fd_path(fd)
-            if not (where == f.root or f.root in where.parents):
+            if not _under_root(where, f):
                 raise Changed(f"opened as {where}, outside {f.root} (a folder on its path swapped for a link?)")
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (f.dev, f.ino):
@@ -755,6 +758,26 @@ def read_planned(f: PlannedFile, copy_to: Path | None = None, chunk: int = 1 << 
         return digest.hexdigest()
     finally:
         os.close(fd)
+
+
+def _under_root(where: Path, f: PlannedFile) -> bool:
+    """Whether the descriptor's real path `where` lies in the planned file's root: by its text, else by identity
+    (a folder of `where` is the very folder the plan walked, its device and inode recorded then). The kernel
+    answers a real path (no link in it) but may spell it otherwise than the plan (macOS F_GETPATH: a
+    case-insensitive volume's on-disk spelling); each folder is looked at with lstat, so one that is a link
+    now is not taken for the folder it points to."""
+    if where == f.root or f.root in where.parents:
+        return True
+    if f.root_id is None:
+        return False
+    for folder in where.parents:
+        try:
+            st = os.lstat(folder)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == f.root_id:
+            return True
+    return False
 
 
 def _fd_path(fd: int) -> Path:

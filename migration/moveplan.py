@@ -81,6 +81,10 @@ class PlannedFile:
     # the folder (resolved) the file must lie in: the upload checks the real path of the descriptor it opened
     # (a parent folder swapped for a link after the walk is followed by open(2); O_NOFOLLOW guards only the name)
     root: Path | None = None
+    # that folder's (st_dev, st_ino), taken once when it was walked: the check accepts a real path spelled
+    # otherwise (macOS F_GETPATH answers a case-insensitive volume's on-disk spelling) when one of its folders
+    # is this very folder; a root swapped after the plan is another folder
+    root_id: tuple[int, int] | None = None
 
     @property
     def opened(self) -> Path:
@@ -364,6 +368,12 @@ def _walk(plan: MovePlan, where: str, top: Path, prefix: str, allowed: Path, top
     `allowed` is followed (a folder once per path: a link to a folder above it is a loop, not followed), a
     link out of it is refused (listed), a broken one is missing. Names the stack cannot carry are listed."""
 
+    try:
+        st_root = os.stat(allowed)
+        root_id: tuple[int, int] | None = (st_root.st_dev, st_root.st_ino)
+    except OSError:
+        root_id = None  # gone meanwhile: the upload compares the path's text only
+
     def visit(directory: Path, rel: str, ancestors: tuple[Path, ...]) -> None:
         try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
@@ -402,7 +412,7 @@ def _walk(plan: MovePlan, where: str, top: Path, prefix: str, allowed: Path, top
                 visit(full, name, (*ancestors, real))
             elif stat.S_ISREG(st.st_mode):
                 plan.files.append(PlannedFile(full, f"{prefix}/{name}", st.st_size, st.st_mtime_ns, st.st_dev,
-                                              st.st_ino, real if link else None, allowed))
+                                              st.st_ino, real if link else None, allowed, root_id))
             else:
                 plan.missing.append(f"{where}: {full} (not a regular file)")
 
