@@ -19,26 +19,17 @@ from migration.moveplan import StackLayout, plan_move
 from migration.stack import StackContents
 from tests.migration import test_move
 from tests.migration.test_move import _laptop, _mover, _StackStub
+from tests.migration.test_move_review3 import _MovedStack
 
 fake_stack = test_move.fake_stack  # the stack's artifact store as a dict (a fixture)
 
 RUN = "a" * 32
 
 
-class _Stack:
+class _Stack(_MovedStack):
     """An empty stack until its database step ran (`held`), its artifacts in `fake_stack`."""
 
-    uri = "https://stack.example"
     held = False
-
-    def __init__(self, to):
-        pass
-
-    def layout(self):
-        return StackLayout()
-
-    def check_admin(self):
-        return None
 
     def contents(self, layout=None):
         if not _Stack.held:
