@@ -62,11 +62,20 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
 class Manifest:
     """Thread-safe: upload threads record their files through one connection, each row committed alone."""
 
-    def __init__(self, path: Path, stack: str):
+    def __init__(self, path: Path, stack: str, readonly: bool = False):
+        """`readonly` (--check, --finish): the file opened read-only, or, where there is none, an empty one in
+        memory: nothing is made or written on disk."""
         self.path = path
         self.stack = stack
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
         self._lock = threading.Lock()
+        if readonly:
+            where, uri = (f"file:{path}?mode=ro", True) if path.exists() else (":memory:", False)
+            self._conn = sqlite3.connect(where, uri=uri, check_same_thread=False, isolation_level=None, timeout=30)
+            if where == ":memory:":
+                self._conn.executescript(_SCHEMA)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
@@ -83,6 +92,8 @@ class Manifest:
         return {r[0]: FileRecord(*r) for r in rows}
 
     def record(self, rec: FileRecord) -> None:
+        if self.readonly:
+            raise RuntimeError(f"the manifest {self.path} is open read-only")
         with self._lock:
             self._conn.execute(
                 "INSERT INTO files (stack, dest, source, size, mtime_ns, sha256, state, at) VALUES (?,?,?,?,?,?,?,?) "
@@ -97,6 +108,8 @@ class Manifest:
         return row[0] if row else None
 
     def mark_step(self, name: str, detail: str) -> None:
+        if self.readonly:
+            raise RuntimeError(f"the manifest {self.path} is open read-only")
         with self._lock:
             self._conn.execute("INSERT OR REPLACE INTO steps (stack, name, detail, at) VALUES (?,?,?,?)",
                                (self.stack, name, detail, time.time()))

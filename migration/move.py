@@ -94,7 +94,8 @@ class MoveResult:
     uploaded_bytes: int = 0
     skipped: int = 0  # verified earlier, per the manifest, and listed on the stack with their size
     lost: list[str] = field(default_factory=list)  # verified earlier per the manifest, but not on the stack
-    differs: list[str] = field(default_factory=list)  # a moved source's files the stack lists with another size
+    differs: list[str] = field(default_factory=list)  # files the stack holds otherwise (size, sha256 read back)
+    not_moved: list[str] = field(default_factory=list)  # folders of entities the stack has no row of: not sent
     changed: list[str] = field(default_factory=list)  # files replaced or changed between the plan and the upload
     verified: int = 0
     verify: str = "size"
@@ -277,7 +278,8 @@ class Move:
         self.result = MoveResult(stack=normalise_stack_uri(opts.to), verify=opts.verify)
         self._stop = threading.Event()
         self._count = threading.Lock()
-        self.committed = False  # the database step's transaction committed (the stack holds the rows)
+        self.committed = False  # the database step's transaction committed (the stack holds the rows), or had
+        self.held: bool | None = None  # whether the stack held the source's rows when listed (None: not listed yet)
         self.scratch: Path | None = None  # where private snapshots of files being sent are made (None: $TMPDIR)
 
     # --- the whole move ------------------------------------------------------------------------------
@@ -310,10 +312,12 @@ class Move:
         try:
             plan = self._plan(prepared.path, db, filestore, layout)
             result.seconds["preflight"] = time.perf_counter() - started
-            manifest = Manifest(manifest_path, stack.uri)
+            # --check and --finish write nothing: the manifest read only (none made when there is none)
+            manifest = Manifest(manifest_path, stack.uri, readonly=opts.check or opts.finish)
             try:
                 contents = stack.contents(layout)
-                held = _already_moved(plan, contents)
+                held = self.held = _holds_source(plan, contents)
+                self.committed = held  # by an earlier run, or the printed step
                 if opts.finish:
                     return self._finish(stack, plan, manifest, held, contents)
                 if not held:
@@ -342,17 +346,23 @@ class Move:
                         raise _after_failed_database(exc, plan, stack, layout) from exc
                     result.seconds["database"] = time.perf_counter() - t
                     self._check_on_stack(stack, plan, layout)
+                    not_moved: list[str] = []
                 else:
-                    self.committed = True  # by an earlier run, or the printed step
-                    if not manifest.step_done("database"):
+                    # the rows as the database step moved them: files of runs, logged models and traces logged
+                    # on the laptop since (or deleted on the stack) have no row there, and are not sent
+                    plan, not_moved = _held_part(plan, contents)
+                    result.not_moved = not_moved
+                    if not opts.check and not manifest.step_done("database"):
                         manifest.mark_step("database", "found on the stack " + time.strftime("%Y-%m-%d %H:%M:%S"))
                 # 3. artifacts, into experiments the stack holds
                 t = time.perf_counter()
                 if opts.check:
-                    todo = self._to_send(_Repos(stack.uri), plan, manifest)
+                    todo = self._to_send(_Repos(stack.uri), plan, manifest, record=False)
                     result.status = "checked"
                     self.reporter.info(f"the stack holds this source's rows; {len(todo):,} file(s) to send, "
-                                       f"{len(result.differs):,} differ on the stack")
+                                       f"{len(result.differs):,} differ on the stack"
+                                       + (f"; {len(not_moved)} folder(s) of entities it lacks: "
+                                          f"{_listing(not_moved)}" if not_moved else ""))
                     return result
                 complete = manifest.step_done("artifacts")
                 sent = self._upload(stack, plan, manifest)
@@ -363,6 +373,14 @@ class Move:
                         f"sha256 read back), kept: {_listing(result.differs)}"
                         + (f"; {sent} file(s) the stack lacked were sent" if sent else "; nothing was sent"),
                         hint="--overwrite sends the laptop's version over the stack's")
+                if not_moved:
+                    raise RefusedError(
+                        f"{len(not_moved)} run, logged model or trace folder(s) of the laptop belong to nothing the "
+                        f"stack holds (logged on the laptop after its database step, or deleted on the stack): not "
+                        f"sent: {_listing(not_moved)}"
+                        + (f"; {sent} file(s) of what it holds were sent" if sent else "; nothing else was missing"),
+                        hint="the database step moved the source as it was then (ids kept, one transaction): log "
+                             "those runs again into the stack, or move the whole source into a new stack")
                 manifest.mark_step("artifacts", time.strftime("%Y-%m-%d %H:%M:%S"))
                 if held and complete and not sent:
                     raise RefusedError(
@@ -476,17 +494,18 @@ class Move:
         migrate(Options(source=str(rewritten), target=db_uri, dry_run=True, probe=False), quiet)
 
     # --- 3. artifacts --------------------------------------------------------------------------------
-    def _to_send(self, repos: "_Repos", plan: MovePlan, manifest: Manifest) -> list[PlannedFile]:
+    def _to_send(self, repos: "_Repos", plan: MovePlan, manifest: Manifest, record: bool = True) -> list[PlannedFile]:
         """Which planned files to send, decided by the stack's listing of every destination folder (the
-        manifest is a cache, never the proof) and, with --verify full, by reading back what it lists:
+        manifest is a cache, never the proof) and by reading back what it lists with --verify full (and, in
+        any mode, a file whose check failed before):
         - not listed: sent (`lost` when the manifest held it as verified);
-        - listed as this move left it (the manifest's size, and with --verify full its sha256): kept if the
-          laptop's file is unchanged since (size, mtime; sha256 when cheap), else sent (the laptop's is newer);
-        - sent by a run that did not verify it (manifest: uploaded or failed): sent again unless the stack
-          lists it as that run sent it and the laptop's file is that one;
-        - listed otherwise (no row: another machine's move; or changed on the stack since this move verified
-          it: a user logged a newer version): kept when it matches the laptop's file (size; sha256 with
-          --verify full), else listed in `differs` and kept (--overwrite sends it)."""
+        - listed as this move sent it (the manifest's size; its sha256 where read back): kept if the laptop's
+          file is unchanged since (size, mtime; sha256 when cheap), else sent (the laptop's is newer); a row a
+          killed run left `uploaded` is recorded verified then (`record`: never in --check or --finish);
+        - listed otherwise (no row: another machine's move; or another writer's object since this move sent
+          it: a user may log into the moved runs once the database step committed): kept when it equals the
+          laptop's file (size; sha256 where read back), else listed in `differs` and kept (--overwrite sends
+          it). S3 and Blob write an object whole: another size listed is never half of this move's upload."""
         opts, result = self.opts, self.result
         records = manifest.records()
         listed = self._listing(repos, {f.dest.rsplit("/", 1)[0] for f in plan.files})
@@ -497,10 +516,11 @@ class Move:
                 for f, digest in zip(plan.files, pool.map(
                         lambda f: _digest_or_none(f) if f.dest in listed else None, plan.files)):
                     local[f.dest] = digest
-        remote: dict[str, str | None] = {}
-        if opts.verify == "full":
+        remote: dict[str, str] = {}
+        wanted = [f for f in plan.files if f.dest in listed
+                  and (opts.verify == "full" or getattr(records.get(f.dest), "state", None) == FAILED)]
+        if wanted:
             with concurrent.futures.ThreadPoolExecutor(max(1, opts.jobs), thread_name_prefix="read-back") as pool:
-                wanted = [f for f in plan.files if listed.get(f.dest) is not None]
                 for f, digest in zip(wanted, pool.map(lambda f: _stack_digest(repos, f.dest), wanted)):
                     remote[f.dest] = digest
         todo: list[PlannedFile] = []
@@ -513,24 +533,19 @@ class Move:
                 if rec is not None and rec.state == VERIFIED:
                     lost.append(f.dest)
                 continue
-            here = local.get(f.dest) if cheap else None
-            ours = (rec is not None and rec.state in (UPLOADED, VERIFIED) and size == rec.size
-                    and remote.get(f.dest, rec.sha256) == rec.sha256)
+            here, there = local.get(f.dest), remote.get(f.dest)
+            ours = (rec is not None and size == rec.size
+                    and (there == rec.sha256 if there is not None else rec.state != FAILED))
             if ours:  # the stack holds what this move sent: the laptop's file decides
                 if rec.size == f.size and rec.mtime_ns == f.mtime_ns and (here == rec.sha256 if cheap else True):
-                    if rec.state != VERIFIED:  # sent by a run killed before its check: checked now
+                    if record and rec.state != VERIFIED:  # sent by a run stopped before its check: checked now
                         manifest.record(FileRecord(rec.dest, rec.source, rec.size, rec.mtime_ns, rec.sha256,
                                                    VERIFIED))
                     continue
                 todo.append(f)
                 continue
-            if rec is not None and rec.state in (UPLOADED, FAILED):
-                todo.append(f)  # this move's own unverified send, not on the stack as sent: again
-                continue
-            same = size == f.size and (opts.verify != "full" or (remote.get(f.dest) is not None
-                                                                and remote.get(f.dest) == here))
-            if same:
-                continue
+            if size == f.size and (there is None or there == here):
+                continue  # what the stack holds is the laptop's file
             if opts.overwrite:
                 todo.append(f)
             else:
@@ -702,8 +717,9 @@ class Move:
             raise RefusedError("the stack does not hold the source's runs yet: run the printed database step first "
                                f"({len(plan.runs) - len(contents.runs & set(plan.runs))} of {len(plan.runs)} runs "
                                "absent)")
-        todo = self._to_send(_Repos(stack.uri), plan, manifest)
-        wrong = [f.dest for f in todo] + result.differs
+        plan, not_moved = _held_part(plan, contents)
+        todo = self._to_send(_Repos(stack.uri), plan, manifest, record=False)
+        wrong = [f.dest for f in todo] + result.differs + [f"{d}/ (no row on the stack)" for d in not_moved]
         if wrong:
             raise VerificationError(f"{len(wrong)} artifact file(s) of the source are not on the stack as the laptop "
                                     "has them (" + ("listed, read back" if self.opts.verify == "full" else "listed")
@@ -841,12 +857,50 @@ class _Repos:
         return repo, sub
 
 
-def _already_moved(plan: MovePlan, contents) -> bool:
-    """Every experiment of the source on the stack by the same id and name, and every run."""
-    if not plan.runs and not [e for e in plan.experiments if e != "0"]:
+def _holds_source(plan: MovePlan, contents) -> bool:
+    """Whether the database step moved this source into the stack: the stack holds one of its runs (ids the
+    server made, uuids: no user chooses one), else (a source without runs) one of its logged models, else
+    every experiment by id and name and every trace. Not "all of them": runs logged on the laptop after the
+    step, or a moved experiment renamed on the stack, must not make a rerun take the stack for another's."""
+    if plan.runs:
+        return bool(set(plan.runs) & contents.runs)
+    if plan.logged_models:
+        return bool(plan.logged_models & contents.logged_models)
+    if not [e for e in plan.experiments if e != "0"] and not plan.traces:
         return False
     same = all(contents.experiments.get(e) == name for e, name in plan.experiments.items() if e != "0")
-    return same and set(plan.runs) <= contents.runs
+    return same and plan.traces <= contents.traces
+
+
+def _entity_folder(dest: str) -> str:
+    """The run, logged model or trace folder a destination lies in: `1/<run>/artifacts`,
+    `1/models/<id>/artifacts`, `workspaces/<w>/1/traces/<id>/artifacts`."""
+    parts = dest.split("/")
+    i = 2 if parts[0] == "workspaces" else 0
+    depth = 4 if len(parts) > i + 1 and parts[i + 1] in ("models", "traces") else 3
+    return "/".join(parts[:i + depth])
+
+
+def _entity_held(folder: str, contents) -> bool:
+    """Whether the stack holds the run, logged model or trace a folder belongs to."""
+    parts = folder.split("/")
+    i = 2 if parts[0] == "workspaces" else 0
+    kind = parts[i + 1] if len(parts) > i + 1 else ""
+    if kind == "models" and len(parts) > i + 2:
+        return parts[i + 2] in contents.logged_models
+    if kind == "traces" and len(parts) > i + 2:
+        return parts[i + 2] in contents.traces
+    return kind in contents.runs
+
+
+def _held_part(plan: MovePlan, contents) -> tuple[MovePlan, list[str]]:
+    """The plan cut to the files of runs, logged models and traces the stack holds, and the folders of the
+    others (sorted)."""
+    import dataclasses
+
+    held = {d: _entity_held(d, contents) for d in {_entity_folder(f.dest) for f in plan.files}}
+    files = [f for f in plan.files if held[_entity_folder(f.dest)]]
+    return dataclasses.replace(plan, files=files), sorted(d for d, ok in held.items() if not ok)
 
 
 def _refuse_other_data(plan: MovePlan, contents) -> None:
@@ -902,7 +956,7 @@ def _after_failed_database(exc: MigrationError, plan: MovePlan, stack, layout: S
         return _restated(exc, f"{exc.message}; nothing of this move was written (the artifacts go after the "
                               f"database step); the stack could not be listed again ({again.message})",
                          hint=MOVE_HINT)
-    if _already_moved(plan, contents):
+    if _holds_source(plan, contents):
         return _restated(exc, f"{exc.message}; another move of this source committed meanwhile: the stack holds its "
                          "experiments and runs", hint="rerun the move: it sends the artifacts the stack lacks")
     return _restated(exc, f"{exc.message}; nothing of this move was written (the artifacts go after the database "

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also send the files the stack holds otherwise than this move sent them (another size; "
                         "another sha256 with --verify full), over the stack's (default: kept, listed, exit 3: a user "
                         "may have logged a newer version there)")
-    p.add_argument("--check", action="store_true", help="preflight only: write nothing")
+    p.add_argument("--check", action="store_true",
+                   help="preflight only, writing nothing (on a stack holding the source: what a rerun would send)")
     p.add_argument("--finish", action="store_true",
                    help="check, writing nothing, that the stack holds the source's runs and every artifact as the "
                         "laptop has it (read back with --verify full)")
@@ -114,15 +115,21 @@ def main(argv: list[str]) -> int:
                                "rows, with part of their artifacts; rerun the same command: it sends the ones the "
                                "stack lacks", markup=False)
             write_json(args.json, {**move.result.as_dict(), "status": "committed", "interrupted": True})
-        else:
+        elif move.held is False:
             reporter.err.print("error: interrupted before the database step committed (rolled back, if it had "
                                "started): nothing was written to the stack; a rerun starts again", markup=False)
+            write_json(args.json, {**move.result.as_dict(), "status": "interrupted"})
+        else:
+            reporter.err.print("error: interrupted before the stack was listed: this run wrote nothing to it; "
+                               "whether it holds the source's rows already (an earlier run, or the printed step) "
+                               "`move --check` tells; the same command resumes either way", markup=False)
             write_json(args.json, {**move.result.as_dict(), "status": "interrupted"})
         return 130
     except MigrationError as exc:
         reporter.err.print(f"error: {redact(str(exc), secrets)}", markup=False, style="red")
+        _say_committed(reporter, move, exc)
         write_json(args.json, {**move.result.as_dict(), "status": "error", "exit_code": exc.exit_code,
-                                "error": redact(str(exc), secrets)})
+                                "error": redact(str(exc), secrets), "committed": move.committed})
         return exc.exit_code
     except SystemExit:
         raise
@@ -133,12 +140,24 @@ def main(argv: list[str]) -> int:
             import traceback
 
             reporter.err.print(redact(traceback.format_exc(), secrets), markup=False)
+        _say_committed(reporter, move, exc)
         write_json(args.json, {**move.result.as_dict(), "status": "error", "exit_code": EXIT_FAILED,
-                                "error": redact(message, secrets)})
+                                "error": redact(message, secrets), "committed": move.committed})
         return EXIT_FAILED
     summary(reporter, result)
     write_json(args.json, result.as_dict())
     return EXIT_OK
+
+
+def _say_committed(reporter, move, exc: BaseException) -> None:
+    """After the database step committed (this run's, an earlier one's or the printed step's) a failure is no
+    reason to start over elsewhere: the stack holds the rows, and the same command sends what it lacks.
+    Refusals say what to do themselves."""
+    from migration.errors import RefusedError
+
+    if move.committed and not isinstance(exc, RefusedError):
+        reporter.err.print("the database step has committed: the stack holds the source's rows; the same command "
+                           "again sends the artifacts it lacks (`move --check` says how many)", markup=False)
 
 
 def _one_line(exc: BaseException) -> str:

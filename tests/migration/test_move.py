@@ -275,6 +275,14 @@ class _StackStub:
     uri = "https://stack.example"
 
 
+def _everything(plan):
+    """What a stack holds once the database step moved `plan`'s source."""
+    from migration.stack import StackContents
+
+    return StackContents(experiments=dict(plan.experiments), runs=set(plan.runs),
+                         logged_models=set(plan.logged_models), traces=set(plan.traces))
+
+
 def test_a_manifest_that_lies_is_not_trusted_the_stacks_listing_decides(tmp_path, fake_stack):
     """Finding 1: files the manifest holds as verified but the stack lost are sent again before the database
     step; --finish lists them and fails."""
@@ -289,12 +297,12 @@ def test_a_manifest_that_lies_is_not_trusted_the_stacks_listing_decides(tmp_path
     for key in lost:
         del fake_stack[key]  # the bucket lost them (a lifecycle rule, a recreated stack at the same URL)
     with pytest.raises(VerificationError, match="2 artifact file") as caught:
-        _mover(tmp_path)._finish(_StackStub(), plan, manifest, True, None)
+        _mover(tmp_path)._finish(_StackStub(), plan, manifest, True, _everything(plan))
     assert all(key in str(caught.value) for key in lost), "--finish lists exactly what is missing"
     again = _mover(tmp_path)
     assert again._upload(_StackStub(), plan, manifest) == 2, "sent again, not 'already there (manifest)'"
     assert sorted(again.result.lost) == lost and again.result.skipped == 2 and len(fake_stack) == 4
-    _mover(tmp_path)._finish(_StackStub(), plan, manifest, True, None)
+    _mover(tmp_path)._finish(_StackStub(), plan, manifest, True, _everything(plan))
     manifest.close()
     del fake_stack[lost[0]]
     elsewhere = Manifest(tmp_path / "other.sqlite", "https://stack.example")  # a moved source, another machine
@@ -490,7 +498,7 @@ def test_a_stack_with_runs_models_or_traces_of_its_own_is_refused(tmp_path, fiel
     """Finding 7: data in the stack's experiment 0 is data of its own (before: everything uploaded, then the
     database step refused, the uploads orphaned)."""
     from migration.errors import RefusedError
-    from migration.move import _already_moved, _refuse_other_data
+    from migration.move import _holds_source, _refuse_other_data
     from migration.stack import StackContents
 
     db, root = _laptop(tmp_path, str)
@@ -499,7 +507,7 @@ def test_a_stack_with_runs_models_or_traces_of_its_own_is_refused(tmp_path, fiel
     contents = StackContents(experiments={"0": "Default"})
     _refuse_other_data(plan, contents)  # an empty stack passes
     setattr(contents, field_name, {"someone-elses"})
-    assert not _already_moved(plan, contents)
+    assert not _holds_source(plan, contents)
     with pytest.raises(RefusedError, match=f"1 {what.replace('(', '[(]').replace(')', '[)]')}"):
         _refuse_other_data(plan, contents)
 

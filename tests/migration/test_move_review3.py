@@ -154,7 +154,8 @@ class _MovedStack:
         return None
 
     def contents(self, layout=None):
-        return StackContents(experiments={"0": "Default", "1": "a", "2": "team"}, runs={RUN, "b" * 32})
+        return StackContents(experiments={"0": "Default", "1": "a", "2": "team"}, runs={RUN, "b" * 32},
+                             logged_models={"m-" + "c" * 32}, traces={"tr-1"})
 
 
 def test_the_cli_exits_3_on_files_that_differ_unless_overwrite(tmp_path, fake_stack, monkeypatch, capsys):

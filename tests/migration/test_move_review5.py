@@ -18,7 +18,7 @@ from migration.manifest import Manifest
 from migration.moveplan import StackLayout, plan_move
 from migration.stack import StackContents
 from tests.migration import test_move
-from tests.migration.test_move import _laptop, _mover, _StackStub
+from tests.migration.test_move import _everything, _laptop, _mover, _StackStub
 from tests.migration.test_move_review3 import _MovedStack
 
 fake_stack = test_move.fake_stack  # the stack's artifact store as a dict (a fixture)
@@ -118,12 +118,12 @@ def test_verify_full_reads_back_what_a_rerun_keeps(tmp_path, fake_stack):
     assert again.result.skipped == 3 and len(again.result.differs) == 1 and key in again.result.differs[0]
     assert "another sha256" in again.result.differs[0] and fake_stack[key] != good, "kept, reported"
     with pytest.raises(VerificationError, match="1 artifact file") as caught:
-        _mover(tmp_path, verify="full")._finish(_StackStub(), plan, manifest, True, None)
+        _mover(tmp_path, verify="full")._finish(_StackStub(), plan, manifest, True, _everything(plan))
     assert key in str(caught.value)
-    _mover(tmp_path)._finish(_StackStub(), plan, manifest, True, None)  # by size it passes: the control
+    _mover(tmp_path)._finish(_StackStub(), plan, manifest, True, _everything(plan))  # by size it passes: the control
     forced = _mover(tmp_path, verify="full", overwrite=True)
     assert forced._upload(_StackStub(), plan, manifest) == 1 and fake_stack[key] == good
-    _mover(tmp_path, verify="full")._finish(_StackStub(), plan, manifest, True, None)
+    _mover(tmp_path, verify="full")._finish(_StackStub(), plan, manifest, True, _everything(plan))
     manifest.close()
 
 

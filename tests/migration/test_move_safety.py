@@ -139,7 +139,7 @@ def test_after_a_failed_database_step_the_stack_is_listed_again(tmp_path):
     exc = _after_failed_database(failed, plan, _Listing(won), StackLayout())
     assert isinstance(exc, RefusedError) and "another move of this source committed" in str(exc)
     assert "sends the artifacts" in exc.hint and "--mode replace" not in str(exc)
-    someone = StackContents(experiments={"0": "Default", "1": "x"}, runs={"a" * 32})
+    someone = StackContents(experiments={"0": "Default", "1": "x"}, runs={"e" * 32})
     exc = _after_failed_database(failed, plan, _Listing(someone), StackLayout())
     assert "nothing of this move was written" in exc.message and "--mode replace" not in str(exc)
     assert "move --check" in exc.hint and exc.exit_code == failed.exit_code
@@ -212,12 +212,13 @@ def test_ctrl_c_after_the_commit_keeps_the_mark_and_sigterm_before_it_rolls_back
     other.close()
 
 
-@pytest.mark.parametrize("committed", [True, False])
-def test_the_interrupt_message_tells_whether_the_database_step_committed(tmp_path, monkeypatch, capsys, committed):
+@pytest.mark.parametrize("committed, held", [(True, True), (False, False), (False, None)])
+def test_the_interrupt_message_tells_whether_the_database_step_committed(tmp_path, monkeypatch, capsys, committed,
+                                                                         held):
     from migration.move import Move
 
     def run(self):
-        self.committed = committed
+        self.committed, self.held = committed, held
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Move, "run", run)
@@ -229,9 +230,11 @@ def test_the_interrupt_message_tells_whether_the_database_step_committed(tmp_pat
     if committed:
         assert "committed" in err and "rerun the same command" in err and data["status"] == "committed"
         assert data["interrupted"]
-    else:
+    elif held is False:
         assert "before the database step committed" in err and "nothing was written to the stack" in err
         assert data["status"] == "interrupted"
+    else:  # interrupted before the stack was listed: whether an earlier run committed is not known
+        assert "before the stack was listed" in err and "committed" not in err and data["status"] == "interrupted"
 
 
 def test_sigterm_removes_the_temporary_copies(tmp_path):
