@@ -496,16 +496,19 @@ class Move:
     # --- 3. artifacts --------------------------------------------------------------------------------
     def _to_send(self, repos: "_Repos", plan: MovePlan, manifest: Manifest, record: bool = True) -> list[PlannedFile]:
         """Which planned files to send, decided by the stack's listing of every destination folder (the
-        manifest is a cache, never the proof) and by reading back what it lists with --verify full (and, in
-        any mode, a file whose check failed before):
+        manifest is a cache, never the proof) and by reading back what it lists: every file with --verify full;
+        in any mode every file this move has not verified itself (no row: another machine's move, or a user's
+        object of the same size in the window; a row sent but not checked, or whose check failed): size alone
+        is trusted only for what this move verified:
         - not listed: sent (`lost` when the manifest held it as verified);
         - listed as this move sent it (the manifest's size; its sha256 where read back): kept if the laptop's
           file is unchanged since (size, mtime; sha256 when cheap), else sent (the laptop's is newer); a row a
           killed run left `uploaded` is recorded verified then (`record`: never in --check or --finish);
         - listed otherwise (no row: another machine's move; or another writer's object since this move sent
           it: a user may log into the moved runs once the database step committed): kept when it equals the
-          laptop's file (size; sha256 where read back), else listed in `differs` and kept (--overwrite sends
-          it). S3 and Blob write an object whole: another size listed is never half of this move's upload."""
+          laptop's file (sha256 read back; a verified row's file changed on the stack since, with --verify
+          size: by size), else listed in `differs` and kept (--overwrite sends it). S3 and Blob write an
+          object whole: another size listed is never half of this move's upload."""
         opts, result = self.opts, self.result
         records = manifest.records()
         listed = self._listing(repos, {f.dest.rsplit("/", 1)[0] for f in plan.files})
@@ -518,7 +521,7 @@ class Move:
                     local[f.dest] = digest
         remote: dict[str, str] = {}
         wanted = [f for f in plan.files if f.dest in listed
-                  and (opts.verify == "full" or getattr(records.get(f.dest), "state", None) == FAILED)]
+                  and (opts.verify == "full" or getattr(records.get(f.dest), "state", None) != VERIFIED)]
         if wanted:
             with concurrent.futures.ThreadPoolExecutor(max(1, opts.jobs), thread_name_prefix="read-back") as pool:
                 for f, digest in zip(wanted, pool.map(lambda f: _stack_digest(repos, f.dest), wanted)):
@@ -858,18 +861,26 @@ class _Repos:
 
 
 def _holds_source(plan: MovePlan, contents) -> bool:
-    """Whether the database step moved this source into the stack: the stack holds one of its runs (ids the
-    server made, uuids: no user chooses one), else (a source without runs) one of its logged models, else
-    every experiment by id and name and every trace. Not "all of them": runs logged on the laptop after the
-    step, or a moved experiment renamed on the stack, must not make a rerun take the stack for another's."""
-    if plan.runs:
-        return bool(set(plan.runs) & contents.runs)
-    if plan.logged_models:
-        return bool(plan.logged_models & contents.logged_models)
-    if not [e for e in plan.experiments if e != "0"] and not plan.traces:
+    """Whether the database step moved this source into the stack: the stack holds one of its runs or logged
+    models (ids the server made, uuids no user chooses) in the same experiment; a source without either, one
+    of its traces in the same experiment (a client chooses a trace id: the experiment must match too); a source
+    without any of them (nothing to send), every experiment by id and name and every registered model by name.
+    Never "all of them": runs or traces logged on the laptop after the step, or a moved experiment renamed on
+    the stack, must not make a rerun take the stack for another's (stuck for good)."""
+    made = [e for e in (*plan.runs, *plan.logged_models)] or sorted(plan.traces)
+    if made:
+        return any(_same_entity(e, plan.owner.get(e), contents) for e in made)
+    experiments = {e: n for e, n in plan.experiments.items() if e != "0"}
+    if not experiments and not plan.registered_models:
         return False
-    same = all(contents.experiments.get(e) == name for e, name in plan.experiments.items() if e != "0")
-    return same and plan.traces <= contents.traces
+    return (all(contents.experiments.get(e) == n for e, n in experiments.items())
+            and set(plan.registered_models) <= set(contents.registered_models))
+
+
+def _same_entity(entity: str, experiment: str | None, contents) -> bool:
+    """The stack holds this run, logged model or trace id, in this experiment."""
+    held = entity in contents.runs or entity in contents.logged_models or entity in contents.traces
+    return held and (experiment is None or contents.owner.get(entity, experiment) == experiment)
 
 
 def _entity_folder(dest: str) -> str:
@@ -882,15 +893,13 @@ def _entity_folder(dest: str) -> str:
 
 
 def _entity_held(folder: str, contents) -> bool:
-    """Whether the stack holds the run, logged model or trace a folder belongs to."""
+    """Whether the stack holds the run, logged model or trace a folder belongs to, in the folder's experiment
+    (a trace id a stack user chose to be the laptop's, in an experiment of their own, gets nothing)."""
     parts = folder.split("/")
     i = 2 if parts[0] == "workspaces" else 0
     kind = parts[i + 1] if len(parts) > i + 1 else ""
-    if kind == "models" and len(parts) > i + 2:
-        return parts[i + 2] in contents.logged_models
-    if kind == "traces" and len(parts) > i + 2:
-        return parts[i + 2] in contents.traces
-    return kind in contents.runs
+    entity = parts[i + 2] if kind in ("models", "traces") and len(parts) > i + 2 else kind
+    return _same_entity(entity, parts[i], contents)
 
 
 def _held_part(plan: MovePlan, contents) -> tuple[MovePlan, list[str]]:

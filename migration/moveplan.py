@@ -117,6 +117,7 @@ class MovePlan:
     logged_models: set[str] = field(default_factory=set)
     traces: set[str] = field(default_factory=set)
     registered_models: list[str] = field(default_factory=list)
+    owner: dict[str, str] = field(default_factory=dict)  # run, logged model or trace id -> its experiment id
 
     @property
     def bytes(self) -> int:
@@ -215,6 +216,8 @@ def plan_move(db: Path, artifacts_dir: Path, layout: StackLayout, *, base: Path)
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         tables = set(table_names(conn))
+        plan.registered_models = sorted({r[0] for t in ("registered_models", "model_versions") if t in tables
+                                         for r in conn.execute(f"SELECT name FROM {t}")})
 
         def place(value: str) -> Place:
             return local_place(value, base=base, served_root=artifacts_dir)
@@ -265,7 +268,7 @@ def plan_move(db: Path, artifacts_dir: Path, layout: StackLayout, *, base: Path)
         for run_id, exp_id, uri in conn.execute("SELECT run_uuid, experiment_id, artifact_uri FROM runs"):
             if not good("run id", run_id, ENTITY_ID) or (root := where(exp_id)) is None:
                 continue
-            plan.runs[run_id] = str(exp_id)
+            plan.runs[run_id] = plan.owner[run_id] = str(exp_id)
             _entity(plan, place, "runs", "artifact_uri", (run_id,), uri, served_uri(root, run_id, "artifacts"),
                     shape=shaped(RUN_SHAPE, run_id, exp_id))
         if "logged_models" in tables:
@@ -274,13 +277,16 @@ def plan_move(db: Path, artifacts_dir: Path, layout: StackLayout, *, base: Path)
                 if not good("logged model id", model_id, ENTITY_ID) or (root := where(exp_id)) is None:
                     continue
                 plan.logged_models.add(model_id)
+                plan.owner[model_id] = str(exp_id)
                 found = _entity(plan, place, "logged_models", "artifact_location", (model_id,), location,
                                 served_uri(root, "models", model_id, "artifacts"),
                                 shape=shaped(MODEL_SHAPE, model_id, exp_id))
                 if found is False and status == READY:
                     plan.missing.append(f"logged model {model_id}: {location} (no such directory)")
         if "trace_info" in tables:
-            plan.traces.update(r[0] for r in conn.execute("SELECT request_id FROM trace_info"))
+            for trace_id, exp_id in conn.execute("SELECT request_id, experiment_id FROM trace_info"):
+                plan.traces.add(trace_id)
+                plan.owner[trace_id] = str(exp_id)
         if "trace_tags" in tables and "trace_info" in tables:
             spans_in_artifacts = {r[0] for r in conn.execute(
                 "SELECT request_id FROM trace_tags WHERE key = ? AND value <> 'TRACKING_STORE'", (TRACE_SPANS_TAG,))}

@@ -62,6 +62,7 @@ class StackContents:
     traces: set[str] = field(default_factory=set)
     registered_models: list[str] = field(default_factory=list)
     workspaces: list[str] = field(default_factory=list)  # searched ([] for a stack without workspaces)
+    owner: dict[str, str] = field(default_factory=dict)  # run, logged model or trace id -> its experiment id
 
 
 class Stack:
@@ -161,15 +162,20 @@ class Stack:
             ids.append(str(exp["experiment_id"]))
         for start in range(0, len(ids), 100):
             chunk = ids[start:start + 100]
-            found.runs.update(r["info"]["run_id"] for r in self._pages(
-                "/api/2.0/mlflow/runs/search", "runs", workspace, experiment_ids=chunk, max_results=PAGE,
-                run_view_type="ALL"))
-            found.logged_models.update(m["info"]["model_id"] for m in self._pages(
-                "/api/2.0/mlflow/logged-models/search", "models", workspace, experiment_ids=chunk,
-                max_results=100))
+            for r in self._pages("/api/2.0/mlflow/runs/search", "runs", workspace, experiment_ids=chunk,
+                                 max_results=PAGE, run_view_type="ALL"):
+                found.runs.add(r["info"]["run_id"])
+                found.owner[r["info"]["run_id"]] = str(r["info"].get("experiment_id", ""))
+            for m in self._pages("/api/2.0/mlflow/logged-models/search", "models", workspace, experiment_ids=chunk,
+                                 max_results=100):
+                found.logged_models.add(m["info"]["model_id"])
+                found.owner[m["info"]["model_id"]] = str(m["info"].get("experiment_id", ""))
             locations = [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": e}} for e in chunk]
-            found.traces.update(t["trace_id"] for t in self._pages(
-                "/api/3.0/mlflow/traces/search", "traces", workspace, locations=locations, max_results=100))
+            for t in self._pages("/api/3.0/mlflow/traces/search", "traces", workspace, locations=locations,
+                                 max_results=100):
+                found.traces.add(t["trace_id"])
+                found.owner[t["trace_id"]] = str(
+                    (t.get("trace_location") or {}).get("mlflow_experiment", {}).get("experiment_id", ""))
         found.registered_models += [m["name"] for m in self._pages(
             "/api/2.0/mlflow/registered-models/search", "registered_models", workspace, get=True,
             max_results=str(PAGE))]

@@ -167,7 +167,7 @@ def test_interrupted_move_resumes_without_sending_again(stack, variant, source, 
     manifest = Path(db + ".move") / "manifest.sqlite"
     child = _move(variant, db, "--to", variant.tracking_uri, "--jobs", "1", "--database-uri-env", DB_ENV,
                   "-q", wait=False, database=_db_uri(stack))
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # the database step first, then 20 files: a bound, not a wait
     verified: set[str] = set()
     while time.monotonic() < deadline and child.poll() is None:
         if manifest.exists():
