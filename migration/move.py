@@ -279,6 +279,7 @@ class Move:
         self._stop = threading.Event()
         self._count = threading.Lock()
         self.committed = False  # the database step's transaction committed (the stack holds the rows), or had
+        self._listed: dict[str, int] = {}  # what the destination folders held before any upload (_to_send)
         self.held: bool | None = None  # whether the stack held the source's rows when listed (None: not listed yet)
         self.scratch: Path | None = None  # where private snapshots of files being sent are made (None: $TMPDIR)
 
@@ -513,22 +514,22 @@ class Move:
         records = manifest.records()
         listed = self._listing(repos, {f.dest.rsplit("/", 1)[0] for f in plan.files})
         cheap = opts.verify == "full" or sum(f.size for f in plan.files if f.dest in listed) <= REHASH_BYTES
-        local: dict[str, str | None] = {}
-        if cheap:
-            with concurrent.futures.ThreadPoolExecutor(max(1, opts.jobs), thread_name_prefix="hash") as pool:
-                for f, digest in zip(plan.files, pool.map(
-                        lambda f: _digest_or_none(f) if f.dest in listed else None, plan.files)):
-                    local[f.dest] = digest
-        remote: dict[str, str] = {}
+
+        def hashed(files: list[PlannedFile], digest, prefix: str) -> dict[str, str | None]:
+            with concurrent.futures.ThreadPoolExecutor(max(1, opts.jobs), thread_name_prefix=prefix) as pool:
+                return dict(zip((f.dest for f in files), pool.map(digest, files)))
+
+        # read back: every listed file with --verify full, else each this move has not verified itself
         wanted = [f for f in plan.files if f.dest in listed
                   and (opts.verify == "full" or getattr(records.get(f.dest), "state", None) != VERIFIED)]
-        if wanted:
-            with concurrent.futures.ThreadPoolExecutor(max(1, opts.jobs), thread_name_prefix="read-back") as pool:
-                for f, digest in zip(wanted, pool.map(lambda f: _stack_digest(repos, f.dest), wanted)):
-                    remote[f.dest] = digest
+        remote: dict[str, str | None] = hashed(wanted, lambda f: _stack_digest(repos, f.dest), "read-back")
+        # the laptop's side: every listed file when cheap, and always those read back (compared to it)
+        local = hashed([f for f in plan.files if f.dest in listed and (cheap or f.dest in remote)], _digest_or_none,
+                       "hash")
         todo: list[PlannedFile] = []
         differs: list[str] = []
         lost: list[str] = []
+        newer: list[PlannedFile] = []  # this move's copy on the stack (by size), the laptop's file changed since
         for f in plan.files:
             size, rec = listed.get(f.dest), records.get(f.dest)
             if size is None:
@@ -539,22 +540,34 @@ class Move:
             here, there = local.get(f.dest), remote.get(f.dest)
             ours = (rec is not None and size == rec.size
                     and (there == rec.sha256 if there is not None else rec.state != FAILED))
-            if ours:  # the stack holds what this move sent: the laptop's file decides
-                if rec.size == f.size and rec.mtime_ns == f.mtime_ns and (here == rec.sha256 if cheap else True):
+            if ours:  # the stack holds what this move sent (by its size, or its sha256 read back)
+                unchanged = (here == rec.sha256 if here is not None else
+                             rec.size == f.size and rec.mtime_ns == f.mtime_ns)
+                if unchanged:
                     if record and rec.state != VERIFIED:  # sent by a run stopped before its check: checked now
                         manifest.record(FileRecord(rec.dest, rec.source, rec.size, rec.mtime_ns, rec.sha256,
                                                    VERIFIED))
-                    continue
-                todo.append(f)
+                elif there is not None:
+                    todo.append(f)  # the stack's is this move's own copy (read back): the laptop's is newer
+                else:
+                    newer.append(f)
                 continue
-            if size == f.size and (there is None or there == here):
+            if size == f.size and (there == here if there is not None else True):
                 continue  # what the stack holds is the laptop's file
             if opts.overwrite:
                 todo.append(f)
             else:
-                why = (f"{size} bytes on the stack, {f.size} here" if size != f.size else
-                       "another sha256 read back from the stack, same size")
-                differs.append(f"{f.dest} ({why})")
+                differs.append(_differs(f, size))
+        # before sending the laptop's newer file over what the stack holds by this move's size alone: read it
+        # back; another sha256 than this move sent is a user's version (same size): kept, reported
+        if newer:
+            backs = hashed(newer, lambda f: _stack_digest(repos, f.dest), "read-back")
+            for f in newer:
+                if backs[f.dest] == records[f.dest].sha256 or opts.overwrite:
+                    todo.append(f)
+                else:
+                    differs.append(_differs(f, listed[f.dest]))
+        self._listed = listed  # what the folders held before any upload: each is listed again before its own
         result.skipped = len(plan.files) - len(todo) - len(differs)
         result.lost, result.differs = lost, differs
         return todo
@@ -581,6 +594,7 @@ class Move:
         opts, result = self.opts, self.result
         repos = _Repos(stack.uri)
         todo = self._to_send(repos, plan, manifest)
+        sent_before = result.uploaded
         if result.skipped:
             self.reporter.info(f"{result.skipped:,} files already on the stack (its listing"
                                + (", read back" if opts.verify == "full" else "") + f"; manifest {manifest.path})")
@@ -635,7 +649,7 @@ class Move:
                                  "every other file was sent and recorded",
                                  hint="rerun when nothing writes to the artifact folders: it plans again and sends "
                                       "only what is not on the stack yet")
-        return len(todo) - len(result.changed)
+        return result.uploaded - sent_before
 
     def _upload_dir(self, repos: "_Repos", manifest: Manifest, directory: str, files: list[PlannedFile],
                     progress, task) -> None:
@@ -643,6 +657,19 @@ class Move:
         listing to compare sizes (and a read-back with --verify full), each file recorded `verified`, or
         `failed` (sent again by the next run)."""
         repo, sub = repos.get(directory)
+        if not self.opts.overwrite:
+            # listed again just before sending into it (the first listing may be hours old): an object that
+            # appeared or changed since is another writer's (a user of a moved run): kept, reported, not sent.
+            # What remains is the seconds between this listing and each upload (MLflow's artifact API has no
+            # conditional write).
+            now = {posixpath_name(i.path): i.file_size for i in repo.list_artifacts(sub or None) if not i.is_dir}
+            before = self._listed
+            late = [f for f in files if now.get(posixpath_name(f.dest)) != before.get(f.dest)]
+            if late:
+                with self._count:
+                    self.result.differs += [_differs(f, now[posixpath_name(f.dest)]) if posixpath_name(f.dest) in now
+                                            else f"{f.dest} (removed from the stack during the move)" for f in late]
+                files = [f for f in files if f not in late]
         pending: list[tuple[PlannedFile, str]] = []
         for f in files:
             if self._stop.is_set():
@@ -813,6 +840,11 @@ def _fd_path(fd: int) -> Path:
                        hint="run the move on Linux or macOS")
 
 
+def _differs(f: PlannedFile, size: int) -> str:
+    return f"{f.dest} (" + (f"{size} bytes on the stack, {f.size} here" if size != f.size else
+                            "another sha256 read back from the stack, same size") + ")"
+
+
 def _stack_digest(repos: "_Repos", dest: str) -> str:
     """The sha256 of a file as the stack serves it (downloaded through its artifact API, then hashed)."""
     directory, name = dest.rsplit("/", 1)
@@ -864,17 +896,13 @@ def _holds_source(plan: MovePlan, contents) -> bool:
     """Whether the database step moved this source into the stack: the stack holds one of its runs or logged
     models (ids the server made, uuids no user chooses) in the same experiment; a source without either, one
     of its traces in the same experiment (a client chooses a trace id: the experiment must match too); a source
-    without any of them (nothing to send), every experiment by id and name and every registered model by name.
+    without any of them has nothing to send and is never taken as held.
     Never "all of them": runs or traces logged on the laptop after the step, or a moved experiment renamed on
     the stack, must not make a rerun take the stack for another's (stuck for good)."""
     made = [e for e in (*plan.runs, *plan.logged_models)] or sorted(plan.traces)
-    if made:
-        return any(_same_entity(e, plan.owner.get(e), contents) for e in made)
-    experiments = {e: n for e, n in plan.experiments.items() if e != "0"}
-    if not experiments and not plan.registered_models:
-        return False
-    return (all(contents.experiments.get(e) == n for e, n in experiments.items())
-            and set(plan.registered_models) <= set(contents.registered_models))
+    # a source with none of them has nothing to send, and nothing tells it from a stack user's experiments
+    # and registered models of the same ids and names: never taken as held (_refuse_other_data says so)
+    return any(_same_entity(e, plan.owner.get(e), contents) for e in made)
 
 
 def _same_entity(entity: str, experiment: str | None, contents) -> bool:
@@ -921,6 +949,14 @@ def _refuse_other_data(plan: MovePlan, contents) -> None:
     runs = contents.runs - set(plan.runs)
     models = contents.logged_models - plan.logged_models
     traces = contents.traces - plan.traces
+    if own and not (plan.runs or plan.logged_models or plan.traces) and not (runs or models or traces) and \
+            own == {e: n for e, n in plan.experiments.items() if e != "0"} and \
+            sorted(contents.registered_models) == sorted(plan.registered_models):
+        raise RefusedError("the stack holds experiments and registered models of exactly this source's ids and names, "
+                           "and nothing else; this source has no artifact to send: if its printed database step "
+                           "ran, the move is complete; nothing was written",
+                           hint="`move --check` lists the source; if the step did not run, these are a stack user's: "
+                                "move into a new stack")
     if own or contents.registered_models or runs or models or traces:
         clash = sorted(set(own) & set(plan.experiments), key=lambda x: int(x) if x.isdigit() else 0)
         parts = ([f"{len(own)} experiment(s)" + (f" (ids {', '.join(clash[:10])} are the source's ids too)"
