@@ -893,16 +893,23 @@ class _Repos:
 
 
 def _holds_source(plan: MovePlan, contents) -> bool:
-    """Whether the database step moved this source into the stack: the stack holds one of its runs or logged
-    models (ids the server made, uuids no user chooses) in the same experiment; a source without either, one
-    of its traces in the same experiment (a client chooses a trace id: the experiment must match too); a source
-    without any of them has nothing to send and is never taken as held.
-    Never "all of them": runs or traces logged on the laptop after the step, or a moved experiment renamed on
-    the stack, must not make a rerun take the stack for another's (stuck for good)."""
-    made = [e for e in (*plan.runs, *plan.logged_models)] or sorted(plan.traces)
-    # a source with none of them has nothing to send, and nothing tells it from a stack user's experiments
-    # and registered models of the same ids and names: never taken as held (_refuse_other_data says so)
+    """Whether the database step moved this source into the stack. First by its experiments: one on the stack
+    with the laptop's id and creation time (set by the server that made it, kept by the database step, never
+    chosen through the API: a stack user's experiment 1 has the stack's own time). For experiments without a
+    creation time (older MLflow): one of its runs or logged models (uuids the server made) in the same
+    experiment, else one of its traces there. A source without any of them has nothing to send and is never
+    taken as held. Never "all of them": runs or traces logged on the laptop after the step, or a moved
+    experiment renamed on the stack, must not make a rerun take the stack for another's (stuck for good)."""
+    if any(plan.created.get(e) for e in plan.experiments if e != "0"):
+        return bool(_moved_experiments(plan, contents))
+    made = [e for e in (*plan.runs, *plan.logged_models) if e not in plan.deleted_models] or sorted(plan.traces)
     return any(_same_entity(e, plan.owner.get(e), contents) for e in made)
+
+
+def _moved_experiments(plan: MovePlan, contents) -> set[str]:
+    """The source's experiments the stack holds as the database step wrote them (id and creation time)."""
+    created = getattr(contents, "created", {})
+    return {e for e, t in plan.created.items() if e != "0" and created.get(e) == t}
 
 
 def _same_entity(entity: str, experiment: str | None, contents) -> bool:
@@ -920,14 +927,22 @@ def _entity_folder(dest: str) -> str:
     return "/".join(parts[:i + depth])
 
 
-def _entity_held(folder: str, contents) -> bool:
-    """Whether the stack holds the run, logged model or trace a folder belongs to, in the folder's experiment
-    (a trace id a stack user chose to be the laptop's, in an experiment of their own, gets nothing)."""
+def _entity_held(folder: str, plan: MovePlan, contents, moved: set[str]) -> bool:
+    """Whether the stack holds the run, logged model or trace a folder belongs to, in the folder's experiment,
+    and that experiment is the laptop's (`moved`: id and creation time; where the laptop's has no creation
+    time, the id): a trace id a stack user chose to be the laptop's, in an experiment of their own, gets
+    nothing. A logged model the laptop holds as deleted counts as held in a moved experiment (the stack's
+    search never lists deleted ones)."""
     parts = folder.split("/")
     i = 2 if parts[0] == "workspaces" else 0
+    experiment = parts[i]
+    if plan.created.get(experiment) and experiment not in moved:
+        return False
     kind = parts[i + 1] if len(parts) > i + 1 else ""
     entity = parts[i + 2] if kind in ("models", "traces") and len(parts) > i + 2 else kind
-    return _same_entity(entity, parts[i], contents)
+    if kind == "models" and entity in plan.deleted_models and experiment in moved:
+        return True
+    return _same_entity(entity, experiment, contents)
 
 
 def _held_part(plan: MovePlan, contents) -> tuple[MovePlan, list[str]]:
@@ -935,7 +950,8 @@ def _held_part(plan: MovePlan, contents) -> tuple[MovePlan, list[str]]:
     others (sorted)."""
     import dataclasses
 
-    held = {d: _entity_held(d, contents) for d in {_entity_folder(f.dest) for f in plan.files}}
+    moved = _moved_experiments(plan, contents)
+    held = {d: _entity_held(d, plan, contents, moved) for d in {_entity_folder(f.dest) for f in plan.files}}
     files = [f for f in plan.files if held[_entity_folder(f.dest)]]
     return dataclasses.replace(plan, files=files), sorted(d for d, ok in held.items() if not ok)
 

@@ -118,6 +118,8 @@ class MovePlan:
     traces: set[str] = field(default_factory=set)
     registered_models: list[str] = field(default_factory=list)
     owner: dict[str, str] = field(default_factory=dict)  # run, logged model or trace id -> its experiment id
+    created: dict[str, int] = field(default_factory=dict)  # experiment id -> its creation_time (ms), where set
+    deleted_models: set[str] = field(default_factory=set)  # logged models deleted on the laptop (rows kept)
 
     @property
     def bytes(self) -> int:
@@ -233,6 +235,8 @@ def plan_move(db: Path, artifacts_dir: Path, layout: StackLayout, *, base: Path)
         exp_dirs: dict[str, Path | None] = {}  # each experiment's own location on this machine
         exp_outside: dict[str, tuple[str, Path]] = {}  # experiments located outside the artifact root
         heads: set[tuple[str, Path]] = set()  # (experiment id, folder) holding an entity folder taken outside
+        created = ({str(e): t for e, t in conn.execute("SELECT experiment_id, creation_time FROM experiments")}
+                   if "creation_time" in _columns(conn, "experiments") else {})
         for exp_id, name, location, workspace in conn.execute(
                 f"SELECT experiment_id, name, artifact_location, {'workspace' if ws_col else 'NULL'} FROM experiments"):
             if not good("experiment id", exp_id, EXPERIMENT_ID):
@@ -242,6 +246,8 @@ def plan_move(db: Path, artifacts_dir: Path, layout: StackLayout, *, base: Path)
                 continue
             exp_id = str(exp_id)
             plan.experiments[exp_id] = name
+            if created.get(exp_id):
+                plan.created[exp_id] = int(created[exp_id])
             exp_ws[exp_id] = workspace
             found = _entity(plan, place, "experiments", "artifact_location", (exp_id,), location,
                             layout.experiment(exp_id, workspace), walk=False)
@@ -272,12 +278,17 @@ def plan_move(db: Path, artifacts_dir: Path, layout: StackLayout, *, base: Path)
             _entity(plan, place, "runs", "artifact_uri", (run_id,), uri, served_uri(root, run_id, "artifacts"),
                     shape=shaped(RUN_SHAPE, run_id, exp_id))
         if "logged_models" in tables:
+            deleted = ({r[0] for r in conn.execute("SELECT model_id FROM logged_models WHERE lifecycle_stage = "
+                                                   "'deleted'")}
+                       if "lifecycle_stage" in _columns(conn, "logged_models") else set())
             for model_id, exp_id, location, status in conn.execute(
                     "SELECT model_id, experiment_id, artifact_location, status FROM logged_models"):
                 if not good("logged model id", model_id, ENTITY_ID) or (root := where(exp_id)) is None:
                     continue
                 plan.logged_models.add(model_id)
                 plan.owner[model_id] = str(exp_id)
+                if model_id in deleted:
+                    plan.deleted_models.add(model_id)
                 found = _entity(plan, place, "logged_models", "artifact_location", (model_id,), location,
                                 served_uri(root, "models", model_id, "artifacts"),
                                 shape=shaped(MODEL_SHAPE, model_id, exp_id))

@@ -54,7 +54,9 @@ class Unreachable(MigrationError):
 
 @dataclass
 class StackContents:
-    """What the stack holds, in every workspace (experiment 0 included), deleted entities included."""
+    """What the stack holds, in every workspace (experiment 0 included), deleted experiments, runs and traces
+    included; deleted logged models are not (MLflow 3.17.2's logged-model search never returns them: the move
+    knows its own from the laptop's rows, MovePlan.deleted_models)."""
 
     experiments: dict[str, str] = field(default_factory=dict)  # id -> name
     runs: set[str] = field(default_factory=set)
@@ -63,6 +65,7 @@ class StackContents:
     registered_models: list[str] = field(default_factory=list)
     workspaces: list[str] = field(default_factory=list)  # searched ([] for a stack without workspaces)
     owner: dict[str, str] = field(default_factory=dict)  # run, logged model or trace id -> its experiment id
+    created: dict[str, int] = field(default_factory=dict)  # experiment id -> creation_time (ms), as the server says
 
 
 class Stack:
@@ -159,6 +162,8 @@ class Stack:
         for exp in self._pages("/api/2.0/mlflow/experiments/search", "experiments", workspace,
                                max_results=PAGE, view_type="ALL"):
             found.experiments[str(exp["experiment_id"])] = exp.get("name", "")
+            if exp.get("creation_time"):
+                found.created[str(exp["experiment_id"])] = int(exp["creation_time"])
             ids.append(str(exp["experiment_id"]))
         for start in range(0, len(ids), 100):
             chunk = ids[start:start + 100]
