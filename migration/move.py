@@ -900,16 +900,18 @@ def _holds_source(plan: MovePlan, contents) -> bool:
     experiment, else one of its traces there. A source without any of them has nothing to send and is never
     taken as held. Never "all of them": runs or traces logged on the laptop after the step, or a moved
     experiment renamed on the stack, must not make a rerun take the stack for another's (stuck for good)."""
-    if any(plan.created.get(e) for e in plan.experiments if e != "0"):
+    if any(plan.created.values()):
         return bool(_moved_experiments(plan, contents))
     made = [e for e in (*plan.runs, *plan.logged_models) if e not in plan.deleted_models] or sorted(plan.traces)
     return any(_same_entity(e, plan.owner.get(e), contents) for e in made)
 
 
 def _moved_experiments(plan: MovePlan, contents) -> set[str]:
-    """The source's experiments the stack holds as the database step wrote them (id and creation time)."""
+    """The source's experiments the stack holds as the database step wrote them (id and creation time). The
+    Default experiment 0 too: the step lets the laptop's row win over the stack's seed row (migration/existing.py),
+    so the stack's 0 carries the laptop's creation time only once the step ran."""
     created = getattr(contents, "created", {})
-    return {e for e, t in plan.created.items() if e != "0" and created.get(e) == t}
+    return {e for e, t in plan.created.items() if created.get(e) == t}
 
 
 def _same_entity(entity: str, experiment: str | None, contents) -> bool:
@@ -931,8 +933,8 @@ def _entity_held(folder: str, plan: MovePlan, contents, moved: set[str]) -> bool
     """Whether the stack holds the run, logged model or trace a folder belongs to, in the folder's experiment,
     and that experiment is the laptop's (`moved`: id and creation time; where the laptop's has no creation
     time, the id): a trace id a stack user chose to be the laptop's, in an experiment of their own, gets
-    nothing. A logged model the laptop holds as deleted counts as held in a moved experiment (the stack's
-    search never lists deleted ones)."""
+    nothing. A logged model of the source counts as held in a moved experiment: deleted on the laptop or on
+    the stack, MLflow's search never lists it, and no user can make a model with the laptop's id."""
     parts = folder.split("/")
     i = 2 if parts[0] == "workspaces" else 0
     experiment = parts[i]
@@ -940,8 +942,8 @@ def _entity_held(folder: str, plan: MovePlan, contents, moved: set[str]) -> bool
         return False
     kind = parts[i + 1] if len(parts) > i + 1 else ""
     entity = parts[i + 2] if kind in ("models", "traces") and len(parts) > i + 2 else kind
-    if kind == "models" and entity in plan.deleted_models and experiment in moved:
-        return True
+    if kind == "models" and experiment in moved:
+        return True  # logged model ids are the server's uuids; the stack's search hides deleted ones (either side)
     return _same_entity(entity, experiment, contents)
 
 
@@ -957,14 +959,13 @@ def _held_part(plan: MovePlan, contents) -> tuple[MovePlan, list[str]]:
 
 
 def _refuse_other_data(plan: MovePlan, contents) -> None:
-    """Ids are kept: a stack holding data of its own would be refused by the database step (after every
-    upload); refused here, before any: experiments (their ids are the source's ids too: both count from 1),
-    registered models, and runs, logged models or traces that are not the source's, in any experiment
-    (0 included) and any workspace."""
+    """Ids are kept: a stack holding data of its own is refused by the database step; refused here first,
+    with the move's own message: experiments (their ids are the source's ids too: both count from 1),
+    registered models, and runs, logged models or traces in any experiment (0 included) and any workspace.
+    Called only for a stack that does not hold this source (_holds_source), so every one of them is another's,
+    the source's own ids included (a client chooses trace ids)."""
     own = {e: n for e, n in contents.experiments.items() if e != "0"}
-    runs = contents.runs - set(plan.runs)
-    models = contents.logged_models - plan.logged_models
-    traces = contents.traces - plan.traces
+    runs, models, traces = contents.runs, contents.logged_models, contents.traces
     if own and not (plan.runs or plan.logged_models or plan.traces) and not (runs or models or traces) and \
             own == {e: n for e, n in plan.experiments.items() if e != "0"} and \
             sorted(contents.registered_models) == sorted(plan.registered_models):

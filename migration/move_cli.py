@@ -155,7 +155,7 @@ def _say_committed(reporter, move, exc: BaseException) -> None:
     Refusals say what to do themselves."""
     from migration.errors import RefusedError
 
-    if move.committed and not isinstance(exc, RefusedError):
+    if move.committed and not move.opts.finish and not isinstance(exc, RefusedError):
         reporter.err.print("the database step has committed: the stack holds the source's rows; the same command "
                            "again sends the artifacts it lacks (`move --check` says how many)", markup=False)
 

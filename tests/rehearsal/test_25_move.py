@@ -187,6 +187,12 @@ def test_interrupted_move_resumes_without_sending_again(stack, variant, source, 
     with _client(variant) as client:
         assert sorted(e.experiment_id for e in client.search_experiments(view_type=3)) == ["0", "1", "2"], \
             "the database step committed before the uploads: the source's experiments hold their ids"
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        laptop_created = {str(e): t for e, t in conn.execute("SELECT experiment_id, creation_time FROM experiments")}
+        conn.close()
+        assert {e: client.get_experiment(e).creation_time for e in laptop_created} == laptop_created, \
+            "a moved experiment (the Default 0 too: the laptop's row wins over the seed) keeps its creation time: " \
+            "how a rerun knows the stack holds this source"
     _another_user_cannot_reach_the_moved_files(variant, source, done_before)
     time.sleep(1.1)  # S3's LastModified has whole seconds: a file sent again would show a later one
     result = tmp_path / "move.json"
