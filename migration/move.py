@@ -317,6 +317,8 @@ class Move:
             manifest = Manifest(manifest_path, stack.uri, readonly=opts.check or opts.finish)
             try:
                 contents = stack.contents(layout)
+                if hasattr(stack, "add_deleted_models"):
+                    stack.add_deleted_models(contents, plan.logged_models)
                 held = self.held = _holds_source(plan, contents)
                 self.committed = held  # by an earlier run, or the printed step
                 if opts.finish:
@@ -352,6 +354,7 @@ class Move:
                     # the rows as the database step moved them: files of runs, logged models and traces logged
                     # on the laptop since (or deleted on the stack) have no row there, and are not sent
                     plan, not_moved = _held_part(plan, contents)
+                    _refuse_other_locations(plan, contents, layout)
                     result.not_moved = not_moved
                     if not opts.check and not manifest.step_done("database"):
                         manifest.mark_step("database", "found on the stack " + time.strftime("%Y-%m-%d %H:%M:%S"))
@@ -748,6 +751,7 @@ class Move:
                                f"({len(plan.runs) - len(contents.runs & set(plan.runs))} of {len(plan.runs)} runs "
                                "absent)")
         plan, not_moved = _held_part(plan, contents)
+        _refuse_other_locations(plan, contents, stack.layout() if hasattr(stack, "layout") else StackLayout())
         todo = self._to_send(_Repos(stack.uri), plan, manifest, record=False)
         wrong = [f.dest for f in todo] + result.differs + [f"{d}/ (no row on the stack)" for d in not_moved]
         if wrong:
@@ -933,8 +937,7 @@ def _entity_held(folder: str, plan: MovePlan, contents, moved: set[str]) -> bool
     """Whether the stack holds the run, logged model or trace a folder belongs to, in the folder's experiment,
     and that experiment is the laptop's (`moved`: id and creation time; where the laptop's has no creation
     time, the id): a trace id a stack user chose to be the laptop's, in an experiment of their own, gets
-    nothing. A logged model of the source counts as held in a moved experiment: deleted on the laptop or on
-    the stack, MLflow's search never lists it, and no user can make a model with the laptop's id."""
+    nothing. Logged models deleted on either side are in `contents` too (Stack.add_deleted_models)."""
     parts = folder.split("/")
     i = 2 if parts[0] == "workspaces" else 0
     experiment = parts[i]
@@ -942,9 +945,30 @@ def _entity_held(folder: str, plan: MovePlan, contents, moved: set[str]) -> bool
         return False
     kind = parts[i + 1] if len(parts) > i + 1 else ""
     entity = parts[i + 2] if kind in ("models", "traces") and len(parts) > i + 2 else kind
-    if kind == "models" and experiment in moved:
-        return True  # logged model ids are the server's uuids; the stack's search hides deleted ones (either side)
     return _same_entity(entity, experiment, contents)
+
+
+def _refuse_other_locations(plan: MovePlan, contents, layout: StackLayout) -> None:
+    """A stack holding the source's runs and logged models with other artifact locations than the move's (the
+    database moved earlier by the plain migration, which keeps the laptop's paths or a --rewrite-artifact-root
+    target): files sent into the server's layout would be seen by nobody. Refused, nothing sent."""
+    from migration.locations import served_uri
+
+    other = []
+    for folder in sorted({_entity_folder(f.dest) for f in plan.files}):
+        parts = folder.split("/")
+        i = 2 if parts[0] == "workspaces" else 0
+        entity = parts[i + 2] if parts[i + 1] in ("models", "traces") else parts[i + 1]
+        have = getattr(contents, "location", {}).get(entity)
+        want = served_uri(layout.root, *parts)
+        if have and parts[i + 1] != "traces" and have.rstrip("/") != want:  # "" or None: the stack did not say
+            other.append(f"{entity}: {have} (the move's: {want})")
+    if other:
+        raise RefusedError(f"the stack holds this source's rows with other artifact locations than the move writes "
+                           f"({len(other)}: {_listing(other, 5)}): its database was moved before without them "
+                           "(the plain migration keeps the laptop's paths); files sent now would be seen by nobody; "
+                           "nothing was sent",
+                           hint="move into a new stack, or have the stack's rows point at mlflow-artifacts:/ first")
 
 
 def _held_part(plan: MovePlan, contents) -> tuple[MovePlan, list[str]]:

@@ -66,6 +66,7 @@ class StackContents:
     workspaces: list[str] = field(default_factory=list)  # searched ([] for a stack without workspaces)
     owner: dict[str, str] = field(default_factory=dict)  # run, logged model or trace id -> its experiment id
     created: dict[str, int] = field(default_factory=dict)  # experiment id -> creation_time (ms), as the server says
+    location: dict[str, str] = field(default_factory=dict)  # run or logged model id -> its artifact location
 
 
 class Stack:
@@ -171,10 +172,10 @@ class Stack:
                                  max_results=PAGE, run_view_type="ALL"):
                 found.runs.add(r["info"]["run_id"])
                 found.owner[r["info"]["run_id"]] = str(r["info"].get("experiment_id", ""))
+                found.location[r["info"]["run_id"]] = r["info"].get("artifact_uri", "")
             for m in self._pages("/api/2.0/mlflow/logged-models/search", "models", workspace, experiment_ids=chunk,
                                  max_results=100):
-                found.logged_models.add(m["info"]["model_id"])
-                found.owner[m["info"]["model_id"]] = str(m["info"].get("experiment_id", ""))
+                self._add_model(found, m["info"])
             locations = [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": e}} for e in chunk]
             for t in self._pages("/api/3.0/mlflow/traces/search", "traces", workspace, locations=locations,
                                  max_results=100):
@@ -184,6 +185,24 @@ class Stack:
         found.registered_models += [m["name"] for m in self._pages(
             "/api/2.0/mlflow/registered-models/search", "registered_models", workspace, get=True,
             max_results=str(PAGE))]
+
+    @staticmethod
+    def _add_model(found: StackContents, info: dict) -> None:
+        found.logged_models.add(info["model_id"])
+        found.owner[info["model_id"]] = str(info.get("experiment_id", ""))
+        found.location[info["model_id"]] = info.get("artifact_uri", "")  # LoggedModelInfo's name for it
+
+    def add_deleted_models(self, found: StackContents, model_ids) -> None:
+        """Logged models the search cannot list (MLflow 3.17.2 never returns deleted ones), asked one by one
+        with `allow_deleted=true` (GetLoggedModel honours it): a model deleted on either side after the move is
+        still the stack's row; one it does not have at all stays absent."""
+        for model_id in sorted(set(model_ids) - found.logged_models):
+            for workspace in found.workspaces or [None]:
+                got = self.call(f"/api/2.0/mlflow/logged-models/{model_id}", workspace=workspace,
+                                allow_deleted="true")
+                if got.get("model", {}).get("info"):
+                    self._add_model(found, got["model"]["info"])
+                    break
 
     def _pages(self, endpoint: str, key: str, workspace: str | None, get: bool = False, **body):
         token = None

@@ -11,7 +11,7 @@ from migration import cli
 from migration.stack import StackContents
 from tests.migration import test_move, test_move_review5
 from tests.migration.test_move_review5 import RUN, _Stack
-from tests.migration.test_move_review9 import CREATED, MODEL, _argv, _timed_laptop
+from tests.migration.test_move_review9 import CREATED, MODEL, _argv, _get_allow_deleted, _timed_laptop
 
 fake_stack = test_move.fake_stack  # fixtures
 stack = test_move_review5.stack
@@ -97,6 +97,7 @@ def test_a_logged_model_deleted_on_the_stack_after_the_move_passes_finish(tmp_pa
                              runs={RUN, "b" * 32}, logged_models=set() if deleted["yes"] else {MODEL},
                              traces={"tr-1"}, owner={RUN: "1", "b" * 32: "2", "tr-1": "1", MODEL: "1"})
     monkeypatch.setattr(_Stack, "contents", contents)
+    monkeypatch.setattr(_Stack, "add_deleted_models", _get_allow_deleted, raising=False)
     db, root = _timed_laptop(tmp_path)
     assert cli.main(_argv(db, root, "--database-uri-env", "STACK_DB")) == 0
     deleted["yes"] = True  # mlflow.delete_logged_model on the stack: row and files stay until gc

@@ -329,4 +329,8 @@ def test_a_second_move_is_refused_and_finish_confirms(stack, variant, source, tm
     done = _move(variant, db, "--to", variant.tracking_uri, "--finish", "--json", str(result))
     assert done.returncode == 0, done.stderr
     assert json.loads(result.read_text())["status"] == "finished"
+    with _client(variant) as client:  # a user deletes the moved logged model: the search no longer lists it
+        client.delete_logged_model(source["model_id"])
+    done = _move(variant, db, "--to", variant.tracking_uri, "--finish")
+    assert done.returncode == 0, "still the stack's row (GetLoggedModel allow_deleted): " + done.stderr
     shutil.rmtree(tmp_path, ignore_errors=True)
