@@ -69,7 +69,7 @@ class MoveOptions:
     to: str
     artifacts: str | None = None
     manifest: str | None = None
-    jobs: int = 4
+    jobs: int = 8
     verify: str = "size"  # size | full
     allow_missing: bool = False
     overwrite: bool = False  # a moved source: send files the stack lists with another size too
@@ -317,9 +317,9 @@ class Move:
             manifest = Manifest(manifest_path, stack.uri, readonly=opts.check or opts.finish)
             try:
                 contents = stack.contents(layout)
-                if hasattr(stack, "add_deleted_models"):
-                    stack.add_deleted_models(contents, plan.logged_models)
                 held = self.held = _holds_source(plan, contents)
+                if held and hasattr(stack, "add_deleted_models"):  # only a stack holding the source has them
+                    stack.add_deleted_models(contents, plan.logged_models)
                 self.committed = held  # by an earlier run, or the printed step
                 if opts.finish:
                     return self._finish(stack, plan, manifest, held, contents)
@@ -524,7 +524,8 @@ class Move:
 
         # read back: every listed file with --verify full, else each this move has not verified itself
         wanted = [f for f in plan.files if f.dest in listed
-                  and (opts.verify == "full" or getattr(records.get(f.dest), "state", None) != VERIFIED)]
+                  and (opts.verify == "full" or getattr(records.get(f.dest), "state", None) != VERIFIED
+                       or listed[f.dest] != records[f.dest].size)]  # verified at another size: not this move's
         remote: dict[str, str | None] = hashed(wanted, lambda f: _stack_digest(repos, f.dest), "read-back")
         # the laptop's side: every listed file when cheap, and always those read back (compared to it)
         local = hashed([f for f in plan.files if f.dest in listed and (cheap or f.dest in remote)], _digest_or_none,
@@ -555,8 +556,8 @@ class Move:
                 else:
                     newer.append(f)
                 continue
-            if size == f.size and (there == here if there is not None else True):
-                continue  # what the stack holds is the laptop's file
+            if size == f.size and there is not None and there == here:
+                continue  # what the stack holds is the laptop's file (read back: never by size alone here)
             if opts.overwrite:
                 todo.append(f)
             else:

@@ -249,6 +249,14 @@ def plan_move(db: Path, artifacts_dir: Path, layout: StackLayout, *, base: Path)
             if created.get(exp_id):
                 plan.created[exp_id] = int(created[exp_id])
             exp_ws[exp_id] = workspace
+            if exp_id == "0" and location and place(location).path is None:
+                # the Default experiment's row replaces the stack's seed row: left at another storage it would
+                # send the stack's own new Default runs there (and the stack's layout is read from it); its
+                # runs keep their own locations
+                plan.rewrites.append(Rewrite("experiments", "artifact_location", (exp_id,), location,
+                                             layout.experiment(exp_id, workspace)))
+                exp_dirs[exp_id] = None
+                continue
             found = _entity(plan, place, "experiments", "artifact_location", (exp_id,), location,
                             layout.experiment(exp_id, workspace), walk=False)
             exp_dirs[exp_id] = place(location).path if found is not None else None
