@@ -127,7 +127,7 @@ class MoveLock:
     def __enter__(self) -> "MoveLock":
         try:
             for path in self.paths:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # SOURCE.move/: the laptop's data
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -268,7 +268,33 @@ def _from_filestore(directory: Path, workdir: Path, reporter: Reporter) -> Path:
         raise RefusedError(f"`mlflow migrate-filestore` could not read {str(directory)!r}: {tail[0]}",
                            hint=f"run `mlflow migrate-filestore --source {directory} --target sqlite:///mlflow.db` "
                                 "yourself and move mlflow.db")
+    _untimed_as_null(directory, db)
     return db
+
+
+def _untimed_as_null(directory: Path, db: Path) -> None:
+    """Experiments whose meta.yaml has no creation_time (older MLflow wrote none): `mlflow migrate-filestore` fills
+    in the time of the conversion, which every run of the move makes anew, so the stack (holding the first run's)
+    would never be recognised as holding this source. Set back to NULL, as older MLflow left it: such
+    experiments are recognised by their runs' ids instead (_holds_source)."""
+    import yaml
+
+    untimed = []
+    for meta in directory.glob("*/meta.yaml"):
+        try:
+            data = yaml.safe_load(meta.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and data.get("experiment_id") is not None and not data.get("creation_time"):
+            untimed.append(str(data["experiment_id"]))
+    if untimed:
+        conn = sqlite3.connect(db)
+        try:
+            with conn:
+                conn.executemany("UPDATE experiments SET creation_time = NULL WHERE CAST(experiment_id AS TEXT) = ?",
+                                 [(e,) for e in untimed])
+        finally:
+            conn.close()
 
 
 class Move:
@@ -328,8 +354,9 @@ class Move:
                     # --check writes nothing of the move's own either: its copy is a temporary one (a staged step
                     # may be reading SOURCE.move/rewritten.db)
                     rewritten = tmp / "rewritten.db" if opts.check else state / "rewritten.db"
-                    self._rewrite(prepared.path, plan, rewritten)
                     db_uri = self._database_uri()
+                    # readable by the local one-off container (uid 10001) only where a step is printed
+                    self._rewrite(prepared.path, plan, rewritten, shared=db_uri is None and not opts.check)
                     if db_uri is not None:
                         self._database_dry_run(rewritten, db_uri)
                     if opts.check:
@@ -348,6 +375,7 @@ class Move:
                             raise
                         raise _after_failed_database(exc, plan, stack, layout) from exc
                     result.seconds["database"] = time.perf_counter() - t
+                    rewritten.unlink(missing_ok=True)  # a full copy of the laptop's database: no step reads it
                     self._check_on_stack(stack, plan, layout)
                     not_moved: list[str] = []
                 else:
@@ -454,13 +482,14 @@ class Move:
             self.reporter.info(f"missing on disk (--allow-missing): {listing}")
         return plan
 
-    def _rewrite(self, copy: Path, plan: MovePlan, rewritten: Path) -> None:
+    def _rewrite(self, copy: Path, plan: MovePlan, rewritten: Path, shared: bool = True) -> None:
         """The rewritten copy, kept in the move's state directory: the one-off step reads it there. Written to a
         name of its own (mkstemp: no other run ever writes it), synced, then renamed over rewritten.db: a reader
-        sees the old file or the new one, never a mix. Mode 0644 on that file only (a laptop with umask 077
-        would leave it 0600): the one-off container reads it as its own user (uid 10001). In rollback-journal
-        mode whatever the laptop's was: the local step mounts it read-only as a single file, where SQLite can
-        create no -shm beside a WAL database ("attempt to write a readonly database")."""
+        sees the old file or the new one, never a mix. Mode 0644 on that file only where a step is printed
+        (`shared`; a laptop with umask 077 would leave it 0600): the one-off container reads it as its own user
+        (uid 10001); else 0600, in SOURCE.move/ (0700), and removed once the database step committed here. In
+        rollback-journal mode whatever the laptop's was: the local step mounts it read-only as a single file,
+        where SQLite can create no -shm beside a WAL database ("attempt to write a readonly database")."""
         rewritten.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=rewritten.name + ".", suffix=".partial", dir=rewritten.parent)
         partial = Path(name)
@@ -471,7 +500,7 @@ class Move:
             _rollback_journal(partial)
             with open(partial, "rb+") as handle:
                 os.fsync(handle.fileno())
-            os.chmod(partial, 0o644)
+            os.chmod(partial, 0o644 if shared else 0o600)
             os.replace(partial, rewritten)
         except BaseException:
             partial.unlink(missing_ok=True)
@@ -748,9 +777,12 @@ class Move:
         laptop has it (listed with its size; with --verify full read back and compared by sha256)."""
         result = self.result
         if not held:
+            absent = len(plan.runs) - len(contents.runs & set(plan.runs))
+            if plan.runs and not absent:
+                raise RefusedError("the stack holds runs with this source's ids, but not its experiments as the "
+                                   "database step writes them (id and creation time): not this source's move")
             raise RefusedError("the stack does not hold the source's runs yet: run the printed database step first "
-                               f"({len(plan.runs) - len(contents.runs & set(plan.runs))} of {len(plan.runs)} runs "
-                               "absent)")
+                               f"({absent} of {len(plan.runs)} runs absent)")
         plan, not_moved = _held_part(plan, contents)
         _refuse_other_locations(plan, contents, stack.layout() if hasattr(stack, "layout") else StackLayout())
         todo = self._to_send(_Repos(stack.uri), plan, manifest, record=False)

@@ -52,7 +52,9 @@ def test_a_filestore_laptop_moves_with_its_experiment_id(tmp_path, stack, monkey
         (tmp_path / "mlruns" / exp / run / "artifacts" / "config.json").read_bytes()}
     moved = json.loads(result.read_text())
     assert moved["status"] == "moved" and moved["files"] == 2 and moved["source"] == str(tmp_path / "mlruns")
-    rewritten = Path(str(tmp_path / "mlruns") + ".move") / "rewritten.db"
+    assert not (Path(str(tmp_path / "mlruns") + ".move") / "rewritten.db").exists(), "removed once committed"
+    rewritten = tmp_path / "what-the-database-step-read.db"
+    rewritten.write_bytes(stack.seen["rewritten copy"])
     conn = sqlite3.connect(rewritten)
     try:
         assert conn.execute("SELECT artifact_uri FROM runs").fetchone()[0] == f"mlflow-artifacts:/{exp}/{run}/artifacts"
@@ -60,3 +62,29 @@ def test_a_filestore_laptop_moves_with_its_experiment_id(tmp_path, stack, monkey
             0: "mlflow-artifacts:/0", int(exp): f"mlflow-artifacts:/{exp}"}
     finally:
         conn.close()
+
+
+def test_a_filestore_without_creation_times_is_recognised_on_the_rerun(tmp_path, stack, monkeypatch, capsys):
+    """Review 13: older MLflow wrote experiment meta.yaml without creation_time; `mlflow migrate-filestore` fills in
+    the conversion's time, anew on every run of the move, so after the printed step the rerun never recognised the
+    stack (refused for good). Such experiments convert to NULL now, and are recognised by their runs' ids."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    made = subprocess.run([sys.executable, "-c", MAKE], cwd=tmp_path, env={**env, "MLFLOW_ALLOW_FILE_STORE": "true"},
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    ids = json.loads(made.stdout.strip().splitlines()[-1])
+    exp, run = ids["experiment"], ids["run"]
+    for meta in (tmp_path / "mlruns").glob("*/meta.yaml"):  # as an older MLflow wrote them
+        meta.write_text("".join(line for line in meta.read_text().splitlines(keepends=True)
+                                if not line.startswith(("creation_time", "last_update_time"))))
+    monkeypatch.setattr(_Stack, "contents", lambda self, layout=None: StackContents(
+        experiments={"0": "Default", exp: "filestore laptop"}, runs={run}, owner={run: exp})
+        if _Stack.held else StackContents(experiments={"0": "Default"}, created={"0": 5}))
+    argv = ["move", str(tmp_path / "mlruns"), "--to", "https://stack.example", "-q", "--stack", "aws"]
+    assert cli.main(argv) == 0 and stack.files == {}
+    staged = sqlite3.connect(Path(str(tmp_path / "mlruns") + ".move") / "rewritten.db")
+    assert dict(staged.execute("SELECT experiment_id, creation_time FROM experiments")) == {0: None, int(exp): None}
+    staged.close()
+    _Stack.held = True  # the printed step ran
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert len(stack.files) == 2

@@ -49,6 +49,7 @@ def stack(monkeypatch, fake_stack):
 
     def database(self, rewritten, db_uri, manifest):
         seen["files on the stack at the database step"] = dict(fake_stack)
+        seen["rewritten copy"] = Path(rewritten).read_bytes()
         self.committed = True
         _Stack.held = True
         return {"rows": 1, "tables": {}, "verified": True, "probe": None}
