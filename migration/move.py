@@ -128,7 +128,20 @@ class MoveLock:
         try:
             for path in self.paths:
                 path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # SOURCE.move/: the laptop's data
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                # never through a link (a planted `<manifest>.lock -> ~/file` would be truncated): a regular file
+                # of this user's, or none yet
+                try:
+                    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+                except OSError as exc:
+                    if exc.errno != errno.ELOOP:
+                        raise
+                    raise RefusedError(f"the lock file {path} is a link; nothing was written",
+                                       hint="remove it, or give --manifest another place") from None
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+                    os.close(fd)
+                    raise RefusedError(f"the lock file {path} is not a regular file of this user's; nothing was "
+                                       "written", hint="remove it, or give --manifest another place")
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -280,7 +293,7 @@ def _untimed_as_null(directory: Path, db: Path) -> None:
     import yaml
 
     untimed = []
-    for meta in directory.glob("*/meta.yaml"):
+    for meta in [*directory.glob("*/meta.yaml"), *directory.glob(".trash/*/meta.yaml")]:  # deleted ones too
         try:
             data = yaml.safe_load(meta.read_text()) or {}
         except (OSError, yaml.YAMLError):
@@ -595,8 +608,16 @@ class Move:
         # back; another sha256 than this move sent is a user's version (same size): kept, reported
         if newer:
             backs = hashed(newer, lambda f: _stack_digest(repos, f.dest), "read-back")
+            laptop = {**hashed([f for f in newer if local.get(f.dest) is None], _digest_or_none, "hash"),
+                      **{f.dest: local[f.dest] for f in newer if local.get(f.dest) is not None}}
             for f in newer:
-                if backs[f.dest] == records[f.dest].sha256 or opts.overwrite:
+                if backs[f.dest] is not None and backs[f.dest] == laptop[f.dest]:
+                    # the stack holds the laptop's new bytes already (a run killed between their upload and
+                    # its row; or a user logged the same): kept, and recorded as what it is
+                    if record:
+                        manifest.record(FileRecord(f.dest, self._rel(f.source), f.size, f.mtime_ns, laptop[f.dest],
+                                                   VERIFIED))
+                elif backs[f.dest] == records[f.dest].sha256 or opts.overwrite:
                     todo.append(f)
                 else:
                     differs.append(_differs(f, listed[f.dest]))
@@ -700,8 +721,10 @@ class Move:
             late = [f for f in files if now.get(posixpath_name(f.dest)) != before.get(f.dest)]
             if late:
                 with self._count:
-                    self.result.differs += [_differs(f, now[posixpath_name(f.dest)]) if posixpath_name(f.dest) in now
-                                            else f"{f.dest} (removed from the stack during the move)" for f in late]
+                    self.result.differs += [
+                        f"{f.dest} (" + ("removed from the stack during the move" if posixpath_name(f.dest) not in now
+                                         else f"written on the stack during the move, {now[posixpath_name(f.dest)]} "
+                                              "bytes") + ")" for f in late]
                 files = [f for f in files if f not in late]
         pending: list[tuple[PlannedFile, str]] = []
         for f in files:

@@ -431,7 +431,9 @@ def _walk(plan: MovePlan, where: str, top: Path, prefix: str, allowed: Path, top
                 plan.unsendable.append(str(full))
                 continue
             if stat.S_ISDIR(st.st_mode):
-                if real in ancestors:
+                if real in ancestors or _within(top_real, real):
+                    # above it: a loop, or the folder holding this entity's (the artifact root, its experiment):
+                    # followed, every other run's files would be copied into this one
                     plan.left.append(Left(where, str(full), "a link to a folder above it (a loop): not followed"))
                     continue
                 visit(full, name, (*ancestors, real))
