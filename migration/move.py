@@ -445,19 +445,27 @@ class Move:
         from migration.locations import default_artifact_dir
 
         opts, result = self.opts, self.result
-        if opts.artifacts:
-            artifacts_dir = Path(opts.artifacts).expanduser().absolute()
-        elif filestore is not None:
-            artifacts_dir = filestore
-        else:
-            conn = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
-            try:
-                locations = [r[0] for r in conn.execute("SELECT artifact_location FROM experiments") if r[0]]
-            finally:
-                conn.close()
-            artifacts_dir = default_artifact_dir(locations, base=db.parent)
+        conn = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+        try:
+            locations = [r[0] for r in conn.execute("SELECT artifact_location FROM experiments") if r[0]]
+        finally:
+            conn.close()
+        recorded = filestore if filestore is not None else default_artifact_dir(locations, base=db.parent)
+        artifacts_dir = Path(opts.artifacts).expanduser().absolute() if opts.artifacts else recorded
+        relocate = None
+        if artifacts_dir != recorded and not recorded.exists():
+            # the project folder moved (or only the database was copied here): the rows name the old root;
+            # what lies under it is read from --artifacts, the folder that holds it now
+            relocate = (recorded, artifacts_dir)
+            self.reporter.info(f"the locations name {recorded}, which does not exist: read from {artifacts_dir}")
         result.artifacts_dir = str(artifacts_dir)
-        plan = plan_move(copy, artifacts_dir, layout, base=db.parent)
+        plan = plan_move(copy, artifacts_dir, layout, base=db.parent, relocate=relocate)
+        if not artifacts_dir.is_dir() and not opts.allow_missing and any(r.table == "runs" for r in plan.rewrites):
+            raise RefusedError(f"the artifact root {artifacts_dir} does not exist, and the runs' locations lie in it "
+                               "(the project folder moved, or only the database was copied here?): their files "
+                               "would be left behind; nothing was written",
+                               hint="give --artifacts the folder that holds the experiments' folders now "
+                                    "(e.g. ./mlruns next to the database); --allow-missing if there is none")
         result.files, result.bytes = len(plan.files), plan.bytes
         result.rewritten = plan.rewritten_count()
         result.left = [{"where": x.where, "value": x.value, "reason": x.reason} for x in plan.left]
@@ -631,7 +639,7 @@ class Move:
 
         def one(directory: str) -> list[tuple[str, int]]:
             repo, sub = repos.get(directory)
-            return [(f"{directory}/{posixpath_name(i.path)}", i.file_size)
+            return [(f"{directory}/{posixpath_name(i.path)}", i.file_size or 0)  # 0 bytes: listed without a size
                     for i in repo.list_artifacts(sub or None) if not i.is_dir]
 
         found: dict[str, int] = {}
@@ -716,7 +724,7 @@ class Move:
             # appeared or changed since is another writer's (a user of a moved run): kept, reported, not sent.
             # What remains is the seconds between this listing and each upload (MLflow's artifact API has no
             # conditional write).
-            now = {posixpath_name(i.path): i.file_size for i in repo.list_artifacts(sub or None) if not i.is_dir}
+            now = {posixpath_name(i.path): i.file_size or 0 for i in repo.list_artifacts(sub or None) if not i.is_dir}
             before = self._listed
             late = [f for f in files if now.get(posixpath_name(f.dest)) != before.get(f.dest)]
             if late:
@@ -748,7 +756,7 @@ class Move:
             pending.append((f, digest))
             if progress is not None:
                 progress.advance(task, f.size)
-        listed = {posixpath_name(i.path): i.file_size for i in repo.list_artifacts(sub or None) if not i.is_dir}
+        listed = {posixpath_name(i.path): i.file_size or 0 for i in repo.list_artifacts(sub or None) if not i.is_dir}
         for f, digest in pending:
             name = f.dest.rsplit("/", 1)[-1]
             try:
@@ -947,9 +955,38 @@ class _Repos:
         with self._lock:
             repo = self._repos.get(head)
             if repo is None:
-                repo = self._repos[head] = MlflowArtifactsRepository(f"mlflow-artifacts:/{head}",
-                                                                     tracking_uri=self.tracking_uri)
+                repo = MlflowArtifactsRepository(f"mlflow-artifacts:/{head}", tracking_uri=self.tracking_uri)
+                if parts[0] == "workspaces" and parts[1] != "default":
+                    repo = _InWorkspace(repo, parts[1])
+                self._repos[head] = repo
         return repo, sub
+
+
+class _InWorkspace:
+    """A repository whose every call carries its workspace: the server refuses a `workspaces/<w>/...` path
+    unless the request names <w> (X-MLFLOW-WORKSPACE; none means `default`), and MLflow's client adds that header
+    from a context variable. Set per call, in the calling thread (upload threads start with an empty context),
+    never through MLFLOW_WORKSPACE (process-wide: parallel calls for other workspaces would take it)."""
+
+    def __init__(self, repo, workspace: str):
+        self._repo, self._workspace = repo, workspace
+
+    def __getattr__(self, name):
+        attr = getattr(self._repo, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            from mlflow.utils.workspace_context import _IS_WORKSPACE_RESOLVED, _WORKSPACE, set_server_request_workspace
+
+            resolved = _IS_WORKSPACE_RESOLVED.get()
+            token = set_server_request_workspace(self._workspace)
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                _WORKSPACE.reset(token)
+                _IS_WORKSPACE_RESOLVED.set(resolved)
+        return call
 
 
 def _holds_source(plan: MovePlan, contents) -> bool:

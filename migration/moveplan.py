@@ -201,7 +201,8 @@ def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')}
 
 
-def plan_move(db: Path, artifacts_dir: Path, layout: StackLayout, *, base: Path) -> MovePlan:
+def plan_move(db: Path, artifacts_dir: Path, layout: StackLayout, *, base: Path,
+              relocate: tuple[Path, Path] | None = None) -> MovePlan:
     """Read the source copy `db`: rewrites, files and what is left or missing. `base` is the original
     database's directory (relative locations resolve there). Every local location is moved (under
     `artifacts_dir` or elsewhere on this machine); only non-local ones (s3://, ...) are left. Refuses ids
@@ -222,7 +223,12 @@ def plan_move(db: Path, artifacts_dir: Path, layout: StackLayout, *, base: Path)
                                          for r in conn.execute(f"SELECT name FROM {t}")})
 
         def place(value: str) -> Place:
-            return local_place(value, base=base, served_root=artifacts_dir)
+            found = local_place(value, base=base, served_root=artifacts_dir)
+            if relocate is not None and found.path is not None and (found.path == relocate[0]
+                                                                    or relocate[0] in found.path.parents):
+                # `relocate`: (the root the rows name, gone; where it lies now)
+                return Place(found.value, relocate[1] / found.path.relative_to(relocate[0]))
+            return found
 
         def good(kind: str, value, pattern: re.Pattern) -> bool:
             if isinstance(value, (str, int)) and not isinstance(value, bool) and pattern.fullmatch(str(value)):

@@ -237,7 +237,8 @@ class _FakeRepo:
 
     def list_artifacts(self, path=None):
         base = f"{self.head}/{path}" if path else self.head
-        return [_Info(k[len(self.head) + 1:], len(v)) for k, v in self.store.items()
+        # as MLflow's server lists them: a 0-byte file without a size (FileInfo.to_proto writes only a truthy one)
+        return [_Info(k[len(self.head) + 1:], len(v) or None) for k, v in self.store.items()
                 if k.rsplit("/", 1)[0] == base]
 
 
