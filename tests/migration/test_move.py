@@ -276,6 +276,15 @@ class _StackStub:
     uri = "https://stack.example"
 
 
+def _moved(tmp_path):
+    """The fake laptop, its four files moved into the fake stack: (db, root, plan, manifest)."""
+    db, root = _laptop(tmp_path, str)
+    plan = plan_move(db, root, StackLayout(), base=tmp_path)
+    manifest = Manifest(tmp_path / "m.sqlite", "https://stack.example")
+    assert _mover(tmp_path)._upload(_StackStub(), plan, manifest) == 4
+    return db, root, plan, manifest
+
+
 def _everything(plan):
     """What a stack holds once the database step moved `plan`'s source."""
     from migration.stack import StackContents

@@ -32,12 +32,18 @@ print(json.dumps({"experiment": run.info.experiment_id, "run": run.info.run_id})
 """
 
 
-def test_a_filestore_laptop_moves_with_its_experiment_id(tmp_path, stack, monkeypatch, capsys):
+def make_filestore(directory: Path, script: str) -> dict:
+    """A FileStore `./mlruns` made by MLflow 3.17.2 itself (its file backend needs MLFLOW_ALLOW_FILE_STORE now):
+    what `script` prints last, as JSON."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    made = subprocess.run([sys.executable, "-c", MAKE], cwd=tmp_path, env={**env, "MLFLOW_ALLOW_FILE_STORE": "true"},
+    made = subprocess.run([sys.executable, "-c", script], cwd=directory, env={**env, "MLFLOW_ALLOW_FILE_STORE": "true"},
                           capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr[-2000:]
-    ids = json.loads(made.stdout.strip().splitlines()[-1])
+    return json.loads(made.stdout.strip().splitlines()[-1])
+
+
+def test_a_filestore_laptop_moves_with_its_experiment_id(tmp_path, stack, monkeypatch, capsys):
+    ids = make_filestore(tmp_path, MAKE)
     exp, run = ids["experiment"], ids["run"]
     assert len(exp) >= 18, "FileStore draws experiment ids at random (what SQLite keeps and PostgreSQL must widen)"
     held = StackContents(experiments={"0": "Default", exp: "filestore laptop"}, runs={run})
@@ -68,11 +74,7 @@ def test_a_filestore_without_creation_times_is_recognised_on_the_rerun(tmp_path,
     """Review 13: older MLflow wrote experiment meta.yaml without creation_time; `mlflow migrate-filestore` fills in
     the conversion's time, anew on every run of the move, so after the printed step the rerun never recognised the
     stack (refused for good). Such experiments convert to NULL now, and are recognised by their runs' ids."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    made = subprocess.run([sys.executable, "-c", MAKE], cwd=tmp_path, env={**env, "MLFLOW_ALLOW_FILE_STORE": "true"},
-                          capture_output=True, text=True, timeout=300)
-    assert made.returncode == 0, made.stderr[-2000:]
-    ids = json.loads(made.stdout.strip().splitlines()[-1])
+    ids = make_filestore(tmp_path, MAKE)
     exp, run = ids["experiment"], ids["run"]
     for meta in (tmp_path / "mlruns").glob("*/meta.yaml"):  # as an older MLflow wrote them
         meta.write_text("".join(line for line in meta.read_text().splitlines(keepends=True)

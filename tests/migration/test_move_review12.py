@@ -12,12 +12,11 @@ import pytest
 
 from migration import cli
 from migration.errors import VerificationError
-from migration.manifest import Manifest
 from migration.moveplan import StackLayout, plan_move
 from migration.stack import Stack as RealStack
 from migration.stack import StackContents
 from tests.migration import test_move, test_move_review5
-from tests.migration.test_move import _everything, _laptop, _mover, _StackStub
+from tests.migration.test_move import _everything, _moved, _mover, _StackStub
 from tests.migration.test_move_review5 import RUN, _Stack
 from tests.migration.test_move_review9 import CREATED, MODEL, _argv, _timed_laptop
 
@@ -60,10 +59,7 @@ def test_a_default_experiment_at_another_storage_keeps_the_stacks_layout(tmp_pat
 
 
 def test_a_verified_file_listed_at_another_size_is_read_back(tmp_path, fake_stack):
-    db, root = _laptop(tmp_path, str)
-    plan = plan_move(db, root, StackLayout(), base=tmp_path)
-    manifest = Manifest(tmp_path / "m.sqlite", "https://stack.example")
-    assert _mover(tmp_path)._upload(_StackStub(), plan, manifest) == 4
+    db, root, plan, manifest = _moved(tmp_path)
     f = next(p for p in plan.files if p.dest.endswith("a/b/c.txt"))
     f.source.write_bytes(b"laptop v2")  # the laptop's file changed (9 bytes) ...
     fake_stack[f.dest] = b"USER'S v2"  # ... and a stack user's object of 9 bytes is there

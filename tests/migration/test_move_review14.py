@@ -1,27 +1,26 @@
 """`python -m migration move`, review 14 (issue 27): an untimed deleted FileStore experiment (.trash/) converts to
 NULL too; a stack copy that already is the laptop's new bytes is kept and recorded, not "differs"; a link to the
 folder holding the run (the artifact root, its experiment) is not followed; a lock file that is a link is refused,
-never truncated; an object written during the move is reported as such. The reviewer's repros, turned to assert
-the fix. Without servers (the FileStore is MLflow 3.17.2's own)."""
+never truncated (an object written during the move, reported as such: test_move_review8). The reviewer's
+repros, turned to assert the fix. Without servers (the FileStore is MLflow 3.17.2's own)."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from migration import cli
 from migration.errors import RefusedError
-from migration.manifest import VERIFIED, Manifest
+from migration.manifest import VERIFIED
 from migration.move import MoveLock, lock_paths
 from migration.moveplan import StackLayout, plan_move
 from migration.stack import StackContents
 from tests.migration import test_move, test_move_review5
-from tests.migration.test_move import _everything, _laptop, _mover, _StackStub
+from tests.migration.test_move import _everything, _laptop, _moved, _mover, _StackStub
+from tests.migration.test_move_filestore import make_filestore
 from tests.migration.test_move_review5 import _Stack
 
 fake_stack = test_move.fake_stack  # fixtures
@@ -42,10 +41,7 @@ print(json.dumps({"experiment": run.info.experiment_id, "run": run.info.run_id, 
 
 
 def test_an_untimed_deleted_filestore_experiment_converts_to_null_too(tmp_path, stack, monkeypatch, capsys):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    made = subprocess.run([sys.executable, "-c", MAKE], cwd=tmp_path, env={**env, "MLFLOW_ALLOW_FILE_STORE": "true"},
-                          capture_output=True, text=True, timeout=300)
-    assert made.returncode == 0, made.stderr[-2000:]
+    make_filestore(tmp_path, MAKE)
     metas = [*(tmp_path / "mlruns").glob("*/meta.yaml"), *(tmp_path / "mlruns").glob(".trash/*/meta.yaml")]
     assert any(".trash" in str(m) for m in metas)
     for meta in metas:  # as an older MLflow wrote them
@@ -67,10 +63,7 @@ def test_an_untimed_deleted_filestore_experiment_converts_to_null_too(tmp_path, 
 
 
 def test_a_stack_copy_that_is_already_the_laptops_new_bytes_is_kept(tmp_path, fake_stack):
-    db, root = _laptop(tmp_path, str)
-    plan = plan_move(db, root, StackLayout(), base=tmp_path)
-    manifest = Manifest(tmp_path / "m.sqlite", "https://stack.example")
-    assert _mover(tmp_path)._upload(_StackStub(), plan, manifest) == 4
+    db, root, plan, manifest = _moved(tmp_path)
     f = next(p for p in plan.files if p.dest.endswith("/data.csv"))
     st = os.stat(f.source)
     with open(f.source, "r+b") as handle:  # same size, new bytes, same inode
@@ -106,19 +99,3 @@ def test_a_lock_file_that_is_a_link_is_refused_not_truncated(tmp_path):
             pass
     assert precious.read_text() == "mine"
 
-
-def test_an_object_written_during_the_move_is_reported_as_such(tmp_path, fake_stack, monkeypatch):
-    from migration.move import Move
-
-    db, root = _laptop(tmp_path, str)
-    plan = plan_move(db, root, StackLayout(), base=tmp_path)
-    dest = f"1/{RUN}/artifacts/a/b/c.txt"
-    real = Move._upload_dir
-
-    def late_user(self, repos, manifest, directory, files, progress, task):
-        fake_stack.setdefault(dest, b"U")
-        return real(self, repos, manifest, directory, files, progress, task)
-    monkeypatch.setattr(Move, "_upload_dir", late_user)
-    move = _mover(tmp_path)
-    move._upload(_StackStub(), plan, Manifest(tmp_path / "m.sqlite", "https://stack.example"))
-    assert move.result.differs == [f"{dest} (written on the stack during the move, 1 bytes)"]
