@@ -36,6 +36,7 @@ import concurrent.futures
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import re
 import secrets
@@ -96,6 +97,7 @@ class MoveResult:
     lost: list[str] = field(default_factory=list)  # verified earlier per the manifest, but not on the stack
     differs: list[str] = field(default_factory=list)  # files the stack holds otherwise (size, sha256 read back)
     not_moved: list[str] = field(default_factory=list)  # folders of entities the stack has no row of: not sent
+    unverified: list[str] = field(default_factory=list)  # sent, but their check after upload failed
     changed: list[str] = field(default_factory=list)  # files replaced or changed between the plan and the upload
     verified: int = 0
     verify: str = "size"
@@ -639,8 +641,7 @@ class Move:
 
         def one(directory: str) -> list[tuple[str, int]]:
             repo, sub = repos.get(directory)
-            return [(f"{directory}/{posixpath_name(i.path)}", i.file_size or 0)  # 0 bytes: listed without a size
-                    for i in repo.list_artifacts(sub or None) if not i.is_dir]
+            return [(f"{directory}/{name}", size) for name, size in repo.list_files(sub).items()]
 
         found: dict[str, int] = {}
         with concurrent.futures.ThreadPoolExecutor(max(1, self.opts.jobs), thread_name_prefix="list") as pool:
@@ -705,6 +706,9 @@ class Move:
                     signal.signal(s, handler)
             if progress is not None:
                 progress.stop()
+        if result.unverified:
+            raise VerificationError(f"{len(result.unverified)} file(s) failed their check after upload (the rest was "
+                                    f"sent and recorded): {_listing(sorted(result.unverified), 5)}")
         if result.changed:
             raise MigrationError(f"{len(result.changed)} file(s) changed between the plan and their upload (replaced, "
                                  f"now a link, or of another size): not sent: {_listing(sorted(result.changed))}; "
@@ -724,7 +728,7 @@ class Move:
             # appeared or changed since is another writer's (a user of a moved run): kept, reported, not sent.
             # What remains is the seconds between this listing and each upload (MLflow's artifact API has no
             # conditional write).
-            now = {posixpath_name(i.path): i.file_size or 0 for i in repo.list_artifacts(sub or None) if not i.is_dir}
+            now = repo.list_files(sub)
             before = self._listed
             late = [f for f in files if now.get(posixpath_name(f.dest)) != before.get(f.dest)]
             if late:
@@ -756,7 +760,7 @@ class Move:
             pending.append((f, digest))
             if progress is not None:
                 progress.advance(task, f.size)
-        listed = {posixpath_name(i.path): i.file_size or 0 for i in repo.list_artifacts(sub or None) if not i.is_dir}
+        listed = repo.list_files(sub)
         for f, digest in pending:
             name = f.dest.rsplit("/", 1)[-1]
             try:
@@ -766,9 +770,11 @@ class Move:
                 if self.opts.verify == "full" and _stack_digest(repos, f.dest) != digest:
                     raise VerificationError(f"{f.dest} read back from the stack differs from {f.source} "
                                             "(sha256); the manifest keeps it to upload again")
-            except VerificationError:
+            except VerificationError as exc:  # this file only: the other folders go on, the run fails at the end
                 manifest.record(FileRecord(f.dest, self._rel(f.source), f.size, f.mtime_ns, digest, FAILED))
-                raise
+                with self._count:
+                    self.result.unverified.append(str(exc))
+                continue
             manifest.record(FileRecord(f.dest, self._rel(f.source), f.size, f.mtime_ns, digest, VERIFIED))
             with self._count:
                 self.result.verified += 1
@@ -945,8 +951,6 @@ class _Repos:
         self._lock = threading.Lock()
 
     def get(self, directory: str):
-        from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
-
         if not normalised_dest(directory) or not _HEAD.match(directory):
             raise ValueError(f"not a destination under the stack's artifact root: {directory!r}")
         parts = directory.split("/")
@@ -955,11 +959,45 @@ class _Repos:
         with self._lock:
             repo = self._repos.get(head)
             if repo is None:
-                repo = MlflowArtifactsRepository(f"mlflow-artifacts:/{head}", tracking_uri=self.tracking_uri)
+                repo = _Repository(f"mlflow-artifacts:/{head}", tracking_uri=self.tracking_uri)
                 if parts[0] == "workspaces" and parts[1] != "default":
                     repo = _InWorkspace(repo, parts[1])
                 self._repos[head] = repo
         return repo, sub
+
+
+@functools.cache
+def _repository_class():
+    from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import augmented_raise_for_status, http_request
+
+    class Repository(MlflowArtifactsRepository):
+        """MLflow's repository, with a listing that says what the server says: `list_artifacts` answers [] for a
+        folder holding one file of the folder's own name (`x/x`: "the path names a file"), and rewrites names
+        through validate_path_is_safe (a leading space stripped, `T10:00.log` lowercased as a URL scheme)."""
+
+        def list_files(self, sub: str) -> dict[str, int]:
+            """name -> size of the files directly in `sub` (a file listed without a size has 0 bytes)."""
+            endpoint = "/mlflow-artifacts/artifacts"
+            url, tail = self.artifact_uri.split(endpoint, maxsplit=1)
+            root = tail.lstrip("/")
+            resp = http_request(get_default_host_creds(url), endpoint, "GET",
+                                params={"path": f"{root}/{sub}" if sub else root})
+            augmented_raise_for_status(resp)
+            found = {}
+            for f in resp.json().get("files", []):
+                name = f.get("path", "")
+                if f.get("is_dir") or not name or "/" in name or name in (".", ".."):
+                    continue
+                found[name] = int(f.get("file_size") or 0)
+            return found
+
+    return Repository
+
+
+def _Repository(uri: str, tracking_uri: str):
+    return _repository_class()(uri, tracking_uri=tracking_uri)
 
 
 class _InWorkspace:

@@ -390,6 +390,19 @@ def _entity(plan: MovePlan, place, table: str, column: str, key: tuple, value: s
     return True
 
 
+def _renamed_by_mlflow(name: str) -> bool:
+    """Whether MLflow's client would list or download this name as another (validate_path_is_safe decodes it
+    as a URI: a leading space goes, `T10:00:00.log` is lowercased as a scheme) or refuse it: such a file goes up
+    intact but no MLflow client ever finds it by its name."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.uri import validate_path_is_safe
+
+    try:
+        return validate_path_is_safe(name) != name
+    except MlflowException:
+        return True
+
+
 def _within(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
@@ -433,7 +446,7 @@ def _walk(plan: MovePlan, where: str, top: Path, prefix: str, allowed: Path, top
                 reason = "a broken link" if full.is_symlink() else f"unreadable: {getattr(exc, 'strerror', exc)}"
                 plan.missing.append(f"{where}: {full} ({reason})")
                 continue
-            if UNSENDABLE.search(entry.name):
+            if UNSENDABLE.search(entry.name) or _renamed_by_mlflow(entry.name):
                 plan.unsendable.append(str(full))
                 continue
             if stat.S_ISDIR(st.st_mode):

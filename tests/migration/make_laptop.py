@@ -38,6 +38,7 @@ def build(directory: str, many: int = 0, model_name: str = "laptop-model", alias
         mlflow.log_params({"lr": "0.01", "layers": "3"})
         mlflow.log_text("hello\n", "notes/readme.txt")
         mlflow.log_text("", "code/__init__.py")  # empty: MLflow's server lists it without a size
+        mlflow.log_text("same name\n", "x/x")  # MLflow's list_artifacts answers [] for such a folder
         mlflow.log_text("deep\n" * 100, "a/b/c/deep.txt")
         mlflow.log_dict({"k": [1, 2, 3]}, "config/params.json")
         mlflow.log_artifact(_binary("weights.bin", 300_000), "blobs")

@@ -232,6 +232,9 @@ class _FakeRepo:
         self.store[f"{self.head}/{artifact_path}/{name}" if artifact_path else f"{self.head}/{name}"] = \
             Path(local_file).read_bytes()
 
+    def list_files(self, sub):
+        return {i.path.rsplit("/", 1)[-1]: i.file_size or 0 for i in self.list_artifacts(sub or None) if not i.is_dir}
+
     def _download_file(self, remote_file_path, local_path):
         Path(local_path).write_bytes(self.store[f"{self.head}/{remote_file_path}"])
 

@@ -46,16 +46,15 @@ def test_a_named_workspaces_calls_carry_it_in_their_own_thread(tmp_path):
             return get_request_workspace()
 
     repos = move_module._Repos("https://stack.example")
-    import mlflow.store.artifact.mlflow_artifacts_repo as repo_module
-    real = repo_module.MlflowArtifactsRepository
-    repo_module.MlflowArtifactsRepository = Repo
+    real = move_module._Repository
+    move_module._Repository = Repo
     try:
         team, _ = repos.get("workspaces/team-a/7/" + RUN + "/artifacts")
         default, _ = repos.get("workspaces/default/8/" + RUN + "/artifacts")
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             seen = list(pool.map(lambda r: r.list_artifacts(), [team, default, team, default]))
     finally:
-        repo_module.MlflowArtifactsRepository = real
+        move_module._Repository = real
     assert seen == ["team-a", None, "team-a", None], "each call its own workspace, none leaking into another"
     assert get_request_workspace() is None
 
