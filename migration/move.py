@@ -706,15 +706,27 @@ class Move:
                     signal.signal(s, handler)
             if progress is not None:
                 progress.stop()
+        problems = []
         if result.unverified:
-            raise VerificationError(f"{len(result.unverified)} file(s) failed their check after upload (the rest was "
-                                    f"sent and recorded): {_listing(sorted(result.unverified), 5)}")
+            problems.append(f"{len(result.unverified)} file(s) failed their check after upload (marked, sent again "
+                            f"by the next run): {_listing(sorted(result.unverified), 5)}")
         if result.changed:
-            raise MigrationError(f"{len(result.changed)} file(s) changed between the plan and their upload (replaced, "
-                                 f"now a link, or of another size): not sent: {_listing(sorted(result.changed))}; "
-                                 "every other file was sent and recorded",
-                                 hint="rerun when nothing writes to the artifact folders: it plans again and sends "
-                                      "only what is not on the stack yet")
+            problems.append(f"{len(result.changed)} file(s) changed between the plan and their upload (replaced, "
+                            f"now a link, or of another size): not sent: {_listing(sorted(result.changed))}")
+        if problems:
+            # one message with everything not sent: what the stack holds otherwise and folders of entities it
+            # lacks are told here too (their own refusals come after the uploads, and this ends the run)
+            if result.differs:
+                problems.append(f"{len(result.differs)} file(s) the stack holds otherwise, kept, not sent: "
+                                f"{_listing(result.differs, 5)}")
+            if result.not_moved:
+                problems.append(f"{len(result.not_moved)} folder(s) of entities the stack lacks, not sent: "
+                                f"{_listing(result.not_moved, 5)}")
+            message = "; ".join(problems) + ("; every other file was sent and recorded"
+                                             if not (result.differs or result.not_moved) else "")
+            hint = ("rerun when nothing writes to the artifact folders: it plans again and sends only what is not on "
+                    "the stack yet")
+            raise (VerificationError if result.unverified else MigrationError)(message, hint=hint)
         return result.uploaded - sent_before
 
     def _upload_dir(self, repos: "_Repos", manifest: Manifest, directory: str, files: list[PlannedFile],

@@ -48,3 +48,24 @@ def test_one_files_failed_check_does_not_stop_the_other_folders(tmp_path, fake_s
     assert states.pop(victim) == FAILED and set(states.values()) == {VERIFIED}
     assert len(states) == len(plan.files) - 1, "every other folder sent and checked"
     manifest.close()
+
+
+def test_a_failed_check_and_files_not_sent_are_told_in_one_message(tmp_path, fake_stack, monkeypatch):
+    """Review 17: a failed check raised "(the rest was sent and recorded)" while a file changed after the plan was
+    not sent: one message names both, and says "every other file was sent" only when it was."""
+    db, root = _laptop(tmp_path, str)
+    for i in range(3):
+        (root / "1" / RUN / "artifacts" / f"d{i}").mkdir()
+        (root / "1" / RUN / "artifacts" / f"d{i}" / "f.txt").write_text(f"file {i}")
+    plan = plan_move(db, root, StackLayout(), base=tmp_path)
+    victim = f"1/{RUN}/artifacts/a/b/c.txt"
+    real = test_move._FakeRepo.list_files
+    monkeypatch.setattr(test_move._FakeRepo, "list_files", lambda self, sub: {
+        k: v for k, v in real(self, sub).items() if f"{self.head}/{sub}/{k}" != victim})
+    (root / "1" / RUN / "artifacts" / "d1" / "f.txt").write_text("file 1, edited and longer")
+    move = _mover(tmp_path)
+    move.opts.jobs = 1
+    with pytest.raises(VerificationError) as caught:
+        move._upload(_StackStub(), plan, Manifest(tmp_path / "m.sqlite", "https://stack.example"))
+    assert victim in caught.value.message and "d1/f.txt" in caught.value.message
+    assert "failed their check" in caught.value.message and "not sent" in caught.value.message
