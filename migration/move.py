@@ -708,8 +708,10 @@ class Move:
                 progress.stop()
         problems = []
         if result.unverified:
-            problems.append(f"{len(result.unverified)} file(s) failed their check after upload (marked, sent again "
-                            f"by the next run): {_listing(sorted(result.unverified), 5)}")
+            problems.append(f"{len(result.unverified)} file(s) failed their check after upload (marked failed: a "
+                            "rerun reads each back, keeps it if it is the laptop's, sends it again if the stack "
+                            "lacks it, else reports it, --overwrite sends it): "
+                            f"{_listing(sorted(result.unverified), 5)}")
         if result.changed:
             problems.append(f"{len(result.changed)} file(s) changed between the plan and their upload (replaced, "
                             f"now a link, or of another size): not sent: {_listing(sorted(result.changed))}")
@@ -778,10 +780,10 @@ class Move:
             try:
                 if listed.get(name) != f.size:
                     raise VerificationError(f"after upload the stack lists {f.dest} with {listed.get(name)} bytes, "
-                                            f"not {f.size}; the manifest keeps it to upload again")
+                                            f"not {f.size}")
                 if self.opts.verify == "full" and _stack_digest(repos, f.dest) != digest:
                     raise VerificationError(f"{f.dest} read back from the stack differs from {f.source} "
-                                            "(sha256); the manifest keeps it to upload again")
+                                            "(sha256)")
             except VerificationError as exc:  # this file only: the other folders go on, the run fails at the end
                 manifest.record(FileRecord(f.dest, self._rel(f.source), f.size, f.mtime_ns, digest, FAILED))
                 with self._count:

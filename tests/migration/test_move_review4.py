@@ -79,7 +79,7 @@ def test_a_failed_check_marks_the_row_failed_and_the_next_run_sends_it(tmp_path,
         return repo, sub
 
     monkeypatch.setattr(move_module._Repos, "get", losing_get)
-    with pytest.raises(VerificationError, match="manifest keeps it to upload again"):
+    with pytest.raises(VerificationError, match="marked failed: a rerun reads each back"):
         _mover(tmp_path)._upload(_StackStub(), plan, manifest)
     assert manifest.records()[victim.dest].state == FAILED
     monkeypatch.setattr(move_module._Repos, "get", real_get)
