@@ -27,18 +27,25 @@ def test_names_mlflow_would_list_as_others_are_refused(tmp_path, name):
     assert not [f for f in plan.files if f.dest.endswith("/" + name)]
 
 
-def test_one_files_failed_check_does_not_stop_the_other_folders(tmp_path, fake_stack, monkeypatch):
+VICTIM = f"1/{RUN}/artifacts/a/b/c.txt"
+
+
+def _folders_and_a_hidden_victim(tmp_path, monkeypatch, folders: int):
+    """The fake laptop with `folders` more folders; the fake stack never lists VICTIM after its upload."""
     db, root = _laptop(tmp_path, str)
-    for i in range(6):
+    for i in range(folders):
         (root / "1" / RUN / "artifacts" / f"d{i}").mkdir()
         (root / "1" / RUN / "artifacts" / f"d{i}" / "f.txt").write_text(f"file {i}")
-    plan = plan_move(db, root, StackLayout(), base=tmp_path)
-    victim = f"1/{RUN}/artifacts/a/b/c.txt"
     real = test_move._FakeRepo.list_files
+    monkeypatch.setattr(test_move._FakeRepo, "list_files", lambda self, sub: {
+        k: v for k, v in real(self, sub).items() if f"{self.head}/{sub}/{k}" != VICTIM})
+    return db, root
 
-    def hiding(self, sub):  # the stack does not list the victim after its upload
-        return {k: v for k, v in real(self, sub).items() if f"{self.head}/{sub}/{k}" != victim}
-    monkeypatch.setattr(test_move._FakeRepo, "list_files", hiding)
+
+def test_one_files_failed_check_does_not_stop_the_other_folders(tmp_path, fake_stack, monkeypatch):
+    db, root = _folders_and_a_hidden_victim(tmp_path, monkeypatch, 6)
+    plan = plan_move(db, root, StackLayout(), base=tmp_path)
+    victim = VICTIM
     manifest = Manifest(tmp_path / "m.sqlite", "https://stack.example")
     move = _mover(tmp_path)
     move.opts.jobs = 1
@@ -53,15 +60,9 @@ def test_one_files_failed_check_does_not_stop_the_other_folders(tmp_path, fake_s
 def test_a_failed_check_and_files_not_sent_are_told_in_one_message(tmp_path, fake_stack, monkeypatch):
     """Review 17: a failed check raised "(the rest was sent and recorded)" while a file changed after the plan was
     not sent: one message names both, and says "every other file was sent" only when it was."""
-    db, root = _laptop(tmp_path, str)
-    for i in range(3):
-        (root / "1" / RUN / "artifacts" / f"d{i}").mkdir()
-        (root / "1" / RUN / "artifacts" / f"d{i}" / "f.txt").write_text(f"file {i}")
+    db, root = _folders_and_a_hidden_victim(tmp_path, monkeypatch, 3)
     plan = plan_move(db, root, StackLayout(), base=tmp_path)
-    victim = f"1/{RUN}/artifacts/a/b/c.txt"
-    real = test_move._FakeRepo.list_files
-    monkeypatch.setattr(test_move._FakeRepo, "list_files", lambda self, sub: {
-        k: v for k, v in real(self, sub).items() if f"{self.head}/{sub}/{k}" != victim})
+    victim = VICTIM
     (root / "1" / RUN / "artifacts" / "d1" / "f.txt").write_text("file 1, edited and longer")
     move = _mover(tmp_path)
     move.opts.jobs = 1
