@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -107,6 +108,21 @@ class Transfer:
         return found
 
 
+def _settled_log_size(variant: Variant, quiet: float = 0.2, limit: float = 3.0) -> int:
+    """The access log's size once Nginx has written the lines of the requests already answered: it logs a
+    request after sending its response, so a client that just got an answer can start the next window before
+    that line is written (a refused mpu/create then showed up in the next download's routes)."""
+    size = access_log_size(variant)
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        time.sleep(quiet)
+        now = access_log_size(variant)
+        if now == size:
+            break
+        size = now
+    return size
+
+
 class measured:
     """`with measured(variant) as result: <client call>`; then `result.transfer`."""
 
@@ -115,7 +131,7 @@ class measured:
         self.transfer: Optional[Transfer] = None
 
     def __enter__(self) -> "measured":
-        self._offset = access_log_size(self.variant)
+        self._offset = _settled_log_size(self.variant)
         self._usage = TreeUsage({"server": self.variant.server.service, "nginx": self.variant.proxy.service},
                                 temp_dirs={"server": self.variant.server.tmp_dir}).__enter__()
         return self
