@@ -359,11 +359,11 @@ class Move:
             try:
                 contents = stack.contents(layout)
                 held = self.held = _holds_source(plan, contents)
-                if held and hasattr(stack, "add_deleted_models"):  # only a stack holding the source has them
+                if held:  # only a stack holding the source has them
                     stack.add_deleted_models(contents, plan.logged_models)
                 self.committed = held  # by an earlier run, or the printed step
                 if opts.finish:
-                    return self._finish(stack, plan, manifest, held, contents)
+                    return self._finish(stack, plan, manifest, held, contents, layout)
                 if not held:
                     _refuse_other_data(plan, contents)
                     # --check writes nothing of the move's own either: its copy is a temporary one (a staged step
@@ -823,7 +823,8 @@ class Move:
             raise VerificationError(f"after the database step the stack lacks {len(absent)} run(s) of the source, "
                                     f"e.g. {absent[0]}")
 
-    def _finish(self, stack, plan: MovePlan, manifest: Manifest, held: bool, contents) -> MoveResult:
+    def _finish(self, stack, plan: MovePlan, manifest: Manifest, held: bool, contents,
+                layout: StackLayout | None = None) -> MoveResult:
         """A check, writing nothing on the stack: it holds the source's rows, and every planned file as the
         laptop has it (listed with its size; with --verify full read back and compared by sha256)."""
         result = self.result
@@ -835,7 +836,7 @@ class Move:
             raise RefusedError("the stack does not hold the source's runs yet: run the printed database step first "
                                f"({absent} of {len(plan.runs)} runs absent)")
         plan, not_moved = _held_part(plan, contents)
-        _refuse_other_locations(plan, contents, stack.layout() if hasattr(stack, "layout") else StackLayout())
+        _refuse_other_locations(plan, contents, layout or StackLayout())  # the layout _locked read: no second call
         todo = self._to_send(_Repos(stack.uri), plan, manifest, record=False)
         wrong = [f.dest for f in todo] + result.differs + [f"{d}/ (no row on the stack)" for d in not_moved]
         if wrong:
@@ -1059,7 +1060,7 @@ def _moved_experiments(plan: MovePlan, contents) -> set[str]:
     """The source's experiments the stack holds as the database step wrote them (id and creation time). The
     Default experiment 0 too: the step lets the laptop's row win over the stack's seed row (migration/existing.py),
     so the stack's 0 carries the laptop's creation time only once the step ran."""
-    created = getattr(contents, "created", {})
+    created = contents.created
     return {e for e, t in plan.created.items() if created.get(e) == t}
 
 
@@ -1104,7 +1105,7 @@ def _refuse_other_locations(plan: MovePlan, contents, layout: StackLayout) -> No
         parts = folder.split("/")
         i = 2 if parts[0] == "workspaces" else 0
         entity = parts[i + 2] if parts[i + 1] in ("models", "traces") else parts[i + 1]
-        have = getattr(contents, "location", {}).get(entity)
+        have = contents.location.get(entity)
         want = served_uri(layout.root, *parts)
         if have and parts[i + 1] != "traces" and have.rstrip("/") != want:  # "" or None: the stack did not say
             other.append(f"{entity}: {have} (the move's: {want})")

@@ -97,7 +97,7 @@ def test_a_logged_model_deleted_on_the_stack_after_the_move_passes_finish(tmp_pa
                              runs={RUN, "b" * 32}, logged_models=set() if deleted["yes"] else {MODEL},
                              traces={"tr-1"}, owner={RUN: "1", "b" * 32: "2", "tr-1": "1", MODEL: "1"})
     monkeypatch.setattr(_Stack, "contents", contents)
-    monkeypatch.setattr(_Stack, "add_deleted_models", _get_allow_deleted, raising=False)
+    monkeypatch.setattr(_Stack, "add_deleted_models", _get_allow_deleted)
     db, root = _timed_laptop(tmp_path)
     assert cli.main(_argv(db, root, "--database-uri-env", "STACK_DB")) == 0
     deleted["yes"] = True  # mlflow.delete_logged_model on the stack: row and files stay until gc

@@ -32,7 +32,7 @@ def test_a_logged_model_made_on_the_laptop_after_the_step_is_not_sent(tmp_path, 
     monkeypatch.setattr(_Stack, "contents", _moved)
     asked: list[str] = []
     monkeypatch.setattr(_Stack, "add_deleted_models", lambda self, found, ids: asked.extend(sorted(
-        set(ids) - found.logged_models)), raising=False)  # the stack has no such model, deleted or not
+        set(ids) - found.logged_models)))  # the stack has no such model, deleted or not
     db, root = _timed_laptop(tmp_path)
     argv = _argv(db, root, "--stack", "local")
     assert cli.main(argv) == 0

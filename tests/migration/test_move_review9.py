@@ -55,7 +55,7 @@ def test_a_logged_model_deleted_on_the_laptop_does_not_fail_every_finish(tmp_pat
         return StackContents(experiments={"0": "Default", "1": "a", "2": "team"}, created=dict(CREATED, **{"0": 5}),
                              runs={RUN, "b" * 32}, traces={"tr-1"}, owner={RUN: "1", "b" * 32: "2", "tr-1": "1"})
     monkeypatch.setattr(_Stack, "contents", contents)
-    monkeypatch.setattr(_Stack, "add_deleted_models", _get_allow_deleted, raising=False)
+    monkeypatch.setattr(_Stack, "add_deleted_models", _get_allow_deleted)
     db, root = _timed_laptop(tmp_path, deleted_model=True)
     assert cli.main(_argv(db, root, "--database-uri-env", "STACK_DB")) == 0, capsys.readouterr().err
     model_file = f"1/models/{MODEL}/artifacts/MLmodel"
